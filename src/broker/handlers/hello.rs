@@ -1,0 +1,340 @@
+//! Proving who a connection is (PROTOCOL.md §3): member hello and session hello, with every
+//! check in the order the protocol gives, then registration and `hello_ack`.
+
+use std::sync::Arc;
+
+use crate::broker::connection::Conn;
+use crate::broker::presence::{Peer, PeerKind};
+use crate::broker::state::Broker;
+use crate::crypto;
+use crate::protocol::messages::{
+    Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
+};
+use crate::protocol::{
+    MAX_ATTESTATION_TTL_MS, MAX_SKEW_MS, Pubkey, ServerMessage, Signature, canonical, ids, time,
+};
+use crate::store::{Member, Mesh};
+
+/// A refusal: the error code, a sentence, and the close code.
+struct Refusal(&'static str, String, u16);
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal(code, message.into(), 1008)
+}
+
+/// Longest display name accepted; longer ones are cut, not refused.
+const MAX_DISPLAY_NAME: usize = 64;
+
+pub async fn member_hello(conn: &mut Conn, hello: Hello) {
+    if conn.peer.is_some() {
+        conn.error(
+            None,
+            "already_authenticated",
+            "this connection has already said hello",
+        );
+        return;
+    }
+    match check_member_hello(&conn.broker, &hello) {
+        Ok((mesh, member)) => {
+            let label = hello.session_pubkey.clone();
+            admit(
+                conn,
+                mesh,
+                member,
+                PeerKind::Member,
+                None,
+                label,
+                hello.peer,
+            )
+            .await
+        }
+        Err(Refusal(code, message, close)) => conn.refuse(code, message, close),
+    }
+}
+
+pub async fn session_hello(conn: &mut Conn, hello: SessionHello) {
+    if conn.peer.is_some() {
+        conn.error(
+            None,
+            "already_authenticated",
+            "this connection has already said hello",
+        );
+        return;
+    }
+    match check_session_hello(&conn.broker, &hello) {
+        Ok((mesh, member, session_key)) => {
+            admit(
+                conn,
+                mesh,
+                member,
+                PeerKind::Session,
+                Some(session_key),
+                None,
+                hello.peer,
+            )
+            .await
+        }
+        Err(Refusal(code, message, close)) => conn.refuse(code, message, close),
+    }
+}
+
+fn check_skew(timestamp: i64) -> Result<(), Refusal> {
+    let skew = (time::now_ms() - timestamp).abs();
+    if skew > MAX_SKEW_MS {
+        return Err(refuse(
+            "timestamp_skew",
+            format!("hello timestamp is {skew} ms away from the broker's clock (limit 60 000 ms)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_capacity(broker: &Broker, mesh_id: &str) -> Result<(), Refusal> {
+    let max = broker.config.max_connections_per_mesh;
+    if broker.presence.count(mesh_id) >= max {
+        return Err(refuse(
+            "capacity",
+            format!("mesh has the maximum of {max} connections"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_signature(s: &str) -> Result<Signature, Refusal> {
+    Signature::parse(s).map_err(|e| refuse("malformed", format!("signature: {e}")))
+}
+
+fn verify(sig: &Signature, signed: &str, key: &Pubkey, what: &str) -> Result<(), Refusal> {
+    if crypto::verify(&sig.0, signed.as_bytes(), &key.0) {
+        Ok(())
+    } else {
+        Err(refuse(
+            "bad_signature",
+            format!("{what} signature does not verify"),
+        ))
+    }
+}
+
+/// Finds the member by key; an unknown or revoked one is refused.
+fn find_member(broker: &Broker, mesh_id: &str, key: &Pubkey) -> Result<(Mesh, Member), Refusal> {
+    let store_err = |e: crate::store::StoreError| Refusal("internal", e.to_string(), 1011);
+    let unauthorized = || refuse("unauthorized", "no member with this key in this mesh");
+    if !ids::is_id(mesh_id) {
+        return Err(unauthorized());
+    }
+    let mesh = broker
+        .store
+        .mesh(mesh_id)
+        .map_err(store_err)?
+        .ok_or_else(unauthorized)?;
+    let member = broker
+        .store
+        .member_by_pubkey(mesh_id, key)
+        .map_err(store_err)?
+        .ok_or_else(unauthorized)?;
+    if member.revoked_at_ms.is_some() {
+        return Err(Refusal(
+            "revoked",
+            "this member was revoked from the mesh".into(),
+            4002,
+        ));
+    }
+    Ok((mesh, member))
+}
+
+fn check_replay(broker: &Broker, sig: &Signature, timestamp: i64) -> Result<(), Refusal> {
+    if broker.replay.first_use(&sig.0, timestamp) {
+        Ok(())
+    } else {
+        Err(refuse("replay", "this exact hello was already used"))
+    }
+}
+
+fn check_member_hello(broker: &Broker, h: &Hello) -> Result<(Mesh, Member), Refusal> {
+    if let Some(sp) = h.session_pubkey.as_deref().filter(|s| !s.is_empty())
+        && !Pubkey::is_shape(sp)
+    {
+        return Err(refuse(
+            "bad_session_pubkey",
+            "sessionPubkey must be 64 lowercase hex",
+        ));
+    }
+    check_capacity(broker, &h.mesh_id)?;
+    check_skew(h.timestamp)?;
+    let key = Pubkey::parse(&h.pubkey).map_err(|e| refuse("malformed", format!("pubkey: {e}")))?;
+    let sig = parse_signature(&h.signature)?;
+    let signed = canonical::hello(&h.mesh_id, &h.member_id, &h.pubkey, h.timestamp);
+    verify(&sig, &signed, &key, "hello")?;
+    let (mesh, member) = find_member(broker, &h.mesh_id, &key)?;
+    if member.id != h.member_id {
+        return Err(refuse(
+            "unauthorized",
+            "memberId does not belong to this key",
+        ));
+    }
+    check_replay(broker, &sig, h.timestamp)?;
+    Ok((mesh, member))
+}
+
+fn check_session_hello(
+    broker: &Broker,
+    h: &SessionHello,
+) -> Result<(Mesh, Member, Pubkey), Refusal> {
+    let session = Pubkey::parse(&h.session_pubkey).map_err(|_| {
+        refuse(
+            "bad_session_pubkey",
+            "sessionPubkey must be 64 lowercase hex",
+        )
+    })?;
+    let parent = Pubkey::parse(&h.parent_member_pubkey).map_err(|_| {
+        refuse(
+            "bad_parent_pubkey",
+            "parentMemberPubkey must be 64 lowercase hex",
+        )
+    })?;
+    let att = &h.parent_attestation;
+    if att.session_pubkey != h.session_pubkey || att.parent_member_pubkey != h.parent_member_pubkey
+    {
+        return Err(refuse(
+            "attestation_mismatch",
+            "the attestation's keys differ from the hello's keys",
+        ));
+    }
+    check_capacity(broker, &h.mesh_id)?;
+    check_skew(h.timestamp)?;
+    let now = time::now_ms();
+    if att.expires_at <= now {
+        return Err(refuse("expired", "the session attestation has expired"));
+    }
+    if att.expires_at > now + MAX_ATTESTATION_TTL_MS {
+        return Err(refuse(
+            "ttl_too_long",
+            "a session attestation may last at most 24 h",
+        ));
+    }
+    let att_sig = parse_signature(&att.signature)?;
+    let hello_sig = parse_signature(&h.signature)?;
+    let attested =
+        canonical::session_attestation(&h.parent_member_pubkey, &h.session_pubkey, att.expires_at);
+    verify(&att_sig, &attested, &parent, "attestation")?;
+    let signed = canonical::session_hello(
+        &h.mesh_id,
+        &h.parent_member_pubkey,
+        &h.session_pubkey,
+        h.timestamp,
+    );
+    verify(&hello_sig, &signed, &session, "session hello")?;
+    let (mesh, member) = find_member(broker, &h.mesh_id, &parent)?;
+    if member.id != h.parent_member_id {
+        return Err(refuse(
+            "parent_member_id_mismatch",
+            "parentMemberId does not belong to the parent key",
+        ));
+    }
+    check_replay(broker, &hello_sig, h.timestamp)?;
+    Ok((mesh, member, session))
+}
+
+fn clean_display_name(name: Option<&str>, fallback: &str) -> String {
+    let name: String = name
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_DISPLAY_NAME)
+        .collect();
+    let name = name.trim();
+    if name.is_empty() {
+        fallback.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+async fn admit(
+    conn: &mut Conn,
+    mesh: Mesh,
+    member: Member,
+    kind: PeerKind,
+    session_pubkey: Option<Pubkey>,
+    _label: Option<String>,
+    mut info: PeerInfo,
+) {
+    let restored = info.groups.is_none();
+    let groups = info.groups.clone().unwrap_or_else(|| member.groups.clone());
+    info.groups = Some(groups.clone());
+    let display_name = clean_display_name(info.display_name.as_deref(), &member.display_name);
+    let peer = Arc::new(Peer {
+        conn_id: conn.conn_id,
+        presence_id: ids::new_id(),
+        mesh_id: mesh.id.clone(),
+        member_id: member.id.clone(),
+        member_pubkey: member.pubkey,
+        session_pubkey,
+        kind,
+        role: member.role,
+        display_name: display_name.clone(),
+        info,
+        connected_at_ms: time::now_ms(),
+        out: conn.out.clone(),
+    });
+    let capacity = conn.broker.config.max_connections_per_mesh;
+    match conn.broker.presence.register(peer.clone(), capacity) {
+        Ok(Some(old)) => old.close(1000, "session_replaced"),
+        Ok(None) => {}
+        Err(()) => {
+            conn.refuse(
+                "capacity",
+                format!("mesh has the maximum of {capacity} connections"),
+                1008,
+            );
+            return;
+        }
+    }
+    conn.peer = Some(peer.clone());
+    let ack = HelloAck {
+        presence_id: peer.presence_id.clone(),
+        member_display_name: display_name,
+        member_profile: MemberProfile {
+            role_tag: None,
+            groups: groups.clone(),
+            message_mode: "push".into(),
+        },
+        mesh_policy: Some(MeshPolicy {
+            self_editable: mesh.self_editable,
+        }),
+        restored: restored && !member.groups.is_empty(),
+        last_summary: member.last_summary.clone(),
+        last_seen_at: member.last_seen_at_ms.map(time::iso),
+        restored_groups: (restored && !member.groups.is_empty()).then_some(groups),
+        member_id: member.id.clone(),
+        member_role: member.role.as_str().into(),
+        mesh_name: mesh.name.clone(),
+        mesh_slug: mesh.slug.clone(),
+    };
+    conn.reply(None, ServerMessage::HelloAck(Box::new(ack)));
+    tracing::debug!(
+        "{} joined mesh {} as {:?}",
+        peer.display_name,
+        mesh.slug,
+        kind
+    );
+}
+
+/// Called when a proven connection ends.
+pub async fn disconnected(broker: &Broker, peer: &Peer) {
+    if !broker.presence.remove(&peer.mesh_id, peer.conn_id) {
+        return; // taken over by a newer connection of the same session
+    }
+    if let Err(e) = broker
+        .store
+        .update_member_presence(
+            peer.mesh_id.clone(),
+            peer.member_id.clone(),
+            peer.info.groups.clone(),
+            Some(time::now_ms()),
+        )
+        .await
+    {
+        tracing::warn!("cannot record last-seen of {}: {e}", peer.display_name);
+    }
+}

@@ -1,0 +1,537 @@
+//! The HTTP side of the port: health, metrics, mesh creation, invite landing and claim, and the
+//! WebSocket upgrade on `/ws`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::connection;
+use super::metrics::Metrics;
+use super::state::Broker;
+use crate::crypto;
+use crate::identity::decode_root_key;
+use crate::protocol::{Pubkey, ids, time};
+use crate::store::{ClaimError, CreateMesh};
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub async fn serve_connection(broker: Arc<Broker>, io: TokioIo<TcpStream>, _peer: SocketAddr) {
+    let svc = {
+        let broker = broker.clone();
+        service_fn(move |req| {
+            let broker = broker.clone();
+            async move { Ok::<_, Infallible>(route(broker, req).await) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(io, svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = broker.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    respond(status, "application/json", value.to_string())
+}
+
+/// `{error: code, message}` with a status.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> Response<Body> {
+    json_response(status, json!({"error": code, "message": message.into()}))
+}
+
+async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    Metrics::inc(&broker.metrics.http_requests);
+    let path = req.uri().path().to_string();
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if is_upgrade {
+        if path != "/ws" {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "WebSocket upgrades are served on /ws only",
+            );
+        }
+        return upgrade(broker, req);
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["health"]) => json_response(
+            StatusCode::OK,
+            json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime": broker.started.elapsed().as_secs(),
+            }),
+        ),
+        (&Method::GET, ["health", "ready"]) => {
+            if broker.store.is_writable().await {
+                json_response(StatusCode::OK, json!({"status": "ready"}))
+            } else {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "unavailable", "message": "storage is not writable"}),
+                )
+            }
+        }
+        (&Method::GET, ["metrics"]) => metrics(&broker),
+        (&Method::POST, ["meshes"]) => create_mesh(broker, req).await,
+        (&Method::POST, ["invites", code, "claim"]) => {
+            let code = code.to_string();
+            claim_invite(broker, req, code).await
+        }
+        (&Method::GET, ["i", code]) => {
+            let code = code.to_string();
+            invite_landing(&broker, &req, &code)
+        }
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {} {path}", req.method()),
+        ),
+    }
+}
+
+fn metrics(broker: &Broker) -> Response<Body> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let text = broker.metrics.render(&[
+        (
+            "claudemesh_peers",
+            "gauge",
+            "Proven peers (connections past hello).",
+            broker.presence.total() as u64,
+        ),
+        (
+            "claudemesh_store_commits_total",
+            "counter",
+            "Storage transactions committed.",
+            broker.store.stats.commits.load(Relaxed),
+        ),
+        (
+            "claudemesh_store_writes_total",
+            "counter",
+            "Writes applied (several per commit under load).",
+            broker.store.stats.writes.load(Relaxed),
+        ),
+    ]);
+    respond(StatusCode::OK, "text/plain; version=0.0.4", text)
+}
+
+fn upgrade(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    let headers = req.headers();
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| version_ok)
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let tracker = broker.tasks.clone();
+    tracker.spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => connection::run(broker, TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
+        }
+    });
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// A refused HTTP request: status, error code and a sentence.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::BAD_REQUEST, "malformed", message)
+    }
+
+    pub fn response(self) -> Response<Body> {
+        error_response(self.status, self.code, self.message)
+    }
+}
+
+/// Reads a request body up to `limit` bytes; over it is 413, whatever the client claims.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(HttpError::malformed(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::malformed(format!("body is not the expected JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+struct CreateMeshBody {
+    name: String,
+    owner_pubkey: String,
+    member_pubkey: String,
+    root_key: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    if !broker.config.open {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crypto::constant_time_eq(presented.trim().as_bytes(), broker.admin_token.as_bytes()) {
+            broker.metrics.error("unauthorized");
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "creating a mesh needs the broker's admin token (see admin.token in its data directory), unless the broker runs with --open",
+            );
+        }
+    }
+    let body: CreateMeshBody = match read_body(req, broker.config.max_message_bytes)
+        .await
+        .and_then(|b| parse_json(&b))
+    {
+        Ok(b) => b,
+        Err(e) => return e.response(),
+    };
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "mesh name must be 1-64 printable characters",
+        );
+    }
+    let (Ok(owner), Ok(member)) = (
+        Pubkey::parse(&body.owner_pubkey),
+        Pubkey::parse(&body.member_pubkey),
+    ) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "owner_pubkey and member_pubkey must be 64 lowercase hex",
+        );
+    };
+    if decode_root_key(&body.root_key).is_err() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "root_key must be 32 bytes in base64url",
+        );
+    }
+    let display_name = body
+        .display_name
+        .map(|n| n.trim().chars().take(64).collect::<String>())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "owner".into());
+    let created = broker
+        .store
+        .create_mesh(CreateMesh {
+            name,
+            owner_pubkey: owner,
+            root_key: body.root_key,
+            member_pubkey: member,
+            display_name,
+            now_ms: time::now_ms(),
+        })
+        .await;
+    match created {
+        Ok((mesh, member)) => json_response(
+            StatusCode::CREATED,
+            json!({"meshId": mesh.id, "slug": mesh.slug, "name": mesh.name, "memberId": member.id}),
+        ),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClaimBody {
+    recipient_x25519_pubkey: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    member_pubkey: Option<String>,
+}
+
+async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String) -> Response<Body> {
+    let refuse = |code: &'static str, status: StatusCode, message: String| {
+        broker.metrics.claim(code);
+        error_response(status, code, message)
+    };
+    let body: ClaimBody = match read_body(req, broker.config.max_message_bytes)
+        .await
+        .and_then(|b| parse_json(&b))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            broker.metrics.claim(e.code);
+            return e.response();
+        }
+    };
+    let malformed = |m: &str| refuse("malformed", StatusCode::BAD_REQUEST, m.to_string());
+    if !ids::is_invite_code(&code) {
+        return malformed("invite code must be 8 base62 characters");
+    }
+    let x25519: Option<[u8; 32]> = URL_SAFE_NO_PAD
+        .decode(body.recipient_x25519_pubkey.trim_end_matches('='))
+        .ok()
+        .and_then(|b| b.try_into().ok());
+    let Some(x25519) = x25519 else {
+        return malformed("recipient_x25519_pubkey must be 32 bytes in base64url");
+    };
+    // Refuse a key that cannot be sealed to before anything is consumed.
+    if crypto::seal(b"probe", &x25519).is_err() {
+        return malformed("recipient_x25519_pubkey is not a usable x25519 key");
+    }
+    let Some(member_key) = body
+        .member_pubkey
+        .as_deref()
+        .and_then(|k| Pubkey::parse(k).ok())
+    else {
+        return malformed(
+            "member_pubkey (64 lowercase hex, the ed25519 key this member will say hello with) is required",
+        );
+    };
+    let claimed = broker
+        .store
+        .claim_invite(code, member_key, body.display_name, time::now_ms())
+        .await;
+    let ok = match claimed {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let message = match e {
+                ClaimError::NotFound => "no such invite",
+                ClaimError::Revoked => "this invite (or this member) was revoked",
+                ClaimError::Expired => "this invite has expired",
+                ClaimError::Exhausted => "this invite has no uses left",
+                ClaimError::BadSignature => "the invite's owner signature does not verify",
+            };
+            return refuse(e.code(), status, message.into());
+        }
+        Err(e) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+    };
+    let sealed = decode_root_key(&ok.mesh.root_key)
+        .map_err(|e| e.to_string())
+        .and_then(|root| crypto::seal(&root, &x25519).map_err(|e| e.to_string()));
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+    };
+    broker.metrics.claim("ok");
+    json_response(
+        StatusCode::OK,
+        json!({
+            "sealed_root_key": URL_SAFE_NO_PAD.encode(sealed),
+            "mesh_id": ok.mesh.id,
+            "member_id": ok.member.id,
+            "owner_pubkey": ok.mesh.owner_pubkey.to_hex(),
+            "canonical_v2": ok.invite.canonical,
+            "signature_v2": ok.invite.signature,
+            "mesh_name": ok.mesh.name,
+            "mesh_slug": ok.mesh.slug,
+            "role": ok.member.role.as_str(),
+            "display_name": ok.member.display_name,
+        }),
+    )
+}
+
+fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Response<Body> {
+    let wants_json = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "format=json"))
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+    let found = if ids::is_invite_code(code) {
+        broker.store.invite(code).ok().flatten().and_then(|inv| {
+            let mesh = broker.store.mesh(&inv.mesh_id).ok().flatten()?;
+            let inviter = broker
+                .store
+                .member(&mesh.id, &inv.created_by)
+                .ok()
+                .flatten()
+                .map(|m| m.display_name)
+                .unwrap_or_else(|| "unknown".into());
+            Some((inv, mesh, inviter))
+        })
+    } else {
+        None
+    };
+    let Some((inv, mesh, inviter)) = found else {
+        return if wants_json {
+            error_response(StatusCode::NOT_FOUND, "not_found", "no such invite")
+        } else {
+            respond(
+                StatusCode::NOT_FOUND,
+                "text/html; charset=utf-8",
+                page("Invite not found", "<p>This invite link is not valid.</p>"),
+            )
+        };
+    };
+    let now = time::now_ms();
+    let state = if inv.revoked {
+        "revoked"
+    } else if inv.expires_at_s * 1000 <= now {
+        "expired"
+    } else if inv.used >= inv.max_uses {
+        "exhausted"
+    } else {
+        "valid"
+    };
+    let url = format!("{}/i/{}", broker.public_url(), inv.code);
+    if wants_json {
+        return json_response(
+            StatusCode::OK,
+            json!({
+                "found": true,
+                "code": inv.code,
+                "mesh_id": mesh.id,
+                "mesh_name": mesh.name,
+                "mesh_slug": mesh.slug,
+                "inviter": inviter,
+                "role": inv.role.as_str(),
+                "expires_at": inv.expires_at_s,
+                "status": state,
+                "uses_left": inv.max_uses.saturating_sub(inv.used),
+                "broker_url": crate::identity::ws_url(&broker.public_url()),
+                "owner_pubkey": mesh.owner_pubkey.to_hex(),
+                "canonical_v2": inv.canonical,
+            }),
+        );
+    }
+    let body = format!(
+        "<p><b>{inviter}</b> invites you to the mesh <b>{name}</b> as <b>{role}</b>.</p>\
+         <p>Expires {expires} · status: {state}</p>\
+         <p>To join, run:</p><pre>claudemesh join {url}</pre>",
+        inviter = html_escape(&inviter),
+        name = html_escape(&mesh.name),
+        role = inv.role.as_str(),
+        expires = time::iso(inv.expires_at_s * 1000),
+        url = html_escape(&url),
+    );
+    respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        page(&format!("Join {}", html_escape(&mesh.name)), &body),
+    )
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · claudemesh</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}\
+         pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}</style></head>\
+         <body><h1>{title}</h1>{body}</body></html>"
+    )
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,103 @@
+//! Counters for `GET /metrics`, rendered as Prometheus text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub http_requests: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    claims: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default() += 1;
+}
+
+impl Metrics {
+    pub fn error(&self, code: &'static str) {
+        bump(&self.errors, code);
+    }
+
+    pub fn claim(&self, result: &'static str) {
+        bump(&self.claims, result);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of every counter, plus the live values passed in.
+    pub fn render(&self, extra: &[(&str, &str, &str, u64)]) -> String {
+        let mut out = String::new();
+        let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        scalar(
+            "claudemesh_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            load(&self.connections_open),
+        );
+        scalar(
+            "claudemesh_connections_total",
+            "counter",
+            "WebSocket connections accepted since start.",
+            load(&self.connections_total),
+        );
+        scalar(
+            "claudemesh_frames_received_total",
+            "counter",
+            "WebSocket frames received.",
+            load(&self.frames_in),
+        );
+        scalar(
+            "claudemesh_frames_sent_total",
+            "counter",
+            "WebSocket frames sent.",
+            load(&self.frames_out),
+        );
+        scalar(
+            "claudemesh_http_requests_total",
+            "counter",
+            "HTTP requests served.",
+            load(&self.http_requests),
+        );
+        for (name, kind, help, value) in extra {
+            scalar(name, kind, help, *value);
+        }
+        let mut labelled =
+            |name: &str, help: &str, label: &str, map: &Mutex<BTreeMap<&'static str, u64>>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (k, v) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+                }
+            };
+        labelled(
+            "claudemesh_errors_total",
+            "Error frames and refusals sent, by code.",
+            "code",
+            &self.errors,
+        );
+        labelled(
+            "claudemesh_invite_claims_total",
+            "Invite claims, by result.",
+            "result",
+            &self.claims,
+        );
+        out
+    }
+}

@@ -1,0 +1,165 @@
+//! The broker: one TCP port serving HTTP and the WebSocket, storage in the data directory.
+
+mod connection;
+mod handlers;
+mod http;
+mod metrics;
+mod presence;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub use state::Broker;
+
+use crate::store::{Store, StoreError};
+
+/// Everything `claudemesh broker` can be told.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Anyone may create meshes (no admin token needed).
+    pub open: bool,
+    /// The URL people reach this broker at, used in invite links.
+    pub public_url: Option<String>,
+    pub max_message_bytes: usize,
+    pub max_connections_per_mesh: usize,
+    pub retention: Duration,
+}
+
+impl BrokerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        BrokerConfig {
+            listen,
+            data_dir,
+            open: false,
+            public_url: None,
+            max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES,
+            max_connections_per_mesh: 100,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin token: {0}")]
+    AdminToken(String),
+}
+
+/// The broker, bound and ready; `serve` runs it until shutdown.
+pub struct RunningBroker {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    /// True when this start created the admin token (so it should be shown).
+    pub admin_token_created: bool,
+}
+
+impl RunningBroker {
+    /// Opens the data directory and binds the port.
+    pub async fn bind(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        let store = Store::open(&config.data_dir)?;
+        let (admin_token, created) = state::load_or_create_admin_token(&config.data_dir)
+            .map_err(|e| BrokerError::AdminToken(e.to_string()))?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local = listener.local_addr().unwrap_or(config.listen);
+        let broker = Arc::new(Broker::new(config, store, admin_token, local));
+        Ok(RunningBroker {
+            broker,
+            listener,
+            admin_token_created: created,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.broker.local_addr
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.broker.admin_token
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.broker.config.data_dir.join("admin.token")
+    }
+
+    /// Serves until `shutdown` completes, then closes every socket with 1001, waits for the
+    /// connection tasks, and commits and closes storage.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let RunningBroker {
+            broker, listener, ..
+        } = self;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = broker.clone();
+                        broker.tasks.spawn(http::serve_connection(broker.clone(), TokioIo::new(stream), peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment rather than spin.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: closing connections");
+        broker.shutdown.cancel();
+        broker.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), broker.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 10 s");
+        }
+        broker.store.close();
+        tracing::info!("storage committed and closed");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

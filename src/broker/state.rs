@@ -1,0 +1,100 @@
+//! The broker's shared state: one `Arc<Broker>` reaches every connection and HTTP handler.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::BrokerConfig;
+use super::metrics::Metrics;
+use super::presence::Presence;
+use crate::identity::{IdentityError, write_private};
+use crate::protocol::{MAX_SKEW_MS, time};
+use crate::store::Store;
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub store: Store,
+    pub admin_token: String,
+    pub local_addr: SocketAddr,
+    pub presence: Presence,
+    pub metrics: Metrics,
+    pub replay: ReplayGuard,
+    /// Cancelled when the broker shuts down; every connection watches it.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub started: Instant,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        store: Store,
+        admin_token: String,
+        local_addr: SocketAddr,
+    ) -> Broker {
+        Broker {
+            config,
+            store,
+            admin_token,
+            local_addr,
+            presence: Presence::default(),
+            metrics: Metrics::default(),
+            replay: ReplayGuard::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The base URL used in invite links: `--public-url`, else the address we listen on.
+    pub fn public_url(&self) -> String {
+        match &self.config.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.local_addr),
+        }
+    }
+}
+
+/// Reads `<data>/admin.token`, creating it (0600) on first start. Returns the token and whether
+/// it was just created.
+pub fn load_or_create_admin_token(dir: &Path) -> Result<(String, bool), IdentityError> {
+    let path = dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(IdentityError::Read { path, source }),
+    }
+    let token = hex::encode(crate::crypto::random_bytes::<32>());
+    write_private(dir, "admin.token", format!("{token}\n").as_bytes())?;
+    Ok((token, true))
+}
+
+/// Remembers signatures of accepted hellos for twice the skew window, so the exact same hello
+/// cannot be played again while its timestamp would still pass.
+#[derive(Default)]
+pub struct ReplayGuard {
+    seen: Mutex<HashMap<[u8; 64], i64>>,
+}
+
+impl ReplayGuard {
+    /// Records `signature`; false when it was already seen (a replay).
+    pub fn first_use(&self, signature: &[u8; 64], timestamp_ms: i64) -> bool {
+        let now = time::now_ms();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 4096 {
+            seen.retain(|_, expires| *expires > now);
+        }
+        if seen.get(signature).is_some_and(|expires| *expires > now) {
+            return false;
+        }
+        seen.insert(*signature, timestamp_ms.max(now) + 2 * MAX_SKEW_MS);
+        true
+    }
+}

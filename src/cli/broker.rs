@@ -1,0 +1,84 @@
+//! `claudemesh broker`: run the broker in the foreground.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use super::{CliError, CliResult};
+use crate::broker::{BrokerConfig, RunningBroker, shutdown_signal};
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "broker")]
+/// run the broker (HTTP + WebSocket on one port, storage in the data directory)
+pub struct BrokerCmd {
+    /// address to listen on (default 127.0.0.1:7900; port 0 picks a free one)
+    #[argh(option, default = "String::from(\"127.0.0.1:7900\")")]
+    listen: String,
+    /// data directory (default $CLAUDEMESH_DATA_DIR or ~/.local/share/claudemesh)
+    #[argh(option)]
+    data: Option<PathBuf>,
+    /// let anyone create meshes without the admin token
+    #[argh(switch)]
+    open: bool,
+    /// URL people reach this broker at, used in invite links (default http://<listen>)
+    #[argh(option)]
+    public_url: Option<String>,
+    /// largest WebSocket frame / request body accepted (default 65536)
+    #[argh(option, default = "crate::protocol::MAX_MESSAGE_BYTES")]
+    max_message_bytes: usize,
+    /// most live connections per mesh (default 100)
+    #[argh(option, default = "100")]
+    max_connections_per_mesh: usize,
+}
+
+/// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("CLAUDEMESH_DATA_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("claudemesh")))
+        .unwrap_or_else(|| PathBuf::from("claudemesh-data"))
+}
+
+impl BrokerCmd {
+    pub async fn run(self) -> CliResult {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            CliError::Usage(format!(
+                "--listen must be host:port with a numeric host, e.g. 127.0.0.1:7900 (got \"{}\")",
+                self.listen
+            ))
+        })?;
+        if self.max_message_bytes < 1024 {
+            return Err(CliError::Usage(
+                "--max-message-bytes must be at least 1024".into(),
+            ));
+        }
+        let data_dir = self.data.unwrap_or_else(default_data_dir);
+        let mut config = BrokerConfig::new(listen, data_dir.clone());
+        config.open = self.open;
+        config.public_url = self.public_url;
+        config.max_message_bytes = self.max_message_bytes;
+        config.max_connections_per_mesh = self.max_connections_per_mesh.max(1);
+        let broker = RunningBroker::bind(config)
+            .await
+            .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;
+        let addr = broker.local_addr();
+        println!("claudemesh broker listening on {addr} (WebSocket ws://{addr}/ws)");
+        println!("data directory: {}", data_dir.display());
+        if self.open {
+            println!("open mode: anyone who can reach this port may create meshes");
+        } else if broker.admin_token_created {
+            println!(
+                "admin token (needed by `claudemesh create`): {}\n  saved in {}",
+                broker.admin_token(),
+                broker.admin_token_path().display()
+            );
+        } else {
+            println!("admin token: in {}", broker.admin_token_path().display());
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        broker.serve(shutdown_signal()).await;
+        Ok(())
+    }
+}

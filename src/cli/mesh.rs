@@ -1,0 +1,612 @@
+//! Meshes and identity: create, invite, join, list, leave, members, revoke.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+
+use super::{CliError, CliResult, connect, print_json, select_mesh};
+use crate::client::http;
+use crate::crypto::{self, BoxKeyPair, SignKeyPair};
+use crate::identity::{ConfigDir, MeshEntry, encode_root_key, http_base, ws_url};
+use crate::protocol::messages::{CapabilityV2, CreateInvite, MemberEntry};
+use crate::protocol::{ClientMessage, ServerMessage, Signature, canonical, ids, time};
+
+const DEFAULT_BROKER: &str = "ws://127.0.0.1:7900/ws";
+
+fn default_broker() -> String {
+    std::env::var("CLAUDEMESH_BROKER_URL").unwrap_or_else(|_| DEFAULT_BROKER.into())
+}
+
+/// The name others see when none is given: $USER, else "me".
+fn default_display_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "me".into())
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create")]
+/// create a mesh on a broker and join it as its owner
+pub struct CreateCmd {
+    /// the mesh's name
+    #[argh(positional)]
+    name: String,
+    /// broker URL (default $CLAUDEMESH_BROKER_URL or ws://127.0.0.1:7900/ws)
+    #[argh(option)]
+    broker: Option<String>,
+    /// the broker's admin token
+    #[argh(option)]
+    admin_token: Option<String>,
+    /// file holding the broker's admin token
+    #[argh(option)]
+    admin_token_file: Option<PathBuf>,
+    /// your display name in the mesh (default $USER)
+    #[argh(option, long = "name")]
+    display: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+impl CreateCmd {
+    /// The admin token from the flags, `$CLAUDEMESH_ADMIN_TOKEN`, or (for a broker on this
+    /// machine) the token file in the local broker data directory.
+    fn admin_token(&self, broker: &str) -> Result<Option<String>, CliError> {
+        if let Some(t) = &self.admin_token {
+            return Ok(Some(t.trim().to_string()));
+        }
+        if let Some(path) = &self.admin_token_file {
+            let t = std::fs::read_to_string(path).map_err(|e| {
+                CliError::failed(format!(
+                    "cannot read the admin token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(t.trim().to_string()));
+        }
+        if let Ok(t) = std::env::var("CLAUDEMESH_ADMIN_TOKEN") {
+            return Ok(Some(t.trim().to_string()));
+        }
+        let base = http_base(broker);
+        let local = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+            .iter()
+            .any(|p| base.starts_with(p));
+        if local {
+            let path = super::broker::default_data_dir().join("admin.token");
+            if let Ok(t) = std::fs::read_to_string(path) {
+                return Ok(Some(t.trim().to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn run(self) -> CliResult {
+        let broker = self.broker.clone().unwrap_or_else(default_broker);
+        let token = self.admin_token(&broker)?;
+        let display = self.display.clone().unwrap_or_else(default_display_name);
+        let member = SignKeyPair::generate();
+        let owner = SignKeyPair::generate();
+        let root_key: [u8; 32] = crypto::random_bytes();
+        let body = json!({
+            "name": self.name,
+            "owner_pubkey": owner.public_hex(),
+            "member_pubkey": member.public_hex(),
+            "root_key": encode_root_key(&root_key),
+            "display_name": display,
+        });
+        let mut headers = Vec::new();
+        if let Some(t) = &token {
+            headers.push(("authorization", format!("Bearer {t}")));
+        }
+        let url = format!("{}/meshes", http_base(&broker));
+        let resp =
+            http::request("POST", &url, &headers, Some(body.to_string().into_bytes())).await?;
+        if resp.status == 401 {
+            return Err(CliError::failed(format!(
+                "the broker at {} refused to create a mesh without its admin token: pass --admin-token or --admin-token-file (the token is in admin.token in the broker's data directory), or run the broker with --open",
+                http_base(&broker)
+            )));
+        }
+        if !resp.is_success() {
+            return Err(resp.into_error().into());
+        }
+        let v = resp.json();
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let entry = MeshEntry {
+            mesh_id: field("meshId"),
+            slug: field("slug"),
+            name: field("name"),
+            member_id: field("memberId"),
+            display_name: display,
+            role: "owner".into(),
+            broker_url: ws_url(&broker),
+            member_pubkey: member.public_hex(),
+            member_secret_key: member.secret_hex(),
+            root_key: encode_root_key(&root_key),
+            owner_pubkey: owner.public_hex(),
+            owner_secret_key: Some(owner.secret_hex()),
+            joined_at: time::iso(time::now_ms()),
+        };
+        if entry.mesh_id.is_empty() || entry.member_id.is_empty() {
+            return Err(CliError::failed(
+                "the broker's answer to create lacks meshId/memberId",
+            ));
+        }
+        let dir = ConfigDir::from_env();
+        let mut config = dir.load()?;
+        config.upsert(entry.clone());
+        dir.save(&config)?;
+        if self.json {
+            print_json(&json!({
+                "meshId": entry.mesh_id,
+                "slug": entry.slug,
+                "memberId": entry.member_id,
+                "brokerUrl": entry.broker_url,
+            }));
+        } else {
+            println!(
+                "created mesh \"{}\" ({}) on {}; you are its owner.\nnext: `claudemesh invite` to let a teammate in",
+                entry.name, entry.slug, entry.broker_url
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "invite")]
+/// make an invite link (owner only: it is signed with the owner key on this machine)
+pub struct InviteCmd {
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// role of the invitee: member or admin (default member)
+    #[argh(option, default = "String::from(\"member\")")]
+    role: String,
+    /// how many people may use it (default 1)
+    #[argh(option, default = "1")]
+    uses: u32,
+    /// how long it stays valid, e.g. 30m, 12h, 7d (default 7d)
+    #[argh(option, default = "String::from(\"7d\")")]
+    expires: String,
+    /// revoke the invite with this code instead of making one
+    #[argh(option)]
+    revoke: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+impl InviteCmd {
+    pub async fn run(self) -> CliResult {
+        if let Some(code) = &self.revoke {
+            let entry = select_mesh(self.mesh.as_deref())?;
+            let client = connect(&entry).await?;
+            let answer = client
+                .request(ClientMessage::RevokeInvite { code: code.clone() })
+                .await;
+            client.close().await;
+            answer?;
+            println!("revoked invite {code}");
+            return Ok(());
+        }
+        if self.role != "member" && self.role != "admin" {
+            return Err(CliError::Usage("--role must be member or admin".into()));
+        }
+        if self.uses == 0 {
+            return Err(CliError::Usage("--uses must be at least 1".into()));
+        }
+        let lifetime = time::parse_duration(&self.expires).map_err(CliError::Usage)?;
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let owner = entry.owner_keys().ok_or_else(|| {
+            CliError::failed(format!(
+                "only the owner of mesh \"{}\" can make invites: the owner key lives on the machine that created it",
+                entry.slug
+            ))
+        })??;
+        let expires_at = time::now_ms() / 1000 + lifetime.as_secs() as i64;
+        let client = connect(&entry).await?;
+        let mut last_error = None;
+        // A fresh code is random; on the rare clash the broker says so and we draw again.
+        for _ in 0..3 {
+            let invite_id = ids::new_id();
+            let code = ids::new_invite_code();
+            let signed = canonical::invite_v2(
+                &entry.mesh_id,
+                &invite_id,
+                expires_at,
+                &self.role,
+                &owner.public_hex(),
+            );
+            let req = ClientMessage::CreateInvite(CreateInvite {
+                invite_id,
+                code,
+                role: self.role.clone(),
+                max_uses: self.uses,
+                expires_at,
+                capability_v2: CapabilityV2 {
+                    signature: hex::encode(owner.sign(signed.as_bytes())),
+                    canonical: signed,
+                },
+            });
+            match client.request(req).await {
+                Ok(ServerMessage::InviteCreated(inv)) => {
+                    client.close().await;
+                    if self.json {
+                        print_json(&json!({
+                            "code": inv.code,
+                            "url": inv.url,
+                            "expiresAt": time::iso(inv.expires_at * 1000),
+                            "role": inv.role,
+                            "uses": inv.max_uses,
+                        }));
+                    } else {
+                        println!("{}", inv.url);
+                        println!(
+                            "code {} · role {} · {} use(s) · expires {}",
+                            inv.code,
+                            inv.role,
+                            inv.max_uses,
+                            time::iso(inv.expires_at * 1000)
+                        );
+                        println!("they join with: claudemesh join {}", inv.url);
+                    }
+                    return Ok(());
+                }
+                Ok(other) => {
+                    last_error = Some(CliError::failed(format!("unexpected answer: {other:?}")))
+                }
+                Err(e) if e.code() == Some("conflict") => last_error = Some(e.into()),
+                Err(e) => {
+                    client.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        client.close().await;
+        Err(last_error.unwrap_or_else(|| CliError::failed("could not create an invite")))
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "join")]
+/// join a mesh with an invite URL (or code and --broker)
+pub struct JoinCmd {
+    /// invite URL (http://host:port/i/CODE) or code
+    #[argh(positional)]
+    invite: String,
+    /// broker URL, needed when only a code is given
+    #[argh(option)]
+    broker: Option<String>,
+    /// your display name in the mesh (default $USER)
+    #[argh(option, long = "name")]
+    display: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Splits an invite URL into broker base and code; a bare code needs the broker from elsewhere.
+fn parse_invite(invite: &str, broker: Option<&str>) -> Result<(String, String), CliError> {
+    let invite = invite.trim();
+    if let Some(idx) = invite.find("/i/") {
+        let base = &invite[..idx];
+        let code = invite[idx + 3..]
+            .split(['?', '#', '/'])
+            .next()
+            .unwrap_or("");
+        if !ids::is_invite_code(code) {
+            return Err(CliError::Usage(format!(
+                "\"{code}\" is not an invite code (8 letters and digits)"
+            )));
+        }
+        return Ok((http_base(base), code.to_string()));
+    }
+    if ids::is_invite_code(invite) {
+        let broker = broker
+            .map(str::to_string)
+            .or_else(|| std::env::var("CLAUDEMESH_BROKER_URL").ok())
+            .ok_or_else(|| {
+                CliError::Usage(
+                    "a bare invite code needs --broker URL (or use the invite URL)".into(),
+                )
+            })?;
+        return Ok((http_base(&broker), invite.to_string()));
+    }
+    Err(CliError::Usage(format!(
+        "\"{invite}\" is neither an invite URL (http://host:port/i/CODE) nor an 8-character code"
+    )))
+}
+
+impl JoinCmd {
+    pub async fn run(self) -> CliResult {
+        let (base, code) = parse_invite(&self.invite, self.broker.as_deref())?;
+        let info = http::request("GET", &format!("{base}/i/{code}?format=json"), &[], None).await?;
+        if info.status == 404 {
+            return Err(CliError::failed(format!(
+                "the broker at {base} knows no invite {code}"
+            )));
+        }
+        if !info.is_success() {
+            return Err(info.into_error().into());
+        }
+        let display = self.display.clone().unwrap_or_else(default_display_name);
+        let member = SignKeyPair::generate();
+        let x25519 = BoxKeyPair::generate();
+        let body = json!({
+            "recipient_x25519_pubkey": URL_SAFE_NO_PAD.encode(x25519.public),
+            "display_name": display,
+            "member_pubkey": member.public_hex(),
+        });
+        let resp = http::request(
+            "POST",
+            &format!("{base}/invites/{code}/claim"),
+            &[],
+            Some(body.to_string().into_bytes()),
+        )
+        .await?;
+        if !resp.is_success() {
+            let e = resp.into_error();
+            let why = match e.code() {
+                Some("expired") => "this invite has expired; ask for a new one".to_string(),
+                Some("exhausted") => "this invite has been used up; ask for a new one".to_string(),
+                Some("revoked") => "this invite was revoked".to_string(),
+                Some("not_found") => "the broker knows no such invite".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(CliError::failed(format!("cannot join: {why}")));
+        }
+        let v = resp.json();
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let sealed = URL_SAFE_NO_PAD
+            .decode(field("sealed_root_key"))
+            .map_err(|_| CliError::failed("the broker sent an unreadable sealed root key"))?;
+        let root: [u8; 32] = crypto::seal_open(&sealed, &x25519)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| CliError::failed("the sealed root key does not open with our key"))?;
+        let mesh_id = field("mesh_id");
+        let owner_pubkey = field("owner_pubkey");
+        verify_capability(
+            &field("canonical_v2"),
+            &field("signature_v2"),
+            &mesh_id,
+            &owner_pubkey,
+        )?;
+        let entry = MeshEntry {
+            mesh_id,
+            slug: field("mesh_slug"),
+            name: field("mesh_name"),
+            member_id: field("member_id"),
+            display_name: v["display_name"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or(display),
+            role: field("role"),
+            broker_url: ws_url(&base),
+            member_pubkey: member.public_hex(),
+            member_secret_key: member.secret_hex(),
+            root_key: encode_root_key(&root),
+            owner_pubkey,
+            owner_secret_key: None,
+            joined_at: time::iso(time::now_ms()),
+        };
+        let dir = ConfigDir::from_env();
+        let mut config = dir.load()?;
+        config.upsert(entry.clone());
+        dir.save(&config)?;
+        if self.json {
+            print_json(
+                &json!({"meshId": entry.mesh_id, "memberId": entry.member_id, "slug": entry.slug}),
+            );
+        } else {
+            println!(
+                "joined mesh \"{}\" ({}) as {} ({})",
+                entry.name, entry.slug, entry.display_name, entry.role
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The claim's capability must be a v2 invite for this mesh, signed by its owner.
+fn verify_capability(
+    canonical_v2: &str,
+    signature: &str,
+    mesh_id: &str,
+    owner_pubkey: &str,
+) -> Result<(), CliError> {
+    let bad = |why: &str| CliError::failed(format!("refusing the invite: {why}"));
+    let fields = canonical::parse_invite_v2(canonical_v2)
+        .map_err(|e| bad(&format!("its capability is malformed ({e})")))?;
+    if fields.mesh_id != mesh_id || fields.owner_pubkey_hex != owner_pubkey {
+        return Err(bad("its capability names another mesh or owner"));
+    }
+    let owner = crate::protocol::Pubkey::parse(owner_pubkey)
+        .map_err(|_| bad("the owner key is malformed"))?;
+    let sig =
+        Signature::parse(signature).map_err(|_| bad("the capability signature is missing"))?;
+    if !crypto::verify(&sig.0, canonical_v2.as_bytes(), &owner.0) {
+        return Err(bad("the owner's signature does not verify"));
+    }
+    Ok(())
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+/// list the meshes this machine has joined
+pub struct ListCmd {
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+impl ListCmd {
+    pub fn run(self) -> CliResult {
+        let config = ConfigDir::from_env().load()?;
+        if self.json {
+            let meshes: Vec<_> = config
+                .meshes
+                .iter()
+                .map(|m| {
+                    json!({
+                        "meshId": m.mesh_id, "slug": m.slug, "name": m.name, "role": m.role,
+                        "memberId": m.member_id, "displayName": m.display_name,
+                        "brokerUrl": m.broker_url, "joinedAt": m.joined_at,
+                    })
+                })
+                .collect();
+            print_json(&json!({ "meshes": meshes }));
+            return Ok(());
+        }
+        if config.meshes.is_empty() {
+            println!("no meshes yet: `claudemesh create <name>` or `claudemesh join <invite-url>`");
+            return Ok(());
+        }
+        println!(
+            "{:<20} {:<20} {:<8} {:<16} BROKER",
+            "SLUG", "NAME", "ROLE", "YOU"
+        );
+        for m in &config.meshes {
+            println!(
+                "{:<20} {:<20} {:<8} {:<16} {}",
+                m.slug, m.name, m.role, m.display_name, m.broker_url
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "leave")]
+/// forget a mesh on this machine (its keys are deleted from the config)
+pub struct LeaveCmd {
+    /// mesh slug or id
+    #[argh(positional)]
+    mesh: String,
+}
+
+impl LeaveCmd {
+    pub fn run(self) -> CliResult {
+        let dir = ConfigDir::from_env();
+        let mut config = dir.load()?;
+        let entry = config.select(Some(&self.mesh))?.clone();
+        config.meshes.retain(|m| m.mesh_id != entry.mesh_id);
+        dir.save(&config)?;
+        println!(
+            "left mesh \"{}\" ({}); its keys are deleted from this machine",
+            entry.name, entry.slug
+        );
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "members")]
+/// list every member of a mesh, with who is online
+pub struct MembersCmd {
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+async fn fetch_members(entry: &MeshEntry) -> Result<Vec<MemberEntry>, CliError> {
+    let client = connect(entry).await?;
+    let answer = client.request(ClientMessage::ListMembers {}).await;
+    client.close().await;
+    match answer? {
+        ServerMessage::MembersList { members } => Ok(members),
+        other => Err(CliError::failed(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+impl MembersCmd {
+    pub async fn run(self) -> CliResult {
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let members = fetch_members(&entry).await?;
+        if self.json {
+            print_json(&json!({ "members": members }));
+            return Ok(());
+        }
+        println!(
+            "{:<20} {:<7} {:<7} {:<18} JOINED",
+            "NAME", "ROLE", "ONLINE", "PUBKEY"
+        );
+        for m in members {
+            let you = if m.member_id == entry.member_id {
+                " (you)"
+            } else {
+                ""
+            };
+            println!(
+                "{:<20} {:<7} {:<7} {:<18} {}",
+                format!("{}{you}", m.display_name),
+                m.role,
+                if m.online { "yes" } else { "no" },
+                &m.pubkey[..16],
+                m.joined_at
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "revoke")]
+/// revoke a member (owner or admin): its connections close and it cannot return
+pub struct RevokeCmd {
+    /// display name, member id, or pubkey (or a unique prefix of 8+ hex)
+    #[argh(positional)]
+    member: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+}
+
+impl RevokeCmd {
+    pub async fn run(self) -> CliResult {
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let members = fetch_members(&entry).await?;
+        let wanted = self.member.as_str();
+        let matches: Vec<&MemberEntry> = members
+            .iter()
+            .filter(|m| {
+                m.display_name == wanted
+                    || m.member_id == wanted
+                    || (wanted.len() >= 8 && m.pubkey.starts_with(wanted))
+            })
+            .collect();
+        let target = match matches.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(CliError::failed(format!(
+                    "no member \"{wanted}\" in mesh {}",
+                    entry.slug
+                )));
+            }
+            _ => {
+                return Err(CliError::failed(format!(
+                    "\"{wanted}\" matches {} members; use the member id or a longer pubkey prefix",
+                    matches.len()
+                )));
+            }
+        };
+        let client = connect(&entry).await?;
+        let answer = client
+            .request(ClientMessage::RevokeMember {
+                member: target.member_id.clone(),
+            })
+            .await;
+        client.close().await;
+        answer?;
+        println!("revoked {} from mesh {}", target.display_name, entry.slug);
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The command line (CLI.md). Parsing with argh; every command that prints data accepts
+//! `--json`; errors are one sentence on stderr with exit code 1 (2 for usage errors).
+
+mod broker;
+mod mesh;
+
+use argh::FromArgs;
+use serde::Serialize;
+
+use crate::client::{ClientError, ConnectOptions, MeshClient};
+use crate::identity::{ConfigDir, IdentityError, MeshEntry};
+use crate::protocol::messages::PeerInfo;
+
+#[derive(FromArgs)]
+/// claudemesh: a peer mesh for AI coding-agent sessions — broker, CLI and MCP server in one.
+pub struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Broker(broker::BrokerCmd),
+    Create(mesh::CreateCmd),
+    Invite(mesh::InviteCmd),
+    Join(mesh::JoinCmd),
+    List(mesh::ListCmd),
+    Leave(mesh::LeaveCmd),
+    Members(mesh::MembersCmd),
+    Revoke(mesh::RevokeCmd),
+}
+
+/// A failed command: what to tell the person, and the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Exit code 2.
+    Usage(String),
+    /// Exit code 1.
+    Failed(String),
+}
+
+impl CliError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError::Failed(message.into())
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl From<IdentityError> for CliError {
+    fn from(e: IdentityError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+/// Parses the process arguments, runs the command, and returns the exit code.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_else(|| "claudemesh".into());
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match Cli::from_args(&[&name], &rest) {
+        Ok(cli) => cli,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    0
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output.trim_end());
+                    eprintln!("Run `{name} help` for usage.");
+                    2
+                }
+            };
+        }
+    };
+    let is_broker = matches!(cli.command, Command::Broker(_));
+    init_logging(if is_broker { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    // Don't wait for stray background tasks (e.g. a reconnecting client) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => 0,
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            2
+        }
+        Err(CliError::Failed(m)) => {
+            eprintln!("error: {m}");
+            1
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(command: Command) -> CliResult {
+    match command {
+        Command::Broker(c) => c.run().await,
+        Command::Create(c) => c.run().await,
+        Command::Invite(c) => c.run().await,
+        Command::Join(c) => c.run().await,
+        Command::List(c) => c.run(),
+        Command::Leave(c) => c.run(),
+        Command::Members(c) => c.run().await,
+        Command::Revoke(c) => c.run().await,
+    }
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+/// The mesh a command acts on, from the config and `--mesh`.
+pub fn select_mesh(mesh: Option<&str>) -> Result<MeshEntry, CliError> {
+    let config = ConfigDir::from_env().load()?;
+    Ok(config.select(mesh)?.clone())
+}
+
+/// What a CLI connection says about itself.
+pub fn cli_peer(entry: &MeshEntry) -> PeerInfo {
+    PeerInfo {
+        display_name: Some(entry.display_name.clone()),
+        session_id: format!("cli-{}", std::process::id()),
+        pid: std::process::id(),
+        cwd: std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        hostname: hostname(),
+        peer_type: Some("human".into()),
+        channel: Some("cli".into()),
+        model: None,
+        groups: None,
+    }
+}
+
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Connects to the mesh's broker as a one-shot CLI client.
+pub async fn connect(entry: &MeshEntry) -> Result<MeshClient, CliError> {
+    Ok(MeshClient::connect(ConnectOptions::new(entry.clone(), cli_peer(entry))).await?)
+}

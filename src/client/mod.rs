@@ -1,0 +1,461 @@
+//! `MeshClient`: the one way this crate talks to a broker over the WebSocket. It connects,
+//! proves its identity, reconnects with backoff, correlates requests by `_reqId`, hands pushes
+//! over as a stream, and pings / watches the connection (30 s / 75 s). The CLI and the MCP
+//! server use only this.
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::crypto::SignKeyPair;
+use crate::identity::{IdentityError, MeshEntry, ws_url};
+use crate::protocol::messages::{HelloAck, PeerInfo};
+use crate::protocol::{ClientMessage, Encoding, Envelope, ServerMessage, codec};
+
+const PING_EVERY: Duration = Duration::from_secs(30);
+const IDLE_LIMIT: Duration = Duration::from_secs(75);
+const BACKOFF_SECS: [u64; 6] = [1, 2, 4, 8, 16, 30];
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a request waits for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest frame the client accepts from the broker (peer lists can be long).
+const MAX_INCOMING_BYTES: usize = 16 << 20;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Connect(String),
+    /// The broker refused the hello; `close_code` 4001/4002 mean do not come back.
+    #[error("the broker refused this connection: {message} ({code})")]
+    Refused {
+        code: String,
+        message: String,
+        close_code: Option<u16>,
+    },
+    /// An error frame or HTTP error answering a request.
+    #[error("{message} ({code})")]
+    Broker { code: String, message: String },
+    #[error("no answer from the broker within {0:?}")]
+    Timeout(Duration),
+    #[error("the connection to the broker was lost")]
+    Disconnected,
+    #[error("the client is closed")]
+    Closed,
+    #[error("{0}")]
+    Identity(String),
+    #[error("unexpected answer from the broker: {0}")]
+    Protocol(String),
+}
+
+impl From<IdentityError> for ClientError {
+    fn from(e: IdentityError) -> Self {
+        ClientError::Identity(e.to_string())
+    }
+}
+
+impl ClientError {
+    /// The protocol error code, when the broker gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } | ClientError::Broker { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Which key the connection proves.
+#[derive(Clone)]
+pub enum Identity {
+    /// Member hello with the member key (CLI commands).
+    Member,
+    /// Session hello with this session key, attested by the member key (agent sessions).
+    Session(SignKeyPair),
+}
+
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub entry: MeshEntry,
+    pub identity: Identity,
+    pub peer: PeerInfo,
+    pub encoding: Encoding,
+    /// Reconnect with backoff after a lost connection (long-lived clients); one-shot CLI
+    /// commands leave it off.
+    pub reconnect: bool,
+}
+
+impl ConnectOptions {
+    pub fn new(entry: MeshEntry, peer: PeerInfo) -> Self {
+        ConnectOptions {
+            entry,
+            identity: Identity::Member,
+            peer,
+            encoding: Encoding::Json,
+            reconnect: false,
+        }
+    }
+}
+
+enum Command {
+    Request {
+        body: ClientMessage,
+        reply: oneshot::Sender<Result<ServerMessage, ClientError>>,
+    },
+    Notify(ClientMessage),
+    Close,
+}
+
+/// Connection state as seen by users of the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    Up,
+    Reconnecting,
+    /// Ended for good; the reason.
+    Down(String),
+}
+
+pub struct MeshClient {
+    commands: mpsc::UnboundedSender<Command>,
+    pushes: tokio::sync::Mutex<mpsc::Receiver<ServerMessage>>,
+    hello: watch::Receiver<HelloAck>,
+    link: watch::Receiver<Link>,
+    task: JoinHandle<()>,
+}
+
+impl MeshClient {
+    /// Connects and says hello. The first connection must succeed; later losses reconnect in
+    /// the background when `reconnect` is set.
+    pub async fn connect(options: ConnectOptions) -> Result<MeshClient, ClientError> {
+        let (ws, ack) = connect_once(&options).await?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (push_tx, pushes) = mpsc::channel(65_536);
+        let (hello_tx, hello) = watch::channel(ack);
+        let (link_tx, link) = watch::channel(Link::Up);
+        let task = tokio::spawn(run(options, ws, command_rx, push_tx, hello_tx, link_tx));
+        Ok(MeshClient {
+            commands,
+            pushes: tokio::sync::Mutex::new(pushes),
+            hello,
+            link,
+            task,
+        })
+    }
+
+    /// The broker's answer to the latest hello.
+    pub fn hello_ack(&self) -> HelloAck {
+        self.hello.borrow().clone()
+    }
+
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.link.clone()
+    }
+
+    /// Sends a request and waits for the frame that answers it. An `error` frame becomes
+    /// `ClientError::Broker`.
+    pub async fn request(&self, body: ClientMessage) -> Result<ServerMessage, ClientError> {
+        self.request_timeout(body, REQUEST_TIMEOUT).await
+    }
+
+    pub async fn request_timeout(
+        &self,
+        body: ClientMessage,
+        timeout: Duration,
+    ) -> Result<ServerMessage, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request { body, reply })
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ClientError::Disconnected),
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    /// Sends a frame that has no answer.
+    pub fn notify(&self, body: ClientMessage) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Notify(body))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// The next frame the broker sent without being asked (pushes, system events); `None`
+    /// once the client has ended for good.
+    pub async fn next_push(&self) -> Option<ServerMessage> {
+        self.pushes.lock().await.recv().await
+    }
+
+    /// Closes the connection politely and waits for the background task.
+    pub async fn close(self) {
+        let _ = self.commands.send(Command::Close);
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
+    }
+}
+
+/// Opens the socket, says hello, and waits for `hello_ack` or the refusal.
+async fn connect_once(options: &ConnectOptions) -> Result<(Ws, HelloAck), ClientError> {
+    let url = ws_url(&options.entry.broker_url);
+    if url.starts_with("wss://") {
+        return Err(ClientError::Connect(format!(
+            "{url}: wss:// is not supported by this build yet; reach the broker over ws://"
+        )));
+    }
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_INCOMING_BYTES));
+    let (mut ws, _) = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+    )
+    .await
+    .map_err(|_| ClientError::Connect(format!("timed out connecting to {url}")))?
+    .map_err(|e| ClientError::Connect(format!("cannot connect to {url}: {e}")))?;
+    let hello = match &options.identity {
+        Identity::Member => ClientMessage::Hello(options.entry.member_hello(options.peer.clone())?),
+        Identity::Session(key) => {
+            ClientMessage::SessionHello(options.entry.session_hello(key, options.peer.clone())?)
+        }
+    };
+    ws.send(encode(&Envelope::new(hello), options.encoding))
+        .await
+        .map_err(|e| ClientError::Connect(format!("cannot send hello to {url}: {e}")))?;
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    let mut refusal: Option<(String, String)> = None;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| ClientError::Connect(format!("{url} did not answer the hello")))?;
+        match frame {
+            Some(Ok(Message::Close(close))) => {
+                let close_code = close.as_ref().map(|c| u16::from(c.code));
+                let (code, message) = refusal.take().unwrap_or_else(|| {
+                    let reason = close.map(|c| c.reason.to_string()).unwrap_or_default();
+                    (reason.clone(), format!("connection closed: {reason}"))
+                });
+                return Err(ClientError::Refused {
+                    code,
+                    message,
+                    close_code,
+                });
+            }
+            Some(Ok(msg)) => match decode(&msg) {
+                Some(ServerMessage::HelloAck(ack)) => return Ok((ws, *ack)),
+                Some(ServerMessage::Error(e)) => refusal = Some((e.code, e.message)),
+                _ => {}
+            },
+            Some(Err(e)) => {
+                return Err(match refusal {
+                    Some((code, message)) => ClientError::Refused {
+                        code,
+                        message,
+                        close_code: None,
+                    },
+                    None => ClientError::Connect(format!("{url}: {e}")),
+                });
+            }
+            None => {
+                return Err(match refusal {
+                    Some((code, message)) => ClientError::Refused {
+                        code,
+                        message,
+                        close_code: None,
+                    },
+                    None => ClientError::Connect(format!("{url} closed the connection")),
+                });
+            }
+        }
+    }
+}
+
+fn encode(frame: &Envelope<ClientMessage>, encoding: Encoding) -> Message {
+    let bytes = codec::encode(frame, encoding);
+    match encoding {
+        Encoding::Json => Message::text(String::from_utf8_lossy(&bytes).into_owned()),
+        Encoding::MsgPack => Message::binary(bytes),
+    }
+}
+
+fn decode_envelope(msg: &Message) -> Option<Envelope<ServerMessage>> {
+    let result = match msg {
+        Message::Text(t) => codec::decode(t.as_bytes(), Encoding::Json),
+        Message::Binary(b) => codec::decode(b, Encoding::MsgPack),
+        _ => return None,
+    };
+    match result {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            // A newer broker may send frames this client does not know; skip them.
+            tracing::debug!("ignoring a frame from the broker: {e}");
+            None
+        }
+    }
+}
+
+fn decode(msg: &Message) -> Option<ServerMessage> {
+    decode_envelope(msg).map(|e| e.body)
+}
+
+/// Why one connection ended.
+enum End {
+    /// The user closed the client.
+    Closed,
+    /// The broker said not to come back (4001 kicked, 4002 revoked).
+    Final(String),
+    Lost,
+}
+
+async fn run(
+    options: ConnectOptions,
+    ws: Ws,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    pushes: mpsc::Sender<ServerMessage>,
+    hello: watch::Sender<HelloAck>,
+    link: watch::Sender<Link>,
+) {
+    let mut ws = Some(ws);
+    let mut attempt = 0usize;
+    loop {
+        if let Some(socket) = ws.take() {
+            attempt = 0;
+            let _ = link.send(Link::Up);
+            match session(socket, &mut commands, &pushes, options.encoding).await {
+                End::Closed => {
+                    let _ = link.send(Link::Down("closed".into()));
+                    return;
+                }
+                End::Final(reason) => {
+                    let _ = link.send(Link::Down(reason));
+                    return;
+                }
+                End::Lost if !options.reconnect => {
+                    let _ = link.send(Link::Down("connection lost".into()));
+                    return;
+                }
+                End::Lost => {}
+            }
+        }
+        let _ = link.send(Link::Reconnecting);
+        let wait = Duration::from_secs(BACKOFF_SECS[attempt.min(BACKOFF_SECS.len() - 1)]);
+        attempt += 1;
+        // Fail requests made while there is no connection rather than holding them.
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Close) => {
+                        let _ = link.send(Link::Down("closed".into()));
+                        return;
+                    }
+                    Some(Command::Request { reply, .. }) => {
+                        let _ = reply.send(Err(ClientError::Disconnected));
+                    }
+                    Some(Command::Notify(_)) => {}
+                }
+            }
+        }
+        match connect_once(&options).await {
+            Ok((socket, ack)) => {
+                let _ = hello.send(ack);
+                ws = Some(socket);
+            }
+            Err(ClientError::Refused {
+                code, close_code, ..
+            }) if matches!(close_code, Some(4001 | 4002)) || code == "revoked" => {
+                let _ = link.send(Link::Down(code));
+                return;
+            }
+            Err(e) => tracing::debug!("reconnect failed: {e}"),
+        }
+    }
+}
+
+async fn session(
+    mut ws: Ws,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    pushes: &mpsc::Sender<ServerMessage>,
+    encoding: Encoding,
+) -> End {
+    let mut pending: HashMap<String, oneshot::Sender<Result<ServerMessage, ClientError>>> =
+        HashMap::new();
+    let mut next_id: u64 = 0;
+    let mut last_rx = Instant::now();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let end = loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None | Some(Command::Close) => {
+                    let _ = ws.close(None).await;
+                    break End::Closed;
+                }
+                Some(Command::Request { body, reply }) => {
+                    next_id += 1;
+                    let id = format!("r{next_id}");
+                    pending.insert(id.clone(), reply);
+                    let frame = Envelope { req_id: Some(id), body };
+                    if ws.send(encode(&frame, encoding)).await.is_err() {
+                        break End::Lost;
+                    }
+                }
+                Some(Command::Notify(body)) => {
+                    if ws.send(encode(&Envelope::new(body), encoding)).await.is_err() {
+                        break End::Lost;
+                    }
+                }
+            },
+            msg = ws.next() => {
+                last_rx = Instant::now();
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(_)) | None => break End::Lost,
+                };
+                if let Message::Close(close) = &msg {
+                    let code = close.as_ref().map(|c| c.code);
+                    if matches!(code, Some(CloseCode::Library(4001) | CloseCode::Library(4002))) {
+                        let reason = close.as_ref().map(|c| c.reason.to_string()).unwrap_or_default();
+                        break End::Final(if reason.is_empty() { "revoked".into() } else { reason });
+                    }
+                    break End::Lost;
+                }
+                let Some(frame) = decode_envelope(&msg) else { continue };
+                match frame.req_id.as_ref().and_then(|id| pending.remove(id)) {
+                    Some(reply) => {
+                        let answer = match frame.body {
+                            ServerMessage::Error(e) => Err(ClientError::Broker { code: e.code, message: e.message }),
+                            other => Ok(other),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    None => {
+                        if pushes.send(frame.body).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if last_rx.elapsed() > IDLE_LIMIT {
+                    break End::Lost;
+                }
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break End::Lost;
+                }
+            }
+        }
+    };
+    for (_, reply) in pending {
+        let _ = reply.send(Err(ClientError::Disconnected));
+    }
+    end
+}

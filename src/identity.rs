@@ -1,0 +1,422 @@
+//! Who a client is: its keys per mesh, the owner key of meshes it created, the mesh root keys,
+//! and where the broker is. Kept in `CLAUDEMESH_CONFIG_DIR` (default `~/.claudemesh`) as
+//! `config.json`, pretty-printed so a person can read it, 0600 in a 0700 directory, written
+//! atomically (temp file + rename).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, SignKeyPair};
+use crate::protocol::messages::{Attestation, Hello, PeerInfo, SessionHello};
+use crate::protocol::{ATTESTATION_TTL_MS, canonical, time};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid claudemesh config: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("no mesh joined yet: run `claudemesh create <name>` or `claudemesh join <invite-url>`")]
+    NoMesh,
+    #[error("several meshes are joined ({0}); pick one with --mesh")]
+    Ambiguous(String),
+    #[error("no joined mesh matches \"{wanted}\" (joined: {joined})")]
+    UnknownMesh { wanted: String, joined: String },
+    #[error("the key for mesh {mesh} in the config is unusable: {message}")]
+    BadKey { mesh: String, message: String },
+}
+
+/// The client config directory.
+#[derive(Debug, Clone)]
+pub struct ConfigDir {
+    pub path: PathBuf,
+}
+
+/// Everything in `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    #[serde(default = "config_version")]
+    pub version: u32,
+    #[serde(default)]
+    pub meshes: Vec<MeshEntry>,
+}
+
+fn config_version() -> u32 {
+    1
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: config_version(),
+            meshes: Vec::new(),
+        }
+    }
+}
+
+/// One joined mesh: this client's member identity in it and the mesh's shared secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshEntry {
+    pub mesh_id: String,
+    pub slug: String,
+    pub name: String,
+    pub member_id: String,
+    pub display_name: String,
+    pub role: String,
+    /// `ws://host:port/ws`.
+    pub broker_url: String,
+    pub member_pubkey: String,
+    /// libsodium ed25519 secret (seed‖pk), 128 hex.
+    pub member_secret_key: String,
+    /// The mesh root key, base64url without padding.
+    pub root_key: String,
+    pub owner_pubkey: String,
+    /// Only on the machine that created the mesh; never sent anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_secret_key: Option<String>,
+    pub joined_at: String,
+}
+
+impl ConfigDir {
+    /// `CLAUDEMESH_CONFIG_DIR`, else `~/.claudemesh`.
+    pub fn from_env() -> ConfigDir {
+        let path = std::env::var_os("CLAUDEMESH_CONFIG_DIR")
+            .map(PathBuf::from)
+            .or_else(|| dirs::home_dir().map(|h| h.join(".claudemesh")))
+            .unwrap_or_else(|| PathBuf::from(".claudemesh"));
+        ConfigDir { path }
+    }
+
+    pub fn new(path: impl Into<PathBuf>) -> ConfigDir {
+        ConfigDir { path: path.into() }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+
+    /// Loads the config; a missing file is an empty config.
+    pub fn load(&self) -> Result<Config, IdentityError> {
+        let path = self.config_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(IdentityError::Read { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|e| IdentityError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the config atomically with private permissions.
+    pub fn save(&self, config: &Config) -> Result<(), IdentityError> {
+        let text = serde_json::to_string_pretty(config).unwrap_or_default() + "\n";
+        write_private(&self.path, "config.json", text.as_bytes())
+    }
+}
+
+/// Writes `dir/name` through a temp file and rename, the directory 0700 and the file 0600.
+pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IdentityError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| IdentityError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(err(dir))?;
+    set_mode(dir, 0o700).map_err(err(dir))?;
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = open_private(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err(&target))
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+impl Config {
+    /// The mesh a command acts on: the one named by `--mesh` (slug, id or name), or the only one.
+    pub fn select(&self, wanted: Option<&str>) -> Result<&MeshEntry, IdentityError> {
+        let joined = || {
+            self.meshes
+                .iter()
+                .map(|m| m.slug.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match wanted {
+            Some(w) => self
+                .meshes
+                .iter()
+                .find(|m| m.slug == w || m.mesh_id == w)
+                .or_else(|| self.meshes.iter().find(|m| m.name == w))
+                .ok_or_else(|| IdentityError::UnknownMesh {
+                    wanted: w.to_string(),
+                    joined: if self.meshes.is_empty() {
+                        "none".into()
+                    } else {
+                        joined()
+                    },
+                }),
+            None => match self.meshes.as_slice() {
+                [] => Err(IdentityError::NoMesh),
+                [only] => Ok(only),
+                _ => Err(IdentityError::Ambiguous(joined())),
+            },
+        }
+    }
+
+    /// Adds or replaces the entry for a mesh.
+    pub fn upsert(&mut self, entry: MeshEntry) {
+        self.meshes.retain(|m| m.mesh_id != entry.mesh_id);
+        self.meshes.push(entry);
+    }
+}
+
+impl MeshEntry {
+    pub fn member_keys(&self) -> Result<SignKeyPair, IdentityError> {
+        SignKeyPair::from_secret_hex(&self.member_secret_key).map_err(|e| self.bad_key(e))
+    }
+
+    pub fn owner_keys(&self) -> Option<Result<SignKeyPair, IdentityError>> {
+        self.owner_secret_key
+            .as_deref()
+            .map(|s| SignKeyPair::from_secret_hex(s).map_err(|e| self.bad_key(e)))
+    }
+
+    pub fn root_key(&self) -> Result<[u8; 32], IdentityError> {
+        decode_root_key(&self.root_key).map_err(|e| self.bad_key(e))
+    }
+
+    /// `http://host:port` of this mesh's broker.
+    pub fn http_base(&self) -> String {
+        http_base(&self.broker_url)
+    }
+
+    fn bad_key(&self, e: impl std::fmt::Display) -> IdentityError {
+        IdentityError::BadKey {
+            mesh: self.slug.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// A signed member hello for this mesh.
+    pub fn member_hello(&self, peer: PeerInfo) -> Result<Hello, IdentityError> {
+        let keys = self.member_keys()?;
+        let timestamp = time::now_ms();
+        let signed = canonical::hello(
+            &self.mesh_id,
+            &self.member_id,
+            &keys.public_hex(),
+            timestamp,
+        );
+        Ok(Hello {
+            mesh_id: self.mesh_id.clone(),
+            member_id: self.member_id.clone(),
+            pubkey: keys.public_hex(),
+            session_pubkey: None,
+            peer,
+            timestamp,
+            signature: hex::encode(keys.sign(signed.as_bytes())),
+        })
+    }
+
+    /// A session hello: `session` speaks for this member under a fresh 12 h attestation.
+    pub fn session_hello(
+        &self,
+        session: &SignKeyPair,
+        peer: PeerInfo,
+    ) -> Result<SessionHello, IdentityError> {
+        let member = self.member_keys()?;
+        let now = time::now_ms();
+        let attestation = attest(&member, &session.public_hex(), now + ATTESTATION_TTL_MS);
+        let signed = canonical::session_hello(
+            &self.mesh_id,
+            &member.public_hex(),
+            &session.public_hex(),
+            now,
+        );
+        Ok(SessionHello {
+            mesh_id: self.mesh_id.clone(),
+            parent_member_id: self.member_id.clone(),
+            parent_member_pubkey: member.public_hex(),
+            session_pubkey: session.public_hex(),
+            parent_attestation: attestation,
+            peer,
+            role: None,
+            timestamp: now,
+            signature: hex::encode(session.sign(signed.as_bytes())),
+        })
+    }
+}
+
+/// A member-signed attestation that `session_pubkey` speaks for `member` until `expires_at_ms`.
+pub fn attest(member: &SignKeyPair, session_pubkey: &str, expires_at_ms: i64) -> Attestation {
+    let signed =
+        canonical::session_attestation(&member.public_hex(), session_pubkey, expires_at_ms);
+    Attestation {
+        session_pubkey: session_pubkey.to_string(),
+        parent_member_pubkey: member.public_hex(),
+        expires_at: expires_at_ms,
+        signature: hex::encode(member.sign(signed.as_bytes())),
+    }
+}
+
+/// The three headers of a member-signed HTTP request (PROTOCOL.md §8).
+pub fn sign_request(
+    keys: &SignKeyPair,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> [(&'static str, String); 3] {
+    let timestamp = time::now_ms();
+    let body_hash = hex::encode(crypto::sha256(body));
+    let signed = canonical::http_request(method, path, timestamp, &body_hash);
+    [
+        ("x-claudemesh-pubkey", keys.public_hex()),
+        ("x-claudemesh-timestamp", timestamp.to_string()),
+        (
+            "x-claudemesh-signature",
+            hex::encode(keys.sign(signed.as_bytes())),
+        ),
+    ]
+}
+
+pub fn encode_root_key(key: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(key)
+}
+
+pub fn decode_root_key(s: &str) -> Result<[u8; 32], String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|e| format!("root key is not base64url: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| "root key must be 32 bytes".to_string())
+}
+
+/// Turns a broker URL in any of the forms people paste (`ws://h:p/ws`, `http://h:p`, `h:p`)
+/// into the WebSocket URL.
+pub fn ws_url(broker: &str) -> String {
+    let base = http_base(broker);
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base
+    };
+    format!("{ws}/ws")
+}
+
+/// Turns a broker URL in any accepted form into `http(s)://host:port`.
+pub fn http_base(broker: &str) -> String {
+    let b = broker.trim().trim_end_matches('/');
+    let b = b.strip_suffix("/ws").unwrap_or(b);
+    if let Some(rest) = b.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = b.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if b.starts_with("http://") || b.starts_with("https://") {
+        b.to_string()
+    } else {
+        format!("http://{b}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_normalise() {
+        assert_eq!(ws_url("127.0.0.1:7900"), "ws://127.0.0.1:7900/ws");
+        assert_eq!(ws_url("http://h:1/"), "ws://h:1/ws");
+        assert_eq!(ws_url("wss://h/ws"), "wss://h/ws");
+        assert_eq!(http_base("ws://h:7900/ws"), "http://h:7900");
+    }
+
+    #[test]
+    fn config_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = ConfigDir::new(dir.path().join("cm"));
+        let mut cfg = cfg_dir.load().unwrap();
+        assert!(cfg.meshes.is_empty());
+        let keys = SignKeyPair::generate();
+        cfg.upsert(MeshEntry {
+            mesh_id: "m1".into(),
+            slug: "team".into(),
+            name: "Team".into(),
+            member_id: "u1".into(),
+            display_name: "alice".into(),
+            role: "owner".into(),
+            broker_url: "ws://127.0.0.1:1/ws".into(),
+            member_pubkey: keys.public_hex(),
+            member_secret_key: keys.secret_hex(),
+            root_key: encode_root_key(&[7; 32]),
+            owner_pubkey: keys.public_hex(),
+            owner_secret_key: None,
+            joined_at: time::iso(0),
+        });
+        cfg_dir.save(&cfg).unwrap();
+        let back = cfg_dir.load().unwrap();
+        assert_eq!(back.select(None).unwrap().slug, "team");
+        assert_eq!(
+            back.select(Some("m1")).unwrap().root_key().unwrap(),
+            [7; 32]
+        );
+        assert!(back.select(Some("nope")).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&cfg_dir.path), 0o700);
+            assert_eq!(mode(&cfg_dir.config_file()), 0o600);
+        }
+    }
+}

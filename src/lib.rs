@@ -1,0 +1,12 @@
+//! claudemesh: a peer mesh for AI coding-agent sessions.
+//!
+//! The library is both sides of the wire: [`broker`] is the server, [`client`] the client that
+//! the CLI and MCP server use, and [`protocol`] the messages they share.
+
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod crypto;
+pub mod identity;
+pub mod protocol;
+pub mod store;

@@ -1,0 +1,111 @@
+//! Key and signature shapes as they travel on the wire: lowercase hex, parsed once at the edge.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a hex field was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected} lowercase hex characters")]
+pub struct HexShapeError {
+    pub expected: usize,
+}
+
+fn parse_lower_hex<const N: usize>(s: &str) -> Result<[u8; N], HexShapeError> {
+    let err = HexShapeError { expected: N * 2 };
+    if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(err);
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).map_err(|_| err)?;
+    Ok(out)
+}
+
+/// An ed25519 public key (member, session or owner): 32 bytes, 64 lowercase hex on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pubkey(pub [u8; 32]);
+
+impl Pubkey {
+    pub fn parse(s: &str) -> Result<Self, HexShapeError> {
+        parse_lower_hex::<32>(s).map(Pubkey)
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    /// True when `s` has the shape of a pubkey, without allocating.
+    pub fn is_shape(s: &str) -> bool {
+        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
+impl fmt::Display for Pubkey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Pubkey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pubkey({})", &self.to_hex()[..12])
+    }
+}
+
+impl Serialize for Pubkey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pubkey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Pubkey::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A detached ed25519 signature: 64 bytes, 128 lowercase hex on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+impl Signature {
+    pub fn parse(s: &str) -> Result<Self, HexShapeError> {
+        parse_lower_hex::<64>(s).map(Signature)
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}…)", &self.to_hex()[..12])
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Signature::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pubkey_requires_lowercase_and_length() {
+        let ok = "ab".repeat(32);
+        assert!(Pubkey::parse(&ok).is_ok());
+        assert!(Pubkey::parse(&"AB".repeat(32)).is_err());
+        assert!(Pubkey::parse(&"ab".repeat(31)).is_err());
+        assert!(Pubkey::parse(&"zz".repeat(32)).is_err());
+        assert!(Signature::parse(&"0f".repeat(64)).is_ok());
+    }
+}

@@ -1,0 +1,21 @@
+//! The wire contract shared by broker and client (PROTOCOL.md).
+
+pub mod canonical;
+pub mod codec;
+pub mod ids;
+pub mod keys;
+pub mod messages;
+pub mod time;
+
+pub use codec::{DecodeError, Encoding};
+pub use keys::{Pubkey, Signature};
+pub use messages::{ClientMessage, Envelope, ServerMessage};
+
+/// Default `MAX_MESSAGE_BYTES`: the largest frame either side accepts.
+pub const MAX_MESSAGE_BYTES: usize = 65_536;
+/// Allowed clock difference for signed hellos and requests.
+pub const MAX_SKEW_MS: i64 = 60_000;
+/// Longest lifetime a session attestation may claim.
+pub const MAX_ATTESTATION_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+/// Lifetime our clients give the attestations they mint.
+pub const ATTESTATION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
