@@ -42,6 +42,8 @@ pub fn to_ws(frame: &Envelope<ServerMessage>, encoding: Encoding) -> Message {
     }
 }
 
+type Step = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What a handler sees of the connection it serves.
 pub struct Conn {
     pub broker: Arc<Broker>,
@@ -49,9 +51,17 @@ pub struct Conn {
     pub out: ConnHandle,
     /// Set by a successful hello.
     pub peer: Option<Arc<Peer>>,
+    /// Work that must finish in frame order (acks after durable commits), run one at a time
+    /// while the reader goes on reading.
+    steps: mpsc::UnboundedSender<Step>,
 }
 
 impl Conn {
+    /// Runs `step` after every step queued before it, without holding up the reader.
+    pub fn then(&self, step: impl Future<Output = ()> + Send + 'static) {
+        let _ = self.steps.send(Box::pin(step));
+    }
+
     pub fn reply(&self, req_id: Option<String>, body: ServerMessage) {
         self.out.send(&Envelope::reply(req_id, body));
     }
@@ -100,15 +110,24 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
         .metrics
         .connections_open
         .fetch_add(1, Ordering::Relaxed);
+    let (steps, mut step_rx) = mpsc::unbounded_channel::<Step>();
+    let stepper = tokio::spawn(async move {
+        while let Some(step) = step_rx.recv().await {
+            step.await;
+        }
+    });
+    let conn_id = broker.presence.next_conn_id();
     let mut conn = Conn {
-        conn_id: broker.presence.next_conn_id(),
+        conn_id,
         out: ConnHandle {
+            conn_id,
             encoding: Encoding::Json,
             outbox,
             closer,
         },
         peer: None,
         broker: broker.clone(),
+        steps,
     };
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
@@ -156,9 +175,10 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
     // Make sure the writer ends (a normal close unless an order is already given).
     conn.out.close(1000, "");
     if let Some(peer) = conn.peer.take() {
-        handlers::hello::disconnected(&broker, &peer).await;
+        handlers::hello::disconnected(&broker, &peer, conn.conn_id).await;
     }
     drop(conn);
+    let _ = stepper.await;
     let _ = writer.await;
     broker
         .metrics

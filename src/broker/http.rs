@@ -129,6 +129,7 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
             let code = code.to_string();
             claim_invite(broker, req, code).await
         }
+        (&Method::POST, ["hook", "set-status"]) => super::hook::set_status(broker, req).await,
         (&Method::GET, ["i", code]) => {
             let code = code.to_string();
             invite_landing(&broker, &req, &code)

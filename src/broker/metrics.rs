@@ -12,6 +12,9 @@ pub struct Metrics {
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
     pub http_requests: AtomicU64,
+    pub messages_stored: AtomicU64,
+    pub messages_expired: AtomicU64,
+    pub pushes_acked: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     claims: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -30,6 +33,10 @@ impl Metrics {
 
     pub fn claim(&self, result: &'static str) {
         bump(&self.claims, result);
+    }
+
+    pub fn expired(&self, n: u64) {
+        self.messages_expired.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn inc(counter: &AtomicU64) {
@@ -75,6 +82,24 @@ impl Metrics {
             "counter",
             "HTTP requests served.",
             load(&self.http_requests),
+        );
+        scalar(
+            "claudemesh_messages_stored_total",
+            "counter",
+            "Messages durably stored.",
+            load(&self.messages_stored),
+        );
+        scalar(
+            "claudemesh_messages_expired_total",
+            "counter",
+            "Queued messages dropped after the retention period.",
+            load(&self.messages_expired),
+        );
+        scalar(
+            "claudemesh_pushes_acknowledged_total",
+            "counter",
+            "Pushes acknowledged by clients.",
+            load(&self.pushes_acked),
         );
         for (name, kind, help, value) in extra {
             scalar(name, kind, help, *value);

@@ -1,11 +1,16 @@
 //! The broker: one TCP port serving HTTP and the WebSocket, storage in the data directory.
 
+mod auth;
 mod connection;
 mod handlers;
+mod hook;
 mod http;
+mod limits;
 mod metrics;
 mod presence;
+mod router;
 mod state;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +35,12 @@ pub struct BrokerConfig {
     pub public_url: Option<String>,
     pub max_message_bytes: usize,
     pub max_connections_per_mesh: usize,
+    /// How long a queued message waits for an offline recipient.
     pub retention: Duration,
+    /// Sustained sends per second per member.
+    pub send_rate: f64,
+    /// Sends a member may make at once before the rate applies.
+    pub send_burst: f64,
 }
 
 impl BrokerConfig {
@@ -43,6 +53,8 @@ impl BrokerConfig {
             max_message_bytes: crate::protocol::MAX_MESSAGE_BYTES,
             max_connections_per_mesh: 100,
             retention: Duration::from_secs(7 * 24 * 3600),
+            send_rate: 1000.0,
+            send_burst: 5000.0,
         }
     }
 }
@@ -108,6 +120,7 @@ impl RunningBroker {
         let RunningBroker {
             broker, listener, ..
         } = self;
+        broker.tasks.spawn(router::run_sweeper(broker.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

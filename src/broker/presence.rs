@@ -1,16 +1,21 @@
-//! Who is connected right now, per mesh. Rebuilt from connections; nothing here is stored.
+//! Who is in each mesh right now. A presence outlives its socket by a 90 s lease so a quick
+//! reconnect reattaches silently; nothing here is stored (members' groups and last-seen are).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::to_ws;
-use crate::protocol::messages::{Envelope, PeerInfo};
-use crate::protocol::{Encoding, Pubkey, ServerMessage};
-use crate::store::MemberRole;
+use super::status::StatusState;
+use crate::protocol::messages::{Envelope, GroupRef, PeerEntry, PeerInfo, Profile};
+use crate::protocol::{Encoding, Pubkey, ServerMessage, time};
+use crate::store::{MemberRole, RecipientKey};
+
+/// How long a presence outlives its socket.
+pub const LEASE_MS: i64 = 90_000;
 
 /// How a connection proved itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,26 +33,10 @@ pub struct CloseOrder {
     pub reason: String,
 }
 
-/// A proven, live connection.
-pub struct Peer {
-    pub conn_id: u64,
-    pub presence_id: String,
-    pub mesh_id: String,
-    pub member_id: String,
-    pub member_pubkey: Pubkey,
-    /// The proven session key of a session hello.
-    pub session_pubkey: Option<Pubkey>,
-    pub kind: PeerKind,
-    pub role: MemberRole,
-    pub display_name: String,
-    pub info: PeerInfo,
-    pub connected_at_ms: i64,
-    pub out: ConnHandle,
-}
-
 /// The write side of one connection: its frame queue and its close order.
 #[derive(Clone)]
 pub struct ConnHandle {
+    pub conn_id: u64,
     pub encoding: Encoding,
     pub outbox: mpsc::Sender<Message>,
     pub closer: watch::Sender<Option<CloseOrder>>,
@@ -82,19 +71,214 @@ impl ConnHandle {
     }
 }
 
+/// What changes about a presence while it lives.
+pub struct PeerState {
+    /// The live socket, or `None` while the lease runs.
+    pub conn: Option<ConnHandle>,
+    pub offline_since_ms: Option<i64>,
+    pub status: StatusState,
+    pub summary: Option<String>,
+    pub groups: Vec<GroupRef>,
+    pub visible: bool,
+    pub profile: Option<Profile>,
+    /// Messages pushed on this presence and not yet acknowledged: id → when pushed.
+    pub inflight: HashMap<String, i64>,
+    /// False until the queued backlog has been pushed, so live pushes cannot overtake it.
+    pub ready: bool,
+    /// A control-plane connection gets pushes only once it asked (`drain`).
+    pub subscribed: bool,
+}
+
+/// One presence in a mesh.
+pub struct Peer {
+    pub presence_id: String,
+    pub mesh_id: String,
+    pub member_id: String,
+    pub member_pubkey: Pubkey,
+    /// The proven session key of a session hello.
+    pub session_pubkey: Option<Pubkey>,
+    pub kind: PeerKind,
+    pub role: MemberRole,
+    pub control_plane: bool,
+    pub display_name: String,
+    pub info: PeerInfo,
+    pub connected_at_ms: i64,
+    state: Mutex<PeerState>,
+}
+
 impl Peer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        presence_id: String,
+        mesh_id: String,
+        member_id: String,
+        member_pubkey: Pubkey,
+        session_pubkey: Option<Pubkey>,
+        kind: PeerKind,
+        role: MemberRole,
+        display_name: String,
+        info: PeerInfo,
+        groups: Vec<GroupRef>,
+        conn: ConnHandle,
+    ) -> Peer {
+        let now = time::now_ms();
+        let control_plane = info.peer_role.as_deref() == Some("control-plane");
+        Peer {
+            presence_id,
+            mesh_id,
+            member_id,
+            member_pubkey,
+            session_pubkey,
+            kind,
+            role,
+            control_plane,
+            display_name,
+            info,
+            connected_at_ms: now,
+            state: Mutex::new(PeerState {
+                conn: Some(conn),
+                offline_since_ms: None,
+                status: StatusState::new(now),
+                summary: None,
+                groups,
+                visible: true,
+                profile: None,
+                inflight: HashMap::new(),
+                ready: false,
+                subscribed: false,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key this presence speaks and is addressed with: its session key, else the member key.
+    pub fn pubkey(&self) -> Pubkey {
+        self.session_pubkey.unwrap_or(self.member_pubkey)
+    }
+
+    /// The queues this presence drains: its member's, and its own session's.
+    pub fn recipient_keys(&self) -> Vec<String> {
+        let mut keys = vec![
+            RecipientKey::Member {
+                mesh_id: self.mesh_id.clone(),
+                member_id: self.member_id.clone(),
+            }
+            .encode(),
+        ];
+        if let Some(session) = self.session_pubkey {
+            keys.push(
+                RecipientKey::Session {
+                    mesh_id: self.mesh_id.clone(),
+                    session,
+                }
+                .encode(),
+            );
+        }
+        keys
+    }
+
+    /// Sends on the live connection, if any.
     pub fn send(&self, frame: &Envelope<ServerMessage>) -> bool {
-        self.out.send(frame)
+        let conn = self.state().conn.clone();
+        conn.is_some_and(|c| c.send(frame))
     }
 
     pub fn close(&self, code: u16, reason: &str) {
-        self.out.close(code, reason)
+        if let Some(c) = self.state().conn.clone() {
+            c.close(code, reason);
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state().conn.is_some()
+    }
+
+    pub fn conn_id(&self) -> Option<u64> {
+        self.state().conn.as_ref().map(|c| c.conn_id)
+    }
+
+    /// True when the presence is in group `name` or one of its subgroups (`name/…`).
+    pub fn in_group(&self, name: &str) -> bool {
+        in_group(&self.state().groups, name)
+    }
+
+    /// The `peers_list` entry for this presence.
+    pub fn entry(&self) -> PeerEntry {
+        let st = self.state();
+        PeerEntry {
+            pubkey: self.pubkey().to_hex(),
+            member_pubkey: self.member_pubkey.to_hex(),
+            display_name: self.display_name.clone(),
+            status: st.status.status.as_str().into(),
+            summary: st.summary.clone(),
+            groups: st.groups.clone(),
+            session_id: self.info.session_id.clone(),
+            connected_at: time::iso(self.connected_at_ms),
+            cwd: self.info.cwd.clone(),
+            peer_role: if self.control_plane {
+                "control-plane".into()
+            } else {
+                "session".into()
+            },
+            hostname: self.info.hostname.clone(),
+            peer_type: self.info.peer_type.clone(),
+            channel: self.info.channel.clone(),
+            model: self.info.model.clone(),
+            visible: Some(st.visible),
+            profile: st.profile.clone(),
+            online: st.conn.is_some(),
+        }
+    }
+}
+
+/// Group membership with subgroups: `@a` reaches `a` and `a/b`.
+pub fn in_group(groups: &[GroupRef], name: &str) -> bool {
+    groups.iter().any(|g| {
+        g.name == name
+            || (g.name.len() > name.len()
+                && g.name.starts_with(name)
+                && g.name.as_bytes()[name.len()] == b'/')
+    })
+}
+
+/// Who is connecting, as far as finding an earlier presence of theirs goes.
+pub struct Arrival<'a> {
+    pub mesh_id: &'a str,
+    pub member_id: &'a str,
+    /// The proven session key of a session hello.
+    pub session: Option<Pubkey>,
+    pub session_id: &'a str,
+}
+
+/// What `register` did.
+pub enum Registered {
+    /// A new presence.
+    New(Arc<Peer>),
+    /// An existing presence got this connection back (reconnect inside the lease, or a session
+    /// taking over its own key). `replaced` is the socket it displaced, if live.
+    Reattached {
+        peer: Arc<Peer>,
+        replaced: Option<ConnHandle>,
+    },
+}
+
+#[derive(Default)]
+struct Room {
+    peers: HashMap<String, Arc<Peer>>,
+}
+
+impl Room {
+    fn live_count(&self) -> usize {
+        self.peers.values().filter(|p| p.is_live()).count()
     }
 }
 
 #[derive(Default)]
 pub struct Presence {
-    meshes: Mutex<HashMap<String, HashMap<u64, Arc<Peer>>>>,
+    meshes: Mutex<HashMap<String, Room>>,
     next_conn_id: AtomicU64,
 }
 
@@ -103,68 +287,134 @@ impl Presence {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Arc<Peer>>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
         self.meshes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Live connections in a mesh.
     pub fn count(&self, mesh_id: &str) -> usize {
-        self.lock().get(mesh_id).map_or(0, HashMap::len)
+        self.lock().get(mesh_id).map_or(0, Room::live_count)
     }
 
-    /// Adds a peer, if the mesh still has room. A session hello with the session key of a live
-    /// connection takes it over: the old one is returned so it can be closed.
-    pub fn register(&self, peer: Arc<Peer>, capacity: usize) -> Result<Option<Arc<Peer>>, ()> {
+    /// Registers a proven connection, if the mesh has room. A session hello with a known
+    /// session key takes that presence over; a member hello with the `sessionId` of one of
+    /// its member's presences in its lease reattaches to it. Otherwise `make` builds a new one.
+    pub fn register(
+        &self,
+        who: Arrival<'_>,
+        conn: ConnHandle,
+        capacity: usize,
+        make: impl FnOnce() -> Peer,
+    ) -> Result<Registered, ()> {
+        let Arrival {
+            mesh_id,
+            member_id,
+            session,
+            session_id,
+        } = who;
         let mut meshes = self.lock();
-        let peers = meshes.entry(peer.mesh_id.clone()).or_default();
-        let replaced = match (peer.kind, peer.session_pubkey) {
-            (PeerKind::Session, Some(key)) => {
-                let old = peers
-                    .values()
-                    .find(|p| p.kind == PeerKind::Session && p.session_pubkey == Some(key))
-                    .map(|p| p.conn_id);
-                old.and_then(|id| peers.remove(&id))
+        let room = meshes.entry(mesh_id.to_string()).or_default();
+        let existing = room
+            .peers
+            .values()
+            .find(|p| match session {
+                Some(key) => p.kind == PeerKind::Session && p.session_pubkey == Some(key),
+                None => {
+                    p.kind == PeerKind::Member
+                        && p.member_id == member_id
+                        && !session_id.is_empty()
+                        && p.info.session_id == session_id
+                        && !p.control_plane
+                        && !p.is_live()
+                }
+            })
+            .cloned();
+        if let Some(peer) = existing {
+            let mut st = peer.state();
+            if st.conn.is_none() && room.live_count() >= capacity {
+                return Err(());
             }
-            _ => None,
-        };
-        if replaced.is_none() && peers.len() >= capacity {
+            let replaced = st.conn.replace(conn);
+            st.offline_since_ms = None;
+            st.inflight.clear();
+            st.ready = false;
+            drop(st);
+            return Ok(Registered::Reattached { peer, replaced });
+        }
+        if room.live_count() >= capacity {
             return Err(());
         }
-        peers.insert(peer.conn_id, peer);
-        Ok(replaced)
+        let peer = Arc::new(make());
+        room.peers.insert(peer.presence_id.clone(), peer.clone());
+        Ok(Registered::New(peer))
     }
 
-    /// Removes a connection; true when it was still registered (not taken over).
-    pub fn remove(&self, mesh_id: &str, conn_id: u64) -> bool {
+    /// The socket `conn_id` of `peer` closed. Control-plane presences go at once; others keep
+    /// their lease. Returns false when the presence had already moved to another socket.
+    pub fn disconnect(&self, peer: &Arc<Peer>, conn_id: u64) -> bool {
         let mut meshes = self.lock();
-        let Some(peers) = meshes.get_mut(mesh_id) else {
+        let mut st = peer.state();
+        if st.conn.as_ref().map(|c| c.conn_id) != Some(conn_id) {
             return false;
-        };
-        let removed = peers.remove(&conn_id).is_some();
-        if peers.is_empty() {
-            meshes.remove(mesh_id);
         }
-        removed
+        st.conn = None;
+        st.offline_since_ms = Some(time::now_ms());
+        st.inflight.clear();
+        drop(st);
+        if peer.control_plane
+            && let Some(room) = meshes.get_mut(&peer.mesh_id)
+        {
+            room.peers.remove(&peer.presence_id);
+            if room.peers.is_empty() {
+                meshes.remove(&peer.mesh_id);
+            }
+        }
+        true
     }
 
+    /// Removes presences whose lease ran out; returns them (for `peer_left`).
+    pub fn expire_leases(&self, now_ms: i64) -> Vec<Arc<Peer>> {
+        let mut meshes = self.lock();
+        let mut gone = Vec::new();
+        for room in meshes.values_mut() {
+            room.peers.retain(|_, p| {
+                let expired = p
+                    .state()
+                    .offline_since_ms
+                    .is_some_and(|t| now_ms - t >= LEASE_MS);
+                if expired {
+                    gone.push(p.clone());
+                }
+                !expired
+            });
+        }
+        meshes.retain(|_, r| !r.peers.is_empty());
+        gone
+    }
+
+    /// Every presence in a mesh (live or in its lease).
     pub fn peers(&self, mesh_id: &str) -> Vec<Arc<Peer>> {
         self.lock()
             .get(mesh_id)
-            .map(|p| p.values().cloned().collect())
+            .map(|r| r.peers.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Members with at least one live connection other than `except`.
-    pub fn online_members(&self, mesh_id: &str, except: u64) -> HashSet<String> {
+    /// Every presence in every mesh.
+    pub fn all(&self) -> Vec<Arc<Peer>> {
         self.lock()
-            .get(mesh_id)
-            .map(|p| {
-                p.values()
-                    .filter(|peer| peer.conn_id != except)
-                    .map(|peer| peer.member_id.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+            .values()
+            .flat_map(|r| r.peers.values().cloned())
+            .collect()
+    }
+
+    /// Members with at least one live connection other than `except`.
+    pub fn online_members(&self, mesh_id: &str, except: u64) -> std::collections::HashSet<String> {
+        self.peers(mesh_id)
+            .into_iter()
+            .filter(|p| p.conn_id().is_some_and(|c| c != except))
+            .map(|p| p.member_id.clone())
+            .collect()
     }
 
     /// Closes every connection of a member (e.g. when it is revoked).
@@ -176,7 +426,8 @@ impl Presence {
         }
     }
 
+    /// Live connections in all meshes.
     pub fn total(&self) -> usize {
-        self.lock().values().map(HashMap::len).sum()
+        self.lock().values().map(Room::live_count).sum()
     }
 }

@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::BrokerConfig;
+use super::limits::RateLimiter;
 use super::metrics::Metrics;
 use super::presence::Presence;
+use super::status::PendingStatuses;
 use crate::identity::{IdentityError, write_private};
 use crate::protocol::{MAX_SKEW_MS, time};
 use crate::store::Store;
@@ -24,6 +26,12 @@ pub struct Broker {
     pub presence: Presence,
     pub metrics: Metrics,
     pub replay: ReplayGuard,
+    /// Per-member send rate.
+    pub send_limit: RateLimiter,
+    /// Per (pid, cwd) status-hook rate: 30 a minute.
+    pub hook_limit: RateLimiter,
+    /// Hook reports for peers that have not connected yet.
+    pub pending_status: PendingStatuses,
     /// Cancelled when the broker shuts down; every connection watches it.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -39,16 +47,19 @@ impl Broker {
         local_addr: SocketAddr,
     ) -> Broker {
         Broker {
-            config,
             store,
             admin_token,
             local_addr,
             presence: Presence::default(),
             metrics: Metrics::default(),
             replay: ReplayGuard::default(),
+            send_limit: RateLimiter::new(config.send_rate, config.send_burst),
+            hook_limit: RateLimiter::new(0.5, 30.0),
+            pending_status: PendingStatuses::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
+            config,
         }
     }
 

@@ -30,6 +30,15 @@ pub struct BrokerCmd {
     /// most live connections per mesh (default 100)
     #[argh(option, default = "100")]
     max_connections_per_mesh: usize,
+    /// how long messages wait for offline recipients, e.g. 12h, 7d (default 7d)
+    #[argh(option, default = "String::from(\"7d\")")]
+    retention: String,
+    /// sustained messages per second each member may send (default 1000)
+    #[argh(option, default = "1000.0")]
+    send_rate: f64,
+    /// messages a member may send in a burst before the rate applies (default 5000)
+    #[argh(option, default = "5000.0")]
+    send_burst: f64,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -53,12 +62,22 @@ impl BrokerCmd {
                 "--max-message-bytes must be at least 1024".into(),
             ));
         }
+        let retention = crate::protocol::time::parse_duration(&self.retention)
+            .map_err(|e| CliError::Usage(format!("--retention: {e}")))?;
+        if !(self.send_rate > 0.0 && self.send_burst >= 1.0) {
+            return Err(CliError::Usage(
+                "--send-rate must be above 0 and --send-burst at least 1".into(),
+            ));
+        }
         let data_dir = self.data.unwrap_or_else(default_data_dir);
         let mut config = BrokerConfig::new(listen, data_dir.clone());
         config.open = self.open;
         config.public_url = self.public_url;
         config.max_message_bytes = self.max_message_bytes;
         config.max_connections_per_mesh = self.max_connections_per_mesh.max(1);
+        config.retention = retention;
+        config.send_rate = self.send_rate;
+        config.send_burst = self.send_burst;
         let broker = RunningBroker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 use super::{CliError, CliResult, connect, print_json, select_mesh};
-use crate::client::http;
+use crate::client::{MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
 use crate::identity::{ConfigDir, MeshEntry, encode_root_key, http_base, ws_url};
 use crate::protocol::messages::{CapabilityV2, CreateInvite, MemberEntry};
@@ -208,7 +208,10 @@ impl InviteCmd {
                 entry.slug
             ))
         })??;
-        let expires_at = time::now_ms() / 1000 + lifetime.as_secs() as i64;
+        // Round up: the invite lives at least as long as asked (rounding down could put a
+        // short one in the past by the time the broker sees it).
+        let expires_ms = time::now_ms().saturating_add(lifetime.as_millis() as i64);
+        let expires_at = (expires_ms + 999) / 1000;
         let client = connect(&entry).await?;
         let mut last_error = None;
         // A fresh code is random; on the rare clash the broker says so and we draw again.
@@ -517,11 +520,8 @@ pub struct MembersCmd {
     json: bool,
 }
 
-async fn fetch_members(entry: &MeshEntry) -> Result<Vec<MemberEntry>, CliError> {
-    let client = connect(entry).await?;
-    let answer = client.request(ClientMessage::ListMembers {}).await;
-    client.close().await;
-    match answer? {
+async fn fetch_members(client: &MeshClient) -> Result<Vec<MemberEntry>, CliError> {
+    match client.request(ClientMessage::ListMembers {}).await? {
         ServerMessage::MembersList { members } => Ok(members),
         other => Err(CliError::failed(format!("unexpected answer: {other:?}"))),
     }
@@ -530,7 +530,10 @@ async fn fetch_members(entry: &MeshEntry) -> Result<Vec<MemberEntry>, CliError> 
 impl MembersCmd {
     pub async fn run(self) -> CliResult {
         let entry = select_mesh(self.mesh.as_deref())?;
-        let members = fetch_members(&entry).await?;
+        let client = connect(&entry).await?;
+        let members = fetch_members(&client).await;
+        client.close().await;
+        let members = members?;
         if self.json {
             print_json(&json!({ "members": members }));
             return Ok(());
@@ -573,7 +576,16 @@ pub struct RevokeCmd {
 impl RevokeCmd {
     pub async fn run(self) -> CliResult {
         let entry = select_mesh(self.mesh.as_deref())?;
-        let members = fetch_members(&entry).await?;
+        // One connection for both steps: a second hello in the same millisecond would be the
+        // same signed hello, which the broker refuses as a replay.
+        let client = connect(&entry).await?;
+        let result = self.revoke_with(&client, &entry).await;
+        client.close().await;
+        result
+    }
+
+    async fn revoke_with(&self, client: &MeshClient, entry: &MeshEntry) -> CliResult {
+        let members = fetch_members(client).await?;
         let wanted = self.member.as_str();
         let matches: Vec<&MemberEntry> = members
             .iter()
@@ -598,14 +610,11 @@ impl RevokeCmd {
                 )));
             }
         };
-        let client = connect(&entry).await?;
-        let answer = client
+        client
             .request(ClientMessage::RevokeMember {
                 member: target.member_id.clone(),
             })
-            .await;
-        client.close().await;
-        answer?;
+            .await?;
         println!("revoked {} from mesh {}", target.display_name, entry.slug);
         Ok(())
     }

@@ -2,7 +2,9 @@
 //! `--json`; errors are one sentence on stderr with exit code 1 (2 for usage errors).
 
 mod broker;
+mod hook;
 mod mesh;
+mod messaging;
 
 use argh::FromArgs;
 use serde::Serialize;
@@ -29,6 +31,14 @@ enum Command {
     Leave(mesh::LeaveCmd),
     Members(mesh::MembersCmd),
     Revoke(mesh::RevokeCmd),
+    Peers(messaging::PeersCmd),
+    Send(messaging::SendCmd),
+    Inbox(messaging::InboxCmd),
+    MsgStatus(messaging::MsgStatusCmd),
+    Status(messaging::StatusCmd),
+    Summary(messaging::SummaryCmd),
+    Group(messaging::GroupCmd),
+    Hook(hook::HookCmd),
 }
 
 /// A failed command: what to tell the person, and the exit code.
@@ -67,7 +77,7 @@ pub fn main() -> i32 {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "claudemesh".into());
-    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let rest = fill_optional_values(args.iter().skip(1).map(String::as_str).collect());
     let cli = match Cli::from_args(&[&name], &rest) {
         Ok(cli) => cli,
         Err(early) => {
@@ -84,8 +94,11 @@ pub fn main() -> i32 {
             };
         }
     };
-    let is_broker = matches!(cli.command, Command::Broker(_));
-    init_logging(if is_broker { "info" } else { "warn" });
+    init_logging(match cli.command {
+        Command::Broker(_) => "info",
+        Command::Hook(_) => "off",
+        _ => "warn",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,6 +125,20 @@ pub fn main() -> i32 {
     }
 }
 
+/// argh options always take a value; `inbox --wait` may stand alone (wait forever).
+fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
+    if args.first() == Some(&"inbox") {
+        let mut i = 0;
+        while i < args.len() {
+            if args[i] == "--wait" && args.get(i + 1).is_none_or(|next| next.starts_with("--")) {
+                args.insert(i + 1, "forever");
+            }
+            i += 1;
+        }
+    }
+    args
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -132,6 +159,14 @@ async fn run(command: Command) -> CliResult {
         Command::Leave(c) => c.run(),
         Command::Members(c) => c.run().await,
         Command::Revoke(c) => c.run().await,
+        Command::Peers(c) => c.run().await,
+        Command::Send(c) => c.run().await,
+        Command::Inbox(c) => c.run().await,
+        Command::MsgStatus(c) => c.run().await,
+        Command::Status(c) => c.run().await,
+        Command::Summary(c) => c.run().await,
+        Command::Group(c) => c.run().await,
+        Command::Hook(c) => c.run().await,
     }
 }
 
@@ -163,6 +198,7 @@ pub fn cli_peer(entry: &MeshEntry) -> PeerInfo {
         channel: Some("cli".into()),
         model: None,
         groups: None,
+        peer_role: Some("control-plane".into()),
     }
 }
 

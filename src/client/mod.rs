@@ -3,7 +3,10 @@
 //! over as a stream, and pings / watches the connection (30 s / 75 s). The CLI and the MCP
 //! server use only this.
 
+mod api;
 pub mod http;
+
+pub use api::{Incoming, Target};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -127,6 +130,7 @@ pub enum Link {
 }
 
 pub struct MeshClient {
+    options: ConnectOptions,
     commands: mpsc::UnboundedSender<Command>,
     pushes: tokio::sync::Mutex<mpsc::Receiver<ServerMessage>>,
     hello: watch::Receiver<HelloAck>,
@@ -143,8 +147,16 @@ impl MeshClient {
         let (push_tx, pushes) = mpsc::channel(65_536);
         let (hello_tx, hello) = watch::channel(ack);
         let (link_tx, link) = watch::channel(Link::Up);
-        let task = tokio::spawn(run(options, ws, command_rx, push_tx, hello_tx, link_tx));
+        let task = tokio::spawn(run(
+            options.clone(),
+            ws,
+            command_rx,
+            push_tx,
+            hello_tx,
+            link_tx,
+        ));
         Ok(MeshClient {
+            options,
             commands,
             pushes: tokio::sync::Mutex::new(pushes),
             hello,
@@ -195,6 +207,16 @@ impl MeshClient {
     /// once the client has ended for good.
     pub async fn next_push(&self) -> Option<ServerMessage> {
         self.pushes.lock().await.recv().await
+    }
+
+    /// A push already received, without waiting.
+    pub async fn try_next_push(&self) -> Option<ServerMessage> {
+        self.pushes.lock().await.try_recv().ok()
+    }
+
+    /// The mesh this client is connected to.
+    pub fn entry(&self) -> &MeshEntry {
+        &self.options.entry
     }
 
     /// Closes the connection politely and waits for the background task.

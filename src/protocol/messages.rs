@@ -66,6 +66,10 @@ pub struct PeerInfo {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<GroupRef>>,
+    /// `control-plane` for short-lived tool connections (CLI commands): they are not listed as
+    /// peers, cause no join/leave events, and get pushes only after asking (`drain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_role: Option<String>,
 }
 
 /// The member-signed statement that a session key speaks for it (PROTOCOL.md §3.2).
@@ -130,6 +134,91 @@ pub enum ClientMessage {
     RevokeInvite {
         code: String,
     },
+    Send(Box<SendMessage>),
+    ClientAck(ClientAck),
+    /// This broker's addition: push everything queued for this connection now, whatever its
+    /// status (what `check_messages` / `inbox` need), then answer `drained`.
+    Drain {},
+    MessageStatus {
+        #[serde(rename = "messageId")]
+        message_id: String,
+    },
+    ListPeers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    SetStatus {
+        status: String,
+    },
+    SetSummary {
+        summary: String,
+    },
+    SetVisible {
+        visible: bool,
+    },
+    SetProfile(Profile),
+    JoinGroup(GroupRef),
+    LeaveGroup {
+        name: String,
+    },
+}
+
+/// `send` (PROTOCOL.md §4.1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub target_spec: String,
+    #[serde(default = "default_priority")]
+    pub priority: String,
+    #[serde(default)]
+    pub nonce: String,
+    pub ciphertext: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
+    #[serde(
+        rename = "client_message_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_message_id: Option<String>,
+    #[serde(
+        rename = "request_fingerprint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_fingerprint: Option<String>,
+}
+
+fn default_priority() -> String {
+    "next".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+}
+
+/// What a peer tells about itself beyond its name (`set_profile`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bio: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
 }
 
 impl ClientMessage {
@@ -141,6 +230,17 @@ impl ClientMessage {
             ClientMessage::ListMembers {} => "list_members",
             ClientMessage::RevokeMember { .. } => "revoke_member",
             ClientMessage::RevokeInvite { .. } => "revoke_invite",
+            ClientMessage::Send(_) => "send",
+            ClientMessage::ClientAck(_) => "client_ack",
+            ClientMessage::Drain {} => "drain",
+            ClientMessage::MessageStatus { .. } => "message_status",
+            ClientMessage::ListPeers { .. } => "list_peers",
+            ClientMessage::SetStatus { .. } => "set_status",
+            ClientMessage::SetSummary { .. } => "set_summary",
+            ClientMessage::SetVisible { .. } => "set_visible",
+            ClientMessage::SetProfile(_) => "set_profile",
+            ClientMessage::JoinGroup(_) => "join_group",
+            ClientMessage::LeaveGroup { .. } => "leave_group",
         }
     }
 }
@@ -244,8 +344,117 @@ pub enum ServerMessage {
     HelloAck(Box<HelloAck>),
     Error(ErrorFrame),
     Ack(Ack),
-    MembersList { members: Vec<MemberEntry> },
+    MembersList {
+        members: Vec<MemberEntry>,
+    },
     InviteCreated(InviteCreated),
+    Push(Box<Push>),
+    PeersList {
+        peers: Vec<PeerEntry>,
+    },
+    MessageStatusResult(MessageStatusResult),
+    /// Answers `drain` after every queued push for the connection.
+    Drained {
+        count: usize,
+    },
+}
+
+/// `push` (PROTOCOL.md §4.3): a message, a reminder or a system event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Push {
+    pub message_id: String,
+    pub mesh_id: String,
+    pub sender_pubkey: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_member_pubkey: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_member_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to_id: Option<String>,
+    pub priority: String,
+    pub nonce: String,
+    pub ciphertext: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_version: Option<u32>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_spec: Option<String>,
+    #[serde(
+        rename = "client_message_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_message_id: Option<String>,
+    #[serde(
+        rename = "request_fingerprint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_data: Option<serde_json::Value>,
+}
+
+/// One entry of `peers_list` (PROTOCOL.md §5).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerEntry {
+    pub pubkey: String,
+    pub member_pubkey: String,
+    pub display_name: String,
+    pub status: String,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<GroupRef>,
+    #[serde(default)]
+    pub session_id: String,
+    #[serde(default)]
+    pub connected_at: String,
+    #[serde(default)]
+    pub cwd: String,
+    pub peer_role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipientStatus {
+    pub name: String,
+    pub pubkey: String,
+    /// `delivered`, `held` or `disconnected`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusResult {
+    pub message_id: String,
+    pub target_spec: String,
+    pub delivered: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    pub recipients: Vec<RecipientStatus>,
 }
 
 impl ServerMessage {

@@ -6,6 +6,8 @@
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
 mod meshes;
+mod profile;
+mod queue;
 mod records;
 
 use std::path::Path;
@@ -21,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 pub use meshes::{ClaimError, ClaimOk, CreateMesh, RevokeError};
+pub use queue::{Enqueued, Pending, PrefixLookup};
 pub use records::*;
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
@@ -28,7 +31,7 @@ const SCHEMA_VERSION: u32 = 1;
 /// Most jobs folded into one transaction; bounds the latency of the first job in a batch.
 const MAX_BATCH: usize = 4096;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -114,6 +117,8 @@ pub struct Store {
     jobs: mpsc::UnboundedSender<WriterMsg>,
     pub stats: Arc<StoreStats>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Next queue sequence number; only the writer thread takes from it.
+    seq: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -143,6 +148,7 @@ impl Store {
             }
         }
         records::create_tables(&tx)?;
+        let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(db);
         let stats = Arc::new(StoreStats::default());
@@ -160,6 +166,7 @@ impl Store {
             jobs,
             stats,
             writer: Arc::new(Mutex::new(Some(writer))),
+            seq: Arc::new(AtomicU64::new(seq)),
         })
     }
 
@@ -171,16 +178,29 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
+        self.submit(f).await
+    }
+
+    /// Like [`Store::write`], but the job is queued at the call, not at the first poll: jobs
+    /// submitted one after another commit in that order, which keeps FIFO promises.
+    pub fn submit<R, F>(&self, f: F) -> impl Future<Output = Result<R, StoreError>> + use<R, F>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = TypedJob {
             f: Some(f),
             out: None,
             reply,
         };
-        self.jobs
-            .send(WriterMsg::Job(Box::new(job)))
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let sent = self.jobs.send(WriterMsg::Job(Box::new(job))).is_ok();
+        async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     /// A read snapshot; never waits for the writer.

@@ -19,6 +19,19 @@ pub(crate) const MEMBER_KEYS: TableDefinition<(&str, &str), &str> =
 /// `code → Invite`
 pub(crate) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
 
+/// `(mesh_id, message_id) → MessageRecord`
+pub(crate) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
+/// `(recipient key, seq) → message_id`: each recipient's queue, FIFO by seq.
+pub(crate) const QUEUE: TableDefinition<(&str, u64), &str> = TableDefinition::new("queue");
+/// `(recipient key, message_id) → Delivery`: where an entry sits and whether it was delivered.
+pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("deliveries");
+/// `(mesh_id, member_id, client_message_id) → message_id`: a resent message is stored once.
+pub(crate) const CLIENT_IDS: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("client_ids");
+/// `(mesh_id, session pubkey hex) → KnownSession`: sessions that may receive held messages.
+pub(crate) const SESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sessions");
+
 /// Opens every table once so that read transactions never meet a missing table.
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(MESHES)?;
@@ -26,6 +39,11 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(MEMBERS)?;
     tx.open_table(MEMBER_KEYS)?;
     tx.open_table(INVITES)?;
+    tx.open_table(MESSAGES)?;
+    tx.open_table(QUEUE)?;
+    tx.open_table(DELIVERIES)?;
+    tx.open_table(CLIENT_IDS)?;
+    tx.open_table(SESSIONS)?;
     Ok(())
 }
 
@@ -107,4 +125,105 @@ pub struct Invite {
     pub revoked: bool,
     pub canonical: String,
     pub signature: String,
+}
+
+/// One sent message, as the broker keeps it: ciphertext only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub mesh_id: String,
+    pub sender_member_id: String,
+    /// The key the sender spoke with (session or member), hex.
+    pub sender_pubkey: String,
+    pub sender_member_pubkey: String,
+    pub sender_name: String,
+    pub target_spec: String,
+    pub priority: Priority,
+    pub nonce: String,
+    pub ciphertext: String,
+    #[serde(default)]
+    pub body_version: Option<u32>,
+    #[serde(default)]
+    pub reply_to_id: Option<String>,
+    #[serde(default)]
+    pub mentions: Option<Vec<String>>,
+    #[serde(default)]
+    pub client_message_id: Option<String>,
+    #[serde(default)]
+    pub request_fingerprint: Option<String>,
+    #[serde(default)]
+    pub subtype: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// Recipient keys (see [`RecipientKey`]) with their display names.
+    pub recipients: Vec<(String, String)>,
+}
+
+/// How urgent a message is; gates delivery by the recipient's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Now,
+    Next,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Now => "now",
+            Priority::Next => "next",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// A recipient's entry for one message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub seq: u64,
+    pub mesh_id: String,
+    #[serde(default)]
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// Who a queue belongs to: a member (any of its sessions) or one session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecipientKey {
+    Member { mesh_id: String, member_id: String },
+    Session { mesh_id: String, session: Pubkey },
+}
+
+impl RecipientKey {
+    /// The string form used as a table key: `m/<mesh>/<member>` or `s/<mesh>/<session hex>`.
+    pub fn encode(&self) -> String {
+        match self {
+            RecipientKey::Member { mesh_id, member_id } => format!("m/{mesh_id}/{member_id}"),
+            RecipientKey::Session { mesh_id, session } => format!("s/{mesh_id}/{session}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<RecipientKey> {
+        let mut parts = s.splitn(3, '/');
+        let (kind, mesh_id, rest) = (parts.next()?, parts.next()?, parts.next()?);
+        match kind {
+            "m" => Some(RecipientKey::Member {
+                mesh_id: mesh_id.into(),
+                member_id: rest.into(),
+            }),
+            "s" => Some(RecipientKey::Session {
+                mesh_id: mesh_id.into(),
+                session: Pubkey::parse(rest).ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A session key that has said hello in a mesh, so messages to it can wait while it is away.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnownSession {
+    pub member_id: String,
+    pub display_name: String,
+    pub last_seen_at_ms: i64,
 }

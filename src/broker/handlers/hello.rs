@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use crate::broker::connection::Conn;
-use crate::broker::presence::{Peer, PeerKind};
+use crate::broker::presence::{Arrival, Peer, PeerKind, Registered};
+use crate::broker::router;
 use crate::broker::state::Broker;
+use crate::broker::status::StatusSource;
 use crate::crypto;
 use crate::protocol::messages::{
     Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
@@ -13,7 +15,7 @@ use crate::protocol::messages::{
 use crate::protocol::{
     MAX_ATTESTATION_TTL_MS, MAX_SKEW_MS, Pubkey, ServerMessage, Signature, canonical, ids, time,
 };
-use crate::store::{Member, Mesh};
+use crate::store::{KnownSession, Member, Mesh};
 
 /// A refusal: the error code, a sentence, and the close code.
 struct Refusal(&'static str, String, u16);
@@ -35,19 +37,7 @@ pub async fn member_hello(conn: &mut Conn, hello: Hello) {
         return;
     }
     match check_member_hello(&conn.broker, &hello) {
-        Ok((mesh, member)) => {
-            let label = hello.session_pubkey.clone();
-            admit(
-                conn,
-                mesh,
-                member,
-                PeerKind::Member,
-                None,
-                label,
-                hello.peer,
-            )
-            .await
-        }
+        Ok((mesh, member)) => admit(conn, mesh, member, PeerKind::Member, None, hello.peer).await,
         Err(Refusal(code, message, close)) => conn.refuse(code, message, close),
     }
 }
@@ -69,7 +59,6 @@ pub async fn session_hello(conn: &mut Conn, hello: SessionHello) {
                 member,
                 PeerKind::Session,
                 Some(session_key),
-                None,
                 hello.peer,
             )
             .await
@@ -256,31 +245,48 @@ async fn admit(
     member: Member,
     kind: PeerKind,
     session_pubkey: Option<Pubkey>,
-    _label: Option<String>,
     mut info: PeerInfo,
 ) {
+    let broker = conn.broker.clone();
     let restored = info.groups.is_none();
     let groups = info.groups.clone().unwrap_or_else(|| member.groups.clone());
     info.groups = Some(groups.clone());
     let display_name = clean_display_name(info.display_name.as_deref(), &member.display_name);
-    let peer = Arc::new(Peer {
-        conn_id: conn.conn_id,
-        presence_id: ids::new_id(),
-        mesh_id: mesh.id.clone(),
-        member_id: member.id.clone(),
-        member_pubkey: member.pubkey,
-        session_pubkey,
-        kind,
-        role: member.role,
-        display_name: display_name.clone(),
-        info,
-        connected_at_ms: time::now_ms(),
-        out: conn.out.clone(),
-    });
-    let capacity = conn.broker.config.max_connections_per_mesh;
-    match conn.broker.presence.register(peer.clone(), capacity) {
-        Ok(Some(old)) => old.close(1000, "session_replaced"),
-        Ok(None) => {}
+    let capacity = broker.config.max_connections_per_mesh;
+    let session_id = info.session_id.clone();
+    let registered = broker.presence.register(
+        Arrival {
+            mesh_id: &mesh.id,
+            member_id: &member.id,
+            session: session_pubkey,
+            session_id: &session_id,
+        },
+        conn.out.clone(),
+        capacity,
+        || {
+            Peer::new(
+                ids::new_id(),
+                mesh.id.clone(),
+                member.id.clone(),
+                member.pubkey,
+                session_pubkey,
+                kind,
+                member.role,
+                display_name.clone(),
+                info.clone(),
+                groups.clone(),
+                conn.out.clone(),
+            )
+        },
+    );
+    let (peer, is_new) = match registered {
+        Ok(Registered::New(peer)) => (peer, true),
+        Ok(Registered::Reattached { peer, replaced }) => {
+            if let Some(old) = replaced {
+                old.close(1000, "session_replaced");
+            }
+            (peer, false)
+        }
         Err(()) => {
             conn.refuse(
                 "capacity",
@@ -289,11 +295,26 @@ async fn admit(
             );
             return;
         }
-    }
+    };
     conn.peer = Some(peer.clone());
+    let now = time::now_ms();
+    if let Some(status) =
+        broker
+            .pending_status
+            .take(&mesh.id, &member.id, &session_id, info.pid, &info.cwd, now)
+    {
+        peer.state().status.report(status, StatusSource::Hook, now);
+    }
+    let (summary, groups) = {
+        let st = peer.state();
+        (
+            st.summary.clone().or(member.last_summary.clone()),
+            st.groups.clone(),
+        )
+    };
     let ack = HelloAck {
         presence_id: peer.presence_id.clone(),
-        member_display_name: display_name,
+        member_display_name: peer.display_name.clone(),
         member_profile: MemberProfile {
             role_tag: None,
             groups: groups.clone(),
@@ -302,8 +323,8 @@ async fn admit(
         mesh_policy: Some(MeshPolicy {
             self_editable: mesh.self_editable,
         }),
-        restored: restored && !member.groups.is_empty(),
-        last_summary: member.last_summary.clone(),
+        restored: !is_new || (restored && !member.groups.is_empty()),
+        last_summary: summary,
         last_seen_at: member.last_seen_at_ms.map(time::iso),
         restored_groups: (restored && !member.groups.is_empty()).then_some(groups),
         member_id: member.id.clone(),
@@ -312,6 +333,36 @@ async fn admit(
         mesh_slug: mesh.slug.clone(),
     };
     conn.reply(None, ServerMessage::HelloAck(Box::new(ack)));
+    if is_new {
+        router::announce(
+            &broker,
+            &peer,
+            if member.last_seen_at_ms.is_some() {
+                "peer_returned"
+            } else {
+                "peer_joined"
+            },
+        );
+    }
+    // Whatever waited for this presence goes out right after the ack.
+    router::deliver_pending(&broker, &peer, false);
+    if let Some(session) = session_pubkey {
+        let known = KnownSession {
+            member_id: member.id.clone(),
+            display_name: peer.display_name.clone(),
+            last_seen_at_ms: now,
+        };
+        let store = broker.store.clone();
+        let mesh_id = mesh.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .remember_session(mesh_id, session.to_hex(), known)
+                .await
+            {
+                tracing::warn!("cannot remember a session key: {e}");
+            }
+        });
+    }
     tracing::debug!(
         "{} joined mesh {} as {:?}",
         peer.display_name,
@@ -320,17 +371,18 @@ async fn admit(
     );
 }
 
-/// Called when a proven connection ends.
-pub async fn disconnected(broker: &Broker, peer: &Peer) {
-    if !broker.presence.remove(&peer.mesh_id, peer.conn_id) {
-        return; // taken over by a newer connection of the same session
+/// Called when a proven connection ends: the presence keeps its lease.
+pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
+    if !broker.presence.disconnect(peer, conn_id) || peer.control_plane {
+        return; // taken over by a newer connection, or a short-lived tool connection
     }
+    let groups = peer.state().groups.clone();
     if let Err(e) = broker
         .store
         .update_member_presence(
             peer.mesh_id.clone(),
             peer.member_id.clone(),
-            peer.info.groups.clone(),
+            Some(groups),
             Some(time::now_ms()),
         )
         .await

@@ -1,0 +1,375 @@
+//! `send`, `client_ack`, `drain` and `message_status` (PROTOCOL.md §4).
+
+use crate::broker::connection::Conn;
+use crate::broker::presence::Peer;
+use crate::broker::router;
+use crate::broker::state::Broker;
+use crate::protocol::messages::{
+    Ack, ClientAck, MessageStatusResult, RecipientStatus, SendMessage,
+};
+use crate::protocol::{Pubkey, ServerMessage, ids, time};
+use crate::store::{MessageRecord, PrefixLookup, Priority, RecipientKey};
+
+/// Room left in a frame for everything but the body.
+const ENVELOPE_ALLOWANCE: usize = 4096;
+/// Longest client-chosen id or fingerprint kept.
+const MAX_CLIENT_ID: usize = 128;
+
+fn parse_priority(s: &str) -> Option<Priority> {
+    match s {
+        "now" => Some(Priority::Now),
+        "next" => Some(Priority::Next),
+        "low" => Some(Priority::Low),
+        _ => None,
+    }
+}
+
+fn refused_ack(id: Option<String>, error: String) -> ServerMessage {
+    ServerMessage::Ack(Ack {
+        id,
+        message_id: Some(String::new()),
+        queued: Some(false),
+        error: Some(error),
+        ok: None,
+    })
+}
+
+pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let broker = conn.broker.clone();
+    match prepare(&broker, &peer, &msg) {
+        Err((code, error)) => {
+            broker.metrics.error(code);
+            let out = conn.out.clone();
+            let frame = refused_ack(msg.id.clone(), error);
+            // Through the ordered steps, so it cannot overtake acks of earlier sends.
+            conn.then(async move {
+                out.send(&crate::protocol::Envelope::reply(req_id, frame));
+            });
+        }
+        Ok(record) => {
+            let stored = broker.store.enqueue(record);
+            let out = conn.out.clone();
+            let id = msg.id;
+            conn.then(async move {
+                let reply = match stored.await {
+                    Ok(enqueued) => {
+                        if enqueued.fresh {
+                            crate::broker::metrics::Metrics::inc(&broker.metrics.messages_stored);
+                            router::route(&broker, &enqueued.record);
+                        }
+                        ServerMessage::Ack(Ack {
+                            id,
+                            message_id: Some(enqueued.record.id),
+                            queued: Some(true),
+                            ..Default::default()
+                        })
+                    }
+                    Err(e) => refused_ack(id, format!("storage: {e}")),
+                };
+                out.send(&crate::protocol::Envelope::reply(req_id, reply));
+            });
+        }
+    }
+}
+
+/// Checks a `send` and builds the record to store, or says why not.
+fn prepare(
+    broker: &Broker,
+    peer: &Peer,
+    msg: &SendMessage,
+) -> Result<MessageRecord, (&'static str, String)> {
+    let Some(priority) = parse_priority(&msg.priority) else {
+        return Err((
+            "invalid_argument",
+            format!("invalid priority \"{}\" (now, next or low)", msg.priority),
+        ));
+    };
+    let limit = broker
+        .config
+        .max_message_bytes
+        .saturating_sub(ENVELOPE_ALLOWANCE);
+    let size = msg.ciphertext.len() + msg.nonce.len();
+    if size > limit {
+        return Err((
+            "payload_too_large",
+            format!("payload too large: {size} bytes, the limit is {limit}"),
+        ));
+    }
+    if [
+        &msg.client_message_id,
+        &msg.request_fingerprint,
+        &msg.reply_to_id,
+    ]
+    .iter()
+    .any(|v| v.as_ref().is_some_and(|s| s.len() > MAX_CLIENT_ID))
+    {
+        return Err((
+            "invalid_argument",
+            format!("ids may be at most {MAX_CLIENT_ID} characters"),
+        ));
+    }
+    let bucket = format!("{}/{}", peer.mesh_id, peer.member_id);
+    if !broker.send_limit.allow(&bucket) {
+        return Err((
+            "rate_limit",
+            format!(
+                "rate_limit: more than {} messages per second (burst {}); slow down",
+                broker.send_limit.rate(),
+                broker.send_limit.burst()
+            ),
+        ));
+    }
+    let recipients = resolve(broker, peer, &msg.target_spec)
+        .map_err(|why| ("unknown_target", format!("unknown target ({why})")))?;
+    let now = time::now_ms();
+    Ok(MessageRecord {
+        id: ids::new_id(),
+        mesh_id: peer.mesh_id.clone(),
+        sender_member_id: peer.member_id.clone(),
+        sender_pubkey: peer.pubkey().to_hex(),
+        sender_member_pubkey: peer.member_pubkey.to_hex(),
+        sender_name: peer.display_name.clone(),
+        target_spec: msg.target_spec.clone(),
+        priority,
+        nonce: msg.nonce.clone(),
+        ciphertext: msg.ciphertext.clone(),
+        body_version: msg.body_version,
+        reply_to_id: msg.reply_to_id.clone(),
+        mentions: msg.mentions.clone(),
+        client_message_id: msg.client_message_id.clone(),
+        request_fingerprint: msg.request_fingerprint.clone(),
+        subtype: None,
+        created_at_ms: now,
+        expires_at_ms: now + broker.config.retention.as_millis() as i64,
+        recipients,
+    })
+}
+
+/// Who a target spec reaches: (recipient key, display name) pairs, or why it names nobody.
+pub fn resolve(
+    broker: &Broker,
+    sender: &Peer,
+    target: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mesh_id = sender.mesh_id.as_str();
+    let store_err = |e: crate::store::StoreError| e.to_string();
+    if Pubkey::is_shape(target) {
+        let key = Pubkey::parse(target).map_err(|e| e.to_string())?;
+        if let Some(member) = broker
+            .store
+            .member_by_pubkey(mesh_id, &key)
+            .map_err(store_err)?
+            .filter(|m| m.revoked_at_ms.is_none())
+        {
+            let rk = RecipientKey::Member {
+                mesh_id: mesh_id.into(),
+                member_id: member.id,
+            };
+            return Ok(vec![(rk.encode(), member.display_name)]);
+        }
+        let live = broker
+            .presence
+            .peers(mesh_id)
+            .into_iter()
+            .find(|p| p.session_pubkey == Some(key))
+            .map(|p| p.display_name.clone());
+        let name = match live {
+            Some(name) => Some(name),
+            None => broker
+                .store
+                .known_session(mesh_id, target)
+                .map_err(store_err)?
+                .map(|s| s.display_name),
+        };
+        let Some(name) = name else {
+            return Err(format!(
+                "no member or session {}… in this mesh",
+                &target[..12]
+            ));
+        };
+        let rk = RecipientKey::Session {
+            mesh_id: mesh_id.into(),
+            session: key,
+        };
+        return Ok(vec![(rk.encode(), name)]);
+    }
+    let group = match target {
+        "*" | "@all" => None,
+        t if t.starts_with('@') && t.len() > 1 => Some(&t[1..]),
+        t if t.starts_with('#') => return Err("topics are not supported yet".into()),
+        t => return Err(format!("\"{t}\" is not a pubkey, @group, @all or *")),
+    };
+    // The sender's own sessions never receive its broadcast or group message.
+    let is_own = |p: &Peer| match sender.session_pubkey {
+        Some(s) => p.session_pubkey == Some(s),
+        None => p.member_id == sender.member_id,
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut live_members = std::collections::HashSet::new();
+    for p in broker.presence.peers(mesh_id) {
+        if p.control_plane {
+            continue;
+        }
+        live_members.insert(p.member_id.clone());
+        if is_own(&p) || group.is_some_and(|g| !p.in_group(g)) {
+            continue;
+        }
+        let rk = match p.session_pubkey {
+            Some(session) => RecipientKey::Session {
+                mesh_id: mesh_id.into(),
+                session,
+            },
+            None => RecipientKey::Member {
+                mesh_id: mesh_id.into(),
+                member_id: p.member_id.clone(),
+            },
+        };
+        let key = rk.encode();
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, p.display_name.clone()));
+        }
+    }
+    // Members with no presence get it when they next connect.
+    let mut group_exists = !out.is_empty();
+    for m in broker.store.members(mesh_id).map_err(store_err)? {
+        if m.revoked_at_ms.is_some() {
+            continue;
+        }
+        let in_target = group.is_none_or(|g| crate::broker::presence::in_group(&m.groups, g));
+        group_exists |= in_target;
+        if !in_target || m.id == sender.member_id || live_members.contains(&m.id) {
+            continue;
+        }
+        let rk = RecipientKey::Member {
+            mesh_id: mesh_id.into(),
+            member_id: m.id,
+        };
+        out.push((rk.encode(), m.display_name));
+    }
+    if let Some(g) = group
+        && !group_exists
+        && !sender.in_group(g)
+    {
+        return Err(format!("nobody is in group @{g}"));
+    }
+    Ok(out)
+}
+
+pub fn client_ack(conn: &Conn, ack: ClientAck) {
+    let (Some(peer), Some(id)) = (conn.peer.as_ref(), ack.broker_message_id) else {
+        return;
+    };
+    crate::broker::metrics::Metrics::inc(&conn.broker.metrics.pushes_acked);
+    router::acknowledge(&conn.broker, peer, &id);
+}
+
+pub fn drain(conn: &Conn, req_id: Option<String>) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let broker = conn.broker.clone();
+    let out = conn.out.clone();
+    // After earlier steps, so messages this connection just sent are included.
+    conn.then(async move {
+        peer.state().subscribed = true;
+        let count = router::deliver_pending(&broker, &peer, true);
+        out.send(&crate::protocol::Envelope::reply(
+            req_id,
+            ServerMessage::Drained { count },
+        ));
+    });
+}
+
+pub fn message_status(conn: &Conn, req_id: Option<String>, message_id: String) {
+    let Some(peer) = conn.peer.as_ref() else {
+        return;
+    };
+    let broker = &conn.broker;
+    if message_id.len() < 8 && !ids::is_id(&message_id) {
+        return conn.error(
+            req_id,
+            "invalid_argument",
+            "give a message id or a prefix of at least 8 characters",
+        );
+    }
+    let record = match broker.store.find_message(&peer.mesh_id, &message_id) {
+        Ok(PrefixLookup::Found(r)) if r.id == message_id || message_id.len() >= 8 => r,
+        Ok(PrefixLookup::Found(_)) | Ok(PrefixLookup::NotFound) => {
+            return conn.error(req_id, "not_found", format!("no message {message_id}"));
+        }
+        Ok(PrefixLookup::Ambiguous) => {
+            return conn.error(
+                req_id,
+                "ambiguous_prefix",
+                format!("{message_id} matches several messages; give more of the id"),
+            );
+        }
+        Err(e) => return conn.error(req_id, "internal", e.to_string()),
+    };
+    let peers = broker.presence.peers(&peer.mesh_id);
+    let mut recipients = Vec::new();
+    let mut last_delivered: Option<i64> = None;
+    let mut all_delivered = !record.recipients.is_empty();
+    for (key, name) in &record.recipients {
+        let delivered_at = broker
+            .store
+            .delivery(key, &record.id)
+            .ok()
+            .flatten()
+            .and_then(|d| d.delivered_at_ms);
+        let parsed = RecipientKey::decode(key);
+        let (pubkey, live) = match &parsed {
+            Some(RecipientKey::Member { member_id, .. }) => (
+                broker
+                    .store
+                    .member(&peer.mesh_id, member_id)
+                    .ok()
+                    .flatten()
+                    .map(|m| m.pubkey.to_hex())
+                    .unwrap_or_default(),
+                peers
+                    .iter()
+                    .any(|p| &p.member_id == member_id && p.is_live() && !p.control_plane),
+            ),
+            Some(RecipientKey::Session { session, .. }) => (
+                session.to_hex(),
+                peers
+                    .iter()
+                    .any(|p| p.session_pubkey == Some(*session) && p.is_live()),
+            ),
+            None => (String::new(), false),
+        };
+        let status = match delivered_at {
+            Some(at) => {
+                last_delivered = Some(last_delivered.map_or(at, |l| l.max(at)));
+                "delivered"
+            }
+            None if live => {
+                all_delivered = false;
+                "held"
+            }
+            None => {
+                all_delivered = false;
+                "disconnected"
+            }
+        };
+        recipients.push(RecipientStatus {
+            name: name.clone(),
+            pubkey,
+            status: status.into(),
+        });
+    }
+    conn.reply(
+        req_id,
+        ServerMessage::MessageStatusResult(MessageStatusResult {
+            message_id: record.id.clone(),
+            target_spec: record.target_spec.clone(),
+            delivered: all_delivered,
+            delivered_at: last_delivered.filter(|_| all_delivered).map(time::iso),
+            recipients,
+        }),
+    );
+}

@@ -1,0 +1,244 @@
+//! Presence and groups (PROTOCOL.md §5): who is here, status, summary, visibility, profile,
+//! groups. From a short-lived tool connection (control-plane) these act for the member: on all
+//! of its presences, and on what is remembered for its next sessions.
+
+use std::sync::Arc;
+
+use crate::broker::connection::Conn;
+use crate::broker::presence::Peer;
+use crate::broker::router;
+use crate::broker::status::{Status, StatusSource};
+use crate::protocol::messages::{Ack, GroupRef, Profile};
+use crate::protocol::{ServerMessage, time};
+
+const MAX_SUMMARY: usize = 2000;
+const MAX_GROUP_NAME: usize = 64;
+
+/// The presences a presence-changing request applies to.
+fn scope(conn: &Conn) -> Vec<Arc<Peer>> {
+    let Some(me) = conn.peer.as_ref() else {
+        return Vec::new();
+    };
+    if !me.control_plane {
+        return vec![me.clone()];
+    }
+    conn.broker
+        .presence
+        .peers(&me.mesh_id)
+        .into_iter()
+        .filter(|p| p.member_id == me.member_id && !p.control_plane)
+        .collect()
+}
+
+/// Answers with `ack` only when the request asked for an answer (`_reqId`).
+fn maybe_ack(conn: &Conn, req_id: Option<String>) {
+    if req_id.is_some() {
+        conn.reply(
+            req_id,
+            ServerMessage::Ack(Ack {
+                ok: Some(true),
+                ..Default::default()
+            }),
+        );
+    }
+}
+
+pub fn list_peers(conn: &Conn, req_id: Option<String>, group: Option<String>) {
+    let Some(me) = conn.peer.as_ref() else { return };
+    let group = group.map(|g| g.trim_start_matches('@').to_string());
+    let mut peers: Vec<_> = conn
+        .broker
+        .presence
+        .peers(&me.mesh_id)
+        .into_iter()
+        .filter(|p| !p.control_plane || p.presence_id == me.presence_id)
+        .filter(|p| p.presence_id == me.presence_id || p.state().visible)
+        .filter(|p| group.as_deref().is_none_or(|g| p.in_group(g)))
+        .map(|p| p.entry())
+        .collect();
+    peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    conn.reply(req_id, ServerMessage::PeersList { peers });
+}
+
+pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str) {
+    let Some(status) = Status::parse(status) else {
+        return conn.error(
+            req_id,
+            "invalid_argument",
+            format!("unknown status \"{status}\" (idle, working or dnd)"),
+        );
+    };
+    let now = time::now_ms();
+    for peer in scope(conn) {
+        let changed = peer
+            .state()
+            .status
+            .report(status, StatusSource::Manual, now);
+        if changed && status == Status::Idle {
+            router::deliver_pending(&conn.broker, &peer, false);
+        }
+    }
+    maybe_ack(conn, req_id);
+}
+
+pub async fn set_summary(conn: &Conn, req_id: Option<String>, summary: String) {
+    let Some(me) = conn.peer.clone() else { return };
+    let summary: String = summary.chars().take(MAX_SUMMARY).collect();
+    for peer in scope(conn) {
+        peer.state().summary = Some(summary.clone());
+    }
+    let stored = summary.clone();
+    if let Err(e) = conn
+        .broker
+        .store
+        .update_member(me.mesh_id.clone(), me.member_id.clone(), move |m| {
+            m.last_summary = Some(stored)
+        })
+        .await
+    {
+        return conn.error(req_id, "internal", e.to_string());
+    }
+    maybe_ack(conn, req_id);
+}
+
+pub fn set_visible(conn: &Conn, req_id: Option<String>, visible: bool) {
+    for peer in scope(conn) {
+        let changed = {
+            let mut st = peer.state();
+            let changed = st.visible != visible;
+            st.visible = visible;
+            changed
+        };
+        if changed {
+            router::announce(
+                &conn.broker,
+                &peer,
+                if visible {
+                    "peer_visible"
+                } else {
+                    "peer_hidden"
+                },
+            );
+        }
+    }
+    conn.reply(
+        req_id,
+        ServerMessage::Ack(Ack {
+            ok: Some(true),
+            ..Default::default()
+        }),
+    );
+}
+
+pub fn set_profile(conn: &Conn, req_id: Option<String>, profile: Profile) {
+    let clip = |s: Option<String>| s.map(|s| s.chars().take(MAX_SUMMARY).collect::<String>());
+    let profile = Profile {
+        avatar: clip(profile.avatar),
+        title: clip(profile.title),
+        bio: clip(profile.bio),
+        capabilities: profile
+            .capabilities
+            .map(|c| c.into_iter().take(64).collect()),
+    };
+    for peer in scope(conn) {
+        peer.state().profile = Some(profile.clone());
+        router::announce(&conn.broker, &peer, "profile_updated");
+    }
+    conn.reply(
+        req_id,
+        ServerMessage::Ack(Ack {
+            ok: Some(true),
+            ..Default::default()
+        }),
+    );
+}
+
+fn valid_group(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_GROUP_NAME
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+}
+
+/// Joins (`Some(role)`) or leaves (`None`) a group, for the scope and the member's record.
+pub async fn change_group(
+    conn: &Conn,
+    req_id: Option<String>,
+    name: &str,
+    join: Option<Option<String>>,
+) {
+    let Some(me) = conn.peer.clone() else { return };
+    let name = name.trim_start_matches('@');
+    if !valid_group(name) {
+        return conn.error(
+            req_id,
+            "invalid_argument",
+            "a group name is 1-64 of [A-Za-z0-9-_.] with / between subgroups",
+        );
+    }
+    let apply = |groups: &mut Vec<GroupRef>| {
+        groups.retain(|g| g.name != name);
+        if let Some(role) = &join {
+            groups.push(GroupRef {
+                name: name.to_string(),
+                role: role.clone(),
+            });
+        }
+    };
+    let mut remembered = None;
+    for peer in scope(conn) {
+        let mut st = peer.state();
+        apply(&mut st.groups);
+        remembered = Some(st.groups.clone());
+    }
+    let stored_apply = {
+        let name = name.to_string();
+        let join = join.clone();
+        move |m: &mut crate::store::Member| {
+            let groups = match remembered {
+                Some(g) => g,
+                None => {
+                    let mut g = m.groups.clone();
+                    g.retain(|x| x.name != name);
+                    if let Some(role) = join {
+                        g.push(GroupRef { name, role });
+                    }
+                    g
+                }
+            };
+            m.groups = groups;
+        }
+    };
+    if let Err(e) = conn
+        .broker
+        .store
+        .update_member(me.mesh_id.clone(), me.member_id.clone(), stored_apply)
+        .await
+    {
+        return conn.error(req_id, "internal", e.to_string());
+    }
+    maybe_ack(conn, req_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::presence::in_group;
+
+    #[test]
+    fn group_names_and_subgroups() {
+        assert!(valid_group("backend/api"));
+        assert!(!valid_group("a b"));
+        assert!(!valid_group("/x"));
+        let g = vec![GroupRef {
+            name: "backend/api".into(),
+            role: None,
+        }];
+        assert!(in_group(&g, "backend"));
+        assert!(in_group(&g, "backend/api"));
+        assert!(!in_group(&g, "back"));
+    }
+}

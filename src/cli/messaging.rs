@@ -1,0 +1,504 @@
+//! Messaging and presence: peers, send, inbox, msg-status, status, summary, group.
+
+use std::time::Duration;
+
+use argh::FromArgs;
+use serde_json::json;
+
+use super::{CliError, CliResult, connect, print_json, select_mesh};
+use crate::client::{Incoming, MeshClient};
+use crate::protocol::messages::GroupRef;
+use crate::protocol::{ClientMessage, ServerMessage};
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "peers")]
+/// list live peers (name, status, summary, groups)
+pub struct PeersCmd {
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// only peers in this group
+    #[argh(option)]
+    group: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+impl PeersCmd {
+    pub async fn run(self) -> CliResult {
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let client = connect(&entry).await?;
+        let peers = client.list_peers(self.group).await;
+        client.close().await;
+        let peers: Vec<_> = peers?
+            .into_iter()
+            .filter(|p| p.peer_role != "control-plane")
+            .collect();
+        if self.json {
+            print_json(&json!({ "peers": peers }));
+            return Ok(());
+        }
+        if peers.is_empty() {
+            println!("no peers online in {}", entry.slug);
+            return Ok(());
+        }
+        println!(
+            "{:<20} {:<8} {:<7} {:<24} SUMMARY",
+            "NAME", "STATUS", "ONLINE", "GROUPS"
+        );
+        for p in peers {
+            let groups: Vec<String> = p.groups.iter().map(group_label).collect();
+            println!(
+                "{:<20} {:<8} {:<7} {:<24} {}",
+                p.display_name,
+                p.status,
+                if p.online { "yes" } else { "away" },
+                groups.join(","),
+                p.summary.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn group_label(g: &GroupRef) -> String {
+    match &g.role {
+        Some(r) => format!("@{}:{r}", g.name),
+        None => format!("@{}", g.name),
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "send")]
+/// send a message: to a name, pubkey (or 8+ hex prefix), @group, @all or *; comma-separate several
+pub struct SendCmd {
+    /// recipients
+    #[argh(positional)]
+    to: String,
+    /// the message
+    #[argh(positional)]
+    message: String,
+    /// now (interrupts), next (default: when idle) or low (on the next check)
+    #[argh(option, default = "String::from(\"next\")")]
+    priority: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+impl SendCmd {
+    pub async fn run(self) -> CliResult {
+        if !matches!(self.priority.as_str(), "now" | "next" | "low") {
+            return Err(CliError::Usage(
+                "--priority must be now, next or low".into(),
+            ));
+        }
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let client = connect(&entry).await?;
+        let result = send_all(&client, &self.to, &self.message, &self.priority).await;
+        client.close().await;
+        let results = result?;
+        let failed = results.iter().filter(|r| r["queued"] != true).count();
+        if self.json {
+            print_json(&json!({ "results": results }));
+        } else {
+            for r in &results {
+                match r["error"].as_str() {
+                    Some(e) => eprintln!("not sent to {}: {e}", r["to"].as_str().unwrap_or("")),
+                    None => println!(
+                        "sent to {} ({})",
+                        r["to"].as_str().unwrap_or(""),
+                        r["messageId"].as_str().unwrap_or("")
+                    ),
+                }
+            }
+        }
+        if failed > 0 {
+            return Err(CliError::failed(format!(
+                "{failed} of {} recipient(s) did not get the message",
+                results.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+async fn send_all(
+    client: &MeshClient,
+    to: &str,
+    text: &str,
+    priority: &str,
+) -> Result<Vec<serde_json::Value>, CliError> {
+    let targets = client.resolve_targets(to).await?;
+    let mut results = Vec::new();
+    for t in targets {
+        let ack = client.send_text(&t, text, priority, None).await?;
+        let mut r = json!({
+            "to": t.label,
+            "messageId": ack.message_id.unwrap_or_default(),
+            "queued": ack.queued.unwrap_or(false),
+        });
+        if let Some(e) = ack.error {
+            r["error"] = json!(e);
+        }
+        results.push(r);
+    }
+    Ok(results)
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "inbox")]
+/// print (and acknowledge) messages waiting for you; --wait waits for one
+pub struct InboxCmd {
+    /// wait up to SECONDS (default: forever) for a message when none is waiting
+    #[argh(option)]
+    wait: Option<String>,
+    /// print at most N messages (the rest stay queued)
+    #[argh(option)]
+    limit: Option<usize>,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON, one object per message per line
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `--wait` alone means forever; argh needs a value, so `--wait 0` or `--wait forever` do too.
+fn parse_wait(v: &str) -> Result<Option<Duration>, CliError> {
+    match v {
+        "" | "0" | "forever" => Ok(None),
+        s => s
+            .parse::<u64>()
+            .map(|n| Some(Duration::from_secs(n)))
+            .or_else(|_| crate::protocol::time::parse_duration(s).map(Some))
+            .map_err(|_| CliError::Usage(format!("--wait takes seconds, got \"{s}\""))),
+    }
+}
+
+impl InboxCmd {
+    pub async fn run(self) -> CliResult {
+        let wait = match &self.wait {
+            Some(v) => Some(parse_wait(v)?),
+            None => None,
+        };
+        let limit = self.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Err(CliError::Usage("--limit must be at least 1".into()));
+        }
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let client = connect(&entry).await?;
+        let result = self.collect(&client, wait, limit).await;
+        client.close().await;
+        let shown = result?;
+        if shown == 0 && !self.json {
+            println!("no messages");
+        }
+        Ok(())
+    }
+
+    async fn collect(
+        &self,
+        client: &MeshClient,
+        wait: Option<Option<Duration>>,
+        limit: usize,
+    ) -> Result<usize, CliError> {
+        client.drain().await?;
+        let mut shown = 0;
+        let mut seen = std::collections::HashSet::new();
+        while shown < limit {
+            let Some(msg) = client.try_next_push().await else {
+                break;
+            };
+            if self.show(client, msg, &mut seen)? {
+                shown += 1;
+            }
+        }
+        if shown == 0
+            && let Some(wait) = wait
+        {
+            let deadline = wait.map(|d| tokio::time::Instant::now() + d);
+            while shown == 0 {
+                let next = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, client.next_push()).await {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
+                    None => client.next_push().await,
+                };
+                let Some(msg) = next else {
+                    return Err(CliError::failed("the connection to the broker ended"));
+                };
+                if self.show(client, msg, &mut seen)? {
+                    shown += 1;
+                }
+            }
+            // Others that arrived together with the first one.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while shown < limit {
+                let Some(msg) = client.try_next_push().await else {
+                    break;
+                };
+                if self.show(client, msg, &mut seen)? {
+                    shown += 1;
+                }
+            }
+        }
+        Ok(shown)
+    }
+
+    /// Prints one push and acknowledges it; false for what is not a message to show.
+    fn show(
+        &self,
+        client: &MeshClient,
+        msg: ServerMessage,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<bool, CliError> {
+        let ServerMessage::Push(push) = msg else {
+            return Ok(false);
+        };
+        if push.subtype.as_deref() == Some("system") || !seen.insert(push.message_id.clone()) {
+            return Ok(false);
+        }
+        let Incoming { push, text } = client.open(*push);
+        let from = push
+            .sender_name
+            .clone()
+            .unwrap_or_else(|| push.sender_pubkey.clone());
+        let text = text.unwrap_or_else(|e| format!("(unreadable: {e})"));
+        if self.json {
+            let mut line = json!({
+                "messageId": push.message_id,
+                "from": from,
+                "fromPubkey": push.sender_pubkey,
+                "to": push.target_spec,
+                "priority": push.priority,
+                "text": text,
+                "createdAt": push.created_at,
+            });
+            if let Some(s) = &push.subtype {
+                line["subtype"] = json!(s);
+            }
+            println!("{line}");
+        } else {
+            let to = match push.target_spec.as_deref() {
+                Some(t) if t.starts_with('@') || t == "*" => format!(" → {t}"),
+                _ => String::new(),
+            };
+            let kind = match push.subtype.as_deref() {
+                Some(s) => format!(" [{s}]"),
+                None => String::new(),
+            };
+            println!(
+                "[{}] {from}{to} ({}){kind}: {text}",
+                push.created_at, push.priority
+            );
+        }
+        client.ack(&push.message_id)?;
+        Ok(true)
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "msg-status")]
+/// show who a message reached: delivered, held or disconnected per recipient
+pub struct MsgStatusCmd {
+    /// message id (or a unique prefix of 8+ characters)
+    #[argh(positional)]
+    id: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+impl MsgStatusCmd {
+    pub async fn run(self) -> CliResult {
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let client = connect(&entry).await?;
+        let status = client.message_status(&self.id).await;
+        client.close().await;
+        let status = status?;
+        if self.json {
+            print_json(&status);
+            return Ok(());
+        }
+        println!(
+            "message {} → {}: {}",
+            status.message_id,
+            status.target_spec,
+            if status.delivered {
+                "delivered"
+            } else {
+                "not yet delivered to everyone"
+            }
+        );
+        for r in status.recipients {
+            println!(
+                "  {:<20} {:<13} {}",
+                r.name,
+                r.status,
+                r.pubkey.get(..16).unwrap_or("")
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+/// set your status in the mesh (applies to your live sessions)
+pub struct StatusCmd {
+    #[argh(subcommand)]
+    action: StatusAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum StatusAction {
+    Set(StatusSetCmd),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "set")]
+/// idle, working or dnd
+struct StatusSetCmd {
+    /// idle, working or dnd
+    #[argh(positional)]
+    status: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+}
+
+/// Runs one request that answers `ack`, on a fresh connection.
+async fn one_ack(mesh: Option<&str>, body: ClientMessage) -> CliResult {
+    let entry = select_mesh(mesh)?;
+    let client = connect(&entry).await?;
+    let result = client.request_ack(body).await;
+    client.close().await;
+    Ok(result?)
+}
+
+impl StatusCmd {
+    pub async fn run(self) -> CliResult {
+        let StatusAction::Set(cmd) = self.action;
+        if !matches!(cmd.status.as_str(), "idle" | "working" | "dnd") {
+            return Err(CliError::Usage(
+                "status must be idle, working or dnd".into(),
+            ));
+        }
+        one_ack(
+            cmd.mesh.as_deref(),
+            ClientMessage::SetStatus {
+                status: cmd.status.clone(),
+            },
+        )
+        .await?;
+        println!("status: {}", cmd.status);
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "summary")]
+/// say what you are working on (shown to peers)
+pub struct SummaryCmd {
+    /// the summary
+    #[argh(positional)]
+    text: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+}
+
+impl SummaryCmd {
+    pub async fn run(self) -> CliResult {
+        one_ack(
+            self.mesh.as_deref(),
+            ClientMessage::SetSummary {
+                summary: self.text.clone(),
+            },
+        )
+        .await?;
+        println!("summary set");
+        Ok(())
+    }
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "group")]
+/// join or leave a group (kept for your next sessions)
+pub struct GroupCmd {
+    #[argh(subcommand)]
+    action: GroupAction,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum GroupAction {
+    Join(GroupJoinCmd),
+    Leave(GroupLeaveCmd),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "join")]
+/// join a group (subgroups with /, e.g. backend/api)
+struct GroupJoinCmd {
+    /// group name
+    #[argh(positional)]
+    name: String,
+    /// your role in it (e.g. lead)
+    #[argh(option)]
+    role: Option<String>,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "leave")]
+/// leave a group
+struct GroupLeaveCmd {
+    /// group name
+    #[argh(positional)]
+    name: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+}
+
+impl GroupCmd {
+    pub async fn run(self) -> CliResult {
+        match self.action {
+            GroupAction::Join(c) => {
+                let name = c.name.trim_start_matches('@').to_string();
+                one_ack(
+                    c.mesh.as_deref(),
+                    ClientMessage::JoinGroup(GroupRef {
+                        name: name.clone(),
+                        role: c.role,
+                    }),
+                )
+                .await?;
+                println!("joined @{name}");
+            }
+            GroupAction::Leave(c) => {
+                let name = c.name.trim_start_matches('@').to_string();
+                one_ack(
+                    c.mesh.as_deref(),
+                    ClientMessage::LeaveGroup { name: name.clone() },
+                )
+                .await?;
+                println!("left @{name}");
+            }
+        }
+        Ok(())
+    }
+}

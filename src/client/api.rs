@@ -1,0 +1,285 @@
+//! Typed requests on top of [`MeshClient`]: messaging with end-to-end encryption, peers,
+//! members, status. Encryption happens here, in the client; the broker only sees ciphertext.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{ClientError, Identity, MeshClient};
+use crate::crypto::{self, SignKeyPair};
+use crate::protocol::messages::{
+    Ack, ClientAck, MemberEntry, MessageStatusResult, PeerEntry, Push, SendMessage,
+};
+use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
+
+/// A resolved destination: the wire target spec and, for direct messages, the key to encrypt to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// What the person typed (for reports).
+    pub label: String,
+    /// `<64 hex>`, `*` or `@group`.
+    pub spec: String,
+}
+
+impl Target {
+    pub fn is_direct(&self) -> bool {
+        Pubkey::is_shape(&self.spec)
+    }
+}
+
+/// An incoming message, decrypted.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub push: Push,
+    /// The text, or why it could not be read.
+    pub text: Result<String, String>,
+}
+
+fn unexpected(other: ServerMessage) -> ClientError {
+    ClientError::Protocol(format!("{other:?}"))
+}
+
+impl MeshClient {
+    /// The key this client speaks with: its session key, else its member key.
+    pub fn speaking_keys(&self) -> Result<SignKeyPair, ClientError> {
+        match &self.options.identity {
+            Identity::Session(k) => Ok(k.clone()),
+            Identity::Member => Ok(self.options.entry.member_keys()?),
+        }
+    }
+
+    /// Encrypts and sends `text` to one target. Direct messages are sealed with crypto_box to
+    /// the target's key; group and broadcast messages with the mesh root key (bodyVersion 2).
+    pub async fn send_text(
+        &self,
+        target: &Target,
+        text: &str,
+        priority: &str,
+        client_message_id: Option<String>,
+    ) -> Result<Ack, ClientError> {
+        let nonce: [u8; 24] = crypto::random_bytes();
+        let (ciphertext, body_version) = if target.is_direct() {
+            let to =
+                Pubkey::parse(&target.spec).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let their = crypto::ed25519_pk_to_x25519(&to.0)
+                .map_err(|e| ClientError::Protocol(format!("{}: {e}", target.label)))?;
+            let mine = self.speaking_keys()?.to_x25519();
+            let ct = crypto::box_easy(text.as_bytes(), &nonce, &their, &mine.secret)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            (ct, None)
+        } else {
+            let root = self.options.entry.root_key()?;
+            (
+                crypto::secretbox_easy(text.as_bytes(), &nonce, &root),
+                Some(2),
+            )
+        };
+        let id = crate::protocol::ids::new_id();
+        let answer = self
+            .request(ClientMessage::Send(Box::new(SendMessage {
+                id: Some(id),
+                target_spec: target.spec.clone(),
+                priority: priority.to_string(),
+                nonce: STANDARD.encode(nonce),
+                ciphertext: STANDARD.encode(ciphertext),
+                body_version,
+                client_message_id,
+                ..Default::default()
+            })))
+            .await?;
+        match answer {
+            ServerMessage::Ack(ack) => Ok(ack),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads a push: crypto_box for direct messages (trying the session key, then the member
+    /// key), secretbox under the root key for bodyVersion 2, base64 plaintext for version 1.
+    pub fn decrypt(&self, push: &Push) -> Result<String, String> {
+        let nonce = STANDARD.decode(&push.nonce).unwrap_or_default();
+        let body = STANDARD
+            .decode(&push.ciphertext)
+            .map_err(|_| "ciphertext is not base64".to_string())?;
+        let direct = push.target_spec.as_deref().is_some_and(Pubkey::is_shape)
+            || (push.target_spec.is_none() && push.body_version != Some(2) && !nonce.is_empty());
+        let text = if direct {
+            let nonce: [u8; 24] = nonce
+                .try_into()
+                .map_err(|_| "nonce must be 24 bytes".to_string())?;
+            let sender =
+                Pubkey::parse(&push.sender_pubkey).map_err(|e| format!("sender key: {e}"))?;
+            let their = crypto::ed25519_pk_to_x25519(&sender.0).map_err(|e| e.to_string())?;
+            let mut keys = Vec::new();
+            if let Identity::Session(k) = &self.options.identity {
+                keys.push(k.clone());
+            }
+            keys.push(
+                self.options
+                    .entry
+                    .member_keys()
+                    .map_err(|e| e.to_string())?,
+            );
+            keys.iter()
+                .find_map(|k| {
+                    crypto::box_open_easy(&body, &nonce, &their, &k.to_x25519().secret).ok()
+                })
+                .ok_or_else(|| {
+                    "cannot decrypt: not addressed to our keys, or tampered".to_string()
+                })?
+        } else if push.body_version == Some(2) {
+            let nonce: [u8; 24] = nonce
+                .try_into()
+                .map_err(|_| "nonce must be 24 bytes".to_string())?;
+            let root = self.options.entry.root_key().map_err(|e| e.to_string())?;
+            crypto::secretbox_open_easy(&body, &nonce, &root).map_err(|e| e.to_string())?
+        } else {
+            body
+        };
+        String::from_utf8(text).map_err(|_| "the message is not UTF-8 text".to_string())
+    }
+
+    /// Decrypts a push into an [`Incoming`].
+    pub fn open(&self, push: Push) -> Incoming {
+        let text = self.decrypt(&push);
+        Incoming { push, text }
+    }
+
+    /// Tells the broker a push was handled, so it is not delivered again.
+    pub fn ack(&self, message_id: &str) -> Result<(), ClientError> {
+        self.notify(ClientMessage::ClientAck(ClientAck {
+            broker_message_id: Some(message_id.to_string()),
+            client_message_id: None,
+        }))
+    }
+
+    /// Asks for everything queued for this connection; when this returns, those pushes are
+    /// in the push stream. Returns how many were pushed.
+    pub async fn drain(&self) -> Result<usize, ClientError> {
+        match self.request(ClientMessage::Drain {}).await? {
+            ServerMessage::Drained { count } => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_peers(&self, group: Option<String>) -> Result<Vec<PeerEntry>, ClientError> {
+        match self.request(ClientMessage::ListPeers { group }).await? {
+            ServerMessage::PeersList { peers } => Ok(peers),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_members(&self) -> Result<Vec<MemberEntry>, ClientError> {
+        match self.request(ClientMessage::ListMembers {}).await? {
+            ServerMessage::MembersList { members } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn message_status(&self, id: &str) -> Result<MessageStatusResult, ClientError> {
+        match self
+            .request(ClientMessage::MessageStatus {
+                message_id: id.to_string(),
+            })
+            .await?
+        {
+            ServerMessage::MessageStatusResult(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends a request whose answer is a plain `ack`.
+    pub async fn request_ack(&self, body: ClientMessage) -> Result<(), ClientError> {
+        match self.request(body).await? {
+            ServerMessage::Ack(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Resolves what a person typed as recipients (CLI.md): display names, pubkeys or unique
+    /// hex prefixes of 8+, `@group`, `@all` or `*`, comma-separated, de-duplicated.
+    pub async fn resolve_targets(&self, to: &str) -> Result<Vec<Target>, ClientError> {
+        let wanted: Vec<&str> = to
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Err(ClientError::Broker {
+                code: "invalid_argument".into(),
+                message: "no recipient given".into(),
+            });
+        }
+        let needs_lookup = wanted
+            .iter()
+            .any(|w| !(w.starts_with('@') || *w == "*" || Pubkey::is_shape(w)));
+        let (peers, members) = if needs_lookup {
+            (self.list_peers(None).await?, self.list_members().await?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut out: Vec<Target> = Vec::new();
+        for w in wanted {
+            let spec = resolve_one(w, &peers, &members).map_err(|message| ClientError::Broker {
+                code: "unknown_target".into(),
+                message,
+            })?;
+            if !out.iter().any(|t| t.spec == spec) {
+                out.push(Target {
+                    label: w.to_string(),
+                    spec,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn resolve_one(w: &str, peers: &[PeerEntry], members: &[MemberEntry]) -> Result<String, String> {
+    match w {
+        "*" | "@all" => return Ok("*".into()),
+        g if g.starts_with('@') => return Ok(g.to_string()),
+        k if Pubkey::is_shape(k) => return Ok(k.to_string()),
+        _ => {}
+    }
+    let is_hex = w.len() >= 8 && w.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_hex {
+        let w = w.to_ascii_lowercase();
+        let mut keys: Vec<&str> = members
+            .iter()
+            .map(|m| m.pubkey.as_str())
+            .chain(peers.iter().map(|p| p.pubkey.as_str()))
+            .filter(|k| k.starts_with(&w))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        return match keys.as_slice() {
+            [one] => Ok(one.to_string()),
+            [] => Err(format!("no peer or member has a key starting with {w}")),
+            _ => Err(format!("{w} matches {} keys; give more of it", keys.len())),
+        };
+    }
+    let by_member: Vec<&MemberEntry> = members.iter().filter(|m| m.display_name == w).collect();
+    match by_member.as_slice() {
+        [one] => return Ok(one.pubkey.clone()),
+        [] => {}
+        _ => {
+            return Err(format!(
+                "{} members are called \"{w}\"; use a key prefix instead",
+                by_member.len()
+            ));
+        }
+    }
+    let mut by_peer: Vec<&str> = peers
+        .iter()
+        .filter(|p| p.display_name == w)
+        .map(|p| p.pubkey.as_str())
+        .collect();
+    by_peer.dedup();
+    match by_peer.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!("no peer or member is called \"{w}\"")),
+        _ => Err(format!(
+            "{} peers are called \"{w}\"; use a key prefix instead",
+            by_peer.len()
+        )),
+    }
+}
