@@ -8,5 +8,6 @@ pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod identity;
+pub mod mcp;
 pub mod protocol;
 pub mod store;

@@ -130,6 +130,11 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
             claim_invite(broker, req, code).await
         }
         (&Method::POST, ["hook", "set-status"]) => super::hook::set_status(broker, req).await,
+        (&Method::POST, ["upload"]) => super::files::upload(broker, req).await,
+        (&Method::GET, ["download", id]) => {
+            let id = id.to_string();
+            super::files::download(broker, req, &id).await
+        }
         (&Method::GET, ["i", code]) => {
             let code = code.to_string();
             invite_landing(&broker, &req, &code)
@@ -145,6 +150,12 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
 fn metrics(broker: &Broker) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
     let text = broker.metrics.render(&[
+        (
+            "claudemesh_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the broker process.",
+            super::metrics::resident_bytes(),
+        ),
         (
             "claudemesh_peers",
             "gauge",
@@ -317,11 +328,7 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
             "root_key must be 32 bytes in base64url",
         );
     }
-    let display_name = body
-        .display_name
-        .map(|n| n.trim().chars().take(64).collect::<String>())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "owner".into());
+    let display_name = clean_display_name(body.display_name).unwrap_or_else(|| "owner".into());
     let created = broker
         .store
         .create_mesh(CreateMesh {
@@ -340,6 +347,15 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
         ),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
+}
+
+/// A display name as other members will see it (in their terminals too): no control
+/// characters, at most 64 characters, trimmed; `None` when nothing is left.
+fn clean_display_name(name: Option<String>) -> Option<String> {
+    let name: String = name?.chars().filter(|c| !c.is_control()).collect();
+    let name: String = name.trim().chars().take(64).collect();
+    let name = name.trim_end();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 #[derive(Deserialize)]
@@ -392,7 +408,12 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
     };
     let claimed = broker
         .store
-        .claim_invite(code, member_key, body.display_name, time::now_ms())
+        .claim_invite(
+            code,
+            member_key,
+            clean_display_name(body.display_name),
+            time::now_ms(),
+        )
         .await;
     let ok = match claimed {
         Ok(Ok(ok)) => ok,

@@ -2,6 +2,8 @@
 
 mod auth;
 mod connection;
+mod cron;
+mod files;
 mod handlers;
 mod hook;
 mod http;
@@ -9,8 +11,10 @@ mod limits;
 mod metrics;
 mod presence;
 mod router;
+mod scheduler;
 mod state;
 mod status;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +45,14 @@ pub struct BrokerConfig {
     pub send_rate: f64,
     /// Sends a member may make at once before the rate applies.
     pub send_burst: f64,
+    /// A push not acknowledged within this time is pushed again.
+    pub redeliver_after: Duration,
+    /// Where file bytes go: `s3://bucket/prefix`; `None` is `<data>/files`.
+    pub files_url: Option<String>,
+    /// Largest file `POST /upload` accepts.
+    pub max_upload_bytes: u64,
+    /// How long an ephemeral file lives.
+    pub ephemeral_ttl: Duration,
 }
 
 impl BrokerConfig {
@@ -55,6 +67,10 @@ impl BrokerConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             send_rate: 1000.0,
             send_burst: 5000.0,
+            redeliver_after: Duration::from_secs(30),
+            files_url: None,
+            max_upload_bytes: files::DEFAULT_MAX_UPLOAD_BYTES,
+            ephemeral_ttl: files::DEFAULT_EPHEMERAL_TTL,
         }
     }
 }
@@ -70,6 +86,10 @@ pub enum BrokerError {
     },
     #[error("admin token: {0}")]
     AdminToken(String),
+    #[error("file storage: {0}")]
+    Files(String),
+    #[error("{0}")]
+    Memory(#[from] crate::store::MemoryError),
 }
 
 /// The broker, bound and ready; `serve` runs it until shutdown.
@@ -84,6 +104,8 @@ impl RunningBroker {
     /// Opens the data directory and binds the port.
     pub async fn bind(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         let store = Store::open(&config.data_dir)?;
+        // Rebuilt from redb here, before anyone can connect, when missing or behind.
+        let memory = crate::store::MemoryIndex::open(&config.data_dir.join("memory"), &store)?;
         let (admin_token, created) = state::load_or_create_admin_token(&config.data_dir)
             .map_err(|e| BrokerError::AdminToken(e.to_string()))?;
         let listener =
@@ -94,7 +116,15 @@ impl RunningBroker {
                     source,
                 })?;
         let local = listener.local_addr().unwrap_or(config.listen);
-        let broker = Arc::new(Broker::new(config, store, admin_token, local));
+        let blobs = files::open_blob_store(&config).map_err(BrokerError::Files)?;
+        let broker = Arc::new(Broker::new(
+            config,
+            store,
+            admin_token,
+            local,
+            files::Files::new(blobs),
+            memory,
+        ));
         Ok(RunningBroker {
             broker,
             listener,
@@ -121,6 +151,8 @@ impl RunningBroker {
             broker, listener, ..
         } = self;
         broker.tasks.spawn(router::run_sweeper(broker.clone()));
+        broker.tasks.spawn(files::run_sweeper(broker.clone()));
+        broker.tasks.spawn(scheduler::run(broker.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -149,6 +181,7 @@ impl RunningBroker {
         {
             tracing::warn!("some connections did not close within 10 s");
         }
+        broker.memory.close();
         broker.store.close();
         tracing::info!("storage committed and closed");
     }

@@ -13,8 +13,6 @@ use crate::protocol::messages::{Envelope, Push};
 use crate::protocol::{ServerMessage, ids, time};
 use crate::store::{MessageRecord, Pending, RecipientKey};
 
-/// A push not acknowledged within this time is pushed again.
-pub const REDELIVER_MS: i64 = 30_000;
 
 /// The `push` frame for a stored message.
 pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
@@ -50,7 +48,14 @@ fn covers(peer: &Peer, key: &RecipientKey) -> bool {
 }
 
 /// Pushes one message to `peer` if it may have it now. Returns true when pushed.
-fn offer(peer: &Peer, record: &MessageRecord, now_ms: i64, ignore_gate: bool) -> bool {
+fn offer(
+    broker: &Broker,
+    peer: &Peer,
+    record: &MessageRecord,
+    now_ms: i64,
+    ignore_gate: bool,
+) -> bool {
+    let redeliver = broker.redeliver_ms();
     let mut st = peer.state();
     let Some(conn) = st.conn.clone() else {
         return false;
@@ -61,7 +66,7 @@ fn offer(peer: &Peer, record: &MessageRecord, now_ms: i64, ignore_gate: bool) ->
     if st
         .inflight
         .get(&record.id)
-        .is_some_and(|at| now_ms - at < REDELIVER_MS)
+        .is_some_and(|at| now_ms - at < redeliver)
     {
         return false;
     }
@@ -85,7 +90,7 @@ pub fn route(broker: &Broker, record: &MessageRecord) {
             continue;
         };
         for peer in peers.iter().filter(|p| covers(p, &key)) {
-            offer(peer, record, now, false);
+            offer(broker, peer, record, now, false);
         }
     }
 }
@@ -95,6 +100,7 @@ pub fn route(broker: &Broker, record: &MessageRecord) {
 /// Returns how many were pushed.
 pub fn deliver_pending(broker: &Broker, peer: &Peer, ignore_gate: bool) -> usize {
     let now = time::now_ms();
+    let redeliver = broker.redeliver_ms();
     // The snapshot is read under the presence's lock so that a live push cannot slip in
     // between it and the backlog (FIFO per sender).
     let mut st = peer.state();
@@ -116,7 +122,7 @@ pub fn deliver_pending(broker: &Broker, peer: &Peer, ignore_gate: bool) -> usize
         if st
             .inflight
             .get(&p.record.id)
-            .is_some_and(|at| now - at < REDELIVER_MS)
+            .is_some_and(|at| now - at < redeliver)
         {
             continue;
         }
@@ -134,20 +140,31 @@ pub fn deliver_pending(broker: &Broker, peer: &Peer, ignore_gate: bool) -> usize
 }
 
 /// A presence acknowledged a push: it is delivered for every queue the presence drains.
-pub fn acknowledge(broker: &Arc<Broker>, peer: &Peer, message_id: &str) {
-    peer.state().inflight.remove(message_id);
+pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
+    // Until the delivery is committed the entry is still in the queue: mark it acknowledged
+    // (never due for redelivery) rather than forgetting it, or a queue scan in between would
+    // push it again.
+    peer.state().inflight.insert(message_id.to_string(), ACKED);
     let pairs = peer
         .recipient_keys()
         .into_iter()
         .map(|k| (k, message_id.to_string()))
         .collect();
     let done = broker.store.mark_delivered(pairs, time::now_ms());
+    let peer = peer.clone();
+    let id = message_id.to_string();
     tokio::spawn(async move {
-        if let Err(e) = done.await {
-            tracing::warn!("cannot record a delivery: {e}");
+        match done.await {
+            Ok(_) => {
+                peer.state().inflight.remove(&id);
+            }
+            Err(e) => tracing::warn!("cannot record a delivery: {e}"),
         }
     });
 }
+
+/// The in-flight mark of a push whose acknowledgement is being committed.
+const ACKED: i64 = i64::MAX;
 
 /// Sends a system event (`peer_joined`, `peer_left`, …) to every other live presence.
 pub fn announce(broker: &Broker, about: &Peer, event: &str) {
@@ -185,7 +202,13 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
 
 /// Background duties: redelivery, the working-status TTL, presence leases and retention.
 pub async fn run_sweeper(broker: Arc<Broker>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // Every 5 s, or faster when redelivery is set shorter (tests, impatient setups).
+    let period = Duration::from_millis((broker.redeliver_ms() as u64 / 2).clamp(100, 5000));
+    let redeliver = broker.redeliver_ms();
+    let per_30s = (30_000 / period.as_millis() as u64).max(1);
+    let per_15s = (15_000 / period.as_millis() as u64).max(1);
+    let per_5min = (300_000 / period.as_millis() as u64).max(1);
+    let mut tick = tokio::time::interval(period);
     let mut n: u64 = 0;
     loop {
         tokio::select! {
@@ -197,19 +220,19 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
         for peer in broker.presence.all() {
             let (stale, expired_working) = {
                 let mut st = peer.state();
-                let stale = st.inflight.values().any(|at| now - at >= REDELIVER_MS);
-                let expired = n.is_multiple_of(3) && st.status.expire(now);
+                let stale = st.inflight.values().any(|at| now - at >= redeliver);
+                let expired = n.is_multiple_of(per_15s) && st.status.expire(now);
                 (stale, expired)
             };
             // Every 30 s everyone gets a look at its queue, so nothing can stay stuck.
-            if stale || expired_working || n.is_multiple_of(6) {
+            if stale || expired_working || n.is_multiple_of(per_30s) {
                 deliver_pending(&broker, &peer, false);
             }
         }
         for gone in broker.presence.expire_leases(now) {
             announce(&broker, &gone, "peer_left");
         }
-        if n.is_multiple_of(60) {
+        if n.is_multiple_of(per_5min) {
             match broker.store.sweep_expired(now).await {
                 Ok(0) => {}
                 Ok(dropped) => {

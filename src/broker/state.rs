@@ -37,6 +37,14 @@ pub struct Broker {
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub started: Instant,
+    /// File bytes and the tokens that reach them.
+    pub files: super::files::Files,
+    /// The memory search index (beside redb, which holds the memories).
+    pub memory: crate::store::MemoryIndex,
+    /// Wakes the scheduler when a message is scheduled.
+    pub scheduler: super::scheduler::Scheduler,
+    /// Live stream subscriptions.
+    pub subscriptions: super::subscriptions::Subscriptions,
 }
 
 impl Broker {
@@ -45,6 +53,8 @@ impl Broker {
         store: Store,
         admin_token: String,
         local_addr: SocketAddr,
+        files: super::files::Files,
+        memory: crate::store::MemoryIndex,
     ) -> Broker {
         Broker {
             store,
@@ -59,8 +69,17 @@ impl Broker {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
+            files,
+            memory,
+            scheduler: Default::default(),
+            subscriptions: Default::default(),
             config,
         }
+    }
+
+    /// How long a push may stay unacknowledged before it is pushed again.
+    pub fn redeliver_ms(&self) -> i64 {
+        self.config.redeliver_after.as_millis() as i64
     }
 
     /// The base URL used in invite links: `--public-url`, else the address we listen on.

@@ -39,6 +39,19 @@ pub struct BrokerCmd {
     /// messages a member may send in a burst before the rate applies (default 5000)
     #[argh(option, default = "5000.0")]
     send_burst: f64,
+    /// push unacknowledged messages again after this long (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    redeliver_after: String,
+    /// where file bytes go: s3://bucket/prefix (AWS S3 or MinIO, set up by AWS_* variables);
+    /// default <data>/files
+    #[argh(option)]
+    files: Option<String>,
+    /// largest file an upload may be, in bytes (default 52428800, 50 MB)
+    #[argh(option, default = "52_428_800")]
+    max_upload_bytes: u64,
+    /// how long ephemeral files live, e.g. 24h, 30m (default 24h)
+    #[argh(option, default = "String::from(\"24h\")")]
+    ephemeral_ttl: String,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -69,6 +82,13 @@ impl BrokerCmd {
                 "--send-rate must be above 0 and --send-burst at least 1".into(),
             ));
         }
+        let ephemeral_ttl = crate::protocol::time::parse_duration(&self.ephemeral_ttl)
+            .map_err(|e| CliError::Usage(format!("--ephemeral-ttl: {e}")))?;
+        if ephemeral_ttl.is_zero() || self.max_upload_bytes == 0 {
+            return Err(CliError::Usage(
+                "--ephemeral-ttl and --max-upload-bytes must be above 0".into(),
+            ));
+        }
         let data_dir = self.data.unwrap_or_else(default_data_dir);
         let mut config = BrokerConfig::new(listen, data_dir.clone());
         config.open = self.open;
@@ -78,6 +98,12 @@ impl BrokerCmd {
         config.retention = retention;
         config.send_rate = self.send_rate;
         config.send_burst = self.send_burst;
+        config.redeliver_after = crate::protocol::time::parse_duration(&self.redeliver_after)
+            .map_err(|e| CliError::Usage(format!("--redeliver-after: {e}")))?
+            .max(std::time::Duration::from_millis(200));
+        config.files_url = self.files;
+        config.max_upload_bytes = self.max_upload_bytes;
+        config.ephemeral_ttl = ephemeral_ttl;
         let broker = RunningBroker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;

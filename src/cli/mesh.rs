@@ -619,3 +619,20 @@ impl RevokeCmd {
         Ok(())
     }
 }
+
+/// Joins with an invite URL or code (also used by `launch --join`).
+pub async fn join_invite(
+    invite: &str,
+    broker: Option<String>,
+    display: Option<String>,
+    json: bool,
+) -> CliResult {
+    JoinCmd {
+        invite: invite.to_string(),
+        broker,
+        display,
+        json,
+    }
+    .run()
+    .await
+}

@@ -398,6 +398,7 @@ impl StatusCmd {
             cmd.mesh.as_deref(),
             ClientMessage::SetStatus {
                 status: cmd.status.clone(),
+                source: None,
             },
         )
         .await?;

@@ -1,10 +1,14 @@
 //! The command line (CLI.md). Parsing with argh; every command that prints data accepts
 //! `--json`; errors are one sentence on stderr with exit code 1 (2 for usage errors).
 
+mod agent;
+mod bench;
 mod broker;
+mod files;
 mod hook;
 mod mesh;
 mod messaging;
+mod shared;
 
 use argh::FromArgs;
 use serde::Serialize;
@@ -39,7 +43,28 @@ enum Command {
     Summary(messaging::SummaryCmd),
     Group(messaging::GroupCmd),
     Hook(hook::HookCmd),
+    File(files::FileCmd),
+    Mcp(McpCmd),
+    Install(agent::InstallCmd),
+    Uninstall(agent::UninstallCmd),
+    Launch(agent::LaunchCmd),
+    Doctor(agent::DoctorCmd),
+    Bench(bench::BenchCmd),
+    State(shared::StateCmd),
+    Remember(shared::RememberCmd),
+    Recall(shared::RecallCmd),
+    Forget(shared::ForgetCmd),
+    Task(shared::TaskCmd),
+    Remind(shared::RemindCmd),
+    Stream(shared::StreamCmd),
+    Context(shared::ContextCmd),
+    Info(shared::InfoCmd),
 }
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "mcp")]
+/// MCP server on stdio (started by Claude Code, not by people)
+struct McpCmd {}
 
 /// A failed command: what to tell the person, and the exit code.
 #[derive(Debug)]
@@ -125,8 +150,21 @@ pub fn main() -> i32 {
     }
 }
 
-/// argh options always take a value; `inbox --wait` may stand alone (wait forever).
+/// Shortcuts of CLI.md that argh cannot express: a first argument that is a flag means
+/// `launch` (`claudemesh --name A -y`), a bare invite URL means `launch --join URL`, and
+/// `inbox --wait` may stand alone (wait forever).
 fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
+    match args.first().copied() {
+        Some(first)
+            if first.starts_with('-') && !matches!(first, "-h" | "--help" | "--version") =>
+        {
+            args.insert(0, "launch");
+        }
+        Some(first) if first.contains("/i/") && first.starts_with("http") => {
+            args.splice(0..0, ["launch", "--join"]);
+        }
+        _ => {}
+    }
     if args.first() == Some(&"inbox") {
         let mut i = 0;
         while i < args.len() {
@@ -167,6 +205,22 @@ async fn run(command: Command) -> CliResult {
         Command::Summary(c) => c.run().await,
         Command::Group(c) => c.run().await,
         Command::Hook(c) => c.run().await,
+        Command::File(c) => c.run().await,
+        Command::Mcp(McpCmd {}) => crate::mcp::run().await.map_err(CliError::Failed),
+        Command::Install(c) => c.run(),
+        Command::Uninstall(c) => c.run(),
+        Command::Launch(c) => c.run().await,
+        Command::Doctor(c) => c.run().await,
+        Command::Bench(c) => c.run().await,
+        Command::State(c) => c.run().await,
+        Command::Remember(c) => c.run().await,
+        Command::Recall(c) => c.run().await,
+        Command::Forget(c) => c.run().await,
+        Command::Task(c) => c.run().await,
+        Command::Remind(c) => c.run().await,
+        Command::Stream(c) => c.run().await,
+        Command::Context(c) => c.run().await,
+        Command::Info(c) => c.run().await,
     }
 }
 

@@ -99,8 +99,10 @@ impl MeshClient {
         let body = STANDARD
             .decode(&push.ciphertext)
             .map_err(|_| "ciphertext is not base64".to_string())?;
-        let direct = push.target_spec.as_deref().is_some_and(Pubkey::is_shape)
-            || (push.target_spec.is_none() && push.body_version != Some(2) && !nonce.is_empty());
+        // No nonce means no encryption: bodyVersion 1 plaintext, even to one pubkey (reminders).
+        let direct = !nonce.is_empty()
+            && (push.target_spec.as_deref().is_some_and(Pubkey::is_shape)
+                || (push.target_spec.is_none() && push.body_version != Some(2)));
         let text = if direct {
             let nonce: [u8; 24] = nonce
                 .try_into()

@@ -4,7 +4,9 @@
 //! server use only this.
 
 mod api;
+pub mod files;
 pub mod http;
+mod shared;
 
 pub use api::{Incoming, Target};
 

@@ -149,6 +149,10 @@ pub enum ClientMessage {
     },
     SetStatus {
         status: String,
+        /// This broker's addition: `jsonl` when inferred from a session transcript; `manual`
+        /// (the default) otherwise. Hooks report over HTTP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     SetSummary {
         summary: String,
@@ -161,6 +165,69 @@ pub enum ClientMessage {
     LeaveGroup {
         name: String,
     },
+    /// This broker's addition: a short-lived token for one `POST /upload` (PROTOCOL.md §7, §8).
+    FileToken(FileTokenRequest),
+    GetFile(FileRef),
+    ListFiles(ListFiles),
+    FileStatus(FileRef),
+    DeleteFile(FileRef),
+    GrantFileAccess(GrantFileAccess),
+    // Shared data (PROTOCOL.md §6).
+    SetState(SetState),
+    GetState {
+        key: String,
+    },
+    ListState {},
+    Remember(Remember),
+    Recall(Recall),
+    Forget {
+        #[serde(rename = "memoryId")]
+        memory_id: String,
+    },
+    ShareContext(ShareContext),
+    GetContext {
+        query: String,
+    },
+    ListContexts {},
+    CreateTask(CreateTask),
+    ClaimTask {
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    CompleteTask {
+        #[serde(rename = "taskId")]
+        task_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+    },
+    ListTasks {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignee: Option<String>,
+    },
+    CreateStream {
+        name: String,
+    },
+    Subscribe {
+        stream: String,
+    },
+    Unsubscribe {
+        stream: String,
+    },
+    ListStreams {},
+    Publish {
+        stream: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+    Schedule(Box<Schedule>),
+    ListScheduled {},
+    CancelScheduled {
+        #[serde(rename = "scheduledId")]
+        scheduled_id: String,
+    },
+    MeshInfo {},
 }
 
 /// `send` (PROTOCOL.md §4.1).
@@ -241,6 +308,34 @@ impl ClientMessage {
             ClientMessage::SetProfile(_) => "set_profile",
             ClientMessage::JoinGroup(_) => "join_group",
             ClientMessage::LeaveGroup { .. } => "leave_group",
+            ClientMessage::FileToken(_) => "file_token",
+            ClientMessage::GetFile(_) => "get_file",
+            ClientMessage::ListFiles(_) => "list_files",
+            ClientMessage::FileStatus(_) => "file_status",
+            ClientMessage::DeleteFile(_) => "delete_file",
+            ClientMessage::GrantFileAccess(_) => "grant_file_access",
+            ClientMessage::SetState(_) => "set_state",
+            ClientMessage::GetState { .. } => "get_state",
+            ClientMessage::ListState {} => "list_state",
+            ClientMessage::Remember(_) => "remember",
+            ClientMessage::Recall(_) => "recall",
+            ClientMessage::Forget { .. } => "forget",
+            ClientMessage::ShareContext(_) => "share_context",
+            ClientMessage::GetContext { .. } => "get_context",
+            ClientMessage::ListContexts {} => "list_contexts",
+            ClientMessage::CreateTask(_) => "create_task",
+            ClientMessage::ClaimTask { .. } => "claim_task",
+            ClientMessage::CompleteTask { .. } => "complete_task",
+            ClientMessage::ListTasks { .. } => "list_tasks",
+            ClientMessage::CreateStream { .. } => "create_stream",
+            ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::ListStreams {} => "list_streams",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Schedule(_) => "schedule",
+            ClientMessage::ListScheduled {} => "list_scheduled",
+            ClientMessage::CancelScheduled { .. } => "cancel_scheduled",
+            ClientMessage::MeshInfo {} => "mesh_info",
         }
     }
 }
@@ -357,6 +452,61 @@ pub enum ServerMessage {
     Drained {
         count: usize,
     },
+    FileTokenResult(FileTokenResult),
+    FileUrl(FileUrl),
+    FileList {
+        files: Vec<FileEntry>,
+    },
+    FileStatusResult(FileStatusResult),
+    GrantFileAccessOk(GrantFileAccessOk),
+    // Shared data (PROTOCOL.md §6).
+    StateResult(StateEntry),
+    StateChange(StateChange),
+    StateList {
+        entries: Vec<StateEntry>,
+    },
+    MemoryStored {
+        id: String,
+    },
+    MemoryResults {
+        memories: Vec<MemoryEntry>,
+    },
+    ContextShared {
+        id: String,
+    },
+    ContextResults {
+        contexts: Vec<ContextEntry>,
+    },
+    ContextList {
+        contexts: Vec<ContextEntry>,
+    },
+    TaskCreated {
+        id: String,
+    },
+    TaskList {
+        tasks: Vec<TaskEntry>,
+    },
+    StreamCreated {
+        id: String,
+        name: String,
+    },
+    Subscribed {
+        stream: String,
+    },
+    StreamList {
+        streams: Vec<StreamEntry>,
+    },
+    StreamData(StreamData),
+    ScheduledAck(ScheduledAck),
+    ScheduledList {
+        messages: Vec<ScheduledEntry>,
+    },
+    CancelScheduledAck {
+        #[serde(rename = "scheduledId")]
+        scheduled_id: String,
+        ok: bool,
+    },
+    MeshInfoResult(Box<MeshInfo>),
 }
 
 /// `push` (PROTOCOL.md §4.3): a message, a reminder or a system event.
@@ -465,4 +615,343 @@ impl ServerMessage {
             id: None,
         })
     }
+}
+
+// --- Files (PROTOCOL.md §7) ---
+
+/// `file_token{purpose:"upload"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileTokenRequest {
+    pub purpose: String,
+}
+
+/// A request about one file: `get_file`, `file_status`, `delete_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRef {
+    pub file_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListFiles {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantFileAccess {
+    pub file_id: String,
+    pub peer_pubkey: String,
+    /// The file key sealed to `peer_pubkey`, standard base64.
+    pub sealed_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileTokenResult {
+    pub token: String,
+    pub expires_at: String,
+    /// Where to `POST` the file (`Authorization: Bearer <token>`).
+    pub url: String,
+    /// The broker's upload limit.
+    pub max_bytes: u64,
+}
+
+/// Answers `get_file`: a one-use download URL, and the file key sealed to the asker if the
+/// file is encrypted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileUrl {
+    pub file_id: String,
+    pub url: String,
+    pub name: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_key: Option<String>,
+}
+
+/// One entry of `file_list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub uploaded_by: String,
+    pub uploaded_at: String,
+    pub persistent: bool,
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileAccessEntry {
+    pub peer_name: String,
+    pub accessed_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStatusResult {
+    pub file_id: String,
+    pub accesses: Vec<FileAccessEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantFileAccessOk {
+    pub file_id: String,
+    pub peer_pubkey: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared data (PROTOCOL.md §6): state, memory, contexts, tasks, streams, reminders, mesh_info.
+// ---------------------------------------------------------------------------------------------
+
+/// `set_state`: any JSON value; `null` deletes the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetState {
+    pub key: String,
+    #[serde(default)]
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Remember {
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recall {
+    pub query: String,
+    /// This broker's addition: most results wanted (default 20, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareContext {
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_read: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_findings: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateTask {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A point in time as clients give it: milliseconds since the epoch or ISO-8601.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum When {
+    Ms(i64),
+    Fractional(f64),
+    Iso(String),
+}
+
+impl When {
+    /// Milliseconds since the epoch, or `None` for text that is not ISO-8601.
+    pub fn to_ms(&self) -> Option<i64> {
+        match self {
+            When::Ms(ms) => Some(*ms),
+            When::Fractional(f) if f.is_finite() => Some(*f as i64),
+            When::Fractional(_) => None,
+            When::Iso(s) => s
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .or_else(|| super::time::parse_iso(s.trim())),
+        }
+    }
+}
+
+/// `schedule`: a one-shot (`deliverAt`) or recurring (`cron`, 5 fields, UTC) message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    /// Target spec; empty means the scheduling member itself.
+    #[serde(default)]
+    pub to: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<When>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The original's flag; implied by `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurring: Option<bool>,
+}
+
+/// One key of the state board (`state_result`, `state_list` entries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateEntry {
+    pub key: String,
+    pub value: serde_json::Value,
+    #[serde(default)]
+    pub updated_by: String,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// Pushed to every other live peer when a key changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateChange {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub updated_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryEntry {
+    pub id: String,
+    pub content: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub remembered_by: String,
+    pub remembered_at: String,
+    #[serde(default)]
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextEntry {
+    pub id: String,
+    pub peer_name: String,
+    #[serde(default)]
+    pub member_pubkey: String,
+    pub summary: String,
+    #[serde(default)]
+    pub files_read: Vec<String>,
+    #[serde(default)]
+    pub key_findings: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEntry {
+    pub id: String,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub claimed_by: Option<String>,
+    /// `open`, `claimed` or `done`.
+    pub status: String,
+    pub priority: String,
+    pub created_by: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEntry {
+    pub id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: String,
+    /// Live subscribers right now.
+    pub subscriber_count: usize,
+}
+
+/// Pushed to a stream's live subscribers for every `publish`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamData {
+    pub stream: String,
+    pub data: serde_json::Value,
+    pub published_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledAck {
+    pub scheduled_id: String,
+    /// When it fires (next), ms since the epoch.
+    pub deliver_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledEntry {
+    pub id: String,
+    pub to: String,
+    pub message: String,
+    /// When it fires (next), ms since the epoch.
+    pub deliver_at: i64,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCountsEntry {
+    pub open: u64,
+    pub claimed: u64,
+    pub done: u64,
+}
+
+/// `mesh_info_result`: the mesh at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshInfo {
+    /// The mesh's name.
+    pub mesh: String,
+    #[serde(default)]
+    pub mesh_id: String,
+    #[serde(default)]
+    pub slug: String,
+    /// Live peers (sessions; not short-lived tool connections).
+    pub peers: usize,
+    /// Group names in use, sorted.
+    pub groups: Vec<String>,
+    pub state_keys: Vec<String>,
+    pub memory_count: u64,
+    pub file_count: u64,
+    pub tasks: TaskCountsEntry,
+    /// Stream names.
+    pub streams: Vec<String>,
+    pub your_name: String,
+    pub your_groups: Vec<GroupRef>,
 }

@@ -5,10 +5,14 @@
 //! transaction and commits once (durably) before answering any of them: group commit, one fsync
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
+mod files;
+mod memory;
 mod meshes;
 mod profile;
 mod queue;
 mod records;
+mod schedules;
+mod shared;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +26,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
+pub use files::{FileAccess, FileRecord, GrantOutcome};
+pub use memory::{MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{ClaimError, ClaimOk, CreateMesh, RevokeError};
 pub use queue::{Enqueued, Pending, PrefixLookup};
 pub use records::*;
+pub use schedules::ScheduleRecord;
+pub use shared::{
+    Actor, ContextRecord, StateRecord, StreamRecord, TaskCounts, TaskRecord, TaskRefusal,
+    TaskStatus,
+};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 const SCHEMA_VERSION: u32 = 1;

@@ -44,6 +44,8 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(DELIVERIES)?;
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(SESSIONS)?;
+    super::files::create_tables(tx)?;
+    super::shared::create_tables(tx)?;
     Ok(())
 }
 

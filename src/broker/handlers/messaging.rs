@@ -50,7 +50,23 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
             });
         }
         Ok(record) => {
-            let stored = broker.store.enqueue(record);
+            // A resent client_message_id is answered from the store, never pushed again.
+            let resent = record.client_message_id.as_deref().is_some_and(|cid| {
+                broker
+                    .store
+                    .client_message(&record.mesh_id, &record.sender_member_id, cid)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            });
+            // The store job is queued first, so a recipient's acknowledgement (a later job)
+            // always finds the message. Live recipients get it while it is being committed:
+            // the sender's `ack{queued:true}` still waits for the durable commit, so nothing
+            // acknowledged can be lost, and the push does not pay for the fsync.
+            let stored = broker.store.enqueue(record.clone());
+            if !resent {
+                router::route(&broker, &record);
+            }
             let out = conn.out.clone();
             let id = msg.id;
             conn.then(async move {
@@ -58,7 +74,6 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
                     Ok(enqueued) => {
                         if enqueued.fresh {
                             crate::broker::metrics::Metrics::inc(&broker.metrics.messages_stored);
-                            router::route(&broker, &enqueued.record);
                         }
                         ServerMessage::Ack(Ack {
                             id,

@@ -1,10 +1,16 @@
 //! Applying client frames. The connection loop only reads, dispatches and writes; each area of
 //! the protocol has its file here.
 
+mod files;
 pub mod hello;
+mod info;
 mod members;
-mod messaging;
+mod memory;
+pub(super) mod messaging;
 mod peers;
+mod reminders;
+mod shared;
+mod streams;
 
 use super::connection::Conn;
 use crate::protocol::{ClientMessage, Envelope};
@@ -32,7 +38,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             messaging::message_status(conn, req_id, message_id)
         }
         ClientMessage::ListPeers { group } => peers::list_peers(conn, req_id, group),
-        ClientMessage::SetStatus { status } => peers::set_status(conn, req_id, &status),
+        ClientMessage::SetStatus { status, source } => {
+            peers::set_status(conn, req_id, &status, source.as_deref())
+        }
         ClientMessage::SetSummary { summary } => peers::set_summary(conn, req_id, summary).await,
         ClientMessage::SetVisible { visible } => peers::set_visible(conn, req_id, visible),
         ClientMessage::SetProfile(p) => peers::set_profile(conn, req_id, p),
@@ -40,5 +48,39 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             peers::change_group(conn, req_id, &g.name, Some(g.role)).await
         }
         ClientMessage::LeaveGroup { name } => peers::change_group(conn, req_id, &name, None).await,
+        ClientMessage::FileToken(t) => files::file_token(conn, req_id, &t.purpose),
+        ClientMessage::GetFile(f) => files::get_file(conn, req_id, f.file_id),
+        ClientMessage::ListFiles(l) => files::list_files(conn, req_id, l),
+        ClientMessage::FileStatus(f) => files::file_status(conn, req_id, f.file_id),
+        ClientMessage::DeleteFile(f) => files::delete_file(conn, req_id, f.file_id).await,
+        ClientMessage::GrantFileAccess(g) => files::grant_file_access(conn, req_id, g).await,
+        ClientMessage::SetState(s) => shared::set_state(conn, req_id, s),
+        ClientMessage::GetState { key } => shared::get_state(conn, req_id, key),
+        ClientMessage::ListState {} => shared::list_state(conn, req_id),
+        ClientMessage::Remember(r) => memory::remember(conn, req_id, r),
+        ClientMessage::Recall(r) => memory::recall(conn, req_id, r),
+        ClientMessage::Forget { memory_id } => memory::forget(conn, req_id, memory_id),
+        ClientMessage::ShareContext(c) => shared::share_context(conn, req_id, c),
+        ClientMessage::GetContext { query } => shared::get_context(conn, req_id, query),
+        ClientMessage::ListContexts {} => shared::list_contexts(conn, req_id),
+        ClientMessage::CreateTask(t) => shared::create_task(conn, req_id, t),
+        ClientMessage::ClaimTask { task_id } => shared::claim_task(conn, req_id, task_id),
+        ClientMessage::CompleteTask { task_id, result } => {
+            shared::complete_task(conn, req_id, task_id, result)
+        }
+        ClientMessage::ListTasks { status, assignee } => {
+            shared::list_tasks(conn, req_id, status, assignee)
+        }
+        ClientMessage::CreateStream { name } => streams::create_stream(conn, req_id, name),
+        ClientMessage::Subscribe { stream } => streams::subscribe(conn, req_id, stream),
+        ClientMessage::Unsubscribe { stream } => streams::unsubscribe(conn, req_id, stream),
+        ClientMessage::ListStreams {} => streams::list_streams(conn, req_id),
+        ClientMessage::Publish { stream, data } => streams::publish(conn, req_id, stream, data),
+        ClientMessage::Schedule(s) => reminders::schedule(conn, req_id, *s),
+        ClientMessage::ListScheduled {} => reminders::list_scheduled(conn, req_id),
+        ClientMessage::CancelScheduled { scheduled_id } => {
+            reminders::cancel_scheduled(conn, req_id, scheduled_id)
+        }
+        ClientMessage::MeshInfo {} => info::mesh_info(conn, req_id),
     }
 }

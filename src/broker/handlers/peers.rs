@@ -60,7 +60,12 @@ pub fn list_peers(conn: &Conn, req_id: Option<String>, group: Option<String>) {
     conn.reply(req_id, ServerMessage::PeersList { peers });
 }
 
-pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str) {
+pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str, source: Option<&str>) {
+    // Only jsonl may be claimed over the socket; hooks prove themselves over HTTP.
+    let source = match source {
+        Some("jsonl") => StatusSource::Jsonl,
+        _ => StatusSource::Manual,
+    };
     let Some(status) = Status::parse(status) else {
         return conn.error(
             req_id,
@@ -70,10 +75,7 @@ pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str) {
     };
     let now = time::now_ms();
     for peer in scope(conn) {
-        let changed = peer
-            .state()
-            .status
-            .report(status, StatusSource::Manual, now);
+        let changed = peer.state().status.report(status, source, now);
         if changed && status == Status::Idle {
             router::deliver_pending(&conn.broker, &peer, false);
         }

@@ -1,0 +1,884 @@
+//! File bytes (PROTOCOL.md §7): the blob store, `POST /upload` and `GET /download/:id`, the
+//! short-lived tokens that authenticate them, and the sweeper that removes expired files.
+//!
+//! Both transfers stream: an upload goes from hyper's body frames into an object-store multipart
+//! upload a part at a time, a download from the object's byte stream into the response body, so
+//! the broker never holds a whole file in memory.
+//!
+//! Authentication: a member-signed request (§8) signs the body's hash, which cannot be checked
+//! before a streamed body has ended. So both endpoints take a token instead, obtained over the
+//! authenticated WebSocket (`file_token` for an upload, `get_file` for a download). A token is
+//! 256 random bits, kept in memory only, bound to the mesh, the member and the key it spoke with
+//! (and, for a download, to one file), valid for [`TOKEN_TTL_MS`] and good for one request.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::BrokerConfig;
+use super::http::{Body, json_response};
+use super::presence::Peer;
+use super::state::Broker;
+use crate::protocol::{Pubkey, ids, time};
+use crate::store::{FileAccess, FileRecord};
+
+/// How long a file token may wait before it is used.
+pub const TOKEN_TTL_MS: i64 = 5 * 60 * 1000;
+/// Default upload cap (PROTOCOL.md §7).
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+/// Default lifetime of an ephemeral file.
+pub const DEFAULT_EPHEMERAL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Multipart part size: S3's minimum; a few of these are all an upload holds in memory.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts of one upload being written at once (memory per upload ≈ (this + 1) × PART_BYTES).
+const PARTS_IN_FLIGHT: usize = 2;
+/// Uploads streamed at once; more wait for a slot.
+const UPLOAD_SLOTS: usize = 8;
+/// An upload that sends nothing for this long is abandoned.
+const BODY_IDLE: Duration = Duration::from_secs(60);
+/// After refusing an upload, read (and discard) at most this much more of its body so the
+/// client gets to read the refusal instead of a reset connection.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+/// Limits on the upload headers.
+const MAX_NAME_BYTES: usize = 255;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 64;
+const MAX_FILE_KEYS: usize = 256;
+/// `crypto_box_seal` of a 32-byte key: 32 + 48 bytes.
+const SEALED_KEY_BYTES: usize = 80;
+/// Objects without metadata older than this are leftovers of a crash and are removed.
+const ORPHAN_AGE_MS: i64 = 60 * 60 * 1000;
+/// Outstanding tokens one member may hold, and all members together.
+const TOKENS_PER_MEMBER: usize = 256;
+const MAX_TOKENS: usize = 65_536;
+
+/// What a file token allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenPurpose {
+    Upload,
+    Download { file_id: String },
+}
+
+/// Who a token was given to, and for what.
+#[derive(Debug, Clone)]
+pub struct FileGrant {
+    pub purpose: TokenPurpose,
+    pub mesh_id: String,
+    pub member_id: String,
+    pub peer_name: String,
+    /// The key the peer spoke with (session or member), hex.
+    pub pubkey: String,
+    pub member_pubkey: String,
+    pub expires_at_ms: i64,
+}
+
+impl FileGrant {
+    pub fn for_peer(peer: &Peer, purpose: TokenPurpose) -> FileGrant {
+        FileGrant {
+            purpose,
+            mesh_id: peer.mesh_id.clone(),
+            member_id: peer.member_id.clone(),
+            peer_name: peer.display_name.clone(),
+            pubkey: peer.pubkey().to_hex(),
+            member_pubkey: peer.member_pubkey.to_hex(),
+            expires_at_ms: time::now_ms() + TOKEN_TTL_MS,
+        }
+    }
+}
+
+/// The broker's file side: the blob store and the outstanding tokens.
+pub struct Files {
+    pub blobs: Arc<dyn ObjectStore>,
+    tokens: Mutex<HashMap<String, FileGrant>>,
+    upload_slots: Semaphore,
+}
+
+impl Files {
+    pub fn new(blobs: Arc<dyn ObjectStore>) -> Files {
+        Files {
+            blobs,
+            tokens: Mutex::default(),
+            upload_slots: Semaphore::new(UPLOAD_SLOTS),
+        }
+    }
+
+    /// Issues a token for `grant`, unless its member already holds too many unused ones.
+    pub fn issue(&self, grant: FileGrant) -> Result<String, String> {
+        let now = time::now_ms();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= 1024 {
+            tokens.retain(|_, g| g.expires_at_ms > now);
+            let held = tokens
+                .values()
+                .filter(|g| g.member_id == grant.member_id && g.mesh_id == grant.mesh_id)
+                .count();
+            if held >= TOKENS_PER_MEMBER || tokens.len() >= MAX_TOKENS {
+                return Err(format!(
+                    "too many unused file tokens; they expire after {} minutes",
+                    TOKEN_TTL_MS / 60_000
+                ));
+            }
+        }
+        let token = ids::base62(43);
+        tokens.insert(token.clone(), grant);
+        Ok(token)
+    }
+
+    /// Takes a token (it is good for one request); `None` when unknown or expired.
+    fn redeem(&self, token: &str) -> Option<FileGrant> {
+        let grant = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token)?;
+        (grant.expires_at_ms > time::now_ms()).then_some(grant)
+    }
+}
+
+/// Opens the blob store: `--files <url>` (`s3://bucket/prefix`, configured from the usual
+/// `AWS_*` variables), else a directory `<data>/files`.
+pub fn open_blob_store(config: &BrokerConfig) -> Result<Arc<dyn ObjectStore>, String> {
+    let Some(url) = config.files_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        let dir = config.data_dir.join("files");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Only this process uses the data directory (redb locks it), so any staged upload
+        // found now was cut off by a crash.
+        remove_staged_uploads(&dir);
+        let local = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| format!("cannot use {} for files: {e}", dir.display()))?
+            .with_automatic_cleanup(true);
+        return Ok(Arc::new(local));
+    };
+    let url = url.trim();
+    let Some(rest) = url
+        .strip_prefix("s3://")
+        .or_else(|| url.strip_prefix("s3a://"))
+    else {
+        return Err(format!(
+            "--files {url}: only s3://bucket[/prefix] URLs are supported (AWS S3 or MinIO, configured through AWS_* variables)"
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("--files {url}: the bucket name is missing"));
+    }
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| format!("--files {url}: {e}"))?;
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        Ok(Arc::new(s3))
+    } else {
+        let prefix = ObjectPath::parse(prefix).map_err(|e| format!("--files {url}: {e}"))?;
+        Ok(Arc::new(PrefixStore::new(s3, prefix)))
+    }
+}
+
+/// Removes `<name>#<digits>` files, `LocalFileSystem`'s uploads in progress, under `dir`.
+fn remove_staged_uploads(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_staged_uploads(&path);
+            continue;
+        }
+        let name = entry.file_name();
+        let staged = name
+            .to_string_lossy()
+            .split_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if staged {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed an interrupted upload: {}", path.display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// Where a file's bytes live in the blob store.
+pub fn object_path(mesh_id: &str, file_id: &str) -> ObjectPath {
+    ObjectPath::from_iter(["mesh", mesh_id, file_id])
+}
+
+/// How a peer may read a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    Plain,
+    /// Encrypted; this is the file key sealed to `pubkey`.
+    Sealed {
+        pubkey: String,
+        sealed_key: String,
+    },
+}
+
+/// Whether `peer` may read `record` (which must be of its mesh): an encrypted file only with a
+/// sealed key for one of its keys; a plain file with a direct or group target only by that
+/// target and the uploader. `Err((code, message))` otherwise.
+pub fn readable_by(
+    broker: &Broker,
+    record: &FileRecord,
+    peer: &Peer,
+) -> Result<Readable, (&'static str, String)> {
+    if record.mesh_id != peer.mesh_id || record.is_expired(time::now_ms()) {
+        return Err(("not_found", format!("no file {}", record.id)));
+    }
+    if record.encrypted {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(s) = peer.session_pubkey {
+            keys.push(s.to_hex());
+        }
+        keys.push(peer.member_pubkey.to_hex());
+        return match broker.store.file_key(&record.mesh_id, &record.id, &keys) {
+            Ok(Some((pubkey, sealed_key))) => Ok(Readable::Sealed { pubkey, sealed_key }),
+            Ok(None) => Err((
+                "forbidden",
+                format!(
+                    "file {} is encrypted and was not shared with you; its owner can grant you access",
+                    record.id
+                ),
+            )),
+            Err(e) => Err(("internal", e.to_string())),
+        };
+    }
+    let target = record.target_spec.as_deref().unwrap_or("*");
+    let allowed = peer.member_id == record.uploader_member_id
+        || match target {
+            "" | "*" | "@all" => true,
+            t if Pubkey::is_shape(t) => {
+                peer.member_pubkey.to_hex() == t
+                    || peer.session_pubkey.is_some_and(|s| s.to_hex() == t)
+            }
+            t if t.starts_with('@') => peer.in_group(&t[1..]),
+            _ => true,
+        };
+    if allowed {
+        Ok(Readable::Plain)
+    } else {
+        Err((
+            "forbidden",
+            format!("file {} was shared with {target}, not with you", record.id),
+        ))
+    }
+}
+
+/// An upload refused: status, code and a sentence, as `{ok:false, error, message}`.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn malformed(message: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::BAD_REQUEST, "malformed", message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn response(self) -> Response<Body> {
+        json_response(
+            self.status,
+            json!({"ok": false, "error": self.code, "message": self.message}),
+        )
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The token of a file request: `Authorization: Bearer …`, else `?token=…`.
+fn request_token<B>(req: &Request<B>) -> Option<String> {
+    let bearer = header(req.headers(), "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    bearer.or_else(|| {
+        req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("token="))
+                .map(str::to_string)
+        })
+    })
+}
+
+/// Reads and discards what is left of a refused body (bounded), so the refusal can be read.
+async fn drain(body: &mut Incoming) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut seen: u64 = 0;
+    while seen <= DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// What the upload headers say.
+struct UploadMeta {
+    name: String,
+    tags: Vec<String>,
+    persistent: bool,
+    target_spec: Option<String>,
+    encrypted: bool,
+    owner_pubkey: Option<String>,
+    keys: Vec<(String, String)>,
+    content_type: Option<String>,
+    declared_len: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileKeyHeader {
+    peer_pubkey: String,
+    sealed_key: String,
+}
+
+fn parse_upload_headers(headers: &HeaderMap, grant: &FileGrant) -> Result<UploadMeta, Refusal> {
+    match header(headers, "x-mesh-id") {
+        Some(m) if m == grant.mesh_id => {}
+        Some(_) => {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "X-Mesh-Id is not the mesh this upload token was issued for",
+            ));
+        }
+        None => return Err(Refusal::malformed("X-Mesh-Id is required")),
+    }
+    // Raw UTF-8 is accepted in the name (HTTP allows bytes above 0x7f in a header value).
+    let name = headers
+        .get("x-file-name")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+        .unwrap_or_default();
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(Refusal::malformed(format!(
+            "X-File-Name must be 1-{MAX_NAME_BYTES} bytes of printable text"
+        )));
+    }
+    let tags: Vec<String> = match headers.get("x-tags") {
+        None => Vec::new(),
+        Some(v) => serde_json::from_slice(v.as_bytes()).map_err(|_| {
+            Refusal::malformed("X-Tags must be a JSON array of strings, e.g. [\"spec\",\"v2\"]")
+        })?,
+    };
+    let tags: Vec<String> = tags
+        .into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.len() > MAX_TAGS
+        || tags
+            .iter()
+            .any(|t| t.chars().count() > MAX_TAG_CHARS || t.chars().any(char::is_control))
+    {
+        return Err(Refusal::malformed(format!(
+            "at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} printable characters"
+        )));
+    }
+    let persistent = !header(headers, "x-persistent")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false") || v.trim() == "0");
+    let target_spec = header(headers, "x-target-spec")
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    if target_spec.as_ref().is_some_and(|t| t.len() > 256) {
+        return Err(Refusal::malformed("X-Target-Spec is too long"));
+    }
+    let encrypted = header(headers, "x-encrypted")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
+    let owner_pubkey = match header(headers, "x-owner-pubkey").map(str::trim) {
+        None | Some("") => None,
+        Some(k) if k == grant.pubkey || k == grant.member_pubkey => Some(k.to_string()),
+        Some(_) => {
+            return Err(Refusal::malformed(
+                "X-Owner-Pubkey must be the uploader's own key (64 lowercase hex)",
+            ));
+        }
+    };
+    let keys: Vec<FileKeyHeader> = match headers.get("x-file-keys") {
+        None => Vec::new(),
+        Some(v) => serde_json::from_slice(v.as_bytes()).map_err(|_| {
+            Refusal::malformed("X-File-Keys must be a JSON array of {peerPubkey, sealedKey}")
+        })?,
+    };
+    if keys.len() > MAX_FILE_KEYS {
+        return Err(Refusal::malformed(format!(
+            "at most {MAX_FILE_KEYS} X-File-Keys entries"
+        )));
+    }
+    let mut checked = Vec::with_capacity(keys.len());
+    for k in keys {
+        check_file_key(&k.peer_pubkey, &k.sealed_key).map_err(Refusal::malformed)?;
+        checked.push((k.peer_pubkey, k.sealed_key));
+    }
+    if encrypted && checked.is_empty() {
+        return Err(Refusal::malformed(
+            "an encrypted upload needs X-File-Keys: the file key sealed to at least its owner",
+        ));
+    }
+    if !encrypted && !checked.is_empty() {
+        return Err(Refusal::malformed(
+            "X-File-Keys only make sense with X-Encrypted: true",
+        ));
+    }
+    let content_type = header(headers, "content-type")
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128);
+    let declared_len = header(headers, "content-length").and_then(|v| v.trim().parse().ok());
+    Ok(UploadMeta {
+        name,
+        tags,
+        persistent,
+        target_spec,
+        encrypted,
+        owner_pubkey,
+        keys: checked,
+        content_type,
+        declared_len,
+    })
+}
+
+/// Checks one `{peerPubkey, sealedKey}`: a 64-hex key and a standard-base64 sealed 32-byte key.
+pub fn check_file_key(peer_pubkey: &str, sealed_key: &str) -> Result<(), String> {
+    if !Pubkey::is_shape(peer_pubkey) {
+        return Err("peerPubkey must be 64 lowercase hex".into());
+    }
+    match STANDARD.decode(sealed_key) {
+        Ok(b) if b.len() == SEALED_KEY_BYTES => Ok(()),
+        _ => Err(format!(
+            "sealedKey must be a sealed 32-byte key: {SEALED_KEY_BYTES} bytes in standard base64"
+        )),
+    }
+}
+
+/// `POST /upload`.
+pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    let grant = request_token(&req).and_then(|t| broker.files.redeem(&t));
+    let (parts, mut body) = req.into_parts();
+    // A client that waits for `100 Continue` has not sent its body: refuse it without asking.
+    let waits_to_send =
+        header(&parts.headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let checked = match grant {
+        Some(g) if g.purpose == TokenPurpose::Upload => member_still_valid(&broker, &g)
+            .and_then(|()| parse_upload_headers(&parts.headers, &g).map(|m| (g, m))),
+        _ => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "upload needs a fresh token: ask the broker over the WebSocket (file_token{purpose:\"upload\"}) and send it as Authorization: Bearer <token>",
+        )),
+    };
+    let (grant, meta) = match checked {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            broker.metrics.error(refusal.code);
+            if !waits_to_send {
+                drain(&mut body).await;
+            }
+            return refusal.response();
+        }
+    };
+    let cap = broker.config.max_upload_bytes;
+    if meta.declared_len.is_some_and(|n| n > cap) {
+        broker.metrics.error("payload_too_large");
+        if !waits_to_send {
+            drain(&mut body).await;
+        }
+        return too_large(cap).response();
+    }
+    let Ok(_slot) = broker.files.upload_slots.acquire().await else {
+        return Refusal::internal("the broker is shutting down").response();
+    };
+    let file_id = ids::new_id();
+    let path = object_path(&grant.mesh_id, &file_id);
+    let size = match stream_to_store(&broker, &path, &mut body, cap).await {
+        Ok(size) => size,
+        Err(refusal) => {
+            broker.metrics.error(refusal.code);
+            if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+                drain(&mut body).await;
+            }
+            return refusal.response();
+        }
+    };
+    let now = time::now_ms();
+    let record = FileRecord {
+        id: file_id.clone(),
+        mesh_id: grant.mesh_id.clone(),
+        name: meta.name,
+        size,
+        tags: meta.tags,
+        uploader_member_id: grant.member_id.clone(),
+        uploader_name: grant.peer_name.clone(),
+        uploader_pubkey: grant.pubkey.clone(),
+        owner_pubkey: meta
+            .owner_pubkey
+            .or_else(|| meta.encrypted.then(|| grant.pubkey.clone())),
+        target_spec: meta.target_spec,
+        persistent: meta.persistent,
+        encrypted: meta.encrypted,
+        content_type: meta.content_type,
+        created_at_ms: now,
+        expires_at_ms: (!meta.persistent)
+            .then(|| now + broker.config.ephemeral_ttl.as_millis() as i64),
+    };
+    if let Err(e) = broker.store.insert_file(record, meta.keys).await {
+        // The bytes must not outlive a failed commit.
+        if let Err(de) = broker.files.blobs.delete(&path).await {
+            tracing::warn!("cannot remove {path} after a failed commit: {de}");
+        }
+        return Refusal::internal(format!("storage: {e}")).response();
+    }
+    tracing::info!(
+        mesh = %grant.mesh_id,
+        file = %file_id,
+        size,
+        "file uploaded by {}",
+        grant.peer_name
+    );
+    json_response(StatusCode::OK, json!({"ok": true, "fileId": file_id}))
+}
+
+fn too_large(cap: u64) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the file is larger than this broker's upload limit of {cap} bytes"),
+    )
+}
+
+/// A revoked (or removed) member's tokens die with its membership.
+fn member_still_valid(broker: &Broker, grant: &FileGrant) -> Result<(), Refusal> {
+    match broker.store.member(&grant.mesh_id, &grant.member_id) {
+        Ok(Some(m)) if m.revoked_at_ms.is_none() => Ok(()),
+        Ok(_) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "revoked",
+            "this member is no longer in the mesh",
+        )),
+        Err(e) => Err(Refusal::internal(e.to_string())),
+    }
+}
+
+/// Streams the body into the blob store at `path`; returns the size. On any failure nothing is
+/// left behind: the multipart upload is aborted.
+async fn stream_to_store(
+    broker: &Broker,
+    path: &ObjectPath,
+    body: &mut Incoming,
+    cap: u64,
+) -> Result<u64, Refusal> {
+    let blobs = &broker.files.blobs;
+    let mut writer: Option<WriteMultipart> = None;
+    let mut size: u64 = 0;
+    let failure: Option<Refusal> = loop {
+        let frame = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
+            Err(_) => {
+                break Some(Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!("no upload data for {}s", BODY_IDLE.as_secs()),
+                ));
+            }
+            Ok(None) => break None,
+            Ok(Some(Err(e))) => {
+                break Some(Refusal::malformed(format!("the upload broke off: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if data.is_empty() {
+            continue;
+        }
+        size += data.len() as u64;
+        if size > cap {
+            break Some(too_large(cap));
+        }
+        if writer.is_none() {
+            match blobs.put_multipart(path).await {
+                Ok(upload) => {
+                    writer = Some(WriteMultipart::new_with_chunk_size(upload, PART_BYTES));
+                }
+                Err(e) => break Some(Refusal::internal(format!("file storage: {e}"))),
+            }
+        }
+        let Some(w) = writer.as_mut() else { continue };
+        if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            break Some(Refusal::internal(format!("file storage: {e}")));
+        }
+        w.put(data);
+    };
+    match (failure, writer) {
+        (Some(refusal), Some(w)) => {
+            if let Err(e) = w.abort().await {
+                tracing::warn!("cannot abort the upload of {path}: {e}");
+            }
+            Err(refusal)
+        }
+        (Some(refusal), None) => Err(refusal),
+        (None, Some(w)) => match w.finish().await {
+            Ok(_) => Ok(size),
+            Err(e) => Err(Refusal::internal(format!("file storage: {e}"))),
+        },
+        (None, None) => match blobs.put(path, PutPayload::new()).await {
+            Ok(_) => Ok(0),
+            Err(e) => Err(Refusal::internal(format!("file storage: {e}"))),
+        },
+    }
+}
+
+/// `GET /download/:id`.
+pub async fn download(
+    broker: Arc<Broker>,
+    req: Request<Incoming>,
+    file_id: &str,
+) -> Response<Body> {
+    let refuse = |r: Refusal| {
+        broker.metrics.error(r.code);
+        r.response()
+    };
+    let grant = match request_token(&req).and_then(|t| broker.files.redeem(&t)) {
+        Some(g) => g,
+        None => {
+            return refuse(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "download needs a fresh token: ask the broker for the file over the WebSocket (get_file) and use the URL it returns",
+            ));
+        }
+    };
+    if grant.purpose
+        != (TokenPurpose::Download {
+            file_id: file_id.to_string(),
+        })
+    {
+        return refuse(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token is not for this file",
+        ));
+    }
+    if let Err(r) = member_still_valid(&broker, &grant) {
+        return refuse(r);
+    }
+    let record = match broker.store.file(&grant.mesh_id, file_id) {
+        Ok(Some(r)) if !r.is_expired(time::now_ms()) => r,
+        Ok(_) => {
+            return refuse(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no file {file_id}"),
+            ));
+        }
+        Err(e) => return refuse(Refusal::internal(e.to_string())),
+    };
+    let path = object_path(&record.mesh_id, &record.id);
+    let got = match broker.files.blobs.get(&path).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => {
+            return refuse(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("the bytes of file {file_id} are gone"),
+            ));
+        }
+        Err(e) => return refuse(Refusal::internal(format!("file storage: {e}"))),
+    };
+    let size = got.meta.size;
+    let access = FileAccess {
+        peer_name: grant.peer_name.clone(),
+        member_id: grant.member_id.clone(),
+        pubkey: grant.pubkey.clone(),
+        accessed_at_ms: time::now_ms(),
+    };
+    if let Err(e) = broker
+        .store
+        .record_file_access(record.mesh_id.clone(), record.id.clone(), access)
+        .await
+    {
+        return refuse(Refusal::internal(format!("storage: {e}")));
+    }
+    let body = ObjectBody {
+        stream: Mutex::new(got.into_stream()),
+        remaining: size,
+    };
+    let mut resp = Response::new(body.boxed());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if record.encrypted {
+        h.insert("x-encrypted", HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// A response body fed by an object's byte stream. The stream sits in a `Mutex` only so the
+/// body is `Sync` (as `BoxBody` wants); it is never locked, `get_mut` reaches it.
+struct ObjectBody {
+    stream: Mutex<BoxStream<'static, object_store::Result<Bytes>>>,
+    remaining: u64,
+}
+
+impl hyper::body::Body for ObjectBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        let stream = this.stream.get_mut().unwrap_or_else(|p| p.into_inner());
+        match stream.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                this.remaining = this.remaining.saturating_sub(bytes.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Removes a file: its metadata first (so it disappears at once), then its bytes. Bytes whose
+/// removal fails are orphans the sweeper collects later.
+pub async fn remove_file(
+    broker: &Broker,
+    mesh_id: &str,
+    file_id: &str,
+) -> Result<Option<FileRecord>, String> {
+    let removed = broker
+        .store
+        .delete_file(mesh_id.to_string(), file_id.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    if removed.is_some() {
+        let path = object_path(mesh_id, file_id);
+        match broker.files.blobs.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!("cannot remove the bytes of {path}: {e}"),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes ephemeral files once their lifetime has passed, and (at start and every few hours)
+/// objects that have no metadata (left by a crash between upload and commit, or by a failed
+/// delete). Runs until the broker shuts down.
+pub async fn run_sweeper(broker: Arc<Broker>) {
+    let every = (broker.config.ephemeral_ttl / 4)
+        .clamp(Duration::from_millis(250), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    let mut last_orphan_sweep: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match broker.store.expired_files(time::now_ms()) {
+            Ok(expired) => {
+                for (mesh_id, file_id) in expired {
+                    if broker.shutdown.is_cancelled() {
+                        return;
+                    }
+                    match remove_file(&broker, &mesh_id, &file_id).await {
+                        Ok(_) => {
+                            tracing::debug!(mesh = %mesh_id, file = %file_id, "ephemeral file expired")
+                        }
+                        Err(e) => tracing::warn!("cannot remove expired file {file_id}: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot look for expired files: {e}"),
+        }
+        let due = last_orphan_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(6 * 3600));
+        if due {
+            last_orphan_sweep = Some(tokio::time::Instant::now());
+            tokio::select! {
+                _ = broker.shutdown.cancelled() => return,
+                _ = sweep_orphans(&broker) => {}
+            }
+        }
+    }
+}
+
+async fn sweep_orphans(broker: &Broker) {
+    let prefix = ObjectPath::from("mesh");
+    let mut listing = broker.files.blobs.list(Some(&prefix));
+    let cutoff = time::now_ms() - ORPHAN_AGE_MS;
+    let mut removed = 0u64;
+    while let Some(item) = listing.next().await {
+        let meta = match item {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("cannot list stored files: {e}");
+                return;
+            }
+        };
+        let parts: Vec<String> = meta
+            .location
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        let [_, mesh_id, file_id] = parts.as_slice() else {
+            continue;
+        };
+        if meta.last_modified.timestamp_millis() > cutoff {
+            continue;
+        }
+        if matches!(broker.store.file(mesh_id, file_id), Ok(None)) {
+            match broker.files.blobs.delete(&meta.location).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("cannot remove orphan {}: {e}", meta.location),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!("removed {removed} stored files that had no metadata");
+    }
+}

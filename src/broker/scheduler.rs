@@ -1,0 +1,188 @@
+//! Sends scheduled messages (reminders) when they are due. They are stored, so they survive a
+//! restart: one-shots that came due while the broker was down fire at start, cron ones fire
+//! once for what they missed and then resume their schedule.
+//!
+//! A due message is stored and queued like a `send` from its member (bodyVersion 1, plaintext
+//! in base64, subtype `reminder`), so it reaches recipients that are offline when they next
+//! connect, whether or not the member that scheduled it is still around. Its client message id
+//! is derived from the schedule and the due time: if the broker dies between queueing it and
+//! moving the schedule on, the firing after the restart is stored once, not twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::cron::Cron;
+use super::handlers::messaging::resolve;
+use super::metrics::Metrics;
+use super::presence::{ConnHandle, Peer, PeerKind};
+use super::router;
+use super::state::Broker;
+use crate::protocol::messages::PeerInfo;
+use crate::protocol::{Encoding, Pubkey, ids, time};
+use crate::store::{Member, MessageRecord, Priority, ScheduleRecord, StoreError};
+
+/// Due messages handled per pass.
+const BATCH: usize = 256;
+/// The longest the scheduler sleeps without looking (a clock jump is noticed within this).
+const MAX_SLEEP_MS: i64 = 60_000;
+/// Pause after a storage failure, so a failing message cannot make the loop spin.
+const RETRY_MS: i64 = 1_000;
+
+/// The scheduler's doorbell: ring it when a message is scheduled, so it need not wait for its
+/// next look.
+#[derive(Default)]
+pub struct Scheduler {
+    wake: Notify,
+}
+
+impl Scheduler {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+pub async fn run(broker: Arc<Broker>) {
+    loop {
+        let now = time::now_ms();
+        let mut failed = false;
+        match broker.store.due_schedules(now, BATCH) {
+            Ok(due) => {
+                // Something is due but nothing readable: never spin on it.
+                failed |= due.is_empty();
+                for s in due {
+                    if let Err(e) = fire(&broker, &s, now).await {
+                        tracing::warn!("scheduled message {} not sent yet: {e}", s.id);
+                        failed = true;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot read scheduled messages: {e}");
+                failed = true;
+            }
+        }
+        let next = broker.store.next_due_ms().ok().flatten();
+        let wait_ms = match next {
+            Some(at) if at > time::now_ms() => (at - time::now_ms()).min(MAX_SLEEP_MS),
+            Some(_) if failed => RETRY_MS,
+            Some(_) => 0,
+            None => MAX_SLEEP_MS,
+        };
+        if wait_ms == 0 {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = broker.scheduler.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+        }
+    }
+}
+
+/// Sends one due message and moves its schedule on (cron) or removes it (one-shot). An error
+/// (storage only) leaves it due, to be tried again.
+async fn fire(broker: &Broker, s: &ScheduleRecord, now: i64) -> Result<(), StoreError> {
+    let next = s
+        .cron
+        .as_deref()
+        .and_then(|expr| Cron::parse(expr).ok())
+        .and_then(|cron| cron.next_after(now.max(s.deliver_at_ms)));
+    match broker.store.member(&s.mesh_id, &s.member_id)? {
+        Some(member) if member.revoked_at_ms.is_none() => deliver(broker, s, &member, now).await?,
+        _ => {
+            tracing::info!("dropping scheduled message {}: its member is gone", s.id);
+            return broker
+                .store
+                .advance_schedule(s.mesh_id.clone(), s.id.clone(), s.deliver_at_ms, None)
+                .await;
+        }
+    }
+    broker
+        .store
+        .advance_schedule(s.mesh_id.clone(), s.id.clone(), s.deliver_at_ms, next)
+        .await
+}
+
+async fn deliver(
+    broker: &Broker,
+    s: &ScheduleRecord,
+    member: &Member,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sender = stand_in(member, s);
+    let recipients = match resolve(broker, &sender, &s.to) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return Ok(()), // e.g. a broadcast with nobody else in the mesh
+        Err(why) => {
+            tracing::info!("scheduled message {} reaches nobody: {why}", s.id);
+            return Ok(());
+        }
+    };
+    let record = MessageRecord {
+        id: ids::new_id(),
+        mesh_id: s.mesh_id.clone(),
+        sender_member_id: member.id.clone(),
+        sender_pubkey: s.sender_pubkey.clone(),
+        sender_member_pubkey: member.pubkey.to_hex(),
+        sender_name: member.display_name.clone(),
+        target_spec: s.to.clone(),
+        priority: Priority::Now,
+        nonce: String::new(),
+        ciphertext: STANDARD.encode(s.message.as_bytes()),
+        body_version: Some(1),
+        reply_to_id: None,
+        mentions: None,
+        client_message_id: Some(format!("schedule-{}-{}", s.id, s.deliver_at_ms)),
+        request_fingerprint: None,
+        subtype: Some(s.subtype.clone()),
+        created_at_ms: now,
+        expires_at_ms: now + broker.config.retention.as_millis() as i64,
+        recipients,
+    };
+    let enqueued = broker.store.enqueue(record).await?;
+    if enqueued.fresh {
+        Metrics::inc(&broker.metrics.messages_stored);
+        router::route(broker, &enqueued.record);
+    }
+    Ok(())
+}
+
+/// The scheduling member as a sender for target resolution, whether or not it is connected:
+/// a presence that is registered nowhere and has no socket.
+fn stand_in(member: &Member, s: &ScheduleRecord) -> Peer {
+    let session = Pubkey::parse(&s.sender_pubkey)
+        .ok()
+        .filter(|k| *k != member.pubkey);
+    let (outbox, _) = mpsc::channel(1);
+    let (closer, _) = watch::channel(None);
+    Peer::new(
+        String::new(),
+        s.mesh_id.clone(),
+        member.id.clone(),
+        member.pubkey,
+        session,
+        if session.is_some() {
+            PeerKind::Session
+        } else {
+            PeerKind::Member
+        },
+        member.role,
+        member.display_name.clone(),
+        PeerInfo {
+            peer_role: Some("control-plane".into()),
+            ..Default::default()
+        },
+        member.groups.clone(),
+        ConnHandle {
+            conn_id: 0,
+            encoding: Encoding::Json,
+            outbox,
+            closer,
+        },
+    )
+}

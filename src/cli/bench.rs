@@ -1,0 +1,418 @@
+//! `claudemesh bench`: a load generator in the spirit of `nats bench` / `redis-benchmark`.
+//! It makes a throw-away mesh, connects N peers, has each send M direct messages (encrypted
+//! like real ones, durably acknowledged), checks that every acknowledged message arrives exactly
+//! once, and reports throughput and send→push latency.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::{CliError, CliResult, print_json};
+use crate::client::{ConnectOptions, MeshClient, http};
+use crate::crypto::{self, BoxKeyPair, SignKeyPair};
+use crate::identity::{MeshEntry, encode_root_key, http_base, ws_url};
+use crate::protocol::messages::{CapabilityV2, CreateInvite, PeerInfo, SendMessage};
+use crate::protocol::{ClientMessage, ServerMessage, canonical, ids, time};
+
+/// Sends a peer keeps in flight at saturation.
+const WINDOW: usize = 64;
+/// Give up waiting for deliveries after this long without progress.
+const STALL: Duration = Duration::from_secs(20);
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "bench")]
+/// load-test a broker: N peers each send M direct messages; reports throughput and latency
+pub struct BenchCmd {
+    /// broker URL (default ws://127.0.0.1:7900/ws)
+    #[argh(option, default = "String::from(\"ws://127.0.0.1:7900/ws\")")]
+    broker: String,
+    /// the broker's admin token (a throw-away mesh is created)
+    #[argh(option)]
+    admin_token: Option<String>,
+    /// peers to connect (default 10)
+    #[argh(option, default = "10")]
+    peers: usize,
+    /// messages each peer sends (default 100)
+    #[argh(option, default = "100")]
+    messages: usize,
+    /// total messages per second across all peers (default: as fast as possible)
+    #[argh(option)]
+    rate: Option<f64>,
+    /// message body size in bytes before encryption (default 128)
+    #[argh(option, default = "128")]
+    size: usize,
+    /// print one JSON object
+    #[argh(switch)]
+    json: bool,
+}
+
+/// What a run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub peers: usize,
+    pub messages: usize,
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub duration_s: f64,
+    pub throughput_msgs_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_rss_mb: Option<f64>,
+}
+
+#[derive(Default)]
+struct Tally {
+    /// client message id → when it was sent, until it arrives.
+    sent_at: Mutex<HashMap<String, Instant>>,
+    /// client message ids that arrived at least once.
+    arrived: Mutex<HashMap<String, u32>>,
+    latencies_us: Mutex<Vec<u64>>,
+    acked: AtomicU64,
+    refused: AtomicU64,
+    delivered: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl BenchCmd {
+    pub async fn run(self) -> CliResult {
+        if self.peers < 2 {
+            return Err(CliError::Usage("--peers must be at least 2".into()));
+        }
+        if self.messages == 0 {
+            return Err(CliError::Usage("--messages must be at least 1".into()));
+        }
+        let token = match &self.admin_token {
+            Some(t) => Some(t.clone()),
+            None => std::env::var("CLAUDEMESH_ADMIN_TOKEN").ok(),
+        };
+        let entries = setup_mesh(&self.broker, token.as_deref(), self.peers).await?;
+        if !self.json {
+            eprintln!("connecting {} peers…", self.peers);
+        }
+        let report = run_load(&self.broker, entries, self.messages, self.rate, self.size, !self.json).await?;
+        if self.json {
+            print_json(&report);
+        } else {
+            println!(
+                "{} peers × {} messages: sent {} delivered {} lost {} duplicates {}",
+                report.peers, report.messages, report.sent, report.delivered, report.lost, report.duplicates
+            );
+            println!(
+                "{:.0} msg/s over {:.2} s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+                report.throughput_msgs_per_s,
+                report.duration_s,
+                report.p50_ms,
+                report.p99_ms,
+                report.max_ms,
+                report
+                    .broker_rss_mb
+                    .map(|m| format!("; broker RSS {m:.1} MB"))
+                    .unwrap_or_default()
+            );
+        }
+        if report.lost > 0 || report.duplicates > 0 {
+            return Err(CliError::failed(format!(
+                "{} lost and {} duplicated messages",
+                report.lost, report.duplicates
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Creates a mesh and `n` members in it; returns their (in-memory) config entries.
+async fn setup_mesh(broker: &str, token: Option<&str>, n: usize) -> Result<Vec<MeshEntry>, CliError> {
+    let base = http_base(broker);
+    let owner = SignKeyPair::generate();
+    let first = SignKeyPair::generate();
+    let root: [u8; 32] = crypto::random_bytes();
+    let body = json!({
+        "name": format!("bench-{}", ids::base62(6)),
+        "owner_pubkey": owner.public_hex(),
+        "member_pubkey": first.public_hex(),
+        "root_key": encode_root_key(&root),
+        "display_name": "bench-0",
+    });
+    let headers: Vec<(&str, String)> = token
+        .map(|t| vec![("authorization", format!("Bearer {t}"))])
+        .unwrap_or_default();
+    let resp = http::request("POST", &format!("{base}/meshes"), &headers, Some(body.to_string().into_bytes())).await?;
+    if !resp.is_success() {
+        return Err(CliError::failed(format!(
+            "cannot create the bench mesh: {} (pass --admin-token, or run the broker with --open)",
+            resp.into_error()
+        )));
+    }
+    let v = resp.json();
+    let mesh_id = v["meshId"].as_str().unwrap_or_default().to_string();
+    let slug = v["slug"].as_str().unwrap_or_default().to_string();
+    let entry = |member_id: String, keys: &SignKeyPair, name: String| MeshEntry {
+        mesh_id: mesh_id.clone(),
+        slug: slug.clone(),
+        name: slug.clone(),
+        member_id,
+        display_name: name,
+        role: "member".into(),
+        broker_url: ws_url(broker),
+        member_pubkey: keys.public_hex(),
+        member_secret_key: keys.secret_hex(),
+        root_key: encode_root_key(&root),
+        owner_pubkey: owner.public_hex(),
+        owner_secret_key: None,
+        joined_at: time::iso(time::now_ms()),
+    };
+    let owner_entry = entry(v["memberId"].as_str().unwrap_or_default().to_string(), &first, "bench-0".into());
+    // One invite for everyone else, signed by the owner key.
+    let admin = MeshClient::connect(ConnectOptions::new(owner_entry.clone(), bench_peer("setup"))).await?;
+    let invite_id = ids::new_id();
+    let code = ids::new_invite_code();
+    let expires = time::now_ms() / 1000 + 3600;
+    let signed = canonical::invite_v2(&mesh_id, &invite_id, expires, "member", &owner.public_hex());
+    admin
+        .request(ClientMessage::CreateInvite(CreateInvite {
+            invite_id,
+            code: code.clone(),
+            role: "member".into(),
+            max_uses: (n - 1) as u32,
+            expires_at: expires,
+            capability_v2: CapabilityV2 {
+                signature: hex::encode(owner.sign(signed.as_bytes())),
+                canonical: signed,
+            },
+        }))
+        .await?;
+    admin.close().await;
+    let mut entries = vec![owner_entry];
+    for i in 1..n {
+        let keys = SignKeyPair::generate();
+        let x = BoxKeyPair::generate();
+        let body = json!({
+            "recipient_x25519_pubkey": URL_SAFE_NO_PAD.encode(x.public),
+            "display_name": format!("bench-{i}"),
+            "member_pubkey": keys.public_hex(),
+        });
+        let resp = http::request("POST", &format!("{base}/invites/{code}/claim"), &[], Some(body.to_string().into_bytes())).await?;
+        if !resp.is_success() {
+            return Err(resp.into_error().into());
+        }
+        let member_id = resp.json()["member_id"].as_str().unwrap_or_default().to_string();
+        entries.push(entry(member_id, &keys, format!("bench-{i}")));
+    }
+    Ok(entries)
+}
+
+fn bench_peer(name: &str) -> PeerInfo {
+    PeerInfo {
+        display_name: Some(name.into()),
+        session_id: format!("bench-{name}"),
+        pid: std::process::id(),
+        peer_type: Some("connector".into()),
+        channel: Some("bench".into()),
+        ..Default::default()
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn broker_rss_mb(broker: &str) -> Option<f64> {
+    let resp = http::request("GET", &format!("{}/metrics", http_base(broker)), &[], None).await.ok()?;
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("claudemesh_process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|b| *b > 0.0)
+        .map(|b| b / (1024.0 * 1024.0))
+}
+
+/// Connects every peer, runs the sends, waits for the deliveries, and measures.
+pub async fn run_load(
+    broker: &str,
+    entries: Vec<MeshEntry>,
+    messages: usize,
+    rate: Option<f64>,
+    size: usize,
+    progress: bool,
+) -> Result<Report, CliError> {
+    let n = entries.len();
+    let mut clients = Vec::with_capacity(n);
+    for chunk in entries.chunks(50) {
+        let connecting: Vec<_> = chunk
+            .iter()
+            .map(|e| MeshClient::connect(ConnectOptions::new(e.clone(), bench_peer(&e.display_name))))
+            .collect();
+        for c in futures_util::future::join_all(connecting).await {
+            clients.push(Arc::new(c?));
+        }
+    }
+    let tally = Arc::new(Tally::default());
+    let total = (n * messages) as u64;
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} delivered {per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    // Receivers: record, acknowledge.
+    let mut receivers = Vec::new();
+    for client in &clients {
+        let client = client.clone();
+        let tally = tally.clone();
+        receivers.push(tokio::spawn(async move {
+            while let Some(frame) = client.next_push().await {
+                let ServerMessage::Push(push) = frame else { continue };
+                let _ = client.ack(&push.message_id);
+                let Some(cmid) = push.client_message_id else { continue };
+                let now = Instant::now();
+                let first = {
+                    let mut arrived = tally.arrived.lock().await;
+                    let count = arrived.entry(cmid.clone()).or_insert(0);
+                    *count += 1;
+                    *count == 1
+                };
+                if !first {
+                    tally.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Some(at) = tally.sent_at.lock().await.remove(&cmid) {
+                    tally.latencies_us.lock().await.push(now.duration_since(at).as_micros() as u64);
+                }
+                tally.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    let per_peer_interval = rate.map(|r| Duration::from_secs_f64(n as f64 / r.max(0.001)));
+    let mut senders = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let tally = tally.clone();
+        let to = clients[(i + 1) % n].entry().member_pubkey.clone();
+        let body = crypto::random_vec(size);
+        senders.push(tokio::spawn(async move {
+            // Encrypted once per peer, as a real client would for each message.
+            let nonce: [u8; 24] = crypto::random_bytes();
+            let their = crate::protocol::Pubkey::parse(&to)
+                .ok()
+                .and_then(|k| crypto::ed25519_pk_to_x25519(&k.0).ok());
+            let mine = client.speaking_keys().map(|k| k.to_x25519());
+            let (Some(their), Ok(mine)) = (their, mine) else { return };
+            let Ok(ct) = crypto::box_easy(&body, &nonce, &their, &mine.secret) else { return };
+            let (nonce, ct) = (STANDARD.encode(nonce), STANDARD.encode(ct));
+            // Each send runs as its own task so it goes out at once, whatever this loop awaits;
+            // the semaphore keeps at most WINDOW of them in flight.
+            let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+            let mut inflight = tokio::task::JoinSet::new();
+            let mut ticker = per_peer_interval.map(|d| {
+                let mut t = tokio::time::interval(d);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            for seq in 0..messages {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                let Ok(permit) = window.clone().acquire_owned().await else {
+                    return;
+                };
+                let cmid = format!("b{i}-{seq}");
+                tally.sent_at.lock().await.insert(cmid.clone(), Instant::now());
+                let frame = ClientMessage::Send(Box::new(SendMessage {
+                    id: Some(cmid.clone()),
+                    target_spec: to.clone(),
+                    priority: "now".into(),
+                    nonce: nonce.clone(),
+                    ciphertext: ct.clone(),
+                    client_message_id: Some(cmid),
+                    ..Default::default()
+                }));
+                let client = client.clone();
+                let tally = tally.clone();
+                inflight.spawn(async move {
+                    let _permit = permit;
+                    match client.request(frame).await {
+                        Ok(ServerMessage::Ack(a)) if a.queued == Some(true) => {
+                            tally.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            tally.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            while inflight.join_next().await.is_some() {}
+        }));
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    // Wait for every acknowledged message, or a stall.
+    let mut last = (0, Instant::now());
+    loop {
+        let delivered = tally.delivered.load(Ordering::Relaxed);
+        if let Some(b) = &bar {
+            b.set_position(delivered);
+        }
+        if delivered >= tally.acked.load(Ordering::Relaxed) {
+            break;
+        }
+        if delivered != last.0 {
+            last = (delivered, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    // Late duplicates would show up now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss = broker_rss_mb(broker).await;
+    for c in clients {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    for r in receivers {
+        r.abort();
+    }
+    let mut lat = tally.latencies_us.lock().await.clone();
+    lat.sort_unstable();
+    let sent = tally.acked.load(Ordering::Relaxed);
+    let delivered = tally.delivered.load(Ordering::Relaxed);
+    Ok(Report {
+        peers: n,
+        messages,
+        sent,
+        delivered,
+        lost: sent.saturating_sub(delivered) + tally.refused.load(Ordering::Relaxed),
+        duplicates: tally.duplicates.load(Ordering::Relaxed),
+        duration_s: elapsed,
+        throughput_msgs_per_s: delivered as f64 / elapsed.max(1e-9),
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: lat.last().map_or(0.0, |v| *v as f64 / 1000.0),
+        broker_rss_mb: rss,
+    })
+}

@@ -1,0 +1,351 @@
+//! The MCP server's side of the mesh: one session connection per joined mesh, the messages
+//! waiting for the model, and the channel notifications that announce them.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rmcp::model::{CustomNotification, ServerNotification};
+use rmcp::service::{Peer, RoleServer};
+use serde_json::{Map, Value, json};
+
+use super::session::{Session, transcript_busy, transcript_dir};
+use crate::client::{ClientError, ConnectOptions, Identity, Incoming, MeshClient};
+use crate::identity::MeshEntry;
+use crate::protocol::{ClientMessage, Encoding, ServerMessage};
+
+/// Remembered message ids, to drop redeliveries.
+const SEEN_CAPACITY: usize = 4096;
+const RETRY_SECS: [u64; 6] = [1, 2, 4, 8, 16, 30];
+
+/// One joined mesh and its connection (absent while the broker cannot be reached).
+pub struct Link {
+    pub entry: MeshEntry,
+    client: Mutex<Option<Arc<MeshClient>>>,
+    problem: Mutex<Option<String>>,
+}
+
+impl Link {
+    pub fn client(&self) -> Option<Arc<MeshClient>> {
+        lock(&self.client).clone()
+    }
+
+    /// Why there is no connection, if there is none.
+    pub fn problem(&self) -> Option<String> {
+        lock(&self.problem).clone()
+    }
+}
+
+/// A message for the model that it has not seen through a tool yet.
+pub struct Waiting {
+    pub mesh: String,
+    pub message: Incoming,
+    /// Where to acknowledge it once the model has it.
+    client: Arc<MeshClient>,
+}
+
+pub struct Hub {
+    pub session: Session,
+    pub links: Vec<Arc<Link>>,
+    inbox: Mutex<VecDeque<Waiting>>,
+    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+    notifier: Mutex<Option<Peer<RoleServer>>>,
+    /// Set by `claudemesh launch`: Claude Code shows channel notifications, so a notified
+    /// message has reached the model and need not wait for `check_messages`.
+    channel_mode: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// Starts one connection loop per mesh; returns at once (brokers may be down).
+    pub fn start(session: Session, meshes: Vec<MeshEntry>) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            session,
+            links: meshes
+                .into_iter()
+                .map(|entry| {
+                    Arc::new(Link {
+                        entry,
+                        client: Mutex::new(None),
+                        problem: Mutex::new(Some("connecting…".into())),
+                    })
+                })
+                .collect(),
+            inbox: Mutex::new(VecDeque::new()),
+            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            notifier: Mutex::new(None),
+            channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
+        });
+        for link in &hub.links {
+            tokio::spawn(connect_loop(hub.clone(), link.clone()));
+        }
+        tokio::spawn(status_from_transcript(hub.clone()));
+        hub
+    }
+
+    pub fn set_notifier(&self, peer: Peer<RoleServer>) {
+        *lock(&self.notifier) = Some(peer);
+    }
+
+    /// Messages the model has not been shown through a tool.
+    pub fn waiting(&self) -> usize {
+        lock(&self.inbox).len()
+    }
+
+    /// The connected mesh a tool call is for: `slug` if given, else the only mesh.
+    pub fn link(&self, slug: Option<&str>) -> Result<(Arc<Link>, Arc<MeshClient>), String> {
+        let link = match slug {
+            Some(s) => self
+                .links
+                .iter()
+                .find(|l| l.entry.slug == s || l.entry.mesh_id == s)
+                .cloned()
+                .ok_or_else(|| format!("no joined mesh \"{s}\" (joined: {})", self.slugs()))?,
+            None => match self.links.as_slice() {
+                [only] => only.clone(),
+                [] => {
+                    return Err(
+                        "no mesh joined: run `claudemesh join <invite-url>` in a terminal".into(),
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "several meshes are joined ({}); prefix the target with `<mesh-slug>:`",
+                        self.slugs()
+                    ));
+                }
+            },
+        };
+        let client = link.client().ok_or_else(|| {
+            format!(
+                "not connected to mesh {} ({})",
+                link.entry.slug,
+                link.problem().unwrap_or_else(|| "connecting…".into())
+            )
+        })?;
+        Ok((link, client))
+    }
+
+    /// Splits an optional `<mesh-slug>:` prefix off a target.
+    pub fn split_target<'a>(&self, to: &'a str) -> (Option<&'a str>, &'a str) {
+        if let Some((prefix, rest)) = to.split_once(':')
+            && self.links.iter().any(|l| l.entry.slug == prefix)
+        {
+            return (Some(prefix), rest);
+        }
+        (None, to)
+    }
+
+    pub fn slugs(&self) -> String {
+        self.links
+            .iter()
+            .map(|l| l.entry.slug.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Everything waiting, after asking every broker for what it holds back; each message is
+    /// acknowledged as it is handed over.
+    pub async fn check_messages(&self) -> Vec<Waiting> {
+        for link in &self.links {
+            if let Some(client) = link.client()
+                && let Err(e) = client.drain().await
+            {
+                tracing::debug!("drain on {}: {e}", link.entry.slug);
+            }
+        }
+        // The drained pushes pass through the pump; give it a moment to file them.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let taken: Vec<Waiting> = lock(&self.inbox).drain(..).collect();
+        for w in &taken {
+            let _ = w.client.ack(&w.message.push.message_id);
+        }
+        taken
+    }
+
+    fn first_sight(&self, id: &str) -> bool {
+        let mut seen = lock(&self.seen);
+        let (set, order) = &mut *seen;
+        if !set.insert(id.to_string()) {
+            return false;
+        }
+        order.push_back(id.to_string());
+        if order.len() > SEEN_CAPACITY
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
+    }
+
+    async fn notify(&self, content: String, meta: Map<String, Value>) -> bool {
+        let Some(peer) = lock(&self.notifier).clone() else {
+            return false;
+        };
+        let params = json!({ "content": content, "meta": meta });
+        peer.send_notification(ServerNotification::CustomNotification(
+            CustomNotification::new("notifications/claude/channel", Some(params)),
+        ))
+        .await
+        .is_ok()
+    }
+
+    async fn on_push(&self, link: &Link, client: &Arc<MeshClient>, frame: ServerMessage) {
+        let ServerMessage::Push(push) = frame else {
+            return;
+        };
+        let mut meta = Map::new();
+        let mut put = |k: &str, v: &str| {
+            meta.insert(k.to_string(), Value::String(v.to_string()));
+        };
+        put("mesh_slug", &link.entry.slug);
+        put("message_id", &push.message_id);
+        put("priority", &push.priority);
+        if push.subtype.as_deref() == Some("system") {
+            let data = push.event_data.clone().unwrap_or_default();
+            let name = data["name"].as_str().unwrap_or("a peer").to_string();
+            let event = push.event.clone().unwrap_or_default();
+            put("kind", "system");
+            put("subtype", "system");
+            put("event", &event);
+            put("from_name", &name);
+            put("from_id", data["pubkey"].as_str().unwrap_or(""));
+            let text = match event.as_str() {
+                "peer_joined" => format!("{name} joined the mesh"),
+                "peer_returned" => format!("{name} is back"),
+                "peer_left" => format!("{name} left"),
+                "peer_hidden" => format!("{name} is now hidden"),
+                "peer_visible" => format!("{name} is visible again"),
+                other => format!("{name}: {other}"),
+            };
+            self.notify(format!("claudemesh: {text}"), meta).await;
+            return;
+        }
+        if !self.first_sight(&push.message_id) {
+            let _ = client.ack(&push.message_id);
+            return;
+        }
+        let message = client.open(*push);
+        let p = &message.push;
+        let sender = p
+            .sender_name
+            .clone()
+            .unwrap_or_else(|| p.sender_pubkey.clone());
+        put(
+            "kind",
+            if p.subtype.as_deref() == Some("reminder") {
+                "reminder"
+            } else {
+                "message"
+            },
+        );
+        if let Some(s) = &p.subtype {
+            put("subtype", s);
+        }
+        put("from_name", &sender);
+        put("from_id", &p.sender_pubkey);
+        put(
+            "from_pubkey",
+            p.sender_member_pubkey
+                .as_deref()
+                .unwrap_or(&p.sender_pubkey),
+        );
+        put("created_at", &p.created_at);
+        if let Some(t) = &p.target_spec {
+            put("to", t);
+        }
+        let interrupting = p.priority == "now" || p.priority == "next";
+        let mut notified = false;
+        if interrupting {
+            let text = message
+                .text
+                .clone()
+                .unwrap_or_else(|e| format!("(unreadable: {e})"));
+            let urgent = if p.priority == "now" { "[urgent] " } else { "" };
+            notified = self.notify(format!("{urgent}{sender}: {text}"), meta).await;
+        }
+        if notified && self.channel_mode {
+            let _ = client.ack(&message.push.message_id);
+            return;
+        }
+        lock(&self.inbox).push_back(Waiting {
+            mesh: link.entry.slug.clone(),
+            message,
+            client: client.clone(),
+        });
+    }
+}
+
+async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
+    let mut attempt = 0;
+    loop {
+        let options = ConnectOptions {
+            entry: link.entry.clone(),
+            identity: Identity::Session(hub.session.key.clone()),
+            peer: hub.session.peer_info(&link.entry.display_name),
+            encoding: Encoding::Json,
+            reconnect: true,
+        };
+        match MeshClient::connect(options).await {
+            Ok(client) => {
+                let client = Arc::new(client);
+                *lock(&link.client) = Some(client.clone());
+                *lock(&link.problem) = None;
+                while let Some(frame) = client.next_push().await {
+                    hub.on_push(&link, &client, frame).await;
+                }
+                // The client ended for good (revoked or kicked).
+                *lock(&link.client) = None;
+                *lock(&link.problem) = Some("the broker ended this session (revoked?)".into());
+                return;
+            }
+            Err(ClientError::Refused { code, message, .. }) if code == "revoked" => {
+                *lock(&link.problem) = Some(format!("refused: {message}"));
+                return;
+            }
+            Err(e) => *lock(&link.problem) = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_secs(
+            RETRY_SECS[attempt.min(RETRY_SECS.len() - 1)],
+        ))
+        .await;
+        attempt += 1;
+    }
+}
+
+/// Reports working / idle (source `jsonl`) from the session transcript, when there is one.
+async fn status_from_transcript(hub: Arc<Hub>) {
+    let Some(dir) = std::env::current_dir()
+        .ok()
+        .and_then(|d| transcript_dir(&d))
+    else {
+        return;
+    };
+    let mut last: Option<bool> = None;
+    let mut since_report = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(busy) = transcript_busy(&dir) else {
+            continue;
+        };
+        since_report += 1;
+        // Report changes at once, and the same status every minute to keep it fresh.
+        if last == Some(busy) && since_report < 12 {
+            continue;
+        }
+        last = Some(busy);
+        since_report = 0;
+        for link in &hub.links {
+            if let Some(client) = link.client() {
+                let _ = client.notify(ClientMessage::SetStatus {
+                    status: if busy { "working" } else { "idle" }.into(),
+                    source: Some("jsonl".into()),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Shared files: everything but the bytes. The bytes live in the object store under
+//! `mesh/<mesh_id>/<file_id>` (see `broker::files`); names, tags, sizes, the uploader, the sealed
+//! keys of encrypted files, the access log and the expiry index live here.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, decode, decode_opt, encode};
+
+/// `(mesh_id, file_id) → FileRecord`
+pub(crate) const FILES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("files");
+/// `(mesh_id, file_id, peer pubkey hex) → sealed key (standard base64)`: who may decrypt.
+pub(crate) const FILE_KEYS: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("file_keys");
+/// `(mesh_id, file_id, accessed_at_ms, random) → FileAccess`: who downloaded, when.
+pub(crate) const FILE_ACCESSES: TableDefinition<(&str, &str, u64, u32), &[u8]> =
+    TableDefinition::new("file_accesses");
+/// `(expires_at_ms, mesh_id, file_id) → ()`: ephemeral files in the order they expire.
+pub(crate) const FILE_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("file_expiry");
+
+/// Opens the file tables (called from `records::create_tables`).
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(FILES)?;
+    tx.open_table(FILE_KEYS)?;
+    tx.open_table(FILE_ACCESSES)?;
+    tx.open_table(FILE_EXPIRY)?;
+    Ok(())
+}
+
+/// One shared file, as the broker knows it. For an encrypted file `size` is the size of the
+/// ciphertext the broker holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub id: String,
+    pub mesh_id: String,
+    pub name: String,
+    pub size: u64,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub uploader_member_id: String,
+    pub uploader_name: String,
+    /// The key the uploader spoke with (member or session), hex.
+    pub uploader_pubkey: String,
+    /// `X-Owner-Pubkey`: the key that may grant access to an encrypted file.
+    #[serde(default)]
+    pub owner_pubkey: Option<String>,
+    #[serde(default)]
+    pub target_spec: Option<String>,
+    pub persistent: bool,
+    pub encrypted: bool,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    pub created_at_ms: i64,
+    /// Ephemeral files only.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+}
+
+impl FileRecord {
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// One download.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileAccess {
+    pub peer_name: String,
+    pub member_id: String,
+    pub pubkey: String,
+    pub accessed_at_ms: i64,
+}
+
+/// Outcome of a `grant_file_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantOutcome {
+    Granted,
+    NoSuchFile,
+}
+
+fn expiry_key(r: &FileRecord) -> Option<(u64, &str, &str)> {
+    r.expires_at_ms
+        .map(|t| (t.max(0) as u64, r.mesh_id.as_str(), r.id.as_str()))
+}
+
+impl Store {
+    /// Stores a complete upload's metadata and its sealed keys in one transaction.
+    pub async fn insert_file(
+        &self,
+        record: FileRecord,
+        keys: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let (mesh, id) = (record.mesh_id.as_str(), record.id.as_str());
+            tx.open_table(FILES)?
+                .insert((mesh, id), encode(&record).as_slice())?;
+            let mut table = tx.open_table(FILE_KEYS)?;
+            for (pubkey, sealed) in &keys {
+                table.insert((mesh, id, pubkey.as_str()), sealed.as_str())?;
+            }
+            if let Some(k) = expiry_key(&record) {
+                tx.open_table(FILE_EXPIRY)?.insert(k, ())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn file(&self, mesh_id: &str, file_id: &str) -> Result<Option<FileRecord>, StoreError> {
+        let rt = self.read()?;
+        decode_opt(rt.open_table(FILES)?.get((mesh_id, file_id))?)
+    }
+
+    /// Every file of a mesh, in id order.
+    pub fn files(&self, mesh_id: &str) -> Result<Vec<FileRecord>, StoreError> {
+        let rt = self.read()?;
+        let table = rt.open_table(FILES)?;
+        let mut out = Vec::new();
+        for row in table.range((mesh_id, "")..)? {
+            let (k, v) = row?;
+            if k.value().0 != mesh_id {
+                break;
+            }
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// How many files a mesh holds (for `mesh_info`), expired ones not yet swept included.
+    pub fn file_count(&self, mesh_id: &str) -> Result<usize, StoreError> {
+        let rt = self.read()?;
+        let table = rt.open_table(FILES)?;
+        let mut n = 0;
+        for row in table.range((mesh_id, "")..)? {
+            let (k, _) = row?;
+            if k.value().0 != mesh_id {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The first of `pubkeys` (hex) that holds a sealed key for the file, with that key.
+    pub fn file_key(
+        &self,
+        mesh_id: &str,
+        file_id: &str,
+        pubkeys: &[String],
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let rt = self.read()?;
+        let table = rt.open_table(FILE_KEYS)?;
+        for pk in pubkeys {
+            if let Some(sealed) = table.get((mesh_id, file_id, pk.as_str()))? {
+                return Ok(Some((pk.clone(), sealed.value().to_string())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds (or replaces) a recipient's sealed key, if the file still exists.
+    pub async fn grant_file_key(
+        &self,
+        mesh_id: String,
+        file_id: String,
+        pubkey: String,
+        sealed: String,
+    ) -> Result<GrantOutcome, StoreError> {
+        self.write(move |tx| {
+            let (mesh, id) = (mesh_id.as_str(), file_id.as_str());
+            if tx.open_table(FILES)?.get((mesh, id))?.is_none() {
+                return Ok(GrantOutcome::NoSuchFile);
+            }
+            tx.open_table(FILE_KEYS)?
+                .insert((mesh, id, pubkey.as_str()), sealed.as_str())?;
+            Ok(GrantOutcome::Granted)
+        })
+        .await
+    }
+
+    /// Logs a download; committed before the bytes go out.
+    pub async fn record_file_access(
+        &self,
+        mesh_id: String,
+        file_id: String,
+        access: FileAccess,
+    ) -> Result<(), StoreError> {
+        let nonce = crate::crypto::random_u32_below(u32::MAX);
+        self.write(move |tx| {
+            let at = access.accessed_at_ms.max(0) as u64;
+            tx.open_table(FILE_ACCESSES)?.insert(
+                (mesh_id.as_str(), file_id.as_str(), at, nonce),
+                encode(&access).as_slice(),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Who downloaded a file, oldest first.
+    pub fn file_accesses(
+        &self,
+        mesh_id: &str,
+        file_id: &str,
+    ) -> Result<Vec<FileAccess>, StoreError> {
+        let rt = self.read()?;
+        let table = rt.open_table(FILE_ACCESSES)?;
+        let mut out = Vec::new();
+        for row in
+            table.range((mesh_id, file_id, 0u64, 0u32)..=(mesh_id, file_id, u64::MAX, u32::MAX))?
+        {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a file's metadata, keys, access log and expiry entry; returns the record if it
+    /// existed.
+    pub async fn delete_file(
+        &self,
+        mesh_id: String,
+        file_id: String,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        self.write(move |tx| {
+            let (mesh, id) = (mesh_id.as_str(), file_id.as_str());
+            let record: Option<FileRecord> = decode_opt(tx.open_table(FILES)?.remove((mesh, id))?)?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            tx.open_table(FILE_KEYS)?
+                .retain_in((mesh, id, "")..=(mesh, id, "\u{10FFFF}"), |_, _| false)?;
+            tx.open_table(FILE_ACCESSES)?.retain_in(
+                (mesh, id, 0u64, 0u32)..=(mesh, id, u64::MAX, u32::MAX),
+                |_, _| false,
+            )?;
+            if let Some(k) = expiry_key(&record) {
+                tx.open_table(FILE_EXPIRY)?.remove(k)?;
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    /// Ephemeral files whose lifetime ended at or before `now_ms`: `(mesh_id, file_id)`.
+    pub fn expired_files(&self, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rt = self.read()?;
+        let table = rt.open_table(FILE_EXPIRY)?;
+        let mut out = Vec::new();
+        let until = now_ms.max(0) as u64;
+        for row in table.range((0u64, "", "")..)? {
+            let (k, _) = row?;
+            let (at, mesh, id) = k.value();
+            if at > until {
+                break;
+            }
+            out.push((mesh.to_string(), id.to_string()));
+        }
+        Ok(out)
+    }
+}

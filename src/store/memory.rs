@@ -1,0 +1,645 @@
+//! The mesh's searchable memory. redb holds the memories (the source of truth); a tantivy index
+//! in `<data>/memory/` ranks them (BM25 over content and tags, English stemming). The index is
+//! derived data: when it is missing, unreadable or behind redb at start-up it is rebuilt.
+//!
+//! One thread owns the `IndexWriter`. It takes every pending change, commits once, reloads the
+//! shared reader and only then answers, so a `recall` after `remember` answered finds the memory
+//! (read your writes) while a burst of `remember`s shares one commit. Every change to the
+//! memories in redb bumps an operation counter in the same transaction; each index commit
+//! records, in its payload, the highest operation up to which it holds everything. A difference
+//! at start-up means the index is behind.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, EmptyQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TantivyDocument, TextFieldIndexing,
+    TextOptions, Value,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
+use tokio::sync::oneshot;
+
+use super::{META, Store, StoreError, decode, decode_opt, encode};
+
+/// `(mesh_id, memory_id) → MemoryRecord`
+pub(crate) const MEMORIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memories");
+/// Key in `meta` of the memory operation counter.
+const OPS_KEY: &str = "memory_ops";
+
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(MEMORIES)?;
+    Ok(())
+}
+
+/// Bump when the index schema or analysis changes: an index of another version is rebuilt.
+const INDEX_VERSION: u32 = 1;
+const TOKENIZER: &str = "claudemesh_en";
+/// Most changes folded into one index commit.
+const MAX_BATCH: usize = 4096;
+/// Indexing memory budget (tantivy's minimum per thread is 15 MB).
+const WRITER_BUDGET: usize = 48 << 20;
+/// Most results one recall returns.
+pub const MAX_RECALL: usize = 100;
+
+/// One remembered piece of text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryRecord {
+    pub id: String,
+    pub mesh_id: String,
+    pub content: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub remembered_by: String,
+    pub member_id: String,
+    pub remembered_at_ms: i64,
+}
+
+/// A memory found by `recall`, with its BM25 score.
+#[derive(Debug, Clone)]
+pub struct Recalled {
+    pub memory: MemoryRecord,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MemoryError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("memory index: {0}")]
+    Index(String),
+}
+
+impl From<tantivy::TantivyError> for MemoryError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        MemoryError::Index(e.to_string())
+    }
+}
+
+fn read_ops(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, StoreError> {
+    Ok(match meta.get(OPS_KEY)? {
+        Some(v) => decode::<u64>(v.value())?,
+        None => 0,
+    })
+}
+
+/// Bumps the operation counter inside `tx`; returns the new operation's number.
+fn next_op(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = tx.open_table(META)?;
+    let op = read_ops(&meta)? + 1;
+    meta.insert(OPS_KEY, encode(&op).as_slice())?;
+    Ok(op)
+}
+
+impl Store {
+    /// Stores a memory; returns its operation number.
+    async fn insert_memory(&self, record: MemoryRecord) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            tx.open_table(MEMORIES)?.insert(
+                (record.mesh_id.as_str(), record.id.as_str()),
+                encode(&record).as_slice(),
+            )?;
+            next_op(tx)
+        })
+        .await
+    }
+
+    /// Deletes a memory of `mesh_id`; its operation number, or `None` when there is none.
+    async fn remove_memory(&self, mesh_id: String, id: String) -> Result<Option<u64>, StoreError> {
+        self.write(move |tx| {
+            let removed = tx
+                .open_table(MEMORIES)?
+                .remove((mesh_id.as_str(), id.as_str()))?
+                .is_some();
+            if removed {
+                next_op(tx).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    pub fn memory(&self, mesh_id: &str, id: &str) -> Result<Option<MemoryRecord>, StoreError> {
+        let rt = self.read()?;
+        decode_opt(rt.open_table(MEMORIES)?.get((mesh_id, id))?)
+    }
+
+    /// How many memories a mesh holds.
+    pub fn memory_count(&self, mesh_id: &str) -> Result<u64, StoreError> {
+        let rt = self.read()?;
+        super::shared::mesh_row_count(&rt.open_table(MEMORIES)?, mesh_id)
+    }
+
+    /// (operation counter, memories in all meshes), read together.
+    fn memory_totals(&self) -> Result<(u64, u64), StoreError> {
+        let rt = self.read()?;
+        let ops = read_ops(&rt.open_table(META)?)?;
+        let count = rt.open_table(MEMORIES)?.len()?;
+        Ok((ops, count))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    mesh: Field,
+    content: Field,
+    tags: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        mesh: b.add_text_field("mesh", STRING),
+        content: b.add_text_field("content", text.clone()),
+        tags: b.add_text_field("tags", text),
+    };
+    (b.build(), fields)
+}
+
+/// Lowercase, English stemming: "Deploying" finds "deploy".
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// What an index commit records about itself.
+#[derive(Debug, Serialize, Deserialize)]
+struct Payload {
+    version: u32,
+    ops: u64,
+}
+
+fn payload(ops: u64) -> String {
+    serde_json::json!({ "version": INDEX_VERSION, "ops": ops }).to_string()
+}
+
+enum Change {
+    Add(Box<TantivyDocument>),
+    Delete(String),
+}
+
+/// Where a change's outcome goes once its commit is done.
+type Done = oneshot::Sender<Result<(), String>>;
+
+struct Job {
+    op: u64,
+    change: Change,
+    done: Done,
+}
+
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
+/// The memory search index. Cheap to share behind an `Arc`; one writer thread inside.
+pub struct MemoryIndex {
+    reader: IndexReader,
+    parser: QueryParser,
+    fields: Fields,
+    jobs: mpsc::Sender<Msg>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl MemoryIndex {
+    /// Opens the index in `dir`, rebuilding it from `store` when it is missing, unreadable,
+    /// of another version or behind, and starts its writer thread.
+    pub fn open(dir: &Path, store: &Store) -> Result<MemoryIndex, MemoryError> {
+        let (ops, count) = store.memory_totals()?;
+        let (index, writer) = match open_current(dir, ops, count) {
+            Ok(opened) => opened,
+            Err(why) => {
+                tracing::info!("rebuilding the memory index from storage: {why}");
+                rebuild(dir, store)?
+            }
+        };
+        let (_, fields) = schema();
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let parser = QueryParser::for_index(&index, vec![fields.content, fields.tags]);
+        let (jobs, rx) = mpsc::channel();
+        let thread = {
+            let reader: IndexReader = reader.clone();
+            std::thread::Builder::new()
+                .name("memory-indexer".into())
+                .spawn(move || indexer_loop(writer, reader, rx, fields, ops))
+                .map_err(|e| MemoryError::Index(format!("cannot start the indexer thread: {e}")))?
+        };
+        Ok(MemoryIndex {
+            reader,
+            parser,
+            fields,
+            jobs,
+            writer: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stores a memory and indexes it; returns once `recall` can find it.
+    pub async fn remember(&self, store: &Store, record: MemoryRecord) -> Result<(), MemoryError> {
+        let doc = document(self.fields, &record);
+        let op = store.insert_memory(record).await?;
+        self.apply(op, Change::Add(Box::new(doc))).await
+    }
+
+    /// Deletes a memory of `mesh_id`; false when the mesh has no memory with that id. Once
+    /// this returns, `recall` no longer finds it.
+    pub async fn forget(
+        &self,
+        store: &Store,
+        mesh_id: &str,
+        id: &str,
+    ) -> Result<bool, MemoryError> {
+        match store.remove_memory(mesh_id.into(), id.into()).await? {
+            Some(op) => {
+                self.apply(op, Change::Delete(id.to_string())).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The memories of `mesh_id` that best match `query`, best first (at most `limit`).
+    /// Anything typed is a valid query: what the query syntax cannot read is searched as
+    /// plain words.
+    pub fn recall(
+        &self,
+        store: &Store,
+        mesh_id: &str,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Recalled>, MemoryError> {
+        let limit = limit.clamp(1, MAX_RECALL);
+        let searcher = self.reader.searcher();
+        let in_mesh: Box<dyn Query> = Box::new(BoostQuery::new(
+            Box::new(TermQuery::new(
+                Term::from_field_text(self.fields.mesh, mesh_id),
+                IndexRecordOption::Basic,
+            )),
+            0.0,
+        ));
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, in_mesh),
+            (Occur::Must, self.parse(query)),
+        ]);
+        let hits = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let rt = store.read()?;
+        let memories = rt.open_table(MEMORIES).map_err(StoreError::from)?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (score, address) in hits {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            // redb decides: a memory forgotten after this searcher was made is not shown.
+            let memory: Option<MemoryRecord> =
+                decode_opt(memories.get((mesh_id, id)).map_err(StoreError::from)?)?;
+            if let Some(memory) = memory {
+                out.push(Recalled { memory, score });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits what is pending and stops the writer thread.
+    pub fn close(&self) {
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = self.jobs.send(Msg::Stop);
+            let _ = handle.join();
+        }
+    }
+
+    /// The query syntax (`a AND b`, `"a phrase"`, `-not`, `tags:x`), or the plain words.
+    fn parse(&self, text: &str) -> Box<dyn Query> {
+        match self.parser.parse_query(text) {
+            Ok(q) => q,
+            Err(_) => self.plain_words(text),
+        }
+    }
+
+    fn plain_words(&self, text: &str) -> Box<dyn Query> {
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut words: Vec<String> = Vec::new();
+        while stream.advance() {
+            let w = stream.token().text.clone();
+            if !words.contains(&w) {
+                words.push(w);
+            }
+        }
+        if words.is_empty() {
+            return Box::new(EmptyQuery);
+        }
+        let clauses = words
+            .iter()
+            .flat_map(|w| [self.fields.content, self.fields.tags].map(|f| (f, w)))
+            .map(|(field, w)| -> (Occur, Box<dyn Query>) {
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, w),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                )
+            })
+            .collect();
+        Box::new(BooleanQuery::new(clauses))
+    }
+
+    fn apply(
+        &self,
+        op: u64,
+        change: Change,
+    ) -> impl Future<Output = Result<(), MemoryError>> + use<> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.jobs.send(Msg::Job(Job { op, change, done })).is_ok();
+        async move {
+            if !sent {
+                return Err(MemoryError::Index("the indexer has stopped".into()));
+            }
+            match rx.await {
+                Ok(result) => result.map_err(MemoryError::Index),
+                Err(_) => Err(MemoryError::Index("the indexer has stopped".into())),
+            }
+        }
+    }
+}
+
+impl Drop for MemoryIndex {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn document(fields: Fields, record: &MemoryRecord) -> TantivyDocument {
+    let mut doc = TantivyDocument::default();
+    doc.add_text(fields.id, &record.id);
+    doc.add_text(fields.mesh, &record.mesh_id);
+    doc.add_text(fields.content, &record.content);
+    for tag in &record.tags {
+        doc.add_text(fields.tags, tag);
+    }
+    doc
+}
+
+fn register_tokenizer(index: &Index) {
+    index.tokenizers().register(TOKENIZER, analyzer());
+}
+
+fn new_writer(index: &Index) -> Result<IndexWriter, MemoryError> {
+    Ok(index.writer_with_num_threads(1, WRITER_BUDGET)?)
+}
+
+/// Opens the index as it is, if it is of this version and holds exactly what redb holds.
+fn open_current(dir: &Path, ops: u64, count: u64) -> Result<(Index, IndexWriter), String> {
+    if !dir.join("meta.json").is_file() {
+        return Err(format!("{} has no index", dir.display()));
+    }
+    let index = Index::open_in_dir(dir).map_err(|e| format!("cannot open it: {e}"))?;
+    if index.schema() != schema().0 {
+        return Err("its schema is of another version".into());
+    }
+    register_tokenizer(&index);
+    let meta = index
+        .load_metas()
+        .map_err(|e| format!("cannot read its metadata: {e}"))?;
+    let recorded: Option<Payload> = meta
+        .payload
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok());
+    match recorded {
+        Some(p) if p.version == INDEX_VERSION && p.ops == ops => {}
+        Some(p) if p.version == INDEX_VERSION => {
+            return Err(format!("it holds {} of {ops} changes", p.ops));
+        }
+        _ => return Err("it is of another version".into()),
+    }
+    let reader: IndexReader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let docs = reader.searcher().num_docs();
+    if docs != count {
+        return Err(format!("it holds {docs} memories, storage {count}"));
+    }
+    let writer = new_writer(&index).map_err(|e| e.to_string())?;
+    Ok((index, writer))
+}
+
+/// Makes a new index in `dir` from every memory in `store`.
+fn rebuild(dir: &Path, store: &Store) -> Result<(Index, IndexWriter), MemoryError> {
+    clear_dir(dir)?;
+    let (schema, fields) = schema();
+    let index = Index::create_in_dir(dir, schema)?;
+    register_tokenizer(&index);
+    let mut writer = new_writer(&index)?;
+    let rt = store.read()?;
+    let ops = read_ops(&rt.open_table(META).map_err(StoreError::from)?)?;
+    let memories = rt.open_table(MEMORIES).map_err(StoreError::from)?;
+    let mut n = 0u64;
+    for row in memories.iter().map_err(StoreError::from)? {
+        let (_, v) = row.map_err(StoreError::from)?;
+        let record: MemoryRecord = decode(v.value())?;
+        writer.add_document(document(fields, &record))?;
+        n += 1;
+    }
+    let mut commit = writer.prepare_commit()?;
+    commit.set_payload(&payload(ops));
+    commit.commit()?;
+    tracing::info!("memory index rebuilt: {n} memories");
+    Ok((index, writer))
+}
+
+/// Empties (or creates) the index directory.
+fn clear_dir(dir: &Path) -> Result<(), MemoryError> {
+    let io = |what: &str, path: &PathBuf, e: std::io::Error| {
+        MemoryError::Index(format!("cannot {what} {}: {e}", path.display()))
+    };
+    let path = dir.to_path_buf();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(dir).map_err(|e| io("remove", &path, e))?;
+        }
+        Ok(_) => std::fs::remove_file(dir).map_err(|e| io("remove", &path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("read", &path, e)),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("create", &path, e))
+}
+
+/// The writer thread: applies every pending change, commits once, reloads the reader, answers.
+fn indexer_loop(
+    mut writer: IndexWriter,
+    reader: IndexReader,
+    rx: mpsc::Receiver<Msg>,
+    fields: Fields,
+    mut watermark: u64,
+) {
+    // Operations can reach this thread out of order; the payload records only the highest
+    // one below which nothing is missing.
+    let mut ahead: BTreeSet<u64> = BTreeSet::new();
+    let mut stop = false;
+    while !stop {
+        let Ok(Msg::Job(first)) = rx.recv() else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // Each job's own outcome; a failed add is not marked done, so the index counts as
+        // behind and is rebuilt at the next start.
+        let mut outcomes: Vec<(Done, Result<(), String>)> = Vec::with_capacity(batch.len());
+        for job in batch {
+            let applied = match job.change {
+                Change::Add(doc) => writer.add_document(*doc).map(|_| ()),
+                Change::Delete(id) => {
+                    writer.delete_term(Term::from_field_text(fields.id, &id));
+                    Ok(())
+                }
+            };
+            if applied.is_ok() {
+                ahead.insert(job.op);
+            }
+            outcomes.push((job.done, applied.map_err(|e| e.to_string())));
+        }
+        while ahead.first().is_some_and(|&op| op <= watermark + 1) {
+            if let Some(op) = ahead.pop_first() {
+                watermark = watermark.max(op);
+            }
+        }
+        let committed = writer
+            .prepare_commit()
+            .and_then(|mut c| {
+                c.set_payload(&payload(watermark));
+                c.commit()
+            })
+            .and_then(|_| reader.reload())
+            .map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::error!("memory index commit failed: {e}");
+        }
+        for (done, applied) in outcomes {
+            let _ = done.send(applied.and(committed.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(mesh: &str, id: &str, content: &str, tags: &[&str]) -> MemoryRecord {
+        MemoryRecord {
+            id: id.into(),
+            mesh_id: mesh.into(),
+            content: content.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            remembered_by: "alice".into(),
+            member_id: "m1".into(),
+            remembered_at_ms: 1,
+        }
+    }
+
+    fn ids(found: &[Recalled]) -> Vec<&str> {
+        found.iter().map(|r| r.memory.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn remember_recall_forget_and_rebuild() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("memory");
+        let store = Store::open(data.path()).unwrap();
+        let index = MemoryIndex::open(&dir, &store).unwrap();
+        index
+            .remember(
+                &store,
+                memory("A", "m1", "Deploying the broker needs the admin token", &[]),
+            )
+            .await
+            .unwrap();
+        index
+            .remember(
+                &store,
+                memory("A", "m2", "the broker restarts nightly", &["ops"]),
+            )
+            .await
+            .unwrap();
+        index
+            .remember(&store, memory("B", "m3", "deploy token for mesh B", &[]))
+            .await
+            .unwrap();
+        // Stemming, ranking, tags, isolation.
+        let found = index.recall(&store, "A", "deploy token", 10).unwrap();
+        assert_eq!(ids(&found), ["m1"]);
+        let found = index.recall(&store, "A", "broker token", 10).unwrap();
+        assert_eq!(ids(&found), ["m1", "m2"]);
+        assert!(found[0].score > found[1].score);
+        assert_eq!(ids(&index.recall(&store, "A", "ops", 10).unwrap()), ["m2"]);
+        // Unreadable syntax falls back to plain words.
+        assert_eq!(
+            ids(&index.recall(&store, "A", "nightly AND (", 10).unwrap()),
+            ["m2"]
+        );
+        assert_eq!(
+            ids(&index.recall(&store, "A", "nosuch: nightly", 10).unwrap()),
+            ["m2"]
+        );
+        assert!(index.forget(&store, "A", "m2").await.unwrap());
+        assert!(!index.forget(&store, "A", "m3").await.unwrap(), "m3 is B's");
+        assert!(index.recall(&store, "A", "nightly", 10).unwrap().is_empty());
+        index.close();
+        drop(index);
+
+        // Reopened as it is, then rebuilt after the directory is lost.
+        let index = MemoryIndex::open(&dir, &store).unwrap();
+        assert_eq!(
+            ids(&index.recall(&store, "A", "admin", 10).unwrap()),
+            ["m1"]
+        );
+        index.close();
+        drop(index);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let index = MemoryIndex::open(&dir, &store).unwrap();
+        assert_eq!(
+            ids(&index.recall(&store, "A", "admin", 10).unwrap()),
+            ["m1"]
+        );
+        assert!(index.recall(&store, "A", "nightly", 10).unwrap().is_empty());
+        assert_eq!(
+            ids(&index.recall(&store, "B", "token", 10).unwrap()),
+            ["m3"]
+        );
+        assert_eq!(store.memory_count("A").unwrap(), 1);
+    }
+}

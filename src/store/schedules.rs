@@ -1,0 +1,273 @@
+//! Scheduled messages (reminders): one-shot or cron, kept across restarts. A second table orders
+//! them by the time they are next due, so the scheduler reads only what is due.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::shared::mesh_rows;
+use super::{Store, StoreError, decode, decode_opt, encode};
+
+/// `(mesh_id, scheduled_id) → ScheduleRecord`
+pub(crate) const SCHEDULES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("schedules");
+/// `(due_at_ms, mesh_id, scheduled_id) → ()`: what fires next, first.
+pub(crate) const SCHEDULE_DUE: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("schedule_due");
+
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(SCHEDULES)?;
+    tx.open_table(SCHEDULE_DUE)?;
+    Ok(())
+}
+
+/// One scheduled message. It is sent as its member, from the key that scheduled it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub id: String,
+    pub mesh_id: String,
+    pub member_id: String,
+    /// The key the scheduling connection spoke with (session or member), hex.
+    pub sender_pubkey: String,
+    /// Target spec: a pubkey, `@group`, `*`.
+    pub to: String,
+    pub message: String,
+    pub subtype: String,
+    /// When it fires next.
+    pub deliver_at_ms: i64,
+    #[serde(default)]
+    pub cron: Option<String>,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub fired_count: u64,
+}
+
+fn due_key(at_ms: i64) -> u64 {
+    at_ms.max(0) as u64
+}
+
+impl Store {
+    /// Stores a scheduled message unless its member already has `max_per_member`; returns
+    /// `Ok(false)` then.
+    pub async fn add_schedule(
+        &self,
+        record: ScheduleRecord,
+        max_per_member: usize,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(SCHEDULES)?;
+            let existing: Vec<ScheduleRecord> = mesh_rows(&table, &record.mesh_id)?;
+            if existing
+                .iter()
+                .filter(|s| s.member_id == record.member_id)
+                .count()
+                >= max_per_member
+            {
+                return Ok(false);
+            }
+            table.insert(
+                (record.mesh_id.as_str(), record.id.as_str()),
+                encode(&record).as_slice(),
+            )?;
+            tx.open_table(SCHEDULE_DUE)?.insert(
+                (
+                    due_key(record.deliver_at_ms),
+                    record.mesh_id.as_str(),
+                    record.id.as_str(),
+                ),
+                (),
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// A member's scheduled messages, soonest first.
+    pub fn schedules_of(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rt = self.read()?;
+        let mut out: Vec<ScheduleRecord> = mesh_rows(&rt.open_table(SCHEDULES)?, mesh_id)?;
+        out.retain(|s| s.member_id == member_id);
+        out.sort_by_key(|s| s.deliver_at_ms);
+        Ok(out)
+    }
+
+    /// Cancels one of `member_id`'s scheduled messages; false when it has none by that id.
+    pub async fn cancel_schedule(
+        &self,
+        mesh_id: String,
+        id: String,
+        member_id: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(SCHEDULES)?;
+            let found: Option<ScheduleRecord> =
+                decode_opt(table.get((mesh_id.as_str(), id.as_str()))?)?;
+            let Some(record) = found.filter(|s| s.member_id == member_id) else {
+                return Ok(false);
+            };
+            table.remove((mesh_id.as_str(), id.as_str()))?;
+            tx.open_table(SCHEDULE_DUE)?.remove((
+                due_key(record.deliver_at_ms),
+                mesh_id.as_str(),
+                id.as_str(),
+            ))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// When the next scheduled message is due, if any.
+    pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        let rt = self.read()?;
+        let due = rt.open_table(SCHEDULE_DUE)?;
+        let first = due.first()?;
+        Ok(first.map(|(k, _)| k.value().0 as i64))
+    }
+
+    /// Scheduled messages due at `now_ms` or before, oldest first, at most `limit`.
+    pub fn due_schedules(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rt = self.read()?;
+        let due = rt.open_table(SCHEDULE_DUE)?;
+        let table = rt.open_table(SCHEDULES)?;
+        let mut out = Vec::new();
+        for row in due.range((0u64, "", "")..=(due_key(now_ms), "\u{10FFFF}", ""))? {
+            let (k, _) = row?;
+            let (_, mesh_id, id) = k.value();
+            if let Some(g) = table.get((mesh_id, id))? {
+                out.push(decode(g.value())?);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a scheduled message fired at its due time `fired_due_ms`: moves it to `next_ms`
+    /// (cron) or removes it (one-shot, `None`). Does nothing if it was cancelled or changed
+    /// meanwhile.
+    pub async fn advance_schedule(
+        &self,
+        mesh_id: String,
+        id: String,
+        fired_due_ms: i64,
+        next_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(SCHEDULES)?;
+            let key = (mesh_id.as_str(), id.as_str());
+            let found: Option<ScheduleRecord> = decode_opt(table.get(key)?)?;
+            let Some(mut record) = found.filter(|s| s.deliver_at_ms == fired_due_ms) else {
+                return Ok(());
+            };
+            let mut due = tx.open_table(SCHEDULE_DUE)?;
+            due.remove((due_key(fired_due_ms), mesh_id.as_str(), id.as_str()))?;
+            match next_ms {
+                Some(next) => {
+                    record.deliver_at_ms = next;
+                    record.fired_count += 1;
+                    table.insert(key, encode(&record).as_slice())?;
+                    due.insert((due_key(next), mesh_id.as_str(), id.as_str()), ())?;
+                }
+                None => {
+                    table.remove(key)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reminder(id: &str, member: &str, at: i64) -> ScheduleRecord {
+        ScheduleRecord {
+            id: id.into(),
+            mesh_id: "M".into(),
+            member_id: member.into(),
+            sender_pubkey: "00".repeat(32),
+            to: "*".into(),
+            message: "stand up".into(),
+            subtype: "reminder".into(),
+            deliver_at_ms: at,
+            cron: None,
+            created_at_ms: 0,
+            fired_count: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn due_order_cancel_and_advance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(
+            store
+                .add_schedule(reminder("b", "m1", 200), 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .add_schedule(reminder("a", "m1", 100), 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .add_schedule(reminder("c", "m2", 300), 10)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .add_schedule(reminder("d", "m2", 300), 1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.next_due_ms().unwrap(), Some(100));
+        let due: Vec<String> = store
+            .due_schedules(250, 10)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(due, ["a", "b"]);
+        // Only its own member may cancel it.
+        assert!(
+            !store
+                .cancel_schedule("M".into(), "c".into(), "m1".into())
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .cancel_schedule("M".into(), "b".into(), "m1".into())
+                .await
+                .unwrap()
+        );
+        store
+            .advance_schedule("M".into(), "a".into(), 100, Some(1000))
+            .await
+            .unwrap();
+        assert_eq!(store.next_due_ms().unwrap(), Some(300));
+        let mine = store.schedules_of("M", "m1").unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!((mine[0].deliver_at_ms, mine[0].fired_count), (1000, 1));
+        store
+            .advance_schedule("M".into(), "c".into(), 300, None)
+            .await
+            .unwrap();
+        assert!(store.schedules_of("M", "m2").unwrap().is_empty());
+        store.close();
+    }
+}

@@ -1,0 +1,430 @@
+//! A mesh's shared board: state keys, tasks, contexts and streams (PROTOCOL.md §6). Memories
+//! live in `memory.rs` (they have a search index beside them), reminders in `schedules.rs`.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, decode, decode_opt, encode};
+
+/// `(mesh_id, key) → StateRecord`
+pub(crate) const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+/// `(mesh_id, task_id) → TaskRecord`
+pub(crate) const TASKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("tasks");
+/// `(mesh_id, member_id) → ContextRecord`: one current context per member.
+pub(crate) const CONTEXTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("contexts");
+/// `(mesh_id, stream name) → StreamRecord`
+pub(crate) const STREAMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("streams");
+
+/// Opens the shared-board tables (called from `records::create_tables`).
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(STATE)?;
+    tx.open_table(TASKS)?;
+    tx.open_table(CONTEXTS)?;
+    tx.open_table(STREAMS)?;
+    super::memory::create_tables(tx)?;
+    super::schedules::create_tables(tx)?;
+    Ok(())
+}
+
+/// Every row of one mesh in a `(mesh_id, …)` table, decoded.
+pub(crate) fn mesh_rows<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mesh_id: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.range((mesh_id, "")..)? {
+        let (k, v) = row?;
+        if k.value().0 != mesh_id {
+            break;
+        }
+        out.push(decode(v.value())?);
+    }
+    Ok(out)
+}
+
+/// How many rows one mesh has in a `(mesh_id, …)` table.
+pub(crate) fn mesh_row_count<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    mesh_id: &str,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for row in table.range((mesh_id, "")..)? {
+        let (k, _) = row?;
+        if k.value().0 != mesh_id {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One key of the state board. The value is kept as JSON text: any JSON value round-trips
+/// exactly, whatever encoding the client spoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub key: String,
+    pub value_json: String,
+    pub updated_by: String,
+    pub updated_by_member_id: String,
+    pub updated_at_ms: i64,
+}
+
+impl StateRecord {
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.value_json).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Open,
+    Claimed,
+    Done,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Open => "open",
+            TaskStatus::Claimed => "claimed",
+            TaskStatus::Done => "done",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        match s {
+            "open" => Some(TaskStatus::Open),
+            "claimed" => Some(TaskStatus::Claimed),
+            "done" => Some(TaskStatus::Done),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub assignee: Option<String>,
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    #[serde(default)]
+    pub claimed_by_member_id: Option<String>,
+    pub status: TaskStatus,
+    pub priority: String,
+    pub created_by: String,
+    pub created_by_member_id: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub result: Option<String>,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub claimed_at_ms: Option<i64>,
+    #[serde(default)]
+    pub completed_at_ms: Option<i64>,
+}
+
+/// Why a claim or completion was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskRefusal {
+    NotFound,
+    /// The task is not in a state that allows the change; carries its status.
+    NotClaimable(TaskStatus),
+}
+
+/// Who acts on a task.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub member_id: String,
+    pub name: String,
+}
+
+/// What one member currently knows about the codebase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextRecord {
+    pub id: String,
+    pub member_id: String,
+    pub peer_name: String,
+    #[serde(default)]
+    pub member_pubkey: String,
+    pub summary: String,
+    #[serde(default)]
+    pub files_read: Vec<String>,
+    #[serde(default)]
+    pub key_findings: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+}
+
+/// The task counts `mesh_info` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub open: u64,
+    pub claimed: u64,
+    pub done: u64,
+}
+
+impl Store {
+    /// Sets (or, with `None`, deletes) a state key; returns the stored record.
+    pub async fn set_state(
+        &self,
+        mesh_id: String,
+        record: StateRecord,
+        delete: bool,
+    ) -> Result<StateRecord, StoreError> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(STATE)?;
+            let key = (mesh_id.as_str(), record.key.as_str());
+            if delete {
+                table.remove(key)?;
+            } else {
+                table.insert(key, encode(&record).as_slice())?;
+            }
+            Ok(record)
+        })
+        .await
+    }
+
+    pub fn state(&self, mesh_id: &str, key: &str) -> Result<Option<StateRecord>, StoreError> {
+        let rt = self.read()?;
+        decode_opt(rt.open_table(STATE)?.get((mesh_id, key))?)
+    }
+
+    /// Every state key of a mesh, in key order.
+    pub fn state_entries(&self, mesh_id: &str) -> Result<Vec<StateRecord>, StoreError> {
+        let rt = self.read()?;
+        mesh_rows(&rt.open_table(STATE)?, mesh_id)
+    }
+
+    pub async fn create_task(&self, mesh_id: String, task: TaskRecord) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.open_table(TASKS)?.insert(
+                (mesh_id.as_str(), task.id.as_str()),
+                encode(&task).as_slice(),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Claims an open task. The check and the change happen in one write transaction, so of
+    /// several concurrent claimers exactly one wins.
+    pub async fn claim_task(
+        &self,
+        mesh_id: String,
+        task_id: String,
+        by: Actor,
+        now_ms: i64,
+    ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
+        self.update_task(mesh_id, task_id, move |task| {
+            if task.status != TaskStatus::Open {
+                return Err(TaskRefusal::NotClaimable(task.status));
+            }
+            task.status = TaskStatus::Claimed;
+            task.claimed_by = Some(by.name);
+            task.claimed_by_member_id = Some(by.member_id);
+            task.claimed_at_ms = Some(now_ms);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Marks an open or claimed task done (an open one counts as claimed by the completer).
+    pub async fn complete_task(
+        &self,
+        mesh_id: String,
+        task_id: String,
+        by: Actor,
+        result: Option<String>,
+        now_ms: i64,
+    ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
+        self.update_task(mesh_id, task_id, move |task| {
+            if task.status == TaskStatus::Done {
+                return Err(TaskRefusal::NotClaimable(task.status));
+            }
+            if task.claimed_by.is_none() {
+                task.claimed_by = Some(by.name);
+                task.claimed_by_member_id = Some(by.member_id);
+                task.claimed_at_ms = Some(now_ms);
+            }
+            task.status = TaskStatus::Done;
+            task.result = result;
+            task.completed_at_ms = Some(now_ms);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_task(
+        &self,
+        mesh_id: String,
+        task_id: String,
+        change: impl FnOnce(&mut TaskRecord) -> Result<(), TaskRefusal> + Send + 'static,
+    ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(TASKS)?;
+            let key = (mesh_id.as_str(), task_id.as_str());
+            let Some(mut task): Option<TaskRecord> = decode_opt(table.get(key)?)? else {
+                return Ok(Err(TaskRefusal::NotFound));
+            };
+            if let Err(refusal) = change(&mut task) {
+                return Ok(Err(refusal));
+            }
+            table.insert(key, encode(&task).as_slice())?;
+            Ok(Ok(task))
+        })
+        .await
+    }
+
+    /// Every task of a mesh, oldest first.
+    pub fn tasks(&self, mesh_id: &str) -> Result<Vec<TaskRecord>, StoreError> {
+        let rt = self.read()?;
+        let mut tasks: Vec<TaskRecord> = mesh_rows(&rt.open_table(TASKS)?, mesh_id)?;
+        tasks.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(tasks)
+    }
+
+    pub fn task_counts(&self, mesh_id: &str) -> Result<TaskCounts, StoreError> {
+        let mut counts = TaskCounts::default();
+        for t in self.tasks(mesh_id)? {
+            match t.status {
+                TaskStatus::Open => counts.open += 1,
+                TaskStatus::Claimed => counts.claimed += 1,
+                TaskStatus::Done => counts.done += 1,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Stores a member's context, replacing the one it shared before.
+    pub async fn share_context(
+        &self,
+        mesh_id: String,
+        context: ContextRecord,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            tx.open_table(CONTEXTS)?.insert(
+                (mesh_id.as_str(), context.member_id.as_str()),
+                encode(&context).as_slice(),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every member's current context, most recently updated first.
+    pub fn contexts(&self, mesh_id: &str) -> Result<Vec<ContextRecord>, StoreError> {
+        let rt = self.read()?;
+        let mut out: Vec<ContextRecord> = mesh_rows(&rt.open_table(CONTEXTS)?, mesh_id)?;
+        out.sort_by_key(|c| std::cmp::Reverse(c.updated_at_ms));
+        Ok(out)
+    }
+
+    /// Creates a stream, or returns the one of that name that exists.
+    pub async fn create_stream(
+        &self,
+        mesh_id: String,
+        stream: StreamRecord,
+    ) -> Result<StreamRecord, StoreError> {
+        self.write(move |tx| {
+            let mut table = tx.open_table(STREAMS)?;
+            let key = (mesh_id.as_str(), stream.name.as_str());
+            if let Some(existing) = decode_opt::<StreamRecord>(table.get(key)?)? {
+                return Ok(existing);
+            }
+            table.insert(key, encode(&stream).as_slice())?;
+            Ok(stream)
+        })
+        .await
+    }
+
+    pub fn stream(&self, mesh_id: &str, name: &str) -> Result<Option<StreamRecord>, StoreError> {
+        let rt = self.read()?;
+        decode_opt(rt.open_table(STREAMS)?.get((mesh_id, name))?)
+    }
+
+    /// Every stream of a mesh, in name order.
+    pub fn streams(&self, mesh_id: &str) -> Result<Vec<StreamRecord>, StoreError> {
+        let rt = self.read()?;
+        mesh_rows(&rt.open_table(STREAMS)?, mesh_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            title: "fix the build".into(),
+            assignee: None,
+            claimed_by: None,
+            claimed_by_member_id: None,
+            status: TaskStatus::Open,
+            priority: "normal".into(),
+            created_by: "alice".into(),
+            created_by_member_id: "m1".into(),
+            tags: vec![],
+            result: None,
+            created_at_ms: 1,
+            claimed_at_ms: None,
+            completed_at_ms: None,
+        }
+    }
+
+    fn actor(name: &str) -> Actor {
+        Actor {
+            member_id: format!("id-{name}"),
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_is_claimed_once_and_isolated_by_mesh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create_task("A".into(), task("t1")).await.unwrap();
+        let claims: Vec<_> = (0..8)
+            .map(|i| store.claim_task("A".into(), "t1".into(), actor(&format!("p{i}")), 5))
+            .collect();
+        let mut won = 0;
+        for c in claims {
+            match c.await.unwrap() {
+                Ok(t) => {
+                    won += 1;
+                    assert_eq!(t.status, TaskStatus::Claimed);
+                }
+                Err(r) => assert_eq!(r, TaskRefusal::NotClaimable(TaskStatus::Claimed)),
+            }
+        }
+        assert_eq!(won, 1);
+        let other = store
+            .claim_task("B".into(), "t1".into(), actor("x"), 5)
+            .await
+            .unwrap();
+        assert_eq!(other.unwrap_err(), TaskRefusal::NotFound);
+        assert!(store.tasks("B").unwrap().is_empty());
+        let done = store
+            .complete_task("A".into(), "t1".into(), actor("y"), Some("ok".into()), 9)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, TaskStatus::Done);
+        assert!(done.claimed_by.is_some(), "the claimer stays recorded");
+        let counts = store.task_counts("A").unwrap();
+        assert_eq!((counts.open, counts.claimed, counts.done), (0, 0, 1));
+        store.close();
+    }
+}

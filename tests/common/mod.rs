@@ -1,0 +1,657 @@
+//! The end-to-end harness: a real `claudemesh broker` process on a free port with its own data
+//! dir, people who run the real CLI with their own config dirs, and raw WebSocket helpers for
+//! frames no well-behaved client would send. Every test file includes it with `mod common;`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use claudemesh::client::http::{self, HttpResponse};
+use claudemesh::client::{ConnectOptions, MeshClient};
+use claudemesh::crypto::SignKeyPair;
+use claudemesh::identity::{Config, ConfigDir, MeshEntry};
+use claudemesh::protocol::messages::PeerInfo;
+use claudemesh::protocol::{ClientMessage, Envelope, canonical, time};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_claudemesh");
+
+/// How long any single wait (a CLI run, a frame, a broker start) may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// The broker process
+// ---------------------------------------------------------------------------------------------
+
+/// A running `claudemesh broker`. Dropping it kills the process (and removes its temp data dir).
+pub struct BrokerProc {
+    pub port: u16,
+    child: Option<Child>,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    extra_args: Vec<String>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl BrokerProc {
+    /// Starts a broker on a free port with a fresh temp data dir.
+    pub fn start(extra_args: &[&str]) -> BrokerProc {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let mut broker = BrokerProc::start_in(temp.path(), extra_args);
+        broker._temp = Some(temp);
+        broker
+    }
+
+    /// Starts a broker on a free port with the given data dir (kept after the broker ends).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> BrokerProc {
+        let mut broker = BrokerProc {
+            port: 0,
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            stdout: Arc::default(),
+            stderr: Arc::default(),
+        };
+        broker
+            .spawn("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
+        broker
+    }
+
+    /// Spawns the process and waits for its `listening on` line; the port comes from it.
+    fn spawn(&mut self, listen: &str) -> Result<(), String> {
+        let mut child = Command::new(BIN)
+            .arg("broker")
+            .args(["--listen", listen])
+            .arg("--data")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("CLAUDEMESH_DATA_DIR", &self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {BIN}: {e}"))?;
+        let (first_tx, first_rx) = mpsc::channel();
+        drain(child.stdout.take(), self.stdout.clone(), Some(first_tx));
+        drain(child.stderr.take(), self.stderr.clone(), None);
+        let line = first_rx.recv_timeout(WAIT);
+        let port = line.as_ref().ok().and_then(|l| parse_listen_port(l));
+        match port {
+            Some(port) => {
+                self.port = port;
+                self.child = Some(child);
+                Ok(())
+            }
+            None => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                std::thread::sleep(Duration::from_millis(20)); // let stderr drain
+                Err(format!(
+                    "first stdout line {line:?}, exit {status:?}, stderr:\n{}",
+                    self.stderr_lines().join("\n")
+                ))
+            }
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The token `create` needs, from `<data>/admin.token`.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .expect("admin.token in the broker's data dir")
+            .trim()
+            .to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
+    /// Sends SIGTERM without waiting (so a test can watch its clients while it shuts down).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to end (after [`sigterm`](Self::sigterm)).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("broker is running");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the broker") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!(
+                    "the broker did not exit within {WAIT:?}; stderr:\n{}",
+                    self.stderr_lines().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    /// SIGKILL: no chance to close anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the broker (SIGTERM) if it runs and starts it again on the same data dir and, if at
+    /// all possible, the same port, so clients' configs still point at it. If the port cannot be
+    /// bound again it starts on a new one (then `port` changes and saved broker URLs are stale).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.terminate();
+            assert!(status.success(), "broker exited with {status} on SIGTERM");
+        }
+        let same = format!("127.0.0.1:{}", self.port);
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.spawn(&same) {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "port {} cannot be reused ({last}); restarting on a new port",
+            self.port
+        );
+        self.spawn("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("the broker did not restart: {e}"));
+    }
+
+    /// Everything the broker wrote to stderr so far (its log), for debugging.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- broker on port {} stderr ---\n{}",
+                self.port,
+                self.stderr_lines().join("\n")
+            );
+        }
+    }
+}
+
+/// Reads a child's pipe line by line into `sink` until it closes, so the child never blocks on a
+/// full pipe; the first line also goes to `first`.
+fn drain(
+    pipe: Option<impl Read + Send + 'static>,
+    sink: Arc<Mutex<Vec<String>>>,
+    first: Option<mpsc::Sender<String>>,
+) {
+    let Some(pipe) = pipe else { return };
+    std::thread::spawn(move || {
+        let mut first = first;
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = first.take() {
+                let _ = tx.send(line.clone());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// `claudemesh broker listening on 127.0.0.1:PORT (...)` → PORT.
+fn parse_listen_port(line: &str) -> Option<u16> {
+    let rest = line.strip_prefix("claudemesh broker listening on ")?;
+    let addr = rest.split_whitespace().next()?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// People running the CLI
+// ---------------------------------------------------------------------------------------------
+
+/// What one CLI run left behind.
+#[derive(Debug)]
+pub struct CmdOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A simulated person on their own machine: their own config dir (and an empty broker data dir,
+/// so `create` never finds an admin token on the developer's machine).
+pub struct Person {
+    pub name: String,
+    config: tempfile::TempDir,
+    empty_data: tempfile::TempDir,
+}
+
+impl Person {
+    pub fn new(name: &str) -> Person {
+        Person {
+            name: name.to_string(),
+            config: tempfile::tempdir().expect("temp config dir"),
+            empty_data: tempfile::tempdir().expect("temp data dir"),
+        }
+    }
+
+    /// Where `config.json` lives (`CLAUDEMESH_CONFIG_DIR`); created by the first save.
+    pub fn config_dir(&self) -> PathBuf {
+        self.config.path().join("claudemesh")
+    }
+
+    /// Runs `claudemesh ARGS` as this person.
+    pub fn run(&self, args: &[&str]) -> CmdOutput {
+        let child = Command::new(BIN)
+            .args(args)
+            .env("CLAUDEMESH_CONFIG_DIR", self.config_dir())
+            .env("CLAUDEMESH_DATA_DIR", self.empty_data.path())
+            .env("USER", &self.name)
+            .env_remove("CLAUDEMESH_BROKER_URL")
+            .env_remove("CLAUDEMESH_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run claudemesh");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(WAIT) {
+            Ok(out) => out.expect("collect claudemesh output"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!(
+                    "`claudemesh {}` ({}) took over {WAIT:?}",
+                    args.join(" "),
+                    self.name
+                );
+            }
+        };
+        CmdOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed and print one JSON document.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert_eq!(
+            out.code,
+            0,
+            "`claudemesh {}` ({}) failed:\n{}",
+            args.join(" "),
+            self.name,
+            out.stderr
+        );
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`claudemesh {}` printed no JSON ({e}):\n{}",
+                args.join(" "),
+                out.stdout
+            )
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        ConfigDir::new(self.config_dir())
+            .load()
+            .expect("readable config")
+    }
+
+    /// The one mesh this person has joined.
+    pub fn entry(&self) -> MeshEntry {
+        let config = self.config();
+        assert_eq!(config.meshes.len(), 1, "{} has joined one mesh", self.name);
+        config.meshes[0].clone()
+    }
+
+    /// A live `MeshClient` connection (member hello) for this person's only mesh.
+    pub async fn client(&self) -> MeshClient {
+        let options = ConnectOptions::new(self.entry(), peer_info(&self.name));
+        MeshClient::connect(options)
+            .await
+            .unwrap_or_else(|e| panic!("{} cannot connect: {e}", self.name))
+    }
+}
+
+/// `owner` creates mesh `name` on `broker` (with its admin token); returns the mesh id.
+pub fn create_mesh(broker: &BrokerProc, owner: &Person, name: &str) -> String {
+    let token = broker.admin_token();
+    let v = owner.json(&[
+        "create",
+        name,
+        "--broker",
+        &broker.ws_url(),
+        "--admin-token",
+        &token,
+        "--name",
+        &owner.name,
+        "--json",
+    ]);
+    v["meshId"].as_str().expect("meshId").to_string()
+}
+
+/// `owner` makes an invite (`extra` e.g. `["--uses", "3"]`); returns (code, url).
+pub fn invite(owner: &Person, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["invite", "--json"];
+    args.extend_from_slice(extra);
+    let v = owner.json(&args);
+    (
+        v["code"].as_str().expect("code").to_string(),
+        v["url"].as_str().expect("url").to_string(),
+    )
+}
+
+/// `person` joins with an invite URL under their own name; returns `{meshId, memberId, slug}`.
+pub fn join(person: &Person, url: &str) -> Value {
+    person.json(&["join", url, "--name", &person.name, "--json"])
+}
+
+/// A mesh "team" owned by alice, with bob joined.
+pub fn alice_and_bob(broker: &BrokerProc) -> (Person, Person) {
+    let alice = Person::new("alice");
+    let bob = Person::new("bob");
+    create_mesh(broker, &alice, "team");
+    let (_, url) = invite(&alice, &[]);
+    join(&bob, &url);
+    (alice, bob)
+}
+
+/// What a test connection says about itself.
+pub fn peer_info(session: &str) -> PeerInfo {
+    PeerInfo {
+        session_id: format!("test-{session}"),
+        pid: std::process::id(),
+        cwd: "/tmp/claudemesh-test".into(),
+        peer_type: Some("ai".into()),
+        channel: Some("test".into()),
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+pub async fn http_get(url: &str) -> HttpResponse {
+    http::request("GET", url, &[], None)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+pub async fn http_post(url: &str, body: impl Into<Vec<u8>>) -> HttpResponse {
+    http::request("POST", url, &[], Some(body.into()))
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// The value of one sample in `GET /metrics`, e.g. `claudemesh_peers` or
+/// `claudemesh_invite_claims_total{result="ok"}`; `None` when absent.
+pub async fn metric(broker: &BrokerProc, sample: &str) -> Option<f64> {
+    let text = String::from_utf8_lossy(
+        &http_get(&format!("{}/metrics", broker.http_url()))
+            .await
+            .body,
+    )
+    .into_owned();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Polls until `check` holds (every 20 ms, up to [`WAIT`]).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no connection is proven (e.g. the CLI's short connections have gone).
+pub async fn wait_no_peers(broker: &BrokerProc) {
+    eventually("no live peers", || async {
+        metric(broker, "claudemesh_peers").await == Some(0.0)
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw WebSocket
+// ---------------------------------------------------------------------------------------------
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One event on a raw socket: a decoded frame (JSON text or MessagePack binary) or the close.
+#[derive(Debug)]
+pub enum Frame {
+    Json(Value),
+    MsgPack(Value),
+    Close(u16, String),
+    /// The stream ended without a close frame.
+    Ended,
+}
+
+pub async fn ws_connect(url: &str) -> Ws {
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    ws
+}
+
+/// Sends `value` as a JSON text frame.
+pub async fn ws_send(ws: &mut Ws, value: &Value) {
+    ws_send_text(ws, &value.to_string()).await;
+}
+
+/// Sends any text frame, JSON or not.
+pub async fn ws_send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text))
+        .await
+        .expect("send a text frame");
+}
+
+/// Sends `value` as a MessagePack binary frame (named fields).
+pub async fn ws_send_msgpack(ws: &mut Ws, value: &Value) {
+    let bytes = rmp_serde::to_vec_named(value).expect("encode MessagePack");
+    ws.send(Message::binary(bytes))
+        .await
+        .expect("send a binary frame");
+}
+
+/// The next frame, skipping pings and pongs; fails the test after [`WAIT`].
+pub async fn ws_next(ws: &mut Ws) -> Frame {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a frame");
+        return match msg {
+            Some(Ok(Message::Text(t))) => {
+                Frame::Json(serde_json::from_str(t.as_str()).expect("a JSON text frame"))
+            }
+            Some(Ok(Message::Binary(b))) => {
+                Frame::MsgPack(rmp_serde::from_slice(&b).expect("a MessagePack binary frame"))
+            }
+            Some(Ok(Message::Close(c))) => c.map_or(Frame::Close(1005, String::new()), |c| {
+                Frame::Close(u16::from(c.code), c.reason.to_string())
+            }),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => Frame::Ended,
+        };
+    }
+}
+
+/// The next data frame as JSON (either encoding); a close instead fails the test.
+pub async fn ws_recv(ws: &mut Ws) -> Value {
+    match ws_next(ws).await {
+        Frame::Json(v) | Frame::MsgPack(v) => v,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+/// The next frame that is not a `push` (pushes, e.g. `peer_joined`, come unasked at any time):
+/// the answer to a request, an error, a `hello_ack`.
+pub async fn ws_recv_reply(ws: &mut Ws) -> Value {
+    loop {
+        let v = ws_recv(ws).await;
+        if v["type"] != "push" {
+            return v;
+        }
+    }
+}
+
+/// The close code and reason, skipping any data frames before it.
+pub async fn ws_recv_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match ws_next(ws).await {
+            Frame::Close(code, reason) => return (code, reason),
+            Frame::Ended => return (1006, String::new()),
+            Frame::Json(_) | Frame::MsgPack(_) => continue,
+        }
+    }
+}
+
+/// Expects an `error` frame with `code`; returns it.
+pub async fn ws_expect_error(ws: &mut Ws, code: &str) -> Value {
+    let v = ws_recv_reply(ws).await;
+    assert_eq!(v["type"], "error", "expected error {code}, got {v}");
+    assert_eq!(v["code"], code, "expected error {code}, got {v}");
+    v
+}
+
+/// A millisecond timestamp never handed out before in this process, so two hellos signed by
+/// one key in the same millisecond are not mistaken for a replay.
+pub fn unique_now_ms() -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let t = time::now_ms().max(last + 1);
+        match LAST.compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return t,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// A valid member hello for `entry` as a JSON value (`"type":"hello"`).
+pub fn member_hello(entry: &MeshEntry) -> Value {
+    let hello = entry
+        .member_hello(peer_info(&entry.display_name))
+        .expect("member hello");
+    let mut v = serde_json::to_value(Envelope::new(ClientMessage::Hello(hello))).unwrap();
+    v["timestamp"] = unique_now_ms().into();
+    sign_member_hello(&mut v, &entry.member_keys().expect("member key"));
+    v
+}
+
+/// Signs a member hello value over its own fields with `keys`.
+pub fn sign_member_hello(v: &mut Value, keys: &SignKeyPair) {
+    let signed = canonical::hello(
+        v["meshId"].as_str().unwrap_or_default(),
+        v["memberId"].as_str().unwrap_or_default(),
+        v["pubkey"].as_str().unwrap_or_default(),
+        v["timestamp"].as_i64().unwrap_or_default(),
+    );
+    v["signature"] = hex::encode(keys.sign(signed.as_bytes())).into();
+}
+
+/// A valid session hello for `entry` with `session` as its key (`"type":"session_hello"`).
+pub fn session_hello(entry: &MeshEntry, session: &SignKeyPair) -> Value {
+    let hello = entry
+        .session_hello(session, peer_info(&entry.display_name))
+        .expect("session hello");
+    let mut v = serde_json::to_value(Envelope::new(ClientMessage::SessionHello(hello))).unwrap();
+    v["timestamp"] = unique_now_ms().into();
+    sign_session_hello(&mut v, session);
+    v
+}
+
+/// Signs a session hello value over its own fields with the session key.
+pub fn sign_session_hello(v: &mut Value, session: &SignKeyPair) {
+    let signed = canonical::session_hello(
+        v["meshId"].as_str().unwrap_or_default(),
+        v["parentMemberPubkey"].as_str().unwrap_or_default(),
+        v["sessionPubkey"].as_str().unwrap_or_default(),
+        v["timestamp"].as_i64().unwrap_or_default(),
+    );
+    v["signature"] = hex::encode(session.sign(signed.as_bytes())).into();
+}
+
+/// Connects, sends `hello` and expects `hello_ack`; returns the socket and the ack.
+pub async fn ws_hello(broker: &BrokerProc, hello: &Value) -> (Ws, Value) {
+    let mut ws = ws_connect(&broker.ws_url()).await;
+    ws_send(&mut ws, hello).await;
+    let ack = ws_recv_reply(&mut ws).await;
+    assert_eq!(ack["type"], "hello_ack", "expected hello_ack, got {ack}");
+    (ws, ack)
+}
+
+/// Sends `hello` on a fresh socket and expects the refusal: error `code`, then close `close`.
+pub async fn ws_refused(broker: &BrokerProc, hello: &Value, code: &str, close: u16) {
+    let mut ws = ws_connect(&broker.ws_url()).await;
+    ws_send(&mut ws, hello).await;
+    ws_expect_error(&mut ws, code).await;
+    let (got, reason) = ws_recv_close(&mut ws).await;
+    assert_eq!(got, close, "close code after {code} (reason {reason:?})");
+    assert_eq!(reason, code, "close reason after {code}");
+}

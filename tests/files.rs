@@ -1,0 +1,520 @@
+//! Files end to end (PROTOCOL.md §7, CLI.md "Files"): streamed transfers with bounded broker
+//! memory, end-to-end encryption and grants, access across meshes, the upload cap, ephemeral
+//! expiry and restarts — against a real broker process, driven through the CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use claudemesh::crypto::{self, Sha256};
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn stored_blobs(broker: &BrokerProc) -> Vec<PathBuf> {
+    files_under(&broker.data_dir().join("files"))
+}
+
+fn sha256_file(path: &Path) -> [u8; 32] {
+    let mut f = std::fs::File::open(path).expect("open file to hash");
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).expect("hash file");
+    h.finalize()
+}
+
+/// Writes `len` random bytes to `path`, a megabyte at a time.
+fn write_random(path: &Path, len: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create random file");
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        f.write_all(&crypto::random_vec(n))
+            .expect("write random file");
+        left -= n;
+    }
+}
+
+/// `file share … --json` as `person`; returns the file id.
+fn share(person: &Person, path: &Path, extra: &[&str]) -> String {
+    let path = path.to_str().expect("utf-8 path");
+    let mut args = vec!["file", "share", path, "--json"];
+    args.extend_from_slice(extra);
+    let v = person.json(&args);
+    v["fileId"].as_str().expect("fileId").to_string()
+}
+
+fn list_ids(person: &Person) -> Vec<String> {
+    let v = person.json(&["file", "list", "--json"]);
+    v["files"]
+        .as_array()
+        .expect("files array")
+        .iter()
+        .map(|f| f["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// The peak resident set of a process, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// A hand-made `POST /upload` of `len` zero bytes, either with a `Content-Length` or chunked;
+/// returns the status code and the body. Write errors are ignored: what matters is the answer.
+async fn raw_upload(
+    broker: &BrokerProc,
+    token: &str,
+    mesh_id: &str,
+    len: usize,
+    chunked: bool,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", broker.port))
+        .await
+        .expect("connect to the broker");
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {len}")
+    };
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         X-Mesh-Id: {mesh_id}\r\nX-File-Name: big.bin\r\n{framing}\r\n\r\n"
+    );
+    let writer = async {
+        s.write_all(head.as_bytes()).await?;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if chunked {
+                s.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+                s.write_all(&chunk[..n]).await?;
+                s.write_all(b"\r\n").await?;
+            } else {
+                s.write_all(&chunk[..n]).await?;
+            }
+            left -= n;
+        }
+        if chunked {
+            s.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(WAIT, writer).await;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the JSON body is complete (the broker may keep the connection open).
+    let _ = tokio::time::timeout(WAIT, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&answer);
+            if let Some((_, body)) = text.split_once("\r\n\r\n")
+                && body.trim_end().ends_with('}')
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_100_mb_file_round_trips_while_the_broker_stays_small() {
+    let broker = BrokerProc::start(&["--max-upload-bytes", "200000000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("big.bin");
+    write_random(&src, 100_000_000);
+
+    let id = share(&alice, &src, &["--tags", "data,big"]);
+    let out = dir.path().join("got");
+    std::fs::create_dir(&out).expect("out dir");
+    let got = bob.json(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(got["size"], 100_000_000);
+    let saved = out.join("big.bin");
+    assert_eq!(Path::new(got["path"].as_str().expect("path")), saved);
+    assert_eq!(sha256_file(&saved), sha256_file(&src), "byte-identical");
+
+    let peak = peak_rss(broker.pid());
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "the broker's peak RSS was {} MB while moving a 100 MB file",
+        peak / (1024 * 1024)
+    );
+
+    // Listed with its size and tags; bob's download is in the access log.
+    let list = alice.json(&["file", "list", "--query", "big", "--json"]);
+    let entry = &list["files"][0];
+    assert_eq!(entry["id"], id.as_str());
+    assert_eq!(entry["size"], 100_000_000);
+    assert_eq!(entry["tags"], serde_json::json!(["data", "big"]));
+    assert_eq!(entry["uploadedBy"], "alice");
+    let status = alice.json(&["file", "status", &id, "--json"]);
+    assert_eq!(status["accesses"][0]["peerName"], "bob");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_file_is_readable_only_by_its_recipients() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = "PLAINTEXT-MARKER-7c1e9b";
+    let secret: String = (0..20_000).map(|i| format!("{marker} {i}\n")).collect();
+    let src = dir.path().join("plan.txt");
+    std::fs::write(&src, &secret).expect("write secret");
+    let id = share(&alice, &src, &["--to", "bob"]);
+
+    // Nothing under the broker's files holds the plaintext.
+    let blobs = stored_blobs(&broker);
+    assert_eq!(blobs.len(), 1, "one stored object: {blobs:?}");
+    for blob in &blobs {
+        let bytes = std::fs::read(blob).expect("read stored object");
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} holds the plaintext",
+            blob.display()
+        );
+    }
+    let list = alice.json(&["file", "list", "--json"]);
+    assert_eq!(list["files"][0]["encrypted"], true);
+
+    // bob (recipient) and alice (owner) read it.
+    for (who, person) in [("bob", &bob), ("alice", &alice)] {
+        let out = dir.path().join(who);
+        std::fs::create_dir(&out).expect("out dir");
+        let got = person.json(&[
+            "file",
+            "get",
+            &id,
+            "--out",
+            out.to_str().expect("utf-8"),
+            "--json",
+        ]);
+        assert_eq!(got["encrypted"], true);
+        assert_eq!(
+            std::fs::read_to_string(out.join("plan.txt")).expect("saved file"),
+            secret,
+            "{who} reads the plaintext"
+        );
+    }
+
+    // carol was not granted it: no key, no URL, nothing saved.
+    let carol_out = dir.path().join("carol");
+    std::fs::create_dir(&carol_out).expect("out dir");
+    let refused = carol.run(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        carol_out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("not shared with you"),
+        "{}",
+        refused.stderr
+    );
+    assert!(files_under(&carol_out).is_empty());
+
+    // Only the owner grants.
+    let not_owner = bob.run(&["file", "grant", &id, "carol"]);
+    assert_eq!(not_owner.code, 1, "{not_owner:?}");
+    assert!(not_owner.stderr.contains("owner"), "{}", not_owner.stderr);
+
+    let granted = alice.run(&["file", "grant", &id, "carol"]);
+    assert_eq!(granted.code, 0, "{granted:?}");
+    let got = carol.json(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        carol_out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(got["encrypted"], true);
+    assert_eq!(
+        std::fs::read_to_string(carol_out.join("plan.txt")).expect("saved file"),
+        secret
+    );
+
+    // A second get into the same directory does not overwrite what is there.
+    let again = carol.run(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        carol_out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+
+    let status = alice.json(&["file", "status", &id, "--json"]);
+    let names: Vec<&str> = status["accesses"]
+        .as_array()
+        .expect("accesses")
+        .iter()
+        .map(|a| a["peerName"].as_str().expect("peerName"))
+        .collect();
+    assert_eq!(names, ["bob", "alice", "carol"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_meshes_cannot_download_and_oversized_uploads_leave_nothing() {
+    let broker = BrokerProc::start(&["--max-upload-bytes", "6000000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dave = Person::new("dave");
+    create_mesh(&broker, &dave, "other");
+    let team_id = alice.entry().mesh_id;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let small = dir.path().join("notes.txt");
+    std::fs::write(&small, "for the team only\n").expect("write");
+    // A stored name that tries to climb out of wherever it is saved.
+    let id = share(&alice, &small, &["--name", "../../etc/passwd"]);
+    let out = dir.path().join("bob");
+    std::fs::create_dir(&out).expect("out dir");
+    let got = bob.json(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(
+        Path::new(got["path"].as_str().expect("path")),
+        out.join("passwd")
+    );
+    assert_eq!(files_under(&out), [out.join("passwd")]);
+
+    // dave, in another mesh, cannot get it…
+    let dave_out = dir.path().join("dave");
+    std::fs::create_dir(&dave_out).expect("out dir");
+    let refused = dave.run(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        dave_out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("no file"), "{}", refused.stderr);
+    // …nor with a token of his own mesh, nor upload into the team with his upload token.
+    let dave_file = dir.path().join("dave.txt");
+    std::fs::write(&dave_file, "dave's").expect("write");
+    let dave_id = share(&dave, &dave_file, &[]);
+    let dave_client = dave.client().await;
+    let his = dave_client
+        .get_file(&dave_id)
+        .await
+        .expect("dave's own file");
+    let token = his
+        .url
+        .split("token=")
+        .nth(1)
+        .expect("token in url")
+        .to_string();
+    let stolen = http_get(&format!(
+        "{}/download/{id}?token={token}",
+        broker.http_url()
+    ))
+    .await;
+    assert_eq!(
+        stolen.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&stolen.body)
+    );
+    let forged = http_get(&format!("{}/download/{id}?token=nope", broker.http_url())).await;
+    assert_eq!(forged.status, 401);
+    let upload_token = dave_client.file_token().await.expect("upload token");
+    let (status, body) = raw_upload(&broker, &upload_token.token, &team_id, 10, false).await;
+    assert_eq!(status, 403, "{body}");
+    dave_client.close().await;
+
+    // Over the cap: the CLI says so before sending anything…
+    let big = dir.path().join("big.bin");
+    write_random(&big, 7_000_000);
+    let too_big = alice.run(&["file", "share", big.to_str().expect("utf-8")]);
+    assert_eq!(too_big.code, 1, "{too_big:?}");
+    assert!(
+        too_big.stderr.contains("at most 6000000 bytes"),
+        "{}",
+        too_big.stderr
+    );
+    // …and the broker answers 413, whether the size is declared or found out mid-stream (after
+    // a first 5 MiB part was already stored).
+    let client = alice.client().await;
+    for chunked in [false, true] {
+        let t = client.file_token().await.expect("upload token");
+        let (status, body) = raw_upload(&broker, &t.token, &team_id, 8_000_000, chunked).await;
+        assert_eq!(status, 413, "chunked {chunked}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON refusal");
+        assert_eq!(v["error"], "payload_too_large");
+    }
+    // A token is good for one request.
+    let t = client.file_token().await.expect("upload token");
+    let (status, _) = raw_upload(&broker, &t.token, &team_id, 5, false).await;
+    assert_eq!(status, 200);
+    let (status, _) = raw_upload(&broker, &t.token, &team_id, 5, false).await;
+    assert_eq!(status, 401);
+    client.close().await;
+
+    // No partial object and no metadata row were left behind.
+    assert_eq!(
+        stored_blobs(&broker).len(),
+        3,
+        "{:?}",
+        stored_blobs(&broker)
+    );
+    assert_eq!(list_ids(&alice).len(), 2);
+    let mut broker = broker;
+    broker.terminate();
+    let store = claudemesh::store::Store::open(broker.data_dir()).expect("open the store");
+    assert_eq!(store.files(&team_id).expect("files").len(), 2);
+    store.close();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ephemeral_files_expire_and_everything_else_survives_a_restart() {
+    let mut broker = BrokerProc::start(&["--ephemeral-ttl", "3s"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kept = dir.path().join("kept.txt");
+    std::fs::write(&kept, "stays\n").expect("write");
+    let brief = dir.path().join("brief.txt");
+    std::fs::write(&brief, "goes away\n").expect("write");
+    let sealed = dir.path().join("sealed.txt");
+    std::fs::write(&sealed, "for bob\n").expect("write");
+
+    let kept_id = share(&alice, &kept, &[]);
+    let sealed_id = share(&alice, &sealed, &["--to", "bob"]);
+    let brief_id = share(&alice, &brief, &["--ephemeral"]);
+    let list = alice.json(&["file", "list", "--json"]);
+    let brief_entry = list["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["id"] == brief_id.as_str())
+        .expect("the ephemeral file is listed")
+        .clone();
+    assert_eq!(brief_entry["persistent"], false);
+    assert!(brief_entry["expiresAt"].is_string());
+    let out = dir.path().join("early");
+    std::fs::create_dir(&out).expect("out dir");
+    bob.json(&[
+        "file",
+        "get",
+        &kept_id,
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+
+    // The ephemeral file's bytes and metadata go; the others stay.
+    eventually("the ephemeral file to expire", || async {
+        !list_ids(&alice).contains(&brief_id) && stored_blobs(&broker).len() == 2
+    })
+    .await;
+    let gone = bob.run(&[
+        "file",
+        "get",
+        &brief_id,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(gone.code, 1, "{gone:?}");
+
+    broker.restart();
+    let mut ids = list_ids(&alice);
+    ids.sort();
+    let mut expected = vec![kept_id.clone(), sealed_id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let after = dir.path().join("after");
+    std::fs::create_dir(&after).expect("out dir");
+    bob.json(&[
+        "file",
+        "get",
+        &kept_id,
+        "--out",
+        after.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    bob.json(&[
+        "file",
+        "get",
+        &sealed_id,
+        "--out",
+        after.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(after.join("kept.txt")).expect("kept"),
+        "stays\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(after.join("sealed.txt")).expect("sealed"),
+        "for bob\n"
+    );
+    let status = alice.json(&["file", "status", &kept_id, "--json"]);
+    assert_eq!(status["accesses"].as_array().expect("accesses").len(), 2);
+
+    // Only the uploader (or an owner/admin) deletes; then bytes and metadata are gone.
+    let refused = bob.run(&["file", "delete", &kept_id]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("uploader"), "{}", refused.stderr);
+    let deleted = alice.run(&["file", "delete", &kept_id]);
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert_eq!(list_ids(&alice), [sealed_id]);
+    assert_eq!(stored_blobs(&broker).len(), 1);
+}

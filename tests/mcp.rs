@@ -1,0 +1,345 @@
+//! `claudemesh mcp` as Claude Code runs it: a child process on stdio, driven by rmcp's client.
+
+mod common;
+
+use std::process::Command as StdCommand;
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, ClientConfig, CustomNotification, ProtocolVersion};
+use rmcp::service::{NotificationContext, RoleClient, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use common::*;
+
+/// A Claude-Code-like client: it records every custom notification.
+struct Recorder {
+    tx: mpsc::UnboundedSender<(String, Value)>,
+}
+
+impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self
+            .tx
+            .send((notification.method, notification.params.unwrap_or(Value::Null)));
+    }
+}
+
+type Mcp = RunningService<RoleClient, Recorder>;
+
+async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("mcp")
+        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
+        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
+        .env("HOME", person.config_dir())
+        .env_remove("CLAUDEMESH_CHANNEL");
+    let transport = TokioChildProcess::new(cmd).expect("spawn claudemesh mcp");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = Recorder { tx }
+        .serve(transport)
+        .await
+        .expect("MCP handshake with claudemesh mcp");
+    (client, rx)
+}
+
+async fn call(mcp: &Mcp, tool: &str, args: Value) -> (bool, String) {
+    let args: Map<String, Value> = match args {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let result = mcp
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
+    let text = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (result.is_error != Some(true), text)
+}
+
+/// Waits for the next channel notification.
+async fn next_channel(rx: &mut mpsc::UnboundedReceiver<(String, Value)>) -> Value {
+    loop {
+        let (method, params) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("a notification within the wait")
+            .expect("notification stream open");
+        if method == "notifications/claude/channel" {
+            return params;
+        }
+    }
+}
+
+fn valid_meta_key(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_tools_send_and_channel_notifications() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (mcp, mut notes) = start_mcp(&bob).await;
+
+    let tools = mcp.list_all_tools().await.expect("tools/list");
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    for expected in [
+        "send_message",
+        "list_peers",
+        "check_messages",
+        "message_status",
+        "set_summary",
+        "set_status",
+        "set_visible",
+        "join_group",
+        "leave_group",
+        "ping_mesh",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    }
+    let send_schema = &tools.iter().find(|t| t.name == "send_message").unwrap().input_schema;
+    assert!(send_schema["properties"]["to"].is_object(), "send_message has a `to` schema");
+
+    // The MCP server is a live session peer of bob's: alice sees it.
+    eventually("bob's MCP session to appear", || async {
+        let v = alice.json(&["peers", "--json"]);
+        v["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["online"] == true))
+    })
+    .await;
+
+    // A tool call reaches alice, encrypted end to end.
+    let (ok, text) = call(&mcp, "send_message", json!({"to": "alice", "message": "hello from the MCP side"})).await;
+    assert!(ok, "send_message failed: {text}");
+    assert!(text.contains("sent"), "{text}");
+    let inbox = alice.run(&["inbox", "--wait", "10", "--json"]);
+    assert_eq!(inbox.code, 0, "{}", inbox.stderr);
+    let line: Value = serde_json::from_str(inbox.stdout.lines().next().expect("a message")).unwrap();
+    assert_eq!(line["text"], "hello from the MCP side");
+    assert_eq!(line["from"], "bob");
+
+    // alice → bob with `next`: a channel notification with string-only meta.
+    let sent = alice.json(&["send", "bob", "are you there?", "--json"]);
+    assert_eq!(sent["results"][0]["queued"], true);
+    let note = next_channel(&mut notes).await;
+    assert_eq!(note["content"], "alice: are you there?");
+    let meta = note["meta"].as_object().expect("meta object");
+    for (k, v) in meta {
+        assert!(valid_meta_key(k), "meta key {k:?}");
+        assert!(v.is_string(), "meta {k} is a string, got {v}");
+    }
+    assert_eq!(meta["from_name"], "alice");
+    assert_eq!(meta["priority"], "next");
+    assert_eq!(meta["kind"], "message");
+    assert_eq!(meta["mesh_slug"], "team");
+    assert_eq!(meta["message_id"], sent["results"][0]["messageId"]);
+
+    // `now` is marked urgent.
+    alice.json(&["send", "bob", "stop the deploy", "--priority", "now", "--json"]);
+    let note = next_channel(&mut notes).await;
+    assert!(note["content"].as_str().unwrap().contains("urgent"), "{note}");
+
+    // `low` does not notify; it waits for check_messages, and tool results say it waits.
+    alice.json(&["send", "bob", "fyi: lunch at noon", "--priority", "low", "--json"]);
+    let (_, text) = {
+        let mut last = (true, String::new());
+        for _ in 0..100 {
+            last = call(&mcp, "ping_mesh", json!({})).await;
+            if last.1.contains("waiting") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    };
+    assert!(text.contains("waiting: call check_messages"), "{text}");
+    let (ok, text) = call(&mcp, "check_messages", json!({})).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("fyi: lunch at noon"), "{text}");
+    assert!(text.contains("alice"), "{text}");
+    // Handed over once: the next check is empty.
+    let (_, text) = call(&mcp, "check_messages", json!({})).await;
+    assert!(text.contains("No new messages"), "{text}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                let (m, p) = notes.recv().await.unwrap();
+                if m == "notifications/claude/channel" && p["content"].as_str().unwrap_or("").contains("lunch") {
+                    break;
+                }
+            }
+        })
+        .await
+        .is_err(),
+        "a low message must not notify"
+    );
+
+    // Unknown recipients are tool errors, not protocol errors.
+    let (ok, text) = call(&mcp, "send_message", json!({"to": "nobody-here", "message": "x"})).await;
+    assert!(!ok && text.contains("nobody-here"), "{text}");
+    mcp.cancel().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_holds_messages_while_working_and_check_messages_drains_them() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (mcp, _notes) = start_mcp(&bob).await;
+    eventually("bob's session online", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob"))
+    })
+    .await;
+    let (ok, text) = call(&mcp, "set_status", json!({"status": "working"})).await;
+    assert!(ok, "{text}");
+    alice.json(&["send", "bob", "held while you work", "--json"]);
+    // Held at the broker: check_messages asks for it explicitly.
+    let (_, text) = call(&mcp, "check_messages", json!({})).await;
+    assert!(text.contains("held while you work"), "{text}");
+    mcp.cancel().await.ok();
+}
+
+/// `install` twice then `uninstall` leaves Claude's files as they were.
+#[test]
+fn install_is_idempotent_and_uninstall_restores() {
+    let home = tempfile::tempdir().unwrap();
+    let claude_json = home.path().join(".claude.json");
+    let original = "{\n  \"numStartups\": 7,\n  \"mcpServers\": {\n    \"other\": {\n      \"command\": \"x\"\n    }\n  }\n}\n";
+    std::fs::write(&claude_json, original).unwrap();
+    let settings = home.path().join(".claude/settings.json");
+    let run = |args: &[&str]| {
+        let out = StdCommand::new(BIN)
+            .args(args)
+            .env("HOME", home.path())
+            .env("CLAUDEMESH_CONFIG_DIR", home.path().join(".claudemesh"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["install"]);
+    let after_first = std::fs::read_to_string(&claude_json).unwrap();
+    let v: Value = serde_json::from_str(&after_first).unwrap();
+    assert_eq!(v["mcpServers"]["claudemesh"]["args"], json!(["mcp"]));
+    assert_eq!(v["mcpServers"]["other"]["command"], "x");
+    assert_eq!(v["numStartups"], 7);
+    let hooks: Value = serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    assert!(hooks["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"].as_str().unwrap().ends_with("hook working"));
+    assert!(hooks["hooks"]["Stop"][0]["hooks"][0]["command"].as_str().unwrap().ends_with("hook idle"));
+    let settings_first = std::fs::read_to_string(&settings).unwrap();
+    let second = run(&["install"]);
+    assert!(second.contains("already set up"), "{second}");
+    assert_eq!(std::fs::read_to_string(&claude_json).unwrap(), after_first);
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), settings_first);
+    // A backup of the original was made before editing.
+    let backups = std::fs::read_dir(home.path().join(".claudemesh/backups")).unwrap().count();
+    assert!(backups >= 1);
+    run(&["uninstall"]);
+    assert_eq!(std::fs::read_to_string(&claude_json).unwrap(), original);
+    assert!(!settings.exists(), "settings.json did not exist before install");
+}
+
+/// A hand-edited file is not reverted wholesale: only our entries go.
+#[test]
+fn uninstall_after_user_edits_removes_only_ours() {
+    let home = tempfile::tempdir().unwrap();
+    let claude_json = home.path().join(".claude.json");
+    std::fs::write(&claude_json, "{\"a\": 1}").unwrap();
+    let run = |args: &[&str]| {
+        let out = StdCommand::new(BIN)
+            .args(args)
+            .env("HOME", home.path())
+            .env("CLAUDEMESH_CONFIG_DIR", home.path().join(".claudemesh"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["install", "--no-hooks"]);
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    v["b"] = json!(2);
+    std::fs::write(&claude_json, serde_json::to_string(&v).unwrap()).unwrap();
+    run(&["uninstall"]);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    assert_eq!(v["a"], 1);
+    assert_eq!(v["b"], 2);
+    assert!(v["mcpServers"].get("claudemesh").is_none());
+}
+
+/// `launch` (and the flag-first shortcut) hands over to `claude` with the channel flags and
+/// the session's identity in the environment.
+#[test]
+fn launch_runs_claude_with_arguments_and_environment() {
+    let broker = BrokerProc::start(&[]);
+    let alice = Person::new("alice");
+    create_mesh(&broker, &alice, "team");
+    let bin_dir = tempfile::tempdir().unwrap();
+    let record = bin_dir.path().join("record.txt");
+    let fake = bin_dir.path().join("claude");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n{{ for a in \"$@\"; do echo \"ARG $a\"; done; env | grep ^CLAUDEMESH_ | sort; }} > {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin_dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let home = tempfile::tempdir().unwrap();
+    let out = StdCommand::new(BIN)
+        .args(["--name", "Reviewer", "-y", "--groups", "backend:lead,qa", "--", "--model", "opus"])
+        .env("PATH", &path)
+        .env("HOME", home.path())
+        .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = std::fs::read_to_string(&record).unwrap();
+    let args: Vec<&str> = seen.lines().filter_map(|l| l.strip_prefix("ARG ")).collect();
+    assert_eq!(&args[..2], ["--dangerously-load-development-channels", "server:claudemesh"]);
+    assert!(args.contains(&"--dangerously-skip-permissions"), "{args:?}");
+    assert_eq!(&args[args.len() - 2..], ["--model", "opus"]);
+    // Not installed: the server is handed over for this session.
+    assert!(args.contains(&"--mcp-config"), "{args:?}");
+    assert!(seen.contains("CLAUDEMESH_NAME=Reviewer"), "{seen}");
+    assert!(seen.contains("CLAUDEMESH_GROUPS=backend:lead,qa"), "{seen}");
+    assert!(seen.contains("CLAUDEMESH_CHANNEL=1"), "{seen}");
+    assert!(seen.contains("CLAUDEMESH_SESSION_ID=cl-"), "{seen}");
+
+    // Without -y and without a terminal, permissions are not skipped.
+    let out = StdCommand::new(BIN)
+        .args(["launch", "--quiet"])
+        .env("PATH", &path)
+        .env("HOME", home.path())
+        .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert!(!seen.contains("--dangerously-skip-permissions"), "{seen}");
+}

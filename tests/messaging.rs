@@ -1,0 +1,373 @@
+//! Messaging end to end: delivery, durability, groups, priorities, acknowledgements, limits.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use claudemesh::client::{MeshClient, Target};
+use claudemesh::protocol::messages::{Push, SendMessage};
+use claudemesh::protocol::{ClientMessage, ServerMessage};
+use common::*;
+
+/// The next message push (system events skipped) within `wait`, if any.
+async fn next_message(client: &MeshClient, wait: Duration) -> Option<Push> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, client.next_push()).await {
+            Ok(Some(ServerMessage::Push(p))) if p.subtype.as_deref() != Some("system") => {
+                return Some(*p);
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Every line of `inbox --json` as a value.
+fn inbox(person: &Person, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["inbox", "--json"];
+    args.extend_from_slice(extra);
+    let out = person.run(&args);
+    assert_eq!(out.code, 0, "inbox failed: {}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("inbox prints JSON lines"))
+        .collect()
+}
+
+fn texts(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn send(person: &Person, to: &str, text: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["send", to, text, "--json"];
+    args.extend_from_slice(extra);
+    person.json(&args)
+}
+
+fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_inbox_gets_decrypted_text_and_broker_never_sees_it() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let secret = "the-launch-code-is-swordfish-4711";
+    let bob_dir = bob.config_dir();
+    let bin = BIN.to_string();
+    let waiting = std::thread::spawn(move || {
+        Command::new(bin)
+            .args(["inbox", "--wait", "20", "--json"])
+            .env("CLAUDEMESH_CONFIG_DIR", bob_dir)
+            .output()
+            .unwrap()
+    });
+    // Let bob's inbox connect and ask for its queue before alice sends.
+    eventually("bob's inbox to connect", || async {
+        metric(&broker, "claudemesh_peers").await == Some(1.0)
+    })
+    .await;
+    let sent = send(&alice, "bob", secret, &[]);
+    assert_eq!(sent["results"][0]["queued"], true, "{sent}");
+    let out = waiting.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["text"], secret);
+    assert_eq!(line["from"], "alice");
+    assert_eq!(line["priority"], "next");
+    assert_eq!(line["messageId"], sent["results"][0]["messageId"]);
+    // A group message too, under the root key.
+    send(&alice, "@all", &format!("{secret}-group"), &[]);
+    assert_eq!(texts(&inbox(&bob, &[])), vec![format!("{secret}-group")]);
+    assert!(grep_dir(broker.data_dir(), secret.as_bytes()).is_empty(), "plaintext in the data dir");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_message_survives_a_restart_and_arrives_once() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    send(&alice, "bob", "while you were away", &[]);
+    let status = broker.terminate();
+    assert!(status.success(), "broker exits 0 on SIGTERM");
+    broker.restart();
+    assert_eq!(texts(&inbox(&bob, &[])), vec!["while you were away"]);
+    assert!(inbox(&bob, &[]).is_empty(), "delivered exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_reach_members_and_subgroups_but_not_the_sender() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = Person::new("carol");
+    let dave = Person::new("dave");
+    for p in [&carol, &dave] {
+        let (_, url) = invite(&alice, &[]);
+        join(p, &url);
+    }
+    for (p, g) in [(&alice, "backend"), (&bob, "backend"), (&carol, "backend/api"), (&dave, "frontend")] {
+        let out = p.run(&["group", "join", g]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    send(&alice, "@backend", "backend standup", &[]);
+    assert_eq!(texts(&inbox(&bob, &[])), vec!["backend standup"]);
+    assert_eq!(texts(&inbox(&carol, &[])), vec!["backend standup"], "subgroup member");
+    assert!(inbox(&dave, &[]).is_empty(), "not in the group");
+    assert!(inbox(&alice, &[]).is_empty(), "not the sender");
+    // A live group member gets it pushed.
+    let live_carol = carol.client().await;
+    send(&alice, "@backend/api", "api only", &[]);
+    let got = next_message(&live_carol, WAIT).await.expect("pushed to carol");
+    assert_eq!(live_carol.decrypt(&got).unwrap(), "api only");
+    assert!(inbox(&bob, &[]).is_empty(), "@backend/api does not reach @backend");
+    send(&alice, "*", "everyone", &[]);
+    for p in [&bob, &dave] {
+        assert_eq!(texts(&inbox(p, &[])), vec!["everyone"], "{}", p.name);
+    }
+    let got = next_message(&live_carol, WAIT).await.expect("broadcast to carol");
+    assert_eq!(live_carol.decrypt(&got).unwrap(), "everyone");
+    assert!(inbox(&alice, &[]).is_empty(), "the sender does not get its broadcast");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn working_holds_next_but_not_now_and_idle_releases() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let live = bob.client().await;
+    assert_eq!(bob.run(&["status", "set", "working"]).code, 0);
+    eventually("bob to be working", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["status"] == "working"))
+    })
+    .await;
+    send(&alice, "bob", "when you have a minute", &["--priority", "next"]);
+    send(&alice, "bob", "production is down", &["--priority", "now"]);
+    let first = next_message(&live, WAIT).await.expect("now gets through");
+    assert_eq!(live.decrypt(&first).unwrap(), "production is down");
+    live.ack(&first.message_id).unwrap();
+    assert!(next_message(&live, Duration::from_millis(700)).await.is_none(), "next is held while working");
+    let held = alice.json(&["msg-status", &send(&alice, "bob", "probe", &[])["results"][0]["messageId"].as_str().unwrap().to_string(), "--json"]);
+    assert_eq!(held["recipients"][0]["status"], "held", "{held}");
+    assert_eq!(bob.run(&["status", "set", "idle"]).code, 0);
+    let released = next_message(&live, WAIT).await.expect("held next arrives once idle");
+    assert_eq!(live.decrypt(&released).unwrap(), "when you have a minute");
+    live.ack(&released.message_id).unwrap();
+    let probe = next_message(&live, WAIT).await.expect("the probe follows, in order");
+    assert_eq!(live.decrypt(&probe).unwrap(), "probe");
+    live.ack(&probe.message_id).unwrap();
+    let status = alice.json(&["msg-status", &probe.message_id, "--json"]);
+    eventually("the probe to count as delivered", || async {
+        alice.json(&["msg-status", &probe.message_id, "--json"])["delivered"] == true
+    })
+    .await;
+    assert_eq!(status["targetSpec"], probe.target_spec.clone().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
+    let broker = BrokerProc::start(&["--redeliver-after", "1s"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let live = bob.client().await;
+    let id = send(&alice, "bob", "ack me", &[])["results"][0]["messageId"].as_str().unwrap().to_string();
+    let first = next_message(&live, WAIT).await.expect("pushed");
+    assert_eq!(first.message_id, id);
+    let again = next_message(&live, WAIT).await.expect("pushed again without an ack");
+    assert_eq!(again.message_id, id);
+    live.ack(&id).unwrap();
+    // Any copy already on its way may still land; after that, nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while live.try_next_push().await.is_some() {}
+    assert!(next_message(&live, Duration::from_millis(2500)).await.is_none(), "no redelivery after the ack");
+    let acked = send(&alice, "bob", "acked at once", &[])["results"][0]["messageId"].as_str().unwrap().to_string();
+    let got = next_message(&live, WAIT).await.unwrap();
+    assert_eq!(got.message_id, acked);
+    live.ack(&acked).unwrap();
+    assert!(next_message(&live, Duration::from_millis(2500)).await.is_none());
+    let s = alice.json(&["msg-status", &acked, "--json"]);
+    assert_eq!(s["delivered"], true, "{s}");
+    assert_eq!(s["recipients"][0]["status"], "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_send_survives_kill_9() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let sent = send(&alice, "bob", "durable before the crash", &[]);
+    assert_eq!(sent["results"][0]["queued"], true);
+    broker.kill9();
+    broker.restart();
+    assert_eq!(texts(&inbox(&bob, &[])), vec!["durable before the crash"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_status_follows_the_recipient() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let id = send(&alice, "bob", "status please", &[])["results"][0]["messageId"].as_str().unwrap().to_string();
+    let s = alice.json(&["msg-status", &id, "--json"]);
+    assert_eq!(s["recipients"][0]["status"], "disconnected");
+    assert_eq!(s["recipients"][0]["name"], "bob");
+    assert_eq!(s["delivered"], false);
+    // A prefix of 8+ characters works.
+    let s = alice.json(&["msg-status", &id[..10], "--json"]);
+    assert_eq!(s["messageId"], id.as_str());
+    let out = alice.run(&["msg-status", "zzzzzzzzzzzz"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("not_found") || out.stderr.contains("no message"), "{}", out.stderr);
+    let live = bob.client().await;
+    let got = next_message(&live, WAIT).await.unwrap();
+    live.ack(&got.message_id).unwrap();
+    eventually("delivered", || async { alice.json(&["msg-status", &id, "--json"])["delivered"] == true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_refuse_clearly_and_others_keep_working() {
+    let broker = BrokerProc::start(&["--send-rate", "0.5", "--send-burst", "3"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let to_bob = a.resolve_targets("bob").await.unwrap().remove(0);
+    let mut refused = 0;
+    for i in 0..6 {
+        let ack = a.send_text(&to_bob, &format!("burst {i}"), "next", None).await.unwrap();
+        if let Some(e) = ack.error {
+            assert!(e.starts_with("rate_limit"), "{e}");
+            assert_eq!(ack.queued, Some(false));
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3, "a burst of 3 passes, the rest is refused");
+    // bob is not limited by alice's bucket.
+    let reply = send(&bob, "alice", "I can still talk", &[]);
+    assert_eq!(reply["results"][0]["queued"], true);
+
+    // Oversized body (under the frame limit): a clear ack error, the socket stays usable.
+    let ack = a
+        .request(ClientMessage::Send(Box::new(SendMessage {
+            id: Some("big".into()),
+            target_spec: to_bob.spec.clone(),
+            priority: "now".into(),
+            nonce: String::new(),
+            ciphertext: "A".repeat(63_000),
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
+    let ServerMessage::Ack(ack) = ack else { panic!("ack expected") };
+    assert!(ack.error.unwrap().starts_with("payload too large"));
+
+    // Unknown target: a pubkey nobody has.
+    let nobody = Target {
+        label: "nobody".into(),
+        spec: claudemesh::crypto::SignKeyPair::generate().public_hex(),
+    };
+    let b = bob.client().await;
+    let ack = b.send_text(&nobody, "hello?", "next", None).await.unwrap();
+    assert!(ack.error.unwrap().starts_with("unknown target"));
+    let out = bob.run(&["send", "nobody", "hi"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("nobody"), "{}", out.stderr);
+    // And bob's own messages still flow.
+    assert_eq!(texts(&inbox(&alice, &[]))[0], "I can still talk");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_client_message_id_is_stored_once() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let to_bob = a.resolve_targets("bob").await.unwrap().remove(0);
+    let first = a.send_text(&to_bob, "once", "next", Some("cmid-1".into())).await.unwrap();
+    let second = a.send_text(&to_bob, "once", "next", Some("cmid-1".into())).await.unwrap();
+    assert_eq!(first.message_id, second.message_id);
+    assert_eq!(texts(&inbox(&bob, &[])), vec!["once"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifo_per_sender() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let to_bob = a.resolve_targets("bob").await.unwrap().remove(0);
+    for i in 0..50 {
+        a.send_text(&to_bob, &format!("m{i}"), "next", None).await.unwrap();
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts(&inbox(&bob, &[])), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hook_sets_the_status_of_the_matching_session() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let _live = bob.client().await; // peer_info: session test-bob, our pid, /tmp/claudemesh-test
+    let hook = |status: &str| {
+        let mut child = Command::new(BIN)
+            .args(["hook", status])
+            .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"session_id":"test-bob","cwd":"/tmp/claudemesh-test","hook_event_name":"UserPromptSubmit"}"#)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a hook always exits 0");
+    };
+    hook("working");
+    eventually("the hook to set working", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["status"] == "working"))
+    })
+    .await;
+    hook("idle");
+    eventually("the hook to set idle", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["status"] == "idle"))
+    })
+    .await;
+    // Unsigned hook requests are refused.
+    let r = http_post(
+        &format!("{}/hook/set-status", broker.http_url()),
+        r#"{"cwd":"/tmp/claudemesh-test","status":"dnd"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // A hook with no broker to reach still returns promptly and with success.
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["hook", "idle"])
+        .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let _ = started;
+}
