@@ -39,10 +39,36 @@ impl Rng {
 /// A vocabulary of pronounceable pseudo-words plus some real ones agents write about.
 fn vocabulary() -> Vec<String> {
     let real = [
-        "deploy", "broker", "token", "release", "database", "migration", "schema", "test",
-        "flaky", "timeout", "retry", "queue", "cache", "index", "memory", "config", "error",
-        "panic", "build", "docker", "kubernetes", "auth", "session", "review", "refactor",
-        "benchmark", "latency", "throughput", "router", "scheduler",
+        "deploy",
+        "broker",
+        "token",
+        "release",
+        "database",
+        "migration",
+        "schema",
+        "test",
+        "flaky",
+        "timeout",
+        "retry",
+        "queue",
+        "cache",
+        "index",
+        "memory",
+        "config",
+        "error",
+        "panic",
+        "build",
+        "docker",
+        "kubernetes",
+        "auth",
+        "session",
+        "review",
+        "refactor",
+        "benchmark",
+        "latency",
+        "throughput",
+        "router",
+        "scheduler",
     ];
     let syllables = [
         "ka", "lo", "mi", "ne", "ru", "ta", "shi", "vo", "pe", "zu", "da", "fi", "go", "hu", "ja",
@@ -52,7 +78,9 @@ fn vocabulary() -> Vec<String> {
     let mut words: Vec<String> = real.iter().map(|w| w.to_string()).collect();
     while words.len() < 5000 {
         let n = 2 + rng.below(3);
-        let w: String = (0..n).map(|_| syllables[rng.below(syllables.len())]).collect();
+        let w: String = (0..n)
+            .map(|_| syllables[rng.below(syllables.len())])
+            .collect();
         if !words.contains(&w) {
             words.push(w);
         }
@@ -102,7 +130,7 @@ async fn load(
     for w in 0..CONCURRENCY {
         let (store, index, words) = (store.clone(), index.clone(), words.clone());
         workers.push(tokio::spawn(async move {
-            let mut rng = Rng(0xA076_1D64_78BD_642F ^ (w as u64 + 1) * 0x1000_0000_01B3);
+            let mut rng = Rng(0xA076_1D64_78BD_642F ^ ((w as u64 + 1) * 0x1000_0000_01B3));
             let mut i = w;
             while i < n {
                 let record = memory(&mut rng, &words, mesh, offset + i);
@@ -135,7 +163,10 @@ async fn run(n: usize) {
     let index = Arc::new(MemoryIndex::open(&dir.path().join("memory"), &store).expect("index"));
     let words = Arc::new(vocabulary());
 
-    println!("memory benchmark: {n} memories in one mesh (+{} in another)", n / 10);
+    println!(
+        "memory benchmark: {n} memories in one mesh (+{} in another)",
+        n / 10
+    );
     let rate = load(&store, &index, &words, MESH, 0, n).await;
     println!(
         "  remember, {CONCURRENCY} in flight:  {rate:>9.0} memories/s (each durable in redb and searchable when answered)"

@@ -248,7 +248,7 @@ impl MeshEntry {
     /// A signed member hello for this mesh.
     pub fn member_hello(&self, peer: PeerInfo) -> Result<Hello, IdentityError> {
         let keys = self.member_keys()?;
-        let timestamp = time::now_ms();
+        let timestamp = hello_timestamp();
         let signed = canonical::hello(
             &self.mesh_id,
             &self.member_id,
@@ -273,7 +273,7 @@ impl MeshEntry {
         peer: PeerInfo,
     ) -> Result<SessionHello, IdentityError> {
         let member = self.member_keys()?;
-        let now = time::now_ms();
+        let now = hello_timestamp();
         let attestation = attest(&member, &session.public_hex(), now + ATTESTATION_TTL_MS);
         let signed = canonical::session_hello(
             &self.mesh_id,
@@ -292,6 +292,22 @@ impl MeshEntry {
             timestamp: now,
             signature: hex::encode(session.sign(signed.as_bytes())),
         })
+    }
+}
+
+/// The clock for hellos, never the same twice in this process: two hellos of one key in the
+/// same millisecond would be byte-identical, and the broker refuses the second as a replay.
+fn hello_timestamp() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = time::now_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
     }
 }
 

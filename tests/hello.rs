@@ -55,7 +55,7 @@ async fn valid_member_and_session_hellos_are_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_bad_signature_is_refused() {
     let (broker, _alice, bob) = setup(&[]);
     let mut v = member_hello(&bob.entry());
@@ -66,7 +66,7 @@ async fn a_bad_signature_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_stale_timestamp_is_refused() {
     let (broker, _alice, bob) = setup(&[]);
     let entry = bob.entry();
@@ -81,7 +81,7 @@ async fn a_stale_timestamp_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn an_exact_replay_is_refused() {
     let (broker, _alice, bob) = setup(&[]);
     let v = member_hello(&bob.entry());
@@ -91,7 +91,7 @@ async fn an_exact_replay_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn an_unknown_member_is_refused() {
     let (broker, _alice, bob) = setup(&[]);
     let stranger = SignKeyPair::generate();
@@ -109,7 +109,7 @@ async fn an_unknown_member_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_member_id_of_another_member_is_refused() {
     let (broker, alice, bob) = setup(&[]);
     let entry = bob.entry();
@@ -120,7 +120,7 @@ async fn a_member_id_of_another_member_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_bad_session_pubkey_in_a_member_hello_is_refused() {
     let (broker, _alice, bob) = setup(&[]);
     let entry = bob.entry();
@@ -140,7 +140,7 @@ async fn a_bad_session_pubkey_in_a_member_hello_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_revoked_member_is_closed_with_4002_and_cannot_return() {
     let (broker, alice, bob) = setup(&[]);
     let entry = bob.entry();
@@ -176,7 +176,7 @@ async fn a_revoked_member_is_closed_with_4002_and_cannot_return() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn session_attestations_are_checked() {
     let (broker, alice, bob) = setup(&[]);
     let entry = bob.entry();
@@ -233,7 +233,7 @@ async fn session_attestations_are_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_second_session_hello_with_the_same_key_takes_over() {
     let (broker, _alice, bob) = setup(&[]);
     let entry = bob.entry();
@@ -312,7 +312,7 @@ async fn a_messagepack_hello_is_answered_in_messagepack() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: a refusal's close frame is lost, the client sees 1005 (connection.rs writer_loop; see the tests report)"]
+
 async fn a_full_mesh_refuses_with_capacity() {
     let (broker, alice, bob) = setup(&["--max-connections-per-mesh", "2"]);
     wait_no_peers(&broker).await; // the CLI's own connections are gone
@@ -340,7 +340,7 @@ async fn a_full_mesh_refuses_with_capacity() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "broker bug: Presence::register deadlocks when a presence reattaches (see the tests report)"]
+
 async fn a_dropped_connection_can_say_hello_again() {
     let (broker, alice, bob) = setup(&[]);
     wait_no_peers(&broker).await;

@@ -219,7 +219,8 @@ async fn writer_loop(
         tokio::select! {
             biased;
             msg = out_rx.recv() => {
-                let Some(msg) = msg else { break None };
+                // Every sender is gone: the connection is ending; honour its close order.
+                let Some(msg) = msg else { break close_rx.borrow().clone() };
                 Metrics::inc(&broker.metrics.frames_out);
                 // Send more without flushing while frames are waiting; flush once at the end.
                 let mut result = sink.feed(msg).await;
@@ -237,7 +238,7 @@ async fn writer_loop(
                 }
             }
             changed = close_rx.changed() => {
-                if changed.is_err() { break None; }
+                if changed.is_err() { break close_rx.borrow().clone(); }
                 let order = close_rx.borrow().clone();
                 if order.is_some() { break order; }
             }

@@ -330,8 +330,10 @@ impl Presence {
             })
             .cloned();
         if let Some(peer) = existing {
+            // Counted before taking this peer's lock: `live_count` locks every peer.
+            let live = room.live_count();
             let mut st = peer.state();
-            if st.conn.is_none() && room.live_count() >= capacity {
+            if st.conn.is_none() && live >= capacity {
                 return Err(());
             }
             let replaced = st.conn.replace(conn);

@@ -50,6 +50,8 @@ const MAX_BATCH: usize = 4096;
 const WRITER_BUDGET: usize = 48 << 20;
 /// Most results one recall returns.
 pub const MAX_RECALL: usize = 100;
+/// Longer queries are cut to this many characters (a bound on the work one query can ask for).
+const MAX_QUERY_CHARS: usize = 2000;
 
 /// One remembered piece of text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +293,7 @@ impl MemoryIndex {
         limit: usize,
     ) -> Result<Vec<Recalled>, MemoryError> {
         let limit = limit.clamp(1, MAX_RECALL);
+        let text: String = query.chars().take(MAX_QUERY_CHARS).collect();
         let searcher = self.reader.searcher();
         let in_mesh: Box<dyn Query> = Box::new(BoostQuery::new(
             Box::new(TermQuery::new(
@@ -301,7 +304,7 @@ impl MemoryIndex {
         ));
         let query = BooleanQuery::new(vec![
             (Occur::Must, in_mesh),
-            (Occur::Must, self.parse(query)),
+            (Occur::Must, self.parse(&text)),
         ]);
         let hits = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
         let rt = store.read()?;
