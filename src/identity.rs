@@ -373,7 +373,7 @@ pub fn ws_url(broker: &str) -> String {
 /// Turns a broker URL in any accepted form into `http(s)://host:port`.
 pub fn http_base(broker: &str) -> String {
     let b = broker.trim().trim_end_matches('/');
-    let b = b.strip_suffix("/ws").unwrap_or(b);
+    let b = b.strip_suffix("/ws").unwrap_or(b).trim_end_matches('/');
     if let Some(rest) = b.strip_prefix("wss://") {
         format!("https://{rest}")
     } else if let Some(rest) = b.strip_prefix("ws://") {
@@ -395,6 +395,7 @@ mod tests {
         assert_eq!(ws_url("http://h:1/"), "ws://h:1/ws");
         assert_eq!(ws_url("wss://h/ws"), "wss://h/ws");
         assert_eq!(http_base("ws://h:7900/ws"), "http://h:7900");
+        assert_eq!(http_base("h:1//ws/"), "http://h:1");
     }
 
     #[test]

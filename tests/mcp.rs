@@ -29,13 +29,55 @@ impl ClientHandler for Recorder {
         notification: CustomNotification,
         _context: NotificationContext<RoleClient>,
     ) {
-        let _ = self
-            .tx
-            .send((notification.method, notification.params.unwrap_or(Value::Null)));
+        let _ = self.tx.send((
+            notification.method,
+            notification.params.unwrap_or(Value::Null),
+        ));
     }
 }
 
 type Mcp = RunningService<RoleClient, Recorder>;
+
+/// Every tool the issue lists for the MCP server.
+const ALL_TOOLS: [&str; 37] = [
+    "send_message",
+    "list_peers",
+    "check_messages",
+    "message_status",
+    "set_summary",
+    "set_status",
+    "set_visible",
+    "join_group",
+    "leave_group",
+    "set_state",
+    "get_state",
+    "list_state",
+    "remember",
+    "recall",
+    "forget",
+    "create_task",
+    "claim_task",
+    "complete_task",
+    "list_tasks",
+    "schedule_reminder",
+    "list_scheduled",
+    "cancel_scheduled",
+    "share_context",
+    "get_context",
+    "list_contexts",
+    "create_stream",
+    "publish",
+    "subscribe",
+    "list_streams",
+    "share_file",
+    "get_file",
+    "list_files",
+    "file_status",
+    "delete_file",
+    "grant_file_access",
+    "mesh_info",
+    "ping_mesh",
+];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {
     let mut cmd = tokio::process::Command::new(BIN);
@@ -100,39 +142,45 @@ async fn mcp_tools_send_and_channel_notifications() {
 
     let tools = mcp.list_all_tools().await.expect("tools/list");
     let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
-    for expected in [
-        "send_message",
-        "list_peers",
-        "check_messages",
-        "message_status",
-        "set_summary",
-        "set_status",
-        "set_visible",
-        "join_group",
-        "leave_group",
-        "ping_mesh",
-    ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    for expected in ALL_TOOLS {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
     }
-    let send_schema = &tools.iter().find(|t| t.name == "send_message").unwrap().input_schema;
-    assert!(send_schema["properties"]["to"].is_object(), "send_message has a `to` schema");
+    let send_schema = &tools
+        .iter()
+        .find(|t| t.name == "send_message")
+        .unwrap()
+        .input_schema;
+    assert!(
+        send_schema["properties"]["to"].is_object(),
+        "send_message has a `to` schema"
+    );
 
     // The MCP server is a live session peer of bob's: alice sees it.
     eventually("bob's MCP session to appear", || async {
         let v = alice.json(&["peers", "--json"]);
-        v["peers"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["online"] == true))
+        v["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["displayName"] == "bob" && p["online"] == true)
+        })
     })
     .await;
 
     // A tool call reaches alice, encrypted end to end.
-    let (ok, text) = call(&mcp, "send_message", json!({"to": "alice", "message": "hello from the MCP side"})).await;
+    let (ok, text) = call(
+        &mcp,
+        "send_message",
+        json!({"to": "alice", "message": "hello from the MCP side"}),
+    )
+    .await;
     assert!(ok, "send_message failed: {text}");
     assert!(text.contains("sent"), "{text}");
     let inbox = alice.run(&["inbox", "--wait", "10", "--json"]);
     assert_eq!(inbox.code, 0, "{}", inbox.stderr);
-    let line: Value = serde_json::from_str(inbox.stdout.lines().next().expect("a message")).unwrap();
+    let line: Value =
+        serde_json::from_str(inbox.stdout.lines().next().expect("a message")).unwrap();
     assert_eq!(line["text"], "hello from the MCP side");
     assert_eq!(line["from"], "bob");
 
@@ -153,12 +201,29 @@ async fn mcp_tools_send_and_channel_notifications() {
     assert_eq!(meta["message_id"], sent["results"][0]["messageId"]);
 
     // `now` is marked urgent.
-    alice.json(&["send", "bob", "stop the deploy", "--priority", "now", "--json"]);
+    alice.json(&[
+        "send",
+        "bob",
+        "stop the deploy",
+        "--priority",
+        "now",
+        "--json",
+    ]);
     let note = next_channel(&mut notes).await;
-    assert!(note["content"].as_str().unwrap().contains("urgent"), "{note}");
+    assert!(
+        note["content"].as_str().unwrap().contains("urgent"),
+        "{note}"
+    );
 
     // `low` does not notify; it waits for check_messages, and tool results say it waits.
-    alice.json(&["send", "bob", "fyi: lunch at noon", "--priority", "low", "--json"]);
+    alice.json(&[
+        "send",
+        "bob",
+        "fyi: lunch at noon",
+        "--priority",
+        "low",
+        "--json",
+    ]);
     let (_, text) = {
         let mut last = (true, String::new());
         for _ in 0..100 {
@@ -182,7 +247,9 @@ async fn mcp_tools_send_and_channel_notifications() {
         tokio::time::timeout(Duration::from_millis(300), async {
             loop {
                 let (m, p) = notes.recv().await.unwrap();
-                if m == "notifications/claude/channel" && p["content"].as_str().unwrap_or("").contains("lunch") {
+                if m == "notifications/claude/channel"
+                    && p["content"].as_str().unwrap_or("").contains("lunch")
+                {
                     break;
                 }
             }
@@ -193,7 +260,12 @@ async fn mcp_tools_send_and_channel_notifications() {
     );
 
     // Unknown recipients are tool errors, not protocol errors.
-    let (ok, text) = call(&mcp, "send_message", json!({"to": "nobody-here", "message": "x"})).await;
+    let (ok, text) = call(
+        &mcp,
+        "send_message",
+        json!({"to": "nobody-here", "message": "x"}),
+    )
+    .await;
     assert!(!ok && text.contains("nobody-here"), "{text}");
     mcp.cancel().await.ok();
 }
@@ -233,7 +305,11 @@ fn install_is_idempotent_and_uninstall_restores() {
             .env("CLAUDEMESH_CONFIG_DIR", home.path().join(".claudemesh"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run(&["install"]);
@@ -243,19 +319,34 @@ fn install_is_idempotent_and_uninstall_restores() {
     assert_eq!(v["mcpServers"]["other"]["command"], "x");
     assert_eq!(v["numStartups"], 7);
     let hooks: Value = serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
-    assert!(hooks["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"].as_str().unwrap().ends_with("hook working"));
-    assert!(hooks["hooks"]["Stop"][0]["hooks"][0]["command"].as_str().unwrap().ends_with("hook idle"));
+    assert!(
+        hooks["hooks"]["UserPromptSubmit"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("hook working")
+    );
+    assert!(
+        hooks["hooks"]["Stop"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("hook idle")
+    );
     let settings_first = std::fs::read_to_string(&settings).unwrap();
     let second = run(&["install"]);
     assert!(second.contains("already set up"), "{second}");
     assert_eq!(std::fs::read_to_string(&claude_json).unwrap(), after_first);
     assert_eq!(std::fs::read_to_string(&settings).unwrap(), settings_first);
     // A backup of the original was made before editing.
-    let backups = std::fs::read_dir(home.path().join(".claudemesh/backups")).unwrap().count();
+    let backups = std::fs::read_dir(home.path().join(".claudemesh/backups"))
+        .unwrap()
+        .count();
     assert!(backups >= 1);
     run(&["uninstall"]);
     assert_eq!(std::fs::read_to_string(&claude_json).unwrap(), original);
-    assert!(!settings.exists(), "settings.json did not exist before install");
+    assert!(
+        !settings.exists(),
+        "settings.json did not exist before install"
+    );
 }
 
 /// A hand-edited file is not reverted wholesale: only our entries go.
@@ -271,10 +362,15 @@ fn uninstall_after_user_edits_removes_only_ours() {
             .env("CLAUDEMESH_CONFIG_DIR", home.path().join(".claudemesh"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(&["install", "--no-hooks"]);
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
     v["b"] = json!(2);
     std::fs::write(&claude_json, serde_json::to_string(&v).unwrap()).unwrap();
     run(&["uninstall"]);
@@ -307,20 +403,46 @@ fn launch_runs_claude_with_arguments_and_environment() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let path = format!("{}:{}", bin_dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let home = tempfile::tempdir().unwrap();
     let out = StdCommand::new(BIN)
-        .args(["--name", "Reviewer", "-y", "--groups", "backend:lead,qa", "--", "--model", "opus"])
+        .args([
+            "--name",
+            "Reviewer",
+            "-y",
+            "--groups",
+            "backend:lead,qa",
+            "--",
+            "--model",
+            "opus",
+        ])
         .env("PATH", &path)
         .env("HOME", home.path())
         .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let seen = std::fs::read_to_string(&record).unwrap();
-    let args: Vec<&str> = seen.lines().filter_map(|l| l.strip_prefix("ARG ")).collect();
-    assert_eq!(&args[..2], ["--dangerously-load-development-channels", "server:claudemesh"]);
+    let args: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .collect();
+    assert_eq!(
+        &args[..2],
+        [
+            "--dangerously-load-development-channels",
+            "server:claudemesh"
+        ]
+    );
     assert!(args.contains(&"--dangerously-skip-permissions"), "{args:?}");
     assert_eq!(&args[args.len() - 2..], ["--model", "opus"]);
     // Not installed: the server is handed over for this session.
@@ -339,7 +461,104 @@ fn launch_runs_claude_with_arguments_and_environment() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let seen = std::fs::read_to_string(&record).unwrap();
     assert!(!seen.contains("--dangerously-skip-permissions"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_shared_data_and_file_tools_work_against_the_broker() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (mcp, mut notes) = start_mcp(&bob).await;
+    eventually("bob's session online", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob"))
+    })
+    .await;
+
+    let (ok, text) = call(
+        &mcp,
+        "set_state",
+        json!({"key": "deploy", "value": {"frozen": true}}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let v = alice.json(&["state", "get", "deploy", "--json"]);
+    assert_eq!(v["value"]["frozen"], true, "{v}");
+    // A change by alice reaches bob's session as a notification.
+    alice.json(&["state", "set", "owner", "\"alice\"", "--json"]);
+    let note = next_channel(&mut notes).await;
+    assert_eq!(note["meta"]["kind"], "state", "{note}");
+    assert_eq!(note["meta"]["key"], "owner");
+
+    let (ok, text) = call(
+        &mcp,
+        "remember",
+        json!({"content": "the staging database lives on port 5433", "tags": ["infra"]}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let (_, text) = call(&mcp, "recall", json!({"query": "staging database port"})).await;
+    assert!(text.contains("5433"), "{text}");
+
+    let (ok, text) = call(
+        &mcp,
+        "create_task",
+        json!({"title": "write the release notes"}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let tasks = alice.json(&["task", "list", "--json"]);
+    assert_eq!(
+        tasks["tasks"][0]["title"], "write the release notes",
+        "{tasks}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "shared from the MCP side").unwrap();
+    let (ok, text) = call(
+        &mcp,
+        "share_file",
+        json!({"path": path.display().to_string(), "tags": ["docs"]}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let (_, text) = call(&mcp, "list_files", json!({"query": "docs"})).await;
+    assert!(text.contains("notes.txt"), "{text}");
+
+    let (ok, text) = call(&mcp, "mesh_info", json!({})).await;
+    assert!(ok, "{text}");
+    let info: Value = serde_json::from_str(text.split("\n\n[").next().unwrap()).unwrap();
+    assert_eq!(info["memoryCount"], 1, "{info}");
+    assert!(
+        info["stateKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "deploy")
+    );
+
+    let (ok, text) = call(
+        &mcp,
+        "schedule_reminder",
+        json!({"message": "check the build", "in_seconds": 1}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let note = next_channel(&mut notes).await;
+    assert_eq!(note["meta"]["kind"], "reminder", "{note}");
+    assert!(
+        note["content"]
+            .as_str()
+            .unwrap()
+            .contains("check the build")
+    );
+    mcp.cancel().await.ok();
 }

@@ -93,8 +93,13 @@ async fn waiting_inbox_gets_decrypted_text_and_broker_never_sees_it() {
     let sent = send(&alice, "bob", secret, &[]);
     assert_eq!(sent["results"][0]["queued"], true, "{sent}");
     let out = waiting.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(line["text"], secret);
     assert_eq!(line["from"], "alice");
     assert_eq!(line["priority"], "next");
@@ -102,7 +107,10 @@ async fn waiting_inbox_gets_decrypted_text_and_broker_never_sees_it() {
     // A group message too, under the root key.
     send(&alice, "@all", &format!("{secret}-group"), &[]);
     assert_eq!(texts(&inbox(&bob, &[])), vec![format!("{secret}-group")]);
-    assert!(grep_dir(broker.data_dir(), secret.as_bytes()).is_empty(), "plaintext in the data dir");
+    assert!(
+        grep_dir(broker.data_dir(), secret.as_bytes()).is_empty(),
+        "plaintext in the data dir"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,28 +135,47 @@ async fn groups_reach_members_and_subgroups_but_not_the_sender() {
         let (_, url) = invite(&alice, &[]);
         join(p, &url);
     }
-    for (p, g) in [(&alice, "backend"), (&bob, "backend"), (&carol, "backend/api"), (&dave, "frontend")] {
+    for (p, g) in [
+        (&alice, "backend"),
+        (&bob, "backend"),
+        (&carol, "backend/api"),
+        (&dave, "frontend"),
+    ] {
         let out = p.run(&["group", "join", g]);
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
     send(&alice, "@backend", "backend standup", &[]);
     assert_eq!(texts(&inbox(&bob, &[])), vec!["backend standup"]);
-    assert_eq!(texts(&inbox(&carol, &[])), vec!["backend standup"], "subgroup member");
+    assert_eq!(
+        texts(&inbox(&carol, &[])),
+        vec!["backend standup"],
+        "subgroup member"
+    );
     assert!(inbox(&dave, &[]).is_empty(), "not in the group");
     assert!(inbox(&alice, &[]).is_empty(), "not the sender");
     // A live group member gets it pushed.
     let live_carol = carol.client().await;
     send(&alice, "@backend/api", "api only", &[]);
-    let got = next_message(&live_carol, WAIT).await.expect("pushed to carol");
+    let got = next_message(&live_carol, WAIT)
+        .await
+        .expect("pushed to carol");
     assert_eq!(live_carol.decrypt(&got).unwrap(), "api only");
-    assert!(inbox(&bob, &[]).is_empty(), "@backend/api does not reach @backend");
+    assert!(
+        inbox(&bob, &[]).is_empty(),
+        "@backend/api does not reach @backend"
+    );
     send(&alice, "*", "everyone", &[]);
     for p in [&bob, &dave] {
         assert_eq!(texts(&inbox(p, &[])), vec!["everyone"], "{}", p.name);
     }
-    let got = next_message(&live_carol, WAIT).await.expect("broadcast to carol");
+    let got = next_message(&live_carol, WAIT)
+        .await
+        .expect("broadcast to carol");
     assert_eq!(live_carol.decrypt(&got).unwrap(), "everyone");
-    assert!(inbox(&alice, &[]).is_empty(), "the sender does not get its broadcast");
+    assert!(
+        inbox(&alice, &[]).is_empty(),
+        "the sender does not get its broadcast"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,22 +187,41 @@ async fn working_holds_next_but_not_now_and_idle_releases() {
     eventually("bob to be working", || async {
         alice.json(&["peers", "--json"])["peers"]
             .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["status"] == "working"))
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["displayName"] == "bob" && p["status"] == "working")
+            })
     })
     .await;
-    send(&alice, "bob", "when you have a minute", &["--priority", "next"]);
+    send(
+        &alice,
+        "bob",
+        "when you have a minute",
+        &["--priority", "next"],
+    );
     send(&alice, "bob", "production is down", &["--priority", "now"]);
     let first = next_message(&live, WAIT).await.expect("now gets through");
     assert_eq!(live.decrypt(&first).unwrap(), "production is down");
     live.ack(&first.message_id).unwrap();
-    assert!(next_message(&live, Duration::from_millis(700)).await.is_none(), "next is held while working");
-    let held = alice.json(&["msg-status", &send(&alice, "bob", "probe", &[])["results"][0]["messageId"].as_str().unwrap().to_string(), "--json"]);
+    assert!(
+        next_message(&live, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "next is held while working"
+    );
+    let probe_sent = send(&alice, "bob", "probe", &[]);
+    let probe_id = probe_sent["results"][0]["messageId"].as_str().unwrap();
+    let held = alice.json(&["msg-status", probe_id, "--json"]);
     assert_eq!(held["recipients"][0]["status"], "held", "{held}");
     assert_eq!(bob.run(&["status", "set", "idle"]).code, 0);
-    let released = next_message(&live, WAIT).await.expect("held next arrives once idle");
+    let released = next_message(&live, WAIT)
+        .await
+        .expect("held next arrives once idle");
     assert_eq!(live.decrypt(&released).unwrap(), "when you have a minute");
     live.ack(&released.message_id).unwrap();
-    let probe = next_message(&live, WAIT).await.expect("the probe follows, in order");
+    let probe = next_message(&live, WAIT)
+        .await
+        .expect("the probe follows, in order");
     assert_eq!(live.decrypt(&probe).unwrap(), "probe");
     live.ack(&probe.message_id).unwrap();
     let status = alice.json(&["msg-status", &probe.message_id, "--json"]);
@@ -191,21 +237,38 @@ async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
     let broker = BrokerProc::start(&["--redeliver-after", "1s"]);
     let (alice, bob) = alice_and_bob(&broker);
     let live = bob.client().await;
-    let id = send(&alice, "bob", "ack me", &[])["results"][0]["messageId"].as_str().unwrap().to_string();
+    let id = send(&alice, "bob", "ack me", &[])["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let first = next_message(&live, WAIT).await.expect("pushed");
     assert_eq!(first.message_id, id);
-    let again = next_message(&live, WAIT).await.expect("pushed again without an ack");
+    let again = next_message(&live, WAIT)
+        .await
+        .expect("pushed again without an ack");
     assert_eq!(again.message_id, id);
     live.ack(&id).unwrap();
     // Any copy already on its way may still land; after that, nothing more.
     tokio::time::sleep(Duration::from_millis(300)).await;
     while live.try_next_push().await.is_some() {}
-    assert!(next_message(&live, Duration::from_millis(2500)).await.is_none(), "no redelivery after the ack");
-    let acked = send(&alice, "bob", "acked at once", &[])["results"][0]["messageId"].as_str().unwrap().to_string();
+    assert!(
+        next_message(&live, Duration::from_millis(2500))
+            .await
+            .is_none(),
+        "no redelivery after the ack"
+    );
+    let acked = send(&alice, "bob", "acked at once", &[])["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let got = next_message(&live, WAIT).await.unwrap();
     assert_eq!(got.message_id, acked);
     live.ack(&acked).unwrap();
-    assert!(next_message(&live, Duration::from_millis(2500)).await.is_none());
+    assert!(
+        next_message(&live, Duration::from_millis(2500))
+            .await
+            .is_none()
+    );
     let s = alice.json(&["msg-status", &acked, "--json"]);
     assert_eq!(s["delivered"], true, "{s}");
     assert_eq!(s["recipients"][0]["status"], "delivered");
@@ -226,7 +289,10 @@ async fn acknowledged_send_survives_kill_9() {
 async fn message_status_follows_the_recipient() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let id = send(&alice, "bob", "status please", &[])["results"][0]["messageId"].as_str().unwrap().to_string();
+    let id = send(&alice, "bob", "status please", &[])["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let s = alice.json(&["msg-status", &id, "--json"]);
     assert_eq!(s["recipients"][0]["status"], "disconnected");
     assert_eq!(s["recipients"][0]["name"], "bob");
@@ -236,11 +302,18 @@ async fn message_status_follows_the_recipient() {
     assert_eq!(s["messageId"], id.as_str());
     let out = alice.run(&["msg-status", "zzzzzzzzzzzz"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("not_found") || out.stderr.contains("no message"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not_found") || out.stderr.contains("no message"),
+        "{}",
+        out.stderr
+    );
     let live = bob.client().await;
     let got = next_message(&live, WAIT).await.unwrap();
     live.ack(&got.message_id).unwrap();
-    eventually("delivered", || async { alice.json(&["msg-status", &id, "--json"])["delivered"] == true }).await;
+    eventually("delivered", || async {
+        alice.json(&["msg-status", &id, "--json"])["delivered"] == true
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,7 +324,10 @@ async fn limits_refuse_clearly_and_others_keep_working() {
     let to_bob = a.resolve_targets("bob").await.unwrap().remove(0);
     let mut refused = 0;
     for i in 0..6 {
-        let ack = a.send_text(&to_bob, &format!("burst {i}"), "next", None).await.unwrap();
+        let ack = a
+            .send_text(&to_bob, &format!("burst {i}"), "next", None)
+            .await
+            .unwrap();
         if let Some(e) = ack.error {
             assert!(e.starts_with("rate_limit"), "{e}");
             assert_eq!(ack.queued, Some(false));
@@ -275,7 +351,9 @@ async fn limits_refuse_clearly_and_others_keep_working() {
         })))
         .await
         .unwrap();
-    let ServerMessage::Ack(ack) = ack else { panic!("ack expected") };
+    let ServerMessage::Ack(ack) = ack else {
+        panic!("ack expected")
+    };
     assert!(ack.error.unwrap().starts_with("payload too large"));
 
     // Unknown target: a pubkey nobody has.
@@ -299,8 +377,14 @@ async fn same_client_message_id_is_stored_once() {
     let (alice, bob) = alice_and_bob(&broker);
     let a = alice.client().await;
     let to_bob = a.resolve_targets("bob").await.unwrap().remove(0);
-    let first = a.send_text(&to_bob, "once", "next", Some("cmid-1".into())).await.unwrap();
-    let second = a.send_text(&to_bob, "once", "next", Some("cmid-1".into())).await.unwrap();
+    let first = a
+        .send_text(&to_bob, "once", "next", Some("cmid-1".into()))
+        .await
+        .unwrap();
+    let second = a
+        .send_text(&to_bob, "once", "next", Some("cmid-1".into()))
+        .await
+        .unwrap();
     assert_eq!(first.message_id, second.message_id);
     assert_eq!(texts(&inbox(&bob, &[])), vec!["once"]);
 }
@@ -312,7 +396,9 @@ async fn fifo_per_sender() {
     let a = alice.client().await;
     let to_bob = a.resolve_targets("bob").await.unwrap().remove(0);
     for i in 0..50 {
-        a.send_text(&to_bob, &format!("m{i}"), "next", None).await.unwrap();
+        a.send_text(&to_bob, &format!("m{i}"), "next", None)
+            .await
+            .unwrap();
     }
     let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     assert_eq!(texts(&inbox(&bob, &[])), expected);
@@ -343,14 +429,20 @@ async fn hook_sets_the_status_of_the_matching_session() {
     eventually("the hook to set working", || async {
         alice.json(&["peers", "--json"])["peers"]
             .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["status"] == "working"))
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["displayName"] == "bob" && p["status"] == "working")
+            })
     })
     .await;
     hook("idle");
     eventually("the hook to set idle", || async {
         alice.json(&["peers", "--json"])["peers"]
             .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob" && p["status"] == "idle"))
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["displayName"] == "bob" && p["status"] == "idle")
+            })
     })
     .await;
     // Unsigned hook requests are refused.

@@ -14,15 +14,25 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Checks a member-signed request; the body hash is over `body` as received.
-pub fn verify_member_request(
-    broker: &Broker,
-    method: &str,
-    path_and_query: &str,
+/// The signature headers of a member-signed request, in their proper shapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders<'a> {
+    pub mesh_id: &'a str,
+    pub pubkey: Pubkey,
+    pub timestamp_ms: i64,
+    pub signature: Signature,
+}
+
+fn unauthorized(message: &str) -> HttpError {
+    HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// Reads `X-Mesh-Id` and the `X-Claudemesh-*` headers and checks their shapes and that the
+/// timestamp is within 60 s of `now_ms`. Pure: no storage, no signature check.
+pub fn parse_signed_headers(
     headers: &HeaderMap,
-    body_sha256_hex: &str,
-) -> Result<(Mesh, Member), HttpError> {
-    let unauthorized = |m: &str| HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    now_ms: i64,
+) -> Result<SignedHeaders<'_>, HttpError> {
     let (Some(mesh_id), Some(pubkey), Some(ts), Some(sig)) = (
         header(headers, "x-mesh-id"),
         header(headers, "x-claudemesh-pubkey"),
@@ -33,16 +43,39 @@ pub fn verify_member_request(
             "sign the request: X-Mesh-Id, X-Claudemesh-Pubkey, X-Claudemesh-Timestamp and X-Claudemesh-Signature are required",
         ));
     };
-    let key = Pubkey::parse(pubkey)
+    let pubkey = Pubkey::parse(pubkey)
         .map_err(|_| unauthorized("X-Claudemesh-Pubkey must be 64 lowercase hex"))?;
-    let sig = Signature::parse(sig)
+    let signature = Signature::parse(sig)
         .map_err(|_| unauthorized("X-Claudemesh-Signature must be 128 lowercase hex"))?;
-    let ts: i64 = ts
+    let timestamp_ms: i64 = ts
         .parse()
         .map_err(|_| unauthorized("X-Claudemesh-Timestamp must be milliseconds since the epoch"))?;
-    if (time::now_ms() - ts).abs() > MAX_SKEW_MS {
+    // `abs_diff`: the header may hold any i64, e.g. i64::MIN, which must not overflow.
+    if now_ms.abs_diff(timestamp_ms) > MAX_SKEW_MS as u64 {
         return Err(unauthorized("the request timestamp is more than 60 s off"));
     }
+    Ok(SignedHeaders {
+        mesh_id,
+        pubkey,
+        timestamp_ms,
+        signature,
+    })
+}
+
+/// Checks a member-signed request; the body hash is over `body` as received.
+pub fn verify_member_request(
+    broker: &Broker,
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body_sha256_hex: &str,
+) -> Result<(Mesh, Member), HttpError> {
+    let SignedHeaders {
+        mesh_id,
+        pubkey: key,
+        timestamp_ms: ts,
+        signature: sig,
+    } = parse_signed_headers(headers, time::now_ms())?;
     let signed = canonical::http_request(method, path_and_query, ts, body_sha256_hex);
     if !crypto::verify(&sig.0, signed.as_bytes(), &key.0) {
         return Err(unauthorized("the request signature does not verify"));

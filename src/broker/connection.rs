@@ -1,8 +1,9 @@
-//! One WebSocket connection: a reader loop that decodes and dispatches frames, and a writer task
-//! that owns the socket's write half, sends queued frames, pings and enforces the watchdog.
+//! One WebSocket connection: a reader loop that decodes and dispatches frames and drops a silent
+//! socket (the watchdog), and a writer task that owns the socket's write half, sends queued
+//! frames and pings.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -23,12 +24,20 @@ use crate::protocol::{ClientMessage, DecodeError, Encoding, Envelope, ServerMess
 
 /// Frames queued for one connection before it counts as not reading.
 const OUTBOX_CAPACITY: usize = 4096;
-/// The broker pings this often…
+/// The broker pings at most this often; a socket that has shown no sign of life for
+/// `BrokerConfig::idle_timeout` (default 75 s) is dropped.
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// …and drops a socket that has shown no sign of life for this long.
-const IDLE_LIMIT_MS: i64 = 75_000;
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the goodbye (queued frames, then the close frame) may take on a socket that
+/// is not being read.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Pings (and watchdog checks) often enough that an idle socket is noticed within about
+/// 1.4 × `idle`: every 30 s for the default 75 s.
+fn ping_every(idle: Duration) -> Duration {
+    (idle * 2 / 5).clamp(Duration::from_millis(50), PING_EVERY)
+}
 
 /// Encodes a frame for the socket in the connection's encoding.
 pub fn to_ws(frame: &Envelope<ServerMessage>, encoding: Encoding) -> Message {
@@ -88,7 +97,11 @@ impl Conn {
 
 pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
     let limit = broker.config.max_message_bytes;
+    // tungstenite's 128 KiB buffers per direction would cost 256 MiB at 1 000 peers; frames
+    // here are small, and the buffers still grow for a large one up to the frame limit.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
@@ -96,12 +109,15 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
 
     let (outbox, out_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let (closer, mut close_rx) = watch::channel(None::<CloseOrder>);
-    let last_seen = Arc::new(AtomicI64::new(time::now_ms()));
+    let idle = broker.config.idle_timeout;
+    let idle_ms = idle.as_millis() as i64;
+    let every = ping_every(idle);
+    let mut last_seen = time::now_ms();
     let writer = tokio::spawn(writer_loop(
         sink,
         out_rx,
         closer.subscribe(),
-        last_seen.clone(),
+        every,
         broker.clone(),
     ));
 
@@ -131,6 +147,9 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
     };
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
+    // The watchdog lives here, beside `last_seen`, so a writer stuck on a full socket cannot
+    // keep a silent connection alive.
+    let mut watchdog = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
 
     loop {
         tokio::select! {
@@ -143,9 +162,16 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
                 conn.refuse("no_hello", "no hello within 30 s", 1008);
                 break;
             }
+            _ = watchdog.tick() => {
+                if time::now_ms() - last_seen > idle_ms {
+                    tracing::debug!("closing connection {}: silent for over {idle:?}", conn.conn_id);
+                    conn.out.close(1001, "idle_timeout");
+                    break;
+                }
+            }
             frame = stream.next() => {
                 let Some(frame) = frame else { break };
-                last_seen.store(time::now_ms(), Ordering::Relaxed);
+                last_seen = time::now_ms();
                 match frame {
                     Ok(Message::Text(text)) => on_frame(&mut conn, text.as_bytes(), Encoding::Json).await,
                     Ok(Message::Binary(bytes)) => on_frame(&mut conn, &bytes, Encoding::MsgPack).await,
@@ -207,68 +233,88 @@ async fn on_frame(conn: &mut Conn, bytes: &[u8], encoding: Encoding) {
     handlers::dispatch(conn, frame).await;
 }
 
+/// Waits for a close order; `None` when the connection ends without one.
+async fn close_ordered(close_rx: &mut watch::Receiver<Option<CloseOrder>>) -> Option<CloseOrder> {
+    let ordered = close_rx
+        .wait_for(Option::is_some)
+        .await
+        .map(|order| order.clone());
+    ordered.unwrap_or_else(|_| close_rx.borrow().clone())
+}
+
+/// Resolves [`CLOSE_GRACE`] after the connection was told to close: a write still pending by
+/// then is on a socket nobody reads, and is abandoned.
+async fn given_up(close_rx: &mut watch::Receiver<Option<CloseOrder>>) {
+    close_ordered(close_rx).await;
+    tokio::time::sleep(CLOSE_GRACE).await;
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+
+/// Sends `first` and every frame already waiting behind it, then flushes once.
+async fn write_batch(
+    sink: &mut Sink,
+    out_rx: &mut mpsc::Receiver<Message>,
+    first: Message,
+    broker: &Broker,
+) -> bool {
+    Metrics::inc(&broker.metrics.frames_out);
+    if sink.feed(first).await.is_err() {
+        return false;
+    }
+    while let Ok(m) = out_rx.try_recv() {
+        Metrics::inc(&broker.metrics.frames_out);
+        if sink.feed(m).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
 async fn writer_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>,
+    mut sink: Sink,
     mut out_rx: mpsc::Receiver<Message>,
     mut close_rx: watch::Receiver<Option<CloseOrder>>,
-    last_seen: Arc<AtomicI64>,
+    every: Duration,
     broker: Arc<Broker>,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // A write that outlasts a close order by CLOSE_GRACE is abandoned: a peer that stops
+    // reading blocks the socket, and must not keep this task, its queue and its socket alive
+    // after it is told to go (nor get a goodbye it will not read).
     let close = loop {
         tokio::select! {
             biased;
             msg = out_rx.recv() => {
                 // Every sender is gone: the connection is ending; honour its close order.
                 let Some(msg) = msg else { break close_rx.borrow().clone() };
-                Metrics::inc(&broker.metrics.frames_out);
-                // Send more without flushing while frames are waiting; flush once at the end.
-                let mut result = sink.feed(msg).await;
-                while result.is_ok() {
-                    match out_rx.try_recv() {
-                        Ok(m) => {
-                            Metrics::inc(&broker.metrics.frames_out);
-                            result = sink.feed(m).await;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if result.is_err() || sink.flush().await.is_err() {
-                    break None;
+                tokio::select! {
+                    ok = write_batch(&mut sink, &mut out_rx, msg, &broker) => if !ok { break None },
+                    () = given_up(&mut close_rx) => break None,
                 }
             }
-            changed = close_rx.changed() => {
-                if changed.is_err() { break close_rx.borrow().clone(); }
-                let order = close_rx.borrow().clone();
-                if order.is_some() { break order; }
-            }
+            order = close_ordered(&mut close_rx) => break order,
             _ = ping.tick() => {
-                if time::now_ms() - last_seen.load(Ordering::Relaxed) > IDLE_LIMIT_MS {
-                    tracing::debug!("closing a connection silent for over 75 s");
-                    break Some(CloseOrder { code: 1001, reason: "idle_timeout".into() });
-                }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break None;
+                tokio::select! {
+                    sent = sink.send(Message::Ping(Vec::new().into())) => if sent.is_err() { break None },
+                    () = given_up(&mut close_rx) => break None,
                 }
             }
         }
     };
     if let Some(order) = close {
         // Frames queued before the close order (e.g. the error that explains it) go first.
-        while let Ok(m) = out_rx.try_recv() {
-            if sink.feed(m).await.is_err() {
-                break;
-            }
-        }
         let frame = CloseFrame {
             code: order.code.into(),
             reason: order.reason.into(),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            sink.send(Message::Close(Some(frame))),
-        )
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(m) = out_rx.try_recv() {
+                sink.feed(m).await?;
+            }
+            sink.send(Message::Close(Some(frame))).await
+        })
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }

@@ -287,7 +287,7 @@ pub fn readable_by(
 }
 
 /// An upload refused: status, code and a sentence, as `{ok:false, error, message}`.
-struct Refusal {
+pub struct Refusal {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -351,16 +351,17 @@ async fn drain(body: &mut Incoming) {
 }
 
 /// What the upload headers say.
-struct UploadMeta {
-    name: String,
-    tags: Vec<String>,
-    persistent: bool,
-    target_spec: Option<String>,
-    encrypted: bool,
-    owner_pubkey: Option<String>,
-    keys: Vec<(String, String)>,
-    content_type: Option<String>,
-    declared_len: Option<u64>,
+#[derive(Debug)]
+pub struct UploadMeta {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub persistent: bool,
+    pub target_spec: Option<String>,
+    pub encrypted: bool,
+    pub owner_pubkey: Option<String>,
+    pub keys: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub declared_len: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -370,7 +371,9 @@ struct FileKeyHeader {
     sealed_key: String,
 }
 
-fn parse_upload_headers(headers: &HeaderMap, grant: &FileGrant) -> Result<UploadMeta, Refusal> {
+/// Reads the upload headers (PROTOCOL.md §7) of an upload made with `grant`'s token. Pure: no
+/// storage is touched.
+pub fn parse_upload_headers(headers: &HeaderMap, grant: &FileGrant) -> Result<UploadMeta, Refusal> {
     match header(headers, "x-mesh-id") {
         Some(m) if m == grant.mesh_id => {}
         Some(_) => {

@@ -496,7 +496,7 @@ fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Respo
     let now = time::now_ms();
     let state = if inv.revoked {
         "revoked"
-    } else if inv.expires_at_s * 1000 <= now {
+    } else if inv.expires_at_s.saturating_mul(1000) <= now {
         "expired"
     } else if inv.used >= inv.max_uses {
         "exhausted"
@@ -531,7 +531,7 @@ fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Respo
         inviter = html_escape(&inviter),
         name = html_escape(&mesh.name),
         role = inv.role.as_str(),
-        expires = time::iso(inv.expires_at_s * 1000),
+        expires = time::iso(inv.expires_at_s.saturating_mul(1000)),
         url = html_escape(&url),
     );
     respond(

@@ -28,6 +28,13 @@ pub use state::Broker;
 
 use crate::store::{Store, StoreError};
 
+/// The pure parsers of what peers send over HTTP, public so the fuzz targets in `fuzz/` can
+/// reach them.
+pub mod parsers {
+    pub use super::auth::{SignedHeaders, parse_signed_headers};
+    pub use super::files::{FileGrant, TokenPurpose, UploadMeta, parse_upload_headers};
+}
+
 /// Everything `claudemesh broker` can be told.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -53,6 +60,8 @@ pub struct BrokerConfig {
     pub max_upload_bytes: u64,
     /// How long an ephemeral file lives.
     pub ephemeral_ttl: Duration,
+    /// A WebSocket that shows no sign of life (no frame, no pong) for this long is dropped.
+    pub idle_timeout: Duration,
 }
 
 impl BrokerConfig {
@@ -71,6 +80,7 @@ impl BrokerConfig {
             files_url: None,
             max_upload_bytes: files::DEFAULT_MAX_UPLOAD_BYTES,
             ephemeral_ttl: files::DEFAULT_EPHEMERAL_TTL,
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }

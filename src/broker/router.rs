@@ -13,7 +13,6 @@ use crate::protocol::messages::{Envelope, Push};
 use crate::protocol::{ServerMessage, ids, time};
 use crate::store::{MessageRecord, Pending, RecipientKey};
 
-
 /// The `push` frame for a stored message.
 pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
     Envelope::new(ServerMessage::Push(Box::new(Push {

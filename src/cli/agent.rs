@@ -66,7 +66,10 @@ fn read_json(path: &Path) -> Result<(Option<String>, Value), CliError> {
             Ok((Some(text), v))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, json!({}))),
-        Err(e) => Err(CliError::failed(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(CliError::failed(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -214,7 +217,11 @@ impl InstallCmd {
             }
             let path_str = target.path.display().to_string();
             if let Some(text) = &text {
-                let name = target.path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+                let name = target
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("file");
                 let saved = backup(name, text)?;
                 println!("backed up {} to {}", target.path.display(), saved.display());
             }
@@ -250,7 +257,11 @@ impl UninstallCmd {
     pub fn run(self) -> CliResult {
         let bin = this_binary()?;
         let record = load_record();
-        let mut paths: Vec<PathBuf> = record.files.iter().map(|f| PathBuf::from(&f.path)).collect();
+        let mut paths: Vec<PathBuf> = record
+            .files
+            .iter()
+            .map(|f| PathBuf::from(&f.path))
+            .collect();
         for t in targets(true)? {
             if !paths.contains(&t.path) {
                 paths.push(t.path);
@@ -277,7 +288,10 @@ impl UninstallCmd {
                     let before = v.clone();
                     remove_ours(&mut v, &bin);
                     if v != before {
-                        backup(path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), &now)?;
+                        backup(
+                            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+                            &now,
+                        )?;
                         write_file(&path, &pretty(&v))?;
                         println!("removed claudemesh from {}", path.display());
                     }
@@ -445,19 +459,35 @@ impl DoctorCmd {
             Ok(c) => add(
                 "config",
                 true,
-                format!("{} ({} mesh(es))", dir.config_file().display(), c.meshes.len()),
+                format!(
+                    "{} ({} mesh(es))",
+                    dir.config_file().display(),
+                    c.meshes.len()
+                ),
             ),
             Err(e) => add("config", false, e.to_string()),
         }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777);
+            let mode = |p: &Path| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| m.permissions().mode() & 0o777)
+            };
             if let Some(m) = mode(&dir.path) {
-                add("config dir permissions", m == 0o700, format!("{:o} (want 700)", m));
+                add(
+                    "config dir permissions",
+                    m == 0o700,
+                    format!("{:o} (want 700)", m),
+                );
             }
             if let Some(m) = mode(&dir.config_file()) {
-                add("config file permissions", m == 0o600, format!("{:o} (want 600)", m));
+                add(
+                    "config file permissions",
+                    m == 0o600,
+                    format!("{:o} (want 600)", m),
+                );
             }
         }
         if let Ok(c) = &config {
@@ -466,7 +496,11 @@ impl DoctorCmd {
                 add(
                     &format!("keys for {}", m.slug),
                     keys_ok,
-                    if keys_ok { "member key and root key readable".into() } else { "unreadable key in config".into() },
+                    if keys_ok {
+                        "member key and root key readable".into()
+                    } else {
+                        "unreadable key in config".into()
+                    },
                 );
                 let health = tokio::time::timeout(
                     std::time::Duration::from_secs(3),
@@ -474,10 +508,22 @@ impl DoctorCmd {
                 )
                 .await;
                 match health {
-                    Ok(Ok(r)) if r.is_success() => add(&format!("broker for {}", m.slug), true, m.broker_url.clone()),
-                    Ok(Ok(r)) => add(&format!("broker for {}", m.slug), false, format!("{} answered HTTP {}", m.broker_url, r.status)),
+                    Ok(Ok(r)) if r.is_success() => add(
+                        &format!("broker for {}", m.slug),
+                        true,
+                        m.broker_url.clone(),
+                    ),
+                    Ok(Ok(r)) => add(
+                        &format!("broker for {}", m.slug),
+                        false,
+                        format!("{} answered HTTP {}", m.broker_url, r.status),
+                    ),
                     Ok(Err(e)) => add(&format!("broker for {}", m.slug), false, e.to_string()),
-                    Err(_) => add(&format!("broker for {}", m.slug), false, format!("{} did not answer within 3 s", m.broker_url)),
+                    Err(_) => add(
+                        &format!("broker for {}", m.slug),
+                        false,
+                        format!("{} did not answer within 3 s", m.broker_url),
+                    ),
                 }
             }
         }
@@ -488,27 +534,49 @@ impl DoctorCmd {
             add(
                 "MCP server installed",
                 server["command"] == bin.as_str(),
-                if server.is_null() { "not in ~/.claude.json: run `claudemesh install`".into() } else { format!("{}", server["command"]) },
+                if server.is_null() {
+                    "not in ~/.claude.json: run `claudemesh install`".into()
+                } else {
+                    format!("{}", server["command"])
+                },
             );
-            let (_, settings) = read_json(&home.join(".claude/settings.json")).unwrap_or((None, json!({})));
+            let (_, settings) =
+                read_json(&home.join(".claude/settings.json")).unwrap_or((None, json!({})));
             let mut v = settings.clone();
             let hooks_ok = !add_hooks(&mut v, &bin);
             add(
                 "status hooks installed",
                 hooks_ok,
-                if hooks_ok { "UserPromptSubmit and Stop".into() } else { "missing: run `claudemesh install`".into() },
+                if hooks_ok {
+                    "UserPromptSubmit and Stop".into()
+                } else {
+                    "missing: run `claudemesh install`".into()
+                },
             );
         }
         let claude = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join("claude").is_file()))
             .unwrap_or(false);
-        add("claude on PATH", claude, if claude { "found".into() } else { "Claude Code's `claude` is not on PATH".into() });
+        add(
+            "claude on PATH",
+            claude,
+            if claude {
+                "found".into()
+            } else {
+                "Claude Code's `claude` is not on PATH".into()
+            },
+        );
         let failed = checks.iter().filter(|c| !c.ok).count();
         if self.json {
             print_json(&json!({"ok": failed == 0, "checks": checks}));
         } else {
             for c in &checks {
-                println!("{} {:<28} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+                println!(
+                    "{} {:<28} {}",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                );
             }
         }
         if failed > 0 {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -101,13 +101,26 @@ impl BenchCmd {
         if !self.json {
             eprintln!("connecting {} peers…", self.peers);
         }
-        let report = run_load(&self.broker, entries, self.messages, self.rate, self.size, !self.json).await?;
+        let report = run_load(
+            &self.broker,
+            entries,
+            self.messages,
+            self.rate,
+            self.size,
+            !self.json,
+        )
+        .await?;
         if self.json {
             print_json(&report);
         } else {
             println!(
                 "{} peers × {} messages: sent {} delivered {} lost {} duplicates {}",
-                report.peers, report.messages, report.sent, report.delivered, report.lost, report.duplicates
+                report.peers,
+                report.messages,
+                report.sent,
+                report.delivered,
+                report.lost,
+                report.duplicates
             );
             println!(
                 "{:.0} msg/s over {:.2} s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
@@ -133,7 +146,11 @@ impl BenchCmd {
 }
 
 /// Creates a mesh and `n` members in it; returns their (in-memory) config entries.
-async fn setup_mesh(broker: &str, token: Option<&str>, n: usize) -> Result<Vec<MeshEntry>, CliError> {
+async fn setup_mesh(
+    broker: &str,
+    token: Option<&str>,
+    n: usize,
+) -> Result<Vec<MeshEntry>, CliError> {
     let base = http_base(broker);
     let owner = SignKeyPair::generate();
     let first = SignKeyPair::generate();
@@ -148,7 +165,13 @@ async fn setup_mesh(broker: &str, token: Option<&str>, n: usize) -> Result<Vec<M
     let headers: Vec<(&str, String)> = token
         .map(|t| vec![("authorization", format!("Bearer {t}"))])
         .unwrap_or_default();
-    let resp = http::request("POST", &format!("{base}/meshes"), &headers, Some(body.to_string().into_bytes())).await?;
+    let resp = http::request(
+        "POST",
+        &format!("{base}/meshes"),
+        &headers,
+        Some(body.to_string().into_bytes()),
+    )
+    .await?;
     if !resp.is_success() {
         return Err(CliError::failed(format!(
             "cannot create the bench mesh: {} (pass --admin-token, or run the broker with --open)",
@@ -173,9 +196,17 @@ async fn setup_mesh(broker: &str, token: Option<&str>, n: usize) -> Result<Vec<M
         owner_secret_key: None,
         joined_at: time::iso(time::now_ms()),
     };
-    let owner_entry = entry(v["memberId"].as_str().unwrap_or_default().to_string(), &first, "bench-0".into());
+    let owner_entry = entry(
+        v["memberId"].as_str().unwrap_or_default().to_string(),
+        &first,
+        "bench-0".into(),
+    );
     // One invite for everyone else, signed by the owner key.
-    let admin = MeshClient::connect(ConnectOptions::new(owner_entry.clone(), bench_peer("setup"))).await?;
+    let admin = MeshClient::connect(ConnectOptions::new(
+        owner_entry.clone(),
+        bench_peer("setup"),
+    ))
+    .await?;
     let invite_id = ids::new_id();
     let code = ids::new_invite_code();
     let expires = time::now_ms() / 1000 + 3600;
@@ -198,16 +229,21 @@ async fn setup_mesh(broker: &str, token: Option<&str>, n: usize) -> Result<Vec<M
     for i in 1..n {
         let keys = SignKeyPair::generate();
         let x = BoxKeyPair::generate();
-        let body = json!({
-            "recipient_x25519_pubkey": URL_SAFE_NO_PAD.encode(x.public),
-            "display_name": format!("bench-{i}"),
-            "member_pubkey": keys.public_hex(),
-        });
-        let resp = http::request("POST", &format!("{base}/invites/{code}/claim"), &[], Some(body.to_string().into_bytes())).await?;
+        let resp = http::claim_invite(
+            &base,
+            &code,
+            &x.public,
+            &format!("bench-{i}"),
+            &keys.public_hex(),
+        )
+        .await?;
         if !resp.is_success() {
             return Err(resp.into_error().into());
         }
-        let member_id = resp.json()["member_id"].as_str().unwrap_or_default().to_string();
+        let member_id = resp.json()["member_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         entries.push(entry(member_id, &keys, format!("bench-{i}")));
     }
     Ok(entries)
@@ -233,7 +269,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn broker_rss_mb(broker: &str) -> Option<f64> {
-    let resp = http::request("GET", &format!("{}/metrics", http_base(broker)), &[], None).await.ok()?;
+    let resp = http::request("GET", &format!("{}/metrics", http_base(broker)), &[], None)
+        .await
+        .ok()?;
     let text = String::from_utf8_lossy(&resp.body).into_owned();
     text.lines()
         .find_map(|l| l.strip_prefix("claudemesh_process_resident_memory_bytes "))
@@ -256,7 +294,9 @@ pub async fn run_load(
     for chunk in entries.chunks(50) {
         let connecting: Vec<_> = chunk
             .iter()
-            .map(|e| MeshClient::connect(ConnectOptions::new(e.clone(), bench_peer(&e.display_name))))
+            .map(|e| {
+                MeshClient::connect(ConnectOptions::new(e.clone(), bench_peer(&e.display_name)))
+            })
             .collect();
         for c in futures_util::future::join_all(connecting).await {
             clients.push(Arc::new(c?));
@@ -279,9 +319,13 @@ pub async fn run_load(
         let tally = tally.clone();
         receivers.push(tokio::spawn(async move {
             while let Some(frame) = client.next_push().await {
-                let ServerMessage::Push(push) = frame else { continue };
+                let ServerMessage::Push(push) = frame else {
+                    continue;
+                };
                 let _ = client.ack(&push.message_id);
-                let Some(cmid) = push.client_message_id else { continue };
+                let Some(cmid) = push.client_message_id else {
+                    continue;
+                };
                 let now = Instant::now();
                 let first = {
                     let mut arrived = tally.arrived.lock().await;
@@ -294,7 +338,11 @@ pub async fn run_load(
                     continue;
                 }
                 if let Some(at) = tally.sent_at.lock().await.remove(&cmid) {
-                    tally.latencies_us.lock().await.push(now.duration_since(at).as_micros() as u64);
+                    tally
+                        .latencies_us
+                        .lock()
+                        .await
+                        .push(now.duration_since(at).as_micros() as u64);
                 }
                 tally.delivered.fetch_add(1, Ordering::Relaxed);
             }
@@ -315,8 +363,12 @@ pub async fn run_load(
                 .ok()
                 .and_then(|k| crypto::ed25519_pk_to_x25519(&k.0).ok());
             let mine = client.speaking_keys().map(|k| k.to_x25519());
-            let (Some(their), Ok(mine)) = (their, mine) else { return };
-            let Ok(ct) = crypto::box_easy(&body, &nonce, &their, &mine.secret) else { return };
+            let (Some(their), Ok(mine)) = (their, mine) else {
+                return;
+            };
+            let Ok(ct) = crypto::box_easy(&body, &nonce, &their, &mine.secret) else {
+                return;
+            };
             let (nonce, ct) = (STANDARD.encode(nonce), STANDARD.encode(ct));
             // Each send runs as its own task so it goes out at once, whatever this loop awaits;
             // the semaphore keeps at most WINDOW of them in flight.
@@ -335,7 +387,11 @@ pub async fn run_load(
                     return;
                 };
                 let cmid = format!("b{i}-{seq}");
-                tally.sent_at.lock().await.insert(cmid.clone(), Instant::now());
+                tally
+                    .sent_at
+                    .lock()
+                    .await
+                    .insert(cmid.clone(), Instant::now());
                 let frame = ClientMessage::Send(Box::new(SendMessage {
                     id: Some(cmid.clone()),
                     target_spec: to.clone(),

@@ -52,6 +52,9 @@ pub struct BrokerCmd {
     /// how long ephemeral files live, e.g. 24h, 30m (default 24h)
     #[argh(option, default = "String::from(\"24h\")")]
     ephemeral_ttl: String,
+    /// drop a WebSocket silent (no frames, no pongs) for this long, e.g. 75s, 10s (default 75s)
+    #[argh(option, default = "String::from(\"75s\")")]
+    idle_timeout: String,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -104,6 +107,9 @@ impl BrokerCmd {
         config.files_url = self.files;
         config.max_upload_bytes = self.max_upload_bytes;
         config.ephemeral_ttl = ephemeral_ttl;
+        config.idle_timeout = crate::protocol::time::parse_duration(&self.idle_timeout)
+            .map_err(|e| CliError::Usage(format!("--idle-timeout: {e}")))?
+            .max(std::time::Duration::from_millis(200));
         let broker = RunningBroker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;

@@ -13,6 +13,8 @@ mod shared;
 use argh::FromArgs;
 use serde::Serialize;
 
+pub use mesh::parse_invite;
+
 use crate::client::{ClientError, ConnectOptions, MeshClient};
 use crate::identity::{ConfigDir, IdentityError, MeshEntry};
 use crate::protocol::messages::PeerInfo;

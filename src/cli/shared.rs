@@ -501,7 +501,7 @@ pub struct RemindCmd {
     /// deliver after this long (e.g. 90s, 10m, 2h)
     #[argh(option, long = "in")]
     in_: Option<String>,
-    /// deliver at this time (ISO-8601; UTC unless it names an offset)
+    /// deliver at this time, ISO-8601 in UTC (e.g. 2030-01-31T09:00:00Z)
     #[argh(option)]
     at: Option<String>,
     /// deliver repeatedly on this 5-field cron schedule (UTC)
@@ -620,8 +620,11 @@ impl RemindCmd {
     }
 
     async fn list(&self) -> CliResult {
-        let messages = with_client(self.mesh.as_deref(), async |client: &MeshClient| {
-            Ok(client.list_scheduled().await?)
+        let (messages, me) = with_client(self.mesh.as_deref(), async |client: &MeshClient| {
+            Ok((
+                client.list_scheduled().await?,
+                client.entry().member_pubkey.clone(),
+            ))
         })
         .await?;
         if self.json {
@@ -635,7 +638,11 @@ impl RemindCmd {
                     Some(c) => format!("\"{c}\" (next {})", time::iso(m.deliver_at)),
                     None => time::iso(m.deliver_at),
                 };
-                let to = if m.to.len() == 64 { &m.to[..12] } else { &m.to };
+                let to = match m.to.as_str() {
+                    t if t == me => "you",
+                    t if t.len() == 64 => &t[..12],
+                    t => t,
+                };
                 println!("{}  {when}  → {to}: {}", m.id, m.message);
             }
         }

@@ -78,3 +78,27 @@ pub async fn request(
         .to_bytes();
     Ok(HttpResponse { status, body })
 }
+
+/// `POST <base>/invites/<code>/claim` for a new member key (PROTOCOL.md §9): the root key comes
+/// back sealed to `x25519_public`.
+pub async fn claim_invite(
+    base: &str,
+    code: &str,
+    x25519_public: &[u8; 32],
+    display_name: &str,
+    member_pubkey: &str,
+) -> Result<HttpResponse, ClientError> {
+    use base64::Engine;
+    let body = serde_json::json!({
+        "recipient_x25519_pubkey": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x25519_public),
+        "display_name": display_name,
+        "member_pubkey": member_pubkey,
+    });
+    request(
+        "POST",
+        &format!("{base}/invites/{code}/claim"),
+        &[],
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+}

@@ -194,8 +194,40 @@ impl Hub {
     }
 
     async fn on_push(&self, link: &Link, client: &Arc<MeshClient>, frame: ServerMessage) {
-        let ServerMessage::Push(push) = frame else {
-            return;
+        let push = match frame {
+            ServerMessage::Push(push) => push,
+            ServerMessage::StateChange(change) => {
+                let mut meta = Map::new();
+                for (k, v) in [
+                    ("kind", "state"),
+                    ("mesh_slug", link.entry.slug.as_str()),
+                    ("key", change.key.as_str()),
+                    ("from_name", change.updated_by.as_str()),
+                ] {
+                    meta.insert(k.into(), Value::String(v.into()));
+                }
+                let text = format!(
+                    "claudemesh: {} set {} = {}",
+                    change.updated_by, change.key, change.value
+                );
+                self.notify(text, meta).await;
+                return;
+            }
+            ServerMessage::StreamData(data) => {
+                let mut meta = Map::new();
+                for (k, v) in [
+                    ("kind", "stream"),
+                    ("mesh_slug", link.entry.slug.as_str()),
+                    ("stream", data.stream.as_str()),
+                    ("from_name", data.published_by.as_str()),
+                ] {
+                    meta.insert(k.into(), Value::String(v.into()));
+                }
+                let text = format!("{} on {}: {}", data.published_by, data.stream, data.data);
+                self.notify(text, meta).await;
+                return;
+            }
+            _ => return,
         };
         let mut meta = Map::new();
         let mut put = |k: &str, v: &str| {

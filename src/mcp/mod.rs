@@ -2,6 +2,7 @@
 //! machine as its own session (session hello), exposes the mesh as tools, and turns incoming
 //! messages into `notifications/claude/channel`.
 
+mod data_tools;
 mod hub;
 pub mod session;
 mod tools;
@@ -18,7 +19,7 @@ use tools::MeshTools;
 
 const INSTRUCTIONS: &str = include_str!("../../data/mcp-instructions.md");
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for MeshTools {
     fn get_info(&self) -> ServerConfig {
         let mut capabilities = ServerCapabilities::builder().enable_tools().build();

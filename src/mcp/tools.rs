@@ -91,11 +91,11 @@ pub struct MeshTools {
     pub tool_router: ToolRouter<MeshTools>,
 }
 
-fn ok(hub: &Hub, text: String) -> CallToolResult {
+pub(super) fn ok(hub: &Hub, text: String) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(with_footer(hub, text))])
 }
 
-fn fail(hub: &Hub, text: String) -> CallToolResult {
+pub(super) fn fail(hub: &Hub, text: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(with_footer(hub, text))])
 }
 
@@ -111,7 +111,7 @@ impl MeshTools {
     pub fn new(hub: Arc<Hub>) -> Self {
         MeshTools {
             hub,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::data_router(),
         }
     }
 

@@ -5,11 +5,13 @@ pub mod codec;
 pub mod ids;
 pub mod keys;
 pub mod messages;
+pub mod target;
 pub mod time;
 
 pub use codec::{DecodeError, Encoding};
 pub use keys::{Pubkey, Signature};
 pub use messages::{ClientMessage, Envelope, ServerMessage};
+pub use target::TargetSpec;
 
 /// Default `MAX_MESSAGE_BYTES`: the largest frame either side accepts.
 pub const MAX_MESSAGE_BYTES: usize = 65_536;

@@ -268,7 +268,7 @@ impl Store {
             if invite.revoked {
                 return Ok(Err(ClaimError::Revoked));
             }
-            if invite.expires_at_s * 1000 <= now_ms {
+            if invite.expires_at_s.saturating_mul(1000) <= now_ms {
                 return Ok(Err(ClaimError::Expired));
             }
             let existing = read_member_by_pubkey(

@@ -39,6 +39,8 @@ pub use shared::{
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 const SCHEMA_VERSION: u32 = 1;
+/// redb's page cache.
+const CACHE_BYTES: usize = 64 << 20;
 /// Most jobs folded into one transaction; bounds the latency of the first job in a batch.
 const MAX_BATCH: usize = 4096;
 
@@ -137,7 +139,11 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("mesh.redb"))?;
+        // redb's default page cache is 1 GiB; a broker for a few teams needs far less, and
+        // the OS page cache still holds hot data.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join("mesh.redb"))?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;

@@ -68,8 +68,9 @@ pub async fn session_hello(conn: &mut Conn, hello: SessionHello) {
 }
 
 fn check_skew(timestamp: i64) -> Result<(), Refusal> {
-    let skew = (time::now_ms() - timestamp).abs();
-    if skew > MAX_SKEW_MS {
+    // `abs_diff`: a peer's timestamp may be anything, e.g. i64::MIN, which must not overflow.
+    let skew = time::now_ms().abs_diff(timestamp);
+    if skew > MAX_SKEW_MS as u64 {
         return Err(refuse(
             "timestamp_skew",
             format!("hello timestamp is {skew} ms away from the broker's clock (limit 60 000 ms)"),
@@ -249,7 +250,11 @@ async fn admit(
 ) {
     let broker = conn.broker.clone();
     let restored = info.groups.is_none();
-    let groups = info.groups.clone().unwrap_or_else(|| member.groups.clone());
+    let groups = match info.groups.take() {
+        // Held to the rules of `join_group`: these names reach every peer's screen.
+        Some(claimed) => super::peers::clean_groups(claimed),
+        None => member.groups.clone(),
+    };
     info.groups = Some(groups.clone());
     let display_name = clean_display_name(info.display_name.as_deref(), &member.display_name);
     let capacity = broker.config.max_connections_per_mesh;

@@ -40,7 +40,7 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
         );
     }
     let now = time::now_ms();
-    if req.expires_at * 1000 <= now {
+    if req.expires_at.saturating_mul(1000) <= now {
         return conn.error(
             req_id,
             "invalid_argument",

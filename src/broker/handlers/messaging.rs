@@ -7,7 +7,7 @@ use crate::broker::state::Broker;
 use crate::protocol::messages::{
     Ack, ClientAck, MessageStatusResult, RecipientStatus, SendMessage,
 };
-use crate::protocol::{Pubkey, ServerMessage, ids, time};
+use crate::protocol::{Pubkey, ServerMessage, TargetSpec, ids, time};
 use crate::store::{MessageRecord, PrefixLookup, Priority, RecipientKey};
 
 /// Room left in a frame for everything but the body.
@@ -50,23 +50,11 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
             });
         }
         Ok(record) => {
-            // A resent client_message_id is answered from the store, never pushed again.
-            let resent = record.client_message_id.as_deref().is_some_and(|cid| {
-                broker
-                    .store
-                    .client_message(&record.mesh_id, &record.sender_member_id, cid)
-                    .ok()
-                    .flatten()
-                    .is_some()
-            });
-            // The store job is queued first, so a recipient's acknowledgement (a later job)
-            // always finds the message. Live recipients get it while it is being committed:
-            // the sender's `ack{queued:true}` still waits for the durable commit, so nothing
-            // acknowledged can be lost, and the push does not pay for the fsync.
-            let stored = broker.store.enqueue(record.clone());
-            if !resent {
-                router::route(&broker, &record);
-            }
+            // Pushed only once durably stored, together with the sender's ack: a push made
+            // before the commit could reach a recipient although a crash then loses the
+            // message and its sender, never acknowledged, sends it again. A resent
+            // client_message_id is answered from the store, never pushed again.
+            let stored = broker.store.enqueue(record);
             let out = conn.out.clone();
             let id = msg.id;
             conn.then(async move {
@@ -74,6 +62,7 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
                     Ok(enqueued) => {
                         if enqueued.fresh {
                             crate::broker::metrics::Metrics::inc(&broker.metrics.messages_stored);
+                            router::route(&broker, &enqueued.record);
                         }
                         ServerMessage::Ack(Ack {
                             id,
@@ -171,51 +160,11 @@ pub fn resolve(
 ) -> Result<Vec<(String, String)>, String> {
     let mesh_id = sender.mesh_id.as_str();
     let store_err = |e: crate::store::StoreError| e.to_string();
-    if Pubkey::is_shape(target) {
-        let key = Pubkey::parse(target).map_err(|e| e.to_string())?;
-        if let Some(member) = broker
-            .store
-            .member_by_pubkey(mesh_id, &key)
-            .map_err(store_err)?
-            .filter(|m| m.revoked_at_ms.is_none())
-        {
-            let rk = RecipientKey::Member {
-                mesh_id: mesh_id.into(),
-                member_id: member.id,
-            };
-            return Ok(vec![(rk.encode(), member.display_name)]);
-        }
-        let live = broker
-            .presence
-            .peers(mesh_id)
-            .into_iter()
-            .find(|p| p.session_pubkey == Some(key))
-            .map(|p| p.display_name.clone());
-        let name = match live {
-            Some(name) => Some(name),
-            None => broker
-                .store
-                .known_session(mesh_id, target)
-                .map_err(store_err)?
-                .map(|s| s.display_name),
-        };
-        let Some(name) = name else {
-            return Err(format!(
-                "no member or session {}… in this mesh",
-                &target[..12]
-            ));
-        };
-        let rk = RecipientKey::Session {
-            mesh_id: mesh_id.into(),
-            session: key,
-        };
-        return Ok(vec![(rk.encode(), name)]);
-    }
-    let group = match target {
-        "*" | "@all" => None,
-        t if t.starts_with('@') && t.len() > 1 => Some(&t[1..]),
-        t if t.starts_with('#') => return Err("topics are not supported yet".into()),
-        t => return Err(format!("\"{t}\" is not a pubkey, @group, @all or *")),
+    let group = match TargetSpec::parse(target).map_err(|e| e.to_string())? {
+        TargetSpec::Key(key) => return resolve_key(broker, mesh_id, target, key),
+        TargetSpec::All => None,
+        TargetSpec::Group(g) => Some(g),
+        TargetSpec::Topic(_) => return Err("topics are not supported yet".into()),
     };
     // The sender's own sessions never receive its broadcast or group message.
     let is_own = |p: &Peer| match sender.session_pubkey {
@@ -271,6 +220,53 @@ pub fn resolve(
         return Err(format!("nobody is in group @{g}"));
     }
     Ok(out)
+}
+
+/// Who a key reaches: the member with that key, else the session (live or known) with it.
+fn resolve_key(
+    broker: &Broker,
+    mesh_id: &str,
+    target: &str,
+    key: Pubkey,
+) -> Result<Vec<(String, String)>, String> {
+    let store_err = |e: crate::store::StoreError| e.to_string();
+    if let Some(member) = broker
+        .store
+        .member_by_pubkey(mesh_id, &key)
+        .map_err(store_err)?
+        .filter(|m| m.revoked_at_ms.is_none())
+    {
+        let rk = RecipientKey::Member {
+            mesh_id: mesh_id.into(),
+            member_id: member.id,
+        };
+        return Ok(vec![(rk.encode(), member.display_name)]);
+    }
+    let live = broker
+        .presence
+        .peers(mesh_id)
+        .into_iter()
+        .find(|p| p.session_pubkey == Some(key))
+        .map(|p| p.display_name.clone());
+    let name = match live {
+        Some(name) => Some(name),
+        None => broker
+            .store
+            .known_session(mesh_id, target)
+            .map_err(store_err)?
+            .map(|s| s.display_name),
+    };
+    let Some(name) = name else {
+        return Err(format!(
+            "no member or session {}… in this mesh",
+            &target[..12]
+        ));
+    };
+    let rk = RecipientKey::Session {
+        mesh_id: mesh_id.into(),
+        session: key,
+    };
+    Ok(vec![(rk.encode(), name)])
 }
 
 pub fn client_ack(conn: &Conn, ack: ClientAck) {

@@ -155,11 +155,40 @@ pub fn set_profile(conn: &Conn, req_id: Option<String>, profile: Profile) {
     );
 }
 
+/// Most groups a hello may claim.
+const MAX_GROUPS: usize = 64;
+
+/// The groups a hello claims, held to the rules `join_group` enforces: valid names only, each
+/// once, roles cut to a short printable label.
+pub(super) fn clean_groups(groups: Vec<GroupRef>) -> Vec<GroupRef> {
+    let mut out: Vec<GroupRef> = Vec::new();
+    for g in groups {
+        let name = g.name.trim_start_matches('@');
+        if out.len() < MAX_GROUPS && valid_group(name) && !out.iter().any(|o| o.name == name) {
+            out.push(GroupRef {
+                name: name.to_string(),
+                role: clean_role(g.role),
+            });
+        }
+    }
+    out
+}
+
+/// A group role as others will see it: printable, at most 64 characters; `None` when empty.
+fn clean_role(role: Option<String>) -> Option<String> {
+    let role: String = role?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_GROUP_NAME)
+        .collect();
+    let role = role.trim();
+    (!role.is_empty()).then(|| role.to_string())
+}
+
 fn valid_group(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_GROUP_NAME
-        && !name.starts_with('/')
-        && !name.ends_with('/')
+    name.len() <= MAX_GROUP_NAME
+        // Subgroups are `/`-separated; no empty, `.` or `..` part.
+        && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
@@ -174,6 +203,7 @@ pub async fn change_group(
 ) {
     let Some(me) = conn.peer.clone() else { return };
     let name = name.trim_start_matches('@');
+    let join = join.map(clean_role);
     if !valid_group(name) {
         return conn.error(
             req_id,
@@ -235,6 +265,11 @@ mod tests {
         assert!(valid_group("backend/api"));
         assert!(!valid_group("a b"));
         assert!(!valid_group("/x"));
+        assert!(!valid_group("x/"));
+        assert!(!valid_group("a//b"));
+        assert!(!valid_group(""));
+        assert!(!valid_group("../.."));
+        assert!(valid_group("v1.2/.well-known"));
         let g = vec![GroupRef {
             name: "backend/api".into(),
             role: None,
@@ -242,5 +277,27 @@ mod tests {
         assert!(in_group(&g, "backend"));
         assert!(in_group(&g, "backend/api"));
         assert!(!in_group(&g, "back"));
+    }
+
+    #[test]
+    fn groups_claimed_in_a_hello_follow_the_join_group_rules() {
+        let g = |name: &str, role: Option<&str>| GroupRef {
+            name: name.into(),
+            role: role.map(str::to_string),
+        };
+        let claimed = vec![
+            g("@ops", Some("lead\u{1b}[31m")),
+            g("ops", None),
+            g("\u{1b}[2Jx", None),
+            g(&"x".repeat(65), None),
+            g("../..", None),
+            g("api", Some(" \n ")),
+        ];
+        assert_eq!(
+            clean_groups(claimed),
+            [g("ops", Some("lead[31m")), g("api", None)]
+        );
+        let many: Vec<GroupRef> = (0..100).map(|i| g(&format!("g{i}"), None)).collect();
+        assert_eq!(clean_groups(many).len(), MAX_GROUPS);
     }
 }
