@@ -102,3 +102,51 @@ pub fn verify_member_request(
     }
     Ok((mesh, member))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn signed(ts: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-mesh-id", HeaderValue::from_static("mesh1"));
+        h.insert(
+            "x-claudemesh-pubkey",
+            HeaderValue::from_str(&"ab".repeat(32)).unwrap(),
+        );
+        h.insert(
+            "x-claudemesh-signature",
+            HeaderValue::from_str(&"0f".repeat(64)).unwrap(),
+        );
+        h.insert("x-claudemesh-timestamp", HeaderValue::from_str(ts).unwrap());
+        h
+    }
+
+    #[test]
+    fn signature_headers_are_checked_for_shape_and_freshness() {
+        let now = 1_700_000_000_000;
+        let fresh = signed("1700000059999");
+        let ok = parse_signed_headers(&fresh, now).expect("fresh");
+        assert_eq!((ok.mesh_id, ok.timestamp_ms), ("mesh1", 1_700_000_059_999));
+        // Any i64 may arrive; the extremes must be refused, not overflow.
+        for ts in [
+            "1700000060001",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "1e3",
+            "",
+        ] {
+            let e = parse_signed_headers(&signed(ts), now).unwrap_err();
+            assert_eq!(e.code, "unauthorized", "{ts}");
+        }
+        let mut h = signed("1700000000000");
+        h.insert(
+            "x-claudemesh-pubkey",
+            HeaderValue::from_str(&"AB".repeat(32)).unwrap(),
+        );
+        assert!(parse_signed_headers(&h, now).is_err());
+        h.remove("x-claudemesh-pubkey");
+        assert!(parse_signed_headers(&h, now).is_err());
+    }
+}
