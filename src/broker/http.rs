@@ -328,7 +328,11 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
             "root_key must be 32 bytes in base64url",
         );
     }
-    let display_name = clean_display_name(body.display_name).unwrap_or_else(|| "owner".into());
+    let display_name = body
+        .display_name
+        .as_deref()
+        .and_then(crate::protocol::clean_display_name)
+        .unwrap_or_else(|| "owner".into());
     let created = broker
         .store
         .create_mesh(CreateMesh {
@@ -347,15 +351,6 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
         ),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
-}
-
-/// A display name as other members will see it (in their terminals too): no control
-/// characters, at most 64 characters, trimmed; `None` when nothing is left.
-fn clean_display_name(name: Option<String>) -> Option<String> {
-    let name: String = name?.chars().filter(|c| !c.is_control()).collect();
-    let name: String = name.trim().chars().take(64).collect();
-    let name = name.trim_end();
-    (!name.is_empty()).then(|| name.to_string())
 }
 
 #[derive(Deserialize)]
@@ -411,7 +406,9 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
         .claim_invite(
             code,
             member_key,
-            clean_display_name(body.display_name),
+            body.display_name
+                .as_deref()
+                .and_then(crate::protocol::clean_display_name),
             time::now_ms(),
         )
         .await;

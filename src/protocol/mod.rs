@@ -21,3 +21,15 @@ pub const MAX_SKEW_MS: i64 = 60_000;
 pub const MAX_ATTESTATION_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 /// Lifetime our clients give the attestations they mint.
 pub const ATTESTATION_TTL_MS: i64 = 12 * 60 * 60 * 1000;
+
+/// Longest display name kept; longer ones are cut, not refused.
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// A display name as others will see it: control characters (escape sequences, newlines)
+/// removed, trimmed, cut to [`MAX_DISPLAY_NAME`] characters; `None` when nothing is left.
+pub fn clean_display_name(name: &str) -> Option<String> {
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let name: String = name.trim().chars().take(MAX_DISPLAY_NAME).collect();
+    let name = name.trim_end();
+    (!name.is_empty()).then(|| name.to_string())
+}

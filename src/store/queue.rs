@@ -111,19 +111,6 @@ impl Store {
         })
     }
 
-    /// The message stored for a member's `client_message_id`, if any.
-    pub fn client_message(
-        &self,
-        mesh_id: &str,
-        member_id: &str,
-        client_message_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let rt = self.read()?;
-        let ids = rt.open_table(CLIENT_IDS)?;
-        let found = ids.get((mesh_id, member_id, client_message_id))?;
-        Ok(found.map(|v| v.value().to_string()))
-    }
-
     /// Everything queued for `keys`, oldest first. Expired entries are skipped.
     pub fn pending(&self, keys: &[String], now_ms: i64) -> Result<Vec<Pending>, StoreError> {
         let rt = self.read()?;

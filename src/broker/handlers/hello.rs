@@ -24,9 +24,6 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal(code, message.into(), 1008)
 }
 
-/// Longest display name accepted; longer ones are cut, not refused.
-const MAX_DISPLAY_NAME: usize = 64;
-
 pub async fn member_hello(conn: &mut Conn, hello: Hello) {
     if conn.peer.is_some() {
         conn.error(
@@ -225,21 +222,6 @@ fn check_session_hello(
     Ok((mesh, member, session))
 }
 
-fn clean_display_name(name: Option<&str>, fallback: &str) -> String {
-    let name: String = name
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_DISPLAY_NAME)
-        .collect();
-    let name = name.trim();
-    if name.is_empty() {
-        fallback.to_string()
-    } else {
-        name.to_string()
-    }
-}
-
 async fn admit(
     conn: &mut Conn,
     mesh: Mesh,
@@ -256,7 +238,11 @@ async fn admit(
         None => member.groups.clone(),
     };
     info.groups = Some(groups.clone());
-    let display_name = clean_display_name(info.display_name.as_deref(), &member.display_name);
+    let display_name = info
+        .display_name
+        .as_deref()
+        .and_then(crate::protocol::clean_display_name)
+        .unwrap_or_else(|| member.display_name.clone());
     let capacity = broker.config.max_connections_per_mesh;
     let session_id = info.session_id.clone();
     let registered = broker.presence.register(
