@@ -655,3 +655,78 @@ pub async fn ws_refused(broker: &BrokerProc, hello: &Value, code: &str, close: u
     assert_eq!(got, close, "close code after {code} (reason {reason:?})");
     assert_eq!(reason, code, "close reason after {code}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bystanders: an honest pair that must keep messaging while an attack runs
+// ---------------------------------------------------------------------------------------------
+
+/// Two honest members (carol owns mesh "bystanders", dave joined it) with live connections.
+/// Attack tests call [`Bystanders::exchange`] before, during and after the attack to show the
+/// broker keeps serving everyone else.
+pub struct Bystanders {
+    pub carol: Person,
+    pub dave: Person,
+    pub carol_client: MeshClient,
+    pub dave_client: MeshClient,
+    sent: usize,
+}
+
+impl Bystanders {
+    /// Creates the pair's own mesh on `broker` and connects both.
+    pub async fn start(broker: &BrokerProc) -> Bystanders {
+        let carol = Person::new("carol");
+        let dave = Person::new("dave");
+        create_mesh(broker, &carol, "bystanders");
+        let (_, url) = invite(&carol, &[]);
+        join(&dave, &url);
+        let carol_client = carol.client().await;
+        let dave_client = dave.client().await;
+        Bystanders {
+            carol,
+            dave,
+            carol_client,
+            dave_client,
+            sent: 0,
+        }
+    }
+
+    /// Carol sends `n` direct messages to dave; each must be acknowledged as queued and arrive,
+    /// decrypted, exactly once and in order (within [`WAIT`]).
+    pub async fn exchange(&mut self, n: usize) {
+        let dave_key = self.dave.entry().member_pubkey.clone();
+        let to_dave = claudemesh::client::Target {
+            label: "dave".into(),
+            spec: dave_key,
+        };
+        let mut expected = Vec::new();
+        for _ in 0..n {
+            self.sent += 1;
+            let text = format!("bystander message {}", self.sent);
+            let ack = self
+                .carol_client
+                .send_text(&to_dave, &text, "now", None)
+                .await
+                .unwrap_or_else(|e| panic!("carol could not send to dave: {e}"));
+            assert_eq!(ack.queued, Some(true), "carol's message was not queued: {ack:?}");
+            let id = ack.message_id.clone().expect("a queued message has an id");
+            expected.push((id, text));
+        }
+        let deadline = Instant::now() + WAIT;
+        for (id, text) in expected {
+            let incoming = loop {
+                let push = tokio::time::timeout_at(deadline.into(), self.dave_client.next_push())
+                    .await
+                    .unwrap_or_else(|_| panic!("dave did not receive {text:?} in time"))
+                    .expect("dave's connection is open");
+                if let claudemesh::protocol::ServerMessage::Push(p) = push {
+                    if p.subtype.is_none() {
+                        break self.dave_client.open(*p);
+                    }
+                }
+            };
+            assert_eq!(incoming.push.message_id, id, "dave got messages out of order");
+            assert_eq!(incoming.text.as_deref(), Ok(text.as_str()));
+            self.dave_client.ack(&id).expect("dave acks");
+        }
+    }
+}
