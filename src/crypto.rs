@@ -455,7 +455,12 @@ pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
     // SAFETY: out is 32 bytes (crypto_auth_hmacsha256_BYTES); key is 32 bytes
     // (crypto_auth_hmacsha256_KEYBYTES); msg pointer/length from a slice.
     let rc = unsafe {
-        ffi::crypto_auth_hmacsha256(out.as_mut_ptr(), msg.as_ptr(), msg.len() as u64, key.as_ptr())
+        ffi::crypto_auth_hmacsha256(
+            out.as_mut_ptr(),
+            msg.as_ptr(),
+            msg.len() as u64,
+            key.as_ptr(),
+        )
     };
     assert_eq!(rc, 0, "crypto_auth_hmacsha256 failed");
     out

@@ -361,7 +361,10 @@ pub fn encode_root_key(key: &[u8; 32]) -> String {
 /// Safe to give the broker: it proves a client holds the key and lets a joiner check the key
 /// its link carried, without revealing anything of the key.
 pub fn root_key_check(key: &[u8; 32]) -> String {
-    hex::encode(crypto::hmac_sha256(key, canonical::ROOT_KEY_CHECK.as_bytes()))
+    hex::encode(crypto::hmac_sha256(
+        key,
+        canonical::ROOT_KEY_CHECK.as_bytes(),
+    ))
 }
 
 pub fn decode_root_key(s: &str) -> Result<[u8; 32], String> {

@@ -30,7 +30,12 @@ fn claim_body_for(code: &str, member: &SignKeyPair, x25519: &BoxKeyPair, name: &
 }
 
 fn fresh_body(code: &str, name: &str) -> Value {
-    claim_body_for(code, &SignKeyPair::generate(), &BoxKeyPair::generate(), name)
+    claim_body_for(
+        code,
+        &SignKeyPair::generate(),
+        &BoxKeyPair::generate(),
+        name,
+    )
 }
 
 async fn claim_bytes(base: &str, code: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
@@ -94,7 +99,12 @@ async fn malformed_claims_are_400_and_consume_nothing() {
         .remove("recipient_x25519_pubkey");
     refused(&claim(&base, &code, &no_x).await, 400, "malformed");
     refused(
-        &claim(&base, "bad!code", &claim_body_for(&code, &member, &x, "eve")).await,
+        &claim(
+            &base,
+            "bad!code",
+            &claim_body_for(&code, &member, &x, "eve"),
+        )
+        .await,
         400,
         "malformed",
     );

@@ -45,12 +45,7 @@ async fn claim_raw(broker: &BrokerProc, code: &str, body: &Value) -> (u16, Value
 
 /// A claim body for `member_pubkey`, signed by `signer` (the attacker's own key when the two
 /// differ) at `timestamp`.
-fn claim_body(
-    code: &str,
-    member_pubkey: &str,
-    signer: &SignKeyPair,
-    timestamp: i64,
-) -> Value {
+fn claim_body(code: &str, member_pubkey: &str, signer: &SignKeyPair, timestamp: i64) -> Value {
     let x = URL_SAFE_NO_PAD.encode(BoxKeyPair::generate().public);
     let signed = canonical::invite_claim(code, &x, member_pubkey, timestamp);
     json!({
@@ -82,7 +77,11 @@ async fn register(client: &MeshClient, frame: CreateInvite) -> Option<String> {
 }
 
 /// An invite frame built from signed v3 fields, with the capability given.
-fn frame_from(fields: &canonical::InviteV3Fields, canonical: &str, signature: &str) -> CreateInvite {
+fn frame_from(
+    fields: &canonical::InviteV3Fields,
+    canonical: &str,
+    signature: &str,
+) -> CreateInvite {
     CreateInvite {
         invite_id: fields.invite_id.clone(),
         code: fields.code.clone(),
@@ -116,7 +115,11 @@ fn signed_frame(
         &signer.public_hex(),
     );
     let fields = canonical::parse_invite_v3(&signed).expect("valid v3");
-    frame_from(&fields, &signed, &hex::encode(signer.sign(signed.as_bytes())))
+    frame_from(
+        &fields,
+        &signed,
+        &hex::encode(signer.sign(signed.as_bytes())),
+    )
 }
 
 fn invite_list(person: &Person) -> Vec<Value> {
@@ -203,7 +206,11 @@ async fn a_claimed_invite_cannot_be_copied_or_widened() {
         "exhausted",
     );
     let listed = invite_list(&alice);
-    assert_eq!(listed.len(), 3, "admin invite, the 1-use one, mallory's own: {listed:?}");
+    assert_eq!(
+        listed.len(),
+        3,
+        "admin invite, the 1-use one, mallory's own: {listed:?}"
+    );
     assert!(
         listed
             .iter()
@@ -223,7 +230,11 @@ async fn only_the_owner_or_an_admin_registers_invites() {
     // A plain member cannot make invites, whatever key signs them.
     let out = bob.run(&["invite"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("only the owner or an admin"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("only the owner or an admin"),
+        "{}",
+        out.stderr
+    );
     let bob_client = bob.client().await;
     let entry = bob.entry();
     let own = signed_frame(
@@ -288,13 +299,19 @@ async fn invite_list_shows_every_invite_and_revoke_works_by_code_or_id() {
     let entry = find(b_code, &listed);
     assert_eq!(entry["inviteId"], b_id);
     assert_eq!(entry["role"], "admin");
-    assert_eq!((entry["maxUses"].as_u64(), entry["usesLeft"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (entry["maxUses"].as_u64(), entry["usesLeft"].as_u64()),
+        (Some(3), Some(3))
+    );
     assert_eq!(entry["createdByName"], "alice");
     assert_eq!(entry["status"], "valid");
     assert_eq!(entry["revoked"], false);
     let week = time::now_ms() / 1000 + 7 * 24 * 3600;
     assert!((week - 60..=week + 60).contains(&entry["expiresAt"].as_i64().unwrap()));
-    let used: Vec<&Value> = listed.iter().filter(|i| i["status"] == "exhausted").collect();
+    let used: Vec<&Value> = listed
+        .iter()
+        .filter(|i| i["status"] == "exhausted")
+        .collect();
     assert_eq!(used.len(), 1, "bob's invite is used up: {listed:?}");
     // Still-valid invites come first.
     assert_eq!(listed.last().unwrap()["status"], "exhausted");
@@ -327,7 +344,11 @@ async fn invite_list_shows_every_invite_and_revoke_works_by_code_or_id() {
     // Codes are credentials: members do not see them.
     let out = bob.run(&["invite", "list"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("only the owner or an admin"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("only the owner or an admin"),
+        "{}",
+        out.stderr
+    );
     let out = bob.run(&["invite", "revoke", &a]);
     assert_eq!(out.code, 1, "{out:?}");
 }
@@ -365,7 +386,11 @@ async fn a_claim_must_prove_the_member_key_it_claims_for() {
     // A signature of bob's from long ago (say, captured) is too old to use.
     let bob_keys = bob.entry().member_keys().unwrap();
     let stale = claim_body(&bob_code, &bob_pubkey, &bob_keys, time::now_ms() - 120_000);
-    refused(&claim_raw(&broker, &bob_code, &stale).await, 400, "timestamp_skew");
+    refused(
+        &claim_raw(&broker, &bob_code, &stale).await,
+        400,
+        "timestamp_skew",
+    );
     // A signature over another code does not carry over.
     let mut moved = claim_body(&bob_code, &bob_pubkey, &bob_keys, time::now_ms());
     moved["recipient_x25519_pubkey"] = URL_SAFE_NO_PAD.encode([9u8; 32]).into();
@@ -416,7 +441,10 @@ fn spellings(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
         ("base64url".into(), URL_SAFE_NO_PAD.encode(key).into_bytes()),
         ("base64url padded".into(), URL_SAFE.encode(key).into_bytes()),
         ("base64".into(), STANDARD.encode(key).into_bytes()),
-        ("base64 unpadded".into(), STANDARD_NO_PAD.encode(key).into_bytes()),
+        (
+            "base64 unpadded".into(),
+            STANDARD_NO_PAD.encode(key).into_bytes(),
+        ),
         ("hex".into(), hex::encode(key).into_bytes()),
         ("HEX".into(), hex::encode_upper(key).into_bytes()),
     ]
@@ -425,7 +453,9 @@ fn spellings(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
 fn assert_absent(what: &str, haystack: &[u8], key: &[u8; 32]) {
     for (name, needle) in spellings(key) {
         assert!(
-            !haystack.windows(needle.len()).any(|w| w == needle.as_slice()),
+            !haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice()),
             "the root key ({name}) is in {what}"
         );
     }
@@ -438,12 +468,22 @@ async fn the_broker_never_holds_or_shows_the_root_key() {
     let base = broker.http_url();
     let alice = Person::new("alice");
     create_mesh(&broker, &alice, "team");
-    let root = alice.entry().root_key().expect("the creator holds the root key");
+    let root = alice
+        .entry()
+        .root_key()
+        .expect("the creator holds the root key");
     let (code, url) = invite(&alice, &["--uses", "2"]);
-    assert!(url.ends_with(&format!("#{}", encode_root_key(&root))), "{url}");
+    assert!(
+        url.ends_with(&format!("#{}", encode_root_key(&root))),
+        "{url}"
+    );
     let bob = Person::new("bob");
     join(&bob, &url);
-    assert_eq!(bob.entry().root_key().unwrap(), root, "bob took it from the link");
+    assert_eq!(
+        bob.entry().root_key().unwrap(),
+        root,
+        "bob took it from the link"
+    );
 
     // Every HTTP answer this test sees.
     let mut bodies: Vec<(String, Vec<u8>)> = Vec::new();
@@ -475,7 +515,12 @@ async fn the_broker_never_holds_or_shows_the_root_key() {
     let texts: Vec<String> = out
         .stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap_or("").to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     assert_eq!(texts, ["group secret", "broadcast secret"]);
     bystanders.exchange(2).await;
@@ -489,7 +534,9 @@ async fn the_broker_never_holds_or_shows_the_root_key() {
         let bytes = std::fs::read(&file).unwrap_or_default();
         assert_absent(&file.display().to_string(), &bytes, &root);
     }
-    let log = [broker.stdout_lines(), broker.stderr_lines()].concat().join("\n");
+    let log = [broker.stdout_lines(), broker.stderr_lines()]
+        .concat()
+        .join("\n");
     assert_absent("the broker's log", log.as_bytes(), &root);
 }
 
@@ -643,7 +690,8 @@ fn write_schema_1(dir: &std::path::Path, meshes: &[(&str, &OldMesh)]) {
         let mut meta = tx
             .open_table(TableDefinition::<&str, &[u8]>::new("meta"))
             .unwrap();
-        meta.insert("schema_version", enc(&1u32).as_slice()).unwrap();
+        meta.insert("schema_version", enc(&1u32).as_slice())
+            .unwrap();
         let mut mesh_t = tx
             .open_table(TableDefinition::<&str, &[u8]>::new("meshes"))
             .unwrap();
@@ -680,7 +728,10 @@ fn write_schema_1(dir: &std::path::Path, meshes: &[(&str, &OldMesh)]) {
                 joined_at_ms: 1,
             };
             members
-                .insert((m.id.as_str(), m.member_id.as_str()), enc(&member).as_slice())
+                .insert(
+                    (m.id.as_str(), m.member_id.as_str()),
+                    enc(&member).as_slice(),
+                )
                 .unwrap();
             keys.insert(
                 (m.id.as_str(), m.member.public_hex().as_str()),
@@ -778,7 +829,10 @@ async fn an_upgraded_broker_drops_a_stored_root_key_once_the_owner_proves_it() {
     );
     let kept = store.mesh(&side.id).unwrap().expect("side");
     assert_eq!(kept.legacy_root_key, Some(encode_root_key(&side.root)));
-    let old_invite = store.invite("OldCode1").unwrap().expect("kept for the record");
+    let old_invite = store
+        .invite("OldCode1")
+        .unwrap()
+        .expect("kept for the record");
     assert!(old_invite.revoked);
     store.close();
 }

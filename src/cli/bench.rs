@@ -20,7 +20,7 @@ use crate::client::{ConnectOptions, MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
 use crate::identity::{MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
 use crate::protocol::messages::{PeerInfo, SendMessage};
-use crate::protocol::{ClientMessage, ServerMessage, canonical, ids, time};
+use crate::protocol::{ClientMessage, ServerMessage, ids, time};
 
 /// Sends a peer keeps in flight at saturation.
 const WINDOW: usize = 64;
@@ -217,14 +217,8 @@ async fn setup_mesh(
     for i in 1..n {
         let keys = SignKeyPair::generate();
         let x = BoxKeyPair::generate();
-        let resp = http::claim_invite(
-            &base,
-            &code,
-            &x.public,
-            &format!("bench-{i}"),
-            &keys,
-        )
-        .await?;
+        let resp =
+            http::claim_invite(&base, &code, &x.public, &format!("bench-{i}"), &keys).await?;
         if !resp.is_success() {
             return Err(resp.into_error().into());
         }

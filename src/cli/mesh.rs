@@ -238,7 +238,10 @@ impl InviteListCmd {
             return Ok(());
         }
         if invites.is_empty() {
-            println!("no invites in mesh {}: `claudemesh invite` makes one", entry.slug);
+            println!(
+                "no invites in mesh {}: `claudemesh invite` makes one",
+                entry.slug
+            );
             return Ok(());
         }
         println!(
@@ -844,7 +847,10 @@ mod tests {
         for bare in ["http://h:7900/i/AbC123xy", "http://h:7900/i/AbC123xy#"] {
             assert_eq!(parse_invite(bare, None).expect("no key").root_key, None);
         }
-        for bad in ["http://h:7900/i/AbC123xy#short", "http://h:7900/i/AbC123xy#!!"] {
+        for bad in [
+            "http://h:7900/i/AbC123xy#short",
+            "http://h:7900/i/AbC123xy#!!",
+        ] {
             assert!(matches!(parse_invite(bad, None), Err(CliError::Usage(_))));
         }
     }

@@ -92,12 +92,8 @@ pub async fn claim_invite(
     use base64::Engine;
     let x25519 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x25519_public);
     let timestamp = crate::protocol::time::now_ms();
-    let signed = crate::protocol::canonical::invite_claim(
-        code,
-        &x25519,
-        &member.public_hex(),
-        timestamp,
-    );
+    let signed =
+        crate::protocol::canonical::invite_claim(code, &x25519, &member.public_hex(), timestamp);
     let body = serde_json::json!({
         "recipient_x25519_pubkey": x25519,
         "display_name": display_name,

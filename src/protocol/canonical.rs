@@ -70,9 +70,7 @@ pub fn invite_claim(
     member_pubkey_hex: &str,
     timestamp_ms: i64,
 ) -> String {
-    format!(
-        "claudemesh-claim|{code}|{recipient_x25519_b64url}|{member_pubkey_hex}|{timestamp_ms}"
-    )
+    format!("claudemesh-claim|{code}|{recipient_x25519_b64url}|{member_pubkey_hex}|{timestamp_ms}")
 }
 
 /// What `HMAC-SHA256(root_key, ·)` is computed over for the mesh's root-key check value: a
@@ -215,13 +213,27 @@ fn canonical_decimal(s: &str) -> bool {
 /// canonical form parses.
 pub fn parse_invite_v3(s: &str) -> Result<InviteV3Fields, CanonicalError> {
     let fields: Vec<&str> = s.split('|').collect();
-    let [version, mesh_id, invite_id, code, uses, expires, role, signer] = fields[..] else {
+    let [
+        version,
+        mesh_id,
+        invite_id,
+        code,
+        uses,
+        expires,
+        role,
+        signer,
+    ] = fields[..]
+    else {
         return Err(CanonicalError::FieldCount(fields.len()));
     };
     if version != "v=3" {
         return Err(CanonicalError::Version);
     }
-    for (value, name) in [(mesh_id, "mesh id"), (invite_id, "invite id"), (code, "code")] {
+    for (value, name) in [
+        (mesh_id, "mesh id"),
+        (invite_id, "invite id"),
+        (code, "code"),
+    ] {
         if value.is_empty() {
             return Err(CanonicalError::EmptyField(name));
         }

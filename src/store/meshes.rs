@@ -289,7 +289,10 @@ impl Store {
             for (code, id) in expired {
                 invites.remove(code.as_str())?;
                 listed.remove((mesh_id, code.as_str()))?;
-                if ids.get((mesh_id, id.as_str()))?.is_some_and(|c| c.value() == code) {
+                if ids
+                    .get((mesh_id, id.as_str()))?
+                    .is_some_and(|c| c.value() == code)
+                {
                     ids.remove((mesh_id, id.as_str()))?;
                 }
             }

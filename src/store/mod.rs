@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use memory::{MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
-    ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES,
-    RevokeError, RootKeyProof,
+    ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
+    RootKeyProof,
 };
 pub use queue::{Enqueued, Pending, PrefixLookup};
 pub use records::*;

@@ -5,8 +5,7 @@ use crate::broker::connection::Conn;
 use crate::protocol::messages::{Ack, CreateInvite, InviteCreated, InviteEntry, MemberEntry};
 use crate::protocol::{Pubkey, ServerMessage, Signature, canonical, ids, time};
 use crate::store::{
-    Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError,
-    RootKeyProof,
+    Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError, RootKeyProof,
 };
 
 /// Most uses one invite may grant.
@@ -203,13 +202,7 @@ pub fn list_invites(conn: &Conn, req_id: Option<String>) {
             revoked: i.revoked,
         })
         .collect();
-    conn.reply(
-        req_id,
-        ServerMessage::InviteList {
-            invites,
-            truncated,
-        },
-    );
+    conn.reply(req_id, ServerMessage::InviteList { invites, truncated });
 }
 
 /// `root_key_proof`: drops the root key a pre-schema-2 broker kept, once a manager's client

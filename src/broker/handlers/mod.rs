@@ -34,9 +34,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             members::revoke_invite(conn, req_id, code, invite_id).await
         }
         ClientMessage::ListInvites {} => members::list_invites(conn, req_id),
-        ClientMessage::RootKeyProof { check } => {
-            members::root_key_proof(conn, req_id, check).await
-        }
+        ClientMessage::RootKeyProof { check } => members::root_key_proof(conn, req_id, check).await,
         ClientMessage::Send(msg) => messaging::send(conn, req_id, *msg),
         ClientMessage::ClientAck(ack) => messaging::client_ack(conn, ack),
         ClientMessage::Drain {} => messaging::drain(conn, req_id),
