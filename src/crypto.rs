@@ -448,6 +448,24 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     h.finalize()
 }
 
+/// HMAC-SHA256 with a 32-byte key (the mesh root-key check value).
+pub fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    init();
+    let mut out = [0u8; 32];
+    // SAFETY: out is 32 bytes (crypto_auth_hmacsha256_BYTES); key is 32 bytes
+    // (crypto_auth_hmacsha256_KEYBYTES); msg pointer/length from a slice.
+    let rc = unsafe {
+        ffi::crypto_auth_hmacsha256(
+            out.as_mut_ptr(),
+            msg.as_ptr(),
+            msg.len() as u64,
+            key.as_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "crypto_auth_hmacsha256 failed");
+    out
+}
+
 /// Streaming SHA-256 for bodies and files too large to hold at once. Implements
 /// [`std::io::Write`] so `std::io::copy(&mut file, &mut hasher)` works.
 #[derive(Clone)]

@@ -34,6 +34,10 @@ pub enum IdentityError {
     Ambiguous(String),
     #[error("no joined mesh matches \"{wanted}\" (joined: {joined})")]
     UnknownMesh { wanted: String, joined: String },
+    #[error(
+        "this machine has no root key for mesh {0}, which group and broadcast messages need: ask for the full invite link (with its #… part) and run `claudemesh join <link>` again"
+    )]
+    NoRootKey(String),
     #[error("the key for mesh {mesh} in the config is unusable: {message}")]
     BadKey { mesh: String, message: String },
 }
@@ -82,7 +86,10 @@ pub struct MeshEntry {
     pub member_pubkey: String,
     /// libsodium ed25519 secret (seed‖pk), 128 hex.
     pub member_secret_key: String,
-    /// The mesh root key, base64url without padding.
+    /// The mesh root key, base64url without padding; empty when this machine joined without
+    /// it (a bare code or a link without its `#…` part): group messages then cannot be read
+    /// or sent. The broker never has it.
+    #[serde(default)]
     pub root_key: String,
     pub owner_pubkey: String,
     /// Only on the machine that created the mesh; never sent anywhere.
@@ -230,6 +237,9 @@ impl MeshEntry {
     }
 
     pub fn root_key(&self) -> Result<[u8; 32], IdentityError> {
+        if self.root_key.is_empty() {
+            return Err(IdentityError::NoRootKey(self.slug.clone()));
+        }
         decode_root_key(&self.root_key).map_err(|e| self.bad_key(e))
     }
 
@@ -345,6 +355,16 @@ pub fn sign_request(
 
 pub fn encode_root_key(key: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(key)
+}
+
+/// The mesh root key's check value, 64 hex: `HMAC-SHA256(root_key, "claudemesh-root-key-check")`.
+/// Safe to give the broker: it proves a client holds the key and lets a joiner check the key
+/// its link carried, without revealing anything of the key.
+pub fn root_key_check(key: &[u8; 32]) -> String {
+    hex::encode(crypto::hmac_sha256(
+        key,
+        canonical::ROOT_KEY_CHECK.as_bytes(),
+    ))
 }
 
 pub fn decode_root_key(s: &str) -> Result<[u8; 32], String> {

@@ -1,5 +1,6 @@
 //! The invite claim over HTTP (`POST /invites/<code>/claim`, PROTOCOL.md §9): every refusal with
-//! its status and code, the sealed root key of a success, and the use counter under concurrency.
+//! its status and code, what a success returns (no root key), and the use counter under
+//! concurrency. The attacks on claims are in `tests/invites.rs`.
 
 mod common;
 
@@ -14,17 +15,27 @@ use claudemesh::store::Store;
 use common::*;
 use serde_json::{Value, json};
 
-/// A well-formed claim body for a fresh member key.
-fn claim_body(member: &SignKeyPair, x25519: &BoxKeyPair, name: &str) -> Value {
+/// A well-formed claim body for a member key, signed by it for invite `code`.
+fn claim_body_for(code: &str, member: &SignKeyPair, x25519: &BoxKeyPair, name: &str) -> Value {
+    let x = URL_SAFE_NO_PAD.encode(x25519.public);
+    let timestamp = time::now_ms();
+    let signed = canonical::invite_claim(code, &x, &member.public_hex(), timestamp);
     json!({
-        "recipient_x25519_pubkey": URL_SAFE_NO_PAD.encode(x25519.public),
+        "recipient_x25519_pubkey": x,
         "display_name": name,
         "member_pubkey": member.public_hex(),
+        "timestamp": timestamp,
+        "signature": hex::encode(member.sign(signed.as_bytes())),
     })
 }
 
-fn fresh_body(name: &str) -> Value {
-    claim_body(&SignKeyPair::generate(), &BoxKeyPair::generate(), name)
+fn fresh_body(code: &str, name: &str) -> Value {
+    claim_body_for(
+        code,
+        &SignKeyPair::generate(),
+        &BoxKeyPair::generate(),
+        name,
+    )
 }
 
 async fn claim_bytes(base: &str, code: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
@@ -72,29 +83,34 @@ async fn malformed_claims_are_400_and_consume_nothing() {
         "malformed",
     );
     refused(&claim_bytes(&base, &code, "").await, 400, "malformed");
-    let mut bad_key = claim_body(&member, &x, "eve");
+    let mut bad_key = claim_body_for(&code, &member, &x, "eve");
     bad_key["recipient_x25519_pubkey"] = "abc".into();
     refused(&claim(&base, &code, &bad_key).await, 400, "malformed");
     bad_key["recipient_x25519_pubkey"] = URL_SAFE_NO_PAD.encode([7u8; 31]).into();
     refused(&claim(&base, &code, &bad_key).await, 400, "malformed");
-    let mut no_member = claim_body(&member, &x, "eve");
+    let mut no_member = claim_body_for(&code, &member, &x, "eve");
     no_member.as_object_mut().unwrap().remove("member_pubkey");
     refused(&claim(&base, &code, &no_member).await, 400, "malformed");
     no_member["member_pubkey"] = member.public_hex().to_uppercase().into();
     refused(&claim(&base, &code, &no_member).await, 400, "malformed");
-    let mut no_x = claim_body(&member, &x, "eve");
+    let mut no_x = claim_body_for(&code, &member, &x, "eve");
     no_x.as_object_mut()
         .unwrap()
         .remove("recipient_x25519_pubkey");
     refused(&claim(&base, &code, &no_x).await, 400, "malformed");
     refused(
-        &claim(&base, "bad!code", &claim_body(&member, &x, "eve")).await,
+        &claim(
+            &base,
+            "bad!code",
+            &claim_body_for(&code, &member, &x, "eve"),
+        )
+        .await,
         400,
         "malformed",
     );
 
     // None of that used the invite up.
-    let (status, ok) = claim(&base, &code, &claim_body(&member, &x, "bob")).await;
+    let (status, ok) = claim(&base, &code, &claim_body_for(&code, &member, &x, "bob")).await;
     assert_eq!(status, 200, "{ok}");
     assert_eq!(member_count(&alice), 2);
 }
@@ -106,7 +122,7 @@ async fn unknown_revoked_expired_and_exhausted_invites_are_refused() {
     let base = broker.http_url();
 
     refused(
-        &claim(&base, "ZZZZZZZZ", &fresh_body("eve")).await,
+        &claim(&base, "ZZZZZZZZ", &fresh_body("ZZZZZZZZ", "eve")).await,
         404,
         "not_found",
     );
@@ -115,7 +131,7 @@ async fn unknown_revoked_expired_and_exhausted_invites_are_refused() {
     let out = alice.run(&["invite", "--revoke", &revoked]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     refused(
-        &claim(&base, &revoked, &fresh_body("eve")).await,
+        &claim(&base, &revoked, &fresh_body(&revoked, "eve")).await,
         410,
         "revoked",
     );
@@ -125,10 +141,10 @@ async fn unknown_revoked_expired_and_exhausted_invites_are_refused() {
     assert!(out.stderr.contains("revoked"), "{}", out.stderr);
 
     let (used, _) = invite(&alice, &[]);
-    let (status, _) = claim(&base, &used, &fresh_body("bob")).await;
+    let (status, _) = claim(&base, &used, &fresh_body(&used, "bob")).await;
     assert_eq!(status, 200);
     refused(
-        &claim(&base, &used, &fresh_body("eve")).await,
+        &claim(&base, &used, &fresh_body(&used, "eve")).await,
         410,
         "exhausted",
     );
@@ -140,7 +156,7 @@ async fn unknown_revoked_expired_and_exhausted_invites_are_refused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     refused(
-        &claim(&base, &expired, &fresh_body("eve")).await,
+        &claim(&base, &expired, &fresh_body(&expired, "eve")).await,
         410,
         "expired",
     );
@@ -169,7 +185,7 @@ async fn a_tampered_invite_signature_is_refused() {
 
     broker.restart();
     refused(
-        &claim(&broker.http_url(), &code, &fresh_body("eve")).await,
+        &claim(&broker.http_url(), &code, &fresh_body(&code, "eve")).await,
         400,
         "bad_signature",
     );
@@ -181,32 +197,39 @@ async fn a_tampered_invite_signature_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_claim_returns_the_sealed_root_key_and_a_verifiable_capability() {
+async fn a_claim_returns_a_verifiable_capability_and_no_root_key() {
     let broker = BrokerProc::start(&[]);
     let (alice, mesh_id) = owned_mesh(&broker);
-    let (code, _) = invite(&alice, &["--role", "admin"]);
+    let (code, _) = invite(&alice, &["--role", "admin", "--uses", "2"]);
     let member = SignKeyPair::generate();
     let x = BoxKeyPair::generate();
 
-    let (status, v) = claim(&broker.http_url(), &code, &claim_body(&member, &x, "dave")).await;
+    let (status, v) = claim(
+        &broker.http_url(),
+        &code,
+        &claim_body_for(&code, &member, &x, "dave"),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     let entry = alice.entry();
-    let sealed = URL_SAFE_NO_PAD
-        .decode(v["sealed_root_key"].as_str().expect("sealed_root_key"))
-        .expect("base64url without padding");
-    let root = crypto::seal_open(&sealed, &x).expect("opens with our x25519 key");
-    assert_eq!(root, entry.root_key().unwrap(), "the mesh root key");
-    assert!(crypto::seal_open(&sealed, &BoxKeyPair::generate()).is_err());
+    assert!(v.get("sealed_root_key").is_none(), "{v}");
+    assert_eq!(
+        v["root_key_check"],
+        claudemesh::identity::root_key_check(&entry.root_key().unwrap()).as_str(),
+        "the check value lets the joiner verify the key its link carried"
+    );
 
     assert_eq!(v["mesh_id"], mesh_id.as_str());
     assert_eq!(v["owner_pubkey"], entry.owner_pubkey.as_str());
     let member_id = v["member_id"].as_str().expect("member_id");
     assert!(!member_id.is_empty());
-    let fields = canonical::parse_invite_v2(v["canonical_v2"].as_str().unwrap()).unwrap();
+    let fields = canonical::parse_invite_v3(v["canonical_v3"].as_str().unwrap()).unwrap();
     assert_eq!(fields.mesh_id, mesh_id);
-    assert_eq!(fields.owner_pubkey_hex, entry.owner_pubkey);
+    assert_eq!(fields.code, code);
+    assert_eq!(fields.max_uses, 2);
+    assert_eq!(fields.signer_pubkey_hex, entry.owner_pubkey);
     assert_eq!(fields.role, "admin");
-    let sig: [u8; 64] = hex::decode(v["signature_v2"].as_str().unwrap())
+    let sig: [u8; 64] = hex::decode(v["signature_v3"].as_str().unwrap())
         .unwrap()
         .try_into()
         .unwrap();
@@ -214,7 +237,7 @@ async fn a_claim_returns_the_sealed_root_key_and_a_verifiable_capability() {
         .unwrap()
         .try_into()
         .unwrap();
-    let signed = v["canonical_v2"].as_str().unwrap();
+    let signed = v["canonical_v3"].as_str().unwrap();
     assert!(crypto::verify(&sig, signed.as_bytes(), &owner));
 
     let members = alice.json(&["members", "--json"]);
@@ -236,7 +259,7 @@ async fn claim_concurrently(base: &str, code: &str, n: usize) -> Vec<(u16, Value
         .map(|i| {
             let (base, code, start) = (base.to_string(), code.to_string(), start.clone());
             tokio::spawn(async move {
-                let body = fresh_body(&format!("racer{i}"));
+                let body = fresh_body(&code, &format!("racer{i}"));
                 start.wait().await;
                 claim(&base, &code, &body).await
             })
@@ -289,11 +312,11 @@ async fn metrics_count_claims_by_result() {
     assert_eq!(alice.run(&["invite", "--revoke", &revoked]).code, 0);
 
     claim_bytes(&base, &code, "{").await;
-    claim(&base, "ZZZZZZZZ", &fresh_body("x")).await;
-    claim(&base, &code, &fresh_body("x")).await;
-    claim(&base, &code, &fresh_body("y")).await;
-    claim(&base, &code, &fresh_body("z")).await;
-    claim(&base, &revoked, &fresh_body("x")).await;
+    claim(&base, "ZZZZZZZZ", &fresh_body("ZZZZZZZZ", "x")).await;
+    claim(&base, &code, &fresh_body(&code, "x")).await;
+    claim(&base, &code, &fresh_body(&code, "y")).await;
+    claim(&base, &code, &fresh_body(&code, "z")).await;
+    claim(&base, &revoked, &fresh_body(&revoked, "x")).await;
 
     for (result, n) in [
         ("malformed", 1.0),
@@ -317,13 +340,13 @@ async fn display_names_are_cleaned_before_others_see_them() {
     let base = broker.http_url();
 
     let hostile = format!("\u{1b}[31mmallory\u{7}\n{}", "x".repeat(200));
-    let (status, v) = claim(&base, &code, &fresh_body(&hostile)).await;
+    let (status, v) = claim(&base, &code, &fresh_body(&code, &hostile)).await;
     assert_eq!(status, 200, "{v}");
     let member = SignKeyPair::generate();
     let (status, v) = claim(
         &base,
         &code,
-        &claim_body(&member, &BoxKeyPair::generate(), "  "),
+        &claim_body_for(&code, &member, &BoxKeyPair::generate(), "  "),
     )
     .await;
     assert_eq!(status, 200, "{v}");

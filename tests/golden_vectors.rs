@@ -18,7 +18,15 @@ struct Vectors {
     boxes: Vec<BoxVector>,
     secretbox: Vec<SecretboxVector>,
     sealed_box: Vec<SealedVector>,
+    root_key_check: Vec<CheckVector>,
     sha256: Vec<ShaVector>,
+}
+
+#[derive(Deserialize)]
+struct CheckVector {
+    name: String,
+    key_b64url: String,
+    check_hex: String,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +158,21 @@ fn build(sv: &SignedString) -> String {
             s(a, "role"),
             s(a, "owner_pubkey_hex"),
         ),
+        "invite_v3" => canonical::invite_v3(
+            s(a, "mesh_id"),
+            s(a, "invite_id"),
+            s(a, "code"),
+            u32::try_from(n(a, "max_uses")).expect("max_uses fits u32"),
+            n(a, "expires_at_unix_seconds"),
+            s(a, "role"),
+            s(a, "signer_pubkey_hex"),
+        ),
+        "invite_claim" => canonical::invite_claim(
+            s(a, "code"),
+            s(a, "recipient_x25519_b64url"),
+            s(a, "member_pubkey_hex"),
+            n(a, "timestamp_ms"),
+        ),
         "http_request" => {
             // The body hash is ours too, not copied from the vector.
             let body_hash = hex::encode(crypto::sha256(s(a, "body").as_bytes()));
@@ -236,6 +259,8 @@ fn canonical_strings_match() {
         "session_attestation",
         "session_hello",
         "invite_v2",
+        "invite_v3",
+        "invite_claim",
         "http_request",
     ] {
         assert!(kinds.contains(&required), "no {required} vector");
@@ -248,6 +273,36 @@ fn canonical_strings_match() {
             assert_eq!(parsed.owner_pubkey_hex, s(&sv.args, "owner_pubkey_hex"));
             assert_eq!(parsed.to_canonical(), sv.string);
         }
+        if sv.kind == "invite_v3" {
+            let parsed = canonical::parse_invite_v3(&sv.string).expect("golden v3 parses");
+            assert_eq!(parsed.code, s(&sv.args, "code"));
+            assert_eq!(i64::from(parsed.max_uses), n(&sv.args, "max_uses"));
+            assert_eq!(parsed.signer_pubkey_hex, s(&sv.args, "signer_pubkey_hex"));
+            assert_eq!(parsed.to_canonical(), sv.string);
+        }
+        if sv.kind == "invite_claim" {
+            // The x25519 key in a claim is the claimer's, as sent: base64url without padding.
+            let x: [u8; 32] = b64_arr(&URL_SAFE_NO_PAD, s(&sv.args, "recipient_x25519_b64url"));
+            assert_eq!(hex::encode(x), key(&v, "session").x25519_public);
+        }
+    }
+}
+
+#[test]
+fn root_key_check_vectors() {
+    let v = load();
+    assert!(!v.root_key_check.is_empty());
+    for cv in &v.root_key_check {
+        let key: [u8; 32] = b64_arr(&URL_SAFE_NO_PAD, &cv.key_b64url);
+        assert_eq!(
+            claudemesh::identity::root_key_check(&key),
+            cv.check_hex,
+            "{}",
+            cv.name
+        );
+        let mut other = key;
+        other[0] ^= 1;
+        assert_ne!(claudemesh::identity::root_key_check(&other), cv.check_hex);
     }
 }
 

@@ -30,13 +30,17 @@ async fn create_invite_join_and_members_show_who_is_online() {
     let bob = Person::new("bob");
     let mesh_id = create_mesh(&broker, &alice, "team");
     let (code, url) = invite(&alice, &[]);
-    assert_eq!(url, format!("{}/i/{code}", broker.http_url()));
+    // The link carries the mesh root key after `#`, which no HTTP client sends to a server.
+    assert_eq!(
+        url,
+        format!("{}/i/{code}#{}", broker.http_url(), alice.entry().root_key)
+    );
     let joined = join(&bob, &url);
     assert_eq!(joined["meshId"], mesh_id.as_str());
     assert_eq!(joined["slug"], "team");
     assert!(!joined["memberId"].as_str().unwrap().is_empty());
 
-    // bob got the same mesh root key, sealed to him; only alice holds the owner key.
+    // bob got the same mesh root key, from the link; only alice holds the owner key.
     let (a, b) = (alice.entry(), bob.entry());
     assert_eq!(a.root_key, b.root_key);
     assert_eq!(a.owner_pubkey, b.owner_pubkey);
@@ -304,7 +308,7 @@ async fn http_endpoints() {
     );
     assert!(html.contains("alice") && html.contains("admin"), "{html}");
     assert!(
-        html.contains(&format!("claudemesh join {base}/i/{code}")),
+        html.contains("claudemesh join") && html.contains(&format!("{base}/i/{code}")),
         "{html}"
     );
 
@@ -332,7 +336,10 @@ async fn http_endpoints() {
     ] {
         assert!(!raw.contains(secret), "landing JSON leaks a secret: {raw}");
     }
-    assert!(!raw.contains("root"), "no root key field: {raw}");
+    assert!(
+        json.get("root_key").is_none() && json.get("sealed_root_key").is_none(),
+        "no root key field: {raw}"
+    );
 
     // Unknown codes: 404 in both forms.
     assert_eq!(

@@ -14,6 +14,7 @@ key), so regenerating changes only that ciphertext.
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 
@@ -101,6 +102,9 @@ def main() -> None:
     mesh_id = "m3sh7Qx2LpZk9VbN"
     member_id = "mbr4Hs8TgW1cYq0R"
 
+    # The claimer's fresh x25519 key as sent in the claim body (base64url, no padding).
+    claim_x25519 = b64url(bytes.fromhex(by_name["session"]["x25519_public"]))
+
     empty_sha = hashlib.sha256(b"").hexdigest()
     post_body = '{"cwd":"/home/dev/project","pid":4242,"status":"working"}'
     post_sha = hashlib.sha256(post_body.encode()).hexdigest()
@@ -127,6 +131,20 @@ def main() -> None:
          {"mesh_id": mesh_id, "invite_id": "inv9Pq3Rs7Tu", "expires_at_unix_seconds": 1767830400,
           "role": "admin", "owner_pubkey_hex": owner_pk},
          f"v=2|{mesh_id}|inv9Pq3Rs7Tu|1767830400|admin|{owner_pk}", "owner"),
+        ("invite_v3_member_by_owner", "invite_v3",
+         {"mesh_id": mesh_id, "invite_id": "inv5Jd2Ke8Lf", "code": "Xy7Kp2Qa", "max_uses": 1,
+          "expires_at_unix_seconds": 1767830400, "role": "member",
+          "signer_pubkey_hex": owner_pk},
+         f"v=3|{mesh_id}|inv5Jd2Ke8Lf|Xy7Kp2Qa|1|1767830400|member|{owner_pk}", "owner"),
+        ("invite_v3_admin_by_admin_member", "invite_v3",
+         {"mesh_id": mesh_id, "invite_id": "inv9Pq3Rs7Tu", "code": "Bc4Df6Gh", "max_uses": 25,
+          "expires_at_unix_seconds": 1767830400, "role": "admin",
+          "signer_pubkey_hex": member_pk},
+         f"v=3|{mesh_id}|inv9Pq3Rs7Tu|Bc4Df6Gh|25|1767830400|admin|{member_pk}", "member"),
+        ("invite_claim", "invite_claim",
+         {"code": "Xy7Kp2Qa", "recipient_x25519_b64url": claim_x25519,
+          "member_pubkey_hex": member_pk, "timestamp_ms": 1767225604000},
+         f"claudemesh-claim|Xy7Kp2Qa|{claim_x25519}|{member_pk}|1767225604000", "member"),
         ("http_get_empty_body", "http_request",
          {"method": "GET", "path": "/download/f1Le2Id3Ab4Cd5Ef?inline=1",
           "timestamp_ms": 1767225602000, "body": "", "body_sha256_hex": empty_sha},
@@ -186,6 +204,14 @@ def main() -> None:
         "ciphertext_b64url": b64url(sealed),
     }]
 
+    # Root-key check value (PROTOCOL.md §9): HMAC-SHA256(root_key, "claudemesh-root-key-check"),
+    # hex. Python's hmac module, independent of libsodium.
+    check_vectors = [
+        {"name": name, "key_b64url": b64url(key),
+         "check_hex": hmac.new(key, b"claudemesh-root-key-check", hashlib.sha256).hexdigest()}
+        for name, key in [("group_root_key", root_key), ("zero_key", bytes(32))]
+    ]
+
     sha_vectors = [
         {"name": name, "input_hex": data.hex(), "sha256": hashlib.sha256(data).hexdigest()}
         for name, data in [
@@ -205,6 +231,7 @@ def main() -> None:
         "box": box_vectors,
         "secretbox": secretbox_vectors,
         "sealed_box": sealed_vectors,
+        "root_key_check": check_vectors,
         "sha256": sha_vectors,
     }
     with open(OUT, "w", encoding="utf-8") as f:

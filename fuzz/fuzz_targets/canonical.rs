@@ -1,4 +1,4 @@
-//! Strings a peer writes that the broker parses: `send` target specs, invite v2 canonical
+//! Strings a peer writes that the broker parses: `send` target specs, invite v2/v3 canonical
 //! strings, keys and signatures. Whatever parses must mean exactly what was written.
 #![no_main]
 
@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => assert!(e.to_string().contains(s)),
     }
     if let Ok(fields) = canonical::parse_invite_v2(s) {
+        assert_eq!(fields.to_canonical(), s);
+    }
+    if let Ok(fields) = canonical::parse_invite_v3(s) {
         assert_eq!(fields.to_canonical(), s);
     }
     if let Ok(key) = Pubkey::parse(s) {

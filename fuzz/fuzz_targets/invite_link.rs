@@ -14,14 +14,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = ids::is_id(s);
-    if let Ok((base, code)) = parse_invite(s, Some(BROKER)) {
+    if let Ok(link) = parse_invite(s, Some(BROKER)) {
+        let (base, code) = (link.base, link.code);
         assert!(ids::is_invite_code(&code), "{code:?} accepted as a code");
         let (scheme, host) = base.split_once("://").expect("a scheme");
         assert!(scheme == "http" || scheme == "https", "{base:?}");
         assert!(!host.is_empty() && !base.ends_with('/'), "{base:?}");
     }
     if ids::is_invite_code(s) {
-        let (base, code) = parse_invite(s, Some(BROKER)).expect("a bare code is accepted");
+        let link = parse_invite(s, Some(BROKER)).expect("a bare code is accepted");
+        let (base, code) = (link.base, link.code);
         assert_eq!(
             (base.as_str(), code.as_str()),
             ("http://broker.test:7900", s)

@@ -25,7 +25,6 @@ use super::connection;
 use super::metrics::Metrics;
 use super::state::Broker;
 use crate::crypto;
-use crate::identity::decode_root_key;
 use crate::protocol::{Pubkey, ids, time};
 use crate::store::{ClaimError, CreateMesh};
 
@@ -274,7 +273,12 @@ struct CreateMeshBody {
     name: String,
     owner_pubkey: String,
     member_pubkey: String,
-    root_key: String,
+    /// Refused when present: the broker never takes a mesh root key.
+    #[serde(default)]
+    root_key: Option<serde_json::Value>,
+    /// `HMAC-SHA256(root_key, "claudemesh-root-key-check")`, 64 lowercase hex (optional).
+    #[serde(default)]
+    root_key_check: Option<String>,
     #[serde(default)]
     display_name: Option<String>,
 }
@@ -321,11 +325,22 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
             "owner_pubkey and member_pubkey must be 64 lowercase hex",
         );
     };
-    if decode_root_key(&body.root_key).is_err() {
+    if body.root_key.is_some() {
         return error_response(
             StatusCode::BAD_REQUEST,
             "malformed",
-            "root_key must be 32 bytes in base64url",
+            "this broker does not take mesh root keys (members keep them; invite links carry them after #): send root_key_check instead of root_key (upgrade claudemesh)",
+        );
+    }
+    if body
+        .root_key_check
+        .as_deref()
+        .is_some_and(|c| Pubkey::parse(c).is_err())
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "root_key_check must be 64 lowercase hex",
         );
     }
     let display_name = body
@@ -338,7 +353,7 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
         .create_mesh(CreateMesh {
             name,
             owner_pubkey: owner,
-            root_key: body.root_key,
+            root_key_check: body.root_key_check,
             member_pubkey: member,
             display_name,
             now_ms: time::now_ms(),
@@ -360,7 +375,16 @@ struct ClaimBody {
     display_name: Option<String>,
     #[serde(default)]
     member_pubkey: Option<String>,
+    /// Milliseconds; within ±60 s of the broker's clock.
+    #[serde(default)]
+    timestamp: Option<i64>,
+    /// By the member key, over `canonical::invite_claim` (128 hex).
+    #[serde(default)]
+    signature: Option<String>,
 }
+
+/// How far a claim's timestamp may be from the broker's clock.
+const CLAIM_SKEW_MS: i64 = 60_000;
 
 async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String) -> Response<Body> {
     let refuse = |code: &'static str, status: StatusCode, message: String| {
@@ -381,6 +405,8 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
     if !ids::is_invite_code(&code) {
         return malformed("invite code must be 8 base62 characters");
     }
+    // Not used for sealing any more (the broker holds no root key), but still checked and
+    // signed so the claim keeps its shape.
     let x25519: Option<[u8; 32]> = URL_SAFE_NO_PAD
         .decode(body.recipient_x25519_pubkey.trim_end_matches('='))
         .ok()
@@ -401,6 +427,33 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
             "member_pubkey (64 lowercase hex, the ed25519 key this member will say hello with) is required",
         );
     };
+    let (Some(timestamp), Some(signature)) = (body.timestamp, body.signature.as_deref()) else {
+        return malformed(
+            "timestamp (ms) and signature are required: the member key must sign claudemesh-claim|<code>|<recipient_x25519_pubkey>|<member_pubkey>|<timestamp>",
+        );
+    };
+    if (time::now_ms() - timestamp).abs() > CLAIM_SKEW_MS {
+        return refuse(
+            "timestamp_skew",
+            StatusCode::BAD_REQUEST,
+            "the claim's timestamp is more than 60 s from the broker's clock".into(),
+        );
+    }
+    let signed = crate::protocol::canonical::invite_claim(
+        &code,
+        &body.recipient_x25519_pubkey,
+        &member_key.to_hex(),
+        timestamp,
+    );
+    let proven = crate::protocol::Signature::parse(signature)
+        .is_ok_and(|sig| crypto::verify(&sig.0, signed.as_bytes(), &member_key.0));
+    if !proven {
+        return refuse(
+            "bad_claim_signature",
+            StatusCode::UNAUTHORIZED,
+            "the claim is not signed by member_pubkey: only the holder of a member key can claim for it".into(),
+        );
+    }
     let claimed = broker
         .store
         .claim_invite(
@@ -421,7 +474,9 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
                 ClaimError::Revoked => "this invite (or this member) was revoked",
                 ClaimError::Expired => "this invite has expired",
                 ClaimError::Exhausted => "this invite has no uses left",
-                ClaimError::BadSignature => "the invite's owner signature does not verify",
+                ClaimError::BadSignature => {
+                    "the invite's signature does not verify, or its signer is no longer the owner or an admin"
+                }
             };
             return refuse(e.code(), status, message.into());
         }
@@ -429,23 +484,17 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
         }
     };
-    let sealed = decode_root_key(&ok.mesh.root_key)
-        .map_err(|e| e.to_string())
-        .and_then(|root| crypto::seal(&root, &x25519).map_err(|e| e.to_string()));
-    let sealed = match sealed {
-        Ok(s) => s,
-        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
-    };
     broker.metrics.claim("ok");
+    // No root key in the answer: the joiner has it from the invite link's #fragment.
     json_response(
         StatusCode::OK,
         json!({
-            "sealed_root_key": URL_SAFE_NO_PAD.encode(sealed),
             "mesh_id": ok.mesh.id,
             "member_id": ok.member.id,
             "owner_pubkey": ok.mesh.owner_pubkey.to_hex(),
-            "canonical_v2": ok.invite.canonical,
-            "signature_v2": ok.invite.signature,
+            "canonical_v3": ok.invite.canonical,
+            "signature_v3": ok.invite.signature,
+            "root_key_check": ok.mesh.root_key_check,
             "mesh_name": ok.mesh.name,
             "mesh_slug": ok.mesh.slug,
             "role": ok.member.role.as_str(),
@@ -490,16 +539,7 @@ fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Respo
             )
         };
     };
-    let now = time::now_ms();
-    let state = if inv.revoked {
-        "revoked"
-    } else if inv.expires_at_s.saturating_mul(1000) <= now {
-        "expired"
-    } else if inv.used >= inv.max_uses {
-        "exhausted"
-    } else {
-        "valid"
-    };
+    let state = inv.status(time::now_ms());
     let url = format!("{}/i/{}", broker.public_url(), inv.code);
     if wants_json {
         return json_response(
@@ -517,14 +557,17 @@ fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Respo
                 "uses_left": inv.max_uses.saturating_sub(inv.used),
                 "broker_url": crate::identity::ws_url(&broker.public_url()),
                 "owner_pubkey": mesh.owner_pubkey.to_hex(),
-                "canonical_v2": inv.canonical,
+                "canonical_v3": inv.canonical,
+                "root_key_check": mesh.root_key_check,
             }),
         );
     }
     let body = format!(
         "<p><b>{inviter}</b> invites you to the mesh <b>{name}</b> as <b>{role}</b>.</p>\
          <p>Expires {expires} · status: {state}</p>\
-         <p>To join, run:</p><pre>claudemesh join {url}</pre>",
+         <p>To join, run (with the whole link you were given: its part after # carries the \
+         mesh key, which never reaches this server):</p><pre>claudemesh join <span id=\"u\">{url}</span></pre>\
+         <script>document.getElementById('u').textContent+=location.hash</script>",
         inviter = html_escape(&inviter),
         name = html_escape(&mesh.name),
         role = inv.role.as_str(),

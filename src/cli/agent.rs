@@ -492,14 +492,13 @@ impl DoctorCmd {
         }
         if let Ok(c) = &config {
             for m in &c.meshes {
-                let keys_ok = m.member_keys().is_ok() && m.root_key().is_ok();
+                let keys = m.member_keys().and_then(|_| m.root_key());
                 add(
                     &format!("keys for {}", m.slug),
-                    keys_ok,
-                    if keys_ok {
-                        "member key and root key readable".into()
-                    } else {
-                        "unreadable key in config".into()
+                    keys.is_ok(),
+                    match &keys {
+                        Ok(_) => "member key and root key readable".into(),
+                        Err(e) => e.to_string(),
                     },
                 );
                 let health = tokio::time::timeout(

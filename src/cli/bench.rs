@@ -18,9 +18,9 @@ use tokio::sync::Mutex;
 use super::{CliError, CliResult, print_json};
 use crate::client::{ConnectOptions, MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
-use crate::identity::{MeshEntry, encode_root_key, http_base, ws_url};
-use crate::protocol::messages::{CapabilityV2, CreateInvite, PeerInfo, SendMessage};
-use crate::protocol::{ClientMessage, ServerMessage, canonical, ids, time};
+use crate::identity::{MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
+use crate::protocol::messages::{PeerInfo, SendMessage};
+use crate::protocol::{ClientMessage, ServerMessage, ids, time};
 
 /// Sends a peer keeps in flight at saturation.
 const WINDOW: usize = 64;
@@ -159,7 +159,7 @@ async fn setup_mesh(
         "name": format!("bench-{}", ids::base62(6)),
         "owner_pubkey": owner.public_hex(),
         "member_pubkey": first.public_hex(),
-        "root_key": encode_root_key(&root),
+        "root_key_check": root_key_check(&root),
         "display_name": "bench-0",
     });
     let headers: Vec<(&str, String)> = token
@@ -207,36 +207,18 @@ async fn setup_mesh(
         bench_peer("setup"),
     ))
     .await?;
-    let invite_id = ids::new_id();
-    let code = ids::new_invite_code();
     let expires = time::now_ms() / 1000 + 3600;
-    let signed = canonical::invite_v2(&mesh_id, &invite_id, expires, "member", &owner.public_hex());
-    admin
-        .request(ClientMessage::CreateInvite(CreateInvite {
-            invite_id,
-            code: code.clone(),
-            role: "member".into(),
-            max_uses: (n - 1) as u32,
-            expires_at: expires,
-            capability_v2: CapabilityV2 {
-                signature: hex::encode(owner.sign(signed.as_bytes())),
-                canonical: signed,
-            },
-        }))
-        .await?;
+    let invite = admin
+        .create_invite(&owner, "member", (n - 1) as u32, expires)
+        .await;
     admin.close().await;
+    let code = invite?.code;
     let mut entries = vec![owner_entry];
     for i in 1..n {
         let keys = SignKeyPair::generate();
         let x = BoxKeyPair::generate();
-        let resp = http::claim_invite(
-            &base,
-            &code,
-            &x.public,
-            &format!("bench-{i}"),
-            &keys.public_hex(),
-        )
-        .await?;
+        let resp =
+            http::claim_invite(&base, &code, &x.public, &format!("bench-{i}"), &keys).await?;
         if !resp.is_success() {
             return Err(resp.into_error().into());
         }

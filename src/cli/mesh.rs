@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 
 use argh::FromArgs;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::{MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
-use crate::identity::{ConfigDir, MeshEntry, encode_root_key, http_base, ws_url};
-use crate::protocol::messages::{CapabilityV2, CreateInvite, MemberEntry};
+use crate::identity::{
+    ConfigDir, MeshEntry, decode_root_key, encode_root_key, http_base, root_key_check, ws_url,
+};
+use crate::protocol::messages::{InviteEntry, MemberEntry};
 use crate::protocol::{ClientMessage, ServerMessage, Signature, canonical, ids, time};
 
 const DEFAULT_BROKER: &str = "ws://127.0.0.1:7900/ws";
@@ -91,11 +91,13 @@ impl CreateCmd {
         let member = SignKeyPair::generate();
         let owner = SignKeyPair::generate();
         let root_key: [u8; 32] = crypto::random_bytes();
+        // The root key stays on this machine (and in invite links after `#`); the broker only
+        // gets its check value.
         let body = json!({
             "name": self.name,
             "owner_pubkey": owner.public_hex(),
             "member_pubkey": member.public_hex(),
-            "root_key": encode_root_key(&root_key),
+            "root_key_check": root_key_check(&root_key),
             "display_name": display,
         });
         let mut headers = Vec::new();
@@ -159,8 +161,10 @@ impl CreateCmd {
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "invite")]
-/// make an invite link (owner only: it is signed with the owner key on this machine)
+/// make an invite link (the owner, or an admin), or list and revoke invites
 pub struct InviteCmd {
+    #[argh(subcommand)]
+    action: Option<InviteAction>,
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
     mesh: Option<String>,
@@ -173,7 +177,7 @@ pub struct InviteCmd {
     /// how long it stays valid, e.g. 30m, 12h, 7d (default 7d)
     #[argh(option, default = "String::from(\"7d\")")]
     expires: String,
-    /// revoke the invite with this code instead of making one
+    /// revoke the invite with this code or id instead of making one
     #[argh(option)]
     revoke: Option<String>,
     /// print JSON
@@ -181,18 +185,115 @@ pub struct InviteCmd {
     json: bool,
 }
 
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum InviteAction {
+    List(InviteListCmd),
+    Revoke(InviteRevokeCmd),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+/// list the mesh's invites: code, id, role, uses left, expiry, who made it, status
+pub struct InviteListCmd {
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "revoke")]
+/// revoke an invite by code or id: nobody can join with it any more
+pub struct InviteRevokeCmd {
+    /// the invite's code or id
+    #[argh(positional)]
+    invite: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+}
+
+async fn revoke_invite(mesh: Option<&str>, which: &str) -> CliResult {
+    let entry = select_mesh(mesh)?;
+    let client = connect(&entry).await?;
+    let answer = client.revoke_invite(which).await;
+    client.close().await;
+    answer?;
+    println!("revoked invite {which}");
+    Ok(())
+}
+
+impl InviteListCmd {
+    async fn run(self) -> CliResult {
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let client = connect(&entry).await?;
+        let answer = client.list_invites().await;
+        client.close().await;
+        let (invites, truncated) = answer?;
+        if self.json {
+            print_json(&json!({ "invites": invites, "truncated": truncated }));
+            return Ok(());
+        }
+        if invites.is_empty() {
+            println!(
+                "no invites in mesh {}: `claudemesh invite` makes one",
+                entry.slug
+            );
+            return Ok(());
+        }
+        println!(
+            "{:<9} {:<24} {:<7} {:<9} {:<21} {:<16} STATUS",
+            "CODE", "ID", "ROLE", "USES LEFT", "EXPIRES", "BY"
+        );
+        for i in &invites {
+            println!("{}", invite_line(i));
+        }
+        if truncated {
+            println!("(more invites exist; the newest and still valid ones are listed)");
+        }
+        Ok(())
+    }
+}
+
+fn invite_line(i: &InviteEntry) -> String {
+    let by: String = crate::protocol::clean_display_name(&i.created_by_name)
+        .unwrap_or_else(|| i.created_by.clone());
+    format!(
+        "{:<9} {:<24} {:<7} {:<9} {:<21} {:<16} {}",
+        i.code,
+        i.invite_id,
+        i.role,
+        format!("{}/{}", i.uses_left, i.max_uses),
+        time::iso(i.expires_at.saturating_mul(1000)),
+        by,
+        i.status
+    )
+}
+
+/// The link to hand out: the broker's URL plus, after `#`, the mesh root key (a URL fragment is
+/// never sent to a server).
+fn invite_link(url: &str, entry: &MeshEntry) -> String {
+    if entry.root_key.is_empty() {
+        url.to_string()
+    } else {
+        format!("{url}#{}", entry.root_key)
+    }
+}
+
 impl InviteCmd {
     pub async fn run(self) -> CliResult {
-        if let Some(code) = &self.revoke {
-            let entry = select_mesh(self.mesh.as_deref())?;
-            let client = connect(&entry).await?;
-            let answer = client
-                .request(ClientMessage::RevokeInvite { code: code.clone() })
-                .await;
-            client.close().await;
-            answer?;
-            println!("revoked invite {code}");
-            return Ok(());
+        match self.action {
+            Some(InviteAction::List(cmd)) => return cmd.run().await,
+            Some(InviteAction::Revoke(cmd)) => {
+                return revoke_invite(cmd.mesh.as_deref(), &cmd.invite).await;
+            }
+            None => {}
+        }
+        if let Some(which) = &self.revoke {
+            return revoke_invite(self.mesh.as_deref(), which).await;
         }
         if self.role != "member" && self.role != "admin" {
             return Err(CliError::Usage("--role must be member or admin".into()));
@@ -202,84 +303,69 @@ impl InviteCmd {
         }
         let lifetime = time::parse_duration(&self.expires).map_err(CliError::Usage)?;
         let entry = select_mesh(self.mesh.as_deref())?;
-        let owner = entry.owner_keys().ok_or_else(|| {
-            CliError::failed(format!(
-                "only the owner of mesh \"{}\" can make invites: the owner key lives on the machine that created it",
-                entry.slug
-            ))
-        })??;
+        // The owner signs with the owner key; an admin with its own member key (the broker
+        // checks that it is an admin, at registration and again at every claim).
+        let signer = match entry.owner_keys() {
+            Some(owner) => owner?,
+            None if entry.role == "admin" => entry.member_keys()?,
+            None => {
+                return Err(CliError::failed(format!(
+                    "only the owner or an admin of mesh \"{}\" can make invites",
+                    entry.slug
+                )));
+            }
+        };
         // Round up: the invite lives at least as long as asked (rounding down could put a
         // short one in the past by the time the broker sees it).
         let expires_ms = time::now_ms().saturating_add(lifetime.as_millis() as i64);
         let expires_at = (expires_ms + 999) / 1000;
         let client = connect(&entry).await?;
-        let mut last_error = None;
-        // A fresh code is random; on the rare clash the broker says so and we draw again.
-        for _ in 0..3 {
-            let invite_id = ids::new_id();
-            let code = ids::new_invite_code();
-            let signed = canonical::invite_v2(
-                &entry.mesh_id,
-                &invite_id,
-                expires_at,
-                &self.role,
-                &owner.public_hex(),
-            );
-            let req = ClientMessage::CreateInvite(CreateInvite {
-                invite_id,
-                code,
-                role: self.role.clone(),
-                max_uses: self.uses,
-                expires_at,
-                capability_v2: CapabilityV2 {
-                    signature: hex::encode(owner.sign(signed.as_bytes())),
-                    canonical: signed,
-                },
-            });
-            match client.request(req).await {
-                Ok(ServerMessage::InviteCreated(inv)) => {
-                    client.close().await;
-                    if self.json {
-                        print_json(&json!({
-                            "code": inv.code,
-                            "url": inv.url,
-                            "expiresAt": time::iso(inv.expires_at.saturating_mul(1000)),
-                            "role": inv.role,
-                            "uses": inv.max_uses,
-                        }));
-                    } else {
-                        println!("{}", inv.url);
-                        println!(
-                            "code {} · role {} · {} use(s) · expires {}",
-                            inv.code,
-                            inv.role,
-                            inv.max_uses,
-                            time::iso(inv.expires_at.saturating_mul(1000))
-                        );
-                        println!("they join with: claudemesh join {}", inv.url);
-                    }
-                    return Ok(());
-                }
-                Ok(other) => {
-                    last_error = Some(CliError::failed(format!("unexpected answer: {other:?}")))
-                }
-                Err(e) if e.code() == Some("conflict") => last_error = Some(e.into()),
-                Err(e) => {
-                    client.close().await;
-                    return Err(e.into());
-                }
-            }
-        }
+        let created = client
+            .create_invite(&signer, &self.role, self.uses, expires_at)
+            .await;
         client.close().await;
-        Err(last_error.unwrap_or_else(|| CliError::failed("could not create an invite")))
+        let inv = created?;
+        let link = invite_link(&inv.url, &entry);
+        if entry.root_key.is_empty() {
+            eprintln!(
+                "warning: this machine has no root key for mesh {}, so the link lacks its #… part: whoever joins with it cannot read or send group and broadcast messages",
+                entry.slug
+            );
+        }
+        if self.json {
+            print_json(&json!({
+                "code": inv.code,
+                "inviteId": inv.invite_id,
+                "url": link,
+                "expiresAt": time::iso(inv.expires_at.saturating_mul(1000)),
+                "role": inv.role,
+                "uses": inv.max_uses,
+            }));
+        } else {
+            println!("{link}");
+            println!(
+                "code {} · id {} · role {} · {} use(s) · expires {}",
+                inv.code,
+                inv.invite_id,
+                inv.role,
+                inv.max_uses,
+                time::iso(inv.expires_at.saturating_mul(1000))
+            );
+            println!("they join with: claudemesh join '{link}'");
+            println!(
+                "the part after # is the mesh key: send the whole link privately; the broker never sees it"
+            );
+        }
+        Ok(())
     }
 }
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "join")]
-/// join a mesh with an invite URL (or code and --broker)
+/// join a mesh with an invite link (or code and --broker)
 pub struct JoinCmd {
-    /// invite URL (http://host:port/i/CODE) or code
+    /// invite link (http://host:port/i/CODE#KEY) or code; `-` reads it from stdin (keeps the
+    /// mesh key out of the process list)
     #[argh(positional)]
     invite: String,
     /// broker URL, needed when only a code is given
@@ -293,16 +379,34 @@ pub struct JoinCmd {
     json: bool,
 }
 
-/// Splits an invite URL into broker base and code; a bare code needs the broker from elsewhere
-/// (`broker`, else `$CLAUDEMESH_BROKER_URL`).
-pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<(String, String), CliError> {
+/// What an invite link names: the broker, the code, and (after `#`) the mesh root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteLink {
+    /// `http(s)://host:port`.
+    pub base: String,
+    pub code: String,
+    pub root_key: Option<[u8; 32]>,
+}
+
+/// Splits an invite link into broker base, code and root key; a bare code needs the broker
+/// from elsewhere (`broker`, else `$CLAUDEMESH_BROKER_URL`) and carries no key.
+pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<InviteLink, CliError> {
     let invite = invite.trim();
+    let (invite, fragment) = match invite.split_once('#') {
+        Some((link, key)) => (link, Some(key)),
+        None => (invite, None),
+    };
+    let root_key = match fragment.filter(|f| !f.is_empty()) {
+        Some(f) => Some(decode_root_key(f).map_err(|e| {
+            CliError::Usage(format!(
+                "the part after # in the invite link is not a mesh key ({e}); copy the whole link"
+            ))
+        })?),
+        None => None,
+    };
     if let Some(idx) = invite.find("/i/") {
         let base = &invite[..idx];
-        let code = invite[idx + 3..]
-            .split(['?', '#', '/'])
-            .next()
-            .unwrap_or("");
+        let code = invite[idx + 3..].split(['?', '/']).next().unwrap_or("");
         if !ids::is_invite_code(code) {
             return Err(CliError::Usage(format!(
                 "\"{code}\" is not an invite code (8 letters and digits)"
@@ -317,7 +421,11 @@ pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<(String, Strin
                 "\"{invite}\" names no broker before /i/ (http://host:port/i/CODE)"
             )));
         }
-        return Ok((base, code.to_string()));
+        return Ok(InviteLink {
+            base,
+            code: code.to_string(),
+            root_key,
+        });
     }
     if ids::is_invite_code(invite) {
         let broker = broker
@@ -325,19 +433,38 @@ pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<(String, Strin
             .or_else(|| std::env::var("CLAUDEMESH_BROKER_URL").ok())
             .ok_or_else(|| {
                 CliError::Usage(
-                    "a bare invite code needs --broker URL (or use the invite URL)".into(),
+                    "a bare invite code needs --broker URL (or use the invite link)".into(),
                 )
             })?;
-        return Ok((http_base(&broker), invite.to_string()));
+        return Ok(InviteLink {
+            base: http_base(&broker),
+            code: invite.to_string(),
+            root_key,
+        });
     }
     Err(CliError::Usage(format!(
-        "\"{invite}\" is neither an invite URL (http://host:port/i/CODE) nor an 8-character code"
+        "\"{invite}\" is neither an invite link (http://host:port/i/CODE#KEY) nor an 8-character code"
     )))
 }
 
+const NO_KEY_WARNING: &str = "warning: this invite came without its mesh key (the part after # in the full link): direct messages work, but group and broadcast messages cannot be read or sent until you run `claudemesh join` again with the full link";
+
 impl JoinCmd {
     pub async fn run(self) -> CliResult {
-        let (base, code) = parse_invite(&self.invite, self.broker.as_deref())?;
+        let pasted = if self.invite == "-" {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CliError::failed(format!("cannot read the invite from stdin: {e}")))?;
+            line
+        } else {
+            self.invite.clone()
+        };
+        let InviteLink {
+            base,
+            code,
+            root_key,
+        } = parse_invite(&pasted, self.broker.as_deref())?;
         let info = http::request("GET", &format!("{base}/i/{code}?format=json"), &[], None).await?;
         if info.status == 404 {
             return Err(CliError::failed(format!(
@@ -347,11 +474,23 @@ impl JoinCmd {
         if !info.is_success() {
             return Err(info.into_error().into());
         }
+        let info = info.json();
+        // The broker knows the key's check value (never the key): a damaged link shows here.
+        if let (Some(key), Some(check)) = (root_key, info["root_key_check"].as_str()) {
+            if root_key_check(&key) != check {
+                return Err(CliError::failed(
+                    "the mesh key in this link (after #) does not belong to this mesh: copy the whole link again",
+                ));
+            }
+        }
+        let dir = ConfigDir::from_env();
+        if let Some(done) = self.add_missing_key(&dir, &info, root_key)? {
+            return done;
+        }
         let display = self.display.clone().unwrap_or_else(default_display_name);
         let member = SignKeyPair::generate();
         let x25519 = BoxKeyPair::generate();
-        let resp = http::claim_invite(&base, &code, &x25519.public, &display, &member.public_hex())
-            .await?;
+        let resp = http::claim_invite(&base, &code, &x25519.public, &display, &member).await?;
         if !resp.is_success() {
             let e = resp.into_error();
             let why = match e.code() {
@@ -359,26 +498,23 @@ impl JoinCmd {
                 Some("exhausted") => "this invite has been used up; ask for a new one".to_string(),
                 Some("revoked") => "this invite was revoked".to_string(),
                 Some("not_found") => "the broker knows no such invite".to_string(),
+                Some("timestamp_skew") => {
+                    "this machine's clock is more than a minute off the broker's; fix the clock"
+                        .to_string()
+                }
                 _ => e.to_string(),
             };
             return Err(CliError::failed(format!("cannot join: {why}")));
         }
         let v = resp.json();
         let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        let sealed = URL_SAFE_NO_PAD
-            .decode(field("sealed_root_key"))
-            .map_err(|_| CliError::failed("the broker sent an unreadable sealed root key"))?;
-        let root: [u8; 32] = crypto::seal_open(&sealed, &x25519)
-            .ok()
-            .and_then(|r| r.try_into().ok())
-            .ok_or_else(|| CliError::failed("the sealed root key does not open with our key"))?;
         let mesh_id = field("mesh_id");
         let owner_pubkey = field("owner_pubkey");
         verify_capability(
-            &field("canonical_v2"),
-            &field("signature_v2"),
+            &field("canonical_v3"),
+            &field("signature_v3"),
             &mesh_id,
-            &owner_pubkey,
+            &code,
         )?;
         let entry = MeshEntry {
             mesh_id,
@@ -393,19 +529,24 @@ impl JoinCmd {
             broker_url: ws_url(&base),
             member_pubkey: member.public_hex(),
             member_secret_key: member.secret_hex(),
-            root_key: encode_root_key(&root),
+            root_key: root_key.as_ref().map(encode_root_key).unwrap_or_default(),
             owner_pubkey,
             owner_secret_key: None,
             joined_at: time::iso(time::now_ms()),
         };
-        let dir = ConfigDir::from_env();
         let mut config = dir.load()?;
         config.upsert(entry.clone());
         dir.save(&config)?;
+        if root_key.is_none() {
+            eprintln!("{NO_KEY_WARNING}");
+        }
         if self.json {
-            print_json(
-                &json!({"meshId": entry.mesh_id, "memberId": entry.member_id, "slug": entry.slug}),
-            );
+            print_json(&json!({
+                "meshId": entry.mesh_id,
+                "memberId": entry.member_id,
+                "slug": entry.slug,
+                "hasRootKey": root_key.is_some(),
+            }));
         } else {
             println!(
                 "joined mesh \"{}\" ({}) as {} ({})",
@@ -414,27 +555,59 @@ impl JoinCmd {
         }
         Ok(())
     }
+
+    /// A mesh joined earlier without its key, and now a link with the key: keep the
+    /// membership, add the key. `None` means: go on and claim.
+    fn add_missing_key(
+        &self,
+        dir: &ConfigDir,
+        info: &serde_json::Value,
+        root_key: Option<[u8; 32]>,
+    ) -> Result<Option<CliResult>, CliError> {
+        let Some(key) = root_key else {
+            return Ok(None);
+        };
+        let mut config = dir.load()?;
+        let mesh_id = info["mesh_id"].as_str().unwrap_or_default();
+        let Some(entry) = config
+            .meshes
+            .iter_mut()
+            .find(|m| m.mesh_id == mesh_id && m.root_key.is_empty())
+        else {
+            return Ok(None);
+        };
+        entry.root_key = encode_root_key(&key);
+        let slug = entry.slug.clone();
+        dir.save(&config)?;
+        if self.json {
+            print_json(&json!({"meshId": mesh_id, "slug": slug, "hasRootKey": true}));
+        } else {
+            println!("added the mesh key for \"{slug}\": group and broadcast messages work now");
+        }
+        Ok(Some(Ok(())))
+    }
 }
 
-/// The claim's capability must be a v2 invite for this mesh, signed by its owner.
+/// The claim's capability must be a v3 invite for this mesh and this code, signed by the key
+/// it names (the owner's, or an admin's that the broker vouched for).
 fn verify_capability(
-    canonical_v2: &str,
+    canonical_v3: &str,
     signature: &str,
     mesh_id: &str,
-    owner_pubkey: &str,
+    code: &str,
 ) -> Result<(), CliError> {
     let bad = |why: &str| CliError::failed(format!("refusing the invite: {why}"));
-    let fields = canonical::parse_invite_v2(canonical_v2)
+    let fields = canonical::parse_invite_v3(canonical_v3)
         .map_err(|e| bad(&format!("its capability is malformed ({e})")))?;
-    if fields.mesh_id != mesh_id || fields.owner_pubkey_hex != owner_pubkey {
-        return Err(bad("its capability names another mesh or owner"));
+    if fields.mesh_id != mesh_id || fields.code != code {
+        return Err(bad("its capability names another mesh or code"));
     }
-    let owner = crate::protocol::Pubkey::parse(owner_pubkey)
-        .map_err(|_| bad("the owner key is malformed"))?;
+    let signer = crate::protocol::Pubkey::parse(&fields.signer_pubkey_hex)
+        .map_err(|_| bad("the signer key is malformed"))?;
     let sig =
         Signature::parse(signature).map_err(|_| bad("the capability signature is missing"))?;
-    if !crypto::verify(&sig.0, canonical_v2.as_bytes(), &owner.0) {
-        return Err(bad("the owner's signature does not verify"));
+    if !crypto::verify(&sig.0, canonical_v3.as_bytes(), &signer.0) {
+        return Err(bad("the inviter's signature does not verify"));
     }
     Ok(())
 }
@@ -643,7 +816,11 @@ mod tests {
 
     #[test]
     fn invite_links_and_codes() {
-        let ok = |s: &str| parse_invite(s, Some("ws://b:7900/ws")).ok();
+        let ok = |s: &str| {
+            parse_invite(s, Some("ws://b:7900/ws"))
+                .ok()
+                .map(|l| (l.base, l.code))
+        };
         assert_eq!(
             ok(" http://h:7900/i/AbC123xy?x=1 "),
             Some(("http://h:7900".into(), "AbC123xy".into()))
@@ -658,5 +835,23 @@ mod tests {
         // the broker address `http://`.
         assert_eq!(ok("\u{b}///i/AbC00xyY"), None);
         assert_eq!(ok("/i/AbC00xyY"), None);
+    }
+
+    #[test]
+    fn the_root_key_comes_from_the_fragment() {
+        let key = [9u8; 32];
+        let link = format!("http://h:7900/i/AbC123xy#{}", encode_root_key(&key));
+        let parsed = parse_invite(&link, None).expect("a full link");
+        assert_eq!(parsed.root_key, Some(key));
+        assert_eq!(parsed.code, "AbC123xy");
+        for bare in ["http://h:7900/i/AbC123xy", "http://h:7900/i/AbC123xy#"] {
+            assert_eq!(parse_invite(bare, None).expect("no key").root_key, None);
+        }
+        for bad in [
+            "http://h:7900/i/AbC123xy#short",
+            "http://h:7900/i/AbC123xy#!!",
+        ] {
+            assert!(matches!(parse_invite(bad, None), Err(CliError::Usage(_))));
+        }
     }
 }

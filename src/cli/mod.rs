@@ -13,7 +13,7 @@ mod shared;
 use argh::FromArgs;
 use serde::Serialize;
 
-pub use mesh::parse_invite;
+pub use mesh::{InviteLink, parse_invite};
 
 use crate::client::{ClientError, ConnectOptions, MeshClient};
 use crate::identity::{ConfigDir, IdentityError, MeshEntry};

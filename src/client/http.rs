@@ -79,20 +79,27 @@ pub async fn request(
     Ok(HttpResponse { status, body })
 }
 
-/// `POST <base>/invites/<code>/claim` for a new member key (PROTOCOL.md §9): the root key comes
-/// back sealed to `x25519_public`.
+/// `POST <base>/invites/<code>/claim` for a new member key (PROTOCOL.md §9), signed by that
+/// key over the code, the x25519 key and the time. The answer carries no root key: the joiner
+/// has it from the invite link.
 pub async fn claim_invite(
     base: &str,
     code: &str,
     x25519_public: &[u8; 32],
     display_name: &str,
-    member_pubkey: &str,
+    member: &crate::crypto::SignKeyPair,
 ) -> Result<HttpResponse, ClientError> {
     use base64::Engine;
+    let x25519 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x25519_public);
+    let timestamp = crate::protocol::time::now_ms();
+    let signed =
+        crate::protocol::canonical::invite_claim(code, &x25519, &member.public_hex(), timestamp);
     let body = serde_json::json!({
-        "recipient_x25519_pubkey": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x25519_public),
+        "recipient_x25519_pubkey": x25519,
         "display_name": display_name,
-        "member_pubkey": member_pubkey,
+        "member_pubkey": member.public_hex(),
+        "timestamp": timestamp,
+        "signature": hex::encode(member.sign(signed.as_bytes())),
     });
     request(
         "POST",

@@ -6,6 +6,7 @@
 mod api;
 pub mod files;
 pub mod http;
+mod members;
 mod shared;
 
 pub use api::{Incoming, Target};
@@ -157,14 +158,32 @@ impl MeshClient {
             hello_tx,
             link_tx,
         ));
-        Ok(MeshClient {
+        let client = MeshClient {
             options,
             commands,
             pushes: tokio::sync::Mutex::new(pushes),
             hello,
             link,
             task,
-        })
+        };
+        client.prove_root_key().await;
+        Ok(client)
+    }
+
+    /// A broker upgraded from one that kept root keys still holds this mesh's; it deletes it
+    /// once the owner's or an admin's client shows, by the key's check value, that it holds
+    /// the same key. Failing that, nothing changes (the next connection tries again).
+    async fn prove_root_key(&self) {
+        if !self.hello.borrow().root_key_held {
+            return;
+        }
+        let Ok(key) = self.options.entry.root_key() else {
+            return;
+        };
+        let check = crate::identity::root_key_check(&key);
+        if let Err(e) = self.request(ClientMessage::RootKeyProof { check }).await {
+            tracing::warn!("the broker kept this mesh's root key and did not drop it: {e}");
+        }
     }
 
     /// The broker's answer to the latest hello.

@@ -44,6 +44,40 @@ pub fn invite_v2(
     format!("v=2|{mesh_id}|{invite_id}|{expires_at_unix_seconds}|{role}|{owner_pubkey_hex}")
 }
 
+/// Invite v3 capability (§9), signed by `signer`: the mesh owner key or the member key of an
+/// admin. Unlike v2 it binds everything that grants access: the code it is registered under,
+/// the number of uses, the expiry (unix **seconds**), the role and who signed it, so a claimed
+/// invite cannot be registered again under another code or with more uses.
+pub fn invite_v3(
+    mesh_id: &str,
+    invite_id: &str,
+    code: &str,
+    max_uses: u32,
+    expires_at_unix_seconds: i64,
+    role: &str,
+    signer_pubkey_hex: &str,
+) -> String {
+    format!(
+        "v=3|{mesh_id}|{invite_id}|{code}|{max_uses}|{expires_at_unix_seconds}|{role}|{signer_pubkey_hex}"
+    )
+}
+
+/// Invite claim proof (§9), signed by the member key being registered: the claimer shows it
+/// holds that key, and binds the code and the x25519 key it sent (base64url, as on the wire).
+pub fn invite_claim(
+    code: &str,
+    recipient_x25519_b64url: &str,
+    member_pubkey_hex: &str,
+    timestamp_ms: i64,
+) -> String {
+    format!("claudemesh-claim|{code}|{recipient_x25519_b64url}|{member_pubkey_hex}|{timestamp_ms}")
+}
+
+/// What `HMAC-SHA256(root_key, ·)` is computed over for the mesh's root-key check value: a
+/// one-way commitment the broker may keep (it reveals nothing of the key) so that a client can
+/// prove it holds the key and a joiner can check the key its link carried.
+pub const ROOT_KEY_CHECK: &str = "claudemesh-root-key-check";
+
 /// Authenticated HTTP request (§8), signed by a member key:
 /// `METHOD|PATH|timestamp_ms|sha256-hex-of-body`.
 ///
@@ -87,17 +121,19 @@ impl InviteV2Fields {
 
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum CanonicalError {
-    #[error("invite canonical string must have 6 `|`-separated fields, found {0}")]
+    #[error("invite canonical string has the wrong number of `|`-separated fields ({0})")]
     FieldCount(usize),
-    #[error("invite canonical string must start with `v=2`")]
+    #[error("invite canonical string has the wrong version (`v=2` or `v=3` expected)")]
     Version,
+    #[error("invite uses must be a count in plain decimal, got {0:?}")]
+    Uses(String),
     #[error("invite canonical string has an empty {0}")]
     EmptyField(&'static str),
     #[error("invite expiry must be unix seconds in plain decimal, got {0:?}")]
     Expiry(String),
     #[error("invite role must be `admin` or `member`, got {0:?}")]
     Role(String),
-    #[error("invite owner key must be 64 lowercase hex characters")]
+    #[error("invite signer (owner) key must be 64 lowercase hex characters")]
     OwnerPubkey,
 }
 
@@ -119,14 +155,10 @@ pub fn parse_invite_v2(s: &str) -> Result<InviteV2Fields, CanonicalError> {
     if invite_id.is_empty() {
         return Err(CanonicalError::EmptyField("invite id"));
     }
-    // Digits only and no leading zeros, so the decimal form is unique (no `+5`, `-0`, `007`).
-    let canonical_decimal = !expires.is_empty()
-        && expires.bytes().all(|b| b.is_ascii_digit())
-        && (expires == "0" || !expires.starts_with('0'));
     let expires_at_unix_seconds = expires
         .parse::<i64>()
         .ok()
-        .filter(|_| canonical_decimal)
+        .filter(|_| canonical_decimal(expires))
         .ok_or_else(|| CanonicalError::Expiry(expires.to_owned()))?;
     if role != "admin" && role != "member" {
         return Err(CanonicalError::Role(role.to_owned()));
@@ -140,6 +172,96 @@ pub fn parse_invite_v2(s: &str) -> Result<InviteV2Fields, CanonicalError> {
         expires_at_unix_seconds,
         role: role.to_owned(),
         owner_pubkey_hex: owner.to_owned(),
+    })
+}
+
+/// The fields of a parsed invite v3 canonical string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteV3Fields {
+    pub mesh_id: String,
+    pub invite_id: String,
+    pub code: String,
+    pub max_uses: u32,
+    pub expires_at_unix_seconds: i64,
+    /// `"admin"` or `"member"`.
+    pub role: String,
+    /// 64 lowercase hex: the owner key or an admin's member key.
+    pub signer_pubkey_hex: String,
+}
+
+impl InviteV3Fields {
+    /// Rebuilds the canonical string; `parse_invite_v3(s)?.to_canonical() == s` always holds.
+    pub fn to_canonical(&self) -> String {
+        invite_v3(
+            &self.mesh_id,
+            &self.invite_id,
+            &self.code,
+            self.max_uses,
+            self.expires_at_unix_seconds,
+            &self.role,
+            &self.signer_pubkey_hex,
+        )
+    }
+}
+
+/// Digits only and no leading zeros, so the decimal form of a number is unique.
+fn canonical_decimal(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+}
+
+/// Parses an invite v3 canonical string (a claim's `canonical_v3`). As for v2, only the exact
+/// canonical form parses.
+pub fn parse_invite_v3(s: &str) -> Result<InviteV3Fields, CanonicalError> {
+    let fields: Vec<&str> = s.split('|').collect();
+    let [
+        version,
+        mesh_id,
+        invite_id,
+        code,
+        uses,
+        expires,
+        role,
+        signer,
+    ] = fields[..]
+    else {
+        return Err(CanonicalError::FieldCount(fields.len()));
+    };
+    if version != "v=3" {
+        return Err(CanonicalError::Version);
+    }
+    for (value, name) in [
+        (mesh_id, "mesh id"),
+        (invite_id, "invite id"),
+        (code, "code"),
+    ] {
+        if value.is_empty() {
+            return Err(CanonicalError::EmptyField(name));
+        }
+    }
+    let max_uses = uses
+        .parse::<u32>()
+        .ok()
+        .filter(|_| canonical_decimal(uses))
+        .ok_or_else(|| CanonicalError::Uses(uses.to_owned()))?;
+    let expires_at_unix_seconds = expires
+        .parse::<i64>()
+        .ok()
+        .filter(|_| canonical_decimal(expires))
+        .ok_or_else(|| CanonicalError::Expiry(expires.to_owned()))?;
+    if role != "admin" && role != "member" {
+        return Err(CanonicalError::Role(role.to_owned()));
+    }
+    if !is_lower_hex_key(signer) {
+        return Err(CanonicalError::OwnerPubkey);
+    }
+    Ok(InviteV3Fields {
+        mesh_id: mesh_id.to_owned(),
+        invite_id: invite_id.to_owned(),
+        code: code.to_owned(),
+        max_uses,
+        expires_at_unix_seconds,
+        role: role.to_owned(),
+        signer_pubkey_hex: signer.to_owned(),
     })
 }
 
@@ -176,6 +298,33 @@ mod tests {
         assert_eq!(
             http_request("POST", "/upload?x=1", 42, "ab"),
             "POST|/upload?x=1|42|ab"
+        );
+    }
+
+    #[test]
+    fn invite_v3_and_claim_strings() {
+        let s = invite_v3("m", "i", "AbCd1234", 3, 1_700_604_800, "admin", PK_A);
+        assert_eq!(s, format!("v=3|m|i|AbCd1234|3|1700604800|admin|{PK_A}"));
+        let f = parse_invite_v3(&s).expect("valid v3");
+        assert_eq!((f.code.as_str(), f.max_uses), ("AbCd1234", 3));
+        assert_eq!(f.signer_pubkey_hex, PK_A);
+        assert_eq!(f.to_canonical(), s);
+        for bad in ["", "03", "-1", "4294967296", "1 "] {
+            let s = format!("v=3|m|i|AbCd1234|{bad}|1|member|{PK_A}");
+            assert_eq!(parse_invite_v3(&s), Err(CanonicalError::Uses(bad.into())));
+        }
+        assert_eq!(
+            parse_invite_v3(&format!("v=2|m|i|AbCd1234|1|1|member|{PK_A}")),
+            Err(CanonicalError::Version)
+        );
+        assert_eq!(
+            parse_invite_v3(&format!("v=3|m|i||1|1|member|{PK_A}")),
+            Err(CanonicalError::EmptyField("code"))
+        );
+        assert!(parse_invite_v3(&invite_v2("m", "i", 1, "member", PK_A)).is_err());
+        assert_eq!(
+            invite_claim("AbCd1234", "xKey", PK_B, 7),
+            format!("claudemesh-claim|AbCd1234|xKey|{PK_B}|7")
         );
     }
 

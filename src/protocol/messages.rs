@@ -98,14 +98,15 @@ pub struct SessionHello {
     pub signature: String,
 }
 
-/// The owner-signed v2 capability of an invite (PROTOCOL.md §9).
+/// A signed invite capability: the canonical string and its signature (PROTOCOL.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapabilityV2 {
+pub struct Capability {
     pub canonical: String,
     pub signature: String,
 }
 
-/// Registers an invite that the owner signed locally (this broker's extension).
+/// Registers an invite signed on the inviter's machine (this broker's extension), by the owner
+/// key or by an admin's own member key. Only the v3 form is accepted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateInvite {
@@ -115,7 +116,35 @@ pub struct CreateInvite {
     pub max_uses: u32,
     /// Unix seconds, as in the canonical string.
     pub expires_at: i64,
-    pub capability_v2: CapabilityV2,
+    /// Who signed: the owner key or the registering admin's member key (64 hex).
+    #[serde(default)]
+    pub signer_pubkey: String,
+    /// Over `canonical::invite_v3`. Optional on the wire only so that an old client's v2-only
+    /// frame gets a clear `bad_signature` instead of `malformed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability_v3: Option<Capability>,
+}
+
+/// One invite in `invite_list` (owner and admins only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteEntry {
+    pub code: String,
+    pub invite_id: String,
+    pub role: String,
+    pub max_uses: u32,
+    pub used: u32,
+    pub uses_left: u32,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Member id of who registered it, and that member's name.
+    pub created_by: String,
+    pub created_by_name: String,
+    /// ISO-8601.
+    pub created_at: String,
+    pub revoked: bool,
+    /// `valid`, `revoked`, `expired` or `exhausted`.
+    pub status: String,
 }
 
 /// Frames a client sends to the broker.
@@ -130,9 +159,20 @@ pub enum ClientMessage {
     RevokeMember {
         member: String,
     },
-    /// Owner or admin revokes an invite by code; later claims get 410 `revoked`.
+    /// Owner or admin revokes an invite by code or by id; later claims get 410 `revoked`.
     RevokeInvite {
-        code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(rename = "inviteId", default, skip_serializing_if = "Option::is_none")]
+        invite_id: Option<String>,
+    },
+    /// Owner or admin lists the mesh's invites (this broker's addition).
+    ListInvites {},
+    /// Proof that this client holds the mesh root key, sent when `hello_ack.rootKeyHeld` says
+    /// the broker still keeps a copy from before it stopped holding root keys: the check value
+    /// `HMAC-SHA256(root_key, "claudemesh-root-key-check")` in hex. A match deletes the copy.
+    RootKeyProof {
+        check: String,
     },
     Send(Box<SendMessage>),
     ClientAck(ClientAck),
@@ -297,6 +337,8 @@ impl ClientMessage {
             ClientMessage::ListMembers {} => "list_members",
             ClientMessage::RevokeMember { .. } => "revoke_member",
             ClientMessage::RevokeInvite { .. } => "revoke_invite",
+            ClientMessage::ListInvites {} => "list_invites",
+            ClientMessage::RootKeyProof { .. } => "root_key_proof",
             ClientMessage::Send(_) => "send",
             ClientMessage::ClientAck(_) => "client_ack",
             ClientMessage::Drain {} => "drain",
@@ -379,6 +421,10 @@ pub struct HelloAck {
     pub mesh_name: String,
     #[serde(default)]
     pub mesh_slug: String,
+    /// True when the broker still keeps this mesh's root key from before it stopped holding
+    /// them and this member may prove it holds the same key (`root_key_proof`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_key_held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -443,6 +489,12 @@ pub enum ServerMessage {
         members: Vec<MemberEntry>,
     },
     InviteCreated(InviteCreated),
+    InviteList {
+        invites: Vec<InviteEntry>,
+        /// More invites exist than one answer lists (newest and still valid ones come first).
+        #[serde(default)]
+        truncated: bool,
+    },
     Push(Box<Push>),
     PeersList {
         peers: Vec<PeerEntry>,

@@ -2,18 +2,23 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::records::{INVITES, MEMBER_KEYS, MEMBERS, MESH_SLUGS, MESHES};
+use super::records::{INVITE_IDS, INVITES, MEMBER_KEYS, MEMBERS, MESH_INVITES, MESH_SLUGS, MESHES};
 use super::{Invite, Member, MemberRole, Mesh, Store, StoreError, decode, decode_opt, encode};
 use crate::crypto;
 use crate::protocol::messages::GroupRef;
 use crate::protocol::{Pubkey, Signature, canonical, ids};
 
-/// What `create` registers: the owner's public key (never its secret) and the first member.
+/// Most invites of one mesh that have not expired yet (any state: a revoked one still holds
+/// its id until it expires).
+pub const MAX_UNEXPIRED_INVITES: usize = 1000;
+
+/// What `create` registers: the owner's public key (never its secret), the root key's check
+/// value (never the key) and the first member.
 #[derive(Debug, Clone)]
 pub struct CreateMesh {
     pub name: String,
     pub owner_pubkey: Pubkey,
-    pub root_key: String,
+    pub root_key_check: Option<String>,
     pub member_pubkey: Pubkey,
     pub display_name: String,
     pub now_ms: i64,
@@ -60,6 +65,40 @@ pub enum RevokeError {
     NotFound,
     Forbidden,
     IsOwner,
+}
+
+/// Why an invite registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteRefusal {
+    /// The registering member is not (or no longer) owner or admin.
+    Forbidden,
+    /// The signer is neither the owner key nor the registering admin's own key.
+    BadSigner,
+    CodeTaken,
+    /// This invite id was registered before (under any code).
+    IdTaken,
+    TooMany,
+    MeshGone,
+}
+
+/// How an invite is named in `revoke_invite`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteRef {
+    Code(String),
+    Id(String),
+}
+
+/// What a root-key proof did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootKeyProof {
+    /// The check matched: the stored copy is deleted.
+    Dropped,
+    /// The check differs from the stored key's: nothing changes.
+    Mismatch,
+    /// The broker holds no root key for this mesh.
+    NothingHeld,
+    /// Only the owner or an admin may prove.
+    Forbidden,
 }
 
 fn slugify(name: &str) -> String {
@@ -123,7 +162,8 @@ impl Store {
                 name: req.name,
                 slug,
                 owner_pubkey: req.owner_pubkey,
-                root_key: req.root_key,
+                legacy_root_key: None,
+                root_key_check: req.root_key_check,
                 created_at_ms: req.now_ms,
                 self_editable: true,
             };
@@ -194,17 +234,93 @@ impl Store {
         decode_opt(rt.open_table(INVITES)?.get(code)?)
     }
 
-    /// Stores a signed invite; `Ok(false)` when the code is already taken.
-    pub async fn create_invite(&self, invite: Invite) -> Result<bool, StoreError> {
+    /// Registers a signed invite on behalf of member `by`, who must be owner or admin (checked
+    /// in the same transaction, so a revoke that commits first wins). The signer must be the
+    /// owner key or `by`'s own key; the code and the invite id must both be new.
+    pub async fn create_invite(
+        &self,
+        invite: Invite,
+        by: String,
+        now_ms: i64,
+    ) -> Result<Result<(), InviteRefusal>, StoreError> {
         self.write(move |tx| {
-            let mut table = tx.open_table(INVITES)?;
-            if table.get(invite.code.as_str())?.is_some() {
-                return Ok(false);
+            let mesh_id = invite.mesh_id.as_str();
+            let Some(mesh) = decode_opt::<Mesh>(tx.open_table(MESHES)?.get(mesh_id)?)? else {
+                return Ok(Err(InviteRefusal::MeshGone));
+            };
+            let actor: Option<Member> =
+                decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, by.as_str()))?)?;
+            let Some(actor) = actor.filter(|a| a.role.can_manage() && a.revoked_at_ms.is_none())
+            else {
+                return Ok(Err(InviteRefusal::Forbidden));
+            };
+            let signer = invite.signer_pubkey;
+            if signer != Some(mesh.owner_pubkey) && signer != Some(actor.pubkey) {
+                return Ok(Err(InviteRefusal::BadSigner));
             }
-            table.insert(invite.code.as_str(), encode(&invite).as_slice())?;
-            Ok(true)
+            let mut ids = tx.open_table(INVITE_IDS)?;
+            if ids.get((mesh_id, invite.id.as_str()))?.is_some() {
+                return Ok(Err(InviteRefusal::IdTaken));
+            }
+            let mut invites = tx.open_table(INVITES)?;
+            if invites.get(invite.code.as_str())?.is_some() {
+                return Ok(Err(InviteRefusal::CodeTaken));
+            }
+            // Expired invites can go: a copy of one could not be registered again anyway (its
+            // signed expiry is in the past), so their ids need no keeping.
+            let mut listed = tx.open_table(MESH_INVITES)?;
+            let mut unexpired = 0;
+            let mut expired = Vec::new();
+            for row in listed.range((mesh_id, "")..)? {
+                let (k, _) = row?;
+                let (m, code) = k.value();
+                if m != mesh_id {
+                    break;
+                }
+                match decode_opt::<Invite>(invites.get(code)?)? {
+                    Some(old) if old.is_expired(now_ms) => expired.push((code.to_string(), old.id)),
+                    Some(_) => unexpired += 1,
+                    None => {}
+                }
+            }
+            if unexpired >= MAX_UNEXPIRED_INVITES {
+                return Ok(Err(InviteRefusal::TooMany));
+            }
+            for (code, id) in expired {
+                invites.remove(code.as_str())?;
+                listed.remove((mesh_id, code.as_str()))?;
+                if ids
+                    .get((mesh_id, id.as_str()))?
+                    .is_some_and(|c| c.value() == code)
+                {
+                    ids.remove((mesh_id, id.as_str()))?;
+                }
+            }
+            invites.insert(invite.code.as_str(), encode(&invite).as_slice())?;
+            ids.insert((mesh_id, invite.id.as_str()), invite.code.as_str())?;
+            listed.insert((mesh_id, invite.code.as_str()), ())?;
+            Ok(Ok(()))
         })
         .await
+    }
+
+    /// Every stored invite of a mesh, in code order.
+    pub fn invites(&self, mesh_id: &str) -> Result<Vec<Invite>, StoreError> {
+        let rt = self.read()?;
+        let listed = rt.open_table(MESH_INVITES)?;
+        let invites = rt.open_table(INVITES)?;
+        let mut out = Vec::new();
+        for row in listed.range((mesh_id, "")..)? {
+            let (k, _) = row?;
+            let (m, code) = k.value();
+            if m != mesh_id {
+                break;
+            }
+            if let Some(inv) = decode_opt::<Invite>(invites.get(code)?)? {
+                out.push(inv);
+            }
+        }
+        Ok(out)
     }
 
     /// Replaces an invite record as it is (no checks): for operators repairing data, and for
@@ -218,13 +334,14 @@ impl Store {
         .await
     }
 
-    /// Revokes an invite of `mesh_id` on behalf of `by` (owner or admin).
+    /// Revokes an invite of `mesh_id`, named by code or id, on behalf of `by` (owner or admin).
+    /// Returns the revoked invite.
     pub async fn revoke_invite(
         &self,
         mesh_id: String,
-        code: String,
+        which: InviteRef,
         by: String,
-    ) -> Result<Result<(), RevokeError>, StoreError> {
+    ) -> Result<Result<Invite, RevokeError>, StoreError> {
         self.write(move |tx| {
             let actor: Option<Member> = decode_opt(
                 tx.open_table(MEMBERS)?
@@ -233,6 +350,16 @@ impl Store {
             if !actor.is_some_and(|a| a.role.can_manage() && a.revoked_at_ms.is_none()) {
                 return Ok(Err(RevokeError::Forbidden));
             }
+            let code = match which {
+                InviteRef::Code(code) => code,
+                InviteRef::Id(id) => {
+                    let ids = tx.open_table(INVITE_IDS)?;
+                    let Some(code) = ids.get((mesh_id.as_str(), id.as_str()))? else {
+                        return Ok(Err(RevokeError::NotFound));
+                    };
+                    code.value().to_string()
+                }
+            };
             let mut invites = tx.open_table(INVITES)?;
             let found: Option<Invite> = decode_opt(invites.get(code.as_str())?)?;
             let Some(mut invite) = found.filter(|i| i.mesh_id == mesh_id) else {
@@ -240,7 +367,44 @@ impl Store {
             };
             invite.revoked = true;
             invites.insert(code.as_str(), encode(&invite).as_slice())?;
-            Ok(Ok(()))
+            Ok(Ok(invite))
+        })
+        .await
+    }
+
+    /// A member's proof that it holds the mesh root key (its check value): when it matches
+    /// the copy a pre-schema-2 broker kept, that copy is deleted.
+    pub async fn prove_root_key(
+        &self,
+        mesh_id: String,
+        member_id: String,
+        check: String,
+    ) -> Result<RootKeyProof, StoreError> {
+        self.write(move |tx| {
+            let member: Option<Member> = decode_opt(
+                tx.open_table(MEMBERS)?
+                    .get((mesh_id.as_str(), member_id.as_str()))?,
+            )?;
+            if !member.is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none()) {
+                return Ok(RootKeyProof::Forbidden);
+            }
+            let mut meshes = tx.open_table(MESHES)?;
+            let Some(mut mesh) = decode_opt::<Mesh>(meshes.get(mesh_id.as_str())?)? else {
+                return Ok(RootKeyProof::NothingHeld);
+            };
+            let Some(held) = mesh.legacy_root_key.as_deref() else {
+                return Ok(RootKeyProof::NothingHeld);
+            };
+            let expected = crate::identity::decode_root_key(held)
+                .map(|k| crate::identity::root_key_check(&k))
+                .unwrap_or_default();
+            if !crypto::constant_time_eq(expected.as_bytes(), check.as_bytes()) {
+                return Ok(RootKeyProof::Mismatch);
+            }
+            mesh.legacy_root_key = None;
+            mesh.root_key_check = Some(expected);
+            meshes.insert(mesh_id.as_str(), encode(&mesh).as_slice())?;
+            Ok(RootKeyProof::Dropped)
         })
         .await
     }
@@ -268,7 +432,7 @@ impl Store {
             if invite.revoked {
                 return Ok(Err(ClaimError::Revoked));
             }
-            if invite.expires_at_s.saturating_mul(1000) <= now_ms {
+            if invite.is_expired(now_ms) {
                 return Ok(Err(ClaimError::Expired));
             }
             let existing = read_member_by_pubkey(
@@ -280,7 +444,19 @@ impl Store {
             if existing.is_none() && invite.used >= invite.max_uses {
                 return Ok(Err(ClaimError::Exhausted));
             }
-            if !invite_signature_ok(&invite, &mesh) {
+            let signer_ok = match invite.signer_pubkey {
+                Some(signer) if signer == mesh.owner_pubkey => true,
+                // An admin's invite lives as long as its signer is an admin of the mesh.
+                Some(signer) => read_member_by_pubkey(
+                    &tx.open_table(MEMBERS)?,
+                    &tx.open_table(MEMBER_KEYS)?,
+                    &mesh.id,
+                    &signer,
+                )?
+                .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none()),
+                None => false,
+            };
+            if !signer_ok || !invite_signature_ok(&invite, &mesh) {
                 return Ok(Err(ClaimError::BadSignature));
             }
             if let Some(member) = existing {
@@ -389,23 +565,72 @@ impl Store {
     }
 }
 
-/// The broker recomputes the canonical string from its own record and requires both an exact
-/// match and a valid owner signature over it.
+/// The broker recomputes the v3 canonical string from its own record (code, uses, expiry,
+/// role, signer) and requires both an exact match and a valid signature by that signer. A v2
+/// invite (no signer recorded) never passes.
 pub(crate) fn invite_signature_ok(invite: &Invite, mesh: &Mesh) -> bool {
-    let expected = canonical::invite_v2(
+    let Some(signer) = invite.signer_pubkey else {
+        return false;
+    };
+    let expected = canonical::invite_v3(
         &mesh.id,
         &invite.id,
+        &invite.code,
+        invite.max_uses,
         invite.expires_at_s,
         invite.role.as_str(),
-        &mesh.owner_pubkey.to_hex(),
+        &signer.to_hex(),
     );
     if expected != invite.canonical {
         return false;
     }
     match Signature::parse(&invite.signature) {
-        Ok(sig) => crypto::verify(&sig.0, expected.as_bytes(), &mesh.owner_pubkey.0),
+        Ok(sig) => crypto::verify(&sig.0, expected.as_bytes(), &signer.0),
         Err(_) => false,
     }
+}
+
+/// Schema 1 → 2: the broker stops holding root keys and v2 invites. Each mesh whose root key
+/// is stored gets its check value (the key itself stays until a manager's client proves it
+/// holds the same key, see [`Store::prove_root_key`]); every v2 invite is revoked, because
+/// v2 binds neither the code nor the uses (it may be a copy) and its link carries no root
+/// key; every invite is indexed by id and by mesh.
+pub(crate) fn migrate_to_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meshes = tx.open_table(MESHES)?;
+    let mut updated = Vec::new();
+    for row in meshes.iter()? {
+        let (_, v) = row?;
+        let mut mesh: Mesh = decode(v.value())?;
+        if let Some(key) = mesh.legacy_root_key.as_deref() {
+            if let Ok(key) = crate::identity::decode_root_key(key) {
+                mesh.root_key_check = Some(crate::identity::root_key_check(&key));
+                updated.push(mesh);
+            }
+        }
+    }
+    for mesh in updated {
+        meshes.insert(mesh.id.as_str(), encode(&mesh).as_slice())?;
+    }
+    let mut invites = tx.open_table(INVITES)?;
+    let mut ids = tx.open_table(INVITE_IDS)?;
+    let mut listed = tx.open_table(MESH_INVITES)?;
+    let mut all = Vec::new();
+    for row in invites.iter()? {
+        let (_, v) = row?;
+        all.push(decode::<Invite>(v.value())?);
+    }
+    for mut invite in all {
+        if invite.signer_pubkey.is_none() {
+            invite.revoked = true;
+            invites.insert(invite.code.as_str(), encode(&invite).as_slice())?;
+        }
+        let key = (invite.mesh_id.as_str(), invite.id.as_str());
+        if ids.get(key)?.is_none() {
+            ids.insert(key, invite.code.as_str())?;
+        }
+        listed.insert((invite.mesh_id.as_str(), invite.code.as_str()), ())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

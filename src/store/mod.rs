@@ -28,7 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use memory::{MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
-pub use meshes::{ClaimError, ClaimOk, CreateMesh, RevokeError};
+pub use meshes::{
+    ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
+    RootKeyProof,
+};
 pub use queue::{Enqueued, Pending, PrefixLookup};
 pub use records::*;
 pub use schedules::ScheduleRecord;
@@ -38,7 +41,8 @@ pub use shared::{
 };
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
-const SCHEMA_VERSION: u32 = 1;
+/// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).
+const SCHEMA_VERSION: u32 = 2;
 /// redb's page cache.
 const CACHE_BYTES: usize = 64 << 20;
 /// Most jobs folded into one transaction; bounds the latency of the first job in a batch.
@@ -145,26 +149,25 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(dir.join("mesh.redb"))?;
         let tx = db.begin_write()?;
-        {
-            let mut meta = tx.open_table(META)?;
-            let found = match meta.get("schema_version")? {
-                Some(v) => Some(decode::<u32>(v.value())?),
-                None => None,
-            };
-            match found {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema {
-                        found: v,
-                        known: SCHEMA_VERSION,
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
-                }
-            }
+        let found = match tx.open_table(META)?.get("schema_version")? {
+            Some(v) => Some(decode::<u32>(v.value())?),
+            None => None,
+        };
+        if let Some(v) = found.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StoreError::NewerSchema {
+                found: v,
+                known: SCHEMA_VERSION,
+            });
         }
         records::create_tables(&tx)?;
+        // Migrations run in the same transaction as the version bump: all or nothing.
+        if found.is_some_and(|v| v < 2) {
+            meshes::migrate_to_v2(&tx)?;
+        }
+        if found != Some(SCHEMA_VERSION) {
+            tx.open_table(META)?
+                .insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
+        }
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(db);

@@ -18,6 +18,12 @@ pub(crate) const MEMBER_KEYS: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("member_keys");
 /// `code → Invite`
 pub(crate) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites");
+/// `(mesh_id, invite_id) → code`: an invite id is registered once, under one code.
+pub(crate) const INVITE_IDS: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("invite_ids");
+/// `(mesh_id, code) → ()`: one mesh's invites, for `list_invites`.
+pub(crate) const MESH_INVITES: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("mesh_invites");
 
 /// `(mesh_id, message_id) → MessageRecord`
 pub(crate) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
@@ -39,6 +45,8 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(MEMBERS)?;
     tx.open_table(MEMBER_KEYS)?;
     tx.open_table(INVITES)?;
+    tx.open_table(INVITE_IDS)?;
+    tx.open_table(MESH_INVITES)?;
     tx.open_table(MESSAGES)?;
     tx.open_table(QUEUE)?;
     tx.open_table(DELIVERIES)?;
@@ -55,8 +63,15 @@ pub struct Mesh {
     pub name: String,
     pub slug: String,
     pub owner_pubkey: Pubkey,
-    /// 32 bytes, base64url without padding. Held so the broker can seal it to new members.
-    pub root_key: String,
+    /// Only in meshes created before schema 2, whose root key the broker used to keep (it is
+    /// still stored as `root_key`): dropped once the owner's or an admin's client proves it
+    /// holds the same key. New meshes never have one.
+    #[serde(rename = "root_key", default, skip_serializing_if = "Option::is_none")]
+    pub legacy_root_key: Option<String>,
+    /// `HMAC-SHA256(root_key, "claudemesh-root-key-check")`, 64 hex, when known: a one-way
+    /// commitment to the root key, never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key_check: Option<String>,
     pub created_at_ms: i64,
     #[serde(default)]
     pub self_editable: bool,
@@ -125,8 +140,37 @@ pub struct Invite {
     pub created_at_ms: i64,
     #[serde(default)]
     pub revoked: bool,
+    /// The key that signed `canonical` (v3): the owner key or an admin's member key. `None` for
+    /// a v2 invite stored before schema 2 (revoked by the migration: v2 binds neither the
+    /// code nor the uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_pubkey: Option<Pubkey>,
     pub canonical: String,
     pub signature: String,
+}
+
+impl Invite {
+    /// True while it can still let someone in.
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        !self.revoked && !self.is_expired(now_ms) && self.used < self.max_uses
+    }
+
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_at_s.saturating_mul(1000) <= now_ms
+    }
+
+    /// `valid`, `revoked`, `expired` or `exhausted` (the landing page and `invite list`).
+    pub fn status(&self, now_ms: i64) -> &'static str {
+        if self.revoked {
+            "revoked"
+        } else if self.is_expired(now_ms) {
+            "expired"
+        } else if self.used >= self.max_uses {
+            "exhausted"
+        } else {
+            "valid"
+        }
+    }
 }
 
 /// One sent message, as the broker keeps it: ciphertext only.

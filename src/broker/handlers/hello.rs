@@ -322,6 +322,7 @@ async fn admit(
         member_role: member.role.as_str().into(),
         mesh_name: mesh.name.clone(),
         mesh_slug: mesh.slug.clone(),
+        root_key_held: mesh.legacy_root_key.is_some() && member.role.can_manage(),
     };
     conn.reply(None, ServerMessage::HelloAck(Box::new(ack)));
     if is_new {

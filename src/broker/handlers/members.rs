@@ -1,9 +1,12 @@
-//! Mesh membership over the WebSocket: invites signed by the owner, the member list, revocation.
+//! Mesh membership over the WebSocket: invites signed by the owner or an admin, the invite and
+//! member lists, revocation, and dropping a root key kept from before schema 2.
 
 use crate::broker::connection::Conn;
-use crate::protocol::messages::{Ack, CreateInvite, InviteCreated, MemberEntry};
-use crate::protocol::{ServerMessage, Signature, canonical, ids, time};
-use crate::store::{Invite, MemberRole, RevokeError};
+use crate::protocol::messages::{Ack, CreateInvite, InviteCreated, InviteEntry, MemberEntry};
+use crate::protocol::{Pubkey, ServerMessage, Signature, canonical, ids, time};
+use crate::store::{
+    Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError, RootKeyProof,
+};
 
 /// Most uses one invite may grant.
 const MAX_INVITE_USES: u32 = 10_000;
@@ -13,11 +16,14 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
         return;
     };
     let broker = &conn.broker;
-    let mesh = match broker.store.mesh(&peer.mesh_id) {
-        Ok(Some(m)) => m,
-        Ok(None) => return conn.error(req_id, "not_found", "this mesh no longer exists"),
-        Err(e) => return conn.error(req_id, "internal", e.to_string()),
-    };
+    // Cheap early answer; the store checks the role again inside the write transaction.
+    if !peer.role.can_manage() {
+        return conn.error(
+            req_id,
+            "forbidden",
+            "only the owner or an admin of this mesh can register invites",
+        );
+    }
     let Some(role) = MemberRole::parse_invite_role(&req.role) else {
         return conn.error(
             req_id,
@@ -47,28 +53,39 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
             "the invite's expiry is in the past",
         );
     }
-    let expected = canonical::invite_v2(
-        &mesh.id,
+    let (Ok(signer), Some(capability)) = (Pubkey::parse(&req.signer_pubkey), req.capability_v3)
+    else {
+        return conn.error(
+            req_id,
+            "bad_signature",
+            "an invite must carry signerPubkey and capabilityV3 (the v3 form binds code, uses, expiry, role and signer; v2 is no longer accepted)",
+        );
+    };
+    // Recomputed from the fields this broker stores: whatever was signed is exactly what
+    // will be enforced.
+    let expected = canonical::invite_v3(
+        &peer.mesh_id,
         &req.invite_id,
+        &req.code,
+        req.max_uses,
         req.expires_at,
         role.as_str(),
-        &mesh.owner_pubkey.to_hex(),
+        &signer.to_hex(),
     );
-    let signed_ok = req.capability_v2.canonical == expected
-        && Signature::parse(&req.capability_v2.signature).is_ok_and(|sig| {
-            crate::crypto::verify(&sig.0, expected.as_bytes(), &mesh.owner_pubkey.0)
-        });
+    let signed_ok = capability.canonical == expected
+        && Signature::parse(&capability.signature)
+            .is_ok_and(|sig| crate::crypto::verify(&sig.0, expected.as_bytes(), &signer.0));
     if !signed_ok {
         return conn.error(
             req_id,
             "bad_signature",
-            "the invite must be signed by the mesh owner key over its canonical v2 string",
+            "the invite's signature does not verify over its canonical v3 string (code, uses, expiry, role and signer must be exactly what was signed)",
         );
     }
     let invite = Invite {
         id: req.invite_id.clone(),
         code: req.code.clone(),
-        mesh_id: mesh.id.clone(),
+        mesh_id: peer.mesh_id.clone(),
         role,
         max_uses: req.max_uses,
         used: 0,
@@ -76,22 +93,145 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
         created_by: peer.member_id.clone(),
         created_at_ms: now,
         revoked: false,
-        canonical: req.capability_v2.canonical,
-        signature: req.capability_v2.signature,
+        signer_pubkey: Some(signer),
+        canonical: capability.canonical,
+        signature: capability.signature,
     };
-    match broker.store.create_invite(invite).await {
-        Ok(true) => conn.reply(
-            req_id,
-            ServerMessage::InviteCreated(InviteCreated {
-                url: format!("{}/i/{}", broker.public_url(), req.code),
-                code: req.code,
-                invite_id: req.invite_id,
-                expires_at: req.expires_at,
-                role: role.as_str().into(),
-                max_uses: req.max_uses,
-            }),
+    let refused = match broker
+        .store
+        .create_invite(invite, peer.member_id.clone(), now)
+        .await
+    {
+        Ok(Ok(())) => {
+            return conn.reply(
+                req_id,
+                ServerMessage::InviteCreated(InviteCreated {
+                    url: format!("{}/i/{}", broker.public_url(), req.code),
+                    code: req.code,
+                    invite_id: req.invite_id,
+                    expires_at: req.expires_at,
+                    role: role.as_str().into(),
+                    max_uses: req.max_uses,
+                }),
+            );
+        }
+        Ok(Err(refused)) => refused,
+        Err(e) => return conn.error(req_id, "internal", e.to_string()),
+    };
+    let (code, message) = match refused {
+        InviteRefusal::Forbidden => (
+            "forbidden",
+            "only the owner or an admin of this mesh can register invites".to_string(),
         ),
-        Ok(false) => conn.error(req_id, "conflict", "that invite code is taken; try again"),
+        InviteRefusal::BadSigner => (
+            "bad_signature",
+            "an invite must be signed by the mesh owner key or by your own member key".into(),
+        ),
+        InviteRefusal::CodeTaken => ("conflict", "that invite code is taken; try again".into()),
+        InviteRefusal::IdTaken => (
+            "invite_exists",
+            format!(
+                "invite {} was registered before; an invite can be registered once only",
+                req.invite_id
+            ),
+        ),
+        InviteRefusal::TooMany => (
+            "limit",
+            format!(
+                "this mesh has {MAX_UNEXPIRED_INVITES} invites that have not expired; revoke unused ones (claudemesh invite list) or wait for them to expire"
+            ),
+        ),
+        InviteRefusal::MeshGone => ("not_found", "this mesh no longer exists".into()),
+    };
+    conn.error(req_id, code, message);
+}
+
+/// Most invites one `invite_list` answer carries (keeps it far under the frame limit).
+const MAX_LISTED_INVITES: usize = 100;
+
+pub fn list_invites(conn: &Conn, req_id: Option<String>) {
+    let Some(peer) = conn.peer.as_ref() else {
+        return;
+    };
+    // Codes are credentials: only those who may make invites see them.
+    let manager = conn
+        .broker
+        .store
+        .member(&peer.mesh_id, &peer.member_id)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none());
+    if !manager {
+        return conn.error(
+            req_id,
+            "forbidden",
+            "only the owner or an admin of this mesh can list invites",
+        );
+    }
+    let (invites, members) = match (
+        conn.broker.store.invites(&peer.mesh_id),
+        conn.broker.store.members(&peer.mesh_id),
+    ) {
+        (Ok(i), Ok(m)) => (i, m),
+        (Err(e), _) | (_, Err(e)) => return conn.error(req_id, "internal", e.to_string()),
+    };
+    let now = time::now_ms();
+    let mut invites = invites;
+    // Still usable first, then newest first.
+    invites.sort_by_key(|i| (!i.is_active(now), std::cmp::Reverse(i.created_at_ms)));
+    let truncated = invites.len() > MAX_LISTED_INVITES;
+    let invites = invites
+        .into_iter()
+        .take(MAX_LISTED_INVITES)
+        .map(|i| InviteEntry {
+            created_by_name: members
+                .iter()
+                .find(|m| m.id == i.created_by)
+                .map(|m| m.display_name.clone())
+                .unwrap_or_default(),
+            status: i.status(now).into(),
+            uses_left: i.max_uses.saturating_sub(i.used),
+            created_at: time::iso(i.created_at_ms),
+            code: i.code,
+            invite_id: i.id,
+            role: i.role.as_str().into(),
+            max_uses: i.max_uses,
+            used: i.used,
+            expires_at: i.expires_at_s,
+            created_by: i.created_by,
+            revoked: i.revoked,
+        })
+        .collect();
+    conn.reply(req_id, ServerMessage::InviteList { invites, truncated });
+}
+
+/// `root_key_proof`: drops the root key a pre-schema-2 broker kept, once a manager's client
+/// shows (by its check value) that it holds the same key.
+pub async fn root_key_proof(conn: &Conn, req_id: Option<String>, check: String) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let result = conn
+        .broker
+        .store
+        .prove_root_key(peer.mesh_id.clone(), peer.member_id.clone(), check)
+        .await;
+    match result {
+        Ok(RootKeyProof::Dropped) => {
+            tracing::info!(mesh = %peer.mesh_id, "stored root key deleted after the client proved it holds it");
+            conn.reply(req_id, ok_ack());
+        }
+        Ok(RootKeyProof::NothingHeld) => conn.reply(req_id, ok_ack()),
+        Ok(RootKeyProof::Mismatch) => conn.error(
+            req_id,
+            "root_key_mismatch",
+            "this client's root key differs from the one the broker kept; the broker keeps its copy until the owner or an admin proves the right key",
+        ),
+        Ok(RootKeyProof::Forbidden) => conn.error(
+            req_id,
+            "forbidden",
+            "only the owner or an admin proves the root key",
+        ),
         Err(e) => conn.error(req_id, "internal", e.to_string()),
     }
 }
@@ -132,21 +272,40 @@ fn ok_ack() -> ServerMessage {
     })
 }
 
-pub async fn revoke_invite(conn: &Conn, req_id: Option<String>, code: String) {
+pub async fn revoke_invite(
+    conn: &Conn,
+    req_id: Option<String>,
+    code: Option<String>,
+    invite_id: Option<String>,
+) {
     let Some(peer) = conn.peer.clone() else {
         return;
+    };
+    let which = match (code, invite_id) {
+        (Some(code), None) => InviteRef::Code(code),
+        (None, Some(id)) => InviteRef::Id(id),
+        _ => {
+            return conn.error(
+                req_id,
+                "invalid_argument",
+                "name the invite by exactly one of code or inviteId",
+            );
+        }
     };
     let result = conn
         .broker
         .store
-        .revoke_invite(peer.mesh_id.clone(), code.clone(), peer.member_id.clone())
+        .revoke_invite(peer.mesh_id.clone(), which.clone(), peer.member_id.clone())
         .await;
     match result {
-        Ok(Ok(())) => conn.reply(req_id, ok_ack()),
+        Ok(Ok(_)) => conn.reply(req_id, ok_ack()),
         Ok(Err(RevokeError::NotFound)) => conn.error(
             req_id,
             "not_found",
-            format!("no invite \"{code}\" in this mesh"),
+            match which {
+                InviteRef::Code(c) => format!("no invite with code \"{c}\" in this mesh"),
+                InviteRef::Id(i) => format!("no invite with id \"{i}\" in this mesh"),
+            },
         ),
         Ok(Err(_)) => conn.error(
             req_id,

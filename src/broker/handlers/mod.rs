@@ -30,7 +30,11 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::RevokeMember { member } => {
             members::revoke_member(conn, req_id, member).await
         }
-        ClientMessage::RevokeInvite { code } => members::revoke_invite(conn, req_id, code).await,
+        ClientMessage::RevokeInvite { code, invite_id } => {
+            members::revoke_invite(conn, req_id, code, invite_id).await
+        }
+        ClientMessage::ListInvites {} => members::list_invites(conn, req_id),
+        ClientMessage::RootKeyProof { check } => members::root_key_proof(conn, req_id, check).await,
         ClientMessage::Send(msg) => messaging::send(conn, req_id, *msg),
         ClientMessage::ClientAck(ack) => messaging::client_ack(conn, ack),
         ClientMessage::Drain {} => messaging::drain(conn, req_id),
