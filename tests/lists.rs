@@ -493,7 +493,7 @@ async fn task_pages_come_in_id_order_each_task_once() {
             limit: Some(4),
         }
     };
-    let read = |m| match m {
+    let read = |m: ServerMessage| match m {
         ServerMessage::TaskList { tasks, next_cursor } => Some((tasks, next_cursor)),
         _ => None,
     };

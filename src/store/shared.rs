@@ -55,7 +55,7 @@ pub(crate) fn scan_mesh_rows<T: serde::de::DeserializeOwned>(
         Some(key) => Bound::Excluded((mesh_id, key)),
         None => Bound::Included((mesh_id, "")),
     };
-    for row in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+    for row in table.range((start, Bound::Unbounded))? {
         let (k, v) = row?;
         let (mesh, key) = k.value();
         if mesh != mesh_id {
