@@ -328,15 +328,17 @@ async fn a_full_mesh_refuses_with_capacity() {
     )
     .await;
 
-    // A freed slot can be used again.
+    // A closed session keeps its slot through its 90 s lease: a new session is still refused,
+    // the same session coming back gets its slot again.
     first.close(None).await.unwrap();
-    eventually("a free slot", || async {
+    eventually("bob's session in its lease", || async {
         metric(&broker, "claudemesh_peers").await == Some(1.0)
     })
     .await;
-    let mut again = member_hello(&bob.entry());
-    again["sessionId"] = "test-bob-again".into();
-    ws_hello(&broker, &again).await;
+    let mut other = member_hello(&bob.entry());
+    other["sessionId"] = "test-bob-again".into();
+    ws_refused(&broker, &other, "capacity", 1008).await;
+    ws_hello(&broker, &member_hello(&bob.entry())).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@ mod hook;
 mod http;
 mod limits;
 mod metrics;
+mod page;
 mod presence;
 mod router;
 mod scheduler;

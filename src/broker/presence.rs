@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::to_ws;
+use super::limits::LINGERING_SHARE;
 use super::status::StatusState;
 use crate::protocol::messages::{Envelope, GroupRef, PeerEntry, PeerInfo, Profile};
 use crate::protocol::{Encoding, Pubkey, ServerMessage, time};
@@ -268,18 +269,46 @@ pub enum Registered {
 #[derive(Default)]
 struct Room {
     peers: HashMap<String, Arc<Peer>>,
+    /// The connection cap the room was last registered under (the broker's, fixed).
+    capacity: usize,
 }
 
 impl Room {
     fn live_count(&self) -> usize {
         self.peers.values().filter(|p| p.is_live()).count()
     }
+
+    /// Evicts the oldest presences in their lease beyond this room's share of them; returns
+    /// the evicted.
+    fn bound_lingering(&mut self) -> Vec<Arc<Peer>> {
+        let max = (self.capacity / LINGERING_SHARE).max(1);
+        let mut lingering: Vec<(i64, String)> = self
+            .peers
+            .values()
+            .filter_map(|p| Some((p.state().offline_since_ms?, p.presence_id.clone())))
+            .collect();
+        if lingering.len() <= max {
+            return Vec::new();
+        }
+        lingering.sort();
+        let excess = lingering.len() - max;
+        lingering
+            .into_iter()
+            .take(excess)
+            .filter_map(|(_, id)| self.peers.remove(&id))
+            .collect()
+    }
 }
+
+/// Evicted presences waiting for their `peer_left`; beyond this many only the newest are told.
+const MAX_EVICTED_PENDING: usize = 1024;
 
 #[derive(Default)]
 pub struct Presence {
     meshes: Mutex<HashMap<String, Room>>,
     next_conn_id: AtomicU64,
+    /// Presences evicted before their lease ran out, announced by the next lease sweep.
+    evicted: Mutex<Vec<Arc<Peer>>>,
 }
 
 impl Presence {
@@ -291,9 +320,10 @@ impl Presence {
         self.meshes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Live connections in a mesh.
+    /// What counts against a mesh's connection cap: live connections and presences in their
+    /// lease (so hello-and-close cycles cannot grow a mesh past its cap).
     pub fn count(&self, mesh_id: &str) -> usize {
-        self.lock().get(mesh_id).map_or(0, Room::live_count)
+        self.lock().get(mesh_id).map_or(0, |r| r.peers.len())
     }
 
     /// Registers a proven connection, if the mesh has room. A session hello with a known
@@ -314,6 +344,7 @@ impl Presence {
         } = who;
         let mut meshes = self.lock();
         let room = meshes.entry(mesh_id.to_string()).or_default();
+        room.capacity = capacity;
         let existing = room
             .peers
             .values()
@@ -330,12 +361,8 @@ impl Presence {
             })
             .cloned();
         if let Some(peer) = existing {
-            // Counted before taking this peer's lock: `live_count` locks every peer.
-            let live = room.live_count();
+            // Already counted against the cap, live or in its lease.
             let mut st = peer.state();
-            if st.conn.is_none() && live >= capacity {
-                return Err(());
-            }
             let replaced = st.conn.replace(conn);
             st.offline_since_ms = None;
             st.inflight.clear();
@@ -343,7 +370,7 @@ impl Presence {
             drop(st);
             return Ok(Registered::Reattached { peer, replaced });
         }
-        if room.live_count() >= capacity {
+        if room.peers.len() >= capacity {
             return Err(());
         }
         let peer = Arc::new(make());
@@ -363,10 +390,18 @@ impl Presence {
         st.offline_since_ms = Some(time::now_ms());
         st.inflight.clear();
         drop(st);
-        if peer.control_plane
-            && let Some(room) = meshes.get_mut(&peer.mesh_id)
-        {
-            room.peers.remove(&peer.presence_id);
+        if let Some(room) = meshes.get_mut(&peer.mesh_id) {
+            if peer.control_plane {
+                room.peers.remove(&peer.presence_id);
+            } else {
+                let evicted = room.bound_lingering();
+                if !evicted.is_empty() {
+                    let mut pending = self.evicted.lock().unwrap_or_else(|p| p.into_inner());
+                    pending.extend(evicted);
+                    let over = pending.len().saturating_sub(MAX_EVICTED_PENDING);
+                    pending.drain(..over);
+                }
+            }
             if room.peers.is_empty() {
                 meshes.remove(&peer.mesh_id);
             }
@@ -374,10 +409,11 @@ impl Presence {
         true
     }
 
-    /// Removes presences whose lease ran out; returns them (for `peer_left`).
+    /// Removes presences whose lease ran out; returns them, and those evicted early since the
+    /// last call (for `peer_left`).
     pub fn expire_leases(&self, now_ms: i64) -> Vec<Arc<Peer>> {
+        let mut gone = std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()));
         let mut meshes = self.lock();
-        let mut gone = Vec::new();
         for room in meshes.values_mut() {
             room.peers.retain(|_, p| {
                 let expired = p

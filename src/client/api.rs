@@ -162,11 +162,20 @@ impl MeshClient {
         }
     }
 
+    /// Every peer (in `group`), by display name (all pages).
     pub async fn list_peers(&self, group: Option<String>) -> Result<Vec<PeerEntry>, ClientError> {
-        match self.request(ClientMessage::ListPeers { group }).await? {
-            ServerMessage::PeersList { peers } => Ok(peers),
-            other => Err(unexpected(other)),
-        }
+        self.all_pages(
+            |cursor| ClientMessage::ListPeers {
+                group: group.clone(),
+                cursor,
+                limit: None,
+            },
+            |answer| match answer {
+                ServerMessage::PeersList { peers, next_cursor } => Ok((peers, next_cursor)),
+                other => Err(unexpected(other)),
+            },
+        )
+        .await
     }
 
     pub async fn list_members(&self) -> Result<Vec<MemberEntry>, ClientError> {

@@ -436,18 +436,35 @@ impl MeshClient {
         }
     }
 
+    /// The files that match, newest first (all pages).
     pub async fn list_files(
         &self,
         query: Option<String>,
         from: Option<String>,
     ) -> Result<Vec<FileEntry>, ClientError> {
-        match self
-            .request(ClientMessage::ListFiles(ListFiles { query, from }))
-            .await?
-        {
-            ServerMessage::FileList { files } => Ok(files),
-            other => Err(unexpected(other)),
-        }
+        let mut files = self
+            .all_pages(
+                |cursor| {
+                    ClientMessage::ListFiles(ListFiles {
+                        query: query.clone(),
+                        from: from.clone(),
+                        cursor,
+                        limit: None,
+                    })
+                },
+                |answer| match answer {
+                    ServerMessage::FileList { files, next_cursor } => Ok((files, next_cursor)),
+                    other => Err(unexpected(other)),
+                },
+            )
+            .await?;
+        // ISO-8601 in one format: text order is time order.
+        files.sort_by(|a, b| {
+            b.uploaded_at
+                .cmp(&a.uploaded_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(files)
     }
 
     pub async fn file_status(&self, file_id: &str) -> Result<FileStatusResult, ClientError> {

@@ -247,6 +247,33 @@ impl MeshClient {
     }
 }
 
+impl MeshClient {
+    /// Follows a paged list (PROTOCOL.md "Pages") to its end: asks `ask(cursor)` and reads
+    /// each answer with `read` until a page comes without `nextCursor`. A broker without
+    /// paging answers one page with no cursor.
+    pub(crate) async fn all_pages<T>(
+        &self,
+        mut ask: impl FnMut(Option<String>) -> ClientMessage,
+        mut read: impl FnMut(ServerMessage) -> Result<(Vec<T>, Option<String>), ClientError>,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (items, next) = read(self.request(ask(cursor.clone())).await?)?;
+            out.extend(items);
+            match next {
+                None => return Ok(out),
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    return Err(ClientError::Protocol(
+                        "the broker handed out the same page cursor twice".into(),
+                    ));
+                }
+                Some(next) => cursor = Some(next),
+            }
+        }
+    }
+}
+
 /// Opens the socket, says hello, and waits for `hello_ack` or the refusal.
 async fn connect_once(options: &ConnectOptions) -> Result<(Ws, HelloAck), ClientError> {
     let url = ws_url(&options.entry.broker_url);

@@ -9,8 +9,19 @@ use crate::protocol::messages::{
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
+/// What `recall` returns when no limit is given, and the most it returns (the broker's).
+const DEFAULT_RECALL: usize = 20;
+const MAX_RECALL: usize = 100;
+
 fn unexpected(other: ServerMessage) -> ClientError {
     ClientError::Protocol(format!("{other:?}"))
+}
+
+fn task_page(answer: ServerMessage) -> Result<(Vec<TaskEntry>, Option<String>), ClientError> {
+    match answer {
+        ServerMessage::TaskList { tasks, next_cursor } => Ok((tasks, next_cursor)),
+        other => Err(unexpected(other)),
+    }
 }
 
 impl MeshClient {
@@ -41,11 +52,22 @@ impl MeshClient {
         }
     }
 
+    /// Every state key, in key order (all pages).
     pub async fn list_state(&self) -> Result<Vec<StateEntry>, ClientError> {
-        match self.request(ClientMessage::ListState {}).await? {
-            ServerMessage::StateList { entries } => Ok(entries),
-            other => Err(unexpected(other)),
-        }
+        self.all_pages(
+            |cursor| ClientMessage::ListState {
+                cursor,
+                limit: None,
+            },
+            |answer| match answer {
+                ServerMessage::StateList {
+                    entries,
+                    next_cursor,
+                } => Ok((entries, next_cursor)),
+                other => Err(unexpected(other)),
+            },
+        )
+        .await
     }
 
     /// Stores a memory; returns its id once `recall` can find it.
@@ -60,19 +82,37 @@ impl MeshClient {
         }
     }
 
-    /// The mesh's memories that best match `query`, best first.
+    /// The mesh's memories that best match `query`, best first: the best `limit` (default
+    /// 20, at most 100), over as many pages as that takes.
     pub async fn recall(
         &self,
         query: &str,
         limit: Option<usize>,
     ) -> Result<Vec<MemoryEntry>, ClientError> {
-        let req = ClientMessage::Recall(Recall {
-            query: query.into(),
-            limit,
-        });
-        match self.request(req).await? {
-            ServerMessage::MemoryResults { memories } => Ok(memories),
-            other => Err(unexpected(other)),
+        let wanted = limit.unwrap_or(DEFAULT_RECALL).clamp(1, MAX_RECALL);
+        let mut found: Vec<MemoryEntry> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let req = ClientMessage::Recall(Recall {
+                query: query.into(),
+                limit: Some(wanted - found.len()),
+                cursor: cursor.clone(),
+            });
+            let next = match self.request(req).await? {
+                ServerMessage::MemoryResults {
+                    memories,
+                    next_cursor,
+                } => {
+                    found.extend(memories);
+                    next_cursor
+                }
+                other => return Err(unexpected(other)),
+            };
+            if found.len() >= wanted || next.is_none() || next == cursor {
+                found.truncate(wanted);
+                return Ok(found);
+            }
+            cursor = next;
         }
     }
 
@@ -103,11 +143,25 @@ impl MeshClient {
         }
     }
 
+    /// Every member's context, most recently updated first (all pages).
     pub async fn list_contexts(&self) -> Result<Vec<ContextEntry>, ClientError> {
-        match self.request(ClientMessage::ListContexts {}).await? {
-            ServerMessage::ContextList { contexts } => Ok(contexts),
-            other => Err(unexpected(other)),
-        }
+        let mut contexts = self
+            .all_pages(
+                |cursor| ClientMessage::ListContexts {
+                    cursor,
+                    limit: None,
+                },
+                |answer| match answer {
+                    ServerMessage::ContextList {
+                        contexts,
+                        next_cursor,
+                    } => Ok((contexts, next_cursor)),
+                    other => Err(unexpected(other)),
+                },
+            )
+            .await?;
+        contexts.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        Ok(contexts)
     }
 
     /// Creates an open task; returns its id.
@@ -138,20 +192,30 @@ impl MeshClient {
         .await
     }
 
+    /// The tasks that match, oldest first (all pages).
     pub async fn list_tasks(
         &self,
         status: Option<String>,
         assignee: Option<String>,
     ) -> Result<Vec<TaskEntry>, ClientError> {
-        self.tasks(ClientMessage::ListTasks { status, assignee })
-            .await
+        let mut tasks = self
+            .all_pages(
+                |cursor| ClientMessage::ListTasks {
+                    status: status.clone(),
+                    assignee: assignee.clone(),
+                    cursor,
+                    limit: None,
+                },
+                task_page,
+            )
+            .await?;
+        // ISO-8601 in one format: text order is time order.
+        tasks.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(tasks)
     }
 
     async fn tasks(&self, req: ClientMessage) -> Result<Vec<TaskEntry>, ClientError> {
-        match self.request(req).await? {
-            ServerMessage::TaskList { tasks } => Ok(tasks),
-            other => Err(unexpected(other)),
-        }
+        task_page(self.request(req).await?).map(|(tasks, _)| tasks)
     }
 
     /// Creates a stream (or finds the one of that name); returns its id.

@@ -186,6 +186,12 @@ pub enum ClientMessage {
     ListPeers {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<String>,
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
     SetStatus {
         status: String,
@@ -217,7 +223,14 @@ pub enum ClientMessage {
     GetState {
         key: String,
     },
-    ListState {},
+    ListState {
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     Remember(Remember),
     Recall(Recall),
     Forget {
@@ -228,7 +241,14 @@ pub enum ClientMessage {
     GetContext {
         query: String,
     },
-    ListContexts {},
+    ListContexts {
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     CreateTask(CreateTask),
     ClaimTask {
         #[serde(rename = "taskId")]
@@ -245,6 +265,12 @@ pub enum ClientMessage {
         status: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         assignee: Option<String>,
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
     CreateStream {
         name: String,
@@ -358,13 +384,13 @@ impl ClientMessage {
             ClientMessage::GrantFileAccess(_) => "grant_file_access",
             ClientMessage::SetState(_) => "set_state",
             ClientMessage::GetState { .. } => "get_state",
-            ClientMessage::ListState {} => "list_state",
+            ClientMessage::ListState { .. } => "list_state",
             ClientMessage::Remember(_) => "remember",
             ClientMessage::Recall(_) => "recall",
             ClientMessage::Forget { .. } => "forget",
             ClientMessage::ShareContext(_) => "share_context",
             ClientMessage::GetContext { .. } => "get_context",
-            ClientMessage::ListContexts {} => "list_contexts",
+            ClientMessage::ListContexts { .. } => "list_contexts",
             ClientMessage::CreateTask(_) => "create_task",
             ClientMessage::ClaimTask { .. } => "claim_task",
             ClientMessage::CompleteTask { .. } => "complete_task",
@@ -498,6 +524,13 @@ pub enum ServerMessage {
     Push(Box<Push>),
     PeersList {
         peers: Vec<PeerEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
     },
     MessageStatusResult(MessageStatusResult),
     /// Answers `drain` after every queued push for the connection.
@@ -508,6 +541,13 @@ pub enum ServerMessage {
     FileUrl(FileUrl),
     FileList {
         files: Vec<FileEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
     },
     FileStatusResult(FileStatusResult),
     GrantFileAccessOk(GrantFileAccessOk),
@@ -516,12 +556,26 @@ pub enum ServerMessage {
     StateChange(StateChange),
     StateList {
         entries: Vec<StateEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
     },
     MemoryStored {
         id: String,
     },
     MemoryResults {
         memories: Vec<MemoryEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
     },
     ContextShared {
         id: String,
@@ -531,12 +585,26 @@ pub enum ServerMessage {
     },
     ContextList {
         contexts: Vec<ContextEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
     },
     TaskCreated {
         id: String,
     },
     TaskList {
         tasks: Vec<TaskEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
     },
     StreamCreated {
         id: String,
@@ -690,6 +758,10 @@ pub struct ListFiles {
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -789,9 +861,12 @@ pub struct Remember {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recall {
     pub query: String,
-    /// This broker's addition: most results wanted (default 20, at most 100).
+    /// This broker's addition: most results wanted in this page (default 20, at most 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Where the previous page of the same query stopped (its `nextCursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

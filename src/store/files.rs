@@ -112,19 +112,15 @@ impl Store {
         decode_opt(rt.open_table(FILES)?.get((mesh_id, file_id))?)
     }
 
-    /// Every file of a mesh, in id order.
-    pub fn files(&self, mesh_id: &str) -> Result<Vec<FileRecord>, StoreError> {
+    /// A mesh's files in id order, from just after id `after`, while `visit` wants more.
+    pub fn scan_files(
+        &self,
+        mesh_id: &str,
+        after: Option<&str>,
+        visit: impl FnMut(&str, FileRecord) -> bool,
+    ) -> Result<(), StoreError> {
         let rt = self.read()?;
-        let table = rt.open_table(FILES)?;
-        let mut out = Vec::new();
-        for row in table.range((mesh_id, "")..)? {
-            let (k, v) = row?;
-            if k.value().0 != mesh_id {
-                break;
-            }
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+        super::shared::scan_mesh_rows(&rt.open_table(FILES)?, mesh_id, after, visit)
     }
 
     /// How many files a mesh holds (for `mesh_info`), expired ones not yet swept included.

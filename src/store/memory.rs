@@ -292,7 +292,21 @@ impl MemoryIndex {
         query: &str,
         limit: usize,
     ) -> Result<Vec<Recalled>, MemoryError> {
-        let limit = limit.clamp(1, MAX_RECALL);
+        self.recall_page(store, mesh_id, query, 0, limit)
+    }
+
+    /// Like [`MemoryIndex::recall`], skipping the `offset` best matches first (a later page of
+    /// the same query). Only the best [`MAX_RECALL`] are ever reachable.
+    pub fn recall_page(
+        &self,
+        store: &Store,
+        mesh_id: &str,
+        query: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Recalled>, MemoryError> {
+        let offset = offset.min(MAX_RECALL);
+        let limit = limit.clamp(1, MAX_RECALL + 1 - offset);
         let text: String = query.chars().take(MAX_QUERY_CHARS).collect();
         let searcher = self.reader.searcher();
         let in_mesh: Box<dyn Query> = Box::new(BoostQuery::new(
@@ -306,7 +320,12 @@ impl MemoryIndex {
             (Occur::Must, in_mesh),
             (Occur::Must, self.parse(&text)),
         ]);
-        let hits = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let hits = searcher.search(
+            &query,
+            &TopDocs::with_limit(limit)
+                .and_offset(offset)
+                .order_by_score(),
+        )?;
         let rt = store.read()?;
         let memories = rt.open_table(MEMORIES).map_err(StoreError::from)?;
         let mut out = Vec::with_capacity(hits.len());

@@ -42,6 +42,32 @@ pub(crate) fn mesh_rows<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// Visits one mesh's rows of a `(mesh_id, key)` table in key order, starting just after key
+/// `after`, until `visit` returns false: a page is read by key range, never the whole mesh.
+pub(crate) fn scan_mesh_rows<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mesh_id: &str,
+    after: Option<&str>,
+    mut visit: impl FnMut(&str, T) -> bool,
+) -> Result<(), StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(key) => Bound::Excluded((mesh_id, key)),
+        None => Bound::Included((mesh_id, "")),
+    };
+    for row in table.range((start, Bound::Unbounded))? {
+        let (k, v) = row?;
+        let (mesh, key) = k.value();
+        if mesh != mesh_id {
+            break;
+        }
+        if !visit(key, decode(v.value())?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// How many rows one mesh has in a `(mesh_id, …)` table.
 pub(crate) fn mesh_row_count<V: redb::Value + 'static>(
     table: &impl ReadableTable<(&'static str, &'static str), V>,
@@ -201,10 +227,54 @@ impl Store {
         decode_opt(rt.open_table(STATE)?.get((mesh_id, key))?)
     }
 
-    /// Every state key of a mesh, in key order.
-    pub fn state_entries(&self, mesh_id: &str) -> Result<Vec<StateRecord>, StoreError> {
+    /// The first `max` state keys of a mesh, in key order, without reading their values.
+    pub fn state_keys(&self, mesh_id: &str, max: usize) -> Result<Vec<String>, StoreError> {
         let rt = self.read()?;
-        mesh_rows(&rt.open_table(STATE)?, mesh_id)
+        let table = rt.open_table(STATE)?;
+        let mut out = Vec::new();
+        for row in table.range((mesh_id, "")..)? {
+            let (k, _) = row?;
+            let (mesh, key) = k.value();
+            if mesh != mesh_id || out.len() >= max {
+                break;
+            }
+            out.push(key.to_string());
+        }
+        Ok(out)
+    }
+
+    /// A mesh's state keys in key order, from just after `after`, while `visit` wants more.
+    pub fn scan_state(
+        &self,
+        mesh_id: &str,
+        after: Option<&str>,
+        visit: impl FnMut(&str, StateRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let rt = self.read()?;
+        scan_mesh_rows(&rt.open_table(STATE)?, mesh_id, after, visit)
+    }
+
+    /// A mesh's tasks in id order, from just after id `after`, while `visit` wants more.
+    pub fn scan_tasks(
+        &self,
+        mesh_id: &str,
+        after: Option<&str>,
+        visit: impl FnMut(&str, TaskRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let rt = self.read()?;
+        scan_mesh_rows(&rt.open_table(TASKS)?, mesh_id, after, visit)
+    }
+
+    /// The members' contexts in member-id order, from just after member `after`, while
+    /// `visit` wants more.
+    pub fn scan_contexts(
+        &self,
+        mesh_id: &str,
+        after: Option<&str>,
+        visit: impl FnMut(&str, ContextRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let rt = self.read()?;
+        scan_mesh_rows(&rt.open_table(CONTEXTS)?, mesh_id, after, visit)
     }
 
     pub async fn create_task(&self, mesh_id: String, task: TaskRecord) -> Result<(), StoreError> {

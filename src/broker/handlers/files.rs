@@ -4,15 +4,13 @@
 
 use crate::broker::connection::Conn;
 use crate::broker::files::{self, FileGrant, Readable, TokenPurpose};
+use crate::broker::page::{Pager, decode_cursor};
 use crate::protocol::messages::{
     Ack, FileAccessEntry, FileEntry, FileStatusResult, FileTokenResult, FileUrl, GrantFileAccess,
     GrantFileAccessOk, ListFiles,
 };
 use crate::protocol::{Pubkey, ServerMessage, ids, time};
 use crate::store::{FileRecord, GrantOutcome};
-
-/// Longest `list_files` answer.
-const MAX_LISTED: usize = 500;
 
 /// Finds a file of the connection's mesh, or answers the error and returns `None`.
 fn find(conn: &Conn, req_id: &Option<String>, file_id: &str) -> Option<FileRecord> {
@@ -121,15 +119,16 @@ fn entry(r: FileRecord) -> FileEntry {
     }
 }
 
-/// `list_files{query?, from?}`: `query` matches names and tags (case-insensitive substring),
-/// `from` the uploader's name (case-insensitive) or a prefix of its key. Newest first.
+/// `list_files{query?, from?, cursor?, limit?}`: `query` matches names and tags
+/// (case-insensitive substring), `from` the uploader's name (case-insensitive) or a prefix of
+/// its key. One page, in id order (our client sorts the whole list newest first).
 pub fn list_files(conn: &Conn, req_id: Option<String>, req: ListFiles) {
     let Some(peer) = conn.peer.as_ref() else {
         return;
     };
-    let all = match conn.broker.store.files(&peer.mesh_id) {
-        Ok(all) => all,
-        Err(e) => return conn.error(req_id, "internal", e.to_string()),
+    let after = match decode_cursor(req.cursor.as_deref()) {
+        Ok(after) => after,
+        Err(e) => return conn.error(req_id, "invalid_argument", e.to_string()),
     };
     let now = time::now_ms();
     let query = req
@@ -140,34 +139,29 @@ pub fn list_files(conn: &Conn, req_id: Option<String>, req: ListFiles) {
         .from
         .map(|f| f.trim().trim_start_matches('@').to_lowercase())
         .filter(|f| !f.is_empty());
-    let mut found: Vec<FileRecord> = all
-        .into_iter()
-        .filter(|r| !r.is_expired(now))
-        .filter(|r| {
-            query.as_deref().is_none_or(|q| {
+    let wanted = |r: &FileRecord| {
+        !r.is_expired(now)
+            && query.as_deref().is_none_or(|q| {
                 r.name.to_lowercase().contains(q)
                     || r.tags.iter().any(|t| t.to_lowercase().contains(q))
             })
-        })
-        .filter(|r| {
-            from.as_deref().is_none_or(|f| {
+            && from.as_deref().is_none_or(|f| {
                 r.uploader_name.to_lowercase() == f
                     || (f.len() >= 8 && r.uploader_pubkey.starts_with(f))
             })
-        })
-        .collect();
-    found.sort_by(|a, b| {
-        b.created_at_ms
-            .cmp(&a.created_at_ms)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    found.truncate(MAX_LISTED);
-    conn.reply(
-        req_id,
-        ServerMessage::FileList {
-            files: found.into_iter().map(entry).collect(),
-        },
-    );
+    };
+    let mut page = Pager::new(req.limit);
+    let scanned = conn
+        .broker
+        .store
+        .scan_files(&peer.mesh_id, after.as_deref(), |id, r| {
+            page.offer(id, wanted(&r).then(|| entry(r)))
+        });
+    if let Err(e) = scanned {
+        return conn.error(req_id, "internal", e.to_string());
+    }
+    let (files, next_cursor) = page.finish();
+    conn.reply(req_id, ServerMessage::FileList { files, next_cursor });
 }
 
 pub fn file_status(conn: &Conn, req_id: Option<String>, file_id: String) {

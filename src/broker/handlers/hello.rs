@@ -81,7 +81,9 @@ fn check_capacity(broker: &Broker, mesh_id: &str) -> Result<(), Refusal> {
     if broker.presence.count(mesh_id) >= max {
         return Err(refuse(
             "capacity",
-            format!("mesh has the maximum of {max} connections"),
+            format!(
+                "mesh has the maximum of {max} connections (live sessions and those disconnected in the last 90 s)"
+            ),
         ));
     }
     Ok(())
@@ -148,6 +150,7 @@ fn check_member_hello(broker: &Broker, h: &Hello) -> Result<(Mesh, Member), Refu
     }
     check_capacity(broker, &h.mesh_id)?;
     check_skew(h.timestamp)?;
+    super::peers::check_peer_info(&h.peer).map_err(|(code, message)| refuse(code, message))?;
     let key = Pubkey::parse(&h.pubkey).map_err(|e| refuse("malformed", format!("pubkey: {e}")))?;
     let sig = parse_signature(&h.signature)?;
     let signed = canonical::hello(&h.mesh_id, &h.member_id, &h.pubkey, h.timestamp);
@@ -189,6 +192,7 @@ fn check_session_hello(
     }
     check_capacity(broker, &h.mesh_id)?;
     check_skew(h.timestamp)?;
+    super::peers::check_peer_info(&h.peer).map_err(|(code, message)| refuse(code, message))?;
     let now = time::now_ms();
     if att.expires_at <= now {
         return Err(refuse("expired", "the session attestation has expired"));

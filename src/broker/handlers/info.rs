@@ -40,11 +40,8 @@ pub fn mesh_info(conn: &Conn, req_id: Option<String>) {
             slug: mesh.slug,
             peers: live.len(),
             groups: groups.into_iter().collect(),
-            state_keys: store
-                .state_entries(mesh_id)?
-                .into_iter()
-                .map(|s| s.key)
-                .collect(),
+            // An overview, not the board: the first keys only (`list_state` pages them all).
+            state_keys: store.state_keys(mesh_id, crate::broker::limits::DEFAULT_PAGE_ITEMS)?,
             memory_count: store.memory_count(mesh_id)?,
             file_count: store.file_count(mesh_id)? as u64,
             tasks: TaskCountsEntry {

@@ -2,9 +2,10 @@
 
 use super::shared::{MAX_TEXT, Reply, answer, refuse, tags, text};
 use crate::broker::connection::Conn;
+use crate::broker::page::{BadCursor, Pager, decode_cursor, page_items};
 use crate::protocol::messages::{Ack, MemoryEntry, Recall, Remember};
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::MemoryRecord;
+use crate::store::{MAX_RECALL, MemoryRecord};
 
 /// Results a `recall` returns unless it asks for another number.
 const DEFAULT_RECALL: usize = 20;
@@ -43,22 +44,42 @@ pub fn recall(conn: &Conn, req_id: Option<String>, req: Recall) {
                 "recall needs words to search for",
             ));
         }
-        let limit = req.limit.unwrap_or(DEFAULT_RECALL);
-        let found = broker
-            .memory
-            .recall(&broker.store, &peer.mesh_id, &req.query, limit)?;
-        let memories = found
-            .into_iter()
-            .map(|r| MemoryEntry {
-                id: r.memory.id,
-                content: r.memory.content,
-                tags: r.memory.tags,
-                remembered_by: r.memory.remembered_by,
-                remembered_at: time::iso(r.memory.remembered_at_ms),
-                score: r.score,
-            })
-            .collect();
-        Ok(Some(ServerMessage::MemoryResults { memories }))
+        // The cursor is how many of the ranked matches earlier pages went through.
+        let offset = match decode_cursor(req.cursor.as_deref())? {
+            Some(n) => n.parse::<usize>().map_err(|_| BadCursor)?,
+            None => 0,
+        };
+        let end = (offset + page_items(req.limit, DEFAULT_RECALL)).min(MAX_RECALL);
+        let mut page = Pager::with_items(end.saturating_sub(offset));
+        if offset < end {
+            // One match beyond the page tells whether there is a next one.
+            let probe = usize::from(end < MAX_RECALL);
+            let found = broker.memory.recall_page(
+                &broker.store,
+                &peer.mesh_id,
+                &req.query,
+                offset,
+                end - offset + probe,
+            )?;
+            for (i, r) in found.into_iter().enumerate() {
+                let entry = MemoryEntry {
+                    id: r.memory.id,
+                    content: r.memory.content,
+                    tags: r.memory.tags,
+                    remembered_by: r.memory.remembered_by,
+                    remembered_at: time::iso(r.memory.remembered_at_ms),
+                    score: r.score,
+                };
+                if !page.offer(&(offset + i + 1).to_string(), Some(entry)) {
+                    break;
+                }
+            }
+        }
+        let (memories, next_cursor) = page.finish();
+        Ok(Some(ServerMessage::MemoryResults {
+            memories,
+            next_cursor,
+        }))
     });
 }
 

@@ -41,7 +41,11 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::MessageStatus { message_id } => {
             messaging::message_status(conn, req_id, message_id)
         }
-        ClientMessage::ListPeers { group } => peers::list_peers(conn, req_id, group),
+        ClientMessage::ListPeers {
+            group,
+            cursor,
+            limit,
+        } => peers::list_peers(conn, req_id, group, cursor, limit),
         ClientMessage::SetStatus { status, source } => {
             peers::set_status(conn, req_id, &status, source.as_deref())
         }
@@ -60,21 +64,28 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::GrantFileAccess(g) => files::grant_file_access(conn, req_id, g).await,
         ClientMessage::SetState(s) => shared::set_state(conn, req_id, s),
         ClientMessage::GetState { key } => shared::get_state(conn, req_id, key),
-        ClientMessage::ListState {} => shared::list_state(conn, req_id),
+        ClientMessage::ListState { cursor, limit } => {
+            shared::list_state(conn, req_id, cursor, limit)
+        }
         ClientMessage::Remember(r) => memory::remember(conn, req_id, r),
         ClientMessage::Recall(r) => memory::recall(conn, req_id, r),
         ClientMessage::Forget { memory_id } => memory::forget(conn, req_id, memory_id),
         ClientMessage::ShareContext(c) => shared::share_context(conn, req_id, c),
         ClientMessage::GetContext { query } => shared::get_context(conn, req_id, query),
-        ClientMessage::ListContexts {} => shared::list_contexts(conn, req_id),
+        ClientMessage::ListContexts { cursor, limit } => {
+            shared::list_contexts(conn, req_id, cursor, limit)
+        }
         ClientMessage::CreateTask(t) => shared::create_task(conn, req_id, t),
         ClientMessage::ClaimTask { task_id } => shared::claim_task(conn, req_id, task_id),
         ClientMessage::CompleteTask { task_id, result } => {
             shared::complete_task(conn, req_id, task_id, result)
         }
-        ClientMessage::ListTasks { status, assignee } => {
-            shared::list_tasks(conn, req_id, status, assignee)
-        }
+        ClientMessage::ListTasks {
+            status,
+            assignee,
+            cursor,
+            limit,
+        } => shared::list_tasks(conn, req_id, status, assignee, cursor, limit),
         ClientMessage::CreateStream { name } => streams::create_stream(conn, req_id, name),
         ClientMessage::Subscribe { stream } => streams::subscribe(conn, req_id, stream),
         ClientMessage::Unsubscribe { stream } => streams::unsubscribe(conn, req_id, stream),

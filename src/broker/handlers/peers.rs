@@ -5,14 +5,58 @@
 use std::sync::Arc;
 
 use crate::broker::connection::Conn;
+use crate::broker::limits::{
+    MAX_AVATAR_BYTES, MAX_BIO_BYTES, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CWD_BYTES,
+    MAX_GROUP_NAME, MAX_GROUPS_PER_MEMBER, MAX_PEER_FIELD_BYTES, MAX_SUMMARY_BYTES,
+    MAX_TITLE_BYTES,
+};
+use crate::broker::page::{Pager, decode_cursor};
 use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::status::{Status, StatusSource};
-use crate::protocol::messages::{Ack, GroupRef, Profile};
+use crate::protocol::messages::{Ack, GroupRef, PeerInfo, Profile};
 use crate::protocol::{ServerMessage, time};
 
-const MAX_SUMMARY: usize = 2000;
-const MAX_GROUP_NAME: usize = 64;
+/// A text field over its size limit: `payload_too_large`, naming the field and the limit.
+fn too_large(field: &str, bytes: usize, max: usize) -> (&'static str, String) {
+    (
+        "payload_too_large",
+        format!("{field} is {bytes} bytes; the limit is {max}"),
+    )
+}
+
+fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), (&'static str, String)> {
+    match value {
+        Some(v) if v.len() > max => Err(too_large(field, v.len(), max)),
+        _ => Ok(()),
+    }
+}
+
+/// What a hello says about the peer, held to the sizes others will be shown: a hello over a
+/// limit is refused (no real client sends a 4 KiB path or 33 groups; cutting would hide it).
+pub(super) fn check_peer_info(info: &PeerInfo) -> Result<(), (&'static str, String)> {
+    check_len("cwd", Some(&info.cwd), MAX_CWD_BYTES)?;
+    check_len("sessionId", Some(&info.session_id), MAX_PEER_FIELD_BYTES)?;
+    check_len("hostname", info.hostname.as_deref(), MAX_PEER_FIELD_BYTES)?;
+    check_len("peerType", info.peer_type.as_deref(), MAX_PEER_FIELD_BYTES)?;
+    check_len("channel", info.channel.as_deref(), MAX_PEER_FIELD_BYTES)?;
+    check_len("model", info.model.as_deref(), MAX_PEER_FIELD_BYTES)?;
+    check_len("peerRole", info.peer_role.as_deref(), MAX_PEER_FIELD_BYTES)?;
+    // The display name is cleaned and cut to 64 characters; a huge one is still not a name.
+    check_len(
+        "displayName",
+        info.display_name.as_deref(),
+        MAX_PEER_FIELD_BYTES,
+    )?;
+    let groups = info.groups.as_ref().map_or(0, Vec::len);
+    if groups > MAX_GROUPS_PER_MEMBER {
+        return Err((
+            "payload_too_large",
+            format!("groups lists {groups} groups; the limit is {MAX_GROUPS_PER_MEMBER}"),
+        ));
+    }
+    Ok(())
+}
 
 /// The presences a presence-changing request applies to.
 fn scope(conn: &Conn) -> Vec<Arc<Peer>> {
@@ -43,10 +87,24 @@ fn maybe_ack(conn: &Conn, req_id: Option<String>) {
     }
 }
 
-pub fn list_peers(conn: &Conn, req_id: Option<String>, group: Option<String>) {
+/// One page of the peers, by display name (then presence id, so the order is total and a
+/// cursor stays valid while peers come and go).
+pub fn list_peers(
+    conn: &Conn,
+    req_id: Option<String>,
+    group: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+) {
     let Some(me) = conn.peer.as_ref() else { return };
+    let after = match decode_cursor(cursor.as_deref()) {
+        Ok(after) => after,
+        Err(e) => return conn.error(req_id, "invalid_argument", e.to_string()),
+    };
     let group = group.map(|g| g.trim_start_matches('@').to_string());
-    let mut peers: Vec<_> = conn
+    // Display names hold no control characters, so NUL keeps (name, id) order.
+    let position = |p: &Peer| format!("{}\0{}", p.display_name, p.presence_id);
+    let mut peers: Vec<(String, Arc<Peer>)> = conn
         .broker
         .presence
         .peers(&me.mesh_id)
@@ -54,10 +112,18 @@ pub fn list_peers(conn: &Conn, req_id: Option<String>, group: Option<String>) {
         .filter(|p| !p.control_plane || p.presence_id == me.presence_id)
         .filter(|p| p.presence_id == me.presence_id || p.state().visible)
         .filter(|p| group.as_deref().is_none_or(|g| p.in_group(g)))
-        .map(|p| p.entry())
+        .map(|p| (position(&p), p))
+        .filter(|(at, _)| after.as_ref().is_none_or(|after| at > after))
         .collect();
-    peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
-    conn.reply(req_id, ServerMessage::PeersList { peers });
+    peers.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut page = Pager::new(limit);
+    for (at, peer) in &peers {
+        if !page.offer(at, Some(peer.entry())) {
+            break;
+        }
+    }
+    let (peers, next_cursor) = page.finish();
+    conn.reply(req_id, ServerMessage::PeersList { peers, next_cursor });
 }
 
 pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str, source: Option<&str>) {
@@ -85,7 +151,9 @@ pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str, source: Opt
 
 pub async fn set_summary(conn: &Conn, req_id: Option<String>, summary: String) {
     let Some(me) = conn.peer.clone() else { return };
-    let summary: String = summary.chars().take(MAX_SUMMARY).collect();
+    if let Err((code, message)) = check_len("summary", Some(&summary), MAX_SUMMARY_BYTES) {
+        return conn.error(req_id, code, message);
+    }
     for peer in scope(conn) {
         peer.state().summary = Some(summary.clone());
     }
@@ -132,16 +200,31 @@ pub fn set_visible(conn: &Conn, req_id: Option<String>, visible: bool) {
     );
 }
 
+/// A profile within its limits, or which field is over.
+fn check_profile(p: &Profile) -> Result<(), (&'static str, String)> {
+    check_len("avatar", p.avatar.as_deref(), MAX_AVATAR_BYTES)?;
+    check_len("title", p.title.as_deref(), MAX_TITLE_BYTES)?;
+    check_len("bio", p.bio.as_deref(), MAX_BIO_BYTES)?;
+    let capabilities = p.capabilities.as_deref().unwrap_or_default();
+    if capabilities.len() > MAX_CAPABILITIES {
+        return Err((
+            "payload_too_large",
+            format!(
+                "capabilities lists {} entries; the limit is {MAX_CAPABILITIES}",
+                capabilities.len()
+            ),
+        ));
+    }
+    for c in capabilities {
+        check_len("a capability", Some(c), MAX_CAPABILITY_BYTES)?;
+    }
+    Ok(())
+}
+
 pub fn set_profile(conn: &Conn, req_id: Option<String>, profile: Profile) {
-    let clip = |s: Option<String>| s.map(|s| s.chars().take(MAX_SUMMARY).collect::<String>());
-    let profile = Profile {
-        avatar: clip(profile.avatar),
-        title: clip(profile.title),
-        bio: clip(profile.bio),
-        capabilities: profile
-            .capabilities
-            .map(|c| c.into_iter().take(64).collect()),
-    };
+    if let Err((code, message)) = check_profile(&profile) {
+        return conn.error(req_id, code, message);
+    }
     for peer in scope(conn) {
         peer.state().profile = Some(profile.clone());
         router::announce(&conn.broker, &peer, "profile_updated");
@@ -156,7 +239,7 @@ pub fn set_profile(conn: &Conn, req_id: Option<String>, profile: Profile) {
 }
 
 /// Most groups a hello may claim.
-const MAX_GROUPS: usize = 64;
+const MAX_GROUPS: usize = MAX_GROUPS_PER_MEMBER;
 
 /// The groups a hello claims, held to the rules `join_group` enforces: valid names only, each
 /// once, roles cut to a short printable label.
@@ -210,6 +293,25 @@ pub async fn change_group(
             "invalid_argument",
             "a group name is 1-64 of [A-Za-z0-9-_.] with / between subgroups",
         );
+    }
+    if join.is_some() {
+        // The cap holds for every presence in scope and for what is remembered for the member.
+        let full = |groups: &[GroupRef]| {
+            groups.len() >= MAX_GROUPS_PER_MEMBER && !groups.iter().any(|g| g.name == name)
+        };
+        let stored = match conn.broker.store.member(&me.mesh_id, &me.member_id) {
+            Ok(m) => m.map(|m| m.groups).unwrap_or_default(),
+            Err(e) => return conn.error(req_id, "internal", e.to_string()),
+        };
+        if full(&stored) || scope(conn).iter().any(|p| full(&p.state().groups)) {
+            return conn.error(
+                req_id,
+                "invalid_argument",
+                format!(
+                    "a member may be in at most {MAX_GROUPS_PER_MEMBER} groups; leave one before joining @{name}"
+                ),
+            );
+        }
     }
     let apply = |groups: &mut Vec<GroupRef>| {
         groups.retain(|g| g.name != name);

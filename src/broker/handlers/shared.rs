@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use crate::broker::connection::Conn;
+use crate::broker::limits::{MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES};
+use crate::broker::page::{BadCursor, Pager, decode_cursor};
 use crate::broker::presence::Peer;
 use crate::broker::state::Broker;
 use crate::protocol::messages::{
@@ -14,9 +16,9 @@ use crate::store::{
     Actor, ContextRecord, MemoryError, StateRecord, StoreError, TaskRecord, TaskRefusal, TaskStatus,
 };
 
-const MAX_KEY: usize = 256;
+const MAX_KEY: usize = MAX_STATE_KEY_BYTES;
 /// Largest state value, as JSON text.
-const MAX_VALUE_BYTES: usize = 32 * 1024;
+const MAX_VALUE_BYTES: usize = MAX_STATE_VALUE_BYTES;
 pub(super) const MAX_TEXT: usize = 32 * 1024;
 const MAX_TITLE: usize = 500;
 const MAX_NAME: usize = 64;
@@ -41,6 +43,12 @@ pub(super) fn refuse(code: &'static str, message: impl Into<String>) -> Refusal 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         refuse("internal", e.to_string())
+    }
+}
+
+impl From<BadCursor> for Refusal {
+    fn from(e: BadCursor) -> Self {
+        refuse("invalid_argument", e.to_string())
     }
 }
 
@@ -160,10 +168,19 @@ fn state_entry(r: &StateRecord) -> StateEntry {
 }
 
 fn state_key(key: &str) -> Result<String, Refusal> {
-    if key.is_empty() || key.chars().count() > MAX_KEY || key.chars().any(char::is_control) {
+    if key.len() > MAX_KEY {
+        return Err(refuse(
+            "payload_too_large",
+            format!(
+                "the state key is {} bytes; the limit is {MAX_KEY}",
+                key.len()
+            ),
+        ));
+    }
+    if key.is_empty() || key.chars().any(char::is_control) {
         return Err(refuse(
             "invalid_argument",
-            format!("a state key is 1-{MAX_KEY} characters, without control characters"),
+            format!("a state key is 1-{MAX_KEY} bytes, without control characters"),
         ));
     }
     Ok(key.to_string())
@@ -180,7 +197,7 @@ pub fn set_state(conn: &Conn, req_id: Option<String>, req: SetState) {
             return Err(refuse(
                 "payload_too_large",
                 format!(
-                    "the value is {} bytes as JSON; the limit is {MAX_VALUE_BYTES}",
+                    "the state value is {} bytes as JSON; the limit is {MAX_VALUE_BYTES}",
                     value_json.len()
                 ),
             ));
@@ -228,14 +245,28 @@ pub fn get_state(conn: &Conn, req_id: Option<String>, key: String) {
     });
 }
 
-pub fn list_state(conn: &Conn, req_id: Option<String>) {
+/// One page of the state board, in key order.
+pub fn list_state(
+    conn: &Conn,
+    req_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+) {
     let Some((broker, peer)) = me(conn) else {
         return;
     };
     answer(conn, req_id, async move {
-        let entries = broker.store.state_entries(&peer.mesh_id)?;
+        let after = decode_cursor(cursor.as_deref())?;
+        let mut page = Pager::new(limit);
+        broker
+            .store
+            .scan_state(&peer.mesh_id, after.as_deref(), |key, r| {
+                page.offer(key, Some(state_entry(&r)))
+            })?;
+        let (entries, next_cursor) = page.finish();
         Ok(Some(ServerMessage::StateList {
-            entries: entries.iter().map(state_entry).collect(),
+            entries,
+            next_cursor,
         }))
     });
 }
@@ -323,14 +354,28 @@ pub fn get_context(conn: &Conn, req_id: Option<String>, query: String) {
     });
 }
 
-pub fn list_contexts(conn: &Conn, req_id: Option<String>) {
+/// One page of the members' contexts, in member-id order (our client sorts them by time).
+pub fn list_contexts(
+    conn: &Conn,
+    req_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+) {
     let Some((broker, peer)) = me(conn) else {
         return;
     };
     answer(conn, req_id, async move {
-        let contexts = broker.store.contexts(&peer.mesh_id)?;
+        let after = decode_cursor(cursor.as_deref())?;
+        let mut page = Pager::new(limit);
+        broker
+            .store
+            .scan_contexts(&peer.mesh_id, after.as_deref(), |member_id, c| {
+                page.offer(member_id, Some(context_entry(c)))
+            })?;
+        let (contexts, next_cursor) = page.finish();
         Ok(Some(ServerMessage::ContextList {
-            contexts: contexts.into_iter().map(context_entry).collect(),
+            contexts,
+            next_cursor,
         }))
     });
 }
@@ -394,6 +439,7 @@ fn task_outcome(id: &str, outcome: Result<TaskRecord, TaskRefusal>) -> Reply {
     match outcome {
         Ok(task) => Ok(Some(ServerMessage::TaskList {
             tasks: vec![task_entry(task)],
+            next_cursor: None,
         })),
         Err(TaskRefusal::NotFound) => Err(refuse(
             "task_not_found",
@@ -450,11 +496,14 @@ pub fn complete_task(conn: &Conn, req_id: Option<String>, task_id: String, resul
     });
 }
 
+/// One page of the tasks that match, in id order (our client sorts them by time).
 pub fn list_tasks(
     conn: &Conn,
     req_id: Option<String>,
     status: Option<String>,
     assignee: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
 ) {
     let Some((broker, peer)) = me(conn) else {
         return;
@@ -472,18 +521,18 @@ pub fn list_tasks(
         let assignee = assignee
             .map(|a| a.trim().to_lowercase())
             .filter(|a| !a.is_empty());
-        let tasks = broker
+        let after = decode_cursor(cursor.as_deref())?;
+        let mut page = Pager::new(limit);
+        broker
             .store
-            .tasks(&peer.mesh_id)?
-            .into_iter()
-            .filter(|t| status.is_none_or(|s| t.status == s))
-            .filter(|t| {
-                assignee
-                    .as_deref()
-                    .is_none_or(|a| t.assignee.as_deref().is_some_and(|x| x.to_lowercase() == a))
-            })
-            .map(task_entry)
-            .collect();
-        Ok(Some(ServerMessage::TaskList { tasks }))
+            .scan_tasks(&peer.mesh_id, after.as_deref(), |id, t| {
+                let wanted = status.is_none_or(|s| t.status == s)
+                    && assignee.as_deref().is_none_or(|a| {
+                        t.assignee.as_deref().is_some_and(|x| x.to_lowercase() == a)
+                    });
+                page.offer(id, wanted.then(|| task_entry(t)))
+            })?;
+        let (tasks, next_cursor) = page.finish();
+        Ok(Some(ServerMessage::TaskList { tasks, next_cursor }))
     });
 }
