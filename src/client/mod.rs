@@ -8,7 +8,7 @@ pub mod files;
 pub mod http;
 mod shared;
 
-pub use api::{Incoming, Target};
+pub use api::{Incoming, Sealed, Target};
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -10,6 +10,7 @@ mod memory;
 mod meshes;
 mod profile;
 mod queue;
+mod quotas;
 mod records;
 mod schedules;
 mod shared;
@@ -27,9 +28,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 pub use files::{FileAccess, FileRecord, GrantOutcome};
-pub use memory::{MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
+pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{ClaimError, ClaimOk, CreateMesh, RevokeError};
 pub use queue::{Enqueued, Pending, PrefixLookup};
+pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;
 pub use shared::{
@@ -165,6 +167,7 @@ impl Store {
             }
         }
         records::create_tables(&tx)?;
+        quotas::count_once(&tx)?;
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(db);
