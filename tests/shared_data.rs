@@ -235,8 +235,9 @@ async fn two_concurrent_claims_exactly_one_wins() {
     ca.close().await;
     cb.close().await;
 
-    // open → claimed → done, with the result; filters.
-    let done = bob.json(&[
+    // open → claimed → done by its claimer, with the result; filters.
+    let claimer = if a.code == 0 { &alice } else { &bob };
+    let done = claimer.json(&[
         "task",
         "complete",
         &id,

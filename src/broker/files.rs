@@ -38,7 +38,7 @@ use super::http::{Body, json_response};
 use super::presence::Peer;
 use super::state::Broker;
 use crate::protocol::{Pubkey, ids, time};
-use crate::store::{FileAccess, FileRecord};
+use crate::store::{FileAccess, FileRecord, Quota, QuotaExceeded};
 
 /// How long a file token may wait before it is used.
 pub const TOKEN_TTL_MS: i64 = 5 * 60 * 1000;
@@ -524,14 +524,25 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
         }
         return too_large(cap).response();
     }
+    let room = match quota_room(&broker, &grant.mesh_id, meta.declared_len) {
+        Ok(room) => room,
+        Err(refusal) => {
+            broker.metrics.error(refusal.code);
+            if !waits_to_send {
+                drain(&mut body).await;
+            }
+            return refusal.response();
+        }
+    };
     let Ok(_slot) = broker.files.upload_slots.acquire().await else {
         return Refusal::internal("the broker is shutting down").response();
     };
     let file_id = ids::new_id();
     let path = object_path(&grant.mesh_id, &file_id);
-    let size = match stream_to_store(&broker, &path, &mut body, cap).await {
+    let size = match stream_to_store(&broker, &path, &mut body, cap.min(room)).await {
         Ok(size) => size,
         Err(refusal) => {
+            let refusal = over_quota_while_streaming(&broker, refusal, cap, room);
             broker.metrics.error(refusal.code);
             if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
                 drain(&mut body).await;
@@ -560,12 +571,23 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
         expires_at_ms: (!meta.persistent)
             .then(|| now + broker.config.ephemeral_ttl.as_millis() as i64),
     };
-    if let Err(e) = broker.store.insert_file(record, meta.keys).await {
+    let refused = match broker
+        .store
+        .insert_file(record, meta.keys, broker.config.quotas)
+        .await
+    {
+        Ok(Ok(())) => None,
+        // Another upload of the mesh took the room first.
+        Ok(Err(over)) => Some(quota_refusal(over)),
+        Err(e) => Some(Refusal::internal(format!("storage: {e}"))),
+    };
+    if let Some(refusal) = refused {
         // The bytes must not outlive a failed commit.
         if let Err(de) = broker.files.blobs.delete(&path).await {
             tracing::warn!("cannot remove {path} after a failed commit: {de}");
         }
-        return Refusal::internal(format!("storage: {e}")).response();
+        broker.metrics.error(refusal.code);
+        return refusal.response();
     }
     tracing::info!(
         mesh = %grant.mesh_id,
@@ -583,6 +605,54 @@ fn too_large(cap: u64) -> Refusal {
         "payload_too_large",
         format!("the file is larger than this broker's upload limit of {cap} bytes"),
     )
+}
+
+/// An upload refused by a mesh quota (`--max-files`, `--max-file-bytes`).
+fn quota_refusal(over: QuotaExceeded) -> Refusal {
+    let status = match over.quota {
+        Quota::FileBytes => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::FORBIDDEN,
+    };
+    Refusal::new(status, "quota_exceeded", over.to_string())
+}
+
+/// How many bytes the mesh may still upload, checked before anything is streamed: refused
+/// when it holds its most files, or when the declared size does not fit. The commit checks
+/// again, so uploads racing for the last room cannot both win.
+fn quota_room(broker: &Broker, mesh_id: &str, declared: Option<u64>) -> Result<u64, Refusal> {
+    let limits = broker.config.quotas;
+    let usage = |q| {
+        broker
+            .store
+            .quota_usage(mesh_id, q)
+            .map_err(|e| Refusal::internal(e.to_string()))
+    };
+    let over = |quota| {
+        quota_refusal(QuotaExceeded {
+            quota,
+            limit: limits.limit(quota),
+        })
+    };
+    if usage(Quota::Files)? >= limits.files {
+        return Err(over(Quota::Files));
+    }
+    let room = limits.file_bytes.saturating_sub(usage(Quota::FileBytes)?);
+    if declared.is_some_and(|n| n > room) {
+        return Err(over(Quota::FileBytes));
+    }
+    Ok(room)
+}
+
+/// A body cut off at the mesh's remaining room (smaller than the upload cap) is refused for
+/// the quota, not for the upload cap.
+fn over_quota_while_streaming(broker: &Broker, refusal: Refusal, cap: u64, room: u64) -> Refusal {
+    if refusal.status == StatusCode::PAYLOAD_TOO_LARGE && room < cap {
+        return quota_refusal(QuotaExceeded {
+            quota: Quota::FileBytes,
+            limit: broker.config.quotas.file_bytes,
+        });
+    }
+    refusal
 }
 
 /// A revoked (or removed) member's tokens die with its membership.

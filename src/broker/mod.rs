@@ -63,6 +63,8 @@ pub struct BrokerConfig {
     pub ephemeral_ttl: Duration,
     /// A WebSocket that shows no sign of life (no frame, no pong) for this long is dropped.
     pub idle_timeout: Duration,
+    /// How much shared data one mesh may hold.
+    pub quotas: crate::store::MeshQuotas,
 }
 
 impl BrokerConfig {
@@ -82,6 +84,7 @@ impl BrokerConfig {
             max_upload_bytes: files::DEFAULT_MAX_UPLOAD_BYTES,
             ephemeral_ttl: files::DEFAULT_EPHEMERAL_TTL,
             idle_timeout: Duration::from_secs(75),
+            quotas: crate::store::MeshQuotas::default(),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! restart: one-shots that came due while the broker was down fire at start, cron ones fire
 //! once for what they missed and then resume their schedule.
 //!
-//! A due message is stored and queued like a `send` from its member (bodyVersion 1, plaintext
-//! in base64, subtype `reminder`), so it reaches recipients that are offline when they next
+//! A due message is stored and queued like a `send` from its member (as the client sealed it,
+//! or, for one in clear, bodyVersion 1 plaintext in base64; subtype `reminder`), so it reaches recipients that are offline when they next
 //! connect, whether or not the member that scheduled it is still around. Its client message id
 //! is derived from the schedule and the due time: if the broker dies between queueing it and
 //! moving the schedule on, the firing after the restart is stored once, not twice.
@@ -132,9 +132,13 @@ async fn deliver(
         sender_name: member.display_name.clone(),
         target_spec: s.to.clone(),
         priority: Priority::Now,
-        nonce: String::new(),
-        ciphertext: STANDARD.encode(s.message.as_bytes()),
-        body_version: Some(1),
+        nonce: s.nonce.clone().unwrap_or_default(),
+        ciphertext: reminder_body(s),
+        body_version: if s.nonce.is_some() {
+            s.body_version
+        } else {
+            Some(1)
+        },
         reply_to_id: None,
         mentions: None,
         client_message_id: Some(format!("schedule-{}-{}", s.id, s.deliver_at_ms)),
@@ -150,6 +154,15 @@ async fn deliver(
         router::route(broker, &enqueued.record);
     }
     Ok(())
+}
+
+/// A sealed reminder goes out as the client sealed it; one in clear (stored before reminders
+/// were sealed, or from a client that does not seal) as bodyVersion 1 plaintext in base64.
+fn reminder_body(s: &ScheduleRecord) -> String {
+    match s.nonce {
+        Some(_) => s.message.clone(),
+        None => STANDARD.encode(s.message.as_bytes()),
+    }
 }
 
 /// The scheduling member as a sender for target resolution, whether or not it is connected:

@@ -55,6 +55,30 @@ pub struct BrokerCmd {
     /// drop a WebSocket silent (no frames, no pongs) for this long, e.g. 75s, 10s (default 75s)
     #[argh(option, default = "String::from(\"75s\")")]
     idle_timeout: String,
+    /// most state keys one mesh may hold (default 10000)
+    #[argh(option, default = "crate::store::MeshQuotas::default().state_keys")]
+    max_state_keys: u64,
+    /// most bytes of state (keys + values as JSON) one mesh may hold (default 67108864, 64 MiB)
+    #[argh(option, default = "crate::store::MeshQuotas::default().state_bytes")]
+    max_state_bytes: u64,
+    /// most memories one mesh may hold (default 100000)
+    #[argh(option, default = "crate::store::MeshQuotas::default().memories")]
+    max_memories: u64,
+    /// most tasks (done ones included) one mesh may hold (default 10000)
+    #[argh(option, default = "crate::store::MeshQuotas::default().tasks")]
+    max_tasks: u64,
+    /// most files one mesh may hold (default 10000)
+    #[argh(option, default = "crate::store::MeshQuotas::default().files")]
+    max_files: u64,
+    /// most bytes of files one mesh may hold (default 5368709120, 5 GiB)
+    #[argh(option, default = "crate::store::MeshQuotas::default().file_bytes")]
+    max_file_bytes: u64,
+    /// most streams one mesh may hold (default 1000)
+    #[argh(option, default = "crate::store::MeshQuotas::default().streams")]
+    max_streams: u64,
+    /// most shared contexts (one per member) one mesh may hold (default 1000)
+    #[argh(option, default = "crate::store::MeshQuotas::default().contexts")]
+    max_contexts: u64,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -110,6 +134,16 @@ impl BrokerCmd {
         config.idle_timeout = crate::protocol::time::parse_duration(&self.idle_timeout)
             .map_err(|e| CliError::Usage(format!("--idle-timeout: {e}")))?
             .max(std::time::Duration::from_millis(200));
+        config.quotas = crate::store::MeshQuotas {
+            state_keys: self.max_state_keys,
+            state_bytes: self.max_state_bytes,
+            memories: self.max_memories,
+            tasks: self.max_tasks,
+            files: self.max_files,
+            file_bytes: self.max_file_bytes,
+            streams: self.max_streams,
+            contexts: self.max_contexts,
+        };
         let broker = RunningBroker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;

@@ -304,7 +304,7 @@ impl ForgetCmd {
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "task")]
-/// shared tasks: create, list, claim, complete
+/// shared tasks: create, list, claim, complete, release
 pub struct TaskCmd {
     #[argh(subcommand)]
     action: TaskAction,
@@ -317,6 +317,7 @@ enum TaskAction {
     List(TaskListCmd),
     Claim(TaskClaimCmd),
     Complete(TaskCompleteCmd),
+    Release(TaskReleaseCmd),
 }
 
 #[derive(FromArgs)]
@@ -326,10 +327,10 @@ struct TaskCreateCmd {
     /// what is to be done
     #[argh(positional)]
     title: Vec<String>,
-    /// who should do it (a display name)
+    /// who should do it: the display name (or pubkey) of a member or peer of the mesh
     #[argh(option)]
     assignee: Option<String>,
-    /// priority (e.g. low, normal, high, urgent; default normal)
+    /// priority: low, normal, high or urgent (default normal)
     #[argh(option)]
     priority: Option<String>,
     /// tags, comma-separated
@@ -386,6 +387,21 @@ struct TaskCompleteCmd {
     /// what came of it
     #[argh(option)]
     result: Option<String>,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON: {tasks: [the task]}
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "release")]
+/// give a claimed task back (claimed → open): its claimer, its creator or an admin
+struct TaskReleaseCmd {
+    /// the task's id
+    #[argh(positional)]
+    id: String,
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
     mesh: Option<String>,
@@ -481,6 +497,19 @@ impl TaskCmd {
                 } else {
                     for t in &tasks {
                         println!("completed task {}: {}", t.id, t.title);
+                    }
+                }
+            }
+            TaskAction::Release(c) => {
+                let tasks = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
+                    Ok(client.release_task(&c.id).await?)
+                })
+                .await?;
+                if c.json {
+                    print_json(&json!({ "tasks": tasks }));
+                } else {
+                    for t in &tasks {
+                        println!("released task {}: {}", t.id, t.title);
                     }
                 }
             }
@@ -589,6 +618,7 @@ impl RemindCmd {
                     subtype: Some("reminder".into()),
                     cron,
                     recurring: None,
+                    ..Default::default()
                 })
                 .await?)
         })

@@ -26,6 +26,17 @@ impl Target {
     }
 }
 
+/// A text sealed for one target, as `send` and `schedule` carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Standard base64 of the 24-byte nonce.
+    pub nonce: String,
+    /// Standard base64.
+    pub ciphertext: String,
+    /// `Some(2)` under the root key; `None` for crypto_box.
+    pub body_version: Option<u32>,
+}
+
 /// An incoming message, decrypted.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -47,15 +58,10 @@ impl MeshClient {
         }
     }
 
-    /// Encrypts and sends `text` to one target. Direct messages are sealed with crypto_box to
-    /// the target's key; group and broadcast messages with the mesh root key (bodyVersion 2).
-    pub async fn send_text(
-        &self,
-        target: &Target,
-        text: &str,
-        priority: &str,
-        client_message_id: Option<String>,
-    ) -> Result<Ack, ClientError> {
+    /// Seals `text` for one target: crypto_box from the speaking key to the target's key for
+    /// a direct one, secretbox under the mesh root key (bodyVersion 2) for a group or
+    /// broadcast. Messages and reminders are sealed alike.
+    pub fn seal(&self, target: &Target, text: &str) -> Result<Sealed, ClientError> {
         let nonce: [u8; 24] = crypto::random_bytes();
         let (ciphertext, body_version) = if target.is_direct() {
             let to =
@@ -73,15 +79,31 @@ impl MeshClient {
                 Some(2),
             )
         };
+        Ok(Sealed {
+            nonce: STANDARD.encode(nonce),
+            ciphertext: STANDARD.encode(ciphertext),
+            body_version,
+        })
+    }
+
+    /// Encrypts and sends `text` to one target (see [`seal`](Self::seal)).
+    pub async fn send_text(
+        &self,
+        target: &Target,
+        text: &str,
+        priority: &str,
+        client_message_id: Option<String>,
+    ) -> Result<Ack, ClientError> {
+        let sealed = self.seal(target, text)?;
         let id = crate::protocol::ids::new_id();
         let answer = self
             .request(ClientMessage::Send(Box::new(SendMessage {
                 id: Some(id),
                 target_spec: target.spec.clone(),
                 priority: priority.to_string(),
-                nonce: STANDARD.encode(nonce),
-                ciphertext: STANDARD.encode(ciphertext),
-                body_version,
+                nonce: sealed.nonce,
+                ciphertext: sealed.ciphertext,
+                body_version: sealed.body_version,
                 client_message_id,
                 ..Default::default()
             })))

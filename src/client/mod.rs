@@ -9,7 +9,7 @@ pub mod http;
 mod members;
 mod shared;
 
-pub use api::{Incoming, Target};
+pub use api::{Incoming, Sealed, Target};
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -2,12 +2,17 @@
 //! streams, reminders and the mesh overview. Stream data arrives on the push stream
 //! ([`MeshClient::next_push`]) as `ServerMessage::StreamData`.
 
-use super::{ClientError, MeshClient};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::api::Target;
+use super::{ClientError, Identity, MeshClient};
+use crate::crypto;
 use crate::protocol::messages::{
     ContextEntry, CreateTask, MemoryEntry, MeshInfo, Recall, Remember, Schedule, ScheduledAck,
     ScheduledEntry, SetState, ShareContext, StateEntry, StreamEntry, TaskEntry,
 };
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 
 /// What `recall` returns when no limit is given, and the most it returns (the broker's).
 const DEFAULT_RECALL: usize = 20;
@@ -192,6 +197,14 @@ impl MeshClient {
         .await
     }
 
+    /// Gives a claimed task back (claimed → open): its claimer, its creator or an admin.
+    pub async fn release_task(&self, task_id: &str) -> Result<Vec<TaskEntry>, ClientError> {
+        self.tasks(ClientMessage::ReleaseTask {
+            task_id: task_id.into(),
+        })
+        .await
+    }
+
     /// The tasks that match, oldest first (all pages).
     pub async fn list_tasks(
         &self,
@@ -264,8 +277,24 @@ impl MeshClient {
         }
     }
 
-    /// Schedules a message (a reminder): one-shot at `deliver_at` or recurring by `cron`.
-    pub async fn schedule(&self, schedule: Schedule) -> Result<ScheduledAck, ClientError> {
+    /// Schedules a message (a reminder): one-shot at `deliver_at` or recurring by `cron`. The
+    /// text is sealed here, like a message, unless `schedule.nonce` says it already is: to one
+    /// key (empty `to` is this member's own key) with crypto_box, to a group or everyone under
+    /// the mesh root key. The broker stores and delivers ciphertext only.
+    pub async fn schedule(&self, mut schedule: Schedule) -> Result<ScheduledAck, ClientError> {
+        if schedule.nonce.is_none() {
+            if schedule.to.trim().is_empty() {
+                schedule.to = self.entry().member_pubkey.clone();
+            }
+            let target = Target {
+                label: schedule.to.clone(),
+                spec: schedule.to.clone(),
+            };
+            let sealed = self.seal(&target, &schedule.message)?;
+            schedule.message = sealed.ciphertext;
+            schedule.nonce = Some(sealed.nonce);
+            schedule.body_version = sealed.body_version;
+        }
         match self
             .request(ClientMessage::Schedule(Box::new(schedule)))
             .await?
@@ -275,12 +304,60 @@ impl MeshClient {
         }
     }
 
-    /// This member's scheduled messages, soonest first.
+    /// This member's scheduled messages, soonest first. Sealed ones that this client sealed
+    /// come back opened (`nonce` cleared); one it cannot open (sealed by another session)
+    /// keeps its `nonce` and says so in `message`.
     pub async fn list_scheduled(&self) -> Result<Vec<ScheduledEntry>, ClientError> {
         match self.request(ClientMessage::ListScheduled {}).await? {
-            ServerMessage::ScheduledList { messages } => Ok(messages),
+            ServerMessage::ScheduledList { messages } => Ok(messages
+                .into_iter()
+                .map(|mut m| {
+                    if m.nonce.is_some() {
+                        match self.open_scheduled(&m) {
+                            Ok(text) => {
+                                m.message = text;
+                                m.nonce = None;
+                                m.body_version = None;
+                            }
+                            Err(why) => m.message = format!("[sealed: {why}]"),
+                        }
+                    }
+                    m
+                })
+                .collect()),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Opens a reminder this member sealed: crypto_box from one of its keys to `to`, or
+    /// secretbox under the root key.
+    fn open_scheduled(&self, m: &ScheduledEntry) -> Result<String, String> {
+        let nonce: [u8; 24] = STANDARD
+            .decode(m.nonce.as_deref().unwrap_or_default())
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or("its nonce is not 24 bytes")?;
+        let body = STANDARD
+            .decode(&m.message)
+            .map_err(|_| "its ciphertext is not base64")?;
+        let text = if m.body_version == Some(2) {
+            let root = self.entry().root_key().map_err(|e| e.to_string())?;
+            crypto::secretbox_open_easy(&body, &nonce, &root).map_err(|e| e.to_string())?
+        } else {
+            let to = Pubkey::parse(&m.to).map_err(|e| e.to_string())?;
+            let their = crypto::ed25519_pk_to_x25519(&to.0).map_err(|e| e.to_string())?;
+            let mut keys = Vec::new();
+            if let Identity::Session(k) = &self.options.identity {
+                keys.push(k.clone());
+            }
+            keys.push(self.entry().member_keys().map_err(|e| e.to_string())?);
+            keys.iter()
+                .find_map(|k| {
+                    crypto::box_open_easy(&body, &nonce, &their, &k.to_x25519().secret).ok()
+                })
+                .ok_or("another session of yours sealed it")?
+        };
+        String::from_utf8(text).map_err(|_| "it is not UTF-8 text".to_string())
     }
 
     /// Cancels one of this member's scheduled messages; false when there was none by that id.

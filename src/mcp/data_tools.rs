@@ -70,10 +70,10 @@ pub struct IdArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateTaskArgs {
     pub title: String,
-    /// Who should do it (a name).
+    /// Who should do it: the name (or pubkey) of a member or peer of the mesh.
     #[serde(default)]
     pub assignee: Option<String>,
-    /// e.g. high, normal, low.
+    /// low, normal (the default), high or urgent.
     #[serde(default)]
     pub priority: Option<String>,
     #[serde(default)]
@@ -377,6 +377,17 @@ impl MeshTools {
         .await
     }
 
+    #[tool(
+        description = "Give back a task you claimed (claimed → open) so someone else can take it. Its claimer, its creator or a mesh admin may."
+    )]
+    async fn release_task(&self, Parameters(a): Parameters<IdArgs>) -> CallToolResult {
+        self.with_client(a.mesh.as_deref(), |c| async move {
+            c.release_task(&a.id).await.map_err(|e| e.to_string())?;
+            Ok(format!("released {}: it is open again", a.id))
+        })
+        .await
+    }
+
     #[tool(description = "List tasks, optionally by status (open, claimed, done) or assignee.")]
     async fn list_tasks(&self, Parameters(a): Parameters<ListTasksArgs>) -> CallToolResult {
         self.with_client(a.mesh.as_deref(), |c| async move {
@@ -429,6 +440,7 @@ impl MeshTools {
                     subtype: None,
                     cron: a.cron,
                     recurring: None,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|e| e.to_string())?;

@@ -260,6 +260,11 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<String>,
     },
+    /// This broker's addition: gives a claimed task back (claimed → open).
+    ReleaseTask {
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
     ListTasks {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<String>,
@@ -394,6 +399,7 @@ impl ClientMessage {
             ClientMessage::CreateTask(_) => "create_task",
             ClientMessage::ClaimTask { .. } => "claim_task",
             ClientMessage::CompleteTask { .. } => "complete_task",
+            ClientMessage::ReleaseTask { .. } => "release_task",
             ClientMessage::ListTasks { .. } => "list_tasks",
             ClientMessage::CreateStream { .. } => "create_stream",
             ClientMessage::Subscribe { .. } => "subscribe",
@@ -934,6 +940,13 @@ pub struct Schedule {
     /// The original's flag; implied by `cron`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurring: Option<bool>,
+    /// This broker's addition: with a nonce (standard base64, 24 bytes) `message` is ciphertext
+    /// (standard base64) sealed like a `send` body to `to`, and is delivered as such.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// With `nonce`: `2` for a group or broadcast reminder (secretbox under the root key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_version: Option<u32>,
 }
 
 /// One key of the state board (`state_result`, `state_list` entries).
@@ -1050,6 +1063,11 @@ pub struct ScheduledEntry {
     pub fired_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtype: Option<String>,
+    /// Set when `message` is ciphertext (see [`Schedule::nonce`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_version: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,8 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, decode, decode_opt, encode};
+use super::quotas::{self, Quota, QuotaExceeded};
+use super::{MeshQuotas, Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, file_id) → FileRecord`
 pub(crate) const FILES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("files");
@@ -85,14 +86,24 @@ fn expiry_key(r: &FileRecord) -> Option<(u64, &str, &str)> {
 }
 
 impl Store {
-    /// Stores a complete upload's metadata and its sealed keys in one transaction.
+    /// Stores a complete upload's metadata and its sealed keys in one transaction, unless the
+    /// mesh would then hold more files or bytes than `limits` allow (then nothing is stored).
     pub async fn insert_file(
         &self,
         record: FileRecord,
         keys: Vec<(String, String)>,
-    ) -> Result<(), StoreError> {
+        limits: MeshQuotas,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
         self.write(move |tx| {
             let (mesh, id) = (record.mesh_id.as_str(), record.id.as_str());
+            if let Err(e) = quotas::charge(tx, mesh, Quota::Files, 1, limits.files)? {
+                return Ok(Err(e));
+            }
+            let size = record.size.min(i64::MAX as u64) as i64;
+            if let Err(e) = quotas::charge(tx, mesh, Quota::FileBytes, size, limits.file_bytes)? {
+                quotas::free(tx, mesh, Quota::Files, 1)?;
+                return Ok(Err(e));
+            }
             tx.open_table(FILES)?
                 .insert((mesh, id), encode(&record).as_slice())?;
             let mut table = tx.open_table(FILE_KEYS)?;
@@ -102,7 +113,7 @@ impl Store {
             if let Some(k) = expiry_key(&record) {
                 tx.open_table(FILE_EXPIRY)?.insert(k, ())?;
             }
-            Ok(())
+            Ok(Ok(()))
         })
         .await
     }
@@ -225,6 +236,8 @@ impl Store {
             let Some(record) = record else {
                 return Ok(None);
             };
+            quotas::free(tx, mesh, Quota::Files, 1)?;
+            quotas::free(tx, mesh, Quota::FileBytes, record.size)?;
             tx.open_table(FILE_KEYS)?
                 .retain_in((mesh, id, "")..=(mesh, id, "\u{10FFFF}"), |_, _| false)?;
             tx.open_table(FILE_ACCESSES)?.retain_in(

@@ -29,7 +29,8 @@ use tantivy::tokenizer::{
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
 use tokio::sync::oneshot;
 
-use super::{META, Store, StoreError, decode, decode_opt, encode};
+use super::quotas::{self, Quota, QuotaExceeded};
+use super::{Actor, META, Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, memory_id) → MemoryRecord`
 pub(crate) const MEMORIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memories");
@@ -102,31 +103,56 @@ fn next_op(tx: &WriteTransaction) -> Result<u64, StoreError> {
     Ok(op)
 }
 
+/// What `forget` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forgotten {
+    Done,
+    /// The mesh has no memory by that id.
+    NotFound,
+    /// Only its author or an owner/admin may forget it; carries the author's name.
+    NotYours(String),
+}
+
 impl Store {
-    /// Stores a memory; returns its operation number.
-    async fn insert_memory(&self, record: MemoryRecord) -> Result<u64, StoreError> {
+    /// Stores a memory unless the mesh already holds `max`; returns its operation number.
+    async fn insert_memory(
+        &self,
+        record: MemoryRecord,
+        max: u64,
+    ) -> Result<Result<u64, QuotaExceeded>, StoreError> {
         self.write(move |tx| {
+            if let Err(e) = quotas::charge(tx, &record.mesh_id, Quota::Memories, 1, max)? {
+                return Ok(Err(e));
+            }
             tx.open_table(MEMORIES)?.insert(
                 (record.mesh_id.as_str(), record.id.as_str()),
                 encode(&record).as_slice(),
             )?;
-            next_op(tx)
+            next_op(tx).map(Ok)
         })
         .await
     }
 
-    /// Deletes a memory of `mesh_id`; its operation number, or `None` when there is none.
-    async fn remove_memory(&self, mesh_id: String, id: String) -> Result<Option<u64>, StoreError> {
+    /// Deletes a memory of `mesh_id` if `by` wrote it or manages the mesh; its operation
+    /// number when it was deleted.
+    async fn remove_memory(
+        &self,
+        mesh_id: String,
+        id: String,
+        by: Actor,
+    ) -> Result<(Forgotten, Option<u64>), StoreError> {
         self.write(move |tx| {
-            let removed = tx
-                .open_table(MEMORIES)?
-                .remove((mesh_id.as_str(), id.as_str()))?
-                .is_some();
-            if removed {
-                next_op(tx).map(Some)
-            } else {
-                Ok(None)
+            let mut table = tx.open_table(MEMORIES)?;
+            let key = (mesh_id.as_str(), id.as_str());
+            let Some(record) = decode_opt::<MemoryRecord>(table.get(key)?)? else {
+                return Ok((Forgotten::NotFound, None));
+            };
+            if record.member_id != by.member_id && !by.manages {
+                return Ok((Forgotten::NotYours(record.remembered_by), None));
             }
+            table.remove(key)?;
+            quotas::free(tx, &mesh_id, Quota::Memories, 1)?;
+            Ok((Forgotten::Done, Some(next_op(tx)?)))
         })
         .await
     }
@@ -260,26 +286,41 @@ impl MemoryIndex {
 
     /// Stores a memory and indexes it; returns once `recall` can find it.
     pub async fn remember(&self, store: &Store, record: MemoryRecord) -> Result<(), MemoryError> {
-        let doc = document(self.fields, &record);
-        let op = store.insert_memory(record).await?;
-        self.apply(op, Change::Add(Box::new(doc))).await
+        match self.remember_within(store, record, u64::MAX).await? {
+            Ok(()) => Ok(()),
+            Err(e) => Err(MemoryError::Index(e.to_string())),
+        }
     }
 
-    /// Deletes a memory of `mesh_id`; false when the mesh has no memory with that id. Once
-    /// this returns, `recall` no longer finds it.
+    /// Like [`remember`](Self::remember), unless the mesh already holds `max` memories.
+    pub async fn remember_within(
+        &self,
+        store: &Store,
+        record: MemoryRecord,
+        max: u64,
+    ) -> Result<Result<(), QuotaExceeded>, MemoryError> {
+        let doc = document(self.fields, &record);
+        let op = match store.insert_memory(record, max).await? {
+            Ok(op) => op,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.apply(op, Change::Add(Box::new(doc))).await.map(Ok)
+    }
+
+    /// Deletes a memory of `mesh_id` if `by` is its author or an owner/admin. Once this
+    /// returns `Done`, `recall` no longer finds it.
     pub async fn forget(
         &self,
         store: &Store,
         mesh_id: &str,
         id: &str,
-    ) -> Result<bool, MemoryError> {
-        match store.remove_memory(mesh_id.into(), id.into()).await? {
-            Some(op) => {
-                self.apply(op, Change::Delete(id.to_string())).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+        by: Actor,
+    ) -> Result<Forgotten, MemoryError> {
+        let (outcome, op) = store.remove_memory(mesh_id.into(), id.into(), by).await?;
+        if let Some(op) = op {
+            self.apply(op, Change::Delete(id.to_string())).await?;
         }
+        Ok(outcome)
     }
 
     /// The memories of `mesh_id` that best match `query`, best first (at most `limit`).
@@ -637,8 +678,29 @@ mod tests {
             ids(&index.recall(&store, "A", "nosuch: nightly", 10).unwrap()),
             ["m2"]
         );
-        assert!(index.forget(&store, "A", "m2").await.unwrap());
-        assert!(!index.forget(&store, "A", "m3").await.unwrap(), "m3 is B's");
+        let author = || Actor {
+            member_id: "m1".into(),
+            name: "alice".into(),
+            manages: false,
+        };
+        let stranger = Actor {
+            member_id: "m9".into(),
+            name: "mallory".into(),
+            manages: false,
+        };
+        assert_eq!(
+            index.forget(&store, "A", "m2", stranger).await.unwrap(),
+            Forgotten::NotYours("alice".into())
+        );
+        assert_eq!(
+            index.forget(&store, "A", "m2", author()).await.unwrap(),
+            Forgotten::Done
+        );
+        assert_eq!(
+            index.forget(&store, "A", "m3", author()).await.unwrap(),
+            Forgotten::NotFound,
+            "m3 is B's"
+        );
         assert!(index.recall(&store, "A", "nightly", 10).unwrap().is_empty());
         index.close();
         drop(index);

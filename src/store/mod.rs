@@ -10,6 +10,7 @@ mod memory;
 mod meshes;
 mod profile;
 mod queue;
+mod quotas;
 mod records;
 mod schedules;
 mod shared;
@@ -27,12 +28,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 pub use files::{FileAccess, FileRecord, GrantOutcome};
-pub use memory::{MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
+pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
     RootKeyProof,
 };
 pub use queue::{Enqueued, Pending, PrefixLookup};
+pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;
 pub use shared::{
@@ -168,6 +170,7 @@ impl Store {
             tx.open_table(META)?
                 .insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
         }
+        quotas::count_once(&tx)?;
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(db);

@@ -30,7 +30,15 @@ pub struct ScheduleRecord {
     pub sender_pubkey: String,
     /// Target spec: a pubkey, `@group`, `*`.
     pub to: String,
+    /// The text in clear (old records and clients that do not encrypt), or, with `nonce`, the
+    /// ciphertext in standard base64, sealed by the client like a message body.
     pub message: String,
+    /// Standard base64 of the 24-byte nonce of an encrypted reminder.
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// `2` for a group/broadcast reminder under the mesh root key; `None` for crypto_box.
+    #[serde(default)]
+    pub body_version: Option<u32>,
     pub subtype: String,
     /// When it fires next.
     pub deliver_at_ms: i64,
@@ -198,6 +206,8 @@ mod tests {
             sender_pubkey: "00".repeat(32),
             to: "*".into(),
             message: "stand up".into(),
+            nonce: None,
+            body_version: None,
             subtype: "reminder".into(),
             deliver_at_ms: at,
             cron: None,

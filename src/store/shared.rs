@@ -4,7 +4,8 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, decode, decode_opt, encode};
+use super::quotas::{self, Quota, QuotaExceeded};
+use super::{MeshQuotas, Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, key) → StateRecord`
 pub(crate) const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
@@ -158,6 +159,11 @@ pub enum TaskRefusal {
     NotFound,
     /// The task is not in a state that allows the change; carries its status.
     NotClaimable(TaskStatus),
+    /// Someone else claimed it: only they, the task's creator or an owner/admin may change it.
+    /// Carries the claimer's name.
+    NotYours(String),
+    /// `release_task` on a task nobody claimed.
+    NotClaimed,
 }
 
 /// Who acts on a task.
@@ -165,6 +171,18 @@ pub enum TaskRefusal {
 pub struct Actor {
     pub member_id: String,
     pub name: String,
+    /// An owner or admin of the mesh.
+    pub manages: bool,
+}
+
+impl TaskRecord {
+    /// Whether `by` may complete or release this task once it is claimed: its claimer, its
+    /// creator, or an owner or admin.
+    pub fn may_settle(&self, by: &Actor) -> bool {
+        by.manages
+            || self.created_by_member_id == by.member_id
+            || self.claimed_by_member_id.as_deref() == Some(by.member_id.as_str())
+    }
 }
 
 /// What one member currently knows about the codebase.
@@ -202,22 +220,48 @@ pub struct TaskCounts {
 }
 
 impl Store {
-    /// Sets (or, with `None`, deletes) a state key; returns the stored record.
+    /// Sets (or, with `delete`, deletes) a state key; returns the stored record, or the quota
+    /// the change would break (then nothing changes).
     pub async fn set_state(
         &self,
         mesh_id: String,
         record: StateRecord,
         delete: bool,
-    ) -> Result<StateRecord, StoreError> {
+        limits: MeshQuotas,
+    ) -> Result<Result<StateRecord, QuotaExceeded>, StoreError> {
         self.write(move |tx| {
-            let mut table = tx.open_table(STATE)?;
             let key = (mesh_id.as_str(), record.key.as_str());
+            let old: Option<StateRecord> = decode_opt(tx.open_table(STATE)?.get(key)?)?;
+            let old_bytes = old
+                .as_ref()
+                .map_or(0, |r| quotas::state_bytes(&r.key, &r.value_json));
+            let mut table = tx.open_table(STATE)?;
             if delete {
-                table.remove(key)?;
-            } else {
-                table.insert(key, encode(&record).as_slice())?;
+                if old.is_some() {
+                    table.remove(key)?;
+                    quotas::free(tx, &mesh_id, Quota::StateKeys, 1)?;
+                    quotas::free(tx, &mesh_id, Quota::StateBytes, old_bytes)?;
+                }
+                return Ok(Ok(record));
             }
-            Ok(record)
+            let new_bytes = quotas::state_bytes(&record.key, &record.value_json);
+            if old.is_none()
+                && let Err(e) =
+                    quotas::charge(tx, &mesh_id, Quota::StateKeys, 1, limits.state_keys)?
+            {
+                return Ok(Err(e));
+            }
+            let delta = new_bytes as i64 - old_bytes as i64;
+            if let Err(e) =
+                quotas::charge(tx, &mesh_id, Quota::StateBytes, delta, limits.state_bytes)?
+            {
+                if old.is_none() {
+                    quotas::free(tx, &mesh_id, Quota::StateKeys, 1)?;
+                }
+                return Ok(Err(e));
+            }
+            table.insert(key, encode(&record).as_slice())?;
+            Ok(Ok(record))
         })
         .await
     }
@@ -277,13 +321,22 @@ impl Store {
         scan_mesh_rows(&rt.open_table(CONTEXTS)?, mesh_id, after, visit)
     }
 
-    pub async fn create_task(&self, mesh_id: String, task: TaskRecord) -> Result<(), StoreError> {
+    /// Stores a new task unless the mesh already holds `max_tasks`.
+    pub async fn create_task(
+        &self,
+        mesh_id: String,
+        task: TaskRecord,
+        max_tasks: u64,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
         self.write(move |tx| {
+            if let Err(e) = quotas::charge(tx, &mesh_id, Quota::Tasks, 1, max_tasks)? {
+                return Ok(Err(e));
+            }
             tx.open_table(TASKS)?.insert(
                 (mesh_id.as_str(), task.id.as_str()),
                 encode(&task).as_slice(),
             )?;
-            Ok(())
+            Ok(Ok(()))
         })
         .await
     }
@@ -310,7 +363,8 @@ impl Store {
         .await
     }
 
-    /// Marks an open or claimed task done (an open one counts as claimed by the completer).
+    /// Marks an open or claimed task done (an open one counts as claimed by the completer). A
+    /// claimed task only by [`TaskRecord::may_settle`].
     pub async fn complete_task(
         &self,
         mesh_id: String,
@@ -323,6 +377,11 @@ impl Store {
             if task.status == TaskStatus::Done {
                 return Err(TaskRefusal::NotClaimable(task.status));
             }
+            if task.status == TaskStatus::Claimed && !task.may_settle(&by) {
+                return Err(TaskRefusal::NotYours(
+                    task.claimed_by.clone().unwrap_or_default(),
+                ));
+            }
             if task.claimed_by.is_none() {
                 task.claimed_by = Some(by.name);
                 task.claimed_by_member_id = Some(by.member_id);
@@ -331,6 +390,33 @@ impl Store {
             task.status = TaskStatus::Done;
             task.result = result;
             task.completed_at_ms = Some(now_ms);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives a claimed task back (claimed → open), by [`TaskRecord::may_settle`].
+    pub async fn release_task(
+        &self,
+        mesh_id: String,
+        task_id: String,
+        by: Actor,
+    ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
+        self.update_task(mesh_id, task_id, move |task| {
+            match task.status {
+                TaskStatus::Claimed => {}
+                TaskStatus::Open => return Err(TaskRefusal::NotClaimed),
+                TaskStatus::Done => return Err(TaskRefusal::NotClaimable(task.status)),
+            }
+            if !task.may_settle(&by) {
+                return Err(TaskRefusal::NotYours(
+                    task.claimed_by.clone().unwrap_or_default(),
+                ));
+            }
+            task.status = TaskStatus::Open;
+            task.claimed_by = None;
+            task.claimed_by_member_id = None;
+            task.claimed_at_ms = None;
             Ok(())
         })
         .await
@@ -377,18 +463,24 @@ impl Store {
         Ok(counts)
     }
 
-    /// Stores a member's context, replacing the one it shared before.
+    /// Stores a member's context, replacing the one it shared before; a member's first context
+    /// counts against `max_contexts`.
     pub async fn share_context(
         &self,
         mesh_id: String,
         context: ContextRecord,
-    ) -> Result<(), StoreError> {
+        max_contexts: u64,
+    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
         self.write(move |tx| {
-            tx.open_table(CONTEXTS)?.insert(
-                (mesh_id.as_str(), context.member_id.as_str()),
-                encode(&context).as_slice(),
-            )?;
-            Ok(())
+            let mut table = tx.open_table(CONTEXTS)?;
+            let key = (mesh_id.as_str(), context.member_id.as_str());
+            if table.get(key)?.is_none()
+                && let Err(e) = quotas::charge(tx, &mesh_id, Quota::Contexts, 1, max_contexts)?
+            {
+                return Ok(Err(e));
+            }
+            table.insert(key, encode(&context).as_slice())?;
+            Ok(Ok(()))
         })
         .await
     }
@@ -401,20 +493,25 @@ impl Store {
         Ok(out)
     }
 
-    /// Creates a stream, or returns the one of that name that exists.
+    /// Creates a stream, or returns the one of that name that exists; a new one counts against
+    /// `max_streams`.
     pub async fn create_stream(
         &self,
         mesh_id: String,
         stream: StreamRecord,
-    ) -> Result<StreamRecord, StoreError> {
+        max_streams: u64,
+    ) -> Result<Result<StreamRecord, QuotaExceeded>, StoreError> {
         self.write(move |tx| {
-            let mut table = tx.open_table(STREAMS)?;
             let key = (mesh_id.as_str(), stream.name.as_str());
-            if let Some(existing) = decode_opt::<StreamRecord>(table.get(key)?)? {
-                return Ok(existing);
+            if let Some(existing) = decode_opt::<StreamRecord>(tx.open_table(STREAMS)?.get(key)?)? {
+                return Ok(Ok(existing));
             }
-            table.insert(key, encode(&stream).as_slice())?;
-            Ok(stream)
+            if let Err(e) = quotas::charge(tx, &mesh_id, Quota::Streams, 1, max_streams)? {
+                return Ok(Err(e));
+            }
+            tx.open_table(STREAMS)?
+                .insert(key, encode(&stream).as_slice())?;
+            Ok(Ok(stream))
         })
         .await
     }
@@ -458,6 +555,7 @@ mod tests {
         Actor {
             member_id: format!("id-{name}"),
             name: name.into(),
+            manages: false,
         }
     }
 
@@ -465,7 +563,11 @@ mod tests {
     async fn a_task_is_claimed_once_and_isolated_by_mesh() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.create_task("A".into(), task("t1")).await.unwrap();
+        store
+            .create_task("A".into(), task("t1"), 10)
+            .await
+            .unwrap()
+            .unwrap();
         let claims: Vec<_> = (0..8)
             .map(|i| store.claim_task("A".into(), "t1".into(), actor(&format!("p{i}")), 5))
             .collect();
@@ -486,8 +588,30 @@ mod tests {
             .unwrap();
         assert_eq!(other.unwrap_err(), TaskRefusal::NotFound);
         assert!(store.tasks("B").unwrap().is_empty());
-        let done = store
+        // A bystander may neither complete nor release another's claim; the creator may.
+        let theirs = store
             .complete_task("A".into(), "t1".into(), actor("y"), Some("ok".into()), 9)
+            .await
+            .unwrap();
+        assert!(
+            matches!(theirs, Err(TaskRefusal::NotYours(_))),
+            "{theirs:?}"
+        );
+        let theirs = store
+            .release_task("A".into(), "t1".into(), actor("y"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(theirs, Err(TaskRefusal::NotYours(_))),
+            "{theirs:?}"
+        );
+        let creator = Actor {
+            member_id: "m1".into(),
+            name: "alice".into(),
+            manages: false,
+        };
+        let done = store
+            .complete_task("A".into(), "t1".into(), creator, Some("ok".into()), 9)
             .await
             .unwrap()
             .unwrap();

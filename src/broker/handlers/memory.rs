@@ -1,11 +1,11 @@
 //! `remember`, `recall`, `forget` (PROTOCOL.md §6): the mesh's searchable memory.
 
-use super::shared::{MAX_TEXT, Reply, answer, refuse, tags, text};
+use super::shared::{MAX_TEXT, Reply, actor, answer, refuse, tags, text};
 use crate::broker::connection::Conn;
 use crate::broker::page::{BadCursor, Pager, decode_cursor, page_items};
 use crate::protocol::messages::{Ack, MemoryEntry, Recall, Remember};
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::{MAX_RECALL, MemoryRecord};
+use crate::store::{Forgotten, MAX_RECALL, MemoryRecord};
 
 /// Results a `recall` returns unless it asks for another number.
 const DEFAULT_RECALL: usize = 20;
@@ -27,7 +27,10 @@ pub fn remember(conn: &Conn, req_id: Option<String>, req: Remember) {
         };
         let id = record.id.clone();
         // Answers only once the memory is durable in redb and searchable.
-        broker.memory.remember(&broker.store, record).await?;
+        broker
+            .memory
+            .remember_within(&broker.store, record, broker.config.quotas.memories)
+            .await??;
         Ok(Some(ServerMessage::MemoryStored { id }))
     });
 }
@@ -89,14 +92,37 @@ pub fn forget(conn: &Conn, req_id: Option<String>, memory_id: String) {
     };
     let broker = conn.broker.clone();
     answer(conn, req_id, async move {
-        forget_one(&broker, &peer.mesh_id, &memory_id).await
+        forget_one(&broker, &peer, &memory_id).await
     });
 }
 
-async fn forget_one(broker: &crate::broker::state::Broker, mesh_id: &str, id: &str) -> Reply {
-    let found = ids::is_id(id) && broker.memory.forget(&broker.store, mesh_id, id).await?;
-    if !found {
-        return Err(refuse("not_found", format!("no memory {id} in this mesh")));
+/// Only a memory's author or an owner/admin may forget it.
+async fn forget_one(
+    broker: &crate::broker::state::Broker,
+    peer: &crate::broker::presence::Peer,
+    id: &str,
+) -> Reply {
+    let outcome = if ids::is_id(id) {
+        broker
+            .memory
+            .forget(&broker.store, &peer.mesh_id, id, actor(peer))
+            .await?
+    } else {
+        Forgotten::NotFound
+    };
+    match outcome {
+        Forgotten::Done => {}
+        Forgotten::NotFound => {
+            return Err(refuse("not_found", format!("no memory {id} in this mesh")));
+        }
+        Forgotten::NotYours(author) => {
+            return Err(refuse(
+                "forbidden",
+                format!(
+                    "memory {id} was remembered by {author}: only its author or a mesh owner or admin may forget it"
+                ),
+            ));
+        }
     }
     Ok(Some(ServerMessage::Ack(Ack {
         ok: Some(true),

@@ -80,6 +80,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::CompleteTask { task_id, result } => {
             shared::complete_task(conn, req_id, task_id, result)
         }
+        ClientMessage::ReleaseTask { task_id } => shared::release_task(conn, req_id, task_id),
         ClientMessage::ListTasks {
             status,
             assignee,

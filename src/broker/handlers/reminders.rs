@@ -6,7 +6,7 @@ use super::shared::{MAX_TEXT, Refusal, answer, refuse, text};
 use crate::broker::connection::Conn;
 use crate::broker::cron::Cron;
 use crate::protocol::messages::{Schedule, ScheduledAck, ScheduledEntry, When};
-use crate::protocol::{ServerMessage, ids, time};
+use crate::protocol::{Pubkey, ServerMessage, ids, time};
 use crate::store::ScheduleRecord;
 
 /// Most scheduled messages one member may have waiting.
@@ -47,7 +47,10 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
     };
     let broker = conn.broker.clone();
     answer(conn, req_id, async move {
-        let message = text("message", &req.message, MAX_TEXT)?;
+        let message = match &req.nonce {
+            None => text("message", &req.message, MAX_TEXT)?,
+            Some(_) => sealed_message(&req.message)?,
+        };
         let subtype = req.subtype.clone().unwrap_or_else(|| "reminder".into());
         if subtype != "reminder" {
             return Err(refuse(
@@ -65,6 +68,7 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
         // resolved again when it fires.
         resolve(&broker, &peer, &to)
             .map_err(|why| refuse("unknown_target", format!("unknown target ({why})")))?;
+        let (nonce, body_version) = sealing(&req, &to)?;
         let record = ScheduleRecord {
             id: ids::new_id(),
             mesh_id: peer.mesh_id.clone(),
@@ -72,6 +76,8 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
             sender_pubkey: peer.pubkey().to_hex(),
             to,
             message,
+            nonce,
+            body_version,
             subtype,
             deliver_at_ms,
             cron: cron.clone(),
@@ -94,6 +100,59 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
     });
 }
 
+/// Most bytes of a sealed reminder: the longest clear text in UTF-8 plus the MAC.
+const MAX_SEALED: usize = MAX_TEXT * 4 + 16;
+
+/// A sealed reminder's `message`: standard base64 of at most [`MAX_SEALED`] bytes.
+fn sealed_message(message: &str) -> Result<String, Refusal> {
+    use base64::Engine;
+    match base64::engine::general_purpose::STANDARD.decode(message) {
+        Ok(b) if b.len() > 16 && b.len() <= MAX_SEALED => Ok(message.to_string()),
+        Ok(b) if b.len() > 16 => Err(refuse(
+            "payload_too_large",
+            format!(
+                "the sealed message is {} bytes; the limit is {MAX_SEALED}",
+                b.len()
+            ),
+        )),
+        _ => Err(refuse(
+            "invalid_argument",
+            "with a nonce, message must be the ciphertext in standard base64",
+        )),
+    }
+}
+
+/// The nonce and body version of a sealed reminder, checked against its target: crypto_box
+/// (no bodyVersion) to one key, secretbox under the root key (bodyVersion 2) to a group or
+/// everyone. `(None, None)` for a reminder in clear.
+fn sealing(req: &Schedule, to: &str) -> Result<(Option<String>, Option<u32>), Refusal> {
+    use base64::Engine;
+    let Some(nonce) = &req.nonce else {
+        return Ok((None, None));
+    };
+    let ok = base64::engine::general_purpose::STANDARD
+        .decode(nonce)
+        .is_ok_and(|n| n.len() == 24);
+    if !ok {
+        return Err(refuse(
+            "invalid_argument",
+            "nonce must be 24 bytes in standard base64",
+        ));
+    }
+    let direct = Pubkey::is_shape(to);
+    match (direct, req.body_version) {
+        (true, None) | (false, Some(2)) => Ok((Some(nonce.clone()), req.body_version)),
+        (true, _) => Err(refuse(
+            "invalid_argument",
+            "a sealed reminder to one key is a crypto_box: leave bodyVersion out",
+        )),
+        (false, _) => Err(refuse(
+            "invalid_argument",
+            "a sealed reminder to a group or everyone needs bodyVersion 2 (secretbox under the mesh root key)",
+        )),
+    }
+}
+
 pub fn list_scheduled(conn: &Conn, req_id: Option<String>) {
     let Some(peer) = conn.peer.clone() else {
         return;
@@ -113,6 +172,8 @@ pub fn list_scheduled(conn: &Conn, req_id: Option<String>) {
                 created_at: s.created_at_ms,
                 cron: s.cron,
                 subtype: Some(s.subtype),
+                nonce: s.nonce,
+                body_version: s.body_version,
             })
             .collect();
         Ok(Some(ServerMessage::ScheduledList { messages }))

@@ -13,7 +13,8 @@ use crate::protocol::messages::{
 };
 use crate::protocol::{ServerMessage, ids, time};
 use crate::store::{
-    Actor, ContextRecord, MemoryError, StateRecord, StoreError, TaskRecord, TaskRefusal, TaskStatus,
+    Actor, ContextRecord, MemoryError, QuotaExceeded, StateRecord, StoreError, TaskRecord,
+    TaskRefusal, TaskStatus,
 };
 
 const MAX_KEY: usize = MAX_STATE_KEY_BYTES;
@@ -49,6 +50,13 @@ impl From<StoreError> for Refusal {
 impl From<BadCursor> for Refusal {
     fn from(e: BadCursor) -> Self {
         refuse("invalid_argument", e.to_string())
+    }
+}
+
+/// A quota refusal names the limit, its value and the flag that sets it.
+impl From<QuotaExceeded> for Refusal {
+    fn from(e: QuotaExceeded) -> Self {
+        refuse("quota_exceeded", e.to_string())
     }
 }
 
@@ -149,10 +157,11 @@ fn me(conn: &Conn) -> Option<(Arc<Broker>, Arc<Peer>)> {
     Some((conn.broker.clone(), conn.peer.clone()?))
 }
 
-fn actor(peer: &Peer) -> Actor {
+pub(super) fn actor(peer: &Peer) -> Actor {
     Actor {
         member_id: peer.member_id.clone(),
         name: peer.display_name.clone(),
+        manages: peer.role.can_manage(),
     }
 }
 
@@ -211,8 +220,13 @@ pub fn set_state(conn: &Conn, req_id: Option<String>, req: SetState) {
         };
         let record = broker
             .store
-            .set_state(peer.mesh_id.clone(), record, req.value.is_null())
-            .await?;
+            .set_state(
+                peer.mesh_id.clone(),
+                record,
+                req.value.is_null(),
+                broker.config.quotas,
+            )
+            .await??;
         let change = Envelope::new(ServerMessage::StateChange(StateChange {
             key: record.key.clone(),
             value: req.value,
@@ -310,8 +324,8 @@ pub fn share_context(conn: &Conn, req_id: Option<String>, req: ShareContext) {
         let id = context.id.clone();
         broker
             .store
-            .share_context(peer.mesh_id.clone(), context)
-            .await?;
+            .share_context(peer.mesh_id.clone(), context, broker.config.quotas.contexts)
+            .await??;
         Ok(Some(ServerMessage::ContextShared { id }))
     });
 }
@@ -416,11 +430,11 @@ pub fn create_task(conn: &Conn, req_id: Option<String>, req: CreateTask) {
         let task = TaskRecord {
             id: ids::new_id(),
             title: text("title", req.title.trim(), MAX_TITLE)?,
-            assignee: optional_name("assignee", req.assignee)?,
+            assignee: task_assignee(&broker, &peer, req.assignee)?,
             claimed_by: None,
             claimed_by_member_id: None,
             status: TaskStatus::Open,
-            priority: optional_name("priority", req.priority)?.unwrap_or_else(|| "normal".into()),
+            priority: task_priority(req.priority)?,
             created_by: peer.display_name.clone(),
             created_by_member_id: peer.member_id.clone(),
             tags: tags(req.tags)?,
@@ -430,7 +444,10 @@ pub fn create_task(conn: &Conn, req_id: Option<String>, req: CreateTask) {
             completed_at_ms: None,
         };
         let id = task.id.clone();
-        broker.store.create_task(peer.mesh_id.clone(), task).await?;
+        broker
+            .store
+            .create_task(peer.mesh_id.clone(), task, broker.config.quotas.tasks)
+            .await??;
         Ok(Some(ServerMessage::TaskCreated { id }))
     });
 }
@@ -452,7 +469,93 @@ fn task_outcome(id: &str, outcome: Result<TaskRecord, TaskRefusal>) -> Reply {
                 _ => format!("task {id} is already {}", status.as_str()),
             },
         )),
+        Err(TaskRefusal::NotYours(claimer)) => Err(refuse(
+            "forbidden",
+            format!(
+                "task {id} is claimed by {claimer}: only its claimer, its creator or a mesh owner or admin may complete or release it"
+            ),
+        )),
+        Err(TaskRefusal::NotClaimed) => Err(refuse(
+            "task_not_claimed",
+            format!("task {id} is open: there is no claim to release"),
+        )),
     }
+}
+
+/// `release_task{taskId}`: claimed → open, by the claimer, the creator or an owner/admin.
+pub fn release_task(conn: &Conn, req_id: Option<String>, task_id: String) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    answer(conn, req_id, async move {
+        let outcome = broker
+            .store
+            .release_task(peer.mesh_id.clone(), task_id.clone(), actor(&peer))
+            .await?;
+        task_outcome(&task_id, outcome)
+    });
+}
+
+/// The priorities a task may have (CLI.md `task create --priority`); default `normal`.
+const TASK_PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+
+fn task_priority(given: Option<String>) -> Result<String, Refusal> {
+    let given = given.map(|p| p.trim().to_lowercase()).unwrap_or_default();
+    if given.is_empty() {
+        return Ok("normal".into());
+    }
+    if TASK_PRIORITIES.contains(&given.as_str()) {
+        return Ok(given);
+    }
+    Err(refuse(
+        "invalid_argument",
+        format!(
+            "unknown task priority \"{}\" (one of {})",
+            given.chars().take(MAX_NAME).collect::<String>(),
+            TASK_PRIORITIES.join(", ")
+        ),
+    ))
+}
+
+/// An assignee names someone in the mesh: the display name of a member that is not revoked or
+/// of a live peer (case-insensitive), or a member's or live peer's public key, which is stored
+/// as that member's display name.
+fn task_assignee(
+    broker: &Broker,
+    peer: &Peer,
+    given: Option<String>,
+) -> Result<Option<String>, Refusal> {
+    let Some(name) = optional_name("assignee", given)? else {
+        return Ok(None);
+    };
+    let members = broker.store.members(&peer.mesh_id)?;
+    let live = broker.presence.peers(&peer.mesh_id);
+    let wanted = name.to_lowercase();
+    let member = members
+        .iter()
+        .filter(|m| m.revoked_at_ms.is_none())
+        .find(|m| m.display_name.to_lowercase() == wanted || m.pubkey.to_hex() == wanted);
+    if let Some(m) = member {
+        return Ok(Some(if m.pubkey.to_hex() == wanted {
+            m.display_name.clone()
+        } else {
+            name
+        }));
+    }
+    let session = live
+        .iter()
+        .find(|p| p.display_name.to_lowercase() == wanted || p.pubkey().to_hex() == wanted);
+    if let Some(p) = session {
+        return Ok(Some(if p.pubkey().to_hex() == wanted {
+            p.display_name.clone()
+        } else {
+            name
+        }));
+    }
+    Err(refuse(
+        "invalid_argument",
+        format!("no member or peer of this mesh is called \"{name}\" (assignee)"),
+    ))
 }
 
 pub fn claim_task(conn: &Conn, req_id: Option<String>, task_id: String) {

@@ -54,8 +54,8 @@ pub fn create_stream(conn: &Conn, req_id: Option<String>, name: String) {
         };
         let stream = broker
             .store
-            .create_stream(peer.mesh_id.clone(), record)
-            .await?;
+            .create_stream(peer.mesh_id.clone(), record, broker.config.quotas.streams)
+            .await??;
         Ok(Some(ServerMessage::StreamCreated {
             id: stream.id,
             name: stream.name,
