@@ -420,7 +420,7 @@ async fn other_meshes_cannot_download_and_oversized_uploads_leave_nothing() {
     let mut broker = broker;
     broker.terminate();
     let store = claudemesh::store::Store::open(broker.data_dir()).expect("open the store");
-    assert_eq!(store.files(&team_id).expect("files").len(), 2);
+    assert_eq!(store.file_count(&team_id).expect("files"), 2);
     store.close();
 }
 

@@ -320,10 +320,10 @@ impl Presence {
         self.meshes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What counts against a mesh's connection cap: live connections and presences in their
-    /// lease (so hello-and-close cycles cannot grow a mesh past its cap).
+    /// Live connections in a mesh: the hello's quick first check. `register` then counts
+    /// presences in their lease too, knowing whether this hello takes one of them back.
     pub fn count(&self, mesh_id: &str) -> usize {
-        self.lock().get(mesh_id).map_or(0, |r| r.peers.len())
+        self.lock().get(mesh_id).map_or(0, Room::live_count)
     }
 
     /// Registers a proven connection, if the mesh has room. A session hello with a known

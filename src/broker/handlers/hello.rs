@@ -285,7 +285,9 @@ async fn admit(
         Err(()) => {
             conn.refuse(
                 "capacity",
-                format!("mesh has the maximum of {capacity} connections"),
+                format!(
+                    "mesh has the maximum of {capacity} connections (live sessions and those disconnected in the last 90 s)"
+                ),
                 1008,
             );
             return;
