@@ -55,6 +55,13 @@ pub struct BrokerCmd {
     /// drop a WebSocket silent (no frames, no pongs) for this long, e.g. 75s, 10s (default 75s)
     #[argh(option, default = "String::from(\"75s\")")]
     idle_timeout: String,
+    /// bytes of replies and pushes that may wait for one connection before it is cut off as a
+    /// slow consumer (default 8388608, 8 MiB)
+    #[argh(option, default = "crate::broker::DEFAULT_MAX_OUTBOX_BYTES")]
+    max_outbox_bytes: usize,
+    /// messages that may wait for one recipient; sends past it are refused (default 100000)
+    #[argh(option, default = "crate::broker::DEFAULT_MAX_QUEUED_PER_RECIPIENT")]
+    max_queued_per_recipient: u64,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -110,6 +117,14 @@ impl BrokerCmd {
         config.idle_timeout = crate::protocol::time::parse_duration(&self.idle_timeout)
             .map_err(|e| CliError::Usage(format!("--idle-timeout: {e}")))?
             .max(std::time::Duration::from_millis(200));
+        if self.max_outbox_bytes < 64 * 1024 || self.max_queued_per_recipient == 0 {
+            return Err(CliError::Usage(
+                "--max-outbox-bytes must be at least 65536 and --max-queued-per-recipient at least 1"
+                    .into(),
+            ));
+        }
+        config.max_outbox_bytes = self.max_outbox_bytes;
+        config.max_queued_per_recipient = self.max_queued_per_recipient;
         let broker = RunningBroker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;
