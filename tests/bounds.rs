@@ -784,8 +784,10 @@ async fn soak_one_flooder_ten_honest_peers() {
         base / MIB,
         peak / MIB
     );
+    // redb's page cache (64 MiB, fixed) plus 11 outboxes' worth of traffic; before the
+    // bounds the flooder alone took the broker past 1 GB. One run: 21 → 90 MiB.
     assert!(
-        peak < base + 96.0 * MIB,
+        peak < base + 128.0 * MIB,
         "RSS grew from {base} to {peak} bytes during the soak"
     );
 }
