@@ -2,14 +2,14 @@
 //! socket (the watchdog), and a writer task that owns the socket's write half, sends queued
 //! frames and pings.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -22,8 +22,11 @@ use super::state::Broker;
 use crate::protocol::messages::ErrorFrame;
 use crate::protocol::{ClientMessage, DecodeError, Encoding, Envelope, ServerMessage, codec, time};
 
-/// Frames queued for one connection before it counts as not reading.
-const OUTBOX_CAPACITY: usize = 4096;
+/// Requests of one connection whose work (a commit, then the reply) may be pending at once;
+/// with this many the reader stops reading the socket until one finishes.
+const MAX_PENDING_STEPS: usize = 64;
+/// What a queued frame costs beyond its bytes (the message and channel slot).
+const FRAME_OVERHEAD: usize = 64;
 /// The broker pings at most this often; a socket that has shown no sign of life for
 /// `BrokerConfig::idle_timeout` (default 75 s) is dropped.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -51,6 +54,89 @@ pub fn to_ws(frame: &Envelope<ServerMessage>, encoding: Encoding) -> Message {
     }
 }
 
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The bytes waiting for the socket would pass the cap: the peer is not reading.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+/// The frames waiting for one socket, capped in bytes (not frames): a peer that stops reading
+/// costs the broker at most the cap, then it is cut off.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+fn cost(m: &Message) -> usize {
+    m.len() + FRAME_OVERHEAD
+}
+
+impl Outbox {
+    pub fn new(cap: usize) -> (Outbox, OutboxRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Outbox {
+                tx,
+                queued: queued.clone(),
+                cap,
+            },
+            OutboxRx { rx, queued },
+        )
+    }
+
+    /// Queues a frame unless the bytes waiting would pass the cap; a frame larger than the cap
+    /// still goes when nothing else waits, so one big reply cannot wedge a connection.
+    pub fn push(&self, m: Message) -> Result<(), Refused> {
+        let n = cost(&m);
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.cap {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(Refused::Full);
+        }
+        self.tx.send(m).map_err(|_| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            Refused::Closed
+        })
+    }
+
+    /// Bytes waiting for the socket.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// The writer's end of an [`Outbox`].
+pub struct OutboxRx {
+    rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboxRx {
+    async fn recv(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await?;
+        self.queued.fetch_sub(cost(&m), Ordering::AcqRel);
+        Some(m)
+    }
+
+    fn try_recv(&mut self) -> Option<Message> {
+        let m = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(cost(&m), Ordering::AcqRel);
+        Some(m)
+    }
+
+    /// Drops everything still queued (the socket is being abandoned) and refuses more.
+    fn discard(&mut self) {
+        self.rx.close();
+        while self.try_recv().is_some() {}
+    }
+}
+
 type Step = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What a handler sees of the connection it serves.
@@ -63,12 +149,20 @@ pub struct Conn {
     /// Work that must finish in frame order (acks after durable commits), run one at a time
     /// while the reader goes on reading.
     steps: mpsc::UnboundedSender<Step>,
+    /// The budget slot of the frame being dispatched. A step takes it and gives it back when
+    /// done, so at most [`MAX_PENDING_STEPS`] requests wait at once and the reader stops
+    /// reading the socket when they do (backpressure, not buffering).
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Conn {
     /// Runs `step` after every step queued before it, without holding up the reader.
     pub fn then(&self, step: impl Future<Output = ()> + Send + 'static) {
-        let _ = self.steps.send(Box::pin(step));
+        let slot = self.slot.lock().ok().and_then(|mut s| s.take());
+        let _ = self.steps.send(Box::pin(async move {
+            step.await;
+            drop(slot);
+        }));
     }
 
     pub fn reply(&self, req_id: Option<String>, body: ServerMessage) {
@@ -107,7 +201,7 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
     let (sink, mut stream) = ws.split();
 
-    let (outbox, out_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let (outbox, out_rx) = Outbox::new(broker.config.max_outbox_bytes);
     let (closer, mut close_rx) = watch::channel(None::<CloseOrder>);
     let idle = broker.config.idle_timeout;
     let idle_ms = idle.as_millis() as i64;
@@ -144,7 +238,12 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
         peer: None,
         broker: broker.clone(),
         steps,
+        slot: Mutex::new(None),
     };
+    let budget = Arc::new(Semaphore::new(MAX_PENDING_STEPS));
+    // The slot the reader holds for the next frame; `None` while it waits for one, and then it
+    // does not read the socket.
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
     // The watchdog lives here, beside `last_seen`, so a writer stuck on a full socket cannot
@@ -157,21 +256,50 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
                 conn.out.close(1001, "broker_shutdown");
                 break;
             }
-            _ = close_rx.changed() => break,
+            _ = close_rx.changed() => {
+                let slow = close_rx.borrow().as_ref().is_some_and(|o| o.reason == "slow_consumer");
+                if slow {
+                    broker.metrics.error("slow_consumer");
+                    tracing::info!(
+                        "closing connection {} ({}): slow consumer, over {} bytes unread",
+                        conn.conn_id,
+                        conn.peer.as_ref().map_or("before hello", |p| p.display_name.as_str()),
+                        broker.config.max_outbox_bytes,
+                    );
+                }
+                break;
+            }
             _ = &mut hello_deadline, if conn.peer.is_none() => {
                 conn.refuse("no_hello", "no hello within 30 s", 1008);
                 break;
             }
             _ = watchdog.tick() => {
-                if time::now_ms() - last_seen > idle_ms {
+                if slot.is_none() {
+                    // Not reading (waiting for our own work): the peer is not the silent one.
+                    last_seen = time::now_ms();
+                } else if time::now_ms() - last_seen > idle_ms {
                     tracing::debug!("closing connection {}: silent for over {idle:?}", conn.conn_id);
                     conn.out.close(1001, "idle_timeout");
                     break;
                 }
             }
-            frame = stream.next() => {
+            taken = async {
+                let permit = budget.clone().acquire_owned().await;
+                // Senders wait here while the store writer's queue is full.
+                broker.store.room().await;
+                permit
+            }, if slot.is_none() => {
+                match taken {
+                    Ok(p) => slot = Some(p),
+                    Err(_) => break,
+                }
+            }
+            frame = stream.next(), if slot.is_some() => {
                 let Some(frame) = frame else { break };
                 last_seen = time::now_ms();
+                if let Ok(mut s) = conn.slot.lock() {
+                    *s = slot.take();
+                }
                 match frame {
                     Ok(Message::Text(text)) => on_frame(&mut conn, text.as_bytes(), Encoding::Json).await,
                     Ok(Message::Binary(bytes)) => on_frame(&mut conn, &bytes, Encoding::MsgPack).await,
@@ -194,6 +322,8 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
                         break;
                     }
                 }
+                // A frame that queued no step hands its slot back for the next one.
+                slot = conn.slot.lock().ok().and_then(|mut s| s.take());
             }
         }
     }
@@ -203,6 +333,7 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
     if let Some(peer) = conn.peer.take() {
         handlers::hello::disconnected(&broker, &peer, conn.conn_id).await;
     }
+    drop(slot);
     drop(conn);
     let _ = stepper.await;
     let _ = writer.await;
@@ -254,7 +385,7 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, 
 /// Sends `first` and every frame already waiting behind it, then flushes once.
 async fn write_batch(
     sink: &mut Sink,
-    out_rx: &mut mpsc::Receiver<Message>,
+    out_rx: &mut OutboxRx,
     first: Message,
     broker: &Broker,
 ) -> bool {
@@ -262,7 +393,7 @@ async fn write_batch(
     if sink.feed(first).await.is_err() {
         return false;
     }
-    while let Ok(m) = out_rx.try_recv() {
+    while let Some(m) = out_rx.try_recv() {
         Metrics::inc(&broker.metrics.frames_out);
         if sink.feed(m).await.is_err() {
             return false;
@@ -273,7 +404,7 @@ async fn write_batch(
 
 async fn writer_loop(
     mut sink: Sink,
-    mut out_rx: mpsc::Receiver<Message>,
+    mut out_rx: OutboxRx,
     mut close_rx: watch::Receiver<Option<CloseOrder>>,
     every: Duration,
     broker: Arc<Broker>,
@@ -288,9 +419,14 @@ async fn writer_loop(
             msg = out_rx.recv() => {
                 // Every sender is gone: the connection is ending; honour its close order.
                 let Some(msg) = msg else { break close_rx.borrow().clone() };
-                tokio::select! {
-                    ok = write_batch(&mut sink, &mut out_rx, msg, &broker) => if !ok { break None },
-                    () = given_up(&mut close_rx) => break None,
+                let gave_up = tokio::select! {
+                    ok = write_batch(&mut sink, &mut out_rx, msg, &broker) => !ok,
+                    () = given_up(&mut close_rx) => true,
+                };
+                if gave_up {
+                    // Nobody reads this socket: free what waits for it now.
+                    out_rx.discard();
+                    break None;
                 }
             }
             order = close_ordered(&mut close_rx) => break order,
@@ -309,12 +445,13 @@ async fn writer_loop(
             reason: order.reason.into(),
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Ok(m) = out_rx.try_recv() {
+            while let Some(m) = out_rx.try_recv() {
                 sink.feed(m).await?;
             }
             sink.send(Message::Close(Some(frame))).await
         })
         .await;
     }
+    out_rx.discard();
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }

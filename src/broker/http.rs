@@ -112,16 +112,13 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
                 "uptime": broker.started.elapsed().as_secs(),
             }),
         ),
-        (&Method::GET, ["health", "ready"]) => {
-            if broker.store.is_writable().await {
-                json_response(StatusCode::OK, json!({"status": "ready"}))
-            } else {
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "unavailable", "message": "storage is not writable"}),
-                )
-            }
-        }
+        (&Method::GET, ["health", "ready"]) => match broker.store.writable().await {
+            Ok(()) => json_response(StatusCode::OK, json!({"status": "ready"})),
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable", "message": format!("storage is not writable: {e}")}),
+            ),
+        },
         (&Method::GET, ["metrics"]) => metrics(&broker),
         (&Method::POST, ["meshes"]) => create_mesh(broker, req).await,
         (&Method::POST, ["invites", code, "claim"]) => {
@@ -166,6 +163,12 @@ fn metrics(broker: &Broker) -> Response<Body> {
             "counter",
             "Storage transactions committed.",
             broker.store.stats.commits.load(Relaxed),
+        ),
+        (
+            "claudemesh_store_failed",
+            "gauge",
+            "1 while storage refuses writes after a failed commit (disk full, I/O error).",
+            u64::from(broker.store.failure().is_some()),
         ),
         (
             "claudemesh_store_writes_total",

@@ -36,6 +36,11 @@ pub mod parsers {
     pub use super::files::{FileGrant, TokenPurpose, UploadMeta, parse_upload_headers};
 }
 
+/// Default for [`BrokerConfig::max_outbox_bytes`]: 8 MiB.
+pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 8 << 20;
+/// Default for [`BrokerConfig::max_queued_per_recipient`].
+pub const DEFAULT_MAX_QUEUED_PER_RECIPIENT: u64 = 100_000;
+
 /// Everything `claudemesh broker` can be told.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -65,6 +70,11 @@ pub struct BrokerConfig {
     pub idle_timeout: Duration,
     /// How much shared data one mesh may hold.
     pub quotas: crate::store::MeshQuotas,
+    /// Bytes of frames that may wait for one socket before its peer is cut off as a slow
+    /// consumer.
+    pub max_outbox_bytes: usize,
+    /// Messages that may wait in one recipient's queue; a send past it is refused.
+    pub max_queued_per_recipient: u64,
 }
 
 impl BrokerConfig {
@@ -85,6 +95,8 @@ impl BrokerConfig {
             ephemeral_ttl: files::DEFAULT_EPHEMERAL_TTL,
             idle_timeout: Duration::from_secs(75),
             quotas: crate::store::MeshQuotas::default(),
+            max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
+            max_queued_per_recipient: DEFAULT_MAX_QUEUED_PER_RECIPIENT,
         }
     }
 }

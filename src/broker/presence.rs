@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::watch;
 
-use super::connection::to_ws;
+use super::connection::{Outbox, Refused, to_ws};
 use super::limits::LINGERING_SHARE;
 use super::status::StatusState;
 use crate::protocol::messages::{Envelope, GroupRef, PeerEntry, PeerInfo, Profile};
@@ -39,21 +38,21 @@ pub struct CloseOrder {
 pub struct ConnHandle {
     pub conn_id: u64,
     pub encoding: Encoding,
-    pub outbox: mpsc::Sender<Message>,
+    pub outbox: Outbox,
     pub closer: watch::Sender<Option<CloseOrder>>,
 }
 
 impl ConnHandle {
-    /// Queues a frame. A connection whose queue is full does not read its socket; it is
-    /// disconnected rather than allowed to grow the broker's memory.
+    /// Queues a frame. A connection whose queue is full (in bytes) does not read its socket;
+    /// it is disconnected rather than allowed to grow the broker's memory.
     pub fn send(&self, frame: &Envelope<ServerMessage>) -> bool {
-        match self.outbox.try_send(to_ws(frame, self.encoding)) {
+        match self.outbox.push(to_ws(frame, self.encoding)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.close(1008, "slow_consumer");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -82,10 +81,8 @@ pub struct PeerState {
     pub groups: Vec<GroupRef>,
     pub visible: bool,
     pub profile: Option<Profile>,
-    /// Messages pushed on this presence and not yet acknowledged: id → when pushed.
-    pub inflight: HashMap<String, i64>,
-    /// False until the queued backlog has been pushed, so live pushes cannot overtake it.
-    pub ready: bool,
+    /// Pushes in flight and how far the queue was walked (windowed by acknowledgements).
+    pub delivery: super::router::Delivery,
     /// A control-plane connection gets pushes only once it asked (`drain`).
     pub subscribed: bool,
 }
@@ -144,8 +141,7 @@ impl Peer {
                 groups,
                 visible: true,
                 profile: None,
-                inflight: HashMap::new(),
-                ready: false,
+                delivery: Default::default(),
                 subscribed: false,
             }),
         }
@@ -365,8 +361,7 @@ impl Presence {
             let mut st = peer.state();
             let replaced = st.conn.replace(conn);
             st.offline_since_ms = None;
-            st.inflight.clear();
-            st.ready = false;
+            st.delivery.reset();
             drop(st);
             return Ok(Registered::Reattached { peer, replaced });
         }
@@ -388,7 +383,7 @@ impl Presence {
         }
         st.conn = None;
         st.offline_since_ms = Some(time::now_ms());
-        st.inflight.clear();
+        st.delivery.reset();
         drop(st);
         if let Some(room) = meshes.get_mut(&peer.mesh_id) {
             if peer.control_plane {

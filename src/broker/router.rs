@@ -2,16 +2,132 @@
 //! presence connects or turns idle, redelivers what is not acknowledged, and tells a mesh about
 //! its peers coming and going.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::presence::Peer;
+use super::presence::{Peer, PeerState};
 use super::state::Broker;
 use crate::protocol::messages::{Envelope, Push};
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::{MessageRecord, Pending, RecipientKey};
+use crate::store::{MessageRecord, RecipientKey, Visit};
+
+/// Most pushes a presence holds unacknowledged; the rest of its queue waits in storage and goes
+/// out as acknowledgements come back, so a backlog of any length costs a window of memory.
+pub const WINDOW: usize = 256;
+/// ... and at most this many bytes of them (half the default outbox), so a window of large
+/// messages cannot get its reader cut off as a slow consumer.
+pub const WINDOW_BYTES: usize = 4 << 20;
+/// Queue entries one walk looks at before it yields (skipped, held-back ones count too).
+const SCAN_LIMIT: usize = 4 * WINDOW;
+/// What a push costs beyond its body (the envelope's other fields).
+const PUSH_OVERHEAD: usize = 512;
+
+struct Sent {
+    at: i64,
+    bytes: usize,
+}
+
+/// What a presence has in flight and how far its queue has been pushed.
+pub struct Delivery {
+    /// Pushed and not yet acknowledged: id → when and how big. An acknowledged push keeps
+    /// `at == ACKED` until its delivery is committed, so a walk in between skips it.
+    inflight: HashMap<String, Sent>,
+    unacked: usize,
+    unacked_bytes: usize,
+    /// `Some(seq)`: a walk through the queue is under way, everything before `seq` was looked
+    /// at, and live pushes wait for it (FIFO). `None`: caught up, live pushes go out at once.
+    cursor: Option<u64>,
+    /// The walk under way also pushes what the status holds back (asked for by `drain`).
+    ignore_gate: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            inflight: HashMap::new(),
+            unacked: 0,
+            unacked_bytes: 0,
+            cursor: Some(0),
+            ignore_gate: false,
+        }
+    }
+}
+
+impl Delivery {
+    /// Forgets everything in flight (the socket changed); the queue is walked again.
+    pub fn reset(&mut self) {
+        *self = Delivery::default();
+    }
+
+    /// Room for one more push.
+    fn room(&self) -> bool {
+        self.unacked < WINDOW && (self.unacked == 0 || self.unacked_bytes < WINDOW_BYTES)
+    }
+
+    /// Half the window is free again: worth a walk for more.
+    fn half_free(&self) -> bool {
+        self.unacked <= WINDOW / 2 && self.unacked_bytes <= WINDOW_BYTES / 2
+    }
+
+    /// May `id` be pushed now: not in flight, or in flight unacknowledged for `redeliver`.
+    fn due(&self, id: &str, now_ms: i64, redeliver: i64) -> bool {
+        self.inflight
+            .get(id)
+            .is_none_or(|s| s.at != ACKED && now_ms - s.at >= redeliver)
+    }
+
+    fn sent(&mut self, id: &str, now_ms: i64, bytes: usize) {
+        match self.inflight.get_mut(id) {
+            Some(s) => s.at = now_ms, // pushed again: already counted
+            None => {
+                self.inflight
+                    .insert(id.to_string(), Sent { at: now_ms, bytes });
+                self.unacked += 1;
+                self.unacked_bytes += bytes;
+            }
+        }
+    }
+
+    fn acked(&mut self, id: &str) {
+        match self.inflight.get_mut(id) {
+            Some(s) if s.at != ACKED => {
+                s.at = ACKED;
+                self.unacked = self.unacked.saturating_sub(1);
+                self.unacked_bytes = self.unacked_bytes.saturating_sub(s.bytes);
+            }
+            Some(_) => {}
+            None => {
+                self.inflight.insert(
+                    id.to_string(),
+                    Sent {
+                        at: ACKED,
+                        bytes: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    fn committed(&mut self, id: &str) {
+        if self.inflight.get(id).is_some_and(|s| s.at == ACKED) {
+            self.inflight.remove(id);
+        }
+    }
+
+    /// Something pushed has waited `redeliver` without an acknowledgement.
+    fn stale(&self, now_ms: i64, redeliver: i64) -> bool {
+        self.inflight
+            .values()
+            .any(|s| s.at != ACKED && now_ms - s.at >= redeliver)
+    }
+}
+
+fn push_cost(record: &MessageRecord) -> usize {
+    record.ciphertext.len() + record.nonce.len() + PUSH_OVERHEAD
+}
 
 /// The `push` frame for a stored message.
 pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
@@ -59,21 +175,24 @@ fn offer(
     let Some(conn) = st.conn.clone() else {
         return false;
     };
-    if !st.ready || (peer.control_plane && !st.subscribed) {
+    if peer.control_plane && !st.subscribed {
         return false;
     }
-    if st
-        .inflight
-        .get(&record.id)
-        .is_some_and(|at| now_ms - at < redeliver)
-    {
+    // A walk through the queue is under way: it reaches this message in its turn.
+    if st.delivery.cursor.is_some() || !st.delivery.due(&record.id, now_ms, redeliver) {
         return false;
     }
     if !ignore_gate && !st.status.admits(record.priority) {
         return false; // held until the peer is idle
     }
+    if !st.delivery.room() {
+        // The window is full: the message waits in the queue, and the walk that acks start
+        // pushes it in order.
+        st.delivery.cursor = Some(0);
+        return false;
+    }
     if conn.send(&push_frame(record)) {
-        st.inflight.insert(record.id.clone(), now_ms);
+        st.delivery.sent(&record.id, now_ms, push_cost(record));
         true
     } else {
         false
@@ -94,56 +213,89 @@ pub fn route(broker: &Broker, record: &MessageRecord) {
     }
 }
 
-/// Pushes what is queued for `peer` (oldest first), skipping what is in flight and, unless
-/// `ignore_gate`, what its status holds back. Marks the presence ready for live pushes.
+/// Walks `peer`'s queue from where the last walk stopped, pushing while the window has room.
 /// Returns how many were pushed.
-pub fn deliver_pending(broker: &Broker, peer: &Peer, ignore_gate: bool) -> usize {
-    let now = time::now_ms();
-    let redeliver = broker.redeliver_ms();
-    // The snapshot is read under the presence's lock so that a live push cannot slip in
-    // between it and the backlog (FIFO per sender).
-    let mut st = peer.state();
+fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
     let Some(conn) = st.conn.clone() else {
         return 0;
     };
     if peer.control_plane && !st.subscribed {
         return 0;
     }
-    let pending: Vec<Pending> = match broker.store.pending(&peer.recipient_keys(), now) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!("cannot read the queue of {}: {e}", peer.display_name);
-            return 0;
-        }
+    let Some(from) = st.delivery.cursor else {
+        return 0;
     };
+    let redeliver = broker.redeliver_ms();
+    let PeerState {
+        delivery, status, ..
+    } = st;
+    let ignore_gate = delivery.ignore_gate;
     let mut pushed = 0;
-    for p in pending {
-        if st
-            .inflight
-            .get(&p.record.id)
-            .is_some_and(|at| now - at < redeliver)
-        {
-            continue;
+    let walked = broker.store.walk_queue(
+        &peer.recipient_keys(),
+        from,
+        now,
+        SCAN_LIMIT,
+        |_, record| {
+            if !delivery.room() {
+                return Visit::Stop;
+            }
+            if !delivery.due(&record.id, now, redeliver)
+                || (!ignore_gate && !status.admits(record.priority))
+            {
+                return Visit::Next;
+            }
+            if !conn.send(&push_frame(&record)) {
+                return Visit::Stop; // the connection is closing
+            }
+            delivery.sent(&record.id, now, push_cost(&record));
+            pushed += 1;
+            Visit::Next
+        },
+    );
+    match walked {
+        Ok(w) if w.end => {
+            delivery.cursor = None;
+            delivery.ignore_gate = false;
         }
-        if !ignore_gate && !st.status.admits(p.record.priority) {
-            continue;
-        }
-        if !conn.send(&push_frame(&p.record)) {
-            break;
-        }
-        st.inflight.insert(p.record.id.clone(), now);
-        pushed += 1;
+        Ok(w) => delivery.cursor = Some(w.next),
+        Err(e) => tracing::error!("cannot read the queue of {}: {e}", peer.display_name),
     }
-    st.ready = true;
     pushed
 }
 
-/// A presence acknowledged a push: it is delivered for every queue the presence drains.
+/// Walks what is queued for `peer` again from its oldest entry (skipping what is in flight
+/// and, unless `ignore_gate`, what its status holds back), pushing up to a window; the rest
+/// follows as pushes are acknowledged. The walk is read under the presence's lock so a live
+/// push cannot overtake it (FIFO per sender). Returns how many were pushed, and whether
+/// entries remain that this walk has not reached yet.
+pub fn deliver_pending(broker: &Broker, peer: &Peer, ignore_gate: bool) -> (usize, bool) {
+    let now = time::now_ms();
+    let mut st = peer.state();
+    // A drain goes on with a drain's walk where it stopped (so repeated drains progress
+    // through a long stretch of skipped entries); anything else starts from the oldest.
+    let continuing = ignore_gate && st.delivery.ignore_gate && st.delivery.cursor.is_some();
+    if !continuing {
+        st.delivery.cursor = Some(0);
+    }
+    st.delivery.ignore_gate |= ignore_gate;
+    let pushed = pump(broker, peer, &mut st, now);
+    (pushed, st.delivery.cursor.is_some())
+}
+
+/// A presence acknowledged a push: it is delivered for every queue the presence drains, and
+/// the window has room for more of its backlog.
 pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
-    // Until the delivery is committed the entry is still in the queue: mark it acknowledged
-    // (never due for redelivery) rather than forgetting it, or a queue scan in between would
-    // push it again.
-    peer.state().inflight.insert(message_id.to_string(), ACKED);
+    {
+        // Until the delivery is committed the entry is still in the queue: mark it
+        // acknowledged (never due for redelivery) rather than forgetting it, or a walk in
+        // between would push it again.
+        let mut st = peer.state();
+        st.delivery.acked(message_id);
+        if st.delivery.cursor.is_some() && st.delivery.half_free() {
+            pump(broker, peer, &mut st, time::now_ms());
+        }
+    }
     let pairs = peer
         .recipient_keys()
         .into_iter()
@@ -154,9 +306,7 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
     let id = message_id.to_string();
     tokio::spawn(async move {
         match done.await {
-            Ok(_) => {
-                peer.state().inflight.remove(&id);
-            }
+            Ok(_) => peer.state().delivery.committed(&id),
             Err(e) => tracing::warn!("cannot record a delivery: {e}"),
         }
     });
@@ -217,15 +367,21 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
         n += 1;
         let now = time::now_ms();
         for peer in broker.presence.all() {
-            let (stale, expired_working) = {
+            let (stale, expired_working, walking) = {
                 let mut st = peer.state();
-                let stale = st.inflight.values().any(|at| now - at >= redeliver);
+                let stale = st.delivery.stale(now, redeliver);
                 let expired = n.is_multiple_of(per_15s) && st.status.expire(now);
-                (stale, expired)
+                (stale, expired, st.delivery.cursor.is_some())
             };
-            // Every 30 s everyone gets a look at its queue, so nothing can stay stuck.
-            if stale || expired_working || n.is_multiple_of(per_30s) {
+            if stale || expired_working || (!walking && n.is_multiple_of(per_30s)) {
+                // Every 30 s everyone gets a look at its queue, so nothing can stay stuck.
                 deliver_pending(&broker, &peer, false);
+            } else if walking {
+                // A walk that yielded (a long held-back stretch) goes on where it stopped.
+                let mut st = peer.state();
+                if st.delivery.room() {
+                    pump(&broker, &peer, &mut st, now);
+                }
             }
         }
         for gone in broker.presence.expire_leases(now) {

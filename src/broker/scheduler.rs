@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use super::cron::Cron;
 use super::handlers::messaging::resolve;
@@ -171,7 +171,7 @@ fn stand_in(member: &Member, s: &ScheduleRecord) -> Peer {
     let session = Pubkey::parse(&s.sender_pubkey)
         .ok()
         .filter(|k| *k != member.pubkey);
-    let (outbox, _) = mpsc::channel(1);
+    let (outbox, _) = super::connection::Outbox::new(0);
     let (closer, _) = watch::channel(None);
     Peer::new(
         String::new(),

@@ -79,6 +79,13 @@ pub struct BrokerCmd {
     /// most shared contexts (one per member) one mesh may hold (default 1000)
     #[argh(option, default = "crate::store::MeshQuotas::default().contexts")]
     max_contexts: u64,
+    /// bytes of replies and pushes that may wait for one connection before it is cut off as a
+    /// slow consumer (default 8388608, 8 MiB)
+    #[argh(option, default = "crate::broker::DEFAULT_MAX_OUTBOX_BYTES")]
+    max_outbox_bytes: usize,
+    /// messages that may wait for one recipient; sends past it are refused (default 100000)
+    #[argh(option, default = "crate::broker::DEFAULT_MAX_QUEUED_PER_RECIPIENT")]
+    max_queued_per_recipient: u64,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -144,6 +151,14 @@ impl BrokerCmd {
             streams: self.max_streams,
             contexts: self.max_contexts,
         };
+        if self.max_outbox_bytes < 64 * 1024 || self.max_queued_per_recipient == 0 {
+            return Err(CliError::Usage(
+                "--max-outbox-bytes must be at least 65536 and --max-queued-per-recipient at least 1"
+                    .into(),
+            ));
+        }
+        config.max_outbox_bytes = self.max_outbox_bytes;
+        config.max_queued_per_recipient = self.max_queued_per_recipient;
         let broker = RunningBroker::bind(config)
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;

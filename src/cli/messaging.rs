@@ -207,16 +207,35 @@ impl InboxCmd {
         wait: Option<Option<Duration>>,
         limit: usize,
     ) -> Result<usize, CliError> {
-        client.drain().await?;
+        // The broker pushes a backlog a window at a time, the next as these are acknowledged:
+        // show and acknowledge what came, then drain again until it says nothing more waits.
+        let (mut count, mut more) = client.drain_window().await?;
         let mut shown = 0;
         let mut seen = std::collections::HashSet::new();
-        while shown < limit {
-            let Some(msg) = client.try_next_push().await else {
-                break;
-            };
-            if self.show(client, msg, &mut seen)? {
-                shown += 1;
+        let mut idle_rounds = 0u32;
+        loop {
+            let mut took = 0;
+            while shown < limit {
+                let Some(msg) = client.try_next_push().await else {
+                    break;
+                };
+                took += 1;
+                if self.show(client, msg, &mut seen)? {
+                    shown += 1;
+                }
             }
+            if !more || shown >= limit {
+                break;
+            }
+            if count == 0 && took == 0 {
+                // Nothing moved (e.g. the broker is skipping expired entries): do not spin.
+                idle_rounds += 1;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(idle_rounds.min(10))))
+                    .await;
+            } else {
+                idle_rounds = 0;
+            }
+            (count, more) = client.drain_window().await?;
         }
         if shown == 0
             && let Some(wait) = wait
@@ -261,7 +280,12 @@ impl InboxCmd {
         let ServerMessage::Push(push) = msg else {
             return Ok(false);
         };
-        if push.subtype.as_deref() == Some("system") || !seen.insert(push.message_id.clone()) {
+        if push.subtype.as_deref() == Some("system") {
+            return Ok(false);
+        }
+        if !seen.insert(push.message_id.clone()) {
+            // Pushed again (an acknowledgement crossed a redelivery): acknowledge, not print.
+            client.ack(&push.message_id)?;
             return Ok(false);
         }
         let Incoming { push, text } = client.open(*push);

@@ -175,11 +175,17 @@ impl MeshClient {
         }))
     }
 
-    /// Asks for everything queued for this connection; when this returns, those pushes are
-    /// in the push stream. Returns how many were pushed.
+    /// Asks for what is queued for this connection, held-back messages included; when this
+    /// returns, those pushes are in the push stream. Returns how many were pushed.
     pub async fn drain(&self) -> Result<usize, ClientError> {
+        Ok(self.drain_window().await?.0)
+    }
+
+    /// Like [`MeshClient::drain`], also saying whether more is queued than the broker pushes
+    /// at once (a window): acknowledge what arrived and drain again until it says no more.
+    pub async fn drain_window(&self) -> Result<(usize, bool), ClientError> {
         match self.request(ClientMessage::Drain {}).await? {
-            ServerMessage::Drained { count } => Ok(count),
+            ServerMessage::Drained { count, more } => Ok((count, more)),
             other => Err(unexpected(other)),
         }
     }

@@ -539,9 +539,13 @@ pub enum ServerMessage {
         next_cursor: Option<String>,
     },
     MessageStatusResult(MessageStatusResult),
-    /// Answers `drain` after every queued push for the connection.
+    /// Answers `drain` after the pushes it made (at most a window of the queue). `more`: the
+    /// queue holds entries not pushed yet; they follow as the pushes are acknowledged, and
+    /// another `drain` after acknowledging reports again.
     Drained {
         count: usize,
+        #[serde(default)]
+        more: bool,
     },
     FileTokenResult(FileTokenResult),
     FileUrl(FileUrl),

@@ -15,17 +15,18 @@ mod records;
 mod schedules;
 mod shared;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
@@ -33,7 +34,7 @@ pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
     RootKeyProof,
 };
-pub use queue::{Enqueued, Pending, PrefixLookup};
+pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;
@@ -49,6 +50,14 @@ const SCHEMA_VERSION: u32 = 2;
 const CACHE_BYTES: usize = 64 << 20;
 /// Most jobs folded into one transaction; bounds the latency of the first job in a batch.
 const MAX_BATCH: usize = 4096;
+/// Jobs that may wait for the writer before connections stop reading new requests
+/// ([`Store::room`]); a job holds at most one request's data (up to a frame, 64 KiB).
+const WRITER_QUEUE: usize = 1024;
+/// How often a failed store checks whether it can write again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Free space the store wants to see (a probe file it writes, syncs and deletes) before it
+/// reopens the database after a failure.
+const PROBE_BYTES: usize = 1 << 20;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -64,12 +73,28 @@ pub enum StoreError {
     NewerSchema { found: u32, known: u32 },
     #[error("the store is shutting down")]
     Closed,
+    /// Writing to disk failed (disk full, I/O error): nothing more is written until the store
+    /// has reopened itself.
+    #[error("storage failed: {0}")]
+    Io(String),
+}
+
+impl StoreError {
+    fn from_redb(e: redb::Error) -> StoreError {
+        match e {
+            redb::Error::Io(_)
+            | redb::Error::PreviousIo
+            | redb::Error::Backend(_)
+            | redb::Error::DatabaseClosed => StoreError::Io(e.to_string()),
+            other => StoreError::Db(other.to_string()),
+        }
+    }
 }
 
 macro_rules! db_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+            fn from(e: $t) -> Self { StoreError::from_redb(e.into()) }
         }
     )*};
 }
@@ -84,8 +109,8 @@ db_error_from!(
 
 /// One queued write: applied inside the shared transaction, answered after the commit.
 trait Job: Send {
-    /// Applies the job; `false` means a storage failure that must abort the batch.
-    fn apply(&mut self, txn: &WriteTransaction) -> bool;
+    /// Applies the job; an error is a storage failure that must abort the batch.
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
@@ -100,12 +125,14 @@ where
     F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send,
     R: Send,
 {
-    fn apply(&mut self, txn: &WriteTransaction) -> bool {
-        let Some(f) = self.f.take() else { return true };
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let Some(f) = self.f.take() else {
+            return Ok(());
+        };
         let out = f(txn);
-        let ok = out.is_ok();
+        let failed = out.as_ref().err().cloned();
         self.out = Some(out);
-        ok
+        failed.map_or(Ok(()), Err)
     }
 
     fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -129,11 +156,24 @@ pub struct StoreStats {
     pub writes: AtomicU64,
 }
 
+/// What the writer shares with every handle: its queue length and whether it can write.
+#[derive(Default)]
+struct WriterShared {
+    /// Jobs sent and not yet answered.
+    queued: AtomicUsize,
+    /// Woken when the writer answered a batch.
+    room: Notify,
+    /// Why writes are refused, while they are.
+    failure: Mutex<Option<String>>,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    jobs: mpsc::UnboundedSender<WriterMsg>,
+    /// `None` only while the writer reopens the database after a failure.
+    db: Arc<RwLock<Option<Arc<Database>>>>,
+    jobs: std_mpsc::Sender<WriterMsg>,
+    shared: Arc<WriterShared>,
     pub stats: Arc<StoreStats>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Next queue sequence number; only the writer thread takes from it.
@@ -147,9 +187,10 @@ impl Store {
             .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
         // redb's default page cache is 1 GiB; a broker for a few teams needs far less, and
         // the OS page cache still holds hot data.
+        let path = dir.join("mesh.redb");
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(dir.join("mesh.redb"))?;
+            .create(&path)?;
         let tx = db.begin_write()?;
         let found = match tx.open_table(META)?.get("schema_version")? {
             Some(v) => Some(decode::<u32>(v.value())?),
@@ -173,20 +214,27 @@ impl Store {
         quotas::count_once(&tx)?;
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(Some(Arc::new(db))));
         let stats = Arc::new(StoreStats::default());
-        let (jobs, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(WriterShared::default());
+        let (jobs, rx) = std_mpsc::channel();
         let writer = {
-            let db = db.clone();
-            let stats = stats.clone();
+            let writer = Writer {
+                db: db.clone(),
+                path,
+                rx,
+                stats: stats.clone(),
+                shared: shared.clone(),
+            };
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || writer_loop(db, rx, &stats))
+                .spawn(move || writer.run())
                 .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?
         };
         Ok(Store {
             db,
             jobs,
+            shared,
             stats,
             writer: Arc::new(Mutex::new(Some(writer))),
             seq: Arc::new(AtomicU64::new(seq)),
@@ -217,7 +265,11 @@ impl Store {
             out: None,
             reply,
         };
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
         let sent = self.jobs.send(WriterMsg::Job(Box::new(job))).is_ok();
+        if !sent {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
         async move {
             if !sent {
                 return Err(StoreError::Closed);
@@ -228,12 +280,51 @@ impl Store {
 
     /// A read snapshot; never waits for the writer.
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io("the database is being reopened".into()))?;
+        Ok(db.begin_read()?)
     }
 
     /// True when a write can be committed (used by `/health/ready`).
     pub async fn is_writable(&self) -> bool {
-        self.write(|_| Ok(())).await.is_ok()
+        self.writable().await.is_ok()
+    }
+
+    /// Commits an empty write: `Err` says why the store cannot write now.
+    pub async fn writable(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.failure() {
+            return Err(StoreError::Io(why));
+        }
+        self.write(|_| Ok(())).await
+    }
+
+    /// Why writes are refused, while they are (after a failed commit, until the store has
+    /// reopened itself).
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Resolves once the writer's queue has room. Connections wait here before they read the
+    /// next request, so a flood of writes waits in the peers' sockets, not in our memory.
+    pub async fn room(&self) {
+        let shared = &self.shared;
+        loop {
+            let notified = shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.queued.load(Ordering::Acquire) < WRITER_QUEUE {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Commits every job queued so far and stops the writer thread.
@@ -246,53 +337,190 @@ impl Store {
     }
 }
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<WriterMsg>, stats: &StoreStats) {
-    let mut stop = false;
-    while !stop {
-        let Some(first) = rx.blocking_recv() else {
-            break;
-        };
-        let mut batch: Vec<Box<dyn Job>> = Vec::new();
-        match first {
-            WriterMsg::Job(j) => batch.push(j),
-            WriterMsg::Stop => stop = true,
+/// The writer thread: the only one that writes; answers every job after its batch committed.
+struct Writer {
+    db: Arc<RwLock<Option<Arc<Database>>>>,
+    path: PathBuf,
+    rx: std_mpsc::Receiver<WriterMsg>,
+    stats: Arc<StoreStats>,
+    shared: Arc<WriterShared>,
+}
+
+impl Writer {
+    fn run(self) {
+        let mut stop = false;
+        let mut failed_at: Option<Instant> = None;
+        while !stop {
+            let first = if failed_at.is_some() {
+                match self.rx.recv_timeout(RETRY_EVERY) {
+                    Ok(m) => Some(m),
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                }
+            };
+            if let Some(at) = failed_at
+                && at.elapsed() >= RETRY_EVERY
+            {
+                failed_at = if self.recover() {
+                    None
+                } else {
+                    Some(Instant::now())
+                };
+            }
+            let mut batch: Vec<Box<dyn Job>> = Vec::new();
+            match first {
+                Some(WriterMsg::Job(j)) => batch.push(j),
+                Some(WriterMsg::Stop) => stop = true,
+                None => {}
+            }
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(WriterMsg::Job(j)) => batch.push(j),
+                    Ok(WriterMsg::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let n = batch.len();
+            let committed = match self.failure() {
+                // redb refuses every write after a failed one; answer at once, never a false ack.
+                Some(why) => Err(StoreError::Io(why)),
+                None => self.commit(&mut batch),
+            };
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
+            if let Err(e) = &committed {
+                if failed_at.is_none()
+                    && let StoreError::Io(why) = e
+                {
+                    tracing::error!(
+                        "storage failed: {why}. Writes are refused (requests get an error, \
+                         /health/ready answers 503) until {} can be written again; \
+                         checking every {}s",
+                        self.path.display(),
+                        RETRY_EVERY.as_secs()
+                    );
+                    *self
+                        .shared
+                        .failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                    failed_at = Some(Instant::now());
+                } else if failed_at.is_none() {
+                    tracing::error!("write batch of {n} failed: {e}");
+                }
+            }
+            for job in batch {
+                job.finish(committed.clone());
+            }
+            self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+            self.shared.room.notify_waiters();
         }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(WriterMsg::Job(j)) => batch.push(j),
-                Ok(WriterMsg::Stop) => stop = true,
-                Err(_) => break,
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
+        let txn = db.begin_write()?;
+        for job in batch.iter_mut() {
+            if let Err(e) = job.apply(&txn) {
+                let _ = txn.abort();
+                return Err(match e {
+                    StoreError::Io(why) => StoreError::Io(why),
+                    _ => StoreError::Db("a write in this batch failed; nothing was stored".into()),
+                });
             }
         }
-        if batch.is_empty() {
-            continue;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// After a failed write: once a probe file can be written and synced beside the database,
+    /// closes and reopens it (redb refuses every write after an I/O error until then).
+    fn recover(&self) -> bool {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = probe(dir) {
+            tracing::debug!("storage still cannot write: {e}");
+            return false;
         }
-        let committed = commit_batch(&db, &mut batch);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .writes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &committed {
-            tracing::error!("write batch of {} failed: {e}", batch.len());
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            // Readers hold the handle only while they begin a transaction.
+            let mut old = Some(old);
+            for _ in 0..500 {
+                match Arc::try_unwrap(old.take().expect("still held")) {
+                    Ok(db) => {
+                        if let Err(e) = db.close() {
+                            tracing::warn!("closing the failed database: {e}");
+                        }
+                        break;
+                    }
+                    Err(shared) => {
+                        old = Some(shared);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            if let Some(still) = old {
+                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still);
+                return false;
+            }
         }
-        for job in batch {
-            job.finish(committed.clone());
+        match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&self.path)
+        {
+            Ok(db) => {
+                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                *self
+                    .shared
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::warn!(
+                    "storage recovered: {} reopened, writes accepted again",
+                    self.path.display()
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot reopen {}: {e}", self.path.display());
+                false
+            }
         }
     }
 }
 
-fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    for job in batch.iter_mut() {
-        if !job.apply(&txn) {
-            let _ = txn.abort();
-            return Err(StoreError::Db(
-                "a write in this batch failed; nothing was stored".into(),
-            ));
-        }
-    }
-    txn.commit()?;
-    Ok(())
+/// Writes, syncs and removes a probe file in `dir`.
+fn probe(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".write-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Serialises a record for storage.

@@ -1,12 +1,11 @@
 //! The message queue: one record per message, one FIFO queue per recipient, and a delivery row
 //! per (recipient, message) so `message_status` can tell delivered from waiting.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::records::{CLIENT_IDS, DELIVERIES, MESSAGES, QUEUE, SESSIONS};
+use super::records::{CLIENT_IDS, DELIVERIES, MESSAGES, QUEUE, QUEUE_COUNTS, SESSIONS};
 use super::{
     Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode, decode_opt, encode,
 };
@@ -29,14 +28,54 @@ pub struct Enqueued {
     pub fresh: bool,
     /// Queue position per recipient key.
     pub seqs: Vec<(String, u64)>,
+    /// Set when nothing was stored because this recipient (display name) already has the
+    /// most messages a queue may hold.
+    pub full: Option<String>,
 }
 
-/// A queued entry waiting for a recipient.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    pub key: String,
-    pub seq: u64,
-    pub record: MessageRecord,
+/// What a queue walk's visitor says about an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Done with it (pushed or skipped): go on.
+    Next,
+    /// Stop before it; the walk resumes here next time.
+    Stop,
+}
+
+/// Where a queue walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walked {
+    /// The sequence number to resume from.
+    pub next: u64,
+    /// Every queue was read to its end.
+    pub end: bool,
+}
+
+type QueueTable<'t> = Table<'t, (&'static str, u64), &'static str>;
+type CountTable<'t> = Table<'t, &'static str, u64>;
+
+/// Entries in `key`'s queue: the kept count, else counted once.
+fn queue_len(counts: &CountTable, queue: &QueueTable, key: &str) -> Result<u64, StoreError> {
+    if let Some(n) = counts.get(key)? {
+        return Ok(n.value());
+    }
+    let mut n = 0;
+    for row in queue.range((key, 0u64)..=(key, u64::MAX))? {
+        row?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Sets `key`'s count to `before` (its length read before the change) plus `delta`.
+fn bump_len(counts: &mut CountTable, key: &str, before: u64, delta: i64) -> Result<(), StoreError> {
+    let n = before.saturating_add_signed(delta);
+    if n == 0 {
+        counts.remove(key)?;
+    } else {
+        counts.insert(key, n)?;
+    }
+    Ok(())
 }
 
 /// Outcome of finding a message by id or id prefix.
@@ -55,10 +94,20 @@ impl Store {
         &self,
         record: MessageRecord,
     ) -> impl Future<Output = Result<Enqueued, StoreError>> + use<> {
+        self.enqueue_within(record, u64::MAX)
+    }
+
+    /// [`Store::enqueue`], refused (`full`, nothing stored) when a recipient's queue already
+    /// holds `max_queued` entries.
+    pub fn enqueue_within(
+        &self,
+        record: MessageRecord,
+        max_queued: u64,
+    ) -> impl Future<Output = Result<Enqueued, StoreError>> + use<> {
         let seq = self.seq.clone();
         self.submit(move |tx| {
             if let Some(cid) = record.client_message_id.as_deref() {
-                let mut ids = tx.open_table(CLIENT_IDS)?;
+                let ids = tx.open_table(CLIENT_IDS)?;
                 let key = (
                     record.mesh_id.as_str(),
                     record.sender_member_id.as_str(),
@@ -75,21 +124,58 @@ impl Store {
                             record: first,
                             fresh: false,
                             seqs: Vec::new(),
+                            full: None,
                         });
                     }
                 }
-                ids.insert(key, record.id.as_str())?;
+            }
+            // The quota is checked before anything is written: a refusal stores nothing.
+            let mut lens = Vec::with_capacity(record.recipients.len());
+            {
+                let counts = tx.open_table(QUEUE_COUNTS)?;
+                let queue = tx.open_table(QUEUE)?;
+                let mut full = None;
+                for (key, name) in &record.recipients {
+                    let n = queue_len(&counts, &queue, key)?;
+                    if n >= max_queued {
+                        full = Some(name.clone());
+                        break;
+                    }
+                    lens.push(n);
+                }
+                if full.is_some() {
+                    return Ok(Enqueued {
+                        record,
+                        fresh: false,
+                        seqs: Vec::new(),
+                        full,
+                    });
+                }
+            }
+            if let Some(cid) = record.client_message_id.as_deref() {
+                tx.open_table(CLIENT_IDS)?.insert(
+                    (
+                        record.mesh_id.as_str(),
+                        record.sender_member_id.as_str(),
+                        cid,
+                    ),
+                    record.id.as_str(),
+                )?;
             }
             tx.open_table(MESSAGES)?.insert(
                 (record.mesh_id.as_str(), record.id.as_str()),
                 encode(&record).as_slice(),
             )?;
             let mut queue = tx.open_table(QUEUE)?;
+            let mut counts = tx.open_table(QUEUE_COUNTS)?;
             let mut deliveries = tx.open_table(DELIVERIES)?;
             let mut seqs = Vec::with_capacity(record.recipients.len());
-            for (key, _name) in &record.recipients {
+            for ((key, _name), len) in record.recipients.iter().zip(lens) {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
                 queue.insert((key.as_str(), n), record.id.as_str())?;
+                // A message naming one key twice is queued twice; count from the table then.
+                let before = counts.get(key.as_str())?.map_or(len, |v| v.value());
+                bump_len(&mut counts, key, before, 1)?;
                 let delivery = Delivery {
                     seq: n,
                     mesh_id: record.mesh_id.clone(),
@@ -107,43 +193,84 @@ impl Store {
                 record,
                 fresh: true,
                 seqs,
+                full: None,
             })
         })
     }
 
-    /// Everything queued for `keys`, oldest first. Expired entries are skipped.
-    pub fn pending(&self, keys: &[String], now_ms: i64) -> Result<Vec<Pending>, StoreError> {
+    /// Walks the queues of `keys` merged in sequence order from `from`, one entry at a time
+    /// (nothing more is loaded), handing each unexpired message to `visit`. At most `max_rows`
+    /// entries are looked at; the result says where to resume.
+    pub fn walk_queue(
+        &self,
+        keys: &[String],
+        from: u64,
+        now_ms: i64,
+        max_rows: usize,
+        mut visit: impl FnMut(u64, MessageRecord) -> Visit,
+    ) -> Result<Walked, StoreError> {
         let rt = self.read()?;
         let queue = rt.open_table(QUEUE)?;
         let messages = rt.open_table(MESSAGES)?;
-        let mut out = Vec::new();
-        let mut cache: HashMap<String, Option<MessageRecord>> = HashMap::new();
+        let mut ranges = Vec::with_capacity(keys.len());
         for key in keys {
-            for row in queue.range((key.as_str(), 0u64)..=(key.as_str(), u64::MAX))? {
-                let (k, v) = row?;
-                let seq = k.value().1;
-                let id = v.value().to_string();
-                let record = match cache.get(&id) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let mesh_id = key.split('/').nth(1).unwrap_or_default();
-                        let r: Option<MessageRecord> =
-                            decode_opt(messages.get((mesh_id, id.as_str()))?)?;
-                        cache.insert(id.clone(), r.clone());
-                        r
-                    }
+            let mesh_id = key.split('/').nth(1).unwrap_or_default();
+            let range = queue.range((key.as_str(), from)..=(key.as_str(), u64::MAX))?;
+            ranges.push((mesh_id, range.peekable()));
+        }
+        let mut next = from;
+        let mut looked = 0;
+        loop {
+            // The head with the smallest sequence number among the queues.
+            let mut best: Option<(usize, u64, String)> = None;
+            for (i, (_, range)) in ranges.iter_mut().enumerate() {
+                let head = match range.peek() {
+                    None => continue,
+                    Some(Ok((k, v))) => (k.value().1, v.value().to_string()),
+                    Some(Err(_)) => match range.next() {
+                        Some(Err(e)) => return Err(e.into()),
+                        _ => continue,
+                    },
                 };
-                if let Some(record) = record.filter(|r| r.expires_at_ms > now_ms) {
-                    out.push(Pending {
-                        key: key.clone(),
-                        seq,
-                        record,
-                    });
+                if best.as_ref().is_none_or(|(_, s, _)| head.0 < *s) {
+                    best = Some((i, head.0, head.1));
                 }
             }
+            let Some((i, seq, id)) = best else {
+                return Ok(Walked { next, end: true });
+            };
+            if looked >= max_rows {
+                return Ok(Walked { next, end: false });
+            }
+            looked += 1;
+            let record: Option<MessageRecord> =
+                decode_opt(messages.get((ranges[i].0, id.as_str()))?)?;
+            if let Some(record) = record.filter(|r| r.expires_at_ms > now_ms)
+                && visit(seq, record) == Visit::Stop
+            {
+                return Ok(Walked {
+                    next: seq,
+                    end: false,
+                });
+            }
+            ranges[i].1.next();
+            next = seq + 1;
         }
-        out.sort_by_key(|p| p.seq);
-        Ok(out)
+    }
+
+    /// Entries waiting in `key`'s queue.
+    pub fn queued_count(&self, key: &str) -> Result<u64, StoreError> {
+        let rt = self.read()?;
+        let counts = rt.open_table(QUEUE_COUNTS)?;
+        if let Some(n) = counts.get(key)? {
+            return Ok(n.value());
+        }
+        let mut n = 0;
+        for row in rt.open_table(QUEUE)?.range((key, 0u64)..=(key, u64::MAX))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Marks (recipient key, message id) pairs delivered and removes them from their queues.
@@ -155,6 +282,7 @@ impl Store {
     ) -> impl Future<Output = Result<usize, StoreError>> + use<> {
         self.submit(move |tx| {
             let mut queue = tx.open_table(QUEUE)?;
+            let mut counts = tx.open_table(QUEUE_COUNTS)?;
             let mut deliveries = tx.open_table(DELIVERIES)?;
             let mut n = 0;
             for (key, id) in pairs {
@@ -164,7 +292,10 @@ impl Store {
                 if d.delivered_at_ms.is_some() {
                     continue;
                 }
-                queue.remove((key.as_str(), d.seq))?;
+                let before = queue_len(&counts, &queue, &key)?;
+                if queue.remove((key.as_str(), d.seq))?.is_some() {
+                    bump_len(&mut counts, &key, before, -1)?;
+                }
                 d.delivered_at_ms = Some(now_ms);
                 deliveries.insert((key.as_str(), id.as_str()), encode(&d).as_slice())?;
                 n += 1;
@@ -204,28 +335,57 @@ impl Store {
     }
 
     /// Drops messages whose retention has passed: their queue entries, delivery rows and
-    /// records. Returns how many queued (never delivered) entries were dropped.
+    /// records, a page at a time (never the whole table in memory). Returns how many queued
+    /// (never delivered) entries were dropped.
     pub async fn sweep_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
-        // Find candidates on a snapshot, then delete them in one write.
-        let expired: Vec<MessageRecord> = {
-            let rt = self.read()?;
-            let messages = rt.open_table(MESSAGES)?;
-            let mut out = Vec::new();
-            for row in messages.iter()? {
-                let (_, v) = row?;
-                let r: MessageRecord = decode(v.value())?;
-                if r.expires_at_ms <= now_ms {
-                    out.push(r);
+        const PAGE: usize = 1000;
+        let mut dropped = 0;
+        let mut after: Option<(String, String)> = None;
+        loop {
+            // Find a page of candidates on a snapshot, then delete them in one write.
+            let (expired, last) = {
+                let rt = self.read()?;
+                let messages = rt.open_table(MESSAGES)?;
+                let mut out = Vec::new();
+                let mut last = None;
+                let mut looked = 0;
+                let rows = match &after {
+                    Some((m, id)) => messages.range((m.as_str(), id.as_str())..)?,
+                    None => messages.range::<(&str, &str)>(..)?,
+                };
+                for row in rows {
+                    let (k, v) = row?;
+                    let (m, id) = k.value();
+                    if after.as_ref().is_some_and(|(am, aid)| am == m && aid == id) {
+                        continue;
+                    }
+                    looked += 1;
+                    last = Some((m.to_string(), id.to_string()));
+                    let r: MessageRecord = decode(v.value())?;
+                    if r.expires_at_ms <= now_ms {
+                        out.push(r);
+                    }
+                    if looked >= PAGE * 10 || out.len() >= PAGE {
+                        break;
+                    }
                 }
+                (out, last)
+            };
+            if !expired.is_empty() {
+                dropped += self.drop_messages(expired).await?;
             }
-            out
-        };
-        if expired.is_empty() {
-            return Ok(0);
+            match last {
+                Some(last) => after = Some(last),
+                None => return Ok(dropped),
+            }
         }
+    }
+
+    async fn drop_messages(&self, expired: Vec<MessageRecord>) -> Result<u64, StoreError> {
         self.write(move |tx| {
             let mut messages = tx.open_table(MESSAGES)?;
             let mut queue = tx.open_table(QUEUE)?;
+            let mut counts = tx.open_table(QUEUE_COUNTS)?;
             let mut deliveries = tx.open_table(DELIVERIES)?;
             let mut ids = tx.open_table(CLIENT_IDS)?;
             let mut dropped = 0;
@@ -236,7 +396,10 @@ impl Store {
                     if let Some(d) = d
                         && d.delivered_at_ms.is_none()
                     {
-                        queue.remove((key.as_str(), d.seq))?;
+                        let before = queue_len(&counts, &queue, key)?;
+                        if queue.remove((key.as_str(), d.seq))?.is_some() {
+                            bump_len(&mut counts, key, before, -1)?;
+                        }
                         dropped += 1;
                     }
                 }

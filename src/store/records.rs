@@ -29,6 +29,9 @@ pub(crate) const MESH_INVITES: TableDefinition<(&str, &str), ()> =
 pub(crate) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
 /// `(recipient key, seq) → message_id`: each recipient's queue, FIFO by seq.
 pub(crate) const QUEUE: TableDefinition<(&str, u64), &str> = TableDefinition::new("queue");
+/// `recipient key → entries in its queue`, kept beside QUEUE so the per-recipient quota needs
+/// no scan. A key without a row is counted once (older data) and kept from then on.
+pub(crate) const QUEUE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("queue_counts");
 /// `(recipient key, message_id) → Delivery`: where an entry sits and whether it was delivered.
 pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("deliveries");
@@ -49,6 +52,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(MESH_INVITES)?;
     tx.open_table(MESSAGES)?;
     tx.open_table(QUEUE)?;
+    tx.open_table(QUEUE_COUNTS)?;
     tx.open_table(DELIVERIES)?;
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(SESSIONS)?;

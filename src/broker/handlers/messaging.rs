@@ -54,11 +54,24 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
             // before the commit could reach a recipient although a crash then loses the
             // message and its sender, never acknowledged, sends it again. A resent
             // client_message_id is answered from the store, never pushed again.
-            let stored = broker.store.enqueue(record);
+            let limit = broker.config.max_queued_per_recipient;
+            let stored = broker.store.enqueue_within(record, limit);
             let out = conn.out.clone();
             let id = msg.id;
             conn.then(async move {
                 let reply = match stored.await {
+                    Ok(enqueued) if enqueued.full.is_some() => {
+                        broker.metrics.error("quota");
+                        let name = enqueued.full.unwrap_or_default();
+                        refused_ack(
+                            id,
+                            format!(
+                                "quota: {name} already has {limit} messages waiting, the most \
+                                 one recipient may have queued (--max-queued-per-recipient); \
+                                 nothing was sent, try again once they have read some"
+                            ),
+                        )
+                    }
                     Ok(enqueued) => {
                         if enqueued.fresh {
                             crate::broker::metrics::Metrics::inc(&broker.metrics.messages_stored);
@@ -286,10 +299,11 @@ pub fn drain(conn: &Conn, req_id: Option<String>) {
     // After earlier steps, so messages this connection just sent are included.
     conn.then(async move {
         peer.state().subscribed = true;
-        let count = router::deliver_pending(&broker, &peer, true);
+        // One window now; the rest follows as these are acknowledged (`more` says so).
+        let (count, more) = router::deliver_pending(&broker, &peer, true);
         out.send(&crate::protocol::Envelope::reply(
             req_id,
-            ServerMessage::Drained { count },
+            ServerMessage::Drained { count, more },
         ));
     });
 }
