@@ -183,7 +183,8 @@ mod tests {
         assert!(err("0 0 0 * *").starts_with("cron: day-of-month field \"0\""));
         assert!(err("0 0 * 13 *").starts_with("cron: month field \"13\""));
         assert!(err("0 0 * * FUNDAY").starts_with("cron: day-of-week field \"FUNDAY\""));
-        assert!(err("*/0 * * * *").contains("step of 0"));
+        assert!(err("*/0 * * * *").contains("Step cannot be zero"));
+        assert!(err("5/4294967295 * * * *").starts_with("cron: minute field"));
         assert!(err("0 5-2 * * *").starts_with("cron: hour field"));
         assert!(err("* * *").contains("expected 5 fields"));
         assert!(err("0 0 30 2 *").contains("never fires"));
