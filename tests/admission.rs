@@ -82,12 +82,7 @@ async fn one_address_cannot_hold_every_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_wide_cap_refuses_with_503() {
-    let broker = BrokerProc::start(&[
-        "--max-connections",
-        "5",
-        "--max-connections-per-ip",
-        "100",
-    ]);
+    let broker = BrokerProc::start(&["--max-connections", "5", "--max-connections-per-ip", "100"]);
     let (held, (status, body)) = fill(&broker, 100).await;
     assert_eq!(held.len(), 5);
     assert_eq!(status, 503, "{body}");
@@ -140,7 +135,12 @@ async fn metrics_need_the_token_when_one_is_set() {
     let out = broker.stdout_lines().join("\n") + &broker.stderr_lines().join("\n");
     assert!(!out.contains("m3trics-t0ken"), "{out}");
     // Other endpoints do not need it.
-    assert_eq!(http_get(&format!("{}/health", broker.http_url())).await.status, 200);
+    assert_eq!(
+        http_get(&format!("{}/health", broker.http_url()))
+            .await
+            .status,
+        200
+    );
 }
 
 /// An address of this machine that is not loopback, if it has one.
@@ -183,9 +183,14 @@ async fn without_a_token_metrics_are_for_loopback_only() {
     let outside = http::request("GET", &format!("http://{ip}:{port}/metrics"), &[], None)
         .await
         .expect("an answer");
-    let inside = http::request("GET", &format!("http://127.0.0.1:{port}/metrics"), &[], None)
-        .await
-        .expect("an answer");
+    let inside = http::request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[],
+        None,
+    )
+    .await
+    .expect("an answer");
     let _ = child.kill();
     let _ = child.wait();
     drop(stdout);

@@ -37,7 +37,11 @@ async fn hostile_cron_expressions_are_refused_and_a_valid_one_fires() {
     ];
     for (expr, says) in hostile {
         let out = alice.run(&["remind", "x", "--cron", expr]);
-        assert_eq!(out.code, 1, "`--cron {expr}` was not refused: {}", out.stdout);
+        assert_eq!(
+            out.code, 1,
+            "`--cron {expr}` was not refused: {}",
+            out.stdout
+        );
         assert!(
             out.stderr.contains("cron: ") && out.stderr.contains(says),
             "`--cron {expr}`: {}",

@@ -66,8 +66,12 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
     let after = Arc::new(AfterRevoke::default());
     let mut workers = Vec::new();
     for w in 0..32 {
-        let (revoked, stop, admitted, after) =
-            (revoked.clone(), stop.clone(), admitted.clone(), after.clone());
+        let (revoked, stop, admitted, after) = (
+            revoked.clone(),
+            stop.clone(),
+            admitted.clone(),
+            after.clone(),
+        );
         let (entry, url, alice_key) = (bob_entry.clone(), broker.ws_url(), alice_key.clone());
         workers.push(tokio::spawn(async move {
             let mut n = 0;
@@ -141,13 +145,16 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
     // Right away: no presence of bob is listed, live or lingering.
     let listed = alice_client.list_peers(None).await.expect("peers");
     assert!(
-        !listed.iter().any(|p| p.member_pubkey == bob_entry.member_pubkey),
+        !listed
+            .iter()
+            .any(|p| p.member_pubkey == bob_entry.member_pubkey),
         "bob is still listed after his revocation: {listed:?}"
     );
     // Let every worker try again after the revocation, then stop them.
-    eventually("bob's workers to try again after the revocation", || async {
-        after.hellos.load(Ordering::SeqCst) >= 32
-    })
+    eventually(
+        "bob's workers to try again after the revocation",
+        || async { after.hellos.load(Ordering::SeqCst) >= 32 },
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
@@ -166,7 +173,9 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
     );
     let listed = alice_client.list_peers(None).await.expect("peers");
     assert!(
-        !listed.iter().any(|p| p.member_pubkey == bob_entry.member_pubkey),
+        !listed
+            .iter()
+            .any(|p| p.member_pubkey == bob_entry.member_pubkey),
         "bob is listed again: {listed:?}"
     );
     let members = alice.json(&["members", "--json"]);
@@ -177,8 +186,13 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
     // A signed HTTP request of bob's is refused too.
     let body = br#"{"cwd":"/tmp/bob","status":"working"}"#;
     let keys = bob_entry.member_keys().unwrap();
-    let headers =
-        claudemesh::identity::sign_request(&keys, &bob_entry.mesh_id, "POST", "/hook/set-status", body);
+    let headers = claudemesh::identity::sign_request(
+        &keys,
+        &bob_entry.mesh_id,
+        "POST",
+        "/hook/set-status",
+        body,
+    );
     let r = claudemesh::client::http::request(
         "POST",
         &format!("{}/hook/set-status", broker.http_url()),

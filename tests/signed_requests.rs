@@ -94,7 +94,10 @@ async fn a_captured_signed_request_cannot_be_sent_again() {
     let again = post_hook(&broker, &headers, &body).await;
     assert_eq!(again.status, 401, "{:?}", again.json());
     assert_eq!(again.json()["error"], "unauthorized");
-    let message = again.json()["message"].as_str().unwrap_or_default().to_string();
+    let message = again.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(message.contains("already used (replay)"), "{message}");
     bystanders.exchange(3).await;
 
@@ -180,7 +183,11 @@ async fn a_flood_of_huge_hook_keys_keeps_memory_bounded() {
         }));
     }
     for f in flood {
-        assert_eq!(f.await.unwrap(), 0, "flood requests are well-formed and allowed");
+        assert_eq!(
+            f.await.unwrap(),
+            0,
+            "flood requests are well-formed and allowed"
+        );
     }
     bystanders.exchange(3).await;
 

@@ -88,7 +88,12 @@ impl Loris {
 }
 
 fn share(person: &Person, path: &Path) -> CmdOutput {
-    person.run(&["file", "share", path.to_str().expect("utf-8 path"), "--json"])
+    person.run(&[
+        "file",
+        "share",
+        path.to_str().expect("utf-8 path"),
+        "--json",
+    ])
 }
 
 async fn upload_token(client: &claudemesh::client::MeshClient) -> String {
@@ -179,7 +184,8 @@ async fn waiting_for_a_slot_ends_with_503_and_a_reason() {
     }
     let out = refused.expect("alice's upload was never refused while the slot was taken");
     assert!(
-        out.stderr.contains("every upload slot (1) stayed busy for 1s")
+        out.stderr
+            .contains("every upload slot (1) stayed busy for 1s")
             && out.stderr.contains("HTTP 503"),
         "{}",
         out.stderr

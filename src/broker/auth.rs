@@ -207,7 +207,11 @@ impl SignedRequestCache {
 
     /// Signatures remembered now.
     pub fn remembered(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).seen.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .len()
     }
 }
 

@@ -68,7 +68,9 @@ pub struct Conn {
 impl Conn {
     /// Runs `step` after every step queued before it, without holding up the reader.
     pub fn then(&self, step: impl Future<Output = ()> + Send + 'static) {
-        let _ = self.steps.send(Box::pin(authorised_step(self.peer.clone(), step)));
+        let _ = self
+            .steps
+            .send(Box::pin(authorised_step(self.peer.clone(), step)));
     }
 
     pub fn reply(&self, req_id: Option<String>, body: ServerMessage) {

@@ -556,9 +556,9 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
         }
     };
     // Still a member now that the bytes are in (a revocation may have come meanwhile).
-    if let Err(refusal) = member_still_valid(&broker, &grant).and(
-        sync_to_disk(&broker.config, &path).await,
-    ) {
+    if let Err(refusal) =
+        member_still_valid(&broker, &grant).and(sync_to_disk(&broker.config, &path).await)
+    {
         if let Err(e) = broker.files.blobs.delete(&path).await {
             tracing::warn!("cannot remove {path} after a failed sync: {e}");
         }
@@ -758,7 +758,11 @@ impl Progress {
 
 /// The file under `<data>/files` that the local blob store keeps `path` in; `None` for S3.
 fn local_file(config: &BrokerConfig, path: &ObjectPath) -> Option<std::path::PathBuf> {
-    if config.files_url.as_deref().is_some_and(|u| !u.trim().is_empty()) {
+    if config
+        .files_url
+        .as_deref()
+        .is_some_and(|u| !u.trim().is_empty())
+    {
         return None;
     }
     let root = config.data_dir.join("files");

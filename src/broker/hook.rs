@@ -68,7 +68,10 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Result<Response
     })?;
     let status = Status::parse(&body.status)
         .ok_or_else(|| HttpError::malformed("status must be idle, working or dnd"))?;
-    if !broker.hook_limit.allow(&limiter_key(&mesh.id, &member.id, body.pid, &body.cwd)) {
+    if !broker
+        .hook_limit
+        .allow(&limiter_key(&mesh.id, &member.id, body.pid, &body.cwd))
+    {
         return Err(HttpError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit",

@@ -170,7 +170,9 @@ pub fn refuse_connection(broker: &Arc<Broker>, mut stream: TcpStream, refused: R
         Refused::PerIp(n) => (
             "429 Too Many Requests",
             "too_many_connections",
-            format!("this IP address already has the maximum of {n} open connections to this broker; close some and retry"),
+            format!(
+                "this IP address already has the maximum of {n} open connections to this broker; close some and retry"
+            ),
         ),
         Refused::Total(n) => (
             "503 Service Unavailable",

@@ -193,7 +193,10 @@ pub fn authorize<B>(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(|t| crate::crypto::sha256(t.trim().as_bytes()));
             let equal = given.is_some_and(|g| {
-                g.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+                g.iter()
+                    .zip(expected)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
             });
             if equal {
                 Ok(())

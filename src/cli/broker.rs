@@ -87,8 +87,7 @@ pub fn default_data_dir() -> PathBuf {
 impl BrokerCmd {
     /// The connection, upload and metrics flags.
     fn apply_limits(&self, config: &mut BrokerConfig) -> CliResult {
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.upload_slots == 0
-        {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.upload_slots == 0 {
             return Err(CliError::Usage(
                 "--max-connections, --max-connections-per-ip and --upload-slots must be above 0"
                     .into(),

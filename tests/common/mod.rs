@@ -707,7 +707,11 @@ impl Bystanders {
                 .send_text(&to_dave, &text, "now", None)
                 .await
                 .unwrap_or_else(|e| panic!("carol could not send to dave: {e}"));
-            assert_eq!(ack.queued, Some(true), "carol's message was not queued: {ack:?}");
+            assert_eq!(
+                ack.queued,
+                Some(true),
+                "carol's message was not queued: {ack:?}"
+            );
             let id = ack.message_id.clone().expect("a queued message has an id");
             expected.push((id, text));
         }
@@ -724,7 +728,10 @@ impl Bystanders {
                     }
                 }
             };
-            assert_eq!(incoming.push.message_id, id, "dave got messages out of order");
+            assert_eq!(
+                incoming.push.message_id, id,
+                "dave got messages out of order"
+            );
             assert_eq!(incoming.text.as_deref(), Ok(text.as_str()));
             self.dave_client.ack(&id).expect("dave acks");
         }
