@@ -333,17 +333,19 @@ pub fn attest(member: &SignKeyPair, session_pubkey: &str, expires_at_ms: i64) ->
     }
 }
 
-/// The three headers of a member-signed HTTP request (PROTOCOL.md §8).
+/// The four headers of a member-signed HTTP request for `mesh_id` (PROTOCOL.md §8).
 pub fn sign_request(
     keys: &SignKeyPair,
+    mesh_id: &str,
     method: &str,
     path: &str,
     body: &[u8],
-) -> [(&'static str, String); 3] {
+) -> [(&'static str, String); 4] {
     let timestamp = time::now_ms();
     let body_hash = hex::encode(crypto::sha256(body));
-    let signed = canonical::http_request(method, path, timestamp, &body_hash);
+    let signed = canonical::http_request_v2(method, path, mesh_id, timestamp, &body_hash);
     [
+        ("x-mesh-id", mesh_id.to_string()),
         ("x-claudemesh-pubkey", keys.public_hex()),
         ("x-claudemesh-timestamp", timestamp.to_string()),
         (

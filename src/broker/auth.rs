@@ -1,5 +1,6 @@
-//! Member-signed HTTP requests (PROTOCOL.md §8): `X-Claudemesh-Pubkey`, `-Timestamp` and
-//! `-Signature` over `METHOD|PATH|timestamp|sha256(body)`, plus `X-Mesh-Id`.
+//! Member-signed HTTP requests (PROTOCOL.md §8): `X-Mesh-Id`, `X-Claudemesh-Pubkey`,
+//! `-Timestamp` and `-Signature` over `v=2|METHOD|PATH|MESH_ID|timestamp|sha256(body)`; each
+//! signature is good for one request.
 
 use hyper::HeaderMap;
 use hyper::StatusCode;
@@ -7,7 +8,7 @@ use hyper::StatusCode;
 use super::http::HttpError;
 use super::state::Broker;
 use crate::crypto;
-use crate::protocol::{MAX_SKEW_MS, Pubkey, Signature, canonical, time};
+use crate::protocol::{MAX_SKEW_MS, Pubkey, Signature, canonical, ids, time};
 use crate::store::{Member, Mesh};
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -76,9 +77,14 @@ pub fn verify_member_request(
         timestamp_ms: ts,
         signature: sig,
     } = parse_signed_headers(headers, time::now_ms())?;
-    let signed = canonical::http_request(method, path_and_query, ts, body_sha256_hex);
+    if !ids::is_id(mesh_id) {
+        return Err(unauthorized("X-Mesh-Id is not a mesh id"));
+    }
+    let signed = canonical::http_request_v2(method, path_and_query, mesh_id, ts, body_sha256_hex);
     if !crypto::verify(&sig.0, signed.as_bytes(), &key.0) {
-        return Err(unauthorized("the request signature does not verify"));
+        return Err(unauthorized(
+            "the request signature does not verify (it signs v=2|METHOD|PATH|X-Mesh-Id|timestamp|sha256(body))",
+        ));
     }
     let not_member = || unauthorized("no member with this key in this mesh");
     let mesh = broker
@@ -93,14 +99,120 @@ pub fn verify_member_request(
         .ok()
         .flatten()
         .ok_or_else(not_member)?;
-    if member.revoked_at_ms.is_some() {
+    if member.revoked_at_ms.is_some() || broker.presence.is_revoked(mesh_id, &member.id) {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "revoked",
             "this member was revoked",
         ));
     }
+    // Recorded only for members, so strangers cannot fill the cache.
+    broker
+        .signed_requests
+        .first_use(&sig.0, ts, &key.0, time::now_ms())?;
     Ok((mesh, member))
+}
+
+/// Signed requests live this long after their timestamp: the skew window, plus a margin.
+const SIGNED_REQUEST_LIFE_MS: i64 = MAX_SKEW_MS + 1_000;
+/// Signed requests one key may make within [`SIGNED_REQUEST_LIFE_MS`] (hooks send a few a
+/// minute per session).
+const SIGNED_REQUESTS_PER_KEY: u32 = 4_096;
+/// Signatures remembered at most, all keys together (about 100 bytes each).
+const SIGNED_REQUESTS_TOTAL: usize = 131_072;
+
+/// The signatures of accepted member-signed requests, kept while their timestamp would still
+/// pass, so a captured request cannot be sent again. Bounded per key and in total.
+#[derive(Default)]
+pub struct SignedRequestCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    /// signature → (forgotten after, signing key)
+    seen: std::collections::HashMap<[u8; 64], (i64, [u8; 32])>,
+    per_key: std::collections::HashMap<[u8; 32], u32>,
+    pruned_at: i64,
+}
+
+impl CacheInner {
+    fn prune(&mut self, now: i64) {
+        self.pruned_at = now;
+        let per_key = &mut self.per_key;
+        self.seen.retain(|_, (until, key)| {
+            let live = *until > now;
+            if !live && let Some(n) = per_key.get_mut(key) {
+                *n = n.saturating_sub(1);
+            }
+            live
+        });
+        per_key.retain(|_, n| *n > 0);
+    }
+}
+
+impl SignedRequestCache {
+    /// Records a verified request's signature; refuses a replay, and a key (or the broker)
+    /// over its bound.
+    pub fn first_use(
+        &self,
+        signature: &[u8; 64],
+        timestamp_ms: i64,
+        key: &[u8; 32],
+        now: i64,
+    ) -> Result<(), HttpError> {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if c.seen.len() >= 1024 && now - c.pruned_at >= 1_000 {
+            c.prune(now);
+        }
+        if c.seen.get(signature).is_some_and(|(until, _)| *until > now) {
+            return Err(unauthorized(
+                "this signed request was already used (replay); sign every request afresh",
+            ));
+        }
+        let over = |c: &CacheInner| {
+            c.per_key.get(key).copied().unwrap_or(0) >= SIGNED_REQUESTS_PER_KEY
+                || c.seen.len() >= SIGNED_REQUESTS_TOTAL
+        };
+        if over(&c) && now - c.pruned_at >= 100 {
+            c.prune(now);
+        }
+        if c.per_key.get(key).copied().unwrap_or(0) >= SIGNED_REQUESTS_PER_KEY {
+            return Err(HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit",
+                format!(
+                    "more than {SIGNED_REQUESTS_PER_KEY} signed requests from this key in {} s",
+                    SIGNED_REQUEST_LIFE_MS / 1000
+                ),
+            ));
+        }
+        if c.seen.len() >= SIGNED_REQUESTS_TOTAL {
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the broker is handling too many signed requests; try again in a minute",
+            ));
+        }
+        let until = timestamp_ms.saturating_add(SIGNED_REQUEST_LIFE_MS);
+        if let Some((_, old_key)) = c.seen.insert(*signature, (until, *key)) {
+            // An expired entry for the same signature: its count goes with it.
+            if let Some(n) = c.per_key.get_mut(&old_key) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        *c.per_key.entry(*key).or_default() += 1;
+        Ok(())
+    }
+
+    /// Signatures remembered now.
+    pub fn remembered(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen
+            .len()
+    }
 }
 
 #[cfg(test)]

@@ -159,6 +159,7 @@ impl Conn {
     /// Runs `step` after every step queued before it, without holding up the reader.
     pub fn then(&self, step: impl Future<Output = ()> + Send + 'static) {
         let slot = self.slot.lock().ok().and_then(|mut s| s.take());
+        let step = authorised_step(self.peer.clone(), step);
         let _ = self.steps.send(Box::pin(async move {
             step.await;
             drop(slot);
@@ -187,6 +188,18 @@ impl Conn {
         self.error(None, code, message);
         self.out.close(close_code, code);
     }
+}
+
+/// A step queued before its member was revoked does not run after: it runs only while the
+/// presence still has its authority (and holds it meanwhile, so a revocation waits for it).
+async fn authorised_step(peer: Option<Arc<Peer>>, step: impl Future<Output = ()>) {
+    let Some(peer) = peer else {
+        return step.await;
+    };
+    let Some(_held) = peer.authorised().await else {
+        return;
+    };
+    step.await
 }
 
 pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {

@@ -52,8 +52,8 @@ const PART_BYTES: usize = 5 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Uploads streamed at once; more wait for a slot.
 const UPLOAD_SLOTS: usize = 8;
-/// An upload that sends nothing for this long is abandoned.
-const BODY_IDLE: Duration = Duration::from_secs(60);
+/// An upload must send this much within each `--upload-idle-timeout` to keep its slot.
+const MIN_PROGRESS_BYTES: u64 = 16 * 1024;
 /// After refusing an upload, read (and discard) at most this much more of its body so the
 /// client gets to read the refusal instead of a reset connection.
 const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
@@ -141,6 +141,15 @@ impl Files {
         let token = ids::base62(43);
         tokens.insert(token.clone(), grant);
         Ok(token)
+    }
+
+    /// Sets the number of upload slots (`--upload-slots`; [`UPLOAD_SLOTS`] at first).
+    pub fn set_upload_slots(&self, slots: usize) {
+        if slots > UPLOAD_SLOTS {
+            self.upload_slots.add_permits(slots - UPLOAD_SLOTS);
+        } else {
+            self.upload_slots.forget_permits(UPLOAD_SLOTS - slots);
+        }
     }
 
     /// Takes a token (it is good for one request); `None` when unknown or expired.
@@ -534,8 +543,15 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
             return refusal.response();
         }
     };
-    let Ok(_slot) = broker.files.upload_slots.acquire().await else {
-        return Refusal::internal("the broker is shutting down").response();
+    let _slot = match wait_for_slot(&broker).await {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            broker.metrics.error(refusal.code);
+            if !waits_to_send {
+                drain(&mut body).await;
+            }
+            return refusal.response();
+        }
     };
     let file_id = ids::new_id();
     let path = object_path(&grant.mesh_id, &file_id);
@@ -550,6 +566,16 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
             return refusal.response();
         }
     };
+    // Still a member now that the bytes are in (a revocation may have come meanwhile).
+    if let Err(refusal) =
+        member_still_valid(&broker, &grant).and(sync_to_disk(&broker.config, &path).await)
+    {
+        if let Err(e) = broker.files.blobs.delete(&path).await {
+            tracing::warn!("cannot remove {path} after a failed sync: {e}");
+        }
+        broker.metrics.error(refusal.code);
+        return refusal.response();
+    }
     let now = time::now_ms();
     let record = FileRecord {
         id: file_id.clone(),
@@ -658,7 +684,12 @@ fn over_quota_while_streaming(broker: &Broker, refusal: Refusal, cap: u64, room:
 /// A revoked (or removed) member's tokens die with its membership.
 fn member_still_valid(broker: &Broker, grant: &FileGrant) -> Result<(), Refusal> {
     match broker.store.member(&grant.mesh_id, &grant.member_id) {
-        Ok(Some(m)) if m.revoked_at_ms.is_none() => Ok(()),
+        Ok(Some(m))
+            if m.revoked_at_ms.is_none()
+                && !broker.presence.is_revoked(&grant.mesh_id, &grant.member_id) =>
+        {
+            Ok(())
+        }
         Ok(_) => Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "revoked",
@@ -677,17 +708,12 @@ async fn stream_to_store(
     cap: u64,
 ) -> Result<u64, Refusal> {
     let blobs = &broker.files.blobs;
+    let mut progress = Progress::new(broker.config.upload_idle_timeout);
     let mut writer: Option<WriteMultipart> = None;
     let mut size: u64 = 0;
     let failure: Option<Refusal> = loop {
-        let frame = match tokio::time::timeout(BODY_IDLE, body.frame()).await {
-            Err(_) => {
-                break Some(Refusal::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    format!("no upload data for {}s", BODY_IDLE.as_secs()),
-                ));
-            }
+        let frame = match progress.next_frame(body).await {
+            Err(refusal) => break Some(refusal),
             Ok(None) => break None,
             Ok(Some(Err(e))) => {
                 break Some(Refusal::malformed(format!("the upload broke off: {e}")));
@@ -734,6 +760,110 @@ async fn stream_to_store(
             Ok(_) => Ok(0),
             Err(e) => Err(Refusal::internal(format!("file storage: {e}"))),
         },
+    }
+}
+
+/// A free upload slot, waited for at most `--upload-slot-wait`.
+async fn wait_for_slot(broker: &Broker) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
+    let wait = broker.config.upload_slot_wait;
+    match tokio::time::timeout(wait, broker.files.upload_slots.acquire()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(_)) => Err(Refusal::internal("the broker is shutting down")),
+        Err(_) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "every upload slot ({}) stayed busy for {}; try again later",
+                broker.config.upload_slots,
+                humantime::format_duration(wait)
+            ),
+        )),
+    }
+}
+
+/// The idle clock of one upload: a slot is kept only while the body moves, at least
+/// [`MIN_PROGRESS_BYTES`] (or its end) per `--upload-idle-timeout`, so a client trickling a
+/// byte now and then cannot hold a slot for ever.
+struct Progress {
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    since: u64,
+}
+
+impl Progress {
+    fn new(idle: Duration) -> Progress {
+        Progress {
+            idle,
+            deadline: tokio::time::Instant::now() + idle,
+            since: 0,
+        }
+    }
+
+    /// The next body frame, or the refusal when the upload stalled.
+    async fn next_frame(
+        &mut self,
+        body: &mut Incoming,
+    ) -> Result<Option<Result<Frame<Bytes>, hyper::Error>>, Refusal> {
+        let Ok(frame) = tokio::time::timeout_at(self.deadline, body.frame()).await else {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the upload sent less than {} KiB in {}; it was ended to free its slot",
+                    MIN_PROGRESS_BYTES / 1024,
+                    humantime::format_duration(self.idle)
+                ),
+            ));
+        };
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            self.since += data.map_or(0, |d| d.len() as u64);
+            if self.since >= MIN_PROGRESS_BYTES {
+                self.since = 0;
+                self.deadline = tokio::time::Instant::now() + self.idle;
+            }
+        }
+        Ok(frame)
+    }
+}
+
+/// The file under `<data>/files` that the local blob store keeps `path` in; `None` for S3.
+fn local_file(config: &BrokerConfig, path: &ObjectPath) -> Option<std::path::PathBuf> {
+    if config
+        .files_url
+        .as_deref()
+        .is_some_and(|u| !u.trim().is_empty())
+    {
+        return None;
+    }
+    let root = config.data_dir.join("files");
+    Some(path.parts().fold(root, |p, part| p.join(part.as_ref())))
+}
+
+/// object_store's local store writes without fsync: before the metadata commit makes the
+/// upload acknowledged, the file's bytes and the directory entries leading to it reach the
+/// disk. (An S3 PUT is durable when it returns.)
+async fn sync_to_disk(config: &BrokerConfig, path: &ObjectPath) -> Result<(), Refusal> {
+    let Some(file) = local_file(config, path) else {
+        return Ok(());
+    };
+    let root = config.data_dir.join("files");
+    let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::File::open(&file)?.sync_all()?;
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)?.sync_all()?;
+            if d == root {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    })
+    .await;
+    match synced {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Refusal::internal(format!("file storage: cannot sync: {e}"))),
+        Err(e) => Err(Refusal::internal(format!("file storage: {e}"))),
     }
 }
 

@@ -26,6 +26,18 @@ struct HookBody {
     session_id: Option<String>,
 }
 
+/// Sessions whose hook rate is tracked at once; the least recently heard go first.
+pub const LIMITER_KEYS: usize = 4096;
+
+/// The rate-limit key of a hook report: a digest, so a 64 kB `cwd` costs 64 bytes here, and per
+/// member, so nobody can use up another member's allowance.
+fn limiter_key(mesh_id: &str, member_id: &str, pid: Option<u32>, cwd: &str) -> String {
+    let pid = pid.unwrap_or(0);
+    hex::encode(crypto::sha256(
+        format!("{mesh_id}|{member_id}|{pid}|{cwd}").as_bytes(),
+    ))
+}
+
 pub async fn set_status(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
     match handle(&broker, req).await {
         Ok(r) => r,
@@ -56,8 +68,10 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Result<Response
     })?;
     let status = Status::parse(&body.status)
         .ok_or_else(|| HttpError::malformed("status must be idle, working or dnd"))?;
-    let bucket = format!("{}|{}", body.pid.unwrap_or(0), body.cwd);
-    if !broker.hook_limit.allow(&bucket) {
+    if !broker
+        .hook_limit
+        .allow(&limiter_key(&mesh.id, &member.id, body.pid, &body.cwd))
+    {
         return Err(HttpError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit",

@@ -30,10 +30,19 @@ use crate::store::{ClaimError, CreateMesh};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
-pub async fn serve_connection(broker: Arc<Broker>, io: TokioIo<TcpStream>, _peer: SocketAddr) {
+pub async fn serve_connection(
+    broker: Arc<Broker>,
+    io: TokioIo<TcpStream>,
+    peer: SocketAddr,
+    slot: Arc<super::limits::ConnectionSlot>,
+) {
     let svc = {
         let broker = broker.clone();
-        service_fn(move |req| {
+        service_fn(move |mut req: Request<Incoming>| {
+            // Who asked (for /metrics), and the connection's place, which a WebSocket upgrade
+            // takes along (see `upgrade`).
+            req.extensions_mut().insert(peer);
+            req.extensions_mut().insert(slot.clone());
             let broker = broker.clone();
             async move { Ok::<_, Infallible>(route(broker, req).await) }
         })
@@ -119,7 +128,10 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
                 json!({"status": "unavailable", "message": format!("storage is not writable: {e}")}),
             ),
         },
-        (&Method::GET, ["metrics"]) => metrics(&broker),
+        (&Method::GET, ["metrics"]) => match super::metrics::authorize(&broker, &req) {
+            Ok(()) => metrics(&broker),
+            Err(refusal) => refusal,
+        },
         (&Method::POST, ["meshes"]) => create_mesh(broker, req).await,
         (&Method::POST, ["invites", code, "claim"]) => {
             let code = code.to_string();
@@ -157,6 +169,24 @@ fn metrics(broker: &Broker) -> Response<Body> {
             "gauge",
             "Proven peers (connections past hello).",
             broker.presence.total() as u64,
+        ),
+        (
+            "claudemesh_tcp_connections",
+            "gauge",
+            "Open TCP connections (HTTP and WebSocket), counted against --max-connections.",
+            broker.connections.open() as u64,
+        ),
+        (
+            "claudemesh_hook_limiter_keys",
+            "gauge",
+            "Hook sessions whose report rate is tracked (bounded).",
+            broker.hook_limit.keys() as u64,
+        ),
+        (
+            "claudemesh_signed_requests_remembered",
+            "gauge",
+            "Signatures of member-signed HTTP requests kept against replay (bounded).",
+            broker.signed_requests.remembered() as u64,
         ),
         (
             "claudemesh_store_commits_total",
@@ -197,7 +227,13 @@ fn upgrade(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
     };
     let accept = derive_accept_key(key.as_bytes());
     let tracker = broker.tasks.clone();
+    let slot = req
+        .extensions()
+        .get::<Arc<super::limits::ConnectionSlot>>()
+        .cloned();
     tracker.spawn(async move {
+        // The connection keeps its place for as long as the WebSocket lives.
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => connection::run(broker, TokioIo::new(upgraded)).await,
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),

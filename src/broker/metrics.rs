@@ -139,3 +139,89 @@ pub fn resident_bytes() -> u64 {
         })
         .map_or(0, |kb| kb * 1024)
 }
+
+/// The bearer token of `--metrics-token-file`, kept as its SHA-256 so it is never printed and
+/// compares in constant time.
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(…)")
+    }
+}
+
+/// Reads the token file (its first line, trimmed); `None` without a file.
+pub fn load_token(path: Option<&std::path::Path>) -> Result<Option<MetricsToken>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.len() < 16 {
+        return Err(format!(
+            "{} must hold a token of at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(Some(MetricsToken(crate::crypto::sha256(token.as_bytes()))))
+}
+
+/// Who may read `GET /metrics`: with a token configured, whoever presents it as
+/// `Authorization: Bearer <token>`; without one, loopback clients only, so a broker listening
+/// publicly does not show its numbers to the world.
+pub fn authorize<B>(
+    broker: &super::state::Broker,
+    req: &hyper::Request<B>,
+) -> Result<(), hyper::Response<super::http::Body>> {
+    use hyper::StatusCode;
+    let refuse = |status: StatusCode, code: &'static str, message: &str| {
+        broker.metrics.error(code);
+        let mut r = super::http::error_response(status, code, message);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        Err(r)
+    };
+    match &broker.metrics_token {
+        Some(MetricsToken(expected)) => {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| crate::crypto::sha256(t.trim().as_bytes()));
+            let equal = given.is_some_and(|g| {
+                g.iter()
+                    .zip(expected)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            });
+            if equal {
+                Ok(())
+            } else {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "GET /metrics needs Authorization: Bearer <the token in --metrics-token-file>",
+                )
+            }
+        }
+        None => {
+            let loopback = req
+                .extensions()
+                .get::<std::net::SocketAddr>()
+                .is_some_and(|a| a.ip().to_canonical().is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "metrics are served to loopback clients only; start the broker with --metrics-token-file to read them remotely",
+                )
+            }
+        }
+    }
+}

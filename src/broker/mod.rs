@@ -75,6 +75,19 @@ pub struct BrokerConfig {
     pub max_outbox_bytes: usize,
     /// Messages that may wait in one recipient's queue; a send past it is refused.
     pub max_queued_per_recipient: u64,
+    /// A file holding the bearer token `GET /metrics` requires; without it metrics are served
+    /// to loopback clients only.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Open TCP connections (HTTP and WebSocket) at most, all clients together.
+    pub max_connections: usize,
+    /// Open TCP connections at most from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Uploads streamed at once.
+    pub upload_slots: usize,
+    /// An upload that makes no progress (16 KiB) for this long is ended, freeing its slot.
+    pub upload_idle_timeout: Duration,
+    /// How long an upload may wait for a free slot before it is refused with 503.
+    pub upload_slot_wait: Duration,
 }
 
 impl BrokerConfig {
@@ -97,6 +110,12 @@ impl BrokerConfig {
             quotas: crate::store::MeshQuotas::default(),
             max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
             max_queued_per_recipient: DEFAULT_MAX_QUEUED_PER_RECIPIENT,
+            metrics_token_file: None,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            upload_slots: 8,
+            upload_idle_timeout: Duration::from_secs(20),
+            upload_slot_wait: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +135,8 @@ pub enum BrokerError {
     Files(String),
     #[error("{0}")]
     Memory(#[from] crate::store::MemoryError),
+    #[error("metrics token: {0}")]
+    MetricsToken(String),
 }
 
 /// The broker, bound and ready; `serve` runs it until shutdown.
@@ -143,14 +164,13 @@ impl RunningBroker {
                 })?;
         let local = listener.local_addr().unwrap_or(config.listen);
         let blobs = files::open_blob_store(&config).map_err(BrokerError::Files)?;
-        let broker = Arc::new(Broker::new(
-            config,
-            store,
-            admin_token,
-            local,
-            files::Files::new(blobs),
-            memory,
-        ));
+        let metrics_token = metrics::load_token(config.metrics_token_file.as_deref())
+            .map_err(BrokerError::MetricsToken)?;
+        let files = files::Files::new(blobs);
+        files.set_upload_slots(config.upload_slots);
+        let mut broker = Broker::new(config, store, admin_token, local, files, memory);
+        broker.metrics_token = metrics_token;
+        let broker = Arc::new(broker);
         Ok(RunningBroker {
             broker,
             listener,
@@ -185,9 +205,18 @@ impl RunningBroker {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // Counted before any byte is read: over a cap, the client is told why
+                        // and the socket closed, before HTTP or the WebSocket cost anything.
+                        let slot = match broker.connections.admit(peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(refused) => {
+                                limits::refuse_connection(&broker, stream, refused);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
                         let broker = broker.clone();
-                        broker.tasks.spawn(http::serve_connection(broker.clone(), TokioIo::new(stream), peer));
+                        broker.tasks.spawn(http::serve_connection(broker.clone(), TokioIo::new(stream), peer, slot));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: wait a moment rather than spin.

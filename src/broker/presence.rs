@@ -1,8 +1,8 @@
 //! Who is in each mesh right now. A presence outlives its socket by a 90 s lease so a quick
 //! reconnect reattaches silently; nothing here is stored (members' groups and last-seen are).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -102,6 +102,11 @@ pub struct Peer {
     pub info: PeerInfo,
     pub connected_at_ms: i64,
     state: Mutex<PeerState>,
+    /// Set once when the member is revoked; never cleared.
+    revoked: AtomicBool,
+    /// Held (shared) by every frame and queued step while it runs; revocation takes it
+    /// exclusively, so nothing of this presence still runs once a revocation has it.
+    authority: tokio::sync::RwLock<()>,
 }
 
 impl Peer {
@@ -144,6 +149,8 @@ impl Peer {
                 delivery: Default::default(),
                 subscribed: false,
             }),
+            revoked: AtomicBool::new(false),
+            authority: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -305,6 +312,9 @@ pub struct Presence {
     next_conn_id: AtomicU64,
     /// Presences evicted before their lease ran out, announced by the next lease sweep.
     evicted: Mutex<Vec<Arc<Peer>>>,
+    /// (mesh, member) revoked since start; locked only while `meshes` is held, so a hello
+    /// checked before a revocation cannot register after it.
+    revoked: Mutex<HashSet<(String, String)>>,
 }
 
 impl Presence {
@@ -339,6 +349,9 @@ impl Presence {
             session_id,
         } = who;
         let mut meshes = self.lock();
+        if self.revoked_locked(mesh_id, member_id) {
+            return Err(());
+        }
         let room = meshes.entry(mesh_id.to_string()).or_default();
         room.capacity = capacity;
         let existing = room
@@ -450,17 +463,78 @@ impl Presence {
             .collect()
     }
 
-    /// Closes every connection of a member (e.g. when it is revoked).
-    pub fn close_member(&self, mesh_id: &str, member_id: &str, code: u16, reason: &str) {
-        for peer in self.peers(mesh_id) {
-            if peer.member_id == member_id {
-                peer.close(code, reason);
-            }
-        }
-    }
-
     /// Live connections in all meshes.
     pub fn total(&self) -> usize {
         self.lock().values().map(Room::live_count).sum()
+    }
+
+    /// Marks a member revoked: hellos are refused from now on (checked under the same lock as
+    /// registration), its presences leave the mesh at once (not listed, no lease), are flagged
+    /// so no frame or queued step of theirs runs again, and their sockets are closed with 4002.
+    /// Returns the presences removed.
+    pub fn revoke(&self, mesh_id: &str, member_id: &str) -> Vec<Arc<Peer>> {
+        let mut meshes = self.lock();
+        self.revoked_set()
+            .insert((mesh_id.to_string(), member_id.to_string()));
+        let mut gone = Vec::new();
+        if let Some(room) = meshes.get_mut(mesh_id) {
+            room.peers.retain(|_, p| {
+                let keep = p.member_id != member_id;
+                if !keep {
+                    gone.push(p.clone());
+                }
+                keep
+            });
+            if room.peers.is_empty() {
+                meshes.remove(mesh_id);
+            }
+        }
+        drop(meshes);
+        for peer in &gone {
+            peer.revoked.store(true, Ordering::SeqCst);
+            peer.close(4002, "revoked");
+        }
+        gone
+    }
+
+    /// Undoes [`Presence::revoke`]'s refusal of hellos when the revocation was not committed.
+    pub fn unrevoke(&self, mesh_id: &str, member_id: &str) {
+        let _meshes = self.lock();
+        self.revoked_set()
+            .remove(&(mesh_id.to_string(), member_id.to_string()));
+    }
+
+    /// True when the member was revoked since the broker started.
+    pub fn is_revoked(&self, mesh_id: &str, member_id: &str) -> bool {
+        let _meshes = self.lock();
+        self.revoked_locked(mesh_id, member_id)
+    }
+
+    fn revoked_set(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call with `meshes` held.
+    fn revoked_locked(&self, mesh_id: &str, member_id: &str) -> bool {
+        self.revoked_set()
+            .contains(&(mesh_id.to_string(), member_id.to_string()))
+    }
+}
+
+impl Peer {
+    /// True once its member was revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+
+    /// The right to act for this presence while the returned guard lives; `None` once revoked.
+    pub async fn authorised(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let held = self.authority.read().await;
+        (!self.is_revoked()).then_some(held)
+    }
+
+    /// Waits until nothing acting for this presence still runs (after [`Presence::revoke`]).
+    pub async fn wait_idle(&self) {
+        drop(self.authority.write().await);
     }
 }

@@ -26,6 +26,12 @@ pub struct Broker {
     pub presence: Presence,
     pub metrics: Metrics,
     pub replay: ReplayGuard,
+    /// Signatures of member-signed HTTP requests already used.
+    pub signed_requests: super::auth::SignedRequestCache,
+    /// Open connections, in total and per IP.
+    pub connections: std::sync::Arc<super::limits::ConnectionLimits>,
+    /// The bearer token `GET /metrics` requires (`--metrics-token-file`).
+    pub metrics_token: Option<super::metrics::MetricsToken>,
     /// Per-member send rate.
     pub send_limit: RateLimiter,
     /// Per (pid, cwd) status-hook rate: 30 a minute.
@@ -63,8 +69,14 @@ impl Broker {
             presence: Presence::default(),
             metrics: Metrics::default(),
             replay: ReplayGuard::default(),
+            signed_requests: Default::default(),
+            connections: super::limits::ConnectionLimits::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
+            metrics_token: None,
             send_limit: RateLimiter::new(config.send_rate, config.send_burst),
-            hook_limit: RateLimiter::new(0.5, 30.0),
+            hook_limit: RateLimiter::bounded(0.5, 30.0, super::hook::LIMITER_KEYS),
             pending_status: PendingStatuses::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

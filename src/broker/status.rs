@@ -125,10 +125,40 @@ pub struct PendingStatuses {
     entries: Mutex<HashMap<HookTarget, (Status, i64)>>,
 }
 
+/// Hook reports kept waiting at most, per member and in all.
+const PENDING_PER_MEMBER: usize = 32;
+const PENDING_TOTAL: usize = 4096;
+
+/// What a waiting report keeps of a peer-chosen string (a `cwd` may be 64 kB): its digest.
+fn digest(s: &str) -> String {
+    hex::encode(crate::crypto::sha256(s.as_bytes()))
+}
+
 impl PendingStatuses {
+    /// Keeps a report for a peer not connected yet; bounded per member and in all, the oldest
+    /// reports giving way.
     pub fn put(&self, target: HookTarget, status: Status, now_ms: i64) {
+        let target = HookTarget {
+            session_id: target.session_id.as_deref().map(digest),
+            cwd: digest(&target.cwd),
+            ..target
+        };
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         e.retain(|_, (_, at)| now_ms - *at < PENDING_TTL_MS);
+        let same_member =
+            |t: &HookTarget| t.mesh_id == target.mesh_id && t.member_id == target.member_id;
+        for (bound, mine) in [(PENDING_PER_MEMBER, true), (PENDING_TOTAL, false)] {
+            let held = e.keys().filter(|t| !mine || same_member(t)).count();
+            if held >= bound
+                && let Some(oldest) = e
+                    .iter()
+                    .filter(|(t, _)| !mine || same_member(t))
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(t, _)| t.clone())
+            {
+                e.remove(&oldest);
+            }
+        }
         e.insert(target, (status, now_ms));
     }
 
@@ -142,6 +172,7 @@ impl PendingStatuses {
         cwd: &str,
         now_ms: i64,
     ) -> Option<Status> {
+        let (session_id, cwd) = (digest(session_id), digest(cwd));
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         e.retain(|_, (_, at)| now_ms - *at < PENDING_TTL_MS);
         let key = e
@@ -149,7 +180,7 @@ impl PendingStatuses {
             .find(|t| {
                 t.mesh_id == mesh_id
                     && t.member_id == member_id
-                    && (t.session_id.as_deref() == Some(session_id)
+                    && (t.session_id.as_deref() == Some(session_id.as_str())
                         || (t.session_id.is_none() && t.pid == Some(pid))
                         || (t.session_id.is_none() && t.pid.is_none() && t.cwd == cwd))
             })

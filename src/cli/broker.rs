@@ -86,6 +86,25 @@ pub struct BrokerCmd {
     /// messages that may wait for one recipient; sends past it are refused (default 100000)
     #[argh(option, default = "crate::broker::DEFAULT_MAX_QUEUED_PER_RECIPIENT")]
     max_queued_per_recipient: u64,
+    /// file holding a bearer token that GET /metrics must present (Authorization: Bearer);
+    /// without it /metrics answers loopback clients only
+    #[argh(option)]
+    metrics_token_file: Option<PathBuf>,
+    /// most open TCP connections, all clients together (default 10000)
+    #[argh(option, default = "10_000")]
+    max_connections: usize,
+    /// most open TCP connections from one IP address (default 256)
+    #[argh(option, default = "256")]
+    max_connections_per_ip: usize,
+    /// uploads streamed at once (default 8)
+    #[argh(option, default = "8")]
+    upload_slots: usize,
+    /// end an upload that sends less than 16 KiB in this long, e.g. 20s (default 20s)
+    #[argh(option, default = "String::from(\"20s\")")]
+    upload_idle_timeout: String,
+    /// refuse (503) an upload that waited this long for a free slot, e.g. 30s (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    upload_slot_wait: String,
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -97,6 +116,28 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl BrokerCmd {
+    /// The connection, upload and metrics flags.
+    fn apply_limits(&self, config: &mut BrokerConfig) -> CliResult {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 || self.upload_slots == 0 {
+            return Err(CliError::Usage(
+                "--max-connections, --max-connections-per-ip and --upload-slots must be above 0"
+                    .into(),
+            ));
+        }
+        let duration = |flag: &str, value: &str| {
+            crate::protocol::time::parse_duration(value)
+                .map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
+                .map(|d| d.max(std::time::Duration::from_millis(100)))
+        };
+        config.metrics_token_file = self.metrics_token_file.clone();
+        config.max_connections = self.max_connections;
+        config.max_connections_per_ip = self.max_connections_per_ip;
+        config.upload_slots = self.upload_slots;
+        config.upload_idle_timeout = duration("upload-idle-timeout", &self.upload_idle_timeout)?;
+        config.upload_slot_wait = duration("upload-slot-wait", &self.upload_slot_wait)?;
+        Ok(())
+    }
+
     pub async fn run(self) -> CliResult {
         let listen: SocketAddr = self.listen.parse().map_err(|_| {
             CliError::Usage(format!(
@@ -123,8 +164,9 @@ impl BrokerCmd {
                 "--ephemeral-ttl and --max-upload-bytes must be above 0".into(),
             ));
         }
-        let data_dir = self.data.unwrap_or_else(default_data_dir);
+        let data_dir = self.data.clone().unwrap_or_else(default_data_dir);
         let mut config = BrokerConfig::new(listen, data_dir.clone());
+        self.apply_limits(&mut config)?;
         config.open = self.open;
         config.public_url = self.public_url;
         config.max_message_bytes = self.max_message_bytes;

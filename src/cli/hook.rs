@@ -63,10 +63,7 @@ impl HookCmd {
             let body = body.clone();
             calls.push(tokio::spawn(async move {
                 let path = "/hook/set-status";
-                let mut headers: Vec<(&str, String)> = sign_request(&keys, "POST", path, &body)
-                    .into_iter()
-                    .collect();
-                headers.push(("x-mesh-id", entry.mesh_id.clone()));
+                let headers = sign_request(&keys, &entry.mesh_id, "POST", path, &body);
                 let url = format!("{}{path}", entry.http_base());
                 if let Err(e) = http::request("POST", &url, &headers, Some(body)).await {
                     tracing::debug!("hook for {}: {e}", entry.slug);

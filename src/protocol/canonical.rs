@@ -94,6 +94,19 @@ pub fn http_request(method: &str, path: &str, timestamp_ms: i64, body_sha256_hex
     format!("{method}|{path}|{timestamp_ms}|{body_sha256_hex}")
 }
 
+/// The signed string of a member-signed HTTP request (PROTOCOL.md §8), version 2:
+/// `v=2|METHOD|PATH|MESH_ID|timestamp_ms|sha256(body)`. Binding `X-Mesh-Id` keeps a signature
+/// made for one mesh from being used in another; the broker accepts only this version.
+pub fn http_request_v2(
+    method: &str,
+    path: &str,
+    mesh_id: &str,
+    timestamp_ms: i64,
+    body_sha256_hex: &str,
+) -> String {
+    format!("v=2|{method}|{path}|{mesh_id}|{timestamp_ms}|{body_sha256_hex}")
+}
+
 /// The fields of a parsed invite v2 canonical string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InviteV2Fields {
@@ -298,6 +311,10 @@ mod tests {
         assert_eq!(
             http_request("POST", "/upload?x=1", 42, "ab"),
             "POST|/upload?x=1|42|ab"
+        );
+        assert_eq!(
+            http_request_v2("POST", "/hook/set-status", "mesh1", 42, "ab"),
+            "v=2|POST|/hook/set-status|mesh1|42|ab"
         );
     }
 

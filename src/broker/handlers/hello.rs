@@ -282,6 +282,10 @@ async fn admit(
             }
             (peer, false)
         }
+        Err(()) if broker.presence.is_revoked(&mesh.id, &member.id) => {
+            conn.refuse("revoked", "this member was revoked from the mesh", 4002);
+            return;
+        }
         Err(()) => {
             conn.refuse(
                 "capacity",

@@ -321,6 +321,21 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
         return;
     };
     let broker = &conn.broker;
+    // Cut the member off before the revocation commits: from here no hello of theirs
+    // registers, no frame or queued step of theirs runs, and nothing of theirs is still
+    // running when the revocation is written, so nothing they send commits after it.
+    let cut_off = revocable(broker, &peer.mesh_id, &peer.member_id, &target);
+    if let Some(member_id) = &cut_off {
+        let gone = broker.presence.revoke(&peer.mesh_id, member_id);
+        for p in &gone {
+            // The revoker's own frame holds its own presence's authority: an admin revoking
+            // itself must not wait for itself.
+            if p.presence_id != peer.presence_id {
+                p.wait_idle().await;
+            }
+            crate::broker::router::announce(broker, p, "peer_left");
+        }
+    }
     let result = broker
         .store
         .revoke_member(
@@ -330,11 +345,14 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
             time::now_ms(),
         )
         .await;
+    if let Some(member_id) = &cut_off
+        && !matches!(&result, Ok(Ok(m)) if &m.id == member_id)
+    {
+        broker.presence.unrevoke(&peer.mesh_id, member_id);
+    }
     match result {
         Ok(Ok(member)) => {
-            broker
-                .presence
-                .close_member(&peer.mesh_id, &member.id, 4002, "revoked");
+            broker.presence.revoke(&peer.mesh_id, &member.id);
             conn.reply(req_id, ok_ack());
         }
         Ok(Err(RevokeError::Forbidden)) => conn.error(
@@ -352,4 +370,24 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
         }
         Err(e) => conn.error(req_id, "internal", e.to_string()),
     }
+}
+
+/// The member id `target` (member id or public key) names, when `by` may revoke it: the checks
+/// `Store::revoke_member` makes, read ahead so a refused revocation cuts nobody off.
+fn revocable(
+    broker: &crate::broker::state::Broker,
+    mesh_id: &str,
+    by: &str,
+    target: &str,
+) -> Option<String> {
+    let store = &broker.store;
+    let actor = store.member(mesh_id, by).ok().flatten()?;
+    if !actor.role.can_manage() || actor.revoked_at_ms.is_some() {
+        return None;
+    }
+    let member = match crate::protocol::Pubkey::parse(target) {
+        Ok(pk) => store.member_by_pubkey(mesh_id, &pk).ok().flatten()?,
+        Err(_) => store.member(mesh_id, target).ok().flatten()?,
+    };
+    (member.role != MemberRole::Owner).then_some(member.id)
 }

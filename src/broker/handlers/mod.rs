@@ -17,6 +17,18 @@ use crate::protocol::{ClientMessage, Envelope};
 
 pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
     let req_id = frame.req_id;
+    // Every frame after hello acts for the presence only while its member is not revoked;
+    // the guard makes a revocation wait for a frame already being handled.
+    let authority = conn.peer.clone();
+    let held = match &authority {
+        Some(peer) => match peer.authorised().await {
+            Some(held) => Some(held),
+            None => {
+                return conn.error(req_id, "revoked", "this member was revoked from the mesh");
+            }
+        },
+        None => None,
+    };
     match frame.body {
         ClientMessage::Hello(h) => hello::member_hello(conn, h).await,
         ClientMessage::SessionHello(h) => hello::session_hello(conn, h).await,
@@ -28,6 +40,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::CreateInvite(c) => members::create_invite(conn, req_id, c).await,
         ClientMessage::ListMembers {} => members::list_members(conn, req_id),
         ClientMessage::RevokeMember { member } => {
+            // A revocation waits for the revoked presences' frames to finish: holding our
+            // own authority meanwhile would deadlock two admins revoking each other.
+            drop(held);
             members::revoke_member(conn, req_id, member).await
         }
         ClientMessage::RevokeInvite { code, invite_id } => {

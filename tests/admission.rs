@@ -1,0 +1,206 @@
+//! Who gets in at all (issue 10, item 9): caps on open connections per IP address and in total,
+//! enforced before any HTTP or WebSocket work, and the optional bearer token of `/metrics`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+use claudemesh::client::http;
+
+/// Tries to open a WebSocket; `Err((status, body))` when the broker refuses it.
+async fn try_ws(broker: &BrokerProc) -> Result<Ws, (u16, String)> {
+    use tokio_tungstenite::tungstenite::Error;
+    let attempt = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(broker.ws_url()))
+        .await
+        .expect("the connection attempt timed out");
+    match attempt {
+        Ok((ws, _)) => Ok(ws),
+        Err(Error::Http(resp)) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((resp.status().as_u16(), body))
+        }
+        Err(e) => Err((0, e.to_string())),
+    }
+}
+
+/// Opens WebSockets until the broker refuses one; returns the open ones and the refusal.
+async fn fill(broker: &BrokerProc, most: usize) -> (Vec<Ws>, (u16, String)) {
+    let mut open = Vec::new();
+    for _ in 0..most {
+        match try_ws(broker).await {
+            Ok(ws) => open.push(ws),
+            Err(refusal) => return (open, refusal),
+        }
+    }
+    panic!("{most} connections from one address were all accepted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_hold_every_connection() {
+    // Room for the bystanders' two connections and a few more.
+    let broker = BrokerProc::start(&["--max-connections-per-ip", "8"]);
+    let mut bystanders = Bystanders::start(&broker).await;
+    bystanders.exchange(3).await;
+    eventually("only the bystanders to be connected", || async {
+        // This request is a connection too.
+        metric(&broker, "claudemesh_tcp_connections").await == Some(3.0)
+    })
+    .await;
+
+    // The attack: open connections from one address until refused.
+    let (held, (status, body)) = fill(&broker, 100).await;
+    assert_eq!(held.len(), 6, "8 per address, 2 of them the bystanders'");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("\"too_many_connections\""), "{body}");
+    assert!(
+        body.contains("already has the maximum of 8 open connections"),
+        "{body}"
+    );
+    // A plain HTTP request from that address is refused the same way.
+    let r = http::request("GET", &format!("{}/health", broker.http_url()), &[], None)
+        .await
+        .expect("an answer");
+    assert_eq!(r.status, 429);
+    // Connections already in keep working.
+    bystanders.exchange(3).await;
+
+    // Once the attacker's connections close, new ones are accepted again.
+    drop(held);
+    eventually("new connections to be accepted again", || async {
+        try_ws(&broker).await.is_ok()
+    })
+    .await;
+    bystanders.exchange(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_wide_cap_refuses_with_503() {
+    let broker = BrokerProc::start(&["--max-connections", "5", "--max-connections-per-ip", "100"]);
+    let (held, (status, body)) = fill(&broker, 100).await;
+    assert_eq!(held.len(), 5);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"broker_full\""), "{body}");
+    assert!(body.contains("maximum of 5 open connections"), "{body}");
+    drop(held);
+    eventually("new connections to be accepted again", || async {
+        try_ws(&broker).await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_need_the_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics.token");
+    std::fs::write(&token_file, "m3trics-t0ken-for-tests\n").unwrap();
+    let broker = BrokerProc::start(&["--metrics-token-file", token_file.to_str().unwrap()]);
+    let url = format!("{}/metrics", broker.http_url());
+
+    let none = http::request("GET", &url, &[], None).await.unwrap();
+    assert_eq!(none.status, 401);
+    assert!(
+        none.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Authorization: Bearer")),
+        "{:?}",
+        none.json()
+    );
+    let wrong = http::request(
+        "GET",
+        &url,
+        &[("authorization", "Bearer m3trics-t0ken-for-test".into())],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.status, 401);
+    let right = http::request(
+        "GET",
+        &url,
+        &[("authorization", "Bearer m3trics-t0ken-for-tests".into())],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(right.status, 200);
+    assert!(String::from_utf8_lossy(&right.body).contains("claudemesh_peers "));
+    // The token is not in the broker's output.
+    let out = broker.stdout_lines().join("\n") + &broker.stderr_lines().join("\n");
+    assert!(!out.contains("m3trics-t0ken"), "{out}");
+    // Other endpoints do not need it.
+    assert_eq!(
+        http_get(&format!("{}/health", broker.http_url()))
+            .await
+            .status,
+        200
+    );
+}
+
+/// An address of this machine that is not loopback, if it has one.
+fn outside_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?; // TEST-NET-1: nothing is sent
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_metrics_are_for_loopback_only() {
+    // The harness's broker: loopback clients read /metrics as before.
+    let broker = BrokerProc::start(&[]);
+    assert!(metric(&broker, "claudemesh_peers").await.is_some());
+    drop(broker);
+
+    // A broker listening on every address refuses /metrics to a non-loopback client.
+    let Some(ip) = outside_address() else {
+        eprintln!("no non-loopback address on this machine: part skipped");
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["broker", "--listen", "0.0.0.0:0", "--data"])
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the broker");
+    // Kept open to the end: the broker writes more lines after the first.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .split_whitespace()
+        .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .expect("the port in the first line");
+    let outside = http::request("GET", &format!("http://{ip}:{port}/metrics"), &[], None)
+        .await
+        .expect("an answer");
+    let inside = http::request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[],
+        None,
+    )
+    .await
+    .expect("an answer");
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdout);
+    assert_eq!(outside.status, 403, "{:?}", outside.json());
+    assert!(
+        outside.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--metrics-token-file")),
+        "{:?}",
+        outside.json()
+    );
+    assert_eq!(inside.status, 200);
+}

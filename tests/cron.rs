@@ -1,0 +1,76 @@
+//! Cron reminders under hostile expressions (issue 10, item 9): steps, ranges and numbers built
+//! to overflow, absurd lengths and never-firing dates are refused with a sentence, the broker
+//! stays up, and a valid expression still fires.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+use claudemesh::protocol::ServerMessage;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_cron_expressions_are_refused_and_a_valid_one_fires() {
+    let broker = BrokerProc::start(&[]);
+    let mut bystanders = Bystanders::start(&broker).await;
+    let (alice, _bob) = alice_and_bob(&broker);
+    let alice_client = alice.client().await;
+
+    // A valid expression: every minute. Scheduled first, so its minute runs during the rest.
+    let every_minute = alice.json(&["remind", "tick", "--cron", "* * * * *", "--json"]);
+    assert_eq!(every_minute["cron"], "* * * * *");
+
+    let long = format!("{} * * * *", "1,".repeat(5_000) + "1");
+    let hostile: &[(&str, &str)] = &[
+        ("5/4294967295 * * * *", "minute field \"5/4294967295\""),
+        ("*/4294967296 * * * *", "minute field"),
+        ("0-4294967295 * * * *", "minute field"),
+        ("99999999999999999999 * * * *", "minute field"),
+        ("* */65536 * * *", "hour field"),
+        ("* * * * 5#9", "day-of-week field"),
+        ("0 0 30 2 *", "never fires"),
+        ("0 0 31 4,6,9,11 *", "never fires"),
+        ("@reboot", "unknown macro"),
+        ("* * * * * * *", "expected 5 fields"),
+        (long.as_str(), "longer than 256 characters"),
+    ];
+    for (expr, says) in hostile {
+        let out = alice.run(&["remind", "x", "--cron", expr]);
+        assert_eq!(
+            out.code, 1,
+            "`--cron {expr}` was not refused: {}",
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains("cron: ") && out.stderr.contains(says),
+            "`--cron {expr}`: {}",
+            out.stderr
+        );
+    }
+    // The broker is up and serving everyone.
+    bystanders.exchange(3).await;
+    assert_eq!(
+        http_get(&format!("{}/health", broker.http_url()))
+            .await
+            .status,
+        200
+    );
+    let listed = alice.json(&["remind", "list", "--json"]);
+    assert_eq!(listed["messages"].as_array().map(Vec::len), Some(1));
+
+    // The valid one fires on the next whole minute (UTC).
+    let deadline = Instant::now() + Duration::from_secs(75);
+    loop {
+        let push = tokio::time::timeout_at(deadline.into(), alice_client.next_push())
+            .await
+            .expect("the every-minute reminder did not fire within 75 s")
+            .expect("alice's connection is open");
+        if let ServerMessage::Push(p) = push
+            && p.subtype.as_deref() == Some("reminder")
+        {
+            break;
+        }
+    }
+    bystanders.exchange(3).await;
+}
