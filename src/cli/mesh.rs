@@ -7,6 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
+use super::output::outln;
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::{MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
@@ -136,10 +137,10 @@ impl CreateCmd {
                 "the broker's answer to create lacks meshId/memberId",
             ));
         }
-        let dir = ConfigDir::from_env();
-        let mut config = dir.load()?;
-        config.upsert(entry.clone());
-        dir.save(&config)?;
+        ConfigDir::from_env().update(|config| {
+            config.upsert(entry.clone());
+            Ok(())
+        })?;
         if self.json {
             print_json(&json!({
                 "meshId": entry.mesh_id,
@@ -148,10 +149,13 @@ impl CreateCmd {
                 "brokerUrl": entry.broker_url,
             }));
         } else {
-            println!(
-                "created mesh \"{}\" ({}) on {}; you are its owner.\nnext: `claudemesh invite` to let a teammate in",
-                entry.name, entry.slug, entry.broker_url
+            outln!(
+                "created mesh \"{}\" ({}) on {}; you are its owner.",
+                entry.name,
+                entry.slug,
+                entry.broker_url
             );
+            outln!("next: `claudemesh invite` to let a teammate in");
         }
         Ok(())
     }
@@ -191,7 +195,7 @@ impl InviteCmd {
                 .await;
             client.close().await;
             answer?;
-            println!("revoked invite {code}");
+            outln!("revoked invite {code}");
             return Ok(());
         }
         if self.role != "member" && self.role != "admin" {
@@ -248,15 +252,15 @@ impl InviteCmd {
                             "uses": inv.max_uses,
                         }));
                     } else {
-                        println!("{}", inv.url);
-                        println!(
+                        outln!("{}", inv.url);
+                        outln!(
                             "code {} · role {} · {} use(s) · expires {}",
                             inv.code,
                             inv.role,
                             inv.max_uses,
                             time::iso(inv.expires_at.saturating_mul(1000))
                         );
-                        println!("they join with: claudemesh join {}", inv.url);
+                        outln!("they join with: claudemesh join {}", inv.url);
                     }
                     return Ok(());
                 }
@@ -398,18 +402,21 @@ impl JoinCmd {
             owner_secret_key: None,
             joined_at: time::iso(time::now_ms()),
         };
-        let dir = ConfigDir::from_env();
-        let mut config = dir.load()?;
-        config.upsert(entry.clone());
-        dir.save(&config)?;
+        ConfigDir::from_env().update(|config| {
+            config.upsert(entry.clone());
+            Ok(())
+        })?;
         if self.json {
             print_json(
                 &json!({"meshId": entry.mesh_id, "memberId": entry.member_id, "slug": entry.slug}),
             );
         } else {
-            println!(
+            outln!(
                 "joined mesh \"{}\" ({}) as {} ({})",
-                entry.name, entry.slug, entry.display_name, entry.role
+                entry.name,
+                entry.slug,
+                entry.display_name,
+                entry.role
             );
         }
         Ok(())
@@ -467,17 +474,24 @@ impl ListCmd {
             return Ok(());
         }
         if config.meshes.is_empty() {
-            println!("no meshes yet: `claudemesh create <name>` or `claudemesh join <invite-url>`");
+            outln!("no meshes yet: `claudemesh create <name>` or `claudemesh join <invite-url>`");
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<20} {:<20} {:<8} {:<16} BROKER",
-            "SLUG", "NAME", "ROLE", "YOU"
+            "SLUG",
+            "NAME",
+            "ROLE",
+            "YOU"
         );
         for m in &config.meshes {
-            println!(
+            outln!(
                 "{:<20} {:<20} {:<8} {:<16} {}",
-                m.slug, m.name, m.role, m.display_name, m.broker_url
+                m.slug,
+                m.name,
+                m.role,
+                m.display_name,
+                m.broker_url
             );
         }
         Ok(())
@@ -495,14 +509,15 @@ pub struct LeaveCmd {
 
 impl LeaveCmd {
     pub fn run(self) -> CliResult {
-        let dir = ConfigDir::from_env();
-        let mut config = dir.load()?;
-        let entry = config.select(Some(&self.mesh))?.clone();
-        config.meshes.retain(|m| m.mesh_id != entry.mesh_id);
-        dir.save(&config)?;
-        println!(
+        let entry = ConfigDir::from_env().update(|config| {
+            let entry = config.select(Some(&self.mesh))?.clone();
+            config.meshes.retain(|m| m.mesh_id != entry.mesh_id);
+            Ok(entry)
+        })?;
+        outln!(
             "left mesh \"{}\" ({}); its keys are deleted from this machine",
-            entry.name, entry.slug
+            entry.name,
+            entry.slug
         );
         Ok(())
     }
@@ -538,9 +553,12 @@ impl MembersCmd {
             print_json(&json!({ "members": members }));
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<20} {:<7} {:<7} {:<18} JOINED",
-            "NAME", "ROLE", "ONLINE", "PUBKEY"
+            "NAME",
+            "ROLE",
+            "ONLINE",
+            "PUBKEY"
         );
         for m in members {
             let you = if m.member_id == entry.member_id {
@@ -548,7 +566,7 @@ impl MembersCmd {
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "{:<20} {:<7} {:<7} {:<18} {}",
                 format!("{}{you}", m.display_name),
                 m.role,
@@ -615,7 +633,7 @@ impl RevokeCmd {
                 member: target.member_id.clone(),
             })
             .await?;
-        println!("revoked {} from mesh {}", target.display_name, entry.slug);
+        outln!("revoked {} from mesh {}", target.display_name, entry.slug);
         Ok(())
     }
 }
