@@ -414,11 +414,8 @@ async fn peer_text_cannot_drive_the_terminal() {
         let out = mallory.run(args);
         assert_eq!(out.code, 0, "`{}`: {}", args[0], out.stderr);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("f.txt");
-    std::fs::write(&file, "x").unwrap();
-    let out = mallory.run(&["file", "share", file.to_str().unwrap(), "--name", HOSTILE]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    // A file name travels in an HTTP header, which refuses controls on the way up: the client
+    // cannot even upload such a name, so `file list` below only shows ordinary names.
 
     // Text output: harmless, with the escapes visible.
     for args in [
