@@ -1,7 +1,9 @@
 //! Who a client is: its keys per mesh, the owner key of meshes it created, the mesh root keys,
 //! and where the broker is. Kept in `CLAUDEMESH_CONFIG_DIR` (default `~/.claudemesh`) as
-//! `config.json`, pretty-printed so a person can read it, 0600 in a 0700 directory, written
-//! atomically (temp file + rename).
+//! `config.json`, pretty-printed so a person can read it, 0600 in a 0700 directory. Every change
+//! goes through [`ConfigDir::update`]: under an exclusive lock, read, change, write a temp file,
+//! fsync, rename over, fsync the directory — so concurrent `join`s never drop each other's mesh
+//! and a crash leaves the old or the new file, never half of one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,7 +50,7 @@ pub struct ConfigDir {
     pub path: PathBuf,
 }
 
-/// Everything in `config.json`.
+/// Everything in `config.json`. Its `Debug` shows no secret (see [`MeshEntry`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
@@ -71,8 +73,9 @@ impl Default for Config {
     }
 }
 
-/// One joined mesh: this client's member identity in it and the mesh's shared secrets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One joined mesh: this client's member identity in it and the mesh's shared secrets. `Debug`
+/// is written by hand and redacts the secrets.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeshEntry {
     pub mesh_id: String,
@@ -96,6 +99,55 @@ pub struct MeshEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_secret_key: Option<String>,
     pub joined_at: String,
+}
+
+/// Stands in for a secret in `Debug` output.
+pub struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for MeshEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured in full so that a new field fails to compile here until someone decides
+        // whether it is a secret.
+        let MeshEntry {
+            mesh_id,
+            slug,
+            name,
+            member_id,
+            display_name,
+            role,
+            broker_url,
+            member_pubkey,
+            member_secret_key: _,
+            root_key: _,
+            owner_pubkey,
+            owner_secret_key,
+            joined_at,
+        } = self;
+        f.debug_struct("MeshEntry")
+            .field("mesh_id", mesh_id)
+            .field("slug", slug)
+            .field("name", name)
+            .field("member_id", member_id)
+            .field("display_name", display_name)
+            .field("role", role)
+            .field("broker_url", broker_url)
+            .field("member_pubkey", member_pubkey)
+            .field("member_secret_key", &Redacted)
+            .field("root_key", &Redacted)
+            .field("owner_pubkey", owner_pubkey)
+            .field(
+                "owner_secret_key",
+                &owner_secret_key.as_ref().map(|_| Redacted),
+            )
+            .field("joined_at", joined_at)
+            .finish()
+    }
 }
 
 impl ConfigDir {
@@ -126,29 +178,77 @@ impl ConfigDir {
         };
         serde_json::from_str(&text).map_err(|e| IdentityError::Corrupt {
             path,
-            message: e.to_string(),
+            message: json_error_without_values(&e),
         })
     }
 
-    /// Writes the config atomically with private permissions.
-    pub fn save(&self, config: &Config) -> Result<(), IdentityError> {
-        let text = serde_json::to_string_pretty(config).unwrap_or_default() + "\n";
-        write_private(&self.path, "config.json", text.as_bytes())
+    /// The one way to change the config: `change` runs on what is on disk now, under an
+    /// exclusive lock held until its result is written (temp file, fsync, rename, directory
+    /// fsync). Another process changing the config meanwhile waits, then sees this change.
+    /// When `change` fails nothing is written. Keep `change` quick and local: no network while
+    /// the lock is held.
+    pub fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<T, IdentityError>,
+    ) -> Result<T, IdentityError> {
+        let _lock = self.lock()?;
+        let mut config = self.load()?;
+        let out = change(&mut config)?;
+        let text = serde_json::to_string_pretty(&config).unwrap_or_default() + "\n";
+        write_private(&self.path, "config.json", text.as_bytes())?;
+        Ok(out)
+    }
+
+    /// An exclusive lock on `config.lock` (not on `config.json` itself, which is replaced by
+    /// rename and so would leave a waiter holding the old file). Released when dropped.
+    fn lock(&self) -> Result<std::fs::File, IdentityError> {
+        let path = self.path.join("config.lock");
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IdentityError::Write { path, source }
+        };
+        create_private_dir(&self.path).map_err(err(&self.path))?;
+        let file = open_private(&path, false).map_err(err(&path))?;
+        file.lock().map_err(err(&path))?;
+        Ok(file)
     }
 }
 
-/// Writes `dir/name` through a temp file and rename, the directory 0700 and the file 0600.
+/// A config parse error without the values serde quotes (`invalid type: string "…"`), which
+/// could be a secret key written in the wrong place.
+fn json_error_without_values(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "it cannot be read",
+        Category::Syntax => "it is not valid JSON",
+        Category::Data => "a field is missing or has the wrong type",
+        Category::Eof => "it ends too early",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    set_mode(dir, 0o700)
+}
+
+/// Writes `dir/name` through a temp file, fsync and rename, then fsyncs the directory so the
+/// rename itself survives a crash; the directory 0700 and the file 0600 from its creation.
 pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IdentityError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| IdentityError::Write { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(err(dir))?;
-    set_mode(dir, 0o700).map_err(err(dir))?;
+    create_private_dir(dir).map_err(err(dir))?;
     let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per call, so two threads of one process never share a temp file.
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        crate::protocol::ids::base62(8)
+    ));
     let result = (|| {
-        let mut file = open_private(&tmp)?;
+        let mut file = open_private(&tmp, true)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &target)
@@ -156,23 +256,38 @@ pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Identit
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(err(&target))
+    result.map_err(err(&target))?;
+    sync_dir(dir).map_err(err(dir))
 }
 
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Opens (creating it 0600 if missing) a file for writing; `truncate` empties it.
 #[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+fn open_private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(truncate)
         .mode(0o600)
         .open(path)
 }
 
 #[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
+fn open_private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(path)
 }
 
 #[cfg(unix)]
@@ -420,14 +535,8 @@ mod tests {
         assert_eq!(http_base("h:1//ws/"), "http://h:1");
     }
 
-    #[test]
-    fn config_is_private_and_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg_dir = ConfigDir::new(dir.path().join("cm"));
-        let mut cfg = cfg_dir.load().unwrap();
-        assert!(cfg.meshes.is_empty());
-        let keys = SignKeyPair::generate();
-        cfg.upsert(MeshEntry {
+    fn entry(keys: &SignKeyPair, root: &[u8; 32], owner: Option<&SignKeyPair>) -> MeshEntry {
+        MeshEntry {
             mesh_id: "m1".into(),
             slug: "team".into(),
             name: "Team".into(),
@@ -437,12 +546,76 @@ mod tests {
             broker_url: "ws://127.0.0.1:1/ws".into(),
             member_pubkey: keys.public_hex(),
             member_secret_key: keys.secret_hex(),
-            root_key: encode_root_key(&[7; 32]),
-            owner_pubkey: keys.public_hex(),
-            owner_secret_key: None,
+            root_key: encode_root_key(root),
+            owner_pubkey: owner.map(|o| o.public_hex()).unwrap_or_default(),
+            owner_secret_key: owner.map(|o| o.secret_hex()),
             joined_at: time::iso(0),
-        });
-        cfg_dir.save(&cfg).unwrap();
+        }
+    }
+
+    /// No secret in any form a log line or an error could carry: hex of the member and owner
+    /// secrets (whole, or the seed half alone), the root key in base64url, hex or bytes.
+    #[test]
+    fn debug_never_shows_secrets() {
+        let member = SignKeyPair::generate();
+        let owner = SignKeyPair::generate();
+        let root = [0xa7; 32];
+        let e = entry(&member, &root, Some(&owner));
+        let mut config = Config::default();
+        config.upsert(e.clone());
+        let secrets = [
+            member.secret_hex(),
+            member.secret_hex()[..64].to_string(),
+            owner.secret_hex(),
+            owner.secret_hex()[..64].to_string(),
+            encode_root_key(&root),
+            hex::encode(root),
+            format!("{:?}", &root[..8])
+                .trim_end_matches(']')
+                .to_string(),
+        ];
+        for shown in [
+            format!("{e:?}"),
+            format!("{e:#?}"),
+            format!("{config:?}"),
+            format!("{config:#?}"),
+            format!("{:?}", Some(&e)),
+        ] {
+            for s in &secrets {
+                assert!(!shown.contains(s.as_str()), "{s} is in {shown}");
+            }
+            assert!(shown.contains(&e.member_pubkey), "public fields still show");
+            assert!(shown.contains("<redacted>"));
+        }
+    }
+
+    /// A config with a secret where another type belongs: serde would quote the value in its
+    /// error ("invalid type: string \"…\"") and the CLI prints that error.
+    #[test]
+    fn a_corrupt_config_error_does_not_quote_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = ConfigDir::new(dir.path());
+        let keys = SignKeyPair::generate();
+        let text = format!("{{\"version\": \"{}\", \"meshes\": []}}", keys.secret_hex());
+        std::fs::write(cfg_dir.config_file(), text).unwrap();
+        let e = cfg_dir.load().unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(&keys.secret_hex()[..16]), "{shown}");
+        assert!(shown.contains("line 1"), "{shown}");
+    }
+
+    #[test]
+    fn config_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = ConfigDir::new(dir.path().join("cm"));
+        assert!(cfg_dir.load().unwrap().meshes.is_empty());
+        let keys = SignKeyPair::generate();
+        cfg_dir
+            .update(|cfg| {
+                cfg.upsert(entry(&keys, &[7; 32], None));
+                Ok(())
+            })
+            .unwrap();
         let back = cfg_dir.load().unwrap();
         assert_eq!(back.select(None).unwrap().slug, "team");
         assert_eq!(

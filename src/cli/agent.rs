@@ -1,14 +1,16 @@
 //! Claude Code integration: install / uninstall (MCP server + status hooks), launch, doctor.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::output::{self, outln};
 use super::{CliError, CliResult, print_json};
 use crate::client::http;
-use crate::identity::{ConfigDir, write_private};
+use crate::identity::{ConfigDir, sync_dir, write_private};
 use crate::protocol::time;
 
 /// The hooks `install` adds: Claude Code event → status.
@@ -81,19 +83,76 @@ fn sha(text: &str) -> String {
     hex::encode(crate::crypto::sha256(text.as_bytes()))
 }
 
+/// Replaces one of Claude Code's files atomically (temp file, fsync, rename, directory fsync),
+/// keeping what its owner chose: its mode and owner stay; a file that did not exist is made
+/// 0600 (these files hold other tools' API keys); a symlink (a dotfile manager's) stays a link
+/// and the file it points to is replaced.
 fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail =
+        |e: std::io::Error| CliError::failed(format!("cannot write {}: {e}", path.display()));
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
+    let before = std::fs::metadata(&target).ok();
     let tmp = dir.join(format!(
-        ".{}.claudemesh.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ".{}.claudemesh.{}.tmp",
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file"),
+        crate::protocol::ids::base62(8)
     ));
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))
+    let result = (|| {
+        let mut file = create_owner_only(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        if let Some(before) = &before {
+            keep_mode_and_owner(&file, before)?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(fail)
 }
 
+#[cfg(unix)]
+fn create_owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn create_owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Gives the replacement the original's owner (where we may: as root, or for a group we are
+/// in) and then its mode (chown may clear set-id bits, so the mode comes second).
+#[cfg(unix)]
+fn keep_mode_and_owner(file: &std::fs::File, before: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _ = std::os::unix::fs::fchown(file, Some(before.uid()), Some(before.gid()));
+    file.set_permissions(std::fs::Permissions::from_mode(before.mode() & 0o7777))
+}
+
+#[cfg(not(unix))]
+fn keep_mode_and_owner(file: &std::fs::File, before: &std::fs::Metadata) -> std::io::Result<()> {
+    file.set_permissions(before.permissions())
+}
+
+/// A copy of a file as it was, 0600 in the 0700 config dir whatever the original's mode: it
+/// may hold API keys, and only its owner restores it.
 fn backup(name: &str, text: &str) -> Result<PathBuf, CliError> {
     let dir = ConfigDir::from_env().path.join("backups");
     let file = format!("{name}.{}", time::now_ms());
@@ -212,7 +271,7 @@ impl InstallCmd {
         for target in targets(!self.no_hooks)? {
             let (text, mut value) = read_json(&target.path)?;
             if !(target.edit)(&mut value, &bin) {
-                println!("{}: already set up", target.path.display());
+                outln!("{}: already set up", target.path.display());
                 continue;
             }
             let path_str = target.path.display().to_string();
@@ -223,7 +282,7 @@ impl InstallCmd {
                     .and_then(|n| n.to_str())
                     .unwrap_or("file");
                 let saved = backup(name, text)?;
-                println!("backed up {} to {}", target.path.display(), saved.display());
+                outln!("backed up {} to {}", target.path.display(), saved.display());
             }
             let new = pretty(&value);
             write_file(&target.path, &new)?;
@@ -235,7 +294,7 @@ impl InstallCmd {
                     written_sha256: sha(&new),
                 }),
             }
-            println!("updated {}", target.path.display());
+            outln!("updated {}", target.path.display());
         }
         let dir = ConfigDir::from_env();
         write_private(
@@ -243,7 +302,7 @@ impl InstallCmd {
             "install.json",
             pretty(&serde_json::to_value(&record).unwrap_or_default()).as_bytes(),
         )?;
-        println!("claudemesh is installed for Claude Code; start it with `claudemesh launch`");
+        outln!("claudemesh is installed for Claude Code; start it with `claudemesh launch`");
         Ok(())
     }
 }
@@ -279,7 +338,7 @@ impl UninstallCmd {
                             CliError::failed(format!("cannot remove {}: {e}", path.display()))
                         })?,
                     }
-                    println!("restored {}", path.display());
+                    outln!("restored {}", path.display());
                 }
                 (_, Some(now)) => {
                     let Ok(mut v) = serde_json::from_str::<Value>(&now) else {
@@ -293,14 +352,14 @@ impl UninstallCmd {
                             &now,
                         )?;
                         write_file(&path, &pretty(&v))?;
-                        println!("removed claudemesh from {}", path.display());
+                        outln!("removed claudemesh from {}", path.display());
                     }
                 }
                 _ => {}
             }
         }
         let _ = std::fs::remove_file(record_path());
-        println!("claudemesh is uninstalled from Claude Code");
+        outln!("claudemesh is uninstalled from Claude Code");
         Ok(())
     }
 }
@@ -384,11 +443,11 @@ impl LaunchCmd {
         }
         if !self.quiet {
             let meshes: Vec<&str> = config.meshes.iter().map(|m| m.slug.as_str()).collect();
-            eprintln!(
+            output::error(&format!(
                 "claudemesh: launching Claude Code as {} in {}",
                 self.name.as_deref().unwrap_or("your member name"),
                 meshes.join(", ")
-            );
+            ));
         }
         hand_over(cmd)
     }
@@ -396,14 +455,13 @@ impl LaunchCmd {
 
 /// Asks on the terminal; anything but yes keeps Claude's permission prompts.
 fn confirm_skip_permissions() -> bool {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    eprint!(
-        "Let Claude run tools without asking (--dangerously-skip-permissions)? Peers can ask it to act. [y/N] "
+    output::prompt(
+        "Let Claude run tools without asking (--dangerously-skip-permissions)? Peers can ask it to act. [y/N] ",
     );
-    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     matches!(line.trim(), "y" | "Y" | "yes")
@@ -570,7 +628,7 @@ impl DoctorCmd {
             print_json(&json!({"ok": failed == 0, "checks": checks}));
         } else {
             for c in &checks {
-                println!(
+                outln!(
                     "{} {:<28} {}",
                     if c.ok { "ok  " } else { "FAIL" },
                     c.name,

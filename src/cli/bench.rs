@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::output::{self, outln};
 use super::{CliError, CliResult, print_json};
 use crate::client::{ConnectOptions, MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
@@ -99,7 +100,7 @@ impl BenchCmd {
         };
         let entries = setup_mesh(&self.broker, token.as_deref(), self.peers).await?;
         if !self.json {
-            eprintln!("connecting {} peers…", self.peers);
+            output::error(&format!("connecting {} peers…", self.peers));
         }
         let report = run_load(
             &self.broker,
@@ -113,7 +114,7 @@ impl BenchCmd {
         if self.json {
             print_json(&report);
         } else {
-            println!(
+            outln!(
                 "{} peers × {} messages: sent {} delivered {} lost {} duplicates {}",
                 report.peers,
                 report.messages,
@@ -122,7 +123,7 @@ impl BenchCmd {
                 report.lost,
                 report.duplicates
             );
-            println!(
+            outln!(
                 "{:.0} msg/s over {:.2} s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
                 report.throughput_msgs_per_s,
                 report.duration_s,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
+use super::output::outln;
 use super::{CliError, CliResult};
 use crate::broker::{BrokerConfig, RunningBroker, shutdown_signal};
 
@@ -205,18 +206,18 @@ impl BrokerCmd {
             .await
             .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;
         let addr = broker.local_addr();
-        println!("claudemesh broker listening on {addr} (WebSocket ws://{addr}/ws)");
-        println!("data directory: {}", data_dir.display());
+        outln!("claudemesh broker listening on {addr} (WebSocket ws://{addr}/ws)");
+        outln!("data directory: {}", data_dir.display());
         if self.open {
-            println!("open mode: anyone who can reach this port may create meshes");
+            outln!("open mode: anyone who can reach this port may create meshes");
         } else if broker.admin_token_created {
-            println!(
-                "admin token (needed by `claudemesh create`): {}\n  saved in {}",
-                broker.admin_token(),
-                broker.admin_token_path().display()
+            outln!(
+                "admin token (needed by `claudemesh create`): {}",
+                broker.admin_token()
             );
+            outln!("  saved in {}", broker.admin_token_path().display());
         } else {
-            println!("admin token: in {}", broker.admin_token_path().display());
+            outln!("admin token: in {}", broker.admin_token_path().display());
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -8,6 +8,7 @@ use argh::FromArgs;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::output::outln;
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::MeshClient;
 use crate::client::files::{FileError, ShareOptions};
@@ -259,7 +260,7 @@ impl ShareCmd {
         if self.json {
             print_json(&shared);
         } else {
-            println!(
+            outln!(
                 "shared {} ({}){} as {}",
                 shared.name,
                 HumanBytes(shared.size),
@@ -295,7 +296,7 @@ impl GetCmd {
                 "encrypted": got.encrypted,
             }));
         } else {
-            println!(
+            outln!(
                 "saved {} ({}{})",
                 got.path.display(),
                 HumanBytes(got.size),
@@ -318,12 +319,16 @@ impl ListCmd {
             return Ok(());
         }
         if files.is_empty() {
-            println!("no files");
+            outln!("no files");
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<22}  {:<28} {:>9}  {:<14} {:<24} TAGS",
-            "ID", "NAME", "SIZE", "FROM", "SHARED"
+            "ID",
+            "NAME",
+            "SIZE",
+            "FROM",
+            "SHARED"
         );
         for f in files {
             let mut flags = Vec::new();
@@ -333,7 +338,7 @@ impl ListCmd {
             if let Some(at) = &f.expires_at {
                 flags.push(format!("expires {at}"));
             }
-            println!(
+            outln!(
                 "{:<22}  {:<28} {:>9}  {:<14} {:<24} {}{}",
                 f.id,
                 f.name,
@@ -364,11 +369,11 @@ impl StatusCmd {
             return Ok(());
         }
         if status.accesses.is_empty() {
-            println!("nobody has downloaded {} yet", status.file_id);
+            outln!("nobody has downloaded {} yet", status.file_id);
             return Ok(());
         }
         for a in status.accesses {
-            println!("{:<24} {}", a.peer_name, a.accessed_at);
+            outln!("{:<24} {}", a.peer_name, a.accessed_at);
         }
         Ok(())
     }
@@ -381,7 +386,7 @@ impl DeleteCmd {
         let result = client.delete_file(&self.id).await;
         client.close().await;
         result?;
-        println!("deleted {}", self.id);
+        outln!("deleted {}", self.id);
         Ok(())
     }
 }
@@ -400,7 +405,7 @@ impl GrantCmd {
         .await;
         client.close().await;
         result?;
-        println!("{} may now read {}", self.peer, self.id);
+        outln!("{} may now read {}", self.peer, self.id);
         Ok(())
     }
 }

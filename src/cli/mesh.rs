@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use argh::FromArgs;
 use serde_json::json;
 
+use super::output::{self, outln};
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::{MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
@@ -138,10 +139,10 @@ impl CreateCmd {
                 "the broker's answer to create lacks meshId/memberId",
             ));
         }
-        let dir = ConfigDir::from_env();
-        let mut config = dir.load()?;
-        config.upsert(entry.clone());
-        dir.save(&config)?;
+        ConfigDir::from_env().update(|config| {
+            config.upsert(entry.clone());
+            Ok(())
+        })?;
         if self.json {
             print_json(&json!({
                 "meshId": entry.mesh_id,
@@ -150,10 +151,13 @@ impl CreateCmd {
                 "brokerUrl": entry.broker_url,
             }));
         } else {
-            println!(
-                "created mesh \"{}\" ({}) on {}; you are its owner.\nnext: `claudemesh invite` to let a teammate in",
-                entry.name, entry.slug, entry.broker_url
+            outln!(
+                "created mesh \"{}\" ({}) on {}; you are its owner.",
+                entry.name,
+                entry.slug,
+                entry.broker_url
             );
+            outln!("next: `claudemesh invite` to let a teammate in");
         }
         Ok(())
     }
@@ -222,7 +226,7 @@ async fn revoke_invite(mesh: Option<&str>, which: &str) -> CliResult {
     let answer = client.revoke_invite(which).await;
     client.close().await;
     answer?;
-    println!("revoked invite {which}");
+    outln!("revoked invite {which}");
     Ok(())
 }
 
@@ -238,21 +242,21 @@ impl InviteListCmd {
             return Ok(());
         }
         if invites.is_empty() {
-            println!(
+            outln!(
                 "no invites in mesh {}: `claudemesh invite` makes one",
                 entry.slug
             );
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<9} {:<24} {:<7} {:<9} {:<21} {:<16} STATUS",
             "CODE", "ID", "ROLE", "USES LEFT", "EXPIRES", "BY"
         );
         for i in &invites {
-            println!("{}", invite_line(i));
+            outln!("{}", invite_line(i));
         }
         if truncated {
-            println!("(more invites exist; the newest and still valid ones are listed)");
+            outln!("(more invites exist; the newest and still valid ones are listed)");
         }
         Ok(())
     }
@@ -327,10 +331,10 @@ impl InviteCmd {
         let inv = created?;
         let link = invite_link(&inv.url, &entry);
         if entry.root_key.is_empty() {
-            eprintln!(
+            output::error(&format!(
                 "warning: this machine has no root key for mesh {}, so the link lacks its #… part: whoever joins with it cannot read or send group and broadcast messages",
                 entry.slug
-            );
+            ));
         }
         if self.json {
             print_json(&json!({
@@ -342,8 +346,8 @@ impl InviteCmd {
                 "uses": inv.max_uses,
             }));
         } else {
-            println!("{link}");
-            println!(
+            outln!("{link}");
+            outln!(
                 "code {} · id {} · role {} · {} use(s) · expires {}",
                 inv.code,
                 inv.invite_id,
@@ -351,8 +355,8 @@ impl InviteCmd {
                 inv.max_uses,
                 time::iso(inv.expires_at.saturating_mul(1000))
             );
-            println!("they join with: claudemesh join '{link}'");
-            println!(
+            outln!("they join with: claudemesh join '{link}'");
+            outln!(
                 "the part after # is the mesh key: send the whole link privately; the broker never sees it"
             );
         }
@@ -534,11 +538,12 @@ impl JoinCmd {
             owner_secret_key: None,
             joined_at: time::iso(time::now_ms()),
         };
-        let mut config = dir.load()?;
-        config.upsert(entry.clone());
-        dir.save(&config)?;
+        ConfigDir::from_env().update(|config| {
+            config.upsert(entry.clone());
+            Ok(())
+        })?;
         if root_key.is_none() {
-            eprintln!("{NO_KEY_WARNING}");
+            output::error(NO_KEY_WARNING);
         }
         if self.json {
             print_json(&json!({
@@ -548,9 +553,12 @@ impl JoinCmd {
                 "hasRootKey": root_key.is_some(),
             }));
         } else {
-            println!(
+            outln!(
                 "joined mesh \"{}\" ({}) as {} ({})",
-                entry.name, entry.slug, entry.display_name, entry.role
+                entry.name,
+                entry.slug,
+                entry.display_name,
+                entry.role
             );
         }
         Ok(())
@@ -567,22 +575,24 @@ impl JoinCmd {
         let Some(key) = root_key else {
             return Ok(None);
         };
-        let mut config = dir.load()?;
         let mesh_id = info["mesh_id"].as_str().unwrap_or_default();
-        let Some(entry) = config
-            .meshes
-            .iter_mut()
-            .find(|m| m.mesh_id == mesh_id && m.root_key.is_empty())
-        else {
+        let added = dir.update(|config| {
+            Ok(config
+                .meshes
+                .iter_mut()
+                .find(|m| m.mesh_id == mesh_id && m.root_key.is_empty())
+                .map(|entry| {
+                    entry.root_key = encode_root_key(&key);
+                    entry.slug.clone()
+                }))
+        })?;
+        let Some(slug) = added else {
             return Ok(None);
         };
-        entry.root_key = encode_root_key(&key);
-        let slug = entry.slug.clone();
-        dir.save(&config)?;
         if self.json {
             print_json(&json!({"meshId": mesh_id, "slug": slug, "hasRootKey": true}));
         } else {
-            println!("added the mesh key for \"{slug}\": group and broadcast messages work now");
+            outln!("added the mesh key for \"{slug}\": group and broadcast messages work now");
         }
         Ok(Some(Ok(())))
     }
@@ -640,17 +650,24 @@ impl ListCmd {
             return Ok(());
         }
         if config.meshes.is_empty() {
-            println!("no meshes yet: `claudemesh create <name>` or `claudemesh join <invite-url>`");
+            outln!("no meshes yet: `claudemesh create <name>` or `claudemesh join <invite-url>`");
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<20} {:<20} {:<8} {:<16} BROKER",
-            "SLUG", "NAME", "ROLE", "YOU"
+            "SLUG",
+            "NAME",
+            "ROLE",
+            "YOU"
         );
         for m in &config.meshes {
-            println!(
+            outln!(
                 "{:<20} {:<20} {:<8} {:<16} {}",
-                m.slug, m.name, m.role, m.display_name, m.broker_url
+                m.slug,
+                m.name,
+                m.role,
+                m.display_name,
+                m.broker_url
             );
         }
         Ok(())
@@ -668,14 +685,15 @@ pub struct LeaveCmd {
 
 impl LeaveCmd {
     pub fn run(self) -> CliResult {
-        let dir = ConfigDir::from_env();
-        let mut config = dir.load()?;
-        let entry = config.select(Some(&self.mesh))?.clone();
-        config.meshes.retain(|m| m.mesh_id != entry.mesh_id);
-        dir.save(&config)?;
-        println!(
+        let entry = ConfigDir::from_env().update(|config| {
+            let entry = config.select(Some(&self.mesh))?.clone();
+            config.meshes.retain(|m| m.mesh_id != entry.mesh_id);
+            Ok(entry)
+        })?;
+        outln!(
             "left mesh \"{}\" ({}); its keys are deleted from this machine",
-            entry.name, entry.slug
+            entry.name,
+            entry.slug
         );
         Ok(())
     }
@@ -711,9 +729,12 @@ impl MembersCmd {
             print_json(&json!({ "members": members }));
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<20} {:<7} {:<7} {:<18} JOINED",
-            "NAME", "ROLE", "ONLINE", "PUBKEY"
+            "NAME",
+            "ROLE",
+            "ONLINE",
+            "PUBKEY"
         );
         for m in members {
             let you = if m.member_id == entry.member_id {
@@ -721,7 +742,7 @@ impl MembersCmd {
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "{:<20} {:<7} {:<7} {:<18} {}",
                 format!("{}{you}", m.display_name),
                 m.role,
@@ -788,7 +809,7 @@ impl RevokeCmd {
                 member: target.member_id.clone(),
             })
             .await?;
-        println!("revoked {} from mesh {}", target.display_name, entry.slug);
+        outln!("revoked {} from mesh {}", target.display_name, entry.slug);
         Ok(())
     }
 }

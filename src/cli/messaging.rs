@@ -5,6 +5,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use serde_json::json;
 
+use super::output::{self, outln};
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::{Incoming, MeshClient};
 use crate::protocol::messages::GroupRef;
@@ -40,16 +41,19 @@ impl PeersCmd {
             return Ok(());
         }
         if peers.is_empty() {
-            println!("no peers online in {}", entry.slug);
+            outln!("no peers online in {}", entry.slug);
             return Ok(());
         }
-        println!(
+        outln!(
             "{:<20} {:<8} {:<7} {:<24} SUMMARY",
-            "NAME", "STATUS", "ONLINE", "GROUPS"
+            "NAME",
+            "STATUS",
+            "ONLINE",
+            "GROUPS"
         );
         for p in peers {
             let groups: Vec<String> = p.groups.iter().map(group_label).collect();
-            println!(
+            outln!(
                 "{:<20} {:<8} {:<7} {:<24} {}",
                 p.display_name,
                 p.status,
@@ -108,8 +112,11 @@ impl SendCmd {
         } else {
             for r in &results {
                 match r["error"].as_str() {
-                    Some(e) => eprintln!("not sent to {}: {e}", r["to"].as_str().unwrap_or("")),
-                    None => println!(
+                    Some(e) => output::error(&format!(
+                        "not sent to {}: {e}",
+                        r["to"].as_str().unwrap_or("")
+                    )),
+                    None => outln!(
                         "sent to {} ({})",
                         r["to"].as_str().unwrap_or(""),
                         r["messageId"].as_str().unwrap_or("")
@@ -196,7 +203,7 @@ impl InboxCmd {
         client.close().await;
         let shown = result?;
         if shown == 0 && !self.json {
-            println!("no messages");
+            outln!("no messages");
         }
         Ok(())
     }
@@ -307,7 +314,7 @@ impl InboxCmd {
             if let Some(s) = &push.subtype {
                 line["subtype"] = json!(s);
             }
-            println!("{line}");
+            output::json_line(&line);
         } else {
             let to = match push.target_spec.as_deref() {
                 Some(t) if t.starts_with('@') || t == "*" => format!(" → {t}"),
@@ -317,9 +324,12 @@ impl InboxCmd {
                 Some(s) => format!(" [{s}]"),
                 None => String::new(),
             };
-            println!(
-                "[{}] {from}{to} ({}){kind}: {text}",
-                push.created_at, push.priority
+            output::block(
+                &format!(
+                    "[{}] {from}{to} ({}){kind}: ",
+                    push.created_at, push.priority
+                ),
+                &text,
             );
         }
         client.ack(&push.message_id)?;
@@ -353,7 +363,7 @@ impl MsgStatusCmd {
             print_json(&status);
             return Ok(());
         }
-        println!(
+        outln!(
             "message {} → {}: {}",
             status.message_id,
             status.target_spec,
@@ -364,7 +374,7 @@ impl MsgStatusCmd {
             }
         );
         for r in status.recipients {
-            println!(
+            outln!(
                 "  {:<20} {:<13} {}",
                 r.name,
                 r.status,
@@ -426,7 +436,7 @@ impl StatusCmd {
             },
         )
         .await?;
-        println!("status: {}", cmd.status);
+        outln!("status: {}", cmd.status);
         Ok(())
     }
 }
@@ -452,7 +462,7 @@ impl SummaryCmd {
             },
         )
         .await?;
-        println!("summary set");
+        outln!("summary set");
         Ok(())
     }
 }
@@ -512,7 +522,7 @@ impl GroupCmd {
                     }),
                 )
                 .await?;
-                println!("joined @{name}");
+                outln!("joined @{name}");
             }
             GroupAction::Leave(c) => {
                 let name = c.name.trim_start_matches('@').to_string();
@@ -521,7 +531,7 @@ impl GroupCmd {
                     ClientMessage::LeaveGroup { name: name.clone() },
                 )
                 .await?;
-                println!("left @{name}");
+                outln!("left @{name}");
             }
         }
         Ok(())

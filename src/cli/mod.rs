@@ -1,5 +1,10 @@
 //! The command line (CLI.md). Parsing with argh; every command that prints data accepts
-//! `--json`; errors are one sentence on stderr with exit code 1 (2 for usage errors).
+//! `--json`; errors are one sentence on stderr with exit code 1 (2 for usage errors). All output
+//! goes through `output`, which makes peer-provided text harmless and ends quietly when the
+//! reader of stdout goes away.
+
+// Printing around `output` would bypass both.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
 mod bench;
@@ -8,6 +13,7 @@ mod files;
 mod hook;
 mod mesh;
 mod messaging;
+pub mod output;
 mod shared;
 
 use argh::FromArgs;
@@ -110,12 +116,14 @@ pub fn main() -> i32 {
         Err(early) => {
             return match early.status {
                 Ok(()) => {
-                    println!("{}", early.output);
+                    output::ours(&early.output);
                     0
                 }
                 Err(()) => {
-                    eprintln!("{}", early.output.trim_end());
-                    eprintln!("Run `{name} help` for usage.");
+                    for line in early.output.trim_end().lines() {
+                        output::error(line);
+                    }
+                    output::error(&format!("Run `{name} help` for usage."));
                     2
                 }
             };
@@ -132,7 +140,7 @@ pub fn main() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::error(&format!("error: cannot start the async runtime: {e}"));
             return 1;
         }
     };
@@ -142,11 +150,11 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(CliError::Usage(m)) => {
-            eprintln!("error: {m}");
+            output::error(&format!("error: {m}"));
             2
         }
         Err(CliError::Failed(m)) => {
-            eprintln!("error: {m}");
+            output::error(&format!("error: {m}"));
             1
         }
     }
@@ -228,10 +236,7 @@ async fn run(command: Command) -> CliResult {
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &impl Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot print JSON: {e}"),
-    }
+    output::json(value);
 }
 
 /// The mesh a command acts on, from the config and `--mesh`.

@@ -4,6 +4,7 @@
 use argh::FromArgs;
 use serde_json::{Value, json};
 
+use super::output::{self, outln};
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::MeshClient;
 use crate::protocol::ServerMessage;
@@ -145,7 +146,7 @@ impl StateCmd {
                 if c.json {
                     print_json(&entry);
                 } else {
-                    println!("{}", state_line(&entry));
+                    outln!("{}", state_line(&entry));
                 }
             }
             StateAction::Set(c) => {
@@ -157,9 +158,9 @@ impl StateCmd {
                 if c.json {
                     print_json(&entry);
                 } else if entry.value.is_null() {
-                    println!("deleted {}", entry.key);
+                    outln!("deleted {}", entry.key);
                 } else {
-                    println!("{}", state_line(&entry));
+                    outln!("{}", state_line(&entry));
                 }
             }
             StateAction::List(c) => {
@@ -170,10 +171,10 @@ impl StateCmd {
                 if c.json {
                     print_json(&json!({ "entries": entries }));
                 } else if entries.is_empty() {
-                    println!("no state keys");
+                    outln!("no state keys");
                 } else {
                     for e in &entries {
-                        println!("{}", state_line(e));
+                        outln!("{}", state_line(e));
                     }
                 }
             }
@@ -213,7 +214,7 @@ impl RememberCmd {
         if self.json {
             print_json(&json!({ "id": id }));
         } else {
-            println!("remembered ({id})");
+            outln!("remembered ({id})");
         }
         Ok(())
     }
@@ -237,16 +238,22 @@ pub struct RecallCmd {
     json: bool,
 }
 
-fn memory_line(m: &MemoryEntry) -> String {
+fn print_memory(m: &MemoryEntry) {
     let tags = if m.tags.is_empty() {
         String::new()
     } else {
         format!("  [{}]", m.tags.join(", "))
     };
-    format!(
-        "{:>6.2}  {}{tags}\n        by {}, {} ({})",
-        m.score, m.content, m.remembered_by, m.remembered_at, m.id
-    )
+    output::block(
+        &format!("{:>6.2}  ", m.score),
+        &format!("{}{tags}", m.content),
+    );
+    outln!(
+        "        by {}, {} ({})",
+        m.remembered_by,
+        m.remembered_at,
+        m.id
+    );
 }
 
 impl RecallCmd {
@@ -260,10 +267,10 @@ impl RecallCmd {
         if self.json {
             print_json(&json!({ "memories": memories }));
         } else if memories.is_empty() {
-            println!("nothing remembered matches \"{query}\"");
+            outln!("nothing remembered matches \"{query}\"");
         } else {
             for m in &memories {
-                println!("{}", memory_line(m));
+                print_memory(m);
             }
         }
         Ok(())
@@ -294,7 +301,7 @@ impl ForgetCmd {
         if self.json {
             print_json(&json!({ "id": self.id, "forgotten": true }));
         } else {
-            println!("forgot {}", self.id);
+            outln!("forgot {}", self.id);
         }
         Ok(())
     }
@@ -411,12 +418,16 @@ struct TaskReleaseCmd {
 }
 
 fn print_tasks(tasks: &[TaskEntry]) {
-    println!(
+    outln!(
         "{:<22}  {:<7}  {:<8}  {:<12}  {:<12}  TITLE",
-        "ID", "STATUS", "PRIORITY", "ASSIGNEE", "CLAIMED BY"
+        "ID",
+        "STATUS",
+        "PRIORITY",
+        "ASSIGNEE",
+        "CLAIMED BY"
     );
     for t in tasks {
-        println!(
+        outln!(
             "{:<22}  {:<7}  {:<8}  {:<12}  {:<12}  {}{}",
             t.id,
             t.status,
@@ -449,7 +460,7 @@ impl TaskCmd {
                 if c.json {
                     print_json(&json!({ "id": id }));
                 } else {
-                    println!("created task {id}");
+                    outln!("created task {id}");
                 }
             }
             TaskAction::List(c) => {
@@ -469,7 +480,7 @@ impl TaskCmd {
                 if c.json {
                     print_json(&json!({ "tasks": tasks }));
                 } else if tasks.is_empty() {
-                    println!("no tasks");
+                    outln!("no tasks");
                 } else {
                     print_tasks(&tasks);
                 }
@@ -483,7 +494,7 @@ impl TaskCmd {
                     print_json(&json!({ "tasks": tasks }));
                 } else {
                     for t in &tasks {
-                        println!("claimed task {}: {}", t.id, t.title);
+                        outln!("claimed task {}: {}", t.id, t.title);
                     }
                 }
             }
@@ -496,7 +507,7 @@ impl TaskCmd {
                     print_json(&json!({ "tasks": tasks }));
                 } else {
                     for t in &tasks {
-                        println!("completed task {}: {}", t.id, t.title);
+                        outln!("completed task {}: {}", t.id, t.title);
                     }
                 }
             }
@@ -509,7 +520,7 @@ impl TaskCmd {
                     print_json(&json!({ "tasks": tasks }));
                 } else {
                     for t in &tasks {
-                        println!("released task {}: {}", t.id, t.title);
+                        outln!("released task {}: {}", t.id, t.title);
                     }
                 }
             }
@@ -634,12 +645,12 @@ impl RemindCmd {
             print_json(&v);
         } else {
             match &ack.cron {
-                Some(c) => println!(
+                Some(c) => outln!(
                     "reminder {} on \"{c}\" (UTC), next at {}",
                     ack.scheduled_id,
                     time::iso(ack.deliver_at)
                 ),
-                None => println!(
+                None => outln!(
                     "reminder {} at {}",
                     ack.scheduled_id,
                     time::iso(ack.deliver_at)
@@ -661,7 +672,7 @@ impl RemindCmd {
             let list: Vec<Value> = messages.iter().map(scheduled_json).collect();
             print_json(&json!({ "messages": list }));
         } else if messages.is_empty() {
-            println!("no scheduled messages");
+            outln!("no scheduled messages");
         } else {
             for m in &messages {
                 let when = match &m.cron {
@@ -673,7 +684,7 @@ impl RemindCmd {
                     t if t.len() == 64 => &t[..12],
                     t => t,
                 };
-                println!("{}  {when}  → {to}: {}", m.id, m.message);
+                outln!("{}  {when}  → {to}: {}", m.id, m.message);
             }
         }
         Ok(())
@@ -692,7 +703,7 @@ impl RemindCmd {
         if self.json {
             print_json(&json!({ "scheduledId": id, "ok": true }));
         } else {
-            println!("cancelled {id}");
+            outln!("cancelled {id}");
         }
         Ok(())
     }
@@ -788,7 +799,7 @@ impl StreamCmd {
                 if c.json {
                     print_json(&json!({ "id": id, "name": c.name }));
                 } else {
-                    println!("stream {} ({id})", c.name);
+                    outln!("stream {} ({id})", c.name);
                 }
             }
             StreamAction::Publish(c) => {
@@ -800,7 +811,7 @@ impl StreamCmd {
                 if c.json {
                     print_json(&json!({ "stream": c.name, "ok": true }));
                 } else {
-                    println!("published to {}", c.name);
+                    outln!("published to {}", c.name);
                 }
             }
             StreamAction::Subscribe(c) => subscribe(c).await?,
@@ -812,16 +823,21 @@ impl StreamCmd {
                 if c.json {
                     print_json(&json!({ "streams": streams }));
                 } else if streams.is_empty() {
-                    println!("no streams");
+                    outln!("no streams");
                 } else {
-                    println!(
+                    outln!(
                         "{:<24}  {:>11}  {:<16}  CREATED",
-                        "NAME", "SUBSCRIBERS", "BY"
+                        "NAME",
+                        "SUBSCRIBERS",
+                        "BY"
                     );
                     for s in &streams {
-                        println!(
+                        outln!(
                             "{:<24}  {:>11}  {:<16}  {}",
-                            s.name, s.subscriber_count, s.created_by, s.created_at
+                            s.name,
+                            s.subscriber_count,
+                            s.created_by,
+                            s.created_at
                         );
                     }
                 }
@@ -842,7 +858,7 @@ async fn subscribe(c: StreamSubscribeCmd) -> CliResult {
 async fn follow(client: &MeshClient, c: &StreamSubscribeCmd) -> CliResult {
     client.subscribe(&c.name).await?;
     if !c.json {
-        eprintln!("subscribed to {}; Ctrl-C to stop", c.name);
+        output::error(&format!("subscribed to {}; Ctrl-C to stop", c.name));
     }
     loop {
         let push = tokio::select! {
@@ -856,9 +872,9 @@ async fn follow(client: &MeshClient, c: &StreamSubscribeCmd) -> CliResult {
             continue;
         };
         if c.json {
-            println!("{}", json!(d));
+            output::json_line(&d);
         } else {
-            println!("[{}] {}", d.published_by, show_value(&d.data));
+            output::block(&format!("[{}] ", d.published_by), &show_value(&d.data));
         }
     }
 }
@@ -934,18 +950,18 @@ struct ContextListCmd {
 
 fn print_contexts(contexts: &[ContextEntry]) {
     if contexts.is_empty() {
-        println!("no contexts");
+        outln!("no contexts");
     }
     for c in contexts {
-        println!("{} ({}): {}", c.peer_name, c.updated_at, c.summary);
+        output::block(&format!("{} ({}): ", c.peer_name, c.updated_at), &c.summary);
         if !c.files_read.is_empty() {
-            println!("  files: {}", c.files_read.join(", "));
+            outln!("  files: {}", c.files_read.join(", "));
         }
         for f in &c.key_findings {
-            println!("  - {f}");
+            outln!("  - {f}");
         }
         if !c.tags.is_empty() {
-            println!("  tags: {}", c.tags.join(", "));
+            outln!("  tags: {}", c.tags.join(", "));
         }
     }
 }
@@ -967,7 +983,7 @@ impl ContextCmd {
                 if c.json {
                     print_json(&json!({ "id": id }));
                 } else {
-                    println!("shared context {id}");
+                    outln!("shared context {id}");
                 }
             }
             ContextAction::Get(c) => {
@@ -1029,20 +1045,22 @@ impl InfoCmd {
                 v.join(", ")
             }
         };
-        println!("mesh        {} ({})", info.mesh, info.slug);
-        println!("you         {}", info.your_name);
+        outln!("mesh        {} ({})", info.mesh, info.slug);
+        outln!("you         {}", info.your_name);
         let yours: Vec<String> = info.your_groups.iter().map(|g| g.name.clone()).collect();
-        println!("your groups {}", none(&yours));
-        println!("peers       {} online", info.peers);
-        println!("groups      {}", none(&info.groups));
-        println!("state keys  {}", none(&info.state_keys));
-        println!("memories    {}", info.memory_count);
-        println!("files       {}", info.file_count);
-        println!(
+        outln!("your groups {}", none(&yours));
+        outln!("peers       {} online", info.peers);
+        outln!("groups      {}", none(&info.groups));
+        outln!("state keys  {}", none(&info.state_keys));
+        outln!("memories    {}", info.memory_count);
+        outln!("files       {}", info.file_count);
+        outln!(
             "tasks       {} open, {} claimed, {} done",
-            info.tasks.open, info.tasks.claimed, info.tasks.done
+            info.tasks.open,
+            info.tasks.claimed,
+            info.tasks.done
         );
-        println!("streams     {}", none(&info.streams));
+        outln!("streams     {}", none(&info.streams));
         Ok(())
     }
 }

@@ -707,7 +707,7 @@ impl MeshClient {
 
     /// Downloads a file to `out` (see [`destination`]), decrypting it if it is encrypted. The
     /// bytes go to a temporary file next to the destination, renamed into place only when the
-    /// whole file has arrived (and, if encrypted, authenticated).
+    /// whole file has arrived (and, if encrypted, authenticated). A decrypted file is 0600.
     pub async fn fetch_file(
         &self,
         file_id: &str,
@@ -798,12 +798,14 @@ impl MeshClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(info.size);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(temp)
-            .await
-            .map_err(FileError::io(temp))?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Decrypted bytes were meant for us alone: owner-only from the first byte (a chmod
+        // after writing would leave a window). A plain file is readable by the whole mesh
+        // anyway and gets the usual mode.
+        #[cfg(unix)]
+        options.mode(if opener.is_some() { 0o600 } else { 0o666 });
+        let file = options.open(temp).await.map_err(FileError::io(temp))?;
         let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
         let mut body = resp.into_body();
         let mut received: u64 = 0;
