@@ -773,9 +773,13 @@ fn enc<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn save_config(person: &Person, entry: MeshEntry) {
-    let mut config = Config::default();
-    config.meshes.push(entry);
-    ConfigDir::new(person.config_dir()).save(&config).unwrap();
+    ConfigDir::new(person.config_dir())
+        .update(|config| {
+            *config = Config::default();
+            config.meshes.push(entry);
+            Ok(())
+        })
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

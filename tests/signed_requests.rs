@@ -122,7 +122,7 @@ async fn a_signature_for_one_mesh_is_refused_in_another() {
         &code,
         &x25519.public,
         "bob",
-        &team.member_pubkey,
+        &team.member_keys().expect("bob's member keys"),
     )
     .await
     .expect("claim");
