@@ -308,7 +308,7 @@ async fn a_backlog_of_100000_messages_arrives_in_order_each_once() {
         assert_eq!(text, next.to_string(), "bob got {text} when {next} was due");
         reader.ack(&m.push.message_id).expect("ack");
         next += 1;
-        if next % 25_000 == 0 {
+        if next.is_multiple_of(25_000) {
             eprintln!("bob has {next} after {:?}", started.elapsed());
             bystanders.exchange(1).await;
             last_progress = Instant::now();

@@ -128,10 +128,9 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
                 json!({"status": "unavailable", "message": format!("storage is not writable: {e}")}),
             ),
         },
-        (&Method::GET, ["metrics"]) => match super::metrics::authorize(&broker, &req) {
-            Ok(()) => metrics(&broker),
-            Err(refusal) => refusal,
-        },
+        (&Method::GET, ["metrics"]) => {
+            super::metrics::refusal(&broker, &req).unwrap_or_else(|| metrics(&broker))
+        }
         (&Method::POST, ["meshes"]) => create_mesh(broker, req).await,
         (&Method::POST, ["invites", code, "claim"]) => {
             let code = code.to_string();

@@ -167,11 +167,11 @@ pub fn load_token(path: Option<&std::path::Path>) -> Result<Option<MetricsToken>
 
 /// Who may read `GET /metrics`: with a token configured, whoever presents it as
 /// `Authorization: Bearer <token>`; without one, loopback clients only, so a broker listening
-/// publicly does not show its numbers to the world.
-pub fn authorize<B>(
+/// publicly does not show its numbers to the world. `Some` is the refusal to send.
+pub fn refusal<B>(
     broker: &super::state::Broker,
     req: &hyper::Request<B>,
-) -> Result<(), hyper::Response<super::http::Body>> {
+) -> Option<hyper::Response<super::http::Body>> {
     use hyper::StatusCode;
     let refuse = |status: StatusCode, code: &'static str, message: &str| {
         broker.metrics.error(code);
@@ -182,7 +182,7 @@ pub fn authorize<B>(
                 hyper::header::HeaderValue::from_static("Bearer"),
             );
         }
-        Err(r)
+        Some(r)
     };
     match &broker.metrics_token {
         Some(MetricsToken(expected)) => {
@@ -199,7 +199,7 @@ pub fn authorize<B>(
                     == 0
             });
             if equal {
-                Ok(())
+                None
             } else {
                 refuse(
                     StatusCode::UNAUTHORIZED,
@@ -214,7 +214,7 @@ pub fn authorize<B>(
                 .get::<std::net::SocketAddr>()
                 .is_some_and(|a| a.ip().to_canonical().is_loopback());
             if loopback {
-                Ok(())
+                None
             } else {
                 refuse(
                     StatusCode::FORBIDDEN,

@@ -250,7 +250,12 @@ impl InviteListCmd {
         }
         outln!(
             "{:<9} {:<24} {:<7} {:<9} {:<21} {:<16} STATUS",
-            "CODE", "ID", "ROLE", "USES LEFT", "EXPIRES", "BY"
+            "CODE",
+            "ID",
+            "ROLE",
+            "USES LEFT",
+            "EXPIRES",
+            "BY"
         );
         for i in &invites {
             outln!("{}", invite_line(i));
@@ -480,12 +485,12 @@ impl JoinCmd {
         }
         let info = info.json();
         // The broker knows the key's check value (never the key): a damaged link shows here.
-        if let (Some(key), Some(check)) = (root_key, info["root_key_check"].as_str()) {
-            if root_key_check(&key) != check {
-                return Err(CliError::failed(
-                    "the mesh key in this link (after #) does not belong to this mesh: copy the whole link again",
-                ));
-            }
+        if let (Some(key), Some(check)) = (root_key, info["root_key_check"].as_str())
+            && root_key_check(&key) != check
+        {
+            return Err(CliError::failed(
+                "the mesh key in this link (after #) does not belong to this mesh: copy the whole link again",
+            ));
         }
         let dir = ConfigDir::from_env();
         if let Some(done) = self.add_missing_key(&dir, &info, root_key)? {

@@ -601,11 +601,11 @@ pub(crate) fn migrate_to_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
     for row in meshes.iter()? {
         let (_, v) = row?;
         let mut mesh: Mesh = decode(v.value())?;
-        if let Some(key) = mesh.legacy_root_key.as_deref() {
-            if let Ok(key) = crate::identity::decode_root_key(key) {
-                mesh.root_key_check = Some(crate::identity::root_key_check(&key));
-                updated.push(mesh);
-            }
+        if let Some(key) = mesh.legacy_root_key.as_deref()
+            && let Ok(key) = crate::identity::decode_root_key(key)
+        {
+            mesh.root_key_check = Some(crate::identity::root_key_check(&key));
+            updated.push(mesh);
         }
     }
     for mesh in updated {

@@ -722,10 +722,10 @@ impl Bystanders {
                     .await
                     .unwrap_or_else(|_| panic!("dave did not receive {text:?} in time"))
                     .expect("dave's connection is open");
-                if let claudemesh::protocol::ServerMessage::Push(p) = push {
-                    if p.subtype.is_none() {
-                        break self.dave_client.open(*p);
-                    }
+                if let claudemesh::protocol::ServerMessage::Push(p) = push
+                    && p.subtype.is_none()
+                {
+                    break self.dave_client.open(*p);
                 }
             };
             assert_eq!(
