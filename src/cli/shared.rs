@@ -417,6 +417,17 @@ struct TaskReleaseCmd {
     json: bool,
 }
 
+/// What `task claim|complete|release` print: the changed task, as JSON or one line each.
+fn print_task_change(json: bool, verb: &str, tasks: &[TaskEntry]) {
+    if json {
+        print_json(&json!({ "tasks": tasks }));
+    } else {
+        for t in tasks {
+            outln!("{verb} task {}: {}", t.id, t.title);
+        }
+    }
+}
+
 fn print_tasks(tasks: &[TaskEntry]) {
     outln!(
         "{:<22}  {:<7}  {:<8}  {:<12}  {:<12}  TITLE",
@@ -490,39 +501,21 @@ impl TaskCmd {
                     Ok(client.claim_task(&c.id).await?)
                 })
                 .await?;
-                if c.json {
-                    print_json(&json!({ "tasks": tasks }));
-                } else {
-                    for t in &tasks {
-                        outln!("claimed task {}: {}", t.id, t.title);
-                    }
-                }
+                print_task_change(c.json, "claimed", &tasks);
             }
             TaskAction::Complete(c) => {
                 let tasks = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
                     Ok(client.complete_task(&c.id, c.result.clone()).await?)
                 })
                 .await?;
-                if c.json {
-                    print_json(&json!({ "tasks": tasks }));
-                } else {
-                    for t in &tasks {
-                        outln!("completed task {}: {}", t.id, t.title);
-                    }
-                }
+                print_task_change(c.json, "completed", &tasks);
             }
             TaskAction::Release(c) => {
                 let tasks = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
                     Ok(client.release_task(&c.id).await?)
                 })
                 .await?;
-                if c.json {
-                    print_json(&json!({ "tasks": tasks }));
-                } else {
-                    for t in &tasks {
-                        outln!("released task {}: {}", t.id, t.title);
-                    }
-                }
+                print_task_change(c.json, "released", &tasks);
             }
         }
         Ok(())

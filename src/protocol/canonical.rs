@@ -168,17 +168,7 @@ pub fn parse_invite_v2(s: &str) -> Result<InviteV2Fields, CanonicalError> {
     if invite_id.is_empty() {
         return Err(CanonicalError::EmptyField("invite id"));
     }
-    let expires_at_unix_seconds = expires
-        .parse::<i64>()
-        .ok()
-        .filter(|_| canonical_decimal(expires))
-        .ok_or_else(|| CanonicalError::Expiry(expires.to_owned()))?;
-    if role != "admin" && role != "member" {
-        return Err(CanonicalError::Role(role.to_owned()));
-    }
-    if !is_lower_hex_key(owner) {
-        return Err(CanonicalError::OwnerPubkey);
-    }
+    let expires_at_unix_seconds = expiry_role_signer(expires, role, owner)?;
     Ok(InviteV2Fields {
         mesh_id: mesh_id.to_owned(),
         invite_id: invite_id.to_owned(),
@@ -222,6 +212,23 @@ fn canonical_decimal(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
 }
 
+/// The fields v2 and v3 invites share: the expiry (canonical decimal seconds), the role and
+/// the signer key; returns the expiry.
+fn expiry_role_signer(expires: &str, role: &str, signer: &str) -> Result<i64, CanonicalError> {
+    let expires_at_unix_seconds = expires
+        .parse::<i64>()
+        .ok()
+        .filter(|_| canonical_decimal(expires))
+        .ok_or_else(|| CanonicalError::Expiry(expires.to_owned()))?;
+    if role != "admin" && role != "member" {
+        return Err(CanonicalError::Role(role.to_owned()));
+    }
+    if !is_lower_hex_key(signer) {
+        return Err(CanonicalError::OwnerPubkey);
+    }
+    Ok(expires_at_unix_seconds)
+}
+
 /// Parses an invite v3 canonical string (a claim's `canonical_v3`). As for v2, only the exact
 /// canonical form parses.
 pub fn parse_invite_v3(s: &str) -> Result<InviteV3Fields, CanonicalError> {
@@ -256,17 +263,7 @@ pub fn parse_invite_v3(s: &str) -> Result<InviteV3Fields, CanonicalError> {
         .ok()
         .filter(|_| canonical_decimal(uses))
         .ok_or_else(|| CanonicalError::Uses(uses.to_owned()))?;
-    let expires_at_unix_seconds = expires
-        .parse::<i64>()
-        .ok()
-        .filter(|_| canonical_decimal(expires))
-        .ok_or_else(|| CanonicalError::Expiry(expires.to_owned()))?;
-    if role != "admin" && role != "member" {
-        return Err(CanonicalError::Role(role.to_owned()));
-    }
-    if !is_lower_hex_key(signer) {
-        return Err(CanonicalError::OwnerPubkey);
-    }
+    let expires_at_unix_seconds = expiry_role_signer(expires, role, signer)?;
     Ok(InviteV3Fields {
         mesh_id: mesh_id.to_owned(),
         invite_id: invite_id.to_owned(),
