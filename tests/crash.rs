@@ -1,7 +1,8 @@
 //! Crash safety (DESIGN.md, delivery contract): peers keep sending while the broker is killed
 //! with SIGKILL again and again. Every message whose sender got `ack{queued:true}` reaches its
-//! recipient afterwards — once, after de-duplication by `messageId` — whether the recipient was
-//! connected through the crashes or offline the whole time.
+//! recipient afterwards, under one `messageId`, whether the recipient was connected through the
+//! crashes or offline the whole time; a connected recipient gets a message again only when a
+//! crash ate its acknowledgement.
 
 mod common;
 
@@ -93,9 +94,16 @@ async fn send_loop(
 
 /// What one recipient got: message id → (text, client_message_id).
 type Received = Arc<Mutex<HashMap<String, (String, Option<String>)>>>;
+/// How many times each message id was pushed to a recipient.
+type Copies = Arc<Mutex<HashMap<String, usize>>>;
 
-/// Records and acknowledges every message pushed to `client` (a live, reconnecting recipient).
-async fn receive_loop(client: Arc<MeshClient>, received: Received) {
+/// Messages a crash can catch pushed to bob but not yet acknowledged on disk: the sends in
+/// flight (each loop waits for its ack) and acks still in the writer's batch, with room.
+const UNACKED_AT_A_CRASH: usize = 16;
+
+/// Records and acknowledges every message pushed to `client` (a live, reconnecting recipient),
+/// counting the copies of each.
+async fn receive_loop(client: Arc<MeshClient>, received: Received, copies: Copies) {
     while let Some(msg) = client.next_push().await {
         let ServerMessage::Push(push) = msg else {
             continue;
@@ -105,6 +113,11 @@ async fn receive_loop(client: Arc<MeshClient>, received: Received) {
         }
         let text = client.decrypt(&push).expect("a pushed message decrypts");
         let _ = client.ack(&push.message_id);
+        *copies
+            .lock()
+            .unwrap()
+            .entry(push.message_id.clone())
+            .or_default() += 1;
         received.lock().unwrap().insert(
             push.message_id.clone(),
             (text, push.client_message_id.clone()),
@@ -132,7 +145,12 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     // dave is offline throughout and reads his inbox at the end.
     let bob_client = Arc::new(reconnecting_client(&bob).await);
     let bob_got: Received = Arc::default();
-    let bob_reader = tokio::spawn(receive_loop(bob_client.clone(), bob_got.clone()));
+    let bob_copies: Copies = Arc::default();
+    let bob_reader = tokio::spawn(receive_loop(
+        bob_client.clone(),
+        bob_got.clone(),
+        bob_copies.clone(),
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut acked_counts = Vec::new();
@@ -231,6 +249,31 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     )
     .await;
     let bob_got: HashMap<String, (String, Option<String>)> = bob_got.lock().unwrap().clone();
+
+    // A copy comes again only when a crash ate its acknowledgement: once everything is
+    // acknowledged the pushes stop (two redelivery periods of quiet), there are few repeats in
+    // all, and none more often than there were crashes.
+    let mut copies = bob_copies.lock().unwrap().clone();
+    let mut quiet = false;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let now = bob_copies.lock().unwrap().clone();
+        quiet = now == copies;
+        copies = now;
+        if quiet {
+            break;
+        }
+    }
+    assert!(quiet, "acknowledged messages kept being pushed again");
+    let repeats: usize = copies.values().map(|n| n - 1).sum();
+    eprintln!("bob: {repeats} copies pushed again after crashes");
+    assert!(
+        repeats <= KILLS * UNACKED_AT_A_CRASH,
+        "bob got {repeats} repeated pushes over {KILLS} crashes"
+    );
+    if let Some((id, n)) = copies.iter().find(|(_, n)| **n > 1 + KILLS) {
+        panic!("bob got {id} {n} times over {KILLS} crashes");
+    }
 
     // dave: everything waiting for him, through the CLI.
     let out = dave.run(&["inbox", "--json"]);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-use claudemesh::protocol::ServerMessage;
+use claudemesh::protocol::{ServerMessage, time};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_cron_expressions_are_refused_and_a_valid_one_fires() {
@@ -59,18 +59,43 @@ async fn hostile_cron_expressions_are_refused_and_a_valid_one_fires() {
     let listed = alice.json(&["remind", "list", "--json"]);
     assert_eq!(listed["messages"].as_array().map(Vec::len), Some(1));
 
-    // The valid one fires on the next whole minute (UTC).
-    let deadline = Instant::now() + Duration::from_secs(75);
-    loop {
-        let push = tokio::time::timeout_at(deadline.into(), alice_client.next_push())
-            .await
-            .expect("the every-minute reminder did not fire within 75 s")
-            .expect("alice's connection is open");
-        if let ServerMessage::Push(p) = push
-            && p.subtype.as_deref() == Some("reminder")
-        {
-            break;
+    // The valid one fires on the next whole minute (UTC), and again on the one after: each
+    // firing arms the next.
+    let mut fired = Vec::new();
+    for n in ["first", "second"] {
+        let deadline = Instant::now() + Duration::from_secs(75);
+        loop {
+            let push = tokio::time::timeout_at(deadline.into(), alice_client.next_push())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the every-minute reminder's {n} firing did not come within 75 s")
+                })
+                .expect("alice's connection is open");
+            if let ServerMessage::Push(p) = push
+                && p.subtype.as_deref() == Some("reminder")
+            {
+                alice_client.ack(&p.message_id).unwrap();
+                fired.push(p.message_id.clone());
+                break;
+            }
         }
+        // The broker moves the schedule on just after queueing the firing.
+        let count = fired.len();
+        eventually(
+            &format!("the reminder re-armed after its {n} firing"),
+            || async {
+                let listed = alice.json(&["remind", "list", "--json"]);
+                let armed = &listed["messages"][0];
+                // ISO-8601 in one format: text order is time order.
+                let now = time::iso(time::now_ms());
+                armed["firedCount"] == count
+                    && armed["deliverAt"]
+                        .as_str()
+                        .is_some_and(|at| at > now.as_str())
+            },
+        )
+        .await;
     }
+    assert_ne!(fired[0], fired[1], "two firings, two messages");
     bystanders.exchange(3).await;
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use claudemesh::client::MeshClient;
 use claudemesh::client::http;
 use claudemesh::crypto::{BoxKeyPair, SignKeyPair};
@@ -420,47 +420,6 @@ async fn a_claim_must_prove_the_member_key_it_claims_for() {
     bystanders.exchange(2).await;
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// The root key in every spelling someone might store or print it.
-fn spellings(key: &[u8; 32]) -> Vec<(String, Vec<u8>)> {
-    vec![
-        ("raw".into(), key.to_vec()),
-        ("base64url".into(), URL_SAFE_NO_PAD.encode(key).into_bytes()),
-        ("base64url padded".into(), URL_SAFE.encode(key).into_bytes()),
-        ("base64".into(), STANDARD.encode(key).into_bytes()),
-        (
-            "base64 unpadded".into(),
-            STANDARD_NO_PAD.encode(key).into_bytes(),
-        ),
-        ("hex".into(), hex::encode(key).into_bytes()),
-        ("HEX".into(), hex::encode_upper(key).into_bytes()),
-    ]
-}
-
-fn assert_absent(what: &str, haystack: &[u8], key: &[u8; 32]) {
-    for (name, needle) in spellings(key) {
-        assert!(
-            !haystack
-                .windows(needle.len())
-                .any(|w| w == needle.as_slice()),
-            "the root key ({name}) is in {what}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_broker_never_holds_or_shows_the_root_key() {
     let broker = BrokerProc::start(&[]);
@@ -526,18 +485,9 @@ async fn the_broker_never_holds_or_shows_the_root_key() {
     bystanders.exchange(2).await;
 
     for (what, body) in &bodies {
-        assert_absent(&format!("the HTTP answer to {what}"), body, &root);
+        common::secrets::assert_not_in(&format!("the HTTP answer to {what}"), body, &root);
     }
-    let files = files_under(broker.data_dir());
-    assert!(files.iter().any(|f| f.ends_with("mesh.redb")), "{files:?}");
-    for file in files {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        assert_absent(&file.display().to_string(), &bytes, &root);
-    }
-    let log = [broker.stdout_lines(), broker.stderr_lines()]
-        .concat()
-        .join("\n");
-    assert_absent("the broker's log", log.as_bytes(), &root);
+    assert_broker_never_saw(&broker, &root);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -839,4 +789,33 @@ async fn an_upgraded_broker_drops_a_stored_root_key_once_the_owner_proves_it() {
         .expect("kept for the record");
     assert!(old_invite.revoked);
     store.close();
+}
+
+/// A broker behind a proxy or a DNS name puts that name in every link it hands out.
+#[tokio::test(flavor = "multi_thread")]
+async fn invite_links_use_the_public_url() {
+    let broker = BrokerProc::start(&["--public-url", "https://mesh.example.com/"]);
+    let alice = Person::new("alice");
+    create_mesh(&broker, &alice, "team");
+    let (code, url) = invite(&alice, &[]);
+    let key = encode_root_key(&alice.entry().root_key().unwrap());
+    assert_eq!(url, format!("https://mesh.example.com/i/{code}#{key}"));
+    let page = http_get(&format!("{}/i/{code}?format=json", broker.http_url())).await;
+    let v: Value = serde_json::from_slice(&page.body).unwrap();
+    assert_eq!(v["broker_url"], "wss://mesh.example.com/ws", "{v}");
+    let html = http_get(&format!("{}/i/{code}", broker.http_url())).await;
+    let html = String::from_utf8_lossy(&html.body);
+    assert!(
+        html.contains(&format!("https://mesh.example.com/i/{code}")),
+        "{html}"
+    );
+    // A broker without one uses the address it listens on.
+    let plain = BrokerProc::start(&[]);
+    let bob = Person::new("bob");
+    create_mesh(&plain, &bob, "team");
+    let (code, url) = invite(&bob, &[]);
+    assert!(
+        url.starts_with(&format!("{}/i/{code}#", plain.http_url())),
+        "{url}"
+    );
 }

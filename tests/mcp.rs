@@ -270,24 +270,112 @@ async fn mcp_tools_send_and_channel_notifications() {
     mcp.cancel().await.ok();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mcp_holds_messages_while_working_and_check_messages_drains_them() {
-    let broker = BrokerProc::start(&[]);
-    let (alice, bob) = alice_and_bob(&broker);
-    let (mcp, _notes) = start_mcp(&bob).await;
+/// alice and bob in a mesh on `broker`, bob through `claudemesh mcp`, online.
+async fn bob_on_mcp(
+    broker: &BrokerProc,
+) -> (
+    Person,
+    Person,
+    Mcp,
+    mpsc::UnboundedReceiver<(String, Value)>,
+) {
+    let (alice, bob) = alice_and_bob(broker);
+    let (mcp, notes) = start_mcp(&bob).await;
     eventually("bob's session online", || async {
         alice.json(&["peers", "--json"])["peers"]
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["displayName"] == "bob"))
     })
     .await;
+    (alice, bob, mcp, notes)
+}
+
+/// alice sends `text` to bob from the CLI; the message id.
+fn alice_sends(alice: &Person, text: &str) -> String {
+    let sent = alice.json(&["send", "bob", text, "--json"]);
+    sent["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until the broker counts message `id` as delivered (acknowledged by bob's server).
+async fn delivered(alice: &Person, id: &str, what: &str) {
+    eventually(what, || async {
+        alice.json(&["msg-status", id, "--json"])["delivered"] == true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_holds_messages_while_working_and_check_messages_drains_them() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, mcp, mut notes) = bob_on_mcp(&broker).await;
     let (ok, text) = call(&mcp, "set_status", json!({"status": "working"})).await;
     assert!(ok, "{text}");
-    alice.json(&["send", "bob", "held while you work", "--json"]);
-    // Held at the broker: check_messages asks for it explicitly.
+    eventually("bob to be working", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["status"] == "working"))
+    })
+    .await;
+    let id = alice_sends(&alice, "held while you work");
+    // Held at the broker, by the broker's own account; so nothing reached the model.
+    let status = alice.json(&["msg-status", &id, "--json"]);
+    assert_eq!(status["recipients"][0]["status"], "held", "{status}");
+    let (_, text) = call(&mcp, "ping_mesh", json!({})).await;
+    assert!(!text.contains("waiting: call check_messages"), "{text}");
+    while let Ok((method, params)) = notes.try_recv() {
+        assert!(
+            !params.to_string().contains("held while you work"),
+            "{method} announced a held message: {params}"
+        );
+    }
+    // check_messages asks for it explicitly, hands it over once, and it counts as delivered.
     let (_, text) = call(&mcp, "check_messages", json!({})).await;
     assert!(text.contains("held while you work"), "{text}");
+    let (_, text) = call(&mcp, "check_messages", json!({})).await;
+    assert!(text.contains("No new messages"), "{text}");
+    delivered(&alice, &id, "the handed-over message to count as delivered").await;
     mcp.cancel().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_shows_a_redelivered_message_once() {
+    let broker = BrokerProc::start(&["--redeliver-after", "1s"]);
+    let (alice, _bob, mcp, mut notes) = bob_on_mcp(&broker).await;
+    let id = alice_sends(&alice, "say this once");
+    let note = next_channel(&mut notes).await;
+    assert!(note["content"].as_str().unwrap().contains("say this once"));
+    // The model has not taken it, so the MCP server has not acknowledged it and the broker
+    // pushes it again after a second; the server knows that id and acknowledges the copy,
+    // which is how the broker comes to count it as delivered.
+    delivered(&alice, &id, "the repeat to be acknowledged").await;
+    let (_, text) = call(&mcp, "check_messages", json!({})).await;
+    assert_eq!(text.matches("say this once").count(), 1, "{text}");
+    while let Ok((_, params)) = notes.try_recv() {
+        assert!(
+            !params.to_string().contains("say this once"),
+            "announced twice: {params}"
+        );
+    }
+    mcp.cancel().await.ok();
+}
+
+/// Runs `claudemesh ARGS` with this HOME and config dir, which must succeed; its stdout.
+fn run_at_home(home: &std::path::Path, config: &std::path::Path, args: &[&str]) -> String {
+    let out = StdCommand::new(BIN)
+        .args(args)
+        .env("HOME", home)
+        .env("CLAUDEMESH_CONFIG_DIR", config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `install` twice then `uninstall` leaves Claude's files as they were.
@@ -298,20 +386,7 @@ fn install_is_idempotent_and_uninstall_restores() {
     let original = "{\n  \"numStartups\": 7,\n  \"mcpServers\": {\n    \"other\": {\n      \"command\": \"x\"\n    }\n  }\n}\n";
     std::fs::write(&claude_json, original).unwrap();
     let settings = home.path().join(".claude/settings.json");
-    let run = |args: &[&str]| {
-        let out = StdCommand::new(BIN)
-            .args(args)
-            .env("HOME", home.path())
-            .env("CLAUDEMESH_CONFIG_DIR", home.path().join(".claudemesh"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| run_at_home(home.path(), &home.path().join(".claudemesh"), args);
     run(&["install"]);
     let after_first = std::fs::read_to_string(&claude_json).unwrap();
     let v: Value = serde_json::from_str(&after_first).unwrap();
@@ -356,17 +431,7 @@ fn uninstall_after_user_edits_removes_only_ours() {
     let claude_json = home.path().join(".claude.json");
     std::fs::write(&claude_json, "{\"a\": 1}").unwrap();
     let run = |args: &[&str]| {
-        let out = StdCommand::new(BIN)
-            .args(args)
-            .env("HOME", home.path())
-            .env("CLAUDEMESH_CONFIG_DIR", home.path().join(".claudemesh"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_at_home(home.path(), &home.path().join(".claudemesh"), args);
     };
     run(&["install", "--no-hooks"]);
     let mut v: Value =
@@ -561,4 +626,85 @@ async fn mcp_shared_data_and_file_tools_work_against_the_broker() {
             .contains("check the build")
     );
     mcp.cancel().await.ok();
+}
+
+/// `doctor` tells a working setup from a broken one, check by check.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_what_is_wrong() {
+    let mut broker = BrokerProc::start(&[]);
+    let (_alice, bob) = alice_and_bob(&broker);
+    let home = bob.config_dir(); // a HOME with no Claude Code files yet
+    let fake_claude = tempfile::tempdir().unwrap();
+    let claude = fake_claude.path().join("claude");
+    std::fs::write(&claude, "#!/bin/sh\n").unwrap();
+    let doctor = || {
+        let out = StdCommand::new(BIN)
+            .args(["doctor", "--json"])
+            .env("HOME", &home)
+            .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+            .env("PATH", fake_claude.path())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor --json: {e}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let checks: Vec<(String, bool, String)> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["ok"].as_bool().unwrap(),
+                    c["detail"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (out.status.success(), report["ok"] == true, checks)
+    };
+    let check = |checks: &[(String, bool, String)], name: &str| -> (bool, String) {
+        checks
+            .iter()
+            .find(|c| c.0 == name)
+            .map(|c| (c.1, c.2.clone()))
+            .unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
+    };
+
+    // Not installed yet: that is what fails, and it says what to run.
+    let (success, ok, checks) = doctor();
+    assert!(!success && !ok);
+    let (installed, detail) = check(&checks, "MCP server installed");
+    assert!(
+        !installed && detail.contains("claudemesh install"),
+        "{detail}"
+    );
+    assert!(check(&checks, "broker for team").0, "{checks:?}");
+    assert!(check(&checks, "keys for team").0, "{checks:?}");
+    assert!(check(&checks, "claude on PATH").0, "{checks:?}");
+
+    // Installed, with the broker up: all green.
+    run_at_home(&home, &bob.config_dir(), &["install"]);
+    let (success, ok, checks) = doctor();
+    assert!(success && ok, "{checks:?}");
+
+    // The broker down, and the config readable by others: both named.
+    broker.terminate();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = bob.config_dir().join("config.json");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (success, ok, checks) = doctor();
+    assert!(!success && !ok);
+    let (up, detail) = check(&checks, "broker for team");
+    assert!(!up && detail.contains("127.0.0.1"), "{detail}");
+    #[cfg(unix)]
+    {
+        let (private, detail) = check(&checks, "config file permissions");
+        assert!(!private && detail.contains("644"), "{detail}");
+    }
 }

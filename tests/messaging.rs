@@ -3,13 +3,13 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use claudemesh::client::{MeshClient, Target};
+use claudemesh::identity::ConfigDir;
 use claudemesh::protocol::messages::{Push, SendMessage};
 use claudemesh::protocol::{ClientMessage, ServerMessage};
 use common::*;
@@ -53,24 +53,6 @@ fn send(person: &Person, to: &str, text: &str, extra: &[&str]) -> Value {
     person.json(&args)
 }
 
-fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p)
-                && bytes.windows(needle.len()).any(|w| w == needle)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_inbox_gets_decrypted_text_and_broker_never_sees_it() {
     let broker = BrokerProc::start(&[]);
@@ -104,13 +86,16 @@ async fn waiting_inbox_gets_decrypted_text_and_broker_never_sees_it() {
     assert_eq!(line["from"], "alice");
     assert_eq!(line["priority"], "next");
     assert_eq!(line["messageId"], sent["results"][0]["messageId"]);
-    // A group message too, under the root key.
-    send(&alice, "@all", &format!("{secret}-group"), &[]);
-    assert_eq!(texts(&inbox(&bob, &[])), vec![format!("{secret}-group")]);
-    assert!(
-        grep_dir(broker.data_dir(), secret.as_bytes()).is_empty(),
-        "plaintext in the data dir"
-    );
+    // A direct and a group message (under the root key) wait on the broker's disk for bob,
+    // who is offline now: neither is there in any spelling, and both open for him.
+    let direct = format!("{secret}-direct");
+    let group = format!("{secret}-group");
+    send(&alice, "bob", &direct, &[]);
+    send(&alice, "@all", &group, &[]);
+    for text in [secret, &direct, &group] {
+        assert_broker_never_saw(&broker, text.as_bytes());
+    }
+    assert_eq!(texts(&inbox(&bob, &[])), vec![direct, group]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,16 +165,25 @@ async fn groups_reach_members_and_subgroups_but_not_the_sender() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn working_holds_next_but_not_now_and_idle_releases() {
+    busy_holds_next_but_not_now_and_idle_releases("working").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dnd_holds_next_but_not_now_and_idle_releases() {
+    busy_holds_next_but_not_now_and_idle_releases("dnd").await;
+}
+
+async fn busy_holds_next_but_not_now_and_idle_releases(busy: &str) {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let live = bob.client().await;
-    assert_eq!(bob.run(&["status", "set", "working"]).code, 0);
-    eventually("bob to be working", || async {
+    assert_eq!(bob.run(&["status", "set", busy]).code, 0);
+    eventually(&format!("bob to be {busy}"), || async {
         alice.json(&["peers", "--json"])["peers"]
             .as_array()
             .is_some_and(|p| {
                 p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == "working")
+                    .any(|p| p["displayName"] == "bob" && p["status"] == busy)
             })
     })
     .await;
@@ -203,16 +197,11 @@ async fn working_holds_next_but_not_now_and_idle_releases() {
     let first = next_message(&live, WAIT).await.expect("now gets through");
     assert_eq!(live.decrypt(&first).unwrap(), "production is down");
     live.ack(&first.message_id).unwrap();
-    assert!(
-        next_message(&live, Duration::from_millis(700))
-            .await
-            .is_none(),
-        "next is held while working"
-    );
     let probe_sent = send(&alice, "bob", "probe", &[]);
     let probe_id = probe_sent["results"][0]["messageId"].as_str().unwrap();
     let held = alice.json(&["msg-status", probe_id, "--json"]);
     assert_eq!(held["recipients"][0]["status"], "held", "{held}");
+    // (Had the gate let `next` through, it would have been the first push, before `now`.)
     assert_eq!(bob.run(&["status", "set", "idle"]).code, 0);
     let released = next_message(&live, WAIT)
         .await
@@ -248,8 +237,12 @@ async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
         .expect("pushed again without an ack");
     assert_eq!(again.message_id, id);
     live.ack(&id).unwrap();
-    // Any copy already on its way may still land; after that, nothing more.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the broker has the ack, a copy already on its way may still land; after that,
+    // nothing more for 2.5 redelivery periods.
+    eventually("the ack to count", || async {
+        alice.json(&["msg-status", &id, "--json"])["delivered"] == true
+    })
+    .await;
     while live.try_next_push().await.is_some() {}
     assert!(
         next_message(&live, Duration::from_millis(2500))
@@ -272,6 +265,37 @@ async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
     let s = alice.json(&["msg-status", &acked, "--json"]);
     assert_eq!(s["delivered"], true, "{s}");
     assert_eq!(s["recipients"][0]["status"], "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unacknowledged_push_comes_back_after_the_default_30_seconds() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let live = bob.client().await;
+    send(&alice, "bob", "not acknowledged", &[]);
+    let first = next_message(&live, WAIT).await.expect("pushed");
+    let pushed = std::time::Instant::now();
+    let again = next_message(&live, Duration::from_secs(60))
+        .await
+        .expect("pushed again within a minute without an ack");
+    assert_eq!(again.message_id, first.message_id);
+    let after = pushed.elapsed();
+    assert!(
+        after >= Duration::from_secs(25),
+        "redelivered after {after:?}, not the default 30 s"
+    );
+    live.ack(&first.message_id).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_past_its_retention_is_not_delivered() {
+    let broker = BrokerProc::start(&["--retention", "3s"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    send(&alice, "bob", "stale news", &[]);
+    // Time itself is what this test waits for.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    send(&alice, "bob", "fresh news", &[]);
+    assert_eq!(texts(&inbox(&bob, &[])), vec!["fresh news"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -452,14 +476,43 @@ async fn hook_sets_the_status_of_the_matching_session() {
     )
     .await;
     assert_eq!(r.status, 401);
-    // A hook with no broker to reach still returns promptly and with success.
+    // A hook whose broker does not answer (it accepts and then says nothing) still returns
+    // within its one-second budget, and with success.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (reached, held) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((conn, _)) = silent.accept() {
+            let _ = reached.send(conn);
+        }
+    });
+    let stuck = Person::new("bob-offline");
+    let mut config = bob.config();
+    let ws = broker.ws_url();
+    for entry in &mut config.meshes {
+        entry.broker_url = ws.replace(
+            ws.trim_start_matches("ws://").split('/').next().unwrap(),
+            &silent_addr.to_string(),
+        );
+    }
+    ConfigDir::new(stuck.config_dir())
+        .update(|c| {
+            *c = config;
+            Ok(())
+        })
+        .unwrap();
     let started = std::time::Instant::now();
     let out = Command::new(BIN)
         .args(["hook", "idle"])
-        .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+        .env("CLAUDEMESH_CONFIG_DIR", stuck.config_dir())
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    let took = started.elapsed();
     assert!(out.status.success());
-    let _ = started;
+    let _conn = held
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the hook reached the silent broker");
+    // The budget is 0.9 s; the bound leaves room for a slow machine starting a process.
+    assert!(took < Duration::from_secs(5), "the hook took {took:?}");
 }

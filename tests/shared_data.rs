@@ -348,7 +348,13 @@ async fn reminders_arrive_and_cron_mistakes_name_the_field() {
         "bob",
         "--json",
     ]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Fired once alice's schedule no longer holds it (the broker stores the message first).
+    eventually("the reminder for bob to fire", || async {
+        alice.json(&["remind", "list", "--json"])["messages"]
+            .as_array()
+            .is_some_and(|m| m.is_empty())
+    })
+    .await;
     let lines = inbox(&bob, "10");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(

@@ -136,6 +136,8 @@ pub struct MeshClient {
     options: ConnectOptions,
     commands: mpsc::UnboundedSender<Command>,
     pushes: tokio::sync::Mutex<mpsc::Receiver<ServerMessage>>,
+    /// For [`MeshClient::mark_pushes`]; weak, so the stream still ends with the connection.
+    push_marker: mpsc::WeakSender<ServerMessage>,
     hello: watch::Receiver<HelloAck>,
     link: watch::Receiver<Link>,
     task: JoinHandle<()>,
@@ -148,6 +150,7 @@ impl MeshClient {
         let (ws, ack) = connect_once(&options).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (push_tx, pushes) = mpsc::channel(65_536);
+        let push_marker = push_tx.downgrade();
         let (hello_tx, hello) = watch::channel(ack);
         let (link_tx, link) = watch::channel(Link::Up);
         let task = tokio::spawn(run(
@@ -162,6 +165,7 @@ impl MeshClient {
             options,
             commands,
             pushes: tokio::sync::Mutex::new(pushes),
+            push_marker,
             hello,
             link,
             task,
@@ -228,6 +232,16 @@ impl MeshClient {
     /// once the client has ended for good.
     pub async fn next_push(&self) -> Option<ServerMessage> {
         self.pushes.lock().await.recv().await
+    }
+
+    /// Puts `marker` into the push stream behind every frame received so far, so whoever reads
+    /// [`MeshClient::next_push`] can tell when it has handled them (after a drain, say). False
+    /// when the stream has ended.
+    pub async fn mark_pushes(&self, marker: ServerMessage) -> bool {
+        match self.push_marker.upgrade() {
+            Some(tx) => tx.send(marker).await.is_ok(),
+            None => false,
+        }
     }
 
     /// A push already received, without waiting.

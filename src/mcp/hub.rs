@@ -2,6 +2,7 @@
 //! waiting for the model, and the channel notifications that announce them.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,12 +18,16 @@ use crate::protocol::{ClientMessage, Encoding, ServerMessage};
 /// Remembered message ids, to drop redeliveries.
 const SEEN_CAPACITY: usize = 4096;
 const RETRY_SECS: [u64; 6] = [1, 2, 4, 8, 16, 30];
+/// The longest `check_messages` waits for a drain's pushes to pass through the pump.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// One joined mesh and its connection (absent while the broker cannot be reached).
 pub struct Link {
     pub entry: MeshEntry,
     client: Mutex<Option<Arc<MeshClient>>>,
     problem: Mutex<Option<String>>,
+    /// The last end-of-drain marker the pump has passed (see [`Hub::check_messages`]).
+    marked: tokio::sync::watch::Sender<usize>,
 }
 
 impl Link {
@@ -49,6 +54,8 @@ pub struct Hub {
     pub links: Vec<Arc<Link>>,
     inbox: Mutex<VecDeque<Waiting>>,
     seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// End-of-drain markers handed out so far.
+    marks: AtomicUsize,
     notifier: Mutex<Option<Peer<RoleServer>>>,
     /// Set by `claudemesh launch`: Claude Code shows channel notifications, so a notified
     /// message has reached the model and need not wait for `check_messages`.
@@ -71,11 +78,13 @@ impl Hub {
                         entry,
                         client: Mutex::new(None),
                         problem: Mutex::new(Some("connecting…".into())),
+                        marked: tokio::sync::watch::Sender::new(0),
                     })
                 })
                 .collect(),
             inbox: Mutex::new(VecDeque::new()),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            marks: AtomicUsize::new(0),
             notifier: Mutex::new(None),
             channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
         });
@@ -151,19 +160,32 @@ impl Hub {
     /// acknowledged as it is handed over.
     pub async fn check_messages(&self) -> Vec<Waiting> {
         for link in &self.links {
-            if let Some(client) = link.client()
-                && let Err(e) = client.drain().await
-            {
-                tracing::debug!("drain on {}: {e}", link.entry.slug);
+            if let Some(client) = link.client() {
+                match client.drain().await {
+                    Ok(_) => self.pumped(link, &client).await,
+                    Err(e) => tracing::debug!("drain on {}: {e}", link.entry.slug),
+                }
             }
         }
-        // The drained pushes pass through the pump; give it a moment to file them.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let taken: Vec<Waiting> = lock(&self.inbox).drain(..).collect();
         for w in &taken {
             let _ = w.client.ack(&w.message.push.message_id);
         }
         taken
+    }
+
+    /// Waits (at most [`DRAIN_WAIT`]) until the pump has filed every push received so far:
+    /// a marker goes into the push stream behind them, and the pump reports passing it.
+    async fn pumped(&self, link: &Link, client: &MeshClient) {
+        let mark = self.marks.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut passed = link.marked.subscribe();
+        let marker = ServerMessage::Drained {
+            count: mark,
+            more: false,
+        };
+        if client.mark_pushes(marker).await {
+            let _ = tokio::time::timeout(DRAIN_WAIT, passed.wait_for(|m| *m >= mark)).await;
+        }
     }
 
     fn first_sight(&self, id: &str) -> bool {
@@ -225,6 +247,11 @@ impl Hub {
                 }
                 let text = format!("{} on {}: {}", data.published_by, data.stream, data.data);
                 self.notify(text, meta).await;
+                return;
+            }
+            // Only ours: the broker answers a drain, it never pushes one.
+            ServerMessage::Drained { count, .. } => {
+                link.marked.send_replace(count);
                 return;
             }
             _ => return,

@@ -1,4 +1,11 @@
-//! Random identifiers: base62 strings for ids and invite codes (PROTOCOL.md §2, §9).
+//! Identifiers: base62 strings for ids and invite codes (PROTOCOL.md §2, §9).
+//!
+//! Record ids sort in creation order: the first 48 bits are the millisecond clock, the other 80
+//! are random, and ids made by one process only ever grow (like a monotonic ULID), so an id page
+//! is also a time page and ties within a millisecond keep their order.
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::crypto;
 
@@ -16,9 +23,28 @@ pub fn base62(len: usize) -> String {
         .collect()
 }
 
-/// A fresh id for any stored record.
+/// A fresh id for any stored record: later ids from this process sort after earlier ones.
 pub fn new_id() -> String {
-    base62(ID_LEN)
+    static LAST: Mutex<u128> = Mutex::new(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = u128::from_le_bytes(crypto::random_bytes::<16>()) >> 48;
+    let fresh = (ms & 0xFFFF_FFFF_FFFF) << 80 | random;
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    *last = fresh.max(last.wrapping_add(1));
+    encode_fixed(*last)
+}
+
+/// `n` as exactly `ID_LEN` base62 digits, most significant first (62^22 > 2^128), so text
+/// order is numeric order.
+fn encode_fixed(mut n: u128) -> String {
+    let mut out = [b'0'; ID_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8(out.to_vec()).expect("base62 is ASCII")
 }
 
 /// A fresh invite code.
@@ -57,5 +83,16 @@ mod tests {
         assert!(!is_invite_code("abc/../x"));
         assert!(!is_id(""));
         assert!(!is_id("a b"));
+    }
+
+    #[test]
+    fn ids_sort_in_creation_order() {
+        let ids: Vec<String> = (0..10_000).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ids, sorted);
+        assert_eq!(encode_fixed(u128::MAX).len(), ID_LEN);
+        assert_eq!(encode_fixed(0), "0".repeat(ID_LEN));
     }
 }

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod secrets;
+#[allow(unused_imports)]
+pub use secrets::{assert_broker_never_saw, files_under};
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -42,6 +46,7 @@ pub struct BrokerProc {
     data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -49,27 +54,45 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Starts a broker on a free port with a fresh temp data dir.
     pub fn start(extra_args: &[&str]) -> BrokerProc {
+        BrokerProc::start_with_env(extra_args, &[])
+    }
+
+    /// Like [`BrokerProc::start`], with these environment variables set for the broker (and
+    /// kept for its restarts).
+    pub fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> BrokerProc {
         let temp = tempfile::tempdir().expect("temp data dir");
-        let mut broker = BrokerProc::start_in(temp.path(), extra_args);
+        let mut broker = BrokerProc::unstarted(temp.path(), extra_args);
+        broker.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         broker._temp = Some(temp);
+        broker
+            .spawn("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
         broker
     }
 
     /// Starts a broker on a free port with the given data dir (kept after the broker ends).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> BrokerProc {
-        let mut broker = BrokerProc {
+        let mut broker = BrokerProc::unstarted(data_dir, extra_args);
+        broker
+            .spawn("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
+        broker
+    }
+
+    fn unstarted(data_dir: &Path, extra_args: &[&str]) -> BrokerProc {
+        BrokerProc {
             port: 0,
             child: None,
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             stdout: Arc::default(),
             stderr: Arc::default(),
-        };
-        broker
-            .spawn("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
-        broker
+        }
     }
 
     /// Spawns the process and waits for its `listening on` line; the port comes from it.
@@ -81,6 +104,7 @@ impl BrokerProc {
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("CLAUDEMESH_DATA_DIR", &self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
