@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use claudemesh::client::{MeshClient, Target};
+use claudemesh::client::{ConnectOptions, MeshClient, Target};
 use claudemesh::identity::ConfigDir;
 use claudemesh::protocol::messages::{Push, SendMessage};
 use claudemesh::protocol::{ClientMessage, ServerMessage};
@@ -433,6 +433,10 @@ async fn hook_sets_the_status_of_the_matching_session() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let _live = bob.client().await; // peer_info: session test-bob, our pid, /tmp/claudemesh-test
+    // A second session of bob's, same pid and cwd: only the session id tells them apart.
+    let _other = MeshClient::connect(ConnectOptions::new(bob.entry(), peer_info("bob-2")))
+        .await
+        .unwrap();
     let hook = |status: &str| {
         let mut child = Command::new(BIN)
             .args(["hook", status])
@@ -450,13 +454,17 @@ async fn hook_sets_the_status_of_the_matching_session() {
         assert!(status.success(), "a hook always exits 0");
     };
     hook("working");
+    let watcher = alice.client().await;
     eventually("the hook to set working", || async {
-        alice.json(&["peers", "--json"])["peers"]
-            .as_array()
-            .is_some_and(|p| {
-                p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == "working")
-            })
+        let peers = watcher.list_peers(None).await.unwrap();
+        let status = |session: &str| {
+            peers
+                .iter()
+                .find(|p| p.session_id == session)
+                .map(|p| p.status.clone())
+        };
+        status("test-bob").as_deref() == Some("working")
+            && status("test-bob-2").as_deref() == Some("idle")
     })
     .await;
     hook("idle");
@@ -515,4 +523,53 @@ async fn hook_sets_the_status_of_the_matching_session() {
         .expect("the hook reached the silent broker");
     // The budget is 0.9 s; the bound leaves room for a slow machine starting a process.
     assert!(took < Duration::from_secs(5), "the hook took {took:?}");
+}
+
+/// Claude Code runs hooks through a shell and may give no session id: the hook then names the
+/// process above the shell, which is the pid the session itself reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_under_a_shell_finds_its_session_by_pid() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let _live = bob.client().await; // reports this test process's pid
+    let mut direct = Command::new(BIN)
+        .args(["hook", "dnd"])
+        .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(
+        direct
+            .stdin
+            .take()
+            .map(|mut i| i.write_all(br#"{"cwd":"/nowhere"}"#)),
+    );
+    assert!(direct.wait_with_output().unwrap().status.success());
+    eventually("the hook to set bob dnd by its parent's pid", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["displayName"] == "bob" && p["status"] == "dnd")
+            })
+    })
+    .await;
+    assert_eq!(bob.run(&["status", "set", "idle"]).code, 0);
+    let script =
+        format!("echo '{{\"cwd\":\"/nowhere-in-particular\"}}' | {BIN} hook working; true");
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    eventually("the hook to set bob working by pid", || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["displayName"] == "bob" && p["status"] == "working")
+            })
+    })
+    .await;
 }

@@ -205,3 +205,25 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
     assert_eq!(r.json()["error"], "revoked");
     bystanders.exchange(3).await;
 }
+
+/// A revoked member's scheduled messages die with its membership: they do not fire.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_members_reminders_never_fire() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let out = bob.run(&["remind", "you were warned", "--in", "2s", "--to", "alice"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = alice.run(&["revoke", "bob"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Past the due time, with room for a slow scheduler: the broker drops it, and says so.
+    eventually("the broker to drop bob's reminder", || async {
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("its member is gone"))
+    })
+    .await;
+    let out = alice.run(&["inbox", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("you were warned"), "{}", out.stdout);
+}

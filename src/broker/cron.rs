@@ -167,6 +167,11 @@ mod tests {
             next("@daily", "2024-01-01T01:50:00Z"),
             "2024-01-02T00:00:00.000Z"
         );
+        // `5/15` runs from 5 to the end of the range, as cron has always read it.
+        assert_eq!(
+            next("5/15 * * * *", "2024-03-01T10:06:00Z"),
+            "2024-03-01T10:20:00.000Z"
+        );
     }
 
     #[test]
@@ -189,5 +194,36 @@ mod tests {
         assert!(err("* * *").contains("expected 5 fields"));
         assert!(err("0 0 30 2 *").contains("never fires"));
         assert!(err("@often").contains("unknown macro"));
+    }
+
+    #[test]
+    fn macros_mean_what_cron_means() {
+        let after = "2024-03-05T10:30:00Z";
+        for (m, at) in [
+            ("@yearly", "2025-01-01T00:00:00.000Z"),
+            ("@annually", "2025-01-01T00:00:00.000Z"),
+            ("@monthly", "2024-04-01T00:00:00.000Z"),
+            ("@weekly", "2024-03-10T00:00:00.000Z"),
+            ("@daily", "2024-03-06T00:00:00.000Z"),
+            ("@MIDNIGHT", "2024-03-06T00:00:00.000Z"),
+            ("@hourly", "2024-03-05T11:00:00.000Z"),
+        ] {
+            assert_eq!(next(m, after), at, "{m}");
+        }
+    }
+
+    #[test]
+    fn the_length_limit_is_exactly_256_characters() {
+        let at_limit = format!("{} * * * *", "0".repeat(MAX_EXPR_CHARS - 8));
+        assert_eq!(at_limit.chars().count(), MAX_EXPR_CHARS);
+        assert!(Cron::parse(&at_limit).is_ok(), "{at_limit}");
+        let over = format!("0{at_limit}");
+        assert!(
+            Cron::parse(&over)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 256")
+        );
+        assert_eq!(MAX_EXPR_CHARS, 256);
     }
 }

@@ -66,12 +66,7 @@ pub async fn run(broker: Arc<Broker>) {
             }
         }
         let next = broker.store.next_due_ms().ok().flatten();
-        let wait_ms = match next {
-            Some(at) if at > time::now_ms() => (at - time::now_ms()).min(MAX_SLEEP_MS),
-            Some(_) if failed => RETRY_MS,
-            Some(_) => 0,
-            None => MAX_SLEEP_MS,
-        };
+        let wait_ms = sleep_ms(next, time::now_ms(), failed);
         if wait_ms == 0 {
             tokio::task::yield_now().await;
             continue;
@@ -81,6 +76,18 @@ pub async fn run(broker: Arc<Broker>) {
             _ = broker.scheduler.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
         }
+    }
+}
+
+/// How long to sleep before the next look: until the next due message (at most a minute), a
+/// second when something overdue could not be sent, not at all when more is overdue (a pass
+/// takes at most [`BATCH`]).
+fn sleep_ms(next_due_ms: Option<i64>, now_ms: i64, failed: bool) -> i64 {
+    match next_due_ms {
+        Some(at) if at > now_ms => (at - now_ms).min(MAX_SLEEP_MS),
+        Some(_) if failed => RETRY_MS,
+        Some(_) => 0,
+        None => MAX_SLEEP_MS,
     }
 }
 
@@ -198,4 +205,23 @@ fn stand_in(member: &Member, s: &ScheduleRecord) -> Peer {
             closer,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_sleeps_until_the_next_due_message_at_most_a_minute() {
+        let now = 1_764_633_600_000;
+        assert_eq!(sleep_ms(Some(now + 1), now, false), 1);
+        assert_eq!(sleep_ms(Some(now + 1_500), now, true), 1_500);
+        assert_eq!(sleep_ms(Some(now + 60_000), now, false), 60_000);
+        assert_eq!(sleep_ms(Some(now + 600_000), now, false), 60_000);
+        assert_eq!(sleep_ms(None, now, false), 60_000);
+        // Overdue: go on at once, unless it just failed (then a second, never a spin).
+        assert_eq!(sleep_ms(Some(now), now, false), 0);
+        assert_eq!(sleep_ms(Some(now - 5_000), now, false), 0);
+        assert_eq!(sleep_ms(Some(now), now, true), 1_000);
+    }
 }

@@ -224,4 +224,172 @@ mod tests {
         assert!(s.expire(WORKING_TTL_MS + 1));
         assert!(s.admits(Priority::Low));
     }
+
+    #[test]
+    fn statuses_and_sources_read_and_print_their_names() {
+        for (name, status) in [
+            ("idle", Status::Idle),
+            ("working", Status::Working),
+            ("dnd", Status::Dnd),
+        ] {
+            assert_eq!(Status::parse(name), Some(status));
+            assert_eq!(status.as_str(), name);
+        }
+        assert_eq!(Status::parse("busy"), None);
+        for (name, source) in [
+            ("jsonl", StatusSource::Jsonl),
+            ("manual", StatusSource::Manual),
+            ("hook", StatusSource::Hook),
+        ] {
+            assert_eq!(StatusSource::parse(name), Some(source));
+        }
+        assert_eq!(StatusSource::parse("mcp"), None);
+    }
+
+    /// A real clock reading: times are differences from it, never from zero.
+    const T: i64 = 1_764_633_600_000;
+
+    /// The documented times (PROTOCOL.md §5.1), in plain milliseconds.
+    #[test]
+    fn working_lasts_ten_minutes_and_a_source_one_minute() {
+        let mut s = StatusState::new(T);
+        s.report(Status::Working, StatusSource::Hook, T);
+        assert!(!s.expire(T + 600_000));
+        assert!(s.expire(T + 600_001));
+        assert_eq!(s.status, Status::Idle);
+        // A hook's word stands against jsonl for a minute, then jsonl may take over.
+        let mut s = StatusState::new(T);
+        s.report(Status::Working, StatusSource::Hook, T);
+        s.report(Status::Working, StatusSource::Jsonl, T + 59_999);
+        assert_eq!(s.source, StatusSource::Hook);
+        s.report(Status::Working, StatusSource::Jsonl, T + 59_999 + 60_000);
+        assert_eq!(s.source, StatusSource::Jsonl);
+        // A same-rank source refreshes it.
+        s.report(Status::Working, StatusSource::Manual, T + 200_000);
+        assert_eq!((s.source, s.at_ms), (StatusSource::Manual, T + 200_000));
+        // Expiry only ever turns working into idle.
+        let mut s = StatusState::new(T);
+        s.report(Status::Dnd, StatusSource::Manual, T);
+        assert!(!s.expire(T + 10 * WORKING_TTL_MS));
+        assert_eq!(s.status, Status::Dnd);
+    }
+
+    #[test]
+    fn busy_statuses_hold_all_but_now_and_idle_admits_all() {
+        for busy in [Status::Working, Status::Dnd] {
+            let mut s = StatusState::new(0);
+            s.report(busy, StatusSource::Manual, 0);
+            assert!(s.admits(Priority::Now), "{busy:?}");
+            assert!(!s.admits(Priority::Next), "{busy:?}");
+            assert!(!s.admits(Priority::Low), "{busy:?}");
+        }
+        let s = StatusState::new(0);
+        for p in [Priority::Now, Priority::Next, Priority::Low] {
+            assert!(s.admits(p));
+        }
+    }
+
+    fn target(member: &str, session: Option<&str>, pid: Option<u32>, cwd: &str) -> HookTarget {
+        HookTarget {
+            mesh_id: "m".into(),
+            member_id: member.into(),
+            session_id: session.map(str::to_string),
+            pid,
+            cwd: cwd.into(),
+        }
+    }
+
+    #[test]
+    fn a_waiting_report_goes_to_the_session_it_names_once_and_only_while_fresh() {
+        let p = PendingStatuses::default();
+        let long_cwd = "/w/".repeat(20_000);
+        p.put(target("a", Some("s1"), Some(7), "/x"), Status::Working, T);
+        p.put(target("a", None, Some(8), "/y"), Status::Dnd, T);
+        p.put(target("a", None, None, &long_cwd), Status::Idle, T);
+        // By session id (pid and cwd do not matter then).
+        assert_eq!(
+            p.take("m", "a", "s1", 99, "/z", T + 1),
+            Some(Status::Working)
+        );
+        assert_eq!(p.take("m", "a", "s1", 99, "/z", T + 1), None, "taken once");
+        // Without a session id, by pid; without either, by cwd.
+        assert_eq!(p.take("m", "a", "s9", 8, "/z", T + 1), Some(Status::Dnd));
+        assert_eq!(
+            p.take("m", "b", "s9", 1, &long_cwd, T + 1),
+            None,
+            "another member"
+        );
+        assert_eq!(
+            p.take("m", "a", "s9", 1, &long_cwd, T + 1),
+            Some(Status::Idle)
+        );
+        // Reports ten seconds old are gone, whether asked for or pushed out by a newer one.
+        p.put(target("a", Some("s2"), None, "/x"), Status::Working, T);
+        assert_eq!(p.take("m", "a", "s2", 1, "/x", T + 10_000), None);
+        p.put(target("a", Some("s3"), None, "/x"), Status::Working, T);
+        assert_eq!(
+            p.take("m", "a", "s3", 1, "/x", T + 9_999),
+            Some(Status::Working)
+        );
+        p.put(target("a", Some("s4"), None, "/x"), Status::Working, T);
+        p.put(
+            target("a", Some("s5"), None, "/x"),
+            Status::Working,
+            T + 9_999,
+        );
+        assert_eq!(p.entries.lock().unwrap().len(), 2);
+        p.put(
+            target("a", Some("s6"), None, "/x"),
+            Status::Working,
+            T + 10_000,
+        );
+        assert_eq!(p.entries.lock().unwrap().len(), 2, "s4 went at ten seconds");
+    }
+
+    #[test]
+    fn waiting_reports_are_bounded_per_member_and_in_all_oldest_first() {
+        let p = PendingStatuses::default();
+        let per = PENDING_PER_MEMBER as i64;
+        for i in 0..per + 1 {
+            p.put(
+                target("a", Some(&format!("s{i}")), None, "/"),
+                Status::Working,
+                i,
+            );
+        }
+        assert_eq!(
+            p.take("m", "a", "s0", 0, "/", per),
+            None,
+            "the oldest gave way"
+        );
+        assert_eq!(p.take("m", "a", "s1", 0, "/", per), Some(Status::Working));
+        assert_eq!(
+            p.take("m", "a", &format!("s{per}"), 0, "/", per),
+            Some(Status::Working)
+        );
+        // Another member's reports do not count against this one's bound.
+        p.put(target("b", Some("b0"), None, "/"), Status::Dnd, 0);
+        for i in 0..per {
+            p.put(
+                target("a", Some(&format!("t{i}")), None, "/"),
+                Status::Working,
+                1,
+            );
+        }
+        assert_eq!(p.take("m", "b", "b0", 0, "/", 2), Some(Status::Dnd));
+        // In all: members each under their own bound still give way at the total.
+        let p = PendingStatuses::default();
+        for i in 0..PENDING_TOTAL as i64 + 1 {
+            p.put(
+                target(&format!("u{i}"), Some("s"), None, "/"),
+                Status::Working,
+                i,
+            );
+        }
+        let now = PENDING_TOTAL as i64 + 1;
+        assert_eq!(p.take("m", "u0", "s", 0, "/", now), None);
+        assert_eq!(p.take("m", "u1", "s", 0, "/", now), Some(Status::Working));
+        let total = p.entries.lock().unwrap().len();
+        assert_eq!(total, PENDING_TOTAL - 1);
+    }
 }

@@ -123,3 +123,23 @@ fn process_name(pid: u32) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_names_its_parent_and_its_program() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("run sleep");
+        let id = child.id();
+        let found = (parent_of(id), process_name(id));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, (Some(std::process::id()), Some("sleep".to_string())));
+        assert_eq!(parent_of(u32::MAX), None);
+        assert_eq!(process_name(u32::MAX), None);
+    }
+}
