@@ -28,6 +28,19 @@ async fn next_message(client: &MeshClient, wait: Duration) -> Option<Push> {
     }
 }
 
+/// Waits until alice's `peers` shows bob with `status`.
+async fn bob_comes_to_be(alice: &Person, status: &str, what: &str) {
+    eventually(what, || async {
+        alice.json(&["peers", "--json"])["peers"]
+            .as_array()
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["displayName"] == "bob" && p["status"] == status)
+            })
+    })
+    .await;
+}
+
 /// Every line of `inbox --json` as a value.
 fn inbox(person: &Person, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["inbox", "--json"];
@@ -178,15 +191,7 @@ async fn busy_holds_next_but_not_now_and_idle_releases(busy: &str) {
     let (alice, bob) = alice_and_bob(&broker);
     let live = bob.client().await;
     assert_eq!(bob.run(&["status", "set", busy]).code, 0);
-    eventually(&format!("bob to be {busy}"), || async {
-        alice.json(&["peers", "--json"])["peers"]
-            .as_array()
-            .is_some_and(|p| {
-                p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == busy)
-            })
-    })
-    .await;
+    bob_comes_to_be(&alice, busy, &format!("bob to be {busy}")).await;
     send(
         &alice,
         "bob",
@@ -468,15 +473,7 @@ async fn hook_sets_the_status_of_the_matching_session() {
     })
     .await;
     hook("idle");
-    eventually("the hook to set idle", || async {
-        alice.json(&["peers", "--json"])["peers"]
-            .as_array()
-            .is_some_and(|p| {
-                p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == "idle")
-            })
-    })
-    .await;
+    bob_comes_to_be(&alice, "idle", "the hook to set idle").await;
     // Unsigned hook requests are refused.
     let r = http_post(
         &format!("{}/hook/set-status", broker.http_url()),
@@ -545,15 +542,7 @@ async fn a_hook_under_a_shell_finds_its_session_by_pid() {
             .map(|mut i| i.write_all(br#"{"cwd":"/nowhere"}"#)),
     );
     assert!(direct.wait_with_output().unwrap().status.success());
-    eventually("the hook to set bob dnd by its parent's pid", || async {
-        alice.json(&["peers", "--json"])["peers"]
-            .as_array()
-            .is_some_and(|p| {
-                p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == "dnd")
-            })
-    })
-    .await;
+    bob_comes_to_be(&alice, "dnd", "the hook to set bob dnd by its parent's pid").await;
     assert_eq!(bob.run(&["status", "set", "idle"]).code, 0);
     let script =
         format!("echo '{{\"cwd\":\"/nowhere-in-particular\"}}' | {BIN} hook working; true");
@@ -563,13 +552,5 @@ async fn a_hook_under_a_shell_finds_its_session_by_pid() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    eventually("the hook to set bob working by pid", || async {
-        alice.json(&["peers", "--json"])["peers"]
-            .as_array()
-            .is_some_and(|p| {
-                p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == "working")
-            })
-    })
-    .await;
+    bob_comes_to_be(&alice, "working", "the hook to set bob working by pid").await;
 }
