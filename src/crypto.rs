@@ -545,6 +545,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn libsodium_is_initialised_before_first_use() {
+        let _ = SignKeyPair::generate();
+        // SAFETY: no arguments. 1 means "already initialised".
+        assert_eq!(unsafe { ffi::sodium_init() }, 1);
+    }
+
+    /// Secret halves are zeroed when a key pair is dropped (read back from storage that
+    /// `ManuallyDrop` keeps alive after running the destructor).
+    #[test]
+    fn secrets_are_zeroed_on_drop() {
+        let mut sign = std::mem::ManuallyDrop::new(SignKeyPair::generate());
+        assert_ne!(sign.secret, [0; 64]);
+        // SAFETY: dropped once; only plain bytes are read afterwards, never used as a key.
+        unsafe { std::mem::ManuallyDrop::drop(&mut sign) };
+        assert_eq!(
+            sign.secret, [0; 64],
+            "a signing secret outlived its key pair"
+        );
+
+        let mut boxed = std::mem::ManuallyDrop::new(BoxKeyPair::generate());
+        assert_ne!(boxed.secret, [0; 32]);
+        // SAFETY: as above.
+        unsafe { std::mem::ManuallyDrop::drop(&mut boxed) };
+        assert_eq!(boxed.secret, [0; 32], "a box secret outlived its key pair");
+
+        let mut bytes = [7u8; 48];
+        wipe(&mut bytes[8..40]);
+        assert_eq!(bytes[..8], [7; 8]);
+        assert_eq!(bytes[8..40], [0; 32]);
+        assert_eq!(bytes[40..], [7; 8]);
+    }
+
+    #[test]
     fn sign_verify_round_trip_and_tamper() {
         let kp = SignKeyPair::generate();
         let sig = kp.sign(b"hello mesh");
@@ -588,6 +621,7 @@ mod tests {
         assert!(!shown.contains(&kp.secret_hex()[..16]));
         assert!(!shown.contains(&hex::encode(kp.to_x25519().secret)));
         assert!(shown.contains(&kp.public_hex()));
+        assert!(shown.contains(&hex::encode(kp.to_x25519().public)));
     }
 
     #[test]

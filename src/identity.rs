@@ -99,6 +99,10 @@ pub struct MeshEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_secret_key: Option<String>,
     pub joined_at: String,
+    /// The CA file (PEM) this mesh's broker certificate is checked against, remembered from
+    /// `create` / `join --ca-file` (or `CLAUDEMESH_CA_FILE` then); `None`: the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -128,6 +132,7 @@ impl std::fmt::Debug for MeshEntry {
             owner_pubkey,
             owner_secret_key,
             joined_at,
+            ca_file,
         } = self;
         f.debug_struct("MeshEntry")
             .field("mesh_id", mesh_id)
@@ -146,6 +151,7 @@ impl std::fmt::Debug for MeshEntry {
                 &owner_secret_key.as_ref().map(|_| Redacted),
             )
             .field("joined_at", joined_at)
+            .field("ca_file", ca_file)
             .finish()
     }
 }
@@ -227,7 +233,8 @@ fn json_error_without_values(e: &serde_json::Error) -> String {
     format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` (and its parents) and makes it 0700: only this user may read what is in it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     set_mode(dir, 0o700)
 }
@@ -484,6 +491,18 @@ pub fn root_key_check(key: &[u8; 32]) -> String {
     ))
 }
 
+/// A public key as invite links name it: the first 16 bytes of SHA-256 over the 32 key bytes,
+/// base64url without padding (22 characters). Short enough for a link, and finding another key
+/// with the same fingerprint is a 2^128 search.
+pub fn key_fingerprint(key: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(&crypto::sha256(key)[..16])
+}
+
+/// Whether `s` has the shape of a [`key_fingerprint`].
+pub fn is_key_fingerprint(s: &str) -> bool {
+    s.len() == 22 && URL_SAFE_NO_PAD.decode(s).is_ok_and(|b| b.len() == 16)
+}
+
 pub fn decode_root_key(s: &str) -> Result<[u8; 32], String> {
     let bytes = URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
@@ -550,6 +569,7 @@ mod tests {
             owner_pubkey: owner.map(|o| o.public_hex()).unwrap_or_default(),
             owner_secret_key: owner.map(|o| o.secret_hex()),
             joined_at: time::iso(0),
+            ca_file: None,
         }
     }
 

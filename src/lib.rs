@@ -9,5 +9,6 @@ pub mod client;
 pub mod crypto;
 pub mod identity;
 pub mod mcp;
+pub mod net;
 pub mod protocol;
 pub mod store;

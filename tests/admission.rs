@@ -143,14 +143,6 @@ async fn metrics_need_the_token_when_one_is_set() {
     );
 }
 
-/// An address of this machine that is not loopback, if it has one.
-fn outside_address() -> Option<std::net::IpAddr> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?; // TEST-NET-1: nothing is sent
-    let ip = s.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_token_metrics_are_for_loopback_only() {
     // The harness's broker: loopback clients read /metrics as before.
@@ -159,13 +151,19 @@ async fn without_a_token_metrics_are_for_loopback_only() {
     drop(broker);
 
     // A broker listening on every address refuses /metrics to a non-loopback client.
-    let Some(ip) = outside_address() else {
+    let Some(ip) = claudemesh::net::reachable_address() else {
         eprintln!("no non-loopback address on this machine: part skipped");
         return;
     };
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["broker", "--listen", "0.0.0.0:0", "--data"])
+        .args([
+            "broker",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-plaintext",
+            "--data",
+        ])
         .arg(data.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -180,7 +178,16 @@ async fn without_a_token_metrics_are_for_loopback_only() {
         .split_whitespace()
         .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
         .expect("the port in the first line");
-    let outside = http::request("GET", &format!("http://{ip}:{port}/metrics"), &[], None)
+    // Plain text off loopback needs the client's switch too.
+    let plain_anywhere = claudemesh::client::tls::Trust {
+        insecure_plaintext: true,
+        ..Default::default()
+    };
+    let outside_url = format!(
+        "http://{}/metrics",
+        claudemesh::net::url_authority(ip, port)
+    );
+    let outside = http::request_with("GET", &outside_url, &[], None, &plain_anywhere)
         .await
         .expect("an answer");
     let inside = http::request(

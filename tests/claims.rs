@@ -61,13 +61,6 @@ fn owned_mesh(broker: &BrokerProc) -> (Person, String) {
     (alice, mesh_id)
 }
 
-fn member_count(person: &Person) -> usize {
-    person.json(&["members", "--json"])["members"]
-        .as_array()
-        .unwrap()
-        .len()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_claims_are_400_and_consume_nothing() {
     let broker = BrokerProc::start(&[]);
@@ -259,7 +252,8 @@ async fn claim_concurrently(base: &str, code: &str, n: usize) -> Vec<(u16, Value
         .map(|i| {
             let (base, code, start) = (base.to_string(), code.to_string(), start.clone());
             tokio::spawn(async move {
-                let body = fresh_body(&code, &format!("racer{i}"));
+                // Distinct names across rounds: a taken display name is refused.
+                let body = fresh_body(&code, &format!("racer-{code}-{i}"));
                 start.wait().await;
                 claim(&base, &code, &body).await
             })

@@ -378,3 +378,56 @@ async fn a_dropped_connection_can_say_hello_again() {
     // And everyone else is still served.
     ws_hello(&broker, &member_hello(&alice.entry())).await;
 }
+
+/// The ack tells a presence what it gets back: a member's first session nothing; after that
+/// session joined a group and dropped, the next one its groups (`restored`) and when the member
+/// was last seen, which the drop recorded. An owner of a mesh made by this version is never told
+/// the broker holds its root key.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ack_says_what_a_returning_member_gets_back() {
+    let (broker, alice, bob) = setup(&[]);
+    wait_no_peers(&broker).await;
+    let entry = bob.entry();
+    let (mut ws, ack) = ws_hello(&broker, &session_hello(&entry, &SignKeyPair::generate())).await;
+    assert_eq!(ack["restored"], false, "{ack}");
+    assert!(ack["restoredGroups"].is_null(), "{ack}");
+    ws_send(
+        &mut ws,
+        &json!({"type": "join_group", "name": "dev", "_reqId": "g"}),
+    )
+    .await;
+    ws_recv_reply(&mut ws).await;
+    let before_drop = claudemesh::protocol::time::now_ms();
+    ws.close(None).await.unwrap();
+    wait_no_peers(&broker).await;
+
+    let last_seen = || async {
+        let members = alice.json(&["members", "--json"]);
+        members["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["displayName"] == "bob").cloned())
+            .and_then(|bob| bob["lastSeenAt"].as_str().map(str::to_string))
+    };
+    eventually(
+        "bob's last-seen time recorded when his session dropped",
+        || async {
+            last_seen()
+                .await
+                .and_then(|t| claudemesh::protocol::time::parse_iso(&t))
+                .is_some_and(|t| t >= before_drop - 1)
+        },
+    )
+    .await;
+
+    let (_ws, ack) = ws_hello(&broker, &session_hello(&entry, &SignKeyPair::generate())).await;
+    assert_eq!(ack["restored"], true, "{ack}");
+    assert_eq!(ack["restoredGroups"][0]["name"], "dev", "{ack}");
+    assert_eq!(
+        ack["lastSeenAt"].as_str(),
+        last_seen().await.as_deref(),
+        "{ack}"
+    );
+
+    let (_ws, ack) = ws_hello(&broker, &member_hello(&alice.entry())).await;
+    assert!(ack["rootKeyHeld"].is_null(), "{ack}");
+}

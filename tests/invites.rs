@@ -433,7 +433,7 @@ async fn the_broker_never_holds_or_shows_the_root_key() {
         .expect("the creator holds the root key");
     let (code, url) = invite(&alice, &["--uses", "2"]);
     assert!(
-        url.ends_with(&format!("#{}", encode_root_key(&root))),
+        url.contains(&format!("#{}.", encode_root_key(&root))),
         "{url}"
     );
     let bob = Person::new("bob");
@@ -450,6 +450,7 @@ async fn the_broker_never_holds_or_shows_the_root_key() {
         format!("/i/{code}"),
         format!("/i/{code}?format=json"),
         "/health".into(),
+        "/health/ready".into(),
         "/metrics".into(),
     ] {
         let resp = http_get(&format!("{base}{path}")).await;
@@ -626,6 +627,7 @@ impl OldMesh {
             owner_pubkey: self.owner.public_hex(),
             owner_secret_key: Some(self.owner.secret_hex()),
             joined_at: time::iso(0),
+            ca_file: None,
         }
     }
 }
@@ -799,7 +801,12 @@ async fn invite_links_use_the_public_url() {
     create_mesh(&broker, &alice, "team");
     let (code, url) = invite(&alice, &[]);
     let key = encode_root_key(&alice.entry().root_key().unwrap());
-    assert_eq!(url, format!("https://mesh.example.com/i/{code}#{key}"));
+    let owner = claudemesh::protocol::Pubkey::parse(&alice.entry().owner_pubkey).unwrap();
+    let owner = claudemesh::identity::key_fingerprint(&owner.0);
+    assert_eq!(
+        url,
+        format!("https://mesh.example.com/i/{code}#{key}.{owner}")
+    );
     let page = http_get(&format!("{}/i/{code}?format=json", broker.http_url())).await;
     let v: Value = serde_json::from_slice(&page.body).unwrap();
     assert_eq!(v["broker_url"], "wss://mesh.example.com/ws", "{v}");

@@ -299,10 +299,10 @@ fn alice_sends(alice: &Person, text: &str) -> String {
         .to_string()
 }
 
-/// Waits until the broker counts message `id` as delivered (acknowledged by bob's server).
+/// Waits until the broker counts message `id` as acknowledged by bob's server.
 async fn delivered(alice: &Person, id: &str, what: &str) {
     eventually(what, || async {
-        alice.json(&["msg-status", id, "--json"])["delivered"] == true
+        alice.json(&["msg-status", id, "--json"])["acknowledged"] == true
     })
     .await;
 }

@@ -10,23 +10,9 @@ use serde_json::Value;
 
 use claudemesh::client::{ConnectOptions, MeshClient, Target};
 use claudemesh::identity::ConfigDir;
-use claudemesh::protocol::messages::{Push, SendMessage};
+use claudemesh::protocol::messages::SendMessage;
 use claudemesh::protocol::{ClientMessage, ServerMessage};
 use common::*;
-
-/// The next message push (system events skipped) within `wait`, if any.
-async fn next_message(client: &MeshClient, wait: Duration) -> Option<Push> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, client.next_push()).await {
-            Ok(Some(ServerMessage::Push(p))) if p.subtype.as_deref() != Some("system") => {
-                return Some(*p);
-            }
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => return None,
-        }
-    }
-}
 
 /// Waits until alice's `peers` shows bob with `status`.
 async fn bob_comes_to_be(alice: &Person, status: &str, what: &str) {
@@ -39,25 +25,6 @@ async fn bob_comes_to_be(alice: &Person, status: &str, what: &str) {
             })
     })
     .await;
-}
-
-/// Every line of `inbox --json` as a value.
-fn inbox(person: &Person, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["inbox", "--json"];
-    args.extend_from_slice(extra);
-    let out = person.run(&args);
-    assert_eq!(out.code, 0, "inbox failed: {}", out.stderr);
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("inbox prints JSON lines"))
-        .collect()
-}
-
-fn texts(lines: &[Value]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| l["text"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 fn send(person: &Person, to: &str, text: &str, extra: &[&str]) -> Value {
@@ -245,7 +212,7 @@ async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
     // Once the broker has the ack, a copy already on its way may still land; after that,
     // nothing more for 2.5 redelivery periods.
     eventually("the ack to count", || async {
-        alice.json(&["msg-status", &id, "--json"])["delivered"] == true
+        alice.json(&["msg-status", &id, "--json"])["acknowledged"] == true
     })
     .await;
     while live.try_next_push().await.is_some() {}

@@ -107,7 +107,9 @@ async fn state_changes_reach_live_peers_at_once() {
         alice.json(&["state", "get", "note", "--json"])["value"],
         "hello world"
     );
-    let missing = alice.json(&["state", "get", "nothing-here", "--json"]);
+    let missing = alice.run(&["state", "get", "nothing-here", "--json"]);
+    assert_eq!(missing.code, 3, "a key that is not set: {}", missing.stderr);
+    let missing: Value = serde_json::from_str(&missing.stdout).unwrap();
     assert_eq!(missing["value"], Value::Null);
     let keys: Vec<String> = alice.json(&["state", "list", "--json"])["entries"]
         .as_array()
@@ -121,10 +123,7 @@ async fn state_changes_reach_live_peers_at_once() {
 
     // null deletes the key.
     alice.json(&["state", "set", "note", "null", "--json"]);
-    assert_eq!(
-        alice.json(&["state", "get", "note", "--json"])["value"],
-        Value::Null
-    );
+    assert_eq!(alice.run(&["state", "get", "note"]).code, 3);
     bob_live.close().await;
 }
 
@@ -279,10 +278,7 @@ async fn another_mesh_sees_none_of_it() {
     alice.json(&["stream", "create", "launches", "--json"]);
     alice.json(&["context", "share", "launch planning", "--json"]);
 
-    assert_eq!(
-        carol.json(&["state", "get", "secret", "--json"])["value"],
-        Value::Null
-    );
+    assert_eq!(carol.run(&["state", "get", "secret"]).code, 3);
     assert!(
         carol.json(&["state", "list", "--json"])["entries"]
             .as_array()
@@ -404,6 +400,93 @@ async fn reminders_arrive_and_cron_mistakes_name_the_field() {
             .as_array()
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A reminder push's text, decrypted; `None` for any other push.
+fn reminder_text(client: &MeshClient, push: ServerMessage) -> Option<String> {
+    match push {
+        ServerMessage::Push(p) if p.subtype.as_deref() == Some("reminder") => {
+            Some(client.decrypt(&p).expect("a reminder decrypts"))
+        }
+        _ => None,
+    }
+}
+
+/// The reminders `client` has received and not yet read, decrypted.
+async fn reminders_waiting(client: &MeshClient) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Some(push) = client.try_next_push().await {
+        texts.extend(reminder_text(client, push));
+    }
+    texts
+}
+
+/// A broadcast reminder leaves out whoever scheduled it, as a broadcast does: scheduled by a
+/// session, that session only (its sibling session of the same member gets it); scheduled by
+/// the member itself (the CLI), all of that member's sessions.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcast_reminder_leaves_out_only_whoever_scheduled_it() {
+    use claudemesh::client::{ConnectOptions, Identity};
+    use claudemesh::crypto::SignKeyPair;
+    use claudemesh::protocol::messages::{Schedule, When};
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let session = |name: &str| {
+        let options = ConnectOptions {
+            identity: Identity::Session(SignKeyPair::generate()),
+            ..ConnectOptions::new(alice.entry(), peer_info(name))
+        };
+        async move {
+            MeshClient::connect(options)
+                .await
+                .expect("a session connects")
+        }
+    };
+    let first = session("alice-1").await;
+    let second = session("alice-2").await;
+    let bobs = bob.client().await;
+
+    let soon = claudemesh::protocol::time::now_ms() + 1_000;
+    first
+        .schedule(Schedule {
+            to: "*".into(),
+            message: "from the first session".into(),
+            deliver_at: Some(When::Ms(soon)),
+            subtype: Some("reminder".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("the session schedules");
+    let got = next_push(&second, |p| reminder_text(&second, p)).await;
+    assert_eq!(got, "from the first session", "the sibling session gets it");
+    let got = next_push(&bobs, |p| reminder_text(&bobs, p)).await;
+    assert_eq!(got, "from the first session", "bob gets it");
+
+    let ack = alice.json(&[
+        "remind",
+        "from alice herself",
+        "--in",
+        "1s",
+        "--to",
+        "*",
+        "--json",
+    ]);
+    assert!(ack["scheduledId"].is_string(), "{ack}");
+    let got = next_push(&bobs, |p| reminder_text(&bobs, p)).await;
+    assert_eq!(got, "from alice herself", "bob gets the member's reminder");
+    // Pushes of one message go out together; give stragglers a moment, then look.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        reminders_waiting(&first).await,
+        Vec::<String>::new(),
+        "the scheduling session never gets its own broadcast, nor its member's"
+    );
+    assert_eq!(
+        reminders_waiting(&second).await,
+        Vec::<String>::new(),
+        "no session of alice gets the broadcast alice scheduled herself"
     );
 }
 

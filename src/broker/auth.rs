@@ -235,12 +235,69 @@ mod tests {
         h
     }
 
+    fn sig(i: u32) -> [u8; 64] {
+        let mut s = [0u8; 64];
+        s[..4].copy_from_slice(&i.to_le_bytes());
+        s
+    }
+
+    /// A signature is refused again while its timestamp could still pass (60 s, plus a
+    /// second's margin), and forgotten after.
+    #[test]
+    fn a_replay_is_refused_while_it_could_still_pass() {
+        let cache = SignedRequestCache::default();
+        let (key, t0) = ([1u8; 32], 1_700_000_000_000);
+        cache.first_use(&sig(0), t0, &key, t0).expect("first use");
+        assert!(cache.first_use(&sig(0), t0, &key, t0 + 60_999).is_err());
+        assert!(cache.first_use(&sig(0), t0, &key, t0 + 61_000).is_ok());
+    }
+
+    /// Pruning drops exactly the entries that can no longer pass and keeps the per-key counts
+    /// true: a key with only expired entries is forgotten, a live key keeps its live count.
+    #[test]
+    fn pruning_keeps_the_live_entries_and_their_counts() {
+        let cache = SignedRequestCache::default();
+        let (old_key, live_key, t0) = ([1u8; 32], [2u8; 32], 1_700_000_000_000);
+        let now = t0 + 62_000;
+        for i in 0..600 {
+            cache.first_use(&sig(i), t0, &old_key, t0).unwrap();
+        }
+        // Expires exactly at `now`: gone.
+        cache
+            .first_use(&sig(600), now - 61_000, &old_key, t0)
+            .unwrap();
+        for i in 601..1100 {
+            cache
+                .first_use(&sig(i), t0 + 30_000, &live_key, t0)
+                .unwrap();
+        }
+        assert_eq!(cache.remembered(), 1100);
+        // Over 1024 remembered and a second since the last prune: this use prunes first.
+        cache.first_use(&sig(5000), now, &live_key, now).unwrap();
+        assert_eq!(cache.remembered(), 500, "499 live ones and the new one");
+        let c = cache.inner.lock().unwrap();
+        assert_eq!(c.per_key.get(&live_key), Some(&500));
+        assert_eq!(
+            c.per_key.get(&old_key),
+            None,
+            "{:?}",
+            c.per_key.get(&old_key)
+        );
+    }
+
     #[test]
     fn signature_headers_are_checked_for_shape_and_freshness() {
         let now = 1_700_000_000_000;
         let fresh = signed("1700000059999");
         let ok = parse_signed_headers(&fresh, now).expect("fresh");
         assert_eq!((ok.mesh_id, ok.timestamp_ms), ("mesh1", 1_700_000_059_999));
+        // Exactly 60 s off either way is still fresh.
+        for edge in ["1700000060000", "1699999940000"] {
+            let headers = signed(edge);
+            let ok = parse_signed_headers(&headers, now).expect("60 s off is accepted");
+            assert_eq!(ok.timestamp_ms.to_string(), edge);
+        }
+        assert!(parse_signed_headers(&signed("1699999939999"), now).is_err());
         // Any i64 may arrive; the extremes must be refused, not overflow.
         for ts in [
             "1700000060001",

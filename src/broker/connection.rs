@@ -468,3 +468,70 @@ async fn writer_loop(
     out_rx.discard();
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::super::presence::tests::{arrive, conn, peer};
+    use super::super::presence::{Presence, Registered};
+    use super::*;
+
+    /// A step that runs when the revocation comes holds it off until it ends; a step queued
+    /// before the revocation and reached after it never runs.
+    #[tokio::test]
+    async fn work_queued_on_a_revoked_connection_does_not_run() {
+        let presence = Arc::new(Presence::default());
+        let Ok(Registered::New(alice)) =
+            presence.register(arrive("alice"), conn(1), 10, || peer("alice", 1))
+        else {
+            panic!("alice registers");
+        };
+
+        let (started, started_rx) = tokio::sync::oneshot::channel();
+        let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(authorised_step(Some(alice.clone()), async move {
+            let _ = started.send(());
+            let _ = finish_rx.await;
+        }));
+        started_rx.await.expect("the first step starts");
+        let revoking = tokio::spawn({
+            let (presence, alice) = (presence.clone(), alice.clone());
+            async move {
+                presence.revoke("mesh", "alice");
+                alice.wait_idle().await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !revoking.is_finished(),
+            "the revocation waits for the running step"
+        );
+        finish.send(()).expect("the step is still waiting");
+        running.await.expect("the step ends");
+        revoking.await.expect("the revocation completes");
+
+        let ran = Arc::new(AtomicBool::new(false));
+        authorised_step(Some(alice), {
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::SeqCst) }
+        })
+        .await;
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "a queued step ran after the revocation"
+        );
+
+        let unproven = Arc::new(AtomicBool::new(false));
+        authorised_step(None, {
+            let unproven = unproven.clone();
+            async move { unproven.store(true, Ordering::SeqCst) }
+        })
+        .await;
+        assert!(
+            unproven.load(Ordering::SeqCst),
+            "steps before hello still run"
+        );
+    }
+}

@@ -18,7 +18,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connection;
@@ -30,12 +29,15 @@ use crate::store::{ClaimError, CreateMesh};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
-pub async fn serve_connection(
+/// Serves HTTP/1 (and WebSocket upgrades) on one connection, plain or TLS.
+pub async fn serve_connection<S>(
     broker: Arc<Broker>,
-    io: TokioIo<TcpStream>,
+    io: TokioIo<S>,
     peer: SocketAddr,
     slot: Arc<super::limits::ConnectionSlot>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = {
         let broker = broker.clone();
         service_fn(move |mut req: Request<Incoming>| {
@@ -128,6 +130,7 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
                 json!({"status": "unavailable", "message": format!("storage is not writable: {e}")}),
             ),
         },
+        (&Method::GET, ["broker-key"]) => super::key::proof(&broker, req.uri().query()),
         (&Method::GET, ["metrics"]) => {
             super::metrics::refusal(&broker, &req).unwrap_or_else(|| metrics(&broker))
         }
@@ -515,6 +518,9 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
                 ClaimError::BadSignature => {
                     "the invite's signature does not verify, or its signer is no longer the owner or an admin"
                 }
+                ClaimError::NameTaken => {
+                    "a member of this mesh already has this display name; choose another (the invite was not used)"
+                }
             };
             return refuse(e.code(), status, message.into());
         }
@@ -596,6 +602,7 @@ fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Respo
                 "broker_url": crate::identity::ws_url(&broker.public_url()),
                 "owner_pubkey": mesh.owner_pubkey.to_hex(),
                 "canonical_v3": inv.canonical,
+                "signature_v3": inv.signature,
                 "root_key_check": mesh.root_key_check,
             }),
         );

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::state::Broker;
@@ -206,8 +206,14 @@ const REFUSAL_TIME: Duration = Duration::from_secs(2);
 
 /// Answers a connection over a cap with `429` (per IP) or `503` (all clients) and a sentence,
 /// then closes it. The request head is read first, so the client is not reset before it
-/// reads the answer; a WebSocket client sees the status in its failed handshake.
-pub fn refuse_connection(broker: &Arc<Broker>, mut stream: TcpStream, refused: Refused) {
+/// reads the answer; a WebSocket client sees the status in its failed handshake. On a TLS port
+/// the answer goes over TLS, within the same time.
+pub fn refuse_connection(
+    broker: &Arc<Broker>,
+    stream: TcpStream,
+    tls: Option<super::tls::TlsAcceptor>,
+    refused: Refused,
+) {
     let (status, code, message) = match refused {
         Refused::PerIp(n) => (
             "429 Too Many Requests",
@@ -235,20 +241,31 @@ pub fn refuse_connection(broker: &Arc<Broker>, mut stream: TcpStream, refused: R
     );
     tokio::spawn(async move {
         let _ = tokio::time::timeout(REFUSAL_TIME, async {
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
+            match tls {
+                None => write_refusal(stream, &answer).await,
+                Some(acceptor) => {
+                    if let Ok(Some(stream)) = acceptor.accept(stream).await {
+                        write_refusal(stream, &answer).await;
+                    }
                 }
             }
-            let _ = stream.write_all(answer.as_bytes()).await;
-            let _ = stream.shutdown().await;
         })
         .await;
         limits.refusing.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+async fn write_refusal<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &str) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ mod files;
 mod handlers;
 mod hook;
 mod http;
+mod key;
+mod lan;
 mod limits;
 mod metrics;
 mod page;
@@ -16,6 +18,7 @@ mod scheduler;
 mod state;
 mod status;
 mod subscriptions;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +28,9 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+pub use lan::loopback_refusal as lan_refusal;
 pub use state::Broker;
+pub use tls::TlsSource;
 
 use crate::store::{Store, StoreError};
 
@@ -88,6 +93,12 @@ pub struct BrokerConfig {
     pub upload_idle_timeout: Duration,
     /// How long an upload may wait for a free slot before it is refused with 503.
     pub upload_slot_wait: Duration,
+    /// Announce the broker on the LAN (mDNS / DNS-SD) under this name (`--lan`).
+    pub lan_name: Option<String>,
+    /// TLS on the port: certificate files or ACME; `None` is plain text.
+    pub tls: Option<TlsSource>,
+    /// Plain text on an address that is not loopback (`--insecure-plaintext`).
+    pub insecure_plaintext: bool,
 }
 
 impl BrokerConfig {
@@ -116,8 +127,51 @@ impl BrokerConfig {
             upload_slots: 8,
             upload_idle_timeout: Duration::from_secs(20),
             upload_slot_wait: Duration::from_secs(30),
+            lan_name: None,
+            tls: None,
+            insecure_plaintext: false,
         }
     }
+
+    /// Refuses plain text off loopback unless `insecure_plaintext` says so.
+    pub fn check_plaintext(&self) -> Result<(), BrokerError> {
+        if self.tls.is_none()
+            && !self.insecure_plaintext
+            && !crate::net::is_loopback(self.listen.ip())
+        {
+            return Err(BrokerError::Plaintext(self.listen));
+        }
+        Ok(())
+    }
+}
+
+/// The base URL of links: `--public-url`; else `https://<ACME name>`; else the address we
+/// listen on, with a wildcard (`0.0.0.0`, `[::]`) replaced by the address this machine reaches
+/// others from; `None` when there is none (links would not work).
+pub fn link_url(config: &BrokerConfig, local: SocketAddr) -> Option<String> {
+    if let Some(url) = &config.public_url {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let port = local.port();
+    if let Some(domain) = config.tls.as_ref().and_then(TlsSource::domain) {
+        return Some(match port {
+            443 => format!("https://{domain}"),
+            _ => format!("https://{domain}:{port}"),
+        });
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let ip = match local.ip() {
+        ip if ip.is_unspecified() => crate::net::reachable_address()?,
+        ip => ip,
+    };
+    Some(format!(
+        "{scheme}://{}",
+        crate::net::url_authority(ip, port)
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,24 +191,48 @@ pub enum BrokerError {
     Memory(#[from] crate::store::MemoryError),
     #[error("metrics token: {0}")]
     MetricsToken(String),
+    #[error("broker key: {0}")]
+    Key(String),
+    #[error("{0}")]
+    Lan(String),
+    #[error(
+        "refusing to listen on {0} without TLS: that address is reachable from other machines, and the admin token, invite codes, file tokens and every frame would cross the network in clear text. Give --tls-cert and --tls-key, or --acme DOMAIN; or listen on 127.0.0.1 behind a TLS reverse proxy (see the README); or pass --insecure-plaintext if this network is trusted"
+    )]
+    Plaintext(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The broker, bound and ready; `serve` runs it until shutdown.
 pub struct RunningBroker {
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<tls::Tls>,
     /// True when this start created the admin token (so it should be shown).
     pub admin_token_created: bool,
+    /// [`crate::protocol::lan::fingerprint`] of `<data>/broker.key`.
+    pub key_fingerprint: String,
+    lan: Option<lan::LanAdvert>,
 }
 
 impl RunningBroker {
     /// Opens the data directory and binds the port.
     pub async fn bind(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        config.check_plaintext()?;
+        let tls = match &config.tls {
+            Some(source) => {
+                Some(tls::Tls::load(source, &config.data_dir).map_err(BrokerError::Tls)?)
+            }
+            None => None,
+        };
         let store = Store::open(&config.data_dir)?;
         // Rebuilt from redb here, before anyone can connect, when missing or behind.
         let memory = crate::store::MemoryIndex::open(&config.data_dir.join("memory"), &store)?;
         let (admin_token, created) = state::load_or_create_admin_token(&config.data_dir)
             .map_err(|e| BrokerError::AdminToken(e.to_string()))?;
+        let broker_key =
+            key::load_or_create(&config.data_dir).map_err(|e| BrokerError::Key(e.to_string()))?;
+        let key_fingerprint = crate::protocol::lan::fingerprint(&broker_key.public);
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -170,16 +248,47 @@ impl RunningBroker {
         files.set_upload_slots(config.upload_slots);
         let mut broker = Broker::new(config, store, admin_token, local, files, memory);
         broker.metrics_token = metrics_token;
+        broker.key = Some(broker_key);
         let broker = Arc::new(broker);
+        let lan = match &broker.config.lan_name {
+            Some(name) => Some(
+                lan::LanAdvert::start(name, local, &broker.public_url(), &key_fingerprint)
+                    .map_err(BrokerError::Lan)?,
+            ),
+            None => None,
+        };
+        if broker.config.public_url.is_none() && local.ip().is_unspecified() {
+            match broker.link_url() {
+                Some(url) => tracing::warn!(
+                    "listening on every address without --public-url: links will use {url}; pass --public-url with the address people reach this broker at"
+                ),
+                None => tracing::warn!(
+                    "listening on every address without --public-url, and no address others could reach was found: invites are refused until the broker runs with --public-url"
+                ),
+            }
+        }
         Ok(RunningBroker {
             broker,
             listener,
+            tls,
             admin_token_created: created,
+            key_fingerprint,
+            lan,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.broker.local_addr
+    }
+
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The base URL of links (see [`link_url`]).
+    pub fn link_url(&self) -> Option<String> {
+        self.broker.link_url()
     }
 
     pub fn admin_token(&self) -> &str {
@@ -194,8 +303,17 @@ impl RunningBroker {
     /// connection tasks, and commits and closes storage.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let RunningBroker {
-            broker, listener, ..
+            broker,
+            listener,
+            lan,
+            tls,
+            ..
         } = self;
+        let tls = tls.map(|tls| {
+            let (acceptor, keeper) = tls.start(broker.shutdown.clone());
+            broker.tasks.spawn(keeper);
+            acceptor
+        });
         broker.tasks.spawn(router::run_sweeper(broker.clone()));
         broker.tasks.spawn(files::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
@@ -210,13 +328,27 @@ impl RunningBroker {
                         let slot = match broker.connections.admit(peer.ip()) {
                             Ok(slot) => slot,
                             Err(refused) => {
-                                limits::refuse_connection(&broker, stream, refused);
+                                limits::refuse_connection(&broker, stream, tls.clone(), refused);
                                 continue;
                             }
                         };
                         let _ = stream.set_nodelay(true);
                         let broker = broker.clone();
-                        broker.tasks.spawn(http::serve_connection(broker.clone(), TokioIo::new(stream), peer, slot));
+                        match tls.clone() {
+                            None => {
+                                broker.tasks.spawn(http::serve_connection(broker.clone(), TokioIo::new(stream), peer, slot));
+                            }
+                            Some(acceptor) => {
+                                let tasks = broker.tasks.clone();
+                                tasks.spawn(async move {
+                                    match acceptor.accept(stream).await {
+                                        Ok(Some(tls)) => http::serve_connection(broker, TokioIo::new(tls), peer, slot).await,
+                                        Ok(None) => {}
+                                        Err(e) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: wait a moment rather than spin.
@@ -227,6 +359,9 @@ impl RunningBroker {
             }
         }
         drop(listener);
+        if let Some(lan) = lan {
+            lan.stop().await;
+        }
         tracing::info!("shutting down: closing connections");
         broker.shutdown.cancel();
         broker.tasks.close();

@@ -196,6 +196,13 @@ impl Peer {
         }
     }
 
+    /// Whether `viewer` sees this presence in peer lists, and counts its member as online: a
+    /// visible session (a CLI's short control-plane connection is no session), or the
+    /// viewer's own presence. `peers` and `members` both go by it, so they agree.
+    pub fn shown_to(&self, viewer: &Peer) -> bool {
+        self.presence_id == viewer.presence_id || (!self.control_plane && self.state().visible)
+    }
+
     pub fn is_live(&self) -> bool {
         self.state().conn.is_some()
     }
@@ -454,11 +461,15 @@ impl Presence {
             .collect()
     }
 
-    /// Members with at least one live connection other than `except`.
-    pub fn online_members(&self, mesh_id: &str, except: u64) -> std::collections::HashSet<String> {
+    /// Members with at least one live session `viewer` is shown (see [`Peer::shown_to`]).
+    pub fn online_members(
+        &self,
+        mesh_id: &str,
+        viewer: &Peer,
+    ) -> std::collections::HashSet<String> {
         self.peers(mesh_id)
             .into_iter()
-            .filter(|p| p.conn_id().is_some_and(|c| c != except))
+            .filter(|p| !p.control_plane && p.is_live() && p.shown_to(viewer))
             .map(|p| p.member_id.clone())
             .collect()
     }
@@ -536,5 +547,81 @@ impl Peer {
     /// Waits until nothing acting for this presence still runs (after [`Presence::revoke`]).
     pub async fn wait_idle(&self) {
         drop(self.authority.write().await);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(in crate::broker) fn conn(id: u64) -> ConnHandle {
+        let (outbox, _) = Outbox::new(0);
+        let (closer, _) = watch::channel(None);
+        ConnHandle {
+            conn_id: id,
+            encoding: Encoding::Json,
+            outbox,
+            closer,
+        }
+    }
+
+    pub(in crate::broker) fn peer(member: &str, key: u8) -> Peer {
+        Peer::new(
+            format!("presence-of-{member}"),
+            "mesh".into(),
+            member.into(),
+            Pubkey([key; 32]),
+            None,
+            PeerKind::Member,
+            MemberRole::Member,
+            member.into(),
+            PeerInfo::default(),
+            Vec::new(),
+            conn(0),
+        )
+    }
+
+    pub(in crate::broker) fn arrive<'a>(member: &'a str) -> Arrival<'a> {
+        Arrival {
+            mesh_id: "mesh",
+            member_id: member,
+            session: None,
+            session_id: "",
+        }
+    }
+
+    /// A hello verified before the revocation reaches `register` after it: refused, while
+    /// others still register; an uncommitted revocation, undone, lets the member back.
+    #[test]
+    fn a_hello_verified_before_a_revocation_cannot_register_after_it() {
+        let presence = Presence::default();
+        assert!(
+            presence
+                .register(arrive("alice"), conn(1), 10, || peer("alice", 1))
+                .is_ok()
+        );
+        let gone = presence.revoke("mesh", "alice");
+        assert_eq!(gone.len(), 1, "alice's presence leaves with the revocation");
+        assert!(gone[0].is_revoked());
+        assert!(presence.is_revoked("mesh", "alice"));
+        assert!(
+            presence
+                .register(arrive("alice"), conn(2), 10, || peer("alice", 1))
+                .is_err(),
+            "a revoked member's hello must not register"
+        );
+        assert!(
+            presence
+                .register(arrive("bob"), conn(3), 10, || peer("bob", 2))
+                .is_ok(),
+            "others still register"
+        );
+        presence.unrevoke("mesh", "alice");
+        assert!(!presence.is_revoked("mesh", "alice"));
+        assert!(
+            presence
+                .register(arrive("alice"), conn(4), 10, || peer("alice", 1))
+                .is_ok()
+        );
     }
 }

@@ -27,6 +27,8 @@ const PUSH_OVERHEAD: usize = 512;
 
 struct Sent {
     at: i64,
+    /// When it was first pushed (redeliveries move `at`, not this).
+    first: i64,
     bytes: usize,
 }
 
@@ -83,8 +85,14 @@ impl Delivery {
         match self.inflight.get_mut(id) {
             Some(s) => s.at = now_ms, // pushed again: already counted
             None => {
-                self.inflight
-                    .insert(id.to_string(), Sent { at: now_ms, bytes });
+                self.inflight.insert(
+                    id.to_string(),
+                    Sent {
+                        at: now_ms,
+                        first: now_ms,
+                        bytes,
+                    },
+                );
                 self.unacked += 1;
                 self.unacked_bytes += bytes;
             }
@@ -104,6 +112,7 @@ impl Delivery {
                     id.to_string(),
                     Sent {
                         at: ACKED,
+                        first: time::now_ms(),
                         bytes: 0,
                     },
                 );
@@ -115,6 +124,12 @@ impl Delivery {
         if self.inflight.get(id).is_some_and(|s| s.at == ACKED) {
             self.inflight.remove(id);
         }
+    }
+
+    /// When `id` was first pushed on this connection, if it was: from then on it is in the
+    /// recipient's window, delivered as far as `message_status` goes.
+    pub fn pushed_at(&self, id: &str) -> Option<i64> {
+        self.inflight.get(id).map(|s| s.first)
     }
 
     /// Something pushed has waited `redeliver` without an acknowledgement.
@@ -155,7 +170,7 @@ pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
 }
 
 /// Whether `peer` receives messages queued under `key`.
-fn covers(peer: &Peer, key: &RecipientKey) -> bool {
+pub fn covers(peer: &Peer, key: &RecipientKey) -> bool {
     match key {
         RecipientKey::Member { member_id, .. } => &peer.member_id == member_id,
         RecipientKey::Session { session, .. } => peer.session_pubkey == Some(*session),

@@ -23,6 +23,8 @@ pub struct Broker {
     pub store: Store,
     pub admin_token: String,
     pub local_addr: SocketAddr,
+    /// The base URL of links, worked out once at start.
+    pub link_url: Option<String>,
     pub presence: Presence,
     pub metrics: Metrics,
     pub replay: ReplayGuard,
@@ -32,6 +34,8 @@ pub struct Broker {
     pub connections: std::sync::Arc<super::limits::ConnectionLimits>,
     /// The bearer token `GET /metrics` requires (`--metrics-token-file`).
     pub metrics_token: Option<super::metrics::MetricsToken>,
+    /// `<data>/broker.key`, which `GET /broker-key` proves this broker holds.
+    pub key: Option<crate::crypto::SignKeyPair>,
     /// Per-member send rate.
     pub send_limit: RateLimiter,
     /// Per (pid, cwd) status-hook rate: 30 a minute.
@@ -63,6 +67,7 @@ impl Broker {
         memory: crate::store::MemoryIndex,
     ) -> Broker {
         Broker {
+            link_url: super::link_url(&config, local_addr),
             store,
             admin_token,
             local_addr,
@@ -75,6 +80,7 @@ impl Broker {
                 config.max_connections_per_ip,
             ),
             metrics_token: None,
+            key: None,
             send_limit: RateLimiter::new(config.send_rate, config.send_burst),
             hook_limit: RateLimiter::bounded(0.5, 30.0, super::hook::LIMITER_KEYS),
             pending_status: PendingStatuses::default(),
@@ -94,12 +100,23 @@ impl Broker {
         self.config.redeliver_after.as_millis() as i64
     }
 
-    /// The base URL used in invite links: `--public-url`, else the address we listen on.
+    /// The base URL of links (invites): `--public-url`, else the one worked out at start (see
+    /// [`super::link_url`]); `None` when no address others could reach is known.
+    pub fn link_url(&self) -> Option<String> {
+        self.link_url.clone()
+    }
+
+    /// The base URL for upload and download URLs: the link URL, else the address we listen
+    /// on (clients replace a wildcard host by the address they reached the broker at).
     pub fn public_url(&self) -> String {
-        match &self.config.public_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.local_addr),
-        }
+        self.link_url.clone().unwrap_or_else(|| {
+            let scheme = if self.config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", self.local_addr)
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -235,8 +235,10 @@ fn remove_ours(v: &mut Value, bin: &str) {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "install")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "install", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh install")]
+#[argh(example = "claudemesh install --no-hooks")]
 /// register the claudemesh MCP server and status hooks with Claude Code
 pub struct InstallCmd {
     /// do not add the status hooks
@@ -307,8 +309,9 @@ impl InstallCmd {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "uninstall")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "uninstall", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh uninstall")]
 /// remove exactly what `install` added to Claude Code's settings
 pub struct UninstallCmd {}
 
@@ -364,8 +367,9 @@ impl UninstallCmd {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "launch")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "launch", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh launch --name alice --groups backend:lead -y")]
 /// start Claude Code connected to the mesh (arguments after -- go to claude)
 pub struct LaunchCmd {
     /// your display name for this session
@@ -485,8 +489,9 @@ fn hand_over(mut cmd: std::process::Command) -> CliResult {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "doctor")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "doctor", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh doctor --json")]
 /// check config, keys and permissions, broker reachability and the Claude Code install
 pub struct DoctorCmd {
     /// print JSON
@@ -561,7 +566,13 @@ impl DoctorCmd {
                 );
                 let health = tokio::time::timeout(
                     std::time::Duration::from_secs(3),
-                    http::request("GET", &format!("{}/health", m.http_base()), &[], None),
+                    http::request_with(
+                        "GET",
+                        &format!("{}/health", m.http_base()),
+                        &[],
+                        None,
+                        &crate::client::tls::Trust::resolve(None, m.ca_file.as_deref()),
+                    ),
                 )
                 .await;
                 match health {

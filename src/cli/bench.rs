@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 
 use super::output::{self, outln};
 use super::{CliError, CliResult, print_json};
+use crate::client::tls::Trust;
 use crate::client::{ConnectOptions, MeshClient, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
 use crate::identity::{MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
@@ -28,16 +29,24 @@ const WINDOW: usize = 64;
 /// Give up waiting for deliveries after this long without progress.
 const STALL: Duration = Duration::from_secs(20);
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "bench")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "bench", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh bench --peers 10 --messages 1000")]
 /// load-test a broker: N peers each send M direct messages; reports throughput and latency
 pub struct BenchCmd {
     /// broker URL (default ws://127.0.0.1:7900/ws)
     #[argh(option, default = "String::from(\"ws://127.0.0.1:7900/ws\")")]
     broker: String,
-    /// the broker's admin token (a throw-away mesh is created)
+    /// the broker's admin token (a throw-away mesh is created); default: as `create` finds it
     #[argh(option)]
     admin_token: Option<String>,
+    /// file holding the broker's admin token
+    #[argh(option)]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// PEM file of the CA (or self-signed certificate) a wss:// broker's certificate must
+    /// chain to (also $CLAUDEMESH_CA_FILE)
+    #[argh(option)]
+    ca_file: Option<std::path::PathBuf>,
     /// peers to connect (default 10)
     #[argh(option, default = "10")]
     peers: usize,
@@ -94,11 +103,13 @@ impl BenchCmd {
         if self.messages == 0 {
             return Err(CliError::Usage("--messages must be at least 1".into()));
         }
-        let token = match &self.admin_token {
-            Some(t) => Some(t.clone()),
-            None => std::env::var("CLAUDEMESH_ADMIN_TOKEN").ok(),
-        };
-        let entries = setup_mesh(&self.broker, token.as_deref(), self.peers).await?;
+        let token = super::admin_token::find(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            &self.broker,
+        )?;
+        let trust = Trust::resolve(self.ca_file.as_deref(), None);
+        let entries = setup_mesh(&self.broker, token.as_deref(), self.peers, &trust).await?;
         if !self.json {
             output::error(&format!("connecting {} peers…", self.peers));
         }
@@ -151,6 +162,7 @@ async fn setup_mesh(
     broker: &str,
     token: Option<&str>,
     n: usize,
+    trust: &Trust,
 ) -> Result<Vec<MeshEntry>, CliError> {
     let base = http_base(broker);
     let owner = SignKeyPair::generate();
@@ -166,16 +178,17 @@ async fn setup_mesh(
     let headers: Vec<(&str, String)> = token
         .map(|t| vec![("authorization", format!("Bearer {t}"))])
         .unwrap_or_default();
-    let resp = http::request(
+    let resp = http::request_with(
         "POST",
         &format!("{base}/meshes"),
         &headers,
         Some(body.to_string().into_bytes()),
+        trust,
     )
     .await?;
     if !resp.is_success() {
         return Err(CliError::failed(format!(
-            "cannot create the bench mesh: {} (pass --admin-token, or run the broker with --open)",
+            "cannot create the bench mesh: {} (pass --admin-token or --admin-token-file: the token is in admin.token in the broker's data directory; or run the broker with --open)",
             resp.into_error()
         )));
     }
@@ -196,6 +209,7 @@ async fn setup_mesh(
         owner_pubkey: owner.public_hex(),
         owner_secret_key: None,
         joined_at: time::iso(time::now_ms()),
+        ca_file: trust.remembered(),
     };
     let owner_entry = entry(
         v["memberId"].as_str().unwrap_or_default().to_string(),
@@ -219,7 +233,8 @@ async fn setup_mesh(
         let keys = SignKeyPair::generate();
         let x = BoxKeyPair::generate();
         let resp =
-            http::claim_invite(&base, &code, &x.public, &format!("bench-{i}"), &keys).await?;
+            http::claim_invite_with(&base, &code, &x.public, &format!("bench-{i}"), &keys, trust)
+                .await?;
         if !resp.is_success() {
             return Err(resp.into_error().into());
         }
@@ -251,8 +266,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-async fn broker_rss_mb(broker: &str) -> Option<f64> {
-    let resp = http::request("GET", &format!("{}/metrics", http_base(broker)), &[], None)
+async fn broker_rss_mb(broker: &str, trust: &Trust) -> Option<f64> {
+    let url = format!("{}/metrics", http_base(broker));
+    let resp = http::request_with("GET", &url, &[], None, trust)
         .await
         .ok()?;
     let text = String::from_utf8_lossy(&resp.body).into_owned();
@@ -273,6 +289,7 @@ pub async fn run_load(
     progress: bool,
 ) -> Result<Report, CliError> {
     let n = entries.len();
+    let trust = Trust::resolve(None, entries.first().and_then(|e| e.ca_file.as_deref()));
     let mut clients = Vec::with_capacity(n);
     for chunk in entries.chunks(50) {
         let connecting: Vec<_> = chunk
@@ -427,7 +444,7 @@ pub async fn run_load(
     }
     // Late duplicates would show up now.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss = broker_rss_mb(broker).await;
+    let rss = broker_rss_mb(broker, &trust).await;
     for c in clients {
         if let Ok(c) = Arc::try_unwrap(c) {
             c.close().await;

@@ -3,26 +3,55 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 
+use super::logging::LogFormat;
 use super::output::outln;
 use super::{CliError, CliResult};
-use crate::broker::{BrokerConfig, RunningBroker, shutdown_signal};
+use crate::broker::{BrokerConfig, BrokerError, RunningBroker, TlsSource, shutdown_signal};
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "broker")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "broker", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh broker --listen 127.0.0.1:7900 --data /var/lib/claudemesh")]
 /// run the broker (HTTP + WebSocket on one port, storage in the data directory)
 pub struct BrokerCmd {
-    /// address to listen on (default 127.0.0.1:7900; port 0 picks a free one)
+    /// address to listen on, host:port (default 127.0.0.1:7900; port 0 picks a free one); off
+    /// loopback it needs TLS (--tls-cert/--tls-key or --acme) or --insecure-plaintext
     #[argh(option, default = "String::from(\"127.0.0.1:7900\")")]
     listen: String,
+    /// PEM certificate chain (leaf first) to serve TLS with; read again when it changes
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+    /// obtain and renew a certificate for this domain over ACME (TLS-ALPN-01 on this port,
+    /// which the CA reaches on 443); repeat for more names; cached in <data>/acme
+    #[argh(option)]
+    acme: Vec<String>,
+    /// contact e-mail for the ACME account
+    #[argh(option)]
+    acme_email: Option<String>,
+    /// ACME directory URL (default: Let's Encrypt production)
+    #[argh(option)]
+    acme_directory: Option<String>,
+    /// PEM CA that the ACME directory's HTTPS certificate must chain to (a test CA such as
+    /// pebble's; default: the public roots)
+    #[argh(option)]
+    acme_ca_file: Option<PathBuf>,
+    /// listen without TLS on an address other machines can reach: the admin token, invite
+    /// codes and file tokens then travel in clear text
+    #[argh(switch)]
+    insecure_plaintext: bool,
     /// data directory (default $CLAUDEMESH_DATA_DIR or ~/.local/share/claudemesh)
     #[argh(option)]
     data: Option<PathBuf>,
     /// let anyone create meshes without the admin token
     #[argh(switch)]
     open: bool,
-    /// URL people reach this broker at, used in invite links (default http://<listen>)
+    /// URL people reach this broker at, used in links, e.g. https://mesh.example.com (default:
+    /// https://<ACME domain>, else the listen address, with a wildcard replaced by this
+    /// machine's outward address)
     #[argh(option)]
     public_url: Option<String>,
     /// largest WebSocket frame / request body accepted (default 65536)
@@ -106,6 +135,58 @@ pub struct BrokerCmd {
     /// refuse (503) an upload that waited this long for a free slot, e.g. 30s (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     upload_slot_wait: String,
+    /// announce this broker on the local network (mDNS, _claudemesh._tcp) so `claudemesh
+    /// discover` finds it; needs a --listen address others can reach
+    #[argh(switch)]
+    lan: bool,
+    /// the name the LAN advert carries, for `create --broker lan:NAME` (default: the host name)
+    #[argh(option)]
+    lan_name: Option<String>,
+    /// log lines as text (coloured only on a terminal) or json, one object per line
+    #[argh(option, default = "LogFormat::Text")]
+    pub log_format: LogFormat,
+}
+
+/// `--listen`: `host:port`, where host is an address or a name (`localhost:7900`), which must
+/// resolve; a name listens on its first address.
+async fn parse_listen(listen: &str) -> Result<SocketAddr, CliError> {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let usage = |why: String| {
+        CliError::Usage(format!(
+            "--listen must be host:port, e.g. 127.0.0.1:7900, localhost:7900 or 0.0.0.0:443 (got \"{listen}\": {why})"
+        ))
+    };
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| usage("no port".into()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| usage("the port is not a number".into()))?;
+    let mut found: Vec<SocketAddr> = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| usage(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    // localhost may come as ::1 first; either is loopback, 127.0.0.1 is what most expect.
+    found.sort_by_key(|a| !a.is_ipv4());
+    found
+        .first()
+        .copied()
+        .ok_or_else(|| usage(format!("{host} has no address")))
+}
+
+/// A DNS name an ACME CA can issue for: dot-separated labels of letters, digits and `-`.
+fn is_domain_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// `$CLAUDEMESH_DATA_DIR`, else the per-user data directory.
@@ -139,13 +220,51 @@ impl BrokerCmd {
         Ok(())
     }
 
+    /// Where the certificate comes from, if anywhere.
+    fn tls_source(&self) -> Result<Option<TlsSource>, CliError> {
+        match (&self.tls_cert, &self.tls_key, self.acme.is_empty()) {
+            (None, None, true) => {
+                if self.acme_email.is_some()
+                    || self.acme_directory.is_some()
+                    || self.acme_ca_file.is_some()
+                {
+                    return Err(CliError::Usage(
+                        "--acme-email, --acme-directory and --acme-ca-file go with --acme DOMAIN"
+                            .into(),
+                    ));
+                }
+                Ok(None)
+            }
+            (Some(cert), Some(key), true) => Ok(Some(TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None, false) => {
+                if let Some(bad) = self.acme.iter().find(|d| !is_domain_name(d)) {
+                    return Err(CliError::Usage(format!(
+                        "--acme needs a DNS name that resolves to this machine, e.g. mesh.example.com (got \"{bad}\")"
+                    )));
+                }
+                Ok(Some(TlsSource::Acme {
+                    domains: self.acme.clone(),
+                    email: self.acme_email.clone(),
+                    directory: self.acme_directory.clone().unwrap_or_else(|| {
+                        rustls_acme::acme::LETS_ENCRYPT_PRODUCTION_DIRECTORY.into()
+                    }),
+                    directory_ca: self.acme_ca_file.clone(),
+                }))
+            }
+            (_, _, false) => Err(CliError::Usage(
+                "give either --tls-cert/--tls-key or --acme, not both".into(),
+            )),
+            _ => Err(CliError::Usage(
+                "--tls-cert and --tls-key go together".into(),
+            )),
+        }
+    }
+
     pub async fn run(self) -> CliResult {
-        let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            CliError::Usage(format!(
-                "--listen must be host:port with a numeric host, e.g. 127.0.0.1:7900 (got \"{}\")",
-                self.listen
-            ))
-        })?;
+        let listen = parse_listen(&self.listen).await?;
         if self.max_message_bytes < 1024 {
             return Err(CliError::Usage(
                 "--max-message-bytes must be at least 1024".into(),
@@ -167,8 +286,16 @@ impl BrokerCmd {
         }
         let data_dir = self.data.clone().unwrap_or_else(default_data_dir);
         let mut config = BrokerConfig::new(listen, data_dir.clone());
+        config.tls = self.tls_source()?;
+        config.insecure_plaintext = self.insecure_plaintext;
         self.apply_limits(&mut config)?;
         config.open = self.open;
+        config.lan_name = (self.lan || self.lan_name.is_some()).then(|| {
+            self.lan_name
+                .clone()
+                .or_else(super::hostname)
+                .unwrap_or_else(|| "claudemesh".into())
+        });
         config.public_url = self.public_url;
         config.max_message_bytes = self.max_message_bytes;
         config.max_connections_per_mesh = self.max_connections_per_mesh.max(1);
@@ -202,12 +329,32 @@ impl BrokerCmd {
         }
         config.max_outbox_bytes = self.max_outbox_bytes;
         config.max_queued_per_recipient = self.max_queued_per_recipient;
-        let broker = RunningBroker::bind(config)
-            .await
-            .map_err(|e| CliError::failed(format!("cannot start the broker: {e}")))?;
+        let config_lan_name = config.lan_name.clone();
+        if let Some(url) = &config.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(CliError::Usage(format!(
+                "--public-url must start with https:// or http:// (got \"{url}\")"
+            )));
+        }
+        let broker = RunningBroker::bind(config).await.map_err(|e| match e {
+            BrokerError::Plaintext(_) => CliError::Failed(e.to_string()),
+            e => CliError::failed(format!("cannot start the broker: {e}")),
+        })?;
         let addr = broker.local_addr();
-        outln!("claudemesh broker listening on {addr} (WebSocket ws://{addr}/ws)");
+        let ws = if broker.is_tls() { "wss" } else { "ws" };
+        outln!("claudemesh broker listening on {addr} (WebSocket {ws}://{addr}/ws)");
+        match broker.link_url() {
+            Some(url) => outln!("links use {url}"),
+            None => outln!("links: none can be made until --public-url is given"),
+        }
         outln!("data directory: {}", data_dir.display());
+        outln!("broker key fingerprint: {}", broker.key_fingerprint);
+        if let Some(name) = &config_lan_name {
+            outln!(
+                "announced on the LAN as \"{name}\": `claudemesh discover` lists it (a hint only: compare the fingerprint)"
+            );
+        }
         if self.open {
             outln!("open mode: anyone who can reach this port may create meshes");
         } else if broker.admin_token_created {
@@ -223,5 +370,35 @@ impl BrokerCmd {
         let _ = std::io::stdout().flush();
         broker.serve(shutdown_signal()).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listen_takes_addresses_and_names() {
+        assert_eq!(
+            parse_listen("0.0.0.0:7900").await.unwrap().to_string(),
+            "0.0.0.0:7900"
+        );
+        assert_eq!(
+            parse_listen("[::1]:1").await.unwrap().to_string(),
+            "[::1]:1"
+        );
+        let local = parse_listen("localhost:7900").await.unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 7900, "{local}");
+        for bad in ["7900", "localhost:http", "localhost:70000"] {
+            assert!(parse_listen(bad).await.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn acme_names_are_dns_names() {
+        assert!(is_domain_name("mesh.example.com") && is_domain_name("localhost"));
+        for bad in ["", "127.0.0.1", "a..b", "-a.b", "a_b.c", "ex ample.com"] {
+            assert!(!is_domain_name(bad), "{bad}");
+        }
     }
 }

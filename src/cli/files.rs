@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -17,15 +17,16 @@ use crate::protocol::Pubkey;
 /// Files at most this big get no progress bar.
 const PROGRESS_ABOVE: u64 = 1024 * 1024;
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "file")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "file", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file share notes.md --to bob")]
 /// share files with the mesh: share, get, list, status, delete, grant
 pub struct FileCmd {
     #[argh(subcommand)]
     action: FileAction,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum FileAction {
     Share(ShareCmd),
@@ -36,14 +37,17 @@ enum FileAction {
     Grant(GrantCmd),
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "share")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "share", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file share build.log --tags ci,logs")]
+#[argh(example = "claudemesh file share secrets.env --to bob")]
 /// upload a file; with --to it is encrypted end to end for those peers (and you)
 struct ShareCmd {
     /// the file
     #[argh(positional)]
     path: PathBuf,
-    /// encrypt for these peers: names, pubkeys or 8+ hex prefixes, comma-separated
+    /// encrypt for these peers: names, pubkeys or 8+ hex prefixes, comma-separated (mesh:name
+    /// picks the mesh too)
     #[argh(option)]
     to: Option<String>,
     /// the name others see (default: the file's name)
@@ -63,8 +67,9 @@ struct ShareCmd {
     json: bool,
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "get")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "get", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file get 01HZX3 --out ./notes.md")]
 /// download a file (decrypting it if it was encrypted for you)
 struct GetCmd {
     /// the file id
@@ -81,8 +86,9 @@ struct GetCmd {
     json: bool,
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "list")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "list", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file list --from bob --json")]
 /// list shared files, newest first
 struct ListCmd {
     /// only files whose name or a tag contains this
@@ -99,8 +105,9 @@ struct ListCmd {
     json: bool,
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "status")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "status", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file status 01HZX3")]
 /// who downloaded a file, and when
 struct StatusCmd {
     /// the file id
@@ -114,8 +121,9 @@ struct StatusCmd {
     json: bool,
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "delete")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "delete", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file delete 01HZX3")]
 /// delete a file (its uploader, or a mesh owner or admin)
 struct DeleteCmd {
     /// the file id
@@ -126,8 +134,9 @@ struct DeleteCmd {
     mesh: Option<String>,
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "grant")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "grant", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh file grant 01HZX3 carol")]
 /// let another peer read an encrypted file you shared
 struct GrantCmd {
     /// the file id
@@ -231,11 +240,12 @@ impl ShareCmd {
                 self.path.display()
             )));
         }
-        let entry = select_mesh(self.mesh.as_deref())?;
+        let (mesh, to) = super::target::unqualify_option(self.to.as_deref(), self.mesh.as_deref())?;
+        let entry = select_mesh(mesh.as_deref())?;
         let client = connect(&entry).await?;
         let bar = Bar::new(self.json);
         let result = async {
-            let recipients = match &self.to {
+            let recipients = match &to {
                 Some(to) => resolve_peers(&client, to).await?,
                 None => Vec::new(),
             };

@@ -4,18 +4,20 @@
 
 use std::time::Duration;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
 use super::CliResult;
 use crate::client::http;
+use crate::client::tls::Trust;
 use crate::identity::{ConfigDir, sign_request};
 
 /// The whole hook, stdin included, finishes within this.
 const BUDGET: Duration = Duration::from_millis(900);
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "hook")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "hook", help_triggers("-h", "--help"))]
+#[argh(example = "echo '{{}}' | claudemesh hook working")]
 /// report a status from a Claude Code hook (reads the hook JSON on stdin)
 pub struct HookCmd {
     /// idle, working or dnd
@@ -65,7 +67,9 @@ impl HookCmd {
                 let path = "/hook/set-status";
                 let headers = sign_request(&keys, &entry.mesh_id, "POST", path, &body);
                 let url = format!("{}{path}", entry.http_base());
-                if let Err(e) = http::request("POST", &url, &headers, Some(body)).await {
+                let trust = Trust::resolve(None, entry.ca_file.as_deref());
+                if let Err(e) = http::request_with("POST", &url, &headers, Some(body), &trust).await
+                {
                     tracing::debug!("hook for {}: {e}", entry.slug);
                 }
             }));

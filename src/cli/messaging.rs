@@ -2,18 +2,19 @@
 
 use std::time::Duration;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
 use super::output::{self, outln};
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::{Incoming, MeshClient};
-use crate::protocol::messages::GroupRef;
+use crate::protocol::messages::{GroupRef, PeerEntry};
 use crate::protocol::{ClientMessage, ServerMessage};
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "peers")]
-/// list live peers (name, status, summary, groups)
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "peers", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh peers --group backend")]
+/// list who is here, one line per member: id, online, live sessions, status, groups, summary
 pub struct PeersCmd {
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
@@ -36,34 +37,109 @@ impl PeersCmd {
             .into_iter()
             .filter(|p| p.peer_role != "control-plane")
             .collect();
+        let members = by_member(&peers);
         if self.json {
-            print_json(&json!({ "peers": peers }));
+            let grouped: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "memberPubkey": m.pubkey,
+                        "displayName": m.name,
+                        "online": !m.sessions.is_empty(),
+                        "sessions": m.sessions.iter().map(|s| &s.pubkey).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            print_json(&json!({ "peers": peers, "members": grouped }));
             return Ok(());
         }
-        if peers.is_empty() {
+        if members.is_empty() {
             outln!("no peers online in {}", entry.slug);
             return Ok(());
         }
         outln!(
-            "{:<20} {:<8} {:<7} {:<24} SUMMARY",
+            "{:<20} {:<9} {:<7} {:<9} {:<8} {:<24} SUMMARY",
             "NAME",
-            "STATUS",
+            "ID",
             "ONLINE",
+            "SESSIONS",
+            "STATUS",
             "GROUPS"
         );
-        for p in peers {
-            let groups: Vec<String> = p.groups.iter().map(group_label).collect();
+        for m in &members {
+            let live = &m.sessions;
+            // The member's line speaks for its live sessions (or, with none, its last one).
+            let shown: Vec<&PeerEntry> = if live.is_empty() {
+                m.all.iter().take(1).copied().collect()
+            } else {
+                live.clone()
+            };
+            let mut statuses: Vec<&str> = shown.iter().map(|p| p.status.as_str()).collect();
+            statuses.sort();
+            statuses.dedup();
+            let mut groups: Vec<String> = shown
+                .iter()
+                .flat_map(|p| p.groups.iter().map(group_label))
+                .collect();
+            groups.sort();
+            groups.dedup();
+            let summary = shown.iter().find_map(|p| p.summary.clone());
             outln!(
-                "{:<20} {:<8} {:<7} {:<24} {}",
-                p.display_name,
-                p.status,
-                if p.online { "yes" } else { "away" },
+                "{:<20} {:<9} {:<7} {:<9} {:<8} {:<24} {}",
+                m.name,
+                m.pubkey.get(..8).unwrap_or(""),
+                if live.is_empty() { "no" } else { "yes" },
+                live.len(),
+                statuses.join(","),
                 groups.join(","),
-                p.summary.unwrap_or_default()
+                summary.unwrap_or_default()
             );
+            if live.len() > 1 {
+                for s in live {
+                    outln!(
+                        "  session {:<9} {:<8} {}",
+                        s.pubkey.get(..8).unwrap_or(""),
+                        s.status,
+                        s.summary.clone().unwrap_or_default()
+                    );
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// One member in `peers`: its presences in the list, and which of them are live sessions.
+struct MemberPeers<'a> {
+    pubkey: &'a str,
+    name: &'a str,
+    all: Vec<&'a PeerEntry>,
+    sessions: Vec<&'a PeerEntry>,
+}
+
+/// Groups the broker's per-presence list by member, in the list's order (by name). A
+/// member is online when one of its sessions is connected: what `members` counts too.
+fn by_member(peers: &[PeerEntry]) -> Vec<MemberPeers<'_>> {
+    let mut out: Vec<MemberPeers<'_>> = Vec::new();
+    for p in peers {
+        let at = match out.iter().position(|m| m.pubkey == p.member_pubkey) {
+            Some(at) => at,
+            None => {
+                out.push(MemberPeers {
+                    pubkey: &p.member_pubkey,
+                    name: &p.display_name,
+                    all: Vec::new(),
+                    sessions: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        out[at].all.push(p);
+        if p.online {
+            out[at].sessions.push(p);
+        }
+    }
+    out
 }
 
 fn group_label(g: &GroupRef) -> String {
@@ -73,16 +149,18 @@ fn group_label(g: &GroupRef) -> String {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "send")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "send", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh send bob can you review my branch?")]
+#[argh(example = "claudemesh send team:alice,@backend --priority now deploy is starting")]
 /// send a message: to a name, pubkey (or 8+ hex prefix), @group, @all or *; comma-separate several
 pub struct SendCmd {
-    /// recipients
+    /// recipients; `mesh:name` picks the mesh too (e.g. team:bob)
     #[argh(positional)]
     to: String,
-    /// the message
+    /// the message: the rest of the words (no quotes needed)
     #[argh(positional)]
-    message: String,
+    message: Vec<String>,
     /// now (interrupts), next (default: when idle) or low (on the next check)
     #[argh(option, default = "String::from(\"next\")")]
     priority: String,
@@ -101,9 +179,11 @@ impl SendCmd {
                 "--priority must be now, next or low".into(),
             ));
         }
-        let entry = select_mesh(self.mesh.as_deref())?;
+        let message = super::words("message", &self.message)?;
+        let (mesh, to) = super::target::unqualify(&self.to, self.mesh.as_deref())?;
+        let entry = select_mesh(mesh.as_deref())?;
         let client = connect(&entry).await?;
-        let result = send_all(&client, &self.to, &self.message, &self.priority).await;
+        let result = send_all(&client, &to, &message, &self.priority).await;
         client.close().await;
         let results = result?;
         let failed = results.iter().filter(|r| r["queued"] != true).count();
@@ -141,9 +221,9 @@ async fn send_all(
     priority: &str,
 ) -> Result<Vec<serde_json::Value>, CliError> {
     let targets = client.resolve_targets(to).await?;
+    let acks = client.send_each(&targets, text, priority).await?;
     let mut results = Vec::new();
-    for t in targets {
-        let ack = client.send_text(&t, text, priority, None).await?;
+    for (t, ack) in targets.into_iter().zip(acks) {
         let mut r = json!({
             "to": t.label,
             "messageId": ack.message_id.unwrap_or_default(),
@@ -157,8 +237,9 @@ async fn send_all(
     Ok(results)
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "inbox")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "inbox", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh inbox --wait 60 --json")]
 /// print (and acknowledge) messages waiting for you; --wait waits for one
 pub struct InboxCmd {
     /// wait up to SECONDS (default: forever) for a message when none is waiting
@@ -337,8 +418,9 @@ impl InboxCmd {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "msg-status")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "msg-status", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh msg-status 01HZX3QK")]
 /// show who a message reached: delivered, held or disconnected per recipient
 pub struct MsgStatusCmd {
     /// message id (or a unique prefix of 8+ characters)
@@ -385,22 +467,24 @@ impl MsgStatusCmd {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "status")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "status", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh status set dnd")]
 /// set your status in the mesh (applies to your live sessions)
 pub struct StatusCmd {
     #[argh(subcommand)]
     action: StatusAction,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum StatusAction {
     Set(StatusSetCmd),
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "set")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "set", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh status set working")]
 /// idle, working or dnd
 struct StatusSetCmd {
     /// idle, working or dnd
@@ -441,8 +525,9 @@ impl StatusCmd {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "summary")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "summary", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh summary refactoring the auth middleware")]
 /// say what you are working on (shown to peers)
 pub struct SummaryCmd {
     /// the summary
@@ -467,23 +552,25 @@ impl SummaryCmd {
     }
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "group")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "group", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh group join backend --role lead")]
 /// join or leave a group (kept for your next sessions)
 pub struct GroupCmd {
     #[argh(subcommand)]
     action: GroupAction,
 }
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum GroupAction {
     Join(GroupJoinCmd),
     Leave(GroupLeaveCmd),
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "join")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "join", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh group join backend/api --role lead")]
 /// join a group (subgroups with /, e.g. backend/api)
 struct GroupJoinCmd {
     /// group name
@@ -497,8 +584,9 @@ struct GroupJoinCmd {
     mesh: Option<String>,
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "leave")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "leave", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh group leave backend")]
 /// leave a group
 struct GroupLeaveCmd {
     /// group name

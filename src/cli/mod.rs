@@ -6,17 +6,31 @@
 // Printing around `output` would bypass both.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod admin_token;
 mod agent;
 mod bench;
 mod broker;
+mod completions;
+mod contexts;
+mod discover;
 mod files;
+mod help;
 mod hook;
+mod info;
+mod invites;
+mod logging;
+mod memory;
 mod mesh;
 mod messaging;
 pub mod output;
-mod shared;
+mod reminders;
+mod service;
+mod state;
+mod streams;
+mod target;
+mod tasks;
 
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
 
 pub use mesh::{InviteLink, parse_invite};
@@ -25,16 +39,20 @@ use crate::client::{ClientError, ConnectOptions, MeshClient};
 use crate::identity::{ConfigDir, IdentityError, MeshEntry};
 use crate::protocol::messages::PeerInfo;
 
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 /// claudemesh: a peer mesh for AI coding-agent sessions — broker, CLI and MCP server in one.
+#[argh(help_triggers("-h", "--help"))]
 pub struct Cli {
+    /// print the version
+    #[argh(switch, short = 'V')]
+    version: bool,
     #[argh(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 // Parsed once per run; boxing a variant is not something argh's subcommands support.
 #[allow(clippy::large_enum_variant)]
-#[derive(FromArgs)]
+#[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand)]
 enum Command {
     Broker(broker::BrokerCmd),
@@ -59,20 +77,24 @@ enum Command {
     Uninstall(agent::UninstallCmd),
     Launch(agent::LaunchCmd),
     Doctor(agent::DoctorCmd),
+    Discover(discover::DiscoverCmd),
+    Service(service::ServiceCmd),
     Bench(bench::BenchCmd),
-    State(shared::StateCmd),
-    Remember(shared::RememberCmd),
-    Recall(shared::RecallCmd),
-    Forget(shared::ForgetCmd),
-    Task(shared::TaskCmd),
-    Remind(shared::RemindCmd),
-    Stream(shared::StreamCmd),
-    Context(shared::ContextCmd),
-    Info(shared::InfoCmd),
+    State(state::StateCmd),
+    Remember(memory::RememberCmd),
+    Recall(memory::RecallCmd),
+    Forget(memory::ForgetCmd),
+    Task(tasks::TaskCmd),
+    Remind(reminders::RemindCmd),
+    Stream(streams::StreamCmd),
+    Context(contexts::ContextCmd),
+    Info(info::InfoCmd),
+    Completions(completions::CompletionsCmd),
 }
 
-#[derive(FromArgs)]
-#[argh(subcommand, name = "mcp")]
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "mcp", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh mcp   (Claude Code runs this; see `claudemesh install`)")]
 /// MCP server on stdio (started by Claude Code, not by people)
 struct McpCmd {}
 
@@ -83,7 +105,13 @@ pub enum CliError {
     Usage(String),
     /// Exit code 1.
     Failed(String),
+    /// Exit code 3 ([`EXIT_NOT_FOUND`]): what was asked for is not there (`state get` of a key
+    /// that is not set), as opposed to a failure to ask.
+    NotFound(String),
 }
+
+/// The exit code of [`CliError::NotFound`].
+pub const EXIT_NOT_FOUND: i32 = 3;
 
 impl CliError {
     pub fn failed(message: impl Into<String>) -> Self {
@@ -93,7 +121,13 @@ impl CliError {
 
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
-        CliError::Failed(e.to_string())
+        match e {
+            // The commonest first failure: say what to do about it.
+            ClientError::Connect(m) => CliError::Failed(format!(
+                "{m}: is the broker running? start it with `claudemesh broker` (or check the broker URL)"
+            )),
+            e => CliError::Failed(e.to_string()),
+        }
     }
 }
 
@@ -112,7 +146,8 @@ pub fn main() -> i32 {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "claudemesh".into());
-    let rest = fill_optional_values(args.iter().skip(1).map(String::as_str).collect());
+    let rest = help::rewrite_help_word(args.iter().skip(1).map(String::as_str).collect());
+    let rest = fill_optional_values(rest);
     let cli = match Cli::from_args(&[&name], &rest) {
         Ok(cli) => cli,
         Err(early) => {
@@ -121,21 +156,22 @@ pub fn main() -> i32 {
                     output::ours(&early.output);
                     0
                 }
-                Err(()) => {
-                    for line in early.output.trim_end().lines() {
-                        output::error(line);
-                    }
-                    output::error(&format!("Run `{name} help` for usage."));
-                    2
-                }
+                Err(()) => help::usage_error(&name, &rest, &early.output),
             };
         }
     };
-    init_logging(match cli.command {
-        Command::Broker(_) => "info",
-        Command::Hook(_) => "off",
-        _ => "warn",
-    });
+    if cli.version {
+        output::ours(&help::version());
+        return 0;
+    }
+    let Some(command) = cli.command else {
+        return help::bare(&name);
+    };
+    match &command {
+        Command::Broker(b) => logging::init("info", b.log_format),
+        Command::Hook(_) => logging::init("off", logging::LogFormat::Text),
+        _ => logging::init("warn", logging::LogFormat::Text),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,7 +182,7 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let result = runtime.block_on(run(cli.command));
+    let result = runtime.block_on(run(command));
     // Don't wait for stray background tasks (e.g. a reconnecting client) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -159,6 +195,10 @@ pub fn main() -> i32 {
             output::error(&format!("error: {m}"));
             1
         }
+        Err(CliError::NotFound(m)) => {
+            output::error(&format!("error: {m}"));
+            EXIT_NOT_FOUND
+        }
     }
 }
 
@@ -168,7 +208,7 @@ pub fn main() -> i32 {
 fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
     match args.first().copied() {
         Some(first)
-            if first.starts_with('-') && !matches!(first, "-h" | "--help" | "--version") =>
+            if first.starts_with('-') && !matches!(first, "-h" | "--help" | "--version" | "-V") =>
         {
             args.insert(0, "launch");
         }
@@ -177,6 +217,7 @@ fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
         }
         _ => {}
     }
+    service::separate_broker_flags(&mut args);
     if args.first() == Some(&"inbox") {
         let mut i = 0;
         while i < args.len() {
@@ -187,16 +228,6 @@ fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
         }
     }
     args
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 async fn run(command: Command) -> CliResult {
@@ -223,6 +254,8 @@ async fn run(command: Command) -> CliResult {
         Command::Uninstall(c) => c.run(),
         Command::Launch(c) => c.run().await,
         Command::Doctor(c) => c.run().await,
+        Command::Discover(c) => c.run().await,
+        Command::Service(c) => c.run(),
         Command::Bench(c) => c.run().await,
         Command::State(c) => c.run().await,
         Command::Remember(c) => c.run().await,
@@ -233,6 +266,7 @@ async fn run(command: Command) -> CliResult {
         Command::Stream(c) => c.run().await,
         Command::Context(c) => c.run().await,
         Command::Info(c) => c.run().await,
+        Command::Completions(c) => c.run(),
     }
 }
 
@@ -276,4 +310,49 @@ pub fn hostname() -> Option<String> {
 /// Connects to the mesh's broker as a one-shot CLI client.
 pub async fn connect(entry: &MeshEntry) -> Result<MeshClient, CliError> {
     Ok(MeshClient::connect(ConnectOptions::new(entry.clone(), cli_peer(entry))).await?)
+}
+
+/// Connects to the mesh, runs `f`, and closes the connection whatever `f` returned.
+pub(super) async fn with_client<T>(
+    mesh: Option<&str>,
+    f: impl AsyncFnOnce(&crate::client::MeshClient) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let entry = select_mesh(mesh)?;
+    let client = connect(&entry).await?;
+    let result = f(&client).await;
+    client.close().await;
+    result
+}
+
+/// `a,b, c` → `["a", "b", "c"]`.
+pub(super) fn split_list(v: &Option<String>) -> Vec<String> {
+    v.as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Words given as several arguments, as one text.
+pub(super) fn words(what: &str, args: &[String]) -> Result<String, CliError> {
+    let text = args.join(" ");
+    if text.trim().is_empty() {
+        return Err(CliError::Usage(format!("give the {what}")));
+    }
+    Ok(text)
+}
+
+/// A value typed on the command line: JSON if it reads as JSON, else the text itself.
+pub(super) fn json_or_text(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.to_string()))
+}
+
+/// A JSON value for people: strings bare, everything else as compact JSON.
+pub(super) fn show_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }

@@ -94,6 +94,51 @@ impl MeshClient {
         priority: &str,
         client_message_id: Option<String>,
     ) -> Result<Ack, ClientError> {
+        self.send_excluding(target, text, priority, client_message_id, Vec::new())
+            .await
+    }
+
+    /// Sends `text` to several targets, each recipient once: direct targets first, then each
+    /// group or broadcast leaving out (`exclude`, PROTOCOL.md §4.1) whoever an earlier target
+    /// of the list reached, so `alice,@backend` gives alice one copy. The results come in the
+    /// order of `targets`; the first error that is not a refusal ends the sending.
+    pub async fn send_each(
+        &self,
+        targets: &[Target],
+        text: &str,
+        priority: &str,
+    ) -> Result<Vec<Ack>, ClientError> {
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order.sort_by_key(|&i| !targets[i].is_direct());
+        let mut acks: Vec<(usize, Ack)> = Vec::with_capacity(targets.len());
+        let mut reached: Vec<String> = Vec::new();
+        for i in order {
+            let target = &targets[i];
+            let exclude = if target.is_direct() {
+                Vec::new()
+            } else {
+                reached.clone()
+            };
+            let ack = self
+                .send_excluding(target, text, priority, None, exclude)
+                .await?;
+            if ack.queued == Some(true) {
+                reached.push(target.spec.clone());
+            }
+            acks.push((i, ack));
+        }
+        acks.sort_by_key(|(i, _)| *i);
+        Ok(acks.into_iter().map(|(_, ack)| ack).collect())
+    }
+
+    async fn send_excluding(
+        &self,
+        target: &Target,
+        text: &str,
+        priority: &str,
+        client_message_id: Option<String>,
+        exclude: Vec<String>,
+    ) -> Result<Ack, ClientError> {
         let sealed = self.seal(target, text)?;
         let id = crate::protocol::ids::new_id();
         let answer = self
@@ -105,6 +150,7 @@ impl MeshClient {
                 ciphertext: sealed.ciphertext,
                 body_version: sealed.body_version,
                 client_message_id,
+                exclude,
                 ..Default::default()
             })))
             .await?;

@@ -16,14 +16,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::StatusCode;
 use hyper::body::{Frame, SizeHint};
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::http::HttpResponse;
+use super::http::{HttpResponse, open, request_builder};
 use super::{ClientError, MeshClient};
 use crate::crypto;
 use crate::protocol::messages::{
@@ -43,7 +41,6 @@ pub const HEADER_BYTES: usize = 4 + 16;
 const FINAL_FLAG: u64 = 1 << 63;
 /// A download that receives nothing for this long has failed.
 const IDLE: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What went wrong with a file transfer.
 #[derive(Debug, thiserror::Error)]
@@ -295,52 +292,6 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// Opens an HTTP/1 connection for `url`; returns the sender and the request target.
-async fn open<B>(url: &str) -> Result<(hyper::client::conn::http1::SendRequest<B>, Uri), FileError>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| FileError::Transfer(format!("bad URL {url}: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(FileError::Transfer(format!(
-            "{url}: only http:// is supported by this build; reach the broker over http:// (e.g. through an SSH tunnel)"
-        )));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| FileError::Transfer(format!("{url} has no host")))?
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| FileError::Transfer(format!("timed out connecting to {url}")))?
-        .map_err(|e| FileError::Transfer(format!("cannot reach {url}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| FileError::Transfer(format!("{url}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("file transfer connection: {e}");
-        }
-    });
-    Ok((sender, uri))
-}
-
-fn request_builder(uri: &Uri, method: &str) -> hyper::http::request::Builder {
-    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut b = Request::builder().method(method).uri(target);
-    if let Some(a) = uri.authority() {
-        b = b.header("host", a.as_str());
-    }
-    b
-}
-
 /// Reads a (small) error answer and turns it into the broker's `{error, message}`.
 async fn error_answer(resp: hyper::Response<hyper::body::Incoming>) -> FileError {
     let status = resp.status().as_u16();
@@ -355,7 +306,12 @@ async fn error_answer(resp: hyper::Response<hyper::body::Incoming>) -> FileError
 /// The broker's download URL, with an unusable wildcard host (a broker listening on 0.0.0.0
 /// without `--public-url`) replaced by the address this client reaches the broker at.
 fn usable_url(url: &str, http_base: &str) -> String {
-    for wildcard in ["http://0.0.0.0", "http://[::]"] {
+    for wildcard in [
+        "http://0.0.0.0",
+        "http://[::]",
+        "https://0.0.0.0",
+        "https://[::]",
+    ] {
         if let Some(rest) = url.strip_prefix(wildcard) {
             let path = rest.find('/').map_or("", |i| &rest[i..]);
             return format!("{http_base}{path}");
@@ -605,7 +561,7 @@ impl MeshClient {
             )));
         }
         let url = format!("{}/upload", self.entry().http_base());
-        let (mut sender, uri) = open::<ChannelBody>(&url).await?;
+        let (mut sender, uri) = open::<ChannelBody>(&url, &self.trust()).await?;
         let mut req = request_builder(&uri, "POST")
             .header("authorization", format!("Bearer {}", token.token))
             .header("content-type", "application/octet-stream")
@@ -781,7 +737,7 @@ impl MeshClient {
         progress: Progress<'_>,
     ) -> Result<u64, FileError> {
         let url = usable_url(&info.url, &self.entry().http_base());
-        let (mut sender, uri) = open::<Empty<Bytes>>(&url).await?;
+        let (mut sender, uri) = open::<Empty<Bytes>>(&url, &self.trust()).await?;
         let req = request_builder(&uri, "GET")
             .body(Empty::new())
             .map_err(|e| FileError::Invalid(format!("cannot build the download request: {e}")))?;

@@ -1,12 +1,15 @@
-//! Plain HTTP calls to the broker (mesh creation, invite landing and claim).
+//! HTTP calls to the broker (mesh creation, invite landing and claim, hooks, metrics), over
+//! TLS for `https://`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
 
 use super::ClientError;
+use super::tls::{self, Trust};
 
 pub struct HttpResponse {
     pub status: u16,
@@ -42,20 +45,68 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP request; `url` is `http://host:port/path`.
+/// How long connecting (and the TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Opens an HTTP/1 connection for `url` (TLS for `https://`, see [`super::tls`]); returns the
+/// sender and the URL parsed.
+pub async fn open<B>(
+    url: &str,
+    trust: &Trust,
+) -> Result<(hyper::client::conn::http1::SendRequest<B>, Uri), ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| ClientError::Connect(format!("bad URL {url}: {e}")))?;
+    let stream = tls::connect(url, trust, CONNECT_TIMEOUT).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("HTTP connection: {e}");
+        }
+    });
+    Ok((sender, uri))
+}
+
+/// A request for `uri` on a connection from [`open`]: the path as target, and `host`.
+pub fn request_builder(uri: &Uri, method: &str) -> hyper::http::request::Builder {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let mut b = Request::builder().method(method).uri(target);
+    if let Some(a) = uri.authority() {
+        b = b.header("host", a.as_str());
+    }
+    b
+}
+
+/// One HTTP request; `url` is `http(s)://host:port/path`; the roots and the plain-text rule
+/// from the environment (see [`Trust::resolve`]).
 pub async fn request(
     method: &str,
     url: &str,
     headers: &[(&str, String)],
     body: Option<Vec<u8>>,
 ) -> Result<HttpResponse, ClientError> {
-    if url.starts_with("https://") {
-        return Err(ClientError::Connect(format!(
-            "{url}: https is not supported by this build yet; reach the broker over http:// (e.g. through an SSH tunnel)"
-        )));
-    }
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut builder = Request::builder().method(method).uri(url);
+    request_with(method, url, headers, body, &Trust::resolve(None, None)).await
+}
+
+/// One HTTP request, accepting the brokers `trust` accepts.
+pub async fn request_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+    trust: &Trust,
+) -> Result<HttpResponse, ClientError> {
+    let (mut sender, uri) = open::<Full<Bytes>>(url, trust).await?;
+    // One request per connection: the broker closes it as soon as it has answered, so the
+    // connection is gone (and no longer counted against this address) when we return.
+    let mut builder = request_builder(&uri, method).header("connection", "close");
     for (name, value) in headers {
         builder = builder.header(*name, value);
     }
@@ -65,8 +116,8 @@ pub async fn request(
     let req = builder
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
-    let resp = client
-        .request(req)
+    let resp = sender
+        .send_request(req)
         .await
         .map_err(|e| ClientError::Connect(format!("cannot reach {url}: {e}")))?;
     let status = resp.status().as_u16();
@@ -89,6 +140,19 @@ pub async fn claim_invite(
     display_name: &str,
     member: &crate::crypto::SignKeyPair,
 ) -> Result<HttpResponse, ClientError> {
+    let trust = Trust::resolve(None, None);
+    claim_invite_with(base, code, x25519_public, display_name, member, &trust).await
+}
+
+/// [`claim_invite`], accepting the brokers `trust` accepts.
+pub async fn claim_invite_with(
+    base: &str,
+    code: &str,
+    x25519_public: &[u8; 32],
+    display_name: &str,
+    member: &crate::crypto::SignKeyPair,
+    trust: &Trust,
+) -> Result<HttpResponse, ClientError> {
     use base64::Engine;
     let x25519 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(x25519_public);
     let timestamp = crate::protocol::time::now_ms();
@@ -101,11 +165,12 @@ pub async fn claim_invite(
         "timestamp": timestamp,
         "signature": hex::encode(member.sign(signed.as_bytes())),
     });
-    request(
+    request_with(
         "POST",
         &format!("{base}/invites/{code}/claim"),
         &[],
         Some(body.to_string().into_bytes()),
+        trust,
     )
     .await
 }

@@ -6,8 +6,10 @@
 mod api;
 pub mod files;
 pub mod http;
+pub mod lan;
 mod members;
 mod shared;
+pub mod tls;
 
 pub use api::{Incoming, Sealed, Target};
 
@@ -15,14 +17,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::crypto::SignKeyPair;
 use crate::identity::{IdentityError, MeshEntry, ws_url};
@@ -38,7 +39,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest frame the client accepts from the broker (peer lists can be long).
 const MAX_INCOMING_BYTES: usize = 16 << 20;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<tls::BrokerStream>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -103,6 +104,11 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// The certificates this connection accepts (see [`tls::Trust::resolve`]).
+    pub fn trust(&self) -> tls::Trust {
+        tls::Trust::resolve(None, self.entry.ca_file.as_deref())
+    }
+
     pub fn new(entry: MeshEntry, peer: PeerInfo) -> Self {
         ConnectOptions {
             entry,
@@ -254,6 +260,11 @@ impl MeshClient {
         &self.options.entry
     }
 
+    /// The certificates this client accepts from its broker.
+    pub fn trust(&self) -> tls::Trust {
+        self.options.trust()
+    }
+
     /// Closes the connection politely and waits for the background task.
     pub async fn close(self) {
         let _ = self.commands.send(Command::Close);
@@ -291,15 +302,11 @@ impl MeshClient {
 /// Opens the socket, says hello, and waits for `hello_ack` or the refusal.
 async fn connect_once(options: &ConnectOptions) -> Result<(Ws, HelloAck), ClientError> {
     let url = ws_url(&options.entry.broker_url);
-    if url.starts_with("wss://") {
-        return Err(ClientError::Connect(format!(
-            "{url}: wss:// is not supported by this build yet; reach the broker over ws://"
-        )));
-    }
+    let stream = tls::connect(&url, &options.trust(), HELLO_TIMEOUT).await?;
     let config = WebSocketConfig::default().max_message_size(Some(MAX_INCOMING_BYTES));
     let (mut ws, _) = tokio::time::timeout(
         HELLO_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+        tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)),
     )
     .await
     .map_err(|_| ClientError::Connect(format!("timed out connecting to {url}")))?

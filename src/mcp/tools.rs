@@ -11,6 +11,10 @@ use rmcp::{schemars, tool, tool_router};
 use serde::Deserialize;
 
 use super::hub::Hub;
+use crate::client::{MeshClient, Target};
+
+/// One mesh's client and the targets a `send_message` names in it (as typed, resolved).
+type MeshTargets = (String, Arc<MeshClient>, Vec<(String, Target)>);
 use crate::protocol::ClientMessage;
 use crate::protocol::messages::GroupRef;
 
@@ -175,7 +179,9 @@ impl MeshTools {
         };
         let mut lines = Vec::new();
         let mut failed = false;
-        let mut done = std::collections::HashSet::new();
+        // Resolved first and sent per mesh in one go, so each recipient gets one copy
+        // (`alice,@backend`: see MeshClient::send_each).
+        let mut per_mesh: Vec<MeshTargets> = Vec::new();
         for raw in targets
             .iter()
             .flat_map(|t| t.split(','))
@@ -183,47 +189,58 @@ impl MeshTools {
             .filter(|t| !t.is_empty())
         {
             let (mesh, to) = self.hub.split_target(raw);
-            let result = async {
+            let resolved = async {
                 let (link, client) = self.hub.link(mesh)?;
                 let resolved = client
                     .resolve_targets(to)
                     .await
                     .map_err(|e| e.to_string())?;
-                let mut out = Vec::new();
-                for t in resolved {
-                    if !done.insert((link.entry.slug.clone(), t.spec.clone())) {
-                        continue;
-                    }
-                    let ack = client
-                        .send_text(&t, &args.message, &priority, None)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    out.push(match ack.error {
-                        Some(e) => Err(format!("{raw}: not sent: {e}")),
-                        None => Ok(format!(
-                            "{raw}: sent ({})",
-                            ack.message_id.unwrap_or_default()
-                        )),
-                    });
-                }
-                Ok::<_, String>(out)
+                Ok::<_, String>((link.entry.slug.clone(), client, resolved))
             }
             .await;
-            match result {
-                Ok(lines_for) => {
-                    for l in lines_for {
-                        match l {
-                            Ok(s) => lines.push(s),
-                            Err(s) => {
+            let (slug, client, resolved) = match resolved {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = true;
+                    lines.push(format!("{raw}: {e}"));
+                    continue;
+                }
+            };
+            let at = match per_mesh.iter().position(|(s, _, _)| *s == slug) {
+                Some(at) => at,
+                None => {
+                    per_mesh.push((slug, client, Vec::new()));
+                    per_mesh.len() - 1
+                }
+            };
+            let list = &mut per_mesh[at].2;
+            for t in resolved {
+                if !list.iter().any(|(_, known)| known.spec == t.spec) {
+                    list.push((raw.to_string(), t));
+                }
+            }
+        }
+        for (_, client, list) in per_mesh {
+            let just: Vec<Target> = list.iter().map(|(_, t)| t.clone()).collect();
+            match client.send_each(&just, &args.message, &priority).await {
+                Ok(acks) => {
+                    for ((raw, _), ack) in list.iter().zip(acks) {
+                        match ack.error {
+                            Some(e) => {
                                 failed = true;
-                                lines.push(s)
+                                lines.push(format!("{raw}: not sent: {e}"));
                             }
+                            None => lines.push(format!(
+                                "{raw}: sent ({})",
+                                ack.message_id.unwrap_or_default()
+                            )),
                         }
                     }
                 }
                 Err(e) => {
                     failed = true;
-                    lines.push(format!("{raw}: {e}"));
+                    let raws: Vec<&str> = list.iter().map(|(r, _)| r.as_str()).collect();
+                    lines.push(format!("{}: {e}", raws.join(",")));
                 }
             }
         }

@@ -331,6 +331,10 @@ pub struct SendMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub request_fingerprint: Option<String>,
+    /// This broker: target specs (keys, `@group`, `*`) whose recipients a group or broadcast
+    /// `targetSpec` leaves out, because another send of the same message reached them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 fn default_priority() -> String {
@@ -722,8 +726,12 @@ pub struct PeerEntry {
 pub struct RecipientStatus {
     pub name: String,
     pub pubkey: String,
-    /// `delivered`, `held` or `disconnected`.
+    /// `delivered` (pushed to one of its connections, or acknowledged), `held` or
+    /// `disconnected`.
     pub status: String,
+    /// This broker: the recipient acknowledged it (`client_ack`).
+    #[serde(default)]
+    pub acknowledged: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -734,6 +742,9 @@ pub struct MessageStatusResult {
     pub delivered: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<String>,
+    /// This broker: every recipient acknowledged it.
+    #[serde(default)]
+    pub acknowledged: bool,
     pub recipients: Vec<RecipientStatus>,
 }
 

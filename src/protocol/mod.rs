@@ -4,6 +4,7 @@ pub mod canonical;
 pub mod codec;
 pub mod ids;
 pub mod keys;
+pub mod lan;
 pub mod messages;
 pub mod target;
 pub mod time;

@@ -32,6 +32,8 @@ pub enum ClaimError {
     Expired,
     Exhausted,
     BadSignature,
+    /// A member of the mesh already has that display name (compared without case).
+    NameTaken,
 }
 
 impl ClaimError {
@@ -42,6 +44,7 @@ impl ClaimError {
             ClaimError::Expired => "expired",
             ClaimError::Exhausted => "exhausted",
             ClaimError::BadSignature => "bad_signature",
+            ClaimError::NameTaken => "name_taken",
         }
     }
     pub fn status(&self) -> u16 {
@@ -49,6 +52,7 @@ impl ClaimError {
             ClaimError::NotFound => 404,
             ClaimError::Revoked | ClaimError::Expired | ClaimError::Exhausted => 410,
             ClaimError::BadSignature => 400,
+            ClaimError::NameTaken => 409,
         }
     }
 }
@@ -141,6 +145,27 @@ fn read_member_by_pubkey(
     };
     let id = id.value().to_string();
     decode_opt(members.get((mesh_id, id.as_str()))?)
+}
+
+/// Whether a member of `mesh_id` that is not revoked goes by `name` (ignoring case, so
+/// `Bob` and `bob` cannot both be addressed by name).
+fn name_taken(
+    members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mesh_id: &str,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let name = name.to_lowercase();
+    for row in members.range((mesh_id, "")..)? {
+        let (k, v) = row?;
+        if k.value().0 != mesh_id {
+            break;
+        }
+        let m: Member = decode(v.value())?;
+        if m.revoked_at_ms.is_none() && m.display_name.to_lowercase() == name {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl Store {
@@ -469,12 +494,16 @@ impl Store {
                     invite,
                 }));
             }
-            invite.used += 1;
-            invites.insert(invite.code.as_str(), encode(&invite).as_slice())?;
-            drop(invites);
             let display_name = display_name
                 .filter(|n| !n.trim().is_empty())
                 .unwrap_or_else(|| format!("member-{}", &member_pubkey.to_hex()[..8]));
+            // Names are how people address each other (`send bob`): one member per name.
+            if name_taken(&tx.open_table(MEMBERS)?, &mesh.id, &display_name)? {
+                return Ok(Err(ClaimError::NameTaken));
+            }
+            invite.used += 1;
+            invites.insert(invite.code.as_str(), encode(&invite).as_slice())?;
+            drop(invites);
             let member = Member {
                 id: ids::new_id(),
                 mesh_id: mesh.id.clone(),

@@ -5,8 +5,11 @@
 #![allow(dead_code)]
 
 pub mod secrets;
+pub mod sees;
 #[allow(unused_imports)]
 pub use secrets::{assert_broker_never_saw, files_under};
+#[allow(unused_imports)]
+pub use sees::*;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -71,6 +74,16 @@ impl BrokerProc {
             .spawn("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
         broker
+    }
+
+    /// Starts a broker listening on `listen` (e.g. a port chosen beforehand) with a fresh temp
+    /// data dir; the error says why it did not start (its stderr).
+    pub fn start_listening(listen: &str, extra_args: &[&str]) -> Result<BrokerProc, String> {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let mut broker = BrokerProc::unstarted(temp.path(), extra_args);
+        broker._temp = Some(temp);
+        broker.spawn(listen)?;
+        Ok(broker)
     }
 
     /// Starts a broker on a free port with the given data dir (kept after the broker ends).
@@ -476,6 +489,16 @@ pub async fn metric(broker: &BrokerProc, sample: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == sample).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// A test that needs what this machine may lack (a tmpfs mount, strace, moto) calls this when
+/// it is missing: the test is skipped with `SKIPPED: why`, unless `CLAUDEMESH_STRICT_TESTS` is
+/// set (as `.ci/run` does), where a skip would hide a broken promise and the test fails instead.
+pub fn skip_unless_strict(why: &str) {
+    if std::env::var_os("CLAUDEMESH_STRICT_TESTS").is_some() {
+        panic!("cannot run here, and CLAUDEMESH_STRICT_TESTS is set: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
 }
 
 /// Polls until `check` holds (every 20 ms, up to [`WAIT`]).

@@ -64,13 +64,27 @@ pub async fn session_hello(conn: &mut Conn, hello: SessionHello) {
     }
 }
 
-fn check_skew(timestamp: i64) -> Result<(), Refusal> {
+fn check_skew(now: i64, timestamp: i64) -> Result<(), Refusal> {
     // `abs_diff`: a peer's timestamp may be anything, e.g. i64::MIN, which must not overflow.
-    let skew = time::now_ms().abs_diff(timestamp);
+    let skew = now.abs_diff(timestamp);
     if skew > MAX_SKEW_MS as u64 {
         return Err(refuse(
             "timestamp_skew",
             format!("hello timestamp is {skew} ms away from the broker's clock (limit 60 000 ms)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A session attestation must not have expired and may last at most 24 h from now.
+fn check_attestation_life(now: i64, expires_at: i64) -> Result<(), Refusal> {
+    if expires_at <= now {
+        return Err(refuse("expired", "the session attestation has expired"));
+    }
+    if expires_at > now + MAX_ATTESTATION_TTL_MS {
+        return Err(refuse(
+            "ttl_too_long",
+            "a session attestation may last at most 24 h",
         ));
     }
     Ok(())
@@ -149,7 +163,7 @@ fn check_member_hello(broker: &Broker, h: &Hello) -> Result<(Mesh, Member), Refu
         ));
     }
     check_capacity(broker, &h.mesh_id)?;
-    check_skew(h.timestamp)?;
+    check_skew(time::now_ms(), h.timestamp)?;
     super::peers::check_peer_info(&h.peer).map_err(|(code, message)| refuse(code, message))?;
     let key = Pubkey::parse(&h.pubkey).map_err(|e| refuse("malformed", format!("pubkey: {e}")))?;
     let sig = parse_signature(&h.signature)?;
@@ -191,18 +205,9 @@ fn check_session_hello(
         ));
     }
     check_capacity(broker, &h.mesh_id)?;
-    check_skew(h.timestamp)?;
+    check_skew(time::now_ms(), h.timestamp)?;
     super::peers::check_peer_info(&h.peer).map_err(|(code, message)| refuse(code, message))?;
-    let now = time::now_ms();
-    if att.expires_at <= now {
-        return Err(refuse("expired", "the session attestation has expired"));
-    }
-    if att.expires_at > now + MAX_ATTESTATION_TTL_MS {
-        return Err(refuse(
-            "ttl_too_long",
-            "a session attestation may last at most 24 h",
-        ));
-    }
+    check_attestation_life(time::now_ms(), att.expires_at)?;
     let att_sig = parse_signature(&att.signature)?;
     let hello_sig = parse_signature(&h.signature)?;
     let attested =
@@ -390,5 +395,45 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
         .await
     {
         tracing::warn!("cannot record last-seen of {}: {e}", peer.display_name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: Result<(), Refusal>) -> &'static str {
+        r.err().map_or("ok", |Refusal(code, _, _)| code)
+    }
+
+    #[test]
+    fn a_hello_may_be_a_minute_off_and_not_a_millisecond_more() {
+        let now = 1_764_633_600_000;
+        for ts in [now, now - MAX_SKEW_MS, now + MAX_SKEW_MS] {
+            assert_eq!(code(check_skew(now, ts)), "ok", "{}", ts - now);
+        }
+        for ts in [
+            now - MAX_SKEW_MS - 1,
+            now + MAX_SKEW_MS + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert_eq!(code(check_skew(now, ts)), "timestamp_skew", "{ts}");
+        }
+    }
+
+    #[test]
+    fn an_attestation_lives_until_its_expiry_and_at_most_24_hours() {
+        let now = 1_764_633_600_000;
+        assert_eq!(code(check_attestation_life(now, now)), "expired");
+        assert_eq!(code(check_attestation_life(now, now - 1)), "expired");
+        assert_eq!(code(check_attestation_life(now, now + 1)), "ok");
+        let day = MAX_ATTESTATION_TTL_MS;
+        assert_eq!(day, 24 * 3_600_000);
+        assert_eq!(code(check_attestation_life(now, now + day)), "ok");
+        assert_eq!(
+            code(check_attestation_life(now, now + day + 1)),
+            "ttl_too_long"
+        );
     }
 }

@@ -24,6 +24,13 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
             "only the owner or an admin of this mesh can register invites",
         );
     }
+    let Some(link_base) = broker.link_url() else {
+        return conn.error(
+            req_id,
+            "no_public_url",
+            "this broker listens on every address and found none that others could reach it at, so an invite link would not work: restart it with --public-url https://host:port",
+        );
+    };
     let Some(role) = MemberRole::parse_invite_role(&req.role) else {
         return conn.error(
             req_id,
@@ -106,7 +113,7 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
             return conn.reply(
                 req_id,
                 ServerMessage::InviteCreated(InviteCreated {
-                    url: format!("{}/i/{}", broker.public_url(), req.code),
+                    url: format!("{link_base}/i/{}", req.code),
                     code: req.code,
                     invite_id: req.invite_id,
                     expires_at: req.expires_at,
@@ -244,10 +251,7 @@ pub fn list_members(conn: &Conn, req_id: Option<String>) {
         Ok(m) => m,
         Err(e) => return conn.error(req_id, "internal", e.to_string()),
     };
-    let online = conn
-        .broker
-        .presence
-        .online_members(&peer.mesh_id, conn.conn_id);
+    let online = conn.broker.presence.online_members(&peer.mesh_id, peer);
     let members = members
         .into_iter()
         .filter(|m| m.revoked_at_ms.is_none())

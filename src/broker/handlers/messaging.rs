@@ -14,6 +14,8 @@ use crate::store::{MessageRecord, PrefixLookup, Priority, RecipientKey};
 const ENVELOPE_ALLOWANCE: usize = 4096;
 /// Longest client-chosen id or fingerprint kept.
 const MAX_CLIENT_ID: usize = 128;
+/// Most target specs one `send` may exclude (one person types a handful of targets).
+const MAX_EXCLUDED: usize = 64;
 
 fn parse_priority(s: &str) -> Option<Priority> {
     match s {
@@ -139,7 +141,13 @@ fn prepare(
             ),
         ));
     }
-    let recipients = resolve(broker, peer, &msg.target_spec)
+    if msg.exclude.len() > MAX_EXCLUDED {
+        return Err((
+            "invalid_argument",
+            format!("exclude may name at most {MAX_EXCLUDED} targets"),
+        ));
+    }
+    let recipients = resolve_excluding(broker, peer, &msg.target_spec, &msg.exclude)
         .map_err(|why| ("unknown_target", format!("unknown target ({why})")))?;
     let now = time::now_ms();
     Ok(MessageRecord {
@@ -171,7 +179,67 @@ pub fn resolve(
     sender: &Peer,
     target: &str,
 ) -> Result<Vec<(String, String)>, String> {
+    resolve_excluding(broker, sender, target, &[])
+}
+
+/// Whom a group or broadcast send leaves out: whoever the specs in its `exclude` reach, as the
+/// sender's other sends of the same message did (`alice,@backend` gives alice one copy).
+#[derive(Default)]
+struct Excluded {
+    all: bool,
+    members: std::collections::HashSet<String>,
+    sessions: std::collections::HashSet<Pubkey>,
+    groups: Vec<String>,
+}
+
+impl Excluded {
+    fn new(broker: &Broker, mesh_id: &str, specs: &[String]) -> Excluded {
+        let mut out = Excluded::default();
+        for spec in specs {
+            match TargetSpec::parse(spec) {
+                Ok(TargetSpec::All) => out.all = true,
+                Ok(TargetSpec::Group(g)) => out.groups.push(g.to_string()),
+                Ok(TargetSpec::Key(key)) => match broker.store.member_by_pubkey(mesh_id, &key) {
+                    Ok(Some(m)) => {
+                        out.members.insert(m.id);
+                    }
+                    _ => {
+                        out.sessions.insert(key);
+                    }
+                },
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn presence(&self, p: &Peer) -> bool {
+        self.all
+            || self.members.contains(&p.member_id)
+            || p.session_pubkey.is_some_and(|s| self.sessions.contains(&s))
+            || self.groups.iter().any(|g| p.in_group(g))
+    }
+
+    fn member(&self, m: &crate::store::Member) -> bool {
+        self.all
+            || self.members.contains(&m.id)
+            || self
+                .groups
+                .iter()
+                .any(|g| crate::broker::presence::in_group(&m.groups, g))
+    }
+}
+
+/// [`resolve`], leaving out of a group or broadcast whoever `exclude` reaches (ignored for a
+/// direct target).
+pub fn resolve_excluding(
+    broker: &Broker,
+    sender: &Peer,
+    target: &str,
+    exclude: &[String],
+) -> Result<Vec<(String, String)>, String> {
     let mesh_id = sender.mesh_id.as_str();
+    let excluded = Excluded::new(broker, mesh_id, exclude);
     let store_err = |e: crate::store::StoreError| e.to_string();
     let group = match TargetSpec::parse(target).map_err(|e| e.to_string())? {
         TargetSpec::Key(key) => return resolve_key(broker, mesh_id, target, key),
@@ -186,12 +254,18 @@ pub fn resolve(
     };
     let mut out: Vec<(String, String)> = Vec::new();
     let mut live_members = std::collections::HashSet::new();
+    // Someone in the group got the message through another target: the group is not empty.
+    let mut reached_otherwise = false;
     for p in broker.presence.peers(mesh_id) {
         if p.control_plane {
             continue;
         }
         live_members.insert(p.member_id.clone());
         if is_own(&p) || group.is_some_and(|g| !p.in_group(g)) {
+            continue;
+        }
+        if excluded.presence(&p) {
+            reached_otherwise = true;
             continue;
         }
         let rk = match p.session_pubkey {
@@ -210,14 +284,18 @@ pub fn resolve(
         }
     }
     // Members with no presence get it when they next connect.
-    let mut group_exists = !out.is_empty();
+    let mut group_exists = reached_otherwise || !out.is_empty();
     for m in broker.store.members(mesh_id).map_err(store_err)? {
         if m.revoked_at_ms.is_some() {
             continue;
         }
         let in_target = group.is_none_or(|g| crate::broker::presence::in_group(&m.groups, g));
         group_exists |= in_target;
-        if !in_target || m.id == sender.member_id || live_members.contains(&m.id) {
+        if !in_target
+            || m.id == sender.member_id
+            || live_members.contains(&m.id)
+            || excluded.member(&m)
+        {
             continue;
         }
         let rk = RecipientKey::Member {
@@ -338,14 +416,28 @@ pub fn message_status(conn: &Conn, req_id: Option<String>, message_id: String) {
     let mut recipients = Vec::new();
     let mut last_delivered: Option<i64> = None;
     let mut all_delivered = !record.recipients.is_empty();
+    let mut all_acknowledged = !record.recipients.is_empty();
     for (key, name) in &record.recipients {
-        let delivered_at = broker
+        let acknowledged_at = broker
             .store
             .delivery(key, &record.id)
             .ok()
             .flatten()
             .and_then(|d| d.delivered_at_ms);
         let parsed = RecipientKey::decode(key);
+        // Delivered once pushed into a connection's window, before its acknowledgement.
+        let pushed_at = parsed.as_ref().and_then(|k| {
+            peers
+                .iter()
+                .filter(|p| router::covers(p, k) && p.is_live())
+                .filter_map(|p| p.state().delivery.pushed_at(&record.id))
+                .min()
+        });
+        all_acknowledged &= acknowledged_at.is_some();
+        let delivered_at = match (acknowledged_at, pushed_at) {
+            (Some(a), Some(p)) => Some(a.min(p)),
+            (a, p) => a.or(p),
+        };
         let (pubkey, live) = match &parsed {
             Some(RecipientKey::Member { member_id, .. }) => (
                 broker
@@ -385,6 +477,7 @@ pub fn message_status(conn: &Conn, req_id: Option<String>, message_id: String) {
             name: name.clone(),
             pubkey,
             status: status.into(),
+            acknowledged: acknowledged_at.is_some(),
         });
     }
     conn.reply(
@@ -394,6 +487,7 @@ pub fn message_status(conn: &Conn, req_id: Option<String>, message_id: String) {
             target_spec: record.target_spec.clone(),
             delivered: all_delivered,
             delivered_at: last_delivered.filter(|_| all_delivered).map(time::iso),
+            acknowledged: all_acknowledged,
             recipients,
         }),
     );

@@ -109,8 +109,7 @@ pub fn list_peers(
         .presence
         .peers(&me.mesh_id)
         .into_iter()
-        .filter(|p| !p.control_plane || p.presence_id == me.presence_id)
-        .filter(|p| p.presence_id == me.presence_id || p.state().visible)
+        .filter(|p| p.shown_to(me))
         .filter(|p| group.as_deref().is_none_or(|g| p.in_group(g)))
         .map(|p| (position(&p), p))
         .filter(|(at, _)| after.as_ref().is_none_or(|after| at > after))

@@ -1,0 +1,231 @@
+//! `claudemesh service install|uninstall|status` against a temporary HOME: the unit it writes
+//! is one `systemd-analyze verify` accepts, `uninstall` removes it, `status` reports it, and
+//! without a running systemd (a container, CI) install still succeeds and says what to run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{BIN, skip_unless_strict};
+use serde_json::Value;
+
+const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
+
+/// `claudemesh ARGS` with `home` as HOME, and no user systemd to talk to.
+fn claudemesh(home: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("HOME", home)
+        .env("USER", "alice")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("CLAUDEMESH_DATA_DIR")
+        .output()
+        .expect("run claudemesh")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `systemd-analyze verify` on `unit`; `None` when it accepted it without a word, else what it
+/// said. Skips (returns `None`) where systemd-analyze is missing.
+fn verify(unit: &Path, user: bool, home: &Path) -> Option<String> {
+    if !Path::new(SYSTEMD_ANALYZE).exists() {
+        skip_unless_strict("systemd-analyze is not installed (Debian package systemd)");
+        return None;
+    }
+    let runtime = home.join("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let mut cmd = Command::new(SYSTEMD_ANALYZE);
+    if user {
+        cmd.arg("--user");
+    }
+    let out = cmd
+        .arg("verify")
+        .arg(unit)
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("run systemd-analyze");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    (!out.status.success() || !said.trim().is_empty()).then_some(said)
+}
+
+fn unit_path(home: &Path) -> PathBuf {
+    home.join(".config/systemd/user/claudemesh.service")
+}
+
+#[test]
+fn a_user_service_is_written_verified_reported_and_removed() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let out = claudemesh(
+        home,
+        &[
+            "service",
+            "install",
+            "--user",
+            "--listen",
+            "127.0.0.1:7911",
+            "--public-url",
+            "http://my host:7900/%h$HOME\"q",
+            "--metrics-token-file",
+            "metrics.token",
+            "--retention",
+            "3d",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    // No systemd here: nothing started, and the person is told what to run.
+    assert!(
+        stdout.contains("systemd is not running here")
+            && stdout.contains("\n  systemctl --user daemon-reload\n")
+            && stdout.contains("\n  systemctl --user enable --now claudemesh.service\n"),
+        "{stdout}"
+    );
+
+    let unit = std::fs::read_to_string(unit_path(home)).expect("the unit is written");
+    let data = home.join(".local/share/claudemesh");
+    let cwd = std::env::current_dir().unwrap();
+    let exec = format!(
+        "ExecStart={BIN} broker --data {} --listen 127.0.0.1:7911 --public-url \"http://my host:7900/%%h$$HOME\\\"q\" --metrics-token-file {} --retention 3d\n",
+        data.display(),
+        cwd.join("metrics.token").display()
+    );
+    assert!(unit.contains(&exec), "wanted {exec}in\n{unit}");
+    for line in [
+        "Restart=on-failure",
+        "StandardError=journal",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "PrivateTmp=yes",
+        &format!("ReadWritePaths={}", data.display()),
+        "WantedBy=default.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line} in\n{unit}");
+    }
+    assert!(
+        data.is_dir(),
+        "install makes the data dir the sandbox opens"
+    );
+    if let Some(said) = verify(&unit_path(home), true, home) {
+        panic!("systemd-analyze --user verify refused the unit:\n{said}\n{unit}");
+    }
+
+    let out = claudemesh(home, &["service", "status", "--user", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let s = &v["services"][0];
+    assert_eq!(s["scope"], "user");
+    assert_eq!(s["installed"], true);
+    assert!(
+        s["exec"].as_str().unwrap().contains("--retention 3d"),
+        "{v}"
+    );
+    let out = claudemesh(home, &["service", "status"]);
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "user service: installed at {}",
+            unit_path(home).display()
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = claudemesh(home, &["service", "uninstall", "--user"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!unit_path(home).exists(), "uninstall removes the unit");
+    assert!(data.is_dir(), "uninstall keeps the data");
+    let out = claudemesh(home, &["service", "status", "--user", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(v["services"][0]["installed"], false);
+    let out = claudemesh(home, &["service", "uninstall"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("nothing to do"));
+}
+
+#[test]
+fn a_system_unit_is_sandboxed_and_reads_secrets_as_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    let out = claudemesh(
+        home.path(),
+        &[
+            "service",
+            "install",
+            "--system",
+            "--print",
+            "--env-file",
+            "/etc/claudemesh/env",
+            "--listen",
+            "0.0.0.0:443",
+            "--lan",
+            "--metrics-token-file",
+            "/etc/claudemesh/metrics.token",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let unit = text(&out.stdout);
+    assert!(unit.contains(&format!(
+        "ExecStart={BIN} broker --data /var/lib/claudemesh --listen 0.0.0.0:443 --lan --metrics-token-file ${{CREDENTIALS_DIRECTORY}}/metrics.token\n"
+    )), "{unit}");
+    for line in [
+        "LoadCredential=metrics.token:/etc/claudemesh/metrics.token",
+        "EnvironmentFile=/etc/claudemesh/env",
+        "DynamicUser=yes",
+        "StateDirectory=claudemesh",
+        "ProtectHome=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no {line} in\n{unit}");
+    }
+    let file = home.path().join("claudemesh.service");
+    std::fs::write(&file, &unit).unwrap();
+    if let Some(said) = verify(&file, false, home.path()) {
+        panic!("systemd-analyze verify refused the system unit:\n{said}\n{unit}");
+    }
+}
+
+#[test]
+fn install_refuses_flags_the_broker_would_refuse() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let out = claudemesh(home, &["service", "install", "--user", "--listne", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--listne"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!unit_path(home).exists());
+
+    let out = claudemesh(home, &["service", "install", "--listen", "0.0.0.0:7900"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--system"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // --lan on the default loopback address would make a service that fails at every start.
+    let out = claudemesh(home, &["service", "install", "--user", "--lan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--listen 0.0.0.0:7900"), "{stderr}");
+    assert!(!unit_path(home).exists());
+
+    let out = claudemesh(
+        home,
+        &[
+            "service", "install", "--system", "--print", "--data", "/srv",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/var/lib/claudemesh"));
+}
