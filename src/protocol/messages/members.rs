@@ -1,0 +1,19 @@
+//! Mesh members (PROTOCOL.md §9): `members_list` entries.
+
+use super::hello::GroupRef;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberEntry {
+    pub member_id: String,
+    pub pubkey: String,
+    pub display_name: String,
+    pub role: String,
+    pub joined_at: String,
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<GroupRef>,
+}

@@ -1,0 +1,411 @@
+//! Every frame of the wire contract, as serde types. Field names are the original claudemesh's
+//! (camelCase unless noted) so its clients interoperate with this broker.
+
+mod contexts;
+mod files;
+mod hello;
+mod info;
+mod invites;
+mod members;
+mod memory;
+mod messaging;
+mod peers;
+mod reminders;
+mod state;
+mod streams;
+mod tasks;
+
+pub use contexts::{ContextEntry, ShareContext};
+pub use files::{
+    FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
+    FileUrl, GrantFileAccess, GrantFileAccessOk, ListFiles,
+};
+pub use hello::{
+    Attestation, GroupRef, Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
+};
+pub use info::{MeshInfo, TaskCountsEntry};
+pub use invites::{Capability, CreateInvite, InviteCreated, InviteEntry};
+pub use members::MemberEntry;
+pub use memory::{MemoryEntry, Recall, Remember};
+pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
+pub use peers::{PeerEntry, Profile};
+pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
+pub use state::{SetState, StateChange, StateEntry};
+pub use streams::{StreamData, StreamEntry};
+pub use tasks::{CreateTask, TaskEntry};
+
+use serde::{Deserialize, Serialize};
+
+/// A frame with the optional `_reqId` correlation field around its body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    #[serde(rename = "_reqId", default, skip_serializing_if = "Option::is_none")]
+    pub req_id: Option<String>,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+impl<T> Envelope<T> {
+    pub fn new(body: T) -> Self {
+        Envelope { req_id: None, body }
+    }
+    pub fn reply(req_id: Option<String>, body: T) -> Self {
+        Envelope { req_id, body }
+    }
+}
+
+/// Frames a client sends to the broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Hello(Hello),
+    SessionHello(SessionHello),
+    CreateInvite(CreateInvite),
+    ListMembers {},
+    /// Owner or admin revokes a member by id or pubkey; its sockets close with 4002.
+    RevokeMember {
+        member: String,
+    },
+    /// Owner or admin revokes an invite by code or by id; later claims get 410 `revoked`.
+    RevokeInvite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(rename = "inviteId", default, skip_serializing_if = "Option::is_none")]
+        invite_id: Option<String>,
+    },
+    /// Owner or admin lists the mesh's invites (this broker's addition).
+    ListInvites {},
+    /// Proof that this client holds the mesh root key, sent when `hello_ack.rootKeyHeld` says
+    /// the broker still keeps a copy from before it stopped holding root keys: the check value
+    /// `HMAC-SHA256(root_key, "claudemesh-root-key-check")` in hex. A match deletes the copy.
+    RootKeyProof {
+        check: String,
+    },
+    Send(Box<SendMessage>),
+    ClientAck(ClientAck),
+    /// This broker's addition: push everything queued for this connection now, whatever its
+    /// status (what `check_messages` / `inbox` need), then answer `drained`.
+    Drain {},
+    MessageStatus {
+        #[serde(rename = "messageId")]
+        message_id: String,
+    },
+    ListPeers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    SetStatus {
+        status: String,
+        /// This broker's addition: `jsonl` when inferred from a session transcript; `manual`
+        /// (the default) otherwise. Hooks report over HTTP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    SetSummary {
+        summary: String,
+    },
+    SetVisible {
+        visible: bool,
+    },
+    SetProfile(Profile),
+    JoinGroup(GroupRef),
+    LeaveGroup {
+        name: String,
+    },
+    /// This broker's addition: a short-lived token for one `POST /upload` (PROTOCOL.md §7, §8).
+    FileToken(FileTokenRequest),
+    GetFile(FileRef),
+    ListFiles(ListFiles),
+    FileStatus(FileRef),
+    DeleteFile(FileRef),
+    GrantFileAccess(GrantFileAccess),
+    // Shared data (PROTOCOL.md §6).
+    SetState(SetState),
+    GetState {
+        key: String,
+    },
+    ListState {
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    Remember(Remember),
+    Recall(Recall),
+    Forget {
+        #[serde(rename = "memoryId")]
+        memory_id: String,
+    },
+    ShareContext(ShareContext),
+    GetContext {
+        query: String,
+    },
+    ListContexts {
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    CreateTask(CreateTask),
+    ClaimTask {
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    CompleteTask {
+        #[serde(rename = "taskId")]
+        task_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+    },
+    /// This broker's addition: gives a claimed task back (claimed → open).
+    ReleaseTask {
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    ListTasks {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignee: Option<String>,
+        /// Paging (PROTOCOL.md "Pages"): where the previous page stopped, and the most
+        /// entries wanted in this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    CreateStream {
+        name: String,
+    },
+    Subscribe {
+        stream: String,
+    },
+    Unsubscribe {
+        stream: String,
+    },
+    ListStreams {},
+    Publish {
+        stream: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+    Schedule(Box<Schedule>),
+    ListScheduled {},
+    CancelScheduled {
+        #[serde(rename = "scheduledId")]
+        scheduled_id: String,
+    },
+    MeshInfo {},
+}
+
+impl ClientMessage {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello(_) => "hello",
+            ClientMessage::SessionHello(_) => "session_hello",
+            ClientMessage::CreateInvite(_) => "create_invite",
+            ClientMessage::ListMembers {} => "list_members",
+            ClientMessage::RevokeMember { .. } => "revoke_member",
+            ClientMessage::RevokeInvite { .. } => "revoke_invite",
+            ClientMessage::ListInvites {} => "list_invites",
+            ClientMessage::RootKeyProof { .. } => "root_key_proof",
+            ClientMessage::Send(_) => "send",
+            ClientMessage::ClientAck(_) => "client_ack",
+            ClientMessage::Drain {} => "drain",
+            ClientMessage::MessageStatus { .. } => "message_status",
+            ClientMessage::ListPeers { .. } => "list_peers",
+            ClientMessage::SetStatus { .. } => "set_status",
+            ClientMessage::SetSummary { .. } => "set_summary",
+            ClientMessage::SetVisible { .. } => "set_visible",
+            ClientMessage::SetProfile(_) => "set_profile",
+            ClientMessage::JoinGroup(_) => "join_group",
+            ClientMessage::LeaveGroup { .. } => "leave_group",
+            ClientMessage::FileToken(_) => "file_token",
+            ClientMessage::GetFile(_) => "get_file",
+            ClientMessage::ListFiles(_) => "list_files",
+            ClientMessage::FileStatus(_) => "file_status",
+            ClientMessage::DeleteFile(_) => "delete_file",
+            ClientMessage::GrantFileAccess(_) => "grant_file_access",
+            ClientMessage::SetState(_) => "set_state",
+            ClientMessage::GetState { .. } => "get_state",
+            ClientMessage::ListState { .. } => "list_state",
+            ClientMessage::Remember(_) => "remember",
+            ClientMessage::Recall(_) => "recall",
+            ClientMessage::Forget { .. } => "forget",
+            ClientMessage::ShareContext(_) => "share_context",
+            ClientMessage::GetContext { .. } => "get_context",
+            ClientMessage::ListContexts { .. } => "list_contexts",
+            ClientMessage::CreateTask(_) => "create_task",
+            ClientMessage::ClaimTask { .. } => "claim_task",
+            ClientMessage::CompleteTask { .. } => "complete_task",
+            ClientMessage::ReleaseTask { .. } => "release_task",
+            ClientMessage::ListTasks { .. } => "list_tasks",
+            ClientMessage::CreateStream { .. } => "create_stream",
+            ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::Unsubscribe { .. } => "unsubscribe",
+            ClientMessage::ListStreams {} => "list_streams",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Schedule(_) => "schedule",
+            ClientMessage::ListScheduled {} => "list_scheduled",
+            ClientMessage::CancelScheduled { .. } => "cancel_scheduled",
+            ClientMessage::MeshInfo {} => "mesh_info",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// Frames the broker sends to a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    HelloAck(Box<HelloAck>),
+    Error(ErrorFrame),
+    Ack(Ack),
+    MembersList {
+        members: Vec<MemberEntry>,
+    },
+    InviteCreated(InviteCreated),
+    InviteList {
+        invites: Vec<InviteEntry>,
+        /// More invites exist than one answer lists (newest and still valid ones come first).
+        #[serde(default)]
+        truncated: bool,
+    },
+    Push(Box<Push>),
+    PeersList {
+        peers: Vec<PeerEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    MessageStatusResult(MessageStatusResult),
+    /// Answers `drain` after the pushes it made (at most a window of the queue). `more`: the
+    /// queue holds entries not pushed yet; they follow as the pushes are acknowledged, and
+    /// another `drain` after acknowledging reports again.
+    Drained {
+        count: usize,
+        #[serde(default)]
+        more: bool,
+    },
+    FileTokenResult(FileTokenResult),
+    FileUrl(FileUrl),
+    FileList {
+        files: Vec<FileEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    FileStatusResult(FileStatusResult),
+    GrantFileAccessOk(GrantFileAccessOk),
+    // Shared data (PROTOCOL.md §6).
+    StateResult(StateEntry),
+    StateChange(StateChange),
+    StateList {
+        entries: Vec<StateEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    MemoryStored {
+        id: String,
+    },
+    MemoryResults {
+        memories: Vec<MemoryEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    ContextShared {
+        id: String,
+    },
+    ContextResults {
+        contexts: Vec<ContextEntry>,
+    },
+    ContextList {
+        contexts: Vec<ContextEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    TaskCreated {
+        id: String,
+    },
+    TaskList {
+        tasks: Vec<TaskEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    StreamCreated {
+        id: String,
+        name: String,
+    },
+    Subscribed {
+        stream: String,
+    },
+    StreamList {
+        streams: Vec<StreamEntry>,
+    },
+    StreamData(StreamData),
+    ScheduledAck(ScheduledAck),
+    ScheduledList {
+        messages: Vec<ScheduledEntry>,
+    },
+    CancelScheduledAck {
+        #[serde(rename = "scheduledId")]
+        scheduled_id: String,
+        ok: bool,
+    },
+    MeshInfoResult(Box<MeshInfo>),
+}
+
+impl ServerMessage {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMessage::Error(ErrorFrame {
+            code: code.to_string(),
+            message: message.into(),
+            id: None,
+        })
+    }
+}
