@@ -131,7 +131,7 @@ impl Store {
         visit: impl FnMut(&str, FileRecord) -> bool,
     ) -> Result<(), StoreError> {
         let rt = self.read()?;
-        super::shared::scan_mesh_rows(&rt.open_table(FILES)?, mesh_id, after, visit)
+        super::rows::scan_mesh_rows(&rt.open_table(FILES)?, mesh_id, after, visit)
     }
 
     /// How many files a mesh holds (for `mesh_info`), expired ones not yet swept included.

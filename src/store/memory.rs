@@ -165,7 +165,7 @@ impl Store {
     /// How many memories a mesh holds.
     pub fn memory_count(&self, mesh_id: &str) -> Result<u64, StoreError> {
         let rt = self.read()?;
-        super::shared::mesh_row_count(&rt.open_table(MEMORIES)?, mesh_id)
+        super::rows::mesh_row_count(&rt.open_table(MEMORIES)?, mesh_id)
     }
 
     /// (operation counter, memories in all meshes), read together.

@@ -5,6 +5,7 @@
 //! transaction and commits once (durably) before answering any of them: group commit, one fsync
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
+mod contexts;
 mod files;
 mod memory;
 mod meshes;
@@ -12,8 +13,11 @@ mod profile;
 mod queue;
 mod quotas;
 mod records;
+mod rows;
 mod schedules;
-mod shared;
+mod state;
+mod streams;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, oneshot};
 
+pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
@@ -38,10 +43,9 @@ pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;
-pub use shared::{
-    Actor, ContextRecord, StateRecord, StreamRecord, TaskCounts, TaskRecord, TaskRefusal,
-    TaskStatus,
-};
+pub use state::StateRecord;
+pub use streams::StreamRecord;
+pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).

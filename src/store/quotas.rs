@@ -8,9 +8,12 @@ use std::collections::HashMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use super::contexts::CONTEXTS;
 use super::files::FILES;
 use super::memory::MEMORIES;
-use super::shared::{CONTEXTS, STATE, STREAMS, TASKS};
+use super::state::STATE;
+use super::streams::STREAMS;
+use super::tasks::TASKS;
 use super::{META, Store, StoreError, decode, encode};
 
 /// `(mesh_id, kind) → how much the mesh holds` (a count, or bytes for the `*_bytes` kinds).

@@ -57,7 +57,12 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(SESSIONS)?;
     super::files::create_tables(tx)?;
-    super::shared::create_tables(tx)?;
+    super::state::create_tables(tx)?;
+    super::tasks::create_tables(tx)?;
+    super::contexts::create_tables(tx)?;
+    super::streams::create_tables(tx)?;
+    super::memory::create_tables(tx)?;
+    super::schedules::create_tables(tx)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::shared::mesh_rows;
+use super::rows::mesh_rows;
 use super::{Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, scheduled_id) → ScheduleRecord`

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::shared::{answer, refuse};
+use super::reply::{answer, refuse};
 use crate::broker::connection::Conn;
 use crate::protocol::ServerMessage;
 use crate::protocol::messages::{MeshInfo, TaskCountsEntry};

@@ -1,6 +1,6 @@
 //! `remember`, `recall`, `forget` (PROTOCOL.md §6): the mesh's searchable memory.
 
-use super::shared::{MAX_TEXT, Reply, actor, answer, refuse, tags, text};
+use super::reply::{MAX_TEXT, Reply, actor, answer, refuse, tags, text};
 use crate::broker::connection::Conn;
 use crate::broker::page::{BadCursor, Pager, decode_cursor, page_items};
 use crate::protocol::messages::{Ack, MemoryEntry, Recall, Remember};

@@ -1,6 +1,7 @@
 //! Applying client frames. The connection loop only reads, dispatches and writes; each area of
 //! the protocol has its file here.
 
+mod contexts;
 mod files;
 pub mod hello;
 mod info;
@@ -9,8 +10,10 @@ mod memory;
 pub(super) mod messaging;
 mod peers;
 mod reminders;
-mod shared;
+mod reply;
+mod state;
 mod streams;
+mod tasks;
 
 use super::connection::Conn;
 use crate::protocol::{ClientMessage, Envelope};
@@ -77,31 +80,31 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::FileStatus(f) => files::file_status(conn, req_id, f.file_id),
         ClientMessage::DeleteFile(f) => files::delete_file(conn, req_id, f.file_id).await,
         ClientMessage::GrantFileAccess(g) => files::grant_file_access(conn, req_id, g).await,
-        ClientMessage::SetState(s) => shared::set_state(conn, req_id, s),
-        ClientMessage::GetState { key } => shared::get_state(conn, req_id, key),
+        ClientMessage::SetState(s) => state::set_state(conn, req_id, s),
+        ClientMessage::GetState { key } => state::get_state(conn, req_id, key),
         ClientMessage::ListState { cursor, limit } => {
-            shared::list_state(conn, req_id, cursor, limit)
+            state::list_state(conn, req_id, cursor, limit)
         }
         ClientMessage::Remember(r) => memory::remember(conn, req_id, r),
         ClientMessage::Recall(r) => memory::recall(conn, req_id, r),
         ClientMessage::Forget { memory_id } => memory::forget(conn, req_id, memory_id),
-        ClientMessage::ShareContext(c) => shared::share_context(conn, req_id, c),
-        ClientMessage::GetContext { query } => shared::get_context(conn, req_id, query),
+        ClientMessage::ShareContext(c) => contexts::share_context(conn, req_id, c),
+        ClientMessage::GetContext { query } => contexts::get_context(conn, req_id, query),
         ClientMessage::ListContexts { cursor, limit } => {
-            shared::list_contexts(conn, req_id, cursor, limit)
+            contexts::list_contexts(conn, req_id, cursor, limit)
         }
-        ClientMessage::CreateTask(t) => shared::create_task(conn, req_id, t),
-        ClientMessage::ClaimTask { task_id } => shared::claim_task(conn, req_id, task_id),
+        ClientMessage::CreateTask(t) => tasks::create_task(conn, req_id, t),
+        ClientMessage::ClaimTask { task_id } => tasks::claim_task(conn, req_id, task_id),
         ClientMessage::CompleteTask { task_id, result } => {
-            shared::complete_task(conn, req_id, task_id, result)
+            tasks::complete_task(conn, req_id, task_id, result)
         }
-        ClientMessage::ReleaseTask { task_id } => shared::release_task(conn, req_id, task_id),
+        ClientMessage::ReleaseTask { task_id } => tasks::release_task(conn, req_id, task_id),
         ClientMessage::ListTasks {
             status,
             assignee,
             cursor,
             limit,
-        } => shared::list_tasks(conn, req_id, status, assignee, cursor, limit),
+        } => tasks::list_tasks(conn, req_id, status, assignee, cursor, limit),
         ClientMessage::CreateStream { name } => streams::create_stream(conn, req_id, name),
         ClientMessage::Subscribe { stream } => streams::subscribe(conn, req_id, stream),
         ClientMessage::Unsubscribe { stream } => streams::unsubscribe(conn, req_id, stream),

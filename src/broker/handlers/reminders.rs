@@ -2,7 +2,7 @@
 //! (`broker::scheduler`) sends them when due.
 
 use super::messaging::resolve;
-use super::shared::{MAX_TEXT, Refusal, answer, refuse, text};
+use super::reply::{MAX_TEXT, Refusal, answer, refuse, text};
 use crate::broker::connection::Conn;
 use crate::broker::cron::Cron;
 use crate::protocol::messages::{Schedule, ScheduledAck, ScheduledEntry, When};

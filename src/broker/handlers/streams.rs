@@ -1,7 +1,7 @@
 //! Streams (PROTOCOL.md §6): named live channels. `publish` reaches the presences subscribed at
 //! that moment; nothing published is stored.
 
-use super::shared::{Refusal, answer, ok_if_asked, refuse};
+use super::reply::{Refusal, answer, ok_if_asked, refuse};
 use crate::broker::connection::Conn;
 use crate::broker::state::Broker;
 use crate::protocol::messages::{Envelope, StreamData, StreamEntry};
