@@ -4,11 +4,17 @@
 //! server use only this.
 
 mod api;
+mod contexts;
 pub mod files;
 pub mod http;
+mod info;
 pub mod lan;
 mod members;
-mod shared;
+mod memory;
+mod reminders;
+mod state;
+mod streams;
+mod tasks;
 pub mod tls;
 
 pub use api::{Incoming, Sealed, Target};
@@ -297,6 +303,11 @@ impl MeshClient {
             }
         }
     }
+}
+
+/// The error for an answer a typed call did not expect (the area files share it).
+fn unexpected(other: ServerMessage) -> ClientError {
+    ClientError::Protocol(format!("{other:?}"))
 }
 
 /// Opens the socket, says hello, and waits for `hello_ack` or the refusal.
