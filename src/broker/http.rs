@@ -140,10 +140,10 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
             claim_invite(broker, req, code).await
         }
         (&Method::POST, ["hook", "set-status"]) => super::hook::set_status(broker, req).await,
-        (&Method::POST, ["upload"]) => super::files::upload(broker, req).await,
+        (&Method::POST, ["upload"]) => super::files::endpoints::upload(broker, req).await,
         (&Method::GET, ["download", id]) => {
             let id = id.to_string();
-            super::files::download(broker, req, &id).await
+            super::files::endpoints::download(broker, req, &id).await
         }
         (&Method::GET, ["i", code]) => {
             let code = code.to_string();

@@ -38,7 +38,8 @@ use crate::store::{Store, StoreError};
 /// reach them.
 pub mod parsers {
     pub use super::auth::{SignedHeaders, parse_signed_headers};
-    pub use super::files::{FileGrant, TokenPurpose, UploadMeta, parse_upload_headers};
+    pub use super::files::endpoints::{UploadMeta, parse_upload_headers};
+    pub use super::files::{FileGrant, TokenPurpose};
 }
 
 /// Default for [`BrokerConfig::max_outbox_bytes`]: 8 MiB.
@@ -315,7 +316,9 @@ impl RunningBroker {
             acceptor
         });
         broker.tasks.spawn(router::run_sweeper(broker.clone()));
-        broker.tasks.spawn(files::run_sweeper(broker.clone()));
+        broker
+            .tasks
+            .spawn(files::endpoints::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
         tokio::pin!(shutdown);
         loop {

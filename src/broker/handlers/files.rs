@@ -3,7 +3,7 @@
 //! (`broker::files`); every request here is scoped to the connection's mesh.
 
 use crate::broker::connection::Conn;
-use crate::broker::files::{self, FileGrant, Readable, TokenPurpose};
+use crate::broker::files::{self, FileGrant, Readable, TokenPurpose, endpoints};
 use crate::broker::page::{Pager, decode_cursor};
 use crate::protocol::messages::{
     Ack, FileAccessEntry, FileEntry, FileStatusResult, FileTokenResult, FileUrl, GrantFileAccess,
@@ -73,7 +73,7 @@ pub fn get_file(conn: &Conn, req_id: Option<String>, file_id: String) {
         return;
     };
     let broker = &conn.broker;
-    let sealed_key = match files::readable_by(broker, &record, peer) {
+    let sealed_key = match endpoints::readable_by(broker, &record, peer) {
         Ok(Readable::Plain) => None,
         Ok(Readable::Sealed { sealed_key, .. }) => Some(sealed_key),
         Err((code, message)) => return conn.error(req_id, code, message),
@@ -205,7 +205,7 @@ pub async fn delete_file(conn: &Conn, req_id: Option<String>, file_id: String) {
             "only the uploader or a mesh owner or admin may delete a file",
         );
     }
-    match files::remove_file(&conn.broker, &peer.mesh_id, &record.id).await {
+    match endpoints::remove_file(&conn.broker, &peer.mesh_id, &record.id).await {
         Ok(_) => conn.reply(
             req_id,
             ServerMessage::Ack(Ack {

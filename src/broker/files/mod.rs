@@ -1,0 +1,234 @@
+//! File bytes (PROTOCOL.md §7): the blob store, `POST /upload` and `GET /download/:id`, the
+//! short-lived tokens that authenticate them, and the sweeper that removes expired files.
+//!
+//! Both transfers stream: an upload goes from hyper's body frames into an object-store multipart
+//! upload a part at a time, a download from the object's byte stream into the response body, so
+//! the broker never holds a whole file in memory.
+//!
+//! Authentication: a member-signed request (§8) signs the body's hash, which cannot be checked
+//! before a streamed body has ended. So both endpoints take a token instead, obtained over the
+//! authenticated WebSocket (`file_token` for an upload, `get_file` for a download). A token is
+//! 256 random bits, kept in memory only, bound to the mesh, the member and the key it spoke with
+//! (and, for a download, to one file), valid for [`TOKEN_TTL_MS`] and good for one request.
+//!
+//! This module is the part the broker state (`state.rs`) holds and never reaches back into it;
+//! [`endpoints`] serves upload and download over HTTP and holds what else needs the whole broker.
+
+pub mod endpoints;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use tokio::sync::Semaphore;
+
+use super::BrokerConfig;
+use super::presence::Peer;
+use crate::protocol::{Pubkey, ids, time};
+
+/// How long a file token may wait before it is used.
+pub const TOKEN_TTL_MS: i64 = 5 * 60 * 1000;
+/// Default upload cap (PROTOCOL.md §7).
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+/// Default lifetime of an ephemeral file.
+pub const DEFAULT_EPHEMERAL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Uploads streamed at once; more wait for a slot.
+const UPLOAD_SLOTS: usize = 8;
+/// `crypto_box_seal` of a 32-byte key: 32 + 48 bytes.
+const SEALED_KEY_BYTES: usize = 80;
+/// Outstanding tokens one member may hold, and all members together.
+const TOKENS_PER_MEMBER: usize = 256;
+const MAX_TOKENS: usize = 65_536;
+
+/// What a file token allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenPurpose {
+    Upload,
+    Download { file_id: String },
+}
+
+/// Who a token was given to, and for what.
+#[derive(Debug, Clone)]
+pub struct FileGrant {
+    pub purpose: TokenPurpose,
+    pub mesh_id: String,
+    pub member_id: String,
+    pub peer_name: String,
+    /// The key the peer spoke with (session or member), hex.
+    pub pubkey: String,
+    pub member_pubkey: String,
+    pub expires_at_ms: i64,
+}
+
+impl FileGrant {
+    pub fn for_peer(peer: &Peer, purpose: TokenPurpose) -> FileGrant {
+        FileGrant {
+            purpose,
+            mesh_id: peer.mesh_id.clone(),
+            member_id: peer.member_id.clone(),
+            peer_name: peer.display_name.clone(),
+            pubkey: peer.pubkey().to_hex(),
+            member_pubkey: peer.member_pubkey.to_hex(),
+            expires_at_ms: time::now_ms() + TOKEN_TTL_MS,
+        }
+    }
+}
+
+/// The broker's file side: the blob store and the outstanding tokens.
+pub struct Files {
+    pub blobs: Arc<dyn ObjectStore>,
+    tokens: Mutex<HashMap<String, FileGrant>>,
+    upload_slots: Semaphore,
+}
+
+impl Files {
+    pub fn new(blobs: Arc<dyn ObjectStore>) -> Files {
+        Files {
+            blobs,
+            tokens: Mutex::default(),
+            upload_slots: Semaphore::new(UPLOAD_SLOTS),
+        }
+    }
+
+    /// Issues a token for `grant`, unless its member already holds too many unused ones.
+    pub fn issue(&self, grant: FileGrant) -> Result<String, String> {
+        let now = time::now_ms();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= 1024 {
+            tokens.retain(|_, g| g.expires_at_ms > now);
+            let held = tokens
+                .values()
+                .filter(|g| g.member_id == grant.member_id && g.mesh_id == grant.mesh_id)
+                .count();
+            if held >= TOKENS_PER_MEMBER || tokens.len() >= MAX_TOKENS {
+                return Err(format!(
+                    "too many unused file tokens; they expire after {} minutes",
+                    TOKEN_TTL_MS / 60_000
+                ));
+            }
+        }
+        let token = ids::base62(43);
+        tokens.insert(token.clone(), grant);
+        Ok(token)
+    }
+
+    /// Sets the number of upload slots (`--upload-slots`; [`UPLOAD_SLOTS`] at first).
+    pub fn set_upload_slots(&self, slots: usize) {
+        if slots > UPLOAD_SLOTS {
+            self.upload_slots.add_permits(slots - UPLOAD_SLOTS);
+        } else {
+            self.upload_slots.forget_permits(UPLOAD_SLOTS - slots);
+        }
+    }
+
+    /// Takes a token (it is good for one request); `None` when unknown or expired.
+    fn redeem(&self, token: &str) -> Option<FileGrant> {
+        let grant = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token)?;
+        (grant.expires_at_ms > time::now_ms()).then_some(grant)
+    }
+}
+
+/// Opens the blob store: `--files <url>` (`s3://bucket/prefix`, configured from the usual
+/// `AWS_*` variables), else a directory `<data>/files`.
+pub fn open_blob_store(config: &BrokerConfig) -> Result<Arc<dyn ObjectStore>, String> {
+    let Some(url) = config.files_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        let dir = config.data_dir.join("files");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Only this process uses the data directory (redb locks it), so any staged upload
+        // found now was cut off by a crash.
+        remove_staged_uploads(&dir);
+        let local = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| format!("cannot use {} for files: {e}", dir.display()))?
+            .with_automatic_cleanup(true);
+        return Ok(Arc::new(local));
+    };
+    let url = url.trim();
+    let Some(rest) = url
+        .strip_prefix("s3://")
+        .or_else(|| url.strip_prefix("s3a://"))
+    else {
+        return Err(format!(
+            "--files {url}: only s3://bucket[/prefix] URLs are supported (AWS S3 or MinIO, configured through AWS_* variables)"
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("--files {url}: the bucket name is missing"));
+    }
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| format!("--files {url}: {e}"))?;
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        Ok(Arc::new(s3))
+    } else {
+        let prefix = ObjectPath::parse(prefix).map_err(|e| format!("--files {url}: {e}"))?;
+        Ok(Arc::new(PrefixStore::new(s3, prefix)))
+    }
+}
+
+/// Removes `<name>#<digits>` files, `LocalFileSystem`'s uploads in progress, under `dir`.
+fn remove_staged_uploads(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_staged_uploads(&path);
+            continue;
+        }
+        let name = entry.file_name();
+        let staged = name
+            .to_string_lossy()
+            .split_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if staged {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed an interrupted upload: {}", path.display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// Where a file's bytes live in the blob store.
+pub fn object_path(mesh_id: &str, file_id: &str) -> ObjectPath {
+    ObjectPath::from_iter(["mesh", mesh_id, file_id])
+}
+
+/// How a peer may read a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    Plain,
+    /// Encrypted; this is the file key sealed to `pubkey`.
+    Sealed {
+        pubkey: String,
+        sealed_key: String,
+    },
+}
+
+/// Checks one `{peerPubkey, sealedKey}`: a 64-hex key and a standard-base64 sealed 32-byte key.
+pub fn check_file_key(peer_pubkey: &str, sealed_key: &str) -> Result<(), String> {
+    if !Pubkey::is_shape(peer_pubkey) {
+        return Err("peerPubkey must be 64 lowercase hex".into());
+    }
+    match STANDARD.decode(sealed_key) {
+        Ok(b) if b.len() == SEALED_KEY_BYTES => Ok(()),
+        _ => Err(format!(
+            "sealedKey must be a sealed 32-byte key: {SEALED_KEY_BYTES} bytes in standard base64"
+        )),
+    }
+}
