@@ -1,8 +1,8 @@
 //! Frame encodings: JSON text frames (the original's) and MessagePack binary frames with named
 //! fields (this broker's addition). Both decode through one path so they behave identically.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// How a connection encodes its frames; fixed by the encoding of its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +31,24 @@ impl DecodeError {
     }
 }
 
+/// A MessagePack frame nests fewer containers than this, about what serde_json allows a JSON
+/// one: reading (and dropping) a value recurses once per level, and rmp-serde's own limit
+/// (1 024) overflows a worker thread's stack in a debug build.
+const MAX_DEPTH: usize = 128;
+
 /// Reads one frame into a generic value, then into `T`. An unknown `type` is told apart from a
 /// frame that is broken, because the answers differ (`unknown_message_type` vs `malformed`).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], encoding: Encoding) -> Result<T, DecodeError> {
     let value: serde_json::Value = match encoding {
         Encoding::Json => serde_json::from_slice(bytes)
             .map_err(|e| DecodeError::malformed(format!("frame is not valid JSON: {e}"), None))?,
-        Encoding::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| {
-            DecodeError::malformed(format!("frame is not valid MessagePack: {e}"), None)
-        })?,
+        Encoding::MsgPack => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+            de.set_max_depth(MAX_DEPTH);
+            serde_json::Value::deserialize(&mut de).map_err(|e| {
+                DecodeError::malformed(format!("frame is not valid MessagePack: {e}"), None)
+            })?
+        }
     };
     decode_value(value)
 }
@@ -105,6 +114,31 @@ mod tests {
         let err =
             decode::<Envelope<ClientMessage>>(br#"{"type":"hello"}"#, Encoding::Json).unwrap_err();
         assert_eq!(err.code, "malformed");
+    }
+
+    /// `{"type":"set_state","key":"k","value":[[…]]}` in MessagePack, `depth` containers deep:
+    /// the frame's own map and `depth - 1` arrays around a nil.
+    fn nested_set_state(depth: usize) -> Vec<u8> {
+        let mut bytes = vec![0x83, 0xa4];
+        bytes.extend_from_slice(b"type");
+        bytes.push(0xa9);
+        bytes.extend_from_slice(b"set_state");
+        bytes.extend_from_slice(&[0xa3, b'k', b'e', b'y', 0xa1, b'k', 0xa5]);
+        bytes.extend_from_slice(b"value");
+        bytes.extend(std::iter::repeat_n(0x91, depth - 1)); // fixarray of one element
+        bytes.push(0xc0);
+        bytes
+    }
+
+    #[test]
+    fn messagepack_nests_as_deep_as_json_may_and_no_deeper() {
+        let ok = nested_set_state(MAX_DEPTH - 1);
+        assert!(decode::<Envelope<ClientMessage>>(&ok, Encoding::MsgPack).is_ok());
+        let err =
+            decode::<Envelope<ClientMessage>>(&nested_set_state(MAX_DEPTH), Encoding::MsgPack)
+                .unwrap_err();
+        assert_eq!(err.code, "malformed");
+        assert!(err.message.contains("depth"), "{}", err.message);
     }
 
     /// What a peer sends is passed on as it was sent: a decoded frame encodes to bytes that
