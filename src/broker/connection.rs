@@ -2,6 +2,7 @@
 //! socket (the watchdog), and a writer task that owns the socket's write half, sends queued
 //! frames and pings.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,6 +144,10 @@ type Step = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct Conn {
     pub broker: Arc<Broker>,
     pub conn_id: u64,
+    /// The address the connection comes from (for the log).
+    pub remote: SocketAddr,
+    /// The type of the frame being handled (for the log).
+    pub frame: &'static str,
     pub out: ConnHandle,
     /// Set by a successful hello.
     pub peer: Option<Arc<Peer>>,
@@ -170,17 +175,39 @@ impl Conn {
         self.out.send(&Envelope::reply(req_id, body));
     }
 
-    /// Sends `error{code, message}`, counted in the metrics.
+    /// Sends `error{code, message}`, counted in the metrics and logged.
     pub fn error(&self, req_id: Option<String>, code: &'static str, message: impl Into<String>) {
-        self.broker.metrics.error(code);
+        let message = message.into();
+        self.refused(code, &message);
         self.reply(
             req_id,
             ServerMessage::Error(ErrorFrame {
                 code: code.to_string(),
-                message: message.into(),
+                message,
                 id: None,
             }),
         );
+    }
+
+    /// Counts and logs a refusal of the frame being handled (the answer is the caller's).
+    pub fn refused(&self, code: &'static str, reason: &str) {
+        self.broker.metrics.error(code);
+        self.broker
+            .refusals
+            .refused(self.who(), self.frame, code, reason);
+    }
+
+    /// Who this connection is, for the log: the peer once it said hello, and its address.
+    pub fn who(&self) -> String {
+        match &self.peer {
+            Some(p) => format!(
+                "{} ({}…, {})",
+                p.display_name,
+                &p.member_pubkey.to_hex()[..12],
+                self.remote
+            ),
+            None => self.remote.to_string(),
+        }
     }
 
     /// Refuses the connection: error frame, then close with `close_code`.
@@ -202,7 +229,7 @@ async fn authorised_step(peer: Option<Arc<Peer>>, step: impl Future<Output = ()>
     step.await
 }
 
-pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
+pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>, remote: SocketAddr) {
     let limit = broker.config.max_message_bytes;
     // tungstenite's 128 KiB buffers per direction would cost 256 MiB at 1 000 peers; frames
     // here are small, and the buffers still grow for a large one up to the frame limit.
@@ -242,6 +269,8 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>) {
     let conn_id = broker.presence.next_conn_id();
     let mut conn = Conn {
         conn_id,
+        remote,
+        frame: "frame",
         out: ConnHandle {
             conn_id,
             encoding: Encoding::Json,
@@ -363,8 +392,21 @@ async fn on_frame(conn: &mut Conn, bytes: &[u8], encoding: Encoding) {
         // Answer a peer that has not said hello in the encoding it just used.
         conn.out.encoding = encoding;
     }
+    conn.frame = "frame";
     let frame: Envelope<ClientMessage> = match codec::decode(bytes, encoding) {
         Ok(f) => f,
+        // The original broker ignores types it does not know (the original client sends
+        // `set_stats` every minute, and would take an error frame for the answer to whatever
+        // request it has pending); one that asks for an answer gets one.
+        Err(DecodeError {
+            code: "unknown_message_type",
+            message,
+            req_id: None,
+        }) => {
+            Metrics::inc(&conn.broker.metrics.frames_ignored);
+            tracing::debug!("ignored a frame from {}: {message}", conn.who());
+            return;
+        }
         Err(DecodeError {
             code,
             message,
@@ -374,6 +416,7 @@ async fn on_frame(conn: &mut Conn, bytes: &[u8], encoding: Encoding) {
             return;
         }
     };
+    conn.frame = frame.body.type_name();
     handlers::dispatch(conn, frame).await;
 }
 

@@ -24,6 +24,7 @@ use super::connection;
 use super::metrics::Metrics;
 use super::state::Broker;
 use crate::crypto;
+use crate::protocol::messages::GroupBodies;
 use crate::protocol::{Pubkey, ids, time};
 use crate::store::{ClaimError, CreateMesh};
 
@@ -86,17 +87,51 @@ pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<B
     respond(status, "application/json", value.to_string())
 }
 
-/// `{error: code, message}` with a status.
+/// `{error: code, message}` with a status; `route` logs it as a refusal.
 pub fn error_response(
     status: StatusCode,
     code: &str,
     message: impl Into<String>,
 ) -> Response<Body> {
-    json_response(status, json!({"error": code, "message": message.into()}))
+    let message = message.into();
+    let mut resp = json_response(status, json!({"error": code, "message": message}));
+    resp.extensions_mut().insert(Refused {
+        code: code.to_string(),
+        message,
+    });
+    resp
 }
 
+/// Why a response refused its request, for the log.
+#[derive(Clone)]
+struct Refused {
+    code: String,
+    message: String,
+}
+
+/// Answers a request, and logs it when refused: by its first path segment only, since later
+/// ones can be secrets (invite codes).
 async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
     Metrics::inc(&broker.metrics.http_requests);
+    let what = {
+        let mut segments = req.uri().path().trim_start_matches('/').splitn(2, '/');
+        let first = segments.next().unwrap_or_default();
+        let more = if segments.next().is_some() {
+            "/…"
+        } else {
+            ""
+        };
+        format!("{} /{first}{more}", req.method())
+    };
+    let who = req.extensions().get::<SocketAddr>().copied();
+    let resp = answer(broker.clone(), req).await;
+    if let (Some(r), Some(who)) = (resp.extensions().get::<Refused>(), who) {
+        broker.refusals.refused(who, &what, &r.code, &r.message);
+    }
+    resp
+}
+
+async fn answer(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let is_upgrade = req
         .headers()
@@ -152,7 +187,7 @@ async fn route(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
         _ => error_response(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no endpoint {} {path}", req.method()),
+            format!("no endpoint {} /{}", req.method(), segments[0]),
         ),
     }
 }
@@ -233,11 +268,16 @@ fn upgrade(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
         .extensions()
         .get::<Arc<super::limits::ConnectionSlot>>()
         .cloned();
+    let remote = req
+        .extensions()
+        .get::<SocketAddr>()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     tracker.spawn(async move {
         // The connection keeps its place for as long as the WebSocket lives.
         let _slot = slot;
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => connection::run(broker, TokioIo::new(upgraded)).await,
+            Ok(upgraded) => connection::run(broker, TokioIo::new(upgraded), remote).await,
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }
     });
@@ -322,6 +362,9 @@ struct CreateMeshBody {
     root_key_check: Option<String>,
     #[serde(default)]
     display_name: Option<String>,
+    /// `sealed` (the default) or `plain` (PROTOCOL.md §4.2).
+    #[serde(default)]
+    group_bodies: Option<String>,
 }
 
 async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
@@ -389,6 +432,17 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
         .as_deref()
         .and_then(crate::protocol::clean_display_name)
         .unwrap_or_else(|| "owner".into());
+    let group_bodies = match body.group_bodies.as_deref().map(GroupBodies::parse) {
+        None => GroupBodies::default(),
+        Some(Some(g)) => g,
+        Some(None) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "group_bodies must be \"sealed\" or \"plain\"",
+            );
+        }
+    };
     let created = broker
         .store
         .create_mesh(CreateMesh {
@@ -397,6 +451,7 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
             root_key_check: body.root_key_check,
             member_pubkey: member,
             display_name,
+            group_bodies,
             now_ms: time::now_ms(),
         })
         .await;

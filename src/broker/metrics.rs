@@ -11,6 +11,8 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
+    /// Frames of a type this broker does not know, sent without `_reqId`, and ignored.
+    pub frames_ignored: AtomicU64,
     pub http_requests: AtomicU64,
     pub messages_stored: AtomicU64,
     pub messages_expired: AtomicU64,
@@ -76,6 +78,12 @@ impl Metrics {
             "counter",
             "WebSocket frames sent.",
             load(&self.frames_out),
+        );
+        scalar(
+            "claudemesh_frames_ignored_total",
+            "counter",
+            "WebSocket frames of an unknown type, without _reqId, ignored (as the original does).",
+            load(&self.frames_ignored),
         );
         scalar(
             "claudemesh_http_requests_total",

@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod page;
 mod presence;
+mod refusals;
 mod router;
 mod scheduler;
 mod state;

@@ -93,7 +93,8 @@ pub struct Peer {
     pub mesh_id: String,
     pub member_id: String,
     pub member_pubkey: Pubkey,
-    /// The proven session key of a session hello.
+    /// The session key this presence is addressed by: proven by a session hello, or only a
+    /// label in a member hello (see [`Peer::proven_session`]).
     pub session_pubkey: Option<Pubkey>,
     pub kind: PeerKind,
     pub role: MemberRole,
@@ -125,7 +126,16 @@ impl Peer {
         conn: ConnHandle,
     ) -> Peer {
         let now = time::now_ms();
-        let control_plane = info.peer_role.as_deref() == Some("control-plane");
+        let asked = info.peer_role.as_deref();
+        // As the original broker does, a member hello is a tool's connection (a CLI call, a
+        // daemon), not a session, unless it says it is one.
+        let control_plane = match kind {
+            PeerKind::Session => asked == Some("control-plane"),
+            PeerKind::Member => !matches!(asked, Some("session" | "service")),
+        };
+        // Only a connection that calls itself control-plane (our CLI) waits for `drain`; the
+        // original's member connections expect live pushes.
+        let subscribed = asked != Some("control-plane");
         Peer {
             presence_id,
             mesh_id,
@@ -147,7 +157,7 @@ impl Peer {
                 visible: true,
                 profile: None,
                 delivery: Default::default(),
-                subscribed: false,
+                subscribed,
             }),
             revoked: AtomicBool::new(false),
             authority: tokio::sync::RwLock::new(()),
@@ -161,6 +171,30 @@ impl Peer {
     /// The key this presence speaks and is addressed with: its session key, else the member key.
     pub fn pubkey(&self) -> Pubkey {
         self.session_pubkey.unwrap_or(self.member_pubkey)
+    }
+
+    /// `control-plane` or `session`, as `peers_list` names it.
+    pub fn role_name(&self) -> &'static str {
+        if self.control_plane {
+            "control-plane"
+        } else {
+            "session"
+        }
+    }
+
+    /// Whether events (`peer_joined`, `state_change` …) are pushed to this presence as they
+    /// happen: to sessions, and to the original's member connections (its daemon listens for
+    /// them), not to our CLI's control-plane connections.
+    pub fn hears_events(&self) -> bool {
+        !self.control_plane || self.info.peer_role.as_deref() != Some("control-plane")
+    }
+
+    /// The session key a session hello proved. A member hello's `sessionPubkey` routes
+    /// messages and names the sender, but proves nothing: file access and the record of known
+    /// sessions go by this.
+    pub fn proven_session(&self) -> Option<Pubkey> {
+        self.session_pubkey
+            .filter(|_| self.kind == PeerKind::Session)
     }
 
     /// The queues this presence drains: its member's, and its own session's.
@@ -229,11 +263,8 @@ impl Peer {
             session_id: self.info.session_id.clone(),
             connected_at: time::iso(self.connected_at_ms),
             cwd: self.info.cwd.clone(),
-            peer_role: if self.control_plane {
-                "control-plane".into()
-            } else {
-                "session".into()
-            },
+            role: self.role_name().into(),
+            peer_role: self.role_name().into(),
             hostname: self.info.hostname.clone(),
             peer_type: self.info.peer_type.clone(),
             channel: self.info.channel.clone(),
@@ -261,7 +292,20 @@ pub struct Arrival<'a> {
     pub member_id: &'a str,
     /// The proven session key of a session hello.
     pub session: Option<Pubkey>,
+    /// The unproven `sessionPubkey` of a member hello, which must not be another member's.
+    pub label: Option<Pubkey>,
     pub session_id: &'a str,
+}
+
+/// Why `register` refused a proven connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unregistered {
+    /// The member was revoked (perhaps while its hello was being checked).
+    Revoked,
+    /// The mesh has no room.
+    Full,
+    /// A member hello's `sessionPubkey` is a key another member's presence goes by.
+    KeyTaken,
 }
 
 /// What `register` did.
@@ -348,19 +392,27 @@ impl Presence {
         conn: ConnHandle,
         capacity: usize,
         make: impl FnOnce() -> Peer,
-    ) -> Result<Registered, ()> {
+    ) -> Result<Registered, Unregistered> {
         let Arrival {
             mesh_id,
             member_id,
             session,
+            label,
             session_id,
         } = who;
         let mut meshes = self.lock();
         if self.revoked_locked(mesh_id, member_id) {
-            return Err(());
+            return Err(Unregistered::Revoked);
         }
         let room = meshes.entry(mesh_id.to_string()).or_default();
         room.capacity = capacity;
+        if label.is_some_and(|key| {
+            room.peers
+                .values()
+                .any(|p| p.member_id != member_id && p.session_pubkey == Some(key))
+        }) {
+            return Err(Unregistered::KeyTaken);
+        }
         let existing = room
             .peers
             .values()
@@ -386,7 +438,7 @@ impl Presence {
             return Ok(Registered::Reattached { peer, replaced });
         }
         if room.peers.len() >= capacity {
-            return Err(());
+            return Err(Unregistered::Full);
         }
         let peer = Arc::new(make());
         room.peers.insert(peer.presence_id.clone(), peer.clone());
@@ -586,6 +638,7 @@ pub(super) mod tests {
             mesh_id: "mesh",
             member_id: member,
             session: None,
+            label: None,
             session_id: "",
         }
     }
@@ -607,7 +660,8 @@ pub(super) mod tests {
         assert!(
             presence
                 .register(arrive("alice"), conn(2), 10, || peer("alice", 1))
-                .is_err(),
+                .err()
+                == Some(Unregistered::Revoked),
             "a revoked member's hello must not register"
         );
         assert!(
@@ -623,5 +677,99 @@ pub(super) mod tests {
                 .register(arrive("alice"), conn(4), 10, || peer("alice", 1))
                 .is_ok()
         );
+    }
+
+    fn labelled(member: &str, key: u8, label: u8, role: Option<&str>) -> Peer {
+        Peer::new(
+            format!("{member}-{label}"),
+            "mesh".into(),
+            member.into(),
+            Pubkey([key; 32]),
+            Some(Pubkey([label; 32])),
+            PeerKind::Member,
+            MemberRole::Member,
+            member.into(),
+            PeerInfo {
+                peer_role: role.map(String::from),
+                ..Default::default()
+            },
+            Vec::new(),
+            conn(0),
+        )
+    }
+
+    /// A member hello's session key routes, but is no proven session, and no member may go by
+    /// a key another member's presence already goes by.
+    #[test]
+    fn a_member_hellos_session_key_is_a_label_only_its_member_may_use() {
+        let presence = Presence::default();
+        let arrival = |member, label| Arrival {
+            label: Some(Pubkey([label; 32])),
+            ..arrive(member)
+        };
+        let Ok(Registered::New(alice)) =
+            presence.register(arrival("alice", 9), conn(1), 10, || {
+                labelled("alice", 1, 9, None)
+            })
+        else {
+            panic!("alice registers with her label");
+        };
+        assert_eq!(alice.pubkey(), Pubkey([9; 32]), "addressed by the label");
+        assert_eq!(alice.proven_session(), None, "a label proves nothing");
+        assert!(alice.control_plane, "a member hello is a tool's connection");
+        assert!(
+            alice.hears_events(),
+            "the original's connections hear events"
+        );
+        assert!(alice.state().subscribed, "and get pushes without drain");
+        assert_eq!(
+            presence
+                .register(arrival("bob", 9), conn(2), 10, || labelled(
+                    "bob", 2, 9, None
+                ))
+                .err(),
+            Some(Unregistered::KeyTaken)
+        );
+        assert!(
+            presence
+                .register(arrival("alice", 9), conn(3), 10, || {
+                    labelled("alice", 1, 9, None)
+                })
+                .is_ok(),
+            "the same member may"
+        );
+        assert!(
+            presence
+                .register(arrival("bob", 8), conn(4), 10, || labelled(
+                    "bob", 2, 8, None
+                ))
+                .is_ok(),
+            "another key is free"
+        );
+    }
+
+    #[test]
+    fn what_a_hello_says_it_is_decides_how_it_is_listed_and_pushed_to() {
+        let cli = labelled("alice", 1, 9, Some("control-plane"));
+        assert!(cli.control_plane && !cli.hears_events() && !cli.state().subscribed);
+        let session = labelled("alice", 1, 9, Some("session"));
+        assert!(!session.control_plane && session.hears_events());
+        let service = labelled("alice", 1, 9, Some("service"));
+        assert!(!service.control_plane);
+        let proven = Peer::new(
+            "s".into(),
+            "mesh".into(),
+            "alice".into(),
+            Pubkey([1; 32]),
+            Some(Pubkey([9; 32])),
+            PeerKind::Session,
+            MemberRole::Member,
+            "alice".into(),
+            PeerInfo::default(),
+            Vec::new(),
+            conn(0),
+        );
+        assert!(!proven.control_plane, "a session hello is a session");
+        assert_eq!(proven.proven_session(), Some(Pubkey([9; 32])));
     }
 }

@@ -330,6 +330,25 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
 /// The in-flight mark of a push whose acknowledgement is being committed.
 const ACKED: i64 = i64::MAX;
 
+/// A system push (`subtype:"system"`, PROTOCOL.md §4.3): `event` with `data`.
+pub fn system_event(
+    mesh_id: &str,
+    event: &str,
+    data: serde_json::Value,
+) -> Envelope<ServerMessage> {
+    Envelope::new(ServerMessage::Push(Box::new(Push {
+        message_id: ids::new_id(),
+        mesh_id: mesh_id.to_string(),
+        sender_pubkey: "system".into(),
+        priority: "low".into(),
+        created_at: time::iso(time::now_ms()),
+        subtype: Some("system".into()),
+        event: Some(event.into()),
+        event_data: Some(data),
+        ..Default::default()
+    })))
+}
+
 /// Sends a system event (`peer_joined`, `peer_left`, …) to every other live presence.
 pub fn announce(broker: &Broker, about: &Peer, event: &str) {
     if about.control_plane {
@@ -339,26 +358,20 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
         let st = about.state();
         (st.groups.clone(), st.summary.clone())
     };
-    let frame = Envelope::new(ServerMessage::Push(Box::new(Push {
-        message_id: ids::new_id(),
-        mesh_id: about.mesh_id.clone(),
-        sender_pubkey: "system".into(),
-        priority: "low".into(),
-        created_at: time::iso(time::now_ms()),
-        subtype: Some("system".into()),
-        event: Some(event.into()),
-        event_data: Some(json!({
+    let frame = system_event(
+        &about.mesh_id,
+        event,
+        json!({
             "name": about.display_name,
             "pubkey": about.pubkey().to_hex(),
             "memberPubkey": about.member_pubkey.to_hex(),
             "groups": groups,
             "summary": summary,
             "lastSeenAt": time::iso(time::now_ms()),
-        })),
-        ..Default::default()
-    })));
+        }),
+    );
     for peer in broker.presence.peers(&about.mesh_id) {
-        if peer.presence_id != about.presence_id && !peer.control_plane {
+        if peer.presence_id != about.presence_id && peer.hears_events() {
             peer.send(&frame);
         }
     }

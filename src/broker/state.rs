@@ -27,6 +27,8 @@ pub struct Broker {
     pub link_url: Option<String>,
     pub presence: Presence,
     pub metrics: Metrics,
+    /// Refusals, logged at `info`, rate-limited.
+    pub refusals: super::refusals::RefusalLog,
     pub replay: ReplayGuard,
     /// Signatures of member-signed HTTP requests already used.
     pub signed_requests: super::auth::SignedRequestCache,
@@ -73,6 +75,7 @@ impl Broker {
             local_addr,
             presence: Presence::default(),
             metrics: Metrics::default(),
+            refusals: Default::default(),
             replay: ReplayGuard::default(),
             signed_requests: Default::default(),
             connections: super::limits::ConnectionLimits::new(

@@ -254,6 +254,8 @@ fn bench_peer(name: &str) -> PeerInfo {
         pid: std::process::id(),
         peer_type: Some("connector".into()),
         channel: Some("bench".into()),
+        // Load as agent sessions make it (presence, events), not as tool connections.
+        peer_role: Some("session".into()),
         ..Default::default()
     }
 }

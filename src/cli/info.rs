@@ -52,6 +52,10 @@ impl InfoCmd {
             info.tasks.done
         );
         outln!("streams     {}", none(&info.streams));
+        outln!(
+            "group msgs  {}",
+            super::settings::describe_group_bodies(&info.group_bodies)
+        );
         Ok(())
     }
 }

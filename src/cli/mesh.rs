@@ -13,7 +13,7 @@ use crate::client::tls::Trust;
 use crate::client::{MeshClient, http};
 use crate::crypto::{self, SignKeyPair};
 use crate::identity::{ConfigDir, MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
-use crate::protocol::messages::MemberEntry;
+use crate::protocol::messages::{GroupBodies, MemberEntry};
 use crate::protocol::{ClientMessage, ServerMessage, time};
 
 const DEFAULT_BROKER: &str = "ws://127.0.0.1:7900/ws";
@@ -55,6 +55,11 @@ pub struct CreateCmd {
     /// your display name in the mesh (default $USER)
     #[argh(option, long = "name")]
     display: Option<String>,
+    /// how group and broadcast messages are written: sealed (end-to-end encrypted under the
+    /// mesh key, the default) or plain (base64, readable by original claudemesh clients
+    /// and by the broker); the owner can change it later with `claudemesh settings`
+    #[argh(option, default = "String::from(\"sealed\")")]
+    group_bodies: String,
     /// print JSON
     #[argh(switch)]
     json: bool,
@@ -62,6 +67,12 @@ pub struct CreateCmd {
 
 impl CreateCmd {
     pub async fn run(self) -> CliResult {
+        if GroupBodies::parse(&self.group_bodies).is_none() {
+            return Err(CliError::Usage(format!(
+                "--group-bodies is sealed or plain, not \"{}\"",
+                self.group_bodies
+            )));
+        }
         let trust = Trust::resolve(self.ca_file.as_deref(), None);
         let broker = self.broker.clone().unwrap_or_else(default_broker);
         let broker = super::discover::resolve_broker(broker, &trust).await?;
@@ -82,6 +93,7 @@ impl CreateCmd {
             "member_pubkey": member.public_hex(),
             "root_key_check": root_key_check(&root_key),
             "display_name": display,
+            "group_bodies": self.group_bodies,
         });
         let mut headers = Vec::new();
         if let Some(t) = &token {
@@ -132,6 +144,7 @@ impl CreateCmd {
                 "slug": entry.slug,
                 "memberId": entry.member_id,
                 "brokerUrl": entry.broker_url,
+                "groupBodies": self.group_bodies,
             }));
         } else {
             outln!(
@@ -140,6 +153,11 @@ impl CreateCmd {
                 entry.slug,
                 entry.broker_url
             );
+            if self.group_bodies == "plain" {
+                outln!(
+                    "group and broadcast messages in it are plain base64 (original claudemesh clients can read them; so can the broker)"
+                );
+            }
             outln!("next: `claudemesh invite` to let a teammate in");
         }
         Ok(())

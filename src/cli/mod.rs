@@ -25,6 +25,7 @@ mod messaging;
 pub mod output;
 mod reminders;
 mod service;
+mod settings;
 mod state;
 mod streams;
 mod target;
@@ -89,6 +90,7 @@ enum Command {
     Stream(streams::StreamCmd),
     Context(contexts::ContextCmd),
     Info(info::InfoCmd),
+    Settings(settings::SettingsCmd),
     Completions(completions::CompletionsCmd),
 }
 
@@ -266,6 +268,7 @@ async fn run(command: Command) -> CliResult {
         Command::Stream(c) => c.run().await,
         Command::Context(c) => c.run().await,
         Command::Info(c) => c.run().await,
+        Command::Settings(c) => c.run().await,
         Command::Completions(c) => c.run(),
     }
 }

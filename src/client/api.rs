@@ -60,8 +60,16 @@ impl MeshClient {
 
     /// Seals `text` for one target: crypto_box from the speaking key to the target's key for
     /// a direct one, secretbox under the mesh root key (bodyVersion 2) for a group or
-    /// broadcast. Messages and reminders are sealed alike.
+    /// broadcast — or, in a mesh whose owner chose plain group bodies for original clients,
+    /// base64 plaintext (bodyVersion 1, no nonce). Messages and reminders are sealed alike.
     pub fn seal(&self, target: &Target, text: &str) -> Result<Sealed, ClientError> {
+        if !target.is_direct() && self.plain_group_bodies() {
+            return Ok(Sealed {
+                nonce: String::new(),
+                ciphertext: STANDARD.encode(text),
+                body_version: Some(1),
+            });
+        }
         let nonce: [u8; 24] = crypto::random_bytes();
         let (ciphertext, body_version) = if target.is_direct() {
             let to =

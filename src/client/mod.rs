@@ -12,6 +12,7 @@ pub mod lan;
 mod members;
 mod memory;
 mod reminders;
+mod settings;
 mod state;
 mod streams;
 mod tasks;
@@ -430,7 +431,7 @@ async fn run(
         if let Some(socket) = ws.take() {
             attempt = 0;
             let _ = link.send(Link::Up);
-            match session(socket, &mut commands, &pushes, options.encoding).await {
+            match session(socket, &mut commands, &pushes, &hello, options.encoding).await {
                 End::Closed => {
                     let _ = link.send(Link::Down("closed".into()));
                     return;
@@ -483,10 +484,34 @@ async fn run(
     }
 }
 
+/// A `mesh_settings` event (the owner changed them) updates what this client goes by, as the
+/// next hello would.
+fn follow_settings(frame: &ServerMessage, hello: &watch::Sender<HelloAck>) {
+    let ServerMessage::Push(push) = frame else {
+        return;
+    };
+    if push.subtype.as_deref() != Some("system") || push.event.as_deref() != Some("mesh_settings") {
+        return;
+    }
+    let Some(group_bodies) = push
+        .event_data
+        .as_ref()
+        .and_then(|d| d["groupBodies"].as_str())
+    else {
+        return;
+    };
+    hello.send_modify(|ack| {
+        if let Some(policy) = ack.mesh_policy.as_mut() {
+            policy.group_bodies = Some(group_bodies.to_string());
+        }
+    });
+}
+
 async fn session(
     mut ws: Ws,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     pushes: &mpsc::Sender<ServerMessage>,
+    hello: &watch::Sender<HelloAck>,
     encoding: Encoding,
 ) -> End {
     let mut pending: HashMap<String, oneshot::Sender<Result<ServerMessage, ClientError>>> =
@@ -540,6 +565,7 @@ async fn session(
                         let _ = reply.send(answer);
                     }
                     None => {
+                        follow_settings(&frame.body, hello);
                         if pushes.send(frame.body).await.is_err() {
                             break End::Closed;
                         }

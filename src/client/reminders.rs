@@ -24,9 +24,13 @@ impl MeshClient {
                 spec: schedule.to.clone(),
             };
             let sealed = self.seal(&target, &schedule.message)?;
-            schedule.message = sealed.ciphertext;
-            schedule.nonce = Some(sealed.nonce);
-            schedule.body_version = sealed.body_version;
+            // A plain group body (a mesh for original clients) goes as the original sends
+            // reminders: the text, no nonce.
+            if !sealed.nonce.is_empty() {
+                schedule.message = sealed.ciphertext;
+                schedule.nonce = Some(sealed.nonce);
+                schedule.body_version = sealed.body_version;
+            }
         }
         match self
             .request(ClientMessage::Schedule(Box::new(schedule)))

@@ -5,7 +5,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::records::{INVITE_IDS, INVITES, MEMBER_KEYS, MEMBERS, MESH_INVITES, MESH_SLUGS, MESHES};
 use super::{Invite, Member, MemberRole, Mesh, Store, StoreError, decode, decode_opt, encode};
 use crate::crypto;
-use crate::protocol::messages::GroupRef;
+use crate::protocol::messages::{GroupBodies, GroupRef};
 use crate::protocol::{Pubkey, Signature, canonical, ids};
 
 /// Most invites of one mesh that have not expired yet (any state: a revoked one still holds
@@ -21,6 +21,7 @@ pub struct CreateMesh {
     pub root_key_check: Option<String>,
     pub member_pubkey: Pubkey,
     pub display_name: String,
+    pub group_bodies: GroupBodies,
     pub now_ms: i64,
 }
 
@@ -191,6 +192,7 @@ impl Store {
                 root_key_check: req.root_key_check,
                 created_at_ms: req.now_ms,
                 self_editable: true,
+                group_bodies: req.group_bodies,
             };
             tx.open_table(MESHES)?
                 .insert(mesh.id.as_str(), encode(&mesh).as_slice())?;
@@ -393,6 +395,33 @@ impl Store {
             invite.revoked = true;
             invites.insert(code.as_str(), encode(&invite).as_slice())?;
             Ok(Ok(invite))
+        })
+        .await
+    }
+
+    /// Sets how clients write group and broadcast bodies; only the owner may. Returns the mesh
+    /// as it now is, or `None` when `member_id` is not its live owner (or it has gone).
+    pub async fn set_group_bodies(
+        &self,
+        mesh_id: String,
+        member_id: String,
+        group_bodies: GroupBodies,
+    ) -> Result<Option<Mesh>, StoreError> {
+        self.write(move |tx| {
+            let member: Option<Member> = decode_opt(
+                tx.open_table(MEMBERS)?
+                    .get((mesh_id.as_str(), member_id.as_str()))?,
+            )?;
+            if !member.is_some_and(|m| m.role == MemberRole::Owner && m.revoked_at_ms.is_none()) {
+                return Ok(None);
+            }
+            let mut meshes = tx.open_table(MESHES)?;
+            let Some(mut mesh) = decode_opt::<Mesh>(meshes.get(mesh_id.as_str())?)? else {
+                return Ok(None);
+            };
+            mesh.group_bodies = group_bodies;
+            meshes.insert(mesh_id.as_str(), encode(&mesh).as_slice())?;
+            Ok(Some(mesh))
         })
         .await
     }

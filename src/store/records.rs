@@ -84,6 +84,9 @@ pub struct Mesh {
     pub created_at_ms: i64,
     #[serde(default)]
     pub self_editable: bool,
+    /// How clients write group and broadcast bodies in this mesh.
+    #[serde(default)]
+    pub group_bodies: crate::protocol::messages::GroupBodies,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

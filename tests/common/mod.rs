@@ -448,7 +448,8 @@ pub fn alice_and_bob(broker: &BrokerProc) -> (Person, Person) {
     (alice, bob)
 }
 
-/// What a test connection says about itself.
+/// What a test connection says about itself: a session (a member hello that says nothing is
+/// a tool's connection, as the original broker has it).
 pub fn peer_info(session: &str) -> PeerInfo {
     PeerInfo {
         session_id: format!("test-{session}"),
@@ -456,6 +457,7 @@ pub fn peer_info(session: &str) -> PeerInfo {
         cwd: "/tmp/claudemesh-test".into(),
         peer_type: Some("ai".into()),
         channel: Some("test".into()),
+        peer_role: Some("session".into()),
         ..Default::default()
     }
 }

@@ -55,7 +55,7 @@ pub fn readable_by(
     }
     if record.encrypted {
         let mut keys = Vec::with_capacity(2);
-        if let Some(s) = peer.session_pubkey {
+        if let Some(s) = peer.proven_session() {
             keys.push(s.to_hex());
         }
         keys.push(peer.member_pubkey.to_hex());
@@ -77,7 +77,7 @@ pub fn readable_by(
             "" | "*" | "@all" => true,
             t if Pubkey::is_shape(t) => {
                 peer.member_pubkey.to_hex() == t
-                    || peer.session_pubkey.is_some_and(|s| s.to_hex() == t)
+                    || peer.proven_session().is_some_and(|s| s.to_hex() == t)
             }
             t if t.starts_with('@') => peer.in_group(&t[1..]),
             _ => true,

@@ -229,7 +229,8 @@ pub async fn grant_file_access(conn: &Conn, req_id: Option<String>, req: GrantFi
     };
     let is_owner = record.uploader_member_id == peer.member_id
         || record.owner_pubkey.as_deref().is_some_and(|o| {
-            o == peer.member_pubkey.to_hex() || peer.session_pubkey.is_some_and(|s| s.to_hex() == o)
+            o == peer.member_pubkey.to_hex()
+                || peer.proven_session().is_some_and(|s| s.to_hex() == o)
         });
     if !is_owner {
         return conn.error(

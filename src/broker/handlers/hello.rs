@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::broker::connection::Conn;
-use crate::broker::presence::{Arrival, Peer, PeerKind, Registered};
+use crate::broker::presence::{Arrival, Peer, PeerKind, Registered, Unregistered};
 use crate::broker::router;
 use crate::broker::state::Broker;
 use crate::broker::status::StatusSource;
@@ -34,7 +34,9 @@ pub async fn member_hello(conn: &mut Conn, hello: Hello) {
         return;
     }
     match check_member_hello(&conn.broker, &hello) {
-        Ok((mesh, member)) => admit(conn, mesh, member, PeerKind::Member, None, hello.peer).await,
+        Ok((mesh, member, label)) => {
+            admit(conn, mesh, member, PeerKind::Member, label, hello.peer).await
+        }
         Err(Refusal(code, message, close)) => conn.refuse(code, message, close),
     }
 }
@@ -153,7 +155,11 @@ fn check_replay(broker: &Broker, sig: &Signature, timestamp: i64) -> Result<(), 
     }
 }
 
-fn check_member_hello(broker: &Broker, h: &Hello) -> Result<(Mesh, Member), Refusal> {
+/// The member and mesh of a valid member hello, and its `sessionPubkey` (a routing label).
+fn check_member_hello(
+    broker: &Broker,
+    h: &Hello,
+) -> Result<(Mesh, Member, Option<Pubkey>), Refusal> {
     if let Some(sp) = h.session_pubkey.as_deref().filter(|s| !s.is_empty())
         && !Pubkey::is_shape(sp)
     {
@@ -177,7 +183,45 @@ fn check_member_hello(broker: &Broker, h: &Hello) -> Result<(Mesh, Member), Refu
         ));
     }
     check_replay(broker, &sig, h.timestamp)?;
-    Ok((mesh, member))
+    let label = session_label(broker, h, &member)?;
+    Ok((mesh, member, label))
+}
+
+/// A member hello's `sessionPubkey` (the original sends a fresh one per connection and
+/// encrypts with it), which this broker routes by and names the sender with, but which proves
+/// nothing. So it may not be a member's key, nor a session key another member has proven here;
+/// one that another member's presence goes by is refused when registering.
+fn session_label(broker: &Broker, h: &Hello, member: &Member) -> Result<Option<Pubkey>, Refusal> {
+    let Some(label) = h.session_pubkey.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let key = Pubkey::parse(label).map_err(|_| {
+        refuse(
+            "bad_session_pubkey",
+            "sessionPubkey must be 64 lowercase hex",
+        )
+    })?;
+    if key == member.pubkey {
+        return Ok(None); // the member key itself: nothing to add
+    }
+    let store_err = |e: crate::store::StoreError| Refusal("internal", e.to_string(), 1011);
+    let taken = broker
+        .store
+        .member_by_pubkey(&member.mesh_id, &key)
+        .map_err(store_err)?
+        .is_some()
+        || broker
+            .store
+            .known_session(&member.mesh_id, label)
+            .map_err(store_err)?
+            .is_some_and(|s| s.member_id != member.id);
+    if taken {
+        return Err(refuse(
+            "bad_session_pubkey",
+            "sessionPubkey is another member's key in this mesh",
+        ));
+    }
+    Ok(Some(key))
 }
 
 fn check_session_hello(
@@ -254,11 +298,13 @@ async fn admit(
         .unwrap_or_else(|| member.display_name.clone());
     let capacity = broker.config.max_connections_per_mesh;
     let session_id = info.session_id.clone();
+    let proven = session_pubkey.filter(|_| kind == PeerKind::Session);
     let registered = broker.presence.register(
         Arrival {
             mesh_id: &mesh.id,
             member_id: &member.id,
-            session: session_pubkey,
+            session: proven,
+            label: session_pubkey.filter(|_| kind == PeerKind::Member),
             session_id: &session_id,
         },
         conn.out.clone(),
@@ -287,11 +333,19 @@ async fn admit(
             }
             (peer, false)
         }
-        Err(()) if broker.presence.is_revoked(&mesh.id, &member.id) => {
+        Err(Unregistered::Revoked) => {
             conn.refuse("revoked", "this member was revoked from the mesh", 4002);
             return;
         }
-        Err(()) => {
+        Err(Unregistered::KeyTaken) => {
+            conn.refuse(
+                "bad_session_pubkey",
+                "sessionPubkey is a key another member's connection goes by",
+                1008,
+            );
+            return;
+        }
+        Err(Unregistered::Full) => {
             conn.refuse(
                 "capacity",
                 format!(
@@ -328,6 +382,7 @@ async fn admit(
         },
         mesh_policy: Some(MeshPolicy {
             self_editable: mesh.self_editable,
+            group_bodies: Some(mesh.group_bodies.as_str().into()),
         }),
         restored: !is_new || (restored && !member.groups.is_empty()),
         last_summary: summary,
@@ -353,7 +408,7 @@ async fn admit(
     }
     // Whatever waited for this presence goes out right after the ack.
     router::deliver_pending(&broker, &peer, false);
-    if let Some(session) = session_pubkey {
+    if let Some(session) = proven {
         let known = KnownSession {
             member_id: member.id.clone(),
             display_name: peer.display_name.clone(),

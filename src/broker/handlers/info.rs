@@ -56,6 +56,7 @@ pub fn mesh_info(conn: &Conn, req_id: Option<String>) {
                 .collect(),
             your_name: peer.display_name.clone(),
             your_groups: peer.state().groups.clone(),
+            group_bodies: mesh.group_bodies.as_str().into(),
         };
         Ok(Some(ServerMessage::MeshInfoResult(Box::new(info))))
     });

@@ -43,7 +43,7 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
     let broker = conn.broker.clone();
     match prepare(&broker, &peer, &msg) {
         Err((code, error)) => {
-            broker.metrics.error(code);
+            conn.refused(code, &error);
             let out = conn.out.clone();
             let frame = refused_ack(msg.id.clone(), error);
             // Through the ordered steps, so it cannot overtake acks of earlier sends.
@@ -60,19 +60,19 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
             let stored = broker.store.enqueue_within(record, limit);
             let out = conn.out.clone();
             let id = msg.id;
+            let who = conn.who();
             conn.then(async move {
                 let reply = match stored.await {
                     Ok(enqueued) if enqueued.full.is_some() => {
                         broker.metrics.error("quota");
                         let name = enqueued.full.unwrap_or_default();
-                        refused_ack(
-                            id,
-                            format!(
-                                "quota: {name} already has {limit} messages waiting, the most \
-                                 one recipient may have queued (--max-queued-per-recipient); \
-                                 nothing was sent, try again once they have read some"
-                            ),
-                        )
+                        let error = format!(
+                            "quota: {name} already has {limit} messages waiting, the most \
+                             one recipient may have queued (--max-queued-per-recipient); \
+                             nothing was sent, try again once they have read some"
+                        );
+                        broker.refusals.refused(&who, "send", "quota", &error);
+                        refused_ack(id, error)
                     }
                     Ok(enqueued) => {
                         if enqueued.fresh {

@@ -11,6 +11,7 @@ pub(super) mod messaging;
 mod peers;
 mod reminders;
 mod reply;
+mod settings;
 mod state;
 mod streams;
 mod tasks;
@@ -80,6 +81,14 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::FileStatus(f) => files::file_status(conn, req_id, f.file_id),
         ClientMessage::DeleteFile(f) => files::delete_file(conn, req_id, f.file_id).await,
         ClientMessage::GrantFileAccess(g) => files::grant_file_access(conn, req_id, g).await,
+        ClientMessage::SetMeshSettings { group_bodies } => {
+            settings::set_mesh_settings(conn, req_id, group_bodies)
+        }
+        ClientMessage::ApikeyCreate {} => conn.error(
+            req_id,
+            "not_supported",
+            "this broker does not mint API keys: members sign their requests with their own keys",
+        ),
         ClientMessage::SetState(s) => state::set_state(conn, req_id, s),
         ClientMessage::GetState { key } => state::get_state(conn, req_id, key),
         ClientMessage::ListState { cursor, limit } => {

@@ -66,12 +66,14 @@ pub(super) fn answer(
 ) {
     let broker = conn.broker.clone();
     let out = conn.out.clone();
+    let (who, what) = (conn.who(), conn.frame);
     conn.then(async move {
         let frame = match work.await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(Refusal { code, message }) => {
                 broker.metrics.error(code);
+                broker.refusals.refused(&who, what, code, &message);
                 ServerMessage::error(code, message)
             }
         };

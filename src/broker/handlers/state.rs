@@ -44,6 +44,9 @@ pub fn set_state(conn: &Conn, req_id: Option<String>, req: SetState) {
     let Some((broker, peer)) = me(conn) else {
         return;
     };
+    // The original client takes an unasked `state_result` for the answer to its next
+    // `get_state`: answer only when asked.
+    let asked = req_id.is_some();
     answer(conn, req_id, async move {
         let key = state_key(&req.key)?;
         let value_json = req.value.to_string();
@@ -78,11 +81,11 @@ pub fn set_state(conn: &Conn, req_id: Option<String>, req: SetState) {
             updated_by: record.updated_by.clone(),
         }));
         for other in broker.presence.peers(&peer.mesh_id) {
-            if other.presence_id != peer.presence_id && !other.control_plane {
+            if other.presence_id != peer.presence_id && other.hears_events() {
                 other.send(&change);
             }
         }
-        Ok(Some(ServerMessage::StateResult(state_entry(&record))))
+        Ok(asked.then(|| ServerMessage::StateResult(state_entry(&record))))
     });
 }
 

@@ -92,6 +92,10 @@ pub struct MemberProfile {
 #[serde(rename_all = "camelCase")]
 pub struct MeshPolicy {
     pub self_editable: bool,
+    /// How group and broadcast bodies are written in this mesh: `sealed` or `plain`
+    /// (PROTOCOL.md §4.2; this broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_bodies: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

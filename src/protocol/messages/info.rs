@@ -32,4 +32,7 @@ pub struct MeshInfo {
     pub streams: Vec<String>,
     pub your_name: String,
     pub your_groups: Vec<GroupRef>,
+    /// `sealed` or `plain` (PROTOCOL.md §4.2; this broker).
+    #[serde(default)]
+    pub group_bodies: String,
 }

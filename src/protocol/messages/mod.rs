@@ -11,6 +11,7 @@ mod memory;
 mod messaging;
 mod peers;
 mod reminders;
+mod settings;
 mod state;
 mod streams;
 mod tasks;
@@ -30,6 +31,7 @@ pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
 pub use peers::{PeerEntry, Profile};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
+pub use settings::{GroupBodies, MeshSettings};
 pub use state::{SetState, StateChange, StateEntry};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
@@ -206,6 +208,18 @@ pub enum ClientMessage {
         scheduled_id: String,
     },
     MeshInfo {},
+    /// Reads the mesh's settings, or (owner only) changes `groupBodies` (PROTOCOL.md §5.2).
+    SetMeshSettings {
+        #[serde(
+            rename = "groupBodies",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        group_bodies: Option<String>,
+    },
+    /// The original client's request for an API key, which this broker does not mint:
+    /// answered with `not_supported` at once (PROTOCOL.md §1).
+    ApikeyCreate {},
 }
 
 impl ClientMessage {
@@ -259,6 +273,8 @@ impl ClientMessage {
             ClientMessage::ListScheduled {} => "list_scheduled",
             ClientMessage::CancelScheduled { .. } => "cancel_scheduled",
             ClientMessage::MeshInfo {} => "mesh_info",
+            ClientMessage::SetMeshSettings { .. } => "set_mesh_settings",
+            ClientMessage::ApikeyCreate {} => "apikey_create",
         }
     }
 }
@@ -398,6 +414,7 @@ pub enum ServerMessage {
         ok: bool,
     },
     MeshInfoResult(Box<MeshInfo>),
+    MeshSettings(MeshSettings),
 }
 
 impl ServerMessage {

@@ -34,6 +34,9 @@ pub struct PeerEntry {
     pub connected_at: String,
     #[serde(default)]
     pub cwd: String,
+    /// The original's name for `peer_role` (its CLI reads this one).
+    #[serde(default)]
+    pub role: String,
     pub peer_role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
