@@ -369,6 +369,15 @@ async fn a_mesh_for_original_clients_writes_group_bodies_they_can_read() {
     assert_eq!(push["subtype"], "reminder", "{push}");
     assert_eq!(plain_body(&push), "standup");
 
+    // The broker takes the setting only with the owner key's signature over it, which no
+    // member (nor the broker) can make: a member's own connection cannot flip it.
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    ws_send(
+        &mut ws,
+        &json!({"type": "set_mesh_settings", "_reqId": "s1", "groupBodies": "sealed"}),
+    )
+    .await;
+    ws_expect_error(&mut ws, "bad_signature").await;
     // Only the owner changes it; back to sealed, a reader of bodyVersion 1 no longer can.
     let refused = bob.run(&["settings", "group-bodies", "sealed"]);
     assert_ne!(
@@ -429,6 +438,15 @@ async fn refusals_are_in_the_broker_log_without_secrets() {
     .await;
     let ack = ws_recv_reply(&mut original.ws).await;
     assert_eq!(ack["queued"], false, "{ack}");
+    // A reason that quotes what was sent cannot forge a log line.
+    ws_send(
+        &mut original.ws,
+        &json!({"type": "send", "id": "s2", "targetSpec": "*", "priority": "now\nINJECTED line",
+                "nonce": "", "ciphertext": ""}),
+    )
+    .await;
+    let ack = ws_recv_reply(&mut original.ws).await;
+    assert_eq!(ack["queued"], false, "{ack}");
     let resp = http_post(&format!("{}/meshes", broker.http_url()), "{}").await;
     assert_eq!(resp.status, 401);
     let secret_code = "Zq8secretInviteCode";
@@ -446,8 +464,16 @@ async fn refusals_are_in_the_broker_log_without_secrets() {
             && log.contains("refused POST /meshes")
             && log.contains("unauthorized")
             && log.contains("refused POST /invites/…")
+            && log.contains("INJECTED")
     })
     .await;
-    let log = broker.stderr_lines().join("\n");
-    assert!(!log.contains(secret_code), "an invite code reached the log");
+    let lines = broker.stderr_lines();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("INJECTED")),
+        "a newline in a refused frame made a log line: {lines:?}"
+    );
+    assert!(
+        !lines.join("\n").contains(secret_code),
+        "an invite code reached the log"
+    );
 }

@@ -24,7 +24,7 @@ use super::connection;
 use super::metrics::Metrics;
 use super::state::Broker;
 use crate::crypto;
-use crate::protocol::messages::GroupBodies;
+use crate::protocol::messages::{GroupBodies, GroupBodiesProof};
 use crate::protocol::{Pubkey, ids, time};
 use crate::store::{ClaimError, CreateMesh};
 
@@ -362,9 +362,14 @@ struct CreateMeshBody {
     root_key_check: Option<String>,
     #[serde(default)]
     display_name: Option<String>,
-    /// `sealed` (the default) or `plain` (PROTOCOL.md §4.2).
+    /// `sealed` (the default) or `plain` (PROTOCOL.md §4.2, §5.2), with the owner key's
+    /// signature over it (required for `plain`).
     #[serde(default)]
     group_bodies: Option<String>,
+    #[serde(default)]
+    group_bodies_signature: Option<String>,
+    #[serde(default)]
+    group_bodies_signed_at: Option<i64>,
 }
 
 async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
@@ -443,6 +448,20 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
             );
         }
     };
+    let group_bodies_proof = GroupBodiesProof::from_wire(
+        body.group_bodies_signature.as_ref(),
+        body.group_bodies_signed_at,
+    );
+    let proven = group_bodies_proof
+        .as_ref()
+        .is_some_and(|p| p.verifies(&body.owner_pubkey, group_bodies.as_str()));
+    if group_bodies == GroupBodies::Plain && !proven {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_signature",
+            "group_bodies plain needs the owner key's signature over it (group_bodies_signature, group_bodies_signed_at)",
+        );
+    }
     let created = broker
         .store
         .create_mesh(CreateMesh {
@@ -452,6 +471,7 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
             member_pubkey: member,
             display_name,
             group_bodies,
+            group_bodies_proof: group_bodies_proof.filter(|_| proven),
             now_ms: time::now_ms(),
         })
         .await;

@@ -173,10 +173,12 @@ impl Peer {
         self.session_pubkey.unwrap_or(self.member_pubkey)
     }
 
-    /// `control-plane` or `session`, as `peers_list` names it.
+    /// `control-plane`, `session` or `service`, as `peers_list` names it.
     pub fn role_name(&self) -> &'static str {
         if self.control_plane {
             "control-plane"
+        } else if self.info.peer_role.as_deref() == Some("service") {
+            "service"
         } else {
             "session"
         }
@@ -366,6 +368,43 @@ pub struct Presence {
     /// (mesh, member) revoked since start; locked only while `meshes` is held, so a hello
     /// checked before a revocation cannot register after it.
     revoked: Mutex<HashSet<(String, String)>>,
+    /// Which member each member-hello `sessionPubkey` (a label) belongs to, kept after its
+    /// connection closes, so nobody else picks it up later (and with it what is still queued
+    /// or scheduled for it). Locked only while `meshes` is held; at most [`MAX_LABELS`].
+    labels: Mutex<HashMap<(String, Pubkey), Label>>,
+}
+
+/// Labels remembered at most; beyond it the longest unused are forgotten.
+const MAX_LABELS: usize = 65_536;
+
+fn remember_label(
+    labels: &mut HashMap<(String, Pubkey), Label>,
+    mesh_id: &str,
+    key: Pubkey,
+    member_id: &str,
+) {
+    static CLOCK: AtomicU64 = AtomicU64::new(0);
+    let used_at = CLOCK.fetch_add(1, Ordering::Relaxed);
+    if labels.len() >= MAX_LABELS && !labels.contains_key(&(mesh_id.to_string(), key)) {
+        // Forget the longest unused eighth at once, so this scan is rare.
+        let mut ages: Vec<u64> = labels.values().map(|l| l.used_at).collect();
+        let cut = MAX_LABELS / 8;
+        ages.select_nth_unstable(cut);
+        let oldest = ages[cut];
+        labels.retain(|_, l| l.used_at > oldest);
+    }
+    labels.insert(
+        (mesh_id.to_string(), key),
+        Label {
+            member_id: member_id.to_string(),
+            used_at,
+        },
+    );
+}
+
+struct Label {
+    member_id: String,
+    used_at: u64,
 }
 
 impl Presence {
@@ -406,12 +445,30 @@ impl Presence {
         }
         let room = meshes.entry(mesh_id.to_string()).or_default();
         room.capacity = capacity;
-        if label.is_some_and(|key| {
-            room.peers
-                .values()
-                .any(|p| p.member_id != member_id && p.session_pubkey == Some(key))
-        }) {
-            return Err(Unregistered::KeyTaken);
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = label {
+            let held_by_other = labels
+                .get(&(mesh_id.to_string(), key))
+                .is_some_and(|l| l.member_id != member_id)
+                || room
+                    .peers
+                    .values()
+                    .any(|p| p.member_id != member_id && p.session_pubkey == Some(key));
+            if held_by_other {
+                return Err(Unregistered::KeyTaken);
+            }
+        }
+        if let Some(key) = session {
+            // A proven session key wins over anyone else's label of it: that label goes.
+            labels.remove(&(mesh_id.to_string(), key));
+            for p in room.peers.values() {
+                if p.kind == PeerKind::Member
+                    && p.member_id != member_id
+                    && p.session_pubkey == Some(key)
+                {
+                    p.close(1008, "bad_session_pubkey");
+                }
+            }
         }
         let existing = room
             .peers
@@ -423,6 +480,7 @@ impl Presence {
                         && p.member_id == member_id
                         && !session_id.is_empty()
                         && p.info.session_id == session_id
+                        && p.session_pubkey == label
                         && !p.control_plane
                         && !p.is_live()
                 }
@@ -439,6 +497,9 @@ impl Presence {
         }
         if room.peers.len() >= capacity {
             return Err(Unregistered::Full);
+        }
+        if let Some(key) = label {
+            remember_label(&mut labels, mesh_id, key, member_id);
         }
         let peer = Arc::new(make());
         room.peers.insert(peer.presence_id.clone(), peer.clone());
@@ -745,6 +806,59 @@ pub(super) mod tests {
                 ))
                 .is_ok(),
             "another key is free"
+        );
+    }
+
+    /// A label stays its member's after the connection closes; a proven session key takes
+    /// its key back from another member's label.
+    #[test]
+    fn a_label_outlives_its_connection_and_yields_to_a_proven_session() {
+        let presence = Presence::default();
+        let with_label = |member, label| Arrival {
+            label: Some(Pubkey([label; 32])),
+            ..arrive(member)
+        };
+        let Ok(Registered::New(alice)) =
+            presence.register(with_label("alice", 9), conn(1), 10, || {
+                labelled("alice", 1, 9, None)
+            })
+        else {
+            panic!("alice registers");
+        };
+        assert!(presence.disconnect(&alice, 0));
+        assert!(
+            presence.peers("mesh").is_empty(),
+            "a tool's connection leaves no lease"
+        );
+        assert_eq!(
+            presence
+                .register(with_label("bob", 9), conn(2), 10, || labelled(
+                    "bob", 2, 9, None
+                ))
+                .err(),
+            Some(Unregistered::KeyTaken),
+            "alice's label is still hers"
+        );
+
+        let Ok(Registered::New(bob)) = presence.register(with_label("bob", 7), conn(3), 10, || {
+            labelled("bob", 2, 7, None)
+        }) else {
+            panic!("bob registers");
+        };
+        let proven = Arrival {
+            session: Some(Pubkey([7; 32])),
+            ..arrive("alice")
+        };
+        assert!(
+            presence
+                .register(proven, conn(4), 10, || peer("alice", 1))
+                .is_ok()
+        );
+        let closed = bob.state().conn.as_ref().map(|c| c.closer.borrow().clone());
+        assert_eq!(
+            closed.flatten().map(|o| o.reason),
+            Some("bad_session_pubkey".to_string()),
+            "bob's label of alice's proven key is closed"
         );
     }
 

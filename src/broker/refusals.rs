@@ -10,6 +10,9 @@ use crate::protocol::time;
 /// Refusals logged per second at most; the rest are counted.
 pub const PER_SECOND: u32 = 20;
 
+/// How much of a refusal's reason is logged.
+const MAX_REASON_CHARS: usize = 200;
+
 #[derive(Default)]
 pub struct RefusalLog {
     bucket: Mutex<Bucket>,
@@ -56,7 +59,10 @@ impl RefusalLog {
             );
         }
         if log {
-            tracing::info!("refused {what} from {who}: {code}: {reason}");
+            // The reason can quote what the peer sent: cut short, and quoted with escapes so
+            // that it cannot forge log lines.
+            let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+            tracing::info!("refused {what} from {who}: {code}: {reason:?}");
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::client::tls::Trust;
 use crate::client::{MeshClient, http};
 use crate::crypto::{self, SignKeyPair};
 use crate::identity::{ConfigDir, MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
-use crate::protocol::messages::{GroupBodies, MemberEntry};
+use crate::protocol::messages::{GroupBodies, GroupBodiesProof, MemberEntry};
 use crate::protocol::{ClientMessage, ServerMessage, time};
 
 const DEFAULT_BROKER: &str = "ws://127.0.0.1:7900/ws";
@@ -67,12 +67,12 @@ pub struct CreateCmd {
 
 impl CreateCmd {
     pub async fn run(self) -> CliResult {
-        if GroupBodies::parse(&self.group_bodies).is_none() {
+        let Some(group_bodies) = GroupBodies::parse(&self.group_bodies) else {
             return Err(CliError::Usage(format!(
                 "--group-bodies is sealed or plain, not \"{}\"",
                 self.group_bodies
             )));
-        }
+        };
         let trust = Trust::resolve(self.ca_file.as_deref(), None);
         let broker = self.broker.clone().unwrap_or_else(default_broker);
         let broker = super::discover::resolve_broker(broker, &trust).await?;
@@ -87,7 +87,7 @@ impl CreateCmd {
         let root_key: [u8; 32] = crypto::random_bytes();
         // The root key stays on this machine (and in invite links after `#`); the broker only
         // gets its check value.
-        let body = json!({
+        let mut body = json!({
             "name": self.name,
             "owner_pubkey": owner.public_hex(),
             "member_pubkey": member.public_hex(),
@@ -95,6 +95,11 @@ impl CreateCmd {
             "display_name": display,
             "group_bodies": self.group_bodies,
         });
+        // The choice is the owner's, signed with the owner key: clients check it (a broker
+        // alone cannot switch them to plain group bodies).
+        let proof = GroupBodiesProof::sign(&owner, group_bodies, time::now_ms());
+        body["group_bodies_signature"] = json!(proof.signature);
+        body["group_bodies_signed_at"] = json!(proof.signed_at);
         let mut headers = Vec::new();
         if let Some(t) = &token {
             headers.push(("authorization", format!("Bearer {t}")));

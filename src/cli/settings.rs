@@ -7,6 +7,7 @@ use serde_json::json;
 use super::output::outln;
 use super::{CliError, CliResult, print_json, with_client};
 use crate::client::MeshClient;
+use crate::protocol::messages::GroupBodies;
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "settings", help_triggers("-h", "--help"))]
@@ -45,7 +46,9 @@ impl SettingsCmd {
         }
         let change = match (key, value) {
             (None, _) => None,
-            (Some("group-bodies"), Some(v @ ("sealed" | "plain"))) => Some(v.to_string()),
+            (Some("group-bodies"), Some(v)) if GroupBodies::parse(v).is_some() => {
+                GroupBodies::parse(v)
+            }
             (Some("group-bodies"), other) => {
                 return Err(CliError::Usage(format!(
                     "group-bodies is sealed or plain{}",
@@ -59,7 +62,10 @@ impl SettingsCmd {
             }
         };
         let settings = with_client(self.mesh.as_deref(), async |client: &MeshClient| {
-            Ok(client.mesh_settings(change).await?)
+            Ok(match change {
+                Some(value) => client.set_group_bodies(value).await?,
+                None => client.mesh_settings().await?,
+            })
         })
         .await?;
         if self.json {

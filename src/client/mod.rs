@@ -485,7 +485,7 @@ async fn run(
 }
 
 /// A `mesh_settings` event (the owner changed them) updates what this client goes by, as the
-/// next hello would.
+/// next hello would; the owner's signature is checked where it is used ([`MeshClient::plain_group_bodies`]).
 fn follow_settings(frame: &ServerMessage, hello: &watch::Sender<HelloAck>) {
     let ServerMessage::Push(push) = frame else {
         return;
@@ -493,16 +493,18 @@ fn follow_settings(frame: &ServerMessage, hello: &watch::Sender<HelloAck>) {
     if push.subtype.as_deref() != Some("system") || push.event.as_deref() != Some("mesh_settings") {
         return;
     }
-    let Some(group_bodies) = push
+    let Some(settings) = push
         .event_data
-        .as_ref()
-        .and_then(|d| d["groupBodies"].as_str())
+        .clone()
+        .and_then(|d| serde_json::from_value::<crate::protocol::messages::MeshSettings>(d).ok())
     else {
         return;
     };
     hello.send_modify(|ack| {
         if let Some(policy) = ack.mesh_policy.as_mut() {
-            policy.group_bodies = Some(group_bodies.to_string());
+            policy.group_bodies = Some(settings.group_bodies);
+            policy.group_bodies_signature = settings.group_bodies_signature;
+            policy.group_bodies_signed_at = settings.group_bodies_signed_at;
         }
     });
 }

@@ -1,31 +1,56 @@
 //! A mesh's settings (PROTOCOL.md §5.2).
 
 use super::{ClientError, MeshClient};
-use crate::protocol::messages::MeshSettings;
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::messages::{GroupBodies, GroupBodiesProof, MeshSettings};
+use crate::protocol::{ClientMessage, ServerMessage, time};
 
 impl MeshClient {
-    /// The mesh's settings; with `group_bodies`, changes that first (the owner only).
-    pub async fn mesh_settings(
+    /// The mesh's settings.
+    pub async fn mesh_settings(&self) -> Result<MeshSettings, ClientError> {
+        self.settings_request(None, None).await
+    }
+
+    /// Changes how group and broadcast bodies are written, signed with the owner key (which
+    /// only the owner's machine holds).
+    pub async fn set_group_bodies(&self, value: GroupBodies) -> Result<MeshSettings, ClientError> {
+        let owner = self.entry().owner_keys().ok_or_else(|| ClientError::Broker {
+            code: "forbidden".into(),
+            message: "only the mesh's owner may change its settings, and this machine does not hold the owner key".into(),
+        })??;
+        let proof = GroupBodiesProof::sign(&owner, value, time::now_ms());
+        self.settings_request(Some(value), Some(proof)).await
+    }
+
+    async fn settings_request(
         &self,
-        group_bodies: Option<String>,
+        value: Option<GroupBodies>,
+        proof: Option<GroupBodiesProof>,
     ) -> Result<MeshSettings, ClientError> {
-        match self
-            .request(ClientMessage::SetMeshSettings { group_bodies })
-            .await?
-        {
+        let (signature, signed_at) = proof.map(|p| (p.signature, p.signed_at)).unzip();
+        let request = ClientMessage::SetMeshSettings {
+            group_bodies: value.map(|v| v.as_str().to_string()),
+            signature,
+            signed_at,
+        };
+        match self.request(request).await? {
             ServerMessage::MeshSettings(s) => Ok(s),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
+            other => Err(super::unexpected(other)),
         }
     }
 
-    /// Whether group and broadcast bodies are written in plain base64 in this mesh (its
-    /// owner's choice, for meshes that include original claudemesh clients).
+    /// Whether group and broadcast bodies are written in plain base64 in this mesh: only when
+    /// the owner chose it, which the owner key's signature shows. The broker alone cannot
+    /// switch a client to plain (it would then read the group traffic).
     pub fn plain_group_bodies(&self) -> bool {
-        self.hello
-            .borrow()
-            .mesh_policy
-            .as_ref()
-            .is_some_and(|p| p.group_bodies.as_deref() == Some("plain"))
+        let hello = self.hello.borrow();
+        let Some(policy) = hello.mesh_policy.as_ref() else {
+            return false;
+        };
+        policy.group_bodies.as_deref() == Some("plain")
+            && GroupBodiesProof::from_wire(
+                policy.group_bodies_signature.as_ref(),
+                policy.group_bodies_signed_at,
+            )
+            .is_some_and(|p| p.verifies(&self.entry().owner_pubkey, "plain"))
     }
 }

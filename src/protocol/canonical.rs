@@ -73,6 +73,13 @@ pub fn invite_claim(
     format!("claudemesh-claim|{code}|{recipient_x25519_b64url}|{member_pubkey_hex}|{timestamp_ms}")
 }
 
+/// A mesh's `groupBodies` setting (§5.2), signed by the owner key, so that clients take the
+/// choice from the owner, never from the broker alone: a broker that could switch clients to
+/// plain group bodies would read group traffic.
+pub fn group_bodies(owner_pubkey_hex: &str, value: &str, signed_at_ms: i64) -> String {
+    format!("claudemesh-group-bodies|{owner_pubkey_hex}|{value}|{signed_at_ms}")
+}
+
 /// What `HMAC-SHA256(root_key, ·)` is computed over for the mesh's root-key check value: a
 /// one-way commitment the broker may keep (it reveals nothing of the key) so that a client can
 /// prove it holds the key and a joiner can check the key its link carried.

@@ -5,7 +5,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::records::{INVITE_IDS, INVITES, MEMBER_KEYS, MEMBERS, MESH_INVITES, MESH_SLUGS, MESHES};
 use super::{Invite, Member, MemberRole, Mesh, Store, StoreError, decode, decode_opt, encode};
 use crate::crypto;
-use crate::protocol::messages::{GroupBodies, GroupRef};
+use crate::protocol::messages::{GroupBodies, GroupBodiesProof, GroupRef};
 use crate::protocol::{Pubkey, Signature, canonical, ids};
 
 /// Most invites of one mesh that have not expired yet (any state: a revoked one still holds
@@ -22,6 +22,7 @@ pub struct CreateMesh {
     pub member_pubkey: Pubkey,
     pub display_name: String,
     pub group_bodies: GroupBodies,
+    pub group_bodies_proof: Option<GroupBodiesProof>,
     pub now_ms: i64,
 }
 
@@ -193,6 +194,7 @@ impl Store {
                 created_at_ms: req.now_ms,
                 self_editable: true,
                 group_bodies: req.group_bodies,
+                group_bodies_proof: req.group_bodies_proof,
             };
             tx.open_table(MESHES)?
                 .insert(mesh.id.as_str(), encode(&mesh).as_slice())?;
@@ -399,13 +401,15 @@ impl Store {
         .await
     }
 
-    /// Sets how clients write group and broadcast bodies; only the owner may. Returns the mesh
+    /// Sets how clients write group and broadcast bodies, with the owner key's signature over
+    /// the choice (checked by the caller); only the owner may. Returns the mesh
     /// as it now is, or `None` when `member_id` is not its live owner (or it has gone).
     pub async fn set_group_bodies(
         &self,
         mesh_id: String,
         member_id: String,
         group_bodies: GroupBodies,
+        proof: GroupBodiesProof,
     ) -> Result<Option<Mesh>, StoreError> {
         self.write(move |tx| {
             let member: Option<Member> = decode_opt(
@@ -420,6 +424,7 @@ impl Store {
                 return Ok(None);
             };
             mesh.group_bodies = group_bodies;
+            mesh.group_bodies_proof = Some(proof);
             meshes.insert(mesh_id.as_str(), encode(&mesh).as_slice())?;
             Ok(Some(mesh))
         })

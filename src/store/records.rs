@@ -87,6 +87,9 @@ pub struct Mesh {
     /// How clients write group and broadcast bodies in this mesh.
     #[serde(default)]
     pub group_bodies: crate::protocol::messages::GroupBodies,
+    /// The owner's signature over `group_bodies`, which clients check before writing plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_bodies_proof: Option<crate::protocol::messages::GroupBodiesProof>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -383,6 +383,11 @@ async fn admit(
         mesh_policy: Some(MeshPolicy {
             self_editable: mesh.self_editable,
             group_bodies: Some(mesh.group_bodies.as_str().into()),
+            group_bodies_signature: mesh
+                .group_bodies_proof
+                .as_ref()
+                .map(|p| p.signature.clone()),
+            group_bodies_signed_at: mesh.group_bodies_proof.as_ref().map(|p| p.signed_at),
         }),
         restored: !is_new || (restored && !member.groups.is_empty()),
         last_summary: summary,

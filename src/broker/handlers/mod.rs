@@ -17,6 +17,7 @@ mod streams;
 mod tasks;
 
 use super::connection::Conn;
+use crate::protocol::messages::GroupBodiesProof;
 use crate::protocol::{ClientMessage, Envelope};
 
 pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
@@ -81,9 +82,16 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::FileStatus(f) => files::file_status(conn, req_id, f.file_id),
         ClientMessage::DeleteFile(f) => files::delete_file(conn, req_id, f.file_id).await,
         ClientMessage::GrantFileAccess(g) => files::grant_file_access(conn, req_id, g).await,
-        ClientMessage::SetMeshSettings { group_bodies } => {
-            settings::set_mesh_settings(conn, req_id, group_bodies)
-        }
+        ClientMessage::SetMeshSettings {
+            group_bodies,
+            signature,
+            signed_at,
+        } => settings::set_mesh_settings(
+            conn,
+            req_id,
+            group_bodies,
+            GroupBodiesProof::from_wire(signature.as_ref(), signed_at),
+        ),
         ClientMessage::ApikeyCreate {} => conn.error(
             req_id,
             "not_supported",

@@ -1,5 +1,6 @@
 //! A mesh's settings (PROTOCOL.md §5.2): how group and broadcast bodies are written. The owner
-//! changes them; every live connection is told, so long-lived clients follow at once.
+//! changes them, signing the choice with the owner key; every live connection that hears events
+//! is told, so long-lived clients follow at once.
 
 use serde_json::json;
 
@@ -7,17 +8,27 @@ use super::reply::{answer, refuse};
 use crate::broker::connection::Conn;
 use crate::broker::router;
 use crate::protocol::ServerMessage;
-use crate::protocol::messages::{GroupBodies, MeshSettings};
+use crate::protocol::messages::{GroupBodies, GroupBodiesProof, MeshSettings};
 use crate::store::Mesh;
 
 fn settings(mesh: &Mesh) -> MeshSettings {
     MeshSettings {
         self_editable: mesh.self_editable,
         group_bodies: mesh.group_bodies.as_str().into(),
+        group_bodies_signature: mesh
+            .group_bodies_proof
+            .as_ref()
+            .map(|p| p.signature.clone()),
+        group_bodies_signed_at: mesh.group_bodies_proof.as_ref().map(|p| p.signed_at),
     }
 }
 
-pub fn set_mesh_settings(conn: &Conn, req_id: Option<String>, group_bodies: Option<String>) {
+pub fn set_mesh_settings(
+    conn: &Conn,
+    req_id: Option<String>,
+    group_bodies: Option<String>,
+    proof: Option<GroupBodiesProof>,
+) {
     let Some(peer) = conn.peer.clone() else {
         return;
     };
@@ -33,11 +44,19 @@ pub fn set_mesh_settings(conn: &Conn, req_id: Option<String>, group_bodies: Opti
         let Some(wanted) = GroupBodies::parse(&wanted) else {
             return Err(refuse(
                 "invalid_argument",
-                format!("groupBodies is \"sealed\" or \"plain\", not \"{wanted}\""),
+                format!("groupBodies is \"sealed\" or \"plain\", not {wanted:?}"),
+            ));
+        };
+        let Some(proof) =
+            proof.filter(|p| p.verifies(&mesh.owner_pubkey.to_hex(), wanted.as_str()))
+        else {
+            return Err(refuse(
+                "bad_signature",
+                "groupBodies must come with the owner key's signature over it",
             ));
         };
         let Some(mesh) = store
-            .set_group_bodies(peer.mesh_id.clone(), peer.member_id.clone(), wanted)
+            .set_group_bodies(peer.mesh_id.clone(), peer.member_id.clone(), wanted, proof)
             .await?
         else {
             return Err(refuse(
@@ -46,16 +65,11 @@ pub fn set_mesh_settings(conn: &Conn, req_id: Option<String>, group_bodies: Opti
             ));
         };
         let now = settings(&mesh);
-        let event = router::system_event(
-            &mesh.id,
-            "mesh_settings",
-            json!({
-                "selfEditable": now.self_editable,
-                "groupBodies": now.group_bodies,
-            }),
-        );
+        let event = router::system_event(&mesh.id, "mesh_settings", json!(now));
         for other in broker.presence.peers(&mesh.id) {
-            other.send(&event);
+            if other.hears_events() {
+                other.send(&event);
+            }
         }
         Ok(Some(ServerMessage::MeshSettings(now)))
     });

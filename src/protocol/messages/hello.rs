@@ -96,6 +96,12 @@ pub struct MeshPolicy {
     /// (PROTOCOL.md §4.2; this broker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_bodies: Option<String>,
+    /// The owner's signature over `group_bodies`; clients write plain group bodies only when
+    /// it verifies against the owner key they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_bodies_signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_bodies_signed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

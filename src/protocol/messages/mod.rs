@@ -31,7 +31,7 @@ pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
 pub use peers::{PeerEntry, Profile};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
-pub use settings::{GroupBodies, MeshSettings};
+pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
 pub use state::{SetState, StateChange, StateEntry};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
@@ -216,6 +216,20 @@ pub enum ClientMessage {
             skip_serializing_if = "Option::is_none"
         )]
         group_bodies: Option<String>,
+        /// The owner's signature over the new value (PROTOCOL.md §5.2); required with
+        /// `groupBodies`.
+        #[serde(
+            rename = "groupBodiesSignature",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        signature: Option<String>,
+        #[serde(
+            rename = "groupBodiesSignedAt",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        signed_at: Option<i64>,
     },
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
