@@ -279,6 +279,91 @@ async fn only_the_owner_or_an_admin_registers_invites() {
     bystanders.exchange(2).await;
 }
 
+/// Each field of an invite out of its shape is refused with `invalid_argument` before any
+/// signature is looked at, and one field out of shape is enough.
+#[tokio::test]
+async fn an_invite_with_any_field_out_of_shape_is_refused() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let client = alice.client().await;
+    let good = || CreateInvite {
+        invite_id: ids::new_id(),
+        code: ids::new_invite_code(),
+        role: "member".into(),
+        max_uses: 1,
+        expires_at: time::now_ms() / 1000 + 3600,
+        signer_pubkey: alice.entry().owner_pubkey,
+        capability_v3: Some(Capability {
+            canonical: "not signed".into(),
+            signature: "00".repeat(64),
+        }),
+    };
+    let cases: Vec<(&str, CreateInvite)> = vec![
+        (
+            "a code of 7 characters",
+            CreateInvite {
+                code: "abcdefg".into(),
+                ..good()
+            },
+        ),
+        (
+            "a code with a slash",
+            CreateInvite {
+                code: "abc/efgh".into(),
+                ..good()
+            },
+        ),
+        (
+            "an id with a space",
+            CreateInvite {
+                invite_id: "bad id".into(),
+                ..good()
+            },
+        ),
+        (
+            "no uses",
+            CreateInvite {
+                max_uses: 0,
+                ..good()
+            },
+        ),
+        (
+            "10 001 uses",
+            CreateInvite {
+                max_uses: 10_001,
+                ..good()
+            },
+        ),
+        (
+            "an expiry in the past",
+            CreateInvite {
+                expires_at: time::now_ms() / 1000 - 1,
+                ..good()
+            },
+        ),
+        (
+            "the owner role",
+            CreateInvite {
+                role: "owner".into(),
+                ..good()
+            },
+        ),
+    ];
+    for (what, frame) in cases {
+        assert_eq!(
+            register(&client, frame).await.as_deref(),
+            Some("invalid_argument"),
+            "{what}"
+        );
+    }
+    // In shape, the same frame reaches the signature check.
+    assert_eq!(
+        register(&client, good()).await.as_deref(),
+        Some("bad_signature")
+    );
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invite_list_shows_every_invite_and_revoke_works_by_code_or_id() {
     let broker = BrokerProc::start(&[]);

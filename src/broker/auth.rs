@@ -285,6 +285,32 @@ mod tests {
         );
     }
 
+    /// A key at its limit whose requests have all expired is served again at once: a use
+    /// that finds the key over its limit prunes first (once 100 ms have passed since the last
+    /// prune), without waiting for the once-a-second prune.
+    #[test]
+    fn a_key_at_its_limit_is_served_again_once_its_requests_expire() {
+        let cache = SignedRequestCache::default();
+        let (key, other, t0) = ([1u8; 32], [2u8; 32], 1_700_000_000_000);
+        for i in 0..SIGNED_REQUESTS_PER_KEY {
+            cache.first_use(&sig(i), t0, &key, t0).unwrap();
+        }
+        let refused = cache
+            .first_use(&sig(9_000), t0, &key, t0)
+            .expect_err("over its limit");
+        assert_eq!(refused.code, "rate_limit");
+        let expiry = t0 + SIGNED_REQUEST_LIFE_MS;
+        // Another key's use prunes half a second before the first key's requests expire …
+        cache
+            .first_use(&sig(9_001), expiry - 500, &other, expiry - 500)
+            .unwrap();
+        // … and 600 ms later (before the next once-a-second prune) the key is served.
+        cache
+            .first_use(&sig(9_002), expiry + 100, &key, expiry + 100)
+            .expect("its earlier requests have expired");
+        assert_eq!(cache.remembered(), 2);
+    }
+
     #[test]
     fn signature_headers_are_checked_for_shape_and_freshness() {
         let now = 1_700_000_000_000;
