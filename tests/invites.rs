@@ -356,11 +356,81 @@ async fn an_invite_with_any_field_out_of_shape_is_refused() {
             "{what}"
         );
     }
-    // In shape, the same frame reaches the signature check.
+    // In shape, the same frame reaches the signature check: its canonical string must be the
+    // one the broker computes, and the signature the signer's over it.
     assert_eq!(
         register(&client, good()).await.as_deref(),
         Some("bad_signature")
     );
+    let owner = alice
+        .entry()
+        .owner_keys()
+        .expect("alice owns the mesh")
+        .unwrap();
+    let honest = signed_frame(
+        &owner,
+        &alice.entry().mesh_id,
+        &ids::new_id(),
+        &ids::new_invite_code(),
+        1,
+    );
+    let mut forged = honest.clone();
+    if let Some(c) = forged.capability_v3.as_mut() {
+        c.signature = hex::encode(SignKeyPair::generate().sign(c.canonical.as_bytes()));
+    }
+    assert_eq!(
+        register(&client, forged).await.as_deref(),
+        Some("bad_signature"),
+        "the right string signed by another key"
+    );
+    assert_eq!(register(&client, honest).await, None);
+    client.close().await;
+}
+
+/// `list_invites` shows at most 100 and says when there are more.
+#[tokio::test]
+async fn the_invite_list_says_when_it_is_cut_short() {
+    let broker = BrokerProc::start(&[]);
+    let alice = Person::new("alice");
+    create_mesh(&broker, &alice, "team");
+    let client = alice.client().await;
+    let entry = alice.entry();
+    let owner = entry.owner_keys().expect("alice owns the mesh").unwrap();
+    let fresh = || {
+        signed_frame(
+            &owner,
+            &entry.mesh_id,
+            &ids::new_id(),
+            &ids::new_invite_code(),
+            1,
+        )
+    };
+    let list = async || match client.request(ClientMessage::ListInvites {}).await {
+        Ok(ServerMessage::InviteList { invites, truncated }) => (invites.len(), truncated),
+        other => panic!("{other:?}"),
+    };
+    for _ in 0..100 {
+        let frame = fresh();
+        assert_eq!(register(&client, frame).await, None);
+    }
+    assert_eq!(list().await, (100, false));
+    let frame = fresh();
+    assert_eq!(register(&client, frame).await, None);
+    assert_eq!(list().await, (100, true));
+    // A revocation is acknowledged as PROTOCOL.md §9 says: `ack{ok:true}`.
+    let frame = fresh();
+    let code = frame.code.clone();
+    assert_eq!(register(&client, frame).await, None);
+    let answer = client
+        .request(ClientMessage::RevokeInvite {
+            code: Some(code),
+            invite_id: None,
+        })
+        .await;
+    match answer {
+        Ok(ServerMessage::Ack(ack)) => assert_eq!(ack.ok, Some(true), "{ack:?}"),
+        other => panic!("{other:?}"),
+    }
     client.close().await;
 }
 

@@ -227,3 +227,49 @@ async fn a_revoked_members_reminders_never_fire() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stdout.contains("you were warned"), "{}", out.stdout);
 }
+
+/// Waits for a message push on `ws`; fails if the session ended instead.
+async fn still_receives(ws: &mut Ws, whose: &str) {
+    loop {
+        match ws_next(ws).await {
+            Frame::Json(v) if v["type"] == "push" && v["subtype"] != "system" => return,
+            Frame::Json(_) | Frame::MsgPack(_) => continue,
+            other => panic!("{whose}'s session ended: {other:?}"),
+        }
+    }
+}
+
+/// A revocation that is refused cuts nobody off by being tried: a plain member revoking
+/// another, an admin revoking the owner. The target's live session stays connected.
+#[tokio::test]
+async fn a_refused_revocation_cuts_nobody_off() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+    let dave = Person::new("dave");
+    let (_, url) = invite(&alice, &["--role", "admin"]);
+    join(&dave, &url);
+    let session =
+        |p: &Person| session_hello(&p.entry(), &claudemesh::crypto::SignKeyPair::generate());
+    let (mut carol_ws, _) = ws_hello(&broker, &session(&carol)).await;
+    let (mut alice_ws, _) = ws_hello(&broker, &session(&alice)).await;
+
+    let out = bob.run(&["revoke", "carol"]);
+    assert_ne!(out.code, 0, "a plain member may not revoke");
+    assert!(out.stderr.contains("owner or an admin"), "{}", out.stderr);
+    let out = dave.run(&["revoke", "alice"]);
+    assert_ne!(out.code, 0, "nobody revokes the owner");
+    assert!(
+        out.stderr.contains("owner cannot be revoked"),
+        "{}",
+        out.stderr
+    );
+
+    // Both sessions were left alone: they still get what is sent to them.
+    let out = dave.run(&["send", "carol,alice", "still here?"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    still_receives(&mut carol_ws, "carol").await;
+    still_receives(&mut alice_ws, "alice").await;
+}
