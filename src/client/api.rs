@@ -4,6 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use super::unexpected;
 use super::{ClientError, Identity, MeshClient};
 use crate::crypto::{self, SignKeyPair};
 use crate::protocol::messages::{
@@ -43,10 +44,6 @@ pub struct Incoming {
     pub push: Push,
     /// The text, or why it could not be read.
     pub text: Result<String, String>,
-}
-
-fn unexpected(other: ServerMessage) -> ClientError {
-    ClientError::Protocol(format!("{other:?}"))
 }
 
 impl MeshClient {

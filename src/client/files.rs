@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::http::{HttpResponse, open, request_builder};
+use super::unexpected;
 use super::{ClientError, MeshClient};
 use crate::crypto;
 use crate::protocol::messages::{
@@ -363,10 +364,6 @@ pub struct Fetched {
 
 /// Progress of a transfer: bytes done of the total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
-
-fn unexpected(other: ServerMessage) -> ClientError {
-    ClientError::Protocol(format!("{other:?}"))
-}
 
 impl MeshClient {
     /// A short-lived token for one `POST /upload`.

@@ -26,7 +26,7 @@ impl MeshClient {
         value: Option<GroupBodies>,
         proof: Option<GroupBodiesProof>,
     ) -> Result<MeshSettings, ClientError> {
-        let (signature, signed_at) = proof.map(|p| (p.signature, p.signed_at)).unzip();
+        let (signature, signed_at) = GroupBodiesProof::into_wire(proof);
         let request = ClientMessage::SetMeshSettings {
             group_bodies: value.map(|v| v.as_str().to_string()),
             signature,

@@ -380,14 +380,14 @@ async fn admit(
             groups: groups.clone(),
             message_mode: "push".into(),
         },
-        mesh_policy: Some(MeshPolicy {
-            self_editable: mesh.self_editable,
-            group_bodies: Some(mesh.group_bodies.as_str().into()),
-            group_bodies_signature: mesh
-                .group_bodies_proof
-                .as_ref()
-                .map(|p| p.signature.clone()),
-            group_bodies_signed_at: mesh.group_bodies_proof.as_ref().map(|p| p.signed_at),
+        mesh_policy: Some({
+            let s = super::settings::settings(&mesh);
+            MeshPolicy {
+                self_editable: s.self_editable,
+                group_bodies: Some(s.group_bodies),
+                group_bodies_signature: s.group_bodies_signature,
+                group_bodies_signed_at: s.group_bodies_signed_at,
+            }
         }),
         restored: !is_new || (restored && !member.groups.is_empty()),
         last_summary: summary,

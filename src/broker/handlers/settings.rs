@@ -11,15 +11,15 @@ use crate::protocol::ServerMessage;
 use crate::protocol::messages::{GroupBodies, GroupBodiesProof, MeshSettings};
 use crate::store::Mesh;
 
-fn settings(mesh: &Mesh) -> MeshSettings {
+/// A mesh's settings as `mesh_settings` (and `hello_ack.meshPolicy`) carry them.
+pub(super) fn settings(mesh: &Mesh) -> MeshSettings {
+    let (group_bodies_signature, group_bodies_signed_at) =
+        GroupBodiesProof::into_wire(mesh.group_bodies_proof.clone());
     MeshSettings {
         self_editable: mesh.self_editable,
         group_bodies: mesh.group_bodies.as_str().into(),
-        group_bodies_signature: mesh
-            .group_bodies_proof
-            .as_ref()
-            .map(|p| p.signature.clone()),
-        group_bodies_signed_at: mesh.group_bodies_proof.as_ref().map(|p| p.signed_at),
+        group_bodies_signature,
+        group_bodies_signed_at,
     }
 }
 

@@ -38,6 +38,11 @@ impl GroupBodiesProof {
         }
     }
 
+    /// The pair of optional wire fields that carry a proof, or none.
+    pub fn into_wire(proof: Option<Self>) -> (Option<String>, Option<i64>) {
+        proof.map(|p| (p.signature, p.signed_at)).unzip()
+    }
+
     /// The proof carried by a pair of optional wire fields.
     pub fn from_wire(signature: Option<&String>, signed_at: Option<i64>) -> Option<Self> {
         Some(GroupBodiesProof {
