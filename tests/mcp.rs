@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 37] = [
+const ALL_TOOLS: [&str; 43] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -77,6 +77,12 @@ const ALL_TOOLS: [&str; 37] = [
     "grant_file_access",
     "mesh_info",
     "ping_mesh",
+    "block_peer",
+    "unblock_peer",
+    "set_grants",
+    "list_grants",
+    "mesh_stats",
+    "set_profile",
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {
@@ -707,4 +713,58 @@ async fn doctor_names_what_is_wrong() {
         let (private, detail) = check(&checks, "config file permissions");
         assert!(!private && detail.contains("644"), "{detail}");
     }
+}
+
+/// Governance from the MCP side (issue 13): blocking and unblocking a peer, setting the
+/// profile, and the session's tool calls reported to `stats`.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_blocks_sets_its_profile_and_reports_its_tool_calls() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, mcp, _notes) = bob_on_mcp(&broker).await;
+
+    let (ok, text) = call(&mcp, "block_peer", json!({"peer": "alice"})).await;
+    assert!(ok, "{text}");
+    let out = alice.run(&["send", "bob", "let me in"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("blocked"), "{}", out.stderr);
+    let (ok, text) = call(&mcp, "list_grants", json!({})).await;
+    assert!(ok && text.contains("\"blocked\": true"), "{text}");
+    let (ok, text) = call(&mcp, "unblock_peer", json!({"peer": "alice"})).await;
+    assert!(ok, "{text}");
+    let out = alice.run(&["send", "bob", "thanks"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let (ok, text) = call(
+        &mcp,
+        "set_profile",
+        json!({"role_tag": "mcp-bot", "avatar": "🤖", "capabilities": ["triage"]}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let peers = alice.json(&["peers", "--json"]);
+    let bob_session = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["displayName"] == "bob" && p["peerRole"] == "session")
+        .cloned()
+        .unwrap_or_else(|| panic!("no session of bob's in {peers}"));
+    assert_eq!(
+        bob_session["profile"]["roleTag"], "mcp-bot",
+        "{bob_session}"
+    );
+    let (ok, text) = call(&mcp, "set_profile", json!({"message_mode": "loud"})).await;
+    assert!(!ok && text.contains("messageMode"), "{text}");
+
+    let (ok, text) = call(&mcp, "mesh_stats", json!({})).await;
+    assert!(ok && text.contains("messagesIn"), "{text}");
+    // Six tool calls so far; the session reports them within a few seconds.
+    eventually("bob's tool calls reported", || async {
+        alice.json(&["stats", "--json"])["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["displayName"] == "bob" && p["reported"]["toolCalls"].as_u64() >= Some(6))
+    })
+    .await;
 }

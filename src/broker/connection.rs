@@ -192,6 +192,9 @@ impl Conn {
     /// Counts and logs a refusal of the frame being handled (the answer is the caller's).
     pub fn refused(&self, code: &'static str, reason: &str) {
         self.broker.metrics.error(code);
+        if let Some(peer) = &self.peer {
+            peer.counters.error();
+        }
         self.broker
             .refusals
             .refused(self.who(), self.frame, code, reason);

@@ -22,8 +22,9 @@ pub const MAX_CWD_BYTES: usize = 4096;
 pub const MAX_PEER_FIELD_BYTES: usize = 256;
 /// `set_summary`.
 pub const MAX_SUMMARY_BYTES: usize = 1024;
-/// `set_profile` fields.
-pub const MAX_AVATAR_BYTES: usize = 1024;
+/// `set_profile` fields. An avatar is an emoji (a ZWJ family sequence is 25 bytes).
+pub const MAX_AVATAR_BYTES: usize = 32;
+pub const MAX_ROLE_TAG_BYTES: usize = 64;
 pub const MAX_TITLE_BYTES: usize = 256;
 pub const MAX_BIO_BYTES: usize = 1024;
 pub const MAX_CAPABILITIES: usize = 32;

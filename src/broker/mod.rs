@@ -17,6 +17,7 @@ mod refusals;
 mod router;
 mod scheduler;
 mod state;
+mod stats;
 mod status;
 mod subscriptions;
 pub mod tls;

@@ -80,11 +80,25 @@ pub struct PeerState {
     pub summary: Option<String>,
     pub groups: Vec<GroupRef>,
     pub visible: bool,
+    /// The member's profile (issue 13: kept per member, loaded at hello).
     pub profile: Option<Profile>,
+    /// What the client last reported with `set_stats`.
+    pub reported: Option<crate::protocol::messages::ReportedStats>,
     /// Pushes in flight and how far the queue was walked (windowed by acknowledgements).
     pub delivery: super::router::Delivery,
     /// A control-plane connection gets pushes only once it asked (`drain`).
     pub subscribed: bool,
+}
+
+impl PeerState {
+    /// The member asked for its messages to wait until it drains them (`messageMode: inbox`):
+    /// no live pushes, as a status gate that admits nothing.
+    pub fn holds_messages(&self) -> bool {
+        self.profile
+            .as_ref()
+            .and_then(|p| p.message_mode.as_deref())
+            == Some("inbox")
+    }
 }
 
 /// One presence in a mesh.
@@ -102,6 +116,8 @@ pub struct Peer {
     pub display_name: String,
     pub info: PeerInfo,
     pub connected_at_ms: i64,
+    /// Messages in and out and refusals, counted by the broker (`mesh_stats`).
+    pub counters: super::stats::PeerCounters,
     state: Mutex<PeerState>,
     /// Set once when the member is revoked; never cleared.
     revoked: AtomicBool,
@@ -148,6 +164,7 @@ impl Peer {
             display_name,
             info,
             connected_at_ms: now,
+            counters: Default::default(),
             state: Mutex::new(PeerState {
                 conn: Some(conn),
                 offline_since_ms: None,
@@ -156,6 +173,7 @@ impl Peer {
                 groups,
                 visible: true,
                 profile: None,
+                reported: None,
                 delivery: Default::default(),
                 subscribed,
             }),
@@ -252,13 +270,27 @@ impl Peer {
         in_group(&self.state().groups, name)
     }
 
+    /// The name others see: the one the member set in its profile, else the hello's.
+    pub fn shown_name(&self) -> String {
+        self.state()
+            .profile
+            .as_ref()
+            .and_then(|p| p.display_name.clone())
+            .unwrap_or_else(|| self.display_name.clone())
+    }
+
     /// The `peers_list` entry for this presence.
     pub fn entry(&self) -> PeerEntry {
         let st = self.state();
+        let now = time::now_ms();
         PeerEntry {
             pubkey: self.pubkey().to_hex(),
             member_pubkey: self.member_pubkey.to_hex(),
-            display_name: self.display_name.clone(),
+            display_name: st
+                .profile
+                .as_ref()
+                .and_then(|p| p.display_name.clone())
+                .unwrap_or_else(|| self.display_name.clone()),
             status: st.status.status.as_str().into(),
             summary: st.summary.clone(),
             groups: st.groups.clone(),
@@ -274,6 +306,8 @@ impl Peer {
             visible: Some(st.visible),
             profile: st.profile.clone(),
             online: st.conn.is_some(),
+            stats: Some(self.counters.snapshot(self.connected_at_ms, now)),
+            reported: st.reported.clone(),
         }
     }
 }

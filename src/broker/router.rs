@@ -81,9 +81,13 @@ impl Delivery {
             .is_none_or(|s| s.at != ACKED && now_ms - s.at >= redeliver)
     }
 
-    fn sent(&mut self, id: &str, now_ms: i64, bytes: usize) {
+    /// Records a push; true when it is the first push of `id` on this connection.
+    fn sent(&mut self, id: &str, now_ms: i64, bytes: usize) -> bool {
         match self.inflight.get_mut(id) {
-            Some(s) => s.at = now_ms, // pushed again: already counted
+            Some(s) => {
+                s.at = now_ms; // pushed again: already counted
+                false
+            }
             None => {
                 self.inflight.insert(
                     id.to_string(),
@@ -95,6 +99,7 @@ impl Delivery {
                 );
                 self.unacked += 1;
                 self.unacked_bytes += bytes;
+                true
             }
         }
     }
@@ -197,8 +202,8 @@ fn offer(
     if st.delivery.cursor.is_some() || !st.delivery.due(&record.id, now_ms, redeliver) {
         return false;
     }
-    if !ignore_gate && !st.status.admits(record.priority) {
-        return false; // held until the peer is idle
+    if !ignore_gate && (!st.status.admits(record.priority) || st.holds_messages()) {
+        return false; // held until the peer is idle, or drains its inbox
     }
     if !st.delivery.room() {
         // The window is full: the message waits in the queue, and the walk that acks start
@@ -207,7 +212,9 @@ fn offer(
         return false;
     }
     if conn.send(&push_frame(record)) {
-        st.delivery.sent(&record.id, now_ms, push_cost(record));
+        if st.delivery.sent(&record.id, now_ms, push_cost(record)) {
+            peer.counters.pushed();
+        }
         true
     } else {
         false
@@ -241,6 +248,7 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
         return 0;
     };
     let redeliver = broker.redeliver_ms();
+    let held = st.holds_messages();
     let PeerState {
         delivery, status, ..
     } = st;
@@ -256,14 +264,16 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
                 return Visit::Stop;
             }
             if !delivery.due(&record.id, now, redeliver)
-                || (!ignore_gate && !status.admits(record.priority))
+                || (!ignore_gate && (held || !status.admits(record.priority)))
             {
                 return Visit::Next;
             }
             if !conn.send(&push_frame(&record)) {
                 return Visit::Stop; // the connection is closing
             }
-            delivery.sent(&record.id, now, push_cost(&record));
+            if delivery.sent(&record.id, now, push_cost(&record)) {
+                peer.counters.pushed();
+            }
             pushed += 1;
             Visit::Next
         },
@@ -354,15 +364,16 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
     if about.control_plane {
         return;
     }
-    let (groups, summary) = {
+    let (groups, summary, profile) = {
         let st = about.state();
-        (st.groups.clone(), st.summary.clone())
+        (st.groups.clone(), st.summary.clone(), st.profile.clone())
     };
     let frame = system_event(
         &about.mesh_id,
         event,
         json!({
-            "name": about.display_name,
+            "name": about.shown_name(),
+            "profile": profile,
             "pubkey": about.pubkey().to_hex(),
             "memberPubkey": about.member_pubkey.to_hex(),
             "groups": groups,

@@ -123,6 +123,14 @@ async fn deliver(
 ) -> Result<(), StoreError> {
     let sender = stand_in(member, s);
     let recipients = match resolve(broker, &sender, &s.to) {
+        // A recipient who blocked the sender since it scheduled this gets nothing (issue 13).
+        Ok(r)
+            if crate::protocol::Pubkey::is_shape(&s.to)
+                && super::handlers::grants::direct_refusal(broker, &sender, &r).is_err() =>
+        {
+            tracing::info!("scheduled message {} refused by its recipient", s.id);
+            return Ok(());
+        }
         Ok(r) if !r.is_empty() => r,
         Ok(_) => return Ok(()), // e.g. a broadcast with nobody else in the mesh
         Err(why) => {

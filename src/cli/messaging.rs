@@ -94,6 +94,12 @@ impl PeersCmd {
                 groups.join(","),
                 summary.unwrap_or_default()
             );
+            if let Some(profile) = shown.iter().find_map(|p| p.profile.as_ref()) {
+                let line = super::profile::describe(profile);
+                if !line.is_empty() {
+                    outln!("  {line}");
+                }
+            }
             if live.len() > 1 {
                 for s in live {
                     outln!(

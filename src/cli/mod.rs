@@ -30,6 +30,10 @@ mod state;
 mod streams;
 mod target;
 mod tasks;
+// Governance (issue 13).
+mod grants;
+mod profile;
+mod stats;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -92,6 +96,11 @@ enum Command {
     Info(info::InfoCmd),
     Settings(settings::SettingsCmd),
     Completions(completions::CompletionsCmd),
+    Block(grants::BlockCmd),
+    Unblock(grants::UnblockCmd),
+    Grants(grants::GrantsCmd),
+    Stats(stats::StatsCmd),
+    Profile(profile::ProfileCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -220,6 +229,7 @@ fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
         _ => {}
     }
     service::separate_broker_flags(&mut args);
+    grants::separate_rights(&mut args);
     if args.first() == Some(&"inbox") {
         let mut i = 0;
         while i < args.len() {
@@ -270,6 +280,11 @@ async fn run(command: Command) -> CliResult {
         Command::Info(c) => c.run().await,
         Command::Settings(c) => c.run().await,
         Command::Completions(c) => c.run(),
+        Command::Block(c) => c.run().await,
+        Command::Unblock(c) => c.run().await,
+        Command::Grants(c) => c.run().await,
+        Command::Stats(c) => c.run().await,
+        Command::Profile(c) => c.run().await,
     }
 }
 

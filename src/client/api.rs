@@ -146,7 +146,7 @@ impl MeshClient {
     ) -> Result<Ack, ClientError> {
         let sealed = self.seal(target, text)?;
         let id = crate::protocol::ids::new_id();
-        let answer = self
+        let answer = match self
             .request(ClientMessage::Send(Box::new(SendMessage {
                 id: Some(id),
                 target_spec: target.spec.clone(),
@@ -158,7 +158,21 @@ impl MeshClient {
                 exclude,
                 ..Default::default()
             })))
-            .await?;
+            .await
+        {
+            // A recipient that refuses us (issue 13) is a refusal of this target, reported
+            // like any other, not the end of a send to several.
+            Err(ClientError::Broker { code, message })
+                if code == "blocked" || code == "messages_off" =>
+            {
+                return Ok(Ack {
+                    queued: Some(false),
+                    error: Some(message),
+                    ..Default::default()
+                });
+            }
+            other => other?,
+        };
         match answer {
             ServerMessage::Ack(ack) => Ok(ack),
             other => Err(unexpected(other)),

@@ -17,6 +17,10 @@ mod state;
 mod streams;
 mod tasks;
 pub mod tls;
+// Governance (issue 13).
+mod grants;
+mod profile;
+mod stats;
 
 pub use api::{Incoming, Sealed, Target};
 

@@ -56,6 +56,8 @@ pub struct Hub {
     seen: Mutex<(HashSet<String>, VecDeque<String>)>,
     /// End-of-drain markers handed out so far.
     marks: AtomicUsize,
+    /// Tool calls answered, reported to every mesh with `set_stats`.
+    tool_calls: AtomicUsize,
     notifier: Mutex<Option<Peer<RoleServer>>>,
     /// Set by `claudemesh launch`: Claude Code shows channel notifications, so a notified
     /// message has reached the model and need not wait for `check_messages`.
@@ -85,6 +87,7 @@ impl Hub {
             inbox: Mutex::new(VecDeque::new()),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
             marks: AtomicUsize::new(0),
+            tool_calls: AtomicUsize::new(0),
             notifier: Mutex::new(None),
             channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
         });
@@ -92,7 +95,13 @@ impl Hub {
             tokio::spawn(connect_loop(hub.clone(), link.clone()));
         }
         tokio::spawn(status_from_transcript(hub.clone()));
+        tokio::spawn(report_stats(hub.clone()));
         hub
+    }
+
+    /// Counts one answered tool call (reported by [`report_stats`]).
+    pub fn tool_called(&self) {
+        self.tool_calls.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_notifier(&self, peer: Peer<RoleServer>) {
@@ -403,6 +412,34 @@ async fn status_from_transcript(hub: Arc<Hub>) {
                 let _ = client.notify(ClientMessage::SetStatus {
                     status: if busy { "working" } else { "idle" }.into(),
                     source: Some("jsonl".into()),
+                });
+            }
+        }
+    }
+}
+
+/// How often the tool-call count is reported at most (only when it changed).
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports this session's tool calls and uptime to every mesh with `set_stats` (issue 13),
+/// at most every [`STATS_EVERY`] and only when the count moved.
+async fn report_stats(hub: Arc<Hub>) {
+    let started = std::time::Instant::now();
+    let mut reported = 0;
+    let mut tick = tokio::time::interval(STATS_EVERY);
+    loop {
+        tick.tick().await;
+        let calls = hub.tool_calls.load(Ordering::Relaxed);
+        if calls == reported {
+            continue;
+        }
+        reported = calls;
+        for link in &hub.links {
+            if let Some(client) = link.client() {
+                let _ = client.report_stats(crate::protocol::messages::ReportedStats {
+                    tool_calls: Some(calls as u64),
+                    uptime: Some(started.elapsed().as_secs()),
+                    ..Default::default()
                 });
             }
         }

@@ -7,6 +7,7 @@
 
 mod contexts;
 mod files;
+mod grants;
 mod memory;
 mod meshes;
 mod profile;
@@ -34,11 +35,13 @@ use tokio::sync::{Notify, oneshot};
 
 pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
+pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
     RootKeyProof,
 };
+pub use profile::ProfileRefusal;
 pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;

@@ -291,10 +291,22 @@ async fn admit(
         None => member.groups.clone(),
     };
     info.groups = Some(groups.clone());
-    let display_name = info
-        .display_name
-        .as_deref()
-        .and_then(crate::protocol::clean_display_name)
+    // A name the member chose with `set_profile` wins over what a session calls itself.
+    let profile = match broker.store.profile(&mesh.id, &member.id) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot read the profile of {}: {e}", member.display_name);
+            None
+        }
+    };
+    let display_name = profile
+        .as_ref()
+        .and_then(|p| p.display_name.clone())
+        .or_else(|| {
+            info.display_name
+                .as_deref()
+                .and_then(crate::protocol::clean_display_name)
+        })
         .unwrap_or_else(|| member.display_name.clone());
     let capacity = broker.config.max_connections_per_mesh;
     let session_id = info.session_id.clone();
@@ -357,6 +369,7 @@ async fn admit(
         }
     };
     conn.peer = Some(peer.clone());
+    peer.state().profile = profile.clone();
     let now = time::now_ms();
     if let Some(status) =
         broker
@@ -376,9 +389,12 @@ async fn admit(
         presence_id: peer.presence_id.clone(),
         member_display_name: peer.display_name.clone(),
         member_profile: MemberProfile {
-            role_tag: None,
+            role_tag: profile.as_ref().and_then(|p| p.role_tag.clone()),
             groups: groups.clone(),
-            message_mode: "push".into(),
+            message_mode: profile
+                .as_ref()
+                .and_then(|p| p.message_mode.clone())
+                .unwrap_or_else(|| "push".into()),
         },
         mesh_policy: Some({
             let s = super::settings::settings(&mesh);

@@ -5,7 +5,7 @@ use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::state::Broker;
 use crate::protocol::messages::{
-    Ack, ClientAck, MessageStatusResult, RecipientStatus, SendMessage,
+    Ack, ClientAck, ErrorFrame, MessageStatusResult, RecipientStatus, SendMessage,
 };
 use crate::protocol::{Pubkey, ServerMessage, TargetSpec, ids, time};
 use crate::store::{MessageRecord, PrefixLookup, Priority, RecipientKey};
@@ -45,7 +45,16 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
         Err((code, error)) => {
             conn.refused(code, &error);
             let out = conn.out.clone();
-            let frame = refused_ack(msg.id.clone(), error);
+            // A recipient who refuses the sender is an error the sender's client raises
+            // (issue 13); other refusals keep the original's `ack{queued:false}`.
+            let frame = match code {
+                "blocked" | "messages_off" => ServerMessage::Error(ErrorFrame {
+                    code: code.into(),
+                    message: error,
+                    id: msg.id.clone(),
+                }),
+                _ => refused_ack(msg.id.clone(), error),
+            };
             // Through the ordered steps, so it cannot overtake acks of earlier sends.
             conn.then(async move {
                 out.send(&crate::protocol::Envelope::reply(req_id, frame));
@@ -61,6 +70,7 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
             let out = conn.out.clone();
             let id = msg.id;
             let who = conn.who();
+            let sender = peer.clone();
             conn.then(async move {
                 let reply = match stored.await {
                     Ok(enqueued) if enqueued.full.is_some() => {
@@ -72,10 +82,12 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
                              nothing was sent, try again once they have read some"
                         );
                         broker.refusals.refused(&who, "send", "quota", &error);
+                        sender.counters.error();
                         refused_ack(id, error)
                     }
                     Ok(enqueued) => {
                         if enqueued.fresh {
+                            sender.counters.sent();
                             crate::broker::metrics::Metrics::inc(&broker.metrics.messages_stored);
                             router::route(&broker, &enqueued.record);
                         }
@@ -149,6 +161,9 @@ fn prepare(
     }
     let recipients = resolve_excluding(broker, peer, &msg.target_spec, &msg.exclude)
         .map_err(|why| ("unknown_target", format!("unknown target ({why})")))?;
+    if Pubkey::is_shape(&msg.target_spec) {
+        super::grants::direct_refusal(broker, peer, &recipients)?;
+    }
     let now = time::now_ms();
     Ok(MessageRecord {
         id: ids::new_id(),
@@ -156,7 +171,7 @@ fn prepare(
         sender_member_id: peer.member_id.clone(),
         sender_pubkey: peer.pubkey().to_hex(),
         sender_member_pubkey: peer.member_pubkey.to_hex(),
-        sender_name: peer.display_name.clone(),
+        sender_name: peer.shown_name(),
         target_spec: msg.target_spec.clone(),
         priority,
         nonce: msg.nonce.clone(),
@@ -252,6 +267,8 @@ pub fn resolve_excluding(
         Some(s) => p.session_pubkey == Some(s),
         None => p.member_id == sender.member_id,
     };
+    // Members who blocked the sender or turned messages off get no copy (issue 13).
+    let refusing = super::grants::refusing(broker, sender)?;
     let mut out: Vec<(String, String)> = Vec::new();
     let mut live_members = std::collections::HashSet::new();
     // Someone in the group got the message through another target: the group is not empty.
@@ -264,7 +281,7 @@ pub fn resolve_excluding(
         if is_own(&p) || group.is_some_and(|g| !p.in_group(g)) {
             continue;
         }
-        if excluded.presence(&p) {
+        if excluded.presence(&p) || refusing.contains(&p.member_id) {
             reached_otherwise = true;
             continue;
         }
@@ -294,6 +311,7 @@ pub fn resolve_excluding(
         if !in_target
             || m.id == sender.member_id
             || live_members.contains(&m.id)
+            || refusing.contains(&m.id)
             || excluded.member(&m)
         {
             continue;

@@ -3,16 +3,19 @@
 
 mod contexts;
 mod files;
+pub(super) mod grants;
 pub mod hello;
 mod info;
 mod members;
 mod memory;
 pub(super) mod messaging;
 mod peers;
+mod profile;
 mod reminders;
 mod reply;
 mod settings;
 mod state;
+mod stats;
 mod streams;
 mod tasks;
 
@@ -71,7 +74,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         }
         ClientMessage::SetSummary { summary } => peers::set_summary(conn, req_id, summary).await,
         ClientMessage::SetVisible { visible } => peers::set_visible(conn, req_id, visible),
-        ClientMessage::SetProfile(p) => peers::set_profile(conn, req_id, p),
+        ClientMessage::SetProfile(p) => profile::set_profile(conn, req_id, p).await,
         ClientMessage::JoinGroup(g) => {
             peers::change_group(conn, req_id, &g.name, Some(g.role)).await
         }
@@ -133,5 +136,18 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             reminders::cancel_scheduled(conn, req_id, scheduled_id)
         }
         ClientMessage::MeshInfo {} => info::mesh_info(conn, req_id),
+        ClientMessage::Block { peer } => {
+            grants::change(conn, req_id, peer, grants::Change::Block).await
+        }
+        ClientMessage::Unblock { peer } => {
+            grants::change(conn, req_id, peer, grants::Change::Unblock).await
+        }
+        ClientMessage::SetGrants(s) => match grants::set_grants_change(s) {
+            Ok((peer, change)) => grants::change(conn, req_id, peer, change).await,
+            Err(e) => conn.error(req_id, "invalid_argument", e),
+        },
+        ClientMessage::ListGrants {} => grants::list_grants(conn, req_id),
+        ClientMessage::SetStats { stats } => stats::set_stats(conn, req_id, stats),
+        ClientMessage::MeshStats {} => stats::mesh_stats(conn, req_id),
     }
 }

@@ -1,20 +1,18 @@
-//! Presence and groups (PROTOCOL.md §5): who is here, status, summary, visibility, profile,
-//! groups. From a short-lived tool connection (control-plane) these act for the member: on all
+//! Presence and groups (PROTOCOL.md §5): who is here, status, summary, visibility, groups
+//! (the profile has its own file, `profile.rs`). From a short-lived tool connection (control-plane) these act for the member: on all
 //! of its presences, and on what is remembered for its next sessions.
 
 use std::sync::Arc;
 
 use crate::broker::connection::Conn;
 use crate::broker::limits::{
-    MAX_AVATAR_BYTES, MAX_BIO_BYTES, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CWD_BYTES,
-    MAX_GROUP_NAME, MAX_GROUPS_PER_MEMBER, MAX_PEER_FIELD_BYTES, MAX_SUMMARY_BYTES,
-    MAX_TITLE_BYTES,
+    MAX_CWD_BYTES, MAX_GROUP_NAME, MAX_GROUPS_PER_MEMBER, MAX_PEER_FIELD_BYTES, MAX_SUMMARY_BYTES,
 };
 use crate::broker::page::{Pager, decode_cursor};
 use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::status::{Status, StatusSource};
-use crate::protocol::messages::{Ack, GroupRef, PeerInfo, Profile};
+use crate::protocol::messages::{Ack, GroupRef, PeerInfo};
 use crate::protocol::{ServerMessage, time};
 
 /// A text field over its size limit: `payload_too_large`, naming the field and the limit.
@@ -25,7 +23,11 @@ fn too_large(field: &str, bytes: usize, max: usize) -> (&'static str, String) {
     )
 }
 
-fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<(), (&'static str, String)> {
+pub(super) fn check_len(
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<(), (&'static str, String)> {
     match value {
         Some(v) if v.len() > max => Err(too_large(field, v.len(), max)),
         _ => Ok(()),
@@ -189,44 +191,6 @@ pub fn set_visible(conn: &Conn, req_id: Option<String>, visible: bool) {
                 },
             );
         }
-    }
-    conn.reply(
-        req_id,
-        ServerMessage::Ack(Ack {
-            ok: Some(true),
-            ..Default::default()
-        }),
-    );
-}
-
-/// A profile within its limits, or which field is over.
-fn check_profile(p: &Profile) -> Result<(), (&'static str, String)> {
-    check_len("avatar", p.avatar.as_deref(), MAX_AVATAR_BYTES)?;
-    check_len("title", p.title.as_deref(), MAX_TITLE_BYTES)?;
-    check_len("bio", p.bio.as_deref(), MAX_BIO_BYTES)?;
-    let capabilities = p.capabilities.as_deref().unwrap_or_default();
-    if capabilities.len() > MAX_CAPABILITIES {
-        return Err((
-            "payload_too_large",
-            format!(
-                "capabilities lists {} entries; the limit is {MAX_CAPABILITIES}",
-                capabilities.len()
-            ),
-        ));
-    }
-    for c in capabilities {
-        check_len("a capability", Some(c), MAX_CAPABILITY_BYTES)?;
-    }
-    Ok(())
-}
-
-pub fn set_profile(conn: &Conn, req_id: Option<String>, profile: Profile) {
-    if let Err((code, message)) = check_profile(&profile) {
-        return conn.error(req_id, code, message);
-    }
-    for peer in scope(conn) {
-        peer.state().profile = Some(profile.clone());
-        router::announce(&conn.broker, &peer, "profile_updated");
     }
     conn.reply(
         req_id,

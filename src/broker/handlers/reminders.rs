@@ -66,8 +66,12 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
         };
         // Checked now so a typo is an error today, not a lost reminder later; recipients are
         // resolved again when it fires.
-        resolve(&broker, &peer, &to)
+        let recipients = resolve(&broker, &peer, &to)
             .map_err(|why| refuse("unknown_target", format!("unknown target ({why})")))?;
+        if Pubkey::is_shape(&to) {
+            super::grants::direct_refusal(&broker, &peer, &recipients)
+                .map_err(|(code, why)| refuse(code, why))?;
+        }
         let (nonce, body_version) = sealing(&req, &to)?;
         let record = ScheduleRecord {
             id: ids::new_id(),

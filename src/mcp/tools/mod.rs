@@ -12,6 +12,10 @@ mod reminders;
 mod state;
 mod streams;
 mod tasks;
+// Governance (issue 13).
+mod grants;
+mod profile;
+mod stats;
 
 use std::sync::Arc;
 
@@ -57,10 +61,12 @@ pub struct MeshTools {
 }
 
 pub(super) fn ok(hub: &Hub, text: String) -> CallToolResult {
+    hub.tool_called();
     CallToolResult::success(vec![ContentBlock::text(with_footer(hub, text))])
 }
 
 pub(super) fn fail(hub: &Hub, text: String) -> CallToolResult {
+    hub.tool_called();
     CallToolResult::error(vec![ContentBlock::text(with_footer(hub, text))])
 }
 
@@ -89,7 +95,10 @@ impl MeshTools {
                 + Self::streams_router()
                 + Self::reminders_router()
                 + Self::files_router()
-                + Self::info_router(),
+                + Self::info_router()
+                + Self::grants_router()
+                + Self::stats_router()
+                + Self::profile_router(),
         }
     }
 

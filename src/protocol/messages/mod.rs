@@ -15,12 +15,16 @@ mod settings;
 mod state;
 mod streams;
 mod tasks;
+// Governance (issue 13): grants and blocks, stats.
+mod grants;
+mod stats;
 
 pub use contexts::{ContextEntry, ShareContext};
 pub use files::{
     FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
     FileUrl, GrantFileAccess, GrantFileAccessOk, ListFiles,
 };
+pub use grants::{GrantEntry, SetGrants};
 pub use hello::{
     Attestation, GroupRef, Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
 };
@@ -33,6 +37,7 @@ pub use peers::{PeerEntry, Profile};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
 pub use state::{SetState, StateChange, StateEntry};
+pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
 
@@ -234,6 +239,21 @@ pub enum ClientMessage {
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
     ApikeyCreate {},
+    // Grants and blocks (issue 13, PROTOCOL.md §12.1).
+    Block {
+        peer: String,
+    },
+    Unblock {
+        peer: String,
+    },
+    SetGrants(SetGrants),
+    ListGrants {},
+    // Stats (issue 13, PROTOCOL.md §12.2).
+    SetStats {
+        #[serde(default)]
+        stats: ReportedStats,
+    },
+    MeshStats {},
 }
 
 impl ClientMessage {
@@ -289,6 +309,12 @@ impl ClientMessage {
             ClientMessage::MeshInfo {} => "mesh_info",
             ClientMessage::SetMeshSettings { .. } => "set_mesh_settings",
             ClientMessage::ApikeyCreate {} => "apikey_create",
+            ClientMessage::Block { .. } => "block",
+            ClientMessage::Unblock { .. } => "unblock",
+            ClientMessage::SetGrants(_) => "set_grants",
+            ClientMessage::ListGrants {} => "list_grants",
+            ClientMessage::SetStats { .. } => "set_stats",
+            ClientMessage::MeshStats {} => "mesh_stats",
         }
     }
 }
@@ -429,6 +455,16 @@ pub enum ServerMessage {
     },
     MeshInfoResult(Box<MeshInfo>),
     MeshSettings(MeshSettings),
+    /// Answers `block`, `unblock`, `set_grants` (the one peer's entry) and `list_grants`.
+    Grants {
+        grants: Vec<GrantEntry>,
+        /// More entries exist than one answer lists.
+        #[serde(default)]
+        truncated: bool,
+    },
+    MeshStatsResult {
+        peers: Vec<MeshStatsEntry>,
+    },
 }
 
 impl ServerMessage {

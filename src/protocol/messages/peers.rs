@@ -3,9 +3,19 @@
 use super::hello::GroupRef;
 use serde::{Deserialize, Serialize};
 
-/// What a peer tells about itself beyond its name (`set_profile`).
+/// What a member tells about itself (`set_profile`): the original's avatar, title, bio and
+/// capabilities, and (this broker, issue 13) its display name, role tag and message mode. Kept
+/// per member across sessions; `set_profile` changes only the fields it carries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
+    #[serde(
+        rename = "displayName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub display_name: Option<String>,
+    #[serde(rename = "roleTag", default, skip_serializing_if = "Option::is_none")]
+    pub role_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -14,6 +24,14 @@ pub struct Profile {
     pub bio: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
+    /// `push` (live, the default), `inbox` (held until drained) or `off` (direct messages
+    /// refused, group and broadcast messages skip this member).
+    #[serde(
+        rename = "messageMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub message_mode: Option<String>,
 }
 
 /// One entry of `peers_list` (PROTOCOL.md §5).
@@ -51,4 +69,10 @@ pub struct PeerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
     pub online: bool,
+    /// What the broker counted on this connection (issue 13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<super::stats::PeerStats>,
+    /// What the client last reported with `set_stats` (its own counts, e.g. tool calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<super::stats::ReportedStats>,
 }

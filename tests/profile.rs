@@ -1,0 +1,216 @@
+//! Profile (issue 13): what a member sets is shown to others, kept across reconnects and
+//! restarts, announced as `profile_updated`, checked field by field; the message mode decides
+//! how messages reach it (push, held in an inbox, or off).
+
+mod common;
+
+use std::time::Duration;
+
+use claudemesh::client::MeshClient;
+use claudemesh::protocol::messages::Profile;
+use claudemesh::protocol::{ClientMessage, ServerMessage};
+use common::*;
+use serde_json::Value;
+
+/// The `peers --json` entry of the session called `session_id`, as `viewer` sees it.
+fn listed(viewer: &Person, session_id: &str) -> Value {
+    let v = viewer.json(&["peers", "--json"]);
+    v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sessionId"] == session_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {session_id} in {v}"))
+}
+
+/// The next system event called `event` pushed to `client`.
+async fn next_event(client: &MeshClient, event: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, client.next_push()).await {
+            Ok(Some(ServerMessage::Push(p))) if p.event.as_deref() == Some(event) => {
+                return p.event_data.unwrap_or_default();
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("no {event} event"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_is_shown_to_others_survives_reconnects_and_is_announced() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alice_live = alice.client().await;
+    let bob_live = bob.client().await;
+
+    let shown = alice.json(&[
+        "profile",
+        "--role-tag",
+        "reviewer",
+        "--title",
+        "Staff engineer",
+        "--bio",
+        "I read diffs for fun",
+        "--avatar",
+        "🦀",
+        "--capability",
+        "rust",
+        "--capability",
+        "code review",
+        "--json",
+    ]);
+    assert_eq!(shown["roleTag"], "reviewer", "{shown}");
+    assert_eq!(
+        shown["capabilities"],
+        serde_json::json!(["rust", "code review"])
+    );
+
+    // bob's session hears it, with the profile.
+    let event = next_event(&bob_live, "profile_updated").await;
+    assert_eq!(event["name"], "alice", "{event}");
+    assert_eq!(event["profile"]["avatar"], "🦀", "{event}");
+    assert_eq!(event["profile"]["title"], "Staff engineer", "{event}");
+
+    // bob's `peers` shows it, as JSON and as text.
+    let entry = listed(&bob, "test-alice");
+    assert_eq!(entry["profile"]["roleTag"], "reviewer", "{entry}");
+    assert_eq!(entry["profile"]["bio"], "I read diffs for fun");
+    let out = bob.run(&["peers"]);
+    assert!(
+        out.stdout.contains("🦀 reviewer Staff engineer")
+            && out.stdout.contains("can: rust, code review"),
+        "{}",
+        out.stdout
+    );
+
+    // A new session of alice's has it again, and so does one after a broker restart.
+    alice_live.close().await;
+    drop(bob_live);
+    broker.restart();
+    let _alice_again = alice.client().await;
+    let entry = listed(&bob, "test-alice");
+    assert_eq!(entry["profile"]["roleTag"], "reviewer", "{entry}");
+    assert_eq!(
+        entry["profile"]["capabilities"][1], "code review",
+        "{entry}"
+    );
+    // Only what is given changes; an empty value clears a field.
+    let shown = alice.json(&["profile", "--bio", "", "--json"]);
+    assert_eq!(shown["bio"], Value::Null, "{shown}");
+    assert_eq!(shown["roleTag"], "reviewer", "{shown}");
+
+    // A new display name: shown, used to address her, and unique.
+    let out = alice.run(&["profile", "--name", "bob"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("already called"), "{}", out.stderr);
+    alice.json(&["profile", "--name", "alicia", "--json"]);
+    assert_eq!(listed(&bob, "test-alice")["displayName"], "alicia");
+    let out = bob.run(&["send", "alicia", "new name, same person"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profile_fields_are_checked_and_named() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let client = alice.client().await;
+    for (field, p) in [
+        (
+            "title",
+            Profile {
+                title: Some("lead\u{1b}[2J".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "avatar",
+            Profile {
+                avatar: Some("https://example.com/me.png".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "messageMode",
+            Profile {
+                message_mode: Some("loud".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "displayName",
+            Profile {
+                display_name: Some(" padded ".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "roleTag",
+            Profile {
+                role_tag: Some("r".repeat(65)),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let err = client
+            .request_ack(ClientMessage::SetProfile(p))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    let out = alice.run(&["profile", "--message-mode", "loud"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    // Nothing of it was kept.
+    let out = alice.run(&["profile"]);
+    assert!(out.stdout.contains("no profile set"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_mode_off_refuses_and_inbox_holds_until_drained() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+    let bob_live = bob.client().await;
+
+    // off: a direct message is refused with a clear error; a broadcast skips bob only.
+    bob.json(&["profile", "--message-mode", "off", "--json"]);
+    let out = alice.run(&["send", "bob", "ping"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("turned messages off"), "{}", out.stderr);
+    let out = alice.run(&["send", "*", "all hands"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(texts(&inbox(&carol, &[])), ["all hands"]);
+    assert!(
+        next_message(&bob_live, Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+    assert!(inbox(&bob, &[]).is_empty());
+
+    // inbox: accepted and held, no live push, until bob drains (check_messages).
+    bob.json(&["profile", "--message-mode", "inbox", "--json"]);
+    let out = alice.run(&["send", "bob", "--priority", "now", "read me later"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        next_message(&bob_live, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "inbox mode pushed a message live"
+    );
+    assert_eq!(bob_live.drain().await.unwrap(), 1);
+    let held = next_message(&bob_live, Duration::from_secs(5))
+        .await
+        .expect("the drain hands it over");
+    assert_eq!(bob_live.open(held).text.unwrap(), "read me later");
+
+    // push again: live.
+    bob.json(&["profile", "--message-mode", "push", "--json"]);
+    alice.run(&["send", "bob", "live again"]);
+    let live = next_message(&bob_live, Duration::from_secs(10))
+        .await
+        .expect("push mode pushes");
+    assert_eq!(bob_live.open(live).text.unwrap(), "live again");
+}
