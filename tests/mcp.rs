@@ -753,18 +753,20 @@ async fn mcp_blocks_sets_its_profile_and_reports_its_tool_calls() {
         bob_session["profile"]["roleTag"], "mcp-bot",
         "{bob_session}"
     );
+    let (ok, text) = call(&mcp, "list_peers", json!({})).await;
+    assert!(ok && text.contains("🤖 mcp-bot · can: triage"), "{text}");
     let (ok, text) = call(&mcp, "set_profile", json!({"message_mode": "loud"})).await;
     assert!(!ok && text.contains("messageMode"), "{text}");
 
     let (ok, text) = call(&mcp, "mesh_stats", json!({})).await;
     assert!(ok && text.contains("messagesIn"), "{text}");
-    // Six tool calls so far; the session reports them within a few seconds.
+    // Seven tool calls so far; the session reports them within a few seconds.
     eventually("bob's tool calls reported", || async {
         alice.json(&["stats", "--json"])["peers"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["displayName"] == "bob" && p["reported"]["toolCalls"].as_u64() >= Some(6))
+            .any(|p| p["displayName"] == "bob" && p["reported"]["toolCalls"].as_u64() >= Some(7))
     })
     .await;
 }

@@ -95,7 +95,7 @@ impl PeersCmd {
                 summary.unwrap_or_default()
             );
             if let Some(profile) = shown.iter().find_map(|p| p.profile.as_ref()) {
-                let line = super::profile::describe(profile);
+                let line = profile.describe();
                 if !line.is_empty() {
                     outln!("  {line}");
                 }

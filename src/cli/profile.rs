@@ -44,32 +44,6 @@ pub struct ProfileCmd {
     json: bool,
 }
 
-/// One line for people: `🦀 reviewer · Title — bio · can: a, b · messages: inbox`.
-pub(super) fn describe(p: &Profile) -> String {
-    let mut parts = Vec::new();
-    let head: Vec<&str> = [
-        p.avatar.as_deref(),
-        p.role_tag.as_deref(),
-        p.title.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !head.is_empty() {
-        parts.push(head.join(" "));
-    }
-    if let Some(bio) = &p.bio {
-        parts.push(bio.clone());
-    }
-    if let Some(c) = p.capabilities.as_ref().filter(|c| !c.is_empty()) {
-        parts.push(format!("can: {}", c.join(", ")));
-    }
-    if let Some(mode) = p.message_mode.as_deref().filter(|m| *m != "push") {
-        parts.push(format!("messages: {mode}"));
-    }
-    parts.join(" · ")
-}
-
 impl ProfileCmd {
     pub async fn run(self) -> CliResult {
         if let Some(mode) = &self.message_mode

@@ -1,4 +1,4 @@
-//! Typed calls for per-peer grants and blocks (issue 13, PROTOCOL.md §12.1).
+//! Typed calls for per-peer grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks").
 
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{GrantEntry, SetGrants};

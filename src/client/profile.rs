@@ -1,4 +1,4 @@
-//! Typed calls for the profile (issue 13, PROTOCOL.md §12.3).
+//! Typed calls for the profile (issue 13, PROTOCOL.md §12 "Profile").
 
 use super::{ClientError, MeshClient};
 use crate::protocol::ClientMessage;

@@ -1,4 +1,4 @@
-//! Typed calls for stats (issue 13, PROTOCOL.md §12.2).
+//! Typed calls for stats (issue 13, PROTOCOL.md §12 "Stats").
 
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{MeshStatsEntry, ReportedStats};

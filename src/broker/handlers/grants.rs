@@ -1,4 +1,4 @@
-//! Per-peer grants and blocks (issue 13, PROTOCOL.md §12.1): `block`, `unblock`, `set_grants`,
+//! Per-peer grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks"): `block`, `unblock`, `set_grants`,
 //! `list_grants`, and the checks a send makes against them. The broker refuses, never drops
 //! silently: a direct message to a member who blocked its sender (or turned messages off) is
 //! an error the sender sees; a group or broadcast message leaves that member out.
@@ -265,4 +265,50 @@ pub fn direct_refusal(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_row() -> GrantRow {
+        GrantRow {
+            allowed: Right::ALL.to_vec(),
+            blocked: false,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_block_denies_everything_and_a_grant_lifts_it_for_that_right_only() {
+        let mut row = default_row();
+        Change::Block.apply(&mut row);
+        assert!(Right::ALL.iter().all(|r| !row.allows(*r)));
+        Change::Set {
+            grant: vec![Right::Message],
+            revoke: vec![],
+        }
+        .apply(&mut row);
+        assert!(!row.blocked);
+        assert!(row.allows(Right::Message));
+        assert!(!row.allows(Right::Files) && !row.allows(Right::Tools));
+        Change::Unblock.apply(&mut row);
+        assert_eq!(row, default_row());
+    }
+
+    #[test]
+    fn set_grants_names_a_bad_right_and_a_contradiction() {
+        let bad = SetGrants {
+            peer: "p".into(),
+            grant: Some(vec!["launch".into()]),
+            revoke: None,
+        };
+        assert!(set_grants_change(bad).err().unwrap().contains("launch"));
+        let both = SetGrants {
+            peer: "p".into(),
+            grant: Some(vec!["files".into()]),
+            revoke: Some(vec!["files".into()]),
+        };
+        assert!(set_grants_change(both).err().unwrap().contains("files"));
+    }
 }

@@ -100,7 +100,7 @@ impl MeshTools {
 #[tool_router(router = peers_router, vis = "pub")]
 impl MeshTools {
     #[tool(
-        description = "List peers in the mesh: name, status (idle/working/dnd), summary, groups, and whether they are online."
+        description = "List peers in the mesh: name, status (idle/working/dnd), summary, groups, profile (role tag, title, capabilities), and whether they are online."
     )]
     async fn list_peers(&self, Parameters(args): Parameters<ListPeersArgs>) -> CallToolResult {
         let mut out = Vec::new();
@@ -122,8 +122,15 @@ impl MeshTools {
                     for p in peers.iter().filter(|p| p.peer_role != "control-plane") {
                         let groups: Vec<String> =
                             p.groups.iter().map(|g| format!("@{}", g.name)).collect();
+                        let profile = p
+                            .profile
+                            .as_ref()
+                            .map(|p| p.describe())
+                            .filter(|d| !d.is_empty())
+                            .map(|d| format!(" [{d}]"))
+                            .unwrap_or_default();
                         out.push(format!(
-                            "- {}{} [{}{}] {}{} (id {})",
+                            "- {}{} [{}{}] {}{}{profile} (id {})",
                             p.display_name,
                             if p.pubkey == me { " (you)" } else { "" },
                             p.status,

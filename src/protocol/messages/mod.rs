@@ -239,7 +239,7 @@ pub enum ClientMessage {
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
     ApikeyCreate {},
-    // Grants and blocks (issue 13, PROTOCOL.md §12.1).
+    // Grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks").
     Block {
         peer: String,
     },
@@ -248,7 +248,7 @@ pub enum ClientMessage {
     },
     SetGrants(SetGrants),
     ListGrants {},
-    // Stats (issue 13, PROTOCOL.md §12.2).
+    // Stats (issue 13, PROTOCOL.md §12 "Stats").
     SetStats {
         #[serde(default)]
         stats: ReportedStats,

@@ -34,6 +34,34 @@ pub struct Profile {
     pub message_mode: Option<String>,
 }
 
+impl Profile {
+    /// One line for people: `🦀 reviewer Title · bio · can: a, b · messages: inbox`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let head: Vec<&str> = [
+            self.avatar.as_deref(),
+            self.role_tag.as_deref(),
+            self.title.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !head.is_empty() {
+            parts.push(head.join(" "));
+        }
+        if let Some(bio) = &self.bio {
+            parts.push(bio.clone());
+        }
+        if let Some(c) = self.capabilities.as_ref().filter(|c| !c.is_empty()) {
+            parts.push(format!("can: {}", c.join(", ")));
+        }
+        if let Some(mode) = self.message_mode.as_deref().filter(|m| *m != "push") {
+            parts.push(format!("messages: {mode}"));
+        }
+        parts.join(" · ")
+    }
+}
+
 /// One entry of `peers_list` (PROTOCOL.md §5).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
