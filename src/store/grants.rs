@@ -123,6 +123,17 @@ impl Store {
         .await
     }
 
+    /// What `granter` lets `peer` do, when it departs from the default.
+    pub fn grant(
+        &self,
+        mesh_id: &str,
+        granter: &str,
+        peer: &str,
+    ) -> Result<Option<GrantRow>, StoreError> {
+        let rt = self.read()?;
+        super::decode_opt(rt.open_table(GRANTS)?.get((mesh_id, granter, peer))?)
+    }
+
     /// The rows `granter` holds, by peer member id (at most [`MAX_GRANT_ROWS`]).
     pub fn grants_by(
         &self,

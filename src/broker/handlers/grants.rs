@@ -242,22 +242,21 @@ pub fn direct_refusal(
         let Some(member_id) = member_id.filter(|m| *m != sender.member_id) else {
             continue;
         };
-        let denied = broker
+        let grant = broker
             .store
-            .denying(&sender.mesh_id, &sender.member_id, Right::Message)
+            .grant(&sender.mesh_id, &member_id, &sender.member_id)
             .map_err(internal)?;
-        if denied.contains(&member_id) {
+        if grant.is_some_and(|g| !g.allows(Right::Message)) {
             return Err((
                 "blocked",
                 format!("{name} does not accept messages from you (blocked); nothing was sent"),
             ));
         }
-        if broker
+        let profile = broker
             .store
-            .members_with_messages_off(&sender.mesh_id)
-            .map_err(internal)?
-            .contains(&member_id)
-        {
+            .profile(&sender.mesh_id, &member_id)
+            .map_err(internal)?;
+        if profile.is_some_and(|p| p.message_mode.as_deref() == Some("off")) {
             return Err((
                 "messages_off",
                 format!("{name} has turned messages off; nothing was sent"),

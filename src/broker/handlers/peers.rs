@@ -105,7 +105,7 @@ pub fn list_peers(
     };
     let group = group.map(|g| g.trim_start_matches('@').to_string());
     // Display names hold no control characters, so NUL keeps (name, id) order.
-    let position = |p: &Peer| format!("{}\0{}", p.display_name, p.presence_id);
+    let position = |p: &Peer| format!("{}\0{}", p.shown_name(), p.presence_id);
     let mut peers: Vec<(String, Arc<Peer>)> = conn
         .broker
         .presence
