@@ -83,10 +83,21 @@ async fn a_blocked_member_is_refused_and_told_and_unblocking_restores_it() {
         other => panic!("a blocked send must be an error frame: {other:?}"),
     }
 
-    // alice's broadcast reaches carol, not bob.
-    let out = alice.run(&["send", "*", "standup in 5"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    // alice's broadcast reaches carol, not bob: he is not even among its recipients.
+    let sent = alice.json(&["send", "*", "standup in 5", "--json"]);
+    let id = sent["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(texts(&inbox(&carol, &[])), ["standup in 5"]);
+    let status = alice.json(&["msg-status", &id, "--json"]);
+    let names: Vec<&str> = status["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["carol"], "{status}");
 
     // Nothing of alice's reached bob, live or after a drain.
     assert!(
