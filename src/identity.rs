@@ -103,6 +103,33 @@ pub struct MeshEntry {
     /// `create` / `join --ca-file` (or `CLAUDEMESH_CA_FILE` then); `None`: the public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The epoch of `root_key` (PROTOCOL.md §12.1): 0 for the key the mesh was created with,
+    /// one more with every rotation.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::protocol::messages::is_epoch_zero"
+    )]
+    pub key_epoch: u64,
+    /// Root keys of earlier epochs this machine held, oldest first: what was sent under them
+    /// stays readable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub old_root_keys: Vec<EpochRootKey>,
+}
+
+/// A root key of one epoch, base64url without padding. `Debug` redacts the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRootKey {
+    pub epoch: u64,
+    pub key: String,
+}
+
+impl std::fmt::Debug for EpochRootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochRootKey")
+            .field("epoch", &self.epoch)
+            .field("key", &Redacted)
+            .finish()
+    }
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -133,6 +160,8 @@ impl std::fmt::Debug for MeshEntry {
             owner_secret_key,
             joined_at,
             ca_file,
+            key_epoch,
+            old_root_keys,
         } = self;
         f.debug_struct("MeshEntry")
             .field("mesh_id", mesh_id)
@@ -152,6 +181,8 @@ impl std::fmt::Debug for MeshEntry {
             )
             .field("joined_at", joined_at)
             .field("ca_file", ca_file)
+            .field("key_epoch", key_epoch)
+            .field("old_root_keys", old_root_keys)
             .finish()
     }
 }
@@ -365,6 +396,50 @@ impl MeshEntry {
         decode_root_key(&self.root_key).map_err(|e| self.bad_key(e))
     }
 
+    /// The root key of `epoch`, if this machine holds it.
+    pub fn root_key_at(&self, epoch: u64) -> Option<[u8; 32]> {
+        let encoded = if epoch == self.key_epoch {
+            &self.root_key
+        } else {
+            &self.old_root_keys.iter().find(|k| k.epoch == epoch)?.key
+        };
+        decode_root_key(encoded).ok()
+    }
+
+    /// Adds the root key of `epoch`: a newer one becomes the current key (the current one is
+    /// kept among the old), an older one is kept beside them. Returns whether anything changed;
+    /// a key already held never changes.
+    pub fn add_root_key(&mut self, epoch: u64, key: &[u8; 32]) -> bool {
+        let encoded = encode_root_key(key);
+        if epoch == self.key_epoch {
+            if !self.root_key.is_empty() {
+                return false;
+            }
+            self.root_key = encoded;
+            return true;
+        }
+        if self.old_root_keys.iter().any(|k| k.epoch == epoch) {
+            return false;
+        }
+        if epoch > self.key_epoch {
+            if !self.root_key.is_empty() {
+                self.old_root_keys.push(EpochRootKey {
+                    epoch: self.key_epoch,
+                    key: std::mem::take(&mut self.root_key),
+                });
+            }
+            self.key_epoch = epoch;
+            self.root_key = encoded;
+        } else {
+            self.old_root_keys.push(EpochRootKey {
+                epoch,
+                key: encoded,
+            });
+        }
+        self.old_root_keys.sort_by_key(|k| k.epoch);
+        true
+    }
+
     /// `http://host:port` of this mesh's broker.
     pub fn http_base(&self) -> String {
         http_base(&self.broker_url)
@@ -570,6 +645,8 @@ mod tests {
             owner_secret_key: owner.map(|o| o.secret_hex()),
             joined_at: time::iso(0),
             ca_file: None,
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
         }
     }
 
@@ -580,7 +657,14 @@ mod tests {
         let member = SignKeyPair::generate();
         let owner = SignKeyPair::generate();
         let root = [0xa7; 32];
-        let e = entry(&member, &root, Some(&owner));
+        let mut e = entry(&member, &root, Some(&owner));
+        let old = [0x5c; 32];
+        e.add_root_key(0, &root);
+        e.key_epoch = 1;
+        e.old_root_keys.push(EpochRootKey {
+            epoch: 0,
+            key: encode_root_key(&old),
+        });
         let mut config = Config::default();
         config.upsert(e.clone());
         let secrets = [
@@ -590,6 +674,8 @@ mod tests {
             owner.secret_hex()[..64].to_string(),
             encode_root_key(&root),
             hex::encode(root),
+            encode_root_key(&old),
+            hex::encode(old),
             format!("{:?}", &root[..8])
                 .trim_end_matches(']')
                 .to_string(),

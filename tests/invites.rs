@@ -783,6 +783,8 @@ impl OldMesh {
             owner_secret_key: Some(self.owner.secret_hex()),
             joined_at: time::iso(0),
             ca_file: None,
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
         }
     }
 }

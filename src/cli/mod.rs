@@ -18,6 +18,7 @@ mod help;
 mod hook;
 mod info;
 mod invites;
+mod keys;
 mod logging;
 mod memory;
 mod mesh;
@@ -92,6 +93,7 @@ enum Command {
     Info(info::InfoCmd),
     Settings(settings::SettingsCmd),
     Completions(completions::CompletionsCmd),
+    RotateKey(keys::RotateKeyCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -270,6 +272,7 @@ async fn run(command: Command) -> CliResult {
         Command::Info(c) => c.run().await,
         Command::Settings(c) => c.run().await,
         Command::Completions(c) => c.run(),
+        Command::RotateKey(c) => c.run().await,
     }
 }
 
@@ -312,7 +315,12 @@ pub fn hostname() -> Option<String> {
 
 /// Connects to the mesh's broker as a one-shot CLI client.
 pub async fn connect(entry: &MeshEntry) -> Result<MeshClient, CliError> {
-    Ok(MeshClient::connect(ConnectOptions::new(entry.clone(), cli_peer(entry))).await?)
+    let options = ConnectOptions {
+        // Root keys of new epochs (PROTOCOL.md §12.1) are saved in this config.
+        config_dir: Some(ConfigDir::from_env()),
+        ..ConnectOptions::new(entry.clone(), cli_peer(entry))
+    };
+    Ok(MeshClient::connect(options).await?)
 }
 
 /// Connects to the mesh, runs `f`, and closes the connection whatever `f` returned.

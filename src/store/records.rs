@@ -63,6 +63,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::streams::create_tables(tx)?;
     super::memory::create_tables(tx)?;
     super::schedules::create_tables(tx)?;
+    super::keys::create_tables(tx)?;
     Ok(())
 }
 
@@ -218,6 +219,9 @@ pub struct MessageRecord {
     pub expires_at_ms: i64,
     /// Recipient keys (see [`RecipientKey`]) with their display names.
     pub recipients: Vec<(String, String)>,
+    /// The root-key epoch of a group or broadcast body (0: the mesh's first key).
+    #[serde(default)]
+    pub key_epoch: u64,
 }
 
 /// How urgent a message is; gates delivery by the recipient's status.

@@ -5,6 +5,7 @@ mod contexts;
 mod files;
 pub mod hello;
 mod info;
+pub(crate) mod keys;
 mod members;
 mod memory;
 pub(super) mod messaging;
@@ -133,5 +134,8 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             reminders::cancel_scheduled(conn, req_id, scheduled_id)
         }
         ClientMessage::MeshInfo {} => info::mesh_info(conn, req_id),
+        ClientMessage::RotateKey(r) => keys::rotate_key(conn, req_id, r),
+        ClientMessage::GetKeys { since } => keys::get_keys(conn, req_id, since),
+        ClientMessage::ListKeyHolders {} => keys::list_key_holders(conn, req_id),
     }
 }

@@ -6,6 +6,7 @@ mod files;
 mod hello;
 mod info;
 mod invites;
+mod keys;
 mod members;
 mod memory;
 mod messaging;
@@ -26,6 +27,7 @@ pub use hello::{
 };
 pub use info::{MeshInfo, TaskCountsEntry};
 pub use invites::{Capability, CreateInvite, InviteCreated, InviteEntry};
+pub use keys::{EpochKey, KeyHolder, RotateKey, RotateKeyOk, SealedFor, is_epoch_zero};
 pub use members::MemberEntry;
 pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
@@ -234,6 +236,15 @@ pub enum ClientMessage {
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
     ApikeyCreate {},
+    // Root-key rotation (PROTOCOL.md §12.1).
+    RotateKey(RotateKey),
+    /// This member's sealed copies of the root keys of epochs after `since`.
+    GetKeys {
+        #[serde(default)]
+        since: u64,
+    },
+    /// Owner or admin: the current key epoch and every member that must hold its key.
+    ListKeyHolders {},
 }
 
 impl ClientMessage {
@@ -289,6 +300,9 @@ impl ClientMessage {
             ClientMessage::MeshInfo {} => "mesh_info",
             ClientMessage::SetMeshSettings { .. } => "set_mesh_settings",
             ClientMessage::ApikeyCreate {} => "apikey_create",
+            ClientMessage::RotateKey(_) => "rotate_key",
+            ClientMessage::GetKeys { .. } => "get_keys",
+            ClientMessage::ListKeyHolders {} => "list_key_holders",
         }
     }
 }
@@ -429,6 +443,16 @@ pub enum ServerMessage {
     },
     MeshInfoResult(Box<MeshInfo>),
     MeshSettings(MeshSettings),
+    // Root-key rotation (PROTOCOL.md §12.1).
+    KeyRotated(RotateKeyOk),
+    Keys {
+        current: u64,
+        keys: Vec<EpochKey>,
+    },
+    KeyHolders {
+        epoch: u64,
+        members: Vec<KeyHolder>,
+    },
 }
 
 impl ServerMessage {
