@@ -710,6 +710,58 @@ mod tests {
         assert!(shown.contains("line 1"), "{shown}");
     }
 
+    /// Keys of every epoch stay: a newer one becomes current, an older one joins the old
+    /// ones, one held already never changes; processes adding keys at once lose none.
+    #[test]
+    fn root_keys_of_every_epoch_are_kept() {
+        let keys = SignKeyPair::generate();
+        let mut e = entry(&keys, &[0; 32], None);
+        assert!(e.add_root_key(2, &[2; 32]));
+        assert!(e.add_root_key(1, &[1; 32]));
+        assert!(!e.add_root_key(1, &[9; 32]), "a held key never changes");
+        assert_eq!(e.key_epoch, 2);
+        assert_eq!(e.root_key().unwrap(), [2; 32]);
+        for epoch in 0..=2u8 {
+            assert_eq!(e.root_key_at(u64::from(epoch)), Some([epoch; 32]));
+        }
+        assert_eq!(e.root_key_at(3), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = ConfigDir::new(dir.path().join("cm"));
+        cfg_dir
+            .update(|cfg| {
+                cfg.upsert(entry(&keys, &[0; 32], None));
+                Ok(())
+            })
+            .unwrap();
+        let writers: Vec<_> = (1..=8u8)
+            .map(|epoch| {
+                let cfg_dir = cfg_dir.clone();
+                std::thread::spawn(move || {
+                    cfg_dir
+                        .update(|cfg| {
+                            cfg.meshes[0].add_root_key(u64::from(epoch), &[epoch; 32]);
+                            Ok(())
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let back = cfg_dir.load().unwrap();
+        let e = back.select(None).unwrap();
+        assert_eq!(e.key_epoch, 8);
+        for epoch in 0..=8u8 {
+            assert_eq!(
+                e.root_key_at(u64::from(epoch)),
+                Some([epoch; 32]),
+                "{epoch}"
+            );
+        }
+    }
+
     #[test]
     fn config_is_private_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();

@@ -325,3 +325,37 @@ async fn bodies_and_rotations_under_a_stale_epoch_are_refused() {
     old.close().await;
     alice_client.close().await;
 }
+
+/// A long-lived client (as the MCP server is) takes the new key from the `key_rotated` event
+/// and saves it in its member's config, without anyone running a command on that machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connected_session_saves_the_new_key_as_it_is_rotated() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let options = claudemesh::client::ConnectOptions {
+        config_dir: Some(claudemesh::identity::ConfigDir::new(bob.config_dir())),
+        reconnect: true,
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let live = MeshClient::connect(options).await.expect("bob connects");
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+    eventually("bob's config holds epoch 1", || async {
+        bob.entry().key_epoch == 1
+    })
+    .await;
+    assert_eq!(live.key_ring().current_epoch(), 1);
+    // Its next group message goes under the new key, and alice reads it.
+    let target = live.resolve_targets("*").await.expect("targets");
+    let acks = live
+        .send_each(&target, "from a live session", "next")
+        .await
+        .expect("sent");
+    assert_eq!(acks[0].queued, Some(true), "{:?}", acks[0]);
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "from a live session")
+    );
+    live.close().await;
+}

@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 37] = [
+const ALL_TOOLS: [&str; 38] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -77,6 +77,7 @@ const ALL_TOOLS: [&str; 37] = [
     "grant_file_access",
     "mesh_info",
     "ping_mesh",
+    "rotate_key",
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {

@@ -453,7 +453,7 @@ impl JoinCmd {
             && root_key_check(&key) != check
         {
             return Err(CliError::failed(
-                "the mesh key in this link (after #) is not the mesh's current key: copy the whole link again, or ask for a new one if the mesh key was rotated since it was made",
+                "the mesh key in this link (after #) does not belong to this mesh, or is not its current key: copy the whole link again, or ask for a new one if the mesh key was rotated since it was made",
             ));
         }
         let dir = ConfigDir::from_env();

@@ -5,6 +5,7 @@
 mod contexts;
 mod files;
 mod info;
+mod keys;
 mod memory;
 mod messaging;
 mod peers;
@@ -89,7 +90,8 @@ impl MeshTools {
                 + Self::streams_router()
                 + Self::reminders_router()
                 + Self::files_router()
-                + Self::info_router(),
+                + Self::info_router()
+                + Self::keys_router(),
         }
     }
 
