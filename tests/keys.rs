@@ -359,3 +359,34 @@ async fn a_connected_session_saves_the_new_key_as_it_is_rotated() {
     );
     live.close().await;
 }
+
+/// A long-lived client that lost its connection while the key was rotated asks for its sealed
+/// copy when it is back (the broker's `hello_ack.keyEpoch` is ahead of it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reconnects_after_a_rotation_fetches_the_key() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let options = claudemesh::client::ConnectOptions {
+        reconnect: true,
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let live = MeshClient::connect(options).await.expect("bob connects");
+    // Down long enough for the first reconnection attempt (after 1 s) to fail: the next
+    // comes 2 s later, after the rotation below.
+    broker.kill9();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    broker.restart();
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+    assert_ne!(
+        *live.link().borrow(),
+        claudemesh::client::Link::Up,
+        "bob must still be away when the key is rotated (a slow machine?)"
+    );
+    eventually("bob's client fetched epoch 1 when it came back", || async {
+        live.key_ring().get(1).is_some()
+    })
+    .await;
+    assert_eq!(live.key_ring().current_epoch(), 1);
+    live.close().await;
+}
