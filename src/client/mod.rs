@@ -197,9 +197,8 @@ impl MeshClient {
         client.prove_root_key().await;
         // A rotation happened while this member was away: take its sealed copies first, so
         // what this client sends and reads from here on uses the current key.
-        if client.hello.borrow().key_epoch > client.keys.ring().current_epoch()
-            && let Err(e) = client.sync_keys().await
-        {
+        let behind = client.hello.borrow().key_epoch > client.keys.ring().current_epoch();
+        if behind && let Err(e) = client.sync_keys().await {
             tracing::warn!("cannot fetch this mesh's new root keys: {e}");
         }
         Ok(client)
