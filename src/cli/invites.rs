@@ -715,6 +715,59 @@ mod tests {
         }
     }
 
+    /// After a rotation the key part names its epoch (`KEY~EPOCH`); without `~` it is 0.
+    #[test]
+    fn the_fragment_may_name_the_key_epoch() {
+        let key = [9u8; 32];
+        let root = encode_root_key(&key);
+        let fo = key_fingerprint(&SignKeyPair::generate().public);
+        let parsed = parse_invite(&format!("http://h/i/AbC123xy#{root}~7.{fo}"), None)
+            .expect("a link after a rotation");
+        assert_eq!((parsed.root_key, parsed.key_epoch), (Some(key), 7));
+        assert_eq!(parsed.owner, Some(fo.clone()));
+        let parsed = parse_invite(&format!("http://h/i/AbC123xy#{root}.{fo}"), None)
+            .expect("a link before rotations");
+        assert_eq!((parsed.root_key, parsed.key_epoch), (Some(key), 0));
+        for bad in [
+            format!("{root}~"),
+            format!("{root}~x"),
+            format!("{root}~-1"),
+        ] {
+            assert!(
+                matches!(
+                    parse_invite(&format!("http://h/i/AbC123xy#{bad}.{fo}"), None),
+                    Err(CliError::Usage(_))
+                ),
+                "{bad}"
+            );
+        }
+        let mut entry = crate::identity::MeshEntry {
+            mesh_id: "m".into(),
+            slug: "s".into(),
+            name: "n".into(),
+            member_id: "u".into(),
+            display_name: "d".into(),
+            role: "owner".into(),
+            broker_url: "ws://h/ws".into(),
+            member_pubkey: String::new(),
+            member_secret_key: String::new(),
+            root_key: root.clone(),
+            owner_pubkey: SignKeyPair::generate().public_hex(),
+            owner_secret_key: None,
+            joined_at: String::new(),
+            ca_file: None,
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
+        };
+        let signer = SignKeyPair::generate();
+        let before = invite_link("http://h/i/AbC123xy", &entry, &signer);
+        assert!(before.contains(&format!("#{root}.")), "{before}");
+        entry.add_root_key(3, &[4; 32]);
+        let after = invite_link("http://h/i/AbC123xy", &entry, &signer);
+        let parsed = parse_invite(&after, None).expect("our own link parses");
+        assert_eq!((parsed.root_key, parsed.key_epoch), (Some([4; 32]), 3));
+    }
+
     #[test]
     fn the_fragment_carries_the_owner_and_signer_fingerprints() {
         let key = [9u8; 32];
