@@ -127,6 +127,10 @@ async fn after_revocation_a_broadcast_is_unreadable_with_the_removed_members_key
         .expect_err("the old key does not open a body sealed under the new one");
     assert!(!why.contains("after the rotation"), "{why}");
     carol_live.close().await;
+    // The new key reached alice and bob sealed; the broker never had it, nor the message.
+    let new_key = alice.entry().root_key().expect("alice holds the new key");
+    assert_broker_never_saw(&broker, &new_key);
+    assert_broker_never_saw(&broker, b"after the rotation");
 
     // bob (a CLI that has not run since) reads everything, old and new; alice reads bob's
     // message from before the rotation.
