@@ -103,6 +103,33 @@ pub struct MeshEntry {
     /// `create` / `join --ca-file` (or `CLAUDEMESH_CA_FILE` then); `None`: the public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The epoch of `root_key` (PROTOCOL.md §12.1): 0 for the key the mesh was created with,
+    /// one more with every rotation.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::protocol::messages::is_epoch_zero"
+    )]
+    pub key_epoch: u64,
+    /// Root keys of earlier epochs this machine held, oldest first: what was sent under them
+    /// stays readable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub old_root_keys: Vec<EpochRootKey>,
+}
+
+/// A root key of one epoch, base64url without padding. `Debug` redacts the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRootKey {
+    pub epoch: u64,
+    pub key: String,
+}
+
+impl std::fmt::Debug for EpochRootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochRootKey")
+            .field("epoch", &self.epoch)
+            .field("key", &Redacted)
+            .finish()
+    }
 }
 
 /// Stands in for a secret in `Debug` output.
@@ -133,6 +160,8 @@ impl std::fmt::Debug for MeshEntry {
             owner_secret_key,
             joined_at,
             ca_file,
+            key_epoch,
+            old_root_keys,
         } = self;
         f.debug_struct("MeshEntry")
             .field("mesh_id", mesh_id)
@@ -152,6 +181,8 @@ impl std::fmt::Debug for MeshEntry {
             )
             .field("joined_at", joined_at)
             .field("ca_file", ca_file)
+            .field("key_epoch", key_epoch)
+            .field("old_root_keys", old_root_keys)
             .finish()
     }
 }
@@ -365,6 +396,50 @@ impl MeshEntry {
         decode_root_key(&self.root_key).map_err(|e| self.bad_key(e))
     }
 
+    /// The root key of `epoch`, if this machine holds it.
+    pub fn root_key_at(&self, epoch: u64) -> Option<[u8; 32]> {
+        let encoded = if epoch == self.key_epoch {
+            &self.root_key
+        } else {
+            &self.old_root_keys.iter().find(|k| k.epoch == epoch)?.key
+        };
+        decode_root_key(encoded).ok()
+    }
+
+    /// Adds the root key of `epoch`: a newer one becomes the current key (the current one is
+    /// kept among the old), an older one is kept beside them. Returns whether anything changed;
+    /// a key already held never changes.
+    pub fn add_root_key(&mut self, epoch: u64, key: &[u8; 32]) -> bool {
+        let encoded = encode_root_key(key);
+        if epoch == self.key_epoch {
+            if !self.root_key.is_empty() {
+                return false;
+            }
+            self.root_key = encoded;
+            return true;
+        }
+        if self.old_root_keys.iter().any(|k| k.epoch == epoch) {
+            return false;
+        }
+        if epoch > self.key_epoch {
+            if !self.root_key.is_empty() {
+                self.old_root_keys.push(EpochRootKey {
+                    epoch: self.key_epoch,
+                    key: std::mem::take(&mut self.root_key),
+                });
+            }
+            self.key_epoch = epoch;
+            self.root_key = encoded;
+        } else {
+            self.old_root_keys.push(EpochRootKey {
+                epoch,
+                key: encoded,
+            });
+        }
+        self.old_root_keys.sort_by_key(|k| k.epoch);
+        true
+    }
+
     /// `http://host:port` of this mesh's broker.
     pub fn http_base(&self) -> String {
         http_base(&self.broker_url)
@@ -570,6 +645,8 @@ mod tests {
             owner_secret_key: owner.map(|o| o.secret_hex()),
             joined_at: time::iso(0),
             ca_file: None,
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
         }
     }
 
@@ -580,7 +657,14 @@ mod tests {
         let member = SignKeyPair::generate();
         let owner = SignKeyPair::generate();
         let root = [0xa7; 32];
-        let e = entry(&member, &root, Some(&owner));
+        let mut e = entry(&member, &root, Some(&owner));
+        let old = [0x5c; 32];
+        e.add_root_key(0, &root);
+        e.key_epoch = 1;
+        e.old_root_keys.push(EpochRootKey {
+            epoch: 0,
+            key: encode_root_key(&old),
+        });
         let mut config = Config::default();
         config.upsert(e.clone());
         let secrets = [
@@ -590,6 +674,8 @@ mod tests {
             owner.secret_hex()[..64].to_string(),
             encode_root_key(&root),
             hex::encode(root),
+            encode_root_key(&old),
+            hex::encode(old),
             format!("{:?}", &root[..8])
                 .trim_end_matches(']')
                 .to_string(),
@@ -622,6 +708,58 @@ mod tests {
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains(&keys.secret_hex()[..16]), "{shown}");
         assert!(shown.contains("line 1"), "{shown}");
+    }
+
+    /// Keys of every epoch stay: a newer one becomes current, an older one joins the old
+    /// ones, one held already never changes; processes adding keys at once lose none.
+    #[test]
+    fn root_keys_of_every_epoch_are_kept() {
+        let keys = SignKeyPair::generate();
+        let mut e = entry(&keys, &[0; 32], None);
+        assert!(e.add_root_key(2, &[2; 32]));
+        assert!(e.add_root_key(1, &[1; 32]));
+        assert!(!e.add_root_key(1, &[9; 32]), "a held key never changes");
+        assert_eq!(e.key_epoch, 2);
+        assert_eq!(e.root_key().unwrap(), [2; 32]);
+        for epoch in 0..=2u8 {
+            assert_eq!(e.root_key_at(u64::from(epoch)), Some([epoch; 32]));
+        }
+        assert_eq!(e.root_key_at(3), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = ConfigDir::new(dir.path().join("cm"));
+        cfg_dir
+            .update(|cfg| {
+                cfg.upsert(entry(&keys, &[0; 32], None));
+                Ok(())
+            })
+            .unwrap();
+        let writers: Vec<_> = (1..=8u8)
+            .map(|epoch| {
+                let cfg_dir = cfg_dir.clone();
+                std::thread::spawn(move || {
+                    cfg_dir
+                        .update(|cfg| {
+                            cfg.meshes[0].add_root_key(u64::from(epoch), &[epoch; 32]);
+                            Ok(())
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let back = cfg_dir.load().unwrap();
+        let e = back.select(None).unwrap();
+        assert_eq!(e.key_epoch, 8);
+        for epoch in 0..=8u8 {
+            assert_eq!(
+                e.root_key_at(u64::from(epoch)),
+                Some([epoch; 32]),
+                "{epoch}"
+            );
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 43] = [
+const ALL_TOOLS: [&str; 44] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -83,6 +83,7 @@ const ALL_TOOLS: [&str; 43] = [
     "list_grants",
     "mesh_stats",
     "set_profile",
+    "rotate_key",
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {

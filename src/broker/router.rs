@@ -171,6 +171,7 @@ pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
         subtype: record.subtype.clone(),
         event: None,
         event_data: None,
+        key_epoch: record.key_epoch,
     })))
 }
 

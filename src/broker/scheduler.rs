@@ -162,6 +162,7 @@ async fn deliver(
         created_at_ms: now,
         expires_at_ms: now + broker.config.retention.as_millis() as i64,
         recipients,
+        key_epoch: s.key_epoch,
     };
     let enqueued = broker.store.enqueue(record).await?;
     if enqueued.fresh {

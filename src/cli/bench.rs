@@ -210,6 +210,8 @@ async fn setup_mesh(
         owner_secret_key: None,
         joined_at: time::iso(time::now_ms()),
         ca_file: trust.remembered(),
+        key_epoch: 0,
+        old_root_keys: Vec::new(),
     };
     let owner_entry = entry(
         v["memberId"].as_str().unwrap_or_default().to_string(),

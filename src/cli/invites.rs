@@ -143,15 +143,23 @@ fn invite_line(i: &InviteEntry) -> String {
 /// server), `ROOT.OWNER[.SIGNER]`: the mesh root key, the fingerprint of the owner key, and the
 /// fingerprint of the signing admin's key when an admin signed (PROTOCOL.md §9). The joiner
 /// checks the broker's answer against these, so nobody on the way can swap the owner.
+///
+/// After a rotation the key part is `KEY~EPOCH` (PROTOCOL.md §12.1): the current key and its
+/// epoch; a key without `~` is epoch 0, as every link before rotations was.
 fn invite_link(url: &str, entry: &MeshEntry, signer: &SignKeyPair) -> String {
+    let key = match (entry.root_key.as_str(), entry.key_epoch) {
+        ("", _) => String::new(),
+        (key, 0) => key.to_string(),
+        (key, epoch) => format!("{key}~{epoch}"),
+    };
     let Ok(owner) = crate::protocol::Pubkey::parse(&entry.owner_pubkey) else {
         // A config without a usable owner key (never written by this version): the old form.
-        return match entry.root_key.as_str() {
+        return match key.as_str() {
             "" => url.to_string(),
             key => format!("{url}#{key}"),
         };
     };
-    let mut link = format!("{url}#{}.{}", entry.root_key, key_fingerprint(&owner.0));
+    let mut link = format!("{url}#{key}.{}", key_fingerprint(&owner.0));
     if signer.public_hex() != entry.owner_pubkey {
         link.push('.');
         link.push_str(&key_fingerprint(&signer.public));
@@ -199,8 +207,14 @@ impl InviteCmd {
         let created = client
             .create_invite(&signer, &self.role, self.uses, expires_at)
             .await;
+        // The link carries the key of the mesh's current epoch, which connecting fetched.
+        let ring = client.key_ring();
         client.close().await;
         let inv = created?;
+        let mut entry = entry;
+        if let Some(key) = ring.get(ring.current_epoch()) {
+            entry.add_root_key(ring.current_epoch(), &key);
+        }
         let link = invite_link(&inv.url, &entry, &signer);
         if entry.root_key.is_empty() {
             output::error(&format!(
@@ -269,14 +283,17 @@ pub struct InviteLink {
     pub base: String,
     pub code: String,
     pub root_key: Option<[u8; 32]>,
+    /// The epoch of `root_key` (`KEY~EPOCH` in the link; 0 without `~`).
+    pub key_epoch: u64,
     /// The owner key's [`key_fingerprint`]; `None` in links of older versions and bare codes.
     pub owner: Option<String>,
     /// The signing admin's key fingerprint, when an admin (not the owner) made the invite.
     pub signer: Option<String>,
 }
 
-/// The part after `#`: `ROOT`, or `ROOT.OWNER` or `ROOT.OWNER.SIGNER` (ROOT may be empty).
-type Fragment = (Option<[u8; 32]>, Option<String>, Option<String>);
+/// The part after `#`: `ROOT`, or `ROOT.OWNER` or `ROOT.OWNER.SIGNER` (ROOT may be empty, and
+/// is `KEY` or `KEY~EPOCH`).
+type Fragment = (Option<([u8; 32], u64)>, Option<String>, Option<String>);
 
 fn parse_fragment(fragment: Option<&str>) -> Result<Fragment, CliError> {
     let Some(fragment) = fragment.filter(|f| !f.is_empty()) else {
@@ -284,13 +301,25 @@ fn parse_fragment(fragment: Option<&str>) -> Result<Fragment, CliError> {
     };
     let mut parts = fragment.split('.');
     let root = parts.next().unwrap_or_default();
-    let root_key = match root {
-        "" => None,
-        r => Some(decode_root_key(r).map_err(|e| {
-            CliError::Usage(format!(
+    let root_key = match root.split_once('~') {
+        _ if root.is_empty() => None,
+        None => Some((decode_root_key(root), Ok(0))),
+        Some((key, epoch)) => Some((decode_root_key(key), epoch.parse::<u64>())),
+    };
+    let root_key = match root_key {
+        None => None,
+        Some((Ok(key), Ok(epoch))) => Some((key, epoch)),
+        Some((Err(e), _)) => {
+            return Err(CliError::Usage(format!(
                 "the part after # in the invite link is not a mesh key ({e}); copy the whole link"
-            ))
-        })?),
+            )));
+        }
+        Some((_, Err(_))) => {
+            return Err(CliError::Usage(
+                "the key epoch after ~ in the invite link is not a number; copy the whole link"
+                    .into(),
+            ));
+        }
     };
     let mut fingerprint = |what: &str| -> Result<Option<String>, CliError> {
         match parts.next() {
@@ -321,6 +350,10 @@ pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<InviteLink, Cl
         None => (invite, None),
     };
     let (root_key, owner, signer) = parse_fragment(fragment)?;
+    let (root_key, key_epoch) = match root_key {
+        Some((key, epoch)) => (Some(key), epoch),
+        None => (None, 0),
+    };
     if let Some(idx) = invite.find("/i/") {
         let base = &invite[..idx];
         let code = invite[idx + 3..].split(['?', '/']).next().unwrap_or("");
@@ -342,6 +375,7 @@ pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<InviteLink, Cl
             base,
             code: code.to_string(),
             root_key,
+            key_epoch,
             owner,
             signer,
         });
@@ -359,6 +393,7 @@ pub fn parse_invite(invite: &str, broker: Option<&str>) -> Result<InviteLink, Cl
             base: http_base(&broker),
             code: invite.to_string(),
             root_key,
+            key_epoch,
             owner,
             signer,
         });
@@ -406,16 +441,25 @@ impl JoinCmd {
         if info["signature_v3"].is_string() {
             check_answer(&link, &info)?;
         }
+        // A revoked invite (e.g. by a key rotation: its link carries an old key) says so
+        // before its key is compared with the mesh's current one.
+        if info["status"] == "revoked" {
+            return Err(CliError::failed(
+                "cannot join: this invite was revoked; ask for a new one",
+            ));
+        }
         // The broker knows the key's check value (never the key): a damaged link shows here.
         if let (Some(key), Some(check)) = (root_key, info["root_key_check"].as_str())
             && root_key_check(&key) != check
         {
             return Err(CliError::failed(
-                "the mesh key in this link (after #) does not belong to this mesh: copy the whole link again",
+                "the mesh key in this link (after #) does not belong to this mesh, or is not its current key: copy the whole link again, or ask for a new one if the mesh key was rotated since it was made",
             ));
         }
         let dir = ConfigDir::from_env();
-        if let Some(done) = self.already_joined(&dir, &info, root_key)? {
+        if let Some(done) =
+            self.already_joined(&dir, &info, root_key.map(|k| (k, link.key_epoch)))?
+        {
             return done;
         }
         if link.owner.is_none() {
@@ -465,6 +509,12 @@ impl JoinCmd {
             owner_secret_key: None,
             joined_at: time::iso(time::now_ms()),
             ca_file: trust.remembered(),
+            key_epoch: if root_key.is_some() {
+                link.key_epoch
+            } else {
+                0
+            },
+            old_root_keys: Vec::new(),
         };
         dir.update(|config| {
             config.upsert(entry.clone());
@@ -499,7 +549,7 @@ impl JoinCmd {
         &self,
         dir: &ConfigDir,
         info: &serde_json::Value,
-        root_key: Option<[u8; 32]>,
+        root_key: Option<([u8; 32], u64)>,
     ) -> Result<Option<CliResult>, CliError> {
         let mesh_id = info["mesh_id"].as_str().unwrap_or_default();
         if mesh_id.is_empty() {
@@ -512,9 +562,14 @@ impl JoinCmd {
                 .find(|m| m.mesh_id == mesh_id)
                 .map(|entry| {
                     let added = match root_key {
-                        Some(key) if entry.root_key.is_empty() => {
+                        Some((key, epoch)) if entry.root_key.is_empty() => {
+                            entry.key_epoch = epoch;
                             entry.root_key = encode_root_key(&key);
                             true
+                        }
+                        // A newer key than this machine holds (a link made after a rotation).
+                        Some((key, epoch)) if epoch > entry.key_epoch => {
+                            entry.add_root_key(epoch, &key)
                         }
                         _ => false,
                     };
@@ -658,6 +713,59 @@ mod tests {
         ] {
             assert!(matches!(parse_invite(bad, None), Err(CliError::Usage(_))));
         }
+    }
+
+    /// After a rotation the key part names its epoch (`KEY~EPOCH`); without `~` it is 0.
+    #[test]
+    fn the_fragment_may_name_the_key_epoch() {
+        let key = [9u8; 32];
+        let root = encode_root_key(&key);
+        let fo = key_fingerprint(&SignKeyPair::generate().public);
+        let parsed = parse_invite(&format!("http://h/i/AbC123xy#{root}~7.{fo}"), None)
+            .expect("a link after a rotation");
+        assert_eq!((parsed.root_key, parsed.key_epoch), (Some(key), 7));
+        assert_eq!(parsed.owner, Some(fo.clone()));
+        let parsed = parse_invite(&format!("http://h/i/AbC123xy#{root}.{fo}"), None)
+            .expect("a link before rotations");
+        assert_eq!((parsed.root_key, parsed.key_epoch), (Some(key), 0));
+        for bad in [
+            format!("{root}~"),
+            format!("{root}~x"),
+            format!("{root}~-1"),
+        ] {
+            assert!(
+                matches!(
+                    parse_invite(&format!("http://h/i/AbC123xy#{bad}.{fo}"), None),
+                    Err(CliError::Usage(_))
+                ),
+                "{bad}"
+            );
+        }
+        let mut entry = crate::identity::MeshEntry {
+            mesh_id: "m".into(),
+            slug: "s".into(),
+            name: "n".into(),
+            member_id: "u".into(),
+            display_name: "d".into(),
+            role: "owner".into(),
+            broker_url: "ws://h/ws".into(),
+            member_pubkey: String::new(),
+            member_secret_key: String::new(),
+            root_key: root.clone(),
+            owner_pubkey: SignKeyPair::generate().public_hex(),
+            owner_secret_key: None,
+            joined_at: String::new(),
+            ca_file: None,
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
+        };
+        let signer = SignKeyPair::generate();
+        let before = invite_link("http://h/i/AbC123xy", &entry, &signer);
+        assert!(before.contains(&format!("#{root}.")), "{before}");
+        entry.add_root_key(3, &[4; 32]);
+        let after = invite_link("http://h/i/AbC123xy", &entry, &signer);
+        let parsed = parse_invite(&after, None).expect("our own link parses");
+        assert_eq!((parsed.root_key, parsed.key_epoch), (Some([4; 32]), 3));
     }
 
     #[test]

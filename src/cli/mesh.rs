@@ -133,6 +133,8 @@ impl CreateCmd {
             owner_secret_key: Some(owner.secret_hex()),
             joined_at: time::iso(time::now_ms()),
             ca_file: trust.remembered(),
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
         };
         if entry.mesh_id.is_empty() || entry.member_id.is_empty() {
             return Err(CliError::failed(
@@ -348,7 +350,8 @@ impl MembersCmd {
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "revoke", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh revoke bob")]
-/// revoke a member (owner or admin): its connections close and it cannot return
+/// revoke a member (owner or admin): its connections close, it cannot return, and the mesh
+/// root key is rotated so it cannot read group messages sent afterwards
 pub struct RevokeCmd {
     /// display name, member id, or pubkey (or a unique prefix of 8+ hex)
     #[argh(positional)]
@@ -356,6 +359,13 @@ pub struct RevokeCmd {
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
     mesh: Option<String>,
+    /// do not rotate the mesh root key afterwards (the revoked member can then still read
+    /// group and broadcast messages it gets hold of)
+    #[argh(switch)]
+    no_rotate: bool,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
 }
 
 impl RevokeCmd {
@@ -400,7 +410,33 @@ impl RevokeCmd {
                 member: target.member_id.clone(),
             })
             .await?;
-        outln!("revoked {} from mesh {}", target.display_name, entry.slug);
+        if !self.json {
+            outln!("revoked {} from mesh {}", target.display_name, entry.slug);
+        }
+        if self.no_rotate {
+            super::output::error(&format!(
+                "warning: the mesh root key was not rotated: {} still holds it and can read group and broadcast messages it gets hold of; run `claudemesh rotate-key` to stop that",
+                target.display_name
+            ));
+            if self.json {
+                print_json(&json!({ "revoked": target.member_id, "rotated": null }));
+            }
+            return Ok(());
+        }
+        let rotated = client.rotate_root_key().await.map_err(|e| {
+            CliError::failed(format!(
+                "revoked {}, but rotating the mesh root key failed ({e}): run `claudemesh rotate-key`, or it can still read group messages it gets hold of",
+                target.display_name
+            ))
+        })?;
+        if self.json {
+            print_json(&json!({
+                "revoked": target.member_id,
+                "rotated": super::keys::rotated_json(&rotated),
+            }));
+        } else {
+            super::keys::say_rotated(&rotated);
+        }
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ mod help;
 mod hook;
 mod info;
 mod invites;
+mod keys;
 mod logging;
 mod memory;
 mod mesh;
@@ -101,6 +102,7 @@ enum Command {
     Grants(grants::GrantsCmd),
     Stats(stats::StatsCmd),
     Profile(profile::ProfileCmd),
+    RotateKey(keys::RotateKeyCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -285,6 +287,7 @@ async fn run(command: Command) -> CliResult {
         Command::Grants(c) => c.run().await,
         Command::Stats(c) => c.run().await,
         Command::Profile(c) => c.run().await,
+        Command::RotateKey(c) => c.run().await,
     }
 }
 
@@ -327,7 +330,12 @@ pub fn hostname() -> Option<String> {
 
 /// Connects to the mesh's broker as a one-shot CLI client.
 pub async fn connect(entry: &MeshEntry) -> Result<MeshClient, CliError> {
-    Ok(MeshClient::connect(ConnectOptions::new(entry.clone(), cli_peer(entry))).await?)
+    let options = ConnectOptions {
+        // Root keys of new epochs (PROTOCOL.md §12.1) are saved in this config.
+        config_dir: Some(ConfigDir::from_env()),
+        ..ConnectOptions::new(entry.clone(), cli_peer(entry))
+    };
+    Ok(MeshClient::connect(options).await?)
 }
 
 /// Connects to the mesh, runs `f`, and closes the connection whatever `f` returned.

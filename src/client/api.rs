@@ -5,8 +5,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::unexpected;
-use super::{ClientError, Identity, MeshClient};
+use super::{ClientError, Identity, KeyRing, MeshClient};
 use crate::crypto::{self, SignKeyPair};
+use crate::identity::MeshEntry;
 use crate::protocol::messages::{
     Ack, ClientAck, MemberEntry, MessageStatusResult, PeerEntry, Push, SendMessage,
 };
@@ -36,6 +37,8 @@ pub struct Sealed {
     pub ciphertext: String,
     /// `Some(2)` under the root key; `None` for crypto_box.
     pub body_version: Option<u32>,
+    /// The root-key epoch of a bodyVersion 2 body (0 otherwise).
+    pub key_epoch: u64,
 }
 
 /// An incoming message, decrypted.
@@ -65,9 +68,11 @@ impl MeshClient {
                 nonce: String::new(),
                 ciphertext: STANDARD.encode(text),
                 body_version: Some(1),
+                key_epoch: 0,
             });
         }
         let nonce: [u8; 24] = crypto::random_bytes();
+        let mut key_epoch = 0;
         let (ciphertext, body_version) = if target.is_direct() {
             let to =
                 Pubkey::parse(&target.spec).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -78,7 +83,13 @@ impl MeshClient {
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             (ct, None)
         } else {
-            let root = self.options.entry.root_key()?;
+            let ring = self.key_ring();
+            key_epoch = ring.current_epoch();
+            let root = ring.get(key_epoch).ok_or_else(|| {
+                ClientError::from(crate::identity::IdentityError::NoRootKey(
+                    self.options.entry.slug.clone(),
+                ))
+            })?;
             (
                 crypto::secretbox_easy(text.as_bytes(), &nonce, &root),
                 Some(2),
@@ -88,6 +99,7 @@ impl MeshClient {
             nonce: STANDARD.encode(nonce),
             ciphertext: STANDARD.encode(ciphertext),
             body_version,
+            key_epoch,
         })
     }
 
@@ -144,86 +156,62 @@ impl MeshClient {
         client_message_id: Option<String>,
         exclude: Vec<String>,
     ) -> Result<Ack, ClientError> {
-        let sealed = self.seal(target, text)?;
-        let id = crate::protocol::ids::new_id();
-        let answer = match self
-            .request(ClientMessage::Send(Box::new(SendMessage {
-                id: Some(id),
-                target_spec: target.spec.clone(),
-                priority: priority.to_string(),
-                nonce: sealed.nonce,
-                ciphertext: sealed.ciphertext,
-                body_version: sealed.body_version,
-                client_message_id,
-                exclude,
-                ..Default::default()
-            })))
-            .await
-        {
-            // A recipient that refuses us (issue 13) is a refusal of this target, reported
-            // like any other, not the end of a send to several.
-            Err(ClientError::Broker { code, message })
-                if code == "blocked" || code == "messages_off" =>
-            {
-                return Ok(Ack {
-                    queued: Some(false),
-                    error: Some(message),
+        let mut fetched = false;
+        loop {
+            let sealed = self.seal(target, text)?;
+            let id = crate::protocol::ids::new_id();
+            let answer = match self
+                .request(ClientMessage::Send(Box::new(SendMessage {
+                    id: Some(id),
+                    target_spec: target.spec.clone(),
+                    priority: priority.to_string(),
+                    nonce: sealed.nonce,
+                    ciphertext: sealed.ciphertext,
+                    body_version: sealed.body_version,
+                    client_message_id: client_message_id.clone(),
+                    exclude: exclude.clone(),
+                    key_epoch: sealed.key_epoch,
                     ..Default::default()
-                });
+                })))
+                .await
+            {
+                // A recipient that refuses us (issue 13) is a refusal of this target, reported
+                // like any other, not the end of a send to several.
+                Err(ClientError::Broker { code, message })
+                    if code == "blocked" || code == "messages_off" =>
+                {
+                    return Ok(Ack {
+                        queued: Some(false),
+                        error: Some(message),
+                        ..Default::default()
+                    });
+                }
+                other => other?,
+            };
+            let ack = match answer {
+                ServerMessage::Ack(ack) => ack,
+                other => return Err(unexpected(other)),
+            };
+            // The key was rotated since this client last heard: fetch it and seal again.
+            let stale = ack
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("stale_key_epoch"));
+            if !stale || fetched {
+                return Ok(ack);
             }
-            other => other?,
-        };
-        match answer {
-            ServerMessage::Ack(ack) => Ok(ack),
-            other => Err(unexpected(other)),
+            fetched = true;
+            self.sync_keys().await?;
         }
     }
 
-    /// Reads a push: crypto_box for direct messages (trying the session key, then the member
-    /// key), secretbox under the root key for bodyVersion 2, base64 plaintext for version 1.
+    /// Reads a push (see [`decrypt_push`]) with this client's keys.
     pub fn decrypt(&self, push: &Push) -> Result<String, String> {
-        let nonce = STANDARD.decode(&push.nonce).unwrap_or_default();
-        let body = STANDARD
-            .decode(&push.ciphertext)
-            .map_err(|_| "ciphertext is not base64".to_string())?;
-        // No nonce means no encryption: bodyVersion 1 plaintext, even to one pubkey (reminders).
-        let direct = !nonce.is_empty()
-            && (push.target_spec.as_deref().is_some_and(Pubkey::is_shape)
-                || (push.target_spec.is_none() && push.body_version != Some(2)));
-        let text = if direct {
-            let nonce: [u8; 24] = nonce
-                .try_into()
-                .map_err(|_| "nonce must be 24 bytes".to_string())?;
-            let sender =
-                Pubkey::parse(&push.sender_pubkey).map_err(|e| format!("sender key: {e}"))?;
-            let their = crypto::ed25519_pk_to_x25519(&sender.0).map_err(|e| e.to_string())?;
-            let mut keys = Vec::new();
-            if let Identity::Session(k) = &self.options.identity {
-                keys.push(k.clone());
-            }
-            keys.push(
-                self.options
-                    .entry
-                    .member_keys()
-                    .map_err(|e| e.to_string())?,
-            );
-            keys.iter()
-                .find_map(|k| {
-                    crypto::box_open_easy(&body, &nonce, &their, &k.to_x25519().secret).ok()
-                })
-                .ok_or_else(|| {
-                    "cannot decrypt: not addressed to our keys, or tampered".to_string()
-                })?
-        } else if push.body_version == Some(2) {
-            let nonce: [u8; 24] = nonce
-                .try_into()
-                .map_err(|_| "nonce must be 24 bytes".to_string())?;
-            let root = self.options.entry.root_key().map_err(|e| e.to_string())?;
-            crypto::secretbox_open_easy(&body, &nonce, &root).map_err(|e| e.to_string())?
-        } else {
-            body
+        let session = match &self.options.identity {
+            Identity::Session(k) => Some(k),
+            Identity::Member => None,
         };
-        String::from_utf8(text).map_err(|_| "the message is not UTF-8 text".to_string())
+        decrypt_push(&self.options.entry, &self.key_ring(), session, push)
     }
 
     /// Decrypts a push into an [`Incoming`].
@@ -386,4 +374,50 @@ fn resolve_one(w: &str, peers: &[PeerEntry], members: &[MemberEntry]) -> Result<
             by_peer.len()
         )),
     }
+}
+
+/// Reads a push: crypto_box for direct messages (trying the session key, then the member
+/// key), secretbox under the root key of the push's `keyEpoch` for bodyVersion 2, base64
+/// plaintext for version 1. Needs no connection: what a member's saved keys can open.
+pub fn decrypt_push(
+    entry: &MeshEntry,
+    ring: &KeyRing,
+    session: Option<&SignKeyPair>,
+    push: &Push,
+) -> Result<String, String> {
+    let nonce = STANDARD.decode(&push.nonce).unwrap_or_default();
+    let body = STANDARD
+        .decode(&push.ciphertext)
+        .map_err(|_| "ciphertext is not base64".to_string())?;
+    // No nonce means no encryption: bodyVersion 1 plaintext, even to one pubkey (reminders).
+    let direct = !nonce.is_empty()
+        && (push.target_spec.as_deref().is_some_and(Pubkey::is_shape)
+            || (push.target_spec.is_none() && push.body_version != Some(2)));
+    let text = if direct {
+        let nonce: [u8; 24] = nonce
+            .try_into()
+            .map_err(|_| "nonce must be 24 bytes".to_string())?;
+        let sender = Pubkey::parse(&push.sender_pubkey).map_err(|e| format!("sender key: {e}"))?;
+        let their = crypto::ed25519_pk_to_x25519(&sender.0).map_err(|e| e.to_string())?;
+        let mut keys: Vec<SignKeyPair> = session.into_iter().cloned().collect();
+        keys.push(entry.member_keys().map_err(|e| e.to_string())?);
+        keys.iter()
+            .find_map(|k| crypto::box_open_easy(&body, &nonce, &their, &k.to_x25519().secret).ok())
+            .ok_or_else(|| "cannot decrypt: not addressed to our keys, or tampered".to_string())?
+    } else if push.body_version == Some(2) {
+        let nonce: [u8; 24] = nonce
+            .try_into()
+            .map_err(|_| "nonce must be 24 bytes".to_string())?;
+        let root = match ring.get(push.key_epoch) {
+            Some(k) => k,
+            None if ring.current_epoch() == 0 && push.key_epoch == 0 => {
+                entry.root_key().map_err(|e| e.to_string())?
+            }
+            None => return Err(super::missing_epoch(push.key_epoch)),
+        };
+        crypto::secretbox_open_easy(&body, &nonce, &root).map_err(|e| e.to_string())?
+    } else {
+        body
+    };
+    String::from_utf8(text).map_err(|_| "the message is not UTF-8 text".to_string())
 }

@@ -8,6 +8,7 @@ mod contexts;
 pub mod files;
 pub mod http;
 mod info;
+mod keys;
 pub mod lan;
 mod members;
 mod memory;
@@ -22,7 +23,8 @@ mod grants;
 mod profile;
 mod stats;
 
-pub use api::{Incoming, Sealed, Target};
+pub use api::{Incoming, Sealed, Target, decrypt_push};
+pub use keys::{KeyRing, Rotated, missing_epoch};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,7 +39,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::crypto::SignKeyPair;
-use crate::identity::{IdentityError, MeshEntry, ws_url};
+use crate::identity::{ConfigDir, IdentityError, MeshEntry, ws_url};
 use crate::protocol::messages::{HelloAck, PeerInfo};
 use crate::protocol::{ClientMessage, Encoding, Envelope, ServerMessage, codec};
 
@@ -112,6 +114,9 @@ pub struct ConnectOptions {
     /// Reconnect with backoff after a lost connection (long-lived clients); one-shot CLI
     /// commands leave it off.
     pub reconnect: bool,
+    /// The config to save root keys of new epochs in (PROTOCOL.md §12.1); `None` keeps them
+    /// in memory only.
+    pub config_dir: Option<ConfigDir>,
 }
 
 impl ConnectOptions {
@@ -127,6 +132,7 @@ impl ConnectOptions {
             peer,
             encoding: Encoding::Json,
             reconnect: false,
+            config_dir: None,
         }
     }
 }
@@ -158,6 +164,8 @@ pub struct MeshClient {
     hello: watch::Receiver<HelloAck>,
     link: watch::Receiver<Link>,
     task: JoinHandle<()>,
+    /// The root keys by epoch, shared with the connection task.
+    keys: keys::Keeper,
 }
 
 impl MeshClient {
@@ -170,6 +178,7 @@ impl MeshClient {
         let push_marker = push_tx.downgrade();
         let (hello_tx, hello) = watch::channel(ack);
         let (link_tx, link) = watch::channel(Link::Up);
+        let keys = keys::Keeper::new(&options.entry, options.config_dir.clone());
         let task = tokio::spawn(run(
             options.clone(),
             ws,
@@ -177,6 +186,7 @@ impl MeshClient {
             push_tx,
             hello_tx,
             link_tx,
+            keys.clone(),
         ));
         let client = MeshClient {
             options,
@@ -186,8 +196,15 @@ impl MeshClient {
             hello,
             link,
             task,
+            keys,
         };
         client.prove_root_key().await;
+        // A rotation happened while this member was away: take its sealed copies first, so
+        // what this client sends and reads from here on uses the current key.
+        let behind = client.hello.borrow().key_epoch > client.keys.ring().current_epoch();
+        if behind && let Err(e) = client.sync_keys().await {
+            tracing::warn!("cannot fetch this mesh's new root keys: {e}");
+        }
         Ok(client)
     }
 
@@ -428,14 +445,30 @@ async fn run(
     pushes: mpsc::Sender<ServerMessage>,
     hello: watch::Sender<HelloAck>,
     link: watch::Sender<Link>,
+    keys: keys::Keeper,
 ) {
     let mut ws = Some(ws);
     let mut attempt = 0usize;
+    // The first connection's keys are fetched by `connect`; a reconnection fetches its own.
+    let mut reconnected = false;
     loop {
         if let Some(socket) = ws.take() {
             attempt = 0;
             let _ = link.send(Link::Up);
-            match session(socket, &mut commands, &pushes, &hello, options.encoding).await {
+            let ask_keys = (reconnected && hello.borrow().key_epoch > keys.ring().current_epoch())
+                .then(|| keys.ring().current_epoch());
+            reconnected = true;
+            match session(
+                socket,
+                &mut commands,
+                &pushes,
+                &hello,
+                &keys,
+                ask_keys,
+                options.encoding,
+            )
+            .await
+            {
                 End::Closed => {
                     let _ = link.send(Link::Down("closed".into()));
                     return;
@@ -518,10 +551,22 @@ async fn session(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     pushes: &mpsc::Sender<ServerMessage>,
     hello: &watch::Sender<HelloAck>,
+    keys: &keys::Keeper,
+    ask_keys: Option<u64>,
     encoding: Encoding,
 ) -> End {
     let mut pending: HashMap<String, oneshot::Sender<Result<ServerMessage, ClientError>>> =
         HashMap::new();
+    // Sealed copies of the epochs this member missed; the `keys` answer is taken in below.
+    if let Some(since) = ask_keys {
+        let frame = Envelope {
+            req_id: Some("keys-sync".into()),
+            body: ClientMessage::GetKeys { since },
+        };
+        if ws.send(encode(&frame, encoding)).await.is_err() {
+            return End::Lost;
+        }
+    }
     let mut next_id: u64 = 0;
     let mut last_rx = Instant::now();
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
@@ -572,6 +617,9 @@ async fn session(
                     }
                     None => {
                         follow_settings(&frame.body, hello);
+                        if keys.take_frame(&frame.body) {
+                            continue;
+                        }
                         if pushes.send(frame.body).await.is_err() {
                             break End::Closed;
                         }

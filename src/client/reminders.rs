@@ -30,6 +30,7 @@ impl MeshClient {
                 schedule.message = sealed.ciphertext;
                 schedule.nonce = Some(sealed.nonce);
                 schedule.body_version = sealed.body_version;
+                schedule.key_epoch = sealed.key_epoch;
             }
         }
         match self
@@ -55,6 +56,7 @@ impl MeshClient {
                                 m.message = text;
                                 m.nonce = None;
                                 m.body_version = None;
+                                m.key_epoch = 0;
                             }
                             Err(why) => m.message = format!("[sealed: {why}]"),
                         }
@@ -78,7 +80,10 @@ impl MeshClient {
             .decode(&m.message)
             .map_err(|_| "its ciphertext is not base64")?;
         let text = if m.body_version == Some(2) {
-            let root = self.entry().root_key().map_err(|e| e.to_string())?;
+            let root = self
+                .key_ring()
+                .get(m.key_epoch)
+                .ok_or_else(|| super::missing_epoch(m.key_epoch))?;
             crypto::secretbox_open_easy(&body, &nonce, &root).map_err(|e| e.to_string())?
         } else {
             let to = Pubkey::parse(&m.to).map_err(|e| e.to_string())?;

@@ -356,6 +356,8 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
             peer: hub.session.peer_info(&link.entry.display_name),
             encoding: Encoding::Json,
             reconnect: true,
+            // Root keys of new epochs are saved where this server read its config.
+            config_dir: Some(crate::identity::ConfigDir::from_env()),
         };
         match MeshClient::connect(options).await {
             Ok(client) => {

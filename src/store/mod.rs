@@ -8,6 +8,7 @@
 mod contexts;
 mod files;
 mod grants;
+mod keys;
 mod memory;
 mod meshes;
 mod profile;
@@ -36,6 +37,7 @@ use tokio::sync::{Notify, oneshot};
 pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};
+pub use keys::{MAX_KEYS_RETURNED, Rotated, Rotation, RotationRefusal, holds_keys};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,

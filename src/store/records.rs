@@ -65,6 +65,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::schedules::create_tables(tx)?;
     super::grants::create_tables(tx)?;
     super::profile::create_tables(tx)?;
+    super::keys::create_tables(tx)?;
     Ok(())
 }
 
@@ -220,6 +221,9 @@ pub struct MessageRecord {
     pub expires_at_ms: i64,
     /// Recipient keys (see [`RecipientKey`]) with their display names.
     pub recipients: Vec<(String, String)>,
+    /// The root-key epoch of a group or broadcast body (0: the mesh's first key).
+    #[serde(default)]
+    pub key_epoch: u64,
 }
 
 /// How urgent a message is; gates delivery by the recipient's status.

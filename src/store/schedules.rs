@@ -39,6 +39,9 @@ pub struct ScheduleRecord {
     /// `2` for a group/broadcast reminder under the mesh root key; `None` for crypto_box.
     #[serde(default)]
     pub body_version: Option<u32>,
+    /// The root-key epoch of a sealed group or broadcast reminder.
+    #[serde(default)]
+    pub key_epoch: u64,
     pub subtype: String,
     /// When it fires next.
     pub deliver_at_ms: i64,
@@ -208,6 +211,7 @@ mod tests {
             message: "stand up".into(),
             nonce: None,
             body_version: None,
+            key_epoch: 0,
             subtype: "reminder".into(),
             deliver_at_ms: at,
             cron: None,

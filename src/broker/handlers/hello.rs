@@ -414,6 +414,7 @@ async fn admit(
         mesh_name: mesh.name.clone(),
         mesh_slug: mesh.slug.clone(),
         root_key_held: mesh.legacy_root_key.is_some() && member.role.can_manage(),
+        key_epoch: broker.store.key_epoch(&mesh.id).unwrap_or(0),
     };
     conn.reply(None, ServerMessage::HelloAck(Box::new(ack)));
     if is_new {

@@ -164,6 +164,14 @@ fn prepare(
     if Pubkey::is_shape(&msg.target_spec) {
         super::grants::direct_refusal(broker, peer, &recipients)?;
     }
+    // A group or broadcast body sealed under a key the mesh has rotated away from could be
+    // read by the member that rotation removed.
+    if !msg.nonce.is_empty()
+        && !Pubkey::is_shape(&msg.target_spec)
+        && let Some(why) = super::keys::stale_epoch(broker, &peer.mesh_id, msg.key_epoch)
+    {
+        return Err(("stale_key_epoch", why));
+    }
     let now = time::now_ms();
     Ok(MessageRecord {
         id: ids::new_id(),
@@ -185,6 +193,7 @@ fn prepare(
         created_at_ms: now,
         expires_at_ms: now + broker.config.retention.as_millis() as i64,
         recipients,
+        key_epoch: msg.key_epoch,
     })
 }
 

@@ -6,6 +6,7 @@ mod files;
 pub(super) mod grants;
 pub mod hello;
 mod info;
+pub(crate) mod keys;
 mod members;
 mod memory;
 pub(super) mod messaging;
@@ -149,5 +150,8 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::ListGrants {} => grants::list_grants(conn, req_id),
         ClientMessage::SetStats { stats } => stats::set_stats(conn, req_id, stats),
         ClientMessage::MeshStats {} => stats::mesh_stats(conn, req_id),
+        ClientMessage::RotateKey(r) => keys::rotate_key(conn, req_id, r),
+        ClientMessage::GetKeys { since } => keys::get_keys(conn, req_id, since),
+        ClientMessage::ListKeyHolders {} => keys::list_key_holders(conn, req_id),
     }
 }

@@ -73,6 +73,11 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
                 .map_err(|(code, why)| refuse(code, why))?;
         }
         let (nonce, body_version) = sealing(&req, &to)?;
+        if body_version == Some(2)
+            && let Some(why) = super::keys::stale_epoch(&broker, &peer.mesh_id, req.key_epoch)
+        {
+            return Err(refuse("stale_key_epoch", why));
+        }
         let record = ScheduleRecord {
             id: ids::new_id(),
             mesh_id: peer.mesh_id.clone(),
@@ -82,6 +87,11 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
             message,
             nonce,
             body_version,
+            key_epoch: if body_version == Some(2) {
+                req.key_epoch
+            } else {
+                0
+            },
             subtype,
             deliver_at_ms,
             cron: cron.clone(),
@@ -178,6 +188,7 @@ pub fn list_scheduled(conn: &Conn, req_id: Option<String>) {
                 subtype: Some(s.subtype),
                 nonce: s.nonce,
                 body_version: s.body_version,
+                key_epoch: s.key_epoch,
             })
             .collect();
         Ok(Some(ServerMessage::ScheduledList { messages }))

@@ -5,6 +5,7 @@
 mod contexts;
 mod files;
 mod info;
+mod keys;
 mod memory;
 mod messaging;
 mod peers;
@@ -98,7 +99,8 @@ impl MeshTools {
                 + Self::info_router()
                 + Self::grants_router()
                 + Self::stats_router()
-                + Self::profile_router(),
+                + Self::profile_router()
+                + Self::keys_router(),
         }
     }
 

@@ -36,6 +36,10 @@ pub struct SendMessage {
     /// `targetSpec` leaves out, because another send of the same message reached them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// The root-key epoch a group or broadcast body is sealed under (PROTOCOL.md §12.1);
+    /// absent means 0.
+    #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
+    pub key_epoch: u64,
 }
 
 fn default_priority() -> String {
@@ -110,6 +114,9 @@ pub struct Push {
     pub event: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_data: Option<serde_json::Value>,
+    /// The root-key epoch of a group or broadcast body; absent means 0.
+    #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
+    pub key_epoch: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ mod files;
 mod hello;
 mod info;
 mod invites;
+mod keys;
 mod members;
 mod memory;
 mod messaging;
@@ -30,6 +31,7 @@ pub use hello::{
 };
 pub use info::{MeshInfo, TaskCountsEntry};
 pub use invites::{Capability, CreateInvite, InviteCreated, InviteEntry};
+pub use keys::{EpochKey, KeyHolder, RotateKey, RotateKeyOk, SealedFor, is_epoch_zero};
 pub use members::MemberEntry;
 pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
@@ -254,6 +256,15 @@ pub enum ClientMessage {
         stats: ReportedStats,
     },
     MeshStats {},
+    // Root-key rotation (PROTOCOL.md §12.1).
+    RotateKey(RotateKey),
+    /// This member's sealed copies of the root keys of epochs after `since`.
+    GetKeys {
+        #[serde(default)]
+        since: u64,
+    },
+    /// Owner or admin: the current key epoch and every member that must hold its key.
+    ListKeyHolders {},
 }
 
 impl ClientMessage {
@@ -315,6 +326,9 @@ impl ClientMessage {
             ClientMessage::ListGrants {} => "list_grants",
             ClientMessage::SetStats { .. } => "set_stats",
             ClientMessage::MeshStats {} => "mesh_stats",
+            ClientMessage::RotateKey(_) => "rotate_key",
+            ClientMessage::GetKeys { .. } => "get_keys",
+            ClientMessage::ListKeyHolders {} => "list_key_holders",
         }
     }
 }
@@ -464,6 +478,16 @@ pub enum ServerMessage {
     },
     MeshStatsResult {
         peers: Vec<MeshStatsEntry>,
+    },
+    // Root-key rotation (PROTOCOL.md §12.1).
+    KeyRotated(RotateKeyOk),
+    Keys {
+        current: u64,
+        keys: Vec<EpochKey>,
+    },
+    KeyHolders {
+        epoch: u64,
+        members: Vec<KeyHolder>,
     },
 }
 

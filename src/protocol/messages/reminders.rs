@@ -51,6 +51,9 @@ pub struct Schedule {
     /// With `nonce`: `2` for a group or broadcast reminder (secretbox under the root key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_version: Option<u32>,
+    /// With `bodyVersion` 2: the root-key epoch it is sealed under; absent means 0.
+    #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
+    pub key_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,4 +86,6 @@ pub struct ScheduledEntry {
     pub nonce: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
+    pub key_epoch: u64,
 }

@@ -1,0 +1,272 @@
+//! The mesh root keys this client holds, by epoch (PROTOCOL.md §12.1), and rotation. A client
+//! starts from its config's keys, takes new ones from `key_rotated` events and `get_keys`
+//! (sealed to its member key), keeps them in memory and merges them into its config file, so
+//! several processes of one member never lose each other's keys.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{ClientError, MeshClient, unexpected};
+use crate::crypto::{self, SignKeyPair};
+use crate::identity::{ConfigDir, IdentityError, MeshEntry, root_key_check};
+use crate::protocol::messages::{EpochKey, Push, RotateKey, RotateKeyOk, SealedFor};
+use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
+
+/// How often a rotation is tried again when membership or the epoch moved under it.
+const ROTATION_ATTEMPTS: usize = 3;
+
+/// Root keys by epoch, and which one is current.
+#[derive(Clone, Default)]
+pub struct KeyRing {
+    current: u64,
+    keys: BTreeMap<u64, [u8; 32]>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("current", &self.current)
+            .field("epochs", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KeyRing {
+    /// The keys a config entry holds.
+    pub fn from_entry(entry: &MeshEntry) -> KeyRing {
+        let mut keys = BTreeMap::new();
+        if let Ok(k) = entry.root_key() {
+            keys.insert(entry.key_epoch, k);
+        }
+        for old in &entry.old_root_keys {
+            if let Some(k) = entry.root_key_at(old.epoch) {
+                keys.insert(old.epoch, k);
+            }
+        }
+        KeyRing {
+            current: entry.key_epoch,
+            keys,
+        }
+    }
+
+    /// The current epoch, as far as this client knows.
+    pub fn current_epoch(&self) -> u64 {
+        self.current
+    }
+
+    /// The key of `epoch`, if held.
+    pub fn get(&self, epoch: u64) -> Option<[u8; 32]> {
+        self.keys.get(&epoch).copied()
+    }
+
+    fn insert(&mut self, epoch: u64, key: [u8; 32]) {
+        self.keys.entry(epoch).or_insert(key);
+        self.current = self.current.max(epoch);
+    }
+}
+
+/// Why a group body cannot be opened with these keys.
+pub fn missing_epoch(epoch: u64) -> String {
+    format!("cannot decrypt: sealed under key epoch {epoch}, which this member does not hold")
+}
+
+/// The key ring a client and its connection task share, and what they need to take in a
+/// sealed copy: the member key it is sealed to and the config to save it in.
+#[derive(Clone)]
+pub(crate) struct Keeper {
+    ring: Arc<RwLock<KeyRing>>,
+    member: Option<SignKeyPair>,
+    mesh_id: String,
+    member_id: String,
+    config_dir: Option<ConfigDir>,
+}
+
+impl Keeper {
+    pub(crate) fn new(entry: &MeshEntry, config_dir: Option<ConfigDir>) -> Keeper {
+        Keeper {
+            ring: Arc::new(RwLock::new(KeyRing::from_entry(entry))),
+            member: entry.member_keys().ok(),
+            mesh_id: entry.mesh_id.clone(),
+            member_id: entry.member_id.clone(),
+            config_dir,
+        }
+    }
+
+    pub(crate) fn ring(&self) -> KeyRing {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens a sealed copy of epoch `epoch`'s key and keeps it.
+    pub(crate) fn absorb(&self, copy: &EpochKey) -> Result<(), String> {
+        let member = self
+            .member
+            .as_ref()
+            .ok_or("this member's key is unusable")?;
+        let sealed = STANDARD
+            .decode(&copy.sealed)
+            .map_err(|_| "the sealed key is not base64")?;
+        let key: [u8; 32] = crypto::seal_open(&sealed, &member.to_x25519())
+            .map_err(|_| {
+                format!(
+                    "the key of epoch {} is not sealed to this member",
+                    copy.epoch
+                )
+            })?
+            .try_into()
+            .map_err(|_| "a sealed root key must be 32 bytes")?;
+        self.keep(copy.epoch, key);
+        Ok(())
+    }
+
+    /// Keeps a key in memory and in the config file.
+    pub(crate) fn keep(&self, epoch: u64, key: [u8; 32]) {
+        if self.ring().get(epoch) == Some(key) {
+            return;
+        }
+        self.ring
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(epoch, key);
+        if let Err(e) = self.save(epoch, &key) {
+            tracing::warn!("cannot save the root key of epoch {epoch} to the config: {e}");
+        }
+    }
+
+    /// Merges one key into the config as it is on disk now (under its lock), so concurrent
+    /// clients of this member add to each other's keys. A config without this membership
+    /// is left alone.
+    fn save(&self, epoch: u64, key: &[u8; 32]) -> Result<(), IdentityError> {
+        let Some(dir) = &self.config_dir else {
+            return Ok(());
+        };
+        let mine = |m: &MeshEntry| m.mesh_id == self.mesh_id && m.member_id == self.member_id;
+        if !dir.load()?.meshes.iter().any(mine) {
+            return Ok(());
+        }
+        dir.update(|config| {
+            if let Some(entry) = config.meshes.iter_mut().find(|m| mine(m)) {
+                entry.add_root_key(epoch, key);
+            }
+            Ok(())
+        })
+    }
+
+    /// Takes in what a frame carries for the key ring: a `key_rotated` event or a `keys`
+    /// answer. True when the frame was that (and is not for anyone else).
+    pub(crate) fn take_frame(&self, frame: &ServerMessage) -> bool {
+        let copies = match frame {
+            ServerMessage::Push(p) if is_key_event(p) => p
+                .event_data
+                .clone()
+                .and_then(|d| serde_json::from_value::<EpochKey>(d).ok())
+                .into_iter()
+                .collect(),
+            ServerMessage::Keys { keys, .. } => keys.clone(),
+            _ => return false,
+        };
+        for copy in &copies {
+            if let Err(e) = self.absorb(copy) {
+                tracing::warn!("ignoring a root key from the broker: {e}");
+            }
+        }
+        true
+    }
+}
+
+fn is_key_event(p: &Push) -> bool {
+    p.subtype.as_deref() == Some("system") && p.event.as_deref() == Some("key_rotated")
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub epoch: u64,
+    /// Members that got the new key.
+    pub members: usize,
+    /// Unused invites revoked with it (their links carried the old key).
+    pub invites_revoked: usize,
+}
+
+impl From<RotateKeyOk> for Rotated {
+    fn from(ok: RotateKeyOk) -> Self {
+        Rotated {
+            epoch: ok.epoch,
+            members: ok.members,
+            invites_revoked: ok.invites_revoked,
+        }
+    }
+}
+
+impl MeshClient {
+    /// The root keys this client holds now.
+    pub fn key_ring(&self) -> KeyRing {
+        self.keys.ring()
+    }
+
+    /// Fetches the sealed copies of epochs this client lacks and keeps them. Returns the
+    /// mesh's current epoch.
+    pub async fn sync_keys(&self) -> Result<u64, ClientError> {
+        let since = self.keys.ring().current_epoch();
+        match self.request(ClientMessage::GetKeys { since }).await? {
+            ServerMessage::Keys { current, keys } => {
+                for copy in &keys {
+                    self.keys.absorb(copy).map_err(ClientError::Protocol)?;
+                }
+                Ok(current)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Rotates the mesh root key (owner or admin): a fresh random key, sealed here to every
+    /// member the broker says must hold it, registered as the next epoch. The broker stores
+    /// only the sealed copies and revokes unused invites (their links carry the old key). When
+    /// membership or the epoch changed meanwhile, it starts over (a few times).
+    pub async fn rotate_root_key(&self) -> Result<Rotated, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.sync_keys().await?;
+            let (epoch, holders) = match self.request(ClientMessage::ListKeyHolders {}).await? {
+                ServerMessage::KeyHolders { epoch, members } => (epoch, members),
+                other => return Err(unexpected(other)),
+            };
+            let key: [u8; 32] = crypto::random_bytes();
+            let mut keys = Vec::with_capacity(holders.len());
+            for h in &holders {
+                let pk = Pubkey::parse(&h.pubkey)
+                    .map_err(|e| ClientError::Protocol(format!("{}: {e}", h.display_name)))?;
+                let x = crypto::ed25519_pk_to_x25519(&pk.0)
+                    .map_err(|e| ClientError::Protocol(format!("{}: {e}", h.display_name)))?;
+                let sealed =
+                    crypto::seal(&key, &x).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                keys.push(SealedFor {
+                    member_id: h.member_id.clone(),
+                    sealed: STANDARD.encode(sealed),
+                });
+            }
+            let next = epoch + 1;
+            let answer = self
+                .request(ClientMessage::RotateKey(RotateKey {
+                    epoch: next,
+                    check: root_key_check(&key),
+                    keys,
+                }))
+                .await;
+            match answer {
+                Ok(ServerMessage::KeyRotated(ok)) => {
+                    self.keys.keep(ok.epoch, key);
+                    return Ok(ok.into());
+                }
+                Ok(other) => return Err(unexpected(other)),
+                Err(e)
+                    if attempt < ROTATION_ATTEMPTS
+                        && matches!(e.code(), Some("membership_changed" | "stale_key_epoch")) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

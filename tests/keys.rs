@@ -1,0 +1,396 @@
+//! Root-key rotation on removal (PROTOCOL.md §12.1, issue 13 item 4), against real broker
+//! processes: after a member is revoked and the key rotated, a broadcast sent afterwards is
+//! unreadable with the removed member's keys, even when the exact pushed frame is replayed to
+//! its client, while everyone else reads it and older messages stay readable; a member away
+//! during the rotation gets its sealed copy at its next connection; a body under an old epoch
+//! is refused.
+
+mod common;
+
+use claudemesh::client::{KeyRing, MeshClient, decrypt_push};
+use claudemesh::protocol::messages::{Push, RotateKey, Schedule, SealedFor, SendMessage};
+use claudemesh::protocol::{ClientMessage, ServerMessage};
+use common::*;
+use serde_json::Value;
+
+/// The messages `person`'s `inbox --json` prints: (from, text) pairs.
+fn inbox(person: &Person) -> Vec<(String, String)> {
+    let out = person.run(&["inbox", "--json"]);
+    assert_eq!(out.code, 0, "{} inbox: {}", person.name, out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("inbox line is JSON");
+            (
+                v["from"].as_str().unwrap_or_default().to_string(),
+                v["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn send(person: &Person, to: &str, text: &str) {
+    let out = person.run(&["send", to, text]);
+    assert_eq!(out.code, 0, "{} send: {}", person.name, out.stderr);
+}
+
+/// The next message push (not a system event) on a live client, within the wait.
+async fn next_message(client: &MeshClient) -> Push {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, client.next_push())
+            .await
+            .expect("a push in time")
+            .expect("the connection is open");
+        if let ServerMessage::Push(p) = frame
+            && p.subtype.as_deref() != Some("system")
+        {
+            return *p;
+        }
+    }
+}
+
+/// alice (owner), bob and carol in mesh "team".
+fn team(broker: &BrokerProc) -> (Person, Person, Person) {
+    let (alice, bob) = alice_and_bob(broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+    (alice, bob, carol)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_revocation_a_broadcast_is_unreadable_with_the_removed_members_keys() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    // bob and carol have sessions open, as agents would; carol's is the socket whose traffic
+    // she keeps.
+    let bob_live = bob.client().await;
+    let carol_live = carol.client().await;
+
+    // Before: everyone reads the mesh's broadcasts, carol included.
+    send(&alice, "*", "before the rotation, from alice");
+    send(&bob, "*", "before the rotation, from bob");
+    let seen = next_message(&carol_live).await;
+    assert_eq!(
+        carol_live.decrypt(&seen).as_deref(),
+        Ok("before the rotation, from alice")
+    );
+    // An invite nobody used yet: its link carries the key that is about to go.
+    let (_, unused_link) = invite(&alice, &[]);
+
+    // Revoke carol: the CLI rotates the key afterwards and says what it did.
+    let out = alice.json(&["revoke", "carol", "--json"]);
+    assert_eq!(out["rotated"]["keyEpoch"], 1, "{out}");
+    assert_eq!(
+        out["rotated"]["members"], 2,
+        "alice and bob get the key: {out}"
+    );
+    assert_eq!(out["rotated"]["invitesRevoked"], 1, "{out}");
+    let eve = Person::new("eve");
+    let refused = eve.run(&["join", &unused_link, "--name", "eve"]);
+    assert_ne!(refused.code, 0, "the old link no longer lets anyone in");
+    assert!(refused.stderr.contains("revoked"), "{}", refused.stderr);
+    assert_eq!(alice.entry().key_epoch, 1, "alice saved the new key");
+
+    // After: alice broadcasts; bob's live session reads it with the key it was handed.
+    send(&alice, "*", "after the rotation");
+    let mut after = next_message(&bob_live).await;
+    while after.key_epoch == 0 {
+        after = next_message(&bob_live).await;
+    }
+    assert_eq!(after.key_epoch, 1, "the push names its key epoch");
+    assert_eq!(
+        bob_live.decrypt(&after).as_deref(),
+        Ok("after the rotation")
+    );
+
+    // carol replays that exact frame into her client's decryption (the client that was
+    // connected, and one built from her saved config): it names the epoch she lacks.
+    let carol_entry = carol.entry();
+    assert_eq!(carol_entry.key_epoch, 0, "carol never got the new key");
+    let from_config = KeyRing::from_entry(&carol_entry);
+    for opened in [
+        carol_live.decrypt(&after),
+        decrypt_push(&carol_entry, &from_config, None, &after),
+    ] {
+        let why = opened.expect_err("carol must not read what was sent after her removal");
+        assert!(
+            why.contains("key epoch 1, which this member does not hold"),
+            "{why}"
+        );
+    }
+    // Relabelled as epoch 0 (the key carol holds), the body does not open either.
+    let mut relabelled = after.clone();
+    relabelled.key_epoch = 0;
+    let why = decrypt_push(&carol_entry, &from_config, None, &relabelled)
+        .expect_err("the old key does not open a body sealed under the new one");
+    assert!(!why.contains("after the rotation"), "{why}");
+    carol_live.close().await;
+    // The new key reached alice and bob sealed; the broker never had it, nor the message.
+    let new_key = alice.entry().root_key().expect("alice holds the new key");
+    assert_broker_never_saw(&broker, &new_key);
+    assert_broker_never_saw(&broker, b"after the rotation");
+
+    // bob (a CLI that has not run since) reads everything, old and new; alice reads bob's
+    // message from before the rotation.
+    let bob_got = inbox(&bob);
+    for text in ["before the rotation, from alice", "after the rotation"] {
+        assert!(
+            bob_got.iter().any(|(from, t)| from == "alice" && t == text),
+            "bob reads {text:?}: {bob_got:?}"
+        );
+    }
+    let alice_got = inbox(&alice);
+    assert!(
+        alice_got
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "before the rotation, from bob"),
+        "alice still reads what came before: {alice_got:?}"
+    );
+    bob_live.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_away_during_rotations_gets_its_keys_at_its_next_connection() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let out = alice.run(&["revoke", "carol", "--no-rotate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not rotated"),
+        "a warning: {}",
+        out.stderr
+    );
+    // Two rotations while bob is away, a broadcast under each.
+    let first = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(first["keyEpoch"], 1, "{first}");
+    send(&alice, "*", "under epoch one");
+    let second = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(second["keyEpoch"], 2, "{second}");
+    send(&alice, "*", "under epoch two");
+
+    let got = inbox(&bob);
+    for text in ["under epoch one", "under epoch two"] {
+        assert!(
+            got.iter().any(|(from, t)| from == "alice" && t == text),
+            "bob reads {text:?}: {got:?}"
+        );
+    }
+    // bob's config kept every key it was given.
+    let entry = bob.entry();
+    assert_eq!(entry.key_epoch, 2);
+    let ring = KeyRing::from_entry(&entry);
+    assert!(ring.get(0).is_some() && ring.get(1).is_some() && ring.get(2).is_some());
+    // bob sends to the group under the current key without being told anything.
+    send(&bob, "*", "bob under epoch two");
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "bob under epoch two")
+    );
+    // carol's config never got a newer key.
+    assert_eq!(carol.entry().key_epoch, 0);
+
+    // A link made now carries the current key; a newcomer reads what is sent from now on.
+    let (_, url) = invite(&alice, &[]);
+    assert!(url.contains("~2."), "the link names its key epoch: {url}");
+    let dave = Person::new("dave");
+    join(&dave, &url);
+    assert_eq!(dave.entry().key_epoch, 2);
+    send(&alice, "*", "welcome dave");
+    assert!(
+        inbox(&dave)
+            .iter()
+            .any(|(from, t)| from == "alice" && t == "welcome dave")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_and_rotations_under_a_stale_epoch_are_refused() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+
+    // A group body sealed under epoch 0 (what a client that missed the rotation, or the
+    // removed member with its old key, would send) is refused.
+    let old = bob.client().await;
+    let nonce = "A".repeat(32);
+    let ciphertext = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY".to_string();
+    for to in ["*"] {
+        let answer = old
+            .request(ClientMessage::Send(Box::new(SendMessage {
+                target_spec: to.into(),
+                priority: "next".into(),
+                nonce: nonce.clone(),
+                ciphertext: ciphertext.clone(),
+                body_version: Some(2),
+                ..Default::default()
+            })))
+            .await
+            .expect("an answer");
+        let ServerMessage::Ack(ack) = answer else {
+            panic!("expected an ack, got {answer:?}");
+        };
+        assert_eq!(ack.queued, Some(false), "{to}");
+        let error = ack.error.unwrap_or_default();
+        assert!(
+            error.starts_with("stale_key_epoch") && error.contains("reconnect"),
+            "{to}: {error}"
+        );
+    }
+    // So is a group reminder.
+    let refused = old
+        .request(ClientMessage::Schedule(Box::new(Schedule {
+            to: "*".into(),
+            message: ciphertext.clone(),
+            deliver_at: Some(claudemesh::protocol::messages::When::Ms(
+                claudemesh::protocol::time::now_ms() + 60_000,
+            )),
+            nonce: Some(nonce.clone()),
+            body_version: Some(2),
+            ..Default::default()
+        })))
+        .await
+        .expect_err("a reminder under an old epoch is refused");
+    assert_eq!(refused.code(), Some("stale_key_epoch"), "{refused}");
+    // The current epoch is accepted (the body is opaque to the broker).
+    let answer = old
+        .request(ClientMessage::Send(Box::new(SendMessage {
+            target_spec: "*".into(),
+            priority: "next".into(),
+            nonce,
+            ciphertext,
+            body_version: Some(2),
+            key_epoch: 1,
+            ..Default::default()
+        })))
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(answer, ServerMessage::Ack(ref a) if a.queued == Some(true)),
+        "{answer:?}"
+    );
+
+    // Rotations the broker refuses: by a plain member, a skipped epoch, a member left out.
+    let copy = |member_id: &str| SealedFor {
+        member_id: member_id.into(),
+        sealed: format!("{}=", "A".repeat(107)),
+    };
+    let alice_client = alice.client().await;
+    let holders = match alice_client
+        .request(ClientMessage::ListKeyHolders {})
+        .await
+        .expect("holders")
+    {
+        ServerMessage::KeyHolders { epoch, members } => {
+            assert_eq!(epoch, 1);
+            members
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(holders.len(), 3);
+    let all: Vec<SealedFor> = holders.iter().map(|h| copy(&h.member_id)).collect();
+    let check = "0".repeat(64);
+    let attempt = |epoch, keys: Vec<SealedFor>| {
+        ClientMessage::RotateKey(RotateKey {
+            epoch,
+            check: check.clone(),
+            keys,
+        })
+    };
+    let e = old
+        .request(attempt(2, all.clone()))
+        .await
+        .expect_err("a member cannot rotate");
+    assert_eq!(e.code(), Some("forbidden"), "{e}");
+    let e = alice_client
+        .request(attempt(3, all.clone()))
+        .await
+        .expect_err("epochs are not skipped");
+    assert_eq!(e.code(), Some("stale_key_epoch"), "{e}");
+    let e = alice_client
+        .request(attempt(2, all[1..].to_vec()))
+        .await
+        .expect_err("every member must get a copy");
+    assert_eq!(e.code(), Some("membership_changed"), "{e}");
+    let mut with_stranger = all.clone();
+    with_stranger.push(copy("not-a-member"));
+    let e = alice_client
+        .request(attempt(2, with_stranger))
+        .await
+        .expect_err("no copy for a stranger");
+    assert_eq!(e.code(), Some("membership_changed"), "{e}");
+    // Nothing of these was stored: the epoch is still 1, for a new connection too.
+    let fresh = bob.client().await;
+    assert_eq!(fresh.hello_ack().key_epoch, 1);
+    fresh.close().await;
+    old.close().await;
+    alice_client.close().await;
+}
+
+/// A long-lived client (as the MCP server is) takes the new key from the `key_rotated` event
+/// and saves it in its member's config, without anyone running a command on that machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connected_session_saves_the_new_key_as_it_is_rotated() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let options = claudemesh::client::ConnectOptions {
+        config_dir: Some(claudemesh::identity::ConfigDir::new(bob.config_dir())),
+        reconnect: true,
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let live = MeshClient::connect(options).await.expect("bob connects");
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+    eventually("bob's config holds epoch 1", || async {
+        bob.entry().key_epoch == 1
+    })
+    .await;
+    assert_eq!(live.key_ring().current_epoch(), 1);
+    // Its next group message goes under the new key, and alice reads it.
+    let target = live.resolve_targets("*").await.expect("targets");
+    let acks = live
+        .send_each(&target, "from a live session", "next")
+        .await
+        .expect("sent");
+    assert_eq!(acks[0].queued, Some(true), "{:?}", acks[0]);
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "from a live session")
+    );
+    live.close().await;
+}
+
+/// A long-lived client that lost its connection while the key was rotated asks for its sealed
+/// copy when it is back (the broker's `hello_ack.keyEpoch` is ahead of it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reconnects_after_a_rotation_fetches_the_key() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let options = claudemesh::client::ConnectOptions {
+        reconnect: true,
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let live = MeshClient::connect(options).await.expect("bob connects");
+    // Down long enough for the first reconnection attempt (after 1 s) to fail: the next
+    // comes 2 s later, after the rotation below.
+    broker.kill9();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    broker.restart();
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+    assert_ne!(
+        *live.link().borrow(),
+        claudemesh::client::Link::Up,
+        "bob must still be away when the key is rotated (a slow machine?)"
+    );
+    eventually("bob's client fetched epoch 1 when it came back", || async {
+        live.key_ring().get(1).is_some()
+    })
+    .await;
+    assert_eq!(live.key_ring().current_epoch(), 1);
+    live.close().await;
+}
