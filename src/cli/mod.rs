@@ -8,6 +8,7 @@
 
 mod admin_token;
 mod agent;
+mod audit;
 mod bench;
 mod broker;
 mod completions;
@@ -92,6 +93,7 @@ enum Command {
     Info(info::InfoCmd),
     Settings(settings::SettingsCmd),
     Completions(completions::CompletionsCmd),
+    Audit(audit::AuditCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -270,6 +272,7 @@ async fn run(command: Command) -> CliResult {
         Command::Info(c) => c.run().await,
         Command::Settings(c) => c.run().await,
         Command::Completions(c) => c.run(),
+        Command::Audit(c) => c.run().await,
     }
 }
 

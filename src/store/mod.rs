@@ -5,6 +5,7 @@
 //! transaction and commits once (durably) before answering any of them: group commit, one fsync
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
+pub mod audit;
 mod contexts;
 mod files;
 mod memory;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, oneshot};
 
+pub use audit::{AuditActor, AuditEvent, AuditNote};
 pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};

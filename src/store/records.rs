@@ -63,6 +63,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::streams::create_tables(tx)?;
     super::memory::create_tables(tx)?;
     super::schedules::create_tables(tx)?;
+    super::audit::create_tables(tx)?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Applying client frames. The connection loop only reads, dispatches and writes; each area of
 //! the protocol has its file here.
 
+mod audit;
 mod contexts;
 mod files;
 pub mod hello;
@@ -133,5 +134,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             reminders::cancel_scheduled(conn, req_id, scheduled_id)
         }
         ClientMessage::MeshInfo {} => info::mesh_info(conn, req_id),
+        ClientMessage::AuditQuery(q) => audit::audit_query(conn, req_id, q),
+        ClientMessage::AuditVerify {} => audit::audit_verify(conn, req_id),
     }
 }

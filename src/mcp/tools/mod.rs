@@ -2,6 +2,7 @@
 //! messages are waiting, because many MCP clients never show notifications.
 //! One file an area (`tools/<area>.rs`); the data tools take an optional `mesh` slug.
 
+mod audit;
 mod contexts;
 mod files;
 mod info;
@@ -89,7 +90,8 @@ impl MeshTools {
                 + Self::streams_router()
                 + Self::reminders_router()
                 + Self::files_router()
-                + Self::info_router(),
+                + Self::info_router()
+                + Self::audit_router(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Every frame of the wire contract, as serde types. Field names are the original claudemesh's
 //! (camelCase unless noted) so its clients interoperate with this broker.
 
+mod audit;
 mod contexts;
 mod files;
 mod hello;
@@ -16,6 +17,7 @@ mod state;
 mod streams;
 mod tasks;
 
+pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
 pub use files::{
     FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
@@ -234,6 +236,10 @@ pub enum ClientMessage {
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
     ApikeyCreate {},
+    /// A page of the audit log (owner and admins; PROTOCOL.md §12.5).
+    AuditQuery(AuditQuery),
+    /// Recomputes the audit chain (owner and admins).
+    AuditVerify {},
 }
 
 impl ClientMessage {
@@ -289,6 +295,8 @@ impl ClientMessage {
             ClientMessage::MeshInfo {} => "mesh_info",
             ClientMessage::SetMeshSettings { .. } => "set_mesh_settings",
             ClientMessage::ApikeyCreate {} => "apikey_create",
+            ClientMessage::AuditQuery(_) => "audit_query",
+            ClientMessage::AuditVerify {} => "audit_verify",
         }
     }
 }
@@ -429,6 +437,8 @@ pub enum ServerMessage {
     },
     MeshInfoResult(Box<MeshInfo>),
     MeshSettings(MeshSettings),
+    AuditResult(AuditResult),
+    AuditVerifyResult(AuditVerifyResult),
 }
 
 impl ServerMessage {
