@@ -306,3 +306,38 @@ impl JsonOrFail for Person {
             .unwrap_or_else(|e| panic!("no JSON ({e}): {}{}", out.stdout, out.stderr))
     }
 }
+
+/// The broker's own mutations (an ephemeral file expiring) and a grant are audited too.
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_and_grants_are_audited() {
+    let broker = BrokerProc::start(&["--ephemeral-ttl", "1s"]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("brief.txt");
+    std::fs::write(&path, "goes away").unwrap();
+    let path = path.to_str().unwrap();
+    let brief = alice.json(&["file", "share", path, "--ephemeral", "--json"]);
+    let sealed = alice.json(&["file", "share", path, "--to", "bob", "--json"]);
+    let sealed_id = sealed["fileId"].as_str().unwrap().to_string();
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+    ok(
+        &alice.run(&["file", "grant", &sealed_id, "carol"]),
+        "file grant",
+    );
+    eventually("the ephemeral file's expiry in the log", || async {
+        let log = alice.json(&["audit", "--event", "file.deleted", "--json"]);
+        entries(&log)
+            .iter()
+            .any(|(_, _, actor, payload)| actor == "broker" && payload["fileId"] == brief["fileId"])
+    })
+    .await;
+    let grants = alice.json(&["audit", "--event", "file.granted", "--json"]);
+    let got = entries(&grants);
+    assert_eq!(got.len(), 1, "{grants:#}");
+    assert_eq!(got[0].2, "alice");
+    assert_eq!(got[0].3["fileId"], sealed_id.as_str());
+    assert_eq!(got[0].3["peerPubkey"], carol.entry().member_pubkey.as_str());
+    ok(&alice.run(&["audit", "verify"]), "audit verify");
+}

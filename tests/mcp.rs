@@ -708,3 +708,27 @@ async fn doctor_names_what_is_wrong() {
         assert!(!private && detail.contains("644"), "{detail}");
     }
 }
+
+/// The audit tools: the owner's session reads and verifies the log; a member's is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_audit_tools_read_and_verify_the_log() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.json(&["state", "set", "deploy", "\"green\"", "--json"]);
+    let (owner, _) = start_mcp(&alice).await;
+    let (ok, text) = call(&owner, "audit_query", json!({"eventType": "state.set"})).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("\"eventType\": \"state.set\"") && text.contains("\"key\": \"deploy\""),
+        "{text}"
+    );
+    assert!(!text.contains("green"), "the value is not logged: {text}");
+    let (ok, text) = call(&owner, "audit_verify", json!({})).await;
+    assert!(ok && text.contains("verifies: 4 records"), "{text}");
+
+    let (member, _) = start_mcp(&bob).await;
+    for tool in ["audit_query", "audit_verify"] {
+        let (ok, text) = call(&member, tool, json!({})).await;
+        assert!(!ok && text.contains("forbidden"), "{tool}: {text}");
+    }
+}

@@ -521,6 +521,30 @@ mod tests {
         assert_ne!(record_hash("mesh1", &r), record_hash("mesh2", &r));
     }
 
+    /// `data/golden/audit_chain.py` hashes a chain from PROTOCOL.md with hashlib alone.
+    #[test]
+    fn an_independent_chain_verifies() {
+        #[derive(Deserialize)]
+        struct Golden {
+            mesh_id: String,
+            records: Vec<AuditRecord>,
+        }
+        let golden: Golden =
+            serde_json::from_str(include_str!("../../data/golden/audit-chain.json")).unwrap();
+        let mut prev = genesis();
+        for r in &golden.records {
+            assert_eq!(r.prev_hash, prev, "record {}", r.seq);
+            assert_eq!(
+                record_hash(&golden.mesh_id, r).as_deref(),
+                Some(r.hash.as_str()),
+                "record {}",
+                r.seq
+            );
+            prev = r.hash.clone();
+        }
+        assert_eq!(golden.records.len(), 4);
+    }
+
     #[test]
     fn payloads_are_bounded() {
         let mut n = AuditNote::new(AuditEvent::StateSet, AuditActor::broker());
