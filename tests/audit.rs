@@ -341,3 +341,52 @@ async fn expiry_and_grants_are_audited() {
     assert_eq!(got[0].3["peerPubkey"], carol.entry().member_pubkey.as_str());
     ok(&alice.run(&["audit", "verify"]), "audit verify");
 }
+
+/// Memories, contexts, streams and reminders are audited by id, never by their content.
+#[test]
+fn shared_data_changes_are_audited_without_their_content() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let secret = "the-memory-says-swordfish-0451";
+    let memory = bob.json(&["remember", secret, "--tags", "ops", "--json"]);
+    let memory_id = memory["id"].as_str().unwrap().to_string();
+    ok(&bob.run(&["forget", &memory_id]), "forget");
+    let context = bob.json(&["context", "share", secret, "--json"]);
+    let stream = alice.json(&["stream", "create", "builds", "--json"]);
+    let reminder = alice.json(&["remind", secret, "--in", "10m", "--json"]);
+    let scheduled_id = reminder["scheduledId"].as_str().unwrap().to_string();
+    ok(
+        &alice.run(&["remind", "cancel", &scheduled_id]),
+        "remind cancel",
+    );
+
+    let log = alice.json(&["audit", "--json"]);
+    let got = entries(&log);
+    let tail: Vec<(&str, &str)> = got[3..]
+        .iter()
+        .map(|(_, event, actor, _)| (event.as_str(), actor.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("memory.remembered", "bob"),
+            ("memory.forgotten", "bob"),
+            ("context.shared", "bob"),
+            ("stream.created", "alice"),
+            ("reminder.scheduled", "alice"),
+            ("reminder.cancelled", "alice"),
+        ],
+        "{log:#}"
+    );
+    assert_eq!(got[3].3["memoryId"], memory_id.as_str());
+    assert_eq!(got[5].3["contextId"], context["id"]);
+    assert_eq!(got[6].3["name"], "builds");
+    assert_eq!(got[6].3["streamId"], stream["id"]);
+    assert_eq!(got[8].3["scheduledId"], scheduled_id.as_str());
+    assert_not_in(
+        "the audit log",
+        log.to_string().as_bytes(),
+        secret.as_bytes(),
+    );
+    ok(&alice.run(&["audit", "verify"]), "audit verify");
+}

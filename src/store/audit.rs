@@ -79,6 +79,12 @@ pub enum AuditEvent {
     FileShared,
     FileDeleted,
     FileGranted,
+    MemoryRemembered,
+    MemoryForgotten,
+    ContextShared,
+    StreamCreated,
+    ReminderScheduled,
+    ReminderCancelled,
 }
 
 impl AuditEvent {
@@ -100,6 +106,12 @@ impl AuditEvent {
             AuditEvent::FileShared => "file.shared",
             AuditEvent::FileDeleted => "file.deleted",
             AuditEvent::FileGranted => "file.granted",
+            AuditEvent::MemoryRemembered => "memory.remembered",
+            AuditEvent::MemoryForgotten => "memory.forgotten",
+            AuditEvent::ContextShared => "context.shared",
+            AuditEvent::StreamCreated => "stream.created",
+            AuditEvent::ReminderScheduled => "reminder.scheduled",
+            AuditEvent::ReminderCancelled => "reminder.cancelled",
         }
     }
 }
