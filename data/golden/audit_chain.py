@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates data/golden/audit-chain.json: an audit chain (PROTOCOL.md §12.5) hashed by an
 implementation independent of our Rust code (hashlib, the encoding written from the spec).
-`store::audit`'s unit test `an_independent_chain_verifies` checks the Rust hashes against it.
+`tests/golden_vectors.rs` (`an_independently_hashed_audit_chain_verifies`) checks the Rust
+hashes against it.
 
 Usage:  python3 data/golden/audit_chain.py   (standard library only; deterministic)
 """

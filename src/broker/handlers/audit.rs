@@ -86,7 +86,12 @@ pub fn audit_query(conn: &Conn, req_id: Option<String>, q: AuditQuery) {
     answer(conn, req_id, async move {
         may_read(&peer)?;
         let filter = audit_filter(q)?;
-        let page = broker.store.audit_page(&peer.mesh_id, &filter)?;
+        // A filter may read far back: on a blocking thread, not the connection's.
+        let store = broker.store.clone();
+        let mesh_id = peer.mesh_id.clone();
+        let page = tokio::task::spawn_blocking(move || store.audit_page(&mesh_id, &filter))
+            .await
+            .map_err(|e| refuse("internal", format!("the audit query stopped: {e}")))??;
         Ok(Some(ServerMessage::AuditResult(AuditResult {
             entries: page.records.into_iter().map(audit_entry).collect(),
             total: page.total,
