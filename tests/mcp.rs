@@ -709,6 +709,18 @@ async fn doctor_names_what_is_wrong() {
     }
 }
 
+/// Waits until the MCP server's session is connected (it connects in the background).
+async fn connected(mcp: &Mcp) {
+    for _ in 0..300 {
+        let (_, text) = call(mcp, "mesh_info", json!({})).await;
+        if !text.contains("connecting") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the MCP server never connected");
+}
+
 /// The audit tools: the owner's session reads and verifies the log; a member's is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn mcp_audit_tools_read_and_verify_the_log() {
@@ -716,6 +728,7 @@ async fn mcp_audit_tools_read_and_verify_the_log() {
     let (alice, bob) = alice_and_bob(&broker);
     alice.json(&["state", "set", "deploy", "\"green\"", "--json"]);
     let (owner, _) = start_mcp(&alice).await;
+    connected(&owner).await;
     let (ok, text) = call(&owner, "audit_query", json!({"eventType": "state.set"})).await;
     assert!(ok, "{text}");
     assert!(
@@ -727,6 +740,7 @@ async fn mcp_audit_tools_read_and_verify_the_log() {
     assert!(ok && text.contains("verifies: 4 records"), "{text}");
 
     let (member, _) = start_mcp(&bob).await;
+    connected(&member).await;
     for tool in ["audit_query", "audit_verify"] {
         let (ok, text) = call(&member, tool, json!({})).await;
         assert!(!ok && text.contains("forbidden"), "{tool}: {text}");

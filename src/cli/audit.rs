@@ -52,7 +52,7 @@ struct AuditVerifyCmd {
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
     mesh: Option<String>,
-    /// print JSON: {valid, entries, brokenAt?, brokenEvent?, reason?, headHash?}
+    /// print JSON: {valid, entries, firstId, brokenAt?, brokenEvent?, reason?, headHash?}
     #[argh(switch)]
     json: bool,
 }
@@ -161,8 +161,16 @@ async fn verify(c: AuditVerifyCmd) -> CliResult {
     if c.json {
         print_json(&v);
     } else if v.valid {
+        let from = if v.first_id > 1 {
+            format!(
+                " (from record {}; older ones were dropped at the cap)",
+                v.first_id
+            )
+        } else {
+            String::new()
+        };
         outln!(
-            "the audit chain verifies: {} records, head {}",
+            "the audit chain verifies: {} records{from}, head {}",
             v.entries,
             v.head_hash.as_deref().unwrap_or("(empty)")
         );

@@ -118,6 +118,7 @@ pub fn audit_verify(conn: &Conn, req_id: Option<String>) {
         Ok(Some(ServerMessage::AuditVerifyResult(AuditVerifyResult {
             valid: verdict.valid(),
             entries: verdict.entries,
+            first_id: verdict.first,
             broken_at: verdict.broken.as_ref().map(|b| b.0),
             broken_event: verdict.broken.as_ref().and_then(|b| b.2.clone()),
             reason: verdict.broken.as_ref().map(|b| b.1.as_str().to_string()),

@@ -62,6 +62,10 @@ pub struct AuditVerifyResult {
     pub valid: bool,
     /// Records that verified (when broken: those before `brokenAt`).
     pub entries: u64,
+    /// This broker's addition: the seq the chain starts at (1 unless the oldest records were
+    /// dropped at the per-mesh cap).
+    #[serde(default)]
+    pub first_id: u64,
     /// The seq of the first broken record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broken_at: Option<u64>,

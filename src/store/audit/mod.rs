@@ -23,8 +23,12 @@
 //! # The chain
 //! Each record holds the hash of the one before (32 zero bytes before the first); its own hash
 //! is SHA-256 over [`canonical_bytes`]. A head row per mesh holds the last seq and hash, so a
-//! record cut from the end is found too. [`Store::verify_audit`] walks the chain from seq 1 in
-//! one read transaction, one record at a time.
+//! record cut from the end is found too. `chain.rs` holds the encoding and
+//! [`Store::verify_audit`], which walks the chain in one read transaction, one record at a time.
+
+mod chain;
+
+pub use chain::{AuditBreak, AuditVerdict, CHAIN_TAG, canonical_bytes, record_hash};
 
 use std::collections::BTreeMap;
 
@@ -32,7 +36,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, decode, decode_opt, encode};
-use crate::crypto;
+use chain::genesis;
 
 /// `(mesh_id, seq) → AuditRecord`, seq from 1 per mesh.
 pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
@@ -42,14 +46,15 @@ pub(crate) const AUDIT_HEADS: TableDefinition<&str, &[u8]> = TableDefinition::ne
 pub(crate) const AUDIT_COUNTS: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("audit_counts");
 
-/// The domain tag that starts every record's canonical bytes (the encoding's version).
-pub const CHAIN_TAG: &str = "claudemesh-audit-v1";
 /// Most payload fields one record holds; more are dropped.
 pub const MAX_PAYLOAD_FIELDS: usize = 12;
 /// Longest payload value, in characters; longer ones are cut.
 pub const MAX_PAYLOAD_VALUE: usize = 256;
 /// Most records one `audit_query` answer holds.
 pub const MAX_QUERY_LIMIT: usize = 500;
+/// Most records a mesh's log keeps (a few hundred bytes each): past it, each append drops the
+/// oldest record and the head keeps that record's hash as the anchor the chain starts from.
+pub const MAX_RECORDS_PER_MESH: u64 = 1_000_000;
 
 /// Opens the audit tables (called from `records::create_tables`).
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
@@ -204,51 +209,35 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The tip of a mesh's chain.
+/// The tip of a mesh's chain, and where it starts once old records were dropped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AuditHead {
     seq: u64,
     hash: String,
     at_ms: i64,
+    /// The oldest record kept (0 or 1: none dropped).
+    #[serde(default)]
+    first: u64,
+    /// The hash of the last dropped record (`prev_hash` of `first`); empty: none dropped.
+    #[serde(default)]
+    anchor: String,
 }
 
-fn field(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// The bytes a record's hash covers (PROTOCOL.md §12.5), with `f(s)` = 4-byte big-endian
-/// length of `s`'s UTF-8 bytes, then those bytes:
-/// `f(CHAIN_TAG) ‖ f(mesh_id) ‖ seq u64be ‖ at_ms i64be ‖ f(event) ‖ f(actor_member_id) ‖
-/// f(actor_name) ‖ n u32be ‖ n × (f(key) ‖ f(value)) in key byte order ‖ prev 32 bytes`.
-/// `None` when `prev_hash` is not 64 hex.
-pub fn canonical_bytes(mesh_id: &str, r: &AuditRecord) -> Option<Vec<u8>> {
-    let prev = hex::decode(&r.prev_hash).ok().filter(|p| p.len() == 32)?;
-    let mut out = Vec::with_capacity(256);
-    field(&mut out, CHAIN_TAG);
-    field(&mut out, mesh_id);
-    out.extend_from_slice(&r.seq.to_be_bytes());
-    out.extend_from_slice(&r.at_ms.to_be_bytes());
-    field(&mut out, &r.event);
-    field(&mut out, &r.actor_member_id);
-    field(&mut out, &r.actor_name);
-    out.extend_from_slice(&(r.payload.len() as u32).to_be_bytes());
-    // A BTreeMap<String, _> iterates in byte order of its keys.
-    for (k, v) in &r.payload {
-        field(&mut out, k);
-        field(&mut out, v);
+impl AuditHead {
+    fn first(&self) -> u64 {
+        self.first.max(1)
     }
-    out.extend_from_slice(&prev);
-    Some(out)
-}
-
-/// The hash a record should carry, as 64 hex (`None`: its `prev_hash` is malformed).
-pub fn record_hash(mesh_id: &str, r: &AuditRecord) -> Option<String> {
-    canonical_bytes(mesh_id, r).map(|b| hex::encode(crypto::sha256(&b)))
-}
-
-fn genesis() -> String {
-    "0".repeat(64)
+    fn anchor(&self) -> String {
+        if self.anchor.is_empty() {
+            genesis()
+        } else {
+            self.anchor.clone()
+        }
+    }
+    /// Records kept.
+    fn len(&self) -> u64 {
+        (self.seq + 1).saturating_sub(self.first())
+    }
 }
 
 /// Appends `note` to `mesh_id`'s chain inside `tx`, the transaction of the change it records.
@@ -260,6 +249,17 @@ pub fn append(
     note: &AuditNote,
     now_ms: i64,
 ) -> Result<AuditRecord, StoreError> {
+    append_within(tx, mesh_id, note, now_ms, MAX_RECORDS_PER_MESH)
+}
+
+/// [`append`], keeping at most `max_records` (at least 1).
+fn append_within(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    note: &AuditNote,
+    now_ms: i64,
+    max_records: u64,
+) -> Result<AuditRecord, StoreError> {
     let mut heads = tx.open_table(AUDIT_HEADS)?;
     let head: AuditHead = decode_opt(heads.get(mesh_id)?)?.unwrap_or_default();
     let mut record = AuditRecord {
@@ -269,24 +269,50 @@ pub fn append(
         actor_member_id: note.actor.member_id.clone(),
         actor_name: note.actor.name.clone(),
         payload: note.payload.clone(),
-        prev_hash: if head.seq == 0 { genesis() } else { head.hash },
+        prev_hash: if head.seq == 0 {
+            genesis()
+        } else {
+            head.hash.clone()
+        },
         hash: String::new(),
     };
     record.hash = record_hash(mesh_id, &record)
         .ok_or_else(|| StoreError::Decode("the audit head's hash is not 64 hex".into()))?;
-    tx.open_table(AUDIT)?
-        .insert((mesh_id, record.seq), encode(&record).as_slice())?;
-    let new_head = AuditHead {
+    let mut table = tx.open_table(AUDIT)?;
+    table.insert((mesh_id, record.seq), encode(&record).as_slice())?;
+    let mut counts = tx.open_table(AUDIT_COUNTS)?;
+    count(&mut counts, mesh_id, &record.event, 1)?;
+    let mut new_head = AuditHead {
         seq: record.seq,
         hash: record.hash.clone(),
         at_ms: record.at_ms,
+        first: head.first(),
+        anchor: head.anchor.clone(),
     };
+    while new_head.len() > max_records.max(1) {
+        let dropped = table.remove((mesh_id, new_head.first()))?;
+        if let Some(old) = dropped
+            .map(|v| decode::<AuditRecord>(v.value()))
+            .transpose()?
+        {
+            count(&mut counts, mesh_id, &old.event, -1)?;
+            new_head.anchor = old.hash;
+        }
+        new_head.first = new_head.first() + 1;
+    }
     heads.insert(mesh_id, encode(&new_head).as_slice())?;
-    let mut counts = tx.open_table(AUDIT_COUNTS)?;
-    let key = (mesh_id, record.event.as_str());
-    let n = counts.get(key)?.map_or(0, |v| v.value());
-    counts.insert(key, n + 1)?;
     Ok(record)
+}
+
+fn count(
+    counts: &mut redb::Table<(&str, &str), u64>,
+    mesh_id: &str,
+    event: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    let n = counts.get((mesh_id, event))?.map_or(0, |v| v.value());
+    counts.insert((mesh_id, event), n.saturating_add_signed(delta))?;
+    Ok(())
 }
 
 /// Which records `audit_query` wants.
@@ -308,47 +334,6 @@ pub struct AuditPage {
     pub total: u64,
 }
 
-/// Why a chain does not verify, at [`AuditVerdict::broken_at`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditBreak {
-    /// The record's contents do not hash to its stored hash (edited).
-    Hash,
-    /// The record's `prev_hash` is not the previous record's hash.
-    Link,
-    /// No record with this seq, though later ones (or the head) exist (deleted).
-    Missing,
-    /// The stored bytes do not decode as a record, or name another seq.
-    Unreadable,
-}
-
-impl AuditBreak {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditBreak::Hash => "hash_mismatch",
-            AuditBreak::Link => "broken_link",
-            AuditBreak::Missing => "missing",
-            AuditBreak::Unreadable => "unreadable",
-        }
-    }
-}
-
-/// What [`Store::verify_audit`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditVerdict {
-    /// Records found sound: all of them when valid, else those before the broken one.
-    pub entries: u64,
-    /// The first broken record's seq, why, and its event type when it could be read.
-    pub broken: Option<(u64, AuditBreak, Option<String>)>,
-    /// The last record's hash (what an operator can note down elsewhere to anchor the chain).
-    pub head_hash: Option<String>,
-}
-
-impl AuditVerdict {
-    pub fn valid(&self) -> bool {
-        self.broken.is_none()
-    }
-}
-
 impl Store {
     /// A page of `mesh_id`'s audit log, newest first. Reads back from the newest record; with
     /// `since_ms` it stops at the first older record (times never decrease along the chain).
@@ -362,7 +347,7 @@ impl Store {
             (None, None) => {
                 let head: Option<AuditHead> =
                     decode_opt(rt.open_table(AUDIT_HEADS)?.get(mesh_id)?)?;
-                Some(head.map_or(0, |h| h.seq))
+                Some(head.map_or(0, |h| h.len()))
             }
             (None, Some(event)) => Some(
                 rt.open_table(AUDIT_COUNTS)?
@@ -395,109 +380,11 @@ impl Store {
         page.total = known_total.unwrap_or(matched);
         Ok(page)
     }
-
-    /// Recomputes `mesh_id`'s chain from seq 1 and reports the first broken record: one whose
-    /// hash does not match its contents, whose `prev_hash` is not the previous record's hash, a
-    /// seq that is missing (before a later record or the head), or bytes that do not decode.
-    /// One read transaction, one record in memory at a time.
-    pub fn verify_audit(&self, mesh_id: &str) -> Result<AuditVerdict, StoreError> {
-        let rt = self.read()?;
-        let head: Option<AuditHead> = decode_opt(rt.open_table(AUDIT_HEADS)?.get(mesh_id)?)?;
-        let table = rt.open_table(AUDIT)?;
-        let mut verdict = AuditVerdict {
-            entries: 0,
-            broken: None,
-            head_hash: head.as_ref().map(|h| h.hash.clone()),
-        };
-        let mut prev = genesis();
-        let mut expected: u64 = 1;
-        for row in table.range((mesh_id, 0)..=(mesh_id, u64::MAX))? {
-            let (k, v) = row?;
-            let seq = k.value().1;
-            if seq != expected {
-                verdict.broken = Some((expected, AuditBreak::Missing, None));
-                return Ok(verdict);
-            }
-            let record = match decode::<AuditRecord>(v.value()) {
-                Ok(r) if r.seq == seq => r,
-                _ => {
-                    verdict.broken = Some((seq, AuditBreak::Unreadable, None));
-                    return Ok(verdict);
-                }
-            };
-            let why = if record.prev_hash != prev {
-                Some(AuditBreak::Link)
-            } else if record_hash(mesh_id, &record).as_deref() != Some(record.hash.as_str()) {
-                Some(AuditBreak::Hash)
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                verdict.broken = Some((seq, why, Some(record.event)));
-                return Ok(verdict);
-            }
-            verdict.entries += 1;
-            prev = record.hash;
-            expected += 1;
-        }
-        // The head names the last record written: records cut from the end, or added or
-        // rewritten past it, show here.
-        let last = expected - 1;
-        if let Some(head) = head {
-            verdict.broken = if head.seq > last {
-                Some((last + 1, AuditBreak::Missing, None))
-            } else if head.seq < last {
-                Some((head.seq + 1, AuditBreak::Link, None))
-            } else if last > 0 && head.hash != prev {
-                Some((last, AuditBreak::Hash, None))
-            } else {
-                None
-            };
-            if let Some((at, _, _)) = verdict.broken {
-                verdict.entries = at - 1;
-            }
-        }
-        Ok(verdict)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn note(i: u32) -> AuditNote {
-        AuditNote::new(AuditEvent::StateSet, AuditActor::member("m1", "alice"))
-            .with("key", format!("k{i}"))
-    }
-
-    async fn log(store: &Store, mesh: &str, n: u32) {
-        for i in 0..n {
-            let mesh = mesh.to_string();
-            store
-                .write(move |tx| append(tx, &mesh, &note(i), 1_000 + i64::from(i)))
-                .await
-                .unwrap();
-        }
-    }
-
-    async fn rewrite(
-        store: &Store,
-        mesh: &str,
-        seq: u64,
-        change: impl FnOnce(&mut AuditRecord) + Send + 'static,
-    ) {
-        let mesh = mesh.to_string();
-        store
-            .write(move |tx| {
-                let mut t = tx.open_table(AUDIT)?;
-                let mut r: AuditRecord = decode_opt(t.get((mesh.as_str(), seq))?)?.unwrap();
-                change(&mut r);
-                t.insert((mesh.as_str(), seq), encode(&r).as_slice())?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-    }
 
     #[test]
     fn payloads_are_bounded() {
@@ -513,78 +400,5 @@ mod tests {
                 .values()
                 .all(|v| v.chars().count() == MAX_PAYLOAD_VALUE)
         );
-    }
-
-    #[tokio::test]
-    async fn a_chain_verifies_and_names_its_first_broken_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        log(&store, "A", 5).await;
-        log(&store, "B", 2).await;
-        let ok = store.verify_audit("A").unwrap();
-        assert!(ok.valid(), "{ok:?}");
-        assert_eq!(ok.entries, 5);
-        assert!(store.verify_audit("empty").unwrap().valid());
-
-        // Newest first, filtered, with totals.
-        let page = store
-            .audit_page(
-                "A",
-                &AuditFilter {
-                    limit: 2,
-                    offset: 1,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(page.total, 5);
-        let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [4, 3]);
-        let since = store
-            .audit_page(
-                "A",
-                &AuditFilter {
-                    limit: 10,
-                    since_ms: Some(1_003),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!((since.total, since.records.len()), (2, 2));
-
-        rewrite(&store, "A", 3, |r| {
-            r.payload.insert("key".into(), "forged".into());
-        })
-        .await;
-        let v = store.verify_audit("A").unwrap();
-        assert_eq!(
-            v.broken,
-            Some((3, AuditBreak::Hash, Some("state.set".into())))
-        );
-        assert_eq!(v.entries, 2);
-
-        // A record whose hash is recomputed still breaks the next one's link.
-        rewrite(&store, "A", 3, |r| r.hash = record_hash("A", r).unwrap()).await;
-        let v = store.verify_audit("A").unwrap();
-        assert_eq!(v.broken.map(|b| (b.0, b.1)), Some((4, AuditBreak::Link)));
-
-        // A deleted record is named by its seq; so is one cut from the end.
-        let cut = |seq: u64| {
-            store.write(move |tx| {
-                tx.open_table(AUDIT)?.remove(("B", seq))?;
-                Ok(())
-            })
-        };
-        cut(2).await.unwrap();
-        assert_eq!(
-            store.verify_audit("B").unwrap().broken,
-            Some((2, AuditBreak::Missing, None))
-        );
-        cut(1).await.unwrap();
-        assert_eq!(
-            store.verify_audit("B").unwrap().broken.map(|b| b.0),
-            Some(1)
-        );
-        store.close();
     }
 }
