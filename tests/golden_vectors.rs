@@ -474,3 +474,67 @@ fn sha256_vectors() {
         );
     }
 }
+
+/// The audit chain's canonical bytes, built here byte by byte from PROTOCOL.md §12.5.
+#[test]
+fn audit_canonical_bytes_are_as_documented() {
+    use claudemesh::store::audit::{AuditRecord, CHAIN_TAG, canonical_bytes, record_hash};
+    let r = AuditRecord {
+        seq: 1,
+        at_ms: 1_700_000_000_000,
+        event: "state.set".into(),
+        actor_member_id: "m1".into(),
+        actor_name: "alice".into(),
+        payload: [("key", "k"), ("bytes", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        prev_hash: "0".repeat(64),
+        hash: String::new(),
+    };
+    let f = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let mut want = Vec::new();
+    f(&mut want, CHAIN_TAG);
+    f(&mut want, "mesh1");
+    want.extend_from_slice(&1u64.to_be_bytes());
+    want.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    for s in ["state.set", "m1", "alice"] {
+        f(&mut want, s);
+    }
+    want.extend_from_slice(&2u32.to_be_bytes());
+    for s in ["bytes", "3", "key", "k"] {
+        f(&mut want, s);
+    }
+    want.extend_from_slice(&[0u8; 32]);
+    assert_eq!(canonical_bytes("mesh1", &r).unwrap(), want);
+    // Another mesh, another hash: a record cannot be moved between chains.
+    assert_ne!(record_hash("mesh1", &r), record_hash("mesh2", &r));
+}
+
+/// `data/golden/audit_chain.py` hashes a chain from PROTOCOL.md §12.5 with hashlib alone.
+#[test]
+fn an_independently_hashed_audit_chain_verifies() {
+    use claudemesh::store::audit::{AuditRecord, record_hash};
+    #[derive(Deserialize)]
+    struct Golden {
+        mesh_id: String,
+        records: Vec<AuditRecord>,
+    }
+    let golden: Golden =
+        serde_json::from_str(include_str!("../data/golden/audit-chain.json")).unwrap();
+    let mut prev = "0".repeat(64);
+    for r in &golden.records {
+        assert_eq!(r.prev_hash, prev, "record {}", r.seq);
+        assert_eq!(
+            record_hash(&golden.mesh_id, r).as_deref(),
+            Some(r.hash.as_str()),
+            "record {}",
+            r.seq
+        );
+        prev = r.hash.clone();
+    }
+    assert_eq!(golden.records.len(), 4);
+}

@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 44] = [
+const ALL_TOOLS: [&str; 46] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -84,6 +84,8 @@ const ALL_TOOLS: [&str; 44] = [
     "mesh_stats",
     "set_profile",
     "rotate_key",
+    "audit_query",
+    "audit_verify",
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {
@@ -770,4 +772,42 @@ async fn mcp_blocks_sets_its_profile_and_reports_its_tool_calls() {
             .any(|p| p["displayName"] == "bob" && p["reported"]["toolCalls"].as_u64() >= Some(7))
     })
     .await;
+}
+
+/// Waits until the MCP server's session is connected (it connects in the background).
+async fn connected(mcp: &Mcp) {
+    for _ in 0..300 {
+        let (_, text) = call(mcp, "mesh_info", json!({})).await;
+        if !text.contains("connecting") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the MCP server never connected");
+}
+
+/// The audit tools: the owner's session reads and verifies the log; a member's is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_audit_tools_read_and_verify_the_log() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.json(&["state", "set", "deploy", "\"green\"", "--json"]);
+    let (owner, _) = start_mcp(&alice).await;
+    connected(&owner).await;
+    let (ok, text) = call(&owner, "audit_query", json!({"eventType": "state.set"})).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("\"eventType\": \"state.set\"") && text.contains("\"key\": \"deploy\""),
+        "{text}"
+    );
+    assert!(!text.contains("green"), "the value is not logged: {text}");
+    let (ok, text) = call(&owner, "audit_verify", json!({})).await;
+    assert!(ok && text.contains("verifies: 4 records"), "{text}");
+
+    let (member, _) = start_mcp(&bob).await;
+    connected(&member).await;
+    for tool in ["audit_query", "audit_verify"] {
+        let (ok, text) = call(&member, tool, json!({})).await;
+        assert!(!ok && text.contains("forbidden"), "{tool}: {text}");
+    }
 }

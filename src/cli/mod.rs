@@ -8,6 +8,7 @@
 
 mod admin_token;
 mod agent;
+mod audit;
 mod bench;
 mod broker;
 mod completions;
@@ -103,6 +104,7 @@ enum Command {
     Stats(stats::StatsCmd),
     Profile(profile::ProfileCmd),
     RotateKey(keys::RotateKeyCmd),
+    Audit(audit::AuditCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -288,6 +290,7 @@ async fn run(command: Command) -> CliResult {
         Command::Stats(c) => c.run().await,
         Command::Profile(c) => c.run().await,
         Command::RotateKey(c) => c.run().await,
+        Command::Audit(c) => c.run().await,
     }
 }
 

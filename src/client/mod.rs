@@ -4,6 +4,7 @@
 //! server use only this.
 
 mod api;
+mod audit;
 mod contexts;
 pub mod files;
 pub mod http;

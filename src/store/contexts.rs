@@ -3,6 +3,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::quotas::{self, Quota, QuotaExceeded};
 use super::rows::{mesh_rows, scan_mesh_rows};
 use super::{Store, StoreError, encode};
@@ -64,6 +65,11 @@ impl Store {
                 return Ok(Err(e));
             }
             table.insert(key, encode(&context).as_slice())?;
+            drop(table);
+            // The id only: the summary and findings are the context's content.
+            let by = AuditActor::member(&context.member_id, &context.peer_name);
+            let note = AuditNote::new(AuditEvent::ContextShared, by).with("contextId", &context.id);
+            audit::append(tx, &mesh_id, &note, context.updated_at_ms)?;
             Ok(Ok(()))
         })
         .await

@@ -5,6 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::quotas::{self, Quota, QuotaExceeded};
 use super::{MeshQuotas, Store, StoreError, decode, decode_opt, encode};
 
@@ -113,6 +114,14 @@ impl Store {
             if let Some(k) = expiry_key(&record) {
                 tx.open_table(FILE_EXPIRY)?.insert(k, ())?;
             }
+            let by = AuditActor::member(&record.uploader_member_id, &record.uploader_name);
+            let note = AuditNote::new(AuditEvent::FileShared, by)
+                .with("fileId", &record.id)
+                .with("name", &record.name)
+                .with("bytes", record.size)
+                .with("encrypted", record.encrypted)
+                .with("persistent", record.persistent);
+            audit::append(tx, mesh, &note, record.created_at_ms)?;
             Ok(Ok(()))
         })
         .await
@@ -173,6 +182,8 @@ impl Store {
         file_id: String,
         pubkey: String,
         sealed: String,
+        by: AuditActor,
+        now_ms: i64,
     ) -> Result<GrantOutcome, StoreError> {
         self.write(move |tx| {
             let (mesh, id) = (mesh_id.as_str(), file_id.as_str());
@@ -181,6 +192,10 @@ impl Store {
             }
             tx.open_table(FILE_KEYS)?
                 .insert((mesh, id, pubkey.as_str()), sealed.as_str())?;
+            let note = AuditNote::new(AuditEvent::FileGranted, by)
+                .with("fileId", id)
+                .with("peerPubkey", &pubkey);
+            audit::append(tx, mesh, &note, now_ms)?;
             Ok(GrantOutcome::Granted)
         })
         .await
@@ -224,11 +239,13 @@ impl Store {
     }
 
     /// Removes a file's metadata, keys, access log and expiry entry; returns the record if it
-    /// existed.
+    /// existed. `by` is who deleted it ([`AuditActor::broker`] when it expired).
     pub async fn delete_file(
         &self,
         mesh_id: String,
         file_id: String,
+        by: AuditActor,
+        now_ms: i64,
     ) -> Result<Option<FileRecord>, StoreError> {
         self.write(move |tx| {
             let (mesh, id) = (mesh_id.as_str(), file_id.as_str());
@@ -247,6 +264,11 @@ impl Store {
             if let Some(k) = expiry_key(&record) {
                 tx.open_table(FILE_EXPIRY)?.remove(k)?;
             }
+            let note = AuditNote::new(AuditEvent::FileDeleted, by)
+                .with("fileId", id)
+                .with("name", &record.name)
+                .with("bytes", record.size);
+            audit::append(tx, mesh, &note, now_ms)?;
             Ok(Some(record))
         })
         .await

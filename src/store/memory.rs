@@ -29,6 +29,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
 use tokio::sync::oneshot;
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::quotas::{self, Quota, QuotaExceeded};
 use super::{Actor, META, Store, StoreError, decode, decode_opt, encode};
 
@@ -128,6 +129,12 @@ impl Store {
                 (record.mesh_id.as_str(), record.id.as_str()),
                 encode(&record).as_slice(),
             )?;
+            // The id and the number of tags, never the content.
+            let by = AuditActor::member(&record.member_id, &record.remembered_by);
+            let note = AuditNote::new(AuditEvent::MemoryRemembered, by)
+                .with("memoryId", &record.id)
+                .with("tags", record.tags.len());
+            audit::append(tx, &record.mesh_id, &note, record.remembered_at_ms)?;
             next_op(tx).map(Ok)
         })
         .await
@@ -151,7 +158,10 @@ impl Store {
                 return Ok((Forgotten::NotYours(record.remembered_by), None));
             }
             table.remove(key)?;
+            drop(table);
             quotas::free(tx, &mesh_id, Quota::Memories, 1)?;
+            let note = AuditNote::new(AuditEvent::MemoryForgotten, &by).with("memoryId", &id);
+            audit::append(tx, &mesh_id, &note, crate::protocol::time::now_ms())?;
             Ok((Forgotten::Done, Some(next_op(tx)?)))
         })
         .await

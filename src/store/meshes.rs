@@ -2,6 +2,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::audit::{self, AuditEvent, AuditNote};
 use super::records::{INVITE_IDS, INVITES, MEMBER_KEYS, MEMBERS, MESH_INVITES, MESH_SLUGS, MESHES};
 use super::{Invite, Member, MemberRole, Mesh, Store, StoreError, decode, decode_opt, encode};
 use crate::crypto;
@@ -214,6 +215,12 @@ impl Store {
                 invite_code: None,
             };
             insert_member(tx, &member)?;
+            let note = AuditNote::new(AuditEvent::MeshCreated, &member)
+                .with("name", &mesh.name)
+                .with("slug", &mesh.slug)
+                .with("ownerPubkey", mesh.owner_pubkey.to_hex())
+                .with("groupBodies", mesh.group_bodies.as_str());
+            audit::append(tx, &mesh.id, &note, req.now_ms)?;
             Ok((mesh, member))
         })
         .await
@@ -328,6 +335,16 @@ impl Store {
             invites.insert(invite.code.as_str(), encode(&invite).as_slice())?;
             ids.insert((mesh_id, invite.id.as_str()), invite.code.as_str())?;
             listed.insert((mesh_id, invite.code.as_str()), ())?;
+            // The id, never the code: the code lets its holder in.
+            let note = AuditNote::new(AuditEvent::InviteCreated, &actor)
+                .with("inviteId", &invite.id)
+                .with("role", invite.role.as_str())
+                .with("maxUses", invite.max_uses)
+                .with(
+                    "expiresAt",
+                    crate::protocol::time::iso(invite.expires_at_s.saturating_mul(1000)),
+                );
+            audit::append(tx, mesh_id, &note, now_ms)?;
             Ok(Ok(()))
         })
         .await
@@ -370,15 +387,17 @@ impl Store {
         mesh_id: String,
         which: InviteRef,
         by: String,
+        now_ms: i64,
     ) -> Result<Result<Invite, RevokeError>, StoreError> {
         self.write(move |tx| {
             let actor: Option<Member> = decode_opt(
                 tx.open_table(MEMBERS)?
                     .get((mesh_id.as_str(), by.as_str()))?,
             )?;
-            if !actor.is_some_and(|a| a.role.can_manage() && a.revoked_at_ms.is_none()) {
+            let Some(actor) = actor.filter(|a| a.role.can_manage() && a.revoked_at_ms.is_none())
+            else {
                 return Ok(Err(RevokeError::Forbidden));
-            }
+            };
             let code = match which {
                 InviteRef::Code(code) => code,
                 InviteRef::Id(id) => {
@@ -394,8 +413,14 @@ impl Store {
             let Some(mut invite) = found.filter(|i| i.mesh_id == mesh_id) else {
                 return Ok(Err(RevokeError::NotFound));
             };
+            let newly = !invite.revoked;
             invite.revoked = true;
             invites.insert(code.as_str(), encode(&invite).as_slice())?;
+            if newly {
+                let note =
+                    AuditNote::new(AuditEvent::InviteRevoked, &actor).with("inviteId", &invite.id);
+                audit::append(tx, &mesh_id, &note, now_ms)?;
+            }
             Ok(Ok(invite))
         })
         .await
@@ -410,22 +435,31 @@ impl Store {
         member_id: String,
         group_bodies: GroupBodies,
         proof: GroupBodiesProof,
+        now_ms: i64,
     ) -> Result<Option<Mesh>, StoreError> {
         self.write(move |tx| {
             let member: Option<Member> = decode_opt(
                 tx.open_table(MEMBERS)?
                     .get((mesh_id.as_str(), member_id.as_str()))?,
             )?;
-            if !member.is_some_and(|m| m.role == MemberRole::Owner && m.revoked_at_ms.is_none()) {
+            let Some(member) =
+                member.filter(|m| m.role == MemberRole::Owner && m.revoked_at_ms.is_none())
+            else {
                 return Ok(None);
-            }
+            };
             let mut meshes = tx.open_table(MESHES)?;
             let Some(mut mesh) = decode_opt::<Mesh>(meshes.get(mesh_id.as_str())?)? else {
                 return Ok(None);
             };
+            let from = mesh.group_bodies;
             mesh.group_bodies = group_bodies;
             mesh.group_bodies_proof = Some(proof);
             meshes.insert(mesh_id.as_str(), encode(&mesh).as_slice())?;
+            let note = AuditNote::new(AuditEvent::SettingsChanged, &member)
+                .with("setting", "groupBodies")
+                .with("from", from.as_str())
+                .with("to", group_bodies.as_str());
+            audit::append(tx, &mesh_id, &note, now_ms)?;
             Ok(Some(mesh))
         })
         .await
@@ -438,15 +472,17 @@ impl Store {
         mesh_id: String,
         member_id: String,
         check: String,
+        now_ms: i64,
     ) -> Result<RootKeyProof, StoreError> {
         self.write(move |tx| {
             let member: Option<Member> = decode_opt(
                 tx.open_table(MEMBERS)?
                     .get((mesh_id.as_str(), member_id.as_str()))?,
             )?;
-            if !member.is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none()) {
+            let Some(member) = member.filter(|m| m.role.can_manage() && m.revoked_at_ms.is_none())
+            else {
                 return Ok(RootKeyProof::Forbidden);
-            }
+            };
             let mut meshes = tx.open_table(MESHES)?;
             let Some(mut mesh) = decode_opt::<Mesh>(meshes.get(mesh_id.as_str())?)? else {
                 return Ok(RootKeyProof::NothingHeld);
@@ -463,6 +499,8 @@ impl Store {
             mesh.legacy_root_key = None;
             mesh.root_key_check = Some(expected);
             meshes.insert(mesh_id.as_str(), encode(&mesh).as_slice())?;
+            let note = AuditNote::new(AuditEvent::RootKeyDropped, &member);
+            audit::append(tx, &mesh_id, &note, now_ms)?;
             Ok(RootKeyProof::Dropped)
         })
         .await
@@ -552,6 +590,12 @@ impl Store {
                 invite_code: Some(invite.code.clone()),
             };
             insert_member(tx, &member)?;
+            let note = AuditNote::new(AuditEvent::MemberJoined, &member)
+                .with("memberId", &member.id)
+                .with("pubkey", member.pubkey.to_hex())
+                .with("role", member.role.as_str())
+                .with("inviteId", &invite.id);
+            audit::append(tx, &mesh.id, &note, now_ms)?;
             Ok(Ok(ClaimOk {
                 mesh,
                 member,
@@ -572,9 +616,10 @@ impl Store {
         self.write(move |tx| {
             let mut members = tx.open_table(MEMBERS)?;
             let actor: Option<Member> = decode_opt(members.get((mesh_id.as_str(), by.as_str()))?)?;
-            if !actor.is_some_and(|a| a.role.can_manage() && a.revoked_at_ms.is_none()) {
+            let Some(actor) = actor.filter(|a| a.role.can_manage() && a.revoked_at_ms.is_none())
+            else {
                 return Ok(Err(RevokeError::Forbidden));
-            }
+            };
             let found = match Pubkey::parse(&target) {
                 Ok(pk) => {
                     read_member_by_pubkey(&members, &tx.open_table(MEMBER_KEYS)?, &mesh_id, &pk)?
@@ -587,11 +632,21 @@ impl Store {
             if member.role == MemberRole::Owner {
                 return Ok(Err(RevokeError::IsOwner));
             }
-            member.revoked_at_ms.get_or_insert(now_ms);
+            if member.revoked_at_ms.is_some() {
+                return Ok(Ok(member));
+            }
+            member.revoked_at_ms = Some(now_ms);
             members.insert(
                 (mesh_id.as_str(), member.id.as_str()),
                 encode(&member).as_slice(),
             )?;
+            drop(members);
+            let note = AuditNote::new(AuditEvent::MemberRevoked, &actor)
+                .with("memberId", &member.id)
+                .with("name", &member.display_name)
+                .with("pubkey", member.pubkey.to_hex())
+                .with("role", member.role.as_str());
+            audit::append(tx, &mesh_id, &note, now_ms)?;
             Ok(Ok(member))
         })
         .await

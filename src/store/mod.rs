@@ -5,6 +5,7 @@
 //! transaction and commits once (durably) before answering any of them: group commit, one fsync
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
+pub mod audit;
 mod contexts;
 mod files;
 mod grants;
@@ -34,6 +35,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, oneshot};
 
+pub use audit::{AuditActor, AuditEvent, AuditNote};
 pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};

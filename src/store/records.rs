@@ -66,6 +66,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::grants::create_tables(tx)?;
     super::profile::create_tables(tx)?;
     super::keys::create_tables(tx)?;
+    super::audit::create_tables(tx)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::rows::mesh_rows;
 use super::{Store, StoreError, decode, decode_opt, encode};
 
@@ -63,6 +64,7 @@ impl Store {
         &self,
         record: ScheduleRecord,
         max_per_member: usize,
+        by: AuditActor,
     ) -> Result<bool, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(SCHEDULES)?;
@@ -87,6 +89,16 @@ impl Store {
                 ),
                 (),
             )?;
+            // Where and when, never the message.
+            let note = AuditNote::new(AuditEvent::ReminderScheduled, by)
+                .with("scheduledId", &record.id)
+                .with("to", &record.to)
+                .with(
+                    "deliverAt",
+                    crate::protocol::time::iso(record.deliver_at_ms),
+                )
+                .with_opt("cron", record.cron.as_ref());
+            audit::append(tx, &record.mesh_id, &note, record.created_at_ms)?;
             Ok(true)
         })
         .await
@@ -110,13 +122,14 @@ impl Store {
         &self,
         mesh_id: String,
         id: String,
-        member_id: String,
+        by: AuditActor,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(SCHEDULES)?;
             let found: Option<ScheduleRecord> =
                 decode_opt(table.get((mesh_id.as_str(), id.as_str()))?)?;
-            let Some(record) = found.filter(|s| s.member_id == member_id) else {
+            let Some(record) = found.filter(|s| s.member_id == by.member_id) else {
                 return Ok(false);
             };
             table.remove((mesh_id.as_str(), id.as_str()))?;
@@ -125,6 +138,9 @@ impl Store {
                 mesh_id.as_str(),
                 id.as_str(),
             ))?;
+            drop(table);
+            let note = AuditNote::new(AuditEvent::ReminderCancelled, by).with("scheduledId", &id);
+            audit::append(tx, &mesh_id, &note, now_ms)?;
             Ok(true)
         })
         .await
@@ -226,25 +242,25 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(
             store
-                .add_schedule(reminder("b", "m1", 200), 10)
+                .add_schedule(reminder("b", "m1", 200), 10, AuditActor::member("m1", "m1"))
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .add_schedule(reminder("a", "m1", 100), 10)
+                .add_schedule(reminder("a", "m1", 100), 10, AuditActor::member("m1", "m1"))
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .add_schedule(reminder("c", "m2", 300), 10)
+                .add_schedule(reminder("c", "m2", 300), 10, AuditActor::member("m2", "m2"))
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .add_schedule(reminder("d", "m2", 300), 1)
+                .add_schedule(reminder("d", "m2", 300), 1, AuditActor::member("m2", "m2"))
                 .await
                 .unwrap()
         );
@@ -259,13 +275,13 @@ mod tests {
         // Only its own member may cancel it.
         assert!(
             !store
-                .cancel_schedule("M".into(), "c".into(), "m1".into())
+                .cancel_schedule("M".into(), "c".into(), AuditActor::member("m1", "m1"), 1)
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .cancel_schedule("M".into(), "b".into(), "m1".into())
+                .cancel_schedule("M".into(), "b".into(), AuditActor::member("m1", "m1"), 1)
                 .await
                 .unwrap()
         );

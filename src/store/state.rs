@@ -3,6 +3,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::quotas::{self, Quota, QuotaExceeded};
 use super::rows::scan_mesh_rows;
 use super::{MeshQuotas, Store, StoreError, decode_opt, encode};
@@ -50,11 +51,16 @@ impl Store {
                 .as_ref()
                 .map_or(0, |r| quotas::state_bytes(&r.key, &r.value_json));
             let mut table = tx.open_table(STATE)?;
+            // The key and the value's size, never the value.
+            let actor = AuditActor::member(&record.updated_by_member_id, &record.updated_by);
             if delete {
                 if old.is_some() {
                     table.remove(key)?;
                     quotas::free(tx, &mesh_id, Quota::StateKeys, 1)?;
                     quotas::free(tx, &mesh_id, Quota::StateBytes, old_bytes)?;
+                    let note =
+                        AuditNote::new(AuditEvent::StateDeleted, actor).with("key", &record.key);
+                    audit::append(tx, &mesh_id, &note, record.updated_at_ms)?;
                 }
                 return Ok(Ok(record));
             }
@@ -75,6 +81,10 @@ impl Store {
                 return Ok(Err(e));
             }
             table.insert(key, encode(&record).as_slice())?;
+            let note = AuditNote::new(AuditEvent::StateSet, actor)
+                .with("key", &record.key)
+                .with("bytes", record.value_json.len());
+            audit::append(tx, &mesh_id, &note, record.updated_at_ms)?;
             Ok(Ok(record))
         })
         .await

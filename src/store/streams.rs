@@ -4,6 +4,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::quotas::{self, Quota, QuotaExceeded};
 use super::rows::mesh_rows;
 use super::{Store, StoreError, decode_opt, encode};
@@ -33,6 +34,7 @@ impl Store {
         mesh_id: String,
         stream: StreamRecord,
         max_streams: u64,
+        by: AuditActor,
     ) -> Result<Result<StreamRecord, QuotaExceeded>, StoreError> {
         self.write(move |tx| {
             let key = (mesh_id.as_str(), stream.name.as_str());
@@ -44,6 +46,10 @@ impl Store {
             }
             tx.open_table(STREAMS)?
                 .insert(key, encode(&stream).as_slice())?;
+            let note = AuditNote::new(AuditEvent::StreamCreated, by)
+                .with("streamId", &stream.id)
+                .with("name", &stream.name);
+            audit::append(tx, &mesh_id, &note, stream.created_at_ms)?;
             Ok(Ok(stream))
         })
         .await

@@ -3,6 +3,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::quotas::{self, Quota, QuotaExceeded};
 use super::rows::{mesh_rows, scan_mesh_rows};
 use super::{Store, StoreError, decode_opt, encode};
@@ -134,6 +135,13 @@ impl Store {
                 (mesh_id.as_str(), task.id.as_str()),
                 encode(&task).as_slice(),
             )?;
+            // The title is the task's content: not logged.
+            let by = AuditActor::member(&task.created_by_member_id, &task.created_by);
+            let note = AuditNote::new(AuditEvent::TaskCreated, by)
+                .with("taskId", &task.id)
+                .with("priority", &task.priority)
+                .with_opt("assignee", task.assignee.as_ref());
+            audit::append(tx, &mesh_id, &note, task.created_at_ms)?;
             Ok(Ok(()))
         })
         .await
@@ -148,7 +156,8 @@ impl Store {
         by: Actor,
         now_ms: i64,
     ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
-        self.update_task(mesh_id, task_id, move |task| {
+        let note = AuditNote::new(AuditEvent::TaskClaimed, &by);
+        self.update_task(mesh_id, task_id, note, now_ms, move |task| {
             if task.status != TaskStatus::Open {
                 return Err(TaskRefusal::NotClaimable(task.status));
             }
@@ -171,7 +180,8 @@ impl Store {
         result: Option<String>,
         now_ms: i64,
     ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
-        self.update_task(mesh_id, task_id, move |task| {
+        let note = AuditNote::new(AuditEvent::TaskCompleted, &by);
+        self.update_task(mesh_id, task_id, note, now_ms, move |task| {
             if task.status == TaskStatus::Done {
                 return Err(TaskRefusal::NotClaimable(task.status));
             }
@@ -199,8 +209,10 @@ impl Store {
         mesh_id: String,
         task_id: String,
         by: Actor,
+        now_ms: i64,
     ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
-        self.update_task(mesh_id, task_id, move |task| {
+        let note = AuditNote::new(AuditEvent::TaskReleased, &by);
+        self.update_task(mesh_id, task_id, note, now_ms, move |task| {
             match task.status {
                 TaskStatus::Claimed => {}
                 TaskStatus::Open => return Err(TaskRefusal::NotClaimed),
@@ -220,10 +232,14 @@ impl Store {
         .await
     }
 
+    /// Applies `change` to a task and, when it is made, appends `note` (with the task's id) to
+    /// the audit log in the same transaction.
     async fn update_task(
         &self,
         mesh_id: String,
         task_id: String,
+        note: AuditNote,
+        now_ms: i64,
         change: impl FnOnce(&mut TaskRecord) -> Result<(), TaskRefusal> + Send + 'static,
     ) -> Result<Result<TaskRecord, TaskRefusal>, StoreError> {
         self.write(move |tx| {
@@ -236,6 +252,8 @@ impl Store {
                 return Ok(Err(refusal));
             }
             table.insert(key, encode(&task).as_slice())?;
+            drop(table);
+            audit::append(tx, &mesh_id, &note.with("taskId", &task.id), now_ms)?;
             Ok(Ok(task))
         })
         .await
@@ -332,7 +350,7 @@ mod tests {
             "{theirs:?}"
         );
         let theirs = store
-            .release_task("A".into(), "t1".into(), actor("y"))
+            .release_task("A".into(), "t1".into(), actor("y"), 9)
             .await
             .unwrap();
         assert!(

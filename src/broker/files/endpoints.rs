@@ -22,7 +22,7 @@ use crate::broker::http::{Body, json_response};
 use crate::broker::presence::Peer;
 use crate::broker::state::Broker;
 use crate::protocol::{Pubkey, ids, time};
-use crate::store::{FileAccess, FileRecord, Quota, QuotaExceeded};
+use crate::store::{AuditActor, FileAccess, FileRecord, Quota, QuotaExceeded};
 
 /// Multipart part size: S3's minimum; a few of these are all an upload holds in memory.
 const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -778,10 +778,11 @@ pub async fn remove_file(
     broker: &Broker,
     mesh_id: &str,
     file_id: &str,
+    by: AuditActor,
 ) -> Result<Option<FileRecord>, String> {
     let removed = broker
         .store
-        .delete_file(mesh_id.to_string(), file_id.to_string())
+        .delete_file(mesh_id.to_string(), file_id.to_string(), by, time::now_ms())
         .await
         .map_err(|e| e.to_string())?;
     if removed.is_some() {
@@ -813,7 +814,7 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
                     if broker.shutdown.is_cancelled() {
                         return;
                     }
-                    match remove_file(&broker, &mesh_id, &file_id).await {
+                    match remove_file(&broker, &mesh_id, &file_id, AuditActor::broker()).await {
                         Ok(_) => {
                             tracing::debug!(mesh = %mesh_id, file = %file_id, "ephemeral file expired")
                         }

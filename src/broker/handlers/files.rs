@@ -10,7 +10,7 @@ use crate::protocol::messages::{
     GrantFileAccessOk, ListFiles,
 };
 use crate::protocol::{Pubkey, ServerMessage, ids, time};
-use crate::store::{FileRecord, GrantOutcome};
+use crate::store::{AuditActor, FileRecord, GrantOutcome};
 
 /// Finds a file of the connection's mesh, or answers the error and returns `None`.
 fn find(conn: &Conn, req_id: &Option<String>, file_id: &str) -> Option<FileRecord> {
@@ -205,7 +205,8 @@ pub async fn delete_file(conn: &Conn, req_id: Option<String>, file_id: String) {
             "only the uploader or a mesh owner or admin may delete a file",
         );
     }
-    match endpoints::remove_file(&conn.broker, &peer.mesh_id, &record.id).await {
+    let by = AuditActor::member(&peer.member_id, &peer.display_name);
+    match endpoints::remove_file(&conn.broker, &peer.mesh_id, &record.id, by).await {
         Ok(_) => conn.reply(
             req_id,
             ServerMessage::Ack(Ack {
@@ -284,6 +285,8 @@ pub async fn grant_file_access(conn: &Conn, req_id: Option<String>, req: GrantFi
             record.id.clone(),
             req.peer_pubkey.clone(),
             req.sealed_key,
+            AuditActor::member(&peer.member_id, &peer.display_name),
+            time::now_ms(),
         )
         .await;
     match granted {

@@ -221,7 +221,12 @@ pub async fn root_key_proof(conn: &Conn, req_id: Option<String>, check: String) 
     let result = conn
         .broker
         .store
-        .prove_root_key(peer.mesh_id.clone(), peer.member_id.clone(), check)
+        .prove_root_key(
+            peer.mesh_id.clone(),
+            peer.member_id.clone(),
+            check,
+            time::now_ms(),
+        )
         .await;
     match result {
         Ok(RootKeyProof::Dropped) => {
@@ -299,7 +304,12 @@ pub async fn revoke_invite(
     let result = conn
         .broker
         .store
-        .revoke_invite(peer.mesh_id.clone(), which.clone(), peer.member_id.clone())
+        .revoke_invite(
+            peer.mesh_id.clone(),
+            which.clone(),
+            peer.member_id.clone(),
+            time::now_ms(),
+        )
         .await;
     match result {
         Ok(Ok(_)) => conn.reply(req_id, ok_ack()),

@@ -1,6 +1,7 @@
 //! Applying client frames. The connection loop only reads, dispatches and writes; each area of
 //! the protocol has its file here.
 
+mod audit;
 mod contexts;
 mod files;
 pub(super) mod grants;
@@ -153,5 +154,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::RotateKey(r) => keys::rotate_key(conn, req_id, r),
         ClientMessage::GetKeys { since } => keys::get_keys(conn, req_id, since),
         ClientMessage::ListKeyHolders {} => keys::list_key_holders(conn, req_id),
+        ClientMessage::AuditQuery(q) => audit::audit_query(conn, req_id, q),
+        ClientMessage::AuditVerify {} => audit::audit_verify(conn, req_id),
     }
 }

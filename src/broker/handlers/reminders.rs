@@ -7,7 +7,7 @@ use crate::broker::connection::Conn;
 use crate::broker::cron::Cron;
 use crate::protocol::messages::{Schedule, ScheduledAck, ScheduledEntry, When};
 use crate::protocol::{Pubkey, ServerMessage, ids, time};
-use crate::store::ScheduleRecord;
+use crate::store::{AuditActor, ScheduleRecord};
 
 /// Most scheduled messages one member may have waiting.
 const MAX_PER_MEMBER: usize = 1000;
@@ -99,7 +99,12 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
             fired_count: 0,
         };
         let id = record.id.clone();
-        if !broker.store.add_schedule(record, MAX_PER_MEMBER).await? {
+        let by = AuditActor::member(&peer.member_id, &peer.display_name);
+        if !broker
+            .store
+            .add_schedule(record, MAX_PER_MEMBER, by)
+            .await?
+        {
             return Err(refuse(
                 "limit",
                 format!("you already have {MAX_PER_MEMBER} scheduled messages; cancel some first"),
@@ -206,7 +211,8 @@ pub fn cancel_scheduled(conn: &Conn, req_id: Option<String>, scheduled_id: Strin
             .cancel_schedule(
                 peer.mesh_id.clone(),
                 scheduled_id.clone(),
-                peer.member_id.clone(),
+                AuditActor::member(&peer.member_id, &peer.display_name),
+                time::now_ms(),
             )
             .await?;
         Ok(Some(ServerMessage::CancelScheduledAck { scheduled_id, ok }))

@@ -56,7 +56,13 @@ pub fn set_mesh_settings(
             ));
         };
         let Some(mesh) = store
-            .set_group_bodies(peer.mesh_id.clone(), peer.member_id.clone(), wanted, proof)
+            .set_group_bodies(
+                peer.mesh_id.clone(),
+                peer.member_id.clone(),
+                wanted,
+                proof,
+                crate::protocol::time::now_ms(),
+            )
             .await?
         else {
             return Err(refuse(

@@ -6,7 +6,7 @@ use crate::broker::connection::Conn;
 use crate::broker::state::Broker;
 use crate::protocol::messages::{Envelope, StreamData, StreamEntry};
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::StreamRecord;
+use crate::store::{AuditActor, StreamRecord};
 
 const MAX_STREAM_NAME: usize = 64;
 
@@ -54,7 +54,12 @@ pub fn create_stream(conn: &Conn, req_id: Option<String>, name: String) {
         };
         let stream = broker
             .store
-            .create_stream(peer.mesh_id.clone(), record, broker.config.quotas.streams)
+            .create_stream(
+                peer.mesh_id.clone(),
+                record,
+                broker.config.quotas.streams,
+                AuditActor::member(&peer.member_id, &peer.display_name),
+            )
             .await??;
         Ok(Some(ServerMessage::StreamCreated {
             id: stream.id,

@@ -107,7 +107,12 @@ pub fn release_task(conn: &Conn, req_id: Option<String>, task_id: String) {
     answer(conn, req_id, async move {
         let outcome = broker
             .store
-            .release_task(peer.mesh_id.clone(), task_id.clone(), actor(&peer))
+            .release_task(
+                peer.mesh_id.clone(),
+                task_id.clone(),
+                actor(&peer),
+                time::now_ms(),
+            )
             .await?;
         task_outcome(&task_id, outcome)
     });

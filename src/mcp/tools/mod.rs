@@ -2,6 +2,7 @@
 //! messages are waiting, because many MCP clients never show notifications.
 //! One file an area (`tools/<area>.rs`); the data tools take an optional `mesh` slug.
 
+mod audit;
 mod contexts;
 mod files;
 mod info;
@@ -100,7 +101,8 @@ impl MeshTools {
                 + Self::grants_router()
                 + Self::stats_router()
                 + Self::profile_router()
-                + Self::keys_router(),
+                + Self::keys_router()
+                + Self::audit_router(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Every frame of the wire contract, as serde types. Field names are the original claudemesh's
 //! (camelCase unless noted) so its clients interoperate with this broker.
 
+mod audit;
 mod contexts;
 mod files;
 mod hello;
@@ -20,6 +21,7 @@ mod tasks;
 mod grants;
 mod stats;
 
+pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
 pub use files::{
     FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
@@ -265,6 +267,10 @@ pub enum ClientMessage {
     },
     /// Owner or admin: the current key epoch and every member that must hold its key.
     ListKeyHolders {},
+    /// A page of the audit log (owner and admins; PROTOCOL.md §12.5).
+    AuditQuery(AuditQuery),
+    /// Recomputes the audit chain (owner and admins).
+    AuditVerify {},
 }
 
 impl ClientMessage {
@@ -329,6 +335,8 @@ impl ClientMessage {
             ClientMessage::RotateKey(_) => "rotate_key",
             ClientMessage::GetKeys { .. } => "get_keys",
             ClientMessage::ListKeyHolders {} => "list_key_holders",
+            ClientMessage::AuditQuery(_) => "audit_query",
+            ClientMessage::AuditVerify {} => "audit_verify",
         }
     }
 }
@@ -489,6 +497,8 @@ pub enum ServerMessage {
         epoch: u64,
         members: Vec<KeyHolder>,
     },
+    AuditResult(AuditResult),
+    AuditVerifyResult(AuditVerifyResult),
 }
 
 impl ServerMessage {
