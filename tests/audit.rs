@@ -87,10 +87,11 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
             ("file.shared", "bob"),
             ("file.deleted", "carol"),
             ("member.revoked", "carol"),
+            ("key.rotated", "carol"),
         ],
         "{log:#}"
     );
-    assert_eq!(log["total"], 12);
+    assert_eq!(log["total"], 13);
     let payload = |i: usize| &got[i].3;
     assert_eq!(payload(2)["role"], "member");
     assert_eq!(payload(4)["role"], "admin");
@@ -105,6 +106,9 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
     assert_eq!(payload(9)["name"], "notes.txt");
     assert_eq!(payload(11)["memberId"], bob_id.as_str());
     assert_eq!(payload(11)["name"], "bob");
+    // `revoke` rotated the root key: the epoch and how many members got a copy (alice, carol).
+    assert_eq!(payload(12)["epoch"], "1");
+    assert_eq!(payload(12)["members"], "2");
     // Each record links to the one before.
     for pair in log["entries"].as_array().unwrap().windows(2) {
         assert_eq!(pair[1]["prevHash"], pair[0]["hash"]);
@@ -140,18 +144,18 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
     assert_eq!(revoked["total"], 1);
     let newest = alice.json(&["audit", "--limit", "2", "--json"]);
     let seqs: Vec<u64> = entries(&newest).iter().map(|e| e.0).collect();
-    assert_eq!(seqs, [11, 12], "the newest two, oldest first");
-    assert_eq!(newest["total"], 12);
+    assert_eq!(seqs, [12, 13], "the newest two, oldest first");
+    assert_eq!(newest["total"], 13);
     assert_eq!(
         entries(&alice.json(&["audit", "--since", "1h", "--json"])).len(),
-        12
+        13
     );
     let later = time::iso(time::now_ms() + 3_600_000);
     let none = alice.json(&["audit", "--since", &later, "--json"]);
     assert_eq!((entries(&none).len(), none["total"].as_u64()), (0, Some(0)));
 
     // An admin reads it too; a member does not (nor may verify it).
-    assert_eq!(entries(&carol.json(&["audit", "--json"])).len(), 12);
+    assert_eq!(entries(&carol.json(&["audit", "--json"])).len(), 13);
     let dave = Person::new("dave");
     let (_, url) = invite(&alice, &[]);
     join(&dave, &url);
@@ -170,10 +174,35 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
         );
     }
 
+    // A member's own governance: a block and a new display name are logged too.
+    ok(&dave.run(&["block", "alice"]), "block");
+    ok(&dave.run(&["profile", "--name", "davey"]), "rename");
+    let log = alice.json(&["audit", "--json"]);
+    let got = entries(&log);
+    let tail: Vec<(&str, &str)> = got[got.len() - 2..]
+        .iter()
+        .map(|(_, event, actor, _)| (event.as_str(), actor.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [("grants.changed", "dave"), ("member.renamed", "dave")],
+        "{log:#}"
+    );
+    let block = &got[got.len() - 2].3;
+    assert_eq!(
+        (block["blocked"].as_str(), block["allowed"].as_str()),
+        (Some("true"), Some(""))
+    );
+    let rename = &got[got.len() - 1].3;
+    assert_eq!(
+        (rename["from"].as_str(), rename["to"].as_str()),
+        (Some("dave"), Some("davey"))
+    );
+
     let verified = alice.run(&["audit", "verify"]);
     ok(&verified, "audit verify");
     assert!(
-        verified.stdout.contains("verifies: 14 records"),
+        verified.stdout.contains("verifies: 17 records"),
         "{}",
         verified.stdout
     );

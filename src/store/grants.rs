@@ -5,7 +5,9 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, decode, encode};
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
+use super::records::MEMBERS;
+use super::{Member, Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, granter member_id, peer member_id) → GrantRow`
 pub(crate) const GRANTS: TableDefinition<(&str, &str, &str), &[u8]> =
@@ -106,19 +108,39 @@ impl Store {
                 blocked: false,
                 updated_at_ms: now_ms,
             });
+            let before = row.clone();
             change(&mut row);
             row.updated_at_ms = now_ms;
-            if row.is_default() {
+            let changed = row.allowed != before.allowed || row.blocked != before.blocked;
+            let stored = if row.is_default() {
                 grants.remove(key)?;
                 by_peer.remove((mesh_id.as_str(), peer.as_str(), granter.as_str()))?;
-                return Ok(GrantChange::Done(None));
+                None
+            } else {
+                if !existed && count_rows(&grants, &mesh_id, &granter)? >= MAX_GRANT_ROWS {
+                    return Ok(GrantChange::Full);
+                }
+                grants.insert(key, encode(&row).as_slice())?;
+                by_peer.insert((mesh_id.as_str(), peer.as_str(), granter.as_str()), ())?;
+                Some(row.clone())
+            };
+            if changed {
+                let members = tx.open_table(MEMBERS)?;
+                let name =
+                    decode_opt::<Member>(members.get((mesh_id.as_str(), granter.as_str()))?)?
+                        .map(|m| m.display_name)
+                        .unwrap_or_default();
+                let allowed: Vec<&str> = row.allowed.iter().map(|r| r.as_str()).collect();
+                let note = AuditNote::new(
+                    AuditEvent::GrantsChanged,
+                    AuditActor::member(&granter, name),
+                )
+                .with("peerMemberId", &peer)
+                .with("allowed", allowed.join(","))
+                .with("blocked", row.blocked);
+                audit::append(tx, &mesh_id, &note, now_ms)?;
             }
-            if !existed && count_rows(&grants, &mesh_id, &granter)? >= MAX_GRANT_ROWS {
-                return Ok(GrantChange::Full);
-            }
-            grants.insert(key, encode(&row).as_slice())?;
-            by_peer.insert((mesh_id.as_str(), peer.as_str(), granter.as_str()), ())?;
-            Ok(GrantChange::Done(Some(row)))
+            Ok(GrantChange::Done(stored))
         })
         .await
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use super::audit::{self, AuditEvent, AuditNote};
 use super::records::{INVITES, MEMBERS, MESH_INVITES, MESHES};
 use super::{Invite, Member, Mesh, Store, StoreError, decode, decode_opt, encode};
 
@@ -150,9 +151,9 @@ impl Store {
             };
             let members = tx.open_table(MEMBERS)?;
             let actor: Option<Member> = decode_opt(members.get((mesh_id, rotation.by.as_str()))?)?;
-            if !actor.is_some_and(|a| a.role.can_manage() && holds_keys(&a)) {
+            let Some(actor) = actor.filter(|a| a.role.can_manage() && holds_keys(a)) else {
                 return Ok(Err(RotationRefusal::Forbidden));
-            }
+            };
             let mut epochs = tx.open_table(KEY_EPOCHS)?;
             let current = epoch_in(&epochs, mesh_id)?;
             if rotation.epoch != current.saturating_add(1) {
@@ -181,6 +182,11 @@ impl Store {
             mesh.root_key_check = Some(rotation.check.clone());
             meshes.insert(mesh_id, encode(&mesh).as_slice())?;
             let invites_revoked = revoke_usable_invites(tx, mesh_id, rotation.now_ms)?;
+            let note = AuditNote::new(AuditEvent::KeyRotated, &actor)
+                .with("epoch", rotation.epoch)
+                .with("members", rotation.sealed.len())
+                .with("invitesRevoked", invites_revoked);
+            audit::append(tx, mesh_id, &note, rotation.now_ms)?;
             Ok(Ok(Rotated {
                 epoch: rotation.epoch,
                 sealed: rotation.sealed,

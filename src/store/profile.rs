@@ -5,6 +5,7 @@ use redb::ReadableTable;
 
 use crate::protocol::messages::Profile;
 
+use super::audit::{self, AuditActor, AuditEvent, AuditNote};
 use super::records::MEMBERS;
 use super::{Member, Store, StoreError, decode_opt, encode};
 
@@ -119,6 +120,14 @@ impl Store {
                         return Ok(Err(ProfileRefusal::NameTaken(name.clone())));
                     }
                 }
+                let note = AuditNote::new(
+                    AuditEvent::MemberRenamed,
+                    AuditActor::member(&member_id, &member.display_name),
+                )
+                .with("memberId", &member_id)
+                .with("from", &member.display_name)
+                .with("to", name);
+                audit::append(tx, &mesh_id, &note, crate::protocol::time::now_ms())?;
                 member.display_name = name.clone();
                 members.insert(
                     (mesh_id.as_str(), member_id.as_str()),

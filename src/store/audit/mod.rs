@@ -90,6 +90,12 @@ pub enum AuditEvent {
     StreamCreated,
     ReminderScheduled,
     ReminderCancelled,
+    /// A member changed what another member may do towards it (a block, unblock or grant).
+    GrantsChanged,
+    /// The mesh root key was rotated (the sealed copies are not logged).
+    KeyRotated,
+    /// A member took a new display name (its profile).
+    MemberRenamed,
 }
 
 impl AuditEvent {
@@ -117,6 +123,9 @@ impl AuditEvent {
             AuditEvent::StreamCreated => "stream.created",
             AuditEvent::ReminderScheduled => "reminder.scheduled",
             AuditEvent::ReminderCancelled => "reminder.cancelled",
+            AuditEvent::GrantsChanged => "grants.changed",
+            AuditEvent::KeyRotated => "key.rotated",
+            AuditEvent::MemberRenamed => "member.renamed",
         }
     }
 }
