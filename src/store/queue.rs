@@ -258,21 +258,6 @@ impl Store {
         }
     }
 
-    /// Entries waiting in `key`'s queue.
-    pub fn queued_count(&self, key: &str) -> Result<u64, StoreError> {
-        let rt = self.read()?;
-        let counts = rt.open_table(QUEUE_COUNTS)?;
-        if let Some(n) = counts.get(key)? {
-            return Ok(n.value());
-        }
-        let mut n = 0;
-        for row in rt.open_table(QUEUE)?.range((key, 0u64)..=(key, u64::MAX))? {
-            row?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
     /// Marks (recipient key, message id) pairs delivered and removes them from their queues.
     /// Returns how many were still waiting.
     pub fn mark_delivered(
@@ -437,5 +422,160 @@ impl Store {
     ) -> Result<Option<KnownSession>, StoreError> {
         let rt = self.read()?;
         decode_opt(rt.open_table(SESSIONS)?.get((mesh_id, session_hex))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Priority;
+
+    const MESH: &str = "mesh1";
+
+    fn key(member: &str) -> String {
+        format!("m/{MESH}/{member}")
+    }
+
+    fn message(id: &str, to: &[&str]) -> MessageRecord {
+        MessageRecord {
+            id: id.into(),
+            mesh_id: MESH.into(),
+            sender_member_id: "alice".into(),
+            sender_pubkey: "aa".into(),
+            sender_member_pubkey: "aa".into(),
+            sender_name: "alice".into(),
+            target_spec: "*".into(),
+            priority: Priority::Now,
+            nonce: String::new(),
+            ciphertext: "x".into(),
+            body_version: None,
+            reply_to_id: None,
+            mentions: None,
+            client_message_id: None,
+            request_fingerprint: None,
+            subtype: None,
+            created_at_ms: 1,
+            expires_at_ms: i64::MAX,
+            recipients: to.iter().map(|m| (key(m), m.to_string())).collect(),
+            key_epoch: 0,
+        }
+    }
+
+    /// `(seq, id)` of what a walk of `keys` from `from` visits, at most `max_rows` entries.
+    fn walk(
+        store: &Store,
+        keys: &[String],
+        from: u64,
+        max_rows: usize,
+    ) -> (Vec<(u64, String)>, Walked) {
+        let mut seen = Vec::new();
+        let walked = store
+            .walk_queue(keys, from, 0, max_rows, |seq, r| {
+                seen.push((seq, r.id));
+                Visit::Next
+            })
+            .unwrap();
+        (seen, walked)
+    }
+
+    fn count_row(store: &Store, k: &str) -> Option<u64> {
+        let rt = store.read().unwrap();
+        let counts = rt.open_table(QUEUE_COUNTS).unwrap();
+        counts.get(k).unwrap().map(|v| v.value())
+    }
+
+    /// A member's and its session's queues are read as one, in the order messages were
+    /// stored; a window stops after `max_rows` entries and says where the next walk starts.
+    #[tokio::test]
+    async fn two_queues_are_walked_in_sequence_order_a_window_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (id, to) in [
+            ("m1", "a"),
+            ("m2", "b"),
+            ("m3", "a"),
+            ("m4", "b"),
+            ("m5", "b"),
+        ] {
+            store.enqueue(message(id, &[to])).await.unwrap();
+        }
+        let keys = [key("a"), key("b")];
+        let (all, walked) = walk(&store, &keys, 0, 100);
+        let ids: Vec<&str> = all.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2", "m3", "m4", "m5"]);
+        assert!(walked.end);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
+
+        let (first, walked) = walk(&store, &keys, 0, 2);
+        assert_eq!(first, all[..2], "a window of two entries");
+        assert!(!walked.end);
+        assert_eq!(
+            walked.next, all[2].0,
+            "the next walk starts at the third entry"
+        );
+        let (rest, walked) = walk(&store, &keys, walked.next, 2);
+        assert_eq!(rest, all[2..4]);
+        assert_eq!(walked.next, all[4].0);
+        let (last, walked) = walk(&store, &keys, walked.next, 2);
+        assert_eq!(last, all[4..]);
+        assert!(walked.end);
+    }
+
+    /// A queue holds at most `max_queued` entries, counted as they are added and delivered
+    /// (or from the queue itself when no count is kept); an emptied queue keeps no count row.
+    #[tokio::test]
+    async fn a_full_queue_refuses_until_an_entry_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["m1", "m2", "m3"] {
+            let e = store.enqueue_within(message(id, &["b"]), 3).await.unwrap();
+            assert!(e.fresh && e.full.is_none(), "{id} was refused");
+        }
+        assert_eq!(count_row(&store, &key("b")), Some(3));
+        let refused = store
+            .enqueue_within(message("m4", &["b"]), 3)
+            .await
+            .unwrap();
+        assert_eq!(refused.full.as_deref(), Some("b"));
+        assert!(!refused.fresh && refused.seqs.is_empty());
+
+        // Without its count row (a store from before counts were kept) the queue is counted.
+        store
+            .write(|tx| {
+                tx.open_table(QUEUE_COUNTS)?.remove(key("b").as_str())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let refused = store
+            .enqueue_within(message("m4", &["b"]), 3)
+            .await
+            .unwrap();
+        assert_eq!(refused.full.as_deref(), Some("b"), "counted from the queue");
+
+        let n = store
+            .mark_delivered(vec![(key("b"), "m1".into())], 5)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(count_row(&store, &key("b")), Some(2));
+        let e = store
+            .enqueue_within(message("m4", &["b"]), 3)
+            .await
+            .unwrap();
+        assert!(e.full.is_none(), "room again after a delivery");
+        assert_eq!(count_row(&store, &key("b")), Some(3));
+
+        let pairs = ["m2", "m3", "m4"]
+            .map(|id| (key("b"), id.to_string()))
+            .to_vec();
+        assert_eq!(store.mark_delivered(pairs, 6).await.unwrap(), 3);
+        assert_eq!(
+            count_row(&store, &key("b")),
+            None,
+            "no row kept for an empty queue"
+        );
+        let (left, _) = walk(&store, &[key("b")], 0, 100);
+        assert!(left.is_empty(), "{left:?}");
     }
 }
