@@ -19,10 +19,12 @@ mod hook;
 mod info;
 mod invites;
 mod logging;
+mod members;
 mod memory;
 mod mesh;
 mod messaging;
 pub mod output;
+mod perms;
 mod reminders;
 mod service;
 mod settings;
@@ -92,6 +94,12 @@ enum Command {
     Info(info::InfoCmd),
     Settings(settings::SettingsCmd),
     Completions(completions::CompletionsCmd),
+    Perms(perms::PermsCmd),
+    Kick(members::KickCmd),
+    Disconnect(members::DisconnectCmd),
+    Ban(members::BanCmd),
+    Unban(members::UnbanCmd),
+    Bans(members::BansCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -220,6 +228,7 @@ fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
         _ => {}
     }
     service::separate_broker_flags(&mut args);
+    perms::separate_denials(&mut args);
     if args.first() == Some(&"inbox") {
         let mut i = 0;
         while i < args.len() {
@@ -270,6 +279,12 @@ async fn run(command: Command) -> CliResult {
         Command::Info(c) => c.run().await,
         Command::Settings(c) => c.run().await,
         Command::Completions(c) => c.run(),
+        Command::Perms(c) => c.run().await,
+        Command::Kick(c) => c.run().await,
+        Command::Disconnect(c) => c.run().await,
+        Command::Ban(c) => c.run().await,
+        Command::Unban(c) => c.run().await,
+        Command::Bans(c) => c.run().await,
     }
 }
 

@@ -11,6 +11,7 @@ mod info;
 pub mod lan;
 mod members;
 mod memory;
+mod perms;
 mod reminders;
 mod settings;
 mod state;

@@ -36,6 +36,8 @@ pub enum ClaimError {
     BadSignature,
     /// A member of the mesh already has that display name (compared without case).
     NameTaken,
+    /// The claiming key is a banned member's; the ban's reason.
+    Banned(String),
 }
 
 impl ClaimError {
@@ -47,6 +49,7 @@ impl ClaimError {
             ClaimError::Exhausted => "exhausted",
             ClaimError::BadSignature => "bad_signature",
             ClaimError::NameTaken => "name_taken",
+            ClaimError::Banned(_) => "banned",
         }
     }
     pub fn status(&self) -> u16 {
@@ -55,6 +58,7 @@ impl ClaimError {
             ClaimError::Revoked | ClaimError::Expired | ClaimError::Exhausted => 410,
             ClaimError::BadSignature => 400,
             ClaimError::NameTaken => 409,
+            ClaimError::Banned(_) => 403,
         }
     }
 }
@@ -135,7 +139,7 @@ fn insert_member(tx: &WriteTransaction, member: &Member) -> Result<(), StoreErro
     Ok(())
 }
 
-fn read_member_by_pubkey(
+pub(crate) fn read_member_by_pubkey(
     members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     keys: &impl ReadableTable<(&'static str, &'static str), &'static str>,
     mesh_id: &str,
@@ -519,6 +523,13 @@ impl Store {
                 return Ok(Err(ClaimError::BadSignature));
             }
             if let Some(member) = existing {
+                let ban: Option<super::BanRecord> = decode_opt(
+                    tx.open_table(super::members::BANS)?
+                        .get((mesh.id.as_str(), member.id.as_str()))?,
+                )?;
+                if let Some(ban) = ban {
+                    return Ok(Err(ClaimError::Banned(ban.reason)));
+                }
                 if member.revoked_at_ms.is_some() {
                     return Ok(Err(ClaimError::Revoked));
                 }

@@ -7,8 +7,10 @@
 
 mod contexts;
 mod files;
+mod members;
 mod memory;
 mod meshes;
+mod perms;
 mod profile;
 mod queue;
 mod quotas;
@@ -34,11 +36,13 @@ use tokio::sync::{Notify, oneshot};
 
 pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
+pub use members::{BanRecord, BanRefusal, MAX_BAN_REASON};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
     RootKeyProof,
 };
+pub use perms::{MemberPerms, Overrides, PermsChange, PermsRefusal};
 pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;

@@ -63,6 +63,8 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::streams::create_tables(tx)?;
     super::memory::create_tables(tx)?;
     super::schedules::create_tables(tx)?;
+    super::perms::create_tables(tx)?;
+    super::members::create_tables(tx)?;
     Ok(())
 }
 

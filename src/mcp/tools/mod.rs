@@ -5,9 +5,11 @@
 mod contexts;
 mod files;
 mod info;
+mod members;
 mod memory;
 mod messaging;
 mod peers;
+mod perms;
 mod reminders;
 mod state;
 mod streams;
@@ -89,7 +91,9 @@ impl MeshTools {
                 + Self::streams_router()
                 + Self::reminders_router()
                 + Self::files_router()
-                + Self::info_router(),
+                + Self::info_router()
+                + Self::perms_router()
+                + Self::members_router(),
         }
     }
 

@@ -10,6 +10,7 @@ mod members;
 mod memory;
 mod messaging;
 mod peers;
+mod perms;
 mod reminders;
 mod settings;
 mod state;
@@ -26,10 +27,11 @@ pub use hello::{
 };
 pub use info::{MeshInfo, TaskCountsEntry};
 pub use invites::{Capability, CreateInvite, InviteCreated, InviteEntry};
-pub use members::MemberEntry;
+pub use members::{BanEntry, MemberEntry};
 pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
 pub use peers::{PeerEntry, Profile};
+pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
 pub use state::{SetState, StateChange, StateEntry};
@@ -234,6 +236,34 @@ pub enum ClientMessage {
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
     ApikeyCreate {},
+    // Governance (PROTOCOL.md §12).
+    /// One member's capabilities, or every member's.
+    GetPerms {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
+    },
+    SetPerms(SetPerms),
+    /// Owner or admin closes every connection of a member (close 4001); it may come back.
+    Kick {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Closes one connection, named by presence id, session key or session id.
+    Disconnect {
+        session: String,
+    },
+    /// Owner or admin bans a member until `unban`: connections close (4002), hellos and claims
+    /// are refused with `banned`.
+    Ban {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Unban {
+        member: String,
+    },
+    ListBans {},
 }
 
 impl ClientMessage {
@@ -289,6 +319,13 @@ impl ClientMessage {
             ClientMessage::MeshInfo {} => "mesh_info",
             ClientMessage::SetMeshSettings { .. } => "set_mesh_settings",
             ClientMessage::ApikeyCreate {} => "apikey_create",
+            ClientMessage::GetPerms { .. } => "get_perms",
+            ClientMessage::SetPerms(_) => "set_perms",
+            ClientMessage::Kick { .. } => "kick",
+            ClientMessage::Disconnect { .. } => "disconnect",
+            ClientMessage::Ban { .. } => "ban",
+            ClientMessage::Unban { .. } => "unban",
+            ClientMessage::ListBans {} => "list_bans",
         }
     }
 }
@@ -429,6 +466,16 @@ pub enum ServerMessage {
     },
     MeshInfoResult(Box<MeshInfo>),
     MeshSettings(MeshSettings),
+    // Governance (PROTOCOL.md §12).
+    Perms {
+        entries: Vec<PermsEntry>,
+    },
+    Bans {
+        bans: Vec<BanEntry>,
+        /// More bans exist than one answer lists (newest first).
+        #[serde(default)]
+        truncated: bool,
+    },
 }
 
 impl ServerMessage {

@@ -1,0 +1,202 @@
+//! Capabilities (issue 13, item 1): a member without a capability is refused with an error
+//! naming it, on the broker, at once on connections already in; an admin gives it back and it
+//! works on the same connection and a new one; nobody escalates, and the owner's capabilities
+//! cannot be reduced.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// alice owns mesh "team"; bob joined as a member, carol as an admin.
+fn team(broker: &BrokerProc) -> (Person, Person, Person) {
+    let (alice, bob) = alice_and_bob(broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &["--role", "admin"]);
+    join(&carol, &url);
+    (alice, bob, carol)
+}
+
+/// Runs a command that must be refused; returns its stderr.
+fn refused(person: &Person, args: &[&str]) -> String {
+    let out = person.run(args);
+    assert_ne!(
+        out.code,
+        0,
+        "`claudemesh {}` ({}) should have been refused:\n{}",
+        args.join(" "),
+        person.name,
+        out.stdout
+    );
+    out.stderr
+}
+
+fn ok(person: &Person, args: &[&str]) -> String {
+    let out = person.run(args);
+    assert_eq!(
+        out.code,
+        0,
+        "`claudemesh {}` ({}) failed:\n{}",
+        args.join(" "),
+        person.name,
+        out.stderr
+    );
+    out.stdout
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one entry `perms show MEMBER --json` prints.
+fn perms_of(viewer: &Person, member: &str) -> Value {
+    let v = viewer.json(&["perms", "show", member, "--json"]);
+    v["entries"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_back() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let bob_live = bob.client().await;
+    let alice_target = bob_live
+        .resolve_targets("alice")
+        .await
+        .expect("alice is a target")
+        .remove(0);
+
+    // Defaults: a member sends and writes state.
+    let before = perms_of(&alice, "bob");
+    assert_eq!(before["role"], "member");
+    assert_eq!(
+        strings(&before["capabilities"]),
+        ["send", "state", "files", "tools"]
+    );
+    ok(&bob, &["send", "alice", "hello before"]);
+
+    let set = alice.json(&["perms", "set", "bob", "-send", "-state", "--json"]);
+    assert_eq!(strings(&set["denied"]), ["send", "state"]);
+    assert_eq!(strings(&set["capabilities"]), ["files", "tools"]);
+
+    // Refused through the CLI (a new connection), naming the capability and the fix.
+    let err = refused(&bob, &["send", "alice", "hello"]);
+    assert!(
+        err.contains("\"send\" capability (canSend)")
+            && err.contains("claudemesh perms set bob +send"),
+        "the refusal names the capability and how to get it: {err}"
+    );
+    let err = refused(&bob, &["state", "set", "deploy", "green"]);
+    assert!(
+        err.contains("\"state\" capability (canWriteState)"),
+        "the refusal names the capability: {err}"
+    );
+    // ... and on the connection that was already in when the capability went.
+    let e = bob_live
+        .send_text(&alice_target, "on the live connection", "now", None)
+        .await
+        .expect_err("send refused on the live connection");
+    assert_eq!(e.code(), Some("forbidden"));
+    assert!(e.to_string().contains("\"send\" capability"), "{e}");
+    let e = bob_live
+        .set_state("deploy", "green".into())
+        .await
+        .expect_err("set_state refused on the live connection");
+    assert!(e.to_string().contains("\"state\" capability"), "{e}");
+    // Reading is not guarded.
+    ok(&bob, &["state", "list"]);
+
+    // carol, an admin, gives them back.
+    let set = carol.json(&["perms", "set", "bob", "+send", "+state", "--json"]);
+    assert_eq!(
+        strings(&set["capabilities"]),
+        ["send", "state", "files", "tools"]
+    );
+    assert!(strings(&set["denied"]).is_empty());
+    bob_live
+        .send_text(&alice_target, "back on the live connection", "now", None)
+        .await
+        .expect("send works again on the same connection");
+    bob_live
+        .set_state("deploy", "green".into())
+        .await
+        .expect("set_state works again on the same connection");
+    ok(&bob, &["send", "alice", "hello again"]);
+    ok(&bob, &["state", "set", "deploy", "blue"]);
+    bob_live.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_escalates_and_the_owners_capabilities_cannot_be_reduced() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+
+    // A member without `perms` cannot change anyone, itself included.
+    let err = refused(&bob, &["perms", "set", "bob", "+invite"]);
+    assert!(err.contains("\"perms\" capability"), "{err}");
+    let err = refused(&bob, &["perms", "set", "bob", "--role", "admin"]);
+    assert!(err.contains("\"perms\" capability"), "{err}");
+    assert_eq!(perms_of(&alice, "bob")["role"], "member");
+
+    // An admin cannot touch the owner, give what it does not hold, or change roles.
+    let err = refused(&carol, &["perms", "set", "alice", "-send"]);
+    assert!(err.contains("owner"), "{err}");
+    let err = refused(&carol, &["perms", "set", "bob", "+delete-mesh"]);
+    assert!(
+        err.contains("\"delete-mesh\"") && err.contains("do not hold"),
+        "{err}"
+    );
+    let err = refused(&carol, &["perms", "set", "bob", "--role", "admin"]);
+    assert!(err.contains("only the mesh owner changes roles"), "{err}");
+    // Nor can the owner reduce its own.
+    let err = refused(&alice, &["perms", "set", "alice", "-send"]);
+    assert!(err.contains("owner"), "{err}");
+    let owner = perms_of(&bob, "alice");
+    assert_eq!(owner["role"], "owner");
+    assert_eq!(strings(&owner["capabilities"]).len(), 11, "{owner}");
+
+    // A member given `perms` still cannot grant what it lacks, nor change an admin.
+    alice.json(&["perms", "set", "bob", "+perms", "--json"]);
+    let err = refused(&bob, &["perms", "set", "bob", "+invite"]);
+    assert!(
+        err.contains("\"invite\"") && err.contains("do not hold"),
+        "{err}"
+    );
+    let err = refused(&bob, &["perms", "set", "carol", "-send"]);
+    assert!(err.contains("admin"), "{err}");
+
+    // The owner changes roles; the new admin has the admin's defaults.
+    let set = alice.json(&["perms", "set", "bob", "=perms", "--role", "admin", "--json"]);
+    assert_eq!(set["role"], "admin");
+    assert!(strings(&set["capabilities"]).contains(&"invite".to_string()));
+    assert!(!strings(&set["capabilities"]).contains(&"delete-mesh".to_string()));
+
+    // Unknown capabilities are named.
+    let err = refused(&alice, &["perms", "set", "bob", "+fly"]);
+    assert!(err.contains("unknown capability \"fly\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_denied_invite_cannot_make_or_list_invites() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, carol) = team(&broker);
+    ok(&carol, &["invite", "--json"]);
+    alice.json(&["perms", "set", "carol", "-invite", "--json"]);
+    let err = refused(&carol, &["invite", "--json"]);
+    assert!(err.contains("\"invite\" capability (canInvite)"), "{err}");
+    let err = refused(&carol, &["invite", "list"]);
+    assert!(err.contains("\"invite\" capability"), "{err}");
+    // Shown in the table.
+    let table = ok(&alice, &["perms", "show"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("carol") && l.contains("(-invite)")),
+        "{table}"
+    );
+}
