@@ -220,3 +220,24 @@ async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
     let err = refused(&alice, &["disconnect", &two.public_hex()]);
     assert!(err.contains("no connection"), "{err}");
 }
+
+/// What a member scheduled before its ban does not go out while it is banned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_members_reminders_do_not_fire() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    ok(
+        &bob,
+        &["remind", "you were warned", "--in", "2s", "--to", "alice"],
+    );
+    ok(&alice, &["ban", "bob"]);
+    eventually("the broker to skip bob's reminder", || async {
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("its member may not send now"))
+    })
+    .await;
+    let inbox = ok(&alice, &["inbox", "--json"]);
+    assert!(!inbox.contains("you were warned"), "{inbox}");
+}
