@@ -305,3 +305,25 @@ async fn perms_and_bans_work_as_mcp_tools() {
     let _ = alice_mcp.cancel().await;
     let _ = bob_mcp.cancel().await;
 }
+
+/// `invite` given to a member lets it invite members (not admins), and its invites stop
+/// working when the capability goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_given_invite_invites_members_until_it_loses_it() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let err = refused(&bob, &["invite"]);
+    assert!(err.contains("\"invite\" capability (canInvite)"), "{err}");
+    alice.json(&["perms", "set", "bob", "+invite", "--json"]);
+    let (_, url) = invite(&bob, &["--uses", "2"]);
+    let dave = Person::new("dave");
+    join(&dave, &url);
+    assert_eq!(perms_of(&alice, "dave")["role"], "member");
+    let err = refused(&bob, &["invite", "--role", "admin"]);
+    assert!(err.contains("an admin invite"), "{err}");
+    // Without the capability, the invite bob signed lets nobody else in.
+    alice.json(&["perms", "set", "bob", "=invite", "--json"]);
+    let erin = Person::new("erin");
+    let out = erin.run(&["join", &url, "--name", "erin"]);
+    assert_ne!(out.code, 0, "bob's invite died with his capability");
+}

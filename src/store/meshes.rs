@@ -281,9 +281,10 @@ impl Store {
             let Some(mesh) = decode_opt::<Mesh>(tx.open_table(MESHES)?.get(mesh_id)?)? else {
                 return Ok(Err(InviteRefusal::MeshGone));
             };
-            let actor: Option<Member> =
-                decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, by.as_str()))?)?;
-            let Some(actor) = actor.filter(|a| a.role.can_manage() && a.revoked_at_ms.is_none())
+            let actor = super::perms::member_perms_in(tx, mesh_id, &by)?;
+            let Some(actor) = actor
+                .filter(|a| a.may_invite(invite.role))
+                .map(|a| a.member)
             else {
                 return Ok(Err(InviteRefusal::Forbidden));
             };
@@ -376,11 +377,8 @@ impl Store {
         by: String,
     ) -> Result<Result<Invite, RevokeError>, StoreError> {
         self.write(move |tx| {
-            let actor: Option<Member> = decode_opt(
-                tx.open_table(MEMBERS)?
-                    .get((mesh_id.as_str(), by.as_str()))?,
-            )?;
-            if !actor.is_some_and(|a| a.role.can_manage() && a.revoked_at_ms.is_none()) {
+            let actor = super::perms::member_perms_in(tx, &mesh_id, &by)?;
+            if !actor.is_some_and(|a| a.holds(crate::protocol::messages::Permission::Invite)) {
                 return Ok(Err(RevokeError::Forbidden));
             }
             let code = match which {
@@ -509,14 +507,20 @@ impl Store {
             }
             let signer_ok = match invite.signer_pubkey {
                 Some(signer) if signer == mesh.owner_pubkey => true,
-                // An admin's invite lives as long as its signer is an admin of the mesh.
-                Some(signer) => read_member_by_pubkey(
-                    &tx.open_table(MEMBERS)?,
-                    &tx.open_table(MEMBER_KEYS)?,
-                    &mesh.id,
-                    &signer,
-                )?
-                .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none()),
+                // A member's invite lives as long as its signer may still make it.
+                Some(signer) => {
+                    let by = read_member_by_pubkey(
+                        &tx.open_table(MEMBERS)?,
+                        &tx.open_table(MEMBER_KEYS)?,
+                        &mesh.id,
+                        &signer,
+                    )?;
+                    match by {
+                        Some(m) => super::perms::member_perms_in(tx, &mesh.id, &m.id)?
+                            .is_some_and(|p| p.may_invite(invite.role)),
+                        None => false,
+                    }
+                }
                 None => false,
             };
             if !signer_ok || !invite_signature_ok(&invite, &mesh) {

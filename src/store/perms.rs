@@ -111,6 +111,29 @@ fn read_perms(
     })
 }
 
+/// A live member's capabilities inside a write transaction (for checks that must commit with
+/// what they allow).
+pub(crate) fn member_perms_in(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<Option<MemberPerms>, StoreError> {
+    let member: Option<Member> = decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, member_id))?)?;
+    match member.filter(|m| m.revoked_at_ms.is_none()) {
+        Some(m) => read_perms(&tx.open_table(PERMS)?, m).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl MemberPerms {
+    /// May make (and keep valid) an invite for `role`: the `invite` capability, and for an
+    /// admin invite the owner's or an admin's role (nobody invites above themselves).
+    pub fn may_invite(&self, role: MemberRole) -> bool {
+        self.holds(Permission::Invite)
+            && (role == MemberRole::Member || self.member.role.can_manage())
+    }
+}
+
 impl Store {
     /// A member's capabilities as they are now; `None` when it is not a live member.
     pub fn member_perms(

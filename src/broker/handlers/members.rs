@@ -20,14 +20,6 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
         return;
     };
     let broker = &conn.broker;
-    // Cheap early answer; the store checks the role again inside the write transaction.
-    if !peer.role.can_manage() {
-        return conn.error(
-            req_id,
-            "forbidden",
-            "only the owner or an admin of this mesh can register invites",
-        );
-    }
     let Some(link_base) = broker.link_url() else {
         return conn.error(
             req_id,
@@ -132,7 +124,7 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
     let (code, message) = match refused {
         InviteRefusal::Forbidden => (
             "forbidden",
-            "only the owner or an admin of this mesh can register invites".to_string(),
+            "registering an invite needs the \"invite\" capability, and an admin invite the owner or an admin".to_string(),
         ),
         InviteRefusal::BadSigner => (
             "bad_signature",
@@ -164,21 +156,8 @@ pub fn list_invites(conn: &Conn, req_id: Option<String>) {
     let Some(peer) = conn.peer.as_ref() else {
         return;
     };
-    // Codes are credentials: only those who may make invites see them.
-    let manager = conn
-        .broker
-        .store
-        .member(&peer.mesh_id, &peer.member_id)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none());
-    if !manager {
-        return conn.error(
-            req_id,
-            "forbidden",
-            "only the owner or an admin of this mesh can list invites",
-        );
-    }
+    // Codes are credentials: only those who may make invites see them (`invite`, checked in
+    // dispatch).
     let (invites, members) = match (
         conn.broker.store.invites(&peer.mesh_id),
         conn.broker.store.members(&peer.mesh_id),
@@ -318,7 +297,10 @@ pub async fn revoke_invite(
         Ok(Err(_)) => conn.error(
             req_id,
             "forbidden",
-            "only the owner or an admin can revoke invites",
+            super::perms::lacks(
+                &peer.display_name,
+                crate::protocol::messages::Permission::Invite,
+            ),
         ),
         Err(e) => conn.error(req_id, "internal", e.to_string()),
     }
