@@ -327,3 +327,26 @@ async fn a_member_given_invite_invites_members_until_it_loses_it() {
     let out = erin.run(&["join", &url, "--name", "erin"]);
     assert_ne!(out.code, 0, "bob's invite died with his capability");
 }
+
+/// A role change applies to a connection already in: an admin demoted while connected loses
+/// what the role gave it at once (here: releasing someone else's task).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demoted_admin_loses_its_role_on_its_live_connection() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let carol_live = carol.client().await;
+    let created = bob.json(&["task", "create", "fix the tests", "--json"]);
+    let id = created["id"].as_str().expect("task id").to_string();
+    ok(&bob, &["task", "claim", &id]);
+
+    let set = alice.json(&["perms", "set", "carol", "--role", "member", "--json"]);
+    assert_eq!(set["role"], "member");
+    let e = carol_live
+        .release_task(&id)
+        .await
+        .expect_err("a member may not release bob's task");
+    assert_eq!(e.code(), Some("forbidden"), "{e}");
+    // The owner may, which shows what carol lost.
+    ok(&alice, &["task", "release", &id]);
+    carol_live.close().await;
+}

@@ -2,6 +2,7 @@
 //! member lists, revocation, kick, disconnect and ban, and dropping a root key kept from before
 //! schema 2.
 
+use super::perms::is_manager;
 use crate::broker::connection::Conn;
 use crate::protocol::messages::{
     Ack, BanEntry, CreateInvite, InviteCreated, InviteEntry, MemberEntry,
@@ -386,16 +387,6 @@ fn revocable(
 
 /// Most bans one `bans` answer lists.
 const MAX_LISTED_BANS: usize = 100;
-
-/// Whether `member_id` is, as the store says now, the owner or an admin and not revoked.
-fn is_manager(broker: &crate::broker::state::Broker, mesh_id: &str, member_id: &str) -> bool {
-    broker
-        .store
-        .member(mesh_id, member_id)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none())
-}
 
 /// The reason as given, trimmed and bounded, or `default`.
 fn reason_or(reason: Option<String>, default: String) -> String {

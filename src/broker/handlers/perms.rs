@@ -2,6 +2,7 @@
 //! guarded handler goes through, and `get_perms` / `set_perms`.
 
 use crate::broker::connection::Conn;
+use crate::broker::state::Broker;
 use crate::protocol::messages::{Permission, PermsEntry, SetPerms};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::store::{MemberPerms, MemberRole, PermsChange, PermsRefusal};
@@ -59,6 +60,17 @@ pub fn require(conn: &Conn, req_id: &Option<String>, p: Permission) -> bool {
             false
         }
     }
+}
+
+/// Whether `member_id` is, as the store says now, the owner or an admin and not revoked: a
+/// presence's role is the one its hello found, which `set_perms` may have changed since.
+pub fn is_manager(broker: &Broker, mesh_id: &str, member_id: &str) -> bool {
+    broker
+        .store
+        .member(mesh_id, member_id)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none())
 }
 
 fn entry(m: &MemberPerms) -> PermsEntry {

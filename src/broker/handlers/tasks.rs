@@ -107,7 +107,7 @@ pub fn release_task(conn: &Conn, req_id: Option<String>, task_id: String) {
     answer(conn, req_id, async move {
         let outcome = broker
             .store
-            .release_task(peer.mesh_id.clone(), task_id.clone(), actor(&peer))
+            .release_task(peer.mesh_id.clone(), task_id.clone(), actor(&broker, &peer))
             .await?;
         task_outcome(&task_id, outcome)
     });
@@ -185,7 +185,7 @@ pub fn claim_task(conn: &Conn, req_id: Option<String>, task_id: String) {
             .claim_task(
                 peer.mesh_id.clone(),
                 task_id.clone(),
-                actor(&peer),
+                actor(&broker, &peer),
                 time::now_ms(),
             )
             .await?;
@@ -207,7 +207,7 @@ pub fn complete_task(conn: &Conn, req_id: Option<String>, task_id: String, resul
             .complete_task(
                 peer.mesh_id.clone(),
                 task_id.clone(),
-                actor(&peer),
+                actor(&broker, &peer),
                 result,
                 time::now_ms(),
             )
