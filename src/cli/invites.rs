@@ -20,7 +20,7 @@ use crate::protocol::{Pubkey, Signature, canonical, ids, time};
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "invite", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh invite --role member --uses 3 --expires 1d")]
-/// make an invite link (the owner, or an admin), or list and revoke invites
+/// make an invite link (needs the invite capability: owner and admins by default), or list and revoke invites
 pub struct InviteCmd {
     #[argh(subcommand)]
     action: Option<InviteAction>,
