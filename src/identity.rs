@@ -103,7 +103,7 @@ pub struct MeshEntry {
     /// `create` / `join --ca-file` (or `CLAUDEMESH_CA_FILE` then); `None`: the public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// The epoch of `root_key` (PROTOCOL.md §12.1): 0 for the key the mesh was created with,
+    /// The epoch of `root_key` (PROTOCOL.md §12.4): 0 for the key the mesh was created with,
     /// one more with every rotation.
     #[serde(
         default,

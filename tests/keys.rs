@@ -1,4 +1,4 @@
-//! Root-key rotation on removal (PROTOCOL.md §12.1, issue 13 item 4), against real broker
+//! Root-key rotation on removal (PROTOCOL.md §12.4, issue 13 item 4), against real broker
 //! processes: after a member is revoked and the key rotated, a broadcast sent afterwards is
 //! unreadable with the removed member's keys, even when the exact pushed frame is replayed to
 //! its client, while everyone else reads it and older messages stay readable; a member away
@@ -393,4 +393,62 @@ async fn a_client_that_reconnects_after_a_rotation_fetches_the_key() {
     .await;
     assert_eq!(live.key_ring().current_epoch(), 1);
     live.close().await;
+}
+
+/// A ban rotates the key like a revocation: what is sent during the ban is unreadable with the
+/// banned member's keys; `unban` rotates again with the member among the holders, so it reads
+/// what is sent after it came back (not what was sent while it was banned).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ban_and_an_unban_each_rotate_the_key() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let bob_live = bob.client().await;
+
+    let out = alice.run(&["ban", "carol", "--reason", "spam"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("rotated the mesh root key to epoch 1: sealed to 2 member(s)"),
+        "alice and bob get the key, not carol: {}",
+        out.stdout
+    );
+    send(&alice, "*", "while carol is banned");
+    let during = next_message(&bob_live).await;
+    assert_eq!(during.key_epoch, 1);
+    assert_eq!(
+        bob_live.decrypt(&during).as_deref(),
+        Ok("while carol is banned")
+    );
+    let carol_entry = carol.entry();
+    let why = decrypt_push(
+        &carol_entry,
+        &KeyRing::from_entry(&carol_entry),
+        None,
+        &during,
+    )
+    .expect_err("a banned member must not read what is sent during the ban");
+    assert!(
+        why.contains("key epoch 1, which this member does not hold"),
+        "{why}"
+    );
+
+    let out = alice.run(&["unban", "carol"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("epoch 2: sealed to 3 member(s)"),
+        "carol is a holder again: {}",
+        out.stdout
+    );
+    send(&alice, "*", "carol is back");
+    let got = inbox(&carol);
+    assert!(
+        got.iter().any(|(_, t)| t == "carol is back"),
+        "carol reads what is sent after the unban: {got:?}"
+    );
+    assert!(
+        !got.iter().any(|(_, t)| t == "while carol is banned"),
+        "nothing sent during the ban reads for carol: {got:?}"
+    );
+    assert_eq!(carol.entry().key_epoch, 2);
+    bob_live.close().await;
 }

@@ -106,6 +106,13 @@ pub fn verify_member_request(
             "this member was revoked",
         ));
     }
+    if let Some(ban) = broker.store.ban_of(mesh_id, &member.id).ok().flatten() {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "banned",
+            crate::broker::http::banned_message(&ban.reason),
+        ));
+    }
     // Recorded only for members, so strangers cannot fill the cache.
     broker
         .signed_requests

@@ -585,7 +585,7 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let message = match e {
+            let message = match &e {
                 ClaimError::NotFound => "no such invite",
                 ClaimError::Revoked => "this invite (or this member) was revoked",
                 ClaimError::Expired => "this invite has expired",
@@ -595,6 +595,9 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
                 }
                 ClaimError::NameTaken => {
                     "a member of this mesh already has this display name; choose another (the invite was not used)"
+                }
+                ClaimError::Banned(reason) => {
+                    return refuse(e.code(), status, banned_message(reason));
                 }
             };
             return refuse(e.code(), status, message.into());
@@ -716,4 +719,14 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+/// What a banned member is told (hello and claim alike), with the ban's reason.
+pub fn banned_message(reason: &str) -> String {
+    if reason.is_empty() {
+        "this member is banned from the mesh; an owner or admin can lift it (claudemesh unban)"
+            .into()
+    } else {
+        format!("this member is banned from the mesh: {reason}")
+    }
 }

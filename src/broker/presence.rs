@@ -390,6 +390,28 @@ impl Room {
     }
 }
 
+/// Removes the presences of `mesh_id` that `which` selects from `meshes`; returns them.
+fn take_out(
+    meshes: &mut HashMap<String, Room>,
+    mesh_id: &str,
+    which: impl Fn(&Peer) -> bool,
+) -> Vec<Arc<Peer>> {
+    let mut gone = Vec::new();
+    if let Some(room) = meshes.get_mut(mesh_id) {
+        room.peers.retain(|_, p| {
+            let keep = !which(p);
+            if !keep {
+                gone.push(p.clone());
+            }
+            keep
+        });
+        if room.peers.is_empty() {
+            meshes.remove(mesh_id);
+        }
+    }
+    gone
+}
+
 /// Evicted presences waiting for their `peer_left`; beyond this many only the newest are told.
 const MAX_EVICTED_PENDING: usize = 1024;
 
@@ -631,26 +653,51 @@ impl Presence {
     /// so no frame or queued step of theirs runs again, and their sockets are closed with 4002.
     /// Returns the presences removed.
     pub fn revoke(&self, mesh_id: &str, member_id: &str) -> Vec<Arc<Peer>> {
+        self.shut_out(mesh_id, member_id, None)
+    }
+
+    /// [`Presence::revoke`] for a ban: the same, but each connection is first told why
+    /// (`error{code:"banned"}`).
+    pub fn ban(&self, mesh_id: &str, member_id: &str, why: &ServerMessage) -> Vec<Arc<Peer>> {
+        self.shut_out(mesh_id, member_id, Some(why))
+    }
+
+    fn shut_out(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+        why: Option<&ServerMessage>,
+    ) -> Vec<Arc<Peer>> {
         let mut meshes = self.lock();
         self.revoked_set()
             .insert((mesh_id.to_string(), member_id.to_string()));
-        let mut gone = Vec::new();
-        if let Some(room) = meshes.get_mut(mesh_id) {
-            room.peers.retain(|_, p| {
-                let keep = p.member_id != member_id;
-                if !keep {
-                    gone.push(p.clone());
-                }
-                keep
-            });
-            if room.peers.is_empty() {
-                meshes.remove(mesh_id);
-            }
-        }
+        let gone = take_out(&mut meshes, mesh_id, |p| p.member_id == member_id);
         drop(meshes);
         for peer in &gone {
             peer.revoked.store(true, Ordering::SeqCst);
-            peer.close(4002, "revoked");
+            if let Some(why) = why {
+                peer.send(&Envelope::new(why.clone()));
+            }
+            peer.close(4002, if why.is_some() { "banned" } else { "revoked" });
+        }
+        gone
+    }
+
+    /// Closes the presences `which` selects in a mesh (kick, disconnect): each is told why,
+    /// then closed with 4001 (the client does not reconnect by itself) and leaves the mesh at
+    /// once, without a lease. Nothing is refused afterwards: the member may come back.
+    /// Returns the presences removed.
+    pub fn close_where(
+        &self,
+        mesh_id: &str,
+        which: impl Fn(&Peer) -> bool,
+        why: &ServerMessage,
+        reason: &str,
+    ) -> Vec<Arc<Peer>> {
+        let gone = take_out(&mut self.lock(), mesh_id, which);
+        for peer in &gone {
+            peer.send(&Envelope::new(why.clone()));
+            peer.close(4001, reason);
         }
         gone
     }

@@ -20,7 +20,7 @@ use crate::protocol::{Pubkey, Signature, canonical, ids, time};
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "invite", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh invite --role member --uses 3 --expires 1d")]
-/// make an invite link (the owner, or an admin), or list and revoke invites
+/// make an invite link (needs the invite capability: owner and admins by default), or list and revoke invites
 pub struct InviteCmd {
     #[argh(subcommand)]
     action: Option<InviteAction>,
@@ -144,7 +144,7 @@ fn invite_line(i: &InviteEntry) -> String {
 /// fingerprint of the signing admin's key when an admin signed (PROTOCOL.md §9). The joiner
 /// checks the broker's answer against these, so nobody on the way can swap the owner.
 ///
-/// After a rotation the key part is `KEY~EPOCH` (PROTOCOL.md §12.1): the current key and its
+/// After a rotation the key part is `KEY~EPOCH` (PROTOCOL.md §12.4): the current key and its
 /// epoch; a key without `~` is epoch 0, as every link before rotations was.
 fn invite_link(url: &str, entry: &MeshEntry, signer: &SignKeyPair) -> String {
     let key = match (entry.root_key.as_str(), entry.key_epoch) {
@@ -187,17 +187,11 @@ impl InviteCmd {
         }
         let lifetime = time::parse_duration(&self.expires).map_err(CliError::Usage)?;
         let entry = select_mesh(self.mesh.as_deref())?;
-        // The owner signs with the owner key; an admin with its own member key (the broker
-        // checks that it is an admin, at registration and again at every claim).
+        // The owner signs with the owner key; anyone else with its own member key (the broker
+        // checks that it holds the `invite` capability, at registration and at every claim).
         let signer = match entry.owner_keys() {
             Some(owner) => owner?,
-            None if entry.role == "admin" => entry.member_keys()?,
-            None => {
-                return Err(CliError::failed(format!(
-                    "only the owner or an admin of mesh \"{}\" can make invites",
-                    entry.slug
-                )));
-            }
+            None => entry.member_keys()?,
         };
         // Round up: the invite lives at least as long as asked (rounding down could put a
         // short one in the past by the time the broker sees it).

@@ -1,12 +1,12 @@
-//! Root-key rotation (PROTOCOL.md §12.1): `rotate-key`, and the rotation `revoke` does after
+//! Root-key rotation (PROTOCOL.md §12.4): `rotate-key`, and the rotation `revoke` does after
 //! removing a member.
 
 use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
 use super::output::outln;
-use super::{CliResult, print_json, with_client};
-use crate::client::Rotated;
+use super::{CliError, CliResult, print_json, with_client};
+use crate::client::{MeshClient, Rotated};
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "rotate-key", help_triggers("-h", "--help"))]
@@ -43,6 +43,28 @@ pub fn rotated_json(r: &Rotated) -> serde_json::Value {
         "members": r.members,
         "invitesRevoked": r.invites_revoked,
     })
+}
+
+/// Rotates the mesh root key after `done` (a revocation, a ban, an unban) unless `skip`, and
+/// says what it did; a failed rotation says how to finish it. `None` when skipped.
+pub async fn rotate_after(
+    client: &MeshClient,
+    done: &str,
+    skip: bool,
+    json: bool,
+) -> Result<Option<Rotated>, CliError> {
+    if skip {
+        return Ok(None);
+    }
+    let rotated = client.rotate_root_key().await.map_err(|e| {
+        CliError::failed(format!(
+            "{done}, but rotating the mesh root key failed ({e}): run `claudemesh rotate-key`"
+        ))
+    })?;
+    if !json {
+        say_rotated(&rotated);
+    }
+    Ok(Some(rotated))
 }
 
 /// A rotation as people read it.

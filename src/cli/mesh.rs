@@ -423,19 +423,13 @@ impl RevokeCmd {
             }
             return Ok(());
         }
-        let rotated = client.rotate_root_key().await.map_err(|e| {
-            CliError::failed(format!(
-                "revoked {}, but rotating the mesh root key failed ({e}): run `claudemesh rotate-key`, or it can still read group messages it gets hold of",
-                target.display_name
-            ))
-        })?;
+        let done = format!("revoked {}", target.display_name);
+        let rotated = super::keys::rotate_after(client, &done, false, self.json).await?;
         if self.json {
             print_json(&json!({
                 "revoked": target.member_id,
-                "rotated": super::keys::rotated_json(&rotated),
+                "rotated": rotated.as_ref().map(super::keys::rotated_json),
             }));
-        } else {
-            super::keys::say_rotated(&rotated);
         }
         Ok(())
     }

@@ -21,10 +21,12 @@ mod info;
 mod invites;
 mod keys;
 mod logging;
+mod members;
 mod memory;
 mod mesh;
 mod messaging;
 pub mod output;
+mod perms;
 mod reminders;
 mod service;
 mod settings;
@@ -105,6 +107,12 @@ enum Command {
     Profile(profile::ProfileCmd),
     RotateKey(keys::RotateKeyCmd),
     Audit(audit::AuditCmd),
+    Perms(perms::PermsCmd),
+    Kick(members::KickCmd),
+    Disconnect(members::DisconnectCmd),
+    Ban(members::BanCmd),
+    Unban(members::UnbanCmd),
+    Bans(members::BansCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -234,6 +242,7 @@ fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
     }
     service::separate_broker_flags(&mut args);
     grants::separate_rights(&mut args);
+    perms::separate_denials(&mut args);
     if args.first() == Some(&"inbox") {
         let mut i = 0;
         while i < args.len() {
@@ -291,6 +300,12 @@ async fn run(command: Command) -> CliResult {
         Command::Profile(c) => c.run().await,
         Command::RotateKey(c) => c.run().await,
         Command::Audit(c) => c.run().await,
+        Command::Perms(c) => c.run().await,
+        Command::Kick(c) => c.run().await,
+        Command::Disconnect(c) => c.run().await,
+        Command::Ban(c) => c.run().await,
+        Command::Unban(c) => c.run().await,
+        Command::Bans(c) => c.run().await,
     }
 }
 
@@ -334,7 +349,7 @@ pub fn hostname() -> Option<String> {
 /// Connects to the mesh's broker as a one-shot CLI client.
 pub async fn connect(entry: &MeshEntry) -> Result<MeshClient, CliError> {
     let options = ConnectOptions {
-        // Root keys of new epochs (PROTOCOL.md §12.1) are saved in this config.
+        // Root keys of new epochs (PROTOCOL.md §12.4) are saved in this config.
         config_dir: Some(ConfigDir::from_env()),
         ..ConnectOptions::new(entry.clone(), cli_peer(entry))
     };

@@ -1,4 +1,4 @@
-//! Typed calls for per-peer grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks").
+//! Typed calls for per-peer grants and blocks (issue 13, PROTOCOL.md §12.3).
 
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{GrantEntry, SetGrants};

@@ -1,4 +1,4 @@
-//! The mesh root keys this client holds, by epoch (PROTOCOL.md §12.1), and rotation. A client
+//! The mesh root keys this client holds, by epoch (PROTOCOL.md §12.4), and rotation. A client
 //! starts from its config's keys, takes new ones from `key_rotated` events and `get_keys`
 //! (sealed to its member key), keeps them in memory and merges them into its config file, so
 //! several processes of one member never lose each other's keys.

@@ -1,8 +1,8 @@
-//! Typed calls of the members area: invites (register, list, revoke).
+//! Typed calls of the members area: invites (register, list, revoke), kick, disconnect, ban.
 
 use super::{ClientError, MeshClient};
 use crate::crypto::SignKeyPair;
-use crate::protocol::messages::{Capability, CreateInvite, InviteCreated, InviteEntry};
+use crate::protocol::messages::{BanEntry, Capability, CreateInvite, InviteCreated, InviteEntry};
 use crate::protocol::{ClientMessage, ServerMessage, canonical, ids};
 
 /// A fresh code is random; on the rare clash the broker says so and another is drawn.
@@ -79,5 +79,48 @@ impl MeshClient {
         })
         .await
         .map(drop)
+    }
+}
+
+impl MeshClient {
+    /// Closes every connection of a member (id, pubkey or display name); it may come back.
+    pub async fn kick(&self, member: &str, reason: Option<String>) -> Result<(), ClientError> {
+        self.request_ack(ClientMessage::Kick {
+            member: member.to_string(),
+            reason,
+        })
+        .await
+    }
+
+    /// Closes one connection, named by its key, session id or presence id.
+    pub async fn disconnect(&self, session: &str) -> Result<(), ClientError> {
+        self.request_ack(ClientMessage::Disconnect {
+            session: session.to_string(),
+        })
+        .await
+    }
+
+    /// Bans a member until [`MeshClient::unban`].
+    pub async fn ban(&self, member: &str, reason: Option<String>) -> Result<(), ClientError> {
+        self.request_ack(ClientMessage::Ban {
+            member: member.to_string(),
+            reason,
+        })
+        .await
+    }
+
+    pub async fn unban(&self, member: &str) -> Result<(), ClientError> {
+        self.request_ack(ClientMessage::Unban {
+            member: member.to_string(),
+        })
+        .await
+    }
+
+    /// The mesh's bans, newest first; `true` when the broker left some out.
+    pub async fn list_bans(&self) -> Result<(Vec<BanEntry>, bool), ClientError> {
+        match self.request(ClientMessage::ListBans {}).await? {
+            ServerMessage::Bans { bans, truncated } => Ok((bans, truncated)),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
     }
 }

@@ -13,6 +13,7 @@ mod keys;
 pub mod lan;
 mod members;
 mod memory;
+mod perms;
 mod reminders;
 mod settings;
 mod state;
@@ -115,7 +116,7 @@ pub struct ConnectOptions {
     /// Reconnect with backoff after a lost connection (long-lived clients); one-shot CLI
     /// commands leave it off.
     pub reconnect: bool,
-    /// The config to save root keys of new epochs in (PROTOCOL.md §12.1); `None` keeps them
+    /// The config to save root keys of new epochs in (PROTOCOL.md §12.4); `None` keeps them
     /// in memory only.
     pub config_dir: Option<ConfigDir>,
 }

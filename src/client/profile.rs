@@ -1,4 +1,4 @@
-//! Typed calls for the profile (issue 13, PROTOCOL.md §12 "Profile").
+//! Typed calls for the profile (issue 13, PROTOCOL.md §12.7).
 
 use super::{ClientError, MeshClient};
 use crate::protocol::ClientMessage;

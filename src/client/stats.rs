@@ -1,4 +1,4 @@
-//! Typed calls for stats (issue 13, PROTOCOL.md §12 "Stats").
+//! Typed calls for stats (issue 13, PROTOCOL.md §12.6).
 
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{MeshStatsEntry, ReportedStats};

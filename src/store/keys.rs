@@ -1,4 +1,4 @@
-//! Root-key epochs and the sealed copies of each epoch's key (PROTOCOL.md §12.1). The broker
+//! Root-key epochs and the sealed copies of each epoch's key (PROTOCOL.md §12.4). The broker
 //! never holds a root key: only the current epoch, each member's sealed copy of each epoch's
 //! key (`crypto_box_seal` to that member, opaque here) and the current key's check value.
 
@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::{self, AuditEvent, AuditNote};
+use super::members::{BANS, is_banned_in};
 use super::records::{INVITES, MEMBERS, MESH_INVITES, MESHES};
 use super::{Invite, Member, Mesh, Store, StoreError, decode, decode_opt, encode};
 
@@ -24,11 +25,11 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The one rule for who must hold a mesh's root key: every member still in it. A rotation
-/// seals the new key to exactly these members, and the broker refuses one that misses any of
-/// them or includes anyone else.
-pub fn holds_keys(member: &Member) -> bool {
-    member.revoked_at_ms.is_none()
+/// The one rule for who must hold a mesh's root key: every member still in it and not banned.
+/// A rotation seals the new key to exactly these members, and the broker refuses one that
+/// misses any of them or includes anyone else.
+pub fn holds_keys(member: &Member, banned: bool) -> bool {
+    member.revoked_at_ms.is_none() && !banned
 }
 
 /// A rotation as the broker checks and stores it.
@@ -78,6 +79,7 @@ fn epoch_in(
 
 fn holders_in(
     members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    bans: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     mesh_id: &str,
 ) -> Result<Vec<Member>, StoreError> {
     let mut out = Vec::new();
@@ -87,7 +89,7 @@ fn holders_in(
             break;
         }
         let m: Member = decode(v.value())?;
-        if holds_keys(&m) {
+        if holds_keys(&m, is_banned_in(bans, mesh_id, &m.id)?) {
             out.push(m);
         }
     }
@@ -105,7 +107,10 @@ impl Store {
     pub fn key_holders(&self, mesh_id: &str) -> Result<(u64, Vec<Member>), StoreError> {
         let rt = self.read()?;
         let epoch = epoch_in(&rt.open_table(KEY_EPOCHS)?, mesh_id)?;
-        Ok((epoch, holders_in(&rt.open_table(MEMBERS)?, mesh_id)?))
+        Ok((
+            epoch,
+            holders_in(&rt.open_table(MEMBERS)?, &rt.open_table(BANS)?, mesh_id)?,
+        ))
     }
 
     /// The current epoch and `member_id`'s sealed copies of the epochs after `since` (the
@@ -151,7 +156,12 @@ impl Store {
             };
             let members = tx.open_table(MEMBERS)?;
             let actor: Option<Member> = decode_opt(members.get((mesh_id, rotation.by.as_str()))?)?;
-            let Some(actor) = actor.filter(|a| a.role.can_manage() && holds_keys(a)) else {
+            let bans = tx.open_table(BANS)?;
+            let banned = match &actor {
+                Some(a) => is_banned_in(&bans, mesh_id, &a.id)?,
+                None => false,
+            };
+            let Some(actor) = actor.filter(|a| a.role.can_manage() && holds_keys(a, banned)) else {
                 return Ok(Err(RotationRefusal::Forbidden));
             };
             let mut epochs = tx.open_table(KEY_EPOCHS)?;
@@ -159,7 +169,7 @@ impl Store {
             if rotation.epoch != current.saturating_add(1) {
                 return Ok(Err(RotationRefusal::WrongEpoch { current }));
             }
-            let holders = holders_in(&members, mesh_id)?;
+            let holders = holders_in(&members, &bans, mesh_id)?;
             let missing: Vec<String> = holders
                 .iter()
                 .filter(|m| !rotation.sealed.contains_key(&m.id))

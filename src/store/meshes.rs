@@ -37,6 +37,8 @@ pub enum ClaimError {
     BadSignature,
     /// A member of the mesh already has that display name (compared without case).
     NameTaken,
+    /// The claiming key is a banned member's; the ban's reason.
+    Banned(String),
 }
 
 impl ClaimError {
@@ -48,6 +50,7 @@ impl ClaimError {
             ClaimError::Exhausted => "exhausted",
             ClaimError::BadSignature => "bad_signature",
             ClaimError::NameTaken => "name_taken",
+            ClaimError::Banned(_) => "banned",
         }
     }
     pub fn status(&self) -> u16 {
@@ -56,6 +59,7 @@ impl ClaimError {
             ClaimError::Revoked | ClaimError::Expired | ClaimError::Exhausted => 410,
             ClaimError::BadSignature => 400,
             ClaimError::NameTaken => 409,
+            ClaimError::Banned(_) => 403,
         }
     }
 }
@@ -136,7 +140,7 @@ fn insert_member(tx: &WriteTransaction, member: &Member) -> Result<(), StoreErro
     Ok(())
 }
 
-fn read_member_by_pubkey(
+pub(crate) fn read_member_by_pubkey(
     members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     keys: &impl ReadableTable<(&'static str, &'static str), &'static str>,
     mesh_id: &str,
@@ -284,9 +288,10 @@ impl Store {
             let Some(mesh) = decode_opt::<Mesh>(tx.open_table(MESHES)?.get(mesh_id)?)? else {
                 return Ok(Err(InviteRefusal::MeshGone));
             };
-            let actor: Option<Member> =
-                decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, by.as_str()))?)?;
-            let Some(actor) = actor.filter(|a| a.role.can_manage() && a.revoked_at_ms.is_none())
+            let actor = super::perms::member_perms_in(tx, mesh_id, &by)?;
+            let Some(actor) = actor
+                .filter(|a| a.may_invite(invite.role))
+                .map(|a| a.member)
             else {
                 return Ok(Err(InviteRefusal::Forbidden));
             };
@@ -390,11 +395,10 @@ impl Store {
         now_ms: i64,
     ) -> Result<Result<Invite, RevokeError>, StoreError> {
         self.write(move |tx| {
-            let actor: Option<Member> = decode_opt(
-                tx.open_table(MEMBERS)?
-                    .get((mesh_id.as_str(), by.as_str()))?,
-            )?;
-            let Some(actor) = actor.filter(|a| a.role.can_manage() && a.revoked_at_ms.is_none())
+            let actor = super::perms::member_perms_in(tx, &mesh_id, &by)?;
+            let Some(actor) = actor
+                .filter(|a| a.holds(crate::protocol::messages::Permission::Invite))
+                .map(|a| a.member)
             else {
                 return Ok(Err(RevokeError::Forbidden));
             };
@@ -543,20 +547,33 @@ impl Store {
             }
             let signer_ok = match invite.signer_pubkey {
                 Some(signer) if signer == mesh.owner_pubkey => true,
-                // An admin's invite lives as long as its signer is an admin of the mesh.
-                Some(signer) => read_member_by_pubkey(
-                    &tx.open_table(MEMBERS)?,
-                    &tx.open_table(MEMBER_KEYS)?,
-                    &mesh.id,
-                    &signer,
-                )?
-                .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none()),
+                // A member's invite lives as long as its signer may still make it.
+                Some(signer) => {
+                    let by = read_member_by_pubkey(
+                        &tx.open_table(MEMBERS)?,
+                        &tx.open_table(MEMBER_KEYS)?,
+                        &mesh.id,
+                        &signer,
+                    )?;
+                    match by {
+                        Some(m) => super::perms::member_perms_in(tx, &mesh.id, &m.id)?
+                            .is_some_and(|p| p.may_invite(invite.role)),
+                        None => false,
+                    }
+                }
                 None => false,
             };
             if !signer_ok || !invite_signature_ok(&invite, &mesh) {
                 return Ok(Err(ClaimError::BadSignature));
             }
             if let Some(member) = existing {
+                let ban: Option<super::BanRecord> = decode_opt(
+                    tx.open_table(super::members::BANS)?
+                        .get((mesh.id.as_str(), member.id.as_str()))?,
+                )?;
+                if let Some(ban) = ban {
+                    return Ok(Err(ClaimError::Banned(ban.reason)));
+                }
                 if member.revoked_at_ms.is_some() {
                     return Ok(Err(ClaimError::Revoked));
                 }

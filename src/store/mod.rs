@@ -10,8 +10,10 @@ mod contexts;
 mod files;
 mod grants;
 mod keys;
+mod members;
 mod memory;
 mod meshes;
+mod perms;
 mod profile;
 mod queue;
 mod quotas;
@@ -40,11 +42,13 @@ pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};
 pub use keys::{MAX_KEYS_RETURNED, Rotated, Rotation, RotationRefusal, holds_keys};
+pub use members::{BanRecord, BanRefusal, MAX_BAN_REASON};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
     RootKeyProof,
 };
+pub use perms::{MemberPerms, Overrides, PermsChange, PermsRefusal};
 pub use profile::ProfileRefusal;
 pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};

@@ -67,6 +67,8 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::profile::create_tables(tx)?;
     super::keys::create_tables(tx)?;
     super::audit::create_tables(tx)?;
+    super::perms::create_tables(tx)?;
+    super::members::create_tables(tx)?;
     Ok(())
 }
 

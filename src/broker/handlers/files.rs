@@ -198,7 +198,9 @@ pub async fn delete_file(conn: &Conn, req_id: Option<String>, file_id: String) {
     let Some(record) = find(conn, &req_id, &file_id) else {
         return;
     };
-    if record.uploader_member_id != peer.member_id && !peer.role.can_manage() {
+    if record.uploader_member_id != peer.member_id
+        && !super::perms::is_manager(&conn.broker, &peer.mesh_id, &peer.member_id)
+    {
         return conn.error(
             req_id,
             "forbidden",

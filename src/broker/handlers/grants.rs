@@ -1,4 +1,4 @@
-//! Per-peer grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks"): `block`, `unblock`, `set_grants`,
+//! Per-peer grants and blocks (issue 13, PROTOCOL.md §12.3): `block`, `unblock`, `set_grants`,
 //! `list_grants`, and the checks a send makes against them. The broker refuses, never drops
 //! silently: a direct message to a member who blocked its sender (or turned messages off) is
 //! an error the sender sees; a group or broadcast message leaves that member out.

@@ -144,6 +144,17 @@ fn find_member(broker: &Broker, mesh_id: &str, key: &Pubkey) -> Result<(Mesh, Me
             4002,
         ));
     }
+    if let Some(ban) = broker
+        .store
+        .ban_of(mesh_id, &member.id)
+        .map_err(store_err)?
+    {
+        return Err(Refusal(
+            "banned",
+            crate::broker::http::banned_message(&ban.reason),
+            4002,
+        ));
+    }
     Ok((mesh, member))
 }
 

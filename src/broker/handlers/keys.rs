@@ -1,4 +1,4 @@
-//! Root-key rotation (PROTOCOL.md §12.1): the owner's or an admin's client seals a new mesh
+//! Root-key rotation (PROTOCOL.md §12.4): the owner's or an admin's client seals a new mesh
 //! root key to every member that must hold it; the broker checks the set, stores the sealed
 //! copies, bumps the key epoch, revokes invites whose links carry the old key, and hands each
 //! member its copy (now if connected, at `get_keys` otherwise). It never sees a key.

@@ -1,11 +1,16 @@
 //! Mesh membership over the WebSocket: invites signed by the owner or an admin, the invite and
-//! member lists, revocation, and dropping a root key kept from before schema 2.
+//! member lists, revocation, kick, disconnect and ban, and dropping a root key kept from before
+//! schema 2.
 
+use super::perms::is_manager;
 use crate::broker::connection::Conn;
-use crate::protocol::messages::{Ack, CreateInvite, InviteCreated, InviteEntry, MemberEntry};
+use crate::protocol::messages::{
+    Ack, BanEntry, CreateInvite, InviteCreated, InviteEntry, MemberEntry,
+};
 use crate::protocol::{Pubkey, ServerMessage, Signature, canonical, ids, time};
 use crate::store::{
-    Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError, RootKeyProof,
+    BanRefusal, Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError,
+    RootKeyProof,
 };
 
 /// Most uses one invite may grant.
@@ -16,14 +21,6 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
         return;
     };
     let broker = &conn.broker;
-    // Cheap early answer; the store checks the role again inside the write transaction.
-    if !peer.role.can_manage() {
-        return conn.error(
-            req_id,
-            "forbidden",
-            "only the owner or an admin of this mesh can register invites",
-        );
-    }
     let Some(link_base) = broker.link_url() else {
         return conn.error(
             req_id,
@@ -128,7 +125,7 @@ pub async fn create_invite(conn: &Conn, req_id: Option<String>, req: CreateInvit
     let (code, message) = match refused {
         InviteRefusal::Forbidden => (
             "forbidden",
-            "only the owner or an admin of this mesh can register invites".to_string(),
+            "registering an invite needs the \"invite\" capability, and an admin invite the owner or an admin".to_string(),
         ),
         InviteRefusal::BadSigner => (
             "bad_signature",
@@ -160,21 +157,8 @@ pub fn list_invites(conn: &Conn, req_id: Option<String>) {
     let Some(peer) = conn.peer.as_ref() else {
         return;
     };
-    // Codes are credentials: only those who may make invites see them.
-    let manager = conn
-        .broker
-        .store
-        .member(&peer.mesh_id, &peer.member_id)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.role.can_manage() && m.revoked_at_ms.is_none());
-    if !manager {
-        return conn.error(
-            req_id,
-            "forbidden",
-            "only the owner or an admin of this mesh can list invites",
-        );
-    }
+    // Codes are credentials: only those who may make invites see them (`invite`, checked in
+    // dispatch).
     let (invites, members) = match (
         conn.broker.store.invites(&peer.mesh_id),
         conn.broker.store.members(&peer.mesh_id),
@@ -324,7 +308,10 @@ pub async fn revoke_invite(
         Ok(Err(_)) => conn.error(
             req_id,
             "forbidden",
-            "only the owner or an admin can revoke invites",
+            super::perms::lacks(
+                &peer.display_name,
+                crate::protocol::messages::Permission::Invite,
+            ),
         ),
         Err(e) => conn.error(req_id, "internal", e.to_string()),
     }
@@ -404,4 +391,255 @@ fn revocable(
         Err(_) => store.member(mesh_id, target).ok().flatten()?,
     };
     (member.role != MemberRole::Owner).then_some(member.id)
+}
+
+// Kick, disconnect, ban (PROTOCOL.md §12.2).
+
+/// Most bans one `bans` answer lists.
+const MAX_LISTED_BANS: usize = 100;
+
+/// The reason as given, trimmed and bounded, or `default`.
+fn reason_or(reason: Option<String>, default: String) -> String {
+    let reason = reason.unwrap_or_default();
+    let reason = reason.trim();
+    if reason.is_empty() {
+        default
+    } else {
+        reason.chars().take(crate::store::MAX_BAN_REASON).collect()
+    }
+}
+
+/// The member a manager's `kick` / `ban` names, or the refusal to send.
+fn removable(
+    conn: &Conn,
+    target: &str,
+    verb: &str,
+) -> Result<crate::store::Member, (&'static str, String)> {
+    let Some(peer) = conn.peer.as_ref() else {
+        return Err(("no_hello", "send hello first".into()));
+    };
+    if !is_manager(&conn.broker, &peer.mesh_id, &peer.member_id) {
+        return Err((
+            "forbidden",
+            format!("only the owner or an admin of this mesh can {verb} members"),
+        ));
+    }
+    let member = match conn.broker.store.find_member(&peer.mesh_id, target) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return Err(("not_found", format!("no member \"{target}\" in this mesh")));
+        }
+        Err(e) => return Err(("internal", e.to_string())),
+    };
+    if member.role == MemberRole::Owner {
+        let done = if verb == "ban" { "banned" } else { "kicked" };
+        return Err(("forbidden", format!("the mesh owner cannot be {done}")));
+    }
+    Ok(member)
+}
+
+/// `kick {member, reason?}`: closes every connection of the member with `error{code:"kicked"}`
+/// and close 4001. Nothing is refused afterwards: it may connect again.
+pub fn kick(conn: &Conn, req_id: Option<String>, target: String, reason: Option<String>) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let member = match removable(conn, &target, "kick") {
+        Ok(m) => m,
+        Err((code, message)) => return conn.error(req_id, code, message),
+    };
+    let message = reason_or(
+        reason,
+        format!("kicked from the mesh by {}", peer.display_name),
+    );
+    let why = ServerMessage::error("kicked", message);
+    let broker = &conn.broker;
+    let gone =
+        broker
+            .presence
+            .close_where(&peer.mesh_id, |p| p.member_id == member.id, &why, "kicked");
+    for p in &gone {
+        crate::broker::router::announce(broker, p, "peer_left");
+    }
+    conn.reply(req_id, ok_ack());
+}
+
+/// `disconnect {session}`: closes one connection, named by presence id, the key `list_peers`
+/// shows, or its session id. The owner and admins may close anyone's but the owner's; a
+/// member its own.
+pub fn disconnect(conn: &Conn, req_id: Option<String>, session: String) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let broker = &conn.broker;
+    let matches: Vec<_> = broker
+        .presence
+        .peers(&peer.mesh_id)
+        .into_iter()
+        .filter(|p| {
+            p.presence_id == session
+                || p.pubkey().to_hex() == session
+                || (!p.info.session_id.is_empty() && p.info.session_id == session)
+        })
+        .collect();
+    let target = match matches.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return conn.error(
+                req_id,
+                "not_found",
+                format!("no connection \"{session}\" in this mesh (give the pubkey or session id `peers` shows)"),
+            );
+        }
+        more => {
+            return conn.error(
+                req_id,
+                "invalid_argument",
+                format!(
+                    "\"{session}\" names {} connections; give a session's own key or session id",
+                    more.len()
+                ),
+            );
+        }
+    };
+    let own = target.member_id == peer.member_id;
+    let allowed = own
+        || (is_manager(broker, &peer.mesh_id, &peer.member_id) && target.role != MemberRole::Owner);
+    if !allowed {
+        return conn.error(
+            req_id,
+            "forbidden",
+            "a member may disconnect its own sessions; the owner or an admin anyone's but the owner's",
+        );
+    }
+    let why = ServerMessage::error(
+        "disconnected",
+        format!("this connection was closed by {}", peer.display_name),
+    );
+    let gone = broker.presence.close_where(
+        &peer.mesh_id,
+        |p| p.presence_id == target.presence_id,
+        &why,
+        "disconnected",
+    );
+    for p in &gone {
+        crate::broker::router::announce(broker, p, "peer_left");
+    }
+    conn.reply(req_id, ok_ack());
+}
+
+/// `ban {member, reason?}`: the member's connections are told why and closed (4002), and its
+/// hellos and claims are refused with `banned` until `unban`. As with revocation, nothing it
+/// sent commits after the ban: its frames in flight finish before the ban is written.
+pub async fn ban(conn: &Conn, req_id: Option<String>, target: String, reason: Option<String>) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let member = match removable(conn, &target, "ban") {
+        Ok(m) => m,
+        Err((code, message)) => return conn.error(req_id, code, message),
+    };
+    let broker = &conn.broker;
+    let reason = reason_or(reason, String::new());
+    let why = ServerMessage::error("banned", crate::broker::http::banned_message(&reason));
+    let gone = broker.presence.ban(&peer.mesh_id, &member.id, &why);
+    for p in &gone {
+        if p.presence_id != peer.presence_id {
+            p.wait_idle().await;
+        }
+        crate::broker::router::announce(broker, p, "peer_left");
+    }
+    let result = broker
+        .store
+        .ban_member(
+            peer.mesh_id.clone(),
+            member.id.clone(),
+            peer.member_id.clone(),
+            reason,
+            time::now_ms(),
+        )
+        .await;
+    if !matches!(result, Ok(Ok(_))) && member.revoked_at_ms.is_none() {
+        broker.presence.unrevoke(&peer.mesh_id, &member.id);
+    }
+    match result {
+        Ok(Ok(_)) => conn.reply(req_id, ok_ack()),
+        Ok(Err(refusal)) => conn.error(req_id, "forbidden", ban_refusal(&refusal, &target)),
+        Err(e) => conn.error(req_id, "internal", e.to_string()),
+    }
+}
+
+fn ban_refusal(refusal: &BanRefusal, target: &str) -> String {
+    match refusal {
+        BanRefusal::Forbidden => "only the owner or an admin of this mesh can ban members".into(),
+        BanRefusal::NotFound => format!("no member \"{target}\" in this mesh"),
+        BanRefusal::IsOwner => "the mesh owner cannot be banned".into(),
+        BanRefusal::NotBanned => format!("\"{target}\" is not banned"),
+    }
+}
+
+/// `unban {member}`: lifts the ban; the member may say hello and claim again.
+pub async fn unban(conn: &Conn, req_id: Option<String>, target: String) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let broker = &conn.broker;
+    let result = broker
+        .store
+        .unban_member(peer.mesh_id.clone(), target.clone(), peer.member_id.clone())
+        .await;
+    match result {
+        Ok(Ok(ban)) => {
+            let revoked = broker
+                .store
+                .member(&peer.mesh_id, &ban.member_id)
+                .ok()
+                .flatten()
+                .is_none_or(|m| m.revoked_at_ms.is_some());
+            if !revoked {
+                broker.presence.unrevoke(&peer.mesh_id, &ban.member_id);
+            }
+            conn.reply(req_id, ok_ack());
+        }
+        Ok(Err(refusal)) => {
+            let code = match refusal {
+                BanRefusal::NotFound | BanRefusal::NotBanned => "not_found",
+                _ => "forbidden",
+            };
+            conn.error(req_id, code, ban_refusal(&refusal, &target));
+        }
+        Err(e) => conn.error(req_id, "internal", e.to_string()),
+    }
+}
+
+/// `list_bans {}` → `bans` (owner and admins only), newest first.
+pub fn list_bans(conn: &Conn, req_id: Option<String>) {
+    let Some(peer) = conn.peer.as_ref() else {
+        return;
+    };
+    if !is_manager(&conn.broker, &peer.mesh_id, &peer.member_id) {
+        return conn.error(
+            req_id,
+            "forbidden",
+            "only the owner or an admin of this mesh can list bans",
+        );
+    }
+    let bans = match conn.broker.store.bans(&peer.mesh_id) {
+        Ok(b) => b,
+        Err(e) => return conn.error(req_id, "internal", e.to_string()),
+    };
+    let truncated = bans.len() > MAX_LISTED_BANS;
+    let bans = bans
+        .into_iter()
+        .take(MAX_LISTED_BANS)
+        .map(|b| BanEntry {
+            member_id: b.member_id,
+            pubkey: b.pubkey.to_hex(),
+            display_name: b.display_name,
+            reason: b.reason,
+            banned_by: b.banned_by,
+            banned_at: time::iso(b.banned_at_ms),
+        })
+        .collect();
+    conn.reply(req_id, ServerMessage::Bans { bans, truncated });
 }

@@ -105,7 +105,7 @@ async fn forget_one(
     let outcome = if ids::is_id(id) {
         broker
             .memory
-            .forget(&broker.store, &peer.mesh_id, id, actor(peer))
+            .forget(&broker.store, &peer.mesh_id, id, actor(broker, peer))
             .await?
     } else {
         Forgotten::NotFound

@@ -12,6 +12,7 @@ mod members;
 mod memory;
 pub(super) mod messaging;
 mod peers;
+pub mod perms;
 mod profile;
 mod reminders;
 mod reply;
@@ -39,6 +40,13 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         },
         None => None,
     };
+    // Capabilities are read at each frame, so a change applies at once to live connections.
+    if conn.peer.is_some()
+        && let Some(needed) = perms::needed(&frame.body)
+        && !perms::require(conn, &req_id, needed)
+    {
+        return;
+    }
     match frame.body {
         ClientMessage::Hello(h) => hello::member_hello(conn, h).await,
         ClientMessage::SessionHello(h) => hello::session_hello(conn, h).await,
@@ -156,5 +164,16 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::ListKeyHolders {} => keys::list_key_holders(conn, req_id),
         ClientMessage::AuditQuery(q) => audit::audit_query(conn, req_id, q),
         ClientMessage::AuditVerify {} => audit::audit_verify(conn, req_id),
+        ClientMessage::GetPerms { member } => perms::get_perms(conn, req_id, member),
+        ClientMessage::SetPerms(s) => perms::set_perms(conn, req_id, s).await,
+        ClientMessage::Kick { member, reason } => members::kick(conn, req_id, member, reason),
+        ClientMessage::Disconnect { session } => members::disconnect(conn, req_id, session),
+        ClientMessage::Ban { member, reason } => {
+            // Like a revocation, a ban waits for the banned presences' frames to finish.
+            drop(held);
+            members::ban(conn, req_id, member, reason).await
+        }
+        ClientMessage::Unban { member } => members::unban(conn, req_id, member).await,
+        ClientMessage::ListBans {} => members::list_bans(conn, req_id),
     }
 }

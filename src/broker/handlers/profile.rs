@@ -1,4 +1,4 @@
-//! `set_profile` (PROTOCOL.md §5, extended by issue 13, §12 "Profile"): display name, role tag,
+//! `set_profile` (PROTOCOL.md §5, extended by issue 13, §12.7): display name, role tag,
 //! title, bio, avatar, capabilities and message mode, kept per member (so the next session has
 //! it) and on every live presence of the member, announced as `profile_updated`.
 

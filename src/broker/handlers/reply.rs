@@ -146,10 +146,11 @@ pub(super) fn me(conn: &Conn) -> Option<(Arc<Broker>, Arc<Peer>)> {
     Some((conn.broker.clone(), conn.peer.clone()?))
 }
 
-pub(super) fn actor(peer: &Peer) -> Actor {
+/// Who acts, with its role as it is now (it may have changed since its hello).
+pub(super) fn actor(broker: &Broker, peer: &Peer) -> Actor {
     Actor {
         member_id: peer.member_id.clone(),
         name: peer.display_name.clone(),
-        manages: peer.role.can_manage(),
+        manages: super::perms::is_manager(broker, &peer.mesh_id, &peer.member_id),
     }
 }

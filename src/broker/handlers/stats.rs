@@ -1,4 +1,4 @@
-//! Stats (issue 13, PROTOCOL.md §12 "Stats"): `set_stats` (what a client reports about itself) and
+//! Stats (issue 13, PROTOCOL.md §12.6): `set_stats` (what a client reports about itself) and
 //! `mesh_stats` (what the broker counted on every connection, beside those reports).
 
 use crate::broker::connection::Conn;

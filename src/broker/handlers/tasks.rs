@@ -110,7 +110,7 @@ pub fn release_task(conn: &Conn, req_id: Option<String>, task_id: String) {
             .release_task(
                 peer.mesh_id.clone(),
                 task_id.clone(),
-                actor(&peer),
+                actor(&broker, &peer),
                 time::now_ms(),
             )
             .await?;
@@ -190,7 +190,7 @@ pub fn claim_task(conn: &Conn, req_id: Option<String>, task_id: String) {
             .claim_task(
                 peer.mesh_id.clone(),
                 task_id.clone(),
-                actor(&peer),
+                actor(&broker, &peer),
                 time::now_ms(),
             )
             .await?;
@@ -212,7 +212,7 @@ pub fn complete_task(conn: &Conn, req_id: Option<String>, task_id: String, resul
             .complete_task(
                 peer.mesh_id.clone(),
                 task_id.clone(),
-                actor(&peer),
+                actor(&broker, &peer),
                 result,
                 time::now_ms(),
             )

@@ -1,4 +1,4 @@
-//! MCP tool for root-key rotation (PROTOCOL.md §12.1): rotate_key.
+//! MCP tool for root-key rotation (PROTOCOL.md §12.4): rotate_key.
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;

@@ -7,9 +7,11 @@ mod contexts;
 mod files;
 mod info;
 mod keys;
+mod members;
 mod memory;
 mod messaging;
 mod peers;
+mod perms;
 mod reminders;
 mod state;
 mod streams;
@@ -102,7 +104,9 @@ impl MeshTools {
                 + Self::stats_router()
                 + Self::profile_router()
                 + Self::keys_router()
-                + Self::audit_router(),
+                + Self::audit_router()
+                + Self::perms_router()
+                + Self::members_router(),
         }
     }
 

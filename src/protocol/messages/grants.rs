@@ -1,4 +1,4 @@
-//! Per-peer grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks"): what another member may do
+//! Per-peer grants and blocks (issue 13, PROTOCOL.md §12.3): what another member may do
 //! towards me. `block`, `unblock`, `set_grants`, `list_grants` → `grants`.
 
 use serde::{Deserialize, Serialize};

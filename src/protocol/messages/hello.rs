@@ -133,7 +133,7 @@ pub struct HelloAck {
     /// them and this member may prove it holds the same key (`root_key_proof`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub root_key_held: bool,
-    /// The mesh's current root-key epoch (PROTOCOL.md §12.1); absent means 0. A client holding
+    /// The mesh's current root-key epoch (PROTOCOL.md §12.4); absent means 0. A client holding
     /// an older one asks for its sealed copies with `get_keys`.
     #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
     pub key_epoch: u64,

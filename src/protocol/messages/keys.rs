@@ -1,4 +1,4 @@
-//! Root-key rotation (PROTOCOL.md §12.1): `rotate_key`, `get_keys`, `list_key_holders` and what
+//! Root-key rotation (PROTOCOL.md §12.4): `rotate_key`, `get_keys`, `list_key_holders` and what
 //! answers them. A sealed copy is `crypto_box_seal` of the 32 key bytes to one member's x25519
 //! key (from its ed25519 member key), standard base64; the broker stores and forwards sealed
 //! copies and the key's check value, never a key.

@@ -17,3 +17,16 @@ pub struct MemberEntry {
     #[serde(default)]
     pub groups: Vec<GroupRef>,
 }
+
+/// One ban in a `bans` answer (PROTOCOL.md §12.2). Times are ISO 8601.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BanEntry {
+    pub member_id: String,
+    pub pubkey: String,
+    pub display_name: String,
+    pub reason: String,
+    /// The member id of who banned.
+    pub banned_by: String,
+    pub banned_at: String,
+}

@@ -36,7 +36,7 @@ pub struct SendMessage {
     /// `targetSpec` leaves out, because another send of the same message reached them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
-    /// The root-key epoch a group or broadcast body is sealed under (PROTOCOL.md §12.1);
+    /// The root-key epoch a group or broadcast body is sealed under (PROTOCOL.md §12.4);
     /// absent means 0.
     #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
     pub key_epoch: u64,

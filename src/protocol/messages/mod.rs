@@ -12,6 +12,7 @@ mod members;
 mod memory;
 mod messaging;
 mod peers;
+mod perms;
 mod reminders;
 mod settings;
 mod state;
@@ -34,10 +35,11 @@ pub use hello::{
 pub use info::{MeshInfo, TaskCountsEntry};
 pub use invites::{Capability, CreateInvite, InviteCreated, InviteEntry};
 pub use keys::{EpochKey, KeyHolder, RotateKey, RotateKeyOk, SealedFor, is_epoch_zero};
-pub use members::MemberEntry;
+pub use members::{BanEntry, MemberEntry};
 pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
 pub use peers::{PeerEntry, Profile};
+pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
 pub use state::{SetState, StateChange, StateEntry};
@@ -243,7 +245,7 @@ pub enum ClientMessage {
     /// The original client's request for an API key, which this broker does not mint:
     /// answered with `not_supported` at once (PROTOCOL.md §1).
     ApikeyCreate {},
-    // Grants and blocks (issue 13, PROTOCOL.md §12 "Grants and blocks").
+    // Grants and blocks (issue 13, PROTOCOL.md §12.3).
     Block {
         peer: String,
     },
@@ -252,13 +254,13 @@ pub enum ClientMessage {
     },
     SetGrants(SetGrants),
     ListGrants {},
-    // Stats (issue 13, PROTOCOL.md §12 "Stats").
+    // Stats (issue 13, PROTOCOL.md §12.6).
     SetStats {
         #[serde(default)]
         stats: ReportedStats,
     },
     MeshStats {},
-    // Root-key rotation (PROTOCOL.md §12.1).
+    // Root-key rotation (PROTOCOL.md §12.4).
     RotateKey(RotateKey),
     /// This member's sealed copies of the root keys of epochs after `since`.
     GetKeys {
@@ -271,6 +273,34 @@ pub enum ClientMessage {
     AuditQuery(AuditQuery),
     /// Recomputes the audit chain (owner and admins).
     AuditVerify {},
+    // Governance (PROTOCOL.md §12).
+    /// One member's capabilities, or every member's.
+    GetPerms {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
+    },
+    SetPerms(SetPerms),
+    /// Owner or admin closes every connection of a member (close 4001); it may come back.
+    Kick {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Closes one connection, named by presence id, session key or session id.
+    Disconnect {
+        session: String,
+    },
+    /// Owner or admin bans a member until `unban`: connections close (4002), hellos and claims
+    /// are refused with `banned`.
+    Ban {
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Unban {
+        member: String,
+    },
+    ListBans {},
 }
 
 impl ClientMessage {
@@ -337,6 +367,13 @@ impl ClientMessage {
             ClientMessage::ListKeyHolders {} => "list_key_holders",
             ClientMessage::AuditQuery(_) => "audit_query",
             ClientMessage::AuditVerify {} => "audit_verify",
+            ClientMessage::GetPerms { .. } => "get_perms",
+            ClientMessage::SetPerms(_) => "set_perms",
+            ClientMessage::Kick { .. } => "kick",
+            ClientMessage::Disconnect { .. } => "disconnect",
+            ClientMessage::Ban { .. } => "ban",
+            ClientMessage::Unban { .. } => "unban",
+            ClientMessage::ListBans {} => "list_bans",
         }
     }
 }
@@ -487,7 +524,7 @@ pub enum ServerMessage {
     MeshStatsResult {
         peers: Vec<MeshStatsEntry>,
     },
-    // Root-key rotation (PROTOCOL.md §12.1).
+    // Root-key rotation (PROTOCOL.md §12.4).
     KeyRotated(RotateKeyOk),
     Keys {
         current: u64,
@@ -499,6 +536,16 @@ pub enum ServerMessage {
     },
     AuditResult(AuditResult),
     AuditVerifyResult(AuditVerifyResult),
+    // Governance (PROTOCOL.md §12).
+    Perms {
+        entries: Vec<PermsEntry>,
+    },
+    Bans {
+        bans: Vec<BanEntry>,
+        /// More bans exist than one answer lists (newest first).
+        #[serde(default)]
+        truncated: bool,
+    },
 }
 
 impl ServerMessage {

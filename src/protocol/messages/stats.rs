@@ -1,4 +1,4 @@
-//! Stats (issue 13, PROTOCOL.md §12 "Stats"): what the broker counts per connection, and what a
+//! Stats (issue 13, PROTOCOL.md §12.6): what the broker counts per connection, and what a
 //! client reports about itself with the original's `set_stats`.
 
 use serde::{Deserialize, Serialize};

@@ -96,6 +96,10 @@ pub enum AuditEvent {
     KeyRotated,
     /// A member took a new display name (its profile).
     MemberRenamed,
+    /// A member's role or capability overrides changed (`set_perms`).
+    PermsChanged,
+    MemberBanned,
+    MemberUnbanned,
 }
 
 impl AuditEvent {
@@ -126,6 +130,9 @@ impl AuditEvent {
             AuditEvent::GrantsChanged => "grants.changed",
             AuditEvent::KeyRotated => "key.rotated",
             AuditEvent::MemberRenamed => "member.renamed",
+            AuditEvent::PermsChanged => "perms.changed",
+            AuditEvent::MemberBanned => "member.banned",
+            AuditEvent::MemberUnbanned => "member.unbanned",
         }
     }
 }

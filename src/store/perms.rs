@@ -1,0 +1,265 @@
+//! Capabilities per member (PROTOCOL.md §12.1): the role's defaults, and each member's
+//! overrides kept beside its membership. Everything that decides is read at check time, so a
+//! change applies at once to connections already in.
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::audit::{self, AuditEvent, AuditNote};
+use super::members::find_member_in;
+use super::records::{MEMBER_KEYS, MEMBERS};
+use super::{Member, MemberRole, Store, StoreError, decode_opt, encode};
+use crate::protocol::messages::Permission;
+
+/// `(mesh_id, member_id) → Overrides`
+pub(crate) const PERMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("perms");
+
+pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(PERMS)?;
+    Ok(())
+}
+
+impl MemberRole {
+    /// What a role may do without overrides: the owner everything, an admin all but deleting
+    /// the mesh, a member its everyday work.
+    pub fn default_permissions(self) -> BTreeSet<Permission> {
+        match self {
+            MemberRole::Owner => Permission::ALL.into_iter().collect(),
+            MemberRole::Admin => Permission::ALL
+                .into_iter()
+                .filter(|p| *p != Permission::DeleteMesh)
+                .collect(),
+            MemberRole::Member => [
+                Permission::Send,
+                Permission::State,
+                Permission::Files,
+                Permission::Tools,
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+/// One member's departures from its role's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    #[serde(default)]
+    pub granted: BTreeSet<Permission>,
+    #[serde(default)]
+    pub denied: BTreeSet<Permission>,
+}
+
+/// A member with what it may do.
+#[derive(Debug, Clone)]
+pub struct MemberPerms {
+    pub member: Member,
+    pub overrides: Overrides,
+}
+
+impl MemberPerms {
+    /// Role defaults + granted − denied. The owner's are never reduced.
+    pub fn effective(&self) -> BTreeSet<Permission> {
+        let mut caps = self.member.role.default_permissions();
+        if self.member.role == MemberRole::Owner {
+            return caps;
+        }
+        caps.extend(self.overrides.granted.iter().copied());
+        caps.retain(|p| !self.overrides.denied.contains(p));
+        caps
+    }
+
+    pub fn holds(&self, p: Permission) -> bool {
+        self.effective().contains(&p)
+    }
+}
+
+/// What `set_perms` asks to change.
+#[derive(Debug, Clone, Default)]
+pub struct PermsChange {
+    pub grant: BTreeSet<Permission>,
+    pub deny: BTreeSet<Permission>,
+    pub reset: BTreeSet<Permission>,
+    pub role: Option<MemberRole>,
+}
+
+/// Why `set_perms` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermsRefusal {
+    NotFound,
+    /// The actor lacks `perms` (or is gone).
+    NoPermsCapability,
+    /// Nobody changes the owner's capabilities or role.
+    IsOwner,
+    /// Only the owner or an admin changes an admin's capabilities.
+    AdminTarget,
+    /// Only the owner changes roles.
+    RoleByOwnerOnly,
+    /// You cannot grant (or give back) a capability you do not hold.
+    NotHeld(Permission),
+}
+
+fn read_perms(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    member: Member,
+) -> Result<MemberPerms, StoreError> {
+    let overrides = decode_opt(table.get((member.mesh_id.as_str(), member.id.as_str()))?)?;
+    Ok(MemberPerms {
+        member,
+        overrides: overrides.unwrap_or_default(),
+    })
+}
+
+/// A live member's capabilities inside a write transaction (for checks that must commit with
+/// what they allow).
+pub(crate) fn member_perms_in(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<Option<MemberPerms>, StoreError> {
+    let member: Option<Member> = decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, member_id))?)?;
+    match member.filter(|m| m.revoked_at_ms.is_none()) {
+        Some(m) => read_perms(&tx.open_table(PERMS)?, m).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl MemberPerms {
+    /// May make (and keep valid) an invite for `role`: the `invite` capability, and for an
+    /// admin invite the owner's or an admin's role (nobody invites above themselves).
+    pub fn may_invite(&self, role: MemberRole) -> bool {
+        self.holds(Permission::Invite)
+            && (role == MemberRole::Member || self.member.role.can_manage())
+    }
+}
+
+impl Store {
+    /// A member's capabilities as they are now; `None` when it is not a live member.
+    pub fn member_perms(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> Result<Option<MemberPerms>, StoreError> {
+        let rt = self.read()?;
+        let member: Option<Member> =
+            decode_opt(rt.open_table(MEMBERS)?.get((mesh_id, member_id))?)?;
+        let Some(member) = member.filter(|m| m.revoked_at_ms.is_none()) else {
+            return Ok(None);
+        };
+        read_perms(&rt.open_table(PERMS)?, member).map(Some)
+    }
+
+    /// Whether `member_id` may do `p` now: what every guarded handler asks.
+    pub fn holds(&self, mesh_id: &str, member_id: &str, p: Permission) -> Result<bool, StoreError> {
+        Ok(self
+            .member_perms(mesh_id, member_id)?
+            .is_some_and(|m| m.holds(p)))
+    }
+
+    /// Every live member's capabilities, in member id order.
+    pub fn all_perms(&self, mesh_id: &str) -> Result<Vec<MemberPerms>, StoreError> {
+        let rt = self.read()?;
+        let perms = rt.open_table(PERMS)?;
+        let mut out = Vec::new();
+        for row in rt.open_table(MEMBERS)?.range((mesh_id, "")..)? {
+            let (k, v) = row?;
+            if k.value().0 != mesh_id {
+                break;
+            }
+            let member: Member = super::decode(v.value())?;
+            if member.revoked_at_ms.is_none() {
+                out.push(read_perms(&perms, member)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `change` to `target` (member id, pubkey or display name) on behalf of `by`,
+    /// checking every rule in the same transaction as the write.
+    pub async fn set_perms(
+        &self,
+        mesh_id: String,
+        by: String,
+        target: String,
+        change: PermsChange,
+    ) -> Result<Result<MemberPerms, PermsRefusal>, StoreError> {
+        self.write(move |tx| {
+            let mut members = tx.open_table(MEMBERS)?;
+            let mut table = tx.open_table(PERMS)?;
+            let actor: Option<Member> = decode_opt(members.get((mesh_id.as_str(), by.as_str()))?)?;
+            let Some(actor) = actor.filter(|a| a.revoked_at_ms.is_none()) else {
+                return Ok(Err(PermsRefusal::NoPermsCapability));
+            };
+            let actor = read_perms(&table, actor)?;
+            if !actor.holds(Permission::Perms) {
+                return Ok(Err(PermsRefusal::NoPermsCapability));
+            }
+            let found = find_member_in(&members, &tx.open_table(MEMBER_KEYS)?, &mesh_id, &target)?;
+            let Some(target) = found.filter(|m| m.revoked_at_ms.is_none()) else {
+                return Ok(Err(PermsRefusal::NotFound));
+            };
+            if target.role == MemberRole::Owner {
+                return Ok(Err(PermsRefusal::IsOwner));
+            }
+            if target.role == MemberRole::Admin && !actor.member.role.can_manage() {
+                return Ok(Err(PermsRefusal::AdminTarget));
+            }
+            if change.role.is_some() && actor.member.role != MemberRole::Owner {
+                return Ok(Err(PermsRefusal::RoleByOwnerOnly));
+            }
+            let mut target = read_perms(&table, target)?;
+            if let Some(role) = change.role {
+                target.member.role = role;
+            }
+            let before = target.effective();
+            let o = &mut target.overrides;
+            for p in &change.reset {
+                o.granted.remove(p);
+                o.denied.remove(p);
+            }
+            for p in &change.grant {
+                o.denied.remove(p);
+                o.granted.insert(*p);
+            }
+            for p in &change.deny {
+                o.granted.remove(p);
+                o.denied.insert(*p);
+            }
+            // Overrides equal to the role's default say nothing: drop them.
+            let defaults = target.member.role.default_permissions();
+            o.granted.retain(|p| !defaults.contains(p));
+            o.denied.retain(|p| defaults.contains(p));
+            // Nobody hands out what they do not hold themselves (a role change included).
+            let held = actor.effective();
+            if let Some(p) = target
+                .effective()
+                .difference(&before)
+                .find(|p| !held.contains(p))
+            {
+                return Ok(Err(PermsRefusal::NotHeld(*p)));
+            }
+            let key = (mesh_id.as_str(), target.member.id.as_str());
+            if target.overrides == Overrides::default() {
+                table.remove(key)?;
+            } else {
+                table.insert(key, encode(&target.overrides).as_slice())?;
+            }
+            if change.role.is_some() {
+                members.insert(key, encode(&target.member).as_slice())?;
+            }
+            let names = |set: &BTreeSet<Permission>| {
+                set.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
+            };
+            let note = AuditNote::new(AuditEvent::PermsChanged, &actor.member)
+                .with("memberId", &target.member.id)
+                .with("role", target.member.role.as_str())
+                .with("granted", names(&target.overrides.granted))
+                .with("denied", names(&target.overrides.denied));
+            audit::append(tx, &mesh_id, &note, crate::protocol::time::now_ms())?;
+            Ok(Ok(target))
+        })
+        .await
+    }
+}

@@ -1,0 +1,243 @@
+//! Kick, disconnect, ban (issue 13, item 3): a kicked member is told why and may come back; a
+//! banned one is told why, and its hellos (member and session) and a fresh claim with its key
+//! are refused with the reason until `unban`; nobody bans or kicks the owner.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use claudemesh::crypto::{BoxKeyPair, SignKeyPair};
+use claudemesh::protocol::{canonical, time};
+use common::*;
+use serde_json::{Value, json};
+
+/// alice owns mesh "team"; bob joined as a member, carol as an admin.
+fn team(broker: &BrokerProc) -> (Person, Person, Person) {
+    let (alice, bob) = alice_and_bob(broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &["--role", "admin"]);
+    join(&carol, &url);
+    (alice, bob, carol)
+}
+
+fn ok(person: &Person, args: &[&str]) -> String {
+    let out = person.run(args);
+    assert_eq!(
+        out.code,
+        0,
+        "`claudemesh {}` ({}) failed:\n{}",
+        args.join(" "),
+        person.name,
+        out.stderr
+    );
+    out.stdout
+}
+
+fn refused(person: &Person, args: &[&str]) -> String {
+    let out = person.run(args);
+    assert_ne!(
+        out.code,
+        0,
+        "`claudemesh {}` ({}) should have been refused:\n{}",
+        args.join(" "),
+        person.name,
+        out.stdout
+    );
+    out.stderr
+}
+
+/// A claim of invite `code` with `member`'s key, over HTTP as `join` makes it.
+async fn claim_with(broker: &BrokerProc, code: &str, member: &SignKeyPair) -> (u16, Value) {
+    let x = URL_SAFE_NO_PAD.encode(BoxKeyPair::generate().public);
+    let timestamp = time::now_ms();
+    let signed = canonical::invite_claim(code, &x, &member.public_hex(), timestamp);
+    let body = json!({
+        "recipient_x25519_pubkey": x,
+        "display_name": "bob",
+        "member_pubkey": member.public_hex(),
+        "timestamp": timestamp,
+        "signature": hex::encode(member.sign(signed.as_bytes())),
+    });
+    let resp = http_post(
+        &format!("{}/invites/{code}/claim", broker.http_url()),
+        body.to_string(),
+    )
+    .await;
+    (resp.status, resp.json())
+}
+
+/// The error frame `code` on a connection that is being closed, within seconds (the broker's
+/// pings would keep [`ws_expect_error`] waiting on a connection left open).
+async fn told_within(ws: &mut Ws, code: &str) -> Value {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ws_expect_error(ws, code),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no {code} error within 10 s: the connection was left open"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kicked_member_is_told_why_and_may_come_back() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+
+    ok(&carol, &["kick", "bob", "--reason", "restart your session"]);
+    let told = told_within(&mut ws, "kicked").await;
+    assert_eq!(told["message"], "restart your session");
+    let (code, reason) = ws_recv_close(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (4001, "kicked"));
+
+    // Nothing is held against them: they come back at once.
+    ok(&bob, &["send", "alice", "back again"]);
+    let (_ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    assert!(
+        ok(&alice, &["members"]).contains("bob"),
+        "bob is still a member"
+    );
+    // Only the owner or an admin kicks, and nobody kicks the owner.
+    let err = refused(&bob, &["kick", "carol"]);
+    assert!(err.contains("only the owner or an admin"), "{err}");
+    let err = refused(&carol, &["kick", "alice"]);
+    assert!(err.contains("the mesh owner cannot be kicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_member_is_refused_with_the_reason_until_unban() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let bob_entry = bob.entry();
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob_entry)).await;
+
+    ok(&carol, &["ban", "bob", "--reason", "spamming the mesh"]);
+    let told = told_within(&mut ws, "banned").await;
+    assert!(
+        told["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spamming the mesh")),
+        "{told}"
+    );
+    assert_eq!(ws_recv_close(&mut ws).await, (4002, "banned".to_string()));
+
+    // Hellos of every kind are refused, with the reason.
+    let err = refused(&bob, &["peers"]);
+    assert!(
+        err.contains("banned") && err.contains("spamming the mesh"),
+        "{err}"
+    );
+    ws_refused(&broker, &member_hello(&bob_entry), "banned", 4002).await;
+    let session = SignKeyPair::generate();
+    ws_refused(
+        &broker,
+        &session_hello(&bob_entry, &session),
+        "banned",
+        4002,
+    )
+    .await;
+    // So is a fresh claim with bob's key, of a new and valid invite.
+    let (code, _) = invite(&alice, &[]);
+    let bob_key = bob_entry.member_keys().expect("bob's key");
+    let (status, answer) = claim_with(&broker, &code, &bob_key).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "banned", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spamming the mesh")),
+        "{answer}"
+    );
+
+    // `bans` lists it.
+    let bans = alice.json(&["bans", "--json"]);
+    let list = bans["bans"].as_array().expect("bans");
+    assert_eq!(list.len(), 1, "{bans}");
+    assert_eq!(list[0]["displayName"], "bob");
+    assert_eq!(list[0]["reason"], "spamming the mesh");
+    assert_eq!(list[0]["memberId"], bob_entry.member_id.as_str());
+    assert_eq!(list[0]["pubkey"], bob_entry.member_pubkey.as_str());
+    assert_eq!(list[0]["bannedBy"], carol.entry().member_id.as_str());
+    assert!(ok(&carol, &["bans"]).contains("spamming the mesh"));
+
+    // After unban bob connects, and the claim with his key is his membership again.
+    ok(&alice, &["unban", "bob"]);
+    ok(&bob, &["send", "alice", "I am back"]);
+    let (_ws, _) = ws_hello(&broker, &member_hello(&bob_entry)).await;
+    let (status, answer) = claim_with(&broker, &code, &bob_key).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["member_id"], bob_entry.member_id.as_str());
+    assert!(
+        alice.json(&["bans", "--json"])["bans"]
+            .as_array()
+            .is_some_and(|b| b.is_empty())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_bans_the_owner_and_only_managers_ban() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let err = refused(&carol, &["ban", "alice", "--reason", "coup"]);
+    assert!(err.contains("the mesh owner cannot be banned"), "{err}");
+    ok(&alice, &["peers"]);
+    let err = refused(&bob, &["ban", "carol"]);
+    assert!(err.contains("only the owner or an admin"), "{err}");
+    let err = refused(&bob, &["bans"]);
+    assert!(err.contains("only the owner or an admin"), "{err}");
+    let err = refused(&bob, &["unban", "carol"]);
+    assert!(err.contains("only the owner or an admin"), "{err}");
+    ok(&carol, &["peers"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let bob_entry = bob.entry();
+    let (one, two) = (SignKeyPair::generate(), SignKeyPair::generate());
+    let (mut ws_one, _) = ws_hello(&broker, &session_hello(&bob_entry, &one)).await;
+    let (mut ws_two, _) = ws_hello(&broker, &session_hello(&bob_entry, &two)).await;
+    let alice_session = SignKeyPair::generate();
+    let (_ws_alice, _) = ws_hello(&broker, &session_hello(&alice.entry(), &alice_session)).await;
+
+    // A member may not close someone else's session.
+    let err = refused(&bob, &["disconnect", &alice_session.public_hex()]);
+    assert!(err.contains("its own sessions"), "{err}");
+    // Its own: that one closes, the other stays.
+    ok(&bob, &["disconnect", &one.public_hex()]);
+    ws_expect_error(&mut ws_one, "disconnected").await;
+    assert_eq!(ws_recv_close(&mut ws_one).await.0, 4001);
+    ws_send(&mut ws_two, &json!({"type": "list_peers", "_reqId": "r1"})).await;
+    let listed = ws_recv_reply(&mut ws_two).await;
+    assert_eq!(
+        listed["type"], "peers_list",
+        "the other session lives: {listed}"
+    );
+    // The owner may close anyone's.
+    ok(&alice, &["disconnect", &two.public_hex()]);
+    ws_expect_error(&mut ws_two, "disconnected").await;
+    assert_eq!(ws_recv_close(&mut ws_two).await.0, 4001);
+    let err = refused(&alice, &["disconnect", &two.public_hex()]);
+    assert!(err.contains("no connection"), "{err}");
+}
+
+/// What a member scheduled before its ban does not go out while it is banned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_members_reminders_do_not_fire() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    ok(
+        &bob,
+        &["remind", "you were warned", "--in", "2s", "--to", "alice"],
+    );
+    ok(&alice, &["ban", "bob"]);
+    eventually("the broker to skip bob's reminder", || async {
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("its member may not send now"))
+    })
+    .await;
+    let inbox = ok(&alice, &["inbox", "--json"]);
+    assert!(!inbox.contains("you were warned"), "{inbox}");
+}

@@ -1,0 +1,352 @@
+//! Capabilities (issue 13, item 1): a member without a capability is refused with an error
+//! naming it, on the broker, at once on connections already in; an admin gives it back and it
+//! works on the same connection and a new one; nobody escalates, and the owner's capabilities
+//! cannot be reduced.
+
+mod common;
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::{Map, Value, json};
+
+/// alice owns mesh "team"; bob joined as a member, carol as an admin.
+fn team(broker: &BrokerProc) -> (Person, Person, Person) {
+    let (alice, bob) = alice_and_bob(broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &["--role", "admin"]);
+    join(&carol, &url);
+    (alice, bob, carol)
+}
+
+/// Runs a command that must be refused; returns its stderr.
+fn refused(person: &Person, args: &[&str]) -> String {
+    let out = person.run(args);
+    assert_ne!(
+        out.code,
+        0,
+        "`claudemesh {}` ({}) should have been refused:\n{}",
+        args.join(" "),
+        person.name,
+        out.stdout
+    );
+    out.stderr
+}
+
+fn ok(person: &Person, args: &[&str]) -> String {
+    let out = person.run(args);
+    assert_eq!(
+        out.code,
+        0,
+        "`claudemesh {}` ({}) failed:\n{}",
+        args.join(" "),
+        person.name,
+        out.stderr
+    );
+    out.stdout
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one entry `perms show MEMBER --json` prints.
+fn perms_of(viewer: &Person, member: &str) -> Value {
+    let v = viewer.json(&["perms", "show", member, "--json"]);
+    v["entries"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_back() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let bob_live = bob.client().await;
+    let alice_target = bob_live
+        .resolve_targets("alice")
+        .await
+        .expect("alice is a target")
+        .remove(0);
+
+    // Defaults: a member sends and writes state.
+    let before = perms_of(&alice, "bob");
+    assert_eq!(before["role"], "member");
+    assert_eq!(
+        strings(&before["capabilities"]),
+        ["send", "state", "files", "tools"]
+    );
+    ok(&bob, &["send", "alice", "hello before"]);
+
+    let set = alice.json(&["perms", "set", "bob", "-send", "-state", "--json"]);
+    assert_eq!(strings(&set["denied"]), ["send", "state"]);
+    assert_eq!(strings(&set["capabilities"]), ["files", "tools"]);
+
+    // Refused through the CLI (a new connection), naming the capability and the fix.
+    let err = refused(&bob, &["send", "alice", "hello"]);
+    assert!(
+        err.contains("\"send\" capability (canSend)")
+            && err.contains("claudemesh perms set bob +send"),
+        "the refusal names the capability and how to get it: {err}"
+    );
+    let err = refused(&bob, &["state", "set", "deploy", "green"]);
+    assert!(
+        err.contains("\"state\" capability (canWriteState)"),
+        "the refusal names the capability: {err}"
+    );
+    // ... and on the connection that was already in when the capability went.
+    let e = bob_live
+        .send_text(&alice_target, "on the live connection", "now", None)
+        .await
+        .expect_err("send refused on the live connection");
+    assert_eq!(e.code(), Some("forbidden"));
+    assert!(e.to_string().contains("\"send\" capability"), "{e}");
+    let e = bob_live
+        .set_state("deploy", "green".into())
+        .await
+        .expect_err("set_state refused on the live connection");
+    assert!(e.to_string().contains("\"state\" capability"), "{e}");
+    // Reading is not guarded.
+    ok(&bob, &["state", "list"]);
+
+    // carol, an admin, gives them back.
+    let set = carol.json(&["perms", "set", "bob", "+send", "+state", "--json"]);
+    assert_eq!(
+        strings(&set["capabilities"]),
+        ["send", "state", "files", "tools"]
+    );
+    assert!(strings(&set["denied"]).is_empty());
+    bob_live
+        .send_text(&alice_target, "back on the live connection", "now", None)
+        .await
+        .expect("send works again on the same connection");
+    bob_live
+        .set_state("deploy", "green".into())
+        .await
+        .expect("set_state works again on the same connection");
+    ok(&bob, &["send", "alice", "hello again"]);
+    ok(&bob, &["state", "set", "deploy", "blue"]);
+    bob_live.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_escalates_and_the_owners_capabilities_cannot_be_reduced() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+
+    // A member without `perms` cannot change anyone, itself included.
+    let err = refused(&bob, &["perms", "set", "bob", "+invite"]);
+    assert!(err.contains("\"perms\" capability"), "{err}");
+    let err = refused(&bob, &["perms", "set", "bob", "--role", "admin"]);
+    assert!(err.contains("\"perms\" capability"), "{err}");
+    assert_eq!(perms_of(&alice, "bob")["role"], "member");
+
+    // An admin cannot touch the owner, give what it does not hold, or change roles.
+    let err = refused(&carol, &["perms", "set", "alice", "-send"]);
+    assert!(err.contains("owner"), "{err}");
+    let err = refused(&carol, &["perms", "set", "bob", "+delete-mesh"]);
+    assert!(
+        err.contains("\"delete-mesh\"") && err.contains("do not hold"),
+        "{err}"
+    );
+    let err = refused(&carol, &["perms", "set", "bob", "--role", "admin"]);
+    assert!(err.contains("only the mesh owner changes roles"), "{err}");
+    // Nor can the owner reduce its own.
+    let err = refused(&alice, &["perms", "set", "alice", "-send"]);
+    assert!(err.contains("owner"), "{err}");
+    let owner = perms_of(&bob, "alice");
+    assert_eq!(owner["role"], "owner");
+    assert_eq!(strings(&owner["capabilities"]).len(), 11, "{owner}");
+
+    // A member given `perms` still cannot grant what it lacks, nor change an admin.
+    alice.json(&["perms", "set", "bob", "+perms", "--json"]);
+    let err = refused(&bob, &["perms", "set", "bob", "+invite"]);
+    assert!(
+        err.contains("\"invite\"") && err.contains("do not hold"),
+        "{err}"
+    );
+    let err = refused(&bob, &["perms", "set", "carol", "-send"]);
+    assert!(err.contains("admin"), "{err}");
+
+    // The owner changes roles; the new admin has the admin's defaults.
+    let set = alice.json(&["perms", "set", "bob", "=perms", "--role", "admin", "--json"]);
+    assert_eq!(set["role"], "admin");
+    assert!(strings(&set["capabilities"]).contains(&"invite".to_string()));
+    assert!(!strings(&set["capabilities"]).contains(&"delete-mesh".to_string()));
+
+    // Unknown capabilities are named.
+    let err = refused(&alice, &["perms", "set", "bob", "+fly"]);
+    assert!(err.contains("unknown capability \"fly\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_denied_invite_cannot_make_or_list_invites() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, carol) = team(&broker);
+    ok(&carol, &["invite", "--json"]);
+    alice.json(&["perms", "set", "carol", "-invite", "--json"]);
+    let err = refused(&carol, &["invite", "--json"]);
+    assert!(err.contains("\"invite\" capability (canInvite)"), "{err}");
+    let err = refused(&carol, &["invite", "list"]);
+    assert!(err.contains("\"invite\" capability"), "{err}");
+    // Shown in the table.
+    let table = ok(&alice, &["perms", "show"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("carol") && l.contains("(-invite)")),
+        "{table}"
+    );
+}
+
+// The same verbs as MCP tools (`claudemesh mcp` on stdio, driven by rmcp's client).
+
+struct Client;
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+}
+
+async fn start_mcp(person: &Person) -> RunningService<RoleClient, Client> {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("mcp")
+        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
+        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
+        .env("HOME", person.config_dir())
+        .env_remove("CLAUDEMESH_CHANNEL");
+    let transport = TokioChildProcess::new(cmd).expect("spawn claudemesh mcp");
+    Client
+        .serve(transport)
+        .await
+        .expect("MCP handshake with claudemesh mcp")
+}
+
+/// Calls a tool; returns (succeeded, its text).
+async fn call(mcp: &RunningService<RoleClient, Client>, tool: &str, args: Value) -> (bool, String) {
+    let args: Map<String, Value> = match args {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let result = mcp
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
+    let text = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (result.is_error != Some(true), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn perms_and_bans_work_as_mcp_tools() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alice_mcp = start_mcp(&alice).await;
+    let bob_mcp = start_mcp(&bob).await;
+    for mcp in [&alice_mcp, &bob_mcp] {
+        eventually("the MCP session to connect", || async {
+            call(mcp, "get_perms", json!({})).await.0
+        })
+        .await;
+    }
+
+    let (done, text) = call(
+        &alice_mcp,
+        "set_perms",
+        json!({"member": "bob", "deny": ["send"]}),
+    )
+    .await;
+    assert!(done, "{text}");
+    assert!(text.contains("\"denied\""), "{text}");
+
+    let (done, text) = call(
+        &bob_mcp,
+        "send_message",
+        json!({"to": "alice", "message": "hi"}),
+    )
+    .await;
+    assert!(!done, "bob may not send: {text}");
+    assert!(text.contains("\"send\" capability (canSend)"), "{text}");
+    let (done, text) = call(&bob_mcp, "get_perms", json!({"member": "bob"})).await;
+    assert!(
+        done && text.contains("\"files\"") && !text.contains("\"send\",\n"),
+        "{text}"
+    );
+    let (done, text) = call(
+        &bob_mcp,
+        "set_perms",
+        json!({"member": "bob", "grant": ["send"]}),
+    )
+    .await;
+    assert!(!done && text.contains("\"perms\" capability"), "{text}");
+
+    let (done, text) = call(&bob_mcp, "ban", json!({"member": "alice"})).await;
+    assert!(!done && text.contains("owner or an admin"), "{text}");
+    let (done, text) = call(&alice_mcp, "list_bans", json!({})).await;
+    assert!(done && text.contains("No bans."), "{text}");
+    let (done, text) = call(
+        &alice_mcp,
+        "kick",
+        json!({"member": "bob", "reason": "testing"}),
+    )
+    .await;
+    assert!(done, "{text}");
+    let _ = alice_mcp.cancel().await;
+    let _ = bob_mcp.cancel().await;
+}
+
+/// `invite` given to a member lets it invite members (not admins), and its invites stop
+/// working when the capability goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_given_invite_invites_members_until_it_loses_it() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let err = refused(&bob, &["invite"]);
+    assert!(err.contains("\"invite\" capability (canInvite)"), "{err}");
+    alice.json(&["perms", "set", "bob", "+invite", "--json"]);
+    let (_, url) = invite(&bob, &["--uses", "2"]);
+    let dave = Person::new("dave");
+    join(&dave, &url);
+    assert_eq!(perms_of(&alice, "dave")["role"], "member");
+    let err = refused(&bob, &["invite", "--role", "admin"]);
+    assert!(err.contains("an admin invite"), "{err}");
+    // Without the capability, the invite bob signed lets nobody else in.
+    alice.json(&["perms", "set", "bob", "=invite", "--json"]);
+    let erin = Person::new("erin");
+    let out = erin.run(&["join", &url, "--name", "erin"]);
+    assert_ne!(out.code, 0, "bob's invite died with his capability");
+}
+
+/// A role change applies to a connection already in: an admin demoted while connected loses
+/// what the role gave it at once (here: releasing someone else's task).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demoted_admin_loses_its_role_on_its_live_connection() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let carol_live = carol.client().await;
+    let created = bob.json(&["task", "create", "fix the tests", "--json"]);
+    let id = created["id"].as_str().expect("task id").to_string();
+    ok(&bob, &["task", "claim", &id]);
+
+    let set = alice.json(&["perms", "set", "carol", "--role", "member", "--json"]);
+    assert_eq!(set["role"], "member");
+    let e = carol_live
+        .release_task(&id)
+        .await
+        .expect_err("a member may not release bob's task");
+    assert_eq!(e.code(), Some("forbidden"), "{e}");
+    // The owner may, which shows what carol lost.
+    ok(&alice, &["task", "release", &id]);
+    carol_live.close().await;
+}
