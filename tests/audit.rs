@@ -419,3 +419,43 @@ fn shared_data_changes_are_audited_without_their_content() {
     );
     ok(&alice.run(&["audit", "verify"]), "audit verify");
 }
+
+/// Capability changes, bans and unbans are audited with who did them and to whom.
+#[test]
+fn perms_changes_and_bans_are_audited() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    ok(&alice.run(&["perms", "set", "bob", "-send"]), "perms set");
+    ok(
+        &alice.run(&["ban", "bob", "--reason", "spam", "--no-rotate"]),
+        "ban",
+    );
+    ok(&alice.run(&["unban", "bob", "--no-rotate"]), "unban");
+    let log = alice.json(&["audit", "--json"]);
+    let got = entries(&log);
+    let tail: Vec<(&str, &str)> = got[got.len() - 3..]
+        .iter()
+        .map(|(_, event, actor, _)| (event.as_str(), actor.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("perms.changed", "alice"),
+            ("member.banned", "alice"),
+            ("member.unbanned", "alice")
+        ],
+        "{log:#}"
+    );
+    let perms = &got[got.len() - 3].3;
+    assert_eq!(
+        (perms["denied"].as_str(), perms["role"].as_str()),
+        (Some("send"), Some("member"))
+    );
+    let ban = &got[got.len() - 2].3;
+    assert_eq!(
+        (ban["name"].as_str(), ban["reason"].as_str()),
+        (Some("bob"), Some("spam"))
+    );
+    drop(bob);
+    ok(&alice.run(&["audit", "verify"]), "audit verify");
+}
