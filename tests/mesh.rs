@@ -133,11 +133,11 @@ fn list_leave_permissions_and_non_owner_invite() {
     assert_eq!(list["meshes"][0]["role"], "member");
     assert_eq!(list["meshes"][0]["meshId"], mesh_id.as_str());
 
-    // Only the owner's machine holds the owner key, so bob cannot invite.
+    // A member lacks the invite capability, and the refusal names it.
     let out = bob.run(&["invite"]);
     assert_eq!(out.code, 1, "non-owner invite: {out:?}");
     assert!(
-        out.stderr.contains("only the owner"),
+        out.stderr.contains("lacks the \"invite\" capability"),
         "stderr says why: {}",
         out.stderr
     );
