@@ -48,12 +48,22 @@ fn refused(person: &Person, args: &[&str]) -> String {
 
 /// A claim of invite `code` with `member`'s key, over HTTP as `join` makes it.
 async fn claim_with(broker: &BrokerProc, code: &str, member: &SignKeyPair) -> (u16, Value) {
+    claim_as(broker, code, member, "bob").await
+}
+
+/// A claim of invite `code` with `member`'s key under display name `name`.
+async fn claim_as(
+    broker: &BrokerProc,
+    code: &str,
+    member: &SignKeyPair,
+    name: &str,
+) -> (u16, Value) {
     let x = URL_SAFE_NO_PAD.encode(BoxKeyPair::generate().public);
     let timestamp = time::now_ms();
     let signed = canonical::invite_claim(code, &x, &member.public_hex(), timestamp);
     let body = json!({
         "recipient_x25519_pubkey": x,
-        "display_name": "bob",
+        "display_name": name,
         "member_pubkey": member.public_hex(),
         "timestamp": timestamp,
         "signature": hex::encode(member.sign(signed.as_bytes())),
@@ -245,4 +255,25 @@ async fn a_banned_members_reminders_do_not_fire() {
     .await;
     let inbox = ok(&alice, &["inbox", "--json"]);
     assert!(!inbox.contains("you were warned"), "{inbox}");
+}
+
+/// A banned member's invites let nobody in: a banned admin cannot come back through an invite
+/// it registered before the ban, under a fresh key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_members_invites_let_nobody_in() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, carol) = team(&broker);
+    let (code, _) = invite(&carol, &[]);
+    // Without rotation, which would revoke the invite for another reason.
+    ok(&alice, &["ban", "carol", "--no-rotate"]);
+    let fresh = SignKeyPair::generate();
+    let (status, answer) = claim_as(&broker, &code, &fresh, "dave").await;
+    assert_ne!(status, 200, "{answer}");
+    assert_ne!(answer["error"], "name_taken", "{answer}");
+    ok(&alice, &["unban", "carol", "--no-rotate"]);
+    let (status, answer) = claim_as(&broker, &code, &fresh, "dave").await;
+    assert_eq!(
+        status, 200,
+        "after the unban the invite is carol's again: {answer}"
+    );
 }

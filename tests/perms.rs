@@ -350,3 +350,96 @@ async fn a_demoted_admin_loses_its_role_on_its_live_connection() {
     ok(&alice, &["task", "release", &id]);
     carol_live.close().await;
 }
+
+/// A member given `invite` sees and revokes only its own invites: the code of an admin invite
+/// someone else made would make it an admin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_with_invite_sees_and_revokes_only_its_own_invites() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let (admin_code, _) = invite(&alice, &["--role", "admin"]);
+    alice.json(&["perms", "set", "bob", "+invite", "--json"]);
+    let (own_code, _) = invite(&bob, &[]);
+    let listed = bob.json(&["invite", "list", "--json"]);
+    let codes: Vec<&str> = listed["invites"]
+        .as_array()
+        .expect("invites")
+        .iter()
+        .filter_map(|i| i["code"].as_str())
+        .collect();
+    assert_eq!(codes, [own_code.as_str()], "{listed}");
+    let err = refused(&bob, &["invite", "revoke", &admin_code]);
+    assert!(err.contains("no invite"), "{err}");
+    // alice still sees both, and her admin invite still works.
+    let all = alice.json(&["invite", "list", "--json"]);
+    let all: Vec<&str> = all["invites"]
+        .as_array()
+        .expect("invites")
+        .iter()
+        .filter_map(|i| i["code"].as_str())
+        .collect();
+    assert!(
+        all.contains(&admin_code.as_str()) && all.contains(&own_code.as_str()),
+        "{all:?}"
+    );
+}
+
+/// Capabilities reach past the WebSocket: an upload token minted while the member held
+/// `files` does not upload once it lost it, and creating a stream needs `state`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_after_files_was_denied_and_a_stream_without_state_are_refused() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let bob_live = bob.client().await;
+    let token = match bob_live
+        .request(claudemesh::protocol::ClientMessage::FileToken(
+            claudemesh::protocol::messages::FileTokenRequest {
+                purpose: "upload".into(),
+            },
+        ))
+        .await
+        .expect("an upload token")
+    {
+        claudemesh::protocol::ServerMessage::FileTokenResult(t) => t.token,
+        other => panic!("unexpected {other:?}"),
+    };
+    alice.json(&["perms", "set", "bob", "-files", "--json"]);
+    let auth = format!("Bearer {token}");
+    let resp = claudemesh::client::http::request(
+        "POST",
+        &format!("{}/upload", broker.http_url()),
+        &[("authorization", auth), ("x-file-name", "notes.txt".into())],
+        Some(b"contents".to_vec()),
+    )
+    .await
+    .expect("the broker answers");
+    let body = resp.json();
+    assert_eq!(resp.status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"files\" capability")),
+        "{body}"
+    );
+
+    alice.json(&["perms", "set", "bob", "-state", "--json"]);
+    let err = refused(&bob, &["stream", "create", "logs"]);
+    assert!(err.contains("\"state\" capability"), "{err}");
+    bob_live.close().await;
+}
+
+/// An admin demoted while connected no longer reads the audit log on that connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demoted_admin_loses_the_audit_log_on_its_live_connection() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, carol) = team(&broker);
+    let carol_live = carol.client().await;
+    carol_live.audit_verify().await.expect("an admin verifies");
+    alice.json(&["perms", "set", "carol", "--role", "member", "--json"]);
+    let e = carol_live
+        .audit_verify()
+        .await
+        .expect_err("a member may not read the audit log");
+    assert_eq!(e.code(), Some("forbidden"), "{e}");
+    carol_live.close().await;
+}

@@ -146,6 +146,14 @@ async fn profile_fields_are_checked_and_named() {
             },
         ),
         (
+            // Passing for another member with an invisible character.
+            "invisible characters",
+            Profile {
+                display_name: Some("alice\u{200b}".into()),
+                ..Default::default()
+            },
+        ),
+        (
             "roleTag",
             Profile {
                 role_tag: Some("r".repeat(65)),

@@ -396,9 +396,8 @@ impl Store {
     ) -> Result<Result<Invite, RevokeError>, StoreError> {
         self.write(move |tx| {
             let actor = super::perms::member_perms_in(tx, &mesh_id, &by)?;
-            let Some(actor) = actor
-                .filter(|a| a.holds(crate::protocol::messages::Permission::Invite))
-                .map(|a| a.member)
+            let Some(actor) =
+                actor.filter(|a| a.holds(crate::protocol::messages::Permission::Invite))
             else {
                 return Ok(Err(RevokeError::Forbidden));
             };
@@ -414,15 +413,19 @@ impl Store {
             };
             let mut invites = tx.open_table(INVITES)?;
             let found: Option<Invite> = decode_opt(invites.get(code.as_str())?)?;
-            let Some(mut invite) = found.filter(|i| i.mesh_id == mesh_id) else {
+            // A member that is not the owner or an admin revokes only its own invites.
+            let Some(mut invite) = found.filter(|i| {
+                i.mesh_id == mesh_id
+                    && (actor.member.role.can_manage() || i.created_by == actor.member.id)
+            }) else {
                 return Ok(Err(RevokeError::NotFound));
             };
             let newly = !invite.revoked;
             invite.revoked = true;
             invites.insert(code.as_str(), encode(&invite).as_slice())?;
             if newly {
-                let note =
-                    AuditNote::new(AuditEvent::InviteRevoked, &actor).with("inviteId", &invite.id);
+                let note = AuditNote::new(AuditEvent::InviteRevoked, &actor.member)
+                    .with("inviteId", &invite.id);
                 audit::append(tx, &mesh_id, &note, now_ms)?;
             }
             Ok(Ok(invite))

@@ -112,14 +112,18 @@ fn read_perms(
     })
 }
 
-/// A live member's capabilities inside a write transaction (for checks that must commit with
-/// what they allow).
+/// A live (neither revoked nor banned) member's capabilities inside a write transaction (for
+/// checks that must commit with what they allow).
 pub(crate) fn member_perms_in(
     tx: &WriteTransaction,
     mesh_id: &str,
     member_id: &str,
 ) -> Result<Option<MemberPerms>, StoreError> {
     let member: Option<Member> = decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, member_id))?)?;
+    // A banned member holds no capability: the invites it signed stop letting anyone in.
+    if super::members::is_banned_in(&tx.open_table(super::members::BANS)?, mesh_id, member_id)? {
+        return Ok(None);
+    }
     match member.filter(|m| m.revoked_at_ms.is_none()) {
         Some(m) => read_perms(&tx.open_table(PERMS)?, m).map(Some),
         None => Ok(None),

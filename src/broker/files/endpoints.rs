@@ -292,6 +292,7 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
         header(&parts.headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let checked = match grant {
         Some(g) if g.purpose == TokenPurpose::Upload => member_still_valid(&broker, &g)
+            .and_then(|()| still_holds_files(&broker, &g))
             .and_then(|()| parse_upload_headers(&parts.headers, &g).map(|m| (g, m))),
         _ => Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -466,6 +467,23 @@ fn over_quota_while_streaming(broker: &Broker, refusal: Refusal, cap: u64, room:
 }
 
 /// A revoked (or removed) member's tokens die with its membership.
+/// An upload token outlives nothing: the member must still hold `files` when it uploads.
+fn still_holds_files(broker: &Broker, grant: &FileGrant) -> Result<(), Refusal> {
+    use crate::protocol::messages::Permission;
+    match broker
+        .store
+        .holds(&grant.mesh_id, &grant.member_id, Permission::Files)
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this member lacks the \"files\" capability (canManageFiles) it needs to upload",
+        )),
+        Err(e) => Err(Refusal::internal(e.to_string())),
+    }
+}
+
 fn member_still_valid(broker: &Broker, grant: &FileGrant) -> Result<(), Refusal> {
     match broker.store.member(&grant.mesh_id, &grant.member_id) {
         Ok(Some(m))

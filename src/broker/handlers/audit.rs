@@ -5,6 +5,7 @@
 use super::reply::{Refusal, answer, me, refuse};
 use crate::broker::connection::Conn;
 use crate::broker::presence::Peer;
+use crate::broker::state::Broker;
 use crate::protocol::messages::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 use crate::protocol::{ServerMessage, time};
 use crate::store::audit::{AuditFilter, AuditRecord, MAX_QUERY_LIMIT};
@@ -14,8 +15,9 @@ const DEFAULT_LIMIT: usize = 100;
 /// Longest event type a filter may name.
 const MAX_EVENT_TYPE: usize = 64;
 
-fn may_read(peer: &Peer) -> Result<(), Refusal> {
-    if peer.role.can_manage() {
+/// The owner or an admin as the store says now (a member demoted since its hello is not).
+fn may_read(broker: &Broker, peer: &Peer) -> Result<(), Refusal> {
+    if super::perms::is_manager(broker, &peer.mesh_id, &peer.member_id) {
         return Ok(());
     }
     Err(refuse(
@@ -84,7 +86,7 @@ pub fn audit_query(conn: &Conn, req_id: Option<String>, q: AuditQuery) {
         return;
     };
     answer(conn, req_id, async move {
-        may_read(&peer)?;
+        may_read(&broker, &peer)?;
         let filter = audit_filter(q)?;
         // A filter may read far back: on a blocking thread, not the connection's.
         let store = broker.store.clone();
@@ -105,7 +107,7 @@ pub fn audit_verify(conn: &Conn, req_id: Option<String>) {
         return;
     };
     answer(conn, req_id, async move {
-        may_read(&peer)?;
+        may_read(&broker, &peer)?;
         // A long chain is read on a blocking thread, not on the connection's.
         let store = broker.store.clone();
         let mesh_id = peer.mesh_id.clone();

@@ -38,7 +38,7 @@ pub fn rotate_key(conn: &Conn, req_id: Option<String>, req: RotateKey) {
         return;
     };
     answer(conn, req_id, async move {
-        if !peer.role.can_manage() {
+        if !super::perms::is_manager(&broker, &peer.mesh_id, &peer.member_id) {
             return Err(refuse(
                 "forbidden",
                 "only the owner or an admin can rotate the mesh root key",
@@ -159,7 +159,7 @@ pub fn list_key_holders(conn: &Conn, req_id: Option<String>) {
         return;
     };
     answer(conn, req_id, async move {
-        if !peer.role.can_manage() {
+        if !super::perms::is_manager(&broker, &peer.mesh_id, &peer.member_id) {
             return Err(refuse(
                 "forbidden",
                 "only the owner or an admin lists who must hold the mesh root key",

@@ -158,7 +158,16 @@ pub fn list_invites(conn: &Conn, req_id: Option<String>) {
         return;
     };
     // Codes are credentials: only those who may make invites see them (`invite`, checked in
-    // dispatch).
+    // dispatch), and a member that is not the owner or an admin only its own: an admin
+    // invite's code would make it an admin.
+    let manages = match conn
+        .broker
+        .store
+        .member_perms(&peer.mesh_id, &peer.member_id)
+    {
+        Ok(p) => p.is_some_and(|p| p.member.role.can_manage()),
+        Err(e) => return conn.error(req_id, "internal", e.to_string()),
+    };
     let (invites, members) = match (
         conn.broker.store.invites(&peer.mesh_id),
         conn.broker.store.members(&peer.mesh_id),
@@ -167,7 +176,10 @@ pub fn list_invites(conn: &Conn, req_id: Option<String>) {
         (Err(e), _) | (_, Err(e)) => return conn.error(req_id, "internal", e.to_string()),
     };
     let now = time::now_ms();
-    let mut invites = invites;
+    let mut invites: Vec<Invite> = invites
+        .into_iter()
+        .filter(|i| manages || i.created_by == peer.member_id)
+        .collect();
     // Still usable first, then newest first.
     invites.sort_by_key(|i| (!i.is_active(now), std::cmp::Reverse(i.created_at_ms)));
     let truncated = invites.len() > MAX_LISTED_INVITES;

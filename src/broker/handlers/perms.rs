@@ -23,7 +23,8 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         | M::CreateTask(_)
         | M::ClaimTask { .. }
         | M::CompleteTask { .. }
-        | M::ReleaseTask { .. } => Permission::State,
+        | M::ReleaseTask { .. }
+        | M::CreateStream { .. } => Permission::State,
         M::FileToken(t) if t.purpose == "upload" => Permission::Files,
         M::DeleteFile(_) | M::GrantFileAccess(_) => Permission::Files,
         M::CreateInvite(_) | M::RevokeInvite { .. } | M::ListInvites {} => Permission::Invite,

@@ -38,7 +38,7 @@ fn check_profile(p: &Profile) -> Result<(), Refusal> {
         printable("displayName", Some(name))?;
         if clean_display_name(name).as_deref() != Some(name.as_str()) {
             return Err(invalid(format!(
-                "displayName must be 1-{MAX_DISPLAY_NAME} characters without leading or trailing spaces"
+                "displayName must be 1-{MAX_DISPLAY_NAME} characters without leading or trailing spaces or invisible characters"
             )));
         }
     }

@@ -98,6 +98,17 @@ impl Store {
     /// seq that is missing (before a later record or the head), or bytes that do not decode.
     /// One read transaction, one record in memory at a time.
     pub fn verify_audit(&self, mesh_id: &str) -> Result<AuditVerdict, StoreError> {
+        self.verify_audit_within(mesh_id, super::MAX_RECORDS_PER_MESH)
+    }
+
+    /// [`Store::verify_audit`] for a log that keeps at most `max_records`: records are only
+    /// ever dropped from the front to stay at that cap, so a head that says older records were
+    /// dropped while fewer than `max_records` remain (or records without a head) is a break.
+    pub(crate) fn verify_audit_within(
+        &self,
+        mesh_id: &str,
+        max_records: u64,
+    ) -> Result<AuditVerdict, StoreError> {
         let rt = self.read()?;
         let head: Option<AuditHead> = decode_opt(rt.open_table(AUDIT_HEADS)?.get(mesh_id)?)?;
         let table = rt.open_table(AUDIT)?;
@@ -109,6 +120,15 @@ impl Store {
         };
         let first = head.as_ref().map_or(1, AuditHead::first);
         verdict.first = first;
+        // Older records are dropped only to keep the cap: a head claiming they were while the
+        // log is below it was edited (someone cut the oldest records and moved the anchor).
+        if let Some(h) = &head
+            && first > 1
+            && h.len() < max_records.max(1)
+        {
+            verdict.broken = Some((first - 1, AuditBreak::Missing, None));
+            return Ok(verdict);
+        }
         let mut prev = head.as_ref().map_or_else(genesis, AuditHead::anchor);
         let mut expected = first;
         for row in table.range((mesh_id, first)..=(mesh_id, u64::MAX))? {
@@ -156,6 +176,10 @@ impl Store {
             if let Some((at, _, _)) = verdict.broken {
                 verdict.entries = at.saturating_sub(first);
             }
+        } else if last > 0 {
+            // Records but no head: whatever was cut from the end could not show.
+            verdict.broken = Some((last + 1, AuditBreak::Missing, None));
+            verdict.entries = last;
         }
         Ok(verdict)
     }
@@ -211,9 +235,12 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let v = store.verify_audit("A").unwrap();
+        let v = store.verify_audit_within("A", 3).unwrap();
         assert!(v.valid(), "{v:?}");
         assert_eq!((v.first, v.entries), (3, 3));
+        // Under the real cap, a log that says it dropped records while far below it was cut.
+        let v = store.verify_audit("A").unwrap();
+        assert_eq!(v.broken, Some((2, AuditBreak::Missing, None)));
         let all = AuditFilter {
             limit: 10,
             ..Default::default()
@@ -235,8 +262,40 @@ mod tests {
             })
             .await
             .unwrap();
-        let v = store.verify_audit("A").unwrap();
+        let v = store.verify_audit_within("A", 3).unwrap();
         assert_eq!(v.broken, Some((3, AuditBreak::Missing, None)));
+        store.close();
+    }
+
+    /// The two cuts that need no rehashing: the oldest records deleted with the head's anchor
+    /// moved past them, and the head row deleted (so a cut end would not show).
+    #[tokio::test]
+    async fn a_cut_front_or_a_missing_head_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        log(&store, "A", 5).await;
+        log(&store, "B", 3).await;
+        store
+            .write(|tx| {
+                let mut t = tx.open_table(AUDIT)?;
+                let third: AuditRecord = decode_opt(t.get(("A", 3))?)?.unwrap();
+                for seq in 1..=2 {
+                    t.remove(("A", seq))?;
+                }
+                let mut heads = tx.open_table(AUDIT_HEADS)?;
+                let mut head: AuditHead = decode_opt(heads.get("A")?)?.unwrap();
+                head.first = 3;
+                head.anchor = third.prev_hash;
+                heads.insert("A", encode(&head).as_slice())?;
+                heads.remove("B")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let v = store.verify_audit("A").unwrap();
+        assert_eq!(v.broken, Some((2, AuditBreak::Missing, None)), "{v:?}");
+        let v = store.verify_audit("B").unwrap();
+        assert_eq!(v.broken, Some((4, AuditBreak::Missing, None)), "{v:?}");
         store.close();
     }
 
