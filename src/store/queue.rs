@@ -578,4 +578,44 @@ mod tests {
         let (left, _) = walk(&store, &[key("b")], 0, 100);
         assert!(left.is_empty(), "{left:?}");
     }
+
+    /// Expired messages are dropped from the store (all of them, past one page of candidates),
+    /// unexpired ones stay; a message is found by its id or a unique prefix of it.
+    #[tokio::test]
+    async fn expired_messages_are_swept_and_prefixes_find_one_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut old = Vec::new();
+        for i in 0..1500 {
+            let mut m = message(&format!("old{i:04}"), &["b"]);
+            m.expires_at_ms = 10;
+            old.push(store.enqueue(m));
+        }
+        for f in old {
+            f.await.unwrap();
+        }
+        store.enqueue(message("ab1", &["b"])).await.unwrap();
+        store.enqueue(message("ac2", &["b"])).await.unwrap();
+
+        let found = |id: &str| match store.find_message(MESH, id).unwrap() {
+            PrefixLookup::Found(r) => Some(r.id),
+            PrefixLookup::NotFound => None,
+            PrefixLookup::Ambiguous => Some("ambiguous".into()),
+        };
+        assert_eq!(found("ab").as_deref(), Some("ab1"));
+        assert_eq!(found("a").as_deref(), Some("ambiguous"));
+        assert_eq!(found("old0001").as_deref(), Some("old0001"));
+
+        assert_eq!(store.sweep_expired(100).await.unwrap(), 1500);
+        assert_eq!(found("old0001"), None);
+        assert_eq!(found("old1499"), None);
+        let (left, _) = walk(&store, &[key("b")], 0, 10_000);
+        let ids: Vec<&str> = left.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["ab1", "ac2"]);
+        assert_eq!(
+            store.sweep_expired(100).await.unwrap(),
+            0,
+            "nothing left to sweep"
+        );
+    }
 }
