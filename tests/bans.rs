@@ -11,41 +11,6 @@ use claudemesh::protocol::{canonical, time};
 use common::*;
 use serde_json::{Value, json};
 
-/// alice owns mesh "team"; bob joined as a member, carol as an admin.
-fn team(broker: &BrokerProc) -> (Person, Person, Person) {
-    let (alice, bob) = alice_and_bob(broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &["--role", "admin"]);
-    join(&carol, &url);
-    (alice, bob, carol)
-}
-
-fn ok(person: &Person, args: &[&str]) -> String {
-    let out = person.run(args);
-    assert_eq!(
-        out.code,
-        0,
-        "`claudemesh {}` ({}) failed:\n{}",
-        args.join(" "),
-        person.name,
-        out.stderr
-    );
-    out.stdout
-}
-
-fn refused(person: &Person, args: &[&str]) -> String {
-    let out = person.run(args);
-    assert_ne!(
-        out.code,
-        0,
-        "`claudemesh {}` ({}) should have been refused:\n{}",
-        args.join(" "),
-        person.name,
-        out.stdout
-    );
-    out.stderr
-}
-
 /// A claim of invite `code` with `member`'s key, over HTTP as `join` makes it.
 async fn claim_with(broker: &BrokerProc, code: &str, member: &SignKeyPair) -> (u16, Value) {
     claim_as(broker, code, member, "bob").await
@@ -90,42 +55,39 @@ async fn told_within(ws: &mut Ws, code: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kicked_member_is_told_why_and_may_come_back() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, carol) = team(&broker);
+    let (alice, bob, carol) = team_with_admin(&broker);
     let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
 
-    ok(&carol, &["kick", "bob", "--reason", "restart your session"]);
+    carol.ok(&["kick", "bob", "--reason", "restart your session"]);
     let told = told_within(&mut ws, "kicked").await;
     assert_eq!(told["message"], "restart your session");
     let (code, reason) = ws_recv_close(&mut ws).await;
     assert_eq!((code, reason.as_str()), (4001, "kicked"));
 
     // Nothing is held against them: they come back at once.
-    ok(&bob, &["send", "alice", "back again"]);
+    bob.ok(&["send", "alice", "back again"]);
     let (_ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
     assert!(
-        ok(&alice, &["members"]).contains("bob"),
+        alice.ok(&["members"]).contains("bob"),
         "bob is still a member"
     );
     // Only the owner or an admin kicks, and nobody kicks the owner.
-    let err = refused(&bob, &["kick", "carol"]);
+    let err = bob.refused(&["kick", "carol"]);
     assert!(err.contains("only the owner or an admin"), "{err}");
-    let err = refused(&carol, &["kick", "alice"]);
+    let err = carol.refused(&["kick", "alice"]);
     assert!(err.contains("the mesh owner cannot be kicked"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_banned_member_is_refused_with_the_reason_until_unban() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, carol) = team(&broker);
+    let (alice, bob, carol) = team_with_admin(&broker);
     let bob_entry = bob.entry();
     let (mut ws, _) = ws_hello(&broker, &member_hello(&bob_entry)).await;
 
     // Without rotation: a rotation revokes unused invites (tests/keys.rs covers that), and
     // this test claims an invite minted below before and after the ban is lifted.
-    ok(
-        &carol,
-        &["ban", "bob", "--reason", "spamming the mesh", "--no-rotate"],
-    );
+    carol.ok(&["ban", "bob", "--reason", "spamming the mesh", "--no-rotate"]);
     let told = told_within(&mut ws, "banned").await;
     assert!(
         told["message"]
@@ -136,7 +98,7 @@ async fn a_banned_member_is_refused_with_the_reason_until_unban() {
     assert_eq!(ws_recv_close(&mut ws).await, (4002, "banned".to_string()));
 
     // Hellos of every kind are refused, with the reason.
-    let err = refused(&bob, &["peers"]);
+    let err = bob.refused(&["peers"]);
     assert!(
         err.contains("banned") && err.contains("spamming the mesh"),
         "{err}"
@@ -172,11 +134,11 @@ async fn a_banned_member_is_refused_with_the_reason_until_unban() {
     assert_eq!(list[0]["memberId"], bob_entry.member_id.as_str());
     assert_eq!(list[0]["pubkey"], bob_entry.member_pubkey.as_str());
     assert_eq!(list[0]["bannedBy"], carol.entry().member_id.as_str());
-    assert!(ok(&carol, &["bans"]).contains("spamming the mesh"));
+    assert!(carol.ok(&["bans"]).contains("spamming the mesh"));
 
     // After unban bob connects, and the claim with his key is his membership again.
-    ok(&alice, &["unban", "bob", "--no-rotate"]);
-    ok(&bob, &["send", "alice", "I am back"]);
+    alice.ok(&["unban", "bob", "--no-rotate"]);
+    bob.ok(&["send", "alice", "I am back"]);
     let (_ws, _) = ws_hello(&broker, &member_hello(&bob_entry)).await;
     let (status, answer) = claim_with(&broker, &code, &bob_key).await;
     assert_eq!(status, 200, "{answer}");
@@ -191,23 +153,23 @@ async fn a_banned_member_is_refused_with_the_reason_until_unban() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nobody_bans_the_owner_and_only_managers_ban() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, carol) = team(&broker);
-    let err = refused(&carol, &["ban", "alice", "--reason", "coup"]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let err = carol.refused(&["ban", "alice", "--reason", "coup"]);
     assert!(err.contains("the mesh owner cannot be banned"), "{err}");
-    ok(&alice, &["peers"]);
-    let err = refused(&bob, &["ban", "carol"]);
+    alice.ok(&["peers"]);
+    let err = bob.refused(&["ban", "carol"]);
     assert!(err.contains("only the owner or an admin"), "{err}");
-    let err = refused(&bob, &["bans"]);
+    let err = bob.refused(&["bans"]);
     assert!(err.contains("only the owner or an admin"), "{err}");
-    let err = refused(&bob, &["unban", "carol"]);
+    let err = bob.refused(&["unban", "carol"]);
     assert!(err.contains("only the owner or an admin"), "{err}");
-    ok(&carol, &["peers"]);
+    carol.ok(&["peers"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, _carol) = team(&broker);
+    let (alice, bob, _carol) = team_with_admin(&broker);
     let bob_entry = bob.entry();
     let (one, two) = (SignKeyPair::generate(), SignKeyPair::generate());
     let (mut ws_one, _) = ws_hello(&broker, &session_hello(&bob_entry, &one)).await;
@@ -216,10 +178,10 @@ async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
     let (_ws_alice, _) = ws_hello(&broker, &session_hello(&alice.entry(), &alice_session)).await;
 
     // A member may not close someone else's session.
-    let err = refused(&bob, &["disconnect", &alice_session.public_hex()]);
+    let err = bob.refused(&["disconnect", &alice_session.public_hex()]);
     assert!(err.contains("its own sessions"), "{err}");
     // Its own: that one closes, the other stays.
-    ok(&bob, &["disconnect", &one.public_hex()]);
+    bob.ok(&["disconnect", &one.public_hex()]);
     ws_expect_error(&mut ws_one, "disconnected").await;
     assert_eq!(ws_recv_close(&mut ws_one).await.0, 4001);
     ws_send(&mut ws_two, &json!({"type": "list_peers", "_reqId": "r1"})).await;
@@ -229,10 +191,10 @@ async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
         "the other session lives: {listed}"
     );
     // The owner may close anyone's.
-    ok(&alice, &["disconnect", &two.public_hex()]);
+    alice.ok(&["disconnect", &two.public_hex()]);
     ws_expect_error(&mut ws_two, "disconnected").await;
     assert_eq!(ws_recv_close(&mut ws_two).await.0, 4001);
-    let err = refused(&alice, &["disconnect", &two.public_hex()]);
+    let err = alice.refused(&["disconnect", &two.public_hex()]);
     assert!(err.contains("no connection"), "{err}");
 }
 
@@ -240,12 +202,9 @@ async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_banned_members_reminders_do_not_fire() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, _carol) = team(&broker);
-    ok(
-        &bob,
-        &["remind", "you were warned", "--in", "2s", "--to", "alice"],
-    );
-    ok(&alice, &["ban", "bob"]);
+    let (alice, bob, _carol) = team_with_admin(&broker);
+    bob.ok(&["remind", "you were warned", "--in", "2s", "--to", "alice"]);
+    alice.ok(&["ban", "bob"]);
     eventually("the broker to skip bob's reminder", || async {
         broker
             .stderr_lines()
@@ -253,7 +212,7 @@ async fn a_banned_members_reminders_do_not_fire() {
             .any(|l| l.contains("its member may not send now"))
     })
     .await;
-    let inbox = ok(&alice, &["inbox", "--json"]);
+    let inbox = alice.ok(&["inbox", "--json"]);
     assert!(!inbox.contains("you were warned"), "{inbox}");
 }
 
@@ -262,15 +221,15 @@ async fn a_banned_members_reminders_do_not_fire() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_banned_members_invites_let_nobody_in() {
     let broker = BrokerProc::start(&[]);
-    let (alice, _bob, carol) = team(&broker);
+    let (alice, _bob, carol) = team_with_admin(&broker);
     let (code, _) = invite(&carol, &[]);
     // Without rotation, which would revoke the invite for another reason.
-    ok(&alice, &["ban", "carol", "--no-rotate"]);
+    alice.ok(&["ban", "carol", "--no-rotate"]);
     let fresh = SignKeyPair::generate();
     let (status, answer) = claim_as(&broker, &code, &fresh, "dave").await;
     assert_ne!(status, 200, "{answer}");
     assert_ne!(answer["error"], "name_taken", "{answer}");
-    ok(&alice, &["unban", "carol", "--no-rotate"]);
+    alice.ok(&["unban", "carol", "--no-rotate"]);
     let (status, answer) = claim_as(&broker, &code, &fresh, "dave").await;
     assert_eq!(
         status, 200,

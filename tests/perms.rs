@@ -12,42 +12,6 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Map, Value, json};
 
-/// alice owns mesh "team"; bob joined as a member, carol as an admin.
-fn team(broker: &BrokerProc) -> (Person, Person, Person) {
-    let (alice, bob) = alice_and_bob(broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &["--role", "admin"]);
-    join(&carol, &url);
-    (alice, bob, carol)
-}
-
-/// Runs a command that must be refused; returns its stderr.
-fn refused(person: &Person, args: &[&str]) -> String {
-    let out = person.run(args);
-    assert_ne!(
-        out.code,
-        0,
-        "`claudemesh {}` ({}) should have been refused:\n{}",
-        args.join(" "),
-        person.name,
-        out.stdout
-    );
-    out.stderr
-}
-
-fn ok(person: &Person, args: &[&str]) -> String {
-    let out = person.run(args);
-    assert_eq!(
-        out.code,
-        0,
-        "`claudemesh {}` ({}) failed:\n{}",
-        args.join(" "),
-        person.name,
-        out.stderr
-    );
-    out.stdout
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -67,7 +31,7 @@ fn perms_of(viewer: &Person, member: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_back() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, carol) = team(&broker);
+    let (alice, bob, carol) = team_with_admin(&broker);
     let bob_live = bob.client().await;
     let alice_target = bob_live
         .resolve_targets("alice")
@@ -82,20 +46,20 @@ async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_ba
         strings(&before["capabilities"]),
         ["send", "state", "files", "tools"]
     );
-    ok(&bob, &["send", "alice", "hello before"]);
+    bob.ok(&["send", "alice", "hello before"]);
 
     let set = alice.json(&["perms", "set", "bob", "-send", "-state", "--json"]);
     assert_eq!(strings(&set["denied"]), ["send", "state"]);
     assert_eq!(strings(&set["capabilities"]), ["files", "tools"]);
 
     // Refused through the CLI (a new connection), naming the capability and the fix.
-    let err = refused(&bob, &["send", "alice", "hello"]);
+    let err = bob.refused(&["send", "alice", "hello"]);
     assert!(
         err.contains("\"send\" capability (canSend)")
             && err.contains("claudemesh perms set bob +send"),
         "the refusal names the capability and how to get it: {err}"
     );
-    let err = refused(&bob, &["state", "set", "deploy", "green"]);
+    let err = bob.refused(&["state", "set", "deploy", "green"]);
     assert!(
         err.contains("\"state\" capability (canWriteState)"),
         "the refusal names the capability: {err}"
@@ -113,7 +77,7 @@ async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_ba
         .expect_err("set_state refused on the live connection");
     assert!(e.to_string().contains("\"state\" capability"), "{e}");
     // Reading is not guarded.
-    ok(&bob, &["state", "list"]);
+    bob.ok(&["state", "list"]);
 
     // carol, an admin, gives them back.
     let set = carol.json(&["perms", "set", "bob", "+send", "+state", "--json"]);
@@ -130,35 +94,35 @@ async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_ba
         .set_state("deploy", "green".into())
         .await
         .expect("set_state works again on the same connection");
-    ok(&bob, &["send", "alice", "hello again"]);
-    ok(&bob, &["state", "set", "deploy", "blue"]);
+    bob.ok(&["send", "alice", "hello again"]);
+    bob.ok(&["state", "set", "deploy", "blue"]);
     bob_live.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nobody_escalates_and_the_owners_capabilities_cannot_be_reduced() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, carol) = team(&broker);
+    let (alice, bob, carol) = team_with_admin(&broker);
 
     // A member without `perms` cannot change anyone, itself included.
-    let err = refused(&bob, &["perms", "set", "bob", "+invite"]);
+    let err = bob.refused(&["perms", "set", "bob", "+invite"]);
     assert!(err.contains("\"perms\" capability"), "{err}");
-    let err = refused(&bob, &["perms", "set", "bob", "--role", "admin"]);
+    let err = bob.refused(&["perms", "set", "bob", "--role", "admin"]);
     assert!(err.contains("\"perms\" capability"), "{err}");
     assert_eq!(perms_of(&alice, "bob")["role"], "member");
 
     // An admin cannot touch the owner, give what it does not hold, or change roles.
-    let err = refused(&carol, &["perms", "set", "alice", "-send"]);
+    let err = carol.refused(&["perms", "set", "alice", "-send"]);
     assert!(err.contains("owner"), "{err}");
-    let err = refused(&carol, &["perms", "set", "bob", "+delete-mesh"]);
+    let err = carol.refused(&["perms", "set", "bob", "+delete-mesh"]);
     assert!(
         err.contains("\"delete-mesh\"") && err.contains("do not hold"),
         "{err}"
     );
-    let err = refused(&carol, &["perms", "set", "bob", "--role", "admin"]);
+    let err = carol.refused(&["perms", "set", "bob", "--role", "admin"]);
     assert!(err.contains("only the mesh owner changes roles"), "{err}");
     // Nor can the owner reduce its own.
-    let err = refused(&alice, &["perms", "set", "alice", "-send"]);
+    let err = alice.refused(&["perms", "set", "alice", "-send"]);
     assert!(err.contains("owner"), "{err}");
     let owner = perms_of(&bob, "alice");
     assert_eq!(owner["role"], "owner");
@@ -166,12 +130,12 @@ async fn nobody_escalates_and_the_owners_capabilities_cannot_be_reduced() {
 
     // A member given `perms` still cannot grant what it lacks, nor change an admin.
     alice.json(&["perms", "set", "bob", "+perms", "--json"]);
-    let err = refused(&bob, &["perms", "set", "bob", "+invite"]);
+    let err = bob.refused(&["perms", "set", "bob", "+invite"]);
     assert!(
         err.contains("\"invite\"") && err.contains("do not hold"),
         "{err}"
     );
-    let err = refused(&bob, &["perms", "set", "carol", "-send"]);
+    let err = bob.refused(&["perms", "set", "carol", "-send"]);
     assert!(err.contains("admin"), "{err}");
 
     // The owner changes roles; the new admin has the admin's defaults.
@@ -181,22 +145,22 @@ async fn nobody_escalates_and_the_owners_capabilities_cannot_be_reduced() {
     assert!(!strings(&set["capabilities"]).contains(&"delete-mesh".to_string()));
 
     // Unknown capabilities are named.
-    let err = refused(&alice, &["perms", "set", "bob", "+fly"]);
+    let err = alice.refused(&["perms", "set", "bob", "+fly"]);
     assert!(err.contains("unknown capability \"fly\""), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_denied_invite_cannot_make_or_list_invites() {
     let broker = BrokerProc::start(&[]);
-    let (alice, _bob, carol) = team(&broker);
-    ok(&carol, &["invite", "--json"]);
+    let (alice, _bob, carol) = team_with_admin(&broker);
+    carol.ok(&["invite", "--json"]);
     alice.json(&["perms", "set", "carol", "-invite", "--json"]);
-    let err = refused(&carol, &["invite", "--json"]);
+    let err = carol.refused(&["invite", "--json"]);
     assert!(err.contains("\"invite\" capability (canInvite)"), "{err}");
-    let err = refused(&carol, &["invite", "list"]);
+    let err = carol.refused(&["invite", "list"]);
     assert!(err.contains("\"invite\" capability"), "{err}");
     // Shown in the table.
-    let table = ok(&alice, &["perms", "show"]);
+    let table = alice.ok(&["perms", "show"]);
     assert!(
         table
             .lines()
@@ -311,15 +275,15 @@ async fn perms_and_bans_work_as_mcp_tools() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_given_invite_invites_members_until_it_loses_it() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, _carol) = team(&broker);
-    let err = refused(&bob, &["invite"]);
+    let (alice, bob, _carol) = team_with_admin(&broker);
+    let err = bob.refused(&["invite"]);
     assert!(err.contains("\"invite\" capability (canInvite)"), "{err}");
     alice.json(&["perms", "set", "bob", "+invite", "--json"]);
     let (_, url) = invite(&bob, &["--uses", "2"]);
     let dave = Person::new("dave");
     join(&dave, &url);
     assert_eq!(perms_of(&alice, "dave")["role"], "member");
-    let err = refused(&bob, &["invite", "--role", "admin"]);
+    let err = bob.refused(&["invite", "--role", "admin"]);
     assert!(err.contains("an admin invite"), "{err}");
     // Without the capability, the invite bob signed lets nobody else in.
     alice.json(&["perms", "set", "bob", "=invite", "--json"]);
@@ -333,11 +297,11 @@ async fn a_member_given_invite_invites_members_until_it_loses_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_demoted_admin_loses_its_role_on_its_live_connection() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, carol) = team(&broker);
+    let (alice, bob, carol) = team_with_admin(&broker);
     let carol_live = carol.client().await;
     let created = bob.json(&["task", "create", "fix the tests", "--json"]);
     let id = created["id"].as_str().expect("task id").to_string();
-    ok(&bob, &["task", "claim", &id]);
+    bob.ok(&["task", "claim", &id]);
 
     let set = alice.json(&["perms", "set", "carol", "--role", "member", "--json"]);
     assert_eq!(set["role"], "member");
@@ -347,7 +311,7 @@ async fn a_demoted_admin_loses_its_role_on_its_live_connection() {
         .expect_err("a member may not release bob's task");
     assert_eq!(e.code(), Some("forbidden"), "{e}");
     // The owner may, which shows what carol lost.
-    ok(&alice, &["task", "release", &id]);
+    alice.ok(&["task", "release", &id]);
     carol_live.close().await;
 }
 
@@ -356,7 +320,7 @@ async fn a_demoted_admin_loses_its_role_on_its_live_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_with_invite_sees_and_revokes_only_its_own_invites() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, _carol) = team(&broker);
+    let (alice, bob, _carol) = team_with_admin(&broker);
     let (admin_code, _) = invite(&alice, &["--role", "admin"]);
     alice.json(&["perms", "set", "bob", "+invite", "--json"]);
     let (own_code, _) = invite(&bob, &[]);
@@ -368,7 +332,7 @@ async fn a_member_with_invite_sees_and_revokes_only_its_own_invites() {
         .filter_map(|i| i["code"].as_str())
         .collect();
     assert_eq!(codes, [own_code.as_str()], "{listed}");
-    let err = refused(&bob, &["invite", "revoke", &admin_code]);
+    let err = bob.refused(&["invite", "revoke", &admin_code]);
     assert!(err.contains("no invite"), "{err}");
     // alice still sees both, and her admin invite still works.
     let all = alice.json(&["invite", "list", "--json"]);
@@ -389,7 +353,7 @@ async fn a_member_with_invite_sees_and_revokes_only_its_own_invites() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_after_files_was_denied_and_a_stream_without_state_are_refused() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob, _carol) = team(&broker);
+    let (alice, bob, _carol) = team_with_admin(&broker);
     let bob_live = bob.client().await;
     let token = match bob_live
         .request(claudemesh::protocol::ClientMessage::FileToken(
@@ -423,7 +387,7 @@ async fn an_upload_after_files_was_denied_and_a_stream_without_state_are_refused
     );
 
     alice.json(&["perms", "set", "bob", "-state", "--json"]);
-    let err = refused(&bob, &["stream", "create", "logs"]);
+    let err = bob.refused(&["stream", "create", "logs"]);
     assert!(err.contains("\"state\" capability"), "{err}");
     bob_live.close().await;
 }
@@ -432,7 +396,7 @@ async fn an_upload_after_files_was_denied_and_a_stream_without_state_are_refused
 #[tokio::test(flavor = "multi_thread")]
 async fn a_demoted_admin_loses_the_audit_log_on_its_live_connection() {
     let broker = BrokerProc::start(&[]);
-    let (alice, _bob, carol) = team(&broker);
+    let (alice, _bob, carol) = team_with_admin(&broker);
     let carol_live = carol.client().await;
     carol_live.audit_verify().await.expect("an admin verifies");
     alice.json(&["perms", "set", "carol", "--role", "member", "--json"]);

@@ -112,10 +112,7 @@ impl DisconnectCmd {
 
 impl BanCmd {
     pub async fn run(self) -> CliResult {
-        // One connection for both steps (two hellos in one millisecond would be a replay).
-        let entry = select_mesh(self.mesh.as_deref())?;
-        let client = connect(&entry).await?;
-        let result = async {
+        on_one_connection(self.mesh.as_deref(), async |client: &MeshClient| {
             client.ban(&self.member, self.reason.clone()).await?;
             outln!("banned {}", self.member);
             if self.no_rotate {
@@ -125,30 +122,37 @@ impl BanCmd {
                 ));
             }
             let done = format!("banned {}", self.member);
-            super::keys::rotate_after(&client, &done, self.no_rotate, false).await?;
+            super::keys::rotate_after(client, &done, self.no_rotate, false).await?;
             Ok(())
-        }
-        .await;
-        client.close().await;
-        result
+        })
+        .await
     }
 }
 
 impl UnbanCmd {
     pub async fn run(self) -> CliResult {
-        let entry = select_mesh(self.mesh.as_deref())?;
-        let client = connect(&entry).await?;
-        let result = async {
+        on_one_connection(self.mesh.as_deref(), async |client: &MeshClient| {
             client.unban(&self.member).await?;
             outln!("unbanned {}", self.member);
             let done = format!("unbanned {}", self.member);
-            super::keys::rotate_after(&client, &done, self.no_rotate, false).await?;
+            super::keys::rotate_after(client, &done, self.no_rotate, false).await?;
             Ok(())
-        }
-        .await;
-        client.close().await;
-        result
+        })
+        .await
     }
+}
+
+/// Runs `steps` on one connection, closed afterwards: a change and the rotation after it need
+/// one hello (two in the same millisecond would be one signed hello, refused as a replay).
+async fn on_one_connection(
+    mesh: Option<&str>,
+    steps: impl AsyncFnOnce(&MeshClient) -> CliResult,
+) -> CliResult {
+    let entry = select_mesh(mesh)?;
+    let client = connect(&entry).await?;
+    let result = steps(&client).await;
+    client.close().await;
+    result
 }
 
 impl BansCmd {

@@ -84,6 +84,22 @@ fn live_manager(
     Ok(actor.is_some_and(|a| a.role.can_manage() && a.revoked_at_ms.is_none()))
 }
 
+/// The member `target` names, when `by` is a live owner or admin (a ban's and an unban's
+/// first checks).
+fn managed_target(
+    tx: &WriteTransaction,
+    members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mesh_id: &str,
+    by: &str,
+    target: &str,
+) -> Result<Result<Member, BanRefusal>, StoreError> {
+    if !live_manager(members, mesh_id, by)? {
+        return Ok(Err(BanRefusal::Forbidden));
+    }
+    let found = find_member_in(members, &tx.open_table(MEMBER_KEYS)?, mesh_id, target)?;
+    Ok(found.ok_or(BanRefusal::NotFound))
+}
+
 /// The audit actor for member `by` (its name as stored now).
 fn actor_in(
     members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
@@ -135,12 +151,9 @@ impl Store {
     ) -> Result<Result<BanRecord, BanRefusal>, StoreError> {
         self.write(move |tx| {
             let members = tx.open_table(MEMBERS)?;
-            if !live_manager(&members, &mesh_id, &by)? {
-                return Ok(Err(BanRefusal::Forbidden));
-            }
-            let found = find_member_in(&members, &tx.open_table(MEMBER_KEYS)?, &mesh_id, &target)?;
-            let Some(member) = found else {
-                return Ok(Err(BanRefusal::NotFound));
+            let member = match managed_target(tx, &members, &mesh_id, &by, &target)? {
+                Ok(m) => m,
+                Err(refused) => return Ok(Err(refused)),
             };
             if member.role == MemberRole::Owner {
                 return Ok(Err(BanRefusal::IsOwner));
@@ -179,12 +192,9 @@ impl Store {
     ) -> Result<Result<BanRecord, BanRefusal>, StoreError> {
         self.write(move |tx| {
             let members = tx.open_table(MEMBERS)?;
-            if !live_manager(&members, &mesh_id, &by)? {
-                return Ok(Err(BanRefusal::Forbidden));
-            }
-            let found = find_member_in(&members, &tx.open_table(MEMBER_KEYS)?, &mesh_id, &target)?;
-            let Some(member) = found else {
-                return Ok(Err(BanRefusal::NotFound));
+            let member = match managed_target(tx, &members, &mesh_id, &by, &target)? {
+                Ok(m) => m,
+                Err(refused) => return Ok(Err(refused)),
             };
             let removed = tx
                 .open_table(BANS)?

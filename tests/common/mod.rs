@@ -325,6 +325,36 @@ impl Person {
     }
 
     /// Runs `claudemesh ARGS` as this person.
+    /// Runs a command that must succeed; returns its stdout.
+    #[allow(dead_code)]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.code,
+            0,
+            "`claudemesh {}` ({}) failed:\n{}",
+            args.join(" "),
+            self.name,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// Runs a command that must be refused; returns its stderr.
+    #[allow(dead_code)]
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_ne!(
+            out.code,
+            0,
+            "`claudemesh {}` ({}) should have been refused:\n{}",
+            args.join(" "),
+            self.name,
+            out.stdout
+        );
+        out.stderr
+    }
+
     pub fn run(&self, args: &[&str]) -> CmdOutput {
         let child = Command::new(BIN)
             .args(args)
@@ -450,6 +480,16 @@ pub fn alice_and_bob(broker: &BrokerProc) -> (Person, Person) {
 
 /// What a test connection says about itself: a session (a member hello that says nothing is
 /// a tool's connection, as the original broker has it).
+/// alice owns mesh "team"; bob joined as a member, carol as an admin.
+#[allow(dead_code)]
+pub fn team_with_admin(broker: &BrokerProc) -> (Person, Person, Person) {
+    let (alice, bob) = alice_and_bob(broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &["--role", "admin"]);
+    join(&carol, &url);
+    (alice, bob, carol)
+}
+
 pub fn peer_info(session: &str) -> PeerInfo {
     PeerInfo {
         session_id: format!("test-{session}"),

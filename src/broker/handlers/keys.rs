@@ -9,8 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
-use super::reply::{answer, me, refuse};
+use super::reply::{Refusal, answer, me, refuse};
 use crate::broker::connection::Conn;
+use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::state::Broker;
 use crate::protocol::messages::{EpochKey, KeyHolder, RotateKey, RotateKeyOk};
@@ -38,12 +39,7 @@ pub fn rotate_key(conn: &Conn, req_id: Option<String>, req: RotateKey) {
         return;
     };
     answer(conn, req_id, async move {
-        if !super::perms::is_manager(&broker, &peer.mesh_id, &peer.member_id) {
-            return Err(refuse(
-                "forbidden",
-                "only the owner or an admin can rotate the mesh root key",
-            ));
-        }
+        managers_only(&broker, &peer, "can rotate the mesh root key")?;
         if req.check.len() != 64 || !req.check.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(refuse(
                 "invalid_argument",
@@ -159,12 +155,7 @@ pub fn list_key_holders(conn: &Conn, req_id: Option<String>) {
         return;
     };
     answer(conn, req_id, async move {
-        if !super::perms::is_manager(&broker, &peer.mesh_id, &peer.member_id) {
-            return Err(refuse(
-                "forbidden",
-                "only the owner or an admin lists who must hold the mesh root key",
-            ));
-        }
+        managers_only(&broker, &peer, "lists who must hold the mesh root key")?;
         let (epoch, holders) = broker.store.key_holders(&peer.mesh_id)?;
         let members = holders
             .into_iter()
@@ -176,4 +167,15 @@ pub fn list_key_holders(conn: &Conn, req_id: Option<String>) {
             .collect();
         Ok(Some(ServerMessage::KeyHolders { epoch, members }))
     });
+}
+
+/// Refuses anyone but the owner or an admin (as stored now): "only the owner or an admin {what}".
+fn managers_only(broker: &Broker, peer: &Peer, what: &str) -> Result<(), Refusal> {
+    if super::perms::is_manager(broker, &peer.mesh_id, &peer.member_id) {
+        return Ok(());
+    }
+    Err(refuse(
+        "forbidden",
+        format!("only the owner or an admin {what}"),
+    ))
 }

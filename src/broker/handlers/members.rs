@@ -340,14 +340,7 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
     let cut_off = revocable(broker, &peer.mesh_id, &peer.member_id, &target);
     if let Some(member_id) = &cut_off {
         let gone = broker.presence.revoke(&peer.mesh_id, member_id);
-        for p in &gone {
-            // The revoker's own frame holds its own presence's authority: an admin revoking
-            // itself must not wait for itself.
-            if p.presence_id != peer.presence_id {
-                p.wait_idle().await;
-            }
-            crate::broker::router::announce(broker, p, "peer_left");
-        }
+        let_finish_and_leave(broker, &peer, &gone).await;
     }
     let result = broker
         .store
@@ -382,6 +375,22 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
             conn.error(req_id, "forbidden", "the mesh owner cannot be revoked")
         }
         Err(e) => conn.error(req_id, "internal", e.to_string()),
+    }
+}
+
+/// Waits for the frames the cut-off presences `gone` were running, then announces them gone.
+/// The remover's own frame holds its own presence's authority: an admin removing itself must
+/// not wait for itself.
+async fn let_finish_and_leave(
+    broker: &crate::broker::state::Broker,
+    remover: &crate::broker::presence::Peer,
+    gone: &[std::sync::Arc<crate::broker::presence::Peer>],
+) {
+    for p in gone {
+        if p.presence_id != remover.presence_id {
+            p.wait_idle().await;
+        }
+        crate::broker::router::announce(broker, p, "peer_left");
     }
 }
 
@@ -555,12 +564,7 @@ pub async fn ban(conn: &Conn, req_id: Option<String>, target: String, reason: Op
     let reason = reason_or(reason, String::new());
     let why = ServerMessage::error("banned", crate::broker::http::banned_message(&reason));
     let gone = broker.presence.ban(&peer.mesh_id, &member.id, &why);
-    for p in &gone {
-        if p.presence_id != peer.presence_id {
-            p.wait_idle().await;
-        }
-        crate::broker::router::announce(broker, p, "peer_left");
-    }
+    let_finish_and_leave(broker, &peer, &gone).await;
     let result = broker
         .store
         .ban_member(
