@@ -440,6 +440,30 @@ impl MeshEntry {
         true
     }
 
+    /// Sets the root key of `epoch` to a sealed copy the broker delivered (PROTOCOL.md §12.4):
+    /// unlike [`add_root_key`](Self::add_root_key) it replaces a different key held for that
+    /// epoch, which can only have come from an invite link (a sealed copy is what the rotation
+    /// handed this member; a link's key could be planted under a later epoch). Returns whether
+    /// anything changed.
+    pub fn set_sealed_root_key(&mut self, epoch: u64, key: &[u8; 32]) -> bool {
+        let encoded = encode_root_key(key);
+        if epoch == self.key_epoch {
+            if self.root_key == encoded {
+                return false;
+            }
+            self.root_key = encoded;
+            return true;
+        }
+        if let Some(old) = self.old_root_keys.iter_mut().find(|k| k.epoch == epoch) {
+            if old.key == encoded {
+                return false;
+            }
+            old.key = encoded;
+            return true;
+        }
+        self.add_root_key(epoch, key)
+    }
+
     /// `http://host:port` of this mesh's broker.
     pub fn http_base(&self) -> String {
         http_base(&self.broker_url)
@@ -760,6 +784,25 @@ mod tests {
                 "{epoch}"
             );
         }
+    }
+
+    /// A sealed copy (or a key this client rotated to) replaces a different key held for its
+    /// epoch, current or old; the same key changes nothing; a new epoch is added as usual.
+    #[test]
+    fn a_sealed_key_replaces_a_different_one_for_its_epoch() {
+        let keys = SignKeyPair::generate();
+        let mut e = entry(&keys, &[0; 32], None);
+        assert!(
+            e.add_root_key(1, &[0; 32]),
+            "a link planted epoch 0's key as epoch 1"
+        );
+        assert!(e.set_sealed_root_key(1, &[1; 32]));
+        assert_eq!((e.key_epoch, e.root_key_at(1)), (1, Some([1; 32])));
+        assert!(!e.set_sealed_root_key(1, &[1; 32]));
+        assert!(e.set_sealed_root_key(0, &[7; 32]), "an old epoch too");
+        assert_eq!(e.root_key_at(0), Some([7; 32]));
+        assert!(e.set_sealed_root_key(2, &[2; 32]));
+        assert_eq!((e.key_epoch, e.root_key_at(1)), (2, Some([1; 32])));
     }
 
     #[test]

@@ -452,3 +452,201 @@ async fn a_ban_and_an_unban_each_rotate_the_key() {
     assert_eq!(carol.entry().key_epoch, 2);
     bob_live.close().await;
 }
+
+/// Finding 3: an invite link that names the current key as a later epoch (`KEY_N~(N+1)`, as
+/// a member about to be removed could hand out) is refused by `join`, for a member of the mesh
+/// too: the landing says the mesh's epoch, and a link's key is taken only under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_that_names_the_current_key_as_a_later_epoch_is_refused() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let key0 = bob.entry().root_key().expect("bob holds epoch 0");
+    let root = claudemesh::identity::encode_root_key(&key0);
+    let (_, url) = invite(&alice, &[]);
+    assert!(url.contains(&format!("#{root}.")), "{url}");
+    let planted = url.replace(&format!("#{root}."), &format!("#{root}~1."));
+    let refused = bob.run(&["join", &planted]);
+    assert_ne!(
+        refused.code, 0,
+        "the planted link is refused: {}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains("epoch 1") && refused.stderr.contains("key epoch 0"),
+        "{}",
+        refused.stderr
+    );
+    let entry = bob.entry();
+    assert_eq!(entry.key_epoch, 0, "nothing was saved");
+    assert_eq!(entry.root_key_at(1), None);
+    assert!(entry.old_root_keys.is_empty());
+    // Nobody new joins with it either, and the invite is not used up.
+    let eve = Person::new("eve");
+    assert_ne!(eve.run(&["join", &planted, "--name", "eve"]).code, 0);
+    // A link naming the epoch the mesh is at still works, after a rotation too.
+    alice.json(&["rotate-key", "--json"]);
+    let (_, url) = invite(&alice, &[]);
+    assert!(url.contains("~1."), "{url}");
+    join(&eve, &url);
+    assert_eq!(eve.entry().key_epoch, 1);
+    // An old-epoch link: refused now (revoked or not current), whatever epoch it names.
+    let back = url.replace("~1.", "~0.");
+    assert_ne!(
+        Person::new("zed")
+            .run(&["join", &back, "--name", "zed"])
+            .code,
+        0
+    );
+}
+
+/// Finding 3, the other end: a member that holds a key for an epoch which is not that epoch's
+/// key (planted by a link before this version refused it) takes the sealed copy the rotation
+/// hands it instead, connected (`key_rotated`) or away (`get_keys` at its next connection);
+/// its next group message is under the real key: everyone reads it, the planted key does not
+/// open it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_copy_replaces_a_different_key_held_for_its_epoch() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team(&broker);
+    let dave = Person::new("dave");
+    let (_, url) = invite(&alice, &[]);
+    join(&dave, &url);
+    // carol's link planted epoch 0's key as epoch 1 in bob's and dave's configs.
+    let key0 = bob.entry().root_key().expect("epoch 0");
+    for victim in [&bob, &dave] {
+        claudemesh::identity::ConfigDir::new(victim.config_dir())
+            .update(|c| {
+                assert!(c.meshes[0].add_root_key(1, &key0));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(victim.entry().key_epoch, 1);
+    }
+    let planted = bob.entry();
+    // bob is connected (as an MCP server would be) when carol is removed; dave is away.
+    let options = claudemesh::client::ConnectOptions {
+        config_dir: Some(claudemesh::identity::ConfigDir::new(bob.config_dir())),
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let bob_live = MeshClient::connect(options).await.expect("bob connects");
+    let alice_live = alice.client().await;
+    let out = alice.json(&["revoke", "carol", "--json"]);
+    assert_eq!(out["rotated"]["keyEpoch"], 1, "{out}");
+    let key1 = alice.entry().root_key_at(1).expect("alice holds epoch 1");
+    assert_ne!(key1, key0);
+    eventually("bob's config holds the sealed copy of epoch 1", || async {
+        bob.entry().root_key_at(1) == Some(key1)
+    })
+    .await;
+    assert_eq!(bob_live.key_ring().get(1), Some(key1));
+    assert_eq!(bob.entry().root_key_at(0), Some(key0), "epoch 0 stays");
+
+    let target = bob_live.resolve_targets("*").await.expect("targets");
+    let acks = bob_live
+        .send_each(&target, "bob under the real key", "now")
+        .await
+        .expect("sent");
+    assert_eq!(acks[0].queued, Some(true), "{:?}", acks[0]);
+    let mut push = next_message(&alice_live).await;
+    while push.key_epoch != 1 {
+        push = next_message(&alice_live).await;
+    }
+    assert_eq!(
+        alice_live.decrypt(&push).as_deref(),
+        Ok("bob under the real key")
+    );
+    let planted_ring = KeyRing::from_entry(&planted);
+    assert_eq!(planted_ring.get(1), Some(key0));
+    let why = decrypt_push(&planted, &planted_ring, None, &push)
+        .expect_err("the planted key (carol's) does not open it");
+    assert!(!why.contains("bob under the real key"), "{why}");
+    let carol_entry = carol.entry();
+    assert!(
+        decrypt_push(
+            &carol_entry,
+            &KeyRing::from_entry(&carol_entry),
+            None,
+            &push
+        )
+        .is_err()
+    );
+
+    // dave, away during the rotation, connects at the epoch he (wrongly) holds already: the
+    // current epoch's copy is fetched anyway and wins.
+    send(&dave, "*", "dave under the real key");
+    assert_eq!(dave.entry().root_key_at(1), Some(key1));
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "dave" && t == "dave under the real key"),
+        "alice reads dave's message"
+    );
+    bob_live.close().await;
+    alice_live.close().await;
+}
+
+/// Finding 9: a group reminder sealed before a rotation does not go out after it (its body is
+/// under the key the removed member holds): the broker drops it when it comes due, cron or
+/// one-shot, while one scheduled under the new key fires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_reminder_scheduled_before_a_rotation_does_not_fire_after_it() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team(&broker);
+    let bob_live = bob.client().await;
+    let cron = alice.json(&[
+        "remind",
+        "old tick",
+        "--cron",
+        "* * * * *",
+        "--to",
+        "*",
+        "--json",
+    ]);
+    let due = cron["deliverAt"].as_str().expect("deliverAt").to_string();
+    alice.json(&["remind", "old once", "--in", "15s", "--to", "*", "--json"]);
+    let out = alice.json(&["revoke", "carol", "--json"]);
+    assert_eq!(out["rotated"]["keyEpoch"], 1, "{out}");
+    alice.json(&["remind", "new once", "--in", "2s", "--to", "*", "--json"]);
+
+    // Past the cron's first firing and the old one-shot's time.
+    let due_ms = claudemesh::protocol::time::parse_iso(&due).expect("an ISO time");
+    let until = due_ms.max(claudemesh::protocol::time::now_ms() + 15_000) + 3_000;
+    let (mut reminders, mut seen) = (Vec::new(), Vec::new());
+    loop {
+        let left = until - claudemesh::protocol::time::now_ms();
+        if left <= 0 {
+            break;
+        }
+        let wait = std::time::Duration::from_millis(left as u64);
+        let Ok(frame) = tokio::time::timeout(wait, bob_live.next_push()).await else {
+            break;
+        };
+        if let Some(ServerMessage::Push(p)) = frame
+            && p.subtype.as_deref() == Some("reminder")
+        {
+            bob_live.ack(&p.message_id).unwrap();
+            // An unacknowledged push may come again: count each message once.
+            if !seen.contains(&p.message_id) {
+                seen.push(p.message_id.clone());
+                reminders.push((p.key_epoch, bob_live.decrypt(&p)));
+            }
+        }
+    }
+    assert_eq!(
+        reminders,
+        vec![(1, Ok("new once".to_string()))],
+        "only the reminder under the new key went out"
+    );
+    let listed = alice.json(&["remind", "list", "--json"]);
+    assert_eq!(
+        listed["messages"].as_array().map(Vec::len),
+        Some(0),
+        "the stale cron reminder was dropped: {listed}"
+    );
+    let log = broker.stderr_lines().join("\n");
+    assert!(
+        log.contains("rotated-away root-key epoch"),
+        "the broker says why: {log}"
+    );
+    bob_live.close().await;
+}

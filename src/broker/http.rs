@@ -682,6 +682,9 @@ fn invite_landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Respo
                 "canonical_v3": inv.canonical,
                 "signature_v3": inv.signature,
                 "root_key_check": mesh.root_key_check,
+                // The epoch of the key `root_key_check` is for: `join` takes a link's key only
+                // under this epoch (PROTOCOL.md §12.4), so a link cannot name it as a later one.
+                "key_epoch": broker.store.key_epoch(&mesh.id).unwrap_or(0),
             }),
         );
     }

@@ -94,6 +94,24 @@ fn sleep_ms(next_due_ms: Option<i64>, now_ms: i64, failed: bool) -> i64 {
 /// Sends one due message and moves its schedule on (cron) or removes it (one-shot). An error
 /// (storage only) leaves it due, to be tried again.
 async fn fire(broker: &Broker, s: &ScheduleRecord, now: i64) -> Result<(), StoreError> {
+    // A group or broadcast reminder sealed under a root-key epoch the mesh has rotated away
+    // from would put new traffic under a key a removed member holds (PROTOCOL.md §12.4): it is
+    // not sent, and it is dropped, a cron one too (every later firing would carry the same
+    // body under the same old key). Its member schedules it again under the current key.
+    if let Some(current) = stale_group_epoch(broker, s)? {
+        tracing::info!(
+            mesh = %s.mesh_id,
+            scheduled = %s.id,
+            epoch = s.key_epoch,
+            current,
+            cron = s.cron.is_some(),
+            "dropping scheduled message: it is sealed under a rotated-away root-key epoch"
+        );
+        return broker
+            .store
+            .advance_schedule(s.mesh_id.clone(), s.id.clone(), s.deliver_at_ms, None)
+            .await;
+    }
     let next = s
         .cron
         .as_deref()
@@ -129,6 +147,17 @@ async fn fire(broker: &Broker, s: &ScheduleRecord, now: i64) -> Result<(), Store
         .store
         .advance_schedule(s.mesh_id.clone(), s.id.clone(), s.deliver_at_ms, next)
         .await
+}
+
+/// The mesh's current key epoch when `s` is a sealed group or broadcast reminder (bodyVersion
+/// 2, under the mesh root key) of another epoch; `None` when it may go out.
+fn stale_group_epoch(broker: &Broker, s: &ScheduleRecord) -> Result<Option<u64>, StoreError> {
+    let group_sealed = s.nonce.is_some() && s.body_version == Some(2) && !Pubkey::is_shape(&s.to);
+    if !group_sealed {
+        return Ok(None);
+    }
+    let current = broker.store.key_epoch(&s.mesh_id)?;
+    Ok((s.key_epoch != current).then_some(current))
 }
 
 async fn deliver(

@@ -207,7 +207,7 @@ impl InviteCmd {
         let inv = created?;
         let mut entry = entry;
         if let Some(key) = ring.get(ring.current_epoch()) {
-            entry.add_root_key(ring.current_epoch(), &key);
+            entry.set_sealed_root_key(ring.current_epoch(), &key);
         }
         let link = invite_link(&inv.url, &entry, &signer);
         if entry.root_key.is_empty() {
@@ -449,6 +449,19 @@ impl JoinCmd {
             return Err(CliError::failed(
                 "the mesh key in this link (after #) does not belong to this mesh, or is not its current key: copy the whole link again, or ask for a new one if the mesh key was rotated since it was made",
             ));
+        }
+        // The check value covers the key, not its epoch: a link must name the mesh's current
+        // epoch, or it could plant the current key as a later epoch (whose sealed copy would
+        // then be shadowed, and group messages sealed under it readable by whoever made the
+        // link). A broker that does not say its epoch is taken to be at epoch 0.
+        if root_key.is_some() {
+            let current = info["key_epoch"].as_u64().unwrap_or(0);
+            if link.key_epoch != current {
+                return Err(CliError::failed(format!(
+                    "refusing the invite: its link names the mesh key as epoch {}, but the mesh is at key epoch {current}; nothing was saved. Ask for a new link",
+                    link.key_epoch
+                )));
+            }
         }
         let dir = ConfigDir::from_env();
         if let Some(done) =

@@ -62,8 +62,9 @@ impl KeyRing {
         self.keys.get(&epoch).copied()
     }
 
-    fn insert(&mut self, epoch: u64, key: [u8; 32]) {
-        self.keys.entry(epoch).or_insert(key);
+    /// Sets the key of `epoch` (a sealed copy replaces a different key held for it).
+    fn set_sealed(&mut self, epoch: u64, key: [u8; 32]) {
+        self.keys.insert(epoch, key);
         self.current = self.current.max(epoch);
     }
 }
@@ -99,7 +100,9 @@ impl Keeper {
         self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Opens a sealed copy of epoch `epoch`'s key and keeps it.
+    /// Opens a sealed copy of epoch `epoch`'s key and keeps it. A sealed copy is what a
+    /// rotation handed this very member, so it wins over a different key held for that epoch
+    /// (which came from an invite link: a link could name the old key as a later epoch).
     pub(crate) fn absorb(&self, copy: &EpochKey) -> Result<(), String> {
         let member = self
             .member
@@ -121,15 +124,23 @@ impl Keeper {
         Ok(())
     }
 
-    /// Keeps a key in memory and in the config file.
+    /// Keeps a key from a sealed copy (or the one this client just rotated to) in memory and
+    /// in the config file, replacing a different key held for its epoch.
     pub(crate) fn keep(&self, epoch: u64, key: [u8; 32]) {
         if self.ring().get(epoch) == Some(key) {
             return;
         }
-        self.ring
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(epoch, key);
+        let replaced = {
+            let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
+            let replaced = ring.get(epoch).is_some();
+            ring.set_sealed(epoch, key);
+            replaced
+        };
+        if replaced {
+            tracing::warn!(
+                "the root key this member held for epoch {epoch} differs from the sealed copy the broker delivered; using the sealed copy (the other came from an invite link)"
+            );
+        }
         if let Err(e) = self.save(epoch, &key) {
             tracing::warn!("cannot save the root key of epoch {epoch} to the config: {e}");
         }
@@ -137,7 +148,8 @@ impl Keeper {
 
     /// Merges one key into the config as it is on disk now (under its lock), so concurrent
     /// clients of this member add to each other's keys. A config without this membership
-    /// is left alone.
+    /// is left alone. The key replaces a different one held for its epoch (see
+    /// [`MeshEntry::set_sealed_root_key`]).
     fn save(&self, epoch: u64, key: &[u8; 32]) -> Result<(), IdentityError> {
         let Some(dir) = &self.config_dir else {
             return Ok(());
@@ -148,7 +160,7 @@ impl Keeper {
         }
         dir.update(|config| {
             if let Some(entry) = config.meshes.iter_mut().find(|m| mine(m)) {
-                entry.add_root_key(epoch, key);
+                entry.set_sealed_root_key(epoch, key);
             }
             Ok(())
         })
@@ -174,6 +186,14 @@ impl Keeper {
         }
         true
     }
+}
+
+/// The `since` of the `get_keys` a connection sends, given the broker's current epoch (its
+/// `hello_ack`) and the newest this client holds; `None` on a mesh never rotated. It always
+/// takes in the current epoch's sealed copy too, so one that differs from a key held for that
+/// epoch (from an invite link) replaces it even when this member was away at the rotation.
+pub(crate) fn keys_to_ask(broker_epoch: u64, held: u64) -> Option<u64> {
+    (broker_epoch > 0).then(|| held.min(broker_epoch - 1))
 }
 
 fn is_key_event(p: &Push) -> bool {
@@ -209,7 +229,11 @@ impl MeshClient {
     /// Fetches the sealed copies of epochs this client lacks and keeps them. Returns the
     /// mesh's current epoch.
     pub async fn sync_keys(&self) -> Result<u64, ClientError> {
-        let since = self.keys.ring().current_epoch();
+        self.sync_keys_since(self.keys.ring().current_epoch()).await
+    }
+
+    /// Fetches the sealed copies of the epochs after `since` and keeps them.
+    pub(crate) async fn sync_keys_since(&self, since: u64) -> Result<u64, ClientError> {
         match self.request(ClientMessage::GetKeys { since }).await? {
             ServerMessage::Keys { current, keys } => {
                 for copy in &keys {
@@ -268,5 +292,25 @@ impl MeshClient {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys_to_ask;
+
+    /// A connection always asks for the current epoch's copy (so it replaces a key a link gave
+    /// for it), and for every epoch after the newest held when behind; nothing before any
+    /// rotation.
+    #[test]
+    fn a_connection_asks_for_the_current_epochs_copy_too() {
+        assert_eq!(keys_to_ask(0, 0), None);
+        assert_eq!(keys_to_ask(3, 1), Some(1), "behind: from what it holds");
+        assert_eq!(keys_to_ask(3, 3), Some(2), "level: the current one again");
+        assert_eq!(
+            keys_to_ask(3, 5),
+            Some(2),
+            "ahead (a planted epoch): the current one"
+        );
     }
 }

@@ -202,9 +202,15 @@ impl MeshClient {
         };
         client.prove_root_key().await;
         // A rotation happened while this member was away: take its sealed copies first, so
-        // what this client sends and reads from here on uses the current key.
-        let behind = client.hello.borrow().key_epoch > client.keys.ring().current_epoch();
-        if behind && let Err(e) = client.sync_keys().await {
+        // what this client sends and reads from here on uses the current key (and the current
+        // epoch's copy replaces a different key held for it, see `keys_to_ask`).
+        let ask = keys::keys_to_ask(
+            client.hello.borrow().key_epoch,
+            client.keys.ring().current_epoch(),
+        );
+        if let Some(since) = ask
+            && let Err(e) = client.sync_keys_since(since).await
+        {
             tracing::warn!("cannot fetch this mesh's new root keys: {e}");
         }
         Ok(client)
@@ -457,8 +463,11 @@ async fn run(
         if let Some(socket) = ws.take() {
             attempt = 0;
             let _ = link.send(Link::Up);
-            let ask_keys = (reconnected && hello.borrow().key_epoch > keys.ring().current_epoch())
-                .then(|| keys.ring().current_epoch());
+            let ask_keys = if reconnected {
+                keys::keys_to_ask(hello.borrow().key_epoch, keys.ring().current_epoch())
+            } else {
+                None
+            };
             reconnected = true;
             match session(
                 socket,
