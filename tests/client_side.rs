@@ -440,11 +440,8 @@ async fn peer_text_cannot_drive_the_terminal() {
     }
     let peers = bob.run(&["peers"]);
     assert!(peers.stdout.contains("\\x1b[2J"), "{}", peers.stdout);
-    assert!(
-        peers.stdout.contains("mal\\u{202e}lory"),
-        "{}",
-        peers.stdout
-    );
+    // The broker drops the direction override from the name (it cannot pass for another).
+    assert!(peers.stdout.contains("mallory[31m"), "{}", peers.stdout);
 
     // One message in the text inbox: one header line, the rest marked as its continuation.
     let inbox = bob.run(&["inbox", "--limit", "1"]);
@@ -472,7 +469,7 @@ async fn peer_text_cannot_drive_the_terminal() {
         .iter()
         .find(|p| p["summary"] == HOSTILE)
         .unwrap_or_else(|| panic!("mallory's exact summary in {v}"));
-    assert_eq!(m["displayName"], "mal\u{202e}lory[31m");
+    assert_eq!(m["displayName"], "mallory[31m");
     let inbox = bob.run(&["inbox", "--json"]);
     assert_harmless("inbox --json", &inbox.stdout);
     let line: Value = serde_json::from_str(inbox.stdout.trim()).expect("one JSON line");
