@@ -3,10 +3,9 @@
 //! schema 2.
 
 use super::perms::is_manager;
+use super::reply::ok_ack;
 use crate::broker::connection::Conn;
-use crate::protocol::messages::{
-    Ack, BanEntry, CreateInvite, InviteCreated, InviteEntry, MemberEntry,
-};
+use crate::protocol::messages::{BanEntry, CreateInvite, InviteCreated, InviteEntry, MemberEntry};
 use crate::protocol::{Pubkey, ServerMessage, Signature, canonical, ids, time};
 use crate::store::{
     BanRefusal, Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError,
@@ -268,13 +267,6 @@ pub fn list_members(conn: &Conn, req_id: Option<String>) {
         })
         .collect();
     conn.reply(req_id, ServerMessage::MembersList { members });
-}
-
-fn ok_ack() -> ServerMessage {
-    ServerMessage::Ack(Ack {
-        ok: Some(true),
-        ..Default::default()
-    })
 }
 
 pub async fn revoke_invite(

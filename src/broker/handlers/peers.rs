@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::reply::{maybe_ack, ok_ack};
 use crate::broker::connection::Conn;
 use crate::broker::limits::{
     MAX_CWD_BYTES, MAX_GROUP_NAME, MAX_GROUPS_PER_MEMBER, MAX_PEER_FIELD_BYTES, MAX_SUMMARY_BYTES,
@@ -12,7 +13,7 @@ use crate::broker::page::{Pager, decode_cursor};
 use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::status::{Status, StatusSource};
-use crate::protocol::messages::{Ack, GroupRef, PeerInfo};
+use crate::protocol::messages::{GroupRef, PeerInfo};
 use crate::protocol::{ServerMessage, time};
 
 /// A text field over its size limit: `payload_too_large`, naming the field and the limit.
@@ -74,19 +75,6 @@ fn scope(conn: &Conn) -> Vec<Arc<Peer>> {
         .into_iter()
         .filter(|p| p.member_id == me.member_id && !p.control_plane)
         .collect()
-}
-
-/// Answers with `ack` only when the request asked for an answer (`_reqId`).
-fn maybe_ack(conn: &Conn, req_id: Option<String>) {
-    if req_id.is_some() {
-        conn.reply(
-            req_id,
-            ServerMessage::Ack(Ack {
-                ok: Some(true),
-                ..Default::default()
-            }),
-        );
-    }
 }
 
 /// One page of the peers, by display name (then presence id, so the order is total and a
@@ -192,13 +180,7 @@ pub fn set_visible(conn: &Conn, req_id: Option<String>, visible: bool) {
             );
         }
     }
-    conn.reply(
-        req_id,
-        ServerMessage::Ack(Ack {
-            ok: Some(true),
-            ..Default::default()
-        }),
-    );
+    conn.reply(req_id, ok_ack());
 }
 
 /// Most groups a hello may claim.

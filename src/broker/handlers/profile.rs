@@ -10,7 +10,7 @@ use crate::broker::limits::{
 };
 use crate::broker::router;
 use crate::protocol::messages::Profile;
-use crate::protocol::{MAX_DISPLAY_NAME, ServerMessage, clean_display_name};
+use crate::protocol::{MAX_DISPLAY_NAME, clean_display_name};
 use crate::store::ProfileRefusal;
 
 /// The message modes a member may choose.
@@ -129,11 +129,5 @@ pub async fn set_profile(conn: &Conn, req_id: Option<String>, patch: Profile) {
         }
         router::announce(broker, &peer, "profile_updated");
     }
-    conn.reply(
-        req_id,
-        ServerMessage::Ack(crate::protocol::messages::Ack {
-            ok: Some(true),
-            ..Default::default()
-        }),
-    );
+    conn.reply(req_id, super::reply::ok_ack());
 }

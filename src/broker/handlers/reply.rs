@@ -81,14 +81,24 @@ pub(super) fn answer(
     });
 }
 
+/// `ack{ok:true}`.
+pub(super) fn ok_ack() -> ServerMessage {
+    ServerMessage::Ack(crate::protocol::messages::Ack {
+        ok: Some(true),
+        ..Default::default()
+    })
+}
+
 /// `ack{ok:true}`, sent only when the request asked for an answer.
 pub(super) fn ok_if_asked(req_id: &Option<String>) -> Option<ServerMessage> {
-    req_id.as_ref().map(|_| {
-        ServerMessage::Ack(crate::protocol::messages::Ack {
-            ok: Some(true),
-            ..Default::default()
-        })
-    })
+    req_id.as_ref().map(|_| ok_ack())
+}
+
+/// Answers `ack{ok:true}` only when the request asked for an answer (`_reqId`).
+pub(super) fn maybe_ack(conn: &Conn, req_id: Option<String>) {
+    if let Some(ack) = ok_if_asked(&req_id) {
+        conn.reply(req_id, ack);
+    }
 }
 
 /// Required free text: not blank, at most `max` characters.

@@ -2,7 +2,7 @@
 //! `mesh_stats` (what the broker counted on every connection, beside those reports).
 
 use crate::broker::connection::Conn;
-use crate::protocol::messages::{Ack, MeshStatsEntry, ReportedStats};
+use crate::protocol::messages::{MeshStatsEntry, ReportedStats};
 use crate::protocol::{ServerMessage, time};
 
 /// Most entries one `mesh_stats_result` lists.
@@ -13,15 +13,7 @@ const MAX_LISTED: usize = 200;
 pub fn set_stats(conn: &Conn, req_id: Option<String>, stats: ReportedStats) {
     let Some(me) = conn.peer.as_ref() else { return };
     me.state().reported = Some(stats);
-    if req_id.is_some() {
-        conn.reply(
-            req_id,
-            ServerMessage::Ack(Ack {
-                ok: Some(true),
-                ..Default::default()
-            }),
-        );
-    }
+    super::reply::maybe_ack(conn, req_id);
 }
 
 /// Every session of the mesh the asker may see (and the asker itself), by name.
