@@ -811,3 +811,61 @@ async fn mcp_audit_tools_read_and_verify_the_log() {
         assert!(!ok && text.contains("forbidden"), "{tool}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn perms_and_bans_work_as_mcp_tools() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (alice_mcp, _) = start_mcp(&alice).await;
+    let (bob_mcp, _) = start_mcp(&bob).await;
+    for mcp in [&alice_mcp, &bob_mcp] {
+        eventually("the MCP session to connect", || async {
+            call(mcp, "get_perms", json!({})).await.0
+        })
+        .await;
+    }
+
+    let (done, text) = call(
+        &alice_mcp,
+        "set_perms",
+        json!({"member": "bob", "deny": ["send"]}),
+    )
+    .await;
+    assert!(done, "{text}");
+    assert!(text.contains("\"denied\""), "{text}");
+
+    let (done, text) = call(
+        &bob_mcp,
+        "send_message",
+        json!({"to": "alice", "message": "hi"}),
+    )
+    .await;
+    assert!(!done, "bob may not send: {text}");
+    assert!(text.contains("\"send\" capability (canSend)"), "{text}");
+    let (done, text) = call(&bob_mcp, "get_perms", json!({"member": "bob"})).await;
+    assert!(
+        done && text.contains("\"files\"") && !text.contains("\"send\",\n"),
+        "{text}"
+    );
+    let (done, text) = call(
+        &bob_mcp,
+        "set_perms",
+        json!({"member": "bob", "grant": ["send"]}),
+    )
+    .await;
+    assert!(!done && text.contains("\"perms\" capability"), "{text}");
+
+    let (done, text) = call(&bob_mcp, "ban", json!({"member": "alice"})).await;
+    assert!(!done && text.contains("owner or an admin"), "{text}");
+    let (done, text) = call(&alice_mcp, "list_bans", json!({})).await;
+    assert!(done && text.contains("No bans."), "{text}");
+    let (done, text) = call(
+        &alice_mcp,
+        "kick",
+        json!({"member": "bob", "reason": "testing"}),
+    )
+    .await;
+    assert!(done, "{text}");
+    let _ = alice_mcp.cancel().await;
+    let _ = bob_mcp.cancel().await;
+}

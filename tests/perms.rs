@@ -6,11 +6,7 @@
 mod common;
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
-use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientHandler, ServiceExt};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -170,105 +166,6 @@ async fn an_admin_denied_invite_cannot_make_or_list_invites() {
 }
 
 // The same verbs as MCP tools (`claudemesh mcp` on stdio, driven by rmcp's client).
-
-struct Client;
-
-impl ClientHandler for Client {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
-    }
-}
-
-async fn start_mcp(person: &Person) -> RunningService<RoleClient, Client> {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("mcp")
-        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
-        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
-        .env("HOME", person.config_dir())
-        .env_remove("CLAUDEMESH_CHANNEL");
-    let transport = TokioChildProcess::new(cmd).expect("spawn claudemesh mcp");
-    Client
-        .serve(transport)
-        .await
-        .expect("MCP handshake with claudemesh mcp")
-}
-
-/// Calls a tool; returns (succeeded, its text).
-async fn call(mcp: &RunningService<RoleClient, Client>, tool: &str, args: Value) -> (bool, String) {
-    let args: Map<String, Value> = match args {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let result = mcp
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
-    let text = result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (result.is_error != Some(true), text)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn perms_and_bans_work_as_mcp_tools() {
-    let broker = BrokerProc::start(&[]);
-    let (alice, bob) = alice_and_bob(&broker);
-    let alice_mcp = start_mcp(&alice).await;
-    let bob_mcp = start_mcp(&bob).await;
-    for mcp in [&alice_mcp, &bob_mcp] {
-        eventually("the MCP session to connect", || async {
-            call(mcp, "get_perms", json!({})).await.0
-        })
-        .await;
-    }
-
-    let (done, text) = call(
-        &alice_mcp,
-        "set_perms",
-        json!({"member": "bob", "deny": ["send"]}),
-    )
-    .await;
-    assert!(done, "{text}");
-    assert!(text.contains("\"denied\""), "{text}");
-
-    let (done, text) = call(
-        &bob_mcp,
-        "send_message",
-        json!({"to": "alice", "message": "hi"}),
-    )
-    .await;
-    assert!(!done, "bob may not send: {text}");
-    assert!(text.contains("\"send\" capability (canSend)"), "{text}");
-    let (done, text) = call(&bob_mcp, "get_perms", json!({"member": "bob"})).await;
-    assert!(
-        done && text.contains("\"files\"") && !text.contains("\"send\",\n"),
-        "{text}"
-    );
-    let (done, text) = call(
-        &bob_mcp,
-        "set_perms",
-        json!({"member": "bob", "grant": ["send"]}),
-    )
-    .await;
-    assert!(!done && text.contains("\"perms\" capability"), "{text}");
-
-    let (done, text) = call(&bob_mcp, "ban", json!({"member": "alice"})).await;
-    assert!(!done && text.contains("owner or an admin"), "{text}");
-    let (done, text) = call(&alice_mcp, "list_bans", json!({})).await;
-    assert!(done && text.contains("No bans."), "{text}");
-    let (done, text) = call(
-        &alice_mcp,
-        "kick",
-        json!({"member": "bob", "reason": "testing"}),
-    )
-    .await;
-    assert!(done, "{text}");
-    let _ = alice_mcp.cancel().await;
-    let _ = bob_mcp.cancel().await;
-}
 
 /// `invite` given to a member lets it invite members (not admins), and its invites stop
 /// working when the capability goes.
