@@ -42,6 +42,11 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
     let bob_id = join(&bob, &url)["memberId"].as_str().unwrap().to_string();
     let (_, admin_url) = invite(&alice, &["--role", "admin"]);
     join(&carol, &admin_url);
+    // On the owner's signed admin list, so carol's rotation after `revoke` is taken.
+    ok(
+        &alice.run(&["perms", "set", "carol", "--role", "admin"]),
+        "perms set",
+    );
 
     let state_secret = "value-of-the-deploy-state-7f3a9c";
     let message_secret = "the-launch-code-is-swordfish-4711";
@@ -80,6 +85,8 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
             ("member.joined", "bob"),
             ("invite.created", "alice"),
             ("member.joined", "carol"),
+            ("perms.changed", "alice"),
+            ("admins.changed", "alice"),
             ("state.set", "alice"),
             ("task.created", "bob"),
             ("task.claimed", "bob"),
@@ -91,24 +98,25 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
         ],
         "{log:#}"
     );
-    assert_eq!(log["total"], 13);
+    assert_eq!(log["total"], 15);
     let payload = |i: usize| &got[i].3;
     assert_eq!(payload(2)["role"], "member");
     assert_eq!(payload(4)["role"], "admin");
-    assert_eq!(payload(5)["key"], "deploy-target");
+    assert_eq!(payload(6)["admins"], "1");
+    assert_eq!(payload(7)["key"], "deploy-target");
     assert_eq!(
-        payload(5)["bytes"],
+        payload(7)["bytes"],
         (state_secret.len() + 2).to_string(),
         "the value's size as JSON"
     );
-    assert_eq!(payload(7)["taskId"], task_id.as_str());
-    assert_eq!(payload(9)["fileId"], file_id.as_str());
-    assert_eq!(payload(9)["name"], "notes.txt");
-    assert_eq!(payload(11)["memberId"], bob_id.as_str());
-    assert_eq!(payload(11)["name"], "bob");
+    assert_eq!(payload(9)["taskId"], task_id.as_str());
+    assert_eq!(payload(11)["fileId"], file_id.as_str());
+    assert_eq!(payload(11)["name"], "notes.txt");
+    assert_eq!(payload(13)["memberId"], bob_id.as_str());
+    assert_eq!(payload(13)["name"], "bob");
     // `revoke` rotated the root key: the epoch and how many members got a copy (alice, carol).
-    assert_eq!(payload(12)["epoch"], "1");
-    assert_eq!(payload(12)["members"], "2");
+    assert_eq!(payload(14)["epoch"], "1");
+    assert_eq!(payload(14)["members"], "2");
     // Each record links to the one before.
     for pair in log["entries"].as_array().unwrap().windows(2) {
         assert_eq!(pair[1]["prevHash"], pair[0]["hash"]);
@@ -144,18 +152,18 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
     assert_eq!(revoked["total"], 1);
     let newest = alice.json(&["audit", "--limit", "2", "--json"]);
     let seqs: Vec<u64> = entries(&newest).iter().map(|e| e.0).collect();
-    assert_eq!(seqs, [12, 13], "the newest two, oldest first");
-    assert_eq!(newest["total"], 13);
+    assert_eq!(seqs, [14, 15], "the newest two, oldest first");
+    assert_eq!(newest["total"], 15);
     assert_eq!(
         entries(&alice.json(&["audit", "--since", "1h", "--json"])).len(),
-        13
+        15
     );
     let later = time::iso(time::now_ms() + 3_600_000);
     let none = alice.json(&["audit", "--since", &later, "--json"]);
     assert_eq!((entries(&none).len(), none["total"].as_u64()), (0, Some(0)));
 
     // An admin reads it too; a member does not (nor may verify it).
-    assert_eq!(entries(&carol.json(&["audit", "--json"])).len(), 13);
+    assert_eq!(entries(&carol.json(&["audit", "--json"])).len(), 15);
     let dave = Person::new("dave");
     let (_, url) = invite(&alice, &[]);
     join(&dave, &url);
@@ -202,7 +210,7 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
     let verified = alice.run(&["audit", "verify"]);
     ok(&verified, "audit verify");
     assert!(
-        verified.stdout.contains("verifies: 17 records"),
+        verified.stdout.contains("verifies: 19 records"),
         "{}",
         verified.stdout
     );
@@ -458,4 +466,60 @@ fn perms_changes_and_bans_are_audited() {
     );
     drop(bob);
     ok(&alice.run(&["audit", "verify"]), "audit verify");
+}
+
+/// Kicking a member and closing one session change no stored data, yet they are in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn kicks_and_disconnects_are_audited() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let live = bob.client().await;
+    alice.ok(&["kick", "bob", "--reason", "lunch"]);
+    let session = live.hello_ack().presence_id.clone();
+    drop(live);
+    let again = bob.client().await;
+    let session2 = again.hello_ack().presence_id.clone();
+    assert_ne!(session, session2);
+    alice.ok(&["disconnect", &session2]);
+    let log = entries(&alice.json(&["audit", "--json"]));
+    let kicked = log
+        .iter()
+        .find(|(_, e, _, _)| e == "member.kicked")
+        .expect("member.kicked");
+    assert_eq!(kicked.2, "alice");
+    assert_eq!(kicked.3["name"], "bob", "{:?}", kicked.3);
+    let closed = log
+        .iter()
+        .find(|(_, e, _, _)| e == "session.disconnected")
+        .expect("session.disconnected");
+    assert_eq!(closed.3["name"], "bob", "{:?}", closed.3);
+    assert_eq!(closed.3["session"], session2.as_str(), "{:?}", closed.3);
+}
+
+/// No member can flood the audit log (and push its older records past the cap) at will:
+/// audited changes count against a per-member rate, refused with a clear error past it, while
+/// other members go on.
+#[test]
+fn audited_changes_are_rate_limited_per_member() {
+    let broker = BrokerProc::start(&["--audit-rate", "0.01", "--audit-burst", "4"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let mut refused = Vec::new();
+    for i in 0..6 {
+        let out = bob.run(&["state", "set", &format!("k{i}"), "v"]);
+        if out.code != 0 {
+            refused.push(out.stderr);
+        }
+    }
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].contains("audited changes per second"),
+        "{}",
+        refused[0]
+    );
+    // Reads and messages are not audited changes; another member is not limited by bob.
+    bob.ok(&["state", "get", "k0"]);
+    bob.ok(&["send", "alice", "still here"]);
+    alice.ok(&["state", "set", "mine", "v"]);
+    let log = entries(&alice.json(&["audit", "--event", "state.set", "--json"]));
+    assert_eq!(log.iter().filter(|e| e.2 == "bob").count(), 4);
 }

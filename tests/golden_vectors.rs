@@ -184,6 +184,29 @@ fn build(sv: &SignedString) -> String {
                 &body_hash,
             )
         }
+        "key_rotation" => canonical::key_rotation(
+            s(a, "mesh_id"),
+            u64::try_from(n(a, "epoch")).expect("epoch"),
+            s(a, "check_hex"),
+            s(a, "signer_pubkey_hex"),
+            n(a, "signed_at_ms"),
+        ),
+        "admin_list" => {
+            // The list is sorted by the signer: given unsorted here on purpose.
+            let mut admins: Vec<String> = a["admins"]
+                .as_array()
+                .expect("admins")
+                .iter()
+                .map(|v| v.as_str().expect("hex").to_owned())
+                .collect();
+            admins.sort();
+            canonical::admin_list(
+                s(a, "mesh_id"),
+                u64::try_from(n(a, "version")).expect("version"),
+                n(a, "signed_at_ms"),
+                &admins,
+            )
+        }
         "raw" => sv.string.clone(),
         other => panic!("{}: unknown kind {other:?}", sv.name),
     }

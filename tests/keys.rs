@@ -7,8 +7,13 @@
 
 mod common;
 
+use base64::Engine;
 use claudemesh::client::{KeyRing, MeshClient, decrypt_push};
-use claudemesh::protocol::messages::{Push, RotateKey, Schedule, SealedFor, SendMessage};
+use claudemesh::crypto::SignKeyPair;
+use claudemesh::identity::MeshEntry;
+use claudemesh::protocol::messages::{
+    AdminList, Push, RotateKey, RotationProof, Schedule, SealedFor, SendMessage,
+};
 use claudemesh::protocol::{ClientMessage, ServerMessage};
 use common::*;
 use serde_json::Value;
@@ -293,13 +298,46 @@ async fn bodies_and_rotations_under_a_stale_epoch_are_refused() {
     assert_eq!(holders.len(), 3);
     let all: Vec<SealedFor> = holders.iter().map(|h| copy(&h.member_id)).collect();
     let check = "0".repeat(64);
-    let attempt = |epoch, keys: Vec<SealedFor>| {
-        ClientMessage::RotateKey(RotateKey {
+    let entry = alice.entry();
+    let owner = entry
+        .owner_keys()
+        .expect("alice holds the owner key")
+        .expect("usable");
+    let signed = |epoch, keys: Vec<SealedFor>, signer: &SignKeyPair| {
+        let proof = RotationProof::sign(signer, &entry.mesh_id, epoch, &check, unique_now_ms());
+        RotateKey {
             epoch,
             check: check.clone(),
             keys,
-        })
+            signer: proof.signer,
+            signed_at: proof.signed_at,
+            signature: proof.signature,
+        }
     };
+    let attempt = |epoch, keys| ClientMessage::RotateKey(signed(epoch, keys, &owner));
+    // Unsigned, or signed by someone clients do not trust: refused, naming why.
+    let mut forged = signed(2, all.clone(), &owner);
+    forged.signed_at += 1;
+    let e = alice_client
+        .request(ClientMessage::RotateKey(forged))
+        .await
+        .expect_err("a signature over other fields is refused");
+    assert_eq!(e.code(), Some("unsigned_rotation"), "{e}");
+    assert!(e.to_string().contains("no valid signature"), "{e}");
+    let member_key = entry.member_keys().expect("alice's member key");
+    let e = alice_client
+        .request(ClientMessage::RotateKey(signed(
+            2,
+            all.clone(),
+            &member_key,
+        )))
+        .await
+        .expect_err("the owner's member key is on no admin list");
+    assert_eq!(e.code(), Some("unsigned_rotation"), "{e}");
+    assert!(
+        e.to_string().contains("perms set alice --role admin"),
+        "{e}"
+    );
     let e = old
         .request(attempt(2, all.clone()))
         .await
@@ -649,4 +687,164 @@ async fn a_group_reminder_scheduled_before_a_rotation_does_not_fire_after_it() {
         "the broker says why: {log}"
     );
     bob_live.close().await;
+}
+
+/// Writes into a stopped broker's `mesh.redb` what a hostile broker would hand out: the mesh at
+/// epoch 1 and, for `member`, a key of the attacker's choosing sealed to its member key, with
+/// `proof` (or none) as the rotation's signed statement.
+fn plant_key(
+    data_dir: &std::path::Path,
+    member: &MeshEntry,
+    key: &[u8; 32],
+    proof: Option<&RotationProof>,
+) {
+    use redb::TableDefinition;
+    const KEY_EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("key_epochs");
+    const SEALED_KEYS: TableDefinition<(&str, &str, u64), &str> =
+        TableDefinition::new("sealed_keys");
+    const ROTATION_PROOFS: TableDefinition<(&str, u64), &[u8]> =
+        TableDefinition::new("rotation_proofs");
+    let pk = claudemesh::protocol::Pubkey::parse(&member.member_pubkey).expect("member key");
+    let x = claudemesh::crypto::ed25519_pk_to_x25519(&pk.0).expect("x25519");
+    let sealed = base64::engine::general_purpose::STANDARD
+        .encode(claudemesh::crypto::seal(key, &x).expect("sealed"));
+    let db = redb::Database::open(data_dir.join("mesh.redb")).expect("open mesh.redb");
+    let tx = db.begin_write().unwrap();
+    {
+        let mesh = member.mesh_id.as_str();
+        tx.open_table(KEY_EPOCHS).unwrap().insert(mesh, 1).unwrap();
+        tx.open_table(SEALED_KEYS)
+            .unwrap()
+            .insert((mesh, member.member_id.as_str(), 1), sealed.as_str())
+            .unwrap();
+        let mut proofs = tx.open_table(ROTATION_PROOFS).unwrap();
+        match proof {
+            Some(p) => {
+                let bytes = rmp_serde::to_vec_named(p).unwrap();
+                proofs.insert((mesh, 1), bytes.as_slice()).unwrap();
+            }
+            None => {
+                proofs.remove((mesh, 1)).unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// A broker cannot hand members a root key of its own choosing (then read their group
+/// traffic): a sealed copy is taken only when the owner, or an admin the owner's signed list
+/// names, signed its rotation and the key matches what they signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_broker_plants_is_not_taken() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let entry = bob.entry();
+    let planted: [u8; 32] = claudemesh::crypto::random_bytes();
+    let check = claudemesh::identity::root_key_check(&planted);
+    let attacker = SignKeyPair::generate();
+    let by_attacker = RotationProof::sign(&attacker, &entry.mesh_id, 1, &check, unique_now_ms());
+    // A list naming the attacker, signed by the attacker rather than the owner.
+    let mut vouched = by_attacker.clone();
+    vouched.admins = Some(AdminList::sign(
+        &attacker,
+        &entry.mesh_id,
+        1,
+        vec![attacker.public_hex()],
+        unique_now_ms(),
+    ));
+    // The owner's real signature, over another key than the one sealed.
+    let owner = alice
+        .entry()
+        .owner_keys()
+        .expect("owner key")
+        .expect("usable");
+    let other_check = claudemesh::identity::root_key_check(&[7; 32]);
+    let owners_other =
+        RotationProof::sign(&owner, &entry.mesh_id, 1, &other_check, unique_now_ms());
+    let cases: [(&str, Option<&RotationProof>, &str); 4] = [
+        (
+            "no signature",
+            None,
+            "no signature from the owner or an admin",
+        ),
+        ("a stranger's", Some(&by_attacker), "who is not the owner"),
+        ("a forged list", Some(&vouched), "not signed by the owner"),
+        (
+            "another key's",
+            Some(&owners_other),
+            "not the key its rotation signed",
+        ),
+    ];
+    for (case, proof, why) in cases {
+        broker.terminate();
+        plant_key(broker.data_dir(), &entry, &planted, proof);
+        broker.restart();
+        let out = bob.run(&["peers", "--json"]);
+        assert_eq!(out.code, 0, "{case}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("ignoring a root key from the broker") && out.stderr.contains(why),
+            "{case}: bob is told why the key was not taken: {}",
+            out.stderr
+        );
+        let client = bob.client().await;
+        assert_eq!(
+            client.hello_ack().key_epoch,
+            1,
+            "{case}: the broker says epoch 1"
+        );
+        assert_eq!(
+            client.key_ring().get(1),
+            None,
+            "{case}: bob holds no key of epoch 1"
+        );
+        client.close().await;
+        assert_eq!(
+            bob.entry().key_epoch,
+            0,
+            "{case}: nothing saved in bob's config"
+        );
+    }
+}
+
+/// An admin who joined through an admin invite rotates only once the owner put its key on the
+/// signed admin list (`perms set NAME --role admin` where the owner key is); then the other
+/// members take its key, and a demoted admin comes off the list again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_rotates_once_the_owner_signed_it_onto_the_admin_list() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let refused = carol.refused(&["rotate-key"]);
+    assert!(
+        refused.contains("perms set carol --role admin"),
+        "the refusal says how to fix it: {refused}"
+    );
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    let listed = alice.client().await.admin_list().await.expect("the list");
+    let carol_key = carol.entry().member_pubkey;
+    assert!(
+        listed
+            .as_ref()
+            .is_some_and(|l| l.admins == vec![carol_key.clone()]),
+        "{listed:?}"
+    );
+    let rotated = carol.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1, "{rotated}");
+    carol.ok(&["send", "*", "under carol's key"]);
+    assert!(
+        inbox(&bob)
+            .iter()
+            .any(|(from, t)| from == "carol" && t == "under carol's key"),
+        "bob took carol's key"
+    );
+    assert_eq!(bob.entry().key_epoch, 1);
+    // Demoted: off the list (and no longer a manager on the broker).
+    alice.ok(&["perms", "set", "carol", "--role", "member"]);
+    let listed = alice.client().await.admin_list().await.expect("the list");
+    assert!(listed.is_some_and(|l| l.admins.is_empty() && l.version == 2));
+    let audit = alice.json(&["audit", "--event", "admins.changed", "--json"]);
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{audit}"
+    );
 }

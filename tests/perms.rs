@@ -189,6 +189,35 @@ async fn a_member_given_invite_invites_members_until_it_loses_it() {
     assert_ne!(out.code, 0, "bob's invite died with his capability");
 }
 
+/// Someone let in by a member's invite may do no more than that member: a member denied `send`
+/// and `state` cannot get them back through a second identity it invites.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitee_of_a_member_gets_none_of_what_that_member_was_denied() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team_with_admin(&broker);
+    alice.json(&[
+        "perms", "set", "bob", "+invite", "-send", "-state", "--json",
+    ]);
+    let (_, url) = invite(&bob, &[]);
+    let dave = Person::new("dave");
+    join(&dave, &url);
+    let dave_perms = perms_of(&alice, "dave");
+    let caps: Vec<&str> = dave_perms["capabilities"]
+        .as_array()
+        .expect("capabilities")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert_eq!(caps, ["files", "tools"], "{dave_perms}");
+    let err = dave.refused(&["send", "alice", "hello from bob's other self"]);
+    assert!(err.contains("\"send\" capability"), "{err}");
+    // An invitee of the owner gets the role's defaults.
+    let (_, url) = invite(&alice, &[]);
+    let erin = Person::new("erin");
+    join(&erin, &url);
+    erin.ok(&["send", "alice", "hi"]);
+}
+
 /// A role change applies to a connection already in: an admin demoted while connected loses
 /// what the role gave it at once (here: releasing someone else's task).
 #[tokio::test(flavor = "multi_thread")]

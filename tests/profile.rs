@@ -222,3 +222,31 @@ async fn message_mode_off_refuses_and_inbox_holds_until_drained() {
         .expect("push mode pushes");
     assert_eq!(bob_live.open(live).text.unwrap(), "live again");
 }
+
+/// Nobody passes for another member with a look-alike name: letters from another script
+/// (Cyrillic "а" for Latin "a"), other case, or "rn" for "m" make the same name, refused when
+/// renaming and when joining.
+#[test]
+fn a_name_that_looks_like_another_members_is_refused() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    for lookalike in ["\u{430}lice", "ALICE", "a\u{217c}ice"] {
+        let out = bob.run(&["profile", "--name", lookalike]);
+        assert_eq!(out.code, 1, "{lookalike}: {}", out.stdout);
+        assert!(
+            out.stderr.contains("looks the same"),
+            "{lookalike}: {}",
+            out.stderr
+        );
+    }
+    alice.ok(&["profile", "--name", "marta"]);
+    let out = bob.run(&["profile", "--name", "rnarta"]);
+    assert!(out.stderr.contains("looks the same"), "{}", out.stderr);
+    let (_, url) = invite(&alice, &[]);
+    let mallory = Person::new("mallory");
+    let out = mallory.run(&["join", &url, "--name", "b\u{43e}b"]);
+    assert_ne!(out.code, 0, "a joiner named like bob (Cyrillic o)");
+    assert!(out.stderr.contains("looks the same"), "{}", out.stderr);
+    // A name that only shares letters is fine.
+    bob.ok(&["profile", "--name", "bobby"]);
+}

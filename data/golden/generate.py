@@ -110,6 +110,10 @@ def main() -> None:
     post_sha = hashlib.sha256(post_body.encode()).hexdigest()
 
     # Each entry: the function to call (kind), its arguments, the exact string, the signer.
+    # The check value of a rotated-to key (HMAC-SHA256 over "claudemesh-root-key-check").
+    rotated_check = hmac.new(bytes(range(32)), b"claudemesh-root-key-check",
+                             hashlib.sha256).hexdigest()
+    admins = ",".join(sorted([member_pk, session_pk]))
     specs = [
         ("hello", "hello",
          {"mesh_id": mesh_id, "member_id": member_id, "pubkey_hex": member_pk,
@@ -153,6 +157,15 @@ def main() -> None:
          {"method": "POST", "path": "/hook/set-status", "timestamp_ms": 1767225603000,
           "body": post_body, "body_sha256_hex": post_sha},
          f"POST|/hook/set-status|1767225603000|{post_sha}", "member"),
+        ("key_rotation", "key_rotation",
+         {"mesh_id": mesh_id, "epoch": 3, "check_hex": rotated_check,
+          "signer_pubkey_hex": owner_pk, "signed_at_ms": 1767225605000},
+         f"claudemesh-key-rotation|v=1|{mesh_id}|3|{rotated_check}|{owner_pk}|1767225605000",
+         "owner"),
+        ("admin_list", "admin_list",
+         {"mesh_id": mesh_id, "version": 2, "signed_at_ms": 1767225606000,
+          "admins": [session_pk, member_pk]},
+         f"claudemesh-admins|v=1|{mesh_id}|2|1767225606000|{admins}", "owner"),
     ]
     signed = []
     for name, kind, args, string, signer in specs:

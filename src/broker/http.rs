@@ -594,7 +594,7 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
                     "the invite's signature does not verify, or its signer is no longer the owner or an admin"
                 }
                 ClaimError::NameTaken => {
-                    "a member of this mesh already has this display name; choose another (the invite was not used)"
+                    "a member of this mesh already has this display name, or one that looks the same (letters from another script, other case); choose another (the invite was not used)"
                 }
                 ClaimError::Banned(reason) => {
                     return refuse(e.code(), status, banned_message(reason));

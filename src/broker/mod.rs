@@ -66,6 +66,10 @@ pub struct BrokerConfig {
     pub send_rate: f64,
     /// Sends a member may make at once before the rate applies.
     pub send_burst: f64,
+    /// Sustained audited changes per second per member (state writes, blocks, renames…), so
+    /// no member can push the audit log's older records out at will.
+    pub audit_rate: f64,
+    pub audit_burst: f64,
     /// A push not acknowledged within this time is pushed again.
     pub redeliver_after: Duration,
     /// Where file bytes go: `s3://bucket/prefix`; `None` is `<data>/files`.
@@ -116,6 +120,8 @@ impl BrokerConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             send_rate: 1000.0,
             send_burst: 5000.0,
+            audit_rate: 50.0,
+            audit_burst: 2000.0,
             redeliver_after: Duration::from_secs(30),
             files_url: None,
             max_upload_bytes: files::DEFAULT_MAX_UPLOAD_BYTES,

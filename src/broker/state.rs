@@ -40,6 +40,8 @@ pub struct Broker {
     pub key: Option<crate::crypto::SignKeyPair>,
     /// Per-member send rate.
     pub send_limit: RateLimiter,
+    /// Audited changes per member (`--audit-rate`, `--audit-burst`).
+    pub audit_limit: RateLimiter,
     /// Per (pid, cwd) status-hook rate: 30 a minute.
     pub hook_limit: RateLimiter,
     /// Hook reports for peers that have not connected yet.
@@ -85,6 +87,7 @@ impl Broker {
             metrics_token: None,
             key: None,
             send_limit: RateLimiter::new(config.send_rate, config.send_burst),
+            audit_limit: RateLimiter::new(config.audit_rate, config.audit_burst),
             hook_limit: RateLimiter::bounded(0.5, 30.0, super::hook::LIMITER_KEYS),
             pending_status: PendingStatuses::default(),
             shutdown: CancellationToken::new(),

@@ -69,6 +69,13 @@ pub struct BrokerCmd {
     /// messages a member may send in a burst before the rate applies (default 5000)
     #[argh(option, default = "5000.0")]
     send_burst: f64,
+    /// sustained audited changes per second each member may make: state writes, tasks, blocks,
+    /// renames… (default 50)
+    #[argh(option, default = "50.0")]
+    audit_rate: f64,
+    /// audited changes a member may make in a burst before the rate applies (default 2000)
+    #[argh(option, default = "2000.0")]
+    audit_burst: f64,
     /// push unacknowledged messages again after this long (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     redeliver_after: String,
@@ -277,6 +284,11 @@ impl BrokerCmd {
                 "--send-rate must be above 0 and --send-burst at least 1".into(),
             ));
         }
+        if !(self.audit_rate > 0.0 && self.audit_burst >= 1.0) {
+            return Err(CliError::Usage(
+                "--audit-rate must be above 0 and --audit-burst at least 1".into(),
+            ));
+        }
         let ephemeral_ttl = crate::protocol::time::parse_duration(&self.ephemeral_ttl)
             .map_err(|e| CliError::Usage(format!("--ephemeral-ttl: {e}")))?;
         if ephemeral_ttl.is_zero() || self.max_upload_bytes == 0 {
@@ -302,6 +314,8 @@ impl BrokerCmd {
         config.retention = retention;
         config.send_rate = self.send_rate;
         config.send_burst = self.send_burst;
+        config.audit_rate = self.audit_rate;
+        config.audit_burst = self.audit_burst;
         config.redeliver_after = crate::protocol::time::parse_duration(&self.redeliver_after)
             .map_err(|e| CliError::Usage(format!("--redeliver-after: {e}")))?
             .max(std::time::Duration::from_millis(200));

@@ -485,7 +485,7 @@ impl JoinCmd {
                 Some("revoked") => "this invite was revoked".to_string(),
                 Some("not_found") => "the broker knows no such invite".to_string(),
                 Some("name_taken") => format!(
-                    "the name \"{display}\" is already taken in this mesh; choose another with --name (the invite was not used)"
+                    "the name \"{display}\" is already taken in this mesh, or one that looks the same (letters from another script, other case); choose another with --name (the invite was not used)"
                 ),
                 Some("timestamp_skew") => {
                     "this machine's clock is more than a minute off the broker's; fix the clock"

@@ -174,10 +174,18 @@ impl PermsCmd {
             }
             PermsAction::Set(mut c) => {
                 let req = c.request()?;
-                let entry = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
-                    Ok(client.set_perms(req).await?)
-                })
-                .await?;
+                let to_admin = req.role.as_deref() == Some("admin");
+                let (entry, signed) =
+                    with_client(c.mesh.as_deref(), async |client: &MeshClient| {
+                        Ok((client.set_perms(req).await?, client.holds_owner_key()))
+                    })
+                    .await?;
+                if to_admin && !signed {
+                    super::output::error(&format!(
+                        "warning: this machine does not hold the owner key, so {} is not on the owner's signed admin list and cannot rotate the root key until the owner runs this where the owner key is",
+                        entry.display_name
+                    ));
+                }
                 if c.json {
                     print_json(&entry);
                 } else {

@@ -12,8 +12,10 @@ use base64::engine::general_purpose::STANDARD;
 use super::{ClientError, MeshClient, unexpected};
 use crate::crypto::{self, SignKeyPair};
 use crate::identity::{ConfigDir, IdentityError, MeshEntry, root_key_check};
-use crate::protocol::messages::{EpochKey, Push, RotateKey, RotateKeyOk, SealedFor};
-use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
+use crate::protocol::messages::{
+    AdminList, EpochKey, Push, RotateKey, RotateKeyOk, RotationProof, SealedFor,
+};
+use crate::protocol::{ClientMessage, Pubkey, ServerMessage, time};
 
 /// How often a rotation is tried again when membership or the epoch moved under it.
 const ROTATION_ATTEMPTS: usize = 3;
@@ -80,6 +82,11 @@ pub fn missing_epoch(epoch: u64) -> String {
 pub(crate) struct Keeper {
     ring: Arc<RwLock<KeyRing>>,
     member: Option<SignKeyPair>,
+    /// The owner key on the machine that created the mesh: it signs rotations and admin lists.
+    owner: Option<SignKeyPair>,
+    /// The owner's public key (checked against the invite link at join): whose word on keys
+    /// this client takes.
+    owner_pubkey: String,
     mesh_id: String,
     member_id: String,
     config_dir: Option<ConfigDir>,
@@ -90,6 +97,8 @@ impl Keeper {
         Keeper {
             ring: Arc::new(RwLock::new(KeyRing::from_entry(entry))),
             member: entry.member_keys().ok(),
+            owner: entry.owner_keys().and_then(Result::ok),
+            owner_pubkey: entry.owner_pubkey.clone(),
             mesh_id: entry.mesh_id.clone(),
             member_id: entry.member_id.clone(),
             config_dir,
@@ -100,14 +109,25 @@ impl Keeper {
         self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Opens a sealed copy of epoch `epoch`'s key and keeps it. A sealed copy is what a
-    /// rotation handed this very member, so it wins over a different key held for that epoch
-    /// (which came from an invite link: a link could name the old key as a later epoch).
+    /// Opens a sealed copy of epoch `epoch`'s key and keeps it, when its rotation was signed
+    /// by the owner or an admin the owner's signed list names and the key matches what they
+    /// signed: the broker alone cannot hand out a key. A sealed copy is what a rotation handed
+    /// this very member, so it wins over a different key held for that epoch (which came from
+    /// an invite link: a link could name the old key as a later epoch).
     pub(crate) fn absorb(&self, copy: &EpochKey) -> Result<(), String> {
         let member = self
             .member
             .as_ref()
             .ok_or("this member's key is unusable")?;
+        let proof = copy.proof.as_ref().ok_or_else(|| {
+            format!(
+                "the key of epoch {} comes with no signature from the owner or an admin",
+                copy.epoch
+            )
+        })?;
+        if let Some(why) = proof.refusal(&self.mesh_id, copy.epoch, &self.owner_pubkey) {
+            return Err(why);
+        }
         let sealed = STANDARD
             .decode(&copy.sealed)
             .map_err(|_| "the sealed key is not base64")?;
@@ -120,6 +140,12 @@ impl Keeper {
             })?
             .try_into()
             .map_err(|_| "a sealed root key must be 32 bytes")?;
+        if root_key_check(&key) != proof.check {
+            return Err(format!(
+                "the key of epoch {} is not the key its rotation signed",
+                copy.epoch
+            ));
+        }
         self.keep(copy.epoch, key);
         Ok(())
     }
@@ -166,6 +192,15 @@ impl Keeper {
         })
     }
 
+    /// The key this client signs rotations with: the owner key where it is held, else the
+    /// member key (which the owner's admin list must name).
+    fn signer(&self) -> Result<&SignKeyPair, ClientError> {
+        self.owner
+            .as_ref()
+            .or(self.member.as_ref())
+            .ok_or_else(|| ClientError::Protocol("this member's key is unusable".into()))
+    }
+
     /// Takes in what a frame carries for the key ring: a `key_rotated` event or a `keys`
     /// answer. True when the frame was that (and is not for anyone else).
     pub(crate) fn take_frame(&self, frame: &ServerMessage) -> bool {
@@ -179,12 +214,18 @@ impl Keeper {
             ServerMessage::Keys { keys, .. } => keys.clone(),
             _ => return false,
         };
-        for copy in &copies {
+        self.absorb_all(&copies);
+        true
+    }
+
+    /// Takes every copy that verifies; one that does not is left out with a warning (a later
+    /// good one still counts).
+    fn absorb_all(&self, copies: &[EpochKey]) {
+        for copy in copies {
             if let Err(e) = self.absorb(copy) {
                 tracing::warn!("ignoring a root key from the broker: {e}");
             }
         }
-        true
     }
 }
 
@@ -232,13 +273,12 @@ impl MeshClient {
         self.sync_keys_since(self.keys.ring().current_epoch()).await
     }
 
-    /// Fetches the sealed copies of the epochs after `since` and keeps them.
+    /// Fetches the sealed copies of the epochs after `since` and keeps those whose rotation
+    /// verifies.
     pub(crate) async fn sync_keys_since(&self, since: u64) -> Result<u64, ClientError> {
         match self.request(ClientMessage::GetKeys { since }).await? {
             ServerMessage::Keys { current, keys } => {
-                for copy in &keys {
-                    self.keys.absorb(copy).map_err(ClientError::Protocol)?;
-                }
+                self.keys.absorb_all(&keys);
                 Ok(current)
             }
             other => Err(unexpected(other)),
@@ -273,11 +313,22 @@ impl MeshClient {
                 });
             }
             let next = epoch + 1;
+            let check = root_key_check(&key);
+            let proof = RotationProof::sign(
+                self.keys.signer()?,
+                &self.keys.mesh_id,
+                next,
+                &check,
+                time::now_ms(),
+            );
             let answer = self
                 .request(ClientMessage::RotateKey(RotateKey {
                     epoch: next,
-                    check: root_key_check(&key),
+                    check,
                     keys,
+                    signer: proof.signer,
+                    signed_at: proof.signed_at,
+                    signature: proof.signature,
                 }))
                 .await;
             match answer {
@@ -291,6 +342,70 @@ impl MeshClient {
                         && matches!(e.code(), Some("membership_changed" | "stale_key_epoch")) => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// A change to the owner's admin list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminChange {
+    Add,
+    Remove,
+}
+
+impl MeshClient {
+    /// The owner-signed admin list the broker holds, checked against the owner key this client
+    /// trusts (a list that does not verify is an error, never taken).
+    pub async fn admin_list(&self) -> Result<Option<AdminList>, ClientError> {
+        let list = match self.request(ClientMessage::GetAdmins {}).await? {
+            ServerMessage::Admins { list } => list,
+            other => return Err(unexpected(other)),
+        };
+        match list {
+            Some(l) if !l.verifies(&self.keys.mesh_id, &self.keys.owner_pubkey) => {
+                Err(ClientError::Protocol(
+                    "the broker's admin list is not signed by this mesh's owner key".into(),
+                ))
+            }
+            list => Ok(list),
+        }
+    }
+
+    /// Whether this client holds the owner key (and so can sign admin lists).
+    pub fn holds_owner_key(&self) -> bool {
+        self.keys.owner.is_some()
+    }
+
+    /// Adds a member key to the owner's signed admin list or removes it (owner key needed):
+    /// the current list, verified, changed, signed as the next version. Returns the new list,
+    /// or `None` when it already said so.
+    pub async fn change_admins(
+        &self,
+        pubkey_hex: &str,
+        change: AdminChange,
+    ) -> Result<Option<AdminList>, ClientError> {
+        let owner = self.keys.owner.as_ref().ok_or_else(|| {
+            ClientError::Protocol(
+                "only the machine holding the owner key signs the admin list".into(),
+            )
+        })?;
+        let current = self.admin_list().await?;
+        let mut admins = current
+            .as_ref()
+            .map(|l| l.admins.clone())
+            .unwrap_or_default();
+        let listed = admins.iter().any(|a| a == pubkey_hex);
+        match change {
+            AdminChange::Add if listed => return Ok(None),
+            AdminChange::Remove if !listed => return Ok(None),
+            AdminChange::Add => admins.push(pubkey_hex.to_owned()),
+            AdminChange::Remove => admins.retain(|a| a != pubkey_hex),
+        }
+        let version = current.map_or(0, |l| l.version) + 1;
+        let list = AdminList::sign(owner, &self.keys.mesh_id, version, admins, time::now_ms());
+        match self.request(ClientMessage::SetAdmins(list)).await? {
+            ServerMessage::Admins { list } => Ok(list),
+            other => Err(unexpected(other)),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Typed calls for capabilities (PROTOCOL.md §12.1): `get_perms`, `set_perms`.
 
+use super::keys::AdminChange;
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{PermsEntry, SetPerms};
 use crate::protocol::{ClientMessage, ServerMessage};
@@ -22,11 +23,22 @@ impl MeshClient {
         )
     }
 
-    /// Changes a member's overrides and/or role; returns the member as it now is.
+    /// Changes a member's overrides and/or role; returns the member as it now is. A role
+    /// change made where the owner key is held also updates the owner's signed admin list (who
+    /// may rotate the root key, PROTOCOL.md §12.4): an admin is added to it, a member removed.
     pub async fn set_perms(&self, change: SetPerms) -> Result<PermsEntry, ClientError> {
-        entries(self.request(ClientMessage::SetPerms(change)).await?)?
+        let role_changed = change.role.is_some();
+        let entry = entries(self.request(ClientMessage::SetPerms(change)).await?)?
             .into_iter()
             .next()
-            .ok_or_else(|| ClientError::Protocol("an empty perms answer".into()))
+            .ok_or_else(|| ClientError::Protocol("an empty perms answer".into()))?;
+        if role_changed && self.holds_owner_key() {
+            let change = match entry.role.as_str() {
+                "admin" => AdminChange::Add,
+                _ => AdminChange::Remove,
+            };
+            self.change_admins(&entry.pubkey, change).await?;
+        }
+        Ok(entry)
     }
 }

@@ -80,6 +80,36 @@ pub fn group_bodies(owner_pubkey_hex: &str, value: &str, signed_at_ms: i64) -> S
     format!("claudemesh-group-bodies|{owner_pubkey_hex}|{value}|{signed_at_ms}")
 }
 
+/// A root-key rotation (§12.4), signed by the rotating owner key or admin member key: it binds
+/// the new epoch of this mesh to the new key's check value, so a client takes a sealed key only
+/// when someone it trusts made it, never from the broker alone.
+pub fn key_rotation(
+    mesh_id: &str,
+    epoch: u64,
+    check_hex: &str,
+    signer_pubkey_hex: &str,
+    signed_at_ms: i64,
+) -> String {
+    format!(
+        "claudemesh-key-rotation|v=1|{mesh_id}|{epoch}|{check_hex}|{signer_pubkey_hex}|{signed_at_ms}"
+    )
+}
+
+/// The mesh's admin list (§12.4), signed by the owner key: the member keys, lowercase hex in
+/// ascending order joined by `,`, whose rotations clients accept besides the owner's. `version`
+/// grows by one with every list the owner signs.
+pub fn admin_list(
+    mesh_id: &str,
+    version: u64,
+    signed_at_ms: i64,
+    admins_sorted: &[String],
+) -> String {
+    format!(
+        "claudemesh-admins|v=1|{mesh_id}|{version}|{signed_at_ms}|{}",
+        admins_sorted.join(",")
+    )
+}
+
 /// What `HMAC-SHA256(root_key, ·)` is computed over for the mesh's root-key check value: a
 /// one-way commitment the broker may keep (it reveals nothing of the key) so that a client can
 /// prove it holds the key and a joiner can check the key its link carried.

@@ -34,6 +34,15 @@ fn is_invisible(c: char) -> bool {
         | '\u{E0000}'..='\u{E0FFF}')
 }
 
+/// What two display names must not share in one mesh: their UTS #39 confusable skeleton, case
+/// folded, so "alice", "ALICE" and "аlice" (Cyrillic а) are one name and nobody can pass for
+/// somebody else by a look-alike.
+pub fn name_lookalike_key(name: &str) -> String {
+    unicode_security::skeleton(&name.to_lowercase())
+        .collect::<String>()
+        .to_lowercase()
+}
+
 /// Longest display name kept; longer ones are cut, not refused.
 pub const MAX_DISPLAY_NAME: usize = 64;
 

@@ -9,12 +9,19 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use super::audit::{self, AuditEvent, AuditNote};
 use super::members::{BANS, is_banned_in};
 use super::records::{INVITES, MEMBERS, MESH_INVITES, MESHES};
-use super::{Invite, Member, Mesh, Store, StoreError, decode, decode_opt, encode};
+use super::{Invite, Member, MemberRole, Mesh, Store, StoreError, decode, decode_opt, encode};
+use crate::protocol::messages::{AdminList, EpochKey, RotationProof};
 
 /// `mesh_id → current key epoch`; a mesh without a row is at epoch 0 (its creation key).
 const KEY_EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("key_epochs");
 /// `(mesh_id, member_id, epoch) → sealed copy` (standard base64).
 const SEALED_KEYS: TableDefinition<(&str, &str, u64), &str> = TableDefinition::new("sealed_keys");
+/// `(mesh_id, epoch) → RotationProof`: who signed each epoch's key, and the admin list that
+/// vouched for a signer who is not the owner.
+const ROTATION_PROOFS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("rotation_proofs");
+/// `mesh_id → AdminList`: the newest admin list the owner signed.
+const ADMIN_LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("admin_lists");
 
 /// Most sealed copies one `keys` answer carries (the newest ones).
 pub const MAX_KEYS_RETURNED: usize = 256;
@@ -22,6 +29,8 @@ pub const MAX_KEYS_RETURNED: usize = 256;
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(KEY_EPOCHS)?;
     tx.open_table(SEALED_KEYS)?;
+    tx.open_table(ROTATION_PROOFS)?;
+    tx.open_table(ADMIN_LISTS)?;
     Ok(())
 }
 
@@ -42,6 +51,8 @@ pub struct Rotation {
     pub check: String,
     /// member id → sealed copy.
     pub sealed: BTreeMap<String, String>,
+    /// What the rotator signed (its `check` is the rotation's).
+    pub proof: RotationProof,
     pub now_ms: i64,
 }
 
@@ -51,6 +62,8 @@ pub struct Rotated {
     pub epoch: u64,
     pub sealed: BTreeMap<String, String>,
     pub invites_revoked: usize,
+    /// As stored: with the admin list that vouched for a signer who is not the owner.
+    pub proof: RotationProof,
 }
 
 /// Why a rotation was refused (nothing was stored).
@@ -66,6 +79,21 @@ pub enum RotationRefusal {
     Members {
         missing: Vec<String>,
         extra: Vec<String>,
+    },
+    /// The signature does not make the rotator someone clients trust; the reason.
+    Unsigned(String),
+    MeshGone,
+}
+
+/// Why an admin list was refused (nothing was stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListRefusal {
+    /// Only the owner signs admin lists.
+    Forbidden,
+    BadSignature,
+    /// Not newer than the stored list.
+    Stale {
+        stored: u64,
     },
     MeshGone,
 }
@@ -114,16 +142,17 @@ impl Store {
     }
 
     /// The current epoch and `member_id`'s sealed copies of the epochs after `since` (the
-    /// newest [`MAX_KEYS_RETURNED`]), oldest first.
+    /// newest [`MAX_KEYS_RETURNED`]), oldest first, each with its rotation's proof.
     pub fn sealed_keys(
         &self,
         mesh_id: &str,
         member_id: &str,
         since: u64,
-    ) -> Result<(u64, Vec<(u64, String)>), StoreError> {
+    ) -> Result<(u64, Vec<EpochKey>), StoreError> {
         let rt = self.read()?;
         let current = epoch_in(&rt.open_table(KEY_EPOCHS)?, mesh_id)?;
         let table = rt.open_table(SEALED_KEYS)?;
+        let proofs = rt.open_table(ROTATION_PROOFS)?;
         let from = since.saturating_add(1);
         let mut out = Vec::new();
         for row in table
@@ -131,13 +160,64 @@ impl Store {
             .rev()
         {
             let (k, v) = row?;
-            out.push((k.value().2, v.value().to_string()));
+            let epoch = k.value().2;
+            out.push(EpochKey {
+                epoch,
+                sealed: v.value().to_string(),
+                proof: decode_opt(proofs.get((mesh_id, epoch))?)?,
+            });
             if out.len() == MAX_KEYS_RETURNED {
                 break;
             }
         }
         out.reverse();
         Ok((current, out))
+    }
+
+    /// The newest admin list the owner signed, if any.
+    pub fn admin_list(&self, mesh_id: &str) -> Result<Option<AdminList>, StoreError> {
+        let rt = self.read()?;
+        decode_opt(rt.open_table(ADMIN_LISTS)?.get(mesh_id)?)
+    }
+
+    /// Stores a new admin list: `by` is the live owner, the owner key signed it, and it is
+    /// newer than the stored one.
+    pub async fn set_admin_list(
+        &self,
+        mesh_id: &str,
+        by: &str,
+        list: AdminList,
+        now_ms: i64,
+    ) -> Result<Result<AdminList, AdminListRefusal>, StoreError> {
+        let (mesh_id, by) = (mesh_id.to_owned(), by.to_owned());
+        self.write(move |tx| {
+            let mesh_id = mesh_id.as_str();
+            let Some(mesh) = decode_opt::<Mesh>(tx.open_table(MESHES)?.get(mesh_id)?)? else {
+                return Ok(Err(AdminListRefusal::MeshGone));
+            };
+            let actor: Option<Member> =
+                decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, by.as_str()))?)?;
+            let Some(actor) =
+                actor.filter(|a| a.role == MemberRole::Owner && a.revoked_at_ms.is_none())
+            else {
+                return Ok(Err(AdminListRefusal::Forbidden));
+            };
+            if !list.verifies(mesh_id, &mesh.owner_pubkey.to_hex()) {
+                return Ok(Err(AdminListRefusal::BadSignature));
+            }
+            let mut lists = tx.open_table(ADMIN_LISTS)?;
+            let stored = decode_opt::<AdminList>(lists.get(mesh_id)?)?.map_or(0, |l| l.version);
+            if list.version <= stored {
+                return Ok(Err(AdminListRefusal::Stale { stored }));
+            }
+            lists.insert(mesh_id, encode(&list).as_slice())?;
+            let note = AuditNote::new(AuditEvent::AdminsChanged, &actor)
+                .with("version", list.version)
+                .with("admins", list.admins.len());
+            audit::append(tx, mesh_id, &note, now_ms)?;
+            Ok(Ok(list))
+        })
+        .await
     }
 
     /// Stores a rotation, all or nothing: the actor is a live owner or admin, the epoch is the
@@ -164,6 +244,10 @@ impl Store {
             let Some(actor) = actor.filter(|a| a.role.can_manage() && holds_keys(a, banned)) else {
                 return Ok(Err(RotationRefusal::Forbidden));
             };
+            let mut proof = rotation.proof.clone();
+            if let Err(why) = vouch(tx, &mesh, &actor, rotation.epoch, &mut proof)? {
+                return Ok(Err(RotationRefusal::Unsigned(why)));
+            }
             let mut epochs = tx.open_table(KEY_EPOCHS)?;
             let current = epoch_in(&epochs, mesh_id)?;
             if rotation.epoch != current.saturating_add(1) {
@@ -189,6 +273,8 @@ impl Store {
                 sealed.insert((mesh_id, member_id.as_str(), rotation.epoch), copy.as_str())?;
             }
             epochs.insert(mesh_id, rotation.epoch)?;
+            tx.open_table(ROTATION_PROOFS)?
+                .insert((mesh_id, rotation.epoch), encode(&proof).as_slice())?;
             mesh.root_key_check = Some(rotation.check.clone());
             meshes.insert(mesh_id, encode(&mesh).as_slice())?;
             let invites_revoked = revoke_usable_invites(tx, mesh_id, rotation.now_ms)?;
@@ -198,6 +284,7 @@ impl Store {
                 .with("invitesRevoked", invites_revoked);
             audit::append(tx, mesh_id, &note, rotation.now_ms)?;
             Ok(Ok(Rotated {
+                proof,
                 epoch: rotation.epoch,
                 sealed: rotation.sealed,
                 invites_revoked,
@@ -205,6 +292,39 @@ impl Store {
         })
         .await
     }
+}
+
+/// Checks that the rotation's signer is someone clients will trust, and attaches the admin list
+/// that says so when it is not the owner: the owner (signing with the owner key), or an admin
+/// signing with its own member key whom the stored owner-signed list names.
+fn vouch(
+    tx: &WriteTransaction,
+    mesh: &Mesh,
+    actor: &Member,
+    epoch: u64,
+    proof: &mut RotationProof,
+) -> Result<Result<(), String>, StoreError> {
+    let owner = mesh.owner_pubkey.to_hex();
+    let by_owner = actor.role == MemberRole::Owner && proof.signer == owner;
+    if !by_owner {
+        if proof.signer != actor.pubkey.to_hex() {
+            return Ok(Err(
+                "the rotation must be signed with the rotator's own member key (or, by the owner, the owner key)".into(),
+            ));
+        }
+        proof.admins = decode_opt(tx.open_table(ADMIN_LISTS)?.get(mesh.id.as_str())?)?;
+        if !proof
+            .admins
+            .as_ref()
+            .is_some_and(|l| l.names(&proof.signer))
+        {
+            return Ok(Err(format!(
+                "members accept a rotation only from the owner or an admin the owner's signed admin list names, and it does not name {}: the owner runs `claudemesh perms set {} --role admin` (from the machine that holds the owner key), then rotate again",
+                actor.display_name, actor.display_name
+            )));
+        }
+    }
+    Ok(proof.refusal(&mesh.id, epoch, &owner).map_or(Ok(()), Err))
 }
 
 /// Revokes every invite of `mesh_id` that could still let someone in; returns how many.

@@ -161,14 +161,15 @@ fn name_taken(
     mesh_id: &str,
     name: &str,
 ) -> Result<bool, StoreError> {
-    let name = name.to_lowercase();
+    let name = crate::protocol::name_lookalike_key(name);
     for row in members.range((mesh_id, "")..)? {
         let (k, v) = row?;
         if k.value().0 != mesh_id {
             break;
         }
         let m: Member = decode(v.value())?;
-        if m.revoked_at_ms.is_none() && m.display_name.to_lowercase() == name {
+        if m.revoked_at_ms.is_none() && crate::protocol::name_lookalike_key(&m.display_name) == name
+        {
             return Ok(true);
         }
     }
@@ -548,9 +549,11 @@ impl Store {
             if existing.is_none() && invite.used >= invite.max_uses {
                 return Ok(Err(ClaimError::Exhausted));
             }
+            // A member's invite lives as long as its signer may still make it, and lets in
+            // nobody who may do more than the signer: `inviter` is that signer's capabilities.
+            let mut inviter = None;
             let signer_ok = match invite.signer_pubkey {
                 Some(signer) if signer == mesh.owner_pubkey => true,
-                // A member's invite lives as long as its signer may still make it.
                 Some(signer) => {
                     let by = read_member_by_pubkey(
                         &tx.open_table(MEMBERS)?,
@@ -558,11 +561,12 @@ impl Store {
                         &mesh.id,
                         &signer,
                     )?;
-                    match by {
+                    inviter = match by {
                         Some(m) => super::perms::member_perms_in(tx, &mesh.id, &m.id)?
-                            .is_some_and(|p| p.may_invite(invite.role)),
-                        None => false,
-                    }
+                            .filter(|p| p.may_invite(invite.role)),
+                        None => None,
+                    };
+                    inviter.is_some()
                 }
                 None => false,
             };
@@ -610,11 +614,18 @@ impl Store {
                 invite_code: Some(invite.code.clone()),
             };
             insert_member(tx, &member)?;
-            let note = AuditNote::new(AuditEvent::MemberJoined, &member)
+            let denied = match &inviter {
+                Some(by) => super::perms::deny_beyond(tx, &member, &by.effective())?,
+                None => Vec::new(),
+            };
+            let mut note = AuditNote::new(AuditEvent::MemberJoined, &member)
                 .with("memberId", &member.id)
                 .with("pubkey", member.pubkey.to_hex())
                 .with("role", member.role.as_str())
                 .with("inviteId", &invite.id);
+            if !denied.is_empty() {
+                note = note.with("denied", denied.join(","));
+            }
             audit::append(tx, &mesh.id, &note, now_ms)?;
             Ok(Ok(ClaimOk {
                 mesh,

@@ -41,7 +41,9 @@ pub use audit::{AuditActor, AuditEvent, AuditNote};
 pub use contexts::ContextRecord;
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};
-pub use keys::{MAX_KEYS_RETURNED, Rotated, Rotation, RotationRefusal, holds_keys};
+pub use keys::{
+    AdminListRefusal, MAX_KEYS_RETURNED, Rotated, Rotation, RotationRefusal, holds_keys,
+};
 pub use members::{BanRecord, BanRefusal, MAX_BAN_REASON};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{

@@ -130,6 +130,33 @@ pub(crate) fn member_perms_in(
     }
 }
 
+/// Denies `member` (just joined) every capability of its role's defaults that `allowed` lacks,
+/// so someone let in by a member's invite may do no more than that member could when it was
+/// claimed. Returns the capabilities denied, by name.
+pub(crate) fn deny_beyond(
+    tx: &WriteTransaction,
+    member: &Member,
+    allowed: &BTreeSet<Permission>,
+) -> Result<Vec<&'static str>, StoreError> {
+    let denied: BTreeSet<Permission> = member
+        .role
+        .default_permissions()
+        .into_iter()
+        .filter(|p| !allowed.contains(p))
+        .collect();
+    if !denied.is_empty() {
+        let overrides = Overrides {
+            granted: BTreeSet::new(),
+            denied: denied.clone(),
+        };
+        tx.open_table(PERMS)?.insert(
+            (member.mesh_id.as_str(), member.id.as_str()),
+            encode(&overrides).as_slice(),
+        )?;
+    }
+    Ok(denied.into_iter().map(Permission::as_str).collect())
+}
+
 impl MemberPerms {
     /// May make (and keep valid) an invite for `role`: the `invite` capability, and for an
     /// admin invite the owner's or an admin's role (nobody invites above themselves).

@@ -106,7 +106,7 @@ impl Store {
             if let Some(name) = &patch.display_name
                 && *name != member.display_name
             {
-                let wanted = name.to_lowercase();
+                let wanted = crate::protocol::name_lookalike_key(name);
                 for row in members.range((mesh_id.as_str(), "")..)? {
                     let (k, v) = row?;
                     if k.value().0 != mesh_id {
@@ -115,7 +115,7 @@ impl Store {
                     let other: Member = super::decode(v.value())?;
                     if other.id != member_id
                         && other.revoked_at_ms.is_none()
-                        && other.display_name.to_lowercase() == wanted
+                        && crate::protocol::name_lookalike_key(&other.display_name) == wanted
                     {
                         return Ok(Err(ProfileRefusal::NameTaken(name.clone())));
                     }

@@ -7,13 +7,51 @@ use crate::broker::connection::Conn;
 use crate::broker::presence::Peer;
 use crate::broker::state::Broker;
 use crate::protocol::messages::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
-use crate::protocol::{ServerMessage, time};
+use crate::protocol::{ClientMessage, ServerMessage, time};
 use crate::store::audit::{AuditFilter, AuditRecord, MAX_QUERY_LIMIT};
 
 /// Entries an `audit_query` without `limit` gets.
 const DEFAULT_LIMIT: usize = 100;
 /// Longest event type a filter may name.
 const MAX_EVENT_TYPE: usize = 64;
+
+/// Whether `frame` asks for a change the audit log records: such frames count against the
+/// member's `--audit-rate`, so nobody can flood the log (and push its older records past the
+/// cap) at will. Frames that only read, send messages or set presence do not count.
+pub fn is_audited_change(frame: &ClientMessage) -> bool {
+    use ClientMessage as M;
+    matches!(
+        frame,
+        M::CreateInvite(_)
+            | M::RevokeInvite { .. }
+            | M::RevokeMember { .. }
+            | M::SetProfile(_)
+            | M::DeleteFile(_)
+            | M::GrantFileAccess(_)
+            | M::SetState(_)
+            | M::Remember(_)
+            | M::Forget { .. }
+            | M::ShareContext(_)
+            | M::CreateTask(_)
+            | M::ClaimTask { .. }
+            | M::CompleteTask { .. }
+            | M::ReleaseTask { .. }
+            | M::CreateStream { .. }
+            | M::Schedule(_)
+            | M::CancelScheduled { .. }
+            | M::SetMeshSettings { .. }
+            | M::Block { .. }
+            | M::Unblock { .. }
+            | M::SetGrants(_)
+            | M::RotateKey(_)
+            | M::SetAdmins(_)
+            | M::SetPerms(_)
+            | M::Kick { .. }
+            | M::Disconnect { .. }
+            | M::Ban { .. }
+            | M::Unban { .. }
+    )
+}
 
 /// The owner or an admin as the store says now (a member demoted since its hello is not).
 fn may_read(broker: &Broker, peer: &Peer) -> Result<(), Refusal> {

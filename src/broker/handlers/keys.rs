@@ -14,9 +14,11 @@ use crate::broker::connection::Conn;
 use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::state::Broker;
-use crate::protocol::messages::{EpochKey, KeyHolder, RotateKey, RotateKeyOk};
+use crate::protocol::messages::{
+    AdminList, EpochKey, KeyHolder, RotateKey, RotateKeyOk, RotationProof,
+};
 use crate::protocol::{ServerMessage, time};
-use crate::store::{Rotation, RotationRefusal};
+use crate::store::{AdminListRefusal, Rotation, RotationRefusal};
 
 /// A sealed copy of a 32-byte key: crypto_box_seal adds an ephemeral key (32) and a MAC (16).
 const SEALED_KEY_BYTES: usize = 32 + 48;
@@ -40,10 +42,11 @@ pub fn rotate_key(conn: &Conn, req_id: Option<String>, req: RotateKey) {
     };
     answer(conn, req_id, async move {
         managers_only(&broker, &peer, "can rotate the mesh root key")?;
-        if req.check.len() != 64 || !req.check.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if req.check.len() != 64 || !req.check.bytes().all(lower_hex) {
             return Err(refuse(
                 "invalid_argument",
-                "check must be the new key's check value, 64 hex",
+                "check must be the new key's check value, 64 lowercase hex",
             ));
         }
         if req.keys.len() > MAX_SEALED_COPIES {
@@ -73,12 +76,20 @@ pub fn rotate_key(conn: &Conn, req_id: Option<String>, req: RotateKey) {
                 ));
             }
         }
+        let proof = RotationProof {
+            check: req.check.clone(),
+            signer: req.signer,
+            signed_at: req.signed_at,
+            signature: req.signature,
+            admins: None,
+        };
         let rotation = Rotation {
             mesh_id: peer.mesh_id.clone(),
             by: peer.member_id.clone(),
             epoch: req.epoch,
-            check: req.check.to_ascii_lowercase(),
+            check: req.check,
             sealed,
+            proof,
             now_ms: time::now_ms(),
         };
         let rotated = match broker.store.rotate_root_key(rotation).await? {
@@ -109,6 +120,7 @@ pub fn rotate_key(conn: &Conn, req_id: Option<String>, req: RotateKey) {
                     ),
                 ));
             }
+            Err(RotationRefusal::Unsigned(why)) => return Err(refuse("unsigned_rotation", why)),
             Err(RotationRefusal::MeshGone) => {
                 return Err(refuse("not_found", "this mesh no longer exists"));
             }
@@ -122,6 +134,7 @@ pub fn rotate_key(conn: &Conn, req_id: Option<String>, req: RotateKey) {
                     json!(EpochKey {
                         epoch: rotated.epoch,
                         sealed: copy.clone(),
+                        proof: Some(rotated.proof.clone()),
                     }),
                 ));
             }
@@ -142,10 +155,6 @@ pub fn get_keys(conn: &Conn, req_id: Option<String>, since: u64) {
         let (current, keys) = broker
             .store
             .sealed_keys(&peer.mesh_id, &peer.member_id, since)?;
-        let keys = keys
-            .into_iter()
-            .map(|(epoch, sealed)| EpochKey { epoch, sealed })
-            .collect();
         Ok(Some(ServerMessage::Keys { current, keys }))
     });
 }
@@ -166,6 +175,45 @@ pub fn list_key_holders(conn: &Conn, req_id: Option<String>) {
             })
             .collect();
         Ok(Some(ServerMessage::KeyHolders { epoch, members }))
+    });
+}
+
+pub fn get_admins(conn: &Conn, req_id: Option<String>) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    answer(conn, req_id, async move {
+        let list = broker.store.admin_list(&peer.mesh_id)?;
+        Ok(Some(ServerMessage::Admins { list }))
+    });
+}
+
+pub fn set_admins(conn: &Conn, req_id: Option<String>, list: AdminList) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    answer(conn, req_id, async move {
+        let stored = broker
+            .store
+            .set_admin_list(&peer.mesh_id, &peer.member_id, list, time::now_ms())
+            .await?;
+        let why = match stored {
+            Ok(list) => return Ok(Some(ServerMessage::Admins { list: Some(list) })),
+            Err(AdminListRefusal::Forbidden) => {
+                return Err(refuse("forbidden", "only the owner signs the admin list"));
+            }
+            Err(AdminListRefusal::MeshGone) => {
+                return Err(refuse("not_found", "this mesh no longer exists"));
+            }
+            Err(AdminListRefusal::BadSignature) => {
+                "the admin list is not signed by this mesh's owner key (keys ascending, no repeats)"
+                    .to_string()
+            }
+            Err(AdminListRefusal::Stale { stored }) => format!(
+                "the stored admin list is version {stored}; a new one must have a higher version: fetch it and sign again"
+            ),
+        };
+        Err(refuse("invalid_argument", why))
     });
 }
 

@@ -3,10 +3,12 @@
 //! schema 2.
 
 use super::perms::is_manager;
-use super::reply::ok_ack;
+use super::reply::{answer, ok_ack};
 use crate::broker::connection::Conn;
+use crate::broker::presence::Peer;
 use crate::protocol::messages::{BanEntry, CreateInvite, InviteCreated, InviteEntry, MemberEntry};
 use crate::protocol::{Pubkey, ServerMessage, Signature, canonical, ids, time};
+use crate::store::{AuditActor, AuditEvent, AuditNote};
 use crate::store::{
     BanRefusal, Invite, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, MemberRole, RevokeError,
     RootKeyProof,
@@ -474,7 +476,28 @@ pub fn kick(conn: &Conn, req_id: Option<String>, target: String, reason: Option<
     for p in &gone {
         crate::broker::router::announce(broker, p, "peer_left");
     }
-    conn.reply(req_id, ok_ack());
+    let note = AuditNote::new(AuditEvent::MemberKicked, by(&peer))
+        .with("memberId", &member.id)
+        .with("name", &member.display_name)
+        .with("sessions", gone.len());
+    record(conn, req_id, &peer.mesh_id, note);
+}
+
+fn by(peer: &Peer) -> AuditActor {
+    AuditActor::member(peer.member_id.clone(), peer.display_name.clone())
+}
+
+/// Logs an action that changed no stored data, then acknowledges it.
+fn record(conn: &Conn, req_id: Option<String>, mesh_id: &str, note: AuditNote) {
+    let broker = conn.broker.clone();
+    let mesh_id = mesh_id.to_owned();
+    answer(conn, req_id, async move {
+        broker
+            .store
+            .record_audit(&mesh_id, note, time::now_ms())
+            .await?;
+        Ok(Some(ok_ack()))
+    });
 }
 
 /// `disconnect {session}`: closes one connection, named by presence id, the key `list_peers`
@@ -538,7 +561,11 @@ pub fn disconnect(conn: &Conn, req_id: Option<String>, session: String) {
     for p in &gone {
         crate::broker::router::announce(broker, p, "peer_left");
     }
-    conn.reply(req_id, ok_ack());
+    let note = AuditNote::new(AuditEvent::SessionDisconnected, by(&peer))
+        .with("memberId", &target.member_id)
+        .with("name", &target.display_name)
+        .with("session", &target.presence_id);
+    record(conn, req_id, &peer.mesh_id, note);
 }
 
 /// `ban {member, reason?}`: the member's connections are told why and closed (4002), and its

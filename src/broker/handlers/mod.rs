@@ -47,6 +47,24 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
     {
         return;
     }
+    if let Some(peer) = conn.peer.as_ref()
+        && audit::is_audited_change(&frame.body)
+        && !conn
+            .broker
+            .audit_limit
+            .allow(&format!("{}/{}", peer.mesh_id, peer.member_id))
+    {
+        let limit = &conn.broker.audit_limit;
+        return conn.error(
+            req_id,
+            "rate_limit",
+            format!(
+                "rate_limit: more than {} audited changes per second (burst {}) from this member; slow down",
+                limit.rate(),
+                limit.burst()
+            ),
+        );
+    }
     match frame.body {
         ClientMessage::Hello(h) => hello::member_hello(conn, h).await,
         ClientMessage::SessionHello(h) => hello::session_hello(conn, h).await,
@@ -162,6 +180,8 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::RotateKey(r) => keys::rotate_key(conn, req_id, r),
         ClientMessage::GetKeys { since } => keys::get_keys(conn, req_id, since),
         ClientMessage::ListKeyHolders {} => keys::list_key_holders(conn, req_id),
+        ClientMessage::GetAdmins {} => keys::get_admins(conn, req_id),
+        ClientMessage::SetAdmins(list) => keys::set_admins(conn, req_id, list),
         ClientMessage::AuditQuery(q) => audit::audit_query(conn, req_id, q),
         ClientMessage::AuditVerify {} => audit::audit_verify(conn, req_id),
         ClientMessage::GetPerms { member } => perms::get_perms(conn, req_id, member),

@@ -81,6 +81,7 @@ fn entry(m: &MemberPerms) -> PermsEntry {
     PermsEntry {
         member_id: m.member.id.clone(),
         display_name: m.member.display_name.clone(),
+        pubkey: m.member.pubkey.to_hex(),
         role: m.member.role.as_str().into(),
         capabilities: names(&m.effective()),
         granted: names(&m.overrides.granted),

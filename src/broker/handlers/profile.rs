@@ -105,7 +105,7 @@ pub async fn set_profile(conn: &Conn, req_id: Option<String>, patch: Profile) {
             return conn.error(
                 req_id,
                 "name_taken",
-                format!("another member is already called \"{name}\""),
+                format!("another member is already called \"{name}\" or a name that looks the same (letters from another script, other case)"),
             );
         }
         Ok(Err(ProfileRefusal::NoMember)) => {

@@ -34,7 +34,10 @@ pub use hello::{
 };
 pub use info::{MeshInfo, TaskCountsEntry};
 pub use invites::{Capability, CreateInvite, InviteCreated, InviteEntry};
-pub use keys::{EpochKey, KeyHolder, RotateKey, RotateKeyOk, SealedFor, is_epoch_zero};
+pub use keys::{
+    AdminList, EpochKey, KeyHolder, MAX_ADMINS, RotateKey, RotateKeyOk, RotationProof, SealedFor,
+    is_epoch_zero,
+};
 pub use members::{BanEntry, MemberEntry};
 pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
@@ -269,6 +272,10 @@ pub enum ClientMessage {
     },
     /// Owner or admin: the current key epoch and every member that must hold its key.
     ListKeyHolders {},
+    /// The owner-signed admin list (anyone in the mesh).
+    GetAdmins {},
+    /// Owner: a new signed admin list (its version one more than the stored one).
+    SetAdmins(AdminList),
     /// A page of the audit log (owner and admins; PROTOCOL.md §12.5).
     AuditQuery(AuditQuery),
     /// Recomputes the audit chain (owner and admins).
@@ -365,6 +372,8 @@ impl ClientMessage {
             ClientMessage::RotateKey(_) => "rotate_key",
             ClientMessage::GetKeys { .. } => "get_keys",
             ClientMessage::ListKeyHolders {} => "list_key_holders",
+            ClientMessage::GetAdmins {} => "get_admins",
+            ClientMessage::SetAdmins(_) => "set_admins",
             ClientMessage::AuditQuery(_) => "audit_query",
             ClientMessage::AuditVerify {} => "audit_verify",
             ClientMessage::GetPerms { .. } => "get_perms",
@@ -533,6 +542,10 @@ pub enum ServerMessage {
     KeyHolders {
         epoch: u64,
         members: Vec<KeyHolder>,
+    },
+    /// Answers `get_admins` and `set_admins`; `None` before the owner signed any list.
+    Admins {
+        list: Option<AdminList>,
     },
     AuditResult(AuditResult),
     AuditVerifyResult(AuditVerifyResult),

@@ -108,6 +108,9 @@ pub struct SetPerms {
 pub struct PermsEntry {
     pub member_id: String,
     pub display_name: String,
+    /// The member key, 64 hex (what the owner's admin list names).
+    #[serde(default)]
+    pub pubkey: String,
     pub role: String,
     /// What the member may do now: the role's defaults, plus `granted`, minus `denied`.
     pub capabilities: Vec<String>,

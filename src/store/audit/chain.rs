@@ -102,8 +102,9 @@ impl Store {
     }
 
     /// [`Store::verify_audit`] for a log that keeps at most `max_records`: records are only
-    /// ever dropped from the front to stay at that cap, so a head that says older records were
-    /// dropped while fewer than `max_records` remain (or records without a head) is a break.
+    /// ever dropped from the front, a hundredth at a time, to stay at that cap, so a head that
+    /// says older records were dropped while fewer than that remain (or records without a
+    /// head) is a break.
     pub(crate) fn verify_audit_within(
         &self,
         mesh_id: &str,
@@ -124,7 +125,7 @@ impl Store {
         // log is below it was edited (someone cut the oldest records and moved the anchor).
         if let Some(h) = &head
             && first > 1
-            && h.len() < max_records.max(1)
+            && h.len() < super::trim_floor(max_records.max(2))
         {
             verdict.broken = Some((first - 1, AuditBreak::Missing, None));
             return Ok(verdict);
@@ -235,12 +236,14 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // Cap 3: the 4th record drops the two oldest and an `audit.trimmed` record follows;
+        // the 5th (seq 6) again, so 5 (trimmed), 6 (the 5th note) and 7 (trimmed) are kept.
         let v = store.verify_audit_within("A", 3).unwrap();
         assert!(v.valid(), "{v:?}");
-        assert_eq!((v.first, v.entries), (3, 3));
+        assert_eq!((v.first, v.entries), (5, 3));
         // Under the real cap, a log that says it dropped records while far below it was cut.
         let v = store.verify_audit("A").unwrap();
-        assert_eq!(v.broken, Some((2, AuditBreak::Missing, None)));
+        assert_eq!(v.broken, Some((4, AuditBreak::Missing, None)));
         let all = AuditFilter {
             limit: 10,
             ..Default::default()
@@ -248,22 +251,37 @@ mod tests {
         let page = store.audit_page("A", &all).unwrap();
         assert_eq!(page.total, 3);
         let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, [5, 4, 3]);
-        let by_event = AuditFilter {
-            event: Some("state.set".into()),
-            ..all
+        assert_eq!(seqs, [7, 6, 5]);
+        let trimmed = &page.records[0];
+        assert_eq!(trimmed.event, "audit.trimmed");
+        assert_eq!(trimmed.actor_name, "broker");
+        assert_eq!(trimmed.payload["dropped"], "2");
+        assert_eq!(trimmed.payload["throughId"], "4");
+        let by_event = |event: &str| AuditFilter {
+            event: Some(event.into()),
+            ..all.clone()
         };
-        assert_eq!(store.audit_page("A", &by_event).unwrap().total, 3);
+        assert_eq!(
+            store.audit_page("A", &by_event("state.set")).unwrap().total,
+            1
+        );
+        assert_eq!(
+            store
+                .audit_page("A", &by_event("audit.trimmed"))
+                .unwrap()
+                .total,
+            2
+        );
         // The oldest kept record deleted: named, though older ones were dropped on purpose.
         store
             .write(|tx| {
-                tx.open_table(AUDIT)?.remove(("A", 3))?;
+                tx.open_table(AUDIT)?.remove(("A", 5))?;
                 Ok(())
             })
             .await
             .unwrap();
         let v = store.verify_audit_within("A", 3).unwrap();
-        assert_eq!(v.broken, Some((3, AuditBreak::Missing, None)));
+        assert_eq!(v.broken, Some((5, AuditBreak::Missing, None)));
         store.close();
     }
 

@@ -52,8 +52,9 @@ pub const MAX_PAYLOAD_FIELDS: usize = 12;
 pub const MAX_PAYLOAD_VALUE: usize = 256;
 /// Most records one `audit_query` answer holds.
 pub const MAX_QUERY_LIMIT: usize = 500;
-/// Most records a mesh's log keeps (a few hundred bytes each): past it, each append drops the
-/// oldest record and the head keeps that record's hash as the anchor the chain starts from.
+/// Most records a mesh's log keeps (a few hundred bytes each): past it, the oldest hundredth is
+/// dropped, an `audit.trimmed` record says so, and the head keeps the last dropped record's
+/// hash as the anchor the chain starts from.
 pub const MAX_RECORDS_PER_MESH: u64 = 1_000_000;
 
 /// Opens the audit tables (called from `records::create_tables`).
@@ -100,6 +101,13 @@ pub enum AuditEvent {
     PermsChanged,
     MemberBanned,
     MemberUnbanned,
+    /// The owner signed a new admin list (who may rotate the root key).
+    AdminsChanged,
+    /// A manager closed a member's sessions (`kick`) or one session (`disconnect`).
+    MemberKicked,
+    SessionDisconnected,
+    /// The broker dropped the oldest records at the cap (how many, through which id).
+    AuditTrimmed,
 }
 
 impl AuditEvent {
@@ -133,6 +141,10 @@ impl AuditEvent {
             AuditEvent::PermsChanged => "perms.changed",
             AuditEvent::MemberBanned => "member.banned",
             AuditEvent::MemberUnbanned => "member.unbanned",
+            AuditEvent::AdminsChanged => "admins.changed",
+            AuditEvent::MemberKicked => "member.kicked",
+            AuditEvent::SessionDisconnected => "session.disconnected",
+            AuditEvent::AuditTrimmed => "audit.trimmed",
         }
     }
 }
@@ -305,7 +317,15 @@ fn append_within(
         first: head.first(),
         anchor: head.anchor.clone(),
     };
-    while new_head.len() > max_records.max(1) {
+    let max_records = max_records.max(2);
+    if new_head.len() <= max_records {
+        heads.insert(mesh_id, encode(&new_head).as_slice())?;
+        return Ok(record);
+    }
+    // Past the cap: drop the oldest batch (never the record just written), then say so in
+    // the chain itself, so a log pushed past its cap shows when and how much was dropped.
+    let mut dropped_count = 0u64;
+    while new_head.len() > trim_floor(max_records) && new_head.first() < record.seq {
         let dropped = table.remove((mesh_id, new_head.first()))?;
         if let Some(old) = dropped
             .map(|v| decode::<AuditRecord>(v.value()))
@@ -315,9 +335,37 @@ fn append_within(
             new_head.anchor = old.hash;
         }
         new_head.first = new_head.first() + 1;
+        dropped_count += 1;
     }
     heads.insert(mesh_id, encode(&new_head).as_slice())?;
+    drop((table, counts, heads));
+    let trimmed = AuditNote::new(AuditEvent::AuditTrimmed, AuditActor::broker())
+        .with("dropped", dropped_count)
+        .with("throughId", new_head.first() - 1)
+        .with("cap", max_records);
+    append_within(tx, mesh_id, &trimmed, now_ms, max_records)?;
     Ok(record)
+}
+
+/// Records a log keeps at least once it has reached `max_records`: the cap is enforced by
+/// dropping the oldest hundredth at a time (one `audit.trimmed` record each time).
+fn trim_floor(max_records: u64) -> u64 {
+    max_records - (max_records / 100).max(1)
+}
+
+impl Store {
+    /// Appends `note` in a transaction of its own: for actions that change no stored data
+    /// (closing connections), so they are in the log all the same.
+    pub async fn record_audit(
+        &self,
+        mesh_id: &str,
+        note: AuditNote,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mesh_id = mesh_id.to_owned();
+        self.write(move |tx| append(tx, &mesh_id, &note, now_ms).map(drop))
+            .await
+    }
 }
 
 fn count(
