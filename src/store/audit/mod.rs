@@ -100,6 +100,9 @@ pub enum AuditEvent {
     PermsChanged,
     MemberBanned,
     MemberUnbanned,
+    // Skills (issue 15).
+    SkillShared,
+    SkillRemoved,
 }
 
 impl AuditEvent {
@@ -133,6 +136,8 @@ impl AuditEvent {
             AuditEvent::PermsChanged => "perms.changed",
             AuditEvent::MemberBanned => "member.banned",
             AuditEvent::MemberUnbanned => "member.unbanned",
+            AuditEvent::SkillShared => "skill.shared",
+            AuditEvent::SkillRemoved => "skill.removed",
         }
     }
 }
