@@ -275,7 +275,7 @@ fn skill_md(name: &str, description: &str, body: &str, tags: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_skills_ranks_by_keyword_and_mcp_tools_share_and_get() {
-    let broker = BrokerProc::start(&[]);
+    let mut broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let files = tempfile::tempdir().unwrap();
     for (name, description, body, tags) in [
@@ -327,6 +327,19 @@ async fn list_skills_ranks_by_keyword_and_mcp_tools_share_and_get() {
     assert_eq!(
         names(&bob.json(&["skill", "list", "ops", "--json"])),
         ["ship-it"]
+    );
+    // Kept across a restart, and found again when the index has to be rebuilt.
+    broker.restart();
+    assert_eq!(
+        names(&bob.json(&["skill", "list", "deploying", "--json"])),
+        ["ship-it", "review"]
+    );
+    assert!(broker.terminate().success());
+    std::fs::remove_dir_all(broker.data_dir().join("memory")).unwrap();
+    broker.restart();
+    assert_eq!(
+        names(&bob.json(&["skill", "list", "deploying", "--json"])),
+        ["ship-it", "review"]
     );
     // Without one: every skill, by name, without instructions.
     let all = bob.json(&["skill", "list", "--json"]);
@@ -462,6 +475,23 @@ async fn cli_share_from_skill_md_and_install_where_claude_code_loads_it() {
     let md = std::fs::read_to_string(&written).unwrap();
     assert!(md.contains("Collect the merged"), "{md}");
     assert_eq!(bob.run(&["skill", "install", "nope", "--dir", dir]).code, 3);
+
+    // Without --dir: under the home directory, where Claude Code loads personal skills.
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["skill", "install", "release-notes"])
+        .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+        .env("HOME", home.path())
+        .output()
+        .expect("run claudemesh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(home.path().join(".claude/skills/release-notes/SKILL.md"))
+        .expect("installed under $HOME/.claude/skills");
+    assert!(md.contains("Gather the merged"), "{md}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
