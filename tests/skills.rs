@@ -435,6 +435,23 @@ async fn sharing_and_removing_need_the_state_capability_and_are_audited() {
     let broken = write(files.path(), "broken.md", "---\nname: [oops\n---\nbody\n");
     let err = alice.refused(&["skill", "share", &broken]);
     assert!(err.contains("front matter"), "{err}");
+    // A bundle must name a file of the mesh.
+    let client = alice.client().await;
+    let err = client
+        .share_skill(claudemesh::protocol::messages::ShareSkill {
+            name: "ghost".into(),
+            description: "A bundle that is not there".into(),
+            instructions: "nothing".into(),
+            bundle: Some(claudemesh::protocol::messages::SkillBundle {
+                file_id: "0357jAkDI5LooDpn7fZZ5x".into(),
+                files: vec!["SKILL.md".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown bundle file is refused");
+    assert!(err.to_string().contains("names no file"), "{err}");
+    client.close().await;
     assert_eq!(alice.run(&["skill", "list"]).code, 0);
 }
 

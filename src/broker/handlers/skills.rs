@@ -70,14 +70,22 @@ fn optional(what: &str, value: Option<String>, max: usize) -> Result<Option<Stri
     }
 }
 
-fn bundle(b: Option<SkillBundle>) -> Result<Option<SkillBundleRecord>, Refusal> {
+/// A bundle names a file of this mesh (one it may not read is refused when fetched).
+fn bundle(
+    broker: &Broker,
+    mesh_id: &str,
+    b: Option<SkillBundle>,
+) -> Result<Option<SkillBundleRecord>, Refusal> {
     let Some(b) = b else {
         return Ok(None);
     };
-    if !ids::is_id(&b.file_id) {
+    if !ids::is_id(&b.file_id) || broker.store.file(mesh_id, &b.file_id)?.is_none() {
         return Err(refuse(
             "invalid_argument",
-            format!("bundle.fileId \"{}\" is not a file id", b.file_id),
+            format!(
+                "bundle.fileId \"{}\" names no file of this mesh: share the archive first",
+                b.file_id.chars().take(80).collect::<String>()
+            ),
         ));
     }
     let files = list(
@@ -155,7 +163,7 @@ pub fn share_skill(conn: &Conn, req_id: Option<String>, req: ShareSkill) {
             user_invocable: req.user_invocable,
             context: optional("context", req.context, MAX_FIELD)?,
             agent: optional("agent", req.agent, MAX_FIELD)?,
-            bundle: bundle(req.bundle)?,
+            bundle: bundle(&broker, &peer.mesh_id, req.bundle)?,
             author: peer.display_name.clone(),
             member_id: peer.member_id.clone(),
             shared_at_ms: time::now_ms(),
