@@ -38,6 +38,8 @@ mod tasks;
 mod grants;
 mod profile;
 mod stats;
+// Skills (issue 15).
+mod skills;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -113,6 +115,7 @@ enum Command {
     Ban(members::BanCmd),
     Unban(members::UnbanCmd),
     Bans(members::BansCmd),
+    Skill(skills::SkillCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -306,6 +309,7 @@ async fn run(command: Command) -> CliResult {
         Command::Ban(c) => c.run().await,
         Command::Unban(c) => c.run().await,
         Command::Bans(c) => c.run().await,
+        Command::Skill(c) => c.run().await,
     }
 }
 

@@ -24,6 +24,8 @@ pub mod tls;
 mod grants;
 mod profile;
 mod stats;
+// Skills (issue 15).
+pub mod skills;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

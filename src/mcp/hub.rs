@@ -224,6 +224,15 @@ impl Hub {
         .is_ok()
     }
 
+    /// Tells the MCP client that the prompts and resources (the mesh's skills) changed.
+    pub async fn skills_changed(&self) {
+        let Some(peer) = lock(&self.notifier).clone() else {
+            return;
+        };
+        let _ = peer.notify_prompt_list_changed().await;
+        let _ = peer.notify_resource_list_changed().await;
+    }
+
     async fn on_push(&self, link: &Link, client: &Arc<MeshClient>, frame: ServerMessage) {
         let push = match frame {
             ServerMessage::Push(push) => push,
@@ -256,6 +265,10 @@ impl Hub {
                 }
                 let text = format!("{} on {}: {}", data.published_by, data.stream, data.data);
                 self.notify(text, meta).await;
+                return;
+            }
+            ServerMessage::SkillChanged(_) => {
+                self.skills_changed().await;
                 return;
             }
             // Only ours: the broker answers a drain, it never pushes one.
@@ -364,6 +377,8 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
                 let client = Arc::new(client);
                 *lock(&link.client) = Some(client.clone());
                 *lock(&link.problem) = None;
+                // The skills may have changed while this mesh was out of reach.
+                hub.skills_changed().await;
                 while let Some(frame) = client.next_push().await {
                     hub.on_push(&link, &client, frame).await;
                 }

@@ -3,6 +3,7 @@
 //! messages into `notifications/claude/channel`.
 
 mod hub;
+mod prompts;
 pub mod session;
 mod tools;
 

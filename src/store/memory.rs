@@ -1,6 +1,8 @@
 //! The mesh's searchable memory. redb holds the memories (the source of truth); a tantivy index
 //! in `<data>/memory/` ranks them (BM25 over content and tags, English stemming). The index is
 //! derived data: when it is missing, unreadable or behind redb at start-up it is rebuilt.
+//! The mesh's skills (`skills.rs`) are ranked by the same index: each document carries a kind
+//! (`memory` or `skill`), and a search asks for one kind.
 //!
 //! One thread owns the `IndexWriter`. It takes every pending change, commits once, reloads the
 //! shared reader and only then answers, so a `recall` after `remember` answered finds the memory
@@ -44,7 +46,8 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// Bump when the index schema or analysis changes: an index of another version is rebuilt.
-const INDEX_VERSION: u32 = 1;
+/// 2: a `kind` field (memories and skills share the index).
+const INDEX_VERSION: u32 = 2;
 const TOKENIZER: &str = "claudemesh_en";
 /// Most changes folded into one index commit.
 const MAX_BATCH: usize = 4096;
@@ -96,8 +99,9 @@ fn read_ops(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u6
     })
 }
 
-/// Bumps the operation counter inside `tx`; returns the new operation's number.
-fn next_op(tx: &WriteTransaction) -> Result<u64, StoreError> {
+/// Bumps the operation counter inside `tx`; returns the new operation's number. Every change
+/// to what the index holds (memories and skills) takes one.
+pub(super) fn next_op(tx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = tx.open_table(META)?;
     let op = read_ops(&meta)? + 1;
     meta.insert(OPS_KEY, encode(&op).as_slice())?;
@@ -178,11 +182,12 @@ impl Store {
         super::rows::mesh_row_count(&rt.open_table(MEMORIES)?, mesh_id)
     }
 
-    /// (operation counter, memories in all meshes), read together.
+    /// (operation counter, indexed documents in all meshes: memories and skills), read
+    /// together.
     fn memory_totals(&self) -> Result<(u64, u64), StoreError> {
         let rt = self.read()?;
         let ops = read_ops(&rt.open_table(META)?)?;
-        let count = rt.open_table(MEMORIES)?.len()?;
+        let count = rt.open_table(MEMORIES)?.len()? + super::skills::indexed_count(&rt)?;
         Ok((ops, count))
     }
 }
@@ -191,9 +196,23 @@ impl Store {
 struct Fields {
     id: Field,
     mesh: Field,
+    kind: Field,
     content: Field,
     tags: Field,
 }
+
+/// What the index holds of one document: its id (unique across kinds), mesh, kind, the text
+/// ranked and the tags.
+pub(crate) struct IndexedText {
+    pub id: String,
+    pub mesh_id: String,
+    pub kind: &'static str,
+    pub content: String,
+    pub tags: Vec<String>,
+}
+
+/// The kind of a memory's document.
+const MEMORY_KIND: &str = "memory";
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
@@ -205,6 +224,7 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         id: b.add_text_field("id", STRING | STORED),
         mesh: b.add_text_field("mesh", STRING),
+        kind: b.add_text_field("kind", STRING),
         content: b.add_text_field("content", text.clone()),
         tags: b.add_text_field("tags", text),
     };
@@ -234,6 +254,8 @@ fn payload(ops: u64) -> String {
 enum Change {
     Add(Box<TantivyDocument>),
     Delete(String),
+    /// Deletes the document with this id, then adds the new one (in this order, one commit).
+    Replace(String, Box<TantivyDocument>),
 }
 
 /// Where a change's outcome goes once its commit is done.
@@ -309,7 +331,7 @@ impl MemoryIndex {
         record: MemoryRecord,
         max: u64,
     ) -> Result<Result<(), QuotaExceeded>, MemoryError> {
-        let doc = document(self.fields, &record);
+        let doc = document(self.fields, &memory_text(&record));
         let op = match store.insert_memory(record, max).await? {
             Ok(op) => op,
             Err(e) => return Ok(Err(e)),
@@ -356,19 +378,54 @@ impl MemoryIndex {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Recalled>, MemoryError> {
+        let hits = self.search(mesh_id, MEMORY_KIND, query, offset, limit)?;
+        let rt = store.read()?;
+        let memories = rt.open_table(MEMORIES).map_err(StoreError::from)?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (id, score) in hits {
+            // redb decides: a memory forgotten after this searcher was made is not shown.
+            let memory: Option<MemoryRecord> = decode_opt(
+                memories
+                    .get((mesh_id, id.as_str()))
+                    .map_err(StoreError::from)?,
+            )?;
+            if let Some(memory) = memory {
+                out.push(Recalled { memory, score });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of the documents of one `kind` in `mesh_id` that best match `query`, best
+    /// first, with their scores, after skipping the `offset` best. Only the best
+    /// [`MAX_RECALL`] are ever reachable.
+    pub(super) fn search(
+        &self,
+        mesh_id: &str,
+        kind: &str,
+        query: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(String, f32)>, MemoryError> {
         let offset = offset.min(MAX_RECALL);
         let limit = limit.clamp(1, MAX_RECALL + 1 - offset);
         let text: String = query.chars().take(MAX_QUERY_CHARS).collect();
         let searcher = self.reader.searcher();
-        let in_mesh: Box<dyn Query> = Box::new(BoostQuery::new(
-            Box::new(TermQuery::new(
-                Term::from_field_text(self.fields.mesh, mesh_id),
-                IndexRecordOption::Basic,
-            )),
-            0.0,
-        ));
+        let exactly = |field: Field, value: &str| -> (Occur, Box<dyn Query>) {
+            (
+                Occur::Must,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, value),
+                        IndexRecordOption::Basic,
+                    )),
+                    0.0,
+                )),
+            )
+        };
         let query = BooleanQuery::new(vec![
-            (Occur::Must, in_mesh),
+            exactly(self.fields.mesh, mesh_id),
+            exactly(self.fields.kind, kind),
             (Occur::Must, self.parse(&text)),
         ]);
         let hits = searcher.search(
@@ -377,22 +434,27 @@ impl MemoryIndex {
                 .and_offset(offset)
                 .order_by_score(),
         )?;
-        let rt = store.read()?;
-        let memories = rt.open_table(MEMORIES).map_err(StoreError::from)?;
         let mut out = Vec::with_capacity(hits.len());
         for (score, address) in hits {
             let doc: TantivyDocument = searcher.doc(address)?;
-            let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) else {
-                continue;
-            };
-            // redb decides: a memory forgotten after this searcher was made is not shown.
-            let memory: Option<MemoryRecord> =
-                decode_opt(memories.get((mesh_id, id)).map_err(StoreError::from)?)?;
-            if let Some(memory) = memory {
-                out.push(Recalled { memory, score });
+            if let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) {
+                out.push((id.to_string(), score));
             }
         }
         Ok(out)
+    }
+
+    /// Puts `text` in the index in place of any document with its id; returns once a search
+    /// finds it. `op` is the store operation that made the change.
+    pub(super) async fn put_text(&self, op: u64, text: IndexedText) -> Result<(), MemoryError> {
+        let id = text.id.clone();
+        let doc = document(self.fields, &text);
+        self.apply(op, Change::Replace(id, Box::new(doc))).await
+    }
+
+    /// Takes the document with this id out of the index; returns once no search finds it.
+    pub(super) async fn drop_text(&self, op: u64, id: String) -> Result<(), MemoryError> {
+        self.apply(op, Change::Delete(id)).await
     }
 
     /// Commits what is pending and stops the writer thread.
@@ -466,12 +528,23 @@ impl Drop for MemoryIndex {
     }
 }
 
-fn document(fields: Fields, record: &MemoryRecord) -> TantivyDocument {
+fn memory_text(record: &MemoryRecord) -> IndexedText {
+    IndexedText {
+        id: record.id.clone(),
+        mesh_id: record.mesh_id.clone(),
+        kind: MEMORY_KIND,
+        content: record.content.clone(),
+        tags: record.tags.clone(),
+    }
+}
+
+fn document(fields: Fields, text: &IndexedText) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
-    doc.add_text(fields.id, &record.id);
-    doc.add_text(fields.mesh, &record.mesh_id);
-    doc.add_text(fields.content, &record.content);
-    for tag in &record.tags {
+    doc.add_text(fields.id, &text.id);
+    doc.add_text(fields.mesh, &text.mesh_id);
+    doc.add_text(fields.kind, text.kind);
+    doc.add_text(fields.content, &text.content);
+    for tag in &text.tags {
         doc.add_text(fields.tags, tag);
     }
     doc
@@ -516,7 +589,7 @@ fn open_current(dir: &Path, ops: u64, count: u64) -> Result<(Index, IndexWriter)
         .map_err(|e| format!("cannot read it: {e}"))?;
     let docs = reader.searcher().num_docs();
     if docs != count {
-        return Err(format!("it holds {docs} memories, storage {count}"));
+        return Err(format!("it holds {docs} documents, storage {count}"));
     }
     let writer = new_writer(&index).map_err(|e| e.to_string())?;
     Ok((index, writer))
@@ -536,13 +609,18 @@ fn rebuild(dir: &Path, store: &Store) -> Result<(Index, IndexWriter), MemoryErro
     for row in memories.iter().map_err(StoreError::from)? {
         let (_, v) = row.map_err(StoreError::from)?;
         let record: MemoryRecord = decode(v.value())?;
-        writer.add_document(document(fields, &record))?;
+        writer.add_document(document(fields, &memory_text(&record)))?;
+        n += 1;
+    }
+    drop(memories);
+    for text in super::skills::indexed_texts(&rt)? {
+        writer.add_document(document(fields, &text))?;
         n += 1;
     }
     let mut commit = writer.prepare_commit()?;
     commit.set_payload(&payload(ops));
     commit.commit()?;
-    tracing::info!("memory index rebuilt: {n} memories");
+    tracing::info!("memory index rebuilt: {n} memories and skills");
     Ok((index, writer))
 }
 
@@ -599,6 +677,10 @@ fn indexer_loop(
                 Change::Delete(id) => {
                     writer.delete_term(Term::from_field_text(fields.id, &id));
                     Ok(())
+                }
+                Change::Replace(id, doc) => {
+                    writer.delete_term(Term::from_field_text(fields.id, &id));
+                    writer.add_document(*doc).map(|_| ())
                 }
             };
             if applied.is_ok() {

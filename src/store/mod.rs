@@ -20,6 +20,7 @@ mod quotas;
 mod records;
 mod rows;
 mod schedules;
+mod skills;
 mod state;
 mod streams;
 mod tasks;
@@ -56,6 +57,9 @@ pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;
+pub use skills::{
+    MAX_SKILL_VERSIONS, MAX_SKILLS, SkillBundleRecord, SkillRecord, SkillRefusal, SkillRemoved,
+};
 pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};

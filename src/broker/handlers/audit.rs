@@ -50,6 +50,8 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::Disconnect { .. }
             | M::Ban { .. }
             | M::Unban { .. }
+            | M::ShareSkill(_)
+            | M::RemoveSkill { .. }
     )
 }
 

@@ -17,6 +17,7 @@ mod profile;
 mod reminders;
 mod reply;
 mod settings;
+mod skills;
 mod state;
 mod stats;
 mod streams;
@@ -195,5 +196,13 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         }
         ClientMessage::Unban { member } => members::unban(conn, req_id, member).await,
         ClientMessage::ListBans {} => members::list_bans(conn, req_id),
+        ClientMessage::ShareSkill(s) => skills::share_skill(conn, req_id, *s),
+        ClientMessage::GetSkill { name, version } => skills::get_skill(conn, req_id, name, version),
+        ClientMessage::ListSkills {
+            query,
+            cursor,
+            limit,
+        } => skills::list_skills(conn, req_id, query, cursor, limit),
+        ClientMessage::RemoveSkill { name } => skills::remove_skill(conn, req_id, name),
     }
 }

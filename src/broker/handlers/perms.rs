@@ -24,7 +24,9 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         | M::ClaimTask { .. }
         | M::CompleteTask { .. }
         | M::ReleaseTask { .. }
-        | M::CreateStream { .. } => Permission::State,
+        | M::CreateStream { .. }
+        | M::ShareSkill(_)
+        | M::RemoveSkill { .. } => Permission::State,
         M::FileToken(t) if t.purpose == "upload" => Permission::Files,
         M::DeleteFile(_) | M::GrantFileAccess(_) => Permission::Files,
         M::CreateInvite(_) | M::RevokeInvite { .. } | M::ListInvites {} => Permission::Invite,

@@ -20,13 +20,19 @@ mod tasks;
 mod grants;
 mod profile;
 mod stats;
+// Skills (issue 15).
+mod skills;
 
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::service::{NotificationContext, RoleServer};
-use rmcp::{ServerHandler, schemars, tool_handler};
+use rmcp::model::{
+    CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation,
+    ListPromptsResult, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool_handler};
 use serde::Deserialize;
 use serde_json::Map;
 
@@ -106,7 +112,8 @@ impl MeshTools {
                 + Self::keys_router()
                 + Self::audit_router()
                 + Self::perms_router()
-                + Self::members_router(),
+                + Self::members_router()
+                + Self::skills_router(),
         }
     }
 
@@ -134,7 +141,14 @@ impl MeshTools {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for MeshTools {
     fn get_info(&self) -> ServerConfig {
-        let mut capabilities = ServerCapabilities::builder().enable_tools().build();
+        // Prompts and resources: the mesh's skills (mcp/prompts.rs).
+        let mut capabilities = ServerCapabilities::builder()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_tools()
+            .build();
         let mut experimental = std::collections::BTreeMap::new();
         experimental.insert("claude/channel".to_string(), Map::new());
         capabilities.experimental = Some(experimental);
@@ -145,6 +159,42 @@ impl ServerHandler for MeshTools {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.hub.set_notifier(context.peer.clone());
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        crate::mcp::prompts::list_prompts(&self.hub).await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        crate::mcp::prompts::get_prompt(&self.hub, &request.name, request.arguments)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        crate::mcp::prompts::list_resources(&self.hub).await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        crate::mcp::prompts::read_resource(&self.hub, &request.uri)
+            .await
+            .map(Into::into)
     }
 }
 

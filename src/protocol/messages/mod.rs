@@ -21,6 +21,8 @@ mod tasks;
 // Governance (issue 13): grants and blocks, stats.
 mod grants;
 mod stats;
+// Skills (issue 15).
+mod skills;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -45,6 +47,7 @@ pub use peers::{PeerEntry, Profile};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
+pub use skills::{ShareSkill, SkillBundle, SkillChanged, SkillEntry};
 pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
@@ -308,6 +311,26 @@ pub enum ClientMessage {
         member: String,
     },
     ListBans {},
+    // Skills (issue 15, PROTOCOL.md §13).
+    ShareSkill(Box<ShareSkill>),
+    /// A skill's current version, or `version` (also written `name@version`).
+    GetSkill {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+    },
+    /// The mesh's skills: by name, or ranked by `query`.
+    ListSkills {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    RemoveSkill {
+        name: String,
+    },
 }
 
 impl ClientMessage {
@@ -383,6 +406,10 @@ impl ClientMessage {
             ClientMessage::Ban { .. } => "ban",
             ClientMessage::Unban { .. } => "unban",
             ClientMessage::ListBans {} => "list_bans",
+            ClientMessage::ShareSkill(_) => "share_skill",
+            ClientMessage::GetSkill { .. } => "get_skill",
+            ClientMessage::ListSkills { .. } => "list_skills",
+            ClientMessage::RemoveSkill { .. } => "remove_skill",
         }
     }
 }
@@ -559,6 +586,30 @@ pub enum ServerMessage {
         #[serde(default)]
         truncated: bool,
     },
+    // Skills (issue 15, PROTOCOL.md §13).
+    /// Answers `share_skill` (`action:"shared"`, the new `version`) and `remove_skill`
+    /// (`removed` or `not_found`).
+    SkillAck {
+        name: String,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+    },
+    /// Answers `get_skill`; `skill: null` when there is no such skill (or version).
+    SkillData {
+        skill: Option<Box<SkillEntry>>,
+    },
+    SkillList {
+        skills: Vec<SkillEntry>,
+        /// Where the next page starts; absent on the last page.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        next_cursor: Option<String>,
+    },
+    SkillChanged(SkillChanged),
 }
 
 impl ServerMessage {

@@ -108,6 +108,9 @@ pub enum AuditEvent {
     SessionDisconnected,
     /// The broker dropped the oldest records at the cap (how many, through which id).
     AuditTrimmed,
+    // Skills (issue 15).
+    SkillShared,
+    SkillRemoved,
 }
 
 impl AuditEvent {
@@ -145,6 +148,8 @@ impl AuditEvent {
             AuditEvent::MemberKicked => "member.kicked",
             AuditEvent::SessionDisconnected => "session.disconnected",
             AuditEvent::AuditTrimmed => "audit.trimmed",
+            AuditEvent::SkillShared => "skill.shared",
+            AuditEvent::SkillRemoved => "skill.removed",
         }
     }
 }
