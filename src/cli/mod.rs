@@ -38,6 +38,8 @@ mod tasks;
 mod grants;
 mod profile;
 mod stats;
+// Peer-hosted MCP tools (issue 15).
+mod shared_tools;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -113,6 +115,8 @@ enum Command {
     Ban(members::BanCmd),
     Unban(members::UnbanCmd),
     Bans(members::BansCmd),
+    McpShare(shared_tools::McpShareCmd),
+    Tools(shared_tools::ToolsCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -306,6 +310,8 @@ async fn run(command: Command) -> CliResult {
         Command::Ban(c) => c.run().await,
         Command::Unban(c) => c.run().await,
         Command::Bans(c) => c.run().await,
+        Command::McpShare(c) => c.run().await,
+        Command::Tools(c) => c.run().await,
     }
 }
 

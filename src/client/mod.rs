@@ -24,6 +24,8 @@ pub mod tls;
 mod grants;
 mod profile;
 mod stats;
+// Peer-hosted MCP tools (issue 15).
+pub mod shared_tools;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

@@ -69,6 +69,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::audit::create_tables(tx)?;
     super::perms::create_tables(tx)?;
     super::members::create_tables(tx)?;
+    super::shared_tools::create_tables(tx)?;
     Ok(())
 }
 

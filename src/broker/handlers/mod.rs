@@ -17,6 +17,7 @@ mod profile;
 mod reminders;
 mod reply;
 mod settings;
+mod shared_tools;
 mod state;
 mod stats;
 mod streams;
@@ -175,5 +176,12 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         }
         ClientMessage::Unban { member } => members::unban(conn, req_id, member).await,
         ClientMessage::ListBans {} => members::list_bans(conn, req_id),
+        ClientMessage::McpRegister(r) => shared_tools::mcp_register(conn, req_id, r),
+        ClientMessage::McpUnregister { server_name } => {
+            shared_tools::mcp_unregister(conn, req_id, server_name)
+        }
+        ClientMessage::McpList {} => shared_tools::mcp_list(conn, req_id),
+        ClientMessage::McpCall(c) => shared_tools::mcp_call(conn, req_id, *c),
+        ClientMessage::McpCallResponse(r) => shared_tools::mcp_call_response(conn, req_id, *r),
     }
 }

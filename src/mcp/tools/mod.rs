@@ -20,6 +20,8 @@ mod tasks;
 mod grants;
 mod profile;
 mod stats;
+// Peer-hosted MCP tools (issue 15).
+mod shared_tools;
 
 use std::sync::Arc;
 
@@ -106,7 +108,8 @@ impl MeshTools {
                 + Self::keys_router()
                 + Self::audit_router()
                 + Self::perms_router()
-                + Self::members_router(),
+                + Self::members_router()
+                + Self::shared_tools_router(),
         }
     }
 

@@ -21,6 +21,8 @@ mod tasks;
 // Governance (issue 13): grants and blocks, stats.
 mod grants;
 mod stats;
+// Peer-hosted MCP tools (issue 15).
+mod shared_tools;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -42,6 +44,9 @@ pub use peers::{PeerEntry, Profile};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
+pub use shared_tools::{
+    McpCall, McpCallForward, McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
+};
 pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
@@ -301,6 +306,15 @@ pub enum ClientMessage {
         member: String,
     },
     ListBans {},
+    // Peer-hosted MCP tools (PROTOCOL.md §13).
+    McpRegister(McpRegister),
+    McpUnregister {
+        #[serde(rename = "serverName")]
+        server_name: String,
+    },
+    McpList {},
+    McpCall(Box<McpCall>),
+    McpCallResponse(Box<McpCallResult>),
 }
 
 impl ClientMessage {
@@ -374,6 +388,11 @@ impl ClientMessage {
             ClientMessage::Ban { .. } => "ban",
             ClientMessage::Unban { .. } => "unban",
             ClientMessage::ListBans {} => "list_bans",
+            ClientMessage::McpRegister(_) => "mcp_register",
+            ClientMessage::McpUnregister { .. } => "mcp_unregister",
+            ClientMessage::McpList {} => "mcp_list",
+            ClientMessage::McpCall(_) => "mcp_call",
+            ClientMessage::McpCallResponse(_) => "mcp_call_response",
         }
     }
 }
@@ -546,6 +565,18 @@ pub enum ServerMessage {
         #[serde(default)]
         truncated: bool,
     },
+    // Peer-hosted MCP tools (PROTOCOL.md §13).
+    McpRegisterAck {
+        #[serde(rename = "serverName")]
+        server_name: String,
+        #[serde(rename = "toolCount")]
+        tool_count: usize,
+    },
+    McpListResult {
+        servers: Vec<McpServerEntry>,
+    },
+    McpCallResult(Box<McpCallResult>),
+    McpCallForward(Box<McpCallForward>),
 }
 
 impl ServerMessage {

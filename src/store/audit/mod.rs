@@ -100,6 +100,10 @@ pub enum AuditEvent {
     PermsChanged,
     MemberBanned,
     MemberUnbanned,
+    /// A member registered (or re-registered) a peer-hosted MCP server.
+    McpRegistered,
+    /// A peer-hosted MCP server was removed (by its host, a manager, or the broker).
+    McpRemoved,
 }
 
 impl AuditEvent {
@@ -133,6 +137,8 @@ impl AuditEvent {
             AuditEvent::PermsChanged => "perms.changed",
             AuditEvent::MemberBanned => "member.banned",
             AuditEvent::MemberUnbanned => "member.unbanned",
+            AuditEvent::McpRegistered => "mcp.registered",
+            AuditEvent::McpRemoved => "mcp.removed",
         }
     }
 }
