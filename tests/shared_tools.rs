@@ -430,3 +430,112 @@ async fn a_session_shares_a_server_with_mesh_mcp_register() {
     assert!(servers(&bob).is_empty());
     let _ = mcp.cancel().await;
 }
+
+/// The broker's own result limit: a host that sends back more than 48 KiB (here in clear, as
+/// the original's clients answer) has its answer replaced by `result_too_large`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_does_not_relay_a_result_over_the_limit() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let host = alice.client().await;
+    host.mcp_register(claudemesh::protocol::messages::McpRegister {
+        server_name: "flood".into(),
+        description: String::new(),
+        tools: vec![claudemesh::protocol::messages::McpToolSpec {
+            name: "much".into(),
+            description: String::new(),
+            input_schema: json!({"type": "object"}),
+        }],
+        persistent: false,
+    })
+    .await
+    .expect("register");
+    let caller = bob.client().await;
+    let calling =
+        tokio::spawn(async move { caller.tool_call("flood", "much", json!({}), None).await });
+    let forward = loop {
+        match tokio::time::timeout(WAIT, host.next_push()).await {
+            Ok(Some(ServerMessage::McpCallForward(f))) => break *f,
+            Ok(Some(_)) => continue,
+            other => panic!("no forwarded call: {other:?}"),
+        }
+    };
+    host.notify(ClientMessage::McpCallResponse(Box::new(
+        claudemesh::protocol::messages::McpCallResult {
+            call_id: Some(forward.call_id),
+            result: Some(json!("w".repeat(50 * 1024))),
+            ..Default::default()
+        },
+    )))
+    .expect("answer");
+    match calling.await.unwrap() {
+        Err(ClientError::Broker { code, message }) => {
+            assert_eq!(code, "result_too_large");
+            assert!(message.contains("the limit is 49152 bytes"), "{message}");
+        }
+        other => panic!("relayed: {other:?}"),
+    }
+}
+
+/// One caller has at most 16 calls waiting for hosts; the next is refused at once, and a
+/// place frees when a call is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_has_a_bounded_number_of_calls_in_flight() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let host = alice.client().await;
+    host.mcp_register(claudemesh::protocol::messages::McpRegister {
+        server_name: "slow".into(),
+        description: String::new(),
+        tools: vec![claudemesh::protocol::messages::McpToolSpec {
+            name: "wait".into(),
+            description: String::new(),
+            input_schema: json!({"type": "object"}),
+        }],
+        persistent: false,
+    })
+    .await
+    .expect("register");
+    let caller = std::sync::Arc::new(bob.client().await);
+    let mut waiting = Vec::new();
+    for _ in 0..16 {
+        let caller = caller.clone();
+        waiting.push(tokio::spawn(async move {
+            caller.tool_call("slow", "wait", json!({}), None).await
+        }));
+    }
+    let mut forwards = Vec::new();
+    while forwards.len() < 16 {
+        match tokio::time::timeout(WAIT, host.next_push()).await {
+            Ok(Some(ServerMessage::McpCallForward(f))) => forwards.push(*f),
+            Ok(Some(_)) => continue,
+            other => panic!("no forwarded call: {other:?}"),
+        }
+    }
+    match caller.tool_call("slow", "wait", json!({}), None).await {
+        Err(ClientError::Broker { code, .. }) => assert_eq!(code, "rate_limited"),
+        other => panic!("a 17th call went through: {other:?}"),
+    }
+    for f in forwards {
+        let call = host.open_call(f).expect("open");
+        host.answer_call(&call, Ok(json!({"content": []})))
+            .expect("answer");
+    }
+    for w in waiting {
+        w.await.unwrap().expect("answered");
+    }
+    // The places are free again: a new call reaches the host.
+    let again =
+        tokio::spawn(async move { caller.tool_call("slow", "wait", json!({}), None).await });
+    let forward = loop {
+        match tokio::time::timeout(WAIT, host.next_push()).await {
+            Ok(Some(ServerMessage::McpCallForward(f))) => break *f,
+            Ok(Some(_)) => continue,
+            other => panic!("no forwarded call: {other:?}"),
+        }
+    };
+    let call = host.open_call(forward).expect("open");
+    host.answer_call(&call, Ok(json!({"content": []})))
+        .expect("answer");
+    again.await.unwrap().expect("answered");
+}
