@@ -1,4 +1,4 @@
-//! Peer-hosted MCP tools (issue 15 tier 1, PROTOCOL.md §11.8): a session registers an MCP
+//! Peer-hosted MCP tools (issue 15 tier 1, PROTOCOL.md §13): a session registers an MCP
 //! server it runs; others call its tools through the broker. Field names are the original's
 //! (`serverName`, `toolName`, `callId`, `callerName` …). Arguments and results travel sealed
 //! (`nonce` + `ciphertext`, crypto_box between the caller's and the host's keys); the
