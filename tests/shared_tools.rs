@@ -227,13 +227,7 @@ async fn arguments_and_results_travel_sealed_between_caller_and_host() {
             .tool_call("loud", "shout", json!({"text": "quiet-secret-words"}), None)
             .await
     });
-    let forward = loop {
-        match tokio::time::timeout(WAIT, host.next_push()).await {
-            Ok(Some(ServerMessage::McpCallForward(f))) => break *f,
-            Ok(Some(_)) => continue,
-            other => panic!("no forwarded call: {other:?}"),
-        }
-    };
+    let forward = next_forward(&host).await;
     assert!(forward.args.is_none(), "arguments relayed in clear");
     let sealed = forward.sealed.clone().expect("sealed arguments");
     assert!(!sealed.ciphertext.contains("quiet"), "{sealed:?}");
@@ -390,6 +384,10 @@ async fn a_member_without_the_tools_capability_is_refused() {
     alice.ok(&["perms", "set", "bob", "-tools"]);
     let err = bob.refused(&["tools", "call", "echo-server", "echo", r#"{"text":"hi"}"#]);
     assert!(err.contains("lacks the \"tools\" capability"), "{err}");
+    // Sharing needs it too.
+    let fixture = fixture().display().to_string();
+    let err = bob.refused(&["mcp-share", "--name", "bobs", "--", "python3", &fixture]);
+    assert!(err.contains("lacks the \"tools\" capability"), "{err}");
     alice.ok(&["perms", "set", "bob", "+tools"]);
     let out = bob.ok(&["tools", "call", "echo-server", "echo", r#"{"text":"hi"}"#]);
     assert_eq!(out.trim(), "echo: hi");
@@ -453,13 +451,7 @@ async fn the_broker_does_not_relay_a_result_over_the_limit() {
     let caller = bob.client().await;
     let calling =
         tokio::spawn(async move { caller.tool_call("flood", "much", json!({}), None).await });
-    let forward = loop {
-        match tokio::time::timeout(WAIT, host.next_push()).await {
-            Ok(Some(ServerMessage::McpCallForward(f))) => break *f,
-            Ok(Some(_)) => continue,
-            other => panic!("no forwarded call: {other:?}"),
-        }
-    };
+    let forward = next_forward(&host).await;
     host.notify(ClientMessage::McpCallResponse(Box::new(
         claudemesh::protocol::messages::McpCallResult {
             call_id: Some(forward.call_id),
@@ -506,11 +498,7 @@ async fn a_caller_has_a_bounded_number_of_calls_in_flight() {
     }
     let mut forwards = Vec::new();
     while forwards.len() < 16 {
-        match tokio::time::timeout(WAIT, host.next_push()).await {
-            Ok(Some(ServerMessage::McpCallForward(f))) => forwards.push(*f),
-            Ok(Some(_)) => continue,
-            other => panic!("no forwarded call: {other:?}"),
-        }
+        forwards.push(next_forward(&host).await);
     }
     match caller.tool_call("slow", "wait", json!({}), None).await {
         Err(ClientError::Broker { code, .. }) => assert_eq!(code, "rate_limited"),
@@ -527,15 +515,85 @@ async fn a_caller_has_a_bounded_number_of_calls_in_flight() {
     // The places are free again: a new call reaches the host.
     let again =
         tokio::spawn(async move { caller.tool_call("slow", "wait", json!({}), None).await });
-    let forward = loop {
-        match tokio::time::timeout(WAIT, host.next_push()).await {
-            Ok(Some(ServerMessage::McpCallForward(f))) => break *f,
-            Ok(Some(_)) => continue,
-            other => panic!("no forwarded call: {other:?}"),
-        }
-    };
+    let forward = next_forward(&host).await;
     let call = host.open_call(forward).expect("open");
     host.answer_call(&call, Ok(json!({"content": []})))
         .expect("answer");
     again.await.unwrap().expect("answered");
+}
+
+/// A host that does not answer in time gives `timeout`; a host that goes away during the call
+/// gives `host_offline` at once, not after the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_host_times_out_and_a_vanished_one_is_reported() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let host = alice.client().await;
+    host.mcp_register(claudemesh::protocol::messages::McpRegister {
+        server_name: "mute".into(),
+        description: String::new(),
+        tools: vec![claudemesh::protocol::messages::McpToolSpec {
+            name: "nothing".into(),
+            description: String::new(),
+            input_schema: json!({"type": "object"}),
+        }],
+        persistent: false,
+    })
+    .await
+    .expect("register");
+    let caller = bob.client().await;
+    match caller
+        .tool_call(
+            "mute",
+            "nothing",
+            json!({}),
+            Some(std::time::Duration::from_secs(1)),
+        )
+        .await
+    {
+        Err(ClientError::Broker { code, message }) => {
+            assert_eq!(code, "timeout");
+            assert!(message.contains("did not answer"), "{message}");
+        }
+        other => panic!("no timeout: {other:?}"),
+    }
+
+    // The host did get that call (and never answered it).
+    let first = next_forward(&host).await;
+    // The next call asks for 120 s; the host leaves while it waits.
+    let calling = tokio::spawn(async move {
+        caller
+            .tool_call(
+                "mute",
+                "nothing",
+                json!({}),
+                Some(std::time::Duration::from_secs(120)),
+            )
+            .await
+    });
+    let second = next_forward(&host).await;
+    assert_ne!(first.call_id, second.call_id);
+    host.close().await;
+    match tokio::time::timeout(WAIT, calling).await {
+        Ok(Ok(Err(ClientError::Broker { code, message }))) => {
+            assert_eq!(code, "host_offline");
+            assert!(
+                message.contains("disconnected during the call"),
+                "{message}"
+            );
+        }
+        other => panic!("not reported: {other:?}"),
+    }
+}
+
+async fn next_forward(
+    host: &claudemesh::client::MeshClient,
+) -> claudemesh::protocol::messages::McpCallForward {
+    loop {
+        match tokio::time::timeout(WAIT, host.next_push()).await {
+            Ok(Some(ServerMessage::McpCallForward(f))) => return *f,
+            Ok(Some(_)) => continue,
+            other => panic!("no forwarded call: {other:?}"),
+        }
+    }
 }
