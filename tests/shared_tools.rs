@@ -597,3 +597,24 @@ async fn next_forward(
         }
     }
 }
+
+/// `mcp-share` keeps serving across a broker restart: it reconnects and registers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_share_registers_again_after_the_broker_restarts() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let share = Sharing::start(&alice, &[]);
+    broker.restart();
+    assert_eq!(
+        share.next_line(),
+        "reconnected; \"echo-server\" is shared again"
+    );
+    let out = bob.ok(&[
+        "tools",
+        "call",
+        "echo-server",
+        "echo",
+        r#"{"text":"still here"}"#,
+    ]);
+    assert_eq!(out.trim(), "echo: still here");
+}
