@@ -12,16 +12,13 @@ use serde_json::Value;
 use super::{ClientError, MeshClient, unexpected};
 use crate::crypto;
 use crate::protocol::messages::{
-    McpCall, McpCallForward, McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
+    DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallForward,
+    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
 };
 use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 
 /// How long a tool call waits for its host unless told otherwise (the broker's default).
-pub const TOOL_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest arguments a call carries (sealed form); the broker refuses larger ones.
-pub const MAX_ARGS_BYTES: usize = 32 * 1024;
-/// The largest result a host sends back (sealed form); the broker refuses larger ones.
-pub const MAX_RESULT_BYTES: usize = 48 * 1024;
+pub const TOOL_CALL_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TOOL_TIMEOUT_MS);
 
 /// crypto_box of `plain` from `mine` (our speaking key) to `their` (an ed25519 key, hex).
 fn seal_to(mine: &crypto::SignKeyPair, their: &str, plain: &[u8]) -> Result<SealedPayload, String> {
@@ -119,15 +116,6 @@ impl MeshClient {
         let mine = self.speaking_keys()?;
         let plain = serde_json::to_vec(&args).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let sealed = seal_to(&mine, &entry.host_pubkey, &plain).map_err(ClientError::Protocol)?;
-        let size = sealed.nonce.len() + sealed.ciphertext.len();
-        if size > MAX_ARGS_BYTES {
-            return Err(ClientError::Broker {
-                code: "payload_too_large".into(),
-                message: format!(
-                    "the tool call's arguments are {size} bytes sealed; the limit is {MAX_ARGS_BYTES} bytes"
-                ),
-            });
-        }
         let wait = timeout.unwrap_or(TOOL_CALL_TIMEOUT);
         let call = McpCall {
             server_name: server.into(),
@@ -136,6 +124,15 @@ impl MeshClient {
             sealed: Some(sealed),
             timeout_ms: Some(wait.as_millis() as u64),
         };
+        let size = call.args_bytes();
+        if size > MAX_TOOL_ARGS_BYTES {
+            return Err(ClientError::Broker {
+                code: "payload_too_large".into(),
+                message: format!(
+                    "the tool call's arguments are {size} bytes sealed; the limit is {MAX_TOOL_ARGS_BYTES} bytes"
+                ),
+            });
+        }
         // The broker times the call out; our own wait is a little longer so its answer wins.
         let answer = self
             .request_timeout(
@@ -193,7 +190,7 @@ impl MeshClient {
     }
 
     /// Sends the answer to a forwarded call: the tool's result, or why it failed. A result
-    /// larger than [`MAX_RESULT_BYTES`] is replaced by an error saying so.
+    /// larger than [`MAX_TOOL_RESULT_BYTES`] is replaced by an error saying so.
     pub fn answer_call(
         &self,
         call: &IncomingCall,
@@ -210,10 +207,10 @@ impl MeshClient {
             },
         };
         let mut frame = self.seal_answer(call, &body)?;
-        if wire_bytes(&frame) > MAX_RESULT_BYTES {
+        if frame.wire_bytes() > MAX_TOOL_RESULT_BYTES {
             let error = McpCallResult {
                 error: Some(format!(
-                    "the tool's result is larger than the {MAX_RESULT_BYTES}-byte limit"
+                    "the tool's result is larger than the {MAX_TOOL_RESULT_BYTES}-byte limit"
                 )),
                 ..Default::default()
             };
@@ -242,14 +239,6 @@ impl MeshClient {
         frame.call_id = Some(call.call_id.clone());
         Ok(frame)
     }
-}
-
-fn wire_bytes(r: &McpCallResult) -> usize {
-    r.result.as_ref().map_or(0, |v| v.to_string().len())
-        + r.error.as_ref().map_or(0, String::len)
-        + r.sealed
-            .as_ref()
-            .map_or(0, |s| s.nonce.len() + s.ciphertext.len())
 }
 
 /// A local stdio MCP server this process hosts for the mesh: started as a child process and

@@ -14,7 +14,8 @@ use crate::broker::presence::Peer;
 use crate::broker::shared_tools::{HostAnswer, MAX_CALLS_IN_FLIGHT};
 use crate::broker::state::Broker;
 use crate::protocol::messages::{
-    Envelope, McpCall, McpCallForward, McpCallResult, McpRegister, McpServerEntry, McpToolSpec,
+    DEFAULT_TOOL_TIMEOUT_MS, Envelope, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall,
+    McpCallForward, McpCallResult, McpRegister, McpServerEntry, McpToolSpec,
 };
 use crate::protocol::{ServerMessage, time};
 use crate::store::{
@@ -27,12 +28,7 @@ const MAX_TOOL_NAME: usize = 128;
 const MAX_DESCRIPTION: usize = 2048;
 /// Tools one server may register.
 pub const MAX_TOOLS: usize = 128;
-/// The largest arguments a call carries (their JSON, or their sealed form), in bytes.
-pub const MAX_ARGS_BYTES: usize = 32 * 1024;
-/// The largest result relayed back (its JSON, or its sealed form), in bytes.
-pub const MAX_RESULT_BYTES: usize = 48 * 1024;
-/// How long a call waits for its host unless it asks otherwise, and the most it may ask.
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The longest a call may ask to wait for its host.
 const MAX_TIMEOUT_MS: u64 = 120_000;
 
 /// The key a presence proved: its session key after a session hello, else its member key.
@@ -270,24 +266,15 @@ pub fn mcp_list(conn: &Conn, req_id: Option<String>) {
     });
 }
 
-/// Bytes a payload occupies on the wire: its JSON, or its sealed form.
-fn payload_bytes(
-    clear: Option<&serde_json::Value>,
-    sealed: Option<&crate::protocol::messages::SealedPayload>,
-) -> usize {
-    clear.map_or(0, |v| v.to_string().len())
-        + sealed.map_or(0, |s| s.nonce.len() + s.ciphertext.len())
-}
-
 /// Everything a call must pass before it reaches its host: its size, the server and tool,
 /// the host being connected, and the host's grants.
 fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
-    let size = payload_bytes(call.args.as_ref(), call.sealed.as_ref());
-    if size > MAX_ARGS_BYTES {
+    let size = call.args_bytes();
+    if size > MAX_TOOL_ARGS_BYTES {
         return Err(refuse(
             "payload_too_large",
             format!(
-                "the tool call's arguments are {size} bytes; the limit is {MAX_ARGS_BYTES} bytes"
+                "the tool call's arguments are {size} bytes; the limit is {MAX_TOOL_ARGS_BYTES} bytes"
             ),
         ));
     }
@@ -397,7 +384,7 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
     };
     let wait = Duration::from_millis(
         call.timeout_ms
-            .unwrap_or(DEFAULT_TIMEOUT_MS)
+            .unwrap_or(DEFAULT_TOOL_TIMEOUT_MS)
             .clamp(1, MAX_TIMEOUT_MS),
     );
     let out = conn.out.clone();
@@ -413,7 +400,7 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
                 }
                 Ok(Ok(HostAnswer::TooLarge(n))) => Err((
                     "result_too_large",
-                    format!("the result of \"{server}\" was {n} bytes; the limit is {MAX_RESULT_BYTES} bytes"),
+                    format!("the result of \"{server}\" was {n} bytes; the limit is {MAX_TOOL_RESULT_BYTES} bytes"),
                 )),
                 Ok(Err(_)) => Err(("host_offline", format!("the host of \"{server}\" went offline"))),
                 Err(_) => Err((
@@ -449,9 +436,8 @@ pub fn mcp_call_response(conn: &Conn, req_id: Option<String>, response: McpCallR
     let Some(call_id) = response.call_id.clone() else {
         return conn.error(req_id, "invalid_argument", "mcp_call_response needs callId");
     };
-    let size = payload_bytes(response.result.as_ref(), response.sealed.as_ref())
-        + response.error.as_ref().map_or(0, String::len);
-    let host_answer = if size > MAX_RESULT_BYTES {
+    let size = response.wire_bytes();
+    let host_answer = if size > MAX_TOOL_RESULT_BYTES {
         HostAnswer::TooLarge(size)
     } else {
         HostAnswer::Result(response)

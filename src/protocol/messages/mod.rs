@@ -45,7 +45,8 @@ pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
 pub use shared_tools::{
-    McpCall, McpCallForward, McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
+    DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallForward,
+    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
 };
 pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};

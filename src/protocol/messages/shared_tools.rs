@@ -6,6 +6,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The largest arguments a call carries (their JSON, or their sealed form), in bytes.
+pub const MAX_TOOL_ARGS_BYTES: usize = 32 * 1024;
+/// The largest answer relayed back (`result` JSON + `error` + sealed form), in bytes.
+pub const MAX_TOOL_RESULT_BYTES: usize = 48 * 1024;
+/// How long a call waits for its host unless it asks otherwise.
+pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
+
+/// Bytes a payload occupies on the wire: its JSON in clear plus its sealed form.
+fn payload_bytes(clear: Option<&serde_json::Value>, sealed: Option<&SealedPayload>) -> usize {
+    clear.map_or(0, |v| v.to_string().len())
+        + sealed.map_or(0, |s| s.nonce.len() + s.ciphertext.len())
+}
+
 /// One tool of a registered server, as its MCP server lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +89,13 @@ pub struct McpCall {
     pub timeout_ms: Option<u64>,
 }
 
+impl McpCall {
+    /// What the size limit counts: [`MAX_TOOL_ARGS_BYTES`].
+    pub fn args_bytes(&self) -> usize {
+        payload_bytes(self.args.as_ref(), self.sealed.as_ref())
+    }
+}
+
 /// Broker → host: `mcp_call_forward`, a call to run on the host's MCP server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,4 +129,12 @@ pub struct McpCallResult {
     /// `{"result": …}` or `{"error": "…"}` sealed to the caller's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<SealedPayload>,
+}
+
+impl McpCallResult {
+    /// What the size limit counts: [`MAX_TOOL_RESULT_BYTES`].
+    pub fn wire_bytes(&self) -> usize {
+        payload_bytes(self.result.as_ref(), self.sealed.as_ref())
+            + self.error.as_ref().map_or(0, String::len)
+    }
 }
