@@ -50,12 +50,13 @@ fn live_host(broker: &Broker, mesh_id: &str, row: &McpServerRow) -> Option<Arc<P
     host_presence(broker, mesh_id, row).filter(|p| p.is_live())
 }
 
-fn live_presences(broker: &Broker, mesh_id: &str) -> HashSet<String> {
+/// The presences of a mesh, connected or in their lease: a session that reconnects within its
+/// lease takes its presence back, and its registrations with it.
+fn presences(broker: &Broker, mesh_id: &str) -> HashSet<String> {
     broker
         .presence
         .peers(mesh_id)
         .into_iter()
-        .filter(|p| p.is_live())
         .map(|p| p.presence_id.clone())
         .collect()
 }
@@ -110,11 +111,11 @@ fn tool_rows(tools: Vec<McpToolSpec>) -> Result<Vec<McpToolRow>, Refusal> {
     Ok(rows)
 }
 
-/// Forgets non-persistent servers whose host has gone (their registrations end with it).
+/// Forgets non-persistent servers whose host's presence has gone (not even in its lease).
 async fn prune(broker: &Broker, mesh_id: &str) -> Result<(), Refusal> {
-    let live = live_presences(broker, mesh_id);
+    let present = presences(broker, mesh_id);
     for row in broker.store.mcp_servers(mesh_id)? {
-        if !row.persistent && !live.contains(&row.host_presence_id) {
+        if !row.persistent && !present.contains(&row.host_presence_id) {
             broker
                 .store
                 .remove_mcp_server(mesh_id.to_string(), row.name, None, time::now_ms())
@@ -150,9 +151,9 @@ pub fn mcp_register(conn: &Conn, req_id: Option<String>, reg: McpRegister) {
             host_presence_id: peer.presence_id.clone(),
             registered_at_ms: time::now_ms(),
         };
-        let live = live_presences(&broker, &peer.mesh_id);
+        let present = presences(&broker, &peer.mesh_id);
         let replaceable =
-            move |old: &McpServerRow| !old.persistent && !live.contains(&old.host_presence_id);
+            move |old: &McpServerRow| !old.persistent && !present.contains(&old.host_presence_id);
         match broker
             .store
             .register_mcp_server(peer.mesh_id.clone(), row, replaceable)
