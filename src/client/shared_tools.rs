@@ -250,6 +250,8 @@ pub struct StdioServer {
     pub tools: Vec<McpToolSpec>,
 }
 
+/// The longest a hosted call runs (the longest a caller may wait).
+const HOSTED_CALL_LIMIT: Duration = Duration::from_secs(120);
 /// How long the local server may take to start and list its tools.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -316,10 +318,11 @@ impl StdioServer {
             }),
         );
         params.meta = Some(meta.into());
-        let result = self
-            .service
-            .call_tool(params)
+        // The caller stops waiting by then (the broker allows at most this); so do we, so a
+        // hung server does not hold a place among the host's calls forever.
+        let result = tokio::time::timeout(HOSTED_CALL_LIMIT, self.service.call_tool(params))
             .await
+            .map_err(|_| format!("the MCP server did not answer within {HOSTED_CALL_LIMIT:?}"))?
             .map_err(|e| format!("the MCP server failed the call: {e}"))?;
         serde_json::to_value(result).map_err(|e| e.to_string())
     }
