@@ -16,6 +16,7 @@ mod presence;
 mod refusals;
 mod router;
 mod scheduler;
+mod shared_tools;
 mod state;
 mod stats;
 mod status;

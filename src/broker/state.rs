@@ -59,6 +59,8 @@ pub struct Broker {
     pub scheduler: super::scheduler::Scheduler,
     /// Live stream subscriptions.
     pub subscriptions: super::subscriptions::Subscriptions,
+    /// Peer-hosted MCP tool calls waiting for their hosts.
+    pub tool_calls: super::shared_tools::ToolCalls,
 }
 
 impl Broker {
@@ -97,6 +99,7 @@ impl Broker {
             memory,
             scheduler: Default::default(),
             subscriptions: Default::default(),
+            tool_calls: Default::default(),
             config,
         }
     }

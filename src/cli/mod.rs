@@ -40,6 +40,8 @@ mod profile;
 mod stats;
 // Skills (issue 15).
 mod skills;
+// Peer-hosted MCP tools (issue 15).
+mod shared_tools;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -116,6 +118,8 @@ enum Command {
     Unban(members::UnbanCmd),
     Bans(members::BansCmd),
     Skill(skills::SkillCmd),
+    McpShare(shared_tools::McpShareCmd),
+    Tools(shared_tools::ToolsCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -310,6 +314,8 @@ async fn run(command: Command) -> CliResult {
         Command::Unban(c) => c.run().await,
         Command::Bans(c) => c.run().await,
         Command::Skill(c) => c.run().await,
+        Command::McpShare(c) => c.run().await,
+        Command::Tools(c) => c.run().await,
     }
 }
 

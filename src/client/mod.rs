@@ -26,6 +26,8 @@ mod profile;
 mod stats;
 // Skills (issue 15).
 pub mod skills;
+// Peer-hosted MCP tools (issue 15).
+pub mod shared_tools;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

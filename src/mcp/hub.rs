@@ -62,6 +62,8 @@ pub struct Hub {
     /// Set by `claudemesh launch`: Claude Code shows channel notifications, so a notified
     /// message has reached the model and need not wait for `check_messages`.
     channel_mode: bool,
+    /// MCP servers this session hosts for the mesh (`mesh_mcp_register`).
+    pub hosted: Arc<crate::client::shared_tools::Hosted>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +92,7 @@ impl Hub {
             tool_calls: AtomicUsize::new(0),
             notifier: Mutex::new(None),
             channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
+            hosted: Default::default(),
         });
         for link in &hub.links {
             tokio::spawn(connect_loop(hub.clone(), link.clone()));
@@ -236,6 +239,11 @@ impl Hub {
     async fn on_push(&self, link: &Link, client: &Arc<MeshClient>, frame: ServerMessage) {
         let push = match frame {
             ServerMessage::Push(push) => push,
+            ServerMessage::McpCallForward(forward) => {
+                let (hosted, client) = (self.hosted.clone(), client.clone());
+                tokio::spawn(async move { hosted.answer(&client, *forward).await });
+                return;
+            }
             ServerMessage::StateChange(change) => {
                 let mut meta = Map::new();
                 for (k, v) in [

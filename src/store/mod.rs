@@ -20,6 +20,7 @@ mod quotas;
 mod records;
 mod rows;
 mod schedules;
+mod shared_tools;
 mod skills;
 mod state;
 mod streams;
@@ -57,6 +58,7 @@ pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;
+pub use shared_tools::{MAX_MCP_SERVERS, McpRegistered, McpRemoved, McpServerRow, McpToolRow};
 pub use skills::{
     MAX_SKILL_VERSIONS, MAX_SKILLS, SkillBundleRecord, SkillRecord, SkillRefusal, SkillRemoved,
 };

@@ -70,6 +70,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::perms::create_tables(tx)?;
     super::members::create_tables(tx)?;
     super::skills::create_tables(tx)?;
+    super::shared_tools::create_tables(tx)?;
     Ok(())
 }
 

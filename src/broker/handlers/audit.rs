@@ -52,6 +52,8 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::Unban { .. }
             | M::ShareSkill(_)
             | M::RemoveSkill { .. }
+            | M::McpRegister(_)
+            | M::McpUnregister { .. }
     )
 }
 

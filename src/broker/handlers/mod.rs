@@ -17,6 +17,7 @@ mod profile;
 mod reminders;
 mod reply;
 mod settings;
+mod shared_tools;
 mod skills;
 mod state;
 mod stats;
@@ -204,5 +205,12 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             limit,
         } => skills::list_skills(conn, req_id, query, cursor, limit),
         ClientMessage::RemoveSkill { name } => skills::remove_skill(conn, req_id, name),
+        ClientMessage::McpRegister(r) => shared_tools::mcp_register(conn, req_id, r),
+        ClientMessage::McpUnregister { server_name } => {
+            shared_tools::mcp_unregister(conn, req_id, server_name)
+        }
+        ClientMessage::McpList {} => shared_tools::mcp_list(conn, req_id),
+        ClientMessage::McpCall(c) => shared_tools::mcp_call(conn, req_id, *c),
+        ClientMessage::McpCallResponse(r) => shared_tools::mcp_call_response(conn, req_id, *r),
     }
 }

@@ -31,6 +31,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::DeleteFile(_) | M::GrantFileAccess(_) => Permission::Files,
         M::CreateInvite(_) | M::RevokeInvite { .. } | M::ListInvites {} => Permission::Invite,
         M::SetPerms(_) => Permission::Perms,
+        M::McpRegister(_) | M::McpCall(_) => Permission::Tools,
         _ => return None,
     })
 }

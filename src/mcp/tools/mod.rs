@@ -22,6 +22,8 @@ mod profile;
 mod stats;
 // Skills (issue 15).
 mod skills;
+// Peer-hosted MCP tools (issue 15).
+mod shared_tools;
 
 use std::sync::Arc;
 
@@ -113,7 +115,8 @@ impl MeshTools {
                 + Self::audit_router()
                 + Self::perms_router()
                 + Self::members_router()
-                + Self::skills_router(),
+                + Self::skills_router()
+                + Self::shared_tools_router(),
         }
     }
 

@@ -23,6 +23,8 @@ mod grants;
 mod stats;
 // Skills (issue 15).
 mod skills;
+// Peer-hosted MCP tools (issue 15).
+mod shared_tools;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -47,6 +49,10 @@ pub use peers::{PeerEntry, Profile};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
+pub use shared_tools::{
+    DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallForward,
+    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
+};
 pub use skills::{ShareSkill, SkillBundle, SkillChanged, SkillEntry};
 pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
@@ -331,6 +337,15 @@ pub enum ClientMessage {
     RemoveSkill {
         name: String,
     },
+    // Peer-hosted MCP tools (PROTOCOL.md §14).
+    McpRegister(McpRegister),
+    McpUnregister {
+        #[serde(rename = "serverName")]
+        server_name: String,
+    },
+    McpList {},
+    McpCall(Box<McpCall>),
+    McpCallResponse(Box<McpCallResult>),
 }
 
 impl ClientMessage {
@@ -410,6 +425,11 @@ impl ClientMessage {
             ClientMessage::GetSkill { .. } => "get_skill",
             ClientMessage::ListSkills { .. } => "list_skills",
             ClientMessage::RemoveSkill { .. } => "remove_skill",
+            ClientMessage::McpRegister(_) => "mcp_register",
+            ClientMessage::McpUnregister { .. } => "mcp_unregister",
+            ClientMessage::McpList {} => "mcp_list",
+            ClientMessage::McpCall(_) => "mcp_call",
+            ClientMessage::McpCallResponse(_) => "mcp_call_response",
         }
     }
 }
@@ -610,6 +630,18 @@ pub enum ServerMessage {
         next_cursor: Option<String>,
     },
     SkillChanged(SkillChanged),
+    // Peer-hosted MCP tools (PROTOCOL.md §14).
+    McpRegisterAck {
+        #[serde(rename = "serverName")]
+        server_name: String,
+        #[serde(rename = "toolCount")]
+        tool_count: usize,
+    },
+    McpListResult {
+        servers: Vec<McpServerEntry>,
+    },
+    McpCallResult(Box<McpCallResult>),
+    McpCallForward(Box<McpCallForward>),
 }
 
 impl ServerMessage {

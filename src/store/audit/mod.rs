@@ -111,6 +111,10 @@ pub enum AuditEvent {
     // Skills (issue 15).
     SkillShared,
     SkillRemoved,
+    /// A member registered (or re-registered) a peer-hosted MCP server.
+    McpRegistered,
+    /// A peer-hosted MCP server was removed (by its host, a manager, or the broker).
+    McpRemoved,
 }
 
 impl AuditEvent {
@@ -150,6 +154,8 @@ impl AuditEvent {
             AuditEvent::AuditTrimmed => "audit.trimmed",
             AuditEvent::SkillShared => "skill.shared",
             AuditEvent::SkillRemoved => "skill.removed",
+            AuditEvent::McpRegistered => "mcp.registered",
+            AuditEvent::McpRemoved => "mcp.removed",
         }
     }
 }

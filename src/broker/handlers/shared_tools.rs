@@ -1,0 +1,459 @@
+//! Peer-hosted MCP tools (issue 15 tier 1, PROTOCOL.md §14): `mcp_register`, `mcp_unregister`,
+//! `mcp_list`, and `mcp_call` relayed to the hosting presence as `mcp_call_forward`, whose
+//! `mcp_call_response` goes back to the caller as `mcp_call_result`. The caller needs the
+//! `tools` capability (perms `needed()`); the host's grants (`tools` right, blocks) are checked
+//! here, before anything reaches the host.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::reply::{self, Refusal, answer, me, ok_ack, refuse};
+use crate::broker::connection::Conn;
+use crate::broker::presence::Peer;
+use crate::broker::shared_tools::{HostAnswer, MAX_CALLS_IN_FLIGHT};
+use crate::broker::state::Broker;
+use crate::protocol::messages::{
+    DEFAULT_TOOL_TIMEOUT_MS, Envelope, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall,
+    McpCallForward, McpCallResult, McpRegister, McpServerEntry, McpToolSpec,
+};
+use crate::protocol::{ServerMessage, time};
+use crate::store::{
+    AuditActor, MAX_MCP_SERVERS, McpRegistered, McpRemoved, McpServerRow, McpToolRow, Right,
+};
+
+/// The longest server and tool name.
+const MAX_NAME: usize = 64;
+const MAX_TOOL_NAME: usize = 128;
+const MAX_DESCRIPTION: usize = 2048;
+/// Tools one server may register.
+pub const MAX_TOOLS: usize = 128;
+/// The longest a call may ask to wait for its host.
+const MAX_TIMEOUT_MS: u64 = 120_000;
+
+/// The key a presence proved: its session key after a session hello, else its member key.
+fn proven_key(peer: &Peer) -> String {
+    peer.proven_session().unwrap_or(peer.member_pubkey).to_hex()
+}
+
+/// The presence that hosts `row`, connected or in its lease.
+fn host_presence(broker: &Broker, mesh_id: &str, row: &McpServerRow) -> Option<Arc<Peer>> {
+    broker
+        .presence
+        .peers(mesh_id)
+        .into_iter()
+        .find(|p| p.presence_id == row.host_presence_id)
+}
+
+/// The presence that hosts `row`, if it is connected now.
+fn live_host(broker: &Broker, mesh_id: &str, row: &McpServerRow) -> Option<Arc<Peer>> {
+    host_presence(broker, mesh_id, row).filter(|p| p.is_live())
+}
+
+/// The presences of a mesh, connected or in their lease: a session that reconnects within its
+/// lease takes its presence back, and its registrations with it.
+fn presences(broker: &Broker, mesh_id: &str) -> HashSet<String> {
+    broker
+        .presence
+        .peers(mesh_id)
+        .into_iter()
+        .map(|p| p.presence_id.clone())
+        .collect()
+}
+
+fn valid_name(what: &str, name: &str, max: usize) -> Result<(), Refusal> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(
+            "invalid_argument",
+            format!(
+                "{what} must be 1 to {max} letters, digits, '-', '_' or '.' (got \"{}\")",
+                name.chars().take(max).collect::<String>()
+            ),
+        ))
+    }
+}
+
+fn tool_rows(tools: Vec<McpToolSpec>) -> Result<Vec<McpToolRow>, Refusal> {
+    if tools.len() > MAX_TOOLS {
+        return Err(refuse(
+            "invalid_argument",
+            format!("a server may register at most {MAX_TOOLS} tools"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut rows = Vec::with_capacity(tools.len());
+    for t in tools {
+        if t.name.is_empty() || t.name.chars().count() > MAX_TOOL_NAME {
+            return Err(refuse(
+                "invalid_argument",
+                format!("each tool needs a name of 1 to {MAX_TOOL_NAME} characters"),
+            ));
+        }
+        if !seen.insert(t.name.clone()) {
+            return Err(refuse(
+                "invalid_argument",
+                format!("tool \"{}\" is listed twice", t.name),
+            ));
+        }
+        rows.push(McpToolRow {
+            description: t.description.chars().take(MAX_DESCRIPTION).collect(),
+            input_schema_json: t.input_schema.to_string(),
+            name: t.name,
+        });
+    }
+    Ok(rows)
+}
+
+/// Forgets non-persistent servers whose host's presence has gone (not even in its lease).
+async fn prune(broker: &Broker, mesh_id: &str) -> Result<(), Refusal> {
+    let present = presences(broker, mesh_id);
+    for row in broker.store.mcp_servers(mesh_id)? {
+        if !row.persistent && !present.contains(&row.host_presence_id) {
+            broker
+                .store
+                .remove_mcp_server(mesh_id.to_string(), row.name, None, time::now_ms())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `mcp_register` → `mcp_register_ack {serverName, toolCount}`.
+pub fn mcp_register(conn: &Conn, req_id: Option<String>, reg: McpRegister) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    answer(conn, req_id, async move {
+        valid_name("serverName", &reg.server_name, MAX_NAME)?;
+        let description = if reg.description.is_empty() {
+            String::new()
+        } else {
+            reply::text("description", &reg.description, MAX_DESCRIPTION)?
+        };
+        let tools = tool_rows(reg.tools)?;
+        prune(&broker, &peer.mesh_id).await?;
+        let tool_count = tools.len();
+        let row = McpServerRow {
+            name: reg.server_name.clone(),
+            description,
+            tools,
+            persistent: reg.persistent,
+            host_member_id: peer.member_id.clone(),
+            host_name: peer.display_name.clone(),
+            host_pubkey: proven_key(&peer),
+            host_presence_id: peer.presence_id.clone(),
+            registered_at_ms: time::now_ms(),
+        };
+        let present = presences(&broker, &peer.mesh_id);
+        let replaceable =
+            move |old: &McpServerRow| !old.persistent && !present.contains(&old.host_presence_id);
+        match broker
+            .store
+            .register_mcp_server(peer.mesh_id.clone(), row, replaceable)
+            .await?
+        {
+            McpRegistered::Done => Ok(Some(ServerMessage::McpRegisterAck {
+                server_name: reg.server_name,
+                tool_count,
+            })),
+            McpRegistered::NameTaken(host) => Err(refuse(
+                "conflict",
+                format!(
+                    "\"{}\" is already registered by {host}; pick another name (mcp-share --name)",
+                    reg.server_name
+                ),
+            )),
+            McpRegistered::Full => Err(refuse(
+                "quota_exceeded",
+                format!("this mesh already has {MAX_MCP_SERVERS} MCP servers registered"),
+            )),
+        }
+    });
+}
+
+/// `mcp_unregister {serverName}` → `ack{ok:true}`: its host's member, the owner or an admin.
+pub fn mcp_unregister(conn: &Conn, req_id: Option<String>, server_name: String) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    answer(conn, req_id, async move {
+        let actor = reply::actor(&broker, &peer);
+        let by = (AuditActor::from(&actor), actor.manages);
+        match broker
+            .store
+            .remove_mcp_server(
+                peer.mesh_id.clone(),
+                server_name.clone(),
+                Some(by),
+                time::now_ms(),
+            )
+            .await?
+        {
+            McpRemoved::Done => Ok(Some(ok_ack())),
+            McpRemoved::NotFound => Err(not_found(&server_name)),
+            McpRemoved::NotYours(host) => Err(refuse(
+                "forbidden",
+                format!(
+                    "\"{server_name}\" is hosted by {host}: only its host, the owner or an admin remove it"
+                ),
+            )),
+        }
+    });
+}
+
+fn not_found(name: &str) -> Refusal {
+    refuse(
+        "not_found",
+        format!(
+            "no MCP server \"{}\" is registered in this mesh (claudemesh tools list shows them)",
+            name.chars().take(MAX_NAME).collect::<String>()
+        ),
+    )
+}
+
+fn entry(row: McpServerRow, host: Option<&Arc<Peer>>) -> McpServerEntry {
+    let online = host.is_some_and(|h| h.is_live());
+    let offline_since = host
+        .and_then(|h| h.state().offline_since_ms)
+        .filter(|_| !online)
+        .map(time::iso);
+    McpServerEntry {
+        name: row.name,
+        description: row.description,
+        hosted_by: row.host_name,
+        host_pubkey: row.host_pubkey,
+        host_member_id: row.host_member_id,
+        tools: row
+            .tools
+            .into_iter()
+            .map(|t| McpToolSpec {
+                input_schema: serde_json::from_str(&t.input_schema_json)
+                    .unwrap_or(serde_json::Value::Null),
+                name: t.name,
+                description: t.description,
+            })
+            .collect(),
+        online,
+        offline_since,
+        persistent: row.persistent,
+    }
+}
+
+/// `mcp_list` → `mcp_list_result {servers}`: every server with its tools, host and whether
+/// the host is connected now.
+pub fn mcp_list(conn: &Conn, req_id: Option<String>) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    answer(conn, req_id, async move {
+        prune(&broker, &peer.mesh_id).await?;
+        let servers = broker
+            .store
+            .mcp_servers(&peer.mesh_id)?
+            .into_iter()
+            .map(|row| {
+                let host = host_presence(&broker, &peer.mesh_id, &row);
+                entry(row, host.as_ref())
+            })
+            .collect();
+        Ok(Some(ServerMessage::McpListResult { servers }))
+    });
+}
+
+/// Everything a call must pass before it reaches its host: its size, the server and tool,
+/// the host being connected, and the host's grants.
+fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
+    let size = call.args_bytes();
+    if size > MAX_TOOL_ARGS_BYTES {
+        return Err(refuse(
+            "payload_too_large",
+            format!(
+                "the tool call's arguments are {size} bytes; the limit is {MAX_TOOL_ARGS_BYTES} bytes"
+            ),
+        ));
+    }
+    let row = broker
+        .store
+        .mcp_server(&caller.mesh_id, &call.server_name)?
+        .ok_or_else(|| not_found(&call.server_name))?;
+    if !row.tools.iter().any(|t| t.name == call.tool_name) {
+        return Err(refuse(
+            "not_found",
+            format!(
+                "MCP server \"{}\" has no tool \"{}\" (its tools: {})",
+                row.name,
+                call.tool_name
+                    .chars()
+                    .take(MAX_TOOL_NAME)
+                    .collect::<String>(),
+                row.tools
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let Some(host) = live_host(broker, &caller.mesh_id, &row) else {
+        let how = if row.persistent {
+            "its registration is kept; calls work again once it runs `claudemesh mcp-share` again"
+        } else {
+            "its registration ended with it"
+        };
+        return Err(refuse(
+            "host_offline",
+            format!(
+                "the host of \"{}\" ({}) is offline: {how}",
+                row.name, row.host_name
+            ),
+        ));
+    };
+    if host.member_id != caller.member_id {
+        let grant = broker
+            .store
+            .grant(&caller.mesh_id, &host.member_id, &caller.member_id)?;
+        if grant.is_some_and(|g| !g.allows(Right::Tools)) {
+            return Err(refuse(
+                "forbidden",
+                format!(
+                    "{} does not let you call its tools (its grants refuse you the \"tools\" right)",
+                    row.host_name
+                ),
+            ));
+        }
+    }
+    Ok(host)
+}
+
+/// `mcp_call` → `mcp_call_result` once the host answers, or an `error` frame: `not_found`,
+/// `host_offline`, `forbidden`, `payload_too_large`, `result_too_large`, `rate_limited`,
+/// `timeout`. The wait runs beside the connection's other requests, never in front of them.
+pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
+    let Some((broker, caller)) = me(conn) else {
+        return;
+    };
+    let host = match admit(&broker, &caller, &call) {
+        Ok(host) => host,
+        Err(Refusal { code, message }) => return conn.error(req_id, code, message),
+    };
+    let Some((place, answered)) =
+        broker
+            .tool_calls
+            .start(&caller.mesh_id, &caller.member_id, &host.presence_id)
+    else {
+        return conn.error(
+            req_id,
+            "rate_limited",
+            format!(
+                "you already have {MAX_CALLS_IN_FLIGHT} tool calls waiting for their hosts; wait for one to finish"
+            ),
+        );
+    };
+    let forward = McpCallForward {
+        call_id: place.call_id().to_string(),
+        server_name: call.server_name.clone(),
+        tool_name: call.tool_name.clone(),
+        args: match (&call.args, &call.sealed) {
+            (None, None) => Some(serde_json::json!({})),
+            (args, _) => args.clone(),
+        },
+        sealed: call.sealed.clone(),
+        caller_name: caller.display_name.clone(),
+        caller_pubkey: proven_key(&caller),
+        caller_member_id: caller.member_id.clone(),
+        caller_member_pubkey: caller.member_pubkey.to_hex(),
+    };
+    let host_closed = host.state().conn.as_ref().map(|c| c.closer.subscribe());
+    let (Some(mut host_closed), true) = (
+        host_closed,
+        host.send(&Envelope::new(ServerMessage::McpCallForward(Box::new(
+            forward,
+        )))),
+    ) else {
+        return conn.error(
+            req_id,
+            "host_offline",
+            format!("the host of \"{}\" went offline", call.server_name),
+        );
+    };
+    let wait = Duration::from_millis(
+        call.timeout_ms
+            .unwrap_or(DEFAULT_TOOL_TIMEOUT_MS)
+            .clamp(1, MAX_TIMEOUT_MS),
+    );
+    let out = conn.out.clone();
+    let who = conn.who();
+    let server = call.server_name;
+    let host_name = host.display_name.clone();
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            a = tokio::time::timeout(wait, answered) => match a {
+                Ok(Ok(HostAnswer::Result(mut r))) => {
+                    r.call_id = None;
+                    Ok(r)
+                }
+                Ok(Ok(HostAnswer::TooLarge(n))) => Err((
+                    "result_too_large",
+                    format!("the result of \"{server}\" was {n} bytes; the limit is {MAX_TOOL_RESULT_BYTES} bytes"),
+                )),
+                Ok(Err(_)) => Err(("host_offline", format!("the host of \"{server}\" went offline"))),
+                Err(_) => Err((
+                    "timeout",
+                    format!("{host_name} did not answer the call to \"{server}\" within {} s", wait.as_secs_f64()),
+                )),
+            },
+            _ = host_closed.wait_for(Option::is_some) => Err((
+                "host_offline",
+                format!("the host of \"{server}\" ({host_name}) disconnected during the call"),
+            )),
+            _ = broker.shutdown.cancelled() => Err(("broker_shutdown", "the broker is shutting down".to_string())),
+        };
+        drop(place);
+        let frame = match outcome {
+            Ok(r) => ServerMessage::McpCallResult(Box::new(r)),
+            Err((code, message)) => {
+                broker.metrics.error(code);
+                broker.refusals.refused(&who, "mcp_call", code, &message);
+                ServerMessage::error(code, message)
+            }
+        };
+        out.send(&Envelope::reply(req_id, frame));
+    });
+}
+
+/// `mcp_call_response` from a host: hands the answer to the waiting call (only the presence
+/// the call went to may answer). Answers `ack` only when asked.
+pub fn mcp_call_response(conn: &Conn, req_id: Option<String>, response: McpCallResult) {
+    let Some(peer) = conn.peer.as_ref() else {
+        return;
+    };
+    let Some(call_id) = response.call_id.clone() else {
+        return conn.error(req_id, "invalid_argument", "mcp_call_response needs callId");
+    };
+    let size = response.wire_bytes();
+    let host_answer = if size > MAX_TOOL_RESULT_BYTES {
+        HostAnswer::TooLarge(size)
+    } else {
+        HostAnswer::Result(response)
+    };
+    if conn
+        .broker
+        .tool_calls
+        .answer(&call_id, &peer.presence_id, host_answer)
+    {
+        super::reply::maybe_ack(conn, req_id);
+    } else if req_id.is_some() {
+        conn.error(
+            req_id,
+            "not_found",
+            "no call with this callId waits for you (it timed out or was answered)",
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Tool calls in flight (issue 15 tier 1): each `mcp_call` waits here for its host's
+//! `mcp_call_response`, and each caller has a bounded number waiting at once. Nothing here
+//! outlives the broker: a call is relayed live or refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use crate::protocol::messages::McpCallResult;
+
+/// Calls one member may have waiting for hosts at once.
+pub const MAX_CALLS_IN_FLIGHT: usize = 16;
+
+/// What a host sent back for a call.
+#[derive(Debug)]
+pub enum HostAnswer {
+    Result(McpCallResult),
+    /// The result was this many bytes, over the limit; it is not relayed.
+    TooLarge(usize),
+}
+
+struct Waiting {
+    /// Only this presence may answer.
+    host_presence_id: String,
+    answer: oneshot::Sender<HostAnswer>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiting: HashMap<String, Waiting>,
+    /// Calls in flight by (mesh id, caller member id).
+    per_caller: HashMap<(String, String), usize>,
+}
+
+#[derive(Default, Clone)]
+pub struct ToolCalls {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A call's place among those in flight; dropping it (answered, timed out, host gone) frees
+/// the place and forgets the call.
+pub struct InFlight {
+    calls: ToolCalls,
+    call_id: String,
+    caller: (String, String),
+}
+
+impl InFlight {
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut inner = self.calls.lock();
+        inner.waiting.remove(&self.call_id);
+        if let Some(n) = inner.per_caller.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_caller.remove(&self.caller);
+            }
+        }
+    }
+}
+
+impl ToolCalls {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for a new call of `caller_member_id`, answered only by
+    /// `host_presence_id`; `None` when the caller already has [`MAX_CALLS_IN_FLIGHT`].
+    pub fn start(
+        &self,
+        mesh_id: &str,
+        caller_member_id: &str,
+        host_presence_id: &str,
+    ) -> Option<(InFlight, oneshot::Receiver<HostAnswer>)> {
+        let caller = (mesh_id.to_string(), caller_member_id.to_string());
+        let call_id = hex::encode(crate::crypto::random_bytes::<12>());
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        let n = inner.per_caller.entry(caller.clone()).or_insert(0);
+        if *n >= MAX_CALLS_IN_FLIGHT {
+            return None;
+        }
+        *n += 1;
+        inner.waiting.insert(
+            call_id.clone(),
+            Waiting {
+                host_presence_id: host_presence_id.to_string(),
+                answer: tx,
+            },
+        );
+        drop(inner);
+        let place = InFlight {
+            calls: self.clone(),
+            call_id,
+            caller,
+        };
+        Some((place, rx))
+    }
+
+    /// Hands a host's answer to the waiting call; false when no such call waits for this
+    /// presence (unknown, already answered, timed out, or another presence's).
+    pub fn answer(&self, call_id: &str, from_presence_id: &str, result: HostAnswer) -> bool {
+        let mut inner = self.lock();
+        match inner.waiting.get(call_id) {
+            Some(w) if w.host_presence_id == from_presence_id => {}
+            _ => return false,
+        }
+        match inner.waiting.remove(call_id) {
+            Some(w) => w.answer.send(result).is_ok(),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_has_a_bounded_number_of_calls_and_only_the_host_answers() {
+        let calls = ToolCalls::default();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CALLS_IN_FLIGHT {
+            held.push(calls.start("m", "bob", "host").expect("room"));
+        }
+        assert!(calls.start("m", "bob", "host").is_none(), "one too many");
+        assert!(
+            calls.start("m", "carol", "host").is_some(),
+            "others unaffected"
+        );
+        let (place, mut rx) = held.pop().expect("a call");
+        let id = place.call_id().to_string();
+        assert!(!calls.answer(
+            &id,
+            "someone-else",
+            HostAnswer::Result(McpCallResult::default())
+        ));
+        assert!(calls.answer(&id, "host", HostAnswer::Result(McpCallResult::default())));
+        assert!(rx.try_recv().is_ok());
+        assert!(
+            !calls.answer(&id, "host", HostAnswer::Result(McpCallResult::default())),
+            "once"
+        );
+        drop(place);
+        assert!(calls.start("m", "bob", "host").is_some(), "a place freed");
+    }
+}
