@@ -848,3 +848,23 @@ async fn an_admin_rotates_once_the_owner_signed_it_onto_the_admin_list() {
         "{audit}"
     );
 }
+
+/// A link never puts a key of a later epoch into a membership this machine has: such keys come
+/// only sealed and signed (a broker could otherwise answer a link's landing with a mesh, epoch
+/// and check value of its choosing and plant the link's key).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_adds_no_later_key_to_an_existing_membership() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+    let (_, url) = invite(&alice, &[]);
+    assert!(url.contains("~1"), "the link carries epoch 1: {url}");
+    let out = bob.run(&["join", &url]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("already a member"), "{}", out.stdout);
+    assert_eq!(bob.entry().key_epoch, 0, "the link's key was not taken");
+    // Its sealed, signed copy comes with the next connection.
+    bob.ok(&["peers"]);
+    assert_eq!(bob.entry().key_epoch, 1);
+}

@@ -230,7 +230,7 @@ async fn message_mode_off_refuses_and_inbox_holds_until_drained() {
 fn a_name_that_looks_like_another_members_is_refused() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    for lookalike in ["\u{430}lice", "ALICE", "a\u{217c}ice"] {
+    for lookalike in ["\u{430}lice", "ALICE", "a\u{217c}ice", "aIice"] {
         let out = bob.run(&["profile", "--name", lookalike]);
         assert_eq!(out.code, 1, "{lookalike}: {}", out.stdout);
         assert!(

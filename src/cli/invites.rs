@@ -432,8 +432,16 @@ impl JoinCmd {
         let info = info.json();
         // Checked before anything is claimed, so a forged landing uses up nothing (brokers
         // before this version send no signature here; the claim answer is checked below).
+        // The owner key the landing names, when the link's owner fingerprint vouches for it and
+        // the owner key itself signed the invite: only then may a link's key go into a
+        // membership this machine already has (an admin fingerprint in a link proves nothing
+        // about who is an admin).
+        let mut pinned_owner = None;
         if info["signature_v3"].is_string() {
-            check_answer(&link, &info)?;
+            let owner = check_answer(&link, &info)?;
+            if link.owner.is_some() && link.signer.is_none() {
+                pinned_owner = Some(owner);
+            }
         }
         // A revoked invite (e.g. by a key rotation: its link carries an old key) says so
         // before its key is compared with the mesh's current one.
@@ -464,9 +472,12 @@ impl JoinCmd {
             }
         }
         let dir = ConfigDir::from_env();
-        if let Some(done) =
-            self.already_joined(&dir, &info, root_key.map(|k| (k, link.key_epoch)))?
-        {
+        if let Some(done) = self.already_joined(
+            &dir,
+            &info,
+            root_key.map(|k| (k, link.key_epoch)),
+            pinned_owner.as_deref(),
+        )? {
             return done;
         }
         if link.owner.is_none() {
@@ -551,12 +562,17 @@ impl JoinCmd {
 
     /// This config has joined the invite's mesh already: say so and claim nothing (no use
     /// spent, no second member). A link with the mesh key adds it to a membership made
-    /// without one. `None` means: not joined yet, go on and claim.
+    /// without one, and only when the landing was signed by the key the link names and names
+    /// the owner this membership trusts (`pinned_owner`): otherwise a broker could hand an
+    /// existing member any link and plant a key of its choosing. Keys of later epochs never
+    /// come from a link here: they arrive sealed and signed (PROTOCOL.md §12.4). `None` means:
+    /// not joined yet, go on and claim.
     fn already_joined(
         &self,
         dir: &ConfigDir,
         info: &serde_json::Value,
         root_key: Option<([u8; 32], u64)>,
+        pinned_owner: Option<&str>,
     ) -> Result<Option<CliResult>, CliError> {
         let mesh_id = info["mesh_id"].as_str().unwrap_or_default();
         if mesh_id.is_empty() {
@@ -568,15 +584,12 @@ impl JoinCmd {
                 .iter_mut()
                 .find(|m| m.mesh_id == mesh_id)
                 .map(|entry| {
+                    let vouched = pinned_owner == Some(entry.owner_pubkey.as_str());
                     let added = match root_key {
-                        Some((key, epoch)) if entry.root_key.is_empty() => {
+                        Some((key, epoch)) if entry.root_key.is_empty() && vouched => {
                             entry.key_epoch = epoch;
                             entry.root_key = encode_root_key(&key);
                             true
-                        }
-                        // A newer key than this machine holds (a link made after a rotation).
-                        Some((key, epoch)) if epoch > entry.key_epoch => {
-                            entry.add_root_key(epoch, &key)
                         }
                         _ => false,
                     };

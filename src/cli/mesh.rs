@@ -192,6 +192,7 @@ impl ListCmd {
                     json!({
                         "meshId": m.mesh_id, "slug": m.slug, "name": m.name, "role": m.role,
                         "memberId": m.member_id, "displayName": m.display_name,
+                        "memberPubkey": m.member_pubkey,
                         "brokerUrl": m.broker_url, "joinedAt": m.joined_at,
                     })
                 })

@@ -185,6 +185,13 @@ impl PermsCmd {
                         "warning: this machine does not hold the owner key, so {} is not on the owner's signed admin list and cannot rotate the root key until the owner runs this where the owner key is",
                         entry.display_name
                     ));
+                } else if to_admin && !c.json {
+                    // The broker maps the name to this key: the owner can check it out of band.
+                    outln!(
+                        "signed {}'s member key {} onto the admin list (members take root-key rotations it signs); it should match the memberPubkey `claudemesh list --json` shows on their machine",
+                        entry.display_name,
+                        entry.pubkey
+                    );
                 }
                 if c.json {
                     print_json(&entry);

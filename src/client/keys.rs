@@ -290,6 +290,7 @@ impl MeshClient {
     /// only the sealed copies and revokes unused invites (their links carry the old key). When
     /// membership or the epoch changed meanwhile, it starts over (a few times).
     pub async fn rotate_root_key(&self) -> Result<Rotated, ClientError> {
+        self.prune_admins().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -332,8 +333,8 @@ impl MeshClient {
                 }))
                 .await;
             match answer {
-                Ok(ServerMessage::KeyRotated(ok)) => {
-                    self.keys.keep(ok.epoch, key);
+                Ok(ServerMessage::KeyRotated(ok)) if ok.epoch == next => {
+                    self.keys.keep(next, key);
                     return Ok(ok.into());
                 }
                 Ok(other) => return Err(unexpected(other)),
@@ -384,11 +385,6 @@ impl MeshClient {
         pubkey_hex: &str,
         change: AdminChange,
     ) -> Result<Option<AdminList>, ClientError> {
-        let owner = self.keys.owner.as_ref().ok_or_else(|| {
-            ClientError::Protocol(
-                "only the machine holding the owner key signs the admin list".into(),
-            )
-        })?;
         let current = self.admin_list().await?;
         let mut admins = current
             .as_ref()
@@ -401,10 +397,56 @@ impl MeshClient {
             AdminChange::Add => admins.push(pubkey_hex.to_owned()),
             AdminChange::Remove => admins.retain(|a| a != pubkey_hex),
         }
+        self.sign_admins(current.as_ref(), admins).await.map(Some)
+    }
+
+    /// Where the owner key is held: takes off the signed admin list every key that is no
+    /// longer a live admin of the mesh (revoked, banned or demoted, even from a machine
+    /// without the owner key), so an ex-admin's signature stops counting. Run before each
+    /// rotation this client makes and after each role change. Removing only ever narrows
+    /// whom members trust.
+    pub async fn prune_admins(&self) -> Result<(), ClientError> {
+        if !self.holds_owner_key() {
+            return Ok(());
+        }
+        let Some(list) = self.admin_list().await? else {
+            return Ok(());
+        };
+        let members = self.list_members().await?;
+        let (bans, _) = self.list_bans().await?;
+        let live_admin = |key: &String| {
+            members
+                .iter()
+                .any(|m| &m.pubkey == key && m.role == "admin")
+                && !bans.iter().any(|b| &b.pubkey == key)
+        };
+        let keep: Vec<String> = list
+            .admins
+            .iter()
+            .filter(|k| live_admin(k))
+            .cloned()
+            .collect();
+        if keep.len() < list.admins.len() {
+            self.sign_admins(Some(&list), keep).await?;
+        }
+        Ok(())
+    }
+
+    /// Signs `admins` as the version after `current` with the owner key and stores it.
+    async fn sign_admins(
+        &self,
+        current: Option<&AdminList>,
+        admins: Vec<String>,
+    ) -> Result<AdminList, ClientError> {
+        let owner = self.keys.owner.as_ref().ok_or_else(|| {
+            ClientError::Protocol(
+                "only the machine holding the owner key signs the admin list".into(),
+            )
+        })?;
         let version = current.map_or(0, |l| l.version) + 1;
         let list = AdminList::sign(owner, &self.keys.mesh_id, version, admins, time::now_ms());
         match self.request(ClientMessage::SetAdmins(list)).await? {
-            ServerMessage::Admins { list } => Ok(list),
+            ServerMessage::Admins { list: Some(list) } => Ok(list),
             other => Err(unexpected(other)),
         }
     }

@@ -27,17 +27,22 @@ impl MeshClient {
     /// change made where the owner key is held also updates the owner's signed admin list (who
     /// may rotate the root key, PROTOCOL.md §12.4): an admin is added to it, a member removed.
     pub async fn set_perms(&self, change: SetPerms) -> Result<PermsEntry, ClientError> {
-        let role_changed = change.role.is_some();
+        let role = change.role.clone();
         let entry = entries(self.request(ClientMessage::SetPerms(change)).await?)?
             .into_iter()
             .next()
             .ok_or_else(|| ClientError::Protocol("an empty perms answer".into()))?;
-        if role_changed && self.holds_owner_key() {
-            let change = match entry.role.as_str() {
-                "admin" => AdminChange::Add,
-                _ => AdminChange::Remove,
-            };
-            self.change_admins(&entry.pubkey, change).await?;
+        if let Some(role) = role
+            && self.holds_owner_key()
+        {
+            // What the owner asked for decides, not what the answer says.
+            if role == "admin" {
+                self.change_admins(&entry.pubkey, AdminChange::Add).await?;
+            } else {
+                self.change_admins(&entry.pubkey, AdminChange::Remove)
+                    .await?;
+                self.prune_admins().await?;
+            }
         }
         Ok(entry)
     }

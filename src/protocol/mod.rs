@@ -34,13 +34,22 @@ fn is_invisible(c: char) -> bool {
         | '\u{E0000}'..='\u{E0FFF}')
 }
 
-/// What two display names must not share in one mesh: their UTS #39 confusable skeleton, case
-/// folded, so "alice", "ALICE" and "аlice" (Cyrillic а) are one name and nobody can pass for
-/// somebody else by a look-alike.
-pub fn name_lookalike_key(name: &str) -> String {
-    unicode_security::skeleton(&name.to_lowercase())
-        .collect::<String>()
-        .to_lowercase()
+/// Whether two display names would pass for each other: same UTS #39 confusable skeleton
+/// once case is folded, taken both ways round (folding first makes "ALICE" "alice"; the skeleton
+/// first makes "AIice", with a capital i, "Alice"). So "alice", "ALICE", "аlice" (Cyrillic а)
+/// and "AIice" are one name in a mesh, and nobody can pass for somebody else by a look-alike.
+pub fn names_look_alike(a: &str, b: &str) -> bool {
+    let (a, b) = (lookalike_keys(a), lookalike_keys(b));
+    a.iter().any(|k| b.contains(k))
+}
+
+fn lookalike_keys(name: &str) -> [String; 2] {
+    let skeleton = |s: &str| {
+        unicode_security::skeleton(s)
+            .collect::<String>()
+            .to_lowercase()
+    };
+    [skeleton(&name.to_lowercase()), skeleton(&skeleton(name))]
 }
 
 /// Longest display name kept; longer ones are cut, not refused.
@@ -57,4 +66,27 @@ pub fn clean_display_name(name: &str) -> Option<String> {
     let name: String = name.trim().chars().take(MAX_DISPLAY_NAME).collect();
     let name = name.trim_end();
     (!name.is_empty()).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_look_alike;
+
+    #[test]
+    fn look_alike_names_are_one_name_and_different_ones_are_not() {
+        for (a, b) in [
+            ("alice", "ALICE"),
+            ("alice", "\u{430}lice"),
+            ("alice", "AIice"),
+            ("alice", "a\u{217c}ice"),
+            ("marta", "rnarta"),
+            ("bob", "b\u{43e}b"),
+        ] {
+            assert!(names_look_alike(a, b), "{a} ~ {b}");
+            assert!(names_look_alike(b, a), "{b} ~ {a}");
+        }
+        for (a, b) in [("bob", "bobby"), ("alice", "alicia"), ("ann", "anna")] {
+            assert!(!names_look_alike(a, b), "{a} !~ {b}");
+        }
+    }
 }

@@ -106,7 +106,6 @@ impl Store {
             if let Some(name) = &patch.display_name
                 && *name != member.display_name
             {
-                let wanted = crate::protocol::name_lookalike_key(name);
                 for row in members.range((mesh_id.as_str(), "")..)? {
                     let (k, v) = row?;
                     if k.value().0 != mesh_id {
@@ -115,7 +114,7 @@ impl Store {
                     let other: Member = super::decode(v.value())?;
                     if other.id != member_id
                         && other.revoked_at_ms.is_none()
-                        && crate::protocol::name_lookalike_key(&other.display_name) == wanted
+                        && crate::protocol::names_look_alike(&other.display_name, name)
                     {
                         return Ok(Err(ProfileRefusal::NameTaken(name.clone())));
                     }

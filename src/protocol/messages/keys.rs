@@ -113,7 +113,10 @@ impl AdminList {
     /// Whether the owner `owner_hex` signed this list for `mesh_id`, in its one canonical form
     /// (keys ascending, no repeats).
     pub fn verifies(&self, mesh_id: &str, owner_hex: &str) -> bool {
-        let canonical_order = self.admins.windows(2).all(|w| w[0] < w[1]);
+        // Keys ascending, each a well-formed member key: a `,` inside one entry could otherwise
+        // sign the same string as two entries.
+        let canonical_order = self.admins.windows(2).all(|w| w[0] < w[1])
+            && self.admins.iter().all(|a| Pubkey::parse(a).is_ok());
         canonical_order
             && self.admins.len() <= MAX_ADMINS
             && signed_by(

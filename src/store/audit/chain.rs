@@ -1,7 +1,7 @@
 //! The audit chain (PROTOCOL.md §12.5): the exact bytes each record's hash covers, and the
 //! walk that recomputes a mesh's chain and names its first broken record.
 
-use super::{AUDIT, AUDIT_HEADS, AuditHead, AuditRecord};
+use super::{AUDIT, AUDIT_HEADS, AuditEvent, AuditHead, AuditRecord};
 use crate::crypto;
 use crate::store::{Store, StoreError, decode, decode_opt};
 
@@ -132,6 +132,8 @@ impl Store {
         }
         let mut prev = head.as_ref().map_or_else(genesis, AuditHead::anchor);
         let mut expected = first;
+        // Where the newest `audit.trimmed` record says the dropped records end.
+        let mut trimmed_through = None;
         for row in table.range((mesh_id, first)..=(mesh_id, u64::MAX))? {
             let (k, v) = row?;
             let seq = k.value().1;
@@ -157,6 +159,9 @@ impl Store {
                 verdict.broken = Some((seq, why, Some(record.event)));
                 return Ok(verdict);
             }
+            if record.event == AuditEvent::AuditTrimmed.as_str() {
+                trimmed_through = record.payload.get("throughId").and_then(|v| v.parse().ok());
+            }
             verdict.entries += 1;
             prev = record.hash;
             expected += 1;
@@ -181,6 +186,12 @@ impl Store {
             // Records but no head: whatever was cut from the end could not show.
             verdict.broken = Some((last + 1, AuditBreak::Missing, None));
             verdict.entries = last;
+        }
+        // Dropped records are said so in the chain: the newest trim must end just before the
+        // first record kept, or records were cut from the front (the anchor moved by hand).
+        if verdict.broken.is_none() && first > 1 && trimmed_through != Some(first - 1) {
+            verdict.broken = Some((first - 1, AuditBreak::Missing, None));
+            verdict.entries = 0;
         }
         Ok(verdict)
     }
@@ -272,10 +283,18 @@ mod tests {
                 .total,
             2
         );
-        // The oldest kept record deleted: named, though older ones were dropped on purpose.
+        // The oldest kept record cut and the head moved past it (as a trim would): still at the
+        // cap's floor, but the newest `audit.trimmed` record says the drop ended at 4.
         store
             .write(|tx| {
-                tx.open_table(AUDIT)?.remove(("A", 5))?;
+                let mut t = tx.open_table(AUDIT)?;
+                let fifth: AuditRecord = decode_opt(t.get(("A", 5))?)?.unwrap();
+                t.remove(("A", 5))?;
+                let mut heads = tx.open_table(AUDIT_HEADS)?;
+                let mut head: AuditHead = decode_opt(heads.get("A")?)?.unwrap();
+                head.first = 6;
+                head.anchor = fifth.hash;
+                heads.insert("A", crate::store::encode(&head).as_slice())?;
                 Ok(())
             })
             .await
