@@ -114,6 +114,13 @@ pub struct MeshEntry {
     /// stays readable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub old_root_keys: Vec<EpochRootKey>,
+    /// The newest owner-signed admin list version this machine has seen (PROTOCOL.md §12.4):
+    /// a key that would become the current one is not taken on an older list.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::protocol::messages::is_epoch_zero"
+    )]
+    pub admin_list_version: u64,
 }
 
 /// A root key of one epoch, base64url without padding. `Debug` redacts the key.
@@ -162,6 +169,7 @@ impl std::fmt::Debug for MeshEntry {
             ca_file,
             key_epoch,
             old_root_keys,
+            admin_list_version,
         } = self;
         f.debug_struct("MeshEntry")
             .field("mesh_id", mesh_id)
@@ -183,6 +191,7 @@ impl std::fmt::Debug for MeshEntry {
             .field("ca_file", ca_file)
             .field("key_epoch", key_epoch)
             .field("old_root_keys", old_root_keys)
+            .field("admin_list_version", admin_list_version)
             .finish()
     }
 }
@@ -671,6 +680,7 @@ mod tests {
             ca_file: None,
             key_epoch: 0,
             old_root_keys: Vec::new(),
+            admin_list_version: 0,
         }
     }
 

@@ -789,6 +789,7 @@ impl OldMesh {
             ca_file: None,
             key_epoch: 0,
             old_root_keys: Vec::new(),
+            admin_list_version: 0,
         }
     }
 }

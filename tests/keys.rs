@@ -698,6 +698,17 @@ fn plant_key(
     key: &[u8; 32],
     proof: Option<&RotationProof>,
 ) {
+    plant_key_at(data_dir, member, 1, key, proof);
+}
+
+/// [`plant_key`] at epoch `epoch`.
+fn plant_key_at(
+    data_dir: &std::path::Path,
+    member: &MeshEntry,
+    epoch: u64,
+    key: &[u8; 32],
+    proof: Option<&RotationProof>,
+) {
     use redb::TableDefinition;
     const KEY_EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("key_epochs");
     const SEALED_KEYS: TableDefinition<(&str, &str, u64), &str> =
@@ -712,19 +723,22 @@ fn plant_key(
     let tx = db.begin_write().unwrap();
     {
         let mesh = member.mesh_id.as_str();
-        tx.open_table(KEY_EPOCHS).unwrap().insert(mesh, 1).unwrap();
+        tx.open_table(KEY_EPOCHS)
+            .unwrap()
+            .insert(mesh, epoch)
+            .unwrap();
         tx.open_table(SEALED_KEYS)
             .unwrap()
-            .insert((mesh, member.member_id.as_str(), 1), sealed.as_str())
+            .insert((mesh, member.member_id.as_str(), epoch), sealed.as_str())
             .unwrap();
         let mut proofs = tx.open_table(ROTATION_PROOFS).unwrap();
         match proof {
             Some(p) => {
                 let bytes = rmp_serde::to_vec_named(p).unwrap();
-                proofs.insert((mesh, 1), bytes.as_slice()).unwrap();
+                proofs.insert((mesh, epoch), bytes.as_slice()).unwrap();
             }
             None => {
-                proofs.remove((mesh, 1)).unwrap();
+                proofs.remove((mesh, epoch)).unwrap();
             }
         }
     }
@@ -867,4 +881,49 @@ async fn a_link_adds_no_later_key_to_an_existing_membership() {
     // Its sealed, signed copy comes with the next connection.
     bob.ok(&["peers"]);
     assert_eq!(bob.entry().key_epoch, 1);
+}
+
+/// An admin the owner took off the list cannot get a key taken again by a broker that replays
+/// the older list beside a new rotation it signs: members remember the newest list they saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_vouched_by_an_older_admin_list_is_not_taken() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    let old_list = alice
+        .client()
+        .await
+        .admin_list()
+        .await
+        .expect("list")
+        .expect("v1");
+    assert_eq!(old_list.version, 1);
+    carol.ok(&["rotate-key"]);
+    bob.ok(&["peers"]);
+    assert_eq!(bob.entry().key_epoch, 1);
+    // Demoted: the list goes to version 2, and bob learns it at his next connection.
+    alice.ok(&["perms", "set", "carol", "--role", "member"]);
+    bob.ok(&["peers"]);
+    assert_eq!(bob.entry().admin_list_version, 2);
+    // The broker replays version 1 with a rotation carol signs.
+    let entry = bob.entry();
+    let carol_key = carol.entry().member_keys().expect("carol's key");
+    let planted: [u8; 32] = claudemesh::crypto::random_bytes();
+    let check = claudemesh::identity::root_key_check(&planted);
+    let mut proof = RotationProof::sign(&carol_key, &entry.mesh_id, 2, &check, unique_now_ms());
+    proof.admins = Some(old_list);
+    broker.terminate();
+    plant_key_at(broker.data_dir(), &entry, 2, &planted, Some(&proof));
+    broker.restart();
+    let out = bob.run(&["peers"]);
+    assert!(
+        out.stderr.contains("older than version 2"),
+        "bob says why: {}",
+        out.stderr
+    );
+    assert_eq!(
+        bob.entry().key_epoch,
+        1,
+        "the planted key of epoch 2 was not taken"
+    );
 }

@@ -212,6 +212,7 @@ async fn setup_mesh(
         ca_file: trust.remembered(),
         key_epoch: 0,
         old_root_keys: Vec::new(),
+        admin_list_version: 0,
     };
     let owner_entry = entry(
         v["memberId"].as_str().unwrap_or_default().to_string(),

@@ -533,6 +533,7 @@ impl JoinCmd {
                 0
             },
             old_root_keys: Vec::new(),
+            admin_list_version: 0,
         };
         dir.update(|config| {
             config.upsert(entry.clone());
@@ -778,6 +779,7 @@ mod tests {
             ca_file: None,
             key_epoch: 0,
             old_root_keys: Vec::new(),
+            admin_list_version: 0,
         };
         let signer = SignKeyPair::generate();
         let before = invite_link("http://h/i/AbC123xy", &entry, &signer);

@@ -135,6 +135,7 @@ impl CreateCmd {
             ca_file: trust.remembered(),
             key_epoch: 0,
             old_root_keys: Vec::new(),
+            admin_list_version: 0,
         };
         if entry.mesh_id.is_empty() || entry.member_id.is_empty() {
             return Err(CliError::failed(

@@ -4,6 +4,7 @@
 //! several processes of one member never lose each other's keys.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
@@ -87,6 +88,8 @@ pub(crate) struct Keeper {
     /// The owner's public key (checked against the invite link at join): whose word on keys
     /// this client takes.
     owner_pubkey: String,
+    /// The newest admin list version seen (kept in the config too).
+    admins_seen: Arc<AtomicU64>,
     mesh_id: String,
     member_id: String,
     config_dir: Option<ConfigDir>,
@@ -99,6 +102,7 @@ impl Keeper {
             member: entry.member_keys().ok(),
             owner: entry.owner_keys().and_then(Result::ok),
             owner_pubkey: entry.owner_pubkey.clone(),
+            admins_seen: Arc::new(AtomicU64::new(entry.admin_list_version)),
             mesh_id: entry.mesh_id.clone(),
             member_id: entry.member_id.clone(),
             config_dir,
@@ -128,6 +132,18 @@ impl Keeper {
         if let Some(why) = proof.refusal(&self.mesh_id, copy.epoch, &self.owner_pubkey) {
             return Err(why);
         }
+        // A key that would become the one this member sends under is not taken on an admin
+        // list older than one it has seen: that list may name an admin the owner removed since.
+        let seen = self.admins_seen.load(Ordering::Relaxed);
+        if let Some(list) = &proof.admins
+            && copy.epoch > self.ring().current_epoch()
+            && list.version < seen
+        {
+            return Err(format!(
+                "the rotation to epoch {} is vouched for by admin list version {}, older than version {seen} this member has seen",
+                copy.epoch, list.version
+            ));
+        }
         let sealed = STANDARD
             .decode(&copy.sealed)
             .map_err(|_| "the sealed key is not base64")?;
@@ -147,6 +163,9 @@ impl Keeper {
             ));
         }
         self.keep(copy.epoch, key);
+        if let Some(list) = &proof.admins {
+            self.saw_admins(list.version);
+        }
         Ok(())
     }
 
@@ -192,6 +211,35 @@ impl Keeper {
         })
     }
 
+    /// Notes the version of an admin list the broker sent, when the owner signed it.
+    fn see_list(&self, list: Option<&AdminList>) {
+        if let Some(l) = list.filter(|l| l.verifies(&self.mesh_id, &self.owner_pubkey)) {
+            self.saw_admins(l.version);
+        }
+    }
+
+    /// Notes an owner-signed admin list version this member has seen (verified by the caller),
+    /// in memory and in the config.
+    pub(crate) fn saw_admins(&self, version: u64) {
+        if self.admins_seen.fetch_max(version, Ordering::Relaxed) >= version {
+            return;
+        }
+        let Some(dir) = &self.config_dir else {
+            return;
+        };
+        let saved = dir.update(|config| {
+            for entry in config.meshes.iter_mut() {
+                if entry.mesh_id == self.mesh_id && entry.member_id == self.member_id {
+                    entry.admin_list_version = entry.admin_list_version.max(version);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = saved {
+            tracing::warn!("cannot save the admin list version to the config: {e}");
+        }
+    }
+
     /// The key this client signs rotations with: the owner key where it is held, else the
     /// member key (which the owner's admin list must name).
     fn signer(&self) -> Result<&SignKeyPair, ClientError> {
@@ -211,7 +259,10 @@ impl Keeper {
                 .and_then(|d| serde_json::from_value::<EpochKey>(d).ok())
                 .into_iter()
                 .collect(),
-            ServerMessage::Keys { keys, .. } => keys.clone(),
+            ServerMessage::Keys { keys, admins, .. } => {
+                self.see_list(admins.as_ref());
+                keys.clone()
+            }
             _ => return false,
         };
         self.absorb_all(&copies);
@@ -277,7 +328,12 @@ impl MeshClient {
     /// verifies.
     pub(crate) async fn sync_keys_since(&self, since: u64) -> Result<u64, ClientError> {
         match self.request(ClientMessage::GetKeys { since }).await? {
-            ServerMessage::Keys { current, keys } => {
+            ServerMessage::Keys {
+                current,
+                keys,
+                admins,
+            } => {
+                self.keys.see_list(admins.as_ref());
                 self.keys.absorb_all(&keys);
                 Ok(current)
             }
@@ -368,7 +424,19 @@ impl MeshClient {
                     "the broker's admin list is not signed by this mesh's owner key".into(),
                 ))
             }
-            list => Ok(list),
+            Some(l) if l.version < self.keys.admins_seen.load(Ordering::Relaxed) => {
+                Err(ClientError::Protocol(format!(
+                    "the broker's admin list is version {}, older than version {} this member has seen",
+                    l.version,
+                    self.keys.admins_seen.load(Ordering::Relaxed)
+                )))
+            }
+            list => {
+                if let Some(l) = &list {
+                    self.keys.saw_admins(l.version);
+                }
+                Ok(list)
+            }
         }
     }
 
@@ -446,7 +514,10 @@ impl MeshClient {
         let version = current.map_or(0, |l| l.version) + 1;
         let list = AdminList::sign(owner, &self.keys.mesh_id, version, admins, time::now_ms());
         match self.request(ClientMessage::SetAdmins(list)).await? {
-            ServerMessage::Admins { list: Some(list) } => Ok(list),
+            ServerMessage::Admins { list: Some(list) } => {
+                self.keys.saw_admins(list.version);
+                Ok(list)
+            }
             other => Err(unexpected(other)),
         }
     }

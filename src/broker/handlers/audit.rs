@@ -17,7 +17,8 @@ const MAX_EVENT_TYPE: usize = 64;
 
 /// Whether `frame` asks for a change the audit log records: such frames count against the
 /// member's `--audit-rate`, so nobody can flood the log (and push its older records past the
-/// cap) at will. Frames that only read, send messages or set presence do not count.
+/// cap) at will; an upload counts at its token (the upload itself comes over HTTP). Frames that
+/// only read, send messages or set presence do not count.
 pub fn is_audited_change(frame: &ClientMessage) -> bool {
     use ClientMessage as M;
     matches!(
@@ -54,7 +55,7 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::RemoveSkill { .. }
             | M::McpRegister(_)
             | M::McpUnregister { .. }
-    )
+    ) || matches!(frame, M::FileToken(t) if t.purpose == "upload")
 }
 
 /// The owner or an admin as the store says now (a member demoted since its hello is not).

@@ -155,7 +155,12 @@ pub fn get_keys(conn: &Conn, req_id: Option<String>, since: u64) {
         let (current, keys) = broker
             .store
             .sealed_keys(&peer.mesh_id, &peer.member_id, since)?;
-        Ok(Some(ServerMessage::Keys { current, keys }))
+        let admins = broker.store.admin_list(&peer.mesh_id)?;
+        Ok(Some(ServerMessage::Keys {
+            current,
+            keys,
+            admins,
+        }))
     });
 }
 

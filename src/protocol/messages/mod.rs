@@ -585,6 +585,9 @@ pub enum ServerMessage {
     Keys {
         current: u64,
         keys: Vec<EpochKey>,
+        /// The owner-signed admin list as stored now, so clients learn the newest version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admins: Option<AdminList>,
     },
     KeyHolders {
         epoch: u64,
