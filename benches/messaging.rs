@@ -97,7 +97,13 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
 
-    let (broker, cold) = Broker::start(&["--open", "--max-connections-per-mesh", "2000"]);
+    let (broker, cold) = Broker::start(&[
+        "--open",
+        "--max-connections-per-mesh",
+        "2000",
+        "--max-connections-per-ip",
+        "2000",
+    ]);
     println!(
         "cold start (spawn → listening): {:.1} ms",
         cold.as_secs_f64() * 1000.0

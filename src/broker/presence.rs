@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{Outbox, Refused, to_ws};
 use super::limits::LINGERING_SHARE;
@@ -46,7 +47,12 @@ impl ConnHandle {
     /// Queues a frame. A connection whose queue is full (in bytes) does not read its socket;
     /// it is disconnected rather than allowed to grow the broker's memory.
     pub fn send(&self, frame: &Envelope<ServerMessage>) -> bool {
-        match self.outbox.push(to_ws(frame, self.encoding)) {
+        self.send_message(to_ws(frame, self.encoding))
+    }
+
+    /// [`ConnHandle::send`] of a frame already encoded for this connection's encoding.
+    pub fn send_message(&self, message: Message) -> bool {
+        match self.outbox.push(message) {
             Ok(()) => true,
             Err(Refused::Full) => {
                 self.close(1008, "slow_consumer");

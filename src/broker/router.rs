@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::connection::to_ws;
 use super::presence::{Peer, PeerState};
 use super::state::Broker;
 use crate::protocol::messages::{Envelope, Push};
-use crate::protocol::{ServerMessage, ids, time};
+use crate::protocol::{Encoding, ServerMessage, ids, time};
 use crate::store::{MessageRecord, RecipientKey, Visit};
 
 /// Most pushes a presence holds unacknowledged; the rest of its queue waits in storage and goes
@@ -44,6 +45,11 @@ pub struct Delivery {
     cursor: Option<u64>,
     /// The walk under way also pushes what the status holds back (asked for by `drain`).
     ignore_gate: bool,
+    /// Acknowledged ids waiting for the next store job: a connection's acks that arrive while
+    /// one job is being committed go to the store together, as one job.
+    acks: Vec<String>,
+    /// A task is committing this presence's acknowledgements (and takes `acks` when done).
+    ack_job: bool,
 }
 
 impl Default for Delivery {
@@ -54,14 +60,23 @@ impl Default for Delivery {
             unacked_bytes: 0,
             cursor: Some(0),
             ignore_gate: false,
+            acks: Vec::new(),
+            ack_job: false,
         }
     }
 }
 
 impl Delivery {
     /// Forgets everything in flight (the socket changed); the queue is walked again.
+    /// Acknowledgements already received are still committed.
     pub fn reset(&mut self) {
-        *self = Delivery::default();
+        let acks = std::mem::take(&mut self.acks);
+        let ack_job = self.ack_job;
+        *self = Delivery {
+            acks,
+            ack_job,
+            ..Delivery::default()
+        };
     }
 
     /// Room for one more push.
@@ -104,24 +119,17 @@ impl Delivery {
         }
     }
 
-    fn acked(&mut self, id: &str) {
+    /// Marks a push acknowledged; true when it was pushed on this connection and not
+    /// acknowledged before.
+    fn acked(&mut self, id: &str) -> bool {
         match self.inflight.get_mut(id) {
             Some(s) if s.at != ACKED => {
                 s.at = ACKED;
                 self.unacked = self.unacked.saturating_sub(1);
                 self.unacked_bytes = self.unacked_bytes.saturating_sub(s.bytes);
+                true
             }
-            Some(_) => {}
-            None => {
-                self.inflight.insert(
-                    id.to_string(),
-                    Sent {
-                        at: ACKED,
-                        first: time::now_ms(),
-                        bytes: 0,
-                    },
-                );
-            }
+            _ => false,
         }
     }
 
@@ -311,31 +319,58 @@ pub fn deliver_pending(broker: &Broker, peer: &Peer, ignore_gate: bool) -> (usiz
 
 /// A presence acknowledged a push: it is delivered for every queue the presence drains, and
 /// the window has room for more of its backlog.
+///
+/// Only pushes made on this connection are acknowledged here. Anything else (a system event,
+/// which is never stored; a repeated ack; a push from an earlier socket, which this socket's
+/// walk pushes again and which is acknowledged then) costs nothing: no store read, no write.
 pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
-    {
+    let start = {
+        let mut st = peer.state();
         // Until the delivery is committed the entry is still in the queue: mark it
         // acknowledged (never due for redelivery) rather than forgetting it, or a walk in
         // between would push it again.
-        let mut st = peer.state();
-        st.delivery.acked(message_id);
+        if !st.delivery.acked(message_id) {
+            return;
+        }
         if st.delivery.cursor.is_some() && st.delivery.half_free() {
             pump(broker, peer, &mut st, time::now_ms());
         }
+        st.delivery.acks.push(message_id.to_string());
+        !std::mem::replace(&mut st.delivery.ack_job, true)
+    };
+    if start {
+        tokio::spawn(commit_acks(broker.clone(), peer.clone()));
     }
-    let pairs = peer
-        .recipient_keys()
-        .into_iter()
-        .map(|k| (k, message_id.to_string()))
-        .collect();
-    let done = broker.store.mark_delivered(pairs, time::now_ms());
-    let peer = peer.clone();
-    let id = message_id.to_string();
-    tokio::spawn(async move {
-        match done.await {
-            Ok(_) => peer.state().delivery.committed(&id),
-            Err(e) => tracing::warn!("cannot record a delivery: {e}"),
+}
+
+/// Commits `peer`'s acknowledgements: everything received so far as one store job, then
+/// whatever arrived meanwhile, until none is left.
+async fn commit_acks(broker: Arc<Broker>, peer: Arc<Peer>) {
+    loop {
+        let ids = {
+            let mut st = peer.state();
+            let ids = std::mem::take(&mut st.delivery.acks);
+            if ids.is_empty() {
+                st.delivery.ack_job = false;
+                return;
+            }
+            ids
+        };
+        let keys = peer.recipient_keys();
+        let pairs = ids
+            .iter()
+            .flat_map(|id| keys.iter().map(move |k| (k.clone(), id.clone())))
+            .collect();
+        match broker.store.mark_delivered(pairs, time::now_ms()).await {
+            Ok(_) => {
+                let mut st = peer.state();
+                for id in &ids {
+                    st.delivery.committed(id);
+                }
+            }
+            Err(e) => tracing::warn!("cannot record {} deliveries: {e}", ids.len()),
         }
-    });
+    }
 }
 
 /// The in-flight mark of a push whose acknowledgement is being committed.
@@ -382,10 +417,24 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
             "lastSeenAt": time::iso(time::now_ms()),
         }),
     );
+    // Encoded once per wire encoding, not once per peer: a join in a mesh of 1 000 peers
+    // is 999 pushes of the same bytes.
+    let mut encoded: [Option<tokio_tungstenite::tungstenite::Message>; 2] = [None, None];
     for peer in broker.presence.peers(&about.mesh_id) {
-        if peer.presence_id != about.presence_id && peer.hears_events() {
-            peer.send(&frame);
+        if peer.presence_id == about.presence_id || !peer.hears_events() {
+            continue;
         }
+        let Some(conn) = peer.state().conn.clone() else {
+            continue;
+        };
+        let slot = match conn.encoding {
+            Encoding::Json => &mut encoded[0],
+            Encoding::MsgPack => &mut encoded[1],
+        };
+        let message = slot
+            .get_or_insert_with(|| to_ws(&frame, conn.encoding))
+            .clone();
+        conn.send_message(message);
     }
 }
 

@@ -284,6 +284,22 @@ async fn broker_rss_mb(broker: &str, trust: &Trust) -> Option<f64> {
         .map(|b| b / (1024.0 * 1024.0))
 }
 
+/// Why peer number `connected + 1` of `n` could not connect; when the broker refused it for
+/// capacity (a mesh or per-IP cap, or a 429), says which broker flags let `n` peers in.
+fn refused_peer(e: crate::client::ClientError, connected: usize, n: usize) -> CliError {
+    let text = e.to_string();
+    if connected > 0
+        && (text.contains("capacity") || text.contains("429") || text.contains("maximum"))
+    {
+        return CliError::failed(format!(
+            "{text}\n{connected} of {n} peers connected: start the broker with \
+             --max-connections-per-mesh {n} --max-connections-per-ip {n} (or more) for a bench \
+             of {n} peers"
+        ));
+    }
+    e.into()
+}
+
 /// Connects every peer, runs the sends, waits for the deliveries, and measures.
 pub async fn run_load(
     broker: &str,
@@ -304,7 +320,7 @@ pub async fn run_load(
             })
             .collect();
         for c in futures_util::future::join_all(connecting).await {
-            clients.push(Arc::new(c?));
+            clients.push(Arc::new(c.map_err(|e| refused_peer(e, clients.len(), n))?));
         }
     }
     let tally = Arc::new(Tally::default());

@@ -23,13 +23,16 @@ pub fn base62(len: usize) -> String {
         .collect()
 }
 
-/// A fresh id for any stored record: later ids from this process sort after earlier ones.
+/// A fresh id for any stored record: later ids from this process sort after earlier ones, so
+/// records keyed by id are appended at the end of their B-tree.
 pub fn new_id() -> String {
     static LAST: Mutex<u128> = Mutex::new(0);
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let random = u128::from_le_bytes(crypto::random_bytes::<16>()) >> 48;
+    // A per-thread ChaCha generator seeded once from the OS (and reseeded by rand), not a
+    // system call per id.
+    let random = rand::random::<u128>() >> 48;
     let fresh = (ms & 0xFFFF_FFFF_FFFF) << 80 | random;
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     *last = fresh.max(last.wrapping_add(1));

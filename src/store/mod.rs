@@ -235,6 +235,7 @@ impl Store {
                 .insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
         }
         quotas::count_once(&tx)?;
+        queue::index_expiry_once(&tx)?;
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(Some(Arc::new(db))));

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::records::{CLIENT_IDS, DELIVERIES, MESSAGES, QUEUE, QUEUE_COUNTS, SESSIONS};
+use super::records::{CLIENT_IDS, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS, SESSIONS};
 use super::{
     Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode, decode_opt, encode,
 };
@@ -18,6 +18,29 @@ pub(crate) fn load_seq(tx: &WriteTransaction) -> Result<u64, StoreError> {
         Some(g) => decode::<u64>(g.value())?,
         None => 1,
     })
+}
+
+/// An expiry index key: when the retention ends (clamped at 0, so a u64 sorts in time order).
+fn expiry_at(expires_at_ms: i64) -> u64 {
+    expires_at_ms.max(0) as u64
+}
+
+/// Fills the expiry index from the stored messages, once (a store written before it existed).
+pub(crate) fn index_expiry_once(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META)?;
+    if meta.get("expiry_indexed")?.is_some() {
+        return Ok(());
+    }
+    let messages = tx.open_table(MESSAGES)?;
+    let mut expiry = tx.open_table(EXPIRY)?;
+    for row in messages.range::<(&str, &str)>(..)? {
+        let (k, v) = row?;
+        let (mesh_id, id) = k.value();
+        let r: MessageRecord = decode(v.value())?;
+        expiry.insert((expiry_at(r.expires_at_ms), mesh_id, id), ())?;
+    }
+    meta.insert("expiry_indexed", encode(&true).as_slice())?;
+    Ok(())
 }
 
 /// The result of storing a message.
@@ -105,6 +128,8 @@ impl Store {
         max_queued: u64,
     ) -> impl Future<Output = Result<Enqueued, StoreError>> + use<> {
         let seq = self.seq.clone();
+        // Encoded here, on the caller's thread: the writer thread only looks up and inserts.
+        let encoded = encode(&record);
         self.submit(move |tx| {
             if let Some(cid) = record.client_message_id.as_deref() {
                 let ids = tx.open_table(CLIENT_IDS)?;
@@ -164,7 +189,15 @@ impl Store {
             }
             tx.open_table(MESSAGES)?.insert(
                 (record.mesh_id.as_str(), record.id.as_str()),
-                encode(&record).as_slice(),
+                encoded.as_slice(),
+            )?;
+            tx.open_table(EXPIRY)?.insert(
+                (
+                    expiry_at(record.expires_at_ms),
+                    record.mesh_id.as_str(),
+                    record.id.as_str(),
+                ),
+                (),
             )?;
             let mut queue = tx.open_table(QUEUE)?;
             let mut counts = tx.open_table(QUEUE_COUNTS)?;
@@ -320,61 +353,65 @@ impl Store {
     }
 
     /// Drops messages whose retention has passed: their queue entries, delivery rows and
-    /// records, a page at a time (never the whole table in memory). Returns how many queued
-    /// (never delivered) entries were dropped.
+    /// records, a page at a time. Candidates come from the expiry index (only expired
+    /// messages are read), found on a blocking thread, never on the async runtime. Returns
+    /// how many queued (never delivered) entries were dropped.
     pub async fn sweep_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
         const PAGE: usize = 1000;
         let mut dropped = 0;
-        let mut after: Option<(String, String)> = None;
         loop {
-            // Find a page of candidates on a snapshot, then delete them in one write.
-            let (expired, last) = {
-                let rt = self.read()?;
-                let messages = rt.open_table(MESSAGES)?;
-                let mut out = Vec::new();
-                let mut last = None;
-                let mut looked = 0;
-                let rows = match &after {
-                    Some((m, id)) => messages.range((m.as_str(), id.as_str())..)?,
-                    None => messages.range::<(&str, &str)>(..)?,
-                };
-                for row in rows {
-                    let (k, v) = row?;
-                    let (m, id) = k.value();
-                    if after.as_ref().is_some_and(|(am, aid)| am == m && aid == id) {
-                        continue;
-                    }
-                    looked += 1;
-                    last = Some((m.to_string(), id.to_string()));
-                    let r: MessageRecord = decode(v.value())?;
-                    if r.expires_at_ms <= now_ms {
-                        out.push(r);
-                    }
-                    if looked >= PAGE * 10 || out.len() >= PAGE {
-                        break;
-                    }
-                }
-                (out, last)
-            };
-            if !expired.is_empty() {
-                dropped += self.drop_messages(expired).await?;
+            let store = self.clone();
+            let expired = tokio::task::spawn_blocking(move || store.expired_page(now_ms, PAGE))
+                .await
+                .map_err(|e| StoreError::Db(format!("the retention sweep stopped: {e}")))??;
+            if expired.is_empty() {
+                return Ok(dropped);
             }
-            match last {
-                Some(last) => after = Some(last),
-                None => return Ok(dropped),
+            let full = expired.len() == PAGE;
+            dropped += self.drop_messages(expired).await?;
+            if !full {
+                return Ok(dropped);
             }
         }
     }
 
-    async fn drop_messages(&self, expired: Vec<MessageRecord>) -> Result<u64, StoreError> {
+    /// Up to `page` expiry index keys of messages expired by `now_ms`, oldest first.
+    fn expired_page(
+        &self,
+        now_ms: i64,
+        page: usize,
+    ) -> Result<Vec<(u64, String, String)>, StoreError> {
+        let rt = self.read()?;
+        let expiry = rt.open_table(EXPIRY)?;
+        let mut out = Vec::new();
+        for row in expiry.range((0u64, "", "")..)? {
+            let (k, _) = row?;
+            let (at, mesh_id, id) = k.value();
+            if at > expiry_at(now_ms) {
+                break;
+            }
+            out.push((at, mesh_id.to_string(), id.to_string()));
+            if out.len() >= page {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn drop_messages(&self, expired: Vec<(u64, String, String)>) -> Result<u64, StoreError> {
         self.write(move |tx| {
             let mut messages = tx.open_table(MESSAGES)?;
             let mut queue = tx.open_table(QUEUE)?;
             let mut counts = tx.open_table(QUEUE_COUNTS)?;
             let mut deliveries = tx.open_table(DELIVERIES)?;
             let mut ids = tx.open_table(CLIENT_IDS)?;
+            let mut expiry = tx.open_table(EXPIRY)?;
             let mut dropped = 0;
-            for r in expired {
+            for (at, mesh_id, id) in expired {
+                expiry.remove((at, mesh_id.as_str(), id.as_str()))?;
+                let r: Option<MessageRecord> =
+                    decode_opt(messages.remove((mesh_id.as_str(), id.as_str()))?)?;
+                let Some(r) = r else { continue };
                 for (key, _) in &r.recipients {
                     let d: Option<Delivery> =
                         decode_opt(deliveries.remove((key.as_str(), r.id.as_str()))?)?;
@@ -391,7 +428,6 @@ impl Store {
                 if let Some(cid) = r.client_message_id.as_deref() {
                     ids.remove((r.mesh_id.as_str(), r.sender_member_id.as_str(), cid))?;
                 }
-                messages.remove((r.mesh_id.as_str(), r.id.as_str()))?;
             }
             Ok(dropped)
         })
@@ -577,6 +613,36 @@ mod tests {
         );
         let (left, _) = walk(&store, &[key("b")], 0, 100);
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A store written before the expiry index existed has its messages indexed when it is
+    /// opened, so the retention sweep (which reads only the index) still drops them.
+    #[tokio::test]
+    async fn messages_stored_before_the_expiry_index_are_swept_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut m = message("old", &["b"]);
+            m.expires_at_ms = 10;
+            store.enqueue(m).await.unwrap();
+            store.enqueue(message("kept", &["b"])).await.unwrap();
+            store
+                .write(|tx| {
+                    tx.delete_table(EXPIRY)?;
+                    tx.open_table(EXPIRY)?;
+                    tx.open_table(META)?.remove("expiry_indexed")?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(store.sweep_expired(100).await.unwrap(), 0, "not indexed");
+            store.close();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.sweep_expired(100).await.unwrap(), 1);
+        let (left, _) = walk(&store, &[key("b")], 0, 100);
+        let ids: Vec<&str> = left.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["kept"]);
     }
 
     /// Expired messages are dropped from the store (all of them, past one page of candidates),

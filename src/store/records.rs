@@ -38,6 +38,9 @@ pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
 /// `(mesh_id, member_id, client_message_id) → message_id`: a resent message is stored once.
 pub(crate) const CLIENT_IDS: TableDefinition<(&str, &str, &str), &str> =
     TableDefinition::new("client_ids");
+/// `(expires_at_ms, mesh_id, message_id) → ()`: messages by when their retention ends, so the
+/// retention sweep reads only what has expired (new keys append: expiry is now + retention).
+pub(crate) const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
 /// `(mesh_id, session pubkey hex) → KnownSession`: sessions that may receive held messages.
 pub(crate) const SESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sessions");
 
@@ -56,6 +59,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(DELIVERIES)?;
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(SESSIONS)?;
+    tx.open_table(EXPIRY)?;
     super::files::create_tables(tx)?;
     super::state::create_tables(tx)?;
     super::tasks::create_tables(tx)?;

@@ -98,7 +98,7 @@ fn check_capacity(broker: &Broker, mesh_id: &str) -> Result<(), Refusal> {
         return Err(refuse(
             "capacity",
             format!(
-                "mesh has the maximum of {max} connections (live sessions and those disconnected in the last 90 s)"
+                "mesh has the maximum of {max} connections (live sessions and those disconnected in the last 90 s; the broker's operator raises it with --max-connections-per-mesh)"
             ),
         ));
     }
@@ -372,7 +372,7 @@ async fn admit(
             conn.refuse(
                 "capacity",
                 format!(
-                    "mesh has the maximum of {capacity} connections (live sessions and those disconnected in the last 90 s)"
+                    "mesh has the maximum of {capacity} connections (live sessions and those disconnected in the last 90 s; the broker's operator raises it with --max-connections-per-mesh)"
                 ),
                 1008,
             );
