@@ -5,13 +5,14 @@ mod common;
 use std::process::Command as StdCommand;
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, ClientConfig, CustomNotification, ProtocolVersion};
+use rmcp::model::{ClientConfig, CustomNotification, ProtocolVersion};
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use common::mcp::call;
 use common::*;
 
 /// A Claude-Code-like client: it records every custom notification.
@@ -102,24 +103,6 @@ async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Va
         .await
         .expect("MCP handshake with claudemesh mcp");
     (client, rx)
-}
-
-async fn call(mcp: &Mcp, tool: &str, args: Value) -> (bool, String) {
-    let args: Map<String, Value> = match args {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let result = mcp
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
-    let text = result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (result.is_error != Some(true), text)
 }
 
 /// Waits for the next channel notification.

@@ -10,14 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use rmcp::ServiceExt;
-use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use claudemesh::client::ClientError;
 use claudemesh::protocol::messages::McpCall;
 use claudemesh::protocol::{ClientMessage, ServerMessage};
+use common::mcp::call;
 use common::*;
 
 fn fixture() -> PathBuf {
@@ -99,24 +99,6 @@ async fn start_mcp(person: &Person) -> Mcp {
     ().serve(transport)
         .await
         .expect("MCP handshake with claudemesh mcp")
-}
-
-async fn call(mcp: &Mcp, tool: &str, args: Value) -> (bool, String) {
-    let args: Map<String, Value> = match args {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let result = mcp
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
-    let text = result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (result.is_error != Some(true), text)
 }
 
 /// Waits until the MCP server's session is connected (it connects in the background).

@@ -7,15 +7,16 @@ mod common;
 use std::path::Path;
 
 use rmcp::model::{
-    CallToolRequestParams, ClientConfig, GetPromptRequestParams, ProtocolVersion,
-    ReadResourceRequestParams, ResourceContents,
+    ClientConfig, GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ResourceContents,
 };
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use common::mcp::call;
 use common::*;
 
 /// A Claude-Code-like MCP client that records the list-changed notifications it gets.
@@ -125,24 +126,6 @@ async fn get_prompt(mcp: &Mcp, name: &str, args: Value) -> Result<String, String
         .await
         .map(|r| prompt_text(&r))
         .map_err(|e| e.to_string())
-}
-
-async fn call(mcp: &Mcp, tool: &str, args: Value) -> (bool, String) {
-    let args: Map<String, Value> = match args {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let result = mcp
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
-    let text = result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (result.is_error != Some(true), text)
 }
 
 const FIX_ISSUE_V1: &str = "---

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod mcp;
 pub mod secrets;
 pub mod sees;
 #[allow(unused_imports)]

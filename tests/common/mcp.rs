@@ -1,0 +1,29 @@
+//! Calling our MCP server's tools from a real MCP client (rmcp's client side), for the test
+//! files that drive `claudemesh mcp`.
+
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::{RoleClient, RunningService, Service};
+use serde_json::{Map, Value};
+
+/// Calls `tool` with `args` (a JSON object); returns whether it succeeded and its text.
+pub async fn call<S: Service<RoleClient>>(
+    mcp: &RunningService<RoleClient, S>,
+    tool: &str,
+    args: Value,
+) -> (bool, String) {
+    let args: Map<String, Value> = match args {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let result = mcp
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("tools/call {tool}: {e}"));
+    let text = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (result.is_error != Some(true), text)
+}
