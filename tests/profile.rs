@@ -250,3 +250,24 @@ fn a_name_that_looks_like_another_members_is_refused() {
     // A name that only shares letters is fine.
     bob.ok(&["profile", "--name", "bobby"]);
 }
+
+/// A session cannot pass for another member by the name it gives in its hello: one that looks
+/// like another member's name goes by its member's name; a name of its own is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_named_like_another_member_goes_by_its_members_name() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let connect = |name: &str, session: &str| {
+        let info = claudemesh::protocol::messages::PeerInfo {
+            display_name: Some(name.into()),
+            ..peer_info(session)
+        };
+        MeshClient::connect(claudemesh::client::ConnectOptions::new(bob.entry(), info))
+    };
+    let posing = connect("ALICE", "posing").await.expect("bob connects");
+    let own = connect("bob-frontend", "own").await.expect("bob connects");
+    assert_eq!(listed(&alice, "test-posing")["displayName"], "bob");
+    assert_eq!(listed(&alice, "test-own")["displayName"], "bob-frontend");
+    posing.close().await;
+    own.close().await;
+}

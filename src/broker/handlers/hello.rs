@@ -317,6 +317,7 @@ async fn admit(
             info.display_name
                 .as_deref()
                 .and_then(crate::protocol::clean_display_name)
+                .filter(|n| !passes_for_another(&broker, &mesh.id, &member, n))
         })
         .unwrap_or_else(|| member.display_name.clone());
     let capacity = broker.config.max_connections_per_mesh;
@@ -483,6 +484,25 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
         .await
     {
         tracing::warn!("cannot record last-seen of {}: {e}", peer.display_name);
+    }
+}
+
+/// Whether a name a session gives itself would pass for another member's (a look-alike of it):
+/// such a session goes by its member's name instead. Names like the member's own, the common
+/// case, cost no store read.
+fn passes_for_another(broker: &Broker, mesh_id: &str, member: &Member, name: &str) -> bool {
+    use crate::protocol::names_look_alike;
+    if names_look_alike(name, &member.display_name) {
+        return false;
+    }
+    match broker.store.members(mesh_id) {
+        Ok(all) => all.iter().any(|m| {
+            m.id != member.id
+                && m.revoked_at_ms.is_none()
+                && names_look_alike(&m.display_name, name)
+        }),
+        // Unknown: the member's own name is the safe choice.
+        Err(_) => true,
     }
 }
 
