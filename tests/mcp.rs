@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use rmcp::model::{ClientConfig, CustomNotification, ProtocolVersion};
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use common::mcp::call;
+use common::mcp::{call, mcp_process};
 use common::*;
 
 /// A Claude-Code-like client: it records every custom notification.
@@ -90,13 +89,7 @@ const ALL_TOOLS: [&str; 46] = [
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("mcp")
-        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
-        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
-        .env("HOME", person.config_dir())
-        .env_remove("CLAUDEMESH_CHANNEL");
-    let transport = TokioChildProcess::new(cmd).expect("spawn claudemesh mcp");
+    let transport = mcp_process(person);
     let (tx, rx) = mpsc::unbounded_channel();
     let client = Recorder { tx }
         .serve(transport)

@@ -11,13 +11,12 @@ use std::sync::mpsc;
 
 use rmcp::ServiceExt;
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
 use claudemesh::client::ClientError;
 use claudemesh::protocol::messages::McpCall;
 use claudemesh::protocol::{ClientMessage, ServerMessage};
-use common::mcp::call;
+use common::mcp::{call, mcp_process};
 use common::*;
 
 fn fixture() -> PathBuf {
@@ -86,16 +85,27 @@ fn servers(person: &Person) -> Vec<Value> {
         .clone()
 }
 
+/// `host` registers (not persistently) server `server` with one tool `tool` taking any object:
+/// a host the test answers by hand, frame by frame.
+async fn register_one(host: &claudemesh::client::MeshClient, server: &str, tool: &str) {
+    host.mcp_register(claudemesh::protocol::messages::McpRegister {
+        server_name: server.into(),
+        description: String::new(),
+        tools: vec![claudemesh::protocol::messages::McpToolSpec {
+            name: tool.into(),
+            description: String::new(),
+            input_schema: json!({"type": "object"}),
+        }],
+        persistent: false,
+    })
+    .await
+    .expect("register");
+}
+
 type Mcp = RunningService<RoleClient, ()>;
 
 async fn start_mcp(person: &Person) -> Mcp {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("mcp")
-        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
-        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
-        .env("HOME", person.config_dir())
-        .env_remove("CLAUDEMESH_CHANNEL");
-    let transport = TokioChildProcess::new(cmd).expect("spawn claudemesh mcp");
+    let transport = mcp_process(person);
     ().serve(transport)
         .await
         .expect("MCP handshake with claudemesh mcp")
@@ -418,18 +428,7 @@ async fn the_broker_does_not_relay_a_result_over_the_limit() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let host = alice.client().await;
-    host.mcp_register(claudemesh::protocol::messages::McpRegister {
-        server_name: "flood".into(),
-        description: String::new(),
-        tools: vec![claudemesh::protocol::messages::McpToolSpec {
-            name: "much".into(),
-            description: String::new(),
-            input_schema: json!({"type": "object"}),
-        }],
-        persistent: false,
-    })
-    .await
-    .expect("register");
+    register_one(&host, "flood", "much").await;
     let caller = bob.client().await;
     let calling =
         tokio::spawn(async move { caller.tool_call("flood", "much", json!({}), None).await });
@@ -458,18 +457,7 @@ async fn a_caller_has_a_bounded_number_of_calls_in_flight() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let host = alice.client().await;
-    host.mcp_register(claudemesh::protocol::messages::McpRegister {
-        server_name: "slow".into(),
-        description: String::new(),
-        tools: vec![claudemesh::protocol::messages::McpToolSpec {
-            name: "wait".into(),
-            description: String::new(),
-            input_schema: json!({"type": "object"}),
-        }],
-        persistent: false,
-    })
-    .await
-    .expect("register");
+    register_one(&host, "slow", "wait").await;
     let caller = std::sync::Arc::new(bob.client().await);
     let mut waiting = Vec::new();
     for _ in 0..16 {
@@ -511,18 +499,7 @@ async fn a_silent_host_times_out_and_a_vanished_one_is_reported() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let host = alice.client().await;
-    host.mcp_register(claudemesh::protocol::messages::McpRegister {
-        server_name: "mute".into(),
-        description: String::new(),
-        tools: vec![claudemesh::protocol::messages::McpToolSpec {
-            name: "nothing".into(),
-            description: String::new(),
-            input_schema: json!({"type": "object"}),
-        }],
-        persistent: false,
-    })
-    .await
-    .expect("register");
+    register_one(&host, "mute", "nothing").await;
     let caller = bob.client().await;
     match caller
         .tool_call(

@@ -11,12 +11,11 @@ use rmcp::model::{
     ResourceContents,
 };
 use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use common::mcp::call;
+use common::mcp::{call, mcp_process};
 use common::*;
 
 /// A Claude-Code-like MCP client that records the list-changed notifications it gets.
@@ -42,13 +41,7 @@ type Mcp = RunningService<RoleClient, Recorder>;
 type Changes = mpsc::UnboundedReceiver<&'static str>;
 
 async fn start_mcp(person: &Person) -> (Mcp, Changes) {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("mcp")
-        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
-        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
-        .env("HOME", person.config_dir())
-        .env_remove("CLAUDEMESH_CHANNEL");
-    let transport = TokioChildProcess::new(cmd).expect("spawn claudemesh mcp");
+    let transport = mcp_process(person);
     let (tx, rx) = mpsc::unbounded_channel();
     let client = Recorder { tx }
         .serve(transport)

@@ -3,7 +3,22 @@
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService, Service};
+use rmcp::transport::TokioChildProcess;
 use serde_json::{Map, Value};
+
+use super::{BIN, Person};
+
+/// `claudemesh mcp` as `person` runs it (its config dir as HOME too, session id
+/// `test-NAME`, no channel), ready for an MCP client to serve on.
+pub fn mcp_process(person: &Person) -> TokioChildProcess {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("mcp")
+        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
+        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
+        .env("HOME", person.config_dir())
+        .env_remove("CLAUDEMESH_CHANNEL");
+    TokioChildProcess::new(cmd).expect("spawn claudemesh mcp")
+}
 
 /// Calls `tool` with `args` (a JSON object); returns whether it succeeded and its text.
 pub async fn call<S: Service<RoleClient>>(
