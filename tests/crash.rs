@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use claudemesh::client::{ConnectOptions, MeshClient, Target};
+use claudemesh::client::{MeshClient, Target};
 use claudemesh::protocol::ServerMessage;
 use common::*;
 
@@ -40,15 +40,6 @@ struct Attempt {
     cmid: String,
     to: &'static str,
     outcome: Outcome,
-}
-
-/// A connection that reconnects by itself after each crash.
-async fn reconnecting_client(person: &Person) -> MeshClient {
-    let mut options = ConnectOptions::new(person.entry(), peer_info(&person.name));
-    options.reconnect = true;
-    MeshClient::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("{} cannot connect: {e}", person.name))
 }
 
 /// Sends to bob and dave in turn until `stop`, recording every attempt. With `retry`, a send
@@ -143,7 +134,7 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
 
     // bob stays connected (reconnecting after each crash) and acknowledges what he gets;
     // dave is offline throughout and reads his inbox at the end.
-    let bob_client = Arc::new(reconnecting_client(&bob).await);
+    let bob_client = Arc::new(bob.reconnecting_client().await);
     let bob_got: Received = Arc::default();
     let bob_copies: Copies = Arc::default();
     let bob_reader = tokio::spawn(receive_loop(
@@ -159,7 +150,7 @@ async fn acknowledged_messages_survive_repeated_kill_9() {
     // alice gives up on a send that got no ack; carol sends it again (same client_message_id)
     // until it is acknowledged, which must not make a second copy.
     for (person, retry) in [(&alice, false), (&carol, true)] {
-        let client = Arc::new(reconnecting_client(person).await);
+        let client = Arc::new(person.reconnecting_client().await);
         let acked = Arc::new(AtomicUsize::new(0));
         for i in 0..LOOPS_PER_SENDER {
             loops.push(tokio::spawn(send_loop(

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use claudemesh::client::{ConnectOptions, MeshClient, Target};
+use claudemesh::client::{MeshClient, Target};
 use claudemesh::protocol::ServerMessage;
 use common::*;
 
@@ -21,14 +21,6 @@ const KILLS: usize = 3;
 const LOOPS_PER_SENDER: usize = 16;
 /// Acknowledged sends (all senders together) after a (re)start before the next kill.
 const ACKS_PER_ROUND: usize = 200;
-
-async fn reconnecting_client(person: &Person) -> MeshClient {
-    let mut options = ConnectOptions::new(person.entry(), peer_info(&person.name));
-    options.reconnect = true;
-    MeshClient::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("{} cannot connect: {e}", person.name))
-}
 
 /// Sends to `target` until `stop`; a send without an ack is sent again with the same
 /// `client_message_id` until it is acknowledged. Returns client_message_id → message id of
@@ -105,7 +97,7 @@ async fn every_acknowledged_message_arrives_once_through_repeated_kill_9_under_l
         spec: bob.entry().member_pubkey,
     };
 
-    let bob_client = Arc::new(reconnecting_client(&bob).await);
+    let bob_client = Arc::new(bob.reconnecting_client().await);
     let received: Received = Arc::default();
     let reader = tokio::spawn(receive_loop(bob_client.clone(), received.clone()));
 
@@ -114,7 +106,7 @@ async fn every_acknowledged_message_arrives_once_through_repeated_kill_9_under_l
     let mut loops = Vec::new();
     let mut senders = Vec::new();
     for person in [&alice, &carol] {
-        let client = Arc::new(reconnecting_client(person).await);
+        let client = Arc::new(person.reconnecting_client().await);
         for i in 0..LOOPS_PER_SENDER {
             loops.push(tokio::spawn(send_loop(
                 client.clone(),

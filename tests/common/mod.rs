@@ -429,7 +429,17 @@ impl Person {
 
     /// A live `MeshClient` connection (member hello) for this person's only mesh.
     pub async fn client(&self) -> MeshClient {
-        let options = ConnectOptions::new(self.entry(), peer_info(&self.name));
+        self.connect(false).await
+    }
+
+    /// [`Person::client`] that reconnects by itself (after a broker crash or restart).
+    pub async fn reconnecting_client(&self) -> MeshClient {
+        self.connect(true).await
+    }
+
+    async fn connect(&self, reconnect: bool) -> MeshClient {
+        let mut options = ConnectOptions::new(self.entry(), peer_info(&self.name));
+        options.reconnect = reconnect;
         MeshClient::connect(options)
             .await
             .unwrap_or_else(|e| panic!("{} cannot connect: {e}", self.name))
