@@ -20,39 +20,58 @@ pub enum HostAnswer {
     TooLarge(usize),
 }
 
-struct Waiting {
+struct Waiting<A> {
     /// Only this presence may answer.
     host_presence_id: String,
-    answer: oneshot::Sender<HostAnswer>,
+    answer: oneshot::Sender<A>,
 }
 
-#[derive(Default)]
-struct Inner {
-    waiting: HashMap<String, Waiting>,
+struct Inner<A> {
+    waiting: HashMap<String, Waiting<A>>,
     /// Calls in flight by (mesh id, caller member id).
     per_caller: HashMap<(String, String), usize>,
 }
 
-#[derive(Default, Clone)]
-pub struct ToolCalls {
-    inner: Arc<Mutex<Inner>>,
+/// Requests relayed to a host and waiting for its answer `A` (tool calls; peer files use
+/// the same with their own answer type).
+pub struct ToolCalls<A = HostAnswer> {
+    inner: Arc<Mutex<Inner<A>>>,
+}
+
+impl<A> Default for ToolCalls<A> {
+    fn default() -> Self {
+        ToolCalls {
+            inner: Arc::new(Mutex::new(Inner {
+                waiting: HashMap::new(),
+                per_caller: HashMap::new(),
+            })),
+        }
+    }
+}
+
+impl<A> Clone for ToolCalls<A> {
+    fn clone(&self) -> Self {
+        ToolCalls {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 /// A call's place among those in flight; dropping it (answered, timed out, host gone) frees
 /// the place and forgets the call.
-pub struct InFlight {
-    calls: ToolCalls,
+pub struct InFlight<A = HostAnswer> {
+    calls: ToolCalls<A>,
     call_id: String,
     caller: (String, String),
 }
 
-impl InFlight {
+impl<A> InFlight<A> {
     pub fn call_id(&self) -> &str {
         &self.call_id
     }
 }
 
-impl Drop for InFlight {
+impl<A> Drop for InFlight<A> {
     fn drop(&mut self) {
         let mut inner = self.calls.lock();
         inner.waiting.remove(&self.call_id);
@@ -65,8 +84,8 @@ impl Drop for InFlight {
     }
 }
 
-impl ToolCalls {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+impl<A> ToolCalls<A> {
+    fn lock(&self) -> MutexGuard<'_, Inner<A>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -77,7 +96,7 @@ impl ToolCalls {
         mesh_id: &str,
         caller_member_id: &str,
         host_presence_id: &str,
-    ) -> Option<(InFlight, oneshot::Receiver<HostAnswer>)> {
+    ) -> Option<(InFlight<A>, oneshot::Receiver<A>)> {
         let caller = (mesh_id.to_string(), caller_member_id.to_string());
         let call_id = hex::encode(crate::crypto::random_bytes::<12>());
         let (tx, rx) = oneshot::channel();
@@ -105,7 +124,7 @@ impl ToolCalls {
 
     /// Hands a host's answer to the waiting call; false when no such call waits for this
     /// presence (unknown, already answered, timed out, or another presence's).
-    pub fn answer(&self, call_id: &str, from_presence_id: &str, result: HostAnswer) -> bool {
+    pub fn answer(&self, call_id: &str, from_presence_id: &str, result: A) -> bool {
         let mut inner = self.lock();
         match inner.waiting.get(call_id) {
             Some(w) if w.host_presence_id == from_presence_id => {}

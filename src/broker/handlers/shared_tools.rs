@@ -32,7 +32,7 @@ pub const MAX_TOOLS: usize = 128;
 const MAX_TIMEOUT_MS: u64 = 120_000;
 
 /// The key a presence proved: its session key after a session hello, else its member key.
-fn proven_key(peer: &Peer) -> String {
+pub(super) fn proven_key(peer: &Peer) -> String {
     peer.proven_session().unwrap_or(peer.member_pubkey).to_hex()
 }
 
