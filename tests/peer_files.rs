@@ -148,7 +148,7 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
     std::fs::write(root.join("big.bin"), vec![b'x'; 41 * 1024]).expect("big");
-    let _sharing = Sharing::start(&alice, &root, &[]);
+    let sharing = Sharing::start(&alice, &root, &[]);
 
     let refused = |path: &str, code: &str| {
         let err = bob.refused(&["peer-files", "cat", "alice", path]);
@@ -161,6 +161,13 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     let err = refused("../../etc/passwd", "forbidden_path");
     assert!(err.contains("inside the shared directory"), "{err}");
     refused("/etc/passwd", "forbidden_path");
+    // Those were refused by the broker already: the host's first request is the next one.
+    assert_eq!(
+        bob.ok(&["peer-files", "cat", "alice", "README.md"]),
+        "# project\n"
+    );
+    let first = sharing.next_log();
+    assert!(first.contains("read \"README.md\""), "{first}");
     let err = refused("escape.txt", "forbidden_path");
     assert!(err.contains("outside the shared directory"), "{err}");
     refused("etc/passwd", "forbidden_path");
