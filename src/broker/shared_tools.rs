@@ -5,7 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::presence::CloseOrder;
 
 use crate::protocol::messages::McpCallResult;
 
@@ -122,6 +127,23 @@ impl<A> ToolCalls<A> {
         Some((place, rx))
     }
 
+    /// [`ToolCalls::start`], or the refusal sentence when the caller already has
+    /// [`MAX_CALLS_IN_FLIGHT`] `what` ("tool calls", "peer-file requests") waiting.
+    pub fn start_or_refuse(
+        &self,
+        mesh_id: &str,
+        caller_member_id: &str,
+        host_presence_id: &str,
+        what: &str,
+    ) -> Result<(InFlight<A>, oneshot::Receiver<A>), String> {
+        self.start(mesh_id, caller_member_id, host_presence_id)
+            .ok_or_else(|| {
+                format!(
+                    "you already have {MAX_CALLS_IN_FLIGHT} {what} waiting for their hosts; wait for one to finish"
+                )
+            })
+    }
+
     /// Hands a host's answer to the waiting call; false when no such call waits for this
     /// presence (unknown, already answered, timed out, or another presence's).
     pub fn answer(&self, call_id: &str, from_presence_id: &str, result: A) -> bool {
@@ -134,6 +156,36 @@ impl<A> ToolCalls<A> {
             Some(w) => w.answer.send(result).is_ok(),
             None => false,
         }
+    }
+}
+
+/// Why a relayed request got no answer from its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// The host's presence ended (its place was dropped without an answer).
+    HostGone,
+    /// The host's connection closed while the request waited.
+    Disconnected,
+    Timeout,
+    Shutdown,
+}
+
+/// Waits for a host's answer: at most `wait`, while the host stays connected (`host_closed`,
+/// its connection's closer) and the broker runs.
+pub async fn wait_for_host<A>(
+    answered: oneshot::Receiver<A>,
+    mut host_closed: watch::Receiver<Option<CloseOrder>>,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Result<A, NoAnswer> {
+    tokio::select! {
+        a = tokio::time::timeout(wait, answered) => match a {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(NoAnswer::HostGone),
+            Err(_) => Err(NoAnswer::Timeout),
+        },
+        _ = host_closed.wait_for(Option::is_some) => Err(NoAnswer::Disconnected),
+        _ = shutdown.cancelled() => Err(NoAnswer::Shutdown),
     }
 }
 

@@ -470,7 +470,29 @@ fn open_answer(
     Ok((host, plain))
 }
 
+/// How long a request waits for its host: `timeout`, else the broker's default.
+fn host_wait(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(Duration::from_millis(DEFAULT_PEER_FILES_TIMEOUT_MS))
+}
+
 impl MeshClient {
+    /// Sends a read or listing request and returns the host's answer, relayed by the broker.
+    async fn ask_host(
+        &self,
+        request: ClientMessage,
+        wait: Duration,
+    ) -> Result<PeerFilesAnswer, ClientError> {
+        // The broker times the request out; our own wait is a little longer so its answer wins.
+        match self
+            .request_timeout(request, wait + Duration::from_secs(5))
+            .await?
+        {
+            ServerMessage::PeerFileResponseForward(r) => Ok(r.answer),
+            ServerMessage::PeerDirResponseForward(r) => Ok(r.answer),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Reads `path` from `peer`'s shared directory (`peer`: a display name, or a member or
     /// session key).
     pub async fn read_peer_file(
@@ -479,23 +501,15 @@ impl MeshClient {
         path: &str,
         timeout: Option<Duration>,
     ) -> Result<PeerFile, ClientError> {
-        let wait = timeout.unwrap_or(Duration::from_millis(DEFAULT_PEER_FILES_TIMEOUT_MS));
+        let wait = host_wait(timeout);
         let request = PeerFileRequest {
             target_pubkey: peer.into(),
             file_path: path.into(),
             timeout_ms: Some(wait.as_millis() as u64),
         };
-        // The broker times the request out; our own wait is a little longer so its answer wins.
         let answer = self
-            .request_timeout(
-                ClientMessage::PeerFileRequest(Box::new(request)),
-                wait + Duration::from_secs(5),
-            )
+            .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
             .await?;
-        let answer = match answer {
-            ServerMessage::PeerFileResponseForward(r) => r.answer,
-            other => return Err(unexpected(other)),
-        };
         let (host_name, content) = open_answer(self, answer, peer)?;
         Ok(PeerFile { host_name, content })
     }
@@ -509,7 +523,7 @@ impl MeshClient {
         depth: Option<u32>,
         timeout: Option<Duration>,
     ) -> Result<PeerListing, ClientError> {
-        let wait = timeout.unwrap_or(Duration::from_millis(DEFAULT_PEER_FILES_TIMEOUT_MS));
+        let wait = host_wait(timeout);
         let request = PeerDirRequest {
             target_pubkey: peer.into(),
             dir_path: path.into(),
@@ -518,15 +532,8 @@ impl MeshClient {
             timeout_ms: Some(wait.as_millis() as u64),
         };
         let answer = self
-            .request_timeout(
-                ClientMessage::PeerDirRequest(Box::new(request)),
-                wait + Duration::from_secs(5),
-            )
+            .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
             .await?;
-        let answer = match answer {
-            ServerMessage::PeerDirResponseForward(r) => r.answer,
-            other => return Err(unexpected(other)),
-        };
         let (_, body) = open_answer(self, answer, peer)?;
         serde_json::from_slice(&body)
             .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))

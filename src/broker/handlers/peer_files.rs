@@ -18,7 +18,7 @@ use super::shared_tools::proven_key;
 use crate::broker::connection::Conn;
 use crate::broker::peer_files::{FilesAnswer, Share};
 use crate::broker::presence::Peer;
-use crate::broker::shared_tools::MAX_CALLS_IN_FLIGHT;
+use crate::broker::shared_tools::{NoAnswer, wait_for_host};
 use crate::broker::state::Broker;
 use crate::protocol::messages::{
     DEFAULT_LIST_DEPTH, DEFAULT_PEER_FILES_TIMEOUT_MS, Envelope, MAX_LIST_DEPTH,
@@ -181,18 +181,14 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
         Ok(host) => host,
         Err(Refusal { code, message }) => return conn.error(req_id, code, message),
     };
-    let Some((place, answered)) =
-        broker
-            .file_requests
-            .start(&caller.mesh_id, &caller.member_id, &host.presence_id)
-    else {
-        return conn.error(
-            req_id,
-            "rate_limited",
-            format!(
-                "you already have {MAX_CALLS_IN_FLIGHT} peer-file requests waiting for their hosts; wait for one to finish"
-            ),
-        );
+    let (place, answered) = match broker.file_requests.start_or_refuse(
+        &caller.mesh_id,
+        &caller.member_id,
+        &host.presence_id,
+        "peer-file requests",
+    ) {
+        Ok(started) => started,
+        Err(message) => return conn.error(req_id, "rate_limited", message),
     };
     let requester = Requester {
         requester_pubkey: proven_key(&caller),
@@ -221,7 +217,7 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
         })),
     };
     let host_closed = host.state().conn.as_ref().map(|c| c.closer.subscribe());
-    let (Some(mut host_closed), true) = (host_closed, host.send(&Envelope::new(forward))) else {
+    let (Some(host_closed), true) = (host_closed, host.send(&Envelope::new(forward))) else {
         return conn.error(
             req_id,
             "host_offline",
@@ -238,24 +234,22 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
     let what = conn.frame;
     tokio::spawn(async move {
         let host_name = host.shown_name();
-        let answered = tokio::select! {
-            a = tokio::time::timeout(wait, answered) => match a {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => Err(refuse("host_offline", format!("{host_name} went offline"))),
-                Err(_) => Err(refuse(
-                    "timeout",
-                    format!("{host_name} did not answer within {} s", wait.as_secs_f64()),
-                )),
-            },
-            _ = host_closed.wait_for(Option::is_some) => Err(refuse(
+        let outcome = match wait_for_host(answered, host_closed, wait, &broker.shutdown).await {
+            Ok(answer) => deliver(&broker, &caller, &host, &ask, answer).await,
+            Err(NoAnswer::HostGone) => {
+                Err(refuse("host_offline", format!("{host_name} went offline")))
+            }
+            Err(NoAnswer::Timeout) => Err(refuse(
+                "timeout",
+                format!("{host_name} did not answer within {} s", wait.as_secs_f64()),
+            )),
+            Err(NoAnswer::Disconnected) => Err(refuse(
                 "host_offline",
                 format!("{host_name} disconnected before answering"),
             )),
-            _ = broker.shutdown.cancelled() => Err(refuse("broker_shutdown", "the broker is shutting down")),
-        };
-        let outcome = match answered {
-            Ok(answer) => deliver(&broker, &caller, &host, &ask, answer).await,
-            Err(refusal) => Err(refusal),
+            Err(NoAnswer::Shutdown) => {
+                Err(refuse("broker_shutdown", "the broker is shutting down"))
+            }
         };
         drop(place);
         let frame = match outcome {
