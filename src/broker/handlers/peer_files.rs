@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::reply::{Refusal, maybe_ack, me, ok_ack, refuse};
-use super::shared_tools::proven_key;
+use super::shared_tools::{host_grants, proven_key};
 use crate::broker::connection::Conn;
 use crate::broker::peer_files::{FilesAnswer, Share};
 use crate::broker::presence::Peer;
@@ -108,20 +108,8 @@ fn find_host(broker: &Broker, caller: &Peer, target: &str) -> Result<Arc<Peer>, 
             ),
         ));
     };
-    if host.member_id != caller.member_id {
-        let grant = broker
-            .store
-            .grant(&caller.mesh_id, &host.member_id, &caller.member_id)?;
-        if grant.is_some_and(|g| !g.allows(Right::Files)) {
-            return Err(refuse(
-                "forbidden",
-                format!(
-                    "{} does not let you read its files (its grants refuse you the \"files\" right)",
-                    host.shown_name()
-                ),
-            ));
-        }
-    }
+    let name = host.shown_name();
+    host_grants(broker, caller, &host, Right::Files, &name, "read its files")?;
     Ok(host)
 }
 

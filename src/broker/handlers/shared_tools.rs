@@ -267,6 +267,34 @@ pub fn mcp_list(conn: &Conn, req_id: Option<String>) {
     });
 }
 
+/// Whether `host`'s grants (§12.3) let `caller` do what needs `right` ("call its tools");
+/// a member's own presences always may.
+pub(super) fn host_grants(
+    broker: &Broker,
+    caller: &Peer,
+    host: &Peer,
+    right: Right,
+    host_name: &str,
+    doing: &str,
+) -> Result<(), Refusal> {
+    if host.member_id == caller.member_id {
+        return Ok(());
+    }
+    let grant = broker
+        .store
+        .grant(&caller.mesh_id, &host.member_id, &caller.member_id)?;
+    if grant.is_some_and(|g| !g.allows(right)) {
+        return Err(refuse(
+            "forbidden",
+            format!(
+                "{host_name} does not let you {doing} (its grants refuse you the \"{}\" right)",
+                right.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Everything a call must pass before it reaches its host: its size, the server and tool,
 /// the host being connected, and the host's grants.
 fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
@@ -315,20 +343,14 @@ fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Re
             ),
         ));
     };
-    if host.member_id != caller.member_id {
-        let grant = broker
-            .store
-            .grant(&caller.mesh_id, &host.member_id, &caller.member_id)?;
-        if grant.is_some_and(|g| !g.allows(Right::Tools)) {
-            return Err(refuse(
-                "forbidden",
-                format!(
-                    "{} does not let you call its tools (its grants refuse you the \"tools\" right)",
-                    row.host_name
-                ),
-            ));
-        }
-    }
+    host_grants(
+        broker,
+        caller,
+        &host,
+        Right::Tools,
+        &row.host_name,
+        "call its tools",
+    )?;
     Ok(host)
 }
 
