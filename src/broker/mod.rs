@@ -12,6 +12,7 @@ mod lan;
 mod limits;
 mod metrics;
 mod page;
+mod peer_files;
 mod presence;
 mod refusals;
 mod router;

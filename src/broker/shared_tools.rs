@@ -5,7 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::presence::CloseOrder;
 
 use crate::protocol::messages::McpCallResult;
 
@@ -20,39 +25,58 @@ pub enum HostAnswer {
     TooLarge(usize),
 }
 
-struct Waiting {
+struct Waiting<A> {
     /// Only this presence may answer.
     host_presence_id: String,
-    answer: oneshot::Sender<HostAnswer>,
+    answer: oneshot::Sender<A>,
 }
 
-#[derive(Default)]
-struct Inner {
-    waiting: HashMap<String, Waiting>,
+struct Inner<A> {
+    waiting: HashMap<String, Waiting<A>>,
     /// Calls in flight by (mesh id, caller member id).
     per_caller: HashMap<(String, String), usize>,
 }
 
-#[derive(Default, Clone)]
-pub struct ToolCalls {
-    inner: Arc<Mutex<Inner>>,
+/// Requests relayed to a host and waiting for its answer `A` (tool calls; peer files use
+/// the same with their own answer type).
+pub struct ToolCalls<A = HostAnswer> {
+    inner: Arc<Mutex<Inner<A>>>,
+}
+
+impl<A> Default for ToolCalls<A> {
+    fn default() -> Self {
+        ToolCalls {
+            inner: Arc::new(Mutex::new(Inner {
+                waiting: HashMap::new(),
+                per_caller: HashMap::new(),
+            })),
+        }
+    }
+}
+
+impl<A> Clone for ToolCalls<A> {
+    fn clone(&self) -> Self {
+        ToolCalls {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 /// A call's place among those in flight; dropping it (answered, timed out, host gone) frees
 /// the place and forgets the call.
-pub struct InFlight {
-    calls: ToolCalls,
+pub struct InFlight<A = HostAnswer> {
+    calls: ToolCalls<A>,
     call_id: String,
     caller: (String, String),
 }
 
-impl InFlight {
+impl<A> InFlight<A> {
     pub fn call_id(&self) -> &str {
         &self.call_id
     }
 }
 
-impl Drop for InFlight {
+impl<A> Drop for InFlight<A> {
     fn drop(&mut self) {
         let mut inner = self.calls.lock();
         inner.waiting.remove(&self.call_id);
@@ -65,8 +89,8 @@ impl Drop for InFlight {
     }
 }
 
-impl ToolCalls {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+impl<A> ToolCalls<A> {
+    fn lock(&self) -> MutexGuard<'_, Inner<A>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -77,7 +101,7 @@ impl ToolCalls {
         mesh_id: &str,
         caller_member_id: &str,
         host_presence_id: &str,
-    ) -> Option<(InFlight, oneshot::Receiver<HostAnswer>)> {
+    ) -> Option<(InFlight<A>, oneshot::Receiver<A>)> {
         let caller = (mesh_id.to_string(), caller_member_id.to_string());
         let call_id = hex::encode(crate::crypto::random_bytes::<12>());
         let (tx, rx) = oneshot::channel();
@@ -103,9 +127,26 @@ impl ToolCalls {
         Some((place, rx))
     }
 
+    /// [`ToolCalls::start`], or the refusal sentence when the caller already has
+    /// [`MAX_CALLS_IN_FLIGHT`] `what` ("tool calls", "peer-file requests") waiting.
+    pub fn start_or_refuse(
+        &self,
+        mesh_id: &str,
+        caller_member_id: &str,
+        host_presence_id: &str,
+        what: &str,
+    ) -> Result<(InFlight<A>, oneshot::Receiver<A>), String> {
+        self.start(mesh_id, caller_member_id, host_presence_id)
+            .ok_or_else(|| {
+                format!(
+                    "you already have {MAX_CALLS_IN_FLIGHT} {what} waiting for their hosts; wait for one to finish"
+                )
+            })
+    }
+
     /// Hands a host's answer to the waiting call; false when no such call waits for this
     /// presence (unknown, already answered, timed out, or another presence's).
-    pub fn answer(&self, call_id: &str, from_presence_id: &str, result: HostAnswer) -> bool {
+    pub fn answer(&self, call_id: &str, from_presence_id: &str, result: A) -> bool {
         let mut inner = self.lock();
         match inner.waiting.get(call_id) {
             Some(w) if w.host_presence_id == from_presence_id => {}
@@ -115,6 +156,36 @@ impl ToolCalls {
             Some(w) => w.answer.send(result).is_ok(),
             None => false,
         }
+    }
+}
+
+/// Why a relayed request got no answer from its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// The host's presence ended (its place was dropped without an answer).
+    HostGone,
+    /// The host's connection closed while the request waited.
+    Disconnected,
+    Timeout,
+    Shutdown,
+}
+
+/// Waits for a host's answer: at most `wait`, while the host stays connected (`host_closed`,
+/// its connection's closer) and the broker runs.
+pub async fn wait_for_host<A>(
+    answered: oneshot::Receiver<A>,
+    mut host_closed: watch::Receiver<Option<CloseOrder>>,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Result<A, NoAnswer> {
+    tokio::select! {
+        a = tokio::time::timeout(wait, answered) => match a {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(NoAnswer::HostGone),
+            Err(_) => Err(NoAnswer::Timeout),
+        },
+        _ = host_closed.wait_for(Option::is_some) => Err(NoAnswer::Disconnected),
+        _ = shutdown.cancelled() => Err(NoAnswer::Shutdown),
     }
 }
 

@@ -61,6 +61,9 @@ pub struct Broker {
     pub subscriptions: super::subscriptions::Subscriptions,
     /// Peer-hosted MCP tool calls waiting for their hosts.
     pub tool_calls: super::shared_tools::ToolCalls,
+    /// Presences sharing a directory, and the peer-file requests waiting for them.
+    pub file_shares: super::peer_files::Shares,
+    pub file_requests: super::peer_files::FileRequests,
 }
 
 impl Broker {
@@ -100,6 +103,8 @@ impl Broker {
             scheduler: Default::default(),
             subscriptions: Default::default(),
             tool_calls: Default::default(),
+            file_shares: Default::default(),
+            file_requests: Default::default(),
             config,
         }
     }

@@ -393,6 +393,9 @@ pub struct LaunchCmd {
     /// no banner
     #[argh(switch)]
     quiet: bool,
+    /// let the mesh list and read files under the directory Claude starts in (read only)
+    #[argh(switch)]
+    share_dir: bool,
     /// arguments passed to claude
     #[argh(positional, greedy)]
     claude_args: Vec<String>,
@@ -435,6 +438,10 @@ impl LaunchCmd {
             .env("CLAUDEMESH_SESSION_ID", &session_id)
             .env("CLAUDEMESH_CHANNEL", "1")
             .env("CLAUDEMESH_CONFIG_DIR", ConfigDir::from_env().path);
+        if self.share_dir {
+            // The MCP server Claude starts shares its working directory (mcp/hub.rs).
+            cmd.env("CLAUDEMESH_SHARE_DIR", "1");
+        }
         for (var, value) in [
             ("CLAUDEMESH_NAME", &self.name),
             ("CLAUDEMESH_ROLE", &self.role),

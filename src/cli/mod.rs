@@ -41,6 +41,7 @@ mod stats;
 // Skills (issue 15).
 mod skills;
 // Peer-hosted MCP tools (issue 15).
+mod peer_files;
 mod shared_tools;
 
 use argh::{ArgsInfo, FromArgs};
@@ -120,6 +121,8 @@ enum Command {
     Skill(skills::SkillCmd),
     McpShare(shared_tools::McpShareCmd),
     Tools(shared_tools::ToolsCmd),
+    ShareDir(peer_files::ShareDirCmd),
+    PeerFiles(peer_files::PeerFilesCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -316,6 +319,8 @@ async fn run(command: Command) -> CliResult {
         Command::Skill(c) => c.run().await,
         Command::McpShare(c) => c.run().await,
         Command::Tools(c) => c.run().await,
+        Command::ShareDir(c) => c.run().await,
+        Command::PeerFiles(c) => c.run().await,
     }
 }
 

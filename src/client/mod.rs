@@ -27,6 +27,7 @@ mod stats;
 // Skills (issue 15).
 pub mod skills;
 // Peer-hosted MCP tools (issue 15).
+pub mod peer_files;
 pub mod shared_tools;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};

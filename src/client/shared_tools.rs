@@ -21,7 +21,11 @@ use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 pub const TOOL_CALL_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TOOL_TIMEOUT_MS);
 
 /// crypto_box of `plain` from `mine` (our speaking key) to `their` (an ed25519 key, hex).
-fn seal_to(mine: &crypto::SignKeyPair, their: &str, plain: &[u8]) -> Result<SealedPayload, String> {
+pub(super) fn seal_to(
+    mine: &crypto::SignKeyPair,
+    their: &str,
+    plain: &[u8],
+) -> Result<SealedPayload, String> {
     let their = Pubkey::parse(their).map_err(|e| format!("peer key: {e}"))?;
     let their = crypto::ed25519_pk_to_x25519(&their.0).map_err(|e| e.to_string())?;
     let nonce: [u8; 24] = crypto::random_bytes();
@@ -34,7 +38,7 @@ fn seal_to(mine: &crypto::SignKeyPair, their: &str, plain: &[u8]) -> Result<Seal
 }
 
 /// Opens a payload sealed by `their` (hex ed25519 key) to `mine`.
-fn open_from(
+pub(super) fn open_from(
     mine: &crypto::SignKeyPair,
     their: &str,
     sealed: &SealedPayload,

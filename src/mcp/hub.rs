@@ -11,6 +11,7 @@ use rmcp::service::{Peer, RoleServer};
 use serde_json::{Map, Value, json};
 
 use super::session::{Session, transcript_busy, transcript_dir};
+use crate::client::peer_files::{FileHost, Forwarded, SharedDir};
 use crate::client::{ClientError, ConnectOptions, Identity, Incoming, MeshClient};
 use crate::identity::MeshEntry;
 use crate::protocol::{ClientMessage, Encoding, ServerMessage};
@@ -64,6 +65,32 @@ pub struct Hub {
     channel_mode: bool,
     /// MCP servers this session hosts for the mesh (`mesh_mcp_register`).
     pub hosted: Arc<crate::client::shared_tools::Hosted>,
+    /// The directory this session shares (`launch --share-dir`: `CLAUDEMESH_SHARE_DIR`).
+    files: Option<Arc<FileHost>>,
+}
+
+/// The directory `CLAUDEMESH_SHARE_DIR` names (`1`: the working directory), opened for
+/// sharing; a problem is said on stderr (Claude Code's MCP log) and nothing is shared.
+fn shared_dir_from_env() -> Option<Arc<FileHost>> {
+    let value = std::env::var("CLAUDEMESH_SHARE_DIR").ok()?;
+    let (path, read_only) = match value.as_str() {
+        "" | "0" => return None,
+        "1" => (std::path::PathBuf::from("."), true),
+        p => (std::path::PathBuf::from(p), true),
+    };
+    match SharedDir::open(&path, read_only) {
+        Ok(dir) => {
+            eprintln!(
+                "claudemesh: sharing {} with the mesh (read only)",
+                dir.path.display()
+            );
+            Some(Arc::new(FileHost::new(dir)))
+        }
+        Err(e) => {
+            eprintln!("claudemesh: not sharing files: {e}");
+            None
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +120,7 @@ impl Hub {
             notifier: Mutex::new(None),
             channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
             hosted: Default::default(),
+            files: shared_dir_from_env(),
         });
         for link in &hub.links {
             tokio::spawn(connect_loop(hub.clone(), link.clone()));
@@ -237,6 +265,14 @@ impl Hub {
     }
 
     async fn on_push(&self, link: &Link, client: &Arc<MeshClient>, frame: ServerMessage) {
+        if let (Some(files), Some(forward)) = (&self.files, Forwarded::from_push(&frame)) {
+            let (files, client) = (files.clone(), client.clone());
+            tokio::spawn(async move {
+                // The host's log: Claude Code keeps the MCP server's stderr.
+                eprintln!("claudemesh: {}", files.answer(&client, forward).await);
+            });
+            return;
+        }
         let push = match frame {
             ServerMessage::Push(push) => push,
             ServerMessage::McpCallForward(forward) => {
@@ -387,6 +423,9 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
                 *lock(&link.problem) = None;
                 // The skills may have changed while this mesh was out of reach.
                 hub.skills_changed().await;
+                if let Some(files) = &hub.files {
+                    tokio::spawn(announce_share(files.clone(), client.clone()));
+                }
                 while let Some(frame) = client.next_push().await {
                     hub.on_push(&link, &client, frame).await;
                 }
@@ -466,6 +505,31 @@ async fn report_stats(hub: Arc<Hub>) {
                     uptime: Some(started.elapsed().as_secs()),
                     ..Default::default()
                 });
+            }
+        }
+    }
+}
+
+/// Tells the broker this session shares its directory, and again after each reconnect (a new
+/// connection may be a new presence).
+async fn announce_share(files: Arc<FileHost>, client: Arc<MeshClient>) {
+    let mut link = client.link();
+    loop {
+        if let Err(e) = files.announce(&client).await {
+            eprintln!("claudemesh: cannot share files with the mesh: {e}");
+        }
+        // Wait for the link to go down and come back up.
+        let mut lost = false;
+        loop {
+            if link.changed().await.is_err() {
+                return;
+            }
+            let now = link.borrow().clone();
+            match now {
+                crate::client::Link::Reconnecting => lost = true,
+                crate::client::Link::Up if lost => break,
+                crate::client::Link::Down(_) => return,
+                crate::client::Link::Up => {}
             }
         }
     }

@@ -31,7 +31,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
 pub enum Right {
     /// Direct messages, and this member's copy of the peer's group and broadcast messages.
     Message,
-    /// Reading this member's peer files (enforced once peer files exist, issue 15).
+    /// Reading this member's peer files (enforced by broker/handlers/peer_files.rs).
     Files,
     /// Calling this member's registered tools (enforced once shared tools exist).
     Tools,

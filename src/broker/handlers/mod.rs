@@ -11,6 +11,7 @@ pub(crate) mod keys;
 mod members;
 mod memory;
 pub(super) mod messaging;
+mod peer_files;
 mod peers;
 pub mod perms;
 mod profile;
@@ -212,5 +213,11 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::McpList {} => shared_tools::mcp_list(conn, req_id),
         ClientMessage::McpCall(c) => shared_tools::mcp_call(conn, req_id, *c),
         ClientMessage::McpCallResponse(r) => shared_tools::mcp_call_response(conn, req_id, *r),
+        ClientMessage::PeerFilesShare(s) => peer_files::share(conn, req_id, s),
+        ClientMessage::PeerFilesUnshare {} => peer_files::unshare(conn, req_id),
+        ClientMessage::PeerFileRequest(r) => peer_files::file_request(conn, req_id, *r),
+        ClientMessage::PeerDirRequest(r) => peer_files::dir_request(conn, req_id, *r),
+        ClientMessage::PeerFileResponse(r) => peer_files::file_response(conn, req_id, *r),
+        ClientMessage::PeerDirResponse(r) => peer_files::dir_response(conn, req_id, *r),
     }
 }

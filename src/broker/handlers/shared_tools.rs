@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::reply::{self, Refusal, answer, me, ok_ack, refuse};
 use crate::broker::connection::Conn;
 use crate::broker::presence::Peer;
-use crate::broker::shared_tools::{HostAnswer, MAX_CALLS_IN_FLIGHT};
+use crate::broker::shared_tools::{HostAnswer, NoAnswer, wait_for_host};
 use crate::broker::state::Broker;
 use crate::protocol::messages::{
     DEFAULT_TOOL_TIMEOUT_MS, Envelope, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall,
@@ -32,7 +32,7 @@ pub const MAX_TOOLS: usize = 128;
 const MAX_TIMEOUT_MS: u64 = 120_000;
 
 /// The key a presence proved: its session key after a session hello, else its member key.
-fn proven_key(peer: &Peer) -> String {
+pub(super) fn proven_key(peer: &Peer) -> String {
     peer.proven_session().unwrap_or(peer.member_pubkey).to_hex()
 }
 
@@ -267,6 +267,34 @@ pub fn mcp_list(conn: &Conn, req_id: Option<String>) {
     });
 }
 
+/// Whether `host`'s grants (§12.3) let `caller` do what needs `right` ("call its tools");
+/// a member's own presences always may.
+pub(super) fn host_grants(
+    broker: &Broker,
+    caller: &Peer,
+    host: &Peer,
+    right: Right,
+    host_name: &str,
+    doing: &str,
+) -> Result<(), Refusal> {
+    if host.member_id == caller.member_id {
+        return Ok(());
+    }
+    let grant = broker
+        .store
+        .grant(&caller.mesh_id, &host.member_id, &caller.member_id)?;
+    if grant.is_some_and(|g| !g.allows(right)) {
+        return Err(refuse(
+            "forbidden",
+            format!(
+                "{host_name} does not let you {doing} (its grants refuse you the \"{}\" right)",
+                right.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Everything a call must pass before it reaches its host: its size, the server and tool,
 /// the host being connected, and the host's grants.
 fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
@@ -315,20 +343,14 @@ fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Re
             ),
         ));
     };
-    if host.member_id != caller.member_id {
-        let grant = broker
-            .store
-            .grant(&caller.mesh_id, &host.member_id, &caller.member_id)?;
-        if grant.is_some_and(|g| !g.allows(Right::Tools)) {
-            return Err(refuse(
-                "forbidden",
-                format!(
-                    "{} does not let you call its tools (its grants refuse you the \"tools\" right)",
-                    row.host_name
-                ),
-            ));
-        }
-    }
+    host_grants(
+        broker,
+        caller,
+        &host,
+        Right::Tools,
+        &row.host_name,
+        "call its tools",
+    )?;
     Ok(host)
 }
 
@@ -343,18 +365,14 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
         Ok(host) => host,
         Err(Refusal { code, message }) => return conn.error(req_id, code, message),
     };
-    let Some((place, answered)) =
-        broker
-            .tool_calls
-            .start(&caller.mesh_id, &caller.member_id, &host.presence_id)
-    else {
-        return conn.error(
-            req_id,
-            "rate_limited",
-            format!(
-                "you already have {MAX_CALLS_IN_FLIGHT} tool calls waiting for their hosts; wait for one to finish"
-            ),
-        );
+    let (place, answered) = match broker.tool_calls.start_or_refuse(
+        &caller.mesh_id,
+        &caller.member_id,
+        &host.presence_id,
+        "tool calls",
+    ) {
+        Ok(started) => started,
+        Err(message) => return conn.error(req_id, "rate_limited", message),
     };
     let forward = McpCallForward {
         call_id: place.call_id().to_string(),
@@ -371,7 +389,7 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
         caller_member_pubkey: caller.member_pubkey.to_hex(),
     };
     let host_closed = host.state().conn.as_ref().map(|c| c.closer.subscribe());
-    let (Some(mut host_closed), true) = (
+    let (Some(host_closed), true) = (
         host_closed,
         host.send(&Envelope::new(ServerMessage::McpCallForward(Box::new(
             forward,
@@ -393,27 +411,35 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
     let server = call.server_name;
     let host_name = host.display_name.clone();
     tokio::spawn(async move {
-        let outcome = tokio::select! {
-            a = tokio::time::timeout(wait, answered) => match a {
-                Ok(Ok(HostAnswer::Result(mut r))) => {
-                    r.call_id = None;
-                    Ok(r)
-                }
-                Ok(Ok(HostAnswer::TooLarge(n))) => Err((
-                    "result_too_large",
-                    format!("the result of \"{server}\" was {n} bytes; the limit is {MAX_TOOL_RESULT_BYTES} bytes"),
-                )),
-                Ok(Err(_)) => Err(("host_offline", format!("the host of \"{server}\" went offline"))),
-                Err(_) => Err((
-                    "timeout",
-                    format!("{host_name} did not answer the call to \"{server}\" within {} s", wait.as_secs_f64()),
-                )),
-            },
-            _ = host_closed.wait_for(Option::is_some) => Err((
+        let outcome = match wait_for_host(answered, host_closed, wait, &broker.shutdown).await {
+            Ok(HostAnswer::Result(mut r)) => {
+                r.call_id = None;
+                Ok(r)
+            }
+            Ok(HostAnswer::TooLarge(n)) => Err((
+                "result_too_large",
+                format!(
+                    "the result of \"{server}\" was {n} bytes; the limit is {MAX_TOOL_RESULT_BYTES} bytes"
+                ),
+            )),
+            Err(NoAnswer::HostGone) => Err((
+                "host_offline",
+                format!("the host of \"{server}\" went offline"),
+            )),
+            Err(NoAnswer::Timeout) => Err((
+                "timeout",
+                format!(
+                    "{host_name} did not answer the call to \"{server}\" within {} s",
+                    wait.as_secs_f64()
+                ),
+            )),
+            Err(NoAnswer::Disconnected) => Err((
                 "host_offline",
                 format!("the host of \"{server}\" ({host_name}) disconnected during the call"),
             )),
-            _ = broker.shutdown.cancelled() => Err(("broker_shutdown", "the broker is shutting down".to_string())),
+            Err(NoAnswer::Shutdown) => {
+                Err(("broker_shutdown", "the broker is shutting down".to_string()))
+            }
         };
         drop(place);
         let frame = match outcome {

@@ -23,6 +23,7 @@ mod stats;
 // Skills (issue 15).
 mod skills;
 // Peer-hosted MCP tools (issue 15).
+mod peer_files;
 mod shared_tools;
 
 use std::sync::Arc;
@@ -116,7 +117,8 @@ impl MeshTools {
                 + Self::perms_router()
                 + Self::members_router()
                 + Self::skills_router()
-                + Self::shared_tools_router(),
+                + Self::shared_tools_router()
+                + Self::peer_files_router(),
         }
     }
 

@@ -25,6 +25,8 @@ mod stats;
 mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod shared_tools;
+// Peer files (issue 15).
+mod peer_files;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -45,6 +47,12 @@ pub use keys::{
 pub use members::{BanEntry, MemberEntry};
 pub use memory::{MemoryEntry, Recall, Remember};
 pub use messaging::{Ack, ClientAck, MessageStatusResult, Push, RecipientStatus, SendMessage};
+pub use peer_files::{
+    DEFAULT_LIST_DEPTH, DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES,
+    MAX_PEER_FILE_BYTES, MAX_PEER_FILES_ANSWER_BYTES, PeerDirRequest, PeerDirRequestForward,
+    PeerDirResponse, PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer,
+    PeerFilesShare, PeerListing, Requester, path_problem,
+};
 pub use peers::{PeerEntry, Profile};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
@@ -346,6 +354,13 @@ pub enum ClientMessage {
     McpList {},
     McpCall(Box<McpCall>),
     McpCallResponse(Box<McpCallResult>),
+    // Peer files (PROTOCOL.md "§ Peer files").
+    PeerFilesShare(PeerFilesShare),
+    PeerFilesUnshare {},
+    PeerFileRequest(Box<PeerFileRequest>),
+    PeerDirRequest(Box<PeerDirRequest>),
+    PeerFileResponse(Box<PeerFileResponse>),
+    PeerDirResponse(Box<PeerDirResponse>),
 }
 
 impl ClientMessage {
@@ -430,6 +445,12 @@ impl ClientMessage {
             ClientMessage::McpList {} => "mcp_list",
             ClientMessage::McpCall(_) => "mcp_call",
             ClientMessage::McpCallResponse(_) => "mcp_call_response",
+            ClientMessage::PeerFilesShare(_) => "peer_files_share",
+            ClientMessage::PeerFilesUnshare {} => "peer_files_unshare",
+            ClientMessage::PeerFileRequest(_) => "peer_file_request",
+            ClientMessage::PeerDirRequest(_) => "peer_dir_request",
+            ClientMessage::PeerFileResponse(_) => "peer_file_response",
+            ClientMessage::PeerDirResponse(_) => "peer_dir_response",
         }
     }
 }
@@ -645,6 +666,11 @@ pub enum ServerMessage {
     },
     McpCallResult(Box<McpCallResult>),
     McpCallForward(Box<McpCallForward>),
+    // Peer files (PROTOCOL.md "§ Peer files").
+    PeerFileRequestForward(Box<PeerFileRequestForward>),
+    PeerDirRequestForward(Box<PeerDirRequestForward>),
+    PeerFileResponseForward(Box<PeerFileResponse>),
+    PeerDirResponseForward(Box<PeerDirResponse>),
 }
 
 impl ServerMessage {

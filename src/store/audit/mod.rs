@@ -115,6 +115,10 @@ pub enum AuditEvent {
     McpRegistered,
     /// A peer-hosted MCP server was removed (by its host, a manager, or the broker).
     McpRemoved,
+    /// A member read a file of another member's shared directory (path and size only).
+    PeerFileRead,
+    /// A member listed another member's shared directory.
+    PeerFilesListed,
 }
 
 impl AuditEvent {
@@ -156,6 +160,8 @@ impl AuditEvent {
             AuditEvent::SkillRemoved => "skill.removed",
             AuditEvent::McpRegistered => "mcp.registered",
             AuditEvent::McpRemoved => "mcp.removed",
+            AuditEvent::PeerFileRead => "peer_file.read",
+            AuditEvent::PeerFilesListed => "peer_file.listed",
         }
     }
 }

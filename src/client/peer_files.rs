@@ -1,0 +1,623 @@
+//! Peer files (PROTOCOL.md "§ Peer files"): read and list another member's shared directory,
+//! and — on the hosting side — answer those requests from a directory on this machine.
+//!
+//! The host is where the file system is, so it enforces the rules: every path is opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` relative to a descriptor of the shared
+//! root, so the kernel refuses `..`, absolute paths and symlinks that lead out of the root in
+//! the same call that opens the file (no check-then-open race); files are opened
+//! `O_NONBLOCK | O_NOCTTY` and checked with `fstat` on the open descriptor, so a fifo cannot
+//! hang the host and only regular files up to [`MAX_PEER_FILE_BYTES`] are sent. Answers are
+//! sealed to the reader's key, so the broker relays ciphertext only.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use super::shared_tools::{open_from, seal_to};
+use super::{ClientError, MeshClient, unexpected};
+use crate::protocol::messages::{
+    DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_PEER_FILE_BYTES,
+    PeerDirRequest, PeerDirRequestForward, PeerDirResponse, PeerFileRequest,
+    PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer, PeerFilesShare, PeerListing,
+    Requester, path_problem,
+};
+use crate::protocol::{ClientMessage, ServerMessage};
+
+/// Names a listing may carry, in bytes, so that its sealed form stays under the answer limit.
+const MAX_LIST_BYTES: usize = 36 * 1024;
+/// Requests one host answers at once; more are answered "busy".
+const MAX_HOSTED_REQUESTS: usize = 8;
+
+/// A host's refusal: the code the reader sees and a sentence naming the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn refused(code: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The resolution every open uses: inside the directory, no `/proc` magic links.
+fn beneath() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+}
+
+fn errno_refusal(e: Errno, path: &str) -> Refused {
+    match e {
+        Errno::NOENT => refused("not_found", format!("\"{path}\" does not exist")),
+        Errno::XDEV | Errno::LOOP => refused(
+            "forbidden_path",
+            format!("\"{path}\" leads outside the shared directory (a symlink or \"..\")"),
+        ),
+        Errno::NOTDIR => refused("not_a_file", format!("\"{path}\" is not a directory")),
+        Errno::NXIO => refused("not_a_file", format!("\"{path}\" is a socket, not a file")),
+        Errno::ACCESS | Errno::PERM => refused(
+            "forbidden_path",
+            format!("the host may not read \"{path}\" (permission denied)"),
+        ),
+        other => refused("host_error", format!("\"{path}\": {other}")),
+    }
+}
+
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "a file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a fifo",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "of an unknown type",
+    }
+}
+
+/// A directory this machine shares with the mesh, held open by descriptor.
+pub struct SharedDir {
+    root: OwnedFd,
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+impl SharedDir {
+    /// Opens `path` for sharing. Fails when it is no directory, or when the kernel lacks
+    /// `openat2` (Linux 5.6+), without which reads could not be kept inside it.
+    pub fn open(path: &Path, read_only: bool) -> Result<SharedDir, String> {
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| format!("cannot share {}: {e}", path.display()))?;
+        let root = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("cannot share {}: {e}", path.display()))?;
+        match rustix::fs::openat2(
+            &root,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        ) {
+            Ok(_) => {}
+            Err(Errno::NOSYS) => {
+                return Err(
+                    "this kernel lacks openat2 (Linux 5.6 or later), which share-dir needs to keep reads inside the directory".into(),
+                );
+            }
+            Err(e) => return Err(format!("cannot share {}: {e}", path.display())),
+        }
+        Ok(SharedDir {
+            root,
+            path,
+            read_only,
+        })
+    }
+
+    /// The bytes of the regular file at `rel` (relative to the shared root).
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>, Refused> {
+        if let Some(problem) = path_problem(rel, true) {
+            return Err(refused("forbidden_path", problem));
+        }
+        let fd = rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| errno_refusal(e, rel))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(refused(
+                "not_a_file",
+                format!(
+                    "\"{rel}\" is {}; only regular files are shared",
+                    type_name(kind)
+                ),
+            ));
+        }
+        let too_large = |n: u64| {
+            refused(
+                "too_large",
+                format!(
+                    "\"{rel}\" is {n} bytes; peers read files up to {MAX_PEER_FILE_BYTES} bytes"
+                ),
+            )
+        };
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        if size > MAX_PEER_FILE_BYTES {
+            return Err(too_large(size));
+        }
+        let mut content = Vec::with_capacity(size as usize);
+        std::fs::File::from(fd)
+            .take(MAX_PEER_FILE_BYTES + 1)
+            .read_to_end(&mut content)
+            .map_err(|e| refused("host_error", format!("\"{rel}\": {e}")))?;
+        // It may have grown since fstat.
+        if content.len() as u64 > MAX_PEER_FILE_BYTES {
+            return Err(too_large(content.len() as u64));
+        }
+        Ok(content)
+    }
+
+    /// The names under `rel` (empty: the root), `depth` levels deep, bounded by
+    /// [`MAX_LIST_ENTRIES`] and a byte budget. Symlinks are listed, never followed.
+    pub fn list(&self, rel: &str, depth: u32) -> Result<PeerListing, Refused> {
+        if let Some(problem) = path_problem(rel, false) {
+            return Err(refused("forbidden_path", problem));
+        }
+        let start = match rel.trim_matches('/') {
+            "" => ".",
+            p => p,
+        };
+        let dir = rustix::fs::openat2(
+            &self.root,
+            start,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| errno_refusal(e, rel))?;
+        let mut listing = PeerListing::default();
+        let mut bytes = 0;
+        walk(
+            dir,
+            "",
+            depth.clamp(1, MAX_LIST_DEPTH),
+            &mut listing,
+            &mut bytes,
+        )
+        .map_err(|e| errno_refusal(e, rel))?;
+        Ok(listing)
+    }
+}
+
+fn walk(
+    dir: OwnedFd,
+    prefix: &str,
+    depth: u32,
+    out: &mut PeerListing,
+    bytes: &mut usize,
+) -> Result<(), Errno> {
+    let mut names: Vec<(String, FileType)> = Vec::new();
+    for entry in Dir::read_from(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let mut kind = entry.file_type();
+        if kind == FileType::Unknown {
+            kind = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_or(FileType::Unknown, |s| FileType::from_raw_mode(s.st_mode));
+        }
+        names.push((name, kind));
+        // Reading far past what can be sent would only cost time.
+        if names.len() > MAX_LIST_ENTRIES {
+            break;
+        }
+    }
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, kind) in names {
+        let is_dir = kind == FileType::Directory;
+        let shown = format!("{prefix}{name}{}", if is_dir { "/" } else { "" });
+        if out.entries.len() >= MAX_LIST_ENTRIES || *bytes + shown.len() + 4 > MAX_LIST_BYTES {
+            out.truncated = true;
+            return Ok(());
+        }
+        *bytes += shown.len() + 4;
+        out.entries.push(shown.clone());
+        if is_dir && depth > 1 {
+            // NOFOLLOW: a directory swapped for a symlink meanwhile is not entered.
+            let sub = rustix::fs::openat2(
+                &dir,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                beneath(),
+            );
+            if let Ok(sub) = sub {
+                walk(sub, &shown, depth - 1, out, bytes)?;
+                if out.truncated {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A request forwarded to this host.
+#[derive(Debug, Clone)]
+pub enum Forwarded {
+    File(PeerFileRequestForward),
+    Dir(PeerDirRequestForward),
+}
+
+impl Forwarded {
+    /// The forward in `frame`, if it is one.
+    pub fn from_push(frame: &ServerMessage) -> Option<Forwarded> {
+        match frame {
+            ServerMessage::PeerFileRequestForward(f) => Some(Forwarded::File((**f).clone())),
+            ServerMessage::PeerDirRequestForward(f) => Some(Forwarded::Dir((**f).clone())),
+            _ => None,
+        }
+    }
+
+    fn requester(&self) -> &Requester {
+        match self {
+            Forwarded::File(f) => &f.requester,
+            Forwarded::Dir(f) => &f.requester,
+        }
+    }
+}
+
+/// What one request came to, for the host's log (metadata only, never content).
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub requester_name: String,
+    pub requester_member_id: String,
+    /// `read` or `list`.
+    pub verb: &'static str,
+    pub path: String,
+    /// Bytes sent (a read) or names listed, or the refusal.
+    pub outcome: Result<usize, Refused>,
+}
+
+impl std::fmt::Display for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = format!("{} ({})", self.requester_name, self.requester_member_id);
+        let path = if self.path.is_empty() {
+            "."
+        } else {
+            &self.path
+        };
+        match (&self.outcome, self.verb) {
+            (Ok(n), "read") => write!(f, "peer-files: {who} read \"{path}\" ({n} bytes)"),
+            (Ok(n), _) => write!(f, "peer-files: {who} listed \"{path}\" ({n} names)"),
+            (Err(r), verb) => write!(
+                f,
+                "peer-files: refused {verb} of \"{path}\" by {who}: {} ({})",
+                r.message, r.code
+            ),
+        }
+    }
+}
+
+/// A shared directory answering the requests the broker forwards (used by `share-dir` and
+/// by the MCP server under `launch --share-dir`).
+pub struct FileHost {
+    dir: Arc<SharedDir>,
+    busy: Arc<tokio::sync::Semaphore>,
+}
+
+impl FileHost {
+    pub fn new(dir: SharedDir) -> FileHost {
+        FileHost {
+            dir: Arc::new(dir),
+            busy: Arc::new(tokio::sync::Semaphore::new(MAX_HOSTED_REQUESTS)),
+        }
+    }
+
+    pub fn dir(&self) -> &SharedDir {
+        &self.dir
+    }
+
+    /// Tells the broker this connection shares (again after a reconnect).
+    pub async fn announce(&self, client: &MeshClient) -> Result<(), ClientError> {
+        client
+            .request_ack(ClientMessage::PeerFilesShare(PeerFilesShare {
+                read_only: self.dir.read_only,
+            }))
+            .await
+    }
+
+    /// Answers one forwarded request: reads or lists on a blocking thread, seals the result to
+    /// the requester's key and sends it back.
+    pub async fn answer(&self, client: &MeshClient, forward: Forwarded) -> Served {
+        let requester = forward.requester().clone();
+        let (verb, path) = match &forward {
+            Forwarded::File(f) => ("read", f.file_path.clone()),
+            Forwarded::Dir(f) => ("list", f.dir_path.clone()),
+        };
+        let work = {
+            let dir = self.dir.clone();
+            let forward = forward.clone();
+            move || -> Result<(Vec<u8>, usize), Refused> {
+                match forward {
+                    Forwarded::File(f) => dir.read(&f.file_path).map(|c| {
+                        let n = c.len();
+                        (c, n)
+                    }),
+                    Forwarded::Dir(f) => {
+                        if f.pattern.is_some() {
+                            return Err(refused(
+                                "invalid_argument",
+                                "this host lists without patterns; leave pattern out",
+                            ));
+                        }
+                        let listing = dir.list(&f.dir_path, f.depth)?;
+                        let n = listing.entries.len();
+                        serde_json::to_vec(&listing)
+                            .map(|body| (body, n))
+                            .map_err(|e| refused("host_error", e.to_string()))
+                    }
+                }
+            }
+        };
+        let outcome = match self.busy.clone().try_acquire_owned() {
+            Err(_) => Err(refused(
+                "host_busy",
+                format!("the host is answering {MAX_HOSTED_REQUESTS} requests; try again"),
+            )),
+            Ok(_permit) => tokio::task::spawn_blocking(work)
+                .await
+                .unwrap_or_else(|e| Err(refused("host_error", e.to_string()))),
+        };
+        let mut answer = PeerFilesAnswer::default();
+        let counted = match outcome {
+            Ok((body, n)) => {
+                let sealed = client
+                    .speaking_keys()
+                    .map_err(|e| e.to_string())
+                    .and_then(|mine| seal_to(&mine, &requester.requester_pubkey, &body));
+                match sealed {
+                    Ok(sealed) => {
+                        answer.sealed = Some(sealed);
+                        Ok(n)
+                    }
+                    Err(e) => Err(refused(
+                        "host_error",
+                        format!("cannot seal the answer: {e}"),
+                    )),
+                }
+            }
+            Err(r) => Err(r),
+        };
+        if let Err(r) = &counted {
+            answer.error = Some(r.message.clone());
+            answer.code = Some(r.code.to_string());
+        }
+        let frame = match forward {
+            Forwarded::File(f) => {
+                answer.request_id = Some(f.request_id);
+                ClientMessage::PeerFileResponse(Box::new(PeerFileResponse {
+                    file_path: f.file_path,
+                    answer,
+                }))
+            }
+            Forwarded::Dir(f) => {
+                answer.request_id = Some(f.request_id);
+                ClientMessage::PeerDirResponse(Box::new(PeerDirResponse {
+                    dir_path: f.dir_path,
+                    answer,
+                }))
+            }
+        };
+        let sent = client.notify(frame);
+        Served {
+            requester_name: requester.requester_name,
+            requester_member_id: requester.requester_member_id,
+            verb,
+            path,
+            outcome: match sent {
+                Ok(()) => counted,
+                Err(e) => Err(refused("host_error", e.to_string())),
+            },
+        }
+    }
+}
+
+/// A file read from a peer.
+#[derive(Debug, Clone)]
+pub struct PeerFile {
+    pub host_name: String,
+    pub content: Vec<u8>,
+}
+
+/// The content of a host's answer, opened, or its refusal as an error.
+fn open_answer(
+    client: &MeshClient,
+    answer: PeerFilesAnswer,
+    peer: &str,
+) -> Result<(String, Vec<u8>), ClientError> {
+    let host = answer.host_name.clone().unwrap_or_else(|| peer.to_string());
+    if let Some(error) = answer.error {
+        return Err(ClientError::Broker {
+            code: answer.code.unwrap_or_else(|| "host_error".into()),
+            message: format!("{host}: {error}"),
+        });
+    }
+    let (Some(sealed), Some(host_key)) = (answer.sealed, answer.host_pubkey) else {
+        return Err(ClientError::Protocol(
+            "the answer carries no sealed content".into(),
+        ));
+    };
+    let mine = client.speaking_keys()?;
+    let plain = open_from(&mine, &host_key, &sealed).map_err(ClientError::Protocol)?;
+    Ok((host, plain))
+}
+
+/// How long a request waits for its host: `timeout`, else the broker's default.
+fn host_wait(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(Duration::from_millis(DEFAULT_PEER_FILES_TIMEOUT_MS))
+}
+
+impl MeshClient {
+    /// Sends a read or listing request and returns the host's answer, relayed by the broker.
+    async fn ask_host(
+        &self,
+        request: ClientMessage,
+        wait: Duration,
+    ) -> Result<PeerFilesAnswer, ClientError> {
+        // The broker times the request out; our own wait is a little longer so its answer wins.
+        match self
+            .request_timeout(request, wait + Duration::from_secs(5))
+            .await?
+        {
+            ServerMessage::PeerFileResponseForward(r) => Ok(r.answer),
+            ServerMessage::PeerDirResponseForward(r) => Ok(r.answer),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads `path` from `peer`'s shared directory (`peer`: a display name, or a member or
+    /// session key).
+    pub async fn read_peer_file(
+        &self,
+        peer: &str,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<PeerFile, ClientError> {
+        let wait = host_wait(timeout);
+        let request = PeerFileRequest {
+            target_pubkey: peer.into(),
+            file_path: path.into(),
+            timeout_ms: Some(wait.as_millis() as u64),
+        };
+        let answer = self
+            .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
+            .await?;
+        let (host_name, content) = open_answer(self, answer, peer)?;
+        Ok(PeerFile { host_name, content })
+    }
+
+    /// The names in `peer`'s shared directory under `path` (empty: its root), `depth` levels
+    /// deep (default 2).
+    pub async fn list_peer_files(
+        &self,
+        peer: &str,
+        path: &str,
+        depth: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<PeerListing, ClientError> {
+        let wait = host_wait(timeout);
+        let request = PeerDirRequest {
+            target_pubkey: peer.into(),
+            dir_path: path.into(),
+            pattern: None,
+            depth,
+            timeout_ms: Some(wait.as_millis() as u64),
+        };
+        let answer = self
+            .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
+            .await?;
+        let (_, body) = open_answer(self, answer, peer)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> (tempfile::TempDir, SharedDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("src/deep")).expect("dirs");
+        std::fs::write(root.join("README.md"), b"hello").expect("write");
+        std::fs::write(root.join("src/deep/x.rs"), b"fn x() {}").expect("write");
+        std::fs::write(tmp.path().join("outside.txt"), b"secret outside").expect("write");
+        let dir = SharedDir::open(&root, true).expect("share");
+        (tmp, dir)
+    }
+
+    #[test]
+    fn reads_inside_and_refuses_what_leads_out() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        assert_eq!(dir.read("README.md").expect("read"), b"hello");
+        assert_eq!(dir.read("./src/deep/x.rs").expect("read"), b"fn x() {}");
+        std::os::unix::fs::symlink("../outside.txt", root.join("out")).expect("link");
+        std::os::unix::fs::symlink("README.md", root.join("in")).expect("link");
+        std::os::unix::fs::symlink(tmp.path(), root.join("up")).expect("link");
+        assert_eq!(dir.read("in").expect("a symlink inside"), b"hello");
+        for bad in ["out", "up/outside.txt", "../outside.txt", "/etc/passwd"] {
+            let r = dir.read(bad).expect_err(bad);
+            assert_eq!(r.code, "forbidden_path", "{bad}: {r:?}");
+        }
+        assert_eq!(dir.read("nope").expect_err("missing").code, "not_found");
+        assert_eq!(dir.read("src").expect_err("a dir").code, "not_a_file");
+    }
+
+    #[test]
+    fn special_and_large_files_are_refused_without_blocking() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        let fifo = root.join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, Mode::from_raw_mode(0o600)).expect("fifo");
+        let r = dir.read("fifo").expect_err("a fifo");
+        assert_eq!(r.code, "not_a_file");
+        assert!(r.message.contains("fifo"), "{r:?}");
+        std::fs::write(
+            root.join("big"),
+            vec![b'x'; MAX_PEER_FILE_BYTES as usize + 1],
+        )
+        .expect("big");
+        assert_eq!(dir.read("big").expect_err("too large").code, "too_large");
+        std::fs::write(root.join("fits"), vec![b'x'; MAX_PEER_FILE_BYTES as usize]).expect("fits");
+        assert!(dir.read("fits").is_ok());
+    }
+
+    #[test]
+    fn lists_names_bounded_and_never_follows_links_out() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        std::os::unix::fs::symlink(tmp.path(), root.join("up")).expect("link");
+        let all = dir.list("", 6).expect("list");
+        assert_eq!(
+            all.entries,
+            vec!["README.md", "src/", "src/deep/", "src/deep/x.rs", "up"]
+        );
+        let shallow = dir.list("", 1).expect("list");
+        assert_eq!(shallow.entries, vec!["README.md", "src/", "up"]);
+        assert_eq!(dir.list("src", 1).expect("sub").entries, vec!["deep/"]);
+        assert_eq!(
+            dir.list("up", 1).expect_err("link out").code,
+            "forbidden_path"
+        );
+        assert_eq!(
+            dir.list("..", 1).expect_err("dotdot").code,
+            "forbidden_path"
+        );
+        for i in 0..(MAX_LIST_ENTRIES + 5) {
+            std::fs::write(root.join(format!("f{i:05}")), b"").expect("many");
+        }
+        let many = dir.list("", 1).expect("list");
+        assert!(many.truncated);
+        assert!(many.entries.len() <= MAX_LIST_ENTRIES);
+    }
+}

@@ -1,0 +1,327 @@
+//! Peer files (issue 15 item 5): alice shares a directory with `claudemesh share-dir` (or her
+//! MCP server under `launch --share-dir`); bob lists and reads it through the broker from the
+//! CLI and from his MCP server (rmcp client). What leads out of the directory, special and
+//! oversized files are refused by alice's host; her grants decide whether bob may read; every
+//! read is in her log and in the mesh's audit log, and the content never reaches the broker.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use rmcp::ServiceExt;
+use serde_json::{Value, json};
+
+use common::mcp::{call, mcp_process};
+use common::secrets::assert_broker_never_saw;
+use common::*;
+
+const SECRET: &str = "peer-file-secret: the launch code is swordfish-4711";
+
+/// A running `claudemesh share-dir`; dropping it kills the process.
+struct Sharing {
+    child: Child,
+    /// The host's log (stderr), one line per request.
+    log: mpsc::Receiver<String>,
+}
+
+impl Sharing {
+    fn start(person: &Person, dir: &Path, extra: &[&str]) -> Sharing {
+        let mut child = Command::new(BIN)
+            .arg("share-dir")
+            .arg(dir)
+            .args(extra)
+            .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
+            .env("USER", &person.name)
+            .env_remove("CLAUDEMESH_BROKER_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start claudemesh share-dir");
+        let stdout = child.stdout.take().expect("stdout");
+        let first = BufReader::new(stdout)
+            .lines()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        assert!(first.starts_with("sharing "), "share-dir said: {first:?}");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Sharing { child, log }
+    }
+
+    /// The next line of the host's log.
+    fn next_log(&self) -> String {
+        self.log
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a line in the host's log")
+    }
+}
+
+impl Drop for Sharing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory to share: `notes/secret.txt` (the secret), `README.md`, and `outside.txt`
+/// next to (not inside) the shared root. Returns (temp dir, shared root).
+fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("project");
+    std::fs::create_dir_all(root.join("notes")).expect("dirs");
+    std::fs::write(root.join("notes/secret.txt"), SECRET).expect("write");
+    std::fs::write(root.join("README.md"), "# project\n").expect("write");
+    std::fs::write(tmp.path().join("outside.txt"), "outside the share").expect("write");
+    (tmp, root)
+}
+
+#[tokio::test]
+async fn bob_lists_and_reads_alices_file_and_the_broker_never_sees_it() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    let sharing = Sharing::start(&alice, &root, &["--read-only"]);
+
+    let listing = bob.json(&["peer-files", "ls", "alice", "--json"]);
+    assert_eq!(
+        listing["entries"],
+        json!(["README.md", "notes/", "notes/secret.txt"]),
+        "{listing}"
+    );
+    assert_eq!(
+        bob.json(&["peer-files", "ls", "alice", "notes", "--json"])["entries"],
+        json!(["secret.txt"])
+    );
+
+    let content = bob.ok(&["peer-files", "cat", "alice", "notes/secret.txt"]);
+    assert_eq!(content, SECRET);
+    let log = sharing.next_log();
+    assert!(log.contains("listed") && log.contains("bob"), "{log}");
+    let log = [sharing.next_log(), sharing.next_log()].join("\n");
+    assert!(
+        log.contains("bob")
+            && log.contains(&format!(
+                "read \"notes/secret.txt\" ({} bytes)",
+                SECRET.len()
+            )),
+        "the host's log names the reader, the path and the size:\n{log}"
+    );
+    assert!(!log.contains("swordfish"), "never the content: {log}");
+
+    // The audit log has the read: reader, host, path, size — never the content.
+    let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
+    let entries = audit["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{audit}");
+    let e = &entries[0];
+    assert_eq!(e["actor"], "bob", "{e}");
+    assert_eq!(e["payload"]["path"], "notes/secret.txt", "{e}");
+    assert_eq!(e["payload"]["size"], SECRET.len().to_string(), "{e}");
+    assert_eq!(e["payload"]["hostName"], "alice", "{e}");
+    assert!(!audit.to_string().contains("swordfish"));
+    let listed = alice.json(&["audit", "--event", "peer_file.listed", "--json"]);
+    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(2));
+
+    drop(sharing);
+    assert_broker_never_saw(&broker, SECRET.as_bytes());
+}
+
+#[tokio::test]
+async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (tmp, root) = tree();
+    std::os::unix::fs::symlink(tmp.path().join("outside.txt"), root.join("escape.txt"))
+        .expect("symlink out");
+    std::os::unix::fs::symlink("/etc", root.join("etc")).expect("symlink to /etc");
+    std::os::unix::fs::symlink("README.md", root.join("readme-link")).expect("symlink in");
+    let fifo = root.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    std::fs::write(root.join("big.bin"), vec![b'x'; 41 * 1024]).expect("big");
+    let sharing = Sharing::start(&alice, &root, &[]);
+
+    let refused = |path: &str, code: &str| {
+        let err = bob.refused(&["peer-files", "cat", "alice", path]);
+        assert!(
+            err.contains(&format!("({code})")),
+            "{path}: expected {code}, got: {err}"
+        );
+        err
+    };
+    let err = refused("../../etc/passwd", "forbidden_path");
+    assert!(err.contains("inside the shared directory"), "{err}");
+    refused("/etc/passwd", "forbidden_path");
+    // Those were refused by the broker already: the host's first request is the next one.
+    assert_eq!(
+        bob.ok(&["peer-files", "cat", "alice", "README.md"]),
+        "# project\n"
+    );
+    let first = sharing.next_log();
+    assert!(first.contains("read \"README.md\""), "{first}");
+    let err = refused("escape.txt", "forbidden_path");
+    assert!(err.contains("outside the shared directory"), "{err}");
+    refused("etc/passwd", "forbidden_path");
+    // A fifo is refused at once, not read (which would wait for a writer forever).
+    let err = refused("pipe", "not_a_file");
+    assert!(err.contains("fifo"), "{err}");
+    let err = refused("big.bin", "too_large");
+    assert!(err.contains("40960"), "the limit is named: {err}");
+    refused("notes", "not_a_file");
+    refused("missing.txt", "not_found");
+    // A symlink that stays inside is followed.
+    assert_eq!(
+        bob.ok(&["peer-files", "cat", "alice", "readme-link"]),
+        "# project\n"
+    );
+    let err = bob.refused(&["peer-files", "ls", "alice", "etc"]);
+    assert!(err.contains("(forbidden_path)"), "{err}");
+    let err = bob.refused(&["peer-files", "ls", "alice", "../.."]);
+    assert!(err.contains("(forbidden_path)"), "{err}");
+    // The broker and the host kept serving.
+    assert_eq!(
+        bob.ok(&["peer-files", "cat", "alice", "notes/secret.txt"]),
+        SECRET
+    );
+}
+
+#[tokio::test]
+async fn the_hosts_grants_and_the_readers_capability_decide() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    let _sharing = Sharing::start(&alice, &root, &[]);
+    let read = ["peer-files", "cat", "alice", "README.md"];
+    assert_eq!(bob.ok(&read), "# project\n");
+
+    alice.ok(&["grants", "set", "bob", "-files"]);
+    let err = bob.refused(&read);
+    assert!(
+        err.contains("(forbidden)") && err.contains("\"files\" right"),
+        "{err}"
+    );
+    let err = bob.refused(&["peer-files", "ls", "alice"]);
+    assert!(err.contains("(forbidden)"), "{err}");
+    alice.ok(&["grants", "set", "bob", "+files"]);
+    assert_eq!(bob.ok(&read), "# project\n");
+
+    alice.ok(&["block", "bob"]);
+    let err = bob.refused(&read);
+    assert!(err.contains("(forbidden)"), "{err}");
+    alice.ok(&["unblock", "bob"]);
+    assert_eq!(bob.ok(&read), "# project\n");
+
+    // The reader's own capability: the owner takes "files" from bob.
+    alice.ok(&["perms", "set", "bob", "-files"]);
+    let err = bob.refused(&read);
+    assert!(
+        err.contains("(forbidden)") && err.contains("\"files\" capability"),
+        "{err}"
+    );
+    let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(3),
+        "only the reads that happened are logged: {audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_there_or_not_sharing_fails_at_once() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let read = ["peer-files", "cat", "alice", "README.md"];
+    let err = bob.refused(&read);
+    assert!(err.contains("(host_offline)"), "{err}");
+    let err = bob.refused(&["peer-files", "cat", "nobody", "README.md"]);
+    assert!(err.contains("(host_offline)"), "{err}");
+
+    // Online, but not sharing: said so, with how to share.
+    let alice_session = alice.client().await;
+    let err = bob.refused(&read);
+    assert!(
+        err.contains("(not_sharing)") && err.contains("share-dir"),
+        "{err}"
+    );
+    drop(alice_session);
+
+    let (_tmp, root) = tree();
+    let sharing = Sharing::start(&alice, &root, &[]);
+    assert_eq!(bob.ok(&read), "# project\n");
+    drop(sharing);
+    eventually("the share to end with its process", || async {
+        let out = bob.run(&read);
+        out.code != 0 && out.stderr.contains("(host_offline)")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_dir() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+
+    // Alice's MCP server as `launch --share-dir` starts it: sharing its working directory.
+    let mut host = tokio::process::Command::new(BIN);
+    host.arg("mcp")
+        .current_dir(&root)
+        .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
+        .env("CLAUDEMESH_SESSION_ID", "test-alice")
+        .env("HOME", alice.config_dir())
+        .env("CLAUDEMESH_SHARE_DIR", "1")
+        .env_remove("CLAUDEMESH_CHANNEL");
+    let alice_mcp =
+        ().serve(rmcp::transport::TokioChildProcess::new(host).expect("spawn alice's mcp"))
+            .await
+            .expect("alice's MCP server");
+    let bob_mcp = ().serve(mcp_process(&bob)).await.expect("bob's MCP server");
+
+    let tools = bob_mcp.list_all_tools().await.expect("tools/list");
+    for name in ["list_peer_files", "read_peer_file"] {
+        assert!(tools.iter().any(|t| t.name == name), "{name} is a tool");
+    }
+    // Alice's session announces its share once it is connected.
+    let mut listed = (false, String::new());
+    for _ in 0..500 {
+        listed = call(&bob_mcp, "list_peer_files", json!({"peer": "alice"})).await;
+        if listed.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(listed.0, "alice's session never shared: {}", listed.1);
+    let names: Value = serde_json::from_str(&listed.1).expect("a JSON listing");
+    assert_eq!(
+        names["entries"],
+        json!(["README.md", "notes/", "notes/secret.txt"])
+    );
+    let (ok, text) = call(
+        &bob_mcp,
+        "read_peer_file",
+        json!({"peer": "alice", "path": "notes/secret.txt"}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    assert!(text.starts_with(SECRET), "{text}");
+    let (ok, text) = call(
+        &bob_mcp,
+        "read_peer_file",
+        json!({"peer": "alice", "path": "../../etc/passwd"}),
+    )
+    .await;
+    assert!(!ok && text.contains("forbidden_path"), "{text}");
+
+    let _ = bob_mcp.cancel().await;
+    let _ = alice_mcp.cancel().await;
+    assert_broker_never_saw(&broker, SECRET.as_bytes());
+}
