@@ -3,6 +3,7 @@
 mod auth;
 mod connection;
 mod cron;
+pub mod deployments;
 mod files;
 mod handlers;
 mod hook;
@@ -107,6 +108,8 @@ pub struct BrokerConfig {
     pub tls: Option<TlsSource>,
     /// Plain text on an address that is not loopback (`--insecure-plaintext`).
     pub insecure_plaintext: bool,
+    /// Deployed services may run without a sandbox (`--allow-unsandboxed-services`).
+    pub allow_unsandboxed_services: bool,
 }
 
 impl BrokerConfig {
@@ -140,6 +143,7 @@ impl BrokerConfig {
             lan_name: None,
             tls: None,
             insecure_plaintext: false,
+            allow_unsandboxed_services: false,
         }
     }
 
@@ -325,6 +329,7 @@ impl RunningBroker {
             acceptor
         });
         broker.tasks.spawn(router::run_sweeper(broker.clone()));
+        tokio::spawn(handlers::deployments::start_all(broker.clone()));
         broker
             .tasks
             .spawn(files::endpoints::run_sweeper(broker.clone()));

@@ -61,6 +61,8 @@ pub struct Broker {
     pub subscriptions: super::subscriptions::Subscriptions,
     /// Peer-hosted MCP tool calls waiting for their hosts.
     pub tool_calls: super::shared_tools::ToolCalls,
+    /// Broker-hosted MCP services (deployments) while they run.
+    pub services: super::deployments::Services,
 }
 
 impl Broker {
@@ -72,7 +74,13 @@ impl Broker {
         files: super::files::Files,
         memory: crate::store::MemoryIndex,
     ) -> Broker {
+        let shutdown = CancellationToken::new();
         Broker {
+            services: super::deployments::Services::new(
+                &config.data_dir,
+                config.allow_unsandboxed_services,
+                shutdown.clone(),
+            ),
             link_url: super::link_url(&config, local_addr),
             store,
             admin_token,
@@ -92,7 +100,7 @@ impl Broker {
             audit_limit: RateLimiter::new(config.audit_rate, config.audit_burst),
             hook_limit: RateLimiter::bounded(0.5, 30.0, super::hook::LIMITER_KEYS),
             pending_status: PendingStatuses::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
             started: Instant::now(),
             files,

@@ -255,10 +255,10 @@ impl MeshClient {
 }
 
 /// A file in the temporary directory, removed when dropped.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl TempFile {
-    fn new(name: &str) -> TempFile {
+    pub(crate) fn new(name: &str) -> TempFile {
         TempFile(std::env::temp_dir().join(format!(
             "claudemesh-{}-{}-{name}",
             std::process::id(),

@@ -25,9 +25,15 @@ mod stats;
 mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod shared_tools;
+// Broker-hosted MCP services (issue 15 tier 2).
+mod deployments;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
+pub use deployments::{
+    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpUpdate, Scope,
+    ScopeSpec,
+};
 pub use files::{
     FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
     FileUrl, GrantFileAccess, GrantFileAccessOk, ListFiles,
@@ -346,6 +352,32 @@ pub enum ClientMessage {
     McpList {},
     McpCall(Box<McpCall>),
     McpCallResponse(Box<McpCallResult>),
+    // Broker-hosted MCP services (issue 15 tier 2).
+    McpDeploy(Box<McpDeploy>),
+    McpUndeploy {
+        server_name: String,
+    },
+    McpUpdate(Box<McpUpdate>),
+    McpLogs {
+        server_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<usize>,
+    },
+    McpScope {
+        server_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<ScopeSpec>,
+    },
+    McpSchema {
+        server_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool_name: Option<String>,
+    },
+    McpCatalog {},
+    /// Asks a service's status now; answered with the same frame type.
+    McpDeployStatus {
+        server_name: String,
+    },
 }
 
 impl ClientMessage {
@@ -430,6 +462,14 @@ impl ClientMessage {
             ClientMessage::McpList {} => "mcp_list",
             ClientMessage::McpCall(_) => "mcp_call",
             ClientMessage::McpCallResponse(_) => "mcp_call_response",
+            ClientMessage::McpDeploy(_) => "mcp_deploy",
+            ClientMessage::McpUndeploy { .. } => "mcp_undeploy",
+            ClientMessage::McpUpdate(_) => "mcp_update",
+            ClientMessage::McpLogs { .. } => "mcp_logs",
+            ClientMessage::McpScope { .. } => "mcp_scope",
+            ClientMessage::McpSchema { .. } => "mcp_schema",
+            ClientMessage::McpCatalog {} => "mcp_catalog",
+            ClientMessage::McpDeployStatus { .. } => "mcp_deploy_status",
         }
     }
 }
@@ -645,6 +685,24 @@ pub enum ServerMessage {
     },
     McpCallResult(Box<McpCallResult>),
     McpCallForward(Box<McpCallForward>),
+    // Broker-hosted MCP services (issue 15 tier 2).
+    McpDeployStatus(Box<McpDeployStatus>),
+    McpLogsResult {
+        server_name: String,
+        lines: Vec<String>,
+    },
+    McpScopeResult {
+        server_name: String,
+        scope: Scope,
+        deployed_by: String,
+    },
+    McpSchemaResult {
+        server_name: String,
+        tools: Vec<McpToolSpec>,
+    },
+    McpCatalogResult {
+        services: Vec<CatalogEntry>,
+    },
 }
 
 impl ServerMessage {

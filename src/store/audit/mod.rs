@@ -115,6 +115,11 @@ pub enum AuditEvent {
     McpRegistered,
     /// A peer-hosted MCP server was removed (by its host, a manager, or the broker).
     McpRemoved,
+    /// A broker-hosted MCP service was deployed, updated, rescoped or undeployed.
+    McpDeployed,
+    McpUpdated,
+    McpScopeChanged,
+    McpUndeployed,
 }
 
 impl AuditEvent {
@@ -156,6 +161,10 @@ impl AuditEvent {
             AuditEvent::SkillRemoved => "skill.removed",
             AuditEvent::McpRegistered => "mcp.registered",
             AuditEvent::McpRemoved => "mcp.removed",
+            AuditEvent::McpDeployed => "mcp.deployed",
+            AuditEvent::McpUpdated => "mcp.updated",
+            AuditEvent::McpScopeChanged => "mcp.scope_changed",
+            AuditEvent::McpUndeployed => "mcp.undeployed",
         }
     }
 }
