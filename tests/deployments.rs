@@ -459,3 +459,76 @@ async fn a_crashed_service_is_restarted_and_undeploy_stops_it() {
             .any(|e| { e.unwrap().path().join("flaky").exists() })
     );
 }
+
+/// The command line deploys a directory; bob's MCP server lists and calls it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
+    use rmcp::ServiceExt;
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    let out = alice.run(&[
+        "deploy",
+        "svc",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--scope",
+        "mesh",
+        "--env",
+        "GREETING=hi there",
+        "--json",
+    ]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status: Value = serde_json::from_str(&out.stdout).expect("json status");
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["server_name"], "svc");
+
+    let listed = alice.json(&["deployments", "--json"]);
+    assert_eq!(listed["services"][0]["name"], "svc", "{listed}");
+    assert_eq!(listed["services"][0]["scope"]["type"], "mesh", "{listed}");
+    assert!(
+        alice
+            .ok(&["deployments", "scope", "svc"])
+            .contains("scope mesh"),
+        "the scope is shown"
+    );
+
+    let mcp = ().serve(common::mcp::mcp_process(&bob)).await.expect("MCP");
+    eventually("bob's MCP server to see the service", || async {
+        let (ok, text) = common::mcp::call(&mcp, "mesh_mcp_catalog", json!({})).await;
+        ok && text.contains("\"svc\"")
+    })
+    .await;
+    let (ok, text) = common::mcp::call(
+        &mcp,
+        "mesh_tool_call",
+        json!({"server_name": "svc", "tool_name": "env", "args": {"name": "GREETING"}}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    assert_eq!(text, "hi there");
+    let (ok, text) =
+        common::mcp::call(&mcp, "mesh_mcp_schema", json!({"server_name": "svc"})).await;
+    assert!(ok && text.contains("\"probe\""), "{text}");
+    // bob is not its deployer: no logs, no undeploy.
+    let (ok, text) =
+        common::mcp::call(&mcp, "mesh_mcp_undeploy", json!({"server_name": "svc"})).await;
+    assert!(!ok && text.contains("only its deployer"), "{text}");
+    let _ = mcp.cancel().await;
+
+    assert!(
+        alice
+            .ok(&["tools", "call", "svc", "echo", r#"{"text":"cli"}"#])
+            .contains("echo: cli")
+    );
+    assert!(
+        alice
+            .ok(&["deployments", "logs", "svc"])
+            .contains("service starting")
+    );
+    alice.ok(&["undeploy", "svc"]);
+    assert!(alice.ok(&["deployments"]).contains("no MCP services"));
+}

@@ -42,6 +42,8 @@ mod stats;
 mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod shared_tools;
+// Broker-hosted MCP services (issue 15).
+mod deployments;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -120,6 +122,9 @@ enum Command {
     Skill(skills::SkillCmd),
     McpShare(shared_tools::McpShareCmd),
     Tools(shared_tools::ToolsCmd),
+    Deploy(deployments::DeployCmd),
+    Undeploy(deployments::UndeployCmd),
+    Deployments(deployments::DeploymentsCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -316,6 +321,9 @@ async fn run(command: Command) -> CliResult {
         Command::Skill(c) => c.run().await,
         Command::McpShare(c) => c.run().await,
         Command::Tools(c) => c.run().await,
+        Command::Deploy(c) => c.run().await,
+        Command::Undeploy(c) => c.run().await,
+        Command::Deployments(c) => c.run().await,
     }
 }
 
