@@ -53,6 +53,18 @@ async fn deploy(
     }
 }
 
+/// Whether a file named `name` is anywhere under `dir`.
+fn contains_file(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            p.file_name().is_some_and(|n| n == name) || (p.is_dir() && contains_file(&p, name))
+        })
+}
+
 /// The text a tool call returned (its first content item).
 fn text_of(result: &Value) -> String {
     result["content"][0]["text"]
@@ -102,7 +114,12 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
         .iter()
         .map(|t| t.name.as_str())
         .collect();
-    assert_eq!(tools, ["echo", "env", "probe", "whoami", "crash"]);
+    assert_eq!(
+        tools,
+        [
+            "echo", "env", "probe", "whoami", "alloc", "connect", "crash"
+        ]
+    );
 
     // bob sees it hosted by the broker and calls it: caller → broker → service → result.
     let b = bob.reconnecting_client().await;
@@ -168,7 +185,7 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
             entry.tool_count,
             entry.deployed_by.as_str()
         ),
-        ("running", 5, "alice")
+        ("running", 7, "alice")
     );
     let logs = a.mcp_logs("svc", None).await.expect("logs");
     assert!(logs.iter().any(|l| l == "service starting"), "{logs:?}");
@@ -531,4 +548,47 @@ async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
     );
     alice.ok(&["undeploy", "svc"]);
     assert!(alice.ok(&["deployments"]).contains("no MCP services"));
+}
+
+/// Memory is capped, and the network is off unless the deployment shares the host's.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_is_capped_and_the_network_is_off_unless_allowed() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let mut cfg = config(&[]);
+    cfg.memory_mb = Some(128);
+    let Some(_) = deploy(&a, "boxed", dir.path(), cfg, None).await else {
+        return;
+    };
+    assert_eq!(call(&a, "boxed", "alloc", json!({"mb": 16})).await, "ok");
+    assert!(
+        call(&a, "boxed", "alloc", json!({"mb": 512}))
+            .await
+            .starts_with("denied: MemoryError"),
+        "512 MiB is over the 128 MiB limit"
+    );
+    // The broker listens on the host's loopback; the sandbox has a loopback of its own.
+    let port = broker
+        .http_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse::<u16>()
+        .unwrap();
+    let dial = json!({"host": "127.0.0.1", "port": port});
+    assert!(
+        call(&a, "boxed", "connect", dial.clone())
+            .await
+            .starts_with("denied"),
+        "no network by default"
+    );
+    let mut cfg = config(&[]);
+    cfg.network_allow = vec!["*".into()];
+    deploy(&a, "online", dir.path(), cfg, None)
+        .await
+        .expect("deployed");
+    assert_eq!(call(&a, "online", "connect", dial).await, "ok");
 }
