@@ -540,6 +540,9 @@ async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
             .ok(&["deployments", "logs", "svc"])
             .contains("service starting")
     );
+    // An update fetches the source again and restarts it.
+    let updated = alice.json(&["deployments", "--json", "update", "svc"]);
+    assert_eq!(updated["status"], "running", "{updated}");
     alice.ok(&["undeploy", "svc"]);
     assert!(alice.ok(&["deployments"]).contains("no MCP services"));
 }
@@ -585,4 +588,51 @@ async fn memory_is_capped_and_the_network_is_off_unless_allowed() {
         .await
         .expect("deployed");
     assert_eq!(call(&a, "online", "connect", dial).await, "ok");
+}
+
+/// Without bubblewrap (here: not on the broker's PATH) deploys are refused, unless the broker
+/// runs with --allow-unsandboxed-services, which says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_sandbox_deploys_are_refused_unless_allowed() {
+    let dir = service_dir();
+    let broker = BrokerProc::start_with_env(&[], &[("PATH", "/nonexistent")]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    match a.deploy_dir("svc", dir.path(), None, None).await {
+        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+            code,
+            message,
+        })) => {
+            assert_eq!(code, "not_supported");
+            assert!(
+                message.contains("--allow-unsandboxed-services"),
+                "{message}"
+            );
+        }
+        other => panic!("no sandbox, no deploy: {other:?}"),
+    }
+    drop(a);
+    let broker = BrokerProc::start_with_env(
+        &["--allow-unsandboxed-services"],
+        &[("PATH", "/nonexistent")],
+    );
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let status = a
+        .deploy_dir("svc", dir.path(), None, None)
+        .await
+        .expect("deployed without a sandbox");
+    assert_eq!(
+        (status.status.as_str(), status.sandboxed),
+        ("running", false)
+    );
+    let logs = a.mcp_logs("svc", None).await.expect("logs");
+    assert!(logs[0].contains("WITHOUT a sandbox"), "{logs:?}");
+    assert!(
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("NO SANDBOX")),
+        "the broker's log says it loudly"
+    );
 }
