@@ -11,7 +11,7 @@ use serde_json::json;
 use super::output::outln;
 use super::{CliError, CliResult, print_json, with_client};
 use crate::client::MeshClient;
-use crate::client::deployments::DeployError;
+use crate::client::deployments::{DeployError, SourceChoice};
 use crate::protocol::messages::{
     DeployConfig, DeploySource, McpDeploy, McpDeployStatus, Scope, ScopeSpec,
 };
@@ -265,32 +265,16 @@ impl DeployCmd {
     }
 
     fn source(&self) -> Result<Option<DeploySource>, CliError> {
-        let given = [
-            self.dir.is_some(),
-            self.file.is_some(),
-            self.git.is_some(),
-            self.npm.is_some(),
-            self.pypi.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(CliError::Usage(
-                "give exactly one of --dir, --file, --git, --npm, --pypi".into(),
-            ));
+        SourceChoice {
+            file_id: self.file.clone(),
+            dir: self.dir.is_some(),
+            git_url: self.git.clone(),
+            git_branch: self.branch.clone(),
+            npm: self.npm.clone(),
+            pypi: self.pypi.clone(),
         }
-        Ok(if let Some(f) = &self.file {
-            Some(DeploySource::Zip { file_id: f.clone() })
-        } else if let Some(url) = &self.git {
-            Some(DeploySource::Git {
-                url: url.clone(),
-                branch: self.branch.clone(),
-            })
-        } else if let Some(p) = &self.npm {
-            Some(DeploySource::Npm { package: p.clone() })
-        } else {
-            self.pypi
-                .as_ref()
-                .map(|p| DeploySource::Pypi { package: p.clone() })
-        })
+        .pick()
+        .map_err(|e| CliError::Usage(format!("{e} (--dir, --file, --git, --npm, --pypi)")))
     }
 
     pub async fn run(self) -> CliResult {

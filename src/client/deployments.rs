@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::files::{FileError, ShareOptions};
-use super::skills::TempFile;
+use super::files::FileError;
 use super::{ClientError, MeshClient, unexpected};
 use crate::archive::{self, ArchiveError, Limits};
 use crate::protocol::messages::{
@@ -35,6 +34,47 @@ pub enum DeployError {
     Archive(#[from] ArchiveError),
 }
 
+/// The sources a deploy may name, of which exactly one must be given (`dir`: a local
+/// directory, shared as a file first — `None` is returned for it).
+#[derive(Debug, Default)]
+pub struct SourceChoice {
+    pub file_id: Option<String>,
+    pub dir: bool,
+    pub git_url: Option<String>,
+    pub git_branch: Option<String>,
+    pub npm: Option<String>,
+    pub pypi: Option<String>,
+}
+
+impl SourceChoice {
+    pub fn pick(self) -> Result<Option<DeploySource>, String> {
+        let given = [
+            self.file_id.is_some(),
+            self.dir,
+            self.git_url.is_some(),
+            self.npm.is_some(),
+            self.pypi.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(
+                "give exactly one source: a directory, a shared file, a git URL, an npm or a PyPI package".into(),
+            );
+        }
+        Ok(if let Some(file_id) = self.file_id {
+            Some(DeploySource::Zip { file_id })
+        } else if let Some(url) = self.git_url {
+            Some(DeploySource::Git {
+                url,
+                branch: self.git_branch,
+            })
+        } else if let Some(package) = self.npm {
+            Some(DeploySource::Npm { package })
+        } else {
+            self.pypi.map(|package| DeploySource::Pypi { package })
+        })
+    }
+}
+
 fn status(answer: ServerMessage) -> Result<McpDeployStatus, ClientError> {
     match answer {
         ServerMessage::McpDeployStatus(s) => Ok(*s),
@@ -60,19 +100,8 @@ impl MeshClient {
         scope: Option<ScopeSpec>,
     ) -> Result<McpDeployStatus, DeployError> {
         let tar = archive::pack_dir(dir, name, &DIR_LIMITS)?;
-        let staged = TempFile::new(&format!("{name}.tar"));
-        std::fs::write(&staged.0, &tar)
-            .map_err(|e| FileError::Invalid(format!("cannot stage {}: {e}", staged.0.display())))?;
         let shared = self
-            .share_file(
-                &staged.0,
-                ShareOptions {
-                    name: Some(format!("{name}.tar")),
-                    tags: vec!["mcp-service".into()],
-                    ..Default::default()
-                },
-                &|_, _| {},
-            )
+            .share_bytes(&tar, &format!("{name}.tar"), "mcp-service")
             .await?;
         Ok(self
             .mcp_deploy(McpDeploy {

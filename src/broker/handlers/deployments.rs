@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::reply::{self, Refusal, Reply, me, ok_ack, refuse};
+use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
 use super::shared_tools::{proven_key, valid_name};
 use crate::broker::connection::Conn;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
@@ -38,26 +38,6 @@ const MAX_MEMORY_MB: u64 = 16 * 1024;
 const MAX_TIMEOUT_MS: u64 = 120_000;
 /// Log lines `mcp_logs` gives unless asked.
 const DEFAULT_LOG_LINES: usize = 100;
-
-/// Runs `work` beside the connection's other frames (a deploy waits for a process to start)
-/// and sends its answer.
-fn aside(conn: &Conn, req_id: Option<String>, work: impl Future<Output = Reply> + Send + 'static) {
-    let broker = conn.broker.clone();
-    let out = conn.out.clone();
-    let (who, what) = (conn.who(), conn.frame);
-    tokio::spawn(async move {
-        let frame = match work.await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(Refusal { code, message }) => {
-                broker.metrics.error(code);
-                broker.refusals.refused(&who, what, code, &message);
-                ServerMessage::error(code, message)
-            }
-        };
-        out.send(&Envelope::reply(req_id, frame));
-    });
-}
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{MeshArg, MeshTools, json_text};
+use crate::client::deployments::SourceChoice;
 use crate::protocol::messages::{DeployConfig, DeploySource, McpDeploy, ScopeSpec};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -113,32 +114,16 @@ fn scope_spec(v: Option<Value>) -> Result<Option<ScopeSpec>, String> {
 
 impl DeployArgs {
     fn source(&self) -> Result<Option<DeploySource>, String> {
-        let given = [
-            self.file_id.is_some(),
-            self.dir.is_some(),
-            self.git_url.is_some(),
-            self.npm_package.is_some(),
-            self.pypi_package.is_some(),
-        ];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return Err(
-                "give exactly one of file_id, dir, git_url, npm_package, pypi_package".into(),
-            );
+        SourceChoice {
+            file_id: self.file_id.clone(),
+            dir: self.dir.is_some(),
+            git_url: self.git_url.clone(),
+            git_branch: self.git_branch.clone(),
+            npm: self.npm_package.clone(),
+            pypi: self.pypi_package.clone(),
         }
-        Ok(if let Some(f) = &self.file_id {
-            Some(DeploySource::Zip { file_id: f.clone() })
-        } else if let Some(url) = &self.git_url {
-            Some(DeploySource::Git {
-                url: url.clone(),
-                branch: self.git_branch.clone(),
-            })
-        } else if let Some(p) = &self.npm_package {
-            Some(DeploySource::Npm { package: p.clone() })
-        } else {
-            self.pypi_package
-                .as_ref()
-                .map(|p| DeploySource::Pypi { package: p.clone() })
-        })
+        .pick()
+        .map_err(|e| format!("{e} (dir, file_id, git_url, npm_package, pypi_package)"))
     }
 }
 
