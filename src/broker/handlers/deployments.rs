@@ -369,21 +369,13 @@ async fn run(broker: &Broker, row: &DeploymentRow, isolation: Isolation) -> Repl
     let _ = tokio::time::timeout(START_WAIT, service.settled_after(0)).await;
     let view = service.view();
     if view.status == Status::Running {
-        let tools: Vec<McpToolRow> = view.tools.iter().map(tool_row).collect();
+        let tools: Vec<McpToolRow> = view.tools.iter().map(McpToolRow::from).collect();
         broker
             .store
             .set_deployment_tools(row.mesh_id.clone(), row.name.clone(), json(&tools))
             .await?;
     }
     Ok(Some(status_frame(&row.name, &view)))
-}
-
-fn tool_row(t: &McpToolSpec) -> McpToolRow {
-    McpToolRow {
-        name: t.name.clone(),
-        description: t.description.clone(),
-        input_schema_json: t.input_schema.to_string(),
-    }
 }
 
 fn status_frame(name: &str, view: &crate::broker::deployments::ServiceView) -> ServerMessage {
@@ -638,12 +630,7 @@ fn tools(broker: &Broker, row: &DeploymentRow) -> Vec<McpToolSpec> {
     serde_json::from_str::<Vec<McpToolRow>>(&row.tools_json)
         .unwrap_or_default()
         .into_iter()
-        .map(|t| McpToolSpec {
-            input_schema: serde_json::from_str(&t.input_schema_json)
-                .unwrap_or(serde_json::Value::Null),
-            name: t.name,
-            description: t.description,
-        })
+        .map(McpToolSpec::from)
         .collect()
 }
 

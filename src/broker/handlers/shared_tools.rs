@@ -243,16 +243,7 @@ fn entry(row: McpServerRow, host: Option<&Arc<Peer>>) -> McpServerEntry {
         hosted_by: row.host_name,
         host_pubkey: row.host_pubkey,
         host_member_id: row.host_member_id,
-        tools: row
-            .tools
-            .into_iter()
-            .map(|t| McpToolSpec {
-                input_schema: serde_json::from_str(&t.input_schema_json)
-                    .unwrap_or(serde_json::Value::Null),
-                name: t.name,
-                description: t.description,
-            })
-            .collect(),
+        tools: row.tools.into_iter().map(McpToolSpec::from).collect(),
         online,
         offline_since,
         persistent: row.persistent,
