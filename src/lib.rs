@@ -3,6 +3,7 @@
 //! The library is both sides of the wire: [`broker`] is the server, [`client`] the client that
 //! the CLI and MCP server use, and [`protocol`] the messages they share.
 
+pub mod archive;
 pub mod broker;
 pub mod cli;
 pub mod client;

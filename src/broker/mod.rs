@@ -3,6 +3,7 @@
 mod auth;
 mod connection;
 mod cron;
+pub mod deployments;
 mod files;
 mod handlers;
 mod hook;
@@ -108,6 +109,8 @@ pub struct BrokerConfig {
     pub tls: Option<TlsSource>,
     /// Plain text on an address that is not loopback (`--insecure-plaintext`).
     pub insecure_plaintext: bool,
+    /// Deployed services may run without a sandbox (`--allow-unsandboxed-services`).
+    pub allow_unsandboxed_services: bool,
 }
 
 impl BrokerConfig {
@@ -141,6 +144,7 @@ impl BrokerConfig {
             lan_name: None,
             tls: None,
             insecure_plaintext: false,
+            allow_unsandboxed_services: false,
         }
     }
 
@@ -326,6 +330,7 @@ impl RunningBroker {
             acceptor
         });
         broker.tasks.spawn(router::run_sweeper(broker.clone()));
+        tokio::spawn(handlers::deployments::start_all(broker.clone()));
         broker
             .tasks
             .spawn(files::endpoints::run_sweeper(broker.clone()));

@@ -64,6 +64,8 @@ pub struct Broker {
     /// Presences sharing a directory, and the peer-file requests waiting for them.
     pub file_shares: super::peer_files::Shares,
     pub file_requests: super::peer_files::FileRequests,
+    /// Broker-hosted MCP services (deployments) while they run.
+    pub services: super::deployments::Services,
 }
 
 impl Broker {
@@ -75,7 +77,13 @@ impl Broker {
         files: super::files::Files,
         memory: crate::store::MemoryIndex,
     ) -> Broker {
+        let shutdown = CancellationToken::new();
         Broker {
+            services: super::deployments::Services::new(
+                &config.data_dir,
+                config.allow_unsandboxed_services,
+                shutdown.clone(),
+            ),
             link_url: super::link_url(&config, local_addr),
             store,
             admin_token,
@@ -95,7 +103,7 @@ impl Broker {
             audit_limit: RateLimiter::new(config.audit_rate, config.audit_burst),
             hook_limit: RateLimiter::bounded(0.5, 30.0, super::hook::LIMITER_KEYS),
             pending_status: PendingStatuses::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
             started: Instant::now(),
             files,

@@ -43,6 +43,10 @@ pub struct BrokerCmd {
     /// codes and file tokens then travel in clear text
     #[argh(switch)]
     insecure_plaintext: bool,
+    /// run deployed MCP services without a sandbox when bubblewrap is missing or fails: they
+    /// then run as this broker's user, with its files and network
+    #[argh(switch)]
+    allow_unsandboxed_services: bool,
     /// data directory (default $CLAUDEMESH_DATA_DIR or ~/.local/share/claudemesh)
     #[argh(option)]
     data: Option<PathBuf>,
@@ -300,6 +304,7 @@ impl BrokerCmd {
         let mut config = BrokerConfig::new(listen, data_dir.clone());
         config.tls = self.tls_source()?;
         config.insecure_plaintext = self.insecure_plaintext;
+        config.allow_unsandboxed_services = self.allow_unsandboxed_services;
         self.apply_limits(&mut config)?;
         config.open = self.open;
         config.lan_name = (self.lan || self.lan_name.is_some()).then(|| {

@@ -43,6 +43,8 @@ mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod peer_files;
 mod shared_tools;
+// Broker-hosted MCP services (issue 15).
+mod deployments;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -123,6 +125,9 @@ enum Command {
     Tools(shared_tools::ToolsCmd),
     ShareDir(peer_files::ShareDirCmd),
     PeerFiles(peer_files::PeerFilesCmd),
+    Deploy(deployments::DeployCmd),
+    Undeploy(deployments::UndeployCmd),
+    Deployments(deployments::DeploymentsCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -321,6 +326,9 @@ async fn run(command: Command) -> CliResult {
         Command::Tools(c) => c.run().await,
         Command::ShareDir(c) => c.run().await,
         Command::PeerFiles(c) => c.run().await,
+        Command::Deploy(c) => c.run().await,
+        Command::Undeploy(c) => c.run().await,
+        Command::Deployments(c) => c.run().await,
     }
 }
 

@@ -485,6 +485,28 @@ impl MeshClient {
         }
     }
 
+    /// Shares `bytes` as a plain file of the mesh named `name` and tagged `tag` (a packed skill
+    /// bundle or service), staged in a temporary file that is removed afterwards.
+    pub(crate) async fn share_bytes(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        tag: &str,
+    ) -> Result<Shared, FileError> {
+        let staged = super::skills::TempFile::new(name);
+        std::fs::write(&staged.0, bytes).map_err(FileError::io(&staged.0))?;
+        self.share_file(
+            &staged.0,
+            ShareOptions {
+                name: Some(name.to_string()),
+                tags: vec![tag.to_string()],
+                ..Default::default()
+            },
+            &|_, _| {},
+        )
+        .await
+    }
+
     /// Uploads the file at `path`, streamed (and encrypted for `recipients` plus ourselves when
     /// there are any). `progress` gets plaintext bytes read of the total.
     pub async fn share_file(

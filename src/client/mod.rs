@@ -6,6 +6,7 @@
 mod api;
 mod audit;
 mod contexts;
+pub mod deployments;
 pub mod files;
 pub mod http;
 mod info;

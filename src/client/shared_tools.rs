@@ -21,7 +21,7 @@ use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 pub const TOOL_CALL_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TOOL_TIMEOUT_MS);
 
 /// crypto_box of `plain` from `mine` (our speaking key) to `their` (an ed25519 key, hex).
-pub(super) fn seal_to(
+pub(crate) fn seal_to(
     mine: &crypto::SignKeyPair,
     their: &str,
     plain: &[u8],
@@ -38,7 +38,7 @@ pub(super) fn seal_to(
 }
 
 /// Opens a payload sealed by `their` (hex ed25519 key) to `mine`.
-pub(super) fn open_from(
+pub(crate) fn open_from(
     mine: &crypto::SignKeyPair,
     their: &str,
     sealed: &SealedPayload,
@@ -262,7 +262,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 impl StdioServer {
     /// Starts `command` (program and arguments), says hello to it and reads its tools.
     pub async fn start(command: &[String]) -> Result<StdioServer, String> {
-        use rmcp::ServiceExt;
         let (program, args) = command
             .split_first()
             .ok_or("give the MCP server's command after `--`")?;
@@ -270,6 +269,27 @@ impl StdioServer {
         cmd.args(args);
         let transport = rmcp::transport::TokioChildProcess::new(cmd)
             .map_err(|e| format!("cannot start {program}: {e}"))?;
+        Self::serve(transport, program).await
+    }
+
+    /// Starts a prepared command (the broker's sandboxed services), its stderr piped back to
+    /// the caller, says hello to it and reads its tools.
+    pub async fn start_command(
+        cmd: tokio::process::Command,
+        label: &str,
+    ) -> Result<(StdioServer, Option<tokio::process::ChildStderr>), String> {
+        let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {label}: {e}"))?;
+        Ok((Self::serve(transport, label).await?, stderr))
+    }
+
+    async fn serve(
+        transport: rmcp::transport::TokioChildProcess,
+        program: &str,
+    ) -> Result<StdioServer, String> {
+        use rmcp::ServiceExt;
         let started = async {
             let service = ()
                 .serve(transport)
@@ -304,23 +324,31 @@ impl StdioServer {
     /// Runs one forwarded call on the local server. The caller's identity goes along in the
     /// request's `_meta` as `claudemesh/caller`; the result is the server's `CallToolResult`.
     pub async fn call(&self, call: &IncomingCall) -> Result<Value, String> {
-        let arguments = match &call.args {
+        let caller = serde_json::json!({
+            "name": call.caller_name,
+            "pubkey": call.caller_pubkey,
+            "memberId": call.caller_member_id,
+            "memberPubkey": call.caller_member_pubkey,
+        });
+        self.call_tool(&call.tool_name, &call.args, caller).await
+    }
+
+    /// Calls `tool` with `args` (a JSON object), `caller` passed in `_meta["claudemesh/caller"]`.
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        args: &Value,
+        caller: Value,
+    ) -> Result<Value, String> {
+        let arguments = match args {
             Value::Object(m) => m.clone(),
             Value::Null => serde_json::Map::new(),
             _ => return Err("the tool's arguments must be a JSON object".into()),
         };
-        let mut params = rmcp::model::CallToolRequestParams::new(call.tool_name.clone())
-            .with_arguments(arguments);
+        let mut params =
+            rmcp::model::CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
         let mut meta = serde_json::Map::new();
-        meta.insert(
-            "claudemesh/caller".into(),
-            serde_json::json!({
-                "name": call.caller_name,
-                "pubkey": call.caller_pubkey,
-                "memberId": call.caller_member_id,
-                "memberPubkey": call.caller_member_pubkey,
-            }),
-        );
+        meta.insert("claudemesh/caller".into(), caller);
         params.meta = Some(meta.into());
         // The caller stops waiting by then (the broker allows at most this); so do we, so a
         // hung server does not hold a place among the host's calls forever.
@@ -334,6 +362,11 @@ impl StdioServer {
     /// Whether the child process has ended (its MCP connection closed).
     pub fn is_closed(&self) -> bool {
         self.service.is_transport_closed()
+    }
+
+    /// Ends the MCP session without waiting (the child process is killed with its transport).
+    pub fn shut(&self) {
+        self.service.cancellation_token().cancel();
     }
 
     /// Stops the server (its child process ends with its stdin).

@@ -7,6 +7,7 @@
 
 pub mod audit;
 mod contexts;
+mod deployments;
 mod files;
 mod grants;
 mod keys;
@@ -41,6 +42,7 @@ use tokio::sync::{Notify, oneshot};
 
 pub use audit::{AuditActor, AuditEvent, AuditNote};
 pub use contexts::ContextRecord;
+pub use deployments::{Deployed, DeploymentRow, MAX_DEPLOYMENTS};
 pub use files::{FileAccess, FileRecord, GrantOutcome};
 pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};
 pub use keys::{

@@ -46,6 +46,27 @@ pub struct McpServerRow {
     pub registered_at_ms: i64,
 }
 
+impl From<&crate::protocol::messages::McpToolSpec> for McpToolRow {
+    fn from(t: &crate::protocol::messages::McpToolSpec) -> McpToolRow {
+        McpToolRow {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            input_schema_json: t.input_schema.to_string(),
+        }
+    }
+}
+
+impl From<McpToolRow> for crate::protocol::messages::McpToolSpec {
+    fn from(t: McpToolRow) -> Self {
+        crate::protocol::messages::McpToolSpec {
+            input_schema: serde_json::from_str(&t.input_schema_json)
+                .unwrap_or(serde_json::Value::Null),
+            name: t.name,
+            description: t.description,
+        }
+    }
+}
+
 /// How a registration went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum McpRegistered {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod contexts;
+pub(super) mod deployments;
 mod files;
 pub(super) mod grants;
 pub mod hello;
@@ -219,5 +220,24 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::PeerDirRequest(r) => peer_files::dir_request(conn, req_id, *r),
         ClientMessage::PeerFileResponse(r) => peer_files::file_response(conn, req_id, *r),
         ClientMessage::PeerDirResponse(r) => peer_files::dir_response(conn, req_id, *r),
+        ClientMessage::McpDeploy(d) => deployments::mcp_deploy(conn, req_id, *d),
+        ClientMessage::McpUpdate(u) => deployments::mcp_update(conn, req_id, *u),
+        ClientMessage::McpUndeploy { server_name } => {
+            deployments::mcp_undeploy(conn, req_id, server_name)
+        }
+        ClientMessage::McpLogs { server_name, lines } => {
+            deployments::mcp_logs(conn, req_id, server_name, lines)
+        }
+        ClientMessage::McpScope { server_name, scope } => {
+            deployments::mcp_scope(conn, req_id, server_name, scope)
+        }
+        ClientMessage::McpSchema {
+            server_name,
+            tool_name,
+        } => deployments::mcp_schema(conn, req_id, server_name, tool_name),
+        ClientMessage::McpCatalog {} => deployments::mcp_catalog(conn, req_id),
+        ClientMessage::McpDeployStatus { server_name } => {
+            deployments::mcp_deploy_status(conn, req_id, server_name)
+        }
     }
 }

@@ -33,6 +33,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::SetPerms(_) => Permission::Perms,
         M::McpRegister(_) | M::McpCall(_) => Permission::Tools,
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,
+        M::McpDeploy(_) | M::McpUpdate(_) => Permission::Deploy,
         _ => return None,
     })
 }

@@ -64,10 +64,29 @@ pub(super) fn answer(
     req_id: Option<String>,
     work: impl Future<Output = Reply> + Send + 'static,
 ) {
+    conn.then(replying(conn, req_id, work));
+}
+
+/// Runs `work` beside the connection's other frames (for work that waits long, such as a
+/// deploy starting a process) and sends its answer.
+pub(super) fn aside(
+    conn: &Conn,
+    req_id: Option<String>,
+    work: impl Future<Output = Reply> + Send + 'static,
+) {
+    tokio::spawn(replying(conn, req_id, work));
+}
+
+/// `work`, then its answer or refusal sent to this connection.
+fn replying(
+    conn: &Conn,
+    req_id: Option<String>,
+    work: impl Future<Output = Reply> + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
     let broker = conn.broker.clone();
     let out = conn.out.clone();
     let (who, what) = (conn.who(), conn.frame);
-    conn.then(async move {
+    async move {
         let frame = match work.await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
@@ -78,7 +97,7 @@ pub(super) fn answer(
             }
         };
         out.send(&Envelope::reply(req_id, frame));
-    });
+    }
 }
 
 /// `ack{ok:true}`.

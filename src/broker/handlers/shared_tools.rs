@@ -61,7 +61,7 @@ fn presences(broker: &Broker, mesh_id: &str) -> HashSet<String> {
         .collect()
 }
 
-fn valid_name(what: &str, name: &str, max: usize) -> Result<(), Refusal> {
+pub(super) fn valid_name(what: &str, name: &str, max: usize) -> Result<(), Refusal> {
     let ok = !name.is_empty()
         && name.chars().count() <= max
         && name
@@ -138,6 +138,19 @@ pub fn mcp_register(conn: &Conn, req_id: Option<String>, reg: McpRegister) {
             reply::text("description", &reg.description, MAX_DESCRIPTION)?
         };
         let tools = tool_rows(reg.tools)?;
+        if broker
+            .store
+            .deployment(&peer.mesh_id, &reg.server_name)?
+            .is_some()
+        {
+            return Err(refuse(
+                "conflict",
+                format!(
+                    "\"{}\" is a service deployed on the broker; pick another name (mcp-share --name)",
+                    reg.server_name
+                ),
+            ));
+        }
         prune(&broker, &peer.mesh_id).await?;
         let tool_count = tools.len();
         let row = McpServerRow {
@@ -230,16 +243,7 @@ fn entry(row: McpServerRow, host: Option<&Arc<Peer>>) -> McpServerEntry {
         hosted_by: row.host_name,
         host_pubkey: row.host_pubkey,
         host_member_id: row.host_member_id,
-        tools: row
-            .tools
-            .into_iter()
-            .map(|t| McpToolSpec {
-                input_schema: serde_json::from_str(&t.input_schema_json)
-                    .unwrap_or(serde_json::Value::Null),
-                name: t.name,
-                description: t.description,
-            })
-            .collect(),
+        tools: row.tools.into_iter().map(McpToolSpec::from).collect(),
         online,
         offline_since,
         persistent: row.persistent,
@@ -254,7 +258,7 @@ pub fn mcp_list(conn: &Conn, req_id: Option<String>) {
     };
     answer(conn, req_id, async move {
         prune(&broker, &peer.mesh_id).await?;
-        let servers = broker
+        let mut servers: Vec<McpServerEntry> = broker
             .store
             .mcp_servers(&peer.mesh_id)?
             .into_iter()
@@ -263,6 +267,7 @@ pub fn mcp_list(conn: &Conn, req_id: Option<String>) {
                 entry(row, host.as_ref())
             })
             .collect();
+        servers.extend(super::deployments::list_entries(&broker, &peer)?);
         Ok(Some(ServerMessage::McpListResult { servers }))
     });
 }
@@ -361,6 +366,12 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
     let Some((broker, caller)) = me(conn) else {
         return;
     };
+    // A service deployed on the broker: the broker itself is its host.
+    match broker.store.deployment(&caller.mesh_id, &call.server_name) {
+        Ok(Some(row)) => return super::deployments::call(conn, req_id, call, row),
+        Ok(None) => {}
+        Err(e) => return conn.error(req_id, "internal", e.to_string()),
+    }
     let host = match admit(&broker, &caller, &call) {
         Ok(host) => host,
         Err(Refusal { code, message }) => return conn.error(req_id, code, message),

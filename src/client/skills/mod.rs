@@ -7,7 +7,7 @@ pub mod skill_md;
 
 use std::path::{Path, PathBuf};
 
-use super::files::{FileError, ShareOptions};
+use super::files::FileError;
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{ShareSkill, SkillBundle, SkillEntry};
 use crate::protocol::{ClientMessage, ServerMessage};
@@ -177,18 +177,8 @@ impl MeshClient {
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "skill".into());
         let tar = bundle::pack_dir(dir, &name)?;
-        let staged = TempFile::new(&format!("{name}.tar"));
-        std::fs::write(&staged.0, &tar).map_err(SkillError::io(&staged.0))?;
         let shared = self
-            .share_file(
-                &staged.0,
-                ShareOptions {
-                    name: Some(format!("{name}.tar")),
-                    tags: vec!["skill-bundle".into()],
-                    ..Default::default()
-                },
-                &|_, _| {},
-            )
+            .share_bytes(&tar, &format!("{name}.tar"), "skill-bundle")
             .await?;
         self.deploy_skill_bundle(&shared.file_id).await
     }
@@ -255,10 +245,10 @@ impl MeshClient {
 }
 
 /// A file in the temporary directory, removed when dropped.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl TempFile {
-    fn new(name: &str) -> TempFile {
+    pub(crate) fn new(name: &str) -> TempFile {
         TempFile(std::env::temp_dir().join(format!(
             "claudemesh-{}-{}-{name}",
             std::process::id(),

@@ -25,6 +25,8 @@ mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod peer_files;
 mod shared_tools;
+// Broker-hosted MCP services (issue 15).
+mod deployments;
 
 use std::sync::Arc;
 
@@ -118,7 +120,8 @@ impl MeshTools {
                 + Self::members_router()
                 + Self::skills_router()
                 + Self::shared_tools_router()
-                + Self::peer_files_router(),
+                + Self::peer_files_router()
+                + Self::deployments_router(),
         }
     }
 

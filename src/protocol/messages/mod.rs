@@ -27,9 +27,15 @@ mod skills;
 mod shared_tools;
 // Peer files (issue 15).
 mod peer_files;
+// Broker-hosted MCP services (issue 15 tier 2).
+mod deployments;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
+pub use deployments::{
+    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpUpdate, Scope,
+    ScopeSpec,
+};
 pub use files::{
     FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
     FileUrl, GrantFileAccess, GrantFileAccessOk, ListFiles,
@@ -361,6 +367,32 @@ pub enum ClientMessage {
     PeerDirRequest(Box<PeerDirRequest>),
     PeerFileResponse(Box<PeerFileResponse>),
     PeerDirResponse(Box<PeerDirResponse>),
+    // Broker-hosted MCP services (issue 15 tier 2).
+    McpDeploy(Box<McpDeploy>),
+    McpUndeploy {
+        server_name: String,
+    },
+    McpUpdate(Box<McpUpdate>),
+    McpLogs {
+        server_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<usize>,
+    },
+    McpScope {
+        server_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<ScopeSpec>,
+    },
+    McpSchema {
+        server_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool_name: Option<String>,
+    },
+    McpCatalog {},
+    /// Asks a service's status now; answered with the same frame type.
+    McpDeployStatus {
+        server_name: String,
+    },
 }
 
 impl ClientMessage {
@@ -451,6 +483,14 @@ impl ClientMessage {
             ClientMessage::PeerDirRequest(_) => "peer_dir_request",
             ClientMessage::PeerFileResponse(_) => "peer_file_response",
             ClientMessage::PeerDirResponse(_) => "peer_dir_response",
+            ClientMessage::McpDeploy(_) => "mcp_deploy",
+            ClientMessage::McpUndeploy { .. } => "mcp_undeploy",
+            ClientMessage::McpUpdate(_) => "mcp_update",
+            ClientMessage::McpLogs { .. } => "mcp_logs",
+            ClientMessage::McpScope { .. } => "mcp_scope",
+            ClientMessage::McpSchema { .. } => "mcp_schema",
+            ClientMessage::McpCatalog {} => "mcp_catalog",
+            ClientMessage::McpDeployStatus { .. } => "mcp_deploy_status",
         }
     }
 }
@@ -671,6 +711,24 @@ pub enum ServerMessage {
     PeerDirRequestForward(Box<PeerDirRequestForward>),
     PeerFileResponseForward(Box<PeerFileResponse>),
     PeerDirResponseForward(Box<PeerDirResponse>),
+    // Broker-hosted MCP services (issue 15 tier 2).
+    McpDeployStatus(Box<McpDeployStatus>),
+    McpLogsResult {
+        server_name: String,
+        lines: Vec<String>,
+    },
+    McpScopeResult {
+        server_name: String,
+        scope: Scope,
+        deployed_by: String,
+    },
+    McpSchemaResult {
+        server_name: String,
+        tools: Vec<McpToolSpec>,
+    },
+    McpCatalogResult {
+        services: Vec<CatalogEntry>,
+    },
 }
 
 impl ServerMessage {

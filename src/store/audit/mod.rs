@@ -119,6 +119,11 @@ pub enum AuditEvent {
     PeerFileRead,
     /// A member listed another member's shared directory.
     PeerFilesListed,
+    /// A broker-hosted MCP service was deployed, updated, rescoped or undeployed.
+    McpDeployed,
+    McpUpdated,
+    McpScopeChanged,
+    McpUndeployed,
 }
 
 impl AuditEvent {
@@ -162,6 +167,10 @@ impl AuditEvent {
             AuditEvent::McpRemoved => "mcp.removed",
             AuditEvent::PeerFileRead => "peer_file.read",
             AuditEvent::PeerFilesListed => "peer_file.listed",
+            AuditEvent::McpDeployed => "mcp.deployed",
+            AuditEvent::McpUpdated => "mcp.updated",
+            AuditEvent::McpScopeChanged => "mcp.scope_changed",
+            AuditEvent::McpUndeployed => "mcp.undeployed",
         }
     }
 }

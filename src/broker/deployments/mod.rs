@@ -1,0 +1,314 @@
+//! Broker-hosted MCP services (issue 15 tier 2): the running side. Each deployment is a child
+//! process in the [`sandbox`], driven over stdio with rmcp's client side, watched by its own
+//! [`supervisor`] task that restarts it with backoff. This part never sees `Broker`: the
+//! handlers (`handlers/deployments.rs`) decide what runs; this runs it, keeps its log tail and
+//! answers calls.
+
+pub mod sandbox;
+pub mod source;
+mod supervisor;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::client::shared_tools::StdioServer;
+use crate::protocol::messages::McpToolSpec;
+use sandbox::{Isolation, Network};
+
+/// Lines of a service's stderr (and of the supervisor's notes) kept for `mcp_logs`.
+pub const LOG_LINES: usize = 1000;
+/// The longest line kept.
+const LOG_LINE_CHARS: usize = 2000;
+
+/// A vault entry opened for a service.
+pub enum Secret {
+    /// Becomes the value of the environment variable that references it.
+    Env(Zeroizing<Vec<u8>>),
+    /// Becomes a read-only file at `mount_path` inside the sandbox; the variable holds the path.
+    File {
+        mount_path: String,
+        value: Zeroizing<Vec<u8>>,
+    },
+}
+
+/// Where `$vault:NAME` references are opened: the deployer's vault entry `NAME`, sealed to the
+/// broker's service key. Wired to the vault where it exists; [`NoVault`] until then.
+pub trait SecretSource: Send + Sync {
+    fn open(&self, mesh_id: &str, deployer_member_id: &str, name: &str) -> Result<Secret, String>;
+}
+
+/// No vault on this broker: every `$vault:` reference fails.
+pub struct NoVault;
+
+impl SecretSource for NoVault {
+    fn open(&self, _: &str, _: &str, name: &str) -> Result<Secret, String> {
+        Err(format!(
+            "vault not available on this broker: cannot resolve $vault:{name}"
+        ))
+    }
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Starting,
+    Running,
+    /// Ended or failed to start; starts again after a backoff.
+    Restarting,
+    /// The last start failed (it is retried after a backoff).
+    Failed,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "building",
+            Status::Running => "running",
+            Status::Restarting => "restarting",
+            Status::Failed => "failed",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What to start, worked out by the handlers from a deployment.
+#[derive(Clone)]
+pub struct Launch {
+    pub mesh_id: String,
+    pub name: String,
+    pub deployer_member_id: String,
+    pub program: Vec<String>,
+    /// As deployed: plain values and `$vault:` references (opened at each start).
+    pub env: Vec<(String, String)>,
+    pub memory_mb: u64,
+    pub network: Network,
+}
+
+#[derive(Default)]
+struct ServiceState {
+    status: Option<Status>,
+    tools: Vec<McpToolSpec>,
+    server: Option<Arc<StdioServer>>,
+    restarts: u32,
+    error: Option<String>,
+    sandboxed: bool,
+    /// Bumped at each settled start attempt, so a waiter sees a fresh outcome.
+    attempts: u64,
+}
+
+/// A snapshot of a service for answers.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub status: Status,
+    pub tools: Vec<McpToolSpec>,
+    pub restarts: u32,
+    pub error: Option<String>,
+    pub sandboxed: bool,
+}
+
+/// One deployed service while the broker runs.
+pub struct Service {
+    state: Mutex<ServiceState>,
+    logs: Mutex<VecDeque<String>>,
+    stop: CancellationToken,
+    settled: watch::Sender<u64>,
+}
+
+impl Service {
+    fn new() -> Service {
+        Service {
+            state: Mutex::new(ServiceState::default()),
+            logs: Mutex::new(VecDeque::new()),
+            stop: CancellationToken::new(),
+            settled: watch::channel(0).0,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, ServiceState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view(&self) -> ServiceView {
+        let s = self.state();
+        // Between its end and the supervisor noticing, a service is not running any more.
+        let ended = s.server.as_ref().is_some_and(|srv| srv.is_closed());
+        ServiceView {
+            status: match s.status.unwrap_or(Status::Starting) {
+                Status::Running if ended => Status::Restarting,
+                other => other,
+            },
+            tools: s.tools.clone(),
+            restarts: s.restarts,
+            error: s.error.clone(),
+            sandboxed: s.sandboxed,
+        }
+    }
+
+    /// Appends a line to the log tail, cut to a bounded length.
+    pub fn log(&self, line: &str) {
+        let line: String = line.chars().take(LOG_LINE_CHARS).collect();
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        if logs.len() >= LOG_LINES {
+            logs.pop_front();
+        }
+        logs.push_back(line);
+    }
+
+    /// The last `n` log lines, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.iter()
+            .skip(logs.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until a start attempt after `after` has settled (running or failed); returns the
+    /// attempt count to wait past next time.
+    pub async fn settled_after(&self, after: u64) -> u64 {
+        let mut rx = self.settled.subscribe();
+        match rx.wait_for(|n| *n > after).await {
+            Ok(n) => *n,
+            Err(_) => after,
+        }
+    }
+
+    pub fn attempts(&self) -> u64 {
+        self.state().attempts
+    }
+
+    /// Calls a tool of the running server; `Err` says why it could not be called.
+    pub async fn call(&self, tool: &str, args: &Value, caller: Value) -> Result<Value, String> {
+        let server = self.state().server.clone();
+        match server {
+            Some(server) if !server.is_closed() => server.call_tool(tool, args, caller).await,
+            _ => Err("the service is not running now (claudemesh deploy status shows why)".into()),
+        }
+    }
+}
+
+/// Every deployed service this broker runs.
+pub struct Services {
+    data_dir: PathBuf,
+    allow_unsandboxed: bool,
+    isolation: tokio::sync::OnceCell<Result<Isolation, String>>,
+    running: Mutex<HashMap<(String, String), Arc<Service>>>,
+    secrets: Mutex<Arc<dyn SecretSource>>,
+    shutdown: CancellationToken,
+}
+
+impl Services {
+    pub fn new(data_dir: &Path, allow_unsandboxed: bool, shutdown: CancellationToken) -> Services {
+        Services {
+            data_dir: data_dir.to_path_buf(),
+            allow_unsandboxed,
+            isolation: Default::default(),
+            running: Default::default(),
+            secrets: Mutex::new(Arc::new(NoVault)),
+            shutdown,
+        }
+    }
+
+    /// Where `$vault:` references are opened from now on.
+    pub fn set_secrets(&self, secrets: Arc<dyn SecretSource>) {
+        *self.secrets.lock().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
+    fn secrets(&self) -> Arc<dyn SecretSource> {
+        self.secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn running(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Service>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How services run here, found once: bubblewrap if it works; else no sandbox when
+    /// allowed (said loudly), else the reason deploys are refused.
+    pub async fn isolation(&self) -> Result<Isolation, String> {
+        self.isolation
+            .get_or_init(|| async {
+                let scratch = self.data_dir.join("services").join(".probe");
+                let probed = sandbox::probe(&scratch).await;
+                let _ = std::fs::remove_dir_all(&scratch);
+                match probed {
+                    Ok(bwrap) => {
+                        tracing::info!("deployed services run in bubblewrap ({})", bwrap.display());
+                        Ok(Isolation::Bwrap(bwrap))
+                    }
+                    Err(why) if self.allow_unsandboxed => {
+                        tracing::warn!(
+                            "!!! NO SANDBOX for deployed MCP services: {why}. They run as this broker's user with its files and network (--allow-unsandboxed-services) !!!"
+                        );
+                        Ok(Isolation::Unsandboxed(why))
+                    }
+                    Err(why) => Err(format!(
+                        "this broker cannot sandbox services ({why}); install bubblewrap, or start the broker with --allow-unsandboxed-services"
+                    )),
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// `<data>/services/<mesh>/<name>`: `app` (the code) and `work` (its writable directory).
+    pub fn dir(&self, mesh_id: &str, name: &str) -> PathBuf {
+        self.data_dir.join("services").join(mesh_id).join(name)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn get(&self, mesh_id: &str, name: &str) -> Option<Arc<Service>> {
+        self.running()
+            .get(&(mesh_id.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Starts (or restarts) a service under its supervisor, stopping the one it replaces.
+    pub async fn start(&self, launch: Launch, isolation: Isolation) -> Arc<Service> {
+        let key = (launch.mesh_id.clone(), launch.name.clone());
+        self.stop(&key.0, &key.1).await;
+        let service = Arc::new(Service::new());
+        self.running().insert(key, service.clone());
+        let dir = self.dir(&launch.mesh_id, &launch.name);
+        let run = supervisor::Run {
+            service: service.clone(),
+            launch,
+            isolation,
+            app_dir: dir.join("app"),
+            work_dir: dir.join("work"),
+            data_dir: self.data_dir.clone(),
+            secrets: self.secrets(),
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(supervisor::supervise(run));
+        service
+    }
+
+    /// Stops a service and waits for its process to be gone.
+    pub async fn stop(&self, mesh_id: &str, name: &str) {
+        let old = self
+            .running()
+            .remove(&(mesh_id.to_string(), name.to_string()));
+        if let Some(old) = old {
+            old.stop.cancel();
+            let mut rx = old.settled.subscribe();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                rx.wait_for(|_| old.view().status == Status::Stopped),
+            )
+            .await;
+        }
+    }
+}

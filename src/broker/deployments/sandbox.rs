@@ -1,0 +1,318 @@
+//! The sandbox a deployed service runs in: bubblewrap (`bwrap`) with its own namespaces
+//! (mount, pid, ipc, uts, user, cgroup, and network unless allowed), uid and gid 65534 inside
+//! with every capability dropped, a read-only view of `/usr` and a few world-readable files of
+//! `/etc`, a tmpfs `/tmp`, the service's code read-only at `/app` and its own writable
+//! `/work`. Nothing else of the host — the broker's data directory included — is mounted.
+//! Memory, processes and file sizes are bounded with rlimits set in the child before bwrap
+//! starts (this host's cgroups are not delegated to the broker). Only this module knows how;
+//! the supervisor asks it for a command.
+//!
+//! bwrap runs as the broker's user: it must reach the service's directories, which sit in the
+//! broker's private data directory. Outside the sandbox the service's uid is therefore the
+//! broker's (its files in `/work` belong to the broker's user), without any capability.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Processes the service's user may have (RLIMIT_NPROC).
+const MAX_PROCESSES: u64 = 256;
+/// The largest file it may write (RLIMIT_FSIZE).
+const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Memory when the deployment does not say (RLIMIT_DATA, MiB).
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+/// Where the code and the writable directory appear inside the sandbox.
+pub const APP: &str = "/app";
+pub const WORK: &str = "/work";
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Files of `/etc` a program commonly needs (name resolution, TLS roots, users, time zone).
+const ETC: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/ssl/certs",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/localtime",
+    "/etc/mime.types",
+];
+
+/// How services run on this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    Bwrap(PathBuf),
+    /// No sandbox (`--allow-unsandboxed-services`); says why there is none.
+    Unsandboxed(String),
+}
+
+/// Whether the service may use the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Off,
+    /// The host's network (`network_allow: ["*"]`).
+    Host,
+}
+
+/// What to run, where, with what.
+pub struct Jail<'a> {
+    pub app_dir: &'a Path,
+    pub work_dir: &'a Path,
+    /// The broker's data directory: never visible inside.
+    pub data_dir: &'a Path,
+    pub program: &'a [String],
+    /// Environment beyond PATH, HOME and TMPDIR. Passed in bwrap's environment, never argv.
+    pub env: &'a [(String, String)],
+    /// Files placed read-only at their path inside (vault `file` entries), from memory.
+    pub files: &'a [(String, Vec<u8>)],
+    pub memory_mb: u64,
+    pub network: Network,
+}
+
+/// A command ready to spawn and the descriptors it inherits (kept open until it has spawned).
+pub struct Prepared {
+    pub command: tokio::process::Command,
+    pub held: Vec<OwnedFd>,
+}
+
+/// Finds `bwrap` on PATH.
+fn find_bwrap() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())
+}
+
+/// Finds bwrap and runs `true` in the same sandbox services get (using `scratch`, an empty
+/// directory of ours); the reason when it cannot.
+pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
+    let bwrap = find_bwrap()
+        .ok_or("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt install bubblewrap)")?;
+    let (app, work) = (scratch.join("app"), scratch.join("work"));
+    for d in [&app, &work] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot make {}: {e}", d.display()))?;
+    }
+    prepare_work_dir(&work)?;
+    let program = ["true".to_string()];
+    let jail = Jail {
+        app_dir: &app,
+        work_dir: &work,
+        data_dir: scratch,
+        program: &program,
+        env: &[],
+        files: &[],
+        memory_mb: DEFAULT_MEMORY_MB,
+        network: Network::Off,
+    };
+    let mut prepared = command(&Isolation::Bwrap(bwrap.clone()), &jail)?;
+    prepared
+        .command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let out = prepared
+        .command
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+    if out.status.success() {
+        Ok(bwrap)
+    } else {
+        Err(format!(
+            "{} fails to start a sandbox here: {}",
+            bwrap.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Makes the writable directory private to the broker's user (and so to the service).
+pub fn prepare_work_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+}
+
+/// A sealed in-memory file holding `bytes`, for `--ro-bind-data` (never on disk).
+fn memory_file(bytes: &[u8]) -> Result<OwnedFd, String> {
+    use std::io::{Seek, Write};
+    use std::os::fd::FromRawFd;
+    let name = c"claudemesh-secret";
+    // SAFETY: the name is a valid C string; the result is checked before use.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes)
+        .and_then(|_| file.rewind())
+        .map_err(|e| format!("cannot fill a secret file: {e}"))?;
+    Ok(file.into())
+}
+
+/// The command that runs `jail.program` under `isolation`.
+pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, String> {
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let mut base_env: Vec<(String, String)> = vec![
+        ("PATH".into(), PATH.into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    let mut cmd = match isolation {
+        Isolation::Bwrap(bwrap) => {
+            let mut cmd = tokio::process::Command::new(bwrap);
+            cmd.args([
+                "--unshare-all",
+                "--unshare-user",
+                "--uid",
+                "65534",
+                "--gid",
+                "65534",
+                "--cap-drop",
+                "ALL",
+                "--die-with-parent",
+                "--new-session",
+                "--hostname",
+                "claudemesh-service",
+            ]);
+            if jail.network == Network::Host {
+                cmd.arg("--share-net");
+            }
+            cmd.args(["--ro-bind", "/usr", "/usr"]);
+            // `/bin`, `/lib`… are links into /usr on merged-/usr systems, directories elsewhere.
+            for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64"] {
+                match std::fs::read_link(top) {
+                    Ok(target) => {
+                        cmd.arg("--symlink").arg(target).arg(top);
+                    }
+                    Err(_) if Path::new(top).is_dir() => {
+                        cmd.args(["--ro-bind", top, top]);
+                    }
+                    Err(_) => {}
+                }
+            }
+            for etc in ETC {
+                cmd.args(["--ro-bind-try", etc, etc]);
+            }
+            cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+            // Should the data directory sit under a path mounted above, hide it.
+            if jail.data_dir.starts_with("/usr") || jail.data_dir.starts_with("/etc") {
+                cmd.arg("--tmpfs").arg(jail.data_dir);
+            }
+            cmd.arg("--ro-bind").arg(jail.app_dir).arg(APP);
+            cmd.arg("--bind").arg(jail.work_dir).arg(WORK);
+            for (dest, bytes) in jail.files {
+                let fd = memory_file(bytes)?;
+                cmd.args(["--perms", "0400", "--ro-bind-data"])
+                    .arg(fd.as_raw_fd().to_string())
+                    .arg(dest);
+                held.push(fd);
+            }
+            // The root bwrap builds (a tmpfs holding the mount points) becomes read-only too.
+            cmd.args(["--remount-ro", "/", "--chdir", APP, "--"]);
+            cmd.args(jail.program);
+            base_env.push(("HOME".into(), WORK.into()));
+            base_env.push(("TMPDIR".into(), "/tmp".into()));
+            cmd
+        }
+        Isolation::Unsandboxed(_) => {
+            if !jail.files.is_empty() {
+                return Err(
+                    "vault file entries need the sandbox (they are mounted inside it)".into(),
+                );
+            }
+            let (program, args) = jail
+                .program
+                .split_first()
+                .ok_or("the service has no command")?;
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args);
+            base_env.push(("HOME".into(), jail.work_dir.display().to_string()));
+            cmd
+        }
+    };
+    cmd.env_clear()
+        .envs(base_env)
+        .envs(jail.env.iter().cloned())
+        .current_dir(match isolation {
+            Isolation::Bwrap(_) => Path::new("/"),
+            Isolation::Unsandboxed(_) => jail.app_dir,
+        })
+        .kill_on_drop(true);
+    let inherit: Vec<i32> = held.iter().map(AsRawFd::as_raw_fd).collect();
+    let memory = jail.memory_mb.saturating_mul(1 << 20);
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (fcntl, setrlimit, nice) on values computed above.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (resource, limit) in [
+                (libc::RLIMIT_DATA, memory),
+                (libc::RLIMIT_NPROC, MAX_PROCESSES),
+                (libc::RLIMIT_FSIZE, MAX_FILE_BYTES),
+                (libc::RLIMIT_CORE, 0),
+            ] {
+                let l = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(resource, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::nice(10);
+            Ok(())
+        });
+    }
+    Ok(Prepared { command: cmd, held })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vault file entry appears read-only at its path inside, from memory; nothing of it is
+    /// written to the host's disk. Skipped (said why) where bwrap cannot run.
+    #[tokio::test]
+    async fn a_secret_file_is_mounted_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bwrap = match probe(&dir.path().join("probe")).await {
+            Ok(b) => b,
+            Err(why) => return eprintln!("SKIPPED: {why}"),
+        };
+        let (app, work) = (dir.path().join("app"), dir.path().join("work"));
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let program = [
+            "sh".to_string(),
+            "-c".into(),
+            "cat /run/secrets/token; echo x > /run/secrets/token && echo WROTE".into(),
+        ];
+        let files = [("/run/secrets/token".to_string(), b"s3cret".to_vec())];
+        let jail = Jail {
+            app_dir: &app,
+            work_dir: &work,
+            data_dir: dir.path(),
+            program: &program,
+            env: &[],
+            files: &files,
+            memory_mb: DEFAULT_MEMORY_MB,
+            network: Network::Off,
+        };
+        let mut prepared = command(&Isolation::Bwrap(bwrap), &jail).unwrap();
+        let out = prepared.command.output().await.unwrap();
+        drop(prepared.held);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("s3cret"), "{stdout} {:?}", out.stderr);
+        assert!(!stdout.contains("WROTE"), "the secret file is read-only");
+    }
+}

@@ -1,0 +1,239 @@
+//! Getting a service's code onto the broker host and finding how to start it: an archive from
+//! the files area unpacked with [`crate::archive`] (no path leaves its directory), a git
+//! repository cloned (depth 1, outside the sandbox, with a time limit), or a package that
+//! `npx` / `uvx` fetch when the service starts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::archive::{self, Limits};
+use crate::protocol::messages::{DeployConfig, DeploySource};
+
+/// Largest archive read from the files area.
+pub const MAX_ARCHIVE_BYTES: u64 = 64 << 20;
+const LIMITS: Limits = Limits {
+    file_bytes: 32 << 20,
+    files: 20_000,
+    unpacked_bytes: 256 << 20,
+};
+/// How long a `git clone` may take.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Unpacks an archive into `dest` (a fresh directory). One top directory shared by every file
+/// is taken off (`srv/server.py` → `server.py`).
+pub fn install_archive(bytes: &[u8], dest: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = archive::unpack(bytes, &LIMITS).map_err(|e| e.0)?;
+    if files.is_empty() {
+        return Err("the archive holds no files".into());
+    }
+    archive::strip_top(&mut files, |fs| fs.iter().any(|f| !f.path.contains('/')));
+    for f in files {
+        // `path` is plain and relative (checked by `archive`): it stays under `dest`.
+        let to = dest.join(&f.path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&to, &f.bytes).map_err(|e| format!("{}: {e}", to.display()))?;
+        let mode = if f.executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    Ok(())
+}
+
+/// A URL `git clone` may fetch: a network URL, never a local path, `file://` or a transport
+/// helper (`ext::`, `fd::`), and nothing git would read as an option.
+pub fn check_git_url(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    let network = ["https://", "http://", "ssh://", "git://"]
+        .iter()
+        .any(|p| lower.starts_with(p));
+    if !network || url.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "git URL \"{}\" is not allowed: give an https://, http://, ssh:// or git:// URL (local paths, file:// and ext:: are refused)",
+            url.chars().take(200).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+fn check_branch(branch: &str) -> Result<(), String> {
+    let ok = !branch.is_empty()
+        && !branch.starts_with('-')
+        && branch.len() <= 200
+        && branch
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err("branch must be letters, digits, '-', '_', '.' or '/' (and not start with '-')".into())
+    }
+}
+
+/// `git clone --depth 1` of `url` into `dest` (which must not exist yet).
+pub async fn git_clone(url: &str, branch: Option<&str>, dest: &Path) -> Result<(), String> {
+    check_git_url(url)?;
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args([
+        "-c",
+        "protocol.file.allow=never",
+        "-c",
+        "protocol.ext.allow=never",
+        "clone",
+        "--depth",
+        "1",
+        "--quiet",
+    ]);
+    if let Some(b) = branch {
+        check_branch(b)?;
+        cmd.args(["--branch", b]);
+    }
+    cmd.arg("--").arg(url).arg(dest);
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(CLONE_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| format!("git clone of {url} took longer than {CLONE_TIMEOUT:?}"))?
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git clone of {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .chars()
+                .take(500)
+                .collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+fn interpreter(runtime: &str) -> Result<&'static str, String> {
+    match runtime {
+        "node" => Ok("node"),
+        "python" => Ok("python3"),
+        "bun" => Ok("bun"),
+        other => Err(format!(
+            "runtime \"{other}\" is not one of node, python, bun"
+        )),
+    }
+}
+
+/// The script package.json names: `main`, else its (first) `bin`.
+fn package_main(app: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(app.join("package.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json.get("main")
+        .and_then(|m| m.as_str())
+        .or_else(|| match json.get("bin") {
+            Some(serde_json::Value::String(s)) => Some(s.as_str()),
+            Some(serde_json::Value::Object(m)) => m.values().find_map(|v| v.as_str()),
+            _ => None,
+        })
+        .map(String::from)
+}
+
+/// How to start the service, run in its code directory: `config.command`; for a package,
+/// `npx -y PKG` / `uvx PKG`; else the runtime (given, or told by the files) with the entry
+/// file found in this order: package.json `main`/`bin`, `server.py`, `main.py`, `index.js`,
+/// `server.js`, `main.js`, `index.ts`.
+pub fn entry_command(
+    app: &Path,
+    source: &DeploySource,
+    config: &DeployConfig,
+) -> Result<Vec<String>, String> {
+    if !config.command.is_empty() {
+        return Ok(config.command.clone());
+    }
+    match source {
+        DeploySource::Npm { package } => {
+            return Ok(vec!["npx".into(), "-y".into(), package.clone()]);
+        }
+        DeploySource::Pypi { package } => return Ok(vec!["uvx".into(), package.clone()]),
+        _ => {}
+    }
+    let found = package_main(app)
+        .map(|m| ("node", m))
+        .or_else(|| {
+            [
+                ("python", "server.py"),
+                ("python", "main.py"),
+                ("node", "index.js"),
+                ("node", "server.js"),
+                ("node", "main.js"),
+                ("bun", "index.ts"),
+            ]
+            .into_iter()
+            .find(|(_, f)| app.join(f).is_file())
+            .map(|(r, f)| (r, f.to_string()))
+        })
+        .ok_or(
+            "cannot tell how to start this service: give config.command, or include a package.json with \"main\", a server.py or an index.js at the top",
+        )?;
+    let runtime = config.runtime.as_deref().unwrap_or(found.0);
+    Ok(vec![interpreter(runtime)?.to_string(), found.1])
+}
+
+/// A package name `npx` / `uvx` may be given: no option, no path, no URL.
+pub fn check_package(package: &str) -> Result<(), String> {
+    let ok = !package.is_empty()
+        && package.len() <= 214
+        && !package.starts_with('-')
+        && !package.contains("..")
+        && !package.contains("://")
+        && package.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '@' | '/' | '-' | '_' | '.' | '=' | '<' | '>' | '~' | '^')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "package \"{}\" is not a plain package name (with an optional version)",
+            package.chars().take(100).collect::<String>()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_and_helper_git_urls_are_refused() {
+        for bad in [
+            "file:///etc",
+            "/srv/repo",
+            "../repo",
+            "ext::sh -c touch% /tmp/x",
+            "--upload-pack=touch /tmp/x",
+            "fd::3",
+        ] {
+            assert!(check_git_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_git_url("https://github.com/a/b").is_ok());
+    }
+
+    #[test]
+    fn the_entry_is_found_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = DeploySource::Zip {
+            file_id: "f".into(),
+        };
+        let cfg = DeployConfig::default();
+        assert!(entry_command(dir.path(), &src, &cfg).is_err());
+        std::fs::write(dir.path().join("server.py"), "").unwrap();
+        assert_eq!(
+            entry_command(dir.path(), &src, &cfg).unwrap(),
+            ["python3", "server.py"]
+        );
+        std::fs::write(dir.path().join("package.json"), r#"{"main":"dist/a.js"}"#).unwrap();
+        assert_eq!(
+            entry_command(dir.path(), &src, &cfg).unwrap(),
+            ["node", "dist/a.js"]
+        );
+    }
+}

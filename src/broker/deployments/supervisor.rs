@@ -1,0 +1,211 @@
+//! One task per deployed service: start it in the sandbox, say hello over MCP and read its
+//! tools, copy its stderr into the log tail, and when it ends (or cannot start) start it
+//! again after an exponential backoff (1 s, 2 s, 4 s … at most 60 s; reset after a minute of
+//! running). Ends when the service is stopped or the broker shuts down.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::sandbox::{self, Isolation, Jail};
+use super::{Launch, Secret, SecretSource, Service, Status};
+use crate::client::shared_tools::StdioServer;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Running this long counts as a good start: the backoff starts over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// How often a running service is checked for having ended.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+pub(super) struct Run {
+    pub service: Arc<Service>,
+    pub launch: Launch,
+    pub isolation: Isolation,
+    pub app_dir: std::path::PathBuf,
+    pub work_dir: std::path::PathBuf,
+    pub data_dir: std::path::PathBuf,
+    pub secrets: Arc<dyn SecretSource>,
+    pub shutdown: CancellationToken,
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(MAX_BACKOFF)
+}
+
+impl Run {
+    fn settle(&self, f: impl FnOnce(&mut super::ServiceState)) {
+        let n = {
+            let mut s = self.service.state();
+            f(&mut s);
+            s.attempts += 1;
+            s.attempts
+        };
+        self.service.settled.send_replace(n);
+    }
+
+    /// The environment with `$vault:` references opened, and the vault files to mount.
+    #[allow(clippy::type_complexity)]
+    fn environment(&self) -> Result<(Vec<(String, String)>, Vec<(String, Vec<u8>)>), String> {
+        let mut env = Vec::new();
+        let mut files = Vec::new();
+        for (key, value) in &self.launch.env {
+            let Some(name) = value.strip_prefix("$vault:") else {
+                env.push((key.clone(), value.clone()));
+                continue;
+            };
+            match self
+                .secrets
+                .open(&self.launch.mesh_id, &self.launch.deployer_member_id, name)?
+            {
+                Secret::Env(v) => {
+                    let text = String::from_utf8(v.to_vec())
+                        .map_err(|_| format!("$vault:{name} is not UTF-8 text (env {key})"))?;
+                    env.push((key.clone(), text));
+                }
+                Secret::File { mount_path, value } => {
+                    env.push((key.clone(), mount_path.clone()));
+                    files.push((mount_path, value.to_vec()));
+                }
+            }
+        }
+        Ok((env, files))
+    }
+
+    /// Starts the process and reads its tools.
+    async fn start_once(&self) -> Result<Arc<StdioServer>, String> {
+        let (env, files) = self.environment()?;
+        let jail = Jail {
+            app_dir: &self.app_dir,
+            work_dir: &self.work_dir,
+            data_dir: &self.data_dir,
+            program: &self.launch.program,
+            env: &env,
+            files: &files,
+            memory_mb: self.launch.memory_mb,
+            network: self.launch.network,
+        };
+        let prepared = sandbox::command(&self.isolation, &jail)?;
+        let label = self.launch.program.first().cloned().unwrap_or_default();
+        let started = StdioServer::start_command(prepared.command, &label).await;
+        drop(prepared.held);
+        drop(env);
+        let (server, stderr) = started?;
+        if let Some(stderr) = stderr {
+            let service = self.service.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    service.log(&line);
+                }
+            });
+        }
+        Ok(Arc::new(server))
+    }
+
+    async fn ended(server: &StdioServer) {
+        while !server.is_closed() {
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+    }
+}
+
+pub(super) async fn supervise(run: Run) {
+    let svc = run.service.clone();
+    let sandboxed = matches!(run.isolation, Isolation::Bwrap(_));
+    if let Isolation::Unsandboxed(why) = &run.isolation {
+        svc.log(&format!(
+            "[claudemesh] WARNING: running WITHOUT a sandbox ({why})"
+        ));
+    }
+    let mut failures = 0u32;
+    loop {
+        {
+            let mut s = svc.state();
+            s.status = Some(if failures == 0 {
+                Status::Starting
+            } else {
+                Status::Restarting
+            });
+            s.sandboxed = sandboxed;
+        }
+        let began = Instant::now();
+        let started = tokio::select! {
+            s = run.start_once() => s,
+            _ = svc.stop.cancelled() => break,
+            _ = run.shutdown.cancelled() => break,
+        };
+        match started {
+            Ok(server) => {
+                svc.log(&format!(
+                    "[claudemesh] started: {} tool(s)",
+                    server.tools.len()
+                ));
+                let tools = server.tools.clone();
+                run.settle(|s| {
+                    s.status = Some(Status::Running);
+                    s.tools = tools;
+                    s.server = Some(server.clone());
+                    s.error = None;
+                });
+                let stopping = tokio::select! {
+                    _ = Run::ended(&server) => false,
+                    _ = svc.stop.cancelled() => true,
+                    _ = run.shutdown.cancelled() => true,
+                };
+                svc.state().server = None;
+                server.shut();
+                if stopping {
+                    break;
+                }
+                svc.log("[claudemesh] the service ended");
+                if began.elapsed() >= HEALTHY_AFTER {
+                    failures = 0;
+                }
+            }
+            Err(e) => {
+                svc.log(&format!("[claudemesh] cannot start: {e}"));
+                run.settle(|s| {
+                    s.status = Some(Status::Failed);
+                    s.error = Some(e);
+                });
+            }
+        }
+        failures += 1;
+        let wait = backoff(failures);
+        {
+            let mut s = svc.state();
+            s.restarts += 1;
+            if s.status == Some(Status::Running) {
+                s.status = Some(Status::Restarting);
+            }
+        }
+        svc.log(&format!(
+            "[claudemesh] starting again in {} s",
+            wait.as_secs()
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = svc.stop.cancelled() => break,
+            _ = run.shutdown.cancelled() => break,
+        }
+    }
+    run.settle(|s| {
+        s.status = Some(Status::Stopped);
+        s.server = None;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(50), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,935 @@
+//! Broker-hosted MCP services (issue 15 tier 2, PROTOCOL.md §16):
+//! `mcp_deploy`, `mcp_update`, `mcp_undeploy`, `mcp_logs`, `mcp_scope`, `mcp_schema`,
+//! `mcp_catalog`, `mcp_deploy_status`, and `mcp_call` to a deployed service (routed here from
+//! `shared_tools.rs`). Deploying needs the `deploy` capability (perms `needed()`); calling
+//! needs `tools` and the deployment's scope. The services themselves run in
+//! `broker::deployments`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
+use super::shared_tools::{proven_key, valid_name};
+use crate::broker::connection::Conn;
+use crate::broker::deployments::sandbox::{self, Isolation, Network};
+use crate::broker::deployments::{LOG_LINES, Launch, Status, source};
+use crate::broker::files::{self, endpoints};
+use crate::broker::presence::Peer;
+use crate::broker::shared_tools::MAX_CALLS_IN_FLIGHT;
+use crate::broker::state::Broker;
+use crate::client::shared_tools::{open_from, seal_to};
+use crate::protocol::messages::{
+    CatalogEntry, DEFAULT_TOOL_TIMEOUT_MS, DeployConfig, DeploySource, Envelope,
+    MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallResult, McpDeploy, McpDeployStatus,
+    McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec,
+};
+use crate::protocol::{ServerMessage, ids, time};
+use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, MAX_DEPLOYMENTS, McpToolRow};
+use object_store::ObjectStoreExt as _;
+
+/// The longest a deploy waits for its service to start and list its tools.
+const START_WAIT: Duration = Duration::from_secs(45);
+const MAX_NAME: usize = 64;
+const MAX_ENV: usize = 64;
+const MAX_ENV_VALUE: usize = 4096;
+const MAX_SCOPE_ENTRIES: usize = 100;
+const MIN_MEMORY_MB: u64 = 32;
+const MAX_MEMORY_MB: u64 = 16 * 1024;
+const MAX_TIMEOUT_MS: u64 = 120_000;
+/// Log lines `mcp_logs` gives unless asked.
+const DEFAULT_LOG_LINES: usize = 100;
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, Refusal> {
+    serde_json::from_str(text).map_err(|e| {
+        refuse(
+            "internal",
+            format!("stored deployment {what} unreadable: {e}"),
+        )
+    })
+}
+
+fn not_deployed(name: &str) -> Refusal {
+    refuse(
+        "not_found",
+        format!(
+            "no service \"{}\" is deployed in this mesh (claudemesh deployments lists them)",
+            name.chars().take(MAX_NAME).collect::<String>()
+        ),
+    )
+}
+
+fn find(broker: &Broker, peer: &Peer, name: &str) -> Result<DeploymentRow, Refusal> {
+    broker
+        .store
+        .deployment(&peer.mesh_id, name)?
+        .ok_or_else(|| not_deployed(name))
+}
+
+/// Only the deployer, the owner or an admin change or stop a deployment.
+fn may_manage(broker: &Broker, peer: &Peer, row: &DeploymentRow) -> Result<(), Refusal> {
+    if peer.member_id == row.deployer_member_id || reply::actor(broker, peer).manages {
+        Ok(())
+    } else {
+        Err(refuse(
+            "forbidden",
+            format!(
+                "\"{}\" was deployed by {}: only its deployer, the owner or an admin may change it",
+                row.name, row.deployer_name
+            ),
+        ))
+    }
+}
+
+/// Whether `caller` is within a deployment's scope. Its deployer always is.
+fn in_scope(scope: &Scope, row: &DeploymentRow, caller: &Peer) -> bool {
+    if caller.member_id == row.deployer_member_id {
+        return true;
+    }
+    let groups = || caller.state().groups.clone();
+    match scope {
+        Scope::Peer => false,
+        Scope::Mesh => true,
+        Scope::Peers { peers } => peers.contains(&caller.member_id),
+        Scope::Group { group } => groups().iter().any(|g| &g.name == group),
+        Scope::Groups { groups: wanted } => groups().iter().any(|g| wanted.contains(&g.name)),
+        Scope::Role { role } => {
+            caller.role.as_str() == role || groups().iter().any(|g| g.role.as_deref() == Some(role))
+        }
+    }
+}
+
+fn scope_of(row: &DeploymentRow) -> Scope {
+    serde_json::from_str(&row.scope_json).unwrap_or(Scope::Peer)
+}
+
+fn require_scope(row: &DeploymentRow, caller: &Peer) -> Result<(), Refusal> {
+    if in_scope(&scope_of(row), row, caller) {
+        Ok(())
+    } else {
+        Err(refuse(
+            "forbidden",
+            format!(
+                "\"{}\" is not shared with you (its scope: {}); its deployer can widen it with claudemesh deploy scope",
+                row.name, row.scope_json
+            ),
+        ))
+    }
+}
+
+/// A scope from a request, with member names in `peers` turned into member ids.
+fn resolve_scope(broker: &Broker, peer: &Peer, spec: Option<ScopeSpec>) -> Result<Scope, Refusal> {
+    let scope = match spec {
+        None => return Ok(Scope::Peer),
+        Some(s) => s.to_scope().map_err(|e| refuse("invalid_argument", e))?,
+    };
+    let short = |what: &str, v: &str| -> Result<(), Refusal> {
+        if v.is_empty() || v.chars().count() > MAX_NAME {
+            Err(refuse(
+                "invalid_argument",
+                format!("scope {what} must be 1 to {MAX_NAME} characters"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match scope {
+        Scope::Peers { peers } => {
+            if peers.is_empty() || peers.len() > MAX_SCOPE_ENTRIES {
+                return Err(refuse(
+                    "invalid_argument",
+                    format!("scope peers must name 1 to {MAX_SCOPE_ENTRIES} members"),
+                ));
+            }
+            let mut ids = Vec::new();
+            for p in peers {
+                let m = broker.store.find_member(&peer.mesh_id, &p)?.ok_or_else(|| {
+                    refuse(
+                        "invalid_argument",
+                        format!(
+                            "scope peers: no member \"{}\" in this mesh (give a name, member id or key)",
+                            p.chars().take(MAX_NAME).collect::<String>()
+                        ),
+                    )
+                })?;
+                if !ids.contains(&m.id) {
+                    ids.push(m.id);
+                }
+            }
+            Scope::Peers { peers: ids }
+        }
+        Scope::Group { group } => {
+            short("group", &group)?;
+            Scope::Group { group }
+        }
+        Scope::Groups { groups } => {
+            if groups.is_empty() || groups.len() > MAX_SCOPE_ENTRIES {
+                return Err(refuse(
+                    "invalid_argument",
+                    format!("scope groups must name 1 to {MAX_SCOPE_ENTRIES} groups"),
+                ));
+            }
+            for g in &groups {
+                short("group", g)?;
+            }
+            Scope::Groups { groups }
+        }
+        Scope::Role { role } => {
+            short("role", &role)?;
+            Scope::Role { role }
+        }
+        other => other,
+    })
+}
+
+/// Checks a config: env names and sizes, memory, network.
+fn check_config(config: &DeployConfig) -> Result<(u64, Network), Refusal> {
+    let bad = |m: String| refuse("invalid_argument", m);
+    if config.env.len() > MAX_ENV {
+        return Err(bad(format!("at most {MAX_ENV} env variables")));
+    }
+    for (k, v) in &config.env {
+        let ok = !k.is_empty()
+            && k.len() <= 128
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(bad(format!(
+                "env name \"{}\" must be letters, digits and '_', not starting with a digit",
+                k.chars().take(128).collect::<String>()
+            )));
+        }
+        if matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR") {
+            return Err(bad(format!("env {k} is set by the broker")));
+        }
+        // The value is never echoed: it may be a secret given in clear.
+        if v.len() > MAX_ENV_VALUE || v.contains('\0') {
+            return Err(bad(format!(
+                "env {k}: a value may be at most {MAX_ENV_VALUE} bytes, without NUL"
+            )));
+        }
+    }
+    let memory = config.memory_mb.unwrap_or(sandbox::DEFAULT_MEMORY_MB);
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory) {
+        return Err(bad(format!(
+            "memory_mb must be {MIN_MEMORY_MB} to {MAX_MEMORY_MB}"
+        )));
+    }
+    if let Some(c) = config.cpus
+        && !(c > 0.0 && c <= 64.0)
+    {
+        return Err(bad("cpus must be above 0 and at most 64".into()));
+    }
+    let network = match config.network_allow.as_slice() {
+        [] => Network::Off,
+        [all] if all == "*" => Network::Host,
+        _ => {
+            return Err(refuse(
+                "not_supported",
+                "network_allow takes [] (no network) or [\"*\"] (the host's network); this broker cannot limit a service to named hosts",
+            ));
+        }
+    };
+    if let Some(r) = &config.runtime
+        && !matches!(r.as_str(), "node" | "python" | "bun")
+    {
+        return Err(bad(format!(
+            "runtime \"{}\" is not one of node, python, bun",
+            r.chars().take(32).collect::<String>()
+        )));
+    }
+    if config.command.len() > 64 || config.command.iter().any(|a| a.len() > 4096) {
+        return Err(bad("command: at most 64 arguments of 4096 bytes".into()));
+    }
+    Ok((memory, network))
+}
+
+/// Whether `program` can be found inside the sandbox (under /usr or /bin).
+fn installed(program: &str) -> bool {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join(program).is_file())
+}
+
+/// Brings the source's code into `staging` (a path that does not exist yet).
+async fn fetch(
+    broker: &Broker,
+    peer: &Peer,
+    src: &DeploySource,
+    config: &DeployConfig,
+    staging: &std::path::Path,
+) -> Result<(), Refusal> {
+    let failed = |e: String| refuse("deploy_failed", e);
+    match src {
+        DeploySource::Zip { file_id } => {
+            if !ids::is_id(file_id) {
+                return Err(refuse(
+                    "invalid_argument",
+                    "file_id must be 1-64 characters of [A-Za-z0-9_-]",
+                ));
+            }
+            let record = broker
+                .store
+                .file(&peer.mesh_id, file_id)?
+                .ok_or_else(|| refuse("not_found", format!("no file {file_id}")))?;
+            if record.encrypted {
+                return Err(refuse(
+                    "invalid_argument",
+                    format!(
+                        "file {file_id} is encrypted (shared with --to): the broker cannot read it; share the archive without --to to deploy it"
+                    ),
+                ));
+            }
+            endpoints::readable_by(broker, &record, peer).map_err(|(c, m)| refuse(c, m))?;
+            if record.size > source::MAX_ARCHIVE_BYTES {
+                return Err(refuse(
+                    "payload_too_large",
+                    format!(
+                        "file {file_id} is {} bytes; a service archive may be at most {}",
+                        record.size,
+                        source::MAX_ARCHIVE_BYTES
+                    ),
+                ));
+            }
+            let bytes = broker
+                .files
+                .blobs
+                .get(&files::object_path(&peer.mesh_id, file_id))
+                .await
+                .map_err(|e| refuse("internal", format!("cannot read file {file_id}: {e}")))?
+                .bytes()
+                .await
+                .map_err(|e| refuse("internal", format!("cannot read file {file_id}: {e}")))?;
+            let dest = staging.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dest).map_err(|e| e.to_string())?;
+                source::install_archive(&bytes, &dest)
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| refuse("invalid_argument", format!("file {file_id}: {e}")))
+        }
+        DeploySource::Git { url, branch } => {
+            source::check_git_url(url).map_err(|e| refuse("invalid_argument", e))?;
+            source::git_clone(url, branch.as_deref(), staging)
+                .await
+                .map_err(failed)
+        }
+        DeploySource::Npm { package } | DeploySource::Pypi { package } => {
+            source::check_package(package).map_err(|e| refuse("invalid_argument", e))?;
+            let tool = if matches!(src, DeploySource::Npm { .. }) {
+                "npx"
+            } else {
+                "uvx"
+            };
+            if !installed(tool) {
+                return Err(refuse(
+                    "not_supported",
+                    format!("{tool} is not installed on the broker host (under /usr)"),
+                ));
+            }
+            if config.network_allow.is_empty() {
+                return Err(refuse(
+                    "invalid_argument",
+                    format!(
+                        "{tool} fetches the package when the service starts, so it needs the network: give network_allow [\"*\"] (--allow-net '*')"
+                    ),
+                ));
+            }
+            std::fs::create_dir_all(staging).map_err(|e| failed(e.to_string()))
+        }
+    }
+}
+
+/// What to start for a stored deployment.
+fn launch(broker: &Broker, row: &DeploymentRow) -> Result<Launch, Refusal> {
+    let src: DeploySource = parse("source", &row.source_json)?;
+    let config: DeployConfig = parse("config", &row.config_json)?;
+    let (memory_mb, network) = check_config(&config)?;
+    let app = broker.services.dir(&row.mesh_id, &row.name).join("app");
+    let program =
+        source::entry_command(&app, &src, &config).map_err(|e| refuse("invalid_argument", e))?;
+    Ok(Launch {
+        mesh_id: row.mesh_id.clone(),
+        name: row.name.clone(),
+        deployer_member_id: row.deployer_member_id.clone(),
+        program,
+        env: config.env.into_iter().collect(),
+        memory_mb,
+        network,
+    })
+}
+
+/// Starts a deployment's service and waits for its first start to settle.
+async fn run(broker: &Broker, row: &DeploymentRow, isolation: Isolation) -> Reply {
+    let service = broker.services.start(launch(broker, row)?, isolation).await;
+    let _ = tokio::time::timeout(START_WAIT, service.settled_after(0)).await;
+    let view = service.view();
+    if view.status == Status::Running {
+        let tools: Vec<McpToolRow> = view.tools.iter().map(McpToolRow::from).collect();
+        broker
+            .store
+            .set_deployment_tools(row.mesh_id.clone(), row.name.clone(), json(&tools))
+            .await?;
+    }
+    Ok(Some(status_frame(&row.name, &view)))
+}
+
+fn status_frame(name: &str, view: &crate::broker::deployments::ServiceView) -> ServerMessage {
+    ServerMessage::McpDeployStatus(Box::new(McpDeployStatus {
+        server_name: name.to_string(),
+        status: view.status.as_str().into(),
+        tools: Some(view.tools.clone()),
+        error: view.error.clone(),
+        sandboxed: view.sandboxed,
+    }))
+}
+
+/// Replaces a service's code with `staging` and makes sure it has its work directory.
+async fn install(
+    broker: &Broker,
+    row: &DeploymentRow,
+    staging: std::path::PathBuf,
+) -> Result<(), Refusal> {
+    broker.services.stop(&row.mesh_id, &row.name).await;
+    let dir = broker.services.dir(&row.mesh_id, &row.name);
+    tokio::task::spawn_blocking(move || {
+        let app = dir.join("app");
+        if app.exists() {
+            std::fs::remove_dir_all(&app).map_err(|e| format!("{}: {e}", app.display()))?;
+        }
+        std::fs::rename(&staging, &app).map_err(|e| format!("{}: {e}", app.display()))?;
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        sandbox::prepare_work_dir(&work)
+    })
+    .await
+    .map_err(|e| refuse("internal", e.to_string()))?
+    .map_err(|e| refuse("internal", e))
+}
+
+/// A fresh staging path for new code, beside the service's directory.
+fn staging(broker: &Broker, mesh_id: &str, name: &str) -> Result<std::path::PathBuf, Refusal> {
+    let dir = broker.services.dir(mesh_id, name);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| refuse("internal", format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!(
+        "app.new-{}",
+        hex::encode(crate::crypto::random_bytes::<6>())
+    ));
+    Ok(path)
+}
+
+/// Fetches a source into staging and moves it in place; the staging copy is removed on error.
+async fn fetch_and_install(
+    broker: &Broker,
+    peer: &Peer,
+    row: &DeploymentRow,
+    src: &DeploySource,
+    config: &DeployConfig,
+) -> Result<(), Refusal> {
+    let staged = staging(broker, &row.mesh_id, &row.name)?;
+    let fetched = fetch(broker, peer, src, config, &staged).await;
+    let checked = fetched.and_then(|_| {
+        source::entry_command(&staged, src, config)
+            .map(|_| ())
+            .map_err(|e| refuse("invalid_argument", e))
+    });
+    if let Err(e) = checked {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e);
+    }
+    install(broker, row, staged).await
+}
+
+async fn sandbox_or_refuse(broker: &Broker) -> Result<Isolation, Refusal> {
+    broker
+        .services
+        .isolation()
+        .await
+        .map_err(|e| refuse("not_supported", e))
+}
+
+/// `mcp_deploy` → `mcp_deploy_status` once the service runs (or failed to start).
+pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    aside(conn, req_id, async move {
+        valid_name("server_name", &d.server_name, MAX_NAME)?;
+        let config = d.config.clone().unwrap_or_default();
+        check_config(&config)?;
+        let scope = resolve_scope(&broker, &peer, d.scope.clone())?;
+        let isolation = sandbox_or_refuse(&broker).await?;
+        if let Some(s) = broker.store.mcp_server(&peer.mesh_id, &d.server_name)? {
+            return Err(refuse(
+                "conflict",
+                format!(
+                    "\"{}\" is already a peer-hosted MCP server (hosted by {}); pick another name",
+                    s.name, s.host_name
+                ),
+            ));
+        }
+        let existing = broker.store.deployment(&peer.mesh_id, &d.server_name)?;
+        if let Some(old) = &existing
+            && old.deployer_member_id != peer.member_id
+        {
+            return Err(refuse(
+                "conflict",
+                format!(
+                    "\"{}\" is already deployed by {}; pick another name",
+                    old.name, old.deployer_name
+                ),
+            ));
+        }
+        if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= MAX_DEPLOYMENTS {
+            return Err(refuse(
+                "quota_exceeded",
+                format!("this mesh already has {MAX_DEPLOYMENTS} deployed services"),
+            ));
+        }
+        let now = time::now_ms();
+        let row = DeploymentRow {
+            name: d.server_name.clone(),
+            mesh_id: peer.mesh_id.clone(),
+            deployer_member_id: peer.member_id.clone(),
+            deployer_name: peer.display_name.clone(),
+            source_json: json(&d.source),
+            config_json: json(&config),
+            scope_json: json(&scope),
+            tools_json: "[]".into(),
+            created_at_ms: existing.as_ref().map_or(now, |o| o.created_at_ms),
+            updated_at_ms: now,
+        };
+        fetch_and_install(&broker, &peer, &row, &d.source, &config).await?;
+        let actor = AuditActor::member(&peer.member_id, &peer.display_name);
+        if broker
+            .store
+            .put_deployment(row.clone(), actor, AuditEvent::McpDeployed)
+            .await?
+            == Deployed::Full
+        {
+            return Err(refuse(
+                "quota_exceeded",
+                format!("this mesh already has {MAX_DEPLOYMENTS} deployed services"),
+            ));
+        }
+        run(&broker, &row, isolation).await
+    });
+}
+
+/// `mcp_update` → `mcp_deploy_status`: the source fetched again (or the new one), restarted.
+pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    aside(conn, req_id, async move {
+        let mut row = find(&broker, &peer, &u.server_name)?;
+        may_manage(&broker, &peer, &row)?;
+        let isolation = sandbox_or_refuse(&broker).await?;
+        let src: DeploySource = match u.source {
+            Some(s) => s,
+            None => parse("source", &row.source_json)?,
+        };
+        let config: DeployConfig = parse("config", &row.config_json)?;
+        fetch_and_install(&broker, &peer, &row, &src, &config).await?;
+        row.source_json = json(&src);
+        row.updated_at_ms = time::now_ms();
+        let actor = AuditActor::member(&peer.member_id, &peer.display_name);
+        broker
+            .store
+            .put_deployment(row.clone(), actor, AuditEvent::McpUpdated)
+            .await?;
+        run(&broker, &row, isolation).await
+    });
+}
+
+/// `mcp_undeploy` → `ack{ok:true}`: stops the service and removes it and its files.
+pub fn mcp_undeploy(conn: &Conn, req_id: Option<String>, name: String) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    aside(conn, req_id, async move {
+        let row = find(&broker, &peer, &name)?;
+        may_manage(&broker, &peer, &row)?;
+        broker.services.stop(&row.mesh_id, &row.name).await;
+        let actor = AuditActor::member(&peer.member_id, &peer.display_name);
+        broker
+            .store
+            .remove_deployment(row.mesh_id.clone(), row.name.clone(), actor, time::now_ms())
+            .await?;
+        let dir = broker.services.dir(&row.mesh_id, &row.name);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        Ok(Some(ok_ack()))
+    });
+}
+
+/// `mcp_logs {server_name, lines?}` → `mcp_logs_result`: the tail of its stderr and of the
+/// supervisor's notes; for its deployer, the owner and admins (a service may print secrets).
+pub fn mcp_logs(conn: &Conn, req_id: Option<String>, name: String, lines: Option<usize>) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    reply::answer(conn, req_id, async move {
+        let row = find(&broker, &peer, &name)?;
+        may_manage(&broker, &peer, &row)?;
+        let n = lines.unwrap_or(DEFAULT_LOG_LINES).clamp(1, LOG_LINES);
+        let lines = broker
+            .services
+            .get(&row.mesh_id, &row.name)
+            .map(|s| s.tail(n))
+            .unwrap_or_default();
+        Ok(Some(ServerMessage::McpLogsResult {
+            server_name: row.name,
+            lines,
+        }))
+    });
+}
+
+/// `mcp_scope {server_name, scope?}` → `mcp_scope_result`: reads it (anyone in scope), or
+/// sets it (its deployer, the owner or an admin).
+pub fn mcp_scope(conn: &Conn, req_id: Option<String>, name: String, scope: Option<ScopeSpec>) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    reply::answer(conn, req_id, async move {
+        let mut row = find(&broker, &peer, &name)?;
+        match scope {
+            None => require_scope(&row, &peer)?,
+            Some(spec) => {
+                may_manage(&broker, &peer, &row)?;
+                let scope = resolve_scope(&broker, &peer, Some(spec))?;
+                row.scope_json = json(&scope);
+                row.updated_at_ms = time::now_ms();
+                let actor = AuditActor::member(&peer.member_id, &peer.display_name);
+                broker
+                    .store
+                    .put_deployment(row.clone(), actor, AuditEvent::McpScopeChanged)
+                    .await?;
+            }
+        }
+        Ok(Some(ServerMessage::McpScopeResult {
+            scope: scope_of(&row),
+            server_name: row.name,
+            deployed_by: row.deployer_name,
+        }))
+    });
+}
+
+/// The tools of a deployment: as its running service lists them, else as last stored.
+fn tools(broker: &Broker, row: &DeploymentRow) -> Vec<McpToolSpec> {
+    if let Some(s) = broker.services.get(&row.mesh_id, &row.name) {
+        let view = s.view();
+        if view.status == Status::Running {
+            return view.tools;
+        }
+    }
+    serde_json::from_str::<Vec<McpToolRow>>(&row.tools_json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(McpToolSpec::from)
+        .collect()
+}
+
+/// `mcp_schema {server_name, tool_name?}` → `mcp_schema_result`, for callers in scope.
+pub fn mcp_schema(conn: &Conn, req_id: Option<String>, name: String, tool: Option<String>) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    reply::answer(conn, req_id, async move {
+        let row = find(&broker, &peer, &name)?;
+        require_scope(&row, &peer)?;
+        let mut tools = tools(&broker, &row);
+        if let Some(t) = &tool {
+            tools.retain(|x| &x.name == t);
+            if tools.is_empty() {
+                return Err(refuse(
+                    "not_found",
+                    format!(
+                        "\"{}\" has no tool \"{}\"",
+                        row.name,
+                        t.chars().take(128).collect::<String>()
+                    ),
+                ));
+            }
+        }
+        Ok(Some(ServerMessage::McpSchemaResult {
+            server_name: row.name,
+            tools,
+        }))
+    });
+}
+
+fn status_of(broker: &Broker, row: &DeploymentRow) -> (String, u32, Option<String>) {
+    match broker.services.get(&row.mesh_id, &row.name) {
+        Some(s) => {
+            let v = s.view();
+            (v.status.as_str().into(), v.restarts, v.error)
+        }
+        None => (Status::Stopped.as_str().into(), 0, None),
+    }
+}
+
+/// `mcp_catalog` → `mcp_catalog_result`: every deployment of the mesh with its status, scope
+/// and tool count (names and scopes are visible to the whole mesh; calls follow the scope).
+pub fn mcp_catalog(conn: &Conn, req_id: Option<String>) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    reply::answer(conn, req_id, async move {
+        let mut services = Vec::new();
+        for row in broker.store.deployments(&peer.mesh_id)? {
+            let (status, restarts, error) = status_of(&broker, &row);
+            let config: DeployConfig = parse("config", &row.config_json)?;
+            let src: DeploySource = parse("source", &row.source_json)?;
+            services.push(CatalogEntry {
+                kind: "mcp".into(),
+                description: format!("deployed by {}", row.deployer_name),
+                status,
+                tool_count: tools(&broker, &row).len(),
+                deployed_by: row.deployer_name.clone(),
+                scope: scope_of(&row),
+                source_type: src.type_name().into(),
+                runtime: config.runtime,
+                created_at: time::iso(row.created_at_ms),
+                restarts,
+                error,
+                name: row.name,
+            });
+        }
+        Ok(Some(ServerMessage::McpCatalogResult { services }))
+    });
+}
+
+/// `mcp_deploy_status {server_name}` → `mcp_deploy_status` now, for callers in scope.
+pub fn mcp_deploy_status(conn: &Conn, req_id: Option<String>, name: String) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    reply::answer(conn, req_id, async move {
+        let row = find(&broker, &peer, &name)?;
+        require_scope(&row, &peer)?;
+        let view = match broker.services.get(&row.mesh_id, &row.name) {
+            Some(s) => s.view(),
+            None => crate::broker::deployments::ServiceView {
+                status: Status::Stopped,
+                tools: tools(&broker, &row),
+                restarts: 0,
+                error: None,
+                sandboxed: false,
+            },
+        };
+        Ok(Some(status_frame(&row.name, &view)))
+    });
+}
+
+/// The deployments `caller` may call, as `mcp_list` entries hosted by "broker".
+pub(super) fn list_entries(broker: &Broker, caller: &Peer) -> Result<Vec<McpServerEntry>, Refusal> {
+    let host_pubkey = broker
+        .key
+        .as_ref()
+        .map(|k| hex::encode(k.public))
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for row in broker.store.deployments(&caller.mesh_id)? {
+        if !in_scope(&scope_of(&row), &row, caller) {
+            continue;
+        }
+        let (status, _, _) = status_of(broker, &row);
+        out.push(McpServerEntry {
+            description: format!("broker-hosted service deployed by {}", row.deployer_name),
+            hosted_by: "broker".into(),
+            host_pubkey: host_pubkey.clone(),
+            host_member_id: String::new(),
+            tools: tools(broker, &row),
+            online: status == Status::Running.as_str(),
+            offline_since: None,
+            persistent: true,
+            name: row.name,
+        });
+    }
+    Ok(out)
+}
+
+/// `mcp_call` to a deployed service: scope, size and tool checked, the call run on the service
+/// and its result sent back (sealed to the caller when the call came sealed to the broker).
+pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: DeploymentRow) {
+    let Some((broker, caller)) = me(conn) else {
+        return;
+    };
+    let admitted = (|| {
+        require_scope(&row, &caller)?;
+        let size = call.args_bytes();
+        if size > MAX_TOOL_ARGS_BYTES {
+            return Err(refuse(
+                "payload_too_large",
+                format!(
+                    "the tool call's arguments are {size} bytes; the limit is {MAX_TOOL_ARGS_BYTES} bytes"
+                ),
+            ));
+        }
+        let service = broker
+            .services
+            .get(&row.mesh_id, &row.name)
+            .filter(|s| s.view().status == Status::Running)
+            .ok_or_else(|| {
+                refuse(
+                    "host_offline",
+                    format!(
+                        "the service \"{}\" is not running now (claudemesh deploy logs {} shows why)",
+                        row.name, row.name
+                    ),
+                )
+            })?;
+        let tools = service.view().tools;
+        if !tools.iter().any(|t| t.name == call.tool_name) {
+            return Err(refuse(
+                "not_found",
+                format!(
+                    "service \"{}\" has no tool \"{}\" (its tools: {})",
+                    row.name,
+                    call.tool_name.chars().take(128).collect::<String>(),
+                    tools
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(service)
+    })();
+    let service = match admitted {
+        Ok(s) => s,
+        Err(Refusal { code, message }) => return conn.error(req_id, code, message),
+    };
+    let Some((place, _)) = broker
+        .tool_calls
+        .start(&caller.mesh_id, &caller.member_id, "broker")
+    else {
+        return conn.error(
+            req_id,
+            "rate_limited",
+            format!(
+                "you already have {MAX_CALLS_IN_FLIGHT} tool calls waiting; wait for one to finish"
+            ),
+        );
+    };
+    let caller_key = proven_key(&caller);
+    let Some(key) = broker.key.clone() else {
+        return conn.error(req_id, "internal", "the broker has no key");
+    };
+    let args = match (&call.sealed, &call.args) {
+        (Some(sealed), _) => match open_from(&key, &caller_key, sealed)
+            .ok()
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+        {
+            Some(args) => args,
+            None => {
+                return conn.error(
+                    req_id,
+                    "invalid_argument",
+                    "cannot open the sealed arguments: seal them to the broker's key (hostPubkey in mcp_list) as JSON",
+                );
+            }
+        },
+        (None, Some(args)) => args.clone(),
+        (None, None) => serde_json::json!({}),
+    };
+    let meta = serde_json::json!({
+        "name": caller.display_name,
+        "pubkey": caller_key,
+        "memberId": caller.member_id,
+        "memberPubkey": caller.member_pubkey.to_hex(),
+    });
+    let wait = Duration::from_millis(
+        call.timeout_ms
+            .unwrap_or(DEFAULT_TOOL_TIMEOUT_MS)
+            .clamp(1, MAX_TIMEOUT_MS),
+    );
+    let out = conn.out.clone();
+    let sealed = call.sealed.is_some();
+    let server = row.name.clone();
+    tokio::spawn(async move {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(wait, service.call(&call.tool_name, &args, meta)) => match r {
+                Ok(r) => Ok(r),
+                Err(_) => Err(("timeout", format!("the service \"{server}\" did not answer within {} s", wait.as_secs_f64()))),
+            },
+            _ = broker.shutdown.cancelled() => Err(("broker_shutdown", "the broker is shutting down".to_string())),
+        };
+        drop(place);
+        let frame = match outcome {
+            Ok(result) => {
+                let body = match result {
+                    Ok(v) => McpCallResult {
+                        result: Some(v),
+                        ..Default::default()
+                    },
+                    Err(e) => McpCallResult {
+                        error: Some(e),
+                        ..Default::default()
+                    },
+                };
+                let body = if sealed {
+                    match serde_json::to_vec(&body)
+                        .map_err(|e| e.to_string())
+                        .and_then(|plain| seal_to(&key, &caller_key, &plain))
+                    {
+                        Ok(s) => McpCallResult {
+                            sealed: Some(s),
+                            ..Default::default()
+                        },
+                        Err(e) => McpCallResult {
+                            error: Some(e),
+                            ..Default::default()
+                        },
+                    }
+                } else {
+                    body
+                };
+                let size = body.wire_bytes();
+                if size > MAX_TOOL_RESULT_BYTES {
+                    ServerMessage::error(
+                        "result_too_large",
+                        format!(
+                            "the result of \"{server}\" was {size} bytes; the limit is {MAX_TOOL_RESULT_BYTES} bytes"
+                        ),
+                    )
+                } else {
+                    ServerMessage::McpCallResult(Box::new(body))
+                }
+            }
+            Err((code, message)) => ServerMessage::error(code, message),
+        };
+        out.send(&Envelope::reply(req_id, frame));
+    });
+}
+
+/// Starts every stored deployment when the broker starts.
+pub async fn start_all(broker: Arc<Broker>) {
+    let rows = match broker.store.all_deployments() {
+        Ok(rows) if rows.is_empty() => return,
+        Ok(rows) => rows,
+        Err(e) => return tracing::error!("cannot read the deployments: {e}"),
+    };
+    let isolation = match broker.services.isolation().await {
+        Ok(i) => i,
+        Err(e) => {
+            return tracing::error!("{} deployed service(s) not started: {e}", rows.len());
+        }
+    };
+    for row in rows {
+        match launch(&broker, &row) {
+            Ok(l) => {
+                broker.services.start(l, isolation.clone()).await;
+            }
+            Err(Refusal { message, .. }) => {
+                tracing::error!("service {} not started: {message}", row.name)
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Broker-hosted MCP services (issue 15 tier 2): deploy, update, undeploy, logs, scope,
+//! schema, catalog and status. A directory is packed into a tar and shared as a plain file of
+//! the mesh first. Calling a deployed service's tools is `tool_call` (`shared_tools.rs`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::files::FileError;
+use super::{ClientError, MeshClient, unexpected};
+use crate::archive::{self, ArchiveError, Limits};
+use crate::protocol::messages::{
+    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpToolSpec, McpUpdate,
+    Scope, ScopeSpec,
+};
+use crate::protocol::{ClientMessage, ServerMessage};
+
+/// How long a deploy or update may take: fetching the code, and the service's first start.
+pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// What a directory given to `deploy --dir` may hold.
+const DIR_LIMITS: Limits = Limits {
+    file_bytes: 32 << 20,
+    files: 20_000,
+    unpacked_bytes: 64 << 20,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("{0}")]
+    Archive(#[from] ArchiveError),
+}
+
+/// The sources a deploy may name, of which exactly one must be given (`dir`: a local
+/// directory, shared as a file first — `None` is returned for it).
+#[derive(Debug, Default)]
+pub struct SourceChoice {
+    pub file_id: Option<String>,
+    pub dir: bool,
+    pub git_url: Option<String>,
+    pub git_branch: Option<String>,
+    pub npm: Option<String>,
+    pub pypi: Option<String>,
+}
+
+impl SourceChoice {
+    pub fn pick(self) -> Result<Option<DeploySource>, String> {
+        let given = [
+            self.file_id.is_some(),
+            self.dir,
+            self.git_url.is_some(),
+            self.npm.is_some(),
+            self.pypi.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(
+                "give exactly one source: a directory, a shared file, a git URL, an npm or a PyPI package".into(),
+            );
+        }
+        Ok(if let Some(file_id) = self.file_id {
+            Some(DeploySource::Zip { file_id })
+        } else if let Some(url) = self.git_url {
+            Some(DeploySource::Git {
+                url,
+                branch: self.git_branch,
+            })
+        } else if let Some(package) = self.npm {
+            Some(DeploySource::Npm { package })
+        } else {
+            self.pypi.map(|package| DeploySource::Pypi { package })
+        })
+    }
+}
+
+fn status(answer: ServerMessage) -> Result<McpDeployStatus, ClientError> {
+    match answer {
+        ServerMessage::McpDeployStatus(s) => Ok(*s),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl MeshClient {
+    /// Deploys a service and waits until it runs (or failed to start).
+    pub async fn mcp_deploy(&self, deploy: McpDeploy) -> Result<McpDeployStatus, ClientError> {
+        status(
+            self.request_timeout(ClientMessage::McpDeploy(Box::new(deploy)), DEPLOY_TIMEOUT)
+                .await?,
+        )
+    }
+
+    /// Packs `dir` into a tar, shares it as a plain file of the mesh and deploys it as `name`.
+    pub async fn deploy_dir(
+        &self,
+        name: &str,
+        dir: &Path,
+        config: Option<DeployConfig>,
+        scope: Option<ScopeSpec>,
+    ) -> Result<McpDeployStatus, DeployError> {
+        let tar = archive::pack_dir(dir, name, &DIR_LIMITS)?;
+        let shared = self
+            .share_bytes(&tar, &format!("{name}.tar"), "mcp-service")
+            .await?;
+        Ok(self
+            .mcp_deploy(McpDeploy {
+                server_name: name.into(),
+                source: DeploySource::Zip {
+                    file_id: shared.file_id,
+                },
+                config,
+                scope,
+            })
+            .await?)
+    }
+
+    /// Fetches the source again (or `source`) and restarts the service.
+    pub async fn mcp_update(
+        &self,
+        name: &str,
+        source: Option<DeploySource>,
+    ) -> Result<McpDeployStatus, ClientError> {
+        let update = McpUpdate {
+            server_name: name.into(),
+            source,
+        };
+        status(
+            self.request_timeout(ClientMessage::McpUpdate(Box::new(update)), DEPLOY_TIMEOUT)
+                .await?,
+        )
+    }
+
+    pub async fn mcp_undeploy(&self, name: &str) -> Result<(), ClientError> {
+        self.request_ack(ClientMessage::McpUndeploy {
+            server_name: name.into(),
+        })
+        .await
+    }
+
+    /// The last `lines` lines of the service's log (its stderr and the broker's notes).
+    pub async fn mcp_logs(
+        &self,
+        name: &str,
+        lines: Option<usize>,
+    ) -> Result<Vec<String>, ClientError> {
+        match self
+            .request(ClientMessage::McpLogs {
+                server_name: name.into(),
+                lines,
+            })
+            .await?
+        {
+            ServerMessage::McpLogsResult { lines, .. } => Ok(lines),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads the scope (`None`) or sets it; returns it and the deployer's name.
+    pub async fn mcp_scope(
+        &self,
+        name: &str,
+        scope: Option<ScopeSpec>,
+    ) -> Result<(Scope, String), ClientError> {
+        match self
+            .request(ClientMessage::McpScope {
+                server_name: name.into(),
+                scope,
+            })
+            .await?
+        {
+            ServerMessage::McpScopeResult {
+                scope, deployed_by, ..
+            } => Ok((scope, deployed_by)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn mcp_schema(
+        &self,
+        name: &str,
+        tool: Option<&str>,
+    ) -> Result<Vec<McpToolSpec>, ClientError> {
+        match self
+            .request(ClientMessage::McpSchema {
+                server_name: name.into(),
+                tool_name: tool.map(String::from),
+            })
+            .await?
+        {
+            ServerMessage::McpSchemaResult { tools, .. } => Ok(tools),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn mcp_catalog(&self) -> Result<Vec<CatalogEntry>, ClientError> {
+        match self.request(ClientMessage::McpCatalog {}).await? {
+            ServerMessage::McpCatalogResult { services } => Ok(services),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn mcp_deploy_status(&self, name: &str) -> Result<McpDeployStatus, ClientError> {
+        status(
+            self.request(ClientMessage::McpDeployStatus {
+                server_name: name.into(),
+            })
+            .await?,
+        )
+    }
+}

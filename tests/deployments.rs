@@ -1,0 +1,638 @@
+//! Broker-hosted MCP services (issue 15 tier 2): alice deploys a small script MCP server
+//! (`tests/fixtures/service_mcp.py`) on the broker; it runs in the bubblewrap sandbox and bob
+//! calls its tools through the broker, from the client library, the CLI and his MCP server.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use claudemesh::client::{ClientError, MeshClient};
+use claudemesh::protocol::messages::{DeployConfig, McpDeployStatus, ScopeSpec};
+use common::*;
+
+/// A directory holding the service, as a deployer would have it.
+fn service_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/service_mcp.py");
+    std::fs::copy(script, dir.path().join("server.py")).expect("copy the service");
+    dir
+}
+
+fn config(env: &[(&str, &str)]) -> DeployConfig {
+    DeployConfig {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        ..Default::default()
+    }
+}
+
+/// Deploys `dir` as `name`; `None` (the test is skipped, reason printed) when this broker has
+/// no sandbox.
+async fn deploy(
+    client: &MeshClient,
+    name: &str,
+    dir: &Path,
+    config: DeployConfig,
+    scope: Option<ScopeSpec>,
+) -> Option<McpDeployStatus> {
+    match client.deploy_dir(name, dir, Some(config), scope).await {
+        Ok(status) => Some(status),
+        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+            code,
+            message,
+        })) if code == "not_supported" && message.contains("cannot sandbox") => {
+            skip_unless_strict(&format!("no sandbox for deployed services here: {message}"));
+            None
+        }
+        Err(e) => panic!("deploy {name}: {e}"),
+    }
+}
+
+/// Whether a file named `name` is anywhere under `dir`.
+fn contains_file(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            p.file_name().is_some_and(|n| n == name) || (p.is_dir() && contains_file(&p, name))
+        })
+}
+
+/// The text a tool call returned (its first content item).
+fn text_of(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {result}"))
+        .to_string()
+}
+
+async fn call(client: &MeshClient, server: &str, tool: &str, args: Value) -> String {
+    let result = client
+        .tool_call(server, tool, args, None)
+        .await
+        .unwrap_or_else(|e| panic!("{server}/{tool}: {e}"));
+    text_of(&result)
+}
+
+fn refused_code(r: Result<impl std::fmt::Debug, ClientError>) -> (String, String) {
+    match r {
+        Err(ClientError::Broker { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let Some(status) = deploy(
+        &a,
+        "svc",
+        dir.path(),
+        config(&[("GREETING", "hello from the deployer")]),
+        Some(ScopeSpec::Word("mesh".into())),
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(status.status, "running", "{status:?}");
+    assert!(status.sandboxed, "it runs in the sandbox");
+    let tools: Vec<&str> = status
+        .tools
+        .as_ref()
+        .expect("tools")
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "echo", "env", "probe", "whoami", "alloc", "connect", "crash"
+        ]
+    );
+
+    // bob sees it hosted by the broker and calls it: caller → broker → service → result.
+    let b = bob.reconnecting_client().await;
+    let listed = b.mcp_list().await.expect("mcp_list");
+    let svc = listed.iter().find(|s| s.name == "svc").expect("svc listed");
+    assert_eq!((svc.hosted_by.as_str(), svc.online), ("broker", true));
+    assert_eq!(
+        call(&b, "svc", "echo", json!({"text": "hi"})).await,
+        "echo: hi"
+    );
+    assert_eq!(
+        call(&b, "svc", "env", json!({"name": "GREETING"})).await,
+        "hello from the deployer"
+    );
+    let who: Value =
+        serde_json::from_str(&call(&b, "svc", "whoami", json!({})).await).expect("json");
+    assert_eq!(who["name"], "bob", "the broker names the caller: {who}");
+
+    // Inside the sandbox: the broker's data dir is out of reach, and only its own dir is
+    // writable.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let probe: Value = serde_json::from_str(
+        &call(
+            &b,
+            "svc",
+            "probe",
+            json!({"data_dir": broker.data_dir().display().to_string(), "home": home}),
+        )
+        .await,
+    )
+    .expect("probe json");
+    for denied in [
+        "read_redb",
+        "list_data_dir",
+        "write_data_dir",
+        "write_etc",
+        "write_home",
+        "write_usr",
+    ] {
+        assert!(
+            probe[denied]
+                .as_str()
+                .is_some_and(|s| s.starts_with("denied")),
+            "{denied} must be refused inside the sandbox: {probe}"
+        );
+    }
+    assert_eq!(
+        probe["write_work"], "ok",
+        "its own directory is writable: {probe}"
+    );
+    assert!(!broker.data_dir().join("planted").exists());
+    assert!(!Path::new("/etc/planted").exists());
+
+    // The catalog shows it; its log has the service's stderr.
+    let catalog = b.mcp_catalog().await.expect("catalog");
+    let entry = catalog
+        .iter()
+        .find(|s| s.name == "svc")
+        .expect("in catalog");
+    assert_eq!(
+        (
+            entry.status.as_str(),
+            entry.tool_count,
+            entry.deployed_by.as_str()
+        ),
+        ("running", 7, "alice")
+    );
+    let logs = a.mcp_logs("svc", None).await.expect("logs");
+    assert!(logs.iter().any(|l| l == "service starting"), "{logs:?}");
+
+    // After a broker restart the deployment comes back and answers again.
+    drop(a);
+    broker.restart();
+    let b = bob.reconnecting_client().await;
+    eventually("the service to be running again", || async {
+        b.mcp_deploy_status("svc")
+            .await
+            .is_ok_and(|s| s.status == "running")
+    })
+    .await;
+    assert_eq!(
+        call(&b, "svc", "echo", json!({"text": "again"})).await,
+        "echo: again"
+    );
+    assert_eq!(
+        call(&b, "svc", "env", json!({"name": "GREETING"})).await,
+        "hello from the deployer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scope_decides_who_sees_and_calls_a_service() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    // The default scope is the deployer alone.
+    let Some(status) = deploy(&a, "private", dir.path(), config(&[]), None).await else {
+        return;
+    };
+    assert_eq!(status.status, "running", "{status:?}");
+    assert_eq!(
+        call(&a, "private", "echo", json!({"text": "me"})).await,
+        "echo: me"
+    );
+    let b = bob.client().await;
+    assert!(
+        !b.mcp_list()
+            .await
+            .expect("list")
+            .iter()
+            .any(|s| s.name == "private"),
+        "out of scope, not listed"
+    );
+    let (code, _) = refused_code(b.tool_call("private", "echo", json!({}), None).await);
+    assert_eq!(
+        code, "not_found",
+        "our client does not find what it may not see"
+    );
+    // A call straight to the broker, unsealed as the original's clients send it: refused.
+    let raw = b
+        .request(claudemesh::protocol::ClientMessage::McpCall(Box::new(
+            claudemesh::protocol::messages::McpCall {
+                server_name: "private".into(),
+                tool_name: "echo".into(),
+                args: Some(json!({"text": "sneak"})),
+                sealed: None,
+                timeout_ms: None,
+            },
+        )))
+        .await;
+    let (code, message) = refused_code(raw);
+    assert_eq!(code, "forbidden", "{message}");
+    assert!(message.contains("not shared with you"), "{message}");
+    let (code, _) = refused_code(b.mcp_schema("private", None).await);
+    assert_eq!(code, "forbidden");
+
+    // Only its deployer (or a manager) changes the scope; a list of peers lets bob in, not carol.
+    let (code, _) = refused_code(
+        b.mcp_scope("private", Some(ScopeSpec::Word("mesh".into())))
+            .await,
+    );
+    assert_eq!(code, "forbidden");
+    let (scope, by) = a
+        .mcp_scope(
+            "private",
+            Some(ScopeSpec::Peers {
+                peers: vec!["bob".into()],
+            }),
+        )
+        .await
+        .expect("set scope");
+    assert_eq!(by, "alice");
+    assert!(matches!(
+        scope,
+        claudemesh::protocol::messages::Scope::Peers { .. }
+    ));
+    assert_eq!(
+        call(&b, "private", "echo", json!({"text": "bob"})).await,
+        "echo: bob"
+    );
+    let c = carol.client().await;
+    assert_eq!(
+        refused_code(c.tool_call("private", "echo", json!({}), None).await).0,
+        "not_found"
+    );
+    // A group scope: carol joins the group and gets in.
+    a.mcp_scope(
+        "private",
+        Some(ScopeSpec::Group {
+            group: "ops".into(),
+        }),
+    )
+    .await
+    .expect("group scope");
+    assert_eq!(
+        refused_code(c.mcp_schema("private", None).await).0,
+        "forbidden"
+    );
+    c.request(claudemesh::protocol::ClientMessage::JoinGroup(
+        claudemesh::protocol::messages::GroupRef {
+            name: "ops".into(),
+            role: None,
+        },
+    ))
+    .await
+    .expect("join ops");
+    let schema = c.mcp_schema("private", Some("echo")).await.expect("schema");
+    assert_eq!(
+        schema[0].input_schema["properties"]["text"]["type"],
+        "string"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    // bob is a plain member: no `deploy` capability.
+    let b = bob.client().await;
+    match b.deploy_dir("mine", dir.path(), None, None).await {
+        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+            code,
+            message,
+        })) => {
+            assert_eq!(code, "forbidden");
+            assert!(message.contains("\"deploy\""), "{message}");
+        }
+        other => panic!("a member without deploy must be refused: {other:?}"),
+    }
+    let a = alice.client().await;
+    // An archive that would write outside its directory.
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..12].copy_from_slice(b"../escape.py");
+    h.set_size(1);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut raw = h.as_bytes().to_vec();
+    raw.extend_from_slice(b"x");
+    raw.resize(1024 + 512 * 2, 0);
+    let evil = dir.path().join("evil.tar");
+    std::fs::write(&evil, &raw).unwrap();
+    let shared = alice.json(&["file", "share", evil.to_str().unwrap(), "--json"]);
+    let file_id = shared["fileId"].as_str().expect("fileId").to_string();
+    let attempt = a
+        .mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+            server_name: "evil".into(),
+            source: claudemesh::protocol::messages::DeploySource::Zip { file_id },
+            config: None,
+            scope: None,
+        })
+        .await;
+    let (code, message) = refused_code(attempt);
+    if code == "not_supported" {
+        return skip_unless_strict(&message);
+    }
+    assert_eq!(code, "invalid_argument", "{message}");
+    assert!(message.contains("relative"), "{message}");
+    assert!(!contains_file(broker.data_dir(), "escape.py"));
+
+    // An encrypted file: the broker cannot read it.
+    let enc = alice.json(&[
+        "file",
+        "share",
+        dir.path().join("server.py").to_str().unwrap(),
+        "--to",
+        "bob",
+        "--json",
+    ]);
+    let attempt = a
+        .mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+            server_name: "enc".into(),
+            source: claudemesh::protocol::messages::DeploySource::Zip {
+                file_id: enc["fileId"].as_str().unwrap().into(),
+            },
+            config: None,
+            scope: None,
+        })
+        .await;
+    let (code, message) = refused_code(attempt);
+    assert_eq!(code, "invalid_argument");
+    assert!(message.contains("encrypted"), "{message}");
+
+    // A git URL to a local path, file:// or a transport helper is refused before git runs.
+    for url in ["file:///etc", "/srv/repo", "ext::sh -c id"] {
+        let attempt = a
+            .mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+                server_name: "git".into(),
+                source: claudemesh::protocol::messages::DeploySource::Git {
+                    url: url.into(),
+                    branch: None,
+                },
+                config: None,
+                scope: None,
+            })
+            .await;
+        let (code, message) = refused_code(attempt);
+        assert_eq!(code, "invalid_argument", "{url}: {message}");
+    }
+    // A named-host allow-list cannot be enforced here: refused, not ignored.
+    let mut cfg = config(&[]);
+    cfg.network_allow = vec!["api.example.com".into()];
+    let attempt = a.deploy_dir("net", dir.path(), Some(cfg), None).await;
+    assert!(
+        matches!(&attempt, Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker { code, .. })) if code == "not_supported"),
+        "{attempt:?}"
+    );
+    // `$vault:` references fail the deploy until a vault is wired in.
+    let attempt = a
+        .deploy_dir(
+            "vaulted",
+            dir.path(),
+            Some(config(&[("TOKEN", "$vault:token")])),
+            None,
+        )
+        .await
+        .expect("the deploy answers");
+    assert_eq!(attempt.status, "failed");
+    assert!(
+        attempt
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("vault not available")),
+        "{attempt:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_service_is_restarted_and_undeploy_stops_it() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let Some(_) = deploy(&a, "flaky", dir.path(), config(&[]), None).await else {
+        return;
+    };
+    let crashed = a.tool_call("flaky", "crash", json!({}), None).await;
+    assert!(
+        crashed.is_err(),
+        "the call dies with the service: {crashed:?}"
+    );
+    eventually("the service to come back", || async {
+        a.mcp_deploy_status("flaky")
+            .await
+            .is_ok_and(|s| s.status == "running")
+    })
+    .await;
+    assert_eq!(
+        call(&a, "flaky", "echo", json!({"text": "back"})).await,
+        "echo: back"
+    );
+    let catalog = a.mcp_catalog().await.expect("catalog");
+    assert!(catalog[0].restarts >= 1, "{catalog:?}");
+    let logs = a.mcp_logs("flaky", Some(50)).await.expect("logs");
+    assert!(logs.iter().any(|l| l == "crashing on request"), "{logs:?}");
+
+    a.mcp_undeploy("flaky").await.expect("undeploy");
+    assert!(a.mcp_catalog().await.expect("catalog").is_empty());
+    let (code, _) = refused_code(a.tool_call("flaky", "echo", json!({}), None).await);
+    assert_eq!(code, "not_found");
+    assert!(
+        !broker
+            .data_dir()
+            .join("services")
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().path().join("flaky").exists() })
+    );
+}
+
+/// The command line deploys a directory; bob's MCP server lists and calls it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
+    use rmcp::ServiceExt;
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    let out = alice.run(&[
+        "deploy",
+        "svc",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--scope",
+        "mesh",
+        "--env",
+        "GREETING=hi there",
+        "--json",
+    ]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status: Value = serde_json::from_str(&out.stdout).expect("json status");
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["server_name"], "svc");
+
+    let listed = alice.json(&["deployments", "--json"]);
+    assert_eq!(listed["services"][0]["name"], "svc", "{listed}");
+    assert_eq!(listed["services"][0]["scope"]["type"], "mesh", "{listed}");
+    assert!(
+        alice
+            .ok(&["deployments", "scope", "svc"])
+            .contains("scope mesh"),
+        "the scope is shown"
+    );
+
+    let mcp = ().serve(common::mcp::mcp_process(&bob)).await.expect("MCP");
+    eventually("bob's MCP server to see the service", || async {
+        let (ok, text) = common::mcp::call(&mcp, "mesh_mcp_catalog", json!({})).await;
+        ok && text.contains("\"svc\"")
+    })
+    .await;
+    let (ok, text) = common::mcp::call(
+        &mcp,
+        "mesh_tool_call",
+        json!({"server_name": "svc", "tool_name": "env", "args": {"name": "GREETING"}}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    assert_eq!(text, "hi there");
+    let (ok, text) =
+        common::mcp::call(&mcp, "mesh_mcp_schema", json!({"server_name": "svc"})).await;
+    assert!(ok && text.contains("\"probe\""), "{text}");
+    // bob is not its deployer: no logs, no undeploy.
+    let (ok, text) =
+        common::mcp::call(&mcp, "mesh_mcp_undeploy", json!({"server_name": "svc"})).await;
+    assert!(!ok && text.contains("only its deployer"), "{text}");
+    let _ = mcp.cancel().await;
+
+    assert!(
+        alice
+            .ok(&["tools", "call", "svc", "echo", r#"{"text":"cli"}"#])
+            .contains("echo: cli")
+    );
+    assert!(
+        alice
+            .ok(&["deployments", "logs", "svc"])
+            .contains("service starting")
+    );
+    // An update fetches the source again and restarts it.
+    let updated = alice.json(&["deployments", "--json", "update", "svc"]);
+    assert_eq!(updated["status"], "running", "{updated}");
+    alice.ok(&["undeploy", "svc"]);
+    assert!(alice.ok(&["deployments"]).contains("no MCP services"));
+}
+
+/// Memory is capped, and the network is off unless the deployment shares the host's.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_is_capped_and_the_network_is_off_unless_allowed() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let mut cfg = config(&[]);
+    cfg.memory_mb = Some(128);
+    let Some(_) = deploy(&a, "boxed", dir.path(), cfg, None).await else {
+        return;
+    };
+    assert_eq!(call(&a, "boxed", "alloc", json!({"mb": 16})).await, "ok");
+    assert!(
+        call(&a, "boxed", "alloc", json!({"mb": 512}))
+            .await
+            .starts_with("denied: MemoryError"),
+        "512 MiB is over the 128 MiB limit"
+    );
+    // The broker listens on the host's loopback; the sandbox has a loopback of its own.
+    let port = broker
+        .http_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse::<u16>()
+        .unwrap();
+    let dial = json!({"host": "127.0.0.1", "port": port});
+    assert!(
+        call(&a, "boxed", "connect", dial.clone())
+            .await
+            .starts_with("denied"),
+        "no network by default"
+    );
+    let mut cfg = config(&[]);
+    cfg.network_allow = vec!["*".into()];
+    deploy(&a, "online", dir.path(), cfg, None)
+        .await
+        .expect("deployed");
+    assert_eq!(call(&a, "online", "connect", dial).await, "ok");
+}
+
+/// Without bubblewrap (here: not on the broker's PATH) deploys are refused, unless the broker
+/// runs with --allow-unsandboxed-services, which says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_sandbox_deploys_are_refused_unless_allowed() {
+    let dir = service_dir();
+    let broker = BrokerProc::start_with_env(&[], &[("PATH", "/nonexistent")]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    match a.deploy_dir("svc", dir.path(), None, None).await {
+        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+            code,
+            message,
+        })) => {
+            assert_eq!(code, "not_supported");
+            assert!(
+                message.contains("--allow-unsandboxed-services"),
+                "{message}"
+            );
+        }
+        other => panic!("no sandbox, no deploy: {other:?}"),
+    }
+    drop(a);
+    let broker = BrokerProc::start_with_env(
+        &["--allow-unsandboxed-services"],
+        &[("PATH", "/nonexistent")],
+    );
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let status = a
+        .deploy_dir("svc", dir.path(), None, None)
+        .await
+        .expect("deployed without a sandbox");
+    assert_eq!(
+        (status.status.as_str(), status.sandboxed),
+        ("running", false)
+    );
+    let logs = a.mcp_logs("svc", None).await.expect("logs");
+    assert!(logs[0].contains("WITHOUT a sandbox"), "{logs:?}");
+    assert!(
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("NO SANDBOX")),
+        "the broker's log says it loudly"
+    );
+}
