@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::records::{
-    CLIENT_IDS, CLIENT_KEYS, DELIVERED, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS, SESSIONS,
+    CLIENT_IDS, CLIENT_KEYS, DELIVERED, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS,
+    SESSIONS, WAITING,
 };
 use super::{
     DeliveredRecord, Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode,
@@ -195,12 +196,13 @@ fn forget_client_id(
     Ok(())
 }
 
-/// The tables [`retire`] changes: messages, deliveries, delivered, expiry.
+/// The tables [`retire`] changes: messages, deliveries, delivered, expiry, waiting.
 type RetireTables<'a, 't> = (
     &'a mut Table<'t, MessageKey<'static>, &'static [u8]>,
     &'a mut Table<'t, (&'static str, &'static str), &'static [u8]>,
     &'a mut Table<'t, MessageKey<'static>, &'static [u8]>,
     &'a mut Table<'t, (u64, &'static str, &'static str), ()>,
+    &'a mut Table<'t, MessageKey<'static>, u32>,
 );
 
 /// A recipient key without its mesh (`m/<member>`, `s/<session>`), as a delivered record
@@ -224,11 +226,20 @@ fn full_key(short: &str, mesh_id: &str) -> String {
 /// record and delivery rows with a [`DeliveredRecord`] and returns true (the body is gone);
 /// otherwise changes nothing.
 fn retire(
-    (messages, deliveries, delivered, expiry): RetireTables,
+    (messages, deliveries, delivered, expiry, waiting): RetireTables,
     message: MessageKey,
     key: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    // A message for several recipients counts down without being read.
+    let left = waiting.get(message)?.map(|v| v.value());
+    if let Some(n) = left {
+        if n > 1 {
+            waiting.insert(message, n - 1)?;
+            return Ok(false);
+        }
+        waiting.remove(message)?;
+    }
     let Some(r) = decode_opt::<MessageRecord>(messages.get(message)?)? else {
         return Ok(false);
     };
@@ -342,6 +353,14 @@ impl Store {
             let mut queue = tx.open_table(QUEUE)?;
             let mut counts = tx.open_table(QUEUE_COUNTS)?;
             let mut deliveries = tx.open_table(DELIVERIES)?;
+            let distinct: std::collections::HashSet<&str> =
+                record.recipients.iter().map(|(k, _)| k.as_str()).collect();
+            if distinct.len() > 1 {
+                tx.open_table(WAITING)?.insert(
+                    (record.mesh_id.as_str(), record.id.as_str()),
+                    distinct.len() as u32,
+                )?;
+            }
             let mut seqs = Vec::with_capacity(record.recipients.len());
             for ((key, _name), len) in record.recipients.iter().zip(lens) {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
@@ -446,6 +465,7 @@ impl Store {
             let mut messages = tx.open_table(MESSAGES)?;
             let mut delivered = tx.open_table(DELIVERED)?;
             let mut expiry = tx.open_table(EXPIRY)?;
+            let mut waiting = tx.open_table(WAITING)?;
             let mut n = 0;
             for (key, id) in pairs {
                 let found: Option<Delivery> =
@@ -460,7 +480,13 @@ impl Store {
                 }
                 n += 1;
                 let message = (d.mesh_id.as_str(), id.as_str());
-                let tables = (&mut messages, &mut deliveries, &mut delivered, &mut expiry);
+                let tables = (
+                    &mut messages,
+                    &mut deliveries,
+                    &mut delivered,
+                    &mut expiry,
+                    &mut waiting,
+                );
                 if retire(tables, message, &key, now_ms)? {
                     continue;
                 }
@@ -538,33 +564,40 @@ impl Store {
         const PAGE: usize = 1000;
         let mut dropped = 0;
         loop {
-            let store = self.clone();
-            let expired = tokio::task::spawn_blocking(move || store.expired_page(now_ms, PAGE))
-                .await
-                .map_err(|e| StoreError::Db(format!("the retention sweep stopped: {e}")))??;
-            if expired.is_empty() {
-                break;
-            }
+            let expired = self
+                .off_runtime(move |s| s.expired_page(now_ms, PAGE))
+                .await?;
             let full = expired.len() == PAGE;
-            dropped += self.drop_messages(expired).await?;
+            if !expired.is_empty() {
+                dropped += self.drop_messages(expired).await?;
+            }
             if !full {
                 break;
             }
         }
         loop {
-            let store = self.clone();
-            let done = tokio::task::spawn_blocking(move || store.delivered_page(now_ms, PAGE))
-                .await
-                .map_err(|e| StoreError::Db(format!("the retention sweep stopped: {e}")))??;
-            if done.is_empty() {
-                return Ok(dropped);
-            }
+            let done = self
+                .off_runtime(move |s| s.delivered_page(now_ms, PAGE))
+                .await?;
             let full = done.len() == PAGE;
-            self.drop_delivered(done).await?;
+            if !done.is_empty() {
+                self.drop_delivered(done).await?;
+            }
             if !full {
                 return Ok(dropped);
             }
         }
+    }
+
+    /// Runs a sweep's read on a blocking thread, never on the async runtime.
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || read(store))
+            .await
+            .map_err(|e| StoreError::Db(format!("the retention sweep stopped: {e}")))?
     }
 
     /// Up to `page` delivered records past their retention: each mesh's oldest first, up to
@@ -649,12 +682,14 @@ impl Store {
             let mut counts = tx.open_table(QUEUE_COUNTS)?;
             let mut deliveries = tx.open_table(DELIVERIES)?;
             let mut expiry = tx.open_table(EXPIRY)?;
+            let mut waiting = tx.open_table(WAITING)?;
             let mut dropped = 0;
             for (at, mesh_id, id) in expired {
                 expiry.remove((at, mesh_id.as_str(), id.as_str()))?;
                 let r: Option<MessageRecord> =
                     decode_opt(messages.remove((mesh_id.as_str(), id.as_str()))?)?;
                 let Some(r) = r else { continue };
+                waiting.remove((mesh_id.as_str(), id.as_str()))?;
                 for (key, _) in &r.recipients {
                     let d: Option<Delivery> =
                         decode_opt(deliveries.remove((key.as_str(), r.id.as_str()))?)?;
@@ -906,6 +941,18 @@ mod tests {
             (true, false),
             "c has not acknowledged"
         );
+        let rt = store.read().unwrap();
+        let left = rt
+            .open_table(WAITING)
+            .unwrap()
+            .get((MESH, m.id.as_str()))
+            .unwrap();
+        assert_eq!(
+            left.map(|v| v.value()),
+            Some(1),
+            "one recipient left, counted"
+        );
+        drop(rt);
         let t = tracked(&store, &m.id);
         assert_eq!(t.recipients[0].2, Some(5));
         assert_eq!(t.recipients[1].2, None);

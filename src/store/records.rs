@@ -35,6 +35,9 @@ pub(crate) const QUEUE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new
 /// `(recipient key, message_id) → Delivery`: where an entry sits and whether it was delivered.
 pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("deliveries");
+/// `(mesh_id, message_id) → recipients yet to acknowledge`, for messages with several
+/// recipients only, so an acknowledgement that is not the last one reads no record.
+pub(crate) const WAITING: TableDefinition<(&str, &str), u32> = TableDefinition::new("waiting");
 /// `(mesh_id, message_id) → DeliveredRecord`: what is kept of a message once every recipient
 /// acknowledged it (no body), for `message_status` and resends, until `keep_until_ms`.
 pub(crate) const DELIVERED: TableDefinition<(&str, &str), &[u8]> =
@@ -66,6 +69,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(QUEUE_COUNTS)?;
     tx.open_table(DELIVERIES)?;
     tx.open_table(DELIVERED)?;
+    tx.open_table(WAITING)?;
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(CLIENT_KEYS)?;
     tx.open_table(SESSIONS)?;
