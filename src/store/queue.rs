@@ -1133,8 +1133,8 @@ mod tests {
     }
 }
 
-/// Disk use per delivered message: `cargo test --release --lib bytes_per_delivered_message --
-/// --ignored --nocapture` stores and delivers 100 000 bench-like messages (50 members, one
+/// Disk use per delivered message: `cargo test --lib bytes_per_delivered_message -- --ignored
+/// --nocapture` stores and delivers 100 000 bench-like messages (50 members, one
 /// recipient each, a client message id each) and prints the file size and each table's share.
 #[cfg(test)]
 mod disk_use {
