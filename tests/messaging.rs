@@ -283,7 +283,7 @@ async fn acknowledged_send_survives_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn message_status_follows_the_recipient() {
-    let broker = BrokerProc::start(&[]);
+    let mut broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let id = send(&alice, "bob", "status please", &[])["results"][0]["messageId"]
         .as_str()
@@ -310,6 +310,19 @@ async fn message_status_follows_the_recipient() {
         alice.json(&["msg-status", &id, "--json"])["delivered"] == true
     })
     .await;
+    // Once acknowledged, the body is dropped but the status stays, with bob gone too.
+    eventually("acknowledged", || async {
+        alice.json(&["msg-status", &id, "--json"])["acknowledged"] == true
+    })
+    .await;
+    live.close().await;
+    broker.restart();
+    let s = alice.json(&["msg-status", &id[..10], "--json"]);
+    assert_eq!(s["messageId"], id.as_str());
+    assert_eq!(s["delivered"], true);
+    assert_eq!(s["acknowledged"], true);
+    assert_eq!(s["recipients"][0]["name"], "bob");
+    assert_eq!(s["recipients"][0]["status"], "delivered");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,6 +73,8 @@ pub struct Report {
     pub delivered: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// How long connecting every peer took (hello to `hello_ack`, 50 at a time).
+    pub connect_s: f64,
     pub duration_s: f64,
     pub throughput_msgs_per_s: f64,
     pub p50_ms: f64,
@@ -133,6 +135,11 @@ impl BenchCmd {
                 report.delivered,
                 report.lost,
                 report.duplicates
+            );
+            outln!(
+                "{} peers connected in {:.2} s",
+                report.peers,
+                report.connect_s
             );
             outln!(
                 "{:.0} msg/s over {:.2} s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
@@ -312,6 +319,7 @@ pub async fn run_load(
     let n = entries.len();
     let trust = Trust::resolve(None, entries.first().and_then(|e| e.ca_file.as_deref()));
     let mut clients = Vec::with_capacity(n);
+    let connecting = Instant::now();
     for chunk in entries.chunks(50) {
         let connecting: Vec<_> = chunk
             .iter()
@@ -323,6 +331,7 @@ pub async fn run_load(
             clients.push(Arc::new(c.map_err(|e| refused_peer(e, clients.len(), n))?));
         }
     }
+    let connect_s = connecting.elapsed().as_secs_f64();
     let tally = Arc::new(Tally::default());
     let total = (n * messages) as u64;
     let bar = progress.then(|| {
@@ -343,6 +352,11 @@ pub async fn run_load(
                 let ServerMessage::Push(push) = frame else {
                     continue;
                 };
+                // System pushes (joins, leaves) are ephemeral and need no acknowledgement
+                // (PROTOCOL.md §4.3); stored messages do.
+                if push.subtype.as_deref() == Some("system") {
+                    continue;
+                }
                 let _ = client.ack(&push.message_id);
                 let Some(cmid) = push.client_message_id else {
                     continue;
@@ -485,6 +499,7 @@ pub async fn run_load(
         delivered,
         lost: sent.saturating_sub(delivered) + tally.refused.load(Ordering::Relaxed),
         duplicates: tally.duplicates.load(Ordering::Relaxed),
+        connect_s,
         duration_s: elapsed,
         throughput_msgs_per_s: delivered as f64 / elapsed.max(1e-9),
         p50_ms: percentile(&lat, 0.50),

@@ -56,7 +56,7 @@ pub use meshes::{
 };
 pub use perms::{MemberPerms, Overrides, PermsChange, PermsRefusal};
 pub use profile::ProfileRefusal;
-pub use queue::{Enqueued, PrefixLookup, Visit, Walked};
+pub use queue::{Enqueued, PrefixLookup, Tracked, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
 pub use schedules::ScheduleRecord;

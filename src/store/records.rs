@@ -35,9 +35,20 @@ pub(crate) const QUEUE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new
 /// `(recipient key, message_id) → Delivery`: where an entry sits and whether it was delivered.
 pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("deliveries");
+/// `(mesh_id, message_id) → recipients yet to acknowledge`, for messages with several
+/// recipients only, so an acknowledgement that is not the last one reads no record.
+pub(crate) const WAITING: TableDefinition<(&str, &str), u32> = TableDefinition::new("waiting");
+/// `(mesh_id, message_id) → DeliveredRecord`: what is kept of a message once every recipient
+/// acknowledged it (no body), for `message_status` and resends, until `keep_until_ms`.
+pub(crate) const DELIVERED: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("delivered");
 /// `(mesh_id, member_id, client_message_id) → message_id`: a resent message is stored once.
+/// Written by stores before `CLIENT_KEYS`; still read and swept.
 pub(crate) const CLIENT_IDS: TableDefinition<(&str, &str, &str), &str> =
     TableDefinition::new("client_ids");
+/// `sha256(mesh_id, member_id, client_message_id)[..16] → message_id`: a resent message is
+/// stored once (16 bytes of key per message instead of three strings).
+pub(crate) const CLIENT_KEYS: TableDefinition<[u8; 16], &str> = TableDefinition::new("client_keys");
 /// `(expires_at_ms, mesh_id, message_id) → ()`: messages by when their retention ends, so the
 /// retention sweep reads only what has expired (new keys append: expiry is now + retention).
 pub(crate) const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
@@ -57,7 +68,10 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(QUEUE)?;
     tx.open_table(QUEUE_COUNTS)?;
     tx.open_table(DELIVERIES)?;
+    tx.open_table(DELIVERED)?;
+    tx.open_table(WAITING)?;
     tx.open_table(CLIENT_IDS)?;
+    tx.open_table(CLIENT_KEYS)?;
     tx.open_table(SESSIONS)?;
     tx.open_table(EXPIRY)?;
     super::files::create_tables(tx)?;
@@ -262,6 +276,55 @@ pub struct Delivery {
     pub mesh_id: String,
     #[serde(default)]
     pub delivered_at_ms: Option<i64>,
+}
+
+/// What is kept of a message once every recipient acknowledged it: its body and per-recipient
+/// rows are dropped. Stored as a MessagePack array (fields by position, ~150 bytes); new fields
+/// go at the end with `#[serde(default)]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveredRecord {
+    pub sender_member_id: String,
+    #[serde(with = "compact_target")]
+    pub target_spec: String,
+    pub client_message_id: Option<String>,
+    /// `(recipient key, display name, acknowledged at ms)`.
+    pub recipients: Vec<(String, String, i64)>,
+    /// When the record is dropped (its key in the expiry index).
+    pub keep_until_ms: i64,
+}
+
+/// A target spec that is a key (64 lowercase hex) is kept as its 32 bytes, any other as text.
+mod compact_target {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(target: &str, s: S) -> Result<S::Ok, S::Error> {
+        let mut raw = [0u8; 32];
+        if target.len() == 64
+            && hex::decode_to_slice(target, &mut raw).is_ok()
+            && hex::encode(raw) == target
+        {
+            s.serialize_bytes(&raw)
+        } else {
+            s.serialize_str(target)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        struct Target;
+        impl de::Visitor<'_> for Target {
+            type Value = String;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a target spec as text or key bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<String, E> {
+                Ok(hex::encode(v))
+            }
+        }
+        d.deserialize_any(Target)
+    }
 }
 
 /// Who a queue belongs to: a member (any of its sessions) or one session.

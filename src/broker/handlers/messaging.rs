@@ -444,13 +444,8 @@ pub fn message_status(conn: &Conn, req_id: Option<String>, message_id: String) {
     let mut last_delivered: Option<i64> = None;
     let mut all_delivered = !record.recipients.is_empty();
     let mut all_acknowledged = !record.recipients.is_empty();
-    for (key, name) in &record.recipients {
-        let acknowledged_at = broker
-            .store
-            .delivery(key, &record.id)
-            .ok()
-            .flatten()
-            .and_then(|d| d.delivered_at_ms);
+    for (key, name, acknowledged_at) in &record.recipients {
+        let acknowledged_at = *acknowledged_at;
         let parsed = RecipientKey::decode(key);
         // Delivered once pushed into a connection's window, before its acknowledgement.
         let pushed_at = parsed.as_ref().and_then(|k| {
