@@ -414,6 +414,46 @@ pub fn secretbox_open_easy(
     Ok(out)
 }
 
+/// What [`seal_to_many`] makes.
+pub struct SealedToMany {
+    pub ciphertext: Vec<u8>,
+    pub nonce: [u8; 24],
+    /// The value key sealed to each recipient, in the order given.
+    pub sealed_keys: Vec<Vec<u8>>,
+}
+
+/// A value in a secretbox under a fresh random key, that key sealed to each of `recipients`
+/// (vault entries: the member's own key and perhaps the broker's service key).
+pub fn seal_to_many(msg: &[u8], recipients: &[[u8; 32]]) -> Result<SealedToMany, CryptoError> {
+    let mut key: [u8; 32] = random_bytes();
+    let nonce: [u8; 24] = random_bytes();
+    let ciphertext = secretbox_easy(msg, &nonce, &key);
+    let sealed: Result<Vec<_>, _> = recipients.iter().map(|r| seal(&key, r)).collect();
+    wipe(&mut key);
+    Ok(SealedToMany {
+        ciphertext,
+        nonce,
+        sealed_keys: sealed?,
+    })
+}
+
+/// Opens what [`seal_to_many`] made, with the sealed key addressed to `kp`.
+pub fn open_sealed_key(
+    ct: &[u8],
+    nonce: &[u8; 24],
+    sealed_key: &[u8],
+    kp: &BoxKeyPair,
+) -> Result<Vec<u8>, CryptoError> {
+    let mut key_bytes = seal_open(sealed_key, kp)?;
+    let key: Result<&[u8; 32], _> = key_bytes.as_slice().try_into();
+    let out = match key {
+        Ok(key) => secretbox_open_easy(ct, nonce, key),
+        Err(_) => Err(CryptoError::Decrypt),
+    };
+    wipe(&mut key_bytes);
+    out
+}
+
 /// Fills `buf` from libsodium's CSPRNG.
 fn fill_random(buf: &mut [u8]) {
     init();
@@ -705,6 +745,36 @@ mod tests {
         }
         let rebuilt = BoxKeyPair::from_secret(&bob.secret);
         assert_eq!(rebuilt.public, bob.public);
+    }
+
+    #[test]
+    fn sealed_to_many_opens_for_each_recipient_only() {
+        let (a, b, c) = (
+            BoxKeyPair::generate(),
+            BoxKeyPair::generate(),
+            BoxKeyPair::generate(),
+        );
+        let s = seal_to_many(b"the value", &[a.public, b.public]).unwrap();
+        let (ct, nonce, sealed) = (s.ciphertext, s.nonce, s.sealed_keys);
+        assert_eq!(sealed.len(), 2);
+        assert_eq!(
+            open_sealed_key(&ct, &nonce, &sealed[0], &a).unwrap(),
+            b"the value"
+        );
+        assert_eq!(
+            open_sealed_key(&ct, &nonce, &sealed[1], &b).unwrap(),
+            b"the value"
+        );
+        assert_eq!(
+            open_sealed_key(&ct, &nonce, &sealed[0], &c),
+            Err(CryptoError::Decrypt)
+        );
+        let mut tampered = ct.clone();
+        tampered[0] ^= 1;
+        assert_eq!(
+            open_sealed_key(&tampered, &nonce, &sealed[0], &a),
+            Err(CryptoError::Decrypt)
+        );
     }
 
     #[test]

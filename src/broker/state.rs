@@ -61,6 +61,8 @@ pub struct Broker {
     pub subscriptions: super::subscriptions::Subscriptions,
     /// Peer-hosted MCP tool calls waiting for their hosts.
     pub tool_calls: super::shared_tools::ToolCalls,
+    /// `<data>/service.key`: what vault entries for deployed services are sealed to.
+    pub service_key: Option<super::vault::ServiceKey>,
 }
 
 impl Broker {
@@ -100,6 +102,7 @@ impl Broker {
             scheduler: Default::default(),
             subscriptions: Default::default(),
             tool_calls: Default::default(),
+            service_key: None,
             config,
         }
     }

@@ -42,6 +42,8 @@ mod stats;
 mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod shared_tools;
+// Vault (issue 15).
+mod vault;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -120,6 +122,7 @@ enum Command {
     Skill(skills::SkillCmd),
     McpShare(shared_tools::McpShareCmd),
     Tools(shared_tools::ToolsCmd),
+    Vault(vault::VaultCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -316,6 +319,7 @@ async fn run(command: Command) -> CliResult {
         Command::Skill(c) => c.run().await,
         Command::McpShare(c) => c.run().await,
         Command::Tools(c) => c.run().await,
+        Command::Vault(c) => c.run().await,
     }
 }
 

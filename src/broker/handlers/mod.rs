@@ -23,6 +23,7 @@ mod state;
 mod stats;
 mod streams;
 mod tasks;
+mod vault;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -212,5 +213,10 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::McpList {} => shared_tools::mcp_list(conn, req_id),
         ClientMessage::McpCall(c) => shared_tools::mcp_call(conn, req_id, *c),
         ClientMessage::McpCallResponse(r) => shared_tools::mcp_call_response(conn, req_id, *r),
+        ClientMessage::VaultSet(s) => vault::vault_set(conn, req_id, *s),
+        ClientMessage::VaultList {} => vault::vault_list(conn, req_id),
+        ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
+        ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
+        ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
     }
 }

@@ -32,6 +32,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::CreateInvite(_) | M::RevokeInvite { .. } | M::ListInvites {} => Permission::Invite,
         M::SetPerms(_) => Permission::Perms,
         M::McpRegister(_) | M::McpCall(_) => Permission::Tools,
+        M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
         _ => return None,
     })
 }

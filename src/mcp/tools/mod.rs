@@ -24,6 +24,8 @@ mod stats;
 mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod shared_tools;
+// Vault (issue 15).
+mod vault;
 
 use std::sync::Arc;
 
@@ -116,7 +118,8 @@ impl MeshTools {
                 + Self::perms_router()
                 + Self::members_router()
                 + Self::skills_router()
-                + Self::shared_tools_router(),
+                + Self::shared_tools_router()
+                + Self::vault_router(),
         }
     }
 

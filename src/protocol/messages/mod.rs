@@ -25,6 +25,8 @@ mod stats;
 mod skills;
 // Peer-hosted MCP tools (issue 15).
 mod shared_tools;
+// Vault (issue 15).
+mod vault;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -58,6 +60,10 @@ pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
+pub use vault::{
+    MAX_VAULT_DESCRIPTION_CHARS, MAX_VAULT_ENTRIES, MAX_VAULT_GET_KEYS, MAX_VAULT_VALUE_BYTES,
+    VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -346,6 +352,20 @@ pub enum ClientMessage {
     McpList {},
     McpCall(Box<McpCall>),
     McpCallResponse(Box<McpCallResult>),
+    // Vault (PROTOCOL.md "Vault").
+    VaultSet(Box<VaultSet>),
+    /// This member's entries, metadata only.
+    VaultList {},
+    VaultDelete {
+        key: String,
+    },
+    /// This member's entries named in `keys`, sealed (entries of other members are never
+    /// returned).
+    VaultGet {
+        keys: Vec<String>,
+    },
+    /// The broker's service key, to seal entries meant for deployed services to.
+    VaultServiceKey {},
 }
 
 impl ClientMessage {
@@ -430,6 +450,11 @@ impl ClientMessage {
             ClientMessage::McpList {} => "mcp_list",
             ClientMessage::McpCall(_) => "mcp_call",
             ClientMessage::McpCallResponse(_) => "mcp_call_response",
+            ClientMessage::VaultSet(_) => "vault_set",
+            ClientMessage::VaultList {} => "vault_list",
+            ClientMessage::VaultDelete { .. } => "vault_delete",
+            ClientMessage::VaultGet { .. } => "vault_get",
+            ClientMessage::VaultServiceKey {} => "vault_service_key",
         }
     }
 }
@@ -645,6 +670,23 @@ pub enum ServerMessage {
     },
     McpCallResult(Box<McpCallResult>),
     McpCallForward(Box<McpCallForward>),
+    // Vault (PROTOCOL.md "Vault").
+    /// Answers `vault_set` (`stored`) and `vault_delete` (`deleted` or `not_found`).
+    VaultAck {
+        key: String,
+        action: String,
+    },
+    VaultListResult {
+        entries: Vec<VaultListEntry>,
+    },
+    VaultGetResult {
+        entries: Vec<VaultSealedEntry>,
+    },
+    /// Answers `vault_service_key`: the broker's X25519 service key, 64 hex.
+    VaultServiceKeyResult {
+        #[serde(rename = "publicKey")]
+        public_key: String,
+    },
 }
 
 impl ServerMessage {

@@ -115,6 +115,9 @@ pub enum AuditEvent {
     McpRegistered,
     /// A peer-hosted MCP server was removed (by its host, a manager, or the broker).
     McpRemoved,
+    // Vault (issue 15): the key name and type only, never a value.
+    VaultSet,
+    VaultDeleted,
 }
 
 impl AuditEvent {
@@ -156,6 +159,8 @@ impl AuditEvent {
             AuditEvent::SkillRemoved => "skill.removed",
             AuditEvent::McpRegistered => "mcp.registered",
             AuditEvent::McpRemoved => "mcp.removed",
+            AuditEvent::VaultSet => "vault.set",
+            AuditEvent::VaultDeleted => "vault.deleted",
         }
     }
 }

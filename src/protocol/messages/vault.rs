@@ -1,0 +1,187 @@
+//! The vault (issue 15, PROTOCOL.md "Vault"): a member's secrets for its deployed services,
+//! encrypted on the client. The original's frames keep their snake_case fields (`sealed_key`,
+//! `entry_type`, `mount_path`); this broker's additions are camelCase (`serviceSealedKey`,
+//! `forServices`).
+
+use serde::{Deserialize, Serialize};
+
+/// Longest value a vault entry holds, in bytes (before encryption): its ciphertext in base64
+/// still fits one frame (§1).
+pub const MAX_VAULT_VALUE_BYTES: usize = 32 * 1024;
+/// Most entries one member keeps in one mesh.
+pub const MAX_VAULT_ENTRIES: usize = 100;
+/// Most keys one `vault_get` asks for.
+pub const MAX_VAULT_GET_KEYS: usize = 32;
+
+/// How a deployed service receives an entry: an environment variable, or a file at
+/// `mount_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultEntryType {
+    Env,
+    File,
+}
+
+impl VaultEntryType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultEntryType::Env => "env",
+            VaultEntryType::File => "file",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VaultEntryType> {
+        match s {
+            "env" => Some(VaultEntryType::Env),
+            "file" => Some(VaultEntryType::File),
+            _ => None,
+        }
+    }
+}
+
+/// `vault_set`: stores (or replaces) one of this member's entries. `ciphertext` is the value in
+/// a secretbox (XSalsa20-Poly1305) under a random key with `nonce`; `sealed_key` is that key in
+/// a sealed box to the member's own X25519 key, `serviceSealedKey` the same key sealed to the
+/// broker's service key (absent: no deployed service may read it). All base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaultSet {
+    pub key: String,
+    pub ciphertext: String,
+    pub nonce: String,
+    pub sealed_key: String,
+    pub entry_type: VaultEntryType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(
+        rename = "serviceSealedKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_sealed_key: Option<String>,
+}
+
+/// One entry of `vault_list_result`: metadata only, never the value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaultListEntry {
+    pub key: String,
+    pub entry_type: VaultEntryType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub updated_at: String,
+    /// Whether the entry's key is sealed to the broker's service key (this broker's addition).
+    #[serde(rename = "forServices", default)]
+    pub for_services: bool,
+}
+
+/// One entry of `vault_get_result`: the sealed value, for the member to open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaultSealedEntry {
+    pub key: String,
+    pub ciphertext: String,
+    pub nonce: String,
+    pub sealed_key: String,
+    pub entry_type: VaultEntryType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<String>,
+}
+
+/// Longest key name.
+pub const MAX_VAULT_KEY_BYTES: usize = 128;
+/// Longest mount path.
+pub const MAX_MOUNT_PATH_BYTES: usize = 1024;
+/// Longest description, in characters.
+pub const MAX_VAULT_DESCRIPTION_CHARS: usize = 1024;
+
+/// A key name is what `$vault:NAME` and an environment variable can carry:
+/// `[A-Za-z_][A-Za-z0-9_]{0,127}`.
+pub fn check_vault_key(key: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok
+        || key.len() > MAX_VAULT_KEY_BYTES
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "vault key \"{}\" is not valid: 1-{MAX_VAULT_KEY_BYTES} ASCII letters, digits and _, not starting with a digit (like an environment variable)",
+            key.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// A mount path is absolute and normalized: `/a/b`, no `.` or `..` parts, no empty parts
+/// (`//`, a trailing `/`), no control characters, not `/` itself.
+pub fn check_mount_path(path: &str) -> Result<(), String> {
+    let why = if !path.starts_with('/') {
+        Some("it must be absolute")
+    } else if path.len() > MAX_MOUNT_PATH_BYTES {
+        Some("it is too long")
+    } else if path.chars().any(char::is_control) {
+        Some("it holds control characters")
+    } else if path[1..]
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        Some("it must be normalized: no `.` or `..` parts, no `//`, no trailing `/`")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!(
+            "mount path \"{}\" is not valid: {why} (e.g. /run/secrets/token, at most {MAX_MOUNT_PATH_BYTES} bytes)",
+            path.escape_default()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The entry's type and mount path agree: a `file` entry has a valid mount path, an `env` entry
+/// none.
+pub fn check_vault_mount(
+    entry_type: VaultEntryType,
+    mount_path: Option<&str>,
+) -> Result<(), String> {
+    match (entry_type, mount_path) {
+        (VaultEntryType::File, Some(path)) => check_mount_path(path),
+        (VaultEntryType::File, None) => {
+            Err("a file entry needs a mount path (--mount /path, mount_path)".into())
+        }
+        (VaultEntryType::Env, Some(_)) => {
+            Err("an env entry has no mount path; use type file to mount the value as a file".into())
+        }
+        (VaultEntryType::Env, None) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names() {
+        for ok in ["A", "_x", "GITHUB_TOKEN", &"a".repeat(128)] {
+            assert!(check_vault_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "a-b", "a b", "ä", "$vault", &"a".repeat(129)] {
+            assert!(check_vault_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mount_paths() {
+        for ok in ["/a", "/run/secrets/token", "/etc/app/.env"] {
+            assert!(check_mount_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/", "a/b", "/a/../b", "/a/./b", "/a//b", "/a/", "/..", "/a\nb", "/a\0b",
+        ] {
+            assert!(check_mount_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}
