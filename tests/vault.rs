@@ -60,6 +60,10 @@ fn set_list_get_delete_round_trip_and_nobody_else_sees_the_value() {
         "--mount",
         "/run/secrets/tls.key",
     ]);
+    // Stored, and no spelling of either value reached the broker's disk or its log.
+    assert_broker_never_saw(&broker, SECRET.as_bytes());
+    assert_broker_never_saw(&broker, FILE_SECRET);
+
     // A value as an argument is not taken.
     let refused = alice.refused(&["vault", "set", "OTHER", SECRET]);
     assert!(refused.contains("vault set --help"), "{refused}");
@@ -111,7 +115,7 @@ fn set_list_get_delete_round_trip_and_nobody_else_sees_the_value() {
     assert_eq!(keys(&alice.json(&["vault", "list", "--json"])), ["TLS_KEY"]);
     assert_eq!(alice.run(&["vault", "get", "API_TOKEN"]).code, 3);
 
-    // No spelling of either value reached the broker's disk or its log.
+    // Still none, after reads and deletes.
     assert_broker_never_saw(&broker, SECRET.as_bytes());
     assert_broker_never_saw(&broker, FILE_SECRET);
 }
