@@ -8,7 +8,7 @@ use rmcp::ServiceExt;
 use serde_json::{Value, json};
 
 use claudemesh::broker::vault::{ServiceKey, VaultError, open_for_service};
-use claudemesh::protocol::messages::{VaultEntryType, VaultSet};
+use claudemesh::protocol::messages::{VaultEntryType, VaultSealedEntry, VaultSet};
 use claudemesh::protocol::{ClientMessage, ServerMessage};
 use claudemesh::store::Store;
 use common::mcp::{call, mcp_process};
@@ -278,16 +278,18 @@ async fn bad_input_is_refused_with_what_was_wrong() {
     let c = alice.client().await;
     let frame = |key: &str, ct: String, nonce: String, mount: Option<&str>| {
         ClientMessage::VaultSet(Box::new(VaultSet {
-            key: key.into(),
-            ciphertext: ct,
-            nonce,
-            sealed_key: base64(&[0u8; 80]),
-            entry_type: if mount.is_some() {
-                VaultEntryType::File
-            } else {
-                VaultEntryType::Env
+            entry: VaultSealedEntry {
+                key: key.into(),
+                ciphertext: ct,
+                nonce,
+                sealed_key: base64(&[0u8; 80]),
+                entry_type: if mount.is_some() {
+                    VaultEntryType::File
+                } else {
+                    VaultEntryType::Env
+                },
+                mount_path: mount.map(String::from),
             },
-            mount_path: mount.map(String::from),
             description: None,
             service_sealed_key: None,
         }))

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 use super::{ClientError, MeshClient, unexpected};
 use crate::crypto;
 use crate::protocol::messages::{
-    MAX_VAULT_VALUE_BYTES, VaultEntryType, VaultListEntry, VaultSet, check_vault_key,
-    check_vault_mount,
+    MAX_VAULT_VALUE_BYTES, VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet,
+    check_vault_key, check_vault_mount,
 };
 use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 
@@ -99,12 +99,14 @@ impl MeshClient {
         let sealed = crypto::seal_to_many(value, &recipients)
             .map_err(|e| ClientError::Protocol(format!("cannot seal to the service key: {e}")))?;
         let req = VaultSet {
-            key: key.into(),
-            ciphertext: STANDARD.encode(&sealed.ciphertext),
-            nonce: STANDARD.encode(sealed.nonce),
-            sealed_key: STANDARD.encode(&sealed.sealed_keys[0]),
-            entry_type: options.entry_type,
-            mount_path: options.mount_path,
+            entry: VaultSealedEntry {
+                key: key.into(),
+                ciphertext: STANDARD.encode(&sealed.ciphertext),
+                nonce: STANDARD.encode(sealed.nonce),
+                sealed_key: STANDARD.encode(&sealed.sealed_keys[0]),
+                entry_type: options.entry_type,
+                mount_path: options.mount_path,
+            },
             description: options.description,
             service_sealed_key: sealed.sealed_keys.get(1).map(|s| STANDARD.encode(s)),
         };

@@ -42,16 +42,21 @@ fn bytes(
 
 /// Checks a `vault_set` and turns it into the record to store.
 fn record(req: VaultSet) -> Result<VaultRecord, Refusal> {
-    check_vault_key(&req.key).map_err(invalid)?;
-    check_vault_mount(req.entry_type, req.mount_path.as_deref()).map_err(invalid)?;
-    if let Some(d) = &req.description
+    let VaultSet {
+        entry: e,
+        description,
+        service_sealed_key,
+    } = req;
+    check_vault_key(&e.key).map_err(invalid)?;
+    check_vault_mount(e.entry_type, e.mount_path.as_deref()).map_err(invalid)?;
+    if let Some(d) = &description
         && d.chars().count() > MAX_VAULT_DESCRIPTION_CHARS
     {
         return Err(invalid(format!(
             "the description is longer than {MAX_VAULT_DESCRIPTION_CHARS} characters"
         )));
     }
-    let ciphertext = match STANDARD.decode(&req.ciphertext) {
+    let ciphertext = match STANDARD.decode(&e.ciphertext) {
         Ok(b) if b.len() > MAX_VAULT_VALUE_BYTES + MAC_BYTES => {
             return Err(refuse(
                 "payload_too_large",
@@ -65,24 +70,24 @@ fn record(req: VaultSet) -> Result<VaultRecord, Refusal> {
         Ok(_) => return Err(invalid("ciphertext is shorter than a secretbox tag")),
         Err(e) => return Err(invalid(format!("ciphertext is not base64: {e}"))),
     };
-    let nonce: [u8; 24] = bytes("nonce", &req.nonce, |n| n == 24, "24")?
+    let nonce: [u8; 24] = bytes("nonce", &e.nonce, |n| n == 24, "24")?
         .try_into()
         .map_err(|_| invalid("nonce must be 24 bytes"))?;
     let is_sealed_key = |n| n == SEALED_KEY_BYTES;
-    let sealed_key = bytes("sealed_key", &req.sealed_key, is_sealed_key, "80")?;
-    let service_sealed_key = match &req.service_sealed_key {
+    let sealed_key = bytes("sealed_key", &e.sealed_key, is_sealed_key, "80")?;
+    let service_sealed_key = match &service_sealed_key {
         Some(s) => Some(bytes("serviceSealedKey", s, is_sealed_key, "80")?),
         None => None,
     };
     Ok(VaultRecord {
-        key: req.key,
+        key: e.key,
         ciphertext,
         nonce,
         sealed_key,
         service_sealed_key,
-        entry_type: req.entry_type,
-        mount_path: req.mount_path,
-        description: req.description.filter(|d| !d.is_empty()),
+        entry_type: e.entry_type,
+        mount_path: e.mount_path,
+        description: description.filter(|d| !d.is_empty()),
         updated_at_ms: time::now_ms(),
     })
 }

@@ -39,19 +39,13 @@ impl VaultEntryType {
     }
 }
 
-/// `vault_set`: stores (or replaces) one of this member's entries. `ciphertext` is the value in
-/// a secretbox (XSalsa20-Poly1305) under a random key with `nonce`; `sealed_key` is that key in
-/// a sealed box to the member's own X25519 key, `serviceSealedKey` the same key sealed to the
-/// broker's service key (absent: no deployed service may read it). All base64.
+/// `vault_set`: stores (or replaces) one of this member's entries: the sealed entry as
+/// `vault_get_result` gives it back, its description, and `serviceSealedKey`, the value key
+/// sealed to the broker's service key (absent: no deployed service may read it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VaultSet {
-    pub key: String,
-    pub ciphertext: String,
-    pub nonce: String,
-    pub sealed_key: String,
-    pub entry_type: VaultEntryType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mount_path: Option<String>,
+    #[serde(flatten)]
+    pub entry: VaultSealedEntry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(
@@ -77,7 +71,9 @@ pub struct VaultListEntry {
     pub for_services: bool,
 }
 
-/// One entry of `vault_get_result`: the sealed value, for the member to open.
+/// One entry of `vault_get_result` (and the body of `vault_set`): `ciphertext` is the value in
+/// a secretbox (XSalsa20-Poly1305) under a random key with `nonce`; `sealed_key` is that key in
+/// a sealed box to the member's own X25519 key. All base64.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaultSealedEntry {
     pub key: String,
@@ -162,6 +158,33 @@ pub fn check_vault_mount(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::codec::{Encoding, decode, encode};
+    use crate::protocol::{ClientMessage, Envelope};
+
+    #[test]
+    fn the_originals_vault_set_parses_and_ours_round_trips_in_both_encodings() {
+        let original = br#"{"type":"vault_set","key":"K","ciphertext":"Y3Q=","nonce":"bg==","sealed_key":"c2s=","entry_type":"file","mount_path":"/m","description":"d","_reqId":"r1"}"#;
+        let frame: Envelope<ClientMessage> = decode(original, Encoding::Json).unwrap();
+        let ClientMessage::VaultSet(set) = &frame.body else {
+            panic!("{frame:?}");
+        };
+        assert_eq!(set.entry.sealed_key, "c2s=");
+        assert_eq!(set.entry.entry_type, VaultEntryType::File);
+        assert_eq!(set.entry.mount_path.as_deref(), Some("/m"));
+        assert_eq!(set.service_sealed_key, None);
+        let mut ours = frame.clone();
+        if let ClientMessage::VaultSet(set) = &mut ours.body {
+            set.service_sealed_key = Some("c3Zj".into());
+        }
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let back: Envelope<ClientMessage> = decode(&encode(&ours, encoding), encoding).unwrap();
+            let ClientMessage::VaultSet(set) = back.body else {
+                panic!("{encoding:?}");
+            };
+            assert_eq!(set.service_sealed_key.as_deref(), Some("c3Zj"));
+            assert_eq!(set.entry.key, "K");
+        }
+    }
 
     #[test]
     fn key_names() {
