@@ -115,6 +115,10 @@ fn set_list_get_delete_round_trip_and_nobody_else_sees_the_value() {
     assert_eq!(keys(&alice.json(&["vault", "list", "--json"])), ["TLS_KEY"]);
     assert_eq!(alice.run(&["vault", "get", "API_TOKEN"]).code, 3);
 
+    // Nor in what `info` shows.
+    let info = alice.ok(&["info", "--json"]);
+    assert_not_in("info", info.as_bytes(), SECRET.as_bytes());
+
     // Still none, after reads and deletes.
     assert_broker_never_saw(&broker, SECRET.as_bytes());
     assert_broker_never_saw(&broker, FILE_SECRET);
