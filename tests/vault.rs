@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use claudemesh::broker::vault::{ServiceKey, VaultError, open_for_service};
 use claudemesh::protocol::messages::{VaultEntryType, VaultSealedEntry, VaultSet};
 use claudemesh::protocol::{ClientMessage, ServerMessage};
-use claudemesh::store::Store;
+use claudemesh::store::{Store, VaultRecord};
 use common::mcp::{call, mcp_process};
 use common::secrets::{assert_broker_never_saw, assert_not_in};
 use common::*;
@@ -23,6 +23,18 @@ fn vault_set(person: &Person, key: &str, value: &[u8], extra: &[&str]) -> CmdOut
     let mut args = vec!["vault", "set", key, "--value-stdin"];
     args.extend_from_slice(extra);
     person.run_with_stdin(&args, value)
+}
+
+/// `n` more members of alice's mesh ("m0", "m1", …).
+fn more_members(alice: &Person, n: usize) -> Vec<Person> {
+    (0..n)
+        .map(|i| {
+            let p = Person::new(&format!("m{i}"));
+            let (_, url) = invite(alice, &[]);
+            join(&p, &url);
+            p
+        })
+        .collect()
 }
 
 fn keys(list: &Value) -> Vec<String> {
@@ -89,8 +101,24 @@ fn set_list_get_delete_round_trip_and_nobody_else_sees_the_value() {
     assert_eq!(got["value"].as_str().unwrap().as_bytes(), FILE_SECRET);
     assert_eq!(got["mountPath"], "/run/secrets/tls.key");
 
-    // Bob sees none of it: not in his list, not by name.
-    assert!(keys(&bob.json(&["vault", "list", "--json"])).is_empty());
+    // Nobody else sees any of it, whichever way their member ids sort against alice's: not in
+    // their lists, not by name.
+    let others = more_members(&alice, 4);
+    alice.ok(&["perms", "set", "bob", "+vault"]);
+    for other in others.iter().chain([&bob]) {
+        assert!(
+            keys(&other.json(&["vault", "list", "--json"])).is_empty(),
+            "{} lists alice's entries",
+            other.name
+        );
+    }
+    // Even with entries of their own next to hers in the table.
+    let out = vault_set(&others[0], "THEIR_OWN", b"their-value", &[]);
+    assert_ne!(out.code, 0, "a member without +vault stored an entry");
+    let out = vault_set(&bob, "BOBS_OWN", b"bobs-value", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(keys(&bob.json(&["vault", "list", "--json"])), ["BOBS_OWN"]);
+    bob.ok(&["vault", "delete", "BOBS_OWN"]);
     let out = bob.run(&["vault", "get", "API_TOKEN"]);
     assert_eq!(out.code, 3, "bob got alice's entry: {}", out.stdout);
     assert!(out.stderr.contains("no vault entry"), "{}", out.stderr);
@@ -98,8 +126,7 @@ fn set_list_get_delete_round_trip_and_nobody_else_sees_the_value() {
         assert_not_in("bob's vault get", output.as_bytes(), SECRET.as_bytes());
     }
 
-    // Deleting needs the vault capability, and then only reaches bob's own entries.
-    alice.ok(&["perms", "set", "bob", "+vault"]);
+    // Deleting only reaches bob's own entries.
     assert_eq!(bob.run(&["vault", "delete", "API_TOKEN"]).code, 3);
     assert_eq!(alice.ok(&["vault", "get", "API_TOKEN"]), SECRET);
 
@@ -286,7 +313,7 @@ async fn bad_input_is_refused_with_what_was_wrong() {
                 key: key.into(),
                 ciphertext: ct,
                 nonce,
-                sealed_key: base64(&[0u8; 80]),
+                sealed_key: base64(&[0u8; 112]),
                 entry_type: if mount.is_some() {
                     VaultEntryType::File
                 } else {
@@ -295,7 +322,7 @@ async fn bad_input_is_refused_with_what_was_wrong() {
                 mount_path: mount.map(String::from),
             },
             description: None,
-            service_sealed_key: None,
+            service_sealed_key: Some(base64(&[0u8; 112])),
         }))
     };
     let nonce = base64(&[0u8; 24]);
@@ -390,9 +417,15 @@ async fn the_mcp_tools_keep_the_value_to_its_owner() {
         "{text}"
     );
     assert_not_in("vault_list", text.as_bytes(), SECRET.as_bytes());
+    // vault_get gives metadata and the terminal command, never the value (it would enter the
+    // model's context and its transcripts).
     let (ok, text) = call(&a, "vault_get", json!({"key": "DB_PASSWORD"})).await;
     assert!(ok, "{text}");
-    assert!(text.starts_with(SECRET), "{text}");
+    assert!(
+        text.contains("prod db") && text.contains("claudemesh vault get DB_PASSWORD"),
+        "{text}"
+    );
+    assert_not_in("alice's MCP vault_get", text.as_bytes(), SECRET.as_bytes());
 
     eventually("bob's MCP session to answer", || async {
         call(&b, "vault_list", json!({})).await.0
@@ -413,4 +446,184 @@ async fn the_mcp_tools_keep_the_value_to_its_owner() {
     a.cancel().await.ok();
     b.cancel().await.ok();
     assert_broker_never_saw(&broker, SECRET.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_copied_to_another_place_in_the_store_is_refused() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["perms", "set", "bob", "+vault"]);
+    assert_eq!(
+        vault_set(&alice, "SVC_TOKEN", SECRET.as_bytes(), &[]).code,
+        0
+    );
+    assert_eq!(vault_set(&bob, "BOB_TOKEN", b"bob-value-1", &[]).code, 0);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), FILE_SECRET).unwrap();
+    let path = file.path().to_str().unwrap();
+    alice.ok(&[
+        "vault",
+        "set",
+        "CERT",
+        "--file",
+        path,
+        "--type",
+        "file",
+        "--mount",
+        "/etc/app/cert.pem",
+    ]);
+    broker.terminate();
+
+    // Someone who can write mesh.redb copies alice's rows: under bob (whose services it would
+    // then reach), under another of alice's names, and with another mount path.
+    let dir = broker.data_dir().to_path_buf();
+    let key = ServiceKey::load_or_create(&dir).unwrap();
+    let store = Store::open(&dir).unwrap();
+    let (a, b) = (alice.entry(), bob.entry());
+    let row = store
+        .vault_entry(&a.mesh_id, &a.member_id, "SVC_TOKEN")
+        .unwrap()
+        .unwrap();
+    let put = |member: &str, record: VaultRecord| {
+        store.vault_set(a.mesh_id.clone(), member.into(), "x".into(), record, 100)
+    };
+    put(&b.member_id, row.clone()).await.unwrap().unwrap();
+    let mut renamed = row.clone();
+    renamed.key = "OTHER".into();
+    put(&a.member_id, renamed).await.unwrap().unwrap();
+    let mut moved = store
+        .vault_entry(&a.mesh_id, &a.member_id, "CERT")
+        .unwrap()
+        .unwrap();
+    moved.mount_path = Some("/etc/cron.d/job".into());
+    put(&a.member_id, moved).await.unwrap().unwrap();
+
+    for (member, name) in [
+        (&b.member_id, "SVC_TOKEN"),
+        (&a.member_id, "OTHER"),
+        (&a.member_id, "CERT"),
+    ] {
+        match open_for_service(&store, &key, &a.mesh_id, member, name) {
+            Err(e @ VaultError::Unreadable(..)) => {
+                assert!(e.to_string().contains("another vault entry"), "{e}")
+            }
+            Err(e) => panic!("{name}: {e}"),
+            Ok(_) => panic!("a copied row {name} was opened for another place"),
+        }
+    }
+    // The genuine entry still opens.
+    let opened = open_for_service(&store, &key, &a.mesh_id, &a.member_id, "SVC_TOKEN").unwrap();
+    assert_eq!(&opened.value[..], SECRET.as_bytes());
+    drop(store);
+
+    // The owner's client refuses the copy too, saying why.
+    broker.restart();
+    let out = alice.run(&["vault", "get", "OTHER"]);
+    assert_ne!(out.code, 0, "alice's client opened a renamed copy");
+    assert!(out.stderr.contains("unreadable"), "{}", out.stderr);
+    assert_not_in(
+        "vault get of a copy",
+        out.stdout.as_bytes(),
+        SECRET.as_bytes(),
+    );
+    let out = alice.run(&["vault", "get", "CERT"]);
+    assert_ne!(
+        out.code, 0,
+        "alice's client opened an entry with a changed mount path"
+    );
+    let out = bob.run(&["vault", "get", "SVC_TOKEN"]);
+    assert_ne!(out.code, 0, "bob opened alice's row");
+    assert_not_in("bob's vault get", out.stdout.as_bytes(), SECRET.as_bytes());
+    assert_eq!(alice.ok(&["vault", "get", "SVC_TOKEN"]), SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_and_banned_members_entries_are_not_opened_and_revocation_deletes_them() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    alice.ok(&["perms", "set", "bob", "+vault"]);
+    alice.ok(&["perms", "set", "carol", "+vault"]);
+    assert_eq!(vault_set(&bob, "B_TOKEN", b"bob-value-1", &[]).code, 0);
+    assert_eq!(vault_set(&carol, "C_TOKEN", b"carol-value-1", &[]).code, 0);
+    alice.ok(&["revoke", "bob", "--no-rotate"]);
+    alice.ok(&["ban", "carol", "--no-rotate"]);
+    broker.terminate();
+
+    let dir = broker.data_dir().to_path_buf();
+    let key = ServiceKey::load_or_create(&dir).unwrap();
+    let store = Store::open(&dir).unwrap();
+    let (b, c) = (bob.entry(), carol.entry());
+    // Revocation deleted bob's entries; carol's ban keeps hers (a ban can be lifted) but no
+    // service of hers gets them.
+    assert!(
+        store
+            .vault_entries(&b.mesh_id, &b.member_id)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.vault_entries(&c.mesh_id, &c.member_id).unwrap().len(),
+        1
+    );
+    for (who, name) in [(&b, "B_TOKEN"), (&c, "C_TOKEN")] {
+        let refused = open_for_service(&store, &key, &who.mesh_id, &who.member_id, name);
+        assert!(
+            matches!(refused, Err(VaultError::MemberNotActive)),
+            "{name} was opened for a removed member"
+        );
+    }
+    let refused = open_for_service(&store, &key, &b.mesh_id, "no-such-member", "B_TOKEN");
+    assert!(matches!(refused, Err(VaultError::MemberNotActive)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_original_clients_entry_is_kept_as_sent_and_read_back() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use claudemesh::crypto;
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let entry = alice.entry();
+    // Sealed as the original's client does: a bare value key, URL-safe base64 without padding.
+    let value_key = crypto::random_bytes::<32>();
+    let nonce = crypto::random_bytes::<24>();
+    let ct = crypto::secretbox_easy(SECRET.as_bytes(), &nonce, &value_key);
+    let me = entry.member_keys().unwrap().to_x25519().public;
+    let sealed = crypto::seal(&value_key, &me).unwrap();
+    let (ct, nonce, sealed) = (
+        URL_SAFE_NO_PAD.encode(ct),
+        URL_SAFE_NO_PAD.encode(nonce),
+        URL_SAFE_NO_PAD.encode(sealed),
+    );
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&entry)).await;
+    ws_send(
+        &mut ws,
+        &json!({"type": "vault_set", "key": "OLD_TOKEN", "ciphertext": ct, "nonce": nonce,
+            "sealed_key": sealed, "entry_type": "file", "mount_path": "/run/old",
+            "description": "from the original", "_reqId": "r1"}),
+    )
+    .await;
+    let ack = ws_recv_reply(&mut ws).await;
+    assert_eq!(ack["type"], "vault_ack", "{ack}");
+    assert_eq!(ack["action"], "stored", "{ack}");
+    ws_send(
+        &mut ws,
+        &json!({"type": "vault_get", "keys": ["OLD_TOKEN"], "_reqId": "r2"}),
+    )
+    .await;
+    let got = ws_recv_reply(&mut ws).await;
+    assert_eq!(
+        got["entries"],
+        json!([{"key": "OLD_TOKEN", "ciphertext": ct, "nonce": nonce, "sealed_key": sealed,
+            "entry_type": "file", "mount_path": "/run/old"}]),
+        "the original's strings did not come back unchanged"
+    );
+    // This project's client reads it too, and the list says no service can use it.
+    let c = alice.client().await;
+    let opened = c.vault_get("OLD_TOKEN").await.unwrap().unwrap();
+    assert_eq!(&opened.value[..], SECRET.as_bytes());
+    let listed = c.vault_list().await.unwrap();
+    assert!(!listed[0].for_services, "{listed:?}");
+    c.close().await;
 }

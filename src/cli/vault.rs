@@ -125,7 +125,8 @@ struct VaultDeleteCmd {
 /// The value, from stdin or a file, at most the vault's limit.
 fn read_value(c: &VaultSetCmd, entry_type: VaultEntryType) -> Result<Zeroizing<Vec<u8>>, CliError> {
     let limit = MAX_VAULT_VALUE_BYTES as u64 + 1;
-    let mut value = Zeroizing::new(Vec::new());
+    // Reserved up front: a growing Vec would leave copies of the secret in freed memory.
+    let mut value = Zeroizing::new(Vec::with_capacity(limit as usize));
     let read = match (&c.file, c.value_stdin) {
         (Some(_), true) => {
             return Err(CliError::Usage(
@@ -230,15 +231,37 @@ impl VaultCmd {
                     )));
                 };
                 if c.json {
-                    let mut out = json!({ "key": v.key, "entryType": v.entry_type });
+                    // Serialised by hand into zeroed buffers: a serde_json::Value would keep
+                    // copies of the secret that are never wiped.
+                    let mut out = Zeroizing::new(String::with_capacity(256 + 6 * v.value.len()));
+                    out.push_str(&format!(
+                        "{{\"key\":{},\"entryType\":\"{}\"",
+                        json!(v.key),
+                        v.entry_type.as_str()
+                    ));
                     if let Some(m) = &v.mount_path {
-                        out["mountPath"] = json!(m);
+                        out.push_str(&format!(",\"mountPath\":{}", json!(m)));
                     }
                     match std::str::from_utf8(&v.value) {
-                        Ok(text) => out["value"] = json!(text),
-                        Err(_) => out["valueBase64"] = json!(STANDARD.encode(&*v.value)),
+                        Ok(text) => {
+                            out.push_str(",\"value\":");
+                            let mut quoted = Zeroizing::new(Vec::with_capacity(6 * text.len() + 2));
+                            serde_json::to_writer(&mut *quoted, text)
+                                .map_err(|e| CliError::failed(e.to_string()))?;
+                            out.push_str(std::str::from_utf8(&quoted).unwrap_or_default());
+                        }
+                        Err(_) => {
+                            let mut encoded = Zeroizing::new(String::with_capacity(
+                                v.value.len().div_ceil(3) * 4,
+                            ));
+                            STANDARD.encode_string(&*v.value, &mut encoded);
+                            out.push_str(",\"valueBase64\":\"");
+                            out.push_str(&encoded);
+                            out.push('"');
+                        }
                     }
-                    print_json(&out);
+                    out.push_str("}\n");
+                    raw(out.as_bytes());
                 } else {
                     raw(&v.value);
                 }

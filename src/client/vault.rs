@@ -11,7 +11,7 @@ use super::{ClientError, MeshClient, unexpected};
 use crate::crypto;
 use crate::protocol::messages::{
     MAX_VAULT_VALUE_BYTES, VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet,
-    check_vault_key, check_vault_mount,
+    check_vault_key, check_vault_mount, vault_context,
 };
 use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 
@@ -96,7 +96,15 @@ impl MeshClient {
         if options.for_services {
             recipients.push(self.vault_service_key().await?);
         }
-        let sealed = crypto::seal_to_many(value, &recipients)
+        let entry = self.entry();
+        let context = vault_context(
+            &entry.mesh_id,
+            &entry.member_id,
+            key,
+            options.entry_type,
+            options.mount_path.as_deref(),
+        );
+        let sealed = crypto::seal_to_many(value, &context, &recipients)
             .map_err(|e| ClientError::Protocol(format!("cannot seal to the service key: {e}")))?;
         let req = VaultSet {
             entry: VaultSealedEntry {
@@ -136,17 +144,28 @@ impl MeshClient {
         let Some(e) = entries.into_iter().find(|e| e.key == key) else {
             return Ok(None);
         };
-        let ct = STANDARD
-            .decode(&e.ciphertext)
-            .map_err(|_| broken("ciphertext"))?;
-        let nonce: [u8; 24] = STANDARD
-            .decode(&e.nonce)
+        let ct = crypto::decode_base64(&e.ciphertext).map_err(|_| broken("ciphertext"))?;
+        let nonce: [u8; 24] = crypto::decode_base64(&e.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())
             .ok_or_else(|| broken("nonce"))?;
-        let sealed = STANDARD.decode(&e.sealed_key).map_err(|_| broken("key"))?;
-        let value = crypto::open_sealed_key(&ct, &nonce, &sealed, &self.vault_keys()?)
-            .map_err(|_| broken("sealed value (it does not open with this member's key)"))?;
+        let sealed = crypto::decode_base64(&e.sealed_key).map_err(|_| broken("key"))?;
+        let entry = self.entry();
+        let context = vault_context(
+            &entry.mesh_id,
+            &entry.member_id,
+            &e.key,
+            e.entry_type,
+            e.mount_path.as_deref(),
+        );
+        // The original's clients seal a bare key (nothing bound); ours bind the entry's place.
+        let value = crypto::open_sealed_key(&ct, &nonce, &sealed, &context, true, &self.vault_keys()?)
+            .map_err(|err| match err {
+                crypto::CryptoError::WrongContext => ClientError::Protocol(format!(
+                    "vault entry \"{key}\" is unreadable: it was sealed for another entry (copied or altered in the broker's store); store it again with `claudemesh vault set {key}`"
+                )),
+                _ => broken("sealed value (it does not open with this member's key)"),
+            })?;
         Ok(Some(VaultValue {
             key: e.key,
             entry_type: e.entry_type,

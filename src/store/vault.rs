@@ -18,21 +18,33 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// One stored entry: the value in a secretbox, its key sealed to the member (and perhaps to the
-/// broker's service key). Bytes, not base64: they are checked and decoded once at the edge.
+/// broker's service key). `ciphertext`, `nonce` and `sealed_key` are kept exactly as the client
+/// sent them (base64 of the client's flavour: the original's clients use URL-safe unpadded) and
+/// handed back unchanged by `vault_get`; only the member's client reads them.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct VaultRecord {
     pub key: String,
-    pub ciphertext: Vec<u8>,
-    pub nonce: [u8; 24],
-    pub sealed_key: Vec<u8>,
+    pub ciphertext: String,
+    pub nonce: String,
+    pub sealed_key: String,
+    /// For entries meant for deployed services (this broker's clients only).
     #[serde(default)]
-    pub service_sealed_key: Option<Vec<u8>>,
+    pub service: Option<ServiceSeal>,
     pub entry_type: VaultEntryType,
     #[serde(default)]
     pub mount_path: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     pub updated_at_ms: i64,
+}
+
+/// The value key sealed to the broker's service key, checked and decoded at the edge.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ServiceSeal {
+    pub sealed_key: Vec<u8>,
+    /// The service public key it was sealed to: after `service.key` is replaced, the entry is
+    /// no longer usable by services, and `vault_list` says so.
+    pub service_public: [u8; 32],
 }
 
 /// Why a `vault_set` was not stored.
@@ -130,6 +142,29 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Deletes every entry of `member_id` (when the member is revoked), in the caller's write
+/// transaction; how many there were.
+pub(crate) fn purge_member(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(VAULT)?;
+    let mut keys = Vec::new();
+    for row in table.range((mesh_id, member_id, "")..)? {
+        let (k, _) = row?;
+        let (mesh, member, key) = k.value();
+        if mesh != mesh_id || member != member_id {
+            break;
+        }
+        keys.push(key.to_string());
+    }
+    for key in &keys {
+        table.remove((mesh_id, member_id, key.as_str()))?;
+    }
+    Ok(keys.len())
 }
 
 /// How many entries `member_id` keeps (bounded by the per-member cap, so the scan is short).

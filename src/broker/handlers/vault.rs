@@ -2,22 +2,24 @@
 //! `vault_service_key`. Every request acts on the asking member's own entries only; the broker
 //! checks the shape of what it stores but never opens a value (see `broker::vault`).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-
 use super::reply::{Refusal, answer, me, refuse};
 use crate::broker::connection::Conn;
+use crate::broker::vault::ServiceKey;
+use crate::crypto::{self, SEALED_BOUND_KEY_BYTES};
 use crate::protocol::messages::{
     MAX_VAULT_DESCRIPTION_CHARS, MAX_VAULT_ENTRIES, MAX_VAULT_GET_KEYS, MAX_VAULT_VALUE_BYTES,
     VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
 };
 use crate::protocol::{ServerMessage, time};
-use crate::store::{VaultRecord, VaultRefusal};
+use crate::store::{ServiceSeal, VaultRecord, VaultRefusal};
 
 /// Poly1305 tag of a secretbox.
 const MAC_BYTES: usize = 16;
-/// A sealed 32-byte key: ephemeral public key + MAC + key.
-const SEALED_KEY_BYTES: usize = 32 + 16 + 32;
+/// Longest base64 text of a ciphertext of the largest value.
+const MAX_CIPHERTEXT_CHARS: usize = (MAX_VAULT_VALUE_BYTES + MAC_BYTES).div_ceil(3) * 4;
+/// Longest `nonce` or `sealed_key` text kept from a client this broker cannot check (the
+/// original's), far above what its 24-byte nonces and 80-byte sealed keys need.
+const MAX_OPAQUE_FIELD_CHARS: usize = 512;
 
 fn invalid(message: impl Into<String>) -> Refusal {
     refuse("invalid_argument", message)
@@ -30,18 +32,20 @@ fn bytes(
     len: impl Fn(usize) -> bool,
     expect: &str,
 ) -> Result<Vec<u8>, Refusal> {
-    match STANDARD.decode(b64) {
+    match crypto::decode_base64(b64) {
         Ok(b) if len(b.len()) => Ok(b),
         Ok(b) => Err(invalid(format!(
             "{what} is {} bytes; it must be {expect}",
             b.len()
         ))),
-        Err(e) => Err(invalid(format!("{what} is not base64: {e}"))),
+        Err(_) => Err(invalid(format!("{what} is not base64"))),
     }
 }
 
-/// Checks a `vault_set` and turns it into the record to store.
-fn record(req: VaultSet) -> Result<VaultRecord, Refusal> {
+/// Checks a `vault_set` and turns it into the record to store. Entries for services (with
+/// `serviceSealedKey`, this broker's clients) are checked in full; the original's entries are
+/// kept as sent, within size caps, for its client to read back.
+fn record(req: VaultSet, service_key: Option<&ServiceKey>) -> Result<VaultRecord, Refusal> {
     let VaultSet {
         entry: e,
         description,
@@ -56,35 +60,55 @@ fn record(req: VaultSet) -> Result<VaultRecord, Refusal> {
             "the description is longer than {MAX_VAULT_DESCRIPTION_CHARS} characters"
         )));
     }
-    let ciphertext = match STANDARD.decode(&e.ciphertext) {
-        Ok(b) if b.len() > MAX_VAULT_VALUE_BYTES + MAC_BYTES => {
-            return Err(refuse(
-                "payload_too_large",
-                format!(
-                    "the value is {} bytes; a vault value is at most {MAX_VAULT_VALUE_BYTES}",
-                    b.len().saturating_sub(MAC_BYTES)
-                ),
-            ));
+    if e.ciphertext.len() > MAX_CIPHERTEXT_CHARS {
+        return Err(refuse(
+            "payload_too_large",
+            format!(
+                "the ciphertext is {} characters; a vault value is at most {MAX_VAULT_VALUE_BYTES} bytes",
+                e.ciphertext.len()
+            ),
+        ));
+    }
+    for (what, text) in [("nonce", &e.nonce), ("sealed_key", &e.sealed_key)] {
+        if text.len() > MAX_OPAQUE_FIELD_CHARS {
+            return Err(invalid(format!(
+                "{what} is {} characters; at most {MAX_OPAQUE_FIELD_CHARS}",
+                text.len()
+            )));
         }
-        Ok(b) if b.len() >= MAC_BYTES => b,
-        Ok(_) => return Err(invalid("ciphertext is shorter than a secretbox tag")),
-        Err(e) => return Err(invalid(format!("ciphertext is not base64: {e}"))),
-    };
-    let nonce: [u8; 24] = bytes("nonce", &e.nonce, |n| n == 24, "24")?
-        .try_into()
-        .map_err(|_| invalid("nonce must be 24 bytes"))?;
-    let is_sealed_key = |n| n == SEALED_KEY_BYTES;
-    let sealed_key = bytes("sealed_key", &e.sealed_key, is_sealed_key, "80")?;
-    let service_sealed_key = match &service_sealed_key {
-        Some(s) => Some(bytes("serviceSealedKey", s, is_sealed_key, "80")?),
+    }
+    let service = match &service_sealed_key {
         None => None,
+        Some(sealed) => {
+            let Some(service_key) = service_key else {
+                return Err(refuse(
+                    "unavailable",
+                    "this broker has no service key loaded; store the entry with --no-services",
+                ));
+            };
+            let is_bound_key = |n| n == SEALED_BOUND_KEY_BYTES;
+            let expect = SEALED_BOUND_KEY_BYTES.to_string();
+            // Its length is bounded by MAX_CIPHERTEXT_CHARS above.
+            bytes(
+                "ciphertext",
+                &e.ciphertext,
+                |n| n >= MAC_BYTES,
+                "at least 16",
+            )?;
+            bytes("nonce", &e.nonce, |n| n == 24, "24")?;
+            bytes("sealed_key", &e.sealed_key, is_bound_key, &expect)?;
+            Some(ServiceSeal {
+                sealed_key: bytes("serviceSealedKey", sealed, is_bound_key, &expect)?,
+                service_public: service_key.public(),
+            })
+        }
     };
     Ok(VaultRecord {
         key: e.key,
-        ciphertext,
-        nonce,
-        sealed_key,
-        service_sealed_key,
+        ciphertext: e.ciphertext,
+        nonce: e.nonce,
+        sealed_key: e.sealed_key,
+        service,
         entry_type: e.entry_type,
         mount_path: e.mount_path,
         description: description.filter(|d| !d.is_empty()),
@@ -98,7 +122,7 @@ pub fn vault_set(conn: &Conn, req_id: Option<String>, req: VaultSet) {
         return;
     };
     answer(conn, req_id, async move {
-        let record = record(req)?;
+        let record = record(req, broker.service_key.as_ref())?;
         let key = record.key.clone();
         let stored = broker
             .store
@@ -131,12 +155,17 @@ pub fn vault_list(conn: &Conn, req_id: Option<String>) {
         return;
     };
     answer(conn, req_id, async move {
+        let current = broker.service_key.as_ref().map(ServiceKey::public);
         let entries = broker
             .store
             .vault_entries(&peer.mesh_id, &peer.member_id)?
             .into_iter()
             .map(|r| VaultListEntry {
-                for_services: r.service_sealed_key.is_some(),
+                // Sealed to the key this broker holds now, so its services can open it.
+                for_services: r
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| Some(s.service_public) == current),
                 key: r.key,
                 entry_type: r.entry_type,
                 mount_path: r.mount_path,
@@ -148,8 +177,8 @@ pub fn vault_list(conn: &Conn, req_id: Option<String>) {
     });
 }
 
-/// `vault_get{keys}` → `vault_get_result{entries}`: those of `keys` this member stored, sealed
-/// as its client stored them. Keys it did not store are absent from the answer.
+/// `vault_get{keys}` → `vault_get_result{entries}`: those of `keys` this member stored, exactly
+/// as its client sent them. Keys it did not store are absent from the answer.
 pub fn vault_get(conn: &Conn, req_id: Option<String>, keys: Vec<String>) {
     let Some((broker, peer)) = me(conn) else {
         return;
@@ -169,9 +198,9 @@ pub fn vault_get(conn: &Conn, req_id: Option<String>, keys: Vec<String>) {
             {
                 entries.push(VaultSealedEntry {
                     key: r.key,
-                    ciphertext: STANDARD.encode(&r.ciphertext),
-                    nonce: STANDARD.encode(r.nonce),
-                    sealed_key: STANDARD.encode(&r.sealed_key),
+                    ciphertext: r.ciphertext,
+                    nonce: r.nonce,
+                    sealed_key: r.sealed_key,
                     entry_type: r.entry_type,
                     mount_path: r.mount_path,
                 });

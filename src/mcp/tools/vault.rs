@@ -1,20 +1,25 @@
 //! MCP tools for the vault: vault_set, vault_list, vault_get, vault_delete (the original's
-//! names). Values are encrypted in this process before they go to the broker.
+//! names). Values are encrypted in this process before they go to the broker. No tool returns
+//! a value: what a tool returns enters the model's context and its transcripts, so `vault_get`
+//! gives metadata and points to `claudemesh vault get KEY` in a terminal.
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::CallToolResult;
 use rmcp::{schemars, tool, tool_router};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::{MeshArg, MeshTools, json_text};
 use crate::client::vault::VaultOptions;
 use crate::protocol::messages::VaultEntryType;
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+/// No `Debug`: it holds the value.
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct VaultSetArgs {
     /// The key: letters, digits and _ (referenced by deployed services as $vault:KEY).
     pub key: String,
-    /// The secret value (text).
+    /// The secret value (text). It passes through the model's context and transcript; to keep
+    /// it out, store it with `claudemesh vault set KEY --value-stdin` in a terminal instead.
     pub value: String,
     /// "env" (an environment variable of the service, the default) or "file".
     #[serde(default, rename = "type")]
@@ -45,6 +50,7 @@ impl MeshTools {
         description = "Store a secret in your vault, encrypted before it leaves this machine: type env (an environment variable) or file (mounted at mount_path) for services you deploy ($vault:KEY). Only you can read it back."
     )]
     async fn vault_set(&self, Parameters(a): Parameters<VaultSetArgs>) -> CallToolResult {
+        let value = Zeroizing::new(a.value);
         self.with_client(a.mesh.as_deref(), |c| async move {
             let type_name = a.entry_type.as_deref().unwrap_or("env");
             let entry_type = VaultEntryType::parse(type_name)
@@ -55,7 +61,7 @@ impl MeshTools {
                 description: a.description,
                 for_services: a.for_services.unwrap_or(true),
             };
-            c.vault_set(&a.key, a.value.as_bytes(), options)
+            c.vault_set(&a.key, value.as_bytes(), options)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!("Stored {} in your vault (encrypted).", a.key))
@@ -78,16 +84,18 @@ impl MeshTools {
         .await
     }
 
-    #[tool(description = "Read back one of your own vault entries (decrypted here).")]
+    #[tool(
+        description = "Show one of your vault entries' metadata (type, mount path, description). Never the value: read it in a terminal with `claudemesh vault get KEY`, so it stays out of this conversation."
+    )]
     async fn vault_get(&self, Parameters(a): Parameters<VaultKeyArgs>) -> CallToolResult {
         self.with_client(a.mesh.as_deref(), |c| async move {
-            match c.vault_get(&a.key).await.map_err(|e| e.to_string())? {
-                Some(v) => String::from_utf8(v.value.to_vec()).map_err(|_| {
-                    format!(
-                        "{} holds binary data; read it with `claudemesh vault get {}`",
-                        a.key, a.key
-                    )
-                }),
+            let entries = c.vault_list().await.map_err(|e| e.to_string())?;
+            match entries.into_iter().find(|e| e.key == a.key) {
+                Some(entry) => Ok(format!(
+                    "{}\nThe value is not shown here (it would enter this conversation). Read it in a terminal: claudemesh vault get {}",
+                    json_text(&entry),
+                    a.key
+                )),
                 None => Err(format!("You stored no vault entry \"{}\".", a.key)),
             }
         })

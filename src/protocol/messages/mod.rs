@@ -63,6 +63,7 @@ pub use tasks::{CreateTask, TaskEntry};
 pub use vault::{
     MAX_VAULT_DESCRIPTION_CHARS, MAX_VAULT_ENTRIES, MAX_VAULT_GET_KEYS, MAX_VAULT_VALUE_BYTES,
     VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
+    relative_mount_path, vault_context,
 };
 
 use serde::{Deserialize, Serialize};

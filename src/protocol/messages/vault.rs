@@ -85,10 +85,40 @@ pub struct VaultSealedEntry {
     pub mount_path: Option<String>,
 }
 
+/// What a sealed vault key is bound to (besides the value itself): the entry's place. Sealed
+/// inside the key by our clients (`crypto::seal_to_many`) and checked by whoever opens it, so a
+/// row copied under another mesh, member or name, or with another type or mount path, is refused
+/// instead of handing one member's secret to another's service.
+pub fn vault_context(
+    mesh_id: &str,
+    member_id: &str,
+    key: &str,
+    entry_type: VaultEntryType,
+    mount_path: Option<&str>,
+) -> [u8; 32] {
+    let mut buf = b"claudemesh vault entry v1".to_vec();
+    for part in [
+        mesh_id,
+        member_id,
+        key,
+        entry_type.as_str(),
+        mount_path.unwrap_or(""),
+    ] {
+        buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        buf.extend_from_slice(part.as_bytes());
+    }
+    crate::crypto::sha256(&buf)
+}
+
 /// Longest key name.
 pub const MAX_VAULT_KEY_BYTES: usize = 128;
 /// Longest mount path.
 pub const MAX_MOUNT_PATH_BYTES: usize = 1024;
+/// Longest part of a mount path (a file name on Linux).
+pub const MAX_MOUNT_PATH_PART_BYTES: usize = 255;
+/// Kernel file systems a vault file must never be written over.
+const FORBIDDEN_MOUNT_ROOTS: [&str; 3] = ["proc", "sys", "dev"];
+
 /// Longest description, in characters.
 pub const MAX_VAULT_DESCRIPTION_CHARS: usize = 1024;
 
@@ -112,8 +142,10 @@ pub fn check_vault_key(key: &str) -> Result<(), String> {
 }
 
 /// A mount path is absolute and normalized: `/a/b`, no `.` or `..` parts, no empty parts
-/// (`//`, a trailing `/`), no control characters, not `/` itself.
+/// (`//`, a trailing `/`), no control characters, not `/` itself, no part over 255 bytes, and
+/// not under `/proc`, `/sys` or `/dev`.
 pub fn check_mount_path(path: &str) -> Result<(), String> {
+    let first = path.get(1..).and_then(|p| p.split('/').next());
     let why = if !path.starts_with('/') {
         Some("it must be absolute")
     } else if path.len() > MAX_MOUNT_PATH_BYTES {
@@ -125,6 +157,13 @@ pub fn check_mount_path(path: &str) -> Result<(), String> {
         .any(|part| part.is_empty() || part == "." || part == "..")
     {
         Some("it must be normalized: no `.` or `..` parts, no `//`, no trailing `/`")
+    } else if path[1..]
+        .split('/')
+        .any(|part| part.len() > MAX_MOUNT_PATH_PART_BYTES)
+    {
+        Some("a part of it is longer than 255 bytes")
+    } else if first.is_some_and(|f| FORBIDDEN_MOUNT_ROOTS.contains(&f)) {
+        Some("it must not be under /proc, /sys or /dev")
     } else {
         None
     };
@@ -135,6 +174,15 @@ pub fn check_mount_path(path: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// For the deploy code: a checked mount path (see [`check_mount_path`]) relative to the
+/// sandbox's root, so that `private_dir.join(relative_mount_path(p))` stays under
+/// `private_dir` — `Path::join` with an absolute path throws the base away. `None` when the
+/// path is not a valid mount path.
+pub fn relative_mount_path(path: &str) -> Option<std::path::PathBuf> {
+    check_mount_path(path).ok()?;
+    Some(std::path::PathBuf::from(&path[1..]))
 }
 
 /// The entry's type and mount path agree: a `file` entry has a valid mount path, an `env` entry
@@ -201,10 +249,30 @@ mod tests {
         for ok in ["/a", "/run/secrets/token", "/etc/app/.env"] {
             assert!(check_mount_path(ok).is_ok(), "{ok}");
         }
+        let long = format!("/a/{}", "x".repeat(256));
         for bad in [
-            "", "/", "a/b", "/a/../b", "/a/./b", "/a//b", "/a/", "/..", "/a\nb", "/a\0b",
+            "",
+            "/",
+            "a/b",
+            "/a/../b",
+            "/a/./b",
+            "/a//b",
+            "/a/",
+            "/..",
+            "/a\nb",
+            "/a\0b",
+            "/proc/self/mem",
+            "/sys",
+            "/dev/sda",
+            &long,
         ] {
             assert!(check_mount_path(bad).is_err(), "{bad:?}");
         }
+        assert!(check_mount_path(&format!("/a/{}", "x".repeat(255))).is_ok());
+        assert!(check_mount_path("/devices/x").is_ok());
+        let base = std::path::Path::new("/data/services/s1");
+        let rel = relative_mount_path("/run/secrets/token").unwrap();
+        assert_eq!(base.join(rel), base.join("run/secrets/token"));
+        assert_eq!(relative_mount_path("/a/../etc"), None);
     }
 }
