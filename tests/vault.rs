@@ -627,3 +627,30 @@ async fn an_original_clients_entry_is_kept_as_sent_and_read_back() {
     assert!(!listed[0].for_services, "{listed:?}");
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_service_key_is_replaced_entries_are_no_longer_listed_for_services() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    assert_eq!(
+        vault_set(&alice, "SVC_TOKEN", SECRET.as_bytes(), &[]).code,
+        0
+    );
+    let list = alice.json(&["vault", "list", "--json"]);
+    assert_eq!(list["entries"][0]["forServices"], true);
+    broker.terminate();
+    std::fs::remove_file(broker.data_dir().join("service.key")).unwrap();
+    broker.restart();
+    let list = alice.json(&["vault", "list", "--json"]);
+    assert_eq!(
+        list["entries"][0]["forServices"], false,
+        "an entry sealed to the lost service key is still listed for services"
+    );
+    // Stored again, it is sealed to the new key.
+    assert_eq!(
+        vault_set(&alice, "SVC_TOKEN", SECRET.as_bytes(), &[]).code,
+        0
+    );
+    let list = alice.json(&["vault", "list", "--json"]);
+    assert_eq!(list["entries"][0]["forServices"], true);
+}
