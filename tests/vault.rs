@@ -25,6 +25,24 @@ fn vault_set(person: &Person, key: &str, value: &[u8], extra: &[&str]) -> CmdOut
     person.run_with_stdin(&args, value)
 }
 
+/// `person` stores FILE_SECRET from a file as CERT, a file entry mounted at /etc/app/cert.pem.
+fn store_cert(person: &Person) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), FILE_SECRET).unwrap();
+    let path = file.path().to_str().unwrap();
+    person.ok(&[
+        "vault",
+        "set",
+        "CERT",
+        "--file",
+        path,
+        "--type",
+        "file",
+        "--mount",
+        "/etc/app/cert.pem",
+    ]);
+}
+
 /// `n` more members of alice's mesh ("m0", "m1", …).
 fn more_members(alice: &Person, n: usize) -> Vec<Person> {
     (0..n)
@@ -221,20 +239,7 @@ async fn open_for_service_opens_only_entries_sealed_to_the_service_key() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = vault_set(&alice, "MINE_ONLY", SECRET.as_bytes(), &["--no-services"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), FILE_SECRET).unwrap();
-    let path = file.path().to_str().unwrap();
-    alice.ok(&[
-        "vault",
-        "set",
-        "CERT",
-        "--file",
-        path,
-        "--type",
-        "file",
-        "--mount",
-        "/etc/app/cert.pem",
-    ]);
+    store_cert(&alice);
     let list = alice.json(&["vault", "list", "--json"]);
     assert_eq!(list["entries"][1]["key"], "MINE_ONLY");
     assert_eq!(list["entries"][1]["forServices"], false);
@@ -458,20 +463,7 @@ async fn a_row_copied_to_another_place_in_the_store_is_refused() {
         0
     );
     assert_eq!(vault_set(&bob, "BOB_TOKEN", b"bob-value-1", &[]).code, 0);
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), FILE_SECRET).unwrap();
-    let path = file.path().to_str().unwrap();
-    alice.ok(&[
-        "vault",
-        "set",
-        "CERT",
-        "--file",
-        path,
-        "--type",
-        "file",
-        "--mount",
-        "/etc/app/cert.pem",
-    ]);
+    store_cert(&alice);
     broker.terminate();
 
     // Someone who can write mesh.redb copies alice's rows: under bob (whose services it would

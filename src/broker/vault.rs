@@ -115,7 +115,7 @@ pub enum VaultError {
         "vault entry \"{0}\" is not sealed for services; its owner can store it again with `claudemesh vault set {0} …` without --no-services"
     )]
     NotForServices(String),
-    #[error("vault entry \"{0}\" cannot be opened with this broker's service key ({1})")]
+    #[error("vault entry \"{0}\" cannot be opened for this service: {1}")]
     Unreadable(String, crypto::CryptoError),
     #[error(
         "the member who deployed the service is revoked, banned or unknown in this mesh; its vault entries are not opened"
