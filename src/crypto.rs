@@ -26,6 +26,10 @@ pub enum CryptoError {
     InvalidKey(&'static str),
     #[error("{0}")]
     Encoding(String),
+    /// A sealed vault key opened, but it was sealed for another entry (another mesh, member,
+    /// name, type or mount path): a row copied or altered in the store.
+    #[error("the sealed key belongs to another vault entry (copied or altered in the store)")]
+    WrongContext,
 }
 
 /// `sodium_init` must run before any other libsodium call; it is idempotent and thread-safe, but
@@ -414,6 +418,76 @@ pub fn secretbox_open_easy(
     Ok(out)
 }
 
+/// What [`seal_to_many`] makes.
+pub struct SealedToMany {
+    pub ciphertext: Vec<u8>,
+    pub nonce: [u8; 24],
+    /// The value key and `context` sealed to each recipient, in the order given.
+    pub sealed_keys: Vec<Vec<u8>>,
+}
+
+/// A value in a secretbox under a fresh random key; that key, followed by `context` (a hash of
+/// where the value belongs), sealed to each of `recipients` (vault entries: the member's own key
+/// and perhaps the broker's service key). Binding the context inside the sealed box means a
+/// sealed entry copied under another name or member no longer opens (see [`open_sealed_key`]).
+pub fn seal_to_many(
+    msg: &[u8],
+    context: &[u8; 32],
+    recipients: &[[u8; 32]],
+) -> Result<SealedToMany, CryptoError> {
+    let mut key: [u8; 64] = random_bytes();
+    key[32..].copy_from_slice(context);
+    let nonce: [u8; 24] = random_bytes();
+    let value_key: &[u8; 32] = key[..32].try_into().map_err(|_| CryptoError::Decrypt)?;
+    let ciphertext = secretbox_easy(msg, &nonce, value_key);
+    let sealed: Result<Vec<_>, _> = recipients.iter().map(|r| seal(&key, r)).collect();
+    wipe(&mut key);
+    Ok(SealedToMany {
+        ciphertext,
+        nonce,
+        sealed_keys: sealed?,
+    })
+}
+
+/// Length of a sealed key made by [`seal_to_many`]: key, context, and the sealed box's overhead.
+pub const SEALED_BOUND_KEY_BYTES: usize = 32 + 32 + SEAL_BYTES;
+
+/// Opens what [`seal_to_many`] made, with the sealed key addressed to `kp`, refusing it
+/// ([`CryptoError::WrongContext`]) when it was sealed for another `context`. A sealed bare key
+/// (the original's clients, which bind nothing) opens only when `allow_unbound`.
+pub fn open_sealed_key(
+    ct: &[u8],
+    nonce: &[u8; 24],
+    sealed_key: &[u8],
+    context: &[u8; 32],
+    allow_unbound: bool,
+    kp: &BoxKeyPair,
+) -> Result<Vec<u8>, CryptoError> {
+    let mut opened = seal_open(sealed_key, kp)?;
+    let out = match opened.len() {
+        64 if !constant_time_eq(&opened[32..], context) => Err(CryptoError::WrongContext),
+        32 if !allow_unbound => Err(CryptoError::WrongContext),
+        32 | 64 => match <&[u8; 32]>::try_from(&opened[..32]) {
+            Ok(key) => secretbox_open_easy(ct, nonce, key),
+            Err(_) => Err(CryptoError::Decrypt),
+        },
+        _ => Err(CryptoError::Decrypt),
+    };
+    wipe(&mut opened);
+    out
+}
+
+/// Decodes base64 in either flavour clients send: standard (this project's clients) or URL-safe
+/// (the original's crypto code), padded or not.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, CryptoError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [STANDARD, URL_SAFE_NO_PAD, URL_SAFE, STANDARD_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .ok_or_else(|| CryptoError::Encoding("not base64".into()))
+}
+
 /// Fills `buf` from libsodium's CSPRNG.
 fn fill_random(buf: &mut [u8]) {
     init();
@@ -705,6 +779,52 @@ mod tests {
         }
         let rebuilt = BoxKeyPair::from_secret(&bob.secret);
         assert_eq!(rebuilt.public, bob.public);
+    }
+
+    #[test]
+    fn sealed_to_many_opens_for_each_recipient_and_its_context_only() {
+        let (a, b, c) = (
+            BoxKeyPair::generate(),
+            BoxKeyPair::generate(),
+            BoxKeyPair::generate(),
+        );
+        let here = [7u8; 32];
+        let s = seal_to_many(b"the value", &here, &[a.public, b.public]).unwrap();
+        let (ct, nonce, sealed) = (s.ciphertext, s.nonce, s.sealed_keys);
+        assert_eq!(sealed.len(), 2);
+        assert_eq!(sealed[0].len(), SEALED_BOUND_KEY_BYTES);
+        for (sealed, kp) in [(&sealed[0], &a), (&sealed[1], &b)] {
+            assert_eq!(
+                open_sealed_key(&ct, &nonce, sealed, &here, false, kp).unwrap(),
+                b"the value"
+            );
+            assert_eq!(
+                open_sealed_key(&ct, &nonce, sealed, &[8u8; 32], true, kp),
+                Err(CryptoError::WrongContext)
+            );
+        }
+        assert_eq!(
+            open_sealed_key(&ct, &nonce, &sealed[0], &here, false, &c),
+            Err(CryptoError::Decrypt)
+        );
+        let mut tampered = ct.clone();
+        tampered[0] ^= 1;
+        assert_eq!(
+            open_sealed_key(&tampered, &nonce, &sealed[0], &here, false, &a),
+            Err(CryptoError::Decrypt)
+        );
+        // A bare sealed key (the original's scheme) opens only where that is allowed.
+        let key = random_bytes::<32>();
+        let ct = secretbox_easy(b"old", &nonce, &key);
+        let bare = seal(&key, &a.public).unwrap();
+        assert_eq!(
+            open_sealed_key(&ct, &nonce, &bare, &here, true, &a).unwrap(),
+            b"old"
+        );
+        assert_eq!(
+            open_sealed_key(&ct, &nonce, &bare, &here, false, &a),
+            Err(CryptoError::WrongContext)
+        );
     }
 
     #[test]

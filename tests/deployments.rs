@@ -117,7 +117,7 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
     assert_eq!(
         tools,
         [
-            "echo", "env", "probe", "whoami", "alloc", "connect", "crash"
+            "echo", "env", "probe", "whoami", "alloc", "connect", "crash", "cat"
         ]
     );
 
@@ -185,7 +185,7 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
             entry.tool_count,
             entry.deployed_by.as_str()
         ),
-        ("running", 7, "alice")
+        ("running", 8, "alice")
     );
     let logs = a.mcp_logs("svc", None).await.expect("logs");
     assert!(logs.iter().any(|l| l == "service starting"), "{logs:?}");
@@ -408,7 +408,7 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         matches!(&attempt, Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker { code, .. })) if code == "not_supported"),
         "{attempt:?}"
     );
-    // `$vault:` references fail the deploy until a vault is wired in.
+    // A `$vault:` reference to an entry the deployer does not have fails the deploy, naming it.
     let attempt = a
         .deploy_dir(
             "vaulted",
@@ -423,9 +423,103 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         attempt
             .error
             .as_deref()
-            .is_some_and(|e| e.contains("vault not available")),
+            .is_some_and(|e| e.contains("token")),
         "{attempt:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_sees_its_vault_values_and_nobody_else_does() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let token = "vault-token-7f3a9c1e5b2d";
+    let cert = "-----BEGIN vault-cert-04e8d2a6-----";
+    // alice keeps a token (env) and a certificate (file) in her vault, from the CLI (stdin).
+    let stored = alice.run_with_stdin(
+        &["vault", "set", "API_TOKEN", "--value-stdin"],
+        token.as_bytes(),
+    );
+    assert_eq!(stored.code, 0, "{}", stored.stderr);
+    let cert_file = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(cert_file.path(), cert).expect("write the cert");
+    alice.ok(&[
+        "vault",
+        "set",
+        "TLS_CERT",
+        "--file",
+        cert_file.path().to_str().expect("utf-8"),
+        "--type",
+        "file",
+        "--mount",
+        "/run/secrets/tls.crt",
+    ]);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let Some(status) = deploy(
+        &a,
+        "vaulted",
+        dir.path(),
+        config(&[
+            ("TOKEN", "$vault:API_TOKEN"),
+            ("CERT_PATH", "$vault:TLS_CERT"),
+        ]),
+        Some(ScopeSpec::Word("mesh".into())),
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(status.status, "running", "{status:?}");
+
+    // Inside the sandbox the service sees the values: the token as its env, the cert as a file.
+    let b = bob.reconnecting_client().await;
+    assert_eq!(
+        call(&b, "vaulted", "env", json!({"name": "TOKEN"})).await,
+        token
+    );
+    assert_eq!(
+        call(&b, "vaulted", "env", json!({"name": "CERT_PATH"})).await,
+        "/run/secrets/tls.crt"
+    );
+    assert_eq!(
+        call(
+            &b,
+            "vaulted",
+            "cat",
+            json!({"path": "/run/secrets/tls.crt"})
+        )
+        .await,
+        cert
+    );
+
+    // Nothing bob can ask the broker for carries them: not his vault, not the catalog, schema,
+    // status or list of servers.
+    assert!(b.vault_get("API_TOKEN").await.expect("vault_get").is_none());
+    for text in [
+        bob.ok(&["deployments", "--json"]),
+        bob.ok(&["deployments", "--json", "status", "vaulted"]),
+        bob.ok(&["deployments", "--json", "schema", "vaulted"]),
+        bob.ok(&["tools", "list", "--json"]),
+    ] {
+        assert!(!text.contains(token) && !text.contains(cert), "{text}");
+    }
+
+    // The values come back after a broker restart (opened again from the vault at each start),
+    // and at no point did the broker write them to its data dir or log in any encoding.
+    broker.restart();
+    let b = bob.reconnecting_client().await;
+    eventually("the service to be running again", || async {
+        b.mcp_deploy_status("vaulted")
+            .await
+            .is_ok_and(|s| s.status == "running")
+    })
+    .await;
+    assert_eq!(
+        call(&b, "vaulted", "env", json!({"name": "TOKEN"})).await,
+        token
+    );
+    assert_broker_never_saw(&broker, token.as_bytes());
+    assert_broker_never_saw(&broker, cert.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread")]

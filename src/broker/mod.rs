@@ -24,6 +24,7 @@ mod stats;
 mod status;
 mod subscriptions;
 pub mod tls;
+pub mod vault;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -248,6 +249,8 @@ impl RunningBroker {
         let broker_key =
             key::load_or_create(&config.data_dir).map_err(|e| BrokerError::Key(e.to_string()))?;
         let key_fingerprint = crate::protocol::lan::fingerprint(&broker_key.public);
+        let service_key = vault::ServiceKey::load_or_create(&config.data_dir)
+            .map_err(|e| BrokerError::Key(e.to_string()))?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -264,6 +267,11 @@ impl RunningBroker {
         let mut broker = Broker::new(config, store, admin_token, local, files, memory);
         broker.metrics_token = metrics_token;
         broker.key = Some(broker_key);
+        broker.service_key = Some(service_key.clone());
+        broker.services.set_secrets(Arc::new(vault::ForServices {
+            store: broker.store.clone(),
+            key: service_key,
+        }));
         let broker = Arc::new(broker);
         let lan = match &broker.config.lan_name {
             Some(name) => Some(

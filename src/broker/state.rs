@@ -66,6 +66,8 @@ pub struct Broker {
     pub file_requests: super::peer_files::FileRequests,
     /// Broker-hosted MCP services (deployments) while they run.
     pub services: super::deployments::Services,
+    /// `<data>/service.key`: what vault entries for deployed services are sealed to.
+    pub service_key: Option<super::vault::ServiceKey>,
 }
 
 impl Broker {
@@ -113,6 +115,7 @@ impl Broker {
             tool_calls: Default::default(),
             file_shares: Default::default(),
             file_requests: Default::default(),
+            service_key: None,
             config,
         }
     }

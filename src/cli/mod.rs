@@ -45,6 +45,8 @@ mod peer_files;
 mod shared_tools;
 // Broker-hosted MCP services (issue 15).
 mod deployments;
+// Vault (issue 15).
+mod vault;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -128,6 +130,7 @@ enum Command {
     Deploy(deployments::DeployCmd),
     Undeploy(deployments::UndeployCmd),
     Deployments(deployments::DeploymentsCmd),
+    Vault(vault::VaultCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -329,6 +332,7 @@ async fn run(command: Command) -> CliResult {
         Command::Deploy(c) => c.run().await,
         Command::Undeploy(c) => c.run().await,
         Command::Deployments(c) => c.run().await,
+        Command::Vault(c) => c.run().await,
     }
 }
 

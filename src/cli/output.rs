@@ -64,6 +64,11 @@ pub fn ours(text: &str) {
     write_stdout(&[text.as_bytes(), b"\n"]);
 }
 
+/// Prints bytes exactly as they are (`vault get`: the member's own value, for a pipe or a file).
+pub fn raw(bytes: &[u8]) {
+    write_stdout(&[bytes]);
+}
+
 /// Prints one neutralised line on stderr. A stderr that cannot be written to is ignored: there
 /// is nowhere left to say so.
 pub fn error(text: &str) {

@@ -30,6 +30,8 @@ pub mod skills;
 // Peer-hosted MCP tools (issue 15).
 pub mod peer_files;
 pub mod shared_tools;
+// Vault (issue 15).
+pub mod vault;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

@@ -670,6 +670,8 @@ impl Store {
                 encode(&member).as_slice(),
             )?;
             drop(members);
+            // A revoked member's secrets must not outlive it (nor reach a service it deployed).
+            super::vault::purge_member(tx, &mesh_id, &member.id)?;
             let note = AuditNote::new(AuditEvent::MemberRevoked, &actor)
                 .with("memberId", &member.id)
                 .with("name", &member.display_name)

@@ -26,6 +26,7 @@ mod skills;
 mod state;
 mod streams;
 mod tasks;
+mod vault;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -67,6 +68,7 @@ pub use skills::{
 pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
+pub use vault::{ServiceSeal, VaultRecord, VaultRefusal};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).

@@ -357,18 +357,39 @@ impl Person {
     }
 
     pub fn run(&self, args: &[&str]) -> CmdOutput {
-        let child = Command::new(BIN)
+        self.run_fed(args, None)
+    }
+
+    /// Runs `claudemesh ARGS` with `input` on its stdin.
+    #[allow(dead_code)]
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> CmdOutput {
+        self.run_fed(args, Some(input))
+    }
+
+    fn run_fed(&self, args: &[&str], input: Option<&[u8]>) -> CmdOutput {
+        let mut child = Command::new(BIN)
             .args(args)
             .env("CLAUDEMESH_CONFIG_DIR", self.config_dir())
             .env("CLAUDEMESH_DATA_DIR", self.empty_data.path())
             .env("USER", &self.name)
             .env_remove("CLAUDEMESH_BROKER_URL")
             .env_remove("CLAUDEMESH_ADMIN_TOKEN")
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("run claudemesh");
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(&input);
+            });
+        }
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -55,6 +55,8 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::RemoveSkill { .. }
             | M::McpRegister(_)
             | M::McpUnregister { .. }
+            | M::VaultSet(_)
+            | M::VaultDelete { .. }
     ) || matches!(frame, M::FileToken(t) if t.purpose == "upload")
 }
 

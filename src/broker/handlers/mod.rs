@@ -25,6 +25,7 @@ mod state;
 mod stats;
 mod streams;
 mod tasks;
+mod vault;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -239,5 +240,10 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::McpDeployStatus { server_name } => {
             deployments::mcp_deploy_status(conn, req_id, server_name)
         }
+        ClientMessage::VaultSet(s) => vault::vault_set(conn, req_id, *s),
+        ClientMessage::VaultList {} => vault::vault_list(conn, req_id),
+        ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
+        ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
+        ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
     }
 }

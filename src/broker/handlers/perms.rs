@@ -34,6 +34,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::McpRegister(_) | M::McpCall(_) => Permission::Tools,
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,
         M::McpDeploy(_) | M::McpUpdate(_) => Permission::Deploy,
+        M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
         _ => return None,
     })
 }

@@ -27,6 +27,8 @@ mod peer_files;
 mod shared_tools;
 // Broker-hosted MCP services (issue 15).
 mod deployments;
+// Vault (issue 15).
+mod vault;
 
 use std::sync::Arc;
 
@@ -121,7 +123,8 @@ impl MeshTools {
                 + Self::skills_router()
                 + Self::shared_tools_router()
                 + Self::peer_files_router()
-                + Self::deployments_router(),
+                + Self::deployments_router()
+                + Self::vault_router(),
         }
     }
 

@@ -29,6 +29,8 @@ mod shared_tools;
 mod peer_files;
 // Broker-hosted MCP services (issue 15 tier 2).
 mod deployments;
+// Vault (issue 15).
+mod vault;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -72,6 +74,11 @@ pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
+pub use vault::{
+    MAX_VAULT_DESCRIPTION_CHARS, MAX_VAULT_ENTRIES, MAX_VAULT_GET_KEYS, MAX_VAULT_VALUE_BYTES,
+    VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
+    relative_mount_path, vault_context,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -393,6 +400,20 @@ pub enum ClientMessage {
     McpDeployStatus {
         server_name: String,
     },
+    // Vault (PROTOCOL.md §17).
+    VaultSet(Box<VaultSet>),
+    /// This member's entries, metadata only.
+    VaultList {},
+    VaultDelete {
+        key: String,
+    },
+    /// This member's entries named in `keys`, sealed (entries of other members are never
+    /// returned).
+    VaultGet {
+        keys: Vec<String>,
+    },
+    /// The broker's service key, to seal entries meant for deployed services to.
+    VaultServiceKey {},
 }
 
 impl ClientMessage {
@@ -491,6 +512,11 @@ impl ClientMessage {
             ClientMessage::McpSchema { .. } => "mcp_schema",
             ClientMessage::McpCatalog {} => "mcp_catalog",
             ClientMessage::McpDeployStatus { .. } => "mcp_deploy_status",
+            ClientMessage::VaultSet(_) => "vault_set",
+            ClientMessage::VaultList {} => "vault_list",
+            ClientMessage::VaultDelete { .. } => "vault_delete",
+            ClientMessage::VaultGet { .. } => "vault_get",
+            ClientMessage::VaultServiceKey {} => "vault_service_key",
         }
     }
 }
@@ -728,6 +754,23 @@ pub enum ServerMessage {
     },
     McpCatalogResult {
         services: Vec<CatalogEntry>,
+    },
+    // Vault (PROTOCOL.md §17).
+    /// Answers `vault_set` (`stored`) and `vault_delete` (`deleted` or `not_found`).
+    VaultAck {
+        key: String,
+        action: String,
+    },
+    VaultListResult {
+        entries: Vec<VaultListEntry>,
+    },
+    VaultGetResult {
+        entries: Vec<VaultSealedEntry>,
+    },
+    /// Answers `vault_service_key`: the broker's X25519 service key, 64 hex.
+    VaultServiceKeyResult {
+        #[serde(rename = "publicKey")]
+        public_key: String,
     },
 }
 

@@ -124,6 +124,9 @@ pub enum AuditEvent {
     McpUpdated,
     McpScopeChanged,
     McpUndeployed,
+    // Vault (issue 15): the key name and type only, never a value.
+    VaultSet,
+    VaultDeleted,
 }
 
 impl AuditEvent {
@@ -171,6 +174,8 @@ impl AuditEvent {
             AuditEvent::McpUpdated => "mcp.updated",
             AuditEvent::McpScopeChanged => "mcp.scope_changed",
             AuditEvent::McpUndeployed => "mcp.undeployed",
+            AuditEvent::VaultSet => "vault.set",
+            AuditEvent::VaultDeleted => "vault.deleted",
         }
     }
 }
