@@ -73,8 +73,9 @@ impl Drop for Sharing {
     }
 }
 
-/// A directory to share: `notes/secret.txt` (the secret), `README.md`, and `outside.txt`
-/// next to (not inside) the shared root. Returns (temp dir, shared root).
+/// A directory to share: `notes/secret.txt` (the secret), `README.md`, `.env` and `.ssh/`
+/// (never listed nor served), and `outside.txt` next to (not inside) the shared root.
+/// Returns (temp dir, shared root).
 fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("project");
@@ -82,6 +83,10 @@ fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::write(root.join("notes/secret.txt"), SECRET).expect("write");
     std::fs::write(root.join("README.md"), "# project\n").expect("write");
     std::fs::write(tmp.path().join("outside.txt"), "outside the share").expect("write");
+    // Secrets a host never lists nor serves.
+    std::fs::write(root.join(".env"), "TOKEN=hunter2").expect("write");
+    std::fs::create_dir_all(root.join(".ssh")).expect("dirs");
+    std::fs::write(root.join(".ssh/id_ed25519"), "PRIVATE KEY").expect("write");
     (tmp, root)
 }
 
@@ -117,6 +122,18 @@ async fn bob_lists_and_reads_alices_file_and_the_broker_never_sees_it() {
         "the host's log names the reader, the path and the size:\n{log}"
     );
     assert!(!log.contains("swordfish"), "never the content: {log}");
+    // Bob sees whose files these are: the member key the name stands for.
+    let alice_key = alice.entry().member_pubkey;
+    assert_eq!(listing["host"], "alice", "{listing}");
+    assert_eq!(listing["hostMemberPubkey"], json!(alice_key), "{listing}");
+    assert_eq!(
+        bob.json(&["peer-files", "ls", "alice", "notes", "--json"])["hostMemberPubkey"],
+        json!(alice_key)
+    );
+    assert_eq!(
+        bob.json(&["peer-files", "ls", &alice_key, "notes", "--json"])["entries"],
+        json!(["secret.txt"])
+    );
 
     // The audit log has the read: reader, host, path, size — never the content.
     let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
@@ -129,7 +146,7 @@ async fn bob_lists_and_reads_alices_file_and_the_broker_never_sees_it() {
     assert_eq!(e["payload"]["hostName"], "alice", "{e}");
     assert!(!audit.to_string().contains("swordfish"));
     let listed = alice.json(&["audit", "--event", "peer_file.listed", "--json"]);
-    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(4));
 
     drop(sharing);
     assert_broker_never_saw(&broker, SECRET.as_bytes());
@@ -177,6 +194,12 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     let err = refused("big.bin", "too_large");
     assert!(err.contains("40960"), "the limit is named: {err}");
     refused("notes", "not_a_file");
+    // Secret dot-entries are not served, even through a symlink inside the share.
+    std::os::unix::fs::symlink(".ssh/id_ed25519", root.join("key")).expect("symlink in");
+    for secret in [".env", ".ssh/id_ed25519", "key"] {
+        let err = refused(secret, "forbidden_path");
+        assert!(err.contains("keys or tokens"), "{err}");
+    }
     refused("missing.txt", "not_found");
     // A symlink that stays inside is followed.
     assert_eq!(
@@ -271,14 +294,14 @@ async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_
     let (alice, bob) = alice_and_bob(&broker);
     let (_tmp, root) = tree();
 
-    // Alice's MCP server as `launch --share-dir` starts it: sharing its working directory.
+    // Alice's MCP server as `launch --share-dir` starts it: sharing the directory it names.
     let mut host = tokio::process::Command::new(BIN);
     host.arg("mcp")
         .current_dir(&root)
         .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
         .env("CLAUDEMESH_SESSION_ID", "test-alice")
         .env("HOME", alice.config_dir())
-        .env("CLAUDEMESH_SHARE_DIR", "1")
+        .env("CLAUDEMESH_SHARE_DIR", &root)
         .env_remove("CLAUDEMESH_CHANNEL");
     let alice_mcp =
         ().serve(rmcp::transport::TokioChildProcess::new(host).expect("spawn alice's mcp"))
@@ -319,9 +342,25 @@ async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_
         json!({"peer": "alice", "path": "../../etc/passwd"}),
     )
     .await;
+    // Refused by the broker (the path's shape), before it reaches alice's host.
     assert!(!ok && text.contains("forbidden_path"), "{text}");
 
     let _ = bob_mcp.cancel().await;
     let _ = alice_mcp.cancel().await;
     assert_broker_never_saw(&broker, SECRET.as_bytes());
+}
+
+#[tokio::test]
+async fn a_directory_holding_the_config_dir_or_home_is_never_shared() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    // The directory above alice's config dir holds her keys.
+    let above = alice.config_dir().parent().expect("parent").to_path_buf();
+    let err = alice.refused(&["share-dir", above.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("refusing to share") && err.contains("claudemesh's keys"),
+        "{err}"
+    );
+    let err = alice.refused(&["share-dir", "/"]);
+    assert!(err.contains("whole file system"), "{err}");
 }

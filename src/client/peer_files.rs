@@ -83,6 +83,94 @@ fn type_name(t: FileType) -> &'static str {
     }
 }
 
+/// Names a host never lists nor reads, at any depth: they hold keys and tokens. `.env.*`
+/// (e.g. `.env.local`) counts as `.env`, and `config` counts only under `.git` (remote URLs
+/// may carry tokens). README "Peer files" lists them.
+const SECRET_NAMES: [&str; 13] = [
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".claudemesh",
+    ".claude",
+    ".env",
+    ".netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".docker",
+    ".kube",
+    ".password-store",
+];
+
+/// Whether `name`, under a directory named `parent`, is one of the [`SECRET_NAMES`].
+fn is_secret(parent: &str, name: &str) -> bool {
+    SECRET_NAMES.contains(&name)
+        || name.starts_with(".env.")
+        || (parent == ".git" && name == "config")
+}
+
+/// The first secret component of `rel` (a path relative to the shared root), if any.
+fn secret_in(rel: &Path) -> Option<String> {
+    let mut parent = String::new();
+    for c in rel.components() {
+        let name = c.as_os_str().to_string_lossy().into_owned();
+        if is_secret(&parent, &name) {
+            return Some(name);
+        }
+        parent = name;
+    }
+    None
+}
+
+fn secret_refusal(path: &str, name: &str) -> Refused {
+    refused(
+        "forbidden_path",
+        format!(
+            "\"{path}\" is not shared: \"{name}\" may hold keys or tokens, and hosts never serve it"
+        ),
+    )
+}
+
+/// Why sharing `root` (canonical) would hand out secrets: it is `/`, the home directory, or
+/// it contains the claudemesh config dir (`config`), `~/.ssh`, `~/.gnupg`, `~/.aws` or
+/// `~/.claude`.
+pub fn root_problem(root: &Path, home: Option<&Path>, config: &Path) -> Option<String> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if root == Path::new("/") {
+        return Some(
+            "refusing to share / (the whole file system): share a project directory".into(),
+        );
+    }
+    let home = home.map(canonical);
+    if home.as_deref() == Some(root) {
+        return Some(format!(
+            "refusing to share your home directory {}: it holds keys and tokens (~/.ssh, ~/.aws, claudemesh's own keys); share a project directory",
+            root.display()
+        ));
+    }
+    let mut secrets = vec![(config.to_path_buf(), "claudemesh's keys (the config dir)")];
+    if let Some(home) = &home {
+        for (dir, why) in [
+            (".ssh", "SSH keys"),
+            (".gnupg", "GPG keys"),
+            (".aws", "AWS credentials"),
+            (".claude", "Claude Code's credentials and transcripts"),
+        ] {
+            secrets.push((home.join(dir), why));
+        }
+    }
+    secrets.into_iter().find_map(|(dir, why)| {
+        let dir = canonical(&dir);
+        dir.starts_with(root).then(|| {
+            format!(
+                "refusing to share {}: it contains {} ({why}); share a directory without it",
+                root.display(),
+                dir.display()
+            )
+        })
+    })
+}
+
 /// A directory this machine shares with the mesh, held open by descriptor.
 pub struct SharedDir {
     root: OwnedFd,
@@ -96,6 +184,10 @@ impl SharedDir {
     pub fn open(path: &Path, read_only: bool) -> Result<SharedDir, String> {
         let path = std::fs::canonicalize(path)
             .map_err(|e| format!("cannot share {}: {e}", path.display()))?;
+        let config = crate::identity::ConfigDir::from_env().path;
+        if let Some(problem) = root_problem(&path, dirs::home_dir().as_deref(), &config) {
+            return Err(problem);
+        }
         let root = rustix::fs::open(
             &path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -129,6 +221,9 @@ impl SharedDir {
         if let Some(problem) = path_problem(rel, true) {
             return Err(refused("forbidden_path", problem));
         }
+        if let Some(name) = secret_in(Path::new(rel)) {
+            return Err(secret_refusal(rel, &name));
+        }
         let fd = rustix::fs::openat2(
             &self.root,
             rel,
@@ -137,6 +232,7 @@ impl SharedDir {
             beneath(),
         )
         .map_err(|e| errno_refusal(e, rel))?;
+        self.refuse_secret_target(&fd, rel)?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind != FileType::RegularFile {
@@ -172,6 +268,19 @@ impl SharedDir {
         Ok(content)
     }
 
+    /// Refuses what `fd` opened when its real path (a symlink inside the share may lead to
+    /// it) passes through a secret name.
+    fn refuse_secret_target(&self, fd: &OwnedFd, rel: &str) -> Result<(), Refused> {
+        use std::os::fd::AsRawFd;
+        let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+            return Ok(());
+        };
+        match real.strip_prefix(&self.path).ok().and_then(secret_in) {
+            Some(name) => Err(secret_refusal(rel, &name)),
+            None => Ok(()),
+        }
+    }
+
     /// The names under `rel` (empty: the root), `depth` levels deep, bounded by
     /// [`MAX_LIST_ENTRIES`] and a byte budget. Symlinks are listed, never followed.
     pub fn list(&self, rel: &str, depth: u32) -> Result<PeerListing, Refused> {
@@ -190,10 +299,20 @@ impl SharedDir {
             beneath(),
         )
         .map_err(|e| errno_refusal(e, rel))?;
+        if let Some(name) = secret_in(Path::new(rel)) {
+            return Err(secret_refusal(rel, &name));
+        }
+        self.refuse_secret_target(&dir, rel)?;
         let mut listing = PeerListing::default();
         let mut bytes = 0;
+        // The listed directory's own name decides what under it is secret (`.git/config`).
+        let parent = Path::new(start)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         walk(
             dir,
+            &parent,
             "",
             depth.clamp(1, MAX_LIST_DEPTH),
             &mut listing,
@@ -206,6 +325,7 @@ impl SharedDir {
 
 fn walk(
     dir: OwnedFd,
+    parent: &str,
     prefix: &str,
     depth: u32,
     out: &mut PeerListing,
@@ -215,7 +335,7 @@ fn walk(
     for entry in Dir::read_from(&dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "." || name == ".." {
+        if name == "." || name == ".." || is_secret(parent, &name) {
             continue;
         }
         let mut kind = entry.file_type();
@@ -249,7 +369,7 @@ fn walk(
                 beneath(),
             );
             if let Ok(sub) = sub {
-                walk(sub, &shown, depth - 1, out, bytes)?;
+                walk(sub, &name, &shown, depth - 1, out, bytes)?;
                 if out.truncated {
                     return Ok(());
                 }
@@ -440,11 +560,28 @@ impl FileHost {
     }
 }
 
+/// Who answered: the host's display name and member key, as the broker proved them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerHost {
+    pub host: String,
+    pub host_member_pubkey: String,
+}
+
 /// A file read from a peer.
 #[derive(Debug, Clone)]
 pub struct PeerFile {
-    pub host_name: String,
+    pub host: PeerHost,
     pub content: Vec<u8>,
+}
+
+/// A listing of a peer's shared directory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerListed {
+    #[serde(flatten)]
+    pub host: PeerHost,
+    #[serde(flatten)]
+    pub listing: PeerListing,
 }
 
 /// The content of a host's answer, opened, or its refusal as an error.
@@ -452,7 +589,7 @@ fn open_answer(
     client: &MeshClient,
     answer: PeerFilesAnswer,
     peer: &str,
-) -> Result<(String, Vec<u8>), ClientError> {
+) -> Result<(PeerHost, Vec<u8>), ClientError> {
     let host = answer.host_name.clone().unwrap_or_else(|| peer.to_string());
     if let Some(error) = answer.error {
         return Err(ClientError::Broker {
@@ -467,6 +604,10 @@ fn open_answer(
     };
     let mine = client.speaking_keys()?;
     let plain = open_from(&mine, &host_key, &sealed).map_err(ClientError::Protocol)?;
+    let host = PeerHost {
+        host,
+        host_member_pubkey: answer.host_member_pubkey.unwrap_or_default(),
+    };
     Ok((host, plain))
 }
 
@@ -510,8 +651,8 @@ impl MeshClient {
         let answer = self
             .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
             .await?;
-        let (host_name, content) = open_answer(self, answer, peer)?;
-        Ok(PeerFile { host_name, content })
+        let (host, content) = open_answer(self, answer, peer)?;
+        Ok(PeerFile { host, content })
     }
 
     /// The names in `peer`'s shared directory under `path` (empty: its root), `depth` levels
@@ -522,7 +663,7 @@ impl MeshClient {
         path: &str,
         depth: Option<u32>,
         timeout: Option<Duration>,
-    ) -> Result<PeerListing, ClientError> {
+    ) -> Result<PeerListed, ClientError> {
         let wait = host_wait(timeout);
         let request = PeerDirRequest {
             target_pubkey: peer.into(),
@@ -534,9 +675,10 @@ impl MeshClient {
         let answer = self
             .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
             .await?;
-        let (_, body) = open_answer(self, answer, peer)?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))
+        let (host, body) = open_answer(self, answer, peer)?;
+        let listing = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))?;
+        Ok(PeerListed { host, listing })
     }
 }
 
@@ -619,5 +761,98 @@ mod tests {
         let many = dir.list("", 1).expect("list");
         assert!(many.truncated);
         assert!(many.entries.len() <= MAX_LIST_ENTRIES);
+    }
+
+    #[test]
+    fn roots_holding_secrets_are_not_shared() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = tmp.path().join("home");
+        let config = tmp.path().join("elsewhere/.claudemesh");
+        std::fs::create_dir_all(home.join(".ssh")).expect("ssh");
+        std::fs::create_dir_all(home.join("work/project")).expect("project");
+        std::fs::create_dir_all(&config).expect("config");
+        let home = std::fs::canonicalize(&home).expect("canonical");
+        let check = |root: &Path| root_problem(root, Some(&home), &config);
+        assert!(
+            check(Path::new("/"))
+                .expect("/")
+                .contains("whole file system")
+        );
+        assert!(check(&home).expect("home").contains("home directory"));
+        let above = home.parent().expect("parent");
+        assert!(
+            check(above)
+                .expect("above home")
+                .contains("refusing to share")
+        );
+        let no_config = Path::new("/nonexistent/.claudemesh");
+        let ssh = root_problem(above, Some(&home), no_config).expect("above home");
+        assert!(ssh.contains(".ssh") && ssh.contains("SSH keys"), "{ssh}");
+        let config_parent = std::fs::canonicalize(tmp.path().join("elsewhere")).expect("c");
+        assert!(
+            check(&config_parent)
+                .expect("config")
+                .contains("claudemesh's keys")
+        );
+        assert_eq!(check(&home.join("work/project")), None);
+        assert_eq!(check(&home.join("work")), None);
+    }
+
+    #[test]
+    fn secret_names_are_neither_listed_nor_read_even_through_a_symlink() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        for d in [".ssh", ".git", "sub/.aws"] {
+            std::fs::create_dir_all(root.join(d)).expect("dir");
+        }
+        for f in [
+            ".ssh/id_ed25519",
+            ".env",
+            ".env.local",
+            ".git/config",
+            ".git/HEAD",
+            "sub/.aws/credentials",
+            ".netrc",
+        ] {
+            std::fs::write(root.join(f), b"secret").expect("write");
+        }
+        std::os::unix::fs::symlink(".ssh/id_ed25519", root.join("key")).expect("link");
+        std::os::unix::fs::symlink(".ssh", root.join("keys")).expect("link");
+        for bad in [
+            ".ssh/id_ed25519",
+            ".env",
+            ".env.local",
+            ".git/config",
+            "sub/.aws/credentials",
+            ".netrc",
+            "key",
+            "keys/id_ed25519",
+        ] {
+            let r = dir.read(bad).expect_err(bad);
+            assert_eq!(r.code, "forbidden_path", "{bad}: {r:?}");
+            assert!(r.message.contains("keys or tokens"), "{bad}: {r:?}");
+        }
+        assert_eq!(dir.read(".git/HEAD").expect("not a secret"), b"secret");
+        let all = dir.list("", 6).expect("list").entries;
+        for secret in [
+            ".ssh/",
+            ".env",
+            ".env.local",
+            ".git/config",
+            "sub/.aws/",
+            ".netrc",
+        ] {
+            assert!(!all.iter().any(|e| e == secret), "{secret} listed: {all:?}");
+        }
+        assert!(all.iter().any(|e| e == ".git/HEAD"), "{all:?}");
+        assert_eq!(dir.list(".git", 1).expect("git").entries, vec!["HEAD"]);
+        assert_eq!(
+            dir.list("keys", 1).expect_err("link to .ssh").code,
+            "forbidden_path"
+        );
+        assert_eq!(
+            dir.list(".ssh", 1).expect_err(".ssh").code,
+            "forbidden_path"
+        );
     }
 }

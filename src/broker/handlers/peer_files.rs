@@ -75,22 +75,27 @@ fn find_host(broker: &Broker, caller: &Peer, target: &str) -> Result<Arc<Peer>, 
             "targetPubkey must name a peer: its key (64 hex) or display name",
         ));
     }
-    let key = Pubkey::parse(target).ok();
-    let named: Vec<Arc<Peer>> = broker
+    let live: Vec<Arc<Peer>> = broker
         .presence
         .peers(&caller.mesh_id)
         .into_iter()
         .filter(|p| p.is_live())
-        .filter(|p| match key {
-            Some(k) => p.pubkey() == k || p.member_pubkey == k,
-            None => p.display_name == target || p.shown_name() == target,
-        })
         .collect();
+    let named: Vec<Arc<Peer>> = match Pubkey::parse(target).ok() {
+        Some(k) => live
+            .into_iter()
+            .filter(|p| p.pubkey() == k || p.member_pubkey == k)
+            .collect(),
+        None => {
+            let member = named_member(broker, caller, &live, target)?;
+            live.into_iter().filter(|p| p.member_id == member).collect()
+        }
+    };
     if named.is_empty() {
         return Err(refuse(
             "host_offline",
             format!(
-                "no connected peer is \"{target}\": it is offline, or no such peer (claudemesh peers shows who is online)"
+                "no connected peer is \"{target}\": it is offline, not sharing from a session peers can see, or no such member (check its name or key with `claudemesh members`, and that its share-dir runs)"
             ),
         ));
     }
@@ -111,6 +116,53 @@ fn find_host(broker: &Broker, caller: &Peer, target: &str) -> Result<Arc<Peer>, 
     let name = host.shown_name();
     host_grants(broker, caller, &host, Right::Files, &name, "read its files")?;
     Ok(host)
+}
+
+/// The one member a display name names: a member of the store so called, or a live presence
+/// showing that name. Two members under one name is `ambiguous` (the reader names a key).
+fn named_member(
+    broker: &Broker,
+    caller: &Peer,
+    live: &[Arc<Peer>],
+    name: &str,
+) -> Result<String, Refusal> {
+    let members = broker
+        .store
+        .members(&caller.mesh_id)
+        .map_err(|e| refuse("internal", e.to_string()))?;
+    let mut ids: Vec<(String, String)> = members
+        .iter()
+        .filter(|m| m.revoked_at_ms.is_none() && m.display_name == name)
+        .map(|m| (m.id.clone(), m.pubkey.to_hex()))
+        .collect();
+    for p in live {
+        if p.display_name == name || p.shown_name() == name {
+            ids.push((p.member_id.clone(), p.member_pubkey.to_hex()));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    match ids.as_slice() {
+        [] => Err(refuse(
+            "host_offline",
+            format!(
+                "no member is called \"{name}\" (check the name with `claudemesh members`, or give the host's key)"
+            ),
+        )),
+        [(id, _)] => Ok(id.clone()),
+        several => Err(refuse(
+            "ambiguous",
+            format!(
+                "\"{name}\" names {} members (keys {}): give the host's member key instead",
+                several.len(),
+                several
+                    .iter()
+                    .map(|(_, k)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }
 
 /// What is relayed: a read or a listing.
@@ -319,6 +371,7 @@ async fn deliver(
     }
     body.request_id = None;
     body.host_pubkey = Some(proven_key(host));
+    body.host_member_pubkey = Some(host.member_pubkey.to_hex());
     body.host_name = Some(host.shown_name());
     Ok(match ask {
         Ask::File(path) => ServerMessage::PeerFileResponseForward(Box::new(PeerFileResponse {

@@ -115,6 +115,9 @@ pub struct PeerFilesAnswer {
     /// Broker → reader only: the key the answer is sealed from (the host's proven key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_pubkey: Option<String>,
+    /// Broker → reader only: the host's member key (who the display name stands for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_member_pubkey: Option<String>,
     /// Broker → reader only: the host's display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_name: Option<String>,
