@@ -265,8 +265,12 @@ async fn a_host_that_is_not_there_or_not_sharing_fails_at_once() {
     let read = ["peer-files", "cat", "alice", "README.md"];
     let err = bob.refused(&read);
     assert!(err.contains("(host_offline)"), "{err}");
+    // The reader resolves a name to a member key before asking: no such member is said so.
     let err = bob.refused(&["peer-files", "cat", "nobody", "README.md"]);
-    assert!(err.contains("(host_offline)"), "{err}");
+    assert!(
+        err.contains("(not_found)") && err.contains("claudemesh members"),
+        "{err}"
+    );
 
     // Online, but not sharing: said so, with how to share.
     let alice_session = alice.client().await;
@@ -363,4 +367,59 @@ async fn a_directory_holding_the_config_dir_or_home_is_never_shared() {
     );
     let err = alice.refused(&["share-dir", "/"]);
     assert!(err.contains("whole file system"), "{err}");
+}
+
+/// A broker can neither forge a request nor redirect its answer: alice's host answers only a
+/// request that opens as sealed by the reader's key to her member key, for the very path and
+/// kind relayed in clear, once. Bob's raw frames stand in for what a malicious broker forwards.
+#[tokio::test]
+async fn the_host_refuses_a_request_its_reader_did_not_seal() {
+    use claudemesh::client::peer_files::seal_request;
+    use claudemesh::protocol::messages::SealedPeerRequest;
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    let _sharing = Sharing::start(&alice, &root, &[]);
+    let alice_key = alice.entry().member_pubkey;
+    let bob_keys = bob.entry().member_keys().expect("bob's keys");
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    let sealed = |path: &str, nonce: &str| {
+        let asked = SealedPeerRequest {
+            kind: "read".into(),
+            path: path.into(),
+            host_pubkey: alice_key.clone(),
+            nonce: nonce.into(),
+            timestamp: unique_now_ms(),
+        };
+        serde_json::to_value(seal_request(&bob_keys, &asked).expect("seal")).expect("json")
+    };
+    let mut ask = async |sealed: Value| {
+        let mut frame = json!({
+            "type": "peer_file_request",
+            "targetPubkey": alice_key,
+            "filePath": "README.md",
+            "_reqId": "r1",
+        });
+        if !sealed.is_null() {
+            frame["sealed"] = sealed;
+        }
+        ws_send(&mut ws, &frame).await;
+        ws_recv_reply(&mut ws).await
+    };
+    // A sealed request of the right path is answered.
+    let answered = ask(sealed("README.md", "n1")).await;
+    assert!(answered["sealed"].is_object(), "{answered}");
+    // Not sealed, not opening, sealed for another path, replayed: refused by the host.
+    let garbage = json!({"nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "ciphertext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+    for (what, sealed) in [
+        ("unsealed", Value::Null),
+        ("not opening", garbage),
+        ("another path", sealed("notes/secret.txt", "n2")),
+        ("replayed", sealed("README.md", "n1")),
+    ] {
+        let refused = ask(sealed).await;
+        assert_eq!(refused["code"], "unverified", "{what}: {refused}");
+        assert!(refused["sealed"].is_null(), "{what}: {refused}");
+    }
 }

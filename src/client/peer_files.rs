@@ -22,9 +22,9 @@ use super::shared_tools::{open_from, seal_to};
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{
     DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_PEER_FILE_BYTES,
-    PeerDirRequest, PeerDirRequestForward, PeerDirResponse, PeerFileRequest,
-    PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer, PeerFilesShare, PeerListing,
-    Requester, path_problem,
+    MAX_PEER_REQUEST_SKEW_MS, PeerDirRequest, PeerDirRequestForward, PeerDirResponse,
+    PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer, PeerFilesShare,
+    PeerListing, Requester, SealedPayload, SealedPeerRequest, path_problem,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -402,6 +402,51 @@ impl Forwarded {
             Forwarded::Dir(f) => &f.requester,
         }
     }
+
+    fn sealed(&self) -> Option<&SealedPayload> {
+        match self {
+            Forwarded::File(f) => f.sealed.as_ref(),
+            Forwarded::Dir(f) => f.sealed.as_ref(),
+        }
+    }
+}
+
+/// Seals what a reader asks (`request`) from its key `mine` to the host's member key.
+pub fn seal_request(
+    mine: &crate::crypto::SignKeyPair,
+    request: &SealedPeerRequest,
+) -> Result<SealedPayload, String> {
+    let plain = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    seal_to(mine, &request.host_pubkey, &plain)
+}
+
+/// Nonces of sealed requests seen within the skew window, oldest first (bounded).
+#[derive(Default)]
+struct SeenNonces {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<(i64, String)>,
+}
+
+/// Nonces remembered at most; beyond, the oldest go (they are stale within two minutes).
+const MAX_SEEN_NONCES: usize = 4096;
+
+impl SeenNonces {
+    /// False when `nonce` was seen already.
+    fn fresh(&mut self, nonce: &str, now: i64) -> bool {
+        while let Some((at, _)) = self.order.front() {
+            if *at >= now - 2 * MAX_PEER_REQUEST_SKEW_MS && self.order.len() < MAX_SEEN_NONCES {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        if !self.set.insert(nonce.to_string()) {
+            return false;
+        }
+        self.order.push_back((now, nonce.to_string()));
+        true
+    }
 }
 
 /// What one request came to, for the host's log (metadata only, never content).
@@ -441,6 +486,7 @@ impl std::fmt::Display for Served {
 pub struct FileHost {
     dir: Arc<SharedDir>,
     busy: Arc<tokio::sync::Semaphore>,
+    seen: std::sync::Mutex<SeenNonces>,
 }
 
 impl FileHost {
@@ -448,6 +494,7 @@ impl FileHost {
         FileHost {
             dir: Arc::new(dir),
             busy: Arc::new(tokio::sync::Semaphore::new(MAX_HOSTED_REQUESTS)),
+            seen: Default::default(),
         }
     }
 
@@ -462,6 +509,51 @@ impl FileHost {
                 read_only: self.dir.read_only,
             }))
             .await
+    }
+
+    /// Checks that the reader the broker named sealed this very request to this host, lately
+    /// and once: `unverified` otherwise.
+    fn verify(
+        &self,
+        client: &MeshClient,
+        forward: &Forwarded,
+        verb: &str,
+        path: &str,
+    ) -> Result<(), Refused> {
+        let unverified =
+            |why: &str| refused("unverified", format!("the request is refused: {why}"));
+        let sealed = forward.sealed().ok_or_else(|| {
+            unverified("it is not sealed by its reader (claudemesh 0.2 or later seals it)")
+        })?;
+        let entry = client.entry();
+        let mine = entry
+            .member_keys()
+            .map_err(|e| refused("host_error", e.to_string()))?;
+        let plain =
+            open_from(&mine, &forward.requester().requester_pubkey, sealed).map_err(|_| {
+                unverified("it does not open as sealed by the reader's key to this host")
+            })?;
+        let asked: SealedPeerRequest = serde_json::from_slice(&plain)
+            .map_err(|e| unverified(&format!("its sealed part is not a request ({e})")))?;
+        if asked.kind != verb || asked.path != path {
+            return Err(unverified(
+                "the sealed path or kind differs from the one relayed",
+            ));
+        }
+        if asked.host_pubkey != entry.member_pubkey {
+            return Err(unverified("it was sealed for another host"));
+        }
+        let now = crate::protocol::time::now_ms();
+        if (now - asked.timestamp).abs() > MAX_PEER_REQUEST_SKEW_MS {
+            return Err(unverified(
+                "its timestamp is over a minute off (stale or replayed)",
+            ));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.fresh(&asked.nonce, now) {
+            return Err(unverified("it was answered once already (replayed)"));
+        }
+        Ok(())
     }
 
     /// Answers one forwarded request: reads or lists on a blocking thread, seals the result to
@@ -497,7 +589,9 @@ impl FileHost {
                 }
             }
         };
+        let verified = self.verify(client, &forward, verb, &path);
         let outcome = match self.busy.clone().try_acquire_owned() {
+            _ if verified.is_err() => verified.map(|()| (Vec::new(), 0)),
             Err(_) => Err(refused(
                 "host_busy",
                 format!("the host is answering {MAX_HOSTED_REQUESTS} requests; try again"),
@@ -509,8 +603,10 @@ impl FileHost {
         let mut answer = PeerFilesAnswer::default();
         let counted = match outcome {
             Ok((body, n)) => {
+                // Sealed with the member key, the one readers target.
                 let sealed = client
-                    .speaking_keys()
+                    .entry()
+                    .member_keys()
                     .map_err(|e| e.to_string())
                     .and_then(|mine| seal_to(&mine, &requester.requester_pubkey, &body));
                 match sealed {
@@ -589,6 +685,7 @@ fn open_answer(
     client: &MeshClient,
     answer: PeerFilesAnswer,
     peer: &str,
+    target: &str,
 ) -> Result<(PeerHost, Vec<u8>), ClientError> {
     let host = answer.host_name.clone().unwrap_or_else(|| peer.to_string());
     if let Some(error) = answer.error {
@@ -602,6 +699,11 @@ fn open_answer(
             "the answer carries no sealed content".into(),
         ));
     };
+    if host_key != target {
+        return Err(ClientError::Protocol(format!(
+            "the answer is sealed by {host_key}, not by the host asked ({target})"
+        )));
+    }
     let mine = client.speaking_keys()?;
     let plain = open_from(&mine, &host_key, &sealed).map_err(ClientError::Protocol)?;
     let host = PeerHost {
@@ -617,6 +719,42 @@ fn host_wait(timeout: Option<Duration>) -> Duration {
 }
 
 impl MeshClient {
+    /// The member key of the host `peer` names (a display name or a member key), from the
+    /// member list: a request is sealed to it.
+    async fn host_member_key(&self, peer: &str) -> Result<String, ClientError> {
+        let members = self.list_members().await?;
+        let named: Vec<&str> = members
+            .iter()
+            .filter(|m| m.pubkey == peer || m.display_name == peer)
+            .map(|m| m.pubkey.as_str())
+            .collect();
+        match named.as_slice() {
+            [key] => Ok((*key).to_string()),
+            [] => Err(ClientError::Broker {
+                code: "not_found".into(),
+                message: format!(
+                    "no member is called or has the member key \"{peer}\" (`claudemesh members` lists them)"
+                ),
+            }),
+            _ => Err(ClientError::Broker {
+                code: "ambiguous".into(),
+                message: format!("\"{peer}\" names several members: give the member key"),
+            }),
+        }
+    }
+
+    /// The sealed part of a request for `path` to the host whose member key is `host`.
+    fn seal_ask(&self, kind: &str, path: &str, host: &str) -> Result<SealedPayload, ClientError> {
+        let request = SealedPeerRequest {
+            kind: kind.into(),
+            path: path.into(),
+            host_pubkey: host.into(),
+            nonce: hex::encode(crate::crypto::random_bytes::<16>()),
+            timestamp: crate::protocol::time::now_ms(),
+        };
+        seal_request(&self.speaking_keys()?, &request).map_err(ClientError::Protocol)
+    }
+
     /// Sends a read or listing request and returns the host's answer, relayed by the broker.
     async fn ask_host(
         &self,
@@ -643,15 +781,17 @@ impl MeshClient {
         timeout: Option<Duration>,
     ) -> Result<PeerFile, ClientError> {
         let wait = host_wait(timeout);
+        let host = self.host_member_key(peer).await?;
         let request = PeerFileRequest {
-            target_pubkey: peer.into(),
+            target_pubkey: host.clone(),
             file_path: path.into(),
             timeout_ms: Some(wait.as_millis() as u64),
+            sealed: Some(self.seal_ask("read", path, &host)?),
         };
         let answer = self
             .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
             .await?;
-        let (host, content) = open_answer(self, answer, peer)?;
+        let (host, content) = open_answer(self, answer, peer, &host)?;
         Ok(PeerFile { host, content })
     }
 
@@ -665,17 +805,19 @@ impl MeshClient {
         timeout: Option<Duration>,
     ) -> Result<PeerListed, ClientError> {
         let wait = host_wait(timeout);
+        let host = self.host_member_key(peer).await?;
         let request = PeerDirRequest {
-            target_pubkey: peer.into(),
+            target_pubkey: host.clone(),
             dir_path: path.into(),
             pattern: None,
             depth,
             timeout_ms: Some(wait.as_millis() as u64),
+            sealed: Some(self.seal_ask("list", path, &host)?),
         };
         let answer = self
             .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
             .await?;
-        let (host, body) = open_answer(self, answer, peer)?;
+        let (host, body) = open_answer(self, answer, peer, &host)?;
         let listing = serde_json::from_slice(&body)
             .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))?;
         Ok(PeerListed { host, listing })

@@ -175,6 +175,9 @@ enum Ask {
     },
 }
 
+/// The reader's sealed request, relayed to the host untouched.
+type Sealed = Option<crate::protocol::messages::SealedPayload>;
+
 impl Ask {
     fn path(&self) -> &str {
         match self {
@@ -193,6 +196,7 @@ pub fn file_request(conn: &Conn, req_id: Option<String>, r: PeerFileRequest) {
         &r.target_pubkey,
         Ask::File(r.file_path),
         r.timeout_ms,
+        r.sealed,
     );
 }
 
@@ -207,10 +211,17 @@ pub fn dir_request(conn: &Conn, req_id: Option<String>, r: PeerDirRequest) {
         pattern: r.pattern,
         depth,
     };
-    relay(conn, req_id, &r.target_pubkey, ask, r.timeout_ms);
+    relay(conn, req_id, &r.target_pubkey, ask, r.timeout_ms, r.sealed);
 }
 
-fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms: Option<u64>) {
+fn relay(
+    conn: &Conn,
+    req_id: Option<String>,
+    target: &str,
+    ask: Ask,
+    timeout_ms: Option<u64>,
+    sealed: Sealed,
+) {
     let Some((broker, caller)) = me(conn) else {
         return;
     };
@@ -242,6 +253,7 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
                 request_id,
                 requester,
                 file_path: path.clone(),
+                sealed,
             }))
         }
         Ask::Dir {
@@ -254,6 +266,7 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
             dir_path: path.clone(),
             pattern: pattern.clone(),
             depth: *depth,
+            sealed,
         })),
     };
     let host_closed = host.state().conn.as_ref().map(|c| c.closer.subscribe());
@@ -370,7 +383,8 @@ async fn deliver(
             .await?;
     }
     body.request_id = None;
-    body.host_pubkey = Some(proven_key(host));
+    // Hosts seal with their member key (the key readers seal their requests to).
+    body.host_pubkey = Some(host.member_pubkey.to_hex());
     body.host_member_pubkey = Some(host.member_pubkey.to_hex());
     body.host_name = Some(host.shown_name());
     Ok(match ask {
