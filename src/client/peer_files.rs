@@ -22,9 +22,9 @@ use super::shared_tools::{open_from, seal_to};
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{
     DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_PEER_FILE_BYTES,
-    MAX_PEER_REQUEST_SKEW_MS, PeerDirRequest, PeerDirRequestForward, PeerDirResponse,
-    PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer, PeerFilesShare,
-    PeerListing, Requester, SealedPayload, SealedPeerRequest, path_problem,
+    MAX_PEER_FILES_ANSWER_BYTES, MAX_PEER_REQUEST_SKEW_MS, PeerDirRequest, PeerDirRequestForward,
+    PeerDirResponse, PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer,
+    PeerFilesShare, PeerListing, Requester, SealedPayload, SealedPeerRequest, path_problem,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -50,15 +50,20 @@ fn refused(code: &'static str, message: impl Into<String>) -> Refused {
 
 /// The resolution every open uses: inside the directory, no `/proc` magic links.
 fn beneath() -> ResolveFlags {
-    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV
 }
+
+/// How long one read or listing may take on the host (a hung mount answers `timeout`).
+const HOST_WORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn errno_refusal(e: Errno, path: &str) -> Refused {
     match e {
         Errno::NOENT => refused("not_found", format!("\"{path}\" does not exist")),
         Errno::XDEV | Errno::LOOP => refused(
             "forbidden_path",
-            format!("\"{path}\" leads outside the shared directory (a symlink or \"..\")"),
+            format!(
+                "\"{path}\" leads outside the shared directory (a symlink, \"..\" or another mount)"
+            ),
         ),
         Errno::NOTDIR => refused("not_a_file", format!("\"{path}\" is not a directory")),
         Errno::NXIO => refused("not_a_file", format!("\"{path}\" is a socket, not a file")),
@@ -224,16 +229,17 @@ impl SharedDir {
         if let Some(name) = secret_in(Path::new(rel)) {
             return Err(secret_refusal(rel, &name));
         }
-        let fd = rustix::fs::openat2(
+        // O_PATH first: a fifo or a device is looked at, never opened for reading.
+        let path_fd = rustix::fs::openat2(
             &self.root,
             rel,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::CLOEXEC,
             Mode::empty(),
             beneath(),
         )
         .map_err(|e| errno_refusal(e, rel))?;
-        self.refuse_secret_target(&fd, rel)?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
+        self.refuse_secret_target(&path_fd, rel)?;
+        let stat = rustix::fs::fstat(&path_fd).map_err(|e| errno_refusal(e, rel))?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind != FileType::RegularFile {
             return Err(refused(
@@ -242,6 +248,31 @@ impl SharedDir {
                     "\"{rel}\" is {}; only regular files are shared",
                     type_name(kind)
                 ),
+            ));
+        }
+        if stat.st_nlink > 1 {
+            // Another name of the same file may live outside the share.
+            return Err(refused(
+                "forbidden_path",
+                format!(
+                    "\"{rel}\" has {} hard links; hosts serve only files with one name",
+                    stat.st_nlink
+                ),
+            ));
+        }
+        let fd = rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| errno_refusal(e, rel))?;
+        let again = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
+        if (again.st_dev, again.st_ino) != (stat.st_dev, stat.st_ino) {
+            return Err(refused(
+                "host_error",
+                format!("\"{rel}\" changed while it was opened; ask again"),
             ));
         }
         let too_large = |n: u64| {
@@ -334,7 +365,11 @@ fn walk(
     let mut names: Vec<(String, FileType)> = Vec::new();
     for entry in Dir::read_from(&dir)? {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
+            // A name that is not UTF-8 cannot be named back: left out, and said so.
+            out.truncated = true;
+            continue;
+        };
         if name == "." || name == ".." || is_secret(parent, &name) {
             continue;
         }
@@ -353,11 +388,13 @@ fn walk(
     for (name, kind) in names {
         let is_dir = kind == FileType::Directory;
         let shown = format!("{prefix}{name}{}", if is_dir { "/" } else { "" });
-        if out.entries.len() >= MAX_LIST_ENTRIES || *bytes + shown.len() + 4 > MAX_LIST_BYTES {
+        // What the name costs in the JSON listing, escapes included, and a comma.
+        let cost = serde_json::to_string(&shown).map_or(shown.len() * 6 + 2, |j| j.len()) + 1;
+        if out.entries.len() >= MAX_LIST_ENTRIES || *bytes + cost > MAX_LIST_BYTES {
             out.truncated = true;
             return Ok(());
         }
-        *bytes += shown.len() + 4;
+        *bytes += cost;
         out.entries.push(shown.clone());
         if is_dir && depth > 1 {
             // NOFOLLOW: a directory swapped for a symlink meanwhile is not entered.
@@ -463,11 +500,20 @@ pub struct Served {
 
 impl std::fmt::Display for Served {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let who = format!("{} ({})", self.requester_name, self.requester_member_id);
+        // Names and paths come from peers: no control character reaches a terminal or a log.
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect()
+        };
+        let who = clean(&format!(
+            "{} ({})",
+            self.requester_name, self.requester_member_id
+        ));
         let path = if self.path.is_empty() {
-            "."
+            ".".to_string()
         } else {
-            &self.path
+            clean(&self.path)
         };
         match (&self.outcome, self.verb) {
             (Ok(n), "read") => write!(f, "peer-files: {who} read \"{path}\" ({n} bytes)"),
@@ -475,7 +521,8 @@ impl std::fmt::Display for Served {
             (Err(r), verb) => write!(
                 f,
                 "peer-files: refused {verb} of \"{path}\" by {who}: {} ({})",
-                r.message, r.code
+                clean(&r.message),
+                r.code
             ),
         }
     }
@@ -596,9 +643,21 @@ impl FileHost {
                 "host_busy",
                 format!("the host is answering {MAX_HOSTED_REQUESTS} requests; try again"),
             )),
-            Ok(_permit) => tokio::task::spawn_blocking(work)
-                .await
-                .unwrap_or_else(|e| Err(refused("host_error", e.to_string()))),
+            // The permit is released after the timeout even if the thread stays stuck.
+            Ok(_permit) => {
+                match tokio::time::timeout(HOST_WORK_TIMEOUT, tokio::task::spawn_blocking(work))
+                    .await
+                {
+                    Ok(done) => done.unwrap_or_else(|e| Err(refused("host_error", e.to_string()))),
+                    Err(_) => Err(refused(
+                        "timeout",
+                        format!(
+                            "\"{path}\" took the host over {} s (a slow or hung file system)",
+                            HOST_WORK_TIMEOUT.as_secs()
+                        ),
+                    )),
+                }
+            }
         };
         let mut answer = PeerFilesAnswer::default();
         let counted = match outcome {
@@ -621,6 +680,19 @@ impl FileHost {
                 }
             }
             Err(r) => Err(r),
+        };
+        // An answer over the broker's limit would be dropped (or end the connection): say so.
+        let counted = match counted {
+            Ok(_) if answer.wire_bytes() > MAX_PEER_FILES_ANSWER_BYTES => {
+                answer.sealed = None;
+                Err(refused(
+                    "too_large",
+                    format!(
+                        "the answer for \"{path}\" is over {MAX_PEER_FILES_ANSWER_BYTES} bytes; list a subdirectory or less depth"
+                    ),
+                ))
+            }
+            other => other,
         };
         if let Err(r) = &counted {
             answer.error = Some(r.message.clone());
@@ -857,8 +929,23 @@ mod tests {
         assert_eq!(dir.read("src").expect_err("a dir").code, "not_a_file");
     }
 
+    /// Runs `f` on a thread and fails (rather than hangs) when it does not return in time.
+    fn within_time(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the check returned (a read blocked, or it panicked)");
+    }
+
     #[test]
     fn special_and_large_files_are_refused_without_blocking() {
+        within_time(special_and_large_files);
+    }
+
+    fn special_and_large_files() {
         let (tmp, dir) = shared();
         let root = tmp.path().join("root");
         let fifo = root.join("fifo");
@@ -996,5 +1083,39 @@ mod tests {
             dir.list(".ssh", 1).expect_err(".ssh").code,
             "forbidden_path"
         );
+    }
+
+    #[test]
+    fn hard_links_and_names_that_are_not_utf8_are_not_served() {
+        use std::os::unix::ffi::OsStrExt;
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        std::fs::hard_link(tmp.path().join("outside.txt"), root.join("linked")).expect("link");
+        let r = dir.read("linked").expect_err("a hard link");
+        assert_eq!(r.code, "forbidden_path", "{r:?}");
+        assert!(r.message.contains("hard links"), "{r:?}");
+        let odd = std::ffi::OsStr::from_bytes(b"odd-\xff-name");
+        std::fs::write(root.join(odd), b"x").expect("odd");
+        let listing = dir.list("", 1).expect("list");
+        assert!(listing.truncated, "a skipped name is said: {listing:?}");
+        assert!(
+            !listing.entries.iter().any(|e| e.starts_with("odd")),
+            "{listing:?}"
+        );
+    }
+
+    #[test]
+    fn a_listing_of_names_full_of_escapes_stays_under_the_answer_limit() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        // Each name escapes to about six times its length in JSON.
+        for i in 0..200 {
+            let name = format!("{i:03}{}", "\"\\\u{1}\u{7f}\u{1b}".repeat(50));
+            std::fs::write(root.join(name), b"").expect("odd name");
+        }
+        let listing = dir.list("", 1).expect("list");
+        assert!(listing.truncated, "the escapes count against the budget");
+        let json = serde_json::to_vec(&listing).expect("json");
+        assert!(json.len() <= MAX_LIST_BYTES + 64, "{} bytes", json.len());
     }
 }

@@ -136,11 +136,12 @@ pub struct PeerFilesAnswer {
     /// host's key to `requesterPubkey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<SealedPayload>,
-    /// Why the host refused, in clear (it names only the path the broker already saw).
+    /// Why the host refused, in clear: it names the path the broker already saw, and may tell
+    /// more (`too_large` the file's size, `not_a_file` its type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The refusal's code: `not_found`, `forbidden_path`, `not_a_file`, `too_large`,
-    /// `invalid_argument`, `host_error`.
+    /// `invalid_argument`, `host_busy`, `timeout`, `unverified`, `host_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Broker → reader only: the key the answer is sealed from (the host's proven key).
