@@ -423,3 +423,66 @@ async fn the_host_refuses_a_request_its_reader_did_not_seal() {
         assert!(refused["sealed"].is_null(), "{what}: {refused}");
     }
 }
+
+/// The next frame of `type` on `ws`, skipping others.
+async fn ws_recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = ws_recv(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// What the broker does with a host's answers, with alice's host as raw frames: at most 4 of
+/// bob's requests wait for her at once; an answer that is not base64 is refused, never relayed
+/// unaudited; a block made while alice worked stops her answer.
+#[tokio::test]
+async fn the_broker_bounds_checks_and_rechecks_what_a_host_answers() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alice_key = alice.entry().member_pubkey;
+    let (mut host, _) = ws_hello(&broker, &member_hello(&alice.entry())).await;
+    ws_send(
+        &mut host,
+        &json!({"type": "peer_files_share", "_reqId": "s"}),
+    )
+    .await;
+    assert_eq!(ws_recv_reply(&mut host).await["type"], "ack");
+    let (mut reader, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    for i in 1..=5 {
+        let ask = json!({
+            "type": "peer_file_request", "targetPubkey": alice_key, "filePath": format!("f{i}"),
+            "timeoutMs": 60_000, "_reqId": format!("r{i}"),
+        });
+        ws_send(&mut reader, &ask).await;
+    }
+    let fifth = ws_expect_error(&mut reader, "rate_limited").await;
+    assert_eq!(fifth["_reqId"], "r5", "{fifth}");
+    let mut forwards = Vec::new();
+    for _ in 0..4 {
+        forwards.push(ws_recv_type(&mut host, "peer_file_request_forward").await);
+    }
+    let answer = |f: &Value, ciphertext: &str| {
+        json!({
+            "type": "peer_file_response", "requestId": f["requestId"], "filePath": f["filePath"],
+            "sealed": {"nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "ciphertext": ciphertext},
+        })
+    };
+    ws_send(&mut host, &answer(&forwards[0], "%%% not base64 %%%")).await;
+    let refused = ws_expect_error(&mut reader, "host_error").await;
+    assert!(
+        refused["message"].as_str().unwrap_or("").contains("base64"),
+        "{refused}"
+    );
+    let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{audit}"
+    );
+
+    alice.ok(&["block", "bob"]);
+    ws_send(&mut host, &answer(&forwards[1], "AAAAAAAAAAAAAAAAAAAAAAAA")).await;
+    ws_expect_error(&mut reader, "forbidden").await;
+}

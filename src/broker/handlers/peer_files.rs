@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::reply::{Refusal, maybe_ack, me, ok_ack, refuse};
 use super::shared_tools::{host_grants, proven_key};
 use crate::broker::connection::Conn;
-use crate::broker::peer_files::{FilesAnswer, Share};
+use crate::broker::peer_files::{FilesAnswer, MAX_REQUESTS_PER_HOST, Share};
 use crate::broker::presence::Peer;
 use crate::broker::shared_tools::{NoAnswer, wait_for_host};
 use crate::broker::state::Broker;
@@ -232,6 +232,20 @@ fn relay(
         Ok(host) => host,
         Err(Refusal { code, message }) => return conn.error(req_id, code, message),
     };
+    let Some(pair) =
+        broker
+            .file_shares
+            .take_pair(&caller.mesh_id, &caller.member_id, &host.presence_id)
+    else {
+        return conn.error(
+            req_id,
+            "rate_limited",
+            format!(
+                "you already have {MAX_REQUESTS_PER_HOST} requests waiting for {}; wait for one to finish",
+                host.shown_name()
+            ),
+        );
+    };
     let (place, answered) = match broker.file_requests.start_or_refuse(
         &caller.mesh_id,
         &caller.member_id,
@@ -305,6 +319,7 @@ fn relay(
             }
         };
         drop(place);
+        drop(pair);
         let frame = match outcome {
             Ok(frame) => frame,
             Err(Refusal { code, message }) => {
@@ -361,6 +376,21 @@ async fn deliver(
                 "{}'s answer carried neither content nor an error (or both)",
                 host.shown_name()
             ),
+        ));
+    }
+    // A grant withdrawn or a block made while the host worked stops the answer here.
+    host_grants(
+        broker,
+        caller,
+        host,
+        Right::Files,
+        &host.shown_name(),
+        "read its files",
+    )?;
+    if body.sealed.is_some() && sealed_size(&body).is_none() {
+        return Err(refuse(
+            "host_error",
+            format!("{}'s answer is not valid base64", host.shown_name()),
         ));
     }
     if let Some(size) = sealed_size(&body) {
