@@ -230,14 +230,7 @@ impl SharedDir {
             return Err(secret_refusal(rel, &name));
         }
         // O_PATH first: a fifo or a device is looked at, never opened for reading.
-        let path_fd = rustix::fs::openat2(
-            &self.root,
-            rel,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        )
-        .map_err(|e| errno_refusal(e, rel))?;
+        let path_fd = self.open_beneath(rel, rel, OFlags::PATH)?;
         self.refuse_secret_target(&path_fd, rel)?;
         let stat = rustix::fs::fstat(&path_fd).map_err(|e| errno_refusal(e, rel))?;
         let kind = FileType::from_raw_mode(stat.st_mode);
@@ -260,14 +253,7 @@ impl SharedDir {
                 ),
             ));
         }
-        let fd = rustix::fs::openat2(
-            &self.root,
-            rel,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        )
-        .map_err(|e| errno_refusal(e, rel))?;
+        let fd = self.open_beneath(rel, rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
         let again = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
         if (again.st_dev, again.st_ino) != (stat.st_dev, stat.st_ino) {
             return Err(refused(
@@ -299,6 +285,19 @@ impl SharedDir {
         Ok(content)
     }
 
+    /// Opens `path` beneath the shared root with `flags` (close-on-exec); a refusal names
+    /// `shown`.
+    fn open_beneath(&self, path: &str, shown: &str, flags: OFlags) -> Result<OwnedFd, Refused> {
+        rustix::fs::openat2(
+            &self.root,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| errno_refusal(e, shown))
+    }
+
     /// Refuses what `fd` opened when its real path (a symlink inside the share may lead to
     /// it) passes through a secret name.
     fn refuse_secret_target(&self, fd: &OwnedFd, rel: &str) -> Result<(), Refused> {
@@ -322,14 +321,11 @@ impl SharedDir {
             "" => ".",
             p => p,
         };
-        let dir = rustix::fs::openat2(
-            &self.root,
+        let dir = self.open_beneath(
             start,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        )
-        .map_err(|e| errno_refusal(e, rel))?;
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK,
+        )?;
         if let Some(name) = secret_in(Path::new(rel)) {
             return Err(secret_refusal(rel, &name));
         }
