@@ -73,8 +73,9 @@ impl Drop for Sharing {
     }
 }
 
-/// A directory to share: `notes/secret.txt` (the secret), `README.md`, and `outside.txt`
-/// next to (not inside) the shared root. Returns (temp dir, shared root).
+/// A directory to share: `notes/secret.txt` (the secret), `README.md`, `.env` and `.ssh/`
+/// (never listed nor served), and `outside.txt` next to (not inside) the shared root.
+/// Returns (temp dir, shared root).
 fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("project");
@@ -82,6 +83,10 @@ fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::write(root.join("notes/secret.txt"), SECRET).expect("write");
     std::fs::write(root.join("README.md"), "# project\n").expect("write");
     std::fs::write(tmp.path().join("outside.txt"), "outside the share").expect("write");
+    // Secrets a host never lists nor serves.
+    std::fs::write(root.join(".env"), "TOKEN=hunter2").expect("write");
+    std::fs::create_dir_all(root.join(".ssh")).expect("dirs");
+    std::fs::write(root.join(".ssh/id_ed25519"), "PRIVATE KEY").expect("write");
     (tmp, root)
 }
 
@@ -117,6 +122,18 @@ async fn bob_lists_and_reads_alices_file_and_the_broker_never_sees_it() {
         "the host's log names the reader, the path and the size:\n{log}"
     );
     assert!(!log.contains("swordfish"), "never the content: {log}");
+    // Bob sees whose files these are: the member key the name stands for.
+    let alice_key = alice.entry().member_pubkey;
+    assert_eq!(listing["host"], "alice", "{listing}");
+    assert_eq!(listing["hostMemberPubkey"], json!(alice_key), "{listing}");
+    assert_eq!(
+        bob.json(&["peer-files", "ls", "alice", "notes", "--json"])["hostMemberPubkey"],
+        json!(alice_key)
+    );
+    assert_eq!(
+        bob.json(&["peer-files", "ls", &alice_key, "notes", "--json"])["entries"],
+        json!(["secret.txt"])
+    );
 
     // The audit log has the read: reader, host, path, size — never the content.
     let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
@@ -129,7 +146,7 @@ async fn bob_lists_and_reads_alices_file_and_the_broker_never_sees_it() {
     assert_eq!(e["payload"]["hostName"], "alice", "{e}");
     assert!(!audit.to_string().contains("swordfish"));
     let listed = alice.json(&["audit", "--event", "peer_file.listed", "--json"]);
-    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["entries"].as_array().map(Vec::len), Some(4));
 
     drop(sharing);
     assert_broker_never_saw(&broker, SECRET.as_bytes());
@@ -177,6 +194,12 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     let err = refused("big.bin", "too_large");
     assert!(err.contains("40960"), "the limit is named: {err}");
     refused("notes", "not_a_file");
+    // Secret dot-entries are not served, even through a symlink inside the share.
+    std::os::unix::fs::symlink(".ssh/id_ed25519", root.join("key")).expect("symlink in");
+    for secret in [".env", ".ssh/id_ed25519", "key"] {
+        let err = refused(secret, "forbidden_path");
+        assert!(err.contains("keys or tokens"), "{err}");
+    }
     refused("missing.txt", "not_found");
     // A symlink that stays inside is followed.
     assert_eq!(
@@ -242,8 +265,12 @@ async fn a_host_that_is_not_there_or_not_sharing_fails_at_once() {
     let read = ["peer-files", "cat", "alice", "README.md"];
     let err = bob.refused(&read);
     assert!(err.contains("(host_offline)"), "{err}");
+    // The reader resolves a name to a member key before asking: no such member is said so.
     let err = bob.refused(&["peer-files", "cat", "nobody", "README.md"]);
-    assert!(err.contains("(host_offline)"), "{err}");
+    assert!(
+        err.contains("(not_found)") && err.contains("claudemesh members"),
+        "{err}"
+    );
 
     // Online, but not sharing: said so, with how to share.
     let alice_session = alice.client().await;
@@ -271,14 +298,14 @@ async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_
     let (alice, bob) = alice_and_bob(&broker);
     let (_tmp, root) = tree();
 
-    // Alice's MCP server as `launch --share-dir` starts it: sharing its working directory.
+    // Alice's MCP server as `launch --share-dir` starts it: sharing the directory it names.
     let mut host = tokio::process::Command::new(BIN);
     host.arg("mcp")
         .current_dir(&root)
         .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
         .env("CLAUDEMESH_SESSION_ID", "test-alice")
         .env("HOME", alice.config_dir())
-        .env("CLAUDEMESH_SHARE_DIR", "1")
+        .env("CLAUDEMESH_SHARE_DIR", &root)
         .env_remove("CLAUDEMESH_CHANNEL");
     let alice_mcp =
         ().serve(rmcp::transport::TokioChildProcess::new(host).expect("spawn alice's mcp"))
@@ -319,9 +346,143 @@ async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_
         json!({"peer": "alice", "path": "../../etc/passwd"}),
     )
     .await;
+    // Refused by the broker (the path's shape), before it reaches alice's host.
     assert!(!ok && text.contains("forbidden_path"), "{text}");
 
     let _ = bob_mcp.cancel().await;
     let _ = alice_mcp.cancel().await;
     assert_broker_never_saw(&broker, SECRET.as_bytes());
+}
+
+#[tokio::test]
+async fn a_directory_holding_the_config_dir_or_home_is_never_shared() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    // The directory above alice's config dir holds her keys.
+    let above = alice.config_dir().parent().expect("parent").to_path_buf();
+    let err = alice.refused(&["share-dir", above.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("refusing to share") && err.contains("claudemesh's keys"),
+        "{err}"
+    );
+    let err = alice.refused(&["share-dir", "/"]);
+    assert!(err.contains("whole file system"), "{err}");
+}
+
+/// A broker can neither forge a request nor redirect its answer: alice's host answers only a
+/// request that opens as sealed by the reader's key to her member key, for the very path and
+/// kind relayed in clear, once. Bob's raw frames stand in for what a malicious broker forwards.
+#[tokio::test]
+async fn the_host_refuses_a_request_its_reader_did_not_seal() {
+    use claudemesh::client::peer_files::seal_request;
+    use claudemesh::protocol::messages::SealedPeerRequest;
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    let _sharing = Sharing::start(&alice, &root, &[]);
+    let alice_key = alice.entry().member_pubkey;
+    let bob_keys = bob.entry().member_keys().expect("bob's keys");
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    let sealed = |path: &str, nonce: &str| {
+        let asked = SealedPeerRequest {
+            kind: "read".into(),
+            path: path.into(),
+            host_pubkey: alice_key.clone(),
+            nonce: nonce.into(),
+            timestamp: unique_now_ms(),
+        };
+        serde_json::to_value(seal_request(&bob_keys, &asked).expect("seal")).expect("json")
+    };
+    let mut ask = async |sealed: Value| {
+        let mut frame = json!({
+            "type": "peer_file_request",
+            "targetPubkey": alice_key,
+            "filePath": "README.md",
+            "_reqId": "r1",
+        });
+        if !sealed.is_null() {
+            frame["sealed"] = sealed;
+        }
+        ws_send(&mut ws, &frame).await;
+        ws_recv_reply(&mut ws).await
+    };
+    // A sealed request of the right path is answered.
+    let answered = ask(sealed("README.md", "n1")).await;
+    assert!(answered["sealed"].is_object(), "{answered}");
+    // Not sealed, not opening, sealed for another path, replayed: refused by the host.
+    let garbage = json!({"nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "ciphertext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+    for (what, sealed) in [
+        ("unsealed", Value::Null),
+        ("not opening", garbage),
+        ("another path", sealed("notes/secret.txt", "n2")),
+        ("replayed", sealed("README.md", "n1")),
+    ] {
+        let refused = ask(sealed).await;
+        assert_eq!(refused["code"], "unverified", "{what}: {refused}");
+        assert!(refused["sealed"].is_null(), "{what}: {refused}");
+    }
+}
+
+/// The next frame of `type` on `ws`, skipping others.
+async fn ws_recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let v = ws_recv(ws).await;
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// What the broker does with a host's answers, with alice's host as raw frames: at most 4 of
+/// bob's requests wait for her at once; an answer that is not base64 is refused, never relayed
+/// unaudited; a block made while alice worked stops her answer.
+#[tokio::test]
+async fn the_broker_bounds_checks_and_rechecks_what_a_host_answers() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alice_key = alice.entry().member_pubkey;
+    let (mut host, _) = ws_hello(&broker, &member_hello(&alice.entry())).await;
+    ws_send(
+        &mut host,
+        &json!({"type": "peer_files_share", "_reqId": "s"}),
+    )
+    .await;
+    assert_eq!(ws_recv_reply(&mut host).await["type"], "ack");
+    let (mut reader, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    for i in 1..=5 {
+        let ask = json!({
+            "type": "peer_file_request", "targetPubkey": alice_key, "filePath": format!("f{i}"),
+            "timeoutMs": 60_000, "_reqId": format!("r{i}"),
+        });
+        ws_send(&mut reader, &ask).await;
+    }
+    let fifth = ws_expect_error(&mut reader, "rate_limited").await;
+    assert_eq!(fifth["_reqId"], "r5", "{fifth}");
+    let mut forwards = Vec::new();
+    for _ in 0..4 {
+        forwards.push(ws_recv_type(&mut host, "peer_file_request_forward").await);
+    }
+    let answer = |f: &Value, ciphertext: &str| {
+        json!({
+            "type": "peer_file_response", "requestId": f["requestId"], "filePath": f["filePath"],
+            "sealed": {"nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "ciphertext": ciphertext},
+        })
+    };
+    ws_send(&mut host, &answer(&forwards[0], "%%% not base64 %%%")).await;
+    let refused = ws_expect_error(&mut reader, "host_error").await;
+    assert!(
+        refused["message"].as_str().unwrap_or("").contains("base64"),
+        "{refused}"
+    );
+    let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{audit}"
+    );
+
+    alice.ok(&["block", "bob"]);
+    ws_send(&mut host, &answer(&forwards[1], "AAAAAAAAAAAAAAAAAAAAAAAA")).await;
+    ws_expect_error(&mut reader, "forbidden").await;
 }

@@ -438,9 +438,17 @@ impl LaunchCmd {
             .env("CLAUDEMESH_SESSION_ID", &session_id)
             .env("CLAUDEMESH_CHANNEL", "1")
             .env("CLAUDEMESH_CONFIG_DIR", ConfigDir::from_env().path);
-        if self.share_dir {
-            // The MCP server Claude starts shares its working directory (mcp/hub.rs).
-            cmd.env("CLAUDEMESH_SHARE_DIR", "1");
+        // The MCP server Claude starts shares this directory with the launch mesh only
+        // (mcp/hub.rs); without --share-dir, nothing inherited may make it share.
+        cmd.env_remove("CLAUDEMESH_SHARE_DIR")
+            .env_remove("CLAUDEMESH_SHARE_MESH");
+        let shared = match self.share_dir {
+            true => Some(share_dir_for_launch(&config, self.mesh.as_deref())?),
+            false => None,
+        };
+        if let Some((dir, mesh)) = &shared {
+            cmd.env("CLAUDEMESH_SHARE_DIR", dir)
+                .env("CLAUDEMESH_SHARE_MESH", mesh);
         }
         for (var, value) in [
             ("CLAUDEMESH_NAME", &self.name),
@@ -460,7 +468,38 @@ impl LaunchCmd {
                 meshes.join(", ")
             ));
         }
+        if let Some((dir, mesh)) = &shared {
+            output::error(&format!(
+                "claudemesh: sharing {} (read only) with the members of mesh {mesh} holding the files capability and your grant",
+                dir.display()
+            ));
+        }
         hand_over(cmd)
+    }
+}
+
+/// The directory `launch --share-dir` shares (the current one, canonical) and the one mesh it
+/// shares with, or why it must not be shared.
+fn share_dir_for_launch(
+    config: &crate::identity::Config,
+    mesh: Option<&str>,
+) -> Result<(PathBuf, String), CliError> {
+    let mesh = config.select(mesh).map_err(|e| {
+        CliError::failed(format!(
+            "--share-dir shares with one mesh: name it with --mesh ({e})"
+        ))
+    })?;
+    let dir = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| CliError::failed(format!("--share-dir: the current directory: {e}")))?;
+    let problem = crate::client::peer_files::root_problem(
+        &dir,
+        dirs::home_dir().as_deref(),
+        &ConfigDir::from_env().path,
+    );
+    match problem {
+        Some(problem) => Err(CliError::failed(format!("--share-dir: {problem}"))),
+        None => Ok((dir, mesh.slug.clone())),
     }
 }
 

@@ -213,6 +213,10 @@ pub fn main() -> i32 {
         Command::Hook(_) => logging::init("off", logging::LogFormat::Text),
         _ => logging::init("warn", logging::LogFormat::Text),
     }
+    if let Command::Mcp(_) = &command {
+        // Before any thread exists: the share's environment is read and removed here.
+        crate::mcp::take_share_env();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -99,18 +99,16 @@ impl PeerFilesCmd {
         match self.action {
             PeerFilesAction::Ls(c) => {
                 let path = c.path.clone().unwrap_or_default();
-                let listing = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
+                let listed = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
                     Ok(client
                         .list_peer_files(&c.peer, &path, c.depth, timeout(c.timeout))
                         .await?)
                 })
                 .await?;
                 if c.json {
-                    print_json(&json!({
-                        "entries": listing.entries,
-                        "truncated": listing.truncated,
-                    }));
+                    print_json(&json!(listed));
                 } else {
+                    let listing = &listed.listing;
                     for e in &listing.entries {
                         outln!("{e}");
                     }

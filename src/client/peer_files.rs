@@ -22,9 +22,9 @@ use super::shared_tools::{open_from, seal_to};
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{
     DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_PEER_FILE_BYTES,
-    PeerDirRequest, PeerDirRequestForward, PeerDirResponse, PeerFileRequest,
-    PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer, PeerFilesShare, PeerListing,
-    Requester, path_problem,
+    MAX_PEER_FILES_ANSWER_BYTES, MAX_PEER_REQUEST_SKEW_MS, PeerDirRequest, PeerDirRequestForward,
+    PeerDirResponse, PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer,
+    PeerFilesShare, PeerListing, Requester, SealedPayload, SealedPeerRequest, path_problem,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -50,15 +50,20 @@ fn refused(code: &'static str, message: impl Into<String>) -> Refused {
 
 /// The resolution every open uses: inside the directory, no `/proc` magic links.
 fn beneath() -> ResolveFlags {
-    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV
 }
+
+/// How long one read or listing may take on the host (a hung mount answers `timeout`).
+const HOST_WORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn errno_refusal(e: Errno, path: &str) -> Refused {
     match e {
         Errno::NOENT => refused("not_found", format!("\"{path}\" does not exist")),
         Errno::XDEV | Errno::LOOP => refused(
             "forbidden_path",
-            format!("\"{path}\" leads outside the shared directory (a symlink or \"..\")"),
+            format!(
+                "\"{path}\" leads outside the shared directory (a symlink, \"..\" or another mount)"
+            ),
         ),
         Errno::NOTDIR => refused("not_a_file", format!("\"{path}\" is not a directory")),
         Errno::NXIO => refused("not_a_file", format!("\"{path}\" is a socket, not a file")),
@@ -83,6 +88,94 @@ fn type_name(t: FileType) -> &'static str {
     }
 }
 
+/// Names a host never lists nor reads, at any depth: they hold keys and tokens. `.env.*`
+/// (e.g. `.env.local`) counts as `.env`, and `config` counts only under `.git` (remote URLs
+/// may carry tokens). README "Peer files" lists them.
+const SECRET_NAMES: [&str; 13] = [
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".claudemesh",
+    ".claude",
+    ".env",
+    ".netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".docker",
+    ".kube",
+    ".password-store",
+];
+
+/// Whether `name`, under a directory named `parent`, is one of the [`SECRET_NAMES`].
+fn is_secret(parent: &str, name: &str) -> bool {
+    SECRET_NAMES.contains(&name)
+        || name.starts_with(".env.")
+        || (parent == ".git" && name == "config")
+}
+
+/// The first secret component of `rel` (a path relative to the shared root), if any.
+fn secret_in(rel: &Path) -> Option<String> {
+    let mut parent = String::new();
+    for c in rel.components() {
+        let name = c.as_os_str().to_string_lossy().into_owned();
+        if is_secret(&parent, &name) {
+            return Some(name);
+        }
+        parent = name;
+    }
+    None
+}
+
+fn secret_refusal(path: &str, name: &str) -> Refused {
+    refused(
+        "forbidden_path",
+        format!(
+            "\"{path}\" is not shared: \"{name}\" may hold keys or tokens, and hosts never serve it"
+        ),
+    )
+}
+
+/// Why sharing `root` (canonical) would hand out secrets: it is `/`, the home directory, or
+/// it contains the claudemesh config dir (`config`), `~/.ssh`, `~/.gnupg`, `~/.aws` or
+/// `~/.claude`.
+pub fn root_problem(root: &Path, home: Option<&Path>, config: &Path) -> Option<String> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if root == Path::new("/") {
+        return Some(
+            "refusing to share / (the whole file system): share a project directory".into(),
+        );
+    }
+    let home = home.map(canonical);
+    if home.as_deref() == Some(root) {
+        return Some(format!(
+            "refusing to share your home directory {}: it holds keys and tokens (~/.ssh, ~/.aws, claudemesh's own keys); share a project directory",
+            root.display()
+        ));
+    }
+    let mut secrets = vec![(config.to_path_buf(), "claudemesh's keys (the config dir)")];
+    if let Some(home) = &home {
+        for (dir, why) in [
+            (".ssh", "SSH keys"),
+            (".gnupg", "GPG keys"),
+            (".aws", "AWS credentials"),
+            (".claude", "Claude Code's credentials and transcripts"),
+        ] {
+            secrets.push((home.join(dir), why));
+        }
+    }
+    secrets.into_iter().find_map(|(dir, why)| {
+        let dir = canonical(&dir);
+        dir.starts_with(root).then(|| {
+            format!(
+                "refusing to share {}: it contains {} ({why}); share a directory without it",
+                root.display(),
+                dir.display()
+            )
+        })
+    })
+}
+
 /// A directory this machine shares with the mesh, held open by descriptor.
 pub struct SharedDir {
     root: OwnedFd,
@@ -96,6 +189,10 @@ impl SharedDir {
     pub fn open(path: &Path, read_only: bool) -> Result<SharedDir, String> {
         let path = std::fs::canonicalize(path)
             .map_err(|e| format!("cannot share {}: {e}", path.display()))?;
+        let config = crate::identity::ConfigDir::from_env().path;
+        if let Some(problem) = root_problem(&path, dirs::home_dir().as_deref(), &config) {
+            return Err(problem);
+        }
         let root = rustix::fs::open(
             &path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -129,15 +226,13 @@ impl SharedDir {
         if let Some(problem) = path_problem(rel, true) {
             return Err(refused("forbidden_path", problem));
         }
-        let fd = rustix::fs::openat2(
-            &self.root,
-            rel,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        )
-        .map_err(|e| errno_refusal(e, rel))?;
-        let stat = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
+        if let Some(name) = secret_in(Path::new(rel)) {
+            return Err(secret_refusal(rel, &name));
+        }
+        // O_PATH first: a fifo or a device is looked at, never opened for reading.
+        let path_fd = self.open_beneath(rel, rel, OFlags::PATH)?;
+        self.refuse_secret_target(&path_fd, rel)?;
+        let stat = rustix::fs::fstat(&path_fd).map_err(|e| errno_refusal(e, rel))?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         if kind != FileType::RegularFile {
             return Err(refused(
@@ -146,6 +241,24 @@ impl SharedDir {
                     "\"{rel}\" is {}; only regular files are shared",
                     type_name(kind)
                 ),
+            ));
+        }
+        if stat.st_nlink > 1 {
+            // Another name of the same file may live outside the share.
+            return Err(refused(
+                "forbidden_path",
+                format!(
+                    "\"{rel}\" has {} hard links; hosts serve only files with one name",
+                    stat.st_nlink
+                ),
+            ));
+        }
+        let fd = self.open_beneath(rel, rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)?;
+        let again = rustix::fs::fstat(&fd).map_err(|e| errno_refusal(e, rel))?;
+        if (again.st_dev, again.st_ino) != (stat.st_dev, stat.st_ino) {
+            return Err(refused(
+                "host_error",
+                format!("\"{rel}\" changed while it was opened; ask again"),
             ));
         }
         let too_large = |n: u64| {
@@ -172,6 +285,32 @@ impl SharedDir {
         Ok(content)
     }
 
+    /// Opens `path` beneath the shared root with `flags` (close-on-exec); a refusal names
+    /// `shown`.
+    fn open_beneath(&self, path: &str, shown: &str, flags: OFlags) -> Result<OwnedFd, Refused> {
+        rustix::fs::openat2(
+            &self.root,
+            path,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )
+        .map_err(|e| errno_refusal(e, shown))
+    }
+
+    /// Refuses what `fd` opened when its real path (a symlink inside the share may lead to
+    /// it) passes through a secret name.
+    fn refuse_secret_target(&self, fd: &OwnedFd, rel: &str) -> Result<(), Refused> {
+        use std::os::fd::AsRawFd;
+        let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+            return Ok(());
+        };
+        match real.strip_prefix(&self.path).ok().and_then(secret_in) {
+            Some(name) => Err(secret_refusal(rel, &name)),
+            None => Ok(()),
+        }
+    }
+
     /// The names under `rel` (empty: the root), `depth` levels deep, bounded by
     /// [`MAX_LIST_ENTRIES`] and a byte budget. Symlinks are listed, never followed.
     pub fn list(&self, rel: &str, depth: u32) -> Result<PeerListing, Refused> {
@@ -182,18 +321,25 @@ impl SharedDir {
             "" => ".",
             p => p,
         };
-        let dir = rustix::fs::openat2(
-            &self.root,
+        let dir = self.open_beneath(
             start,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-            beneath(),
-        )
-        .map_err(|e| errno_refusal(e, rel))?;
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK,
+        )?;
+        if let Some(name) = secret_in(Path::new(rel)) {
+            return Err(secret_refusal(rel, &name));
+        }
+        self.refuse_secret_target(&dir, rel)?;
         let mut listing = PeerListing::default();
         let mut bytes = 0;
+        // The listed directory's own name decides what under it is secret (`.git/config`).
+        let parent = Path::new(start)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         walk(
             dir,
+            &parent,
             "",
             depth.clamp(1, MAX_LIST_DEPTH),
             &mut listing,
@@ -206,6 +352,7 @@ impl SharedDir {
 
 fn walk(
     dir: OwnedFd,
+    parent: &str,
     prefix: &str,
     depth: u32,
     out: &mut PeerListing,
@@ -214,8 +361,12 @@ fn walk(
     let mut names: Vec<(String, FileType)> = Vec::new();
     for entry in Dir::read_from(&dir)? {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "." || name == ".." {
+        let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
+            // A name that is not UTF-8 cannot be named back: left out, and said so.
+            out.truncated = true;
+            continue;
+        };
+        if name == "." || name == ".." || is_secret(parent, &name) {
             continue;
         }
         let mut kind = entry.file_type();
@@ -233,11 +384,13 @@ fn walk(
     for (name, kind) in names {
         let is_dir = kind == FileType::Directory;
         let shown = format!("{prefix}{name}{}", if is_dir { "/" } else { "" });
-        if out.entries.len() >= MAX_LIST_ENTRIES || *bytes + shown.len() + 4 > MAX_LIST_BYTES {
+        // What the name costs in the JSON listing, escapes included, and a comma.
+        let cost = serde_json::to_string(&shown).map_or(shown.len() * 6 + 2, |j| j.len()) + 1;
+        if out.entries.len() >= MAX_LIST_ENTRIES || *bytes + cost > MAX_LIST_BYTES {
             out.truncated = true;
             return Ok(());
         }
-        *bytes += shown.len() + 4;
+        *bytes += cost;
         out.entries.push(shown.clone());
         if is_dir && depth > 1 {
             // NOFOLLOW: a directory swapped for a symlink meanwhile is not entered.
@@ -249,7 +402,7 @@ fn walk(
                 beneath(),
             );
             if let Ok(sub) = sub {
-                walk(sub, &shown, depth - 1, out, bytes)?;
+                walk(sub, &name, &shown, depth - 1, out, bytes)?;
                 if out.truncated {
                     return Ok(());
                 }
@@ -282,6 +435,51 @@ impl Forwarded {
             Forwarded::Dir(f) => &f.requester,
         }
     }
+
+    fn sealed(&self) -> Option<&SealedPayload> {
+        match self {
+            Forwarded::File(f) => f.sealed.as_ref(),
+            Forwarded::Dir(f) => f.sealed.as_ref(),
+        }
+    }
+}
+
+/// Seals what a reader asks (`request`) from its key `mine` to the host's member key.
+pub fn seal_request(
+    mine: &crate::crypto::SignKeyPair,
+    request: &SealedPeerRequest,
+) -> Result<SealedPayload, String> {
+    let plain = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    seal_to(mine, &request.host_pubkey, &plain)
+}
+
+/// Nonces of sealed requests seen within the skew window, oldest first (bounded).
+#[derive(Default)]
+struct SeenNonces {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<(i64, String)>,
+}
+
+/// Nonces remembered at most; beyond, the oldest go (they are stale within two minutes).
+const MAX_SEEN_NONCES: usize = 4096;
+
+impl SeenNonces {
+    /// False when `nonce` was seen already.
+    fn fresh(&mut self, nonce: &str, now: i64) -> bool {
+        while let Some((at, _)) = self.order.front() {
+            if *at >= now - 2 * MAX_PEER_REQUEST_SKEW_MS && self.order.len() < MAX_SEEN_NONCES {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        if !self.set.insert(nonce.to_string()) {
+            return false;
+        }
+        self.order.push_back((now, nonce.to_string()));
+        true
+    }
 }
 
 /// What one request came to, for the host's log (metadata only, never content).
@@ -298,11 +496,20 @@ pub struct Served {
 
 impl std::fmt::Display for Served {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let who = format!("{} ({})", self.requester_name, self.requester_member_id);
+        // Names and paths come from peers: no control character reaches a terminal or a log.
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect()
+        };
+        let who = clean(&format!(
+            "{} ({})",
+            self.requester_name, self.requester_member_id
+        ));
         let path = if self.path.is_empty() {
-            "."
+            ".".to_string()
         } else {
-            &self.path
+            clean(&self.path)
         };
         match (&self.outcome, self.verb) {
             (Ok(n), "read") => write!(f, "peer-files: {who} read \"{path}\" ({n} bytes)"),
@@ -310,7 +517,8 @@ impl std::fmt::Display for Served {
             (Err(r), verb) => write!(
                 f,
                 "peer-files: refused {verb} of \"{path}\" by {who}: {} ({})",
-                r.message, r.code
+                clean(&r.message),
+                r.code
             ),
         }
     }
@@ -321,6 +529,7 @@ impl std::fmt::Display for Served {
 pub struct FileHost {
     dir: Arc<SharedDir>,
     busy: Arc<tokio::sync::Semaphore>,
+    seen: std::sync::Mutex<SeenNonces>,
 }
 
 impl FileHost {
@@ -328,6 +537,7 @@ impl FileHost {
         FileHost {
             dir: Arc::new(dir),
             busy: Arc::new(tokio::sync::Semaphore::new(MAX_HOSTED_REQUESTS)),
+            seen: Default::default(),
         }
     }
 
@@ -342,6 +552,51 @@ impl FileHost {
                 read_only: self.dir.read_only,
             }))
             .await
+    }
+
+    /// Checks that the reader the broker named sealed this very request to this host, lately
+    /// and once: `unverified` otherwise.
+    fn verify(
+        &self,
+        client: &MeshClient,
+        forward: &Forwarded,
+        verb: &str,
+        path: &str,
+    ) -> Result<(), Refused> {
+        let unverified =
+            |why: &str| refused("unverified", format!("the request is refused: {why}"));
+        let sealed = forward.sealed().ok_or_else(|| {
+            unverified("it is not sealed by its reader (claudemesh 0.2 or later seals it)")
+        })?;
+        let entry = client.entry();
+        let mine = entry
+            .member_keys()
+            .map_err(|e| refused("host_error", e.to_string()))?;
+        let plain =
+            open_from(&mine, &forward.requester().requester_pubkey, sealed).map_err(|_| {
+                unverified("it does not open as sealed by the reader's key to this host")
+            })?;
+        let asked: SealedPeerRequest = serde_json::from_slice(&plain)
+            .map_err(|e| unverified(&format!("its sealed part is not a request ({e})")))?;
+        if asked.kind != verb || asked.path != path {
+            return Err(unverified(
+                "the sealed path or kind differs from the one relayed",
+            ));
+        }
+        if asked.host_pubkey != entry.member_pubkey {
+            return Err(unverified("it was sealed for another host"));
+        }
+        let now = crate::protocol::time::now_ms();
+        if (now - asked.timestamp).abs() > MAX_PEER_REQUEST_SKEW_MS {
+            return Err(unverified(
+                "its timestamp is over a minute off (stale or replayed)",
+            ));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.fresh(&asked.nonce, now) {
+            return Err(unverified("it was answered once already (replayed)"));
+        }
+        Ok(())
     }
 
     /// Answers one forwarded request: reads or lists on a blocking thread, seals the result to
@@ -377,20 +632,36 @@ impl FileHost {
                 }
             }
         };
+        let verified = self.verify(client, &forward, verb, &path);
         let outcome = match self.busy.clone().try_acquire_owned() {
+            _ if verified.is_err() => verified.map(|()| (Vec::new(), 0)),
             Err(_) => Err(refused(
                 "host_busy",
                 format!("the host is answering {MAX_HOSTED_REQUESTS} requests; try again"),
             )),
-            Ok(_permit) => tokio::task::spawn_blocking(work)
-                .await
-                .unwrap_or_else(|e| Err(refused("host_error", e.to_string()))),
+            // The permit is released after the timeout even if the thread stays stuck.
+            Ok(_permit) => {
+                match tokio::time::timeout(HOST_WORK_TIMEOUT, tokio::task::spawn_blocking(work))
+                    .await
+                {
+                    Ok(done) => done.unwrap_or_else(|e| Err(refused("host_error", e.to_string()))),
+                    Err(_) => Err(refused(
+                        "timeout",
+                        format!(
+                            "\"{path}\" took the host over {} s (a slow or hung file system)",
+                            HOST_WORK_TIMEOUT.as_secs()
+                        ),
+                    )),
+                }
+            }
         };
         let mut answer = PeerFilesAnswer::default();
         let counted = match outcome {
             Ok((body, n)) => {
+                // Sealed with the member key, the one readers target.
                 let sealed = client
-                    .speaking_keys()
+                    .entry()
+                    .member_keys()
                     .map_err(|e| e.to_string())
                     .and_then(|mine| seal_to(&mine, &requester.requester_pubkey, &body));
                 match sealed {
@@ -405,6 +676,19 @@ impl FileHost {
                 }
             }
             Err(r) => Err(r),
+        };
+        // An answer over the broker's limit would be dropped (or end the connection): say so.
+        let counted = match counted {
+            Ok(_) if answer.wire_bytes() > MAX_PEER_FILES_ANSWER_BYTES => {
+                answer.sealed = None;
+                Err(refused(
+                    "too_large",
+                    format!(
+                        "the answer for \"{path}\" is over {MAX_PEER_FILES_ANSWER_BYTES} bytes; list a subdirectory or less depth"
+                    ),
+                ))
+            }
+            other => other,
         };
         if let Err(r) = &counted {
             answer.error = Some(r.message.clone());
@@ -440,11 +724,28 @@ impl FileHost {
     }
 }
 
+/// Who answered: the host's display name and member key, as the broker proved them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerHost {
+    pub host: String,
+    pub host_member_pubkey: String,
+}
+
 /// A file read from a peer.
 #[derive(Debug, Clone)]
 pub struct PeerFile {
-    pub host_name: String,
+    pub host: PeerHost,
     pub content: Vec<u8>,
+}
+
+/// A listing of a peer's shared directory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerListed {
+    #[serde(flatten)]
+    pub host: PeerHost,
+    #[serde(flatten)]
+    pub listing: PeerListing,
 }
 
 /// The content of a host's answer, opened, or its refusal as an error.
@@ -452,7 +753,8 @@ fn open_answer(
     client: &MeshClient,
     answer: PeerFilesAnswer,
     peer: &str,
-) -> Result<(String, Vec<u8>), ClientError> {
+    target: &str,
+) -> Result<(PeerHost, Vec<u8>), ClientError> {
     let host = answer.host_name.clone().unwrap_or_else(|| peer.to_string());
     if let Some(error) = answer.error {
         return Err(ClientError::Broker {
@@ -465,8 +767,17 @@ fn open_answer(
             "the answer carries no sealed content".into(),
         ));
     };
+    if host_key != target {
+        return Err(ClientError::Protocol(format!(
+            "the answer is sealed by {host_key}, not by the host asked ({target})"
+        )));
+    }
     let mine = client.speaking_keys()?;
     let plain = open_from(&mine, &host_key, &sealed).map_err(ClientError::Protocol)?;
+    let host = PeerHost {
+        host,
+        host_member_pubkey: answer.host_member_pubkey.unwrap_or_default(),
+    };
     Ok((host, plain))
 }
 
@@ -476,6 +787,42 @@ fn host_wait(timeout: Option<Duration>) -> Duration {
 }
 
 impl MeshClient {
+    /// The member key of the host `peer` names (a display name or a member key), from the
+    /// member list: a request is sealed to it.
+    async fn host_member_key(&self, peer: &str) -> Result<String, ClientError> {
+        let members = self.list_members().await?;
+        let named: Vec<&str> = members
+            .iter()
+            .filter(|m| m.pubkey == peer || m.display_name == peer)
+            .map(|m| m.pubkey.as_str())
+            .collect();
+        match named.as_slice() {
+            [key] => Ok((*key).to_string()),
+            [] => Err(ClientError::Broker {
+                code: "not_found".into(),
+                message: format!(
+                    "no member is called or has the member key \"{peer}\" (`claudemesh members` lists them)"
+                ),
+            }),
+            _ => Err(ClientError::Broker {
+                code: "ambiguous".into(),
+                message: format!("\"{peer}\" names several members: give the member key"),
+            }),
+        }
+    }
+
+    /// The sealed part of a request for `path` to the host whose member key is `host`.
+    fn seal_ask(&self, kind: &str, path: &str, host: &str) -> Result<SealedPayload, ClientError> {
+        let request = SealedPeerRequest {
+            kind: kind.into(),
+            path: path.into(),
+            host_pubkey: host.into(),
+            nonce: hex::encode(crate::crypto::random_bytes::<16>()),
+            timestamp: crate::protocol::time::now_ms(),
+        };
+        seal_request(&self.speaking_keys()?, &request).map_err(ClientError::Protocol)
+    }
+
     /// Sends a read or listing request and returns the host's answer, relayed by the broker.
     async fn ask_host(
         &self,
@@ -502,16 +849,18 @@ impl MeshClient {
         timeout: Option<Duration>,
     ) -> Result<PeerFile, ClientError> {
         let wait = host_wait(timeout);
+        let host = self.host_member_key(peer).await?;
         let request = PeerFileRequest {
-            target_pubkey: peer.into(),
+            target_pubkey: host.clone(),
             file_path: path.into(),
             timeout_ms: Some(wait.as_millis() as u64),
+            sealed: Some(self.seal_ask("read", path, &host)?),
         };
         let answer = self
             .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
             .await?;
-        let (host_name, content) = open_answer(self, answer, peer)?;
-        Ok(PeerFile { host_name, content })
+        let (host, content) = open_answer(self, answer, peer, &host)?;
+        Ok(PeerFile { host, content })
     }
 
     /// The names in `peer`'s shared directory under `path` (empty: its root), `depth` levels
@@ -522,21 +871,24 @@ impl MeshClient {
         path: &str,
         depth: Option<u32>,
         timeout: Option<Duration>,
-    ) -> Result<PeerListing, ClientError> {
+    ) -> Result<PeerListed, ClientError> {
         let wait = host_wait(timeout);
+        let host = self.host_member_key(peer).await?;
         let request = PeerDirRequest {
-            target_pubkey: peer.into(),
+            target_pubkey: host.clone(),
             dir_path: path.into(),
             pattern: None,
             depth,
             timeout_ms: Some(wait.as_millis() as u64),
+            sealed: Some(self.seal_ask("list", path, &host)?),
         };
         let answer = self
             .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
             .await?;
-        let (_, body) = open_answer(self, answer, peer)?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))
+        let (host, body) = open_answer(self, answer, peer, &host)?;
+        let listing = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("the host's listing: {e}")))?;
+        Ok(PeerListed { host, listing })
     }
 }
 
@@ -573,8 +925,23 @@ mod tests {
         assert_eq!(dir.read("src").expect_err("a dir").code, "not_a_file");
     }
 
+    /// Runs `f` on a thread and fails (rather than hangs) when it does not return in time.
+    fn within_time(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the check returned (a read blocked, or it panicked)");
+    }
+
     #[test]
     fn special_and_large_files_are_refused_without_blocking() {
+        within_time(special_and_large_files);
+    }
+
+    fn special_and_large_files() {
         let (tmp, dir) = shared();
         let root = tmp.path().join("root");
         let fifo = root.join("fifo");
@@ -619,5 +986,132 @@ mod tests {
         let many = dir.list("", 1).expect("list");
         assert!(many.truncated);
         assert!(many.entries.len() <= MAX_LIST_ENTRIES);
+    }
+
+    #[test]
+    fn roots_holding_secrets_are_not_shared() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = tmp.path().join("home");
+        let config = tmp.path().join("elsewhere/.claudemesh");
+        std::fs::create_dir_all(home.join(".ssh")).expect("ssh");
+        std::fs::create_dir_all(home.join("work/project")).expect("project");
+        std::fs::create_dir_all(&config).expect("config");
+        let home = std::fs::canonicalize(&home).expect("canonical");
+        let check = |root: &Path| root_problem(root, Some(&home), &config);
+        assert!(
+            check(Path::new("/"))
+                .expect("/")
+                .contains("whole file system")
+        );
+        assert!(check(&home).expect("home").contains("home directory"));
+        let above = home.parent().expect("parent");
+        assert!(
+            check(above)
+                .expect("above home")
+                .contains("refusing to share")
+        );
+        let no_config = Path::new("/nonexistent/.claudemesh");
+        let ssh = root_problem(above, Some(&home), no_config).expect("above home");
+        assert!(ssh.contains(".ssh") && ssh.contains("SSH keys"), "{ssh}");
+        let config_parent = std::fs::canonicalize(tmp.path().join("elsewhere")).expect("c");
+        assert!(
+            check(&config_parent)
+                .expect("config")
+                .contains("claudemesh's keys")
+        );
+        assert_eq!(check(&home.join("work/project")), None);
+        assert_eq!(check(&home.join("work")), None);
+    }
+
+    #[test]
+    fn secret_names_are_neither_listed_nor_read_even_through_a_symlink() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        for d in [".ssh", ".git", "sub/.aws"] {
+            std::fs::create_dir_all(root.join(d)).expect("dir");
+        }
+        for f in [
+            ".ssh/id_ed25519",
+            ".env",
+            ".env.local",
+            ".git/config",
+            ".git/HEAD",
+            "sub/.aws/credentials",
+            ".netrc",
+        ] {
+            std::fs::write(root.join(f), b"secret").expect("write");
+        }
+        std::os::unix::fs::symlink(".ssh/id_ed25519", root.join("key")).expect("link");
+        std::os::unix::fs::symlink(".ssh", root.join("keys")).expect("link");
+        for bad in [
+            ".ssh/id_ed25519",
+            ".env",
+            ".env.local",
+            ".git/config",
+            "sub/.aws/credentials",
+            ".netrc",
+            "key",
+            "keys/id_ed25519",
+        ] {
+            let r = dir.read(bad).expect_err(bad);
+            assert_eq!(r.code, "forbidden_path", "{bad}: {r:?}");
+            assert!(r.message.contains("keys or tokens"), "{bad}: {r:?}");
+        }
+        assert_eq!(dir.read(".git/HEAD").expect("not a secret"), b"secret");
+        let all = dir.list("", 6).expect("list").entries;
+        for secret in [
+            ".ssh/",
+            ".env",
+            ".env.local",
+            ".git/config",
+            "sub/.aws/",
+            ".netrc",
+        ] {
+            assert!(!all.iter().any(|e| e == secret), "{secret} listed: {all:?}");
+        }
+        assert!(all.iter().any(|e| e == ".git/HEAD"), "{all:?}");
+        assert_eq!(dir.list(".git", 1).expect("git").entries, vec!["HEAD"]);
+        assert_eq!(
+            dir.list("keys", 1).expect_err("link to .ssh").code,
+            "forbidden_path"
+        );
+        assert_eq!(
+            dir.list(".ssh", 1).expect_err(".ssh").code,
+            "forbidden_path"
+        );
+    }
+
+    #[test]
+    fn hard_links_and_names_that_are_not_utf8_are_not_served() {
+        use std::os::unix::ffi::OsStrExt;
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        std::fs::hard_link(tmp.path().join("outside.txt"), root.join("linked")).expect("link");
+        let r = dir.read("linked").expect_err("a hard link");
+        assert_eq!(r.code, "forbidden_path", "{r:?}");
+        assert!(r.message.contains("hard links"), "{r:?}");
+        let odd = std::ffi::OsStr::from_bytes(b"odd-\xff-name");
+        std::fs::write(root.join(odd), b"x").expect("odd");
+        let listing = dir.list("", 1).expect("list");
+        assert!(listing.truncated, "a skipped name is said: {listing:?}");
+        assert!(
+            !listing.entries.iter().any(|e| e.starts_with("odd")),
+            "{listing:?}"
+        );
+    }
+
+    #[test]
+    fn a_listing_of_names_full_of_escapes_stays_under_the_answer_limit() {
+        let (tmp, dir) = shared();
+        let root = tmp.path().join("root");
+        // Each name escapes to about six times its length in JSON.
+        for i in 0..200 {
+            let name = format!("{i:03}{}", "\"\\\u{1}\u{7f}\u{1b}".repeat(50));
+            std::fs::write(root.join(name), b"").expect("odd name");
+        }
+        let listing = dir.list("", 1).expect("list");
+        assert!(listing.truncated, "the escapes count against the budget");
+        let json = serde_json::to_vec(&listing).expect("json");
+        assert!(json.len() <= MAX_LIST_BYTES + 64, "{} bytes", json.len());
     }
 }

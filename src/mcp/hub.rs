@@ -65,26 +65,55 @@ pub struct Hub {
     channel_mode: bool,
     /// MCP servers this session hosts for the mesh (`mesh_mcp_register`).
     pub hosted: Arc<crate::client::shared_tools::Hosted>,
-    /// The directory this session shares (`launch --share-dir`: `CLAUDEMESH_SHARE_DIR`).
-    files: Option<Arc<FileHost>>,
+    /// The directory this session shares (`launch --share-dir`: `CLAUDEMESH_SHARE_DIR`) and
+    /// the slug of the one mesh it shares with.
+    files: Option<(Arc<FileHost>, String)>,
 }
 
-/// The directory `CLAUDEMESH_SHARE_DIR` names (`1`: the working directory), opened for
-/// sharing; a problem is said on stderr (Claude Code's MCP log) and nothing is shared.
-fn shared_dir_from_env() -> Option<Arc<FileHost>> {
-    let value = std::env::var("CLAUDEMESH_SHARE_DIR").ok()?;
-    let (path, read_only) = match value.as_str() {
-        "" | "0" => return None,
-        "1" => (std::path::PathBuf::from("."), true),
-        p => (std::path::PathBuf::from(p), true),
+/// What `launch --share-dir` asked this server to share: the directory and the one mesh.
+static SHARE_ENV: std::sync::OnceLock<Option<(String, Option<String>)>> =
+    std::sync::OnceLock::new();
+
+/// Reads `CLAUDEMESH_SHARE_DIR` / `CLAUDEMESH_SHARE_MESH` and removes them from this
+/// process's environment, so that nothing it starts (hosted MCP servers, hooks) inherits the
+/// share. Call it before any thread starts (cli::main does, before the runtime).
+pub fn take_share_env() {
+    let dir = std::env::var("CLAUDEMESH_SHARE_DIR").ok();
+    let mesh = std::env::var("CLAUDEMESH_SHARE_MESH").ok();
+    // SAFETY: called from `main` before the async runtime or any other thread exists, so no
+    // thread reads the environment meanwhile.
+    unsafe {
+        std::env::remove_var("CLAUDEMESH_SHARE_DIR");
+        std::env::remove_var("CLAUDEMESH_SHARE_MESH");
+    }
+    let _ = SHARE_ENV.set(dir.filter(|d| !d.is_empty() && d != "0").map(|d| (d, mesh)));
+}
+
+/// The directory `launch --share-dir` named, opened for sharing, and the mesh to share it
+/// with; a problem is said on stderr (Claude Code's MCP log) and nothing is shared.
+fn shared_dir_from_env(links: &[Arc<Link>]) -> Option<(Arc<FileHost>, String)> {
+    let (dir, mesh) = SHARE_ENV.get()?.as_ref()?;
+    let mesh = match (mesh, links) {
+        (Some(mesh), _) => mesh.clone(),
+        (None, [only]) => only.entry.slug.clone(),
+        (None, _) => {
+            eprintln!(
+                "claudemesh: not sharing files: CLAUDEMESH_SHARE_MESH names no mesh and several are joined"
+            );
+            return None;
+        }
     };
-    match SharedDir::open(&path, read_only) {
+    if !links.iter().any(|l| l.entry.slug == mesh) {
+        eprintln!("claudemesh: not sharing files: mesh {mesh} is not among this session's meshes");
+        return None;
+    }
+    match SharedDir::open(std::path::Path::new(dir), true) {
         Ok(dir) => {
             eprintln!(
-                "claudemesh: sharing {} with the mesh (read only)",
+                "claudemesh: sharing {} with mesh {mesh} (read only)",
                 dir.path.display()
             );
-            Some(Arc::new(FileHost::new(dir)))
+            Some((Arc::new(FileHost::new(dir)), mesh))
         }
         Err(e) => {
             eprintln!("claudemesh: not sharing files: {e}");
@@ -100,19 +129,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Hub {
     /// Starts one connection loop per mesh; returns at once (brokers may be down).
     pub fn start(session: Session, meshes: Vec<MeshEntry>) -> Arc<Hub> {
+        let links: Vec<Arc<Link>> = meshes
+            .into_iter()
+            .map(|entry| {
+                Arc::new(Link {
+                    entry,
+                    client: Mutex::new(None),
+                    problem: Mutex::new(Some("connecting…".into())),
+                    marked: tokio::sync::watch::Sender::new(0),
+                })
+            })
+            .collect();
+        let files = shared_dir_from_env(&links);
         let hub = Arc::new(Hub {
             session,
-            links: meshes
-                .into_iter()
-                .map(|entry| {
-                    Arc::new(Link {
-                        entry,
-                        client: Mutex::new(None),
-                        problem: Mutex::new(Some("connecting…".into())),
-                        marked: tokio::sync::watch::Sender::new(0),
-                    })
-                })
-                .collect(),
+            links,
             inbox: Mutex::new(VecDeque::new()),
             seen: Mutex::new((HashSet::new(), VecDeque::new())),
             marks: AtomicUsize::new(0),
@@ -120,7 +151,7 @@ impl Hub {
             notifier: Mutex::new(None),
             channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
             hosted: Default::default(),
-            files: shared_dir_from_env(),
+            files,
         });
         for link in &hub.links {
             tokio::spawn(connect_loop(hub.clone(), link.clone()));
@@ -265,7 +296,11 @@ impl Hub {
     }
 
     async fn on_push(&self, link: &Link, client: &Arc<MeshClient>, frame: ServerMessage) {
-        if let (Some(files), Some(forward)) = (&self.files, Forwarded::from_push(&frame)) {
+        if let Some(forward) = Forwarded::from_push(&frame) {
+            let Some((files, _)) = self.files.as_ref().filter(|(_, m)| *m == link.entry.slug)
+            else {
+                return;
+            };
             let (files, client) = (files.clone(), client.clone());
             tokio::spawn(async move {
                 // The host's log: Claude Code keeps the MCP server's stderr.
@@ -423,7 +458,8 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
                 *lock(&link.problem) = None;
                 // The skills may have changed while this mesh was out of reach.
                 hub.skills_changed().await;
-                if let Some(files) = &hub.files {
+                if let Some((files, _)) = hub.files.as_ref().filter(|(_, m)| *m == link.entry.slug)
+                {
                     tokio::spawn(announce_share(files.clone(), client.clone()));
                 }
                 while let Some(frame) = client.next_push().await {

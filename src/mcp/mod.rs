@@ -11,6 +11,7 @@ use rmcp::ServiceExt;
 
 use crate::identity::ConfigDir;
 use hub::Hub;
+pub use hub::take_share_env;
 use session::Session;
 use tools::MeshTools;
 

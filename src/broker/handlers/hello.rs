@@ -355,6 +355,8 @@ async fn admit(
             if let Some(old) = replaced {
                 old.close(1000, "session_replaced");
             }
+            // A share lasts as long as its connection: the new one announces its own.
+            broker.file_shares.unshare(&peer.presence_id);
             (peer, false)
         }
         Err(Unregistered::Revoked) => {
@@ -472,6 +474,8 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
     if !broker.presence.disconnect(peer, conn_id) || peer.control_plane {
         return; // taken over by a newer connection, or a short-lived tool connection
     }
+    // The share ends with its connection (PROTOCOL "§ Peer files").
+    broker.file_shares.unshare(&peer.presence_id);
     let groups = peer.state().groups.clone();
     if let Err(e) = broker
         .store

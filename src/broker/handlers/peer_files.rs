@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::reply::{Refusal, maybe_ack, me, ok_ack, refuse};
 use super::shared_tools::{host_grants, proven_key};
 use crate::broker::connection::Conn;
-use crate::broker::peer_files::{FilesAnswer, Share};
+use crate::broker::peer_files::{FilesAnswer, MAX_REQUESTS_PER_HOST, Share};
 use crate::broker::presence::Peer;
 use crate::broker::shared_tools::{NoAnswer, wait_for_host};
 use crate::broker::state::Broker;
@@ -75,22 +75,27 @@ fn find_host(broker: &Broker, caller: &Peer, target: &str) -> Result<Arc<Peer>, 
             "targetPubkey must name a peer: its key (64 hex) or display name",
         ));
     }
-    let key = Pubkey::parse(target).ok();
-    let named: Vec<Arc<Peer>> = broker
+    let live: Vec<Arc<Peer>> = broker
         .presence
         .peers(&caller.mesh_id)
         .into_iter()
         .filter(|p| p.is_live())
-        .filter(|p| match key {
-            Some(k) => p.pubkey() == k || p.member_pubkey == k,
-            None => p.display_name == target || p.shown_name() == target,
-        })
         .collect();
+    let named: Vec<Arc<Peer>> = match Pubkey::parse(target).ok() {
+        Some(k) => live
+            .into_iter()
+            .filter(|p| p.pubkey() == k || p.member_pubkey == k)
+            .collect(),
+        None => {
+            let member = named_member(broker, caller, &live, target)?;
+            live.into_iter().filter(|p| p.member_id == member).collect()
+        }
+    };
     if named.is_empty() {
         return Err(refuse(
             "host_offline",
             format!(
-                "no connected peer is \"{target}\": it is offline, or no such peer (claudemesh peers shows who is online)"
+                "no connected peer is \"{target}\": it is offline, not sharing from a session peers can see, or no such member (check its name or key with `claudemesh members`, and that its share-dir runs)"
             ),
         ));
     }
@@ -113,6 +118,53 @@ fn find_host(broker: &Broker, caller: &Peer, target: &str) -> Result<Arc<Peer>, 
     Ok(host)
 }
 
+/// The one member a display name names: a member of the store so called, or a live presence
+/// showing that name. Two members under one name is `ambiguous` (the reader names a key).
+fn named_member(
+    broker: &Broker,
+    caller: &Peer,
+    live: &[Arc<Peer>],
+    name: &str,
+) -> Result<String, Refusal> {
+    let members = broker
+        .store
+        .members(&caller.mesh_id)
+        .map_err(|e| refuse("internal", e.to_string()))?;
+    let mut ids: Vec<(String, String)> = members
+        .iter()
+        .filter(|m| m.revoked_at_ms.is_none() && m.display_name == name)
+        .map(|m| (m.id.clone(), m.pubkey.to_hex()))
+        .collect();
+    for p in live {
+        if p.display_name == name || p.shown_name() == name {
+            ids.push((p.member_id.clone(), p.member_pubkey.to_hex()));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    match ids.as_slice() {
+        [] => Err(refuse(
+            "host_offline",
+            format!(
+                "no member is called \"{name}\" (check the name with `claudemesh members`, or give the host's key)"
+            ),
+        )),
+        [(id, _)] => Ok(id.clone()),
+        several => Err(refuse(
+            "ambiguous",
+            format!(
+                "\"{name}\" names {} members (keys {}): give the host's member key instead",
+                several.len(),
+                several
+                    .iter()
+                    .map(|(_, k)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
 /// What is relayed: a read or a listing.
 enum Ask {
     File(String),
@@ -122,6 +174,9 @@ enum Ask {
         depth: u32,
     },
 }
+
+/// The reader's sealed request, relayed to the host untouched.
+type Sealed = Option<crate::protocol::messages::SealedPayload>;
 
 impl Ask {
     fn path(&self) -> &str {
@@ -141,6 +196,7 @@ pub fn file_request(conn: &Conn, req_id: Option<String>, r: PeerFileRequest) {
         &r.target_pubkey,
         Ask::File(r.file_path),
         r.timeout_ms,
+        r.sealed,
     );
 }
 
@@ -155,10 +211,17 @@ pub fn dir_request(conn: &Conn, req_id: Option<String>, r: PeerDirRequest) {
         pattern: r.pattern,
         depth,
     };
-    relay(conn, req_id, &r.target_pubkey, ask, r.timeout_ms);
+    relay(conn, req_id, &r.target_pubkey, ask, r.timeout_ms, r.sealed);
 }
 
-fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms: Option<u64>) {
+fn relay(
+    conn: &Conn,
+    req_id: Option<String>,
+    target: &str,
+    ask: Ask,
+    timeout_ms: Option<u64>,
+    sealed: Sealed,
+) {
     let Some((broker, caller)) = me(conn) else {
         return;
     };
@@ -168,6 +231,20 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
     let host = match find_host(&broker, &caller, target) {
         Ok(host) => host,
         Err(Refusal { code, message }) => return conn.error(req_id, code, message),
+    };
+    let Some(pair) =
+        broker
+            .file_shares
+            .take_pair(&caller.mesh_id, &caller.member_id, &host.presence_id)
+    else {
+        return conn.error(
+            req_id,
+            "rate_limited",
+            format!(
+                "you already have {MAX_REQUESTS_PER_HOST} requests waiting for {}; wait for one to finish",
+                host.shown_name()
+            ),
+        );
     };
     let (place, answered) = match broker.file_requests.start_or_refuse(
         &caller.mesh_id,
@@ -190,6 +267,7 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
                 request_id,
                 requester,
                 file_path: path.clone(),
+                sealed,
             }))
         }
         Ask::Dir {
@@ -202,6 +280,7 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
             dir_path: path.clone(),
             pattern: pattern.clone(),
             depth: *depth,
+            sealed,
         })),
     };
     let host_closed = host.state().conn.as_ref().map(|c| c.closer.subscribe());
@@ -240,6 +319,7 @@ fn relay(conn: &Conn, req_id: Option<String>, target: &str, ask: Ask, timeout_ms
             }
         };
         drop(place);
+        drop(pair);
         let frame = match outcome {
             Ok(frame) => frame,
             Err(Refusal { code, message }) => {
@@ -298,6 +378,21 @@ async fn deliver(
             ),
         ));
     }
+    // A grant withdrawn or a block made while the host worked stops the answer here.
+    host_grants(
+        broker,
+        caller,
+        host,
+        Right::Files,
+        &host.shown_name(),
+        "read its files",
+    )?;
+    if body.sealed.is_some() && sealed_size(&body).is_none() {
+        return Err(refuse(
+            "host_error",
+            format!("{}'s answer is not valid base64", host.shown_name()),
+        ));
+    }
     if let Some(size) = sealed_size(&body) {
         let event = if is_file {
             AuditEvent::PeerFileRead
@@ -318,7 +413,9 @@ async fn deliver(
             .await?;
     }
     body.request_id = None;
-    body.host_pubkey = Some(proven_key(host));
+    // Hosts seal with their member key (the key readers seal their requests to).
+    body.host_pubkey = Some(host.member_pubkey.to_hex());
+    body.host_member_pubkey = Some(host.member_pubkey.to_hex());
     body.host_name = Some(host.shown_name());
     Ok(match ask {
         Ask::File(path) => ServerMessage::PeerFileResponseForward(Box::new(PeerFileResponse {

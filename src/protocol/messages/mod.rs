@@ -61,6 +61,7 @@ pub use peer_files::{
     PeerDirResponse, PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer,
     PeerFilesShare, PeerListing, Requester, path_problem,
 };
+pub use peer_files::{MAX_PEER_REQUEST_SKEW_MS, SealedPeerRequest};
 pub use peers::{PeerEntry, Profile};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};

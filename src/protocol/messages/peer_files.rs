@@ -33,6 +33,27 @@ pub struct PeerFilesShare {
     pub read_only: bool,
 }
 
+/// How far a sealed request's timestamp may be from the host's clock, in milliseconds.
+pub const MAX_PEER_REQUEST_SKEW_MS: i64 = 60_000;
+
+/// What the reader seals (crypto_box from its proven key to the host's member key) into a
+/// request, so that the host answers only what this reader asked of this host: a broker can
+/// neither forge a request nor redirect the answer to another key (PROTOCOL "§ Peer files").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedPeerRequest {
+    /// `read` or `list`.
+    pub kind: String,
+    /// The same path as the request's clear `filePath` / `dirPath`.
+    pub path: String,
+    /// The host's member key the reader targeted.
+    pub host_pubkey: String,
+    /// Random, once per request: the host refuses one it has seen.
+    pub nonce: String,
+    /// Milliseconds since the epoch; within [`MAX_PEER_REQUEST_SKEW_MS`] of the host's clock.
+    pub timestamp: i64,
+}
+
 /// `peer_file_request`: read one file of the peer whose key (member or session) or display
 /// name is `targetPubkey`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +61,9 @@ pub struct PeerFilesShare {
 pub struct PeerFileRequest {
     pub target_pubkey: String,
     pub file_path: String,
+    /// A [`SealedPeerRequest`], relayed to the host as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedPayload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
@@ -59,6 +83,9 @@ pub struct PeerDirRequest {
     pub depth: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A [`SealedPeerRequest`], relayed to the host as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedPayload>,
 }
 
 /// Who asks, as the broker proved it: set by the broker on every forward, never by a client.
@@ -79,6 +106,8 @@ pub struct PeerFileRequestForward {
     #[serde(flatten)]
     pub requester: Requester,
     pub file_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedPayload>,
 }
 
 /// Broker → host: `peer_dir_request_forward`.
@@ -92,6 +121,8 @@ pub struct PeerDirRequestForward {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
     pub depth: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedPayload>,
 }
 
 /// What a host answers, and what the reader gets back: exactly one of `sealed` and `error`.
@@ -105,16 +136,20 @@ pub struct PeerFilesAnswer {
     /// host's key to `requesterPubkey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<SealedPayload>,
-    /// Why the host refused, in clear (it names only the path the broker already saw).
+    /// Why the host refused, in clear: it names the path the broker already saw, and may tell
+    /// more (`too_large` the file's size, `not_a_file` its type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The refusal's code: `not_found`, `forbidden_path`, `not_a_file`, `too_large`,
-    /// `invalid_argument`, `host_error`.
+    /// `invalid_argument`, `host_busy`, `timeout`, `unverified`, `host_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Broker → reader only: the key the answer is sealed from (the host's proven key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_pubkey: Option<String>,
+    /// Broker → reader only: the host's member key (who the display name stands for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_member_pubkey: Option<String>,
     /// Broker → reader only: the host's display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_name: Option<String>,
