@@ -1,4 +1,4 @@
-//! Peer files (PROTOCOL.md "§ Peer files"): read and list another member's shared directory,
+//! Peer files (PROTOCOL.md §15): read and list another member's shared directory,
 //! and — on the hosting side — answer those requests from a directory on this machine.
 //!
 //! The host is where the file system is, so it enforces the rules: every path is opened with

@@ -474,7 +474,7 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
     if !broker.presence.disconnect(peer, conn_id) || peer.control_plane {
         return; // taken over by a newer connection, or a short-lived tool connection
     }
-    // The share ends with its connection (PROTOCOL "§ Peer files").
+    // The share ends with its connection (PROTOCOL §15).
     broker.file_shares.unshare(&peer.presence_id);
     let groups = peer.state().groups.clone();
     if let Err(e) = broker

@@ -1,4 +1,4 @@
-//! Peer files (issue 15 item 5, PROTOCOL.md "§ Peer files"): `peer_files_share` announces
+//! Peer files (issue 15 item 5, PROTOCOL.md §15): `peer_files_share` announces
 //! that a connection shares a directory; `peer_file_request` / `peer_dir_request` are
 //! relayed to that connection as `*_forward`, whose `peer_file_response` /
 //! `peer_dir_response` goes back to the reader as `*_response_forward`. The reader needs the

@@ -368,7 +368,7 @@ pub enum ClientMessage {
     McpList {},
     McpCall(Box<McpCall>),
     McpCallResponse(Box<McpCallResult>),
-    // Peer files (PROTOCOL.md "§ Peer files").
+    // Peer files (PROTOCOL.md §15).
     PeerFilesShare(PeerFilesShare),
     PeerFilesUnshare {},
     PeerFileRequest(Box<PeerFileRequest>),
@@ -733,7 +733,7 @@ pub enum ServerMessage {
     },
     McpCallResult(Box<McpCallResult>),
     McpCallForward(Box<McpCallForward>),
-    // Peer files (PROTOCOL.md "§ Peer files").
+    // Peer files (PROTOCOL.md §15).
     PeerFileRequestForward(Box<PeerFileRequestForward>),
     PeerDirRequestForward(Box<PeerDirRequestForward>),
     PeerFileResponseForward(Box<PeerFileResponse>),

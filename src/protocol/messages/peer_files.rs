@@ -1,4 +1,4 @@
-//! Peer files (issue 15 item 5, PROTOCOL.md "§ Peer files"): a session that opted in to
+//! Peer files (issue 15 item 5, PROTOCOL.md §15): a session that opted in to
 //! sharing a directory answers `list_peer_files` / `read_peer_file` of other members, relayed
 //! by the broker. Frame and field names are the original's (`peer_file_request`,
 //! `peer_dir_request`, `targetPubkey`, `filePath`, `dirPath`, `entries` …); the content and
@@ -38,7 +38,7 @@ pub const MAX_PEER_REQUEST_SKEW_MS: i64 = 60_000;
 
 /// What the reader seals (crypto_box from its proven key to the host's member key) into a
 /// request, so that the host answers only what this reader asked of this host: a broker can
-/// neither forge a request nor redirect the answer to another key (PROTOCOL "§ Peer files").
+/// neither forge a request nor redirect the answer to another key (PROTOCOL §15).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SealedPeerRequest {
