@@ -97,7 +97,15 @@ impl Budget {
         Ok(())
     }
 
-    fn read(&self, mut r: impl Read, path: &str) -> Result<Vec<u8>, ArchiveError> {
+    /// Reads one file whose header declared `declared` bytes (already counted by `take`),
+    /// counting what it really holds: a header that lies about its size (a zip bomb) is
+    /// stopped by the same limits.
+    fn read(
+        &mut self,
+        mut r: impl Read,
+        path: &str,
+        declared: u64,
+    ) -> Result<Vec<u8>, ArchiveError> {
         let max = self.limits.file_bytes;
         let mut bytes = Vec::new();
         (&mut r)
@@ -107,6 +115,13 @@ impl Budget {
         if bytes.len() as u64 > max {
             return Err(bad(format!(
                 "{path} is larger than {max} bytes, the most an archive file may be"
+            )));
+        }
+        self.bytes = self.bytes - declared.min(self.bytes) + bytes.len() as u64;
+        if self.bytes > self.limits.unpacked_bytes {
+            return Err(bad(format!(
+                "an archive may hold at most {} bytes unpacked",
+                self.limits.unpacked_bytes
             )));
         }
         Ok(bytes)
@@ -136,9 +151,10 @@ fn untar(reader: impl Read, limits: &Limits) -> Result<Vec<ArchiveFile>, Archive
                 "{path}: an archive may hold regular files only (no links or devices)"
             )));
         }
-        budget.take(&path, entry.size())?;
+        let declared = entry.size();
+        budget.take(&path, declared)?;
         let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-        let bytes = budget.read(entry, &path)?;
+        let bytes = budget.read(entry, &path, declared)?;
         out.push(ArchiveFile {
             path,
             bytes,
@@ -172,9 +188,10 @@ fn unzip(bytes: &[u8], limits: &Limits) -> Result<Vec<ArchiveFile>, ArchiveError
                 "{path}: an archive may hold regular files only"
             )));
         }
-        budget.take(&path, file.size())?;
+        let declared = file.size();
+        budget.take(&path, declared)?;
         let executable = file.unix_mode().is_some_and(|m| m & 0o111 != 0);
-        let bytes = budget.read(file, &path)?;
+        let bytes = budget.read(file, &path, declared)?;
         out.push(ArchiveFile {
             path,
             bytes,
@@ -255,4 +272,52 @@ pub fn pack_dir(dir: &Path, top: &str, limits: &Limits) -> Result<Vec<u8>, Archi
         }
     }
     builder.into_inner().map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A zip of `n` files of `size` zero bytes each, deflated, whose headers then claim each
+    /// file holds one byte.
+    fn lying_zip(n: usize, size: usize) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for i in 0..n {
+            w.start_file(format!("f{i}"), opts).unwrap();
+            w.write_all(&vec![0u8; size]).unwrap();
+        }
+        let mut bytes = w.finish().unwrap().into_inner();
+        let mut patch = |sig: [u8; 4], at: usize| {
+            let mut i = 0;
+            while i + 4 <= bytes.len() {
+                if bytes[i..i + 4] == sig {
+                    bytes[i + at..i + at + 4].copy_from_slice(&1u32.to_le_bytes());
+                }
+                i += 1;
+            }
+        };
+        patch([0x50, 0x4b, 0x03, 0x04], 22); // local headers: uncompressed size
+        patch([0x50, 0x4b, 0x01, 0x02], 24); // central directory: uncompressed size
+        bytes
+    }
+
+    #[test]
+    fn an_archive_is_counted_by_what_it_unpacks_not_what_it_declares() {
+        let limits = Limits {
+            file_bytes: 1 << 20,
+            files: 100,
+            unpacked_bytes: 2 << 20,
+        };
+        // 8 files of 512 KiB each declare 1 byte: 4 MiB in all, past the 2 MiB budget.
+        let Err(err) = unpack(&lying_zip(8, 512 << 10), &limits) else {
+            panic!("a lying archive past the budget was unpacked");
+        };
+        assert!(err.0.contains("unpacked"), "{}", err.0);
+        // Within the budget the same kind of archive unpacks.
+        let files = unpack(&lying_zip(2, 512 << 10), &limits).expect("within the budget");
+        assert_eq!(files.len(), 2);
+    }
 }

@@ -408,6 +408,23 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         matches!(&attempt, Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker { code, .. })) if code == "not_supported"),
         "{attempt:?}"
     );
+    // A name is a directory under the mesh's services: `.`, `..` and dotted names are refused,
+    // so no deploy (or undeploy) reaches another service's files.
+    for name in [".", "..", ".hidden", "a.b"] {
+        let attempt = a
+            .mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+                server_name: name.into(),
+                source: claudemesh::protocol::messages::DeploySource::Zip {
+                    file_id: "0000".into(),
+                },
+                config: None,
+                scope: None,
+            })
+            .await;
+        let (code, message) = refused_code(attempt);
+        assert_eq!(code, "invalid_argument", "{name}: {message}");
+        assert!(message.contains("server_name"), "{name}: {message}");
+    }
     // A `$vault:` reference to an entry the deployer does not have fails the deploy, naming it.
     let attempt = a
         .deploy_dir(

@@ -206,6 +206,14 @@ pub struct Services {
 
 impl Services {
     pub fn new(data_dir: &Path, allow_unsandboxed: bool, shutdown: CancellationToken) -> Services {
+        // Files a service writes are the broker user's on the host (the sandbox maps its uid to
+        // the broker's): `<data>/services` is the broker's alone (0700), so no other local user
+        // can reach them, say to run a setuid file a service left in its `work`.
+        let root = data_dir.join("services");
+        if std::fs::create_dir_all(&root).is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700));
+        }
         Services {
             data_dir: data_dir.to_path_buf(),
             allow_unsandboxed,

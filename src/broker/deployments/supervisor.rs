@@ -95,9 +95,12 @@ impl Run {
         if let Some(stderr) = stderr {
             let service = self.service.clone();
             tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    service.log(&line);
+                // Line by line, each cut at LOG_LINE_BYTES: a service that writes one endless
+                // line costs the broker that much memory, not more.
+                let mut reader = tokio::io::BufReader::new(stderr);
+                let mut line = Vec::new();
+                while let Ok(true) = read_capped_line(&mut reader, &mut line).await {
+                    service.log(&String::from_utf8_lossy(&line));
                 }
             });
         }
@@ -197,6 +200,37 @@ pub(super) async fn supervise(run: Run) {
     });
 }
 
+/// Most bytes of one stderr line kept; the rest of a longer line is read and dropped.
+const LOG_LINE_BYTES: usize = 8 * 1024;
+
+/// Reads one line (without its newline) into `line`, keeping at most [`LOG_LINE_BYTES`];
+/// `false` at the end of the stream with nothing read.
+async fn read_capped_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = LOG_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(buf.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +241,20 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(50), MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn an_endless_stderr_line_is_kept_only_up_to_the_cap() {
+        let mut input = vec![b'x'; LOG_LINE_BYTES * 3];
+        input.extend_from_slice(b"\nshort\nlast");
+        let mut reader = tokio::io::BufReader::with_capacity(1024, &input[..]);
+        let mut line = Vec::new();
+        assert!(read_capped_line(&mut reader, &mut line).await.unwrap());
+        assert_eq!(line.len(), LOG_LINE_BYTES, "cut at the cap");
+        assert!(read_capped_line(&mut reader, &mut line).await.unwrap());
+        assert_eq!(line, b"short", "the next line starts after the newline");
+        assert!(read_capped_line(&mut reader, &mut line).await.unwrap());
+        assert_eq!(line, b"last");
+        assert!(!read_capped_line(&mut reader, &mut line).await.unwrap());
     }
 }

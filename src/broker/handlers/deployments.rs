@@ -96,9 +96,9 @@ fn in_scope(scope: &Scope, row: &DeploymentRow, caller: &Peer) -> bool {
         Scope::Peers { peers } => peers.contains(&caller.member_id),
         Scope::Group { group } => groups().iter().any(|g| &g.name == group),
         Scope::Groups { groups: wanted } => groups().iter().any(|g| wanted.contains(&g.name)),
-        Scope::Role { role } => {
-            caller.role.as_str() == role || groups().iter().any(|g| g.role.as_deref() == Some(role))
-        }
+        // The member role the broker stored (owner, admin, member), never a role a session
+        // claims for itself in a group.
+        Scope::Role { role } => caller.role.as_str() == role,
     }
 }
 
@@ -460,6 +460,21 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
     };
     aside(conn, req_id, async move {
         valid_name("server_name", &d.server_name, MAX_NAME)?;
+        // The name becomes a directory under `<data>/services/<mesh>/`: no `.` or `..`, no
+        // dot at all, so it can never reach another service's files.
+        if !d
+            .server_name
+            .starts_with(|c: char| c.is_ascii_alphanumeric())
+            || d.server_name.contains('.')
+        {
+            return Err(refuse(
+                "invalid_argument",
+                format!(
+                    "server_name {:?}: a deployed service's name starts with a letter or digit and holds only letters, digits, - and _",
+                    d.server_name
+                ),
+            ));
+        }
         let config = d.config.clone().unwrap_or_default();
         check_config(&config)?;
         let scope = resolve_scope(&broker, &peer, d.scope.clone())?;
@@ -530,11 +545,18 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
         let mut row = find(&broker, &peer, &u.server_name)?;
         may_manage(&broker, &peer, &row)?;
         let isolation = sandbox_or_refuse(&broker).await?;
+        let new_code = u.source.is_some();
         let src: DeploySource = match u.source {
             Some(s) => s,
             None => parse("source", &row.source_json)?,
         };
         let config: DeployConfig = parse("config", &row.config_json)?;
+        if new_code && peer.member_id != row.deployer_member_id {
+            // New code from someone else: from now on it is theirs, and its `$vault:`
+            // references open their entries, never the previous deployer's.
+            row.deployer_member_id = peer.member_id.clone();
+            row.deployer_name = peer.display_name.clone();
+        }
         fetch_and_install(&broker, &peer, &row, &src, &config).await?;
         row.source_json = json(&src);
         row.updated_at_ms = time::now_ms();
