@@ -747,3 +747,122 @@ async fn without_a_sandbox_deploys_are_refused_unless_allowed() {
         "the broker's log says it loudly"
     );
 }
+
+/// A git repository holding the service, served by `git daemon` on loopback.
+struct GitServer {
+    _root: tempfile::TempDir,
+    daemon: std::process::Child,
+    url: String,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+fn git_server() -> Option<GitServer> {
+    let root = tempfile::tempdir().expect("tempdir");
+    let repo = root.path().join("svc");
+    std::fs::create_dir(&repo).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/service_mcp.py");
+    std::fs::copy(script, repo.join("server.py")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "server.py"]);
+    git(&repo, &["commit", "-q", "-m", "the service"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let daemon = std::process::Command::new("git")
+        .args([
+            "daemon",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", root.path().display()),
+        ])
+        .arg(root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(daemon) = daemon else {
+        skip_unless_strict("git daemon cannot run here");
+        return None;
+    };
+    // Ready once it accepts connections.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(GitServer {
+                _root: root,
+                daemon,
+                url: format!("git://127.0.0.1:{port}/svc"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("git daemon did not start on {port}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_deploys_from_a_git_url() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let Some(server) = git_server() else {
+        return;
+    };
+    let a = alice.client().await;
+    let attempt = a
+        .mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+            server_name: "from-git".into(),
+            source: claudemesh::protocol::messages::DeploySource::Git {
+                url: server.url.clone(),
+                branch: Some("main".into()),
+            },
+            config: Some(config(&[("GREETING", "cloned")])),
+            scope: Some(ScopeSpec::Word("mesh".into())),
+        })
+        .await;
+    let status = match attempt {
+        Err(ClientError::Broker { code, message }) if code == "not_supported" => {
+            return skip_unless_strict(&message);
+        }
+        other => other.expect("deploy from git"),
+    };
+    assert_eq!(status.status, "running", "{status:?}");
+    let b = bob.reconnecting_client().await;
+    assert_eq!(
+        call(&b, "from-git", "env", json!({"name": "GREETING"})).await,
+        "cloned"
+    );
+    assert_eq!(
+        call(&b, "from-git", "echo", json!({"text": "via git"})).await,
+        "echo: via git"
+    );
+    // A branch that is not there fails the deploy with git's reason.
+    let (code, message) = refused_code(
+        a.mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+            server_name: "no-branch".into(),
+            source: claudemesh::protocol::messages::DeploySource::Git {
+                url: server.url.clone(),
+                branch: Some("nope".into()),
+            },
+            config: None,
+            scope: None,
+        })
+        .await,
+    );
+    assert!(message.contains("git clone"), "{code}: {message}");
+}

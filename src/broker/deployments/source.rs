@@ -91,11 +91,28 @@ pub async fn git_clone(url: &str, branch: Option<&str>, dest: &Path) -> Result<(
         cmd.args(["--branch", b]);
     }
     cmd.arg("--").arg(url).arg(dest);
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
+    // None of the broker host's own git setup, credentials or ssh keys: a clean environment,
+    // an empty home, no system config, ssh with no key and no config (a deployer must not clone
+    // what only the broker host's identity may read).
+    let home = dest.with_extension("git-home");
+    std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .env("SSH_ASKPASS", "/bin/false")
+        .env(
+            "GIT_SSH_COMMAND",
+            "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=/dev/null -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/dev/null",
+        )
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(CLONE_TIMEOUT, cmd.output())
-        .await
+    let out = tokio::time::timeout(CLONE_TIMEOUT, cmd.output()).await;
+    let _ = std::fs::remove_dir_all(&home);
+    let out = out
         .map_err(|_| format!("git clone of {url} took longer than {CLONE_TIMEOUT:?}"))?
         .map_err(|e| format!("cannot run git: {e}"))?;
     if !out.status.success() {
