@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::sandbox::{self, Isolation, Jail};
 use super::{Launch, Secret, SecretSource, Service, Status};
 use crate::client::shared_tools::StdioServer;
+use crate::protocol::messages::McpToolSpec;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Running this long counts as a good start: the backoff starts over.
@@ -145,7 +146,7 @@ pub(super) async fn supervise(run: Run) {
                     "[claudemesh] started: {} tool(s)",
                     server.tools.len()
                 ));
-                let tools = server.tools.clone();
+                let tools = bounded_tools(&server.tools);
                 run.settle(|s| {
                     s.status = Some(Status::Running);
                     s.tools = tools;
@@ -198,6 +199,31 @@ pub(super) async fn supervise(run: Run) {
         s.status = Some(Status::Stopped);
         s.server = None;
     });
+}
+
+/// The tools a service lists, as the mesh sees them: at most as many as a peer-hosted server
+/// may register, names and descriptions cut like theirs, a tool whose schema is over 16 KiB or
+/// whose name repeats left out (with a note in the service's log).
+fn bounded_tools(tools: &[McpToolSpec]) -> Vec<McpToolSpec> {
+    /// As many as a peer-hosted server may register (PROTOCOL §14).
+    const MAX_TOOLS: usize = 128;
+    const MAX_SCHEMA_BYTES: usize = 16 * 1024;
+    let mut seen = std::collections::HashSet::new();
+    tools
+        .iter()
+        .filter(|t| {
+            !t.name.is_empty()
+                && t.name.chars().count() <= 128
+                && t.input_schema.to_string().len() <= MAX_SCHEMA_BYTES
+                && seen.insert(t.name.clone())
+        })
+        .take(MAX_TOOLS)
+        .map(|t| McpToolSpec {
+            name: t.name.clone(),
+            description: t.description.chars().take(2048).collect(),
+            input_schema: t.input_schema.clone(),
+        })
+        .collect()
 }
 
 /// Most bytes of one stderr line kept; the rest of a longer line is read and dropped.
@@ -256,5 +282,25 @@ mod tests {
         assert!(read_capped_line(&mut reader, &mut line).await.unwrap());
         assert_eq!(line, b"last");
         assert!(!read_capped_line(&mut reader, &mut line).await.unwrap());
+    }
+
+    #[test]
+    fn a_services_tool_list_is_bounded_like_a_registration() {
+        let tool = |name: &str, schema: serde_json::Value| McpToolSpec {
+            name: name.into(),
+            description: "d".repeat(5000),
+            input_schema: schema,
+        };
+        let mut tools = vec![
+            tool("huge", serde_json::json!({"x": "y".repeat(20_000)})),
+            tool("twice", serde_json::json!({})),
+            tool("twice", serde_json::json!({})),
+        ];
+        tools.extend((0..300).map(|i| tool(&format!("t{i}"), serde_json::json!({}))));
+        let kept = bounded_tools(&tools);
+        assert_eq!(kept.len(), 128);
+        assert!(kept.iter().all(|t| t.name != "huge"), "no 20 KB schema");
+        assert_eq!(kept.iter().filter(|t| t.name == "twice").count(), 1);
+        assert!(kept.iter().all(|t| t.description.len() == 2048));
     }
 }
