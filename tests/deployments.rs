@@ -866,3 +866,59 @@ async fn a_service_deploys_from_a_git_url() {
     );
     assert!(message.contains("git clone"), "{code}: {message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_deployers_service_stops_and_does_not_come_back() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["perms", "set", "bob", "+deploy"]);
+    let b = bob.client().await;
+    let dir = service_dir();
+    let Some(status) = deploy(
+        &b,
+        "bobs",
+        dir.path(),
+        config(&[]),
+        Some(ScopeSpec::Word("mesh".into())),
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(status.status, "running", "{status:?}");
+    let a = alice.reconnecting_client().await;
+    assert_eq!(
+        call(&a, "bobs", "echo", json!({"text": "up"})).await,
+        "echo: up"
+    );
+    drop(b);
+
+    // alice bans bob: his service stops at once and is not started again with the broker.
+    alice.ok(&["ban", "bob", "--no-rotate"]);
+    let down = |s: &McpDeployStatus| s.status != "running";
+    eventually("bob's service to stop", || async {
+        a.mcp_deploy_status("bobs").await.is_ok_and(|s| down(&s))
+    })
+    .await;
+    let (code, _) = refused_code(
+        a.tool_call("bobs", "echo", json!({"text": "x"}), None)
+            .await,
+    );
+    assert_eq!(code, "host_offline");
+    // alice's own service, started after bob's at a broker start (by name), shows when the
+    // broker is through them.
+    let Some(_) = deploy(&a, "zeta", dir.path(), config(&[]), None).await else {
+        return;
+    };
+    drop(a);
+    broker.restart();
+    let a = alice.reconnecting_client().await;
+    eventually("alice's service to be running again", || async {
+        a.mcp_deploy_status("zeta")
+            .await
+            .is_ok_and(|s| s.status == "running")
+    })
+    .await;
+    let status = a.mcp_deploy_status("bobs").await.expect("status");
+    assert_eq!(status.status, "stopped", "{status:?}");
+}

@@ -346,6 +346,23 @@ async fn fetch(
 
 /// What to start for a stored deployment.
 fn launch(broker: &Broker, row: &DeploymentRow) -> Result<Launch, Refusal> {
+    let active = broker
+        .store
+        .member(&row.mesh_id, &row.deployer_member_id)?
+        .is_some_and(|m| m.revoked_at_ms.is_none())
+        && broker
+            .store
+            .ban_of(&row.mesh_id, &row.deployer_member_id)?
+            .is_none();
+    if !active {
+        return Err(refuse(
+            "forbidden",
+            format!(
+                "{} deployed this service and is no longer an active member of the mesh (revoked or banned); an owner or admin can update it to take it over, or undeploy it",
+                row.deployer_name
+            ),
+        ));
+    }
     let src: DeploySource = parse("source", &row.source_json)?;
     let config: DeployConfig = parse("config", &row.config_json)?;
     let (memory_mb, network) = check_config(&config)?;
@@ -932,6 +949,18 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
 }
 
 /// Starts every stored deployment when the broker starts.
+/// Stops the services `member_id` deployed in `mesh_id`, who was just revoked or banned: they
+/// run no more (nor start with the broker) while the member is not an active member.
+pub async fn stop_services_of(broker: &Broker, mesh_id: &str, member_id: &str) {
+    let rows = match broker.store.deployments(mesh_id) {
+        Ok(rows) => rows,
+        Err(e) => return tracing::error!("cannot read the deployments: {e}"),
+    };
+    for row in rows.iter().filter(|r| r.deployer_member_id == member_id) {
+        broker.services.stop(&row.mesh_id, &row.name).await;
+    }
+}
+
 pub async fn start_all(broker: Arc<Broker>) {
     let rows = match broker.store.all_deployments() {
         Ok(rows) if rows.is_empty() => return,

@@ -353,6 +353,7 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
     match result {
         Ok(Ok(member)) => {
             broker.presence.revoke(&peer.mesh_id, &member.id);
+            super::deployments::stop_services_of(broker, &peer.mesh_id, &member.id).await;
             conn.reply(req_id, ok_ack());
         }
         Ok(Err(RevokeError::Forbidden)) => conn.error(
@@ -598,7 +599,10 @@ pub async fn ban(conn: &Conn, req_id: Option<String>, target: String, reason: Op
         broker.presence.unrevoke(&peer.mesh_id, &member.id);
     }
     match result {
-        Ok(Ok(_)) => conn.reply(req_id, ok_ack()),
+        Ok(Ok(_)) => {
+            super::deployments::stop_services_of(broker, &peer.mesh_id, &member.id).await;
+            conn.reply(req_id, ok_ack())
+        }
         Ok(Err(refusal)) => conn.error(req_id, "forbidden", ban_refusal(&refusal, &target)),
         Err(e) => conn.error(req_id, "internal", e.to_string()),
     }
