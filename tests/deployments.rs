@@ -425,6 +425,12 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         assert_eq!(code, "invalid_argument", "{name}: {message}");
         assert!(message.contains("server_name"), "{name}: {message}");
     }
+    // From a directory too: the name is the broker's to refuse, with the same reason.
+    let attempt = a.deploy_dir("..", dir.path(), None, None).await;
+    assert!(
+        matches!(&attempt, Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker { code, message })) if code == "invalid_argument" && message.contains("server_name")),
+        "{attempt:?}"
+    );
     // A `$vault:` reference to an entry the deployer does not have fails the deploy, naming it.
     let attempt = a
         .deploy_dir(

@@ -99,7 +99,9 @@ impl MeshClient {
         config: Option<DeployConfig>,
         scope: Option<ScopeSpec>,
     ) -> Result<McpDeployStatus, DeployError> {
-        let tar = archive::pack_dir(dir, name, &DIR_LIMITS)?;
+        // Under a fixed top directory (the broker strips it), so the service's name is checked
+        // by the broker alone, with its reason.
+        let tar = archive::pack_dir(dir, "service", &DIR_LIMITS)?;
         let shared = self
             .share_bytes(&tar, &format!("{name}.tar"), "mcp-service")
             .await?;
