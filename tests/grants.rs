@@ -210,3 +210,26 @@ async fn grants_set_takes_one_right_and_gives_it_back_and_survive_a_restart() {
         .unwrap_err();
     assert_eq!(err.code(), Some("invalid_argument"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_of_a_grant_is_audited_and_a_repeat_is_not() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = three(&broker);
+    let audited = || {
+        let log = alice.json(&["audit", "--event", "grants.changed", "--json"]);
+        log["entries"].as_array().expect("entries").len()
+    };
+    assert_eq!(audited(), 0);
+    // A right taken (only `allowed` changes): one record.
+    bob.json(&["grants", "set", "alice", "-files", "--json"]);
+    assert_eq!(audited(), 1, "a right taken is audited");
+    // A block (only `blocked` changes): one more.
+    let out = bob.run(&["block", "alice"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(audited(), 2, "a block is audited");
+    // The same again, twice: nothing changed, nothing recorded.
+    let out = bob.run(&["block", "alice"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    bob.json(&["grants", "set", "alice", "-files", "--json"]);
+    assert_eq!(audited(), 2, "a change that changes nothing is not audited");
+}
