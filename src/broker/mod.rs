@@ -5,7 +5,7 @@ mod connection;
 mod cron;
 pub mod deployments;
 mod files;
-mod handlers;
+pub(crate) mod handlers;
 mod hook;
 mod http;
 mod key;

@@ -149,10 +149,7 @@ pub fn open_for_service(
     member_id: &str,
     name: &str,
 ) -> Result<OpenedEntry, VaultError> {
-    let active = store
-        .member(mesh_id, member_id)?
-        .is_some_and(|m| m.revoked_at_ms.is_none());
-    if !active || store.ban_of(mesh_id, member_id)?.is_some() {
+    if !store.is_active_member(mesh_id, member_id)? {
         return Err(VaultError::MemberNotActive);
     }
     let record = store

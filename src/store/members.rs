@@ -133,6 +133,14 @@ impl Store {
         )
     }
 
+    /// Whether `member_id` is in the mesh now: a member, neither revoked nor banned.
+    pub fn is_active_member(&self, mesh_id: &str, member_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .member(mesh_id, member_id)?
+            .is_some_and(|m| m.revoked_at_ms.is_none())
+            && self.ban_of(mesh_id, member_id)?.is_none())
+    }
+
     /// The ban on a member, while there is one: the one answer to "is this member banned?".
     pub fn ban_of(&self, mesh_id: &str, member_id: &str) -> Result<Option<BanRecord>, StoreError> {
         let rt = self.read()?;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sandbox::{self, Isolation, Jail};
 use super::{Launch, Secret, SecretSource, Service, Status};
+use crate::broker::handlers::shared_tools::{MAX_DESCRIPTION, MAX_TOOL_NAME, MAX_TOOLS};
 use crate::client::shared_tools::StdioServer;
 use crate::protocol::messages::McpToolSpec;
 
@@ -205,22 +206,20 @@ pub(super) async fn supervise(run: Run) {
 /// may register, names and descriptions cut like theirs, a tool whose schema is over 16 KiB or
 /// whose name repeats left out (with a note in the service's log).
 fn bounded_tools(tools: &[McpToolSpec]) -> Vec<McpToolSpec> {
-    /// As many as a peer-hosted server may register (PROTOCOL §14).
-    const MAX_TOOLS: usize = 128;
     const MAX_SCHEMA_BYTES: usize = 16 * 1024;
     let mut seen = std::collections::HashSet::new();
     tools
         .iter()
         .filter(|t| {
             !t.name.is_empty()
-                && t.name.chars().count() <= 128
+                && t.name.chars().count() <= MAX_TOOL_NAME
                 && t.input_schema.to_string().len() <= MAX_SCHEMA_BYTES
                 && seen.insert(t.name.clone())
         })
         .take(MAX_TOOLS)
         .map(|t| McpToolSpec {
             name: t.name.clone(),
-            description: t.description.chars().take(2048).collect(),
+            description: t.description.chars().take(MAX_DESCRIPTION).collect(),
             input_schema: t.input_schema.clone(),
         })
         .collect()

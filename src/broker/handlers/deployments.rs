@@ -346,15 +346,10 @@ async fn fetch(
 
 /// What to start for a stored deployment.
 fn launch(broker: &Broker, row: &DeploymentRow) -> Result<Launch, Refusal> {
-    let active = broker
+    if !broker
         .store
-        .member(&row.mesh_id, &row.deployer_member_id)?
-        .is_some_and(|m| m.revoked_at_ms.is_none())
-        && broker
-            .store
-            .ban_of(&row.mesh_id, &row.deployer_member_id)?
-            .is_none();
-    if !active {
+        .is_active_member(&row.mesh_id, &row.deployer_member_id)?
+    {
         return Err(refuse(
             "forbidden",
             format!(

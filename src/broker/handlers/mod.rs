@@ -19,7 +19,7 @@ mod profile;
 mod reminders;
 mod reply;
 mod settings;
-mod shared_tools;
+pub(crate) mod shared_tools;
 mod skills;
 mod state;
 mod stats;

@@ -24,8 +24,8 @@ use crate::store::{
 
 /// The longest server and tool name.
 const MAX_NAME: usize = 64;
-const MAX_TOOL_NAME: usize = 128;
-const MAX_DESCRIPTION: usize = 2048;
+pub(crate) const MAX_TOOL_NAME: usize = 128;
+pub(crate) const MAX_DESCRIPTION: usize = 2048;
 /// Tools one server may register.
 pub const MAX_TOOLS: usize = 128;
 /// The longest a call may ask to wait for its host.
