@@ -112,6 +112,9 @@ pub struct BrokerConfig {
     pub insecure_plaintext: bool,
     /// Deployed services may run without a sandbox (`--allow-unsandboxed-services`).
     pub allow_unsandboxed_services: bool,
+    /// Per-mesh SQL: database size and statement time budget (`--max-sql-bytes`,
+    /// `--sql-timeout`).
+    pub sql: crate::store::SqlLimits,
 }
 
 impl BrokerConfig {
@@ -146,6 +149,7 @@ impl BrokerConfig {
             tls: None,
             insecure_plaintext: false,
             allow_unsandboxed_services: false,
+            sql: crate::store::SqlLimits::default(),
         }
     }
 

@@ -68,6 +68,8 @@ pub struct Broker {
     pub services: super::deployments::Services,
     /// `<data>/service.key`: what vault entries for deployed services are sealed to.
     pub service_key: Option<super::vault::ServiceKey>,
+    /// Per-mesh SQL databases, `<data>/sql/<mesh-id>.db`.
+    pub sql: crate::store::SqlDatabases,
 }
 
 impl Broker {
@@ -116,6 +118,7 @@ impl Broker {
             file_shares: Default::default(),
             file_requests: Default::default(),
             service_key: None,
+            sql: crate::store::SqlDatabases::new(config.data_dir.join("sql"), config.sql),
             config,
         }
     }

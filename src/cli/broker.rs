@@ -120,6 +120,12 @@ pub struct BrokerCmd {
     /// most shared contexts (one per member) one mesh may hold (default 1000)
     #[argh(option, default = "crate::store::MeshQuotas::default().contexts")]
     max_contexts: u64,
+    /// largest SQL database one mesh may have, in bytes (default 67108864, 64 MiB)
+    #[argh(option, default = "crate::store::sql::DEFAULT_MAX_SQL_BYTES")]
+    max_sql_bytes: u64,
+    /// stop an SQL statement that runs longer than this, e.g. 2s, 500ms (default 2s)
+    #[argh(option, default = "String::from(\"2s\")")]
+    sql_timeout: String,
     /// bytes of replies and pushes that may wait for one connection before it is cut off as a
     /// slow consumer (default 8388608, 8 MiB)
     #[argh(option, default = "crate::broker::DEFAULT_MAX_OUTBOX_BYTES")]
@@ -305,6 +311,12 @@ impl BrokerCmd {
         config.tls = self.tls_source()?;
         config.insecure_plaintext = self.insecure_plaintext;
         config.allow_unsandboxed_services = self.allow_unsandboxed_services;
+        config.sql = crate::store::SqlLimits {
+            max_bytes: self.max_sql_bytes.max(64 * 1024),
+            time_budget: crate::protocol::time::parse_duration(&self.sql_timeout)
+                .map_err(|e| CliError::Usage(format!("--sql-timeout: {e}")))?
+                .max(std::time::Duration::from_millis(10)),
+        };
         self.apply_limits(&mut config)?;
         config.open = self.open;
         config.lan_name = (self.lan || self.lan_name.is_some()).then(|| {

@@ -27,6 +27,8 @@ mod state;
 mod streams;
 mod tasks;
 mod vault;
+// Per-mesh SQL on SQLite (issue 16).
+pub mod sql;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +67,7 @@ pub use shared_tools::{MAX_MCP_SERVERS, McpRegistered, McpRemoved, McpServerRow,
 pub use skills::{
     MAX_SKILL_VERSIONS, MAX_SKILLS, SkillBundleRecord, SkillRecord, SkillRefusal, SkillRemoved,
 };
+pub use sql::{SqlDatabases, SqlError, SqlLimits};
 pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};

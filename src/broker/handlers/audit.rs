@@ -57,6 +57,7 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::McpUnregister { .. }
             | M::VaultSet(_)
             | M::VaultDelete { .. }
+            | M::MeshExecute(_)
     ) || matches!(frame, M::FileToken(t) if t.purpose == "upload")
 }
 

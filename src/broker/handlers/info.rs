@@ -34,6 +34,12 @@ pub fn mesh_info(conn: &Conn, req_id: Option<String>) {
             groups.extend(p.state().groups.iter().map(|g| g.name.clone()));
         }
         let tasks = store.task_counts(mesh_id)?;
+        // An overview: the first names only (`mesh_schema` lists them with their columns).
+        let mut tables = broker.sql.tables(mesh_id).await.unwrap_or_else(|e| {
+            tracing::warn!("mesh_info: the SQL tables of {mesh_id}: {e}");
+            Vec::new()
+        });
+        tables.truncate(crate::broker::limits::DEFAULT_PAGE_ITEMS);
         let info = MeshInfo {
             mesh: mesh.name,
             mesh_id: mesh.id,
@@ -57,6 +63,7 @@ pub fn mesh_info(conn: &Conn, req_id: Option<String>) {
             your_name: peer.display_name.clone(),
             your_groups: peer.state().groups.clone(),
             group_bodies: mesh.group_bodies.as_str().into(),
+            tables,
         };
         Ok(Some(ServerMessage::MeshInfoResult(Box::new(info))))
     });

@@ -21,6 +21,7 @@ mod reply;
 mod settings;
 pub(crate) mod shared_tools;
 mod skills;
+mod sql;
 mod state;
 mod stats;
 mod streams;
@@ -245,5 +246,8 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
         ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
         ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
+        ClientMessage::MeshQuery(q) => sql::mesh_query(conn, req_id, q),
+        ClientMessage::MeshExecute(q) => sql::mesh_execute(conn, req_id, q),
+        ClientMessage::MeshSchema {} => sql::mesh_schema(conn, req_id),
     }
 }

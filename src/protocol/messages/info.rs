@@ -35,4 +35,7 @@ pub struct MeshInfo {
     /// `sealed` or `plain` (PROTOCOL.md §4.2; this broker).
     #[serde(default)]
     pub group_bodies: String,
+    /// The mesh's SQL tables and views (PROTOCOL.md §18), by name.
+    #[serde(default)]
+    pub tables: Vec<String>,
 }

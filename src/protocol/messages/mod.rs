@@ -31,6 +31,8 @@ mod peer_files;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// Per-mesh SQL (issue 16).
+mod sql;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -71,6 +73,10 @@ pub use shared_tools::{
     McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
 };
 pub use skills::{ShareSkill, SkillBundle, SkillChanged, SkillEntry};
+pub use sql::{
+    MeshExecuteResult, MeshQueryResult, MeshSchemaResult, SqlColumnEntry, SqlRowsEntry,
+    SqlStatement, SqlTableEntry,
+};
 pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
@@ -415,6 +421,12 @@ pub enum ClientMessage {
     },
     /// The broker's service key, to seal entries meant for deployed services to.
     VaultServiceKey {},
+    // Per-mesh SQL (PROTOCOL.md §18).
+    /// One read-only statement; answered with a page of its rows.
+    MeshQuery(SqlStatement),
+    /// One DDL or DML statement, in a transaction of its own.
+    MeshExecute(SqlStatement),
+    MeshSchema {},
 }
 
 impl ClientMessage {
@@ -518,6 +530,9 @@ impl ClientMessage {
             ClientMessage::VaultDelete { .. } => "vault_delete",
             ClientMessage::VaultGet { .. } => "vault_get",
             ClientMessage::VaultServiceKey {} => "vault_service_key",
+            ClientMessage::MeshQuery(_) => "mesh_query",
+            ClientMessage::MeshExecute(_) => "mesh_execute",
+            ClientMessage::MeshSchema {} => "mesh_schema",
         }
     }
 }
@@ -773,6 +788,10 @@ pub enum ServerMessage {
         #[serde(rename = "publicKey")]
         public_key: String,
     },
+    // Per-mesh SQL (PROTOCOL.md §18).
+    MeshQueryResult(Box<MeshQueryResult>),
+    MeshExecuteResult(Box<MeshExecuteResult>),
+    MeshSchemaResult(MeshSchemaResult),
 }
 
 impl ServerMessage {

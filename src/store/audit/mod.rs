@@ -127,6 +127,8 @@ pub enum AuditEvent {
     // Vault (issue 15): the key name and type only, never a value.
     VaultSet,
     VaultDeleted,
+    // Per-mesh SQL (issue 16): what a statement wrote, never its SQL or values.
+    SqlExecuted,
 }
 
 impl AuditEvent {
@@ -176,6 +178,7 @@ impl AuditEvent {
             AuditEvent::McpUndeployed => "mcp.undeployed",
             AuditEvent::VaultSet => "vault.set",
             AuditEvent::VaultDeleted => "vault.deleted",
+            AuditEvent::SqlExecuted => "sql.executed",
         }
     }
 }
