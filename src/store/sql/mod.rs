@@ -1,7 +1,7 @@
 //! Per-mesh SQL (PROTOCOL.md §18): one SQLite database per mesh, `<data>/sql/<mesh-id>.db`,
 //! opened by the bundled SQLite. Every limit is SQLite's own:
 //!
-//! - isolation: the authorizer ([`policy`]) refuses ATTACH, DETACH, VACUUM (INTO), PRAGMAs but
+//! - isolation: the authorizer ([`policy`]) refuses ATTACH, DETACH, PRAGMAs but
 //!   a few read-only ones, `load_extension` and anything in the `temp` schema;
 //!   `SQLITE_LIMIT_ATTACHED` is 0 and extension loading is switched off in the C API, so a
 //!   mesh's connection can reach no other file;

@@ -1,6 +1,6 @@
 //! What a member's SQL may do, decided by SQLite's authorizer as each statement is prepared
-//! (and re-prepared), never by reading the SQL text: no ATTACH or DETACH (nor VACUUM, which
-//! attaches its output file), no `load_extension`, no PRAGMA but a short list of read-only
+//! (and re-prepared), never by reading the SQL text: no ATTACH or DETACH (nor the ATTACH of a
+//! VACUUM INTO's output file), no `load_extension`, no PRAGMA but a short list of read-only
 //! ones, no transaction control, nothing in the `temp` schema, virtual tables of the full-text
 //! and R-tree modules only.
 
@@ -122,7 +122,7 @@ fn decide(ctx: &AuthContext<'_>) -> Result<Option<String>, String> {
             }
         }
         A::Attach { .. } | A::Detach { .. } => Err(
-            "ATTACH and DETACH are not allowed (nor VACUUM, which attaches its output file): a mesh sees only its own database"
+            "ATTACH and DETACH are not allowed: a mesh sees only its own database"
                 .into(),
         ),
         A::Transaction { .. } | A::Savepoint { .. } => Err(
