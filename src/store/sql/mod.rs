@@ -576,6 +576,8 @@ fn configure(conn: &Connection, reader: bool, max_pages: u64) -> rusqlite::Resul
     } else {
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The WAL shrinks back after a checkpoint instead of keeping its largest size.
+        conn.pragma_update_and_check(None, "journal_size_limit", 8 << 20, |_| Ok(()))?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update_and_check(None, "max_page_count", max_pages, |_| Ok(()))?;
     }
