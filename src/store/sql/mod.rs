@@ -252,7 +252,7 @@ impl SqlDatabases {
     ) -> Result<SqlRows, SqlError> {
         let mesh_id = mesh_id.to_string();
         self.run(move |inner| {
-            let db = inner.mesh(&mesh_id, true)?.ok_or(SqlError::Empty)?;
+            let db = inner.mesh_created(&mesh_id)?;
             let reader = lock(&db.reader);
             inner.member_statement(&reader, &sql, |stmt| {
                 if !stmt.readonly() {
@@ -279,7 +279,7 @@ impl SqlDatabases {
     ) -> Result<Executed, SqlError> {
         let mesh_id = mesh_id.to_string();
         self.run(move |inner| {
-            let db = inner.mesh(&mesh_id, true)?.ok_or(SqlError::Empty)?;
+            let db = inner.mesh_created(&mesh_id)?;
             let writer = lock(&db.writer);
             let conn = &writer.conn;
             if !conn.is_autocommit() {
@@ -398,6 +398,12 @@ impl SqlDatabases {
 }
 
 impl Inner {
+    /// The mesh's connections, its database created on first use.
+    fn mesh_created(&self, mesh_id: &str) -> Result<Arc<MeshDb>, SqlError> {
+        self.mesh(mesh_id, true)?
+            .ok_or_else(|| SqlError::Storage(format!("no database for mesh {mesh_id}")))
+    }
+
     fn max_pages(&self) -> u64 {
         (self.limits.max_bytes / PAGE_SIZE).max(1)
     }
