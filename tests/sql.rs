@@ -98,6 +98,11 @@ async fn a_table_created_by_one_member_is_read_by_another() {
 
     // Through a real MCP client, as Claude Code would.
     let mcp = ().serve(mcp_process(&bob)).await.expect("MCP handshake");
+    // The MCP server connects to the broker after its handshake.
+    eventually("bob's MCP server to connect", || async {
+        call(&mcp, "mesh_schema", json!({})).await.0
+    })
+    .await;
     let (ok, out) = call(
         &mcp,
         "mesh_query",
