@@ -68,6 +68,8 @@ pub struct Broker {
     pub services: super::deployments::Services,
     /// `<data>/service.key`: what vault entries for deployed services are sealed to.
     pub service_key: Option<super::vault::ServiceKey>,
+    /// Every mesh's graph (`<data>/graph`), each on a thread of its own.
+    pub graphs: crate::store::graph::Graphs,
 }
 
 impl Broker {
@@ -116,6 +118,7 @@ impl Broker {
             file_shares: Default::default(),
             file_requests: Default::default(),
             service_key: None,
+            graphs: crate::store::graph::Graphs::new(config.data_dir.join("graph")),
             config,
         }
     }

@@ -27,6 +27,8 @@ mod state;
 mod streams;
 mod tasks;
 mod vault;
+// Graph (issue 16): per-mesh Cypher graphs, each in its own SQLite file.
+pub mod graph;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -6,6 +6,7 @@ mod contexts;
 pub(super) mod deployments;
 mod files;
 pub(super) mod grants;
+mod graph;
 pub mod hello;
 mod info;
 pub(crate) mod keys;
@@ -245,5 +246,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
         ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
         ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
+        ClientMessage::GraphQuery(q) => graph::graph_query(conn, req_id, q),
+        ClientMessage::GraphExecute(q) => graph::graph_execute(conn, req_id, q),
     }
 }

@@ -31,6 +31,8 @@ mod peer_files;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// Graph (issue 16).
+mod graph;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -43,6 +45,7 @@ pub use files::{
     FileUrl, GrantFileAccess, GrantFileAccessOk, ListFiles,
 };
 pub use grants::{GrantEntry, SetGrants};
+pub use graph::{GraphRequest, GraphResult, MAX_CYPHER_BYTES};
 pub use hello::{
     Attestation, GroupRef, Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
 };
@@ -415,6 +418,9 @@ pub enum ClientMessage {
     },
     /// The broker's service key, to seal entries meant for deployed services to.
     VaultServiceKey {},
+    // Graph (PROTOCOL.md §19).
+    GraphQuery(GraphRequest),
+    GraphExecute(GraphRequest),
 }
 
 impl ClientMessage {
@@ -518,6 +524,8 @@ impl ClientMessage {
             ClientMessage::VaultDelete { .. } => "vault_delete",
             ClientMessage::VaultGet { .. } => "vault_get",
             ClientMessage::VaultServiceKey {} => "vault_service_key",
+            ClientMessage::GraphQuery(_) => "graph_query",
+            ClientMessage::GraphExecute(_) => "graph_execute",
         }
     }
 }
@@ -773,6 +781,8 @@ pub enum ServerMessage {
         #[serde(rename = "publicKey")]
         public_key: String,
     },
+    // Graph (PROTOCOL.md §19): answers `graph_query` and `graph_execute`.
+    GraphResult(GraphResult),
 }
 
 impl ServerMessage {

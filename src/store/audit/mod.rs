@@ -127,6 +127,9 @@ pub enum AuditEvent {
     // Vault (issue 15): the key name and type only, never a value.
     VaultSet,
     VaultDeleted,
+    /// A `graph_execute` committed (the statement's size and the records it returned, never
+    /// its text: it holds data).
+    GraphWritten,
 }
 
 impl AuditEvent {
@@ -176,6 +179,7 @@ impl AuditEvent {
             AuditEvent::McpUndeployed => "mcp.undeployed",
             AuditEvent::VaultSet => "vault.set",
             AuditEvent::VaultDeleted => "vault.deleted",
+            AuditEvent::GraphWritten => "graph.written",
         }
     }
 }
