@@ -60,6 +60,12 @@ async fn nodes_and_relationships_written_by_a_are_matched_by_b() {
 
     // Through MCP, under the original's tool and field names, nodes come back as JSON.
     let mcp = ().serve(mcp_process(&bob)).await.expect("mcp");
+    eventually("bob's MCP session to answer", || async {
+        call(&mcp, "graph_query", json!({"cypher": "RETURN 1 AS one"}))
+            .await
+            .0
+    })
+    .await;
     let (ok, text) = call(
         &mcp,
         "graph_query",
@@ -113,6 +119,12 @@ async fn a_write_through_graph_query_is_refused() {
         assert!(err.contains("read-only"), "{write}: {err}");
     }
     let mcp = ().serve(mcp_process(&bob)).await.expect("mcp");
+    eventually("bob's MCP session to answer", || async {
+        call(&mcp, "graph_query", json!({"cypher": "RETURN 1 AS one"}))
+            .await
+            .0
+    })
+    .await;
     let (ok, text) = call(
         &mcp,
         "graph_query",
