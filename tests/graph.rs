@@ -18,6 +18,18 @@ fn records(v: &Value) -> Vec<Value> {
     v["records"].as_array().expect("records").clone()
 }
 
+/// `person`'s `claudemesh mcp`, once its session answers.
+async fn graph_mcp(person: &Person) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let mcp = ().serve(mcp_process(person)).await.expect("mcp");
+    eventually("the MCP session to answer", || async {
+        call(&mcp, "graph_query", json!({"cypher": "RETURN 1 AS one"}))
+            .await
+            .0
+    })
+    .await;
+    mcp
+}
+
 fn count_services(p: &Person) -> Value {
     p.json(&["graph", "MATCH (s:Service) RETURN count(s) AS n", "--json"])["records"][0]["n"]
         .clone()
@@ -59,13 +71,7 @@ async fn nodes_and_relationships_written_by_a_are_matched_by_b() {
     assert_eq!(count_services(&alice), 4);
 
     // Through MCP, under the original's tool and field names, nodes come back as JSON.
-    let mcp = ().serve(mcp_process(&bob)).await.expect("mcp");
-    eventually("bob's MCP session to answer", || async {
-        call(&mcp, "graph_query", json!({"cypher": "RETURN 1 AS one"}))
-            .await
-            .0
-    })
-    .await;
+    let mcp = graph_mcp(&bob).await;
     let (ok, text) = call(
         &mcp,
         "graph_query",
@@ -118,13 +124,7 @@ async fn a_write_through_graph_query_is_refused() {
         let err = bob.refused(&["graph", write]);
         assert!(err.contains("read-only"), "{write}: {err}");
     }
-    let mcp = ().serve(mcp_process(&bob)).await.expect("mcp");
-    eventually("bob's MCP session to answer", || async {
-        call(&mcp, "graph_query", json!({"cypher": "RETURN 1 AS one"}))
-            .await
-            .0
-    })
-    .await;
+    let mcp = graph_mcp(&bob).await;
     let (ok, text) = call(
         &mcp,
         "graph_query",

@@ -40,30 +40,16 @@ fn checked(req: &GraphRequest) -> Result<(), Refusal> {
 
 /// `graph_query{cypher, params?}` → `graph_result`: read-only, for any member of the mesh.
 pub fn graph_query(conn: &Conn, req_id: Option<String>, req: GraphRequest) {
-    let Some((broker, peer)) = me(conn) else {
-        return;
-    };
-    answer(conn, req_id, async move {
-        checked(&req)?;
-        let a = broker
-            .graphs
-            .run(
-                &peer.mesh_id,
-                GraphMode::Read,
-                &req.cypher,
-                req.params.as_ref(),
-            )
-            .await?;
-        Ok(Some(ServerMessage::GraphResult(GraphResult {
-            records: a.records,
-            truncated: a.truncated,
-        })))
-    });
+    run(conn, req_id, req, GraphMode::Read);
 }
 
 /// `graph_execute{cypher, params?}` → `graph_result` (needs `state`, §12.1). Committed to disk
 /// before the answer; then logged as `graph.written` (size only).
 pub fn graph_execute(conn: &Conn, req_id: Option<String>, req: GraphRequest) {
+    run(conn, req_id, req, GraphMode::Write);
+}
+
+fn run(conn: &Conn, req_id: Option<String>, req: GraphRequest, mode: GraphMode) {
     let Some((broker, peer)) = me(conn) else {
         return;
     };
@@ -71,23 +57,20 @@ pub fn graph_execute(conn: &Conn, req_id: Option<String>, req: GraphRequest) {
         checked(&req)?;
         let a = broker
             .graphs
-            .run(
-                &peer.mesh_id,
-                GraphMode::Write,
-                &req.cypher,
-                req.params.as_ref(),
+            .run(&peer.mesh_id, mode, &req.cypher, req.params.as_ref())
+            .await?;
+        if mode == GraphMode::Write {
+            let note = AuditNote::new(
+                AuditEvent::GraphWritten,
+                AuditActor::member(peer.member_id.clone(), peer.display_name.clone()),
             )
-            .await?;
-        let note = AuditNote::new(
-            AuditEvent::GraphWritten,
-            AuditActor::member(peer.member_id.clone(), peer.display_name.clone()),
-        )
-        .with("bytes", req.cypher.len())
-        .with("records", a.records.len());
-        broker
-            .store
-            .record_audit(&peer.mesh_id, note, time::now_ms())
-            .await?;
+            .with("bytes", req.cypher.len())
+            .with("records", a.records.len());
+            broker
+                .store
+                .record_audit(&peer.mesh_id, note, time::now_ms())
+                .await?;
+        }
         Ok(Some(ServerMessage::GraphResult(GraphResult {
             records: a.records,
             truncated: a.truncated,
