@@ -231,6 +231,9 @@ struct Thread {
 
 impl Thread {
     fn serve(self) {
+        // Cleared however the thread ends (a panic in the engine included), so a mesh is never
+        // left `busy` for good.
+        let _alive = Alive(self.alive.clone());
         let mut db: Option<Database> = None;
         loop {
             let job = match self.inbox.recv_timeout(IDLE) {
@@ -258,7 +261,6 @@ impl Thread {
             };
             let _ = job.reply.send(result);
         }
-        self.alive.store(false, Ordering::Release);
     }
 
     /// Idle: leaves the registry unless a job arrived meanwhile (sends happen under its lock,
@@ -287,6 +289,15 @@ impl Thread {
         {
             workers.live.remove(&self.mesh_id);
         }
+    }
+}
+
+/// Marks its thread ended when dropped.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
