@@ -70,6 +70,8 @@ pub struct Broker {
     pub service_key: Option<super::vault::ServiceKey>,
     /// Per-mesh SQL databases, `<data>/sql/<mesh-id>.db`.
     pub sql: crate::store::SqlDatabases,
+    /// Every mesh's graph (`<data>/graph`), each on a thread of its own.
+    pub graphs: crate::store::graph::Graphs,
 }
 
 impl Broker {
@@ -119,6 +121,7 @@ impl Broker {
             file_requests: Default::default(),
             service_key: None,
             sql: crate::store::SqlDatabases::new(config.data_dir.join("sql"), config.sql),
+            graphs: crate::store::graph::Graphs::new(config.data_dir.join("graph")),
             config,
         }
     }

@@ -49,6 +49,8 @@ mod deployments;
 mod vault;
 // Per-mesh SQL (issue 16).
 mod sql;
+// Graph (issue 16).
+mod graph;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -134,6 +136,7 @@ enum Command {
     Deployments(deployments::DeploymentsCmd),
     Vault(vault::VaultCmd),
     Sql(sql::SqlCmd),
+    Graph(graph::GraphCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -341,6 +344,7 @@ async fn run(command: Command) -> CliResult {
         Command::Deployments(c) => c.run().await,
         Command::Vault(c) => c.run().await,
         Command::Sql(c) => c.run().await,
+        Command::Graph(c) => c.run().await,
     }
 }
 

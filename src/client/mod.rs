@@ -34,6 +34,8 @@ pub mod shared_tools;
 pub mod vault;
 // Per-mesh SQL (issue 16).
 mod sql;
+// Graph (issue 16).
+mod graph;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

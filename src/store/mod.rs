@@ -29,6 +29,8 @@ mod tasks;
 mod vault;
 // Per-mesh SQL on SQLite (issue 16).
 pub mod sql;
+// Graph (issue 16): per-mesh Cypher graphs, each in its own SQLite file.
+pub mod graph;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

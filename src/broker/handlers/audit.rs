@@ -30,6 +30,7 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::DeleteFile(_)
             | M::GrantFileAccess(_)
             | M::SetState(_)
+            | M::GraphExecute(_)
             | M::Remember(_)
             | M::Forget { .. }
             | M::ShareContext(_)

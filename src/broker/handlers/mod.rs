@@ -6,6 +6,7 @@ mod contexts;
 pub(super) mod deployments;
 mod files;
 pub(super) mod grants;
+mod graph;
 pub mod hello;
 mod info;
 pub(crate) mod keys;
@@ -249,5 +250,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::MeshQuery(q) => sql::mesh_query(conn, req_id, q),
         ClientMessage::MeshExecute(q) => sql::mesh_execute(conn, req_id, q),
         ClientMessage::MeshSchema {} => sql::mesh_schema(conn, req_id),
+        ClientMessage::GraphQuery(q) => graph::graph_query(conn, req_id, q),
+        ClientMessage::GraphExecute(q) => graph::graph_execute(conn, req_id, q),
     }
 }

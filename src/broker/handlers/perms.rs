@@ -36,6 +36,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::McpDeploy(_) | M::McpUpdate(_) => Permission::Deploy,
         M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
         M::MeshExecute(_) => Permission::State,
+        M::GraphExecute(_) => Permission::State,
         _ => return None,
     })
 }

@@ -31,6 +31,8 @@ mod deployments;
 mod vault;
 // Per-mesh SQL (issue 16).
 mod sql;
+// Graph (issue 16).
+mod graph;
 
 use std::sync::Arc;
 
@@ -127,7 +129,8 @@ impl MeshTools {
                 + Self::peer_files_router()
                 + Self::deployments_router()
                 + Self::vault_router()
-                + Self::sql_router(),
+                + Self::sql_router()
+                + Self::graph_router(),
         }
     }
 

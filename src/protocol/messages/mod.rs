@@ -33,6 +33,8 @@ mod deployments;
 mod vault;
 // Per-mesh SQL (issue 16).
 mod sql;
+// Graph (issue 16).
+mod graph;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -45,6 +47,7 @@ pub use files::{
     FileUrl, GrantFileAccess, GrantFileAccessOk, ListFiles,
 };
 pub use grants::{GrantEntry, SetGrants};
+pub use graph::{GraphRequest, GraphResult, MAX_CYPHER_BYTES};
 pub use hello::{
     Attestation, GroupRef, Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
 };
@@ -427,6 +430,9 @@ pub enum ClientMessage {
     /// One DDL or DML statement, in a transaction of its own.
     MeshExecute(SqlStatement),
     MeshSchema {},
+    // Graph (PROTOCOL.md §19).
+    GraphQuery(GraphRequest),
+    GraphExecute(GraphRequest),
 }
 
 impl ClientMessage {
@@ -533,6 +539,8 @@ impl ClientMessage {
             ClientMessage::MeshQuery(_) => "mesh_query",
             ClientMessage::MeshExecute(_) => "mesh_execute",
             ClientMessage::MeshSchema {} => "mesh_schema",
+            ClientMessage::GraphQuery(_) => "graph_query",
+            ClientMessage::GraphExecute(_) => "graph_execute",
         }
     }
 }
@@ -792,6 +800,8 @@ pub enum ServerMessage {
     MeshQueryResult(Box<MeshQueryResult>),
     MeshExecuteResult(Box<MeshExecuteResult>),
     MeshSchemaResult(MeshSchemaResult),
+    // Graph (PROTOCOL.md §19): answers `graph_query` and `graph_execute`.
+    GraphResult(GraphResult),
 }
 
 impl ServerMessage {

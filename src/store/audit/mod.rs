@@ -129,6 +129,9 @@ pub enum AuditEvent {
     VaultDeleted,
     // Per-mesh SQL (issue 16): what a statement wrote, never its SQL or values.
     SqlExecuted,
+    /// A `graph_execute` committed (the statement's size and the records it returned, never
+    /// its text: it holds data).
+    GraphWritten,
 }
 
 impl AuditEvent {
@@ -179,6 +182,7 @@ impl AuditEvent {
             AuditEvent::VaultSet => "vault.set",
             AuditEvent::VaultDeleted => "vault.deleted",
             AuditEvent::SqlExecuted => "sql.executed",
+            AuditEvent::GraphWritten => "graph.written",
         }
     }
 }
