@@ -32,6 +32,8 @@ pub mod peer_files;
 pub mod shared_tools;
 // Vault (issue 15).
 pub mod vault;
+// Vectors (issue 16).
+mod vectors;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

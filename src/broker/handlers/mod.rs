@@ -26,6 +26,8 @@ mod stats;
 mod streams;
 mod tasks;
 mod vault;
+// Vectors (issue 16).
+mod vectors;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -245,5 +247,12 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
         ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
         ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
+        ClientMessage::VectorCreate(c) => vectors::vector_create(conn, req_id, c),
+        ClientMessage::VectorStore(s) => vectors::vector_store(conn, req_id, *s),
+        ClientMessage::VectorSearch(s) => vectors::vector_search(conn, req_id, *s),
+        ClientMessage::VectorDelete { collection, id } => {
+            vectors::vector_delete(conn, req_id, collection, id)
+        }
+        ClientMessage::ListCollections {} => vectors::list_collections(conn, req_id),
     }
 }

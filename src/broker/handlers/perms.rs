@@ -35,6 +35,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,
         M::McpDeploy(_) | M::McpUpdate(_) => Permission::Deploy,
         M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
+        M::VectorCreate(_) | M::VectorStore(_) | M::VectorDelete { .. } => Permission::State,
         _ => return None,
     })
 }

@@ -29,6 +29,8 @@ mod shared_tools;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// Vectors (issue 16).
+mod vectors;
 
 use std::sync::Arc;
 
@@ -124,7 +126,8 @@ impl MeshTools {
                 + Self::shared_tools_router()
                 + Self::peer_files_router()
                 + Self::deployments_router()
-                + Self::vault_router(),
+                + Self::vault_router()
+                + Self::vectors_router(),
         }
     }
 

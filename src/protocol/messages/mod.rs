@@ -31,6 +31,8 @@ mod peer_files;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// Vectors (issue 16).
+mod vectors;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -80,6 +82,7 @@ pub use vault::{
     VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
     relative_mount_path, vault_context,
 };
+pub use vectors::{CollectionEntry, VectorCreate, VectorResult, VectorSearch, VectorStore};
 
 use serde::{Deserialize, Serialize};
 
@@ -415,6 +418,15 @@ pub enum ClientMessage {
     },
     /// The broker's service key, to seal entries meant for deployed services to.
     VaultServiceKey {},
+    // Vectors (PROTOCOL.md §20).
+    VectorCreate(VectorCreate),
+    VectorStore(Box<VectorStore>),
+    VectorSearch(Box<VectorSearch>),
+    VectorDelete {
+        collection: String,
+        id: String,
+    },
+    ListCollections {},
 }
 
 impl ClientMessage {
@@ -518,6 +530,11 @@ impl ClientMessage {
             ClientMessage::VaultDelete { .. } => "vault_delete",
             ClientMessage::VaultGet { .. } => "vault_get",
             ClientMessage::VaultServiceKey {} => "vault_service_key",
+            ClientMessage::VectorCreate(_) => "vector_create",
+            ClientMessage::VectorStore(_) => "vector_store",
+            ClientMessage::VectorSearch(_) => "vector_search",
+            ClientMessage::VectorDelete { .. } => "vector_delete",
+            ClientMessage::ListCollections {} => "list_collections",
         }
     }
 }
@@ -772,6 +789,21 @@ pub enum ServerMessage {
     VaultServiceKeyResult {
         #[serde(rename = "publicKey")]
         public_key: String,
+    },
+    // Vectors (PROTOCOL.md §20).
+    /// Answers `vector_create`: the collection as it now exists.
+    VectorCollection(CollectionEntry),
+    VectorStored {
+        id: String,
+    },
+    VectorResults {
+        results: Vec<VectorResult>,
+    },
+    /// Answers `list_collections`: the names (as the original), and each one's details.
+    CollectionList {
+        collections: Vec<String>,
+        #[serde(default)]
+        details: Vec<CollectionEntry>,
     },
 }
 

@@ -127,6 +127,10 @@ pub enum AuditEvent {
     // Vault (issue 15): the key name and type only, never a value.
     VaultSet,
     VaultDeleted,
+    // Vectors (issue 16): collection names and record ids only, never vectors or metadata.
+    VectorCollectionCreated,
+    VectorStored,
+    VectorDeleted,
 }
 
 impl AuditEvent {
@@ -176,6 +180,9 @@ impl AuditEvent {
             AuditEvent::McpUndeployed => "mcp.undeployed",
             AuditEvent::VaultSet => "vault.set",
             AuditEvent::VaultDeleted => "vault.deleted",
+            AuditEvent::VectorCollectionCreated => "vector.collection_created",
+            AuditEvent::VectorStored => "vector.stored",
+            AuditEvent::VectorDeleted => "vector.deleted",
         }
     }
 }
