@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 46] = [
+const ALL_TOOLS: [&str; 51] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -86,6 +86,12 @@ const ALL_TOOLS: [&str; 46] = [
     "rotate_key",
     "audit_query",
     "audit_verify",
+    // Vectors (issue 16).
+    "vector_store",
+    "vector_search",
+    "vector_delete",
+    "list_collections",
+    "vector_create",
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {

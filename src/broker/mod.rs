@@ -402,6 +402,9 @@ impl RunningBroker {
             tracing::warn!("some connections did not close within 10 s");
         }
         broker.memory.close();
+        // Saves the vector graphs changed since start-up (the next start need not rebuild).
+        let vectors = (broker.vectors.clone(), broker.store.clone());
+        let _ = tokio::task::spawn_blocking(move || vectors.0.close(&vectors.1)).await;
         broker.store.close();
         tracing::info!("storage committed and closed");
     }

@@ -55,6 +55,8 @@ pub struct Broker {
     pub files: super::files::Files,
     /// The memory search index (beside redb, which holds the memories).
     pub memory: crate::store::MemoryIndex,
+    /// The vector collections' search graphs (beside redb, which holds the records).
+    pub vectors: std::sync::Arc<crate::store::VectorIndex>,
     /// Wakes the scheduler when a message is scheduled.
     pub scheduler: super::scheduler::Scheduler,
     /// Live stream subscriptions.
@@ -114,6 +116,9 @@ impl Broker {
             started: Instant::now(),
             files,
             memory,
+            vectors: std::sync::Arc::new(crate::store::VectorIndex::new(
+                config.data_dir.join("vectors"),
+            )),
             scheduler: Default::default(),
             subscriptions: Default::default(),
             tool_calls: Default::default(),

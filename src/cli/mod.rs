@@ -51,6 +51,8 @@ mod vault;
 mod sql;
 // Graph (issue 16).
 mod graph;
+// Vectors (issue 16).
+mod vectors;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -137,6 +139,7 @@ enum Command {
     Vault(vault::VaultCmd),
     Sql(sql::SqlCmd),
     Graph(graph::GraphCmd),
+    Vector(vectors::VectorCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -345,6 +348,7 @@ async fn run(command: Command) -> CliResult {
         Command::Vault(c) => c.run().await,
         Command::Sql(c) => c.run().await,
         Command::Graph(c) => c.run().await,
+        Command::Vector(c) => c.run().await,
     }
 }
 

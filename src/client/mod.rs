@@ -36,6 +36,8 @@ pub mod vault;
 mod sql;
 // Graph (issue 16).
 mod graph;
+// Vectors (issue 16).
+mod vectors;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

@@ -31,6 +31,8 @@ mod vault;
 pub mod sql;
 // Graph (issue 16): per-mesh Cypher graphs, each in its own SQLite file.
 pub mod graph;
+// Vectors (issue 16).
+mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -74,6 +76,12 @@ pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
 pub use vault::{ServiceSeal, VaultRecord, VaultRefusal};
+pub use vectors::{
+    CollectionRecord, EF_SEARCH, MAX_DIMENSION, MAX_FILTER_BYTES, MAX_METADATA_BYTES,
+    MAX_SEARCH_LIMIT, Metric, NewPoint, PointRecord, VectorError, VectorHit, VectorIndex,
+    VectorRefusal, check_collection_name, check_dimension, check_record_id, check_vector,
+    set_ef_search, vector_from_json,
+};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).

@@ -89,6 +89,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::members::create_tables(tx)?;
     super::skills::create_tables(tx)?;
     super::shared_tools::create_tables(tx)?;
+    super::vectors::create_tables(tx)?;
     super::deployments::create_tables(tx)?;
     super::vault::create_tables(tx)?;
     Ok(())

@@ -28,6 +28,8 @@ mod stats;
 mod streams;
 mod tasks;
 mod vault;
+// Vectors (issue 16).
+mod vectors;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -252,5 +254,12 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::MeshSchema {} => sql::mesh_schema(conn, req_id),
         ClientMessage::GraphQuery(q) => graph::graph_query(conn, req_id, q),
         ClientMessage::GraphExecute(q) => graph::graph_execute(conn, req_id, q),
+        ClientMessage::VectorCreate(c) => vectors::vector_create(conn, req_id, c),
+        ClientMessage::VectorStore(s) => vectors::vector_store(conn, req_id, *s),
+        ClientMessage::VectorSearch(s) => vectors::vector_search(conn, req_id, *s),
+        ClientMessage::VectorDelete { collection, id } => {
+            vectors::vector_delete(conn, req_id, collection, id)
+        }
+        ClientMessage::ListCollections {} => vectors::list_collections(conn, req_id),
     }
 }

@@ -37,6 +37,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
         M::MeshExecute(_) => Permission::State,
         M::GraphExecute(_) => Permission::State,
+        M::VectorCreate(_) | M::VectorStore(_) | M::VectorDelete { .. } => Permission::State,
         _ => return None,
     })
 }

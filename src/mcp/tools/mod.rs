@@ -33,6 +33,8 @@ mod vault;
 mod sql;
 // Graph (issue 16).
 mod graph;
+// Vectors (issue 16).
+mod vectors;
 
 use std::sync::Arc;
 
@@ -130,7 +132,8 @@ impl MeshTools {
                 + Self::deployments_router()
                 + Self::vault_router()
                 + Self::sql_router()
-                + Self::graph_router(),
+                + Self::graph_router()
+                + Self::vectors_router(),
         }
     }
 

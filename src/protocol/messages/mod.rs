@@ -35,6 +35,8 @@ mod vault;
 mod sql;
 // Graph (issue 16).
 mod graph;
+// Vectors (issue 16).
+mod vectors;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -89,6 +91,7 @@ pub use vault::{
     VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
     relative_mount_path, vault_context,
 };
+pub use vectors::{CollectionEntry, VectorCreate, VectorResult, VectorSearch, VectorStore};
 
 use serde::{Deserialize, Serialize};
 
@@ -433,6 +436,15 @@ pub enum ClientMessage {
     // Graph (PROTOCOL.md §19).
     GraphQuery(GraphRequest),
     GraphExecute(GraphRequest),
+    // Vectors (PROTOCOL.md §20).
+    VectorCreate(VectorCreate),
+    VectorStore(Box<VectorStore>),
+    VectorSearch(Box<VectorSearch>),
+    VectorDelete {
+        collection: String,
+        id: String,
+    },
+    ListCollections {},
 }
 
 impl ClientMessage {
@@ -541,6 +553,11 @@ impl ClientMessage {
             ClientMessage::MeshSchema {} => "mesh_schema",
             ClientMessage::GraphQuery(_) => "graph_query",
             ClientMessage::GraphExecute(_) => "graph_execute",
+            ClientMessage::VectorCreate(_) => "vector_create",
+            ClientMessage::VectorStore(_) => "vector_store",
+            ClientMessage::VectorSearch(_) => "vector_search",
+            ClientMessage::VectorDelete { .. } => "vector_delete",
+            ClientMessage::ListCollections {} => "list_collections",
         }
     }
 }
@@ -802,6 +819,21 @@ pub enum ServerMessage {
     MeshSchemaResult(MeshSchemaResult),
     // Graph (PROTOCOL.md §19): answers `graph_query` and `graph_execute`.
     GraphResult(GraphResult),
+    // Vectors (PROTOCOL.md §20).
+    /// Answers `vector_create`: the collection as it now exists.
+    VectorCollection(CollectionEntry),
+    VectorStored {
+        id: String,
+    },
+    VectorResults {
+        results: Vec<VectorResult>,
+    },
+    /// Answers `list_collections`: the names (as the original), and each one's details.
+    CollectionList {
+        collections: Vec<String>,
+        #[serde(default)]
+        details: Vec<CollectionEntry>,
+    },
 }
 
 impl ServerMessage {

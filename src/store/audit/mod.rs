@@ -132,6 +132,10 @@ pub enum AuditEvent {
     /// A `graph_execute` committed (the statement's size and the records it returned, never
     /// its text: it holds data).
     GraphWritten,
+    // Vectors (issue 16): collection names and record ids only, never vectors or metadata.
+    VectorCollectionCreated,
+    VectorStored,
+    VectorDeleted,
 }
 
 impl AuditEvent {
@@ -183,6 +187,9 @@ impl AuditEvent {
             AuditEvent::VaultDeleted => "vault.deleted",
             AuditEvent::SqlExecuted => "sql.executed",
             AuditEvent::GraphWritten => "graph.written",
+            AuditEvent::VectorCollectionCreated => "vector.collection_created",
+            AuditEvent::VectorStored => "vector.stored",
+            AuditEvent::VectorDeleted => "vector.deleted",
         }
     }
 }

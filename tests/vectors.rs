@@ -1,0 +1,426 @@
+//! Vector collections end to end (PROTOCOL.md §20, README "Vectors"): create, store, search,
+//! filter, delete and list through the real CLI and client library against a real broker
+//! process; the search graph rebuilt from redb after its files are deleted; durability across
+//! restarts; meshes isolated; capability and bad input refused with reasons.
+
+mod common;
+
+use claudemesh::protocol::messages::{VectorSearch, VectorStore};
+use common::*;
+use serde_json::Value;
+
+/// Runs a command that must fail with exit `code`; returns its stderr.
+fn fails(person: &Person, args: &[&str], code: i32) -> String {
+    let out = person.run(args);
+    assert_eq!(
+        out.code,
+        code,
+        "`claudemesh {}` should exit {code}; stdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.stdout,
+        out.stderr
+    );
+    out.stderr
+}
+
+/// A `vector_store` into "docs" for the client library.
+fn docs_record(id: &str, vector: Vec<f32>, metadata: Option<Value>) -> VectorStore {
+    VectorStore {
+        collection: "docs".into(),
+        id: Some(id.into()),
+        vector,
+        metadata,
+        text: None,
+    }
+}
+
+/// `vector store docs --id ID --vector V` that must fail with exit `code`; its stderr.
+fn store_fails(person: &Person, id: &str, vector: &str, code: i32) -> String {
+    fails(
+        person,
+        &["vector", "store", "docs", "--id", id, "--vector", vector],
+        code,
+    )
+}
+
+/// The ids a search returns, nearest first.
+fn search_ids(person: &Person, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["vector", "search"];
+    full.extend_from_slice(args);
+    full.push("--json");
+    person.json(&full)["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Four records in "docs" (4-d, cosine), each pointing mostly along one axis.
+fn store_four(person: &Person) {
+    person.ok(&[
+        "vector", "create", "docs", "--dim", "4", "--metric", "cosine",
+    ]);
+    let records = [
+        ("north", "[1, 0.1, 0, 0]", r#"{"lang": "rust", "n": 1}"#),
+        ("east", "[0, 1, 0.1, 0]", r#"{"lang": "go", "n": 2}"#),
+        ("south", "[0, 0, 1, 0.1]", r#"{"lang": "rust", "n": 3}"#),
+        ("west", "[0.1, 0, 0, 1]", r#"{"lang": "go", "n": 4}"#),
+    ];
+    for (id, vector, metadata) in records {
+        person.ok(&[
+            "vector",
+            "store",
+            "docs",
+            "--id",
+            id,
+            "--vector",
+            vector,
+            "--metadata",
+            metadata,
+            "--text",
+            id,
+        ]);
+    }
+}
+
+#[test]
+fn stored_vectors_are_found_filtered_and_deleted_across_members() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    store_four(&alice);
+
+    // Bob finds alice's records, nearest first, with their text and metadata.
+    let found = bob.json(&[
+        "vector",
+        "search",
+        "docs",
+        "--vector",
+        "[0.9, 0.2, 0, 0]",
+        "--limit",
+        "2",
+        "--json",
+    ]);
+    let results = found["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{found}");
+    assert_eq!(results[0]["id"], "north");
+    assert_eq!(results[0]["text"], "north");
+    assert_eq!(results[0]["metadata"]["lang"], "rust");
+    assert!(results[0]["score"].as_f64().unwrap() > 0.9, "{found}");
+    assert_eq!(results[1]["id"], "east", "{found}");
+
+    // An exact-match filter on top-level metadata keys: only "go" records, nearest first.
+    let go = search_ids(
+        &bob,
+        &[
+            "docs",
+            "--vector",
+            "[1, 0, 0, 0]",
+            "--filter",
+            r#"{"lang": "go"}"#,
+        ],
+    );
+    assert_eq!(go, ["west", "east"]);
+    let one = search_ids(
+        &bob,
+        &[
+            "docs",
+            "--vector",
+            "[1, 0, 0, 0]",
+            "--filter",
+            r#"{"lang": "rust", "n": 3}"#,
+        ],
+    );
+    assert_eq!(one, ["south"]);
+
+    // Storing an existing id replaces the record.
+    alice.ok(&[
+        "vector",
+        "store",
+        "docs",
+        "--id",
+        "east",
+        "--vector",
+        "[1, 0, 0, 0.05]",
+    ]);
+    let near = search_ids(&bob, &["docs", "--vector", "[1, 0, 0, 0]", "--limit", "4"]);
+    assert_eq!(near.len(), 4, "{near:?}");
+    assert_eq!(near[0], "east", "{near:?}");
+
+    // A deleted record is no longer found; deleting it again says it is not there.
+    bob.ok(&["vector", "delete", "docs", "north"]);
+    // The three records left fill a search for three, the deleted one's place included.
+    let left = search_ids(
+        &alice,
+        &["docs", "--vector", "[1, 0.1, 0, 0]", "--limit", "3"],
+    );
+    assert!(!left.contains(&"north".to_string()), "{left:?}");
+    assert_eq!(left.len(), 3, "{left:?}");
+    let again = fails(&bob, &["vector", "delete", "docs", "north"], 1);
+    assert!(again.contains("no record \"north\""), "{again}");
+
+    let list = alice.json(&["vector", "collections", "--json"]);
+    let docs = &list["collections"][0];
+    assert_eq!(docs["name"], "docs");
+    assert_eq!(docs["dimension"], 4);
+    assert_eq!(docs["metric"], "cosine");
+    assert_eq!(docs["count"], 3);
+
+    // Every write is in the audit log, by id (never the vector).
+    let audit = alice.ok(&["audit", "--event", "vector.stored", "--json"]);
+    assert!(audit.contains("\"west\""), "{audit}");
+    let audit = alice.ok(&["audit", "--event", "vector.deleted", "--json"]);
+    assert!(audit.contains("\"north\""), "{audit}");
+}
+
+#[test]
+fn a_first_store_creates_the_collection_as_the_original_does() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    alice.ok(&[
+        "vector", "store", "notes", "--id", "a", "--vector", "[3, 4]",
+    ]);
+    let list = alice.json(&["vector", "collections", "--json"]);
+    assert_eq!(list["collections"][0]["name"], "notes");
+    assert_eq!(list["collections"][0]["dimension"], 2);
+    assert_eq!(list["collections"][0]["metric"], "cosine");
+    // Creating it again with the same shape is a no-op; with another shape, refused.
+    alice.ok(&["vector", "create", "notes", "--dim", "2"]);
+    let e = fails(&alice, &["vector", "create", "notes", "--dim", "3"], 1);
+    assert!(e.contains("already exists with dimension 2"), "{e}");
+}
+
+#[test]
+fn the_index_is_rebuilt_after_its_files_are_deleted_and_records_survive_restarts() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    store_four(&alice);
+    alice.ok(&[
+        "vector", "create", "flat", "--dim", "2", "--metric", "euclid",
+    ]);
+    alice.ok(&[
+        "vector", "store", "flat", "--id", "origin", "--vector", "[0, 0]",
+    ]);
+    alice.ok(&[
+        "vector", "store", "flat", "--id", "far", "--vector", "[10, 10]",
+    ]);
+    bob.ok(&["vector", "delete", "docs", "west"]);
+
+    // A clean stop saves the graphs beside redb.
+    broker.restart();
+    let mesh_id = alice.entry().mesh_id;
+    let graph_dir = broker
+        .data_dir()
+        .join("vectors")
+        .join(&mesh_id)
+        .join("docs");
+    assert!(
+        graph_dir.join("state.json").is_file(),
+        "the graph of docs was saved in {}",
+        graph_dir.display()
+    );
+    let near = search_ids(
+        &bob,
+        &["docs", "--vector", "[0, 0, 0.9, 0.3]", "--limit", "10"],
+    );
+    assert_eq!(near.first().map(String::as_str), Some("south"), "{near:?}");
+    assert_eq!(near.len(), 3, "the deleted record stays deleted: {near:?}");
+
+    // Stopped, its index directory removed, started: rebuilt from redb, same answers.
+    let status = broker.terminate();
+    assert!(status.success(), "{status}");
+    std::fs::remove_dir_all(broker.data_dir().join("vectors")).expect("remove the index");
+    broker.restart();
+    let near = search_ids(
+        &bob,
+        &["docs", "--vector", "[0, 0, 0.9, 0.3]", "--limit", "10"],
+    );
+    assert_eq!(near.first().map(String::as_str), Some("south"), "{near:?}");
+    assert_eq!(near.len(), 3, "{near:?}");
+    let flat = bob.json(&["vector", "search", "flat", "--vector", "[9, 9]", "--json"]);
+    assert_eq!(flat["results"][0]["id"], "far", "{flat}");
+    let distance = flat["results"][0]["score"].as_f64().unwrap();
+    assert!((distance - 2f64.sqrt()).abs() < 1e-4, "{flat}");
+
+    // Killed without a chance to save: the graph on disk is behind and is rebuilt.
+    alice.ok(&[
+        "vector",
+        "store",
+        "docs",
+        "--id",
+        "late",
+        "--vector",
+        "[0, 0, 1, 0]",
+    ]);
+    broker.kill9();
+    broker.restart();
+    let near = search_ids(&bob, &["docs", "--vector", "[0, 0, 1, 0]", "--limit", "1"]);
+    assert_eq!(near, ["late"]);
+}
+
+#[test]
+fn another_mesh_sees_none_of_the_collections() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    store_four(&alice);
+    let carol = Person::new("carol");
+    create_mesh(&broker, &carol, "other");
+    let list = carol.json(&["vector", "collections", "--json"]);
+    assert_eq!(list["collections"], Value::Array(vec![]), "{list}");
+    let e = fails(
+        &carol,
+        &["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"],
+        1,
+    );
+    assert!(e.contains("no collection \"docs\""), "{e}");
+    // Its own "docs" is its own: another dimension, no records of alice's.
+    carol.ok(&[
+        "vector",
+        "store",
+        "docs",
+        "--id",
+        "c",
+        "--vector",
+        "[1, 2, 3]",
+    ]);
+    let found = search_ids(&carol, &["docs", "--vector", "[1, 2, 3]", "--limit", "10"]);
+    assert_eq!(found, ["c"]);
+    assert_eq!(
+        search_ids(
+            &alice,
+            &["docs", "--vector", "[1, 0, 0, 0]", "--limit", "10"]
+        )
+        .len(),
+        4
+    );
+}
+
+#[test]
+fn writes_need_the_state_capability() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    store_four(&alice);
+    alice.ok(&["perms", "set", "bob", "-state"]);
+    let e = fails(
+        &bob,
+        &[
+            "vector",
+            "store",
+            "docs",
+            "--id",
+            "x",
+            "--vector",
+            "[1, 0, 0, 0]",
+        ],
+        1,
+    );
+    assert!(e.contains("\"state\" capability"), "{e}");
+    let e = fails(&bob, &["vector", "delete", "docs", "north"], 1);
+    assert!(e.contains("\"state\" capability"), "{e}");
+    // Reading stays open to every member.
+    assert_eq!(
+        search_ids(&bob, &["docs", "--vector", "[1, 0, 0, 0]", "--limit", "1"]),
+        ["north"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_with_a_reason_and_the_broker_keeps_serving() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    alice.ok(&["vector", "create", "docs", "--dim", "3"]);
+
+    // Refused by the CLI before it connects.
+    let e = store_fails(&alice, "a", "[1, NaN, 2]", 2);
+    assert!(e.contains("not valid JSON"), "{e}");
+    let e = store_fails(&alice, "a", "[1, \"x\", 2]", 2);
+    assert!(e.contains("vector[1]"), "{e}");
+
+    // Refused by the broker.
+    let e = store_fails(&alice, "a", "[1, 2]", 1);
+    assert!(e.contains("3-dimension") && e.contains("has 2"), "{e}");
+    let e = fails(
+        &alice,
+        &["vector", "search", "docs", "--vector", "[1, 2, 3, 4]"],
+        1,
+    );
+    assert!(e.contains("3-dimension") && e.contains("has 4"), "{e}");
+    let e = fails(&alice, &["vector", "create", "big", "--dim", "5000"], 1);
+    assert!(e.contains("1 to 4096"), "{e}");
+    let e = fails(
+        &alice,
+        &[
+            "vector",
+            "create",
+            "m",
+            "--dim",
+            "3",
+            "--metric",
+            "manhattan",
+        ],
+        1,
+    );
+    assert!(e.contains("cosine, dot, euclid"), "{e}");
+    let e = fails(&alice, &["vector", "create", "../up", "--dim", "3"], 1);
+    assert!(e.contains("collection name"), "{e}");
+    let e = store_fails(&alice, "z", "[0, 0, 0]", 1);
+    assert!(e.contains("no direction"), "{e}");
+
+    let client = alice.client().await;
+    let huge = client
+        .vector_store(docs_record("h", vec![1.0, 1e20, 0.0], None))
+        .await
+        .expect_err("a number past ±1e15 is refused");
+    assert!(huge.to_string().contains("vector[1]"), "{huge}");
+    let not_object = client
+        .vector_store(docs_record(
+            "m",
+            vec![1.0, 0.0, 0.0],
+            Some(serde_json::json!([1, 2])),
+        ))
+        .await
+        .expect_err("metadata must be an object");
+    assert!(
+        not_object
+            .to_string()
+            .contains("metadata must be a JSON object"),
+        "{not_object}"
+    );
+    let big_meta = serde_json::json!({ "blob": "x".repeat(9000) });
+    let too_big = client
+        .vector_store(docs_record("b", vec![1.0, 0.0, 0.0], Some(big_meta)))
+        .await
+        .expect_err("metadata is bounded");
+    assert!(
+        too_big.to_string().contains("the most is 8192"),
+        "{too_big}"
+    );
+    let limit = client
+        .vector_search(VectorSearch {
+            collection: "docs".into(),
+            vector: vec![1.0, 0.0, 0.0],
+            limit: Some(1000),
+            filter: None,
+        })
+        .await
+        .expect_err("limit is bounded");
+    assert!(limit.to_string().contains("1 to 100"), "{limit}");
+
+    // Still serving, nothing stored by the refused requests.
+    client
+        .vector_store(docs_record("ok", vec![1.0, 0.0, 0.0], None))
+        .await
+        .expect("a good store");
+    let found = client
+        .vector_search(VectorSearch {
+            collection: "docs".into(),
+            vector: vec![1.0, 0.0, 0.0],
+            limit: Some(10),
+            filter: None,
+        })
+        .await
+        .expect("search");
+    let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["ok"]);
+    client.close().await;
+}
