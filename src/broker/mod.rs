@@ -18,6 +18,9 @@ mod presence;
 mod refusals;
 mod router;
 mod scheduler;
+// Messages sent for a member while it may be away (reminders, watches, webhooks).
+mod on_behalf;
+// URL watches and inbound webhooks (issue 17).
 mod shared_tools;
 mod state;
 mod stats;
@@ -25,6 +28,8 @@ mod status;
 mod subscriptions;
 pub mod tls;
 pub mod vault;
+pub(crate) mod watches;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +117,9 @@ pub struct BrokerConfig {
     pub insecure_plaintext: bool,
     /// Deployed services may run without a sandbox (`--allow-unsandboxed-services`).
     pub allow_unsandboxed_services: bool,
+    /// URL watches may reach loopback, private and link-local addresses
+    /// (`--allow-private-watch-targets`).
+    pub allow_private_watch_targets: bool,
 }
 
 impl BrokerConfig {
@@ -146,6 +154,7 @@ impl BrokerConfig {
             tls: None,
             insecure_plaintext: false,
             allow_unsandboxed_services: false,
+            allow_private_watch_targets: false,
         }
     }
 
@@ -343,6 +352,7 @@ impl RunningBroker {
             .tasks
             .spawn(files::endpoints::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
+        watches::resume_all(&broker);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

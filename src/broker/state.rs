@@ -68,6 +68,10 @@ pub struct Broker {
     pub services: super::deployments::Services,
     /// `<data>/service.key`: what vault entries for deployed services are sealed to.
     pub service_key: Option<super::vault::ServiceKey>,
+    /// URL watches' polling tasks.
+    pub watches: super::watches::Watches,
+    /// Webhook deliveries: signatures already used and the per-webhook rate.
+    pub webhooks: super::webhooks::Deliveries,
 }
 
 impl Broker {
@@ -116,6 +120,8 @@ impl Broker {
             file_shares: Default::default(),
             file_requests: Default::default(),
             service_key: None,
+            watches: Default::default(),
+            webhooks: Default::default(),
             config,
         }
     }

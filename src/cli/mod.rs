@@ -47,6 +47,9 @@ mod shared_tools;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -131,6 +134,8 @@ enum Command {
     Undeploy(deployments::UndeployCmd),
     Deployments(deployments::DeploymentsCmd),
     Vault(vault::VaultCmd),
+    Watch(watches::WatchCmd),
+    Webhook(webhooks::WebhookCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -337,6 +342,8 @@ async fn run(command: Command) -> CliResult {
         Command::Undeploy(c) => c.run().await,
         Command::Deployments(c) => c.run().await,
         Command::Vault(c) => c.run().await,
+        Command::Watch(c) => c.run().await,
+        Command::Webhook(c) => c.run().await,
     }
 }
 

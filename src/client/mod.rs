@@ -32,6 +32,9 @@ pub mod peer_files;
 pub mod shared_tools;
 // Vault (issue 15).
 pub mod vault;
+// URL watches and inbound webhooks (issue 17).
+pub mod watches;
+pub mod webhooks;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

@@ -27,6 +27,9 @@ mod state;
 mod streams;
 mod tasks;
 mod vault;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,6 +72,8 @@ pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
 pub use vault::{ServiceSeal, VaultRecord, VaultRefusal};
+pub use watches::{PollOutcome, WatchRecord};
+pub use webhooks::{WebhookRecord, WebhookRefusal};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).

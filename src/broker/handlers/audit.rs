@@ -57,6 +57,10 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::McpUnregister { .. }
             | M::VaultSet(_)
             | M::VaultDelete { .. }
+            | M::Watch(_)
+            | M::Unwatch { .. }
+            | M::CreateWebhook(_)
+            | M::DeleteWebhook { .. }
     ) || matches!(frame, M::FileToken(t) if t.purpose == "upload")
 }
 

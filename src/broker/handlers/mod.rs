@@ -26,6 +26,9 @@ mod stats;
 mod streams;
 mod tasks;
 mod vault;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -245,5 +248,11 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
         ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
         ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
+        ClientMessage::Watch(w) => watches::watch(conn, req_id, *w),
+        ClientMessage::Unwatch { watch_id } => watches::unwatch(conn, req_id, watch_id),
+        ClientMessage::WatchList {} => watches::watch_list(conn, req_id),
+        ClientMessage::CreateWebhook(w) => webhooks::create_webhook(conn, req_id, w),
+        ClientMessage::ListWebhooks {} => webhooks::list_webhooks(conn, req_id),
+        ClientMessage::DeleteWebhook { name } => webhooks::delete_webhook(conn, req_id, name),
     }
 }

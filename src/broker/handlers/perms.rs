@@ -35,6 +35,8 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,
         M::McpDeploy(_) | M::McpUpdate(_) => Permission::Deploy,
         M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
+        M::Watch(_) | M::Unwatch { .. } => Permission::Watches,
+        M::CreateWebhook(_) | M::DeleteWebhook { .. } => Permission::Webhooks,
         _ => return None,
     })
 }

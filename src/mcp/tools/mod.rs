@@ -29,6 +29,9 @@ mod shared_tools;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -124,7 +127,9 @@ impl MeshTools {
                 + Self::shared_tools_router()
                 + Self::peer_files_router()
                 + Self::deployments_router()
-                + Self::vault_router(),
+                + Self::vault_router()
+                + Self::watches_router()
+                + Self::webhooks_router(),
         }
     }
 

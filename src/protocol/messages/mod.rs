@@ -31,6 +31,9 @@ mod peer_files;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -80,6 +83,11 @@ pub use vault::{
     VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
     relative_mount_path, vault_context,
 };
+pub use watches::{
+    DEFAULT_WATCH_INTERVAL_S, MAX_WATCH_INTERVAL_S, MIN_WATCH_INTERVAL_S, Watch, WatchEntry,
+    WatchTriggered,
+};
+pub use webhooks::{CreateWebhook, WebhookDelivery, WebhookEntry};
 
 use serde::{Deserialize, Serialize};
 
@@ -415,6 +423,19 @@ pub enum ClientMessage {
     },
     /// The broker's service key, to seal entries meant for deployed services to.
     VaultServiceKey {},
+    // URL watches (PROTOCOL.md §18).
+    Watch(Box<Watch>),
+    Unwatch {
+        #[serde(rename = "watchId")]
+        watch_id: String,
+    },
+    WatchList {},
+    // Inbound webhooks (PROTOCOL.md §19).
+    CreateWebhook(CreateWebhook),
+    ListWebhooks {},
+    DeleteWebhook {
+        name: String,
+    },
 }
 
 impl ClientMessage {
@@ -518,6 +539,12 @@ impl ClientMessage {
             ClientMessage::VaultDelete { .. } => "vault_delete",
             ClientMessage::VaultGet { .. } => "vault_get",
             ClientMessage::VaultServiceKey {} => "vault_service_key",
+            ClientMessage::Watch(_) => "watch",
+            ClientMessage::Unwatch { .. } => "unwatch",
+            ClientMessage::WatchList {} => "watch_list",
+            ClientMessage::CreateWebhook(_) => "create_webhook",
+            ClientMessage::ListWebhooks {} => "list_webhooks",
+            ClientMessage::DeleteWebhook { .. } => "delete_webhook",
         }
     }
 }
@@ -772,6 +799,27 @@ pub enum ServerMessage {
     VaultServiceKeyResult {
         #[serde(rename = "publicKey")]
         public_key: String,
+    },
+    // URL watches (PROTOCOL.md §18).
+    WatchAck {
+        #[serde(rename = "watchId")]
+        watch_id: String,
+        url: String,
+        mode: String,
+        interval: u64,
+    },
+    WatchListResult {
+        watches: Vec<WatchEntry>,
+    },
+    // Inbound webhooks (PROTOCOL.md §19).
+    /// Answers `create_webhook`: the only time the secret is shown.
+    WebhookAck {
+        name: String,
+        url: String,
+        secret: String,
+    },
+    WebhookList {
+        webhooks: Vec<WebhookEntry>,
     },
 }
 

@@ -127,6 +127,11 @@ pub enum AuditEvent {
     // Vault (issue 15): the key name and type only, never a value.
     VaultSet,
     VaultDeleted,
+    // URL watches and webhooks (issue 17): ids, names, modes and targets, never a secret.
+    WatchCreated,
+    WatchRemoved,
+    WebhookCreated,
+    WebhookDeleted,
 }
 
 impl AuditEvent {
@@ -176,6 +181,10 @@ impl AuditEvent {
             AuditEvent::McpUndeployed => "mcp.undeployed",
             AuditEvent::VaultSet => "vault.set",
             AuditEvent::VaultDeleted => "vault.deleted",
+            AuditEvent::WatchCreated => "watch.created",
+            AuditEvent::WatchRemoved => "watch.removed",
+            AuditEvent::WebhookCreated => "webhook.created",
+            AuditEvent::WebhookDeleted => "webhook.deleted",
         }
     }
 }
