@@ -12,6 +12,7 @@ use sha2::Sha256;
 
 use claudemesh::client::MeshClient;
 use claudemesh::client::http::{HttpResponse, request};
+use common::mcp::{call, mcp_process};
 use common::secrets::assert_broker_never_saw;
 use common::sees::next_message;
 use common::*;
@@ -134,6 +135,13 @@ async fn a_signed_github_push_becomes_one_message_and_bad_deliveries_are_refused
         401,
         "an old timestamp"
     );
+    assert_eq!(
+        timed_post(&url, "not-the-secret-at-all-000", t, br#"{"forged":1}"#)
+            .await
+            .status,
+        401,
+        "a timestamped delivery under another secret"
+    );
     // A replayed GitHub delivery is refused too.
     let gh = br#"{"zen":"Keep it logically awesome."}"#;
     assert_eq!(github_post(&url, &secret, "ping", gh).await.status, 200);
@@ -171,4 +179,56 @@ fn making_a_webhook_needs_the_webhooks_capability_and_a_free_name() {
     assert!(err.contains("webhook name"), "{err}");
     let err = bob.refused(&["webhook", "delete", "ci"]);
     assert!(err.contains("\"webhooks\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_tools_make_list_and_delete_webhooks_and_watches() {
+    use rmcp::ServiceExt;
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let a = ().serve(mcp_process(&alice)).await.expect("alice's MCP");
+    eventually("alice's MCP session to answer", || async {
+        call(&a, "list_webhooks", json!({})).await.0
+    })
+    .await;
+    let secret = "an-mcp-chosen-secret-0123456789";
+    let (ok, text) = call(
+        &a,
+        "create_webhook",
+        json!({"name": "deploys", "target": "bob", "secret": secret}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    let url = created["url"].as_str().unwrap().to_string();
+    assert_eq!(created["secret"], secret);
+    let (ok, text) = call(&a, "list_webhooks", json!({})).await;
+    assert!(
+        ok && text.contains("deploys") && !text.contains(secret),
+        "{text}"
+    );
+
+    let body = br#"{"deploy":"prod","state":"done"}"#;
+    assert_eq!(timed_post(&url, secret, now_s(), body).await.status, 200);
+    let got = common::sees::inbox(&bob, &[]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["subtype"], "webhook");
+    let m: Value = serde_json::from_str(got[0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(m["payload"]["state"], "done");
+
+    // A private watch target is refused through MCP as well; nothing is stored.
+    let (ok, text) = call(
+        &a,
+        "mesh_watch",
+        json!({"url": "http://169.254.169.254/latest/meta-data/", "interval": 5}),
+    )
+    .await;
+    assert!(!ok && text.contains("link-local"), "{text}");
+    let (ok, text) = call(&a, "mesh_watches", json!({})).await;
+    assert!(ok && text.contains("No watches"), "{text}");
+
+    let (ok, text) = call(&a, "delete_webhook", json!({"name": "deploys"})).await;
+    assert!(ok, "{text}");
+    assert_eq!(timed_post(&url, secret, now_s(), b"{}").await.status, 404);
+    a.cancel().await.ok();
 }

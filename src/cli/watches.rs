@@ -128,14 +128,7 @@ impl WatchCmd {
         let created = with_client(mesh.as_deref(), async |client: &MeshClient| {
             let target = match to.as_deref() {
                 None => None,
-                Some(t) => match client.resolve_targets(t).await?.as_slice() {
-                    [one] => Some(one.spec.clone()),
-                    _ => {
-                        return Err(CliError::Usage(
-                            "--to takes one recipient (a name, pubkey, @group or *)".into(),
-                        ));
-                    }
-                },
+                Some(t) => Some(super::target::one_spec(client, t).await?),
             };
             Ok(client.watch(Watch { target, ..watch }).await?)
         })

@@ -4,7 +4,7 @@ use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
 use super::output::outln;
-use super::{CliError, CliResult, print_json, with_client};
+use super::{CliResult, print_json, with_client};
 use crate::client::MeshClient;
 use crate::protocol::messages::CreateWebhook;
 
@@ -81,14 +81,7 @@ impl WebhookCmd {
                 let created = with_client(mesh.as_deref(), async |client: &MeshClient| {
                     let target = match to.as_deref() {
                         None => None,
-                        Some(t) => match client.resolve_targets(t).await?.as_slice() {
-                            [one] => Some(one.spec.clone()),
-                            _ => {
-                                return Err(CliError::Usage(
-                                    "--to takes one recipient (a name, pubkey, @group or *)".into(),
-                                ));
-                            }
-                        },
+                        Some(t) => Some(super::target::one_spec(client, t).await?),
                     };
                     Ok(client
                         .create_webhook(CreateWebhook {

@@ -5,6 +5,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
+use super::rows::{mesh_row_count, mesh_rows};
 use super::{Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, watch_id) → WatchRecord`
@@ -71,7 +72,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(WATCHES)?;
-            if count(&table, &record.mesh_id)? >= max_per_mesh {
+            if mesh_row_count(&table, &record.mesh_id)? >= max_per_mesh as u64 {
                 return Ok(false);
             }
             table.insert(
@@ -153,16 +154,7 @@ impl Store {
     /// A mesh's watches, in id order.
     pub fn watches_of(&self, mesh_id: &str) -> Result<Vec<WatchRecord>, StoreError> {
         let rt = self.read()?;
-        let table = rt.open_table(WATCHES)?;
-        let mut out = Vec::new();
-        for row in table.range((mesh_id, "")..)? {
-            let (k, v) = row?;
-            if k.value().0 != mesh_id {
-                break;
-            }
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+        mesh_rows(&rt.open_table(WATCHES)?, mesh_id)
     }
 
     /// Every stored watch (at start, to resume polling).
@@ -176,20 +168,4 @@ impl Store {
         }
         Ok(out)
     }
-}
-
-/// How many watches a mesh has (bounded by the per-mesh cap, so the scan is short).
-fn count(
-    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    mesh_id: &str,
-) -> Result<usize, StoreError> {
-    let mut n = 0;
-    for row in table.range((mesh_id, "")..)? {
-        let (k, _) = row?;
-        if k.value().0 != mesh_id {
-            break;
-        }
-        n += 1;
-    }
-    Ok(n)
 }

@@ -1,11 +1,12 @@
 //! Inbound webhooks' table (PROTOCOL.md §19). The signing secret is kept sealed to the broker's
 //! service key, never in clear.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
-use super::{Store, StoreError, decode, decode_opt, encode};
+use super::rows::mesh_rows;
+use super::{Store, StoreError, decode_opt, encode};
 
 /// `(mesh_id, webhook_id) → WebhookRecord`
 pub(crate) const WEBHOOKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("webhooks");
@@ -48,7 +49,7 @@ impl Store {
     ) -> Result<Result<(), WebhookRefusal>, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(WEBHOOKS)?;
-            let existing = rows(&table, &record.mesh_id)?;
+            let existing = mesh_rows::<WebhookRecord>(&table, &record.mesh_id)?;
             if existing.iter().any(|w| w.name == record.name) {
                 return Ok(Err(WebhookRefusal::NameTaken));
             }
@@ -83,7 +84,10 @@ impl Store {
     ) -> Result<Option<bool>, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(WEBHOOKS)?;
-            let Some(found) = rows(&table, &mesh_id)?.into_iter().find(|w| w.name == name) else {
+            let Some(found) = mesh_rows::<WebhookRecord>(&table, &mesh_id)?
+                .into_iter()
+                .find(|w| w.name == name)
+            else {
                 return Ok(None);
             };
             if !may_delete(&found) {
@@ -109,22 +113,6 @@ impl Store {
     /// A mesh's webhooks, in id order.
     pub fn webhooks_of(&self, mesh_id: &str) -> Result<Vec<WebhookRecord>, StoreError> {
         let rt = self.read()?;
-        rows(&rt.open_table(WEBHOOKS)?, mesh_id)
+        mesh_rows::<WebhookRecord>(&rt.open_table(WEBHOOKS)?, mesh_id)
     }
-}
-
-/// A mesh's rows (bounded by the per-mesh cap).
-fn rows(
-    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-    mesh_id: &str,
-) -> Result<Vec<WebhookRecord>, StoreError> {
-    let mut out = Vec::new();
-    for row in table.range((mesh_id, "")..)? {
-        let (k, v) = row?;
-        if k.value().0 != mesh_id {
-            break;
-        }
-        out.push(decode(v.value())?);
-    }
-    Ok(out)
 }

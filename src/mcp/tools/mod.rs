@@ -98,6 +98,20 @@ fn with_footer(hub: &Hub, text: String) -> String {
     }
 }
 
+/// The one target spec `to` names (a name, pubkey, `@group` or `*`) for what goes to a single
+/// target; `what` says what, in the refusal.
+async fn one_target(c: &MeshClient, to: &str, what: &str) -> Result<String, String> {
+    match c
+        .resolve_targets(to)
+        .await
+        .map_err(|e| e.to_string())?
+        .as_slice()
+    {
+        [one] => Ok(one.spec.clone()),
+        _ => Err(format!("{what} goes to one target")),
+    }
+}
+
 fn json_text(v: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }

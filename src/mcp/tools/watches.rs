@@ -7,7 +7,7 @@ use rmcp::model::CallToolResult;
 use rmcp::{schemars, tool, tool_router};
 use serde::Deserialize;
 
-use super::{MeshArg, MeshTools, json_text};
+use super::{MeshArg, MeshTools, json_text, one_target};
 use crate::protocol::messages::Watch;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -54,15 +54,7 @@ impl MeshTools {
         self.with_client(a.mesh.as_deref(), |c| async move {
             let target = match a.to.as_deref() {
                 None => None,
-                Some(t) => match c
-                    .resolve_targets(t)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .as_slice()
-                {
-                    [one] => Some(one.spec.clone()),
-                    _ => return Err("a watch tells one target".to_string()),
-                },
+                Some(t) => Some(one_target(&c, t, "a watch").await?),
             };
             let created = c
                 .watch(Watch {

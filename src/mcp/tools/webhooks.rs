@@ -6,7 +6,7 @@ use rmcp::model::CallToolResult;
 use rmcp::{schemars, tool, tool_router};
 use serde::Deserialize;
 
-use super::{MeshArg, MeshTools, json_text};
+use super::{MeshArg, MeshTools, json_text, one_target};
 use crate::protocol::messages::CreateWebhook;
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -39,15 +39,7 @@ impl MeshTools {
         self.with_client(a.mesh.as_deref(), |c| async move {
             let target = match a.target.as_deref() {
                 None => None,
-                Some(t) => match c
-                    .resolve_targets(t)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .as_slice()
-                {
-                    [one] => Some(one.spec.clone()),
-                    _ => return Err("a webhook has one target".to_string()),
-                },
+                Some(t) => Some(one_target(&c, t, "a webhook").await?),
             };
             let created = c
                 .create_webhook(CreateWebhook {
