@@ -232,3 +232,28 @@ async fn the_mcp_tools_make_list_and_delete_webhooks_and_watches() {
     assert_eq!(timed_post(&url, secret, now_s(), b"{}").await.status, 404);
     a.cancel().await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_signed_deliveries_is_rate_limited() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let created = alice.json(&["webhook", "create", "noisy", "--json"]);
+    let url = created["url"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    // The burst is 60; 100 deliveries sent back to back cannot all fit.
+    let mut statuses = Vec::new();
+    for n in 0..100 {
+        let body = format!("{{\"n\":{n}}}");
+        statuses.push(
+            timed_post(&url, &secret, now_s(), body.as_bytes())
+                .await
+                .status,
+        );
+    }
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}

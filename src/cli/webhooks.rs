@@ -47,6 +47,7 @@ struct WebhookCreateCmd {
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "list", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh webhook list --json")]
 /// list the mesh's webhooks (never their secrets)
 struct WebhookListCmd {
     /// mesh slug or id (needed when several are joined)
@@ -59,6 +60,7 @@ struct WebhookListCmd {
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "delete", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh webhook delete github")]
 /// delete a webhook by name; its URL stops accepting deliveries
 struct WebhookDeleteCmd {
     /// the name

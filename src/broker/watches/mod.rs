@@ -154,7 +154,11 @@ pub fn resume_all(broker: &Arc<Broker>) {
         let due_in = w
             .last_check_ms
             .map_or(0, |at| (at + (w.interval_s * 1000) as i64 - now).max(0));
-        start(broker, &w, Duration::from_millis(due_in as u64));
+        start(
+            broker,
+            &w,
+            Duration::from_millis(due_in as u64 + jitter_ms(w.interval_s)),
+        );
     }
 }
 
@@ -177,8 +181,12 @@ fn next_delay(interval_s: u64, failures: u32) -> Duration {
         0 => base,
         n => (base << n.min(16)).min(base.max(MAX_BACKOFF_MS)),
     };
-    let jitter = crypto::random_u32_below((base / 10).clamp(1, 30_000) as u32) as u64;
-    Duration::from_millis(wait + jitter)
+    Duration::from_millis(wait + jitter_ms(interval_s))
+}
+
+/// Up to a tenth of the interval, at most 30 s.
+fn jitter_ms(interval_s: u64) -> u64 {
+    crypto::random_u32_below((interval_s * 100).clamp(1, 30_000) as u32) as u64
 }
 
 async fn run(broker: Arc<Broker>, mesh_id: String, watch_id: String, first: Duration) {
