@@ -257,3 +257,28 @@ async fn a_flood_of_signed_deliveries_is_rate_limited() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_members_webhooks_stop_accepting_deliveries() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["perms", "set", "bob", "+webhooks"]);
+    let created = bob.json(&["webhook", "create", "bobs", "--json"]);
+    let url = created["url"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert_eq!(
+        timed_post(&url, &secret, now_s(), b"{\"a\":1}")
+            .await
+            .status,
+        200
+    );
+    alice.ok(&["revoke", "bob"]);
+    assert_eq!(
+        timed_post(&url, &secret, now_s(), b"{\"a\":2}")
+            .await
+            .status,
+        404
+    );
+    let listed = alice.json(&["webhook", "list", "--json"]);
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 0, "{listed}");
+}

@@ -116,3 +116,22 @@ impl Store {
         mesh_rows::<WebhookRecord>(&rt.open_table(WEBHOOKS)?, mesh_id)
     }
 }
+
+/// Deletes every webhook of `member_id` (when the member is revoked), in the caller's write
+/// transaction; how many there were. A removed watch's polling task ends at its next look.
+pub(crate) fn purge_member(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(WEBHOOKS)?;
+    let theirs: Vec<String> = mesh_rows::<WebhookRecord>(&table, mesh_id)?
+        .into_iter()
+        .filter(|r| r.member_id == member_id)
+        .map(|r| r.id)
+        .collect();
+    for id in &theirs {
+        table.remove((mesh_id, id.as_str()))?;
+    }
+    Ok(theirs.len())
+}
