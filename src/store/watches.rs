@@ -5,7 +5,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
-use super::rows::{mesh_row_count, mesh_rows};
+use super::rows::{mesh_row_count, mesh_rows, remove_mesh_rows};
 use super::{Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, watch_id) → WatchRecord`
@@ -177,14 +177,7 @@ pub(crate) fn purge_member(
     mesh_id: &str,
     member_id: &str,
 ) -> Result<usize, StoreError> {
-    let mut table = tx.open_table(WATCHES)?;
-    let theirs: Vec<String> = mesh_rows::<WatchRecord>(&table, mesh_id)?
-        .into_iter()
-        .filter(|r| r.member_id == member_id)
-        .map(|r| r.id)
-        .collect();
-    for id in &theirs {
-        table.remove((mesh_id, id.as_str()))?;
-    }
-    Ok(theirs.len())
+    remove_mesh_rows::<WatchRecord>(&mut tx.open_table(WATCHES)?, mesh_id, |r| {
+        r.member_id == member_id
+    })
 }

@@ -5,7 +5,7 @@ use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
-use super::rows::mesh_rows;
+use super::rows::{mesh_rows, remove_mesh_rows};
 use super::{Store, StoreError, decode_opt, encode};
 
 /// `(mesh_id, webhook_id) → WebhookRecord`
@@ -118,20 +118,13 @@ impl Store {
 }
 
 /// Deletes every webhook of `member_id` (when the member is revoked), in the caller's write
-/// transaction; how many there were. A removed watch's polling task ends at its next look.
+/// transaction; how many there were. Their URLs answer 404 from then on.
 pub(crate) fn purge_member(
     tx: &WriteTransaction,
     mesh_id: &str,
     member_id: &str,
 ) -> Result<usize, StoreError> {
-    let mut table = tx.open_table(WEBHOOKS)?;
-    let theirs: Vec<String> = mesh_rows::<WebhookRecord>(&table, mesh_id)?
-        .into_iter()
-        .filter(|r| r.member_id == member_id)
-        .map(|r| r.id)
-        .collect();
-    for id in &theirs {
-        table.remove((mesh_id, id.as_str()))?;
-    }
-    Ok(theirs.len())
+    remove_mesh_rows::<WebhookRecord>(&mut tx.open_table(WEBHOOKS)?, mesh_id, |r| {
+        r.member_id == member_id
+    })
 }
