@@ -175,6 +175,10 @@ async fn answer(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
             claim_invite(broker, req, code).await
         }
         (&Method::POST, ["hook", "set-status"]) => super::hook::set_status(broker, req).await,
+        (&Method::POST, ["hook", mesh_id, webhook_id]) => {
+            let (mesh_id, webhook_id) = (mesh_id.to_string(), webhook_id.to_string());
+            super::webhooks::receive(broker, req, &mesh_id, &webhook_id).await
+        }
         (&Method::POST, ["upload"]) => super::files::endpoints::upload(broker, req).await,
         (&Method::GET, ["download", id]) => {
             let id = id.to_string();

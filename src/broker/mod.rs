@@ -18,6 +18,9 @@ mod presence;
 mod refusals;
 mod router;
 mod scheduler;
+// Messages sent for a member while it may be away (reminders, watches, webhooks).
+mod on_behalf;
+// URL watches and inbound webhooks (issue 17).
 mod shared_tools;
 mod state;
 mod stats;
@@ -25,6 +28,8 @@ mod status;
 mod subscriptions;
 pub mod tls;
 pub mod vault;
+pub(crate) mod watches;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +120,9 @@ pub struct BrokerConfig {
     /// Per-mesh SQL: database size and statement time budget (`--max-sql-bytes`,
     /// `--sql-timeout`).
     pub sql: crate::store::SqlLimits,
+    /// URL watches may reach loopback, private and link-local addresses
+    /// (`--allow-private-watch-targets`).
+    pub allow_private_watch_targets: bool,
 }
 
 impl BrokerConfig {
@@ -150,6 +158,7 @@ impl BrokerConfig {
             insecure_plaintext: false,
             allow_unsandboxed_services: false,
             sql: crate::store::SqlLimits::default(),
+            allow_private_watch_targets: false,
         }
     }
 
@@ -347,6 +356,7 @@ impl RunningBroker {
             .tasks
             .spawn(files::endpoints::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
+        watches::resume_all(&broker);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -13,17 +13,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::cron::Cron;
-use super::handlers::messaging::resolve;
-use super::metrics::Metrics;
-use super::presence::{ConnHandle, Peer, PeerKind};
-use super::router;
+use super::on_behalf::{self, Outgoing};
 use super::state::Broker;
-use crate::protocol::messages::PeerInfo;
-use crate::protocol::{Encoding, Pubkey, ids, time};
-use crate::store::{Member, MessageRecord, Priority, ScheduleRecord, StoreError};
+use crate::protocol::{Pubkey, time};
+use crate::store::{Member, ScheduleRecord, StoreError};
 
 /// Due messages handled per pass.
 const BATCH: usize = 256;
@@ -166,53 +162,24 @@ async fn deliver(
     member: &Member,
     now: i64,
 ) -> Result<(), StoreError> {
-    let sender = stand_in(member, s);
-    let recipients = match resolve(broker, &sender, &s.to) {
-        // A recipient who blocked the sender since it scheduled this gets nothing (issue 13).
-        Ok(r)
-            if crate::protocol::Pubkey::is_shape(&s.to)
-                && super::handlers::grants::direct_refusal(broker, &sender, &r).is_err() =>
-        {
-            tracing::info!("scheduled message {} refused by its recipient", s.id);
-            return Ok(());
-        }
-        Ok(r) if !r.is_empty() => r,
-        Ok(_) => return Ok(()), // e.g. a broadcast with nobody else in the mesh
-        Err(why) => {
-            tracing::info!("scheduled message {} reaches nobody: {why}", s.id);
-            return Ok(());
-        }
-    };
-    let record = MessageRecord {
-        id: ids::new_id(),
-        mesh_id: s.mesh_id.clone(),
-        sender_member_id: member.id.clone(),
+    let out = Outgoing {
+        member,
         sender_pubkey: s.sender_pubkey.clone(),
-        sender_member_pubkey: member.pubkey.to_hex(),
         sender_name: member.display_name.clone(),
-        target_spec: s.to.clone(),
-        priority: Priority::Now,
-        nonce: s.nonce.clone().unwrap_or_default(),
+        to: &s.to,
+        nonce: s.nonce.clone(),
         ciphertext: reminder_body(s),
         body_version: if s.nonce.is_some() {
             s.body_version
         } else {
             Some(1)
         },
-        reply_to_id: None,
-        mentions: None,
-        client_message_id: Some(format!("schedule-{}-{}", s.id, s.deliver_at_ms)),
-        request_fingerprint: None,
-        subtype: Some(s.subtype.clone()),
-        created_at_ms: now,
-        expires_at_ms: now + broker.config.retention.as_millis() as i64,
-        recipients,
         key_epoch: s.key_epoch,
+        subtype: &s.subtype,
+        client_message_id: format!("schedule-{}-{}", s.id, s.deliver_at_ms),
     };
-    let enqueued = broker.store.enqueue(record).await?;
-    if enqueued.fresh {
-        Metrics::inc(&broker.metrics.messages_stored);
-        router::route(broker, &enqueued.record);
+    if let Err(why) = on_behalf::deliver(broker, out, now).await? {
+        tracing::info!("scheduled message {} reaches nobody: {why}", s.id);
     }
     Ok(())
 }
@@ -224,41 +191,6 @@ fn reminder_body(s: &ScheduleRecord) -> String {
         Some(_) => s.message.clone(),
         None => STANDARD.encode(s.message.as_bytes()),
     }
-}
-
-/// The scheduling member as a sender for target resolution, whether or not it is connected:
-/// a presence that is registered nowhere and has no socket.
-fn stand_in(member: &Member, s: &ScheduleRecord) -> Peer {
-    let session = Pubkey::parse(&s.sender_pubkey)
-        .ok()
-        .filter(|k| *k != member.pubkey);
-    let (outbox, _) = super::connection::Outbox::new(0);
-    let (closer, _) = watch::channel(None);
-    Peer::new(
-        String::new(),
-        s.mesh_id.clone(),
-        member.id.clone(),
-        member.pubkey,
-        session,
-        if session.is_some() {
-            PeerKind::Session
-        } else {
-            PeerKind::Member
-        },
-        member.role,
-        member.display_name.clone(),
-        PeerInfo {
-            peer_role: Some("control-plane".into()),
-            ..Default::default()
-        },
-        member.groups.clone(),
-        ConnHandle {
-            conn_id: 0,
-            encoding: Encoding::Json,
-            outbox,
-            closer,
-        },
-    )
 }
 
 #[cfg(test)]

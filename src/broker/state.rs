@@ -74,6 +74,10 @@ pub struct Broker {
     pub sql: crate::store::SqlDatabases,
     /// Every mesh's graph (`<data>/graph`), each on a thread of its own.
     pub graphs: crate::store::graph::Graphs,
+    /// URL watches' polling tasks.
+    pub watches: super::watches::Watches,
+    /// Webhook deliveries: signatures already used and the per-webhook rate.
+    pub webhooks: super::webhooks::Deliveries,
 }
 
 impl Broker {
@@ -127,6 +131,8 @@ impl Broker {
             service_key: None,
             sql: crate::store::SqlDatabases::new(config.data_dir.join("sql"), config.sql),
             graphs: crate::store::graph::Graphs::new(config.data_dir.join("graph")),
+            watches: Default::default(),
+            webhooks: Default::default(),
             config,
         }
     }

@@ -63,6 +63,17 @@ impl ServiceKey {
     pub fn public_hex(&self) -> String {
         hex::encode(self.0.public)
     }
+
+    /// Seals a secret the broker itself reads back later (a webhook's signing secret, a
+    /// watch's request headers), so that the store never holds it in clear.
+    pub fn seal(&self, secret: &[u8]) -> Result<Vec<u8>, crypto::CryptoError> {
+        crypto::seal(secret, &self.0.public)
+    }
+
+    /// Opens what [`ServiceKey::seal`] sealed.
+    pub fn open(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, crypto::CryptoError> {
+        crypto::seal_open(sealed, &self.0).map(Zeroizing::new)
+    }
 }
 
 /// Reads a key file that must be a regular file of this user, private to it: opened without

@@ -47,6 +47,10 @@ pub struct BrokerCmd {
     /// then run as this broker's user, with its files and network
     #[argh(switch)]
     allow_unsandboxed_services: bool,
+    /// let URL watches reach loopback, private, link-local and other non-public addresses
+    /// (refused by default: a watch is a request made from inside the broker's network)
+    #[argh(switch)]
+    allow_private_watch_targets: bool,
     /// data directory (default $CLAUDEMESH_DATA_DIR or ~/.local/share/claudemesh)
     #[argh(option)]
     data: Option<PathBuf>,
@@ -317,6 +321,7 @@ impl BrokerCmd {
                 .map_err(|e| CliError::Usage(format!("--sql-timeout: {e}")))?
                 .max(std::time::Duration::from_millis(10)),
         };
+        config.allow_private_watch_targets = self.allow_private_watch_targets;
         self.apply_limits(&mut config)?;
         config.open = self.open;
         config.lan_name = (self.lan || self.lan_name.is_some()).then(|| {

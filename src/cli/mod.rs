@@ -53,6 +53,9 @@ mod sql;
 mod graph;
 // Vectors (issue 16).
 mod vectors;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -140,6 +143,8 @@ enum Command {
     Sql(sql::SqlCmd),
     Graph(graph::GraphCmd),
     Vector(vectors::VectorCmd),
+    Watch(watches::WatchCmd),
+    Webhook(webhooks::WebhookCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -349,6 +354,8 @@ async fn run(command: Command) -> CliResult {
         Command::Sql(c) => c.run().await,
         Command::Graph(c) => c.run().await,
         Command::Vector(c) => c.run().await,
+        Command::Watch(c) => c.run().await,
+        Command::Webhook(c) => c.run().await,
     }
 }
 

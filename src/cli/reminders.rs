@@ -89,17 +89,7 @@ impl RemindCmd {
         let ack = with_client(mesh.as_deref(), async |client: &MeshClient| {
             let to = match to.as_deref() {
                 None => String::new(),
-                Some(t) => {
-                    let targets = client.resolve_targets(t).await?;
-                    match targets.as_slice() {
-                        [one] => one.spec.clone(),
-                        _ => {
-                            return Err(CliError::Usage(
-                                "--to takes one recipient (a name, pubkey, @group or *)".into(),
-                            ));
-                        }
-                    }
-                }
+                Some(t) => super::target::one_spec(client, t).await?,
             };
             Ok(client
                 .schedule(Schedule {

@@ -4,6 +4,7 @@
 //! mesh: a message goes to one mesh.
 
 use super::CliError;
+use crate::client::MeshClient;
 use crate::identity::{Config, ConfigDir};
 
 /// `to` with its mesh qualifiers taken off, and the mesh they (or `--mesh`) name.
@@ -13,6 +14,17 @@ pub fn unqualify(to: &str, mesh: Option<&str>) -> Result<(Option<String>, String
     }
     let config = ConfigDir::from_env().load()?;
     split(&config, to, mesh)
+}
+
+/// The one target spec `to` names in `client`'s mesh (a name, pubkey, `@group` or `*`), for
+/// what goes to a single target (`--to` of a reminder, a watch, a webhook).
+pub async fn one_spec(client: &MeshClient, to: &str) -> Result<String, CliError> {
+    match client.resolve_targets(to).await?.as_slice() {
+        [one] => Ok(one.spec.clone()),
+        _ => Err(CliError::Usage(
+            "--to takes one recipient (a name, pubkey, @group or *)".into(),
+        )),
+    }
 }
 
 /// [`unqualify`] for an optional target (`--to`): without one, `--mesh` alone picks the mesh.

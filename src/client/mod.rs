@@ -38,6 +38,9 @@ mod sql;
 mod graph;
 // Vectors (issue 16).
 mod vectors;
+// URL watches and inbound webhooks (issue 17).
+pub mod watches;
+pub mod webhooks;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

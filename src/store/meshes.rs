@@ -672,6 +672,9 @@ impl Store {
             drop(members);
             // A revoked member's secrets must not outlive it (nor reach a service it deployed).
             super::vault::purge_member(tx, &mesh_id, &member.id)?;
+            // Nor its watches and webhooks (issue 17): nothing polls or delivers for it.
+            super::watches::purge_member(tx, &mesh_id, &member.id)?;
+            super::webhooks::purge_member(tx, &mesh_id, &member.id)?;
             let note = AuditNote::new(AuditEvent::MemberRevoked, &actor)
                 .with("memberId", &member.id)
                 .with("name", &member.display_name)

@@ -33,6 +33,9 @@ pub mod sql;
 pub mod graph;
 // Vectors (issue 16).
 mod vectors;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -82,6 +85,8 @@ pub use vectors::{
     VectorRefusal, check_collection_name, check_dimension, check_record_id, check_vector,
     set_ef_search, vector_from_json,
 };
+pub use watches::{PollOutcome, WatchRecord};
+pub use webhooks::{WebhookRecord, WebhookRefusal};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).

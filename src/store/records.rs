@@ -92,6 +92,8 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::vectors::create_tables(tx)?;
     super::deployments::create_tables(tx)?;
     super::vault::create_tables(tx)?;
+    super::watches::create_tables(tx)?;
+    super::webhooks::create_tables(tx)?;
     Ok(())
 }
 

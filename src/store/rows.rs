@@ -62,3 +62,26 @@ pub(crate) fn mesh_row_count<V: redb::Value + 'static>(
     }
     Ok(n)
 }
+
+/// Deletes the rows of one mesh in a `(mesh_id, id)` table whose record `matches`; how many.
+pub(crate) fn remove_mesh_rows<T: serde::de::DeserializeOwned>(
+    table: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
+    mesh_id: &str,
+    matches: impl Fn(&T) -> bool,
+) -> Result<usize, StoreError> {
+    let mut doomed = Vec::new();
+    for row in table.range((mesh_id, "")..)? {
+        let (k, v) = row?;
+        let (mesh, id) = k.value();
+        if mesh != mesh_id {
+            break;
+        }
+        if matches(&decode::<T>(v.value())?) {
+            doomed.push(id.to_string());
+        }
+    }
+    for id in &doomed {
+        table.remove((mesh_id, id.as_str()))?;
+    }
+    Ok(doomed.len())
+}

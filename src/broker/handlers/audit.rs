@@ -59,6 +59,10 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::VaultSet(_)
             | M::VaultDelete { .. }
             | M::MeshExecute(_)
+            | M::Watch(_)
+            | M::Unwatch { .. }
+            | M::CreateWebhook(_)
+            | M::DeleteWebhook { .. }
     ) || matches!(frame, M::FileToken(t) if t.purpose == "upload")
 }
 

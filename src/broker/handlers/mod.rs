@@ -30,6 +30,9 @@ mod tasks;
 mod vault;
 // Vectors (issue 16).
 mod vectors;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -261,5 +264,11 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             vectors::vector_delete(conn, req_id, collection, id)
         }
         ClientMessage::ListCollections {} => vectors::list_collections(conn, req_id),
+        ClientMessage::Watch(w) => watches::watch(conn, req_id, *w),
+        ClientMessage::Unwatch { watch_id } => watches::unwatch(conn, req_id, watch_id),
+        ClientMessage::WatchList {} => watches::watch_list(conn, req_id),
+        ClientMessage::CreateWebhook(w) => webhooks::create_webhook(conn, req_id, w),
+        ClientMessage::ListWebhooks {} => webhooks::list_webhooks(conn, req_id),
+        ClientMessage::DeleteWebhook { name } => webhooks::delete_webhook(conn, req_id, name),
     }
 }

@@ -35,6 +35,9 @@ mod sql;
 mod graph;
 // Vectors (issue 16).
 mod vectors;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -101,6 +104,20 @@ fn with_footer(hub: &Hub, text: String) -> String {
     }
 }
 
+/// The one target spec `to` names (a name, pubkey, `@group` or `*`) for what goes to a single
+/// target; `what` says what, in the refusal.
+async fn one_target(c: &MeshClient, to: &str, what: &str) -> Result<String, String> {
+    match c
+        .resolve_targets(to)
+        .await
+        .map_err(|e| e.to_string())?
+        .as_slice()
+    {
+        [one] => Ok(one.spec.clone()),
+        _ => Err(format!("{what} goes to one target")),
+    }
+}
+
 fn json_text(v: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
@@ -133,7 +150,9 @@ impl MeshTools {
                 + Self::vault_router()
                 + Self::sql_router()
                 + Self::graph_router()
-                + Self::vectors_router(),
+                + Self::vectors_router()
+                + Self::watches_router()
+                + Self::webhooks_router(),
         }
     }
 

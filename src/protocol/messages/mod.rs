@@ -37,6 +37,9 @@ mod sql;
 mod graph;
 // Vectors (issue 16).
 mod vectors;
+// URL watches and inbound webhooks (issue 17).
+mod watches;
+mod webhooks;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use contexts::{ContextEntry, ShareContext};
@@ -92,6 +95,11 @@ pub use vault::{
     relative_mount_path, vault_context,
 };
 pub use vectors::{CollectionEntry, VectorCreate, VectorResult, VectorSearch, VectorStore};
+pub use watches::{
+    DEFAULT_WATCH_INTERVAL_S, MAX_WATCH_INTERVAL_S, MIN_WATCH_INTERVAL_S, Watch, WatchEntry,
+    WatchTriggered,
+};
+pub use webhooks::{CreateWebhook, WebhookDelivery, WebhookEntry};
 
 use serde::{Deserialize, Serialize};
 
@@ -445,6 +453,19 @@ pub enum ClientMessage {
         id: String,
     },
     ListCollections {},
+    // URL watches (PROTOCOL.md §21).
+    Watch(Box<Watch>),
+    Unwatch {
+        #[serde(rename = "watchId")]
+        watch_id: String,
+    },
+    WatchList {},
+    // Inbound webhooks (PROTOCOL.md §22).
+    CreateWebhook(CreateWebhook),
+    ListWebhooks {},
+    DeleteWebhook {
+        name: String,
+    },
 }
 
 impl ClientMessage {
@@ -558,6 +579,12 @@ impl ClientMessage {
             ClientMessage::VectorSearch(_) => "vector_search",
             ClientMessage::VectorDelete { .. } => "vector_delete",
             ClientMessage::ListCollections {} => "list_collections",
+            ClientMessage::Watch(_) => "watch",
+            ClientMessage::Unwatch { .. } => "unwatch",
+            ClientMessage::WatchList {} => "watch_list",
+            ClientMessage::CreateWebhook(_) => "create_webhook",
+            ClientMessage::ListWebhooks {} => "list_webhooks",
+            ClientMessage::DeleteWebhook { .. } => "delete_webhook",
         }
     }
 }
@@ -833,6 +860,26 @@ pub enum ServerMessage {
         collections: Vec<String>,
         #[serde(default)]
         details: Vec<CollectionEntry>,
+    // URL watches (PROTOCOL.md §21).
+    WatchAck {
+        #[serde(rename = "watchId")]
+        watch_id: String,
+        url: String,
+        mode: String,
+        interval: u64,
+    },
+    WatchListResult {
+        watches: Vec<WatchEntry>,
+    },
+    // Inbound webhooks (PROTOCOL.md §22).
+    /// Answers `create_webhook`: the only time the secret is shown.
+    WebhookAck {
+        name: String,
+        url: String,
+        secret: String,
+    },
+    WebhookList {
+        webhooks: Vec<WebhookEntry>,
     },
 }
 

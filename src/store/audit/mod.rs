@@ -136,6 +136,11 @@ pub enum AuditEvent {
     VectorCollectionCreated,
     VectorStored,
     VectorDeleted,
+    // URL watches and webhooks (issue 17): ids, names, modes and targets, never a secret.
+    WatchCreated,
+    WatchRemoved,
+    WebhookCreated,
+    WebhookDeleted,
 }
 
 impl AuditEvent {
@@ -190,6 +195,10 @@ impl AuditEvent {
             AuditEvent::VectorCollectionCreated => "vector.collection_created",
             AuditEvent::VectorStored => "vector.stored",
             AuditEvent::VectorDeleted => "vector.deleted",
+            AuditEvent::WatchCreated => "watch.created",
+            AuditEvent::WatchRemoved => "watch.removed",
+            AuditEvent::WebhookCreated => "webhook.created",
+            AuditEvent::WebhookDeleted => "webhook.deleted",
         }
     }
 }

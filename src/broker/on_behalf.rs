@@ -1,0 +1,128 @@
+//! Messages the broker sends on a member's behalf while that member may be away: reminders
+//! coming due, URL watches firing, webhook deliveries. Each is stored and queued like a `send`
+//! from that member (so it reaches recipients that are offline when they next connect), with
+//! its recipients resolved now and a recipient's block of the member honoured.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tokio::sync::watch;
+
+use super::handlers::messaging::resolve;
+use super::metrics::Metrics;
+use super::presence::{ConnHandle, Peer, PeerKind};
+use super::router;
+use super::state::Broker;
+use crate::protocol::messages::PeerInfo;
+use crate::protocol::{Encoding, Pubkey, ids};
+use crate::store::{Member, MessageRecord, Priority, StoreError};
+
+/// One message to send as `member`.
+pub struct Outgoing<'a> {
+    pub member: &'a Member,
+    /// The key it goes out under: a session key (a reminder a session scheduled) or the
+    /// member's own key.
+    pub sender_pubkey: String,
+    /// The name recipients see (`webhook:NAME` for a webhook).
+    pub sender_name: String,
+    pub to: &'a str,
+    /// `None` for a body in clear (bodyVersion 1: base64 of the text).
+    pub nonce: Option<String>,
+    pub ciphertext: String,
+    pub body_version: Option<u32>,
+    pub key_epoch: u64,
+    pub subtype: &'a str,
+    /// Derived from what fires, so firing again after a crash stores it once.
+    pub client_message_id: String,
+}
+
+impl Outgoing<'_> {
+    /// A body in clear, as the original sends system-made messages: bodyVersion 1, the text
+    /// in base64. Watch and webhook messages are made on the broker, which holds no mesh key.
+    pub fn in_clear(text: &str) -> (Option<String>, String, Option<u32>) {
+        (None, STANDARD.encode(text.as_bytes()), Some(1))
+    }
+}
+
+/// Whether it was queued; `Err(why)` when it reaches nobody (no such target any more, a
+/// broadcast with nobody else in the mesh, the recipient blocked the member).
+pub async fn deliver(
+    broker: &Broker,
+    out: Outgoing<'_>,
+    now: i64,
+) -> Result<Result<(), String>, StoreError> {
+    let sender = stand_in(out.member, &out.sender_pubkey);
+    let recipients = match resolve(broker, &sender, out.to) {
+        Ok(r)
+            if Pubkey::is_shape(out.to)
+                && super::handlers::grants::direct_refusal(broker, &sender, &r).is_err() =>
+        {
+            return Ok(Err("refused by its recipient".into()));
+        }
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return Ok(Err("nobody else is in the target".into())),
+        Err(why) => return Ok(Err(why.to_string())),
+    };
+    let record = MessageRecord {
+        id: ids::new_id(),
+        mesh_id: out.member.mesh_id.clone(),
+        sender_member_id: out.member.id.clone(),
+        sender_pubkey: out.sender_pubkey,
+        sender_member_pubkey: out.member.pubkey.to_hex(),
+        sender_name: out.sender_name,
+        target_spec: out.to.to_string(),
+        priority: Priority::Now,
+        nonce: out.nonce.unwrap_or_default(),
+        ciphertext: out.ciphertext,
+        body_version: out.body_version,
+        reply_to_id: None,
+        mentions: None,
+        client_message_id: Some(out.client_message_id),
+        request_fingerprint: None,
+        subtype: Some(out.subtype.to_string()),
+        created_at_ms: now,
+        expires_at_ms: now + broker.config.retention.as_millis() as i64,
+        recipients,
+        key_epoch: out.key_epoch,
+    };
+    let enqueued = broker.store.enqueue(record).await?;
+    if enqueued.fresh {
+        Metrics::inc(&broker.metrics.messages_stored);
+        router::route(broker, &enqueued.record);
+    }
+    Ok(Ok(()))
+}
+
+/// The member as a sender for target resolution, whether or not it is connected: a presence
+/// that is registered nowhere and has no socket.
+fn stand_in(member: &Member, sender_pubkey: &str) -> Peer {
+    let session = Pubkey::parse(sender_pubkey)
+        .ok()
+        .filter(|k| *k != member.pubkey);
+    let (outbox, _) = super::connection::Outbox::new(0);
+    let (closer, _) = watch::channel(None);
+    Peer::new(
+        String::new(),
+        member.mesh_id.clone(),
+        member.id.clone(),
+        member.pubkey,
+        session,
+        if session.is_some() {
+            PeerKind::Session
+        } else {
+            PeerKind::Member
+        },
+        member.role,
+        member.display_name.clone(),
+        PeerInfo {
+            peer_role: Some("control-plane".into()),
+            ..Default::default()
+        },
+        member.groups.clone(),
+        ConnHandle {
+            conn_id: 0,
+            encoding: Encoding::Json,
+            outbox,
+            closer,
+        },
+    )
+}

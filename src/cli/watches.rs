@@ -1,0 +1,184 @@
+//! URL watches (README "Watches and webhooks"): `watch URL …`, `watch list`, `watch remove ID`.
+
+use std::collections::BTreeMap;
+
+use argh::{ArgsInfo, FromArgs};
+use serde_json::json;
+
+use super::output::outln;
+use super::{CliError, CliResult, print_json, with_client};
+use crate::client::MeshClient;
+use crate::protocol::messages::{Watch, WatchEntry};
+use crate::protocol::time;
+
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "watch", help_triggers("-h", "--help"))]
+#[argh(
+    example = "claudemesh watch https://status.example.com/api --mode json --path $.status --notify-on match:green --to @ops"
+)]
+#[argh(example = "claudemesh watch https://example.com/releases --interval 10m")]
+#[argh(example = "claudemesh watch list")]
+#[argh(example = "claudemesh watch remove 01JD…")]
+/// have the broker poll a URL and message you (or --to) when it changes: watch URL [options]; `watch list`; `watch remove ID`
+pub struct WatchCmd {
+    /// the URL; or `list`; or `remove ID`
+    #[argh(positional)]
+    args: Vec<String>,
+    /// what is compared: hash (SHA-256 of the body, the default), json (the value at --path) or status (the HTTP status code)
+    #[argh(option)]
+    mode: Option<String>,
+    /// the JSONPath of the value for --mode json, e.g. $.status
+    #[argh(option)]
+    path: Option<String>,
+    /// time between polls, 5s to 24h (default 30s)
+    #[argh(option)]
+    interval: Option<String>,
+    /// when to tell: change (the default), match:VALUE or not_match:VALUE
+    #[argh(option)]
+    notify_on: Option<String>,
+    /// a request header NAME:VALUE (repeatable; kept sealed on the broker)
+    #[argh(option)]
+    header: Vec<String>,
+    /// a label shown in the messages
+    #[argh(option)]
+    label: Option<String>,
+    /// who is told: a name, pubkey, @group or * (default: you)
+    #[argh(option)]
+    to: Option<String>,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON: {watchId, url, mode, interval}
+    #[argh(switch)]
+    json: bool,
+}
+
+fn headers(given: &[String]) -> Result<Option<BTreeMap<String, String>>, CliError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    given
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(CliError::Usage(format!(
+                "--header takes NAME:VALUE, not \"{h}\""
+            ))),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+fn interval_s(given: Option<&str>) -> Result<Option<u64>, CliError> {
+    let Some(text) = given else {
+        return Ok(None);
+    };
+    let d = time::parse_duration(text).map_err(|e| CliError::Usage(format!("--interval: {e}")))?;
+    Ok(Some(d.as_secs()))
+}
+
+fn entry_line(w: &WatchEntry) -> String {
+    let mut line = format!("{}  {} [{}", w.id, w.url, w.mode);
+    if let Some(p) = &w.extract {
+        line.push_str(&format!(" {p}"));
+    }
+    line.push_str(&format!(
+        "] every {}s, on {} → {}",
+        w.interval, w.notify_on, w.target
+    ));
+    if let Some(v) = &w.last_value {
+        line.push_str(&format!(
+            "  last: {}",
+            v.chars().take(80).collect::<String>()
+        ));
+    }
+    if let Some(e) = &w.last_error {
+        line.push_str(&format!("  (failing: {e})"));
+    }
+    line
+}
+
+impl WatchCmd {
+    pub async fn run(self) -> CliResult {
+        let plain = self.mode.is_none() && self.path.is_none() && self.interval.is_none();
+        match self.args.as_slice() {
+            [only] if only == "list" && plain => return self.list().await,
+            [first, id] if first == "remove" && plain => return self.remove(id).await,
+            [_] => {}
+            _ => {
+                return Err(CliError::Usage(
+                    "give one URL (or `list`, or `remove ID`)".into(),
+                ));
+            }
+        }
+        let url = self.args[0].clone();
+        let watch = Watch {
+            url,
+            mode: self.mode.clone(),
+            extract: self.path.clone(),
+            interval: interval_s(self.interval.as_deref())?,
+            notify_on: self.notify_on.clone(),
+            headers: headers(&self.header)?,
+            label: self.label.clone(),
+            target: None,
+        };
+        let (mesh, to) = super::target::unqualify_option(self.to.as_deref(), self.mesh.as_deref())?;
+        let created = with_client(mesh.as_deref(), async |client: &MeshClient| {
+            let target = match to.as_deref() {
+                None => None,
+                Some(t) => Some(super::target::one_spec(client, t).await?),
+            };
+            Ok(client.watch(Watch { target, ..watch }).await?)
+        })
+        .await?;
+        if self.json {
+            print_json(&json!({
+                "watchId": created.watch_id,
+                "url": created.url,
+                "mode": created.mode,
+                "interval": created.interval,
+            }));
+        } else {
+            outln!(
+                "watch {}: {} ({}, every {}s)",
+                created.watch_id,
+                created.url,
+                created.mode,
+                created.interval
+            );
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> CliResult {
+        let watches = with_client(self.mesh.as_deref(), async |client: &MeshClient| {
+            Ok(client.watches().await?)
+        })
+        .await?;
+        if self.json {
+            print_json(&json!({ "watches": watches }));
+        } else if watches.is_empty() {
+            outln!("no watches");
+        } else {
+            for w in &watches {
+                outln!("{}", entry_line(w));
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> CliResult {
+        with_client(self.mesh.as_deref(), async |client: &MeshClient| {
+            Ok(client.unwatch(id).await?)
+        })
+        .await?;
+        if self.json {
+            print_json(&json!({ "watchId": id, "removed": true }));
+        } else {
+            outln!("removed watch {id}");
+        }
+        Ok(())
+    }
+}
