@@ -201,7 +201,12 @@ async fn deliver(
         },
         reply_to_id: None,
         mentions: None,
-        client_message_id: Some(format!("schedule-{}-{}", s.id, s.deliver_at_ms)),
+        // One firing, one id: a reminder in simulated time by its simulated time, which a
+        // clock change (moving its real due time) leaves alone.
+        client_message_id: Some(match s.sim_at_ms {
+            Some(sim) => format!("schedule-{}-sim{sim}", s.id),
+            None => format!("schedule-{}-{}", s.id, s.deliver_at_ms),
+        }),
         request_fingerprint: None,
         subtype: Some(s.subtype.clone()),
         created_at_ms: now,

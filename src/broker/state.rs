@@ -57,6 +57,8 @@ pub struct Broker {
     pub memory: crate::store::MemoryIndex,
     /// Wakes the scheduler when a message is scheduled.
     pub scheduler: super::scheduler::Scheduler,
+    /// Simulation clocks that are set, for their heartbeat ticks.
+    pub clocks: super::clock::Clocks,
     /// Live stream subscriptions.
     pub subscriptions: super::subscriptions::Subscriptions,
     /// Peer-hosted MCP tool calls waiting for their hosts.
@@ -111,6 +113,7 @@ impl Broker {
             files,
             memory,
             scheduler: Default::default(),
+            clocks: Default::default(),
             subscriptions: Default::default(),
             tool_calls: Default::default(),
             file_shares: Default::default(),

@@ -47,6 +47,8 @@ mod shared_tools;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// Simulation clock (issue 17).
+mod clock;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -131,6 +133,7 @@ enum Command {
     Undeploy(deployments::UndeployCmd),
     Deployments(deployments::DeploymentsCmd),
     Vault(vault::VaultCmd),
+    Clock(clock::ClockCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -337,6 +340,7 @@ async fn run(command: Command) -> CliResult {
         Command::Undeploy(c) => c.run().await,
         Command::Deployments(c) => c.run().await,
         Command::Vault(c) => c.run().await,
+        Command::Clock(c) => c.run().await,
     }
 }
 

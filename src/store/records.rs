@@ -91,6 +91,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::shared_tools::create_tables(tx)?;
     super::deployments::create_tables(tx)?;
     super::vault::create_tables(tx)?;
+    super::clock::create_tables(tx)?;
     Ok(())
 }
 

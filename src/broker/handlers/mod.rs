@@ -2,6 +2,7 @@
 //! the protocol has its file here.
 
 mod audit;
+mod clock;
 mod contexts;
 pub(super) mod deployments;
 mod files;
@@ -245,5 +246,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::VaultGet { keys } => vault::vault_get(conn, req_id, keys),
         ClientMessage::VaultDelete { key } => vault::vault_delete(conn, req_id, key),
         ClientMessage::VaultServiceKey {} => vault::vault_service_key(conn, req_id),
+        ClientMessage::SetClock { speed } => clock::set_clock(conn, req_id, speed),
+        ClientMessage::PauseClock {} => clock::pause_clock(conn, req_id),
+        ClientMessage::ResumeClock {} => clock::resume_clock(conn, req_id),
+        ClientMessage::GetClock {} => clock::get_clock(conn, req_id),
     }
 }

@@ -3,6 +3,7 @@
 //! One file an area (`tools/<area>.rs`); the data tools take an optional `mesh` slug.
 
 mod audit;
+mod clock;
 mod contexts;
 mod files;
 mod info;
@@ -124,7 +125,8 @@ impl MeshTools {
                 + Self::shared_tools_router()
                 + Self::peer_files_router()
                 + Self::deployments_router()
-                + Self::vault_router(),
+                + Self::vault_router()
+                + Self::clock_router(),
         }
     }
 

@@ -31,8 +31,11 @@ mod peer_files;
 mod deployments;
 // Vault (issue 15).
 mod vault;
+// Simulation clock (issue 17).
+mod clock;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
+pub use clock::{ClockStatus, MAX_CLOCK_SPEED, MIN_CLOCK_SPEED};
 pub use contexts::{ContextEntry, ShareContext};
 pub use deployments::{
     CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpUpdate, Scope,
@@ -415,6 +418,13 @@ pub enum ClientMessage {
     },
     /// The broker's service key, to seal entries meant for deployed services to.
     VaultServiceKey {},
+    // Simulation clock (PROTOCOL.md §21).
+    SetClock {
+        speed: f64,
+    },
+    PauseClock {},
+    ResumeClock {},
+    GetClock {},
 }
 
 impl ClientMessage {
@@ -515,6 +525,10 @@ impl ClientMessage {
             ClientMessage::McpDeployStatus { .. } => "mcp_deploy_status",
             ClientMessage::VaultSet(_) => "vault_set",
             ClientMessage::VaultList {} => "vault_list",
+            ClientMessage::SetClock { .. } => "set_clock",
+            ClientMessage::PauseClock {} => "pause_clock",
+            ClientMessage::ResumeClock {} => "resume_clock",
+            ClientMessage::GetClock {} => "get_clock",
             ClientMessage::VaultDelete { .. } => "vault_delete",
             ClientMessage::VaultGet { .. } => "vault_get",
             ClientMessage::VaultServiceKey {} => "vault_service_key",
@@ -773,6 +787,8 @@ pub enum ServerMessage {
         #[serde(rename = "publicKey")]
         public_key: String,
     },
+    // Simulation clock (PROTOCOL.md §21).
+    ClockStatus(ClockStatus),
 }
 
 impl ServerMessage {

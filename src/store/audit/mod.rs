@@ -127,6 +127,8 @@ pub enum AuditEvent {
     // Vault (issue 15): the key name and type only, never a value.
     VaultSet,
     VaultDeleted,
+    /// A mesh's simulation clock was set, paused or resumed (issue 17).
+    ClockChanged,
 }
 
 impl AuditEvent {
@@ -176,6 +178,7 @@ impl AuditEvent {
             AuditEvent::McpUndeployed => "mcp.undeployed",
             AuditEvent::VaultSet => "vault.set",
             AuditEvent::VaultDeleted => "vault.deleted",
+            AuditEvent::ClockChanged => "clock.changed",
         }
     }
 }
