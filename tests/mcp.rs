@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 51] = [
+const ALL_TOOLS: [&str; 66] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -92,6 +92,22 @@ const ALL_TOOLS: [&str; 51] = [
     "vector_delete",
     "list_collections",
     "vector_create",
+    // SQL, graph (issue 16); watches, webhooks, clock (issue 17).
+    "mesh_query",
+    "mesh_execute",
+    "mesh_schema",
+    "graph_query",
+    "graph_execute",
+    "mesh_watch",
+    "mesh_unwatch",
+    "mesh_watches",
+    "create_webhook",
+    "list_webhooks",
+    "delete_webhook",
+    "mesh_clock",
+    "mesh_set_clock",
+    "mesh_pause_clock",
+    "mesh_resume_clock",
 ];
 
 async fn start_mcp(person: &Person) -> (Mcp, mpsc::UnboundedReceiver<(String, Value)>) {

@@ -1,6 +1,7 @@
 //! The broker: one TCP port serving HTTP and the WebSocket, storage in the data directory.
 
 mod auth;
+mod clock;
 mod connection;
 mod cron;
 pub mod deployments;
@@ -357,6 +358,7 @@ impl RunningBroker {
             .spawn(files::endpoints::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
         watches::resume_all(&broker);
+        broker.tasks.spawn(clock::run(broker.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -417,11 +417,22 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
             "lastSeenAt": time::iso(time::now_ms()),
         }),
     );
+    send_to_mesh(broker, &about.mesh_id, &frame, Some(&about.presence_id));
+}
+
+/// Sends an ephemeral push (a system event, a clock tick) to every live presence of a mesh
+/// that hears events, but `skip`.
+pub fn send_to_mesh(
+    broker: &Broker,
+    mesh_id: &str,
+    frame: &Envelope<ServerMessage>,
+    skip: Option<&str>,
+) {
     // Encoded once per wire encoding, not once per peer: a join in a mesh of 1 000 peers
     // is 999 pushes of the same bytes.
     let mut encoded: [Option<tokio_tungstenite::tungstenite::Message>; 2] = [None, None];
-    for peer in broker.presence.peers(&about.mesh_id) {
-        if peer.presence_id == about.presence_id || !peer.hears_events() {
+    for peer in broker.presence.peers(mesh_id) {
+        if Some(peer.presence_id.as_str()) == skip || !peer.hears_events() {
             continue;
         }
         let Some(conn) = peer.state().conn.clone() else {
@@ -432,7 +443,7 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
             Encoding::MsgPack => &mut encoded[1],
         };
         let message = slot
-            .get_or_insert_with(|| to_ws(&frame, conn.encoding))
+            .get_or_insert_with(|| to_ws(frame, conn.encoding))
             .clone();
         conn.send_message(message);
     }

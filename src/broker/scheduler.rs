@@ -176,7 +176,12 @@ async fn deliver(
         },
         key_epoch: s.key_epoch,
         subtype: &s.subtype,
-        client_message_id: format!("schedule-{}-{}", s.id, s.deliver_at_ms),
+        // One firing, one id: a reminder in simulated time by its simulated time, which a
+        // clock change (moving its real due time) leaves alone.
+        client_message_id: match s.sim_at_ms {
+            Some(sim) => format!("schedule-{}-sim{sim}", s.id),
+            None => format!("schedule-{}-{}", s.id, s.deliver_at_ms),
+        },
     };
     if let Err(why) = on_behalf::deliver(broker, out, now).await? {
         tracing::info!("scheduled message {} reaches nobody: {why}", s.id);

@@ -59,6 +59,8 @@ pub struct Broker {
     pub vectors: std::sync::Arc<crate::store::VectorIndex>,
     /// Wakes the scheduler when a message is scheduled.
     pub scheduler: super::scheduler::Scheduler,
+    /// Simulation clocks that are set, for their heartbeat ticks.
+    pub clocks: super::clock::Clocks,
     /// Live stream subscriptions.
     pub subscriptions: super::subscriptions::Subscriptions,
     /// Peer-hosted MCP tool calls waiting for their hosts.
@@ -124,6 +126,7 @@ impl Broker {
                 config.data_dir.join("vectors"),
             )),
             scheduler: Default::default(),
+            clocks: Default::default(),
             subscriptions: Default::default(),
             tool_calls: Default::default(),
             file_shares: Default::default(),

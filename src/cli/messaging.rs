@@ -374,7 +374,8 @@ impl InboxCmd {
         let ServerMessage::Push(push) = msg else {
             return Ok(false);
         };
-        if push.subtype.as_deref() == Some("system") {
+        // System events and clock ticks are not messages (and need no acknowledgement).
+        if matches!(push.subtype.as_deref(), Some("system" | "tick")) {
             return Ok(false);
         }
         if !seen.insert(push.message_id.clone()) {

@@ -56,6 +56,8 @@ mod vectors;
 // URL watches and inbound webhooks (issue 17).
 mod watches;
 mod webhooks;
+// Simulation clock (issue 17).
+mod clock;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -145,6 +147,7 @@ enum Command {
     Vector(vectors::VectorCmd),
     Watch(watches::WatchCmd),
     Webhook(webhooks::WebhookCmd),
+    Clock(clock::ClockCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -356,6 +359,7 @@ async fn run(command: Command) -> CliResult {
         Command::Vector(c) => c.run().await,
         Command::Watch(c) => c.run().await,
         Command::Webhook(c) => c.run().await,
+        Command::Clock(c) => c.run().await,
     }
 }
 

@@ -30,10 +30,13 @@ pub struct RemindCmd {
     /// who gets it: a name, pubkey, @group or * (default: yourself); mesh:name picks the mesh
     #[argh(option)]
     to: Option<String>,
+    /// take --in and --at on the mesh's simulation clock (`claudemesh clock`), not real time
+    #[argh(switch)]
+    sim: bool,
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
     mesh: Option<String>,
-    /// print JSON: {scheduledId, deliverAt}
+    /// print JSON: {scheduledId, deliverAt, simulated?}
     #[argh(switch)]
     json: bool,
 }
@@ -50,6 +53,9 @@ fn scheduled_json(e: &ScheduledEntry) -> Value {
         v["cron"] = json!(c);
         v["firedCount"] = json!(e.fired_count.unwrap_or(0));
     }
+    if e.simulated {
+        v["simulated"] = json!(true);
+    }
     v
 }
 
@@ -65,9 +71,12 @@ impl RemindCmd {
             "reminder's message (or `list`, or `cancel <id>`)",
             &self.args,
         )?;
+        // `--in` counts from now: real time, or (`--sim`) the clock's, asked of the broker.
+        let mut after_ms = None;
         let (deliver_at, cron) = match (&self.in_, &self.at, &self.cron) {
             (Some(d), None, None) => {
                 let d = time::parse_duration(d).map_err(CliError::Usage)?;
+                after_ms = Some(d.as_millis() as i64);
                 (Some(time::now_ms() + d.as_millis() as i64), None)
             }
             (None, Some(at), None) => {
@@ -86,7 +95,21 @@ impl RemindCmd {
             }
         };
         let (mesh, to) = super::target::unqualify_option(self.to.as_deref(), self.mesh.as_deref())?;
+        if self.sim && cron.is_some() {
+            return Err(CliError::Usage(
+                "--sim takes --in or --at: a reminder in simulated time fires once".into(),
+            ));
+        }
+        let sim = self.sim;
         let ack = with_client(mesh.as_deref(), async |client: &MeshClient| {
+            let deliver_at = match after_ms {
+                Some(after) if sim => {
+                    let clock = client.clock().await?;
+                    let now = time::parse_iso(&clock.sim_time).unwrap_or_else(time::now_ms);
+                    Some(now + after)
+                }
+                _ => deliver_at,
+            };
             let to = match to.as_deref() {
                 None => String::new(),
                 Some(t) => super::target::one_spec(client, t).await?,
@@ -99,6 +122,7 @@ impl RemindCmd {
                     subtype: Some("reminder".into()),
                     cron,
                     recurring: None,
+                    simulated: sim,
                     ..Default::default()
                 })
                 .await?)
@@ -112,6 +136,9 @@ impl RemindCmd {
             if let Some(c) = &ack.cron {
                 v["cron"] = json!(c);
             }
+            if ack.simulated {
+                v["simulated"] = json!(true);
+            }
             print_json(&v);
         } else {
             match &ack.cron {
@@ -121,9 +148,14 @@ impl RemindCmd {
                     time::iso(ack.deliver_at)
                 ),
                 None => outln!(
-                    "reminder {} at {}",
+                    "reminder {} at {}{}",
                     ack.scheduled_id,
-                    time::iso(ack.deliver_at)
+                    time::iso(ack.deliver_at),
+                    if ack.simulated {
+                        " (simulated time)"
+                    } else {
+                        ""
+                    }
                 ),
             }
         }
@@ -147,6 +179,7 @@ impl RemindCmd {
             for m in &messages {
                 let when = match &m.cron {
                     Some(c) => format!("\"{c}\" (next {})", time::iso(m.deliver_at)),
+                    None if m.simulated => format!("{} (simulated)", time::iso(m.deliver_at)),
                     None => time::iso(m.deliver_at),
                 };
                 let to = match m.to.as_str() {

@@ -22,6 +22,7 @@ mod streams;
 mod tasks;
 pub mod tls;
 // Governance (issue 13).
+mod clock;
 mod grants;
 mod profile;
 mod stats;

@@ -364,6 +364,11 @@ impl Hub {
         put("mesh_slug", &link.entry.slug);
         put("message_id", &push.message_id);
         put("priority", &push.priority);
+        // Clock ticks come every simulated minute (up to 100 a minute): not for the model's
+        // context; it asks mesh_clock.
+        if push.subtype.as_deref() == Some("tick") {
+            return;
+        }
         if push.subtype.as_deref() == Some("system") {
             let data = push.event_data.clone().unwrap_or_default();
             let name = data["name"].as_str().unwrap_or("a peer").to_string();

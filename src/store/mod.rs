@@ -6,6 +6,7 @@
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
 pub mod audit;
+mod clock;
 mod contexts;
 mod deployments;
 mod files;
@@ -51,6 +52,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, oneshot};
 
 pub use audit::{AuditActor, AuditEvent, AuditNote};
+pub use clock::{ClockRecord, PAUSED_DUE_MS, TICK_SIM_MS};
 pub use contexts::ContextRecord;
 pub use deployments::{Deployed, DeploymentRow, MAX_DEPLOYMENTS};
 pub use files::{FileAccess, FileRecord, GrantOutcome};

@@ -94,6 +94,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::vault::create_tables(tx)?;
     super::watches::create_tables(tx)?;
     super::webhooks::create_tables(tx)?;
+    super::clock::create_tables(tx)?;
     Ok(())
 }
 

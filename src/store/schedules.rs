@@ -51,9 +51,14 @@ pub struct ScheduleRecord {
     pub created_at_ms: i64,
     #[serde(default)]
     pub fired_count: u64,
+    /// A reminder in the mesh's simulated time (PROTOCOL.md §21): the simulated time it fires
+    /// at; `deliver_at_ms` is then the real time that clock reaches it, moved whenever the
+    /// clock changes.
+    #[serde(default)]
+    pub sim_at_ms: Option<i64>,
 }
 
-fn due_key(at_ms: i64) -> u64 {
+pub(crate) fn due_key(at_ms: i64) -> u64 {
     at_ms.max(0) as u64
 }
 
@@ -191,11 +196,14 @@ impl Store {
             let mut table = tx.open_table(SCHEDULES)?;
             let key = (mesh_id.as_str(), id.as_str());
             let found: Option<ScheduleRecord> = decode_opt(table.get(key)?)?;
-            let Some(mut record) = found.filter(|s| s.deliver_at_ms == fired_due_ms) else {
+            // A reminder in simulated time fires once, whenever a clock change moved it to.
+            let Some(mut record) = found.filter(|s| {
+                s.deliver_at_ms == fired_due_ms || (s.sim_at_ms.is_some() && next_ms.is_none())
+            }) else {
                 return Ok(());
             };
             let mut due = tx.open_table(SCHEDULE_DUE)?;
-            due.remove((due_key(fired_due_ms), mesh_id.as_str(), id.as_str()))?;
+            due.remove((due_key(record.deliver_at_ms), mesh_id.as_str(), id.as_str()))?;
             match next_ms {
                 Some(next) => {
                     record.deliver_at_ms = next;
@@ -233,6 +241,7 @@ mod tests {
             cron: None,
             created_at_ms: 0,
             fired_count: 0,
+            sim_at_ms: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! the protocol has its file here.
 
 mod audit;
+mod clock;
 mod contexts;
 pub(super) mod deployments;
 mod files;
@@ -270,5 +271,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::CreateWebhook(w) => webhooks::create_webhook(conn, req_id, w),
         ClientMessage::ListWebhooks {} => webhooks::list_webhooks(conn, req_id),
         ClientMessage::DeleteWebhook { name } => webhooks::delete_webhook(conn, req_id, name),
+        ClientMessage::SetClock { speed } => clock::set_clock(conn, req_id, speed),
+        ClientMessage::PauseClock {} => clock::pause_clock(conn, req_id),
+        ClientMessage::ResumeClock {} => clock::resume_clock(conn, req_id),
+        ClientMessage::GetClock {} => clock::get_clock(conn, req_id),
     }
 }

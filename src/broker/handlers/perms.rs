@@ -26,7 +26,10 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         | M::ReleaseTask { .. }
         | M::CreateStream { .. }
         | M::ShareSkill(_)
-        | M::RemoveSkill { .. } => Permission::State,
+        | M::RemoveSkill { .. }
+        | M::SetClock { .. }
+        | M::PauseClock {}
+        | M::ResumeClock {} => Permission::State,
         M::FileToken(t) if t.purpose == "upload" => Permission::Files,
         M::DeleteFile(_) | M::GrantFileAccess(_) => Permission::Files,
         M::CreateInvite(_) | M::RevokeInvite { .. } | M::ListInvites {} => Permission::Invite,

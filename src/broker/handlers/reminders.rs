@@ -59,7 +59,14 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
             ));
         }
         let now = time::now_ms();
-        let (deliver_at_ms, cron) = first_due(&req, now)?;
+        let (first, cron) = first_due(&req, now)?;
+        let (deliver_at_ms, sim_at_ms) = match req.simulated {
+            false => (first, None),
+            true => (
+                simulated_due(&broker, &peer.mesh_id, &cron, first)?,
+                Some(first),
+            ),
+        };
         let to = match req.to.trim() {
             "" => peer.member_pubkey.to_hex(),
             t => t.to_string(),
@@ -97,6 +104,7 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
             cron: cron.clone(),
             created_at_ms: now,
             fired_count: 0,
+            sim_at_ms,
         };
         let id = record.id.clone();
         let by = AuditActor::member(&peer.member_id, &peer.display_name);
@@ -113,10 +121,34 @@ pub fn schedule(conn: &Conn, req_id: Option<String>, req: Schedule) {
         broker.scheduler.wake();
         Ok(Some(ServerMessage::ScheduledAck(ScheduledAck {
             scheduled_id: id,
-            deliver_at: deliver_at_ms,
+            deliver_at: sim_at_ms.unwrap_or(deliver_at_ms),
             cron,
+            simulated: sim_at_ms.is_some(),
         })))
     });
+}
+
+/// The real time a reminder at simulated time `sim_at` is due under the mesh's clock (never,
+/// while it is paused; the clock moves it when it changes).
+fn simulated_due(
+    broker: &crate::broker::state::Broker,
+    mesh_id: &str,
+    cron: &Option<String>,
+    sim_at: i64,
+) -> Result<i64, Refusal> {
+    if cron.is_some() {
+        return Err(refuse(
+            "invalid_argument",
+            "a reminder in simulated time fires once: give deliverAt, not cron",
+        ));
+    }
+    match broker.store.clock(mesh_id)? {
+        Some(clock) => Ok(clock.real_at(sim_at)),
+        None => Err(refuse(
+            "invalid_argument",
+            "this mesh has no simulation clock: set one first (claudemesh clock set SPEED)",
+        )),
+    }
 }
 
 /// Most bytes of a sealed reminder: the longest clear text in UTF-8 plus the MAC.
@@ -187,7 +219,8 @@ pub fn list_scheduled(conn: &Conn, req_id: Option<String>) {
                 id: s.id,
                 to: s.to,
                 message: s.message,
-                deliver_at: s.deliver_at_ms,
+                deliver_at: s.sim_at_ms.unwrap_or(s.deliver_at_ms),
+                simulated: s.sim_at_ms.is_some(),
                 created_at: s.created_at_ms,
                 cron: s.cron,
                 subtype: Some(s.subtype),

@@ -16,6 +16,7 @@ const MAX_TAGS: usize = 32;
 const MAX_TAG: usize = 64;
 
 /// Why a request was refused: the error code and a sentence.
+#[derive(Debug)]
 pub(super) struct Refusal {
     pub code: &'static str,
     pub message: String,

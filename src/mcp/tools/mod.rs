@@ -3,6 +3,7 @@
 //! One file an area (`tools/<area>.rs`); the data tools take an optional `mesh` slug.
 
 mod audit;
+mod clock;
 mod contexts;
 mod files;
 mod info;
@@ -152,7 +153,8 @@ impl MeshTools {
                 + Self::graph_router()
                 + Self::vectors_router()
                 + Self::watches_router()
-                + Self::webhooks_router(),
+                + Self::webhooks_router()
+                + Self::clock_router(),
         }
     }
 

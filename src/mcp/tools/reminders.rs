@@ -24,6 +24,9 @@ pub struct ReminderArgs {
     /// Who gets it (a name, pubkey, @group, *); default: you.
     #[serde(default)]
     pub to: Option<String>,
+    /// in_seconds / deliver_at are on the mesh's simulation clock (mesh_clock), not real time.
+    #[serde(default)]
+    pub simulated: bool,
     #[serde(default)]
     pub mesh: Option<String>,
 }
@@ -35,6 +38,7 @@ impl MeshTools {
     )]
     async fn schedule_reminder(&self, Parameters(a): Parameters<ReminderArgs>) -> CallToolResult {
         let when = match (a.in_seconds, a.deliver_at.clone(), &a.cron) {
+            (Some(s), None, None) if a.simulated => Some(When::Ms((s as i64) * 1000)),
             (Some(s), None, None) => Some(When::Ms(
                 crate::protocol::time::now_ms() + (s as i64) * 1000,
             )),
@@ -47,7 +51,18 @@ impl MeshTools {
                 );
             }
         };
+        let in_simulated = a.simulated && a.in_seconds.is_some();
         self.with_client(a.mesh.as_deref(), |c| async move {
+            // In simulated time, in_seconds counts from the clock's now, asked of the broker.
+            let when = match when {
+                Some(When::Ms(after)) if in_simulated => {
+                    let clock = c.clock().await.map_err(|e| e.to_string())?;
+                    let now = crate::protocol::time::parse_iso(&clock.sim_time)
+                        .unwrap_or_else(crate::protocol::time::now_ms);
+                    Some(When::Ms(now + after))
+                }
+                other => other,
+            };
             let to = match a.to.as_deref() {
                 Some(t) => {
                     let targets = c.resolve_targets(t).await.map_err(|e| e.to_string())?;
@@ -66,14 +81,20 @@ impl MeshTools {
                     subtype: None,
                     cron: a.cron,
                     recurring: None,
+                    simulated: a.simulated,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!(
-                "scheduled {} for {}{}",
+                "scheduled {} for {}{}{}",
                 ack.scheduled_id,
                 crate::protocol::time::iso(ack.deliver_at),
+                if ack.simulated {
+                    " (simulated time)"
+                } else {
+                    ""
+                },
                 ack.cron.map(|c| format!(" (cron {c})")).unwrap_or_default()
             ))
         })

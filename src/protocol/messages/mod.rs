@@ -40,8 +40,11 @@ mod vectors;
 // URL watches and inbound webhooks (issue 17).
 mod watches;
 mod webhooks;
+// Simulation clock (issue 17).
+mod clock;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
+pub use clock::{ClockStatus, MAX_CLOCK_SPEED, MIN_CLOCK_SPEED};
 pub use contexts::{ContextEntry, ShareContext};
 pub use deployments::{
     CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpUpdate, Scope,
@@ -466,6 +469,13 @@ pub enum ClientMessage {
     DeleteWebhook {
         name: String,
     },
+    // Simulation clock (PROTOCOL.md §23).
+    SetClock {
+        speed: f64,
+    },
+    PauseClock {},
+    ResumeClock {},
+    GetClock {},
 }
 
 impl ClientMessage {
@@ -566,6 +576,10 @@ impl ClientMessage {
             ClientMessage::McpDeployStatus { .. } => "mcp_deploy_status",
             ClientMessage::VaultSet(_) => "vault_set",
             ClientMessage::VaultList {} => "vault_list",
+            ClientMessage::SetClock { .. } => "set_clock",
+            ClientMessage::PauseClock {} => "pause_clock",
+            ClientMessage::ResumeClock {} => "resume_clock",
+            ClientMessage::GetClock {} => "get_clock",
             ClientMessage::VaultDelete { .. } => "vault_delete",
             ClientMessage::VaultGet { .. } => "vault_get",
             ClientMessage::VaultServiceKey {} => "vault_service_key",
@@ -881,6 +895,8 @@ pub enum ServerMessage {
     WebhookList {
         webhooks: Vec<WebhookEntry>,
     },
+    // Simulation clock (PROTOCOL.md §23).
+    ClockStatus(ClockStatus),
 }
 
 impl ServerMessage {

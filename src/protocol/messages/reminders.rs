@@ -54,16 +54,22 @@ pub struct Schedule {
     /// With `bodyVersion` 2: the root-key epoch it is sealed under; absent means 0.
     #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
     pub key_epoch: u64,
+    /// This broker's addition (PROTOCOL.md §21): `deliverAt` is a time on the mesh's
+    /// simulation clock; the reminder fires when that clock reaches it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledAck {
     pub scheduled_id: String,
-    /// When it fires (next), ms since the epoch.
+    /// When it fires (next), ms since the epoch; simulated time with `simulated`.
     pub deliver_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,4 +94,7 @@ pub struct ScheduledEntry {
     pub body_version: Option<u32>,
     #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
     pub key_epoch: u64,
+    /// `deliverAt` is simulated time (PROTOCOL.md §21).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
 }

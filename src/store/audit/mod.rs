@@ -141,6 +141,8 @@ pub enum AuditEvent {
     WatchRemoved,
     WebhookCreated,
     WebhookDeleted,
+    /// A mesh's simulation clock was set, paused or resumed (issue 17).
+    ClockChanged,
 }
 
 impl AuditEvent {
@@ -199,6 +201,7 @@ impl AuditEvent {
             AuditEvent::WatchRemoved => "watch.removed",
             AuditEvent::WebhookCreated => "webhook.created",
             AuditEvent::WebhookDeleted => "webhook.deleted",
+            AuditEvent::ClockChanged => "clock.changed",
         }
     }
 }
