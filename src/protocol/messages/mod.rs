@@ -874,6 +874,7 @@ pub enum ServerMessage {
         collections: Vec<String>,
         #[serde(default)]
         details: Vec<CollectionEntry>,
+    },
     // URL watches (PROTOCOL.md §21).
     WatchAck {
         #[serde(rename = "watchId")]
