@@ -146,6 +146,9 @@ async fn a_100_mb_file_round_trips_while_the_broker_stays_small() {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = dir.path().join("big.bin");
     write_random(&src, 100_000_000);
+    // What the broker holds before the transfer (code, tables, connections): a debug build
+    // alone is ~50 MB, so the promise is measured as growth, not as a total.
+    let before = peak_rss(broker.pid());
 
     let id = share(&alice, &src, &["--tags", "data,big"]);
     let out = dir.path().join("got");
@@ -163,11 +166,11 @@ async fn a_100_mb_file_round_trips_while_the_broker_stays_small() {
     assert_eq!(Path::new(got["path"].as_str().expect("path")), saved);
     assert_eq!(sha256_file(&saved), sha256_file(&src), "byte-identical");
 
-    let peak = peak_rss(broker.pid());
+    let grown = peak_rss(broker.pid()).saturating_sub(before);
     assert!(
-        peak < 100 * 1024 * 1024,
-        "the broker's peak RSS was {} MB while moving a 100 MB file",
-        peak / (1024 * 1024)
+        grown < 64 * 1024 * 1024,
+        "the broker's peak RSS grew by {} MB while moving a 100 MB file",
+        grown / (1024 * 1024)
     );
 
     // Listed with its size and tags; bob's download is in the access log.
