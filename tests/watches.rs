@@ -299,9 +299,10 @@ async fn private_targets_are_refused_at_creation_without_the_flag_and_nothing_is
         ("http://169.254.169.254/latest/meta-data/", "link-local"),
         ("http://10.0.0.1/", "private"),
         (&format!("http://{addr}/admin"), "loopback"),
+        // A host name's refusal does not say what it resolves to (no mapping of internal DNS).
         (
             &format!("http://localhost:{}/admin", addr.port()),
-            "loopback",
+            "resolves to an address that is not public",
         ),
         (
             &format!("http://[::ffff:127.0.0.1]:{}/admin", addr.port()),
@@ -323,4 +324,14 @@ async fn private_targets_are_refused_at_creation_without_the_flag_and_nothing_is
     assert!(err.contains("interval"), "{err}");
     let err = alice.refused(&["watch", "https://example.com/", "--mode", "json"]);
     assert!(err.contains("JSONPath"), "{err}");
+    // A JSONPath that multiplies the work on every poll is refused at creation.
+    let err = alice.refused(&[
+        "watch",
+        "https://example.com/",
+        "--mode",
+        "json",
+        "--path",
+        "$..*..*..*",
+    ]);
+    assert!(err.contains("one descendant segment"), "{err}");
 }

@@ -282,3 +282,29 @@ async fn a_revoked_members_webhooks_stop_accepting_deliveries() {
     let listed = alice.json(&["webhook", "list", "--json"]);
     assert_eq!(listed["webhooks"].as_array().unwrap().len(), 0, "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_an_offline_member_stop_at_its_queue_cap() {
+    // The cap a member's own `send` is held to holds for messages the broker makes too.
+    let broker = BrokerProc::start(&["--max-queued-per-recipient", "2"]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let created = alice.json(&["webhook", "create", "ci", "--to", "bob", "--json"]);
+    let url = created["url"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let mut answers = Vec::new();
+    for n in 0..3 {
+        let body = format!("{{\"n\":{n}}}");
+        let r = timed_post(&url, &secret, now_s(), body.as_bytes()).await;
+        assert_eq!(r.status, 200);
+        answers.push(r.json());
+    }
+    assert_eq!(answers[0]["queued"], true, "{answers:?}");
+    assert_eq!(answers[1]["queued"], true, "{answers:?}");
+    assert_eq!(answers[2]["queued"], false, "{answers:?}");
+    assert!(
+        answers[2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--max-queued-per-recipient")),
+        "{answers:?}"
+    );
+}

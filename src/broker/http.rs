@@ -150,6 +150,9 @@ async fn answer(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
+        (&Method::GET, [""] | ["status"]) | (&Method::POST, ["status"]) => {
+            super::dashboard::page(broker, req).await
+        }
         (&Method::GET, ["health"]) => json_response(
             StatusCode::OK,
             json!({
@@ -720,7 +723,7 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn html_escape(s: &str) -> String {
+pub(super) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

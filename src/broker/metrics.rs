@@ -17,6 +17,8 @@ pub struct Metrics {
     pub messages_stored: AtomicU64,
     pub messages_expired: AtomicU64,
     pub pushes_acked: AtomicU64,
+    /// `messages_stored` over the last ten minutes, for the status page's rates.
+    pub history: super::dashboard::History,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     claims: Mutex<BTreeMap<&'static str, u64>>,
 }

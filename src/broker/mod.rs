@@ -4,6 +4,8 @@ mod auth;
 mod clock;
 mod connection;
 mod cron;
+// The status page (issue 18).
+mod dashboard;
 pub mod deployments;
 mod files;
 pub(crate) mod handlers;
@@ -357,6 +359,7 @@ impl RunningBroker {
             .tasks
             .spawn(files::endpoints::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
+        broker.tasks.spawn(dashboard::run_sampler(broker.clone()));
         watches::resume_all(&broker);
         broker.tasks.spawn(clock::run(broker.clone()));
         tokio::pin!(shutdown);

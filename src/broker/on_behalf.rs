@@ -84,7 +84,14 @@ pub async fn deliver(
         recipients,
         key_epoch: out.key_epoch,
     };
-    let enqueued = broker.store.enqueue(record).await?;
+    // Held to the same per-recipient queue cap as a member's own `send`.
+    let limit = broker.config.max_queued_per_recipient;
+    let enqueued = broker.store.enqueue_within(record, limit).await?;
+    if let Some(name) = enqueued.full {
+        return Ok(Err(format!(
+            "{name} already has {limit} messages waiting (--max-queued-per-recipient)"
+        )));
+    }
     if enqueued.fresh {
         Metrics::inc(&broker.metrics.messages_stored);
         router::route(broker, &enqueued.record);

@@ -29,6 +29,11 @@ pub const MAX_GRAPH_ANSWER_BYTES: usize = 56 * 1024;
 const MAX_ENGINE_ROWS: usize = 10_000;
 /// What one query may keep in memory at once (joins, sorts, aggregations).
 const MAX_MATERIALIZED_BYTES: u64 = 256 << 20;
+/// Threads past their budget that may still run, broker-wide: the engine cannot be stopped, so
+/// each burns a core until it ends; past this many every graph query waits (`busy`).
+const MAX_OVERRAN: usize = 2;
+/// A mesh's graph file (with its WAL) past this size takes no more writes.
+pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
 /// A mesh's thread closes its database after this long without a query.
 const IDLE: Duration = Duration::from_secs(60);
 /// Parsing deeply nested queries recurses; this stack holds the engine's own nesting limits.
@@ -50,6 +55,14 @@ pub enum GraphError {
         "an earlier query on this mesh's graph overran its time budget and is still running; try again later"
     )]
     Busy,
+    #[error(
+        "the broker is still finishing {0} graph queries that overran their time budget; try again later"
+    )]
+    Overloaded(usize),
+    #[error(
+        "quota: this mesh's graph holds {0} bytes, the most it may hold is {1}; only deletions run until it is smaller (DETACH DELETE, REMOVE)"
+    )]
+    Quota(u64, u64),
     /// Past one of the engine's limits (rows, memory, traversal work, sizes).
     #[error("{0}")]
     Limit(String),
@@ -99,6 +112,7 @@ struct Workers {
 pub struct Graphs {
     dir: PathBuf,
     budget: Duration,
+    max_bytes: u64,
     workers: Arc<Mutex<Workers>>,
     next_id: AtomicU64,
 }
@@ -113,9 +127,16 @@ impl Graphs {
         Graphs {
             dir,
             budget,
+            max_bytes: MAX_GRAPH_BYTES,
             workers: Arc::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The same graphs with another size quota (tests).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Graphs {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Runs `cypher` on `mesh_id`'s graph with `params` (a JSON object, bound as Cypher
@@ -160,11 +181,14 @@ impl Graphs {
     /// Hands `job` to the mesh's thread (starting one if needed); returns the thread's id.
     fn submit(&self, mesh_id: &str, job: Job) -> Result<u64, GraphError> {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(alive) = workers.overran.get(mesh_id) {
-            if alive.load(Ordering::Acquire) {
-                return Err(GraphError::Busy);
-            }
-            workers.overran.remove(mesh_id);
+        workers
+            .overran
+            .retain(|_, alive| alive.load(Ordering::Acquire));
+        if workers.overran.contains_key(mesh_id) {
+            return Err(GraphError::Busy);
+        }
+        if workers.overran.len() >= MAX_OVERRAN {
+            return Err(GraphError::Overloaded(workers.overran.len()));
         }
         let job = match workers.live.get(mesh_id) {
             Some(w) => match w.jobs.send(job) {
@@ -205,6 +229,7 @@ impl Graphs {
             mesh_id: mesh_id.to_owned(),
             path: self.dir.join(format!("{mesh_id}.db")),
             dir: self.dir.clone(),
+            max_bytes: self.max_bytes,
             inbox,
             alive: alive.clone(),
             workers: self.workers.clone(),
@@ -224,6 +249,7 @@ struct Thread {
     mesh_id: String,
     path: PathBuf,
     dir: PathBuf,
+    max_bytes: u64,
     inbox: mpsc::Receiver<Job>,
     alive: Arc<AtomicBool>,
     workers: Arc<Mutex<Workers>>,
@@ -248,15 +274,18 @@ impl Thread {
             if job.reply.is_closed() {
                 continue;
             }
-            let result = match &mut db {
-                Some(db) => run(db, &job),
-                None => match open(&self.dir, &self.path) {
-                    Ok(opened) => run(db.insert(opened), &job),
-                    Err(e) => {
-                        let _ = job.reply.send(Err(e));
-                        self.retire_now();
-                        break;
-                    }
+            let result = match written_too_much(&self.path, &job, self.max_bytes) {
+                Some(e) => Err(e),
+                None => match &mut db {
+                    Some(db) => run(db, &job),
+                    None => match open(&self.dir, &self.path) {
+                        Ok(opened) => run(db.insert(opened), &job),
+                        Err(e) => {
+                            let _ = job.reply.send(Err(e));
+                            self.retire_now();
+                            break;
+                        }
+                    },
                 },
             };
             let _ = job.reply.send(result);
@@ -299,6 +328,38 @@ impl Drop for Alive {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
     }
+}
+
+/// The quota refusal for a write that could add to a graph already at [`MAX_GRAPH_BYTES`]:
+/// statements without `CREATE`, `MERGE` or `SET` (deleting, removing) still run, so a full
+/// graph can be cleaned up. (Cypher adds data only through those three clauses; the words in
+/// a string literal refuse a statement only while the graph is full.)
+fn written_too_much(path: &Path, job: &Job, max_bytes: u64) -> Option<GraphError> {
+    let upper = job.cypher.to_ascii_uppercase();
+    let adds = ["CREATE", "MERGE", "SET"].iter().any(|w| upper.contains(w));
+    if job.mode == GraphMode::Read || !adds {
+        return None;
+    }
+    let bytes = used_bytes(path);
+    (bytes >= max_bytes).then_some(GraphError::Quota(bytes, max_bytes))
+}
+
+/// The bytes of the graph's pages in use (free pages left by deletions do not count), read
+/// through SQLite itself; 0 before the file exists.
+fn used_bytes(path: &Path) -> u64 {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return 0;
+    }
+    let read = || -> rusqlite::Result<u64> {
+        let c = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let pragma =
+            |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+        let pages = pragma("page_count")? - pragma("freelist_count")?;
+        Ok((pages.max(0) as u64).saturating_mul(pragma("page_size")?.max(0) as u64))
+    };
+    // Unreadable: the file size, which counts free pages too.
+    read().unwrap_or_else(|_| std::fs::metadata(path).map_or(0, |m| m.len()))
 }
 
 fn open(dir: &Path, path: &Path) -> Result<Database, GraphError> {
@@ -609,5 +670,44 @@ mod tests {
             matches!(&e, GraphError::Query(m) if m.contains("10000 rows")),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_graph_takes_deletions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Graphs::new(dir.path().join("graph")).with_max_bytes(256 * 1024);
+        let blob = "x".repeat(4000);
+        let mut refused = None;
+        for _ in 0..200 {
+            let mut params = Map::new();
+            params.insert("b".into(), Json::String(blob.clone()));
+            match g
+                .run(
+                    "m1",
+                    GraphMode::Write,
+                    "UNWIND range(1, 10) AS i CREATE (:N {p: $b})",
+                    Some(&params),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(
+            matches!(refused, Some(GraphError::Quota(..))),
+            "{refused:?}"
+        );
+        // Reads and deletions still run; then there is room again.
+        assert!(
+            !rows(&g, GraphMode::Read, "MATCH (n:N) RETURN count(n) AS c")
+                .await
+                .is_empty()
+        );
+        rows(&g, GraphMode::Write, "MATCH (n:N) DETACH DELETE n").await;
+        rows(&g, GraphMode::Write, "CREATE (:N {p: 'small'})").await;
     }
 }

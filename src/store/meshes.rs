@@ -1,6 +1,6 @@
 //! Meshes, members and invites.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::audit::{self, AuditEvent, AuditNote};
 use super::records::{INVITE_IDS, INVITES, MEMBER_KEYS, MEMBERS, MESH_INVITES, MESH_SLUGS, MESHES};
@@ -232,6 +232,17 @@ impl Store {
     pub fn mesh(&self, mesh_id: &str) -> Result<Option<Mesh>, StoreError> {
         let rt = self.read()?;
         decode_opt(rt.open_table(MESHES)?.get(mesh_id)?)
+    }
+
+    /// How many meshes this broker holds, and the first `limit` of them in id order.
+    pub fn meshes(&self, limit: usize) -> Result<(u64, Vec<Mesh>), StoreError> {
+        let rt = self.read()?;
+        let table = rt.open_table(MESHES)?;
+        let mut first = Vec::new();
+        for row in table.iter()?.take(limit) {
+            first.push(decode(row?.1.value())?);
+        }
+        Ok((table.len()?, first))
     }
 
     pub fn member(&self, mesh_id: &str, member_id: &str) -> Result<Option<Member>, StoreError> {

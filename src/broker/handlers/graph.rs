@@ -14,7 +14,8 @@ impl From<GraphError> for Refusal {
             GraphError::Query(_) | GraphError::Param(_) => "invalid_argument",
             GraphError::ReadOnly(_) => "read_only",
             GraphError::Timeout(_) => "timeout",
-            GraphError::Busy => "busy",
+            GraphError::Busy | GraphError::Overloaded(_) => "busy",
+            GraphError::Quota(..) => "quota_exceeded",
             GraphError::Limit(_) => "payload_too_large",
             GraphError::Storage(_) => "internal",
         };

@@ -53,6 +53,9 @@ async fn record(
         .ok_or_else(|| invalid(format!("mode is hash, json or status, not \"{mode}\"")))?;
     let extract = match (parsed_mode, req.extract.filter(|e| !e.trim().is_empty())) {
         (Mode::Json, Some(path)) => {
+            if let Some(why) = crate::broker::watches::costly_extract(&path) {
+                return Err(invalid(why));
+            }
             serde_json_path::JsonPath::parse(&path)
                 .map_err(|e| invalid(format!("extract \"{path}\" is not a JSONPath: {e}")))?;
             Some(path)

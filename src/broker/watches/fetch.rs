@@ -43,14 +43,12 @@ const RESERVED_HEADERS: [&str; 6] = [
 pub enum FetchError {
     #[error("bad URL {url}: {why}")]
     BadUrl { url: String, why: String },
+    /// `what` names the address's kind only when the URL spelled the address itself: for a
+    /// host name, what it resolves to stays unsaid, so watches cannot map internal DNS.
     #[error(
-        "{host} is {ip}, a {why} address; watches reach public addresses only (a broker started with --allow-private-watch-targets lifts this)"
+        "{what}; watches reach public addresses only (a broker started with --allow-private-watch-targets lifts this)"
     )]
-    Forbidden {
-        host: String,
-        ip: IpAddr,
-        why: &'static str,
-    },
+    Forbidden { what: String },
     #[error("cannot resolve {host}: {why}")]
     Resolve { host: String, why: String },
     #[error("cannot connect to {host}: {why}")]
@@ -128,11 +126,13 @@ pub async fn check(url: &str, allow_private: bool) -> Result<Checked, FetchError
     if !allow_private {
         for a in &addrs {
             if let Some(why) = ssrf::refusal(a.ip()) {
-                return Err(FetchError::Forbidden {
-                    host,
-                    ip: a.ip(),
-                    why,
-                });
+                let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
+                let what = if literal {
+                    format!("{host} is a {why} address")
+                } else {
+                    format!("{host} resolves to an address that is not public")
+                };
+                return Err(FetchError::Forbidden { what });
             }
         }
     }
@@ -176,9 +176,12 @@ async fn follow(
     allow_private: bool,
 ) -> Result<Fetched, FetchError> {
     let mut target = check(url, allow_private).await?;
-    let first_host = target.host.clone();
+    // The watch's own headers (credentials) go only where the URL points: same scheme, host
+    // and port, so a redirect cannot lead them elsewhere or down to plain http.
+    let origin = |t: &Checked| (t.https, t.host.clone(), t.uri.port_u16());
+    let first = origin(&target);
     for _ in 0..=MAX_REDIRECTS {
-        let same_host = target.host == first_host;
+        let same_host = origin(&target) == first;
         let (status, location, body) =
             request(&target, if same_host { headers } else { &[] }).await?;
         match location {

@@ -85,6 +85,49 @@ impl NotifyOn {
     }
 }
 
+/// The longest `extract` a watch may have.
+pub const MAX_EXTRACT_CHARS: usize = 256;
+/// Commas (between union selectors: `[0,1]`, `['a','b']`) a watch's `extract` may have in all.
+const MAX_EXTRACT_UNION_SELECTORS: usize = 4;
+
+/// Why a JSONPath is too costly to run on every poll, if it is. The engine builds each step's
+/// nodes in full and keeps duplicates, so paths that multiply them (a second `..`, a `..` inside
+/// a filter, which runs once per node, or unions one after the other) could make one 1 MiB body
+/// cost gigabytes: a watch keeps to a single `..` outside filters and a few union selectors.
+pub fn costly_extract(path: &str) -> Option<String> {
+    if path.chars().count() > MAX_EXTRACT_CHARS {
+        return Some(format!("extract is at most {MAX_EXTRACT_CHARS} characters"));
+    }
+    // Quoted names may hold any character: look at the path with them left out.
+    let mut bare = String::new();
+    let mut quote = None;
+    let mut escaped = false;
+    for c in path.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => bare.push(c),
+        }
+    }
+    let descendants = bare.matches("..").count();
+    if descendants > 1 || (descendants == 1 && bare.contains('?')) {
+        return Some(
+            "extract may hold one descendant segment (..), and none with a filter (?): \
+             those multiply the work on every poll"
+                .into(),
+        );
+    }
+    if bare.matches(',').count() > MAX_EXTRACT_UNION_SELECTORS {
+        return Some(format!(
+            "extract may hold at most {MAX_EXTRACT_UNION_SELECTORS} commas (union selectors)"
+        ));
+    }
+    None
+}
+
 /// The value a poll found: per mode, from the status and the body.
 pub fn value_of(
     mode: Mode,
@@ -219,18 +262,30 @@ async fn run(broker: Arc<Broker>, mesh_id: String, watch_id: String, first: Dura
 /// One poll: fetch, compare, tell the target, keep the value. The failures in a row after it,
 /// or `None` when the watch is gone.
 async fn poll(broker: &Broker, w: &WatchRecord) -> Option<u32> {
-    let found = match headers_of(broker, w) {
-        Ok(headers) => fetch::get(&w.url, &headers, broker.config.allow_private_watch_targets)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                value_of(
-                    Mode::parse(&w.mode).unwrap_or(Mode::Hash),
-                    w.extract.as_deref(),
-                    &f,
-                )
-            }),
-        Err(why) => Err(why),
+    // A watch of a banned member, or of one who lost `watches`, fetches nothing (its sealed
+    // headers are not used) until the member may watch again.
+    let found = if !may_watch(broker, w) {
+        Err("its member is banned or no longer holds \"watches\"".to_string())
+    } else {
+        match headers_of(broker, w) {
+            Ok(headers) => {
+                match fetch::get(&w.url, &headers, broker.config.allow_private_watch_targets).await
+                {
+                    // Parsing and querying up to 1 MiB of JSON is off the async workers.
+                    Ok(f) => {
+                        let (mode, extract) = (
+                            Mode::parse(&w.mode).unwrap_or(Mode::Hash),
+                            w.extract.clone(),
+                        );
+                        tokio::task::spawn_blocking(move || value_of(mode, extract.as_deref(), &f))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("reading the answer failed: {e}")))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(why) => Err(why),
+        }
     };
     let now = time::now_ms();
     let (outcome, failures) = match found {
@@ -274,6 +329,18 @@ fn headers_of(broker: &Broker, w: &WatchRecord) -> Result<Vec<(String, String)>,
     serde_json::from_slice(&opened).map_err(|_| "the stored headers are unreadable".into())
 }
 
+/// Whether the watch's member is active (not revoked or banned) and holds `watches`.
+fn may_watch(broker: &Broker, w: &WatchRecord) -> bool {
+    broker
+        .store
+        .is_active_member(&w.mesh_id, &w.member_id)
+        .unwrap_or(false)
+        && broker
+            .store
+            .holds(&w.mesh_id, &w.member_id, Permission::Watches)
+            .unwrap_or(false)
+}
+
 /// Sends the `subtype:"watch"` message; whether it was stored. Nothing is sent for a member
 /// that is gone, banned or no longer holds `watches`.
 async fn notify(broker: &Broker, w: &WatchRecord, value: &str, now: i64) -> bool {
@@ -281,15 +348,7 @@ async fn notify(broker: &Broker, w: &WatchRecord, value: &str, now: i64) -> bool
         Ok(Some(m)) => m,
         _ => return false,
     };
-    let allowed = broker
-        .store
-        .is_active_member(&w.mesh_id, &w.member_id)
-        .unwrap_or(false)
-        && broker
-            .store
-            .holds(&w.mesh_id, &w.member_id, Permission::Watches)
-            .unwrap_or(false);
-    if !allowed {
+    if !may_watch(broker, w) {
         tracing::info!(watch = %w.id, "not notifying: its member is gone, banned or lost \"watches\"");
         return false;
     }
@@ -332,6 +391,29 @@ async fn notify(broker: &Broker, w: &WatchRecord, value: &str, now: i64) -> bool
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn extracts_that_multiply_work_are_refused() {
+        for fine in [
+            "$.status",
+            "$..name",
+            "$.items[?(@.ok == true)].id",
+            "$['a,b..c']",
+            "$[0,1,2]",
+        ] {
+            assert_eq!(costly_extract(fine), None, "{fine}");
+        }
+        for costly in [
+            "$..*..*",
+            "$..a..b",
+            "$[?(@..x)]",
+            "$..a[?(@.b)]",
+            "$[0,0,0][0,0,0,0]",
+            &format!("$.{}", "a".repeat(MAX_EXTRACT_CHARS)),
+        ] {
+            assert!(costly_extract(costly).is_some(), "{costly}");
+        }
+    }
+
     use super::*;
 
     #[test]

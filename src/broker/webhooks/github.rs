@@ -4,8 +4,17 @@
 
 use serde_json::Value;
 
+/// The longest summary: the payload's fields (names, branches, titles) are the sender's to
+/// choose, and a summary is one line.
+const MAX_SUMMARY_CHARS: usize = 1000;
+
 /// The summary of `event` with `payload`, if it is one of the normalised events.
 pub fn summary(event: &str, p: &Value) -> Option<String> {
+    let line = summary_line(event, p)?;
+    Some(line.chars().take(MAX_SUMMARY_CHARS).collect())
+}
+
+fn summary_line(event: &str, p: &Value) -> Option<String> {
     let repo = p["repository"]["full_name"]
         .as_str()
         .unwrap_or("a repository");

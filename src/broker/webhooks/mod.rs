@@ -36,23 +36,36 @@ const MAX_CARRIED_BYTES: usize = 32 * 1024;
 pub const WINDOW_S: i64 = 300;
 /// How long an accepted signature is remembered: the window on both sides.
 const REMEMBER_MS: i64 = 2 * WINDOW_S * 1000;
-/// Most signatures remembered at once; past it deliveries are refused (429) until some expire.
+/// Most signatures remembered at once, broker-wide; past it deliveries are refused (429) until
+/// some expire. Each mesh's rate (below) keeps one mesh from holding more than ~1 300.
 const MAX_REMEMBERED: usize = 100_000;
 /// Deliveries per webhook: a burst of 60, then one a second.
 const RATE_PER_S: f64 = 1.0;
 const BURST: f64 = 60.0;
+/// Deliveries per mesh, all its webhooks together (so deleting and re-creating webhooks
+/// gives no fresh allowance): a burst of 120, then two a second.
+const MESH_RATE_PER_S: f64 = 2.0;
+const MESH_BURST: f64 = 120.0;
 
-/// Signatures already accepted (with when they may be forgotten) and the per-webhook rate.
+/// Signatures already accepted (per mesh, with when they may be forgotten) and the rates.
 pub struct Deliveries {
-    seen: Mutex<HashMap<[u8; 32], i64>>,
+    seen: Mutex<Seen>,
     rate: RateLimiter,
+    mesh_rate: RateLimiter,
+}
+
+#[derive(Default)]
+struct Seen {
+    by_mesh: HashMap<String, HashMap<[u8; 32], i64>>,
+    total: usize,
 }
 
 impl Default for Deliveries {
     fn default() -> Self {
         Deliveries {
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::default(),
             rate: RateLimiter::bounded(RATE_PER_S, BURST, 10_000),
+            mesh_rate: RateLimiter::bounded(MESH_RATE_PER_S, MESH_BURST, 10_000),
         }
     }
 }
@@ -64,25 +77,43 @@ enum Verdict {
 }
 
 impl Deliveries {
-    fn was_seen(&self, key: &[u8; 32], now: i64) -> bool {
+    fn was_seen(&self, mesh_id: &str, key: &[u8; 32], now: i64) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(key).is_some_and(|until| *until > now)
+        seen.by_mesh
+            .get(mesh_id)
+            .and_then(|m| m.get(key))
+            .is_some_and(|until| *until > now)
     }
 
     /// Remembers an accepted signature; false when it was just taken by a concurrent request
     /// or when too many are remembered.
-    fn remember(&self, key: [u8; 32], now: i64) -> Result<(), StatusCode> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= 4096 {
-            seen.retain(|_, until| *until > now);
+    fn remember(&self, mesh_id: &str, key: [u8; 32], now: i64) -> Result<(), StatusCode> {
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = &mut *guard;
+        if seen.total >= MAX_REMEMBERED {
+            // Rare (the rates keep it far below): forget what expired everywhere.
+            seen.by_mesh.retain(|_, m| {
+                m.retain(|_, until| *until > now);
+                !m.is_empty()
+            });
+            seen.total = seen.by_mesh.values().map(HashMap::len).sum();
         }
-        if seen.get(&key).is_some_and(|until| *until > now) {
+        let mesh = seen.by_mesh.entry(mesh_id.to_owned()).or_default();
+        // A mesh's own map is small (its rate bounds it): sweep it as it grows.
+        if mesh.len() >= 256 {
+            let before = mesh.len();
+            mesh.retain(|_, until| *until > now);
+            seen.total -= before - mesh.len();
+        }
+        if mesh.get(&key).is_some_and(|until| *until > now) {
             return Err(StatusCode::CONFLICT);
         }
-        if seen.len() >= MAX_REMEMBERED {
+        if seen.total >= MAX_REMEMBERED {
             return Err(StatusCode::TOO_MANY_REQUESTS);
         }
-        seen.insert(key, now + REMEMBER_MS);
+        if mesh.insert(key, now + REMEMBER_MS).is_none() {
+            seen.total += 1;
+        }
         Ok(())
     }
 }
@@ -208,7 +239,7 @@ async fn handle(
             "this signature was already accepted (a replayed delivery)",
         )
     };
-    if broker.webhooks.was_seen(&sig, now) {
+    if broker.webhooks.was_seen(mesh_id, &sig, now) {
         return Err(replay());
     }
     if !broker
@@ -222,9 +253,18 @@ async fn handle(
             format!("more than {RATE_PER_S} deliveries a second (burst {BURST}) to this webhook"),
         ));
     }
+    if !broker.webhooks.mesh_rate.allow(mesh_id) {
+        return Err(HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit",
+            format!(
+                "more than {MESH_RATE_PER_S} deliveries a second (burst {MESH_BURST}) to this mesh's webhooks"
+            ),
+        ));
+    }
     broker
         .webhooks
-        .remember(sig, now)
+        .remember(mesh_id, sig, now)
         .map_err(|status| match status {
             StatusCode::CONFLICT => replay(),
             _ => HttpError::new(
@@ -255,7 +295,8 @@ async fn handle(
     let event = headers
         .get("x-github-event")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        // GitHub's event names are short words; a longer header is the sender's padding.
+        .map(|e| e.chars().take(64).collect::<String>());
     let text = message_text(&hook.name, event, &body);
     let (nonce, ciphertext, body_version) = Outgoing::in_clear(&text);
     let out = Outgoing {

@@ -194,6 +194,9 @@ struct Inner {
     limits: SqlLimits,
     open: Mutex<HashMap<String, Arc<MeshDb>>>,
     running: Semaphore,
+    /// One place per mesh, taken before a shared one: a mesh's calls wait for each other, not
+    /// in the shared places, so one busy mesh cannot hold them all.
+    per_mesh: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 /// One mesh's two connections.
@@ -217,6 +220,7 @@ impl SqlDatabases {
                 limits,
                 open: Mutex::new(HashMap::new()),
                 running: Semaphore::new(MAX_RUNNING),
+                per_mesh: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -225,17 +229,31 @@ impl SqlDatabases {
         self.inner.limits
     }
 
-    /// Runs `f` on the blocking pool when a place is free.
+    /// Runs `f` for `mesh_id` on the blocking pool when the mesh's place and a shared one are
+    /// free.
     async fn run<T: Send + 'static>(
         &self,
+        mesh_id: &str,
         f: impl FnOnce(&Inner) -> Result<T, SqlError> + Send + 'static,
     ) -> Result<T, SqlError> {
-        let _place = self
-            .inner
-            .running
-            .acquire()
-            .await
-            .map_err(|_| SqlError::Storage("the broker is shutting down".into()))?;
+        let mesh_place = {
+            let mut places = self
+                .inner
+                .per_mesh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // Forget the places no call holds or waits for.
+            if places.len() > 64 {
+                places.retain(|_, p| Arc::strong_count(p) > 1);
+            }
+            places
+                .entry(mesh_id.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(1)))
+                .clone()
+        };
+        let shutting_down = |_| SqlError::Storage("the broker is shutting down".into());
+        let _mesh_place = mesh_place.acquire().await.map_err(shutting_down)?;
+        let _place = self.inner.running.acquire().await.map_err(shutting_down)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -250,8 +268,9 @@ impl SqlDatabases {
         params: Params,
         page: PageSpec,
     ) -> Result<SqlRows, SqlError> {
-        let mesh_id = mesh_id.to_string();
-        self.run(move |inner| {
+        let owned = mesh_id.to_string();
+        self.run(mesh_id, move |inner| {
+            let mesh_id = owned;
             let db = inner.mesh_created(&mesh_id)?;
             let reader = lock(&db.reader);
             inner.member_statement(&reader, &sql, |stmt| {
@@ -277,8 +296,9 @@ impl SqlDatabases {
         page: PageSpec,
         audit: impl FnOnce(&Executed) -> Result<(), String> + Send + 'static,
     ) -> Result<Executed, SqlError> {
-        let mesh_id = mesh_id.to_string();
-        self.run(move |inner| {
+        let owned = mesh_id.to_string();
+        self.run(mesh_id, move |inner| {
+            let mesh_id = owned;
             let db = inner.mesh_created(&mesh_id)?;
             let writer = lock(&db.writer);
             let conn = &writer.conn;
@@ -333,8 +353,9 @@ impl SqlDatabases {
 
     /// The mesh's tables and views with their columns, and its size.
     pub async fn schema(&self, mesh_id: &str) -> Result<MeshSchema, SqlError> {
-        let mesh_id = mesh_id.to_string();
-        self.run(move |inner| {
+        let owned = mesh_id.to_string();
+        self.run(mesh_id, move |inner| {
+            let mesh_id = owned;
             let max_bytes = inner.max_pages() * PAGE_SIZE;
             let Some(db) = inner.mesh(&mesh_id, false)? else {
                 return Ok(MeshSchema {
@@ -382,8 +403,9 @@ impl SqlDatabases {
     /// The names of the mesh's tables and views (for `mesh_info`); none, and no file created,
     /// when the mesh never used SQL.
     pub async fn tables(&self, mesh_id: &str) -> Result<Vec<String>, SqlError> {
-        let mesh_id = mesh_id.to_string();
-        self.run(move |inner| {
+        let owned = mesh_id.to_string();
+        self.run(mesh_id, move |inner| {
+            let mesh_id = owned;
             let Some(db) = inner.mesh(&mesh_id, false)? else {
                 return Ok(Vec::new());
             };

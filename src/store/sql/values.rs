@@ -232,14 +232,32 @@ pub fn collect(
             }
             break;
         }
-        let mut object = Map::with_capacity(out.columns.len());
-        for (i, name) in out.columns.iter().enumerate() {
-            object.insert(
-                name.clone(),
-                to_json(row.get_ref(i).map_err(SqlError::from)?),
-            );
+        // A lower bound of the row's JSON size from SQLite's own lengths, before anything is
+        // converted: a row of 200 one-megabyte BLOBs must not be base64-encoded to be refused.
+        let mut least = 2usize;
+        for i in 0..out.columns.len() {
+            least = least.saturating_add(match row.get_ref(i).map_err(SqlError::from)? {
+                ValueRef::Text(t) => t.len(),
+                ValueRef::Blob(b) => b.len() / 3 * 4,
+                _ => 1,
+            });
         }
-        let size = serde_json::to_string(&object).map_or(usize::MAX, |s| s.len() + 1);
+        let size = if bytes.saturating_add(least) > page.max_bytes {
+            least
+        } else {
+            let mut object = Map::with_capacity(out.columns.len());
+            for (i, name) in out.columns.iter().enumerate() {
+                object.insert(
+                    name.clone(),
+                    to_json(row.get_ref(i).map_err(SqlError::from)?),
+                );
+            }
+            let size = serde_json::to_string(&object).map_or(usize::MAX, |s| s.len() + 1);
+            if bytes.saturating_add(size) <= page.max_bytes {
+                out.rows.push(object);
+            }
+            size
+        };
         if bytes.saturating_add(size) > page.max_bytes {
             full = true;
             if out.rows.is_empty() {
@@ -261,7 +279,6 @@ pub fn collect(
             break;
         }
         bytes += size;
-        out.rows.push(object);
     }
     Ok(out)
 }
