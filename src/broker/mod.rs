@@ -31,6 +31,8 @@ pub mod tls;
 pub mod vault;
 pub(crate) mod watches;
 mod webhooks;
+// Telegram bridge (issue 17).
+pub(crate) mod telegram;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,6 +126,8 @@ pub struct BrokerConfig {
     /// URL watches may reach loopback, private and link-local addresses
     /// (`--allow-private-watch-targets`).
     pub allow_private_watch_targets: bool,
+    /// The Telegram Bot API's base URL (`--telegram-api-url`).
+    pub telegram_api_url: String,
 }
 
 impl BrokerConfig {
@@ -160,6 +164,7 @@ impl BrokerConfig {
             allow_unsandboxed_services: false,
             sql: crate::store::SqlLimits::default(),
             allow_private_watch_targets: false,
+            telegram_api_url: telegram::DEFAULT_API_URL.into(),
         }
     }
 
@@ -358,6 +363,7 @@ impl RunningBroker {
             .spawn(files::endpoints::run_sweeper(broker.clone()));
         broker.tasks.spawn(scheduler::run(broker.clone()));
         watches::resume_all(&broker);
+        telegram::resume_all(&broker);
         broker.tasks.spawn(clock::run(broker.clone()));
         tokio::pin!(shutdown);
         loop {
