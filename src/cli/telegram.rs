@@ -1,7 +1,7 @@
 //! The Telegram bridge (README "Telegram bridge"): `telegram connect|invite|disconnect|status`.
 //! The bot token comes from a file or stdin, never argv.
 
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use argh::{ArgsInfo, FromArgs};
@@ -136,13 +136,9 @@ fn confirm(yes: bool) -> CliResult {
         )));
     }
     super::output::error(CONSEQUENCE);
-    super::output::prompt("Connect the bridge? [y/N] ");
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
+    let yes = super::output::ask_yes("Connect the bridge? [y/N] ")
         .map_err(|e| CliError::failed(format!("cannot read the answer: {e}")))?;
-    if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+    if yes {
         Ok(())
     } else {
         Err(CliError::failed("not connected; nothing changed"))

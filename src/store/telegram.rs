@@ -23,6 +23,14 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A mesh's bridge record, if a bot is connected.
+fn connected_row(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    mesh_id: &str,
+) -> Result<Option<TelegramRecord>, StoreError> {
+    Ok(decode_opt::<TelegramRecord>(table.get(mesh_id)?)?.filter(|r| r.sealed_token.is_some()))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TelegramRecord {
     pub mesh_id: String,
@@ -160,13 +168,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(TELEGRAM)?;
-            let Some(mut record) = decode_opt::<TelegramRecord>(table.get(mesh_id.as_str())?)?
-            else {
+            let Some(mut record) = connected_row(&table, &mesh_id)? else {
                 return Ok(false);
             };
-            if record.sealed_token.is_none() {
-                return Ok(false);
-            }
             record.invites.retain(|i| i.expires_at_ms > now_ms);
             if record.invites.len() >= MAX_INVITES {
                 record.invites.remove(0);
@@ -189,13 +193,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(TELEGRAM)?;
-            let Some(mut record) = decode_opt::<TelegramRecord>(table.get(mesh_id.as_str())?)?
-            else {
+            let Some(mut record) = connected_row(&table, &mesh_id)? else {
                 return Ok(());
             };
-            if record.sealed_token.is_none() {
-                return Ok(());
-            }
             if let Some(next) = next_offset {
                 record.offset = record.offset.max(next);
             }
@@ -221,13 +221,9 @@ impl Store {
         self.write(move |tx| {
             let mesh_id = member.mesh_id.clone();
             let mut table = tx.open_table(TELEGRAM)?;
-            let Some(mut record) = decode_opt::<TelegramRecord>(table.get(mesh_id.as_str())?)?
-            else {
+            let Some(mut record) = connected_row(&table, &mesh_id)? else {
                 return Ok(Err(TelegramJoinRefusal::NotConnected));
             };
-            if record.sealed_token.is_none() {
-                return Ok(Err(TelegramJoinRefusal::NotConnected));
-            }
             if record.users.iter().any(|u| u.user_id == user.user_id) {
                 return Ok(Err(TelegramJoinRefusal::AlreadyJoined));
             }

@@ -142,7 +142,7 @@ pub fn stop(broker: &Broker, mesh_id: &str) {
     }
     let gone = broker.presence.close_where(
         mesh_id,
-        |p| p.peer_role_is_bridge() && users.contains(&p.member_id),
+        |p| p.is_telegram_user() && users.contains(&p.member_id),
         &ServerMessage::error("disconnected", "the Telegram bridge was disconnected"),
         "telegram bridge disconnected",
     );
@@ -221,7 +221,7 @@ pub const BRIDGE_PEER_TYPE: &str = "telegram";
 
 impl Peer {
     /// A Telegram user's presence, held by the bridge.
-    pub fn peer_role_is_bridge(&self) -> bool {
+    pub fn is_telegram_user(&self) -> bool {
         self.info.peer_type.as_deref() == Some(BRIDGE_PEER_TYPE)
     }
 }
