@@ -154,6 +154,8 @@ impl BotApi {
         let params = json!({
             "offset": offset,
             "timeout": LONG_POLL_S,
+            // 50 texts of 4096 characters stay well under the 1 MiB a response may be.
+            "limit": 50,
             "allowed_updates": ["message"],
         });
         let wait = Duration::from_secs(LONG_POLL_S) + CALL_TIMEOUT;
