@@ -119,7 +119,7 @@ pub struct OutboxRx {
 }
 
 impl OutboxRx {
-    async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&mut self) -> Option<Message> {
         let m = self.rx.recv().await?;
         self.queued.fetch_sub(cost(&m), Ordering::AcqRel);
         Some(m)

@@ -33,6 +33,8 @@ pub mod tls;
 pub mod vault;
 pub(crate) mod watches;
 mod webhooks;
+// Telegram bridge (issue 17).
+pub(crate) mod telegram;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +128,8 @@ pub struct BrokerConfig {
     /// URL watches may reach loopback, private and link-local addresses
     /// (`--allow-private-watch-targets`).
     pub allow_private_watch_targets: bool,
+    /// The Telegram Bot API's base URL (`--telegram-api-url`).
+    pub telegram_api_url: String,
 }
 
 impl BrokerConfig {
@@ -162,6 +166,7 @@ impl BrokerConfig {
             allow_unsandboxed_services: false,
             sql: crate::store::SqlLimits::default(),
             allow_private_watch_targets: false,
+            telegram_api_url: telegram::DEFAULT_API_URL.into(),
         }
     }
 
@@ -361,6 +366,7 @@ impl RunningBroker {
         broker.tasks.spawn(scheduler::run(broker.clone()));
         broker.tasks.spawn(dashboard::run_sampler(broker.clone()));
         watches::resume_all(&broker);
+        telegram::resume_all(&broker);
         broker.tasks.spawn(clock::run(broker.clone()));
         tokio::pin!(shutdown);
         loop {

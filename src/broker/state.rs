@@ -80,6 +80,8 @@ pub struct Broker {
     pub watches: super::watches::Watches,
     /// Webhook deliveries: signatures already used and the per-webhook rate.
     pub webhooks: super::webhooks::Deliveries,
+    /// Telegram bridges' polling tasks and their users' presences.
+    pub telegram: super::telegram::Bridges,
 }
 
 impl Broker {
@@ -136,6 +138,7 @@ impl Broker {
             graphs: crate::store::graph::Graphs::new(config.data_dir.join("graph")),
             watches: Default::default(),
             webhooks: Default::default(),
+            telegram: Default::default(),
             config,
         }
     }

@@ -51,6 +51,10 @@ pub struct BrokerCmd {
     /// (refused by default: a watch is a request made from inside the broker's network)
     #[argh(switch)]
     allow_private_watch_targets: bool,
+    /// the Telegram Bot API's base URL (default https://api.telegram.org); its bridge's calls
+    /// are not subject to the watches' address rule
+    #[argh(option)]
+    telegram_api_url: Option<String>,
     /// data directory (default $CLAUDEMESH_DATA_DIR or ~/.local/share/claudemesh)
     #[argh(option)]
     data: Option<PathBuf>,
@@ -322,6 +326,9 @@ impl BrokerCmd {
                 .max(std::time::Duration::from_millis(10)),
         };
         config.allow_private_watch_targets = self.allow_private_watch_targets;
+        if let Some(url) = &self.telegram_api_url {
+            config.telegram_api_url = url.trim_end_matches('/').to_string();
+        }
         self.apply_limits(&mut config)?;
         config.open = self.open;
         config.lan_name = (self.lan || self.lan_name.is_some()).then(|| {

@@ -262,7 +262,7 @@ impl LeaveCmd {
     /// The owner key exists on this machine only: leaving deletes it for good. Asks on a
     /// terminal; anywhere else only `--yes` goes on.
     fn confirm_owner_leave(&self, entry: &MeshEntry) -> CliResult {
-        use std::io::{BufRead, IsTerminal};
+        use std::io::IsTerminal;
         let why = format!(
             "you own mesh \"{}\" ({}): leaving deletes its owner key, which exists only on this machine; nobody could then invite as the owner or prove to own the mesh, and the mesh stays on the broker",
             entry.name, entry.slug
@@ -275,13 +275,9 @@ impl LeaveCmd {
             )));
         }
         super::output::error(&format!("{why}."));
-        super::output::prompt("Leave and delete the owner key? [y/N] ");
-        let mut answer = String::new();
-        stdin
-            .lock()
-            .read_line(&mut answer)
+        let yes = super::output::ask_yes("Leave and delete the owner key? [y/N] ")
             .map_err(|e| CliError::failed(format!("cannot read the answer: {e}")))?;
-        if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        if yes {
             Ok(())
         } else {
             Err(CliError::failed(format!(

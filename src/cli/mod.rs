@@ -58,6 +58,8 @@ mod watches;
 mod webhooks;
 // Simulation clock (issue 17).
 mod clock;
+// Telegram bridge (issue 17).
+mod telegram;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -148,6 +150,7 @@ enum Command {
     Watch(watches::WatchCmd),
     Webhook(webhooks::WebhookCmd),
     Clock(clock::ClockCmd),
+    Telegram(telegram::TelegramCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -360,6 +363,7 @@ async fn run(command: Command) -> CliResult {
         Command::Watch(c) => c.run().await,
         Command::Webhook(c) => c.run().await,
         Command::Clock(c) => c.run().await,
+        Command::Telegram(c) => c.run().await,
     }
 }
 

@@ -86,6 +86,15 @@ pub fn prompt(question: &str) {
         .and_then(|()| err.flush());
 }
 
+/// Asks a yes/no `question` on stderr and reads the answer from stdin: true for `y` or `yes`.
+pub fn ask_yes(question: &str) -> std::io::Result<bool> {
+    use std::io::BufRead;
+    prompt(question);
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
 fn write_stdout(parts: &[&[u8]]) {
     let result = {
         let mut out = std::io::stdout().lock();

@@ -42,6 +42,8 @@ mod vectors;
 // URL watches and inbound webhooks (issue 17).
 pub mod watches;
 pub mod webhooks;
+// Telegram bridge (issue 17).
+pub mod telegram;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

@@ -129,7 +129,7 @@ fn slugify(name: &str) -> String {
     slug
 }
 
-fn insert_member(tx: &WriteTransaction, member: &Member) -> Result<(), StoreError> {
+pub(crate) fn insert_member(tx: &WriteTransaction, member: &Member) -> Result<(), StoreError> {
     tx.open_table(MEMBERS)?.insert(
         (member.mesh_id.as_str(), member.id.as_str()),
         encode(member).as_slice(),
@@ -156,7 +156,7 @@ pub(crate) fn read_member_by_pubkey(
 
 /// Whether a member of `mesh_id` that is not revoked goes by `name` (ignoring case, so
 /// `Bob` and `bob` cannot both be addressed by name).
-fn name_taken(
+pub(crate) fn name_taken(
     members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     mesh_id: &str,
     name: &str,

@@ -37,6 +37,8 @@ mod vectors;
 // URL watches and inbound webhooks (issue 17).
 mod watches;
 mod webhooks;
+// Telegram bridge (issue 17).
+mod telegram;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -80,6 +82,7 @@ pub use sql::{SqlDatabases, SqlError, SqlLimits};
 pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
+pub use telegram::{TelegramInvite, TelegramJoinRefusal, TelegramRecord, TelegramUserRecord};
 pub use vault::{ServiceSeal, VaultRecord, VaultRefusal};
 pub use vectors::{
     CollectionRecord, EF_SEARCH, MAX_DIMENSION, MAX_FILTER_BYTES, MAX_METADATA_BYTES,

@@ -95,6 +95,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::watches::create_tables(tx)?;
     super::webhooks::create_tables(tx)?;
     super::clock::create_tables(tx)?;
+    super::telegram::create_tables(tx)?;
     Ok(())
 }
 

@@ -34,6 +34,8 @@ mod vectors;
 // URL watches and inbound webhooks (issue 17).
 mod watches;
 mod webhooks;
+// Telegram bridge (issue 17).
+mod telegram;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -275,5 +277,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::PauseClock {} => clock::pause_clock(conn, req_id),
         ClientMessage::ResumeClock {} => clock::resume_clock(conn, req_id),
         ClientMessage::GetClock {} => clock::get_clock(conn, req_id),
+        ClientMessage::TelegramConnect(c) => telegram::telegram_connect(conn, req_id, c),
+        ClientMessage::TelegramInvite {} => telegram::telegram_invite(conn, req_id),
+        ClientMessage::TelegramDisconnect {} => telegram::telegram_disconnect(conn, req_id),
+        ClientMessage::TelegramStatus {} => telegram::telegram_status(conn, req_id),
     }
 }

@@ -42,6 +42,8 @@ mod watches;
 mod webhooks;
 // Simulation clock (issue 17).
 mod clock;
+// Telegram bridge (issue 17).
+mod telegram;
 
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use clock::{ClockStatus, MAX_CLOCK_SPEED, MIN_CLOCK_SPEED};
@@ -92,6 +94,7 @@ pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
+pub use telegram::{TelegramConnect, TelegramStatus, TelegramUser};
 pub use vault::{
     MAX_VAULT_DESCRIPTION_CHARS, MAX_VAULT_ENTRIES, MAX_VAULT_GET_KEYS, MAX_VAULT_VALUE_BYTES,
     VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,
@@ -476,6 +479,11 @@ pub enum ClientMessage {
     PauseClock {},
     ResumeClock {},
     GetClock {},
+    // Telegram bridge (PROTOCOL.md §24).
+    TelegramConnect(TelegramConnect),
+    TelegramInvite {},
+    TelegramDisconnect {},
+    TelegramStatus {},
 }
 
 impl ClientMessage {
@@ -599,6 +607,10 @@ impl ClientMessage {
             ClientMessage::CreateWebhook(_) => "create_webhook",
             ClientMessage::ListWebhooks {} => "list_webhooks",
             ClientMessage::DeleteWebhook { .. } => "delete_webhook",
+            ClientMessage::TelegramConnect(_) => "telegram_connect",
+            ClientMessage::TelegramInvite {} => "telegram_invite",
+            ClientMessage::TelegramDisconnect {} => "telegram_disconnect",
+            ClientMessage::TelegramStatus {} => "telegram_status",
         }
     }
 }
@@ -898,6 +910,16 @@ pub enum ServerMessage {
     },
     // Simulation clock (PROTOCOL.md §23).
     ClockStatus(ClockStatus),
+    // Telegram bridge (PROTOCOL.md §24).
+    TelegramStatusResult(TelegramStatus),
+    /// Answers `telegram_invite`: the one-time code, shown this once.
+    TelegramInviteResult {
+        code: String,
+        #[serde(rename = "expiresAt")]
+        expires_at: String,
+        #[serde(rename = "botUsername", default)]
+        bot_username: Option<String>,
+    },
 }
 
 impl ServerMessage {

@@ -143,6 +143,10 @@ pub enum AuditEvent {
     WebhookDeleted,
     /// A mesh's simulation clock was set, paused or resumed (issue 17).
     ClockChanged,
+    /// A Telegram bridge was connected or disconnected (issue 17): the bot's name and the
+    /// target, never the token.
+    TelegramConnected,
+    TelegramDisconnected,
 }
 
 impl AuditEvent {
@@ -202,6 +206,8 @@ impl AuditEvent {
             AuditEvent::WebhookCreated => "webhook.created",
             AuditEvent::WebhookDeleted => "webhook.deleted",
             AuditEvent::ClockChanged => "clock.changed",
+            AuditEvent::TelegramConnected => "telegram.connected",
+            AuditEvent::TelegramDisconnected => "telegram.disconnected",
         }
     }
 }

@@ -1,0 +1,326 @@
+//! The Telegram bridge (issue 17 item 3): the real broker long-polls a Bot API server the test
+//! runs on loopback (answering `getMe`, `getUpdates` and `sendMessage` with the documented
+//! shapes, and recording every request). A `/join` makes `tg:alice` a peer, her text reaches a
+//! member's inbox, a reply to `tg:alice` is posted to her chat, the offset survives a restart,
+//! disconnect stops polling, and the token never reaches the broker's disk or log.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use common::secrets::assert_broker_never_saw;
+use common::sees::next_message;
+use common::*;
+
+const TOKEN: &str = "7350012345:AAHc9wQ2-secret_Bot-token-4f1e8d2b";
+const ALICE_TG: i64 = 4242;
+const ALICE_CHAT: i64 = 777_001;
+const STRANGER_CHAT: i64 = 777_002;
+
+/// A Bot API server: the updates it holds (answered from a `getUpdates` offset on, as
+/// Telegram does), and every request it got as (method, JSON body).
+#[derive(Clone, Default)]
+struct BotApi {
+    updates: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+    arrived: Arc<Notify>,
+}
+
+impl BotApi {
+    /// Queues a text message from a Telegram user; its `update_id`.
+    fn says(&self, user_id: i64, username: &str, chat_id: i64, text: &str) -> i64 {
+        let mut updates = self.updates.lock().unwrap();
+        let update_id = 90_000 + updates.len() as i64;
+        updates.push(json!({
+            "update_id": update_id,
+            "message": {
+                "message_id": update_id - 89_000,
+                "from": {"id": user_id, "is_bot": false, "first_name": username, "username": username},
+                "chat": {"id": chat_id, "type": "private", "username": username},
+                "date": 1_767_225_600,
+                "text": text,
+            }
+        }));
+        drop(updates);
+        self.arrived.notify_waiters();
+        update_id
+    }
+
+    fn requests(&self, method: &str) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// Waits for a `sendMessage` to `chat_id` whose text contains `part`.
+    async fn sent(&self, chat_id: i64, part: &str) -> String {
+        let mut text = String::new();
+        eventually(
+            &format!("a sendMessage to {chat_id} with \"{part}\""),
+            || {
+                let found = self.requests("sendMessage").into_iter().find(|b| {
+                    b["chat_id"] == chat_id && b["text"].as_str().is_some_and(|t| t.contains(part))
+                });
+                if let Some(b) = &found {
+                    text = b["text"].as_str().unwrap().to_string();
+                }
+                std::future::ready(found.is_some())
+            },
+        )
+        .await;
+        text
+    }
+
+    async fn serve(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let api = api.clone();
+                        async move { Ok::<_, Infallible>(api.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let Some((token, method)) = path
+            .strip_prefix("/bot")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            return reply(
+                404,
+                json!({"ok": false, "error_code": 404, "description": "Not Found"}),
+            );
+        };
+        self.requests
+            .lock()
+            .unwrap()
+            .push((method.to_string(), body.clone()));
+        if token != TOKEN {
+            return reply(
+                401,
+                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            );
+        }
+        match method {
+            "getMe" => reply(
+                200,
+                json!({"ok": true, "result": {"id": 7_350_012_345_i64, "is_bot": true,
+                    "first_name": "Mesh", "username": "mesh_test_bot"}}),
+            ),
+            "getUpdates" => {
+                let offset = body["offset"].as_i64().unwrap_or(0);
+                let pending = || -> Vec<Value> {
+                    self.updates
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|u| u["update_id"].as_i64().unwrap() >= offset)
+                        .cloned()
+                        .collect()
+                };
+                // Long poll: held until an update arrives or about a second passes.
+                let notified = self.arrived.notified();
+                let mut found = pending();
+                if found.is_empty() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                    found = pending();
+                }
+                reply(200, json!({"ok": true, "result": found}))
+            }
+            "sendMessage" => reply(
+                200,
+                json!({"ok": true, "result": {"message_id": 1, "date": 1_767_225_601,
+                    "chat": {"id": body["chat_id"], "type": "private"}, "text": body["text"]}}),
+            ),
+            _ => reply(
+                404,
+                json!({"ok": false, "error_code": 404, "description": "Not Found"}),
+            ),
+        }
+    }
+}
+
+fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    resp
+}
+
+fn peer_names(person: &Person) -> Vec<String> {
+    person.json(&["peers", "--json"])["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["displayName"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_user_joins_talks_to_the_mesh_and_gets_replies_until_disconnect() {
+    let api = BotApi::default();
+    let addr = api.serve().await;
+    let api_url = format!("http://{addr}");
+    let mut broker = BrokerProc::start(&["--telegram-api-url", &api_url]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("bot-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let token_path = token_file.to_str().unwrap();
+
+    // Not on a terminal and no --yes: the consequence is said and nothing happens.
+    let asked = alice.run(&["telegram", "connect", "--token-file", token_path]);
+    assert_ne!(asked.code, 0);
+    assert!(asked.stderr.contains("--yes"), "{}", asked.stderr);
+    assert!(asked.stderr.contains("root key"), "{}", asked.stderr);
+    assert!(api.requests("getMe").is_empty());
+    // Only the owner or an admin connects a bridge.
+    let refused = bob.refused(&["telegram", "connect", "--token-file", token_path, "--yes"]);
+    assert!(refused.contains("owner or an admin"), "{refused}");
+
+    let status = alice.json(&[
+        "telegram",
+        "connect",
+        "--token-file",
+        token_path,
+        "--yes",
+        "--to",
+        "bob",
+        "--json",
+    ]);
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["botUsername"], "mesh_test_bot");
+    assert!(!api.requests("getMe").is_empty());
+
+    // alice joins from her phone with a code minted by the owner.
+    let code = alice.json(&["telegram", "invite", "--json"])["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.says(ALICE_TG, "alice", ALICE_CHAT, &format!("/join {code}"));
+    api.sent(ALICE_CHAT, "You joined the mesh as tg:alice")
+        .await;
+    eventually("tg:alice among bob's peers", || {
+        std::future::ready(peer_names(&bob).contains(&"tg:alice".to_string()))
+    })
+    .await;
+
+    // Her text reaches bob, from tg:alice, subtype telegram.
+    let bob_live = bob.client().await;
+    api.says(ALICE_TG, "alice", ALICE_CHAT, "the deploy page is green");
+    let push = next_message(&bob_live, Duration::from_secs(30))
+        .await
+        .expect("alice's Telegram message reaches bob");
+    assert_eq!(push.subtype.as_deref(), Some("telegram"), "{push:?}");
+    assert_eq!(push.sender_name.as_deref(), Some("tg:alice"));
+    assert_eq!(bob_live.decrypt(&push).unwrap(), "the deploy page is green");
+    bob_live.ack(&push.message_id).unwrap();
+
+    // bob's reply, sealed to tg:alice's key, is posted to her chat.
+    bob.ok(&["send", "tg:alice", "thanks, rolling out now"]);
+    let posted = api.sent(ALICE_CHAT, "thanks, rolling out now").await;
+    assert_eq!(posted, "bob: thanks, rolling out now");
+
+    // Someone who never joined gets a hint; nothing reaches the mesh.
+    api.says(5555, "mallory", STRANGER_CHAT, "let me in");
+    api.sent(STRANGER_CHAT, "/join").await;
+    assert!(
+        next_message(&bob_live, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a stranger's message reached the mesh"
+    );
+    drop(bob_live);
+
+    let status = alice.json(&["telegram", "status", "--json"]);
+    assert_eq!(status["connected"], true);
+    assert!(status["lastPollAt"].is_string(), "{status}");
+    assert_eq!(status["users"][0]["name"], "tg:alice", "{status}");
+
+    // After a restart the bridge polls again from the kept offset: nothing is handled twice.
+    let last_update = api.says(ALICE_TG, "alice", ALICE_CHAT, "one more thing");
+    let bob_live = bob.client().await;
+    let push = next_message(&bob_live, Duration::from_secs(30))
+        .await
+        .expect("the last message reaches bob");
+    assert_eq!(bob_live.decrypt(&push).unwrap(), "one more thing");
+    bob_live.ack(&push.message_id).unwrap();
+    drop(bob_live);
+    eventually("the offset past the last update to be kept", || {
+        let polls = api.requests("getUpdates");
+        std::future::ready(
+            polls
+                .last()
+                .is_some_and(|p| p["offset"].as_i64() == Some(last_update + 1)),
+        )
+    })
+    .await;
+    broker.restart();
+    let before = api.requests("getUpdates").len();
+    eventually("a poll after the restart", || {
+        std::future::ready(api.requests("getUpdates").len() > before)
+    })
+    .await;
+    assert_eq!(
+        api.requests("getUpdates")[before]["offset"].as_i64(),
+        Some(last_update + 1),
+        "the first poll after a restart starts past what was handled"
+    );
+    eventually("tg:alice back among the peers", || {
+        std::future::ready(peer_names(&bob).contains(&"tg:alice".to_string()))
+    })
+    .await;
+    bob.ok(&["send", "tg:alice", "still here after the restart"]);
+    api.sent(ALICE_CHAT, "still here after the restart").await;
+
+    // Disconnect: polling stops at once, tg:alice leaves the peer list.
+    let status = alice.json(&["telegram", "disconnect", "--json"]);
+    assert_eq!(status["connected"], false, "{status}");
+    let polls = api.requests("getUpdates").len();
+    assert!(!peer_names(&bob).contains(&"tg:alice".to_string()));
+    // The fake server holds a poll for a second: three seconds with no request is polling
+    // stopped (there is no event for "no request").
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        api.requests("getUpdates").len(),
+        polls,
+        "getUpdates after disconnect"
+    );
+    let refused = alice.refused(&["telegram", "invite"]);
+    assert!(refused.contains("no Telegram bridge"), "{refused}");
+
+    broker.sigterm();
+    broker.wait_exit();
+    assert_broker_never_saw(&broker, TOKEN.as_bytes());
+}
