@@ -13,8 +13,8 @@
 //! the index (usearch's exact search); a larger one by walking the graph. See BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -114,6 +114,8 @@ pub struct Ann {
     shape: Shape,
     /// Adds and searches share it; growing the index's capacity takes it alone.
     grow: RwLock<()>,
+    /// One store's add at a time: concurrent adds could all see the last free place.
+    adding: Mutex<()>,
     /// Changed since it was loaded (or never saved): saved at shutdown.
     changed: AtomicBool,
 }
@@ -132,11 +134,13 @@ impl Ann {
             index,
             shape,
             grow: RwLock::new(()),
+            adding: Mutex::new(()),
             changed: AtomicBool::new(true),
         })
     }
 
-    /// A new index of `points` (slot, vector as stored), built on all cores.
+    /// A new index of `points` (slot, vector as stored), built on all cores (its capacity
+    /// reserved up front, so the parallel adds never need to grow it).
     pub fn build(shape: Shape, points: Vec<(usize, Vec<f32>)>) -> Result<Ann, String> {
         let ann = Ann::empty(shape, points.len())?;
         let workers = threads().min(points.len().max(1));
@@ -241,6 +245,7 @@ impl Ann {
             return Ok(());
         };
         self.changed.store(true, Ordering::Relaxed);
+        let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
         self.add(slot, &v)
     }
 
