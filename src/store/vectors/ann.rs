@@ -114,13 +114,22 @@ pub struct Ann {
     shape: Shape,
     /// Adds and searches share it; growing the index's capacity takes it alone.
     grow: RwLock<()>,
-    /// One store's add at a time: concurrent adds could all see the last free place.
+    /// One store's add at a time, so concurrent stores never race for the last free place.
     adding: Mutex<()>,
     /// Changed since it was loaded (or never saved): saved at shutdown.
     changed: AtomicBool,
 }
 
+/// Threads that may use one index at once. usearch keeps a context per thread and refuses an
+/// operation when all are taken ("Reserve capacity ahead of …"): one for each of tokio's
+/// blocking threads (at most 512 by default), where searches and stores run.
+const CONTEXTS: usize = 512;
+
 fn threads() -> usize {
+    CONTEXTS
+}
+
+fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -143,7 +152,7 @@ impl Ann {
     /// reserved up front, so the parallel adds never need to grow it).
     pub fn build(shape: Shape, points: Vec<(usize, Vec<f32>)>) -> Result<Ann, String> {
         let ann = Ann::empty(shape, points.len())?;
-        let workers = threads().min(points.len().max(1));
+        let workers = cores().min(points.len().max(1));
         let failed = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
