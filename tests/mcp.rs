@@ -39,7 +39,7 @@ impl ClientHandler for Recorder {
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
-const ALL_TOOLS: [&str; 66] = [
+const ALL_TOOLS: [&str; 67] = [
     "send_message",
     "list_peers",
     "check_messages",
@@ -92,6 +92,7 @@ const ALL_TOOLS: [&str; 66] = [
     "vector_delete",
     "list_collections",
     "vector_create",
+    "vector_delete_collection",
     // SQL, graph (issue 16); watches, webhooks, clock (issue 17).
     "mesh_query",
     "mesh_execute",

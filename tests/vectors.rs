@@ -424,3 +424,128 @@ async fn bad_input_is_refused_with_a_reason_and_the_broker_keeps_serving() {
     assert_eq!(ids, ["ok"]);
     client.close().await;
 }
+
+#[test]
+fn a_deleted_collection_is_gone_with_its_records_and_index() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    store_four(&alice);
+    alice.ok(&["vector", "create", "keep", "--dim", "2"]);
+    let info = bob.json(&["info", "--json"]);
+    assert_eq!(
+        info["collections"],
+        serde_json::json!(["docs", "keep"]),
+        "{info}"
+    );
+
+    // Deleting a collection is a write: it needs the state capability.
+    alice.ok(&["perms", "set", "bob", "-state"]);
+    let e = fails(&bob, &["vector", "delete-collection", "docs"], 1);
+    assert!(e.contains("\"state\" capability"), "{e}");
+    assert_eq!(
+        search_ids(&bob, &["docs", "--vector", "[1, 0, 0, 0]"]).len(),
+        4
+    );
+
+    // A clean restart saves docs' index beside redb; deleting the collection removes it all.
+    broker.restart();
+    assert_eq!(
+        search_ids(&bob, &["docs", "--vector", "[1, 0, 0, 0]"]).len(),
+        4
+    );
+    let done = alice.json(&["vector", "delete-collection", "docs", "--json"]);
+    assert_eq!(done["deleted"], true, "{done}");
+    let list = bob.json(&["vector", "collections", "--json"]);
+    let names: Vec<&str> = list["collections"]
+        .as_array()
+        .expect("collections")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["keep"], "{list}");
+    assert_eq!(
+        bob.json(&["info", "--json"])["collections"],
+        serde_json::json!(["keep"])
+    );
+    let e = fails(
+        &bob,
+        &["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"],
+        1,
+    );
+    assert!(e.contains("no collection \"docs\""), "{e}");
+    let e = fails(&alice, &["vector", "delete-collection", "docs"], 1);
+    assert!(e.contains("no collection \"docs\""), "{e}");
+    let log = alice.ok(&["audit", "--event", "vector.collection_deleted", "--json"]);
+    assert!(log.contains("\"docs\""), "{log}");
+
+    // A new collection under the same name starts empty: as many changes as the old one had,
+    // then a crash (no save at shutdown), and nothing of the old records comes back.
+    alice.ok(&["vector", "create", "docs", "--dim", "4"]);
+    for (id, v) in [
+        ("a", "[0, 0, 0, 1]"),
+        ("b", "[0, 0, 1, 1]"),
+        ("c", "[0, 1, 1, 1]"),
+        ("d", "[1, 1, 1, 1]"),
+    ] {
+        alice.ok(&["vector", "store", "docs", "--id", id, "--vector", v]);
+    }
+    broker.kill9();
+    broker.restart();
+    let near = search_ids(&bob, &["docs", "--vector", "[0, 0, 0, 1]", "--limit", "4"]);
+    assert_eq!(near, ["a", "b", "c", "d"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_tools_store_and_search_vectors() {
+    use common::mcp::{call, mcp_process};
+    use rmcp::ServiceExt;
+    use serde_json::json;
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    store_four(&alice);
+    let mcp = ().serve(mcp_process(&bob)).await.expect("MCP handshake");
+    // The MCP server connects to the broker after its handshake.
+    eventually("bob's MCP server to connect", || async {
+        call(&mcp, "list_collections", json!({})).await.0
+    })
+    .await;
+    let (ok, out) = call(
+        &mcp,
+        "vector_store",
+        json!({"collection": "docs", "id": "mcp-1", "vector": [0.7, 0.7, 0, 0],
+               "metadata": {"lang": "rust"}, "text": "from MCP"}),
+    )
+    .await;
+    assert!(ok && out.contains("mcp-1"), "{out}");
+    let (ok, out) = call(
+        &mcp,
+        "vector_search",
+        json!({"collection": "docs", "vector": [0.7, 0.7, 0, 0], "limit": 2,
+               "filter": {"lang": "rust"}}),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let got: Value = serde_json::from_str(out.split("\n\n[").next().unwrap()).expect("JSON");
+    let results = got["results"].as_array().expect("results");
+    assert_eq!(results[0]["id"], "mcp-1", "{got}");
+    assert_eq!(results[0]["text"], "from MCP", "{got}");
+    assert_eq!(results[1]["id"], "north", "{got}");
+    // A wrong dimension is refused with the reason.
+    let (ok, out) = call(
+        &mcp,
+        "vector_search",
+        json!({"collection": "docs", "vector": [1, 0]}),
+    )
+    .await;
+    assert!(!ok && out.contains("4-dimension"), "{out}");
+    mcp.cancel().await.ok();
+    // Alice's CLI sees what bob stored through MCP.
+    assert_eq!(
+        search_ids(
+            &alice,
+            &["docs", "--vector", "[0.7, 0.7, 0, 0]", "--limit", "1"]
+        ),
+        ["mcp-1"]
+    );
+}

@@ -9,7 +9,7 @@ use crate::client::MeshClient;
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "info", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh info --json")]
-/// mesh overview: peers, groups, state keys, memories, files, tasks, streams, SQL tables
+/// mesh overview: peers, groups, state keys, memories, files, tasks, streams, SQL tables, vectors
 pub struct InfoCmd {
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
@@ -53,6 +53,7 @@ impl InfoCmd {
         );
         outln!("streams     {}", none(&info.streams));
         outln!("sql tables  {}", none(&info.tables));
+        outln!("vectors     {}", none(&info.collections));
         outln!(
             "group msgs  {}",
             super::settings::describe_group_bodies(&info.group_bodies)

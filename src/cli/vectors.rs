@@ -1,4 +1,5 @@
-//! Vector collections (README "Vectors"): `vector create|store|search|delete|collections`.
+//! Vector collections (README "Vectors"):
+//! `vector create|store|search|delete|delete-collection|collections`.
 
 use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
@@ -30,6 +31,7 @@ enum VectorAction {
     Store(StoreCmd),
     Search(SearchCmd),
     Delete(DeleteCmd),
+    DeleteCollection(DeleteCollectionCmd),
     Collections(CollectionsCmd),
 }
 
@@ -128,6 +130,22 @@ struct DeleteCmd {
     #[argh(option)]
     mesh: Option<String>,
     /// print JSON: {collection, id, deleted}
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "delete-collection", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh vector delete-collection docs")]
+/// delete a collection with all its records
+struct DeleteCollectionCmd {
+    /// the collection
+    #[argh(positional)]
+    name: String,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON: {collection, deleted}
     #[argh(switch)]
     json: bool,
 }
@@ -280,6 +298,17 @@ impl VectorCmd {
                     print_json(&json!({ "collection": c.name, "id": c.id, "deleted": true }));
                 } else {
                     outln!("deleted {} from {}", c.id, c.name);
+                }
+            }
+            VectorAction::DeleteCollection(c) => {
+                with_client(c.mesh.as_deref(), async |client: &MeshClient| {
+                    Ok(client.vector_delete_collection(&c.name).await?)
+                })
+                .await?;
+                if c.json {
+                    print_json(&json!({ "collection": c.name, "deleted": true }));
+                } else {
+                    outln!("deleted collection {}", c.name);
                 }
             }
             VectorAction::Collections(c) => {

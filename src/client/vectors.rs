@@ -57,6 +57,14 @@ impl MeshClient {
         .await
     }
 
+    /// Deletes a collection with all its records.
+    pub async fn vector_delete_collection(&self, collection: &str) -> Result<(), ClientError> {
+        self.request_ack(ClientMessage::VectorDeleteCollection {
+            collection: collection.into(),
+        })
+        .await
+    }
+
     /// The mesh's collections, by name.
     pub async fn list_collections(&self) -> Result<Vec<CollectionEntry>, ClientError> {
         match self.request(ClientMessage::ListCollections {}).await? {

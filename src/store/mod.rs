@@ -90,6 +90,7 @@ pub use vectors::{
     VectorRefusal, check_collection_name, check_dimension, check_record_id, check_vector,
     set_ef_search, vector_from_json,
 };
+pub use vectors::{EXACT_UP_TO, set_exact_up_to};
 pub use watches::{PollOutcome, WatchRecord};
 pub use webhooks::{WebhookRecord, WebhookRefusal};
 

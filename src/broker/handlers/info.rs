@@ -64,6 +64,12 @@ pub fn mesh_info(conn: &Conn, req_id: Option<String>) {
             your_groups: peer.state().groups.clone(),
             group_bodies: mesh.group_bodies.as_str().into(),
             tables,
+            collections: store
+                .vector_collections(mesh_id)?
+                .into_iter()
+                .take(crate::broker::limits::DEFAULT_PAGE_ITEMS)
+                .map(|c| c.name)
+                .collect(),
         };
         Ok(Some(ServerMessage::MeshInfoResult(Box::new(info))))
     });

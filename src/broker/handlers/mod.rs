@@ -267,6 +267,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             vectors::vector_delete(conn, req_id, collection, id)
         }
         ClientMessage::ListCollections {} => vectors::list_collections(conn, req_id),
+        ClientMessage::VectorDeleteCollection { collection } => {
+            vectors::vector_delete_collection(conn, req_id, collection)
+        }
         ClientMessage::Watch(w) => watches::watch(conn, req_id, *w),
         ClientMessage::Unwatch { watch_id } => watches::unwatch(conn, req_id, watch_id),
         ClientMessage::WatchList {} => watches::watch_list(conn, req_id),

@@ -41,6 +41,7 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::MeshExecute(_) => Permission::State,
         M::GraphExecute(_) => Permission::State,
         M::VectorCreate(_) | M::VectorStore(_) | M::VectorDelete { .. } => Permission::State,
+        M::VectorDeleteCollection { .. } => Permission::State,
         M::Watch(_) | M::Unwatch { .. } => Permission::Watches,
         M::CreateWebhook(_) | M::DeleteWebhook { .. } => Permission::Webhooks,
         _ => return None,

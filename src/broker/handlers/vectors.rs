@@ -1,5 +1,5 @@
-//! `vector_create`, `vector_store`, `vector_search`, `vector_delete`, `list_collections`
-//! (PROTOCOL.md §20): the mesh's vector collections.
+//! `vector_create`, `vector_store`, `vector_search`, `vector_delete`, `list_collections`,
+//! `vector_delete_collection` (PROTOCOL.md §20): the mesh's vector collections.
 
 use super::reply::{MAX_TEXT, Refusal, actor, answer, ok_ack, refuse, text};
 use crate::broker::connection::Conn;
@@ -194,6 +194,25 @@ pub fn vector_delete(conn: &Conn, req_id: Option<String>, collection: String, id
                 "not_found",
                 format!("no record {id:?} in collection \"{collection}\""),
             ));
+        }
+        Ok(Some(ok_ack()))
+    });
+}
+
+pub fn vector_delete_collection(conn: &Conn, req_id: Option<String>, collection: String) {
+    let Some(peer) = conn.peer.clone() else {
+        return;
+    };
+    let broker = conn.broker.clone();
+    answer(conn, req_id, async move {
+        check_collection_name(&collection).map_err(invalid)?;
+        let by = actor(&broker, &peer);
+        let deleted = broker
+            .vectors
+            .drop_collection(&broker.store, &peer.mesh_id, &collection, by)
+            .await?;
+        if !deleted {
+            return Err(VectorRefusal::NoCollection(collection).into());
         }
         Ok(Some(ok_ack()))
     });

@@ -9,7 +9,7 @@ use super::{MeshArg, MeshTools, json_text};
 #[tool_router(router = info_router, vis = "pub")]
 impl MeshTools {
     #[tool(
-        description = "The mesh at a glance: peers, groups, state keys, memories, files, tasks, streams, SQL tables, and you."
+        description = "The mesh at a glance: peers, groups, state keys, memories, files, tasks, streams, SQL tables, vector collections, and you."
     )]
     async fn mesh_info(&self, Parameters(a): Parameters<MeshArg>) -> CallToolResult {
         self.with_client(a.mesh.as_deref(), |c| async move {

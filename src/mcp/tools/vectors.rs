@@ -1,5 +1,6 @@
 //! MCP tools for the mesh's vector collections, under the original's names: vector_store,
-//! vector_search, vector_delete, list_collections; and vector_create (this broker's addition).
+//! vector_search, vector_delete, list_collections; and vector_create, vector_delete_collection
+//! (this broker's additions).
 //! Embeddings come from the caller: these tools store and search vectors, they never compute
 //! them.
 
@@ -62,6 +63,13 @@ pub struct VectorSearchArgs {
 pub struct VectorDeleteArgs {
     pub collection: String,
     pub id: String,
+    #[serde(default)]
+    pub mesh: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct VectorCollectionArgs {
+    pub collection: String,
     #[serde(default)]
     pub mesh: Option<String>,
 }
@@ -129,6 +137,20 @@ impl MeshTools {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!("deleted {} from {}", a.id, a.collection))
+        })
+        .await
+    }
+
+    #[tool(description = "Delete a vector collection with all its records.")]
+    async fn vector_delete_collection(
+        &self,
+        Parameters(a): Parameters<VectorCollectionArgs>,
+    ) -> CallToolResult {
+        self.with_client(a.mesh.as_deref(), |c| async move {
+            c.vector_delete_collection(&a.collection)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("deleted collection {}", a.collection))
         })
         .await
     }

@@ -38,4 +38,7 @@ pub struct MeshInfo {
     /// The mesh's SQL tables and views (PROTOCOL.md §18), by name.
     #[serde(default)]
     pub tables: Vec<String>,
+    /// The mesh's vector collections (PROTOCOL.md §20), by name.
+    #[serde(default)]
+    pub collections: Vec<String>,
 }

@@ -459,6 +459,10 @@ pub enum ClientMessage {
         id: String,
     },
     ListCollections {},
+    /// Deletes a collection with all its records (this broker's addition).
+    VectorDeleteCollection {
+        collection: String,
+    },
     // URL watches (PROTOCOL.md §21).
     Watch(Box<Watch>),
     Unwatch {
@@ -600,6 +604,7 @@ impl ClientMessage {
             ClientMessage::VectorStore(_) => "vector_store",
             ClientMessage::VectorSearch(_) => "vector_search",
             ClientMessage::VectorDelete { .. } => "vector_delete",
+            ClientMessage::VectorDeleteCollection { .. } => "vector_delete_collection",
             ClientMessage::ListCollections {} => "list_collections",
             ClientMessage::Watch(_) => "watch",
             ClientMessage::Unwatch { .. } => "unwatch",

@@ -136,6 +136,7 @@ pub enum AuditEvent {
     VectorCollectionCreated,
     VectorStored,
     VectorDeleted,
+    VectorCollectionDeleted,
     // URL watches and webhooks (issue 17): ids, names, modes and targets, never a secret.
     WatchCreated,
     WatchRemoved,
@@ -201,6 +202,7 @@ impl AuditEvent {
             AuditEvent::VectorCollectionCreated => "vector.collection_created",
             AuditEvent::VectorStored => "vector.stored",
             AuditEvent::VectorDeleted => "vector.deleted",
+            AuditEvent::VectorCollectionDeleted => "vector.collection_deleted",
             AuditEvent::WatchCreated => "watch.created",
             AuditEvent::WatchRemoved => "watch.removed",
             AuditEvent::WebhookCreated => "webhook.created",

@@ -1,12 +1,13 @@
-//! The collections' search graphs, opened on first use, and the operations that keep them in
-//! step with redb: a write is committed first, then applied to the graph; a search asks the
-//! graph, then reads the records from redb (redb decides what exists).
+//! The collections' search indexes, opened on first use, and the operations that keep them in
+//! step with redb: a write is committed first, then applied to the index; a search asks the
+//! index for candidates, then reads them from redb (redb decides what exists) and ranks them
+//! by the exact score of their stored vectors.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::ann::Ann;
+use super::ann::{Ann, Shape, candidates};
 use super::{
     CollectionRecord, MAX_SEARCH_LIMIT, Metric, NewPoint, PointRecord, VECTOR_POINTS, VECTOR_SLOTS,
     VectorError, VectorHit, VectorRefusal, matches_filter,
@@ -63,12 +64,16 @@ impl VectorIndex {
             return Ok(ann.clone());
         }
         let dir = self.graph_dir(mesh_id, &collection.name);
-        let dimension = collection.dimension as usize;
         // The count of changes as redb says now (the record passed in may be older).
         let current = store
             .vector_collection(mesh_id, &collection.name)?
             .unwrap_or_else(|| collection.clone());
-        let ann = match Ann::load(&dir, current.metric, dimension, current.ops) {
+        let shape = Shape {
+            metric: current.metric,
+            dimension: current.dimension as usize,
+            created_at_ms: current.created_at_ms,
+        };
+        let ann = match Ann::load(&dir, shape, current.ops) {
             Ok(ann) => ann,
             Err(why) => {
                 tracing::info!(
@@ -80,7 +85,7 @@ impl VectorIndex {
                     .into_iter()
                     .map(|p| (p.slot as usize, p.vector))
                     .collect();
-                Ann::build(current.metric, dimension, points)
+                Ann::build(shape, points).map_err(VectorError::Index)?
             }
         };
         let ann = Arc::new(ann);
@@ -139,10 +144,11 @@ impl VectorIndex {
         let ann = self.graph_of(store, mesh_id, &applied.collection).await?;
         blocking(move || {
             if let Some(old) = applied.retired {
-                ann.retire(old as usize);
+                ann.retire(old as usize).map_err(VectorError::Index)?;
             }
             if let Some(slot) = applied.added {
-                ann.insert(slot as usize, &vector);
+                ann.insert(slot as usize, &vector)
+                    .map_err(VectorError::Index)?;
             }
             Ok(())
         })
@@ -172,11 +178,48 @@ impl VectorIndex {
         };
         match applied.retired {
             Some(slot) => {
-                ann.retire(slot as usize);
+                ann.retire(slot as usize).map_err(VectorError::Index)?;
                 Ok(Ok(true))
             }
             None => Ok(Ok(false)),
         }
+    }
+
+    /// Deletes a collection, its records and its index files; `false` when it does not exist.
+    pub async fn drop_collection(
+        &self,
+        store: &Store,
+        mesh_id: &str,
+        name: &str,
+        by: Actor,
+    ) -> Result<bool, VectorError> {
+        if !store
+            .drop_collection(mesh_id.into(), name.into(), by)
+            .await?
+        {
+            return Ok(false);
+        }
+        // redb no longer has it: forget its open index and remove its files, so a collection
+        // created later under the same name starts empty.
+        let cell = {
+            let mut graphs = match self.graphs.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            graphs.remove(&(mesh_id.to_string(), name.to_string()))
+        };
+        if let Some(cell) = cell
+            && let Ok(mut slot) = cell.lock()
+        {
+            slot.take();
+        }
+        let dir = self.graph_dir(mesh_id, name);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("vector index files of {mesh_id}/{name} not removed: {e}");
+        }
+        Ok(true)
     }
 
     /// The `limit` records nearest to `query` whose metadata has every key of `filter` with an
@@ -233,7 +276,12 @@ impl VectorIndex {
                 let live = store
                     .vector_live_slots(&mesh, &name)
                     .map_err(|e| e.to_string())?;
-                ann.dump(&self.graph_dir(&mesh, &name), ops, &live)
+                let dir = self.graph_dir(&mesh, &name);
+                if !ann.holds_all(live) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err("the index is missing records; it will be rebuilt".into());
+                }
+                ann.save(&dir, ops)
             })();
             if let Err(e) = dumped {
                 tracing::warn!("vector index of {mesh}/{name} not saved: {e}");
@@ -275,11 +323,13 @@ fn nearest(
     };
     let keep =
         |slot: usize| record(slot).is_some_and(|p| matches_filter(p.metadata.as_deref(), filter));
+    let wanted = candidates(limit);
     let found = if filter.is_empty() {
-        ann.search(query, limit, None)
+        ann.search(query, wanted, None)
     } else {
-        ann.search(query, limit, Some(&keep))
-    };
+        ann.search(query, wanted, Some(&keep))
+    }
+    .map_err(VectorError::Index)?;
     let mut hits: Vec<VectorHit> = found
         .into_iter()
         .filter_map(&record)
@@ -289,6 +339,8 @@ fn nearest(
             point,
         })
         .collect();
+    hits.sort_by(|a, b| metric.better(a.score, b.score));
+    hits.truncate(limit);
     if !filter.is_empty() && hits.len() < limit {
         hits.clear();
         for row in points

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-pub use ann::{EF_SEARCH, set_ef_search};
+pub use ann::{EF_SEARCH, EXACT_UP_TO, set_ef_search, set_exact_up_to};
 use ann::{dot, squared_l2};
 pub use index::VectorIndex;
 
@@ -518,6 +518,42 @@ impl Store {
                 added: None,
                 retired: Some(old.slot),
             }))
+        })
+        .await
+    }
+
+    /// Deletes a collection and every record in it, in one transaction; `false` when it does
+    /// not exist.
+    async fn drop_collection(
+        &self,
+        mesh_id: String,
+        name: String,
+        by: Actor,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let (mesh, name) = (mesh_id.as_str(), name.as_str());
+            if tx
+                .open_table(VECTOR_COLLECTIONS)?
+                .remove((mesh, name))?
+                .is_none()
+            {
+                return Ok(false);
+            }
+            // Every live record has one slot: the slots name the records to remove.
+            let mut slots = tx.open_table(VECTOR_SLOTS)?;
+            let mut ids = Vec::new();
+            for row in slots.range((mesh, name, 0u64)..=(mesh, name, u64::MAX))? {
+                ids.push(row?.1.value().to_string());
+            }
+            slots.retain_in((mesh, name, 0u64)..=(mesh, name, u64::MAX), |_, _| false)?;
+            let mut points = tx.open_table(VECTOR_POINTS)?;
+            for id in &ids {
+                points.remove((mesh, name, id.as_str()))?;
+            }
+            let note =
+                AuditNote::new(AuditEvent::VectorCollectionDeleted, &by).with("collection", name);
+            audit::append(tx, mesh, &note, crate::protocol::time::now_ms())?;
+            Ok(true)
         })
         .await
     }
