@@ -51,6 +51,26 @@ pub fn json(value: &impl Serialize) {
     }
 }
 
+/// A list command's answer: with `as_json` one document `{key: items}`; otherwise `empty` when
+/// there are none, else one line per item.
+pub fn list<T: Serialize>(
+    as_json: bool,
+    key: &str,
+    items: &[T],
+    empty: &str,
+    item_line: impl Fn(&T) -> String,
+) {
+    if as_json {
+        json(&serde_json::json!({ key: items }));
+    } else if items.is_empty() {
+        line(empty);
+    } else {
+        for item in items {
+            line(&item_line(item));
+        }
+    }
+}
+
 /// Prints one JSON document on one line (for `--json` streams of lines).
 pub fn json_line(value: &impl Serialize) {
     match serde_json::to_string(value) {

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::output::{outln, raw};
+use super::output::{self, outln, raw};
 use super::{CliError, CliResult, print_json, with_client};
 use crate::client::MeshClient;
 use crate::client::vault::VaultOptions;
@@ -209,15 +209,7 @@ impl VaultCmd {
                     Ok(client.vault_list().await?)
                 })
                 .await?;
-                if c.json {
-                    print_json(&json!({ "entries": entries }));
-                } else if entries.is_empty() {
-                    outln!("no vault entries");
-                } else {
-                    for e in &entries {
-                        outln!("{}", entry_line(e));
-                    }
-                }
+                output::list(c.json, "entries", &entries, "no vault entries", entry_line);
             }
             VaultAction::Get(c) => {
                 let found = with_client(c.mesh.as_deref(), async |client: &MeshClient| {

@@ -4,7 +4,7 @@
 use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
-use super::output::outln;
+use super::output::{self, outln};
 use super::{CliError, CliResult, print_json, with_client};
 use crate::client::MeshClient;
 use crate::protocol::messages::{CollectionEntry, VectorResult, VectorSearch, VectorStore};
@@ -316,15 +316,13 @@ impl VectorCmd {
                     Ok(client.list_collections().await?)
                 })
                 .await?;
-                if c.json {
-                    print_json(&json!({ "collections": list }));
-                } else if list.is_empty() {
-                    outln!("no collections in this mesh");
-                } else {
-                    for col in &list {
-                        outln!("{}", collection_line(col));
-                    }
-                }
+                output::list(
+                    c.json,
+                    "collections",
+                    &list,
+                    "no collections in this mesh",
+                    collection_line,
+                );
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
-use super::output::outln;
+use super::output::{self, outln};
 use super::{CliError, CliResult, print_json, with_client};
 use crate::client::MeshClient;
 use crate::protocol::messages::{Watch, WatchEntry};
@@ -157,15 +157,7 @@ impl WatchCmd {
             Ok(client.watches().await?)
         })
         .await?;
-        if self.json {
-            print_json(&json!({ "watches": watches }));
-        } else if watches.is_empty() {
-            outln!("no watches");
-        } else {
-            for w in &watches {
-                outln!("{}", entry_line(w));
-            }
-        }
+        output::list(self.json, "watches", &watches, "no watches", entry_line);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
-use super::output::outln;
+use super::output::{self, outln};
 use super::{CliResult, print_json, with_client};
 use crate::client::MeshClient;
 use crate::protocol::messages::CreateWebhook;
@@ -113,22 +113,12 @@ impl WebhookCmd {
                     Ok(client.list_webhooks().await?)
                 })
                 .await?;
-                if c.json {
-                    print_json(&json!({ "webhooks": hooks }));
-                } else if hooks.is_empty() {
-                    outln!("no webhooks");
-                } else {
-                    for h in &hooks {
-                        outln!(
-                            "{}  {} → {}  (by {}, {})",
-                            h.name,
-                            h.url,
-                            h.target,
-                            h.created_by,
-                            h.created_at
-                        );
-                    }
-                }
+                output::list(c.json, "webhooks", &hooks, "no webhooks", |h| {
+                    format!(
+                        "{}  {} → {}  (by {}, {})",
+                        h.name, h.url, h.target, h.created_by, h.created_at
+                    )
+                });
             }
             WebhookAction::Delete(c) => {
                 with_client(c.mesh.as_deref(), async |client: &MeshClient| {

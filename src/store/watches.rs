@@ -170,7 +170,7 @@ impl Store {
     }
 }
 
-/// Deletes every watche of `member_id` (when the member is revoked), in the caller's write
+/// Deletes every watch of `member_id` (when the member is revoked), in the caller's write
 /// transaction; how many there were. A removed watch's polling task ends at its next look.
 pub(crate) fn purge_member(
     tx: &WriteTransaction,
