@@ -76,13 +76,9 @@ enum Level {
 
 /// `GET /`, `GET /status`, and `POST /status` (the admin token typed into the page's form).
 pub async fn page(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
-    let operator = super::metrics::refusal(&broker, &req).is_none();
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+    // Not `metrics::refusal`: a public visit to the page is not an error to count.
+    let operator = super::metrics::may_read(&broker, &req);
+    let bearer = super::http::bearer(&req).map(str::to_string);
     let (presented, posted) = if req.method() == Method::POST {
         (form_token(req).await, true)
     } else {

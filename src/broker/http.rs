@@ -83,6 +83,15 @@ pub fn respond(
     resp
 }
 
+/// The token of an `Authorization: Bearer <token>` header, trimmed.
+pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     respond(status, "application/json", value.to_string())
 }
@@ -381,13 +390,8 @@ struct CreateMeshBody {
 
 async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
     if !broker.config.open {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !crypto::constant_time_eq(presented.trim().as_bytes(), broker.admin_token.as_bytes()) {
+        let presented = bearer(&req).unwrap_or("");
+        if !crypto::constant_time_eq(presented.as_bytes(), broker.admin_token.as_bytes()) {
             broker.metrics.error("unauthorized");
             return error_response(
                 StatusCode::UNAUTHORIZED,

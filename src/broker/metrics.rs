@@ -175,63 +175,50 @@ pub fn load_token(path: Option<&std::path::Path>) -> Result<Option<MetricsToken>
     Ok(Some(MetricsToken(crate::crypto::sha256(token.as_bytes()))))
 }
 
-/// Who may read `GET /metrics`: with a token configured, whoever presents it as
-/// `Authorization: Bearer <token>`; without one, loopback clients only, so a broker listening
-/// publicly does not show its numbers to the world. `Some` is the refusal to send.
+/// Who may read `GET /metrics` (and the status page's numbers): with a token configured,
+/// whoever presents it as `Authorization: Bearer <token>`; without one, loopback clients only,
+/// so a broker listening publicly does not show its numbers to the world.
+pub fn may_read<B>(broker: &super::state::Broker, req: &hyper::Request<B>) -> bool {
+    match &broker.metrics_token {
+        Some(MetricsToken(expected)) => super::http::bearer(req).is_some_and(|t| {
+            crate::crypto::constant_time_eq(&crate::crypto::sha256(t.as_bytes()), expected)
+        }),
+        None => req
+            .extensions()
+            .get::<std::net::SocketAddr>()
+            .is_some_and(|a| a.ip().to_canonical().is_loopback()),
+    }
+}
+
+/// The answer to a `GET /metrics` that [`may_read`] refuses (counted as an error), if it does.
 pub fn refusal<B>(
     broker: &super::state::Broker,
     req: &hyper::Request<B>,
 ) -> Option<hyper::Response<super::http::Body>> {
     use hyper::StatusCode;
-    let refuse = |status: StatusCode, code: &'static str, message: &str| {
-        broker.metrics.error(code);
-        let mut r = super::http::error_response(status, code, message);
-        if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        Some(r)
-    };
-    match &broker.metrics_token {
-        Some(MetricsToken(expected)) => {
-            let given = req
-                .headers()
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(|t| crate::crypto::sha256(t.trim().as_bytes()));
-            let equal = given.is_some_and(|g| {
-                g.iter()
-                    .zip(expected)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-            });
-            if equal {
-                None
-            } else {
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "GET /metrics needs Authorization: Bearer <the token in --metrics-token-file>",
-                )
-            }
-        }
-        None => {
-            let loopback = req
-                .extensions()
-                .get::<std::net::SocketAddr>()
-                .is_some_and(|a| a.ip().to_canonical().is_loopback());
-            if loopback {
-                None
-            } else {
-                refuse(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "metrics are served to loopback clients only; start the broker with --metrics-token-file to read them remotely",
-                )
-            }
-        }
+    if may_read(broker, req) {
+        return None;
     }
+    let (status, code, message) = if broker.metrics_token.is_some() {
+        (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "GET /metrics needs Authorization: Bearer <the token in --metrics-token-file>",
+        )
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "metrics are served to loopback clients only; start the broker with --metrics-token-file to read them remotely",
+        )
+    };
+    broker.metrics.error(code);
+    let mut r = super::http::error_response(status, code, message);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    Some(r)
 }

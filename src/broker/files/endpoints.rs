@@ -130,9 +130,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The token of a file request: `Authorization: Bearer …`, else `?token=…`.
 fn request_token<B>(req: &Request<B>) -> Option<String> {
-    let bearer = header(req.headers(), "authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+    let bearer = super::super::http::bearer(req).map(str::to_string);
     bearer.or_else(|| {
         req.uri().query().and_then(|q| {
             q.split('&')
