@@ -19,21 +19,6 @@ fn invalid(message: impl Into<String>) -> Refusal {
     refuse("invalid_argument", message)
 }
 
-fn check_name(name: &str) -> Result<(), Refusal> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= MAX_NAME_CHARS
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "a webhook name is 1 to {MAX_NAME_CHARS} letters, digits, '-', '_' or '.', not \"{name}\""
-        )))
-    }
-}
-
 fn url(broker: &Broker, mesh_id: &str, id: &str) -> String {
     format!("{}/hook/{mesh_id}/{id}", broker.public_url())
 }
@@ -45,7 +30,7 @@ pub fn create_webhook(conn: &Conn, req_id: Option<String>, req: CreateWebhook) {
         return;
     };
     answer(conn, req_id, async move {
-        check_name(&req.name)?;
+        super::shared_tools::valid_name("name", &req.name, MAX_NAME_CHARS)?;
         let target =
             super::watches::target(&broker, &peer, Some(req.target.as_deref().unwrap_or("*")))?;
         let secret = match req.secret {
