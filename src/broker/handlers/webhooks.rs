@@ -30,7 +30,7 @@ pub fn create_webhook(conn: &Conn, req_id: Option<String>, req: CreateWebhook) {
         return;
     };
     answer(conn, req_id, async move {
-        super::shared_tools::valid_name("name", &req.name, MAX_NAME_CHARS)?;
+        super::shared_tools::valid_name("a webhook name", &req.name, MAX_NAME_CHARS)?;
         let target =
             super::watches::target(&broker, &peer, Some(req.target.as_deref().unwrap_or("*")))?;
         let secret = match req.secret {
