@@ -1,7 +1,7 @@
 //! Who gets in at all (issue 10, item 9): caps on open connections per IP address and in total,
 //! enforced before any HTTP or WebSocket work, and the optional bearer token of `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

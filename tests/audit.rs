@@ -3,7 +3,7 @@
 //! members are refused; `audit verify` passes on an untouched log and names the record a test
 //! edited or deleted in `mesh.redb` itself.
 
-mod common;
+use crate::common;
 
 use claudemesh::protocol::time;
 use common::secrets::assert_not_in;

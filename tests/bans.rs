@@ -2,7 +2,7 @@
 //! banned one is told why, and its hellos (member and session) and a fresh claim with its key
 //! are refused with the reason until `unban`; nobody bans or kicks the owner.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -5,7 +5,7 @@
 //! bounded (its own `claudemesh_process_resident_memory_bytes`), that nothing acknowledged is
 //! lost, and that an honest pair ([`Bystanders`]) keeps messaging before, during and after.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

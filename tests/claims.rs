@@ -2,7 +2,7 @@
 //! its status and code, what a success returns (no root key), and the use counter under
 //! concurrency. The attacks on claims are in `tests/invites.rs`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! downloads are owner-only, a closed pipe ends the CLI quietly, what peers wrote cannot drive
 //! the terminal, secrets stay out of error messages, and concurrent config writers lose nothing.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The simulation clock (issue 17 item 4, PROTOCOL.md §23): ticks at the simulated rate, a
 //! reminder in simulated time firing on it, pause and resume, a restart, and the capability.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

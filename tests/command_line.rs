@@ -3,7 +3,7 @@
 //! completions, unquoted messages, `mesh:peer` targets, errors that say what to do, exit codes,
 //! and the broker's log lines.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

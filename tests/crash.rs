@@ -4,7 +4,7 @@
 //! crashes or offline the whole time; a connected recipient gets a message again only when a
 //! crash ate its acknowledgement.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! its recipient exactly once per `client_message_id` (one `messageId`, the one its sender was
 //! given), whatever batching of sends and acknowledgements the broker does.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

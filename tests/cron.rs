@@ -2,7 +2,7 @@
 //! to overflow, absurd lengths and never-firing dates are refused with a sentence, the broker
 //! stays up, and a valid expression still fires.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

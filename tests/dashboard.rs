@@ -1,7 +1,7 @@
 //! The broker's status page (issue 18 item 3, README "HTTP endpoints"): numbers for whoever may
 //! read `/metrics`, meshes by name only with the admin token, never message content.
 
-mod common;
+use crate::common;
 
 use claudemesh::client::http;
 use common::*;

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/service_mcp.py`) on the broker; it runs in the bubblewrap sandbox and bob
 //! calls its tools through the broker, from the client library, the CLI and his MCP server.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! memory, end-to-end encryption and grants, access across meshes, the upload cap, ephemeral
 //! expiry and restarts — against a real broker process, driven through the CLI.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! messages (the sender is told, nothing is queued) and gets no copy of its group messages,
 //! while everyone else still does; unblocking restores it; grants are stored on the broker.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

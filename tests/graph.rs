@@ -1,7 +1,7 @@
 //! The mesh's graph (issue 16 item 2): Cypher on an embedded engine, one graph per mesh in its
 //! own file, driven through the real broker with the CLI and an MCP client.
 
-mod common;
+use crate::common;
 
 use rmcp::ServiceExt;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! The handshake over a raw WebSocket (PROTOCOL.md §1, §3): every refusal with its error code and
 //! close code, session takeover, frame handling before and after hello, MessagePack, capacity.
 
-mod common;
+use crate::common;
 
 use claudemesh::crypto::SignKeyPair;
 use claudemesh::protocol::{canonical, ids, time};

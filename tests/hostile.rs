@@ -3,7 +3,7 @@
 //! names that try to climb out of their directory. The broker answers, stays up, keeps its
 //! memory bounded and keeps serving everyone else.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

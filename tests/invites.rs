@@ -5,7 +5,7 @@
 //! never holds or shows the mesh root key (the invite link carries it after `#`), including the
 //! upgrade of a data dir written when it still did.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

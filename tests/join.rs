@@ -5,7 +5,7 @@
 //! The attacker is a small HTTP proxy in this test process between `join` and the real broker:
 //! it forwards every request and rewrites the answers.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::sync::Arc;

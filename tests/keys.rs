@@ -5,7 +5,7 @@
 //! during the rotation gets its sealed copy at its next connection; a body under an old epoch
 //! is refused.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use claudemesh::client::{KeyRing, MeshClient, decrypt_push};

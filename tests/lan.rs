@@ -4,7 +4,7 @@
 //! `create --broker lan:NAME` run in the other. Needs root (`ip netns`); elsewhere it skips,
 //! or fails under CLAUDEMESH_STRICT_TESTS.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! attack runs as a hostile member would run it while an honest pair in another mesh keeps
 //! messaging.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! `claudemesh mcp` as Claude Code runs it: a child process on stdio, driven by rmcp's client.
 
-mod common;
+use crate::common;
 
 use std::process::Command as StdCommand;
 use std::time::Duration;

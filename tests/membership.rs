@@ -2,7 +2,7 @@
 //! several targets, `leave` of an owned mesh asks first, `peers` shows members once and agrees
 //! with `members` on who is online, `msg-status` says delivered once a push reached a window.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Meshes end to end: create, invite, join, list, leave, members, restart, shutdown, the admin
 //! token, the HTTP endpoints and usage errors — all against a real broker process.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! Messaging end to end: delivery, durability, groups, priorities, acknowledgements, limits.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

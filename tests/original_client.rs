@@ -4,7 +4,7 @@
 //! WebSocket client against the real broker, asserting what the original client would see —
 //! and that our own CLI reads what it sends.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

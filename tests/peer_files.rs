@@ -4,7 +4,7 @@
 //! oversized files are refused by alice's host; her grants decide whether bob may read; every
 //! read is in her log and in the mesh's audit log, and the content never reaches the broker.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! works on the same connection and a new one; nobody escalates, and the owner's capabilities
 //! cannot be reduced.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

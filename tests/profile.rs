@@ -2,7 +2,7 @@
 //! restarts, announced as `profile_updated`, checked field by field; the message mode decides
 //! how messages reach it (push, held in an inbox, or off).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

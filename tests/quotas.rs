@@ -6,7 +6,7 @@
 //! is not theirs, bad task fields, and direct reminders that must never reach the broker's disk
 //! in clear.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! revocation, and frames already on their way, cannot leave the revoked member connected,
 //! listed or able to send once the revocation has returned.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

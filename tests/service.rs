@@ -2,7 +2,7 @@
 //! is one `systemd-analyze verify` accepts, `uninstall` removes it, `status` reports it, and
 //! without a running systemd (a container, CI) install still succeeds and says what to run.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! searchable memory, tasks, contexts, streams, reminders and `info` — through the real CLI and
 //! the client library against a real broker process, across restarts.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

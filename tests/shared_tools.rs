@@ -2,7 +2,7 @@
 //! (`tests/fixtures/echo_mcp.py`) with `claudemesh mcp-share`; bob calls its tools through the
 //! broker from the CLI, from his MCP server (rmcp client) and from the client library.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

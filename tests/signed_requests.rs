@@ -3,7 +3,7 @@
 //! another, and a flood of hook reports with huge distinct `cwd`s keeps the broker's memory
 //! bounded while an honest hook still works.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

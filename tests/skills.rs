@@ -2,7 +2,7 @@
 //! every session's MCP server as prompts and `skill://` resources with `list_changed`
 //! notifications, installed where Claude Code loads them, deployed as multi-file bundles.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

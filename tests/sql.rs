@@ -3,7 +3,7 @@
 //! real MCP client; what `mesh_query` refuses, the time budget, the size quota, isolation
 //! between meshes, result caps, and data that outlives a broker crash.
 
-mod common;
+use crate::common;
 
 use claudemesh::client::{ClientError, MeshClient};
 use common::mcp::{call, mcp_process};

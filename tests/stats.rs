@@ -1,7 +1,7 @@
 //! Stats (issue 13): what the broker counts per session matches what was sent, refusals are
 //! counted, and what a client reports with `set_stats` is shown beside (not mixed into) them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! member's inbox, a reply to `tg:alice` is posted to her chat, the offset survives a restart,
 //! disconnect stops polling, and the token never reaches the broker's disk or log.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! ACME from a real local ACME server (pebble, Let's Encrypt's test CA), and every client path
 //! over `wss://` / `https://` with `--ca-file`; the refusals of plain text off loopback.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

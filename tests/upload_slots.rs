@@ -2,7 +2,7 @@
 //! cannot hold the broker's few upload slots, and an upload waiting for a slot gets a clear
 //! 503 instead of hanging. The timeouts are flags so these tests run in seconds.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

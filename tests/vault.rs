@@ -2,7 +2,7 @@
 //! the client. Driven through the real broker with the CLI, the client library and an MCP
 //! client; `open_for_service` (what the deploy code calls) in-process on the broker's data dir.
 
-mod common;
+use crate::common;
 
 use rmcp::ServiceExt;
 use serde_json::{Value, json};

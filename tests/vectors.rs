@@ -3,7 +3,7 @@
 //! process; the search graph rebuilt from redb after its files are deleted; durability across
 //! restarts; meshes isolated; capability and bad input refused with reasons.
 
-mod common;
+use crate::common;
 
 use claudemesh::protocol::messages::{VectorSearch, VectorStore};
 use common::*;

@@ -3,7 +3,7 @@
 //! change; a watch survives a restart with its last value; without the flag, private targets
 //! are refused when the watch is made, before any request.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -2,7 +2,7 @@
 //! message only with a valid HMAC-SHA256 signature under the secret shown once at creation;
 //! wrong signatures, replays and oversize bodies are refused with 401, 409 and 413.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

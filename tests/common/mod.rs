@@ -1,6 +1,7 @@
 //! The end-to-end harness: a real `claudemesh broker` process on a free port with its own data
 //! dir, people who run the real CLI with their own config dirs, and raw WebSocket helpers for
-//! frames no well-behaved client would send. Every test file includes it with `mod common;`.
+//! frames no well-behaved client would send. Every area of the suite (tests/suite.rs) reaches it
+//! as `crate::common`.
 
 #![allow(dead_code)]
 
