@@ -382,3 +382,69 @@ fn usage_errors_exit_2() {
     let out = someone.run(&["invite", "--role", "boss"]);
     assert!(out.stderr.contains("--role"), "{}", out.stderr);
 }
+
+/// A join storm is bounded per connection: a session sees the first joins (the budget's burst),
+/// not one push per join, and `list_peers` still lists everyone (PROTOCOL.md §4.3).
+#[tokio::test]
+async fn a_join_storm_sends_each_session_a_bounded_number_of_presence_pushes() {
+    use claudemesh::crypto::SignKeyPair;
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (mut bob_ws, _) = ws_hello(
+        &broker,
+        &session_hello(&bob.entry(), &SignKeyPair::generate()),
+    )
+    .await;
+
+    // 80 sessions join as fast as they can say hello: far more than the burst (32), far
+    // faster than the refill (8 per second) could cover.
+    let storm = 80;
+    let started = std::time::Instant::now();
+    let mut sessions = Vec::new();
+    for _ in 0..storm {
+        let (ws, _) = ws_hello(
+            &broker,
+            &session_hello(&alice.entry(), &SignKeyPair::generate()),
+        )
+        .await;
+        sessions.push(ws);
+    }
+    let took = started.elapsed().as_secs_f64();
+
+    // Every session is listed, page after page; pushes that come meanwhile are counted.
+    let (mut joins, mut listed, mut cursor) = (0, 0, None::<String>);
+    loop {
+        let mut ask = serde_json::json!({"type": "list_peers", "_reqId": "p"});
+        if let Some(c) = &cursor {
+            ask["cursor"] = c.as_str().into();
+        }
+        ws_send(&mut bob_ws, &ask).await;
+        let page = loop {
+            let v = ws_recv(&mut bob_ws).await;
+            if v["type"] == "push" {
+                assert_eq!(v["event"], "peer_joined", "{v}");
+                joins += 1;
+            } else {
+                break v;
+            }
+        };
+        listed += page["peers"].as_array().expect("peers").len();
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, storm + 1, "every session is listed");
+    let allowed = 32 + (8.0 * took).ceil() as usize + 1;
+    assert!(
+        joins >= 32 && joins <= allowed.min(storm),
+        "{joins} peer_joined pushes for {storm} joins in {took:.2} s (burst 32, then 8/s)"
+    );
+    if allowed < storm {
+        assert!(joins < storm, "some joins must have been dropped");
+        let dropped = metric(&broker, "claudemesh_events_dropped_total")
+            .await
+            .unwrap_or(0.0);
+        assert!(dropped >= (storm - joins) as f64, "dropped: {dropped}");
+    }
+}

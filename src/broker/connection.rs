@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -43,6 +43,32 @@ fn ping_every(idle: Duration) -> Duration {
     (idle * 2 / 5).clamp(Duration::from_millis(50), PING_EVERY)
 }
 
+/// Ephemeral pushes (presence events, clock ticks) a connection is sent in a burst, and per
+/// second after it. The rest are dropped: they are ephemeral (PROTOCOL.md §4.3, a peer that
+/// misses one sees the current list on its next `list_peers`), and without a bound a join storm
+/// of N peers is N² pushes.
+pub const EVENT_BURST: f64 = 32.0;
+pub const EVENTS_PER_SECOND: f64 = 8.0;
+
+/// A token bucket for one connection's ephemeral pushes.
+struct EventBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl EventBudget {
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * EVENTS_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(EVENT_BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 /// Encodes a frame for the socket in the connection's encoding.
 pub fn to_ws(frame: &Envelope<ServerMessage>, encoding: Encoding) -> Message {
     let bytes = codec::encode(frame, encoding);
@@ -71,6 +97,7 @@ pub struct Outbox {
     tx: mpsc::UnboundedSender<Message>,
     queued: Arc<AtomicUsize>,
     cap: usize,
+    events: Arc<Mutex<EventBudget>>,
 }
 
 fn cost(m: &Message) -> usize {
@@ -86,6 +113,10 @@ impl Outbox {
                 tx,
                 queued: queued.clone(),
                 cap,
+                events: Arc::new(Mutex::new(EventBudget {
+                    tokens: EVENT_BURST,
+                    at: Instant::now(),
+                })),
             },
             OutboxRx { rx, queued },
         )
@@ -104,6 +135,15 @@ impl Outbox {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             Refused::Closed
         })
+    }
+
+    /// Whether the connection's budget for ephemeral pushes allows one more now (and spends
+    /// it); see [`EVENT_BURST`].
+    pub fn take_event(&self) -> bool {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(Instant::now())
     }
 
     /// Bytes waiting for the socket.

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub messages_stored: AtomicU64,
     pub messages_expired: AtomicU64,
     pub pushes_acked: AtomicU64,
+    /// Ephemeral pushes not sent because the connection's budget for them was spent.
+    pub events_dropped: AtomicU64,
     /// `messages_stored` over the last ten minutes, for the status page's rates.
     pub history: super::dashboard::History,
     errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -110,6 +112,12 @@ impl Metrics {
             "counter",
             "Pushes acknowledged by clients.",
             load(&self.pushes_acked),
+        );
+        scalar(
+            "claudemesh_events_dropped_total",
+            "counter",
+            "Ephemeral pushes (presence events, clock ticks) dropped over a connection's budget.",
+            load(&self.events_dropped),
         );
         for (name, kind, help, value) in extra {
             scalar(name, kind, help, *value);

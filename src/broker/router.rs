@@ -421,7 +421,8 @@ pub fn announce(broker: &Broker, about: &Peer, event: &str) {
 }
 
 /// Sends an ephemeral push (a system event, a clock tick) to every live presence of a mesh
-/// that hears events, but `skip`.
+/// that hears events, but `skip`, within each connection's budget for them
+/// ([`super::connection::EVENT_BURST`]); what is over budget is dropped and counted.
 pub fn send_to_mesh(
     broker: &Broker,
     mesh_id: &str,
@@ -431,6 +432,7 @@ pub fn send_to_mesh(
     // Encoded once per wire encoding, not once per peer: a join in a mesh of 1 000 peers
     // is 999 pushes of the same bytes.
     let mut encoded: [Option<tokio_tungstenite::tungstenite::Message>; 2] = [None, None];
+    let mut dropped = 0;
     for peer in broker.presence.peers(mesh_id) {
         if Some(peer.presence_id.as_str()) == skip || !peer.hears_events() {
             continue;
@@ -438,6 +440,10 @@ pub fn send_to_mesh(
         let Some(conn) = peer.state().conn.clone() else {
             continue;
         };
+        if !conn.outbox.take_event() {
+            dropped += 1;
+            continue;
+        }
         let slot = match conn.encoding {
             Encoding::Json => &mut encoded[0],
             Encoding::MsgPack => &mut encoded[1],
@@ -446,6 +452,12 @@ pub fn send_to_mesh(
             .get_or_insert_with(|| to_ws(frame, conn.encoding))
             .clone();
         conn.send_message(message);
+    }
+    if dropped > 0 {
+        broker
+            .metrics
+            .events_dropped
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
