@@ -165,7 +165,13 @@ async fn a_changed_body_a_matching_json_value_and_a_status_change_each_tell_the_
     let page = format!("http://{addr}/page");
     let deploy = format!("http://{addr}/deploy.json");
     let health = format!("http://{addr}/health");
-    let auth = format!("Authorization: Bearer {BEARER}");
+    // The secret header comes from a file (not argv, which other users of a machine can read).
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        headers.path(),
+        format!("# for the status page\n\nAuthorization: Bearer {BEARER}\n"),
+    )
+    .unwrap();
     alice.ok(&[
         "watch",
         &page,
@@ -173,8 +179,8 @@ async fn a_changed_body_a_matching_json_value_and_a_status_change_each_tell_the_
         "5s",
         "--to",
         "bob",
-        "--header",
-        &auth,
+        "--header-file",
+        headers.path().to_str().unwrap(),
     ]);
     alice.ok(&[
         "watch",

@@ -17,6 +17,7 @@ use crate::protocol::time;
     example = "claudemesh watch https://status.example.com/api --mode json --path $.status --notify-on match:green --to @ops"
 )]
 #[argh(example = "claudemesh watch https://example.com/releases --interval 10m")]
+#[argh(example = "claudemesh watch https://api.example.com/ci --header-file ~/.config/ci-headers")]
 #[argh(example = "claudemesh watch list")]
 #[argh(example = "claudemesh watch remove 01JD…")]
 /// have the broker poll a URL and message you (or --to) when it changes: watch URL [options]; `watch list`; `watch remove ID`
@@ -36,9 +37,15 @@ pub struct WatchCmd {
     /// when to tell: change (the default), match:VALUE or not_match:VALUE
     #[argh(option)]
     notify_on: Option<String>,
-    /// a request header NAME:VALUE (repeatable; kept sealed on the broker)
+    /// a request header NAME:VALUE (repeatable; kept sealed on the broker). Its value is in
+    /// this command's arguments, which other users of the machine can see: put secrets in
+    /// --header-file
     #[argh(option)]
     header: Vec<String>,
+    /// a file of request headers, one NAME: VALUE per line (blank lines and lines starting
+    /// with # skipped); - reads them from stdin
+    #[argh(option)]
+    header_file: Option<std::path::PathBuf>,
     /// a label shown in the messages
     #[argh(option)]
     label: Option<String>,
@@ -53,22 +60,60 @@ pub struct WatchCmd {
     json: bool,
 }
 
-fn headers(given: &[String]) -> Result<Option<BTreeMap<String, String>>, CliError> {
-    if given.is_empty() {
-        return Ok(None);
+/// The most a header file may hold.
+const MAX_HEADER_FILE: u64 = 64 * 1024;
+
+/// The headers of `--header` and `--header-file` together (the file's win on a repeated name).
+fn headers(
+    given: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<Option<BTreeMap<String, String>>, CliError> {
+    let mut out = BTreeMap::new();
+    for h in given {
+        let (k, v) = header_line(h)
+            .ok_or_else(|| CliError::Usage(format!("--header takes NAME:VALUE, not \"{h}\"")))?;
+        out.insert(k, v);
     }
-    given
-        .iter()
-        .map(|h| match h.split_once(':') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                Ok((k.trim().to_string(), v.trim().to_string()))
+    if let Some(path) = file {
+        let text = read_header_file(path)?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
             }
-            _ => Err(CliError::Usage(format!(
-                "--header takes NAME:VALUE, not \"{h}\""
-            ))),
-        })
-        .collect::<Result<_, _>>()
-        .map(Some)
+            // The line is not echoed: it may hold the secret the file is there to keep.
+            let (k, v) = header_line(line).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "{} line {}: expected NAME: VALUE",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+            out.insert(k, v);
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+fn header_line(h: &str) -> Option<(String, String)> {
+    let (k, v) = h.split_once(':')?;
+    (!k.trim().is_empty()).then(|| (k.trim().to_string(), v.trim().to_string()))
+}
+
+fn read_header_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, CliError> {
+    use std::io::Read;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_HEADER_FILE)
+            .read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_HEADER_FILE).read_to_string(&mut text))
+    };
+    read.map_err(|e| {
+        CliError::failed(format!("cannot read headers from {}: {e}", path.display()))
+    })?;
+    Ok(text)
 }
 
 fn interval_s(given: Option<&str>) -> Result<Option<u64>, CliError> {
@@ -120,7 +165,7 @@ impl WatchCmd {
             extract: self.path.clone(),
             interval: interval_s(self.interval.as_deref())?,
             notify_on: self.notify_on.clone(),
-            headers: headers(&self.header)?,
+            headers: headers(&self.header, self.header_file.as_deref())?,
             label: self.label.clone(),
             target: None,
         };
