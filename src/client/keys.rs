@@ -65,6 +65,11 @@ impl KeyRing {
         self.keys.get(&epoch).copied()
     }
 
+    /// Every key held, oldest epoch first.
+    pub fn all(&self) -> impl Iterator<Item = (u64, [u8; 32])> + '_ {
+        self.keys.iter().map(|(epoch, key)| (*epoch, *key))
+    }
+
     /// Sets the key of `epoch` (a sealed copy replaces a different key held for it).
     fn set_sealed(&mut self, epoch: u64, key: [u8; 32]) {
         self.keys.insert(epoch, key);
