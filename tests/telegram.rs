@@ -14,7 +14,11 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use claudemesh::client::MeshClient;
-use claudemesh::protocol::messages::{TelegramConnect, TelegramRootKey};
+use claudemesh::crypto;
+use claudemesh::protocol::messages::{
+    RotateKey, RotationProof, SealedFor, TelegramConnect, TelegramRootKey,
+};
+use claudemesh::protocol::{ClientMessage, Pubkey, ServerMessage};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -422,10 +426,61 @@ async fn connect_with_keys(client: &MeshClient, keys: &[(u64, [u8; 32])]) -> Res
         .map_err(|e| format!("{:?}: {e}", e.code()))
 }
 
+/// Rotates to `epoch` as the owner, sealing `key` to every holder but tg:alice, who gets
+/// `forged`; the rotation's check value is `key`'s.
+async fn forge_rotation(
+    owner: &Person,
+    client: &MeshClient,
+    epoch: u64,
+    key: &[u8; 32],
+    forged: &[u8; 32],
+) {
+    let holders = match client.request(ClientMessage::ListKeyHolders {}).await {
+        Ok(ServerMessage::KeyHolders { members, .. }) => members,
+        other => panic!("{other:?}"),
+    };
+    let keys = holders
+        .iter()
+        .map(|h| {
+            let pk = Pubkey::parse(&h.pubkey).unwrap();
+            let x = crypto::ed25519_pk_to_x25519(&pk.0).unwrap();
+            let sealed_key = if h.display_name == "tg:alice" {
+                forged
+            } else {
+                key
+            };
+            SealedFor {
+                member_id: h.member_id.clone(),
+                sealed: base64::engine::general_purpose::STANDARD
+                    .encode(crypto::seal(sealed_key, &x).unwrap()),
+            }
+        })
+        .collect();
+    let entry = owner.entry();
+    let signer = entry.owner_keys().unwrap().unwrap();
+    let check = claudemesh::identity::root_key_check(key);
+    let proof = RotationProof::sign(&signer, &entry.mesh_id, epoch, &check, unique_now_ms());
+    let answer = client
+        .request(ClientMessage::RotateKey(RotateKey {
+            epoch,
+            check,
+            keys,
+            signer: proof.signer,
+            signed_at: proof.signed_at,
+            signature: proof.signature,
+        }))
+        .await;
+    assert!(
+        matches!(answer, Ok(ServerMessage::KeyRotated(_))),
+        "{answer:?}"
+    );
+}
+
 /// The root-key handover (issue 17 item 3): `telegram connect` says that the broker will read
 /// group and broadcast messages and hands over the root key, checked against the mesh's check
 /// value (a wrong key stores nothing); a broadcast then reaches the Telegram user, also after
-/// a rotation (the bridge takes the new key from the user's sealed copy); `disconnect` deletes
+/// a rotation (the bridge takes the new key from the user's sealed copy, and not one that does
+/// not match the rotation's check value); `disconnect` deletes
 /// the keys, the next rotation leaves the Telegram user out, and a bridge connected without
 /// keys (an older client) forwards direct messages only. No root key reaches the broker's disk
 /// or log in clear.
@@ -484,13 +539,28 @@ async fn broadcasts_reach_telegram_once_the_root_key_is_handed_over_and_until_di
     let status = b.alice.json(&["telegram", "status", "--json"]);
     assert_eq!(status["keyEpochs"], json!([0, 1]), "{status}");
 
+    // A rotation whose copy for tg:alice is not the key its check value commits to (a rotator
+    // cheating the bridge): the bridge does not take it and drops what is sealed under it.
+    let real: [u8; 32] = crypto::random_bytes();
+    let forged: [u8; 32] = crypto::random_bytes();
+    forge_rotation(&b.alice, &alice_live, 2, &real, &forged).await;
+    b.bob.ok(&["send", "*", "under the second rotation"]);
+    b.bob.ok(&["send", "tg:alice", "a direct one after it"]);
+    b.api.sent(ALICE_CHAT, "a direct one after it").await;
+    assert!(
+        !b.posted("under the second rotation"),
+        "the bridge took a key that does not match its rotation's check value"
+    );
+    let status = b.alice.json(&["telegram", "status", "--json"]);
+    assert_eq!(status["keyEpochs"], json!([0, 1]), "{status}");
+
     // Disconnect deletes the keys; the next rotation leaves tg:alice out.
     let status = b.alice.json(&["telegram", "disconnect", "--json"]);
     assert_eq!(status["groupKeys"], false, "{status}");
     let rotated = b.alice.json(&["rotate-key", "--json"]);
-    assert_eq!(rotated["keyEpoch"], 2, "{rotated}");
+    assert_eq!(rotated["keyEpoch"], 3, "{rotated}");
     assert_eq!(rotated["members"], 2, "tg:alice gets no key: {rotated}");
-    let key2 = b.alice.entry().root_key().expect("alice holds epoch 2");
+    let key3 = b.alice.entry().root_key().expect("alice holds epoch 3");
 
     // Connected again by an older client (no keys): direct messages only. The broadcast
     // comes first and is dropped; the direct message after it is posted.
@@ -512,7 +582,7 @@ async fn broadcasts_reach_telegram_once_the_root_key_is_handed_over_and_until_di
 
     b.broker.sigterm();
     b.broker.wait_exit();
-    for key in [key0, key1, key2] {
+    for key in [key0, key1, real, forged, key3] {
         assert_broker_never_saw(&b.broker, &key);
     }
     assert_broker_never_saw(&b.broker, TOKEN.as_bytes());
