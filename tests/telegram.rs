@@ -461,14 +461,9 @@ async fn forge_rotation(
     let check = claudemesh::identity::root_key_check(key);
     let proof = RotationProof::sign(&signer, &entry.mesh_id, epoch, &check, unique_now_ms());
     let answer = client
-        .request(ClientMessage::RotateKey(RotateKey {
-            epoch,
-            check,
-            keys,
-            signer: proof.signer,
-            signed_at: proof.signed_at,
-            signature: proof.signature,
-        }))
+        .request(ClientMessage::RotateKey(RotateKey::signed(
+            epoch, keys, proof,
+        )))
         .await;
     assert!(
         matches!(answer, Ok(ServerMessage::KeyRotated(_))),

@@ -384,14 +384,9 @@ impl MeshClient {
                 time::now_ms(),
             );
             let answer = self
-                .request(ClientMessage::RotateKey(RotateKey {
-                    epoch: next,
-                    check,
-                    keys,
-                    signer: proof.signer,
-                    signed_at: proof.signed_at,
-                    signature: proof.signature,
-                }))
+                .request(ClientMessage::RotateKey(RotateKey::signed(
+                    next, keys, proof,
+                )))
                 .await;
             match answer {
                 Ok(ServerMessage::KeyRotated(ok)) if ok.epoch == next => {

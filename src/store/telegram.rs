@@ -40,6 +40,12 @@ fn key_epochs_in(
         .collect()
 }
 
+/// Whether a mesh's bridge is connected and holds root keys (and so takes new epochs).
+fn holds_root_keys(tx: &WriteTransaction, mesh_id: &str) -> Result<bool, StoreError> {
+    Ok(connected_row(&tx.open_table(TELEGRAM)?, mesh_id)?.is_some()
+        && !key_epochs_in(&tx.open_table(TELEGRAM_ROOT_KEYS)?, mesh_id)?.is_empty())
+}
+
 /// The Telegram users of a mesh whose bridge holds no root key: they must not be sealed a new
 /// root key at a rotation (the broker keeps their secret keys), see `keys::holders_in`.
 pub(crate) fn keyless_users(
@@ -304,9 +310,7 @@ impl Store {
     ) -> Result<Option<(String, String)>, StoreError> {
         self.write(move |tx| {
             let mesh_id = mesh_id.as_str();
-            if connected_row(&tx.open_table(TELEGRAM)?, mesh_id)?.is_none()
-                || key_epochs_in(&tx.open_table(TELEGRAM_ROOT_KEYS)?, mesh_id)?.is_empty()
-            {
+            if !holds_root_keys(tx, mesh_id)? {
                 return Ok(None);
             }
             let Some(copy) = super::keys::sealed_copy(tx, mesh_id, &member_id, epoch)? else {
@@ -327,9 +331,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.write(move |tx| {
             let mesh_id = mesh_id.as_str();
-            if connected_row(&tx.open_table(TELEGRAM)?, mesh_id)?.is_none()
-                || key_epochs_in(&tx.open_table(TELEGRAM_ROOT_KEYS)?, mesh_id)?.is_empty()
-            {
+            if !holds_root_keys(tx, mesh_id)? {
                 return Ok(false);
             }
             match check_root_keys(tx, mesh_id, std::slice::from_ref(&key))? {
