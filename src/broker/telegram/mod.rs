@@ -635,6 +635,14 @@ async fn take_rotated(
     user: &TelegramUserRecord,
     epoch: u64,
 ) -> Option<Vec<u8>> {
+    // A bridge without root keys takes none (read first: the lookup below is a write).
+    if broker
+        .store
+        .telegram_key_epochs(mesh_id)
+        .map_or(true, |held| held.is_empty())
+    {
+        return None;
+    }
     let (copy, check) = match broker
         .store
         .telegram_rotated_key(mesh_id.to_string(), user.member_id.clone(), epoch)
