@@ -11,7 +11,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
+use claudemesh::client::MeshClient;
+use claudemesh::crypto;
+use claudemesh::protocol::messages::{
+    RotateKey, RotationProof, SealedFor, TelegramConnect, TelegramRootKey,
+};
+use claudemesh::protocol::{ClientMessage, Pubkey, ServerMessage};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -323,4 +330,255 @@ async fn a_telegram_user_joins_talks_to_the_mesh_and_gets_replies_until_disconne
     broker.sigterm();
     broker.wait_exit();
     assert_broker_never_saw(&broker, TOKEN.as_bytes());
+}
+
+/// A broker bridged to a Bot API server the test runs, with alice (owner) and bob, and the bot
+/// token in a file.
+struct Bridged {
+    api: BotApi,
+    broker: BrokerProc,
+    alice: Person,
+    bob: Person,
+    _token_dir: tempfile::TempDir,
+    token_path: String,
+}
+
+impl Bridged {
+    async fn start() -> Bridged {
+        let api = BotApi::default();
+        let addr = api.serve().await;
+        let broker = BrokerProc::start(&["--telegram-api-url", &format!("http://{addr}")]);
+        let (alice, bob) = alice_and_bob(&broker);
+        let token_dir = tempfile::tempdir().unwrap();
+        let token_file = token_dir.path().join("bot-token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let token_path = token_file.to_str().unwrap().to_string();
+        Bridged {
+            api,
+            broker,
+            alice,
+            bob,
+            _token_dir: token_dir,
+            token_path,
+        }
+    }
+
+    /// `telegram connect --yes` by alice: the bridge's status.
+    fn connect(&self) -> Value {
+        self.alice.json(&[
+            "telegram",
+            "connect",
+            "--token-file",
+            &self.token_path,
+            "--yes",
+            "--to",
+            "bob",
+            "--json",
+        ])
+    }
+
+    /// The Telegram user alice joins with a code alice minted.
+    async fn join_tg_alice(&self) {
+        let code = self.alice.json(&["telegram", "invite", "--json"])["code"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.api
+            .says(ALICE_TG, "alice", ALICE_CHAT, &format!("/join {code}"));
+        self.api
+            .sent(ALICE_CHAT, "You joined the mesh as tg:alice")
+            .await;
+        eventually("tg:alice among bob's peers", || {
+            std::future::ready(peer_names(&self.bob).contains(&"tg:alice".to_string()))
+        })
+        .await;
+    }
+
+    /// Whether any `sendMessage` to tg:alice's chat held `part`.
+    fn posted(&self, part: &str) -> bool {
+        self.api.requests("sendMessage").iter().any(|b| {
+            b["chat_id"] == ALICE_CHAT && b["text"].as_str().is_some_and(|t| t.contains(part))
+        })
+    }
+}
+
+/// `telegram_connect` as a client sends it, with `keys` (epoch, key) sealed to the broker's
+/// service key.
+async fn connect_with_keys(client: &MeshClient, keys: &[(u64, [u8; 32])]) -> Result<Value, String> {
+    let service = client.vault_service_key().await.unwrap();
+    let root_keys = keys
+        .iter()
+        .map(|(epoch, key)| TelegramRootKey {
+            epoch: *epoch,
+            sealed: base64::engine::general_purpose::STANDARD
+                .encode(claudemesh::crypto::seal(key, &service).unwrap()),
+            check: claudemesh::identity::root_key_check(key),
+        })
+        .collect();
+    client
+        .telegram_connect(TelegramConnect {
+            token: TOKEN.to_string(),
+            target: None,
+            root_keys,
+        })
+        .await
+        .map(|s| json!(s))
+        .map_err(|e| format!("{:?}: {e}", e.code()))
+}
+
+/// Rotates to `epoch` as the owner, sealing `key` to every holder but tg:alice, who gets
+/// `forged`; the rotation's check value is `key`'s.
+async fn forge_rotation(
+    owner: &Person,
+    client: &MeshClient,
+    epoch: u64,
+    key: &[u8; 32],
+    forged: &[u8; 32],
+) {
+    let holders = match client.request(ClientMessage::ListKeyHolders {}).await {
+        Ok(ServerMessage::KeyHolders { members, .. }) => members,
+        other => panic!("{other:?}"),
+    };
+    let keys = holders
+        .iter()
+        .map(|h| {
+            let pk = Pubkey::parse(&h.pubkey).unwrap();
+            let x = crypto::ed25519_pk_to_x25519(&pk.0).unwrap();
+            let sealed_key = if h.display_name == "tg:alice" {
+                forged
+            } else {
+                key
+            };
+            SealedFor {
+                member_id: h.member_id.clone(),
+                sealed: base64::engine::general_purpose::STANDARD
+                    .encode(crypto::seal(sealed_key, &x).unwrap()),
+            }
+        })
+        .collect();
+    let entry = owner.entry();
+    let signer = entry.owner_keys().unwrap().unwrap();
+    let check = claudemesh::identity::root_key_check(key);
+    let proof = RotationProof::sign(&signer, &entry.mesh_id, epoch, &check, unique_now_ms());
+    let answer = client
+        .request(ClientMessage::RotateKey(RotateKey::signed(
+            epoch, keys, proof,
+        )))
+        .await;
+    assert!(
+        matches!(answer, Ok(ServerMessage::KeyRotated(_))),
+        "{answer:?}"
+    );
+}
+
+/// The root-key handover (issue 17 item 3): `telegram connect` says that the broker will read
+/// group and broadcast messages and hands over the root key, checked against the mesh's check
+/// value (a wrong key stores nothing); a broadcast then reaches the Telegram user, also after
+/// a rotation (the bridge takes the new key from the user's sealed copy, and not one that does
+/// not match the rotation's check value); `disconnect` deletes
+/// the keys, the next rotation leaves the Telegram user out, and a bridge connected without
+/// keys (an older client) forwards direct messages only. No root key reaches the broker's disk
+/// or log in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_reach_telegram_once_the_root_key_is_handed_over_and_until_disconnect() {
+    let mut b = Bridged::start().await;
+    let key0 = b
+        .alice
+        .entry()
+        .root_key()
+        .expect("alice holds the root key");
+
+    // What connecting means is said before asking.
+    let asked = b
+        .alice
+        .run(&["telegram", "connect", "--token-file", &b.token_path]);
+    assert_ne!(asked.code, 0);
+    assert!(
+        asked
+            .stderr
+            .contains("the broker can read the mesh's group and broadcast messages"),
+        "{}",
+        asked.stderr
+    );
+
+    // A key that is not the mesh's (its own check value is consistent, the mesh's differs):
+    // refused, and nothing is stored.
+    let alice_live = b.alice.client().await;
+    let wrong = connect_with_keys(&alice_live, &[(0, [7u8; 32])])
+        .await
+        .expect_err("a wrong root key is refused");
+    assert!(wrong.contains("invalid_argument"), "{wrong}");
+    assert!(wrong.contains("epoch 0"), "{wrong}");
+    let status = b.alice.json(&["telegram", "status", "--json"]);
+    assert_eq!(status["connected"], false, "{status}");
+    assert_eq!(status["groupKeys"], false, "{status}");
+
+    let status = b.connect();
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["groupKeys"], true, "{status}");
+    assert_eq!(status["keyEpochs"], json!([0]), "{status}");
+    b.join_tg_alice().await;
+
+    // A broadcast, sealed under the root key, reaches her chat in clear.
+    b.bob.ok(&["send", "*", "all hands at noon"]);
+    let posted = b.api.sent(ALICE_CHAT, "all hands at noon").await;
+    assert_eq!(posted, "bob: all hands at noon");
+
+    // A rotation seals the new key to tg:alice too; the bridge takes it from her copy.
+    let rotated = b.alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1, "{rotated}");
+    assert_eq!(rotated["members"], 3, "alice, bob and tg:alice: {rotated}");
+    let key1 = b.alice.entry().root_key().expect("alice holds epoch 1");
+    b.bob.ok(&["send", "*", "after the rotation"]);
+    b.api.sent(ALICE_CHAT, "after the rotation").await;
+    let status = b.alice.json(&["telegram", "status", "--json"]);
+    assert_eq!(status["keyEpochs"], json!([0, 1]), "{status}");
+
+    // A rotation whose copy for tg:alice is not the key its check value commits to (a rotator
+    // cheating the bridge): the bridge does not take it and drops what is sealed under it.
+    let real: [u8; 32] = crypto::random_bytes();
+    let forged: [u8; 32] = crypto::random_bytes();
+    forge_rotation(&b.alice, &alice_live, 2, &real, &forged).await;
+    b.bob.ok(&["send", "*", "under the second rotation"]);
+    b.bob.ok(&["send", "tg:alice", "a direct one after it"]);
+    b.api.sent(ALICE_CHAT, "a direct one after it").await;
+    assert!(
+        !b.posted("under the second rotation"),
+        "the bridge took a key that does not match its rotation's check value"
+    );
+    let status = b.alice.json(&["telegram", "status", "--json"]);
+    assert_eq!(status["keyEpochs"], json!([0, 1]), "{status}");
+
+    // Disconnect deletes the keys; the next rotation leaves tg:alice out.
+    let status = b.alice.json(&["telegram", "disconnect", "--json"]);
+    assert_eq!(status["groupKeys"], false, "{status}");
+    let rotated = b.alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 3, "{rotated}");
+    assert_eq!(rotated["members"], 2, "tg:alice gets no key: {rotated}");
+    let key3 = b.alice.entry().root_key().expect("alice holds epoch 3");
+
+    // Connected again by an older client (no keys): direct messages only. The broadcast
+    // comes first and is dropped; the direct message after it is posted.
+    let alice_live = b.alice.client().await;
+    let status = connect_with_keys(&alice_live, &[]).await.unwrap();
+    assert_eq!(status["groupKeys"], false, "{status}");
+    eventually("tg:alice back among the peers", || {
+        std::future::ready(peer_names(&b.bob).contains(&"tg:alice".to_string()))
+    })
+    .await;
+    b.bob.ok(&["send", "*", "not for the bridge"]);
+    b.bob.ok(&["send", "tg:alice", "a direct one"]);
+    b.api.sent(ALICE_CHAT, "a direct one").await;
+    assert!(
+        !b.posted("not for the bridge"),
+        "a broadcast reached Telegram with no root key handed over"
+    );
+    drop(alice_live);
+
+    b.broker.sigterm();
+    b.broker.wait_exit();
+    for key in [key0, key1, real, forged, key3] {
+        assert_broker_never_saw(&b.broker, &key);
+    }
+    assert_broker_never_saw(&b.broker, TOKEN.as_bytes());
 }

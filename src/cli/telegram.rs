@@ -91,13 +91,13 @@ struct StatusCmd {
     /// mesh slug or id (needed when several are joined)
     #[argh(option)]
     mesh: Option<String>,
-    /// print JSON: {connected, botUsername, target, lastPollAt, lastError, users}
+    /// print JSON: {connected, botUsername, target, lastPollAt, lastError, users, groupKeys, keyEpochs}
     #[argh(switch)]
     json: bool,
 }
 
 /// What connecting means, said before it happens.
-const CONSEQUENCE: &str = "Connecting a Telegram bridge makes the broker hold keys in this mesh: it keeps a key for each Telegram user who joins, reads the direct messages sent to them (to post them to Telegram, whose servers see them too), and their messages reach the mesh in clear (bodyVersion 1). The mesh's root key is not handed over: group and broadcast messages stay unreadable to the broker and are not forwarded to Telegram.";
+const CONSEQUENCE: &str = "Connecting a Telegram bridge hands the broker this mesh's root key (every epoch this machine holds, sealed to the broker's service key): from now on the broker can read the mesh's group and broadcast messages, because the bridge must open them to post them to Telegram users. It also keeps a key for each Telegram user who joins and reads the direct messages sent to them; Telegram's servers see all of it, and Telegram users' messages reach the mesh in clear (bodyVersion 1). Later rotations keep the bridge working; `telegram disconnect` deletes the keys, and the next rotation shuts the broker out again.";
 
 fn read_token(path: &PathBuf) -> Result<Zeroizing<String>, CliError> {
     let mut raw = Zeroizing::new(String::new());
@@ -162,6 +162,15 @@ fn show(s: &TelegramStatus, json: bool) {
             "last poll: {}",
             s.last_poll_at.as_deref().unwrap_or("not yet")
         );
+        if s.group_keys {
+            let epochs: Vec<String> = s.key_epochs.iter().map(u64::to_string).collect();
+            outln!(
+                "group keys: held (epochs {}): group and broadcast messages reach Telegram users",
+                epochs.join(", ")
+            );
+        } else {
+            outln!("group keys: none: only direct messages reach Telegram users");
+        }
     }
     if let Some(e) = &s.last_error {
         outln!("last error: {e}");
@@ -187,10 +196,12 @@ impl TelegramCmd {
                         None => None,
                         Some(t) => Some(super::target::one_spec(client, t).await?),
                     };
+                    let root_keys = client.telegram_root_keys().await?;
                     Ok(client
                         .telegram_connect(TelegramConnect {
                             token: token.to_string(),
                             target,
+                            root_keys,
                         })
                         .await?)
                 })

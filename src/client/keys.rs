@@ -65,6 +65,11 @@ impl KeyRing {
         self.keys.get(&epoch).copied()
     }
 
+    /// Every key held, oldest epoch first.
+    pub fn all(&self) -> impl Iterator<Item = (u64, [u8; 32])> + '_ {
+        self.keys.iter().map(|(epoch, key)| (*epoch, *key))
+    }
+
     /// Sets the key of `epoch` (a sealed copy replaces a different key held for it).
     fn set_sealed(&mut self, epoch: u64, key: [u8; 32]) {
         self.keys.insert(epoch, key);
@@ -379,14 +384,9 @@ impl MeshClient {
                 time::now_ms(),
             );
             let answer = self
-                .request(ClientMessage::RotateKey(RotateKey {
-                    epoch: next,
-                    check,
-                    keys,
-                    signer: proof.signer,
-                    signed_at: proof.signed_at,
-                    signature: proof.signature,
-                }))
+                .request(ClientMessage::RotateKey(RotateKey::signed(
+                    next, keys, proof,
+                )))
                 .await;
             match answer {
                 Ok(ServerMessage::KeyRotated(ok)) if ok.epoch == next => {

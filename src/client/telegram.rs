@@ -1,7 +1,12 @@
 //! Typed calls for the Telegram bridge (PROTOCOL.md §24).
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::{ClientError, MeshClient, unexpected};
-use crate::protocol::messages::{TelegramConnect, TelegramStatus};
+use crate::crypto;
+use crate::identity::root_key_check;
+use crate::protocol::messages::{TelegramConnect, TelegramRootKey, TelegramStatus};
 use crate::protocol::{ClientMessage, ServerMessage};
 
 /// What `telegram_invite` answered: the one-time code, shown this once.
@@ -26,6 +31,29 @@ impl MeshClient {
     ) -> Result<TelegramStatus, ClientError> {
         self.telegram_status_of(ClientMessage::TelegramConnect(req))
             .await
+    }
+
+    /// Every root key this client holds, each sealed to the broker's service key with its
+    /// epoch and check value: what `telegram_connect` hands the bridge so that it can open
+    /// group and broadcast messages. Empty when this client holds no root key.
+    pub async fn telegram_root_keys(&self) -> Result<Vec<TelegramRootKey>, ClientError> {
+        let ring = self.key_ring();
+        if ring.all().next().is_none() {
+            return Ok(Vec::new());
+        }
+        let service = self.vault_service_key().await?;
+        ring.all()
+            .map(|(epoch, key)| {
+                let sealed = crypto::seal(&key, &service).map_err(|e| {
+                    ClientError::Protocol(format!("cannot seal to the service key: {e}"))
+                })?;
+                Ok(TelegramRootKey {
+                    epoch,
+                    sealed: STANDARD.encode(sealed),
+                    check: root_key_check(&key),
+                })
+            })
+            .collect()
     }
 
     pub async fn telegram_disconnect(&self) -> Result<TelegramStatus, ClientError> {

@@ -105,9 +105,13 @@ fn epoch_in(
     Ok(table.get(mesh_id)?.map(|v| v.value()).unwrap_or(0))
 }
 
+/// The members that must hold the mesh's root key. Telegram users are among them only while
+/// the mesh's bridge holds root keys (the broker keeps their secret keys: sealing a new key to
+/// them would hand it to a broker that was never given one).
 fn holders_in(
     members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     bans: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    keyless: &[String],
     mesh_id: &str,
 ) -> Result<Vec<Member>, StoreError> {
     let mut out = Vec::new();
@@ -117,7 +121,7 @@ fn holders_in(
             break;
         }
         let m: Member = decode(v.value())?;
-        if holds_keys(&m, is_banned_in(bans, mesh_id, &m.id)?) {
+        if holds_keys(&m, is_banned_in(bans, mesh_id, &m.id)?) && !keyless.contains(&m.id) {
             out.push(m);
         }
     }
@@ -135,9 +139,19 @@ impl Store {
     pub fn key_holders(&self, mesh_id: &str) -> Result<(u64, Vec<Member>), StoreError> {
         let rt = self.read()?;
         let epoch = epoch_in(&rt.open_table(KEY_EPOCHS)?, mesh_id)?;
+        let keyless = super::telegram::keyless_users(
+            &rt.open_table(super::telegram::TELEGRAM)?,
+            &rt.open_table(super::telegram::TELEGRAM_ROOT_KEYS)?,
+            mesh_id,
+        )?;
         Ok((
             epoch,
-            holders_in(&rt.open_table(MEMBERS)?, &rt.open_table(BANS)?, mesh_id)?,
+            holders_in(
+                &rt.open_table(MEMBERS)?,
+                &rt.open_table(BANS)?,
+                &keyless,
+                mesh_id,
+            )?,
         ))
     }
 
@@ -253,7 +267,12 @@ impl Store {
             if rotation.epoch != current.saturating_add(1) {
                 return Ok(Err(RotationRefusal::WrongEpoch { current }));
             }
-            let holders = holders_in(&members, &bans, mesh_id)?;
+            let keyless = super::telegram::keyless_users(
+                &tx.open_table(super::telegram::TELEGRAM)?,
+                &tx.open_table(super::telegram::TELEGRAM_ROOT_KEYS)?,
+                mesh_id,
+            )?;
+            let holders = holders_in(&members, &bans, &keyless, mesh_id)?;
             let missing: Vec<String> = holders
                 .iter()
                 .filter(|m| !rotation.sealed.contains_key(&m.id))
@@ -325,6 +344,59 @@ fn vouch(
         }
     }
     Ok(proof.refusal(&mesh.id, epoch, &owner).map_or(Ok(()), Err))
+}
+
+/// The check value of `epoch`'s root key, when the broker knows it: the one its rotation
+/// signed, or the mesh's stored check for its current epoch (for epoch 0 that is the creation
+/// check, which the first rotation replaces: after it, epoch 0's check is unknown).
+pub(crate) fn epoch_check(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    epoch: u64,
+) -> Result<Option<String>, StoreError> {
+    let proof: Option<RotationProof> =
+        decode_opt(tx.open_table(ROTATION_PROOFS)?.get((mesh_id, epoch))?)?;
+    if let Some(p) = proof {
+        return Ok(Some(p.check));
+    }
+    if epoch_in(&tx.open_table(KEY_EPOCHS)?, mesh_id)? != epoch {
+        return Ok(None);
+    }
+    let mesh: Option<Mesh> = decode_opt(tx.open_table(MESHES)?.get(mesh_id)?)?;
+    Ok(mesh.and_then(|m| m.root_key_check))
+}
+
+/// `member_id`'s sealed copy of `epoch`'s root key, if a rotation made one.
+pub(crate) fn sealed_copy(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    member_id: &str,
+    epoch: u64,
+) -> Result<Option<String>, StoreError> {
+    let table = tx.open_table(SEALED_KEYS)?;
+    let copy = table.get((mesh_id, member_id, epoch))?;
+    Ok(copy.map(|c| c.value().to_string()))
+}
+
+/// Deletes every sealed copy the rotations made for `member_ids` (Telegram users, whose
+/// secret keys the broker keeps, when the bridge gives up its root keys).
+pub(crate) fn forget_sealed_copies(
+    tx: &WriteTransaction,
+    mesh_id: &str,
+    member_ids: &[String],
+) -> Result<(), StoreError> {
+    let mut table = tx.open_table(SEALED_KEYS)?;
+    for member_id in member_ids {
+        let member = member_id.as_str();
+        let epochs: Vec<u64> = table
+            .range((mesh_id, member, 0)..=(mesh_id, member, u64::MAX))?
+            .map(|row| row.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
+        for epoch in epochs {
+            table.remove((mesh_id, member, epoch))?;
+        }
+    }
+    Ok(())
 }
 
 /// Revokes every invite of `mesh_id` that could still let someone in; returns how many.

@@ -82,6 +82,7 @@ pub use sql::{SqlDatabases, SqlError, SqlLimits};
 pub use state::StateRecord;
 pub use streams::StreamRecord;
 pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
+pub use telegram::{BridgeKeyRefusal, BridgeRootKey};
 pub use telegram::{TelegramInvite, TelegramJoinRefusal, TelegramRecord, TelegramUserRecord};
 pub use vault::{ServiceSeal, VaultRecord, VaultRefusal};
 pub use vectors::{

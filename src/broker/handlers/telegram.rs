@@ -8,10 +8,15 @@ use super::reply::{Refusal, answer, me, refuse};
 use crate::broker::presence::Peer;
 use crate::broker::state::Broker;
 use crate::broker::telegram::{self, api};
+use crate::broker::vault::ServiceKey;
 use crate::crypto;
-use crate::protocol::messages::{TelegramConnect, TelegramStatus, TelegramUser};
+use crate::identity::root_key_check;
+use crate::protocol::messages::{TelegramConnect, TelegramRootKey, TelegramStatus, TelegramUser};
 use crate::protocol::{ServerMessage, time};
-use crate::store::{AuditActor, TelegramInvite};
+use crate::store::{AuditActor, BridgeKeyRefusal, BridgeRootKey, TelegramInvite};
+
+/// Most root keys one `telegram_connect` hands over (as many as `get_keys` answers).
+const MAX_ROOT_KEYS: usize = crate::store::MAX_KEYS_RETURNED;
 
 fn managers_only(broker: &Broker, peer: &Peer, what: &str) -> Result<(), Refusal> {
     if super::perms::is_manager(broker, &peer.mesh_id, &peer.member_id) {
@@ -29,7 +34,10 @@ fn status(broker: &Broker, mesh_id: &str) -> Result<TelegramStatus, Refusal> {
     let Some(r) = broker.store.telegram(mesh_id)? else {
         return Ok(TelegramStatus::default());
     };
+    let key_epochs = broker.store.telegram_key_epochs(mesh_id)?;
     Ok(TelegramStatus {
+        group_keys: !key_epochs.is_empty(),
+        key_epochs,
         connected: r.sealed_token.is_some(),
         bot_username: r.bot_username,
         target: Some(r.target),
@@ -53,8 +61,55 @@ fn status(broker: &Broker, mesh_id: &str) -> Result<TelegramStatus, Refusal> {
     })
 }
 
-/// `telegram_connect{token, target?}` → `telegram_status_result`: the token is checked with
-/// `getMe`, stored sealed to the service key, and polling starts.
+/// Opens each root key handed over to compute its check value (the key itself is dropped at
+/// once; the sealed copy is what is stored). The store then compares it with the epoch's.
+fn open_root_keys(
+    key: &ServiceKey,
+    keys: &[TelegramRootKey],
+) -> Result<Vec<BridgeRootKey>, Refusal> {
+    if keys.len() > MAX_ROOT_KEYS {
+        return Err(refuse(
+            "invalid_argument",
+            format!("at most {MAX_ROOT_KEYS} root keys are handed to a bridge"),
+        ));
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let unreadable = || {
+            refuse(
+                "invalid_argument",
+                format!(
+                    "the root key of epoch {} is not a 32-byte key sealed to this broker's service key",
+                    k.epoch
+                ),
+            )
+        };
+        let sealed = crypto::decode_base64(&k.sealed).map_err(|_| unreadable())?;
+        let opened = key.open(&sealed).map_err(|_| unreadable())?;
+        let root: Zeroizing<[u8; 32]> =
+            Zeroizing::new(opened.as_slice().try_into().map_err(|_| unreadable())?);
+        let check = root_key_check(&root);
+        if !crypto::constant_time_eq(check.as_bytes(), k.check.as_bytes()) {
+            return Err(refuse(
+                "invalid_argument",
+                format!(
+                    "the root key of epoch {} does not match the check value sent with it",
+                    k.epoch
+                ),
+            ));
+        }
+        out.push(BridgeRootKey {
+            epoch: k.epoch,
+            check,
+            sealed,
+        });
+    }
+    Ok(out)
+}
+
+/// `telegram_connect{token, target?, rootKeys?}` → `telegram_status_result`: the token is
+/// checked with `getMe` and stored sealed to the service key, the root keys (already sealed to
+/// it) are checked against each epoch's stored check value and kept, and polling starts.
 pub fn telegram_connect(
     conn: &crate::broker::connection::Conn,
     req_id: Option<String>,
@@ -83,23 +138,36 @@ pub fn telegram_connect(
         let sealed = key
             .seal(token.as_bytes())
             .map_err(|e| refuse("internal", e.to_string()))?;
+        let root_keys = open_root_keys(key, &req.root_keys)?;
         let bot = telegram::check_token(&broker, token)
             .await
             .map_err(|e| refuse("bad_token", format!("the token was not accepted: {e}")))?;
         telegram::stop(&broker, &peer.mesh_id);
-        broker
+        let stored = broker
             .store
             .connect_telegram(
                 peer.mesh_id.clone(),
                 sealed,
                 Some(bot),
                 target,
+                root_keys,
                 AuditActor::member(&peer.member_id, &peer.display_name),
                 time::now_ms(),
             )
             .await?;
-        if let Some(record) = broker.store.telegram(&peer.mesh_id)? {
+        // Running again what ran before, on a refusal too.
+        if let Some(record) = broker.store.telegram(&peer.mesh_id)?
+            && record.sealed_token.is_some()
+        {
             telegram::start(&broker, &record);
+        }
+        if let Err(BridgeKeyRefusal::Mismatch { epoch }) = stored {
+            return Err(refuse(
+                "invalid_argument",
+                format!(
+                    "the root key of epoch {epoch} is not this mesh's (its check value differs from the one the broker stores); nothing was changed"
+                ),
+            ));
         }
         Ok(Some(ServerMessage::TelegramStatusResult(status(
             &broker,

@@ -6,9 +6,11 @@
 //! bridge is connected: messages for it are pushed to a task here, which opens them with the
 //! user's key and posts them with `sendMessage`, acknowledging each once Telegram took it.
 //!
-//! Direct messages only: the broker holds no mesh root key, so a group or broadcast message
-//! that reaches a Telegram user is acknowledged and dropped (a plain-text one, bodyVersion 1,
-//! is forwarded).
+//! Group and broadcast messages (bodyVersion 2) are opened with the mesh's root key of their
+//! epoch, which the bridge holds only when the connecting client handed it over (sealed to the
+//! service key); after a rotation the bridge takes the new epoch's key from a Telegram user's
+//! sealed copy, checked against the rotation's check value. Without a key for the epoch the
+//! message is acknowledged and dropped (a plain-text one, bodyVersion 1, is forwarded).
 
 pub mod api;
 
@@ -30,9 +32,12 @@ use super::presence::{Arrival, ConnHandle, Peer, PeerKind, Registered};
 use super::router;
 use super::state::Broker;
 use crate::crypto::{self, SignKeyPair};
+use crate::identity::root_key_check;
 use crate::protocol::messages::{PeerInfo, Push};
 use crate::protocol::{Encoding, Envelope, Pubkey, ServerMessage, ids, time};
-use crate::store::{Member, MemberRole, TelegramJoinRefusal, TelegramRecord, TelegramUserRecord};
+use crate::store::{
+    BridgeRootKey, Member, MemberRole, TelegramJoinRefusal, TelegramRecord, TelegramUserRecord,
+};
 
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 /// How long a `telegram invite` code may be used.
@@ -488,6 +493,9 @@ async fn forward(
         let ServerMessage::Push(push) = envelope.body else {
             continue;
         };
+        if push.event.as_deref() == Some("key_rotated") {
+            take_rotation(&broker, &peer.mesh_id, user_id, &push).await;
+        }
         if push.subtype.as_deref() == Some("tick") || push.event.is_some() {
             continue; // system events are not stored and need no acknowledgement
         }
@@ -515,11 +523,13 @@ async fn post(broker: &Broker, mesh_id: &str, user_id: i64, push: &Push) -> Resu
         .iter()
         .find(|u| u.user_id == user_id)
         .ok_or("the user is gone")?;
-    let Some(text) = open(broker, user, push)? else {
+    let Some(text) = open(broker, mesh_id, user, push).await? else {
         tracing::info!(
             mesh = %mesh_id,
-            "a group or broadcast message to tg:{} is not forwarded: the broker holds no mesh key",
-            user.username
+            "a message to tg:{} is not forwarded: the bridge cannot open it (bodyVersion {}, key epoch {}; a group or broadcast message needs the root key of its epoch, handed over at `telegram connect`)",
+            user.username,
+            push.body_version.unwrap_or(0),
+            push.key_epoch
         );
         return Ok(());
     };
@@ -530,9 +540,15 @@ async fn post(broker: &Broker, mesh_id: &str, user_id: i64, push: &Push) -> Resu
         .map_err(|e| e.to_string())
 }
 
-/// The text of a push to `user`: a direct message opened with the user's key, or a plain-text
-/// one (bodyVersion 1); `None` for a body under the mesh root key.
-fn open(broker: &Broker, user: &TelegramUserRecord, push: &Push) -> Result<Option<String>, String> {
+/// The text of a push to `user`: a direct message opened with the user's key, a group or
+/// broadcast one opened with the root key of its epoch, or a plain-text one (bodyVersion 1);
+/// `None` for what the bridge cannot open.
+async fn open(
+    broker: &Broker,
+    mesh_id: &str,
+    user: &TelegramUserRecord,
+    push: &Push,
+) -> Result<Option<String>, String> {
     let decode = |s: &str| {
         STANDARD
             .decode(s)
@@ -540,15 +556,13 @@ fn open(broker: &Broker, user: &TelegramUserRecord, push: &Push) -> Result<Optio
     };
     let plain = match push.body_version {
         Some(1) => decode(&push.ciphertext)?,
+        Some(2) => match open_group(broker, mesh_id, user, push).await {
+            Some(p) => p,
+            None => return Ok(None),
+        },
         Some(v) if v != 0 => return Ok(None),
         _ => {
-            let key = broker.service_key.as_ref().ok_or("no service key")?;
-            let secret = key
-                .open(&user.sealed_secret)
-                .map_err(|_| "the user's key cannot be opened")?;
-            let secret =
-                std::str::from_utf8(&secret).map_err(|_| "the user's key is unreadable")?;
-            let mine = SignKeyPair::from_secret_hex(secret).map_err(|e| e.to_string())?;
+            let mine = user_keys(broker, user)?;
             let sender = Pubkey::parse(&push.sender_pubkey).map_err(|e| e.to_string())?;
             let their = crypto::ed25519_pk_to_x25519(&sender.0).map_err(|e| e.to_string())?;
             let nonce: [u8; 24] = decode(&push.nonce)?
@@ -563,4 +577,142 @@ fn open(broker: &Broker, user: &TelegramUserRecord, push: &Push) -> Result<Optio
         }
     };
     Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
+}
+
+/// A Telegram user's key pair, opened with the service key.
+fn user_keys(broker: &Broker, user: &TelegramUserRecord) -> Result<SignKeyPair, String> {
+    let key = broker.service_key.as_ref().ok_or("no service key")?;
+    let secret = key
+        .open(&user.sealed_secret)
+        .map_err(|_| "the user's key cannot be opened")?;
+    let secret = std::str::from_utf8(&secret).map_err(|_| "the user's key is unreadable")?;
+    SignKeyPair::from_secret_hex(secret).map_err(|e| e.to_string())
+}
+
+/// A group or broadcast body (secretbox under the root key of the push's `keyEpoch`); `None`
+/// when the bridge holds no key of that epoch or the body does not open with it.
+async fn open_group(
+    broker: &Broker,
+    mesh_id: &str,
+    user: &TelegramUserRecord,
+    push: &Push,
+) -> Option<Vec<u8>> {
+    let root = root_key(broker, mesh_id, user, push.key_epoch).await?;
+    let nonce: [u8; 24] = STANDARD.decode(&push.nonce).ok()?.try_into().ok()?;
+    let body = STANDARD.decode(&push.ciphertext).ok()?;
+    crypto::secretbox_open_easy(&body, &nonce, &root).ok()
+}
+
+/// The root key of `epoch`: the bridge's own, or one it takes now from `user`'s sealed copy
+/// (see [`take_rotated`]).
+async fn root_key(
+    broker: &Broker,
+    mesh_id: &str,
+    user: &TelegramUserRecord,
+    epoch: u64,
+) -> Option<Zeroizing<[u8; 32]>> {
+    let service = broker.service_key.as_ref()?;
+    let sealed = match broker.store.telegram_root_key(mesh_id, epoch) {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) => take_rotated(broker, mesh_id, user, epoch).await?,
+        Err(e) => {
+            tracing::warn!(mesh = %mesh_id, "cannot read the bridge's root keys: {e}");
+            return None;
+        }
+    };
+    let opened = service.open(&sealed).ok()?;
+    Some(Zeroizing::new(opened.as_slice().try_into().ok()?))
+}
+
+/// A rotation made after the bridge was handed root keys sealed the new key to each Telegram
+/// user (they hold keys like every member, see `store::keys::holders_in`): the bridge opens
+/// `user`'s copy of `epoch` with the user's key, compares it with the check value the rotation
+/// stored, and keeps it sealed to the service key. Nothing for a bridge that was never handed
+/// root keys. The key, sealed to the service key.
+async fn take_rotated(
+    broker: &Broker,
+    mesh_id: &str,
+    user: &TelegramUserRecord,
+    epoch: u64,
+) -> Option<Vec<u8>> {
+    // A bridge without root keys takes none (read first: the lookup below is a write).
+    if broker
+        .store
+        .telegram_key_epochs(mesh_id)
+        .map_or(true, |held| held.is_empty())
+    {
+        return None;
+    }
+    let (copy, check) = match broker
+        .store
+        .telegram_rotated_key(mesh_id.to_string(), user.member_id.clone(), epoch)
+        .await
+    {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::warn!(mesh = %mesh_id, "cannot read a rotated root key: {e}");
+            return None;
+        }
+    };
+    let service = broker.service_key.as_ref()?;
+    let mine = user_keys(broker, user).ok()?;
+    let opened = crypto::decode_base64(&copy)
+        .ok()
+        .and_then(|c| crypto::seal_open(&c, &mine.to_x25519()).ok())
+        .map(Zeroizing::new);
+    let key: Option<Zeroizing<[u8; 32]>> = opened
+        .as_ref()
+        .and_then(|k| k.as_slice().try_into().ok())
+        .map(Zeroizing::new);
+    let Some(key) =
+        key.filter(|k| crypto::constant_time_eq(root_key_check(k).as_bytes(), check.as_bytes()))
+    else {
+        tracing::warn!(
+            mesh = %mesh_id,
+            "the root key of epoch {epoch} sealed to tg:{} does not match its rotation's check value; not taken",
+            user.username
+        );
+        return None;
+    };
+    let sealed = service.seal(key.as_slice()).ok()?;
+    let kept = BridgeRootKey {
+        epoch,
+        check,
+        sealed: sealed.clone(),
+    };
+    match broker
+        .store
+        .add_telegram_root_key(mesh_id.to_string(), kept)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(mesh = %mesh_id, "the Telegram bridge took the root key of epoch {epoch}");
+            Some(sealed)
+        }
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(mesh = %mesh_id, "cannot keep the root key of epoch {epoch}: {e}");
+            None
+        }
+    }
+}
+
+/// A `key_rotated` event pushed to a Telegram user: the bridge takes the new epoch's key at
+/// once (when it holds root keys), so the next group message finds it.
+async fn take_rotation(broker: &Broker, mesh_id: &str, user_id: i64, push: &Push) {
+    let Some(epoch) = push
+        .event_data
+        .as_ref()
+        .and_then(|d| d.get("epoch"))
+        .and_then(|e| e.as_u64())
+    else {
+        return;
+    };
+    let user = match broker.store.telegram(mesh_id) {
+        Ok(Some(r)) => r.users.into_iter().find(|u| u.user_id == user_id),
+        _ => None,
+    };
+    if let Some(user) = user {
+        let _ = root_key(broker, mesh_id, &user, epoch).await;
+    }
 }

@@ -33,6 +33,20 @@ pub struct RotateKey {
     pub signature: String,
 }
 
+impl RotateKey {
+    /// The request for the rotation `proof` signed, with the sealed copies.
+    pub fn signed(epoch: u64, keys: Vec<SealedFor>, proof: RotationProof) -> RotateKey {
+        RotateKey {
+            epoch,
+            check: proof.check,
+            keys,
+            signer: proof.signer,
+            signed_at: proof.signed_at,
+            signature: proof.signature,
+        }
+    }
+}
+
 /// `key_rotated` (the answer to `rotate_key`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -94,7 +94,7 @@ pub use state::{SetState, StateChange, StateEntry};
 pub use stats::{MeshStatsEntry, PeerStats, ReportedStats};
 pub use streams::{StreamData, StreamEntry};
 pub use tasks::{CreateTask, TaskEntry};
-pub use telegram::{TelegramConnect, TelegramStatus, TelegramUser};
+pub use telegram::{TelegramConnect, TelegramRootKey, TelegramStatus, TelegramUser};
 pub use vault::{
     MAX_VAULT_DESCRIPTION_CHARS, MAX_VAULT_ENTRIES, MAX_VAULT_GET_KEYS, MAX_VAULT_VALUE_BYTES,
     VaultEntryType, VaultListEntry, VaultSealedEntry, VaultSet, check_vault_key, check_vault_mount,

@@ -1,17 +1,41 @@
 //! The Telegram bridge (PROTOCOL.md §24): `telegram_connect`, `telegram_invite`,
-//! `telegram_disconnect`, `telegram_status`. Direct messages only: the broker holds each
-//! Telegram user's key, never the mesh's root key.
+//! `telegram_disconnect`, `telegram_status`. The broker holds each Telegram user's key, and
+//! the mesh's root keys only when the connecting client hands them over (`rootKeys`).
 
 use serde::{Deserialize, Serialize};
 
 /// `telegram_connect`: the bot token (checked with `getMe`, stored sealed to the broker's
-/// service key) and where Telegram users' messages go.
+/// service key), where Telegram users' messages go, and the mesh's root keys for the bridge
+/// to open group and broadcast messages with (none: direct messages only).
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TelegramConnect {
     pub token: String,
     /// A member pubkey, `@group` or `*` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_keys: Vec<TelegramRootKey>,
+}
+
+/// One epoch's root key handed to the bridge, sealed to the broker's service key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelegramRootKey {
+    pub epoch: u64,
+    /// base64(crypto_box_seal(key, service key)), 80 bytes.
+    pub sealed: String,
+    /// hex(HMAC-SHA256(key, "claudemesh-root-key-check")): what the broker compares with the
+    /// check value it stores for the epoch.
+    pub check: String,
+}
+
+impl std::fmt::Debug for TelegramRootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramRootKey")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for TelegramConnect {
@@ -19,6 +43,7 @@ impl std::fmt::Debug for TelegramConnect {
         f.debug_struct("TelegramConnect")
             .field("token", &"<redacted>")
             .field("target", &self.target)
+            .field("rootKeys", &self.root_keys)
             .finish()
     }
 }
@@ -51,4 +76,10 @@ pub struct TelegramStatus {
     pub last_error: Option<String>,
     #[serde(default)]
     pub users: Vec<TelegramUser>,
+    /// The bridge holds root keys: it forwards group and broadcast messages too.
+    #[serde(default)]
+    pub group_keys: bool,
+    /// The epochs whose root key the bridge holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_epochs: Vec<u64>,
 }
