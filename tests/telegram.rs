@@ -268,6 +268,26 @@ async fn a_telegram_user_joins_talks_to_the_mesh_and_gets_replies_until_disconne
             .is_none(),
         "a stranger's message reached the mesh"
     );
+    // A stranger who keeps writing is answered a few times (3 in all), not once per message.
+    let mut last = 0;
+    for n in 0..6 {
+        last = api.says(5555, "mallory", STRANGER_CHAT, &format!("let me in, {n}"));
+    }
+    eventually("the stranger's messages handled", || {
+        let polls = api.requests("getUpdates");
+        std::future::ready(
+            polls
+                .last()
+                .is_some_and(|p| p["offset"].as_i64() > Some(last)),
+        )
+    })
+    .await;
+    let hints = api
+        .requests("sendMessage")
+        .iter()
+        .filter(|b| b["chat_id"] == STRANGER_CHAT)
+        .count();
+    assert_eq!(hints, 3, "answers to a stranger who wrote 7 times");
     drop(bob_live);
 
     let status = alice.json(&["telegram", "status", "--json"]);

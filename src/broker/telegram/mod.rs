@@ -44,6 +44,12 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 pub const INVITE_TTL_MS: i64 = 24 * 3600 * 1000;
 /// The longest wait between failed polls.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Answers to people who are not in the mesh (the hint, `/join` replies) per Telegram user: a
+/// burst, then one per period; so a stranger cannot make the bot post without end (and get it
+/// rate-limited by Telegram). At most `MAX_STRANGERS` users are remembered.
+const STRANGER_BURST: f64 = 3.0;
+const STRANGER_PERIOD_MS: f64 = 600_000.0;
+const MAX_STRANGERS: usize = 4096;
 /// What an unknown Telegram user is told.
 const HINT: &str = "This bot relays a claudemesh mesh. To take part, send /join <code> with a code from the mesh's owner (claudemesh telegram invite).";
 
@@ -233,6 +239,7 @@ impl Peer {
 
 async fn poll_loop(broker: Arc<Broker>, mesh_id: String) {
     let mut failures: u32 = 0;
+    let mut strangers = Strangers::default();
     loop {
         let record = match broker.store.telegram(&mesh_id) {
             Ok(Some(r)) if r.sealed_token.is_some() => r,
@@ -267,7 +274,7 @@ async fn poll_loop(broker: Arc<Broker>, mesh_id: String) {
                 let mut next = None;
                 for update in updates {
                     let id = update.update_id;
-                    handle(&broker, &mesh_id, &api, &record, update).await;
+                    handle(&broker, &mesh_id, &api, &record, &mut strangers, update).await;
                     next = Some(id + 1);
                 }
                 (next, None)
@@ -302,12 +309,41 @@ async fn pause(broker: &Broker, failures: u32) -> bool {
     }
 }
 
+/// How many answers each stranger may still get: tokens and when they were last counted.
+#[derive(Default)]
+struct Strangers(HashMap<i64, (f64, i64)>);
+
+impl Strangers {
+    fn tokens(&(tokens, at): &(f64, i64), now_ms: i64) -> f64 {
+        (tokens + (now_ms - at).max(0) as f64 / STRANGER_PERIOD_MS).min(STRANGER_BURST)
+    }
+
+    /// Whether `user` may be answered now (and counts the answer).
+    fn may_answer(&mut self, user: i64, now_ms: i64) -> bool {
+        if self.0.len() >= MAX_STRANGERS && !self.0.contains_key(&user) {
+            // Forget whoever has a full budget again; while everyone is still spent, the
+            // newcomer waits.
+            self.0
+                .retain(|_, spent| Self::tokens(spent, now_ms) < STRANGER_BURST);
+            if self.0.len() >= MAX_STRANGERS {
+                return false;
+            }
+        }
+        let entry = self.0.entry(user).or_insert((STRANGER_BURST, now_ms));
+        let tokens = Self::tokens(entry, now_ms);
+        let allowed = tokens >= 1.0;
+        *entry = (if allowed { tokens - 1.0 } else { tokens }, now_ms);
+        allowed
+    }
+}
+
 /// One update: a `/join`, a joined user's text, or something ignored.
 async fn handle(
     broker: &Arc<Broker>,
     mesh_id: &str,
     api: &BotApi,
     record: &TelegramRecord,
+    strangers: &mut Strangers,
     update: Update,
 ) {
     let Some(message) = update.message else {
@@ -321,17 +357,20 @@ async fn handle(
     }
     let chat_id = message.chat.id;
     let reply = if let Some(code) = text.strip_prefix("/join") {
-        Some(
-            join(
-                broker,
-                mesh_id,
-                from.id,
-                from.username,
-                chat_id,
-                code.trim(),
-            )
-            .await,
+        let answer = join(
+            broker,
+            mesh_id,
+            from.id,
+            from.username,
+            chat_id,
+            code.trim(),
         )
+        .await;
+        // Whoever is in the mesh now is always answered; a refused `/join` counts against
+        // the stranger's budget (the join itself is tried regardless).
+        let member = matches!(broker.store.telegram(mesh_id),
+            Ok(Some(r)) if r.users.iter().any(|u| u.user_id == from.id));
+        (member || strangers.may_answer(from.id, time::now_ms())).then_some(answer)
     } else {
         // Fresh: a user who joined earlier in this batch is known.
         let users = match broker.store.telegram(mesh_id) {
@@ -340,7 +379,9 @@ async fn handle(
         };
         match users.iter().find(|u| u.user_id == from.id) {
             Some(user) => relay(broker, mesh_id, user, &text, update.update_id).await,
-            None => Some(HINT.to_string()),
+            None => strangers
+                .may_answer(from.id, time::now_ms())
+                .then(|| HINT.to_string()),
         }
     };
     if let Some(reply) = reply
@@ -714,5 +755,34 @@ async fn take_rotation(broker: &Broker, mesh_id: &str, user_id: i64, push: &Push
     };
     if let Some(user) = user {
         let _ = root_key(broker, mesh_id, &user, epoch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strangers_get_a_burst_then_one_answer_per_period_and_are_remembered_within_a_bound() {
+        let mut s = Strangers::default();
+        let t0 = 1_000_000;
+        assert!((0..3).all(|_| s.may_answer(7, t0)));
+        assert!(!s.may_answer(7, t0 + 1));
+        let period = STRANGER_PERIOD_MS as i64;
+        assert!(s.may_answer(7, t0 + period));
+        assert!(!s.may_answer(7, t0 + period + 1));
+
+        // The map is full of spent strangers: a newcomer waits, nobody is forgotten early.
+        for user in 100..100 + MAX_STRANGERS as i64 - 1 {
+            for _ in 0..3 {
+                s.may_answer(user, t0);
+            }
+        }
+        assert_eq!(s.0.len(), MAX_STRANGERS);
+        assert!(!s.may_answer(-1, t0 + 2));
+        // Once their budgets are full again they are forgotten and the newcomer is answered.
+        let later = t0 + 3 * period + period;
+        assert!(s.may_answer(-1, later));
+        assert!(s.0.len() <= 2, "{}", s.0.len());
     }
 }
