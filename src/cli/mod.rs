@@ -368,6 +368,24 @@ async fn run(command: Command) -> CliResult {
 }
 
 /// Prints one JSON document on stdout.
+/// Reads a secret from a file, or from stdin when `path` is `-`: at most `max` bytes, zeroed
+/// when dropped (secrets come this way, never as arguments, which other users can see).
+pub fn read_secret_text(
+    path: &std::path::Path,
+    max: u64,
+) -> std::io::Result<zeroize::Zeroizing<String>> {
+    use std::io::Read;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if path.as_os_str() == "-" {
+        std::io::stdin().take(max).read_to_string(&mut text)?;
+    } else {
+        std::fs::File::open(path)?
+            .take(max)
+            .read_to_string(&mut text)?;
+    }
+    Ok(text)
+}
+
 pub fn print_json(value: &impl Serialize) {
     output::json(value);
 }

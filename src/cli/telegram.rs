@@ -1,7 +1,7 @@
 //! The Telegram bridge (README "Telegram bridge"): `telegram connect|invite|disconnect|status`.
 //! The bot token comes from a file or stdin, never argv.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use argh::{ArgsInfo, FromArgs};
@@ -99,16 +99,8 @@ struct StatusCmd {
 /// What connecting means, said before it happens.
 const CONSEQUENCE: &str = "Connecting a Telegram bridge hands the broker this mesh's root key (every epoch this machine holds, sealed to the broker's service key): from now on the broker can read the mesh's group and broadcast messages, because the bridge must open them to post them to Telegram users. It also keeps a key for each Telegram user who joins and reads the direct messages sent to them; Telegram's servers see all of it, and Telegram users' messages reach the mesh in clear (bodyVersion 1). Later rotations keep the bridge working; `telegram disconnect` deletes the keys, and the next rotation shuts the broker out again.";
 
-fn read_token(path: &PathBuf) -> Result<Zeroizing<String>, CliError> {
-    let mut raw = Zeroizing::new(String::new());
-    let read = if path.as_os_str() == "-" {
-        std::io::stdin()
-            .take(MAX_TOKEN_FILE)
-            .read_to_string(&mut raw)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(MAX_TOKEN_FILE).read_to_string(&mut raw))
-    };
-    read.map_err(|e| {
+fn read_token(path: &std::path::Path) -> Result<Zeroizing<String>, CliError> {
+    let raw = super::read_secret_text(path, MAX_TOKEN_FILE).map_err(|e| {
         CliError::failed(format!(
             "cannot read the token from {}: {e}",
             path.display()

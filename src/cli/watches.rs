@@ -75,7 +75,9 @@ fn headers(
         out.insert(k, v);
     }
     if let Some(path) = file {
-        let text = read_header_file(path)?;
+        let text = super::read_secret_text(path, MAX_HEADER_FILE).map_err(|e| {
+            CliError::failed(format!("cannot read headers from {}: {e}", path.display()))
+        })?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -98,22 +100,6 @@ fn headers(
 fn header_line(h: &str) -> Option<(String, String)> {
     let (k, v) = h.split_once(':')?;
     (!k.trim().is_empty()).then(|| (k.trim().to_string(), v.trim().to_string()))
-}
-
-fn read_header_file(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, CliError> {
-    use std::io::Read;
-    let mut text = zeroize::Zeroizing::new(String::new());
-    let read = if path.as_os_str() == "-" {
-        std::io::stdin()
-            .take(MAX_HEADER_FILE)
-            .read_to_string(&mut text)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(MAX_HEADER_FILE).read_to_string(&mut text))
-    };
-    read.map_err(|e| {
-        CliError::failed(format!("cannot read headers from {}: {e}", path.display()))
-    })?;
-    Ok(text)
 }
 
 fn interval_s(given: Option<&str>) -> Result<Option<u64>, CliError> {
