@@ -874,7 +874,7 @@ async fn a_service_deploys_from_a_git_url() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_banned_deployers_service_stops_and_does_not_come_back() {
+async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanned() {
     let mut broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     alice.ok(&["perms", "set", "bob", "+deploy"]);
@@ -927,4 +927,17 @@ async fn a_banned_deployers_service_stops_and_does_not_come_back() {
     .await;
     let status = a.mcp_deploy_status("bobs").await.expect("status");
     assert_eq!(status.status, "stopped", "{status:?}");
+
+    // Unbanned, bob is an active member again: his service runs again at once.
+    alice.ok(&["unban", "bob", "--no-rotate"]);
+    eventually("bob's service to run again after the unban", || async {
+        a.mcp_deploy_status("bobs")
+            .await
+            .is_ok_and(|s| s.status == "running")
+    })
+    .await;
+    assert_eq!(
+        call(&a, "bobs", "echo", json!({"text": "back"})).await,
+        "echo: back"
+    );
 }

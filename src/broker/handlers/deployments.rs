@@ -943,7 +943,6 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
     });
 }
 
-/// Starts every stored deployment when the broker starts.
 /// Stops the services `member_id` deployed in `mesh_id`, who was just revoked or banned: they
 /// run no more (nor start with the broker) while the member is not an active member.
 pub async fn stop_services_of(broker: &Broker, mesh_id: &str, member_id: &str) {
@@ -956,12 +955,33 @@ pub async fn stop_services_of(broker: &Broker, mesh_id: &str, member_id: &str) {
     }
 }
 
+/// Starts every stored deployment when the broker starts.
 pub async fn start_all(broker: Arc<Broker>) {
-    let rows = match broker.store.all_deployments() {
-        Ok(rows) if rows.is_empty() => return,
-        Ok(rows) => rows,
-        Err(e) => return tracing::error!("cannot read the deployments: {e}"),
-    };
+    match broker.store.all_deployments() {
+        Ok(rows) => start_rows(&broker, rows).await,
+        Err(e) => tracing::error!("cannot read the deployments: {e}"),
+    }
+}
+
+/// Starts again the services `member_id` deployed in `mesh_id`, who was just unbanned (those
+/// of a member still not active are refused by `launch`, as at broker start).
+pub async fn start_services_of(broker: &Broker, mesh_id: &str, member_id: &str) {
+    match broker.store.deployments(mesh_id) {
+        Ok(rows) => {
+            let rows = rows
+                .into_iter()
+                .filter(|r| r.deployer_member_id == member_id)
+                .collect();
+            start_rows(broker, rows).await
+        }
+        Err(e) => tracing::error!("cannot read the deployments: {e}"),
+    }
+}
+
+async fn start_rows(broker: &Broker, rows: Vec<DeploymentRow>) {
+    if rows.is_empty() {
+        return;
+    }
     let isolation = match broker.services.isolation().await {
         Ok(i) => i,
         Err(e) => {
@@ -969,7 +989,7 @@ pub async fn start_all(broker: Arc<Broker>) {
         }
     };
     for row in rows {
-        match launch(&broker, &row) {
+        match launch(broker, &row) {
             Ok(l) => {
                 broker.services.start(l, isolation.clone()).await;
             }

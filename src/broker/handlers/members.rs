@@ -637,6 +637,8 @@ pub async fn unban(conn: &Conn, req_id: Option<String>, target: String) {
                 .is_none_or(|m| m.revoked_at_ms.is_some());
             if !revoked {
                 broker.presence.unrevoke(&peer.mesh_id, &ban.member_id);
+                // The services it deployed were stopped by the ban; they run again.
+                super::deployments::start_services_of(broker, &peer.mesh_id, &ban.member_id).await;
             }
             conn.reply(req_id, ok_ack());
         }
