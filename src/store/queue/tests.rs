@@ -1,0 +1,390 @@
+use super::*;
+use crate::store::Priority;
+
+const MESH: &str = "mesh1";
+
+fn key(member: &str) -> String {
+    format!("m/{MESH}/{member}")
+}
+
+fn message(id: &str, to: &[&str]) -> MessageRecord {
+    MessageRecord {
+        id: id.into(),
+        mesh_id: MESH.into(),
+        sender_member_id: "alice".into(),
+        sender_pubkey: "aa".into(),
+        sender_member_pubkey: "aa".into(),
+        sender_name: "alice".into(),
+        target_spec: "*".into(),
+        priority: Priority::Now,
+        nonce: String::new(),
+        ciphertext: "x".into(),
+        body_version: None,
+        reply_to_id: None,
+        mentions: None,
+        client_message_id: None,
+        request_fingerprint: None,
+        subtype: None,
+        created_at_ms: 1,
+        expires_at_ms: i64::MAX,
+        recipients: to.iter().map(|m| (key(m), m.to_string())).collect(),
+        key_epoch: 0,
+    }
+}
+
+/// `(seq, id)` of what a walk of `keys` from `from` visits, at most `max_rows` entries.
+fn walk(
+    store: &Store,
+    keys: &[String],
+    from: u64,
+    max_rows: usize,
+) -> (Vec<(u64, String)>, Walked) {
+    let mut seen = Vec::new();
+    let walked = store
+        .walk_queue(keys, from, 0, max_rows, |seq, r| {
+            seen.push((seq, r.id));
+            Visit::Next
+        })
+        .unwrap();
+    (seen, walked)
+}
+
+fn count_row(store: &Store, k: &str) -> Option<u64> {
+    let rt = store.read().unwrap();
+    let counts = rt.open_table(QUEUE_COUNTS).unwrap();
+    counts.get(k).unwrap().map(|v| v.value())
+}
+
+/// A member's and its session's queues are read as one, in the order messages were
+/// stored; a window stops after `max_rows` entries and says where the next walk starts.
+#[tokio::test]
+async fn two_queues_are_walked_in_sequence_order_a_window_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (id, to) in [
+        ("m1", "a"),
+        ("m2", "b"),
+        ("m3", "a"),
+        ("m4", "b"),
+        ("m5", "b"),
+    ] {
+        store.enqueue(message(id, &[to])).await.unwrap();
+    }
+    let keys = [key("a"), key("b")];
+    let (all, walked) = walk(&store, &keys, 0, 100);
+    let ids: Vec<&str> = all.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2", "m3", "m4", "m5"]);
+    assert!(walked.end);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
+
+    let (first, walked) = walk(&store, &keys, 0, 2);
+    assert_eq!(first, all[..2], "a window of two entries");
+    assert!(!walked.end);
+    assert_eq!(
+        walked.next, all[2].0,
+        "the next walk starts at the third entry"
+    );
+    let (rest, walked) = walk(&store, &keys, walked.next, 2);
+    assert_eq!(rest, all[2..4]);
+    assert_eq!(walked.next, all[4].0);
+    let (last, walked) = walk(&store, &keys, walked.next, 2);
+    assert_eq!(last, all[4..]);
+    assert!(walked.end);
+}
+
+/// A queue holds at most `max_queued` entries, counted as they are added and delivered
+/// (or from the queue itself when no count is kept); an emptied queue keeps no count row.
+#[tokio::test]
+async fn a_full_queue_refuses_until_an_entry_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for id in ["m1", "m2", "m3"] {
+        let e = store.enqueue_within(message(id, &["b"]), 3).await.unwrap();
+        assert!(e.fresh && e.full.is_none(), "{id} was refused");
+    }
+    assert_eq!(count_row(&store, &key("b")), Some(3));
+    let refused = store
+        .enqueue_within(message("m4", &["b"]), 3)
+        .await
+        .unwrap();
+    assert_eq!(refused.full.as_deref(), Some("b"));
+    assert!(!refused.fresh && refused.seqs.is_empty());
+
+    // Without its count row (a store from before counts were kept) the queue is counted.
+    store
+        .write(|tx| {
+            tx.open_table(QUEUE_COUNTS)?.remove(key("b").as_str())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let refused = store
+        .enqueue_within(message("m4", &["b"]), 3)
+        .await
+        .unwrap();
+    assert_eq!(refused.full.as_deref(), Some("b"), "counted from the queue");
+
+    let n = store
+        .mark_delivered(vec![(key("b"), "m1".into())], 5)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(count_row(&store, &key("b")), Some(2));
+    let e = store
+        .enqueue_within(message("m4", &["b"]), 3)
+        .await
+        .unwrap();
+    assert!(e.full.is_none(), "room again after a delivery");
+    assert_eq!(count_row(&store, &key("b")), Some(3));
+
+    let pairs = ["m2", "m3", "m4"]
+        .map(|id| (key("b"), id.to_string()))
+        .to_vec();
+    assert_eq!(store.mark_delivered(pairs, 6).await.unwrap(), 3);
+    assert_eq!(
+        count_row(&store, &key("b")),
+        None,
+        "no row kept for an empty queue"
+    );
+    let (left, _) = walk(&store, &[key("b")], 0, 100);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn rows(store: &Store, mesh_id: &str, id: &str) -> (bool, bool) {
+    let rt = store.read().unwrap();
+    let waiting = rt
+        .open_table(MESSAGES)
+        .unwrap()
+        .get((mesh_id, id))
+        .unwrap()
+        .is_some();
+    let done = rt
+        .open_table(DELIVERED)
+        .unwrap()
+        .get((mesh_id, id))
+        .unwrap()
+        .is_some();
+    (waiting, done)
+}
+
+fn tracked(store: &Store, id: &str) -> Tracked {
+    match store.find_message(MESH, id).unwrap() {
+        PrefixLookup::Found(t) => *t,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+/// Once every recipient acknowledged a message its body is dropped: `message_status` still
+/// finds it (by prefix too) with each acknowledgement time, a resend of its
+/// `client_message_id` still gets the same id and stores nothing, and when retention
+/// ends nothing of it is left.
+#[tokio::test]
+async fn a_message_acknowledged_by_everyone_keeps_only_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut m = message("msg-abcdefgh", &["b", "c"]);
+    m.client_message_id = Some("cid-1".into());
+    m.expires_at_ms = 1000;
+    m.target_spec = "ab".repeat(32);
+    store.enqueue(m.clone()).await.unwrap();
+
+    let n = store
+        .mark_delivered(vec![(key("b"), m.id.clone())], 5)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        rows(&store, MESH, &m.id),
+        (true, false),
+        "c has not acknowledged"
+    );
+    let rt = store.read().unwrap();
+    let left = rt
+        .open_table(WAITING)
+        .unwrap()
+        .get((MESH, m.id.as_str()))
+        .unwrap();
+    assert_eq!(
+        left.map(|v| v.value()),
+        Some(1),
+        "one recipient left, counted"
+    );
+    drop(rt);
+    let t = tracked(&store, &m.id);
+    assert_eq!(t.recipients[0].2, Some(5));
+    assert_eq!(t.recipients[1].2, None);
+
+    store
+        .mark_delivered(vec![(key("c"), m.id.clone())], 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&store, MESH, &m.id),
+        (false, true),
+        "the body is dropped"
+    );
+    let t = tracked(&store, "msg-abcd");
+    assert_eq!(t.id, m.id);
+    assert_eq!(
+        t.target_spec,
+        "ab".repeat(32),
+        "a key target is kept as bytes"
+    );
+    let acked: Vec<_> = t.recipients.iter().map(|r| (r.1.as_str(), r.2)).collect();
+    assert_eq!(acked, [("b", Some(5)), ("c", Some(6))]);
+    let again = store
+        .mark_delivered(vec![(key("c"), m.id.clone())], 7)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "a second acknowledgement changes nothing");
+
+    let mut resent = m.clone();
+    resent.id = "msg-other".into();
+    let e = store.enqueue(resent.clone()).await.unwrap();
+    assert!(
+        !e.fresh,
+        "a resend of a delivered message is not stored again"
+    );
+    assert_eq!(e.record.id, m.id);
+    let (left, _) = walk(&store, &[key("b"), key("c")], 0, 100);
+    assert!(left.is_empty(), "{left:?}");
+
+    assert_eq!(store.sweep_expired(2000).await.unwrap(), 0);
+    assert_eq!(rows(&store, MESH, &m.id), (false, false));
+    assert!(matches!(
+        store.find_message(MESH, &m.id).unwrap(),
+        PrefixLookup::NotFound
+    ));
+    let e = store.enqueue(resent).await.unwrap();
+    assert!(e.fresh, "its client id went with it");
+}
+
+/// A data directory from before the `delivered` table opens; its messages are delivered
+/// and reported as before.
+#[tokio::test]
+async fn a_store_without_the_delivered_table_opens_and_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.enqueue(message("old-message", &["b"])).await.unwrap();
+        store
+            .write(|tx| {
+                tx.delete_table(DELIVERED)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(tracked(&store, "old-message").recipients[0].2, None);
+    store
+        .mark_delivered(vec![(key("b"), "old-message".into())], 9)
+        .await
+        .unwrap();
+    assert_eq!(rows(&store, MESH, "old-message"), (false, true));
+    assert_eq!(tracked(&store, "old-message").recipients[0].2, Some(9));
+}
+
+/// Client message ids stored by an older version (three strings in `client_ids`) still
+/// stop a resend, and go when their message does.
+#[tokio::test]
+async fn client_ids_from_an_older_store_still_stop_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut m = message("first", &["b"]);
+    m.client_message_id = Some("cid-old".into());
+    m.expires_at_ms = 1000;
+    store.enqueue(m.clone()).await.unwrap();
+    store
+        .write(|tx| {
+            tx.open_table(CLIENT_KEYS)?
+                .remove(client_key(MESH, "alice", "cid-old"))?;
+            tx.open_table(CLIENT_IDS)?
+                .insert((MESH, "alice", "cid-old"), "first")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let mut again = m.clone();
+    again.id = "second".into();
+    let e = store.enqueue(again.clone()).await.unwrap();
+    assert!(!e.fresh);
+    assert_eq!(e.record.id, "first");
+    store.sweep_expired(2000).await.unwrap();
+    let rt = store.read().unwrap();
+    let old = rt.open_table(CLIENT_IDS).unwrap();
+    assert!(old.get((MESH, "alice", "cid-old")).unwrap().is_none());
+    drop((old, rt));
+    assert!(store.enqueue(again).await.unwrap().fresh);
+}
+
+/// A store written before the expiry index existed has its messages indexed when it is
+/// opened, so the retention sweep (which reads only the index) still drops them.
+#[tokio::test]
+async fn messages_stored_before_the_expiry_index_are_swept_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut m = message("old", &["b"]);
+        m.expires_at_ms = 10;
+        store.enqueue(m).await.unwrap();
+        store.enqueue(message("kept", &["b"])).await.unwrap();
+        store
+            .write(|tx| {
+                tx.delete_table(EXPIRY)?;
+                tx.open_table(EXPIRY)?;
+                tx.open_table(META)?.remove("expiry_indexed")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.sweep_expired(100).await.unwrap(), 0, "not indexed");
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.sweep_expired(100).await.unwrap(), 1);
+    let (left, _) = walk(&store, &[key("b")], 0, 100);
+    let ids: Vec<&str> = left.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["kept"]);
+}
+
+/// Expired messages are dropped from the store (all of them, past one page of candidates),
+/// unexpired ones stay; a message is found by its id or a unique prefix of it.
+#[tokio::test]
+async fn expired_messages_are_swept_and_prefixes_find_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut old = Vec::new();
+    for i in 0..1500 {
+        let mut m = message(&format!("old{i:04}"), &["b"]);
+        m.expires_at_ms = 10;
+        old.push(store.enqueue(m));
+    }
+    for f in old {
+        f.await.unwrap();
+    }
+    store.enqueue(message("ab1", &["b"])).await.unwrap();
+    store.enqueue(message("ac2", &["b"])).await.unwrap();
+
+    let found = |id: &str| match store.find_message(MESH, id).unwrap() {
+        PrefixLookup::Found(r) => Some(r.id),
+        PrefixLookup::NotFound => None,
+        PrefixLookup::Ambiguous => Some("ambiguous".into()),
+    };
+    assert_eq!(found("ab").as_deref(), Some("ab1"));
+    assert_eq!(found("a").as_deref(), Some("ambiguous"));
+    assert_eq!(found("old0001").as_deref(), Some("old0001"));
+
+    assert_eq!(store.sweep_expired(100).await.unwrap(), 1500);
+    assert_eq!(found("old0001"), None);
+    assert_eq!(found("old1499"), None);
+    let (left, _) = walk(&store, &[key("b")], 0, 10_000);
+    let ids: Vec<&str> = left.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["ab1", "ac2"]);
+    assert_eq!(
+        store.sweep_expired(100).await.unwrap(),
+        0,
+        "nothing left to sweep"
+    );
+}
