@@ -16,7 +16,8 @@ use std::collections::HashSet;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-pub use ann::{EF_SEARCH, EXACT_UP_TO, set_ef_search, set_exact_up_to};
+pub use ann::{EF_SEARCH, EXACT_UP_TO, set_ef_search, set_exact_up_to, set_prefilter};
+pub use ann::{PREFILTER_CANDIDATES, PREFILTER_FROM};
 use ann::{dot, squared_l2};
 pub use index::VectorIndex;
 
