@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use claudemesh::store::{
-    Actor, EF_SEARCH, EXACT_UP_TO, Metric, NewPoint, PREFILTER_CANDIDATES, PREFILTER_FROM, Store,
-    VectorIndex, set_ef_search, set_exact_up_to, set_prefilter,
+    Actor, EF_SEARCH, EXACT_UP_TO, Metric, NewPoint, Store, VectorIndex, set_ef_search,
+    set_exact_up_to,
 };
 
 const MESH: &str = "benchmesh0000000000000";
@@ -25,10 +25,6 @@ const CONCURRENCY: usize = 64;
 const EF_SWEEP: [usize; 3] = [EF_SEARCH, 1024, 2048];
 /// Rounds of the default search (min / median / max of their p50 and p95 are printed).
 const ROUNDS: usize = 5;
-/// Rounds of each other configuration.
-const OTHER_ROUNDS: usize = 3;
-/// Bit-scan candidate counts compared with the default.
-const PREFILTER_SWEEP: [usize; 2] = [1_000, 4_000];
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -115,37 +111,6 @@ async fn measure(
     (recall, percentile(&took, 0.5), percentile(&took, 0.95))
 }
 
-/// `n` rounds of the queries: the lowest recall, and min / median / max of p50 and p95.
-async fn rounds(
-    index: &Arc<VectorIndex>,
-    store: &Store,
-    queries: &[Vec<f32>],
-    truth: &[Vec<usize>],
-    n: usize,
-    label: &str,
-) {
-    let mut all = Vec::new();
-    for _ in 0..n {
-        all.push(measure(index, store, queries, truth).await);
-    }
-    let recall = all.iter().map(|r| r.0).fold(1.0, f64::min);
-    let mut p50s: Vec<Duration> = all.iter().map(|r| r.1).collect();
-    let mut p95s: Vec<Duration> = all.iter().map(|r| r.2).collect();
-    p50s.sort();
-    p95s.sort();
-    println!(
-        "    {label}, {n} rounds: recall@{K} {recall:.3} (lowest)  \
-         p50 {:.2?} / {:.2?} / {:.2?}  p95 {:.2?} / {:.2?} / {:.2?} (min / median / max)  {}",
-        p50s[0],
-        p50s[n / 2],
-        p50s[n - 1],
-        p95s[0],
-        p95s[n / 2],
-        p95s[n - 1],
-        load_average()
-    );
-}
-
 async fn run(n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
@@ -204,23 +169,26 @@ async fn run(n: usize) {
         start.elapsed() / QUERIES as u32
     );
     println!("  vector_search, limit {K}, {QUERIES} queries:");
-    rounds(
-        &index,
-        &store,
-        &queries,
-        &truth,
-        ROUNDS,
-        &format!("default (bit scan, {PREFILTER_CANDIDATES} candidates, 8-bit, re-rank)"),
-    )
-    .await;
-    for candidates in PREFILTER_SWEEP {
-        set_prefilter(candidates, PREFILTER_FROM);
-        let label = format!("bit scan, {candidates} candidates, 8-bit, re-rank");
-        rounds(&index, &store, &queries, &truth, OTHER_ROUNDS, &label).await;
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        rounds.push(measure(&index, &store, &queries, &truth).await);
     }
-    set_prefilter(0, PREFILTER_FROM);
-    let label = "exact 8-bit scan + re-rank (no bit scan)";
-    rounds(&index, &store, &queries, &truth, OTHER_ROUNDS, label).await;
+    let recall = rounds.iter().map(|r| r.0).fold(1.0, f64::min);
+    let mut p50s: Vec<Duration> = rounds.iter().map(|r| r.1).collect();
+    let mut p95s: Vec<Duration> = rounds.iter().map(|r| r.2).collect();
+    p50s.sort();
+    p95s.sort();
+    println!(
+        "    default (exact 8-bit + re-rank), {ROUNDS} rounds: recall@{K} {recall:.3} (lowest)  \
+         p50 {:.2?} / {:.2?} / {:.2?}  p95 {:.2?} / {:.2?} / {:.2?} (min / median / max)  {}",
+        p50s[0],
+        p50s[ROUNDS / 2],
+        p50s[ROUNDS - 1],
+        p95s[0],
+        p95s[ROUNDS / 2],
+        p95s[ROUNDS - 1],
+        load_average()
+    );
     set_exact_up_to(0);
     for ef in EF_SWEEP {
         set_ef_search(ef);
@@ -231,7 +199,6 @@ async fn run(n: usize) {
     }
     set_ef_search(EF_SEARCH);
     set_exact_up_to(EXACT_UP_TO);
-    set_prefilter(PREFILTER_CANDIDATES, PREFILTER_FROM);
 
     let start = Instant::now();
     index.close(&store);

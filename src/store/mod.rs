@@ -92,7 +92,6 @@ pub use vectors::{
     set_ef_search, vector_from_json,
 };
 pub use vectors::{EXACT_UP_TO, set_exact_up_to};
-pub use vectors::{PREFILTER_CANDIDATES, PREFILTER_FROM, set_prefilter};
 pub use watches::{PollOutcome, WatchRecord};
 pub use webhooks::{WebhookRecord, WebhookRefusal};
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind, b1x8};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use super::{CollectionRecord, Metric};
 
@@ -43,26 +43,9 @@ const MIN_CANDIDATES: usize = 40;
 /// is rebuilt from redb without them ([`Ann::needs_compaction`]).
 pub const COMPACT_AT_DEAD: usize = 512;
 
-/// Cosine collections of more than this many records are searched in two passes: the sign
-/// bits of every vector compared first (usearch's `b1x8` Hamming scan, 48 bytes a vector at
-/// 384 dimensions instead of 384), then the 8-bit vectors of the [`PREFILTER_CANDIDATES`]
-/// nearest by bits. See BENCHMARKS.md.
-pub const PREFILTER_FROM: usize = 20_000;
-/// Vectors the bit scan passes on to the 8-bit comparison.
-pub const PREFILTER_CANDIDATES: usize = 2_000;
-
 /// The values in force in this process (the constants unless a benchmark sweeps them).
 static EF: AtomicUsize = AtomicUsize::new(EF_SEARCH);
 static EXACT: AtomicUsize = AtomicUsize::new(EXACT_UP_TO);
-static PREFILTER: AtomicUsize = AtomicUsize::new(PREFILTER_CANDIDATES);
-static PREFILTER_AT: AtomicUsize = AtomicUsize::new(PREFILTER_FROM);
-
-/// Changes the bit scan's candidates (0: no bit scan) and the collection size it starts
-/// above (benchmarks compare).
-pub fn set_prefilter(candidates: usize, from: usize) {
-    PREFILTER.store(candidates, Ordering::Relaxed);
-    PREFILTER_AT.store(from, Ordering::Relaxed);
-}
 
 /// Changes the candidates examined per graph search (benchmarks compare recall and latency).
 pub fn set_ef_search(ef: usize) {
@@ -85,10 +68,8 @@ pub fn candidates(limit: usize) -> usize {
 }
 
 /// Bump when the index's layout or quantisation change: an index of another version is rebuilt.
-const INDEX_VERSION: u32 = 3;
+const INDEX_VERSION: u32 = 2;
 const INDEX_FILE: &str = "index.usearch";
-/// The sign bits of a cosine collection's vectors.
-const BITS_FILE: &str = "bits.usearch";
 const STATE_FILE: &str = "state.json";
 
 /// What the index's files say about themselves.
@@ -142,26 +123,11 @@ impl Shape {
             multi: false,
         }
     }
-
-    /// The sign-bit index of a cosine collection.
-    fn bits_options(self) -> Option<IndexOptions> {
-        (self.metric == Metric::Cosine).then_some(IndexOptions {
-            dimensions: self.dimension,
-            metric: MetricKind::Hamming,
-            quantization: ScalarKind::B1,
-            connectivity: CONNECTIVITY,
-            expansion_add: EXPANSION_ADD,
-            expansion_search: EF_SEARCH,
-            multi: false,
-        })
-    }
 }
 
 /// One collection's index.
 pub struct Ann {
     index: Index,
-    /// Cosine: each vector's sign bits, under the same slot (the first pass of a search).
-    bits: Option<Index>,
     shape: Shape,
     /// Adds and searches share it; growing the index's capacity takes it alone.
     grow: RwLock<()>,
@@ -190,31 +156,17 @@ impl Ann {
     /// An empty index with room for `capacity` vectors.
     pub fn empty(shape: Shape, capacity: usize) -> Result<Ann, String> {
         let index = Index::new(&shape.options()).map_err(|e| e.to_string())?;
-        let bits = match shape.bits_options() {
-            Some(options) => Some(Index::new(&options).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let ann = Ann {
+        index
+            .reserve_capacity_and_threads(capacity.max(64), threads())
+            .map_err(|e| e.to_string())?;
+        Ok(Ann {
             index,
-            bits,
             shape,
             grow: RwLock::new(()),
             adding: Mutex::new(()),
             changed: AtomicBool::new(true),
             dead: AtomicUsize::new(0),
-        };
-        ann.reserve(capacity.max(64))?;
-        Ok(ann)
-    }
-
-    /// Room for `capacity` vectors in both indexes, and a context for each thread.
-    fn reserve(&self, capacity: usize) -> Result<(), String> {
-        for index in std::iter::once(&self.index).chain(&self.bits) {
-            index
-                .reserve_capacity_and_threads(capacity, threads())
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        })
     }
 
     /// Adds `points` (slot, vector as stored) on all cores: a rebuild, batch by batch.
@@ -270,17 +222,6 @@ impl Ann {
         ann.index
             .load(path)
             .map_err(|e| format!("cannot load {INDEX_FILE}: {e}"))?;
-        if let Some(bits) = &ann.bits {
-            let file = dir.join(BITS_FILE);
-            let path = file
-                .to_str()
-                .ok_or_else(|| format!("{} is not UTF-8", file.display()))?;
-            bits.load(path)
-                .map_err(|e| format!("cannot load {BITS_FILE}: {e}"))?;
-            if bits.size() != state.points {
-                return Err(format!("its bits hold {} points", bits.size()));
-            }
-        }
         if ann.index.size() != state.points || state.points as u64 != count {
             return Err(format!(
                 "its index holds {} points, its state {}, storage {count}",
@@ -289,8 +230,10 @@ impl Ann {
             ));
         }
         ann.dead.store(state.dead, Ordering::Relaxed);
-        // A loaded index has room for what it holds, and a search context per thread.
-        ann.reserve(ann.index.size().max(64))?;
+        // A loaded index has room for what it holds, and one search context per core.
+        ann.index
+            .reserve_capacity_and_threads(ann.index.size().max(64), threads())
+            .map_err(|e| e.to_string())?;
         ann.changed.store(false, Ordering::Relaxed);
         Ok(ann)
     }
@@ -325,10 +268,6 @@ impl Ann {
                     self.index
                         .add(slot as u64, vector)
                         .map_err(|e| e.to_string())?;
-                    if let Some(bits) = &self.bits {
-                        bits.add(slot as u64, b1x8::from_u8s(&sign_bits(vector)))
-                            .map_err(|e| e.to_string())?;
-                    }
                     // usearch put it in a dead vector's place, if there was one.
                     let _ = self
                         .dead
@@ -339,7 +278,9 @@ impl Ann {
             let _alone = self.grow.write().unwrap_or_else(|p| p.into_inner());
             if self.index.size() >= self.index.capacity() {
                 let more = (self.index.capacity() * 2).max(1024);
-                self.reserve(more)?;
+                self.index
+                    .reserve_capacity_and_threads(more, threads())
+                    .map_err(|e| e.to_string())?;
             }
         }
     }
@@ -363,9 +304,6 @@ impl Ann {
         self.changed.store(true, Ordering::Relaxed);
         let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
         let removed = self.index.remove(slot as u64).map_err(|e| e.to_string())?;
-        if let Some(bits) = &self.bits {
-            bits.remove(slot as u64).map_err(|e| e.to_string())?;
-        }
         self.dead.fetch_add(removed, Ordering::Relaxed);
         Ok(())
     }
@@ -390,13 +328,6 @@ impl Ann {
                 self.index.change_expansion_search(ef);
             }
         }
-        if keep.is_none()
-            && let Some(bits) = &self.bits
-            && PREFILTER.load(Ordering::Relaxed) > 0
-            && self.index.size() > PREFILTER_AT.load(Ordering::Relaxed)
-        {
-            return self.two_pass(bits, query, count);
-        }
         let found = match keep {
             None if self.index.size() <= exact_up_to() => self.index.exact_search(query, count),
             None => self.index.search(query, count),
@@ -406,40 +337,6 @@ impl Ann {
         };
         let found = found.map_err(|e| e.to_string())?;
         Ok(found.keys.into_iter().map(|k| k as usize).collect())
-    }
-
-    /// The bit scan, then the 8-bit vectors of its candidates compared with the query (a unit
-    /// vector): the `count` nearest slots, nearest first.
-    fn two_pass(&self, bits: &Index, query: &[f32], count: usize) -> Result<Vec<usize>, String> {
-        let wanted = PREFILTER.load(Ordering::Relaxed).max(count);
-        let near = bits
-            .exact_search(b1x8::from_u8s(&sign_bits(query)), wanted)
-            .map_err(|e| e.to_string())?;
-        let mut stored = vec![0i8; self.shape.dimension];
-        let mut scored: Vec<(f32, u64)> = Vec::with_capacity(near.keys.len());
-        for key in near.keys {
-            if self
-                .index
-                .get(key, &mut stored)
-                .map_err(|e| e.to_string())?
-                == 0
-            {
-                continue;
-            }
-            let similarity: f32 = query
-                .iter()
-                .zip(&stored)
-                .map(|(q, v)| q * f32::from(*v))
-                .sum();
-            scored.push((similarity, key));
-        }
-        let top = count.min(scored.len());
-        if top < scored.len() {
-            scored.select_nth_unstable_by(top, |a, b| b.0.total_cmp(&a.0));
-            scored.truncate(top);
-        }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(scored.into_iter().map(|(_, k)| k as usize).collect())
     }
 
     /// Whether the index holds every slot in `live` (and so may be saved as holding them).
@@ -466,13 +363,6 @@ impl Ann {
             .to_str()
             .ok_or_else(|| format!("{} is not UTF-8", file.display()))?;
         self.index.save(path).map_err(|e| e.to_string())?;
-        if let Some(bits) = &self.bits {
-            let file = staging.join(BITS_FILE);
-            let path = file
-                .to_str()
-                .ok_or_else(|| format!("{} is not UTF-8", file.display()))?;
-            bits.save(path).map_err(|e| e.to_string())?;
-        }
         let state = State {
             version: INDEX_VERSION,
             metric: self.shape.metric,
@@ -505,17 +395,6 @@ pub fn prepared(metric: Metric, v: &[f32]) -> Option<Vec<f32>> {
         }
         Metric::Dot | Metric::Euclid => Some(v.to_vec()),
     }
-}
-
-/// A vector's sign bits, eight to a byte (usearch's `b1x8`).
-fn sign_bits(v: &[f32]) -> Vec<u8> {
-    let mut out = vec![0u8; v.len().div_ceil(8)];
-    for (i, x) in v.iter().enumerate() {
-        if *x > 0.0 {
-            out[i / 8] |= 1 << (i % 8);
-        }
-    }
-    out
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -572,48 +451,6 @@ mod tests {
             dimension: 2,
             created_at_ms: 0,
         }
-    }
-
-    #[test]
-    fn the_bit_scan_then_8_bit_pass_finds_a_stored_vector_first() {
-        let shape = Shape {
-            metric: Metric::Cosine,
-            dimension: 64,
-            created_at_ms: 0,
-        };
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let points: Vec<(usize, Vec<f32>)> = (0..3000)
-            .map(|i| {
-                let v = (0..64)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                    })
-                    .collect();
-                (i, v)
-            })
-            .collect();
-        let ann = Ann::empty(shape, 0).unwrap();
-        ann.add_all(&points).unwrap();
-        ann.retire(7).unwrap();
-        let bits = ann.bits.as_ref().expect("cosine keeps sign bits");
-        for (slot, v) in points.iter().step_by(97).skip(1) {
-            let q = prepared(Metric::Cosine, v).unwrap();
-            let found = ann.two_pass(bits, &q, 5).unwrap();
-            assert_eq!(found.first(), Some(slot), "{found:?}");
-        }
-        let q = prepared(Metric::Cosine, &points[7].1).unwrap();
-        assert!(!ann.two_pass(bits, &q, 5).unwrap().contains(&7), "retired");
-        // Both files are saved and loaded.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c");
-        ann.save(&path, 1).unwrap();
-        let loaded = Ann::load(&path, shape, 1, 2999).unwrap();
-        let bits = loaded.bits.as_ref().expect("loaded bits");
-        let q = prepared(Metric::Cosine, &points[100].1).unwrap();
-        assert_eq!(loaded.two_pass(bits, &q, 1).unwrap(), [100]);
     }
 
     #[test]

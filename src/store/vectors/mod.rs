@@ -16,8 +16,7 @@ use std::collections::HashSet;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-pub use ann::{EF_SEARCH, EXACT_UP_TO, set_ef_search, set_exact_up_to, set_prefilter};
-pub use ann::{PREFILTER_CANDIDATES, PREFILTER_FROM};
+pub use ann::{EF_SEARCH, EXACT_UP_TO, set_ef_search, set_exact_up_to};
 use ann::{dot, squared_l2};
 pub use index::VectorIndex;
 
