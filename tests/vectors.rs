@@ -549,3 +549,185 @@ async fn mcp_tools_store_and_search_vectors() {
         ["mcp-1"]
     );
 }
+
+/// `n` deterministic 16-dimension vectors, far enough apart that each is its own nearest.
+fn spread_vectors(n: usize) -> Vec<Vec<f32>> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    (0..n)
+        .map(|_| {
+            (0..16)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Searches "docs" for each vector and returns the ids found first, in order.
+async fn nearest_each(
+    client: &claudemesh::client::MeshClient,
+    vectors: &[Vec<f32>],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in vectors {
+        let found = client
+            .vector_search(VectorSearch {
+                collection: "docs".into(),
+                vector: v.clone(),
+                limit: Some(1),
+                filter: None,
+            })
+            .await
+            .expect("search");
+        out.push(found.first().map(|r| r.id.clone()).unwrap_or_default());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_behind_redb_is_rebuilt_whether_older_or_truncated() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    // More records than a search takes candidates from the index (40): a search that finds a
+    // record must have found it in the index.
+    let vectors = spread_vectors(90);
+    let ids: Vec<String> = (0..vectors.len()).map(|i| format!("r{i}")).collect();
+    let client = alice.client().await;
+    for (id, v) in ids.iter().zip(&vectors).take(60) {
+        client
+            .vector_store(docs_record(id, v.clone(), None))
+            .await
+            .expect("store");
+    }
+    client.close().await;
+
+    // A clean stop saves the index of the first 60; a copy of it is kept.
+    broker.restart();
+    let index_dir = broker
+        .data_dir()
+        .join("vectors")
+        .join(alice.entry().mesh_id)
+        .join("docs");
+    let older = tempfile::tempdir().expect("temp dir");
+    for file in ["index.usearch", "state.json"] {
+        std::fs::copy(index_dir.join(file), older.path().join(file)).expect("copy the index");
+    }
+
+    // 30 more records and 5 deletions, saved by a clean stop, then the older copy put back.
+    let client = alice.client().await;
+    for (id, v) in ids.iter().zip(&vectors).skip(60) {
+        client
+            .vector_store(docs_record(id, v.clone(), None))
+            .await
+            .expect("store");
+    }
+    for id in &ids[..5] {
+        client.vector_delete("docs", id).await.expect("delete");
+    }
+    client.close().await;
+    let status = broker.terminate();
+    assert!(status.success(), "{status}");
+    for file in ["index.usearch", "state.json"] {
+        std::fs::copy(older.path().join(file), index_dir.join(file)).expect("restore the copy");
+    }
+    broker.restart();
+
+    // Every record is found by its own vector; the deleted ones are not.
+    let client = alice.client().await;
+    let found = nearest_each(&client, &vectors).await;
+    assert_eq!(found[5..], ids[5..], "every live record is found");
+    for (i, id) in found[..5].iter().enumerate() {
+        assert_ne!(id, &ids[i], "a deleted record stays deleted");
+    }
+    client.close().await;
+
+    // Stopped, the index file cut to half its length (its state file intact): rebuilt.
+    let status = broker.terminate();
+    assert!(status.success(), "{status}");
+    let file = index_dir.join("index.usearch");
+    let len = std::fs::metadata(&file).expect("index file").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate the index");
+    broker.restart();
+    let client = alice.client().await;
+    let found = nearest_each(&client, &vectors).await;
+    assert_eq!(found[5..], ids[5..], "every live record is found");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mesh_past_its_vector_byte_quota_is_refused_until_it_deletes() {
+    // Each record below weighs 2 (id) + 4 × 4 (vector) + 1000 (text) = 1018 bytes: four fit.
+    let mut broker = BrokerProc::start(&["--max-vector-bytes", "4096"]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let text = "t".repeat(1000);
+    let store = |id: &str| {
+        let mut args = vec!["vector", "store", "docs", "--id", id];
+        args.extend(["--vector", "[1, 2, 3, 4]", "--text", text.as_str()]);
+        alice.run(&args)
+    };
+    for id in ["r0", "r1", "r2", "r3"] {
+        let out = store(id);
+        assert_eq!(out.code, 0, "{id}: {}", out.stderr);
+    }
+    let refused = store("r4");
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("4096 bytes") && refused.stderr.contains("--max-vector-bytes"),
+        "{}",
+        refused.stderr
+    );
+    // Metadata counts too: a small record with large metadata is refused as well.
+    let meta = format!(r#"{{"blob": "{}"}}"#, "m".repeat(200));
+    let e = fails(
+        &alice,
+        &[
+            "vector",
+            "store",
+            "docs",
+            "--id",
+            "m",
+            "--vector",
+            "[1, 0, 0, 0]",
+            "--metadata",
+            &meta,
+        ],
+        1,
+    );
+    assert!(e.contains("--max-vector-bytes"), "{e}");
+    // Nothing of the refused records was stored.
+    assert_eq!(
+        search_ids(
+            &alice,
+            &["docs", "--vector", "[1, 2, 3, 4]", "--limit", "10"]
+        )
+        .len(),
+        4
+    );
+
+    // The usage is kept in redb: still refused after a restart; a deletion makes room.
+    broker.restart();
+    assert_eq!(store("r4").code, 1);
+    alice.ok(&["vector", "delete", "docs", "r0"]);
+    let out = store("r4");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Replacing a record by a smaller one is allowed at the quota.
+    alice.ok(&[
+        "vector",
+        "store",
+        "docs",
+        "--id",
+        "r1",
+        "--vector",
+        "[1, 2, 3, 4]",
+    ]);
+    let list = alice.json(&["vector", "collections", "--json"]);
+    assert_eq!(list["collections"][0]["count"], 4, "{list}");
+}

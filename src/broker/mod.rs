@@ -130,6 +130,8 @@ pub struct BrokerConfig {
     pub allow_private_watch_targets: bool,
     /// The Telegram Bot API's base URL (`--telegram-api-url`).
     pub telegram_api_url: String,
+    /// Bytes one mesh's vector records may hold (`--max-vector-bytes`).
+    pub max_vector_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -167,6 +169,7 @@ impl BrokerConfig {
             sql: crate::store::SqlLimits::default(),
             allow_private_watch_targets: false,
             telegram_api_url: telegram::DEFAULT_API_URL.into(),
+            max_vector_bytes: crate::store::DEFAULT_MAX_VECTOR_BYTES,
         }
     }
 

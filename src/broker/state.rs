@@ -124,9 +124,10 @@ impl Broker {
             started: Instant::now(),
             files,
             memory,
-            vectors: std::sync::Arc::new(crate::store::VectorIndex::new(
-                config.data_dir.join("vectors"),
-            )),
+            vectors: std::sync::Arc::new(
+                crate::store::VectorIndex::new(config.data_dir.join("vectors"))
+                    .with_max_bytes(config.max_vector_bytes),
+            ),
             scheduler: Default::default(),
             clocks: Default::default(),
             subscriptions: Default::default(),

@@ -131,6 +131,10 @@ pub struct BrokerCmd {
     /// largest SQL database one mesh may have, in bytes (default 67108864, 64 MiB)
     #[argh(option, default = "crate::store::sql::DEFAULT_MAX_SQL_BYTES")]
     max_sql_bytes: u64,
+    /// most bytes of vector records (vectors at 4 bytes a number, ids, metadata, text) one
+    /// mesh may hold (default 536870912, 512 MiB)
+    #[argh(option, default = "crate::store::DEFAULT_MAX_VECTOR_BYTES")]
+    max_vector_bytes: u64,
     /// stop an SQL statement that runs longer than this, e.g. 2s, 500ms (default 2s)
     #[argh(option, default = "String::from(\"2s\")")]
     sql_timeout: String,
@@ -326,6 +330,7 @@ impl BrokerCmd {
                 .max(std::time::Duration::from_millis(10)),
         };
         config.allow_private_watch_targets = self.allow_private_watch_targets;
+        config.max_vector_bytes = self.max_vector_bytes;
         if let Some(url) = &self.telegram_api_url {
             config.telegram_api_url = url.trim_end_matches('/').to_string();
         }

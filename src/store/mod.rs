@@ -85,6 +85,7 @@ pub use tasks::{Actor, TaskCounts, TaskRecord, TaskRefusal, TaskStatus};
 pub use telegram::{BridgeKeyRefusal, BridgeRootKey};
 pub use telegram::{TelegramInvite, TelegramJoinRefusal, TelegramRecord, TelegramUserRecord};
 pub use vault::{ServiceSeal, VaultRecord, VaultRefusal};
+pub use vectors::DEFAULT_MAX_VECTOR_BYTES;
 pub use vectors::{
     CollectionRecord, EF_SEARCH, MAX_DIMENSION, MAX_FILTER_BYTES, MAX_METADATA_BYTES,
     MAX_SEARCH_LIMIT, Metric, NewPoint, PointRecord, VectorError, VectorHit, VectorIndex,

@@ -19,7 +19,7 @@ use std::sync::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::Metric;
+use super::{CollectionRecord, Metric};
 
 /// Links per node and layer (HNSW's M).
 const CONNECTIVITY: usize = 16;
@@ -37,6 +37,11 @@ pub const EXACT_UP_TO: usize = super::MAX_POINTS_PER_MESH as usize;
 pub const CANDIDATES_PER_RESULT: usize = 4;
 /// Fewest candidates the index proposes.
 const MIN_CANDIDATES: usize = 40;
+/// A deleted record's vector stays in the index (usearch marks it removed, and a later add
+/// reuses its place): scanned by every exact search, kept in memory and in the saved file.
+/// Once at least this many are dead and they outnumber the live ones, the collection's index
+/// is rebuilt from redb without them ([`Ann::needs_compaction`]).
+pub const COMPACT_AT_DEAD: usize = 512;
 
 /// The values in force in this process (the constants unless a benchmark sweeps them).
 static EF: AtomicUsize = AtomicUsize::new(EF_SEARCH);
@@ -79,6 +84,9 @@ struct State {
     /// The collection's change counter the saved index holds everything up to.
     ops: u64,
     points: usize,
+    /// Deleted vectors still in the index (see [`COMPACT_AT_DEAD`]).
+    #[serde(default)]
+    dead: usize,
 }
 
 /// What the index must belong to.
@@ -90,6 +98,15 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The shape of a collection's index.
+    pub fn of(c: &CollectionRecord) -> Shape {
+        Shape {
+            metric: c.metric,
+            dimension: c.dimension as usize,
+            created_at_ms: c.created_at_ms,
+        }
+    }
+
     fn options(self) -> IndexOptions {
         let (metric, quantization) = match self.metric {
             Metric::Cosine => (MetricKind::Cos, ScalarKind::I8),
@@ -118,6 +135,8 @@ pub struct Ann {
     adding: Mutex<()>,
     /// Changed since it was loaded (or never saved): saved at shutdown.
     changed: AtomicBool,
+    /// Deleted vectors the index still holds (removed, their places not yet reused).
+    dead: AtomicUsize,
 }
 
 /// Threads that may use one index at once. usearch keeps a context per thread and refuses an
@@ -134,7 +153,8 @@ fn cores() -> usize {
 }
 
 impl Ann {
-    fn empty(shape: Shape, capacity: usize) -> Result<Ann, String> {
+    /// An empty index with room for `capacity` vectors.
+    pub fn empty(shape: Shape, capacity: usize) -> Result<Ann, String> {
         let index = Index::new(&shape.options()).map_err(|e| e.to_string())?;
         index
             .reserve_capacity_and_threads(capacity.max(64), threads())
@@ -145,25 +165,24 @@ impl Ann {
             grow: RwLock::new(()),
             adding: Mutex::new(()),
             changed: AtomicBool::new(true),
+            dead: AtomicUsize::new(0),
         })
     }
 
-    /// A new index of `points` (slot, vector as stored), built on all cores (its capacity
-    /// reserved up front, so the parallel adds never need to grow it).
-    pub fn build(shape: Shape, points: Vec<(usize, Vec<f32>)>) -> Result<Ann, String> {
-        let ann = Ann::empty(shape, points.len())?;
+    /// Adds `points` (slot, vector as stored) on all cores: a rebuild, batch by batch.
+    pub fn add_all(&self, points: &[(usize, Vec<f32>)]) -> Result<(), String> {
+        let metric = self.shape.metric;
         let workers = cores().min(points.len().max(1));
         let failed = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
-                    let (ann, points) = (&ann, &points);
                     scope.spawn(move || {
                         points
                             .iter()
                             .skip(w)
                             .step_by(workers)
-                            .filter_map(|(slot, v)| Some((*slot, prepared(shape.metric, v)?)))
-                            .find_map(|(slot, v)| ann.add(slot, &v).err())
+                            .filter_map(|(slot, v)| Some((*slot, prepared(metric, v)?)))
+                            .find_map(|(slot, v)| self.add(slot, &v).err())
                     })
                 })
                 .collect();
@@ -174,13 +193,13 @@ impl Ann {
         });
         match failed {
             Some(e) => Err(e),
-            None => Ok(ann),
+            None => Ok(()),
         }
     }
 
-    /// Opens the index saved in `dir` if it holds exactly `ops` changes of this collection;
-    /// why not otherwise.
-    pub fn load(dir: &Path, shape: Shape, ops: u64) -> Result<Ann, String> {
+    /// Opens the index saved in `dir` if it holds exactly `ops` changes of this collection and
+    /// its `count` live records; why not otherwise.
+    pub fn load(dir: &Path, shape: Shape, ops: u64, count: u64) -> Result<Ann, String> {
         let text = std::fs::read_to_string(dir.join(STATE_FILE))
             .map_err(|e| format!("no readable {STATE_FILE}: {e}"))?;
         let state: State =
@@ -203,13 +222,14 @@ impl Ann {
         ann.index
             .load(path)
             .map_err(|e| format!("cannot load {INDEX_FILE}: {e}"))?;
-        if ann.index.size() != state.points {
+        if ann.index.size() != state.points || state.points as u64 != count {
             return Err(format!(
-                "its index holds {} points, its state {}",
+                "its index holds {} points, its state {}, storage {count}",
                 ann.index.size(),
                 state.points
             ));
         }
+        ann.dead.store(state.dead, Ordering::Relaxed);
         // A loaded index has room for what it holds, and one search context per core.
         ann.index
             .reserve_capacity_and_threads(ann.index.size().max(64), threads())
@@ -222,16 +242,37 @@ impl Ann {
         self.changed.load(Ordering::Relaxed)
     }
 
+    /// Live vectors in the index.
+    pub fn live(&self) -> usize {
+        self.index.size()
+    }
+
+    /// Deleted vectors the index still holds.
+    pub fn dead(&self) -> usize {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Whether the dead vectors are worth a rebuild: at least [`COMPACT_AT_DEAD`] of them, and
+    /// more than the live ones.
+    pub fn needs_compaction(&self) -> bool {
+        let dead = self.dead();
+        dead >= COMPACT_AT_DEAD && dead > self.live()
+    }
+
     /// Adds a vector under `slot`, growing the index when it is full.
     fn add(&self, slot: usize, vector: &[f32]) -> Result<(), String> {
         loop {
             {
                 let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
                 if self.index.size() < self.index.capacity() {
-                    return self
-                        .index
+                    self.index
                         .add(slot as u64, vector)
-                        .map_err(|e| e.to_string());
+                        .map_err(|e| e.to_string())?;
+                    // usearch put it in a dead vector's place, if there was one.
+                    let _ = self
+                        .dead
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
+                    return Ok(());
                 }
             }
             let _alone = self.grow.write().unwrap_or_else(|p| p.into_inner());
@@ -262,10 +303,9 @@ impl Ann {
     pub fn retire(&self, slot: usize) -> Result<(), String> {
         self.changed.store(true, Ordering::Relaxed);
         let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
-        self.index
-            .remove(slot as u64)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let removed = self.index.remove(slot as u64).map_err(|e| e.to_string())?;
+        self.dead.fetch_add(removed, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Up to `count` live slots near `query` that `keep` accepts, nearest first by the
@@ -330,6 +370,7 @@ impl Ann {
             created_at_ms: self.shape.created_at_ms,
             ops,
             points: self.index.size(),
+            dead: self.dead(),
         };
         let text = serde_json::to_string(&state).map_err(|e| e.to_string())?;
         std::fs::write(staging.join(STATE_FILE), text).map_err(|e| e.to_string())?;
@@ -402,5 +443,52 @@ mod tests {
         assert!((dot(&a, &b) - plain).abs() < 1e-3);
         let plain: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
         assert!((squared_l2(&a, &b) - plain).abs() < 1e-2);
+    }
+
+    fn shape() -> Shape {
+        Shape {
+            metric: Metric::Euclid,
+            dimension: 2,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn deleted_vectors_stay_until_reused_and_ask_for_compaction() {
+        let ann = Ann::empty(shape(), 0).unwrap();
+        let n = COMPACT_AT_DEAD * 2;
+        let points: Vec<(usize, Vec<f32>)> = (0..n).map(|i| (i, vec![i as f32, 0.0])).collect();
+        ann.add_all(&points).unwrap();
+        for slot in 0..COMPACT_AT_DEAD {
+            ann.retire(slot).unwrap();
+        }
+        // usearch only marks them removed: they are dead, not gone.
+        assert_eq!(
+            (ann.live(), ann.dead()),
+            (n - COMPACT_AT_DEAD, COMPACT_AT_DEAD)
+        );
+        assert!(!ann.needs_compaction(), "as many dead as live");
+        // A new vector takes a dead one's place.
+        ann.insert(n, &[0.5, 0.0]).unwrap();
+        assert_eq!(ann.dead(), COMPACT_AT_DEAD - 1);
+        for slot in COMPACT_AT_DEAD..COMPACT_AT_DEAD + 10 {
+            ann.retire(slot).unwrap();
+        }
+        assert!(
+            ann.needs_compaction(),
+            "more dead than live, and enough of them"
+        );
+        // The dead are never found.
+        let found = ann.search(&[0.0, 0.0], 5, None).unwrap();
+        assert!(
+            found.iter().all(|s| *s >= COMPACT_AT_DEAD + 10),
+            "{found:?}"
+        );
+        // Saved and loaded, the index still knows how many are dead.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        ann.save(&path, 7).unwrap();
+        let loaded = Ann::load(&path, shape(), 7, ann.live() as u64).unwrap();
+        assert_eq!((loaded.live(), loaded.dead()), (ann.live(), ann.dead()));
     }
 }

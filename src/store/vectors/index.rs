@@ -9,18 +9,23 @@ use std::sync::{Arc, Mutex};
 
 use super::ann::{Ann, Shape, candidates};
 use super::{
-    CollectionRecord, MAX_SEARCH_LIMIT, Metric, NewPoint, PointRecord, VECTOR_POINTS, VECTOR_SLOTS,
-    VectorError, VectorHit, VectorRefusal, matches_filter,
+    CollectionRecord, DEFAULT_MAX_VECTOR_BYTES, MAX_SEARCH_LIMIT, Metric, NewPoint, PointRecord,
+    VECTOR_POINTS, VECTOR_SLOTS, VectorError, VectorHit, VectorRefusal, matches_filter,
 };
 use crate::store::{Actor, Store, StoreError, decode, decode_opt};
 
 /// A collection's graph, opened on first use.
 type Cell = Arc<Mutex<Option<Arc<Ann>>>>;
 
+/// Records a rebuild reads from redb and adds at once: with 4096-dimension vectors, 64 MB.
+const REBUILD_BATCH: usize = 4096;
+
 /// The vector collections' graphs. Cheap to share behind an `Arc`.
 pub struct VectorIndex {
     dir: PathBuf,
     graphs: Mutex<HashMap<(String, String), Cell>>,
+    /// The bytes one mesh's records may hold ([`super::record_bytes`]).
+    max_bytes: u64,
 }
 
 impl VectorIndex {
@@ -29,7 +34,14 @@ impl VectorIndex {
         VectorIndex {
             dir,
             graphs: Mutex::new(HashMap::new()),
+            max_bytes: DEFAULT_MAX_VECTOR_BYTES,
         }
+    }
+
+    /// The same, with another byte quota per mesh (`--max-vector-bytes`).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> VectorIndex {
+        self.max_bytes = max_bytes;
+        self
     }
 
     fn graph_dir(&self, mesh_id: &str, name: &str) -> PathBuf {
@@ -68,29 +80,59 @@ impl VectorIndex {
         let current = store
             .vector_collection(mesh_id, &collection.name)?
             .unwrap_or_else(|| collection.clone());
-        let shape = Shape {
-            metric: current.metric,
-            dimension: current.dimension as usize,
-            created_at_ms: current.created_at_ms,
-        };
-        let ann = match Ann::load(&dir, shape, current.ops) {
+        let ann = match Ann::load(&dir, Shape::of(&current), current.ops, current.count) {
             Ok(ann) => ann,
             Err(why) => {
                 tracing::info!(
                     "rebuilding the vector index of {mesh_id}/{} from storage: {why}",
                     collection.name
                 );
-                let points = store.vector_points(mesh_id, &collection.name)?;
-                let points = points
-                    .into_iter()
-                    .map(|p| (p.slot as usize, p.vector))
-                    .collect();
-                Ann::build(shape, points).map_err(VectorError::Index)?
+                rebuilt(store, mesh_id, &current)?
             }
         };
         let ann = Arc::new(ann);
         *slot = Some(ann.clone());
         Ok(ann)
+    }
+
+    /// Replaces `stale` (the collection's index, past [`Ann::needs_compaction`]) with one
+    /// rebuilt from redb, unless another caller already did. Blocking: the collection's other
+    /// requests wait for it, as for a first load.
+    fn compact(&self, store: &Store, mesh_id: &str, name: &str, stale: &Arc<Ann>) {
+        let cell = self.cell(mesh_id, name);
+        let mut slot = match cell.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !slot.as_ref().is_some_and(|a| Arc::ptr_eq(a, stale)) {
+            return;
+        }
+        let fresh = (|| -> Result<Ann, VectorError> {
+            let Some(current) = store.vector_collection(mesh_id, name)? else {
+                return Err(VectorError::Index("the collection is gone".into()));
+            };
+            rebuilt(store, mesh_id, &current)
+        })();
+        match fresh {
+            Ok(fresh) => {
+                tracing::info!(
+                    "vector index of {mesh_id}/{name} rebuilt without its {} deleted vectors",
+                    stale.dead()
+                );
+                *slot = Some(Arc::new(fresh));
+            }
+            Err(e) => tracing::warn!("vector index of {mesh_id}/{name} not compacted: {e}"),
+        }
+    }
+
+    /// The collection's index if it is open (without opening it).
+    fn open_now(&self, mesh_id: &str, name: &str) -> Option<Arc<Ann>> {
+        let cell = self.cell(mesh_id, name);
+        let slot = match cell.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slot.clone()
     }
 
     /// The graph of a collection that exists, off the async runtime.
@@ -137,18 +179,34 @@ impl VectorIndex {
             self.graph_of(store, mesh_id, &c).await?;
         }
         let vector = new.vector.clone();
-        let applied = match store.put_point(mesh_id.into(), new, by).await? {
+        let name = new.collection.clone();
+        let applied = match store
+            .put_point(mesh_id.into(), new, self.max_bytes, by)
+            .await?
+        {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
         let ann = self.graph_of(store, mesh_id, &applied.collection).await?;
+        let (me, mesh) = (self.clone(), mesh_id.to_string());
         blocking(move || {
-            if let Some(old) = applied.retired {
-                ann.retire(old as usize).map_err(VectorError::Index)?;
-            }
-            if let Some(slot) = applied.added {
-                ann.insert(slot as usize, &vector)
-                    .map_err(VectorError::Index)?;
+            let apply = |ann: &Ann| -> Result<(), VectorError> {
+                if let Some(old) = applied.retired {
+                    ann.retire(old as usize).map_err(VectorError::Index)?;
+                }
+                if let Some(slot) = applied.added {
+                    ann.insert(slot as usize, &vector)
+                        .map_err(VectorError::Index)?;
+                }
+                Ok(())
+            };
+            apply(&ann)?;
+            // A compaction that replaced the index meanwhile may have read redb before this
+            // write: the index in place gets it too (both steps are idempotent).
+            if let Some(now) = me.open_now(&mesh, &name)
+                && !Arc::ptr_eq(&now, &ann)
+            {
+                apply(&now)?;
             }
             Ok(())
         })
@@ -176,13 +234,31 @@ impl VectorIndex {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        match applied.retired {
-            Some(slot) => {
-                ann.retire(slot as usize).map_err(VectorError::Index)?;
-                Ok(Ok(true))
+        let Some(slot) = applied.retired else {
+            return Ok(Ok(false));
+        };
+        let (me, store, mesh, name) = (
+            self.clone(),
+            store.clone(),
+            mesh_id.to_string(),
+            name.to_string(),
+        );
+        blocking(move || {
+            ann.retire(slot as usize).map_err(VectorError::Index)?;
+            // A compaction that replaced the index meanwhile may have read redb before this
+            // delete: the index in place forgets the slot too.
+            if let Some(now) = me.open_now(&mesh, &name)
+                && !Arc::ptr_eq(&now, &ann)
+            {
+                now.retire(slot as usize).map_err(VectorError::Index)?;
             }
-            None => Ok(Ok(false)),
-        }
+            if ann.needs_compaction() {
+                me.compact(&store, &mesh, &name, &ann);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Ok(true))
     }
 
     /// Deletes a collection, its records and its index files; `false` when it does not exist.
@@ -290,6 +366,13 @@ impl VectorIndex {
     }
 }
 
+/// A new index of the collection's records in redb, read and added [`REBUILD_BATCH`] at a time.
+fn rebuilt(store: &Store, mesh_id: &str, c: &CollectionRecord) -> Result<Ann, VectorError> {
+    let ann = Ann::empty(Shape::of(c), c.count as usize).map_err(VectorError::Index)?;
+    store.vector_batches(mesh_id, &c.name, REBUILD_BATCH, |batch| ann.add_all(&batch))?;
+    Ok(ann)
+}
+
 /// Runs `f` on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
@@ -342,7 +425,8 @@ fn nearest(
     hits.sort_by(|a, b| metric.better(a.score, b.score));
     hits.truncate(limit);
     if !filter.is_empty() && hits.len() < limit {
-        hits.clear();
+        // One record decoded at a time; only the best `limit` kept.
+        let mut best = Best::new(metric, limit);
         for row in points
             .range((mesh_id, name, "")..)
             .map_err(StoreError::from)?
@@ -354,14 +438,136 @@ fn nearest(
             }
             let point: PointRecord = decode(v.value())?;
             if matches_filter(point.metadata.as_deref(), filter) {
-                hits.push(VectorHit {
+                best.offer(VectorHit {
                     score: metric.score(query, &point.vector),
                     point,
                 });
             }
         }
-        hits.sort_by(|a, b| metric.better(a.score, b.score));
-        hits.truncate(limit);
+        hits = best.hits;
     }
     Ok(hits)
+}
+
+/// The best `limit` hits offered so far, best first.
+struct Best {
+    metric: Metric,
+    limit: usize,
+    hits: Vec<VectorHit>,
+}
+
+impl Best {
+    fn new(metric: Metric, limit: usize) -> Best {
+        Best {
+            metric,
+            limit,
+            hits: Vec::with_capacity(limit + 1),
+        }
+    }
+
+    fn offer(&mut self, hit: VectorHit) {
+        let metric = self.metric;
+        if self.hits.len() >= self.limit
+            && self.hits.last().is_none_or(|worst| {
+                metric.better(hit.score, worst.score) != std::cmp::Ordering::Less
+            })
+        {
+            return;
+        }
+        let at = self
+            .hits
+            .partition_point(|h| metric.better(h.score, hit.score) != std::cmp::Ordering::Greater);
+        self.hits.insert(at, hit);
+        self.hits.truncate(self.limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ann::COMPACT_AT_DEAD;
+    use super::*;
+
+    fn actor() -> Actor {
+        Actor {
+            member_id: "m".into(),
+            name: "tester".into(),
+            manages: false,
+        }
+    }
+
+    fn point(i: usize) -> NewPoint {
+        NewPoint {
+            collection: "c".into(),
+            id: format!("p{i}"),
+            vector: vec![i as f32, 1.0],
+            metadata: None,
+            text: None,
+            create_missing: true,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn deletions_past_the_threshold_rebuild_the_index_without_the_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let index = Arc::new(VectorIndex::new(dir.path().join("vectors")));
+        index
+            .create(&store, "M", "c", 2, Metric::Euclid, actor())
+            .await
+            .unwrap()
+            .unwrap();
+        let n = COMPACT_AT_DEAD + 100;
+        for i in 0..n {
+            index
+                .store(&store, "M", point(i), actor())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let graph = |index: &VectorIndex| index.open_now("M", "c").expect("open");
+        for i in 0..COMPACT_AT_DEAD - 1 {
+            assert!(
+                index
+                    .delete(&store, "M", "c", &format!("p{i}"), actor())
+                    .await
+                    .unwrap()
+                    .unwrap()
+            );
+        }
+        let before = graph(&index);
+        assert_eq!(
+            before.dead(),
+            COMPACT_AT_DEAD - 1,
+            "kept until the threshold"
+        );
+        // The deletion that reaches the threshold (more dead than live) rebuilds the index.
+        let last = format!("p{}", COMPACT_AT_DEAD - 1);
+        assert!(
+            index
+                .delete(&store, "M", "c", &last, actor())
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        let after = graph(&index);
+        assert!(!Arc::ptr_eq(&before, &after), "a new index");
+        assert_eq!((after.live(), after.dead()), (100, 0));
+        // It holds every live record and none of the deleted ones.
+        let hits = index
+            .search(&store, "M", "c", vec![0.0, 1.0], 3, Default::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.point.id.as_str()).collect();
+        let first = COMPACT_AT_DEAD;
+        assert_eq!(
+            ids,
+            [
+                format!("p{first}"),
+                format!("p{}", first + 1),
+                format!("p{}", first + 2)
+            ]
+        );
+        store.close();
+    }
 }

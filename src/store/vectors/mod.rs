@@ -49,6 +49,9 @@ pub const MAX_COLLECTIONS: usize = 64;
 pub const MAX_POINTS_PER_MESH: u64 = 200_000;
 /// Most numbers in all of one mesh's records (records × dimension): 320 MB of f32.
 pub const MAX_VALUES_PER_MESH: u64 = 80_000_000;
+/// Default for the bytes one mesh's records may hold (`claudemesh broker --max-vector-bytes`):
+/// their vectors (4 bytes a number), ids, metadata and text, as [`record_bytes`] counts them.
+pub const DEFAULT_MAX_VECTOR_BYTES: u64 = 512 << 20;
 /// Largest metadata object, as JSON text.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// Largest `filter` object, as JSON text.
@@ -127,6 +130,9 @@ pub struct CollectionRecord {
     pub ops: u64,
     /// The slot the next stored record gets.
     pub next_slot: u64,
+    /// What its records weigh against the mesh's byte quota ([`record_bytes`]).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +148,25 @@ pub struct PointRecord {
     pub stored_by: String,
     pub member_id: String,
     pub stored_at_ms: i64,
+}
+
+impl PointRecord {
+    /// What it weighs against the mesh's byte quota.
+    pub fn bytes(&self) -> u64 {
+        record_bytes(
+            &self.id,
+            self.vector.len(),
+            self.metadata.as_deref(),
+            self.text.as_deref(),
+        )
+    }
+}
+
+/// A record's slot and vector, decoded without its text and metadata (a rebuild reads these).
+#[derive(Deserialize)]
+struct SlotVector {
+    slot: u64,
+    vector: Vec<f32>,
 }
 
 /// A record found by a search, with its score (see [`Metric::score`]).
@@ -178,6 +203,10 @@ pub enum VectorRefusal {
         "this mesh's vectors would hold more than {MAX_VALUES_PER_MESH} numbers (records × dimension), the most they may"
     )]
     TooManyValues,
+    #[error(
+        "quota: this mesh's vector records may hold at most {0} bytes (vectors, ids, metadata and text; --max-vector-bytes on this broker); delete some records first"
+    )]
+    TooManyBytes(u64),
 }
 
 impl VectorRefusal {
@@ -294,20 +323,36 @@ struct Applied {
     retired: Option<u64>,
 }
 
-fn mesh_totals(tx: &WriteTransaction, mesh_id: &str) -> Result<(usize, u64, u64), StoreError> {
+/// What one record weighs against the mesh's byte quota: 4 bytes per number, its id, its
+/// metadata's JSON and its text.
+pub fn record_bytes(id: &str, dimension: usize, metadata: Option<&str>, text: Option<&str>) -> u64 {
+    (dimension * 4 + id.len() + metadata.map_or(0, str::len) + text.map_or(0, str::len)) as u64
+}
+
+/// What all of a mesh's collections hold.
+#[derive(Default)]
+struct Totals {
+    collections: usize,
+    points: u64,
+    values: u64,
+    bytes: u64,
+}
+
+fn mesh_totals(tx: &WriteTransaction, mesh_id: &str) -> Result<Totals, StoreError> {
     let table = tx.open_table(VECTOR_COLLECTIONS)?;
-    let (mut n, mut points, mut values) = (0usize, 0u64, 0u64);
+    let mut t = Totals::default();
     for row in table.range((mesh_id, "")..)? {
         let (k, v) = row?;
         if k.value().0 != mesh_id {
             break;
         }
         let c: CollectionRecord = decode(v.value())?;
-        n += 1;
-        points += c.count;
-        values += c.count * u64::from(c.dimension);
+        t.collections += 1;
+        t.points += c.count;
+        t.values += c.count * u64::from(c.dimension);
+        t.bytes += c.bytes;
     }
-    Ok((n, points, values))
+    Ok(t)
 }
 
 /// Creates the collection unless it exists; an existing one of the same dimension and metric
@@ -333,7 +378,7 @@ fn ensure_collection(
             metric: c.metric.as_str(),
         }));
     }
-    if mesh_totals(tx, mesh_id)?.0 >= MAX_COLLECTIONS {
+    if mesh_totals(tx, mesh_id)?.collections >= MAX_COLLECTIONS {
         return Ok(Err(VectorRefusal::TooManyCollections));
     }
     let record = CollectionRecord {
@@ -346,6 +391,7 @@ fn ensure_collection(
         count: 0,
         ops: 0,
         next_slot: 0,
+        bytes: 0,
     };
     tx.open_table(VECTOR_COLLECTIONS)?
         .insert((mesh_id, name), encode(&record).as_slice())?;
@@ -385,10 +431,12 @@ impl Store {
         .await
     }
 
+    /// Stores a record unless the mesh would go over a quota (`max_bytes`: its byte quota).
     async fn put_point(
         &self,
         mesh_id: String,
         new: NewPoint,
+        max_bytes: u64,
         by: Actor,
     ) -> Result<Result<Applied, VectorRefusal>, StoreError> {
         self.write(move |tx| {
@@ -430,16 +478,28 @@ impl Store {
             let mut points = tx.open_table(VECTOR_POINTS)?;
             let key = (mesh_id.as_str(), name, new.id.as_str());
             let old: Option<PointRecord> = decode_opt(points.get(key)?)?;
+            let bytes = record_bytes(
+                &new.id,
+                dimension,
+                new.metadata.as_deref(),
+                new.text.as_deref(),
+            );
+            let old_bytes = old.as_ref().map_or(0, PointRecord::bytes);
+            let totals = mesh_totals(tx, &mesh_id)?;
             if old.is_none() {
-                let (_, count, values) = mesh_totals(tx, &mesh_id)?;
-                if count >= MAX_POINTS_PER_MESH {
+                if totals.points >= MAX_POINTS_PER_MESH {
                     return Ok(Err(VectorRefusal::TooManyPoints));
                 }
-                if values + dimension as u64 > MAX_VALUES_PER_MESH {
+                if totals.values + dimension as u64 > MAX_VALUES_PER_MESH {
                     return Ok(Err(VectorRefusal::TooManyValues));
                 }
                 collection.count += 1;
             }
+            // A replacement is charged what it adds to the record it replaces.
+            if bytes > old_bytes && totals.bytes.saturating_sub(old_bytes) + bytes > max_bytes {
+                return Ok(Err(VectorRefusal::TooManyBytes(max_bytes)));
+            }
+            collection.bytes = collection.bytes.saturating_sub(old_bytes) + bytes;
             let slot = collection.next_slot;
             collection.next_slot += 1;
             collection.ops += 1;
@@ -504,6 +564,7 @@ impl Store {
             tx.open_table(VECTOR_SLOTS)?
                 .remove((mesh_id.as_str(), name.as_str(), old.slot))?;
             collection.count = collection.count.saturating_sub(1);
+            collection.bytes = collection.bytes.saturating_sub(old.bytes());
             collection.ops += 1;
             tx.open_table(VECTOR_COLLECTIONS)?.insert(
                 (mesh_id.as_str(), name.as_str()),
@@ -573,20 +634,39 @@ impl Store {
         super::rows::mesh_rows(&rt.open_table(VECTOR_COLLECTIONS)?, mesh_id)
     }
 
-    /// Every record of a collection.
-    fn vector_points(&self, mesh_id: &str, name: &str) -> Result<Vec<PointRecord>, StoreError> {
+    /// Every record's slot and vector, handed to `each` in batches of at most `batch` (a
+    /// rebuild holds one batch at a time, never the whole collection, nor any text or
+    /// metadata).
+    fn vector_batches(
+        &self,
+        mesh_id: &str,
+        name: &str,
+        batch: usize,
+        mut each: impl FnMut(Vec<(usize, Vec<f32>)>) -> Result<(), String>,
+    ) -> Result<(), VectorError> {
         let rt = self.read()?;
-        let table = rt.open_table(VECTOR_POINTS)?;
-        let mut out = Vec::new();
-        for row in table.range((mesh_id, name, "")..)? {
-            let (k, v) = row?;
+        let table = rt.open_table(VECTOR_POINTS).map_err(StoreError::from)?;
+        let mut out = Vec::with_capacity(batch);
+        for row in table
+            .range((mesh_id, name, "")..)
+            .map_err(StoreError::from)?
+        {
+            let (k, v) = row.map_err(StoreError::from)?;
             let (m, c, _) = k.value();
             if m != mesh_id || c != name {
                 break;
             }
-            out.push(decode(v.value())?);
+            let p: SlotVector = decode(v.value())?;
+            out.push((p.slot as usize, p.vector));
+            if out.len() >= batch {
+                each(std::mem::replace(&mut out, Vec::with_capacity(batch)))
+                    .map_err(VectorError::Index)?;
+            }
         }
-        Ok(out)
+        if !out.is_empty() {
+            each(out).map_err(VectorError::Index)?;
+        }
+        Ok(())
     }
 
     /// The slots of a collection's live records.
