@@ -42,3 +42,19 @@ pub async fn call<S: Service<RoleClient>>(
         .join("\n");
     (result.is_error != Some(true), text)
 }
+
+/// [`mcp_process`] with its stderr (the server's log, as Claude Code keeps it) readable.
+#[allow(dead_code)]
+pub fn mcp_process_with_log(person: &Person) -> (TokioChildProcess, tokio::process::ChildStderr) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("mcp")
+        .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
+        .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
+        .env("HOME", person.config_dir())
+        .env_remove("CLAUDEMESH_CHANNEL");
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn claudemesh mcp");
+    (transport, stderr.expect("piped stderr"))
+}

@@ -1,0 +1,261 @@
+//! Remote approval of agents' tool use (issue 18 item 5): an rmcp client stands in for Claude
+//! Code on alice's side of `claudemesh mcp`, sends `permission_request` notifications, and
+//! receives `notifications/claude/channel/permission` when bob answers from the CLI.
+
+use crate::common;
+
+use rmcp::model::{ClientConfig, ClientNotification, CustomNotification, ProtocolVersion};
+use rmcp::service::{NotificationContext, RoleClient, RunningService};
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use common::mcp::{call, mcp_process, mcp_process_with_log};
+use common::*;
+
+const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
+const PERMISSION: &str = "notifications/claude/channel/permission";
+
+/// Claude Code as far as permission prompts go: it records custom notifications.
+struct Claude {
+    tx: mpsc::UnboundedSender<(String, Value)>,
+}
+
+impl ClientHandler for Claude {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.tx.send((
+            notification.method,
+            notification.params.unwrap_or(Value::Null),
+        ));
+    }
+}
+
+type Mcp = RunningService<RoleClient, Claude>;
+type Notes = mpsc::UnboundedReceiver<(String, Value)>;
+
+async fn serve(transport: rmcp::transport::TokioChildProcess) -> (Mcp, Notes) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mcp = Claude { tx }
+        .serve(transport)
+        .await
+        .expect("MCP handshake with claudemesh mcp");
+    connected(&mcp).await;
+    (mcp, rx)
+}
+
+/// Waits until the MCP server's session is connected (it connects in the background).
+async fn connected(mcp: &Mcp) {
+    eventually("the MCP server's session to connect", || async {
+        !call(mcp, "mesh_info", json!({}))
+            .await
+            .1
+            .contains("connecting")
+    })
+    .await;
+}
+
+/// Sends a permission prompt as Claude Code does.
+async fn ask(mcp: &Mcp, request_id: &str, tool: &str, description: &str, preview: &str) {
+    mcp.send_notification(ClientNotification::CustomNotification(
+        CustomNotification::new(
+            PERMISSION_REQUEST,
+            Some(json!({
+                "request_id": request_id,
+                "tool_name": tool,
+                "description": description,
+                "input_preview": preview,
+            })),
+        ),
+    ))
+    .await
+    .expect("send permission_request");
+}
+
+/// The next `notifications/claude/channel/permission` the server sends.
+async fn next_decision(rx: &mut Notes) -> Value {
+    loop {
+        let (method, params) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("a permission notification within the wait")
+            .expect("notification stream open");
+        if method == PERMISSION {
+            return params;
+        }
+    }
+}
+
+/// `person`'s pending request with Claude Code's `request_id`, once it is there.
+async fn pending(person: &Person, request_id: &str) -> Value {
+    let mut found = Value::Null;
+    eventually("the request to reach the approver", || {
+        let list = person.json(&["approvals", "--json"]);
+        let hit = list["approvals"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["requestId"] == request_id).cloned());
+        let done = hit.is_some();
+        if let Some(h) = hit {
+            found = h;
+        }
+        async move { done }
+    })
+    .await;
+    found
+}
+
+fn declares_permission_relay(mcp: &Mcp) -> bool {
+    let info = mcp.peer_info().expect("server info");
+    let experimental = info.capabilities.experimental.clone().unwrap_or_default();
+    experimental.contains_key("claude/channel")
+        && experimental.contains_key("claude/channel/permission")
+}
+
+/// The whole round: alice's agent asks, bob (her approver) reads the prompt decrypted and
+/// answers from the CLI, alice's Claude Code gets the decision; carol (no approver) is
+/// refused; a second answer is refused; the broker never holds the prompt in clear; both the
+/// request and the decision are in the audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_answers_a_sealed_permission_prompt_and_the_agent_gets_the_decision() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+    let set = alice.json(&["approvers", "set", "bob", "--json"]);
+    assert_eq!(set["resolved"][0]["displayName"], "bob", "{set:#}");
+    assert_eq!(
+        alice.json(&["approvers", "--json"])["approvers"],
+        set["approvers"]
+    );
+
+    let (mcp, mut rx) = serve(mcp_process(&alice)).await;
+    assert!(declares_permission_relay(&mcp));
+
+    let preview = "rm -rf build && ./deploy --token preview-secret-8c1f2e";
+    let description = "Run the deploy script, description-secret-51a9";
+    ask(&mcp, "kqzvb", "Bash", description, preview).await;
+    let seen = pending(&bob, "kqzvb").await;
+    assert_eq!(seen["toolName"], "Bash", "{seen:#}");
+    assert_eq!(seen["description"], description);
+    assert_eq!(seen["inputPreview"], preview);
+    assert_eq!(seen["requester"], "alice");
+    let id = seen["id"].as_str().expect("an id").to_string();
+
+    // Not an approver: refused, and the request still waits.
+    let refused = carol.refused(&["approve", &id]);
+    assert!(refused.contains("forbidden"), "{refused}");
+    assert!(
+        carol.json(&["approvals", "--json"])["approvals"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "carol holds no copy"
+    );
+
+    bob.ok(&["approve", &id]);
+    let decision = next_decision(&mut rx).await;
+    assert_eq!(
+        decision,
+        json!({"request_id": "kqzvb", "behavior": "allow"})
+    );
+
+    // First answer wins.
+    let again = bob.refused(&["deny", &id]);
+    assert!(again.contains("already answered"), "{again}");
+
+    ask(
+        &mcp,
+        "mfpta",
+        "Write",
+        "Write a file",
+        "/etc/passwd preview-secret-8c1f2e",
+    )
+    .await;
+    let second = pending(&bob, "mfpta").await;
+    bob.ok(&["deny", second["id"].as_str().unwrap()]);
+    let decision = next_decision(&mut rx).await;
+    assert_eq!(decision, json!({"request_id": "mfpta", "behavior": "deny"}));
+
+    let log = alice.json(&["audit", "--json"]);
+    let text = log.to_string();
+    assert!(text.contains("approval.requested"), "{log:#}");
+    assert!(text.contains("approval.decided"), "{log:#}");
+    assert!(
+        text.contains("\"deny\"") && text.contains("\"allow\""),
+        "{log:#}"
+    );
+
+    mcp.cancel().await.ok();
+    assert_broker_never_saw(&broker, b"preview-secret-8c1f2e");
+    assert_broker_never_saw(&broker, b"description-secret-51a9");
+}
+
+/// With no approvers set, a prompt leaves alice's machine for nobody: the MCP server says so
+/// in its log, bob sees nothing and the broker logs no request.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_approvers_a_permission_prompt_is_not_forwarded() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let shown = alice.ok(&["approvers"]);
+    assert!(shown.contains("no approvers"), "{shown}");
+    let (transport, log) = mcp_process_with_log(&alice);
+    let (mcp, _rx) = serve(transport).await;
+    ask(
+        &mcp,
+        "nobdy",
+        "Bash",
+        "Run a command",
+        "echo hello-unforwarded",
+    )
+    .await;
+    let mut lines = BufReader::new(log).lines();
+    let said = loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a log line within the wait")
+            .expect("readable log")
+            .expect("the log to go on");
+        if line.contains("nobdy") {
+            break line;
+        }
+    };
+    assert!(said.contains("not forwarded"), "{said}");
+    assert!(
+        bob.json(&["approvals", "--json"])["approvals"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    );
+    let audit = alice.json(&["audit", "--json"]).to_string();
+    assert!(!audit.contains("approval.requested"), "{audit}");
+    mcp.cancel().await.ok();
+}
+
+/// `approvers clear` takes an approver's power away at once: a pending request can no longer
+/// be answered by them; a group's members answer while the group entry stands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_approver_cannot_answer_and_a_group_counts_its_live_sessions() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    // bob in group leads is an approver through @leads.
+    bob.ok(&["group", "join", "leads"]);
+    let set = alice.json(&["approvers", "set", "@leads", "--json"]);
+    assert_eq!(set["resolved"][0]["displayName"], "bob", "{set:#}");
+    assert_eq!(set["resolved"][0]["via"], "@leads", "{set:#}");
+    let (mcp, _rx) = serve(mcp_process(&alice)).await;
+    ask(&mcp, "grpaa", "Bash", "Run a command", "ls").await;
+    let first = pending(&bob, "grpaa").await;
+    ask(&mcp, "grpbb", "Bash", "Run a command", "ls -la").await;
+    let second = pending(&bob, "grpbb").await;
+    bob.ok(&["approve", first["id"].as_str().unwrap()]);
+    alice.ok(&["approvers", "clear"]);
+    let refused = bob.refused(&["approve", second["id"].as_str().unwrap()]);
+    assert!(refused.contains("forbidden"), "{refused}");
+    mcp.cancel().await.ok();
+}
