@@ -51,6 +51,7 @@ struct ApproversSetCmd {
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "clear", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh approvers clear")]
 /// remove every approver: permission prompts stay on your machine
 struct ApproversClearCmd {
     /// mesh slug or id (needed when several are joined)
