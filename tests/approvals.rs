@@ -240,7 +240,7 @@ async fn without_approvers_a_permission_prompt_is_not_forwarded() {
 /// `approvers clear` takes an approver's power away at once: a pending request can no longer
 /// be answered by them; a group's members answer while the group entry stands.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_removed_approver_cannot_answer_and_a_group_counts_its_live_sessions() {
+async fn a_removed_approver_cannot_answer_and_a_group_entry_names_its_members() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     // bob in group leads is an approver through @leads.
@@ -257,5 +257,71 @@ async fn a_removed_approver_cannot_answer_and_a_group_counts_its_live_sessions()
     alice.ok(&["approvers", "clear"]);
     let refused = bob.refused(&["approve", second["id"].as_str().unwrap()]);
     assert!(refused.contains("forbidden"), "{refused}");
+    mcp.cancel().await.ok();
+}
+
+/// What a dashboard builds on: a live client of bob's hears a new request (opened with his
+/// key) and its decision as they happen, and `approvals --wait` returns with the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approvers_client_hears_requests_and_decisions_live() {
+    use claudemesh::client::approvals::ApprovalUpdate;
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["approvers", "set", "bob"]);
+    let live = bob.client().await;
+    let waiter = tokio::process::Command::new(BIN)
+        .args(["approvals", "--wait", "--json"])
+        .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
+        .stdin(std::process::Stdio::null())
+        .output();
+    let waiter = tokio::spawn(waiter);
+    let (mcp, mut rx) = serve(mcp_process(&alice)).await;
+    ask(&mcp, "livea", "Edit", "Edit src/main.rs", "fn main() {}").await;
+
+    let next_update = async |client: &claudemesh::client::MeshClient| loop {
+        let frame = tokio::time::timeout(WAIT, client.next_push())
+            .await
+            .expect("a push within the wait")
+            .expect("the client open");
+        if let Some(update) = ApprovalUpdate::from_push(client, &frame) {
+            return update;
+        }
+    };
+    let ApprovalUpdate::Requested(request) = next_update(&live).await else {
+        panic!("the first approval push announces the request");
+    };
+    assert_eq!(request.request_id, "livea");
+    assert_eq!(request.tool_name.as_deref(), Some("Edit"));
+    assert_eq!(request.input_preview.as_deref(), Some("fn main() {}"));
+    assert_eq!(request.status, "pending");
+
+    let waited = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("approvals --wait returns once a request is there")
+        .unwrap()
+        .unwrap();
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(listed["approvals"][0]["requestId"], "livea", "{listed:#}");
+
+    let decision = live.answer_approval(&request.id, true).await.unwrap();
+    assert_eq!(decision.behavior, "allow");
+    let ApprovalUpdate::Decided(decided) = next_update(&live).await else {
+        panic!("the next approval push announces the decision");
+    };
+    assert_eq!(
+        (decided.id.as_str(), decided.status.as_str()),
+        (request.id.as_str(), "allow")
+    );
+    assert_eq!(decided.decided_by.as_deref(), Some("bob"));
+    assert_eq!(
+        next_decision(&mut rx).await,
+        json!({"request_id": "livea", "behavior": "allow"})
+    );
     mcp.cancel().await.ok();
 }

@@ -23,6 +23,10 @@ use crate::store::{
     ApprovalCopy, ApprovalRow, AuditActor, DecideOutcome, MAX_PENDING_APPROVALS, Member, StoreError,
 };
 
+/// Most requests one `approvals` answer lists (oldest first; each copy is at most 16 KiB, and
+/// a client takes frames of up to 16 MiB).
+const MAX_LISTED: usize = 200;
+
 fn short(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -306,6 +310,7 @@ pub fn list_approvals(conn: &Conn, req_id: Option<String>) {
         Ok(rows) => {
             let approvals = rows
                 .iter()
+                .take(MAX_LISTED)
                 .filter_map(|(id, row)| {
                     row.copy_for(&me.member_id)
                         .map(|copy| entry(id, row, copy, now))
