@@ -4,47 +4,25 @@
 
 use crate::common;
 
-use rmcp::model::{ClientConfig, ClientNotification, CustomNotification, ProtocolVersion};
-use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::{ClientHandler, ServiceExt};
+use rmcp::ServiceExt;
+use rmcp::model::{ClientNotification, CustomNotification};
+use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use common::mcp::{call, mcp_process, mcp_process_with_log};
+use common::mcp::{Recorder, call, mcp_process, mcp_process_with_log};
 use common::*;
 
 const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
 const PERMISSION: &str = "notifications/claude/channel/permission";
 
-/// Claude Code as far as permission prompts go: it records custom notifications.
-struct Claude {
-    tx: mpsc::UnboundedSender<(String, Value)>,
-}
-
-impl ClientHandler for Claude {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
-    }
-
-    async fn on_custom_notification(
-        &self,
-        notification: CustomNotification,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.tx.send((
-            notification.method,
-            notification.params.unwrap_or(Value::Null),
-        ));
-    }
-}
-
-type Mcp = RunningService<RoleClient, Claude>;
+type Mcp = RunningService<RoleClient, Recorder>;
 type Notes = mpsc::UnboundedReceiver<(String, Value)>;
 
 async fn serve(transport: rmcp::transport::TokioChildProcess) -> (Mcp, Notes) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mcp = Claude { tx }
+    let mcp = Recorder { tx }
         .serve(transport)
         .await
         .expect("MCP handshake with claudemesh mcp");
