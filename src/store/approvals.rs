@@ -252,3 +252,99 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(requester: &str, now_ms: i64) -> ApprovalRow {
+        ApprovalRow {
+            request_id: "abcde".into(),
+            requester_member_id: requester.into(),
+            requester_name: requester.into(),
+            requester_key: "00".repeat(32),
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms + 600_000,
+            copies: vec![ApprovalCopy {
+                member_id: "bob".into(),
+                via: "bob".into(),
+                nonce: String::new(),
+                ciphertext: String::new(),
+            }],
+            decided: None,
+        }
+    }
+
+    fn by(name: &str) -> AuditActor {
+        AuditActor::member(name, name)
+    }
+
+    #[tokio::test]
+    async fn the_first_answer_wins_and_an_expired_request_takes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let add = |id: &str, r: ApprovalRow| store.add_approval("m".into(), id.into(), r);
+        assert!(add("a1", row("alice", 1_000)).await.unwrap());
+        let decide = |id: &str, who: &str, behavior: &str, at: i64| {
+            store.decide_approval("m".into(), id.into(), by(who), behavior.into(), at)
+        };
+        assert_eq!(
+            decide("a1", "carol", "allow", 2_000).await.unwrap(),
+            DecideOutcome::NotApprover
+        );
+        assert!(matches!(
+            decide("a1", "bob", "allow", 2_000).await.unwrap(),
+            DecideOutcome::Done(_)
+        ));
+        match decide("a1", "bob", "deny", 3_000).await.unwrap() {
+            DecideOutcome::AlreadyDecided(d) => assert_eq!(d.behavior, "allow"),
+            other => panic!("a second answer was taken: {other:?}"),
+        }
+        assert!(add("a2", row("alice", 1_000)).await.unwrap());
+        assert_eq!(store.approvals_for("m", "bob", 2_000).unwrap().len(), 1);
+        assert!(store.approvals_for("m", "bob", 601_000).unwrap().is_empty());
+        assert_eq!(
+            decide("a2", "bob", "allow", 601_000).await.unwrap(),
+            DecideOutcome::Expired
+        );
+        assert_eq!(
+            decide("zz", "bob", "allow", 2_000).await.unwrap(),
+            DecideOutcome::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn one_member_has_a_bounded_number_of_requests_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..MAX_PENDING_APPROVALS {
+            let id = format!("r{i}");
+            assert!(
+                store
+                    .add_approval("m".into(), id, row("alice", 1_000))
+                    .await
+                    .unwrap()
+            );
+        }
+        let over = store.add_approval("m".into(), "over".into(), row("alice", 1_000));
+        assert!(!over.await.unwrap());
+        // Another member is not held back; ended requests make room (and are pruned later).
+        assert!(
+            store
+                .add_approval("m".into(), "b".into(), row("bob2", 1_000))
+                .await
+                .unwrap()
+        );
+        let later = 1_000 + 600_000 + KEEP_AFTER_MS + 1;
+        assert!(
+            store
+                .add_approval("m".into(), "late".into(), row("alice", later))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store.approval("m", "r0").unwrap().is_none(),
+            "pruned an hour after expiry"
+        );
+    }
+}
