@@ -303,3 +303,58 @@ async fn an_approvers_client_hears_requests_and_decisions_live() {
     );
     mcp.cancel().await.ok();
 }
+
+/// The broker takes a request only for the member's current approvers, and says what is wrong
+/// with a malformed one; it keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_goes_only_to_current_approvers_and_bad_ones_are_named() {
+    use claudemesh::protocol::messages::{RequestApproval, SealedApproval};
+    use claudemesh::protocol::{ClientMessage, ServerMessage};
+
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let client = alice.client().await;
+    let bob_id = client
+        .list_members()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.display_name == "bob")
+        .expect("bob is a member")
+        .member_id;
+    let copy = SealedApproval {
+        member_id: bob_id.clone(),
+        nonce: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+        ciphertext: "c2VhbGVk".into(),
+    };
+    let send = async |request_id: &str, copies: Vec<SealedApproval>| {
+        let r = RequestApproval {
+            request_id: request_id.into(),
+            ttl_secs: None,
+            copies,
+        };
+        client
+            .request(ClientMessage::RequestApproval(Box::new(r)))
+            .await
+    };
+    // bob is not alice's approver: the broker will not bother him.
+    let err = send("abcde", vec![copy.clone()]).await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"), "{err}");
+    alice.ok(&["approvers", "set", "bob"]);
+    let err = send("bad id!", vec![copy.clone()]).await.unwrap_err();
+    assert!(err.to_string().contains("requestId"), "{err}");
+    let err = send("abcde", vec![]).await.unwrap_err();
+    assert!(err.to_string().contains("no sealed copies"), "{err}");
+    let err = send("abcde", vec![copy.clone(), copy.clone()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("two copies"), "{err}");
+    match send("abcde", vec![copy]).await.unwrap() {
+        ServerMessage::ApprovalRequested { approvers, .. } => assert_eq!(approvers, 1),
+        other => panic!("{other:?}"),
+    }
+    let listed = bob.json(&["approvals", "--json"]);
+    assert_eq!(listed["approvals"][0]["requestId"], "abcde", "{listed:#}");
+    // What bob cannot open is said, not hidden.
+    assert!(listed["approvals"][0]["problem"].is_string(), "{listed:#}");
+}
