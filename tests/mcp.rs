@@ -5,36 +5,13 @@ use crate::common;
 use std::process::Command as StdCommand;
 use std::time::Duration;
 
-use rmcp::model::{ClientConfig, CustomNotification, ProtocolVersion};
-use rmcp::service::{NotificationContext, RoleClient, RunningService};
-use rmcp::{ClientHandler, ServiceExt};
+use rmcp::ServiceExt;
+use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use common::mcp::{call, mcp_process};
+use common::mcp::{Recorder, call, mcp_process};
 use common::*;
-
-/// A Claude-Code-like client: it records every custom notification.
-struct Recorder {
-    tx: mpsc::UnboundedSender<(String, Value)>,
-}
-
-impl ClientHandler for Recorder {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
-    }
-
-    async fn on_custom_notification(
-        &self,
-        notification: CustomNotification,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.tx.send((
-            notification.method,
-            notification.params.unwrap_or(Value::Null),
-        ));
-    }
-}
 
 type Mcp = RunningService<RoleClient, Recorder>;
 

@@ -60,6 +60,8 @@ mod webhooks;
 mod clock;
 // Telegram bridge (issue 17).
 mod telegram;
+// Remote approval of tool use (issue 18).
+mod approvals;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -151,6 +153,10 @@ enum Command {
     Webhook(webhooks::WebhookCmd),
     Clock(clock::ClockCmd),
     Telegram(telegram::TelegramCmd),
+    Approvers(approvals::ApproversCmd),
+    Approvals(approvals::ApprovalsCmd),
+    Approve(approvals::ApproveCmd),
+    Deny(approvals::DenyCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -364,6 +370,10 @@ async fn run(command: Command) -> CliResult {
         Command::Webhook(c) => c.run().await,
         Command::Clock(c) => c.run().await,
         Command::Telegram(c) => c.run().await,
+        Command::Approvers(c) => c.run().await,
+        Command::Approvals(c) => c.run().await,
+        Command::Approve(c) => c.run().await,
+        Command::Deny(c) => c.run().await,
     }
 }
 

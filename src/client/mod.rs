@@ -44,6 +44,8 @@ pub mod watches;
 pub mod webhooks;
 // Telegram bridge (issue 17).
 pub mod telegram;
+// Remote approval of tool use (issue 18).
+pub mod approvals;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
 pub use keys::{KeyRing, Rotated, missing_epoch};

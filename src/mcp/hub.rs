@@ -68,6 +68,8 @@ pub struct Hub {
     /// The directory this session shares (`launch --share-dir`: `CLAUDEMESH_SHARE_DIR`) and
     /// the slug of the one mesh it shares with.
     files: Option<(Arc<FileHost>, String)>,
+    /// Permission prompts forwarded and not yet decided (mcp/approvals.rs).
+    asked: Mutex<HashSet<String>>,
 }
 
 /// What `launch --share-dir` asked this server to share: the directory and the one mesh.
@@ -152,6 +154,7 @@ impl Hub {
             channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
             hosted: Default::default(),
             files,
+            asked: Mutex::new(HashSet::new()),
         });
         for link in &hub.links {
             tokio::spawn(connect_loop(hub.clone(), link.clone()));
@@ -275,15 +278,32 @@ impl Hub {
     }
 
     async fn notify(&self, content: String, meta: Map<String, Value>) -> bool {
+        let params = json!({ "content": content, "meta": meta });
+        self.send_custom("notifications/claude/channel", params)
+            .await
+    }
+
+    /// Sends a custom notification to the MCP client; false when none is connected.
+    pub async fn send_custom(&self, method: &str, params: Value) -> bool {
         let Some(peer) = lock(&self.notifier).clone() else {
             return false;
         };
-        let params = json!({ "content": content, "meta": meta });
         peer.send_notification(ServerNotification::CustomNotification(
-            CustomNotification::new("notifications/claude/channel", Some(params)),
+            CustomNotification::new(method, Some(params)),
         ))
         .await
         .is_ok()
+    }
+
+    /// Remembers a forwarded permission prompt; false when `cap` already wait.
+    pub fn ask(&self, request_id: &str, cap: usize) -> bool {
+        let mut asked = lock(&self.asked);
+        asked.contains(request_id) || (asked.len() < cap && asked.insert(request_id.into()))
+    }
+
+    /// Forgets a forwarded prompt; true the first time (its decision is to be passed on).
+    pub fn answered(&self, request_id: &str) -> bool {
+        lock(&self.asked).remove(request_id)
     }
 
     /// Tells the MCP client that the prompts and resources (the mesh's skills) changed.
@@ -344,6 +364,10 @@ impl Hub {
                 }
                 let text = format!("{} on {}: {}", data.published_by, data.stream, data.data);
                 self.notify(text, meta).await;
+                return;
+            }
+            ServerMessage::ApprovalDecided(decision) => {
+                super::approvals::decided(self, decision).await;
                 return;
             }
             ServerMessage::SkillChanged(_) => {

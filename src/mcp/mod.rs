@@ -2,6 +2,7 @@
 //! machine as its own session (session hello), exposes the mesh as tools, and turns incoming
 //! messages into `notifications/claude/channel`.
 
+mod approvals;
 mod hub;
 mod prompts;
 pub mod session;

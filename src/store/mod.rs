@@ -39,6 +39,8 @@ mod watches;
 mod webhooks;
 // Telegram bridge (issue 17).
 mod telegram;
+// Remote approval of tool use (issue 18).
+mod approvals;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +55,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, oneshot};
 
+pub use approvals::{
+    ApprovalCopy, ApprovalDecided, ApprovalRow, DecideOutcome, MAX_PENDING_APPROVALS,
+};
 pub use audit::{AuditActor, AuditEvent, AuditNote};
 pub use clock::{ClockRecord, PAUSED_DUE_MS, TICK_SIM_MS};
 pub use contexts::ContextRecord;

@@ -96,6 +96,7 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     super::webhooks::create_tables(tx)?;
     super::clock::create_tables(tx)?;
     super::telegram::create_tables(tx)?;
+    super::approvals::create_tables(tx)?;
     Ok(())
 }
 

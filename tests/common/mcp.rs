@@ -1,23 +1,29 @@
 //! Calling our MCP server's tools from a real MCP client (rmcp's client side), for the test
 //! files that drive `claudemesh mcp`.
 
-use rmcp::model::CallToolRequestParams;
-use rmcp::service::{RoleClient, RunningService, Service};
+use rmcp::ClientHandler;
+use rmcp::model::{CallToolRequestParams, ClientConfig, CustomNotification, ProtocolVersion};
+use rmcp::service::{NotificationContext, RoleClient, RunningService, Service};
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Map, Value};
 
 use super::{BIN, Person};
 
-/// `claudemesh mcp` as `person` runs it (its config dir as HOME too, session id
-/// `test-NAME`, no channel), ready for an MCP client to serve on.
-pub fn mcp_process(person: &Person) -> TokioChildProcess {
+/// The command that starts `claudemesh mcp` as `person` runs it (its config dir as HOME too,
+/// session id `test-NAME`, no channel).
+fn mcp_command(person: &Person) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("mcp")
         .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
         .env("CLAUDEMESH_SESSION_ID", format!("test-{}", person.name))
         .env("HOME", person.config_dir())
         .env_remove("CLAUDEMESH_CHANNEL");
-    TokioChildProcess::new(cmd).expect("spawn claudemesh mcp")
+    cmd
+}
+
+/// `claudemesh mcp` as `person` runs it, ready for an MCP client to serve on.
+pub fn mcp_process(person: &Person) -> TokioChildProcess {
+    TokioChildProcess::new(mcp_command(person)).expect("spawn claudemesh mcp")
 }
 
 /// Calls `tool` with `args` (a JSON object); returns whether it succeeded and its text.
@@ -41,4 +47,36 @@ pub async fn call<S: Service<RoleClient>>(
         .collect::<Vec<_>>()
         .join("\n");
     (result.is_error != Some(true), text)
+}
+
+/// [`mcp_process`] with its stderr (the server's log, as Claude Code keeps it) readable.
+#[allow(dead_code)]
+pub fn mcp_process_with_log(person: &Person) -> (TokioChildProcess, tokio::process::ChildStderr) {
+    let (transport, stderr) = TokioChildProcess::builder(mcp_command(person))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn claudemesh mcp");
+    (transport, stderr.expect("piped stderr"))
+}
+
+/// A Claude-Code-like MCP client: it records every custom notification (method, params).
+pub struct Recorder {
+    pub tx: tokio::sync::mpsc::UnboundedSender<(String, Value)>,
+}
+
+impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.tx.send((
+            notification.method,
+            notification.params.unwrap_or(Value::Null),
+        ));
+    }
 }

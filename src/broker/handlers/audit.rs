@@ -45,6 +45,9 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::Block { .. }
             | M::Unblock { .. }
             | M::SetGrants(_)
+            | M::SetApprovers { .. }
+            | M::RequestApproval(_)
+            | M::AnswerApproval { .. }
             | M::RotateKey(_)
             | M::SetAdmins(_)
             | M::SetPerms(_)

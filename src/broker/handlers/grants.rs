@@ -16,7 +16,11 @@ use crate::store::{GrantChange, GrantRow, MAX_GRANT_ROWS, Member, RecipientKey, 
 const MAX_LISTED: usize = 200;
 
 /// The member a `peer` field names: a member id, or a member or session key (64 hex).
-fn find_member(broker: &Broker, mesh_id: &str, peer: &str) -> Result<Option<Member>, String> {
+pub(super) fn find_member(
+    broker: &Broker,
+    mesh_id: &str,
+    peer: &str,
+) -> Result<Option<Member>, String> {
     let store_err = |e: crate::store::StoreError| e.to_string();
     if let Ok(key) = Pubkey::parse(peer) {
         if let Some(m) = broker

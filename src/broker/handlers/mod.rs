@@ -36,6 +36,8 @@ mod watches;
 mod webhooks;
 // Telegram bridge (issue 17).
 mod telegram;
+// Remote approval of tool use (issue 18).
+mod approvals;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -284,5 +286,14 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::TelegramInvite {} => telegram::telegram_invite(conn, req_id),
         ClientMessage::TelegramDisconnect {} => telegram::telegram_disconnect(conn, req_id),
         ClientMessage::TelegramStatus {} => telegram::telegram_status(conn, req_id),
+        ClientMessage::SetApprovers { approvers } => {
+            approvals::set_approvers(conn, req_id, approvers).await
+        }
+        ClientMessage::GetApprovers {} => approvals::get_approvers(conn, req_id),
+        ClientMessage::RequestApproval(r) => approvals::request_approval(conn, req_id, *r).await,
+        ClientMessage::ListApprovals {} => approvals::list_approvals(conn, req_id),
+        ClientMessage::AnswerApproval { id, behavior } => {
+            approvals::answer_approval(conn, req_id, id, behavior).await
+        }
     }
 }

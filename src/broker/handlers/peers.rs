@@ -213,7 +213,7 @@ fn clean_role(role: Option<String>) -> Option<String> {
     (!role.is_empty()).then(|| role.to_string())
 }
 
-fn valid_group(name: &str) -> bool {
+pub(super) fn valid_group(name: &str) -> bool {
     name.len() <= MAX_GROUP_NAME
         // Subgroups are `/`-separated; no empty, `.` or `..` part.
         && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")

@@ -44,9 +44,9 @@ use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{
-    CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation,
-    ListPromptsResult, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, CustomNotification, GetPromptRequestParams, GetPromptResponse,
+    Implementation, ListPromptsResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool_handler};
@@ -192,6 +192,8 @@ impl ServerHandler for MeshTools {
             .build();
         let mut experimental = std::collections::BTreeMap::new();
         experimental.insert("claude/channel".to_string(), Map::new());
+        // Claude Code relays its permission prompts (mcp/approvals.rs).
+        experimental.insert(crate::mcp::approvals::CAPABILITY.to_string(), Map::new());
         capabilities.experimental = Some(experimental);
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("claudemesh", env!("CARGO_PKG_VERSION")))
@@ -200,6 +202,17 @@ impl ServerHandler for MeshTools {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.hub.set_notifier(context.peer.clone());
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        if notification.method == crate::mcp::approvals::PERMISSION_REQUEST {
+            let params = notification.params.unwrap_or_default();
+            tokio::spawn(crate::mcp::approvals::forward(self.hub.clone(), params));
+        }
     }
 
     async fn list_prompts(

@@ -44,7 +44,14 @@ mod webhooks;
 mod clock;
 // Telegram bridge (issue 17).
 mod telegram;
+// Remote approval of tool use (issue 18).
+mod approvals;
 
+pub use approvals::{
+    ApprovalDecision, ApprovalEntry, ApproverEntry, DEFAULT_APPROVAL_TTL_SECS,
+    MAX_APPROVAL_CIPHERTEXT, MAX_APPROVAL_TTL_SECS, MAX_APPROVERS, MAX_REQUEST_ID_CHARS,
+    MIN_APPROVAL_TTL_SECS, RequestApproval, SealedApproval,
+};
 pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use clock::{ClockStatus, MAX_CLOCK_SPEED, MIN_CLOCK_SPEED};
 pub use contexts::{ContextEntry, ShareContext};
@@ -488,6 +495,20 @@ pub enum ClientMessage {
     TelegramInvite {},
     TelegramDisconnect {},
     TelegramStatus {},
+    // Remote approval of tool use (PROTOCOL.md §25).
+    /// Replaces this member's approver list (member ids, member keys or `@group`); empty
+    /// clears it.
+    SetApprovers {
+        approvers: Vec<String>,
+    },
+    GetApprovers {},
+    RequestApproval(Box<RequestApproval>),
+    /// The pending requests this member may answer.
+    ListApprovals {},
+    AnswerApproval {
+        id: String,
+        behavior: String,
+    },
 }
 
 impl ClientMessage {
@@ -616,6 +637,11 @@ impl ClientMessage {
             ClientMessage::TelegramInvite {} => "telegram_invite",
             ClientMessage::TelegramDisconnect {} => "telegram_disconnect",
             ClientMessage::TelegramStatus {} => "telegram_status",
+            ClientMessage::SetApprovers { .. } => "set_approvers",
+            ClientMessage::GetApprovers {} => "get_approvers",
+            ClientMessage::RequestApproval(_) => "request_approval",
+            ClientMessage::ListApprovals {} => "list_approvals",
+            ClientMessage::AnswerApproval { .. } => "answer_approval",
         }
     }
 }
@@ -924,6 +950,30 @@ pub enum ServerMessage {
         expires_at: String,
         #[serde(rename = "botUsername", default)]
         bot_username: Option<String>,
+    },
+    // Remote approval of tool use (PROTOCOL.md §25).
+    /// Answers `set_approvers` and `get_approvers`: the list as stored, and whom it names now.
+    Approvers {
+        approvers: Vec<String>,
+        resolved: Vec<ApproverEntry>,
+    },
+    /// Answers `request_approval`.
+    ApprovalRequested {
+        id: String,
+        #[serde(rename = "expiresAt")]
+        expires_at: i64,
+        approvers: usize,
+    },
+    /// Answers `list_approvals`.
+    Approvals {
+        approvals: Vec<ApprovalEntry>,
+    },
+    /// Answers `answer_approval`; pushed to the asking session.
+    ApprovalDecided(ApprovalDecision),
+    /// Pushed to approvers: `event` is `requested` or `decided`.
+    ApprovalEvent {
+        event: String,
+        approval: Box<ApprovalEntry>,
     },
 }
 

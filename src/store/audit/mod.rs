@@ -148,6 +148,11 @@ pub enum AuditEvent {
     /// target, never the token.
     TelegramConnected,
     TelegramDisconnected,
+    /// Remote approval (issue 18): a member's approver list changed, a permission prompt was
+    /// forwarded (ids and approvers, never the tool or its input), a prompt was answered.
+    ApproversChanged,
+    ApprovalRequested,
+    ApprovalDecided,
 }
 
 impl AuditEvent {
@@ -210,6 +215,9 @@ impl AuditEvent {
             AuditEvent::ClockChanged => "clock.changed",
             AuditEvent::TelegramConnected => "telegram.connected",
             AuditEvent::TelegramDisconnected => "telegram.disconnected",
+            AuditEvent::ApproversChanged => "approvers.changed",
+            AuditEvent::ApprovalRequested => "approval.requested",
+            AuditEvent::ApprovalDecided => "approval.decided",
         }
     }
 }
