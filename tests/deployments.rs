@@ -1010,3 +1010,64 @@ async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanne
         "echo: back"
     );
 }
+
+/// A published npm MCP server (`deploy --npm`, run with `npx -y` inside the sandbox with the
+/// host's network): it installs into the service's own directory, answers through `tools
+/// call` (its multi-line answer printed line by line), and keeps what it stored in `/work`
+/// across a broker restart. Needs the npm registry; skipped (failing under
+/// CLAUDEMESH_STRICT_TESTS) when it cannot be reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    if which("npx").is_none() {
+        skip_unless_strict("npx is not installed");
+        return;
+    }
+    let out = alice.run(&[
+        "deploy",
+        "graph",
+        "--npm",
+        "@modelcontextprotocol/server-memory@2026.8.31",
+        "--allow-net",
+        "*",
+        "--env",
+        "MEMORY_FILE_PATH=/work/memory.jsonl",
+    ]);
+    if out.code != 0 {
+        skip_unless_strict(&format!(
+            "the npm server did not deploy (is the npm registry reachable?): {}",
+            out.stderr
+        ));
+        return;
+    }
+    assert!(out.stdout.contains("read_graph"), "{}", out.stdout);
+    let entity = r#"{"entities":[{"name":"claudemesh","entityType":"project","observations":["a broker in Rust"]}]}"#;
+    alice.ok(&["tools", "call", "graph", "create_entities", entity]);
+    let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
+    assert!(
+        graph
+            .lines()
+            .any(|l| l.trim() == r#""name": "claudemesh","#),
+        "one line per line of the answer: {graph}"
+    );
+    // What it stores lands in its own writable directory under the broker's data.
+    assert!(contains_file(broker.data_dir(), "memory.jsonl"));
+
+    broker.restart();
+    eventually("the npm service to run again after a restart", || async {
+        alice
+            .run(&["deployments", "status", "graph"])
+            .stdout
+            .contains("running")
+    })
+    .await;
+    let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
+    assert!(graph.contains("a broker in Rust"), "kept in /work: {graph}");
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}

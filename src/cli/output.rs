@@ -43,6 +43,14 @@ pub fn block(head: &str, text: &str) {
     }
 }
 
+/// Prints a text that may have several lines, each neutralised as [`line`] does, with no
+/// prefix: the answer the user asked for (a tool's result), not a peer's words among ours.
+pub fn lines(text: &str) {
+    for l in text.replace("\r\n", "\n").split('\n') {
+        line(l);
+    }
+}
+
 /// Prints one pretty-printed JSON document.
 pub fn json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {

@@ -180,7 +180,7 @@ impl ToolsCmd {
                 if c.json {
                     print_json(&result);
                 } else if !is_error {
-                    outln!("{text}");
+                    super::output::lines(&text);
                 }
                 if is_error {
                     return Err(CliError::failed(format!(
