@@ -11,12 +11,11 @@ use std::sync::mpsc as std_mpsc;
 
 use claudemesh::client::http;
 use rmcp::ServiceExt;
-use rmcp::model::{ClientNotification, CustomNotification};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::browser::Browser;
-use common::mcp::{Recorder, call, mcp_process};
+use common::mcp::{Recorder, ask, call, mcp_process, next_decision};
 use common::*;
 
 async fn page(broker: &BrokerProc, headers: &[(&str, String)]) -> String {
@@ -280,26 +279,6 @@ async fn the_dashboard_lets_in_only_its_login_link_from_this_machine() {
     assert_eq!(alice.json(&["state", "get", "k", "--json"])["value"], "v");
 }
 
-/// A permission prompt as Claude Code sends it.
-async fn ask_permission<S: rmcp::service::Service<rmcp::service::RoleClient>>(
-    mcp: &rmcp::service::RunningService<rmcp::service::RoleClient, S>,
-    request_id: &str,
-) {
-    mcp.send_notification(ClientNotification::CustomNotification(
-        CustomNotification::new(
-            "notifications/claude/channel/permission_request",
-            Some(json!({
-                "request_id": request_id,
-                "tool_name": "Bash",
-                "description": "Run the migrations",
-                "input_preview": "./migrate --apply",
-            })),
-        ),
-    ))
-    .await
-    .expect("send permission_request");
-}
-
 /// Alice's dashboard in a real browser: her composer reaches bob's inbox, bob's message, his
 /// board change and his live session show without a reload, a task claimed with a click is
 /// claimed for the CLI, and Allow on bob's agent's permission prompt reaches his Claude Code.
@@ -372,22 +351,21 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     browser.screenshot("peers").await;
 
     browser.click("#tab-approvals").await;
-    ask_permission(&mcp, "lmnop").await;
+    ask(
+        &mcp,
+        "lmnop",
+        "Bash",
+        "Run the migrations",
+        "./migrate --apply",
+    )
+    .await;
     browser.wait_for("li.approval[data-request-id=lmnop]").await;
     browser.wait_text("./migrate --apply").await;
     browser.screenshot("approvals").await;
     browser
         .click("li.approval[data-request-id=lmnop] button.allow")
         .await;
-    let decision: Value = loop {
-        let (method, params) = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .expect("a decision within the wait")
-            .expect("notifications open");
-        if method == "notifications/claude/channel/permission" {
-            break params;
-        }
-    };
+    let decision = next_decision(&mut rx).await;
     assert_eq!(decision["request_id"], "lmnop", "{decision:#}");
     assert_eq!(decision["behavior"], "allow", "{decision:#}");
 
