@@ -369,6 +369,11 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     assert_eq!(decision["request_id"], "lmnop", "{decision:#}");
     assert_eq!(decision["behavior"], "allow", "{decision:#}");
 
+    // Reminders alice scheduled, decrypted on her machine.
+    alice.ok(&["remind", "repot the lemon tree", "--in", "2h"]);
+    browser.click("#tab-more").await;
+    browser.wait_text("repot the lemon tree").await;
+
     // The broker's own status page, in the same browser: no message text.
     browser.goto(&format!("{}/", broker.http_url())).await;
     browser.wait_text("claudemesh").await;

@@ -3,7 +3,7 @@
 // Text from the mesh is only ever put in the page as text (textContent), never as HTML.
 "use strict";
 
-const VIEWS = ["peers", "conversations", "board", "tasks", "memory", "files", "approvals"];
+const VIEWS = ["peers", "conversations", "board", "tasks", "memory", "files", "approvals", "more"];
 const names = new Map(); // pubkey -> display name
 let me = null;
 let messages = [];
@@ -92,6 +92,7 @@ function showView() {
 const LOADERS = {
   peers: () => loadPeers(), conversations: () => loadMessages(), board: () => loadBoard(),
   tasks: () => loadTasks(), files: () => loadFiles(), approvals: () => loadApprovals(),
+  more: () => loadMore(),
 };
 
 function viewChanged() {
@@ -322,6 +323,27 @@ async function loadApprovals() {
 async function answer(id, allow) {
   try { await api("/api/approvals/answer", { id, allow }); showError(""); } catch (e) { showError(e.message); }
   await loadApprovals().catch((e) => showError(e.message));
+}
+
+// ---- reminders, streams, contexts ---------------------------------------------------------
+
+function cards(list, empty, card) {
+  return list.length ? list.map(card) : [el("li", { class: "empty" }, empty)];
+}
+
+async function loadMore() {
+  const more = await api("/api/more");
+  $("reminders").replaceChildren(...cards(more.reminders, "None.", (r) => el("li", { class: "reminder" },
+    el("pre", {}, r.message),
+    el("div", { class: "meta" }, ["to " + nameOf(r.to), r.cron ? "cron " + r.cron : "at " + new Date(r.deliverAt).toLocaleString(),
+      r.firedCount ? "fired " + r.firedCount + "×" : ""].filter(Boolean).join(" · ")))));
+  $("streams").replaceChildren(...cards(more.streams, "None.", (s) => el("li", { class: "stream" },
+    el("strong", {}, s.name),
+    el("div", { class: "meta" }, s.subscriberCount + " subscribed · by " + s.createdBy + " · " + when(s.createdAt)))));
+  $("contexts").replaceChildren(...cards(more.contexts, "None.", (c) => el("li", { class: "context" },
+    el("strong", {}, c.peerName), " ", c.summary,
+    (c.keyFindings || []).length ? el("ul", {}, ...c.keyFindings.map((k) => el("li", {}, k))) : null,
+    el("div", { class: "meta" }, [(c.tags || []).map((t) => "#" + t).join(" "), (c.filesRead || []).length + " files read", when(c.updatedAt)].filter(Boolean).join(" · ")))));
 }
 
 // ---- live ----------------------------------------------------------------------------------

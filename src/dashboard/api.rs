@@ -139,6 +139,11 @@ async fn call(shared: &Shared, req: Request<Incoming>) -> Result<Reply, ApiError
         (Method::GET, "/api/files/download") => {
             return Ok(Reply::Raw(download(shared, &needed("id")?).await));
         }
+        (Method::GET, "/api/more") => {
+            let (reminders, streams, contexts) =
+                tokio::join!(c.list_scheduled(), c.list_streams(), c.list_contexts());
+            json!({ "reminders": reminders?, "streams": streams?, "contexts": contexts? })
+        }
         (Method::GET, "/api/approvals") => json!({ "approvals": c.pending_approvals().await? }),
         (Method::POST, "/api/approvals/answer") => {
             let b: AnswerBody = body(req).await?;
