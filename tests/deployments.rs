@@ -117,7 +117,16 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
     assert_eq!(
         tools,
         [
-            "echo", "env", "probe", "whoami", "alloc", "connect", "crash", "cat"
+            "echo",
+            "env",
+            "probe",
+            "whoami",
+            "alloc",
+            "connect",
+            "crash",
+            "cat",
+            "burn",
+            "spawn_alloc"
         ]
     );
 
@@ -185,7 +194,7 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
             entry.tool_count,
             entry.deployed_by.as_str()
         ),
-        ("running", 8, "alice")
+        ("running", 10, "alice")
     );
     let logs = a.mcp_logs("svc", None).await.expect("logs");
     assert!(logs.iter().any(|l| l == "service starting"), "{logs:?}");
@@ -705,6 +714,66 @@ async fn memory_is_capped_and_the_network_is_off_unless_allowed() {
         .await
         .expect("deployed");
     assert_eq!(call(&a, "online", "connect", dial).await, "ok");
+}
+
+/// Where the host lets the broker make cgroups (here: root with writable cgroup v1
+/// hierarchies, or a systemd-delegated v2 group), memory, CPU and processes are capped for the
+/// service as a whole: children that each stay under the per-process limit are killed once
+/// together they pass `--memory-mb`, and `--cpus` throttles a busy service.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_as_a_whole_is_held_to_its_memory_and_cpu() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let mut cfg = config(&[]);
+    cfg.memory_mb = Some(128);
+    cfg.cpus = Some(0.2);
+    let Some(status) = deploy(&a, "held", dir.path(), cfg, None).await else {
+        return;
+    };
+    if status.cgroups.is_empty() {
+        skip_unless_strict("this host gives the broker no cgroups (the broker log says why)");
+        return;
+    }
+    let file = |name: &str| -> Option<(std::path::PathBuf, String)> {
+        status.cgroups.iter().find_map(|d| {
+            let p = Path::new(d).join(name);
+            std::fs::read_to_string(&p).ok().map(|t| (p, t))
+        })
+    };
+    let (procs, members) = file("cgroup.procs").expect("the service's cgroup");
+    assert!(
+        !members.trim().is_empty(),
+        "{} lists the service",
+        procs.display()
+    );
+
+    // Three children of 80 MiB each: each under the 128 MiB per-process limit, together over
+    // the service's 128 MiB.
+    let codes: Vec<i64> =
+        serde_json::from_str(&call(&a, "held", "spawn_alloc", json!({"count": 3, "mb": 80})).await)
+            .expect("exit codes");
+    assert!(
+        codes.contains(&-9),
+        "the memory cap on the whole service kills one: exit codes {codes:?}"
+    );
+
+    // 0.2 CPU: a second of spinning is throttled by the kernel.
+    call(&a, "held", "burn", json!({"seconds": 1.0})).await;
+    let (stat, text) = file("cpu.stat").expect("cpu.stat");
+    let throttled: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}: {text}", stat.display()));
+    assert!(throttled > 0, "--cpus 0.2 throttles it: {text}");
+
+    // Undeployed, its groups are gone.
+    alice.ok(&["undeploy", "held"]);
+    for d in &status.cgroups {
+        assert!(!Path::new(d).exists(), "{d} is removed with the service");
+    }
 }
 
 /// Without bubblewrap (here: not on the broker's PATH) deploys are refused, unless the broker

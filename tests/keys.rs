@@ -41,18 +41,10 @@ fn send(person: &Person, to: &str, text: &str) {
 
 /// The next message push (not a system event) on a live client, within the wait.
 async fn next_message(client: &MeshClient) -> Push {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let frame = tokio::time::timeout_at(deadline, client.next_push())
-            .await
-            .expect("a push in time")
-            .expect("the connection is open");
-        if let ServerMessage::Push(p) = frame
-            && p.subtype.as_deref() != Some("system")
-        {
-            return *p;
-        }
-    }
+    next_push_where(client, "a message push", |p| {
+        p.subtype.as_deref() != Some("system")
+    })
+    .await
 }
 
 /// alice (owner), bob and carol in mesh "team".

@@ -534,3 +534,65 @@ async fn a_hook_under_a_shell_finds_its_session_by_pid() {
     assert!(out.status.success());
     bob_comes_to_be(&alice, "working", "the hook to set bob working by pid").await;
 }
+
+/// The next mirror copy (PROTOCOL.md §3.1) an observer gets, skipping system events.
+async fn next_mirror(observer: &MeshClient) -> claudemesh::protocol::messages::Push {
+    let p = next_push_where(observer, "a mirror copy", |p| {
+        p.subtype.as_deref() != Some("system")
+    })
+    .await;
+    assert!(p.mirror.is_some(), "an observer gets only copies: {p:?}");
+    p
+}
+
+/// A dashboard connects as an observer: it sees a copy of what its member receives and sends,
+/// stays out of others' peer lists, and takes nothing away from the member's own sessions.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_observer_sees_copies_and_leaves_the_messages_for_the_members_sessions() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let mut info = peer_info("alice-dashboard");
+    info.peer_role = Some("observer".into());
+    let observer = MeshClient::connect(ConnectOptions::new(alice.entry(), info))
+        .await
+        .expect("an observer connects");
+
+    // Events reach it, as they reach sessions: bob's live session is announced.
+    let bob_live = bob.client().await;
+    next_push_where(&observer, "peer_joined", |p| {
+        p.event.as_deref() == Some("peer_joined")
+    })
+    .await;
+    let seen: Vec<String> = bob_live
+        .list_peers(None)
+        .await
+        .expect("bob lists peers")
+        .into_iter()
+        .map(|p| p.display_name)
+        .collect();
+    assert!(
+        !seen.contains(&"alice".to_string()),
+        "observer is hidden: {seen:?}"
+    );
+
+    let text = "mirror-check-4471";
+    send(&bob, "alice", text, &[]);
+    let copy = next_mirror(&observer).await;
+    assert_eq!(copy.mirror.as_deref(), Some("received"));
+    assert_eq!(observer.decrypt(&copy).as_deref(), Ok(text));
+    assert_eq!(
+        observer.drain().await.expect("the observer may ask"),
+        0,
+        "an observer never takes queued messages"
+    );
+    let inbox = alice.ok(&["inbox"]);
+    assert!(
+        inbox.contains(text),
+        "alice's sessions still get it: {inbox}"
+    );
+
+    send(&alice, "bob", "and-back-again", &[]);
+    let sent = next_mirror(&observer).await;
+    assert_eq!(sent.mirror.as_deref(), Some("sent"));
+    assert_eq!(sent.sender_name.as_deref(), Some("alice"));
+}

@@ -119,6 +119,9 @@ pub struct Peer {
     pub kind: PeerKind,
     pub role: MemberRole,
     pub control_plane: bool,
+    /// `peerRole:"observer"` (a dashboard): hidden like a control-plane connection, hears
+    /// events, never takes queued messages, gets mirror copies instead (PROTOCOL.md §3.1).
+    pub observer: bool,
     pub display_name: String,
     pub info: PeerInfo,
     pub connected_at_ms: i64,
@@ -149,12 +152,14 @@ impl Peer {
     ) -> Peer {
         let now = time::now_ms();
         let asked = info.peer_role.as_deref();
+        let observer = asked == Some("observer");
         // As the original broker does, a member hello is a tool's connection (a CLI call, a
         // daemon), not a session, unless it says it is one.
-        let control_plane = match kind {
-            PeerKind::Session => asked == Some("control-plane"),
-            PeerKind::Member => !matches!(asked, Some("session" | "service")),
-        };
+        let control_plane = observer
+            || match kind {
+                PeerKind::Session => asked == Some("control-plane"),
+                PeerKind::Member => !matches!(asked, Some("session" | "service")),
+            };
         // Only a connection that calls itself control-plane (our CLI) waits for `drain`; the
         // original's member connections expect live pushes.
         let subscribed = asked != Some("control-plane");
@@ -167,6 +172,7 @@ impl Peer {
             kind,
             role,
             control_plane,
+            observer,
             display_name,
             info,
             connected_at_ms: now,
@@ -197,9 +203,11 @@ impl Peer {
         self.session_pubkey.unwrap_or(self.member_pubkey)
     }
 
-    /// `control-plane`, `session` or `service`, as `peers_list` names it.
+    /// `control-plane`, `observer`, `session` or `service`, as `peers_list` names it.
     pub fn role_name(&self) -> &'static str {
-        if self.control_plane {
+        if self.observer {
+            "observer"
+        } else if self.control_plane {
             "control-plane"
         } else if self.info.peer_role.as_deref() == Some("service") {
             "service"

@@ -180,6 +180,7 @@ pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
         event: None,
         event_data: None,
         key_epoch: record.key_epoch,
+        mirror: None,
     })))
 }
 
@@ -204,7 +205,7 @@ fn offer(
     let Some(conn) = st.conn.clone() else {
         return false;
     };
-    if peer.control_plane && !st.subscribed {
+    if peer.observer || (peer.control_plane && !st.subscribed) {
         return false;
     }
     // A walk through the queue is under way: it reaches this message in its turn.
@@ -230,17 +231,57 @@ fn offer(
     }
 }
 
-/// Pushes a freshly stored message to every live presence it is for.
+/// Pushes a freshly stored message to every live presence it is for, and a mirror copy to
+/// the observers of its recipients and of its sender.
 pub fn route(broker: &Broker, record: &MessageRecord) {
     let now = time::now_ms();
     let peers = broker.presence.peers(&record.mesh_id);
+    // Who receives it matters only to observers: most meshes have none.
+    let observed = peers.iter().any(|p| p.observer);
+    let mut receiving: Vec<String> = Vec::new();
     for (key, _) in &record.recipients {
         let Some(key) = RecipientKey::decode(key) else {
             continue;
         };
         for peer in peers.iter().filter(|p| covers(p, &key)) {
             offer(broker, peer, record, now, false);
+            if observed {
+                receiving.push(peer.member_id.clone());
+            }
         }
+        if let (true, RecipientKey::Member { member_id, .. }) = (observed, key) {
+            receiving.push(member_id);
+        }
+    }
+    if observed {
+        mirror(&peers, record, &receiving);
+    }
+}
+
+/// Observers (PROTOCOL.md §3.1) get a copy of what their member receives or sends: it needs
+/// no acknowledgement and takes nothing from the member's queue. A copy that does not fit
+/// the observer's outbox closes it as a slow consumer, like any push.
+fn mirror(peers: &[Arc<Peer>], record: &MessageRecord, receiving: &[String]) {
+    let mut frames: [Option<Envelope<ServerMessage>>; 2] = [None, None];
+    for observer in peers.iter().filter(|p| p.observer) {
+        let (slot, side) = if receiving.contains(&observer.member_id) {
+            (0, "received")
+        } else if observer.member_id == record.sender_member_id {
+            (1, "sent")
+        } else {
+            continue;
+        };
+        let Some(conn) = observer.state().conn.clone() else {
+            continue;
+        };
+        let frame = frames[slot].get_or_insert_with(|| {
+            let mut frame = push_frame(record);
+            if let ServerMessage::Push(push) = &mut frame.body {
+                push.mirror = Some(side.into());
+            }
+            frame
+        });
+        conn.send(frame);
     }
 }
 
@@ -250,7 +291,7 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
     let Some(conn) = st.conn.clone() else {
         return 0;
     };
-    if peer.control_plane && !st.subscribed {
+    if peer.observer || (peer.control_plane && !st.subscribed) {
         return 0;
     }
     let Some(from) = st.delivery.cursor else {

@@ -215,10 +215,10 @@ fn print_status(s: &McpDeployStatus, json: bool) -> CliResult {
         print_json(s);
     } else {
         let tools = s.tools.as_deref().unwrap_or_default();
-        let sandbox = if s.sandboxed {
-            "sandboxed"
-        } else {
-            "NOT sandboxed"
+        let sandbox = match (s.sandboxed, s.cgroups.is_empty()) {
+            (true, false) => "sandboxed, limits on its cgroup",
+            (true, true) => "sandboxed, per-process limits",
+            (false, _) => "NOT sandboxed",
         };
         outln!(
             "{}: {} ({sandbox}), {} tools",

@@ -585,6 +585,27 @@ pub fn skip_unless_strict(why: &str) {
 }
 
 /// Polls until `check` holds (every 20 ms, up to [`WAIT`]).
+/// The next push on a live client that `wanted` accepts (others are skipped), within [`WAIT`];
+/// `what` names it in the failure.
+pub async fn next_push_where(
+    client: &MeshClient,
+    what: &str,
+    wanted: impl Fn(&claudemesh::protocol::messages::Push) -> bool,
+) -> claudemesh::protocol::messages::Push {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, client.next_push())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: none within {WAIT:?}"))
+            .unwrap_or_else(|| panic!("{what}: the connection ended"));
+        if let claudemesh::protocol::ServerMessage::Push(p) = frame
+            && wanted(&p)
+        {
+            return *p;
+        }
+    }
+}
+
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,

@@ -4,6 +4,7 @@
 //! handlers (`handlers/deployments.rs`) decide what runs; this runs it, keeps its log tail and
 //! answers calls.
 
+pub mod cgroup;
 pub mod sandbox;
 pub mod source;
 mod supervisor;
@@ -88,6 +89,8 @@ pub struct Launch {
     /// As deployed: plain values and `$vault:` references (opened at each start).
     pub env: Vec<(String, String)>,
     pub memory_mb: u64,
+    /// CPUs' worth of time it may use (`config.cpus`); enforced where cgroups can be made.
+    pub cpus: Option<f64>,
     pub network: Network,
 }
 
@@ -99,6 +102,8 @@ struct ServiceState {
     restarts: u32,
     error: Option<String>,
     sandboxed: bool,
+    /// The service's own cgroups, when it runs in some.
+    cgroups: Vec<String>,
     /// Bumped at each settled start attempt, so a waiter sees a fresh outcome.
     attempts: u64,
 }
@@ -111,6 +116,8 @@ pub struct ServiceView {
     pub restarts: u32,
     pub error: Option<String>,
     pub sandboxed: bool,
+    /// The cgroup directories that hold it and its limits; empty: per-process rlimits only.
+    pub cgroups: Vec<String>,
 }
 
 /// One deployed service while the broker runs.
@@ -148,6 +155,7 @@ impl Service {
             restarts: s.restarts,
             error: s.error.clone(),
             sandboxed: s.sandboxed,
+            cgroups: s.cgroups.clone(),
         }
     }
 
@@ -199,6 +207,7 @@ pub struct Services {
     data_dir: PathBuf,
     allow_unsandboxed: bool,
     isolation: tokio::sync::OnceCell<Result<Isolation, String>>,
+    cgroups: std::sync::OnceLock<Option<Arc<cgroup::Cgroups>>>,
     running: Mutex<HashMap<(String, String), Arc<Service>>>,
     secrets: Mutex<Arc<dyn SecretSource>>,
     shutdown: CancellationToken,
@@ -218,6 +227,7 @@ impl Services {
             data_dir: data_dir.to_path_buf(),
             allow_unsandboxed,
             isolation: Default::default(),
+            cgroups: Default::default(),
             running: Default::default(),
             secrets: Mutex::new(Arc::new(NoVault)),
             shutdown,
@@ -268,6 +278,28 @@ impl Services {
             .clone()
     }
 
+    /// Where services' cgroups are made, found once (and said once in the log); none when
+    /// this host does not let the broker make them.
+    fn cgroups(&self) -> Option<Arc<cgroup::Cgroups>> {
+        self.cgroups
+            .get_or_init(|| match cgroup::Cgroups::probe() {
+                Ok(c) => {
+                    tracing::info!(
+                        "deployed services get memory, CPU and process limits as a whole ({})",
+                        c.kind()
+                    );
+                    Some(Arc::new(c))
+                }
+                Err(why) => {
+                    tracing::info!(
+                        "deployed services get per-process limits only (rlimits; --cpus not enforced): no cgroups for the broker here ({why})"
+                    );
+                    None
+                }
+            })
+            .clone()
+    }
+
     /// `<data>/services/<mesh>/<name>`: `app` (the code) and `work` (its writable directory).
     pub fn dir(&self, mesh_id: &str, name: &str) -> PathBuf {
         self.data_dir.join("services").join(mesh_id).join(name)
@@ -299,6 +331,7 @@ impl Services {
             data_dir: self.data_dir.clone(),
             secrets: self.secrets(),
             shutdown: self.shutdown.clone(),
+            cgroups: self.cgroups(),
         };
         tokio::spawn(supervisor::supervise(run));
         service

@@ -14,8 +14,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// Processes the service's user may have (RLIMIT_NPROC).
-const MAX_PROCESSES: u64 = 256;
+/// Processes the service's user may have (RLIMIT_NPROC), and the service (its cgroup).
+pub const MAX_PROCESSES: u64 = 256;
 /// The largest file it may write (RLIMIT_FSIZE).
 const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Memory when the deployment does not say (RLIMIT_DATA, MiB).
@@ -72,6 +72,9 @@ pub struct Jail<'a> {
     pub files: &'a [(String, Vec<u8>)],
     pub memory_mb: u64,
     pub network: Network,
+    /// The `cgroup.procs` files of the service's own cgroups, entered before exec (none: the
+    /// broker's).
+    pub cgroup: Vec<std::ffi::CString>,
 }
 
 /// A command ready to spawn and the descriptors it inherits (kept open until it has spawned).
@@ -108,6 +111,7 @@ pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
         files: &[],
         memory_mb: DEFAULT_MEMORY_MB,
         network: Network::Off,
+        cgroup: Vec::new(),
     };
     let mut prepared = command(&Isolation::Bwrap(bwrap.clone()), &jail)?;
     prepared
@@ -246,10 +250,12 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
         .kill_on_drop(true);
     let inherit: Vec<i32> = held.iter().map(AsRawFd::as_raw_fd).collect();
     let memory = jail.memory_mb.saturating_mul(1 << 20);
+    let cgroup = jail.cgroup.clone();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (fcntl, setrlimit, nice) on values computed above.
+    // functions (open, write, close, fcntl, setrlimit, nice) on values computed above.
     unsafe {
         cmd.pre_exec(move || {
+            super::cgroup::enter(&cgroup)?;
             for fd in &inherit {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -307,6 +313,7 @@ mod tests {
             files: &files,
             memory_mb: DEFAULT_MEMORY_MB,
             network: Network::Off,
+            cgroup: Vec::new(),
         };
         let mut prepared = command(&Isolation::Bwrap(bwrap), &jail).unwrap();
         let out = prepared.command.output().await.unwrap();

@@ -43,19 +43,40 @@ pub fn install_archive(bytes: &[u8], dest: &Path) -> Result<(), String> {
 }
 
 /// A URL `git clone` may fetch: a network URL, never a local path, `file://` or a transport
-/// helper (`ext::`, `fd::`), and nothing git would read as an option.
+/// helper (`ext::`, `fd::`), and nothing git would read as an option. Nor one that carries
+/// credentials (`https://user:token@host/…`): the broker keeps the URL in its data and hands it
+/// to git on the command line, where every local user can read it.
 pub fn check_git_url(url: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
-    let network = ["https://", "http://", "ssh://", "git://"]
-        .iter()
-        .any(|p| lower.starts_with(p));
-    if !network || url.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "git URL \"{}\" is not allowed: give an https://, http://, ssh:// or git:// URL (local paths, file:// and ext:: are refused)",
-            url.chars().take(200).collect::<String>()
-        ));
+    let Some(scheme) = ["https://", "http://", "ssh://", "git://"]
+        .into_iter()
+        .find(|p| lower.starts_with(p))
+    else {
+        return Err(not_allowed(url));
+    };
+    if url.chars().any(char::is_whitespace) {
+        return Err(not_allowed(url));
+    }
+    let rest = &url[scheme.len()..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        // `ssh://git@host/…` names the remote user, no secret; anything else before an `@`
+        // is a credential.
+        if scheme != "ssh://" || userinfo.contains(':') {
+            return Err(
+                "the git URL carries credentials (user:token@): the broker would keep them in its data and show them in process lists. Deploy from a URL anyone may clone, or share the code as an archive (`claudemesh deploy --dir` / `--file`)"
+                    .into(),
+            );
+        }
     }
     Ok(())
+}
+
+fn not_allowed(url: &str) -> String {
+    format!(
+        "git URL \"{}\" is not allowed: give an https://, http://, ssh:// or git:// URL (local paths, file:// and ext:: are refused)",
+        url.chars().take(200).collect::<String>()
+    )
 }
 
 fn check_branch(branch: &str) -> Result<(), String> {
@@ -232,6 +253,25 @@ mod tests {
             assert!(check_git_url(bad).is_err(), "{bad}");
         }
         assert!(check_git_url("https://github.com/a/b").is_ok());
+        assert!(check_git_url("ssh://git@github.com/a/b").is_ok());
+        assert!(check_git_url("https://github.com/a/b@v2").is_ok());
+    }
+
+    /// A token in the URL would sit in the broker's data and in `ps`: refused, and the error
+    /// does not repeat it.
+    #[test]
+    fn git_urls_with_credentials_are_refused_without_echoing_them() {
+        for bad in [
+            "https://ghp_0123456789secret@github.com/a/b",
+            "https://bob:ghp_0123456789secret@github.com/a/b",
+            "http://bob:ghp_0123456789secret@example.com:8080/r.git",
+            "git://x:ghp_0123456789secret@example.com/r",
+            "ssh://git:ghp_0123456789secret@github.com/a/b",
+        ] {
+            let e = check_git_url(bad).expect_err(bad);
+            assert!(e.contains("credentials"), "{e}");
+            assert!(!e.contains("ghp_0123456789secret"), "{e}");
+        }
     }
 
     #[test]

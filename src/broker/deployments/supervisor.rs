@@ -30,6 +30,7 @@ pub(super) struct Run {
     pub data_dir: std::path::PathBuf,
     pub secrets: Arc<dyn SecretSource>,
     pub shutdown: CancellationToken,
+    pub cgroups: Option<Arc<super::cgroup::Cgroups>>,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -78,6 +79,22 @@ impl Run {
     /// Starts the process and reads its tools.
     async fn start_once(&self) -> Result<Arc<StdioServer>, String> {
         let (env, files) = self.environment()?;
+        let group = match &self.cgroups {
+            Some(c) => Some(c.service(
+                &self.launch.mesh_id,
+                &self.launch.name,
+                super::cgroup::Limits {
+                    memory_mb: self.launch.memory_mb,
+                    cpus: self.launch.cpus,
+                    processes: sandbox::MAX_PROCESSES,
+                },
+            )?),
+            None => None,
+        };
+        self.service.state().cgroups = group
+            .iter()
+            .flat_map(|g| g.dirs.iter().map(|d| d.display().to_string()))
+            .collect();
         let jail = Jail {
             app_dir: &self.app_dir,
             work_dir: &self.work_dir,
@@ -87,6 +104,7 @@ impl Run {
             files: &files,
             memory_mb: self.launch.memory_mb,
             network: self.launch.network,
+            cgroup: group.map(|g| g.procs).unwrap_or_default(),
         };
         let prepared = sandbox::command(&self.isolation, &jail)?;
         let label = self.launch.program.first().cloned().unwrap_or_default();
@@ -194,6 +212,15 @@ pub(super) async fn supervise(run: Run) {
             _ = tokio::time::sleep(wait) => {}
             _ = svc.stop.cancelled() => break,
             _ = run.shutdown.cancelled() => break,
+        }
+    }
+    // Its processes are being killed; the groups go once they are empty.
+    if let Some(c) = &run.cgroups {
+        for _ in 0..50 {
+            if c.remove(&run.launch.mesh_id, &run.launch.name) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     run.settle(|s| {

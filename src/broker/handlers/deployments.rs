@@ -371,6 +371,7 @@ fn launch(broker: &Broker, row: &DeploymentRow) -> Result<Launch, Refusal> {
         program,
         env: config.env.into_iter().collect(),
         memory_mb,
+        cpus: config.cpus,
         network,
     })
 }
@@ -397,6 +398,7 @@ fn status_frame(name: &str, view: &crate::broker::deployments::ServiceView) -> S
         tools: Some(view.tools.clone()),
         error: view.error.clone(),
         sandboxed: view.sandboxed,
+        cgroups: view.cgroups.clone(),
     }))
 }
 
@@ -754,6 +756,7 @@ pub fn mcp_deploy_status(conn: &Conn, req_id: Option<String>, name: String) {
                 restarts: 0,
                 error: None,
                 sandboxed: false,
+                cgroups: Vec::new(),
             },
         };
         Ok(Some(status_frame(&row.name, &view)))

@@ -150,6 +150,10 @@ pub struct McpDeployStatus {
     /// Whether it runs in the sandbox (addition).
     #[serde(default)]
     pub sandboxed: bool,
+    /// The cgroup directories holding it with its limits (addition); absent: per-process
+    /// rlimits only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<String>,
 }
 
 /// One service in `mcp_catalog_result`.

@@ -117,6 +117,10 @@ pub struct Push {
     /// The root-key epoch of a group or broadcast body; absent means 0.
     #[serde(default, skip_serializing_if = "super::is_epoch_zero")]
     pub key_epoch: u64,
+    /// This broker: a copy for an observer connection (§3.1), `received` or `sent`; it needs
+    /// no `client_ack` and leaves the message queued for the member's sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
