@@ -312,6 +312,9 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     bob.ok(&["send", "alice", from_bob]);
     browser.wait_text(from_bob).await;
     browser.wait_text(to_bob).await;
+    // The dashboard watched it without taking it: alice's inbox still has it.
+    let inbox = alice.ok(&["inbox", "--json"]);
+    assert!(inbox.contains(from_bob), "alice's inbox: {inbox}");
     browser.screenshot("conversations").await;
 
     // The board follows `state set` live.
@@ -348,6 +351,22 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     browser
         .wait_for("#peers-table tr.peer[data-name=bob]")
         .await;
+    // The dashboard itself is an observer: bob does not see it, nor does the page list it as
+    // a session.
+    let bobs_view = bob.ok(&["peers", "--json"]);
+    assert!(!bobs_view.contains("\"dashboard\""), "{bobs_view}");
+    let listed = browser
+        .client
+        .find_all(fantoccini::Locator::Css(
+            "#peers-table tr.peer[data-name=alice]",
+        ))
+        .await
+        .expect("find");
+    assert!(
+        listed.is_empty(),
+        "the dashboard shows as a session: {}",
+        browser.text().await
+    );
     browser.screenshot("peers").await;
 
     browser.click("#tab-approvals").await;

@@ -106,14 +106,16 @@ async function loadPeers() {
   const data = await api("/api/peers");
   for (const m of data.members) names.set(m.pubkey, m.displayName);
   for (const p of data.peers) { names.set(p.pubkey, p.displayName); names.set(p.memberPubkey, p.displayName); }
-  fill($("peers-table").tBodies[0], data.peers.map((p) => el("tr", { class: "peer", "data-name": p.displayName },
+  // Tools' connections (this dashboard, CLI calls) are not sessions.
+  const sessions = data.peers.filter((p) => p.peerRole !== "observer" && p.peerRole !== "control-plane");
+  fill($("peers-table").tBodies[0], sessions.map((p) => el("tr", { class: "peer", "data-name": p.displayName },
     el("td", {}, p.displayName),
     el("td", { class: "status-" + p.status }, p.status),
     el("td", {}, p.summary || ""),
     el("td", {}, groupsText(p.groups)),
     el("td", {}, [p.peerType, p.channel, p.model].filter(Boolean).join(" · ")),
     el("td", {}, when(p.connectedAt)))));
-  $("peers-empty").hidden = data.peers.length > 0;
+  $("peers-empty").hidden = sessions.length > 0;
   fill($("members-table").tBodies[0], data.members.map((m) => el("tr", { class: "member" },
     el("td", {}, m.displayName),
     el("td", {}, m.role),

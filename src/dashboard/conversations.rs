@@ -68,11 +68,16 @@ impl Log {
     }
 }
 
-/// Whether a message push is a copy of what this member sent: the broker's mirror says so, or
-/// (on a broker without mirrors) its sender is this member.
+/// Whether a message push is a copy of what this member sent: the broker's mirror says so
+/// (PROTOCOL.md §3.1), or, on a broker without mirrors, its sender is this member.
 fn is_sent(client: &MeshClient, push: &Push) -> bool {
-    let me = client.entry().member_pubkey.as_str();
-    push.sender_member_pubkey.as_deref() == Some(me) || push.sender_pubkey == me
+    match push.mirror.as_deref() {
+        Some(side) => side == "sent",
+        None => {
+            let me = client.entry().member_pubkey.as_str();
+            push.sender_member_pubkey.as_deref() == Some(me) || push.sender_pubkey == me
+        }
+    }
 }
 
 /// A message push, decrypted. A copy of a direct message this member sent is a crypto_box
@@ -99,6 +104,11 @@ pub fn from_push(client: &MeshClient, push: &Push) -> Message {
     };
     let (text, problem) = match text {
         Ok(t) => (Some(t), None),
+        // PROTOCOL.md §3.1: a session's key stays in that session.
+        Err(_) if sent && direct => (
+            None,
+            Some("sent by one of your sessions with its own key, which only it holds".into()),
+        ),
         Err(p) => (None, Some(p)),
     };
     Message {
