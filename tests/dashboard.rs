@@ -388,6 +388,17 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     assert_eq!(decision["request_id"], "lmnop", "{decision:#}");
     assert_eq!(decision["behavior"], "allow", "{decision:#}");
 
+    // Memory: recall as the CLI does, then forget.
+    alice.ok(&["remember", "the gate code is in the blue folder"]);
+    browser.click("#tab-memory").await;
+    browser.type_into("#memory-q", "gate code").await;
+    browser.click("#memory-form button[type=submit]").await;
+    browser
+        .wait_text("the gate code is in the blue folder")
+        .await;
+    browser.click("li.memory button").await;
+    browser.wait_text("Nothing found.").await;
+
     // Reminders alice scheduled, decrypted on her machine.
     alice.ok(&["remind", "repot the lemon tree", "--in", "2h"]);
     browser.click("#tab-more").await;
