@@ -369,6 +369,23 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     );
     browser.screenshot("peers").await;
 
+    // The owner invites from the page: the link (also drawn as a QR code) lets carol join.
+    browser.click("#invite-create").await;
+    browser.wait_for("#invite-made:not([hidden])").await;
+    let js = |script: &'static str| {
+        let client = browser.client.clone();
+        async move { client.execute(script, vec![]).await.expect("script") }
+    };
+    let link = js("return document.getElementById('invite-link').value").await;
+    let link = link.as_str().expect("the invite link").to_string();
+    assert!(link.contains("/i/") && link.contains('#'), "{link}");
+    let carol = Person::new("carol");
+    join(&carol, &link);
+    let drawn = js("const q = document.getElementById('invite-qr'); \
+                    return q.complete && q.naturalWidth > 0")
+    .await;
+    assert_eq!(drawn, json!(true), "the QR code is drawn");
+
     browser.click("#tab-approvals").await;
     ask(
         &mcp,

@@ -90,7 +90,7 @@ function showView() {
 
 // Showing a view re-reads its list (events keep it fresh from then on).
 const LOADERS = {
-  peers: () => loadPeers(), conversations: () => loadMessages(), board: () => loadBoard(),
+  peers: () => Promise.all([loadPeers(), loadInvites()]), conversations: () => loadMessages(), board: () => loadBoard(),
   tasks: () => loadTasks(), files: () => loadFiles(), approvals: () => loadApprovals(),
   more: () => loadMore(),
 };
@@ -127,6 +127,41 @@ async function loadPeers() {
   for (const p of data.peers) for (const g of p.groups || []) targets.add("@" + g.name);
   $("targets").replaceChildren(...[...targets].map((t) => el("option", { value: t })));
   renderMessages();
+}
+
+async function loadInvites() {
+  try {
+    const data = await api("/api/invites");
+    fill($("invites-table").tBodies[0], data.invites.map((i) => el("tr", { class: "invite" },
+      el("td", {}, i.code), el("td", {}, i.role), el("td", {}, i.usesLeft + "/" + i.maxUses),
+      el("td", {}, new Date(i.expiresAt * 1000).toLocaleString()), el("td", {}, i.createdByName || i.createdBy),
+      el("td", {}, i.status))));
+    $("invites-table").hidden = false;
+    $("invites-note").hidden = true;
+  } catch (e) {
+    $("invites-table").hidden = true;
+    $("invites-note").hidden = false;
+    $("invites-note").textContent = "Invites are for the owner and admins (" + e.message + ").";
+  }
+}
+
+async function createInvite(event) {
+  event.preventDefault();
+  $("invite-result").textContent = "creating…";
+  try {
+    const inv = await api("/api/invites", {
+      role: $("invite-role").value,
+      uses: Number($("invite-uses").value),
+      expires: $("invite-expires").value,
+    });
+    $("invite-link").value = inv.url;
+    $("invite-qr").src = "data:image/svg+xml;base64," + btoa(inv.qrSvg);
+    $("invite-made").hidden = false;
+    $("invite-result").textContent = "code " + inv.code + ", " + inv.uses + " use(s), expires " + new Date(inv.expiresAt).toLocaleString();
+    await loadInvites();
+  } catch (e) {
+    $("invite-result").textContent = e.message;
+  }
 }
 
 // ---- conversations -------------------------------------------------------------------------
@@ -351,7 +386,7 @@ async function loadMore() {
 // ---- live ----------------------------------------------------------------------------------
 
 function loadAll() {
-  const jobs = [loadPeers(), loadMessages(), loadBoard(), loadTasks(), loadFiles(), loadApprovals()];
+  const jobs = [loadPeers(), loadInvites(), loadMessages(), loadBoard(), loadTasks(), loadFiles(), loadApprovals()];
   return Promise.all(jobs.map((j) => j.catch((e) => showError(e.message))));
 }
 
@@ -375,6 +410,7 @@ async function start() {
   $("composer").addEventListener("submit", send);
   $("board-form").addEventListener("submit", saveBoard);
   $("memory-form").addEventListener("submit", recall);
+  $("invite-form").addEventListener("submit", createInvite);
   try {
     me = await api("/api/me");
     $("who").textContent = me.displayName + " in " + me.mesh;

@@ -14,6 +14,7 @@ use super::conversations::Message;
 use crate::broker::http::{Body, json_response, read_body, respond};
 use crate::client::ClientError;
 use crate::client::files::FileError;
+use crate::protocol::time;
 
 /// Largest request body the page sends (a message, a board value).
 const MAX_BODY: usize = 1 << 20;
@@ -57,6 +58,14 @@ struct IdBody {
     id: String,
     #[serde(default)]
     result: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    role: String,
+    uses: u32,
+    /// How long it stays valid, e.g. `24h`, `7d`.
+    expires: String,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +153,11 @@ async fn call(shared: &Shared, req: Request<Incoming>) -> Result<Reply, ApiError
                 tokio::join!(c.list_scheduled(), c.list_streams(), c.list_contexts());
             json!({ "reminders": reminders?, "streams": streams?, "contexts": contexts? })
         }
+        (Method::GET, "/api/invites") => {
+            let (invites, truncated) = c.list_invites().await?;
+            json!({ "invites": invites, "truncated": truncated })
+        }
+        (Method::POST, "/api/invites") => invite(shared, body(req).await?).await?,
         (Method::GET, "/api/approvals") => json!({ "approvals": c.pending_approvals().await? }),
         (Method::POST, "/api/approvals/answer") => {
             let b: AnswerBody = body(req).await?;
@@ -210,7 +224,7 @@ async fn send(shared: &Shared, b: SendBody) -> Result<Value, ApiError> {
                 from: me.clone(),
                 to: target.spec.clone(),
                 priority: priority.clone(),
-                created_at: crate::protocol::time::iso(crate::protocol::time::now_ms()),
+                created_at: time::iso(time::now_ms()),
                 text: Some(b.text.clone()),
                 problem: None,
                 subtype: None,
@@ -227,6 +241,40 @@ async fn send(shared: &Shared, b: SendBody) -> Result<Value, ApiError> {
         }));
     }
     Ok(json!({ "sent": results }))
+}
+
+/// Creates an invite as `claudemesh invite` does, with its link as a QR code (SVG) to scan
+/// on a phone or another machine's camera.
+async fn invite(shared: &Shared, b: InviteBody) -> Result<Value, ApiError> {
+    if b.role != "member" && b.role != "admin" {
+        return Err(ApiError::Input("the role is member or admin".into()));
+    }
+    if b.uses == 0 {
+        return Err(ApiError::Input("an invite needs at least one use".into()));
+    }
+    let lifetime = time::parse_duration(&b.expires).map_err(ApiError::Input)?;
+    let expires_at = (time::now_ms().saturating_add(lifetime.as_millis() as i64) + 999) / 1000;
+    let new = shared
+        .client
+        .new_invite(&b.role, b.uses, expires_at)
+        .await?;
+    let qr = qrcode::QrCode::new(new.link.as_bytes())
+        .map(|code| {
+            code.render::<qrcode::render::svg::Color>()
+                .min_dimensions(220, 220)
+                .build()
+        })
+        .map_err(|e| ApiError::Broker(format!("cannot draw the QR code: {e}")))?;
+    Ok(json!({
+        "code": new.created.code,
+        "inviteId": new.created.invite_id,
+        "url": new.link,
+        "hasRootKey": new.has_root_key,
+        "expiresAt": time::iso(new.created.expires_at.saturating_mul(1000)),
+        "role": new.created.role,
+        "uses": new.created.max_uses,
+        "qrSvg": qr,
+    }))
 }
 
 /// Downloads a file (decrypting it when it is encrypted) and hands it to the browser.
