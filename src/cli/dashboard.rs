@@ -2,7 +2,7 @@
 //! on loopback by [`crate::dashboard`], opened in the browser with a one-time login link.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use argh::{ArgsInfo, FromArgs};
@@ -10,7 +10,7 @@ use argh::{ArgsInfo, FromArgs};
 use super::output::outln;
 use super::{CliError, CliResult, select_mesh};
 use crate::client::{ConnectOptions, MeshClient};
-use crate::dashboard::{Dashboard, observer_peer};
+use crate::dashboard::{Dashboard, observer_peer, private_temp_dir};
 use crate::identity::ConfigDir;
 
 #[derive(FromArgs, ArgsInfo)]
@@ -78,24 +78,24 @@ impl DashboardCmd {
 /// redirects to it, so the token is not in any process's arguments; the file is removed once
 /// the browser had time to read it.
 fn open_browser(url: &str) {
-    let dir = std::env::temp_dir().join(format!(
-        "claudemesh-dashboard-{}",
-        crate::protocol::ids::base62(16)
-    ));
-    let file = dir.join("open.html");
-    let written = private_dir(&dir).and_then(|_| {
+    let page = private_temp_dir().and_then(|dir| {
+        let file = dir.join("open.html");
         std::fs::write(
             &file,
             format!(
                 "<!doctype html><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\">\
                  <meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>claudemesh dashboard</title>"
             ),
-        )
+        )?;
+        Ok((dir, file))
     });
-    if let Err(e) = written {
-        outln!("cannot prepare the browser ({e}): open the link above yourself");
-        return;
-    }
+    let (dir, file) = match page {
+        Ok(p) => p,
+        Err(e) => {
+            outln!("cannot prepare the browser ({e}): open the link above yourself");
+            return;
+        }
+    };
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
@@ -111,11 +111,6 @@ fn open_browser(url: &str) {
         outln!("cannot start {opener}: open the link above yourself");
     }
     remove_later(dir);
-}
-
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(dir)
 }
 
 fn remove_later(dir: PathBuf) {

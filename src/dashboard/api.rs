@@ -279,12 +279,11 @@ async fn invite(shared: &Shared, b: InviteBody) -> Result<Value, ApiError> {
 
 /// Downloads a file (decrypting it when it is encrypted) and hands it to the browser.
 async fn download(shared: &Shared, id: &str) -> Response<Body> {
-    let dir = std::env::temp_dir().join(format!(
-        "claudemesh-dashboard-{}",
-        crate::protocol::ids::base62(16)
-    ));
+    let dir = match super::private_temp_dir() {
+        Ok(d) => d,
+        Err(e) => return json_response(StatusCode::BAD_GATEWAY, json!({ "error": e.to_string() })),
+    };
     let fetched = async {
-        std::fs::create_dir(&dir).map_err(|e| ApiError::Broker(e.to_string()))?;
         let fetched = shared
             .client
             .fetch_file(id, Some(&dir.join("")), &|_, _| {})

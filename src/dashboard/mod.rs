@@ -119,6 +119,18 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// A new directory only this user can read, under the system's temp dir (a download being
+/// decrypted, the page that opens the browser).
+pub fn private_temp_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "claudemesh-dashboard-{}",
+        crate::protocol::ids::base62(16)
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 /// The headers every answer carries: no script but ours, no framing, no referrer.
 fn secure(mut resp: Response<Body>) -> Response<Body> {
     let h = resp.headers_mut();
