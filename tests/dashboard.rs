@@ -416,6 +416,30 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     browser.click("li.memory button").await;
     browser.wait_text("Nothing found.").await;
 
+    // Files: a file bob shared with alice only is listed, and its link downloads it decrypted.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("harvest.txt");
+    std::fs::write(&path, "seed potatoes: 40 kg").expect("write the file");
+    bob.ok(&[
+        "file",
+        "share",
+        path.to_str().expect("utf-8"),
+        "--to",
+        "alice",
+    ]);
+    browser.click("#tab-files").await;
+    browser.wait_for("tr.file a[download='harvest.txt']").await;
+    let downloaded = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             fetch(document.querySelector('tr.file a').href).then(r => r.text()).then(done)",
+            vec![],
+        )
+        .await
+        .expect("fetch the download");
+    assert_eq!(downloaded, json!("seed potatoes: 40 kg"));
+
     // Reminders alice scheduled, decrypted on her machine.
     alice.ok(&["remind", "repot the lemon tree", "--in", "2h"]);
     browser.click("#tab-more").await;
