@@ -1,6 +1,7 @@
 //! Who may talk to the dashboard: the browser that opened the one-time login link, on this
 //! machine, from the dashboard's own pages. Every request passes [`Gate::check`]:
-//! - `Host` must be `127.0.0.1:PORT` or `localhost:PORT` (a DNS-rebinding page has another);
+//! - `Host` must be the address it listens on (`127.0.0.1:PORT`) or `localhost:PORT` (a
+//!   DNS-rebinding page has another);
 //! - a request that changes something (not GET/HEAD) must carry `Origin` equal to the
 //!   dashboard's own origin (a cross-site form or fetch has another, or none);
 //! - every path but `/login` needs the session cookie that the login handed out.
@@ -9,6 +10,7 @@
 //! `SameSite=Strict`, and lives as long as this process.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use hyper::header::{self, HeaderMap};
@@ -20,6 +22,8 @@ use crate::crypto;
 pub const COOKIE: &str = "claudemesh_dashboard";
 
 pub struct Gate {
+    /// Where the dashboard listens, as `Host` names it: `127.0.0.1:PORT` (or `[::1]:PORT`).
+    host: String,
     port: u16,
     /// The login token until it is used.
     login_token: Mutex<Option<String>>,
@@ -41,10 +45,11 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl Gate {
-    /// A gate for a dashboard listening on `port`, with a fresh login token.
-    pub fn new(port: u16) -> Gate {
+    /// A gate for a dashboard listening on `addr`, with a fresh login token.
+    pub fn new(addr: SocketAddr) -> Gate {
         Gate {
-            port,
+            host: addr.to_string(),
+            port: addr.port(),
             login_token: Mutex::new(Some(random_secret())),
             sessions: Mutex::new(HashSet::new()),
         }
@@ -57,19 +62,19 @@ impl Gate {
             .lock()
             .map(|t| t.clone().unwrap_or_default())
             .unwrap_or_default();
-        format!("http://127.0.0.1:{}/login?token={token}", self.port)
+        format!("http://{}/login?token={token}", self.host)
     }
 
     /// The `Host` values this dashboard answers to.
     fn host_allowed(&self, host: &str) -> bool {
-        host == format!("127.0.0.1:{}", self.port) || host == format!("localhost:{}", self.port)
+        host == self.host || host == format!("localhost:{}", self.port)
     }
 
     /// Refuses a request that does not pass the rules above; the reason is one line.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), &'static str> {
         let host = header_str(req.headers(), header::HOST).unwrap_or("");
         if !self.host_allowed(host) {
-            return Err("wrong Host: open the dashboard at the 127.0.0.1 address it printed");
+            return Err("wrong Host: open the dashboard at the address it printed");
         }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             let origin = header_str(req.headers(), header::ORIGIN).unwrap_or("");
@@ -142,7 +147,7 @@ mod tests {
 
     #[test]
     fn the_token_works_once_and_the_cookie_then_opens_the_api() {
-        let gate = Gate::new(4242);
+        let gate = Gate::new(SocketAddr::from(([127, 0, 0, 1], 4242)));
         let url = gate.login_url();
         let token = url.split("token=").nth(1).expect("token").to_string();
         assert!(gate.login("wrong").is_none());

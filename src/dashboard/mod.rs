@@ -58,7 +58,7 @@ impl Dashboard {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             client,
-            gate: auth::Gate::new(addr.port()),
+            gate: auth::Gate::new(addr),
             hub: events::Hub::new(),
             log: conversations::Log::default(),
         });
