@@ -8,6 +8,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod crypto;
+pub mod dashboard;
 pub mod identity;
 pub mod mcp;
 pub mod net;

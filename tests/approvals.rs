@@ -5,8 +5,6 @@
 use crate::common;
 
 use rmcp::ServiceExt;
-use rmcp::model::{ClientNotification, CustomNotification};
-use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -14,11 +12,7 @@ use tokio::sync::mpsc;
 use common::mcp::{Recorder, call, mcp_process, mcp_process_with_log};
 use common::*;
 
-const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
-const PERMISSION: &str = "notifications/claude/channel/permission";
-
-type Mcp = RunningService<RoleClient, Recorder>;
-type Notes = mpsc::UnboundedReceiver<(String, Value)>;
+use common::mcp::{Mcp, Notes, ask, next_decision};
 
 async fn serve(transport: rmcp::transport::TokioChildProcess) -> (Mcp, Notes) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -39,36 +33,6 @@ async fn connected(mcp: &Mcp) {
             .contains("connecting")
     })
     .await;
-}
-
-/// Sends a permission prompt as Claude Code does.
-async fn ask(mcp: &Mcp, request_id: &str, tool: &str, description: &str, preview: &str) {
-    mcp.send_notification(ClientNotification::CustomNotification(
-        CustomNotification::new(
-            PERMISSION_REQUEST,
-            Some(json!({
-                "request_id": request_id,
-                "tool_name": tool,
-                "description": description,
-                "input_preview": preview,
-            })),
-        ),
-    ))
-    .await
-    .expect("send permission_request");
-}
-
-/// The next `notifications/claude/channel/permission` the server sends.
-async fn next_decision(rx: &mut Notes) -> Value {
-    loop {
-        let (method, params) = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .expect("a permission notification within the wait")
-            .expect("notification stream open");
-        if method == PERMISSION {
-            return params;
-        }
-    }
 }
 
 /// `person`'s pending request with Claude Code's `request_id`, once it is there.

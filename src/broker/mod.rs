@@ -10,7 +10,7 @@ pub mod deployments;
 mod files;
 pub(crate) mod handlers;
 mod hook;
-mod http;
+pub mod http;
 mod key;
 mod lan;
 mod limits;

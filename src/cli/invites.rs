@@ -8,6 +8,7 @@ use super::mesh::default_display_name;
 use super::output::{self, outln};
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::http;
+use crate::client::members::NewInvite;
 use crate::client::tls::Trust;
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
 use crate::identity::{
@@ -139,34 +140,6 @@ fn invite_line(i: &InviteEntry) -> String {
     )
 }
 
-/// The link to hand out: the broker's URL and, after `#` (a URL fragment is never sent to a
-/// server), `ROOT.OWNER[.SIGNER]`: the mesh root key, the fingerprint of the owner key, and the
-/// fingerprint of the signing admin's key when an admin signed (PROTOCOL.md §9). The joiner
-/// checks the broker's answer against these, so nobody on the way can swap the owner.
-///
-/// After a rotation the key part is `KEY~EPOCH` (PROTOCOL.md §12.4): the current key and its
-/// epoch; a key without `~` is epoch 0, as every link before rotations was.
-fn invite_link(url: &str, entry: &MeshEntry, signer: &SignKeyPair) -> String {
-    let key = match (entry.root_key.as_str(), entry.key_epoch) {
-        ("", _) => String::new(),
-        (key, 0) => key.to_string(),
-        (key, epoch) => format!("{key}~{epoch}"),
-    };
-    let Ok(owner) = crate::protocol::Pubkey::parse(&entry.owner_pubkey) else {
-        // A config without a usable owner key (never written by this version): the old form.
-        return match key.as_str() {
-            "" => url.to_string(),
-            key => format!("{url}#{key}"),
-        };
-    };
-    let mut link = format!("{url}#{key}.{}", key_fingerprint(&owner.0));
-    if signer.public_hex() != entry.owner_pubkey {
-        link.push('.');
-        link.push_str(&key_fingerprint(&signer.public));
-    }
-    link
-}
-
 impl InviteCmd {
     pub async fn run(self) -> CliResult {
         match self.action {
@@ -187,30 +160,19 @@ impl InviteCmd {
         }
         let lifetime = time::parse_duration(&self.expires).map_err(CliError::Usage)?;
         let entry = select_mesh(self.mesh.as_deref())?;
-        // The owner signs with the owner key; anyone else with its own member key (the broker
-        // checks that it holds the `invite` capability, at registration and at every claim).
-        let signer = match entry.owner_keys() {
-            Some(owner) => owner?,
-            None => entry.member_keys()?,
-        };
         // Round up: the invite lives at least as long as asked (rounding down could put a
         // short one in the past by the time the broker sees it).
         let expires_ms = time::now_ms().saturating_add(lifetime.as_millis() as i64);
         let expires_at = (expires_ms + 999) / 1000;
         let client = connect(&entry).await?;
-        let created = client
-            .create_invite(&signer, &self.role, self.uses, expires_at)
-            .await;
-        // The link carries the key of the mesh's current epoch, which connecting fetched.
-        let ring = client.key_ring();
+        let created = client.new_invite(&self.role, self.uses, expires_at).await;
         client.close().await;
-        let inv = created?;
-        let mut entry = entry;
-        if let Some(key) = ring.get(ring.current_epoch()) {
-            entry.set_sealed_root_key(ring.current_epoch(), &key);
-        }
-        let link = invite_link(&inv.url, &entry, &signer);
-        if entry.root_key.is_empty() {
+        let NewInvite {
+            created: inv,
+            link,
+            has_root_key,
+        } = created?;
+        if !has_root_key {
             output::error(&format!(
                 "warning: this machine has no root key for mesh {}, so the link lacks its #… part: whoever joins with it cannot read or send group and broadcast messages",
                 entry.slug
@@ -694,6 +656,7 @@ pub async fn join_invite(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::members::invite_link;
 
     #[test]
     fn invite_links_and_codes() {

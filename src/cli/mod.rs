@@ -62,6 +62,8 @@ mod clock;
 mod telegram;
 // Remote approval of tool use (issue 18).
 mod approvals;
+// The local web dashboard (issue 18).
+mod dashboard;
 
 use argh::{ArgsInfo, FromArgs};
 use serde::Serialize;
@@ -157,6 +159,7 @@ enum Command {
     Approvals(approvals::ApprovalsCmd),
     Approve(approvals::ApproveCmd),
     Deny(approvals::DenyCmd),
+    Dashboard(dashboard::DashboardCmd),
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -373,6 +376,7 @@ async fn run(command: Command) -> CliResult {
         Command::Approvers(c) => c.run().await,
         Command::Approvals(c) => c.run().await,
         Command::Approve(c) => c.run().await,
+        Command::Dashboard(c) => c.run().await,
         Command::Deny(c) => c.run().await,
     }
 }

@@ -2,13 +2,52 @@
 
 use super::{ClientError, MeshClient};
 use crate::crypto::SignKeyPair;
+use crate::identity::{MeshEntry, key_fingerprint};
 use crate::protocol::messages::{BanEntry, Capability, CreateInvite, InviteCreated, InviteEntry};
 use crate::protocol::{ClientMessage, ServerMessage, canonical, ids};
 
 /// A fresh code is random; on the rare clash the broker says so and another is drawn.
 const CODE_ATTEMPTS: usize = 3;
 
+/// A registered invite and the link to hand out.
+pub struct NewInvite {
+    pub created: InviteCreated,
+    pub link: String,
+    /// False when this machine holds no root key: the link lacks its `#…` part, and whoever
+    /// joins with it cannot read or send group and broadcast messages.
+    pub has_root_key: bool,
+}
+
 impl MeshClient {
+    /// Creates an invite as `claudemesh invite` does: signed with the owner key where this
+    /// machine holds it, else with this member's own key (the broker checks that it holds the
+    /// `invite` capability); the link carries the key of the mesh's current epoch, which
+    /// connecting fetched. `expires_at` is unix seconds.
+    pub async fn new_invite(
+        &self,
+        role: &str,
+        max_uses: u32,
+        expires_at: i64,
+    ) -> Result<NewInvite, ClientError> {
+        let mut entry = self.entry().clone();
+        let signer = match entry.owner_keys() {
+            Some(owner) => owner?,
+            None => entry.member_keys()?,
+        };
+        let created = self
+            .create_invite(&signer, role, max_uses, expires_at)
+            .await?;
+        let ring = self.key_ring();
+        if let Some(key) = ring.get(ring.current_epoch()) {
+            entry.set_sealed_root_key(ring.current_epoch(), &key);
+        }
+        Ok(NewInvite {
+            link: invite_link(&created.url, &entry, &signer),
+            has_root_key: !entry.root_key.is_empty(),
+            created,
+        })
+    }
+
     /// Signs a v3 invite with `signer` (the mesh owner key, or this member's own key when it
     /// is an admin) and registers it. `expires_at` is unix seconds.
     pub async fn create_invite(
@@ -123,4 +162,32 @@ impl MeshClient {
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }
+}
+
+/// The link to hand out: the broker's URL and, after `#` (a URL fragment is never sent to a
+/// server), `ROOT.OWNER[.SIGNER]`: the mesh root key, the fingerprint of the owner key, and the
+/// fingerprint of the signing admin's key when an admin signed (PROTOCOL.md §9). The joiner
+/// checks the broker's answer against these, so nobody on the way can swap the owner.
+///
+/// After a rotation the key part is `KEY~EPOCH` (PROTOCOL.md §12.4): the current key and its
+/// epoch; a key without `~` is epoch 0, as every link before rotations was.
+pub fn invite_link(url: &str, entry: &MeshEntry, signer: &SignKeyPair) -> String {
+    let key = match (entry.root_key.as_str(), entry.key_epoch) {
+        ("", _) => String::new(),
+        (key, 0) => key.to_string(),
+        (key, epoch) => format!("{key}~{epoch}"),
+    };
+    let Ok(owner) = crate::protocol::Pubkey::parse(&entry.owner_pubkey) else {
+        // A config without a usable owner key (never written by this version): the old form.
+        return match key.as_str() {
+            "" => url.to_string(),
+            key => format!("{url}#{key}"),
+        };
+    };
+    let mut link = format!("{url}#{key}.{}", key_fingerprint(&owner.0));
+    if signer.public_hex() != entry.owner_pubkey {
+        link.push('.');
+        link.push_str(&key_fingerprint(&signer.public));
+    }
+    link
 }

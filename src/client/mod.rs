@@ -12,7 +12,7 @@ pub mod http;
 mod info;
 mod keys;
 pub mod lan;
-mod members;
+pub mod members;
 mod memory;
 mod perms;
 mod reminders;

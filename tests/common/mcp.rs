@@ -2,7 +2,9 @@
 //! files that drive `claudemesh mcp`.
 
 use rmcp::ClientHandler;
-use rmcp::model::{CallToolRequestParams, ClientConfig, CustomNotification, ProtocolVersion};
+use rmcp::model::{
+    CallToolRequestParams, ClientConfig, ClientNotification, CustomNotification, ProtocolVersion,
+};
 use rmcp::service::{NotificationContext, RoleClient, RunningService, Service};
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Map, Value};
@@ -78,5 +80,42 @@ impl ClientHandler for Recorder {
             notification.method,
             notification.params.unwrap_or(Value::Null),
         ));
+    }
+}
+
+/// `claudemesh mcp` served to a [`Recorder`], and the notifications it records.
+pub type Mcp = RunningService<RoleClient, Recorder>;
+pub type Notes = tokio::sync::mpsc::UnboundedReceiver<(String, Value)>;
+
+const PERMISSION_REQUEST: &str = "notifications/claude/channel/permission_request";
+const PERMISSION: &str = "notifications/claude/channel/permission";
+
+/// Sends a permission prompt as Claude Code does.
+pub async fn ask(mcp: &Mcp, request_id: &str, tool: &str, description: &str, preview: &str) {
+    mcp.send_notification(ClientNotification::CustomNotification(
+        CustomNotification::new(
+            PERMISSION_REQUEST,
+            Some(serde_json::json!({
+                "request_id": request_id,
+                "tool_name": tool,
+                "description": description,
+                "input_preview": preview,
+            })),
+        ),
+    ))
+    .await
+    .expect("send permission_request");
+}
+
+/// The next `notifications/claude/channel/permission` the server sends.
+pub async fn next_decision(rx: &mut Notes) -> Value {
+    loop {
+        let (method, params) = tokio::time::timeout(super::WAIT, rx.recv())
+            .await
+            .expect("a permission notification within the wait")
+            .expect("notification stream open");
+        if method == PERMISSION {
+            return params;
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod mcp;
 pub mod secrets;
 pub mod sees;
@@ -367,14 +368,21 @@ impl Person {
         self.run_fed(args, Some(input))
     }
 
-    fn run_fed(&self, args: &[&str], input: Option<&[u8]>) -> CmdOutput {
-        let mut child = Command::new(BIN)
-            .args(args)
+    /// `claudemesh ARGS` as this person runs it, not started (for long-running commands).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("CLAUDEMESH_CONFIG_DIR", self.config_dir())
             .env("CLAUDEMESH_DATA_DIR", self.empty_data.path())
             .env("USER", &self.name)
             .env_remove("CLAUDEMESH_BROKER_URL")
-            .env_remove("CLAUDEMESH_ADMIN_TOKEN")
+            .env_remove("CLAUDEMESH_ADMIN_TOKEN");
+        cmd
+    }
+
+    fn run_fed(&self, args: &[&str], input: Option<&[u8]>) -> CmdOutput {
+        let mut child = self
+            .command(args)
             .stdin(if input.is_some() {
                 Stdio::piped()
             } else {
