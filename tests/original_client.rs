@@ -480,3 +480,28 @@ async fn refusals_are_in_the_broker_log_without_secrets() {
         "an invite code reached the log"
     );
 }
+
+/// The original broker leaves `targetSpec` off queued pushes. Our client then tells a direct
+/// body (crypto_box) from a group one (bodyVersion 2) by the push alone, and reads both.
+#[tokio::test(flavor = "multi_thread")]
+async fn pushes_without_a_target_spec_as_the_original_broker_sends_them_are_read() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let live = bob.client().await;
+    let entry = bob.entry();
+    let ring = claudemesh::client::KeyRing::from_entry(&entry);
+    for (to, text) in [
+        ("bob", "direct, no target spec"),
+        ("*", "broadcast, no target spec"),
+    ] {
+        alice.ok(&["send", to, text]);
+        let mut push = next_push_where(&live, text, |p| p.subtype.is_none()).await;
+        live.ack(&push.message_id).expect("ack");
+        push.target_spec = None;
+        assert_eq!(
+            claudemesh::client::decrypt_push(&entry, &ring, None, &push).as_deref(),
+            Ok(text),
+            "{push:?}"
+        );
+    }
+}

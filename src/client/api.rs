@@ -421,3 +421,31 @@ pub fn decrypt_push(
     };
     String::from_utf8(text).map_err(|_| "the message is not UTF-8 text".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, key_byte: char) -> MemberEntry {
+        MemberEntry {
+            member_id: format!("id-{name}"),
+            pubkey: key_byte.to_string().repeat(64),
+            display_name: name.into(),
+            role: "member".into(),
+            joined_at: String::new(),
+            online: false,
+            last_seen_at: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// A name made of hex digits (`cafe`) is a name; only 8 or more hex characters are read as
+    /// a key prefix.
+    #[test]
+    fn short_hex_names_are_names_and_long_prefixes_are_keys() {
+        let members = [member("cafe", 'a'), member("bob", 'b')];
+        assert_eq!(resolve_one("cafe", &[], &members), Ok("a".repeat(64)));
+        assert_eq!(resolve_one("bbbbbbbb", &[], &members), Ok("b".repeat(64)));
+        assert!(resolve_one("bbbb", &[], &members).is_err());
+    }
+}
