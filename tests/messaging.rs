@@ -446,10 +446,11 @@ async fn hook_sets_the_status_of_the_matching_session() {
             peers
                 .iter()
                 .find(|p| p.session_id == session)
-                .map(|p| p.status.clone())
+                .map(|p| (p.status.clone(), p.status_source.clone()))
         };
-        status("test-bob").as_deref() == Some("working")
-            && status("test-bob-2").as_deref() == Some("idle")
+        // peers_list names where a status came from (PROTOCOL.md §5.1).
+        status("test-bob") == Some(("working".into(), Some("hook".into())))
+            && status("test-bob-2").is_some_and(|(s, _)| s == "idle")
     })
     .await;
     hook("idle");

@@ -110,7 +110,8 @@ async function loadPeers() {
   const sessions = data.peers.filter((p) => p.peerRole !== "observer" && p.peerRole !== "control-plane");
   fill($("peers-table").tBodies[0], sessions.map((p) => el("tr", { class: "peer", "data-name": p.displayName },
     el("td", {}, p.displayName),
-    el("td", { class: "status-" + p.status }, p.status),
+    el("td", { class: "status-" + p.status, title: p.statusSince ? "since " + p.statusSince : "" },
+      p.status, p.statusSource ? el("span", { class: "source" }, " (" + p.statusSource + ")") : ""),
     el("td", {}, p.summary || ""),
     el("td", {}, groupsText(p.groups)),
     el("td", {}, [p.peerType, p.channel, p.model].filter(Boolean).join(" · ")),

@@ -306,6 +306,8 @@ impl Peer {
                 .and_then(|p| p.display_name.clone())
                 .unwrap_or_else(|| self.display_name.clone()),
             status: st.status.status.as_str().into(),
+            status_source: Some(st.status.source.as_str().into()),
+            status_since: Some(time::iso(st.status.at_ms)),
             summary: st.summary.clone(),
             groups: st.groups.clone(),
             session_id: self.info.session_id.clone(),

@@ -45,6 +45,14 @@ pub enum StatusSource {
 }
 
 impl StatusSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusSource::Jsonl => "jsonl",
+            StatusSource::Manual => "manual",
+            StatusSource::Hook => "hook",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<StatusSource> {
         match s {
             "jsonl" => Some(StatusSource::Jsonl),

@@ -70,6 +70,12 @@ pub struct PeerEntry {
     pub member_pubkey: String,
     pub display_name: String,
     pub status: String,
+    /// This broker: where the status came from (`hook`, `manual`, `jsonl`, §5.1) and since
+    /// when (ISO-8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_since: Option<String>,
     #[serde(default)]
     pub summary: Option<String>,
     #[serde(default)]
