@@ -203,6 +203,12 @@ impl Peer {
         self.session_pubkey.unwrap_or(self.member_pubkey)
     }
 
+    /// Whether queued messages may be pushed to this presence now: never to an observer (it
+    /// gets mirror copies), to a control-plane connection only once it asked (`drain`).
+    pub fn takes_queued(&self, st: &PeerState) -> bool {
+        !self.observer && (!self.control_plane || st.subscribed)
+    }
+
     /// `control-plane`, `observer`, `session` or `service`, as `peers_list` names it.
     pub fn role_name(&self) -> &'static str {
         if self.observer {

@@ -205,7 +205,7 @@ fn offer(
     let Some(conn) = st.conn.clone() else {
         return false;
     };
-    if peer.observer || (peer.control_plane && !st.subscribed) {
+    if !peer.takes_queued(&st) {
         return false;
     }
     // A walk through the queue is under way: it reaches this message in its turn.
@@ -236,35 +236,41 @@ fn offer(
 pub fn route(broker: &Broker, record: &MessageRecord) {
     let now = time::now_ms();
     let peers = broker.presence.peers(&record.mesh_id);
-    // Who receives it matters only to observers: most meshes have none.
-    let observed = peers.iter().any(|p| p.observer);
-    let mut receiving: Vec<String> = Vec::new();
     for (key, _) in &record.recipients {
         let Some(key) = RecipientKey::decode(key) else {
             continue;
         };
         for peer in peers.iter().filter(|p| covers(p, &key)) {
             offer(broker, peer, record, now, false);
-            if observed {
-                receiving.push(peer.member_id.clone());
-            }
-        }
-        if let (true, RecipientKey::Member { member_id, .. }) = (observed, key) {
-            receiving.push(member_id);
         }
     }
-    if observed {
-        mirror(&peers, record, &receiving);
+    // Most meshes have no observer: then nothing more is looked at.
+    if peers.iter().any(|p| p.observer) {
+        mirror(&peers, record);
     }
 }
 
 /// Observers (PROTOCOL.md §3.1) get a copy of what their member receives or sends: it needs
 /// no acknowledgement and takes nothing from the member's queue. A copy that does not fit
 /// the observer's outbox closes it as a slow consumer, like any push.
-fn mirror(peers: &[Arc<Peer>], record: &MessageRecord, receiving: &[String]) {
+fn mirror(peers: &[Arc<Peer>], record: &MessageRecord) {
+    let keys: Vec<RecipientKey> = record
+        .recipients
+        .iter()
+        .filter_map(|(k, _)| RecipientKey::decode(k))
+        .collect();
+    // Stored for the member: under its key, or under a live session of it.
+    let receives = |member_id: &str| {
+        keys.iter().any(|key| match key {
+            RecipientKey::Member { member_id: m, .. } => m == member_id,
+            RecipientKey::Session { .. } => peers
+                .iter()
+                .any(|p| p.member_id == member_id && covers(p, key)),
+        })
+    };
     let mut frames: [Option<Envelope<ServerMessage>>; 2] = [None, None];
     for observer in peers.iter().filter(|p| p.observer) {
-        let (slot, side) = if receiving.contains(&observer.member_id) {
+        let (slot, side) = if receives(&observer.member_id) {
             (0, "received")
         } else if observer.member_id == record.sender_member_id {
             (1, "sent")
@@ -291,7 +297,7 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
     let Some(conn) = st.conn.clone() else {
         return 0;
     };
-    if peer.observer || (peer.control_plane && !st.subscribed) {
+    if !peer.takes_queued(st) {
         return 0;
     }
     let Some(from) = st.delivery.cursor else {
