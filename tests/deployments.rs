@@ -81,6 +81,18 @@ async fn call(client: &MeshClient, server: &str, tool: &str, args: Value) -> Str
     text_of(&result)
 }
 
+/// Waits until service `name` reports `running` to `client` (after a restart, an unban …);
+/// `what` names the wait in a failure.
+async fn running(client: &MeshClient, name: &str, what: &str) {
+    eventually(what, || async {
+        client
+            .mcp_deploy_status(name)
+            .await
+            .is_ok_and(|s| s.status == "running")
+    })
+    .await;
+}
+
 fn refused_code(r: Result<impl std::fmt::Debug, ClientError>) -> (String, String) {
     match r {
         Err(ClientError::Broker { code, message }) => (code, message),
@@ -203,12 +215,7 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
     drop(a);
     broker.restart();
     let b = bob.reconnecting_client().await;
-    eventually("the service to be running again", || async {
-        b.mcp_deploy_status("svc")
-            .await
-            .is_ok_and(|s| s.status == "running")
-    })
-    .await;
+    running(&b, "svc", "the service to be running again").await;
     assert_eq!(
         call(&b, "svc", "echo", json!({"text": "again"})).await,
         "echo: again"
@@ -540,12 +547,7 @@ async fn a_service_sees_its_vault_values_and_nobody_else_does() {
     // and at no point did the broker write them to its data dir or log in any encoding.
     broker.restart();
     let b = bob.reconnecting_client().await;
-    eventually("the service to be running again", || async {
-        b.mcp_deploy_status("vaulted")
-            .await
-            .is_ok_and(|s| s.status == "running")
-    })
-    .await;
+    running(&b, "vaulted", "the service to be running again").await;
     assert_eq!(
         call(&b, "vaulted", "env", json!({"name": "TOKEN"})).await,
         token
@@ -568,12 +570,7 @@ async fn a_crashed_service_is_restarted_and_undeploy_stops_it() {
         crashed.is_err(),
         "the call dies with the service: {crashed:?}"
     );
-    eventually("the service to come back", || async {
-        a.mcp_deploy_status("flaky")
-            .await
-            .is_ok_and(|s| s.status == "running")
-    })
-    .await;
+    running(&a, "flaky", "the service to come back").await;
     assert_eq!(
         call(&a, "flaky", "echo", json!({"text": "back"})).await,
         "echo: back"
@@ -988,23 +985,13 @@ async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanne
     drop(a);
     broker.restart();
     let a = alice.reconnecting_client().await;
-    eventually("alice's service to be running again", || async {
-        a.mcp_deploy_status("zeta")
-            .await
-            .is_ok_and(|s| s.status == "running")
-    })
-    .await;
+    running(&a, "zeta", "alice's service to be running again").await;
     let status = a.mcp_deploy_status("bobs").await.expect("status");
     assert_eq!(status.status, "stopped", "{status:?}");
 
     // Unbanned, bob is an active member again: his service runs again at once.
     alice.ok(&["unban", "bob", "--no-rotate"]);
-    eventually("bob's service to run again after the unban", || async {
-        a.mcp_deploy_status("bobs")
-            .await
-            .is_ok_and(|s| s.status == "running")
-    })
-    .await;
+    running(&a, "bobs", "bob's service to run again after the unban").await;
     assert_eq!(
         call(&a, "bobs", "echo", json!({"text": "back"})).await,
         "echo: back"
