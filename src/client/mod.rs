@@ -362,8 +362,18 @@ fn unexpected(other: ServerMessage) -> ClientError {
     ClientError::Protocol(format!("{other:?}"))
 }
 
-/// Opens the socket, says hello, and waits for `hello_ack` or the refusal.
+/// Opens the socket, says hello, and waits for `hello_ack` or the refusal. Another process of
+/// the same member (a CLI call beside an MCP server) can sign the very same hello in the same
+/// millisecond, since signatures are deterministic; the broker refuses the second as a replay,
+/// and one fresh hello (a later timestamp, so another signature) gets in.
 async fn connect_once(options: &ConnectOptions) -> Result<(Ws, HelloAck), ClientError> {
+    match say_hello(options).await {
+        Err(ClientError::Refused { code, .. }) if code == "replay" => say_hello(options).await,
+        other => other,
+    }
+}
+
+async fn say_hello(options: &ConnectOptions) -> Result<(Ws, HelloAck), ClientError> {
     let url = ws_url(&options.entry.broker_url);
     let stream = tls::connect(&url, &options.trust(), HELLO_TIMEOUT).await?;
     let config = WebSocketConfig::default().max_message_size(Some(MAX_INCOMING_BYTES));
