@@ -248,6 +248,12 @@ fn metrics(broker: &Broker) -> Response<Body> {
             broker.store.stats.commits.load(Relaxed),
         ),
         (
+            "claudemesh_store_cache_releases_total",
+            "counter",
+            "Times the idle store closed and reopened its database to free its page cache.",
+            broker.store.stats.cache_releases.load(Relaxed),
+        ),
+        (
             "claudemesh_store_failed",
             "gauge",
             "1 while storage refuses writes after a failed commit (disk full, I/O error).",

@@ -41,19 +41,18 @@ mod webhooks;
 mod telegram;
 // Remote approval of tool use (issue 18).
 mod approvals;
+mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 pub use approvals::{
     ApprovalCopy, ApprovalDecided, ApprovalRow, DecideOutcome, MAX_PENDING_APPROVALS,
@@ -100,22 +99,15 @@ pub use vectors::{
 pub use vectors::{EXACT_UP_TO, set_exact_up_to};
 pub use watches::{PollOutcome, WatchRecord};
 pub use webhooks::{WebhookRecord, WebhookRefusal};
+pub use writer::Snapshot;
+use writer::{TypedJob, Writer, WriterMsg, WriterShared};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).
 const SCHEMA_VERSION: u32 = 2;
-/// redb's page cache.
-const CACHE_BYTES: usize = 64 << 20;
-/// Most jobs folded into one transaction; bounds the latency of the first job in a batch.
-const MAX_BATCH: usize = 4096;
 /// Jobs that may wait for the writer before connections stop reading new requests
 /// ([`Store::room`]); a job holds at most one request's data (up to a frame, 64 KiB).
 const WRITER_QUEUE: usize = 1024;
-/// How often a failed store checks whether it can write again.
-const RETRY_EVERY: Duration = Duration::from_secs(1);
-/// Free space the store wants to see (a probe file it writes, syncs and deletes) before it
-/// reopens the database after a failure.
-const PROBE_BYTES: usize = 1 << 20;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -165,64 +157,13 @@ db_error_from!(
     redb::CommitError
 );
 
-/// One queued write: applied inside the shared transaction, answered after the commit.
-trait Job: Send {
-    /// Applies the job; an error is a storage failure that must abort the batch.
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
-}
-
-struct TypedJob<F, R> {
-    f: Option<F>,
-    out: Option<Result<R, StoreError>>,
-    reply: oneshot::Sender<Result<R, StoreError>>,
-}
-
-impl<F, R> Job for TypedJob<F, R>
-where
-    F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send,
-    R: Send,
-{
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        let Some(f) = self.f.take() else {
-            return Ok(());
-        };
-        let out = f(txn);
-        let failed = out.as_ref().err().cloned();
-        self.out = Some(out);
-        failed.map_or(Ok(()), Err)
-    }
-
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
-        let result = match committed {
-            Ok(()) => self.out.unwrap_or(Err(StoreError::Closed)),
-            Err(e) => Err(e),
-        };
-        let _ = self.reply.send(result);
-    }
-}
-
-enum WriterMsg {
-    Job(Box<dyn Job>),
-    Stop,
-}
-
 /// Counters the metrics endpoint reports.
 #[derive(Debug, Default)]
 pub struct StoreStats {
     pub commits: AtomicU64,
     pub writes: AtomicU64,
-}
-
-/// What the writer shares with every handle: its queue length and whether it can write.
-#[derive(Default)]
-struct WriterShared {
-    /// Jobs sent and not yet answered.
-    queued: AtomicUsize,
-    /// Woken when the writer answered a batch.
-    room: Notify,
-    /// Why writes are refused, while they are.
-    failure: Mutex<Option<String>>,
+    /// Times the idle store gave redb's page cache back.
+    pub cache_releases: AtomicU64,
 }
 
 /// Handle to the store; cheap to clone.
@@ -246,9 +187,7 @@ impl Store {
         // redb's default page cache is 1 GiB; a broker for a few teams needs far less, and
         // the OS page cache still holds hot data.
         let path = dir.join("mesh.redb");
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)?;
+        let db = writer::open_database(&path)?;
         let tx = db.begin_write()?;
         let found = match tx.open_table(META)?.get("schema_version")? {
             Some(v) => Some(decode::<u32>(v.value())?),
@@ -284,6 +223,7 @@ impl Store {
                 rx,
                 stats: stats.clone(),
                 shared: shared.clone(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             };
             std::thread::Builder::new()
                 .name("store-writer".into())
@@ -337,15 +277,14 @@ impl Store {
         }
     }
 
-    /// A read snapshot; never waits for the writer.
-    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        let db = self
-            .db
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| StoreError::Io("the database is being reopened".into()))?;
-        Ok(db.begin_read()?)
+    /// A read snapshot; never waits for the writer's transactions.
+    pub fn read(&self) -> Result<Snapshot, StoreError> {
+        Snapshot::begin(&self.db, &self.shared)
+    }
+
+    /// How long the store must see no read or write before it gives its page cache back.
+    pub fn give_cache_back_after(&self, idle: Duration) {
+        self.shared.set_idle(idle);
     }
 
     /// True when a write can be committed (used by `/health/ready`).
@@ -364,11 +303,7 @@ impl Store {
     /// Why writes are refused, while they are (after a failed commit, until the store has
     /// reopened itself).
     pub fn failure(&self) -> Option<String> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.failure()
     }
 
     /// Resolves once the writer's queue has room. Connections wait here before they read the
@@ -394,192 +329,6 @@ impl Store {
             let _ = handle.join();
         }
     }
-}
-
-/// The writer thread: the only one that writes; answers every job after its batch committed.
-struct Writer {
-    db: Arc<RwLock<Option<Arc<Database>>>>,
-    path: PathBuf,
-    rx: std_mpsc::Receiver<WriterMsg>,
-    stats: Arc<StoreStats>,
-    shared: Arc<WriterShared>,
-}
-
-impl Writer {
-    fn run(self) {
-        let mut stop = false;
-        let mut failed_at: Option<Instant> = None;
-        while !stop {
-            let first = if failed_at.is_some() {
-                match self.rx.recv_timeout(RETRY_EVERY) {
-                    Ok(m) => Some(m),
-                    Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match self.rx.recv() {
-                    Ok(m) => Some(m),
-                    Err(_) => break,
-                }
-            };
-            if let Some(at) = failed_at
-                && at.elapsed() >= RETRY_EVERY
-            {
-                failed_at = if self.recover() {
-                    None
-                } else {
-                    Some(Instant::now())
-                };
-            }
-            let mut batch: Vec<Box<dyn Job>> = Vec::new();
-            match first {
-                Some(WriterMsg::Job(j)) => batch.push(j),
-                Some(WriterMsg::Stop) => stop = true,
-                None => {}
-            }
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(WriterMsg::Job(j)) => batch.push(j),
-                    Ok(WriterMsg::Stop) => stop = true,
-                    Err(_) => break,
-                }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let n = batch.len();
-            let committed = match self.failure() {
-                // redb refuses every write after a failed one; answer at once, never a false ack.
-                Some(why) => Err(StoreError::Io(why)),
-                None => self.commit(&mut batch),
-            };
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            self.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
-            if let Err(e) = &committed {
-                if failed_at.is_none()
-                    && let StoreError::Io(why) = e
-                {
-                    tracing::error!(
-                        "storage failed: {why}. Writes are refused (requests get an error, \
-                         /health/ready answers 503) until {} can be written again; \
-                         checking every {}s",
-                        self.path.display(),
-                        RETRY_EVERY.as_secs()
-                    );
-                    *self
-                        .shared
-                        .failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-                    failed_at = Some(Instant::now());
-                } else if failed_at.is_none() {
-                    tracing::error!("write batch of {n} failed: {e}");
-                }
-            }
-            for job in batch {
-                job.finish(committed.clone());
-            }
-            self.shared.queued.fetch_sub(n, Ordering::AcqRel);
-            self.shared.room.notify_waiters();
-        }
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-        let db = self
-            .db
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
-        let txn = db.begin_write()?;
-        for job in batch.iter_mut() {
-            if let Err(e) = job.apply(&txn) {
-                let _ = txn.abort();
-                return Err(match e {
-                    StoreError::Io(why) => StoreError::Io(why),
-                    _ => StoreError::Db("a write in this batch failed; nothing was stored".into()),
-                });
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// After a failed write: once a probe file can be written and synced beside the database,
-    /// closes and reopens it (redb refuses every write after an I/O error until then).
-    fn recover(&self) -> bool {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        if let Err(e) = probe(dir) {
-            tracing::debug!("storage still cannot write: {e}");
-            return false;
-        }
-        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(old) = old {
-            // Readers hold the handle only while they begin a transaction.
-            let mut old = Some(old);
-            for _ in 0..500 {
-                match Arc::try_unwrap(old.take().expect("still held")) {
-                    Ok(db) => {
-                        if let Err(e) = db.close() {
-                            tracing::warn!("closing the failed database: {e}");
-                        }
-                        break;
-                    }
-                    Err(shared) => {
-                        old = Some(shared);
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                }
-            }
-            if let Some(still) = old {
-                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still);
-                return false;
-            }
-        }
-        match Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&self.path)
-        {
-            Ok(db) => {
-                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
-                *self
-                    .shared
-                    .failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
-                tracing::warn!(
-                    "storage recovered: {} reopened, writes accepted again",
-                    self.path.display()
-                );
-                true
-            }
-            Err(e) => {
-                tracing::error!("cannot reopen {}: {e}", self.path.display());
-                false
-            }
-        }
-    }
-}
-
-/// Writes, syncs and removes a probe file in `dir`.
-fn probe(dir: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = dir.join(".write-probe");
-    let result = (|| {
-        let mut f = std::fs::File::create(&path)?;
-        f.write_all(&vec![0u8; PROBE_BYTES])?;
-        f.sync_all()
-    })();
-    let _ = std::fs::remove_file(&path);
-    result
 }
 
 /// Serialises a record for storage.

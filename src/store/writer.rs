@@ -1,0 +1,466 @@
+//! The store's writer thread: the only one that writes. It folds every pending job into one
+//! transaction and answers them once that transaction is durably committed (group commit), reopens
+//! the database after a failed write, and gives redb's page cache back once the store has been
+//! idle for a while, so a broker's memory falls back after a burst of traffic.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use tokio::sync::{Notify, oneshot};
+
+use super::{StoreError, StoreStats};
+
+/// redb's page cache.
+pub(super) const CACHE_BYTES: usize = 64 << 20;
+/// Most jobs folded into one transaction; bounds the latency of the first job in a batch.
+const MAX_BATCH: usize = 4096;
+/// How often a failed store checks whether it can write again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Free space the store wants to see (a probe file it writes, syncs and deletes) before it
+/// reopens the database after a failure.
+const PROBE_BYTES: usize = 1 << 20;
+/// A store with no reads or writes for this long gives its page cache back (closes and reopens
+/// the database). Under steady traffic it never idles that long and keeps its cache.
+pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(10);
+
+/// What the writer shares with every handle.
+#[derive(Default)]
+pub(super) struct WriterShared {
+    /// Jobs sent and not yet answered.
+    pub(super) queued: AtomicUsize,
+    /// Woken when the writer answered a batch.
+    pub(super) room: Notify,
+    /// Why writes are refused, while they are.
+    pub(super) failure: Mutex<Option<String>>,
+    /// Read snapshots alive; the database is never closed under one.
+    readers: AtomicUsize,
+    /// Set by every read and commit; the writer clears it to tell an idle period.
+    used: AtomicBool,
+    /// Idle time before the cache is given back, in ms (0: the default).
+    idle_ms: AtomicU64,
+}
+
+impl WriterShared {
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_failure(&self, why: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    pub(super) fn set_idle(&self, after: Duration) {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.idle_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        match self.idle_ms.load(Ordering::Relaxed) {
+            0 => IDLE_RELEASE,
+            ms => Duration::from_millis(ms),
+        }
+    }
+}
+
+/// Opens `path` with the store's cache settings.
+pub(super) fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
+/// A read snapshot of the store (it derefs to redb's `ReadTransaction`). While one is alive the
+/// writer does not close the database to give its cache back.
+pub struct Snapshot {
+    txn: ReadTransaction,
+    shared: Arc<WriterShared>,
+}
+
+impl Snapshot {
+    /// Begins a read on the current database. The count goes up under the handle's read lock,
+    /// so the writer, which checks it under the write lock, never closes under a new snapshot.
+    pub(super) fn begin(
+        db: &RwLock<Option<Arc<Database>>>,
+        shared: &Arc<WriterShared>,
+    ) -> Result<Snapshot, StoreError> {
+        let slot = db.read().unwrap_or_else(|p| p.into_inner());
+        let db = slot
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("the database is being reopened".into()))?;
+        let txn = db.begin_read()?;
+        shared.readers.fetch_add(1, Ordering::AcqRel);
+        shared.used.store(true, Ordering::Relaxed);
+        Ok(Snapshot {
+            txn,
+            shared: shared.clone(),
+        })
+    }
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = ReadTransaction;
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        self.shared.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One queued write: applied inside the shared transaction, answered after the commit.
+pub(super) trait Job: Send {
+    /// Applies the job; an error is a storage failure that must abort the batch.
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+pub(super) struct TypedJob<F, R> {
+    pub(super) f: Option<F>,
+    pub(super) out: Option<Result<R, StoreError>>,
+    pub(super) reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> Job for TypedJob<F, R>
+where
+    F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send,
+    R: Send,
+{
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let Some(f) = self.f.take() else {
+            return Ok(());
+        };
+        let out = f(txn);
+        let failed = out.as_ref().err().cloned();
+        self.out = Some(out);
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let result = match committed {
+            Ok(()) => self.out.unwrap_or(Err(StoreError::Closed)),
+            Err(e) => Err(e),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+pub(super) enum WriterMsg {
+    Job(Box<dyn Job>),
+    Stop,
+}
+
+/// The writer thread: the only one that writes; answers every job after its batch committed.
+pub(super) struct Writer {
+    pub(super) db: Arc<RwLock<Option<Arc<Database>>>>,
+    pub(super) path: PathBuf,
+    pub(super) rx: std_mpsc::Receiver<WriterMsg>,
+    pub(super) stats: Arc<StoreStats>,
+    pub(super) shared: Arc<WriterShared>,
+    /// The runtime whose workers free memory once the store is idle.
+    pub(super) runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Writer {
+    pub(super) fn run(self) {
+        let mut stop = false;
+        let mut failed_at: Option<Instant> = None;
+        // Something was read or written since the cache was last given back.
+        let mut warm = false;
+        while !stop {
+            let wait = if failed_at.is_some() {
+                RETRY_EVERY
+            } else {
+                self.shared.idle()
+            };
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(at) = failed_at
+                && at.elapsed() >= RETRY_EVERY
+            {
+                failed_at = if self.recover() {
+                    None
+                } else {
+                    Some(Instant::now())
+                };
+            }
+            let mut batch: Vec<Box<dyn Job>> = Vec::new();
+            match first {
+                Some(WriterMsg::Job(j)) => batch.push(j),
+                Some(WriterMsg::Stop) => stop = true,
+                None => {}
+            }
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(WriterMsg::Job(j)) => batch.push(j),
+                    Ok(WriterMsg::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                // A whole idle period with no job; reads count as use too.
+                if self.shared.used.swap(false, Ordering::Relaxed) {
+                    warm = true;
+                } else if warm && failed_at.is_none() && !stop {
+                    warm = !self.give_cache_back();
+                    if self.shared.failure().is_some() {
+                        failed_at = Some(Instant::now());
+                    }
+                }
+                continue;
+            }
+            self.shared.used.store(true, Ordering::Relaxed);
+            let n = batch.len();
+            let committed = match self.shared.failure() {
+                // redb refuses every write after a failed one; answer at once, never a false ack.
+                Some(why) => Err(StoreError::Io(why)),
+                None => self.commit(&mut batch),
+            };
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
+            if let Err(e) = &committed {
+                if failed_at.is_none()
+                    && let StoreError::Io(why) = e
+                {
+                    tracing::error!(
+                        "storage failed: {why}. Writes are refused (requests get an error, \
+                         /health/ready answers 503) until {} can be written again; \
+                         checking every {}s",
+                        self.path.display(),
+                        RETRY_EVERY.as_secs()
+                    );
+                    self.shared.set_failure(Some(why.clone()));
+                    failed_at = Some(Instant::now());
+                } else if failed_at.is_none() {
+                    tracing::error!("write batch of {n} failed: {e}");
+                }
+            }
+            for job in batch {
+                job.finish(committed.clone());
+            }
+            self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+            self.shared.room.notify_waiters();
+        }
+    }
+
+    /// Hands freed memory back to the OS. The allocator (mimalloc in the binary) does so only
+    /// when the thread that owns a page allocates again, and an idle broker's threads do not:
+    /// collect on this thread and on the runtime's workers (more small tasks than workers, so
+    /// each worker runs some). A no-op where mimalloc is not the allocator.
+    fn free_memory(&self) {
+        // SAFETY: mi_collect takes no pointers and may be called from any thread.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+        if let Some(rt) = &self.runtime {
+            for _ in 0..32 {
+                // SAFETY: as above.
+                rt.spawn(async { unsafe { libmimalloc_sys::mi_collect(true) } });
+            }
+        }
+    }
+
+    /// Closes and reopens the database so redb's page cache (filled by a burst of traffic and
+    /// never shrunk) is freed. Only when no read snapshot is alive: closing would fail their
+    /// reads. Readers wait on the handle's lock for the few milliseconds it takes. True when
+    /// the cache was given back.
+    fn give_cache_back(&self) -> bool {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if self.shared.readers.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let Some(db) = slot.take() else {
+            return false;
+        };
+        match Arc::try_unwrap(db) {
+            Ok(db) => {
+                if let Err(e) = db.close() {
+                    tracing::warn!("closing the database to free its cache: {e}");
+                }
+            }
+            Err(shared) => {
+                *slot = Some(shared);
+                return false;
+            }
+        }
+        match open_database(&self.path) {
+            Ok(db) => {
+                *slot = Some(Arc::new(db));
+                drop(slot);
+                self.stats.cache_releases.fetch_add(1, Ordering::Relaxed);
+                self.free_memory();
+                tracing::debug!("idle: gave the page cache of {} back", self.path.display());
+                true
+            }
+            Err(e) => {
+                // Reads answer "being reopened" and writes fail until recover() reopens it.
+                let why = format!("cannot reopen {}: {e}", self.path.display());
+                tracing::error!("{why}");
+                self.shared.set_failure(Some(why));
+                false
+            }
+        }
+    }
+
+    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
+        let txn = db.begin_write()?;
+        for job in batch.iter_mut() {
+            if let Err(e) = job.apply(&txn) {
+                let _ = txn.abort();
+                return Err(match e {
+                    StoreError::Io(why) => StoreError::Io(why),
+                    _ => StoreError::Db("a write in this batch failed; nothing was stored".into()),
+                });
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// After a failed write: once a probe file can be written and synced beside the database,
+    /// closes and reopens it (redb refuses every write after an I/O error until then).
+    fn recover(&self) -> bool {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = probe(dir) {
+            tracing::debug!("storage still cannot write: {e}");
+            return false;
+        }
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            // Readers hold the handle only while they begin a transaction.
+            let mut old = Some(old);
+            for _ in 0..500 {
+                match Arc::try_unwrap(old.take().expect("still held")) {
+                    Ok(db) => {
+                        if let Err(e) = db.close() {
+                            tracing::warn!("closing the failed database: {e}");
+                        }
+                        break;
+                    }
+                    Err(shared) => {
+                        old = Some(shared);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            if let Some(still) = old {
+                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still);
+                return false;
+            }
+        }
+        match open_database(&self.path) {
+            Ok(db) => {
+                *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                self.shared.set_failure(None);
+                tracing::warn!(
+                    "storage recovered: {} reopened, writes accepted again",
+                    self.path.display()
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot reopen {}: {e}", self.path.display());
+                false
+            }
+        }
+    }
+}
+
+/// Writes, syncs and removes a probe file in `dir`.
+fn probe(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".write-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{META, Store};
+
+    async fn set(store: &Store, value: &'static str) {
+        store
+            .write(move |txn| {
+                txn.open_table(META)?
+                    .insert("idle-test", value.as_bytes())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    fn get(snapshot: &Snapshot) -> Result<String, StoreError> {
+        let table = snapshot.open_table(META)?;
+        let value = table.get("idle-test")?.map(|v| v.value().to_vec());
+        Ok(String::from_utf8(value.unwrap_or_default()).unwrap())
+    }
+
+    fn releases(store: &Store) -> u64 {
+        store.stats.cache_releases.load(Ordering::Relaxed)
+    }
+
+    /// An idle store closes and reopens its database to free redb's cache, but never while a
+    /// read snapshot is alive (its reads would fail), and everything stays readable and
+    /// writable afterwards.
+    #[tokio::test]
+    async fn an_idle_store_gives_its_cache_back_but_not_under_a_live_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.give_cache_back_after(Duration::from_millis(40));
+        set(&store, "one").await;
+        let held = store.read().unwrap();
+        // Ten idle periods with the snapshot held.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(releases(&store), 0, "closed under a live snapshot");
+        assert_eq!(get(&held).unwrap(), "one", "the held snapshot still reads");
+        drop(held);
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while releases(&store) == 0 {
+            assert!(Instant::now() < deadline, "the idle store kept its cache");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(get(&store.read().unwrap()).unwrap(), "one");
+        set(&store, "two").await;
+        assert_eq!(get(&store.read().unwrap()).unwrap(), "two");
+        assert!(store.failure().is_none());
+        store.close();
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(get(&reopened.read().unwrap()).unwrap(), "two");
+    }
+
+    /// Every live snapshot is counted, and only until it is dropped.
+    #[test]
+    fn snapshots_are_counted_while_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let readers = || store.shared.readers.load(Ordering::Acquire);
+        let a = store.read().unwrap();
+        let b = store.read().unwrap();
+        assert_eq!(readers(), 2);
+        drop(a);
+        assert_eq!(readers(), 1);
+        drop(b);
+        assert_eq!(readers(), 0);
+    }
+}
