@@ -13,6 +13,8 @@ pub mod api;
 pub mod auth;
 pub mod conversations;
 pub mod events;
+pub mod settings;
+pub mod uploads;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -167,6 +169,7 @@ pub fn forbidden(reason: &str) -> Response<Body> {
 
 const INDEX_HTML: &str = include_str!("../../data/dashboard/index.html");
 const APP_JS: &str = include_str!("../../data/dashboard/app.js");
+const MESH_JS: &str = include_str!("../../data/dashboard/mesh.js");
 const APP_CSS: &str = include_str!("../../data/dashboard/app.css");
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
@@ -179,6 +182,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
         (&Method::GET, "/app.js") => {
             respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
+        }
+        (&Method::GET, "/mesh.js") => {
+            respond(StatusCode::OK, "text/javascript; charset=utf-8", MESH_JS)
         }
         (&Method::GET, "/app.css") => respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         (&Method::GET, "/events") => shared.hub.stream(),
