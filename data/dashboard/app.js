@@ -439,8 +439,9 @@ function listen() {
   // No broker event says a task changed (a system push would reach Claude Code as noise), so
   // the open task board is re-read on whatever the mesh does.
   const tasks = () => { if (!$("view-tasks").hidden) loadTasks().catch((e) => showError(e.message)); };
-  events.addEventListener("message", (e) => { addMessage(JSON.parse(e.data)); tasks(); });
-  events.addEventListener("peers", () => { loadPeers().catch((e) => showError(e.message)); tasks(); });
+  const activity = () => { if (!$("view-activity").hidden) loadActivity().catch((e) => showError(e.message)); };
+  events.addEventListener("message", (e) => { addMessage(JSON.parse(e.data)); tasks(); if (!$("view-activity").hidden) drawChart(); });
+  events.addEventListener("peers", () => { loadPeers().catch((e) => showError(e.message)); tasks(); activity(); });
   events.addEventListener("state", () => { loadBoard().catch((e) => showError(e.message)); tasks(); });
   events.addEventListener("files", reload(loadFiles));
   events.addEventListener("upload", (e) => uploadProgress(JSON.parse(e.data)));

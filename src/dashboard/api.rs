@@ -152,6 +152,9 @@ async fn call(shared: &Shared, req: Request<Incoming>) -> Result<Reply, ApiError
         (Method::POST, "/api/files/upload") => {
             super::uploads::upload(shared, req, |name: &str| param(name)).await?
         }
+        (Method::GET, "/api/status-history") => {
+            json!({ "changes": c.status_history(None).await?, "now": time::iso(time::now_ms()) })
+        }
         (Method::GET, "/api/skills") => json!({ "skills": c.list_skills(None).await? }),
         (Method::GET, "/api/tools") => {
             let (servers, services) = tokio::join!(c.mcp_list(), c.mcp_catalog());

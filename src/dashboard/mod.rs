@@ -170,6 +170,7 @@ pub fn forbidden(reason: &str) -> Response<Body> {
 const INDEX_HTML: &str = include_str!("../../data/dashboard/index.html");
 const APP_JS: &str = include_str!("../../data/dashboard/app.js");
 const MESH_JS: &str = include_str!("../../data/dashboard/mesh.js");
+const ACTIVITY_JS: &str = include_str!("../../data/dashboard/activity.js");
 const APP_CSS: &str = include_str!("../../data/dashboard/app.css");
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
@@ -186,6 +187,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/mesh.js") => {
             respond(StatusCode::OK, "text/javascript; charset=utf-8", MESH_JS)
         }
+        (&Method::GET, "/activity.js") => respond(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            ACTIVITY_JS,
+        ),
         (&Method::GET, "/app.css") => respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         (&Method::GET, "/events") => shared.hub.stream(),
         (_, p) if p.starts_with("/api/") => api::answer(&shared, req).await,

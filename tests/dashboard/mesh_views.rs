@@ -219,3 +219,52 @@ async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_
     browser.screenshot("members").await;
     browser.close().await;
 }
+
+/// Bob's session goes working then dnd from the CLI: the Activity view draws both stretches on
+/// his row of the status timeline (the broker's status history), and his messages to alice
+/// count in the messages-per-minute chart.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_changes_show_in_the_timeline_and_messages_in_the_rate_chart() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let _session = bob.client().await;
+    let dash = DashboardProc::start(&alice);
+    browser.goto(&dash.login).await;
+    browser.wait_for("body[data-ready=true]").await;
+    bob.ok(&["status", "set", "working"]);
+    bob.ok(&["status", "set", "dnd"]);
+    for text in ["one", "two", "three"] {
+        bob.ok(&["send", "alice", text]);
+    }
+    browser.click("#tab-conversations").await;
+    browser.wait_text("three").await;
+
+    browser.click("#tab-activity").await;
+    for status in ["idle", "working", "dnd"] {
+        browser
+            .wait_for(&format!(
+                ".timeline-row[data-name=bob] rect[data-status={status}]"
+            ))
+            .await;
+    }
+    browser
+        .wait_for(".rate-line[data-name=bob][data-total='3']")
+        .await;
+    browser.screenshot("activity").await;
+
+    // Any member may read it; the dashboard's own connection is not a session in it.
+    let history = bob.client().await.status_history(None).await;
+    let history = history.expect("bob reads the status history");
+    assert!(
+        history.iter().any(|c| c.name == "bob" && c.status == "dnd"),
+        "{history:?}"
+    );
+    assert!(
+        history.iter().all(|c| c.name != "alice"),
+        "the dashboard's observer connection has no status line: {history:?}"
+    );
+    browser.close().await;
+}
