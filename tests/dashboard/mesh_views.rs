@@ -19,6 +19,14 @@ async fn js(browser: &Browser, script: &str) -> Value {
         .expect("a script in the page")
 }
 
+/// `person`'s dashboard, logged in and loaded in `browser`.
+async fn open(browser: &Browser, person: &Person) -> DashboardProc {
+    let dash = DashboardProc::start(person);
+    browser.goto(&dash.login).await;
+    browser.wait_for("body[data-ready=true]").await;
+    dash
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn what_the_cli_shares_shows_in_the_skills_tools_watches_and_audit_views() {
     let broker = BrokerProc::start(&["--allow-private-watch-targets"]);
@@ -45,9 +53,7 @@ async fn what_the_cli_shares_shows_in_the_skills_tools_watches_and_audit_views()
     ]);
     alice.ok(&["webhook", "create", "greenhouse-sensor", "--to", "bob"]);
 
-    let dash = DashboardProc::start(&alice);
-    browser.goto(&dash.login).await;
-    browser.wait_for("body[data-ready=true]").await;
+    let _dash = open(&browser, &alice).await;
 
     browser.click("#tab-skills").await;
     browser.wait_for("li.skill[data-name=prune-roses]").await;
@@ -69,9 +75,7 @@ async fn what_the_cli_shares_shows_in_the_skills_tools_watches_and_audit_views()
     browser.screenshot("audit").await;
 
     // Bob is a member: the audit log is not his to read, and the page says so.
-    let bobs = DashboardProc::start(&bob);
-    browser.goto(&bobs.login).await;
-    browser.wait_for("body[data-ready=true]").await;
+    let _bobs = open(&browser, &bob).await;
     browser.click("#tab-audit").await;
     browser
         .wait_text("The audit log is for the owner and admins")
@@ -93,9 +97,7 @@ async fn a_file_shared_from_the_page_is_listed_and_downloads_with_the_same_bytes
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&path, &bytes).expect("write the file");
 
-    let dash = DashboardProc::start(&alice);
-    browser.goto(&dash.login).await;
-    browser.wait_for("body[data-ready=true]").await;
+    let _dash = open(&browser, &alice).await;
     browser.click("#tab-files").await;
     let input = browser.wait_for("#upload-file").await;
     input
@@ -170,9 +172,7 @@ async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_
     let bob_id = member_id(&alice, "bob").expect("bob is a member");
 
     // Carol's page: no member actions; asked anyway, the broker says no.
-    let carols = DashboardProc::start(&carol);
-    browser.goto(&carols.login).await;
-    browser.wait_for("body[data-ready=true]").await;
+    let _carols = open(&browser, &carol).await;
     browser.wait_for("tr.member[data-name=bob]").await;
     assert_eq!(
         js(
@@ -197,9 +197,7 @@ async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_
     assert_eq!(refused[0], json!(400), "{refused}");
     assert!(member_id(&alice, "bob").is_some(), "bob is still a member");
 
-    let dash = DashboardProc::start(&alice);
-    browser.goto(&dash.login).await;
-    browser.wait_for("body[data-ready=true]").await;
+    let _dash = open(&browser, &alice).await;
     js(&browser, "window.confirm = () => true; return null").await;
     browser.click("tr.member[data-name=bob] button.role").await;
     browser.wait_text("bob is now admin").await;
@@ -220,7 +218,8 @@ async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_
     browser.close().await;
 }
 
-/// Bob's session goes working then dnd from the CLI: the Activity view draws both stretches on
+/// Bob's session goes working then dnd from the CLI, and he creates a task and writes to alice:
+/// the open task board shows the task without a reload; the Activity view draws both stretches on
 /// his row of the status timeline (the broker's status history), and his messages to alice
 /// count in the messages-per-minute chart.
 #[tokio::test(flavor = "multi_thread")]
@@ -231,14 +230,19 @@ async fn status_changes_show_in_the_timeline_and_messages_in_the_rate_chart() {
         return;
     };
     let _session = bob.client().await;
-    let dash = DashboardProc::start(&alice);
-    browser.goto(&dash.login).await;
-    browser.wait_for("body[data-ready=true]").await;
+    let _dash = open(&browser, &alice).await;
+    // The open task board follows the mesh: no task event exists, so it is re-read on the
+    // events there are (here bob's messages), never by polling.
+    browser.click("#tab-tasks").await;
+    bob.ok(&["task", "create", "repot the fig"]);
     bob.ok(&["status", "set", "working"]);
     bob.ok(&["status", "set", "dnd"]);
     for text in ["one", "two", "three"] {
         bob.ok(&["send", "alice", text]);
     }
+    browser
+        .wait_for("#tasks-open li.task[data-title='repot the fig']")
+        .await;
     browser.click("#tab-conversations").await;
     browser.wait_text("three").await;
 
