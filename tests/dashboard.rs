@@ -18,6 +18,8 @@ use common::browser::Browser;
 use common::mcp::{Recorder, ask, call, mcp_process, next_decision};
 use common::*;
 
+mod mesh_views;
+
 async fn page(broker: &BrokerProc, headers: &[(&str, String)]) -> String {
     let r = http::request("GET", &format!("{}/", broker.http_url()), headers, None)
         .await

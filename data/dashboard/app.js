@@ -117,12 +117,15 @@ async function loadPeers() {
     el("td", {}, [p.peerType, p.channel, p.model].filter(Boolean).join(" · ")),
     el("td", {}, when(p.connectedAt)))));
   $("peers-empty").hidden = sessions.length > 0;
-  fill($("members-table").tBodies[0], data.members.map((m) => el("tr", { class: "member" },
+  const admin = isAdmin(data.members);
+  document.body.dataset.admin = String(admin);
+  fill($("members-table").tBodies[0], data.members.map((m) => el("tr", { class: "member", "data-name": m.displayName },
     el("td", {}, m.displayName),
     el("td", {}, m.role),
     el("td", {}, m.online ? "online" : "offline"),
     el("td", {}, m.online ? "now" : when(m.lastSeenAt)),
-    el("td", {}, groupsText(m.groups)))));
+    el("td", {}, groupsText(m.groups)),
+    memberActions(m, admin))));
   const targets = new Set(["*"]);
   for (const m of data.members) { targets.add(m.displayName); for (const g of m.groups || []) targets.add("@" + g.name); }
   for (const p of data.peers) for (const g of p.groups || []) targets.add("@" + g.name);
@@ -341,6 +344,43 @@ async function loadFiles() {
   $("files-empty").hidden = files.length > 0;
 }
 
+// The page sends the bytes to the dashboard (progress from XMLHttpRequest), which shares them
+// as `claudemesh file share` does; `upload` events then report the broker side.
+function upload(event) {
+  event.preventDefault();
+  const file = $("upload-file").files[0];
+  if (!file) return;
+  const q = new URLSearchParams({ name: file.name, to: $("upload-to").value, tags: $("upload-tags").value });
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/api/files/upload?" + q);
+  xhr.setRequestHeader("Content-Type", "application/octet-stream");
+  const bar = $("upload-progress");
+  bar.hidden = false;
+  bar.value = 0;
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) { bar.value = e.loaded / e.total; $("upload-result").textContent = "sending " + size(e.loaded) + " of " + size(e.total) + "…"; }
+  };
+  xhr.onload = () => {
+    let data = {};
+    try { data = JSON.parse(xhr.responseText); } catch (_) { data = { error: xhr.responseText }; }
+    if (xhr.status === 200) {
+      bar.value = 1;
+      $("upload-result").textContent = "shared " + data.name + " (" + size(data.size) + ")" + (data.encrypted ? ", encrypted" : "") + " as " + data.fileId;
+      $("upload-form").reset();
+      loadFiles().catch((e) => showError(e.message));
+    } else {
+      $("upload-result").textContent = data.error || xhr.statusText;
+    }
+  };
+  xhr.onerror = () => { $("upload-result").textContent = "the upload failed: is the dashboard still running?"; };
+  $("upload-result").textContent = "sending…";
+  xhr.send(file);
+}
+
+function uploadProgress(p) {
+  $("upload-result").textContent = "uploading " + p.name + " to the broker: " + Math.round(100 * p.done / Math.max(p.total, 1)) + "%";
+}
+
 // ---- approvals -----------------------------------------------------------------------------
 
 async function loadApprovals() {
@@ -388,15 +428,23 @@ async function loadMore() {
 
 function loadAll() {
   const jobs = [loadPeers(), loadInvites(), loadMessages(), loadBoard(), loadTasks(), loadFiles(), loadApprovals()];
+  const open = LOADERS[showView()];
+  if (open) jobs.push(open());
   return Promise.all(jobs.map((j) => j.catch((e) => showError(e.message))));
 }
 
 function listen() {
   const events = new EventSource("/events");
   const reload = (load) => () => load().catch((e) => showError(e.message));
-  events.addEventListener("message", (e) => addMessage(JSON.parse(e.data)));
-  events.addEventListener("peers", reload(loadPeers));
-  events.addEventListener("state", reload(loadBoard));
+  // No broker event says a task changed (a system push would reach Claude Code as noise), so
+  // the open task board is re-read on whatever the mesh does.
+  const tasks = () => { if (!$("view-tasks").hidden) loadTasks().catch((e) => showError(e.message)); };
+  const activity = () => { if (!$("view-activity").hidden) loadActivity().catch((e) => showError(e.message)); };
+  events.addEventListener("message", (e) => { addMessage(JSON.parse(e.data)); tasks(); if (!$("view-activity").hidden) drawChart(); });
+  events.addEventListener("peers", () => { loadPeers().catch((e) => showError(e.message)); tasks(); activity(); });
+  events.addEventListener("state", () => { loadBoard().catch((e) => showError(e.message)); tasks(); });
+  events.addEventListener("files", reload(loadFiles));
+  events.addEventListener("upload", (e) => uploadProgress(JSON.parse(e.data)));
   events.addEventListener("tasks", reload(loadTasks));
   events.addEventListener("approvals", reload(loadApprovals));
   events.addEventListener("resync", () => loadAll());
@@ -412,6 +460,8 @@ async function start() {
   $("board-form").addEventListener("submit", saveBoard);
   $("memory-form").addEventListener("submit", recall);
   $("invite-form").addEventListener("submit", createInvite);
+  $("upload-form").addEventListener("submit", upload);
+  $("audit-form").addEventListener("submit", loadAudit);
   try {
     me = await api("/api/me");
     $("who").textContent = me.displayName + " in " + me.mesh;

@@ -28,6 +28,7 @@ mod shared_tools;
 mod state;
 mod stats;
 mod status;
+mod status_history;
 mod subscriptions;
 pub mod tls;
 pub mod vault;

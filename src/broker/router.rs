@@ -532,6 +532,9 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
                 let expired = n.is_multiple_of(per_15s) && st.status.expire(now);
                 (stale, expired, st.delivery.cursor.is_some())
             };
+            if expired_working {
+                broker.status_history.record(&peer, "idle", "ttl", now);
+            }
             if stale || expired_working || (!walking && n.is_multiple_of(per_30s)) {
                 // Every 30 s everyone gets a look at its queue, so nothing can stay stuck.
                 deliver_pending(&broker, &peer, false);

@@ -46,6 +46,8 @@ pub struct Broker {
     pub hook_limit: RateLimiter,
     /// Hook reports for peers that have not connected yet.
     pub pending_status: PendingStatuses,
+    /// Every peer's status changes over the last hours (`status_history`).
+    pub status_history: super::status_history::StatusHistory,
     /// Cancelled when the broker shuts down; every connection watches it.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -119,6 +121,7 @@ impl Broker {
             audit_limit: RateLimiter::new(config.audit_rate, config.audit_burst),
             hook_limit: RateLimiter::bounded(0.5, 30.0, super::hook::LIMITER_KEYS),
             pending_status: PendingStatuses::default(),
+            status_history: Default::default(),
             shutdown,
             tasks: TaskTracker::new(),
             started: Instant::now(),

@@ -209,19 +209,13 @@ impl FileCmd {
     }
 }
 
-/// Resolves `--to` / `grant` peers to keys; groups and broadcast cannot hold a file key.
+/// Resolves `--to` / `grant` peers to keys (`Client::file_recipients`).
 async fn resolve_peers(client: &MeshClient, to: &str) -> Result<Vec<Pubkey>, CliError> {
-    let mut keys = Vec::new();
-    for t in client.resolve_targets(to).await? {
-        let key = Pubkey::parse(&t.spec).map_err(|_| {
-            CliError::Usage(format!(
-                "{}: a file is encrypted to each recipient's key, so name peers (names or keys), not groups or *",
-                t.label
-            ))
-        })?;
-        keys.push(key);
-    }
-    Ok(keys)
+    client.file_recipients(to).await.map_err(|e| match e {
+        FileError::Invalid(m) => CliError::Usage(m),
+        FileError::Client(c) => c.into(),
+        other => other.into(),
+    })
 }
 
 impl ShareCmd {

@@ -437,6 +437,22 @@ impl MeshClient {
         .await
     }
 
+    /// The keys a file shared `--to` what a person typed is encrypted for: names or keys
+    /// only, since each recipient needs a key of its own (`Invalid` for a group or `*`).
+    pub async fn file_recipients(&self, to: &str) -> Result<Vec<Pubkey>, FileError> {
+        let mut keys = Vec::new();
+        for t in self.resolve_targets(to).await? {
+            let key = Pubkey::parse(&t.spec).map_err(|_| {
+                FileError::Invalid(format!(
+                    "{}: a file is encrypted to each recipient's key, so name peers (names or keys), not groups or *",
+                    t.label
+                ))
+            })?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
     /// Opens a file key sealed to one of our keys (the session key, then the member key).
     fn open_file_key(&self, sealed_b64: &str) -> Result<[u8; 32], FileError> {
         let sealed = STANDARD

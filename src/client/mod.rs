@@ -26,6 +26,7 @@ mod clock;
 mod grants;
 mod profile;
 mod stats;
+mod status_history;
 // Skills (issue 15).
 pub mod skills;
 // Peer-hosted MCP tools (issue 15).

@@ -14,6 +14,7 @@ use super::conversations::Message;
 use crate::broker::http::{Body, json_response, read_body, respond};
 use crate::client::ClientError;
 use crate::client::files::FileError;
+use crate::protocol::messages::AuditQuery;
 use crate::protocol::time;
 
 /// Largest request body the page sends (a message, a board value).
@@ -147,6 +148,33 @@ async fn call(shared: &Shared, req: Request<Incoming>) -> Result<Reply, ApiError
         (Method::GET, "/api/files") => json!({ "files": c.list_files(None, None).await? }),
         (Method::GET, "/api/files/download") => {
             return Ok(Reply::Raw(download(shared, &needed("id")?).await));
+        }
+        (Method::POST, "/api/files/upload") => {
+            super::uploads::upload(shared, req, |name: &str| param(name)).await?
+        }
+        (Method::GET, "/api/status-history") => {
+            json!({ "changes": c.status_history(None).await?, "now": time::iso(time::now_ms()) })
+        }
+        (Method::GET, "/api/skills") => json!({ "skills": c.list_skills(None).await? }),
+        (Method::GET, "/api/tools") => {
+            let (servers, services) = tokio::join!(c.mcp_list(), c.mcp_catalog());
+            json!({ "servers": servers?, "services": services? })
+        }
+        (Method::GET, "/api/watches") => {
+            let (watches, webhooks) = tokio::join!(c.watches(), c.list_webhooks());
+            json!({ "watches": watches?, "webhooks": webhooks? })
+        }
+        (Method::GET, "/api/audit") => {
+            let query = AuditQuery {
+                limit: Some(200),
+                event_type: param("type").filter(|t| !t.is_empty()),
+                ..Default::default()
+            };
+            json!(c.audit_query(query).await?)
+        }
+        (Method::POST, p) if p.starts_with("/api/members/") => {
+            let what = p["/api/members/".len()..].to_string();
+            super::settings::act(shared, &what, body(req).await?).await?
         }
         (Method::GET, "/api/more") => {
             let (reminders, streams, contexts) =

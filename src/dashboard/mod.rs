@@ -13,6 +13,8 @@ pub mod api;
 pub mod auth;
 pub mod conversations;
 pub mod events;
+pub mod settings;
+pub mod uploads;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -167,6 +169,8 @@ pub fn forbidden(reason: &str) -> Response<Body> {
 
 const INDEX_HTML: &str = include_str!("../../data/dashboard/index.html");
 const APP_JS: &str = include_str!("../../data/dashboard/app.js");
+const MESH_JS: &str = include_str!("../../data/dashboard/mesh.js");
+const ACTIVITY_JS: &str = include_str!("../../data/dashboard/activity.js");
 const APP_CSS: &str = include_str!("../../data/dashboard/app.css");
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
@@ -180,6 +184,14 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/app.js") => {
             respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
         }
+        (&Method::GET, "/mesh.js") => {
+            respond(StatusCode::OK, "text/javascript; charset=utf-8", MESH_JS)
+        }
+        (&Method::GET, "/activity.js") => respond(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            ACTIVITY_JS,
+        ),
         (&Method::GET, "/app.css") => respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
         (&Method::GET, "/events") => shared.hub.stream(),
         (_, p) if p.starts_with("/api/") => api::answer(&shared, req).await,

@@ -8,6 +8,7 @@ use crate::broker::presence::{Arrival, Peer, PeerKind, Registered, Unregistered}
 use crate::broker::router;
 use crate::broker::state::Broker;
 use crate::broker::status::StatusSource;
+use crate::broker::status_history;
 use crate::crypto;
 use crate::protocol::messages::{
     Hello, HelloAck, MemberProfile, MeshPolicy, PeerInfo, SessionHello,
@@ -392,6 +393,10 @@ async fn admit(
     {
         peer.state().status.report(status, StatusSource::Hook, now);
     }
+    let status = peer.state().status;
+    broker
+        .status_history
+        .record(&peer, status.status.as_str(), "connect", now);
     let (summary, groups) = {
         let st = peer.state();
         (
@@ -474,6 +479,8 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
     if !broker.presence.disconnect(peer, conn_id) || peer.control_plane {
         return; // taken over by a newer connection, or a short-lived tool connection
     }
+    let history = &broker.status_history;
+    history.record(peer, status_history::OFFLINE, "disconnect", time::now_ms());
     // The share ends with its connection (PROTOCOL §15).
     broker.file_shares.unshare(&peer.presence_id);
     let groups = peer.state().groups.clone();

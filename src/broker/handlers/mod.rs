@@ -38,6 +38,7 @@ mod webhooks;
 mod telegram;
 // Remote approval of tool use (issue 18).
 mod approvals;
+mod status_history;
 
 use super::connection::Conn;
 use crate::protocol::messages::GroupBodiesProof;
@@ -114,6 +115,9 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
             cursor,
             limit,
         } => peers::list_peers(conn, req_id, group, cursor, limit),
+        ClientMessage::StatusHistory { since } => {
+            status_history::status_history(conn, req_id, since)
+        }
         ClientMessage::SetStatus { status, source } => {
             peers::set_status(conn, req_id, &status, source.as_deref())
         }

@@ -131,6 +131,10 @@ pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str, source: Opt
     let now = time::now_ms();
     for peer in scope(conn) {
         let changed = peer.state().status.report(status, source, now);
+        if changed {
+            let history = &conn.broker.status_history;
+            history.record(&peer, status.as_str(), source.as_str(), now);
+        }
         if changed && status == Status::Idle {
             router::deliver_pending(&conn.broker, &peer, false);
         }

@@ -84,7 +84,7 @@ pub use peer_files::{
     PeerFilesShare, PeerListing, Requester, path_problem,
 };
 pub use peer_files::{MAX_PEER_REQUEST_SKEW_MS, SealedPeerRequest};
-pub use peers::{PeerEntry, Profile};
+pub use peers::{PeerEntry, Profile, StatusChange};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
@@ -179,6 +179,13 @@ pub enum ClientMessage {
         cursor: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
+    },
+    /// This broker's addition (PROTOCOL.md §5.3): every status change in the mesh over the
+    /// last hours (at most 6), oldest first.
+    StatusHistory {
+        /// ISO 8601; absent: as far back as kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
     },
     SetStatus {
         status: String,
@@ -527,6 +534,7 @@ impl ClientMessage {
             ClientMessage::Drain {} => "drain",
             ClientMessage::MessageStatus { .. } => "message_status",
             ClientMessage::ListPeers { .. } => "list_peers",
+            ClientMessage::StatusHistory { .. } => "status_history",
             ClientMessage::SetStatus { .. } => "set_status",
             ClientMessage::SetSummary { .. } => "set_summary",
             ClientMessage::SetVisible { .. } => "set_visible",
@@ -683,6 +691,10 @@ pub enum ServerMessage {
         next_cursor: Option<String>,
     },
     MessageStatusResult(MessageStatusResult),
+    /// Answers `status_history`.
+    StatusHistoryResult {
+        changes: Vec<StatusChange>,
+    },
     /// Answers `drain` after the pushes it made (at most a window of the queue). `more`: the
     /// queue holds entries not pushed yet; they follow as the pushes are acknowledged, and
     /// another `drain` after acknowledging reports again.

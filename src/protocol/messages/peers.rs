@@ -110,3 +110,22 @@ pub struct PeerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<super::stats::ReportedStats>,
 }
+
+/// One line of a `status_history` answer (PROTOCOL.md §5.3): a session's status changed, or
+/// it went `offline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChange {
+    /// ISO 8601.
+    pub at: String,
+    /// The same instant in Unix milliseconds (for drawing).
+    pub at_ms: i64,
+    pub presence_id: String,
+    /// The session's display name then.
+    pub name: String,
+    pub member_pubkey: String,
+    /// `idle`, `working`, `dnd` or `offline`.
+    pub status: String,
+    /// `hook`, `manual`, `jsonl`, or `connect` / `ttl` / `disconnect` when the broker set it.
+    pub source: String,
+}
