@@ -282,9 +282,11 @@ impl Store {
         Snapshot::begin(&self.db, &self.shared)
     }
 
-    /// How long the store must see no read or write before it gives its page cache back.
-    pub fn give_cache_back_after(&self, idle: Duration) {
-        self.shared.set_idle(idle);
+    /// Gives the page cache back after `idle` with no read or write, once `burst_writes`
+    /// writes were made since it was last given back (tests; the defaults are 10 s, 10 000).
+    #[cfg(test)]
+    pub(crate) fn give_cache_back_after(&self, idle: Duration, burst_writes: u64) {
+        self.shared.set_idle(idle, burst_writes);
     }
 
     /// True when a write can be committed (used by `/health/ready`).

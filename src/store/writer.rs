@@ -22,9 +22,12 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Free space the store wants to see (a probe file it writes, syncs and deletes) before it
 /// reopens the database after a failure.
 const PROBE_BYTES: usize = 1 << 20;
-/// A store with no reads or writes for this long gives its page cache back (closes and reopens
-/// the database). Under steady traffic it never idles that long and keeps its cache.
+/// A store with no reads or writes for this long, after a burst of at least
+/// [`BURST_WRITES`] writes, gives its page cache back (closes and reopens the database). Under
+/// steady traffic it never idles that long and keeps its cache; the small reads and writes of
+/// an idle mesh never make it reopen.
 pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(10);
+pub(super) const BURST_WRITES: u64 = 10_000;
 
 /// What the writer shares with every handle.
 #[derive(Default)]
@@ -41,6 +44,9 @@ pub(super) struct WriterShared {
     used: AtomicBool,
     /// Idle time before the cache is given back, in ms (0: the default).
     idle_ms: AtomicU64,
+    /// Writes since the cache was last given back that make it worth giving back (0: the
+    /// default).
+    burst_writes: AtomicU64,
 }
 
 impl WriterShared {
@@ -55,9 +61,18 @@ impl WriterShared {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    pub(super) fn set_idle(&self, after: Duration) {
+    pub(super) fn set_idle(&self, after: Duration, burst_writes: u64) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
         self.idle_ms.store(ms, Ordering::Relaxed);
+        self.burst_writes
+            .store(burst_writes.max(1), Ordering::Relaxed);
+    }
+
+    fn burst_writes(&self) -> u64 {
+        match self.burst_writes.load(Ordering::Relaxed) {
+            0 => BURST_WRITES,
+            n => n,
+        }
     }
 
     fn idle(&self) -> Duration {
@@ -171,8 +186,8 @@ impl Writer {
     pub(super) fn run(self) {
         let mut stop = false;
         let mut failed_at: Option<Instant> = None;
-        // Something was read or written since the cache was last given back.
-        let mut warm = false;
+        // Writes since the cache was last given back.
+        let mut written = 0u64;
         while !stop {
             let wait = if failed_at.is_some() {
                 RETRY_EVERY
@@ -208,18 +223,23 @@ impl Writer {
             }
             if batch.is_empty() {
                 // A whole idle period with no job; reads count as use too.
-                if self.shared.used.swap(false, Ordering::Relaxed) {
-                    warm = true;
-                } else if warm && failed_at.is_none() && !stop {
-                    warm = !self.give_cache_back();
-                    if self.shared.failure().is_some() {
-                        failed_at = Some(Instant::now());
-                    }
+                let used = self.shared.used.swap(false, Ordering::Relaxed);
+                if !used
+                    && written >= self.shared.burst_writes()
+                    && failed_at.is_none()
+                    && !stop
+                    && self.give_cache_back()
+                {
+                    written = 0;
+                }
+                if self.shared.failure().is_some() && failed_at.is_none() {
+                    failed_at = Some(Instant::now());
                 }
                 continue;
             }
             self.shared.used.store(true, Ordering::Relaxed);
             let n = batch.len();
+            written = written.saturating_add(n as u64);
             let committed = match self.shared.failure() {
                 // redb refuses every write after a failed one; answer at once, never a false ack.
                 Some(why) => Err(StoreError::Io(why)),
@@ -418,14 +438,19 @@ mod tests {
         store.stats.cache_releases.load(Ordering::Relaxed)
     }
 
-    /// An idle store closes and reopens its database to free redb's cache, but never while a
-    /// read snapshot is alive (its reads would fail), and everything stays readable and
-    /// writable afterwards.
+    /// An idle store closes and reopens its database to free redb's cache after a burst of
+    /// writes, not after a trickle, and never while a read snapshot is alive (its reads would
+    /// fail); everything stays readable and writable afterwards.
     #[tokio::test]
     async fn an_idle_store_gives_its_cache_back_but_not_under_a_live_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.give_cache_back_after(Duration::from_millis(40));
+        store.give_cache_back_after(Duration::from_millis(40), 3);
+        set(&store, "one").await;
+        set(&store, "one").await;
+        // Two writes are below the burst that makes it worth reopening.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(releases(&store), 0, "reopened after a trickle of writes");
         set(&store, "one").await;
         let held = store.read().unwrap();
         // Ten idle periods with the snapshot held.
