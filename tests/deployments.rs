@@ -658,6 +658,19 @@ async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
             .ok(&["tools", "call", "svc", "echo", r#"{"text":"cli"}"#])
             .contains("echo: cli")
     );
+    // Each call to the service is audited: caller, tool, outcome — not its arguments.
+    let calls = alice.json(&["audit", "--event", "mcp.called", "--json"]);
+    let calls = calls["entries"].as_array().expect("entries");
+    let by = |actor: &str, tool: &str| {
+        calls.iter().any(|e| {
+            e["actor"] == actor
+                && e["payload"]["tool"] == tool
+                && e["payload"]["host"] == "broker"
+                && e["payload"]["outcome"] == "ok"
+        })
+    };
+    assert!(by("bob", "env") && by("alice", "echo"), "{calls:#?}");
+    assert!(!serde_json::to_string(calls).unwrap().contains("GREETING"));
     assert!(
         alice
             .ok(&["deployments", "logs", "svc"])

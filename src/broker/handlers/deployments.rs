@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
-use super::shared_tools::{proven_key, valid_name};
+use super::shared_tools::{CallOutcome, CallRecord, proven_key, valid_name};
 use crate::broker::connection::Conn;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
 use crate::broker::deployments::{LOG_LINES, Launch, Status, source};
@@ -839,25 +839,26 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
         }
         Ok(service)
     })();
+    let record = CallRecord::new(&broker, &caller, &call).hosted_by("broker");
     let service = match admitted {
         Ok(s) => s,
-        Err(Refusal { code, message }) => return conn.error(req_id, code, message),
+        Err(refusal) => return record.refuse(conn, req_id, refusal),
     };
     let Some((place, _)) = broker
         .tool_calls
         .start(&caller.mesh_id, &caller.member_id, "broker")
     else {
-        return conn.error(
-            req_id,
+        let busy = refuse(
             "rate_limited",
             format!(
                 "you already have {MAX_CALLS_IN_FLIGHT} tool calls waiting; wait for one to finish"
             ),
         );
+        return record.refuse(conn, req_id, busy);
     };
     let caller_key = proven_key(&caller);
     let Some(key) = broker.key.clone() else {
-        return conn.error(req_id, "internal", "the broker has no key");
+        return record.refuse(conn, req_id, refuse("internal", "the broker has no key"));
     };
     let args = match (&call.sealed, &call.args) {
         (Some(sealed), _) => match open_from(&key, &caller_key, sealed)
@@ -866,11 +867,11 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
         {
             Some(args) => args,
             None => {
-                return conn.error(
-                    req_id,
+                let unopened = refuse(
                     "invalid_argument",
                     "cannot open the sealed arguments: seal them to the broker's key (hostPubkey in mcp_list) as JSON",
                 );
+                return record.refuse(conn, req_id, unopened);
             }
         },
         (None, Some(args)) => args.clone(),
@@ -899,6 +900,11 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
             _ = broker.shutdown.cancelled() => Err(("broker_shutdown", "the broker is shutting down".to_string())),
         };
         drop(place);
+        let outcome_now = match &outcome {
+            Ok(Ok(_)) => (CallOutcome::Ok, None),
+            Ok(Err(_)) => (CallOutcome::Error, None),
+            Err((code, _)) => (CallOutcome::of_error(code), Some(*code)),
+        };
         let frame = match outcome {
             Ok(result) => {
                 let body = match result {
@@ -942,6 +948,12 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
             }
             Err((code, message)) => ServerMessage::error(code, message),
         };
+        match &frame {
+            ServerMessage::Error(e) if outcome_now.1.is_none() => {
+                record.finish(CallOutcome::Error, Some(&e.code)).await;
+            }
+            _ => record.finish(outcome_now.0, outcome_now.1).await,
+        }
         out.send(&Envelope::reply(req_id, frame));
     });
 }
