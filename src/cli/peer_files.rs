@@ -49,6 +49,7 @@ enum PeerFilesAction {
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "ls", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh peer-files ls alice src --depth 3")]
+#[argh(example = "claudemesh peer-files ls alice --pattern 'src/**/*.rs'")]
 /// list the names in a peer's shared directory (directories end with /)
 struct LsCmd {
     /// the peer: display name, or member or session key
@@ -57,9 +58,12 @@ struct LsCmd {
     /// a directory inside the share (default: its root)
     #[argh(positional)]
     path: Option<String>,
-    /// levels to list (default 2, at most 6)
+    /// levels to list (default 2, at most 6; 6 with --pattern)
     #[argh(option)]
     depth: Option<u32>,
+    /// only paths matching this glob, relative to PATH (e.g. 'src/**/*.rs')
+    #[argh(option)]
+    pattern: Option<String>,
     /// seconds to wait for the peer (default 15, at most 60)
     #[argh(option)]
     timeout: Option<u64>,
@@ -101,7 +105,13 @@ impl PeerFilesCmd {
                 let path = c.path.clone().unwrap_or_default();
                 let listed = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
                     Ok(client
-                        .list_peer_files(&c.peer, &path, c.depth, timeout(c.timeout))
+                        .list_peer_files(
+                            &c.peer,
+                            &path,
+                            c.depth,
+                            c.pattern.as_deref(),
+                            timeout(c.timeout),
+                        )
                         .await?)
                 })
                 .await?;
