@@ -255,9 +255,7 @@ async fn a_large_file_arrives_whole_in_chunks_and_a_pattern_filters_the_listing(
     let chunks = audit["entries"].as_array().expect("entries");
     assert_eq!(chunks.len(), 8, "300 KiB in 40 KiB chunks: {audit:#}");
     assert!(
-        chunks
-            .iter()
-            .all(|e| e["payload"]["fileSize"] == "307200"),
+        chunks.iter().all(|e| e["payload"]["fileSize"] == "307200"),
         "{audit:#}"
     );
 

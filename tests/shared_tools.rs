@@ -491,6 +491,39 @@ async fn a_session_shares_a_server_with_mesh_mcp_register() {
     let _ = mcp.cancel().await;
 }
 
+/// A server a session registered (not persistent) is gone from a restarted broker; the
+/// session registers it again once it reconnects, so bob's calls work again without alice
+/// doing anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_server_is_registered_again_after_the_broker_restarts() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let mcp = start_mcp(&alice).await;
+    connected(&mcp).await;
+    let command = json!(["python3", fixture().display().to_string()]);
+    let (ok, text) = call(
+        &mcp,
+        "mesh_mcp_register",
+        json!({"command": command, "server_name": "session-echo"}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    broker.restart();
+    // Bounded: `eventually` gives up after its wait.
+    eventually("bob's call to reach alice's session again", || async {
+        let out = bob.run(&[
+            "tools",
+            "call",
+            "session-echo",
+            "echo",
+            r#"{"text":"again"}"#,
+        ]);
+        out.code == 0 && out.stdout.trim() == "echo: again"
+    })
+    .await;
+    let _ = mcp.cancel().await;
+}
+
 /// The broker's own result limit: a host that sends back more than 48 KiB (here in clear, as
 /// the original's clients answer) has its answer replaced by `result_too_large`.
 #[tokio::test(flavor = "multi_thread")]

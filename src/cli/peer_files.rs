@@ -181,7 +181,6 @@ impl ShareDirCmd {
 /// stderr per request (who, what, path, size or refusal — never content).
 async fn serve(client: &Arc<MeshClient>, host: &Arc<FileHost>) -> CliResult {
     let mut link = client.link();
-    let mut lost = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -191,21 +190,20 @@ async fn serve(client: &Arc<MeshClient>, host: &Arc<FileHost>) -> CliResult {
                 if changed.is_err() {
                     return Err(CliError::failed("the connection to the broker ended"));
                 }
-                let now = link.borrow().clone();
+                let now = link.borrow_and_update().clone();
                 match now {
-                    // A new connection is a new presence: announce the share again.
-                    Link::Up if lost => {
-                        lost = false;
+                    // Up after a change is a new connection (a drop and a reconnect between two
+                    // looks show only the Up), maybe a new presence: announce the share again.
+                    Link::Up => {
                         match host.announce(client).await {
                             Ok(()) => output::error("reconnected; sharing again"),
                             Err(e) => output::error(&format!("reconnected, but cannot share again: {e}")),
                         }
                     }
-                    Link::Up => {}
                     Link::Down(reason) => {
                         return Err(CliError::failed(format!("the broker ended this connection: {reason}")));
                     }
-                    Link::Reconnecting => lost = true,
+                    Link::Reconnecting => {}
                 }
             }
             frame = client.next_push() => match frame {
