@@ -24,7 +24,7 @@ use crate::protocol::messages::{
     McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec,
 };
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, MAX_DEPLOYMENTS, McpToolRow};
+use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, McpToolRow};
 use object_store::ObjectStoreExt as _;
 
 /// The longest a deploy waits for its service to start and list its tools.
@@ -467,6 +467,15 @@ async fn sandbox_or_refuse(broker: &Broker) -> Result<Isolation, Refusal> {
         .map_err(|e| refuse("not_supported", e))
 }
 
+fn quota_exceeded(max: usize) -> Refusal {
+    refuse(
+        "quota_exceeded",
+        format!(
+            "this mesh already has {max} deployed services (the broker's --max-services); undeploy one first"
+        ),
+    )
+}
+
 /// `mcp_deploy` → `mcp_deploy_status` once the service runs (or failed to start).
 pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
     let Some((broker, peer)) = me(conn) else {
@@ -502,6 +511,8 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
                 ),
             ));
         }
+        // Held until the row is stored: concurrent deploys take the last places one by one.
+        let deploying = broker.services.deploy_lock(&peer.mesh_id).await;
         let existing = broker.store.deployment(&peer.mesh_id, &d.server_name)?;
         if let Some(old) = &existing
             && old.deployer_member_id != peer.member_id
@@ -514,11 +525,9 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
                 ),
             ));
         }
-        if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= MAX_DEPLOYMENTS {
-            return Err(refuse(
-                "quota_exceeded",
-                format!("this mesh already has {MAX_DEPLOYMENTS} deployed services"),
-            ));
+        let max = broker.services.max_per_mesh;
+        if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= max {
+            return Err(quota_exceeded(max));
         }
         let now = time::now_ms();
         let row = DeploymentRow {
@@ -537,15 +546,18 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
         let actor = AuditActor::member(&peer.member_id, &peer.display_name);
         if broker
             .store
-            .put_deployment(row.clone(), actor, AuditEvent::McpDeployed)
+            .put_deployment(
+                row.clone(),
+                actor,
+                AuditEvent::McpDeployed,
+                broker.services.max_per_mesh,
+            )
             .await?
             == Deployed::Full
         {
-            return Err(refuse(
-                "quota_exceeded",
-                format!("this mesh already has {MAX_DEPLOYMENTS} deployed services"),
-            ));
+            return Err(quota_exceeded(max));
         }
+        drop(deploying);
         run(&broker, &row, isolation).await
     });
 }
@@ -577,7 +589,12 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
         let actor = AuditActor::member(&peer.member_id, &peer.display_name);
         broker
             .store
-            .put_deployment(row.clone(), actor, AuditEvent::McpUpdated)
+            .put_deployment(
+                row.clone(),
+                actor,
+                AuditEvent::McpUpdated,
+                broker.services.max_per_mesh,
+            )
             .await?;
         run(&broker, &row, isolation).await
     });
@@ -643,7 +660,12 @@ pub fn mcp_scope(conn: &Conn, req_id: Option<String>, name: String, scope: Optio
                 let actor = AuditActor::member(&peer.member_id, &peer.display_name);
                 broker
                     .store
-                    .put_deployment(row.clone(), actor, AuditEvent::McpScopeChanged)
+                    .put_deployment(
+                        row.clone(),
+                        actor,
+                        AuditEvent::McpScopeChanged,
+                        broker.services.max_per_mesh,
+                    )
                     .await?;
             }
         }
