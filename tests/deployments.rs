@@ -658,6 +658,19 @@ async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
             .ok(&["tools", "call", "svc", "echo", r#"{"text":"cli"}"#])
             .contains("echo: cli")
     );
+    // Each call to the service is audited: caller, tool, outcome — not its arguments.
+    let calls = alice.json(&["audit", "--event", "mcp.called", "--json"]);
+    let calls = calls["entries"].as_array().expect("entries");
+    let by = |actor: &str, tool: &str| {
+        calls.iter().any(|e| {
+            e["actor"] == actor
+                && e["payload"]["tool"] == tool
+                && e["payload"]["host"] == "broker"
+                && e["payload"]["outcome"] == "ok"
+        })
+    };
+    assert!(by("bob", "env") && by("alice", "echo"), "{calls:#?}");
+    assert!(!serde_json::to_string(calls).unwrap().contains("GREETING"));
     assert!(
         alice
             .ok(&["deployments", "logs", "svc"])
@@ -668,6 +681,67 @@ async fn the_cli_deploys_a_directory_and_bobs_mcp_client_calls_it() {
     assert_eq!(updated["status"], "running", "{updated}");
     alice.ok(&["undeploy", "svc"]);
     assert!(alice.ok(&["deployments"]).contains("no MCP services"));
+}
+
+/// Concurrent deploys cannot overshoot the mesh's quota: with `--max-services 2`, five
+/// deploys at once leave two running and refuse three with the quota error.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_deploys_stay_within_the_quota() {
+    let broker = BrokerProc::start(&["--max-services", "2"]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = std::sync::Arc::new(alice.client().await);
+    let dir = std::sync::Arc::new(service_dir());
+    let deploys: Vec<_> = (0..5)
+        .map(|i| {
+            let (a, dir) = (a.clone(), dir.clone());
+            tokio::spawn(async move {
+                a.deploy_dir(&format!("svc{i}"), dir.path(), Some(config(&[])), None)
+                    .await
+            })
+        })
+        .collect();
+    let mut running = 0;
+    let mut refused = Vec::new();
+    for d in deploys {
+        match d.await.expect("the deploy task") {
+            Ok(status) => {
+                assert_eq!(status.status, "running", "{status:?}");
+                running += 1;
+            }
+            Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+                code,
+                message,
+            })) if code == "not_supported" && message.contains("cannot sandbox") => {
+                return skip_unless_strict(&format!("no sandbox here: {message}"));
+            }
+            Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+                code,
+                message,
+            })) => refused.push((code, message)),
+            Err(e) => panic!("deploy: {e}"),
+        }
+    }
+    assert_eq!(running, 2, "{refused:?}");
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for (code, message) in &refused {
+        assert_eq!(code, "quota_exceeded", "{message}");
+        assert!(message.contains("2 deployed services"), "{message}");
+    }
+    let listed = alice.json(&["deployments", "--json"]);
+    assert_eq!(
+        listed["services"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    // The refused ones were refused before fetching: nothing of theirs is on the broker's disk.
+    let mesh_dirs = std::fs::read_dir(broker.data_dir().join("services")).expect("services");
+    let fetched: Vec<String> = mesh_dirs
+        .flatten()
+        .filter(|m| m.path().is_dir())
+        .flat_map(|m| std::fs::read_dir(m.path()).into_iter().flatten().flatten())
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(fetched.len(), 2, "{fetched:?}");
 }
 
 /// Memory is capped, and the network is off unless the deployment shares the host's.

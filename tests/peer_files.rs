@@ -164,7 +164,10 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     let fifo = root.join("pipe");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
-    std::fs::write(root.join("big.bin"), vec![b'x'; 41 * 1024]).expect("big");
+    // Sparse: over the host's 8 MiB limit without writing it.
+    std::fs::File::create(root.join("big.bin"))
+        .and_then(|f| f.set_len(8 * 1024 * 1024 + 1))
+        .expect("big");
     let sharing = Sharing::start(&alice, &root, &[]);
 
     let refused = |path: &str, code: &str| {
@@ -192,7 +195,7 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     let err = refused("pipe", "not_a_file");
     assert!(err.contains("fifo"), "{err}");
     let err = refused("big.bin", "too_large");
-    assert!(err.contains("40960"), "the limit is named: {err}");
+    assert!(err.contains("8388608"), "the limit is named: {err}");
     refused("notes", "not_a_file");
     // Secret dot-entries are not served, even through a symlink inside the share.
     std::os::unix::fs::symlink(".ssh/id_ed25519", root.join("key")).expect("symlink in");
@@ -214,6 +217,88 @@ async fn what_leads_out_of_the_share_and_what_is_no_plain_small_file_is_refused(
     assert_eq!(
         bob.ok(&["peer-files", "cat", "alice", "notes/secret.txt"]),
         SECRET
+    );
+}
+
+/// A file over one answer's 40 KiB comes in chunks, each sealed to bob and audited, and is
+/// put back together byte for byte; a pattern lists only the paths it matches.
+#[tokio::test]
+async fn a_large_file_arrives_whole_in_chunks_and_a_pattern_filters_the_listing() {
+    use sha2::Digest;
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    let big: Vec<u8> = (0..300 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join("notes/big.bin"), &big).expect("big");
+    for f in ["src/a.rs", "src/deep/b.rs", "src/c.txt", "top.rs"] {
+        let path = root.join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).expect("dirs");
+        std::fs::write(path, "fn x() {}").expect("write");
+    }
+    let _sharing = Sharing::start(&alice, &root, &[]);
+
+    let client = bob.client().await;
+    let file = client
+        .read_peer_file("alice", "notes/big.bin", None)
+        .await
+        .expect("the big file");
+    assert_eq!(file.content.len(), big.len());
+    assert_eq!(
+        sha2::Sha256::digest(&file.content),
+        sha2::Sha256::digest(&big),
+        "the same bytes"
+    );
+    // One audit record per chunk, each with its offset and the file's size.
+    let audit = alice.json(&["audit", "--event", "peer_file.read", "--json"]);
+    let chunks = audit["entries"].as_array().expect("entries");
+    assert_eq!(chunks.len(), 8, "300 KiB in 40 KiB chunks: {audit:#}");
+    assert!(
+        chunks.iter().all(|e| e["payload"]["fileSize"] == "307200"),
+        "{audit:#}"
+    );
+
+    let listed = bob.json(&[
+        "peer-files",
+        "ls",
+        "alice",
+        "--pattern",
+        "src/**/*.rs",
+        "--json",
+    ]);
+    assert_eq!(
+        listed["entries"],
+        json!(["src/a.rs", "src/deep/b.rs"]),
+        "{listed}"
+    );
+    let listed = bob.json(&[
+        "peer-files",
+        "ls",
+        "alice",
+        "src",
+        "--pattern",
+        "*.txt",
+        "--json",
+    ]);
+    assert_eq!(listed["entries"], json!(["c.txt"]), "{listed}");
+    let err = bob.refused(&["peer-files", "ls", "alice", "--pattern", "a[", "--json"]);
+    assert!(err.contains("(invalid_argument)"), "{err}");
+    // A pattern cannot reach what a listing never shows.
+    let listed = bob.json(&["peer-files", "ls", "alice", "--pattern", "**/*", "--json"]);
+    let names = listed["entries"].to_string();
+    assert!(
+        !names.contains(".env") && !names.contains(".ssh"),
+        "{names}"
+    );
+    // Traversal is still refused, chunked or not.
+    let err = client
+        .read_peer_file("alice", "../outside.txt", None)
+        .await
+        .expect_err("out of the share");
+    assert!(
+        err.to_string().contains("inside the shared directory"),
+        "{err}"
     );
 }
 
@@ -391,6 +476,7 @@ async fn the_host_refuses_a_request_its_reader_did_not_seal() {
             host_pubkey: alice_key.clone(),
             nonce: nonce.into(),
             timestamp: unique_now_ms(),
+            ..SealedPeerRequest::default()
         };
         serde_json::to_value(seal_request(&bob_keys, &asked).expect("seal")).expect("json")
     };

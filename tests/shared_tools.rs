@@ -193,6 +193,76 @@ async fn a_shared_stdio_server_answers_bob_from_the_cli_and_from_his_mcp_client(
     assert_broker_never_saw(&broker, b"hello mesh");
 }
 
+/// Every call is in the audit log with its caller, server, tool, outcome and duration, and
+/// never with its arguments: not even those an original client sends in clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_tool_call_is_audited_without_its_arguments() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let share = Sharing::start(&alice, &[]);
+    let secret = "cobalt-heron-argument-5521";
+    let out = bob.ok(&[
+        "tools",
+        "call",
+        "echo-server",
+        "echo",
+        &format!(r#"{{"text":"{secret}"}}"#),
+    ]);
+    assert_eq!(out.trim(), format!("echo: {secret}"));
+    // In clear, as the original's clients send it: the broker sees it, and must not keep it.
+    let client = bob.client().await;
+    let answered = client
+        .request(ClientMessage::McpCall(Box::new(McpCall {
+            server_name: "echo-server".into(),
+            tool_name: "echo".into(),
+            args: Some(json!({ "text": secret })),
+            sealed: None,
+            timeout_ms: None,
+        })))
+        .await
+        .expect("the clear call's result");
+    assert!(
+        matches!(answered, ServerMessage::McpCallResult(_)),
+        "{answered:?}"
+    );
+    let refused = bob.refused(&["tools", "call", "echo-server", "no-such-tool", "{}"]);
+    assert!(refused.contains("no tool"), "{refused}");
+
+    let log = alice.json(&["audit", "--event", "mcp.called", "--json"]);
+    let entries = log["entries"].as_array().expect("entries").clone();
+    assert_eq!(entries.len(), 3, "{log:#}");
+    let alice_id = alice.entry().member_id;
+    let (refusals, answered): (Vec<Value>, Vec<Value>) = entries
+        .into_iter()
+        .partition(|e| e["payload"]["outcome"] == "refused");
+    assert_eq!(refusals.len(), 1, "{log:#}");
+    assert_eq!(refusals[0]["payload"]["tool"], "no-such-tool");
+    assert_eq!(refusals[0]["payload"]["code"], "not_found");
+    for entry in &answered {
+        assert_eq!(entry["actor"], "bob");
+        assert_eq!(entry["actorMemberId"], bob.entry().member_id.as_str());
+        let p = &entry["payload"];
+        assert_eq!(p["server"], "echo-server");
+        assert_eq!(p["tool"], "echo");
+        assert_eq!(p["outcome"], "ok");
+        assert_eq!(p["host"], alice_id.as_str());
+        assert!(
+            p["durationMs"]
+                .as_str()
+                .is_some_and(|d| d.parse::<u64>().is_ok()),
+            "{p}"
+        );
+    }
+    let shown = alice.ok(&["audit", "--event", "mcp.called"]);
+    assert!(shown.contains("mcp.called"), "{shown}");
+    assert!(
+        !shown.contains(secret) && !log.to_string().contains(secret),
+        "{shown}"
+    );
+    drop(share);
+    assert_broker_never_saw(&broker, secret.as_bytes());
+}
+
 /// What the broker relays is ciphertext: the host's connection receives the call sealed, opens
 /// it with its key, and its sealed answer comes back to the caller.
 #[tokio::test(flavor = "multi_thread")]
@@ -418,6 +488,39 @@ async fn a_session_shares_a_server_with_mesh_mcp_register() {
     .await;
     assert!(ok, "{text}");
     assert!(servers(&bob).is_empty());
+    let _ = mcp.cancel().await;
+}
+
+/// A server a session registered (not persistent) is gone from a restarted broker; the
+/// session registers it again once it reconnects, so bob's calls work again without alice
+/// doing anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_server_is_registered_again_after_the_broker_restarts() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let mcp = start_mcp(&alice).await;
+    connected(&mcp).await;
+    let command = json!(["python3", fixture().display().to_string()]);
+    let (ok, text) = call(
+        &mcp,
+        "mesh_mcp_register",
+        json!({"command": command, "server_name": "session-echo"}),
+    )
+    .await;
+    assert!(ok, "{text}");
+    broker.restart();
+    // Bounded: `eventually` gives up after its wait.
+    eventually("bob's call to reach alice's session again", || async {
+        let out = bob.run(&[
+            "tools",
+            "call",
+            "session-echo",
+            "echo",
+            r#"{"text":"again"}"#,
+        ]);
+        out.code == 0 && out.stdout.trim() == "echo: again"
+    })
+    .await;
     let _ = mcp.cancel().await;
 }
 

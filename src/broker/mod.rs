@@ -123,6 +123,8 @@ pub struct BrokerConfig {
     pub insecure_plaintext: bool,
     /// Deployed services may run without a sandbox (`--allow-unsandboxed-services`).
     pub allow_unsandboxed_services: bool,
+    /// Services one mesh may have deployed (`--max-services`).
+    pub max_services: usize,
     /// Per-mesh SQL: database size and statement time budget (`--max-sql-bytes`,
     /// `--sql-timeout`).
     pub sql: crate::store::SqlLimits,
@@ -167,6 +169,7 @@ impl BrokerConfig {
             tls: None,
             insecure_plaintext: false,
             allow_unsandboxed_services: false,
+            max_services: crate::store::MAX_DEPLOYMENTS,
             sql: crate::store::SqlLimits::default(),
             allow_private_watch_targets: false,
             telegram_api_url: telegram::DEFAULT_API_URL.into(),

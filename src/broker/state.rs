@@ -100,6 +100,7 @@ impl Broker {
             services: super::deployments::Services::new(
                 &config.data_dir,
                 config.allow_unsandboxed_services,
+                config.max_services,
                 shutdown.clone(),
             ),
             link_url: super::link_url(&config, local_addr),

@@ -47,6 +47,9 @@ pub struct BrokerCmd {
     /// then run as this broker's user, with its files and network
     #[argh(switch)]
     allow_unsandboxed_services: bool,
+    /// services one mesh may have deployed at once (default 20)
+    #[argh(option, default = "crate::store::MAX_DEPLOYMENTS")]
+    max_services: usize,
     /// let URL watches reach loopback, private, link-local and other non-public addresses
     /// (refused by default: a watch is a request made from inside the broker's network)
     #[argh(switch)]
@@ -323,6 +326,7 @@ impl BrokerCmd {
         config.tls = self.tls_source()?;
         config.insecure_plaintext = self.insecure_plaintext;
         config.allow_unsandboxed_services = self.allow_unsandboxed_services;
+        config.max_services = self.max_services;
         config.sql = crate::store::SqlLimits {
             max_bytes: self.max_sql_bytes.max(64 * 1024),
             time_budget: crate::protocol::time::parse_duration(&self.sql_timeout)

@@ -49,6 +49,7 @@ enum PeerFilesAction {
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "ls", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh peer-files ls alice src --depth 3")]
+#[argh(example = "claudemesh peer-files ls alice --pattern 'src/**/*.rs'")]
 /// list the names in a peer's shared directory (directories end with /)
 struct LsCmd {
     /// the peer: display name, or member or session key
@@ -57,9 +58,12 @@ struct LsCmd {
     /// a directory inside the share (default: its root)
     #[argh(positional)]
     path: Option<String>,
-    /// levels to list (default 2, at most 6)
+    /// levels to list (default 2, at most 6; 6 with --pattern)
     #[argh(option)]
     depth: Option<u32>,
+    /// only paths matching this glob, relative to PATH (e.g. 'src/**/*.rs')
+    #[argh(option)]
+    pattern: Option<String>,
     /// seconds to wait for the peer (default 15, at most 60)
     #[argh(option)]
     timeout: Option<u64>,
@@ -101,7 +105,13 @@ impl PeerFilesCmd {
                 let path = c.path.clone().unwrap_or_default();
                 let listed = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
                     Ok(client
-                        .list_peer_files(&c.peer, &path, c.depth, timeout(c.timeout))
+                        .list_peer_files(
+                            &c.peer,
+                            &path,
+                            c.depth,
+                            c.pattern.as_deref(),
+                            timeout(c.timeout),
+                        )
                         .await?)
                 })
                 .await?;
@@ -171,7 +181,6 @@ impl ShareDirCmd {
 /// stderr per request (who, what, path, size or refusal — never content).
 async fn serve(client: &Arc<MeshClient>, host: &Arc<FileHost>) -> CliResult {
     let mut link = client.link();
-    let mut lost = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -181,21 +190,20 @@ async fn serve(client: &Arc<MeshClient>, host: &Arc<FileHost>) -> CliResult {
                 if changed.is_err() {
                     return Err(CliError::failed("the connection to the broker ended"));
                 }
-                let now = link.borrow().clone();
+                let now = link.borrow_and_update().clone();
                 match now {
-                    // A new connection is a new presence: announce the share again.
-                    Link::Up if lost => {
-                        lost = false;
+                    // Up after a change is a new connection (a drop and a reconnect between two
+                    // looks show only the Up), maybe a new presence: announce the share again.
+                    Link::Up => {
                         match host.announce(client).await {
                             Ok(()) => output::error("reconnected; sharing again"),
                             Err(e) => output::error(&format!("reconnected, but cannot share again: {e}")),
                         }
                     }
-                    Link::Up => {}
                     Link::Down(reason) => {
                         return Err(CliError::failed(format!("the broker ended this connection: {reason}")));
                     }
-                    Link::Reconnecting => lost = true,
+                    Link::Reconnecting => {}
                 }
             }
             frame = client.next_push() => match frame {

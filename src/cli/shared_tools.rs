@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::output::outln;
 use super::{CliError, CliResult, cli_peer, print_json, select_mesh, with_client};
-use crate::client::shared_tools::{Hosted, StdioServer};
+use crate::client::shared_tools::{Hosted, StdioServer, keep_registered};
 use crate::client::{ConnectOptions, Link, MeshClient};
 use crate::identity::ConfigDir;
 use crate::protocol::ServerMessage;
@@ -235,15 +235,24 @@ impl McpShareCmd {
             tools: server.tools.clone(),
             persistent: self.persistent,
         };
-        let count = client.mcp_register(registration.clone()).await?;
+        let hosted = Arc::new(Hosted::default());
+        hosted.add(&name, server.clone());
+        let again_name = name.clone();
+        let count = keep_registered(
+            client.clone(),
+            registration,
+            || true,
+            move |again| match again {
+                Ok(_) => outln!("reconnected; \"{again_name}\" is shared again"),
+                Err(e) => outln!("reconnected, but cannot register \"{again_name}\" again: {e}"),
+            },
+        )
+        .await?;
         outln!(
             "sharing MCP server \"{name}\" ({count} tools) on mesh {}; Ctrl-C stops",
             entry.slug
         );
-        let hosted = Arc::new(Hosted::default());
-        hosted.add(&name, server.clone());
         let mut link = client.link();
-        let mut lost = false;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let mut watch_child = tokio::time::interval(Duration::from_secs(1));
@@ -257,21 +266,9 @@ impl McpShareCmd {
                     if changed.is_err() {
                         break Err(CliError::failed("the connection to the broker ended"));
                     }
-                    let now = link.borrow().clone();
-                    match now {
-                        // A new connection is a new presence: register again so calls reach it.
-                        Link::Up if lost => {
-                            lost = false;
-                            match client.mcp_register(registration.clone()).await {
-                                Ok(_) => outln!("reconnected; \"{name}\" is shared again"),
-                                Err(e) => outln!("reconnected, but cannot register \"{name}\" again: {e}"),
-                            }
-                        }
-                        Link::Up => {}
-                        Link::Down(reason) => {
-                            break Err(CliError::failed(format!("the broker ended this connection: {reason}")));
-                        }
-                        Link::Reconnecting => lost = true,
+                    // keep_registered registers again after each reconnect.
+                    if let Link::Down(reason) = link.borrow().clone() {
+                        break Err(CliError::failed(format!("the broker ended this connection: {reason}")));
                     }
                 }
                 frame = client.next_push() => match frame {

@@ -260,8 +260,30 @@ impl MeshClient {
         self.hello.borrow().clone()
     }
 
+    /// The connection's state, and its changes from now on (the state now counts as seen, so
+    /// a first `changed()` is a real change, not the connect that already happened).
     pub fn link(&self) -> watch::Receiver<Link> {
-        self.link.clone()
+        let mut link = self.link.clone();
+        link.mark_unchanged();
+        link
+    }
+
+    /// Waits until `link` (from [`MeshClient::link`]) is up again after a change — a new
+    /// connection, which may be a new presence that must announce what it hosts again; false
+    /// once the client has ended for good. An `Up` seen after any change counts: a drop and a
+    /// reconnect between two looks show only the `Up`.
+    pub async fn reconnected(link: &mut watch::Receiver<Link>) -> bool {
+        loop {
+            if link.changed().await.is_err() {
+                return false;
+            }
+            let now = link.borrow_and_update().clone();
+            match now {
+                Link::Up => return true,
+                Link::Down(_) => return false,
+                Link::Reconnecting => {}
+            }
+        }
     }
 
     /// Sends a request and waits for the frame that answers it. An `error` frame becomes

@@ -6,10 +6,11 @@
 //! root, so the kernel refuses `..`, absolute paths and symlinks that lead out of the root in
 //! the same call that opens the file (no check-then-open race); files are opened
 //! `O_NONBLOCK | O_NOCTTY` and checked with `fstat` on the open descriptor, so a fifo cannot
-//! hang the host and only regular files up to [`MAX_PEER_FILE_BYTES`] are sent. Answers are
+//! hang the host and only regular files up to [`MAX_PEER_FILE_BYTES`] are sent, in chunks of at
+//! most [`MAX_PEER_CHUNK_BYTES`] (one answer each). Answers are
 //! sealed to the reader's key, so the broker relays ciphertext only.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,10 +22,11 @@ use rustix::io::Errno;
 use super::shared_tools::{open_from, seal_to};
 use super::{ClientError, MeshClient, unexpected};
 use crate::protocol::messages::{
-    DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_PEER_FILE_BYTES,
-    MAX_PEER_FILES_ANSWER_BYTES, MAX_PEER_REQUEST_SKEW_MS, PeerDirRequest, PeerDirRequestForward,
-    PeerDirResponse, PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer,
-    PeerFilesShare, PeerListing, Requester, SealedPayload, SealedPeerRequest, path_problem,
+    DEFAULT_PEER_FILES_TIMEOUT_MS, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_PEER_CHUNK_BYTES,
+    MAX_PEER_FILE_BYTES, MAX_PEER_FILES_ANSWER_BYTES, MAX_PEER_PATTERN_BYTES,
+    MAX_PEER_REQUEST_SKEW_MS, PeerDirRequest, PeerDirRequestForward, PeerDirResponse,
+    PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer, PeerFilesShare,
+    PeerListing, Requester, SealedPayload, SealedPeerRequest, path_problem,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -32,6 +34,8 @@ use crate::protocol::{ClientMessage, ServerMessage};
 const MAX_LIST_BYTES: usize = 36 * 1024;
 /// Requests one host answers at once; more are answered "busy".
 const MAX_HOSTED_REQUESTS: usize = 8;
+/// Names a filtered listing looks at, matching or not, before it stops (`truncated`).
+const MAX_LIST_SEEN: usize = 20 * MAX_LIST_ENTRIES;
 
 /// A host's refusal: the code the reader sees and a sentence naming the path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,8 +225,29 @@ impl SharedDir {
         })
     }
 
-    /// The bytes of the regular file at `rel` (relative to the shared root).
+    /// The whole regular file at `rel` (relative to the shared root), when it fits one answer
+    /// ([`MAX_PEER_CHUNK_BYTES`]): what a request without `offset`/`length` gets.
     pub fn read(&self, rel: &str) -> Result<Vec<u8>, Refused> {
+        let (content, size) = self.read_range(rel, 0, MAX_PEER_CHUNK_BYTES)?;
+        if size > MAX_PEER_CHUNK_BYTES {
+            return Err(refused(
+                "too_large",
+                format!(
+                    "\"{rel}\" is {size} bytes; one answer carries up to {MAX_PEER_CHUNK_BYTES} bytes (claudemesh reads larger files in chunks)"
+                ),
+            ));
+        }
+        Ok(content)
+    }
+
+    /// Up to `length` bytes (at most [`MAX_PEER_CHUNK_BYTES`]) of the regular file at `rel`
+    /// from `offset`, and the file's size; files over [`MAX_PEER_FILE_BYTES`] are refused.
+    pub fn read_range(
+        &self,
+        rel: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Vec<u8>, u64), Refused> {
         if let Some(problem) = path_problem(rel, true) {
             return Err(refused("forbidden_path", problem));
         }
@@ -261,28 +286,28 @@ impl SharedDir {
                 format!("\"{rel}\" changed while it was opened; ask again"),
             ));
         }
-        let too_large = |n: u64| {
-            refused(
-                "too_large",
-                format!(
-                    "\"{rel}\" is {n} bytes; peers read files up to {MAX_PEER_FILE_BYTES} bytes"
-                ),
-            )
-        };
         let size = u64::try_from(stat.st_size).unwrap_or(0);
         if size > MAX_PEER_FILE_BYTES {
-            return Err(too_large(size));
+            return Err(refused(
+                "too_large",
+                format!(
+                    "\"{rel}\" is {size} bytes; peers read files up to {MAX_PEER_FILE_BYTES} bytes"
+                ),
+            ));
         }
-        let mut content = Vec::with_capacity(size as usize);
-        std::fs::File::from(fd)
-            .take(MAX_PEER_FILE_BYTES + 1)
-            .read_to_end(&mut content)
+        if offset > size {
+            return Err(refused(
+                "invalid_argument",
+                format!("offset {offset} is past the end of \"{rel}\" ({size} bytes)"),
+            ));
+        }
+        let length = length.min(MAX_PEER_CHUNK_BYTES).min(size - offset);
+        let mut file = std::fs::File::from(fd);
+        let mut content = Vec::with_capacity(length as usize);
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| (&file).take(length).read_to_end(&mut content))
             .map_err(|e| refused("host_error", format!("\"{rel}\": {e}")))?;
-        // It may have grown since fstat.
-        if content.len() as u64 > MAX_PEER_FILE_BYTES {
-            return Err(too_large(content.len() as u64));
-        }
-        Ok(content)
+        Ok((content, size))
     }
 
     /// Opens `path` beneath the shared root with `flags` (close-on-exec); a refusal names
@@ -314,6 +339,18 @@ impl SharedDir {
     /// The names under `rel` (empty: the root), `depth` levels deep, bounded by
     /// [`MAX_LIST_ENTRIES`] and a byte budget. Symlinks are listed, never followed.
     pub fn list(&self, rel: &str, depth: u32) -> Result<PeerListing, Refused> {
+        self.list_matching(rel, depth, None)
+    }
+
+    /// [`SharedDir::list`], keeping only the paths (relative to `rel`, without a directory's
+    /// trailing `/`) that match the glob `pattern` (`*`, `?` within one name, `**` across).
+    pub fn list_matching(
+        &self,
+        rel: &str,
+        depth: u32,
+        pattern: Option<&str>,
+    ) -> Result<PeerListing, Refused> {
+        let pattern = pattern.map(glob).transpose()?;
         if let Some(problem) = path_problem(rel, false) {
             return Err(refused("forbidden_path", problem));
         }
@@ -330,8 +367,12 @@ impl SharedDir {
             return Err(secret_refusal(rel, &name));
         }
         self.refuse_secret_target(&dir, rel)?;
-        let mut listing = PeerListing::default();
-        let mut bytes = 0;
+        let mut walked = Walked {
+            out: PeerListing::default(),
+            bytes: 0,
+            seen: 0,
+            pattern,
+        };
         // The listed directory's own name decides what under it is secret (`.git/config`).
         let parent = Path::new(start)
             .file_name()
@@ -342,12 +383,36 @@ impl SharedDir {
             &parent,
             "",
             depth.clamp(1, MAX_LIST_DEPTH),
-            &mut listing,
-            &mut bytes,
+            &mut walked,
         )
         .map_err(|e| errno_refusal(e, rel))?;
-        Ok(listing)
+        Ok(walked.out)
     }
+}
+
+/// The glob a filtered listing matches, or `invalid_argument`.
+fn glob(pattern: &str) -> Result<globset::GlobMatcher, Refused> {
+    if pattern.len() > MAX_PEER_PATTERN_BYTES {
+        return Err(refused(
+            "invalid_argument",
+            format!("the pattern is over {MAX_PEER_PATTERN_BYTES} bytes"),
+        ));
+    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| refused("invalid_argument", format!("pattern \"{pattern}\": {e}")))
+}
+
+/// What a listing has gathered so far, and what it may still take.
+struct Walked {
+    out: PeerListing,
+    /// Bytes the names cost in the JSON listing.
+    bytes: usize,
+    /// Names looked at, kept or not (bounded by [`MAX_LIST_SEEN`]).
+    seen: usize,
+    pattern: Option<globset::GlobMatcher>,
 }
 
 fn walk(
@@ -355,15 +420,14 @@ fn walk(
     parent: &str,
     prefix: &str,
     depth: u32,
-    out: &mut PeerListing,
-    bytes: &mut usize,
+    walked: &mut Walked,
 ) -> Result<(), Errno> {
     let mut names: Vec<(String, FileType)> = Vec::new();
     for entry in Dir::read_from(&dir)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
             // A name that is not UTF-8 cannot be named back: left out, and said so.
-            out.truncated = true;
+            walked.out.truncated = true;
             continue;
         };
         if name == "." || name == ".." || is_secret(parent, &name) {
@@ -382,16 +446,26 @@ fn walk(
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, kind) in names {
-        let is_dir = kind == FileType::Directory;
-        let shown = format!("{prefix}{name}{}", if is_dir { "/" } else { "" });
-        // What the name costs in the JSON listing, escapes included, and a comma.
-        let cost = serde_json::to_string(&shown).map_or(shown.len() * 6 + 2, |j| j.len()) + 1;
-        if out.entries.len() >= MAX_LIST_ENTRIES || *bytes + cost > MAX_LIST_BYTES {
-            out.truncated = true;
+        walked.seen += 1;
+        if walked.seen > MAX_LIST_SEEN {
+            walked.out.truncated = true;
             return Ok(());
         }
-        *bytes += cost;
-        out.entries.push(shown.clone());
+        let is_dir = kind == FileType::Directory;
+        let path = format!("{prefix}{name}");
+        let kept = walked.pattern.as_ref().is_none_or(|p| p.is_match(&path));
+        let shown = format!("{path}{}", if is_dir { "/" } else { "" });
+        if kept {
+            // What the name costs in the JSON listing, escapes included, and a comma.
+            let cost = serde_json::to_string(&shown).map_or(shown.len() * 6 + 2, |j| j.len()) + 1;
+            if walked.out.entries.len() >= MAX_LIST_ENTRIES || walked.bytes + cost > MAX_LIST_BYTES
+            {
+                walked.out.truncated = true;
+                return Ok(());
+            }
+            walked.bytes += cost;
+            walked.out.entries.push(shown.clone());
+        }
         if is_dir && depth > 1 {
             // NOFOLLOW: a directory swapped for a symlink meanwhile is not entered.
             let sub = rustix::fs::openat2(
@@ -402,8 +476,8 @@ fn walk(
                 beneath(),
             );
             if let Ok(sub) = sub {
-                walk(sub, &name, &shown, depth - 1, out, bytes)?;
-                if out.truncated {
+                walk(sub, &name, &shown, depth - 1, walked)?;
+                if walked.out.truncated {
                     return Ok(());
                 }
             }
@@ -578,9 +652,16 @@ impl FileHost {
             })?;
         let asked: SealedPeerRequest = serde_json::from_slice(&plain)
             .map_err(|e| unverified(&format!("its sealed part is not a request ({e})")))?;
-        if asked.kind != verb || asked.path != path {
+        let relayed = match forward {
+            Forwarded::File(f) => (f.offset, f.length, None),
+            Forwarded::Dir(f) => (None, None, f.pattern.as_deref()),
+        };
+        if asked.kind != verb
+            || asked.path != path
+            || (asked.offset, asked.length, asked.pattern.as_deref()) != relayed
+        {
             return Err(unverified(
-                "the sealed path or kind differs from the one relayed",
+                "the sealed path, kind, range or pattern differs from the one relayed",
             ));
         }
         if asked.host_pubkey != entry.member_pubkey {
@@ -610,23 +691,28 @@ impl FileHost {
         let work = {
             let dir = self.dir.clone();
             let forward = forward.clone();
-            move || -> Result<(Vec<u8>, usize), Refused> {
+            // The body, what the host's log counts (bytes or names), and a chunk's file size.
+            move || -> Result<(Vec<u8>, usize, Option<u64>), Refused> {
                 match forward {
-                    Forwarded::File(f) => dir.read(&f.file_path).map(|c| {
+                    Forwarded::File(f) if f.offset.is_none() && f.length.is_none() => {
+                        dir.read(&f.file_path).map(|c| {
+                            let n = c.len();
+                            (c, n, None)
+                        })
+                    }
+                    Forwarded::File(f) => {
+                        let length = f.length.unwrap_or(MAX_PEER_CHUNK_BYTES);
+                        let (c, size) =
+                            dir.read_range(&f.file_path, f.offset.unwrap_or(0), length)?;
                         let n = c.len();
-                        (c, n)
-                    }),
+                        Ok((c, n, Some(size)))
+                    }
                     Forwarded::Dir(f) => {
-                        if f.pattern.is_some() {
-                            return Err(refused(
-                                "invalid_argument",
-                                "this host lists without patterns; leave pattern out",
-                            ));
-                        }
-                        let listing = dir.list(&f.dir_path, f.depth)?;
+                        let listing =
+                            dir.list_matching(&f.dir_path, f.depth, f.pattern.as_deref())?;
                         let n = listing.entries.len();
                         serde_json::to_vec(&listing)
-                            .map(|body| (body, n))
+                            .map(|body| (body, n, None))
                             .map_err(|e| refused("host_error", e.to_string()))
                     }
                 }
@@ -634,7 +720,7 @@ impl FileHost {
         };
         let verified = self.verify(client, &forward, verb, &path);
         let outcome = match self.busy.clone().try_acquire_owned() {
-            _ if verified.is_err() => verified.map(|()| (Vec::new(), 0)),
+            _ if verified.is_err() => verified.map(|()| (Vec::new(), 0, None)),
             Err(_) => Err(refused(
                 "host_busy",
                 format!("the host is answering {MAX_HOSTED_REQUESTS} requests; try again"),
@@ -657,7 +743,8 @@ impl FileHost {
         };
         let mut answer = PeerFilesAnswer::default();
         let counted = match outcome {
-            Ok((body, n)) => {
+            Ok((body, n, size)) => {
+                answer.size = size;
                 // Sealed with the member key, the one readers target.
                 let sealed = client
                     .entry()
@@ -691,6 +778,7 @@ impl FileHost {
             other => other,
         };
         if let Err(r) = &counted {
+            answer.size = None;
             answer.error = Some(r.message.clone());
             answer.code = Some(r.code.to_string());
         }
@@ -811,15 +899,16 @@ impl MeshClient {
         }
     }
 
-    /// The sealed part of a request for `path` to the host whose member key is `host`.
-    fn seal_ask(&self, kind: &str, path: &str, host: &str) -> Result<SealedPayload, ClientError> {
-        let request = SealedPeerRequest {
-            kind: kind.into(),
-            path: path.into(),
-            host_pubkey: host.into(),
-            nonce: hex::encode(crate::crypto::random_bytes::<16>()),
-            timestamp: crate::protocol::time::now_ms(),
-        };
+    /// The sealed part of `request` (its kind, path, and range or pattern) to the host whose
+    /// member key is `host`, made fresh: a new nonce and the time now.
+    fn seal_ask(
+        &self,
+        mut request: SealedPeerRequest,
+        host: &str,
+    ) -> Result<SealedPayload, ClientError> {
+        request.host_pubkey = host.into();
+        request.nonce = hex::encode(crate::crypto::random_bytes::<16>());
+        request.timestamp = crate::protocol::time::now_ms();
         seal_request(&self.speaking_keys()?, &request).map_err(ClientError::Protocol)
     }
 
@@ -841,7 +930,8 @@ impl MeshClient {
     }
 
     /// Reads `path` from `peer`'s shared directory (`peer`: a display name, or a member or
-    /// session key).
+    /// session key), in chunks of [`MAX_PEER_CHUNK_BYTES`], each sealed to this reader and
+    /// relayed by the broker, up to [`MAX_PEER_FILE_BYTES`]. `timeout` is per chunk.
     pub async fn read_peer_file(
         &self,
         peer: &str,
@@ -850,37 +940,89 @@ impl MeshClient {
     ) -> Result<PeerFile, ClientError> {
         let wait = host_wait(timeout);
         let host = self.host_member_key(peer).await?;
-        let request = PeerFileRequest {
-            target_pubkey: host.clone(),
-            file_path: path.into(),
-            timeout_ms: Some(wait.as_millis() as u64),
-            sealed: Some(self.seal_ask("read", path, &host)?),
-        };
-        let answer = self
-            .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
-            .await?;
-        let (host, content) = open_answer(self, answer, peer, &host)?;
-        Ok(PeerFile { host, content })
+        let mut content = Vec::new();
+        loop {
+            let offset = content.len() as u64;
+            let ask = SealedPeerRequest {
+                kind: "read".into(),
+                path: path.into(),
+                offset: Some(offset),
+                length: Some(MAX_PEER_CHUNK_BYTES),
+                ..SealedPeerRequest::default()
+            };
+            let request = PeerFileRequest {
+                target_pubkey: host.clone(),
+                file_path: path.into(),
+                offset: ask.offset,
+                length: ask.length,
+                timeout_ms: Some(wait.as_millis() as u64),
+                sealed: Some(self.seal_ask(ask, &host)?),
+            };
+            let answer = self
+                .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
+                .await?;
+            let size = answer.size;
+            let (shown, chunk) = open_answer(self, answer, peer, &host)?;
+            // A host that does not read in chunks sends the whole file at once.
+            let Some(size) = size else {
+                return Ok(PeerFile {
+                    host: shown,
+                    content: chunk,
+                });
+            };
+            if size > MAX_PEER_FILE_BYTES {
+                return Err(ClientError::Protocol(format!(
+                    "the host says \"{path}\" is {size} bytes, over the {MAX_PEER_FILE_BYTES}-byte limit"
+                )));
+            }
+            if offset == 0 {
+                content.reserve_exact(size as usize);
+            }
+            content.extend_from_slice(&chunk);
+            let have = content.len() as u64;
+            if have == size {
+                return Ok(PeerFile {
+                    host: shown,
+                    content,
+                });
+            }
+            if chunk.is_empty() || have > size {
+                return Err(ClientError::Broker {
+                    code: "host_error".into(),
+                    message: format!(
+                        "\"{path}\" changed while it was read ({have} bytes read, the host now says {size}); read it again"
+                    ),
+                });
+            }
+        }
     }
 
     /// The names in `peer`'s shared directory under `path` (empty: its root), `depth` levels
-    /// deep (default 2).
+    /// deep (default 2; with a `pattern`, 6), only those matching the glob `pattern` when
+    /// given (e.g. `src/**/*.rs`).
     pub async fn list_peer_files(
         &self,
         peer: &str,
         path: &str,
         depth: Option<u32>,
+        pattern: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<PeerListed, ClientError> {
         let wait = host_wait(timeout);
         let host = self.host_member_key(peer).await?;
+        let ask = SealedPeerRequest {
+            kind: "list".into(),
+            path: path.into(),
+            pattern: pattern.map(str::to_owned),
+            ..SealedPeerRequest::default()
+        };
         let request = PeerDirRequest {
             target_pubkey: host.clone(),
             dir_path: path.into(),
-            pattern: None,
-            depth,
+            pattern: ask.pattern.clone(),
+            depth: depth.or(pattern.map(|_| MAX_LIST_DEPTH)),
             timeout_ms: Some(wait.as_millis() as u64),
-            sealed: Some(self.seal_ask("list", path, &host)?),
+            sealed: Some(self.seal_ask(ask, &host)?),
         };
         let answer = self
             .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
@@ -951,12 +1093,26 @@ mod tests {
         assert!(r.message.contains("fifo"), "{r:?}");
         std::fs::write(
             root.join("big"),
-            vec![b'x'; MAX_PEER_FILE_BYTES as usize + 1],
+            vec![b'x'; MAX_PEER_CHUNK_BYTES as usize + 1],
         )
         .expect("big");
         assert_eq!(dir.read("big").expect_err("too large").code, "too_large");
-        std::fs::write(root.join("fits"), vec![b'x'; MAX_PEER_FILE_BYTES as usize]).expect("fits");
+        let (chunk, size) = dir.read_range("big", 10, 100).expect("a chunk of it");
+        assert_eq!((chunk.len(), size), (100, MAX_PEER_CHUNK_BYTES + 1));
+        let (tail, _) = dir
+            .read_range("big", MAX_PEER_CHUNK_BYTES, 1000)
+            .expect("its end");
+        assert_eq!(tail.len(), 1);
+        std::fs::write(root.join("fits"), vec![b'x'; MAX_PEER_CHUNK_BYTES as usize]).expect("fits");
         assert!(dir.read("fits").is_ok());
+        let huge = std::fs::File::create(root.join("huge")).expect("huge");
+        huge.set_len(MAX_PEER_FILE_BYTES + 1).expect("sparse");
+        assert_eq!(
+            dir.read_range("huge", 0, 10)
+                .expect_err("over the host's limit")
+                .code,
+            "too_large"
+        );
     }
 
     #[test]

@@ -403,6 +403,26 @@ impl Default for Hosted {
     }
 }
 
+/// Registers `reg` on `client`, and again after every reconnect (a broker restart or a lease
+/// that ended drops a registration, and a new connection is a new presence), until the client
+/// ends or `still` says the server is no longer hosted. `said` hears each re-registration.
+pub async fn keep_registered(
+    client: std::sync::Arc<MeshClient>,
+    reg: McpRegister,
+    still: impl Fn() -> bool + Send + 'static,
+    said: impl Fn(Result<usize, ClientError>) + Send + 'static,
+) -> Result<usize, ClientError> {
+    let first = client.mcp_register(reg.clone()).await?;
+    let mut link = client.link();
+    tokio::spawn(async move {
+        while MeshClient::reconnected(&mut link).await && still() {
+            let again = client.mcp_register(reg.clone()).await;
+            said(again);
+        }
+    });
+    Ok(first)
+}
+
 impl Hosted {
     fn servers(
         &self,
@@ -418,6 +438,13 @@ impl Hosted {
         server: std::sync::Arc<StdioServer>,
     ) -> Option<std::sync::Arc<StdioServer>> {
         self.servers().insert(name.to_string(), server)
+    }
+
+    /// Whether `server` is still the one hosted under `name`.
+    pub fn hosts(&self, name: &str, server: &std::sync::Arc<StdioServer>) -> bool {
+        self.servers()
+            .get(name)
+            .is_some_and(|s| std::sync::Arc::ptr_eq(s, server))
     }
 
     pub fn remove(&self, name: &str) -> Option<std::sync::Arc<StdioServer>> {

@@ -583,19 +583,8 @@ async fn announce_share(files: Arc<FileHost>, client: Arc<MeshClient>) {
         if let Err(e) = files.announce(&client).await {
             eprintln!("claudemesh: cannot share files with the mesh: {e}");
         }
-        // Wait for the link to go down and come back up.
-        let mut lost = false;
-        loop {
-            if link.changed().await.is_err() {
-                return;
-            }
-            let now = link.borrow().clone();
-            match now {
-                crate::client::Link::Reconnecting => lost = true,
-                crate::client::Link::Up if lost => break,
-                crate::client::Link::Down(_) => return,
-                crate::client::Link::Up => {}
-            }
+        if !MeshClient::reconnected(&mut link).await {
+            return;
         }
     }
 }

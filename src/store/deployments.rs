@@ -53,13 +53,13 @@ impl Store {
         row: DeploymentRow,
         actor: AuditActor,
         event: AuditEvent,
+        max_per_mesh: usize,
     ) -> Result<Deployed, StoreError> {
         self.write(move |tx| {
             let mut table = tx.open_table(DEPLOYMENTS)?;
             let key = (row.mesh_id.as_str(), row.name.as_str());
             let exists = table.get(key)?.is_some();
-            if !exists && mesh_rows::<DeploymentRow>(&table, &row.mesh_id)?.len() >= MAX_DEPLOYMENTS
-            {
+            if !exists && mesh_rows::<DeploymentRow>(&table, &row.mesh_id)?.len() >= max_per_mesh {
                 return Ok(Deployed::Full);
             }
             table.insert(key, encode(&row).as_slice())?;

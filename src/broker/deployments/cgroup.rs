@@ -105,9 +105,21 @@ impl Cgroups {
                 write(&c, "cpu.cfs_quota_us", q.as_deref().unwrap_or("-1"))?;
                 dirs.push(c);
                 let m = make(&mem.join(&leaf))?;
-                write(&m, "memory.limit_in_bytes", &memory)?;
-                // Swap counted in too, where the kernel accounts it.
-                let _ = write(&m, "memory.memsw.limit_in_bytes", &memory);
+                // A group kept from an earlier run has its old limits: the kernel wants
+                // memsw ≥ limit at every step, so the order depends on the direction.
+                let current = std::fs::read_to_string(m.join("memory.limit_in_bytes"))
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let new = memory.parse::<u64>().ok();
+                for file in v1_memory_order(current, new) {
+                    match file {
+                        V1_LIMIT => write(&m, file, &memory)?,
+                        // Swap counted in too, where the kernel accounts it.
+                        _ => {
+                            let _ = write(&m, file, &memory);
+                        }
+                    }
+                }
                 dirs.push(m);
                 if let Some(p) = pids {
                     let p = make(&p.join(&leaf))?;
@@ -184,6 +196,20 @@ fn leaf_name(mesh_id: &str, name: &str) -> String {
             .collect()
     };
     format!("{}.{}", clean(mesh_id), clean(name))
+}
+
+const V1_LIMIT: &str = "memory.limit_in_bytes";
+const V1_MEMSW: &str = "memory.memsw.limit_in_bytes";
+
+/// The order to write cgroup v1's two memory limits in, from the group's `current` limit to
+/// `new` (both in bytes, `None` when unknown): the kernel refuses a memory limit above the
+/// memory+swap limit, so raising writes memsw first, and lowering (or a new group) the limit
+/// first.
+fn v1_memory_order(current: Option<u64>, new: Option<u64>) -> [&'static str; 2] {
+    match (current, new) {
+        (Some(current), Some(new)) if new > current => [V1_MEMSW, V1_LIMIT],
+        _ => [V1_LIMIT, V1_MEMSW],
+    }
 }
 
 fn make(dir: &Path) -> Result<PathBuf, String> {
@@ -338,6 +364,28 @@ mod tests {
             under(&all[2], "/user.slice"),
             Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/user.slice"))
         );
+    }
+
+    #[test]
+    fn cgroup_v1_memory_limits_are_written_so_memsw_stays_at_least_the_limit() {
+        let mib = 1024 * 1024;
+        // Raising: memsw first, or the new limit would exceed the old memsw.
+        assert_eq!(
+            v1_memory_order(Some(256 * mib), Some(512 * mib)),
+            [V1_MEMSW, V1_LIMIT]
+        );
+        // Lowering: the limit first, or the new memsw would fall below the old limit.
+        assert_eq!(
+            v1_memory_order(Some(512 * mib), Some(256 * mib)),
+            [V1_LIMIT, V1_MEMSW]
+        );
+        // A fresh group (the kernel's default is unlimited) or the same limit.
+        assert_eq!(
+            v1_memory_order(Some(u64::MAX / 2), Some(256 * mib)),
+            [V1_LIMIT, V1_MEMSW]
+        );
+        assert_eq!(v1_memory_order(None, Some(mib)), [V1_LIMIT, V1_MEMSW]);
+        assert_eq!(v1_memory_order(Some(mib), Some(mib)), [V1_LIMIT, V1_MEMSW]);
     }
 
     #[test]

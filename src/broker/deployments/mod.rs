@@ -206,6 +206,11 @@ impl Service {
 pub struct Services {
     data_dir: PathBuf,
     allow_unsandboxed: bool,
+    /// Services one mesh may have deployed (`--max-services`).
+    pub max_per_mesh: usize,
+    /// One lock per mesh, held by a deploy from its quota check to its stored row, so
+    /// concurrent deploys cannot all pass the check.
+    deploying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     isolation: tokio::sync::OnceCell<Result<Isolation, String>>,
     cgroups: std::sync::OnceLock<Option<Arc<cgroup::Cgroups>>>,
     running: Mutex<HashMap<(String, String), Arc<Service>>>,
@@ -214,7 +219,12 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(data_dir: &Path, allow_unsandboxed: bool, shutdown: CancellationToken) -> Services {
+    pub fn new(
+        data_dir: &Path,
+        allow_unsandboxed: bool,
+        max_per_mesh: usize,
+        shutdown: CancellationToken,
+    ) -> Services {
         // Files a service writes are the broker user's on the host (the sandbox maps its uid to
         // the broker's): `<data>/services` is the broker's alone (0700), so no other local user
         // can reach them, say to run a setuid file a service left in its `work`.
@@ -226,12 +236,26 @@ impl Services {
         Services {
             data_dir: data_dir.to_path_buf(),
             allow_unsandboxed,
+            max_per_mesh,
+            deploying: Default::default(),
             isolation: Default::default(),
             cgroups: Default::default(),
             running: Default::default(),
             secrets: Mutex::new(Arc::new(NoVault)),
             shutdown,
         }
+    }
+
+    /// The mesh's deploy lock: held from a deploy's quota check until its row is stored.
+    pub async fn deploy_lock(&self, mesh_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .deploying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mesh_id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// Where `$vault:` references are opened from now on.

@@ -59,6 +59,7 @@ pub fn is_audited_change(frame: &ClientMessage) -> bool {
             | M::RemoveSkill { .. }
             | M::McpRegister(_)
             | M::McpUnregister { .. }
+            | M::McpCall(_)
             | M::VaultSet(_)
             | M::VaultDelete { .. }
             | M::MeshExecute(_)

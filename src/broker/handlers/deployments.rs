@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
-use super::shared_tools::{proven_key, valid_name};
+use super::shared_tools::{CallOutcome, CallRecord, proven_key, valid_name};
 use crate::broker::connection::Conn;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
 use crate::broker::deployments::{LOG_LINES, Launch, Status, source};
@@ -24,7 +24,7 @@ use crate::protocol::messages::{
     McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec,
 };
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, MAX_DEPLOYMENTS, McpToolRow};
+use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, McpToolRow};
 use object_store::ObjectStoreExt as _;
 
 /// The longest a deploy waits for its service to start and list its tools.
@@ -467,6 +467,15 @@ async fn sandbox_or_refuse(broker: &Broker) -> Result<Isolation, Refusal> {
         .map_err(|e| refuse("not_supported", e))
 }
 
+fn quota_exceeded(max: usize) -> Refusal {
+    refuse(
+        "quota_exceeded",
+        format!(
+            "this mesh already has {max} deployed services (the broker's --max-services); undeploy one first"
+        ),
+    )
+}
+
 /// `mcp_deploy` → `mcp_deploy_status` once the service runs (or failed to start).
 pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
     let Some((broker, peer)) = me(conn) else {
@@ -502,6 +511,8 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
                 ),
             ));
         }
+        // Held until the row is stored: concurrent deploys take the last places one by one.
+        let deploying = broker.services.deploy_lock(&peer.mesh_id).await;
         let existing = broker.store.deployment(&peer.mesh_id, &d.server_name)?;
         if let Some(old) = &existing
             && old.deployer_member_id != peer.member_id
@@ -514,11 +525,9 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
                 ),
             ));
         }
-        if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= MAX_DEPLOYMENTS {
-            return Err(refuse(
-                "quota_exceeded",
-                format!("this mesh already has {MAX_DEPLOYMENTS} deployed services"),
-            ));
+        let max = broker.services.max_per_mesh;
+        if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= max {
+            return Err(quota_exceeded(max));
         }
         let now = time::now_ms();
         let row = DeploymentRow {
@@ -537,15 +546,18 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
         let actor = AuditActor::member(&peer.member_id, &peer.display_name);
         if broker
             .store
-            .put_deployment(row.clone(), actor, AuditEvent::McpDeployed)
+            .put_deployment(
+                row.clone(),
+                actor,
+                AuditEvent::McpDeployed,
+                broker.services.max_per_mesh,
+            )
             .await?
             == Deployed::Full
         {
-            return Err(refuse(
-                "quota_exceeded",
-                format!("this mesh already has {MAX_DEPLOYMENTS} deployed services"),
-            ));
+            return Err(quota_exceeded(max));
         }
+        drop(deploying);
         run(&broker, &row, isolation).await
     });
 }
@@ -577,7 +589,12 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
         let actor = AuditActor::member(&peer.member_id, &peer.display_name);
         broker
             .store
-            .put_deployment(row.clone(), actor, AuditEvent::McpUpdated)
+            .put_deployment(
+                row.clone(),
+                actor,
+                AuditEvent::McpUpdated,
+                broker.services.max_per_mesh,
+            )
             .await?;
         run(&broker, &row, isolation).await
     });
@@ -643,7 +660,12 @@ pub fn mcp_scope(conn: &Conn, req_id: Option<String>, name: String, scope: Optio
                 let actor = AuditActor::member(&peer.member_id, &peer.display_name);
                 broker
                     .store
-                    .put_deployment(row.clone(), actor, AuditEvent::McpScopeChanged)
+                    .put_deployment(
+                        row.clone(),
+                        actor,
+                        AuditEvent::McpScopeChanged,
+                        broker.services.max_per_mesh,
+                    )
                     .await?;
             }
         }
@@ -839,25 +861,26 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
         }
         Ok(service)
     })();
+    let record = CallRecord::new(&broker, &caller, &call).hosted_by("broker");
     let service = match admitted {
         Ok(s) => s,
-        Err(Refusal { code, message }) => return conn.error(req_id, code, message),
+        Err(refusal) => return record.refuse(conn, req_id, refusal),
     };
     let Some((place, _)) = broker
         .tool_calls
         .start(&caller.mesh_id, &caller.member_id, "broker")
     else {
-        return conn.error(
-            req_id,
+        let busy = refuse(
             "rate_limited",
             format!(
                 "you already have {MAX_CALLS_IN_FLIGHT} tool calls waiting; wait for one to finish"
             ),
         );
+        return record.refuse(conn, req_id, busy);
     };
     let caller_key = proven_key(&caller);
     let Some(key) = broker.key.clone() else {
-        return conn.error(req_id, "internal", "the broker has no key");
+        return record.refuse(conn, req_id, refuse("internal", "the broker has no key"));
     };
     let args = match (&call.sealed, &call.args) {
         (Some(sealed), _) => match open_from(&key, &caller_key, sealed)
@@ -866,11 +889,11 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
         {
             Some(args) => args,
             None => {
-                return conn.error(
-                    req_id,
+                let unopened = refuse(
                     "invalid_argument",
                     "cannot open the sealed arguments: seal them to the broker's key (hostPubkey in mcp_list) as JSON",
                 );
+                return record.refuse(conn, req_id, unopened);
             }
         },
         (None, Some(args)) => args.clone(),
@@ -899,6 +922,11 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
             _ = broker.shutdown.cancelled() => Err(("broker_shutdown", "the broker is shutting down".to_string())),
         };
         drop(place);
+        let outcome_now = match &outcome {
+            Ok(Ok(_)) => (CallOutcome::Ok, None),
+            Ok(Err(_)) => (CallOutcome::Error, None),
+            Err((code, _)) => (CallOutcome::of_error(code), Some(*code)),
+        };
         let frame = match outcome {
             Ok(result) => {
                 let body = match result {
@@ -942,6 +970,12 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
             }
             Err((code, message)) => ServerMessage::error(code, message),
         };
+        match &frame {
+            ServerMessage::Error(e) if outcome_now.1.is_none() => {
+                record.finish(CallOutcome::Error, Some(&e.code)).await;
+            }
+            _ => record.finish(outcome_now.0, outcome_now.1).await,
+        }
         out.send(&Envelope::reply(req_id, frame));
     });
 }

@@ -167,7 +167,12 @@ fn named_member(
 
 /// What is relayed: a read or a listing.
 enum Ask {
-    File(String),
+    File {
+        path: String,
+        /// A chunk: `(offset, length)` as the reader asked.
+        offset: Option<u64>,
+        length: Option<u64>,
+    },
     Dir {
         path: String,
         pattern: Option<String>,
@@ -181,7 +186,7 @@ type Sealed = Option<crate::protocol::messages::SealedPayload>;
 impl Ask {
     fn path(&self) -> &str {
         match self {
-            Ask::File(p) | Ask::Dir { path: p, .. } => p,
+            Ask::File { path: p, .. } | Ask::Dir { path: p, .. } => p,
         }
     }
 }
@@ -194,7 +199,11 @@ pub fn file_request(conn: &Conn, req_id: Option<String>, r: PeerFileRequest) {
         conn,
         req_id,
         &r.target_pubkey,
-        Ask::File(r.file_path),
+        Ask::File {
+            path: r.file_path,
+            offset: r.offset,
+            length: r.length,
+        },
         r.timeout_ms,
         r.sealed,
     );
@@ -225,7 +234,7 @@ fn relay(
     let Some((broker, caller)) = me(conn) else {
         return;
     };
-    if let Some(problem) = path_problem(ask.path(), matches!(ask, Ask::File(_))) {
+    if let Some(problem) = path_problem(ask.path(), matches!(ask, Ask::File { .. })) {
         return conn.error(req_id, "forbidden_path", problem);
     }
     let host = match find_host(&broker, &caller, target) {
@@ -262,14 +271,18 @@ fn relay(
     };
     let request_id = place.call_id().to_string();
     let forward = match &ask {
-        Ask::File(path) => {
-            ServerMessage::PeerFileRequestForward(Box::new(PeerFileRequestForward {
-                request_id,
-                requester,
-                file_path: path.clone(),
-                sealed,
-            }))
-        }
+        Ask::File {
+            path,
+            offset,
+            length,
+        } => ServerMessage::PeerFileRequestForward(Box::new(PeerFileRequestForward {
+            request_id,
+            requester,
+            file_path: path.clone(),
+            offset: *offset,
+            length: *length,
+            sealed,
+        })),
         Ask::Dir {
             path,
             pattern,
@@ -348,7 +361,7 @@ async fn deliver(
     answer: FilesAnswer,
 ) -> Result<ServerMessage, Refusal> {
     let (mut body, is_file) = match (answer, ask) {
-        (FilesAnswer::File(r), Ask::File(_)) => (r.answer, true),
+        (FilesAnswer::File(r), Ask::File { .. }) => (r.answer, true),
         (FilesAnswer::Dir(r), Ask::Dir { .. }) => (r.answer, false),
         (FilesAnswer::TooLarge(n), _) => {
             return Err(refuse(
@@ -407,6 +420,14 @@ async fn deliver(
         .with("hostName", host.shown_name())
         .with("path", ask.path())
         .with("size", size);
+        // A chunk of a larger file: where it starts, and the file's size.
+        let note = match ask {
+            Ask::File {
+                offset: Some(offset),
+                ..
+            } => note.with("offset", offset).with_opt("fileSize", body.size),
+            _ => note,
+        };
         broker
             .store
             .record_audit(&caller.mesh_id, note, time::now_ms())
@@ -418,10 +439,12 @@ async fn deliver(
     body.host_member_pubkey = Some(host.member_pubkey.to_hex());
     body.host_name = Some(host.shown_name());
     Ok(match ask {
-        Ask::File(path) => ServerMessage::PeerFileResponseForward(Box::new(PeerFileResponse {
-            file_path: path.clone(),
-            answer: body,
-        })),
+        Ask::File { path, .. } => {
+            ServerMessage::PeerFileResponseForward(Box::new(PeerFileResponse {
+                file_path: path.clone(),
+                answer: body,
+            }))
+        }
         Ask::Dir { path, .. } => ServerMessage::PeerDirResponseForward(Box::new(PeerDirResponse {
             dir_path: path.clone(),
             answer: body,

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::reply::{self, Refusal, answer, me, ok_ack, refuse};
 use crate::broker::connection::Conn;
@@ -19,7 +19,8 @@ use crate::protocol::messages::{
 };
 use crate::protocol::{ServerMessage, time};
 use crate::store::{
-    AuditActor, MAX_MCP_SERVERS, McpRegistered, McpRemoved, McpServerRow, McpToolRow, Right,
+    AuditActor, AuditEvent, AuditNote, MAX_MCP_SERVERS, McpRegistered, McpRemoved, McpServerRow,
+    McpToolRow, Right,
 };
 
 /// The longest server and tool name.
@@ -300,6 +301,120 @@ pub(super) fn host_grants(
     Ok(())
 }
 
+/// How a tool call ended, as its `mcp.called` record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallOutcome {
+    /// The host (or service) answered with a result.
+    Ok,
+    /// It answered with an error, or the call broke on the way (host gone, result too large).
+    Error,
+    /// The broker refused the call before it reached the host.
+    Refused,
+    Timeout,
+}
+
+impl CallOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Error => "error",
+            CallOutcome::Refused => "refused",
+            CallOutcome::Timeout => "timeout",
+        }
+    }
+
+    /// The outcome of a call that ended with error `code` after it was relayed.
+    pub(super) fn of_error(code: &str) -> CallOutcome {
+        if code == "timeout" {
+            CallOutcome::Timeout
+        } else {
+            CallOutcome::Error
+        }
+    }
+
+    /// The outcome of an answer that arrived: an `error` in clear is the tool's failure; a
+    /// sealed answer is opaque to the broker and counts as answered.
+    pub(super) fn of_result(r: &McpCallResult) -> CallOutcome {
+        if r.error.is_some() {
+            CallOutcome::Error
+        } else {
+            CallOutcome::Ok
+        }
+    }
+}
+
+/// One tool call, of a peer-hosted server or a deployed service, for its `mcp.called` record:
+/// who called which tool where, how it ended and how long it took — never its arguments or
+/// its result.
+pub(super) struct CallRecord {
+    broker: Arc<Broker>,
+    caller: Arc<Peer>,
+    server: String,
+    tool: String,
+    /// The host's member id, or `broker` for a deployed service.
+    host: String,
+    started: Instant,
+}
+
+impl CallRecord {
+    pub(super) fn new(broker: &Arc<Broker>, caller: &Arc<Peer>, call: &McpCall) -> CallRecord {
+        CallRecord {
+            broker: broker.clone(),
+            caller: caller.clone(),
+            server: call.server_name.clone(),
+            tool: call.tool_name.clone(),
+            host: String::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub(super) fn hosted_by(mut self, host: &str) -> CallRecord {
+        self.host = host.to_string();
+        self
+    }
+
+    /// Appends the record (before the caller's reply goes, so the log has every call the
+    /// caller saw end). A failed append is logged; the call's answer still goes.
+    pub(super) async fn finish(&self, outcome: CallOutcome, code: Option<&str>) {
+        let note = AuditNote::new(
+            AuditEvent::McpCalled,
+            AuditActor::member(
+                self.caller.member_id.clone(),
+                self.caller.display_name.clone(),
+            ),
+        )
+        .with("server", &self.server)
+        .with("tool", &self.tool)
+        .with_opt("host", Some(&self.host).filter(|h| !h.is_empty()))
+        .with("outcome", outcome.as_str())
+        .with_opt("code", code)
+        .with("durationMs", self.started.elapsed().as_millis());
+        if let Err(e) = self
+            .broker
+            .store
+            .record_audit(&self.caller.mesh_id, note, time::now_ms())
+            .await
+        {
+            tracing::error!(mesh = %self.caller.mesh_id, "cannot record a tool call in the audit log: {e}");
+        }
+    }
+
+    /// Refuses the call before it reached a host: counted and logged now, recorded, then
+    /// the error to the caller.
+    pub(super) fn refuse(self, conn: &Conn, req_id: Option<String>, refusal: Refusal) {
+        let Refusal { code, message } = refusal;
+        conn.refused(code, &message);
+        let out = conn.out.clone();
+        tokio::spawn(async move {
+            self.finish(CallOutcome::Refused, Some(code)).await;
+            out.send(&Envelope::reply(
+                req_id,
+                ServerMessage::error(code, message),
+            ));
+        });
+    }
+}
+
 /// Everything a call must pass before it reaches its host: its size, the server and tool,
 /// the host being connected, and the host's grants.
 fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
@@ -372,10 +487,12 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
         Ok(None) => {}
         Err(e) => return conn.error(req_id, "internal", e.to_string()),
     }
+    let record = CallRecord::new(&broker, &caller, &call);
     let host = match admit(&broker, &caller, &call) {
         Ok(host) => host,
-        Err(Refusal { code, message }) => return conn.error(req_id, code, message),
+        Err(refusal) => return record.refuse(conn, req_id, refusal),
     };
+    let record = record.hosted_by(&host.member_id);
     let (place, answered) = match broker.tool_calls.start_or_refuse(
         &caller.mesh_id,
         &caller.member_id,
@@ -383,7 +500,7 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
         "tool calls",
     ) {
         Ok(started) => started,
-        Err(message) => return conn.error(req_id, "rate_limited", message),
+        Err(message) => return record.refuse(conn, req_id, refuse("rate_limited", message)),
     };
     let forward = McpCallForward {
         call_id: place.call_id().to_string(),
@@ -406,11 +523,11 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
             forward,
         )))),
     ) else {
-        return conn.error(
-            req_id,
+        let gone = refuse(
             "host_offline",
             format!("the host of \"{}\" went offline", call.server_name),
         );
+        return record.refuse(conn, req_id, gone);
     };
     let wait = Duration::from_millis(
         call.timeout_ms
@@ -453,6 +570,10 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
             }
         };
         drop(place);
+        match &outcome {
+            Ok(r) => record.finish(CallOutcome::of_result(r), None).await,
+            Err((code, _)) => record.finish(CallOutcome::of_error(code), Some(code)).await,
+        }
         let frame = match outcome {
             Ok(r) => ServerMessage::McpCallResult(Box::new(r)),
             Err((code, message)) => {

@@ -19,9 +19,13 @@ pub struct ListPeerFilesArgs {
     /// A directory inside the peer's share (default: its root).
     #[serde(default)]
     pub path: Option<String>,
-    /// Levels to list (default 2, at most 6).
+    /// Levels to list (default 2, at most 6; 6 with a pattern).
     #[serde(default)]
     pub depth: Option<u32>,
+    /// Only paths matching this glob, relative to path: `*` and `?` within one name, `**`
+    /// across directories (e.g. `src/**/*.rs`).
+    #[serde(default)]
+    pub pattern: Option<String>,
     #[serde(default)]
     pub mesh: Option<String>,
 }
@@ -51,7 +55,7 @@ impl MeshTools {
         self.with_client(a.mesh.as_deref(), |c| async move {
             let path = a.path.unwrap_or_default();
             let listing = c
-                .list_peer_files(&a.peer, &path, a.depth, None)
+                .list_peer_files(&a.peer, &path, a.depth, a.pattern.as_deref(), None)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(json_text(&listing))
@@ -60,7 +64,7 @@ impl MeshTools {
     }
 
     #[tool(
-        description = "Read a file from a peer's shared directory (up to 40 KiB; sealed end to end to you). The peer must be online and sharing; its grants decide whether you may read."
+        description = "Read a file from a peer's shared directory (up to 8 MiB, fetched in sealed 40 KiB chunks; sealed end to end to you). The peer must be online and sharing; its grants decide whether you may read."
     )]
     async fn read_peer_file(&self, Parameters(a): Parameters<ReadPeerFileArgs>) -> CallToolResult {
         self.with_client(a.mesh.as_deref(), |c| async move {

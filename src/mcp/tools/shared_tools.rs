@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{MeshArg, MeshTools, fail, json_text, ok};
-use crate::client::shared_tools::StdioServer;
+use crate::client::shared_tools::{StdioServer, keep_registered};
 use crate::protocol::messages::McpRegister;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -87,7 +87,20 @@ impl MeshTools {
         };
         // Hosted before the broker hears of it, so no forwarded call finds it missing.
         let replaced = self.hub.hosted.add(&name, server.clone());
-        match client.mcp_register(registration).await {
+        let (hosted, kept, shown) = (self.hub.hosted.clone(), server.clone(), name.clone());
+        let kept_registered = keep_registered(
+            client,
+            registration,
+            move || hosted.hosts(&shown, &kept),
+            |again| {
+                if let Err(e) = again {
+                    eprintln!(
+                        "claudemesh: cannot register a shared MCP server again after reconnecting: {e}"
+                    );
+                }
+            },
+        );
+        match kept_registered.await {
             Ok(count) => {
                 if let Some(old) = replaced.and_then(|o| Arc::try_unwrap(o).ok()) {
                     old.stop().await;

@@ -83,7 +83,9 @@ pub use peer_files::{
     PeerDirResponse, PeerFileRequest, PeerFileRequestForward, PeerFileResponse, PeerFilesAnswer,
     PeerFilesShare, PeerListing, Requester, path_problem,
 };
-pub use peer_files::{MAX_PEER_REQUEST_SKEW_MS, SealedPeerRequest};
+pub use peer_files::{
+    MAX_PEER_CHUNK_BYTES, MAX_PEER_PATTERN_BYTES, MAX_PEER_REQUEST_SKEW_MS, SealedPeerRequest,
+};
 pub use peers::{PeerEntry, Profile, StatusChange};
 pub use perms::{Permission, PermsEntry, SetPerms};
 pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};

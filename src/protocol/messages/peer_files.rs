@@ -9,9 +9,14 @@ use serde::{Deserialize, Serialize};
 
 pub use super::shared_tools::SealedPayload;
 
-/// The largest file a host sends, in bytes: its sealed, base64 form must fit one frame
-/// (`MAX_MESSAGE_BYTES`, 64 KiB by default).
-pub const MAX_PEER_FILE_BYTES: u64 = 40 * 1024;
+/// The most content one answer carries, in bytes: its sealed, base64 form must fit one frame
+/// (`MAX_MESSAGE_BYTES`, 64 KiB by default). A request without `offset`/`length` (the
+/// original's) gets files up to this size whole; larger ones are read in chunks of it.
+pub const MAX_PEER_CHUNK_BYTES: u64 = 40 * 1024;
+/// The largest file a host serves, in chunks.
+pub const MAX_PEER_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// The longest `pattern` a listing may carry, in bytes.
+pub const MAX_PEER_PATTERN_BYTES: usize = 256;
 /// The largest answer relayed back (`sealed` nonce + ciphertext, `error`, `entries`), in bytes.
 pub const MAX_PEER_FILES_ANSWER_BYTES: usize = 56 * 1024;
 /// How long a request waits for its host unless it asks otherwise.
@@ -39,7 +44,7 @@ pub const MAX_PEER_REQUEST_SKEW_MS: i64 = 60_000;
 /// What the reader seals (crypto_box from its proven key to the host's member key) into a
 /// request, so that the host answers only what this reader asked of this host: a broker can
 /// neither forge a request nor redirect the answer to another key (PROTOCOL §15).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SealedPeerRequest {
     /// `read` or `list`.
@@ -52,6 +57,14 @@ pub struct SealedPeerRequest {
     pub nonce: String,
     /// Milliseconds since the epoch; within [`MAX_PEER_REQUEST_SKEW_MS`] of the host's clock.
     pub timestamp: i64,
+    /// A chunked read: the same `offset` and `length` as the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// A filtered listing: the same `pattern` as the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
 }
 
 /// `peer_file_request`: read one file of the peer whose key (member or session) or display
@@ -61,6 +74,12 @@ pub struct SealedPeerRequest {
 pub struct PeerFileRequest {
     pub target_pubkey: String,
     pub file_path: String,
+    /// A chunk of the file: `length` bytes (at most [`MAX_PEER_CHUNK_BYTES`]) from `offset`.
+    /// Without them the host sends the whole file, if it fits one answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
     /// A [`SealedPeerRequest`], relayed to the host as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<SealedPayload>,
@@ -75,7 +94,8 @@ pub struct PeerDirRequest {
     pub target_pubkey: String,
     #[serde(default)]
     pub dir_path: String,
-    /// The original's filter; our hosts refuse it (`invalid_argument`).
+    /// A glob the listed paths (relative to `dirPath`) must match, e.g. `src/**/*.rs`: `*`
+    /// and `?` stay within one name, `**` crosses directories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
     /// How many levels below `dirPath` to list (default 2, at most 6).
@@ -106,6 +126,10 @@ pub struct PeerFileRequestForward {
     #[serde(flatten)]
     pub requester: Requester,
     pub file_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<SealedPayload>,
 }
@@ -144,6 +168,9 @@ pub struct PeerFilesAnswer {
     /// `invalid_argument`, `host_busy`, `timeout`, `unverified`, `host_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// A chunked read's answer: the file's whole size, in bytes (the chunk is `sealed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// Broker → reader only: the key the answer is sealed from (the host's proven key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_pubkey: Option<String>,

@@ -115,6 +115,9 @@ pub enum AuditEvent {
     McpRegistered,
     /// A peer-hosted MCP server was removed (by its host, a manager, or the broker).
     McpRemoved,
+    /// A member called a tool of a peer-hosted server or a deployed service (names, outcome
+    /// and duration; never arguments or result).
+    McpCalled,
     /// A member read a file of another member's shared directory (path and size only).
     PeerFileRead,
     /// A member listed another member's shared directory.
@@ -194,6 +197,7 @@ impl AuditEvent {
             AuditEvent::SkillRemoved => "skill.removed",
             AuditEvent::McpRegistered => "mcp.registered",
             AuditEvent::McpRemoved => "mcp.removed",
+            AuditEvent::McpCalled => "mcp.called",
             AuditEvent::PeerFileRead => "peer_file.read",
             AuditEvent::PeerFilesListed => "peer_file.listed",
             AuditEvent::McpDeployed => "mcp.deployed",
