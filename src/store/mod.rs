@@ -47,7 +47,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -280,13 +279,6 @@ impl Store {
     /// A read snapshot; never waits for the writer's transactions.
     pub fn read(&self) -> Result<Snapshot, StoreError> {
         Snapshot::begin(&self.db, &self.shared)
-    }
-
-    /// Gives the page cache back after `idle` with no read or write, once `burst_writes`
-    /// writes were made since it was last given back (tests; the defaults are 10 s, 10 000).
-    #[cfg(test)]
-    pub(crate) fn give_cache_back_after(&self, idle: Duration, burst_writes: u64) {
-        self.shared.set_idle(idle, burst_writes);
     }
 
     /// True when a write can be committed (used by `/health/ready`).

@@ -61,7 +61,8 @@ impl WriterShared {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
-    pub(super) fn set_idle(&self, after: Duration, burst_writes: u64) {
+    #[cfg(test)]
+    fn set_idle(&self, after: Duration, burst_writes: u64) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
         self.idle_ms.store(ms, Ordering::Relaxed);
         self.burst_writes
@@ -445,7 +446,7 @@ mod tests {
     async fn an_idle_store_gives_its_cache_back_but_not_under_a_live_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.give_cache_back_after(Duration::from_millis(40), 3);
+        store.shared.set_idle(Duration::from_millis(40), 3);
         set(&store, "one").await;
         set(&store, "one").await;
         // Two writes are below the burst that makes it worth reopening.
