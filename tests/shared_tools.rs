@@ -212,13 +212,7 @@ async fn every_tool_call_is_audited_without_its_arguments() {
     // In clear, as the original's clients send it: the broker sees it, and must not keep it.
     let client = bob.client().await;
     let answered = client
-        .request(ClientMessage::McpCall(Box::new(McpCall {
-            server_name: "echo-server".into(),
-            tool_name: "echo".into(),
-            args: Some(json!({ "text": secret })),
-            sealed: None,
-            timeout_ms: None,
-        })))
+        .request(echo_in_clear(&secret))
         .await
         .expect("the clear call's result");
     assert!(
@@ -380,15 +374,7 @@ async fn calls_and_results_above_the_size_limits_are_refused() {
     // The broker's own check, with arguments in clear as the original's clients send them.
     let client = bob.client().await;
     let huge = "y".repeat(40 * 1024);
-    let refused = client
-        .request(ClientMessage::McpCall(Box::new(McpCall {
-            server_name: "echo-server".into(),
-            tool_name: "echo".into(),
-            args: Some(json!({ "text": huge })),
-            sealed: None,
-            timeout_ms: None,
-        })))
-        .await;
+    let refused = client.request(echo_in_clear(&huge)).await;
     match refused {
         Err(ClientError::Broker { code, message }) => {
             assert_eq!(code, "payload_too_large");
@@ -679,4 +665,15 @@ async fn mcp_share_registers_again_after_the_broker_restarts() {
         r#"{"text":"still here"}"#,
     ]);
     assert_eq!(out.trim(), "echo: still here");
+}
+
+/// A call of echo-server's `echo` with its argument in clear, as the original's clients send it.
+fn echo_in_clear(text: &str) -> ClientMessage {
+    ClientMessage::McpCall(Box::new(McpCall {
+        server_name: "echo-server".into(),
+        tool_name: "echo".into(),
+        args: Some(json!({ "text": text })),
+        sealed: None,
+        timeout_ms: None,
+    }))
 }
