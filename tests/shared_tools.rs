@@ -212,7 +212,7 @@ async fn every_tool_call_is_audited_without_its_arguments() {
     // In clear, as the original's clients send it: the broker sees it, and must not keep it.
     let client = bob.client().await;
     let answered = client
-        .request(echo_in_clear(&secret))
+        .request(echo_in_clear(secret))
         .await
         .expect("the clear call's result");
     assert!(

@@ -248,6 +248,8 @@ pub fn main() -> i32 {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // An idle broker's workers hand freed memory back to the OS (issue 14).
+        .on_thread_park(crate::store::collect_freed_memory)
         .build()
     {
         Ok(r) => r,

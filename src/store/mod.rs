@@ -98,7 +98,7 @@ pub use vectors::{
 pub use vectors::{EXACT_UP_TO, set_exact_up_to};
 pub use watches::{PollOutcome, WatchRecord};
 pub use webhooks::{WebhookRecord, WebhookRefusal};
-pub use writer::Snapshot;
+pub use writer::{Snapshot, collect_freed_memory};
 use writer::{TypedJob, Writer, WriterMsg, WriterShared};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].

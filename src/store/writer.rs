@@ -84,6 +84,25 @@ impl WriterShared {
     }
 }
 
+/// Bumped when the idle store has freed memory that threads should hand back to the OS.
+static COLLECT_ASKED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The last [`COLLECT_ASKED`] this thread collected for.
+    static COLLECTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Hands this thread's freed memory back to the OS if the store asked since it last did. Cheap
+/// otherwise (one atomic load): the broker's runtime calls it each time a worker parks.
+pub fn collect_freed_memory() {
+    let asked = COLLECT_ASKED.load(Ordering::Acquire);
+    if COLLECTED.with(|c| c.replace(asked)) != asked {
+        // SAFETY: mi_collect takes no pointers and may be called from any thread; a no-op
+        // where mimalloc is not the allocator.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
+
 /// Opens `path` with the store's cache settings.
 pub(super) fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
     Database::builder().set_cache_size(CACHE_BYTES).create(path)
@@ -179,7 +198,7 @@ pub(super) struct Writer {
     pub(super) rx: std_mpsc::Receiver<WriterMsg>,
     pub(super) stats: Arc<StoreStats>,
     pub(super) shared: Arc<WriterShared>,
-    /// The runtime whose workers free memory once the store is idle.
+    /// The runtime whose workers are woken to free memory once the store is idle.
     pub(super) runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -275,15 +294,14 @@ impl Writer {
 
     /// Hands freed memory back to the OS. The allocator (mimalloc in the binary) does so only
     /// when the thread that owns a page allocates again, and an idle broker's threads do not:
-    /// collect on this thread and on the runtime's workers (more small tasks than workers, so
-    /// each worker runs some). A no-op where mimalloc is not the allocator.
+    /// collect on this thread, and ask every runtime worker to collect before it next parks
+    /// ([`collect_freed_memory`]); the small tasks spawned here wake them.
     fn free_memory(&self) {
-        // SAFETY: mi_collect takes no pointers and may be called from any thread.
-        unsafe { libmimalloc_sys::mi_collect(true) };
+        COLLECT_ASKED.fetch_add(1, Ordering::AcqRel);
+        collect_freed_memory();
         if let Some(rt) = &self.runtime {
-            for _ in 0..32 {
-                // SAFETY: as above.
-                rt.spawn(async { unsafe { libmimalloc_sys::mi_collect(true) } });
+            for _ in 0..8 {
+                rt.spawn(async {});
             }
         }
     }
