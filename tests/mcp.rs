@@ -845,3 +845,25 @@ async fn perms_and_bans_work_as_mcp_tools() {
     let _ = alice_mcp.cancel().await;
     let _ = bob_mcp.cancel().await;
 }
+
+/// Events the client handles itself (a key rotation, a change of the mesh's settings) reach
+/// Claude Code as nothing: the next channel notification after them is alice's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn plumbing_events_are_not_forwarded_to_the_session() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_mcp, mut notes) = start_mcp(&bob).await;
+    eventually("bob's MCP session to appear", || async {
+        let v = alice.json(&["peers", "--json"]);
+        v["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["displayName"] == "bob" && p["online"] == true)
+        })
+    })
+    .await;
+    alice.ok(&["settings", "group-bodies", "sealed"]);
+    alice.json(&["rotate-key", "--json"]);
+    alice.json(&["send", "bob", "after the plumbing", "--json"]);
+    let note = next_channel(&mut notes).await;
+    assert_eq!(note["content"], "alice: after the plumbing", "{note}");
+}

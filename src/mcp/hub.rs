@@ -408,7 +408,13 @@ impl Hub {
                 "peer_left" => format!("{name} left"),
                 "peer_hidden" => format!("{name} is now hidden"),
                 "peer_visible" => format!("{name} is visible again"),
-                other => format!("{name}: {other}"),
+                "profile_updated" => format!("{name} updated their profile"),
+                // Plumbing the client acts on itself (key_rotated, mesh_settings) and events
+                // of later brokers: nothing for the model's context.
+                other => {
+                    tracing::debug!("system event {other} not forwarded to the session");
+                    return;
+                }
             };
             self.notify(format!("claudemesh: {text}"), meta).await;
             return;
