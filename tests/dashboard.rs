@@ -417,11 +417,18 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
         .await;
     browser.click("li.memory button").await;
     browser.wait_text("Nothing found.").await;
+    // The search on screen is run again when the mesh's memory changes.
+    bob.ok(&["remember", "the new gate code is with the neighbour"]);
+    browser
+        .wait_text("the new gate code is with the neighbour")
+        .await;
 
     // Files: a file bob shared with alice only is listed, and its link downloads it decrypted.
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("harvest.txt");
     std::fs::write(&path, "seed potatoes: 40 kg").expect("write the file");
+    // The open views follow what the CLI does, without a reload.
+    browser.click("#tab-files").await;
     bob.ok(&[
         "file",
         "share",
@@ -429,7 +436,6 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
         "--to",
         "alice",
     ]);
-    browser.click("#tab-files").await;
     browser.wait_for("tr.file a[download='harvest.txt']").await;
     let downloaded = browser
         .client
@@ -443,8 +449,8 @@ async fn the_dashboard_shows_the_mesh_live_and_acts_for_its_member() {
     assert_eq!(downloaded, json!("seed potatoes: 40 kg"));
 
     // Reminders alice scheduled, decrypted on her machine.
-    alice.ok(&["remind", "repot the lemon tree", "--in", "2h"]);
     browser.click("#tab-more").await;
+    alice.ok(&["remind", "repot the lemon tree", "--in", "2h"]);
     browser.wait_text("repot the lemon tree").await;
 
     // The broker's own status page, in the same browser: no message text.

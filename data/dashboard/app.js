@@ -436,13 +436,25 @@ function loadAll() {
 function listen() {
   const events = new EventSource("/events");
   const reload = (load) => () => load().catch((e) => showError(e.message));
-  // No broker event says a task changed (a system push would reach Claude Code as noise), so
-  // the open task board is re-read on whatever the mesh does.
-  const tasks = () => { if (!$("view-tasks").hidden) loadTasks().catch((e) => showError(e.message)); };
   const activity = () => { if (!$("view-activity").hidden) loadActivity().catch((e) => showError(e.message)); };
-  events.addEventListener("message", (e) => { addMessage(JSON.parse(e.data)); tasks(); if (!$("view-activity").hidden) drawChart(); });
-  events.addEventListener("peers", () => { loadPeers().catch((e) => showError(e.message)); tasks(); activity(); });
-  events.addEventListener("state", () => { loadBoard().catch((e) => showError(e.message)); tasks(); });
+  events.addEventListener("message", (e) => { addMessage(JSON.parse(e.data)); if (!$("view-activity").hidden) drawChart(); });
+  // Someone came, left or changed their profile; or a session's status changed.
+  events.addEventListener("peers", () => { loadPeers().catch((e) => showError(e.message)); activity(); });
+  events.addEventListener("status", () => { loadPeers().catch((e) => showError(e.message)); activity(); });
+  events.addEventListener("state", reload(loadBoard));
+  // A list changed on the broker: re-read it if it is loaded or showing.
+  events.addEventListener("changed", (e) => {
+    const area = JSON.parse(e.data).area;
+    const view = VIEWS.find((v) => !$("view-" + v).hidden);
+    if (area === "tasks") reload(loadTasks)();
+    else if (area === "files") reload(loadFiles)();
+    else if (area === "members") reload(LOADERS.peers)();
+    else if (area === "memory" && view === "memory") recall();
+    if (view === "more" && ["contexts", "streams", "reminders"].includes(area)) reload(LOADERS.more)();
+    if (view === "skills" && ["skills", "tools"].includes(area)) reload(LOADERS.skills)();
+    if (view === "watches" && area === "watches") reload(LOADERS.watches)();
+    if (view === "audit") reload(LOADERS.audit)();
+  });
   events.addEventListener("files", reload(loadFiles));
   events.addEventListener("upload", (e) => uploadProgress(JSON.parse(e.data)));
   events.addEventListener("tasks", reload(loadTasks));

@@ -1,6 +1,6 @@
 // claudemesh dashboard: skills, shared tools, watches and webhooks, the audit log, and the
-// owner's and admins' member actions (role, kick, ban, revoke). No broker event says these
-// lists changed, so each is read when its view opens (and on resync); nothing polls.
+// owner's and admins' member actions (role, kick, ban, revoke). Each list is read when its
+// view opens, and again when the broker says it changed (`changed` events); nothing polls.
 "use strict";
 
 VIEWS.push("skills", "watches", "audit");

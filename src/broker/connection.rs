@@ -212,6 +212,11 @@ impl Conn {
     }
 
     pub fn reply(&self, req_id: Option<String>, body: ServerMessage) {
+        if let Some(peer) = &self.peer
+            && !matches!(body, ServerMessage::Error(_))
+        {
+            super::router::changed(&self.broker, &peer.mesh_id, self.frame);
+        }
         self.out.send(&Envelope::reply(req_id, body));
     }
 

@@ -128,8 +128,8 @@ async fn handle(broker: &Arc<Broker>, req: Request<Incoming>) -> Result<Response
     for peer in &targets {
         let changed = peer.state().status.report(status, StatusSource::Hook, now);
         if changed {
-            let history = &broker.status_history;
-            history.record(peer, status.as_str(), StatusSource::Hook.as_str(), now);
+            let source = StatusSource::Hook.as_str();
+            super::status_history::changed(broker, peer, status.as_str(), source, now);
         }
         if changed && status == Status::Idle {
             router::deliver_pending(broker, peer, false);

@@ -7,6 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::presence::Peer;
+use super::router;
+use super::state::Broker;
 use crate::protocol::messages::StatusChange;
 use crate::protocol::time;
 
@@ -18,6 +20,21 @@ pub const PER_MEMBER: usize = 1000;
 /// `offline` in a change: the session's connection closed.
 pub const OFFLINE: &str = "offline";
 
+/// `peer` is now `status` by `source`: recorded, and told to the mesh's dashboards as the
+/// system event `peer_status` (PROTOCOL.md §5.3) so their timelines move as it happens. The
+/// sessions are not told: a status change is no news worth a model's context.
+pub fn changed(broker: &Broker, peer: &Peer, status: &str, source: &str, at_ms: i64) {
+    let Some(change) = broker.status_history.record(peer, status, source, at_ms) else {
+        return;
+    };
+    let data = serde_json::to_value(&change).unwrap_or_default();
+    let frame = router::system_event(&peer.mesh_id, PEER_STATUS, data);
+    router::send_to_observers(broker, &peer.mesh_id, &frame);
+}
+
+/// The system event that carries a [`StatusChange`] to observers.
+pub const PEER_STATUS: &str = "peer_status";
+
 /// Changes by mesh, then by member, oldest first.
 #[derive(Default)]
 pub struct StatusHistory {
@@ -27,9 +44,16 @@ pub struct StatusHistory {
 impl StatusHistory {
     /// Records that `peer` is now `status` (`idle`, `working`, `dnd` or [`OFFLINE`]) by
     /// `source`. Tool connections (control-plane, observers) have no status worth a line.
-    pub fn record(&self, peer: &Peer, status: &str, source: &str, at_ms: i64) {
+    /// Returns the change as recorded, if it was.
+    pub fn record(
+        &self,
+        peer: &Peer,
+        status: &str,
+        source: &str,
+        at_ms: i64,
+    ) -> Option<StatusChange> {
         if peer.control_plane || peer.observer {
-            return;
+            return None;
         }
         let change = StatusChange {
             at: time::iso(at_ms),
@@ -46,12 +70,13 @@ impl StatusHistory {
             .or_default()
             .entry(peer.member_id.clone())
             .or_default();
-        member.push_back(change);
+        member.push_back(change.clone());
         let over = member.len().saturating_sub(PER_MEMBER);
         member.drain(..over);
         while member.front().is_some_and(|c| c.at_ms < at_ms - KEEP_MS) {
             member.pop_front();
         }
+        Some(change)
     }
 
     /// Every change in `mesh_id` since `since_ms` (at most [`KEEP_MS`] ago), oldest first.

@@ -58,7 +58,7 @@ struct AuditVerifyCmd {
 }
 
 /// `--since`: a duration back from now, or an ISO-8601 time; the ISO form the wire takes.
-fn since_iso(given: &str) -> Result<String, CliError> {
+pub(super) fn since_iso(given: &str) -> Result<String, CliError> {
     if let Ok(back) = time::parse_duration(given) {
         let ms = i64::try_from(back.as_millis()).unwrap_or(i64::MAX);
         return Ok(time::iso(time::now_ms().saturating_sub(ms)));

@@ -477,7 +477,8 @@ impl MsgStatusCmd {
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "status", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh status set dnd")]
-/// set your status in the mesh (applies to your live sessions)
+#[argh(example = "claudemesh status history --since 1h")]
+/// set your status in the mesh (applies to your live sessions), or see everyone's over the last hours
 pub struct StatusCmd {
     #[argh(subcommand)]
     action: StatusAction,
@@ -487,6 +488,49 @@ pub struct StatusCmd {
 #[argh(subcommand)]
 enum StatusAction {
     Set(StatusSetCmd),
+    History(StatusHistoryCmd),
+}
+
+#[derive(FromArgs, ArgsInfo)]
+#[argh(subcommand, name = "history", help_triggers("-h", "--help"))]
+#[argh(example = "claudemesh status history --since 30m")]
+/// every session's status changes over the last hours (the broker keeps 6 hours, in memory)
+struct StatusHistoryCmd {
+    /// only changes since then: a duration back from now (30m, 1h) or an ISO-8601 time
+    #[argh(option)]
+    since: Option<String>,
+    /// mesh slug or id (needed when several are joined)
+    #[argh(option)]
+    mesh: Option<String>,
+    /// print JSON: [{at, atMs, presenceId, name, memberPubkey, status, source}]
+    #[argh(switch)]
+    json: bool,
+}
+
+impl StatusHistoryCmd {
+    async fn run(self) -> CliResult {
+        let since = self
+            .since
+            .as_deref()
+            .map(super::audit::since_iso)
+            .transpose()?;
+        let entry = select_mesh(self.mesh.as_deref())?;
+        let client = connect(&entry).await?;
+        let changes = client.status_history(since).await;
+        client.close().await;
+        let changes = changes?;
+        if self.json {
+            print_json(&changes);
+            return Ok(());
+        }
+        if changes.is_empty() {
+            outln!("(no status changes in that time)");
+        }
+        for c in changes {
+            outln!("{}  {:<20} {:<8} {}", c.at, c.name, c.status, c.source);
+        }
+        Ok(())
+    }
 }
 
 #[derive(FromArgs, ArgsInfo)]
@@ -513,7 +557,10 @@ async fn one_ack(mesh: Option<&str>, body: ClientMessage) -> CliResult {
 
 impl StatusCmd {
     pub async fn run(self) -> CliResult {
-        let StatusAction::Set(cmd) = self.action;
+        let cmd = match self.action {
+            StatusAction::Set(cmd) => cmd,
+            StatusAction::History(cmd) => return cmd.run().await,
+        };
         if !matches!(cmd.status.as_str(), "idle" | "working" | "dnd") {
             return Err(CliError::Usage(
                 "status must be idle, working or dnd".into(),

@@ -4,8 +4,10 @@
 //! never polls.
 //!
 //! Events: `message` (a decrypted [`super::conversations::Message`]), `peers` (someone came,
-//! left or changed), `state` (a board key changed), `approvals` (a request arrived or was
-//! decided), `tasks` (the dashboard changed one), `link` (the broker connection's state).
+//! left or changed), `status` (a session's status changed), `changed` (`{area}`: a list such
+//! as the tasks, files or memory changed), `state` (a board key changed), `approvals` (a
+//! request arrived or was decided), `tasks` and `files` (the dashboard changed one), `link`
+//! (the broker connection's state).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -146,10 +148,17 @@ fn handle(shared: &Shared, frame: &ServerMessage) {
     }
     match frame {
         ServerMessage::Push(push) if push.subtype.as_deref() == Some("system") => {
-            shared.hub.publish(
-                "peers",
-                &json!({ "event": push.event, "data": push.event_data }),
-            );
+            // The broker tells observers of each status change and of each list that changed
+            // (PROTOCOL.md §3.1, §5.3); everything else said about the mesh is about who is in
+            // it.
+            match push.event.as_deref() {
+                Some("peer_status") => shared.hub.publish("status", &push.event_data),
+                Some("mesh_changed") => shared.hub.publish("changed", &push.event_data),
+                _ => shared.hub.publish(
+                    "peers",
+                    &json!({ "event": push.event, "data": push.event_data }),
+                ),
+            }
         }
         ServerMessage::Push(push) => {
             let message = conversations::from_push(&shared.client, push);

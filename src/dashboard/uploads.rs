@@ -39,8 +39,10 @@ pub async fn upload(
     let dir = super::private_temp_dir().map_err(|e| ApiError::Broker(e.to_string()))?;
     let path = dir.join("upload");
     let result = async {
-        receive(req, &path).await?;
         let c = &shared.client;
+        // What the broker would refuse is not kept first: its limit is in a token's answer.
+        let limit = c.file_token().await?.max_bytes;
+        receive(req, &path, limit).await?;
         let recipients = match &to {
             Some(to) => c.file_recipients(to).await.map_err(|e| match e {
                 crate::client::files::FileError::Invalid(m) => ApiError::Input(m),
@@ -85,16 +87,55 @@ pub async fn upload(
     result
 }
 
-/// Streams the request body into `path`.
-async fn receive(req: Request<Incoming>, path: &std::path::Path) -> Result<(), ApiError> {
+/// Streams the request body into `path`, refusing it as soon as it is known to be over `limit`
+/// bytes (by its `Content-Length`, or by what has come).
+async fn receive(
+    req: Request<Incoming>,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<(), ApiError> {
+    let too_big = |size: u64| {
+        ApiError::Input(format!(
+            "the file is {size} bytes or more; the broker accepts at most {limit} bytes"
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut body = req.into_body();
+    if let Some(size) = declared.filter(|&size| size > limit) {
+        discard(&mut body).await;
+        return Err(too_big(size));
+    }
     let failed = |e: std::io::Error| ApiError::Broker(format!("cannot keep the upload: {e}"));
     let mut file = tokio::fs::File::create(path).await.map_err(failed)?;
-    let mut body = req.into_body();
+    let mut received: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::Input(format!("the upload broke off: {e}")))?;
         if let Some(data) = frame.data_ref() {
+            received += data.len() as u64;
+            if received > limit {
+                discard(&mut body).await;
+                return Err(too_big(received));
+            }
             file.write_all(data).await.map_err(failed)?;
         }
     }
     file.flush().await.map_err(failed)
 }
+
+/// Reads and drops up to [`DISCARD`] more of a refused body, so the browser, still sending,
+/// reads the refusal rather than a reset connection.
+async fn discard(body: &mut Incoming) {
+    let mut dropped: u64 = 0;
+    while dropped < DISCARD {
+        match body.frame().await {
+            Some(Ok(frame)) => dropped += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+/// The most of a refused upload read only to be dropped.
+const DISCARD: u64 = 64 << 20;

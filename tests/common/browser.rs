@@ -133,12 +133,19 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` names, finding it again if the page redrew it (a live list
+    /// re-rendered between finding and clicking leaves a stale element).
     pub async fn click(&self, css: &str) {
-        self.wait_for(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        for _ in 0..20 {
+            match self.wait_for(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("click {css}: the element was redrawn under every try");
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {

@@ -41,7 +41,16 @@ async fn what_the_cli_shares_shows_in_the_skills_tools_watches_and_audit_views()
         "---\nname: prune-roses\ndescription: Prune the roses in March\ntags: [garden]\n---\n\nCut above an outward bud.\n",
     )
     .expect("write SKILL.md");
+    // Each view is open before the CLI changes its list: the page follows without a reload.
+    let _dash = open(&browser, &alice).await;
+    browser.click("#tab-skills").await;
+    browser.wait_text("No member shares an MCP server.").await;
     bob.ok(&["skill", "share", skill.to_str().expect("utf-8")]);
+    browser.wait_for("li.skill[data-name=prune-roses]").await;
+    browser.wait_text("Prune the roses in March").await;
+    browser.screenshot("skills").await;
+
+    browser.click("#tab-watches").await;
     let watched = format!("{}/metrics", broker.http_url());
     alice.ok(&[
         "watch",
@@ -51,19 +60,9 @@ async fn what_the_cli_shares_shows_in_the_skills_tools_watches_and_audit_views()
         "--interval",
         "60s",
     ]);
-    alice.ok(&["webhook", "create", "greenhouse-sensor", "--to", "bob"]);
-
-    let _dash = open(&browser, &alice).await;
-
-    browser.click("#tab-skills").await;
-    browser.wait_for("li.skill[data-name=prune-roses]").await;
-    browser.wait_text("Prune the roses in March").await;
-    browser.wait_text("No member shares an MCP server.").await;
-    browser.screenshot("skills").await;
-
-    browser.click("#tab-watches").await;
     browser.wait_for("li.watch").await;
     browser.wait_text("broker-metrics").await;
+    alice.ok(&["webhook", "create", "greenhouse-sensor", "--to", "bob"]);
     browser
         .wait_for("li.webhook[data-name=greenhouse-sensor]")
         .await;
@@ -84,10 +83,11 @@ async fn what_the_cli_shares_shows_in_the_skills_tools_watches_and_audit_views()
 }
 
 /// A file chosen in the page goes up with a progress bar, encrypted for bob as `file share
-/// --to bob` would: `file list` lists it and bob's `file get` gives back the same bytes.
+/// --to bob` would: `file list` lists it and bob's `file get` gives back the same bytes. One
+/// over the broker's upload limit is refused with the limit, before it is kept anywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_shared_from_the_page_is_listed_and_downloads_with_the_same_bytes() {
-    let broker = BrokerProc::start(&[]);
+    let broker = BrokerProc::start(&["--max-upload-bytes", "400000"]);
     let (alice, bob) = alice_and_bob(&broker);
     let Some(browser) = Browser::start().await else {
         return;
@@ -99,6 +99,27 @@ async fn a_file_shared_from_the_page_is_listed_and_downloads_with_the_same_bytes
 
     let _dash = open(&browser, &alice).await;
     browser.click("#tab-files").await;
+
+    // Over the broker's limit: the page says so, and nothing is shared.
+    let big = dir.path().join("too-big.bin");
+    std::fs::write(&big, vec![7u8; 500_000]).expect("write the big file");
+    let input = browser.wait_for("#upload-file").await;
+    input
+        .send_keys(big.to_str().expect("utf-8"))
+        .await
+        .expect("choose the file");
+    browser.click("#upload-send").await;
+    browser
+        .wait_text("the broker accepts at most 400000 bytes")
+        .await;
+    let listed = alice.json(&["file", "list", "--json"]);
+    assert_eq!(listed["files"], json!([]), "{listed:#}");
+    js(
+        &browser,
+        "document.getElementById('upload-form').reset(); return null",
+    )
+    .await;
+
     let input = browser.wait_for("#upload-file").await;
     input
         .send_keys(path.to_str().expect("utf-8"))
@@ -157,12 +178,13 @@ fn member_id(owner: &Person, name: &str) -> Option<String> {
         .and_then(|m| m["memberId"].as_str().map(str::to_string))
 }
 
-/// The owner makes bob an admin and revokes carol from the page; carol, a member, sees no
-/// buttons, and a request her page makes anyway is refused by the broker.
+/// The owner makes bob an admin, kicks and then bans him, and revokes carol from the page;
+/// carol, a member, sees no buttons, and a request her page makes anyway is refused by the
+/// broker.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_cannot() {
     let broker = BrokerProc::start(&[]);
-    let (alice, _bob) = alice_and_bob(&broker);
+    let (alice, bob) = alice_and_bob(&broker);
     let carol = Person::new("carol");
     let (_, url) = invite(&alice, &[]);
     join(&carol, &url);
@@ -209,6 +231,17 @@ async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_
         .unwrap_or_default();
     assert_eq!(bob_now["role"], "admin", "{members:#}");
 
+    // Kick closes bob's connection (he may come back); ban keeps him out.
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    browser.click("tr.member[data-name=bob] button.kick").await;
+    browser.wait_text("kick: done for bob").await;
+    assert_eq!(ws_recv_close(&mut ws).await, (4001, "kicked".to_string()));
+    bob.ok(&["peers"]);
+    browser.click("tr.member[data-name=bob] button.ban").await;
+    browser.wait_text("ban: done for bob").await;
+    let err = bob.refused(&["peers"]);
+    assert!(err.contains("banned"), "{err}");
+
     browser
         .click("tr.member[data-name=carol] button.revoke")
         .await;
@@ -218,9 +251,10 @@ async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_
     browser.close().await;
 }
 
-/// Bob's session goes working then dnd from the CLI, and he creates a task and writes to alice:
-/// the open task board shows the task without a reload; the Activity view draws both stretches on
-/// his row of the status timeline (the broker's status history), and his messages to alice
+/// Bob creates and claims a task and his session goes working then dnd from the CLI, with nothing else
+/// happening in the mesh: the open task board shows the task, the Peers view his status and the
+/// open Activity view both stretches on his row of the status timeline, all without a reload
+/// (the broker tells observers of each task move and status change). His messages to alice
 /// count in the messages-per-minute chart.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_changes_show_in_the_timeline_and_messages_in_the_rate_chart() {
@@ -231,28 +265,41 @@ async fn status_changes_show_in_the_timeline_and_messages_in_the_rate_chart() {
     };
     let _session = bob.client().await;
     let _dash = open(&browser, &alice).await;
-    // The open task board follows the mesh: no task event exists, so it is re-read on the
-    // events there are (here bob's messages), never by polling.
+    browser
+        .wait_for("#peers-table tr.peer[data-name=bob]")
+        .await;
+
     browser.click("#tab-tasks").await;
     bob.ok(&["task", "create", "repot the fig"]);
-    bob.ok(&["status", "set", "working"]);
-    bob.ok(&["status", "set", "dnd"]);
-    for text in ["one", "two", "three"] {
-        bob.ok(&["send", "alice", text]);
-    }
     browser
         .wait_for("#tasks-open li.task[data-title='repot the fig']")
         .await;
-    browser.click("#tab-conversations").await;
-    browser.wait_text("three").await;
+    let tasks = bob.json(&["task", "list", "--json"]);
+    let id = tasks["tasks"][0]["id"].as_str().expect("the task's id");
+    bob.ok(&["task", "claim", id]);
+    browser
+        .wait_for("#tasks-claimed li.task[data-title='repot the fig']")
+        .await;
+
+    browser.click("#tab-peers").await;
+    bob.ok(&["status", "set", "working"]);
+    browser
+        .wait_for("#peers-table tr.peer[data-name=bob] td.status-working")
+        .await;
 
     browser.click("#tab-activity").await;
-    for status in ["idle", "working", "dnd"] {
-        browser
-            .wait_for(&format!(
-                ".timeline-row[data-name=bob] rect[data-status={status}]"
-            ))
-            .await;
+    browser
+        .wait_for(".timeline-row[data-name=bob] rect[data-status=working]")
+        .await;
+    bob.ok(&["status", "set", "dnd"]);
+    browser
+        .wait_for(".timeline-row[data-name=bob] rect[data-status=dnd]")
+        .await;
+    browser
+        .wait_for(".timeline-row[data-name=bob] rect[data-status=idle]")
+        .await;
+    for text in ["one", "two", "three"] {
+        bob.ok(&["send", "alice", text]);
     }
     browser
         .wait_for(".rate-line[data-name=bob][data-total='3']")

@@ -405,6 +405,7 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
         "file uploaded by {}",
         grant.peer_name
     );
+    crate::broker::router::tell_observers(&broker, &grant.mesh_id, "files");
     json_response(StatusCode::OK, json!({"ok": true, "fileId": file_id}))
 }
 

@@ -394,9 +394,7 @@ async fn admit(
         peer.state().status.report(status, StatusSource::Hook, now);
     }
     let status = peer.state().status;
-    broker
-        .status_history
-        .record(&peer, status.status.as_str(), "connect", now);
+    status_history::changed(&broker, &peer, status.status.as_str(), "connect", now);
     let (summary, groups) = {
         let st = peer.state();
         (
@@ -479,8 +477,8 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
     if !broker.presence.disconnect(peer, conn_id) || peer.control_plane {
         return; // taken over by a newer connection, or a short-lived tool connection
     }
-    let history = &broker.status_history;
-    history.record(peer, status_history::OFFLINE, "disconnect", time::now_ms());
+    let now = time::now_ms();
+    status_history::changed(broker, peer, status_history::OFFLINE, "disconnect", now);
     // The share ends with its connection (PROTOCOL §15).
     broker.file_shares.unshare(&peer.presence_id);
     let groups = peer.state().groups.clone();
@@ -490,7 +488,7 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
             peer.mesh_id.clone(),
             peer.member_id.clone(),
             Some(groups),
-            Some(time::now_ms()),
+            Some(now),
         )
         .await
     {

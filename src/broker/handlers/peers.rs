@@ -13,6 +13,7 @@ use crate::broker::page::{Pager, decode_cursor};
 use crate::broker::presence::Peer;
 use crate::broker::router;
 use crate::broker::status::{Status, StatusSource};
+use crate::broker::status_history;
 use crate::protocol::messages::{GroupRef, PeerInfo};
 use crate::protocol::{ServerMessage, time};
 
@@ -132,8 +133,7 @@ pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str, source: Opt
     for peer in scope(conn) {
         let changed = peer.state().status.report(status, source, now);
         if changed {
-            let history = &conn.broker.status_history;
-            history.record(&peer, status.as_str(), source.as_str(), now);
+            status_history::changed(&conn.broker, &peer, status.as_str(), source.as_str(), now);
         }
         if changed && status == Status::Idle {
             router::deliver_pending(&conn.broker, &peer, false);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::broker::connection::Conn;
 use crate::broker::page::BadCursor;
 use crate::broker::presence::Peer;
+use crate::broker::router;
 use crate::broker::state::Broker;
 use crate::protocol::ServerMessage;
 use crate::protocol::messages::Envelope;
@@ -87,8 +88,15 @@ fn replying(
     let broker = conn.broker.clone();
     let out = conn.out.clone();
     let (who, what) = (conn.who(), conn.frame);
+    let mesh_id = conn.peer.as_ref().map(|p| p.mesh_id.clone());
     async move {
-        let frame = match work.await {
+        let done = work.await;
+        if done.is_ok()
+            && let Some(mesh_id) = mesh_id
+        {
+            router::changed(&broker, &mesh_id, what);
+        }
+        let frame = match done {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(Refusal { code, message }) => {
