@@ -9,8 +9,10 @@
 //! them by the exact score of the f32 vectors in redb. Dot and Euclid collections keep f32
 //! (their values are not bounded, so 8 bits would clip them).
 //!
-//! A collection of at most [`exact_up_to`] records is searched by comparing every vector in
-//! the index (usearch's exact search); a larger one by walking the graph. See BENCHMARKS.md.
+//! A collection of at most [`exact_up_to`] records is searched by comparing every vector: a
+//! cosine collection over its contiguous 8-bit copy ([`super::flat`], both cores), the others
+//! with usearch's exact search; a larger one, and any search with a filter, by walking the
+//! graph. See BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ use std::sync::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
+use super::flat::Flat;
 use super::{CollectionRecord, Metric};
 
 /// Links per node and layer (HNSW's M).
@@ -68,8 +71,10 @@ pub fn candidates(limit: usize) -> usize {
 }
 
 /// Bump when the index's layout or quantisation change: an index of another version is rebuilt.
-const INDEX_VERSION: u32 = 2;
+const INDEX_VERSION: u32 = 3;
 const INDEX_FILE: &str = "index.usearch";
+/// A cosine collection's rows for the exact scan ([`Flat`]).
+const FLAT_FILE: &str = "flat.bin";
 const STATE_FILE: &str = "state.json";
 
 /// What the index's files say about themselves.
@@ -137,6 +142,8 @@ pub struct Ann {
     changed: AtomicBool,
     /// Deleted vectors the index still holds (removed, their places not yet reused).
     dead: AtomicUsize,
+    /// Cosine collections: the 8-bit rows an unfiltered search scans.
+    flat: Option<RwLock<Flat>>,
 }
 
 /// Threads that may use one index at once. usearch keeps a context per thread and refuses an
@@ -166,6 +173,7 @@ impl Ann {
             adding: Mutex::new(()),
             changed: AtomicBool::new(true),
             dead: AtomicUsize::new(0),
+            flat: (shape.metric == Metric::Cosine).then(|| RwLock::new(Flat::new(shape.dimension))),
         })
     }
 
@@ -229,6 +237,17 @@ impl Ann {
                 state.points
             ));
         }
+        if let Some(flat) = &ann.flat {
+            let loaded = Flat::load(&dir.join(FLAT_FILE), shape.dimension)?;
+            if loaded.len() != state.points {
+                return Err(format!(
+                    "its rows hold {} points, its state {}",
+                    loaded.len(),
+                    state.points
+                ));
+            }
+            *flat.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        }
         ann.dead.store(state.dead, Ordering::Relaxed);
         // A loaded index has room for what it holds, and one search context per core.
         ann.index
@@ -268,6 +287,11 @@ impl Ann {
                     self.index
                         .add(slot as u64, vector)
                         .map_err(|e| e.to_string())?;
+                    if let Some(flat) = &self.flat {
+                        flat.write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .put(slot, vector);
+                    }
                     // usearch put it in a dead vector's place, if there was one.
                     let _ = self
                         .dead
@@ -304,6 +328,9 @@ impl Ann {
         self.changed.store(true, Ordering::Relaxed);
         let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
         let removed = self.index.remove(slot as u64).map_err(|e| e.to_string())?;
+        if let Some(flat) = &self.flat {
+            flat.write().unwrap_or_else(|p| p.into_inner()).remove(slot);
+        }
         self.dead.fetch_add(removed, Ordering::Relaxed);
         Ok(())
     }
@@ -327,6 +354,13 @@ impl Ann {
             if self.index.expansion_search() != ef {
                 self.index.change_expansion_search(ef);
             }
+        }
+        if keep.is_none()
+            && self.index.size() <= exact_up_to()
+            && let Some(flat) = &self.flat
+        {
+            let flat = flat.read().unwrap_or_else(|p| p.into_inner());
+            return Ok(flat.nearest(query, count));
         }
         let found = match keep {
             None if self.index.size() <= exact_up_to() => self.index.exact_search(query, count),
@@ -363,6 +397,11 @@ impl Ann {
             .to_str()
             .ok_or_else(|| format!("{} is not UTF-8", file.display()))?;
         self.index.save(path).map_err(|e| e.to_string())?;
+        if let Some(flat) = &self.flat {
+            let flat = flat.read().unwrap_or_else(|p| p.into_inner());
+            flat.save(&staging.join(FLAT_FILE))
+                .map_err(|e| format!("cannot write {FLAT_FILE}: {e}"))?;
+        }
         let state = State {
             version: INDEX_VERSION,
             metric: self.shape.metric,

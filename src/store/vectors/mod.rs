@@ -9,6 +9,7 @@
 //! them.
 
 mod ann;
+mod flat;
 mod index;
 
 use std::collections::HashSet;
