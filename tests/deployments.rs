@@ -1081,28 +1081,21 @@ async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanne
 async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
     let mut broker = BrokerProc::start(&[]);
     let (alice, _bob) = alice_and_bob(&broker);
-    if which("npx").is_none() {
-        skip_unless_strict("npx is not installed");
+    let Some(deployed) = deploy_published(
+        &alice,
+        "npx",
+        "the npm registry",
+        &[
+            "graph",
+            "--npm",
+            "@modelcontextprotocol/server-memory@2026.8.31",
+            "--env",
+            "MEMORY_FILE_PATH=/work/memory.jsonl",
+        ],
+    ) else {
         return;
-    }
-    let out = alice.run(&[
-        "deploy",
-        "graph",
-        "--npm",
-        "@modelcontextprotocol/server-memory@2026.8.31",
-        "--allow-net",
-        "*",
-        "--env",
-        "MEMORY_FILE_PATH=/work/memory.jsonl",
-    ]);
-    if out.code != 0 {
-        skip_unless_strict(&format!(
-            "the npm server did not deploy (is the npm registry reachable?): {}",
-            out.stderr
-        ));
-        return;
-    }
-    assert!(out.stdout.contains("read_graph"), "{}", out.stdout);
+    };
+    assert!(deployed.contains("read_graph"), "{deployed}");
     let entity = r#"{"entities":[{"name":"claudemesh","entityType":"project","observations":["a broker in Rust"]}]}"#;
     alice.ok(&["tools", "call", "graph", "create_entities", entity]);
     let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
@@ -1115,16 +1108,72 @@ async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
     // What it stores lands in its own writable directory under the broker's data.
     assert!(contains_file(broker.data_dir(), "memory.jsonl"));
 
+    runs_again_after_a_restart(&mut broker, &alice, "graph").await;
+    let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
+    assert!(graph.contains("a broker in Rust"), "kept in /work: {graph}");
+}
+
+/// A published PyPI MCP server (`deploy --pypi`, run with `uvx` inside the sandbox with the
+/// host's network) deploys, answers a tool call, and runs again after a broker restart. Needs
+/// `uvx` and PyPI; skipped (failing under CLAUDEMESH_STRICT_TESTS) without them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_pypi_server_deploys_and_answers() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let Some(deployed) = deploy_published(
+        &alice,
+        "uvx",
+        "PyPI",
+        &["clock", "--pypi", "mcp-server-time==2026.10.19"],
+    ) else {
+        return;
+    };
+    assert!(deployed.contains("get_current_time"), "{deployed}");
+    let utc = r#"{"timezone":"UTC"}"#;
+    let now = alice.ok(&["tools", "call", "clock", "get_current_time", utc]);
+    assert!(now.contains("UTC"), "{now}");
+
+    runs_again_after_a_restart(&mut broker, &alice, "clock").await;
+    let now = alice.ok(&["tools", "call", "clock", "get_current_time", utc]);
+    assert!(now.contains("UTC"), "{now}");
+}
+
+/// `deploy NAME --allow-net '*' ARGS…` of a published package run by `runner` from `registry`:
+/// what it printed, or `None` (skipped, failing under CLAUDEMESH_STRICT_TESTS) when the runner
+/// is not installed or the registry cannot be reached.
+fn deploy_published(
+    person: &Person,
+    runner: &str,
+    registry: &str,
+    args: &[&str],
+) -> Option<String> {
+    if which(runner).is_none() {
+        skip_unless_strict(&format!("{runner} is not installed"));
+        return None;
+    }
+    let mut all = vec!["deploy", "--allow-net", "*"];
+    all.extend_from_slice(args);
+    let out = person.run(&all);
+    if out.code != 0 {
+        skip_unless_strict(&format!(
+            "the package did not deploy (is {registry} reachable?): {}",
+            out.stderr
+        ));
+        return None;
+    }
+    Some(out.stdout)
+}
+
+/// Restarts the broker and waits for service `name` to run again.
+async fn runs_again_after_a_restart(broker: &mut BrokerProc, person: &Person, name: &str) {
     broker.restart();
-    eventually("the npm service to run again after a restart", || async {
-        alice
-            .run(&["deployments", "status", "graph"])
+    eventually(&format!("{name} to run again after a restart"), || async {
+        person
+            .run(&["deployments", "status", name])
             .stdout
             .contains("running")
     })
     .await;
-    let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
-    assert!(graph.contains("a broker in Rust"), "kept in /work: {graph}");
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -175,7 +175,7 @@ fn package_main(app: &Path) -> Option<String> {
 }
 
 /// How to start the service, run in its code directory: `config.command`; for a package,
-/// `npx -y PKG` / `uvx PKG`; else the runtime (given, or told by the files) with the entry
+/// `npx -y PKG` / `uvx --native-tls PKG`; else the runtime (given, or told by the files) with the entry
 /// file found in this order: package.json `main`/`bin`, `server.py`, `main.py`, `index.js`,
 /// `server.js`, `main.js`, `index.ts`.
 pub fn entry_command(
@@ -190,7 +190,11 @@ pub fn entry_command(
         DeploySource::Npm { package } => {
             return Ok(vec!["npx".into(), "-y".into(), package.clone()]);
         }
-        DeploySource::Pypi { package } => return Ok(vec!["uvx".into(), package.clone()]),
+        // `--native-tls`: the host's CA certificates (the sandbox's /etc/ssl/certs), not the
+        // ones built into uv, so a proxy the host trusts is trusted here too.
+        DeploySource::Pypi { package } => {
+            return Ok(vec!["uvx".into(), "--native-tls".into(), package.clone()]);
+        }
         _ => {}
     }
     let found = package_main(app)
