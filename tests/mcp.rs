@@ -144,14 +144,7 @@ async fn mcp_tools_send_and_channel_notifications() {
     );
 
     // The MCP server is a live session peer of bob's: alice sees it.
-    eventually("bob's MCP session to appear", || async {
-        let v = alice.json(&["peers", "--json"]);
-        v["peers"].as_array().is_some_and(|p| {
-            p.iter()
-                .any(|p| p["displayName"] == "bob" && p["online"] == true)
-        })
-    })
-    .await;
+    bobs_session_appears_to(&alice).await;
 
     // A tool call reaches alice, encrypted end to end.
     let (ok, text) = call(
@@ -853,6 +846,16 @@ async fn plumbing_events_are_not_forwarded_to_the_session() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let (_mcp, mut notes) = start_mcp(&bob).await;
+    bobs_session_appears_to(&alice).await;
+    alice.ok(&["settings", "group-bodies", "sealed"]);
+    alice.json(&["rotate-key", "--json"]);
+    alice.json(&["send", "bob", "after the plumbing", "--json"]);
+    let note = next_channel(&mut notes).await;
+    assert_eq!(note["content"], "alice: after the plumbing", "{note}");
+}
+
+/// Waits until `alice`'s `peers` shows bob online: his MCP server's session is live.
+async fn bobs_session_appears_to(alice: &Person) {
     eventually("bob's MCP session to appear", || async {
         let v = alice.json(&["peers", "--json"]);
         v["peers"].as_array().is_some_and(|p| {
@@ -861,9 +864,4 @@ async fn plumbing_events_are_not_forwarded_to_the_session() {
         })
     })
     .await;
-    alice.ok(&["settings", "group-bodies", "sealed"]);
-    alice.json(&["rotate-key", "--json"]);
-    alice.json(&["send", "bob", "after the plumbing", "--json"]);
-    let note = next_channel(&mut notes).await;
-    assert_eq!(note["content"], "alice: after the plumbing", "{note}");
 }

@@ -449,13 +449,7 @@ async fn a_session_shares_a_server_with_mesh_mcp_register() {
     let (alice, bob) = alice_and_bob(&broker);
     let mcp = start_mcp(&alice).await;
     connected(&mcp).await;
-    let command = json!(["python3", fixture().display().to_string()]);
-    let (ok, text) = call(
-        &mcp,
-        "mesh_mcp_register",
-        json!({"command": command, "server_name": "session-echo", "description": "echoes"}),
-    )
-    .await;
+    let (ok, text) = register_session_echo(&mcp, json!({"description": "echoes"})).await;
     assert!(ok, "{text}");
     assert!(text.contains("3 tools"), "{text}");
     let out = bob.ok(&[
@@ -486,13 +480,7 @@ async fn a_sessions_server_is_registered_again_after_the_broker_restarts() {
     let (alice, bob) = alice_and_bob(&broker);
     let mcp = start_mcp(&alice).await;
     connected(&mcp).await;
-    let command = json!(["python3", fixture().display().to_string()]);
-    let (ok, text) = call(
-        &mcp,
-        "mesh_mcp_register",
-        json!({"command": command, "server_name": "session-echo"}),
-    )
-    .await;
+    let (ok, text) = register_session_echo(&mcp, json!({})).await;
     assert!(ok, "{text}");
     broker.restart();
     // Bounded: `eventually` gives up after its wait.
@@ -676,4 +664,12 @@ fn echo_in_clear(text: &str) -> ClientMessage {
         sealed: None,
         timeout_ms: None,
     }))
+}
+
+/// Registers the echo fixture as `session-echo` through the session's `mesh_mcp_register`,
+/// with `extra` arguments; the tool call's outcome.
+async fn register_session_echo(mcp: &Mcp, mut extra: Value) -> (bool, String) {
+    extra["command"] = json!(["python3", fixture().display().to_string()]);
+    extra["server_name"] = json!("session-echo");
+    call(mcp, "mesh_mcp_register", extra).await
 }
