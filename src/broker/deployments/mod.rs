@@ -5,7 +5,10 @@
 //! answers calls.
 
 pub mod cgroup;
+pub mod hosts;
+mod proxy;
 pub mod sandbox;
+pub mod service_net;
 pub mod source;
 mod supervisor;
 
@@ -352,6 +355,8 @@ impl Services {
             isolation,
             app_dir: dir.join("app"),
             work_dir: dir.join("work"),
+            net_dir: dir.join("net"),
+            proxy: Default::default(),
             data_dir: self.data_dir.clone(),
             secrets: self.secrets(),
             shutdown: self.shutdown.clone(),
