@@ -1188,11 +1188,15 @@ async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanne
     );
 }
 
+/// The published npm MCP server the tests deploy.
+const MEMORY_SERVER: &str = "@modelcontextprotocol/server-memory@2026.8.31";
+
 /// A published npm MCP server (`deploy --npm`, run with `npx -y` inside the sandbox with the
 /// host's network): it installs into the service's own directory, answers through `tools
 /// call` (its multi-line answer printed line by line), and keeps what it stored in `/work`
-/// across a broker restart. Needs the npm registry; skipped (failing under
-/// CLAUDEMESH_STRICT_TESTS) when it cannot be reached.
+/// across a broker restart; allowed only the registry's host, it deploys too, through its
+/// proxy. Needs the npm registry; skipped (failing under CLAUDEMESH_STRICT_TESTS) when it
+/// cannot be reached.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
     let mut broker = BrokerProc::start(&[]);
@@ -1201,10 +1205,11 @@ async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
         &alice,
         "npx",
         "the npm registry",
+        "*",
         &[
             "graph",
             "--npm",
-            "@modelcontextprotocol/server-memory@2026.8.31",
+            MEMORY_SERVER,
             "--env",
             "MEMORY_FILE_PATH=/work/memory.jsonl",
         ],
@@ -1227,6 +1232,19 @@ async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
     runs_again_after_a_restart(&mut broker, &alice, "graph").await;
     let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
     assert!(graph.contains("a broker in Rust"), "kept in /work: {graph}");
+
+    // Allowed only the registry's host, npx fetches it (into another /work) through the
+    // service's proxy.
+    let args = ["proxied", "--npm", MEMORY_SERVER];
+    let proxied = deploy_published(
+        &alice,
+        "npx",
+        "the npm registry",
+        "registry.npmjs.org",
+        &args,
+    )
+    .expect("deployed through the proxy");
+    assert!(proxied.contains("read_graph"), "{proxied}");
 }
 
 /// A published PyPI MCP server (`deploy --pypi`, run with `uvx` inside the sandbox with the
@@ -1240,6 +1258,7 @@ async fn a_published_pypi_server_deploys_and_answers() {
         &alice,
         "uvx",
         "PyPI",
+        "*",
         &["clock", "--pypi", "mcp-server-time==2026.10.19"],
     ) else {
         return;
@@ -1254,20 +1273,21 @@ async fn a_published_pypi_server_deploys_and_answers() {
     assert!(now.contains("UTC"), "{now}");
 }
 
-/// `deploy NAME --allow-net '*' ARGS…` of a published package run by `runner` from `registry`:
-/// what it printed, or `None` (skipped, failing under CLAUDEMESH_STRICT_TESTS) when the runner
-/// is not installed or the registry cannot be reached.
+/// `deploy NAME --allow-net ALLOW ARGS…` of a published package run by `runner` from
+/// `registry`: what it printed, or `None` (skipped, failing under CLAUDEMESH_STRICT_TESTS) when
+/// the runner is not installed or the registry cannot be reached.
 fn deploy_published(
     person: &Person,
     runner: &str,
     registry: &str,
+    allow: &str,
     args: &[&str],
 ) -> Option<String> {
     if which(runner).is_none() {
         skip_unless_strict(&format!("{runner} is not installed"));
         return None;
     }
-    let mut all = vec!["deploy", "--allow-net", "*"];
+    let mut all = vec!["deploy", "--allow-net", allow];
     all.extend_from_slice(args);
     let out = person.run(&all);
     if out.code != 0 {

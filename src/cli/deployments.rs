@@ -79,7 +79,7 @@ pub struct DeployCmd {
     /// the branch to clone (with --git)
     #[argh(option)]
     branch: Option<String>,
-    /// an npm package, run with `npx -y` (needs --allow-net '*')
+    /// an npm package, run with `npx -y` (needs --allow-net '*' or registry.npmjs.org)
     #[argh(option)]
     npm: Option<String>,
     /// a PyPI package, run with `uvx` (needs --allow-net '*')

@@ -326,10 +326,18 @@ async fn fetch(
         }
         DeploySource::Npm { package } | DeploySource::Pypi { package } => {
             source::check_package(package).map_err(|e| refuse("invalid_argument", e))?;
-            let tool = if matches!(src, DeploySource::Npm { .. }) {
-                "npx"
+            // npx fetches through the proxy of a service limited to named hosts (tested with
+            // registry.npmjs.org alone); uvx through it is untried, so it takes the host's.
+            let (tool, reach) = if matches!(src, DeploySource::Npm { .. }) {
+                (
+                    "npx",
+                    "network_allow [\"*\"] (--allow-net '*') or the registry's host (--allow-net registry.npmjs.org)",
+                )
             } else {
-                "uvx"
+                (
+                    "uvx",
+                    "network_allow [\"*\"] (--allow-net '*'); named hosts are not supported for PyPI packages yet",
+                )
             };
             if !installed(tool) {
                 return Err(refuse(
@@ -337,11 +345,15 @@ async fn fetch(
                     format!("{tool} is not installed on the broker host (under /usr)"),
                 ));
             }
-            if config.network_allow != ["*"] {
+            let reaches = match src {
+                DeploySource::Npm { .. } => !config.network_allow.is_empty(),
+                _ => config.network_allow == ["*"],
+            };
+            if !reaches {
                 return Err(refuse(
                     "invalid_argument",
                     format!(
-                        "{tool} fetches the package when the service starts, so it needs the host's network: give network_allow [\"*\"] (--allow-net '*'); named hosts are not supported for packages"
+                        "{tool} fetches the package when the service starts, so it needs the network: give {reach}"
                     ),
                 ));
             }

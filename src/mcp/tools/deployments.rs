@@ -31,7 +31,7 @@ pub struct DeployArgs {
     pub git_url: Option<String>,
     #[serde(default)]
     pub git_branch: Option<String>,
-    /// An npm package run with `npx -y` (needs network_allow ["*"]).
+    /// An npm package run with `npx -y` (needs network_allow ["*"] or ["registry.npmjs.org"]).
     #[serde(default, alias = "npx_package")]
     pub npm_package: Option<String>,
     /// A PyPI package run with `uvx` (needs network_allow ["*"]).
