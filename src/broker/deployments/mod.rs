@@ -2,7 +2,8 @@
 //! process in the [`sandbox`], driven over stdio with rmcp's client side, watched by its own
 //! [`supervisor`] task that restarts it with backoff. This part never sees `Broker`: the
 //! handlers (`handlers/deployments.rs`) decide what runs; this runs it, keeps its log tail and
-//! answers calls.
+//! answers calls. A service limited to named [`hosts`] reaches them through its own [`proxy`],
+//! relayed inside the sandbox by [`service_net`].
 
 pub mod cgroup;
 pub mod hosts;
