@@ -834,10 +834,11 @@ fn http_server(body: &'static str) -> u16 {
 
 /// A service whose network_allow names hosts reaches those hosts through the broker's proxy
 /// (the HTTP_PROXY its environment names), plainly or with CONNECT, and nothing else: other
-/// hosts get the proxy's 403, and a direct connection still finds only its own loopback.
+/// hosts get the proxy's 403, and a direct connection still finds only its own loopback; so
+/// again after a broker restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_reaches_only_the_hosts_it_names() {
-    let broker = BrokerProc::start(&[]);
+    let mut broker = BrokerProc::start(&[]);
     let (alice, _bob) = alice_and_bob(&broker);
     let a = alice.client().await;
     let dir = service_dir();
@@ -883,7 +884,7 @@ async fn a_service_reaches_only_the_hosts_it_names() {
     deploy(&a, "elsewhere", dir.path(), cfg, None)
         .await
         .expect("deployed");
-    let refused = call(&a, "elsewhere", "fetch", url).await;
+    let refused = call(&a, "elsewhere", "fetch", url.clone()).await;
     assert!(
         refused.starts_with("refused 403") && refused.contains("network_allow"),
         "{refused}"
@@ -901,6 +902,16 @@ async fn a_service_reaches_only_the_hosts_it_names() {
         logs.iter()
             .any(|l| l.contains("403") && l.contains(&format!("127.0.0.1:{port}"))),
         "the service's log says what was refused: {logs:?}"
+    );
+
+    // After a broker restart the service has its proxy again.
+    drop(a);
+    broker.restart();
+    let a = alice.reconnecting_client().await;
+    running(&a, "listed", "the listed service to run again").await;
+    assert_eq!(
+        call(&a, "listed", "fetch", url).await,
+        "ok: hello from the host"
     );
 }
 
