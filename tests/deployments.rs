@@ -100,6 +100,24 @@ fn refused_code(r: Result<impl std::fmt::Debug, ClientError>) -> (String, String
     }
 }
 
+/// The broker's refusal (code, message) of deploying `dir` as `name`; `why` names the case in
+/// a failure.
+async fn deploy_refused(
+    client: &MeshClient,
+    name: &str,
+    dir: &Path,
+    config: Option<DeployConfig>,
+    why: &str,
+) -> (String, String) {
+    match client.deploy_dir(name, dir, config, None).await {
+        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
+            code,
+            message,
+        })) => (code, message),
+        other => panic!("{why}: expected a refusal, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart() {
     let mut broker = BrokerProc::start(&[]);
@@ -138,7 +156,8 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
             "crash",
             "cat",
             "burn",
-            "spawn_alloc"
+            "spawn_alloc",
+            "fetch"
         ]
     );
 
@@ -206,7 +225,7 @@ async fn a_deployed_service_runs_sandboxed_answers_calls_and_survives_a_restart(
             entry.tool_count,
             entry.deployed_by.as_str()
         ),
-        ("running", 10, "alice")
+        ("running", 11, "alice")
     );
     let logs = a.mcp_logs("svc", None).await.expect("logs");
     assert!(logs.iter().any(|l| l == "service starting"), "{logs:?}");
@@ -337,16 +356,10 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
     let dir = service_dir();
     // bob is a plain member: no `deploy` capability.
     let b = bob.client().await;
-    match b.deploy_dir("mine", dir.path(), None, None).await {
-        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
-            code,
-            message,
-        })) => {
-            assert_eq!(code, "forbidden");
-            assert!(message.contains("\"deploy\""), "{message}");
-        }
-        other => panic!("a member without deploy must be refused: {other:?}"),
-    }
+    let (code, message) =
+        deploy_refused(&b, "mine", dir.path(), None, "a member without deploy").await;
+    assert_eq!(code, "forbidden");
+    assert!(message.contains("\"deploy\""), "{message}");
     let a = alice.client().await;
     // An archive that would write outside its directory.
     let mut h = tar::Header::new_gnu();
@@ -416,14 +429,25 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         let (code, message) = refused_code(attempt);
         assert_eq!(code, "invalid_argument", "{url}: {message}");
     }
-    // A named-host allow-list cannot be enforced here: refused, not ignored.
-    let mut cfg = config(&[]);
-    cfg.network_allow = vec!["api.example.com".into()];
-    let attempt = a.deploy_dir("net", dir.path(), Some(cfg), None).await;
-    assert!(
-        matches!(&attempt, Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker { code, .. })) if code == "not_supported"),
-        "{attempt:?}"
-    );
+    // A network_allow that is not [], ["*"] or a list of host names is refused, naming the
+    // entry.
+    for (list, wrong) in [
+        (&["*.*"][..], "*.*"),
+        (&["a b"], "a b"),
+        (&["*", "api.example.com"], "\"*\""),
+        (&["api.example.com", "*"], "\"*\""),
+        (&["*.com"], "*.com"),
+    ] {
+        let mut cfg = config(&[]);
+        cfg.network_allow = list.iter().map(|h| h.to_string()).collect();
+        let (code, message) =
+            deploy_refused(&a, "net", dir.path(), Some(cfg), &format!("{list:?}")).await;
+        assert_eq!(code, "invalid_argument", "{list:?}: {message}");
+        assert!(
+            message.contains("network_allow") && message.contains(wrong),
+            "{list:?}: {message}"
+        );
+    }
     // A name is a directory under the mesh's services: `.`, `..` and dotted names are refused,
     // so no deploy (or undeploy) reaches another service's files.
     for name in [".", "..", ".hidden", "a.b"] {
@@ -442,11 +466,9 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         assert!(message.contains("server_name"), "{name}: {message}");
     }
     // From a directory too: the name is the broker's to refuse, with the same reason.
-    let attempt = a.deploy_dir("..", dir.path(), None, None).await;
-    assert!(
-        matches!(&attempt, Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker { code, message })) if code == "invalid_argument" && message.contains("server_name")),
-        "{attempt:?}"
-    );
+    let (code, message) = deploy_refused(&a, "..", dir.path(), None, "..").await;
+    assert_eq!(code, "invalid_argument", "{message}");
+    assert!(message.contains("server_name"), "{message}");
     // A `$vault:` reference to an entry the deployer does not have fails the deploy, naming it.
     let attempt = a
         .deploy_dir(
@@ -787,6 +809,112 @@ async fn memory_is_capped_and_the_network_is_off_unless_allowed() {
     assert_eq!(call(&a, "online", "connect", dial).await, "ok");
 }
 
+/// Serves `body` to every HTTP request on a port of the host's loopback, for as long as the
+/// test runs; the port.
+fn http_server(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("port").port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A service whose network_allow names hosts reaches those hosts through the broker's proxy
+/// (the HTTP_PROXY its environment names), plainly or with CONNECT, and nothing else: other
+/// hosts get the proxy's 403, and a direct connection still finds only its own loopback; so
+/// again after a broker restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_reaches_only_the_hosts_it_names() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let a = alice.client().await;
+    let dir = service_dir();
+    let port = http_server("hello from the host");
+    let url = json!({"url": format!("http://127.0.0.1:{port}/")});
+    let tunnel = json!({"url": format!("http://127.0.0.1:{port}/"), "tunnel": true});
+
+    let mut cfg = config(&[]);
+    cfg.network_allow = vec!["127.0.0.1".into()];
+    let Some(status) = deploy(&a, "listed", dir.path(), cfg, None).await else {
+        return;
+    };
+    assert_eq!(status.status, "running", "{status:?}");
+    assert_eq!(
+        call(&a, "listed", "env", json!({"name": "HTTPS_PROXY"})).await,
+        "http://127.0.0.1:3128"
+    );
+    assert_eq!(
+        call(&a, "listed", "fetch", url.clone()).await,
+        "ok: hello from the host"
+    );
+    assert_eq!(
+        call(&a, "listed", "fetch", tunnel.clone()).await,
+        "ok: hello from the host",
+        "through CONNECT too"
+    );
+    let direct = call(
+        &a,
+        "listed",
+        "connect",
+        json!({"host": "127.0.0.1", "port": port}),
+    )
+    .await;
+    assert!(
+        direct.starts_with("denied"),
+        "past the proxy, the service has its own loopback only: {direct}"
+    );
+
+    // The same fetches from a service that names other hosts (localhost among them: a name
+    // never leads to the host's loopback) are refused by the proxy.
+    let mut cfg = config(&[]);
+    cfg.network_allow = vec!["localhost".into(), "*.example.com".into()];
+    deploy(&a, "elsewhere", dir.path(), cfg, None)
+        .await
+        .expect("deployed");
+    let refused = call(&a, "elsewhere", "fetch", url.clone()).await;
+    assert!(
+        refused.starts_with("refused 403") && refused.contains("network_allow"),
+        "{refused}"
+    );
+    let refused = call(&a, "elsewhere", "fetch", tunnel).await;
+    assert!(refused.contains("403"), "{refused}");
+    let localhost = json!({"url": format!("http://localhost:{port}/")});
+    let refused = call(&a, "elsewhere", "fetch", localhost).await;
+    assert!(
+        refused.starts_with("refused 502") && refused.contains("this host itself"),
+        "{refused}"
+    );
+    let logs = a.mcp_logs("elsewhere", None).await.expect("logs");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("403") && l.contains(&format!("127.0.0.1:{port}"))),
+        "the service's log says what was refused: {logs:?}"
+    );
+
+    // After a broker restart the service has its proxy again.
+    drop(a);
+    broker.restart();
+    let a = alice.reconnecting_client().await;
+    running(&a, "listed", "the listed service to run again").await;
+    assert_eq!(
+        call(&a, "listed", "fetch", url).await,
+        "ok: hello from the host"
+    );
+}
+
 /// Where the host lets the broker make cgroups (here: root with writable cgroup v1
 /// hierarchies, or a systemd-delegated v2 group), memory, CPU and processes are capped for the
 /// service as a whole: children that each stay under the per-process limit are killed once
@@ -855,19 +983,12 @@ async fn without_a_sandbox_deploys_are_refused_unless_allowed() {
     let broker = BrokerProc::start_with_env(&[], &[("PATH", "/nonexistent")]);
     let (alice, _bob) = alice_and_bob(&broker);
     let a = alice.client().await;
-    match a.deploy_dir("svc", dir.path(), None, None).await {
-        Err(claudemesh::client::deployments::DeployError::Client(ClientError::Broker {
-            code,
-            message,
-        })) => {
-            assert_eq!(code, "not_supported");
-            assert!(
-                message.contains("--allow-unsandboxed-services"),
-                "{message}"
-            );
-        }
-        other => panic!("no sandbox, no deploy: {other:?}"),
-    }
+    let (code, message) = deploy_refused(&a, "svc", dir.path(), None, "no sandbox").await;
+    assert_eq!(code, "not_supported");
+    assert!(
+        message.contains("--allow-unsandboxed-services"),
+        "{message}"
+    );
     drop(a);
     let broker = BrokerProc::start_with_env(
         &["--allow-unsandboxed-services"],
@@ -885,6 +1006,12 @@ async fn without_a_sandbox_deploys_are_refused_unless_allowed() {
     );
     let logs = a.mcp_logs("svc", None).await.expect("logs");
     assert!(logs[0].contains("WITHOUT a sandbox"), "{logs:?}");
+    // Without a network namespace nothing holds a service to named hosts: refused.
+    let mut cfg = config(&[]);
+    cfg.network_allow = vec!["api.example.com".into()];
+    let (code, message) = deploy_refused(&a, "named", dir.path(), Some(cfg), "unsandboxed").await;
+    assert_eq!(code, "not_supported");
+    assert!(message.contains("named hosts"), "{message}");
     assert!(
         broker
             .stderr_lines()
@@ -1072,11 +1199,15 @@ async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanne
     );
 }
 
+/// The published npm MCP server the tests deploy.
+const MEMORY_SERVER: &str = "@modelcontextprotocol/server-memory@2026.8.31";
+
 /// A published npm MCP server (`deploy --npm`, run with `npx -y` inside the sandbox with the
 /// host's network): it installs into the service's own directory, answers through `tools
 /// call` (its multi-line answer printed line by line), and keeps what it stored in `/work`
-/// across a broker restart. Needs the npm registry; skipped (failing under
-/// CLAUDEMESH_STRICT_TESTS) when it cannot be reached.
+/// across a broker restart; allowed only the registry's host, it deploys too, through its
+/// proxy. Needs the npm registry; skipped (failing under CLAUDEMESH_STRICT_TESTS) when it
+/// cannot be reached.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
     let mut broker = BrokerProc::start(&[]);
@@ -1085,10 +1216,11 @@ async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
         &alice,
         "npx",
         "the npm registry",
+        "*",
         &[
             "graph",
             "--npm",
-            "@modelcontextprotocol/server-memory@2026.8.31",
+            MEMORY_SERVER,
             "--env",
             "MEMORY_FILE_PATH=/work/memory.jsonl",
         ],
@@ -1111,6 +1243,19 @@ async fn a_published_npm_server_deploys_answers_and_keeps_its_data() {
     runs_again_after_a_restart(&mut broker, &alice, "graph").await;
     let graph = alice.ok(&["tools", "call", "graph", "read_graph"]);
     assert!(graph.contains("a broker in Rust"), "kept in /work: {graph}");
+
+    // Allowed only the registry's host, npx fetches it (into another /work) through the
+    // service's proxy.
+    let args = ["proxied", "--npm", MEMORY_SERVER];
+    let proxied = deploy_published(
+        &alice,
+        "npx",
+        "the npm registry",
+        "registry.npmjs.org",
+        &args,
+    )
+    .expect("deployed through the proxy");
+    assert!(proxied.contains("read_graph"), "{proxied}");
 }
 
 /// A published PyPI MCP server (`deploy --pypi`, run with `uvx` inside the sandbox with the
@@ -1124,6 +1269,7 @@ async fn a_published_pypi_server_deploys_and_answers() {
         &alice,
         "uvx",
         "PyPI",
+        "*",
         &["clock", "--pypi", "mcp-server-time==2026.10.19"],
     ) else {
         return;
@@ -1138,20 +1284,21 @@ async fn a_published_pypi_server_deploys_and_answers() {
     assert!(now.contains("UTC"), "{now}");
 }
 
-/// `deploy NAME --allow-net '*' ARGS…` of a published package run by `runner` from `registry`:
-/// what it printed, or `None` (skipped, failing under CLAUDEMESH_STRICT_TESTS) when the runner
-/// is not installed or the registry cannot be reached.
+/// `deploy NAME --allow-net ALLOW ARGS…` of a published package run by `runner` from
+/// `registry`: what it printed, or `None` (skipped, failing under CLAUDEMESH_STRICT_TESTS) when
+/// the runner is not installed or the registry cannot be reached.
 fn deploy_published(
     person: &Person,
     runner: &str,
     registry: &str,
+    allow: &str,
     args: &[&str],
 ) -> Option<String> {
     if which(runner).is_none() {
         skip_unless_strict(&format!("{runner} is not installed"));
         return None;
     }
-    let mut all = vec!["deploy", "--allow-net", "*"];
+    let mut all = vec!["deploy", "--allow-net", allow];
     all.extend_from_slice(args);
     let out = person.run(&all);
     if out.code != 0 {

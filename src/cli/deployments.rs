@@ -16,6 +16,36 @@ use crate::protocol::messages::{
     DeployConfig, DeploySource, McpDeploy, McpDeployStatus, Scope, ScopeSpec,
 };
 
+// `claudemesh service-net`, run by the broker inside a service's sandbox (never listed).
+#[derive(FromArgs)]
+/// relay the service's proxy port to the broker's proxy, then run the service
+struct ServiceNetCmd {
+    /// the broker's proxy socket, as mounted in the sandbox
+    #[argh(option)]
+    socket: PathBuf,
+    /// the port on the sandbox's loopback to relay
+    #[argh(option)]
+    port: u16,
+    /// the service's program and its arguments (after --)
+    #[argh(positional, greedy)]
+    program: Vec<String>,
+}
+
+/// Runs `service-net` with its arguments; the exit code.
+pub fn service_net(name: &str, args: &[&str]) -> i32 {
+    match ServiceNetCmd::from_args(&[name, "service-net"], args) {
+        Ok(c) => crate::broker::deployments::service_net::main(c.socket, c.port, c.program),
+        Err(early) if early.status.is_ok() => {
+            super::output::ours(&early.output);
+            0
+        }
+        Err(early) => {
+            early.output.lines().for_each(super::output::error);
+            2
+        }
+    }
+}
+
 impl From<DeployError> for CliError {
     fn from(e: DeployError) -> Self {
         match e {
@@ -29,6 +59,9 @@ impl From<DeployError> for CliError {
 #[argh(subcommand, name = "deploy", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh deploy weather --dir ./weather-mcp --scope mesh --env UNITS=metric")]
 #[argh(example = "claudemesh deploy search --npm @acme/search-mcp --allow-net '*'")]
+#[argh(
+    example = "claudemesh deploy gh --dir ./gh-mcp --allow-net api.github.com --allow-net '*.githubusercontent.com'"
+)]
 /// run an MCP server on the broker, in its sandbox, for the mesh (needs the deploy capability)
 pub struct DeployCmd {
     /// the service's name (what `tools call` uses)
@@ -46,7 +79,7 @@ pub struct DeployCmd {
     /// the branch to clone (with --git)
     #[argh(option)]
     branch: Option<String>,
-    /// an npm package, run with `npx -y` (needs --allow-net '*')
+    /// an npm package, run with `npx -y` (needs --allow-net '*' or registry.npmjs.org)
     #[argh(option)]
     npm: Option<String>,
     /// a PyPI package, run with `uvx` (needs --allow-net '*')
@@ -65,7 +98,8 @@ pub struct DeployCmd {
     /// CPUs (recorded; see the README on what is enforced)
     #[argh(option)]
     cpus: Option<f64>,
-    /// network access: '*' (the host's network); without it the service has none
+    /// network access: '*' (the host's network), or a host it may reach through its proxy
+    /// (api.example.com, *.example.com, 10.0.0.2, host:PORT; repeat it); without it, none
     #[argh(option)]
     allow_net: Vec<String>,
     /// node, python or bun (default: told by its files)

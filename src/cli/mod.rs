@@ -216,7 +216,13 @@ pub fn main() -> i32 {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "claudemesh".into());
-    let rest = help::rewrite_help_word(args.iter().skip(1).map(String::as_str).collect());
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    // Not a command people run (so not listed, suggested or completed): the first program in
+    // the sandbox of a service limited to named hosts.
+    if let Some(("service-net", net_args)) = rest.split_first().map(|(c, r)| (*c, r)) {
+        return deployments::service_net(&name, net_args);
+    }
+    let rest = help::rewrite_help_word(rest);
     let rest = fill_optional_values(rest);
     let cli = match Cli::from_args(&[&name], &rest) {
         Ok(cli) => cli,

@@ -2,10 +2,14 @@
 //! process in the [`sandbox`], driven over stdio with rmcp's client side, watched by its own
 //! [`supervisor`] task that restarts it with backoff. This part never sees `Broker`: the
 //! handlers (`handlers/deployments.rs`) decide what runs; this runs it, keeps its log tail and
-//! answers calls.
+//! answers calls. A service limited to named [`hosts`] reaches them through its own [`proxy`],
+//! relayed inside the sandbox by [`service_net`].
 
 pub mod cgroup;
+pub mod hosts;
+mod proxy;
 pub mod sandbox;
+pub mod service_net;
 pub mod source;
 mod supervisor;
 
@@ -352,6 +356,8 @@ impl Services {
             isolation,
             app_dir: dir.join("app"),
             work_dir: dir.join("work"),
+            net_dir: dir.join("net"),
+            proxy: Default::default(),
             data_dir: self.data_dir.clone(),
             secrets: self.secrets(),
             shutdown: self.shutdown.clone(),

@@ -7,12 +7,19 @@
 //! starts (this host's cgroups are not delegated to the broker). Only this module knows how;
 //! the supervisor asks it for a command.
 //!
+//! A service allowed named hosts keeps its own network namespace; the broker's executable
+//! runs first inside (`claudemesh service-net`), relaying the service's proxy port on its
+//! loopback to the broker's [`proxy`](super::proxy) through a socket mounted read-only.
+//!
 //! bwrap runs as the broker's user: it must reach the service's directories, which sit in the
 //! broker's private data directory. Outside the sandbox the service's uid is therefore the
 //! broker's (its files in `/work` belong to the broker's user), without any capability.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::hosts::AllowList;
 
 /// Processes the service's user may have (RLIMIT_NPROC), and the service (its cgroup).
 pub const MAX_PROCESSES: u64 = 256;
@@ -24,6 +31,15 @@ pub const DEFAULT_MEMORY_MB: u64 = 512;
 pub const APP: &str = "/app";
 pub const WORK: &str = "/work";
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Where the broker's proxy socket and its own executable appear inside the sandbox.
+pub const PROXY_SOCKET: &str = "/run/claudemesh/proxy.sock";
+const SELF: &str = "/run/claudemesh/claudemesh";
+/// The port on the sandbox's loopback where the service finds its proxy.
+pub const PROXY_PORT: u16 = 3128;
+/// The environment that points a service at its proxy (set by the broker, not the deployer).
+/// No `NO_PROXY`: every host, `127.0.0.1` included, is the broker host's as the proxy sees it;
+/// a service that talks to its own loopback sets `NO_PROXY` in its deployment's env.
+pub const PROXY_ENV: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 
 /// Files of `/etc` a program commonly needs (name resolution, TLS roots, users, time zone).
 const ETC: &[&str] = &[
@@ -52,11 +68,46 @@ pub enum Isolation {
 }
 
 /// Whether the service may use the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     Off,
     /// The host's network (`network_allow: ["*"]`).
     Host,
+    /// These hosts only, through the broker's proxy.
+    Hosts(Arc<AllowList>),
+}
+
+/// Whether `isolation` can hold a service to `network`: without a sandbox there is no network
+/// namespace, so named hosts cannot be enforced.
+pub fn confines(isolation: &Isolation, network: &Network) -> Result<(), String> {
+    match (isolation, network) {
+        (Isolation::Unsandboxed(_), Network::Hosts(_)) => Err(
+            "this broker runs services without a sandbox (--allow-unsandboxed-services), so it cannot limit one to named hosts: give network_allow [] or [\"*\"], or install bubblewrap".into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Each of [`PROXY_ENV`] with its value.
+fn proxy_env() -> Vec<(String, String)> {
+    let url = format!("http://127.0.0.1:{PROXY_PORT}");
+    PROXY_ENV
+        .iter()
+        .map(|name| (name.to_string(), url.clone()))
+        .collect()
+}
+
+/// The broker's own executable, to run `service-net` inside.
+fn own_executable() -> Result<PathBuf, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the broker's executable: {e}"))?;
+    if exe.to_string_lossy().ends_with(" (deleted)") {
+        return Err(format!(
+            "the broker's executable {} was replaced since it started; restart the broker to start services limited to named hosts",
+            exe.display()
+        ));
+    }
+    Ok(exe)
 }
 
 /// What to run, where, with what.
@@ -71,7 +122,9 @@ pub struct Jail<'a> {
     /// Files placed read-only at their path inside (vault `file` entries), from memory.
     pub files: &'a [(String, Vec<u8>)],
     pub memory_mb: u64,
-    pub network: Network,
+    pub network: &'a Network,
+    /// The broker's proxy socket for [`Network::Hosts`].
+    pub proxy: Option<&'a Path>,
     /// The `cgroup.procs` files of the service's own cgroups, entered before exec (none: the
     /// broker's).
     pub cgroup: Vec<std::ffi::CString>,
@@ -110,7 +163,8 @@ pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
         env: &[],
         files: &[],
         memory_mb: DEFAULT_MEMORY_MB,
-        network: Network::Off,
+        network: &Network::Off,
+        proxy: None,
         cgroup: Vec::new(),
     };
     let mut prepared = command(&Isolation::Bwrap(bwrap.clone()), &jail)?;
@@ -162,6 +216,7 @@ fn memory_file(bytes: &[u8]) -> Result<OwnedFd, String> {
 
 /// The command that runs `jail.program` under `isolation`.
 pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, String> {
+    confines(isolation, jail.network)?;
     let mut held: Vec<OwnedFd> = Vec::new();
     let mut base_env: Vec<(String, String)> = vec![
         ("PATH".into(), PATH.into()),
@@ -184,9 +239,17 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
                 "--hostname",
                 "claudemesh-service",
             ]);
-            if jail.network == Network::Host {
-                cmd.arg("--share-net");
-            }
+            let relay = match jail.network {
+                Network::Off => None,
+                Network::Host => {
+                    cmd.arg("--share-net");
+                    None
+                }
+                Network::Hosts(_) => Some((
+                    own_executable()?,
+                    jail.proxy.ok_or("the network proxy is not running")?,
+                )),
+            };
             cmd.args(["--ro-bind", "/usr", "/usr"]);
             // `/bin`, `/lib`… are links into /usr on merged-/usr systems, directories elsewhere.
             for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64"] {
@@ -217,8 +280,25 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
                     .arg(dest);
                 held.push(fd);
             }
+            if let Some((exe, socket)) = &relay {
+                cmd.arg("--ro-bind").arg(exe).arg(SELF);
+                cmd.arg("--ro-bind").arg(socket).arg(PROXY_SOCKET);
+            }
             // The root bwrap builds (a tmpfs holding the mount points) becomes read-only too.
             cmd.args(["--remount-ro", "/", "--chdir", APP, "--"]);
+            if relay.is_some() {
+                let port = PROXY_PORT.to_string();
+                cmd.args([
+                    SELF,
+                    "service-net",
+                    "--socket",
+                    PROXY_SOCKET,
+                    "--port",
+                    &port,
+                    "--",
+                ]);
+                base_env.extend(proxy_env());
+            }
             cmd.args(jail.program);
             base_env.push(("HOME".into(), WORK.into()));
             base_env.push(("TMPDIR".into(), "/tmp".into()));
@@ -312,7 +392,8 @@ mod tests {
             env: &[],
             files: &files,
             memory_mb: DEFAULT_MEMORY_MB,
-            network: Network::Off,
+            network: &Network::Off,
+            proxy: None,
             cgroup: Vec::new(),
         };
         let mut prepared = command(&Isolation::Bwrap(bwrap), &jail).unwrap();

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::sandbox::{self, Isolation, Jail};
+use super::proxy::Proxy;
+use super::sandbox::{self, Isolation, Jail, Network};
 use super::{Launch, Secret, SecretSource, Service, Status};
 use crate::broker::handlers::shared_tools::{MAX_DESCRIPTION, MAX_TOOL_NAME, MAX_TOOLS};
 use crate::client::shared_tools::StdioServer;
@@ -27,6 +28,11 @@ pub(super) struct Run {
     pub isolation: Isolation,
     pub app_dir: std::path::PathBuf,
     pub work_dir: std::path::PathBuf,
+    /// Where its network proxy's socket is made (beside `work`, never inside it).
+    pub net_dir: std::path::PathBuf,
+    /// The proxy of a service limited to named hosts, started with its first start and kept
+    /// across restarts; it stops with the supervisor.
+    pub proxy: std::sync::Mutex<Option<Proxy>>,
     pub data_dir: std::path::PathBuf,
     pub secrets: Arc<dyn SecretSource>,
     pub shutdown: CancellationToken,
@@ -76,9 +82,24 @@ impl Run {
         Ok((env, files))
     }
 
+    /// The socket of the service's proxy (started on first use) when it is limited to hosts.
+    fn proxy_socket(&self) -> Result<Option<std::path::PathBuf>, String> {
+        let Network::Hosts(allow) = &self.launch.network else {
+            return Ok(None);
+        };
+        let mut proxy = self.proxy.lock().unwrap_or_else(|p| p.into_inner());
+        if proxy.is_none() {
+            let service = self.service.clone();
+            let log: super::proxy::Log = Arc::new(move |line: &str| service.log(line));
+            *proxy = Some(Proxy::start(&self.net_dir, allow.clone(), log)?);
+        }
+        Ok(proxy.as_ref().map(|p| p.socket().to_path_buf()))
+    }
+
     /// Starts the process and reads its tools.
     async fn start_once(&self) -> Result<Arc<StdioServer>, String> {
         let (env, files) = self.environment()?;
+        let proxy = self.proxy_socket()?;
         let group = match &self.cgroups {
             Some(c) => Some(c.service(
                 &self.launch.mesh_id,
@@ -103,7 +124,8 @@ impl Run {
             env: &env,
             files: &files,
             memory_mb: self.launch.memory_mb,
-            network: self.launch.network,
+            network: &self.launch.network,
+            proxy: proxy.as_deref(),
             cgroup: group.map(|g| g.procs).unwrap_or_default(),
         };
         let prepared = sandbox::command(&self.isolation, &jail)?;
@@ -223,6 +245,9 @@ pub(super) async fn supervise(run: Run) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // Before saying it stopped: a service started next under the same name makes its socket
+    // at the same path, which this proxy removes when it goes.
+    drop(run.proxy.lock().unwrap_or_else(|p| p.into_inner()).take());
     run.settle(|s| {
         s.status = Some(Status::Stopped);
         s.server = None;

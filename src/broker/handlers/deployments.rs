@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
 use super::shared_tools::{CallOutcome, CallRecord, proven_key, valid_name};
 use crate::broker::connection::Conn;
+use crate::broker::deployments::hosts::AllowList;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
 use crate::broker::deployments::{LOG_LINES, Launch, Status, source};
 use crate::broker::files::{self, endpoints};
@@ -226,13 +227,18 @@ fn check_config(config: &DeployConfig) -> Result<(u64, Network), Refusal> {
     let network = match config.network_allow.as_slice() {
         [] => Network::Off,
         [all] if all == "*" => Network::Host,
-        _ => {
-            return Err(refuse(
-                "not_supported",
-                "network_allow takes [] (no network) or [\"*\"] (the host's network); this broker cannot limit a service to named hosts",
-            ));
-        }
+        list => Network::Hosts(Arc::new(AllowList::parse(list).map_err(bad)?)),
     };
+    if let Network::Hosts(_) = network
+        && let Some(k) = config
+            .env
+            .keys()
+            .find(|k| sandbox::PROXY_ENV.contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "env {k} is set by the broker for a service limited to named hosts (it points at the service's proxy)"
+        )));
+    }
     if let Some(r) = &config.runtime
         && !matches!(r.as_str(), "node" | "python" | "bun")
     {
@@ -320,10 +326,18 @@ async fn fetch(
         }
         DeploySource::Npm { package } | DeploySource::Pypi { package } => {
             source::check_package(package).map_err(|e| refuse("invalid_argument", e))?;
-            let tool = if matches!(src, DeploySource::Npm { .. }) {
-                "npx"
+            // npx fetches through the proxy of a service limited to named hosts (tested with
+            // registry.npmjs.org alone); uvx through it is untried, so it takes the host's.
+            let (tool, reach) = if matches!(src, DeploySource::Npm { .. }) {
+                (
+                    "npx",
+                    "network_allow [\"*\"] (--allow-net '*') or the registry's host (--allow-net registry.npmjs.org)",
+                )
             } else {
-                "uvx"
+                (
+                    "uvx",
+                    "network_allow [\"*\"] (--allow-net '*'); named hosts are not supported for PyPI packages yet",
+                )
             };
             if !installed(tool) {
                 return Err(refuse(
@@ -331,11 +345,15 @@ async fn fetch(
                     format!("{tool} is not installed on the broker host (under /usr)"),
                 ));
             }
-            if config.network_allow.is_empty() {
+            let reaches = match src {
+                DeploySource::Npm { .. } => !config.network_allow.is_empty(),
+                _ => config.network_allow == ["*"],
+            };
+            if !reaches {
                 return Err(refuse(
                     "invalid_argument",
                     format!(
-                        "{tool} fetches the package when the service starts, so it needs the network: give network_allow [\"*\"] (--allow-net '*')"
+                        "{tool} fetches the package when the service starts, so it needs the network: give {reach}"
                     ),
                 ));
             }
@@ -459,12 +477,16 @@ async fn fetch_and_install(
     install(broker, row, staged).await
 }
 
-async fn sandbox_or_refuse(broker: &Broker) -> Result<Isolation, Refusal> {
-    broker
+/// How the service will run, refused when this broker cannot run it (no sandbox) or cannot
+/// hold it to its `network` (named hosts without a sandbox).
+async fn sandbox_or_refuse(broker: &Broker, network: &Network) -> Result<Isolation, Refusal> {
+    let isolation = broker
         .services
         .isolation()
         .await
-        .map_err(|e| refuse("not_supported", e))
+        .map_err(|e| refuse("not_supported", e))?;
+    sandbox::confines(&isolation, network).map_err(|e| refuse("not_supported", e))?;
+    Ok(isolation)
 }
 
 fn quota_exceeded(max: usize) -> Refusal {
@@ -499,9 +521,9 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
             ));
         }
         let config = d.config.clone().unwrap_or_default();
-        check_config(&config)?;
+        let (_, network) = check_config(&config)?;
         let scope = resolve_scope(&broker, &peer, d.scope.clone())?;
-        let isolation = sandbox_or_refuse(&broker).await?;
+        let isolation = sandbox_or_refuse(&broker, &network).await?;
         if let Some(s) = broker.store.mcp_server(&peer.mesh_id, &d.server_name)? {
             return Err(refuse(
                 "conflict",
@@ -570,13 +592,14 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
     aside(conn, req_id, async move {
         let mut row = find(&broker, &peer, &u.server_name)?;
         may_manage(&broker, &peer, &row)?;
-        let isolation = sandbox_or_refuse(&broker).await?;
         let new_code = u.source.is_some();
         let src: DeploySource = match u.source {
             Some(s) => s,
             None => parse("source", &row.source_json)?,
         };
         let config: DeployConfig = parse("config", &row.config_json)?;
+        let (_, network) = check_config(&config)?;
+        let isolation = sandbox_or_refuse(&broker, &network).await?;
         if new_code && peer.member_id != row.deployer_member_id {
             // New code from someone else: from now on it is theirs, and its `$vault:`
             // references open their entries, never the previous deployer's.

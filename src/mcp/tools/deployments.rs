@@ -31,7 +31,7 @@ pub struct DeployArgs {
     pub git_url: Option<String>,
     #[serde(default)]
     pub git_branch: Option<String>,
-    /// An npm package run with `npx -y` (needs network_allow ["*"]).
+    /// An npm package run with `npx -y` (needs network_allow ["*"] or ["registry.npmjs.org"]).
     #[serde(default, alias = "npx_package")]
     pub npm_package: Option<String>,
     /// A PyPI package run with `uvx` (needs network_allow ["*"]).
@@ -51,7 +51,8 @@ pub struct DeployArgs {
     pub memory_mb: Option<u64>,
     #[serde(default)]
     pub cpus: Option<f64>,
-    /// [] (no network, the default) or ["*"] (the host's network).
+    /// [] (no network, the default), ["*"] (the host's network), or hosts reached through the
+    /// service's HTTP proxy: "api.example.com", "*.example.com" (subdomains), "10.0.0.2", "host:443".
     #[serde(default)]
     pub network_allow: Vec<String>,
     /// "peer" (only you; the default), "mesh", {"group": G}, {"groups": [..]}, {"role": R} or {"peers": [names]}.
