@@ -128,7 +128,7 @@ async fn a_shared_stdio_server_answers_bob_from_the_cli_and_from_his_mcp_client(
     let (alice, bob) = alice_and_bob(&broker);
     let share = Sharing::start(&alice, &[]);
 
-    // Registered under the server's own name, with its three tools and schemas.
+    // Registered under the server's own name, with its four tools and schemas.
     let list = servers(&bob);
     assert_eq!(list.len(), 1, "{list:#?}");
     let echo = &list[0];
@@ -141,7 +141,7 @@ async fn a_shared_stdio_server_answers_bob_from_the_cli_and_from_his_mcp_client(
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(tools, ["echo", "whoami", "big"]);
+    assert_eq!(tools, ["echo", "whoami", "big", "fail"]);
     assert_eq!(echo["tools"][0]["inputSchema"]["required"], json!(["text"]));
 
     // From the CLI.
@@ -187,7 +187,7 @@ async fn a_shared_stdio_server_answers_bob_from_the_cli_and_from_his_mcp_client(
     let entry = &log["entries"][0];
     assert_eq!(entry["actor"], "alice");
     assert_eq!(entry["payload"]["server"], "echo-server");
-    assert_eq!(entry["payload"]["tools"], "3");
+    assert_eq!(entry["payload"]["tools"], "4");
     // The arguments went sealed: the broker never had them.
     drop(share);
     assert_broker_never_saw(&broker, b"hello mesh");
@@ -221,10 +221,13 @@ async fn every_tool_call_is_audited_without_its_arguments() {
     );
     let refused = bob.refused(&["tools", "call", "echo-server", "no-such-tool", "{}"]);
     assert!(refused.contains("no tool"), "{refused}");
+    // A tool that fails: its answer travels sealed, and its host says it failed.
+    let failed = bob.refused(&["tools", "call", "echo-server", "fail", "{}"]);
+    assert!(failed.contains("this tool always fails"), "{failed}");
 
     let log = alice.json(&["audit", "--event", "mcp.called", "--json"]);
     let entries = log["entries"].as_array().expect("entries").clone();
-    assert_eq!(entries.len(), 3, "{log:#}");
+    assert_eq!(entries.len(), 4, "{log:#}");
     let alice_id = alice.entry().member_id;
     let (refusals, answered): (Vec<Value>, Vec<Value>) = entries
         .into_iter()
@@ -232,6 +235,13 @@ async fn every_tool_call_is_audited_without_its_arguments() {
     assert_eq!(refusals.len(), 1, "{log:#}");
     assert_eq!(refusals[0]["payload"]["tool"], "no-such-tool");
     assert_eq!(refusals[0]["payload"]["code"], "not_found");
+    let (failures, answered): (Vec<Value>, Vec<Value>) = answered
+        .into_iter()
+        .partition(|e| e["payload"]["tool"] == "fail");
+    assert_eq!(failures.len(), 1, "{log:#}");
+    assert_eq!(failures[0]["payload"]["outcome"], "error", "{log:#}");
+    assert_eq!(failures[0]["payload"]["host"], alice_id.as_str());
+    assert_eq!(answered.len(), 2, "{log:#}");
     for entry in &answered {
         assert_eq!(entry["actor"], "bob");
         assert_eq!(entry["actorMemberId"], bob.entry().member_id.as_str());
@@ -451,7 +461,7 @@ async fn a_session_shares_a_server_with_mesh_mcp_register() {
     connected(&mcp).await;
     let (ok, text) = register_session_echo(&mcp, json!({"description": "echoes"})).await;
     assert!(ok, "{text}");
-    assert!(text.contains("3 tools"), "{text}");
+    assert!(text.contains("4 tools"), "{text}");
     let out = bob.ok(&[
         "tools",
         "call",

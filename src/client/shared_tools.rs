@@ -211,6 +211,7 @@ impl MeshClient {
             },
         };
         let mut frame = self.seal_answer(call, &body)?;
+        frame.is_error = body.failed();
         if frame.wire_bytes() > MAX_TOOL_RESULT_BYTES {
             let error = McpCallResult {
                 error: Some(format!(
@@ -219,6 +220,7 @@ impl MeshClient {
                 ..Default::default()
             };
             frame = self.seal_answer(call, &error)?;
+            frame.is_error = true;
         }
         self.notify(ClientMessage::McpCallResponse(Box::new(frame)))
     }
@@ -483,7 +485,7 @@ impl Hosted {
             )),
             (Some(server), Ok(_permit)) => server.call(&call).await,
         };
-        served.ok = outcome.is_ok();
+        served.ok = matches!(&outcome, Ok(r) if r["isError"].as_bool() != Some(true));
         if client.answer_call(&call, outcome).is_err() {
             served.ok = false;
         }

@@ -946,6 +946,7 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
         };
         drop(place);
         let outcome_now = match &outcome {
+            Ok(Ok(v)) if v["isError"].as_bool() == Some(true) => (CallOutcome::Error, None),
             Ok(Ok(_)) => (CallOutcome::Ok, None),
             Ok(Err(_)) => (CallOutcome::Error, None),
             Err((code, _)) => (CallOutcome::of_error(code), Some(*code)),

@@ -332,10 +332,10 @@ impl CallOutcome {
         }
     }
 
-    /// The outcome of an answer that arrived: an `error` in clear is the tool's failure; a
-    /// sealed answer is opaque to the broker and counts as answered.
+    /// The outcome of an answer that arrived: an `error` or an `isError` result in clear, or
+    /// a sealed answer its host says failed, is the tool's failure.
     pub(super) fn of_result(r: &McpCallResult) -> CallOutcome {
-        if r.error.is_some() {
+        if r.failed() {
             CallOutcome::Error
         } else {
             CallOutcome::Ok

@@ -129,9 +129,24 @@ pub struct McpCallResult {
     /// `{"result": …}` or `{"error": "…"}` sealed to the caller's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<SealedPayload>,
+    /// The host says the call failed (an `error`, or a result with `isError`), in clear beside
+    /// a sealed answer, for the `mcp.called` record only; the caller reads the answer itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl McpCallResult {
+    /// Whether the call failed, as far as the broker can tell: an `error` in clear, a result
+    /// with `isError`, or the host saying so of its sealed answer.
+    pub fn failed(&self) -> bool {
+        self.is_error
+            || self.error.is_some()
+            || self
+                .result
+                .as_ref()
+                .is_some_and(|r| r["isError"].as_bool() == Some(true))
+    }
+
     /// What the size limit counts: [`MAX_TOOL_RESULT_BYTES`].
     pub fn wire_bytes(&self) -> usize {
         payload_bytes(self.result.as_ref(), self.sealed.as_ref())
