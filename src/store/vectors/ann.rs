@@ -71,7 +71,7 @@ pub fn candidates(limit: usize) -> usize {
 }
 
 /// Bump when the index's layout or quantisation change: an index of another version is rebuilt.
-const INDEX_VERSION: u32 = 3;
+const INDEX_VERSION: u32 = 4;
 const INDEX_FILE: &str = "index.usearch";
 /// A cosine collection's rows for the exact scan ([`Flat`]).
 const FLAT_FILE: &str = "flat.bin";
@@ -128,6 +128,17 @@ impl Shape {
             multi: false,
         }
     }
+}
+
+/// What a search proposes.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// Slots, nearest first.
+    pub slots: Vec<usize>,
+    /// Ranked nearly as exactly as the vectors themselves rank them (the 8-bit scan's
+    /// candidates ranked again on their rounding errors, [`Flat`]): the first that exist are
+    /// the nearest. Otherwise ranked on 8-bit or graph distances, for the caller to rank all.
+    pub ranked: bool,
 }
 
 /// One collection's index.
@@ -283,7 +294,9 @@ impl Ann {
         loop {
             {
                 let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
-                if self.index.size() < self.index.capacity() {
+                // Room for every thread that may be adding at this moment (a rebuild adds on
+                // all cores, a store one at a time): each passes this check before any adds.
+                if self.index.size() + cores() < self.index.capacity() {
                     self.index
                         .add(slot as u64, vector)
                         .map_err(|e| e.to_string())?;
@@ -300,7 +313,7 @@ impl Ann {
                 }
             }
             let _alone = self.grow.write().unwrap_or_else(|p| p.into_inner());
-            if self.index.size() >= self.index.capacity() {
+            if self.index.size() + cores() >= self.index.capacity() {
                 let more = (self.index.capacity() * 2).max(1024);
                 self.index
                     .reserve_capacity_and_threads(more, threads())
@@ -342,9 +355,9 @@ impl Ann {
         query: &[f32],
         count: usize,
         keep: Option<&dyn Fn(usize) -> bool>,
-    ) -> Result<Vec<usize>, String> {
+    ) -> Result<Candidates, String> {
         let Some(query) = prepared(self.shape.metric, query) else {
-            return Ok(Vec::new());
+            return Ok(Candidates::default());
         };
         let query = query.as_slice();
         let _shared = self.grow.read().unwrap_or_else(|p| p.into_inner());
@@ -360,7 +373,10 @@ impl Ann {
             && let Some(flat) = &self.flat
         {
             let flat = flat.read().unwrap_or_else(|p| p.into_inner());
-            return Ok(flat.nearest(query, count));
+            return Ok(Candidates {
+                slots: flat.nearest(query, count),
+                ranked: true,
+            });
         }
         let found = match keep {
             None if self.index.size() <= exact_up_to() => self.index.exact_search(query, count),
@@ -370,7 +386,10 @@ impl Ann {
                 .filtered_search(query, count, |key| keep(key as usize)),
         };
         let found = found.map_err(|e| e.to_string())?;
-        Ok(found.keys.into_iter().map(|k| k as usize).collect())
+        Ok(Candidates {
+            slots: found.keys.into_iter().map(|k| k as usize).collect(),
+            ranked: false,
+        })
     }
 
     /// Whether the index holds every slot in `live` (and so may be saved as holding them).
@@ -520,7 +539,7 @@ mod tests {
         // The dead are never found.
         let found = ann.search(&[0.0, 0.0], 5, None).unwrap();
         assert!(
-            found.iter().all(|s| *s >= COMPACT_AT_DEAD + 10),
+            found.slots.iter().all(|s| *s >= COMPACT_AT_DEAD + 10),
             "{found:?}"
         );
         // Saved and loaded, the index still knows how many are dead.

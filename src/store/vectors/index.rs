@@ -413,10 +413,19 @@ fn nearest(
         ann.search(query, wanted, Some(&keep))
     }
     .map_err(VectorError::Index)?;
+    // Ranked candidates: the first `limit` records that exist are the answer, and only those
+    // are read; other candidates are all read and ranked on their exact vectors.
+    let read = if found.ranked {
+        limit
+    } else {
+        found.slots.len()
+    };
     let mut hits: Vec<VectorHit> = found
+        .slots
         .into_iter()
         .filter_map(&record)
         .filter(|p| matches_filter(p.metadata.as_deref(), filter))
+        .take(read)
         .map(|point| VectorHit {
             score: metric.score(query, &point.vector),
             point,
