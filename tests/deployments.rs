@@ -553,6 +553,23 @@ async fn a_service_sees_its_vault_values_and_nobody_else_does() {
         cert
     );
 
+    // The sandbox gets them, never bwrap's own environment on the host (where LD_PRELOAD and
+    // its kind would run before any namespace) nor anyone's arguments.
+    let launchers = bwraps_of(broker.pid());
+    assert!(
+        !launchers.is_empty(),
+        "the broker runs its service under bwrap"
+    );
+    for pid in launchers {
+        for what in ["environ", "cmdline"] {
+            let bytes = std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(token),
+                "bwrap's {what} holds the vault value"
+            );
+        }
+    }
+
     // Nothing bob can ask the broker for carries them: not his vault, not the catalog, schema,
     // status or list of servers.
     assert!(b.vault_get("API_TOKEN").await.expect("vault_get").is_none());
@@ -576,6 +593,23 @@ async fn a_service_sees_its_vault_values_and_nobody_else_does() {
     );
     assert_broker_never_saw(&broker, token.as_bytes());
     assert_broker_never_saw(&broker, cert.as_bytes());
+}
+
+/// The `bwrap` processes the broker `pid` started (its children).
+fn bwraps_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`; comm may hold spaces, so read after its `)`.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let ppid = after.split_whitespace().nth(1).and_then(|x| x.parse().ok());
+            stat.contains("(bwrap)") && ppid == Some(pid)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -80,7 +80,20 @@ fn parse_entry(entry: &str) -> Result<Entry, String> {
         ));
     }
     let (host, port) = split_port(entry).map_err(|why| wrong(&why))?;
-    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        // An address that is not one host: "any" (which reaches the broker host itself),
+        // multicast, broadcast.
+        let one_host = match ip {
+            IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_multicast() && !v4.is_broadcast(),
+            IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_multicast(),
+        };
+        if !one_host {
+            return Err(wrong("not the address of one host"));
+        }
         return Ok(Entry {
             pattern: Pattern::Ip(ip),
             port,
@@ -127,7 +140,8 @@ fn split_port(entry: &str) -> Result<(&str, Option<u16>), String> {
 }
 
 /// A host name: dot-separated labels of letters, digits and `-` (not at either end), at most
-/// 63 characters each and 253 in all, the last not all digits (that would be an address).
+/// 63 characters each and 253 in all, the last not starting with a digit (the resolver reads
+/// `1.2.3` and `0xa.0x1` as addresses; no top-level domain starts with a digit).
 fn valid_name(name: &str) -> Result<(), String> {
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -145,9 +159,11 @@ fn valid_name(name: &str) -> Result<(), String> {
     if name
         .rsplit('.')
         .next()
-        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+        .is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_digit()))
     {
-        return Err("neither an IP address nor a host name (its last label is a number)".into());
+        return Err(
+            "neither an IP address nor a host name (its last label starts with a digit)".into(),
+        );
     }
     Ok(())
 }
@@ -236,6 +252,13 @@ mod tests {
             "host:99999",
             "host:x",
             "1.2.3",
+            "0xa.0x1",
+            "*.0.0xa",
+            "0.0.0.0",
+            "[::]",
+            "255.255.255.255",
+            "224.0.0.1",
+            "[ff02::1]:80",
             "::1:80x",
             "[::1",
             "http://a.com",

@@ -189,6 +189,18 @@ pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// bwrap's `--setenv NAME VALUE` for each pair, NUL-separated as `--args` reads them.
+fn setenv_args(env: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in env {
+        for part in ["--setenv", name, value] {
+            out.extend_from_slice(part.as_bytes());
+            out.push(0);
+        }
+    }
+    out
+}
+
 /// Makes the writable directory private to the broker's user (and so to the service).
 pub fn prepare_work_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -196,7 +208,7 @@ pub fn prepare_work_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
 }
 
-/// A sealed in-memory file holding `bytes`, for `--ro-bind-data` (never on disk).
+/// A sealed in-memory file holding `bytes`, for `--ro-bind-data` and `--args` (never on disk).
 fn memory_file(bytes: &[u8]) -> Result<OwnedFd, String> {
     use std::io::{Seek, Write};
     use std::os::fd::FromRawFd;
@@ -239,6 +251,15 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
                 "--hostname",
                 "claudemesh-service",
             ]);
+            // The deployment's env (vault values among them) is set inside the sandbox only:
+            // `--setenv` pairs read from a sealed memory file (`--args`), so it is neither in
+            // bwrap's own environment — where LD_PRELOAD and the like would run a deployer's
+            // code on the host before any namespace — nor in any process's arguments.
+            if !jail.env.is_empty() {
+                let fd = memory_file(&setenv_args(jail.env))?;
+                cmd.arg("--args").arg(fd.as_raw_fd().to_string());
+                held.push(fd);
+            }
             let relay = match jail.network {
                 Network::Off => None,
                 Network::Host => {
@@ -320,9 +341,11 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
             cmd
         }
     };
+    if matches!(isolation, Isolation::Unsandboxed(_)) {
+        base_env.extend(jail.env.iter().cloned());
+    }
     cmd.env_clear()
         .envs(base_env)
-        .envs(jail.env.iter().cloned())
         .current_dir(match isolation {
             Isolation::Bwrap(_) => Path::new("/"),
             Isolation::Unsandboxed(_) => jail.app_dir,
