@@ -13,7 +13,7 @@ use crate::client::shared_tools::{Hosted, StdioServer, keep_registered};
 use crate::client::{ConnectOptions, Link, MeshClient};
 use crate::identity::ConfigDir;
 use crate::protocol::ServerMessage;
-use crate::protocol::messages::{McpRegister, McpServerEntry};
+use crate::protocol::messages::{McpRegister, McpServerEntry, reports_error};
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "mcp-share", help_triggers("-h", "--help"))]
@@ -124,7 +124,7 @@ fn result_text(result: &Value) -> (String, bool) {
     } else {
         text
     };
-    (text, result["isError"].as_bool() == Some(true))
+    (text, reports_error(result))
 }
 
 fn print_servers(servers: &[McpServerEntry]) {

@@ -13,7 +13,7 @@ use super::{ClientError, MeshClient, unexpected};
 use crate::crypto;
 use crate::protocol::messages::{
     DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallForward,
-    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
+    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload, reports_error,
 };
 use crate::protocol::{ClientMessage, Pubkey, ServerMessage};
 
@@ -485,7 +485,7 @@ impl Hosted {
             )),
             (Some(server), Ok(_permit)) => server.call(&call).await,
         };
-        served.ok = matches!(&outcome, Ok(r) if r["isError"].as_bool() != Some(true));
+        served.ok = matches!(&outcome, Ok(r) if !reports_error(r));
         if client.answer_call(&call, outcome).is_err() {
             served.ok = false;
         }

@@ -338,12 +338,10 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
             let mut cmd = tokio::process::Command::new(program);
             cmd.args(args);
             base_env.push(("HOME".into(), jail.work_dir.display().to_string()));
+            base_env.extend(jail.env.iter().cloned());
             cmd
         }
     };
-    if matches!(isolation, Isolation::Unsandboxed(_)) {
-        base_env.extend(jail.env.iter().cloned());
-    }
     cmd.env_clear()
         .envs(base_env)
         .current_dir(match isolation {

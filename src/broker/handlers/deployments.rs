@@ -22,7 +22,7 @@ use crate::client::shared_tools::{open_from, seal_to};
 use crate::protocol::messages::{
     CatalogEntry, DEFAULT_TOOL_TIMEOUT_MS, DeployConfig, DeploySource, Envelope,
     MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallResult, McpDeploy, McpDeployStatus,
-    McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec,
+    McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec, reports_error,
 };
 use crate::protocol::{ServerMessage, ids, time};
 use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, McpToolRow};
@@ -946,7 +946,7 @@ pub(super) fn call(conn: &Conn, req_id: Option<String>, call: McpCall, row: Depl
         };
         drop(place);
         let outcome_now = match &outcome {
-            Ok(Ok(v)) if v["isError"].as_bool() == Some(true) => (CallOutcome::Error, None),
+            Ok(Ok(v)) if reports_error(v) => (CallOutcome::Error, None),
             Ok(Ok(_)) => (CallOutcome::Ok, None),
             Ok(Err(_)) => (CallOutcome::Error, None),
             Err((code, _)) => (CallOutcome::of_error(code), Some(*code)),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{MeshArg, MeshTools, fail, json_text, ok};
 use crate::client::shared_tools::{StdioServer, keep_registered};
-use crate::protocol::messages::McpRegister;
+use crate::protocol::messages::{McpRegister, reports_error};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RegisterArgs {
@@ -159,7 +159,7 @@ impl MeshTools {
             } else {
                 text.join("\n")
             };
-            if result["isError"].as_bool() == Some(true) {
+            if reports_error(&result) {
                 return Err(format!(
                     "{} {} reported an error: {body}",
                     a.server_name, a.tool_name

@@ -92,7 +92,7 @@ pub use reminders::{Schedule, ScheduledAck, ScheduledEntry, When};
 pub use settings::{GroupBodies, GroupBodiesProof, MeshSettings};
 pub use shared_tools::{
     DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallForward,
-    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload,
+    McpCallResult, McpRegister, McpServerEntry, McpToolSpec, SealedPayload, reports_error,
 };
 pub use skills::{ShareSkill, SkillBundle, SkillChanged, SkillEntry};
 pub use sql::{

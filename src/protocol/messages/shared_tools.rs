@@ -115,6 +115,11 @@ pub struct McpCallForward {
     pub caller_member_pubkey: String,
 }
 
+/// Whether an MCP `CallToolResult` says the tool failed (`isError: true`).
+pub fn reports_error(result: &serde_json::Value) -> bool {
+    result["isError"].as_bool() == Some(true)
+}
+
 /// Host → broker: `mcp_call_response`, and broker → caller: `mcp_call_result` (same body,
 /// without `callId`). Exactly one of `result`, `error`, `sealed` is set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -139,12 +144,7 @@ impl McpCallResult {
     /// Whether the call failed, as far as the broker can tell: an `error` in clear, a result
     /// with `isError`, or the host saying so of its sealed answer.
     pub fn failed(&self) -> bool {
-        self.is_error
-            || self.error.is_some()
-            || self
-                .result
-                .as_ref()
-                .is_some_and(|r| r["isError"].as_bool() == Some(true))
+        self.is_error || self.error.is_some() || self.result.as_ref().is_some_and(reports_error)
     }
 
     /// What the size limit counts: [`MAX_TOOL_RESULT_BYTES`].

@@ -1,8 +1,9 @@
 //! A cosine collection's 8-bit vectors once more, one row after another, for the search that
 //! compares every vector: numkong's `i8` dot product (the SIMD kernels usearch itself is built
-//! on, chosen at run time) over contiguous rows, split across the cores (rayon's threads). The usearch index
-//! keeps each vector beside its graph node and compares them one core at a time; this copy,
-//! a quarter of the f32 size, is scanned two to three times faster (BENCHMARKS.md, "Vectors").
+//! on, chosen at run time) over contiguous rows, split across the cores (rayon's threads). The
+//! usearch index keeps each vector beside its graph node and compares them one core at a time;
+//! this copy, a quarter of the f32 size, is scanned two to three times faster (BENCHMARKS.md,
+//! "Vectors").
 //!
 //! Rows are the unit vectors scaled by 127 and rounded, so a dot product of two rows orders
 //! candidates as their cosine does. Beside each row is its rounding error, scaled by 254 and
