@@ -425,12 +425,19 @@ mod tests {
 
     #[test]
     fn the_broker_may_open_as_many_files_as_its_hard_limit_allows() {
-        let raised = raise_fd_limit().expect("raised");
         let mut l = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: getrlimit with a pointer to a live rlimit.
+        // SAFETY: getrlimit and setrlimit with a pointer to a live rlimit; lowering the soft
+        // limit is always allowed.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+            l.rlim_cur = l.rlim_max.min(1024);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
+        }
+        let raised = raise_fd_limit().expect("raised");
+        // SAFETY: as above.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
         assert_eq!((l.rlim_cur, l.rlim_max), (raised, raised));
     }
