@@ -321,6 +321,10 @@ impl BrokerCmd {
                 "--ephemeral-ttl and --max-upload-bytes must be above 0".into(),
             ));
         }
+        match crate::broker::deployments::sandbox::raise_fd_limit() {
+            Ok(n) => tracing::debug!("open files: up to {n}"),
+            Err(e) => tracing::debug!("cannot raise the limit on open files: {e}"),
+        }
         let data_dir = self.data.clone().unwrap_or_else(default_data_dir);
         let mut config = BrokerConfig::new(listen, data_dir.clone());
         config.tls = self.tls_source()?;

@@ -142,7 +142,7 @@ fn split_port(entry: &str) -> Result<(&str, Option<u16>), String> {
 /// A host name: dot-separated labels of letters, digits and `-` (not at either end), at most
 /// 63 characters each and 253 in all, the last not starting with a digit (the resolver reads
 /// `1.2.3` and `0xa.0x1` as addresses; no top-level domain starts with a digit).
-fn valid_name(name: &str) -> Result<(), String> {
+pub(super) fn valid_name(name: &str) -> Result<(), String> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63

@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod service_net;
 pub mod source;
 mod supervisor;
+mod tunnel;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

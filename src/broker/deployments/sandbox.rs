@@ -17,9 +17,37 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::hosts::AllowList;
+
+/// The broker's limit on open files as it started, which services get back (as Go's `os/exec`
+/// does): a program using `select()` fails on descriptors above 1023.
+static STARTING_NOFILE: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Raises the broker's soft limit on open files to its hard limit (every connection through a
+/// service's proxy holds two); the limit now, or why not.
+pub fn raise_fd_limit() -> Result<u64, std::io::Error> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid resource and a pointer to a live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let _ = STARTING_NOFILE.set(l);
+        let raised = libc::rlimit {
+            rlim_cur: l.rlim_max,
+            rlim_max: l.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(l.rlim_max)
+}
 
 /// Processes the service's user may have (RLIMIT_NPROC), and the service (its cgroup).
 pub const MAX_PROCESSES: u64 = 256;
@@ -352,6 +380,7 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
     let inherit: Vec<i32> = held.iter().map(AsRawFd::as_raw_fd).collect();
     let memory = jail.memory_mb.saturating_mul(1 << 20);
     let cgroup = jail.cgroup.clone();
+    let nofile = STARTING_NOFILE.get().copied();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // functions (open, write, close, fcntl, setrlimit, nice) on values computed above.
     unsafe {
@@ -376,6 +405,11 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if let Some(l) = &nofile
+                && libc::setrlimit(libc::RLIMIT_NOFILE, l) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::nice(10);
             Ok(())
         });
@@ -386,6 +420,25 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_may_open_as_many_files_as_its_hard_limit_allows() {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit with a pointer to a live rlimit; lowering the soft
+        // limit is always allowed.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+            l.rlim_cur = l.rlim_max.min(1024);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
+        }
+        let raised = raise_fd_limit().expect("raised");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+        assert_eq!((l.rlim_cur, l.rlim_max), (raised, raised));
+    }
 
     /// A vault file entry appears read-only at its path inside, from memory; nothing of it is
     /// written to the host's disk. Skipped (said why) where bwrap cannot run.

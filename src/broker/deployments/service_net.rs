@@ -23,9 +23,13 @@ pub fn main(socket: PathBuf, port: u16, program: Vec<String>) -> i32 {
 }
 
 fn fail(message: &str) -> i32 {
+    say(message);
+    125
+}
+
+fn say(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "claudemesh service-net: {message}");
-    125
 }
 
 async fn run(socket: &Path, port: u16, program: &[String]) -> i32 {
@@ -38,7 +42,16 @@ async fn run(socket: &Path, port: u16, program: &[String]) -> i32 {
     };
     let socket = socket.to_path_buf();
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
+        loop {
+            let mut tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                // Out of descriptors, most likely: some connections will end.
+                Err(e) => {
+                    say(&format!("accept failed: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let socket = socket.clone();
             tokio::spawn(async move {
                 if let Ok(mut unix) = UnixStream::connect(&socket).await {
