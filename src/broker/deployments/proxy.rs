@@ -416,9 +416,26 @@ async fn resolve(
     }
 }
 
+/// What `ip` reaches on the broker host's side when it is the host itself or its link (cloud
+/// metadata answers at 169.254.169.254): a name's DNS may say anything, so these take the
+/// address listed as such.
+fn host_only(ip: IpAddr) -> Option<&'static str> {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    if ip.is_loopback() || ip.is_unspecified() {
+        Some("this host itself")
+    } else if link_local {
+        Some("link-local: this host's link, cloud metadata")
+    } else {
+        None
+    }
+}
+
 /// Resolves `host` (no DNS inside the sandbox: here) and connects to the first address that
-/// answers. A name never leads to the broker host's own loopback (a name's DNS may say
-/// anything): that takes `127.0.0.1` or `::1` listed as such.
+/// answers. A name never leads to the broker host's own loopback or a link-local address:
+/// that takes the address listed as such.
 async fn connect(host: &str, port: u16, allow: &AllowList) -> Result<TcpStream, Refusal> {
     let unreachable =
         |e: std::io::Error| Refusal::new(502, format!("cannot reach {host}:{port}: {e}"));
@@ -429,9 +446,11 @@ async fn connect(host: &str, port: u16, allow: &AllowList) -> Result<TcpStream, 
         for addr in addrs {
             // 0.0.0.0 reaches this host too; ::ffff:127.0.0.1 is 127.0.0.1.
             let ip = addr.ip().to_canonical();
-            if (ip.is_loopback() || ip.is_unspecified()) && !allow.allows(&ip.to_string(), port) {
+            if let Some(what) = host_only(ip)
+                && !allow.allows(&ip.to_string(), port)
+            {
                 last = std::io::Error::other(format!(
-                    "it resolves to {ip} (this host itself), which network_allow does not list"
+                    "it resolves to {ip} ({what}), which network_allow does not list"
                 ));
                 continue;
             }
@@ -714,5 +733,31 @@ mod tests {
         );
         drop(new);
         assert!(!dir.path().join(SOCKET).exists());
+    }
+    #[tokio::test]
+    async fn the_host_and_its_link_take_their_address_listed_as_such() {
+        // Something listens on loopback, so a refusal is the rule's, not a closed port's.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let named = AllowList::parse(&["*.example.com".to_string()]).unwrap();
+        for ip in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+        ] {
+            let refused = connect(ip, port, &named).await.unwrap_err();
+            assert_eq!(refused.status, 502, "{ip}: {}", refused.reason);
+            assert!(
+                refused.reason.contains("network_allow does not list"),
+                "{}",
+                refused.reason
+            );
+        }
+        let listed = AllowList::parse(&["127.0.0.1".to_string()]).unwrap();
+        assert!(connect("127.0.0.1", port, &listed).await.is_ok());
+        assert_eq!(host_only("10.0.0.2".parse().unwrap()), None);
+        assert_eq!(host_only("2001:4860::8888".parse().unwrap()), None);
     }
 }
