@@ -10,7 +10,7 @@
 //! (their values are not bounded, so 8 bits would clip them).
 //!
 //! A collection of at most [`exact_up_to`] records is searched by comparing every vector: a
-//! cosine collection over its contiguous 8-bit copy ([`super::flat`], both cores), the others
+//! cosine collection over its contiguous 4-bit and 8-bit copies ([`super::flat`], both cores), the others
 //! with usearch's exact search; a larger one, and any search with a filter, by walking the
 //! graph. See BENCHMARKS.md.
 
@@ -135,8 +135,8 @@ impl Shape {
 pub struct Candidates {
     /// Slots, nearest first.
     pub slots: Vec<usize>,
-    /// Ranked nearly as exactly as the vectors themselves rank them (the 8-bit scan's
-    /// candidates ranked again on their rounding errors, [`Flat`]): the first that exist are
+    /// Ranked nearly as exactly as the vectors themselves rank them (the scan's candidates
+    /// ranked again on 8-bit rows and their rounding errors, [`Flat`]): the first that exist are
     /// the nearest. Otherwise ranked on 8-bit or graph distances, for the caller to rank all.
     pub ranked: bool,
 }
@@ -153,7 +153,7 @@ pub struct Ann {
     changed: AtomicBool,
     /// Deleted vectors the index still holds (removed, their places not yet reused).
     dead: AtomicUsize,
-    /// Cosine collections: the 8-bit rows an unfiltered search scans.
+    /// Cosine collections: the rows an unfiltered search scans.
     flat: Option<RwLock<Flat>>,
 }
 
