@@ -6,8 +6,9 @@
 //!    largest in size as ±127 ([`centred`]): embeddings tend to share a large common direction
 //!    (unrelated texts at cosine 0.7–0.9), and rows rounded on one scale for every vector keep
 //!    little of what tells them apart. The query's dot product with the block's mean is added
-//!    back, one number per block. The rows are split across the cores (rayon's threads); the
-//!    blocks are made when a search first needs them and made again after their rows change.
+//!    back, one number per block. The rows are split across the cores (rayon's threads). A
+//!    block is made when a search first needs it; a row that changes or comes later is encoded
+//!    against the block's mean as it is, and a block is made again once it has doubled.
 //! 2. The first pass's best are ranked again on the unit vector's numbers scaled by 127 and
 //!    rounded ([`code`]) with each one's rounding error beside it, scaled by 254 and rounded
 //!    too ([`fine`]): together they give each number back to within 1/64 516, so the caller
@@ -52,8 +53,18 @@ struct Block {
     codes: Vec<i8>,
     /// What each row's numbers are multiplied by to give its vector less the mean back.
     scales: Vec<f32>,
-    /// The mean of the block's unit vectors.
+    /// The mean of the block's unit vectors when it was made.
     mean: Vec<f32>,
+    /// Its rows then.
+    made_with: usize,
+}
+
+impl Block {
+    /// `unit` less the block's mean, as a row and its scale ([`centred`]).
+    fn encode(&self, unit: &[f32]) -> (Vec<i8>, f32) {
+        let less_mean: Vec<f32> = unit.iter().zip(&self.mean).map(|(x, m)| x - m).collect();
+        centred(&less_mean)
+    }
 }
 
 /// A unit vector as a row.
@@ -117,13 +128,40 @@ impl Flat {
         }
     }
 
-    /// Row `row` changed (or came, or went): its block is made again when next needed.
+    /// Row `row` is new or changed: encoded against its block's mean if the block is made,
+    /// else left to the first search that needs the block. A block that has doubled since its
+    /// mean was taken is made again, so its mean stays the mean of its rows.
     fn changed(&mut self, row: usize) {
         self.blocks
             .resize_with(self.slots.len().div_ceil(BLOCK), OnceLock::new);
-        if let Some(block) = self.blocks.get_mut(row / BLOCK) {
-            *block = OnceLock::new();
+        let (b, d) = (row / BLOCK, self.dimension);
+        let unit: Vec<f32> = self.unit(row).collect();
+        let Some(block) = self.blocks[b].get_mut() else {
+            return;
+        };
+        let i = row - b * BLOCK;
+        let (codes, scale) = block.encode(&unit);
+        if i < block.scales.len() {
+            block.codes[i * d..(i + 1) * d].copy_from_slice(&codes);
+            block.scales[i] = scale;
+        } else {
+            // Rows come at the end, one at a time.
+            debug_assert_eq!(i, block.scales.len());
+            block.codes.extend(codes);
+            block.scales.push(scale);
         }
+        if block.scales.len() >= 2 * block.made_with {
+            self.blocks[b] = OnceLock::new();
+        }
+    }
+
+    /// Row `row`'s unit vector, as restored from its code and rounding error.
+    fn unit(&self, row: usize) -> impl Iterator<Item = f32> + '_ {
+        let at = row * self.dimension..(row + 1) * self.dimension;
+        self.codes[at.clone()]
+            .iter()
+            .zip(&self.fine[at])
+            .map(|(c, f)| restored(*c, *f) / 127.0)
     }
 
     /// Forgets `slot`: the last row takes its place.
@@ -142,8 +180,16 @@ impl Flat {
         self.slots.pop();
         self.codes.truncate(last * d);
         self.fine.truncate(last * d);
-        self.changed(at);
-        self.changed(last);
+        // The last row leaves its block, and row `at` holds what it held.
+        let b = last / BLOCK;
+        if let Some(block) = self.blocks.get_mut(b).and_then(OnceLock::get_mut) {
+            block.codes.truncate((last - b * BLOCK) * d);
+            block.scales.truncate(last - b * BLOCK);
+        }
+        self.blocks.truncate(self.slots.len().div_ceil(BLOCK));
+        if at != last {
+            self.changed(at);
+        }
     }
 
     /// The `count` slots whose rows are nearest to `unit` (largest dot product): the first
@@ -221,35 +267,29 @@ impl Flat {
     fn block(&self, b: usize) -> Block {
         let d = self.dimension;
         let rows = b * BLOCK..(b * BLOCK + BLOCK).min(self.slots.len());
-        let unit = |row: usize| {
-            let at = row * d..(row + 1) * d;
-            self.codes[at.clone()]
-                .iter()
-                .zip(&self.fine[at])
-                .map(|(c, f)| restored(*c, *f) / 127.0)
-        };
         let mut mean = vec![0f32; d];
         for row in rows.clone() {
-            mean.iter_mut().zip(unit(row)).for_each(|(m, x)| *m += x);
+            mean.iter_mut()
+                .zip(self.unit(row))
+                .for_each(|(m, x)| *m += x);
         }
         mean.iter_mut().for_each(|m| *m /= rows.len() as f32);
-        let mut codes = Vec::with_capacity(rows.len() * d);
-        let mut scales = Vec::with_capacity(rows.len());
-        let mut less_mean = vec![0f32; d];
-        for row in rows.clone() {
-            less_mean
-                .iter_mut()
-                .zip(unit(row).zip(&mean))
-                .for_each(|(c, (x, m))| *c = x - m);
-            let (row, scale) = centred(&less_mean);
-            codes.extend(row);
-            scales.push(scale);
-        }
-        Block {
-            codes,
-            scales,
+        let mut block = Block {
+            codes: Vec::with_capacity(rows.len() * d),
+            scales: Vec::with_capacity(rows.len()),
             mean,
+            made_with: rows.len(),
+        };
+        let mut unit = vec![0f32; d];
+        for row in rows {
+            unit.iter_mut()
+                .zip(self.unit(row))
+                .for_each(|(u, x)| *u = x);
+            let (codes, scale) = block.encode(&unit);
+            block.codes.extend(codes);
+            block.scales.push(scale);
         }
+        block
     }
 
     /// Writes the rows to `path`: the row count, then each row's slot, then the codes, then
@@ -374,9 +414,9 @@ mod tests {
         assert_eq!(flat.nearest(&[0.0, 1.0], 1), vec![10]);
         // The last row, moved into the hole, is still found under its own slot.
         assert_eq!(flat.nearest(&[-1.0, 0.0], 1), vec![39_999]);
-        // Replaced in place.
-        flat.put(5, &[0.0, -1.0]);
-        assert_eq!(flat.nearest(&unit(&[0.0, -1.0]), 1), vec![5]);
+        // Replaced in place, far from the first rows (which win ties among equal rows).
+        flat.put(35_000, &[0.0, -1.0]);
+        assert_eq!(flat.nearest(&unit(&[0.0, -1.0]), 1), vec![35_000]);
         assert_eq!(flat.len(), 39_999);
 
         let dir = tempfile::tempdir().unwrap();
@@ -384,7 +424,7 @@ mod tests {
         flat.save(&path).unwrap();
         let loaded = Flat::load(&path, 2).unwrap();
         assert_eq!(loaded.len(), flat.len());
-        assert_eq!(loaded.nearest(&unit(&[0.0, -1.0]), 1), vec![5]);
+        assert_eq!(loaded.nearest(&unit(&[0.0, -1.0]), 1), vec![35_000]);
         assert!(Flat::load(&path, 3).is_err(), "another dimension");
         std::fs::write(&path, [1u8; 9]).unwrap();
         assert!(Flat::load(&path, 2).is_err(), "a cut file");
@@ -450,9 +490,14 @@ mod tests {
             .collect();
         let mut vector = || unit(&common.iter().map(|c| c + uniform()).collect::<Vec<_>>());
         let data: Vec<Vec<f32>> = (0..n).map(|_| vector()).collect();
+        // Searched while it fills: blocks made early are kept up to date row by row, and
+        // made again as they grow.
         let mut flat = Flat::new(d);
         for (slot, v) in data.iter().enumerate() {
             flat.put(slot, v);
+            if [1, 100, 5_000, 12_000].contains(&slot) {
+                assert_eq!(flat.nearest(v, 1), vec![slot]);
+            }
         }
         let mut found = 0;
         for _ in 0..queries {
