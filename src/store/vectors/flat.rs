@@ -224,7 +224,9 @@ impl Flat {
         };
         let per_part = self.slots.len().div_ceil(parts);
         let scan = |p: usize| {
-            let (from, to) = (p * per_part, ((p + 1) * per_part).min(self.slots.len()));
+            // On many cores the last parts can start past the end (parts × rows a part > rows).
+            let to = ((p + 1) * per_part).min(self.slots.len());
+            let from = (p * per_part).min(to);
             let blocks = from / BLOCK..to.div_ceil(BLOCK);
             let found: Vec<(f32, usize)> = blocks
                 .flat_map(|b| {
@@ -530,5 +532,27 @@ mod tests {
             recall >= 0.99,
             "the candidates hold {recall} of the 10 nearest"
         );
+    }
+
+    /// With more cores than the square root of the rows, the last parts would start past the
+    /// end (299 parts of 55 rows > 16 390).
+    #[test]
+    fn many_cores_split_the_rows_without_running_past_the_end() {
+        let mut flat = Flat::new(2);
+        for slot in 0..SPLIT_FROM + 6 {
+            flat.put(
+                slot,
+                if slot == 16_000 {
+                    &[0.0, 1.0]
+                } else {
+                    &[1.0, 0.0]
+                },
+            );
+        }
+        let cores = rayon::ThreadPoolBuilder::new()
+            .num_threads(300)
+            .build()
+            .unwrap();
+        assert_eq!(cores.install(|| flat.nearest(&[0.0, 1.0], 1)), vec![16_000]);
     }
 }
