@@ -422,7 +422,7 @@ async fn resolve(
 fn host_only(ip: IpAddr) -> Option<&'static str> {
     let link_local = match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
     };
     if ip.is_loopback() || ip.is_unspecified() {
         Some("this host itself")

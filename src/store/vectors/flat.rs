@@ -155,13 +155,18 @@ impl Flat {
         }
     }
 
-    /// Row `row`'s unit vector, as restored from its code and rounding error.
-    fn unit(&self, row: usize) -> impl Iterator<Item = f32> + '_ {
+    /// Row `row`'s numbers restored from its code and rounding error (times 127).
+    fn restored_row(&self, row: usize) -> impl Iterator<Item = f32> + '_ {
         let at = row * self.dimension..(row + 1) * self.dimension;
         self.codes[at.clone()]
             .iter()
             .zip(&self.fine[at])
-            .map(|(c, f)| restored(*c, *f) / 127.0)
+            .map(|(c, f)| restored(*c, *f))
+    }
+
+    /// Row `row`'s unit vector, as restored from its code and rounding error.
+    fn unit(&self, row: usize) -> impl Iterator<Item = f32> + '_ {
+        self.restored_row(row).map(|x| x / 127.0)
     }
 
     /// Forgets `slot`: the last row takes its place.
@@ -243,25 +248,21 @@ impl Flat {
         } else {
             (0..parts).into_par_iter().flat_map_iter(scan).collect()
         };
-        let mut ranked: Vec<(f32, usize)> = best_of(found, first)
+        let ranked = best_of(found, first)
             .into_iter()
             .map(|(_, row)| (self.restored_dot(unit, row), row))
             .collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        ranked.truncate(count);
-        ranked.into_iter().map(|(_, row)| self.slots[row]).collect()
+        best_of(ranked, count)
+            .into_iter()
+            .map(|(_, row)| self.slots[row])
+            .collect()
     }
 
     /// The dot product of `unit` with row `row`'s restored numbers (times 127).
     fn restored_dot(&self, unit: &[f32], row: usize) -> f32 {
-        let d = self.dimension;
-        let (codes, fine) = (
-            &self.codes[row * d..(row + 1) * d],
-            &self.fine[row * d..(row + 1) * d],
-        );
         unit.iter()
-            .zip(codes.iter().zip(fine))
-            .map(|(q, (c, f))| q * restored(*c, *f))
+            .zip(self.restored_row(row))
+            .map(|(q, x)| q * x)
             .sum()
     }
 
@@ -473,10 +474,10 @@ mod tests {
         }
     }
 
-    /// Embeddings share a large common direction (unrelated texts at cosine 0.7–0.9; here 0.98): the
-    /// first pass scores each row less its block's mean, each row on its own scale, so the
-    /// nearest are still found. Rows on the unit vector's own scale (the earlier first pass)
-    /// found 0.8 of them here.
+    /// Embeddings share a large common direction (unrelated texts at cosine 0.7–0.9; here
+    /// 0.98): the first pass scores each row less its block's mean, each row on its own scale,
+    /// so the nearest are still found. The rows of the earlier first pass (one scale for every
+    /// vector) held 0.01 of them here; rows on their own scale without the mean taken out, 0.18.
     #[test]
     fn vectors_sharing_a_common_direction_are_still_told_apart() {
         let (d, n, queries) = (128, 20_000, 20);
