@@ -53,14 +53,6 @@ fn watch_rss(broker: &BrokerProc, stop: Arc<AtomicBool>) -> tokio::task::JoinHan
     })
 }
 
-/// A direct target for `person`'s member key.
-fn to(person: &Person) -> Target {
-    Target {
-        label: person.name.clone(),
-        spec: person.entry().member_pubkey,
-    }
-}
-
 /// Sets `n` state keys of `bytes` each (so one unpaged `list_state` reply is large).
 async fn fill_state(client: &MeshClient, n: usize, bytes: usize) {
     let value = "s".repeat(bytes);

@@ -239,6 +239,79 @@ async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
     assert_eq!(s["recipients"][0]["status"], "delivered");
 }
 
+/// Sends `n` texts `{tag}{i}` from `sender` to `whom`, all at once; each is queued.
+async fn queue_texts(sender: &MeshClient, whom: &Person, tag: &str, n: usize) -> Vec<String> {
+    let target = to(whom);
+    let texts: Vec<String> = (0..n).map(|i| format!("{tag}{i}")).collect();
+    let sends = texts
+        .iter()
+        .map(|t| sender.send_text(&target, t, "low", None));
+    for ack in futures_util::future::join_all(sends).await {
+        assert_eq!(ack.expect("served").queued, Some(true));
+    }
+    texts
+}
+
+/// A connection that acknowledges what it read and closes leaves the broker committing those
+/// acknowledgements; the member's next connection, opened at once, must not get them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_closed_connection_acknowledged_is_not_pushed_to_the_next() {
+    const ROUNDS: usize = 40;
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let sender = alice.client().await;
+    for round in 0..ROUNDS {
+        let texts = queue_texts(&sender, &bob, &format!("r{round}-"), 20).await;
+        let reader = bob.client().await;
+        reader.drain().await.expect("drained");
+        let mut got = Vec::new();
+        while got.len() < texts.len() {
+            let push = next_message(&reader, WAIT).await.expect("pushed");
+            reader.ack(&push.message_id).unwrap();
+            got.push(reader.open(push).text.expect("readable"));
+        }
+        assert_eq!(got, texts, "round {round}");
+        reader.close().await;
+        let next = bob.client().await;
+        let pushed = next.drain().await.expect("drained");
+        let again = next_message(&next, Duration::from_millis(100)).await;
+        assert!(
+            pushed == 0 && again.is_none(),
+            "round {round}: {pushed} pushed again, e.g. {again:?}"
+        );
+        next.close().await;
+    }
+}
+
+/// `inbox` run twice in a row shows each message once, round after round.
+#[tokio::test(flavor = "multi_thread")]
+async fn inbox_run_again_at_once_shows_nothing_twice() {
+    const ROUNDS: usize = 15;
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let sender = alice.client().await;
+    for round in 0..ROUNDS {
+        let texts = queue_texts(&sender, &bob, &format!("r{round}-"), 30).await;
+        let shown = |out: &CmdOutput| -> Vec<String> {
+            assert_eq!(out.code, 0, "inbox failed: {}", out.stderr);
+            out.stdout
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).expect("a JSON line");
+                    v["text"].as_str().expect("text").to_string()
+                })
+                .collect()
+        };
+        assert_eq!(
+            shown(&bob.run(&["inbox", "--json"])),
+            texts,
+            "round {round}"
+        );
+        let again = shown(&bob.run(&["inbox", "--json"]));
+        assert!(again.is_empty(), "round {round}: shown twice: {again:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unacknowledged_push_comes_back_after_the_default_30_seconds() {
     let broker = BrokerProc::start(&[]);

@@ -2,8 +2,8 @@
 //! presence connects or turns idle, redelivers what is not acknowledged, and tells a mesh about
 //! its peers coming and going.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -50,6 +50,9 @@ pub struct Delivery {
     acks: Vec<String>,
     /// A task is committing this presence's acknowledgements (and takes `acks` when done).
     ack_job: bool,
+    /// The member's acknowledgements being committed, from any of its connections (looked up
+    /// once, kept across resets).
+    member_acks: Option<MemberAcks>,
 }
 
 impl Default for Delivery {
@@ -62,6 +65,7 @@ impl Default for Delivery {
             ignore_gate: false,
             acks: Vec::new(),
             ack_job: false,
+            member_acks: None,
         }
     }
 }
@@ -70,11 +74,10 @@ impl Delivery {
     /// Forgets everything in flight (the socket changed); the queue is walked again.
     /// Acknowledgements already received are still committed.
     pub fn reset(&mut self) {
-        let acks = std::mem::take(&mut self.acks);
-        let ack_job = self.ack_job;
         *self = Delivery {
-            acks,
-            ack_job,
+            acks: std::mem::take(&mut self.acks),
+            ack_job: self.ack_job,
+            member_acks: self.member_acks.take(),
             ..Delivery::default()
         };
     }
@@ -151,6 +154,43 @@ impl Delivery {
             .values()
             .any(|s| s.at != ACKED && now_ms - s.at >= redeliver)
     }
+}
+
+/// Ids a member acknowledged whose delivery is being committed.
+type MemberAcks = Arc<Mutex<HashSet<String>>>;
+
+/// Acknowledgements received and not committed yet, per member, across its connections.
+///
+/// An acknowledged entry stays in the queue until its commit lands. A connection that closes
+/// right after acknowledging (`inbox` does) leaves that commit running, and the member's next
+/// connection walks the same queue: without this, it would push those messages again.
+#[derive(Default)]
+pub struct Committing {
+    /// `mesh/member` → its ids. An entry stays once made (one per member that acknowledged
+    /// since start: bounded by the members), so a walk and an ack always share the same set.
+    members: Mutex<HashMap<String, MemberAcks>>,
+}
+
+impl Committing {
+    fn of(&self, peer: &Peer) -> MemberAcks {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members
+            .entry(format!("{}/{}", peer.mesh_id, peer.member_id))
+            .or_default()
+            .clone()
+    }
+}
+
+/// `peer`'s member's set of acknowledgements being committed.
+fn member_acks(broker: &Broker, peer: &Peer, delivery: &mut Delivery) -> MemberAcks {
+    delivery
+        .member_acks
+        .get_or_insert_with(|| broker.committing.of(peer))
+        .clone()
+}
+
+fn lock(acks: &MemberAcks) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    acks.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn push_cost(record: &MessageRecord) -> usize {
@@ -309,6 +349,8 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
         delivery, status, ..
     } = st;
     let ignore_gate = delivery.ignore_gate;
+    let member_acks = member_acks(broker, peer, delivery);
+    let committing = lock(&member_acks);
     let mut pushed = 0;
     let walked = broker.store.walk_queue(
         &peer.recipient_keys(),
@@ -320,6 +362,7 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
                 return Visit::Stop;
             }
             if !delivery.due(&record.id, now, redeliver)
+                || committing.contains(&record.id)
                 || (!ignore_gate && (held || !status.admits(record.priority)))
             {
                 return Visit::Next;
@@ -379,6 +422,7 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
         if !st.delivery.acked(message_id) {
             return;
         }
+        lock(&member_acks(broker, peer, &mut st.delivery)).insert(message_id.to_string());
         if st.delivery.cursor.is_some() && st.delivery.half_free() {
             pump(broker, peer, &mut st, time::now_ms());
         }
@@ -408,14 +452,19 @@ async fn commit_acks(broker: Arc<Broker>, peer: Arc<Peer>) {
             .iter()
             .flat_map(|id| keys.iter().map(move |k| (k.clone(), id.clone())))
             .collect();
-        match broker.store.mark_delivered(pairs, time::now_ms()).await {
-            Ok(_) => {
-                let mut st = peer.state();
-                for id in &ids {
-                    st.delivery.committed(id);
-                }
+        let done = broker.store.mark_delivered(pairs, time::now_ms()).await;
+        let mut st = peer.state();
+        if let Err(e) = &done {
+            // Still queued: the member's other connections may push them again.
+            tracing::warn!("cannot record {} deliveries: {e}", ids.len());
+        }
+        let member_acks = member_acks(&broker, &peer, &mut st.delivery);
+        let mut committing = lock(&member_acks);
+        for id in &ids {
+            committing.remove(id);
+            if done.is_ok() {
+                st.delivery.committed(id);
             }
-            Err(e) => tracing::warn!("cannot record {} deliveries: {e}", ids.len()),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Broker {
     /// The base URL of links, worked out once at start.
     pub link_url: Option<String>,
     pub presence: Presence,
+    /// Acknowledgements received and not committed yet, per member, across its connections.
+    pub committing: super::router::Committing,
     pub metrics: Metrics,
     /// Refusals, logged at `info`, rate-limited.
     pub refusals: super::refusals::RefusalLog,
@@ -137,6 +139,7 @@ impl Broker {
             subscriptions: Default::default(),
             tool_calls: Default::default(),
             file_shares: Default::default(),
+            committing: Default::default(),
             file_requests: Default::default(),
             service_key: None,
             sql: crate::store::SqlDatabases::new(config.data_dir.join("sql"), config.sql),

@@ -72,6 +72,8 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(75);
 const BACKOFF_SECS: [u64; 6] = [1, 2, 4, 8, 16, 30];
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long closing waits for the broker to answer the close (within `close`'s own 3 s).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a request waits for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest frame the client accepts from the broker (peer lists can be long).
@@ -641,6 +643,17 @@ async fn session(
             cmd = commands.recv() => match cmd {
                 None | Some(Command::Close) => {
                     let _ = ws.close(None).await;
+                    // The broker reads frames in order: once it answers the close (or drops
+                    // the socket), it has taken every frame sent before, acknowledgements
+                    // included, so a connection opened next cannot race them.
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                        while let Some(Ok(m)) = ws.next().await {
+                            if matches!(m, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                     break End::Closed;
                 }
                 Some(Command::Request { body, reply }) => {

@@ -510,6 +510,15 @@ pub fn join(person: &Person, url: &str) -> Value {
 }
 
 /// A mesh "team" owned by alice, with bob joined.
+/// A direct target for `person`'s member key.
+#[allow(dead_code)]
+pub fn to(person: &Person) -> claudemesh::client::Target {
+    claudemesh::client::Target {
+        label: person.name.clone(),
+        spec: person.entry().member_pubkey,
+    }
+}
+
 pub fn alice_and_bob(broker: &BrokerProc) -> (Person, Person) {
     let alice = Person::new("alice");
     let bob = Person::new("bob");
