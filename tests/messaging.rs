@@ -283,6 +283,44 @@ async fn what_a_closed_connection_acknowledged_is_not_pushed_to_the_next() {
     }
 }
 
+/// What a new connection of `reader` is pushed before it acknowledges anything: how many
+/// messages, and whether the broker says more wait.
+async fn first_window(reader: &MeshClient) -> (usize, bool) {
+    let (_, more) = reader.drain_window().await.expect("drained");
+    let mut pushed = 0;
+    while let Some(m) = reader.try_next_push().await {
+        pushed += usize::from(matches!(m, ServerMessage::Push(p) if p.subtype.is_none()));
+    }
+    (pushed, more)
+}
+
+/// A backlog is pushed a window at a time (PROTOCOL.md §4.4): 256 messages, or about 4 MiB of
+/// large ones, then `more` until they are acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_is_pushed_256_messages_or_4_mib_at_a_time() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let sender = alice.client().await;
+    queue_texts(&sender, &bob, "small", 300).await;
+    assert_eq!(first_window(&bob.client().await).await, (256, true));
+
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let sender = alice.client().await;
+    let big = "b".repeat(40_000);
+    let target = to(&bob);
+    for _ in 0..150 {
+        let ack = sender.send_text(&target, &big, "low", None).await.unwrap();
+        assert_eq!(ack.queued, Some(true));
+    }
+    let (count, more) = first_window(&bob.client().await).await;
+    // A 40 000-character body is about 53 kB encrypted and base64-encoded: 78 fill 4 MiB.
+    assert!(
+        more && (70..=90).contains(&count),
+        "{count} pushed, more: {more}"
+    );
+}
+
 /// `inbox` run twice in a row shows each message once, round after round.
 #[tokio::test(flavor = "multi_thread")]
 async fn inbox_run_again_at_once_shows_nothing_twice() {

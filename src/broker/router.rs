@@ -50,9 +50,6 @@ pub struct Delivery {
     acks: Vec<String>,
     /// A task is committing this presence's acknowledgements (and takes `acks` when done).
     ack_job: bool,
-    /// The member's acknowledgements being committed, from any of its connections (looked up
-    /// once, kept across resets).
-    member_acks: Option<MemberAcks>,
 }
 
 impl Default for Delivery {
@@ -65,7 +62,6 @@ impl Default for Delivery {
             ignore_gate: false,
             acks: Vec::new(),
             ack_job: false,
-            member_acks: None,
         }
     }
 }
@@ -77,7 +73,6 @@ impl Delivery {
         *self = Delivery {
             acks: std::mem::take(&mut self.acks),
             ack_job: self.ack_job,
-            member_acks: self.member_acks.take(),
             ..Delivery::default()
         };
     }
@@ -156,41 +151,71 @@ impl Delivery {
     }
 }
 
-/// Ids a member acknowledged whose delivery is being committed.
-type MemberAcks = Arc<Mutex<HashSet<String>>>;
-
-/// Acknowledgements received and not committed yet, per member, across its connections.
+/// Acknowledgements received and not committed yet, per queue (recipient key), across
+/// connections.
 ///
-/// An acknowledged entry stays in the queue until its commit lands. A connection that closes
-/// right after acknowledging (`inbox` does) leaves that commit running, and the member's next
-/// connection walks the same queue: without this, it would push those messages again.
+/// An acknowledged entry stays in its queue until its commit lands. A connection that closes
+/// right after acknowledging (`inbox` does) leaves that commit running, and the next
+/// connection draining the same queue would push those messages again. Each pending
+/// (queue, id) is counted (two presences may acknowledge the same entry) and forgotten when
+/// its last commit returns, so what is kept is bounded by what is being committed.
 #[derive(Default)]
 pub struct Committing {
-    /// `mesh/member` → its ids. An entry stays once made (one per member that acknowledged
-    /// since start: bounded by the members), so a walk and an ack always share the same set.
-    members: Mutex<HashMap<String, MemberAcks>>,
+    queues: Mutex<HashMap<String, HashMap<String, u32>>>,
 }
 
 impl Committing {
-    fn of(&self, peer: &Peer) -> MemberAcks {
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        members
-            .entry(format!("{}/{}", peer.mesh_id, peer.member_id))
-            .or_default()
-            .clone()
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, u32>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-/// `peer`'s member's set of acknowledgements being committed.
-fn member_acks(broker: &Broker, peer: &Peer, delivery: &mut Delivery) -> MemberAcks {
-    delivery
-        .member_acks
-        .get_or_insert_with(|| broker.committing.of(peer))
-        .clone()
-}
+    /// `id` is acknowledged in each of `keys`, its commit under way.
+    fn add(&self, keys: &[String], id: &str) {
+        let mut queues = self.queues();
+        for key in keys {
+            *queues
+                .entry(key.clone())
+                .or_default()
+                .entry(id.to_string())
+                .or_default() += 1;
+        }
+    }
 
-fn lock(acks: &MemberAcks) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    acks.lock().unwrap_or_else(|e| e.into_inner())
+    /// The commit of `ids` in each of `keys` returned (done or failed).
+    fn remove(&self, keys: &[String], ids: &[String]) {
+        let mut queues = self.queues();
+        for key in keys {
+            let Some(pending) = queues.get_mut(key) else {
+                continue;
+            };
+            for id in ids {
+                if let Some(n) = pending.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(id);
+                    }
+                }
+            }
+            if pending.is_empty() {
+                queues.remove(key);
+            }
+        }
+    }
+
+    /// What is being committed in each of `keys`, in their order. Taken before a walk opens
+    /// its read of the queue: a commit that lands after this still shows in the snapshot,
+    /// one that landed before has already taken its entries out of the queue the walk reads.
+    fn pending(&self, keys: &[String]) -> Vec<HashSet<String>> {
+        let queues = self.queues();
+        keys.iter()
+            .map(|k| {
+                queues
+                    .get(k)
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
 }
 
 fn push_cost(record: &MessageRecord) -> usize {
@@ -349,20 +374,18 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
         delivery, status, ..
     } = st;
     let ignore_gate = delivery.ignore_gate;
-    let member_acks = member_acks(broker, peer, delivery);
-    let committing = lock(&member_acks);
+    let keys = peer.recipient_keys();
+    // Before the walk opens its read of the queue (see `Committing::pending`).
+    let committing = broker.committing.pending(&keys);
     let mut pushed = 0;
-    let walked = broker.store.walk_queue(
-        &peer.recipient_keys(),
-        from,
-        now,
-        SCAN_LIMIT,
-        |_, record| {
+    let walked = broker
+        .store
+        .walk_queue(&keys, from, now, SCAN_LIMIT, |queue, _, record| {
             if !delivery.room() {
                 return Visit::Stop;
             }
             if !delivery.due(&record.id, now, redeliver)
-                || committing.contains(&record.id)
+                || committing[queue].contains(&record.id)
                 || (!ignore_gate && (held || !status.admits(record.priority)))
             {
                 return Visit::Next;
@@ -375,8 +398,7 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
             }
             pushed += 1;
             Visit::Next
-        },
-    );
+        });
     match walked {
         Ok(w) if w.end => {
             delivery.cursor = None;
@@ -422,7 +444,7 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
         if !st.delivery.acked(message_id) {
             return;
         }
-        lock(&member_acks(broker, peer, &mut st.delivery)).insert(message_id.to_string());
+        broker.committing.add(&peer.recipient_keys(), message_id);
         if st.delivery.cursor.is_some() && st.delivery.half_free() {
             pump(broker, peer, &mut st, time::now_ms());
         }
@@ -454,17 +476,15 @@ async fn commit_acks(broker: Arc<Broker>, peer: Arc<Peer>) {
             .collect();
         let done = broker.store.mark_delivered(pairs, time::now_ms()).await;
         let mut st = peer.state();
-        if let Err(e) = &done {
-            // Still queued: the member's other connections may push them again.
-            tracing::warn!("cannot record {} deliveries: {e}", ids.len());
-        }
-        let member_acks = member_acks(&broker, &peer, &mut st.delivery);
-        let mut committing = lock(&member_acks);
-        for id in &ids {
-            committing.remove(id);
-            if done.is_ok() {
-                st.delivery.committed(id);
+        // Done, or still queued (then any connection draining these queues may push them again).
+        broker.committing.remove(&keys, &ids);
+        match done {
+            Ok(_) => {
+                for id in &ids {
+                    st.delivery.committed(id);
+                }
             }
+            Err(e) => tracing::warn!("cannot record {} deliveries: {e}", ids.len()),
         }
     }
 }
@@ -669,5 +689,46 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
                 Err(e) => tracing::warn!("retention sweep failed: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|k| k.to_string()).collect()
+    }
+
+    fn set(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|i| i.to_string()).collect()
+    }
+
+    /// An acknowledgement being committed hides its entry in the queues it was acknowledged
+    /// in and no other; one acknowledged twice stays hidden until both commits return; once
+    /// all have, nothing is kept.
+    #[test]
+    fn pending_acknowledgements_are_per_queue_counted_and_forgotten() {
+        let c = Committing::default();
+        c.add(&keys(&["member", "s1"]), "x");
+        c.add(&keys(&["member"]), "x");
+        c.add(&keys(&["s1"]), "y");
+        assert_eq!(
+            c.pending(&keys(&["member", "s2", "s1"])),
+            vec![set(&["x"]), set(&[]), set(&["x", "y"])]
+        );
+        c.remove(&keys(&["member", "s1"]), &keys(&["x", "y"]));
+        assert_eq!(
+            c.pending(&keys(&["member", "s1"])),
+            vec![set(&["x"]), set(&[])],
+            "the other commit of x in member is still running"
+        );
+        c.remove(&keys(&["member"]), &keys(&["x"]));
+        c.remove(&keys(&["member"]), &keys(&["x"])); // a commit never added: no effect
+        assert_eq!(c.pending(&keys(&["member"])), vec![set(&[])]);
+        assert!(
+            c.queues().is_empty(),
+            "nothing kept once every commit returned"
+        );
     }
 }

@@ -509,7 +509,6 @@ pub fn join(person: &Person, url: &str) -> Value {
     person.json(&["join", url, "--name", &person.name, "--json"])
 }
 
-/// A mesh "team" owned by alice, with bob joined.
 /// A direct target for `person`'s member key.
 #[allow(dead_code)]
 pub fn to(person: &Person) -> claudemesh::client::Target {
@@ -519,6 +518,7 @@ pub fn to(person: &Person) -> claudemesh::client::Target {
     }
 }
 
+/// A mesh "team" owned by alice, with bob joined.
 pub fn alice_and_bob(broker: &BrokerProc) -> (Person, Person) {
     let alice = Person::new("alice");
     let bob = Person::new("bob");

@@ -391,7 +391,8 @@ impl Store {
     }
 
     /// Walks the queues of `keys` merged in sequence order from `from`, one entry at a time
-    /// (nothing more is loaded), handing each unexpired message to `visit`. At most `max_rows`
+    /// (nothing more is loaded), handing each unexpired message to `visit` with the index in
+    /// `keys` of the queue it is in and its sequence number. At most `max_rows`
     /// entries are looked at; the result says where to resume.
     pub fn walk_queue(
         &self,
@@ -399,7 +400,7 @@ impl Store {
         from: u64,
         now_ms: i64,
         max_rows: usize,
-        mut visit: impl FnMut(u64, MessageRecord) -> Visit,
+        mut visit: impl FnMut(usize, u64, MessageRecord) -> Visit,
     ) -> Result<Walked, StoreError> {
         let rt = self.read()?;
         let queue = rt.open_table(QUEUE)?;
@@ -438,7 +439,7 @@ impl Store {
             let record: Option<MessageRecord> =
                 decode_opt(messages.get((ranges[i].0, id.as_str()))?)?;
             if let Some(record) = record.filter(|r| r.expires_at_ms > now_ms)
-                && visit(seq, record) == Visit::Stop
+                && visit(i, seq, record) == Visit::Stop
             {
                 return Ok(Walked {
                     next: seq,

@@ -41,7 +41,7 @@ fn walk(
 ) -> (Vec<(u64, String)>, Walked) {
     let mut seen = Vec::new();
     let walked = store
-        .walk_queue(keys, from, 0, max_rows, |seq, r| {
+        .walk_queue(keys, from, 0, max_rows, |_, seq, r| {
             seen.push((seq, r.id));
             Visit::Next
         })
