@@ -156,6 +156,14 @@ async fn dnd_holds_next_but_not_now_and_idle_releases() {
 async fn busy_holds_next_but_not_now_and_idle_releases(busy: &str) {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
+    // With no session connected there is nothing to set: said, not pretended.
+    let alone = bob.run(&["status", "set", busy]);
+    assert_ne!(alone.code, 0, "set with no session: {}", alone.stdout);
+    assert!(
+        alone.stderr.contains("no session of yours"),
+        "{}",
+        alone.stderr
+    );
     let live = bob.client().await;
     assert_eq!(bob.run(&["status", "set", busy]).code, 0);
     bob_comes_to_be(&alice, busy, &format!("bob to be {busy}")).await;

@@ -130,7 +130,17 @@ pub fn set_status(conn: &Conn, req_id: Option<String>, status: &str, source: Opt
         );
     };
     let now = time::now_ms();
-    for peer in scope(conn) {
+    let peers = scope(conn);
+    if peers.is_empty() {
+        // A control-plane connection (the CLI) sets the member's live sessions: none is a
+        // status that applies to nothing, so say so rather than acknowledge it.
+        return conn.error(
+            req_id,
+            "not_found",
+            "no session of yours is connected to this mesh: a status applies to live sessions (start one with `claudemesh launch`)",
+        );
+    }
+    for peer in peers {
         let changed = peer.state().status.report(status, source, now);
         if changed {
             status_history::changed(&conn.broker, &peer, status.as_str(), source.as_str(), now);
