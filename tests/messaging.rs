@@ -358,6 +358,29 @@ async fn inbox_run_again_at_once_shows_nothing_twice() {
     }
 }
 
+/// A session that reconnects within its lease takes up its presence again, and what it had
+/// not acknowledged is pushed again at once, not after the 30 s redelivery.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnected_session_gets_what_it_had_not_acknowledged_at_once() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let first = bob.client().await;
+    let sender = alice.client().await;
+    let ack = sender
+        .send_text(&to(&bob), "not acknowledged", "now", None)
+        .await
+        .expect("sent");
+    let pushed = next_message(&first, WAIT).await.expect("pushed");
+    assert_eq!(Some(&pushed.message_id), ack.message_id.as_ref());
+    first.close().await;
+    let again = bob.client().await;
+    // (Without the presence's delivery state reset on the new socket it comes after ~10 s.)
+    let repushed = next_message(&again, Duration::from_secs(5))
+        .await
+        .expect("pushed again on the new socket, well before the 30 s redelivery");
+    assert_eq!(repushed.message_id, pushed.message_id);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unacknowledged_push_comes_back_after_the_default_30_seconds() {
     let broker = BrokerProc::start(&[]);
