@@ -272,10 +272,11 @@ async fn what_a_closed_connection_acknowledged_is_not_pushed_to_the_next() {
         let texts = queue_texts(&sender, &bob, &format!("r{round}-"), 20).await;
         let reader = bob.client().await;
         reader.drain().await.expect("drained");
-        let mut got = Vec::new();
+        let (mut got, mut ids) = (Vec::new(), Vec::new());
         while got.len() < texts.len() {
             let push = next_message(&reader, WAIT).await.expect("pushed");
             reader.ack(&push.message_id).unwrap();
+            ids.push(push.message_id.clone());
             got.push(reader.open(push).text.expect("readable"));
         }
         assert_eq!(got, texts, "round {round}");
@@ -288,6 +289,24 @@ async fn what_a_closed_connection_acknowledged_is_not_pushed_to_the_next() {
             "round {round}: {pushed} pushed again, e.g. {again:?}"
         );
         next.close().await;
+        // Not hidden and lost either: every acknowledgement sent before the close is committed.
+        eventually(
+            &format!("round {round}'s acknowledgements committed"),
+            || async {
+                for id in &ids {
+                    if !sender
+                        .message_status(id)
+                        .await
+                        .expect("status")
+                        .acknowledged
+                    {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
     }
 }
 
