@@ -310,26 +310,43 @@ async fn what_a_closed_connection_acknowledged_is_not_pushed_to_the_next() {
     }
 }
 
-/// What a new connection of `reader` is pushed before it acknowledges anything: how many
-/// messages, and whether the broker says more wait.
-async fn first_window(reader: &MeshClient) -> (usize, bool) {
+/// What `reader` has been pushed (message ids) by the time a drain returns, and whether the
+/// broker says more wait.
+async fn window(reader: &MeshClient) -> (Vec<String>, bool) {
     let (_, more) = reader.drain_window().await.expect("drained");
-    let mut pushed = 0;
+    let mut ids = Vec::new();
     while let Some(m) = reader.try_next_push().await {
-        pushed += usize::from(matches!(m, ServerMessage::Push(p) if p.subtype.is_none()));
+        if let ServerMessage::Push(p) = m
+            && p.subtype.is_none()
+        {
+            ids.push(p.message_id);
+        }
     }
-    (pushed, more)
+    (ids, more)
 }
 
 /// A backlog is pushed a window at a time (PROTOCOL.md §4.4): 256 messages, or about 4 MiB of
-/// large ones, then `more` until they are acknowledged.
+/// large ones, then `more` as they are acknowledged — each push once, however many times a
+/// client acknowledges it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_is_pushed_256_messages_or_4_mib_at_a_time() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
     let sender = alice.client().await;
-    queue_texts(&sender, &bob, "small", 300).await;
-    assert_eq!(first_window(&bob.client().await).await, (256, true));
+    queue_texts(&sender, &bob, "small", 600).await;
+    let reader = bob.client().await;
+    let (first, more) = window(&reader).await;
+    assert_eq!((first.len(), more), (256, true));
+    for id in &first[..128] {
+        reader.ack(id).unwrap();
+        reader.ack(id).unwrap(); // a repeat frees no second place
+    }
+    let (next, more) = window(&reader).await;
+    assert_eq!(
+        (next.len(), more),
+        (128, true),
+        "128 acknowledged: 128 more"
+    );
 
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
@@ -340,7 +357,8 @@ async fn a_backlog_is_pushed_256_messages_or_4_mib_at_a_time() {
         let ack = sender.send_text(&target, &big, "low", None).await.unwrap();
         assert_eq!(ack.queued, Some(true));
     }
-    let (count, more) = first_window(&bob.client().await).await;
+    let (pushed, more) = window(&bob.client().await).await;
+    let count = pushed.len();
     // A 40 000-character body is about 53 kB encrypted and base64-encoded: 78 fill 4 MiB.
     assert!(
         more && (70..=90).contains(&count),
