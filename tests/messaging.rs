@@ -418,6 +418,37 @@ async fn a_reconnected_session_gets_what_it_had_not_acknowledged_at_once() {
     assert_eq!(repushed.message_id, pushed.message_id);
 }
 
+/// A busy session with more held-back messages queued than one walk looks at (1 024) still
+/// gets a `now` message: the walk goes on past them at the next sweep instead of starting over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let live = bob.client().await;
+    bob.ok(&["status", "set", "working"]);
+    bob_comes_to_be(&alice, "working", "bob to be working").await;
+    let sender = alice.client().await;
+    let target = to(&bob);
+    let texts: Vec<String> = (0..1_100).map(|i| format!("later {i}")).collect();
+    let sends = texts
+        .iter()
+        .map(|t| sender.send_text(&target, t, "next", None));
+    for ack in futures_util::future::join_all(sends).await {
+        ack.expect("sent");
+    }
+    // A new socket: the presence walks its queue from the start, through 1 100 held entries.
+    live.close().await;
+    let again = bob.client().await;
+    sender
+        .send_text(&target, "production is down", "now", None)
+        .await
+        .expect("sent");
+    let first = next_message(&again, WAIT)
+        .await
+        .expect("the now message gets through");
+    assert_eq!(again.decrypt(&first).unwrap(), "production is down");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unacknowledged_push_comes_back_after_the_default_30_seconds() {
     let broker = BrokerProc::start(&[]);
