@@ -45,6 +45,8 @@ const SEALED_KEY_BYTES: usize = 80;
 /// Outstanding tokens one member may hold, and all members together.
 const TOKENS_PER_MEMBER: usize = 256;
 const MAX_TOKENS: usize = 65_536;
+/// Outstanding tokens in all from which a member's share is limited.
+const CAPPED_FROM: usize = 1024;
 
 /// What a file token allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +85,58 @@ impl FileGrant {
 /// The broker's file side: the blob store and the outstanding tokens.
 pub struct Files {
     pub blobs: Arc<dyn ObjectStore>,
-    tokens: Mutex<HashMap<String, FileGrant>>,
+    tokens: Mutex<Tokens>,
     upload_slots: Semaphore,
+}
+
+/// The outstanding tokens, and how many each member (of a mesh) holds, so issuing one costs
+/// the same however many are out.
+#[derive(Default)]
+struct Tokens {
+    grants: HashMap<String, FileGrant>,
+    held: HashMap<(String, String), usize>,
+}
+
+impl Tokens {
+    fn holder(grant: &FileGrant) -> (String, String) {
+        (grant.mesh_id.clone(), grant.member_id.clone())
+    }
+
+    /// True when `grant`'s member holds all it may, or the broker does. A member's share is
+    /// counted only once [`CAPPED_FROM`] tokens are out, so a lone busy member is not limited.
+    fn full_for(&self, grant: &FileGrant) -> bool {
+        let held = self.held.get(&Self::holder(grant)).copied().unwrap_or(0);
+        self.grants.len() >= CAPPED_FROM
+            && (held >= TOKENS_PER_MEMBER || self.grants.len() >= MAX_TOKENS)
+    }
+
+    fn insert(&mut self, token: String, grant: FileGrant) {
+        *self.held.entry(Self::holder(&grant)).or_default() += 1;
+        self.grants.insert(token, grant);
+    }
+
+    fn remove(&mut self, token: &str) -> Option<FileGrant> {
+        let grant = self.grants.remove(token)?;
+        let holder = Self::holder(&grant);
+        if let Some(n) = self.held.get_mut(&holder) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&holder);
+            }
+        }
+        Some(grant)
+    }
+
+    /// Forgets the tokens that expired unused.
+    fn drop_expired(&mut self, now_ms: i64) {
+        let expired: Vec<String> = (self.grants.iter())
+            .filter(|(_, g)| g.expires_at_ms <= now_ms)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for token in expired {
+            self.remove(&token);
+        }
+    }
 }
 
 impl Files {
@@ -96,17 +148,14 @@ impl Files {
         }
     }
 
-    /// Issues a token for `grant`, unless its member already holds too many unused ones.
+    /// Issues a token for `grant`, unless many are out and its member already holds
+    /// [`TOKENS_PER_MEMBER`] unused ones (or the broker [`MAX_TOKENS`]); expired ones are
+    /// dropped before that is decided.
     pub fn issue(&self, grant: FileGrant) -> Result<String, String> {
-        let now = time::now_ms();
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if tokens.len() >= 1024 {
-            tokens.retain(|_, g| g.expires_at_ms > now);
-            let held = tokens
-                .values()
-                .filter(|g| g.member_id == grant.member_id && g.mesh_id == grant.mesh_id)
-                .count();
-            if held >= TOKENS_PER_MEMBER || tokens.len() >= MAX_TOKENS {
+        if tokens.full_for(&grant) {
+            tokens.drop_expired(time::now_ms());
+            if tokens.full_for(&grant) {
                 return Err(format!(
                     "too many unused file tokens; they expire after {} minutes",
                     TOKEN_TTL_MS / 60_000
@@ -230,5 +279,110 @@ pub fn check_file_key(peer_pubkey: &str, sealed_key: &str) -> Result<(), String>
         _ => Err(format!(
             "sealedKey must be a sealed 32-byte key: {SEALED_KEY_BYTES} bytes in standard base64"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_files() -> (tempfile::TempDir, Files) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = LocalFileSystem::new_with_prefix(dir.path()).expect("blob dir");
+        (dir, Files::new(Arc::new(blobs)))
+    }
+
+    fn grant(member: &str, expires_at_ms: i64) -> FileGrant {
+        FileGrant {
+            purpose: TokenPurpose::Upload,
+            mesh_id: "mesh".into(),
+            member_id: member.into(),
+            peer_name: member.into(),
+            pubkey: "ab".repeat(32),
+            member_pubkey: "ab".repeat(32),
+            expires_at_ms,
+        }
+    }
+
+    fn valid(member: &str) -> FileGrant {
+        grant(member, time::now_ms() + TOKEN_TTL_MS)
+    }
+
+    #[test]
+    fn a_token_is_good_for_one_request_and_not_once_expired() {
+        let (_dir, files) = new_files();
+        let token = files.issue(valid("alice")).expect("issued");
+        assert_eq!(token.len(), 43, "256 random bits in base62");
+        let redeemed = files.redeem(&token).expect("a fresh token is good");
+        assert_eq!(redeemed.member_id, "alice");
+        assert!(files.redeem(&token).is_none(), "a token is good once");
+        assert!(
+            files.redeem("nope").is_none(),
+            "an unknown token is refused"
+        );
+
+        let old = files
+            .issue(grant("alice", time::now_ms() - 1))
+            .expect("issued");
+        assert!(files.redeem(&old).is_none(), "an expired token is refused");
+    }
+
+    #[test]
+    fn a_member_holds_at_most_256_unused_tokens_once_many_are_out() {
+        let (_dir, files) = new_files();
+        // A lone member is not limited until 1 024 tokens are out.
+        for i in 0..CAPPED_FROM {
+            let member = if i < 900 { "carol" } else { "dave" };
+            files.issue(valid(member)).expect("under 1 024 in all");
+        }
+        let mut held = Vec::new();
+        for n in 0..TOKENS_PER_MEMBER {
+            let token = (files.issue(valid("alice")))
+                .unwrap_or_else(|e| panic!("token {n} of {TOKENS_PER_MEMBER}: {e}"));
+            held.push(token);
+        }
+        let refused = files
+            .issue(valid("alice"))
+            .expect_err("the 257th is refused");
+        assert!(refused.contains("too many unused file tokens"), "{refused}");
+        assert!(refused.contains("5 minutes"), "{refused}");
+        // Another member, and the same member id in another mesh, are someone else.
+        files.issue(valid("bob")).expect("bob gets his own");
+        let mut elsewhere = valid("alice");
+        elsewhere.mesh_id = "other mesh".into();
+        files
+            .issue(elsewhere)
+            .expect("another mesh's alice gets her own");
+        // A token used makes room for one more.
+        assert!(files.redeem(&held[7]).is_some());
+        files.issue(valid("alice")).expect("room for one");
+        files.issue(valid("alice")).expect_err("and only one");
+    }
+
+    #[test]
+    fn expired_tokens_make_room_and_the_broker_holds_at_most_65_536() {
+        let (_dir, files) = new_files();
+        let past = time::now_ms() - 1;
+        for _ in 0..CAPPED_FROM + TOKENS_PER_MEMBER {
+            files
+                .issue(grant("alice", past))
+                .expect("expired ones do not count");
+        }
+        for n in 0..TOKENS_PER_MEMBER {
+            files
+                .issue(valid("alice"))
+                .unwrap_or_else(|e| panic!("token {n}, the expired ones dropped: {e}"));
+        }
+
+        let (_dir, files) = new_files();
+        for i in 0..MAX_TOKENS {
+            files
+                .issue(valid(&format!("m{}", i / 200)))
+                .unwrap_or_else(|e| panic!("token {i} of {MAX_TOKENS}: {e}"));
+        }
+        let refused = files
+            .issue(valid("newcomer"))
+            .expect_err("the broker is full");
+        assert!(refused.contains("too many unused file tokens"), "{refused}");
     }
 }
