@@ -486,6 +486,12 @@ async fn invite_list_shows_every_invite_and_revoke_works_by_code_or_id() {
     let out = alice.run(&["invite", "--revoke", &c]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let listed = invite_list(&alice);
+    let order: Vec<&str> = listed.iter().filter_map(|i| i["code"].as_str()).collect();
+    assert_eq!(
+        order,
+        [a.as_str(), c.as_str(), b_code, order[3]],
+        "the usable invite first, then the others newest first (bob's, used up, last)"
+    );
     for code in [b_code, c.as_str()] {
         assert_eq!(find(code, &listed)["status"], "revoked", "{code}");
         refused(

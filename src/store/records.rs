@@ -374,3 +374,68 @@ pub struct KnownSession {
     pub display_name: String,
     pub last_seen_at_ms: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivered record's target spec after a round trip through its stored form, and the
+    /// size of that form.
+    fn round_trip(target: &str) -> (String, usize) {
+        let record = DeliveredRecord {
+            sender_member_id: "m1".into(),
+            target_spec: target.into(),
+            client_message_id: None,
+            recipients: vec![],
+            keep_until_ms: 1,
+        };
+        let bytes = rmp_serde::to_vec(&record).expect("encodes");
+        let back: DeliveredRecord = rmp_serde::from_slice(&bytes).expect("decodes");
+        (back.target_spec, bytes.len())
+    }
+
+    #[test]
+    fn a_target_spec_reads_back_as_written_and_a_key_takes_32_bytes() {
+        let key = "0123456789abcdef".repeat(4);
+        let group = format!("@{}", "g".repeat(63));
+        for target in [
+            key.as_str(),
+            "*",
+            "@all",
+            "@team/backend",
+            &group,
+            &format!("#{}", "t".repeat(63)),
+            &key.to_uppercase(),
+            &"zz".repeat(32),
+            &key[..62],
+        ] {
+            assert_eq!(round_trip(target).0, target, "{target}");
+        }
+        let (key_len, text_len) = (round_trip(&key).1, round_trip(&group).1);
+        assert!(
+            key_len + 30 < text_len,
+            "a key is kept as its 32 bytes: {key_len} bytes against {text_len} for 64 characters"
+        );
+    }
+
+    #[test]
+    fn a_recipient_key_reads_back_from_its_string_form() {
+        let session = Pubkey::parse(&"ab".repeat(32)).expect("a key");
+        let member = RecipientKey::Member {
+            mesh_id: "mesh1".into(),
+            member_id: "member/with/slashes".into(),
+        };
+        let by_session = RecipientKey::Session {
+            mesh_id: "mesh1".into(),
+            session,
+        };
+        assert_eq!(member.encode(), "m/mesh1/member/with/slashes");
+        assert_eq!(by_session.encode(), format!("s/mesh1/{}", "ab".repeat(32)));
+        for key in [member, by_session] {
+            assert_eq!(RecipientKey::decode(&key.encode()), Some(key));
+        }
+        for bad in ["x/mesh1/m", "m/mesh1", "s/mesh1/not-a-key", ""] {
+            assert_eq!(RecipientKey::decode(bad), None, "{bad}");
+        }
+    }
+}
