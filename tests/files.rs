@@ -497,6 +497,45 @@ async fn other_meshes_cannot_download_and_oversized_uploads_leave_nothing() {
     store.close();
 }
 
+/// Seconds from now to an RFC 3339 time the broker gave.
+fn seconds_until(at: &Value) -> i64 {
+    let at = at.as_str().unwrap_or_else(|| panic!("a time: {at}"));
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
+    at.timestamp() - chrono::Utc::now().timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_default_broker_takes_50_mb_keeps_ephemeral_files_a_day_and_tokens_five_minutes() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let client = alice.client().await;
+    let token = client.file_token().await.expect("upload token");
+    assert_eq!(token.max_bytes, 50 * 1024 * 1024, "the default upload cap");
+    let left = seconds_until(&Value::String(token.expires_at.clone()));
+    assert!(
+        (240..=300).contains(&left),
+        "a token lasts 5 minutes: {left} s left"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let brief = dir.path().join("brief.txt");
+    std::fs::write(&brief, "for today\n").expect("write");
+    let id = share(&alice, &brief, &["--ephemeral"]);
+    let list = alice.json(&["file", "list", "--json"]);
+    let entry = list["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["id"] == id.as_str())
+        .expect("listed")
+        .clone();
+    let left = seconds_until(&entry["expiresAt"]);
+    assert!(
+        (24 * 3600 - 120..=24 * 3600).contains(&left),
+        "an ephemeral file lives 24 h by default: {left} s left"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ephemeral_files_expire_and_everything_else_survives_a_restart() {
     let mut broker = BrokerProc::start(&["--ephemeral-ttl", "3s"]);

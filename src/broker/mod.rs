@@ -45,6 +45,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+pub use files::{DEFAULT_EPHEMERAL_TTL, DEFAULT_MAX_UPLOAD_BYTES};
 pub use lan::loopback_refusal as lan_refusal;
 pub use state::Broker;
 pub use tls::TlsSource;

@@ -99,11 +99,11 @@ pub struct BrokerCmd {
     #[argh(option)]
     files: Option<String>,
     /// largest file an upload may be, in bytes (default 52428800, 50 MB)
-    #[argh(option, default = "52_428_800")]
+    #[argh(option, default = "crate::broker::DEFAULT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: u64,
     /// how long ephemeral files live, e.g. 24h, 30m (default 24h)
-    #[argh(option, default = "String::from(\"24h\")")]
-    ephemeral_ttl: String,
+    #[argh(option)]
+    ephemeral_ttl: Option<String>,
     /// drop a WebSocket silent (no frames, no pongs) for this long, e.g. 75s, 10s (default 75s)
     #[argh(option, default = "String::from(\"75s\")")]
     idle_timeout: String,
@@ -314,8 +314,11 @@ impl BrokerCmd {
                 "--audit-rate must be above 0 and --audit-burst at least 1".into(),
             ));
         }
-        let ephemeral_ttl = crate::protocol::time::parse_duration(&self.ephemeral_ttl)
-            .map_err(|e| CliError::Usage(format!("--ephemeral-ttl: {e}")))?;
+        let ephemeral_ttl = match &self.ephemeral_ttl {
+            Some(ttl) => crate::protocol::time::parse_duration(ttl)
+                .map_err(|e| CliError::Usage(format!("--ephemeral-ttl: {e}")))?,
+            None => crate::broker::DEFAULT_EPHEMERAL_TTL,
+        };
         if ephemeral_ttl.is_zero() || self.max_upload_bytes == 0 {
             return Err(CliError::Usage(
                 "--ephemeral-ttl and --max-upload-bytes must be above 0".into(),
