@@ -55,6 +55,18 @@ fn list_ids(person: &Person) -> Vec<String> {
         .collect()
 }
 
+/// `file list`'s entry for file `id`.
+fn listed(person: &Person, id: &str) -> Value {
+    let v = person.json(&["file", "list", "--json"]);
+    v["files"]
+        .as_array()
+        .expect("files array")
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("{id} listed: {v}"))
+        .clone()
+}
+
 /// The peak resident set of a process, in bytes (`VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -521,14 +533,7 @@ async fn a_default_broker_takes_50_mb_keeps_ephemeral_files_a_day_and_tokens_fiv
     let brief = dir.path().join("brief.txt");
     std::fs::write(&brief, "for today\n").expect("write");
     let id = share(&alice, &brief, &["--ephemeral"]);
-    let list = alice.json(&["file", "list", "--json"]);
-    let entry = list["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .find(|f| f["id"] == id.as_str())
-        .expect("listed")
-        .clone();
+    let entry = listed(&alice, &id);
     let left = seconds_until(&entry["expiresAt"]);
     assert!(
         (24 * 3600 - 120..=24 * 3600).contains(&left),
@@ -551,14 +556,7 @@ async fn ephemeral_files_expire_and_everything_else_survives_a_restart() {
     let kept_id = share(&alice, &kept, &[]);
     let sealed_id = share(&alice, &sealed, &["--to", "bob"]);
     let brief_id = share(&alice, &brief, &["--ephemeral"]);
-    let list = alice.json(&["file", "list", "--json"]);
-    let brief_entry = list["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .find(|f| f["id"] == brief_id.as_str())
-        .expect("the ephemeral file is listed")
-        .clone();
+    let brief_entry = listed(&alice, &brief_id);
     assert_eq!(brief_entry["persistent"], false);
     assert!(brief_entry["expiresAt"].is_string());
     let out = dir.path().join("early");
