@@ -385,4 +385,70 @@ mod tests {
             .expect_err("the broker is full");
         assert!(refused.contains("too many unused file tokens"), "{refused}");
     }
+
+    #[test]
+    fn upload_slots_are_what_the_flag_says() {
+        for slots in [1, 2, 8, 9, 30] {
+            let (_dir, files) = new_files();
+            files.set_upload_slots(slots);
+            assert_eq!(
+                files.upload_slots.available_permits(),
+                slots,
+                "--upload-slots {slots}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_key_is_a_lowercase_hex_key_and_an_80_byte_sealed_key() {
+        let key = "ab".repeat(32);
+        let sealed = STANDARD.encode([7u8; SEALED_KEY_BYTES]);
+        assert_eq!(check_file_key(&key, &sealed), Ok(()));
+        for (pubkey, sealed_key) in [
+            (key.to_uppercase(), sealed.clone()),
+            (key[..62].to_string(), sealed.clone()),
+            (key.clone(), STANDARD.encode([7u8; SEALED_KEY_BYTES - 1])),
+            (key.clone(), STANDARD.encode([7u8; 32])),
+            (
+                key.clone(),
+                base64::engine::general_purpose::URL_SAFE.encode([0xfb; 80]),
+            ),
+            (key.clone(), "not base64!".into()),
+        ] {
+            assert!(
+                check_file_key(&pubkey, &sealed_key).is_err(),
+                "{pubkey} / {sealed_key} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_lives_under_its_mesh() {
+        assert_eq!(object_path("m1", "f1").as_ref(), "mesh/m1/f1");
+        assert_ne!(object_path("m1", "f1"), object_path("m2", "f1"));
+    }
+
+    #[test]
+    fn uploads_cut_off_by_a_crash_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sub = dir.path().join("mesh").join("m1");
+        std::fs::create_dir_all(&sub).expect("dirs");
+        let staged = ["f1#0", "f2#123"];
+        let kept = ["f3", "f4#", "f5#12a", "#notes", "f6#1#x"];
+        for name in staged.iter().chain(&kept) {
+            std::fs::write(sub.join(name), b"x").expect("write");
+        }
+        std::fs::write(dir.path().join("top#9"), b"x").expect("write");
+        remove_staged_uploads(dir.path());
+        for name in staged {
+            assert!(!sub.join(name).exists(), "{name} is an interrupted upload");
+        }
+        assert!(!dir.path().join("top#9").exists());
+        for name in kept {
+            assert!(
+                sub.join(name).exists(),
+                "{name} is not an upload in progress"
+            );
+        }
+    }
 }
