@@ -45,26 +45,23 @@ fn share(person: &Person, path: &Path, extra: &[&str]) -> String {
     v["fileId"].as_str().expect("fileId").to_string()
 }
 
-fn list_ids(person: &Person) -> Vec<String> {
+/// `file list`'s entries.
+fn file_list(person: &Person) -> Vec<Value> {
     let v = person.json(&["file", "list", "--json"]);
-    v["files"]
-        .as_array()
-        .expect("files array")
-        .iter()
+    v["files"].as_array().expect("files array").clone()
+}
+
+fn list_ids(person: &Person) -> Vec<String> {
+    (file_list(person).iter())
         .map(|f| f["id"].as_str().expect("id").to_string())
         .collect()
 }
 
 /// `file list`'s entry for file `id`.
 fn listed(person: &Person, id: &str) -> Value {
-    let v = person.json(&["file", "list", "--json"]);
-    v["files"]
-        .as_array()
-        .expect("files array")
-        .iter()
-        .find(|f| f["id"] == id)
-        .unwrap_or_else(|| panic!("{id} listed: {v}"))
-        .clone()
+    let list = file_list(person);
+    (list.iter().find(|f| f["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("{id} listed: {list:?}"))
 }
 
 /// The peak resident set of a process, in bytes (`VmHWM`).
@@ -510,8 +507,7 @@ async fn other_meshes_cannot_download_and_oversized_uploads_leave_nothing() {
 }
 
 /// Seconds from now to an RFC 3339 time the broker gave.
-fn seconds_until(at: &Value) -> i64 {
-    let at = at.as_str().unwrap_or_else(|| panic!("a time: {at}"));
+fn seconds_until(at: &str) -> i64 {
     let at = chrono::DateTime::parse_from_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
     at.timestamp() - chrono::Utc::now().timestamp()
 }
@@ -523,7 +519,7 @@ async fn a_default_broker_takes_50_mb_keeps_ephemeral_files_a_day_and_tokens_fiv
     let client = alice.client().await;
     let token = client.file_token().await.expect("upload token");
     assert_eq!(token.max_bytes, 50 * 1024 * 1024, "the default upload cap");
-    let left = seconds_until(&Value::String(token.expires_at.clone()));
+    let left = seconds_until(&token.expires_at);
     assert!(
         (240..=300).contains(&left),
         "a token lasts 5 minutes: {left} s left"
@@ -534,7 +530,7 @@ async fn a_default_broker_takes_50_mb_keeps_ephemeral_files_a_day_and_tokens_fiv
     std::fs::write(&brief, "for today\n").expect("write");
     let id = share(&alice, &brief, &["--ephemeral"]);
     let entry = listed(&alice, &id);
-    let left = seconds_until(&entry["expiresAt"]);
+    let left = seconds_until(entry["expiresAt"].as_str().expect("an expiry"));
     assert!(
         (24 * 3600 - 120..=24 * 3600).contains(&left),
         "an ephemeral file lives 24 h by default: {left} s left"

@@ -105,9 +105,9 @@ impl Tokens {
     /// True when `grant`'s member holds all it may, or the broker does. A member's share is
     /// counted only once [`CAPPED_FROM`] tokens are out, so a lone busy member is not limited.
     fn full_for(&self, grant: &FileGrant) -> bool {
-        let held = self.held.get(&Self::holder(grant)).copied().unwrap_or(0);
+        let held = || self.held.get(&Self::holder(grant)).copied().unwrap_or(0);
         self.grants.len() >= CAPPED_FROM
-            && (held >= TOKENS_PER_MEMBER || self.grants.len() >= MAX_TOKENS)
+            && (self.grants.len() >= MAX_TOKENS || held() >= TOKENS_PER_MEMBER)
     }
 
     fn insert(&mut self, token: String, grant: FileGrant) {
