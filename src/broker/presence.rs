@@ -644,6 +644,14 @@ impl Presence {
             .unwrap_or_default()
     }
 
+    /// The presences in a mesh that `keep` selects; only those are cloned out of the lock.
+    pub fn peers_where(&self, mesh_id: &str, keep: impl Fn(&Peer) -> bool) -> Vec<Arc<Peer>> {
+        self.lock()
+            .get(mesh_id)
+            .map(|r| r.peers.values().filter(|p| keep(p)).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every presence in every mesh.
     pub fn all(&self) -> Vec<Arc<Peer>> {
         self.lock()

@@ -300,18 +300,23 @@ fn offer(
 /// the observers of its recipients and of its sender.
 pub fn route(broker: &Broker, record: &MessageRecord) {
     let now = time::now_ms();
-    let peers = broker.presence.peers(&record.mesh_id);
-    for (key, _) in &record.recipients {
-        let Some(key) = RecipientKey::decode(key) else {
-            continue;
-        };
-        for peer in peers.iter().filter(|p| covers(p, &key)) {
+    let keys: Vec<RecipientKey> = record
+        .recipients
+        .iter()
+        .filter_map(|(k, _)| RecipientKey::decode(k))
+        .collect();
+    // Only the presences this message reaches (and observers) leave the presence lock.
+    let reached = broker.presence.peers_where(&record.mesh_id, |p| {
+        p.observer || keys.iter().any(|k| covers(p, k))
+    });
+    for key in &keys {
+        for peer in reached.iter().filter(|p| covers(p, key)) {
             offer(broker, peer, record, now, false);
         }
     }
     // Most meshes have no observer: then nothing more is looked at.
-    if peers.iter().any(|p| p.observer) {
-        mirror(&peers, record);
+    if reached.iter().any(|p| p.observer) {
+        mirror(&broker.presence.peers(&record.mesh_id), record);
     }
 }
 

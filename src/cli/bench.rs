@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use argh::{ArgsInfo, FromArgs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -18,7 +19,7 @@ use tokio::sync::Mutex;
 use super::output::{self, outln};
 use super::{CliError, CliResult, print_json};
 use crate::client::tls::Trust;
-use crate::client::{ConnectOptions, MeshClient, http};
+use crate::client::{ConnectOptions, MeshClient, REQUEST_TIMEOUT, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
 use crate::identity::{MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
 use crate::protocol::messages::{PeerInfo, SendMessage};
@@ -405,10 +406,17 @@ pub async fn run_load(
                 return;
             };
             let (nonce, ct) = (STANDARD.encode(nonce), STANDARD.encode(ct));
-            // Each send runs as its own task so it goes out at once, whatever this loop awaits;
-            // the semaphore keeps at most WINDOW of them in flight.
-            let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
-            let mut inflight = tokio::task::JoinSet::new();
+            // Each send is queued for the broker when made (`request_now`); at most WINDOW
+            // wait for their acknowledgements.
+            let mut inflight = futures_util::stream::FuturesUnordered::new();
+            let count = |answer: Result<ServerMessage, _>| match answer {
+                Ok(ServerMessage::Ack(a)) if a.queued == Some(true) => {
+                    tally.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    tally.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            };
             let mut ticker = per_peer_interval.map(|d| {
                 let mut t = tokio::time::interval(d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -418,9 +426,11 @@ pub async fn run_load(
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
                 }
-                let Ok(permit) = window.clone().acquire_owned().await else {
-                    return;
-                };
+                while inflight.len() >= WINDOW {
+                    if let Some(answer) = inflight.next().await {
+                        count(answer);
+                    }
+                }
                 let cmid = format!("b{i}-{seq}");
                 tally
                     .sent_at
@@ -436,21 +446,11 @@ pub async fn run_load(
                     client_message_id: Some(cmid),
                     ..Default::default()
                 }));
-                let client = client.clone();
-                let tally = tally.clone();
-                inflight.spawn(async move {
-                    let _permit = permit;
-                    match client.request(frame).await {
-                        Ok(ServerMessage::Ack(a)) if a.queued == Some(true) => {
-                            tally.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {
-                            tally.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
+                inflight.push(client.request_now(frame, REQUEST_TIMEOUT));
             }
-            while inflight.join_next().await.is_some() {}
+            while let Some(answer) = inflight.next().await {
+                count(answer);
+            }
         }));
     }
     for s in senders {

@@ -299,14 +299,29 @@ impl MeshClient {
         body: ClientMessage,
         timeout: Duration,
     ) -> Result<ServerMessage, ClientError> {
+        self.request_now(body, timeout).await
+    }
+
+    /// Queues `body` for the broker at the call, not at the first poll, and returns its
+    /// answer's future: a caller holding many of them (`bench`) need not spawn a task each
+    /// to have them sent at once.
+    pub fn request_now(
+        &self,
+        body: ClientMessage,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ServerMessage, ClientError>> + use<> {
         let (reply, rx) = oneshot::channel();
-        self.commands
+        let sent = self
+            .commands
             .send(Command::Request { body, reply })
-            .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ClientError::Disconnected),
-            Err(_) => Err(ClientError::Timeout(timeout)),
+            .map_err(|_| ClientError::Closed);
+        async move {
+            sent?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(ClientError::Disconnected),
+                Err(_) => Err(ClientError::Timeout(timeout)),
+            }
         }
     }
 

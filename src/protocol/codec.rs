@@ -36,9 +36,18 @@ impl DecodeError {
 /// (1 024) overflows a worker thread's stack in a debug build.
 const MAX_DEPTH: usize = 128;
 
-/// Reads one frame into a generic value, then into `T`. An unknown `type` is told apart from a
-/// frame that is broken, because the answers differ (`unknown_message_type` vs `malformed`).
+/// Reads one frame into `T`. A JSON object is read straight into `T`; only a frame that does
+/// not read is read again into a generic value, to say what is wrong with it: an unknown
+/// `type` is told apart from a frame that is broken, because the answers differ
+/// (`unknown_message_type` vs `malformed`).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], encoding: Encoding) -> Result<T, DecodeError> {
+    // Reading through a generic value first was an eighth of a `send`'s CPU on the broker.
+    if encoding == Encoding::Json
+        && bytes.trim_ascii_start().first() == Some(&b'{')
+        && let Ok(frame) = serde_json::from_slice(bytes)
+    {
+        return Ok(frame);
+    }
     let value: serde_json::Value = match encoding {
         Encoding::Json => serde_json::from_slice(bytes)
             .map_err(|e| DecodeError::malformed(format!("frame is not valid JSON: {e}"), None))?,
@@ -114,6 +123,23 @@ mod tests {
         let err =
             decode::<Envelope<ClientMessage>>(br#"{"type":"hello"}"#, Encoding::Json).unwrap_err();
         assert_eq!(err.code, "malformed");
+    }
+
+    /// A well-formed frame reads straight into its type with the same result as through a
+    /// generic value; a frame that is not an object is still refused as one.
+    #[test]
+    fn a_frame_reads_the_same_straight_or_through_a_value() {
+        let frame = br#" {"type":"send","_reqId":"r1","targetSpec":"*","priority":"now","nonce":"","ciphertext":"aGk=","clientMessageId":"c1"}"#;
+        let straight = decode::<Envelope<ClientMessage>>(frame, Encoding::Json).unwrap();
+        let value = serde_json::from_slice(frame).unwrap();
+        let through = decode_value::<Envelope<ClientMessage>>(value).unwrap();
+        assert_eq!(
+            serde_json::to_value(&straight).unwrap(),
+            serde_json::to_value(&through).unwrap()
+        );
+        assert_eq!(straight.req_id.as_deref(), Some("r1"));
+        let err = decode::<Envelope<ClientMessage>>(br#"["send"]"#, Encoding::Json).unwrap_err();
+        assert_eq!(err.message, "frame must be an object");
     }
 
     /// `{"type":"set_state","key":"k","value":[[…]]}` in MessagePack, `depth` containers deep:

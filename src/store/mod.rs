@@ -73,6 +73,7 @@ pub use meshes::{
 };
 pub use perms::{MemberPerms, Overrides, PermsChange, PermsRefusal};
 pub use profile::ProfileRefusal;
+use queue::QueueTables;
 pub use queue::{Enqueued, PrefixLookup, Tracked, Visit, Walked};
 pub use quotas::{MeshQuotas, Quota, QuotaExceeded};
 pub use records::*;
@@ -98,8 +99,8 @@ pub use vectors::{
 pub use vectors::{EXACT_UP_TO, set_exact_up_to};
 pub use watches::{PollOutcome, WatchRecord};
 pub use webhooks::{WebhookRecord, WebhookRefusal};
+use writer::{Batch, TypedJob, Writer, WriterMsg, WriterShared};
 pub use writer::{Snapshot, collect_freed_memory};
-use writer::{TypedJob, Writer, WriterMsg, WriterShared};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).
@@ -256,6 +257,24 @@ impl Store {
     where
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit_job(move |batch: &mut Batch| f(batch.txn()))
+    }
+
+    /// [`Store::submit`] for a job that writes only the message queue's tables, which stay
+    /// open from one such job to the next within a batch.
+    fn submit_queue<R, F>(&self, f: F) -> impl Future<Output = Result<R, StoreError>> + use<R, F>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut QueueTables) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit_job(move |batch: &mut Batch| f(batch.queue()?))
+    }
+
+    fn submit_job<R, F>(&self, f: F) -> impl Future<Output = Result<R, StoreError>> + use<R, F>
+    where
+        R: Send + 'static,
+        F: for<'b, 't> FnOnce(&'b mut Batch<'t>) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job = TypedJob {

@@ -83,6 +83,37 @@ pub struct Walked {
 type QueueTable<'t> = Table<'t, (&'static str, u64), &'static str>;
 type CountTable<'t> = Table<'t, &'static str, u64>;
 
+/// The tables a `send` and a `client_ack` write, open for a whole batch of such jobs.
+pub(in crate::store) struct QueueTables<'t> {
+    messages: Table<'t, MessageKey<'static>, &'static [u8]>,
+    queue: QueueTable<'t>,
+    counts: CountTable<'t>,
+    deliveries: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    delivered: Table<'t, MessageKey<'static>, &'static [u8]>,
+    expiry: Table<'t, (u64, &'static str, &'static str), ()>,
+    waiting: Table<'t, MessageKey<'static>, u32>,
+    client_keys: Table<'t, [u8; 16], &'static str>,
+    client_ids: Table<'t, (&'static str, &'static str, &'static str), &'static str>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> QueueTables<'t> {
+    pub(in crate::store) fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(QueueTables {
+            messages: tx.open_table(MESSAGES)?,
+            queue: tx.open_table(QUEUE)?,
+            counts: tx.open_table(QUEUE_COUNTS)?,
+            deliveries: tx.open_table(DELIVERIES)?,
+            delivered: tx.open_table(DELIVERED)?,
+            expiry: tx.open_table(EXPIRY)?,
+            waiting: tx.open_table(WAITING)?,
+            client_keys: tx.open_table(CLIENT_KEYS)?,
+            client_ids: tx.open_table(CLIENT_IDS)?,
+            meta: tx.open_table(META)?,
+        })
+    }
+}
+
 /// Entries in `key`'s queue: the kept count, else counted once.
 fn queue_len(counts: &CountTable, queue: &QueueTable, key: &str) -> Result<u64, StoreError> {
     if let Some(n) = counts.get(key)? {
@@ -144,20 +175,20 @@ fn client_key(mesh_id: &str, member_id: &str, cid: &str) -> [u8; 16] {
 /// The message `record`'s sender already sent under client message id `cid`, if any (still
 /// stored, or delivered to everyone with only its status kept).
 fn first_sent(
-    tx: &WriteTransaction,
+    t: &QueueTables,
     record: &MessageRecord,
     cid: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
     let (mesh_id, sender) = (record.mesh_id.as_str(), record.sender_member_id.as_str());
-    let found = tx
-        .open_table(CLIENT_KEYS)?
+    let found = t
+        .client_keys
         .get(client_key(mesh_id, sender, cid))?
         .map(|v| v.value().to_string());
     // Stores from before `CLIENT_KEYS` keep the three strings.
     let found = match found {
         Some(id) => Some(id),
-        None => tx
-            .open_table(CLIENT_IDS)?
+        None => t
+            .client_ids
             .get((mesh_id, sender, cid))?
             .map(|v| v.value().to_string()),
     };
@@ -165,15 +196,13 @@ fn first_sent(
         return Ok(None);
     };
     let same = |s: &str, c: Option<&str>| s == sender && c == Some(cid);
-    let first: Option<MessageRecord> =
-        decode_opt(tx.open_table(MESSAGES)?.get((mesh_id, id.as_str()))?)?;
+    let first: Option<MessageRecord> = decode_opt(t.messages.get((mesh_id, id.as_str()))?)?;
     if let Some(first) = first {
         return Ok(
             same(&first.sender_member_id, first.client_message_id.as_deref()).then_some(first),
         );
     }
-    let done: Option<DeliveredRecord> =
-        decode_opt(tx.open_table(DELIVERED)?.get((mesh_id, id.as_str()))?)?;
+    let done: Option<DeliveredRecord> = decode_opt(t.delivered.get((mesh_id, id.as_str()))?)?;
     Ok(done
         .filter(|d| same(&d.sender_member_id, d.client_message_id.as_deref()))
         .map(|_| MessageRecord {
@@ -298,9 +327,9 @@ impl Store {
         let seq = self.seq.clone();
         // Encoded here, on the caller's thread: the writer thread only looks up and inserts.
         let encoded = encode(&record);
-        self.submit(move |tx| {
+        self.submit_queue(move |t| {
             if let Some(cid) = record.client_message_id.as_deref()
-                && let Some(first) = first_sent(tx, &record, cid)?
+                && let Some(first) = first_sent(t, &record, cid)?
             {
                 return Ok(Enqueued {
                     record: first,
@@ -311,38 +340,29 @@ impl Store {
             }
             // The quota is checked before anything is written: a refusal stores nothing.
             let mut lens = Vec::with_capacity(record.recipients.len());
-            {
-                let counts = tx.open_table(QUEUE_COUNTS)?;
-                let queue = tx.open_table(QUEUE)?;
-                let mut full = None;
-                for (key, name) in &record.recipients {
-                    let n = queue_len(&counts, &queue, key)?;
-                    if n >= max_queued {
-                        full = Some(name.clone());
-                        break;
-                    }
-                    lens.push(n);
-                }
-                if full.is_some() {
+            for (key, name) in &record.recipients {
+                let n = queue_len(&t.counts, &t.queue, key)?;
+                if n >= max_queued {
                     return Ok(Enqueued {
+                        full: Some(name.clone()),
                         record,
                         fresh: false,
                         seqs: Vec::new(),
-                        full,
                     });
                 }
+                lens.push(n);
             }
             if let Some(cid) = record.client_message_id.as_deref() {
-                tx.open_table(CLIENT_KEYS)?.insert(
+                t.client_keys.insert(
                     client_key(&record.mesh_id, &record.sender_member_id, cid),
                     record.id.as_str(),
                 )?;
             }
-            tx.open_table(MESSAGES)?.insert(
+            t.messages.insert(
                 (record.mesh_id.as_str(), record.id.as_str()),
                 encoded.as_slice(),
             )?;
-            tx.open_table(EXPIRY)?.insert(
+            t.expiry.insert(
                 (
                     expiry_at(record.expires_at_ms),
                     record.mesh_id.as_str(),
@@ -350,13 +370,10 @@ impl Store {
                 ),
                 (),
             )?;
-            let mut queue = tx.open_table(QUEUE)?;
-            let mut counts = tx.open_table(QUEUE_COUNTS)?;
-            let mut deliveries = tx.open_table(DELIVERIES)?;
             let distinct: std::collections::HashSet<&str> =
                 record.recipients.iter().map(|(k, _)| k.as_str()).collect();
             if distinct.len() > 1 {
-                tx.open_table(WAITING)?.insert(
+                t.waiting.insert(
                     (record.mesh_id.as_str(), record.id.as_str()),
                     distinct.len() as u32,
                 )?;
@@ -364,22 +381,22 @@ impl Store {
             let mut seqs = Vec::with_capacity(record.recipients.len());
             for ((key, _name), len) in record.recipients.iter().zip(lens) {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
-                queue.insert((key.as_str(), n), record.id.as_str())?;
+                t.queue.insert((key.as_str(), n), record.id.as_str())?;
                 // A message naming one key twice is queued twice; count from the table then.
-                let before = counts.get(key.as_str())?.map_or(len, |v| v.value());
-                bump_len(&mut counts, key, before, 1)?;
+                let before = t.counts.get(key.as_str())?.map_or(len, |v| v.value());
+                bump_len(&mut t.counts, key, before, 1)?;
                 let delivery = Delivery {
                     seq: n,
                     mesh_id: record.mesh_id.clone(),
                     delivered_at_ms: None,
                 };
-                deliveries.insert(
+                t.deliveries.insert(
                     (key.as_str(), record.id.as_str()),
                     encode(&delivery).as_slice(),
                 )?;
                 seqs.push((key.clone(), n));
             }
-            tx.open_table(META)?
+            t.meta
                 .insert("queue_seq", encode(&seq.load(Ordering::Relaxed)).as_slice())?;
             Ok(Enqueued {
                 record,
@@ -459,40 +476,34 @@ impl Store {
         pairs: Vec<(String, String)>,
         now_ms: i64,
     ) -> impl Future<Output = Result<usize, StoreError>> + use<> {
-        self.submit(move |tx| {
-            let mut queue = tx.open_table(QUEUE)?;
-            let mut counts = tx.open_table(QUEUE_COUNTS)?;
-            let mut deliveries = tx.open_table(DELIVERIES)?;
-            let mut messages = tx.open_table(MESSAGES)?;
-            let mut delivered = tx.open_table(DELIVERED)?;
-            let mut expiry = tx.open_table(EXPIRY)?;
-            let mut waiting = tx.open_table(WAITING)?;
+        self.submit_queue(move |t| {
             let mut n = 0;
             for (key, id) in pairs {
                 let found: Option<Delivery> =
-                    decode_opt(deliveries.get((key.as_str(), id.as_str()))?)?;
+                    decode_opt(t.deliveries.get((key.as_str(), id.as_str()))?)?;
                 let Some(mut d) = found else { continue };
                 if d.delivered_at_ms.is_some() {
                     continue;
                 }
-                let before = queue_len(&counts, &queue, &key)?;
-                if queue.remove((key.as_str(), d.seq))?.is_some() {
-                    bump_len(&mut counts, &key, before, -1)?;
+                let before = queue_len(&t.counts, &t.queue, &key)?;
+                if t.queue.remove((key.as_str(), d.seq))?.is_some() {
+                    bump_len(&mut t.counts, &key, before, -1)?;
                 }
                 n += 1;
                 let message = (d.mesh_id.as_str(), id.as_str());
                 let tables = (
-                    &mut messages,
-                    &mut deliveries,
-                    &mut delivered,
-                    &mut expiry,
-                    &mut waiting,
+                    &mut t.messages,
+                    &mut t.deliveries,
+                    &mut t.delivered,
+                    &mut t.expiry,
+                    &mut t.waiting,
                 );
                 if retire(tables, message, &key, now_ms)? {
                     continue;
                 }
                 d.delivered_at_ms = Some(now_ms);
-                deliveries.insert((key.as_str(), id.as_str()), encode(&d).as_slice())?;
+                t.deliveries
+                    .insert((key.as_str(), id.as_str()), encode(&d).as_slice())?;
             }
             Ok(n)
         })
