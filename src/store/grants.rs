@@ -152,8 +152,14 @@ impl Store {
         granter: &str,
         peer: &str,
     ) -> Result<Option<GrantRow>, StoreError> {
-        let rt = self.read()?;
-        super::decode_opt(rt.open_table(GRANTS)?.get((mesh_id, granter, peer))?)
+        self.caches.grants.get_or_read(
+            &self.shared.general_commits,
+            (mesh_id.to_string(), granter.to_string(), peer.to_string()),
+            || {
+                let rt = self.read()?;
+                super::decode_opt(rt.open_table(GRANTS)?.get((mesh_id, granter, peer))?)
+            },
+        )
     }
 
     /// The rows `granter` holds, by peer member id (at most [`MAX_GRANT_ROWS`]).

@@ -255,12 +255,18 @@ impl Store {
         mesh_id: &str,
         pubkey: &Pubkey,
     ) -> Result<Option<Member>, StoreError> {
-        let rt = self.read()?;
-        read_member_by_pubkey(
-            &rt.open_table(MEMBERS)?,
-            &rt.open_table(MEMBER_KEYS)?,
-            mesh_id,
-            pubkey,
+        self.caches.member_by_key.get_or_read(
+            &self.shared.general_commits,
+            (mesh_id.to_string(), *pubkey),
+            || {
+                let rt = self.read()?;
+                read_member_by_pubkey(
+                    &rt.open_table(MEMBERS)?,
+                    &rt.open_table(MEMBER_KEYS)?,
+                    mesh_id,
+                    pubkey,
+                )
+            },
         )
     }
 

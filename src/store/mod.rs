@@ -6,6 +6,7 @@
 //! for many requests. Reads open their own read transactions and never wait for the writer.
 
 pub mod audit;
+mod cache;
 mod clock;
 mod contexts;
 mod deployments;
@@ -177,6 +178,7 @@ pub struct Store {
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// Next queue sequence number; only the writer thread takes from it.
     seq: Arc<AtomicU64>,
+    caches: Arc<cache::Caches>,
 }
 
 impl Store {
@@ -237,6 +239,7 @@ impl Store {
             stats,
             writer: Arc::new(Mutex::new(Some(writer))),
             seq: Arc::new(AtomicU64::new(seq)),
+            caches: Arc::default(),
         })
     }
 
@@ -258,7 +261,7 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit_job(move |batch: &mut Batch| f(batch.txn()))
+        self.submit_job(move |batch: &mut Batch| f(batch.txn()?))
     }
 
     /// [`Store::submit`] for a job that writes only the message queue's tables, which stay

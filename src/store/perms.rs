@@ -182,11 +182,19 @@ impl Store {
         read_perms(&rt.open_table(PERMS)?, member).map(Some)
     }
 
-    /// Whether `member_id` may do `p` now: what every guarded handler asks.
+    /// Whether `member_id` may do `p` now: what every guarded handler asks. Answered from
+    /// memory until the next commit outside the message queue (`cache.rs`).
     pub fn holds(&self, mesh_id: &str, member_id: &str, p: Permission) -> Result<bool, StoreError> {
-        Ok(self
-            .member_perms(mesh_id, member_id)?
-            .is_some_and(|m| m.holds(p)))
+        let caps = self.caches.capabilities.get_or_read(
+            &self.shared.general_commits,
+            (mesh_id.to_string(), member_id.to_string()),
+            || {
+                Ok(self
+                    .member_perms(mesh_id, member_id)?
+                    .map(|m| m.effective()))
+            },
+        )?;
+        Ok(caps.is_some_and(|c| c.contains(&p)))
     }
 
     /// Every live member's capabilities, in member id order.

@@ -70,7 +70,7 @@ impl Store {
                 break;
             }
             let p: Profile = super::decode(v.value())?;
-            if p.message_mode.as_deref() == Some("off") {
+            if turned_off(&p) {
                 out.insert(member_id.to_string());
             }
         }
@@ -81,6 +81,20 @@ impl Store {
     pub fn profile(&self, mesh_id: &str, member_id: &str) -> Result<Option<Profile>, StoreError> {
         let rt = self.read()?;
         decode_opt(rt.open_table(PROFILES)?.get((mesh_id, member_id))?)
+    }
+
+    /// Whether the member turned direct messages off (`message_mode` "off"): asked for every
+    /// direct send, so answered from memory until the next commit outside the message queue.
+    pub fn messages_off(&self, mesh_id: &str, member_id: &str) -> Result<bool, StoreError> {
+        self.caches.messages_off.get_or_read(
+            &self.shared.general_commits,
+            (mesh_id.to_string(), member_id.to_string()),
+            || {
+                Ok(self
+                    .profile(mesh_id, member_id)?
+                    .is_some_and(|p| turned_off(&p)))
+            },
+        )
     }
 
     /// Merges `patch` into the member's profile (a field present replaces, an empty text or
@@ -160,4 +174,9 @@ fn merge(profile: &mut Profile, patch: Profile) {
     if let Some(c) = patch.capabilities {
         profile.capabilities = (!c.is_empty()).then_some(c);
     }
+}
+
+/// Whether the profile turns direct messages off.
+fn turned_off(p: &Profile) -> bool {
+    p.message_mode.as_deref() == Some("off")
 }

@@ -48,6 +48,10 @@ pub(super) struct WriterShared {
     /// Writes since the cache was last given back that make it worth giving back (0: the
     /// default).
     burst_writes: AtomicU64,
+    /// Commits that ran a job outside the queue (anything but `enqueue` and its
+    /// acknowledgements), counted before their jobs are answered: what the store's read
+    /// caches are keyed by.
+    pub(super) general_commits: AtomicU64,
 }
 
 impl WriterShared {
@@ -156,18 +160,36 @@ impl Drop for Snapshot {
 pub(super) struct Batch<'t> {
     txn: &'t WriteTransaction,
     queue: Option<QueueTables<'t>>,
+    /// A job asked for the whole transaction: it may have changed any table.
+    general: bool,
 }
 
 impl<'t> Batch<'t> {
     fn new(txn: &'t WriteTransaction) -> Batch<'t> {
-        Batch { txn, queue: None }
+        Batch {
+            txn,
+            queue: None,
+            general: false,
+        }
     }
 
     /// The transaction, for a job that opens its own tables: the queue's are closed first
     /// (redb has a table open once at a time).
-    pub(super) fn txn(&mut self) -> &'t WriteTransaction {
-        self.queue = None;
-        self.txn
+    pub(super) fn txn(&mut self) -> Result<&'t WriteTransaction, StoreError> {
+        if let Some(queue) = self.queue.take() {
+            queue.close()?;
+        }
+        self.general = true;
+        Ok(self.txn)
+    }
+
+    /// Closes what the batch's jobs left open, before the commit. Returns whether any job
+    /// asked for the whole transaction.
+    fn finish(self) -> Result<bool, StoreError> {
+        if let Some(queue) = self.queue {
+            queue.close()?;
+        }
+        Ok(self.general)
     }
 
     /// The queue's tables, opened by the first queue job of the batch.
@@ -389,16 +411,25 @@ impl Writer {
         let txn = db.begin_write()?;
         let applied = {
             let mut tables = Batch::new(&txn);
-            batch.iter_mut().try_for_each(|job| job.apply(&mut tables))
+            batch
+                .iter_mut()
+                .try_for_each(|job| job.apply(&mut tables))
+                .and_then(|()| tables.finish())
         };
-        if let Err(e) = applied {
-            let _ = txn.abort();
-            return Err(match e {
-                StoreError::Io(why) => StoreError::Io(why),
-                _ => StoreError::Db("a write in this batch failed; nothing was stored".into()),
-            });
-        }
+        let general = match applied {
+            Ok(general) => general,
+            Err(e) => {
+                let _ = txn.abort();
+                return Err(match e {
+                    StoreError::Io(why) => StoreError::Io(why),
+                    _ => StoreError::Db("a write in this batch failed; nothing was stored".into()),
+                });
+            }
+        };
         txn.commit()?;
+        if general {
+            self.shared.general_commits.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(())
     }
 
@@ -502,6 +533,7 @@ mod tests {
             batch.queue().unwrap();
             batch
                 .txn()
+                .unwrap()
                 .open_table(crate::store::records::MESSAGES)
                 .unwrap()
                 .insert(("mesh", "id"), b"x".as_slice())
@@ -546,6 +578,63 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(get(&reopened.read().unwrap()).unwrap(), "two");
+    }
+
+    /// A storage error inside a job (not only in the commit) puts the store in its failed
+    /// state at once: writes refused, `/health/ready` 503, until the disk answers again.
+    #[tokio::test]
+    async fn an_io_error_inside_a_job_refuses_writes_until_storage_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let failed = store
+            .write(|_| Err::<(), _>(StoreError::Io("the disk went away".into())))
+            .await;
+        assert!(matches!(failed, Err(StoreError::Io(_))), "{failed:?}");
+        assert_eq!(store.failure().as_deref(), Some("the disk went away"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.failure().is_some() {
+            assert!(Instant::now() < deadline, "the store never recovered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        set(&store, "after").await;
+        assert_eq!(get(&store.read().unwrap()).unwrap(), "after");
+    }
+
+    /// Every answered job gives its place in the writer's queue back, so connections waiting
+    /// for room go on.
+    #[tokio::test]
+    async fn answered_jobs_leave_room_in_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for _ in 0..3 {
+            set(&store, "x").await;
+        }
+        // The count drops just after the answers go out.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.shared.queued.load(Ordering::Acquire) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "answered jobs still counted as queued"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), store.room())
+            .await
+            .expect("no room after every job was answered");
+    }
+
+    /// A commit that ran a job outside the queue moves the count the read caches are keyed
+    /// by; one of queue jobs only does not.
+    #[tokio::test]
+    async fn only_commits_outside_the_queue_move_the_cache_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let count = || store.shared.general_commits.load(Ordering::Acquire);
+        let before = count();
+        set(&store, "x").await;
+        assert_eq!(count(), before + 1);
+        store.submit_queue(|_tables| Ok(())).await.unwrap();
+        assert_eq!(count(), before + 1, "a queue-only commit moved the count");
     }
 
     /// Every live snapshot is counted, and only until it is dropped.

@@ -256,11 +256,11 @@ pub fn direct_refusal(
                 format!("{name} does not accept messages from you (blocked); nothing was sent"),
             ));
         }
-        let profile = broker
+        if broker
             .store
-            .profile(&sender.mesh_id, &member_id)
-            .map_err(internal)?;
-        if profile.is_some_and(|p| p.message_mode.as_deref() == Some("off")) {
+            .messages_off(&sender.mesh_id, &member_id)
+            .map_err(internal)?
+        {
             return Err((
                 "messages_off",
                 format!("{name} has turned messages off; nothing was sent"),

@@ -95,6 +95,9 @@ pub(in crate::store) struct QueueTables<'t> {
     client_keys: Table<'t, [u8; 16], &'static str>,
     client_ids: Table<'t, (&'static str, &'static str, &'static str), &'static str>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    /// The queue sequence number to persist when the tables close: written once a batch, not
+    /// once a message.
+    next_seq: Option<u64>,
 }
 
 impl<'t> QueueTables<'t> {
@@ -110,7 +113,17 @@ impl<'t> QueueTables<'t> {
             client_keys: tx.open_table(CLIENT_KEYS)?,
             client_ids: tx.open_table(CLIENT_IDS)?,
             meta: tx.open_table(META)?,
+            next_seq: None,
         })
+    }
+
+    /// Persists what must outlive the batch (the next sequence number), then closes the
+    /// tables.
+    pub(in crate::store) fn close(mut self) -> Result<(), StoreError> {
+        if let Some(n) = self.next_seq {
+            self.meta.insert("queue_seq", encode(&n).as_slice())?;
+        }
+        Ok(())
     }
 }
 
@@ -396,8 +409,7 @@ impl Store {
                 )?;
                 seqs.push((key.clone(), n));
             }
-            t.meta
-                .insert("queue_seq", encode(&seq.load(Ordering::Relaxed)).as_slice())?;
+            t.next_seq = Some(seq.load(Ordering::Relaxed));
             Ok(Enqueued {
                 record,
                 fresh: true,

@@ -388,3 +388,35 @@ async fn expired_messages_are_swept_and_prefixes_find_one_message() {
         "nothing left to sweep"
     );
 }
+
+/// Sequence numbers go on growing across a restart, whether the batch that took the last one
+/// ended with queue jobs or with a write of another kind: a message stored after the restart
+/// is queued after the ones before it, and replaces none.
+#[tokio::test]
+async fn queue_order_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.enqueue(message("first", &["b"])).await.unwrap();
+        store.enqueue(message("second", &["b"])).await.unwrap();
+        store.close();
+    }
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.enqueue(message("third", &["b"])).await.unwrap();
+        // Queued together: the queue job's tables close for the general job in one batch.
+        let queued = store.enqueue(message("fourth", &["b"]));
+        let general = store.submit(|tx| {
+            tx.open_table(META)?.insert("other", b"x".as_slice())?;
+            Ok(())
+        });
+        queued.await.unwrap();
+        general.await.unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    store.enqueue(message("fifth", &["b"])).await.unwrap();
+    let (seen, _) = walk(&store, &[key("b")], 0, 100);
+    let ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["first", "second", "third", "fourth", "fifth"]);
+}

@@ -1,0 +1,144 @@
+//! Answers to hot reads that rarely change (a member's capabilities, a member by key, what a
+//! recipient accepts), kept in memory until the next commit that could have changed them.
+//!
+//! The writer counts the commits that ran any job outside the message queue
+//! (`WriterShared::general_commits`) before it answers their jobs. An answer is kept under the
+//! count read *before* its read snapshot began, and served only while the count is unchanged:
+//! so once a write that changes a member is acknowledged, every later read sees it, exactly as
+//! a fresh read transaction would. Message traffic (sends and acknowledgements) does not move
+//! the count, so under load these reads cost a lock and a hash lookup instead of a read
+//! transaction.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{GrantRow, Member, StoreError};
+use crate::protocol::Pubkey;
+use crate::protocol::messages::Permission;
+
+/// The store's read caches.
+#[derive(Default)]
+pub(super) struct Caches {
+    /// (mesh id, member id) → the member's capabilities now (`None`: not a live member).
+    pub(super) capabilities:
+        ReadCache<(String, String), Option<std::collections::BTreeSet<Permission>>>,
+    /// (mesh id, key) → the member holding that key, revoked or not.
+    pub(super) member_by_key: ReadCache<(String, Pubkey), Option<Member>>,
+    /// (mesh id, granter, peer) → the granter's row for that peer.
+    pub(super) grants: ReadCache<(String, String, String), Option<GrantRow>>,
+    /// (mesh id, member id) → whether the member turned messages off.
+    pub(super) messages_off: ReadCache<(String, String), bool>,
+}
+
+/// Entries one cache holds before it starts over.
+const MAX_ENTRIES: usize = 4096;
+
+pub(super) struct ReadCache<K, V> {
+    inner: Mutex<Kept<K, V>>,
+}
+
+struct Kept<K, V> {
+    /// The commit count the entries were read under.
+    generation: u64,
+    entries: HashMap<K, V>,
+}
+
+impl<K: Eq + Hash, V: Clone> Default for ReadCache<K, V> {
+    fn default() -> Self {
+        ReadCache {
+            inner: Mutex::new(Kept {
+                generation: 0,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
+    /// The answer kept for `key` under the current commit count, else `read()`'s (kept for
+    /// the next caller unless a commit counted meanwhile).
+    pub(super) fn get_or_read(
+        &self,
+        commits: &AtomicU64,
+        key: K,
+        read: impl FnOnce() -> Result<V, StoreError>,
+    ) -> Result<V, StoreError> {
+        let seen = commits.load(Ordering::Acquire);
+        {
+            let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.generation < seen {
+                kept.entries.clear();
+                kept.generation = seen;
+            }
+            if kept.generation == seen
+                && let Some(v) = kept.entries.get(&key)
+            {
+                return Ok(v.clone());
+            }
+        }
+        let v = read()?;
+        let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.generation == seen {
+            if kept.entries.len() >= MAX_ENTRIES {
+                kept.entries.clear();
+            }
+            kept.entries.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_kept_until_the_count_moves() {
+        let commits = AtomicU64::new(0);
+        let cache = ReadCache::<&str, u32>::default();
+        let mut reads = 0;
+        let mut get = |value: u32| {
+            cache
+                .get_or_read(&commits, "k", || {
+                    reads += 1;
+                    Ok(value)
+                })
+                .unwrap()
+        };
+        assert_eq!(get(1), 1);
+        assert_eq!(get(2), 1, "kept while nothing was committed");
+        commits.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(get(3), 3, "read again after a commit");
+        assert_eq!(get(4), 3);
+        assert_eq!(reads, 2);
+    }
+
+    #[test]
+    fn a_read_that_a_commit_overtook_is_not_kept() {
+        let commits = AtomicU64::new(0);
+        let cache = ReadCache::<&str, u32>::default();
+        let first = cache
+            .get_or_read(&commits, "k", || {
+                commits.fetch_add(1, Ordering::AcqRel);
+                Ok(1)
+            })
+            .unwrap();
+        assert_eq!(first, 1);
+        let second = cache.get_or_read(&commits, "k", || Ok(2)).unwrap();
+        assert_eq!(second, 2, "an answer read under an older count was served");
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let commits = AtomicU64::new(0);
+        let cache = ReadCache::<usize, usize>::default();
+        for k in 0..=MAX_ENTRIES {
+            cache.get_or_read(&commits, k, || Ok(k)).unwrap();
+        }
+        let kept = cache.inner.lock().unwrap();
+        assert!(kept.entries.len() <= MAX_ENTRIES, "{}", kept.entries.len());
+        assert_eq!(kept.entries.len(), 1);
+    }
+}
