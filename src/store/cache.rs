@@ -134,11 +134,12 @@ mod tests {
     fn a_full_cache_starts_over() {
         let commits = AtomicU64::new(0);
         let cache = ReadCache::<usize, usize>::default();
-        for k in 0..=MAX_ENTRIES {
+        let kept = || cache.inner.lock().unwrap().entries.len();
+        for k in 0..MAX_ENTRIES {
             cache.get_or_read(&commits, k, || Ok(k)).unwrap();
         }
-        let kept = cache.inner.lock().unwrap();
-        assert!(kept.entries.len() <= MAX_ENTRIES, "{}", kept.entries.len());
-        assert_eq!(kept.entries.len(), 1);
+        assert_eq!(kept(), MAX_ENTRIES, "every answer kept up to the bound");
+        cache.get_or_read(&commits, MAX_ENTRIES, || Ok(0)).unwrap();
+        assert_eq!(kept(), 1, "past the bound it starts over");
     }
 }
