@@ -176,20 +176,23 @@ impl<'t> Batch<'t> {
     /// The transaction, for a job that opens its own tables: the queue's are closed first
     /// (redb has a table open once at a time).
     pub(super) fn txn(&mut self) -> Result<&'t WriteTransaction, StoreError> {
-        if let Some(queue) = self.queue.take() {
-            queue.close()?;
-        }
+        self.close_queue()?;
         self.general = true;
         Ok(self.txn)
     }
 
     /// Closes what the batch's jobs left open, before the commit. Returns whether any job
     /// asked for the whole transaction.
-    fn finish(self) -> Result<bool, StoreError> {
-        if let Some(queue) = self.queue {
-            queue.close()?;
-        }
+    fn finish(mut self) -> Result<bool, StoreError> {
+        self.close_queue()?;
         Ok(self.general)
+    }
+
+    fn close_queue(&mut self) -> Result<(), StoreError> {
+        match self.queue.take() {
+            Some(queue) => queue.close(),
+            None => Ok(()),
+        }
     }
 
     /// The queue's tables, opened by the first queue job of the batch.
