@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{GrantRow, Member, StoreError};
 use crate::protocol::Pubkey;
@@ -21,9 +21,10 @@ use crate::protocol::messages::Permission;
 /// The store's read caches.
 #[derive(Default)]
 pub(super) struct Caches {
-    /// (mesh id, member id) → the member's capabilities now (`None`: not a live member).
+    /// (mesh id, member id) → the member's capabilities now (`None`: not a live member);
+    /// shared, so a check on every send copies a pointer, not the set.
     pub(super) capabilities:
-        ReadCache<(String, String), Option<std::collections::BTreeSet<Permission>>>,
+        ReadCache<(String, String), Option<Arc<std::collections::BTreeSet<Permission>>>>,
     /// (mesh id, key) → the member holding that key, revoked or not.
     pub(super) member_by_key: ReadCache<(String, Pubkey), Option<Member>>,
     /// (mesh id, granter, peer) → the granter's row for that peer.

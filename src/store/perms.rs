@@ -191,7 +191,7 @@ impl Store {
             || {
                 Ok(self
                     .member_perms(mesh_id, member_id)?
-                    .map(|m| m.effective()))
+                    .map(|m| std::sync::Arc::new(m.effective())))
             },
         )?;
         Ok(caps.is_some_and(|c| c.contains(&p)))
