@@ -333,3 +333,199 @@ async fn a_demoted_admin_loses_the_audit_log_on_its_live_connection() {
     assert_eq!(e.code(), Some("forbidden"), "{e}");
     carol_live.close().await;
 }
+
+/// Every frame that needs a capability, as a minimal valid frame of its type, with the
+/// capability it needs. A new guarded frame (`perms::needed`) gets its line here.
+fn guarded_frames() -> Vec<(Value, &'static str)> {
+    use serde_json::json;
+    let key = "00".repeat(32);
+    vec![
+        (
+            json!({"type": "send", "targetSpec": "*", "ciphertext": "aGk="}),
+            "send",
+        ),
+        (
+            json!({"type": "schedule", "to": "*", "message": "hi", "deliverAt": 4102444800000i64}),
+            "send",
+        ),
+        (
+            json!({"type": "publish", "stream": "logs", "data": 1}),
+            "send",
+        ),
+        (
+            json!({"type": "set_state", "key": "k", "value": 1}),
+            "state",
+        ),
+        (json!({"type": "remember", "content": "a fact"}), "state"),
+        (json!({"type": "forget", "memoryId": "m1"}), "state"),
+        (
+            json!({"type": "share_context", "summary": "what I read"}),
+            "state",
+        ),
+        (json!({"type": "create_task", "title": "a task"}), "state"),
+        (json!({"type": "claim_task", "taskId": "t1"}), "state"),
+        (json!({"type": "complete_task", "taskId": "t1"}), "state"),
+        (json!({"type": "release_task", "taskId": "t1"}), "state"),
+        (json!({"type": "create_stream", "name": "logs"}), "state"),
+        (
+            json!({"type": "share_skill", "name": "s", "description": "d", "instructions": "i"}),
+            "state",
+        ),
+        (json!({"type": "remove_skill", "name": "s"}), "state"),
+        (json!({"type": "set_clock", "speed": 2.0}), "state"),
+        (json!({"type": "pause_clock"}), "state"),
+        (json!({"type": "resume_clock"}), "state"),
+        (
+            json!({"type": "mesh_execute", "sql": "CREATE TABLE t (x)"}),
+            "state",
+        ),
+        (
+            json!({"type": "graph_execute", "cypher": "CREATE (:N)"}),
+            "state",
+        ),
+        (
+            json!({"type": "vector_create", "collection": "c", "dimension": 2}),
+            "state",
+        ),
+        (
+            json!({"type": "vector_store", "collection": "c", "vector": [0.0, 1.0]}),
+            "state",
+        ),
+        (
+            json!({"type": "vector_delete", "collection": "c", "id": "v1"}),
+            "state",
+        ),
+        (
+            json!({"type": "vector_delete_collection", "collection": "c"}),
+            "state",
+        ),
+        (json!({"type": "file_token", "purpose": "upload"}), "files"),
+        (json!({"type": "delete_file", "fileId": "f1"}), "files"),
+        (
+            json!({"type": "grant_file_access", "fileId": "f1", "peerPubkey": key, "sealedKey": "aGk="}),
+            "files",
+        ),
+        (json!({"type": "peer_files_share"}), "files"),
+        (
+            json!({"type": "peer_file_request", "targetPubkey": key, "filePath": "a.txt"}),
+            "files",
+        ),
+        (
+            json!({"type": "peer_dir_request", "targetPubkey": key}),
+            "files",
+        ),
+        (
+            json!({"type": "create_invite", "inviteId": "i1", "code": "c1", "role": "member", "maxUses": 1, "expiresAt": 4102444800i64}),
+            "invite",
+        ),
+        (json!({"type": "revoke_invite", "code": "c1"}), "invite"),
+        (json!({"type": "list_invites"}), "invite"),
+        (
+            json!({"type": "set_perms", "member": "alice", "grant": ["send"]}),
+            "perms",
+        ),
+        (
+            json!({"type": "mcp_register", "serverName": "tools"}),
+            "tools",
+        ),
+        (
+            json!({"type": "mcp_call", "serverName": "tools", "toolName": "t"}),
+            "tools",
+        ),
+        (
+            json!({"type": "mcp_deploy", "server_name": "svc", "source": {"type": "npm", "package": "p"}}),
+            "deploy",
+        ),
+        (
+            json!({"type": "mcp_update", "server_name": "svc"}),
+            "deploy",
+        ),
+        (
+            json!({"type": "vault_set", "key": "K", "ciphertext": "aGk=", "nonce": "aGk=", "sealed_key": "aGk=", "entry_type": "env"}),
+            "vault",
+        ),
+        (json!({"type": "vault_delete", "key": "K"}), "vault"),
+        (
+            json!({"type": "watch", "url": "http://127.0.0.1:9/"}),
+            "watches",
+        ),
+        (json!({"type": "unwatch", "watchId": "w1"}), "watches"),
+        (
+            json!({"type": "create_webhook", "name": "hook"}),
+            "webhooks",
+        ),
+        (
+            json!({"type": "delete_webhook", "name": "hook"}),
+            "webhooks",
+        ),
+    ]
+}
+
+/// The broker checks each guarded frame itself: a member denied every capability, speaking the
+/// wire directly (no CLI to stop it first), is refused each one with `forbidden` naming the
+/// capability it lacks; frames that need nothing (a download token, reads) still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_guarded_frame_is_refused_naming_the_capability_it_needs() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team_with_admin(&broker);
+    let mut deny = vec!["perms", "set", "bob"];
+    let names: Vec<String> = [
+        "send", "state", "files", "tools", "invite", "deploy", "vault",
+    ]
+    .iter()
+    .chain(&["watches", "webhooks", "perms"])
+    .map(|p| format!("-{p}"))
+    .collect();
+    deny.extend(names.iter().map(String::as_str));
+    deny.push("--json");
+    let set = alice.json(&deny);
+    assert!(strings(&set["capabilities"]).is_empty(), "{set}");
+
+    let bob_live = bob.client().await;
+    for (frame, capability) in guarded_frames() {
+        let body: claudemesh::protocol::ClientMessage = serde_json::from_value(frame.clone())
+            .unwrap_or_else(|e| panic!("{frame} is a valid frame: {e}"));
+        let e = bob_live
+            .request(body)
+            .await
+            .expect_err(&format!("{frame} is refused without {capability}"));
+        assert_eq!(e.code(), Some("forbidden"), "{frame}: {e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("\"{capability}\" capability")),
+            "{frame} names the capability {capability}: {e}"
+        );
+    }
+
+    // Only an upload token needs `files`: any other purpose is refused for what it is.
+    let other: claudemesh::protocol::ClientMessage =
+        serde_json::from_value(serde_json::json!({"type": "file_token", "purpose": "download"}))
+            .expect("a file_token frame");
+    let e = bob_live.request(other).await.expect_err("not a purpose");
+    assert_eq!(e.code(), Some("invalid_argument"), "{e}");
+    // Reading is not guarded: bob, without `files`, still fetches what alice shares.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "shared notes").expect("write");
+    let shared = alice.json(&["file", "share", path.to_str().unwrap(), "--json"]);
+    let id = shared["fileId"].as_str().expect("fileId");
+    let out = dir.path().join("bob");
+    std::fs::create_dir(&out).expect("mkdir");
+    bob.json(&["file", "get", id, "--out", out.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).expect("fetched"),
+        "shared notes"
+    );
+    bob.ok(&["state", "list"]);
+    bob_live.close().await;
+}
+
+/// `perms show` of someone who is not in the mesh says so instead of printing nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn perms_of_an_unknown_member_are_refused_as_not_found() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let err = alice.refused(&["perms", "show", "nobody"]);
+    assert!(err.contains("no such member"), "{err}");
+    assert_eq!(perms_of(&alice, "bob")["role"], "member");
+}
