@@ -244,6 +244,38 @@ async fn a_set_state_flood_is_read_at_the_pace_of_storage() {
     }
 }
 
+/// A field of `/proc/PID/<file>` in kB, if the kernel reports it.
+fn proc_field(pid: u32, file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .trim()
+            .trim_end_matches(" kB")
+            .parse()
+            .ok()
+    })
+}
+
+/// Memory the broker frees after a load can go back to the OS: its heap is kept out of
+/// transparent huge pages, where one live byte keeps 2 MiB resident (issue 14: RSS back near
+/// idle after a load).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_brokers_heap_stays_in_small_pages_so_freed_memory_can_go_back() {
+    let broker = BrokerProc::start(&[]);
+    let mut bystanders = Bystanders::start(&broker).await;
+    bystanders.exchange(50).await;
+    let pid = broker.pid();
+    if let Some(enabled) = proc_field(pid, "status", "THP_enabled:") {
+        assert_eq!(
+            enabled, 0,
+            "the broker turned transparent huge pages off for itself"
+        );
+    }
+    let huge = proc_field(pid, "smaps_rollup", "AnonHugePages:").expect("smaps_rollup");
+    assert_eq!(huge, 0, "no anonymous huge pages after traffic");
+    bystanders.exchange(1).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_of_100000_messages_arrives_in_order_each_once() {
     const TOTAL: usize = 100_000;

@@ -296,6 +296,7 @@ impl BrokerCmd {
     }
 
     pub async fn run(self) -> CliResult {
+        crate::store::avoid_huge_pages();
         let listen = parse_listen(&self.listen).await?;
         if self.max_message_bytes < 1024 {
             return Err(CliError::Usage(

@@ -101,7 +101,7 @@ pub use vectors::{EXACT_UP_TO, set_exact_up_to};
 pub use watches::{PollOutcome, WatchRecord};
 pub use webhooks::{WebhookRecord, WebhookRefusal};
 use writer::{Batch, TypedJob, Writer, WriterMsg, WriterShared};
-pub use writer::{Snapshot, collect_freed_memory};
+pub use writer::{Snapshot, avoid_huge_pages, collect_freed_memory};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).
