@@ -276,6 +276,11 @@ fn create_needs_the_admin_token_unless_open() {
     let v = carol.json(&["create", "free", "--broker", &open.ws_url(), "--json"]);
     assert_eq!(v["slug"], "free");
     assert_eq!(carol.entry().display_name, "carol");
+    // The same name again gets the next free suffix, in order.
+    for (name, slug) in [("dave", "free-2"), ("erin", "free-3"), ("frank", "free-4")] {
+        let v = Person::new(name).json(&["create", "Free!", "--broker", &open.ws_url(), "--json"]);
+        assert_eq!(v["slug"], slug);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
