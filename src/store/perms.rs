@@ -112,22 +112,42 @@ fn read_perms(
     })
 }
 
-/// A live (neither revoked nor banned) member's capabilities inside a write transaction (for
-/// checks that must commit with what they allow).
+type Rows = (&'static str, &'static str);
+
+/// What a member may do as it acts now: nothing when it is revoked or banned (a banned
+/// member's invites stop letting anyone in, and no frame of its passes a check). The one rule
+/// for checks in a write transaction ([`member_perms_in`]) and on reads ([`Store::holds`]).
+fn acting_perms(
+    members: &impl ReadableTable<Rows, &'static [u8]>,
+    bans: &impl ReadableTable<Rows, &'static [u8]>,
+    perms: &impl ReadableTable<Rows, &'static [u8]>,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<Option<MemberPerms>, StoreError> {
+    if super::members::is_banned_in(bans, mesh_id, member_id)? {
+        return Ok(None);
+    }
+    let member: Option<Member> = decode_opt(members.get((mesh_id, member_id))?)?;
+    match member.filter(|m| m.revoked_at_ms.is_none()) {
+        Some(m) => read_perms(perms, m).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A live member's capabilities inside a write transaction (for checks that must commit with
+/// what they allow): [`acting_perms`].
 pub(crate) fn member_perms_in(
     tx: &WriteTransaction,
     mesh_id: &str,
     member_id: &str,
 ) -> Result<Option<MemberPerms>, StoreError> {
-    let member: Option<Member> = decode_opt(tx.open_table(MEMBERS)?.get((mesh_id, member_id))?)?;
-    // A banned member holds no capability: the invites it signed stop letting anyone in.
-    if super::members::is_banned_in(&tx.open_table(super::members::BANS)?, mesh_id, member_id)? {
-        return Ok(None);
-    }
-    match member.filter(|m| m.revoked_at_ms.is_none()) {
-        Some(m) => read_perms(&tx.open_table(PERMS)?, m).map(Some),
-        None => Ok(None),
-    }
+    acting_perms(
+        &tx.open_table(MEMBERS)?,
+        &tx.open_table(super::members::BANS)?,
+        &tx.open_table(PERMS)?,
+        mesh_id,
+        member_id,
+    )
 }
 
 /// Denies `member` (just joined) every capability of its role's defaults that `allowed` lacks,
@@ -167,7 +187,9 @@ impl MemberPerms {
 }
 
 impl Store {
-    /// A member's capabilities as they are now; `None` when it is not a live member.
+    /// A member's capabilities as they are now, for showing (`perms show`); `None` when it is
+    /// not a live member. A banned member's are shown; it acts with none
+    /// ([`Store::acting_member_perms`]).
     pub fn member_perms(
         &self,
         mesh_id: &str,
@@ -182,6 +204,23 @@ impl Store {
         read_perms(&rt.open_table(PERMS)?, member).map(Some)
     }
 
+    /// A member's capabilities as it acts now ([`acting_perms`]): `None` when it is revoked,
+    /// banned or unknown. What checks ask; [`Store::member_perms`] is what `perms show` shows.
+    pub fn acting_member_perms(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> Result<Option<MemberPerms>, StoreError> {
+        let rt = self.read()?;
+        acting_perms(
+            &rt.open_table(MEMBERS)?,
+            &rt.open_table(super::members::BANS)?,
+            &rt.open_table(PERMS)?,
+            mesh_id,
+            member_id,
+        )
+    }
+
     /// Whether `member_id` may do `p` now: what every guarded handler asks. Answered from
     /// memory until the next commit outside the message queue (`cache.rs`).
     pub fn holds(&self, mesh_id: &str, member_id: &str, p: Permission) -> Result<bool, StoreError> {
@@ -190,7 +229,7 @@ impl Store {
             (mesh_id.to_string(), member_id.to_string()),
             || {
                 Ok(self
-                    .member_perms(mesh_id, member_id)?
+                    .acting_member_perms(mesh_id, member_id)?
                     .map(|m| std::sync::Arc::new(m.effective())))
             },
         )?;
@@ -300,5 +339,93 @@ impl Store {
             Ok(Ok(target))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::keys::Pubkey;
+    use crate::protocol::messages::GroupBodies;
+    use crate::store::CreateMesh;
+
+    /// Checks and writes share one rule: a banned member acts with no capability, on a read
+    /// (`holds`, cached) as inside a write transaction, while `perms show` still shows its own.
+    #[tokio::test]
+    async fn a_banned_member_holds_nothing_on_reads_as_on_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mesh, owner) = store
+            .create_mesh(CreateMesh {
+                name: "team".into(),
+                owner_pubkey: Pubkey([1; 32]),
+                root_key_check: None,
+                member_pubkey: Pubkey([2; 32]),
+                display_name: "alice".into(),
+                group_bodies: GroupBodies::default(),
+                group_bodies_proof: None,
+                now_ms: 1,
+            })
+            .await
+            .unwrap();
+        let bob = Member {
+            id: "bob-id".into(),
+            mesh_id: mesh.id.clone(),
+            pubkey: Pubkey([3; 32]),
+            display_name: "bob".into(),
+            role: MemberRole::Member,
+            joined_at_ms: 2,
+            revoked_at_ms: None,
+            groups: Vec::new(),
+            last_seen_at_ms: None,
+            last_summary: None,
+            invite_code: None,
+        };
+        let row = bob.clone();
+        store
+            .write(move |tx| super::super::meshes::insert_member(tx, &row))
+            .await
+            .unwrap();
+        let in_write = |store: &Store| {
+            let (mesh_id, id) = (mesh.id.clone(), bob.id.clone());
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tx| Ok(member_perms_in(tx, &mesh_id, &id)?.is_some()))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(store.holds(&mesh.id, &bob.id, Permission::Send).unwrap());
+        assert!(in_write(&store).await);
+
+        let banned = store
+            .ban_member(
+                mesh.id.clone(),
+                bob.id.clone(),
+                owner.id.clone(),
+                "spam".into(),
+                3,
+            )
+            .await
+            .unwrap();
+        assert!(banned.is_ok(), "{banned:?}");
+        assert!(!store.holds(&mesh.id, &bob.id, Permission::Send).unwrap());
+        assert!(!store.holds(&mesh.id, &bob.id, Permission::State).unwrap());
+        assert!(!in_write(&store).await);
+        assert!(
+            store
+                .acting_member_perms(&mesh.id, &bob.id)
+                .unwrap()
+                .is_none()
+        );
+        let shown = store
+            .member_perms(&mesh.id, &bob.id)
+            .unwrap()
+            .expect("shown");
+        assert!(
+            shown.holds(Permission::Send),
+            "perms show keeps what it would get back"
+        );
     }
 }

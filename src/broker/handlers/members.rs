@@ -164,7 +164,7 @@ pub fn list_invites(conn: &Conn, req_id: Option<String>) {
     let manages = match conn
         .broker
         .store
-        .member_perms(&peer.mesh_id, &peer.member_id)
+        .acting_member_perms(&peer.mesh_id, &peer.member_id)
     {
         Ok(p) => p.is_some_and(|p| p.member.role.can_manage()),
         Err(e) => return conn.error(req_id, "internal", e.to_string()),
