@@ -802,14 +802,75 @@ pub(crate) fn migrate_to_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A mesh `team` with its owner `alice` (owner key `[1; 32]`, member key `[2; 32]`), for the
+/// store's unit tests.
+#[cfg(test)]
+pub(crate) async fn test_mesh(store: &Store) -> (Mesh, Member) {
+    store
+        .create_mesh(CreateMesh {
+            name: "team".into(),
+            owner_pubkey: Pubkey([1; 32]),
+            root_key_check: None,
+            member_pubkey: Pubkey([2; 32]),
+            display_name: "alice".into(),
+            group_bodies: Default::default(),
+            group_bodies_proof: None,
+            now_ms: 1,
+        })
+        .await
+        .expect("a mesh")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::slugify;
+    use super::*;
 
     #[test]
     fn slugs_are_readable() {
         assert_eq!(slugify("My Team!"), "my-team");
         assert_eq!(slugify("  "), "mesh");
         assert_eq!(slugify("a--b"), "a-b");
+    }
+
+    /// A mesh holds at most `MAX_UNEXPIRED_INVITES` invites that have not expired; expired ones
+    /// are dropped to make room.
+    #[tokio::test]
+    async fn unexpired_invites_are_bounded_and_expired_ones_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mesh, owner) = test_mesh(&store).await;
+        let now_ms = 10_000_000;
+        let invite = |n: usize, expires_at_s: i64| Invite {
+            id: format!("id{n}"),
+            code: format!("code{n}"),
+            mesh_id: mesh.id.clone(),
+            role: MemberRole::Member,
+            max_uses: 1,
+            used: 0,
+            expires_at_s,
+            created_by: owner.id.clone(),
+            created_at_ms: now_ms,
+            revoked: false,
+            signer_pubkey: Some(mesh.owner_pubkey),
+            canonical: String::new(),
+            signature: String::new(),
+        };
+        let create = |i: Invite| store.create_invite(i, owner.id.clone(), now_ms);
+        create(invite(0, 1)).await.unwrap().expect("an expired one");
+        let all = (1..MAX_UNEXPIRED_INVITES).map(|n| create(invite(n, 4_000_000_000)));
+        for made in futures_util::future::join_all(all).await {
+            made.unwrap().expect("room for it");
+        }
+        let last = invite(MAX_UNEXPIRED_INVITES, 4_000_000_000);
+        create(last)
+            .await
+            .unwrap()
+            .expect("the expired one made room");
+        assert!(
+            store.invite("code0").unwrap().is_none(),
+            "the expired one is gone"
+        );
+        let over = create(invite(MAX_UNEXPIRED_INVITES + 1, 4_000_000_000)).await;
+        assert_eq!(over.unwrap(), Err(InviteRefusal::TooMany));
     }
 }

@@ -346,8 +346,6 @@ impl Store {
 mod tests {
     use super::*;
     use crate::protocol::keys::Pubkey;
-    use crate::protocol::messages::GroupBodies;
-    use crate::store::CreateMesh;
 
     /// Checks and writes share one rule: a banned member acts with no capability, on a read
     /// (`holds`, cached) as inside a write transaction, while `perms show` still shows its own.
@@ -355,19 +353,7 @@ mod tests {
     async fn a_banned_member_holds_nothing_on_reads_as_on_writes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (mesh, owner) = store
-            .create_mesh(CreateMesh {
-                name: "team".into(),
-                owner_pubkey: Pubkey([1; 32]),
-                root_key_check: None,
-                member_pubkey: Pubkey([2; 32]),
-                display_name: "alice".into(),
-                group_bodies: GroupBodies::default(),
-                group_bodies_proof: None,
-                now_ms: 1,
-            })
-            .await
-            .unwrap();
+        let (mesh, owner) = crate::store::meshes::test_mesh(&store).await;
         let bob = Member {
             id: "bob-id".into(),
             mesh_id: mesh.id.clone(),
