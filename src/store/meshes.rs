@@ -861,7 +861,9 @@ mod tests {
         for made in futures_util::future::join_all(all).await {
             made.unwrap().expect("room for it");
         }
-        let last = invite(MAX_UNEXPIRED_INVITES, 4_000_000_000);
+        // The expired invite's id goes with it: a new invite may take it.
+        let mut last = invite(MAX_UNEXPIRED_INVITES, 4_000_000_000);
+        last.id = "id0".into();
         create(last)
             .await
             .unwrap()
@@ -872,5 +874,43 @@ mod tests {
         );
         let over = create(invite(MAX_UNEXPIRED_INVITES + 1, 4_000_000_000)).await;
         assert_eq!(over.unwrap(), Err(InviteRefusal::TooMany));
+    }
+
+    /// An owner revokes its own mesh's invites only, even knowing another mesh's code.
+    #[tokio::test]
+    async fn an_invite_is_revoked_only_from_its_own_mesh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mesh, owner) = test_mesh(&store).await;
+        let (other, other_owner) = test_mesh(&store).await;
+        let invite = Invite {
+            id: "id1".into(),
+            code: "code1".into(),
+            mesh_id: mesh.id.clone(),
+            role: MemberRole::Member,
+            max_uses: 1,
+            used: 0,
+            expires_at_s: 4_000_000_000,
+            created_by: owner.id.clone(),
+            created_at_ms: 1,
+            revoked: false,
+            signer_pubkey: Some(mesh.owner_pubkey),
+            canonical: String::new(),
+            signature: String::new(),
+        };
+        store
+            .create_invite(invite, owner.id.clone(), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        let code = || InviteRef::Code("code1".into());
+        let by_other = store.revoke_invite(other.id.clone(), code(), other_owner.id.clone(), 2);
+        assert!(matches!(
+            by_other.await.unwrap(),
+            Err(RevokeError::NotFound)
+        ));
+        assert!(!store.invite("code1").unwrap().unwrap().revoked);
+        let by_owner = store.revoke_invite(mesh.id.clone(), code(), owner.id.clone(), 3);
+        assert!(by_owner.await.unwrap().unwrap().revoked);
     }
 }
