@@ -876,13 +876,33 @@ mod tests {
         assert_eq!(over.unwrap(), Err(InviteRefusal::TooMany));
     }
 
-    /// An owner revokes its own mesh's invites only, even knowing another mesh's code.
+    /// An owner revokes its own mesh's invites, an admin's too, and only those: not another
+    /// mesh's, even knowing the code.
     #[tokio::test]
     async fn an_invite_is_revoked_only_from_its_own_mesh() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (mesh, owner) = test_mesh(&store).await;
         let (other, other_owner) = test_mesh(&store).await;
+        // An admin's invite: its owner may revoke it too.
+        let admin = Member {
+            id: "carol-id".into(),
+            mesh_id: mesh.id.clone(),
+            pubkey: Pubkey([4; 32]),
+            display_name: "carol".into(),
+            role: MemberRole::Admin,
+            joined_at_ms: 1,
+            revoked_at_ms: None,
+            groups: Vec::new(),
+            last_seen_at_ms: None,
+            last_summary: None,
+            invite_code: None,
+        };
+        let row = admin.clone();
+        store
+            .write(move |tx| insert_member(tx, &row))
+            .await
+            .unwrap();
         let invite = Invite {
             id: "id1".into(),
             code: "code1".into(),
@@ -891,15 +911,15 @@ mod tests {
             max_uses: 1,
             used: 0,
             expires_at_s: 4_000_000_000,
-            created_by: owner.id.clone(),
+            created_by: admin.id.clone(),
             created_at_ms: 1,
             revoked: false,
-            signer_pubkey: Some(mesh.owner_pubkey),
+            signer_pubkey: Some(admin.pubkey),
             canonical: String::new(),
             signature: String::new(),
         };
         store
-            .create_invite(invite, owner.id.clone(), 1)
+            .create_invite(invite, admin.id.clone(), 1)
             .await
             .unwrap()
             .unwrap();
