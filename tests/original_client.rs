@@ -381,6 +381,15 @@ async fn a_mesh_for_original_clients_writes_group_bodies_they_can_read() {
     )
     .await;
     ws_expect_error(&mut ws, "bad_signature").await;
+    // The owner's signature over "plain" is public (every member reads the settings)...
+    ws_send(
+        &mut ws,
+        &json!({"type": "set_mesh_settings", "_reqId": "s0"}),
+    )
+    .await;
+    let plain = ws_recv_reply(&mut ws).await;
+    assert_eq!(plain["groupBodies"], "plain", "{plain}");
+    assert!(plain["groupBodiesSignature"].is_string(), "{plain}");
     // Only the owner changes it; back to sealed, a reader of bodyVersion 1 no longer can.
     let refused = bob.run(&["settings", "group-bodies", "sealed"]);
     assert_ne!(
@@ -390,6 +399,17 @@ async fn a_mesh_for_original_clients_writes_group_bodies_they_can_read() {
     assert!(refused.stderr.contains("owner"), "{}", refused.stderr);
     let out = alice.run(&["settings", "group-bodies", "sealed"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // ... so a member replaying it to turn sealing off is refused: only the owner's own
+    // connection may change the setting.
+    let replay = json!({
+        "type": "set_mesh_settings",
+        "_reqId": "s2",
+        "groupBodies": "plain",
+        "groupBodiesSignature": plain["groupBodiesSignature"],
+        "groupBodiesSignedAt": plain["groupBodiesSignedAt"],
+    });
+    ws_send(&mut ws, &replay).await;
+    ws_expect_error(&mut ws, "forbidden").await;
     let out = alice.run(&["send", "*", "sealed again"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let push = original.next_message().await;
