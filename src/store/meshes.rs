@@ -932,5 +932,17 @@ mod tests {
         assert!(!store.invite("code1").unwrap().unwrap().revoked);
         let by_owner = store.revoke_invite(mesh.id.clone(), code(), owner.id.clone(), 3);
         assert!(by_owner.await.unwrap().unwrap().revoked);
+        // The revocation is audited once; revoking it again changes nothing and adds nothing.
+        let filter = crate::store::audit::AuditFilter {
+            event: Some("invite.revoked".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let audited = || store.audit_page(&mesh.id, &filter).unwrap();
+        assert_eq!(audited().total, 1, "{:?}", audited().records);
+        assert_eq!(audited().records[0].payload["inviteId"], "id1");
+        let again = store.revoke_invite(mesh.id.clone(), code(), owner.id.clone(), 4);
+        assert!(again.await.unwrap().unwrap().revoked);
+        assert_eq!(audited().total, 1, "{:?}", audited().records);
     }
 }
