@@ -468,17 +468,22 @@ fn guarded_frames() -> Vec<(Value, &'static str)> {
 async fn every_guarded_frame_is_refused_naming_the_capability_it_needs() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob, _carol) = team_with_admin(&broker);
-    let mut deny = vec!["perms", "set", "bob"];
-    let names: Vec<String> = [
-        "send", "state", "files", "tools", "invite", "deploy", "vault",
-    ]
-    .iter()
-    .chain(&["watches", "webhooks", "perms"])
-    .map(|p| format!("-{p}"))
-    .collect();
-    deny.extend(names.iter().map(String::as_str));
-    deny.push("--json");
-    let set = alice.json(&deny);
+    let set = alice.json(&[
+        "perms",
+        "set",
+        "bob",
+        "-send",
+        "-state",
+        "-files",
+        "-tools",
+        "-invite",
+        "-deploy",
+        "-vault",
+        "-watches",
+        "-webhooks",
+        "-perms",
+        "--json",
+    ]);
     assert!(strings(&set["capabilities"]).is_empty(), "{set}");
 
     let bob_live = bob.client().await;

@@ -821,6 +821,37 @@ pub(crate) async fn test_mesh(store: &Store) -> (Mesh, Member) {
         .expect("a mesh")
 }
 
+/// A live member `name` of `mesh` with `role` and the key `[key; 32]`, stored, for the store's
+/// unit tests.
+#[cfg(test)]
+pub(crate) async fn test_member(
+    store: &Store,
+    mesh: &Mesh,
+    name: &str,
+    role: MemberRole,
+    key: u8,
+) -> Member {
+    let member = Member {
+        id: format!("{name}-id"),
+        mesh_id: mesh.id.clone(),
+        pubkey: Pubkey([key; 32]),
+        display_name: name.into(),
+        role,
+        joined_at_ms: 1,
+        revoked_at_ms: None,
+        groups: Vec::new(),
+        last_seen_at_ms: None,
+        last_summary: None,
+        invite_code: None,
+    };
+    let row = member.clone();
+    store
+        .write(move |tx| insert_member(tx, &row))
+        .await
+        .expect("a member");
+    member
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,24 +916,7 @@ mod tests {
         let (mesh, owner) = test_mesh(&store).await;
         let (other, other_owner) = test_mesh(&store).await;
         // An admin's invite: its owner may revoke it too.
-        let admin = Member {
-            id: "carol-id".into(),
-            mesh_id: mesh.id.clone(),
-            pubkey: Pubkey([4; 32]),
-            display_name: "carol".into(),
-            role: MemberRole::Admin,
-            joined_at_ms: 1,
-            revoked_at_ms: None,
-            groups: Vec::new(),
-            last_seen_at_ms: None,
-            last_summary: None,
-            invite_code: None,
-        };
-        let row = admin.clone();
-        store
-            .write(move |tx| insert_member(tx, &row))
-            .await
-            .unwrap();
+        let admin = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
         let invite = Invite {
             id: "id1".into(),
             code: "code1".into(),

@@ -127,6 +127,16 @@ fn acting_perms(
     if super::members::is_banned_in(bans, mesh_id, member_id)? {
         return Ok(None);
     }
+    live_perms(members, perms, mesh_id, member_id)
+}
+
+/// A member's capabilities unless it is revoked (bans aside: [`acting_perms`] adds them).
+fn live_perms(
+    members: &impl ReadableTable<Rows, &'static [u8]>,
+    perms: &impl ReadableTable<Rows, &'static [u8]>,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<Option<MemberPerms>, StoreError> {
     let member: Option<Member> = decode_opt(members.get((mesh_id, member_id))?)?;
     match member.filter(|m| m.revoked_at_ms.is_none()) {
         Some(m) => read_perms(perms, m).map(Some),
@@ -196,12 +206,12 @@ impl Store {
         member_id: &str,
     ) -> Result<Option<MemberPerms>, StoreError> {
         let rt = self.read()?;
-        let member: Option<Member> =
-            decode_opt(rt.open_table(MEMBERS)?.get((mesh_id, member_id))?)?;
-        let Some(member) = member.filter(|m| m.revoked_at_ms.is_none()) else {
-            return Ok(None);
-        };
-        read_perms(&rt.open_table(PERMS)?, member).map(Some)
+        live_perms(
+            &rt.open_table(MEMBERS)?,
+            &rt.open_table(PERMS)?,
+            mesh_id,
+            member_id,
+        )
     }
 
     /// A member's capabilities as it acts now ([`acting_perms`]): `None` when it is revoked,
@@ -345,7 +355,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::keys::Pubkey;
 
     /// Checks and writes share one rule: a banned member acts with no capability, on a read
     /// (`holds`, cached) as inside a write transaction, while `perms show` still shows its own.
@@ -354,24 +363,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (mesh, owner) = crate::store::meshes::test_mesh(&store).await;
-        let bob = Member {
-            id: "bob-id".into(),
-            mesh_id: mesh.id.clone(),
-            pubkey: Pubkey([3; 32]),
-            display_name: "bob".into(),
-            role: MemberRole::Member,
-            joined_at_ms: 2,
-            revoked_at_ms: None,
-            groups: Vec::new(),
-            last_seen_at_ms: None,
-            last_summary: None,
-            invite_code: None,
-        };
-        let row = bob.clone();
-        store
-            .write(move |tx| super::super::meshes::insert_member(tx, &row))
-            .await
-            .unwrap();
+        let bob =
+            crate::store::meshes::test_member(&store, &mesh, "bob", MemberRole::Member, 3).await;
         let in_write = |store: &Store| {
             let (mesh_id, id) = (mesh.id.clone(), bob.id.clone());
             let store = store.clone();
