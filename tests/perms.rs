@@ -216,6 +216,17 @@ async fn an_invitee_of_a_member_gets_none_of_what_that_member_was_denied() {
     let erin = Person::new("erin");
     join(&erin, &url);
     erin.ok(&["send", "alice", "hi"]);
+    // The audit log says what each join left out: for dave, bob's denials; for erin, nothing.
+    let log = alice.json(&["audit", "--json"]);
+    let joined = |name: &str| -> Value {
+        let entries = log["entries"].as_array().expect("entries");
+        let entry = entries
+            .iter()
+            .find(|e| e["eventType"] == "member.joined" && e["actor"] == name);
+        entry.unwrap_or_else(|| panic!("{name} joined: {log:#}"))["payload"].clone()
+    };
+    assert_eq!(joined("dave")["denied"], "send,state", "{log:#}");
+    assert_eq!(joined("erin").get("denied"), None, "{log:#}");
 }
 
 /// A role change applies to a connection already in: an admin demoted while connected loses

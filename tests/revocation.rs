@@ -206,6 +206,70 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
     bystanders.exchange(3).await;
 }
 
+/// A frame the member sent before its revocation commits before the revocation or not at all:
+/// the revocation cuts the member off, lets what is running finish, and only then commits, so
+/// the audit log shows nothing of bob's after `member.revoked` however fast he writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_sent_before_a_revocation_commit_before_it_or_never() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alice_client = alice.client().await;
+    let bob_id = bob.entry().member_id;
+    let committed = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (client, committed) = (bob.client().await, committed.clone());
+        workers.push(tokio::spawn(async move {
+            for n in 0.. {
+                if client.set_state(&format!("w{w}"), json!(n)).await.is_err() {
+                    break; // cut off
+                }
+                committed.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    eventually("bob's writes to be committing", || async {
+        committed.load(Ordering::SeqCst) >= 200
+    })
+    .await;
+    let reply = alice_client
+        .request(ClientMessage::RevokeMember { member: bob_id })
+        .await
+        .expect("alice revokes bob");
+    assert!(matches!(reply, ServerMessage::Ack(_)), "{reply:?}");
+    for w in workers {
+        tokio::time::timeout(std::time::Duration::from_secs(30), w)
+            .await
+            .expect("bob's writers are cut off")
+            .expect("a writer");
+    }
+    let log = alice_client
+        .audit_query(claudemesh::protocol::messages::AuditQuery {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+        .expect("the audit log");
+    let revoked = log
+        .entries
+        .iter()
+        .find(|e| e.event_type == "member.revoked")
+        .expect("the revocation is audited");
+    let after: Vec<_> = log
+        .entries
+        .iter()
+        .filter(|e| e.id > revoked.id && e.actor == "bob")
+        .map(|e| (e.id, e.event_type.as_str()))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "bob's writes committed after his revocation (#{}): {after:?}",
+        revoked.id
+    );
+    let before = log.entries.iter().filter(|e| e.actor == "bob").count();
+    assert!(before > 0, "bob's writes are in the log");
+}
+
 /// A revoked member's scheduled messages die with its membership: they do not fire.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_members_reminders_never_fire() {

@@ -959,4 +959,42 @@ mod tests {
         assert!(again.await.unwrap().unwrap().revoked);
         assert_eq!(audited().total, 1, "{:?}", audited().records);
     }
+
+    /// Only a live owner or admin may prove the root key and so delete the broker's stored copy:
+    /// a plain member, or a revoked admin, holding the key file (an ex-admin's laptop) is refused
+    /// and the copy stays.
+    #[tokio::test]
+    async fn only_a_live_manager_drops_the_stored_root_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mut mesh, owner) = test_mesh(&store).await;
+        let root = [9u8; 32];
+        mesh.legacy_root_key = Some(crate::identity::encode_root_key(&root));
+        let row = mesh.clone();
+        store
+            .write(move |tx| {
+                let mut meshes = tx.open_table(MESHES)?;
+                meshes.insert(row.id.as_str(), encode(&row).as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let plain = test_member(&store, &mesh, "bob", MemberRole::Member, 3).await;
+        let mut revoked = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
+        revoked.revoked_at_ms = Some(2);
+        let row = revoked.clone();
+        store
+            .write(move |tx| insert_member(tx, &row))
+            .await
+            .unwrap();
+        let check = crate::identity::root_key_check(&root);
+        let prove =
+            |by: &Member| store.prove_root_key(mesh.id.clone(), by.id.clone(), check.clone(), 3);
+        assert_eq!(prove(&plain).await.unwrap(), RootKeyProof::Forbidden);
+        assert_eq!(prove(&revoked).await.unwrap(), RootKeyProof::Forbidden);
+        let held = || store.mesh(&mesh.id).unwrap().unwrap().legacy_root_key;
+        assert!(held().is_some(), "refused proofs leave the copy");
+        assert_eq!(prove(&owner).await.unwrap(), RootKeyProof::Dropped);
+        assert_eq!(held(), None);
+    }
 }
