@@ -1174,6 +1174,96 @@ async fn a_service_deploys_from_a_git_url() {
     assert!(message.contains("git clone"), "{code}: {message}");
 }
 
+/// Relays each connection to `127.0.0.1:target`, but only once `open` turns true; `accepted`
+/// is told of each connection as it comes. The port it listens on.
+async fn held_relay(
+    target: u16,
+    accepted: std::sync::Arc<tokio::sync::Notify>,
+    open: tokio::sync::watch::Receiver<bool>,
+) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let (accepted, mut open) = (accepted.clone(), open.clone());
+            tokio::spawn(async move {
+                accepted.notify_one();
+                if open.wait_for(|o| *o).await.is_err() {
+                    return;
+                }
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A deploy still fetching its code when its deployer is revoked never lands: the revocation
+/// goes through at once, and what the deploy would store and start after it is refused
+/// (`revoked`), so no service of the revoked member is listed, audited or running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_still_fetching_when_its_deployer_is_revoked_never_lands() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let Some(server) = git_server() else {
+        return;
+    };
+    alice.ok(&["perms", "set", "bob", "+deploy"]);
+    let daemon_port: u16 = server
+        .url
+        .trim_start_matches("git://127.0.0.1:")
+        .trim_end_matches("/svc")
+        .parse()
+        .expect("the git daemon's port");
+    let accepted = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (open, opened) = tokio::sync::watch::channel(false);
+    let relay = held_relay(daemon_port, accepted.clone(), opened).await;
+    let b = bob.client().await;
+    let mut deploying = tokio::spawn(async move {
+        b.mcp_deploy(claudemesh::protocol::messages::McpDeploy {
+            server_name: "raced".into(),
+            source: claudemesh::protocol::messages::DeploySource::Git {
+                url: format!("git://127.0.0.1:{relay}/svc"),
+                branch: Some("main".into()),
+            },
+            config: Some(config(&[])),
+            scope: Some(ScopeSpec::Word("mesh".into())),
+        })
+        .await
+    });
+    tokio::select! {
+        _ = accepted.notified() => {}
+        ended = &mut deploying => match ended.expect("the deploy task") {
+            Err(ClientError::Broker { code, message }) if code == "not_supported" => {
+                return skip_unless_strict(&message);
+            }
+            other => panic!("the deploy ended before it fetched: {other:?}"),
+        },
+    }
+    // The clone is under way (held at the relay): bob is revoked, then the clone goes on.
+    alice.ok(&["revoke", "bob"]);
+    open.send(true).expect("the relay listens");
+    let refusal = || {
+        broker
+            .stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("refused mcp_deploy from bob"))
+    };
+    eventually("bob's deploy to end", || async { refusal().is_some() }).await;
+    let refusal = refusal().unwrap();
+    assert!(refusal.contains(": revoked: "), "{refusal}");
+    let a = alice.client().await;
+    let listed = a.mcp_catalog().await.expect("the catalog");
+    assert!(listed.is_empty(), "{listed:?}");
+    let log = alice.json(&["audit", "--event", "mcp.deployed", "--json"]);
+    assert_eq!(log["total"], 0, "{log:#}");
+    let _ = deploying.await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_banned_deployers_service_stops_stays_down_and_runs_again_when_unbanned() {
     let mut broker = BrokerProc::start(&[]);

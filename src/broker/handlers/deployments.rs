@@ -395,8 +395,32 @@ fn launch(broker: &Broker, row: &DeploymentRow) -> Result<Launch, Refusal> {
 }
 
 /// Starts a deployment's service and waits for its first start to settle.
-async fn run(broker: &Broker, row: &DeploymentRow, isolation: Isolation) -> Reply {
+/// The right to act for `peer` while the guard lives, or `revoked`. Deploys run beside the
+/// connection's frames (a fetch can take minutes), outside the guard every frame holds, so they
+/// take it themselves before they commit: a revocation waits for what holds it and refuses
+/// what comes after, and a deploy racing its deployer's revocation never lands after it.
+async fn acting(peer: &Peer) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, Refusal> {
+    peer.authorised().await.ok_or_else(|| {
+        refuse(
+            "revoked",
+            format!(
+                "{} was revoked while this ran; nothing was changed",
+                peer.display_name
+            ),
+        )
+    })
+}
+
+/// Starts the stored `row`'s service, then gives up `acting` (the service is registered, so a
+/// revocation from here on finds and stops it) and waits for it to settle.
+async fn run(
+    broker: &Broker,
+    row: &DeploymentRow,
+    isolation: Isolation,
+    acting: tokio::sync::RwLockReadGuard<'_, ()>,
+) -> Reply {
     let service = broker.services.start(launch(broker, row)?, isolation).await;
+    drop(acting);
     let _ = tokio::time::timeout(START_WAIT, service.settled_after(0)).await;
     let view = service.view();
     if view.status == Status::Running {
@@ -565,6 +589,7 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
             updated_at_ms: now,
         };
         fetch_and_install(&broker, &peer, &row, &d.source, &config).await?;
+        let acting = acting(&peer).await?;
         let actor = AuditActor::member(&peer.member_id, &peer.display_name);
         if broker
             .store
@@ -580,7 +605,7 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
             return Err(quota_exceeded(max));
         }
         drop(deploying);
-        run(&broker, &row, isolation).await
+        run(&broker, &row, isolation, acting).await
     });
 }
 
@@ -607,6 +632,7 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
             row.deployer_name = peer.display_name.clone();
         }
         fetch_and_install(&broker, &peer, &row, &src, &config).await?;
+        let acting = acting(&peer).await?;
         row.source_json = json(&src);
         row.updated_at_ms = time::now_ms();
         let actor = AuditActor::member(&peer.member_id, &peer.display_name);
@@ -619,7 +645,7 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
                 broker.services.max_per_mesh,
             )
             .await?;
-        run(&broker, &row, isolation).await
+        run(&broker, &row, isolation, acting).await
     });
 }
 
@@ -629,6 +655,7 @@ pub fn mcp_undeploy(conn: &Conn, req_id: Option<String>, name: String) {
         return;
     };
     aside(conn, req_id, async move {
+        let _acting = acting(&peer).await?;
         let row = find(&broker, &peer, &name)?;
         may_manage(&broker, &peer, &row)?;
         broker.services.stop(&row.mesh_id, &row.name).await;
