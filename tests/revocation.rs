@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::*;
 use serde_json::json;
 
+use claudemesh::client::MeshClient;
 use claudemesh::protocol::{ClientMessage, ServerMessage};
 
 /// What the attacker saw after the revocation had returned.
@@ -208,17 +209,28 @@ async fn hellos_racing_a_revocation_never_outlive_it() {
 
 /// A frame the member sent before its revocation commits before the revocation or not at all:
 /// the revocation cuts the member off, lets what is running finish, and only then commits, so
-/// the audit log shows nothing of bob's after `member.revoked` however fast he writes.
+/// the audit log shows nothing of the member's after `member.revoked` however fast it writes.
+/// Three members in turn, since each round is a race.
 #[tokio::test(flavor = "multi_thread")]
 async fn frames_sent_before_a_revocation_commit_before_it_or_never() {
     let broker = BrokerProc::start(&[]);
-    let (alice, bob) = alice_and_bob(&broker);
+    let alice = Person::new("alice");
+    create_mesh(&broker, &alice, "team");
     let alice_client = alice.client().await;
-    let bob_id = bob.entry().member_id;
+    for name in ["bob", "carol", "dave"] {
+        let member = Person::new(name);
+        join(&member, &invite(&alice, &[]).1);
+        writes_racing_a_revocation(&alice_client, &member, name).await;
+    }
+}
+
+/// `member` writes state from 32 connections as fast as it can; `alice` revokes it; nothing of
+/// it is audited after the revocation.
+async fn writes_racing_a_revocation(alice: &MeshClient, member: &Person, name: &str) {
     let committed = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for w in 0..16 {
-        let (client, committed) = (bob.client().await, committed.clone());
+    for w in 0..32 {
+        let (client, committed) = (member.client().await, committed.clone());
         workers.push(tokio::spawn(async move {
             for n in 0.. {
                 if client.set_state(&format!("w{w}"), json!(n)).await.is_err() {
@@ -228,28 +240,31 @@ async fn frames_sent_before_a_revocation_commit_before_it_or_never() {
             }
         }));
     }
-    eventually("bob's writes to be committing", || async {
+    eventually("the member's writes to be committing", || async {
         committed.load(Ordering::SeqCst) >= 200
     })
     .await;
-    let reply = alice_client
-        .request(ClientMessage::RevokeMember { member: bob_id })
+    let reply = alice
+        .request(ClientMessage::RevokeMember {
+            member: member.entry().member_id,
+        })
         .await
-        .expect("alice revokes bob");
+        .expect("alice revokes the member");
     assert!(matches!(reply, ServerMessage::Ack(_)), "{reply:?}");
     for w in workers {
         tokio::time::timeout(std::time::Duration::from_secs(30), w)
             .await
-            .expect("bob's writers are cut off")
+            .expect("the member's writers are cut off")
             .expect("a writer");
     }
-    let log = alice_client
+    let log = alice
         .audit_query(claudemesh::protocol::messages::AuditQuery {
             limit: Some(500),
             ..Default::default()
         })
         .await
         .expect("the audit log");
+    // Newest first: the first revocation listed is this one.
     let revoked = log
         .entries
         .iter()
@@ -258,16 +273,16 @@ async fn frames_sent_before_a_revocation_commit_before_it_or_never() {
     let after: Vec<_> = log
         .entries
         .iter()
-        .filter(|e| e.id > revoked.id && e.actor == "bob")
+        .filter(|e| e.id > revoked.id && e.actor == name)
         .map(|e| (e.id, e.event_type.as_str()))
         .collect();
     assert!(
         after.is_empty(),
-        "bob's writes committed after his revocation (#{}): {after:?}",
+        "{name}'s writes committed after the revocation (#{}): {after:?}",
         revoked.id
     );
-    let before = log.entries.iter().filter(|e| e.actor == "bob").count();
-    assert!(before > 0, "bob's writes are in the log");
+    let before = log.entries.iter().filter(|e| e.actor == name).count();
+    assert!(before > 0, "{name}'s writes are in the log");
 }
 
 /// A revoked member's scheduled messages die with its membership: they do not fire.
