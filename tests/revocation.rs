@@ -285,6 +285,28 @@ async fn writes_racing_a_revocation(alice: &MeshClient, member: &Person, name: &
     assert!(before > 0, "{name}'s writes are in the log");
 }
 
+/// The others see a revoked member's live session leave (`peer_left`), as when it closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_others_see_a_revoked_members_session_leave() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alice_client = alice.client().await;
+    let _bob_live = bob.client().await;
+    let of_bob = |p: &claudemesh::protocol::messages::Push, event: &str| {
+        p.event.as_deref() == Some(event)
+            && p.event_data.as_ref().is_some_and(|d| d["name"] == "bob")
+    };
+    next_push_where(&alice_client, "bob's session joining", |p| {
+        of_bob(p, "peer_joined")
+    })
+    .await;
+    alice.ok(&["revoke", "bob"]);
+    next_push_where(&alice_client, "bob's session leaving", |p| {
+        of_bob(p, "peer_left")
+    })
+    .await;
+}
+
 /// A revoked member's scheduled messages die with its membership: they do not fire.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_members_reminders_never_fire() {
