@@ -238,3 +238,112 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Mesh;
+    use crate::store::meshes::{test_member, test_mesh};
+
+    /// Stores `member` revoked.
+    async fn revoke(store: &Store, mut member: Member) -> Member {
+        member.revoked_at_ms = Some(2);
+        let row = member.clone();
+        store
+            .write(move |tx| super::super::meshes::insert_member(tx, &row))
+            .await
+            .unwrap();
+        member
+    }
+
+    /// A display name finds its member in its own mesh only, ignoring case, and a live member
+    /// before a revoked one of the same name (the one `ban bob` means).
+    #[tokio::test]
+    async fn a_name_finds_the_live_member_of_its_own_mesh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (team, _) = test_mesh(&store).await;
+        let (other, _) = test_mesh(&store).await;
+        test_member(&store, &other, "carol", MemberRole::Member, 5).await;
+        // "Bob-id" sorts before "bob-id": the revoked one is met first.
+        let old = test_member(&store, &team, "Bob", MemberRole::Member, 3).await;
+        let old = revoke(&store, old).await;
+        let live = test_member(&store, &team, "bob", MemberRole::Member, 4).await;
+        let found = |mesh: &str, name: &str| store.find_member(mesh, name).unwrap().map(|m| m.id);
+        assert_eq!(found(&team.id, "BOB"), Some(live.id.clone()));
+        assert_eq!(found(&team.id, "carol"), None, "another mesh's member");
+        assert_eq!(found(&other.id, "carol"), Some("carol-id".into()));
+        revoke(&store, live).await;
+        let revoked = found(&team.id, "bob").expect("a revoked member still answers");
+        assert!(revoked == old.id || revoked == "bob-id", "{revoked}");
+    }
+
+    /// Only a live owner or admin bans and unbans: the store refuses a plain member and a
+    /// revoked admin itself, whatever the handler checked first.
+    #[tokio::test]
+    async fn only_a_live_manager_bans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (team, owner) = test_mesh(&store).await;
+        let plain = test_member(&store, &team, "bob", MemberRole::Member, 3).await;
+        let admin = test_member(&store, &team, "carol", MemberRole::Admin, 4).await;
+        let admin = revoke(&store, admin).await;
+        test_member(&store, &team, "dave", MemberRole::Member, 5).await;
+        let ban = |by: &Member| {
+            store.ban_member(
+                team.id.clone(),
+                "dave".into(),
+                by.id.clone(),
+                "spam".into(),
+                3,
+            )
+        };
+        assert!(matches!(
+            ban(&plain).await.unwrap(),
+            Err(BanRefusal::Forbidden)
+        ));
+        assert!(matches!(
+            ban(&admin).await.unwrap(),
+            Err(BanRefusal::Forbidden)
+        ));
+        assert!(store.ban_of(&team.id, "dave-id").unwrap().is_none());
+        let unban = |by: &Member| store.unban_member(team.id.clone(), "dave".into(), by.id.clone());
+        ban(&owner).await.unwrap().expect("the owner bans");
+        assert!(matches!(
+            unban(&plain).await.unwrap(),
+            Err(BanRefusal::Forbidden)
+        ));
+        assert!(store.ban_of(&team.id, "dave-id").unwrap().is_some());
+        unban(&owner).await.unwrap().expect("the owner unbans");
+    }
+
+    /// A mesh's ban list holds its own bans only, newest first.
+    #[tokio::test]
+    async fn the_ban_list_is_the_meshs_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (team, owner) = test_mesh(&store).await;
+        let (other, other_owner) = test_mesh(&store).await;
+        for (mesh, by, name, key, at) in [
+            (&team, &owner, "bob", 3, 10),
+            (&team, &owner, "dave", 4, 20),
+            (&other, &other_owner, "erin", 5, 15),
+        ] {
+            test_member(&store, mesh, name, MemberRole::Member, key).await;
+            let banned = store.ban_member(
+                mesh.id.clone(),
+                name.into(),
+                by.id.clone(),
+                String::new(),
+                at,
+            );
+            banned.await.unwrap().expect("banned");
+        }
+        let names = |mesh: &Mesh| -> Vec<String> {
+            let bans = store.bans(&mesh.id).unwrap();
+            bans.into_iter().map(|b| b.display_name).collect()
+        };
+        assert_eq!(names(&team), ["dave", "bob"]);
+        assert_eq!(names(&other), ["erin"]);
+    }
+}
