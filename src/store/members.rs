@@ -346,4 +346,30 @@ mod tests {
         assert_eq!(names(&team), ["dave", "bob"]);
         assert_eq!(names(&other), ["erin"]);
     }
+
+    /// Active means a member, neither revoked nor banned (what a deployed service, a vault
+    /// read, a watch or a webhook of the member checks before it acts).
+    #[tokio::test]
+    async fn active_means_neither_revoked_nor_banned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (team, owner) = test_mesh(&store).await;
+        let active = |id: &str| store.is_active_member(&team.id, id).unwrap();
+        test_member(&store, &team, "bob", MemberRole::Member, 3).await;
+        let carol = test_member(&store, &team, "carol", MemberRole::Member, 4).await;
+        revoke(&store, carol).await;
+        test_member(&store, &team, "dave", MemberRole::Member, 5).await;
+        let ban = store.ban_member(
+            team.id.clone(),
+            "dave".into(),
+            owner.id.clone(),
+            String::new(),
+            3,
+        );
+        ban.await.unwrap().expect("banned");
+        assert!(active("bob-id"));
+        assert!(!active("carol-id"), "revoked");
+        assert!(!active("dave-id"), "banned");
+        assert!(!active("nobody"), "not a member");
+    }
 }
