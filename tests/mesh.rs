@@ -226,6 +226,24 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
     client.close().await;
 }
 
+/// A broker whose output is not a terminal (a service's journal, a log file) names where its
+/// new admin token is saved and never prints the token itself.
+#[test]
+fn the_admin_token_is_not_printed_into_a_log() {
+    let broker = BrokerProc::start(&[]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let said = || broker.stdout_lines().join("\n");
+    while !said().contains("admin token") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = said();
+    assert!(out.contains("admin.token"), "where it is saved: {out}");
+    assert!(
+        !out.contains(&broker.admin_token()),
+        "the token in the output: {out}"
+    );
+}
+
 #[test]
 fn create_needs_the_admin_token_unless_open() {
     let broker = BrokerProc::start(&[]);

@@ -1,5 +1,6 @@
 //! `claudemesh broker`: run the broker in the foreground.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -417,12 +418,18 @@ impl BrokerCmd {
         }
         if self.open {
             outln!("open mode: anyone who can reach this port may create meshes");
-        } else if broker.admin_token_created {
+        } else if broker.admin_token_created && std::io::stdout().is_terminal() {
             outln!(
                 "admin token (needed by `claudemesh create`): {}",
                 broker.admin_token()
             );
             outln!("  saved in {}", broker.admin_token_path().display());
+        } else if broker.admin_token_created {
+            // Not a terminal: a service's journal or a log file, where a secret must not land.
+            outln!(
+                "admin token (needed by `claudemesh create`): made and saved in {} (printed only to a terminal)",
+                broker.admin_token_path().display()
+            );
         } else {
             outln!("admin token: in {}", broker.admin_token_path().display());
         }
