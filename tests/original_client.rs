@@ -410,6 +410,11 @@ async fn a_mesh_for_original_clients_writes_group_bodies_they_can_read() {
     });
     ws_send(&mut ws, &replay).await;
     ws_expect_error(&mut ws, "forbidden").await;
+    // Nor may the owner's own connection play it back (a stolen session holds no owner key):
+    // only a signature newer than the current one changes the setting.
+    let (mut owner_ws, _) = ws_hello(&broker, &member_hello(&alice.entry())).await;
+    ws_send(&mut owner_ws, &replay).await;
+    ws_expect_error(&mut owner_ws, "stale_signature").await;
     let out = alice.run(&["send", "*", "sealed again"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let push = original.next_message().await;

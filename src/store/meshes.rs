@@ -99,6 +99,15 @@ pub enum InviteRef {
     Id(String),
 }
 
+/// Why a settings change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsRefusal {
+    /// Only the mesh's live owner changes its settings.
+    NotOwner,
+    /// The signature is no newer than the current setting's.
+    Stale { current_signed_at: i64 },
+}
+
 /// What a root-key proof did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootKeyProof {
@@ -459,7 +468,7 @@ impl Store {
         group_bodies: GroupBodies,
         proof: GroupBodiesProof,
         now_ms: i64,
-    ) -> Result<Option<Mesh>, StoreError> {
+    ) -> Result<Result<Mesh, SettingsRefusal>, StoreError> {
         self.write(move |tx| {
             let member: Option<Member> = decode_opt(
                 tx.open_table(MEMBERS)?
@@ -468,12 +477,21 @@ impl Store {
             let Some(member) =
                 member.filter(|m| m.role == MemberRole::Owner && m.revoked_at_ms.is_none())
             else {
-                return Ok(None);
+                return Ok(Err(SettingsRefusal::NotOwner));
             };
             let mut meshes = tx.open_table(MESHES)?;
             let Some(mut mesh) = decode_opt::<Mesh>(meshes.get(mesh_id.as_str())?)? else {
-                return Ok(None);
+                return Ok(Err(SettingsRefusal::NotOwner));
             };
+            // The owner's signatures are public (every member reads the settings): one no
+            // newer than the current is an old choice played back, and must not roll it back.
+            if let Some(current) = &mesh.group_bodies_proof
+                && proof.signed_at <= current.signed_at
+            {
+                return Ok(Err(SettingsRefusal::Stale {
+                    current_signed_at: current.signed_at,
+                }));
+            }
             let from = mesh.group_bodies;
             mesh.group_bodies = group_bodies;
             mesh.group_bodies_proof = Some(proof);
@@ -483,7 +501,7 @@ impl Store {
                 .with("from", from.as_str())
                 .with("to", group_bodies.as_str());
             audit::append(tx, &mesh_id, &note, now_ms)?;
-            Ok(Some(mesh))
+            Ok(Ok(mesh))
         })
         .await
     }

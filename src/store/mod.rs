@@ -70,7 +70,7 @@ pub use members::{BanRecord, BanRefusal, MAX_BAN_REASON};
 pub use memory::{Forgotten, MAX_RECALL, MemoryError, MemoryIndex, MemoryRecord, Recalled};
 pub use meshes::{
     ClaimError, ClaimOk, CreateMesh, InviteRef, InviteRefusal, MAX_UNEXPIRED_INVITES, RevokeError,
-    RootKeyProof,
+    RootKeyProof, SettingsRefusal,
 };
 pub use perms::{MemberPerms, Overrides, PermsChange, PermsRefusal};
 pub use profile::ProfileRefusal;

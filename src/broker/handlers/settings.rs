@@ -9,7 +9,7 @@ use crate::broker::connection::Conn;
 use crate::broker::router;
 use crate::protocol::ServerMessage;
 use crate::protocol::messages::{GroupBodies, GroupBodiesProof, MeshSettings};
-use crate::store::Mesh;
+use crate::store::{Mesh, SettingsRefusal};
 
 /// A mesh's settings as `mesh_settings` (and `hello_ack.meshPolicy`) carry them.
 pub(super) fn settings(mesh: &Mesh) -> MeshSettings {
@@ -55,7 +55,8 @@ pub fn set_mesh_settings(
                 "groupBodies must come with the owner key's signature over it",
             ));
         };
-        let Some(mesh) = store
+        let signed_at = proof.signed_at;
+        let changed = store
             .set_group_bodies(
                 peer.mesh_id.clone(),
                 peer.member_id.clone(),
@@ -63,12 +64,23 @@ pub fn set_mesh_settings(
                 proof,
                 crate::protocol::time::now_ms(),
             )
-            .await?
-        else {
-            return Err(refuse(
-                "forbidden",
-                "only the mesh's owner may change its settings",
-            ));
+            .await?;
+        let mesh = match changed {
+            Ok(mesh) => mesh,
+            Err(SettingsRefusal::NotOwner) => {
+                return Err(refuse(
+                    "forbidden",
+                    "only the mesh's owner may change its settings",
+                ));
+            }
+            Err(SettingsRefusal::Stale { current_signed_at }) => {
+                return Err(refuse(
+                    "stale_signature",
+                    format!(
+                        "this groupBodies signature (signedAt {signed_at}) is not newer than the current setting's ({current_signed_at}): sign the change anew"
+                    ),
+                ));
+            }
         };
         let now = settings(&mesh);
         let event = router::system_event(&mesh.id, "mesh_settings", json!(now));
