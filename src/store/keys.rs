@@ -426,3 +426,79 @@ fn revoke_usable_invites(
     }
     Ok(usable.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::meshes::{test_member, test_mesh};
+
+    fn dummy_proof() -> RotationProof {
+        RotationProof {
+            check: "00".repeat(32),
+            signer: "00".repeat(32),
+            signed_at: 1,
+            signature: "00".repeat(64),
+            admins: None,
+        }
+    }
+
+    /// Only a live owner or admin who holds the keys may rotate: the store refuses a plain
+    /// member and a banned admin itself, before it looks at any signature.
+    #[tokio::test]
+    async fn a_plain_member_or_a_banned_admin_may_not_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mesh, owner) = test_mesh(&store).await;
+        let plain = test_member(&store, &mesh, "bob", MemberRole::Member, 3).await;
+        let admin = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
+        let ban = store.ban_member(
+            mesh.id.clone(),
+            "carol".into(),
+            owner.id.clone(),
+            String::new(),
+            2,
+        );
+        ban.await.unwrap().expect("banned");
+        for by in [&plain, &admin] {
+            let rotation = Rotation {
+                mesh_id: mesh.id.clone(),
+                by: by.id.clone(),
+                epoch: 1,
+                check: "00".repeat(32),
+                sealed: BTreeMap::new(),
+                proof: dummy_proof(),
+                now_ms: 3,
+            };
+            let refused = store.rotate_root_key(rotation).await.unwrap();
+            assert_eq!(
+                refused.err(),
+                Some(RotationRefusal::Forbidden),
+                "{}",
+                by.display_name
+            );
+        }
+        assert_eq!(store.key_epoch(&mesh.id).unwrap(), 0);
+    }
+
+    /// Only the owner member stores an admin list: an admin is refused by the store itself,
+    /// before the list's signature is looked at.
+    #[tokio::test]
+    async fn only_the_owner_stores_an_admin_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mesh, _) = test_mesh(&store).await;
+        let admin = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
+        let list = AdminList {
+            version: 1,
+            admins: vec![admin.pubkey.to_hex()],
+            signed_at: 1,
+            signature: "00".repeat(64),
+        };
+        let refused = store
+            .set_admin_list(&mesh.id, &admin.id, list, 2)
+            .await
+            .unwrap();
+        assert_eq!(refused.err(), Some(AdminListRefusal::Forbidden));
+        assert_eq!(store.admin_list(&mesh.id).unwrap(), None);
+    }
+}
