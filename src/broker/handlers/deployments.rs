@@ -394,7 +394,6 @@ fn launch(broker: &Broker, row: &DeploymentRow) -> Result<Launch, Refusal> {
     })
 }
 
-/// Starts a deployment's service and waits for its first start to settle.
 /// The right to act for `peer` while the guard lives, or `revoked`. Deploys run beside the
 /// connection's frames (a fetch can take minutes), outside the guard every frame holds, so they
 /// take it themselves before they commit: a revocation waits for what holds it and refuses
