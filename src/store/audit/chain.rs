@@ -408,4 +408,35 @@ mod tests {
         );
         store.close();
     }
+
+    /// A record chained on past the head (appended without moving the head, as a forger who
+    /// cannot rewrite the head row would) is named, as is a record stored under another
+    /// seq than its own.
+    #[tokio::test]
+    async fn a_record_past_the_head_or_under_another_seq_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        log(&store, "A", 3).await;
+        log(&store, "B", 3).await;
+        store
+            .write(|tx| {
+                let mut t = tx.open_table(AUDIT)?;
+                let last: AuditRecord = decode_opt(t.get(("A", 3))?)?.unwrap();
+                let mut extra = last.clone();
+                extra.seq = 4;
+                extra.prev_hash = last.hash;
+                extra.hash = record_hash("A", &extra).unwrap();
+                t.insert(("A", 4), encode(&extra).as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let v = store.verify_audit("A").unwrap();
+        assert_eq!(v.broken, Some((4, AuditBreak::Link, None)));
+        assert_eq!(v.entries, 3);
+        rewrite(&store, "B", 2, |r| r.seq = 7).await;
+        let v = store.verify_audit("B").unwrap();
+        assert_eq!(v.broken, Some((2, AuditBreak::Unreadable, None)));
+        store.close();
+    }
 }
