@@ -434,6 +434,14 @@ mod tests {
         let v = store.verify_audit("A").unwrap();
         assert_eq!(v.broken, Some((4, AuditBreak::Link, None)));
         assert_eq!(v.entries, 3);
+        // The newest record rewritten and rehashed: no later link breaks, the head's hash does.
+        rewrite(&store, "B", 3, |r| {
+            r.payload.insert("key".into(), "forged".into());
+            r.hash = record_hash("B", r).unwrap();
+        })
+        .await;
+        let v = store.verify_audit("B").unwrap();
+        assert_eq!(v.broken, Some((3, AuditBreak::Hash, None)));
         rewrite(&store, "B", 2, |r| r.seq = 7).await;
         let v = store.verify_audit("B").unwrap();
         assert_eq!(v.broken, Some((2, AuditBreak::Unreadable, None)));
