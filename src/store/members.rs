@@ -243,18 +243,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::Mesh;
-    use crate::store::meshes::{test_member, test_mesh};
-
-    /// Stores `member` revoked.
-    async fn revoke(store: &Store, mut member: Member) -> Member {
-        member.revoked_at_ms = Some(2);
-        let row = member.clone();
-        store
-            .write(move |tx| super::super::meshes::insert_member(tx, &row))
-            .await
-            .unwrap();
-        member
-    }
+    use crate::store::meshes::{test_member, test_mesh, test_revoked};
 
     /// A display name finds its member in its own mesh only, ignoring case, and a live member
     /// before a revoked one of the same name (the one `ban bob` means).
@@ -267,13 +256,13 @@ mod tests {
         test_member(&store, &other, "carol", MemberRole::Member, 5).await;
         // "Bob-id" sorts before "bob-id": the revoked one is met first.
         let old = test_member(&store, &team, "Bob", MemberRole::Member, 3).await;
-        let old = revoke(&store, old).await;
+        let old = test_revoked(&store, old).await;
         let live = test_member(&store, &team, "bob", MemberRole::Member, 4).await;
         let found = |mesh: &str, name: &str| store.find_member(mesh, name).unwrap().map(|m| m.id);
         assert_eq!(found(&team.id, "BOB"), Some(live.id.clone()));
         assert_eq!(found(&team.id, "carol"), None, "another mesh's member");
         assert_eq!(found(&other.id, "carol"), Some("carol-id".into()));
-        revoke(&store, live).await;
+        test_revoked(&store, live).await;
         let revoked = found(&team.id, "bob").expect("a revoked member still answers");
         assert!(revoked == old.id || revoked == "bob-id", "{revoked}");
     }
@@ -287,7 +276,7 @@ mod tests {
         let (team, owner) = test_mesh(&store).await;
         let plain = test_member(&store, &team, "bob", MemberRole::Member, 3).await;
         let admin = test_member(&store, &team, "carol", MemberRole::Admin, 4).await;
-        let admin = revoke(&store, admin).await;
+        let admin = test_revoked(&store, admin).await;
         test_member(&store, &team, "dave", MemberRole::Member, 5).await;
         let ban = |by: &Member| {
             store.ban_member(
@@ -357,7 +346,7 @@ mod tests {
         let active = |id: &str| store.is_active_member(&team.id, id).unwrap();
         test_member(&store, &team, "bob", MemberRole::Member, 3).await;
         let carol = test_member(&store, &team, "carol", MemberRole::Member, 4).await;
-        revoke(&store, carol).await;
+        test_revoked(&store, carol).await;
         test_member(&store, &team, "dave", MemberRole::Member, 5).await;
         let ban = store.ban_member(
             team.id.clone(),

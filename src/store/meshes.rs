@@ -823,4 +823,4 @@ pub(crate) fn migrate_to_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-pub(crate) use tests::{test_member, test_mesh};
+pub(crate) use tests::{test_member, test_mesh, test_revoked};

@@ -48,6 +48,17 @@ pub(crate) async fn test_member(
     member
 }
 
+/// `member`, stored again as revoked, for the store's unit tests.
+pub(crate) async fn test_revoked(store: &Store, mut member: Member) -> Member {
+    member.revoked_at_ms = Some(2);
+    let row = member.clone();
+    store
+        .write(move |tx| insert_member(tx, &row))
+        .await
+        .expect("a revoked member");
+    member
+}
+
 #[test]
 fn slugs_are_readable() {
     assert_eq!(slugify("My Team!"), "my-team");
@@ -172,13 +183,8 @@ async fn only_a_live_manager_drops_the_stored_root_key() {
         .await
         .unwrap();
     let plain = test_member(&store, &mesh, "bob", MemberRole::Member, 3).await;
-    let mut revoked = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
-    revoked.revoked_at_ms = Some(2);
-    let row = revoked.clone();
-    store
-        .write(move |tx| insert_member(tx, &row))
-        .await
-        .unwrap();
+    let revoked = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
+    let revoked = test_revoked(&store, revoked).await;
     let check = crate::identity::root_key_check(&root);
     let prove =
         |by: &Member| store.prove_root_key(mesh.id.clone(), by.id.clone(), check.clone(), 3);
