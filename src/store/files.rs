@@ -6,7 +6,9 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
+use super::members::{BANS, is_active_in};
 use super::quotas::{self, Quota, QuotaExceeded};
+use super::records::MEMBERS;
 use super::{MeshQuotas, Store, StoreError, decode, decode_opt, encode};
 
 /// `(mesh_id, file_id) → FileRecord`
@@ -86,24 +88,40 @@ fn expiry_key(r: &FileRecord) -> Option<(u64, &str, &str)> {
         .map(|t| (t.max(0) as u64, r.mesh_id.as_str(), r.id.as_str()))
 }
 
+/// Why an upload's record was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadRefusal {
+    /// The mesh would hold more files or bytes than its quotas allow.
+    Quota(QuotaExceeded),
+    /// The uploader was revoked or banned before the upload committed.
+    NotMember,
+}
+
 impl Store {
     /// Stores a complete upload's metadata and its sealed keys in one transaction, unless the
-    /// mesh would then hold more files or bytes than `limits` allow (then nothing is stored).
+    /// uploader is no longer an active member (revoked or banned: checked in the same
+    /// transaction, so no upload of theirs lands after the revocation), or the mesh would then
+    /// hold more files or bytes than `limits` allow. Refused, nothing is stored.
     pub async fn insert_file(
         &self,
         record: FileRecord,
         keys: Vec<(String, String)>,
         limits: MeshQuotas,
-    ) -> Result<Result<(), QuotaExceeded>, StoreError> {
+    ) -> Result<Result<(), UploadRefusal>, StoreError> {
         self.write(move |tx| {
             let (mesh, id) = (record.mesh_id.as_str(), record.id.as_str());
+            let (members, bans) = (tx.open_table(MEMBERS)?, tx.open_table(BANS)?);
+            if !is_active_in(&members, &bans, mesh, &record.uploader_member_id)? {
+                return Ok(Err(UploadRefusal::NotMember));
+            }
+            drop((members, bans));
             if let Err(e) = quotas::charge(tx, mesh, Quota::Files, 1, limits.files)? {
-                return Ok(Err(e));
+                return Ok(Err(UploadRefusal::Quota(e)));
             }
             let size = record.size.min(i64::MAX as u64) as i64;
             if let Err(e) = quotas::charge(tx, mesh, Quota::FileBytes, size, limits.file_bytes)? {
                 quotas::free(tx, mesh, Quota::Files, 1)?;
-                return Ok(Err(e));
+                return Ok(Err(UploadRefusal::Quota(e)));
             }
             tx.open_table(FILES)?
                 .insert((mesh, id), encode(&record).as_slice())?;
@@ -289,5 +307,73 @@ impl Store {
             out.push((mesh.to_string(), id.to_string()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::meshes::{test_member, test_mesh, test_revoked};
+    use crate::store::{Member, MemberRole};
+
+    fn upload(by: &Member, id: &str) -> FileRecord {
+        FileRecord {
+            id: id.into(),
+            mesh_id: by.mesh_id.clone(),
+            name: format!("{id}.txt"),
+            size: 10,
+            tags: vec![],
+            uploader_member_id: by.id.clone(),
+            uploader_name: by.display_name.clone(),
+            uploader_pubkey: by.pubkey.to_hex(),
+            owner_pubkey: None,
+            target_spec: None,
+            persistent: true,
+            encrypted: false,
+            content_type: None,
+            created_at_ms: 3,
+            expires_at_ms: None,
+        }
+    }
+
+    /// The upload endpoint checks its member before the commit; the commit checks again, in
+    /// its own transaction, so a revocation or a ban that lands in between stores nothing.
+    #[tokio::test]
+    async fn an_upload_lands_only_while_its_uploader_is_an_active_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (team, owner) = test_mesh(&store).await;
+        let bob = test_member(&store, &team, "bob", MemberRole::Member, 3).await;
+        let carol = test_member(&store, &team, "carol", MemberRole::Member, 4).await;
+        let carol = test_revoked(&store, carol).await;
+        let dave = test_member(&store, &team, "dave", MemberRole::Member, 5).await;
+        store
+            .ban_member(
+                team.id.clone(),
+                "dave".into(),
+                owner.id.clone(),
+                "spam".into(),
+                3,
+            )
+            .await
+            .unwrap()
+            .expect("the owner bans dave");
+        let insert = |r: FileRecord| store.insert_file(r, vec![], MeshQuotas::default());
+        insert(upload(&bob, "f-bob"))
+            .await
+            .unwrap()
+            .expect("bob is a member");
+        for (who, id) in [(&carol, "f-carol"), (&dave, "f-dave")] {
+            assert_eq!(
+                insert(upload(who, id)).await.unwrap(),
+                Err(UploadRefusal::NotMember),
+                "{}'s upload",
+                who.display_name
+            );
+            assert!(store.file(&team.id, id).unwrap().is_none());
+        }
+        assert!(store.file(&team.id, "f-bob").unwrap().is_some());
+        assert_eq!(store.quota_usage(&team.id, Quota::Files).unwrap(), 1);
+        assert_eq!(store.quota_usage(&team.id, Quota::FileBytes).unwrap(), 10);
     }
 }

@@ -121,6 +121,19 @@ pub(crate) fn is_banned_in(
     Ok(bans.get((mesh_id, member_id))?.is_some())
 }
 
+/// Whether `member_id` is in the mesh now (a member, neither revoked nor banned), read inside
+/// `tx`: a write that checks this commits before a revocation or a ban, or is refused.
+pub(crate) fn is_active_in(
+    members: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    bans: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(decode_opt::<Member>(members.get((mesh_id, member_id))?)?
+        .is_some_and(|m| m.revoked_at_ms.is_none())
+        && !is_banned_in(bans, mesh_id, member_id)?)
+}
+
 impl Store {
     /// The member `target` names (member id, pubkey or display name), revoked ones included.
     pub fn find_member(&self, mesh_id: &str, target: &str) -> Result<Option<Member>, StoreError> {
@@ -135,10 +148,13 @@ impl Store {
 
     /// Whether `member_id` is in the mesh now: a member, neither revoked nor banned.
     pub fn is_active_member(&self, mesh_id: &str, member_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .member(mesh_id, member_id)?
-            .is_some_and(|m| m.revoked_at_ms.is_none())
-            && self.ban_of(mesh_id, member_id)?.is_none())
+        let rt = self.read()?;
+        is_active_in(
+            &rt.open_table(MEMBERS)?,
+            &rt.open_table(BANS)?,
+            mesh_id,
+            member_id,
+        )
     }
 
     /// The ban on a member, while there is one: the one answer to "is this member banned?".

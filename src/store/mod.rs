@@ -61,7 +61,7 @@ pub use audit::{AuditActor, AuditEvent, AuditNote};
 pub use clock::{ClockRecord, PAUSED_DUE_MS, TICK_SIM_MS};
 pub use contexts::ContextRecord;
 pub use deployments::{Deployed, DeploymentRow, MAX_DEPLOYMENTS};
-pub use files::{FileAccess, FileRecord, GrantOutcome};
+pub use files::{FileAccess, FileRecord, GrantOutcome, UploadRefusal};
 pub use grants::{GrantChange, GrantRow, MAX_GRANT_ROWS, Right};
 pub use keys::{
     AdminListRefusal, MAX_KEYS_RETURNED, Rotated, Rotation, RotationRefusal, holds_keys,

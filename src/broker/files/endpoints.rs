@@ -22,7 +22,7 @@ use crate::broker::http::{Body, json_response};
 use crate::broker::presence::Peer;
 use crate::broker::state::Broker;
 use crate::protocol::{Pubkey, ids, time};
-use crate::store::{AuditActor, FileAccess, FileRecord, Quota, QuotaExceeded};
+use crate::store::{AuditActor, FileAccess, FileRecord, Quota, QuotaExceeded, UploadRefusal};
 
 /// Multipart part size: S3's minimum; a few of these are all an upload holds in memory.
 const PART_BYTES: usize = 5 * 1024 * 1024;
@@ -387,7 +387,9 @@ pub async fn upload(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bod
     {
         Ok(Ok(())) => None,
         // Another upload of the mesh took the room first.
-        Ok(Err(over)) => Some(quota_refusal(over)),
+        Ok(Err(UploadRefusal::Quota(over))) => Some(quota_refusal(over)),
+        // Revoked or banned after the check above, before the commit.
+        Ok(Err(UploadRefusal::NotMember)) => Some(no_longer_a_member()),
         Err(e) => Some(Refusal::internal(format!("storage: {e}"))),
     };
     if let Some(refusal) = refused {
@@ -491,13 +493,17 @@ fn member_still_valid(broker: &Broker, grant: &FileGrant) -> Result<(), Refusal>
         {
             Ok(())
         }
-        Ok(_) => Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "revoked",
-            "this member is no longer in the mesh",
-        )),
+        Ok(_) => Err(no_longer_a_member()),
         Err(e) => Err(Refusal::internal(e.to_string())),
     }
+}
+
+fn no_longer_a_member() -> Refusal {
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        "revoked",
+        "this member is no longer in the mesh",
+    )
 }
 
 /// Streams the body into the blob store at `path`; returns the size. On any failure nothing is
