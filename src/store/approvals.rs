@@ -256,6 +256,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store;
 
     fn row(requester: &str, now_ms: i64) -> ApprovalRow {
         ApprovalRow {
@@ -281,8 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_answer_wins_and_an_expired_request_takes_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let add = |id: &str, r: ApprovalRow| store.add_approval("m".into(), id.into(), r);
         assert!(add("a1", row("alice", 1_000)).await.unwrap());
         let decide = |id: &str, who: &str, behavior: &str, at: i64| {
@@ -315,8 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_member_has_a_bounded_number_of_requests_waiting() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         for i in 0..MAX_PENDING_APPROVALS {
             let id = format!("r{i}");
             assert!(

@@ -314,6 +314,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::meshes::{test_member, test_mesh, test_revoked};
+    use crate::store::test_store;
     use crate::store::{Member, MemberRole};
 
     fn upload(by: &Member, id: &str) -> FileRecord {
@@ -340,8 +341,7 @@ mod tests {
     /// its own transaction, so a revocation or a ban that lands in between stores nothing.
     #[tokio::test]
     async fn an_upload_lands_only_while_its_uploader_is_an_active_member() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (team, owner) = test_mesh(&store).await;
         let bob = test_member(&store, &team, "bob", MemberRole::Member, 3).await;
         let carol = test_member(&store, &team, "carol", MemberRole::Member, 4).await;

@@ -431,6 +431,7 @@ fn revoke_usable_invites(
 mod tests {
     use super::*;
     use crate::store::meshes::{test_member, test_mesh};
+    use crate::store::test_store;
 
     fn dummy_proof() -> RotationProof {
         RotationProof {
@@ -446,8 +447,7 @@ mod tests {
     /// member and a banned admin itself, before it looks at any signature.
     #[tokio::test]
     async fn a_plain_member_or_a_banned_admin_may_not_rotate() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (mesh, owner) = test_mesh(&store).await;
         let plain = test_member(&store, &mesh, "bob", MemberRole::Member, 3).await;
         let admin = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
@@ -484,8 +484,7 @@ mod tests {
     /// before the list's signature is looked at.
     #[tokio::test]
     async fn only_the_owner_stores_an_admin_list() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (mesh, _) = test_mesh(&store).await;
         let admin = test_member(&store, &mesh, "carol", MemberRole::Admin, 4).await;
         let list = AdminList {

@@ -260,13 +260,13 @@ mod tests {
     use super::*;
     use crate::store::Mesh;
     use crate::store::meshes::{test_member, test_mesh, test_revoked};
+    use crate::store::test_store;
 
     /// A display name finds its member in its own mesh only, ignoring case, and a live member
     /// before a revoked one of the same name (the one `ban bob` means).
     #[tokio::test]
     async fn a_name_finds_the_live_member_of_its_own_mesh() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (team, _) = test_mesh(&store).await;
         let (other, _) = test_mesh(&store).await;
         test_member(&store, &other, "carol", MemberRole::Member, 5).await;
@@ -287,8 +287,7 @@ mod tests {
     /// revoked admin itself, whatever the handler checked first.
     #[tokio::test]
     async fn only_a_live_manager_bans() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (team, owner) = test_mesh(&store).await;
         let plain = test_member(&store, &team, "bob", MemberRole::Member, 3).await;
         let admin = test_member(&store, &team, "carol", MemberRole::Admin, 4).await;
@@ -325,8 +324,7 @@ mod tests {
     /// A mesh's ban list holds its own bans only, newest first.
     #[tokio::test]
     async fn the_ban_list_is_the_meshs_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (team, owner) = test_mesh(&store).await;
         let (other, other_owner) = test_mesh(&store).await;
         for (mesh, by, name, key, at) in [
@@ -356,8 +354,7 @@ mod tests {
     /// read, a watch or a webhook of the member checks before it acts).
     #[tokio::test]
     async fn active_means_neither_revoked_nor_banned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (team, owner) = test_mesh(&store).await;
         let active = |id: &str| store.is_active_member(&team.id, id).unwrap();
         test_member(&store, &team, "bob", MemberRole::Member, 3).await;

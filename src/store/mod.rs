@@ -364,3 +364,11 @@ pub(crate) fn decode_opt<T: DeserializeOwned>(
 ) -> Result<Option<T>, StoreError> {
     guard.map(|g| decode(g.value())).transpose()
 }
+
+/// A store in a fresh temporary directory, for unit tests; the directory goes when it drops.
+#[cfg(test)]
+pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(dir.path()).expect("a store in it");
+    (dir, store)
+}

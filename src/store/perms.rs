@@ -355,13 +355,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store;
 
     /// Checks and writes share one rule: a banned member acts with no capability, on a read
     /// (`holds`, cached) as inside a write transaction, while `perms show` still shows its own.
     #[tokio::test]
     async fn a_banned_member_holds_nothing_on_reads_as_on_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let (mesh, owner) = crate::store::meshes::test_mesh(&store).await;
         let bob =
             crate::store::meshes::test_member(&store, &mesh, "bob", MemberRole::Member, 3).await;

@@ -260,11 +260,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store;
 
     #[tokio::test]
     async fn charges_refuse_past_the_limit_and_frees_give_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let charge_one = |limit| store.write(move |tx| charge(tx, "A", Quota::Tasks, 1, limit));
         assert_eq!(charge_one(2).await.unwrap(), Ok(()));
         assert_eq!(charge_one(2).await.unwrap(), Ok(()));

@@ -224,6 +224,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store;
 
     fn reminder(id: &str, member: &str, at: i64) -> ScheduleRecord {
         ScheduleRecord {
@@ -247,8 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn due_order_cancel_and_advance() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         assert!(
             store
                 .add_schedule(reminder("b", "m1", 200), 10, AuditActor::member("m1", "m1"))

@@ -283,6 +283,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store;
 
     fn task(id: &str) -> TaskRecord {
         TaskRecord {
@@ -313,8 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_is_claimed_once_and_isolated_by_mesh() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         store
             .create_task("A".into(), task("t1"), 10)
             .await

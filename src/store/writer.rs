@@ -515,6 +515,7 @@ fn probe(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store;
     use crate::store::{META, Store};
 
     async fn set(store: &Store, value: &'static str) {
@@ -566,8 +567,7 @@ mod tests {
     /// fail); everything stays readable and writable afterwards.
     #[tokio::test]
     async fn an_idle_store_gives_its_cache_back_but_not_under_a_live_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store) = test_store();
         store.shared.set_idle(Duration::from_millis(40), 3);
         set(&store, "one").await;
         set(&store, "one").await;
@@ -601,8 +601,7 @@ mod tests {
     /// state at once: writes refused, `/health/ready` 503, until the disk answers again.
     #[tokio::test]
     async fn an_io_error_inside_a_job_refuses_writes_until_storage_answers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let failed = store
             .write(|_| Err::<(), _>(StoreError::Io("the disk went away".into())))
             .await;
@@ -621,8 +620,7 @@ mod tests {
     /// for room go on.
     #[tokio::test]
     async fn answered_jobs_leave_room_in_the_queue() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         for _ in 0..3 {
             set(&store, "x").await;
         }
@@ -644,8 +642,7 @@ mod tests {
     /// by; one of queue jobs only does not.
     #[tokio::test]
     async fn only_commits_outside_the_queue_move_the_cache_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let count = || store.shared.general_commits.load(Ordering::Acquire);
         let before = count();
         set(&store, "x").await;
@@ -657,8 +654,7 @@ mod tests {
     /// Every live snapshot is counted, and only until it is dropped.
     #[test]
     fn snapshots_are_counted_while_alive() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         let readers = || store.shared.readers.load(Ordering::Acquire);
         let a = store.read().unwrap();
         let b = store.read().unwrap();

@@ -202,6 +202,7 @@ mod tests {
     use super::*;
     use crate::store::audit::*;
     use crate::store::encode;
+    use crate::store::test_store;
 
     fn note(i: u32) -> AuditNote {
         AuditNote::new(AuditEvent::StateSet, AuditActor::member("m1", "alice"))
@@ -239,8 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_its_cap_the_log_drops_its_oldest_records_and_still_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         for i in 0..5 {
             store
                 .write(move |tx| append_within(tx, "A", &note(i), 1_000, 3))
@@ -308,8 +308,7 @@ mod tests {
     /// moved past them, and the head row deleted (so a cut end would not show).
     #[tokio::test]
     async fn a_cut_front_or_a_missing_head_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         log(&store, "A", 5).await;
         log(&store, "B", 3).await;
         store
@@ -338,8 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_chain_verifies_and_names_its_first_broken_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         log(&store, "A", 5).await;
         log(&store, "B", 2).await;
         let ok = store.verify_audit("A").unwrap();
@@ -414,8 +412,7 @@ mod tests {
     /// seq than its own.
     #[tokio::test]
     async fn a_record_past_the_head_or_under_another_seq_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = test_store();
         log(&store, "A", 3).await;
         log(&store, "B", 3).await;
         store

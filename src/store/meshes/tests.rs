@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::test_store;
 
 /// A mesh `team` with its owner `alice` (owner key `[1; 32]`, member key `[2; 32]`), for the
 /// store's unit tests.
@@ -70,8 +71,7 @@ fn slugs_are_readable() {
 /// are dropped to make room.
 #[tokio::test]
 async fn unexpired_invites_are_bounded_and_expired_ones_make_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     let (mesh, owner) = test_mesh(&store).await;
     let now_ms = 10_000_000;
     let invite = |n: usize, expires_at_s: i64| Invite {
@@ -114,8 +114,7 @@ async fn unexpired_invites_are_bounded_and_expired_ones_make_room() {
 /// mesh's, even knowing the code.
 #[tokio::test]
 async fn an_invite_is_revoked_only_from_its_own_mesh() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     let (mesh, owner) = test_mesh(&store).await;
     let (other, other_owner) = test_mesh(&store).await;
     // An admin's invite: its owner may revoke it too.
@@ -168,8 +167,7 @@ async fn an_invite_is_revoked_only_from_its_own_mesh() {
 /// and the copy stays.
 #[tokio::test]
 async fn only_a_live_manager_drops_the_stored_root_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     let (mut mesh, owner) = test_mesh(&store).await;
     let root = [9u8; 32];
     mesh.legacy_root_key = Some(crate::identity::encode_root_key(&root));

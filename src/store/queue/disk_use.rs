@@ -4,6 +4,8 @@
 
 use redb::ReadableTableMetadata;
 
+use crate::store::test_store;
+
 use super::*;
 use crate::protocol::ids;
 use crate::store::Priority;
@@ -11,8 +13,7 @@ use crate::store::Priority;
 #[tokio::test]
 #[ignore]
 async fn bytes_per_delivered_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, store) = test_store();
     let mesh = ids::new_id();
     let members: Vec<String> = (0..50).map(|_| ids::new_id()).collect();
     let n = 100_000;

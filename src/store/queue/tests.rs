@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::Priority;
+use crate::store::test_store;
 
 const MESH: &str = "mesh1";
 
@@ -59,8 +60,7 @@ fn count_row(store: &Store, k: &str) -> Option<u64> {
 /// stored; a window stops after `max_rows` entries and says where the next walk starts.
 #[tokio::test]
 async fn two_queues_are_walked_in_sequence_order_a_window_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     for (id, to) in [
         ("m1", "a"),
         ("m2", "b"),
@@ -96,8 +96,7 @@ async fn two_queues_are_walked_in_sequence_order_a_window_at_a_time() {
 /// (or from the queue itself when no count is kept); an emptied queue keeps no count row.
 #[tokio::test]
 async fn a_full_queue_refuses_until_an_entry_is_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     for id in ["m1", "m2", "m3"] {
         let e = store.enqueue_within(message(id, &["b"]), 3).await.unwrap();
         assert!(e.fresh && e.full.is_none(), "{id} was refused");
@@ -180,8 +179,7 @@ fn tracked(store: &Store, id: &str) -> Tracked {
 /// ends nothing of it is left.
 #[tokio::test]
 async fn a_message_acknowledged_by_everyone_keeps_only_its_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     let mut m = message("msg-abcdefgh", &["b", "c"]);
     m.client_message_id = Some("cid-1".into());
     m.expires_at_ms = 1000;
@@ -290,8 +288,7 @@ async fn a_store_without_the_delivered_table_opens_and_delivers() {
 /// stop a resend, and go when their message does.
 #[tokio::test]
 async fn client_ids_from_an_older_store_still_stop_resends() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     let mut m = message("first", &["b"]);
     m.client_message_id = Some("cid-old".into());
     m.expires_at_ms = 1000;
@@ -353,8 +350,7 @@ async fn messages_stored_before_the_expiry_index_are_swept_after_a_restart() {
 /// unexpired ones stay; a message is found by its id or a unique prefix of it.
 #[tokio::test]
 async fn expired_messages_are_swept_and_prefixes_find_one_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = test_store();
     let mut old = Vec::new();
     for i in 0..1500 {
         let mut m = message(&format!("old{i:04}"), &["b"]);

@@ -495,6 +495,7 @@ impl Best {
 mod tests {
     use super::super::ann::COMPACT_AT_DEAD;
     use super::*;
+    use crate::store::test_store;
 
     fn actor() -> Actor {
         Actor {
@@ -517,8 +518,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn deletions_past_the_threshold_rebuild_the_index_without_the_dead() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (dir, store) = test_store();
         let index = Arc::new(VectorIndex::new(dir.path().join("vectors")));
         index
             .create(&store, "M", "c", 2, Metric::Euclid, actor())
