@@ -239,7 +239,7 @@ async fn run_jetstream(url: &str, case: &Case, run: usize) -> Result<Measured, S
     for (p, client) in clients.into_iter().enumerate() {
         let js = jetstream::new(client);
         let subject = format!("b{run}.p{}", (p + 1) % case.peers);
-        let messages = case.messages;
+        let (messages, peers) = (case.messages, case.peers);
         let gap = case
             .rate
             .map(|r| Duration::from_secs_f64(case.peers as f64 / f64::from(r)));
@@ -247,7 +247,8 @@ async fn run_jetstream(url: &str, case: &Case, run: usize) -> Result<Measured, S
             let mut pending = std::collections::VecDeque::new();
             for i in 0..messages {
                 if let Some(gap) = gap {
-                    let due = sending + gap.mul_f64(i as f64);
+                    // Peers take turns, as `claudemesh bench` paces them.
+                    let due = sending + gap.mul_f64(i as f64 + p as f64 / peers as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let mut body = vec![0u8; SIZE];

@@ -417,8 +417,11 @@ pub async fn run_load(
                     tally.refused.fetch_add(1, Ordering::Relaxed);
                 }
             };
+            // Peers take turns: peer i's first send comes i/n of an interval after the
+            // start, so a fixed total rate is one message every 1/rate seconds, not n at once.
             let mut ticker = per_peer_interval.map(|d| {
-                let mut t = tokio::time::interval(d);
+                let first = started + d.mul_f64(i as f64 / n as f64);
+                let mut t = tokio::time::interval_at(first.into(), d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
