@@ -500,4 +500,32 @@ mod tests {
         assert_eq!(refused.err(), Some(AdminListRefusal::Forbidden));
         assert_eq!(store.admin_list(&mesh.id).unwrap(), None);
     }
+
+    /// When a Telegram bridge gives up its root keys, the copies rotations sealed to its users
+    /// go too (the broker keeps those users' secret keys, so a kept copy would be a root key it
+    /// can open); other members' copies stay.
+    #[tokio::test]
+    async fn forgotten_sealed_copies_are_gone_in_every_epoch_and_only_theirs() {
+        let (_dir, store) = test_store();
+        let (mesh, _owner) = test_mesh(&store).await;
+        let id = mesh.id.clone();
+        store
+            .write(move |tx| {
+                let mut table = tx.open_table(SEALED_KEYS)?;
+                for member in ["tg-ann", "tg-ben", "bob"] {
+                    for epoch in 1..=3 {
+                        table.insert((id.as_str(), member, epoch), "c2VhbGVk")?;
+                    }
+                }
+                drop(table);
+                forget_sealed_copies(tx, &id, &["tg-ann".into(), "tg-ben".into()])
+            })
+            .await
+            .unwrap();
+        for gone in ["tg-ann", "tg-ben"] {
+            assert!(store.sealed_keys(&mesh.id, gone, 0).unwrap().1.is_empty());
+        }
+        let kept = store.sealed_keys(&mesh.id, "bob", 0).unwrap().1;
+        assert_eq!(kept.iter().map(|k| k.epoch).collect::<Vec<_>>(), [1, 2, 3]);
+    }
 }
