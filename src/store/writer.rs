@@ -638,6 +638,34 @@ mod tests {
             .expect("no room after every job was answered");
     }
 
+    /// Connections wait for room before they read their next request: with `WRITER_QUEUE`
+    /// jobs waiting for the writer there is none, and there is again once it answers them.
+    #[tokio::test]
+    async fn a_full_writer_queue_has_no_room_until_it_is_answered() {
+        use futures_util::FutureExt;
+        let full = crate::store::WRITER_QUEUE;
+        let (_dir, store) = test_store();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = store.submit(move |_| {
+            let _ = held.recv();
+            Ok(())
+        });
+        let rest: Vec<_> = (1..full).map(|_| store.submit(|_| Ok(()))).collect();
+        assert_eq!(store.shared.queued.load(Ordering::Acquire), full);
+        assert!(
+            store.room().now_or_never().is_none(),
+            "room although {full} jobs wait for the writer"
+        );
+        release.send(()).unwrap();
+        first.await.unwrap();
+        for job in rest {
+            job.await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(5), store.room())
+            .await
+            .expect("no room once every job was answered");
+    }
+
     /// A commit that ran a job outside the queue moves the count the read caches are keyed
     /// by; one of queue jobs only does not.
     #[tokio::test]
