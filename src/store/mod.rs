@@ -372,3 +372,42 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
     let store = Store::open(dir.path()).expect("a store in it");
     (dir, store)
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableDatabase;
+
+    use super::*;
+
+    fn recorded_schema(dir: &Path) -> Option<u32> {
+        let db = Database::open(dir.join("mesh.redb")).expect("the store's file");
+        let rt = db.begin_read().unwrap();
+        let meta = rt.open_table(META).unwrap();
+        let v = meta.get("schema_version").unwrap();
+        v.map(|g| decode::<u32>(g.value()).unwrap())
+    }
+
+    /// A store records the schema it is written in, so that an older broker opening it later
+    /// refuses it (`NewerSchema`) instead of misreading it.
+    #[test]
+    fn a_store_records_its_schema_and_a_newer_one_is_refused() {
+        let (dir, store) = test_store();
+        store.close();
+        drop(store);
+        assert_eq!(recorded_schema(dir.path()), Some(SCHEMA_VERSION));
+        let db = Database::open(dir.path().join("mesh.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", encode(&(SCHEMA_VERSION + 1)).as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        drop(db);
+        match Store::open(dir.path()) {
+            Err(StoreError::NewerSchema { found, known }) => {
+                assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("a newer schema was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+}
