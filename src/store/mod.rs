@@ -303,12 +303,7 @@ impl Store {
         Snapshot::begin(&self.db, &self.shared)
     }
 
-    /// True when a write can be committed (used by `/health/ready`).
-    pub async fn is_writable(&self) -> bool {
-        self.writable().await.is_ok()
-    }
-
-    /// Commits an empty write: `Err` says why the store cannot write now.
+    /// Commits an empty write: `Err` says why the store cannot write now (`/health/ready`).
     pub async fn writable(&self) -> Result<(), StoreError> {
         if let Some(why) = self.failure() {
             return Err(StoreError::Io(why));
