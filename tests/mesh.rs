@@ -324,6 +324,27 @@ async fn http_endpoints() {
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("claudemesh_connections"), "{text}");
     assert!(text.contains("claudemesh_invite_claims_total"), "{text}");
+    // Creating the mesh and the invite committed: the commit-duration histogram counts them,
+    // its buckets cumulative up to +Inf, which equals the count.
+    let value = |line: &str| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("claudemesh_store_commit_seconds_bucket{le="))
+        .map(value)
+        .collect();
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("claudemesh_store_commit_seconds_count "))
+        .map(value)
+        .expect("a commit-duration count");
+    assert_eq!(buckets.len(), 11, "{text}");
+    assert!(count >= 2.0, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
+    assert_eq!(buckets.last(), Some(&count), "{text}");
+    assert!(
+        text.contains("claudemesh_store_commit_seconds_bucket{le=\"+Inf\"}"),
+        "{text}"
+    );
 
     // The landing page: HTML for people (escaped), JSON for clients; never a secret.
     let html = http_get(&format!("{base}/i/{code}")).await;

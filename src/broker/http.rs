@@ -266,6 +266,26 @@ fn metrics(broker: &Broker) -> Response<Body> {
             broker.store.stats.writes.load(Relaxed),
         ),
     ]);
+    let mut text = text;
+    let stats = &broker.store.stats;
+    let bounds: Vec<f64> = crate::store::COMMIT_BUCKETS_US
+        .iter()
+        .map(|&us| us as f64 / 1e6)
+        .collect();
+    let counts: Vec<u64> = stats
+        .commit_buckets
+        .iter()
+        .map(|c| c.load(Relaxed))
+        .collect();
+    super::metrics::histogram(
+        &mut text,
+        "claudemesh_store_commit_seconds",
+        "How long a storage commit took, its page writes and its fsync (what every \
+         acknowledgement waits for).",
+        &bounds,
+        &counts,
+        stats.commit_micros.load(Relaxed) as f64 / 1e6,
+    );
     respond(StatusCode::OK, "text/plain; version=0.0.4", text)
 }
 

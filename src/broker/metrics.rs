@@ -145,6 +145,32 @@ impl Metrics {
     }
 }
 
+/// Appends a Prometheus histogram: `bounds` in seconds, `counts` per bucket (not cumulative)
+/// with one more than `bounds` for everything above the last, and the sum in seconds.
+pub fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut seen = 0;
+    for (i, count) in counts.iter().enumerate() {
+        seen += count;
+        match bounds.get(i) {
+            Some(le) => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {seen}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {seen}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {seen}");
+}
+
 /// The process's resident set size (`VmRSS`), or 0 where /proc is unavailable.
 pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -158,6 +158,12 @@ db_error_from!(
     redb::CommitError
 );
 
+/// Upper bounds, in microseconds, of the commit-duration histogram's buckets (and one more for
+/// everything above the last).
+pub const COMMIT_BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+
 /// Counters the metrics endpoint reports.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -165,6 +171,23 @@ pub struct StoreStats {
     pub writes: AtomicU64,
     /// Times the idle store gave redb's page cache back.
     pub cache_releases: AtomicU64,
+    /// How long each commit took (its page writes and its fsync), counted in the first bucket
+    /// of [`COMMIT_BUCKETS_US`] it fits; the last counts those above every bound.
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_US.len() + 1],
+    /// Sum of the commits' durations, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+impl StoreStats {
+    fn record_commit(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let at = COMMIT_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(COMMIT_BUCKETS_US.len());
+        self.commit_buckets[at].fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 /// Handle to the store; cheap to clone.

@@ -333,7 +333,12 @@ impl Writer {
             let committed = match self.shared.failure() {
                 // redb refuses every write after a failed one; answer at once, never a false ack.
                 Some(why) => Err(StoreError::Io(why)),
-                None => self.commit(&mut batch),
+                None => {
+                    let started = Instant::now();
+                    let committed = self.commit(&mut batch);
+                    self.stats.record_commit(started.elapsed());
+                    committed
+                }
             };
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             self.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
