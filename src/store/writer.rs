@@ -671,6 +671,28 @@ mod tests {
             .expect("no room once every job was answered");
     }
 
+    /// Group commit: jobs that wait for the writer together are committed together, one
+    /// transaction and one fsync for all of them.
+    #[tokio::test]
+    async fn jobs_waiting_together_share_one_commit() {
+        let (_dir, store) = test_store();
+        let commits = || store.stats.commits.load(Ordering::Relaxed);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = store.submit(move |_| {
+            let _ = held.recv();
+            Ok(())
+        });
+        let before = commits();
+        let waiting: Vec<_> = (0..100).map(|_| store.submit(|_| Ok(()))).collect();
+        release.send(()).unwrap();
+        first.await.unwrap();
+        for job in waiting {
+            job.await.unwrap();
+        }
+        let took = commits() - before;
+        assert!(took <= 2, "100 waiting jobs took {took} commits");
+    }
+
     /// A commit that ran a job outside the queue moves the count the read caches are keyed
     /// by; one of queue jobs only does not.
     #[tokio::test]
