@@ -613,6 +613,10 @@ async fn a_full_disk_stops_acks_loses_nothing_and_recovers() {
     })
     .await;
     assert_eq!(metric(&broker, "claudemesh_store_failed").await, Some(0.0));
+    assert_eq!(
+        metric(&broker, "claudemesh_store_recoveries_total").await,
+        Some(1.0)
+    );
     for i in 0..5 {
         let ack = sender
             .send_text(&to_bob, &format!("after {i}"), "next", None)

@@ -254,6 +254,12 @@ fn metrics(broker: &Broker) -> Response<Body> {
             broker.store.stats.cache_releases.load(Relaxed),
         ),
         (
+            "claudemesh_store_recoveries_total",
+            "counter",
+            "Times storage took writes again after a failed commit (the database reopened).",
+            broker.store.stats.recoveries.load(Relaxed),
+        ),
+        (
             "claudemesh_store_failed",
             "gauge",
             "1 while storage refuses writes after a failed commit (disk full, I/O error).",

@@ -171,6 +171,8 @@ pub struct StoreStats {
     pub writes: AtomicU64,
     /// Times the idle store gave redb's page cache back.
     pub cache_releases: AtomicU64,
+    /// Times the store reopened its database after a failed commit, once storage answered.
+    pub recoveries: AtomicU64,
     /// How long each commit took (its page writes and its fsync), counted in the first bucket
     /// of [`COMMIT_BUCKETS_US`] it fits; the last counts those above every bound.
     pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_US.len() + 1],

@@ -490,6 +490,7 @@ impl Writer {
             Ok(db) => {
                 *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
                 self.shared.set_failure(None);
+                self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     "storage recovered: {} reopened, writes accepted again",
                     self.path.display()
@@ -669,6 +670,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), store.room())
             .await
             .expect("no room once every job was answered");
+    }
+
+    /// A healthy store that sits idle is left alone: the recovery a failed commit sets off
+    /// (probe the disk, close and reopen the database, log a warning) never runs when nothing
+    /// failed.
+    #[tokio::test]
+    async fn a_healthy_idle_store_never_recovers_as_if_it_had_failed() {
+        let (_dir, store) = test_store();
+        store.shared.set_idle(Duration::from_millis(20), u64::MAX);
+        set(&store, "one").await;
+        // Idle periods for longer than a recovery waits before it tries.
+        tokio::time::sleep(RETRY_EVERY + Duration::from_millis(700)).await;
+        assert_eq!(store.stats.recoveries.load(Ordering::Relaxed), 0);
+        assert!(store.failure().is_none());
+        assert_eq!(get(&store.read().unwrap()).unwrap(), "one");
     }
 
     /// Group commit: jobs that wait for the writer together are committed together, one
