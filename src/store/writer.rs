@@ -644,6 +644,21 @@ mod tests {
             .expect("no room after every job was answered");
     }
 
+    /// A job that holds the writer until `release` is sent (or dropped), and its answer.
+    fn held_job(
+        store: &Store,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        impl Future<Output = Result<(), StoreError>> + use<>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let job = store.submit(move |_| {
+            let _ = held.recv();
+            Ok(())
+        });
+        (release, job)
+    }
+
     /// Connections wait for room before they read their next request: with `WRITER_QUEUE`
     /// jobs waiting for the writer there is none, and there is again once it answers them.
     #[tokio::test]
@@ -651,11 +666,7 @@ mod tests {
         use futures_util::FutureExt;
         let full = crate::store::WRITER_QUEUE;
         let (_dir, store) = test_store();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let first = store.submit(move |_| {
-            let _ = held.recv();
-            Ok(())
-        });
+        let (release, first) = held_job(&store);
         let rest: Vec<_> = (1..full).map(|_| store.submit(|_| Ok(()))).collect();
         assert_eq!(store.shared.queued.load(Ordering::Acquire), full);
         assert!(
@@ -693,11 +704,7 @@ mod tests {
     async fn jobs_waiting_together_share_one_commit() {
         let (_dir, store) = test_store();
         let commits = || store.stats.commits.load(Ordering::Relaxed);
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let first = store.submit(move |_| {
-            let _ = held.recv();
-            Ok(())
-        });
+        let (release, first) = held_job(&store);
         let before = commits();
         let waiting: Vec<_> = (0..100).map(|_| store.submit(|_| Ok(()))).collect();
         release.send(()).unwrap();
