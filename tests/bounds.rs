@@ -605,6 +605,14 @@ async fn a_full_disk_stops_acks_loses_nothing_and_recovers() {
             .any(|l| l.contains("storage failed"))
     })
     .await;
+    // While the disk stays full, the broker's retries (every second) find no room and it stays
+    // failed: no recovery is declared and nothing is accepted.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ready(&broker).await.0, 503, "ready again on a full disk");
+    assert_eq!(
+        metric(&broker, "claudemesh_store_recoveries_total").await,
+        Some(0.0)
+    );
 
     // Space comes back: the broker notices and writes again, without a restart.
     std::fs::remove_file(&filler).expect("free the disk");
