@@ -210,7 +210,7 @@ async fn answer(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
 
 fn metrics(broker: &Broker) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
-    let text = broker.metrics.render(&[
+    let mut text = broker.metrics.render(&[
         (
             "claudemesh_process_resident_memory_bytes",
             "gauge",
@@ -272,7 +272,6 @@ fn metrics(broker: &Broker) -> Response<Body> {
             broker.store.stats.writes.load(Relaxed),
         ),
     ]);
-    let mut text = text;
     let stats = &broker.store.stats;
     let bounds: Vec<f64> = crate::store::COMMIT_BUCKETS_US
         .iter()

@@ -114,7 +114,6 @@ impl Store {
             if !is_active_in(&members, &bans, mesh, &record.uploader_member_id)? {
                 return Ok(Err(UploadRefusal::NotMember));
             }
-            drop((members, bans));
             if let Err(e) = quotas::charge(tx, mesh, Quota::Files, 1, limits.files)? {
                 return Ok(Err(UploadRefusal::Quota(e)));
             }

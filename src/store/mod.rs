@@ -395,17 +395,7 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
 
 #[cfg(test)]
 mod tests {
-    use redb::ReadableDatabase;
-
     use super::*;
-
-    fn recorded_schema(dir: &Path) -> Option<u32> {
-        let db = Database::open(dir.join("mesh.redb")).expect("the store's file");
-        let rt = db.begin_read().unwrap();
-        let meta = rt.open_table(META).unwrap();
-        let v = meta.get("schema_version").unwrap();
-        v.map(|g| decode::<u32>(g.value()).unwrap())
-    }
 
     /// A store records the schema it is written in, so that an older broker opening it later
     /// refuses it (`NewerSchema`) instead of misreading it.
@@ -414,13 +404,15 @@ mod tests {
         let (dir, store) = test_store();
         store.close();
         drop(store);
-        assert_eq!(recorded_schema(dir.path()), Some(SCHEMA_VERSION));
-        let db = Database::open(dir.path().join("mesh.redb")).unwrap();
+        let db = Database::open(dir.path().join("mesh.redb")).expect("the store's file");
         let tx = db.begin_write().unwrap();
-        tx.open_table(META)
-            .unwrap()
-            .insert("schema_version", encode(&(SCHEMA_VERSION + 1)).as_slice())
+        let mut meta = tx.open_table(META).unwrap();
+        let recorded = meta.get("schema_version").unwrap();
+        let recorded = recorded.map(|g| decode::<u32>(g.value()).unwrap());
+        assert_eq!(recorded, Some(SCHEMA_VERSION));
+        meta.insert("schema_version", encode(&(SCHEMA_VERSION + 1)).as_slice())
             .unwrap();
+        drop(meta);
         tx.commit().unwrap();
         drop(db);
         match Store::open(dir.path()) {

@@ -41,22 +41,22 @@ pub(crate) async fn test_member(
         last_summary: None,
         invite_code: None,
     };
-    let row = member.clone();
-    store
-        .write(move |tx| insert_member(tx, &row))
-        .await
-        .expect("a member");
-    member
+    stored(store, member).await
 }
 
 /// `member`, stored again as revoked, for the store's unit tests.
 pub(crate) async fn test_revoked(store: &Store, mut member: Member) -> Member {
     member.revoked_at_ms = Some(2);
+    stored(store, member).await
+}
+
+/// Writes `member`'s row as it is; returns it.
+async fn stored(store: &Store, member: Member) -> Member {
     let row = member.clone();
     store
         .write(move |tx| insert_member(tx, &row))
         .await
-        .expect("a revoked member");
+        .expect("a member stored");
     member
 }
 
