@@ -237,7 +237,6 @@ impl Store {
         }
         quotas::count_once(&tx)?;
         queue::index_expiry_once(&tx)?;
-        queue::client_keys::recover(&tx)?;
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(Some(Arc::new(db))));
@@ -355,17 +354,6 @@ impl Store {
                 return;
             }
             notified.await;
-        }
-    }
-
-    /// Stops the writer thread as a crash would: jobs queued are dropped, nothing more is
-    /// written.
-    #[cfg(test)]
-    pub(crate) fn crash(&self) {
-        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = self.jobs.send(WriterMsg::Crash);
-            let _ = handle.join();
         }
     }
 

@@ -12,7 +12,6 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{Notify, oneshot};
 
 use super::queue::QueueTables;
-use super::queue::client_keys::{self, PendingKeys};
 use super::{StoreError, StoreStats};
 
 /// redb's page cache.
@@ -53,9 +52,6 @@ pub(super) struct WriterShared {
     /// acknowledgements), counted before their jobs are answered: what the store's read
     /// caches are keyed by.
     pub(super) general_commits: AtomicU64,
-    /// Client-message-id index entries not yet written (see `queue::client_keys`); only the
-    /// writer thread's jobs use them.
-    pub(super) client_keys: Mutex<PendingKeys>,
 }
 
 impl WriterShared {
@@ -71,7 +67,7 @@ impl WriterShared {
     }
 
     #[cfg(test)]
-    pub(super) fn set_idle(&self, after: Duration, burst_writes: u64) {
+    fn set_idle(&self, after: Duration, burst_writes: u64) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
         self.idle_ms.store(ms, Ordering::Relaxed);
         self.burst_writes
@@ -177,17 +173,15 @@ impl Drop for Snapshot {
 /// and closing it writes its root back; per job, that was a third of a `send`'s writer time.
 pub(super) struct Batch<'t> {
     txn: &'t WriteTransaction,
-    pending: &'t Mutex<PendingKeys>,
     queue: Option<QueueTables<'t>>,
     /// A job asked for the whole transaction: it may have changed any table.
     general: bool,
 }
 
 impl<'t> Batch<'t> {
-    fn new(txn: &'t WriteTransaction, pending: &'t Mutex<PendingKeys>) -> Batch<'t> {
+    fn new(txn: &'t WriteTransaction) -> Batch<'t> {
         Batch {
             txn,
-            pending,
             queue: None,
             general: false,
         }
@@ -201,13 +195,10 @@ impl<'t> Batch<'t> {
         Ok(self.txn)
     }
 
-    /// Closes what the batch's jobs left open and writes a slice of the waiting client
-    /// message ids (all of them when `all`), before the commit. Returns whether any job asked
-    /// for the whole transaction.
-    fn finish(mut self, all: bool) -> Result<bool, StoreError> {
+    /// Closes what the batch's jobs left open, before the commit. Returns whether any job
+    /// asked for the whole transaction.
+    fn finish(mut self) -> Result<bool, StoreError> {
         self.close_queue()?;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        client_keys::write_slice(self.txn, &mut pending, all)?;
         Ok(self.general)
     }
 
@@ -222,7 +213,7 @@ impl<'t> Batch<'t> {
     pub(super) fn queue(&mut self) -> Result<&mut QueueTables<'t>, StoreError> {
         let tables = match self.queue.take() {
             Some(tables) => tables,
-            None => QueueTables::open(self.txn, self.pending)?,
+            None => QueueTables::open(self.txn)?,
         };
         Ok(self.queue.insert(tables))
     }
@@ -268,9 +259,6 @@ where
 pub(super) enum WriterMsg {
     Job(Box<dyn Job>),
     Stop,
-    /// Stops at once, writing nothing more: what a crash leaves on disk.
-    #[cfg(test)]
-    Crash,
 }
 
 /// The writer thread: the only one that writes; answers every job after its batch committed.
@@ -314,21 +302,14 @@ impl Writer {
             match first {
                 Some(WriterMsg::Job(j)) => batch.push(j),
                 Some(WriterMsg::Stop) => stop = true,
-                #[cfg(test)]
-                Some(WriterMsg::Crash) => return,
                 None => {}
             }
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(WriterMsg::Job(j)) => batch.push(j),
                     Ok(WriterMsg::Stop) => stop = true,
-                    #[cfg(test)]
-                    Ok(WriterMsg::Crash) => return,
                     Err(_) => break,
                 }
-            }
-            if batch.is_empty() && failed_at.is_none() && self.shared.failure().is_none() {
-                self.write_waiting_client_keys();
             }
             if batch.is_empty() {
                 // A whole idle period with no job; reads count as use too.
@@ -354,7 +335,7 @@ impl Writer {
                 Some(why) => Err(StoreError::Io(why)),
                 None => {
                     let started = Instant::now();
-                    let committed = self.commit(&mut batch, stop);
+                    let committed = self.commit(&mut batch);
                     self.stats.record_commit(started.elapsed());
                     committed
                 }
@@ -442,19 +423,7 @@ impl Writer {
         }
     }
 
-    /// Commits `batch` in one transaction, with a slice of the waiting client message ids
-    /// (all of them when `all`).
-    fn commit(&self, batch: &mut [Box<dyn Job>], all: bool) -> Result<(), StoreError> {
-        let committed = self.commit_jobs(batch, all);
-        self.shared
-            .client_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .committed(committed.is_ok());
-        committed
-    }
-
-    fn commit_jobs(&self, batch: &mut [Box<dyn Job>], all: bool) -> Result<(), StoreError> {
+    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
         let db = self
             .db
             .read()
@@ -463,11 +432,11 @@ impl Writer {
             .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
         let txn = db.begin_write()?;
         let applied = {
-            let mut tables = Batch::new(&txn, &self.shared.client_keys);
+            let mut tables = Batch::new(&txn);
             batch
                 .iter_mut()
                 .try_for_each(|job| job.apply(&mut tables))
-                .and_then(|()| tables.finish(all))
+                .and_then(|()| tables.finish())
         };
         let general = match applied {
             Ok(general) => general,
@@ -484,19 +453,6 @@ impl Writer {
             self.shared.general_commits.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
-    }
-
-    /// Writes every waiting client-message-id entry: the store is idle, or stopping.
-    fn write_waiting_client_keys(&self) {
-        let waiting = !self
-            .shared
-            .client_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        if waiting && let Err(e) = self.commit(&mut [], true) {
-            tracing::warn!("writing the client message id index: {e}");
-        }
     }
 
     /// After a failed write: once a probe file can be written and synced beside the database,
@@ -596,9 +552,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = open_database(&dir.path().join("t.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        let pending = Mutex::new(PendingKeys::default());
         {
-            let mut batch = Batch::new(&txn, &pending);
+            let mut batch = Batch::new(&txn);
             batch.queue().unwrap();
             batch
                 .txn()

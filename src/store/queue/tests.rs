@@ -1,7 +1,6 @@
 use super::*;
 use crate::store::Priority;
 use crate::store::test_store;
-use redb::ReadableTableMetadata;
 
 const MESH: &str = "mesh1";
 
@@ -416,79 +415,4 @@ async fn queue_order_survives_a_restart() {
     let (seen, _) = walk(&store, &[key("b")], 0, 100);
     let ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids, ["first", "second", "third", "fourth", "fifth"]);
-}
-
-/// Sends `n` messages with client message ids `cid-0`… at once (so they share commits), ids
-/// `<prefix>-0`…; returns the ids the store gave.
-async fn send_with_cids(store: &Store, prefix: &str, n: usize) -> Vec<Enqueued> {
-    let sends: Vec<_> = (0..n)
-        .map(|i| {
-            let mut m = message(&format!("{prefix}-{i:04}"), &["b"]);
-            m.client_message_id = Some(format!("cid-{i}"));
-            store.enqueue(m)
-        })
-        .collect();
-    futures_util::future::try_join_all(sends).await.unwrap()
-}
-
-fn stored_client_keys(store: &Store) -> u64 {
-    store
-        .read()
-        .unwrap()
-        .open_table(CLIENT_KEYS)
-        .unwrap()
-        .len()
-        .unwrap()
-}
-
-/// Client message id entries wait in memory and are written a slice a commit; a crash loses
-/// those still waiting, and the next open finds them again in the stored messages, waiting
-/// or delivered: a resend after the crash is still recognised.
-#[tokio::test]
-async fn resends_after_a_crash_are_recognised_though_their_index_entries_were_waiting() {
-    const N: usize = 400;
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path()).unwrap();
-        let first = send_with_cids(&store, "a", N).await;
-        assert!(first.iter().all(|e| e.fresh));
-        // Half of them acknowledged: only their delivered record keeps their client id.
-        let acks = (0..N / 2)
-            .map(|i| (key("b"), format!("a-{i:04}")))
-            .collect();
-        assert_eq!(store.mark_delivered(acks, 5).await.unwrap(), N / 2);
-        let written = stored_client_keys(&store);
-        assert!(
-            written < N as u64,
-            "every entry was written already ({written}): nothing waited for the crash to lose"
-        );
-        store.crash();
-    }
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(stored_client_keys(&store), N as u64);
-    let again = send_with_cids(&store, "resent", N).await;
-    for (i, e) in again.iter().enumerate() {
-        assert!(!e.fresh, "cid-{i} was stored a second time after the crash");
-        assert_eq!(e.record.id, format!("a-{i:04}"));
-    }
-}
-
-/// An idle store writes every waiting entry, and a clean close too: nothing is left to
-/// rebuild at the next open.
-#[tokio::test]
-async fn an_idle_store_writes_every_waiting_client_id() {
-    let (_dir, store) = test_store();
-    store
-        .shared
-        .set_idle(std::time::Duration::from_millis(50), u64::MAX);
-    send_with_cids(&store, "a", 300).await;
-    for _ in 0..200 {
-        if stored_client_keys(&store) == 300 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(stored_client_keys(&store), 300);
-    let meta = store.read().unwrap().open_table(META).unwrap();
-    assert!(meta.get("client_keys_unwritten_from").unwrap().is_none());
 }
