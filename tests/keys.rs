@@ -897,6 +897,13 @@ async fn a_rotation_vouched_by_an_older_admin_list_is_not_taken() {
     alice.ok(&["perms", "set", "carol", "--role", "member"]);
     bob.ok(&["peers"]);
     assert_eq!(bob.entry().admin_list_version, 2);
+    // The key bob already sends under came with list version 1: it is not refused now.
+    let out = bob.run(&["peers"]);
+    assert!(
+        !out.stderr.contains("older than version"),
+        "bob refuses the key of his current epoch: {}",
+        out.stderr
+    );
     // The broker replays version 1 with a rotation carol signs.
     let entry = bob.entry();
     let carol_key = carol.entry().member_keys().expect("carol's key");
