@@ -105,7 +105,9 @@ pub use writer::{Snapshot, avoid_huge_pages, collect_freed_memory};
 
 /// The schema this build writes. Bump it with a migration in [`Store::open`].
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).
-const SCHEMA_VERSION: u32 = 2;
+/// 3: client-message-id index entries may wait in memory; after a crash, `META` names where
+/// the next open rebuilds them from (`queue::client_keys`), which an older build would not do.
+const SCHEMA_VERSION: u32 = 3;
 /// Jobs that may wait for the writer before connections stop reading new requests
 /// ([`Store::room`]); a job holds at most one request's data (up to a frame, 64 KiB).
 const WRITER_QUEUE: usize = 1024;
@@ -237,6 +239,7 @@ impl Store {
         }
         quotas::count_once(&tx)?;
         queue::index_expiry_once(&tx)?;
+        queue::client_keys::recover(&tx)?;
         let seq = queue::load_seq(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(Some(Arc::new(db))));
@@ -354,6 +357,17 @@ impl Store {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Stops the writer thread as a crash would: jobs queued are dropped, nothing more is
+    /// written.
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = self.jobs.send(WriterMsg::Crash);
+            let _ = handle.join();
         }
     }
 

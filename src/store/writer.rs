@@ -12,6 +12,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{Notify, oneshot};
 
 use super::queue::QueueTables;
+use super::queue::client_keys::{self, PendingKeys};
 use super::{StoreError, StoreStats};
 
 /// redb's page cache.
@@ -52,6 +53,9 @@ pub(super) struct WriterShared {
     /// acknowledgements), counted before their jobs are answered: what the store's read
     /// caches are keyed by.
     pub(super) general_commits: AtomicU64,
+    /// Client-message-id index entries not yet written (see `queue::client_keys`); only the
+    /// writer thread's jobs use them.
+    pub(super) client_keys: Mutex<PendingKeys>,
 }
 
 impl WriterShared {
@@ -67,7 +71,7 @@ impl WriterShared {
     }
 
     #[cfg(test)]
-    fn set_idle(&self, after: Duration, burst_writes: u64) {
+    pub(super) fn set_idle(&self, after: Duration, burst_writes: u64) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
         self.idle_ms.store(ms, Ordering::Relaxed);
         self.burst_writes
@@ -173,15 +177,17 @@ impl Drop for Snapshot {
 /// and closing it writes its root back; per job, that was a third of a `send`'s writer time.
 pub(super) struct Batch<'t> {
     txn: &'t WriteTransaction,
+    pending: &'t Mutex<PendingKeys>,
     queue: Option<QueueTables<'t>>,
     /// A job asked for the whole transaction: it may have changed any table.
     general: bool,
 }
 
 impl<'t> Batch<'t> {
-    fn new(txn: &'t WriteTransaction) -> Batch<'t> {
+    fn new(txn: &'t WriteTransaction, pending: &'t Mutex<PendingKeys>) -> Batch<'t> {
         Batch {
             txn,
+            pending,
             queue: None,
             general: false,
         }
@@ -195,10 +201,13 @@ impl<'t> Batch<'t> {
         Ok(self.txn)
     }
 
-    /// Closes what the batch's jobs left open, before the commit. Returns whether any job
-    /// asked for the whole transaction.
-    fn finish(mut self) -> Result<bool, StoreError> {
+    /// Closes what the batch's jobs left open and writes a slice of the waiting client
+    /// message ids (all of them when `all`), before the commit. Returns whether any job asked
+    /// for the whole transaction.
+    fn finish(mut self, all: bool) -> Result<bool, StoreError> {
         self.close_queue()?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        client_keys::write_slice(self.txn, &mut pending, all)?;
         Ok(self.general)
     }
 
@@ -213,7 +222,7 @@ impl<'t> Batch<'t> {
     pub(super) fn queue(&mut self) -> Result<&mut QueueTables<'t>, StoreError> {
         let tables = match self.queue.take() {
             Some(tables) => tables,
-            None => QueueTables::open(self.txn)?,
+            None => QueueTables::open(self.txn, self.pending)?,
         };
         Ok(self.queue.insert(tables))
     }
@@ -259,6 +268,9 @@ where
 pub(super) enum WriterMsg {
     Job(Box<dyn Job>),
     Stop,
+    /// Stops at once, writing nothing more: what a crash leaves on disk.
+    #[cfg(test)]
+    Crash,
 }
 
 /// The writer thread: the only one that writes; answers every job after its batch committed.
@@ -302,16 +314,27 @@ impl Writer {
             match first {
                 Some(WriterMsg::Job(j)) => batch.push(j),
                 Some(WriterMsg::Stop) => stop = true,
+                #[cfg(test)]
+                Some(WriterMsg::Crash) => return,
                 None => {}
             }
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(WriterMsg::Job(j)) => batch.push(j),
                     Ok(WriterMsg::Stop) => stop = true,
+                    #[cfg(test)]
+                    Ok(WriterMsg::Crash) => return,
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() {
+            // An idle (or stopping) store writes its waiting client message ids: a commit
+            // with no job, failing as a batch would. It counts neither as use nor as an idle
+            // period, so the page cache goes back one idle period later after such a burst.
+            let flush = batch.is_empty()
+                && failed_at.is_none()
+                && self.shared.failure().is_none()
+                && !self.pending_keys().is_empty();
+            if batch.is_empty() && !flush {
                 // A whole idle period with no job; reads count as use too.
                 let used = self.shared.used.swap(false, Ordering::Relaxed);
                 if !used
@@ -327,15 +350,17 @@ impl Writer {
                 }
                 continue;
             }
-            self.shared.used.store(true, Ordering::Relaxed);
             let n = batch.len();
+            if n > 0 {
+                self.shared.used.store(true, Ordering::Relaxed);
+            }
             written = written.saturating_add(n as u64);
             let committed = match self.shared.failure() {
                 // redb refuses every write after a failed one; answer at once, never a false ack.
                 Some(why) => Err(StoreError::Io(why)),
                 None => {
                     let started = Instant::now();
-                    let committed = self.commit(&mut batch);
+                    let committed = self.commit(&mut batch, stop || flush);
                     self.stats.record_commit(started.elapsed());
                     committed
                 }
@@ -423,7 +448,22 @@ impl Writer {
         }
     }
 
-    fn commit(&self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    /// Commits `batch` in one transaction, with a slice of the waiting client message ids
+    /// (all of them when `all`).
+    fn commit(&self, batch: &mut [Box<dyn Job>], all: bool) -> Result<(), StoreError> {
+        let committed = self.commit_jobs(batch, all);
+        self.pending_keys().committed(committed.is_ok());
+        committed
+    }
+
+    fn pending_keys(&self) -> std::sync::MutexGuard<'_, PendingKeys> {
+        self.shared
+            .client_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn commit_jobs(&self, batch: &mut [Box<dyn Job>], all: bool) -> Result<(), StoreError> {
         let db = self
             .db
             .read()
@@ -431,13 +471,15 @@ impl Writer {
             .clone()
             .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
         let txn = db.begin_write()?;
-        let applied = {
-            let mut tables = Batch::new(&txn);
+        // (The pending keys' lock is let go before the jobs take it.)
+        let rebuilt = client_keys::rebuild_if_failed(&txn, &mut self.pending_keys());
+        let applied = rebuilt.and_then(|()| {
+            let mut tables = Batch::new(&txn, &self.shared.client_keys);
             batch
                 .iter_mut()
                 .try_for_each(|job| job.apply(&mut tables))
-                .and_then(|()| tables.finish())
-        };
+                .and_then(|()| tables.finish(all))
+        });
         let general = match applied {
             Ok(general) => general,
             Err(e) => {
@@ -552,8 +594,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = open_database(&dir.path().join("t.redb")).unwrap();
         let txn = db.begin_write().unwrap();
+        let pending = Mutex::new(PendingKeys::default());
         {
-            let mut batch = Batch::new(&txn);
+            let mut batch = Batch::new(&txn, &pending);
             batch.queue().unwrap();
             batch
                 .txn()

@@ -3,6 +3,7 @@
 //! recipient has acknowledged a message, its record and rows give way to a small
 //! [`DeliveredRecord`] (no body), kept until the message's retention ends.
 
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -11,6 +12,8 @@ use super::records::{
     CLIENT_IDS, CLIENT_KEYS, DELIVERED, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS,
     SESSIONS, WAITING,
 };
+use client_keys::PendingKeys;
+
 use super::{
     DeliveredRecord, Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode,
     decode_opt, encode,
@@ -93,6 +96,8 @@ pub(in crate::store) struct QueueTables<'t> {
     expiry: Table<'t, (u64, &'static str, &'static str), ()>,
     waiting: Table<'t, MessageKey<'static>, u32>,
     client_keys: Table<'t, [u8; 16], &'static str>,
+    /// New client-message-id entries wait here (see [`client_keys`]).
+    pending: &'t Mutex<PendingKeys>,
     client_ids: Table<'t, (&'static str, &'static str, &'static str), &'static str>,
     meta: Table<'t, &'static str, &'static [u8]>,
     /// The queue sequence number to persist when the tables close: written once a batch, not
@@ -101,7 +106,10 @@ pub(in crate::store) struct QueueTables<'t> {
 }
 
 impl<'t> QueueTables<'t> {
-    pub(in crate::store) fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+    pub(in crate::store) fn open(
+        tx: &'t WriteTransaction,
+        pending: &'t Mutex<PendingKeys>,
+    ) -> Result<Self, StoreError> {
         Ok(QueueTables {
             messages: tx.open_table(MESSAGES)?,
             queue: tx.open_table(QUEUE)?,
@@ -111,6 +119,7 @@ impl<'t> QueueTables<'t> {
             expiry: tx.open_table(EXPIRY)?,
             waiting: tx.open_table(WAITING)?,
             client_keys: tx.open_table(CLIENT_KEYS)?,
+            pending,
             client_ids: tx.open_table(CLIENT_IDS)?,
             meta: tx.open_table(META)?,
             next_seq: None,
@@ -185,6 +194,11 @@ fn client_key(mesh_id: &str, member_id: &str, cid: &str) -> [u8; 16] {
     key
 }
 
+/// The waiting client-message-id entries, locked (only the writer thread takes them).
+fn lock(pending: &Mutex<PendingKeys>) -> std::sync::MutexGuard<'_, PendingKeys> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The message `record`'s sender already sent under client message id `cid`, if any (still
 /// stored, or delivered to everyone with only its status kept).
 fn first_sent(
@@ -193,10 +207,12 @@ fn first_sent(
     cid: &str,
 ) -> Result<Option<MessageRecord>, StoreError> {
     let (mesh_id, sender) = (record.mesh_id.as_str(), record.sender_member_id.as_str());
-    let found = t
-        .client_keys
-        .get(client_key(mesh_id, sender, cid))?
-        .map(|v| v.value().to_string());
+    let key = client_key(mesh_id, sender, cid);
+    let waiting = lock(t.pending).get(&key).map(str::to_string);
+    let found = match waiting {
+        Some(id) => Some(id),
+        None => t.client_keys.get(key)?.map(|v| v.value().to_string()),
+    };
     // Stores from before `CLIENT_KEYS` keep the three strings.
     let found = match found {
         Some(id) => Some(id),
@@ -224,17 +240,27 @@ fn first_sent(
         }))
 }
 
-/// Forgets a client message id (its message is gone), in whichever table holds it.
+/// Forgets message `message_id`'s client message id (the message is gone), wherever it is
+/// kept; an entry naming another message stays.
 fn forget_client_id(
     tx: &WriteTransaction,
-    mesh_id: &str,
-    member_id: &str,
-    cid: &str,
+    pending: &Mutex<PendingKeys>,
+    (mesh_id, member_id, cid): (&str, &str, &str),
+    message_id: &str,
 ) -> Result<(), StoreError> {
-    tx.open_table(CLIENT_KEYS)?
-        .remove(client_key(mesh_id, member_id, cid))?;
-    tx.open_table(CLIENT_IDS)?
-        .remove((mesh_id, member_id, cid))?;
+    let key = client_key(mesh_id, member_id, cid);
+    lock(pending).remove(&key, message_id);
+    let mut keys = tx.open_table(CLIENT_KEYS)?;
+    if keys.get(key)?.is_some_and(|v| v.value() == message_id) {
+        keys.remove(key)?;
+    }
+    let mut ids = tx.open_table(CLIENT_IDS)?;
+    if ids
+        .get((mesh_id, member_id, cid))?
+        .is_some_and(|v| v.value() == message_id)
+    {
+        ids.remove((mesh_id, member_id, cid))?;
+    }
     Ok(())
 }
 
@@ -366,10 +392,8 @@ impl Store {
                 lens.push(n);
             }
             if let Some(cid) = record.client_message_id.as_deref() {
-                t.client_keys.insert(
-                    client_key(&record.mesh_id, &record.sender_member_id, cid),
-                    record.id.as_str(),
-                )?;
+                let key = client_key(&record.mesh_id, &record.sender_member_id, cid);
+                lock(t.pending).insert(key, &record.id);
             }
             t.messages.insert(
                 (record.mesh_id.as_str(), record.id.as_str()),
@@ -660,6 +684,7 @@ impl Store {
     }
 
     async fn drop_delivered(&self, done: Vec<(String, String)>) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
         self.write(move |tx| {
             let mut delivered = tx.open_table(DELIVERED)?;
             for (mesh_id, id) in done {
@@ -668,7 +693,8 @@ impl Store {
                 if let Some(r) = r
                     && let Some(cid) = r.client_message_id.as_deref()
                 {
-                    forget_client_id(tx, &mesh_id, &r.sender_member_id, cid)?;
+                    let cid = (mesh_id.as_str(), r.sender_member_id.as_str(), cid);
+                    forget_client_id(tx, &shared.client_keys, cid, &id)?;
                 }
             }
             Ok(())
@@ -700,6 +726,7 @@ impl Store {
     }
 
     async fn drop_messages(&self, expired: Vec<(u64, String, String)>) -> Result<u64, StoreError> {
+        let shared = self.shared.clone();
         self.write(move |tx| {
             let mut messages = tx.open_table(MESSAGES)?;
             let mut queue = tx.open_table(QUEUE)?;
@@ -728,7 +755,8 @@ impl Store {
                     }
                 }
                 if let Some(cid) = r.client_message_id.as_deref() {
-                    forget_client_id(tx, &r.mesh_id, &r.sender_member_id, cid)?;
+                    let cid = (r.mesh_id.as_str(), r.sender_member_id.as_str(), cid);
+                    forget_client_id(tx, &shared.client_keys, cid, &r.id)?;
                 }
             }
             Ok(dropped)
@@ -763,6 +791,7 @@ impl Store {
     }
 }
 
+pub(in crate::store) mod client_keys;
 #[cfg(test)]
 mod tests;
 
