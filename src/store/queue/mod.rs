@@ -12,7 +12,7 @@ use super::records::{
     CLIENT_IDS, CLIENT_KEYS, DELIVERED, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS,
     SESSIONS, WAITING,
 };
-use client_keys::PendingKeys;
+use client_keys::{ClientKey, PendingKeys};
 
 use super::{
     DeliveredRecord, Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode,
@@ -199,15 +199,15 @@ fn lock(pending: &Mutex<PendingKeys>) -> std::sync::MutexGuard<'_, PendingKeys> 
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The message `record`'s sender already sent under client message id `cid`, if any (still
-/// stored, or delivered to everyone with only its status kept).
+/// The message `record`'s sender already sent under client message id `cid` (whose
+/// `CLIENT_KEYS` key is `key`), if any (still stored, or delivered to everyone with only its
+/// status kept).
 fn first_sent(
     t: &QueueTables,
     record: &MessageRecord,
-    cid: &str,
+    (cid, key): (&str, ClientKey),
 ) -> Result<Option<MessageRecord>, StoreError> {
     let (mesh_id, sender) = (record.mesh_id.as_str(), record.sender_member_id.as_str());
-    let key = client_key(mesh_id, sender, cid);
     let waiting = lock(t.pending).get(&key).map(str::to_string);
     let found = match waiting {
         Some(id) => Some(id),
@@ -292,7 +292,7 @@ fn full_key(short: &str, mesh_id: &str) -> String {
 
 /// When `key`'s acknowledgement of `message` is the last one missing, replaces the message's
 /// record and delivery rows with a [`DeliveredRecord`] and returns true (the body is gone);
-/// otherwise changes nothing.
+/// otherwise changes nothing. The caller has taken `key`'s delivery row out already.
 fn retire(
     (messages, deliveries, delivered, expiry, waiting): RetireTables,
     message: MessageKey,
@@ -308,7 +308,9 @@ fn retire(
         }
         waiting.remove(message)?;
     }
-    let Some(r) = decode_opt::<MessageRecord>(messages.get(message)?)? else {
+    // Taken out at once (one walk down the tree, not a read and a removal): put back in the
+    // rare case that another recipient has not acknowledged it (a store from before WAITING).
+    let Some(r) = decode_opt::<MessageRecord>(messages.remove(message)?)? else {
         return Ok(false);
     };
     let mut recipients = Vec::with_capacity(r.recipients.len());
@@ -319,15 +321,18 @@ fn retire(
             let d: Option<Delivery> = decode_opt(deliveries.get((k.as_str(), r.id.as_str()))?)?;
             match d.and_then(|d| d.delivered_at_ms) {
                 Some(at) => at,
-                None => return Ok(false),
+                None => {
+                    messages.insert(message, encode(&r).as_slice())?;
+                    return Ok(false);
+                }
             }
         };
         recipients.push((k.clone(), name.clone(), at));
     }
-    for (k, _) in &r.recipients {
+    // (The acknowledging recipient's row is out already.)
+    for (k, _) in r.recipients.iter().filter(|(k, _)| k != key) {
         deliveries.remove((k.as_str(), r.id.as_str()))?;
     }
-    messages.remove(message)?;
     // The delivered record is swept by its own table (ids sort by time), not the index.
     expiry.remove((expiry_at(r.expires_at_ms), message.0, message.1))?;
     let recipients = recipients
@@ -364,11 +369,22 @@ impl Store {
         max_queued: u64,
     ) -> impl Future<Output = Result<Enqueued, StoreError>> + use<> {
         let seq = self.seq.clone();
-        // Encoded here, on the caller's thread: the writer thread only looks up and inserts.
+        // Encoded and hashed here, on the caller's thread: the writer thread only looks up
+        // and inserts.
         let encoded = encode(&record);
+        let cid_key = record
+            .client_message_id
+            .as_deref()
+            .map(|cid| client_key(&record.mesh_id, &record.sender_member_id, cid));
+        let distinct = record
+            .recipients
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<std::collections::HashSet<&str>>()
+            .len();
         self.submit_queue(move |t| {
-            if let Some(cid) = record.client_message_id.as_deref()
-                && let Some(first) = first_sent(t, &record, cid)?
+            if let (Some(cid), Some(key)) = (record.client_message_id.as_deref(), cid_key)
+                && let Some(first) = first_sent(t, &record, (cid, key))?
             {
                 return Ok(Enqueued {
                     record: first,
@@ -391,8 +407,7 @@ impl Store {
                 }
                 lens.push(n);
             }
-            if let Some(cid) = record.client_message_id.as_deref() {
-                let key = client_key(&record.mesh_id, &record.sender_member_id, cid);
+            if let Some(key) = cid_key {
                 lock(t.pending).insert(key, &record.id);
             }
             t.messages.insert(
@@ -407,12 +422,10 @@ impl Store {
                 ),
                 (),
             )?;
-            let distinct: std::collections::HashSet<&str> =
-                record.recipients.iter().map(|(k, _)| k.as_str()).collect();
-            if distinct.len() > 1 {
+            if distinct > 1 {
                 t.waiting.insert(
                     (record.mesh_id.as_str(), record.id.as_str()),
-                    distinct.len() as u32,
+                    distinct as u32,
                 )?;
             }
             let mut seqs = Vec::with_capacity(record.recipients.len());
@@ -515,10 +528,13 @@ impl Store {
         self.submit_queue(move |t| {
             let mut n = 0;
             for (key, id) in pairs {
+                // Taken out, as retiring the message would do: put back changed, or as it was.
                 let found: Option<Delivery> =
-                    decode_opt(t.deliveries.get((key.as_str(), id.as_str()))?)?;
+                    decode_opt(t.deliveries.remove((key.as_str(), id.as_str()))?)?;
                 let Some(mut d) = found else { continue };
                 if d.delivered_at_ms.is_some() {
+                    t.deliveries
+                        .insert((key.as_str(), id.as_str()), encode(&d).as_slice())?;
                     continue;
                 }
                 let before = queue_len(&t.counts, &t.queue, &key)?;

@@ -174,6 +174,47 @@ fn tracked(store: &Store, id: &str) -> Tracked {
     }
 }
 
+/// A store from before `WAITING` counts nothing down: the first of two acknowledgements
+/// leaves the message whole (body and all) for the other recipient.
+#[tokio::test]
+async fn without_a_waiting_count_one_acknowledgement_of_two_keeps_the_message() {
+    let (_dir, store) = test_store();
+    let m = message("msg-old", &["b", "c"]);
+    store.enqueue(m.clone()).await.unwrap();
+    store
+        .submit(|tx| {
+            tx.open_table(WAITING)?.remove((MESH, "msg-old"))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    store
+        .mark_delivered(vec![(key("b"), m.id.clone())], 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&store, MESH, &m.id),
+        (true, false),
+        "c has not acknowledged"
+    );
+    let rt = store.read().unwrap();
+    let kept: MessageRecord = decode_opt(
+        rt.open_table(MESSAGES)
+            .unwrap()
+            .get((MESH, "msg-old"))
+            .unwrap(),
+    )
+    .unwrap()
+    .expect("still stored");
+    assert_eq!(kept.ciphertext, m.ciphertext);
+    drop(rt);
+    store
+        .mark_delivered(vec![(key("c"), m.id.clone())], 6)
+        .await
+        .unwrap();
+    assert_eq!(rows(&store, MESH, &m.id), (false, true));
+}
+
 /// Once every recipient acknowledged a message its body is dropped: `message_status` still
 /// finds it (by prefix too) with each acknowledgement time, a resend of its
 /// `client_message_id` still gets the same id and stores nothing, and when retention
