@@ -226,3 +226,44 @@ fn count_rows(
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    fn block(row: &mut GrantRow) {
+        row.blocked = true;
+    }
+
+    /// A fresh store answers every read with the default: no row, no denial.
+    #[test]
+    fn a_fresh_store_reads_no_grants() {
+        let (_dir, store) = test_store();
+        assert_eq!(store.grant("m", "a", "b").unwrap(), None);
+        assert!(store.grants_by("m", "a").unwrap().is_empty());
+        assert!(store.denying("m", "b", Right::Message).unwrap().is_empty());
+    }
+
+    /// A member restricts at most MAX_GRANT_ROWS peers: one more is refused, while a peer it
+    /// restricts already can still be changed.
+    #[tokio::test]
+    async fn rows_stop_at_the_cap_for_new_peers_only() {
+        let (_dir, store) = test_store();
+        let change = |peer: String| store.change_grant("m".into(), "a".into(), peer, 1, block);
+        let all = (0..MAX_GRANT_ROWS).map(|i| change(format!("p{i:04}")));
+        for done in futures_util::future::try_join_all(all).await.unwrap() {
+            assert!(matches!(done, GrantChange::Done(Some(_))), "{done:?}");
+        }
+        assert_eq!(change("one-more".into()).await.unwrap(), GrantChange::Full);
+        assert_eq!(store.grant("m", "a", "one-more").unwrap(), None);
+        let again = store
+            .change_grant("m".into(), "a".into(), "p0000".into(), 2, |row| {
+                row.blocked = false;
+                row.allowed = vec![Right::Files];
+            })
+            .await
+            .unwrap();
+        assert!(matches!(again, GrantChange::Done(Some(r)) if r.allowed == [Right::Files]));
+    }
+}
