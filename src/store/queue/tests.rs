@@ -263,6 +263,13 @@ async fn a_message_acknowledged_by_everyone_keeps_only_its_status() {
         (false, true),
         "the body is dropped"
     );
+    let rt = store.read().unwrap();
+    let deliveries = rt.open_table(DELIVERIES).unwrap();
+    for who in ["b", "c"] {
+        let row = deliveries.get((key(who).as_str(), m.id.as_str())).unwrap();
+        assert!(row.is_none(), "{who}'s delivery row is left behind");
+    }
+    drop((deliveries, rt));
     let t = tracked(&store, "msg-abcd");
     assert_eq!(t.id, m.id);
     assert_eq!(
