@@ -782,3 +782,58 @@ async fn an_io_failure_then_recovery_or_close_loses_no_index_entry() {
         assert_resends_find_the_originals(&store, N, &when).await;
     }
 }
+
+/// Messages that expire take their client-message-id entries with them, once written too.
+#[tokio::test]
+async fn expired_messages_leave_no_client_id_entry() {
+    const N: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let sends: Vec<_> = (0..N)
+            .map(|i| {
+                let mut m = message(&format!("a-{i:04}"), &["b"]);
+                m.client_message_id = Some(format!("cid-{i}"));
+                m.expires_at_ms = 5;
+                store.enqueue(m)
+            })
+            .collect();
+        futures_util::future::try_join_all(sends).await.unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        stored_client_keys(&store),
+        N as u64,
+        "a close writes them all"
+    );
+    assert_eq!(store.sweep_expired(10_000).await.unwrap(), N as u64);
+    assert_eq!(
+        stored_client_keys(&store),
+        0,
+        "entries of expired messages are left"
+    );
+}
+
+/// An entry naming a message of another client message id (a hash collision, or a damaged
+/// index) is not taken for a resend: the send is stored as new.
+#[tokio::test]
+async fn an_entry_naming_another_client_id_is_not_a_resend() {
+    let (_dir, store) = test_store();
+    let mut first = message("a-0001", &["b"]);
+    first.client_message_id = Some("cid-y".into());
+    store.enqueue(first).await.unwrap();
+    store
+        .submit(|tx| {
+            let key = client_key(MESH, "alice", "cid-x");
+            tx.open_table(CLIENT_KEYS)?.insert(key, "a-0001")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let mut next = message("a-0002", &["b"]);
+    next.client_message_id = Some("cid-x".into());
+    let e = store.enqueue(next).await.unwrap();
+    assert!(e.fresh, "taken for a resend of {}", e.record.id);
+    assert_eq!(e.record.id, "a-0002");
+}
