@@ -206,8 +206,7 @@ impl<'t> Batch<'t> {
     /// for the whole transaction.
     fn finish(mut self, all: bool) -> Result<bool, StoreError> {
         self.close_queue()?;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        client_keys::write_slice(self.txn, &mut pending, all)?;
+        client_keys::write_slice(self.txn, &mut client_keys::lock(self.pending), all)?;
         Ok(self.general)
     }
 
@@ -457,10 +456,7 @@ impl Writer {
     }
 
     fn pending_keys(&self) -> std::sync::MutexGuard<'_, PendingKeys> {
-        self.shared
-            .client_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        client_keys::lock(&self.shared.client_keys)
     }
 
     fn commit_jobs(&self, batch: &mut [Box<dyn Job>], all: bool) -> Result<(), StoreError> {

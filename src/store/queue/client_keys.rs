@@ -7,6 +7,7 @@
 //! the stored messages from that id on: a crash loses none of it.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -15,6 +16,20 @@ use super::super::{DeliveredRecord, META, MessageRecord, StoreError, decode, enc
 
 /// A client message id's key: 16 bytes of SHA-256 over mesh, sender member and id.
 pub(in crate::store) type ClientKey = [u8; 16];
+
+/// The key of a client message id in `CLIENT_KEYS`: 16 bytes of SHA-256 over mesh, sender
+/// member and id (a fixed 16 bytes per sent message instead of the three strings).
+pub(in crate::store) fn client_key(mesh_id: &str, member_id: &str, cid: &str) -> ClientKey {
+    let digest = crate::crypto::sha256(format!("{mesh_id}\0{member_id}\0{cid}").as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// The waiting entries, locked (only the writer thread takes them).
+pub(in crate::store) fn lock(pending: &Mutex<PendingKeys>) -> MutexGuard<'_, PendingKeys> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// How many slices the key space is written in, one a commit.
 const SLICES: usize = 64;
@@ -246,7 +261,7 @@ fn index_from(
                     continue;
                 }
             };
-            let key = super::client_key(mesh_id, &sender, &cid);
+            let key = client_key(mesh_id, &sender, &cid);
             // Most rows are indexed already: a read leaves their page clean.
             if keys.get(key)?.is_none_or(|v| v.value() != id) {
                 keys.insert(key, id)?;

@@ -12,7 +12,7 @@ use super::records::{
     CLIENT_IDS, CLIENT_KEYS, DELIVERED, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS,
     SESSIONS, WAITING,
 };
-use client_keys::{ClientKey, PendingKeys};
+use client_keys::{ClientKey, PendingKeys, client_key, lock};
 
 use super::{
     DeliveredRecord, Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode,
@@ -183,20 +183,6 @@ type MessageKey<'k> = (&'k str, &'k str);
 /// Encodes a [`DeliveredRecord`] by position (no field names): it is kept per message.
 fn encode_delivered(r: &DeliveredRecord) -> Vec<u8> {
     rmp_serde::to_vec(r).unwrap_or_default()
-}
-
-/// The key of a client message id in `CLIENT_KEYS`: 16 bytes of SHA-256 over mesh, sender
-/// member and id (a fixed 16 bytes per sent message instead of the three strings).
-fn client_key(mesh_id: &str, member_id: &str, cid: &str) -> [u8; 16] {
-    let digest = crate::crypto::sha256(format!("{mesh_id}\0{member_id}\0{cid}").as_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
-}
-
-/// The waiting client-message-id entries, locked (only the writer thread takes them).
-fn lock(pending: &Mutex<PendingKeys>) -> std::sync::MutexGuard<'_, PendingKeys> {
-    pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The message `record`'s sender already sent under client message id `cid` (whose
