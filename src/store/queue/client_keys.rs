@@ -307,6 +307,78 @@ mod tests {
         assert!(p.is_empty());
     }
 
+    /// A slice filled again right after its turn waits for the others: every slice is
+    /// written in turn, however busy the first is.
+    #[test]
+    fn a_refilled_slice_waits_for_the_others() {
+        let mut p = PendingKeys::default();
+        p.insert(key(0, 1), "id-1");
+        p.insert(key(9, 1), "id-2");
+        p.insert(key(200, 1), "id-3");
+        let mut order = Vec::new();
+        for refill in ["id-4", "id-5", "id-6"] {
+            let taken: Vec<ClientKey> = p.take(false).iter().map(|(k, _)| *k).collect();
+            order.push(taken);
+            p.committed(true);
+            p.insert(key(0, order.len() as u8 + 1), refill);
+        }
+        assert_eq!(
+            order,
+            [vec![key(0, 1)], vec![key(9, 1)], vec![key(200, 1)]],
+            "slice 0 again only after slices 2 and 50"
+        );
+        let taken: Vec<ClientKey> = p.take(false).iter().map(|(k, _)| *k).collect();
+        assert_eq!(taken, [key(0, 2), key(0, 3), key(0, 4)], "then round again");
+    }
+
+    /// What `META` says is unwritten, read back from a real store.
+    fn bound(db: &redb::Database) -> Option<String> {
+        let tx = db.begin_write().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        let v = meta.get(UNWRITTEN_FROM).unwrap();
+        v.map(|v| decode::<String>(v.value()).unwrap())
+    }
+
+    /// One commit writing a slice, on a real redb file.
+    fn commit_slice(db: &redb::Database, p: &mut PendingKeys) {
+        let tx = db.begin_write().unwrap();
+        write_slice(&tx, p, false).unwrap();
+        tx.commit().unwrap();
+        p.committed(true);
+    }
+
+    /// The bound in `META` follows what waits: set while entries wait, gone once the last is
+    /// written or forgotten, and set again by an entry added after that (which is written).
+    #[test]
+    fn the_stored_bound_follows_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let mut p = PendingKeys::default();
+        p.insert(key(0, 1), "id-1");
+        p.insert(key(9, 1), "id-2");
+        commit_slice(&db, &mut p);
+        assert_eq!(bound(&db).as_deref(), Some("id-2"));
+        p.remove(&key(9, 1), "id-2");
+        commit_slice(&db, &mut p);
+        assert_eq!(
+            bound(&db),
+            None,
+            "nothing waits: no rebuild at the next open"
+        );
+        p.insert(key(100, 1), "id-3");
+        p.insert(key(200, 1), "id-4");
+        commit_slice(&db, &mut p);
+        assert_eq!(bound(&db).as_deref(), Some("id-4"));
+        commit_slice(&db, &mut p);
+        assert!(p.is_empty());
+        let tx = db.begin_write().unwrap();
+        let keys = tx.open_table(CLIENT_KEYS).unwrap();
+        let stored = |k| keys.get(k).unwrap().map(|v| v.value().to_string());
+        assert_eq!(stored(key(100, 1)).as_deref(), Some("id-3"));
+        assert_eq!(stored(key(200, 1)).as_deref(), Some("id-4"));
+        assert_eq!(stored(key(9, 1)), None, "forgotten before it was written");
+    }
+
     /// After a failed commit nothing in memory is trusted: what it was writing, what its jobs
     /// added (their messages may not be stored) and what waited all go, and the next commit
     /// rebuilds the index from the stored messages; META must be written again.
