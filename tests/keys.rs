@@ -3,7 +3,7 @@
 //! unreadable with the removed member's keys, even when the exact pushed frame is replayed to
 //! its client, while everyone else reads it and older messages stay readable; a member away
 //! during the rotation gets its sealed copy at its next connection; a body under an old epoch
-//! is refused.
+//! is refused, and a live client whose send is refused so fetches the key and sends again.
 
 use crate::common;
 
@@ -422,6 +422,90 @@ async fn a_client_that_reconnects_after_a_rotation_fetches_the_key() {
     })
     .await;
     assert_eq!(live.key_ring().current_epoch(), 1);
+    live.close().await;
+}
+
+/// A live client that seals a group message under the epoch it holds while the mesh has moved
+/// on (the newer `key_rotated` event is still unread: its connection is busy saving the key
+/// before, waiting on the config lock another process of the same member holds) still gets the
+/// message out: the broker refuses the body as stale, the client fetches the new key and seals
+/// again, and the sender sees it queued, with no error, and the recipient reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_sealed_a_rotation_behind_fetches_the_key_and_goes_out() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let config = claudemesh::identity::ConfigDir::new(bob.config_dir());
+    let options = claudemesh::client::ConnectOptions {
+        config_dir: Some(config.clone()),
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let live = MeshClient::connect(options).await.expect("bob connects");
+    let everyone = live.resolve_targets("*").await.expect("targets");
+
+    // Another process of bob's (a CLI command, say) holds his config lock for a while. bob's
+    // connection task waits for it on the worker running it (hence two workers).
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        config.update(|_| {
+            locked_tx.send(()).expect("the test waits");
+            // Until the test says so (or is gone).
+            let _ = released.recv();
+            Ok(())
+        })
+    });
+    locked
+        .recv_timeout(WAIT)
+        .expect("bob's config lock is held");
+    // Epoch 1: bob's client takes the key, then waits for the lock to save it.
+    assert_eq!(alice.json(&["rotate-key", "--json"])["keyEpoch"], 1);
+    eventually("bob's client holds epoch 1", || async {
+        live.key_ring().current_epoch() == 1
+    })
+    .await;
+    // Epoch 2: its event waits, unread, behind that save.
+    assert_eq!(alice.json(&["rotate-key", "--json"])["keyEpoch"], 2);
+
+    // bob sends to the group: the first poll seals (under epoch 1) and queues the frame.
+    let ack = {
+        let mut sending =
+            std::pin::pin!(live.send_text(&everyone[0], "sealed a rotation behind", "now", None));
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(sending.as_mut().poll(cx))).await;
+        assert!(
+            first.is_pending(),
+            "the send waits for the broker: {first:?}"
+        );
+        assert_eq!(
+            live.key_ring().current_epoch(),
+            1,
+            "sealed while bob's client held epoch 1 only"
+        );
+        release.send(()).expect("the lock holder waits");
+        holder
+            .join()
+            .expect("the lock holder ends")
+            .expect("bob's config written");
+        sending.await.expect("an answer")
+    };
+    assert_eq!(ack.queued, Some(true), "{ack:?}");
+    assert_eq!(ack.error, None, "{ack:?}");
+    assert_eq!(
+        metric(
+            &broker,
+            r#"claudemesh_errors_total{code="stale_key_epoch"}"#
+        )
+        .await,
+        Some(1.0),
+        "the first try was refused as stale, the second went out"
+    );
+    assert_eq!(live.key_ring().current_epoch(), 2);
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "sealed a rotation behind"),
+        "alice reads bob's message"
+    );
     live.close().await;
 }
 
