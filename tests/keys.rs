@@ -1010,3 +1010,70 @@ async fn a_rotation_vouched_by_an_older_admin_list_is_not_taken() {
         "the planted key of epoch 2 was not taken"
     );
 }
+
+/// A member away while an admin rotated the key, and while the owner then signed a newer admin
+/// list (promoting someone else), takes that rotation's key when it is back: the list that
+/// vouched for it was the current one when the broker stored it, and its signer is still an
+/// admin on the newer list. It reads what was sent under the key and sends under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_away_during_an_admin_rotation_and_a_newer_admin_list_takes_the_key() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let dave = Person::new("dave");
+    let (_, url) = invite(&alice, &[]);
+    join(&dave, &url);
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    // bob is away from here on. carol rotates (vouched for by list version 1) and sends under
+    // the new key; then alice promotes dave (list version 2, naming carol and dave).
+    let rotated = carol.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1, "{rotated}");
+    carol.ok(&["send", "*", "under carol's epoch 1"]);
+    alice.ok(&["perms", "set", "dave", "--role", "admin"]);
+    let listed = alice
+        .client()
+        .await
+        .admin_list()
+        .await
+        .expect("the list")
+        .expect("a list");
+    assert_eq!(listed.version, 2, "{listed:?}");
+    assert!(
+        listed.names(&carol.entry().member_pubkey) && listed.names(&dave.entry().member_pubkey),
+        "{listed:?}"
+    );
+
+    // bob is back (a long-lived client saving to his config, as the MCP server is).
+    let options = claudemesh::client::ConnectOptions {
+        config_dir: Some(claudemesh::identity::ConfigDir::new(bob.config_dir())),
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let bob_live = MeshClient::connect(options).await.expect("bob connects");
+    assert_eq!(bob_live.hello_ack().key_epoch, 1);
+    let got = next_message(&bob_live).await;
+    assert_eq!(got.key_epoch, 1, "carol's message is under epoch 1");
+    assert_eq!(
+        bob_live.decrypt(&got).as_deref(),
+        Ok("under carol's epoch 1"),
+        "bob reads what carol sent under the key she rotated to"
+    );
+    bob_live.ack(&got.message_id).expect("acked");
+    assert_eq!(bob_live.key_ring().current_epoch(), 1);
+
+    // His own group message goes out under epoch 1, at once.
+    let everyone = bob_live.resolve_targets("*").await.expect("targets");
+    let acks = bob_live
+        .send_each(&everyone, "bob back under epoch 1", "now")
+        .await
+        .expect("sent");
+    assert_eq!(acks[0].queued, Some(true), "{:?}", acks[0]);
+    assert_eq!(acks[0].error, None, "{:?}", acks[0]);
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "bob back under epoch 1"),
+        "alice reads bob's message"
+    );
+    assert_eq!(bob.entry().key_epoch, 1, "bob's config holds epoch 1");
+    assert_eq!(bob.entry().admin_list_version, 2);
+    bob_live.close().await;
+}

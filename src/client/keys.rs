@@ -122,8 +122,14 @@ impl Keeper {
     /// by the owner or an admin the owner's signed list names and the key matches what they
     /// signed: the broker alone cannot hand out a key. A sealed copy is what a rotation handed
     /// this very member, so it wins over a different key held for that epoch (which came from
-    /// an invite link: a link could name the old key as a later epoch).
-    pub(crate) fn absorb(&self, copy: &EpochKey) -> Result<(), String> {
+    /// an invite link: a link could name the old key as a later epoch). `current` is the
+    /// owner-signed admin list the broker sent with the copy (a `keys` answer's), already
+    /// verified and noted by the caller; `None` when none came (a `key_rotated` event).
+    pub(crate) fn absorb(
+        &self,
+        copy: &EpochKey,
+        current: Option<&AdminList>,
+    ) -> Result<(), String> {
         let member = self
             .member
             .as_ref()
@@ -139,13 +145,17 @@ impl Keeper {
         }
         // A key that would become the one this member sends under is not taken on an admin
         // list older than one it has seen: that list may name an admin the owner removed since.
+        // Unless a list at least as new as any seen still names the signer: the rotation was
+        // vouched for when the broker stored it (before the newer list), and its signer is an
+        // admin by the owner's newest word this member has, so taking it trusts nobody more.
         let seen = self.admins_seen.load(Ordering::Relaxed);
         if let Some(list) = &proof.admins
             && copy.epoch > self.ring().current_epoch()
             && list.version < seen
+            && !current.is_some_and(|l| l.version >= seen && l.names(&proof.signer))
         {
             return Err(format!(
-                "the rotation to epoch {} is vouched for by admin list version {}, older than version {seen} this member has seen",
+                "the rotation to epoch {} is vouched for by admin list version {}, older than version {seen} this member has seen, and the broker sent no list that new naming its signer",
                 copy.epoch, list.version
             ));
         }
@@ -216,11 +226,12 @@ impl Keeper {
         })
     }
 
-    /// Notes the version of an admin list the broker sent, when the owner signed it.
-    fn see_list(&self, list: Option<&AdminList>) {
-        if let Some(l) = list.filter(|l| l.verifies(&self.mesh_id, &self.owner_pubkey)) {
-            self.saw_admins(l.version);
-        }
+    /// Notes the version of an admin list the broker sent, when the owner signed it; returns
+    /// the list then.
+    fn see_list<'l>(&self, list: Option<&'l AdminList>) -> Option<&'l AdminList> {
+        let list = list.filter(|l| l.verifies(&self.mesh_id, &self.owner_pubkey))?;
+        self.saw_admins(list.version);
+        Some(list)
     }
 
     /// Notes an owner-signed admin list version this member has seen (verified by the caller),
@@ -257,28 +268,29 @@ impl Keeper {
     /// Takes in what a frame carries for the key ring: a `key_rotated` event or a `keys`
     /// answer. True when the frame was that (and is not for anyone else).
     pub(crate) fn take_frame(&self, frame: &ServerMessage) -> bool {
-        let copies = match frame {
-            ServerMessage::Push(p) if is_key_event(p) => p
-                .event_data
-                .clone()
-                .and_then(|d| serde_json::from_value::<EpochKey>(d).ok())
-                .into_iter()
-                .collect(),
+        let (copies, current) = match frame {
+            ServerMessage::Push(p) if is_key_event(p) => (
+                p.event_data
+                    .clone()
+                    .and_then(|d| serde_json::from_value::<EpochKey>(d).ok())
+                    .into_iter()
+                    .collect(),
+                None,
+            ),
             ServerMessage::Keys { keys, admins, .. } => {
-                self.see_list(admins.as_ref());
-                keys.clone()
+                (keys.clone(), self.see_list(admins.as_ref()))
             }
             _ => return false,
         };
-        self.absorb_all(&copies);
+        self.absorb_all(&copies, current);
         true
     }
 
     /// Takes every copy that verifies; one that does not is left out with a warning (a later
-    /// good one still counts).
-    fn absorb_all(&self, copies: &[EpochKey]) {
+    /// good one still counts). `current`: as for [`Keeper::absorb`].
+    fn absorb_all(&self, copies: &[EpochKey], current: Option<&AdminList>) {
         for copy in copies {
-            if let Err(e) = self.absorb(copy) {
+            if let Err(e) = self.absorb(copy, current) {
                 tracing::warn!("ignoring a root key from the broker: {e}");
             }
         }
@@ -338,8 +350,8 @@ impl MeshClient {
                 keys,
                 admins,
             } => {
-                self.keys.see_list(admins.as_ref());
-                self.keys.absorb_all(&keys);
+                let list = self.keys.see_list(admins.as_ref());
+                self.keys.absorb_all(&keys, list);
                 Ok(current)
             }
             other => Err(unexpected(other)),
@@ -525,7 +537,99 @@ impl MeshClient {
 
 #[cfg(test)]
 mod tests {
-    use super::keys_to_ask;
+    use super::*;
+    use crate::identity::encode_root_key;
+
+    /// bob's membership of mesh "m1", owned by `owner`, at epoch 0, having seen admin list
+    /// version `seen`.
+    fn bobs_entry(bob: &SignKeyPair, owner: &SignKeyPair, seen: u64) -> MeshEntry {
+        MeshEntry {
+            mesh_id: "m1".into(),
+            slug: "team".into(),
+            name: "Team".into(),
+            member_id: "bob".into(),
+            display_name: "bob".into(),
+            role: "member".into(),
+            broker_url: "ws://127.0.0.1:1/ws".into(),
+            member_pubkey: bob.public_hex(),
+            member_secret_key: bob.secret_hex(),
+            root_key: encode_root_key(&[1; 32]),
+            owner_pubkey: owner.public_hex(),
+            owner_secret_key: None,
+            joined_at: time::iso(0),
+            ca_file: None,
+            key_epoch: 0,
+            old_root_keys: Vec::new(),
+            admin_list_version: seen,
+        }
+    }
+
+    /// `key` as epoch 1, sealed to `bob`, signed by the admin `signer` and vouched for by
+    /// `list`.
+    fn rotation(
+        bob: &SignKeyPair,
+        signer: &SignKeyPair,
+        list: AdminList,
+        key: &[u8; 32],
+    ) -> EpochKey {
+        let x = crypto::ed25519_pk_to_x25519(&bob.public).expect("x25519");
+        let mut proof = RotationProof::sign(signer, "m1", 1, &root_key_check(key), 5);
+        proof.admins = Some(list);
+        EpochKey {
+            epoch: 1,
+            sealed: STANDARD.encode(crypto::seal(key, &x).expect("sealed")),
+            proof: Some(proof),
+        }
+    }
+
+    /// A rotation vouched for by an admin list older than one this member has seen is taken
+    /// only when the current list the broker sends with it (owner-signed, at least as new as
+    /// any seen) still names its signer: not on a newer list that dropped the signer, an
+    /// older one replayed as current, one the owner did not sign, or none at all.
+    #[test]
+    fn a_rotation_on_an_older_list_is_taken_only_while_a_list_as_new_as_any_seen_names_its_signer()
+    {
+        let (bob, owner, carol, dave) = (
+            SignKeyPair::generate(),
+            SignKeyPair::generate(),
+            SignKeyPair::generate(),
+            SignKeyPair::generate(),
+        );
+        let list = |signer: &SignKeyPair, version, admins: &[&SignKeyPair]| {
+            let keys = admins.iter().map(|a| a.public_hex()).collect();
+            AdminList::sign(signer, "m1", version, keys, 5)
+        };
+        let key: [u8; 32] = crypto::random_bytes();
+        let copy = rotation(&bob, &carol, list(&owner, 1, &[&carol]), &key);
+        let refused: [(&str, Option<AdminList>); 4] = [
+            ("no current list", None),
+            ("carol demoted", Some(list(&owner, 2, &[&dave]))),
+            ("version 1 replayed", Some(list(&owner, 1, &[&carol]))),
+            ("not the owner's", Some(list(&dave, 2, &[&carol, &dave]))),
+        ];
+        for (case, current) in refused {
+            let keeper = Keeper::new(&bobs_entry(&bob, &owner, 2), None);
+            let current = keeper.see_list(current.as_ref());
+            let why = keeper.absorb(&copy, current).expect_err(case);
+            assert!(why.contains("older than version 2"), "{case}: {why}");
+            assert_eq!(keeper.ring().get(1), None, "{case}");
+            assert_eq!(keeper.ring().current_epoch(), 0, "{case}");
+        }
+        // Promoted dave, carol still listed: taken, as it is at list version 3 too.
+        for version in [2, 3] {
+            let keeper = Keeper::new(&bobs_entry(&bob, &owner, 2), None);
+            let newer = list(&owner, version, &[&carol, &dave]);
+            let current = keeper.see_list(Some(&newer));
+            assert_eq!(keeper.absorb(&copy, current), Ok(()), "version {version}");
+            assert_eq!(keeper.ring().get(1), Some(key));
+            assert_eq!(keeper.ring().current_epoch(), 1);
+            assert_eq!(keeper.admins_seen.load(Ordering::Relaxed), version);
+        }
+        // On the list this member has seen last, nothing else is asked.
+        let keeper = Keeper::new(&bobs_entry(&bob, &owner, 1), None);
+        assert_eq!(keeper.absorb(&copy, None), Ok(()));
+        assert_eq!(keeper.ring().get(1), Some(key));
+    }
 
     /// A connection always asks for the current epoch's copy (so it replaces a key a link gave
     /// for it), and for every epoch after the newest held when behind; nothing before any
