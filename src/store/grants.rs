@@ -245,6 +245,27 @@ mod tests {
         assert!(store.denying("m", "b", Right::Message).unwrap().is_empty());
     }
 
+    /// A member's rows are its own: not those of the next member in key order, nor of the
+    /// same member id in another mesh.
+    #[tokio::test]
+    async fn grants_by_reads_one_members_rows_in_one_mesh() {
+        let (_dir, store) = test_store();
+        for (mesh, granter, peer) in [("m", "a", "p1"), ("m", "b", "p2"), ("n", "a", "p3")] {
+            let done = store
+                .change_grant(mesh.into(), granter.into(), peer.into(), 1, block)
+                .await
+                .unwrap();
+            assert!(matches!(done, GrantChange::Done(Some(_))), "{done:?}");
+        }
+        let peers = |mesh, granter| -> Vec<String> {
+            let rows = store.grants_by(mesh, granter).unwrap();
+            rows.into_iter().map(|(peer, _)| peer).collect()
+        };
+        assert_eq!(peers("m", "a"), ["p1"]);
+        assert_eq!(peers("m", "b"), ["p2"]);
+        assert_eq!(peers("n", "a"), ["p3"]);
+    }
+
     /// A member restricts at most MAX_GRANT_ROWS peers: one more is refused, while a peer it
     /// restricts already can still be changed.
     #[tokio::test]
@@ -265,5 +286,17 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(again, GrantChange::Done(Some(r)) if r.allowed == [Right::Files]));
+        // The cap is each member's own: another member (before or after `a` in key order)
+        // still restricts whom it likes, in this mesh and the next.
+        for (mesh, granter) in [("m", "0-first"), ("m", "b"), ("n", "a")] {
+            let done = store
+                .change_grant(mesh.into(), granter.into(), "p0000".into(), 1, block)
+                .await
+                .unwrap();
+            assert!(
+                matches!(done, GrantChange::Done(Some(_))),
+                "{mesh}/{granter}: {done:?}"
+            );
+        }
     }
 }
