@@ -296,8 +296,8 @@ impl BrokerCmd {
         }
     }
 
-    pub async fn run(self) -> CliResult {
-        crate::store::avoid_huge_pages();
+    /// The broker's configuration from the flags (checked; nothing is started).
+    async fn config(&self) -> Result<BrokerConfig, CliError> {
         let listen = parse_listen(&self.listen).await?;
         if self.max_message_bytes < 1024 {
             return Err(CliError::Usage(
@@ -326,12 +326,8 @@ impl BrokerCmd {
                 "--ephemeral-ttl and --max-upload-bytes must be above 0".into(),
             ));
         }
-        match crate::broker::deployments::sandbox::raise_fd_limit() {
-            Ok(n) => tracing::debug!("open files: up to {n}"),
-            Err(e) => tracing::debug!("cannot raise the limit on open files: {e}"),
-        }
         let data_dir = self.data.clone().unwrap_or_else(default_data_dir);
-        let mut config = BrokerConfig::new(listen, data_dir.clone());
+        let mut config = BrokerConfig::new(listen, data_dir);
         config.tls = self.tls_source()?;
         config.insecure_plaintext = self.insecure_plaintext;
         config.allow_unsandboxed_services = self.allow_unsandboxed_services;
@@ -355,7 +351,7 @@ impl BrokerCmd {
                 .or_else(super::hostname)
                 .unwrap_or_else(|| "claudemesh".into())
         });
-        config.public_url = self.public_url;
+        config.public_url = self.public_url.clone();
         config.max_message_bytes = self.max_message_bytes;
         config.max_connections_per_mesh = self.max_connections_per_mesh.max(1);
         config.retention = retention;
@@ -366,7 +362,7 @@ impl BrokerCmd {
         config.redeliver_after = crate::protocol::time::parse_duration(&self.redeliver_after)
             .map_err(|e| CliError::Usage(format!("--redeliver-after: {e}")))?
             .max(std::time::Duration::from_millis(200));
-        config.files_url = self.files;
+        config.files_url = self.files.clone();
         config.max_upload_bytes = self.max_upload_bytes;
         config.ephemeral_ttl = ephemeral_ttl;
         config.idle_timeout = crate::protocol::time::parse_duration(&self.idle_timeout)
@@ -390,7 +386,6 @@ impl BrokerCmd {
         }
         config.max_outbox_bytes = self.max_outbox_bytes;
         config.max_queued_per_recipient = self.max_queued_per_recipient;
-        let config_lan_name = config.lan_name.clone();
         if let Some(url) = &config.public_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
@@ -398,6 +393,18 @@ impl BrokerCmd {
                 "--public-url must start with https:// or http:// (got \"{url}\")"
             )));
         }
+        Ok(config)
+    }
+
+    pub async fn run(self) -> CliResult {
+        crate::store::avoid_huge_pages();
+        match crate::broker::deployments::sandbox::raise_fd_limit() {
+            Ok(n) => tracing::debug!("open files: up to {n}"),
+            Err(e) => tracing::debug!("cannot raise the limit on open files: {e}"),
+        }
+        let config = self.config().await?;
+        let data_dir = config.data_dir.clone();
+        let config_lan_name = config.lan_name.clone();
         let broker = RunningBroker::bind(config).await.map_err(|e| match e {
             BrokerError::Plaintext(_) => CliError::Failed(e.to_string()),
             e => CliError::failed(format!("cannot start the broker: {e}")),
@@ -459,6 +466,19 @@ mod tests {
         for bad in ["7900", "localhost:http", "localhost:70000"] {
             assert!(parse_listen(bad).await.is_err(), "{bad}");
         }
+    }
+
+    /// `claudemesh broker` with no flags runs the broker the library's defaults describe: a
+    /// default changed on one side only shows here.
+    #[tokio::test]
+    async fn the_flags_defaults_are_the_brokers_defaults() {
+        use argh::FromArgs;
+        let cmd = BrokerCmd::from_args(&["broker"], &["--data", "/tmp/cm-defaults"])
+            .expect("no flag is required");
+        let config = cmd.config().await.expect("the defaults are valid");
+        let expected =
+            BrokerConfig::new("127.0.0.1:7900".parse().unwrap(), "/tmp/cm-defaults".into());
+        assert_eq!(format!("{config:#?}"), format!("{expected:#?}"));
     }
 
     #[test]
