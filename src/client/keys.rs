@@ -123,8 +123,9 @@ impl Keeper {
     /// signed: the broker alone cannot hand out a key. A sealed copy is what a rotation handed
     /// this very member, so it wins over a different key held for that epoch (which came from
     /// an invite link: a link could name the old key as a later epoch). `current` is the
-    /// owner-signed admin list the broker sent with the copy (a `keys` answer's), already
-    /// verified and noted by the caller; `None` when none came (a `key_rotated` event).
+    /// admin list the broker sent with the copy (a `keys` answer's), noted by the caller
+    /// (and checked here again to be the owner's); `None` when none came (a `key_rotated`
+    /// event).
     pub(crate) fn absorb(
         &self,
         copy: &EpochKey,
@@ -152,10 +153,14 @@ impl Keeper {
         if let Some(list) = &proof.admins
             && copy.epoch > self.ring().current_epoch()
             && list.version < seen
-            && !current.is_some_and(|l| l.version >= seen && l.names(&proof.signer))
+            && !current.is_some_and(|l| {
+                l.version >= seen
+                    && l.names(&proof.signer)
+                    && l.verifies(&self.mesh_id, &self.owner_pubkey)
+            })
         {
             return Err(format!(
-                "the rotation to epoch {} is vouched for by admin list version {}, older than version {seen} this member has seen, and the broker sent no list that new naming its signer",
+                "the rotation to epoch {} is vouched for by admin list version {}, older than version {seen} this member has seen, and the broker sent no owner-signed list at least that new naming its signer",
                 copy.epoch, list.version
             ));
         }
@@ -615,6 +620,11 @@ mod tests {
             assert_eq!(keeper.ring().get(1), None, "{case}");
             assert_eq!(keeper.ring().current_epoch(), 0, "{case}");
         }
+        // A list handed to `absorb` unchecked is checked there: not the owner's, not taken.
+        let keeper = Keeper::new(&bobs_entry(&bob, &owner, 2), None);
+        let forged = list(&dave, 2, &[&carol, &dave]);
+        assert!(keeper.absorb(&copy, Some(&forged)).is_err());
+        assert_eq!(keeper.ring().current_epoch(), 0);
         // Promoted dave, carol still listed: taken, as it is at list version 3 too.
         for version in [2, 3] {
             let keeper = Keeper::new(&bobs_entry(&bob, &owner, 2), None);
