@@ -92,6 +92,13 @@ async fn an_idle_store_writes_every_waiting_client_id() {
         .shared
         .set_idle(std::time::Duration::from_millis(50), u64::MAX);
     send_with_cids(&store, "a", 300).await;
+    let commits = || {
+        store
+            .stats
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let sent = commits();
     for _ in 0..200 {
         if stored_client_keys(&store) == 300 {
             break;
@@ -99,6 +106,8 @@ async fn an_idle_store_writes_every_waiting_client_id() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(stored_client_keys(&store), 300);
+    // All at once: not a slice an idle period (64 of them for 300 entries).
+    assert!(commits() - sent <= 2, "{} commits", commits() - sent);
     let meta = store.read().unwrap().open_table(META).unwrap();
     assert!(meta.get("client_keys_unwritten_from").unwrap().is_none());
 }
