@@ -279,6 +279,12 @@ async fn a_message_acknowledged_by_everyone_keeps_only_its_status() {
     );
     let acked: Vec<_> = t.recipients.iter().map(|r| (r.1.as_str(), r.2)).collect();
     assert_eq!(acked, [("b", Some(5)), ("c", Some(6))]);
+    let keys: Vec<&str> = t.recipients.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        keys,
+        [key("b"), key("c")],
+        "kept without the mesh, read back whole"
+    );
     let again = store
         .mark_delivered(vec![(key("c"), m.id.clone())], 7)
         .await
@@ -431,6 +437,62 @@ async fn expired_messages_are_swept_and_prefixes_find_one_message() {
         store.sweep_expired(100).await.unwrap(),
         0,
         "nothing left to sweep"
+    );
+}
+
+/// A delivered record that holds whole recipient keys (as well as short ones) reads back the
+/// same whole keys.
+#[tokio::test]
+async fn a_delivered_record_holding_whole_keys_reads_them_as_they_are() {
+    let (_dir, store) = test_store();
+    let kept = DeliveredRecord {
+        sender_member_id: "alice".into(),
+        target_spec: "*".into(),
+        client_message_id: None,
+        recipients: vec![
+            (key("b"), "b".into(), 5),
+            (format!("s/{MESH}/sess-c"), "c".into(), 6),
+            ("m/d".into(), "d".into(), 7),
+        ],
+        keep_until_ms: i64::MAX,
+    };
+    store
+        .submit(move |tx| {
+            let mut delivered = tx.open_table(DELIVERED)?;
+            delivered.insert((MESH, "msg-whole"), encode_delivered(&kept).as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let t = tracked(&store, "msg-whole");
+    let keys: Vec<&str> = t.recipients.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(keys, [key("b"), format!("s/{MESH}/sess-c"), key("d")]);
+}
+
+/// A message is not handed out from the moment its retention ends: the instant the sweep
+/// takes it is already too late.
+#[tokio::test]
+async fn a_message_is_not_walked_once_its_retention_ends() {
+    let (_dir, store) = test_store();
+    let mut m = message("msg-ends", &["b"]);
+    m.expires_at_ms = 10;
+    store.enqueue(m).await.unwrap();
+    let walked_at = |now_ms| {
+        let mut seen = Vec::new();
+        store
+            .walk_queue(&[key("b")], 0, now_ms, 10, |_, _, r| {
+                seen.push(r.id);
+                Visit::Next
+            })
+            .unwrap();
+        seen
+    };
+    assert_eq!(walked_at(9), ["msg-ends"]);
+    assert!(walked_at(10).is_empty(), "expired at 10");
+    assert_eq!(
+        store.expired_page(10, 10).unwrap().len(),
+        1,
+        "and swept at 10"
     );
 }
 
