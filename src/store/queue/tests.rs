@@ -469,6 +469,32 @@ async fn a_delivered_record_holding_whole_keys_reads_them_as_they_are() {
     assert_eq!(keys, [key("b"), format!("s/{MESH}/sess-c"), key("d")]);
 }
 
+/// A prefix finds the one delivered message it starts, and a prefix no id starts finds
+/// nothing, whatever ids follow it.
+#[tokio::test]
+async fn a_prefix_finds_only_delivered_messages_it_starts() {
+    let (_dir, store) = test_store();
+    for id in ["msg-aaa1", "msg-bbb2"] {
+        store.enqueue(message(id, &["b"])).await.unwrap();
+        store
+            .mark_delivered(vec![(key("b"), id.to_string())], 5)
+            .await
+            .unwrap();
+        assert_eq!(rows(&store, MESH, id), (false, true));
+    }
+    assert_eq!(tracked(&store, "msg-a").id, "msg-aaa1");
+    assert_eq!(tracked(&store, "msg-b").id, "msg-bbb2");
+    for none in ["msg-0", "msg-ab"] {
+        assert!(
+            matches!(
+                store.find_message(MESH, none).unwrap(),
+                PrefixLookup::NotFound
+            ),
+            "{none}"
+        );
+    }
+}
+
 /// A message is not handed out from the moment its retention ends: the instant the sweep
 /// takes it is already too late.
 #[tokio::test]
