@@ -495,6 +495,35 @@ async fn a_prefix_finds_only_delivered_messages_it_starts() {
     }
 }
 
+/// What is kept of delivered messages stays until their retention ends, and one sweep then
+/// drops all of it.
+#[tokio::test]
+async fn delivered_messages_keep_their_status_until_retention_ends() {
+    let (_dir, store) = test_store();
+    let ids = ["msg-d1", "msg-d2", "msg-d3"];
+    for id in ids {
+        let mut m = message(id, &["b"]);
+        m.expires_at_ms = 1000;
+        store.enqueue(m).await.unwrap();
+        store
+            .mark_delivered(vec![(key("b"), id.to_string())], 5)
+            .await
+            .unwrap();
+    }
+    store.sweep_expired(500).await.unwrap();
+    for id in ids {
+        assert_eq!(rows(&store, MESH, id), (false, true), "{id} kept at 500");
+    }
+    store.sweep_expired(1000).await.unwrap();
+    for id in ids {
+        assert_eq!(
+            rows(&store, MESH, id),
+            (false, false),
+            "{id} dropped at 1000"
+        );
+    }
+}
+
 /// A message is not handed out from the moment its retention ends: the instant the sweep
 /// takes it is already too late.
 #[tokio::test]
