@@ -524,6 +524,31 @@ async fn delivered_messages_keep_their_status_until_retention_ends() {
     }
 }
 
+/// Messages dropped when their retention ends free their places in a full queue.
+#[tokio::test]
+async fn expired_messages_free_their_places_in_a_full_queue() {
+    let (_dir, store) = test_store();
+    for id in ["old1", "old2", "old3"] {
+        let mut m = message(id, &["b"]);
+        m.expires_at_ms = 10;
+        let e = store.enqueue_within(m, 3).await.unwrap();
+        assert!(e.fresh && e.full.is_none(), "{id} was refused");
+    }
+    assert_eq!(store.sweep_expired(100).await.unwrap(), 3);
+    assert_eq!(
+        count_row(&store, &key("b")).unwrap_or(0),
+        0,
+        "nothing counted"
+    );
+    for id in ["new1", "new2", "new3"] {
+        let e = store.enqueue_within(message(id, &["b"]), 3).await.unwrap();
+        assert!(
+            e.fresh && e.full.is_none(),
+            "{id} was refused after the sweep"
+        );
+    }
+}
+
 /// A message is not handed out from the moment its retention ends: the instant the sweep
 /// takes it is already too late.
 #[tokio::test]
