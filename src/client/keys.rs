@@ -273,22 +273,25 @@ impl Keeper {
     /// Takes in what a frame carries for the key ring: a `key_rotated` event or a `keys`
     /// answer. True when the frame was that (and is not for anyone else).
     pub(crate) fn take_frame(&self, frame: &ServerMessage) -> bool {
-        let (copies, current) = match frame {
-            ServerMessage::Push(p) if is_key_event(p) => (
-                p.event_data
+        match frame {
+            ServerMessage::Push(p) if is_key_event(p) => {
+                let copy = p
+                    .event_data
                     .clone()
-                    .and_then(|d| serde_json::from_value::<EpochKey>(d).ok())
-                    .into_iter()
-                    .collect(),
-                None,
-            ),
-            ServerMessage::Keys { keys, admins, .. } => {
-                (keys.clone(), self.see_list(admins.as_ref()))
+                    .and_then(|d| serde_json::from_value::<EpochKey>(d).ok());
+                // A key event carries no admin list.
+                self.absorb_all(copy.as_slice(), None);
             }
+            ServerMessage::Keys { keys, admins, .. } => self.take_keys(keys, admins.as_ref()),
             _ => return false,
-        };
-        self.absorb_all(&copies, current);
+        }
         true
+    }
+
+    /// Takes in a `keys` answer: notes its admin list, then takes the copies that verify.
+    fn take_keys(&self, keys: &[EpochKey], admins: Option<&AdminList>) {
+        let current = self.see_list(admins);
+        self.absorb_all(keys, current);
     }
 
     /// Takes every copy that verifies; one that does not is left out with a warning (a later
@@ -355,8 +358,7 @@ impl MeshClient {
                 keys,
                 admins,
             } => {
-                let list = self.keys.see_list(admins.as_ref());
-                self.keys.absorb_all(&keys, list);
+                self.keys.take_keys(&keys, admins.as_ref());
                 Ok(current)
             }
             other => Err(unexpected(other)),
