@@ -41,9 +41,20 @@ fn walk(
     from: u64,
     max_rows: usize,
 ) -> (Vec<(u64, String)>, Walked) {
+    walk_at(store, keys, from, 0, max_rows)
+}
+
+/// [`walk`] at time `now_ms` (expired messages are not visited).
+fn walk_at(
+    store: &Store,
+    keys: &[String],
+    from: u64,
+    now_ms: i64,
+    max_rows: usize,
+) -> (Vec<(u64, String)>, Walked) {
     let mut seen = Vec::new();
     let walked = store
-        .walk_queue(keys, from, 0, max_rows, |_, seq, r| {
+        .walk_queue(keys, from, now_ms, max_rows, |_, seq, r| {
             seen.push((seq, r.id));
             Visit::Next
         })
@@ -557,15 +568,9 @@ async fn a_message_is_not_walked_once_its_retention_ends() {
     let mut m = message("msg-ends", &["b"]);
     m.expires_at_ms = 10;
     store.enqueue(m).await.unwrap();
-    let walked_at = |now_ms| {
-        let mut seen = Vec::new();
-        store
-            .walk_queue(&[key("b")], 0, now_ms, 10, |_, _, r| {
-                seen.push(r.id);
-                Visit::Next
-            })
-            .unwrap();
-        seen
+    let walked_at = |now_ms| -> Vec<String> {
+        let (seen, _) = walk_at(&store, &[key("b")], 0, now_ms, 10);
+        seen.into_iter().map(|(_, id)| id).collect()
     };
     assert_eq!(walked_at(9), ["msg-ends"]);
     assert!(walked_at(10).is_empty(), "expired at 10");
