@@ -756,3 +756,83 @@ async fn files_live_in_an_s3_bucket_when_asked() {
     assert_eq!(deleted.code, 0, "{deleted:?}");
     assert!(list(listing).await.is_empty());
 }
+
+/// `file list` narrows by `--query` (a name or a tag containing it, in any case) and by
+/// `--from` (the uploader's name in any case, with or without `@`, or 8 or more characters of
+/// its key); a blank one narrows nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_list_narrows_by_name_tag_and_uploader() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (notes, log) = (dir.path().join("notes.txt"), dir.path().join("build.log"));
+    std::fs::write(&notes, "n\n").expect("write");
+    std::fs::write(&log, "l\n").expect("write");
+    let notes_id = share(&alice, &notes, &["--tags", "Spec"]);
+    let log_id = share(&bob, &log, &[]);
+    let listed_with = |args: &[&str]| {
+        let mut all = vec!["file", "list", "--json"];
+        all.extend_from_slice(args);
+        let mut ids: Vec<String> = (alice.json(&all)["files"].as_array().expect("files"))
+            .iter()
+            .map(|f| f["id"].as_str().expect("id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![notes_id.clone(), log_id.clone()];
+    both.sort();
+
+    let (notes_only, log_only) = (vec![notes_id], vec![log_id]);
+    assert_eq!(listed_with(&["--query", "NOTES"]), notes_only);
+    assert_eq!(listed_with(&["--query", "spec"]), notes_only, "by a tag");
+    assert_eq!(listed_with(&["--query", "  "]), both, "a blank query");
+    assert_eq!(listed_with(&["--from", "@Bob"]), log_only);
+    let bob_key = bob.entry().member_pubkey;
+    assert_eq!(listed_with(&["--from", &bob_key[..8]]), log_only);
+    assert!(
+        listed_with(&["--from", &bob_key[..7]]).is_empty(),
+        "7 characters of a key name no one"
+    );
+    assert_eq!(listed_with(&["--from", " "]), both, "a blank uploader");
+}
+
+/// An ephemeral file is gone for everyone the moment its lifetime ends, not only once the
+/// sweeper has removed it. Restarted with a lifetime of an hour, the broker sweeps at start and
+/// then once a minute; the file, given 15 s when it was shared, expires in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_file_is_neither_listed_nor_served_before_the_sweeper_removes_it() {
+    let mut broker = BrokerProc::start(&["--ephemeral-ttl", "15s"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let brief = dir.path().join("brief.txt");
+    std::fs::write(&brief, "goes away\n").expect("write");
+    let id = share(&alice, &brief, &["--ephemeral"]);
+    let expires = listed(&alice, &id)["expiresAt"]
+        .as_str()
+        .expect("an expiry")
+        .to_string();
+    broker.restart_with(&["--ephemeral-ttl", "1h"]);
+    assert!(
+        seconds_until(&expires) > 0,
+        "the file expired before the broker was back (a machine this slow cannot show this)"
+    );
+
+    // Wait out the file's lifetime: an instant the broker set, not an event to wait for.
+    let left = seconds_until(&expires).max(0) as u64 + 1;
+    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+    assert!(!list_ids(&alice).contains(&id), "an expired file is listed");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("out dir");
+    let get = bob.run(&["file", "get", &id, "--out", out.to_str().expect("utf-8")]);
+    assert_eq!(get.code, 1, "an expired file was served: {get:?}");
+    assert!(get.stderr.contains("no file"), "{}", get.stderr);
+    let status = alice.run(&["file", "status", &id]);
+    assert_eq!(status.code, 1, "an expired file has a status: {status:?}");
+    // Its bytes are still stored: the refusals above were the broker's check, not the sweep.
+    assert_eq!(
+        stored_blobs(&broker).len(),
+        1,
+        "the sweeper came by meanwhile"
+    );
+}

@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use claudemesh::client::{ConnectOptions, Identity, MeshClient};
 use claudemesh::crypto::SignKeyPair;
 use claudemesh::protocol::{canonical, ids, time};
 use common::*;
@@ -430,4 +431,35 @@ async fn the_ack_says_what_a_returning_member_gets_back() {
 
     let (_ws, ack) = ws_hello(&broker, &member_hello(&alice.entry())).await;
     assert!(ack["rootKeyHeld"].is_null(), "{ack}");
+}
+
+/// A session key proven by a session hello is remembered, also across a restart: while that
+/// session is away, a message to its key is kept for it (not refused as "no member or session"),
+/// and the session gets it when it says hello again with the same key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_to_a_session_that_has_gone_waits_for_its_next_hello() {
+    let (mut broker, alice, bob) = setup(&[]);
+    let key = SignKeyPair::generate();
+    let session = |key: SignKeyPair| {
+        MeshClient::connect(ConnectOptions {
+            identity: Identity::Session(key),
+            ..ConnectOptions::new(bob.entry(), peer_info("bob-agent"))
+        })
+    };
+    session(key.clone())
+        .await
+        .expect("bob's session says hello")
+        .close()
+        .await;
+    wait_no_peers(&broker).await;
+    broker.restart();
+
+    let out = alice.run(&["send", &key.public_hex(), "while you were out"]);
+    assert_eq!(out.code, 0, "a send to the away session: {}", out.stderr);
+    let back = session(key.clone()).await.expect("the session comes back");
+    let push = next_message(&back, WAIT)
+        .await
+        .expect("the message waited for the session");
+    assert_eq!(push.target_spec.as_deref(), Some(key.public_hex().as_str()));
+    assert_eq!(back.decrypt(&push).as_deref(), Ok("while you were out"));
 }

@@ -243,6 +243,12 @@ impl BrokerProc {
             .unwrap_or_else(|e| panic!("the broker did not restart: {e}"));
     }
 
+    /// [`BrokerProc::restart`] with other flags (kept for later restarts).
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Everything the broker wrote to stderr so far (its log), for debugging.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
