@@ -836,3 +836,41 @@ async fn an_expired_file_is_neither_listed_nor_served_before_the_sweeper_removes
         "the sweeper came by meanwhile"
     );
 }
+
+/// A file is deleted by its uploader or by a mesh owner or admin, and by no other member; the
+/// `ack` names the file in `id` and `messageId`, as the original broker's does.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_uploader_an_owner_or_an_admin_deletes_a_file_and_no_other_member() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "n\n").expect("write");
+    let (bobs, alices, carols) = (
+        share(&bob, &path, &[]),
+        share(&alice, &path, &[]),
+        share(&carol, &path, &[]),
+    );
+
+    let refused = bob.run(&["file", "delete", &alices]);
+    assert_eq!(
+        refused.code, 1,
+        "a member deleted the owner's file: {refused:?}"
+    );
+    assert!(refused.stderr.contains("uploader"), "{}", refused.stderr);
+    // bob, a member, deletes his own; the answer as the original broker gives it.
+    let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    let delete = serde_json::json!({"type": "delete_file", "_reqId": "d1", "fileId": bobs});
+    ws_send(&mut ws, &delete).await;
+    let ack = ws_recv_reply(&mut ws).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        (&ack["id"], &ack["messageId"]),
+        (&delete["fileId"], &delete["fileId"])
+    );
+    // carol, an admin, deletes the owner's; alice, the owner, the admin's.
+    assert_eq!(carol.run(&["file", "delete", &alices]).code, 0);
+    assert_eq!(alice.run(&["file", "delete", &carols]).code, 0);
+    assert!(list_ids(&alice).is_empty(), "{:?}", list_ids(&alice));
+    assert!(stored_blobs(&broker).is_empty());
+}
