@@ -838,7 +838,7 @@ async fn an_expired_file_is_neither_listed_nor_served_before_the_sweeper_removes
 }
 
 /// A file is deleted by its uploader or by a mesh owner or admin, and by no other member; the
-/// `ack` names the file in `id` and `messageId`, as the original broker's does.
+/// `ack{ok:true}` names the file in `id` and `messageId`, as the original broker's does.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_uploader_an_owner_or_an_admin_deletes_a_file_and_no_other_member() {
     let broker = BrokerProc::start(&[]);
@@ -863,7 +863,11 @@ async fn the_uploader_an_owner_or_an_admin_deletes_a_file_and_no_other_member() 
     let delete = serde_json::json!({"type": "delete_file", "_reqId": "d1", "fileId": bobs});
     ws_send(&mut ws, &delete).await;
     let ack = ws_recv_reply(&mut ws).await;
-    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        (&ack["type"], &ack["ok"]),
+        (&"ack".into(), &true.into()),
+        "{ack}"
+    );
     assert_eq!(
         (&ack["id"], &ack["messageId"]),
         (&delete["fileId"], &delete["fileId"])
