@@ -878,3 +878,53 @@ async fn the_uploader_an_owner_or_an_admin_deletes_a_file_and_no_other_member() 
     assert!(list_ids(&alice).is_empty(), "{:?}", list_ids(&alice));
     assert!(stored_blobs(&broker).is_empty());
 }
+
+/// An encrypted file an agent session shared (its owner key is the session's) is its member's
+/// too: the member grants it from the command line, another member may not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_a_session_shared_encrypted_is_granted_by_its_member() {
+    use claudemesh::client::files::ShareOptions;
+    use claudemesh::client::{ConnectOptions, Identity, MeshClient};
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let session = MeshClient::connect(ConnectOptions {
+        identity: Identity::Session(crypto::SignKeyPair::generate()),
+        ..ConnectOptions::new(alice.entry(), peer_info("alice-agent"))
+    })
+    .await
+    .expect("alice's session connects");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("plan.txt");
+    std::fs::write(&path, "the plan\n").expect("write");
+    let bob_key = claudemesh::protocol::Pubkey::parse(&bob.entry().member_pubkey).expect("key");
+    let options = ShareOptions {
+        recipients: vec![bob_key],
+        ..Default::default()
+    };
+    let shared = (session.share_file(&path, options, &|_, _| {}).await).expect("shared");
+
+    let not_owner = bob.run(&["file", "grant", &shared.file_id, "carol"]);
+    assert_eq!(
+        not_owner.code, 1,
+        "a recipient granted the file: {not_owner:?}"
+    );
+    let granted = alice.run(&["file", "grant", &shared.file_id, "carol"]);
+    assert_eq!(
+        granted.code, 0,
+        "the session's member may grant: {granted:?}"
+    );
+    let out = dir.path().join("carol");
+    std::fs::create_dir(&out).expect("out dir");
+    let got = carol.run(&[
+        "file",
+        "get",
+        &shared.file_id,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(got.code, 0, "{got:?}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("plan.txt")).expect("saved"),
+        "the plan\n"
+    );
+}
