@@ -880,7 +880,8 @@ async fn the_uploader_an_owner_or_an_admin_deletes_a_file_and_no_other_member() 
 }
 
 /// An encrypted file an agent session shared (its owner key is the session's) is its member's
-/// too: the member grants it from the command line, another member may not.
+/// too: the member grants it from the command line; another member may not, from the command
+/// line or from a session of theirs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_a_session_shared_encrypted_is_granted_by_its_member() {
     use claudemesh::client::files::ShareOptions;
@@ -907,6 +908,23 @@ async fn a_file_a_session_shared_encrypted_is_granted_by_its_member() {
     assert_eq!(
         not_owner.code, 1,
         "a recipient granted the file: {not_owner:?}"
+    );
+    // Nor from a session of his (a session key, not the file's).
+    let bobs_session = MeshClient::connect(ConnectOptions {
+        identity: Identity::Session(crypto::SignKeyPair::generate()),
+        ..ConnectOptions::new(bob.entry(), peer_info("bob-agent"))
+    })
+    .await
+    .expect("bob's session connects");
+    let carol_key = claudemesh::protocol::Pubkey::parse(&carol.entry().member_pubkey).expect("key");
+    let refused = bobs_session
+        .grant_file_access(&shared.file_id, &carol_key)
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("owner")),
+        "a recipient's session granted the file: {refused:?}"
     );
     let granted = alice.run(&["file", "grant", &shared.file_id, "carol"]);
     assert_eq!(
