@@ -594,3 +594,6 @@ async fn announce_share(files: Arc<FileHost>, client: Arc<MeshClient>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
