@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use common::mcp::{Recorder, call, mcp_process};
 use common::*;
 
+mod delivery;
+
 type Mcp = RunningService<RoleClient, Recorder>;
 
 /// Every tool the issue lists for the MCP server.
@@ -732,13 +734,17 @@ async fn mcp_blocks_sets_its_profile_and_reports_its_tool_calls() {
 
     let (ok, text) = call(&mcp, "mesh_stats", json!({})).await;
     assert!(ok && text.contains("messagesIn"), "{text}");
-    // Seven tool calls so far; the session reports them within a few seconds.
+    // Seven tool calls so far; the session reports them, and its uptime, within a few seconds.
     eventually("bob's tool calls reported", || async {
         alice.json(&["stats", "--json"])["peers"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["displayName"] == "bob" && p["reported"]["toolCalls"].as_u64() >= Some(7))
+            .any(|p| {
+                p["displayName"] == "bob"
+                    && p["reported"]["toolCalls"].as_u64() >= Some(7)
+                    && p["reported"]["uptime"].is_u64()
+            })
     })
     .await;
 }

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use super::{BIN, Person};
 
 /// The command that starts `claudemesh mcp` as `person` runs it (its config dir as HOME too,
-/// session id `test-NAME`, no channel).
-fn mcp_command(person: &Person) -> tokio::process::Command {
+/// session id `test-NAME`, no channel); a test may add to it.
+pub fn mcp_command(person: &Person) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("mcp")
         .env("CLAUDEMESH_CONFIG_DIR", person.config_dir())
