@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use rmcp::ServiceExt;
 use serde_json::{Value, json};
 
-use common::mcp::{call, mcp_process};
+use common::mcp::{call, mcp_command, mcp_process};
 use common::secrets::assert_broker_never_saw;
 use common::*;
 
@@ -377,25 +377,20 @@ async fn a_host_that_is_not_there_or_not_sharing_fails_at_once() {
     .await;
 }
 
+/// `person`'s MCP server as `launch --share-dir` starts it: sharing `root` with the mesh.
+fn sharing_session(person: &Person, root: &Path) -> rmcp::transport::TokioChildProcess {
+    let mut host = mcp_command(person);
+    host.current_dir(root).env("CLAUDEMESH_SHARE_DIR", root);
+    rmcp::transport::TokioChildProcess::new(host).expect("spawn the sharing MCP server")
+}
+
 #[tokio::test]
 async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_dir() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let (_tmp, root) = tree();
 
-    // Alice's MCP server as `launch --share-dir` starts it: sharing the directory it names.
-    let mut host = tokio::process::Command::new(BIN);
-    host.arg("mcp")
-        .current_dir(&root)
-        .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
-        .env("CLAUDEMESH_SESSION_ID", "test-alice")
-        .env("HOME", alice.config_dir())
-        .env("CLAUDEMESH_SHARE_DIR", &root)
-        .env_remove("CLAUDEMESH_CHANNEL");
-    let alice_mcp =
-        ().serve(rmcp::transport::TokioChildProcess::new(host).expect("spawn alice's mcp"))
-            .await
-            .expect("alice's MCP server");
+    let alice_mcp = ().serve(sharing_session(&alice, &root)).await.expect("alice's MCP server");
     let bob_mcp = ().serve(mcp_process(&bob)).await.expect("bob's MCP server");
 
     let tools = bob_mcp.list_all_tools().await.expect("tools/list");
@@ -437,6 +432,27 @@ async fn bobs_mcp_client_reads_what_alices_mcp_server_shares_under_launch_share_
     let _ = bob_mcp.cancel().await;
     let _ = alice_mcp.cancel().await;
     assert_broker_never_saw(&broker, SECRET.as_bytes());
+}
+
+/// A share lasts as long as its connection at the broker: after a restart, the session that
+/// shares announces it again on its new connection, and bob can list it again.
+#[tokio::test]
+async fn a_sessions_share_is_announced_again_after_the_broker_restarts() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    let alice_mcp = ().serve(sharing_session(&alice, &root)).await.expect("alice's MCP server");
+    let bob_mcp = ().serve(mcp_process(&bob)).await.expect("bob's MCP server");
+    let lists = || async {
+        call(&bob_mcp, "list_peer_files", json!({"peer": "alice"}))
+            .await
+            .0
+    };
+    eventually("bob to list alice's share", lists).await;
+    broker.restart();
+    eventually("bob to list alice's share after the restart", lists).await;
+    let _ = bob_mcp.cancel().await;
+    let _ = alice_mcp.cancel().await;
 }
 
 #[tokio::test]
