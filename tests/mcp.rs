@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use common::mcp::{Recorder, call, mcp_process};
 use common::*;
 
+mod connection;
 mod delivery;
 
 type Mcp = RunningService<RoleClient, Recorder>;

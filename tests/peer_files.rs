@@ -455,6 +455,39 @@ async fn a_sessions_share_is_announced_again_after_the_broker_restarts() {
     let _ = alice_mcp.cancel().await;
 }
 
+/// `CLAUDEMESH_SHARE_DIR` set to `0` or to nothing shares nothing, not even a directory that
+/// happens to be named `0`, and the server says nothing about sharing.
+#[tokio::test]
+async fn a_share_dir_of_0_or_nothing_shares_nothing() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let (_tmp, root) = tree();
+    std::fs::create_dir_all(root.join("0")).expect("dirs");
+    for off in ["0", ""] {
+        let mut host = mcp_command(&alice);
+        host.current_dir(&root).env("CLAUDEMESH_SHARE_DIR", off);
+        let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(host)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn alice's mcp");
+        // The share is decided before the server answers the handshake.
+        let mcp = ().serve(transport).await.expect("alice's MCP server");
+        let _ = mcp.cancel().await;
+        let mut log = String::new();
+        tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_to_string(&mut stderr.expect("piped stderr"), &mut log),
+        )
+        .await
+        .expect("the server's log to end with it")
+        .expect("read the server's log");
+        assert!(
+            !log.contains("sharing"),
+            "CLAUDEMESH_SHARE_DIR={off:?}: {log}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_directory_holding_the_config_dir_or_home_is_never_shared() {
     let broker = BrokerProc::start(&[]);
