@@ -168,8 +168,8 @@ async fn the_session_is_working_while_its_transcript_is_written_and_idle_when_it
             .find(|p| p.session_id == "test-bob")
             .map(|p| (p.status.clone(), p.status_source.clone()))
     };
-    // The session starts writing its transcript once it is connected (a status read before
-    // the connection is up is not sent then: see mutants.md).
+    // The session starts writing its transcript once it is connected (today a status read
+    // while the server is still connecting is sent only with the next minute's refresh).
     let dir = transcripts(claude_dir.path(), &cwd);
     std::fs::create_dir_all(&dir).unwrap();
     let transcript = dir.join("session.jsonl");
