@@ -474,6 +474,12 @@ impl Hub {
     }
 }
 
+/// How long a session waits before it tries to connect again after `failed` attempts: 1, 2,
+/// 4, 8 and 16 s, then 30 s however long its broker stays out of reach.
+fn retry_delay(failed: usize) -> Duration {
+    Duration::from_secs(RETRY_SECS[failed.min(RETRY_SECS.len() - 1)])
+}
+
 async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
     let mut attempt = 0;
     loop {
@@ -511,10 +517,7 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
             }
             Err(e) => *lock(&link.problem) = Some(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_secs(
-            RETRY_SECS[attempt.min(RETRY_SECS.len() - 1)],
-        ))
-        .await;
+        tokio::time::sleep(retry_delay(attempt)).await;
         attempt += 1;
     }
 }

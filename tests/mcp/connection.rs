@@ -53,3 +53,21 @@ async fn a_session_started_while_its_broker_is_down_connects_once_it_is_back() {
     bobs_session_appears_to(&alice).await;
     mcp.cancel().await.ok();
 }
+
+/// Only a revocation ends a session's attempts: a banned member's session is refused, keeps
+/// trying, and connects once the ban is lifted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_members_session_connects_once_the_ban_is_lifted() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["ban", "bob", "--reason", "a break", "--no-rotate"]);
+    let (mcp, _notes) = start_mcp(&bob).await;
+    eventually("bob's session to say it was refused", || async {
+        let (ok, text) = call(&mcp, "mesh_info", json!({})).await;
+        !ok && text.contains("banned")
+    })
+    .await;
+    alice.ok(&["unban", "bob", "--no-rotate"]);
+    bobs_session_appears_to(&alice).await;
+    mcp.cancel().await.ok();
+}

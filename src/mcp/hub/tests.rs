@@ -147,3 +147,10 @@ fn a_tool_call_goes_to_the_mesh_it_names_and_the_refusal_says_what_to_do() {
         "no mesh joined: run `claudemesh join <invite-url>` in a terminal"
     );
 }
+
+#[test]
+fn a_session_that_cannot_connect_backs_off_to_30_s_and_stays_there() {
+    let waits: Vec<u64> = (0..10).map(|n| retry_delay(n).as_secs()).collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30, 30, 30]);
+    assert_eq!(retry_delay(usize::MAX), Duration::from_secs(30));
+}
