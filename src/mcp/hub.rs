@@ -543,15 +543,18 @@ async fn status_from_transcript(hub: Arc<Hub>) {
         if last == Some(busy) && since_report < 12 {
             continue;
         }
-        last = Some(busy);
-        since_report = 0;
-        for link in &hub.links {
-            if let Some(client) = link.client() {
-                let _ = client.notify(ClientMessage::SetStatus {
-                    status: if busy { "working" } else { "idle" }.into(),
-                    source: Some("jsonl".into()),
-                });
-            }
+        let mut told = false;
+        for client in hub.links.iter().filter_map(|l| l.client()) {
+            let _ = client.notify(ClientMessage::SetStatus {
+                status: if busy { "working" } else { "idle" }.into(),
+                source: Some("jsonl".into()),
+            });
+            told = true;
+        }
+        // Read while no mesh was connected (at start): not reported, so tried again next time.
+        if told {
+            last = Some(busy);
+            since_report = 0;
         }
     }
 }

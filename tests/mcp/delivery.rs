@@ -144,7 +144,8 @@ fn transcripts(claude_dir: &std::path::Path, cwd: &std::path::Path) -> std::path
 }
 
 /// Without hooks, the session's status comes from its transcript: `working` (source `jsonl`)
-/// once Claude Code writes it, `idle` once it has been quiet.
+/// while Claude Code writes it — also when it was being written before the session connected
+/// — and `idle` once it has been quiet.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_session_is_working_while_its_transcript_is_written_and_idle_when_it_is_quiet() {
     let broker = BrokerProc::start(&[]);
@@ -152,6 +153,12 @@ async fn the_session_is_working_while_its_transcript_is_written_and_idle_when_it
     let project = tempfile::tempdir().unwrap();
     let cwd = project.path().canonicalize().unwrap();
     let claude_dir = tempfile::tempdir().unwrap();
+    // Written before the server starts: its first read comes before it is connected (the
+    // status must still reach the broker then, not a minute later).
+    let dir = transcripts(claude_dir.path(), &cwd);
+    std::fs::create_dir_all(&dir).unwrap();
+    let transcript = dir.join("session.jsonl");
+    std::fs::write(&transcript, "{}\n").unwrap();
     let mut cmd = mcp_command(&bob);
     cmd.current_dir(&cwd)
         .env("CLAUDE_CONFIG_DIR", claude_dir.path());
@@ -168,12 +175,6 @@ async fn the_session_is_working_while_its_transcript_is_written_and_idle_when_it
             .find(|p| p.session_id == "test-bob")
             .map(|p| (p.status.clone(), p.status_source.clone()))
     };
-    // The session starts writing its transcript once it is connected (today a status read
-    // while the server is still connecting is sent only with the next minute's refresh).
-    let dir = transcripts(claude_dir.path(), &cwd);
-    std::fs::create_dir_all(&dir).unwrap();
-    let transcript = dir.join("session.jsonl");
-    std::fs::write(&transcript, "{}\n").unwrap();
     eventually("bob's session working from its transcript", || async {
         status().await == Some(("working".into(), Some("jsonl".into())))
     })
