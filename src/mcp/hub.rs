@@ -129,9 +129,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// Starts one connection loop per mesh; returns at once (brokers may be down).
-    pub fn start(session: Session, meshes: Vec<MeshEntry>) -> Arc<Hub> {
-        let links: Vec<Arc<Link>> = meshes
+    /// The hub of `meshes`, each still connecting; nothing started, nothing shared.
+    fn new(session: Session, meshes: Vec<MeshEntry>, channel_mode: bool) -> Hub {
+        let links = meshes
             .into_iter()
             .map(|entry| {
                 Arc::new(Link {
@@ -142,8 +142,7 @@ impl Hub {
                 })
             })
             .collect();
-        let files = shared_dir_from_env(&links);
-        let hub = Arc::new(Hub {
+        Hub {
             session,
             links,
             inbox: Mutex::new(VecDeque::new()),
@@ -151,11 +150,19 @@ impl Hub {
             marks: AtomicUsize::new(0),
             tool_calls: AtomicUsize::new(0),
             notifier: Mutex::new(None),
-            channel_mode: std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1"),
+            channel_mode,
             hosted: Default::default(),
-            files,
+            files: None,
             asked: Mutex::new(HashSet::new()),
-        });
+        }
+    }
+
+    /// Starts one connection loop per mesh; returns at once (brokers may be down).
+    pub fn start(session: Session, meshes: Vec<MeshEntry>) -> Arc<Hub> {
+        let channel_mode = std::env::var("CLAUDEMESH_CHANNEL").is_ok_and(|v| v == "1");
+        let mut hub = Hub::new(session, meshes, channel_mode);
+        hub.files = shared_dir_from_env(&hub.links);
+        let hub = Arc::new(hub);
         for link in &hub.links {
             tokio::spawn(connect_loop(hub.clone(), link.clone()));
         }

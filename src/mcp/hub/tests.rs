@@ -22,33 +22,16 @@ fn entry(slug: &str) -> MeshEntry {
 /// A hub joined to `slugs`, as [`Hub::start`] builds it, with no connection loop started:
 /// every mesh is still connecting.
 fn hub(slugs: &[&str]) -> Hub {
-    Hub {
-        session: Session {
-            id: "test".into(),
-            key: SignKeyPair::generate(),
-            claude_pid: 0,
-        },
-        links: slugs
-            .iter()
-            .map(|slug| {
-                Arc::new(Link {
-                    entry: entry(slug),
-                    client: Mutex::new(None),
-                    problem: Mutex::new(Some("connecting…".into())),
-                    marked: tokio::sync::watch::Sender::new(0),
-                })
-            })
-            .collect(),
-        inbox: Mutex::new(VecDeque::new()),
-        seen: Mutex::new((HashSet::new(), VecDeque::new())),
-        marks: AtomicUsize::new(0),
-        tool_calls: AtomicUsize::new(0),
-        notifier: Mutex::new(None),
-        channel_mode: false,
-        hosted: Default::default(),
-        files: None,
-        asked: Mutex::new(HashSet::new()),
-    }
+    let session = Session {
+        id: "test".into(),
+        key: SignKeyPair::generate(),
+        claude_pid: 0,
+    };
+    Hub::new(
+        session,
+        slugs.iter().map(|slug| entry(slug)).collect(),
+        false,
+    )
 }
 
 /// The error a tool call for `slug` gets.
