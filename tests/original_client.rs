@@ -371,6 +371,15 @@ async fn a_mesh_for_original_clients_writes_group_bodies_they_can_read() {
     let push = original.next_message().await;
     assert_eq!(push["subtype"], "reminder", "{push}");
     assert_eq!(plain_body(&push), "standup");
+    // Direct messages stay sealed end to end.
+    let secret = "a-direct-message-stays-sealed-5d1f";
+    let out = bob.run(&["send", "alice", secret]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_broker_never_saw(&broker, secret.as_bytes());
+    assert!(
+        inbox(&alice).iter().any(|m| m["text"] == secret),
+        "alice reads it"
+    );
 
     // The broker takes the setting only with the owner key's signature over it, which no
     // member (nor the broker) can make: a member's own connection cannot flip it.
