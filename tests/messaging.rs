@@ -143,6 +143,24 @@ async fn groups_reach_members_and_subgroups_but_not_the_sender() {
     );
 }
 
+/// One send to several targets reaches each member once: bob, named and in the group, gets one
+/// copy, and carol, in the group only, hers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_named_and_in_a_group_of_the_same_send_gets_it_once() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = Person::new("carol");
+    let (_, url) = invite(&alice, &[]);
+    join(&carol, &url);
+    for p in [&bob, &carol] {
+        let out = p.run(&["group", "join", "ops"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    send(&alice, "@ops,bob", "once each", &[]);
+    assert_eq!(texts(&inbox(&bob, &[])), vec!["once each"]);
+    assert_eq!(texts(&inbox(&carol, &[])), vec!["once each"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn working_holds_next_but_not_now_and_idle_releases() {
     busy_holds_next_but_not_now_and_idle_releases("working").await;
