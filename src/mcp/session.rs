@@ -162,6 +162,12 @@ pub fn transcript_dir(cwd: &Path) -> Option<PathBuf> {
     let home = std::env::var_os("CLAUDE_CONFIG_DIR")
         .map(PathBuf::from)
         .or_else(|| dirs::home_dir().map(|h| h.join(".claude")))?;
+    Some(transcript_dir_in(&home, cwd))
+}
+
+/// The transcript directory of a session started in `cwd`, under Claude Code's config dir
+/// `claude_dir`: `projects/` and `cwd` with every character but letters, digits and `-` made `-`.
+pub fn transcript_dir_in(claude_dir: &Path, cwd: &Path) -> PathBuf {
     let mangled: String = cwd
         .display()
         .to_string()
@@ -174,7 +180,7 @@ pub fn transcript_dir(cwd: &Path) -> Option<PathBuf> {
             }
         })
         .collect();
-    Some(home.join("projects").join(mangled))
+    claude_dir.join("projects").join(mangled)
 }
 
 /// `Some(true)` while the newest transcript was written in the last few seconds, `Some(false)`
@@ -200,6 +206,14 @@ mod tests {
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].role.as_deref(), Some("lead"));
         assert_eq!(g[1].name, "qa");
+    }
+
+    #[test]
+    fn a_transcript_dir_is_the_cwd_with_every_other_character_made_a_dash() {
+        assert_eq!(
+            transcript_dir_in(Path::new("/c"), Path::new("/home/ann/my proj.v2-x")),
+            Path::new("/c/projects/-home-ann-my-proj-v2-x")
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use claudemesh::mcp::session::transcript_dir_in;
 use rmcp::ServiceExt;
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
@@ -125,24 +126,6 @@ async fn check_messages_answers_once_its_drain_is_through_not_after_its_bound() 
     mcp.cancel().await.ok();
 }
 
-/// Claude Code's transcript directory for a session started in `cwd` (under
-/// `$CLAUDE_CONFIG_DIR/projects/`, every character but letters, digits and `-` made `-`).
-fn transcripts(claude_dir: &std::path::Path, cwd: &std::path::Path) -> std::path::PathBuf {
-    let mangled: String = cwd
-        .display()
-        .to_string()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    claude_dir.join("projects").join(mangled)
-}
-
 /// Without hooks, the session's status comes from its transcript: `working` (source `jsonl`)
 /// while Claude Code writes it — also when it was being written before the session connected
 /// — and `idle` once it has been quiet.
@@ -155,7 +138,7 @@ async fn the_session_is_working_while_its_transcript_is_written_and_idle_when_it
     let claude_dir = tempfile::tempdir().unwrap();
     // Written before the server starts: its first read comes before it is connected (the
     // status must still reach the broker then, not a minute later).
-    let dir = transcripts(claude_dir.path(), &cwd);
+    let dir = transcript_dir_in(claude_dir.path(), &cwd);
     std::fs::create_dir_all(&dir).unwrap();
     let transcript = dir.join("session.jsonl");
     std::fs::write(&transcript, "{}\n").unwrap();
