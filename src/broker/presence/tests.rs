@@ -37,6 +37,14 @@ pub(in crate::broker) fn arrive<'a>(member: &'a str) -> Arrival<'a> {
     }
 }
 
+/// A member hello of `member` going by the session key `[label; 32]` (a label, not proven).
+fn labelling<'a>(member: &'a str, label: u8) -> Arrival<'a> {
+    Arrival {
+        label: Some(Pubkey([label; 32])),
+        ..arrive(member)
+    }
+}
+
 /// A hello verified before the revocation reaches `register` after it: refused, while
 /// others still register; an uncommitted revocation, undone, lets the member back.
 #[test]
@@ -97,11 +105,7 @@ fn labelled(member: &str, key: u8, label: u8, role: Option<&str>) -> Peer {
 #[test]
 fn a_member_hellos_session_key_is_a_label_only_its_member_may_use() {
     let presence = Presence::default();
-    let arrival = |member, label| Arrival {
-        label: Some(Pubkey([label; 32])),
-        ..arrive(member)
-    };
-    let Ok(Registered::New(alice)) = presence.register(arrival("alice", 9), conn(1), 10, || {
+    let Ok(Registered::New(alice)) = presence.register(labelling("alice", 9), conn(1), 10, || {
         labelled("alice", 1, 9, None)
     }) else {
         panic!("alice registers with her label");
@@ -116,7 +120,7 @@ fn a_member_hellos_session_key_is_a_label_only_its_member_may_use() {
     assert!(alice.state().subscribed, "and get pushes without drain");
     assert_eq!(
         presence
-            .register(arrival("bob", 9), conn(2), 10, || labelled(
+            .register(labelling("bob", 9), conn(2), 10, || labelled(
                 "bob", 2, 9, None
             ))
             .err(),
@@ -124,7 +128,7 @@ fn a_member_hellos_session_key_is_a_label_only_its_member_may_use() {
     );
     assert!(
         presence
-            .register(arrival("alice", 9), conn(3), 10, || {
+            .register(labelling("alice", 9), conn(3), 10, || {
                 labelled("alice", 1, 9, None)
             })
             .is_ok(),
@@ -132,7 +136,7 @@ fn a_member_hellos_session_key_is_a_label_only_its_member_may_use() {
     );
     assert!(
         presence
-            .register(arrival("bob", 8), conn(4), 10, || labelled(
+            .register(labelling("bob", 8), conn(4), 10, || labelled(
                 "bob", 2, 8, None
             ))
             .is_ok(),
@@ -145,11 +149,7 @@ fn a_member_hellos_session_key_is_a_label_only_its_member_may_use() {
 #[test]
 fn a_label_outlives_its_connection_and_yields_to_a_proven_session() {
     let presence = Presence::default();
-    let with_label = |member, label| Arrival {
-        label: Some(Pubkey([label; 32])),
-        ..arrive(member)
-    };
-    let Ok(Registered::New(alice)) = presence.register(with_label("alice", 9), conn(1), 10, || {
+    let Ok(Registered::New(alice)) = presence.register(labelling("alice", 9), conn(1), 10, || {
         labelled("alice", 1, 9, None)
     }) else {
         panic!("alice registers");
@@ -161,7 +161,7 @@ fn a_label_outlives_its_connection_and_yields_to_a_proven_session() {
     );
     assert_eq!(
         presence
-            .register(with_label("bob", 9), conn(2), 10, || labelled(
+            .register(labelling("bob", 9), conn(2), 10, || labelled(
                 "bob", 2, 9, None
             ))
             .err(),
@@ -169,7 +169,7 @@ fn a_label_outlives_its_connection_and_yields_to_a_proven_session() {
         "alice's label is still hers"
     );
 
-    let Ok(Registered::New(bob)) = presence.register(with_label("bob", 7), conn(3), 10, || {
+    let Ok(Registered::New(bob)) = presence.register(labelling("bob", 7), conn(3), 10, || {
         labelled("bob", 2, 7, None)
     }) else {
         panic!("bob registers");
@@ -380,10 +380,6 @@ fn a_member_hello_gets_back_only_its_own_session_in_its_lease() {
 #[test]
 fn a_proven_session_closes_only_another_members_use_of_its_key() {
     let presence = Presence::default();
-    let labelling = |member, label| Arrival {
-        label: Some(Pubkey([label; 32])),
-        ..arrive(member)
-    };
     let bob = new_presence(presence.register(labelling("bob", 7), conn(1), 10, || {
         labelled("bob", 2, 7, None)
     }));
