@@ -68,9 +68,7 @@ fn declares_permission_relay(mcp: &Mcp) -> bool {
 async fn an_approver_answers_a_sealed_permission_prompt_and_the_agent_gets_the_decision() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     let set = alice.json(&["approvers", "set", "bob", "--json"]);
     assert_eq!(set["resolved"][0]["displayName"], "bob", "{set:#}");
     assert_eq!(

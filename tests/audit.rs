@@ -164,9 +164,7 @@ fn mutations_by_several_members_are_audited_in_order_without_secrets() {
 
     // An admin reads it too; a member does not (nor may verify it).
     assert_eq!(entries(&carol.json(&["audit", "--json"])).len(), 15);
-    let dave = Person::new("dave");
-    let (_, url) = invite(&alice, &[]);
-    join(&dave, &url);
+    let dave = invited(&alice, "dave");
     for args in [&["audit"][..], &["audit", "verify"][..]] {
         let refused = dave.run(args);
         assert_ne!(refused.code, 0, "{args:?}: {}", refused.stdout);
@@ -356,9 +354,7 @@ async fn expiry_and_grants_are_audited() {
     let brief = alice.json(&["file", "share", path, "--ephemeral", "--json"]);
     let sealed = alice.json(&["file", "share", path, "--to", "bob", "--json"]);
     let sealed_id = sealed["fileId"].as_str().unwrap().to_string();
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     ok(
         &alice.run(&["file", "grant", &sealed_id, "carol"]),
         "file grant",

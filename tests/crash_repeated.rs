@@ -89,9 +89,7 @@ async fn receive_loop(client: Arc<MeshClient>, received: Received) {
 async fn every_acknowledged_message_arrives_once_through_repeated_kill_9_under_load() {
     let mut broker = BrokerProc::start(&["--redeliver-after", "2s"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     let to_bob = Target {
         label: bob.name.clone(),
         spec: bob.entry().member_pubkey,

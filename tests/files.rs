@@ -293,9 +293,7 @@ async fn an_upload_is_on_disk_before_it_is_acknowledged() {
 async fn an_encrypted_file_is_readable_only_by_its_recipients() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let marker = "PLAINTEXT-MARKER-7c1e9b";

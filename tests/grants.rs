@@ -15,9 +15,7 @@ use common::*;
 /// alice (owner), bob and carol in one mesh.
 fn three(broker: &BrokerProc) -> (Person, Person, Person) {
     let (alice, bob) = alice_and_bob(broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     (alice, bob, carol)
 }
 

@@ -50,9 +50,7 @@ async fn next_message(client: &MeshClient) -> Push {
 /// alice (owner), bob and carol in mesh "team".
 fn team(broker: &BrokerProc) -> (Person, Person, Person) {
     let (alice, bob) = alice_and_bob(broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     (alice, bob, carol)
 }
 
@@ -622,9 +620,7 @@ async fn a_link_that_names_the_current_key_as_a_later_epoch_is_refused() {
 async fn a_sealed_copy_replaces_a_different_key_held_for_its_epoch() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob, carol) = team(&broker);
-    let dave = Person::new("dave");
-    let (_, url) = invite(&alice, &[]);
-    join(&dave, &url);
+    let dave = invited(&alice, "dave");
     // carol's link planted epoch 0's key as epoch 1 in bob's and dave's configs.
     let key0 = bob.entry().root_key().expect("epoch 0");
     for victim in [&bob, &dave] {
@@ -1019,9 +1015,7 @@ async fn a_rotation_vouched_by_an_older_admin_list_is_not_taken() {
 async fn a_member_away_during_an_admin_rotation_and_a_newer_admin_list_takes_the_key() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob, carol) = team_with_admin(&broker);
-    let dave = Person::new("dave");
-    let (_, url) = invite(&alice, &[]);
-    join(&dave, &url);
+    let dave = invited(&alice, "dave");
     alice.ok(&["perms", "set", "carol", "--role", "admin"]);
     // bob is away from here on. carol rotates (vouched for by list version 1) and sends under
     // the new key; then alice promotes dave (list version 2, naming carol and dave).

@@ -609,9 +609,7 @@ async fn recall_pages_keep_the_ranking_each_memory_once() {
 async fn context_pages_come_by_member_each_context_once() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     for p in [&alice, &bob, &carol] {
         let c = p.client().await;
         c.share_context(ShareContext {

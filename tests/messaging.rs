@@ -149,9 +149,7 @@ async fn groups_reach_members_and_subgroups_but_not_the_sender() {
 async fn a_member_named_and_in_a_group_of_the_same_send_gets_it_once() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     for p in [&bob, &carol] {
         let out = p.run(&["group", "join", "ops"]);
         assert_eq!(out.code, 0, "{}", out.stderr);

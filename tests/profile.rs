@@ -178,9 +178,7 @@ async fn profile_fields_are_checked_and_named() {
 async fn message_mode_off_refuses_and_inbox_holds_until_drained() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     let bob_live = bob.client().await;
 
     // off: a direct message is refused with a clear error; a broadcast skips bob only.

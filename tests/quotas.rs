@@ -21,9 +21,7 @@ use serde_json::{Value, json};
 /// Alice owns mesh "team"; bob and mallory are members.
 fn team(broker: &BrokerProc) -> (Person, Person, Person) {
     let (alice, bob) = alice_and_bob(broker);
-    let mallory = Person::new("mallory");
-    let (_, url) = invite(&alice, &[]);
-    join(&mallory, &url);
+    let mallory = invited(&alice, "mallory");
     (alice, bob, mallory)
 }
 

@@ -346,9 +346,7 @@ async fn still_receives(ws: &mut Ws, whose: &str) {
 async fn a_refused_revocation_cuts_nobody_off() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     let dave = Person::new("dave");
     let (_, url) = invite(&alice, &["--role", "admin"]);
     join(&dave, &url);

@@ -527,11 +527,17 @@ pub fn to(person: &Person) -> claudemesh::client::Target {
 /// A mesh "team" owned by alice, with bob joined.
 pub fn alice_and_bob(broker: &BrokerProc) -> (Person, Person) {
     let alice = Person::new("alice");
-    let bob = Person::new("bob");
     create_mesh(broker, &alice, "team");
-    let (_, url) = invite(&alice, &[]);
-    join(&bob, &url);
+    let bob = invited(&alice, "bob");
     (alice, bob)
+}
+
+/// `name`, joined as a member with an invite `inviter` made.
+pub fn invited(inviter: &Person, name: &str) -> Person {
+    let person = Person::new(name);
+    let (_, url) = invite(inviter, &[]);
+    join(&person, &url);
+    person
 }
 
 /// What a test connection says about itself: a session (a member hello that says nothing is

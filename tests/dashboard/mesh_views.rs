@@ -185,9 +185,7 @@ fn member_id(owner: &Person, name: &str) -> Option<String> {
 async fn the_owner_changes_roles_and_removes_members_from_the_page_and_a_member_cannot() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
-    let carol = Person::new("carol");
-    let (_, url) = invite(&alice, &[]);
-    join(&carol, &url);
+    let carol = invited(&alice, "carol");
     let Some(browser) = Browser::start().await else {
         return;
     };
