@@ -537,17 +537,14 @@ async fn status_from_transcript(hub: Arc<Hub>) {
     else {
         return;
     };
-    let mut last: Option<bool> = None;
-    let mut since_report = 0u32;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut reports = TranscriptReports::default();
+    let mut tick = tokio::time::interval(TRANSCRIPT_EVERY);
     loop {
         tick.tick().await;
         let Some(busy) = transcript_busy(&dir) else {
             continue;
         };
-        since_report += 1;
-        // Report changes at once, and the same status every minute to keep it fresh.
-        if last == Some(busy) && since_report < 12 {
+        if !reports.due(busy) {
             continue;
         }
         let mut told = false;
@@ -560,9 +557,37 @@ async fn status_from_transcript(hub: Arc<Hub>) {
         }
         // Read while no mesh was connected (at start): not reported, so tried again next time.
         if told {
-            last = Some(busy);
-            since_report = 0;
+            reports.sent(busy);
         }
+    }
+}
+
+/// How often the transcript is read.
+const TRANSCRIPT_EVERY: Duration = Duration::from_secs(5);
+
+/// After how many reads an unchanged status is reported again: once a minute, well within the
+/// broker's ten-minute lifetime of a `working` status.
+const TRANSCRIPT_REFRESH_READS: u32 = 12;
+
+/// When a status read from the transcript goes to the broker: at once when it changed, and
+/// the same one again every [`TRANSCRIPT_REFRESH_READS`] reads to keep it fresh.
+#[derive(Default)]
+struct TranscriptReports {
+    last: Option<bool>,
+    reads_since: u32,
+}
+
+impl TranscriptReports {
+    /// Counts one read of `busy`; whether it should be reported.
+    fn due(&mut self, busy: bool) -> bool {
+        self.reads_since += 1;
+        self.last != Some(busy) || self.reads_since >= TRANSCRIPT_REFRESH_READS
+    }
+
+    /// `busy` reached the broker.
+    fn sent(&mut self, busy: bool) {
+        self.last = Some(busy);
+        self.reads_since = 0;
     }
 }
 

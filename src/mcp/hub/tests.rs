@@ -137,3 +137,32 @@ fn a_session_that_cannot_connect_backs_off_to_30_s_and_stays_there() {
     assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30, 30, 30]);
     assert_eq!(retry_delay(usize::MAX), Duration::from_secs(30));
 }
+
+#[test]
+fn a_transcript_status_is_reported_when_it_changes_and_again_every_minute() {
+    let mut reports = TranscriptReports::default();
+    // Nothing reported yet: the first read goes, and again until a mesh took it.
+    assert!(reports.due(true));
+    assert!(reports.due(true));
+    reports.sent(true);
+    // Unchanged: quiet for eleven reads, reported on the twelfth (a minute at 5 s a read).
+    for read in 1..TRANSCRIPT_REFRESH_READS {
+        assert!(
+            !reports.due(true),
+            "read {read} of an unchanged status was reported"
+        );
+    }
+    assert!(
+        reports.due(true),
+        "an unchanged status was not refreshed after a minute"
+    );
+    reports.sent(true);
+    // A change goes at once.
+    assert!(reports.due(false));
+    reports.sent(false);
+    assert!(!reports.due(false));
+    assert_eq!(
+        TRANSCRIPT_EVERY * TRANSCRIPT_REFRESH_READS,
+        Duration::from_secs(60)
+    );
+}
