@@ -35,6 +35,16 @@ async fn session(person: &Person, name: &str) -> (MeshClient, String) {
     )
 }
 
+/// A `send` that failed (exit code 1) saying bob's block refused it.
+fn not_sent_to_bob(out: &CmdOutput) {
+    assert_eq!(out.code, 1, "a blocked send must fail: {}", out.stdout);
+    assert!(
+        out.stderr.contains("not sent to bob") && out.stderr.contains("blocked"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blocked_member_is_refused_and_told_and_unblocking_restores_it() {
     let broker = BrokerProc::start(&[]);
@@ -50,13 +60,7 @@ async fn a_blocked_member_is_refused_and_told_and_unblocking_restores_it() {
     assert_eq!(entry["allowed"], serde_json::json!([]));
 
     // alice's direct message: refused, and she sees why (exit code and message).
-    let out = alice.run(&["send", "bob", "are you there?"]);
-    assert_eq!(out.code, 1, "a blocked send must fail: {}", out.stdout);
-    assert!(
-        out.stderr.contains("not sent to bob") && out.stderr.contains("blocked"),
-        "{}",
-        out.stderr
-    );
+    not_sent_to_bob(&alice.run(&["send", "bob", "are you there?"]));
     // … to bob's session key too.
     let out = alice.run(&["send", &bob_session, "via your session"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
@@ -96,6 +100,9 @@ async fn a_blocked_member_is_refused_and_told_and_unblocking_restores_it() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["carol"], "{status}");
+    // A send to several: bob's refusal is reported for him and does not end it.
+    not_sent_to_bob(&alice.run(&["send", "bob,carol", "lunch?"]));
+    assert_eq!(texts(&inbox(&carol, &[])), ["lunch?"]);
 
     // Nothing of alice's reached bob, live or after a drain.
     assert!(
