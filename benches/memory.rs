@@ -16,16 +16,11 @@ const CONCURRENCY: usize = 256;
 const SEQUENTIAL: usize = 200;
 const QUERIES: usize = 2000;
 
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }

@@ -29,16 +29,11 @@ const EF_SWEEP: [usize; 3] = [EF_SEARCH, 1024, 2048];
 /// Rounds of the default search (min / median / max of their p50 and p95 are printed).
 const ROUNDS: usize = 5;
 
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
     /// Uniform in [-1, 1).
     fn unit(&mut self) -> f32 {
         ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
