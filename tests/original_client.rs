@@ -96,6 +96,8 @@ impl Original {
         let ack = ws_recv_reply(&mut self.ws).await;
         assert_eq!(ack["type"], "ack", "send answered with {ack}");
         assert_eq!(ack["queued"], true, "send refused: {ack}");
+        // The original correlates a send's ack by the send's `id`, not `_reqId`.
+        assert_eq!(ack["id"], frame["id"], "the ack must name the send: {ack}");
         ack
     }
 
@@ -474,7 +476,11 @@ async fn refusals_are_in_the_broker_log_without_secrets() {
     )
     .await;
     let ack = ws_recv_reply(&mut original.ws).await;
-    assert_eq!(ack["queued"], false, "{ack}");
+    assert_eq!(
+        (&ack["queued"], &ack["id"]),
+        (&json!(false), &json!("s1")),
+        "{ack}"
+    );
     // A reason that quotes what was sent cannot forge a log line.
     ws_send(
         &mut original.ws,
