@@ -439,6 +439,78 @@ mod tests {
         }
     }
 
+    fn peer(name: &str, key_byte: char) -> PeerEntry {
+        PeerEntry {
+            pubkey: key_byte.to_string().repeat(64),
+            display_name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// CLI.md's recipients: `*`, `@all`, `@group` and full keys as given; a unique key prefix of
+    /// 8+ hex characters (any case); a member's display name, else a live peer's; anything
+    /// ambiguous or unknown refused with what to do.
+    #[test]
+    fn a_recipient_resolves_to_one_key_or_says_why_not() {
+        let key = |c: char| c.to_string().repeat(64);
+        let members = [
+            member("alice", 'a'),
+            member("bob", 'b'),
+            member("twin", 'c'),
+            member("twin", 'd'),
+        ];
+        // Sessions show their own names; a member's name wins over a session's.
+        let peers = [
+            peer("reviewer", 'e'),
+            peer("bob", 'f'),
+            peer("helper", '1'),
+            peer("helper", '2'),
+        ];
+        let resolve = |w: &str| resolve_one(w, &peers, &members);
+        assert_eq!(resolve("*"), Ok("*".into()));
+        assert_eq!(resolve("@all"), Ok("*".into()));
+        assert_eq!(resolve("@backend"), Ok("@backend".into()));
+        assert_eq!(
+            resolve(&key('9')),
+            Ok(key('9')),
+            "a full key is taken as given"
+        );
+        assert_eq!(resolve("alice"), Ok(key('a')));
+        assert_eq!(resolve("bob"), Ok(key('b')));
+        assert_eq!(resolve("reviewer"), Ok(key('e')));
+        assert_eq!(resolve("EEEEEEEE"), Ok(key('e')), "a prefix in capitals");
+        assert_eq!(resolve("aaaaaaaa"), Ok(key('a')));
+        let refused = |w: &str, says: &str| {
+            let why = resolve(w).expect_err(w);
+            assert!(why.contains(says), "{w}: {why}");
+        };
+        refused(
+            "twin",
+            "2 members are called \"twin\"; use a key prefix instead",
+        );
+        refused(
+            "helper",
+            "2 peers are called \"helper\"; use a key prefix instead",
+        );
+        refused("carol", "no peer or member is called \"carol\"");
+        refused(
+            "77777777",
+            "no peer or member has a key starting with 77777777",
+        );
+        // Two keys that share a prefix.
+        let mut members = [member("x", 'a'), member("y", 'a')];
+        members[1].pubkey = format!("{}b", "a".repeat(63));
+        let why = resolve_one("aaaaaaaa", &[], &members).expect_err("ambiguous");
+        assert!(why.contains("matches 2 keys; give more of it"), "{why}");
+        // One member seen again as a live peer is one key, not two.
+        let both = [peer("zed", '3'), peer("zed", '3')];
+        assert_eq!(resolve_one("zed", &both, &[]), Ok(key('3')));
+        assert_eq!(
+            resolve_one("33333333", &both, &[member("zed", '3')]),
+            Ok(key('3'))
+        );
+    }
+
     /// A name made of hex digits (`cafe`) is a name; only 8 or more hex characters are read as
     /// a key prefix.
     #[test]
