@@ -511,6 +511,117 @@ mod tests {
         );
     }
 
+    /// A member with its keys and the mesh's root key at epoch 0, as `join` saves it.
+    fn joined(member: &SignKeyPair, root: &[u8; 32]) -> MeshEntry {
+        serde_json::from_value(serde_json::json!({
+            "meshId": "m", "slug": "m", "name": "m", "memberId": "bob", "displayName": "bob",
+            "role": "member", "brokerUrl": "ws://127.0.0.1:9/ws",
+            "memberPubkey": member.public_hex(), "memberSecretKey": member.secret_hex(),
+            "rootKey": crate::identity::encode_root_key(root), "ownerPubkey": "",
+            "joinedAt": "2026-12-01T00:00:00Z",
+        }))
+        .expect("a mesh entry")
+    }
+
+    /// A push as a broker sends it; `target: None` is the original broker's (no `targetSpec`).
+    fn push(from: &SignKeyPair, target: Option<&str>, version: Option<u32>) -> Push {
+        Push {
+            sender_pubkey: from.public_hex(),
+            target_spec: target.map(str::to_string),
+            body_version: version,
+            ..Default::default()
+        }
+    }
+
+    /// `text` sealed with crypto_box from `from` to `to`, into `push`.
+    fn boxed(mut push: Push, from: &SignKeyPair, to: &SignKeyPair, text: &str) -> Push {
+        let nonce: [u8; 24] = crypto::random_bytes();
+        let their = to.to_x25519().public;
+        let ct = crypto::box_easy(text.as_bytes(), &nonce, &their, &from.to_x25519().secret)
+            .expect("sealed");
+        push.nonce = STANDARD.encode(nonce);
+        push.ciphertext = STANDARD.encode(ct);
+        push
+    }
+
+    /// `text` under the root key (bodyVersion 2), into `push`.
+    fn under_root(mut push: Push, root: &[u8; 32], epoch: u64, text: &str) -> Push {
+        let nonce: [u8; 24] = crypto::random_bytes();
+        push.nonce = STANDARD.encode(nonce);
+        push.ciphertext = STANDARD.encode(crypto::secretbox_easy(text.as_bytes(), &nonce, root));
+        push.key_epoch = epoch;
+        push
+    }
+
+    /// What a push is: a direct message (crypto_box, to the session key or else the member
+    /// key), a group body under the root key of its epoch (bodyVersion 2), or plaintext when
+    /// it has no nonce — with or without the `targetSpec` the original broker leaves out.
+    #[test]
+    fn a_push_is_opened_by_what_it_is_not_by_where_it_came_from() {
+        let (alice, bob, session) = (
+            SignKeyPair::generate(),
+            SignKeyPair::generate(),
+            SignKeyPair::generate(),
+        );
+        let root: [u8; 32] = crypto::random_bytes();
+        let entry = joined(&bob, &root);
+        let ring = KeyRing::from_entry(&entry);
+        let open =
+            |p: &Push, session: Option<&SignKeyPair>| decrypt_push(&entry, &ring, session, p);
+        let to_bob = bob.public_hex();
+
+        // Direct, to the member key: with a target, and without one (the original broker).
+        for target in [Some(to_bob.as_str()), None] {
+            let p = boxed(push(&alice, target, None), &alice, &bob, "hi bob");
+            assert_eq!(open(&p, None), Ok("hi bob".into()), "{target:?}");
+            assert_eq!(
+                open(&p, Some(&session)),
+                Ok("hi bob".into()),
+                "member key after session"
+            );
+        }
+        // Direct, to the session key.
+        let p = boxed(
+            push(&alice, Some(&session.public_hex()), None),
+            &alice,
+            &session,
+            "hi",
+        );
+        assert_eq!(open(&p, Some(&session)), Ok("hi".into()));
+        assert!(open(&p, None).is_err(), "only the session key opens it");
+        // A group body, with a target and without one.
+        for target in [Some("@ops"), Some("*"), None] {
+            let p = under_root(push(&alice, target, Some(2)), &root, 0, "to all");
+            assert_eq!(open(&p, None), Ok("to all".into()), "{target:?}");
+        }
+        // Plaintext (no nonce), to one key as reminders are, and to everyone.
+        for target in [Some(to_bob.as_str()), Some("*"), None] {
+            let mut p = push(&alice, target, Some(1));
+            p.ciphertext = STANDARD.encode("plain");
+            assert_eq!(open(&p, None), Ok("plain".into()), "{target:?}");
+        }
+        // A body of an epoch this member does not hold says so.
+        let p = under_root(push(&alice, Some("*"), Some(2)), &[7; 32], 3, "later");
+        assert_eq!(open(&p, None), Err(super::super::missing_epoch(3)));
+        // A ring that lacks epoch 0 (nothing rotated yet) falls back to the saved root key …
+        let empty = KeyRing::default();
+        let p = under_root(push(&alice, Some("*"), Some(2)), &root, 0, "first key");
+        assert_eq!(
+            decrypt_push(&entry, &empty, None, &p),
+            Ok("first key".into())
+        );
+        // … but not for another epoch.
+        let p = under_root(push(&alice, Some("*"), Some(2)), &root, 1, "second key");
+        assert_eq!(
+            decrypt_push(&entry, &empty, None, &p),
+            Err(super::super::missing_epoch(1))
+        );
+        // A tampered body is refused, not shown.
+        let mut p = boxed(push(&alice, Some(&to_bob), None), &alice, &bob, "hi bob");
+        p.ciphertext = STANDARD.encode(b"not what was sealed at all, by anyone");
+        assert!(open(&p, None).is_err());
+    }
+
     /// A name made of hex digits (`cafe`) is a name; only 8 or more hex characters are read as
     /// a key prefix.
     #[test]
