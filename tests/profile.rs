@@ -181,11 +181,17 @@ async fn message_mode_off_refuses_and_inbox_holds_until_drained() {
     let carol = invited(&alice, "carol");
     let bob_live = bob.client().await;
 
-    // off: a direct message is refused with a clear error; a broadcast skips bob only.
+    // off: a direct message is refused with a clear error, reported for bob without ending
+    // a send to several; a broadcast skips bob only.
     bob.json(&["profile", "--message-mode", "off", "--json"]);
-    let out = alice.run(&["send", "bob", "ping"]);
+    let out = alice.run(&["send", "bob,carol", "ping"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stderr.contains("turned messages off"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not sent to bob") && out.stderr.contains("turned messages off"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(texts(&inbox(&carol, &[])), ["ping"]);
     let out = alice.run(&["send", "*", "all hands"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(texts(&inbox(&carol, &[])), ["all hands"]);
