@@ -1,0 +1,317 @@
+//! What a client refuses to take from a broker that lies: a root key the broker planted for a
+//! member, a rotation signed by someone the owner's admin list does not name (or by an older
+//! list), a link that would add a later key to an existing membership; and the rotation an
+//! admin makes once the owner signed it onto the list, reaching a member who was away.
+
+use super::*;
+
+/// Writes into a stopped broker's `mesh.redb` what a hostile broker would hand out: the mesh at
+/// epoch 1 and, for `member`, a key of the attacker's choosing sealed to its member key, with
+/// `proof` (or none) as the rotation's signed statement.
+fn plant_key(
+    data_dir: &std::path::Path,
+    member: &MeshEntry,
+    key: &[u8; 32],
+    proof: Option<&RotationProof>,
+) {
+    plant_key_at(data_dir, member, 1, key, proof);
+}
+
+/// [`plant_key`] at epoch `epoch`.
+fn plant_key_at(
+    data_dir: &std::path::Path,
+    member: &MeshEntry,
+    epoch: u64,
+    key: &[u8; 32],
+    proof: Option<&RotationProof>,
+) {
+    use redb::TableDefinition;
+    const KEY_EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("key_epochs");
+    const SEALED_KEYS: TableDefinition<(&str, &str, u64), &str> =
+        TableDefinition::new("sealed_keys");
+    const ROTATION_PROOFS: TableDefinition<(&str, u64), &[u8]> =
+        TableDefinition::new("rotation_proofs");
+    let pk = claudemesh::protocol::Pubkey::parse(&member.member_pubkey).expect("member key");
+    let x = claudemesh::crypto::ed25519_pk_to_x25519(&pk.0).expect("x25519");
+    let sealed = base64::engine::general_purpose::STANDARD
+        .encode(claudemesh::crypto::seal(key, &x).expect("sealed"));
+    let db = redb::Database::open(data_dir.join("mesh.redb")).expect("open mesh.redb");
+    let tx = db.begin_write().unwrap();
+    {
+        let mesh = member.mesh_id.as_str();
+        tx.open_table(KEY_EPOCHS)
+            .unwrap()
+            .insert(mesh, epoch)
+            .unwrap();
+        tx.open_table(SEALED_KEYS)
+            .unwrap()
+            .insert((mesh, member.member_id.as_str(), epoch), sealed.as_str())
+            .unwrap();
+        let mut proofs = tx.open_table(ROTATION_PROOFS).unwrap();
+        match proof {
+            Some(p) => {
+                let bytes = rmp_serde::to_vec_named(p).unwrap();
+                proofs.insert((mesh, epoch), bytes.as_slice()).unwrap();
+            }
+            None => {
+                proofs.remove((mesh, epoch)).unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// A broker cannot hand members a root key of its own choosing (then read their group
+/// traffic): a sealed copy is taken only when the owner, or an admin the owner's signed list
+/// names, signed its rotation and the key matches what they signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_broker_plants_is_not_taken() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let entry = bob.entry();
+    let planted: [u8; 32] = claudemesh::crypto::random_bytes();
+    let check = claudemesh::identity::root_key_check(&planted);
+    let attacker = SignKeyPair::generate();
+    let by_attacker = RotationProof::sign(&attacker, &entry.mesh_id, 1, &check, unique_now_ms());
+    // A list naming the attacker, signed by the attacker rather than the owner.
+    let mut vouched = by_attacker.clone();
+    vouched.admins = Some(AdminList::sign(
+        &attacker,
+        &entry.mesh_id,
+        1,
+        vec![attacker.public_hex()],
+        unique_now_ms(),
+    ));
+    // The owner's real signature, over another key than the one sealed.
+    let owner = alice
+        .entry()
+        .owner_keys()
+        .expect("owner key")
+        .expect("usable");
+    let other_check = claudemesh::identity::root_key_check(&[7; 32]);
+    let owners_other =
+        RotationProof::sign(&owner, &entry.mesh_id, 1, &other_check, unique_now_ms());
+    let cases: [(&str, Option<&RotationProof>, &str); 4] = [
+        (
+            "no signature",
+            None,
+            "no signature from the owner or an admin",
+        ),
+        ("a stranger's", Some(&by_attacker), "who is not the owner"),
+        ("a forged list", Some(&vouched), "not signed by the owner"),
+        (
+            "another key's",
+            Some(&owners_other),
+            "not the key its rotation signed",
+        ),
+    ];
+    for (case, proof, why) in cases {
+        broker.terminate();
+        plant_key(broker.data_dir(), &entry, &planted, proof);
+        broker.restart();
+        let out = bob.run(&["peers", "--json"]);
+        assert_eq!(out.code, 0, "{case}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("ignoring a root key from the broker") && out.stderr.contains(why),
+            "{case}: bob is told why the key was not taken: {}",
+            out.stderr
+        );
+        let client = bob.client().await;
+        assert_eq!(
+            client.hello_ack().key_epoch,
+            1,
+            "{case}: the broker says epoch 1"
+        );
+        assert_eq!(
+            client.key_ring().get(1),
+            None,
+            "{case}: bob holds no key of epoch 1"
+        );
+        client.close().await;
+        assert_eq!(
+            bob.entry().key_epoch,
+            0,
+            "{case}: nothing saved in bob's config"
+        );
+    }
+}
+
+/// An admin who joined through an admin invite rotates only once the owner put its key on the
+/// signed admin list (`perms set NAME --role admin` where the owner key is); then the other
+/// members take its key, and a demoted admin comes off the list again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_rotates_once_the_owner_signed_it_onto_the_admin_list() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let refused = carol.refused(&["rotate-key"]);
+    assert!(
+        refused.contains("perms set carol --role admin"),
+        "the refusal says how to fix it: {refused}"
+    );
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    let listed = alice.client().await.admin_list().await.expect("the list");
+    let carol_key = carol.entry().member_pubkey;
+    assert!(
+        listed
+            .as_ref()
+            .is_some_and(|l| l.admins == vec![carol_key.clone()]),
+        "{listed:?}"
+    );
+    let rotated = carol.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1, "{rotated}");
+    carol.ok(&["send", "*", "under carol's key"]);
+    assert!(
+        inbox(&bob)
+            .iter()
+            .any(|(from, t)| from == "carol" && t == "under carol's key"),
+        "bob took carol's key"
+    );
+    assert_eq!(bob.entry().key_epoch, 1);
+    // Demoted: off the list (and no longer a manager on the broker).
+    alice.ok(&["perms", "set", "carol", "--role", "member"]);
+    let listed = alice.client().await.admin_list().await.expect("the list");
+    assert!(listed.is_some_and(|l| l.admins.is_empty() && l.version == 2));
+    let audit = alice.json(&["audit", "--event", "admins.changed", "--json"]);
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{audit}"
+    );
+}
+
+/// A link never puts a key of a later epoch into a membership this machine has: such keys come
+/// only sealed and signed (a broker could otherwise answer a link's landing with a mesh, epoch
+/// and check value of its choosing and plant the link's key).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_adds_no_later_key_to_an_existing_membership() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let rotated = alice.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1);
+    let (_, url) = invite(&alice, &[]);
+    assert!(url.contains("~1"), "the link carries epoch 1: {url}");
+    let out = bob.run(&["join", &url]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("already a member"), "{}", out.stdout);
+    assert_eq!(bob.entry().key_epoch, 0, "the link's key was not taken");
+    // Its sealed, signed copy comes with the next connection.
+    bob.ok(&["peers"]);
+    assert_eq!(bob.entry().key_epoch, 1);
+}
+
+/// An admin the owner took off the list cannot get a key taken again by a broker that replays
+/// the older list beside a new rotation it signs: members remember the newest list they saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_vouched_by_an_older_admin_list_is_not_taken() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    let old_list = alice
+        .client()
+        .await
+        .admin_list()
+        .await
+        .expect("list")
+        .expect("v1");
+    assert_eq!(old_list.version, 1);
+    carol.ok(&["rotate-key"]);
+    bob.ok(&["peers"]);
+    assert_eq!(bob.entry().key_epoch, 1);
+    // Demoted: the list goes to version 2, and bob learns it at his next connection.
+    alice.ok(&["perms", "set", "carol", "--role", "member"]);
+    bob.ok(&["peers"]);
+    assert_eq!(bob.entry().admin_list_version, 2);
+    // The key bob already sends under came with list version 1: it is not refused now.
+    let out = bob.run(&["peers"]);
+    assert!(
+        !out.stderr.contains("older than version"),
+        "bob refuses the key of his current epoch: {}",
+        out.stderr
+    );
+    // The broker replays version 1 with a rotation carol signs.
+    let entry = bob.entry();
+    let carol_key = carol.entry().member_keys().expect("carol's key");
+    let planted: [u8; 32] = claudemesh::crypto::random_bytes();
+    let check = claudemesh::identity::root_key_check(&planted);
+    let mut proof = RotationProof::sign(&carol_key, &entry.mesh_id, 2, &check, unique_now_ms());
+    proof.admins = Some(old_list);
+    broker.terminate();
+    plant_key_at(broker.data_dir(), &entry, 2, &planted, Some(&proof));
+    broker.restart();
+    let out = bob.run(&["peers"]);
+    assert!(
+        out.stderr.contains("older than version 2"),
+        "bob says why: {}",
+        out.stderr
+    );
+    assert_eq!(
+        bob.entry().key_epoch,
+        1,
+        "the planted key of epoch 2 was not taken"
+    );
+}
+
+/// A member away while an admin rotated the key, and while the owner then signed a newer admin
+/// list (promoting someone else), takes that rotation's key when it is back: the list that
+/// vouched for it was the current one when the broker stored it, and its signer is still an
+/// admin on the newer list. It reads what was sent under the key and sends under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_away_during_an_admin_rotation_and_a_newer_admin_list_takes_the_key() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let dave = invited(&alice, "dave");
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    // bob is away from here on. carol rotates (vouched for by list version 1) and sends under
+    // the new key; then alice promotes dave (list version 2, naming carol and dave).
+    let rotated = carol.json(&["rotate-key", "--json"]);
+    assert_eq!(rotated["keyEpoch"], 1, "{rotated}");
+    carol.ok(&["send", "*", "under carol's epoch 1"]);
+    alice.ok(&["perms", "set", "dave", "--role", "admin"]);
+    let listed = alice
+        .client()
+        .await
+        .admin_list()
+        .await
+        .expect("the list")
+        .expect("a list");
+    assert_eq!(listed.version, 2, "{listed:?}");
+    assert!(
+        listed.names(&carol.entry().member_pubkey) && listed.names(&dave.entry().member_pubkey),
+        "{listed:?}"
+    );
+
+    // bob is back (a long-lived client saving to his config, as the MCP server is).
+    let options = claudemesh::client::ConnectOptions {
+        config_dir: Some(claudemesh::identity::ConfigDir::new(bob.config_dir())),
+        ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
+    };
+    let bob_live = MeshClient::connect(options).await.expect("bob connects");
+    assert_eq!(bob_live.hello_ack().key_epoch, 1);
+    let got = next_message(&bob_live).await;
+    assert_eq!(got.key_epoch, 1, "carol's message is under epoch 1");
+    assert_eq!(
+        bob_live.decrypt(&got).as_deref(),
+        Ok("under carol's epoch 1"),
+        "bob reads what carol sent under the key she rotated to"
+    );
+    bob_live.ack(&got.message_id).expect("acked");
+    assert_eq!(bob_live.key_ring().current_epoch(), 1);
+
+    // His own group message goes out under epoch 1, at once.
+    let everyone = bob_live.resolve_targets("*").await.expect("targets");
+    let acks = bob_live
+        .send_each(&everyone, "bob back under epoch 1", "now")
+        .await
+        .expect("sent");
+    assert_eq!(acks[0].queued, Some(true), "{:?}", acks[0]);
+    assert_eq!(acks[0].error, None, "{:?}", acks[0]);
+    assert!(
+        inbox(&alice)
+            .iter()
+            .any(|(from, t)| from == "bob" && t == "bob back under epoch 1"),
+        "alice reads bob's message"
+    );
+    assert_eq!(bob.entry().key_epoch, 1, "bob's config holds epoch 1");
+    assert_eq!(bob.entry().admin_list_version, 2);
+    bob_live.close().await;
+}
