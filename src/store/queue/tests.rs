@@ -615,3 +615,6 @@ async fn queue_order_survives_a_restart() {
 
 /// Resends recognised by client message id: the index written behind (`client_keys`).
 mod client_ids;
+
+/// A schema 3 store kept as a file, for the migrations after it.
+mod v3_store;

@@ -5,7 +5,7 @@ use super::*;
 
 /// Sends `n` messages with client message ids `cid-0`… at once (so they share commits), ids
 /// `<prefix>-0`…; returns the ids the store gave.
-async fn send_with_cids(store: &Store, prefix: &str, n: usize) -> Vec<Enqueued> {
+pub(super) async fn send_with_cids(store: &Store, prefix: &str, n: usize) -> Vec<Enqueued> {
     let sends: Vec<_> = (0..n)
         .map(|i| {
             let mut m = message(&format!("{prefix}-{i:04}"), &["b"]);

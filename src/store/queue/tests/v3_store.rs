@@ -1,0 +1,208 @@
+//! A queue stored by schema 3, kept as a file (`tests/fixtures/store-v3/mesh.redb`) so that a
+//! later schema's migration is tested against what this code wrote, not against a copy of it
+//! kept alive (docs/store-layout.md §6, 12). It holds each state a migration must carry over:
+//! direct messages waiting, one with a client message id; a broadcast one recipient has
+//! acknowledged; a broadcast from before `WAITING`; a held `low` message; a message to a
+//! session key; a message acknowledged by everyone (its status and client id kept); client ids
+//! still waiting to be written (the store was stopped as a crash stops it); and a record naming
+//! one recipient twice (a state `send` cannot make, which schema 3 leaves with a stray queue
+//! row).
+//!
+//! `cargo test --lib -- store::queue::tests::v3_store::write_the_fixture --ignored` writes it
+//! again; the other test says what a store opened from it must show.
+
+use std::path::Path;
+
+use super::*;
+use crate::store::SCHEMA_VERSION;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/store-v3/mesh.redb"
+);
+
+/// Messages to `b`, each with a client id (`cid-<n>`), sent at once just before the crash.
+const FRANKS: usize = 200;
+
+/// The session key messages are sent to: `s/<mesh>/<64 hex>`.
+fn session_key() -> String {
+    format!("s/{MESH}/{}", "5e".repeat(32))
+}
+
+/// Message `n` of the fixture (ids sort as they were sent), from alice to `to`.
+fn fixture_message(n: u32, to: &[&str]) -> MessageRecord {
+    let mut m = message(&format!("v3-{n:02}"), to);
+    m.created_at_ms = 1_000 + i64::from(n);
+    m
+}
+
+#[tokio::test]
+#[ignore = "writes tests/fixtures/store-v3/mesh.redb; run by hand, on schema 3 only"]
+async fn write_the_fixture() {
+    assert_eq!(SCHEMA_VERSION, 3, "the fixture is a schema 3 store");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut direct = fixture_message(1, &["bob"]);
+    direct.client_message_id = Some("cid-direct".into());
+    store.enqueue(direct).await.unwrap();
+    store.enqueue(fixture_message(2, &["bob"])).await.unwrap();
+    // A broadcast carol has acknowledged.
+    store
+        .enqueue(fixture_message(3, &["bob", "carol", "dave"]))
+        .await
+        .unwrap();
+    store
+        .mark_delivered(vec![(key("carol"), "v3-03".into())], 2_000)
+        .await
+        .unwrap();
+    // A broadcast from before WAITING counted its recipients down.
+    store
+        .enqueue(fixture_message(4, &["bob", "carol"]))
+        .await
+        .unwrap();
+    store
+        .submit(|tx| {
+            tx.open_table(WAITING)?.remove((MESH, "v3-04"))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let mut low = fixture_message(5, &["dave"]);
+    low.priority = Priority::Low;
+    store.enqueue(low).await.unwrap();
+    let mut to_session = fixture_message(6, &[]);
+    to_session.recipients = vec![(session_key(), "bob's session".into())];
+    store.enqueue(to_session).await.unwrap();
+    // Acknowledged by everyone: only its status and client id are kept.
+    let mut done = fixture_message(7, &["carol"]);
+    done.client_message_id = Some("cid-done".into());
+    store.enqueue(done).await.unwrap();
+    store
+        .mark_delivered(vec![(key("carol"), "v3-07".into())], 2_100)
+        .await
+        .unwrap();
+    // One recipient named twice.
+    store
+        .enqueue(fixture_message(8, &["erin", "erin"]))
+        .await
+        .unwrap();
+    // Many client ids at once (their index entries are written a slice a commit), then
+    // stopped as a crash stops it: those still waiting in memory are not written.
+    super::client_ids::send_with_cids(&store, "v3-50", FRANKS).await;
+    let written = store
+        .read()
+        .unwrap()
+        .open_table(CLIENT_KEYS)
+        .unwrap()
+        .len()
+        .unwrap();
+    assert!(
+        written < FRANKS as u64,
+        "{written} client ids written: none left waiting"
+    );
+    store.crash();
+    drop(store);
+    std::fs::create_dir_all(Path::new(FIXTURE).parent().unwrap()).unwrap();
+    std::fs::copy(dir.path().join("mesh.redb"), FIXTURE).unwrap();
+}
+
+/// Opens a copy of the fixture (it is never written in place).
+fn open_fixture() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(FIXTURE, dir.path().join("mesh.redb")).expect("the v3 fixture");
+    let store = Store::open(dir.path()).expect("the v3 store opens");
+    (dir, store)
+}
+
+fn ids(store: &Store, keys: &[String]) -> Vec<String> {
+    walk(store, keys, 0, 10_000)
+        .0
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// What a store opened from the schema 3 fixture shows: every queue in the order it was
+/// stored, each message's status, resends recognised by client id (also the ids the crash
+/// left unwritten), and acknowledgements finishing what was left.
+#[tokio::test]
+async fn a_schema_3_store_opens_with_its_queues_statuses_and_client_ids() {
+    let (_dir, store) = open_fixture();
+    assert_eq!(
+        ids(&store, &[key("bob"), session_key()]),
+        ["v3-01", "v3-02", "v3-03", "v3-04", "v3-06"],
+        "bob and his session, merged in stored order"
+    );
+    assert_eq!(ids(&store, &[key("carol")]), ["v3-04"]);
+    assert_eq!(ids(&store, &[key("dave")]), ["v3-03", "v3-05"]);
+    assert_eq!(
+        ids(&store, &[key("erin")]),
+        ["v3-08", "v3-08"],
+        "schema 3 queues a key named twice twice"
+    );
+
+    let acks = |t: Tracked| -> Vec<(String, Option<i64>)> {
+        t.recipients.into_iter().map(|(k, _, at)| (k, at)).collect()
+    };
+    assert_eq!(
+        acks(tracked(&store, "v3-03")),
+        [
+            (key("bob"), None),
+            (key("carol"), Some(2_000)),
+            (key("dave"), None)
+        ]
+    );
+    let done = tracked(&store, "v3-07");
+    assert_eq!(done.recipients.len(), 1);
+    assert_eq!(done.recipients[0].1, "carol");
+    assert_eq!(done.recipients[0].2, Some(2_100));
+    assert!(matches!(
+        store.find_message(MESH, "v3-99").unwrap(),
+        PrefixLookup::NotFound
+    ));
+
+    assert_eq!(ids(&store, &[key("b")]).len(), FRANKS);
+
+    // Resends: waiting, delivered, and ones whose index entries the crash left unwritten.
+    let last = format!("v3-50-{:04}", FRANKS - 1);
+    let recent = [
+        ("cid-0".to_string(), "v3-50-0000".to_string()),
+        (format!("cid-{}", FRANKS - 1), last),
+    ];
+    let others = [("cid-direct", "v3-01"), ("cid-done", "v3-07")]
+        .map(|(c, f)| (c.to_string(), f.to_string()));
+    for (cid, first) in others.into_iter().chain(recent) {
+        let mut again = fixture_message(20, &["bob"]);
+        again.client_message_id = Some(cid.clone());
+        let e = store.enqueue(again).await.unwrap();
+        assert!(!e.fresh, "{cid} stored twice");
+        assert_eq!(e.record.id, first, "{cid}");
+    }
+
+    // The old broadcast needs both acknowledgements; the acknowledged one needs bob's and dave's.
+    store
+        .mark_delivered(
+            vec![
+                (key("bob"), "v3-04".into()),
+                (key("bob"), "v3-03".into()),
+                (key("dave"), "v3-03".into()),
+            ],
+            3_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&store, MESH, "v3-03"), (false, true), "v3-03 done");
+    assert_eq!(
+        rows(&store, MESH, "v3-04"),
+        (true, false),
+        "carol has not read v3-04"
+    );
+    store
+        .mark_delivered(vec![(key("carol"), "v3-04".into())], 3_100)
+        .await
+        .unwrap();
+    assert_eq!(rows(&store, MESH, "v3-04"), (false, true));
+    // New messages queue behind the old ones.
+    store.enqueue(fixture_message(30, &["bob"])).await.unwrap();
+    assert_eq!(ids(&store, &[key("bob")]), ["v3-01", "v3-02", "v3-30"]);
+}
