@@ -3,7 +3,8 @@
 //! once it is stored — through the same `Store::enqueue_within` and `Store::mark_delivered`
 //! jobs the router submits (group commit, fsync before every answer).
 //!
-//! `cargo bench --bench store_queue` (or `-- PEERS MESSAGES_PER_PEER`, default 100 1000).
+//! `cargo bench --bench store_queue` (or `-- PEERS MESSAGES_PER_PEER [RECIPIENTS]`, default 100
+//! 1000 1: RECIPIENTS above 1 sends each message to that many peers, each acknowledging it).
 //! Prints one line: messages a second, the `store-writer` thread's CPU per message, the whole
 //! process's CPU per message, bytes written per message, commits, and `mesh.redb`'s size.
 //! The baseline for issue 14's storage layout (docs/store-layout.md, step 1). Nothing here
@@ -21,7 +22,7 @@ use tokio::task::JoinSet;
 const IN_FLIGHT: usize = 64;
 
 /// A 128-byte body as the client sends it: base64 of its ciphertext, with a nonce.
-fn record(mesh: &str, from: &str, to: (&str, &str)) -> MessageRecord {
+fn record(mesh: &str, from: &str, to: &[(String, String)]) -> MessageRecord {
     MessageRecord {
         id: new_id(),
         mesh_id: mesh.into(),
@@ -41,7 +42,7 @@ fn record(mesh: &str, from: &str, to: (&str, &str)) -> MessageRecord {
         subtype: None,
         created_at_ms: now_ms(),
         expires_at_ms: now_ms() + 7 * 24 * 3600 * 1000,
-        recipients: vec![(to.0.into(), to.1.into())],
+        recipients: to.to_vec(),
         key_epoch: 0,
     }
 }
@@ -99,6 +100,8 @@ async fn main() {
         .collect();
     let peers = args.first().copied().unwrap_or(100);
     let per_peer = args.get(1).copied().unwrap_or(1000);
+    // Recipients a message (a group send); each acknowledges on its own.
+    let fanout = args.get(2).copied().unwrap_or(1).clamp(1, peers.max(2) - 1);
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
     let mesh = new_id();
@@ -130,20 +133,25 @@ async fn main() {
             for i in 0..per_peer {
                 let permit = window.clone().acquire_owned().await.expect("window");
                 // Each sender writes to the others in turn.
-                let (key, name) = &members[(s + 1 + i % (peers - 1).max(1)) % peers];
+                let to: Vec<(String, String)> = (0..fanout)
+                    .map(|j| members[(s + 1 + (i + j) % (peers - 1).max(1)) % peers].clone())
+                    .collect();
                 let from = &members[s].1;
-                let queued = store.enqueue_within(record(&mesh, from, (key, name)), 10_000);
-                let (store, key) = (store.clone(), key.clone());
+                let queued = store.enqueue_within(record(&mesh, from, &to), 10_000);
+                let store = store.clone();
                 sends.spawn(async move {
                     let stored = queued.await.expect("enqueue");
                     assert!(stored.fresh && stored.full.is_none(), "not queued");
                     drop(permit);
-                    // The recipient's acknowledgement, once it was pushed.
+                    // Each recipient's acknowledgement, once it was pushed.
                     let id = stored.record.id;
-                    store
-                        .mark_delivered(vec![(key, id)], now_ms())
-                        .await
-                        .expect("ack");
+                    let acks: Vec<_> = to
+                        .into_iter()
+                        .map(|(key, _)| store.mark_delivered(vec![(key, id.clone())], now_ms()))
+                        .collect();
+                    for ack in acks {
+                        ack.await.expect("ack");
+                    }
                 });
             }
             while let Some(done) = sends.join_next().await {
@@ -165,14 +173,14 @@ async fn main() {
         - commits0;
     let file = std::fs::metadata(dir.path().join("mesh.redb")).map_or(0, |m| m.len());
     println!(
-        "store_queue {peers} × {per_peer}: {:.0} msg/s, store-writer {:.1} µs/msg, process \
+        "store_queue {peers} × {per_peer} to {fanout}: {:.0} msg/s, store-writer {:.1} µs/msg, process \
          {:.1} µs/msg, {:.0} bytes written/msg, {commits} commits ({:.0} jobs each), mesh.redb \
          {:.1} MB",
         n / took.as_secs_f64(),
         per_msg(thread_cpu("store-writer") - writer0),
         per_msg(process_cpu() - all0),
         (written() - bytes0) as f64 / n,
-        2.0 * n / commits.max(1) as f64,
+        (1 + fanout) as f64 * n / commits.max(1) as f64,
         file as f64 / 1e6,
     );
 }
