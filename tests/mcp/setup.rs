@@ -6,15 +6,22 @@ use super::*;
 
 /// Runs `claudemesh ARGS` with this HOME and config dir, which must succeed; its stdout.
 fn run_at_home(home: &std::path::Path, config: &std::path::Path, args: &[&str]) -> String {
-    let out = StdCommand::new(BIN)
-        .args(args)
-        .env("HOME", home)
-        .env("CLAUDEMESH_CONFIG_DIR", config)
-        .output()
-        .unwrap();
+    succeeds(at_home(home, config).args(args))
+}
+
+/// `claudemesh` with this HOME and config dir.
+fn at_home(home: &std::path::Path, config: &std::path::Path) -> StdCommand {
+    let mut cmd = StdCommand::new(BIN);
+    cmd.env("HOME", home).env("CLAUDEMESH_CONFIG_DIR", config);
+    cmd
+}
+
+/// Runs `cmd`, which must succeed; its stdout.
+fn succeeds(cmd: &mut StdCommand) -> String {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{args:?}: {}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -116,29 +123,26 @@ fn launch_runs_claude_with_arguments_and_environment() {
         std::env::var("PATH").unwrap_or_default()
     );
     let home = tempfile::tempdir().unwrap();
-    let out = StdCommand::new(BIN)
-        .args([
-            "--name",
-            "Reviewer",
-            "-y",
-            "--groups",
-            "backend:lead,qa",
-            "--",
-            "--model",
-            "opus",
-        ])
-        .env("PATH", &path)
-        .env("HOME", home.path())
-        .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = std::fs::read_to_string(&record).unwrap();
+    // Runs `claudemesh ARGS` without a terminal, which must succeed; what `claude` was given.
+    let launch = |args: &[&str]| {
+        succeeds(
+            at_home(home.path(), &alice.config_dir())
+                .args(args)
+                .env("PATH", &path)
+                .stdin(std::process::Stdio::null()),
+        );
+        std::fs::read_to_string(&record).unwrap()
+    };
+    let seen = launch(&[
+        "--name",
+        "Reviewer",
+        "-y",
+        "--groups",
+        "backend:lead,qa",
+        "--",
+        "--model",
+        "opus",
+    ]);
     let args: Vec<&str> = seen
         .lines()
         .filter_map(|l| l.strip_prefix("ARG "))
@@ -160,20 +164,7 @@ fn launch_runs_claude_with_arguments_and_environment() {
     assert!(seen.contains("CLAUDEMESH_SESSION_ID=cl-"), "{seen}");
 
     // Without -y and without a terminal, permissions are not skipped.
-    let out = StdCommand::new(BIN)
-        .args(["launch", "--quiet"])
-        .env("PATH", &path)
-        .env("HOME", home.path())
-        .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen = std::fs::read_to_string(&record).unwrap();
+    let seen = launch(&["launch", "--quiet"]);
     assert!(!seen.contains("--dangerously-skip-permissions"), "{seen}");
 }
 
@@ -187,10 +178,8 @@ async fn doctor_names_what_is_wrong() {
     let claude = fake_claude.path().join("claude");
     std::fs::write(&claude, "#!/bin/sh\n").unwrap();
     let doctor = || {
-        let out = StdCommand::new(BIN)
+        let out = at_home(&home, &bob.config_dir())
             .args(["doctor", "--json"])
-            .env("HOME", &home)
-            .env("CLAUDEMESH_CONFIG_DIR", bob.config_dir())
             .env("PATH", fake_claude.path())
             .output()
             .unwrap();
