@@ -116,8 +116,11 @@ const VARIANTS: [(&str, Variant); 11] = [
     ("today-dk-gq", today(true, false, true)),
 ];
 
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/rng.rs"]
 mod rng;
+use proc::{load_average, proc_io};
 use rng::Rng;
 
 impl Rng {
@@ -205,22 +208,6 @@ fn thread_cpu_us() -> u64 {
     // SAFETY: `ts` is a valid timespec for the call to fill in.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
-fn proc_io() -> HashMap<String, u64> {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn load_average() -> String {
-    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn queue_len(counts: &Table<&str, u64>, queue: &Table<(&str, u64), &str>, key: &str) -> R<u64> {

@@ -18,6 +18,9 @@ use claudemesh::store::{MessageRecord, Priority, Store};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+#[path = "common/proc.rs"]
+mod proc;
+
 /// Unacknowledged sends per sender, as `claudemesh bench` allows.
 const IN_FLIGHT: usize = 64;
 
@@ -84,12 +87,7 @@ fn thread_cpu(name: &str) -> Duration {
 
 /// Bytes this process has caused to be written to storage.
 fn written() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    proc::proc_io().get("write_bytes").copied().unwrap_or(0)
 }
 
 #[tokio::main]

@@ -29,6 +29,8 @@ const EF_SWEEP: [usize; 3] = [EF_SEARCH, 1024, 2048];
 /// Rounds of the default search (min / median / max of their p50 and p95 are printed).
 const ROUNDS: usize = 5;
 
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/rng.rs"]
 mod rng;
 use rng::Rng;
@@ -69,9 +71,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// The machine's load average, as `uptime` shows it.
 fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let parts: Vec<&str> = text.split_whitespace().take(3).collect();
-    format!("(load average {})", parts.join(" "))
+    format!("(load average {})", proc::load_average())
 }
 
 fn actor() -> Actor {
