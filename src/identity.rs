@@ -649,5 +649,34 @@ pub fn http_base(broker: &str) -> String {
     }
 }
 
+/// A joined mesh entry holding `keys` and the root key `root` (and the owner's keys when
+/// given), for unit tests that need real keys.
+#[cfg(test)]
+pub(crate) fn test_entry(
+    keys: &SignKeyPair,
+    root: &[u8; 32],
+    owner: Option<&SignKeyPair>,
+) -> MeshEntry {
+    MeshEntry {
+        mesh_id: "m1".into(),
+        slug: "team".into(),
+        name: "Team".into(),
+        member_id: "u1".into(),
+        display_name: "alice".into(),
+        role: "owner".into(),
+        broker_url: "ws://127.0.0.1:1/ws".into(),
+        member_pubkey: keys.public_hex(),
+        member_secret_key: keys.secret_hex(),
+        root_key: encode_root_key(root),
+        owner_pubkey: owner.map(|o| o.public_hex()).unwrap_or_default(),
+        owner_secret_key: owner.map(|o| o.secret_hex()),
+        joined_at: time::iso(0),
+        ca_file: None,
+        key_epoch: 0,
+        old_root_keys: Vec::new(),
+        admin_list_version: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -511,18 +511,6 @@ mod tests {
         );
     }
 
-    /// A member with its keys and the mesh's root key at epoch 0, as `join` saves it.
-    fn joined(member: &SignKeyPair, root: &[u8; 32]) -> MeshEntry {
-        serde_json::from_value(serde_json::json!({
-            "meshId": "m", "slug": "m", "name": "m", "memberId": "bob", "displayName": "bob",
-            "role": "member", "brokerUrl": "ws://127.0.0.1:9/ws",
-            "memberPubkey": member.public_hex(), "memberSecretKey": member.secret_hex(),
-            "rootKey": crate::identity::encode_root_key(root), "ownerPubkey": "",
-            "joinedAt": "2026-12-01T00:00:00Z",
-        }))
-        .expect("a mesh entry")
-    }
-
     /// A push as a broker sends it; `target: None` is the original broker's (no `targetSpec`).
     fn push(from: &SignKeyPair, target: Option<&str>, version: Option<u32>) -> Push {
         Push {
@@ -564,7 +552,7 @@ mod tests {
             SignKeyPair::generate(),
         );
         let root: [u8; 32] = crypto::random_bytes();
-        let entry = joined(&bob, &root);
+        let entry = crate::identity::test_entry(&bob, &root, None);
         let ring = KeyRing::from_entry(&entry);
         let open =
             |p: &Push, session: Option<&SignKeyPair>| decrypt_push(&entry, &ring, session, p);

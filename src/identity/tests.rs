@@ -9,28 +9,6 @@ fn broker_urls_normalise() {
     assert_eq!(http_base("h:1//ws/"), "http://h:1");
 }
 
-fn entry(keys: &SignKeyPair, root: &[u8; 32], owner: Option<&SignKeyPair>) -> MeshEntry {
-    MeshEntry {
-        mesh_id: "m1".into(),
-        slug: "team".into(),
-        name: "Team".into(),
-        member_id: "u1".into(),
-        display_name: "alice".into(),
-        role: "owner".into(),
-        broker_url: "ws://127.0.0.1:1/ws".into(),
-        member_pubkey: keys.public_hex(),
-        member_secret_key: keys.secret_hex(),
-        root_key: encode_root_key(root),
-        owner_pubkey: owner.map(|o| o.public_hex()).unwrap_or_default(),
-        owner_secret_key: owner.map(|o| o.secret_hex()),
-        joined_at: time::iso(0),
-        ca_file: None,
-        key_epoch: 0,
-        old_root_keys: Vec::new(),
-        admin_list_version: 0,
-    }
-}
-
 /// No secret in any form a log line or an error could carry: hex of the member and owner
 /// secrets (whole, or the seed half alone), the root key in base64url, hex or bytes.
 #[test]
@@ -38,7 +16,7 @@ fn debug_never_shows_secrets() {
     let member = SignKeyPair::generate();
     let owner = SignKeyPair::generate();
     let root = [0xa7; 32];
-    let mut e = entry(&member, &root, Some(&owner));
+    let mut e = test_entry(&member, &root, Some(&owner));
     let old = [0x5c; 32];
     e.add_root_key(0, &root);
     e.key_epoch = 1;
@@ -96,7 +74,7 @@ fn a_corrupt_config_error_does_not_quote_values() {
 #[test]
 fn root_keys_of_every_epoch_are_kept() {
     let keys = SignKeyPair::generate();
-    let mut e = entry(&keys, &[0; 32], None);
+    let mut e = test_entry(&keys, &[0; 32], None);
     assert!(e.add_root_key(2, &[2; 32]));
     assert!(e.add_root_key(1, &[1; 32]));
     assert!(!e.add_root_key(1, &[9; 32]), "a held key never changes");
@@ -111,7 +89,7 @@ fn root_keys_of_every_epoch_are_kept() {
     let cfg_dir = ConfigDir::new(dir.path().join("cm"));
     cfg_dir
         .update(|cfg| {
-            cfg.upsert(entry(&keys, &[0; 32], None));
+            cfg.upsert(test_entry(&keys, &[0; 32], None));
             Ok(())
         })
         .unwrap();
@@ -148,7 +126,7 @@ fn root_keys_of_every_epoch_are_kept() {
 #[test]
 fn a_sealed_key_replaces_a_different_one_for_its_epoch() {
     let keys = SignKeyPair::generate();
-    let mut e = entry(&keys, &[0; 32], None);
+    let mut e = test_entry(&keys, &[0; 32], None);
     assert!(
         e.add_root_key(1, &[0; 32]),
         "a link planted epoch 0's key as epoch 1"
@@ -170,7 +148,7 @@ fn config_is_private_and_round_trips() {
     let keys = SignKeyPair::generate();
     cfg_dir
         .update(|cfg| {
-            cfg.upsert(entry(&keys, &[7; 32], None));
+            cfg.upsert(test_entry(&keys, &[7; 32], None));
             Ok(())
         })
         .unwrap();
