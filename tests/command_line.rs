@@ -366,6 +366,16 @@ fn bench_finds_the_local_admin_token() {
     with_file.extend(["--admin-token-file", token_file.to_str().unwrap()]);
     let out = run(&with_file);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // The same load in MessagePack frames.
+    with_file.push("--msgpack");
+    let out = run(&with_file);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["delivered"], &report["encoding"]),
+        (&6.into(), &"msgpack".into()),
+        "{report}"
+    );
 
     let out = run(&bench);
     assert_eq!(out.code, 1);

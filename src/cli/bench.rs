@@ -23,7 +23,7 @@ use crate::client::{ConnectOptions, MeshClient, REQUEST_TIMEOUT, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};
 use crate::identity::{MeshEntry, encode_root_key, http_base, root_key_check, ws_url};
 use crate::protocol::messages::{PeerInfo, SendMessage};
-use crate::protocol::{ClientMessage, ServerMessage, ids, time};
+use crate::protocol::{ClientMessage, Encoding, ServerMessage, ids, time};
 
 /// Sends a peer keeps in flight at saturation.
 const WINDOW: usize = 64;
@@ -63,12 +63,18 @@ pub struct BenchCmd {
     /// print one JSON object
     #[argh(switch)]
     json: bool,
+    /// frames in MessagePack (binary) instead of JSON text: the broker answers each
+    /// connection in its hello's encoding
+    #[argh(switch)]
+    msgpack: bool,
 }
 
 /// What a run measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub peers: usize,
+    /// The frames' encoding: `json` or `msgpack`.
+    pub encoding: &'static str,
     pub messages: usize,
     pub sent: u64,
     pub delivered: u64,
@@ -122,6 +128,11 @@ impl BenchCmd {
             self.messages,
             self.rate,
             self.size,
+            if self.msgpack {
+                Encoding::MsgPack
+            } else {
+                Encoding::Json
+            },
             !self.json,
         )
         .await?;
@@ -315,6 +326,7 @@ pub async fn run_load(
     messages: usize,
     rate: Option<f64>,
     size: usize,
+    encoding: Encoding,
     progress: bool,
 ) -> Result<Report, CliError> {
     let n = entries.len();
@@ -325,7 +337,10 @@ pub async fn run_load(
         let connecting: Vec<_> = chunk
             .iter()
             .map(|e| {
-                MeshClient::connect(ConnectOptions::new(e.clone(), bench_peer(&e.display_name)))
+                MeshClient::connect(ConnectOptions {
+                    encoding,
+                    ..ConnectOptions::new(e.clone(), bench_peer(&e.display_name))
+                })
             })
             .collect();
         for c in futures_util::future::join_all(connecting).await {
@@ -496,6 +511,10 @@ pub async fn run_load(
     let sent = tally.acked.load(Ordering::Relaxed);
     let delivered = tally.delivered.load(Ordering::Relaxed);
     Ok(Report {
+        encoding: match encoding {
+            Encoding::Json => "json",
+            Encoding::MsgPack => "msgpack",
+        },
         peers: n,
         messages,
         sent,
