@@ -107,7 +107,9 @@ pub use writer::{Snapshot, avoid_huge_pages, collect_freed_memory};
 /// 2: no root keys held for new meshes, v3 invites indexed by id (see `meshes::migrate_to_v2`).
 /// 3: client-message-id index entries may wait in memory; after a crash, `META` names where
 /// the next open rebuilds them from (`queue::client_keys`), which an older build would not do.
-const SCHEMA_VERSION: u32 = 3;
+/// 4: one `QUEUED` row per waiting message and `ACKS` rows instead of the per-recipient queue
+/// tables; the queues are kept in memory (see `queue::index`, `queue::migrate`).
+const SCHEMA_VERSION: u32 = 4;
 /// Jobs that may wait for the writer before connections stop reading new requests
 /// ([`Store::room`]); a job holds at most one request's data (up to a frame, 64 KiB).
 const WRITER_QUEUE: usize = 1024;
@@ -233,6 +235,9 @@ impl Store {
         if found.is_some_and(|v| v < 2) {
             meshes::migrate_to_v2(&tx)?;
         }
+        if found.is_some_and(|v| v < 4) {
+            queue::migrate::to_v4(&tx)?;
+        }
         if found != Some(SCHEMA_VERSION) {
             tx.open_table(META)?
                 .insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
@@ -241,10 +246,13 @@ impl Store {
         queue::index_expiry_once(&tx)?;
         queue::client_keys::recover(&tx)?;
         let seq = queue::load_seq(&tx)?;
+        let queues = queue::index::build(&tx)?;
         tx.commit()?;
         let db = Arc::new(RwLock::new(Some(Arc::new(db))));
         let stats = Arc::new(StoreStats::default());
-        let shared = Arc::new(WriterShared::default());
+        let shared = WriterShared::default();
+        *queue::index::lock(&shared.queue_index) = queues;
+        let shared = Arc::new(shared);
         let (jobs, rx) = std_mpsc::channel();
         let writer = {
             let writer = Writer {

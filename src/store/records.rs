@@ -25,19 +25,34 @@ pub(crate) const INVITE_IDS: TableDefinition<(&str, &str), &str> =
 pub(crate) const MESH_INVITES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("mesh_invites");
 
-/// `(mesh_id, message_id) → MessageRecord`
-pub(crate) const MESSAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("messages");
-/// `(recipient key, seq) → message_id`: each recipient's queue, FIFO by seq.
-pub(crate) const QUEUE: TableDefinition<(&str, u64), &str> = TableDefinition::new("queue");
-/// `recipient key → entries in its queue`, kept beside QUEUE so the per-recipient quota needs
-/// no scan. A key without a row is counted once (older data) and kept from then on.
-pub(crate) const QUEUE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("queue_counts");
-/// `(recipient key, message_id) → Delivery`: where an entry sits and whether it was delivered.
-pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("deliveries");
-/// `(mesh_id, message_id) → recipients yet to acknowledge`, for messages with several
-/// recipients only, so an acknowledgement that is not the last one reads no record.
-pub(crate) const WAITING: TableDefinition<(&str, &str), u32> = TableDefinition::new("waiting");
+/// `(mesh_id, message_id) → first seq (8 bytes, little-endian) + MessageRecord`: a message
+/// some recipient has not acknowledged yet. Its n-th recipient's place in its queue is
+/// `seq + n`; the queues themselves are kept in memory (`queue::index`).
+pub(crate) const QUEUED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queued");
+/// `(mesh_id, message_id, recipient key without its mesh) → acknowledged at (ms)`: the
+/// acknowledgements of a message with several recipients, but for the last one (which retires
+/// it).
+pub(crate) const ACKS: TableDefinition<(&str, &str, &str), i64> = TableDefinition::new("acks");
+
+/// Schema 3's queue tables, read only by the migration to schema 4 (`queue::migrate`), which
+/// deletes them.
+pub(crate) mod v3 {
+    use redb::TableDefinition;
+
+    /// `(mesh_id, message_id) → MessageRecord`
+    pub(crate) const MESSAGES: TableDefinition<(&str, &str), &[u8]> =
+        TableDefinition::new("messages");
+    /// `(recipient key, seq) → message_id`: each recipient's queue, FIFO by seq.
+    pub(crate) const QUEUE: TableDefinition<(&str, u64), &str> = TableDefinition::new("queue");
+    /// `recipient key → entries in its queue`.
+    pub(crate) const QUEUE_COUNTS: TableDefinition<&str, u64> =
+        TableDefinition::new("queue_counts");
+    /// `(recipient key, message_id) → Delivery`.
+    pub(crate) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
+        TableDefinition::new("deliveries");
+    /// `(mesh_id, message_id) → recipients yet to acknowledge` (several recipients only).
+    pub(crate) const WAITING: TableDefinition<(&str, &str), u32> = TableDefinition::new("waiting");
+}
 /// `(mesh_id, message_id) → DeliveredRecord`: what is kept of a message once every recipient
 /// acknowledged it (no body), for `message_status` and resends, until `keep_until_ms`.
 pub(crate) const DELIVERED: TableDefinition<(&str, &str), &[u8]> =
@@ -64,12 +79,9 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(INVITES)?;
     tx.open_table(INVITE_IDS)?;
     tx.open_table(MESH_INVITES)?;
-    tx.open_table(MESSAGES)?;
-    tx.open_table(QUEUE)?;
-    tx.open_table(QUEUE_COUNTS)?;
-    tx.open_table(DELIVERIES)?;
+    tx.open_table(QUEUED)?;
+    tx.open_table(ACKS)?;
     tx.open_table(DELIVERED)?;
-    tx.open_table(WAITING)?;
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(CLIENT_KEYS)?;
     tx.open_table(SESSIONS)?;

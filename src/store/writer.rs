@@ -13,6 +13,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::queue::QueueTables;
 use super::queue::client_keys::{self, PendingKeys};
+use super::queue::index::{self, QueueIndex};
 use super::{StoreError, StoreStats};
 
 /// redb's page cache.
@@ -56,6 +57,9 @@ pub(super) struct WriterShared {
     /// Client-message-id index entries not yet written (see `queue::client_keys`); only the
     /// writer thread's jobs use them.
     pub(super) client_keys: Mutex<PendingKeys>,
+    /// Every recipient's queue (see `queue::index`): changed by the writer's jobs, published
+    /// after each commit, read by queue walks.
+    pub(super) queue_index: Mutex<QueueIndex>,
 }
 
 impl WriterShared {
@@ -178,16 +182,22 @@ impl Drop for Snapshot {
 pub(super) struct Batch<'t> {
     txn: &'t WriteTransaction,
     pending: &'t Mutex<PendingKeys>,
+    index: &'t Mutex<QueueIndex>,
     queue: Option<QueueTables<'t>>,
     /// A job asked for the whole transaction: it may have changed any table.
     general: bool,
 }
 
 impl<'t> Batch<'t> {
-    fn new(txn: &'t WriteTransaction, pending: &'t Mutex<PendingKeys>) -> Batch<'t> {
+    fn new(
+        txn: &'t WriteTransaction,
+        pending: &'t Mutex<PendingKeys>,
+        index: &'t Mutex<QueueIndex>,
+    ) -> Batch<'t> {
         Batch {
             txn,
             pending,
+            index,
             queue: None,
             general: false,
         }
@@ -221,7 +231,7 @@ impl<'t> Batch<'t> {
     pub(super) fn queue(&mut self) -> Result<&mut QueueTables<'t>, StoreError> {
         let tables = match self.queue.take() {
             Some(tables) => tables,
-            None => QueueTables::open(self.txn, self.pending)?,
+            None => QueueTables::open(self.txn, self.pending, self.index)?,
         };
         Ok(self.queue.insert(tables))
     }
@@ -450,8 +460,10 @@ impl Writer {
     /// Commits `batch` in one transaction, with a slice of the waiting client message ids
     /// (all of them when `all`).
     fn commit(&self, batch: &mut [Box<dyn Job>], all: bool) -> Result<(), StoreError> {
+        index::lock(&self.shared.queue_index).begin();
         let committed = self.commit_jobs(batch, all);
         self.pending_keys().committed(committed.is_ok());
+        index::lock(&self.shared.queue_index).committed(committed.is_ok());
         committed
     }
 
@@ -467,10 +479,12 @@ impl Writer {
             .clone()
             .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
         let txn = db.begin_write()?;
-        // (The pending keys' lock is let go before the jobs take it.)
+        // (Each lock is let go before the jobs take it.)
         let rebuilt = client_keys::rebuild_if_failed(&txn, &mut self.pending_keys());
+        let rebuilt =
+            rebuilt.and_then(|()| index::rebuild_if_failed(&txn, &self.shared.queue_index));
         let applied = rebuilt.and_then(|()| {
-            let mut tables = Batch::new(&txn, &self.shared.client_keys);
+            let mut tables = Batch::new(&txn, &self.shared.client_keys, &self.shared.queue_index);
             batch
                 .iter_mut()
                 .try_for_each(|job| job.apply(&mut tables))
@@ -591,13 +605,14 @@ mod tests {
         let db = open_database(&dir.path().join("t.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         let pending = Mutex::new(PendingKeys::default());
+        let index = Mutex::new(QueueIndex::default());
         {
-            let mut batch = Batch::new(&txn, &pending);
+            let mut batch = Batch::new(&txn, &pending, &index);
             batch.queue().unwrap();
             batch
                 .txn()
                 .unwrap()
-                .open_table(crate::store::records::MESSAGES)
+                .open_table(crate::store::records::QUEUED)
                 .unwrap()
                 .insert(("mesh", "id"), b"x".as_slice())
                 .unwrap();

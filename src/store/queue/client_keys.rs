@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::super::records::{CLIENT_KEYS, DELIVERED, MESSAGES};
-use super::super::{DeliveredRecord, META, MessageRecord, StoreError, decode, encode};
+use super::super::records::{CLIENT_KEYS, DELIVERED, QUEUED};
+use super::super::{DeliveredRecord, META, StoreError, decode, encode};
 
 /// A client message id's key: 16 bytes of SHA-256 over mesh, sender member and id.
 pub(in crate::store) type ClientKey = [u8; 16];
@@ -217,9 +217,9 @@ pub(in crate::store) fn recover(tx: &WriteTransaction) -> Result<(), StoreError>
         None => return Ok(()),
     };
     let mut keys = tx.open_table(CLIENT_KEYS)?;
-    let messages = tx.open_table(MESSAGES)?;
-    index_from(&messages, &from, &mut keys, |v| {
-        decode::<MessageRecord>(v).map(|r| (r.sender_member_id, r.client_message_id))
+    let queued = tx.open_table(QUEUED)?;
+    index_from(&queued, &from, &mut keys, |v| {
+        super::index::read_queued(v).map(|(_, r)| (r.sender_member_id, r.client_message_id))
     })?;
     let delivered = tx.open_table(DELIVERED)?;
     index_from(&delivered, &from, &mut keys, |v| {

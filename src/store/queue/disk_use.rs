@@ -63,14 +63,8 @@ async fn bytes_per_delivered_message() {
     let rt = store.read().unwrap();
     let mut live = 0;
     for (name, stats) in [
-        (
-            "messages",
-            rt.open_table(MESSAGES).unwrap().stats().unwrap(),
-        ),
-        (
-            "deliveries",
-            rt.open_table(DELIVERIES).unwrap().stats().unwrap(),
-        ),
+        ("queued", rt.open_table(QUEUED).unwrap().stats().unwrap()),
+        ("acks", rt.open_table(ACKS).unwrap().stats().unwrap()),
         (
             "delivered",
             rt.open_table(DELIVERED).unwrap().stats().unwrap(),

@@ -1,22 +1,21 @@
-//! The message queue: one record per message, one FIFO queue per recipient, and a delivery row
-//! per (recipient, message) so `message_status` can tell delivered from waiting. Once every
-//! recipient has acknowledged a message, its record and rows give way to a small
-//! [`DeliveredRecord`] (no body), kept until the message's retention ends.
+//! The message queue: one `QUEUED` row per message some recipient has not acknowledged yet,
+//! every recipient's FIFO queue in memory ([`index`]), and an `ACKS` row per acknowledgement
+//! of a message with several recipients that is not its last. Once every recipient has
+//! acknowledged a message, its row gives way to a small [`DeliveredRecord`] (no body), kept
+//! until the message's retention ends, so `message_status` can still answer.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::records::{
-    CLIENT_IDS, CLIENT_KEYS, DELIVERED, DELIVERIES, EXPIRY, MESSAGES, QUEUE, QUEUE_COUNTS,
-    SESSIONS, WAITING,
-};
+use super::records::{ACKS, CLIENT_IDS, CLIENT_KEYS, DELIVERED, EXPIRY, QUEUED, SESSIONS};
 use client_keys::{ClientKey, PendingKeys, client_key, lock};
+use index::{QueueIndex, mesh_of, queued_row, read_head, read_queued};
 
 use super::{
-    DeliveredRecord, Delivery, KnownSession, META, MessageRecord, Store, StoreError, decode,
-    decode_opt, encode,
+    DeliveredRecord, KnownSession, META, MessageRecord, Store, StoreError, decode, decode_opt,
+    encode,
 };
 
 /// Reads the persisted next sequence number at start-up.
@@ -40,13 +39,18 @@ pub(crate) fn index_expiry_once(tx: &WriteTransaction) -> Result<(), StoreError>
     if meta.get("expiry_indexed")?.is_some() {
         return Ok(());
     }
-    let messages = tx.open_table(MESSAGES)?;
+    let queued = tx.open_table(QUEUED)?;
     let mut expiry = tx.open_table(EXPIRY)?;
-    for row in messages.range::<(&str, &str)>(..)? {
+    for row in queued.range::<(&str, &str)>(..)? {
         let (k, v) = row?;
         let (mesh_id, id) = k.value();
-        let r: MessageRecord = decode(v.value())?;
-        expiry.insert((expiry_at(r.expires_at_ms), mesh_id, id), ())?;
+        match read_head(v.value()) {
+            Ok((_, r)) => expiry.insert((expiry_at(r.expires_at_ms), mesh_id, id), ())?,
+            Err(e) => {
+                tracing::warn!("message {mesh_id}/{id} cannot be read ({e}); not indexed");
+                continue;
+            }
+        };
     }
     meta.insert("expiry_indexed", encode(&true).as_slice())?;
     Ok(())
@@ -83,21 +87,17 @@ pub struct Walked {
     pub end: bool,
 }
 
-type QueueTable<'t> = Table<'t, (&'static str, u64), &'static str>;
-type CountTable<'t> = Table<'t, &'static str, u64>;
-
 /// The tables a `send` and a `client_ack` write, open for a whole batch of such jobs.
 pub(in crate::store) struct QueueTables<'t> {
-    messages: Table<'t, MessageKey<'static>, &'static [u8]>,
-    queue: QueueTable<'t>,
-    counts: CountTable<'t>,
-    deliveries: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    queued: Table<'t, MessageKey<'static>, &'static [u8]>,
+    acks: Table<'t, (&'static str, &'static str, &'static str), i64>,
     delivered: Table<'t, MessageKey<'static>, &'static [u8]>,
     expiry: Table<'t, (u64, &'static str, &'static str), ()>,
-    waiting: Table<'t, MessageKey<'static>, u32>,
     client_keys: Table<'t, [u8; 16], &'static str>,
     /// New client-message-id entries wait here (see [`client_keys`]).
     pending: &'t Mutex<PendingKeys>,
+    /// Every recipient's queue (see [`index`]).
+    index: &'t Mutex<QueueIndex>,
     client_ids: Table<'t, (&'static str, &'static str, &'static str), &'static str>,
     meta: Table<'t, &'static str, &'static [u8]>,
     /// The queue sequence number to persist when the tables close: written once a batch, not
@@ -109,17 +109,16 @@ impl<'t> QueueTables<'t> {
     pub(in crate::store) fn open(
         tx: &'t WriteTransaction,
         pending: &'t Mutex<PendingKeys>,
+        index: &'t Mutex<QueueIndex>,
     ) -> Result<Self, StoreError> {
         Ok(QueueTables {
-            messages: tx.open_table(MESSAGES)?,
-            queue: tx.open_table(QUEUE)?,
-            counts: tx.open_table(QUEUE_COUNTS)?,
-            deliveries: tx.open_table(DELIVERIES)?,
+            queued: tx.open_table(QUEUED)?,
+            acks: tx.open_table(ACKS)?,
             delivered: tx.open_table(DELIVERED)?,
             expiry: tx.open_table(EXPIRY)?,
-            waiting: tx.open_table(WAITING)?,
             client_keys: tx.open_table(CLIENT_KEYS)?,
             pending,
+            index,
             client_ids: tx.open_table(CLIENT_IDS)?,
             meta: tx.open_table(META)?,
             next_seq: None,
@@ -134,30 +133,6 @@ impl<'t> QueueTables<'t> {
         }
         Ok(())
     }
-}
-
-/// Entries in `key`'s queue: the kept count, else counted once.
-fn queue_len(counts: &CountTable, queue: &QueueTable, key: &str) -> Result<u64, StoreError> {
-    if let Some(n) = counts.get(key)? {
-        return Ok(n.value());
-    }
-    let mut n = 0;
-    for row in queue.range((key, 0u64)..=(key, u64::MAX))? {
-        row?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Sets `key`'s count to `before` (its length read before the change) plus `delta`.
-fn bump_len(counts: &mut CountTable, key: &str, before: u64, delta: i64) -> Result<(), StoreError> {
-    let n = before.saturating_add_signed(delta);
-    if n == 0 {
-        counts.remove(key)?;
-    } else {
-        counts.insert(key, n)?;
-    }
-    Ok(())
 }
 
 /// Outcome of finding a message by id or id prefix.
@@ -211,11 +186,18 @@ fn first_sent(
         return Ok(None);
     };
     let same = |s: &str, c: Option<&str>| s == sender && c == Some(cid);
-    let first: Option<MessageRecord> = decode_opt(t.messages.get((mesh_id, id.as_str()))?)?;
-    if let Some(first) = first {
-        return Ok(
-            same(&first.sender_member_id, first.client_message_id.as_deref()).then_some(first),
-        );
+    if let Some(row) = t.queued.get((mesh_id, id.as_str()))? {
+        // A row that cannot be read is no first send: it must not fail every batch a
+        // resend of its client id lands in.
+        return Ok(match read_queued(row.value()) {
+            Ok((_, first)) => {
+                same(&first.sender_member_id, first.client_message_id.as_deref()).then_some(first)
+            }
+            Err(e) => {
+                tracing::warn!("message {mesh_id}/{id} cannot be read: {e}");
+                None
+            }
+        });
     }
     let done: Option<DeliveredRecord> = decode_opt(t.delivered.get((mesh_id, id.as_str()))?)?;
     Ok(done
@@ -250,17 +232,8 @@ fn forget_client_id(
     Ok(())
 }
 
-/// The tables [`retire`] changes: messages, deliveries, delivered, expiry, waiting.
-type RetireTables<'a, 't> = (
-    &'a mut Table<'t, MessageKey<'static>, &'static [u8]>,
-    &'a mut Table<'t, (&'static str, &'static str), &'static [u8]>,
-    &'a mut Table<'t, MessageKey<'static>, &'static [u8]>,
-    &'a mut Table<'t, (u64, &'static str, &'static str), ()>,
-    &'a mut Table<'t, MessageKey<'static>, u32>,
-);
-
 /// A recipient key without its mesh (`m/<member>`, `s/<session>`), as a delivered record
-/// keeps it.
+/// and an `ACKS` row keep it.
 fn short_key(key: &str) -> String {
     match key.splitn(3, '/').collect::<Vec<_>>()[..] {
         [kind, _mesh, rest] => format!("{kind}/{rest}"),
@@ -276,55 +249,34 @@ fn full_key(short: &str, mesh_id: &str) -> String {
     }
 }
 
-/// When `key`'s acknowledgement of `message` is the last one missing, replaces the message's
-/// record and delivery rows with a [`DeliveredRecord`] and returns true (the body is gone);
-/// otherwise changes nothing. The caller has taken `key`'s delivery row out already.
+/// Every recipient of `message` has acknowledged it, `key` last (at `now_ms`): replaces its
+/// `QUEUED` row and `ACKS` rows with a [`DeliveredRecord`] (the body is gone).
 fn retire(
-    (messages, deliveries, delivered, expiry, waiting): RetireTables,
+    t: &mut QueueTables,
     message: MessageKey,
     key: &str,
     now_ms: i64,
-) -> Result<bool, StoreError> {
-    // A message for several recipients counts down without being read.
-    let left = waiting.get(message)?.map(|v| v.value());
-    if let Some(n) = left {
-        if n > 1 {
-            waiting.insert(message, n - 1)?;
-            return Ok(false);
-        }
-        waiting.remove(message)?;
-    }
-    // Taken out at once (one walk down the tree, not a read and a removal): put back in the
-    // rare case that another recipient has not acknowledged it (a store from before WAITING).
-    let Some(r) = decode_opt::<MessageRecord>(messages.remove(message)?)? else {
-        return Ok(false);
+) -> Result<(), StoreError> {
+    let Some(row) = t.queued.remove(message)? else {
+        return Ok(());
     };
+    let (_, r) = read_head(row.value())?;
+    drop(row);
     let mut recipients = Vec::with_capacity(r.recipients.len());
     for (k, name) in &r.recipients {
+        let short = short_key(k);
         let at = if k == key {
             now_ms
         } else {
-            let d: Option<Delivery> = decode_opt(deliveries.get((k.as_str(), r.id.as_str()))?)?;
-            match d.and_then(|d| d.delivered_at_ms) {
-                Some(at) => at,
-                None => {
-                    messages.insert(message, encode(&r).as_slice())?;
-                    return Ok(false);
-                }
-            }
+            // (The index said every other recipient had acknowledged it.)
+            let acked = t.acks.remove((message.0, message.1, short.as_str()))?;
+            acked.map_or(now_ms, |v| v.value())
         };
-        recipients.push((k.clone(), name.clone(), at));
-    }
-    // (The acknowledging recipient's row is out already.)
-    for (k, _) in r.recipients.iter().filter(|(k, _)| k != key) {
-        deliveries.remove((k.as_str(), r.id.as_str()))?;
+        recipients.push((short, name.clone(), at));
     }
     // The delivered record is swept by its own table (ids sort by time), not the index.
-    expiry.remove((expiry_at(r.expires_at_ms), message.0, message.1))?;
-    let recipients = recipients
-        .into_iter()
-        .map(|(k, name, at)| (short_key(&k), name, at))
-        .collect();
+    t.expiry
+        .remove((expiry_at(r.expires_at_ms), message.0, message.1))?;
     let kept = DeliveredRecord {
         sender_member_id: r.sender_member_id,
         target_spec: r.target_spec,
@@ -332,8 +284,16 @@ fn retire(
         recipients,
         keep_until_ms: r.expires_at_ms,
     };
-    delivered.insert(message, encode_delivered(&kept).as_slice())?;
-    Ok(true)
+    t.delivered
+        .insert(message, encode_delivered(&kept).as_slice())?;
+    Ok(())
+}
+
+/// A record's recipients with each key once (the first name it came with): a message is
+/// queued once per key.
+fn distinct_recipients(record: &mut MessageRecord) {
+    let mut seen = std::collections::HashSet::with_capacity(record.recipients.len());
+    record.recipients.retain(|(k, _)| seen.insert(k.clone()));
 }
 
 impl Store {
@@ -351,10 +311,11 @@ impl Store {
     /// holds `max_queued` entries.
     pub fn enqueue_within(
         &self,
-        record: MessageRecord,
+        mut record: MessageRecord,
         max_queued: u64,
     ) -> impl Future<Output = Result<Enqueued, StoreError>> + use<> {
         let seq = self.seq.clone();
+        distinct_recipients(&mut record);
         // Encoded and hashed here, on the caller's thread: the writer thread only looks up
         // and inserts.
         let encoded = encode(&record);
@@ -362,12 +323,7 @@ impl Store {
             .client_message_id
             .as_deref()
             .map(|cid| client_key(&record.mesh_id, &record.sender_member_id, cid));
-        let distinct = record
-            .recipients
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect::<std::collections::HashSet<&str>>()
-            .len();
+        let keys: Vec<String> = record.recipients.iter().map(|(k, _)| k.clone()).collect();
         self.submit_queue(move |t| {
             if let (Some(cid), Some(key)) = (record.client_message_id.as_deref(), cid_key)
                 && let Some(first) = first_sent(t, &record, (cid, key))?
@@ -380,10 +336,13 @@ impl Store {
                 });
             }
             // The quota is checked before anything is written: a refusal stores nothing.
-            let mut lens = Vec::with_capacity(record.recipients.len());
-            for (key, name) in &record.recipients {
-                let n = queue_len(&t.counts, &t.queue, key)?;
-                if n >= max_queued {
+            {
+                let index = index::lock(t.index);
+                if let Some((_, name)) = record
+                    .recipients
+                    .iter()
+                    .find(|(key, _)| index.len(key) >= max_queued)
+                {
                     return Ok(Enqueued {
                         full: Some(name.clone()),
                         record,
@@ -391,48 +350,23 @@ impl Store {
                         seqs: Vec::new(),
                     });
                 }
-                lens.push(n);
             }
             if let Some(key) = cid_key {
                 lock(t.pending).insert(key, &record.id);
             }
-            t.messages.insert(
-                (record.mesh_id.as_str(), record.id.as_str()),
-                encoded.as_slice(),
-            )?;
-            t.expiry.insert(
-                (
-                    expiry_at(record.expires_at_ms),
-                    record.mesh_id.as_str(),
-                    record.id.as_str(),
-                ),
-                (),
-            )?;
-            if distinct > 1 {
-                t.waiting.insert(
-                    (record.mesh_id.as_str(), record.id.as_str()),
-                    distinct as u32,
-                )?;
-            }
-            let mut seqs = Vec::with_capacity(record.recipients.len());
-            for ((key, _name), len) in record.recipients.iter().zip(lens) {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                t.queue.insert((key.as_str(), n), record.id.as_str())?;
-                // A message naming one key twice is queued twice; count from the table then.
-                let before = t.counts.get(key.as_str())?.map_or(len, |v| v.value());
-                bump_len(&mut t.counts, key, before, 1)?;
-                let delivery = Delivery {
-                    seq: n,
-                    mesh_id: record.mesh_id.clone(),
-                    delivered_at_ms: None,
-                };
-                t.deliveries.insert(
-                    (key.as_str(), record.id.as_str()),
-                    encode(&delivery).as_slice(),
-                )?;
-                seqs.push((key.clone(), n));
-            }
+            let first = seq.fetch_add(keys.len() as u64, Ordering::Relaxed);
+            let message = (record.mesh_id.as_str(), record.id.as_str());
+            t.queued
+                .insert(message, queued_row(first, &encoded).as_slice())?;
+            t.expiry
+                .insert((expiry_at(record.expires_at_ms), message.0, message.1), ())?;
+            index::lock(t.index).add(message.0, message.1, &keys, first);
             t.next_seq = Some(seq.load(Ordering::Relaxed));
+            let seqs = keys
+                .iter()
+                .enumerate()
+                .map(|(n, k)| (k.clone(), first + n as u64))
+                .collect();
             Ok(Enqueued {
                 record,
                 fresh: true,
@@ -442,10 +376,10 @@ impl Store {
         })
     }
 
-    /// Walks the queues of `keys` merged in sequence order from `from`, one entry at a time
-    /// (nothing more is loaded), handing each unexpired message to `visit` with the index in
-    /// `keys` of the queue it is in and its sequence number. At most `max_rows`
-    /// entries are looked at; the result says where to resume.
+    /// Walks the queues of `keys` merged in sequence order from `from`, one entry at a time,
+    /// handing each unexpired message to `visit` with the index in `keys` of the queue it is
+    /// in and its sequence number. At most `max_rows` entries are looked at; the result says
+    /// where to resume.
     pub fn walk_queue(
         &self,
         keys: &[String],
@@ -454,43 +388,18 @@ impl Store {
         max_rows: usize,
         mut visit: impl FnMut(usize, u64, MessageRecord) -> Visit,
     ) -> Result<Walked, StoreError> {
-        let rt = self.read()?;
-        let queue = rt.open_table(QUEUE)?;
-        let messages = rt.open_table(MESSAGES)?;
-        let mut ranges = Vec::with_capacity(keys.len());
-        for key in keys {
-            let mesh_id = key.split('/').nth(1).unwrap_or_default();
-            let range = queue.range((key.as_str(), from)..=(key.as_str(), u64::MAX))?;
-            ranges.push((mesh_id, range.peekable()));
-        }
+        // The entries and the snapshot are taken under the index's lock: every entry copied
+        // was committed before the snapshot began (see `index`).
+        let ((entries, end), rt) = {
+            let index = index::lock(&self.shared.queue_index);
+            (index.seen(keys, from, max_rows), self.read()?)
+        };
+        let queued = rt.open_table(QUEUED)?;
         let mut next = from;
-        let mut looked = 0;
-        loop {
-            // The head with the smallest sequence number among the queues.
-            let mut best: Option<(usize, u64, String)> = None;
-            for (i, (_, range)) in ranges.iter_mut().enumerate() {
-                let head = match range.peek() {
-                    None => continue,
-                    Some(Ok((k, v))) => (k.value().1, v.value().to_string()),
-                    Some(Err(_)) => match range.next() {
-                        Some(Err(e)) => return Err(e.into()),
-                        _ => continue,
-                    },
-                };
-                if best.as_ref().is_none_or(|(_, s, _)| head.0 < *s) {
-                    best = Some((i, head.0, head.1));
-                }
-            }
-            let Some((i, seq, id)) = best else {
-                return Ok(Walked { next, end: true });
-            };
-            if looked >= max_rows {
-                return Ok(Walked { next, end: false });
-            }
-            looked += 1;
-            let record: Option<MessageRecord> =
-                decode_opt(messages.get((ranges[i].0, id.as_str()))?)?;
-            if let Some(record) = record.filter(|r| r.expires_at_ms > now_ms)
+        for (i, seq, id) in entries {
+            let row = queued.get((mesh_of(&keys[i]), &*id))?;
+            let record = row.map(|v| read_queued(v.value())).transpose()?;
+            if let Some((_, record)) = record.filter(|(_, r)| r.expires_at_ms > now_ms)
                 && visit(i, seq, record) == Visit::Stop
             {
                 return Ok(Walked {
@@ -498,12 +407,12 @@ impl Store {
                     end: false,
                 });
             }
-            ranges[i].1.next();
             next = seq + 1;
         }
+        Ok(Walked { next, end })
     }
 
-    /// Marks (recipient key, message id) pairs delivered and removes them from their queues;
+    /// Marks (recipient key, message id) pairs delivered and takes them out of their queues;
     /// a message whose every recipient has now acknowledged it keeps only a
     /// [`DeliveredRecord`]. Returns how many were still waiting.
     pub fn mark_delivered(
@@ -514,34 +423,18 @@ impl Store {
         self.submit_queue(move |t| {
             let mut n = 0;
             for (key, id) in pairs {
-                // Taken out, as retiring the message would do: put back changed, or as it was.
-                let found: Option<Delivery> =
-                    decode_opt(t.deliveries.remove((key.as_str(), id.as_str()))?)?;
-                let Some(mut d) = found else { continue };
-                if d.delivered_at_ms.is_some() {
-                    t.deliveries
-                        .insert((key.as_str(), id.as_str()), encode(&d).as_slice())?;
+                let Some(taken) = index::lock(t.index).take(&key, &id) else {
                     continue;
-                }
-                let before = queue_len(&t.counts, &t.queue, &key)?;
-                if t.queue.remove((key.as_str(), d.seq))?.is_some() {
-                    bump_len(&mut t.counts, &key, before, -1)?;
-                }
+                };
                 n += 1;
-                let message = (d.mesh_id.as_str(), id.as_str());
-                let tables = (
-                    &mut t.messages,
-                    &mut t.deliveries,
-                    &mut t.delivered,
-                    &mut t.expiry,
-                    &mut t.waiting,
-                );
-                if retire(tables, message, &key, now_ms)? {
-                    continue;
+                let message = (mesh_of(&key), id.as_str());
+                if taken.last.is_some() {
+                    retire(t, message, &key, now_ms)?;
+                } else {
+                    let short = short_key(&key);
+                    t.acks
+                        .insert((message.0, message.1, short.as_str()), now_ms)?;
                 }
-                d.delivered_at_ms = Some(now_ms);
-                t.deliveries
-                    .insert((key.as_str(), id.as_str()), encode(&d).as_slice())?;
             }
             Ok(n)
         })
@@ -551,15 +444,16 @@ impl Store {
     /// delivered to everyone.
     pub fn find_message(&self, mesh_id: &str, id: &str) -> Result<PrefixLookup, StoreError> {
         let rt = self.read()?;
-        let messages = rt.open_table(MESSAGES)?;
+        let queued = rt.open_table(QUEUED)?;
         let delivered = rt.open_table(DELIVERED)?;
-        let deliveries = rt.open_table(DELIVERIES)?;
-        let waiting = |r: MessageRecord| -> Result<Tracked, StoreError> {
+        let acks = rt.open_table(ACKS)?;
+        let waiting = |row: &[u8]| -> Result<Tracked, StoreError> {
+            let (_, r) = read_queued(row)?;
             let mut recipients = Vec::with_capacity(r.recipients.len());
             for (key, name) in r.recipients {
-                let d: Option<Delivery> =
-                    decode_opt(deliveries.get((key.as_str(), r.id.as_str()))?)?;
-                recipients.push((key, name, d.and_then(|d| d.delivered_at_ms)));
+                let short = short_key(&key);
+                let at = acks.get((mesh_id, r.id.as_str(), short.as_str()))?;
+                recipients.push((key, name, at.map(|v| v.value())));
             }
             Ok(Tracked {
                 id: r.id,
@@ -576,20 +470,20 @@ impl Store {
                 .map(|(key, name, at)| (full_key(&key, mesh_id), name, Some(at)))
                 .collect(),
         };
-        if let Some(r) = decode_opt::<MessageRecord>(messages.get((mesh_id, id))?)? {
-            return Ok(PrefixLookup::Found(Box::new(waiting(r)?)));
+        if let Some(row) = queued.get((mesh_id, id))? {
+            return Ok(PrefixLookup::Found(Box::new(waiting(row.value())?)));
         }
         if let Some(r) = decode_opt::<DeliveredRecord>(delivered.get((mesh_id, id))?)? {
             return Ok(PrefixLookup::Found(Box::new(done(id, r))));
         }
         let mut found = Vec::new();
-        for row in messages.range((mesh_id, id)..)?.take(2) {
+        for row in queued.range((mesh_id, id)..)?.take(2) {
             let (k, v) = row?;
             let (m, mid) = k.value();
             if m != mesh_id || !mid.starts_with(id) {
                 break;
             }
-            found.push(waiting(decode::<MessageRecord>(v.value())?)?);
+            found.push(waiting(v.value())?);
         }
         for row in delivered.range((mesh_id, id)..)?.take(2) {
             let (k, v) = row?;
@@ -606,8 +500,8 @@ impl Store {
         })
     }
 
-    /// Drops messages whose retention has passed: their queue entries, delivery rows and
-    /// records, a page at a time. Candidates come from the expiry index (only expired
+    /// Drops messages whose retention has passed: their rows and queue entries, a page at a
+    /// time. Candidates come from the expiry index (only expired
     /// messages are read), found on a blocking thread, never on the async runtime. Returns
     /// how many queued (never delivered) entries were dropped.
     pub async fn sweep_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
@@ -730,35 +624,35 @@ impl Store {
     async fn drop_messages(&self, expired: Vec<(u64, String, String)>) -> Result<u64, StoreError> {
         let shared = self.shared.clone();
         self.write(move |tx| {
-            let mut messages = tx.open_table(MESSAGES)?;
-            let mut queue = tx.open_table(QUEUE)?;
-            let mut counts = tx.open_table(QUEUE_COUNTS)?;
-            let mut deliveries = tx.open_table(DELIVERIES)?;
+            let mut queued = tx.open_table(QUEUED)?;
+            let mut acks = tx.open_table(ACKS)?;
             let mut expiry = tx.open_table(EXPIRY)?;
-            let mut waiting = tx.open_table(WAITING)?;
             let mut dropped = 0;
             for (at, mesh_id, id) in expired {
                 expiry.remove((at, mesh_id.as_str(), id.as_str()))?;
-                let r: Option<MessageRecord> =
-                    decode_opt(messages.remove((mesh_id.as_str(), id.as_str()))?)?;
-                let Some(r) = r else { continue };
-                waiting.remove((mesh_id.as_str(), id.as_str()))?;
-                for (key, _) in &r.recipients {
-                    let d: Option<Delivery> =
-                        decode_opt(deliveries.remove((key.as_str(), r.id.as_str()))?)?;
-                    if let Some(d) = d
-                        && d.delivered_at_ms.is_none()
-                    {
-                        let before = queue_len(&counts, &queue, key)?;
-                        if queue.remove((key.as_str(), d.seq))?.is_some() {
-                            bump_len(&mut counts, key, before, -1)?;
-                        }
-                        dropped += 1;
+                let Some(row) = queued.remove((mesh_id.as_str(), id.as_str()))? else {
+                    continue;
+                };
+                let read = read_head(row.value());
+                drop(row);
+                dropped += index::lock(&shared.queue_index).forget(&mesh_id, &id);
+                let (m, i) = (mesh_id.as_str(), id.as_str());
+                // An unreadable row goes too (else it would fail every sweep): its ACKS rows
+                // with it; its client id, if any, is not known.
+                let r = match read {
+                    Ok((_, r)) => r,
+                    Err(e) => {
+                        tracing::warn!("expired message {m}/{i} cannot be read ({e}); dropped");
+                        acks.retain_in((m, i, "")..=(m, i, "\u{10FFFF}"), |_, _| false)?;
+                        continue;
                     }
+                };
+                if r.recipients.len() > 1 {
+                    acks.retain_in((m, i, "")..=(m, i, "\u{10FFFF}"), |_, _| false)?;
                 }
                 if let Some(cid) = r.client_message_id.as_deref() {
-                    let cid = (r.mesh_id.as_str(), r.sender_member_id.as_str(), cid);
-                    forget_client_id(tx, &shared.client_keys, cid, &r.id)?;
+                    let cid = (m, r.sender_member_id.as_str(), cid);
+                    forget_client_id(tx, &shared.client_keys, cid, i)?;
                 }
             }
             Ok(dropped)
@@ -794,6 +688,8 @@ impl Store {
 }
 
 pub(in crate::store) mod client_keys;
+pub(in crate::store) mod index;
+pub(in crate::store) mod migrate;
 #[cfg(test)]
 mod tests;
 

@@ -62,10 +62,8 @@ fn walk_at(
     (seen, walked)
 }
 
-fn count_row(store: &Store, k: &str) -> Option<u64> {
-    let rt = store.read().unwrap();
-    let counts = rt.open_table(QUEUE_COUNTS).unwrap();
-    counts.get(k).unwrap().map(|v| v.value())
+fn count_row(store: &Store, k: &str) -> u64 {
+    index::lock(&store.shared.queue_index).len(k)
 }
 
 /// A member's and its session's queues are read as one, in the order messages were
@@ -104,8 +102,7 @@ async fn two_queues_are_walked_in_sequence_order_a_window_at_a_time() {
     assert!(walked.end);
 }
 
-/// A queue holds at most `max_queued` entries, counted as they are added and delivered
-/// (or from the queue itself when no count is kept); an emptied queue keeps no count row.
+/// A queue holds at most `max_queued` entries, counted as they are added and delivered.
 #[tokio::test]
 async fn a_full_queue_refuses_until_an_entry_is_delivered() {
     let (_dir, store) = test_store();
@@ -113,7 +110,7 @@ async fn a_full_queue_refuses_until_an_entry_is_delivered() {
         let e = store.enqueue_within(message(id, &["b"]), 3).await.unwrap();
         assert!(e.fresh && e.full.is_none(), "{id} was refused");
     }
-    assert_eq!(count_row(&store, &key("b")), Some(3));
+    assert_eq!(count_row(&store, &key("b")), 3);
     let refused = store
         .enqueue_within(message("m4", &["b"]), 3)
         .await
@@ -121,42 +118,24 @@ async fn a_full_queue_refuses_until_an_entry_is_delivered() {
     assert_eq!(refused.full.as_deref(), Some("b"));
     assert!(!refused.fresh && refused.seqs.is_empty());
 
-    // Without its count row (a store from before counts were kept) the queue is counted.
-    store
-        .write(|tx| {
-            tx.open_table(QUEUE_COUNTS)?.remove(key("b").as_str())?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-    let refused = store
-        .enqueue_within(message("m4", &["b"]), 3)
-        .await
-        .unwrap();
-    assert_eq!(refused.full.as_deref(), Some("b"), "counted from the queue");
-
     let n = store
         .mark_delivered(vec![(key("b"), "m1".into())], 5)
         .await
         .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(count_row(&store, &key("b")), Some(2));
+    assert_eq!(count_row(&store, &key("b")), 2);
     let e = store
         .enqueue_within(message("m4", &["b"]), 3)
         .await
         .unwrap();
     assert!(e.full.is_none(), "room again after a delivery");
-    assert_eq!(count_row(&store, &key("b")), Some(3));
+    assert_eq!(count_row(&store, &key("b")), 3);
 
     let pairs = ["m2", "m3", "m4"]
         .map(|id| (key("b"), id.to_string()))
         .to_vec();
     assert_eq!(store.mark_delivered(pairs, 6).await.unwrap(), 3);
-    assert_eq!(
-        count_row(&store, &key("b")),
-        None,
-        "no row kept for an empty queue"
-    );
+    assert_eq!(count_row(&store, &key("b")), 0);
     let (left, _) = walk(&store, &[key("b")], 0, 100);
     assert!(left.is_empty(), "{left:?}");
 }
@@ -164,7 +143,7 @@ async fn a_full_queue_refuses_until_an_entry_is_delivered() {
 fn rows(store: &Store, mesh_id: &str, id: &str) -> (bool, bool) {
     let rt = store.read().unwrap();
     let waiting = rt
-        .open_table(MESSAGES)
+        .open_table(QUEUED)
         .unwrap()
         .get((mesh_id, id))
         .unwrap()
@@ -178,52 +157,24 @@ fn rows(store: &Store, mesh_id: &str, id: &str) -> (bool, bool) {
     (waiting, done)
 }
 
+/// The `ACKS` rows of message `id`: (recipient without the mesh, acknowledged at).
+fn ack_rows(store: &Store, id: &str) -> Vec<(String, i64)> {
+    let rt = store.read().unwrap();
+    let acks = rt.open_table(ACKS).unwrap();
+    acks.range((MESH, id, "")..=(MESH, id, "\u{10FFFF}"))
+        .unwrap()
+        .map(|row| {
+            let (k, v) = row.unwrap();
+            (k.value().2.to_string(), v.value())
+        })
+        .collect()
+}
+
 fn tracked(store: &Store, id: &str) -> Tracked {
     match store.find_message(MESH, id).unwrap() {
         PrefixLookup::Found(t) => *t,
         other => panic!("{id}: {other:?}"),
     }
-}
-
-/// A store from before `WAITING` counts nothing down: the first of two acknowledgements
-/// leaves the message whole (body and all) for the other recipient.
-#[tokio::test]
-async fn without_a_waiting_count_one_acknowledgement_of_two_keeps_the_message() {
-    let (_dir, store) = test_store();
-    let m = message("msg-old", &["b", "c"]);
-    store.enqueue(m.clone()).await.unwrap();
-    store
-        .submit(|tx| {
-            tx.open_table(WAITING)?.remove((MESH, "msg-old"))?;
-            Ok(())
-        })
-        .await
-        .unwrap();
-    store
-        .mark_delivered(vec![(key("b"), m.id.clone())], 5)
-        .await
-        .unwrap();
-    assert_eq!(
-        rows(&store, MESH, &m.id),
-        (true, false),
-        "c has not acknowledged"
-    );
-    let rt = store.read().unwrap();
-    let kept: MessageRecord = decode_opt(
-        rt.open_table(MESSAGES)
-            .unwrap()
-            .get((MESH, "msg-old"))
-            .unwrap(),
-    )
-    .unwrap()
-    .expect("still stored");
-    assert_eq!(kept.ciphertext, m.ciphertext);
-    drop(rt);
-    store
-        .mark_delivered(vec![(key("c"), m.id.clone())], 6)
-        .await
-        .unwrap();
-    assert_eq!(rows(&store, MESH, &m.id), (false, true));
 }
 
 /// Once every recipient acknowledged a message its body is dropped: `message_status` still
@@ -249,18 +200,7 @@ async fn a_message_acknowledged_by_everyone_keeps_only_its_status() {
         (true, false),
         "c has not acknowledged"
     );
-    let rt = store.read().unwrap();
-    let left = rt
-        .open_table(WAITING)
-        .unwrap()
-        .get((MESH, m.id.as_str()))
-        .unwrap();
-    assert_eq!(
-        left.map(|v| v.value()),
-        Some(1),
-        "one recipient left, counted"
-    );
-    drop(rt);
+    assert_eq!(ack_rows(&store, &m.id), [("m/b".to_string(), 5)]);
     let t = tracked(&store, &m.id);
     assert_eq!(t.recipients[0].2, Some(5));
     assert_eq!(t.recipients[1].2, None);
@@ -274,13 +214,11 @@ async fn a_message_acknowledged_by_everyone_keeps_only_its_status() {
         (false, true),
         "the body is dropped"
     );
-    let rt = store.read().unwrap();
-    let deliveries = rt.open_table(DELIVERIES).unwrap();
-    for who in ["b", "c"] {
-        let row = deliveries.get((key(who).as_str(), m.id.as_str())).unwrap();
-        assert!(row.is_none(), "{who}'s delivery row is left behind");
-    }
-    drop((deliveries, rt));
+    assert_eq!(
+        ack_rows(&store, &m.id),
+        [],
+        "acknowledgement rows left behind"
+    );
     let t = tracked(&store, "msg-abcd");
     assert_eq!(t.id, m.id);
     assert_eq!(
@@ -546,11 +484,7 @@ async fn expired_messages_free_their_places_in_a_full_queue() {
         assert!(e.fresh && e.full.is_none(), "{id} was refused");
     }
     assert_eq!(store.sweep_expired(100).await.unwrap(), 3);
-    assert_eq!(
-        count_row(&store, &key("b")).unwrap_or(0),
-        0,
-        "nothing counted"
-    );
+    assert_eq!(count_row(&store, &key("b")), 0, "nothing counted");
     for id in ["new1", "new2", "new3"] {
         let e = store.enqueue_within(message(id, &["b"]), 3).await.unwrap();
         assert!(
@@ -615,6 +549,9 @@ async fn queue_order_survives_a_restart() {
 
 /// Resends recognised by client message id: the index written behind (`client_keys`).
 mod client_ids;
+
+/// The queues kept in memory.
+mod queues;
 
 /// A schema 3 store kept as a file, for the migrations after it.
 mod v3_store;

@@ -70,8 +70,8 @@ async fn a_row_that_cannot_be_read_does_not_stop_the_rebuild() {
         assert!(stored_client_keys(&store) < N as u64, "nothing waited");
         store
             .submit(|tx| {
-                let mut messages = tx.open_table(MESSAGES)?;
-                messages.insert((MESH, "a-0050x"), b"not a record".as_slice())?;
+                let mut queued = tx.open_table(QUEUED)?;
+                queued.insert((MESH, "a-0050x"), b"not a record".as_slice())?;
                 Ok(())
             })
             .await
@@ -158,7 +158,7 @@ async fn assert_resends_find_the_originals(store: &Store, n: usize, when: &str) 
 }
 
 /// Holds the writer with a job until the returned sender is used; returns once it runs.
-async fn hold_writer(
+pub(super) async fn hold_writer(
     store: &Store,
 ) -> (
     std::sync::mpsc::Sender<()>,
@@ -176,7 +176,7 @@ async fn hold_writer(
 }
 
 /// Waits until `n` jobs are queued or being written.
-async fn wait_queued(store: &Store, n: usize) {
+pub(super) async fn wait_queued(store: &Store, n: usize) {
     while store
         .shared
         .queued
