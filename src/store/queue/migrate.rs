@@ -21,8 +21,9 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::super::records::v3::{DELIVERIES, MESSAGES, QUEUE, QUEUE_COUNTS, WAITING};
 use super::super::records::{ACKS, DELIVERED, EXPIRY, QUEUED};
-use super::super::{DeliveredRecord, Delivery, MessageRecord, StoreError, decode, encode};
-use super::{distinct_recipients, encode_delivered, expiry_at, index::queued_row, short_key};
+use super::super::{Delivery, MessageRecord, StoreError, decode, encode};
+use super::index::{QueuedHead, queued_row};
+use super::{distinct_recipients, keep_delivered, short_key};
 
 /// Rows of schema 3's `MESSAGES` that could not be read, as they were.
 const UNREADABLE: TableDefinition<(&str, &str), &[u8]> =
@@ -120,15 +121,15 @@ pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
                         (short_key(k), name.clone(), at)
                     })
                     .collect();
-                expiry.remove((expiry_at(r.expires_at_ms), mesh_id, id))?;
-                let kept = DeliveredRecord {
+                let head = QueuedHead {
                     sender_member_id: r.sender_member_id,
                     target_spec: r.target_spec,
                     client_message_id: r.client_message_id,
-                    recipients,
-                    keep_until_ms: r.expires_at_ms,
+                    expires_at_ms: r.expires_at_ms,
+                    recipients: Vec::new(),
                 };
-                delivered.insert((mesh_id, id), encode_delivered(&kept).as_slice())?;
+                let tables = (&mut expiry, &mut delivered);
+                keep_delivered(tables, (mesh_id, id), head, recipients)?;
                 c.retired += 1;
                 continue;
             }

@@ -92,7 +92,7 @@ pub(in crate::store) struct QueueTables<'t> {
     queued: Table<'t, MessageKey<'static>, &'static [u8]>,
     acks: Table<'t, (&'static str, &'static str, &'static str), i64>,
     delivered: Table<'t, MessageKey<'static>, &'static [u8]>,
-    expiry: Table<'t, (u64, &'static str, &'static str), ()>,
+    expiry: ExpiryTable<'t>,
     client_keys: Table<'t, [u8; 16], &'static str>,
     /// New client-message-id entries wait here (see [`client_keys`]).
     pending: &'t Mutex<PendingKeys>,
@@ -154,6 +154,9 @@ pub struct Tracked {
 
 /// A stored message id in the form the tables hold: `(mesh_id, message_id)`.
 type MessageKey<'k> = (&'k str, &'k str);
+
+/// `EXPIRY`, open for writing.
+type ExpiryTable<'t> = Table<'t, (u64, &'static str, &'static str), ()>;
 
 /// Encodes a [`DeliveredRecord`] by position (no field names): it is kept per message.
 fn encode_delivered(r: &DeliveredRecord) -> Vec<u8> {
@@ -274,9 +277,22 @@ fn retire(
         };
         recipients.push((short, name.clone(), at));
     }
-    // The delivered record is swept by its own table (ids sort by time), not the index.
-    t.expiry
-        .remove((expiry_at(r.expires_at_ms), message.0, message.1))?;
+    keep_delivered((&mut t.expiry, &mut t.delivered), message, r, recipients)
+}
+
+/// Replaces what is stored of `message` (its record `r` gone already) with a
+/// [`DeliveredRecord`] of `recipients` (short key, name, acknowledged at): its expiry row goes
+/// (the delivered record is swept by its own table, whose ids sort by time).
+fn keep_delivered(
+    (expiry, delivered): (
+        &mut ExpiryTable,
+        &mut Table<MessageKey<'static>, &'static [u8]>,
+    ),
+    message: MessageKey,
+    r: index::QueuedHead,
+    recipients: Vec<(String, String, i64)>,
+) -> Result<(), StoreError> {
+    expiry.remove((expiry_at(r.expires_at_ms), message.0, message.1))?;
     let kept = DeliveredRecord {
         sender_member_id: r.sender_member_id,
         target_spec: r.target_spec,
@@ -284,8 +300,7 @@ fn retire(
         recipients,
         keep_until_ms: r.expires_at_ms,
     };
-    t.delivered
-        .insert(message, encode_delivered(&kept).as_slice())?;
+    delivered.insert(message, encode_delivered(&kept).as_slice())?;
     Ok(())
 }
 

@@ -62,6 +62,25 @@ fn walk_at(
     (seen, walked)
 }
 
+/// The ids a walk of `keys` from the start visits.
+fn ids(store: &Store, keys: &[String]) -> Vec<String> {
+    walk(store, keys, 0, 100_000)
+        .0
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// A xorshift generator from `seed`: `rand(n)` is below `n`; the same seed, the same rounds.
+fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 fn count_row(store: &Store, k: &str) -> u64 {
     index::lock(&store.shared.queue_index).len(k)
 }

@@ -198,13 +198,7 @@ async fn random_sends_resends_sweeps_failures_and_crashes_never_lose_or_invent_a
     let mut stored: HashMap<usize, String> = HashMap::new();
     let mut next_cid = 0usize;
     let mut seq = 0usize;
-    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut rand = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rand = xorshift(0x9E37_79B9_7F4A_7C15);
     let mut sweeps = Vec::new();
     for round in 0..60 {
         let (release, holder) = hold_writer(&store).await;

@@ -7,14 +7,6 @@ use std::collections::HashMap;
 use super::client_ids::{hold_writer, wait_queued};
 use super::*;
 
-fn ids(store: &Store, keys: &[String]) -> Vec<String> {
-    walk(store, keys, 0, 100_000)
-        .0
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect()
-}
-
 /// Sends applied but not committed yet are not walked (their rows are not in any snapshot),
 /// nor is an acknowledgement seen before its commit; both are once the batch commits.
 #[tokio::test]
@@ -140,13 +132,7 @@ async fn random_rounds_keep_every_queue_as_the_model_says() {
     // recipient → ids waiting, in stored order
     let mut model: HashMap<&str, Vec<String>> = HashMap::new();
     let mut n = 0usize;
-    let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut rand = move |m: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % m
-    };
+    let mut rand = xorshift(0x2545_F491_4F6C_DD1D);
     for round in 0..40 {
         let (release, holder) = hold_writer(&store).await;
         let mut jobs = 0;

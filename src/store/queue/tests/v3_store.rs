@@ -42,14 +42,6 @@ fn open_fixture() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-fn ids(store: &Store, keys: &[String]) -> Vec<String> {
-    walk(store, keys, 0, 10_000)
-        .0
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect()
-}
-
 /// What a store opened from the schema 3 fixture shows: every queue in the order it was
 /// stored, each message's status, resends recognised by client id (also the ids the crash
 /// left unwritten), and acknowledgements finishing what was left.
