@@ -28,11 +28,9 @@ async fn a_walk_sees_only_what_has_committed() {
     first.send(()).unwrap();
     holder.await.unwrap();
     started.recv().unwrap();
-    assert_eq!(
-        ids(&store, &[key("b")]),
-        ["m1"],
-        "the batch is not committed"
-    );
+    let (seen, walked) = walk(&store, &[key("b")], 0, 100);
+    let seen: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(seen, ["m1"], "the batch is not committed");
     assert!(ids(&store, &[key("c")]).is_empty());
     release.send(()).unwrap();
     blocker.await.unwrap();
@@ -40,6 +38,11 @@ async fn a_walk_sees_only_what_has_committed() {
     assert_eq!(ack.await.unwrap(), 1);
     assert_eq!(ids(&store, &[key("b")]), ["m2"]);
     assert_eq!(ids(&store, &[key("c")]), ["m2"]);
+    // A walk resumed where the one during the batch stopped reaches m2: that walk did not
+    // step over the place m2 was about to take.
+    let (resumed, _) = walk(&store, &[key("b")], walked.next, 100);
+    let resumed: Vec<&str> = resumed.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(resumed, ["m2"]);
 }
 
 /// The quota counts what the same batch queued before: sends waiting together for the
