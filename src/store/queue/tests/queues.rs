@@ -101,6 +101,24 @@ async fn a_failed_batch_leaves_the_queues_as_they_were() {
     assert_eq!(rows(&store, MESH, "m1"), (false, true));
 }
 
+/// An acknowledgement repeated within one batch (two connections of one member, or one list
+/// naming a message twice) counts once: the message still waits for its other recipient.
+#[tokio::test]
+async fn a_repeated_acknowledgement_in_one_batch_counts_once() {
+    let (_dir, store) = test_store();
+    store.enqueue(message("m1", &["b", "c"])).await.unwrap();
+    store.enqueue(message("m2", &["b"])).await.unwrap();
+    let twice = vec![(key("b"), "m1".to_string()), (key("b"), "m1".to_string())];
+    assert_eq!(store.mark_delivered(twice, 5).await.unwrap(), 1);
+    assert_eq!(
+        rows(&store, MESH, "m1"),
+        (true, false),
+        "c has not acknowledged"
+    );
+    assert_eq!(ids(&store, &[key("c")]), ["m1"]);
+    assert_eq!(ids(&store, &[key("b")]), ["m2"]);
+}
+
 /// A stored row that cannot be read does not stop the retention sweep: it goes when its
 /// retention ends, and so does every other expired message.
 #[tokio::test]
