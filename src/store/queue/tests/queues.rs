@@ -101,6 +101,45 @@ async fn a_failed_batch_leaves_the_queues_as_they_were() {
     assert_eq!(rows(&store, MESH, "m1"), (false, true));
 }
 
+/// The batch after a failed one rebuilds the queues and goes on marking what it adds as its
+/// own: a walk while it is in flight does not step over the place of a send it holds.
+#[tokio::test]
+async fn after_a_rebuild_a_walk_still_sees_only_what_has_committed() {
+    let (_dir, store) = test_store();
+    store.enqueue(message("m1", &["b"])).await.unwrap();
+    // A batch that fails once the next jobs are queued behind it.
+    let (fail_now, failing_held) = std::sync::mpsc::channel::<()>();
+    let (failing_started, failing_running) = std::sync::mpsc::channel::<()>();
+    let failing = store.submit(move |_| {
+        let _ = failing_started.send(());
+        let _ = failing_held.recv();
+        Err::<(), _>(StoreError::Db("boom".into()))
+    });
+    failing_running.recv().unwrap();
+    // The next batch (which rebuilds first) applies m2, then blocks before its commit.
+    let send = store.enqueue(message("m2", &["b"]));
+    let (stop, started) = std::sync::mpsc::channel::<()>();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = store.submit(move |_| {
+        let _ = stop.send(());
+        let _ = held.recv();
+        Ok(())
+    });
+    wait_queued(&store, 3).await;
+    fail_now.send(()).unwrap();
+    assert!(failing.await.is_err());
+    started.recv().unwrap();
+    let (seen, walked) = walk(&store, &[key("b")], 0, 100);
+    let seen: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(seen, ["m1"]);
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    send.await.unwrap();
+    let (resumed, _) = walk(&store, &[key("b")], walked.next, 100);
+    let resumed: Vec<&str> = resumed.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(resumed, ["m2"]);
+}
+
 /// An acknowledgement repeated within one batch (two connections of one member, or one list
 /// naming a message twice) counts once: the message still waits for its other recipient.
 #[tokio::test]
