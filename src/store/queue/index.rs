@@ -62,9 +62,8 @@ struct Waiting {
 
 /// What taking a recipient's entry out found.
 pub(in crate::store) struct Taken {
-    /// The entry was the message's last: every recipient has acknowledged it. Its
-    /// recipients' keys, in the record's order.
-    pub(in crate::store) last: Option<Vec<Arc<str>>>,
+    /// The entry was the message's last: every recipient has acknowledged it.
+    pub(in crate::store) last: bool,
 }
 
 /// One entry a walk may look at: the index of its key in the walk's keys, its sequence
@@ -190,27 +189,27 @@ impl QueueIndex {
         self.taken.push((k, seq));
         waiting.left -= 1;
         if waiting.left > 0 {
-            return Some(Taken { last: None });
+            return Some(Taken { last: false });
         }
-        let meshes = &mut self.messages;
-        let done = meshes.get_mut(mesh_id).and_then(|m| m.remove(id));
-        if meshes.get(mesh_id).is_some_and(HashMap::is_empty) {
-            meshes.remove(mesh_id);
+        self.done_waiting(mesh_id, id);
+        Some(Taken { last: true })
+    }
+
+    /// Forgets waiting message `id` of `mesh_id` (and the mesh's map once it is empty).
+    fn done_waiting(&mut self, mesh_id: &str, id: &str) -> Option<Waiting> {
+        let waiting = self.messages.get_mut(mesh_id)?.remove(id);
+        if self.messages.get(mesh_id).is_some_and(HashMap::is_empty) {
+            self.messages.remove(mesh_id);
         }
-        Some(Taken {
-            last: done.map(|w| w.keys),
-        })
+        waiting
     }
 
     /// Takes every entry of message `id` out (its retention ended). Returns how many there
     /// were.
     pub(in crate::store) fn forget(&mut self, mesh_id: &str, id: &str) -> u64 {
-        let Some(waiting) = self.messages.get_mut(mesh_id).and_then(|m| m.remove(id)) else {
+        let Some(waiting) = self.done_waiting(mesh_id, id) else {
             return 0;
         };
-        if self.messages.get(mesh_id).is_some_and(HashMap::is_empty) {
-            self.messages.remove(mesh_id);
-        }
         let mut n = 0;
         for (i, k) in waiting.keys.iter().enumerate() {
             let seq = waiting.seq + i as u64;

@@ -443,7 +443,7 @@ impl Store {
                 };
                 n += 1;
                 let message = (mesh_of(&key), id.as_str());
-                if taken.last.is_some() {
+                if taken.last {
                     retire(t, message, &key, now_ms)?;
                 } else {
                     let short = short_key(&key);
