@@ -64,11 +64,13 @@ fn walk_at(
 
 /// The ids a walk of `keys` from the start visits.
 fn ids(store: &Store, keys: &[String]) -> Vec<String> {
-    walk(store, keys, 0, 100_000)
-        .0
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect()
+    ids_from(store, keys, 0).0
+}
+
+/// The ids a walk of `keys` from `from` visits, and where it ended.
+fn ids_from(store: &Store, keys: &[String], from: u64) -> (Vec<String>, Walked) {
+    let (seen, walked) = walk(store, keys, from, 100_000);
+    (seen.into_iter().map(|(_, id)| id).collect(), walked)
 }
 
 /// A xorshift generator from `seed`: `rand(n)` is below `n`; the same seed, the same rounds.

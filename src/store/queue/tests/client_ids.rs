@@ -164,15 +164,30 @@ pub(super) async fn hold_writer(
     std::sync::mpsc::Sender<()>,
     impl Future<Output = Result<(), StoreError>> + use<>,
 ) {
+    let (started, release, holder) = blocking_job(store, Ok(()));
+    started.recv().unwrap();
+    (release, holder)
+}
+
+/// Submits a job that, once the writer runs it, says so on the first channel and holds the
+/// writer inside its batch until the second is used; it then answers `answer` (an error
+/// fails its batch).
+pub(super) fn blocking_job(
+    store: &Store,
+    answer: Result<(), StoreError>,
+) -> (
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+    impl Future<Output = Result<(), StoreError>> + use<>,
+) {
     let (release, held) = std::sync::mpsc::channel::<()>();
-    let (started, holding) = tokio::sync::oneshot::channel::<()>();
-    let holder = store.submit(move |_| {
+    let (started, running) = std::sync::mpsc::channel::<()>();
+    let job = store.submit(move |_| {
         let _ = started.send(());
         let _ = held.recv();
-        Ok(())
+        answer
     });
-    holding.await.unwrap();
-    (release, holder)
+    (running, release, job)
 }
 
 /// Waits until `n` jobs are queued or being written.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::client_ids::{hold_writer, wait_queued};
+use super::client_ids::{blocking_job, hold_writer, wait_queued};
 use super::*;
 
 /// Sends applied but not committed yet are not walked (their rows are not in any snapshot),
@@ -15,21 +15,14 @@ async fn a_walk_sees_only_what_has_committed() {
     store.enqueue(message("m1", &["b"])).await.unwrap();
     // One batch applies m2 and the acknowledgement of m1, then blocks before its commit.
     let (first, holder) = hold_writer(&store).await;
-    let (stop, started) = std::sync::mpsc::channel::<()>();
-    let (release, held) = std::sync::mpsc::channel::<()>();
     let send = store.enqueue(message("m2", &["b", "c"]));
     let ack = store.mark_delivered(vec![(key("b"), "m1".into())], 5);
-    let blocker = store.submit(move |_| {
-        let _ = stop.send(());
-        let _ = held.recv();
-        Ok(())
-    });
+    let (started, release, blocker) = blocking_job(&store, Ok(()));
     wait_queued(&store, 4).await;
     first.send(()).unwrap();
     holder.await.unwrap();
     started.recv().unwrap();
-    let (seen, walked) = walk(&store, &[key("b")], 0, 100);
-    let seen: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    let (seen, walked) = ids_from(&store, &[key("b")], 0);
     assert_eq!(seen, ["m1"], "the batch is not committed");
     assert!(ids(&store, &[key("c")]).is_empty());
     release.send(()).unwrap();
@@ -40,9 +33,7 @@ async fn a_walk_sees_only_what_has_committed() {
     assert_eq!(ids(&store, &[key("c")]), ["m2"]);
     // A walk resumed where the one during the batch stopped reaches m2: that walk did not
     // step over the place m2 was about to take.
-    let (resumed, _) = walk(&store, &[key("b")], walked.next, 100);
-    let resumed: Vec<&str> = resumed.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(resumed, ["m2"]);
+    assert_eq!(ids_from(&store, &[key("b")], walked.next).0, ["m2"]);
 }
 
 /// The quota counts what the same batch queued before: sends waiting together for the
@@ -108,36 +99,22 @@ async fn after_a_rebuild_a_walk_still_sees_only_what_has_committed() {
     let (_dir, store) = test_store();
     store.enqueue(message("m1", &["b"])).await.unwrap();
     // A batch that fails once the next jobs are queued behind it.
-    let (fail_now, failing_held) = std::sync::mpsc::channel::<()>();
-    let (failing_started, failing_running) = std::sync::mpsc::channel::<()>();
-    let failing = store.submit(move |_| {
-        let _ = failing_started.send(());
-        let _ = failing_held.recv();
-        Err::<(), _>(StoreError::Db("boom".into()))
-    });
+    let boom = Err(StoreError::Db("boom".into()));
+    let (failing_running, fail_now, failing) = blocking_job(&store, boom);
     failing_running.recv().unwrap();
     // The next batch (which rebuilds first) applies m2, then blocks before its commit.
     let send = store.enqueue(message("m2", &["b"]));
-    let (stop, started) = std::sync::mpsc::channel::<()>();
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let blocker = store.submit(move |_| {
-        let _ = stop.send(());
-        let _ = held.recv();
-        Ok(())
-    });
+    let (started, release, blocker) = blocking_job(&store, Ok(()));
     wait_queued(&store, 3).await;
     fail_now.send(()).unwrap();
     assert!(failing.await.is_err());
     started.recv().unwrap();
-    let (seen, walked) = walk(&store, &[key("b")], 0, 100);
-    let seen: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    let (seen, walked) = ids_from(&store, &[key("b")], 0);
     assert_eq!(seen, ["m1"]);
     release.send(()).unwrap();
     blocker.await.unwrap();
     send.await.unwrap();
-    let (resumed, _) = walk(&store, &[key("b")], walked.next, 100);
-    let resumed: Vec<&str> = resumed.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(resumed, ["m2"]);
+    assert_eq!(ids_from(&store, &[key("b")], walked.next).0, ["m2"]);
 }
 
 /// An acknowledgement repeated within one batch (two connections of one member, or one list
