@@ -29,20 +29,21 @@ use super::{distinct_recipients, keep_delivered, short_key};
 const UNREADABLE: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("unreadable_v3_messages");
 
-#[derive(Default)]
-struct Counts {
-    messages: u64,
-    waiting: u64,
-    acked: u64,
-    never_queued: u64,
-    retired: u64,
-    stray: u64,
-    unreadable: u64,
-    moved: u64,
+/// What the migration found and did, as it logs it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(in crate::store) struct Counts {
+    pub(in crate::store) messages: u64,
+    pub(in crate::store) waiting: u64,
+    pub(in crate::store) acked: u64,
+    pub(in crate::store) never_queued: u64,
+    pub(in crate::store) retired: u64,
+    pub(in crate::store) stray: u64,
+    pub(in crate::store) unreadable: u64,
+    pub(in crate::store) moved: u64,
 }
 
-/// Runs the migration (see the module).
-pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
+/// Runs the migration (see the module) and says what it did.
+pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<Counts, StoreError> {
     let mut c = Counts::default();
     {
         let messages = tx.open_table(MESSAGES)?;
@@ -199,5 +200,5 @@ pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
             c.moved
         );
     }
-    Ok(())
+    Ok(c)
 }

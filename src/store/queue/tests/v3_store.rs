@@ -126,3 +126,134 @@ async fn a_schema_3_store_opens_with_its_queues_statuses_and_client_ids() {
     store.enqueue(fixture_message(30, &["bob"])).await.unwrap();
     assert_eq!(ids(&store, &[key("bob")]), ["v3-01", "v3-02", "v3-30"]);
 }
+
+/// A copy of the fixture, opened as a raw redb file, for the migration to run on by hand.
+fn raw_fixture() -> (tempfile::TempDir, redb::Database) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(FIXTURE, dir.path().join("mesh.redb")).expect("the v3 fixture");
+    let db = redb::Database::open(dir.path().join("mesh.redb")).unwrap();
+    (dir, db)
+}
+
+/// What the migration says it found in the fixture: every message and waiting entry, the one
+/// acknowledgement, and nothing out of place.
+#[test]
+fn the_migration_counts_what_it_carried_over() {
+    let (_dir, db) = raw_fixture();
+    let tx = db.begin_write().unwrap();
+    let counts = migrate::to_v4(&tx).unwrap();
+    let messages = 7 + FRANKS as u64;
+    assert_eq!(
+        counts,
+        migrate::Counts {
+            messages,
+            // v3-03 waits for two, v3-04 for two: one entry more each.
+            waiting: messages + 2,
+            acked: 1,
+            ..Default::default()
+        }
+    );
+}
+
+/// A schema 3 store left inconsistent (rows a crash or a bug could leave) still opens, and
+/// the migration says what it resolved how: a message whose recipients' places disagree moves
+/// to the end of their queues (and a later message queues after it); an unreadable record is
+/// kept aside; a queue row whose message is gone is dropped; a recipient with no rows counts
+/// as having acknowledged; a message nobody waits for retires with its status.
+#[tokio::test]
+async fn an_inconsistent_schema_3_store_opens_and_is_resolved() {
+    use crate::store::records::v3::{DELIVERIES, MESSAGES, QUEUE};
+    let (dir, db) = raw_fixture();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut queue = tx.open_table(QUEUE).unwrap();
+        let mut deliveries = tx.open_table(DELIVERIES).unwrap();
+        let mut messages = tx.open_table(MESSAGES).unwrap();
+        let bob = key("bob");
+        let carol = key("carol");
+        // v3-04 waits for bob at 6 and carol at 7: carol's row now says 2.
+        queue.remove((carol.as_str(), 7)).unwrap();
+        queue.insert((carol.as_str(), 2), "v3-04").unwrap();
+        // v3-05's record cannot be read.
+        messages
+            .insert((MESH, "v3-05"), b"\xc1 not msgpack".as_slice())
+            .unwrap();
+        // v3-02's record is gone; bob's queue row for it stays.
+        messages.remove((MESH, "v3-02")).unwrap();
+        // Carol's acknowledgement of v3-03 is gone.
+        deliveries.remove((carol.as_str(), "v3-03")).unwrap();
+        // Bob acknowledged v3-01 (his queue row gone, his delivery row says when).
+        queue.remove((bob.as_str(), 1)).unwrap();
+        let acked = crate::store::Delivery {
+            seq: 1,
+            mesh_id: MESH.into(),
+            delivered_at_ms: Some(2_500),
+        };
+        deliveries
+            .insert(
+                (bob.as_str(), "v3-01"),
+                crate::store::encode(&acked).as_slice(),
+            )
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    // Counted in a transaction left uncommitted; the store's open below migrates for real.
+    let tx = db.begin_write().unwrap();
+    let counts = migrate::to_v4(&tx).unwrap();
+    let messages = 6 + FRANKS as u64;
+    assert_eq!(
+        counts,
+        migrate::Counts {
+            messages,
+            // v3-01 retired, v3-02 gone, v3-05 unreadable; v3-03 and v3-04 wait for two.
+            waiting: messages - 2 + 2,
+            acked: 1,
+            never_queued: 1,
+            retired: 1,
+            stray: 1,
+            unreadable: 1,
+            moved: 1,
+        }
+    );
+    drop(tx);
+    drop(db);
+
+    let store = Store::open(dir.path()).expect("the inconsistent v3 store opens");
+    assert_eq!(
+        ids(&store, &[key("bob"), session_key()]),
+        ["v3-03", "v3-06", "v3-04"],
+        "v3-04 moved behind everything bob had"
+    );
+    assert_eq!(ids(&store, &[key("carol")]), ["v3-04"]);
+    assert_eq!(ids(&store, &[key("dave")]), ["v3-03"], "v3-05 kept aside");
+    let unreadable: redb::TableDefinition<(&str, &str), &[u8]> =
+        redb::TableDefinition::new("unreadable_v3_messages");
+    let kept = store.read().unwrap().open_table(unreadable).unwrap();
+    assert_eq!(
+        kept.get((MESH, "v3-05")).unwrap().unwrap().value(),
+        b"\xc1 not msgpack"
+    );
+    let acked = |id: &str| -> Vec<(String, Option<i64>)> {
+        let t = tracked(&store, id);
+        t.recipients.into_iter().map(|(k, _, at)| (k, at)).collect()
+    };
+    assert_eq!(acked("v3-01"), [(key("bob"), Some(2_500))], "v3-01 retired");
+    assert_eq!(rows(&store, MESH, "v3-01"), (false, true));
+    assert_eq!(
+        acked("v3-03"),
+        [
+            (key("bob"), None),
+            (key("carol"), Some(1_003)),
+            (key("dave"), None)
+        ],
+        "carol had no rows: acknowledged when it was sent"
+    );
+    // A new message queues after the moved one (the next place moved on with it).
+    store.enqueue(fixture_message(30, &["bob"])).await.unwrap();
+    assert_eq!(ids(&store, &[key("bob")]), ["v3-03", "v3-04", "v3-30"]);
+    store
+        .mark_delivered(vec![(key("bob"), "v3-04".into())], 3_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&store, &[key("bob")]), ["v3-03", "v3-30"]);
+}
