@@ -109,7 +109,9 @@ pub use writer::{Snapshot, avoid_huge_pages, collect_freed_memory};
 /// the next open rebuilds them from (`queue::client_keys`), which an older build would not do.
 /// 4: one `QUEUED` row per waiting message and `ACKS` rows instead of the per-recipient queue
 /// tables; the queues are kept in memory (see `queue::index`, `queue::migrate`).
-const SCHEMA_VERSION: u32 = 4;
+/// 5: no `expiry` table: the queues in memory keep waiting messages in the order their
+/// retention ends, and an older build would never expire what this one stores.
+const SCHEMA_VERSION: u32 = 5;
 /// Jobs that may wait for the writer before connections stop reading new requests
 /// ([`Store::room`]); a job holds at most one request's data (up to a frame, 64 KiB).
 const WRITER_QUEUE: usize = 1024;
@@ -238,12 +240,14 @@ impl Store {
         if found.is_some_and(|v| v < 4) {
             queue::migrate::to_v4(&tx)?;
         }
+        if found.is_some_and(|v| v < 5) {
+            queue::migrate::to_v5(&tx)?;
+        }
         if found != Some(SCHEMA_VERSION) {
             tx.open_table(META)?
                 .insert("schema_version", encode(&SCHEMA_VERSION).as_slice())?;
         }
         quotas::count_once(&tx)?;
-        queue::index_expiry_once(&tx)?;
         queue::client_keys::recover(&tx)?;
         let seq = queue::load_seq(&tx)?;
         let queues = queue::index::build(&tx)?;

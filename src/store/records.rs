@@ -53,6 +53,15 @@ pub(crate) mod v3 {
     /// `(mesh_id, message_id) → recipients yet to acknowledge` (several recipients only).
     pub(crate) const WAITING: TableDefinition<(&str, &str), u32> = TableDefinition::new("waiting");
 }
+/// Schema 4's expiry index, deleted by schema 5 (the queues in memory keep waiting messages
+/// in the order their retention ends).
+pub(crate) mod v4 {
+    use redb::TableDefinition;
+
+    /// `(expires_at_ms, mesh_id, message_id) → ()`.
+    pub(crate) const EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+        TableDefinition::new("expiry");
+}
 /// `(mesh_id, message_id) → DeliveredRecord`: what is kept of a message once every recipient
 /// acknowledged it (no body), for `message_status` and resends, until `keep_until_ms`.
 pub(crate) const DELIVERED: TableDefinition<(&str, &str), &[u8]> =
@@ -64,9 +73,6 @@ pub(crate) const CLIENT_IDS: TableDefinition<(&str, &str, &str), &str> =
 /// `sha256(mesh_id, member_id, client_message_id)[..16] → message_id`: a resent message is
 /// stored once (16 bytes of key per message instead of three strings).
 pub(crate) const CLIENT_KEYS: TableDefinition<[u8; 16], &str> = TableDefinition::new("client_keys");
-/// `(expires_at_ms, mesh_id, message_id) → ()`: messages by when their retention ends, so the
-/// retention sweep reads only what has expired (new keys append: expiry is now + retention).
-pub(crate) const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
 /// `(mesh_id, session pubkey hex) → KnownSession`: sessions that may receive held messages.
 pub(crate) const SESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sessions");
 
@@ -85,7 +91,6 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(CLIENT_IDS)?;
     tx.open_table(CLIENT_KEYS)?;
     tx.open_table(SESSIONS)?;
-    tx.open_table(EXPIRY)?;
     super::files::create_tables(tx)?;
     super::state::create_tables(tx)?;
     super::tasks::create_tables(tx)?;

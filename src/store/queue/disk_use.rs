@@ -1,6 +1,9 @@
 //! Disk use per delivered message: `cargo test --lib bytes_per_delivered_message -- --ignored
 //! --nocapture` stores and delivers 100 000 bench-like messages (50 members, one
 //! recipient each, a client message id each) and prints the file size and each table's share.
+//! Memory per waiting entry: `cargo test --lib memory_per_waiting_entry -- --ignored
+//! --nocapture` queues 1 000 000 such messages in the queues' index alone and prints how much
+//! the process grew.
 
 use redb::ReadableTableMetadata;
 
@@ -73,11 +76,36 @@ async fn bytes_per_delivered_message() {
             "client_keys",
             rt.open_table(CLIENT_KEYS).unwrap().stats().unwrap(),
         ),
-        ("expiry", rt.open_table(EXPIRY).unwrap().stats().unwrap()),
     ] {
         let bytes = stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes();
         live += bytes;
         eprintln!("{name:>12}: {} bytes per message", bytes / n as u64);
     }
     eprintln!("{:>12}: {} bytes per message", "all", live / n as u64);
+}
+
+/// The process's resident memory (bytes).
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+#[ignore]
+fn memory_per_waiting_entry() {
+    let mesh = ids::new_id();
+    let keys: Vec<String> = (0..100)
+        .map(|_| format!("m/{mesh}/{}", ids::new_id()))
+        .collect();
+    let n = 1_000_000;
+    let before = rss();
+    let mut index = index::QueueIndex::default();
+    for i in 0..n {
+        let to = std::slice::from_ref(&keys[i % keys.len()]);
+        index.add((&mesh, &ids::new_id()), to, i as u64, i as i64);
+    }
+    let grown = rss() - before;
+    eprintln!("{} bytes per waiting entry ({n} entries)", grown / n as u64);
+    assert_eq!(index.expired(i64::MAX, n).len(), n);
 }

@@ -15,10 +15,13 @@
 //! Sequence numbers grow in commit order, so an entry a walk cannot see yet comes after every
 //! entry it can (the live push reaches it).
 //!
+//! **Retention.** Every waiting message is also kept in the order its retention ends, so the
+//! retention sweep finds what has expired without reading a row (no expiry table is written).
+//!
 //! After a failed commit nothing in memory is trusted: the next commit rebuilds the queues
 //! from the stored rows before its jobs run.
 
-use std::collections::{BTreeMap, HashMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{ReadableTable, WriteTransaction};
@@ -58,6 +61,8 @@ struct Waiting {
     keys: Vec<Arc<str>>,
     /// Recipients still to acknowledge.
     left: u32,
+    /// When its retention ends (ms).
+    expires_at_ms: i64,
 }
 
 /// What taking a recipient's entry out found.
@@ -74,7 +79,9 @@ pub(in crate::store) type Seen = (usize, u64, Arc<str>);
 pub(in crate::store) struct QueueIndex {
     queues: HashMap<Arc<str>, Queue>,
     /// mesh id → message id → waiting message.
-    messages: HashMap<Box<str>, HashMap<Arc<str>, Waiting>>,
+    messages: HashMap<Arc<str>, HashMap<Arc<str>, Waiting>>,
+    /// Every waiting message by when its retention ends: (expires at ms, mesh id, message id).
+    expiry: BTreeSet<(i64, Arc<str>, Arc<str>)>,
     /// The last batch committed (what walks see).
     published: u64,
     /// The batch the writer is applying.
@@ -107,20 +114,27 @@ impl QueueIndex {
         }
     }
 
-    /// Queues message `id` of `mesh_id` for `keys` (distinct), the n-th at `seq + n`, in the
-    /// current batch.
-    pub(in crate::store) fn add(&mut self, mesh_id: &str, id: &str, keys: &[String], seq: u64) {
-        let batch = self.current;
-        self.insert(mesh_id, id, keys, seq, &vec![false; keys.len()], batch);
-    }
-
-    /// Queues `id` for those of `keys` not `acked`, as added by `batch`.
-    fn insert(
+    /// Queues message `id` of `mesh_id`, whose retention ends at `expires_at_ms`, for `keys`
+    /// (distinct), the n-th at `seq + n`, in the current batch.
+    pub(in crate::store) fn add(
         &mut self,
-        mesh_id: &str,
-        id: &str,
+        (mesh_id, id): (&str, &str),
         keys: &[String],
         seq: u64,
+        expires_at_ms: i64,
+    ) {
+        let batch = self.current;
+        let acked = vec![false; keys.len()];
+        self.insert((mesh_id, id), keys, (seq, expires_at_ms), &acked, batch);
+    }
+
+    /// Queues `id` for those of `keys` not `acked`, the n-th at `seq + n`, as added by
+    /// `batch`.
+    fn insert(
+        &mut self,
+        (mesh_id, id): (&str, &str),
+        keys: &[String],
+        (seq, expires_at_ms): (u64, i64),
         acked: &[bool],
         batch: u64,
     ) {
@@ -161,12 +175,19 @@ impl QueueIndex {
         if left == 0 {
             return;
         }
-        self.messages.entry(mesh_id.into()).or_default().insert(
+        let mesh: Arc<str> = match self.messages.get_key_value(mesh_id) {
+            Some((m, _)) => m.clone(),
+            None => mesh_id.into(),
+        };
+        self.expiry
+            .insert((expires_at_ms, mesh.clone(), id.clone()));
+        self.messages.entry(mesh).or_default().insert(
             id,
             Waiting {
                 seq,
                 keys: interned,
                 left,
+                expires_at_ms,
             },
         );
     }
@@ -197,11 +218,25 @@ impl QueueIndex {
 
     /// Forgets waiting message `id` of `mesh_id` (and the mesh's map once it is empty).
     fn done_waiting(&mut self, mesh_id: &str, id: &str) -> Option<Waiting> {
-        let waiting = self.messages.get_mut(mesh_id)?.remove(id);
-        if self.messages.get(mesh_id).is_some_and(HashMap::is_empty) {
+        let mesh = self.messages.get_key_value(mesh_id)?.0.clone();
+        let in_mesh = self.messages.get_mut(mesh_id)?;
+        let (id, waiting) = in_mesh.remove_entry(id)?;
+        if in_mesh.is_empty() {
             self.messages.remove(mesh_id);
         }
-        waiting
+        self.expiry.remove(&(waiting.expires_at_ms, mesh, id));
+        Some(waiting)
+    }
+
+    /// Up to `max` waiting messages whose retention ended by `now_ms`: (mesh id, message
+    /// id), the earliest ended first.
+    pub(in crate::store) fn expired(&self, now_ms: i64, max: usize) -> Vec<(String, String)> {
+        self.expiry
+            .iter()
+            .take_while(|(at, _, _)| *at <= now_ms)
+            .take(max)
+            .map(|(_, mesh, id)| (mesh.to_string(), id.to_string()))
+            .collect()
     }
 
     /// Takes every entry of message `id` out (its retention ended). Returns how many there
@@ -365,7 +400,8 @@ pub(in crate::store) fn build(tx: &WriteTransaction) -> Result<QueueIndex, Store
                 }
             }
         }
-        index.insert(mesh_id, id, &keys, seq, &acked, 0);
+        let place = (seq, record.expires_at_ms);
+        index.insert((mesh_id, id), &keys, place, &acked, 0);
     }
     Ok(index)
 }

@@ -14,13 +14,17 @@
 //! message is gone is dropped. A record that cannot be read is kept aside in
 //! `unreadable_v3_messages`, with a warning, rather than stopping the broker's start. The log
 //! says what was resolved how.
+//!
+//! Schema 4 → 5 ([`to_v5`]): the expiry table goes; the queues in memory keep the waiting
+//! messages in the order their retention ends.
 
 use std::collections::HashMap;
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::super::records::v3::{DELIVERIES, MESSAGES, QUEUE, QUEUE_COUNTS, WAITING};
-use super::super::records::{ACKS, DELIVERED, EXPIRY, QUEUED};
+use super::super::records::v4;
+use super::super::records::{ACKS, DELIVERED, QUEUED};
 use super::super::{Delivery, MessageRecord, StoreError, decode, encode};
 use super::index::{QueuedHead, queued_row};
 use super::{distinct_recipients, keep_delivered, short_key};
@@ -52,7 +56,6 @@ pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<Counts, StoreErro
         let mut queued = tx.open_table(QUEUED)?;
         let mut acks = tx.open_table(ACKS)?;
         let mut delivered = tx.open_table(DELIVERED)?;
-        let mut expiry = tx.open_table(EXPIRY)?;
         let mut unreadable = tx.open_table(UNREADABLE)?;
         // Where each waiting (recipient, message) sits: its QUEUE row (the smallest, for a key
         // named twice).
@@ -129,8 +132,7 @@ pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<Counts, StoreErro
                     expires_at_ms: r.expires_at_ms,
                     recipients: Vec::new(),
                 };
-                let tables = (&mut expiry, &mut delivered);
-                keep_delivered(tables, (mesh_id, id), head, recipients)?;
+                keep_delivered(&mut delivered, (mesh_id, id), head, recipients)?;
                 c.retired += 1;
                 continue;
             }
@@ -201,4 +203,13 @@ pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<Counts, StoreErro
         );
     }
     Ok(c)
+}
+
+/// Schema 4 → 5: the expiry index goes (the queues in memory, built at every open, keep the
+/// waiting messages in the order their retention ends).
+pub(in crate::store) fn to_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.delete_table(v4::EXPIRY)?;
+    tx.open_table(super::super::META)?
+        .remove("expiry_indexed")?;
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::records::{ACKS, CLIENT_IDS, CLIENT_KEYS, DELIVERED, EXPIRY, QUEUED, SESSIONS};
+use super::records::{ACKS, CLIENT_IDS, CLIENT_KEYS, DELIVERED, QUEUED, SESSIONS};
 use client_keys::{ClientKey, PendingKeys, client_key, lock};
 use index::{QueueIndex, mesh_of, queued_row, read_head, read_queued};
 
@@ -28,42 +28,12 @@ pub(crate) fn load_seq(tx: &WriteTransaction) -> Result<u64, StoreError> {
     })
 }
 
-/// An expiry index key: when the retention ends (clamped at 0, so a u64 sorts in time order).
-fn expiry_at(expires_at_ms: i64) -> u64 {
-    expires_at_ms.max(0) as u64
-}
-
-/// Fills the expiry index from the stored messages, once (a store written before it existed).
-pub(crate) fn index_expiry_once(tx: &WriteTransaction) -> Result<(), StoreError> {
-    let mut meta = tx.open_table(META)?;
-    if meta.get("expiry_indexed")?.is_some() {
-        return Ok(());
-    }
-    let queued = tx.open_table(QUEUED)?;
-    let mut expiry = tx.open_table(EXPIRY)?;
-    for row in queued.range::<(&str, &str)>(..)? {
-        let (k, v) = row?;
-        let (mesh_id, id) = k.value();
-        match read_head(v.value()) {
-            Ok((_, r)) => expiry.insert((expiry_at(r.expires_at_ms), mesh_id, id), ())?,
-            Err(e) => {
-                tracing::warn!("message {mesh_id}/{id} cannot be read ({e}); not indexed");
-                continue;
-            }
-        };
-    }
-    meta.insert("expiry_indexed", encode(&true).as_slice())?;
-    Ok(())
-}
-
 /// The result of storing a message.
 #[derive(Debug, Clone)]
 pub struct Enqueued {
     pub record: MessageRecord,
     /// False when the same `client_message_id` was stored before (nothing new was queued).
     pub fresh: bool,
-    /// Queue position per recipient key.
-    pub seqs: Vec<(String, u64)>,
     /// Set when nothing was stored because this recipient (display name) already has the
     /// most messages a queue may hold.
     pub full: Option<String>,
@@ -92,7 +62,6 @@ pub(in crate::store) struct QueueTables<'t> {
     queued: Table<'t, MessageKey<'static>, &'static [u8]>,
     acks: Table<'t, (&'static str, &'static str, &'static str), i64>,
     delivered: Table<'t, MessageKey<'static>, &'static [u8]>,
-    expiry: ExpiryTable<'t>,
     client_keys: Table<'t, [u8; 16], &'static str>,
     /// New client-message-id entries wait here (see [`client_keys`]).
     pending: &'t Mutex<PendingKeys>,
@@ -115,7 +84,6 @@ impl<'t> QueueTables<'t> {
             queued: tx.open_table(QUEUED)?,
             acks: tx.open_table(ACKS)?,
             delivered: tx.open_table(DELIVERED)?,
-            expiry: tx.open_table(EXPIRY)?,
             client_keys: tx.open_table(CLIENT_KEYS)?,
             pending,
             index,
@@ -154,9 +122,6 @@ pub struct Tracked {
 
 /// A stored message id in the form the tables hold: `(mesh_id, message_id)`.
 type MessageKey<'k> = (&'k str, &'k str);
-
-/// `EXPIRY`, open for writing.
-type ExpiryTable<'t> = Table<'t, (u64, &'static str, &'static str), ()>;
 
 /// Encodes a [`DeliveredRecord`] by position (no field names): it is kept per message.
 fn encode_delivered(r: &DeliveredRecord) -> Vec<u8> {
@@ -277,22 +242,18 @@ fn retire(
         };
         recipients.push((short, name.clone(), at));
     }
-    keep_delivered((&mut t.expiry, &mut t.delivered), message, r, recipients)
+    keep_delivered(&mut t.delivered, message, r, recipients)
 }
 
 /// Replaces what is stored of `message` (its record `r` gone already) with a
-/// [`DeliveredRecord`] of `recipients` (short key, name, acknowledged at): its expiry row goes
-/// (the delivered record is swept by its own table, whose ids sort by time).
+/// [`DeliveredRecord`] of `recipients` (short key, name, acknowledged at), swept by its own
+/// table, whose ids sort by time.
 fn keep_delivered(
-    (expiry, delivered): (
-        &mut ExpiryTable,
-        &mut Table<MessageKey<'static>, &'static [u8]>,
-    ),
+    delivered: &mut Table<MessageKey<'static>, &'static [u8]>,
     message: MessageKey,
     r: index::QueuedHead,
     recipients: Vec<(String, String, i64)>,
 ) -> Result<(), StoreError> {
-    expiry.remove((expiry_at(r.expires_at_ms), message.0, message.1))?;
     let kept = DeliveredRecord {
         sender_member_id: r.sender_member_id,
         target_spec: r.target_spec,
@@ -346,7 +307,6 @@ impl Store {
                 return Ok(Enqueued {
                     record: first,
                     fresh: false,
-                    seqs: Vec::new(),
                     full: None,
                 });
             }
@@ -362,7 +322,6 @@ impl Store {
                         full: Some(name.clone()),
                         record,
                         fresh: false,
-                        seqs: Vec::new(),
                     });
                 }
             }
@@ -373,19 +332,11 @@ impl Store {
             let message = (record.mesh_id.as_str(), record.id.as_str());
             t.queued
                 .insert(message, queued_row(first, &encoded).as_slice())?;
-            t.expiry
-                .insert((expiry_at(record.expires_at_ms), message.0, message.1), ())?;
-            index::lock(t.index).add(message.0, message.1, &keys, first);
+            index::lock(t.index).add(message, &keys, first, record.expires_at_ms);
             t.next_seq = Some(seq.load(Ordering::Relaxed));
-            let seqs = keys
-                .iter()
-                .enumerate()
-                .map(|(n, k)| (k.clone(), first + n as u64))
-                .collect();
             Ok(Enqueued {
                 record,
                 fresh: true,
-                seqs,
                 full: None,
             })
         })
@@ -516,16 +467,15 @@ impl Store {
     }
 
     /// Drops messages whose retention has passed: their rows and queue entries, a page at a
-    /// time. Candidates come from the expiry index (only expired
-    /// messages are read), found on a blocking thread, never on the async runtime. Returns
-    /// how many queued (never delivered) entries were dropped.
+    /// time. Candidates come from the queues in memory, which keep the waiting messages in
+    /// the order their retention ends (only expired messages are read); delivered records
+    /// are found on a blocking thread, never on the async runtime. Returns how many queued
+    /// (never delivered) entries were dropped.
     pub async fn sweep_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
         const PAGE: usize = 1000;
         let mut dropped = 0;
         loop {
-            let expired = self
-                .off_runtime(move |s| s.expired_page(now_ms, PAGE))
-                .await?;
+            let expired = index::lock(&self.shared.queue_index).expired(now_ms, PAGE);
             let full = expired.len() == PAGE;
             if !expired.is_empty() {
                 dropped += self.drop_messages(expired).await?;
@@ -613,44 +563,19 @@ impl Store {
         .await
     }
 
-    /// Up to `page` expiry index keys of messages expired by `now_ms`, oldest first.
-    fn expired_page(
-        &self,
-        now_ms: i64,
-        page: usize,
-    ) -> Result<Vec<(u64, String, String)>, StoreError> {
-        let rt = self.read()?;
-        let expiry = rt.open_table(EXPIRY)?;
-        let mut out = Vec::new();
-        for row in expiry.range((0u64, "", "")..)? {
-            let (k, _) = row?;
-            let (at, mesh_id, id) = k.value();
-            if at > expiry_at(now_ms) {
-                break;
-            }
-            out.push((at, mesh_id.to_string(), id.to_string()));
-            if out.len() >= page {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    async fn drop_messages(&self, expired: Vec<(u64, String, String)>) -> Result<u64, StoreError> {
+    async fn drop_messages(&self, expired: Vec<(String, String)>) -> Result<u64, StoreError> {
         let shared = self.shared.clone();
         self.write(move |tx| {
             let mut queued = tx.open_table(QUEUED)?;
             let mut acks = tx.open_table(ACKS)?;
-            let mut expiry = tx.open_table(EXPIRY)?;
             let mut dropped = 0;
-            for (at, mesh_id, id) in expired {
-                expiry.remove((at, mesh_id.as_str(), id.as_str()))?;
+            for (mesh_id, id) in expired {
+                dropped += index::lock(&shared.queue_index).forget(&mesh_id, &id);
                 let Some(row) = queued.remove((mesh_id.as_str(), id.as_str()))? else {
                     continue;
                 };
                 let read = read_head(row.value());
                 drop(row);
-                dropped += index::lock(&shared.queue_index).forget(&mesh_id, &id);
                 let (m, i) = (mesh_id.as_str(), id.as_str());
                 // An unreadable row goes too (else it would fail every sweep): its ACKS rows
                 // with it; its client id, if any, is not known.

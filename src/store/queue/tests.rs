@@ -137,7 +137,7 @@ async fn a_full_queue_refuses_until_an_entry_is_delivered() {
         .await
         .unwrap();
     assert_eq!(refused.full.as_deref(), Some("b"));
-    assert!(!refused.fresh && refused.seqs.is_empty());
+    assert!(!refused.fresh);
 
     let n = store
         .mark_delivered(vec![(key("b"), "m1".into())], 5)
@@ -341,10 +341,30 @@ async fn client_ids_from_an_older_store_still_stop_resends() {
     assert!(store.enqueue(again).await.unwrap().fresh);
 }
 
-/// A store written before the expiry index existed has its messages indexed when it is
-/// opened, so the retention sweep (which reads only the index) still drops them.
+/// Retention survives a restart: the queues built at open know when each message expires,
+/// and the sweep drops the expired ones only.
 #[tokio::test]
-async fn messages_stored_before_the_expiry_index_are_swept_after_a_restart() {
+async fn messages_expire_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut m = message("old", &["b", "c"]);
+        m.expires_at_ms = 10;
+        store.enqueue(m).await.unwrap();
+        store.enqueue(message("kept", &["b"])).await.unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.sweep_expired(100).await.unwrap(), 2);
+    assert_eq!(ids(&store, &[key("b"), key("c")]), ["kept"]);
+    assert_eq!(rows(&store, MESH, "old"), (false, false));
+}
+
+/// A schema 4 store (with its expiry index) opens as schema 5: the index is gone and what it
+/// held still expires.
+#[tokio::test]
+async fn a_schema_4_store_loses_its_expiry_index_and_still_expires() {
+    use crate::store::records::v4::EXPIRY;
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
@@ -354,21 +374,31 @@ async fn messages_stored_before_the_expiry_index_are_swept_after_a_restart() {
         store.enqueue(message("kept", &["b"])).await.unwrap();
         store
             .write(|tx| {
-                tx.delete_table(EXPIRY)?;
-                tx.open_table(EXPIRY)?;
-                tx.open_table(META)?.remove("expiry_indexed")?;
+                tx.open_table(EXPIRY)?.insert((10u64, MESH, "old"), ())?;
+                let mut meta = tx.open_table(META)?;
+                meta.insert("schema_version", encode(&4u32).as_slice())?;
+                meta.insert("expiry_indexed", encode(&true).as_slice())?;
                 Ok(())
             })
             .await
             .unwrap();
-        assert_eq!(store.sweep_expired(100).await.unwrap(), 0, "not indexed");
         store.close();
     }
     let store = Store::open(dir.path()).unwrap();
+    let rt = store.read().unwrap();
+    let tables: Vec<String> = rt
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert!(!tables.contains(&"expiry".to_string()), "{tables:?}");
+    let meta = rt.open_table(META).unwrap();
+    assert!(meta.get("expiry_indexed").unwrap().is_none());
+    let version = meta.get("schema_version").unwrap().unwrap();
+    assert_eq!(decode::<u32>(version.value()).unwrap(), 5);
+    drop((version, meta, rt));
     assert_eq!(store.sweep_expired(100).await.unwrap(), 1);
-    let (left, _) = walk(&store, &[key("b")], 0, 100);
-    let ids: Vec<&str> = left.iter().map(|(_, id)| id.as_str()).collect();
-    assert_eq!(ids, ["kept"]);
+    assert_eq!(ids(&store, &[key("b")]), ["kept"]);
 }
 
 /// Expired messages are dropped from the store (all of them, past one page of candidates),
@@ -530,7 +560,7 @@ async fn a_message_is_not_walked_once_its_retention_ends() {
     assert_eq!(walked_at(9), ["msg-ends"]);
     assert!(walked_at(10).is_empty(), "expired at 10");
     assert_eq!(
-        store.expired_page(10, 10).unwrap().len(),
+        index::lock(&store.shared.queue_index).expired(10, 10).len(),
         1,
         "and swept at 10"
     );

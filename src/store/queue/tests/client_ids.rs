@@ -133,7 +133,7 @@ async fn sweep_in_a_failing_batch(store: &Store, n: usize, failure: StoreError) 
     );
     let (release, holder) = hold_writer(store).await;
     let expired = (0..n)
-        .map(|i| (0u64, MESH.to_string(), format!("a-{i:04}")))
+        .map(|i| (MESH.to_string(), format!("a-{i:04}")))
         .collect();
     let sweeper = store.clone();
     let sweep = tokio::spawn(async move { sweeper.drop_messages(expired).await });
@@ -242,7 +242,7 @@ async fn random_sends_resends_sweeps_failures_and_crashes_never_lose_or_invent_a
             for (cid, id) in stored.iter() {
                 if rand(10) == 0 {
                     dropped_cids.push(*cid);
-                    expired.push((0u64, MESH.to_string(), id.clone()));
+                    expired.push((MESH.to_string(), id.clone()));
                 }
             }
             let sweeper = store.clone();

@@ -135,27 +135,34 @@ async fn a_repeated_acknowledgement_in_one_batch_counts_once() {
     assert_eq!(ids(&store, &[key("b")]), ["m2"]);
 }
 
-/// A stored row that cannot be read does not stop the retention sweep: it goes when its
-/// retention ends, and so does every other expired message.
+/// A stored row that cannot be read does not stop the store's open or the retention sweep:
+/// the queues leave it out (it is kept as it was, with a warning at each open), and every
+/// other expired message goes.
 #[tokio::test]
 async fn an_unreadable_row_does_not_stop_the_sweep() {
-    let (_dir, store) = test_store();
-    let mut m = message("m2", &["b"]);
-    m.expires_at_ms = 20;
-    store.enqueue(m).await.unwrap();
-    store
-        .submit(|tx| {
-            tx.open_table(QUEUED)?
-                .insert((MESH, "m1"), b"not a record".as_slice())?;
-            tx.open_table(EXPIRY)?.insert((10u64, MESH, "m1"), ())?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut m = message("m2", &["b"]);
+        m.expires_at_ms = 20;
+        store.enqueue(m).await.unwrap();
+        store.enqueue(message("m3", &["b"])).await.unwrap();
+        store
+            .submit(|tx| {
+                tx.open_table(QUEUED)?
+                    .insert((MESH, "m1"), b"not a record".as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(ids(&store, &[key("b")]), ["m2", "m3"]);
     assert_eq!(store.sweep_expired(100).await.unwrap(), 1);
-    assert_eq!(rows(&store, MESH, "m1"), (false, false));
     assert_eq!(rows(&store, MESH, "m2"), (false, false));
-    assert!(ids(&store, &[key("b")]).is_empty());
+    assert_eq!(ids(&store, &[key("b")]), ["m3"]);
+    assert_eq!(rows(&store, MESH, "m1"), (true, false), "kept as it was");
 }
 
 /// Random rounds of sends to one to three recipients, acknowledgements, expiry sweeps,
@@ -201,7 +208,7 @@ async fn random_rounds_keep_every_queue_as_the_model_says() {
             all.sort();
             all.dedup();
             for id in all.into_iter().filter(|_| rand(8) == 0) {
-                expired.push((0u64, MESH.to_string(), id.clone()));
+                expired.push((MESH.to_string(), id.clone()));
             }
         }
         let swept = !expired.is_empty();
@@ -241,7 +248,7 @@ async fn random_rounds_keep_every_queue_as_the_model_says() {
             assert_eq!(dropped.is_err(), fail, "round {round}: the sweep");
         }
         if !fail && swept {
-            let gone: Vec<&String> = expired.iter().map(|(_, _, id)| id).collect();
+            let gone: Vec<&String> = expired.iter().map(|(_, id)| id).collect();
             for q in model.values_mut() {
                 q.retain(|id| !gone.contains(&id));
             }
@@ -276,4 +283,35 @@ async fn random_rounds_keep_every_queue_as_the_model_says() {
             }
         }
     }
+}
+
+/// A message every recipient acknowledged leaves the retention order with its queues: the
+/// sweep's candidates are the messages still waiting, earliest retention end first.
+#[tokio::test]
+async fn only_waiting_messages_are_candidates_for_the_sweep() {
+    let (_dir, store) = test_store();
+    for (id, ends) in [("m1", 30), ("m2", 20), ("m3", 10)] {
+        let mut m = message(id, &["b", "c"]);
+        m.expires_at_ms = ends;
+        store.enqueue(m).await.unwrap();
+    }
+    let acked = [("b", "m1"), ("c", "m1"), ("b", "m3")];
+    let acked = acked.map(|(k, id)| (key(k), id.to_string())).to_vec();
+    store.mark_delivered(acked, 5).await.unwrap();
+    let candidates = |now_ms| -> Vec<String> {
+        let index = index::lock(&store.shared.queue_index);
+        index
+            .expired(now_ms, 10)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    };
+    assert_eq!(candidates(100), ["m3", "m2"]);
+    assert_eq!(candidates(15), ["m3"]);
+    assert_eq!(
+        store.sweep_expired(100).await.unwrap(),
+        3,
+        "c's m3, b's and c's m2"
+    );
+    assert!(candidates(100).is_empty());
 }
