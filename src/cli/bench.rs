@@ -14,7 +14,6 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use super::output::{self, outln};
 use super::{CliError, CliResult, print_json};
@@ -93,15 +92,28 @@ pub struct Report {
 
 #[derive(Default)]
 struct Tally {
-    /// client message id → when it was sent, until it arrives.
-    sent_at: Mutex<HashMap<String, Instant>>,
-    /// client message ids that arrived at least once.
-    arrived: Mutex<HashMap<String, u32>>,
-    latencies_us: Mutex<Vec<u64>>,
+    /// Held for a few map operations, never across an await: a plain lock, one a message
+    /// each side.
+    ledger: std::sync::Mutex<Ledger>,
     acked: AtomicU64,
     refused: AtomicU64,
     delivered: AtomicU64,
     duplicates: AtomicU64,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// client message id → when it was sent, until it arrives.
+    sent_at: HashMap<String, Instant>,
+    /// client message ids that arrived at least once.
+    arrived: HashMap<String, u32>,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl BenchCmd {
@@ -379,21 +391,19 @@ pub async fn run_load(
                 };
                 let now = Instant::now();
                 let first = {
-                    let mut arrived = tally.arrived.lock().await;
-                    let count = arrived.entry(cmid.clone()).or_insert(0);
+                    let mut ledger = tally.ledger();
+                    let count = ledger.arrived.entry(cmid.clone()).or_insert(0);
                     *count += 1;
-                    *count == 1
+                    let first = *count == 1;
+                    if first && let Some(at) = ledger.sent_at.remove(&cmid) {
+                        let waited = now.duration_since(at).as_micros() as u64;
+                        ledger.latencies_us.push(waited);
+                    }
+                    first
                 };
                 if !first {
                     tally.duplicates.fetch_add(1, Ordering::Relaxed);
                     continue;
-                }
-                if let Some(at) = tally.sent_at.lock().await.remove(&cmid) {
-                    tally
-                        .latencies_us
-                        .lock()
-                        .await
-                        .push(now.duration_since(at).as_micros() as u64);
                 }
                 tally.delivered.fetch_add(1, Ordering::Relaxed);
             }
@@ -450,11 +460,7 @@ pub async fn run_load(
                     }
                 }
                 let cmid = format!("b{i}-{seq}");
-                tally
-                    .sent_at
-                    .lock()
-                    .await
-                    .insert(cmid.clone(), Instant::now());
+                tally.ledger().sent_at.insert(cmid.clone(), Instant::now());
                 let frame = ClientMessage::Send(Box::new(SendMessage {
                     id: Some(cmid.clone()),
                     target_spec: to.clone(),
@@ -506,7 +512,7 @@ pub async fn run_load(
     for r in receivers {
         r.abort();
     }
-    let mut lat = tally.latencies_us.lock().await.clone();
+    let mut lat = tally.ledger().latencies_us.clone();
     lat.sort_unstable();
     let sent = tally.acked.load(Ordering::Relaxed);
     let delivered = tally.delivered.load(Ordering::Relaxed);

@@ -488,7 +488,11 @@ async fn say_hello(options: &ConnectOptions) -> Result<(Ws, HelloAck), ClientErr
 fn encode(frame: &Envelope<ClientMessage>, encoding: Encoding) -> Message {
     let bytes = codec::encode(frame, encoding);
     match encoding {
-        Encoding::Json => Message::text(String::from_utf8_lossy(&bytes).into_owned()),
+        // (JSON our encoder wrote is UTF-8: no copy.)
+        Encoding::Json => match String::from_utf8(bytes) {
+            Ok(text) => Message::text(text),
+            Err(e) => Message::text(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        },
         Encoding::MsgPack => Message::binary(bytes),
     }
 }
