@@ -74,6 +74,8 @@ const BACKOFF_SECS: [u64; 6] = [1, 2, 4, 8, 16, 30];
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long closing waits for the broker to answer the close (within `close`'s own 3 s).
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Most frames written before a flush.
+const BATCH: usize = 64;
 /// How long a request waits for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest frame the client accepts from the broker (peer lists can be long).
@@ -637,6 +639,24 @@ fn follow_settings(frame: &ServerMessage, hello: &watch::Sender<HelloAck>) {
     });
 }
 
+/// Writes `frame`, flushing (one system call) once no other command waits or `BATCH` frames
+/// are written unflushed: the frames of a burst go out together. A command still waiting is
+/// taken at once, and the last of the burst flushes.
+async fn write(
+    ws: &mut Ws,
+    frame: Message,
+    unflushed: &mut usize,
+    commands: &mpsc::UnboundedReceiver<Command>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    ws.feed(frame).await?;
+    *unflushed += 1;
+    if *unflushed >= BATCH || commands.is_empty() {
+        *unflushed = 0;
+        ws.flush().await?;
+    }
+    Ok(())
+}
+
 async fn session(
     mut ws: Ws,
     commands: &mut mpsc::UnboundedReceiver<Command>,
@@ -659,6 +679,7 @@ async fn session(
         }
     }
     let mut next_id: u64 = 0;
+    let mut unflushed = 0;
     let mut last_rx = Instant::now();
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let end = loop {
@@ -684,12 +705,13 @@ async fn session(
                     let id = format!("r{next_id}");
                     pending.insert(id.clone(), reply);
                     let frame = Envelope { req_id: Some(id), body };
-                    if ws.send(encode(&frame, encoding)).await.is_err() {
+                    if write(&mut ws, encode(&frame, encoding), &mut unflushed, commands).await.is_err() {
                         break End::Lost;
                     }
                 }
                 Some(Command::Notify(body)) => {
-                    if ws.send(encode(&Envelope::new(body), encoding)).await.is_err() {
+                    let frame = encode(&Envelope::new(body), encoding);
+                    if write(&mut ws, frame, &mut unflushed, commands).await.is_err() {
                         break End::Lost;
                     }
                 }
