@@ -36,8 +36,7 @@ fn fixture_message(n: u32, to: &[&str]) -> MessageRecord {
 
 /// Opens a copy of the fixture (it is never written in place).
 fn open_fixture() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(FIXTURE, dir.path().join("mesh.redb")).expect("the v3 fixture");
+    let dir = fixture_copy();
     let store = Store::open(dir.path()).expect("the v3 store opens");
     (dir, store)
 }
@@ -129,10 +128,22 @@ async fn a_schema_3_store_opens_with_its_queues_statuses_and_client_ids() {
 
 /// A copy of the fixture, opened as a raw redb file, for the migration to run on by hand.
 fn raw_fixture() -> (tempfile::TempDir, redb::Database) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(FIXTURE, dir.path().join("mesh.redb")).expect("the v3 fixture");
+    let dir = fixture_copy();
     let db = redb::Database::open(dir.path().join("mesh.redb")).unwrap();
     (dir, db)
+}
+
+/// A temporary directory holding a copy of the fixture (it is never written in place).
+fn fixture_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(FIXTURE, dir.path().join("mesh.redb")).expect("the v3 fixture");
+    dir
+}
+
+/// What the migration says it did to `db`, run in a transaction left uncommitted.
+fn counted(db: &redb::Database) -> migrate::Counts {
+    let tx = db.begin_write().unwrap();
+    migrate::to_v4(&tx).unwrap()
 }
 
 /// What the migration says it found in the fixture: every message and waiting entry, the one
@@ -140,8 +151,7 @@ fn raw_fixture() -> (tempfile::TempDir, redb::Database) {
 #[test]
 fn the_migration_counts_what_it_carried_over() {
     let (_dir, db) = raw_fixture();
-    let tx = db.begin_write().unwrap();
-    let counts = migrate::to_v4(&tx).unwrap();
+    let counts = counted(&db);
     let messages = 7 + FRANKS as u64;
     assert_eq!(
         counts,
@@ -197,9 +207,8 @@ async fn an_inconsistent_schema_3_store_opens_and_is_resolved() {
             .unwrap();
     }
     tx.commit().unwrap();
-    // Counted in a transaction left uncommitted; the store's open below migrates for real.
-    let tx = db.begin_write().unwrap();
-    let counts = migrate::to_v4(&tx).unwrap();
+    // The store's open below migrates for real.
+    let counts = counted(&db);
     let messages = 6 + FRANKS as u64;
     assert_eq!(
         counts,
@@ -215,7 +224,6 @@ async fn an_inconsistent_schema_3_store_opens_and_is_resolved() {
             moved: 1,
         }
     );
-    drop(tx);
     drop(db);
 
     let store = Store::open(dir.path()).expect("the inconsistent v3 store opens");
