@@ -7,6 +7,7 @@ use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -173,14 +174,19 @@ async fn a_peer_that_never_reads_is_cut_off_and_others_are_not() {
     const CONCURRENCY: usize = 32;
     // Pushes to bob stop at a window of unacknowledged ones (the rest waits in his queue), so
     // what cuts him off is the watchdog: he answers no ping.
-    let broker = BrokerProc::start(&[
-        "--send-rate",
-        "100000",
-        "--send-burst",
-        "100000",
-        "--idle-timeout",
-        "2s",
-    ]);
+    // The watchdog's verdicts are logged, so a failure shows when (and whether) bob was judged
+    // silent.
+    let broker = BrokerProc::start_with_env(
+        &[
+            "--send-rate",
+            "100000",
+            "--send-burst",
+            "100000",
+            "--idle-timeout",
+            "2s",
+        ],
+        &[("RUST_LOG", "info,claudemesh::broker::connection=debug")],
+    );
     let (alice, bob) = alice_and_bob(&broker);
     let carol = Person::new("carol");
     invite_in(&alice, &carol);
@@ -198,9 +204,17 @@ async fn a_peer_that_never_reads_is_cut_off_and_others_are_not() {
         label: "everyone".into(),
         spec: "*".into(),
     };
+    // The promise is about time (silent for over 2 s), not about how many messages a loaded
+    // machine gets through meanwhile: the bound is generous for a busy CI machine.
+    const CUT_OFF_WITHIN: Duration = Duration::from_secs(30);
+    let started = std::time::Instant::now();
     let mut sent = 0usize;
     while metric(&broker, "claudemesh_peers").await == Some(3.0) {
-        assert!(sent < 40_000, "bob was never cut off after {sent} messages");
+        assert!(
+            started.elapsed() < CUT_OFF_WITHIN,
+            "bob was never cut off: still connected {:?} after his last frame, {sent} broadcasts later",
+            started.elapsed()
+        );
         let mut batch = JoinSet::new();
         for k in 0..CONCURRENCY {
             let (sender, all, body) = (sender.clone(), all.clone(), body.clone());
@@ -223,7 +237,10 @@ async fn a_peer_that_never_reads_is_cut_off_and_others_are_not() {
     // bob's connection is gone for good — not only his presence: the socket is closed and its
     // queue freed — while alice and carol stay.
     wait_connections(&broker, 2, 2).await;
-    eprintln!("bob was cut off after {sent} broadcasts");
+    eprintln!(
+        "bob was cut off after {sent} broadcasts, {:?}",
+        started.elapsed()
+    );
 
     // carol got every broadcast.
     let mut got = std::collections::HashSet::new();
