@@ -246,15 +246,11 @@ impl Conn {
     }
 
     /// Who this connection is, for the log: the peer once it said hello, and its address.
-    pub fn who(&self) -> String {
-        match &self.peer {
-            Some(p) => format!(
-                "{} ({}…, {})",
-                p.display_name,
-                &p.member_pubkey.to_hex()[..12],
-                self.remote
-            ),
-            None => self.remote.to_string(),
+    /// Written out only when a line shows it (a send keeps one for a refusal it rarely makes).
+    pub fn who(&self) -> Who {
+        Who {
+            peer: self.peer.clone(),
+            remote: self.remote,
         }
     }
 
@@ -431,6 +427,27 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>, remote: SocketAddr)
         .metrics
         .connections_open
         .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// [`Conn::who`]: a connection's peer and address, shown as `name (key prefix…, address)`.
+pub struct Who {
+    peer: Option<Arc<Peer>>,
+    remote: SocketAddr,
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.peer {
+            Some(p) => write!(
+                f,
+                "{} ({}…, {})",
+                p.display_name,
+                &p.member_pubkey.to_hex()[..12],
+                self.remote
+            ),
+            None => write!(f, "{}", self.remote),
+        }
+    }
 }
 
 /// Decodes and dispatches one frame. Before a successful hello only hellos are accepted.

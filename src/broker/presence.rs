@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{Outbox, Refused, to_ws};
-use super::limits::LINGERING_SHARE;
 use super::status::StatusState;
 use crate::protocol::messages::{Envelope, GroupRef, PeerEntry, PeerInfo, Profile};
 use crate::protocol::{Encoding, Pubkey, ServerMessage, time};
@@ -378,40 +377,6 @@ pub enum Registered {
     },
 }
 
-#[derive(Default)]
-struct Room {
-    peers: HashMap<String, Arc<Peer>>,
-    /// The connection cap the room was last registered under (the broker's, fixed).
-    capacity: usize,
-}
-
-impl Room {
-    fn live_count(&self) -> usize {
-        self.peers.values().filter(|p| p.is_live()).count()
-    }
-
-    /// Evicts the oldest presences in their lease beyond this room's share of them; returns
-    /// the evicted.
-    fn bound_lingering(&mut self) -> Vec<Arc<Peer>> {
-        let max = (self.capacity / LINGERING_SHARE).max(1);
-        let mut lingering: Vec<(i64, String)> = self
-            .peers
-            .values()
-            .filter_map(|p| Some((p.state().offline_since_ms?, p.presence_id.clone())))
-            .collect();
-        if lingering.len() <= max {
-            return Vec::new();
-        }
-        lingering.sort();
-        let excess = lingering.len() - max;
-        lingering
-            .into_iter()
-            .take(excess)
-            .filter_map(|(_, id)| self.peers.remove(&id))
-            .collect()
-    }
-}
-
 /// Removes the presences of `mesh_id` that `which` selects from `meshes`; returns them.
 fn take_out(
     meshes: &mut HashMap<String, Room>,
@@ -420,14 +385,8 @@ fn take_out(
 ) -> Vec<Arc<Peer>> {
     let mut gone = Vec::new();
     if let Some(room) = meshes.get_mut(mesh_id) {
-        room.peers.retain(|_, p| {
-            let keep = !which(p);
-            if !keep {
-                gone.push(p.clone());
-            }
-            keep
-        });
-        if room.peers.is_empty() {
+        gone = room.retain(|p| !which(p));
+        if room.is_empty() {
             meshes.remove(mesh_id);
         }
     }
@@ -529,7 +488,6 @@ impl Presence {
                 .get(&(mesh_id.to_string(), key))
                 .is_some_and(|l| l.member_id != member_id)
                 || room
-                    .peers
                     .values()
                     .any(|p| p.member_id != member_id && p.session_pubkey == Some(key));
             if held_by_other {
@@ -539,7 +497,7 @@ impl Presence {
         if let Some(key) = session {
             // A proven session key wins over anyone else's label of it: that label goes.
             labels.remove(&(mesh_id.to_string(), key));
-            for p in room.peers.values() {
+            for p in room.values() {
                 if p.kind == PeerKind::Member
                     && p.member_id != member_id
                     && p.session_pubkey == Some(key)
@@ -549,7 +507,6 @@ impl Presence {
             }
         }
         let existing = room
-            .peers
             .values()
             .find(|p| match session {
                 Some(key) => p.kind == PeerKind::Session && p.session_pubkey == Some(key),
@@ -573,14 +530,14 @@ impl Presence {
             drop(st);
             return Ok(Registered::Reattached { peer, replaced });
         }
-        if room.peers.len() >= capacity {
+        if room.len() >= capacity {
             return Err(Unregistered::Full);
         }
         if let Some(key) = label {
             remember_label(&mut labels, mesh_id, key, member_id);
         }
         let peer = Arc::new(make());
-        room.peers.insert(peer.presence_id.clone(), peer.clone());
+        room.insert(peer.clone());
         Ok(Registered::New(peer))
     }
 
@@ -598,7 +555,7 @@ impl Presence {
         drop(st);
         if let Some(room) = meshes.get_mut(&peer.mesh_id) {
             if peer.control_plane {
-                room.peers.remove(&peer.presence_id);
+                room.remove(&peer.presence_id);
             } else {
                 let evicted = room.bound_lingering();
                 if !evicted.is_empty() {
@@ -608,7 +565,7 @@ impl Presence {
                     pending.drain(..over);
                 }
             }
-            if room.peers.is_empty() {
+            if room.is_empty() {
                 meshes.remove(&peer.mesh_id);
             }
         }
@@ -621,18 +578,13 @@ impl Presence {
         let mut gone = std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()));
         let mut meshes = self.lock();
         for room in meshes.values_mut() {
-            room.peers.retain(|_, p| {
-                let expired = p
-                    .state()
+            gone.extend(room.retain(|p| {
+                p.state()
                     .offline_since_ms
-                    .is_some_and(|t| now_ms - t >= LEASE_MS);
-                if expired {
-                    gone.push(p.clone());
-                }
-                !expired
-            });
+                    .is_none_or(|t| now_ms - t < LEASE_MS)
+            }));
         }
-        meshes.retain(|_, r| !r.peers.is_empty());
+        meshes.retain(|_, r| !r.is_empty());
         gone
     }
 
@@ -640,23 +592,30 @@ impl Presence {
     pub fn peers(&self, mesh_id: &str) -> Vec<Arc<Peer>> {
         self.lock()
             .get(mesh_id)
-            .map(|r| r.peers.values().cloned().collect())
+            .map(|r| r.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// The presences in a mesh that `keep` selects; only those are cloned out of the lock.
-    pub fn peers_where(&self, mesh_id: &str, keep: impl Fn(&Peer) -> bool) -> Vec<Arc<Peer>> {
-        self.lock()
-            .get(mesh_id)
-            .map(|r| r.peers.values().filter(|p| keep(p)).cloned().collect())
-            .unwrap_or_default()
+    /// The presences each of `keys` reaches, key after key (a presence reached by two keys is
+    /// there twice), and whether the mesh has an observer: found without a walk over the mesh.
+    pub fn covering(&self, mesh_id: &str, keys: &[RecipientKey]) -> (Vec<Arc<Peer>>, bool) {
+        let meshes = self.lock();
+        let Some(room) = meshes.get(mesh_id) else {
+            return (Vec::new(), false);
+        };
+        let reached = keys
+            .iter()
+            .flat_map(|k| room.covering(k))
+            .cloned()
+            .collect();
+        (reached, room.has_observers())
     }
 
     /// Every presence in every mesh.
     pub fn all(&self) -> Vec<Arc<Peer>> {
         self.lock()
             .values()
-            .flat_map(|r| r.peers.values().cloned())
+            .flat_map(|r| r.values().cloned())
             .collect()
     }
 
@@ -774,5 +733,7 @@ impl Peer {
     }
 }
 
+mod room;
+use room::Room;
 #[cfg(test)]
 pub(super) mod tests;

@@ -305,17 +305,13 @@ pub fn route(broker: &Broker, record: &MessageRecord) {
         .iter()
         .filter_map(|(k, _)| RecipientKey::decode(k))
         .collect();
-    // Only the presences this message reaches (and observers) leave the presence lock.
-    let reached = broker.presence.peers_where(&record.mesh_id, |p| {
-        p.observer || keys.iter().any(|k| covers(p, k))
-    });
-    for key in &keys {
-        for peer in reached.iter().filter(|p| covers(p, key)) {
-            offer(broker, peer, record, now, false);
-        }
+    // Only the presences this message reaches leave the presence lock.
+    let (reached, observed) = broker.presence.covering(&record.mesh_id, &keys);
+    for peer in &reached {
+        offer(broker, peer, record, now, false);
     }
     // Most meshes have no observer: then nothing more is looked at.
-    if reached.iter().any(|p| p.observer) {
+    if observed {
         mirror(&broker.presence.peers(&record.mesh_id), record);
     }
 }

@@ -21,6 +21,12 @@ fn parse_lower_hex<const N: usize>(s: &str) -> Result<[u8; N], HexShapeError> {
     Ok(out)
 }
 
+/// `bytes` as lowercase hex, written into `buf` (twice as long), without a heap allocation.
+fn write_hex<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b str {
+    hex::encode_to_slice(bytes, buf).expect("a buffer twice as long as the bytes");
+    std::str::from_utf8(buf).expect("hex digits are ASCII")
+}
+
 /// An ed25519 public key (member, session or owner): 32 bytes, 64 lowercase hex on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Pubkey(pub [u8; 32]);
@@ -30,7 +36,7 @@ impl Pubkey {
         parse_lower_hex::<32>(s).map(Pubkey)
     }
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        write_hex(&self.0, &mut [0; 64]).to_owned()
     }
     /// True when `s` has the shape of a pubkey, without allocating.
     pub fn is_shape(s: &str) -> bool {
@@ -40,26 +46,47 @@ impl Pubkey {
 
 impl fmt::Display for Pubkey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(write_hex(&self.0, &mut [0; 64]))
     }
 }
 
 impl fmt::Debug for Pubkey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pubkey({})", &self.to_hex()[..12])
+        write!(f, "Pubkey({})", &write_hex(&self.0, &mut [0; 64])[..12])
     }
 }
 
 impl Serialize for Pubkey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(write_hex(&self.0, &mut [0; 64]))
     }
 }
 
 impl<'de> Deserialize<'de> for Pubkey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Pubkey::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(PubkeyVisitor)
+    }
+}
+
+/// Reads a pubkey from the string in place (a `String` would be allocated only to be parsed).
+struct PubkeyVisitor;
+
+impl serde::de::Visitor<'_> for PubkeyVisitor {
+    type Value = Pubkey;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a pubkey: 64 lowercase hex characters")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Pubkey, E> {
+        Pubkey::parse(v).map_err(E::custom)
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Pubkey, E> {
+        match std::str::from_utf8(v) {
+            Ok(s) => self.visit_str(s),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+        }
     }
 }
 
@@ -72,7 +99,7 @@ impl Signature {
         parse_lower_hex::<64>(s).map(Signature)
     }
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        write_hex(&self.0, &mut [0; 128]).to_owned()
     }
 }
 

@@ -36,12 +36,13 @@ fn refused_ack(id: Option<String>, error: String) -> ServerMessage {
     })
 }
 
-pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
+pub fn send(conn: &Conn, req_id: Option<String>, mut msg: SendMessage) {
     let Some(peer) = conn.peer.clone() else {
         return;
     };
     let broker = conn.broker.clone();
-    match prepare(&broker, &peer, &msg) {
+    let id = msg.id.take();
+    match prepare(&broker, &peer, msg) {
         Err((code, error)) => {
             conn.refused(code, &error);
             let out = conn.out.clone();
@@ -51,9 +52,9 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
                 "blocked" | "messages_off" => ServerMessage::Error(ErrorFrame {
                     code: code.into(),
                     message: error,
-                    id: msg.id.clone(),
+                    id,
                 }),
-                _ => refused_ack(msg.id.clone(), error),
+                _ => refused_ack(id, error),
             };
             // Through the ordered steps, so it cannot overtake acks of earlier sends.
             conn.then(async move {
@@ -68,7 +69,6 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
             let limit = broker.config.max_queued_per_recipient;
             let stored = broker.store.enqueue_within(record, limit);
             let out = conn.out.clone();
-            let id = msg.id;
             let who = conn.who();
             let sender = peer.clone();
             conn.then(async move {
@@ -106,11 +106,12 @@ pub fn send(conn: &Conn, req_id: Option<String>, msg: SendMessage) {
     }
 }
 
-/// Checks a `send` and builds the record to store, or says why not.
+/// Checks a `send` and builds the record to store (out of the request's own strings), or
+/// says why not.
 fn prepare(
     broker: &Broker,
     peer: &Peer,
-    msg: &SendMessage,
+    msg: SendMessage,
 ) -> Result<MessageRecord, (&'static str, String)> {
     let Some(priority) = parse_priority(&msg.priority) else {
         return Err((
@@ -180,15 +181,15 @@ fn prepare(
         sender_pubkey: peer.pubkey().to_hex(),
         sender_member_pubkey: peer.member_pubkey.to_hex(),
         sender_name: peer.shown_name(),
-        target_spec: msg.target_spec.clone(),
+        target_spec: msg.target_spec,
         priority,
-        nonce: msg.nonce.clone(),
-        ciphertext: msg.ciphertext.clone(),
+        nonce: msg.nonce,
+        ciphertext: msg.ciphertext,
         body_version: msg.body_version,
-        reply_to_id: msg.reply_to_id.clone(),
-        mentions: msg.mentions.clone(),
-        client_message_id: msg.client_message_id.clone(),
-        request_fingerprint: msg.request_fingerprint.clone(),
+        reply_to_id: msg.reply_to_id,
+        mentions: msg.mentions,
+        client_message_id: msg.client_message_id,
+        request_fingerprint: msg.request_fingerprint,
         subtype: None,
         created_at_ms: now,
         expires_at_ms: now + broker.config.retention.as_millis() as i64,
@@ -360,12 +361,12 @@ fn resolve_key(
         };
         return Ok(vec![(rk.encode(), member.display_name)]);
     }
-    let live = broker
-        .presence
-        .peers(mesh_id)
-        .into_iter()
-        .find(|p| p.session_pubkey == Some(key))
-        .map(|p| p.display_name.clone());
+    let rk = RecipientKey::Session {
+        mesh_id: mesh_id.into(),
+        session: key,
+    };
+    let (live, _) = broker.presence.covering(mesh_id, std::slice::from_ref(&rk));
+    let live = live.first().map(|p| p.display_name.clone());
     let name = match live {
         Some(name) => Some(name),
         None => broker
@@ -379,10 +380,6 @@ fn resolve_key(
             "no member or session {}… in this mesh",
             &target[..12]
         ));
-    };
-    let rk = RecipientKey::Session {
-        mesh_id: mesh_id.into(),
-        session: key,
     };
     Ok(vec![(rk.encode(), name)])
 }

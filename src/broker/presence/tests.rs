@@ -1,4 +1,5 @@
 use super::*;
+use crate::broker::limits::LINGERING_SHARE;
 
 pub(in crate::broker) fn conn(id: u64) -> ConnHandle {
     let (outbox, _) = Outbox::new(0);
@@ -463,6 +464,81 @@ fn a_closed_session_keeps_its_presence_for_exactly_its_lease() {
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].presence_id, "alice-session-7");
     assert_eq!(listed(&presence), ["bob-session-8"]);
+}
+
+/// Who a recipient key reaches, as a send finds it: each presence of the member, or the one of
+/// the session key, in its lease too; never one that has left, whichever way it left.
+#[test]
+fn a_recipient_key_reaches_the_presences_it_names_until_they_leave() {
+    let presence = Presence::default();
+    let member = |m: &str| RecipientKey::Member {
+        mesh_id: "mesh".into(),
+        member_id: m.into(),
+    };
+    let session_key = |k: u8| RecipientKey::Session {
+        mesh_id: "mesh".into(),
+        session: Pubkey([k; 32]),
+    };
+    let reached = |keys: &[RecipientKey]| {
+        let (peers, observed) = presence.covering("mesh", keys);
+        let ids: Vec<String> = peers.iter().map(|p| p.presence_id.clone()).collect();
+        (ids, observed)
+    };
+    let a7 = new_presence(presence.register(proving("alice", 7), conn(1), 10, || {
+        session("alice", 1, 7, 1)
+    }));
+    new_presence(presence.register(proving("alice", 8), conn(2), 10, || {
+        session("alice", 1, 8, 2)
+    }));
+    new_presence(presence.register(proving("bob", 9), conn(3), 10, || session("bob", 2, 9, 3)));
+    let (mut all_alice, observed) = reached(&[member("alice")]);
+    all_alice.sort();
+    assert_eq!(all_alice, ["alice-session-7", "alice-session-8"]);
+    assert!(!observed);
+    assert_eq!(reached(&[session_key(9)]).0, ["bob-session-9"]);
+    // A presence two keys reach is there once per key; a key nobody has reaches nobody.
+    assert_eq!(
+        reached(&[
+            session_key(7),
+            session_key(5),
+            member("bob"),
+            session_key(7)
+        ])
+        .0,
+        ["alice-session-7", "bob-session-9", "alice-session-7"]
+    );
+    assert!(
+        presence
+            .covering("other mesh", &[member("alice")])
+            .0
+            .is_empty()
+    );
+
+    // In its lease a presence is still reached (its queue waits for it); then it is gone.
+    assert!(presence.disconnect(&a7, 1));
+    assert_eq!(reached(&[session_key(7)]).0, ["alice-session-7"]);
+    let since = a7.state().offline_since_ms.expect("in her lease");
+    assert_eq!(presence.expire_leases(since + LEASE_MS).len(), 1);
+    assert!(reached(&[session_key(7)]).0.is_empty());
+    assert_eq!(reached(&[member("alice")]).0, ["alice-session-8"]);
+
+    // Revoked, kicked: gone from every key at once.
+    presence.revoke("mesh", "alice");
+    assert!(reached(&[member("alice"), session_key(8)]).0.is_empty());
+    let kick = ServerMessage::Error(crate::protocol::messages::ErrorFrame {
+        code: "kicked".into(),
+        message: "kicked".into(),
+        id: None,
+    });
+    presence.close_where("mesh", |p| p.member_id == "bob", &kick, "kicked");
+    assert!(reached(&[member("bob"), session_key(9)]).0.is_empty());
+
+    // An observer is counted while it is there.
+    let watching = labelled("carol", 3, 30, Some("observer"));
+    let page = new_presence(presence.register(arrive("carol"), conn(4), 10, || watching));
+    assert!(reached(&[member("dave")]).1, "the mesh has an observer");
+    assert!(presence.disconnect(&page, 0), "an observer leaves at once");
+    assert!(!reached(&[member("dave")]).1);
 }
 
 /// A hidden session is listed to nobody but itself and does not make its member online; nor
