@@ -533,12 +533,49 @@ fn a_recipient_key_reaches_the_presences_it_names_until_they_leave() {
     presence.close_where("mesh", |p| p.member_id == "bob", &kick, "kicked");
     assert!(reached(&[member("bob"), session_key(9)]).0.is_empty());
 
-    // An observer is counted while it is there.
+    // An observer is counted while it is there (dave stays, so the mesh does too).
+    new_presence(presence.register(proving("dave", 4), conn(5), 10, || session("dave", 4, 4, 5)));
     let watching = labelled("carol", 3, 30, Some("observer"));
     let page = new_presence(presence.register(arrive("carol"), conn(4), 10, || watching));
     assert!(reached(&[member("dave")]).1, "the mesh has an observer");
     assert!(presence.disconnect(&page, 0), "an observer leaves at once");
-    assert!(!reached(&[member("dave")]).1);
+    assert_eq!(
+        reached(&[member("dave")]),
+        (vec!["dave-session-4".to_string()], false)
+    );
+}
+
+/// A mesh takes presences up to its cap (those in their lease count), and is forgotten once
+/// its last presence has gone.
+#[test]
+fn a_mesh_holds_up_to_its_cap_and_goes_with_its_last_presence() {
+    let presence = Presence::default();
+    let first = new_presence(presence.register(proving("alice", 1), conn(1), 2, || {
+        session("alice", 1, 1, 1)
+    }));
+    new_presence(presence.register(proving("bob", 2), conn(2), 2, || session("bob", 2, 2, 2)));
+    assert!(presence.disconnect(&first, 1), "alice goes into her lease");
+    assert!(
+        presence
+            .register(proving("carol", 3), conn(3), 2, || session(
+                "carol", 3, 3, 3
+            ))
+            .err()
+            == Some(Unregistered::Full),
+        "two presences fill a cap of two, one of them in its lease"
+    );
+    presence.revoke("mesh", "bob");
+    new_presence(presence.register(proving("carol", 3), conn(3), 2, || {
+        session("carol", 3, 3, 3)
+    }));
+    let since = first.state().offline_since_ms.expect("in her lease");
+    presence.expire_leases(since + LEASE_MS);
+    assert_eq!(presence.lock().len(), 1);
+    presence.revoke("mesh", "carol");
+    assert!(
+        presence.lock().is_empty(),
+        "no room is kept for an empty mesh"
+    );
 }
 
 /// A hidden session is listed to nobody but itself and does not make its member online; nor
