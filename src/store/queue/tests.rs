@@ -524,6 +524,24 @@ async fn delivered_messages_keep_their_status_until_retention_ends() {
     }
 }
 
+/// A message some of its recipients acknowledged leaves nothing behind when its retention
+/// ends: not its body, not the acknowledgements kept for the others.
+#[tokio::test]
+async fn an_expired_message_leaves_no_acknowledgement_behind() {
+    let (_dir, store) = test_store();
+    let mut m = message("msg-half", &["b", "c"]);
+    m.expires_at_ms = 10;
+    store.enqueue(m).await.unwrap();
+    store
+        .mark_delivered(vec![(key("b"), "msg-half".into())], 5)
+        .await
+        .unwrap();
+    assert_eq!(ack_rows(&store, "msg-half"), [("m/b".to_string(), 5)]);
+    assert_eq!(store.sweep_expired(100).await.unwrap(), 1);
+    assert_eq!(rows(&store, MESH, "msg-half"), (false, false));
+    assert_eq!(ack_rows(&store, "msg-half"), []);
+}
+
 /// Messages dropped when their retention ends free their places in a full queue.
 #[tokio::test]
 async fn expired_messages_free_their_places_in_a_full_queue() {
