@@ -6,7 +6,8 @@
 //!
 //! Both sides: N peers, each sends M messages of 128 bytes to the next peer, at most 64
 //! unacknowledged sends per peer, receivers acknowledge every message explicitly; latency is
-//! send → receive in the load generator. claudemesh: `claudemesh bench` against a fresh broker
+//! send → receive in the load generator, which runs on one worker thread on both sides (the
+//! server keeps the other core). claudemesh: `claudemesh bench` against a fresh broker
 //! (fsync before every ack). JetStream: one file-backed stream, a durable pull consumer per
 //! peer with explicit acks, async publishes awaiting their PubAcks (nats-server 2.9 syncs its
 //! files about every 2 minutes, not before a PubAck).
@@ -24,6 +25,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_claudemesh");
 /// Unacknowledged sends per peer (as `claudemesh bench`).
 const WINDOW: usize = 64;
 const SIZE: usize = 128;
+/// Worker threads of each load generator (as `claudemesh bench`'s default): both leave the
+/// same cores to their server.
+const LOAD_THREADS: usize = 1;
 
 /// One case: peers, messages per peer, fixed total rate (None: saturation).
 struct Case {
@@ -135,6 +139,7 @@ fn run_claudemesh(case: &Case) -> Result<Measured, String> {
     let (_broker, url) = start_claudemesh();
     let mut cmd = Command::new(BIN);
     cmd.args(["bench", "--broker", &url, "--json"])
+        .args(["--threads", &LOAD_THREADS.to_string()])
         .args(["--peers", &case.peers.to_string()])
         .args(["--messages", &case.messages.to_string()]);
     if let Some(r) = case.rate {
@@ -362,7 +367,12 @@ fn main() {
              measuring claudemesh only"
         );
     }
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // The JetStream load runs here, on as many threads as `claudemesh bench` is given.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(LOAD_THREADS)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     println!(
         "{runs} runs per case, min / median / max; the 1-minute load average before each run."
     );

@@ -360,22 +360,34 @@ fn bench_finds_the_local_admin_token() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["delivered"], 6, "{report}");
+    assert_eq!(
+        report["threads"], 1,
+        "one load thread unless asked: {report}"
+    );
 
     let token_file = broker.data_dir().join("admin.token");
     let mut with_file = bench.to_vec();
     with_file.extend(["--admin-token-file", token_file.to_str().unwrap()]);
     let out = run(&with_file);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    // The same load in MessagePack frames.
-    with_file.push("--msgpack");
+    // The same load in MessagePack frames, on two load threads.
+    with_file.extend(["--msgpack", "--threads", "2"]);
     let out = run(&with_file);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(
-        (&report["delivered"], &report["encoding"]),
-        (&6.into(), &"msgpack".into()),
+        (
+            &report["delivered"],
+            &report["encoding"],
+            &report["threads"]
+        ),
+        (&6.into(), &"msgpack".into(), &2.into()),
         "{report}"
     );
+    let none = [&bench[..], &["--threads", "0"]].concat();
+    let out = run(&none);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("needs at least 1"), "{}", out.stderr);
 
     let out = run(&bench);
     assert_eq!(out.code, 1);

@@ -66,6 +66,10 @@ pub struct BenchCmd {
     /// connection in its hello's encoding
     #[argh(switch)]
     msgpack: bool,
+    /// worker threads of the load generator (default 1: a broker on the same machine keeps
+    /// the other cores; raise it against a broker elsewhere)
+    #[argh(option, default = "1")]
+    pub threads: usize,
 }
 
 /// What a run measured.
@@ -74,6 +78,8 @@ pub struct Report {
     pub peers: usize,
     /// The frames' encoding: `json` or `msgpack`.
     pub encoding: &'static str,
+    /// The load generator's worker threads (`--threads`).
+    pub threads: usize,
     pub messages: usize,
     pub sent: u64,
     pub delivered: u64,
@@ -161,9 +167,10 @@ impl BenchCmd {
                 report.duplicates
             );
             outln!(
-                "{} peers connected in {:.2} s",
+                "{} peers connected in {:.2} s; load generator on {} thread(s)",
                 report.peers,
-                report.connect_s
+                report.connect_s,
+                report.threads
             );
             outln!(
                 "{:.0} msg/s over {:.2} s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
@@ -521,6 +528,7 @@ pub async fn run_load(
             Encoding::Json => "json",
             Encoding::MsgPack => "msgpack",
         },
+        threads: tokio::runtime::Handle::current().metrics().num_workers(),
         peers: n,
         messages,
         sent,

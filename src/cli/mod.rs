@@ -252,7 +252,15 @@ pub fn main() -> i32 {
         // Before any thread exists: the share's environment is read and removed here.
         crate::mcp::take_share_env();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(b) = &command {
+        if b.threads == 0 {
+            output::error("error: --threads: the load generator needs at least 1");
+            return 2;
+        }
+        builder.worker_threads(b.threads);
+    }
+    let runtime = match builder
         .enable_all()
         // An idle broker's workers hand freed memory back to the OS (issue 14).
         .on_thread_park(crate::store::collect_freed_memory)
