@@ -240,6 +240,24 @@ fn proving<'a>(member: &'a str, session: u8) -> Arrival<'a> {
     }
 }
 
+/// A session hello of `member` (member key `[key; 32]`) proving the session key
+/// `[session_key; 32]` on connection `conn_id`, in a mesh capped at `capacity`: its new presence.
+fn proven(
+    presence: &Presence,
+    member: &str,
+    key: u8,
+    session_key: u8,
+    conn_id: u64,
+    capacity: usize,
+) -> Arc<Peer> {
+    new_presence(presence.register(
+        proving(member, session_key),
+        conn(conn_id),
+        capacity,
+        || session(member, key, session_key, conn_id),
+    ))
+}
+
 fn new_presence(registered: Result<Registered, Unregistered>) -> Arc<Peer> {
     match registered {
         Ok(Registered::New(peer)) => peer,
@@ -275,13 +293,9 @@ fn close_reason(peer: &Peer) -> Option<String> {
 #[test]
 fn a_session_hello_takes_over_only_the_presence_of_its_own_key() {
     let presence = Presence::default();
-    let first = new_presence(presence.register(proving("alice", 7), conn(1), 10, || {
-        session("alice", 1, 7, 1)
-    }));
-    new_presence(presence.register(proving("alice", 8), conn(2), 10, || {
-        session("alice", 1, 8, 2)
-    }));
-    new_presence(presence.register(proving("bob", 6), conn(3), 10, || session("bob", 2, 6, 3)));
+    let first = proven(&presence, "alice", 1, 7, 1, 10);
+    proven(&presence, "alice", 1, 8, 2, 10);
+    proven(&presence, "bob", 2, 6, 3, 10);
     let Ok(Registered::Reattached { peer, replaced }) =
         presence.register(proving("alice", 7), conn(5), 10, || {
             session("alice", 1, 7, 5)
@@ -390,14 +404,10 @@ fn a_proven_session_closes_only_another_members_use_of_its_key() {
     let alices_tool = new_presence(presence.register(labelling("alice", 6), conn(3), 10, || {
         labelled("alice", 1, 6, None)
     }));
-    new_presence(presence.register(proving("alice", 7), conn(4), 10, || {
-        session("alice", 1, 7, 4)
-    }));
+    proven(&presence, "alice", 1, 7, 4, 10);
     assert_eq!(close_reason(&bob).as_deref(), Some("bad_session_pubkey"));
     assert_eq!(close_reason(&carol), None, "carol's own label is hers");
-    new_presence(presence.register(proving("alice", 6), conn(5), 10, || {
-        session("alice", 1, 6, 5)
-    }));
+    proven(&presence, "alice", 1, 6, 5, 10);
     assert_eq!(
         close_reason(&alices_tool),
         None,
@@ -416,11 +426,7 @@ fn closed_sessions_linger_at_most_a_quarter_of_the_cap_the_longest_closed_going_
         let sessions: Vec<Arc<Peer>> = (0..lingering + 3)
             .map(|i| {
                 let (key, id) = (10 + i as u8, 100 + i as u64);
-                new_presence(
-                    presence.register(proving("alice", key), conn(id), capacity, || {
-                        session("alice", 1, key, id)
-                    }),
-                )
+                proven(&presence, "alice", 1, key, id, capacity)
             })
             .collect();
         for (i, s) in sessions.iter().enumerate() {
@@ -449,10 +455,8 @@ fn closed_sessions_linger_at_most_a_quarter_of_the_cap_the_longest_closed_going_
 #[test]
 fn a_closed_session_keeps_its_presence_for_exactly_its_lease() {
     let presence = Presence::default();
-    let alice = new_presence(presence.register(proving("alice", 7), conn(1), 10, || {
-        session("alice", 1, 7, 1)
-    }));
-    new_presence(presence.register(proving("bob", 8), conn(2), 10, || session("bob", 2, 8, 2)));
+    let alice = proven(&presence, "alice", 1, 7, 1, 10);
+    proven(&presence, "bob", 2, 8, 2, 10);
     assert!(presence.disconnect(&alice, 1));
     let since = alice
         .state()
@@ -484,13 +488,9 @@ fn a_recipient_key_reaches_the_presences_it_names_until_they_leave() {
         let ids: Vec<String> = peers.iter().map(|p| p.presence_id.clone()).collect();
         (ids, observed)
     };
-    let a7 = new_presence(presence.register(proving("alice", 7), conn(1), 10, || {
-        session("alice", 1, 7, 1)
-    }));
-    new_presence(presence.register(proving("alice", 8), conn(2), 10, || {
-        session("alice", 1, 8, 2)
-    }));
-    new_presence(presence.register(proving("bob", 9), conn(3), 10, || session("bob", 2, 9, 3)));
+    let a7 = proven(&presence, "alice", 1, 7, 1, 10);
+    proven(&presence, "alice", 1, 8, 2, 10);
+    proven(&presence, "bob", 2, 9, 3, 10);
     let (mut all_alice, observed) = reached(&[member("alice")]);
     all_alice.sort();
     assert_eq!(all_alice, ["alice-session-7", "alice-session-8"]);
@@ -534,7 +534,7 @@ fn a_recipient_key_reaches_the_presences_it_names_until_they_leave() {
     assert!(reached(&[member("bob"), session_key(9)]).0.is_empty());
 
     // An observer is counted while it is there (dave stays, so the mesh does too).
-    new_presence(presence.register(proving("dave", 4), conn(5), 10, || session("dave", 4, 4, 5)));
+    proven(&presence, "dave", 4, 4, 5, 10);
     let watching = labelled("carol", 3, 30, Some("observer"));
     let page = new_presence(presence.register(arrive("carol"), conn(4), 10, || watching));
     assert!(reached(&[member("dave")]).1, "the mesh has an observer");
@@ -550,10 +550,8 @@ fn a_recipient_key_reaches_the_presences_it_names_until_they_leave() {
 #[test]
 fn a_mesh_holds_up_to_its_cap_and_goes_with_its_last_presence() {
     let presence = Presence::default();
-    let first = new_presence(presence.register(proving("alice", 1), conn(1), 2, || {
-        session("alice", 1, 1, 1)
-    }));
-    new_presence(presence.register(proving("bob", 2), conn(2), 2, || session("bob", 2, 2, 2)));
+    let first = proven(&presence, "alice", 1, 1, 1, 2);
+    proven(&presence, "bob", 2, 2, 2, 2);
     assert!(presence.disconnect(&first, 1), "alice goes into her lease");
     assert!(
         presence
@@ -565,9 +563,7 @@ fn a_mesh_holds_up_to_its_cap_and_goes_with_its_last_presence() {
         "two presences fill a cap of two, one of them in its lease"
     );
     presence.revoke("mesh", "bob");
-    new_presence(presence.register(proving("carol", 3), conn(3), 2, || {
-        session("carol", 3, 3, 3)
-    }));
+    proven(&presence, "carol", 3, 3, 3, 2);
     let since = first.state().offline_since_ms.expect("in her lease");
     presence.expire_leases(since + LEASE_MS);
     assert_eq!(presence.lock().len(), 1);
@@ -583,14 +579,9 @@ fn a_mesh_holds_up_to_its_cap_and_goes_with_its_last_presence() {
 #[test]
 fn hidden_sessions_and_tool_connections_are_not_shown_to_others() {
     let presence = Presence::default();
-    let alice = new_presence(presence.register(proving("alice", 7), conn(1), 10, || {
-        session("alice", 1, 7, 1)
-    }));
-    let bob =
-        new_presence(presence.register(proving("bob", 8), conn(2), 10, || session("bob", 2, 8, 2)));
-    let carol = new_presence(presence.register(proving("carol", 9), conn(3), 10, || {
-        session("carol", 3, 9, 3)
-    }));
+    let alice = proven(&presence, "alice", 1, 7, 1, 10);
+    let bob = proven(&presence, "bob", 2, 8, 2, 10);
+    let carol = proven(&presence, "carol", 3, 9, 3, 10);
     let cli = new_presence(presence.register(arrive("dave"), conn(4), 10, || peer("dave", 4)));
     bob.state().visible = false;
     assert!(presence.disconnect(&carol, 3));
