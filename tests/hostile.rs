@@ -212,7 +212,7 @@ async fn a_peer_that_never_reads_is_cut_off_and_others_are_not() {
     while metric(&broker, "claudemesh_peers").await == Some(3.0) {
         assert!(
             started.elapsed() < CUT_OFF_WITHIN,
-            "bob was never cut off: still connected {:?} after his last frame, {sent} broadcasts later",
+            "bob was never cut off: still connected {:?} into the flood, {sent} broadcasts later",
             started.elapsed()
         );
         let mut batch = JoinSet::new();

@@ -64,25 +64,32 @@ impl Serialize for Pubkey {
 
 impl<'de> Deserialize<'de> for Pubkey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(PubkeyVisitor)
+        d.deserialize_str(HexVisitor {
+            parse: Pubkey::parse,
+            what: "a pubkey: 64 lowercase hex characters",
+        })
     }
 }
 
-/// Reads a pubkey from the string in place (a `String` would be allocated only to be parsed).
-struct PubkeyVisitor;
+/// Reads a key or signature from the string in place (a `String` would be allocated only to
+/// be parsed).
+struct HexVisitor<T> {
+    parse: fn(&str) -> Result<T, HexShapeError>,
+    what: &'static str,
+}
 
-impl serde::de::Visitor<'_> for PubkeyVisitor {
-    type Value = Pubkey;
+impl<T> serde::de::Visitor<'_> for HexVisitor<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a pubkey: 64 lowercase hex characters")
+        f.write_str(self.what)
     }
 
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Pubkey, E> {
-        Pubkey::parse(v).map_err(E::custom)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
     }
 
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Pubkey, E> {
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<T, E> {
         match std::str::from_utf8(v) {
             Ok(s) => self.visit_str(s),
             Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
@@ -111,14 +118,16 @@ impl fmt::Debug for Signature {
 
 impl Serialize for Signature {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(write_hex(&self.0, &mut [0; 128]))
     }
 }
 
 impl<'de> Deserialize<'de> for Signature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Signature::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(HexVisitor {
+            parse: Signature::parse,
+            what: "a signature: 128 lowercase hex characters",
+        })
     }
 }
 
