@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 use claudemesh::client::{MeshClient, Target};
-use claudemesh::protocol::ServerMessage;
+use claudemesh::protocol::{ClientMessage, ServerMessage};
 use common::*;
 
 const MIB: f64 = 1048576.0;

@@ -149,6 +149,14 @@ async fn a_full_disk_stops_acks_loses_nothing_and_recovers() {
             .any(|l| l.contains("storage failed"))
     })
     .await;
+    // A revocation cannot be written either: it is refused, and bob is not shut out by a
+    // revocation that did not happen (he comes back below).
+    let bob_id = bob.entry().member_id;
+    let refused = sender
+        .request(ClientMessage::RevokeMember { member: bob_id })
+        .await
+        .expect_err("a revocation written on a full disk");
+    assert!(refused.to_string().contains("storage"), "{refused}");
     // While the disk stays full, the broker's retries (every second) find no room and it stays
     // failed: no recovery is declared and nothing is accepted.
     tokio::time::sleep(Duration::from_millis(2500)).await;

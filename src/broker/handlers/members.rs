@@ -374,10 +374,21 @@ pub async fn revoke_member(conn: &Conn, req_id: Option<String>, target: String) 
 }
 
 /// Waits for the frames the cut-off presences `gone` were running, then announces them gone.
-/// The remover's own frame holds its own presence's authority: an admin removing itself must
-/// not wait for itself.
 async fn let_finish_and_leave(
     broker: &crate::broker::state::Broker,
+    remover: &crate::broker::presence::Peer,
+    gone: &[std::sync::Arc<crate::broker::presence::Peer>],
+) {
+    let_finish(remover, gone).await;
+    for p in gone {
+        crate::broker::router::announce(broker, p, "peer_left");
+    }
+}
+
+/// Waits until no presence in `gone` still runs a frame, but the remover's own: its frame
+/// (this revocation) holds its presence's authority, and an admin removing itself must not
+/// wait for itself.
+async fn let_finish(
     remover: &crate::broker::presence::Peer,
     gone: &[std::sync::Arc<crate::broker::presence::Peer>],
 ) {
@@ -385,7 +396,6 @@ async fn let_finish_and_leave(
         if p.presence_id != remover.presence_id {
             p.wait_idle().await;
         }
-        crate::broker::router::announce(broker, p, "peer_left");
     }
 }
 
@@ -683,4 +693,35 @@ pub fn list_bans(conn: &Conn, req_id: Option<String>) {
         })
         .collect();
     conn.reply(req_id, ServerMessage::Bans { bans, truncated });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::broker::presence::tests::peer;
+
+    /// An admin revoking its own member along with others: the revocation waits for the
+    /// frame another cut-off presence is running, and not for its own (which is the revocation).
+    #[tokio::test]
+    async fn a_revocation_waits_for_the_others_running_frames_and_not_its_own() {
+        let (admin, other) = (Arc::new(peer("admin", 1)), Arc::new(peer("other", 2)));
+        let own_frame = admin.authorised().await.expect("the admin acts");
+        let their_frame = other.authorised().await.expect("the other acts");
+        let gone = [admin.clone(), other.clone()];
+        let waiting = super::let_finish(&admin, &gone);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut waiting)
+                .await
+                .is_err(),
+            "the revocation went on while a cut-off presence's frame still ran"
+        );
+        drop(their_frame);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the revocation waited for the admin's own frame: it never ends");
+        drop(own_frame);
+    }
 }
