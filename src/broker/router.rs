@@ -791,4 +791,65 @@ mod tests {
             "nothing kept once every commit returned"
         );
     }
+
+    /// The list each successful request changes, as PROTOCOL.md §3.1 names them for
+    /// observers (`mesh_changed{area}`); reads and messages change none.
+    #[test]
+    fn each_request_that_changes_a_list_names_the_list_it_changes() {
+        let areas: &[(&str, &[&str])] = &[
+            (
+                "tasks",
+                &["create_task", "claim_task", "complete_task", "release_task"],
+            ),
+            ("files", &["delete_file", "grant_file_access"]),
+            ("memory", &["remember", "forget"]),
+            ("contexts", &["share_context"]),
+            ("streams", &["create_stream"]),
+            ("reminders", &["schedule", "cancel_scheduled"]),
+            ("skills", &["share_skill", "remove_skill"]),
+            (
+                "tools",
+                &[
+                    "mcp_register",
+                    "mcp_unregister",
+                    "mcp_deploy",
+                    "mcp_undeploy",
+                    "mcp_update",
+                    "mcp_scope",
+                ],
+            ),
+            (
+                "watches",
+                &["watch", "unwatch", "create_webhook", "delete_webhook"],
+            ),
+            (
+                "members",
+                &[
+                    "create_invite",
+                    "revoke_invite",
+                    "revoke_member",
+                    "set_perms",
+                    "set_admins",
+                    "kick",
+                    "ban",
+                    "unban",
+                ],
+            ),
+        ];
+        for (area, requests) in areas {
+            for request in *requests {
+                assert_eq!(changed_area(request), Some(*area), "{request}");
+            }
+        }
+        for read in [
+            "send",
+            "list_peers",
+            "recall",
+            "list_tasks",
+            "get_file",
+            "set_status",
+        ] {
+            assert_eq!(changed_area(read), None, "{read}");
+        }
+    }
 }
