@@ -415,6 +415,33 @@ async fn inbox_run_again_at_once_shows_nothing_twice() {
     }
 }
 
+/// Our CLI's connections (`peerRole:"control-plane"`) are pushed queued messages only once
+/// they ask (`drain`, as `inbox` does): any other command takes nothing from the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_connection_is_pushed_queued_messages_only_once_it_drains() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let sender = alice.client().await;
+    let ack = sender
+        .send_text(&to(&bob), "for bob's inbox", "next", None)
+        .await
+        .expect("sent");
+    let mut info = peer_info("bob-cli");
+    info.peer_role = Some("control-plane".into());
+    let cli = MeshClient::connect(ConnectOptions::new(bob.entry(), info))
+        .await
+        .expect("bob's CLI connects");
+    // A push goes out as soon as a connection may have it: two seconds of nothing mean it.
+    let unasked = next_message(&cli, Duration::from_secs(2)).await;
+    assert!(
+        unasked.is_none(),
+        "pushed to a CLI connection that did not ask: {unasked:?}"
+    );
+    assert_eq!(cli.drain_window().await.expect("drain"), (1, false));
+    let pushed = next_message(&cli, WAIT).await.expect("pushed once asked");
+    assert_eq!(Some(&pushed.message_id), ack.message_id.as_ref());
+}
+
 /// A session that reconnects within its lease takes up its presence again, and what it had
 /// not acknowledged is pushed again at once, not after the 30 s redelivery.
 #[tokio::test(flavor = "multi_thread")]
