@@ -433,6 +433,43 @@ async fn the_ack_says_what_a_returning_member_gets_back() {
     assert!(ack["rootKeyHeld"].is_null(), "{ack}");
 }
 
+/// A session opened again while its first socket is still open takes its presence over; when
+/// the displaced socket ends, the session stays online on the new one and messages reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_taken_over_stays_online_when_the_displaced_socket_ends() {
+    let (broker, alice, bob) = setup(&[]);
+    let key = SignKeyPair::generate();
+    let session = |key: SignKeyPair| {
+        MeshClient::connect(ConnectOptions {
+            identity: Identity::Session(key),
+            ..ConnectOptions::new(bob.entry(), peer_info("bob-agent"))
+        })
+    };
+    let first = session(key.clone())
+        .await
+        .expect("bob's session says hello");
+    let second = session(key.clone())
+        .await
+        .expect("the same session opened again");
+    first.close().await;
+    // Once the broker has counted the first socket gone, it has handled its end.
+    eventually("the displaced socket's end to be handled", || async {
+        metric(&broker, "claudemesh_connections").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&broker, "claudemesh_peers").await,
+        Some(1.0),
+        "the session went offline with the socket it had left"
+    );
+    let out = alice.run(&["send", &key.public_hex(), "to the new socket"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let push = next_message(&second, WAIT)
+        .await
+        .expect("the message reaches the session on its new socket");
+    assert_eq!(second.decrypt(&push).as_deref(), Ok("to the new socket"));
+}
+
 /// A session key proven by a session hello is remembered, also across a restart: while that
 /// session is away, a message to its key is kept for it (not refused as "no member or session"),
 /// and the session gets it when it says hello again with the same key.
