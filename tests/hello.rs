@@ -433,22 +433,28 @@ async fn the_ack_says_what_a_returning_member_gets_back() {
     assert!(ack["rootKeyHeld"].is_null(), "{ack}");
 }
 
+/// A session hello of `person`'s session "agent" with session key `key`.
+async fn session_of(
+    person: &Person,
+    key: SignKeyPair,
+) -> Result<MeshClient, claudemesh::client::ClientError> {
+    MeshClient::connect(ConnectOptions {
+        identity: Identity::Session(key),
+        ..ConnectOptions::new(person.entry(), peer_info(&format!("{}-agent", person.name)))
+    })
+    .await
+}
+
 /// A session opened again while its first socket is still open takes its presence over; when
 /// the displaced socket ends, the session stays online on the new one and messages reach it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_taken_over_stays_online_when_the_displaced_socket_ends() {
     let (broker, alice, bob) = setup(&[]);
     let key = SignKeyPair::generate();
-    let session = |key: SignKeyPair| {
-        MeshClient::connect(ConnectOptions {
-            identity: Identity::Session(key),
-            ..ConnectOptions::new(bob.entry(), peer_info("bob-agent"))
-        })
-    };
-    let first = session(key.clone())
+    let first = session_of(&bob, key.clone())
         .await
         .expect("bob's session says hello");
-    let second = session(key.clone())
+    let second = session_of(&bob, key.clone())
         .await
         .expect("the same session opened again");
     first.close().await;
@@ -477,13 +483,7 @@ async fn a_session_taken_over_stays_online_when_the_displaced_socket_ends() {
 async fn a_message_to_a_session_that_has_gone_waits_for_its_next_hello() {
     let (mut broker, alice, bob) = setup(&[]);
     let key = SignKeyPair::generate();
-    let session = |key: SignKeyPair| {
-        MeshClient::connect(ConnectOptions {
-            identity: Identity::Session(key),
-            ..ConnectOptions::new(bob.entry(), peer_info("bob-agent"))
-        })
-    };
-    session(key.clone())
+    session_of(&bob, key.clone())
         .await
         .expect("bob's session says hello")
         .close()
@@ -493,7 +493,9 @@ async fn a_message_to_a_session_that_has_gone_waits_for_its_next_hello() {
 
     let out = alice.run(&["send", &key.public_hex(), "while you were out"]);
     assert_eq!(out.code, 0, "a send to the away session: {}", out.stderr);
-    let back = session(key.clone()).await.expect("the session comes back");
+    let back = session_of(&bob, key.clone())
+        .await
+        .expect("the session comes back");
     let push = next_message(&back, WAIT)
         .await
         .expect("the message waited for the session");

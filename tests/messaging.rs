@@ -426,11 +426,7 @@ async fn a_cli_connection_is_pushed_queued_messages_only_once_it_drains() {
         .send_text(&to(&bob), "for bob's inbox", "next", None)
         .await
         .expect("sent");
-    let mut info = peer_info("bob-cli");
-    info.peer_role = Some("control-plane".into());
-    let cli = MeshClient::connect(ConnectOptions::new(bob.entry(), info))
-        .await
-        .expect("bob's CLI connects");
+    let cli = connect_as(&bob, "bob-cli", "control-plane").await;
     // A push goes out as soon as a connection may have it: two seconds of nothing mean it.
     let unasked = next_message(&cli, Duration::from_secs(2)).await;
     assert!(

@@ -554,6 +554,16 @@ pub fn team_with_admin(broker: &BrokerProc) -> (Person, Person, Person) {
     (alice, bob, carol)
 }
 
+/// A member connection of `person` as session `session` that calls itself `role`
+/// (`peerRole`: `observer` for a dashboard, `control-plane` for our CLI).
+pub async fn connect_as(person: &Person, session: &str, role: &str) -> MeshClient {
+    let mut info = peer_info(session);
+    info.peer_role = Some(role.into());
+    MeshClient::connect(ConnectOptions::new(person.entry(), info))
+        .await
+        .unwrap_or_else(|e| panic!("{}'s {role} connection: {e}", person.name))
+}
+
 pub fn peer_info(session: &str) -> PeerInfo {
     PeerInfo {
         session_id: format!("test-{session}"),

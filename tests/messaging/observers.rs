@@ -16,11 +16,7 @@ async fn next_mirror(observer: &MeshClient) -> claudemesh::protocol::messages::P
 
 /// A connection of `person` as a dashboard makes it (`peerRole:"observer"`).
 async fn observer_of(person: &Person) -> MeshClient {
-    let mut info = peer_info(&format!("{}-dashboard", person.name));
-    info.peer_role = Some("observer".into());
-    MeshClient::connect(ConnectOptions::new(person.entry(), info))
-        .await
-        .expect("an observer connects")
+    connect_as(person, &format!("{}-dashboard", person.name), "observer").await
 }
 
 /// A dashboard connects as an observer: it sees a copy of what its member receives and sends,
