@@ -463,15 +463,18 @@ async fn a_reconnected_session_gets_what_it_had_not_acknowledged_at_once() {
 
 /// A busy session with more held-back messages queued than one walk looks at (1 024) still
 /// gets a `now` message: the walk goes on past them at the next sweep instead of starting over.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
-    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
-    let (alice, bob) = alice_and_bob(&broker);
+/// bob's session, working, behind 1 100 held `next` messages from alice, on a new socket
+/// whose walk of the queue has looked at the first 1 024 and yielded (it goes on at the next
+/// sweep, up to 5 s later). Returns alice's client, bob's new socket and the held texts.
+async fn a_walk_under_way_past_a_held_backlog(
+    alice: &Person,
+    bob: &Person,
+) -> (MeshClient, MeshClient, Vec<String>) {
     let live = bob.client().await;
     bob.ok(&["status", "set", "working"]);
-    bob_comes_to_be(&alice, "working", "bob to be working").await;
+    bob_comes_to_be(alice, "working", "bob to be working").await;
     let sender = alice.client().await;
-    let target = to(&bob);
+    let target = to(bob);
     let texts: Vec<String> = (0..1_100).map(|i| format!("later {i}")).collect();
     let sends = texts
         .iter()
@@ -482,14 +485,71 @@ async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
     // A new socket: the presence walks its queue from the start, through 1 100 held entries.
     live.close().await;
     let again = bob.client().await;
+    (sender, again, texts)
+}
+
+/// Reads `n` messages from `client` (or what comes within [`WAIT`] of each), acknowledging
+/// each: their texts in the order they came.
+async fn read_acking(client: &MeshClient, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let Some(m) = next_message(client, WAIT).await else {
+            break;
+        };
+        got.push(client.decrypt(&m).unwrap());
+        client.ack(&m.message_id).unwrap();
+    }
+    got
+}
+
+/// `got` is `sent`, in the same order (a failure shows where they part, not 1 100 lines).
+fn in_order(got: &[String], sent: &[String]) {
+    let first_difference = got.iter().zip(sent).position(|(g, s)| g != s);
+    assert!(
+        got == sent,
+        "{} of {} came; first out of place: {:?}, got starts {:?}",
+        got.len(),
+        sent.len(),
+        first_difference.map(|i| (i, &got[i])),
+        &got[..got.len().min(3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (sender, again, _) = a_walk_under_way_past_a_held_backlog(&alice, &bob).await;
     sender
-        .send_text(&target, "production is down", "now", None)
+        .send_text(&to(&bob), "production is down", "now", None)
         .await
         .expect("sent");
     let first = next_message(&again, WAIT)
         .await
         .expect("the now message gets through");
     assert_eq!(again.decrypt(&first).unwrap(), "production is down");
+}
+
+/// A drain hands over what the status holds back, all of it and in order, also when it
+/// comes while a walk that skipped the held entries is under way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_during_a_walk_hands_over_the_whole_held_backlog_in_order() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob).await;
+    again.drain().await.expect("drained");
+    in_order(&read_acking(&again, held.len()).await, &held);
+}
+
+/// Going idle releases what was held from the oldest, also while a walk that skipped the
+/// held entries is under way (FIFO per sender).
+#[tokio::test(flavor = "multi_thread")]
+async fn going_idle_during_a_walk_releases_the_held_backlog_from_the_oldest() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob).await;
+    bob.ok(&["status", "set", "idle"]);
+    in_order(&read_acking(&again, held.len()).await, &held);
 }
 
 #[tokio::test(flavor = "multi_thread")]
