@@ -345,6 +345,36 @@ async fn window(reader: &MeshClient) -> (Vec<String>, bool) {
     (ids, more)
 }
 
+/// Live pushes stop at the window too (PROTOCOL.md §4.4): with 256 unacknowledged, the next
+/// message waits in the queue, and goes out once acknowledgements make room.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_pushes_stop_at_the_window_until_acknowledgements_make_room() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let reader = bob.client().await;
+    let sender = alice.client().await;
+    let live = queue_texts(&sender, &bob, "live", 256).await;
+    let mut ids = Vec::new();
+    while ids.len() < live.len() {
+        let m = next_message(&reader, WAIT).await.expect("pushed live");
+        ids.push(m.message_id);
+    }
+    queue_texts(&sender, &bob, "over", 1).await;
+    // The broker never pushes it unacknowledged; two seconds are ample for a push to arrive.
+    let early = next_message(&reader, Duration::from_secs(2)).await;
+    assert!(
+        early.is_none(),
+        "a 257th push went out with 256 unacknowledged"
+    );
+    for id in &ids {
+        reader.ack(id).unwrap();
+    }
+    let m = next_message(&reader, WAIT)
+        .await
+        .expect("pushed once acknowledgements make room");
+    assert_eq!(reader.decrypt(&m).unwrap(), "over0");
+}
+
 /// A backlog is pushed a window at a time (PROTOCOL.md §4.4): 256 messages, or about 4 MiB of
 /// large ones, then `more` as they are acknowledged — each push once, however many times a
 /// client acknowledges it.
@@ -463,12 +493,14 @@ async fn a_reconnected_session_gets_what_it_had_not_acknowledged_at_once() {
 
 /// A busy session with more held-back messages queued than one walk looks at (1 024) still
 /// gets a `now` message: the walk goes on past them at the next sweep instead of starting over.
-/// bob's session, working, behind 1 100 held `next` messages from alice, on a new socket
-/// whose walk of the queue has looked at the first 1 024 and yielded (it goes on at the next
-/// sweep, up to 5 s later). Returns alice's client, bob's new socket and the held texts.
+/// bob's session, working, behind 1 100 held `next` messages from alice (then `urgent`, sent
+/// `now`), on a new socket whose walk of the queue has looked at the first 1 024 and yielded
+/// (it goes on at the next sweep, up to 5 s later). Returns alice's client, bob's new socket
+/// and the held texts.
 async fn a_walk_under_way_past_a_held_backlog(
     alice: &Person,
     bob: &Person,
+    urgent: &[&str],
 ) -> (MeshClient, MeshClient, Vec<String>) {
     let live = bob.client().await;
     bob.ok(&["status", "set", "working"]);
@@ -481,6 +513,12 @@ async fn a_walk_under_way_past_a_held_backlog(
         .map(|t| sender.send_text(&target, t, "next", None));
     for ack in futures_util::future::join_all(sends).await {
         ack.expect("sent");
+    }
+    for text in urgent {
+        sender
+            .send_text(&target, text, "now", None)
+            .await
+            .expect("sent");
     }
     // A new socket: the presence walks its queue from the start, through 1 100 held entries.
     live.close().await;
@@ -519,7 +557,7 @@ fn in_order(got: &[String], sent: &[String]) {
 async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let (sender, again, _) = a_walk_under_way_past_a_held_backlog(&alice, &bob).await;
+    let (sender, again, _) = a_walk_under_way_past_a_held_backlog(&alice, &bob, &[]).await;
     sender
         .send_text(&to(&bob), "production is down", "now", None)
         .await
@@ -530,13 +568,29 @@ async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
     assert_eq!(again.decrypt(&first).unwrap(), "production is down");
 }
 
+/// A `now` message sent while the walk is under way does not overtake one sent before it
+/// that the walk has not reached yet (FIFO per sender).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_now_message_does_not_overtake_one_the_walk_has_not_reached() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (sender, again, _) =
+        a_walk_under_way_past_a_held_backlog(&alice, &bob, &["first alarm"]).await;
+    sender
+        .send_text(&to(&bob), "second alarm", "now", None)
+        .await
+        .expect("sent");
+    let got = read_acking(&again, 2).await;
+    assert_eq!(got, ["first alarm", "second alarm"]);
+}
+
 /// A drain hands over what the status holds back, all of it and in order, also when it
 /// comes while a walk that skipped the held entries is under way.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drain_during_a_walk_hands_over_the_whole_held_backlog_in_order() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob).await;
+    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob, &[]).await;
     again.drain().await.expect("drained");
     in_order(&read_acking(&again, held.len()).await, &held);
 }
@@ -547,7 +601,7 @@ async fn a_drain_during_a_walk_hands_over_the_whole_held_backlog_in_order() {
 async fn going_idle_during_a_walk_releases_the_held_backlog_from_the_oldest() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob).await;
+    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob, &[]).await;
     bob.ok(&["status", "set", "idle"]);
     in_order(&read_acking(&again, held.len()).await, &held);
 }
