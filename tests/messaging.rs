@@ -220,6 +220,27 @@ async fn busy_holds_next_but_not_now_and_idle_releases(busy: &str) {
     assert_eq!(status["targetSpec"], probe.target_spec.clone().unwrap());
 }
 
+/// A `working` status stands until its TTL (10 minutes) runs out: the sweeps before that
+/// record no expiry, and bob stays working.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_working_status_is_not_expired_before_its_ttl() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let _live = bob.client().await;
+    bob.ok(&["status", "set", "working"]);
+    bob_comes_to_be(&alice, "working", "bob to be working").await;
+    // The broker looks at status expiry every 15 s: time itself is what this test waits for.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let history = alice.json(&["status", "history", "--json"]);
+    assert!(
+        !history
+            .as_array()
+            .is_some_and(|h| h.iter().any(|c| c["source"] == "ttl")),
+        "a status expired before its TTL: {history:#}"
+    );
+    bob_comes_to_be(&alice, "working", "bob still working").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unacknowledged_pushes_come_back_and_acknowledged_ones_do_not() {
     let broker = BrokerProc::start(&["--redeliver-after", "1s"]);
@@ -635,6 +656,19 @@ async fn a_message_past_its_retention_is_not_delivered() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     send(&alice, "bob", "fresh news", &[]);
     assert_eq!(texts(&inbox(&bob, &[])), vec!["fresh news"]);
+}
+
+/// It also leaves the store: the retention sweep runs once a retention period when that is
+/// shorter than its usual 5 minutes, and counts what it dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_past_its_retention_is_swept_from_the_store() {
+    let broker = BrokerProc::start(&["--retention", "2s"]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    send(&alice, "bob", "nobody reads this", &[]);
+    eventually("the retention sweep to drop the message", || async {
+        metric(&broker, "claudemesh_messages_expired_total").await == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

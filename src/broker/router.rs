@@ -646,7 +646,9 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
     let redeliver = broker.redeliver_ms();
     let per_30s = (30_000 / period.as_millis() as u64).max(1);
     let per_15s = (15_000 / period.as_millis() as u64).max(1);
-    let per_5min = (300_000 / period.as_millis() as u64).max(1);
+    // Retention is swept every 5 minutes, or once a retention period when that is shorter.
+    let sweep_ms = (broker.config.retention.as_millis() as u64).min(300_000);
+    let per_sweep = (sweep_ms / period.as_millis() as u64).max(1);
     let mut tick = tokio::time::interval(period);
     let mut n: u64 = 0;
     loop {
@@ -680,7 +682,7 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
         for gone in broker.presence.expire_leases(now) {
             announce(&broker, &gone, "peer_left");
         }
-        if n.is_multiple_of(per_5min) {
+        if n.is_multiple_of(per_sweep) {
             match broker.store.sweep_expired(now).await {
                 Ok(0) => {}
                 Ok(dropped) => {
