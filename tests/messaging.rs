@@ -512,8 +512,6 @@ async fn a_reconnected_session_gets_what_it_had_not_acknowledged_at_once() {
     assert_eq!(repushed.message_id, pushed.message_id);
 }
 
-/// A busy session with more held-back messages queued than one walk looks at (1 024) still
-/// gets a `now` message: the walk goes on past them at the next sweep instead of starting over.
 /// bob's session, working, behind 1 100 held `next` messages from alice (then `urgent`, sent
 /// `now`), on a new socket whose walk of the queue has looked at the first 1 024 and yielded
 /// (it goes on at the next sweep, up to 5 s later). Returns alice's client, bob's new socket
@@ -574,6 +572,8 @@ fn in_order(got: &[String], sent: &[String]) {
     );
 }
 
+/// A busy session with more held-back messages queued than one walk looks at (1 024) still
+/// gets a `now` message: the walk goes on past them at the next sweep instead of starting over.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
