@@ -88,6 +88,8 @@ pub struct BrokerConfig {
     pub audit_burst: f64,
     /// A push not acknowledged within this time is pushed again.
     pub redeliver_after: Duration,
+    /// A `working` status with no fresh report reverts to `idle` after this long.
+    pub working_ttl: Duration,
     /// Where file bytes go: `s3://bucket/prefix`; `None` is `<data>/files`.
     pub files_url: Option<String>,
     /// Largest file `POST /upload` accepts.
@@ -153,6 +155,7 @@ impl BrokerConfig {
             audit_rate: 50.0,
             audit_burst: 2000.0,
             redeliver_after: Duration::from_secs(30),
+            working_ttl: Duration::from_millis(status::WORKING_TTL_MS as u64),
             files_url: None,
             max_upload_bytes: files::DEFAULT_MAX_UPLOAD_BYTES,
             ephemeral_ttl: files::DEFAULT_EPHEMERAL_TTL,

@@ -645,7 +645,9 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
     let period = Duration::from_millis((broker.redeliver_ms() as u64 / 2).clamp(100, 5000));
     let redeliver = broker.redeliver_ms();
     let per_30s = (30_000 / period.as_millis() as u64).max(1);
-    let per_15s = (15_000 / period.as_millis() as u64).max(1);
+    // A `working` past its TTL is looked for every 15 s, or once a TTL when that is shorter.
+    let working_ttl = broker.config.working_ttl.as_millis() as u64;
+    let per_expiry = (working_ttl.min(15_000) / period.as_millis() as u64).max(1);
     // Retention is swept every 5 minutes, or once a retention period when that is shorter.
     let sweep_ms = (broker.config.retention.as_millis() as u64).min(300_000);
     let per_sweep = (sweep_ms / period.as_millis() as u64).max(1);
@@ -662,7 +664,8 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
             let (stale, expired_working, walking) = {
                 let mut st = peer.state();
                 let stale = st.delivery.stale(now, redeliver);
-                let expired = n.is_multiple_of(per_15s) && st.status.expire(now);
+                let expired =
+                    n.is_multiple_of(per_expiry) && st.status.expire(now, working_ttl as i64);
                 (stale, expired, st.delivery.cursor.is_some())
             };
             if expired_working {

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// How long `working` lasts without a fresh report.
+/// How long `working` lasts without a fresh report, unless the broker is told otherwise
+/// (`--working-ttl`).
 pub const WORKING_TTL_MS: i64 = 10 * 60 * 1000;
 /// A recorded source counts as fresh this long.
 pub const SOURCE_FRESH_MS: i64 = 60_000;
@@ -101,9 +102,9 @@ impl StatusState {
         false
     }
 
-    /// Reverts a stale `working` to `idle`; true when it did.
-    pub fn expire(&mut self, now_ms: i64) -> bool {
-        if self.status == Status::Working && now_ms - self.at_ms > WORKING_TTL_MS {
+    /// Reverts a `working` older than `ttl_ms` to `idle`; true when it did.
+    pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> bool {
+        if self.status == Status::Working && now_ms - self.at_ms > ttl_ms {
             self.status = Status::Idle;
             self.at_ms = now_ms;
             return true;
@@ -228,8 +229,8 @@ mod tests {
         s.report(Status::Working, StatusSource::Manual, 0);
         assert!(s.admits(Priority::Now));
         assert!(!s.admits(Priority::Next));
-        assert!(!s.expire(WORKING_TTL_MS));
-        assert!(s.expire(WORKING_TTL_MS + 1));
+        assert!(!s.expire(WORKING_TTL_MS, WORKING_TTL_MS));
+        assert!(s.expire(WORKING_TTL_MS + 1, WORKING_TTL_MS));
         assert!(s.admits(Priority::Low));
     }
 
@@ -262,8 +263,8 @@ mod tests {
     fn working_lasts_ten_minutes_and_a_source_one_minute() {
         let mut s = StatusState::new(T);
         s.report(Status::Working, StatusSource::Hook, T);
-        assert!(!s.expire(T + 600_000));
-        assert!(s.expire(T + 600_001));
+        assert!(!s.expire(T + 600_000, WORKING_TTL_MS));
+        assert!(s.expire(T + 600_001, WORKING_TTL_MS));
         assert_eq!(s.status, Status::Idle);
         // A hook's word stands against jsonl for a minute, then jsonl may take over.
         let mut s = StatusState::new(T);
@@ -278,7 +279,7 @@ mod tests {
         // Expiry only ever turns working into idle.
         let mut s = StatusState::new(T);
         s.report(Status::Dnd, StatusSource::Manual, T);
-        assert!(!s.expire(T + 10 * WORKING_TTL_MS));
+        assert!(!s.expire(T + 10 * WORKING_TTL_MS, WORKING_TTL_MS));
         assert_eq!(s.status, Status::Dnd);
     }
 

@@ -95,6 +95,10 @@ pub struct BrokerCmd {
     /// push unacknowledged messages again after this long (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     redeliver_after: String,
+    /// a `working` status with no fresh report reverts to idle after this long, e.g. 30m,
+    /// 90s (default 10m)
+    #[argh(option, default = "String::from(\"10m\")")]
+    working_ttl: String,
     /// where file bytes go: s3://bucket/prefix (AWS S3 or MinIO, set up by AWS_* variables);
     /// default <data>/files
     #[argh(option)]
@@ -362,6 +366,9 @@ impl BrokerCmd {
         config.redeliver_after = crate::protocol::time::parse_duration(&self.redeliver_after)
             .map_err(|e| CliError::Usage(format!("--redeliver-after: {e}")))?
             .max(std::time::Duration::from_millis(200));
+        config.working_ttl = crate::protocol::time::parse_duration(&self.working_ttl)
+            .map_err(|e| CliError::Usage(format!("--working-ttl: {e}")))?
+            .max(std::time::Duration::from_secs(1));
         config.files_url = self.files.clone();
         config.max_upload_bytes = self.max_upload_bytes;
         config.ephemeral_ttl = ephemeral_ttl;
