@@ -434,13 +434,14 @@ async fn a_reconnected_session_gets_what_it_had_not_acknowledged_at_once() {
     assert_eq!(repushed.message_id, pushed.message_id);
 }
 
-/// bob's session, working, behind 1 100 held `next` messages from alice (then `urgent`, sent
+/// bob's session, working, behind `held` held `next` messages from alice (then `urgent`, sent
 /// `now`), on a new socket whose walk of the queue has looked at the first 1 024 and yielded
-/// (it goes on at the next sweep, up to 5 s later). Returns alice's client, bob's new socket
-/// and the held texts.
+/// (it goes on at each sweep, every 5 s). Returns alice's client, bob's new socket and the
+/// held texts.
 async fn a_walk_under_way_past_a_held_backlog(
     alice: &Person,
     bob: &Person,
+    held: usize,
     urgent: &[&str],
 ) -> (MeshClient, MeshClient, Vec<String>) {
     let live = bob.client().await;
@@ -448,7 +449,7 @@ async fn a_walk_under_way_past_a_held_backlog(
     bob_comes_to_be(alice, "working", "bob to be working").await;
     let sender = alice.client().await;
     let target = to(bob);
-    let texts: Vec<String> = (0..1_100).map(|i| format!("later {i}")).collect();
+    let texts: Vec<String> = (0..held).map(|i| format!("later {i}")).collect();
     let sends = texts
         .iter()
         .map(|t| sender.send_text(&target, t, "next", None));
@@ -461,7 +462,7 @@ async fn a_walk_under_way_past_a_held_backlog(
             .await
             .expect("sent");
     }
-    // A new socket: the presence walks its queue from the start, through 1 100 held entries.
+    // A new socket: the presence walks its queue from the start, through the held entries.
     live.close().await;
     let again = bob.client().await;
     (sender, again, texts)
@@ -500,7 +501,7 @@ fn in_order(got: &[String], sent: &[String]) {
 async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let (sender, again, _) = a_walk_under_way_past_a_held_backlog(&alice, &bob, &[]).await;
+    let (sender, again, _) = a_walk_under_way_past_a_held_backlog(&alice, &bob, 1_100, &[]).await;
     sender
         .send_text(&to(&bob), "production is down", "now", None)
         .await
@@ -511,6 +512,20 @@ async fn a_now_message_reaches_a_busy_session_past_a_long_held_backlog() {
     assert_eq!(again.decrypt(&first).unwrap(), "production is down");
 }
 
+/// A walk longer than the 30 s look every queue gets (7 200 held entries: 8 steps of 1 024, one
+/// each 5 s sweep) is not started over by that look, so the `now` message behind them comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_walk_longer_than_thirty_seconds_is_not_started_over_by_the_look() {
+    let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (_sender, again, _) =
+        a_walk_under_way_past_a_held_backlog(&alice, &bob, 7_200, &["production is down"]).await;
+    let first = next_message(&again, Duration::from_secs(90))
+        .await
+        .expect("the now message behind 7 200 held ones gets through");
+    assert_eq!(again.decrypt(&first).unwrap(), "production is down");
+}
+
 /// A `now` message sent while the walk is under way does not overtake one sent before it
 /// that the walk has not reached yet (FIFO per sender).
 #[tokio::test(flavor = "multi_thread")]
@@ -518,7 +533,7 @@ async fn a_now_message_does_not_overtake_one_the_walk_has_not_reached() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
     let (sender, again, _) =
-        a_walk_under_way_past_a_held_backlog(&alice, &bob, &["first alarm"]).await;
+        a_walk_under_way_past_a_held_backlog(&alice, &bob, 1_100, &["first alarm"]).await;
     sender
         .send_text(&to(&bob), "second alarm", "now", None)
         .await
@@ -533,7 +548,8 @@ async fn a_now_message_does_not_overtake_one_the_walk_has_not_reached() {
 async fn a_drain_during_a_walk_hands_over_the_whole_held_backlog_in_order() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob, &[]).await;
+    let (_sender, again, held) =
+        a_walk_under_way_past_a_held_backlog(&alice, &bob, 1_100, &[]).await;
     again.drain().await.expect("drained");
     in_order(&read_acking(&again, held.len()).await, &held);
 }
@@ -544,7 +560,8 @@ async fn a_drain_during_a_walk_hands_over_the_whole_held_backlog_in_order() {
 async fn going_idle_during_a_walk_releases_the_held_backlog_from_the_oldest() {
     let broker = BrokerProc::start(&["--send-rate", "100000", "--send-burst", "100000"]);
     let (alice, bob) = alice_and_bob(&broker);
-    let (_sender, again, held) = a_walk_under_way_past_a_held_backlog(&alice, &bob, &[]).await;
+    let (_sender, again, held) =
+        a_walk_under_way_past_a_held_backlog(&alice, &bob, 1_100, &[]).await;
     bob.ok(&["status", "set", "idle"]);
     in_order(&read_acking(&again, held.len()).await, &held);
 }
