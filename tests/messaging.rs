@@ -20,12 +20,17 @@ use common::*;
 
 /// Waits until alice's `peers` shows bob with `status`.
 async fn bob_comes_to_be(alice: &Person, status: &str, what: &str) {
+    comes_to_be(alice, "bob", status, what).await;
+}
+
+/// Waits until `watcher`'s `peers` shows `name` with `status`.
+async fn comes_to_be(watcher: &Person, name: &str, status: &str, what: &str) {
     eventually(what, || async {
-        alice.json(&["peers", "--json"])["peers"]
+        watcher.json(&["peers", "--json"])["peers"]
             .as_array()
             .is_some_and(|p| {
                 p.iter()
-                    .any(|p| p["displayName"] == "bob" && p["status"] == status)
+                    .any(|p| p["displayName"] == name && p["status"] == status)
             })
     })
     .await;
@@ -663,6 +668,52 @@ async fn message_status_follows_the_recipient() {
     assert_eq!(s["acknowledged"], true);
     assert_eq!(s["recipients"][0]["name"], "bob");
     assert_eq!(s["recipients"][0]["status"], "delivered");
+}
+
+/// A session of `person` (a session hello, as Claude Code's MCP server connects): messages
+/// to everyone are queued for it under its session key.
+async fn session_client(person: &Person) -> MeshClient {
+    MeshClient::connect(ConnectOptions {
+        identity: claudemesh::client::Identity::Session(
+            claudemesh::crypto::SignKeyPair::generate(),
+        ),
+        ..ConnectOptions::new(person.entry(), peer_info(&format!("{}-agent", person.name)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{}'s session: {e}", person.name))
+}
+
+/// Each recipient's status is its own: a message pushed into bob's window counts as delivered
+/// to bob before he acknowledges it, while carol's session, working, still holds it — whether
+/// the recipient is queued under its member key (bob's connection) or its session key
+/// (carol's).
+#[tokio::test(flavor = "multi_thread")]
+async fn message_status_tells_each_recipient_apart() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let carol = invited(&alice, "carol");
+    let bobs = bob.client().await;
+    let carols = session_client(&carol).await;
+    carol.ok(&["status", "set", "working"]);
+    comes_to_be(&alice, "carol", "working", "carol to be working").await;
+    let id = send(&alice, "*", "to both", &["--priority", "next"])["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pushed = next_message(&bobs, WAIT).await.expect("pushed to bob");
+    assert_eq!(pushed.message_id, id);
+    let s = alice.json(&["msg-status", &id, "--json"]);
+    let of = |name: &str| {
+        s["recipients"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name))
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(of("bob"), Some(json!("delivered")), "{s:#}");
+    assert_eq!(of("carol"), Some(json!("held")), "{s:#}");
+    assert_eq!(s["delivered"], false, "{s:#}");
+    assert_eq!(s["acknowledged"], false, "{s:#}");
+    drop(carols);
 }
 
 #[tokio::test(flavor = "multi_thread")]

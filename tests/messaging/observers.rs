@@ -151,3 +151,22 @@ async fn status_changes_and_list_changes_reach_observers_and_not_sessions() {
         "a session heard a dashboard's event: {heard:?}"
     );
 }
+
+/// A broadcast reaches bob's session under its session key: bob's dashboard still gets the
+/// copy as received, and alice's (the sender's) gets it as sent, not as received.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_to_a_members_session_is_mirrored_to_that_members_observer_only() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let alices = observer_of(&alice).await;
+    let bobs = observer_of(&bob).await;
+    let _session = super::session_client(&bob).await;
+    let text = "to-the-session-5521";
+    send(&alice, "*", text, &[]);
+    let received = next_mirror(&bobs).await;
+    assert_eq!(received.mirror.as_deref(), Some("received"));
+    assert_eq!(bobs.decrypt(&received).as_deref(), Ok(text));
+    let sent = next_mirror(&alices).await;
+    assert_eq!(sent.mirror.as_deref(), Some("sent"));
+    assert_eq!(alices.decrypt(&sent).as_deref(), Ok(text));
+}
