@@ -545,3 +545,55 @@ async fn pushes_without_a_target_spec_as_the_original_broker_sends_them_are_read
         );
     }
 }
+
+/// A system push carries every field the original client reads (PROTOCOL.md §4.3): a message
+/// id, the mesh, `senderPubkey:"system"`, `priority:"low"`, an ISO `createdAt` of now,
+/// `subtype:"system"`, the event and its data, and an empty nonce and ciphertext.
+#[tokio::test]
+async fn a_system_push_has_every_field_the_original_reads() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (mut alices, _) = ws_hello(
+        &broker,
+        &session_hello(&alice.entry(), &SignKeyPair::generate()),
+    )
+    .await;
+    let before = claudemesh::protocol::time::now_ms();
+    let (_bobs, _) = ws_hello(
+        &broker,
+        &session_hello(&bob.entry(), &SignKeyPair::generate()),
+    )
+    .await;
+    let joined = async {
+        loop {
+            let v = ws_recv(&mut alices).await;
+            if v["type"] == "push" && v["event"] == "peer_joined" {
+                break v;
+            }
+        }
+    };
+    let push = tokio::time::timeout(WAIT, joined)
+        .await
+        .expect("a peer_joined push within the wait");
+    let id = push["messageId"].as_str().unwrap_or_default();
+    assert!(id.len() >= 8, "a message id: {push}");
+    assert_eq!(push["meshId"], alice.entry().mesh_id, "{push}");
+    assert_eq!(push["senderPubkey"], "system", "{push}");
+    assert_eq!(push["priority"], "low", "{push}");
+    assert_eq!(push["subtype"], "system", "{push}");
+    assert_eq!(
+        (&push["nonce"], &push["ciphertext"]),
+        (&json!(""), &json!(""))
+    );
+    let at = push["createdAt"]
+        .as_str()
+        .and_then(claudemesh::protocol::time::parse_iso)
+        .unwrap_or_else(|| panic!("createdAt is ISO-8601: {push}"));
+    assert!(at >= before - 1_000, "createdAt is now: {push}");
+    assert_eq!(push["eventData"]["name"], "bob", "{push}");
+    assert_eq!(
+        push["eventData"]["pubkey"].as_str().map(str::len),
+        Some(64),
+        "{push}"
+    );
+}
