@@ -315,3 +315,54 @@ async fn a_member_away_during_an_admin_rotation_and_a_newer_admin_list_takes_the
     assert_eq!(bob.entry().admin_list_version, 2);
     bob_live.close().await;
 }
+
+/// Writes `list` into a stopped broker's `mesh.redb` as the admin list of `mesh_id`, as a
+/// hostile broker would serve it.
+fn plant_admin_list(data_dir: &std::path::Path, mesh_id: &str, list: &AdminList) {
+    const ADMIN_LISTS: redb::TableDefinition<&str, &[u8]> =
+        redb::TableDefinition::new("admin_lists");
+    let db = redb::Database::open(data_dir.join("mesh.redb")).expect("open mesh.redb");
+    let tx = db.begin_write().unwrap();
+    let bytes = rmp_serde::to_vec_named(list).unwrap();
+    tx.open_table(ADMIN_LISTS)
+        .unwrap()
+        .insert(mesh_id, bytes.as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The owner's machine takes the broker's admin list only when the owner key signed it and it
+/// is no older than the newest it has seen: a list the broker forged (naming its own pick) or
+/// an older one it replays is refused with the reason, and no list is signed on top of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_refuses_an_admin_list_the_broker_forged_or_rolled_back() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, _bob, _carol) = team_with_admin(&broker);
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    let first = alice.client().await.admin_list().await.expect("list");
+    let first = first.expect("version 1");
+    alice.ok(&["perms", "set", "carol", "--role", "member"]);
+    assert_eq!(alice.entry().admin_list_version, 2);
+    let mesh = alice.entry().mesh_id;
+    let mallory = SignKeyPair::generate();
+    let forged = AdminList::sign(&mallory, &mesh, 3, vec![mallory.public_hex()], 5);
+    for (list, why) in [
+        (forged, "not signed by this mesh's owner key"),
+        (first, "older than version 2"),
+    ] {
+        broker.terminate();
+        plant_admin_list(broker.data_dir(), &mesh, &list);
+        broker.restart();
+        let refused = alice.client().await.admin_list().await.expect_err(why);
+        assert!(refused.to_string().contains(why), "{why}: {refused}");
+        let out = alice.run(&["perms", "set", "bob", "--role", "admin"]);
+        assert_ne!(out.code, 0, "{why}: {}", out.stdout);
+        assert!(out.stderr.contains(why), "{why}: {}", out.stderr);
+        let stored = alice.json(&["audit", "--event", "admins.changed", "--json"]);
+        assert_eq!(
+            stored["entries"].as_array().map(Vec::len),
+            Some(2),
+            "{why}: no list signed on top of it: {stored}"
+        );
+    }
+}
