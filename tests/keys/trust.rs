@@ -366,3 +366,36 @@ async fn the_owner_refuses_an_admin_list_the_broker_forged_or_rolled_back() {
         );
     }
 }
+
+/// The owner on a second machine, without the owner key, still changes roles: bob becomes an
+/// admin, with a warning that he is not on the signed admin list (who may rotate), which stays
+/// the owner key's to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_without_the_owner_key_changes_roles_and_leaves_the_admin_list_alone() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let laptop = Person::new("alice");
+    let mut entry = alice.entry();
+    entry.owner_secret_key = None;
+    claudemesh::identity::ConfigDir::new(laptop.config_dir())
+        .update(|c| {
+            c.upsert(entry);
+            Ok(())
+        })
+        .expect("the laptop's config");
+    let out = laptop.run(&["perms", "set", "bob", "--role", "admin"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not hold the owner key"),
+        "{}",
+        out.stderr
+    );
+    let members = alice.json(&["members", "--json"]);
+    let bobs = members["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["displayName"] == "bob"))
+        .unwrap_or_else(|| panic!("bob is listed: {members}"));
+    assert_eq!(bobs["role"], "admin", "{members}");
+    let listed = alice.client().await.admin_list().await.expect("the list");
+    assert_eq!(listed, None, "only the owner key signs the admin list");
+}
