@@ -49,7 +49,7 @@ pub mod telegram;
 pub mod approvals;
 
 pub use api::{Incoming, Sealed, Target, decrypt_push};
-pub use keys::{KeyRing, Rotated, missing_epoch};
+pub use keys::{AdminChange, KeyRing, Rotated, missing_epoch};
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -399,3 +399,28 @@ async fn the_owner_without_the_owner_key_changes_roles_and_leaves_the_admin_list
     let listed = alice.client().await.admin_list().await.expect("the list");
     assert_eq!(listed, None, "only the owner key signs the admin list");
 }
+
+/// Through the client library, the owner's admin list gets a new signed version only when a
+/// change changes it: adding a listed key or removing an unlisted one signs nothing, removing
+/// a listed one takes it off.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_list_change_that_changes_nothing_signs_no_new_version() {
+    use claudemesh::client::AdminChange::{Add, Remove};
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let owner = alice.client().await;
+    let (bobs, carols) = (bob.entry().member_pubkey, carol.entry().member_pubkey);
+    let first = owner.change_admins(&carols, Add).await.expect("added");
+    let first = first.expect("a new list");
+    assert_eq!((first.version, &first.admins), (1, &vec![carols.clone()]));
+    assert_eq!(
+        owner.change_admins(&carols, Add).await.expect("again"),
+        None
+    );
+    assert_eq!(owner.change_admins(&bobs, Remove).await.expect("bob"), None);
+    let now = owner.admin_list().await.expect("the list");
+    assert_eq!(now.map(|l| l.version), Some(1), "no new version");
+    let removed = owner.change_admins(&carols, Remove).await.expect("removed");
+    let removed = removed.expect("a new list");
+    assert_eq!((removed.version, removed.admins.len()), (2, 0));
+}
