@@ -367,6 +367,20 @@ async fn the_owner_refuses_an_admin_list_the_broker_forged_or_rolled_back() {
     }
 }
 
+/// `owner`'s membership on a second machine: the member key, not the owner key.
+fn second_machine_without_the_owner_key(owner: &Person) -> Person {
+    let laptop = Person::new(&owner.name);
+    let mut entry = owner.entry();
+    entry.owner_secret_key = None;
+    claudemesh::identity::ConfigDir::new(laptop.config_dir())
+        .update(|c| {
+            c.upsert(entry);
+            Ok(())
+        })
+        .expect("the second machine's config");
+    laptop
+}
+
 /// The owner on a second machine, without the owner key, still changes roles: bob becomes an
 /// admin, with a warning that he is not on the signed admin list (who may rotate), which stays
 /// the owner key's to change.
@@ -374,15 +388,7 @@ async fn the_owner_refuses_an_admin_list_the_broker_forged_or_rolled_back() {
 async fn the_owner_without_the_owner_key_changes_roles_and_leaves_the_admin_list_alone() {
     let broker = BrokerProc::start(&[]);
     let (alice, _bob) = alice_and_bob(&broker);
-    let laptop = Person::new("alice");
-    let mut entry = alice.entry();
-    entry.owner_secret_key = None;
-    claudemesh::identity::ConfigDir::new(laptop.config_dir())
-        .update(|c| {
-            c.upsert(entry);
-            Ok(())
-        })
-        .expect("the laptop's config");
+    let laptop = second_machine_without_the_owner_key(&alice);
     let out = laptop.run(&["perms", "set", "bob", "--role", "admin"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
@@ -423,4 +429,37 @@ async fn an_admin_list_change_that_changes_nothing_signs_no_new_version() {
     let removed = owner.change_admins(&carols, Remove).await.expect("removed");
     let removed = removed.expect("a new list");
     assert_eq!((removed.version, removed.admins.len()), (2, 0));
+}
+
+/// Where the owner key is held, a rotation first takes off the signed admin list every key that
+/// is no longer a live admin — here carol, demoted from a machine without the owner key — and
+/// keeps the others (dave), also with someone banned; a rotation with nothing to take off signs
+/// no new list.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_by_the_owner_takes_ex_admins_off_the_admin_list() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob, carol) = team_with_admin(&broker);
+    let dave = Person::new("dave");
+    let (_, url) = invite(&alice, &["--role", "admin"]);
+    join(&dave, &url);
+    alice.ok(&["perms", "set", "carol", "--role", "admin"]);
+    alice.ok(&["perms", "set", "dave", "--role", "admin"]);
+    alice.ok(&["ban", "bob", "--reason", "spam"]);
+    let owner = alice.client().await;
+    let listed = owner.admin_list().await.expect("list").expect("a list");
+    assert_eq!(
+        listed.version, 2,
+        "the ban's rotation had nothing to take off"
+    );
+    let laptop = second_machine_without_the_owner_key(&alice);
+    laptop.ok(&["perms", "set", "carol", "--role", "member"]);
+    let listed = owner.admin_list().await.expect("list").expect("a list");
+    assert!(
+        listed.names(&carol.entry().member_pubkey),
+        "only the owner key signs"
+    );
+    alice.ok(&["rotate-key"]);
+    let listed = owner.admin_list().await.expect("list").expect("a list");
+    assert_eq!(listed.version, 3);
+    assert_eq!(listed.admins, vec![dave.entry().member_pubkey]);
 }
