@@ -86,7 +86,7 @@ async fn a_working_status_is_not_expired_before_its_ttl() {
 /// (recorded with source `ttl`), and the `next` message it held comes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_working_status_reverts_to_idle_at_its_ttl_and_releases_what_it_held() {
-    let broker = BrokerProc::start(&["--working-ttl", "2s"]);
+    let broker = BrokerProc::start(&["--working-ttl", "4s"]);
     let (alice, bob) = alice_and_bob(&broker);
     let live = bob.client().await;
     bob.ok(&["status", "set", "working"]);
