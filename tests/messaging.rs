@@ -455,11 +455,14 @@ async fn a_walk_under_way_past_a_held_backlog(
     let sender = alice.client().await;
     let target = to(bob);
     let texts: Vec<String> = (0..held).map(|i| format!("later {i}")).collect();
-    let sends = texts
-        .iter()
-        .map(|t| sender.send_text(&target, t, "next", None));
-    for ack in futures_util::future::join_all(sends).await {
-        ack.expect("sent");
+    // In rounds of 500, so that no send waits behind thousands for its answer.
+    for round in texts.chunks(500) {
+        let sends = round
+            .iter()
+            .map(|t| sender.send_text(&target, t, "next", None));
+        for ack in futures_util::future::join_all(sends).await {
+            ack.expect("sent");
+        }
     }
     for text in urgent {
         sender

@@ -645,7 +645,8 @@ pub async fn run_sweeper(broker: Arc<Broker>) {
     let period = Duration::from_millis((broker.redeliver_ms() as u64 / 2).clamp(100, 5000));
     let redeliver = broker.redeliver_ms();
     let per_30s = (30_000 / period.as_millis() as u64).max(1);
-    // A `working` past its TTL is looked for every 15 s, or once a TTL when that is shorter.
+    // A `working` past its TTL is looked for every 15 s, or once a TTL when that is shorter (at
+    // most once a period: a TTL under a period is honoured within one).
     let working_ttl = broker.config.working_ttl.as_millis() as u64;
     let per_expiry = (working_ttl.min(15_000) / period.as_millis() as u64).max(1);
     // Retention is swept every 5 minutes, or once a retention period when that is shorter.

@@ -96,7 +96,7 @@ pub struct BrokerCmd {
     #[argh(option, default = "String::from(\"30s\")")]
     redeliver_after: String,
     /// a `working` status with no fresh report reverts to idle after this long, e.g. 30m,
-    /// 90s (default 10m)
+    /// 90s (default 10m; 1s to 365d)
     #[argh(option, default = "String::from(\"10m\")")]
     working_ttl: String,
     /// where file bytes go: s3://bucket/prefix (AWS S3 or MinIO, set up by AWS_* variables);
@@ -368,7 +368,10 @@ impl BrokerCmd {
             .max(std::time::Duration::from_millis(200));
         config.working_ttl = crate::protocol::time::parse_duration(&self.working_ttl)
             .map_err(|e| CliError::Usage(format!("--working-ttl: {e}")))?
-            .max(std::time::Duration::from_secs(1));
+            .clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(365 * 24 * 3600),
+            );
         config.files_url = self.files.clone();
         config.max_upload_bytes = self.max_upload_bytes;
         config.ephemeral_ttl = ephemeral_ttl;

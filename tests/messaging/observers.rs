@@ -160,9 +160,13 @@ async fn a_message_to_a_members_session_is_mirrored_to_that_members_observer_onl
     let (alice, bob) = alice_and_bob(&broker);
     let alices = observer_of(&alice).await;
     let bobs = observer_of(&bob).await;
-    let _session = super::session_client(&bob).await;
+    let session = super::session_client(&bob).await;
     let text = "to-the-session-5521";
     send(&alice, "*", text, &[]);
+    let got = next_message(&session, WAIT)
+        .await
+        .expect("bob's session gets it");
+    assert_eq!(session.decrypt(&got).as_deref(), Ok(text));
     let received = next_mirror(&bobs).await;
     assert_eq!(received.mirror.as_deref(), Some("received"));
     assert_eq!(bobs.decrypt(&received).as_deref(), Ok(text));

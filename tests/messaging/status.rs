@@ -61,8 +61,8 @@ async fn busy_holds_next_but_not_now_and_idle_releases(busy: &str) {
     assert_eq!(status["targetSpec"], probe.target_spec.clone().unwrap());
 }
 
-/// A `working` status stands until its TTL (10 minutes) runs out: the sweeps before that
-/// record no expiry, and bob stays working.
+/// A `working` status is not expired before its TTL (10 minutes): the sweeps of its first
+/// 16 s record no expiry, and bob stays working.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_working_status_is_not_expired_before_its_ttl() {
     let broker = BrokerProc::start(&[]);
@@ -83,14 +83,14 @@ async fn a_working_status_is_not_expired_before_its_ttl() {
 }
 
 /// A `working` that no report refreshes reverts to idle at the broker's `--working-ttl`
-/// (recorded with source `ttl`), and the `next` message it held comes.
+/// (the status history records it with source `ttl`), and the `next` message it held comes
+/// then, not before.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_working_status_reverts_to_idle_at_its_ttl_and_releases_what_it_held() {
-    let broker = BrokerProc::start(&["--working-ttl", "4s"]);
+    let broker = BrokerProc::start(&["--working-ttl", "8s"]);
     let (alice, bob) = alice_and_bob(&broker);
     let live = bob.client().await;
     bob.ok(&["status", "set", "working"]);
-    bob_comes_to_be(&alice, "working", "bob to be working").await;
     send(
         &alice,
         "bob",
@@ -103,10 +103,17 @@ async fn a_working_status_reverts_to_idle_at_its_ttl_and_releases_what_it_held()
     assert_eq!(live.decrypt(&held).unwrap(), "when you have a minute");
     bob_comes_to_be(&alice, "idle", "bob to be idle").await;
     let history = alice.json(&["status", "history", "--json"]);
+    let expired = history
+        .as_array()
+        .and_then(|h| {
+            h.iter()
+                .find(|c| c["source"] == "ttl" && c["status"] == "idle")
+        })
+        .and_then(|c| c["atMs"].as_i64())
+        .unwrap_or_else(|| panic!("the expiry is recorded with source ttl: {history:#}"));
+    let sent = claudemesh::protocol::time::parse_iso(&held.created_at).expect("createdAt");
     assert!(
-        history.as_array().is_some_and(|h| h
-            .iter()
-            .any(|c| c["source"] == "ttl" && c["status"] == "idle")),
-        "the expiry is recorded with source ttl: {history:#}"
+        sent <= expired,
+        "held until the TTL ran out: sent at {sent}, expired at {expired}"
     );
 }

@@ -359,12 +359,13 @@ fn key_events_and_keys_answers_are_taken_in_and_nothing_else() {
     let answer = ServerMessage::Keys {
         current: 2,
         keys: vec![
-            owners_rotation(&bob, &mallory, 2, &[7; 32]),
+            owners_rotation(&bob, &mallory, 3, &[7; 32]),
             owners_rotation(&bob, &owner, 2, &[8; 32]),
         ],
         admins: Some(list),
     };
     assert!(keeper.take_frame(&answer));
+    assert_eq!(keeper.ring().get(3), None, "mallory's copy skipped");
     assert_eq!(keeper.ring().get(2), Some([8; 32]));
     assert_eq!(keeper.ring().current_epoch(), 2);
     assert_eq!(keeper.admins_seen.load(Ordering::Relaxed), 2);
