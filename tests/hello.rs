@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use claudemesh::client::{ConnectOptions, Identity, MeshClient};
 use claudemesh::crypto::SignKeyPair;
 use claudemesh::protocol::{canonical, ids, time};
 use common::*;
@@ -431,18 +430,6 @@ async fn the_ack_says_what_a_returning_member_gets_back() {
 
     let (_ws, ack) = ws_hello(&broker, &member_hello(&alice.entry())).await;
     assert!(ack["rootKeyHeld"].is_null(), "{ack}");
-}
-
-/// A session hello of `person`'s session "agent" with session key `key`.
-async fn session_of(
-    person: &Person,
-    key: SignKeyPair,
-) -> Result<MeshClient, claudemesh::client::ClientError> {
-    MeshClient::connect(ConnectOptions {
-        identity: Identity::Session(key),
-        ..ConnectOptions::new(person.entry(), peer_info(&format!("{}-agent", person.name)))
-    })
-    .await
 }
 
 /// A session opened again while its first socket is still open takes its presence over; when

@@ -673,19 +673,6 @@ async fn message_status_follows_the_recipient() {
     assert_eq!(s["recipients"][0]["status"], "delivered");
 }
 
-/// A session of `person` (a session hello, as Claude Code's MCP server connects): messages
-/// to everyone are queued for it under its session key.
-async fn session_client(person: &Person) -> MeshClient {
-    MeshClient::connect(ConnectOptions {
-        identity: claudemesh::client::Identity::Session(
-            claudemesh::crypto::SignKeyPair::generate(),
-        ),
-        ..ConnectOptions::new(person.entry(), peer_info(&format!("{}-agent", person.name)))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{}'s session: {e}", person.name))
-}
-
 /// Each recipient's status is its own: a message pushed into bob's window counts as delivered
 /// to bob before he acknowledges it, while carol's session, working, still holds it — whether
 /// the recipient is queued under its member key (bob's connection) or its session key
@@ -696,7 +683,9 @@ async fn message_status_tells_each_recipient_apart() {
     let (alice, bob) = alice_and_bob(&broker);
     let carol = invited(&alice, "carol");
     let bobs = bob.client().await;
-    let carols = session_client(&carol).await;
+    let carols = session_of(&carol, claudemesh::crypto::SignKeyPair::generate())
+        .await
+        .expect("carol's session");
     carol.ok(&["status", "set", "working"]);
     comes_to_be(&alice, "carol", "working", "carol to be working").await;
     let id = send(&alice, "*", "to both", &["--priority", "next"])["results"][0]["messageId"]

@@ -564,6 +564,20 @@ pub async fn connect_as(person: &Person, session: &str, role: &str) -> MeshClien
         .unwrap_or_else(|e| panic!("{}'s {role} connection: {e}", person.name))
 }
 
+/// A session hello of `person`'s session "agent" with session key `key` (as Claude Code's MCP
+/// server connects: messages to everyone are queued for it under its session key).
+#[allow(dead_code)]
+pub async fn session_of(
+    person: &Person,
+    key: claudemesh::crypto::SignKeyPair,
+) -> Result<MeshClient, claudemesh::client::ClientError> {
+    MeshClient::connect(ConnectOptions {
+        identity: claudemesh::client::Identity::Session(key),
+        ..ConnectOptions::new(person.entry(), peer_info(&format!("{}-agent", person.name)))
+    })
+    .await
+}
+
 pub fn peer_info(session: &str) -> PeerInfo {
     PeerInfo {
         session_id: format!("test-{session}"),

@@ -160,7 +160,9 @@ async fn a_message_to_a_members_session_is_mirrored_to_that_members_observer_onl
     let (alice, bob) = alice_and_bob(&broker);
     let alices = observer_of(&alice).await;
     let bobs = observer_of(&bob).await;
-    let session = super::session_client(&bob).await;
+    let session = session_of(&bob, claudemesh::crypto::SignKeyPair::generate())
+        .await
+        .expect("bob's session");
     let text = "to-the-session-5521";
     send(&alice, "*", text, &[]);
     let got = next_message(&session, WAIT)
