@@ -99,3 +99,39 @@ async fn hostile_cron_expressions_are_refused_and_a_valid_one_fires() {
     assert_ne!(fired[0], fired[1], "two firings, two messages");
     bystanders.exchange(3).await;
 }
+
+/// A row of the schedule index whose reminder is gone (a store damaged by hand or by a crash
+/// in an older version) is looked at again a second later, not in a busy loop: a real reminder
+/// still fires, and SIGTERM stops the broker without the 10 s grace given to stuck tasks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dangling_schedule_row_neither_spins_the_scheduler_nor_holds_up_shutdown() {
+    let mut broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let mesh_id = alice.entry().mesh_id;
+    broker.terminate();
+    {
+        const SCHEDULE_DUE: redb::TableDefinition<(u64, &str, &str), ()> =
+            redb::TableDefinition::new("schedule_due");
+        let db = redb::Database::open(broker.data_dir().join("mesh.redb")).expect("mesh.redb");
+        let tx = db.begin_write().unwrap();
+        tx.open_table(SCHEDULE_DUE)
+            .unwrap()
+            .insert((1_000, mesh_id.as_str(), "gone"), ())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    broker.restart();
+
+    alice.ok(&["remind", "still on time", "--in", "1s", "--to", "bob"]);
+    eventually("bob's reminder", || async {
+        bob.ok(&["inbox", "--json"]).contains("still on time")
+    })
+    .await;
+    let status = broker.terminate();
+    assert!(status.success(), "broker exited with {status}");
+    let stderr = broker.stderr_lines().join("\n");
+    assert!(
+        !stderr.contains("did not close") && stderr.contains("storage committed and closed"),
+        "the broker did not stop cleanly:\n{stderr}"
+    );
+}

@@ -57,7 +57,10 @@ impl History {
 pub async fn run_sampler(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let stored = broker
             .metrics
             .messages_stored
