@@ -7,6 +7,7 @@
 
 use crate::common;
 
+mod races;
 mod trust;
 
 use base64::Engine;

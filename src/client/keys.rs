@@ -412,6 +412,12 @@ impl MeshClient {
                     self.keys.keep(next, key);
                     return Ok(ok.into());
                 }
+                Ok(ServerMessage::KeyRotated(ok)) => {
+                    return Err(ClientError::Protocol(format!(
+                        "the broker confirmed a rotation to key epoch {} when this one was to epoch {next}",
+                        ok.epoch
+                    )));
+                }
                 Ok(other) => return Err(unexpected(other)),
                 Err(e)
                     if attempt < ROTATION_ATTEMPTS
