@@ -482,3 +482,45 @@ async fn json_log_lines_parse() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("text or json"), "{}", out.stderr);
 }
+
+/// A retention too long to add to a timestamp (or none at all) is refused before the broker
+/// starts, rather than wrapping into one that expires every message at once.
+#[test]
+fn a_retention_of_zero_or_past_a_century_is_refused() {
+    for retention in ["0s", "101years", "500000000y"] {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(BIN)
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--retention",
+                retention,
+            ])
+            .env("CLAUDEMESH_DATA_DIR", scratch.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run claudemesh broker");
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the broker") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the broker started with --retention {retention}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "--retention {retention}: {stderr}");
+        assert!(
+            stderr.contains("--retention must be above 0 and at most 100 years"),
+            "{stderr}"
+        );
+    }
+}

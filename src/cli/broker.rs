@@ -11,6 +11,9 @@ use super::output::outln;
 use super::{CliError, CliResult};
 use crate::broker::{BrokerConfig, BrokerError, RunningBroker, TlsSource, shutdown_signal};
 
+/// The longest `--retention`: a century (of 365.25-day years, as the flag reads `100y`).
+const MAX_RETENTION_SECS: u64 = 100 * 31_557_600;
+
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "broker", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh broker --listen 127.0.0.1:7900 --data /var/lib/claudemesh")]
@@ -310,6 +313,14 @@ impl BrokerCmd {
         }
         let retention = crate::protocol::time::parse_duration(&self.retention)
             .map_err(|e| CliError::Usage(format!("--retention: {e}")))?;
+        // Past a century the milliseconds added to "now" would wrap, and every message would
+        // expire at once.
+        if retention.is_zero() || retention > std::time::Duration::from_secs(MAX_RETENTION_SECS) {
+            return Err(CliError::Usage(format!(
+                "--retention must be above 0 and at most 100 years, not {}",
+                self.retention
+            )));
+        }
         if !(self.send_rate > 0.0 && self.send_burst >= 1.0) {
             return Err(CliError::Usage(
                 "--send-rate must be above 0 and --send-burst at least 1".into(),
