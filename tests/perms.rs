@@ -95,6 +95,32 @@ async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_ba
     bob_live.close().await;
 }
 
+/// What a member scheduled goes out only while it may send: a reminder that comes due after
+/// it lost `send` is skipped, and one after `send` came back fires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_without_send_has_its_reminders_skipped_until_send_comes_back() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, _carol) = team_with_admin(&broker);
+    bob.ok(&["remind", "while denied", "--in", "3s", "--to", "alice"]);
+    alice.ok(&["perms", "set", "bob", "-send"]);
+    eventually("the broker to skip bob's reminder", || async {
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("its member may not send now"))
+    })
+    .await;
+    assert!(!alice.ok(&["inbox", "--json"]).contains("while denied"));
+
+    alice.ok(&["perms", "set", "bob", "=send"]);
+    bob.ok(&["remind", "allowed again", "--in", "1s", "--to", "alice"]);
+    eventually("bob's reminder after send came back", || async {
+        alice.ok(&["inbox", "--json"]).contains("allowed again")
+    })
+    .await;
+    assert!(!alice.ok(&["inbox", "--json"]).contains("while denied"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nobody_escalates_and_the_owners_capabilities_cannot_be_reduced() {
     let broker = BrokerProc::start(&[]);
