@@ -100,24 +100,41 @@ async fn hostile_cron_expressions_are_refused_and_a_valid_one_fires() {
     bystanders.exchange(3).await;
 }
 
-/// A row of the schedule index whose reminder is gone (a store damaged by hand or by a crash
-/// in an older version) is looked at again a second later, not in a busy loop: a real reminder
-/// still fires, and SIGTERM stops the broker without the 10 s grace given to stuck tasks.
+/// Rows of the schedule index that do not match a reminder (a store damaged by hand or by a
+/// crash in an older version) are looked at again a second later, not in a busy loop: one whose
+/// reminder is gone, and one naming a cron reminder at another time than its own, which fires
+/// it neither early nor again and again. A real reminder still fires, and SIGTERM stops the
+/// broker without the 10 s grace given to stuck tasks.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_dangling_schedule_row_neither_spins_the_scheduler_nor_holds_up_shutdown() {
+async fn dangling_schedule_rows_neither_spin_the_scheduler_nor_hold_up_shutdown() {
     let mut broker = BrokerProc::start(&[]);
     let (alice, bob) = alice_and_bob(&broker);
     let mesh_id = alice.entry().mesh_id;
+    let hourly = alice.json(&[
+        "remind",
+        "hourly",
+        "--cron",
+        "0 * * * *",
+        "--to",
+        "bob",
+        "--json",
+    ]);
+    let hourly_id = hourly["scheduledId"]
+        .as_str()
+        .expect("scheduledId")
+        .to_string();
     broker.terminate();
     {
         const SCHEDULE_DUE: redb::TableDefinition<(u64, &str, &str), ()> =
             redb::TableDefinition::new("schedule_due");
         let db = redb::Database::open(broker.data_dir().join("mesh.redb")).expect("mesh.redb");
         let tx = db.begin_write().unwrap();
-        tx.open_table(SCHEDULE_DUE)
-            .unwrap()
-            .insert((1_000, mesh_id.as_str(), "gone"), ())
-            .unwrap();
+        {
+            let mut due = tx.open_table(SCHEDULE_DUE).unwrap();
+            due.insert((1_000, mesh_id.as_str(), "gone"), ()).unwrap();
+            due.insert((2_000, mesh_id.as_str(), hourly_id.as_str()), ())
+                .unwrap();
+        }
         tx.commit().unwrap();
     }
     broker.restart();
@@ -127,6 +144,17 @@ async fn a_dangling_schedule_row_neither_spins_the_scheduler_nor_holds_up_shutdo
         bob.ok(&["inbox", "--json"]).contains("still on time")
     })
     .await;
+    let listed = alice.json(&["remind", "list", "--json"]);
+    let hourly = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == hourly_id.as_str())
+        .expect("the hourly reminder is still listed");
+    assert!(
+        hourly["firedCount"].as_u64() <= Some(1),
+        "the hourly reminder fired on a leftover row: {hourly}"
+    );
     let status = broker.terminate();
     assert!(status.success(), "broker exited with {status}");
     let stderr = broker.stderr_lines().join("\n");

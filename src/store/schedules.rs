@@ -171,9 +171,15 @@ impl Store {
         let mut out = Vec::new();
         for row in due.range((0u64, "", "")..=(due_key(now_ms), "\u{10FFFF}", ""))? {
             let (k, _) = row?;
-            let (_, mesh_id, id) = k.value();
+            let (at, mesh_id, id) = k.value();
             if let Some(g) = table.get((mesh_id, id))? {
-                out.push(decode(g.value())?);
+                let record: ScheduleRecord = decode(g.value())?;
+                // A row for another time than the message's own is a leftover (only a damaged
+                // store has one): firing on it would fire the message early, and a cron one
+                // again and again.
+                if due_key(record.deliver_at_ms) == at {
+                    out.push(record);
+                }
             }
             if out.len() >= limit {
                 break;
