@@ -141,6 +141,12 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// When a message stored at `now_ms` stops waiting for its recipients: `now_ms` plus the
+    /// retention (saturating: a retention past the millisecond clock's end never expires).
+    pub fn expiry_of(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX))
+    }
+
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         BrokerConfig {
             listen,

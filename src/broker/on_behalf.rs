@@ -80,7 +80,7 @@ pub async fn deliver(
         request_fingerprint: None,
         subtype: Some(out.subtype.to_string()),
         created_at_ms: now,
-        expires_at_ms: now + broker.config.retention.as_millis() as i64,
+        expires_at_ms: broker.config.expiry_of(now),
         recipients,
         key_epoch: out.key_epoch,
     };

@@ -79,7 +79,7 @@ pub struct BrokerCmd {
     /// most live connections per mesh (default 100)
     #[argh(option, default = "100")]
     max_connections_per_mesh: usize,
-    /// how long messages wait for offline recipients, e.g. 12h, 7d (default 7d)
+    /// how long messages wait for offline recipients, e.g. 12h, 7d (default 7d; at most 100y)
     #[argh(option, default = "String::from(\"7d\")")]
     retention: String,
     /// sustained messages per second each member may send (default 1000)
@@ -313,8 +313,9 @@ impl BrokerCmd {
         }
         let retention = crate::protocol::time::parse_duration(&self.retention)
             .map_err(|e| CliError::Usage(format!("--retention: {e}")))?;
-        // Past a century the milliseconds added to "now" would wrap, and every message would
-        // expire at once.
+        // No message lives on the broker for more than a century: a longer retention is a typo
+        // (and one of hundreds of millions of years, which humantime reads, would reach the end
+        // of the millisecond clock).
         if retention.is_zero() || retention > std::time::Duration::from_secs(MAX_RETENTION_SECS) {
             return Err(CliError::Usage(format!(
                 "--retention must be above 0 and at most 100 years, not {}",

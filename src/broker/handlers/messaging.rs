@@ -192,7 +192,7 @@ fn prepare(
         request_fingerprint: msg.request_fingerprint,
         subtype: None,
         created_at_ms: now,
-        expires_at_ms: now + broker.config.retention.as_millis() as i64,
+        expires_at_ms: broker.config.expiry_of(now),
         recipients,
         key_epoch: msg.key_epoch,
     })
