@@ -101,7 +101,7 @@ async fn without_send_or_state_a_member_is_refused_until_an_admin_grants_them_ba
 async fn a_member_without_send_has_its_reminders_skipped_until_send_comes_back() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob, _carol) = team_with_admin(&broker);
-    bob.ok(&["remind", "while denied", "--in", "3s", "--to", "alice"]);
+    bob.ok(&["remind", "while denied", "--in", "10s", "--to", "alice"]);
     alice.ok(&["perms", "set", "bob", "-send"]);
     eventually("the broker to skip bob's reminder", || async {
         broker

@@ -57,6 +57,8 @@ pub struct BrokerProc {
     env: Vec<(String, String)>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads reading the process's stdout and stderr.
+    drains: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl BrokerProc {
@@ -110,6 +112,7 @@ impl BrokerProc {
             env: Vec::new(),
             stdout: Arc::default(),
             stderr: Arc::default(),
+            drains: Vec::new(),
         }
     }
 
@@ -129,8 +132,13 @@ impl BrokerProc {
             .spawn()
             .map_err(|e| format!("cannot run {BIN}: {e}"))?;
         let (first_tx, first_rx) = mpsc::channel();
-        drain(child.stdout.take(), self.stdout.clone(), Some(first_tx));
-        drain(child.stderr.take(), self.stderr.clone(), None);
+        self.drains = [
+            drain(child.stdout.take(), self.stdout.clone(), Some(first_tx)),
+            drain(child.stderr.take(), self.stderr.clone(), None),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let line = first_rx.recv_timeout(WAIT);
         let port = line.as_ref().ok().and_then(|l| parse_listen_port(l));
         match port {
@@ -142,7 +150,7 @@ impl BrokerProc {
             None => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                std::thread::sleep(Duration::from_millis(20)); // let stderr drain
+                self.drained();
                 Err(format!(
                     "first stdout line {line:?}, exit {status:?}, stderr:\n{}",
                     self.stderr_lines().join("\n")
@@ -191,6 +199,7 @@ impl BrokerProc {
         loop {
             if let Some(status) = child.try_wait().expect("wait for the broker") {
                 self.child = None;
+                self.drained();
                 return status;
             }
             if Instant::now() > deadline {
@@ -204,6 +213,17 @@ impl BrokerProc {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// After the process ended: waits (a little) until its last output lines are read, so
+    /// [`stderr_lines`](Self::stderr_lines) has them. A pipe a child process of the broker
+    /// still holds open does not end; that wait gives up after two seconds.
+    fn drained(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.drains.iter().any(|d| !d.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.drains.clear();
     }
 
     /// SIGTERM, then wait for the exit.
@@ -280,9 +300,9 @@ fn drain(
     pipe: Option<impl Read + Send + 'static>,
     sink: Arc<Mutex<Vec<String>>>,
     first: Option<mpsc::Sender<String>>,
-) {
-    let Some(pipe) = pipe else { return };
-    std::thread::spawn(move || {
+) -> Option<std::thread::JoinHandle<()>> {
+    let pipe = pipe?;
+    Some(std::thread::spawn(move || {
         let mut first = first;
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
@@ -291,7 +311,7 @@ fn drain(
             }
             sink.lock().unwrap().push(line);
         }
-    });
+    }))
 }
 
 /// `claudemesh broker listening on 127.0.0.1:PORT (...)` → PORT.
