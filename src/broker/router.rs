@@ -453,7 +453,8 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
         !std::mem::replace(&mut st.delivery.ack_job, true)
     };
     if start {
-        tokio::spawn(commit_acks(broker.clone(), peer.clone()));
+        // Tracked, so a shutdown commits the acknowledgements already received.
+        broker.tasks.spawn(commit_acks(broker.clone(), peer.clone()));
     }
 }
 

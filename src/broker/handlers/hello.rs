@@ -455,7 +455,7 @@ async fn admit(
         };
         let store = broker.store.clone();
         let mesh_id = mesh.id.clone();
-        tokio::spawn(async move {
+        broker.tasks.spawn(async move {
             if let Err(e) = store
                 .remember_session(mesh_id, session.to_hex(), known)
                 .await
