@@ -454,7 +454,9 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
     };
     if start {
         // Tracked, so a shutdown commits the acknowledgements already received.
-        broker.tasks.spawn(commit_acks(broker.clone(), peer.clone()));
+        broker
+            .tasks
+            .spawn(commit_acks(broker.clone(), peer.clone()));
     }
 }
 
