@@ -717,9 +717,34 @@ async fn a_group_reminder_scheduled_before_a_rotation_does_not_fire_after_it() {
     ]);
     let due = cron["deliverAt"].as_str().expect("deliverAt").to_string();
     alice.json(&["remind", "old once", "--in", "15s", "--to", "*", "--json"]);
+    // A direct reminder is sealed to its recipient, not under the root key: it still goes out.
+    alice.json(&[
+        "remind",
+        "old direct",
+        "--in",
+        "15s",
+        "--to",
+        "bob",
+        "--json",
+    ]);
     let out = alice.json(&["revoke", "carol", "--json"]);
     assert_eq!(out["rotated"]["keyEpoch"], 1, "{out}");
     alice.json(&["remind", "new once", "--in", "2s", "--to", "*", "--json"]);
+    // A reminder in clear (as the original's clients schedule them) is under no key at all.
+    let (mut original, _) = ws_hello(&broker, &member_hello(&alice.entry())).await;
+    ws_send(
+        &mut original,
+        &serde_json::json!({
+            "type": "schedule",
+            "_reqId": "clear",
+            "to": "*",
+            "message": "in clear",
+            "deliverAt": claudemesh::protocol::time::now_ms() + 2_000,
+        }),
+    )
+    .await;
+    let ack = ws_recv_reply(&mut original).await;
+    assert_eq!(ack["type"], "scheduled_ack", "{ack}");
 
     // Past the cron's first firing and the old one-shot's time.
     let due_ms = claudemesh::protocol::time::parse_iso(&due).expect("an ISO time");
@@ -745,11 +770,18 @@ async fn a_group_reminder_scheduled_before_a_rotation_does_not_fire_after_it() {
             }
         }
     }
+    reminders.sort_by(|a, b| a.1.cmp(&b.1));
+    let texts: Vec<_> = reminders.iter().map(|(_, text)| text.clone()).collect();
     assert_eq!(
-        reminders,
-        vec![(1, Ok("new once".to_string()))],
-        "only the reminder under the new key went out"
+        texts,
+        [
+            Ok("in clear".to_string()),
+            Ok("new once".to_string()),
+            Ok("old direct".to_string())
+        ],
+        "only the group reminder under the new key, the one in clear and the direct one went out"
     );
+    assert_eq!(reminders[1].0, 1, "the group reminder is under the new key");
     let listed = alice.json(&["remind", "list", "--json"]);
     assert_eq!(
         listed["messages"].as_array().map(Vec::len),
