@@ -48,28 +48,6 @@ fn cli(person: &Person, args: &[&str]) -> Command {
     cmd
 }
 
-/// Waits for a child with the harness's bound (killing it if it overstays); returns its exit
-/// status and what it wrote to stderr (piped; small enough never to fill the pipe).
-fn finish(mut child: std::process::Child, what: &str) -> (std::process::ExitStatus, String) {
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for claudemesh") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`claudemesh {what}` took over {WAIT:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    (status, stderr)
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. install / uninstall keep the modes of Claude Code's files
 // ---------------------------------------------------------------------------------------------

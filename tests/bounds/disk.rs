@@ -142,13 +142,9 @@ async fn a_full_disk_stops_acks_loses_nothing_and_recovers() {
     );
     assert_eq!(metric(&broker, "claudemesh_store_failed").await, Some(1.0));
     // The log line comes through the broker's stderr pipe: wait for it rather than race it.
-    eventually("the log to say the storage failed", || async {
-        broker
-            .stderr_lines()
-            .iter()
-            .any(|l| l.contains("storage failed"))
-    })
-    .await;
+    broker
+        .logged("the log to say the storage failed", "storage failed")
+        .await;
     // A revocation cannot be written either: it is refused, and bob is not shut out by a
     // revocation that did not happen (he comes back below).
     let bob_id = bob.entry().member_id;

@@ -272,6 +272,14 @@ impl BrokerProc {
     }
 
     /// Everything the broker wrote to stderr so far (its log), for debugging.
+    /// Waits (with the harness's bound) until a line of the broker's log contains `needle`.
+    pub async fn logged(&self, what: &str, needle: &str) {
+        eventually(what, || async {
+            self.stderr_lines().iter().any(|l| l.contains(needle))
+        })
+        .await;
+    }
+
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
@@ -671,6 +679,28 @@ pub async fn next_push_where(
             return *p;
         }
     }
+}
+
+/// Waits for a child with the harness's bound (killing it if it overstays); returns its exit
+/// status and what it wrote to stderr (piped; small enough never to fill the pipe).
+pub fn finish(mut child: std::process::Child, what: &str) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for claudemesh") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`claudemesh {what}` took over {WAIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status, stderr)
 }
 
 pub async fn eventually<F, Fut>(what: &str, mut check: F)

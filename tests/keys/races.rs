@@ -111,6 +111,22 @@ impl Relay {
 
 fn unchanged(_: &mut Value) {}
 
+/// A hook that has alice's CLI (straight to the broker) run `args` before each of the first
+/// `attempts` rotations that pass the relay.
+fn alice_runs_before(
+    alice: &Arc<Person>,
+    attempts: usize,
+    args: &'static [&'static str],
+) -> Before {
+    let alice = alice.clone();
+    Arc::new(move |n| {
+        if n <= attempts {
+            let out = alice.run(args);
+            assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        }
+    })
+}
+
 /// carol is revoked (without a rotation of its own) while alice's client seals its new key to
 /// alice, bob and carol: the broker refuses that rotation, and the client lists the holders
 /// again and rotates to the two who remain. bob reads what alice sends under the new key.
@@ -119,13 +135,7 @@ async fn a_rotation_refused_as_membership_changed_is_sealed_again_for_the_member
     let broker = BrokerProc::start(&[]);
     let (alice, bob, _carol) = team(&broker);
     let alice = Arc::new(alice);
-    let owner = alice.clone();
-    let before: Before = Arc::new(move |n| {
-        if n == 1 {
-            let out = owner.run(&["revoke", "carol", "--no-rotate"]);
-            assert_eq!(out.code, 0, "revoke carol: {}", out.stderr);
-        }
-    });
+    let before = alice_runs_before(&alice, 1, &["revoke", "carol", "--no-rotate"]);
     let relay = Relay::start(&broker, before, unchanged).await;
     let client = relay.client_of(&alice).await;
 
@@ -162,13 +172,7 @@ async fn a_rotation_overtaken_three_times_gives_up_with_the_brokers_reason() {
     let broker = BrokerProc::start(&[]);
     let (alice, _bob, _carol) = team(&broker);
     let alice = Arc::new(alice);
-    let owner = alice.clone();
-    let before: Before = Arc::new(move |n| {
-        if n <= 3 {
-            let out = owner.run(&["rotate-key"]);
-            assert_eq!(out.code, 0, "rotate-key: {}", out.stderr);
-        }
-    });
+    let before = alice_runs_before(&alice, 3, &["rotate-key"]);
     let relay = Relay::start(&broker, before, unchanged).await;
     let client = relay.client_of(&alice).await;
 
