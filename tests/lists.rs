@@ -611,6 +611,12 @@ async fn context_pages_come_by_member_each_context_once() {
     let (alice, bob) = alice_and_bob(&broker);
     let carol = invited(&alice, "carol");
     for p in [&alice, &bob, &carol] {
+        // Each share in a millisecond of its own, so "most recent" is one context (on a fast
+        // machine a connect and a share fit in one millisecond).
+        let before = claudemesh::protocol::time::now_ms();
+        while claudemesh::protocol::time::now_ms() == before {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
         let c = p.client().await;
         c.share_context(ShareContext {
             summary: format!("{} knows things", p.name),
