@@ -157,9 +157,5 @@ async fn dangling_schedule_rows_neither_spin_the_scheduler_nor_hold_up_shutdown(
     );
     let status = broker.terminate();
     assert!(status.success(), "broker exited with {status}");
-    let stderr = broker.stderr_lines().join("\n");
-    assert!(
-        !stderr.contains("did not close") && stderr.contains("storage committed and closed"),
-        "the broker did not stop cleanly:\n{stderr}"
-    );
+    broker.assert_stopped_cleanly();
 }

@@ -223,13 +223,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
         .expect("link watch");
     let status = broker.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status on SIGTERM");
-    // Every task stopped when asked (none kept the broker for its 10 s grace), and the storage
-    // was closed.
-    let stderr = broker.stderr_lines().join("\n");
-    assert!(
-        !stderr.contains("did not close") && stderr.contains("storage committed and closed"),
-        "the broker did not stop cleanly:\n{stderr}"
-    );
+    broker.assert_stopped_cleanly();
     client.close().await;
 }
 

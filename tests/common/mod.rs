@@ -271,7 +271,6 @@ impl BrokerProc {
         self.restart();
     }
 
-    /// Everything the broker wrote to stderr so far (its log), for debugging.
     /// Waits (with the harness's bound) until a line of the broker's log contains `needle`.
     pub async fn logged(&self, what: &str, needle: &str) {
         eventually(what, || async {
@@ -280,6 +279,17 @@ impl BrokerProc {
         .await;
     }
 
+    /// After its exit: every task stopped when asked (none kept the broker for its 10 s grace)
+    /// and the storage was closed, as the log says.
+    pub fn assert_stopped_cleanly(&self) {
+        let stderr = self.stderr_lines().join("\n");
+        assert!(
+            !stderr.contains("did not close") && stderr.contains("storage committed and closed"),
+            "the broker did not stop cleanly:\n{stderr}"
+        );
+    }
+
+    /// Everything the broker wrote to stderr so far (its log), for debugging.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
@@ -594,7 +604,6 @@ pub async fn connect_as(person: &Person, session: &str, role: &str) -> MeshClien
 
 /// A session hello of `person`'s session "agent" with session key `key` (as Claude Code's MCP
 /// server connects: messages to everyone are queued for it under its session key).
-#[allow(dead_code)]
 pub async fn session_of(
     person: &Person,
     key: claudemesh::crypto::SignKeyPair,
@@ -683,18 +692,18 @@ pub async fn next_push_where(
 
 /// Waits for a child with the harness's bound (killing it if it overstays); returns its exit
 /// status and what it wrote to stderr (piped; small enough never to fill the pipe).
-pub fn finish(mut child: std::process::Child, what: &str) -> (std::process::ExitStatus, String) {
-    let deadline = std::time::Instant::now() + WAIT;
+pub fn finish(mut child: Child, what: &str) -> (ExitStatus, String) {
+    let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for claudemesh") {
             break status;
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!("`claudemesh {what}` took over {WAIT:?}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     };
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
