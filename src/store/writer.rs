@@ -30,6 +30,8 @@ const PROBE_BYTES: usize = 1 << 20;
 /// steady traffic it never idles that long and keeps its cache; the small reads and writes of
 /// an idle mesh never make it reopen.
 pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(10);
+/// After the cache went back, the idle periods in which freed memory is handed back again.
+const AFTER_RELEASE_COLLECTS: u32 = 3;
 pub(super) const BURST_WRITES: u64 = 10_000;
 
 /// What the writer shares with every handle.
@@ -299,6 +301,8 @@ impl Writer {
         let mut failed_at: Option<Instant> = None;
         // Writes since the cache was last given back.
         let mut written = 0u64;
+        // Idle periods still to hand freed memory back in, after a burst (see below).
+        let mut collects_left = 0u32;
         while !stop {
             let wait = if failed_at.is_some() {
                 RETRY_EVERY
@@ -353,6 +357,13 @@ impl Writer {
                     && self.give_cache_back()
                 {
                     written = 0;
+                    collects_left = AFTER_RELEASE_COLLECTS;
+                } else if !used && collects_left > 0 {
+                    // Memory freed after the last collection (a connection's last buffers,
+                    // a blocking thread that ended) would otherwise stay with the thread that
+                    // allocated it for as long as the broker stays idle.
+                    collects_left -= 1;
+                    self.free_memory();
                 }
                 if self.shared.failure().is_some() && failed_at.is_none() {
                     failed_at = Some(Instant::now());

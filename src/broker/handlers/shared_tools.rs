@@ -417,7 +417,8 @@ impl CallRecord {
 
 /// Everything a call must pass before it reaches its host: its size, the server and tool,
 /// the host being connected, and the host's grants.
-fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
+/// A tool call's arguments (plain or sealed) within [`MAX_TOOL_ARGS_BYTES`].
+pub(super) fn check_args_size(call: &McpCall) -> Result<(), Refusal> {
     let size = call.args_bytes();
     if size > MAX_TOOL_ARGS_BYTES {
         return Err(refuse(
@@ -427,6 +428,11 @@ fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Re
             ),
         ));
     }
+    Ok(())
+}
+
+fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
+    check_args_size(call)?;
     let row = broker
         .store
         .mcp_server(&caller.mesh_id, &call.server_name)?

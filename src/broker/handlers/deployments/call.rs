@@ -16,15 +16,7 @@ pub(in crate::broker::handlers) fn call(
     };
     let admitted = (|| {
         require_scope(&row, &caller)?;
-        let size = call.args_bytes();
-        if size > MAX_TOOL_ARGS_BYTES {
-            return Err(refuse(
-                "payload_too_large",
-                format!(
-                    "the tool call's arguments are {size} bytes; the limit is {MAX_TOOL_ARGS_BYTES} bytes"
-                ),
-            ));
-        }
+        check_args_size(&call)?;
         let service = broker
             .services
             .get(&row.mesh_id, &row.name)

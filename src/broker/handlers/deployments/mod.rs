@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
-use super::shared_tools::{CallOutcome, CallRecord, proven_key, valid_name};
+use super::shared_tools::{CallOutcome, CallRecord, check_args_size, proven_key, valid_name};
 use crate::broker::connection::Conn;
 use crate::broker::deployments::hosts::AllowList;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
@@ -21,8 +21,8 @@ use crate::broker::state::Broker;
 use crate::client::shared_tools::{open_from, seal_to};
 use crate::protocol::messages::{
     CatalogEntry, DEFAULT_TOOL_TIMEOUT_MS, DeployConfig, DeploySource, Envelope,
-    MAX_TOOL_ARGS_BYTES, MAX_TOOL_RESULT_BYTES, McpCall, McpCallResult, McpDeploy, McpDeployStatus,
-    McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec, reports_error,
+    MAX_TOOL_RESULT_BYTES, McpCall, McpCallResult, McpDeploy, McpDeployStatus, McpServerEntry,
+    McpToolSpec, McpUpdate, Scope, ScopeSpec, reports_error,
 };
 use crate::protocol::{ServerMessage, ids, time};
 use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, McpToolRow};
@@ -429,18 +429,7 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
         };
         fetch_and_install(&broker, &peer, &row, &d.source, &config).await?;
         let acting = acting(&peer).await?;
-        let actor = AuditActor::member(&peer.member_id, &peer.display_name);
-        if broker
-            .store
-            .put_deployment(
-                row.clone(),
-                actor,
-                AuditEvent::McpDeployed,
-                broker.services.max_per_mesh,
-            )
-            .await?
-            == Deployed::Full
-        {
+        if put(&broker, &peer, &row, AuditEvent::McpDeployed).await? == Deployed::Full {
             return Err(quota_exceeded(max));
         }
         drop(deploying);
@@ -474,16 +463,7 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
         let acting = acting(&peer).await?;
         row.source_json = json(&src);
         row.updated_at_ms = time::now_ms();
-        let actor = AuditActor::member(&peer.member_id, &peer.display_name);
-        broker
-            .store
-            .put_deployment(
-                row.clone(),
-                actor,
-                AuditEvent::McpUpdated,
-                broker.services.max_per_mesh,
-            )
-            .await?;
+        put(&broker, &peer, &row, AuditEvent::McpUpdated).await?;
         run(&broker, &row, isolation, acting).await
     });
 }
@@ -546,16 +526,7 @@ pub fn mcp_scope(conn: &Conn, req_id: Option<String>, name: String, scope: Optio
                 let scope = resolve_scope(&broker, &peer, Some(spec))?;
                 row.scope_json = json(&scope);
                 row.updated_at_ms = time::now_ms();
-                let actor = AuditActor::member(&peer.member_id, &peer.display_name);
-                broker
-                    .store
-                    .put_deployment(
-                        row.clone(),
-                        actor,
-                        AuditEvent::McpScopeChanged,
-                        broker.services.max_per_mesh,
-                    )
-                    .await?;
+                put(&broker, &peer, &row, AuditEvent::McpScopeChanged).await?;
             }
         }
         Ok(Some(ServerMessage::McpScopeResult {
@@ -564,6 +535,20 @@ pub fn mcp_scope(conn: &Conn, req_id: Option<String>, name: String, scope: Optio
             deployed_by: row.deployer_name,
         }))
     });
+}
+
+/// Stores `row` as `peer`'s change, audited as `event`, within the mesh's quota of services.
+async fn put(
+    broker: &Broker,
+    peer: &Peer,
+    row: &DeploymentRow,
+    event: AuditEvent,
+) -> Result<Deployed, Refusal> {
+    let actor = AuditActor::member(&peer.member_id, &peer.display_name);
+    Ok(broker
+        .store
+        .put_deployment(row.clone(), actor, event, broker.services.max_per_mesh)
+        .await?)
 }
 
 /// The tools of a deployment: as its running service lists them, else as last stored.
