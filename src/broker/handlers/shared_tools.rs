@@ -415,8 +415,6 @@ impl CallRecord {
     }
 }
 
-/// Everything a call must pass before it reaches its host: its size, the server and tool,
-/// the host being connected, and the host's grants.
 /// A tool call's arguments (plain or sealed) within [`MAX_TOOL_ARGS_BYTES`].
 pub(super) fn check_args_size(call: &McpCall) -> Result<(), Refusal> {
     let size = call.args_bytes();
@@ -431,6 +429,8 @@ pub(super) fn check_args_size(call: &McpCall) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Everything a call must pass before it reaches its host: its size, the server and tool,
+/// the host being connected, and the host's grants.
 fn admit(broker: &Broker, caller: &Peer, call: &McpCall) -> Result<Arc<Peer>, Refusal> {
     check_args_size(call)?;
     let row = broker
