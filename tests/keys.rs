@@ -406,10 +406,11 @@ async fn a_client_that_reconnects_after_a_rotation_fetches_the_key() {
         ..claudemesh::client::ConnectOptions::new(bob.entry(), peer_info("bob"))
     };
     let live = MeshClient::connect(options).await.expect("bob connects");
-    // Down long enough for the first reconnection attempt (after 1 s) to fail: the next
-    // comes 2 s later, after the rotation below.
+    // Down through the first two reconnection attempts (1 s and 3 s after the loss): the
+    // next comes at 7 s, after the rotation below. 5 s leaves 2 s on either side for a slow
+    // machine.
     broker.kill9();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5000)).await;
     broker.restart();
     let rotated = alice.json(&["rotate-key", "--json"]);
     assert_eq!(rotated["keyEpoch"], 1);

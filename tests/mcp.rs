@@ -208,7 +208,8 @@ async fn mcp_tools_send_and_channel_notifications() {
     ]);
     let (_, text) = {
         let mut last = (true, String::new());
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
             last = call(&mcp, "ping_mesh", json!({})).await;
             if last.1.contains("waiting") {
                 break;

@@ -59,7 +59,8 @@ fn git_server() -> Option<GitServer> {
         return None;
     };
     // Ready once it accepts connections.
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(GitServer {
                 _root: root,
