@@ -312,7 +312,10 @@ fn relay(
     let out = conn.out.clone();
     let who = conn.who();
     let what = conn.frame;
-    tokio::spawn(async move {
+    // Tracked: the wait ends at shutdown, and what it records is written before the store
+    // closes.
+    let tasks = broker.tasks.clone();
+    tasks.spawn(async move {
         let host_name = host.shown_name();
         let outcome = match wait_for_host(answered, host_closed, wait, &broker.shutdown).await {
             Ok(answer) => deliver(&broker, &caller, &host, &ask, answer).await,

@@ -405,7 +405,9 @@ impl CallRecord {
         let Refusal { code, message } = refusal;
         conn.refused(code, &message);
         let out = conn.out.clone();
-        tokio::spawn(async move {
+        // Tracked, so a shutdown waits for the record to be written before the store closes.
+        let tasks = self.broker.tasks.clone();
+        tasks.spawn(async move {
             self.finish(CallOutcome::Refused, Some(code)).await;
             out.send(&Envelope::reply(
                 req_id,
@@ -544,7 +546,10 @@ pub fn mcp_call(conn: &Conn, req_id: Option<String>, call: McpCall) {
     let who = conn.who();
     let server = call.server_name;
     let host_name = host.display_name.clone();
-    tokio::spawn(async move {
+    // Tracked: the wait ends at shutdown, and the call's record is written before the store
+    // closes.
+    let tasks = broker.tasks.clone();
+    tasks.spawn(async move {
         let outcome = match wait_for_host(answered, host_closed, wait, &broker.shutdown).await {
             Ok(HostAnswer::Result(mut r)) => {
                 r.call_id = None;

@@ -100,7 +100,9 @@ pub(in crate::broker::handlers) fn call(
     let out = conn.out.clone();
     let sealed = call.sealed.is_some();
     let server = row.name.clone();
-    tokio::spawn(async move {
+    // Tracked: the call ends at shutdown, and its record is written before the store closes.
+    let tasks = broker.tasks.clone();
+    tasks.spawn(async move {
         let outcome = tokio::select! {
             r = tokio::time::timeout(wait, service.call(&call.tool_name, &args, meta)) => match r {
                 Ok(r) => Ok(r),
