@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 
 use super::router;
 use super::state::Broker;
-use crate::protocol::messages::{ClockStatus, Push};
-use crate::protocol::{Envelope, ServerMessage, ids, time};
+use crate::protocol::messages::ClockStatus;
+use crate::protocol::{Envelope, ServerMessage, time};
 use crate::store::ClockRecord;
 
 /// The longest the ticker sleeps without looking.
@@ -90,21 +90,17 @@ fn tick_frame(
     tick: u64,
     now_ms: i64,
 ) -> Envelope<ServerMessage> {
-    Envelope::new(ServerMessage::Push(Box::new(Push {
-        message_id: ids::new_id(),
-        mesh_id: mesh_id.to_string(),
-        sender_pubkey: "system".into(),
-        priority: "low".into(),
-        created_at: time::iso(now_ms),
-        subtype: Some("tick".into()),
-        event: Some("tick".into()),
-        event_data: Some(json!({
+    router::broker_push(
+        mesh_id,
+        "tick",
+        "tick",
+        json!({
             "tick": tick,
             "simTime": time::iso(clock.sim_at(now_ms)),
             "speed": clock.speed,
-        })),
-        ..Default::default()
-    })))
+        }),
+        now_ms,
+    )
 }
 
 /// Sends every mesh's ticks as they come due, until shutdown.

@@ -9,13 +9,25 @@ pub fn system_event(
     event: &str,
     data: serde_json::Value,
 ) -> Envelope<ServerMessage> {
+    broker_push(mesh_id, "system", event, data, time::now_ms())
+}
+
+/// A push from the broker itself (sender `system`, priority `low`) of `subtype`, made at
+/// `at_ms`: `event` with `data`.
+pub fn broker_push(
+    mesh_id: &str,
+    subtype: &str,
+    event: &str,
+    data: serde_json::Value,
+    at_ms: i64,
+) -> Envelope<ServerMessage> {
     Envelope::new(ServerMessage::Push(Box::new(Push {
         message_id: ids::new_id(),
         mesh_id: mesh_id.to_string(),
         sender_pubkey: "system".into(),
         priority: "low".into(),
-        created_at: time::iso(time::now_ms()),
-        subtype: Some("system".into()),
+        created_at: time::iso(at_ms),
+        subtype: Some(subtype.into()),
         event: Some(event.into()),
         event_data: Some(data),
         ..Default::default()

@@ -18,7 +18,7 @@ use crate::store::{MessageRecord, RecipientKey, Visit};
 mod events;
 
 pub use events::{
-    announce, changed, send_to_mesh, send_to_observers, system_event, tell_observers,
+    announce, broker_push, changed, send_to_mesh, send_to_observers, system_event, tell_observers,
 };
 
 /// Most pushes a presence holds unacknowledged; the rest of its queue waits in storage and goes
