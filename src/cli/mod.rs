@@ -272,7 +272,17 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let result = runtime.block_on(run(command));
+    let result = match command {
+        // The broker runs on a runtime worker, not on this thread: a worker hands the memory
+        // it freed back to the OS when it parks (`on_thread_park` above), this thread never
+        // would, and the accept loop allocates every connection's task here (issue 14).
+        Command::Broker(b) => runtime.block_on(async {
+            tokio::spawn(b.run())
+                .await
+                .unwrap_or_else(|e| Err(CliError::Failed(format!("the broker stopped: {e}"))))
+        }),
+        command => runtime.block_on(run(command)),
+    };
     // Don't wait for stray background tasks (e.g. a reconnecting client) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
