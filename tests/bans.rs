@@ -57,12 +57,30 @@ async fn a_kicked_member_is_told_why_and_may_come_back() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob, carol) = team_with_admin(&broker);
     let (mut ws, _) = ws_hello(&broker, &member_hello(&bob.entry())).await;
+    // bob's CLI waiting for mail is told too, with the reason.
+    let waiting = bob
+        .command(&["inbox", "--wait", "25"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bob's inbox");
+    eventually("bob's inbox to connect", || async {
+        metric(&broker, "claudemesh_peers").await == Some(2.0)
+    })
+    .await;
 
     carol.ok(&["kick", "bob", "--reason", "restart your session"]);
     let told = told_within(&mut ws, "kicked").await;
     assert_eq!(told["message"], "restart your session");
     let (code, reason) = ws_recv_close(&mut ws).await;
     assert_eq!((code, reason.as_str()), (4001, "kicked"));
+    let (status, stderr) = finish(waiting, "inbox --wait 25");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: you were disconnected from the mesh: restart your session"),
+        "{stderr}"
+    );
 
     // Nothing is held against them: they come back at once.
     bob.ok(&["send", "alice", "back again"]);
@@ -196,6 +214,48 @@ async fn disconnect_closes_one_session_of_ones_own_or_as_a_manager() {
     assert_eq!(ws_recv_close(&mut ws_two).await.0, 4001);
     let err = alice.refused(&["disconnect", &two.public_hex()]);
     assert!(err.contains("no connection"), "{err}");
+}
+
+/// `disconnect` takes the IDs plain `peers` prints: a member's (when it has one live session)
+/// and a session's; an ID that names several sessions, or none, says where to look.
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_takes_the_ids_plain_peers_shows() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let bob_id = bob.entry().member_pubkey[..8].to_string();
+    let (one, two) = (SignKeyPair::generate(), SignKeyPair::generate());
+    let (mut ws_one, _) = ws_hello(&broker, &session_hello(&bob.entry(), &one)).await;
+    let shown = alice.ok(&["peers"]);
+    assert!(shown.contains(&bob_id), "{shown}");
+
+    // Bob's ID names his one live session.
+    alice.ok(&["disconnect", &bob_id]);
+    ws_expect_error(&mut ws_one, "disconnected").await;
+    assert_eq!(ws_recv_close(&mut ws_one).await.0, 4001);
+
+    // With two, his ID names both: refused, pointing at the session lines.
+    let (mut ws_one, _) = ws_hello(&broker, &session_hello(&bob.entry(), &one)).await;
+    let (_ws_two, _) = ws_hello(&broker, &session_hello(&bob.entry(), &two)).await;
+    let err = alice.refused(&["disconnect", &bob_id]);
+    assert!(err.contains("names 2 connections"), "{err}");
+    assert!(err.contains("`claudemesh peers`"), "{err}");
+    // A session's short key from `peers` names that one; a member may not close another's.
+    let one_id = one.public_hex()[..8].to_string();
+    assert!(alice.ok(&["peers"]).contains(&one_id));
+    let alice_session = SignKeyPair::generate();
+    let (_ws_alice, _) = ws_hello(&broker, &session_hello(&alice.entry(), &alice_session)).await;
+    let alice_id = alice.entry().member_pubkey[..8].to_string();
+    let err = bob.refused(&["disconnect", &alice_id]);
+    assert!(err.contains("its own sessions"), "{err}");
+    alice.ok(&["disconnect", &one_id.to_uppercase()]);
+    ws_expect_error(&mut ws_one, "disconnected").await;
+
+    // Nothing named: the message says where the IDs are.
+    let err = alice.refused(&["disconnect", "5c548725"]);
+    assert!(
+        err.contains("`claudemesh peers`") && err.contains("`claudemesh peers --json`"),
+        "{err}"
+    );
 }
 
 /// What a member scheduled before its ban does not go out while it is banned.

@@ -295,6 +295,22 @@ async fn frames_before_and_after_hello() {
     ws_hello(&broker, &again).await;
 }
 
+/// A plain GET of /ws (curl, a browser) is told it reached the WebSocket endpoint without an
+/// upgrade: 426 and the usual JSON error, not "no endpoint".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_request_to_ws_is_told_to_upgrade() {
+    let broker = BrokerProc::start(&[]);
+    let resp = http_get(&format!("{}/ws", broker.http_url())).await;
+    assert_eq!(resp.status, 426, "{:?}", resp.body);
+    let v = resp.json();
+    assert_eq!(v["error"], "upgrade_required", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("WebSocket endpoint") && message.contains("Upgrade: websocket"),
+        "{v}"
+    );
+}
+
 /// The next reply on a MessagePack connection; it must come as a binary MessagePack frame.
 async fn msgpack_reply(ws: &mut Ws) -> Value {
     loop {

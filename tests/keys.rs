@@ -149,6 +149,22 @@ async fn after_revocation_a_broadcast_is_unreadable_with_the_removed_members_key
     bob_live.close().await;
 }
 
+/// A plain member's `rotate-key` is refused as what it asked for, not as a step of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_owner_or_an_admin_rotates_the_key() {
+    let broker = BrokerProc::start(&[]);
+    let (_alice, bob) = alice_and_bob(&broker);
+    let out = bob.run(&["rotate-key"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("only the owner or an admin can rotate the mesh root key (forbidden)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(bob.entry().key_epoch, 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_away_during_rotations_gets_its_keys_at_its_next_connection() {
     let broker = BrokerProc::start(&[]);

@@ -602,3 +602,45 @@ async fn broadcasts_reach_telegram_once_the_root_key_is_handed_over_and_until_di
     }
     assert_broker_never_saw(&b.broker, TOKEN.as_bytes());
 }
+
+/// A token the Bot API rejects is refused as such (`bad_token`); a Bot API that cannot be
+/// reached checked nothing, and says so (`unavailable`), leaving no bridge connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bot_api_is_not_a_rejected_token() {
+    let b = Bridged::start().await;
+    std::fs::write(
+        &b.token_path,
+        "7350012345:AAHc9wQ2-not_the-bot-token-00000000\n",
+    )
+    .unwrap();
+    let connect = [
+        "telegram",
+        "connect",
+        "--token-file",
+        &b.token_path,
+        "--yes",
+    ];
+    let err = b.alice.refused(&connect);
+    assert!(
+        err.contains("the token was not accepted") && err.contains("(bad_token)"),
+        "{err}"
+    );
+
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let broker = BrokerProc::start(&["--telegram-api-url", &api_url]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let err = alice.refused(&connect);
+    assert!(
+        err.contains("the Telegram Bot API cannot be reached")
+            && err.contains("the token was not checked (unavailable)"),
+        "{err}"
+    );
+    assert!(!err.contains("not accepted"), "{err}");
+    assert_eq!(
+        alice.json(&["telegram", "status", "--json"])["connected"],
+        false
+    );
+}

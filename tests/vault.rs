@@ -646,3 +646,32 @@ async fn after_the_service_key_is_replaced_entries_are_no_longer_listed_for_serv
     let list = alice.json(&["vault", "list", "--json"]);
     assert_eq!(list["entries"][0]["forServices"], true);
 }
+
+/// A service key others can read stops the broker, and the refusal names that key (not
+/// `broker.key`, another file) and how to fix it.
+#[test]
+fn a_service_key_others_can_read_stops_the_broker_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("service.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["broker", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("CLAUDEMESH_DATA_DIR", data.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run claudemesh broker");
+    let (status, stderr) = finish(child, "broker");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot start the broker: service key: cannot read")
+            && stderr.contains("service.key: group or others can access it")
+            && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("broker key"), "{stderr}");
+}

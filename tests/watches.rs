@@ -328,8 +328,22 @@ async fn private_targets_are_refused_at_creation_without_the_flag_and_nothing_is
     // Bad input is named.
     let err = alice.refused(&["watch", "https://example.com/", "--interval", "2s"]);
     assert!(err.contains("interval"), "{err}");
-    let err = alice.refused(&["watch", "https://example.com/", "--mode", "json"]);
-    assert!(err.contains("JSONPath"), "{err}");
+    // --mode json and --path go together, said with the flags' names (a usage error).
+    let out = alice.run(&["watch", "https://example.com/", "--mode", "json"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--mode json needs --path, the JSONPath of the value to compare"),
+        "{}",
+        out.stderr
+    );
+    let out = alice.run(&["watch", "https://example.com/", "--path", "$.status"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--path goes with --mode json only"),
+        "{}",
+        out.stderr
+    );
     // A JSONPath that multiplies the work on every poll is refused at creation.
     let err = alice.refused(&[
         "watch",

@@ -200,6 +200,17 @@ async fn answer(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
             let code = code.to_string();
             invite_landing(&broker, &req, &code)
         }
+        // A browser or curl on the WebSocket endpoint: say what it is, not that it is missing.
+        (_, ["ws"]) => {
+            let mut resp = error_response(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "/ws is the WebSocket endpoint: connect with a WebSocket client (a request with Upgrade: websocket)",
+            );
+            resp.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            resp
+        }
         _ => error_response(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -247,6 +247,8 @@ pub enum BrokerError {
     MetricsToken(String),
     #[error("broker key: {0}")]
     Key(String),
+    #[error("service key: {0}")]
+    ServiceKey(String),
     #[error("{0}")]
     Lan(String),
     #[error(
@@ -288,7 +290,7 @@ impl RunningBroker {
             key::load_or_create(&config.data_dir).map_err(|e| BrokerError::Key(e.to_string()))?;
         let key_fingerprint = crate::protocol::lan::fingerprint(&broker_key.public);
         let service_key = vault::ServiceKey::load_or_create(&config.data_dir)
-            .map_err(|e| BrokerError::Key(e.to_string()))?;
+            .map_err(|e| BrokerError::ServiceKey(e.to_string()))?;
         let listener =
             TcpListener::bind(config.listen)
                 .await

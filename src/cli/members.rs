@@ -26,10 +26,11 @@ pub struct KickCmd {
 
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "disconnect", help_triggers("-h", "--help"))]
-#[argh(example = "claudemesh disconnect 3f9a…(the pubkey `peers --json` shows)")]
+#[argh(example = "claudemesh disconnect 5c548725   (the ID or session `peers` shows)")]
 /// close one connection (a ghost session): yours, or anyone's as owner or admin
 pub struct DisconnectCmd {
-    /// the session's pubkey or session id, as `peers --json` shows them
+    /// the ID `peers` shows (a member with one live session) or a session's key there; or a
+    /// session's pubkey or session id, as `peers --json` shows them
     #[argh(positional)]
     session: String,
     /// mesh slug or id (needed when several are joined)

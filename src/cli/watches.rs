@@ -110,6 +110,22 @@ fn interval_s(given: Option<&str>) -> Result<Option<u64>, CliError> {
     Ok(Some(d.as_secs()))
 }
 
+/// `--mode json` and `--path` go together. Checked here, as the broker would refuse them
+/// naming its wire field (`extract`), not the flag.
+fn usage_of_path(mode: Option<&str>, path: Option<&str>) -> Result<(), CliError> {
+    let path = path.filter(|p| !p.trim().is_empty());
+    match (mode, path) {
+        (Some("json"), None) => Err(CliError::Usage(
+            "--mode json needs --path, the JSONPath of the value to compare (e.g. --path '$.status')"
+                .into(),
+        )),
+        (None | Some("hash" | "status"), Some(_)) => Err(CliError::Usage(
+            "--path goes with --mode json only".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn entry_line(w: &WatchEntry) -> String {
     let mut line = format!("{}  {} [{}", w.id, w.url, w.mode);
     if let Some(p) = &w.extract {
@@ -144,6 +160,7 @@ impl WatchCmd {
                 ));
             }
         }
+        usage_of_path(self.mode.as_deref(), self.path.as_deref())?;
         let url = self.args[0].clone();
         let watch = Watch {
             url,

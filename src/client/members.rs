@@ -1,6 +1,6 @@
 //! Typed calls of the members area: invites (register, list, revoke), kick, disconnect, ban.
 
-use super::{ClientError, MeshClient};
+use super::{ClientError, Link, MeshClient};
 use crate::crypto::SignKeyPair;
 use crate::identity::{MeshEntry, key_fingerprint};
 use crate::protocol::messages::{BanEntry, Capability, CreateInvite, InviteCreated, InviteEntry};
@@ -160,6 +160,37 @@ impl MeshClient {
         match self.request(ClientMessage::ListBans {}).await? {
             ServerMessage::Bans { bans, truncated } => Ok((bans, truncated)),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Why the broker removed this client's connection, read off its push stream: the `kicked`,
+/// `banned` or `disconnected` error it sends just before it closes (with the reason given),
+/// else the reason it closed with (`revoked`). Note every push; ask once the stream ended.
+#[derive(Debug, Default)]
+pub struct Removal {
+    told: Option<String>,
+}
+
+impl Removal {
+    pub fn note(&mut self, frame: &ServerMessage) {
+        if let ServerMessage::Error(e) = frame
+            && matches!(e.code.as_str(), "kicked" | "banned" | "disconnected")
+        {
+            self.told = Some(e.message.clone());
+        }
+    }
+
+    /// The broker's reason, once `client`'s push stream has ended; `None` when the connection
+    /// was only lost or closed here.
+    pub fn reason(&self, client: &MeshClient) -> Option<String> {
+        if let Some(told) = &self.told {
+            return Some(told.clone());
+        }
+        match &*client.link().borrow() {
+            // The two ends the client gives a connection the broker did not end.
+            Link::Down(why) if why != "closed" && why != "connection lost" => Some(why.clone()),
+            _ => None,
         }
     }
 }

@@ -11,6 +11,7 @@ use rmcp::service::{Peer, RoleServer};
 use serde_json::{Map, Value, json};
 
 use super::session::{Session, transcript_busy, transcript_dir};
+use crate::client::members::Removal;
 use crate::client::peer_files::{FileHost, Forwarded, SharedDir};
 use crate::client::{ClientError, ConnectOptions, Identity, Incoming, MeshClient};
 use crate::identity::MeshEntry;
@@ -510,12 +511,20 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
                 {
                     tokio::spawn(announce_share(files.clone(), client.clone()));
                 }
+                let mut removal = Removal::default();
                 while let Some(frame) = client.next_push().await {
+                    removal.note(&frame);
                     hub.on_push(&link, &client, frame).await;
                 }
-                // The client ended for good (revoked or kicked).
+                // The client ended for good (revoked, kicked, banned, disconnected): said once
+                // in Claude Code's MCP log, and by the tools from now on.
+                let problem = match removal.reason(&client) {
+                    Some(why) => format!("the broker ended this session: {why}"),
+                    None => "the broker ended this session".into(),
+                };
+                eprintln!("claudemesh: mesh {}: {problem}", link.entry.slug);
                 *lock(&link.client) = None;
-                *lock(&link.problem) = Some("the broker ended this session (revoked?)".into());
+                *lock(&link.problem) = Some(problem);
                 return;
             }
             Err(ClientError::Refused { code, message, .. }) if code == "revoked" => {

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use rmcp::ServiceExt;
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{bobs_session_appears_to, start_mcp};
-use crate::common::mcp::call;
+use crate::common::mcp::{Recorder, call, mcp_process_with_log};
 use crate::common::*;
 
 /// A revoked member's session is refused once and stops asking: its tools say why, and the
@@ -69,5 +71,40 @@ async fn a_banned_members_session_connects_once_the_ban_is_lifted() {
     .await;
     alice.ok(&["unban", "bob", "--no-rotate"]);
     bobs_session_appears_to(&alice).await;
+    mcp.cancel().await.ok();
+}
+
+/// A kicked session stops, says why in its log (Claude Code's MCP log) and its tools say it
+/// too, with the reason the kicker gave.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kicked_session_says_why_in_its_log_and_its_tools() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (transport, log) = mcp_process_with_log(&bob);
+    let (tx, _notes) = tokio::sync::mpsc::unbounded_channel();
+    let mcp = Recorder { tx }
+        .serve(transport)
+        .await
+        .expect("MCP handshake with claudemesh mcp");
+    bobs_session_appears_to(&alice).await;
+
+    alice.ok(&["kick", "bob", "--reason", "restart your session"]);
+    let mut lines = BufReader::new(log).lines();
+    let said = loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a log line within the wait")
+            .expect("readable log")
+            .expect("the log to go on");
+        if line.contains("ended this session") {
+            break line;
+        }
+    };
+    assert_eq!(
+        said,
+        "claudemesh: mesh team: the broker ended this session: restart your session"
+    );
+    let (ok, text) = call(&mcp, "mesh_info", json!({})).await;
+    assert!(!ok && text.contains("restart your session"), "{text}");
     mcp.cancel().await.ok();
 }

@@ -169,7 +169,8 @@ pub fn list_key_holders(conn: &Conn, req_id: Option<String>) {
         return;
     };
     answer(conn, req_id, async move {
-        managers_only(&broker, &peer, "lists who must hold the mesh root key")?;
+        // The first step of a rotation: refused as the rotation it is part of.
+        managers_only(&broker, &peer, "can rotate the mesh root key")?;
         let (epoch, holders) = broker.store.key_holders(&peer.mesh_id)?;
         let members = holders
             .into_iter()

@@ -2,6 +2,8 @@
 //! member lists, revocation, kick, disconnect and ban, and dropping a root key kept from before
 //! schema 2.
 
+use std::sync::Arc;
+
 use super::perms::is_manager;
 use super::reply::{answer, ok_ack};
 use crate::broker::connection::Conn;
@@ -512,30 +514,24 @@ fn record(conn: &Conn, req_id: Option<String>, mesh_id: &str, note: AuditNote) {
 }
 
 /// `disconnect {session}`: closes one connection, named by presence id, the key `list_peers`
-/// shows, or its session id. The owner and admins may close anyone's but the owner's; a
-/// member its own.
+/// shows, its session id, or the first 8+ hex characters of a live session's key or of its
+/// member's key (the IDs plain `peers` prints). The owner and admins may close anyone's but
+/// the owner's; a member its own.
 pub fn disconnect(conn: &Conn, req_id: Option<String>, session: String) {
     let Some(peer) = conn.peer.clone() else {
         return;
     };
     let broker = &conn.broker;
-    let matches: Vec<_> = broker
-        .presence
-        .peers(&peer.mesh_id)
-        .into_iter()
-        .filter(|p| {
-            p.presence_id == session
-                || p.pubkey().to_hex() == session
-                || (!p.info.session_id.is_empty() && p.info.session_id == session)
-        })
-        .collect();
+    let matches = named_connections(broker.presence.peers(&peer.mesh_id), &session);
     let target = match matches.as_slice() {
         [one] => one.clone(),
         [] => {
             return conn.error(
                 req_id,
                 "not_found",
-                format!("no connection \"{session}\" in this mesh (give the pubkey or session id `peers` shows)"),
+                format!(
+                    "no connection \"{session}\" in this mesh: give the ID `claudemesh peers` shows, or a session's pubkey or session id (`claudemesh peers --json` lists them)"
+                ),
             );
         }
         more => {
@@ -543,7 +539,7 @@ pub fn disconnect(conn: &Conn, req_id: Option<String>, session: String) {
                 req_id,
                 "invalid_argument",
                 format!(
-                    "\"{session}\" names {} connections; give a session's own key or session id",
+                    "\"{session}\" names {} connections; give one session's key (`claudemesh peers` lists the sessions of a member with several) or its session id (`claudemesh peers --json`)",
                     more.len()
                 ),
             );
@@ -577,6 +573,34 @@ pub fn disconnect(conn: &Conn, req_id: Option<String>, session: String) {
         .with("name", &target.display_name)
         .with("session", &target.presence_id);
     record(conn, req_id, &peer.mesh_id, note);
+}
+
+/// The connections `session` names among `peers`: a presence id, a session's key or session
+/// id; failing those, 8+ hex characters that begin the key of a live session or of its member
+/// (a tool's own short-lived connection is never named so).
+fn named_connections(peers: Vec<Arc<Peer>>, session: &str) -> Vec<Arc<Peer>> {
+    let exact: Vec<_> = peers
+        .iter()
+        .filter(|p| {
+            p.presence_id == session
+                || p.pubkey().to_hex() == session
+                || (!p.info.session_id.is_empty() && p.info.session_id == session)
+        })
+        .cloned()
+        .collect();
+    if !exact.is_empty() || session.len() < 8 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return exact;
+    }
+    let prefix = session.to_ascii_lowercase();
+    peers
+        .into_iter()
+        .filter(|p| {
+            !p.control_plane
+                && p.is_live()
+                && (p.pubkey().to_hex().starts_with(&prefix)
+                    || p.member_pubkey.to_hex().starts_with(&prefix))
+        })
+        .collect()
 }
 
 /// `ban {member, reason?}`: the member's connections are told why and closed (4002), and its

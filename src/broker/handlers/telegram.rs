@@ -141,7 +141,7 @@ pub fn telegram_connect(
         let root_keys = open_root_keys(key, &req.root_keys)?;
         let bot = telegram::check_token(&broker, token)
             .await
-            .map_err(|e| refuse("bad_token", format!("the token was not accepted: {e}")))?;
+            .map_err(token_refusal)?;
         telegram::stop(&broker, &peer.mesh_id);
         let stored = broker
             .store
@@ -174,6 +174,18 @@ pub fn telegram_connect(
             &peer.mesh_id,
         )?)))
     });
+}
+
+/// Why `getMe` did not prove the token: rejected by the Bot API (`bad_token`), or never
+/// checked because the API could not be reached or did not answer as documented, or was
+/// failing (`unavailable`: trying again later may work).
+fn token_refusal(e: api::ApiError) -> Refusal {
+    match e {
+        api::ApiError::Refused { status, .. } if status != 429 && status < 500 => {
+            refuse("bad_token", format!("the token was not accepted: {e}"))
+        }
+        other => refuse("unavailable", format!("{other}; the token was not checked")),
+    }
 }
 
 /// `telegram_invite` → `telegram_invite_result{code, expiresAt}`: a one-time code, kept hashed,

@@ -21,7 +21,7 @@ pub const MAX_TEXT_CHARS: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No answer, or not HTTP: the connection, TLS, a timeout (never with the URL).
-    #[error("the Bot API cannot be reached: {0}")]
+    #[error("the Telegram Bot API cannot be reached: {0}")]
     Unreachable(String),
     /// Telegram answered `ok: false`.
     #[error("the Bot API refused {method}: {description}")]
