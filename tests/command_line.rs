@@ -423,6 +423,25 @@ async fn a_broker_that_is_down_gets_a_hint_to_start_it() {
     assert!(out.stderr.contains(HINT), "{}", out.stderr);
 }
 
+/// Whatever the command, what the broker says is not there exits 3 (README: exit codes), and
+/// the error still names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_for_something_not_there_exits_3() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    for args in [
+        &["forget", "01JZZZZZZZZZZZZZZZZZZZZZZZ"][..],
+        &["msg-status", "no-such-message"],
+    ] {
+        let out = alice.run(args);
+        assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("not_found"), "{args:?}: {}", out.stderr);
+    }
+    // A refusal of another kind stays a failure (1).
+    let out = alice.run(&["send", "nobody-by-that-name", "hi"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
+
 /// `state get` of a key that is not set exits 3 (documented in its help), with the JSON
 /// document still on stdout under `--json`; a set key exits 0.
 #[tokio::test(flavor = "multi_thread")]

@@ -123,7 +123,19 @@ async fn a_write_through_graph_query_is_refused() {
     ] {
         let err = bob.refused(&["graph", write]);
         assert!(err.contains("read-only"), "{write}: {err}");
+        // On the command line the way to write is the flag, not the MCP tool.
+        assert!(
+            err.contains("--execute") && !err.contains("graph_execute"),
+            "{write}: {err}"
+        );
     }
+    // A syntax error shows the query and a caret under the fault, each on a line of its own.
+    let err = bob.refused(&["graph", "MATCH (n RETURN n"]);
+    assert!(
+        err.lines().any(|l| l.ends_with("| MATCH (n RETURN n")),
+        "{err}"
+    );
+    assert!(!err.contains("\\n"), "{err}");
     let mcp = graph_mcp(&bob).await;
     let (ok, text) = call(
         &mcp,

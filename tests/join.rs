@@ -242,6 +242,28 @@ async fn a_tampered_owner_key_in_the_claim_answer_makes_join_fail() {
     );
 }
 
+/// `join -` reads the link from stdin (README), before or after the other flags, so the link
+/// stays out of the process list.
+#[tokio::test(flavor = "multi_thread")]
+async fn join_dash_reads_the_link_from_stdin() {
+    let broker = BrokerProc::start(&[]);
+    let alice = Person::new("alice");
+    create_mesh(&broker, &alice, "team");
+    for (name, args) in [
+        ("carol", ["join", "-", "--name", "carol", "--json"]),
+        ("dave", ["join", "--name", "dave", "--json", "-"]),
+    ] {
+        let (_, url) = invite(&alice, &[]);
+        let person = Person::new(name);
+        let out = person.run_with_stdin(&args, format!("{url}\n").as_bytes());
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let joined: Value = serde_json::from_str(&out.stdout).expect("join --json");
+        assert_eq!(joined["slug"], "team", "{joined}");
+        assert_eq!(person.entry().display_name, name);
+    }
+    assert_eq!(member_count(&alice), 3);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn joining_a_mesh_you_are_in_says_so_and_uses_nothing() {
     let broker = BrokerProc::start(&[]);

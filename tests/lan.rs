@@ -99,8 +99,15 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// `claudemesh ARGS` inside namespace `ns`, with its own client config dir.
 fn claudemesh_in(ns: &str, config: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, BIN])
+    command_in(ns, config, args)
+        .output()
+        .expect("run claudemesh in the namespace")
+}
+
+/// The command [`claudemesh_in`] runs, not started.
+fn command_in(ns: &str, config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, BIN])
         .args(args)
         .env("CLAUDEMESH_CONFIG_DIR", config)
         .env("CLAUDEMESH_DATA_DIR", config.join("no-broker-here"))
@@ -108,9 +115,8 @@ fn claudemesh_in(ns: &str, config: &Path, args: &[&str]) -> Output {
         .env("CLAUDEMESH_INSECURE_PLAINTEXT", "1")
         .env_remove("CLAUDEMESH_BROKER_URL")
         .env_remove("CLAUDEMESH_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run claudemesh in the namespace")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// The broker, running in its namespace; killed on drop.
@@ -240,19 +246,28 @@ fn a_broker_announced_in_one_namespace_is_discovered_and_used_from_another() {
 
     // `create --broker lan:NAME` makes the mesh on the broker it found.
     let token = data.path().join("admin.token");
-    let out = claudemesh_in(
-        &lan.client_ns,
-        client.path(),
-        &[
-            "create",
-            "team",
-            "--broker",
-            &format!("lan:{name}"),
-            "--admin-token-file",
-            token.to_str().unwrap(),
-            "--json",
-        ],
+    let create = [
+        "create",
+        "team",
+        "--broker",
+        &format!("lan:{name}"),
+        "--admin-token-file",
+        token.to_str().unwrap(),
+        "--json",
+    ];
+    // Not without TLS unless the user says the network is trusted, and the refusal says so
+    // (not that someone else may be answering for the broker).
+    let out = command_in(&lan.client_ns, client.path(), &create)
+        .env_remove("CLAUDEMESH_INSECURE_PLAINTEXT")
+        .output()
+        .expect("run claudemesh in the namespace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing plain text") && !stderr.contains("someone else"),
+        "{stderr}"
     );
+    let out = claudemesh_in(&lan.client_ns, client.path(), &create);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "create over lan: failed: {stderr}");
     let created: Value = serde_json::from_slice(&out.stdout).expect("create --json");

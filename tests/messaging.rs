@@ -756,6 +756,15 @@ async fn limits_refuse_clearly_and_others_keep_working() {
         panic!("ack expected")
     };
     assert!(ack.error.unwrap().starts_with("payload too large"));
+    // Over the frame limit: the broker cannot read the frame and closes; the sender is told
+    // the frame's size and the limit, not that the connection was lost.
+    let out = alice.run(&["send", "bob", &"x".repeat(60_000)]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("limit of 65536 bytes") && out.stderr.contains("--max-message-bytes"),
+        "{}",
+        out.stderr
+    );
 
     // Unknown target: a pubkey nobody has.
     let nobody = Target {

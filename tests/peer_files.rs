@@ -350,6 +350,9 @@ async fn a_host_that_is_not_there_or_not_sharing_fails_at_once() {
     let read = ["peer-files", "cat", "alice", "README.md"];
     let err = bob.refused(&read);
     assert!(err.contains("(host_offline)"), "{err}");
+    // Named as bob named her, not by the key his client resolved the name to.
+    assert!(err.contains("\"alice\""), "{err}");
+    assert!(!err.contains(&alice.entry().member_pubkey), "{err}");
     // The reader resolves a name to a member key before asking: no such member is said so.
     let err = bob.refused(&["peer-files", "cat", "nobody", "README.md"]);
     assert!(

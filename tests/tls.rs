@@ -99,6 +99,12 @@ async fn everything_works_over_tls_with_a_ca_file() {
         "{}",
         refused.stderr
     );
+    // The broker answered: no hint to start one.
+    assert!(
+        !refused.stderr.contains("is the broker running"),
+        "{}",
+        refused.stderr
+    );
 
     // create, invite, join: over https:// with the CA given once, then remembered.
     alice.json(&[
@@ -303,7 +309,8 @@ fn the_client_refuses_plain_text_off_loopback() {
         assert!(
             out.stderr.contains("refusing plain text")
                 && out.stderr.contains("not loopback")
-                && out.stderr.contains("CLAUDEMESH_INSECURE_PLAINTEXT=1"),
+                && out.stderr.contains("CLAUDEMESH_INSECURE_PLAINTEXT=1")
+                && !out.stderr.contains("is the broker running"),
             "{args:?}: {}",
             out.stderr
         );

@@ -392,11 +392,15 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>, remote: SocketAddr)
                     Ok(Message::Close(_)) => break,
                     Ok(_) => {} // ping / pong: liveness only
                     Err(tungstenite::Error::Capacity(e)) => {
-                        conn.refuse(
-                            "payload_too_large",
-                            format!("frame exceeds MAX_MESSAGE_BYTES ({limit}): {e}"),
-                            1009,
-                        );
+                        // Not the last frame's operation: this one was never read.
+                        conn.frame = "frame";
+                        let why = match e {
+                            tungstenite::error::CapacityError::MessageTooLong { size, max_size } => format!(
+                                "a frame of {size} bytes is over this broker's limit of {max_size} bytes (its --max-message-bytes)"
+                            ),
+                            other => format!("a frame over this broker's limit of {limit} bytes: {other}"),
+                        };
+                        conn.refuse("payload_too_large", why, 1009);
                         break;
                     }
                     Err(tungstenite::Error::Utf8(_)) => {

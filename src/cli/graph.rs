@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::output::outln;
 use super::{CliError, CliResult, print_json, show_value, with_client};
-use crate::client::MeshClient;
+use crate::client::{ClientError, MeshClient};
 use crate::protocol::messages::GraphResult;
 
 #[derive(FromArgs, ArgsInfo)]
@@ -59,7 +59,9 @@ impl GraphCmd {
             Ok(if self.execute {
                 c.graph_execute(&self.cypher, params).await?
             } else {
-                c.graph_query(&self.cypher, params).await?
+                c.graph_query(&self.cypher, params)
+                    .await
+                    .map_err(read_only_hint)?
             })
         })
         .await?;
@@ -76,6 +78,21 @@ impl GraphCmd {
         if result.records.is_empty() && !self.execute {
             return Err(CliError::NotFound("no records".into()));
         }
+        if result.records.is_empty() && !self.json {
+            outln!("ok");
+        }
         Ok(())
+    }
+}
+
+/// The broker's refusal of a write in a read-only query names the MCP tool to use; on the
+/// command line it is the `--execute` flag.
+fn read_only_hint(e: ClientError) -> CliError {
+    match e {
+        ClientError::Broker { ref code, .. } if code == "read_only" => CliError::Failed(
+            "this statement writes, and `claudemesh graph` runs read-only: run it again with --execute"
+                .into(),
+        ),
+        e => e.into(),
     }
 }

@@ -196,6 +196,10 @@ impl From<ClientError> for CliError {
             ClientError::Connect(m) => CliError::Failed(format!(
                 "{m}: is the broker running? start it with `claudemesh broker` (or check the broker URL)"
             )),
+            // What was asked for is not there: exit 3, whichever command asked.
+            ClientError::Broker { ref code, .. } if code == "not_found" => {
+                CliError::NotFound(e.to_string())
+            }
             e => CliError::Failed(e.to_string()),
         }
     }
@@ -292,11 +296,11 @@ pub fn main() -> i32 {
             2
         }
         Err(CliError::Failed(m)) => {
-            output::error(&format!("error: {m}"));
+            output::error_lines(&format!("error: {m}"));
             1
         }
         Err(CliError::NotFound(m)) => {
-            output::error(&format!("error: {m}"));
+            output::error_lines(&format!("error: {m}"));
             EXIT_NOT_FOUND
         }
     }
@@ -304,7 +308,8 @@ pub fn main() -> i32 {
 
 /// Shortcuts of CLI.md that argh cannot express: a first argument that is a flag means
 /// `launch` (`claudemesh --name A -y`), a bare invite URL means `launch --join URL`, and
-/// `inbox --wait` may stand alone (wait forever).
+/// `inbox --wait` may stand alone (wait forever), and `join -` reads the link from stdin (argh
+/// takes a lone `-` for a flag).
 fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
     match args.first().copied() {
         Some(first)
@@ -320,6 +325,15 @@ fn fill_optional_values(mut args: Vec<&str>) -> Vec<&str> {
     service::separate_broker_flags(&mut args);
     grants::separate_rights(&mut args);
     perms::separate_denials(&mut args);
+    if args.first() == Some(&"join") && !args.contains(&"--") {
+        let stdin = (1..args.len()).find(|&i| {
+            args[i] == "-" && !matches!(args[i - 1], "--broker" | "--ca-file" | "--name")
+        });
+        if let Some(i) = stdin {
+            args.remove(i);
+            args.extend(["--", "-"]);
+        }
+    }
     if args.first() == Some(&"inbox") {
         let mut i = 0;
         while i < args.len() {

@@ -106,6 +106,18 @@ pub fn error(text: &str) {
         .and_then(|()| err.write_all(b"\n"));
 }
 
+/// Prints an error that may have several lines on stderr (a broker's message: a query's syntax
+/// error with its caret): the first as [`error`] does, each further one indented, so that no
+/// line of it starts where our own lines do.
+pub fn error_lines(text: &str) {
+    let text = text.replace("\r\n", "\n");
+    let mut lines = text.split('\n');
+    error(lines.next().unwrap_or(""));
+    for rest in lines {
+        error(&format!("  {rest}"));
+    }
+}
+
 /// Asks on stderr, leaving the cursor after the question.
 pub fn prompt(question: &str) {
     let mut err = std::io::stderr().lock();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use serde::Serialize;
 
+use crate::client::ClientError;
 use crate::client::tls::Trust;
 use crate::protocol::lan::{
     SERVICE_TYPE, TXT_FINGERPRINT, TXT_URL, fingerprint, instance_name, key_proof_message,
@@ -44,6 +45,9 @@ pub enum LanError {
         url: String,
         why: String,
     },
+    /// The proof could not be asked for: no answer, or an answer not trusted (TLS, plain text).
+    #[error("cannot ask the broker at {url} to prove its key: {why}")]
+    Unreachable { url: String, why: String },
 }
 
 /// Asks the broker at `broker.url` to sign a fresh challenge (`GET /broker-key`) and checks the
@@ -68,7 +72,13 @@ pub async fn prove_key(broker: &LanBroker, trust: &Trust) -> Result<(), LanError
     );
     let resp = crate::client::http::request_with("GET", &url, &[], None, trust)
         .await
-        .map_err(|e| not_proven(e.to_string()))?;
+        .map_err(|e| match e {
+            ClientError::Connect(why) | ClientError::Untrusted(why) => LanError::Unreachable {
+                url: broker.url.clone(),
+                why,
+            },
+            e => not_proven(e.to_string()),
+        })?;
     if !resp.is_success() {
         return Err(not_proven(format!(
             "GET /broker-key answered {}",

@@ -189,7 +189,7 @@ impl Removal {
         }
         match &*client.link().borrow() {
             // The two ends the client gives a connection the broker did not end.
-            Link::Down(why) if why != "closed" && why != "connection lost" => Some(why.clone()),
+            Link::Down(why) if why != super::CLOSED_HERE && why != super::LOST => Some(why.clone()),
             _ => None,
         }
     }

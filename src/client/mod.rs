@@ -85,8 +85,12 @@ type Ws = WebSocketStream<tls::BrokerStream>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
+    /// The broker could not be reached (it may not be running).
     #[error("{0}")]
     Connect(String),
+    /// A broker that answered was not trusted: TLS failed, or plain text off loopback.
+    #[error("{0}")]
+    Untrusted(String),
     /// The broker refused the hello; `close_code` 4001/4002 mean do not come back.
     #[error("the broker refused this connection: {message} ({code})")]
     Refused {
@@ -180,9 +184,14 @@ enum Command {
 pub enum Link {
     Up,
     Reconnecting,
-    /// Ended for good; the reason.
+    /// Ended for good; the reason: [`CLOSED_HERE`], [`LOST`], or the broker's.
     Down(String),
 }
+
+/// [`Link::Down`]'s reason when this side closed the client.
+pub const CLOSED_HERE: &str = "closed";
+/// [`Link::Down`]'s reason when the connection was lost and the client does not reconnect.
+pub const LOST: &str = "connection lost";
 
 pub struct MeshClient {
     options: ConnectOptions,
@@ -563,7 +572,7 @@ async fn run(
             .await
             {
                 End::Closed => {
-                    let _ = link.send(Link::Down("closed".into()));
+                    let _ = link.send(Link::Down(CLOSED_HERE.into()));
                     return;
                 }
                 End::Final(reason) => {
@@ -571,7 +580,7 @@ async fn run(
                     return;
                 }
                 End::Lost if !options.reconnect => {
-                    let _ = link.send(Link::Down("connection lost".into()));
+                    let _ = link.send(Link::Down(LOST.into()));
                     return;
                 }
                 End::Lost => {}
@@ -588,7 +597,7 @@ async fn run(
                 _ = &mut sleep => break,
                 cmd = commands.recv() => match cmd {
                     None | Some(Command::Close) => {
-                        let _ = link.send(Link::Down("closed".into()));
+                        let _ = link.send(Link::Down(CLOSED_HERE.into()));
                         return;
                     }
                     Some(Command::Request { reply, .. }) => {
@@ -682,6 +691,9 @@ async fn session(
     let mut unflushed = 0;
     let mut last_rx = Instant::now();
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    // An error frame that answered no request, with no answer since: when the broker closes
+    // after it (an oversized frame, a malformed one), it is why the waiting requests fail.
+    let mut refusal: Option<(String, String)> = None;
     let end = loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -733,6 +745,7 @@ async fn session(
                 let Some(frame) = decode_envelope(&msg) else { continue };
                 match frame.req_id.as_ref().and_then(|id| pending.remove(id)) {
                     Some(reply) => {
+                        refusal = None;
                         let answer = match frame.body {
                             ServerMessage::Error(e) => Err(ClientError::Broker { code: e.code, message: e.message }),
                             other => Ok(other),
@@ -740,6 +753,9 @@ async fn session(
                         let _ = reply.send(answer);
                     }
                     None => {
+                        if let ServerMessage::Error(e) = &frame.body {
+                            refusal = Some((e.code.clone(), e.message.clone()));
+                        }
                         follow_settings(&frame.body, hello);
                         if keys.take_frame(&frame.body) {
                             continue;
@@ -761,7 +777,13 @@ async fn session(
         }
     };
     for (_, reply) in pending {
-        let _ = reply.send(Err(ClientError::Disconnected));
+        let _ = reply.send(Err(match &refusal {
+            Some((code, message)) => ClientError::Broker {
+                code: code.clone(),
+                message: message.clone(),
+            },
+            None => ClientError::Disconnected,
+        }));
     }
     end
 }

@@ -69,7 +69,7 @@ impl Trust {
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             Some(path) => {
                 let unreadable = |e: &dyn std::fmt::Display| {
-                    ClientError::Connect(format!(
+                    ClientError::Untrusted(format!(
                         "cannot read the CA file {} (--ca-file / {CA_FILE_ENV}): {e}",
                         path.display()
                     ))
@@ -143,7 +143,7 @@ impl Endpoint {
             .filter(|a| net::is_loopback(a.ip()))
             .collect();
         if local.is_empty() {
-            return Err(ClientError::Connect(format!(
+            return Err(ClientError::Untrusted(format!(
                 "refusing plain text to {host}:{port}, which is not loopback: the admin token, invite codes, file tokens and every message's metadata would cross the network unencrypted. Use https:// or wss:// (a broker started with --tls-cert or --acme, or behind a TLS proxy), or set {INSECURE_PLAINTEXT_ENV}=1 if you trust this network",
                 host = self.host,
                 port = self.port,
@@ -209,7 +209,7 @@ async fn handshake(
     tcp: TcpStream,
 ) -> Result<TlsStream<TcpStream>, ClientError> {
     let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
-        ClientError::Connect(format!(
+        ClientError::Untrusted(format!(
             "{} is not a name TLS can check: {e}",
             endpoint.host
         ))
@@ -225,7 +225,7 @@ async fn handshake(
             ),
             Some(path) => format!("; the broker's certificate must be issued for {} by the CA in {}", endpoint.host, path.display()),
         };
-        ClientError::Connect(format!(
+        ClientError::Untrusted(format!(
             "TLS with {}:{} failed: {e}{hint}",
             endpoint.host, endpoint.port
         ))

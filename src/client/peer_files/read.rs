@@ -105,16 +105,26 @@ impl MeshClient {
     }
 
     /// Sends a read or listing request and returns the host's answer, relayed by the broker.
+    /// Sends `request` to the host whose member key is `host` (`peer` as the user named it).
     async fn ask_host(
         &self,
         request: ClientMessage,
         wait: Duration,
+        (peer, host): (&str, &str),
     ) -> Result<PeerFilesAnswer, ClientError> {
         // The broker times the request out; our own wait is a little longer so its answer wins.
-        match self
+        let answer = self
             .request_timeout(request, wait + Duration::from_secs(5))
-            .await?
-        {
+            .await
+            .map_err(|e| match e {
+                // The broker names the host by the key we sent: say it as the user did.
+                ClientError::Broker { code, message } => ClientError::Broker {
+                    code,
+                    message: message.replace(host, peer),
+                },
+                e => e,
+            })?;
+        match answer {
             ServerMessage::PeerFileResponseForward(r) => Ok(r.answer),
             ServerMessage::PeerDirResponseForward(r) => Ok(r.answer),
             other => Err(unexpected(other)),
@@ -151,7 +161,11 @@ impl MeshClient {
                 sealed: Some(self.seal_ask(ask, &host)?),
             };
             let answer = self
-                .ask_host(ClientMessage::PeerFileRequest(Box::new(request)), wait)
+                .ask_host(
+                    ClientMessage::PeerFileRequest(Box::new(request)),
+                    wait,
+                    (peer, &host),
+                )
                 .await?;
             let size = answer.size;
             let (shown, chunk) = open_answer(self, answer, peer, &host)?;
@@ -217,7 +231,11 @@ impl MeshClient {
             sealed: Some(self.seal_ask(ask, &host)?),
         };
         let answer = self
-            .ask_host(ClientMessage::PeerDirRequest(Box::new(request)), wait)
+            .ask_host(
+                ClientMessage::PeerDirRequest(Box::new(request)),
+                wait,
+                (peer, &host),
+            )
             .await?;
         let (host, body) = open_answer(self, answer, peer, &host)?;
         let listing = serde_json::from_slice(&body)
