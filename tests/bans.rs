@@ -152,7 +152,16 @@ async fn a_banned_member_is_refused_with_the_reason_until_unban() {
     assert_eq!(list[0]["memberId"], bob_entry.member_id.as_str());
     assert_eq!(list[0]["pubkey"], bob_entry.member_pubkey.as_str());
     assert_eq!(list[0]["bannedBy"], carol.entry().member_id.as_str());
-    assert!(carol.ok(&["bans"]).contains("spamming the mesh"));
+    // The table says who banned, by name.
+    let table = carol.ok(&["bans"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("bob "))
+        .expect("bob's row");
+    assert!(
+        row.contains("spamming the mesh") && row.contains("carol"),
+        "{table}"
+    );
 
     // After unban bob connects, and the claim with his key is his membership again.
     alice.ok(&["unban", "bob", "--no-rotate"]);

@@ -86,6 +86,8 @@ async fn with_a_metrics_token_the_numbers_need_it() {
     assert!(public.contains(env!("CARGO_PKG_VERSION")), "{public}");
     assert!(!public.contains("messages per minute"), "{public}");
     assert!(public.contains("--metrics-token-file"), "{public}");
+    // This loopback client sees no numbers, and the page does not say it would.
+    assert!(!public.contains("shown to loopback clients"), "{public}");
 
     let operator = page(
         &broker,

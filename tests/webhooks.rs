@@ -233,6 +233,24 @@ async fn the_mcp_tools_make_list_and_delete_webhooks_and_watches() {
     a.cancel().await.ok();
 }
 
+/// A delivery is news for the mesh, not its creator's words: to everyone (the default) it
+/// reaches the member who made the webhook too, as a broadcast of their own would not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_to_everyone_tells_its_creator_too() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let created = alice.json(&["webhook", "create", "alerts", "--json"]);
+    let url = created["url"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let body = br#"{"alert":"disk 91%"}"#;
+    assert_eq!(timed_post(&url, &secret, now_s(), body).await.status, 200);
+    for who in [&alice, &bob] {
+        let got = common::sees::inbox(who, &[]);
+        assert_eq!(got.len(), 1, "{}: {got:?}", who.name);
+        assert_eq!(got[0]["subtype"], "webhook");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_signed_deliveries_is_rate_limited() {
     let broker = BrokerProc::start(&[]);

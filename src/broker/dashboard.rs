@@ -144,10 +144,14 @@ async fn render(broker: &Arc<Broker>, level: Level, wrong_token: bool) -> String
     if level >= Level::Operator {
         operator_part(broker, &mut out).await;
     } else {
-        out.push_str(
-            "<p>Numbers are shown to loopback clients, or with the token of \
-             <code>--metrics-token-file</code>.</p>",
-        );
+        // Who may see them, as `metrics::may_read` decides.
+        out.push_str(if broker.metrics_token.is_some() {
+            "<p>Numbers are shown with the token of <code>--metrics-token-file</code> \
+             (<code>Authorization: Bearer</code>).</p>"
+        } else {
+            "<p>Numbers are shown to loopback clients (a broker started with \
+             <code>--metrics-token-file</code> shows them to whoever has its token).</p>"
+        });
     }
     if level == Level::Admin {
         admin_part(broker, &mut out);

@@ -13,7 +13,7 @@ use super::presence::{ConnHandle, Peer, PeerKind};
 use super::router;
 use super::state::Broker;
 use crate::protocol::messages::PeerInfo;
-use crate::protocol::{Encoding, Pubkey, ids};
+use crate::protocol::{Encoding, Pubkey, TargetSpec, ids};
 use crate::store::{Member, MessageRecord, Priority, StoreError};
 
 /// One message to send as `member`.
@@ -51,7 +51,7 @@ pub async fn deliver(
     now: i64,
 ) -> Result<Result<(), String>, StoreError> {
     let sender = stand_in(out.member, &out.sender_pubkey);
-    let recipients = match resolve(broker, &sender, out.to) {
+    let recipients = match resolve(broker, &sender, out.to).map(|r| with_creator(broker, &out, r)) {
         Ok(r)
             if Pubkey::is_shape(out.to)
                 && super::handlers::grants::direct_refusal(broker, &sender, &r).is_err() =>
@@ -101,6 +101,35 @@ pub async fn deliver(
 
 /// The member as a sender for target resolution, whether or not it is connected: a presence
 /// that is registered nowhere and has no socket.
+/// A broadcast or group send leaves its sender out. A watch's or a webhook's message is not the
+/// member's own words but news for the mesh, so the member who set it up is told too when the
+/// target takes them in (everyone, or a group of theirs).
+fn with_creator(
+    broker: &Broker,
+    out: &Outgoing<'_>,
+    mut recipients: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    if !matches!(out.subtype, "watch" | "webhook") {
+        return recipients;
+    }
+    let takes_creator = match TargetSpec::parse(out.to) {
+        Ok(TargetSpec::All) => true,
+        Ok(TargetSpec::Group(g)) => super::presence::in_group(&out.member.groups, g),
+        _ => false,
+    };
+    if takes_creator {
+        let own = stand_in(out.member, &out.member.pubkey.to_hex());
+        if let Ok(theirs) = resolve(broker, &own, &out.member.pubkey.to_hex()) {
+            for r in theirs {
+                if !recipients.iter().any(|(k, _)| *k == r.0) {
+                    recipients.push(r);
+                }
+            }
+        }
+    }
+    recipients
+}
+
 fn stand_in(member: &Member, sender_pubkey: &str) -> Peer {
     let session = Pubkey::parse(sender_pubkey)
         .ok()

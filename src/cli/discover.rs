@@ -42,7 +42,7 @@ impl DiscoverCmd {
         }
         if brokers.is_empty() {
             outln!(
-                "no broker answered on the LAN within {}: start one with `claudemesh broker --lan --listen 0.0.0.0:7900`, or wait longer with --timeout 10s",
+                "no broker answered on the LAN within {}: start one with `claudemesh broker --lan --listen 0.0.0.0:7900` and its TLS flags (README, \"On a LAN\"), or wait longer with --timeout 10s",
                 self.timeout
             );
             return Ok(());

@@ -158,10 +158,18 @@ async fn on_one_connection(
 
 impl BansCmd {
     pub async fn run(self) -> CliResult {
-        let (bans, truncated) = with_client(self.mesh.as_deref(), async |client: &MeshClient| {
-            Ok(client.list_bans().await?)
-        })
-        .await?;
+        let ((bans, truncated), members) =
+            with_client(self.mesh.as_deref(), async |client: &MeshClient| {
+                Ok((client.list_bans().await?, client.list_members().await?))
+            })
+            .await?;
+        // Who banned, by name (the ban names a member id).
+        let name_of = |id: &str| {
+            members
+                .iter()
+                .find(|m| m.member_id == id)
+                .map_or_else(|| id.to_string(), |m| m.display_name.clone())
+        };
         if self.json {
             print_json(&json!({ "bans": bans, "truncated": truncated }));
             return Ok(());
@@ -171,16 +179,18 @@ impl BansCmd {
             return Ok(());
         }
         outln!(
-            "{:<20} {:<20} {:<18} REASON",
+            "{:<20} {:<20} {:<20} {:<18} REASON",
             "MEMBER",
             "BANNED AT",
+            "BY",
             "PUBKEY"
         );
         for b in &bans {
             outln!(
-                "{:<20} {:<20} {:<18} {}",
+                "{:<20} {:<20} {:<20} {:<18} {}",
                 b.display_name,
                 b.banned_at,
+                name_of(&b.banned_by),
                 &b.pubkey[..16.min(b.pubkey.len())],
                 b.reason
             );
