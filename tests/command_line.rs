@@ -125,6 +125,16 @@ fn typos_get_a_did_you_mean() {
         out.stderr
     );
     assert!(!out.stderr.contains("did you mean"), "{}", out.stderr);
+    // A word past the last argument is a value that was not quoted, not a command.
+    let out = run(&["state", "set", "note", "hello", "world"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("`claudemesh state set` takes no further argument \"world\"")
+            && out.stderr.contains("quotes"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Every command and subcommand, found by walking the help pages themselves, answers `--help`

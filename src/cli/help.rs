@@ -55,6 +55,13 @@ pub fn usage_error(name: &str, args: &[&str], argh_output: &str) -> i32 {
         .collect::<Vec<_>>()
         .join(" ");
     match unrecognized(first) {
+        // A word past a command's last positional argument: most often a value with spaces
+        // that was not quoted (`state set note hello world`).
+        Some(given) if !given.starts_with('-') && node.commands.is_empty() => {
+            output::error(&format!(
+                "error: `{command}` takes no further argument \"{given}\"; put a value that has spaces in quotes"
+            ));
+        }
         Some(given) => {
             let what = if given.starts_with('-') {
                 "flag"
