@@ -505,7 +505,7 @@ async fn invite_list_shows_every_invite_and_revoke_works_by_code_or_id() {
     let (status, v) = claim(&broker, &a, &SignKeyPair::generate(), "carl").await;
     assert_eq!(status, 200, "the untouched invite still works: {v}");
     let out = alice.run(&["invite", "revoke", "NoSuchId0000xyz"]);
-    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("no invite"), "{}", out.stderr);
 
     // Codes are credentials: members do not see them.

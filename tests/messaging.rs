@@ -654,7 +654,7 @@ async fn message_status_follows_the_recipient() {
     let s = alice.json(&["msg-status", &id[..10], "--json"]);
     assert_eq!(s["messageId"], id.as_str());
     let out = alice.run(&["msg-status", "zzzzzzzzzzzz"]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 3);
     assert!(
         out.stderr.contains("not_found") || out.stderr.contains("no message"),
         "{}",

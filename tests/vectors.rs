@@ -156,7 +156,7 @@ fn stored_vectors_are_found_filtered_and_deleted_across_members() {
     );
     assert!(!left.contains(&"north".to_string()), "{left:?}");
     assert_eq!(left.len(), 3, "{left:?}");
-    let again = fails(&bob, &["vector", "delete", "docs", "north"], 1);
+    let again = fails(&bob, &["vector", "delete", "docs", "north"], 3);
     assert!(again.contains("no record \"north\""), "{again}");
 
     let list = alice.json(&["vector", "collections", "--json"]);
@@ -270,7 +270,7 @@ fn another_mesh_sees_none_of_the_collections() {
     let e = fails(
         &carol,
         &["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"],
-        1,
+        3,
     );
     assert!(e.contains("no collection \"docs\""), "{e}");
     // Its own "docs" is its own: another dimension, no records of alice's.
@@ -470,10 +470,10 @@ fn a_deleted_collection_is_gone_with_its_records_and_index() {
     let e = fails(
         &bob,
         &["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"],
-        1,
+        3,
     );
     assert!(e.contains("no collection \"docs\""), "{e}");
-    let e = fails(&alice, &["vector", "delete-collection", "docs"], 1);
+    let e = fails(&alice, &["vector", "delete-collection", "docs"], 3);
     assert!(e.contains("no collection \"docs\""), "{e}");
     let log = alice.ok(&["audit", "--event", "vector.collection_deleted", "--json"]);
     assert!(log.contains("\"docs\""), "{log}");

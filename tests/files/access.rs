@@ -78,7 +78,7 @@ async fn an_expired_file_is_neither_listed_nor_served_before_the_sweeper_removes
     assert_eq!(get.code, 1, "an expired file was served: {get:?}");
     assert!(get.stderr.contains("no file"), "{}", get.stderr);
     let status = alice.run(&["file", "status", &id]);
-    assert_eq!(status.code, 1, "an expired file has a status: {status:?}");
+    assert_eq!(status.code, 3, "an expired file has a status: {status:?}");
     // Its bytes are still stored: the refusals above were the broker's check, not the sweep.
     assert_eq!(
         stored_blobs(&broker).len(),
