@@ -265,6 +265,14 @@ async fn disconnect_takes_the_ids_plain_peers_shows() {
         err.contains("`claudemesh peers`") && err.contains("`claudemesh peers --json`"),
         "{err}"
     );
+
+    // Bob has one session left: under 8 characters his key names nothing; its session id
+    // (`peers --json`) names it, and so does a prefix longer than 8.
+    let err = alice.refused(&["disconnect", &bob_id[..4]]);
+    assert!(err.contains("no connection"), "{err}");
+    alice.ok(&["disconnect", "test-bob"]);
+    let (_ws_three, _) = ws_hello(&broker, &session_hello(&bob.entry(), &one)).await;
+    alice.ok(&["disconnect", &bob.entry().member_pubkey[..12]]);
 }
 
 /// What a member scheduled before its ban does not go out while it is banned.
