@@ -6,10 +6,9 @@ use crate::common;
 
 use rmcp::ServiceExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use common::mcp::{Recorder, call, mcp_process, mcp_process_with_log};
+use common::mcp::{Recorder, call, log_line_with, mcp_process, mcp_process_with_log};
 use common::*;
 
 use common::mcp::{Mcp, Notes, ask, next_decision};
@@ -155,17 +154,7 @@ async fn without_approvers_a_permission_prompt_is_not_forwarded() {
         "echo hello-unforwarded",
     )
     .await;
-    let mut lines = BufReader::new(log).lines();
-    let said = loop {
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("a log line within the wait")
-            .expect("readable log")
-            .expect("the log to go on");
-        if line.contains("nobdy") {
-            break line;
-        }
-    };
+    let said = log_line_with(log, "nobdy").await;
     assert!(said.contains("not forwarded"), "{said}");
     assert!(
         bob.json(&["approvals", "--json"])["approvals"]

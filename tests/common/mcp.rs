@@ -61,6 +61,24 @@ pub fn mcp_process_with_log(person: &Person) -> (TokioChildProcess, tokio::proce
     (transport, stderr.expect("piped stderr"))
 }
 
+/// The first line of an MCP server's log ([`mcp_process_with_log`]) that contains `needle`,
+/// each line awaited for at most [`WAIT`](super::WAIT).
+#[allow(dead_code)]
+pub async fn log_line_with(log: tokio::process::ChildStderr, needle: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(log).lines();
+    loop {
+        let line = tokio::time::timeout(super::WAIT, lines.next_line())
+            .await
+            .expect("a log line within the wait")
+            .expect("readable log")
+            .expect("the log to go on");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
 /// A Claude-Code-like MCP client: it records every custom notification (method, params).
 pub struct Recorder {
     pub tx: tokio::sync::mpsc::UnboundedSender<(String, Value)>,

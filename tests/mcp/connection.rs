@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use rmcp::ServiceExt;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{bobs_session_appears_to, start_mcp};
-use crate::common::mcp::{Recorder, call, mcp_process_with_log};
+use crate::common::mcp::{Recorder, call, log_line_with, mcp_process_with_log};
 use crate::common::*;
 
 /// A revoked member's session is refused once and stops asking: its tools say why, and the
@@ -89,17 +88,7 @@ async fn a_kicked_session_says_why_in_its_log_and_its_tools() {
     bobs_session_appears_to(&alice).await;
 
     alice.ok(&["kick", "bob", "--reason", "restart your session"]);
-    let mut lines = BufReader::new(log).lines();
-    let said = loop {
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("a log line within the wait")
-            .expect("readable log")
-            .expect("the log to go on");
-        if line.contains("ended this session") {
-            break line;
-        }
-    };
+    let said = log_line_with(log, "ended this session").await;
     assert_eq!(
         said,
         "claudemesh: mesh team: the broker ended this session: restart your session"
