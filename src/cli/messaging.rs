@@ -7,7 +7,6 @@ use serde_json::json;
 
 use super::output::{self, outln};
 use super::{CliError, CliResult, connect, print_json, select_mesh};
-use crate::client::members::Removal;
 use crate::client::{Incoming, MeshClient};
 use crate::protocol::messages::{GroupRef, PeerEntry};
 use crate::protocol::{ClientMessage, ServerMessage};
@@ -336,7 +335,6 @@ impl InboxCmd {
             && let Some(wait) = wait
         {
             let deadline = wait.map(|d| tokio::time::Instant::now() + d);
-            let mut removal = Removal::default();
             while shown == 0 {
                 let next = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, client.next_push()).await {
@@ -346,12 +344,11 @@ impl InboxCmd {
                     None => client.next_push().await,
                 };
                 let Some(msg) = next else {
-                    return Err(CliError::failed(match removal.reason(client) {
+                    return Err(CliError::failed(match client.removal() {
                         Some(why) => format!("you were disconnected from the mesh: {why}"),
                         None => "the connection to the broker ended".into(),
                     }));
                 };
-                removal.note(&msg);
                 if self.show(client, msg, &mut seen)? {
                     shown += 1;
                 }

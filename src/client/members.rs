@@ -162,33 +162,12 @@ impl MeshClient {
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }
-}
 
-/// Why the broker removed this client's connection, read off its push stream: the `kicked`,
-/// `banned` or `disconnected` error it sends just before it closes (with the reason given),
-/// else the reason it closed with (`revoked`). Note every push; ask once the stream ended.
-#[derive(Debug, Default)]
-pub struct Removal {
-    told: Option<String>,
-}
-
-impl Removal {
-    pub fn note(&mut self, frame: &ServerMessage) {
-        if let ServerMessage::Error(e) = frame
-            && matches!(e.code.as_str(), "kicked" | "banned" | "disconnected")
-        {
-            self.told = Some(e.message.clone());
-        }
-    }
-
-    /// The broker's reason, once `client`'s push stream has ended; `None` when the connection
-    /// was only lost or closed here.
-    pub fn reason(&self, client: &MeshClient) -> Option<String> {
-        if let Some(told) = &self.told {
-            return Some(told.clone());
-        }
-        match &*client.link().borrow() {
-            // The two ends the client gives a connection the broker did not end.
+    /// Why the broker ended this client's connection for good (a kick's, a ban's or a
+    /// disconnect's reason, `revoked`), once its push stream has ended; `None` when the
+    /// connection was only lost or closed here.
+    pub fn removal(&self) -> Option<String> {
+        match &*self.link().borrow() {
             Link::Down(why) if why != super::CLOSED_HERE && why != super::LOST => Some(why.clone()),
             _ => None,
         }

@@ -184,7 +184,8 @@ enum Command {
 pub enum Link {
     Up,
     Reconnecting,
-    /// Ended for good; the reason: [`CLOSED_HERE`], [`LOST`], or the broker's.
+    /// Ended for good; the reason: [`CLOSED_HERE`], [`LOST`], or the broker's (what it said
+    /// before closing — a kick's or a ban's reason — or its close reason, `revoked`).
     Down(String),
 }
 
@@ -737,8 +738,14 @@ async fn session(
                 if let Message::Close(close) = &msg {
                     let code = close.as_ref().map(|c| c.code);
                     if matches!(code, Some(CloseCode::Library(4001) | CloseCode::Library(4002))) {
+                        // Why the broker ended it for good: the error it sent just before (a
+                        // kick's or a ban's reason), else the close's own reason.
                         let reason = close.as_ref().map(|c| c.reason.to_string()).unwrap_or_default();
-                        break End::Final(if reason.is_empty() { "revoked".into() } else { reason });
+                        break End::Final(match &refusal {
+                            Some((_, told)) => told.clone(),
+                            None if reason.is_empty() => "revoked".into(),
+                            None => reason,
+                        });
                     }
                     break End::Lost;
                 }

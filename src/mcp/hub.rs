@@ -11,7 +11,6 @@ use rmcp::service::{Peer, RoleServer};
 use serde_json::{Map, Value, json};
 
 use super::session::{Session, transcript_busy, transcript_dir};
-use crate::client::members::Removal;
 use crate::client::peer_files::{FileHost, Forwarded, SharedDir};
 use crate::client::{ClientError, ConnectOptions, Identity, Incoming, MeshClient};
 use crate::identity::MeshEntry;
@@ -511,14 +510,12 @@ async fn connect_loop(hub: Arc<Hub>, link: Arc<Link>) {
                 {
                     tokio::spawn(announce_share(files.clone(), client.clone()));
                 }
-                let mut removal = Removal::default();
                 while let Some(frame) = client.next_push().await {
-                    removal.note(&frame);
                     hub.on_push(&link, &client, frame).await;
                 }
                 // The client ended for good (revoked, kicked, banned, disconnected): said once
                 // in Claude Code's MCP log, and by the tools from now on.
-                let problem = match removal.reason(&client) {
+                let problem = match client.removal() {
                     Some(why) => format!("the broker ended this session: {why}"),
                     None => "the broker ended this session".into(),
                 };
