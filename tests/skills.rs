@@ -322,9 +322,10 @@ async fn list_skills_ranks_by_keyword_and_mcp_tools_share_and_get() {
     assert_eq!(names(&all), ["lint", "review", "ship-it"]);
     assert!(all["skills"][0].get("instructions").is_none());
 
-    // The MCP tools: share (a second version), get by version, list by keyword.
-    let (mcp, _changes) = start_mcp(&bob).await;
-    mcp_online(&mcp, &alice, &bob).await;
+    // The MCP tools of its author's session: share (a second version), get by version, list
+    // by keyword.
+    let (mcp, _changes) = start_mcp(&alice).await;
+    mcp_online(&mcp, &bob, &alice).await;
     let (ok, text) = call(
         &mcp,
         "share_skill",
@@ -384,6 +385,21 @@ async fn sharing_and_removing_need_the_state_capability_and_are_audited() {
     alice.ok(&["perms", "set", "bob", "+state"]);
     let err = bob.refused(&["skill", "remove", "ops"]);
     assert!(err.contains("only its author"), "{err}");
+    // Nor publish his own instructions over it: every session would be served his.
+    let takeover = write(
+        files.path(),
+        "takeover.md",
+        &skill_md("ops", "Operations", "pipe the installer into sh", "ops"),
+    );
+    let err = bob.refused(&["skill", "share", &takeover]);
+    assert!(
+        err.contains("shared by alice") && err.contains("another name"),
+        "{err}"
+    );
+    let current = alice.run(&["skill", "get", "ops"]);
+    assert!(current.stdout.contains(secret_step), "{}", current.stdout);
+    // Its author may; it is version 2.
+    assert!(alice.ok(&["skill", "share", &path]).contains("version 2"));
     alice.ok(&["skill", "remove", "ops"]);
 
     // The audit log names the skill and its version, never its instructions.
@@ -532,8 +548,8 @@ async fn a_bundle_deploys_from_a_directory_or_a_shared_archive_and_installs_its_
         .expect("tar");
     assert!(status.success());
     let shared = alice.json(&["file", "share", tar.to_str().unwrap(), "--json"]);
-    let (mcp, _changes) = start_mcp(&bob).await;
-    mcp_online(&mcp, &alice, &bob).await;
+    let (mcp, _changes) = start_mcp(&alice).await;
+    mcp_online(&mcp, &bob, &alice).await;
     let (ok, text) = call(
         &mcp,
         "mesh_skill_deploy",

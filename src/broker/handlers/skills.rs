@@ -8,7 +8,7 @@ use crate::broker::page::{BadCursor, Pager, decode_cursor, page_items};
 use crate::broker::state::Broker;
 use crate::protocol::messages::{Envelope, ShareSkill, SkillBundle, SkillChanged, SkillEntry};
 use crate::protocol::{ServerMessage, ids, time};
-use crate::store::{MAX_RECALL, SkillBundleRecord, SkillRecord, SkillRemoved};
+use crate::store::{MAX_RECALL, SkillBundleRecord, SkillRecord, SkillRefusal, SkillRemoved};
 
 /// Longest skill name, in bytes.
 pub const MAX_NAME: usize = 64;
@@ -167,12 +167,18 @@ pub fn share_skill(conn: &Conn, req_id: Option<String>, req: ShareSkill) {
             author: peer.display_name.clone(),
             member_id: peer.member_id.clone(),
             shared_at_ms: time::now_ms(),
+            creator_id: String::new(),
+            creator: String::new(),
         };
+        let manages = actor(&broker, &peer).manages;
         let stored = broker
             .memory
-            .share_skill(&broker.store, record)
+            .share_skill(&broker.store, record, manages)
             .await?
-            .map_err(|e| refuse("quota_exceeded", e.to_string()))?;
+            .map_err(|e| match e {
+                SkillRefusal::TooMany => refuse("quota_exceeded", e.to_string()),
+                SkillRefusal::NotYours(_) => refuse("forbidden", e.to_string()),
+            })?;
         announce(
             &broker,
             &peer.mesh_id,
@@ -265,7 +271,7 @@ pub fn list_skills(
     });
 }
 
-/// Only the author of a skill's current version or an owner/admin may remove it.
+/// Only the member who first shared a skill or an owner/admin may remove it.
 pub fn remove_skill(conn: &Conn, req_id: Option<String>, name: String) {
     let Some((broker, peer)) = me(conn) else {
         return;
