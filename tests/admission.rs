@@ -211,3 +211,50 @@ async fn without_a_token_metrics_are_for_loopback_only() {
     );
     assert_eq!(inside.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_request_body_is_cut_off_and_gives_its_slot_back() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = BrokerProc::start(&["--max-connections", "3", "--max-connections-per-ip", "100"]);
+    let addr = broker.http_url().trim_start_matches("http://").to_string();
+    // Three clients of an endpoint that needs no credentials: headers promising a body, then
+    // a byte every two seconds, never all of it. They hold every slot.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut read, mut write) = tcp.into_split();
+        write
+            .write_all(b"POST /invites/AAAAAAAA/claim HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n{")
+            .await
+            .unwrap();
+        let trickle = tokio::spawn(async move {
+            while write.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        slow.push(tokio::spawn(async move {
+            let mut answer = vec![0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(90), read.read(&mut answer))
+                .await
+                .expect("no answer within 90 s to a body trickled for ever")
+                .unwrap();
+            trickle.abort();
+            String::from_utf8_lossy(&answer[..n]).into_owned()
+        }));
+    }
+    eventually("the three slow clients to hold every slot", || async {
+        matches!(try_ws(&broker).await, Err((503, _)))
+    })
+    .await;
+    // Each is answered 408 once its body is overdue, though bytes keep coming; then others get in.
+    for answer in slow {
+        let answer = answer.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("did not arrive within 30 s"), "{answer}");
+    }
+    eventually("new connections to be accepted again", || async {
+        try_ws(&broker).await.is_ok()
+    })
+    .await;
+}

@@ -251,6 +251,23 @@ fn a_name_that_looks_like_another_members_is_refused() {
     let out = mallory.run(&["join", &url, "--name", "b\u{43e}b"]);
     assert_ne!(out.code, 0, "a joiner named like bob (Cyrillic o)");
     assert!(out.stderr.contains("looks the same"), "{}", out.stderr);
+    // Nor for one of the broker's own senders (a webhook's, a watch's, a Telegram user's).
+    for reserved in ["webhook:github", "watch:prod", "tg:alice", "System"] {
+        let out = bob.run(&["profile", "--name", reserved]);
+        assert_eq!(out.code, 1, "{reserved}: {}", out.stdout);
+        assert!(
+            out.stderr.contains("the broker's own senders"),
+            "{reserved}: {}",
+            out.stderr
+        );
+    }
+    let out = mallory.run(&["join", &url, "--name", "webhook:github"]);
+    assert_ne!(out.code, 0, "a joiner named like a webhook");
+    assert!(
+        out.stderr.contains("the broker's own senders"),
+        "{}",
+        out.stderr
+    );
     // A name that only shares letters is fine.
     bob.ok(&["profile", "--name", "bobby"]);
 }
@@ -270,8 +287,13 @@ async fn a_session_named_like_another_member_goes_by_its_members_name() {
     };
     let posing = connect("ALICE", "posing").await.expect("bob connects");
     let own = connect("bob-frontend", "own").await.expect("bob connects");
+    let hook = connect("webhook:github", "hook")
+        .await
+        .expect("bob connects");
     assert_eq!(listed(&alice, "test-posing")["displayName"], "bob");
     assert_eq!(listed(&alice, "test-own")["displayName"], "bob-frontend");
+    assert_eq!(listed(&alice, "test-hook")["displayName"], "bob");
+    hook.close().await;
     posing.close().await;
     own.close().await;
 }

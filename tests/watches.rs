@@ -214,6 +214,17 @@ async fn a_changed_body_a_matching_json_value_and_a_status_change_each_tell_the_
     assert_eq!(baseline(&alice, &page).await, sha256_hex("version one"));
     assert_eq!(baseline(&alice, &deploy).await, "building");
     assert_eq!(baseline(&alice, &health).await, "200");
+    // What a watch read (it may poll with a credential) is for those it tells and its maker:
+    // bob sees the value; carol, in the mesh but told nothing, the site's origin only.
+    assert_eq!(watches(&bob)[&page]["lastValue"], sha256_hex("version one"));
+    let carol = invited(&alice, "carol");
+    let hers = carol.json(&["watch", "list", "--json"]);
+    let hers = hers["watches"].as_array().unwrap();
+    assert_eq!(hers.len(), 3, "{hers:?}");
+    for w in hers {
+        assert_eq!(w["url"], format!("http://{addr}"), "{w}");
+        assert!(w.get("lastValue").is_none(), "{w}");
+    }
     assert!(
         next_message(&bob_live, Duration::from_millis(500))
             .await

@@ -16,7 +16,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 
@@ -117,8 +116,7 @@ pub async fn page(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body>
 
 /// The `token` field of an `application/x-www-form-urlencoded` body of at most 4 KiB.
 async fn form_token(req: Request<Incoming>) -> Option<String> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES);
-    let bytes = limited.collect().await.ok()?.to_bytes();
+    let bytes = super::http::read_body(req, MAX_FORM_BYTES).await.ok()?;
     form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.trim().to_string())

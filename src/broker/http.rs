@@ -52,7 +52,7 @@ pub async fn serve_connection<S>(
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(READ_WAIT)
         .serve_connection(io, svc)
         .with_upgrades();
     tokio::pin!(conn);
@@ -376,7 +376,12 @@ impl HttpError {
     }
 }
 
-/// Reads a request body up to `limit` bytes; over it is 413, whatever the client claims.
+/// How long a request's headers, and then its body, may take to arrive: a client trickling
+/// them would otherwise hold a connection slot for ever.
+pub const READ_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads a request body up to `limit` bytes within [`READ_WAIT`]; over the limit is 413,
+/// whatever the client claims, and a body still arriving after the wait is 408.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
     let too_large = || {
         HttpError::new(
@@ -393,7 +398,18 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ht
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let body = tokio::time::timeout(READ_WAIT, Limited::new(req.into_body(), limit).collect());
+    let Ok(read) = body.await else {
+        return Err(HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                READ_WAIT.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(HttpError::malformed(format!(
@@ -490,6 +506,16 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
         .as_deref()
         .and_then(crate::protocol::clean_display_name)
         .unwrap_or_else(|| "owner".into());
+    if crate::protocol::reserved_name(&display_name) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!(
+                "display_name \"{display_name}\": {}",
+                crate::protocol::RESERVED_NAMES
+            ),
+        );
+    }
     let group_bodies = match body.group_bodies.as_deref().map(GroupBodies::parse) {
         None => GroupBodies::default(),
         Some(Some(g)) => g,
@@ -601,6 +627,19 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
             "timestamp (ms) and signature are required: the member key must sign claudemesh-claim|<code>|<recipient_x25519_pubkey>|<member_pubkey>|<timestamp>",
         );
     };
+    let display_name = body
+        .display_name
+        .as_deref()
+        .and_then(crate::protocol::clean_display_name);
+    if let Some(name) = display_name
+        .as_deref()
+        .filter(|n| crate::protocol::reserved_name(n))
+    {
+        return malformed(&format!(
+            "display_name \"{name}\": {}",
+            crate::protocol::RESERVED_NAMES
+        ));
+    }
     if (time::now_ms() - timestamp).abs() > CLAIM_SKEW_MS {
         return refuse(
             "timestamp_skew",
@@ -625,14 +664,7 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
     }
     let claimed = broker
         .store
-        .claim_invite(
-            code,
-            member_key,
-            body.display_name
-                .as_deref()
-                .and_then(crate::protocol::clean_display_name),
-            time::now_ms(),
-        )
+        .claim_invite(code, member_key, display_name, time::now_ms())
         .await;
     let ok = match claimed {
         Ok(Ok(ok)) => ok,

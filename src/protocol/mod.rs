@@ -52,6 +52,24 @@ fn lookalike_keys(name: &str) -> [String; 2] {
     [skeleton(&name.to_lowercase()), skeleton(&skeleton(name))]
 }
 
+/// Names the broker gives its own senders (`webhook:NAME`, `watch:LABEL`, `tg:USER`, `system`):
+/// no member or session may go by one, or by a look-alike of one.
+pub fn reserved_name(name: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["webhook:", "watch:", "tg:"];
+    const NAMES: [&str; 3] = ["system", "broker", "claudemesh"];
+    let keys = lookalike_keys(name.trim());
+    keys.iter().enumerate().any(|(i, key)| {
+        PREFIXES
+            .iter()
+            .any(|p| key.starts_with(lookalike_keys(p)[i].as_str()))
+            || NAMES.iter().any(|n| *key == lookalike_keys(n)[i])
+    })
+}
+
+/// Why [`reserved_name`] refuses a name, for the refusal's text.
+pub const RESERVED_NAMES: &str =
+    "the broker's own senders are named webhook:…, watch:…, tg:… and system: choose another name";
+
 /// Longest display name kept; longer ones are cut, not refused.
 pub const MAX_DISPLAY_NAME: usize = 64;
 
@@ -71,6 +89,35 @@ pub fn clean_display_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::names_look_alike;
+
+    #[test]
+    fn the_broker_s_sender_names_are_reserved() {
+        use super::reserved_name;
+        for name in [
+            "webhook:github",
+            "Webhook:ci",
+            "watch:prod",
+            "tg:alice",
+            "TG:bob",
+            "system",
+            "System",
+            " broker",
+            "claudemesh",
+            "webh\u{43e}ok:github",
+        ] {
+            assert!(reserved_name(name), "{name}");
+        }
+        for name in [
+            "alice",
+            "webhooks",
+            "watcher",
+            "tgx",
+            "systems",
+            "my webhook:",
+        ] {
+            assert!(!reserved_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn look_alike_names_are_one_name_and_different_ones_are_not() {

@@ -318,6 +318,7 @@ async fn admit(
             info.display_name
                 .as_deref()
                 .and_then(crate::protocol::clean_display_name)
+                .filter(|n| !crate::protocol::reserved_name(n))
                 .filter(|n| !passes_for_another(&broker, &mesh.id, &member, n))
         })
         .unwrap_or_else(|| member.display_name.clone());

@@ -10,7 +10,7 @@ use crate::broker::limits::{
 };
 use crate::broker::router;
 use crate::protocol::messages::Profile;
-use crate::protocol::{MAX_DISPLAY_NAME, clean_display_name};
+use crate::protocol::{MAX_DISPLAY_NAME, RESERVED_NAMES, clean_display_name, reserved_name};
 use crate::store::ProfileRefusal;
 
 /// The message modes a member may choose.
@@ -40,6 +40,9 @@ fn check_profile(p: &Profile) -> Result<(), Refusal> {
             return Err(invalid(format!(
                 "displayName must be 1-{MAX_DISPLAY_NAME} characters without leading or trailing spaces or invisible characters"
             )));
+        }
+        if reserved_name(name) {
+            return Err(invalid(format!("displayName \"{name}\": {RESERVED_NAMES}")));
         }
     }
     for (field, value, max) in [

@@ -12,7 +12,7 @@ use crate::broker::watches::{self, Mode, NotifyOn, fetch};
 use crate::protocol::messages::{
     DEFAULT_WATCH_INTERVAL_S, MAX_WATCH_INTERVAL_S, MIN_WATCH_INTERVAL_S, Watch, WatchEntry,
 };
-use crate::protocol::{ServerMessage, ids, time};
+use crate::protocol::{ServerMessage, TargetSpec, ids, time};
 use crate::store::{AuditActor, WatchRecord};
 
 const MAX_URL_CHARS: usize = 2048;
@@ -211,33 +211,63 @@ pub fn unwatch(conn: &Conn, req_id: Option<String>, watch_id: String) {
     });
 }
 
-/// `watch_list` → `watch_list_result{watches}`: every watch of the mesh (anyone in it).
+/// `watch_list` → `watch_list_result{watches}`: every watch of the mesh (anyone in it). What a
+/// watch read (its full URL, last value and last error: it may poll with sealed credentials)
+/// only for those its messages reach, its maker and the owner or an admin; the others get the
+/// URL's origin.
 pub fn watch_list(conn: &Conn, req_id: Option<String>) {
     let Some((broker, peer)) = me(conn) else {
         return;
     };
     answer(conn, req_id, async move {
+        let manages = super::perms::is_manager(&broker, &peer.mesh_id, &peer.member_id);
         let watches = broker
             .store
             .watches_of(&peer.mesh_id)?
             .into_iter()
-            .map(|w| WatchEntry {
-                id: w.id,
-                url: w.url,
-                mode: w.mode,
-                label: w.label,
-                interval: w.interval_s,
-                extract: w.extract,
-                notify_on: w.notify_on,
-                target: w.target,
-                header_names: w.header_names,
-                last_value: w.last_value,
-                last_check: w.last_check_ms.map(time::iso),
-                last_error: w.last_error,
-                created_at: time::iso(w.created_at_ms),
-                created_by: w.member_name,
+            .map(|w| {
+                let told = manages || w.member_id == peer.member_id || reaches(&w.target, &peer);
+                WatchEntry {
+                    id: w.id,
+                    url: if told { w.url } else { origin(&w.url) },
+                    mode: w.mode,
+                    label: w.label,
+                    interval: w.interval_s,
+                    extract: w.extract,
+                    notify_on: w.notify_on,
+                    target: w.target,
+                    header_names: w.header_names,
+                    last_value: w.last_value.filter(|_| told),
+                    last_check: w.last_check_ms.map(time::iso),
+                    last_error: w.last_error.filter(|_| told),
+                    created_at: time::iso(w.created_at_ms),
+                    created_by: w.member_name,
+                }
             })
             .collect();
         Ok(Some(ServerMessage::WatchListResult { watches }))
     });
+}
+
+/// Whether a watch's messages reach `peer` (its target is everyone, its member or session key,
+/// or a group it is in).
+fn reaches(target: &str, peer: &Peer) -> bool {
+    match TargetSpec::parse(target) {
+        Ok(TargetSpec::All) => true,
+        Ok(TargetSpec::Key(key)) => key == peer.member_pubkey || Some(key) == peer.session_pubkey,
+        Ok(TargetSpec::Group(group)) => peer.in_group(group),
+        _ => false,
+    }
+}
+
+/// `scheme://host[:port]` of a stored (so well-formed) URL: no path or query, which may carry
+/// a token.
+fn origin(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => String::new(),
+        },
+        Err(_) => String::new(),
+    }
 }
