@@ -4,6 +4,7 @@
 
 use crate::common;
 
+mod failures;
 mod sandbox;
 mod sources;
 

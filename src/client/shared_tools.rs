@@ -274,17 +274,22 @@ impl StdioServer {
         Self::serve(transport, program).await
     }
 
-    /// Starts a prepared command (the broker's sandboxed services), its stderr piped back to
-    /// the caller, says hello to it and reads its tools.
+    /// Starts a prepared command (the broker's sandboxed services), says hello to it and reads
+    /// its tools. Its stderr goes to `stderr` as soon as it is spawned, before the hello, so
+    /// what a program that cannot start prints about why is not lost.
     pub async fn start_command(
         cmd: tokio::process::Command,
         label: &str,
-    ) -> Result<(StdioServer, Option<tokio::process::ChildStderr>), String> {
-        let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+        stderr: impl FnOnce(tokio::process::ChildStderr),
+    ) -> Result<StdioServer, String> {
+        let (transport, pipe) = rmcp::transport::TokioChildProcess::builder(cmd)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {label}: {e}"))?;
-        Ok((Self::serve(transport, label).await?, stderr))
+        if let Some(pipe) = pipe {
+            stderr(pipe);
+        }
+        Self::serve(transport, label).await
     }
 
     async fn serve(

@@ -21,6 +21,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// How often a running service is checked for having ended.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How long a service that could not start may take to finish printing why.
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
 
 pub(super) struct Run {
     pub service: Arc<Service>,
@@ -130,13 +132,10 @@ impl Run {
         };
         let prepared = sandbox::command(&self.isolation, &jail)?;
         let label = self.launch.program.first().cloned().unwrap_or_default();
-        let started = StdioServer::start_command(prepared.command, &label).await;
-        drop(prepared.held);
-        drop(env);
-        let (server, stderr) = started?;
-        if let Some(stderr) = stderr {
-            let service = self.service.clone();
-            tokio::spawn(async move {
+        let service = self.service.clone();
+        let mut reader = None;
+        let started = StdioServer::start_command(prepared.command, &label, |stderr| {
+            reader = Some(tokio::spawn(async move {
                 // Line by line, each cut at LOG_LINE_BYTES: a service that writes one endless
                 // line costs the broker that much memory, not more.
                 let mut reader = tokio::io::BufReader::new(stderr);
@@ -144,8 +143,21 @@ impl Run {
                 while let Ok(true) = read_capped_line(&mut reader, &mut line).await {
                     service.log(&String::from_utf8_lossy(&line));
                 }
-            });
-        }
+            }));
+        })
+        .await;
+        drop(prepared.held);
+        drop(env);
+        let server = match started {
+            Ok(server) => server,
+            Err(e) => {
+                // What it printed on its way out comes before the note saying it failed.
+                if let Some(reader) = reader {
+                    let _ = tokio::time::timeout(STDERR_DRAIN, reader).await;
+                }
+                return Err(e);
+            }
+        };
         Ok(Arc::new(server))
     }
 

@@ -1,0 +1,32 @@
+//! Deploys that fail: the service's own words reach its log, and nothing of a refused or failed
+//! deploy stays behind (no archive in the mesh's files, no directory on the broker).
+
+use super::*;
+
+/// A directory holding a node service that cannot start: it says why on stderr and exits.
+fn crashing_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("index.js"),
+        "console.error(\"CRASH-REASON: missing config X\");\nprocess.exit(3);\n",
+    )
+    .expect("write the service");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_cannot_start_leaves_its_reason_in_its_log() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let dir = crashing_dir();
+    let out = alice.run(&["deploy", "crash", "--dir", dir.path().to_str().unwrap()]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    assert_ne!(out.code, 0, "it did not start: {}", out.stdout);
+    let logs = alice.ok(&["deployments", "logs", "crash"]);
+    let reason = logs.find("CRASH-REASON: missing config X");
+    let failed = logs.find("cannot start");
+    assert!(reason.is_some(), "its stderr is its log:\n{logs}");
+    assert!(reason < failed, "its reason comes first:\n{logs}");
+}
