@@ -293,6 +293,12 @@ async fn the_scope_decides_who_sees_and_calls_a_service() {
     let (code, message) = refused_code(raw);
     assert_eq!(code, "forbidden", "{message}");
     assert!(message.contains("not shared with you"), "{message}");
+    // The hint names a real command, and the scope as that command spells it.
+    assert!(
+        message.contains("(its scope: peer)")
+            && message.contains("claudemesh deployments scope private SCOPE"),
+        "{message}"
+    );
     let (code, _) = refused_code(b.mcp_schema("private", None).await);
     assert_eq!(code, "forbidden");
 

@@ -11,9 +11,9 @@ use serde_json::json;
 use super::output::outln;
 use super::{CliError, CliResult, print_json, with_client};
 use crate::client::MeshClient;
-use crate::client::deployments::{DeployError, SourceChoice};
+use crate::client::deployments::{DeployError, SourceChoice, scope_text};
 use crate::protocol::messages::{
-    DeployConfig, DeploySource, McpDeploy, McpDeployStatus, Scope, ScopeSpec,
+    DeployConfig, DeploySource, McpDeploy, McpDeployStatus, ScopeSpec,
 };
 
 // `claudemesh service-net`, run by the broker inside a service's sandbox (never listed).
@@ -231,17 +231,6 @@ pub fn parse_scope(text: &str) -> Result<ScopeSpec, CliError> {
             )));
         }
     })
-}
-
-fn scope_text(scope: &Scope) -> String {
-    match scope {
-        Scope::Peer => "peer".into(),
-        Scope::Mesh => "mesh".into(),
-        Scope::Peers { peers } => format!("peers:{}", peers.join(",")),
-        Scope::Group { group } => format!("group:{group}"),
-        Scope::Groups { groups } => format!("groups:{}", groups.join(",")),
-        Scope::Role { role } => format!("role:{role}"),
-    }
 }
 
 fn print_status(s: &McpDeployStatus, json: bool) -> CliResult {

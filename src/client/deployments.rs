@@ -75,6 +75,19 @@ impl SourceChoice {
     }
 }
 
+/// A scope as the command line spells it: `peer`, `mesh`, `group:G`, `groups:A,B`, `role:R`,
+/// `peers:ID,ID`.
+pub fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Peer => "peer".into(),
+        Scope::Mesh => "mesh".into(),
+        Scope::Peers { peers } => format!("peers:{}", peers.join(",")),
+        Scope::Group { group } => format!("group:{group}"),
+        Scope::Groups { groups } => format!("groups:{}", groups.join(",")),
+        Scope::Role { role } => format!("role:{role}"),
+    }
+}
+
 fn status(answer: ServerMessage) -> Result<McpDeployStatus, ClientError> {
     match answer {
         ServerMessage::McpDeployStatus(s) => Ok(*s),

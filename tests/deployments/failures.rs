@@ -30,3 +30,24 @@ async fn a_service_that_cannot_start_leaves_its_reason_in_its_log() {
     assert!(reason.is_some(), "its stderr is its log:\n{logs}");
     assert!(reason < failed, "its reason comes first:\n{logs}");
 }
+
+/// A service deployed (mesh-wide) that does not run: a caller is pointed at
+/// `deployments status`, a command that exists and that he may run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_of_a_service_that_is_down_is_told_a_real_command() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = crashing_dir();
+    let path = dir.path().to_str().unwrap();
+    let out = alice.run(&["deploy", "crash", "--dir", path, "--scope", "mesh"]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    let said = bob.refused(&["tools", "call", "crash", "anything", "{}"]);
+    assert!(
+        said.contains("claudemesh deployments status crash"),
+        "{said}"
+    );
+    let status = bob.run(&["deployments", "status", "crash"]);
+    assert!(status.stderr.contains("crash did not start"), "{status:?}");
+}

@@ -202,7 +202,10 @@ impl Service {
         let server = self.state().server.clone();
         match server {
             Some(server) if !server.is_closed() => server.call_tool(tool, args, caller).await,
-            _ => Err("the service is not running now (claudemesh deploy status shows why)".into()),
+            _ => Err(
+                "the service is not running now (claudemesh deployments status NAME shows why)"
+                    .into(),
+            ),
         }
     }
 }

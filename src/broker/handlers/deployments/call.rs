@@ -25,7 +25,7 @@ pub(in crate::broker::handlers) fn call(
                 refuse(
                     "host_offline",
                     format!(
-                        "the service \"{}\" is not running now (claudemesh deploy logs {} shows why)",
+                        "the service \"{}\" is not running now (claudemesh deployments status {} shows why)",
                         row.name, row.name
                     ),
                 )

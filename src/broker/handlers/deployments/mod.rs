@@ -18,6 +18,7 @@ use crate::broker::files::{self, endpoints};
 use crate::broker::presence::Peer;
 use crate::broker::shared_tools::MAX_CALLS_IN_FLIGHT;
 use crate::broker::state::Broker;
+use crate::client::deployments;
 use crate::client::shared_tools::{open_from, seal_to};
 use crate::protocol::messages::{
     CatalogEntry, DEFAULT_TOOL_TIMEOUT_MS, DeployConfig, DeploySource, Envelope,
@@ -120,8 +121,10 @@ fn require_scope(row: &DeploymentRow, caller: &Peer) -> Result<(), Refusal> {
         Err(refuse(
             "forbidden",
             format!(
-                "\"{}\" is not shared with you (its scope: {}); its deployer can widen it with claudemesh deploy scope",
-                row.name, row.scope_json
+                "\"{}\" is not shared with you (its scope: {}); its deployer can widen it with claudemesh deployments scope {} SCOPE",
+                row.name,
+                deployments::scope_text(&scope_of(row)),
+                row.name
             ),
         ))
     }
