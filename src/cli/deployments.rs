@@ -358,14 +358,18 @@ impl DeploymentsCmd {
                     );
                 } else {
                     for s in services {
+                        // `zip` on the wire is any shared archive (tar, tar.gz or zip).
+                        let source = match s.source_type.as_str() {
+                            "zip" => "an archive",
+                            other => other,
+                        };
+                        let runtime = s.runtime.map(|r| format!("{r}, ")).unwrap_or_default();
                         outln!(
-                            "{}  {} ({} tools, scope {}, {} from {}, by {})",
+                            "{}  {} ({} tools, scope {}, {runtime}from {source}, by {})",
                             s.name,
                             s.status,
                             s.tool_count,
                             scope_text(&s.scope),
-                            s.runtime.as_deref().unwrap_or("-"),
-                            s.source_type,
                             s.deployed_by
                         );
                     }

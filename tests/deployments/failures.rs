@@ -51,3 +51,18 @@ async fn a_caller_of_a_service_that_is_down_is_told_a_real_command() {
     let status = bob.run(&["deployments", "status", "crash"]);
     assert!(status.stderr.contains("crash did not start"), "{status:?}");
 }
+
+/// The list says what a service runs on and where it came from.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_list_tells_the_runtime_and_an_archive() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    let out = alice.run(&["deploy", "svc", "--dir", dir.path().to_str().unwrap()]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    let listed = alice.ok(&["deployments"]);
+    assert!(listed.contains("python, from an archive"), "{listed}");
+    assert!(!listed.contains("zip"), "{listed}");
+}

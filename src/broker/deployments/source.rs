@@ -174,6 +174,37 @@ fn package_main(app: &Path) -> Option<String> {
         .map(String::from)
 }
 
+/// The runtime a service runs on, when it is known: the one given, the one its package
+/// source implies, or the one its files tell (not for a `command` of its own).
+pub fn runtime(app: &Path, source: &DeploySource, config: &DeployConfig) -> Option<String> {
+    if let Some(r) = &config.runtime {
+        return Some(r.clone());
+    }
+    match source {
+        DeploySource::Npm { .. } => Some("node".into()),
+        DeploySource::Pypi { .. } => Some("python".into()),
+        _ if !config.command.is_empty() => None,
+        _ => entry_file(app).map(|(r, _)| r.to_string()),
+    }
+}
+
+/// The runtime and the file a service's files start with, in the README's order.
+fn entry_file(app: &Path) -> Option<(&'static str, String)> {
+    package_main(app).map(|m| ("node", m)).or_else(|| {
+        [
+            ("python", "server.py"),
+            ("python", "main.py"),
+            ("node", "index.js"),
+            ("node", "server.js"),
+            ("node", "main.js"),
+            ("bun", "index.ts"),
+        ]
+        .into_iter()
+        .find(|(_, f)| app.join(f).is_file())
+        .map(|(r, f)| (r, f.to_string()))
+    })
+}
+
 /// How to start the service, run in its code directory: `config.command`; for a package,
 /// `npx -y PKG` / `uvx --native-tls PKG`; else the runtime (given, or told by the files) with the entry
 /// file found in this order: package.json `main`/`bin`, `server.py`, `main.py`, `index.js`,
@@ -197,24 +228,9 @@ pub fn entry_command(
         }
         _ => {}
     }
-    let found = package_main(app)
-        .map(|m| ("node", m))
-        .or_else(|| {
-            [
-                ("python", "server.py"),
-                ("python", "main.py"),
-                ("node", "index.js"),
-                ("node", "server.js"),
-                ("node", "main.js"),
-                ("bun", "index.ts"),
-            ]
-            .into_iter()
-            .find(|(_, f)| app.join(f).is_file())
-            .map(|(r, f)| (r, f.to_string()))
-        })
-        .ok_or(
-            "cannot tell how to start this service: give config.command, or include a package.json with \"main\", a server.py or an index.js at the top",
-        )?;
+    let found = entry_file(app).ok_or(
+        "cannot tell how to start this service: give config.command, or include a package.json with \"main\", a server.py or an index.js at the top",
+    )?;
     let runtime = config.runtime.as_deref().unwrap_or(found.0);
     Ok(vec![interpreter(runtime)?.to_string(), found.1])
 }

@@ -628,7 +628,11 @@ pub fn mcp_catalog(conn: &Conn, req_id: Option<String>) {
                 deployed_by: row.deployer_name.clone(),
                 scope: scope_of(&row),
                 source_type: src.type_name().into(),
-                runtime: config.runtime,
+                runtime: source::runtime(
+                    &broker.services.dir(&row.mesh_id, &row.name).join("app"),
+                    &src,
+                    &config,
+                ),
                 created_at: time::iso(row.created_at_ms),
                 restarts,
                 error,
