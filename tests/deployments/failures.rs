@@ -66,3 +66,25 @@ async fn the_list_tells_the_runtime_and_an_archive() {
     assert!(listed.contains("python, from an archive"), "{listed}");
     assert!(!listed.contains("zip"), "{listed}");
 }
+
+/// A member who lost `deploy` cannot widen his service's scope; he may still undeploy it.
+#[tokio::test(flavor = "multi_thread")]
+async fn widening_a_scope_needs_the_deploy_capability() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["perms", "set", "bob", "+deploy"]);
+    let dir = service_dir();
+    let out = bob.run(&["deploy", "echo", "--dir", dir.path().to_str().unwrap()]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    alice.ok(&["perms", "set", "bob", "-deploy"]);
+    let said = bob.refused(&["deployments", "scope", "echo", "mesh"]);
+    assert!(said.contains("\"deploy\""), "{said}");
+    assert!(
+        bob.ok(&["deployments", "scope", "echo"])
+            .contains("scope peer")
+    );
+    bob.ok(&["undeploy", "echo"]);
+}

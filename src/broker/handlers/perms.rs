@@ -36,7 +36,11 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::SetPerms(_) => Permission::Perms,
         M::McpRegister(_) | M::McpCall(_) => Permission::Tools,
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,
-        M::McpDeploy(_) | M::McpUpdate(_) => Permission::Deploy,
+        // Widening a service's scope lets others call code the member deployed: a member who
+        // lost `deploy` cannot. Reading the scope, logs and undeploy need no capability.
+        M::McpDeploy(_) | M::McpUpdate(_) | M::McpScope { scope: Some(_), .. } => {
+            Permission::Deploy
+        }
         M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
         M::MeshExecute(_) => Permission::State,
         M::GraphExecute(_) => Permission::State,
