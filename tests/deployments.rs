@@ -475,10 +475,13 @@ async fn deploying_needs_the_deploy_capability_and_a_plain_safe_archive() {
         assert_eq!(code, "invalid_argument", "{name}: {message}");
         assert!(message.contains("server_name"), "{name}: {message}");
     }
-    // From a directory too: the name is the broker's to refuse, with the same reason.
-    let (code, message) = deploy_refused(&a, "..", dir.path(), None, "..").await;
-    assert_eq!(code, "invalid_argument", "{message}");
-    assert!(message.contains("server_name"), "{message}");
+    // From a directory, the client refuses the name by the same rule before it uploads.
+    match a.deploy_dir("..", dir.path(), None, None).await {
+        Err(claudemesh::client::deployments::DeployError::Name(message)) => {
+            assert!(message.contains("server_name"), "{message}")
+        }
+        other => panic!("..: expected the name refused, got {other:?}"),
+    }
     // A `$vault:` reference to an entry the deployer does not have fails the deploy, naming it.
     let attempt = a
         .deploy_dir(

@@ -32,6 +32,32 @@ pub enum DeployError {
     File(#[from] FileError),
     #[error("{0}")]
     Archive(#[from] ArchiveError),
+    /// A name the broker would refuse, found before anything is packed or uploaded.
+    #[error("{0}")]
+    Name(String),
+}
+
+/// Longest name of a deployed service.
+pub const MAX_NAME: usize = 64;
+
+/// The rule a deployed service's name follows (the broker's, checked by the CLI too before it
+/// uploads anything): it names a directory under `<data>/services/<mesh>/`, so no `.` at all
+/// (never `.` or `..`), and it starts with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "server_name {:?}: a deployed service's name is 1 to {MAX_NAME} letters, digits, - and _, starting with a letter or digit",
+            name.chars().take(MAX_NAME).collect::<String>()
+        ))
+    }
 }
 
 /// The sources a deploy may name, of which exactly one must be given (`dir`: a local
@@ -112,8 +138,8 @@ impl MeshClient {
         config: Option<DeployConfig>,
         scope: Option<ScopeSpec>,
     ) -> Result<McpDeployStatus, DeployError> {
-        // Under a fixed top directory (the broker strips it), so the service's name is checked
-        // by the broker alone, with its reason.
+        check_name(name).map_err(DeployError::Name)?;
+        // Under a fixed top directory (the broker strips it).
         let tar = archive::pack_dir(dir, "service", &DIR_LIMITS)?;
         let shared = self
             .share_bytes(&tar, &format!("{name}.tar"), "mcp-service")

@@ -52,6 +52,32 @@ async fn a_caller_of_a_service_that_is_down_is_told_a_real_command() {
     assert!(status.stderr.contains("crash did not start"), "{status:?}");
 }
 
+/// The names of the archives in the mesh's files that alice sees.
+fn archives(alice: &Person) -> Vec<String> {
+    let listed = alice.json(&["file", "list", "--json"]);
+    let files = listed["files"].as_array().cloned().unwrap_or_default();
+    files
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .filter(|n| n.ends_with(".tar"))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_name_is_refused_before_anything_is_uploaded() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    let said = alice.refused(&["deploy", "../x", "--dir", dir.path().to_str().unwrap()]);
+    assert!(
+        said.contains("server_name \"../x\"") && said.contains("letters, digits, - and _"),
+        "{said}"
+    );
+    assert!(!said.contains("No such file"), "{said}");
+    assert_eq!(archives(&alice), Vec::<String>::new());
+}
+
 /// The list says what a service runs on and where it came from.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_list_tells_the_runtime_and_an_archive() {

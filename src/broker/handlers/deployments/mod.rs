@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::reply::{self, Refusal, Reply, aside, me, ok_ack, refuse};
-use super::shared_tools::{CallOutcome, CallRecord, check_args_size, proven_key, valid_name};
+use super::shared_tools::{CallOutcome, CallRecord, check_args_size, proven_key};
 use crate::broker::connection::Conn;
 use crate::broker::deployments::hosts::AllowList;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
@@ -37,7 +37,7 @@ use install::fetch_and_install;
 
 /// The longest a deploy waits for its service to start and list its tools.
 const START_WAIT: Duration = Duration::from_secs(45);
-const MAX_NAME: usize = 64;
+use deployments::MAX_NAME;
 const MAX_ENV: usize = 64;
 const MAX_ENV_VALUE: usize = 4096;
 const MAX_SCOPE_ENTRIES: usize = 100;
@@ -370,22 +370,8 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
         return;
     };
     aside(conn, req_id, async move {
-        valid_name("server_name", &d.server_name, MAX_NAME)?;
-        // The name becomes a directory under `<data>/services/<mesh>/`: no `.` or `..`, no
-        // dot at all, so it can never reach another service's files.
-        if !d
-            .server_name
-            .starts_with(|c: char| c.is_ascii_alphanumeric())
-            || d.server_name.contains('.')
-        {
-            return Err(refuse(
-                "invalid_argument",
-                format!(
-                    "server_name {:?}: a deployed service's name starts with a letter or digit and holds only letters, digits, - and _",
-                    d.server_name
-                ),
-            ));
-        }
+        // The name becomes a directory under `<data>/services/<mesh>/`.
+        deployments::check_name(&d.server_name).map_err(|e| refuse("invalid_argument", e))?;
         let config = d.config.clone().unwrap_or_default();
         let (_, network) = check_config(&config)?;
         let scope = resolve_scope(&broker, &peer, d.scope.clone())?;
