@@ -78,6 +78,44 @@ async fn an_invalid_name_is_refused_before_anything_is_uploaded() {
     assert_eq!(archives(&alice), Vec::<String>::new());
 }
 
+/// The directories of the services of the (one) mesh on the broker's disk.
+fn service_dirs(broker: &BrokerProc) -> Vec<String> {
+    std::fs::read_dir(broker.data_dir().join("services"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|m| m.path().is_dir())
+        .flat_map(|m| std::fs::read_dir(m.path()).into_iter().flatten().flatten())
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_deploy_leaves_no_directory() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    let out = alice.run(&["deploy", "nogit", "--git", "git://127.0.0.1:1/none.git"]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let server = dir.path().join("server.py");
+    let enc = alice.json(&[
+        "file",
+        "share",
+        server.to_str().unwrap(),
+        "--to",
+        "bob",
+        "--json",
+    ]);
+    let said = alice.refused(&["deploy", "enc", "--file", enc["fileId"].as_str().unwrap()]);
+    assert!(said.contains("encrypted"), "{said}");
+    assert_eq!(service_dirs(&broker), Vec::<String>::new());
+    // The shared file is alice's own: still there.
+    assert!(bob.ok(&["file", "list"]).contains("server.py"));
+}
+
 /// The list says what a service runs on and where it came from.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_list_tells_the_runtime_and_an_archive() {

@@ -416,11 +416,27 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
             created_at_ms: existing.as_ref().map_or(now, |o| o.created_at_ms),
             updated_at_ms: now,
         };
-        fetch_and_install(&broker, &peer, &row, &d.source, &config).await?;
-        let acting = acting(&peer).await?;
-        if put(&broker, &peer, &row, AuditEvent::McpDeployed).await? == Deployed::Full {
-            return Err(quota_exceeded(max));
+        let landed = async {
+            fetch_and_install(&broker, &peer, &row, &d.source, &config).await?;
+            let acting = acting(&peer).await?;
+            if put(&broker, &peer, &row, AuditEvent::McpDeployed).await? == Deployed::Full {
+                return Err(quota_exceeded(max));
+            }
+            Ok(acting)
         }
+        .await;
+        let acting = match landed {
+            Ok(acting) => acting,
+            Err(e) => {
+                // A new name that did not land leaves no directory (the lock is still held,
+                // so no other deploy of this name is writing there).
+                if existing.is_none() {
+                    let dir = broker.services.dir(&row.mesh_id, &row.name);
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                }
+                return Err(e);
+            }
+        };
         drop(deploying);
         run(&broker, &row, isolation, acting).await
     });
