@@ -1,6 +1,7 @@
 //! Broker-hosted MCP services (issue 15 tier 2): deploy, update, undeploy, logs, scope,
-//! schema, catalog and status. A directory is packed into a tar and shared as a plain file of
-//! the mesh first. Calling a deployed service's tools is `tool_call` (`shared_tools.rs`).
+//! schema, catalog and status. A directory is packed into a tar and shared first as a plain
+//! file for its uploader alone (and the broker, which unpacks it). Calling a deployed
+//! service's tools is `tool_call` (`shared_tools.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +14,10 @@ use crate::protocol::messages::{
     Scope, ScopeSpec,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
+
+/// The tag of an archive `deploy --dir` uploaded: the broker deletes such an archive (named
+/// `NAME.tar`) when its service is undeployed or gets other code.
+pub const ARCHIVE_TAG: &str = "mcp-service";
 
 /// How long a deploy or update may take: fetching the code, and the service's first start.
 pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -130,7 +135,9 @@ impl MeshClient {
         )
     }
 
-    /// Packs `dir` into a tar, shares it as a plain file of the mesh and deploys it as `name`.
+    /// Packs `dir` into a tar, shares it as a plain file only its uploader may read (the
+    /// broker unpacks it) and deploys it as `name`. A name the broker would refuse is refused
+    /// before anything is uploaded, and the archive is deleted again when the deploy is refused.
     pub async fn deploy_dir(
         &self,
         name: &str,
@@ -141,19 +148,32 @@ impl MeshClient {
         check_name(name).map_err(DeployError::Name)?;
         // Under a fixed top directory (the broker strips it).
         let tar = archive::pack_dir(dir, "service", &DIR_LIMITS)?;
+        // Targeted at our own member key: a plain file with a direct target is readable by
+        // that target and its uploader alone, so the code stays private whatever the scope.
+        let me = self.entry().member_keys().map_err(ClientError::from)?;
         let shared = self
-            .share_bytes(&tar, &format!("{name}.tar"), "mcp-service")
+            .share_bytes(
+                &tar,
+                &format!("{name}.tar"),
+                ARCHIVE_TAG,
+                Some(hex::encode(me.public)),
+            )
             .await?;
-        Ok(self
+        let deployed = self
             .mcp_deploy(McpDeploy {
                 server_name: name.into(),
                 source: DeploySource::Zip {
-                    file_id: shared.file_id,
+                    file_id: shared.file_id.clone(),
                 },
                 config,
                 scope,
             })
-            .await?)
+            .await;
+        if let Err(ClientError::Broker { .. }) = &deployed {
+            // Refused: nothing refers to the archive, so it does not stay behind.
+            let _ = self.delete_file(&shared.file_id).await;
+        }
+        Ok(deployed?)
     }
 
     /// Fetches the source again (or `source`) and restarts the service.

@@ -78,6 +78,56 @@ async fn an_invalid_name_is_refused_before_anything_is_uploaded() {
     assert_eq!(archives(&alice), Vec::<String>::new());
 }
 
+/// `deploy --dir` uploads the code for its deployer alone, whatever the service's scope, and
+/// the archive goes when the deploy is refused or the service is undeployed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directorys_code_is_readable_by_its_deployer_alone_and_does_not_pile_up() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let dir = service_dir();
+    let path = dir.path().to_str().unwrap();
+    let out = alice.run(&["deploy", "svc", "--dir", path, "--scope", "mesh"]);
+    if out.stderr.contains("cannot sandbox") {
+        return skip_unless_strict(&out.stderr);
+    }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed = alice.json(&["file", "list", "--json"]);
+    let id = listed["files"][0]["id"]
+        .as_str()
+        .or(listed["files"][0]["fileId"].as_str())
+        .unwrap_or_else(|| panic!("the archive's id in {listed}"))
+        .to_string();
+    let out_dir = tempfile::tempdir().unwrap();
+    let said = bob.refused(&[
+        "file",
+        "get",
+        &id,
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert!(said.contains("not with you"), "{said}");
+    assert!(!contains_file(out_dir.path(), "svc.tar"));
+    // The service still runs for everyone, and its deployer updates it from its archive.
+    assert!(
+        bob.ok(&["tools", "call", "svc", "echo", r#"{"text":"hi"}"#])
+            .contains("echo: hi")
+    );
+    alice.ok(&["deployments", "update", "svc"]);
+    // An admin fetches it again too: the broker reads the deployer's own archive for him.
+    carol.ok(&["deployments", "update", "svc"]);
+    // Deployed again from the directory: the new archive replaces the old one.
+    alice.ok(&["deploy", "svc", "--dir", path, "--scope", "mesh"]);
+
+    // Refused for want of the capability: bob's archive does not stay.
+    let said = bob.refused(&["deploy", "mine", "--dir", path]);
+    assert!(said.contains("\"deploy\""), "{said}");
+    // Refused by the broker for its config: alice's neither.
+    alice.refused(&["deploy", "other", "--dir", path, "--allow-net", "*.*"]);
+    assert_eq!(archives(&alice), vec!["svc.tar".to_string()]);
+    alice.ok(&["undeploy", "svc"]);
+    assert_eq!(archives(&alice), Vec::<String>::new());
+}
+
 /// The directories of the services of the (one) mesh on the broker's disk.
 fn service_dirs(broker: &BrokerProc) -> Vec<String> {
     std::fs::read_dir(broker.data_dir().join("services"))

@@ -359,6 +359,7 @@ impl MeshClient {
         bytes: &[u8],
         name: &str,
         tag: &str,
+        target_spec: Option<String>,
     ) -> Result<Shared, FileError> {
         let staged = super::skills::TempFile::new(name);
         std::fs::write(&staged.0, bytes).map_err(FileError::io(&staged.0))?;
@@ -367,6 +368,7 @@ impl MeshClient {
             ShareOptions {
                 name: Some(name.to_string()),
                 tags: vec![tag.to_string()],
+                target_spec,
                 ..Default::default()
             },
             &|_, _| {},

@@ -178,7 +178,7 @@ impl MeshClient {
             .unwrap_or_else(|| "skill".into());
         let tar = bundle::pack_dir(dir, &name)?;
         let shared = self
-            .share_bytes(&tar, &format!("{name}.tar"), "skill-bundle")
+            .share_bytes(&tar, &format!("{name}.tar"), "skill-bundle", None)
             .await?;
         self.deploy_skill_bundle(&shared.file_id).await
     }

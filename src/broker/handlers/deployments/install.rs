@@ -14,6 +14,7 @@ fn installed(program: &str) -> bool {
 async fn fetch(
     broker: &Broker,
     peer: &Peer,
+    deployer: &str,
     src: &DeploySource,
     config: &DeployConfig,
     staging: &std::path::Path,
@@ -39,7 +40,13 @@ async fn fetch(
                     ),
                 ));
             }
-            endpoints::readable_by(broker, &record, peer).map_err(|(c, m)| refuse(c, m))?;
+            // The deployer's own archive stays readable for the service, also when an owner
+            // or admin fetches it again (`deploy --dir` shares it for its uploader alone).
+            let deployers = record.uploader_member_id == deployer
+                && !record.is_expired(crate::protocol::time::now_ms());
+            if !deployers {
+                endpoints::readable_by(broker, &record, peer).map_err(|(c, m)| refuse(c, m))?;
+            }
             if record.size > source::MAX_ARCHIVE_BYTES {
                 return Err(refuse(
                     "payload_too_large",
@@ -156,7 +163,7 @@ pub(super) async fn fetch_and_install(
     config: &DeployConfig,
 ) -> Result<(), Refusal> {
     let staged = staging(broker, &row.mesh_id, &row.name)?;
-    let fetched = fetch(broker, peer, src, config, &staged).await;
+    let fetched = fetch(broker, peer, &row.deployer_member_id, src, config, &staged).await;
     let checked = fetched.and_then(|_| {
         source::entry_command(&staged, src, config)
             .map(|_| ())

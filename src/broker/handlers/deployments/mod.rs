@@ -438,8 +438,36 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
             }
         };
         drop(deploying);
+        if let Some(old) = &existing {
+            drop_packed_archive(&broker, &peer, old, &row.source_json).await;
+        }
         run(&broker, &row, isolation, acting).await
     });
+}
+
+/// Deletes the archive `deploy --dir` uploaded for `old` (a file tagged
+/// [`deployments::ARCHIVE_TAG`], named after the service, from its deployer) once nothing
+/// refers to it: the service is undeployed, or `now_source` is other code. An archive the
+/// deployer shared himself (`--file`) stays his.
+async fn drop_packed_archive(broker: &Broker, peer: &Peer, old: &DeploymentRow, now_source: &str) {
+    if old.source_json == now_source {
+        return;
+    }
+    let Ok(DeploySource::Zip { file_id }) = serde_json::from_str(&old.source_json) else {
+        return;
+    };
+    let Ok(Some(record)) = broker.store.file(&old.mesh_id, &file_id) else {
+        return;
+    };
+    let packed = record.tags.iter().any(|t| t == deployments::ARCHIVE_TAG)
+        && record.name == format!("{}.tar", old.name)
+        && record.uploader_member_id == old.deployer_member_id;
+    if packed {
+        let by = AuditActor::member(&peer.member_id, &peer.display_name);
+        if let Err(e) = endpoints::remove_file(broker, &old.mesh_id, &file_id, by).await {
+            tracing::warn!("cannot remove the archive of {}: {e}", old.name);
+        }
+    }
 }
 
 /// `mcp_update` → `mcp_deploy_status`: the source fetched again (or the new one), restarted.
@@ -449,6 +477,7 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
     };
     aside(conn, req_id, async move {
         let mut row = find(&broker, &peer, &u.server_name)?;
+        let before = row.clone();
         may_manage(&broker, &peer, &row)?;
         let new_code = u.source.is_some();
         let src: DeploySource = match u.source {
@@ -469,6 +498,7 @@ pub fn mcp_update(conn: &Conn, req_id: Option<String>, u: McpUpdate) {
         row.source_json = json(&src);
         row.updated_at_ms = time::now_ms();
         put(&broker, &peer, &row, AuditEvent::McpUpdated).await?;
+        drop_packed_archive(&broker, &peer, &before, &row.source_json).await;
         run(&broker, &row, isolation, acting).await
     });
 }
@@ -488,6 +518,7 @@ pub fn mcp_undeploy(conn: &Conn, req_id: Option<String>, name: String) {
             .store
             .remove_deployment(row.mesh_id.clone(), row.name.clone(), actor, time::now_ms())
             .await?;
+        drop_packed_archive(&broker, &peer, &row, "").await;
         let dir = broker.services.dir(&row.mesh_id, &row.name);
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         Ok(Some(ok_ack()))
