@@ -229,3 +229,35 @@ fn install_refuses_flags_the_broker_would_refuse() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/var/lib/claudemesh"));
 }
+
+#[test]
+fn a_system_service_refuses_a_binary_its_sandbox_hides() {
+    let home = tempfile::tempdir().unwrap();
+    // PrivateTmp=yes gives the service an empty /tmp and /var/tmp: a binary there would fail
+    // at every start (203/EXEC).
+    for dir in ["/tmp", "/var/tmp"] {
+        let holder = tempfile::tempdir_in(dir).unwrap();
+        let binary = holder.path().join("claudemesh");
+        std::fs::copy(BIN, &binary).unwrap();
+        let out = claudemesh(
+            home.path(),
+            &[
+                "service",
+                "install",
+                "--system",
+                "--print",
+                "--binary",
+                binary.to_str().unwrap(),
+            ],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{dir}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot see {}", binary.display()))
+                && stderr.contains("PrivateTmp")
+                && stderr.contains("/usr/local/bin/claudemesh"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "no unit is printed");
+    }
+}

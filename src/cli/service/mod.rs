@@ -363,12 +363,11 @@ impl InstallCmd {
                 binary.display()
             )));
         }
-        let hidden = ["/home/", "/root/", "/run/user/"]
-            .iter()
-            .any(|p| binary.starts_with(p));
-        if scope == Scope::System && hidden {
+        if scope == Scope::System
+            && let Some(why) = hidden_from_system_service(&binary)
+        {
             return Err(CliError::failed(format!(
-                "the system service cannot see {} (its sandbox hides home directories): copy it first, e.g. `sudo install -m 0755 {} /usr/local/bin/claudemesh`, then run `/usr/local/bin/claudemesh service install --system …`",
+                "the system service cannot see {} ({why}): copy it first, e.g. `sudo install -m 0755 {} /usr/local/bin/claudemesh`, then run `/usr/local/bin/claudemesh service install --system …`",
                 binary.display(),
                 binary.display()
             )));
@@ -450,6 +449,22 @@ impl InstallCmd {
         }
         Ok(())
     }
+}
+
+/// Why the system unit's sandbox would hide `path` from the broker, if it would: home
+/// directories (`ProtectHome=yes`) and the temporary directories (`PrivateTmp=yes` gives the
+/// service empty ones of its own).
+fn hidden_from_system_service(path: &Path) -> Option<&'static str> {
+    if ["/home", "/root", "/run/user"]
+        .iter()
+        .any(|p| path.starts_with(p))
+    {
+        return Some("its sandbox hides home directories");
+    }
+    if ["/tmp", "/var/tmp"].iter().any(|p| path.starts_with(p)) {
+        return Some("its sandbox gives it an empty /tmp and /var/tmp of its own (PrivateTmp)");
+    }
+    None
 }
 
 fn write_file(path: &Path, text: &str) -> CliResult {
