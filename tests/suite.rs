@@ -6,6 +6,7 @@
 mod common;
 
 mod admission;
+mod agent;
 mod approvals;
 mod audit;
 mod bans;

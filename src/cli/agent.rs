@@ -403,6 +403,13 @@ pub struct LaunchCmd {
 
 impl LaunchCmd {
     pub async fn run(self) -> CliResult {
+        // Before the invite is claimed: a launch that cannot start should use nothing up.
+        let root_refuses_skip = root_refuses_skip_permissions();
+        if self.yes && root_refuses_skip {
+            return Err(CliError::failed(
+                "-y asks Claude Code for --dangerously-skip-permissions, which it refuses to run as root (\"cannot be used with root/sudo privileges\"): run claudemesh launch as a normal user, or leave out -y (Claude then asks before each tool); in a throw-away container, Claude Code accepts it as root with IS_SANDBOX=1 in the environment",
+            ));
+        }
         if let Some(url) = &self.join {
             super::mesh::join_invite(url, None, self.name.clone(), false).await?;
         }
@@ -415,7 +422,8 @@ impl LaunchCmd {
         if let Some(m) = &self.mesh {
             config.select(Some(m))?;
         }
-        let skip_permissions = self.yes || (!self.quiet && confirm_skip_permissions());
+        let skip_permissions =
+            self.yes || (!self.quiet && !root_refuses_skip && confirm_skip_permissions());
         let bin = this_binary()?;
         let mut args: Vec<String> = vec![
             "--dangerously-load-development-channels".into(),
@@ -504,6 +512,20 @@ fn share_dir_for_launch(
 }
 
 /// Asks on the terminal; anything but yes keeps Claude's permission prompts.
+/// True when Claude Code would refuse `--dangerously-skip-permissions`: it does as root,
+/// unless `IS_SANDBOX=1` declares a throw-away container.
+#[cfg(unix)]
+fn root_refuses_skip_permissions() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && std::env::var_os("IS_SANDBOX").is_none_or(|v| v != "1")
+}
+
+#[cfg(not(unix))]
+fn root_refuses_skip_permissions() -> bool {
+    false
+}
+
 fn confirm_skip_permissions() -> bool {
     use std::io::{BufRead, IsTerminal};
     if !std::io::stdin().is_terminal() {
