@@ -522,3 +522,39 @@ async fn a_certificate_from_acme_serves_clients_and_is_renewed_without_a_restart
     );
     drop(pebble);
 }
+
+/// An ACME directory whose HTTPS certificate we do not trust (pebble's, from a CA of its own):
+/// the broker keeps retrying, and its log says to give that CA with `--acme-ca-file`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_acme_directory_is_logged_with_the_flag_that_trusts_it() {
+    if Command::new("pebble").arg("-version").output().is_err() {
+        return skip_unless_strict(
+            "pebble (Debian package `pebble`, Let's Encrypt's test CA) is not installed",
+        );
+    }
+    let pebble_pki = TestPki::new(&["localhost", "127.0.0.1"]);
+    let port = free_port();
+    let Some(pebble) = Pebble::start(&pebble_pki, port, 60) else {
+        return skip_unless_strict("pebble did not start");
+    };
+    let broker = BrokerProc::start_listening(
+        &format!("127.0.0.1:{port}"),
+        &["--acme", "localhost", "--acme-directory", &pebble.directory],
+    )
+    .expect("the ACME broker starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = broker.stderr_lines();
+        if let Some(line) = lines.iter().find(|l| l.contains("UnknownIssuer")) {
+            assert!(line.contains("--acme-ca-file"), "{line}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ACME error logged:\n{}",
+            lines.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(pebble);
+}

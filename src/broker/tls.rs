@@ -151,7 +151,10 @@ impl Tls {
                         _ = shutdown.cancelled() => return,
                         event = state.next() => match event {
                             Some(Ok(ok)) => tracing::info!("ACME: {ok:?}"),
-                            Some(Err(err)) => tracing::warn!("ACME: {err}"),
+                            Some(Err(err)) => {
+                                let err = err.to_string();
+                                tracing::warn!("ACME: {err}{}", acme_hint(&err));
+                            }
                             None => return,
                         },
                     }
@@ -159,6 +162,16 @@ impl Tls {
             }
         };
         (acceptor, keeper)
+    }
+}
+
+/// What to do about an ACME error, when the error says: an ACME directory whose HTTPS
+/// certificate chains to no root we trust is a private or test CA, told with `--acme-ca-file`.
+fn acme_hint(err: &str) -> &'static str {
+    if err.contains("UnknownIssuer") || err.contains("InvalidCertificate") {
+        " (the ACME directory's HTTPS certificate is not signed by a CA this broker trusts: for a private or test ACME server such as pebble, give its CA with --acme-ca-file PEM)"
+    } else {
+        ""
     }
 }
 
