@@ -125,6 +125,17 @@ async fn everything_works_over_tls_with_a_ca_file() {
         link.starts_with(&format!("https://127.0.0.1:{}/i/", broker.port)),
         "{link}"
     );
+    // The invite's own words say the joiner needs the CA too.
+    let said = alice.run(&["invite"]);
+    assert_eq!(said.code, 0, "{}", said.stderr);
+    assert!(
+        said.stdout.contains("' --ca-file CA.pem\n")
+            && said
+                .stdout
+                .contains(&format!("CA certificate {ca}: send them a copy")),
+        "{}",
+        said.stdout
+    );
     let carol = Person::new("carol");
     let no_ca = carol.run(&["join", &link, "--name", "carol"]);
     assert_eq!(no_ca.code, 1);

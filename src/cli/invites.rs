@@ -197,7 +197,17 @@ impl InviteCmd {
                 inv.max_uses,
                 time::iso(inv.expires_at.saturating_mul(1000))
             );
-            outln!("they join with: claudemesh join '{link}'");
+            match &entry.ca_file {
+                // Their join would refuse the broker's certificate without it.
+                Some(ca) => {
+                    outln!("they join with: claudemesh join '{link}' --ca-file CA.pem");
+                    outln!(
+                        "this broker's certificate is checked against the CA certificate {}: send them a copy for --ca-file (it holds no secret)",
+                        ca.display()
+                    );
+                }
+                None => outln!("they join with: claudemesh join '{link}'"),
+            }
             outln!(
                 "the part after # is the mesh key and the owner's fingerprint: send the whole link privately; the broker never sees it"
             );
