@@ -110,6 +110,10 @@ fn a_user_service_is_written_verified_reported_and_removed() {
         assert!(unit.lines().any(|l| l == line), "no {line} in\n{unit}");
     }
     assert!(
+        !unit.contains("MemoryDenyWriteExecute"),
+        "node services abort under it:\n{unit}"
+    );
+    assert!(
         data.is_dir(),
         "install makes the data dir the sandbox opens"
     );
@@ -182,8 +186,28 @@ fn a_system_unit_is_sandboxed_and_reads_secrets_as_credentials() {
         "NoNewPrivileges=yes",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "WantedBy=multi-user.target",
+        // Deployed services' bubblewrap makes these namespaces, mounts in them and names
+        // its host; node needs its protection keys.
+        "RestrictNamespaces=user mnt pid ipc uts net cgroup",
+        "SystemCallFilter=@system-service @mount sethostname @pkey",
+        "ProtectKernelModules=yes",
+        "ProtectControlGroups=yes",
+        "PrivateDevices=yes",
     ] {
         assert!(unit.lines().any(|l| l == line), "no {line} in\n{unit}");
+    }
+    // node aborts under MemoryDenyWriteExecute; the mounts of ProtectKernelTunables and
+    // ProtectKernelLogs over /proc make the kernel refuse bwrap a /proc.
+    for gone in [
+        "MemoryDenyWriteExecute",
+        "ProtectKernelTunables",
+        "ProtectKernelLogs",
+        "RestrictNamespaces=yes",
+    ] {
+        assert!(
+            !unit.lines().any(|l| l.starts_with(gone)),
+            "{gone} in\n{unit}"
+        );
     }
     let file = home.path().join("claudemesh.service");
     std::fs::write(&file, &unit).unwrap();
@@ -260,4 +284,58 @@ fn a_system_service_refuses_a_binary_its_sandbox_hides() {
         );
         assert!(out.stdout.is_empty(), "no unit is printed");
     }
+}
+
+/// A broker whose bubblewrap may not make its mounts (here /proc/kmsg covered, as a unit's
+/// ProtectKernelLogs= does, which makes the kernel refuse bwrap a /proc) says that something
+/// around it forbids them, not that bubblewrap is missing.
+#[test]
+fn a_sandbox_forbidden_its_namespaces_is_reported_as_such() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let bwrap = Path::new("/usr/bin/bwrap");
+    if !root || !bwrap.exists() || Command::new("unshare").arg("--help").output().is_err() {
+        return skip_unless_strict("needs root, unshare and /usr/bin/bwrap");
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let wrapper = bin.path().join("bwrap");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nexec unshare -m sh -c 'mount --bind /dev/null /proc/kmsg && exec /usr/bin/bwrap \"$@\"' bwrap \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let broker = common::BrokerProc::start_with_env(&[], &[("PATH", &path)]);
+    let (alice, _bob) = common::alice_and_bob(&broker);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/service_mcp.py"),
+        dir.path().join("server.py"),
+    )
+    .unwrap();
+    let out = alice.run(&[
+        "deploy",
+        "svc",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--scope",
+        "mesh",
+        "--json",
+    ]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let said = &out.stderr;
+    assert!(
+        said.contains("cannot sandbox services")
+            && said.contains("Operation not permitted")
+            && said.contains("not permitted to make namespaces or mounts")
+            && said.contains("RestrictNamespaces=")
+            && !said.contains("install bubblewrap"),
+        "{said}"
+    );
 }

@@ -299,10 +299,11 @@ impl Services {
                         tracing::warn!(
                             "!!! NO SANDBOX for deployed MCP services: {why}. They run as this broker's user with its files and network (--allow-unsandboxed-services) !!!"
                         );
-                        Ok(Isolation::Unsandboxed(why))
+                        Ok(Isolation::Unsandboxed(why.to_string()))
                     }
                     Err(why) => Err(format!(
-                        "this broker cannot sandbox services ({why}); install bubblewrap, or start the broker with --allow-unsandboxed-services"
+                        "this broker cannot sandbox services ({why}); {}, or start the broker with --allow-unsandboxed-services",
+                        why.remedy()
                     )),
                 }
             })

@@ -172,16 +172,68 @@ fn find_bwrap() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Why bubblewrap cannot sandbox services here.
+#[derive(Debug, Clone)]
+pub enum Unavailable {
+    NotInstalled,
+    /// It runs, but may not make its namespaces or mounts: something around the broker
+    /// forbids them (bwrap's own words).
+    Forbidden(String),
+    /// Anything else (bwrap's or the system's words).
+    Failed(String),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::NotInstalled => f.write_str("bubblewrap (bwrap) is not installed"),
+            Unavailable::Forbidden(why) | Unavailable::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Unavailable {
+    /// What would make the sandbox work.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            Unavailable::NotInstalled => {
+                "install bubblewrap (Debian/Ubuntu: apt install bubblewrap)"
+            }
+            Unavailable::Forbidden(_) => {
+                "bubblewrap is installed, but this broker is not permitted to make namespaces or mounts: a service manager's restrictions (a systemd unit's RestrictNamespaces=, SystemCallFilter=, ProtectKernelTunables= or ProtectKernelLogs=; the unit `claudemesh service install` writes allows them), a container's seccomp or AppArmor profile, or a kernel that refuses user namespaces to unprivileged users (sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns) forbids them here; lift that restriction"
+            }
+            Unavailable::Failed(_) => "make bubblewrap work here",
+        }
+    }
+
+    /// Sorts bwrap's failure: a refused namespace, mount or id map is a permission of the
+    /// environment, not a missing program.
+    fn from_bwrap(said: String) -> Unavailable {
+        let forbidden = [
+            "Operation not permitted",
+            "Permission denied",
+            "No permissions",
+        ]
+        .iter()
+        .any(|m| said.contains(m));
+        if forbidden {
+            Unavailable::Forbidden(said)
+        } else {
+            Unavailable::Failed(said)
+        }
+    }
+}
+
 /// Finds bwrap and runs `true` in the same sandbox services get (using `scratch`, an empty
 /// directory of ours); the reason when it cannot.
-pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
-    let bwrap = find_bwrap()
-        .ok_or("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt install bubblewrap)")?;
+pub async fn probe(scratch: &Path) -> Result<PathBuf, Unavailable> {
+    let bwrap = find_bwrap().ok_or(Unavailable::NotInstalled)?;
     let (app, work) = (scratch.join("app"), scratch.join("work"));
     for d in [&app, &work] {
-        std::fs::create_dir_all(d).map_err(|e| format!("cannot make {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d)
+            .map_err(|e| Unavailable::Failed(format!("cannot make {}: {e}", d.display())))?;
     }
-    prepare_work_dir(&work)?;
+    prepare_work_dir(&work).map_err(Unavailable::Failed)?;
     let program = ["true".to_string()];
     let jail = Jail {
         app_dir: &app,
@@ -195,7 +247,8 @@ pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
         proxy: None,
         cgroup: Vec::new(),
     };
-    let mut prepared = command(&Isolation::Bwrap(bwrap.clone()), &jail)?;
+    let mut prepared =
+        command(&Isolation::Bwrap(bwrap.clone()), &jail).map_err(Unavailable::Failed)?;
     prepared
         .command
         .stdin(std::process::Stdio::null())
@@ -205,15 +258,15 @@ pub async fn probe(scratch: &Path) -> Result<PathBuf, String> {
         .command
         .output()
         .await
-        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+        .map_err(|e| Unavailable::from_bwrap(format!("cannot run {}: {e}", bwrap.display())))?;
     if out.status.success() {
         Ok(bwrap)
     } else {
-        Err(format!(
+        Err(Unavailable::from_bwrap(format!(
             "{} fails to start a sandbox here: {}",
             bwrap.display(),
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        )))
     }
 }
 

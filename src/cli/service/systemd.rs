@@ -67,6 +67,12 @@ pub fn state(scope: Scope) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The namespaces `bwrap --unshare-all` makes for a deployed service (all but `time`).
+const SANDBOX_NAMESPACES: &str = "user mnt pid ipc uts net cgroup";
+
+/// The system calls of a system service, bubblewrap's (mounts, sethostname) and node's.
+const SYSTEM_CALLS: &str = "@system-service @mount sethostname @pkey";
+
 /// The unit file.
 pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
     let mut exec = vec![quote(&spec.binary.display().to_string())?];
@@ -133,7 +139,8 @@ pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
     line("LockPersonality=yes");
     line("RestrictRealtime=yes");
     line("RestrictSUIDSGID=yes");
-    line("MemoryDenyWriteExecute=yes");
+    // No MemoryDenyWriteExecute: deployed services run in the broker's cgroup under the same
+    // filters, and node (V8's JIT) aborts without writable, executable pages.
     line("SystemCallArchitectures=native");
     match spec.scope {
         Scope::System => {
@@ -143,15 +150,19 @@ pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
             line("StateDirectoryMode=0700");
             line("ProtectHome=yes");
             line("PrivateDevices=yes");
-            line("ProtectKernelTunables=yes");
+            // Deployed services run in bubblewrap, which needs what follows: no
+            // ProtectKernelTunables or ProtectKernelLogs (their mounts over /proc make the
+            // kernel refuse bwrap a /proc of its own; this user, without capabilities, cannot
+            // write /proc/sys or read /proc/kmsg anyway), the namespaces `bwrap --unshare-all`
+            // makes, and the mount calls and sethostname it makes in them. @pkey: node's
+            // memory protection keys.
             line("ProtectKernelModules=yes");
-            line("ProtectKernelLogs=yes");
             line("ProtectControlGroups=yes");
             line("ProtectClock=yes");
             line("ProtectHostname=yes");
-            line("RestrictNamespaces=yes");
+            line(&format!("RestrictNamespaces={SANDBOX_NAMESPACES}"));
             line("RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK");
-            line("SystemCallFilter=@system-service");
+            line(&format!("SystemCallFilter={SYSTEM_CALLS}"));
             line("SystemCallErrorNumber=EPERM");
             // Ports below 1024 (443 for ACME) without being root.
             line("AmbientCapabilities=CAP_NET_BIND_SERVICE");
