@@ -197,11 +197,13 @@ fn a_system_unit_is_sandboxed_and_reads_secrets_as_credentials() {
         assert!(unit.lines().any(|l| l == line), "no {line} in\n{unit}");
     }
     // node aborts under MemoryDenyWriteExecute; the mounts of ProtectKernelTunables and
-    // ProtectKernelLogs over /proc make the kernel refuse bwrap a /proc.
+    // ProtectKernelLogs over /proc make the kernel refuse bwrap a /proc; ProtectHostname's
+    // seccomp filter refuses bwrap's sethostname.
     for gone in [
         "MemoryDenyWriteExecute",
         "ProtectKernelTunables",
         "ProtectKernelLogs",
+        "ProtectHostname",
         "RestrictNamespaces=yes",
     ] {
         assert!(

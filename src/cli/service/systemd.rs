@@ -153,13 +153,14 @@ pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
             // Deployed services run in bubblewrap, which needs what follows: no
             // ProtectKernelTunables or ProtectKernelLogs (their mounts over /proc make the
             // kernel refuse bwrap a /proc of its own; this user, without capabilities, cannot
-            // write /proc/sys or read /proc/kmsg anyway), the namespaces `bwrap --unshare-all`
-            // makes, and the mount calls and sethostname it makes in them. @pkey: node's
-            // memory protection keys.
+            // write /proc/sys or read /proc/kmsg anyway), no ProtectHostname (its seccomp
+            // filter refuses the sethostname bwrap makes in its own UTS namespace; without
+            // CAP_SYS_ADMIN this user cannot rename the host), the namespaces
+            // `bwrap --unshare-all` makes, and the mount calls and sethostname it makes in
+            // them. @pkey: node's memory protection keys.
             line("ProtectKernelModules=yes");
             line("ProtectControlGroups=yes");
             line("ProtectClock=yes");
-            line("ProtectHostname=yes");
             line(&format!("RestrictNamespaces={SANDBOX_NAMESPACES}"));
             line("RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK");
             line(&format!("SystemCallFilter={SYSTEM_CALLS}"));
