@@ -22,6 +22,7 @@ fn claudemesh(home: &Path, args: &[&str]) -> Output {
         .env_remove("XDG_DATA_HOME")
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("CLAUDEMESH_DATA_DIR")
+        .current_dir(home)
         .output()
         .expect("run claudemesh")
 }
@@ -62,6 +63,12 @@ fn unit_path(home: &Path) -> PathBuf {
 fn a_user_service_is_written_verified_reported_and_removed() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
+    // Relative, as given: the unit names it from the directory install ran in.
+    std::fs::write(
+        home.join("metrics.token"),
+        "a-metrics-token-of-32-characters\n",
+    )
+    .unwrap();
     let out = claudemesh(
         home,
         &[
@@ -90,11 +97,10 @@ fn a_user_service_is_written_verified_reported_and_removed() {
 
     let unit = std::fs::read_to_string(unit_path(home)).expect("the unit is written");
     let data = home.join(".local/share/claudemesh");
-    let cwd = std::env::current_dir().unwrap();
     let exec = format!(
         "ExecStart={BIN} broker --data {} --listen 127.0.0.1:7911 --public-url \"http://my host:7900/%%h$$HOME\\\"q\" --metrics-token-file {} --retention 3d\n",
         data.display(),
-        cwd.join("metrics.token").display()
+        home.join("metrics.token").display()
     );
     assert!(unit.contains(&exec), "wanted {exec}in\n{unit}");
     for line in [
@@ -155,6 +161,8 @@ fn a_user_service_is_written_verified_reported_and_removed() {
 #[test]
 fn a_system_unit_is_sandboxed_and_reads_secrets_as_credentials() {
     let home = tempfile::tempdir().unwrap();
+    let token = home.path().join("metrics.token");
+    std::fs::write(&token, "a-metrics-token-of-32-characters\n").unwrap();
     let out = claudemesh(
         home.path(),
         &[
@@ -166,18 +174,19 @@ fn a_system_unit_is_sandboxed_and_reads_secrets_as_credentials() {
             "/etc/claudemesh/env",
             "--listen",
             "0.0.0.0:443",
+            "--insecure-plaintext",
             "--lan",
             "--metrics-token-file",
-            "/etc/claudemesh/metrics.token",
+            token.to_str().unwrap(),
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let unit = text(&out.stdout);
     assert!(unit.contains(&format!(
-        "ExecStart={BIN} broker --data /var/lib/claudemesh --listen 0.0.0.0:443 --lan --metrics-token-file ${{CREDENTIALS_DIRECTORY}}/metrics.token\n"
+        "ExecStart={BIN} broker --data /var/lib/claudemesh --listen 0.0.0.0:443 --insecure-plaintext --lan --metrics-token-file ${{CREDENTIALS_DIRECTORY}}/metrics.token\n"
     )), "{unit}");
     for line in [
-        "LoadCredential=metrics.token:/etc/claudemesh/metrics.token",
+        &format!("LoadCredential=metrics.token:{}", token.display()),
         "EnvironmentFile=/etc/claudemesh/env",
         "DynamicUser=yes",
         "StateDirectory=claudemesh",
@@ -254,6 +263,44 @@ fn install_refuses_flags_the_broker_would_refuse() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/var/lib/claudemesh"));
+
+    // What the broker checks before it starts, install checks too, and says the broker's words.
+    for (flags, said) in [
+        (
+            &["--listen", "0.0.0.0:7902"][..],
+            "refusing to listen on 0.0.0.0:7902 without TLS",
+        ),
+        (
+            &["--files", "/srv/files"][..],
+            "--files /srv/files: only s3://bucket[/prefix] URLs are supported",
+        ),
+        (
+            &[
+                "--listen",
+                "0.0.0.0:443",
+                "--tls-cert",
+                "/nonexist/c.pem",
+                "--tls-key",
+                "/nonexist/k.pem",
+            ][..],
+            "TLS: --tls-cert /nonexist/c.pem",
+        ),
+        (
+            &["--metrics-token-file", "/nonexist/metrics.token"][..],
+            "cannot read /nonexist/metrics.token",
+        ),
+    ] {
+        let mut args = vec!["service", "install", "--user"];
+        args.extend_from_slice(flags);
+        let out = claudemesh(home, &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains("the broker would not start with these flags") && stderr.contains(said),
+            "{flags:?}: {stderr}"
+        );
+        assert!(!unit_path(home).exists(), "{flags:?}: no unit written");
+    }
 }
 
 #[test]

@@ -187,6 +187,28 @@ impl BrokerConfig {
         }
     }
 
+    /// The checks [`RunningBroker::bind`] makes first, which start nothing and write nothing:
+    /// plain text off loopback, `--lan` on loopback, the TLS files (or ACME's CA file), the
+    /// `--files` URL and the metrics token file. `service install` runs them too, so that a
+    /// service that could not start is refused rather than restarted in a loop.
+    pub fn preflight(&self) -> Result<(), BrokerError> {
+        self.check_plaintext()?;
+        if self.lan_name.is_some()
+            && let Some(why) = lan::loopback_refusal(self.listen)
+        {
+            return Err(BrokerError::Lan(why));
+        }
+        if let Some(source) = &self.tls {
+            tls::Tls::check(source).map_err(BrokerError::Tls)?;
+        }
+        if let Some(url) = self.files_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            files::parse_files_url(url).map_err(BrokerError::Files)?;
+        }
+        metrics::load_token(self.metrics_token_file.as_deref())
+            .map_err(BrokerError::MetricsToken)?;
+        Ok(())
+    }
+
     /// Refuses plain text off loopback unless `insecure_plaintext` says so.
     pub fn check_plaintext(&self) -> Result<(), BrokerError> {
         if self.tls.is_none()
@@ -274,7 +296,7 @@ pub struct RunningBroker {
 impl RunningBroker {
     /// Opens the data directory and binds the port.
     pub async fn bind(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
-        config.check_plaintext()?;
+        config.preflight()?;
         let tls = match &config.tls {
             Some(source) => {
                 Some(tls::Tls::load(source, &config.data_dir).map_err(BrokerError::Tls)?)

@@ -86,6 +86,15 @@ fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig, 
 }
 
 impl Tls {
+    /// What [`Tls::load`] reads, read and checked without setting anything up: the
+    /// certificate and its key, or the CA file of the ACME directory.
+    pub fn check(source: &TlsSource) -> Result<(), String> {
+        match source {
+            TlsSource::Files { cert, key } => read_certified_key(cert, key).map(drop),
+            TlsSource::Acme { directory_ca, .. } => acme_trust(directory_ca).map(drop),
+        }
+    }
+
     /// Reads the certificate files, or sets up ACME with its cache under `data_dir/acme`.
     pub fn load(source: &TlsSource, data_dir: &Path) -> Result<Tls, String> {
         match source {
@@ -106,11 +115,7 @@ impl Tls {
                 let cache = data_dir.join("acme");
                 crate::identity::create_private_dir(&cache)
                     .map_err(|e| format!("ACME cache {}: {e}", cache.display()))?;
-                let trust = crate::client::tls::Trust {
-                    ca_file: directory_ca.clone(),
-                    insecure_plaintext: false,
-                };
-                let client = trust.client_config().map_err(|e| e.to_string())?;
+                let client = acme_trust(directory_ca)?;
                 let mut acme = AcmeConfig::new_with_client_config(domains, client)
                     .directory(directory)
                     .cache(DirCache::new(cache));
@@ -163,6 +168,17 @@ impl Tls {
         };
         (acceptor, keeper)
     }
+}
+
+/// The TLS client ACME talks to its directory with: the public roots, or `--acme-ca-file`.
+fn acme_trust(
+    directory_ca: &Option<PathBuf>,
+) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+    let trust = crate::client::tls::Trust {
+        ca_file: directory_ca.clone(),
+        insecure_plaintext: false,
+    };
+    trust.client_config().map_err(|e| e.to_string())
 }
 
 /// What to do about an ACME error, when the error says: an ACME directory whose HTTPS

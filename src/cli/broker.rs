@@ -418,6 +418,16 @@ impl BrokerCmd {
         Ok(config)
     }
 
+    /// The broker's configuration from these flags, with the checks the broker makes before it
+    /// starts ([`BrokerConfig::preflight`]); nothing is started or written.
+    pub async fn preflight(&self) -> Result<BrokerConfig, CliError> {
+        let config = self.config().await?;
+        config
+            .preflight()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok(config)
+    }
+
     pub async fn run(self) -> CliResult {
         crate::store::avoid_huge_pages();
         match crate::broker::deployments::sandbox::raise_fd_limit() {

@@ -371,7 +371,7 @@ async fn run(command: Command) -> CliResult {
         Command::Launch(c) => c.run().await,
         Command::Doctor(c) => c.run().await,
         Command::Discover(c) => c.run().await,
-        Command::Service(c) => c.run(),
+        Command::Service(c) => c.run().await,
         Command::Bench(c) => c.run().await,
         Command::State(c) => c.run().await,
         Command::Remember(c) => c.run().await,

@@ -203,6 +203,21 @@ pub fn open_blob_store(config: &BrokerConfig) -> Result<Arc<dyn ObjectStore>, St
         return Ok(Arc::new(local));
     };
     let url = url.trim();
+    let (bucket, prefix) = parse_files_url(url)?;
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| format!("--files {url}: {e}"))?;
+    match prefix {
+        None => Ok(Arc::new(s3)),
+        Some(prefix) => Ok(Arc::new(PrefixStore::new(s3, prefix))),
+    }
+}
+
+/// `--files s3://bucket[/prefix]`: the bucket, and the prefix when there is one. Checked
+/// before the broker starts (see [`BrokerConfig::preflight`]), without reading `AWS_*`.
+pub fn parse_files_url(url: &str) -> Result<(&str, Option<ObjectPath>), String> {
+    let url = url.trim();
     let Some(rest) = url
         .strip_prefix("s3://")
         .or_else(|| url.strip_prefix("s3a://"))
@@ -215,17 +230,12 @@ pub fn open_blob_store(config: &BrokerConfig) -> Result<Arc<dyn ObjectStore>, St
     if bucket.is_empty() {
         return Err(format!("--files {url}: the bucket name is missing"));
     }
-    let s3 = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .map_err(|e| format!("--files {url}: {e}"))?;
     let prefix = prefix.trim_matches('/');
     if prefix.is_empty() {
-        Ok(Arc::new(s3))
-    } else {
-        let prefix = ObjectPath::parse(prefix).map_err(|e| format!("--files {url}: {e}"))?;
-        Ok(Arc::new(PrefixStore::new(s3, prefix)))
+        return Ok((bucket, None));
     }
+    let prefix = ObjectPath::parse(prefix).map_err(|e| format!("--files {url}: {e}"))?;
+    Ok((bucket, Some(prefix)))
 }
 
 /// Removes `<name>#<digits>` files, `LocalFileSystem`'s uploads in progress, under `dir`.

@@ -91,9 +91,9 @@ pub struct StatusCmd {
 }
 
 impl ServiceCmd {
-    pub fn run(self) -> CliResult {
+    pub async fn run(self) -> CliResult {
         match self.action {
-            ServiceAction::Install(c) => c.run(),
+            ServiceAction::Install(c) => c.run().await,
             ServiceAction::Uninstall(c) => c.run(),
             ServiceAction::Status(c) => c.run(),
         }
@@ -287,34 +287,35 @@ impl InstallCmd {
         }
     }
 
-    /// The broker flags, checked as `claudemesh broker` would parse them, and the data
-    /// directory they name.
-    fn broker_args(
+    /// The broker flags, checked as `claudemesh broker` would parse and check them before it
+    /// starts, and the data directory they name.
+    async fn broker_args(
         &self,
         manager: Manager,
         scope: Scope,
     ) -> Result<(Vec<BrokerArg>, PathBuf), CliError> {
         let words: Vec<&str> = self.broker_flags.iter().map(String::as_str).collect();
-        if let Err(early) = super::broker::BrokerCmd::from_args(&["claudemesh", "broker"], &words) {
-            let why = early.output.trim().to_string();
-            return Err(CliError::Usage(if early.status.is_ok() {
-                "`--help` is not a broker flag for the service; see `claudemesh broker --help`"
-                    .into()
-            } else {
-                format!("the broker flags for the service do not parse: {why}")
-            }));
-        }
-        // A service that cannot start would only restart in a loop: refuse it here.
-        let listen = words
-            .iter()
-            .position(|w| *w == "--listen")
-            .and_then(|i| words.get(i + 1))
-            .unwrap_or(&"127.0.0.1:7900");
-        let lan = words.iter().any(|w| *w == "--lan" || *w == "--lan-name");
-        if let (true, Ok(listen)) = (lan, listen.parse())
-            && let Some(why) = crate::broker::lan_refusal(listen)
-        {
-            return Err(CliError::Usage(why));
+        let broker = match super::broker::BrokerCmd::from_args(&["claudemesh", "broker"], &words) {
+            Ok(broker) => broker,
+            Err(early) => {
+                let why = early.output.trim().to_string();
+                return Err(CliError::Usage(if early.status.is_ok() {
+                    "`--help` is not a broker flag for the service; see `claudemesh broker --help`"
+                        .into()
+                } else {
+                    format!("the broker flags for the service do not parse: {why}")
+                }));
+            }
+        };
+        // A service that cannot start would only restart in a loop: refuse it here, with the
+        // broker's own reason.
+        if let Err(e) = broker.preflight().await {
+            let why = match e {
+                CliError::Usage(m) | CliError::Failed(m) | CliError::NotFound(m) => m,
+            };
+            return Err(CliError::Usage(format!(
+                "the broker would not start with these flags: {why}"
+            )));
         }
         let mut data_dir = None;
         let mut args = Vec::new();
@@ -375,10 +376,10 @@ impl InstallCmd {
         Ok(binary)
     }
 
-    pub fn run(self) -> CliResult {
+    pub async fn run(self) -> CliResult {
         let scope = self.scope()?;
         let manager = Manager::here();
-        let (broker_args, data_dir) = self.broker_args(manager, scope)?;
+        let (broker_args, data_dir) = self.broker_args(manager, scope).await?;
         let spec = ServiceSpec {
             scope,
             binary: self.binary(scope)?,
