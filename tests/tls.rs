@@ -569,3 +569,47 @@ async fn an_untrusted_acme_directory_is_logged_with_the_flag_that_trusts_it() {
     }
     drop(pebble);
 }
+
+/// A system service gets its certificate as a systemd credential, copied when it starts: its
+/// unit says to restart it after a renewal (the broker's own reload would only see the copy).
+#[test]
+fn a_system_unit_with_certificate_files_says_renewals_need_a_restart() {
+    let pki = TestPki::new(&["localhost"]);
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "service",
+            "install",
+            "--system",
+            "--print",
+            "--listen",
+            "0.0.0.0:443",
+            "--tls-cert",
+            &pki.path("cert.pem"),
+            "--tls-key",
+            &pki.path("key.pem"),
+        ])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let unit = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        unit.contains(&format!(
+            "LoadCredential=tls-cert.pem:{}\n",
+            pki.path("cert.pem")
+        )) && unit.contains("--tls-cert ${CREDENTIALS_DIRECTORY}/tls-cert.pem"),
+        "{unit}"
+    );
+    assert!(
+        unit.lines().any(|l| l.starts_with('#')
+            && l.contains("restart it after a renewal")
+            && l.contains("systemctl restart claudemesh")),
+        "{unit}"
+    );
+}

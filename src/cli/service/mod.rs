@@ -140,9 +140,12 @@ pub enum BrokerArg {
     File { name: &'static str, path: PathBuf },
 }
 
+/// The credential name of `--tls-cert`.
+const TLS_CERT: &str = "tls-cert.pem";
+
 /// Broker flags whose value is a file: (flag, credential name).
 const FILE_FLAGS: &[(&str, &str)] = &[
-    ("--tls-cert", "tls-cert.pem"),
+    ("--tls-cert", TLS_CERT),
     ("--tls-key", "tls-key.pem"),
     ("--metrics-token-file", "metrics.token"),
 ];
@@ -434,6 +437,18 @@ impl InstallCmd {
         match (manager, scope) {
             (Manager::Systemd, Scope::System) => {
                 outln!("logs: journalctl -u claudemesh -f");
+                let tls_files = spec
+                    .broker_args
+                    .iter()
+                    .any(|a| matches!(a, BrokerArg::File { name, .. } if *name == TLS_CERT));
+                if tls_files {
+                    outln!(
+                        "renewed certificates: the service gets --tls-cert and --tls-key as systemd credentials, copied when it starts, so restart it after each renewal; for certbot, a deploy hook does it:"
+                    );
+                    outln!(
+                        "  printf '#!/bin/sh\\nsystemctl restart claudemesh\\n' | sudo tee /etc/letsencrypt/renewal-hooks/deploy/claudemesh && sudo chmod 0755 /etc/letsencrypt/renewal-hooks/deploy/claudemesh"
+                    );
+                }
             }
             (Manager::Systemd, Scope::User) => {
                 outln!("logs: journalctl --user -u claudemesh -f");

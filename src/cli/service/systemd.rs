@@ -73,6 +73,10 @@ const SANDBOX_NAMESPACES: &str = "user mnt pid ipc uts net cgroup";
 /// The system calls of a system service, bubblewrap's (mounts, sethostname) and node's.
 const SYSTEM_CALLS: &str = "@system-service @mount sethostname @pkey";
 
+/// Credentials are copied when the service starts, so the broker's 30 s check of its
+/// certificate file sees the copy, never a renewal: the service must be restarted after one.
+pub const RENEWAL_NOTE: &str = "# The TLS files are copied for the service when it starts: restart it after a renewal (certbot: a deploy hook running `systemctl restart claudemesh`).";
+
 /// The unit file.
 pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
     let mut exec = vec![quote(&spec.binary.display().to_string())?];
@@ -127,6 +131,14 @@ pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
             "EnvironmentFile={}",
             quote(&file.display().to_string())?
         ));
+    }
+    if spec
+        .broker_args
+        .iter()
+        .any(|a| matches!(a, super::BrokerArg::File { name, .. } if *name == super::TLS_CERT))
+        && spec.scope == Scope::System
+    {
+        line(RENEWAL_NOTE);
     }
     for c in &credentials {
         line(c);
