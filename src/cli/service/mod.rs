@@ -159,6 +159,16 @@ pub struct ServiceSpec {
     pub env_file: Option<PathBuf>,
 }
 
+impl ServiceSpec {
+    /// True when the broker serves TLS from `--tls-cert` files (which a system unit hands over
+    /// as credentials, copied at each start: a renewal then needs a restart).
+    pub fn has_certificate_files(&self) -> bool {
+        self.broker_args
+            .iter()
+            .any(|a| matches!(a, BrokerArg::File { name, .. } if *name == TLS_CERT))
+    }
+}
+
 /// systemd here, launchd on macOS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Manager {
@@ -437,11 +447,7 @@ impl InstallCmd {
         match (manager, scope) {
             (Manager::Systemd, Scope::System) => {
                 outln!("logs: journalctl -u claudemesh -f");
-                let tls_files = spec
-                    .broker_args
-                    .iter()
-                    .any(|a| matches!(a, BrokerArg::File { name, .. } if *name == TLS_CERT));
-                if tls_files {
+                if spec.has_certificate_files() {
                     outln!(
                         "renewed certificates: the service gets --tls-cert and --tls-key as systemd credentials, copied when it starts, so restart it after each renewal; for certbot, a deploy hook does it:"
                     );

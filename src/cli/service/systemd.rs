@@ -132,12 +132,7 @@ pub fn render(spec: &ServiceSpec) -> Result<String, CliError> {
             quote(&file.display().to_string())?
         ));
     }
-    if spec
-        .broker_args
-        .iter()
-        .any(|a| matches!(a, super::BrokerArg::File { name, .. } if *name == super::TLS_CERT))
-        && spec.scope == Scope::System
-    {
+    if spec.scope == Scope::System && spec.has_certificate_files() {
         line(RENEWAL_NOTE);
     }
     for c in &credentials {
