@@ -129,6 +129,8 @@ fn launch_runs_claude_with_arguments_and_environment() {
             at_home(home.path(), &alice.config_dir())
                 .args(args)
                 .env("PATH", &path)
+                // `-y` as root needs Claude Code's own exemption (tests may run as root).
+                .env("IS_SANDBOX", "1")
                 .stdin(std::process::Stdio::null()),
         );
         std::fs::read_to_string(&record).unwrap()
