@@ -18,31 +18,15 @@ fn launch_y_as_root_says_why_claude_would_refuse() {
     let broker = BrokerProc::start(&[]);
     let alice = Person::new("alice");
     create_mesh(&broker, &alice, "team");
-    let bin_dir = tempfile::tempdir().unwrap();
-    let record = bin_dir.path().join("record.txt");
-    let fake = bin_dir.path().join("claude");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do echo \"ARG $a\"; done > {}\n",
-            record.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let claude = common::mcp::FakeClaude::new();
+    let (record, path) = (&claude.record, &claude.path);
     let home = tempfile::tempdir().unwrap();
     let launch = |sandbox: Option<&str>| {
         let mut cmd = Command::new(BIN);
         cmd.args(["launch", "-y", "--quiet"])
             .env("HOME", home.path())
             .env("CLAUDEMESH_CONFIG_DIR", alice.config_dir())
-            .env("PATH", &path)
+            .env("PATH", path)
             .env_remove("IS_SANDBOX")
             .stdin(std::process::Stdio::null());
         if let Some(v) = sandbox {
@@ -72,7 +56,7 @@ fn launch_y_as_root_says_why_claude_would_refuse() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen = std::fs::read_to_string(&record).expect("claude was started");
+    let seen = std::fs::read_to_string(record).expect("claude was started");
     assert!(
         seen.lines()
             .any(|l| l == "ARG --dangerously-skip-permissions"),

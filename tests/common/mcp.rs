@@ -137,3 +137,40 @@ pub async fn next_decision(rx: &mut Notes) -> Value {
         }
     }
 }
+
+/// A `claude` stand-in first on a PATH: it writes each argument it is given (`ARG …`) and
+/// the `CLAUDEMESH_*` environment to `record`, so a test sees what `launch` started.
+pub struct FakeClaude {
+    _dir: tempfile::TempDir,
+    pub record: std::path::PathBuf,
+    /// PATH with the stand-in's directory first.
+    pub path: String,
+}
+
+impl FakeClaude {
+    pub fn new() -> FakeClaude {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("record.txt");
+        let fake = dir.path().join("claude");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\n{{ for a in \"$@\"; do echo \"ARG $a\"; done; env | grep ^CLAUDEMESH_ | sort; }} > {}\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        FakeClaude {
+            _dir: dir,
+            record,
+            path,
+        }
+    }
+}

@@ -101,39 +101,20 @@ fn launch_runs_claude_with_arguments_and_environment() {
     let broker = BrokerProc::start(&[]);
     let alice = Person::new("alice");
     create_mesh(&broker, &alice, "team");
-    let bin_dir = tempfile::tempdir().unwrap();
-    let record = bin_dir.path().join("record.txt");
-    let fake = bin_dir.path().join("claude");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\n{{ for a in \"$@\"; do echo \"ARG $a\"; done; env | grep ^CLAUDEMESH_ | sort; }} > {}\n",
-            record.display()
-        ),
-    )
-    .unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        bin_dir.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let claude = common::mcp::FakeClaude::new();
+    let (record, path) = (&claude.record, &claude.path);
     let home = tempfile::tempdir().unwrap();
     // Runs `claudemesh ARGS` without a terminal, which must succeed; what `claude` was given.
     let launch = |args: &[&str]| {
         succeeds(
             at_home(home.path(), &alice.config_dir())
                 .args(args)
-                .env("PATH", &path)
+                .env("PATH", path)
                 // `-y` as root needs Claude Code's own exemption (tests may run as root).
                 .env("IS_SANDBOX", "1")
                 .stdin(std::process::Stdio::null()),
         );
-        std::fs::read_to_string(&record).unwrap()
+        std::fs::read_to_string(record).unwrap()
     };
     let seen = launch(&[
         "--name",
