@@ -115,6 +115,21 @@ async fn a_directorys_code_is_readable_by_its_deployer_alone_and_does_not_pile_u
     alice.ok(&["deployments", "update", "svc"]);
     // An admin fetches it again too: the broker reads the deployer's own archive for him.
     carol.ok(&["deployments", "update", "svc"]);
+    // New code from him is his (and must be readable by him): another private archive of
+    // alice's is not the admin's to put into svc.
+    alice.ok(&["deploy", "other", "--dir", path]);
+    let listed = alice.json(&["file", "list", "--json"]);
+    let other = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "other.tar")
+        .and_then(|f| f["id"].as_str().or(f["fileId"].as_str()))
+        .unwrap_or_else(|| panic!("other.tar in {listed}"))
+        .to_string();
+    let said = carol.refused(&["deployments", "update", "svc", "--file", &other]);
+    assert!(said.contains("not with you"), "{said}");
+    alice.ok(&["undeploy", "other"]);
     // Deployed again from the directory: the new archive replaces the old one.
     alice.ok(&["deploy", "svc", "--dir", path, "--scope", "mesh"]);
 
