@@ -630,9 +630,21 @@ async fn after_the_service_key_is_replaced_entries_are_no_longer_listed_for_serv
     );
     let list = alice.json(&["vault", "list", "--json"]);
     assert_eq!(list["entries"][0]["forServices"], true);
+    let missing = |broker: &BrokerProc| {
+        broker
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("service.key was missing") && l.contains("vault set"))
+    };
+    assert!(!missing(&broker), "a first start has no key to miss");
     broker.terminate();
     std::fs::remove_file(broker.data_dir().join("service.key")).unwrap();
     broker.restart();
+    // The owner of a data directory restored without it is told, once, at start.
+    eventually("the broker to say service.key was missing", || {
+        std::future::ready(missing(&broker))
+    })
+    .await;
     let list = alice.json(&["vault", "list", "--json"]);
     assert_eq!(
         list["entries"][0]["forServices"], false,

@@ -311,8 +311,17 @@ impl RunningBroker {
         let broker_key =
             key::load_or_create(&config.data_dir).map_err(|e| BrokerError::Key(e.to_string()))?;
         let key_fingerprint = crate::protocol::lan::fingerprint(&broker_key.public);
+        let had_service_key = config.data_dir.join(vault::FILE).exists();
         let service_key = vault::ServiceKey::load_or_create(&config.data_dir)
             .map_err(|e| BrokerError::ServiceKey(e.to_string()))?;
+        if !had_service_key && store.meshes(0).is_ok_and(|(count, _)| count > 0) {
+            // A data directory restored without its service.key: what was sealed to the old
+            // one fails later, each time, with "wrong key or tampered data".
+            tracing::warn!(
+                "{} was missing and a new one was made, but this broker already holds meshes: vault entries for deployed services, webhook secrets and watch headers sealed to the old key cannot be opened. Restore service.key from the backup, or store those vault entries again (vault set) and make the webhooks and watches again",
+                vault::FILE
+            );
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
