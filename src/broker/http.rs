@@ -506,15 +506,8 @@ async fn create_mesh(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Bo
         .as_deref()
         .and_then(crate::protocol::clean_display_name)
         .unwrap_or_else(|| "owner".into());
-    if crate::protocol::reserved_name(&display_name) {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!(
-                "display_name \"{display_name}\": {}",
-                crate::protocol::RESERVED_NAMES
-            ),
-        );
+    if let Some(why) = crate::protocol::reserved_name_refusal("display_name", &display_name) {
+        return error_response(StatusCode::BAD_REQUEST, "malformed", why);
     }
     let group_bodies = match body.group_bodies.as_deref().map(GroupBodies::parse) {
         None => GroupBodies::default(),
@@ -631,14 +624,11 @@ async fn claim_invite(broker: Arc<Broker>, req: Request<Incoming>, code: String)
         .display_name
         .as_deref()
         .and_then(crate::protocol::clean_display_name);
-    if let Some(name) = display_name
+    if let Some(why) = display_name
         .as_deref()
-        .filter(|n| crate::protocol::reserved_name(n))
+        .and_then(|n| crate::protocol::reserved_name_refusal("display_name", n))
     {
-        return malformed(&format!(
-            "display_name \"{name}\": {}",
-            crate::protocol::RESERVED_NAMES
-        ));
+        return malformed(&why);
     }
     if (time::now_ms() - timestamp).abs() > CLAIM_SKEW_MS {
         return refuse(

@@ -55,20 +55,30 @@ fn lookalike_keys(name: &str) -> [String; 2] {
 /// Names the broker gives its own senders (`webhook:NAME`, `watch:LABEL`, `tg:USER`, `system`):
 /// no member or session may go by one, or by a look-alike of one.
 pub fn reserved_name(name: &str) -> bool {
-    const PREFIXES: [&str; 3] = ["webhook:", "watch:", "tg:"];
-    const NAMES: [&str; 3] = ["system", "broker", "claudemesh"];
+    // The look-alike keys of the reserved prefixes and names, made once (every hello asks).
+    type Keys = [[String; 2]; 3];
+    static RESERVED: std::sync::LazyLock<(Keys, Keys)> = std::sync::LazyLock::new(|| {
+        (
+            ["webhook:", "watch:", "tg:"].map(lookalike_keys),
+            ["system", "broker", "claudemesh"].map(lookalike_keys),
+        )
+    });
+    let (prefixes, names) = &*RESERVED;
     let keys = lookalike_keys(name.trim());
     keys.iter().enumerate().any(|(i, key)| {
-        PREFIXES
-            .iter()
-            .any(|p| key.starts_with(lookalike_keys(p)[i].as_str()))
-            || NAMES.iter().any(|n| *key == lookalike_keys(n)[i])
+        prefixes.iter().any(|p| key.starts_with(p[i].as_str()))
+            || names.iter().any(|n| *key == n[i])
     })
 }
 
-/// Why [`reserved_name`] refuses a name, for the refusal's text.
-pub const RESERVED_NAMES: &str =
-    "the broker's own senders are named webhook:…, watch:…, tg:… and system: choose another name";
+/// The refusal of a reserved name given as `field`, or `None` for a name one may take.
+pub fn reserved_name_refusal(field: &str, name: &str) -> Option<String> {
+    reserved_name(name).then(|| {
+        format!(
+            "{field} \"{name}\": the broker's own senders are named webhook:…, watch:…, tg:… and system: choose another name"
+        )
+    })
+}
 
 /// Longest display name kept; longer ones are cut, not refused.
 pub const MAX_DISPLAY_NAME: usize = 64;

@@ -10,7 +10,7 @@ use crate::broker::limits::{
 };
 use crate::broker::router;
 use crate::protocol::messages::Profile;
-use crate::protocol::{MAX_DISPLAY_NAME, RESERVED_NAMES, clean_display_name, reserved_name};
+use crate::protocol::{MAX_DISPLAY_NAME, clean_display_name, reserved_name_refusal};
 use crate::store::ProfileRefusal;
 
 /// The message modes a member may choose.
@@ -41,8 +41,8 @@ fn check_profile(p: &Profile) -> Result<(), Refusal> {
                 "displayName must be 1-{MAX_DISPLAY_NAME} characters without leading or trailing spaces or invisible characters"
             )));
         }
-        if reserved_name(name) {
-            return Err(invalid(format!("displayName \"{name}\": {RESERVED_NAMES}")));
+        if let Some(why) = reserved_name_refusal("displayName", name) {
+            return Err(invalid(why));
         }
     }
     for (field, value, max) in [
