@@ -428,7 +428,7 @@ async fn other_meshes_cannot_download_and_oversized_uploads_leave_nothing() {
         "--out",
         dave_out.to_str().expect("utf-8"),
     ]);
-    assert_eq!(refused.code, 1, "{refused:?}");
+    assert_eq!(refused.code, 3, "{refused:?}");
     assert!(refused.stderr.contains("no file"), "{}", refused.stderr);
     // …nor with a token of his own mesh, nor upload into the team with his upload token.
     let dave_file = dir.path().join("dave.txt");
@@ -578,7 +578,9 @@ async fn ephemeral_files_expire_and_everything_else_survives_a_restart() {
         "--out",
         out.to_str().expect("utf-8"),
     ]);
-    assert_eq!(gone.code, 1, "{gone:?}");
+    // Not there any more: exit 3, as for anything the broker answers not_found (README).
+    assert_eq!(gone.code, 3, "{gone:?}");
+    assert!(gone.stderr.contains("no file"), "{gone:?}");
 
     broker.restart();
     let mut ids = list_ids(&alice);

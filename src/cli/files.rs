@@ -152,7 +152,11 @@ struct GrantCmd {
 
 impl From<FileError> for CliError {
     fn from(e: FileError) -> Self {
-        CliError::Failed(e.to_string())
+        match e {
+            // The broker's answers keep their meaning: a file that is not there exits 3.
+            FileError::Client(e) => e.into(),
+            e => CliError::Failed(e.to_string()),
+        }
     }
 }
 

@@ -75,7 +75,7 @@ async fn an_expired_file_is_neither_listed_nor_served_before_the_sweeper_removes
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("out dir");
     let get = bob.run(&["file", "get", &id, "--out", out.to_str().expect("utf-8")]);
-    assert_eq!(get.code, 1, "an expired file was served: {get:?}");
+    assert_eq!(get.code, 3, "an expired file was served: {get:?}");
     assert!(get.stderr.contains("no file"), "{}", get.stderr);
     let status = alice.run(&["file", "status", &id]);
     assert_eq!(status.code, 3, "an expired file has a status: {status:?}");
