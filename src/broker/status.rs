@@ -102,11 +102,13 @@ impl StatusState {
         false
     }
 
-    /// Reverts a `working` older than `ttl_ms` to `idle`; true when it did.
+    /// Reverts a `working` older than `ttl_ms` to `idle`; true when it did. No one reported
+    /// this `idle`, so it is attributed to the lowest source (`jsonl`, inferred): the source
+    /// of the stale `working` (a hook, say) is not shown as having said it, and any report
+    /// corrects it at once.
     pub fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> bool {
         if self.status == Status::Working && now_ms - self.at_ms > ttl_ms {
-            self.status = Status::Idle;
-            self.at_ms = now_ms;
+            *self = StatusState::new(now_ms);
             return true;
         }
         false
@@ -232,6 +234,12 @@ mod tests {
         assert!(!s.expire(WORKING_TTL_MS, WORKING_TTL_MS));
         assert!(s.expire(WORKING_TTL_MS + 1, WORKING_TTL_MS));
         assert!(s.admits(Priority::Low));
+        // The idle is the broker's inference, not the manual report's.
+        assert_eq!(s.source, StatusSource::Jsonl);
+        assert_eq!(s.at_ms, WORKING_TTL_MS + 1);
+        // ...so a fresh manual idle is recorded as manual at once.
+        assert!(!s.report(Status::Idle, StatusSource::Manual, WORKING_TTL_MS + 2));
+        assert_eq!(s.source, StatusSource::Manual);
     }
 
     #[test]
