@@ -109,16 +109,25 @@ fn install_and_uninstall_keep_file_modes() {
     assert_eq!(mode(&settings), 0o600, "settings.json after uninstall");
 
     // A user edit after install makes uninstall remove only our entries (another write path).
-    run(&["install", "--no-hooks"]);
-    let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).expect("JSON");
-    v["mine"] = true.into();
-    std::fs::write(&claude_json, v.to_string()).unwrap();
+    run(&["install"]);
+    for file in [&claude_json, &settings] {
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).expect("JSON");
+        v["mine"] = true.into();
+        std::fs::write(file, v.to_string()).unwrap();
+    }
     run(&["uninstall"]);
-    assert!(
-        !std::fs::read_to_string(&claude_json)
-            .unwrap()
-            .contains("claudemesh")
+    // Only our entries go, and the `mcpServers` and `hooks` they leave empty with them.
+    let read = |file: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).expect("JSON")
+    };
+    assert_eq!(
+        read(&claude_json),
+        serde_json::json!({"numStartups": 3, "mine": true})
+    );
+    assert_eq!(
+        read(&settings),
+        serde_json::json!({"theme": "dark", "mine": true})
     );
     assert_eq!(mode(&claude_json), 0o640, "after removing only our entries");
 

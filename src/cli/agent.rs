@@ -216,21 +216,36 @@ fn add_hooks(v: &mut Value, bin: &str) -> bool {
     changed
 }
 
-/// Removes exactly our entries (used when a file changed since install).
+/// Removes exactly our entries (used when a file changed since install), and the containers
+/// our entries leave empty (`"mcpServers": {}`, a hook event with no matcher left).
 fn remove_ours(v: &mut Value, bin: &str) {
-    if let Some(servers) = v.get_mut("mcpServers").and_then(Value::as_object_mut) {
-        servers.remove("claudemesh");
+    let Some(obj) = v.as_object_mut() else {
+        return;
+    };
+    if let Some(servers) = obj.get_mut("mcpServers").and_then(Value::as_object_mut)
+        && servers.remove("claudemesh").is_some()
+        && servers.is_empty()
+    {
+        obj.remove("mcpServers");
     }
-    if let Some(hooks) = v.get_mut("hooks").and_then(Value::as_object_mut) {
+    if let Some(hooks) = obj.get_mut("hooks").and_then(Value::as_object_mut) {
+        let events = hooks.len();
         for (event, status) in HOOKS {
             let command = hook_command(bin, status);
             if let Some(list) = hooks.get_mut(event).and_then(Value::as_array_mut) {
+                let before = list.len();
                 list.retain(|m| {
                     !m["hooks"]
                         .as_array()
                         .is_some_and(|hs| hs.iter().all(|h| h["command"] == command))
                 });
+                if list.len() < before && list.is_empty() {
+                    hooks.remove(event);
+                }
             }
+        }
+        if hooks.is_empty() && events > 0 {
+            obj.remove("hooks");
         }
     }
 }
