@@ -103,11 +103,11 @@ fn set_list_get_delete_round_trip_and_nobody_else_sees_the_value() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let list: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(keys(&list), ["API_TOKEN", "TLS_KEY"]);
-    assert_eq!(list["entries"][0]["entry_type"], "env");
+    assert_eq!(list["entries"][0]["entryType"], "env");
     assert_eq!(list["entries"][0]["description"], "CI token");
     assert_eq!(list["entries"][0]["forServices"], true);
-    assert_eq!(list["entries"][1]["entry_type"], "file");
-    assert_eq!(list["entries"][1]["mount_path"], "/run/secrets/tls.key");
+    assert_eq!(list["entries"][1]["entryType"], "file");
+    assert_eq!(list["entries"][1]["mountPath"], "/run/secrets/tls.key");
     assert_not_in("vault list", out.stdout.as_bytes(), SECRET.as_bytes());
     assert_not_in("vault list", out.stdout.as_bytes(), FILE_SECRET);
     let text = alice.ok(&["vault", "list"]);

@@ -7,6 +7,7 @@ use std::io::Read;
 use argh::{ArgsInfo, FromArgs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -165,6 +166,35 @@ fn read_value(c: &VaultSetCmd, entry_type: VaultEntryType) -> Result<Zeroizing<V
     Ok(value)
 }
 
+/// An entry as `vault list --json` prints it: in the camelCase of every other `--json` output
+/// (`vault get --json` says `mountPath`), whatever the wire's field names (the original's
+/// snake_case and our `forServices`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed<'a> {
+    key: &'a str,
+    entry_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mount_path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    updated_at: &'a str,
+    for_services: bool,
+}
+
+impl<'a> From<&'a VaultListEntry> for Listed<'a> {
+    fn from(e: &'a VaultListEntry) -> Self {
+        Listed {
+            key: &e.key,
+            entry_type: e.entry_type.as_str(),
+            mount_path: e.mount_path.as_deref(),
+            description: e.description.as_deref(),
+            updated_at: &e.updated_at,
+            for_services: e.for_services,
+        }
+    }
+}
+
 fn entry_line(e: &VaultListEntry) -> String {
     let mut line = format!("{}  {}", e.key, e.entry_type.as_str());
     if let Some(m) = &e.mount_path {
@@ -209,7 +239,12 @@ impl VaultCmd {
                     Ok(client.vault_list().await?)
                 })
                 .await?;
-                output::list(c.json, "entries", &entries, "no vault entries", entry_line);
+                if c.json {
+                    let listed: Vec<Listed> = entries.iter().map(Listed::from).collect();
+                    print_json(&json!({ "entries": listed }));
+                } else {
+                    output::list(false, "entries", &entries, "no vault entries", entry_line);
+                }
             }
             VaultAction::Get(c) => {
                 let found = with_client(c.mesh.as_deref(), async |client: &MeshClient| {
