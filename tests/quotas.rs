@@ -43,20 +43,6 @@ fn quota_err<T: std::fmt::Debug>(r: Result<T, ClientError>, flag: &str, limit: u
     }
 }
 
-/// Runs a command that must fail with exit 1; returns its stderr.
-fn fails(person: &Person, args: &[&str]) -> String {
-    let out = person.run(args);
-    assert_eq!(
-        out.code,
-        1,
-        "`claudemesh {}` should fail; stdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-    out.stderr
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn state_quota_exhaustion_is_refused_and_deleting_frees_room() {
     let mut broker = BrokerProc::start(&["--max-state-keys", "5", "--max-state-bytes", "4000"]);
@@ -72,7 +58,7 @@ async fn state_quota_exhaustion_is_refused_and_deleting_frees_room() {
     quota_err(m.set_state("junk-5", json!(5)).await, "--max-state-keys", 5);
     bystanders.exchange(3).await;
     // The CLI says the same, in words.
-    let err = fails(&bob, &["state", "set", "mine", "1"]);
+    let err = bob.fails(&["state", "set", "mine", "1"], 1);
     assert!(
         err.contains("5 state keys") && err.contains("--max-state-keys"),
         "{err}"
@@ -107,7 +93,7 @@ async fn state_quota_exhaustion_is_refused_and_deleting_frees_room() {
     bystanders.carol_client.close().await;
     bystanders.dave_client.close().await;
     broker.restart();
-    let err = fails(&mallory, &["state", "set", "junk-7", "7"]);
+    let err = mallory.fails(&["state", "set", "junk-7", "7"], 1);
     assert!(err.contains("--max-state-keys"), "{err}");
     mallory.json(&["state", "set", "junk-3", "null", "--json"]);
     mallory.json(&["state", "set", "junk-7", "7", "--json"]);
@@ -126,7 +112,7 @@ async fn memory_quota_exhaustion_is_refused_and_forgetting_frees_room() {
     }
     quota_err(m.remember("junk 3", vec![]).await, "--max-memories", 3);
     bystanders.exchange(3).await;
-    let err = fails(&alice, &["remember", "the deploy needs the admin token"]);
+    let err = alice.fails(&["remember", "the deploy needs the admin token"], 1);
     assert!(
         err.contains("3 memories") && err.contains("--max-memories"),
         "{err}"
@@ -175,7 +161,7 @@ async fn task_stream_and_context_quotas_are_refused_per_mesh() {
     };
     m.share_context(context("junk")).await.unwrap();
     bob.json(&["context", "share", "bob's findings", "--json"]);
-    let err = fails(&alice, &["context", "share", "alice's findings"]);
+    let err = alice.fails(&["context", "share", "alice's findings"], 1);
     assert!(err.contains("--max-contexts"), "{err}");
     // Replacing one's own context takes no new room.
     m.share_context(context("junk again")).await.unwrap();
@@ -188,7 +174,7 @@ async fn task_stream_and_context_quotas_are_refused_per_mesh() {
     }
     c.create_stream("ours").await.unwrap();
     c.share_context(context("ours")).await.unwrap();
-    let err = fails(&alice, &["task", "create", "real work"]);
+    let err = alice.fails(&["task", "create", "real work"], 1);
     assert!(
         err.contains("3 tasks") && err.contains("--max-tasks"),
         "{err}"
@@ -308,7 +294,7 @@ async fn only_the_claimer_creator_or_an_admin_settles_a_claimed_task() {
     assert!(e.to_string().contains("claimed by bob"), "{e}");
     let e = m.release_task(&id).await.unwrap_err();
     assert_eq!(e.code(), Some("forbidden"), "{e}");
-    let err = fails(&mallory, &["task", "release", &id]);
+    let err = mallory.fails(&["task", "release", &id], 1);
     assert!(err.contains("only its claimer"), "{err}");
     bystanders.exchange(3).await;
     let task = &b.list_tasks(None, None).await.unwrap()[0];
@@ -367,7 +353,7 @@ async fn only_the_author_or_an_admin_forgets_a_memory() {
     let e = m.forget(&first).await.unwrap_err();
     assert_eq!(e.code(), Some("forbidden"), "{e}");
     assert!(e.to_string().contains("remembered by bob"), "{e}");
-    let err = fails(&mallory, &["forget", &second]);
+    let err = mallory.fails(&["forget", &second], 1);
     assert!(err.contains("only its author"), "{err}");
     bystanders.exchange(3).await;
     let found = bob.json(&["recall", "staging password", "--json"]);
@@ -386,13 +372,13 @@ async fn only_the_author_or_an_admin_forgets_a_memory() {
 async fn task_create_checks_priority_and_assignee() {
     let broker = BrokerProc::start(&[]);
     let (alice, bob, _mallory) = team(&broker);
-    let err = fails(&alice, &["task", "create", "x", "--priority", "critical"]);
+    let err = alice.fails(&["task", "create", "x", "--priority", "critical"], 1);
     assert!(
         err.contains("unknown task priority \"critical\"")
             && err.contains("low, normal, high, urgent"),
         "{err}"
     );
-    let err = fails(&alice, &["task", "create", "x", "--assignee", "nobody"]);
+    let err = alice.fails(&["task", "create", "x", "--assignee", "nobody"], 1);
     assert!(
         err.contains("no member or peer of this mesh is called \"nobody\""),
         "{err}"

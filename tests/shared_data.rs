@@ -28,20 +28,6 @@ async fn next_push<T>(client: &MeshClient, mut pick: impl FnMut(ServerMessage) -
     }
 }
 
-/// Runs a command that must fail with exit `code`; returns its stderr.
-fn fails(person: &Person, args: &[&str], code: i32) -> String {
-    let out = person.run(args);
-    assert_eq!(
-        out.code,
-        code,
-        "`claudemesh {}` should exit {code}; stdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-    out.stderr
-}
-
 fn recall(person: &Person, query: &str) -> Vec<Value> {
     person.json(&["recall", query, "--json"])["memories"]
         .as_array()
@@ -171,7 +157,7 @@ async fn recall_ranks_stems_and_searches_tags() {
     let forgot = alice.json(&["forget", &one, "--json"]);
     assert_eq!(forgot["forgotten"], true);
     assert!(recall(&alice, "rotation").is_empty());
-    let err = fails(&alice, &["forget", &one], 3);
+    let err = alice.fails(&["forget", &one], 3);
     assert!(err.contains("no memory"), "{err}");
 
     let text = alice.run(&["recall", "noon"]);
@@ -251,7 +237,7 @@ async fn two_concurrent_claims_exactly_one_wins() {
     assert_eq!(task["tags"], json!(["ci", "tests"]));
     assert_eq!(task["createdBy"], "alice");
     assert_eq!(task["assignee"], "bob");
-    let err = fails(&alice, &["task", "claim", &id], 1);
+    let err = alice.fails(&["task", "claim", &id], 1);
     assert!(err.contains("already done"), "{err}");
     let listed = alice.json(&["task", "list", "--status", "done", "--json"]);
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 1);
@@ -259,7 +245,7 @@ async fn two_concurrent_claims_exactly_one_wins() {
     assert_eq!(bobs["tasks"][0]["id"], id.as_str());
     let claimed = alice.json(&["task", "list", "--status", "claimed", "--json"]);
     assert_eq!(claimed["tasks"].as_array().unwrap().len(), 10);
-    fails(&alice, &["task", "list", "--status", "nope"], 2);
+    alice.fails(&["task", "list", "--status", "nope"], 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,9 +285,17 @@ async fn another_mesh_sees_none_of_it() {
             .unwrap()
             .is_empty()
     );
-    assert!(fails(&carol, &["forget", &memory], 3).contains("no memory"));
-    assert!(fails(&carol, &["task", "claim", &task], 1).contains("task_not_found"));
-    assert!(fails(&carol, &["stream", "publish", "launches", "x"], 3).contains("no stream"));
+    assert!(carol.fails(&["forget", &memory], 3).contains("no memory"));
+    assert!(
+        &carol
+            .fails(&["task", "claim", &task], 1)
+            .contains("task_not_found")
+    );
+    assert!(
+        &carol
+            .fails(&["stream", "publish", "launches", "x"], 3)
+            .contains("no stream")
+    );
     let info = carol.json(&["info", "--json"]);
     assert_eq!(info["memoryCount"], 0);
     assert_eq!(info["stateKeys"], json!([]));
@@ -360,23 +354,22 @@ async fn reminders_arrive_and_cron_mistakes_name_the_field() {
     assert_eq!(lines[0]["subtype"], "reminder");
 
     // Mistakes.
-    let err = fails(&alice, &["remind", "x", "--cron", "61 * * * *"], 1);
+    let err = alice.fails(&["remind", "x", "--cron", "61 * * * *"], 1);
     assert!(
         err.contains("cron: minute field \"61\" is out of range 0-59"),
         "{err}"
     );
-    let err = fails(&alice, &["remind", "x", "--cron", "0 9 * * FUNDAY"], 1);
+    let err = alice.fails(&["remind", "x", "--cron", "0 9 * * FUNDAY"], 1);
     assert!(err.contains("day-of-week field"), "{err}");
-    let err = fails(&alice, &["remind", "x", "--cron", "*/5 * * *"], 1);
+    let err = alice.fails(&["remind", "x", "--cron", "*/5 * * *"], 1);
     assert!(err.contains("expected 5 fields"), "{err}");
-    fails(&alice, &["remind", "no time given"], 2);
-    fails(
-        &alice,
+    alice.fails(&["remind", "no time given"], 2);
+    alice.fails(
         &["remind", "x", "--in", "5m", "--at", "2030-01-01T00:00:00Z"],
         2,
     );
-    fails(&alice, &["remind", "x", "--in", "soon"], 2);
-    let err = fails(&alice, &["remind", "x", "--in", "5m", "--to", "nobody"], 1);
+    alice.fails(&["remind", "x", "--in", "soon"], 2);
+    let err = alice.fails(&["remind", "x", "--in", "5m", "--to", "nobody"], 1);
     assert!(err.contains("nobody"), "{err}");
 
     // Cron: listed, then cancelled; only its owner can cancel it.
@@ -392,7 +385,7 @@ async fn reminders_arrive_and_cron_mistakes_name_the_field() {
             .unwrap()
             .is_empty()
     );
-    fails(&bob, &["remind", "cancel", &id], 1);
+    bob.fails(&["remind", "cancel", &id], 1);
     let cancelled = alice.json(&["remind", "cancel", &id, "--json"]);
     assert_eq!(cancelled["ok"], true);
     assert!(

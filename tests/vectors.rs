@@ -9,20 +9,6 @@ use claudemesh::protocol::messages::{VectorSearch, VectorStore};
 use common::*;
 use serde_json::Value;
 
-/// Runs a command that must fail with exit `code`; returns its stderr.
-fn fails(person: &Person, args: &[&str], code: i32) -> String {
-    let out = person.run(args);
-    assert_eq!(
-        out.code,
-        code,
-        "`claudemesh {}` should exit {code}; stdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-    out.stderr
-}
-
 /// A `vector_store` into "docs" for the client library.
 fn docs_record(id: &str, vector: Vec<f32>, metadata: Option<Value>) -> VectorStore {
     VectorStore {
@@ -36,8 +22,7 @@ fn docs_record(id: &str, vector: Vec<f32>, metadata: Option<Value>) -> VectorSto
 
 /// `vector store docs --id ID --vector V` that must fail with exit `code`; its stderr.
 fn store_fails(person: &Person, id: &str, vector: &str, code: i32) -> String {
-    fails(
-        person,
+    person.fails(
         &["vector", "store", "docs", "--id", id, "--vector", vector],
         code,
     )
@@ -156,7 +141,7 @@ fn stored_vectors_are_found_filtered_and_deleted_across_members() {
     );
     assert!(!left.contains(&"north".to_string()), "{left:?}");
     assert_eq!(left.len(), 3, "{left:?}");
-    let again = fails(&bob, &["vector", "delete", "docs", "north"], 3);
+    let again = bob.fails(&["vector", "delete", "docs", "north"], 3);
     assert!(again.contains("no record \"north\""), "{again}");
 
     let list = alice.json(&["vector", "collections", "--json"]);
@@ -186,7 +171,7 @@ fn a_first_store_creates_the_collection_as_the_original_does() {
     assert_eq!(list["collections"][0]["metric"], "cosine");
     // Creating it again with the same shape is a no-op; with another shape, refused.
     alice.ok(&["vector", "create", "notes", "--dim", "2"]);
-    let e = fails(&alice, &["vector", "create", "notes", "--dim", "3"], 1);
+    let e = alice.fails(&["vector", "create", "notes", "--dim", "3"], 1);
     assert!(e.contains("already exists with dimension 2"), "{e}");
 }
 
@@ -267,11 +252,7 @@ fn another_mesh_sees_none_of_the_collections() {
     create_mesh(&broker, &carol, "other");
     let list = carol.json(&["vector", "collections", "--json"]);
     assert_eq!(list["collections"], Value::Array(vec![]), "{list}");
-    let e = fails(
-        &carol,
-        &["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"],
-        3,
-    );
+    let e = carol.fails(&["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"], 3);
     assert!(e.contains("no collection \"docs\""), "{e}");
     // Its own "docs" is its own: another dimension, no records of alice's.
     carol.ok(&[
@@ -301,8 +282,7 @@ fn writes_need_the_state_capability() {
     let (alice, bob) = alice_and_bob(&broker);
     store_four(&alice);
     alice.ok(&["perms", "set", "bob", "-state"]);
-    let e = fails(
-        &bob,
+    let e = bob.fails(
         &[
             "vector",
             "store",
@@ -315,7 +295,7 @@ fn writes_need_the_state_capability() {
         1,
     );
     assert!(e.contains("\"state\" capability"), "{e}");
-    let e = fails(&bob, &["vector", "delete", "docs", "north"], 1);
+    let e = bob.fails(&["vector", "delete", "docs", "north"], 1);
     assert!(e.contains("\"state\" capability"), "{e}");
     // Reading stays open to every member.
     assert_eq!(
@@ -339,16 +319,11 @@ async fn bad_input_is_refused_with_a_reason_and_the_broker_keeps_serving() {
     // Refused by the broker.
     let e = store_fails(&alice, "a", "[1, 2]", 1);
     assert!(e.contains("3-dimension") && e.contains("has 2"), "{e}");
-    let e = fails(
-        &alice,
-        &["vector", "search", "docs", "--vector", "[1, 2, 3, 4]"],
-        1,
-    );
+    let e = alice.fails(&["vector", "search", "docs", "--vector", "[1, 2, 3, 4]"], 1);
     assert!(e.contains("3-dimension") && e.contains("has 4"), "{e}");
-    let e = fails(&alice, &["vector", "create", "big", "--dim", "5000"], 1);
+    let e = alice.fails(&["vector", "create", "big", "--dim", "5000"], 1);
     assert!(e.contains("1 to 4096"), "{e}");
-    let e = fails(
-        &alice,
+    let e = alice.fails(
         &[
             "vector",
             "create",
@@ -361,7 +336,7 @@ async fn bad_input_is_refused_with_a_reason_and_the_broker_keeps_serving() {
         1,
     );
     assert!(e.contains("cosine, dot, euclid"), "{e}");
-    let e = fails(&alice, &["vector", "create", "../up", "--dim", "3"], 1);
+    let e = alice.fails(&["vector", "create", "../up", "--dim", "3"], 1);
     assert!(e.contains("collection name"), "{e}");
     let e = store_fails(&alice, "z", "[0, 0, 0]", 1);
     assert!(e.contains("no direction"), "{e}");
@@ -440,7 +415,7 @@ fn a_deleted_collection_is_gone_with_its_records_and_index() {
 
     // Deleting a collection is a write: it needs the state capability.
     alice.ok(&["perms", "set", "bob", "-state"]);
-    let e = fails(&bob, &["vector", "delete-collection", "docs"], 1);
+    let e = bob.fails(&["vector", "delete-collection", "docs"], 1);
     assert!(e.contains("\"state\" capability"), "{e}");
     assert_eq!(
         search_ids(&bob, &["docs", "--vector", "[1, 0, 0, 0]"]).len(),
@@ -467,13 +442,9 @@ fn a_deleted_collection_is_gone_with_its_records_and_index() {
         bob.json(&["info", "--json"])["collections"],
         serde_json::json!(["keep"])
     );
-    let e = fails(
-        &bob,
-        &["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"],
-        3,
-    );
+    let e = bob.fails(&["vector", "search", "docs", "--vector", "[1, 0, 0, 0]"], 3);
     assert!(e.contains("no collection \"docs\""), "{e}");
-    let e = fails(&alice, &["vector", "delete-collection", "docs"], 3);
+    let e = alice.fails(&["vector", "delete-collection", "docs"], 3);
     assert!(e.contains("no collection \"docs\""), "{e}");
     let log = alice.ok(&["audit", "--event", "vector.collection_deleted", "--json"]);
     assert!(log.contains("\"docs\""), "{log}");
@@ -686,8 +657,7 @@ async fn a_mesh_past_its_vector_byte_quota_is_refused_until_it_deletes() {
     );
     // Metadata counts too: a small record with large metadata is refused as well.
     let meta = format!(r#"{{"blob": "{}"}}"#, "m".repeat(200));
-    let e = fails(
-        &alice,
+    let e = alice.fails(
         &[
             "vector",
             "store",

@@ -389,6 +389,23 @@ impl Person {
         out.stdout
     }
 
+    /// Runs a command that must fail with exit `code` (README: 1 failed, 2 usage, 3 not
+    /// there); returns its stderr.
+    #[allow(dead_code)]
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.code,
+            code,
+            "`claudemesh {}` ({}) should exit {code}; stdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            self.name,
+            out.stdout,
+            out.stderr
+        );
+        out.stderr
+    }
+
     /// Runs a command that must be refused; returns its stderr.
     #[allow(dead_code)]
     pub fn refused(&self, args: &[&str]) -> String {
