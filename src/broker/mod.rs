@@ -11,6 +11,7 @@ mod files;
 pub(crate) mod handlers;
 mod hook;
 pub mod http;
+mod invites;
 mod key;
 mod lan;
 mod limits;
