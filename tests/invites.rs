@@ -620,3 +620,91 @@ async fn invite_links_use_the_public_url() {
         "{url}"
     );
 }
+
+/// What a usable code's landing shows and a dead one's must not: the mesh's key state (which a
+/// removed or banned member who kept a code could watch rotate), its owner and the capability.
+const KEY_FIELDS: [&str; 6] = [
+    "key_epoch",
+    "root_key_check",
+    "owner_pubkey",
+    "canonical_v3",
+    "signature_v3",
+    "broker_url",
+];
+
+async fn landing(broker: &BrokerProc, code: &str) -> Value {
+    let page = http_get(&format!("{}/i/{code}?format=json", broker.http_url())).await;
+    assert_eq!(page.status, 200, "the landing of {code}");
+    page.json()
+}
+
+/// Security finding: the landing of a code nobody can join with any more (revoked, here by the
+/// rotation of a ban; used up; expired) says why and no more. bob, banned, kept a code he was
+/// handed for a friend: through it he must not see the mesh's key epoch and check value change
+/// with each rotation, nor its owner and capability, which a usable code's landing still shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_invite_codes_landing_says_why_and_shows_no_key_information() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let (kept, _) = invite(&alice, &["--uses", "2"]);
+    let (used, used_url) = invite(&alice, &[]);
+    join(&Person::new("carol"), &used_url);
+    // The ban rotates the key, which revokes every invite that could still be used.
+    alice.ok(&["ban", "bob"]);
+    drop(bob);
+    let (fresh, _) = invite(&alice, &[]);
+    // Made last: registering an invite clears the mesh's expired ones away.
+    let v = alice.json(&["invite", "--expires", "1s", "--json"]);
+    let expired = v["code"].as_str().expect("code").to_string();
+    let expires_ms = time::parse_iso(v["expiresAt"].as_str().unwrap()).expect("ISO expiresAt");
+    while time::now_ms() <= expires_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let usable = landing(&broker, &fresh).await;
+    assert_eq!(usable["status"], "valid", "{usable}");
+    assert_eq!(usable["key_epoch"], 1, "{usable}");
+    for field in KEY_FIELDS {
+        assert!(
+            usable.get(field).is_some_and(|v| !v.is_null()),
+            "a usable code's landing has {field}: {usable}"
+        );
+    }
+    for (code, status) in [
+        (&kept, "revoked"),
+        (&used, "exhausted"),
+        (&expired, "expired"),
+    ] {
+        let dead = landing(&broker, code).await;
+        assert_eq!(dead["status"], status, "{dead}");
+        let mut fields: Vec<&str> = dead
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "code",
+                "expires_at",
+                "found",
+                "inviter",
+                "mesh_name",
+                "status"
+            ],
+            "a {status} code's landing says why and no more: {dead}"
+        );
+        assert_eq!(
+            (
+                &dead["found"],
+                &dead["code"],
+                &dead["mesh_name"],
+                &dead["inviter"]
+            ),
+            (&json!(true), &json!(code), &json!("team"), &json!("alice")),
+        );
+        assert!(dead["expires_at"].is_i64(), "{dead}");
+    }
+}

@@ -328,3 +328,49 @@ async fn a_display_name_taken_in_the_mesh_is_refused_at_join() {
     let out = alice.run(&["send", "bob", "just one of you"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// A link whose invite is revoked, used up or expired: `join` says so, with whom to ask for a
+/// new one, before anything else, and exits 1 (failed). The links are made after a rotation, so
+/// they name key epoch 1, which a dead code's landing no longer confirms: a `join` that looked
+/// at the keys first would refuse the link as a planted epoch instead. Nothing is claimed.
+#[tokio::test(flavor = "multi_thread")]
+async fn joining_with_a_dead_link_says_why_and_whom_to_ask() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, _bob) = common::alice_and_bob(&broker);
+    assert_eq!(alice.json(&["rotate-key", "--json"])["keyEpoch"], 1);
+    let (revoked, revoked_url) = invite(&alice, &[]);
+    alice.ok(&["invite", "revoke", &revoked]);
+    let (_, used_url) = invite(&alice, &[]);
+    join(&Person::new("carol"), &used_url);
+    let v = alice.json(&["invite", "--expires", "1s", "--json"]);
+    let expired_url = v["url"].as_str().expect("url").to_string();
+    let expires_ms =
+        claudemesh::protocol::time::parse_iso(v["expiresAt"].as_str().unwrap()).expect("ISO");
+    while claudemesh::protocol::time::now_ms() <= expires_ms {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let eve = Person::new("eve");
+    for (url, why) in [
+        (&revoked_url, "was revoked"),
+        (&used_url, "has been used up"),
+        (&expired_url, "has expired"),
+    ] {
+        assert!(url.contains("~1."), "the link names epoch 1: {url}");
+        let out = eve.run(&["join", url, "--name", "eve"]);
+        assert_eq!(out.code, 1, "{why}: {out:?}");
+        assert!(
+            out.stderr.contains(&format!(
+                "cannot join: this invite to mesh \"team\" {why}; ask alice (who made it) or another owner or admin for a new one"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(eve.config().meshes.is_empty(), "nothing was saved");
+    }
+    // None of them reached the claim.
+    for result in ["revoked", "exhausted", "expired"] {
+        let sample = format!("claudemesh_invite_claims_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&broker, &sample).await, None, "{sample}");
+    }
+}

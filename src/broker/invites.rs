@@ -202,6 +202,22 @@ pub fn landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Response
     };
     let state = inv.status(time::now_ms());
     let url = format!("{}/i/{}", broker.public_url(), inv.code);
+    if wants_json && state != "valid" {
+        // A code nobody can join with says why and no more: whoever kept one (a removed or
+        // banned member) must not watch the mesh's key rotations (`root_key_check`,
+        // `key_epoch`) or read its owner and capability through it.
+        return json_response(
+            StatusCode::OK,
+            json!({
+                "found": true,
+                "code": inv.code,
+                "mesh_name": mesh.name,
+                "inviter": inviter,
+                "expires_at": inv.expires_at_s,
+                "status": state,
+            }),
+        );
+    }
     if wants_json {
         return json_response(
             StatusCode::OK,

@@ -402,6 +402,14 @@ impl JoinCmd {
             return Err(info.into_error().into());
         }
         let info = info.json();
+        // A code nobody can join with says so first: its landing carries no capability, key
+        // check or epoch to compare the link with (a broker keeps them from whoever holds a dead
+        // code), and there is nothing to claim. A broker that sends no status is taken at its
+        // word that the code is usable.
+        let status = info["status"].as_str().unwrap_or("valid");
+        if status != "valid" {
+            return Err(unusable(status, &info));
+        }
         // Checked before anything is claimed, so a forged landing uses up nothing (brokers
         // before this version send no signature here; the claim answer is checked below).
         // The owner key the landing names, when the link's owner fingerprint vouches for it and
@@ -414,13 +422,6 @@ impl JoinCmd {
             if link.owner.is_some() && link.signer.is_none() {
                 pinned_owner = Some(owner);
             }
-        }
-        // A revoked invite (e.g. by a key rotation: its link carries an old key) says so
-        // before its key is compared with the mesh's current one.
-        if info["status"] == "revoked" {
-            return Err(CliError::failed(
-                "cannot join: this invite was revoked; ask for a new one",
-            ));
         }
         // The broker knows the key's check value (never the key): a damaged link shows here.
         if let (Some(key), Some(check)) = (root_key, info["root_key_check"].as_str())
@@ -463,9 +464,10 @@ impl JoinCmd {
         if !resp.is_success() {
             let e = resp.into_error();
             let why = match e.code() {
-                Some("expired") => "this invite has expired; ask for a new one".to_string(),
-                Some("exhausted") => "this invite has been used up; ask for a new one".to_string(),
-                Some("revoked") => "this invite was revoked".to_string(),
+                // Used up, revoked or expired since the landing said it was usable.
+                Some(status @ ("expired" | "exhausted" | "revoked")) => {
+                    return Err(unusable(status, &info));
+                }
                 Some("not_found") => "the broker knows no such invite".to_string(),
                 Some("name_taken") => format!(
                     "the name \"{display}\" is already taken in this mesh, or one that looks the same (letters from another script, other case); choose another with --name (the invite was not used)"
@@ -596,6 +598,35 @@ impl JoinCmd {
         }
         Ok(Some(Ok(())))
     }
+}
+
+/// Why `join` cannot use an invite its broker calls `status` (the landing's `status`, or a
+/// claim's error code), and what to do about it.
+fn unusable(status: &str, landing: &serde_json::Value) -> CliError {
+    let what = match status {
+        "revoked" => "was revoked",
+        "expired" => "has expired",
+        "exhausted" => "has been used up",
+        other => {
+            return CliError::failed(format!(
+                "cannot join: the broker says this invite cannot be used (status {other}); ask for a new one"
+            ));
+        }
+    };
+    let mesh = match landing["mesh_name"].as_str() {
+        Some(name) => format!(" to mesh \"{name}\""),
+        None => String::new(),
+    };
+    let who = landing["inviter"]
+        .as_str()
+        .filter(|n| !n.is_empty() && *n != "unknown")
+        .map_or_else(
+            || "an owner or admin of the mesh".to_string(),
+            |n| format!("{n} (who made it) or another owner or admin"),
+        );
+    CliError::failed(format!(
+        "cannot join: this invite{mesh} {what}; ask {who} for a new one"
+    ))
 }
 
 /// Checks what the broker says about an invite (its landing or a claim answer) against the
