@@ -368,6 +368,15 @@ async fn joining_with_a_dead_link_says_why_and_whom_to_ask() {
         );
         assert!(eve.config().meshes.is_empty(), "nothing was saved");
     }
+    // A code the broker never had is not there: exit 3.
+    let unknown = revoked_url.replace(&revoked, "ZZZZZZZZ");
+    let out = eve.run(&["join", &unknown, "--name", "eve"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("knows no invite ZZZZZZZZ"),
+        "{}",
+        out.stderr
+    );
     // None of them reached the claim.
     for result in ["revoked", "exhausted", "expired"] {
         let sample = format!("claudemesh_invite_claims_total{{result=\"{result}\"}}");

@@ -394,8 +394,8 @@ impl JoinCmd {
         let landing = format!("{base}/i/{code}?format=json");
         let info = http::request_with("GET", &landing, &[], None, &trust).await?;
         if info.status == 404 {
-            return Err(CliError::failed(format!(
-                "the broker at {base} knows no invite {code}"
+            return Err(CliError::NotFound(format!(
+                "the broker at {base} knows no invite {code}: check the link, or ask for a new one"
             )));
         }
         if !info.is_success() {
@@ -468,7 +468,11 @@ impl JoinCmd {
                 Some(status @ ("expired" | "exhausted" | "revoked")) => {
                     return Err(unusable(status, &info));
                 }
-                Some("not_found") => "the broker knows no such invite".to_string(),
+                Some("not_found") => {
+                    return Err(CliError::NotFound(
+                        "cannot join: the broker knows no such invite".into(),
+                    ));
+                }
                 Some("name_taken") => format!(
                     "the name \"{display}\" is already taken in this mesh, or one that looks the same (letters from another script, other case); choose another with --name (the invite was not used)"
                 ),
