@@ -467,8 +467,13 @@ async fn invite_list_shows_every_invite_and_revoke_works_by_code_or_id() {
     assert_eq!(entry["createdByName"], "alice");
     assert_eq!(entry["status"], "valid");
     assert_eq!(entry["revoked"], false);
-    let week = time::now_ms() / 1000 + 7 * 24 * 3600;
-    assert!((week - 60..=week + 60).contains(&entry["expiresAt"].as_i64().unwrap()));
+    // ISO-8601, as `invite --json` and `createdAt` have it.
+    let week = time::now_ms() + 7 * 24 * 3600 * 1000;
+    let expires = entry["expiresAt"].as_str().and_then(time::parse_iso);
+    assert!(
+        expires.is_some_and(|ms| (week - 60_000..=week + 60_000).contains(&ms)),
+        "{entry}"
+    );
     let used: Vec<&Value> = listed
         .iter()
         .filter(|i| i["status"] == "exhausted")

@@ -96,6 +96,7 @@ impl InviteListCmd {
         client.close().await;
         let (invites, truncated) = answer?;
         if self.json {
+            let invites: Vec<serde_json::Value> = invites.iter().map(invite_json).collect();
             print_json(&json!({ "invites": invites, "truncated": truncated }));
             return Ok(());
         }
@@ -123,6 +124,26 @@ impl InviteListCmd {
         }
         Ok(())
     }
+}
+
+/// One invite as `invite list --json` prints it: the broker's entry with its expiry in
+/// ISO-8601, like `createdAt` and every other time a `--json` prints (the frame carries Unix
+/// seconds).
+fn invite_json(i: &InviteEntry) -> serde_json::Value {
+    json!({
+        "code": i.code,
+        "inviteId": i.invite_id,
+        "role": i.role,
+        "maxUses": i.max_uses,
+        "used": i.used,
+        "usesLeft": i.uses_left,
+        "expiresAt": time::iso(i.expires_at.saturating_mul(1000)),
+        "createdBy": i.created_by,
+        "createdByName": i.created_by_name,
+        "createdAt": i.created_at,
+        "revoked": i.revoked,
+        "status": i.status,
+    })
 }
 
 fn invite_line(i: &InviteEntry) -> String {
