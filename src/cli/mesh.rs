@@ -1,12 +1,13 @@
-//! Meshes and membership: create, list, leave, members, revoke. Invites and `join` live in
-//! `invites.rs`.
+//! Meshes and membership: create, list, leave, members, revoke. Invites live in `invites.rs`,
+//! `join` in `join.rs`.
 
 use std::path::PathBuf;
 
 use argh::{ArgsInfo, FromArgs};
 use serde_json::json;
 
-pub use super::invites::{InviteCmd, InviteLink, JoinCmd, join_invite, parse_invite};
+pub use super::invites::InviteCmd;
+pub use super::join::{InviteLink, JoinCmd, join_invite, parse_invite};
 use super::output::outln;
 use super::{CliError, CliResult, connect, print_json, select_mesh};
 use crate::client::tls::Trust;

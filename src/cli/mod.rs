@@ -19,6 +19,7 @@ mod help;
 mod hook;
 mod info;
 mod invites;
+mod join;
 mod keys;
 mod logging;
 mod members;
