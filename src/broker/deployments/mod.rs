@@ -125,8 +125,17 @@ pub struct ServiceView {
     pub cgroups: Vec<String>,
 }
 
+/// What a caller of a service that is not running is told: the command that shows why.
+pub fn not_running(name: &str) -> String {
+    format!(
+        "the service \"{name}\" is not running now (claudemesh deployments status {name} shows why)"
+    )
+}
+
 /// One deployed service while the broker runs.
 pub struct Service {
+    /// Its name in its mesh, for what it says to callers.
+    name: String,
     state: Mutex<ServiceState>,
     logs: Mutex<VecDeque<String>>,
     stop: CancellationToken,
@@ -134,8 +143,9 @@ pub struct Service {
 }
 
 impl Service {
-    fn new() -> Service {
+    fn new(name: &str) -> Service {
         Service {
+            name: name.to_string(),
             state: Mutex::new(ServiceState::default()),
             logs: Mutex::new(VecDeque::new()),
             stop: CancellationToken::new(),
@@ -202,10 +212,7 @@ impl Service {
         let server = self.state().server.clone();
         match server {
             Some(server) if !server.is_closed() => server.call_tool(tool, args, caller).await,
-            _ => Err(
-                "the service is not running now (claudemesh deployments status NAME shows why)"
-                    .into(),
-            ),
+            _ => Err(not_running(&self.name)),
         }
     }
 }
@@ -352,7 +359,7 @@ impl Services {
     pub async fn start(&self, launch: Launch, isolation: Isolation) -> Arc<Service> {
         let key = (launch.mesh_id.clone(), launch.name.clone());
         self.stop(&key.0, &key.1).await;
-        let service = Arc::new(Service::new());
+        let service = Arc::new(Service::new(&launch.name));
         self.running().insert(key, service.clone());
         let dir = self.dir(&launch.mesh_id, &launch.name);
         let run = supervisor::Run {
@@ -386,5 +393,23 @@ impl Services {
             )
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_to_a_service_that_is_not_running_names_it_in_the_hint() {
+        let service = Service::new("weather");
+        let said = service
+            .call("forecast", &Value::Null, Value::Null)
+            .await
+            .expect_err("nothing runs");
+        assert!(
+            said.contains("claudemesh deployments status weather shows why"),
+            "{said}"
+        );
     }
 }

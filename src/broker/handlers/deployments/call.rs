@@ -21,15 +21,7 @@ pub(in crate::broker::handlers) fn call(
             .services
             .get(&row.mesh_id, &row.name)
             .filter(|s| s.view().status == Status::Running)
-            .ok_or_else(|| {
-                refuse(
-                    "host_offline",
-                    format!(
-                        "the service \"{}\" is not running now (claudemesh deployments status {} shows why)",
-                        row.name, row.name
-                    ),
-                )
-            })?;
+            .ok_or_else(|| refuse("host_offline", not_running(&row.name)))?;
         let tools = service.view().tools;
         if !tools.iter().any(|t| t.name == call.tool_name) {
             return Err(refuse(

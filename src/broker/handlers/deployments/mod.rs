@@ -13,7 +13,7 @@ use super::shared_tools::{CallOutcome, CallRecord, check_args_size, proven_key};
 use crate::broker::connection::Conn;
 use crate::broker::deployments::hosts::AllowList;
 use crate::broker::deployments::sandbox::{self, Isolation, Network};
-use crate::broker::deployments::{LOG_LINES, Launch, Status, source};
+use crate::broker::deployments::{LOG_LINES, Launch, Status, not_running, source};
 use crate::broker::files::{self, endpoints};
 use crate::broker::presence::Peer;
 use crate::broker::shared_tools::MAX_CALLS_IN_FLIGHT;
