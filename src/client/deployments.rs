@@ -11,7 +11,7 @@ use super::{ClientError, MeshClient, unexpected};
 use crate::archive::{self, ArchiveError, Limits};
 use crate::protocol::messages::{
     CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpToolSpec, McpUpdate,
-    Scope, ScopeSpec,
+    Permission, Scope, ScopeSpec,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -135,9 +135,30 @@ impl MeshClient {
         )
     }
 
+    /// Refuses, with the broker's words, a deploy by a member the broker says lacks the
+    /// `deploy` capability now, so that such a member packs and uploads nothing. Only a shortcut:
+    /// the broker checks again at `mcp_deploy`, which decides.
+    async fn check_may_deploy(&self) -> Result<(), ClientError> {
+        let me = self.entry().member_keys()?;
+        let perms = self.get_perms(Some(&hex::encode(me.public))).await?;
+        let Some(mine) = perms.first() else {
+            return Err(ClientError::Protocol("an empty perms answer".into()));
+        };
+        let deploy = Permission::Deploy;
+        if mine.capabilities.iter().any(|c| c == deploy.as_str()) {
+            Ok(())
+        } else {
+            Err(ClientError::Broker {
+                code: "forbidden".into(),
+                message: deploy.lacked_by(&mine.display_name),
+            })
+        }
+    }
+
     /// Packs `dir` into a tar, shares it as a plain file only its uploader may read (the
-    /// broker unpacks it) and deploys it as `name`. A name the broker would refuse is refused
-    /// before anything is uploaded, and the archive is deleted again when the deploy is refused.
+    /// broker unpacks it) and deploys it as `name`. A name the broker would refuse, or a member
+    /// without the `deploy` capability, is refused before anything is packed or uploaded, and
+    /// the archive is deleted again when the deploy is refused.
     pub async fn deploy_dir(
         &self,
         name: &str,
@@ -146,6 +167,7 @@ impl MeshClient {
         scope: Option<ScopeSpec>,
     ) -> Result<McpDeployStatus, DeployError> {
         check_name(name).map_err(DeployError::Name)?;
+        self.check_may_deploy().await?;
         // Under a fixed top directory (the broker strips it).
         let tar = archive::pack_dir(dir, "service", &DIR_LIMITS)?;
         // Targeted at our own member key: a plain file with a direct target is readable by

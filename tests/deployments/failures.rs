@@ -78,6 +78,30 @@ async fn an_invalid_name_is_refused_before_anything_is_uploaded() {
     assert_eq!(archives(&alice), Vec::<String>::new());
 }
 
+/// A member without the `deploy` capability is told so before his directory is packed or
+/// uploaded: the owner's audit log shows no file of his, neither shared nor deleted again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_without_deploy_uploads_nothing() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    let dir = service_dir();
+    let said = bob.refused(&["deploy", "mine", "--dir", dir.path().to_str().unwrap()]);
+    assert!(
+        said.contains("lacks the \"deploy\" capability")
+            && said.contains("claudemesh perms set bob +deploy"),
+        "{said}"
+    );
+    let log = alice.json(&["audit", "--json"]);
+    let file_events: Vec<&Value> = (log["entries"].as_array().expect("entries").iter())
+        .filter(|e| {
+            e["eventType"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("file."))
+        })
+        .collect();
+    assert!(file_events.is_empty(), "bob uploaded: {file_events:#?}");
+}
+
 /// `deploy --dir` uploads the code for its deployer alone, whatever the service's scope, and
 /// the archive goes when the deploy is refused or the service is undeployed.
 #[tokio::test(flavor = "multi_thread")]
@@ -133,10 +157,7 @@ async fn a_directorys_code_is_readable_by_its_deployer_alone_and_does_not_pile_u
     // Deployed again from the directory: the new archive replaces the old one.
     alice.ok(&["deploy", "svc", "--dir", path, "--scope", "mesh"]);
 
-    // Refused for want of the capability: bob's archive does not stay.
-    let said = bob.refused(&["deploy", "mine", "--dir", path]);
-    assert!(said.contains("\"deploy\""), "{said}");
-    // Refused by the broker for its config: alice's neither.
+    // Refused by the broker for its config: alice's archive does not stay.
     alice.refused(&["deploy", "other", "--dir", path, "--allow-net", "*.*"]);
     assert_eq!(archives(&alice), vec!["svc.tar".to_string()]);
     alice.ok(&["undeploy", "svc"]);

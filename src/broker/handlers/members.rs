@@ -316,10 +316,7 @@ pub async fn revoke_invite(
         Ok(Err(_)) => conn.error(
             req_id,
             "forbidden",
-            super::perms::lacks(
-                &peer.display_name,
-                crate::protocol::messages::Permission::Invite,
-            ),
+            crate::protocol::messages::Permission::Invite.lacked_by(&peer.display_name),
         ),
         Err(e) => conn.error(req_id, "internal", e.to_string()),
     }

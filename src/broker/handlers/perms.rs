@@ -52,16 +52,6 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
     })
 }
 
-/// The refusal naming a missing capability and how to get it.
-pub fn lacks(display_name: &str, p: Permission) -> String {
-    format!(
-        "this member lacks the \"{}\" capability ({}); an owner or admin can grant it: claudemesh perms set {display_name} +{}",
-        p.as_str(),
-        p.original_name(),
-        p.as_str()
-    )
-}
-
 /// Whether this connection's member holds `p` now (read at the time of the check, so a change
 /// applies at once to connections already in). On `false` the refusal is already sent:
 /// `error{code:"forbidden"}` naming the capability.
@@ -72,7 +62,7 @@ pub fn require(conn: &Conn, req_id: &Option<String>, p: Permission) -> bool {
     match conn.broker.store.holds(&peer.mesh_id, &peer.member_id, p) {
         Ok(true) => true,
         Ok(false) => {
-            conn.error(req_id.clone(), "forbidden", lacks(&peer.display_name, p));
+            conn.error(req_id.clone(), "forbidden", p.lacked_by(&peer.display_name));
             false
         }
         Err(e) => {
@@ -221,7 +211,7 @@ pub async fn set_perms(conn: &Conn, req_id: Option<String>, req: SetPerms) {
                 format!("no member \"{}\" in this mesh", req.member),
             ),
             PermsRefusal::NoPermsCapability => {
-                ("forbidden", lacks(&peer.display_name, Permission::Perms))
+                ("forbidden", Permission::Perms.lacked_by(&peer.display_name))
             }
             PermsRefusal::IsOwner => (
                 "forbidden",

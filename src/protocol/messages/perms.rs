@@ -54,6 +54,17 @@ impl Permission {
         }
     }
 
+    /// The refusal naming this capability, which the member called `display_name` lacks, and
+    /// how to get it (the broker's, and our client's before it uploads what would be refused).
+    pub fn lacked_by(self, display_name: &str) -> String {
+        format!(
+            "this member lacks the \"{}\" capability ({}); an owner or admin can grant it: claudemesh perms set {display_name} +{}",
+            self.as_str(),
+            self.original_name(),
+            self.as_str()
+        )
+    }
+
     /// The original claudemesh's name of the flag.
     pub fn original_name(self) -> &'static str {
         match self {
