@@ -89,7 +89,7 @@ struct GetCmd {
 #[derive(FromArgs, ArgsInfo)]
 #[argh(subcommand, name = "list", help_triggers("-h", "--help"))]
 #[argh(example = "claudemesh file list --from bob --json")]
-/// list shared files, newest first
+/// list the shared files you may read (an owner or admin: all), newest first
 struct ListCmd {
     /// only files whose name or a tag contains this
     #[argh(option)]

@@ -52,9 +52,9 @@ async fn a_caller_of_a_service_that_is_down_is_told_a_real_command() {
     assert!(status.stderr.contains("crash did not start"), "{status:?}");
 }
 
-/// The names of the archives in the mesh's files that alice sees.
-fn archives(alice: &Person) -> Vec<String> {
-    let listed = alice.json(&["file", "list", "--json"]);
+/// The names of the archives in the mesh's files that `person` sees.
+fn archives(person: &Person) -> Vec<String> {
+    let listed = person.json(&["file", "list", "--json"]);
     let files = listed["files"].as_array().cloned().unwrap_or_default();
     files
         .iter()
@@ -102,7 +102,8 @@ async fn a_member_without_deploy_uploads_nothing() {
     assert!(file_events.is_empty(), "bob uploaded: {file_events:#?}");
 }
 
-/// `deploy --dir` uploads the code for its deployer alone, whatever the service's scope, and
+/// `deploy --dir` uploads the code for its deployer alone, whatever the service's scope: only
+/// he (and the owner and admins, who may delete any file) sees its archive in `file list`, and
 /// the archive goes when the deploy is refused or the service is undeployed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directorys_code_is_readable_by_its_deployer_alone_and_does_not_pile_up() {
@@ -115,6 +116,8 @@ async fn a_directorys_code_is_readable_by_its_deployer_alone_and_does_not_pile_u
         return skip_unless_strict(&out.stderr);
     }
     assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(archives(&bob), Vec::<String>::new(), "bob cannot read it");
+    assert_eq!(archives(&carol), vec!["svc.tar".to_string()], "an admin");
     let listed = alice.json(&["file", "list", "--json"]);
     let id = listed["files"][0]["id"]
         .as_str()

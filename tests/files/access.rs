@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::{list_ids, listed, seconds_until, share, stored_blobs};
+use super::{file_list, list_ids, listed, seconds_until, share, stored_blobs};
 use crate::common::*;
+use claudemesh::client::files::ShareOptions;
 use claudemesh::crypto;
 
 /// `file list` narrows by `--query` (a name or a tag containing it, in any case) and by
@@ -195,4 +196,46 @@ async fn a_file_a_session_shared_encrypted_is_granted_by_its_member() {
         std::fs::read_to_string(out.join("plan.txt")).expect("saved"),
         "the plan\n"
     );
+}
+
+/// `file list` shows a member the files it may read: not one encrypted for others, nor a
+/// plain one shared with another member alone (as `deploy --dir` shares its archive with its
+/// deployer). Their uploader and recipients see them, and so do the owner and admins, who may
+/// delete any file.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_list_shows_a_member_only_the_files_it_may_read() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    let dave = invited(&alice, "dave");
+    let eve = invited(&alice, "eve");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["open.txt", "for-dave.txt", "own.tar"] {
+        std::fs::write(dir.path().join(name), name).expect("write");
+    }
+    share(&bob, &dir.path().join("open.txt"), &[]);
+    share(&bob, &dir.path().join("for-dave.txt"), &["--to", "dave"]);
+    let own = bob.client().await;
+    own.share_file(
+        &dir.path().join("own.tar"),
+        ShareOptions {
+            target_spec: Some(bob.entry().member_pubkey),
+            ..Default::default()
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("a plain file for bob alone");
+    let names = |person: &Person| {
+        let mut names: Vec<String> = (file_list(person).iter())
+            .map(|f| f["name"].as_str().expect("name").to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let all = ["for-dave.txt", "open.txt", "own.tar"];
+    assert_eq!(names(&bob), all, "the uploader");
+    assert_eq!(names(&dave), ["for-dave.txt", "open.txt"], "a recipient");
+    assert_eq!(names(&eve), ["open.txt"], "another member");
+    assert_eq!(names(&alice), all, "the owner");
+    assert_eq!(names(&carol), all, "an admin");
 }

@@ -119,13 +119,16 @@ fn entry(r: FileRecord) -> FileEntry {
     }
 }
 
-/// `list_files{query?, from?, cursor?, limit?}`: `query` matches names and tags
+/// `list_files{query?, from?, cursor?, limit?}`: the files the member may read (an owner or
+/// admin, who may delete any file, sees them all); `query` matches names and tags
 /// (case-insensitive substring), `from` the uploader's name (case-insensitive) or a prefix of
 /// its key. One page, in id order (our client sorts the whole list newest first).
 pub fn list_files(conn: &Conn, req_id: Option<String>, req: ListFiles) {
     let Some(peer) = conn.peer.as_ref() else {
         return;
     };
+    let broker = &conn.broker;
+    let sees_all = super::perms::is_manager(broker, &peer.mesh_id, &peer.member_id);
     let after = match decode_cursor(req.cursor.as_deref()) {
         Ok(after) => after,
         Err(e) => return conn.error(req_id, "invalid_argument", e.to_string()),
@@ -149,10 +152,10 @@ pub fn list_files(conn: &Conn, req_id: Option<String>, req: ListFiles) {
                 r.uploader_name.to_lowercase() == f
                     || (f.len() >= 8 && r.uploader_pubkey.starts_with(f))
             })
+            && (sees_all || endpoints::readable_by(broker, r, peer).is_ok())
     };
     let mut page = Pager::new(req.limit);
-    let scanned = conn
-        .broker
+    let scanned = broker
         .store
         .scan_files(&peer.mesh_id, after.as_deref(), |id, r| {
             page.offer(id, wanted(&r).then(|| entry(r)))
