@@ -301,6 +301,31 @@ async fn a_revoked_members_webhooks_stop_accepting_deliveries() {
     assert_eq!(listed["webhooks"].as_array().unwrap().len(), 0, "{listed}");
 }
 
+/// A webhook posts as the member who made it: not once that member may not send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_of_a_member_who_lost_send_accepts_nothing() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob) = alice_and_bob(&broker);
+    alice.ok(&["perms", "set", "bob", "+webhooks"]);
+    let created = bob.json(&["webhook", "create", "bobs", "--to", "alice", "--json"]);
+    let url = created["url"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    alice.ok(&["perms", "set", "bob", "-send"]);
+    let r = timed_post(&url, &secret, now_s(), b"{\"muted\":true}").await;
+    let answer: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(r.status, 403, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"send\" capability")),
+        "{answer}"
+    );
+    assert!(!alice.ok(&["inbox", "--json"]).contains("muted"));
+    alice.ok(&["perms", "set", "bob", "=send"]);
+    let r = timed_post(&url, &secret, now_s(), b"{\"heard\":true}").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_to_an_offline_member_stop_at_its_queue_cap() {
     // The cap a member's own `send` is held to holds for messages the broker makes too.

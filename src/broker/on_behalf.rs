@@ -12,7 +12,7 @@ use super::metrics::Metrics;
 use super::presence::{ConnHandle, Peer, PeerKind};
 use super::router;
 use super::state::Broker;
-use crate::protocol::messages::PeerInfo;
+use crate::protocol::messages::{PeerInfo, Permission};
 use crate::protocol::{Encoding, Pubkey, TargetSpec, ids};
 use crate::store::{Member, MessageRecord, Priority, StoreError};
 
@@ -43,13 +43,26 @@ impl Outgoing<'_> {
     }
 }
 
-/// Whether it was queued; `Err(why)` when it reaches nobody (no such target any more, a
-/// broadcast with nobody else in the mesh, the recipient blocked the member).
+/// Whether it was queued; `Err(why)` when it was not: its member may not send now, or it
+/// reaches nobody (no such target any more, a broadcast with nobody else in the mesh, the
+/// recipient blocked the member).
 pub async fn deliver(
     broker: &Broker,
     out: Outgoing<'_>,
     now: i64,
 ) -> Result<Result<(), String>, StoreError> {
+    // What goes out as a member needs what its own `send` would: a removed or banned member,
+    // or one without `send`, sends nothing through a reminder, a watch, a webhook or Telegram
+    // either (`holds` is false for a removed or banned member).
+    if !broker
+        .store
+        .holds(&out.member.mesh_id, &out.member.id, Permission::Send)?
+    {
+        return Ok(Err(format!(
+            "its member may not send now ({} is removed, banned or without the send capability)",
+            out.member.display_name
+        )));
+    }
     let sender = stand_in(out.member, &out.sender_pubkey);
     let recipients = match resolve(broker, &sender, out.to).map(|r| with_creator(broker, &out, r)) {
         Ok(r)

@@ -114,23 +114,9 @@ async fn fire(broker: &Broker, s: &ScheduleRecord, now: i64) -> Result<(), Store
         .and_then(|expr| Cron::parse(expr).ok())
         .and_then(|cron| cron.next_after(now.max(s.deliver_at_ms)));
     match broker.store.member(&s.mesh_id, &s.member_id)? {
-        Some(member) if member.revoked_at_ms.is_none() => {
-            // A banned member, or one that lost `send`, sends nothing, scheduled or not.
-            let may_send = broker.store.ban_of(&s.mesh_id, &s.member_id)?.is_none()
-                && broker.store.holds(
-                    &s.mesh_id,
-                    &s.member_id,
-                    crate::protocol::messages::Permission::Send,
-                )?;
-            if may_send {
-                deliver(broker, s, &member, now).await?
-            } else {
-                tracing::info!(
-                    "skipping scheduled message {}: its member may not send now",
-                    s.id
-                );
-            }
-        }
+        // A banned member, or one that lost `send`, sends nothing, scheduled or not:
+        // `on_behalf::deliver` refuses it, and a repeating reminder tries again next time.
+        Some(member) if member.revoked_at_ms.is_none() => deliver(broker, s, &member, now).await?,
         _ => {
             tracing::info!("dropping scheduled message {}: its member is gone", s.id);
             return broker
@@ -184,7 +170,7 @@ async fn deliver(
         },
     };
     if let Err(why) = on_behalf::deliver(broker, out, now).await? {
-        tracing::info!("scheduled message {} reaches nobody: {why}", s.id);
+        tracing::info!("scheduled message {} not sent: {why}", s.id);
     }
     Ok(())
 }

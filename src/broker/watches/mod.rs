@@ -379,7 +379,7 @@ async fn notify(broker: &Broker, w: &WatchRecord, value: &str, now: i64) -> bool
     match on_behalf::deliver(broker, out, now).await {
         Ok(Ok(())) => true,
         Ok(Err(why)) => {
-            tracing::info!(watch = %w.id, "watch message reaches nobody: {why}");
+            tracing::info!(watch = %w.id, "watch message not sent: {why}");
             false
         }
         Err(e) => {

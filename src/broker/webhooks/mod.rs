@@ -284,12 +284,17 @@ async fn handle(
         && broker
             .store
             .holds(mesh_id, &hook.member_id, Permission::Webhooks)
+            .map_err(|e| internal(&e))?
+        // It posts as that member: not once the member may not send.
+        && broker
+            .store
+            .holds(mesh_id, &hook.member_id, Permission::Send)
             .map_err(|e| internal(&e))?;
     let Some(member) = member.filter(|_| allowed) else {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "the member that made this webhook is no longer in the mesh or lost the \"webhooks\" capability",
+            "the member that made this webhook is no longer in the mesh or lost the \"webhooks\" or the \"send\" capability",
         ));
     };
     let event = headers
