@@ -456,6 +456,7 @@ fn guarded_frames() -> Vec<(Value, &'static str)> {
         ),
         (json!({"type": "revoke_invite", "code": "c1"}), "invite"),
         (json!({"type": "list_invites"}), "invite"),
+        (json!({"type": "telegram_invite"}), "invite"),
         (
             json!({"type": "set_perms", "member": "alice", "grant": ["send"]}),
             "perms",

@@ -644,3 +644,79 @@ async fn an_unreachable_bot_api_is_not_a_rejected_token() {
         false
     );
 }
+
+const BOB_TG: i64 = 4343;
+const BOB_CHAT: i64 = 777_003;
+
+/// A ban reaches the bridge: a banned Telegram user's text goes nowhere (and they are told),
+/// and a restarted bridge does not bring them back as a peer to forward the mesh's messages
+/// to. A join code is a member's invite: an admin denied `invite` mints none, and one denied
+/// `send` lets in nobody who may send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_and_capabilities_reach_the_telegram_bridge() {
+    let mut b = Bridged::start().await;
+    b.connect();
+    b.join_tg_alice().await;
+
+    b.alice.ok(&["ban", "tg:alice", "--no-rotate"]);
+    eventually("tg:alice gone from bob's peers", || {
+        std::future::ready(!peer_names(&b.bob).contains(&"tg:alice".to_string()))
+    })
+    .await;
+    b.api
+        .says(ALICE_TG, "alice", ALICE_CHAT, "banned but still talking");
+    let told = b.api.sent(ALICE_CHAT, "Not delivered").await;
+    assert!(told.contains("may not send"), "{told}");
+    assert!(
+        !b.bob
+            .ok(&["inbox", "--json"])
+            .contains("banned but still talking"),
+        "a banned Telegram user's text reached the mesh"
+    );
+
+    // After a restart the bridge starts again, without the banned user.
+    b.broker.restart();
+    let before = b.api.requests("getUpdates").len();
+    eventually("a poll after the restart", || {
+        std::future::ready(b.api.requests("getUpdates").len() > before)
+    })
+    .await;
+    assert!(
+        !peer_names(&b.bob).contains(&"tg:alice".to_string()),
+        "the restarted bridge brought a banned user back"
+    );
+
+    // An admin without `invite` mints no join code…
+    b.alice.ok(&["perms", "set", "bob", "--role", "admin"]);
+    b.alice.ok(&["perms", "set", "bob", "-invite"]);
+    let refused = b.bob.refused(&["telegram", "invite"]);
+    assert!(refused.contains("\"invite\" capability"), "{refused}");
+    // …and one without `send` lets in nobody who may send.
+    b.alice.ok(&["perms", "set", "bob", "=invite", "-send"]);
+    let code = b.bob.json(&["telegram", "invite", "--json"])["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.api
+        .says(BOB_TG, "robert", BOB_CHAT, &format!("/join {code}"));
+    b.api
+        .sent(BOB_CHAT, "You joined the mesh as tg:robert")
+        .await;
+    b.api.says(BOB_TG, "robert", BOB_CHAT, "a second voice");
+    let told = b.api.sent(BOB_CHAT, "Not delivered").await;
+    assert!(told.contains("may not send"), "{told}");
+    let perms = b.alice.json(&["perms", "show", "--json"]);
+    let robert = perms["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["displayName"] == "tg:robert")
+        .expect("tg:robert's capabilities")
+        .clone();
+    assert!(
+        robert["denied"]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("send"))),
+        "{robert}"
+    );
+}

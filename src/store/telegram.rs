@@ -166,6 +166,10 @@ pub struct TelegramInvite {
     /// SHA-256 of the code, hex.
     pub code_hash: String,
     pub expires_at_ms: i64,
+    /// The member who made it (`None` in codes stored before it was kept): the code lets
+    /// someone in while that member may still invite, and with no capability it lacks then.
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 /// Why a `/join` was refused.
@@ -420,6 +424,15 @@ impl Store {
             else {
                 return Ok(Err(TelegramJoinRefusal::BadCode));
             };
+            // As for a member's invite (PROTOCOL.md §12.1): valid while its maker may
+            // invite, and the newcomer gets no capability its maker lacks.
+            let inviter = match &record.invites[at].created_by {
+                Some(by) => match crate::store::perms::member_perms_in(tx, &mesh_id, by)? {
+                    Some(p) if p.holds(crate::protocol::messages::Permission::Invite) => Some(p),
+                    _ => return Ok(Err(TelegramJoinRefusal::BadCode)),
+                },
+                None => None,
+            };
             if name_taken(&tx.open_table(MEMBERS)?, &mesh_id, &member.display_name)? {
                 return Ok(Err(TelegramJoinRefusal::NameTaken));
             }
@@ -428,11 +441,18 @@ impl Store {
             table.insert(mesh_id.as_str(), encode(&record).as_slice())?;
             drop(table);
             insert_member(tx, &member)?;
-            let note = AuditNote::new(AuditEvent::MemberJoined, &member)
+            let denied = match &inviter {
+                Some(by) => crate::store::perms::deny_beyond(tx, &member, &by.effective())?,
+                None => Vec::new(),
+            };
+            let mut note = AuditNote::new(AuditEvent::MemberJoined, &member)
                 .with("memberId", &member.id)
                 .with("pubkey", member.pubkey.to_hex())
                 .with("role", member.role.as_str())
                 .with("via", "telegram");
+            if !denied.is_empty() {
+                note = note.with("denied", denied.join(","));
+            }
             audit::append(tx, &mesh_id, &note, now_ms)?;
             Ok(Ok(()))
         })

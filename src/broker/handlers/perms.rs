@@ -33,6 +33,8 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::FileToken(t) if t.purpose == "upload" => Permission::Files,
         M::DeleteFile(_) | M::GrantFileAccess(_) => Permission::Files,
         M::CreateInvite(_) | M::RevokeInvite { .. } | M::ListInvites {} => Permission::Invite,
+        // A Telegram join code lets someone in as a member too (owner or admin besides).
+        M::TelegramInvite {} => Permission::Invite,
         M::SetPerms(_) => Permission::Perms,
         M::McpRegister(_) | M::McpCall(_) => Permission::Tools,
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,

@@ -202,6 +202,7 @@ pub fn telegram_invite(conn: &crate::broker::connection::Conn, req_id: Option<St
         let invite = TelegramInvite {
             code_hash: hex::encode(crypto::sha256(code.as_bytes())),
             expires_at_ms,
+            created_by: Some(peer.member_id.clone()),
         };
         if !broker
             .store

@@ -164,8 +164,16 @@ pub fn stop(broker: &Broker, mesh_id: &str) {
 
 /// Registers a joined user's presence and starts forwarding what is pushed to it.
 fn attach(broker: &Arc<Broker>, mesh_id: &str, user: &TelegramUserRecord) {
+    // Not for a removed or banned member: a bridge started again (a broker restart, a new
+    // connect) would otherwise forward the mesh's messages to a banned user's chat.
+    if !matches!(
+        broker.store.is_active_member(mesh_id, &user.member_id),
+        Ok(true)
+    ) {
+        return;
+    }
     let member = match broker.store.member(mesh_id, &user.member_id) {
-        Ok(Some(m)) if m.revoked_at_ms.is_none() => m,
+        Ok(Some(m)) => m,
         _ => return,
     };
     let (outbox, rx) = Outbox::new(broker.config.max_outbox_bytes);
