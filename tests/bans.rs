@@ -275,6 +275,34 @@ async fn disconnect_takes_the_ids_plain_peers_shows() {
     alice.ok(&["disconnect", &bob.entry().member_pubkey[..12]]);
 }
 
+/// A banned member is not in the mesh's broadcasts and groups: what was said to everyone
+/// during the ban is not waiting for them when the ban is lifted (even without a rotation,
+/// and for a bridge that holds the root key), and what is said after reaches them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcast_during_a_ban_is_not_kept_for_the_banned_member() {
+    let broker = BrokerProc::start(&[]);
+    let (alice, bob, carol) = team_with_admin(&broker);
+    alice.ok(&["ban", "bob", "--no-rotate"]);
+    alice.ok(&["send", "*", "said while bob was banned"]);
+    eventually("carol to get the broadcast", || async {
+        carol
+            .ok(&["inbox", "--json"])
+            .contains("said while bob was banned")
+    })
+    .await;
+    alice.ok(&["unban", "bob", "--no-rotate"]);
+    alice.ok(&["send", "*", "said after the ban"]);
+    // Everything bob's inbox shows, over every read (a read takes what it shows).
+    let seen = std::cell::RefCell::new(String::new());
+    eventually("bob to get the broadcast after the ban", || {
+        seen.borrow_mut().push_str(&bob.ok(&["inbox", "--json"]));
+        std::future::ready(seen.borrow().contains("said after the ban"))
+    })
+    .await;
+    let seen = seen.into_inner();
+    assert!(!seen.contains("said while bob was banned"), "{seen}");
+}
+
 /// What a member scheduled before its ban does not go out while it is banned.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_banned_members_reminders_do_not_fire() {

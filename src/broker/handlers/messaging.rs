@@ -310,10 +310,18 @@ pub fn resolve_excluding(
             out.push((key, p.display_name.clone()));
         }
     }
-    // Members with no presence get it when they next connect.
+    // Members with no presence get it when they next connect; a banned member is not in the
+    // mesh's broadcasts and groups (lifting the ban does not hand over what was said meanwhile).
     let mut group_exists = reached_otherwise || !out.is_empty();
+    let banned: std::collections::HashSet<String> = broker
+        .store
+        .bans(mesh_id)
+        .map_err(store_err)?
+        .into_iter()
+        .map(|b| b.member_id)
+        .collect();
     for m in broker.store.members(mesh_id).map_err(store_err)? {
-        if m.revoked_at_ms.is_some() {
+        if m.revoked_at_ms.is_some() || banned.contains(&m.id) {
             continue;
         }
         let in_target = group.is_none_or(|g| crate::broker::presence::in_group(&m.groups, g));
