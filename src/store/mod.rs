@@ -28,6 +28,7 @@ mod skills;
 mod state;
 mod streams;
 mod tasks;
+mod turns;
 mod vault;
 // Per-mesh SQL on SQLite (issue 16).
 pub mod sql;

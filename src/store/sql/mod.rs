@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::turns::Turns;
 use rusqlite::limits::Limit;
 use rusqlite::{Batch, Connection, ErrorCode, OpenFlags, Statement};
-use tokio::sync::Semaphore;
 
 pub use policy::ALLOWED_PRAGMAS;
 pub use values::{BLOB_KEY, MAX_PARAMS, PageSpec, Params, SqlRows};
@@ -193,10 +193,7 @@ struct Inner {
     dir: PathBuf,
     limits: SqlLimits,
     open: Mutex<HashMap<String, Arc<MeshDb>>>,
-    running: Semaphore,
-    /// One place per mesh, taken before a shared one: a mesh's calls wait for each other, not
-    /// in the shared places, so one busy mesh cannot hold them all.
-    per_mesh: Mutex<HashMap<String, Arc<Semaphore>>>,
+    turns: Turns,
 }
 
 /// One mesh's two connections.
@@ -219,8 +216,7 @@ impl SqlDatabases {
                 dir,
                 limits,
                 open: Mutex::new(HashMap::new()),
-                running: Semaphore::new(MAX_RUNNING),
-                per_mesh: Mutex::new(HashMap::new()),
+                turns: Turns::new(MAX_RUNNING),
             }),
         }
     }
@@ -236,24 +232,12 @@ impl SqlDatabases {
         mesh_id: &str,
         f: impl FnOnce(&Inner) -> Result<T, SqlError> + Send + 'static,
     ) -> Result<T, SqlError> {
-        let mesh_place = {
-            let mut places = self
-                .inner
-                .per_mesh
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            // Forget the places no call holds or waits for.
-            if places.len() > 64 {
-                places.retain(|_, p| Arc::strong_count(p) > 1);
-            }
-            places
-                .entry(mesh_id.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(1)))
-                .clone()
-        };
-        let shutting_down = |_| SqlError::Storage("the broker is shutting down".into());
-        let _mesh_place = mesh_place.acquire().await.map_err(shutting_down)?;
-        let _place = self.inner.running.acquire().await.map_err(shutting_down)?;
+        let _turn = self
+            .inner
+            .turns
+            .take(mesh_id)
+            .await
+            .map_err(|_| SqlError::Storage("the broker is shutting down".into()))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await

@@ -12,11 +12,14 @@ use super::{
     CollectionRecord, DEFAULT_MAX_VECTOR_BYTES, MAX_SEARCH_LIMIT, Metric, NewPoint, PointRecord,
     VECTOR_POINTS, VECTOR_SLOTS, VectorError, VectorHit, VectorRefusal, matches_filter,
 };
+use crate::store::turns::Turns;
 use crate::store::{Actor, Store, StoreError, decode, decode_opt};
 
 /// A collection's graph, opened on first use.
 type Cell = Arc<Mutex<Option<Arc<Ann>>>>;
 
+/// Vector searches running at once, all meshes together; others wait their turn.
+const MAX_SEARCHING: usize = 2;
 /// Records a rebuild reads from redb and adds at once: with 4096-dimension vectors, 64 MB.
 const REBUILD_BATCH: usize = 4096;
 
@@ -24,6 +27,9 @@ const REBUILD_BATCH: usize = 4096;
 pub struct VectorIndex {
     dir: PathBuf,
     graphs: Mutex<HashMap<(String, String), Cell>>,
+    /// Searches running at once: one per mesh, [`MAX_SEARCHING`] in all (a filtered search
+    /// may read the whole collection).
+    searching: Turns,
     /// The bytes one mesh's records may hold ([`super::record_bytes`]).
     max_bytes: u64,
 }
@@ -34,6 +40,7 @@ impl VectorIndex {
         VectorIndex {
             dir,
             graphs: Mutex::new(HashMap::new()),
+            searching: Turns::new(MAX_SEARCHING),
             max_bytes: DEFAULT_MAX_VECTOR_BYTES,
         }
     }
@@ -325,6 +332,11 @@ impl VectorIndex {
         let ann = self.graph_of(store, mesh_id, &c).await?;
         let (store, mesh, name) = (store.clone(), mesh_id.to_string(), name.to_string());
         let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
+        let _turn = self
+            .searching
+            .take(&mesh)
+            .await
+            .map_err(|_| VectorError::Index("the broker is shutting down".into()))?;
         let hits =
             blocking(move || nearest(&ann, &store, &mesh, &name, c.metric, &query, limit, &filter))
                 .await?;
