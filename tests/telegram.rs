@@ -399,17 +399,25 @@ impl Bridged {
 
     /// The Telegram user alice joins with a code alice minted.
     async fn join_tg_alice(&self) {
-        let code = self.alice.json(&["telegram", "invite", "--json"])["code"]
+        self.join_tg(&self.alice, ALICE_TG, "alice", ALICE_CHAT)
+            .await;
+    }
+
+    /// The Telegram user `username` joins with a code `inviter` minted, and is among bob's
+    /// peers.
+    async fn join_tg(&self, inviter: &Person, user_id: i64, username: &str, chat_id: i64) {
+        let code = inviter.json(&["telegram", "invite", "--json"])["code"]
             .as_str()
             .unwrap()
             .to_string();
         self.api
-            .says(ALICE_TG, "alice", ALICE_CHAT, &format!("/join {code}"));
+            .says(user_id, username, chat_id, &format!("/join {code}"));
+        let peer = format!("tg:{username}");
         self.api
-            .sent(ALICE_CHAT, "You joined the mesh as tg:alice")
+            .sent(chat_id, &format!("You joined the mesh as {peer}"))
             .await;
-        eventually("tg:alice among bob's peers", || {
-            std::future::ready(peer_names(&self.bob).contains(&"tg:alice".to_string()))
+        eventually(&format!("{peer} among bob's peers"), || {
+            std::future::ready(peer_names(&self.bob).contains(&peer))
         })
         .await;
     }
@@ -693,15 +701,7 @@ async fn bans_and_capabilities_reach_the_telegram_bridge() {
     assert!(refused.contains("\"invite\" capability"), "{refused}");
     // …and one without `send` lets in nobody who may send.
     b.alice.ok(&["perms", "set", "bob", "=invite", "-send"]);
-    let code = b.bob.json(&["telegram", "invite", "--json"])["code"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    b.api
-        .says(BOB_TG, "robert", BOB_CHAT, &format!("/join {code}"));
-    b.api
-        .sent(BOB_CHAT, "You joined the mesh as tg:robert")
-        .await;
+    b.join_tg(&b.bob, BOB_TG, "robert", BOB_CHAT).await;
     b.api.says(BOB_TG, "robert", BOB_CHAT, "a second voice");
     let told = b.api.sent(BOB_CHAT, "Not delivered").await;
     assert!(told.contains("may not send"), "{told}");

@@ -160,31 +160,40 @@ pub(crate) fn member_perms_in(
     )
 }
 
-/// Denies `member` (just joined) every capability of its role's defaults that `allowed` lacks,
-/// so someone let in by a member's invite may do no more than that member could when it was
-/// claimed. Returns the capabilities denied, by name.
-pub(crate) fn deny_beyond(
+/// Denies `member` (just joined through an invite `inviter` made: a link signed by a member
+/// key, a Telegram join code) every capability of its role's defaults that `inviter` lacks, so
+/// someone let in by a member may do no more than that member could when it was claimed; the
+/// capabilities denied are added to the join's audit `note` (`denied`). No `inviter` (an
+/// invite of the mesh's own): no limit.
+pub(crate) fn limit_to_inviter(
     tx: &WriteTransaction,
     member: &Member,
-    allowed: &BTreeSet<Permission>,
-) -> Result<Vec<&'static str>, StoreError> {
+    inviter: Option<&MemberPerms>,
+    note: AuditNote,
+) -> Result<AuditNote, StoreError> {
+    let Some(inviter) = inviter else {
+        return Ok(note);
+    };
+    let allowed = inviter.effective();
     let denied: BTreeSet<Permission> = member
         .role
         .default_permissions()
         .into_iter()
         .filter(|p| !allowed.contains(p))
         .collect();
-    if !denied.is_empty() {
-        let overrides = Overrides {
-            granted: BTreeSet::new(),
-            denied: denied.clone(),
-        };
-        tx.open_table(PERMS)?.insert(
-            (member.mesh_id.as_str(), member.id.as_str()),
-            encode(&overrides).as_slice(),
-        )?;
+    if denied.is_empty() {
+        return Ok(note);
     }
-    Ok(denied.into_iter().map(Permission::as_str).collect())
+    let names: Vec<&str> = denied.iter().map(|p| p.as_str()).collect();
+    let overrides = Overrides {
+        granted: BTreeSet::new(),
+        denied,
+    };
+    tx.open_table(PERMS)?.insert(
+        (member.mesh_id.as_str(), member.id.as_str()),
+        encode(&overrides).as_slice(),
+    )?;
+    Ok(note.with("denied", names.join(",")))
 }
 
 impl MemberPerms {

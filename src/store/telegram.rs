@@ -428,7 +428,7 @@ impl Store {
             // invite, and the newcomer gets no capability its maker lacks.
             let inviter = match &record.invites[at].created_by {
                 Some(by) => match crate::store::perms::member_perms_in(tx, &mesh_id, by)? {
-                    Some(p) if p.holds(crate::protocol::messages::Permission::Invite) => Some(p),
+                    Some(p) if p.may_invite(member.role) => Some(p),
                     _ => return Ok(Err(TelegramJoinRefusal::BadCode)),
                 },
                 None => None,
@@ -441,18 +441,12 @@ impl Store {
             table.insert(mesh_id.as_str(), encode(&record).as_slice())?;
             drop(table);
             insert_member(tx, &member)?;
-            let denied = match &inviter {
-                Some(by) => crate::store::perms::deny_beyond(tx, &member, &by.effective())?,
-                None => Vec::new(),
-            };
-            let mut note = AuditNote::new(AuditEvent::MemberJoined, &member)
+            let note = AuditNote::new(AuditEvent::MemberJoined, &member)
                 .with("memberId", &member.id)
                 .with("pubkey", member.pubkey.to_hex())
                 .with("role", member.role.as_str())
                 .with("via", "telegram");
-            if !denied.is_empty() {
-                note = note.with("denied", denied.join(","));
-            }
+            let note = crate::store::perms::limit_to_inviter(tx, &member, inviter.as_ref(), note)?;
             audit::append(tx, &mesh_id, &note, now_ms)?;
             Ok(Ok(()))
         })

@@ -329,16 +329,13 @@ fn headers_of(broker: &Broker, w: &WatchRecord) -> Result<Vec<(String, String)>,
     serde_json::from_slice(&opened).map_err(|_| "the stored headers are unreadable".into())
 }
 
-/// Whether the watch's member is active (not revoked or banned) and holds `watches`.
+/// Whether the watch's member is active (not revoked or banned) and holds `watches` (`holds`
+/// is false for a removed or banned member).
 fn may_watch(broker: &Broker, w: &WatchRecord) -> bool {
     broker
         .store
-        .is_active_member(&w.mesh_id, &w.member_id)
+        .holds(&w.mesh_id, &w.member_id, Permission::Watches)
         .unwrap_or(false)
-        && broker
-            .store
-            .holds(&w.mesh_id, &w.member_id, Permission::Watches)
-            .unwrap_or(false)
 }
 
 /// Sends the `subtype:"watch"` message; whether it was stored. Nothing is sent for a member

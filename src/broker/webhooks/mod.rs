@@ -277,19 +277,15 @@ async fn handle(
         .store
         .member(mesh_id, &hook.member_id)
         .map_err(|e| internal(&e))?;
-    let allowed = broker
-        .store
-        .is_active_member(mesh_id, &hook.member_id)
-        .map_err(|e| internal(&e))?
-        && broker
+    // `holds` is false for a removed or banned member; the delivery posts as the member, so it
+    // needs `send` as well as `webhooks`.
+    let holds = |p| {
+        broker
             .store
-            .holds(mesh_id, &hook.member_id, Permission::Webhooks)
-            .map_err(|e| internal(&e))?
-        // It posts as that member: not once the member may not send.
-        && broker
-            .store
-            .holds(mesh_id, &hook.member_id, Permission::Send)
-            .map_err(|e| internal(&e))?;
+            .holds(mesh_id, &hook.member_id, p)
+            .map_err(|e| internal(&e))
+    };
+    let allowed = holds(Permission::Webhooks)? && holds(Permission::Send)?;
     let Some(member) = member.filter(|_| allowed) else {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,

@@ -337,18 +337,12 @@ impl Store {
                 invite_code: Some(invite.code.clone()),
             };
             insert_member(tx, &member)?;
-            let denied = match &inviter {
-                Some(by) => crate::store::perms::deny_beyond(tx, &member, &by.effective())?,
-                None => Vec::new(),
-            };
-            let mut note = AuditNote::new(AuditEvent::MemberJoined, &member)
+            let note = AuditNote::new(AuditEvent::MemberJoined, &member)
                 .with("memberId", &member.id)
                 .with("pubkey", member.pubkey.to_hex())
                 .with("role", member.role.as_str())
                 .with("inviteId", &invite.id);
-            if !denied.is_empty() {
-                note = note.with("denied", denied.join(","));
-            }
+            let note = crate::store::perms::limit_to_inviter(tx, &member, inviter.as_ref(), note)?;
             audit::append(tx, &mesh.id, &note, now_ms)?;
             Ok(Ok(ClaimOk {
                 mesh,

@@ -25,13 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::turns::Turns;
 use rusqlite::limits::Limit;
 use rusqlite::{Batch, Connection, ErrorCode, OpenFlags, Statement};
 
 pub use policy::ALLOWED_PRAGMAS;
 pub use values::{BLOB_KEY, MAX_PARAMS, PageSpec, Params, SqlRows};
 
+use super::turns::Turns;
 use policy::Guard;
 
 /// Default per-mesh database size (`--max-sql-bytes`): 64 MiB.
