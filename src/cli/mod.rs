@@ -222,10 +222,12 @@ pub fn main() -> i32 {
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| "claudemesh".into());
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    // Not a command people run (so not listed, suggested or completed): the first program in
-    // the sandbox of a service limited to named hosts.
-    if let Some(("service-net", net_args)) = rest.split_first().map(|(c, r)| (*c, r)) {
-        return deployments::service_net(&name, net_args);
+    // Not commands people run (so not listed, suggested or completed): the first program in
+    // the sandbox of a service limited to named hosts, and the process that holds a mesh's graph.
+    match rest.split_first().map(|(c, r)| (*c, r)) {
+        Some(("service-net", net_args)) => return deployments::service_net(&name, net_args),
+        Some(("graph-worker", args)) => return crate::store::graph::worker::main(args),
+        _ => {}
     }
     let rest = help::rewrite_help_word(rest);
     let rest = fill_optional_values(rest);

@@ -1,5 +1,5 @@
 //! The mesh's graph (PROTOCOL.md §19): `graph_query` and `graph_execute` on the asking
-//! member's mesh, through `store::graph` (the engine, its threads and time budget).
+//! member's mesh, through `store::graph` (the engine, its worker processes and time budget).
 
 use super::reply::{Refusal, answer, me, refuse};
 use crate::broker::connection::Conn;
@@ -14,8 +14,7 @@ impl From<GraphError> for Refusal {
             GraphError::Query(_) | GraphError::Param(_) => "invalid_argument",
             GraphError::ReadOnly(_) => "read_only",
             GraphError::Timeout(_) => "timeout",
-            GraphError::Busy | GraphError::Overloaded(_) => "busy",
-            GraphError::Quota(..) => "quota_exceeded",
+            GraphError::Quota(..) | GraphError::TooBig(_) => "quota_exceeded",
             GraphError::Limit(_) => "payload_too_large",
             GraphError::Storage(_) => "internal",
         };

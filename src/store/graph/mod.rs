@@ -1,0 +1,335 @@
+//! Per-mesh graphs (issue 16, PROTOCOL.md §19): one graphdblite database (openCypher over
+//! SQLite) per mesh in `<data>/graph/<mesh-id>.db`. The engine stays behind this module.
+//!
+//! Each mesh's database is owned by a process of its own ([`worker`], the same binary), so
+//! engine work never runs on a tokio worker, one mesh's queries never wait for another's, and a
+//! query can be stopped: graphdblite has no cancel hook, so a query past its time budget is
+//! answered `timeout` and its worker killed (SQLite rolls back what it had not committed); the
+//! mesh's next query starts a fresh one. The kernel caps the size of the files a worker may
+//! write ([`worker::file_limit`]), so no statement can write far past the quota.
+
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How long one query may take, from the request to the answer.
+pub const GRAPH_TIME_BUDGET: Duration = Duration::from_secs(10);
+/// Most records one answer carries; more set `truncated`.
+pub const MAX_GRAPH_RECORDS: usize = 1000;
+/// Most bytes of records (as JSON) one answer carries, so it fits a frame.
+pub const MAX_GRAPH_ANSWER_BYTES: usize = 56 * 1024;
+/// Rows past which the engine aborts a query (memory stays bounded however many match).
+const MAX_ENGINE_ROWS: usize = 10_000;
+/// What one query may keep in memory at once (joins, sorts, aggregations).
+const MAX_MATERIALIZED_BYTES: u64 = 256 << 20;
+/// A mesh's graph file (with its WAL) past this size takes no more writes.
+pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
+/// A mesh's worker ends after this long without a query (the next one starts another).
+const IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+pub enum GraphError {
+    /// The query is not valid Cypher, names something missing, or failed at run time.
+    #[error("{0}")]
+    Query(String),
+    /// A write reached `graph_query`: the engine's read transaction refused its plan.
+    #[error("graph_query is read-only ({0}); use graph_execute to write")]
+    ReadOnly(String),
+    #[error("a parameter: {0}")]
+    Param(String),
+    #[error("the query ran past its time budget of {}s and was stopped", .0.as_secs())]
+    Timeout(Duration),
+    #[error(
+        "quota: this mesh's graph holds {0} bytes, the most it may hold is {1}; only deletions run until it is smaller (DETACH DELETE, REMOVE)"
+    )]
+    Quota(u64, u64),
+    /// A statement stopped by the kernel's file size cap ([`worker::file_limit`]).
+    #[error(
+        "quota: the statement would grow this mesh's graph files past {0} bytes and was rolled back; nothing of it was kept"
+    )]
+    TooBig(u64),
+    /// Past one of the engine's limits (rows, memory, traversal work, sizes).
+    #[error("{0}")]
+    Limit(String),
+    #[error("graph storage: {0}")]
+    Storage(String),
+}
+
+/// Whether a query may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GraphMode {
+    /// Runs in a read transaction: the engine refuses any plan that writes.
+    Read,
+    /// Runs in its own write transaction, committed (fsync'd) before the answer.
+    Write,
+}
+
+/// The records of one query, as JSON objects (column name → value).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GraphAnswer {
+    pub records: Vec<Map<String, Json>>,
+    /// Some records were left out (past [`MAX_GRAPH_RECORDS`] or [`MAX_GRAPH_ANSWER_BYTES`]).
+    pub truncated: bool,
+}
+
+/// A mesh's worker process and its pipes. Dropping it kills the process.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+}
+
+/// A mesh's worker, if one runs; locked for the length of a query, so a mesh's queries run
+/// one at a time, in order.
+type Slot = Arc<tokio::sync::Mutex<Option<Worker>>>;
+
+/// Every mesh's graph.
+pub struct Graphs {
+    dir: PathBuf,
+    budget: Duration,
+    max_bytes: u64,
+    idle: Duration,
+    /// The program run as `graph-worker`: this one.
+    exe: PathBuf,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl Graphs {
+    /// Graphs under `dir` (created 0700 at the first query).
+    pub fn new(dir: PathBuf) -> Graphs {
+        Graphs::with_budget(dir, GRAPH_TIME_BUDGET)
+    }
+
+    pub fn with_budget(dir: PathBuf, budget: Duration) -> Graphs {
+        // /proc/self/exe still runs after the binary was replaced on disk (an upgrade).
+        let this = PathBuf::from("/proc/self/exe");
+        let exe = if this.exists() {
+            this
+        } else {
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("claudemesh"))
+        };
+        Graphs {
+            dir,
+            budget,
+            max_bytes: MAX_GRAPH_BYTES,
+            idle: IDLE,
+            exe,
+            slots: Mutex::default(),
+        }
+    }
+
+    /// The same graphs with another size quota (tests).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Graphs {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The same graphs with workers that end after `idle` without a query (tests).
+    pub fn with_idle(mut self, idle: Duration) -> Graphs {
+        self.idle = idle;
+        self
+    }
+
+    /// The same graphs with their workers run from `exe`, a `claudemesh` binary (tests, whose
+    /// own program is a test harness).
+    pub fn with_worker(mut self, exe: impl Into<PathBuf>) -> Graphs {
+        self.exe = exe.into();
+        self
+    }
+
+    /// The process ids of the workers running now, by mesh (diagnostics and tests).
+    pub fn worker_pids(&self) -> Vec<(String, u32)> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .filter_map(|(mesh, slot)| {
+                let held = slot.try_lock().ok()?;
+                Some((mesh.clone(), held.as_ref()?.child.id()?))
+            })
+            .collect()
+    }
+
+    /// Runs `cypher` on `mesh_id`'s graph with `params` (a JSON object, bound as Cypher
+    /// parameters), within the time budget (waiting for the mesh's earlier queries included).
+    pub async fn run(
+        &self,
+        mesh_id: &str,
+        mode: GraphMode,
+        cypher: &str,
+        params: Option<&Map<String, Json>>,
+    ) -> Result<GraphAnswer, GraphError> {
+        if !crate::protocol::ids::is_id(mesh_id) {
+            return Err(GraphError::Storage(format!("bad mesh id {mesh_id:?}")));
+        }
+        let job = worker::Job {
+            mode,
+            cypher: cypher.to_owned(),
+            params: params.cloned(),
+        };
+        let frame = serde_json::to_vec(&job).map_err(|e| GraphError::Storage(e.to_string()))?;
+        let slot = self.slot(mesh_id);
+        // Past the budget the exchange is dropped, and with it the worker that was running the
+        // query (killed on drop).
+        match tokio::time::timeout(self.budget, self.exchange(mesh_id, slot, &frame)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!(
+                    mesh_id,
+                    "a graph query overran its time budget and was stopped"
+                );
+                Err(GraphError::Timeout(self.budget))
+            }
+        }
+    }
+
+    /// The mesh's slot; on the way, forgets workers that have ended (idle) and slots no one
+    /// uses, so ended workers are reaped and the map stays as small as the meshes in use.
+    fn slot(&self, mesh_id: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|mesh, slot| {
+            if mesh == mesh_id {
+                return true;
+            }
+            let Ok(mut held) = slot.try_lock() else {
+                return true;
+            };
+            if let Some(w) = held.as_mut()
+                && !matches!(w.child.try_wait(), Ok(None))
+            {
+                *held = None;
+            }
+            held.is_some() || Arc::strong_count(slot) > 1
+        });
+        slots.entry(mesh_id.to_owned()).or_default().clone()
+    }
+
+    /// Sends the job to the mesh's worker (starting one if none runs) and reads its answer. A
+    /// worker that ended idle before reading the job is replaced and the job sent again.
+    async fn exchange(
+        &self,
+        mesh_id: &str,
+        slot: Slot,
+        frame: &[u8],
+    ) -> Result<GraphAnswer, GraphError> {
+        let mut held = slot.lock().await;
+        for _ in 0..2 {
+            // Out of the slot while it works: if this future is dropped (the budget ran out),
+            // the worker is dropped, and killed, with it.
+            let mut worker = match held.take() {
+                Some(w) => w,
+                None => self.spawn(mesh_id)?,
+            };
+            match worker.ask(frame).await {
+                Ok(answer) => {
+                    *held = Some(worker);
+                    return answer;
+                }
+                Err(e) => {
+                    // Ended (idle, or killed), or it answered something unreadable: then end it.
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe
+                    ) {
+                        let _ = worker.child.start_kill();
+                    }
+                    drop(worker.stdin);
+                    let status = worker.child.wait().await;
+                    if matches!(&status, Ok(s) if s.code() == Some(worker::IDLE_EXIT)) {
+                        continue;
+                    }
+                    let how = match status {
+                        Ok(s) => s.to_string(),
+                        Err(_) => e.to_string(),
+                    };
+                    tracing::warn!(mesh_id, how, "a graph worker ended without answering");
+                    return Err(GraphError::Storage(format!(
+                        "the graph's worker ended without answering ({how})"
+                    )));
+                }
+            }
+        }
+        Err(GraphError::Storage(
+            "the graph's worker ended twice before reading the query".into(),
+        ))
+    }
+
+    fn spawn(&self, mesh_id: &str) -> Result<Worker, GraphError> {
+        let path = self.dir.join(format!("{mesh_id}.db"));
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("graph-worker")
+            .arg(&path)
+            .arg(self.max_bytes.to_string())
+            .arg(self.budget.as_millis().to_string())
+            .arg(self.idle.as_millis().to_string())
+            // It needs nothing of the broker's environment.
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let fsize = worker::file_limit(self.max_bytes);
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (setrlimit, signal) with values computed above.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (resource, limit) in [(libc::RLIMIT_FSIZE, fsize), (libc::RLIMIT_CORE, 0)] {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(resource, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // A write past the size cap fails (EFBIG) and SQLite rolls back, instead of
+                // the signal ending the worker mid-commit.
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| GraphError::Storage(format!("cannot start the graph's worker: {e}")))?;
+        match (child.stdin.take(), child.stdout.take()) {
+            (Some(stdin), Some(stdout)) => Ok(Worker {
+                child,
+                stdin,
+                stdout,
+            }),
+            _ => Err(GraphError::Storage(
+                "the graph's worker has no pipes".into(),
+            )),
+        }
+    }
+}
+
+impl Worker {
+    /// One job out, its answer back; an I/O error if the worker ended first.
+    async fn ask(&mut self, frame: &[u8]) -> std::io::Result<worker::Answer> {
+        let len = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
+        self.stdin.write_all(&len.to_le_bytes()).await?;
+        self.stdin.write_all(frame).await?;
+        self.stdin.flush().await?;
+        let mut len = [0u8; 4];
+        self.stdout.read_exact(&mut len).await?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > worker::MAX_FRAME {
+            return Err(std::io::Error::other(format!(
+                "an answer of {len} bytes (at most {})",
+                worker::MAX_FRAME
+            )));
+        }
+        let mut body = vec![0; len];
+        self.stdout.read_exact(&mut body).await?;
+        serde_json::from_slice(&body).map_err(std::io::Error::other)
+    }
+}

@@ -1,0 +1,402 @@
+//! The graph worker: the process that owns one mesh's graphdblite database, started by
+//! [`super::Graphs`] as `claudemesh graph-worker <db> <max-bytes> <budget-ms> <idle-ms>` (not a command
+//! people run). It reads jobs on stdin and writes one answer for each on stdout, each frame a
+//! little-endian `u32` length and that many bytes of JSON, one job at a time.
+//!
+//! A process, not a thread, because graphdblite cannot be interrupted: the broker stops a query
+//! past its time budget by killing its worker (SQLite rolls back whatever it had not
+//! committed), and the kernel caps the size of every file the worker writes (RLIMIT_FSIZE, set
+//! by the broker), so one statement cannot fill the disk. Should the broker die mid-query, the
+//! worker's CPU limit (its budget and a little more a job) ends the query.
+//!
+//! It exits when stdin closes, or with [`IDLE_EXIT`] after its idle time without a job: a job
+//! it has started is always answered first, so a broker that sees that code may send the job
+//! again.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use graphdblite::{Config, Database, SyncMode, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use super::{
+    GraphAnswer, GraphError, GraphMode, MAX_ENGINE_ROWS, MAX_GRAPH_ANSWER_BYTES, MAX_GRAPH_RECORDS,
+    MAX_MATERIALIZED_BYTES,
+};
+
+/// The exit code of a worker that stopped for want of jobs, having left none unanswered.
+pub const IDLE_EXIT: i32 = 75;
+/// Parsing deeply nested queries recurses; this stack holds the engine's own nesting limits.
+const WORKER_STACK: usize = 16 << 20;
+/// The longest frame either side reads: a job holds a statement of at most 16 KiB and its
+/// parameters (a request frame's worth), an answer at most 56 KiB of records.
+pub(super) const MAX_FRAME: usize = 8 << 20;
+/// CPU seconds a job may use past its budget before the kernel ends the worker (only a worker
+/// whose broker is gone ever gets there: the broker kills it at the budget).
+const CPU_GRACE_SECS: u64 = 5;
+
+/// One query for the worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Job {
+    pub mode: GraphMode,
+    pub cypher: String,
+    pub params: Option<Map<String, Json>>,
+}
+
+/// What the worker answers a job.
+pub(super) type Answer = Result<GraphAnswer, GraphError>;
+
+/// The largest file a worker of a graph with quota `max_bytes` may write: the quota and a
+/// quarter more (at least 16 MiB more: SQLite's WAL grows to ~4 MiB between checkpoints), so a
+/// statement that starts just under the quota can finish, but no statement can write much past
+/// it.
+pub fn file_limit(max_bytes: u64) -> u64 {
+    max_bytes.saturating_add((max_bytes / 4).max(16 << 20))
+}
+
+/// `claudemesh graph-worker DB MAX_BYTES BUDGET_MS IDLE_MS`: serves jobs until stdin closes
+/// (0), or until it has none for IDLE_MS ([`IDLE_EXIT`]); 2 for bad arguments.
+pub fn main(args: &[&str]) -> i32 {
+    let number = |s: &str| s.parse::<u64>().ok();
+    let parsed = match args {
+        [db, max_bytes, budget_ms, idle_ms] => Some((
+            PathBuf::from(db),
+            number(max_bytes),
+            number(budget_ms),
+            number(idle_ms),
+        )),
+        _ => None,
+    };
+    let Some((path, Some(max_bytes), Some(budget_ms), Some(idle_ms))) = parsed else {
+        eprintln!(
+            "claudemesh graph-worker: expected DB MAX_BYTES BUDGET_MS IDLE_MS (the broker starts it)"
+        );
+        return 2;
+    };
+    let (jobs, inbox) = mpsc::sync_channel(1);
+    // Reads frames as they come; the jobs are run on a thread with a deep enough stack.
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(Some(frame)) = read_frame(&mut stdin) {
+            if jobs.send(frame).is_err() {
+                break;
+            }
+        }
+    });
+    let worker = Worker {
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        path,
+        max_bytes,
+        budget: Duration::from_millis(budget_ms),
+        idle: Duration::from_millis(idle_ms),
+        db: None,
+    };
+    std::thread::Builder::new()
+        .name("graph-worker".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || worker.serve(inbox))
+        .map_or(1, |t| t.join().unwrap_or(1))
+}
+
+struct Worker {
+    path: PathBuf,
+    dir: PathBuf,
+    max_bytes: u64,
+    budget: Duration,
+    idle: Duration,
+    db: Option<Database>,
+}
+
+impl Worker {
+    fn serve(mut self, inbox: mpsc::Receiver<Vec<u8>>) -> i32 {
+        let mut stdout = std::io::stdout().lock();
+        loop {
+            let frame = match inbox.recv_timeout(self.idle) {
+                Ok(frame) => frame,
+                Err(RecvTimeoutError::Timeout) => return IDLE_EXIT,
+                Err(RecvTimeoutError::Disconnected) => return 0,
+            };
+            let answer = match serde_json::from_slice::<Job>(&frame) {
+                Ok(job) => self.answer(&job),
+                Err(e) => Err(GraphError::Storage(format!("an unreadable job: {e}"))),
+            };
+            let Ok(bytes) = serde_json::to_vec(&answer) else {
+                return 1;
+            };
+            if write_frame(&mut stdout, &bytes).is_err() {
+                return 0;
+            }
+        }
+    }
+
+    fn answer(&mut self, job: &Job) -> Answer {
+        let params = match &job.params {
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), from_json(v).map_err(GraphError::Param)?)))
+                .collect::<Result<_, GraphError>>()?,
+            None => HashMap::new(),
+        };
+        if let Some(e) = written_too_much(&self.path, job, self.max_bytes) {
+            return Err(e);
+        }
+        limit_cpu(self.budget);
+        let db = match &mut self.db {
+            Some(db) => db,
+            None => self.db.insert(open(&self.dir, &self.path)?),
+        };
+        let result = run(db, job, &params);
+        let limit = file_limit(self.max_bytes);
+        if result.is_err() && job.mode == GraphMode::Write && at_limit(&self.path, limit) {
+            // The kernel refused to grow a file: the statement was rolled back.
+            self.db = None;
+            return Err(GraphError::TooBig(limit));
+        }
+        if let Err(GraphError::Storage(_)) = &result {
+            // Opened afresh for the next job, whatever state the failure left the handle in.
+            self.db = None;
+        }
+        result
+    }
+}
+
+/// Whether the graph's file or its WAL has grown to (within a few pages of) `limit`: a write
+/// that failed then failed for want of room.
+fn at_limit(path: &Path, limit: u64) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [path.to_path_buf(), PathBuf::from(wal)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .any(|m| m.len().saturating_add(256 << 10) >= limit)
+}
+
+/// Lets this job use its budget and [`CPU_GRACE_SECS`] more of CPU from now (the soft
+/// RLIMIT_CPU; the kernel ends the worker past it).
+fn limit_cpu(budget: Duration) {
+    // SAFETY: getrusage and setrlimit with valid arguments and pointers to live structs.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return;
+        }
+        let used = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec).max(0) as u64 + 1;
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_CPU, &mut l) != 0 {
+            return;
+        }
+        l.rlim_cur = (used + budget.as_secs() + CPU_GRACE_SECS).min(l.rlim_max);
+        libc::setrlimit(libc::RLIMIT_CPU, &l);
+    }
+}
+
+/// A frame: `Ok(None)` at a clean end of input (before a frame's first byte).
+fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "a frame of {len} bytes (at most {MAX_FRAME})"
+        )));
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(body.len() as u32).to_le_bytes())?;
+    w.write_all(body)?;
+    w.flush()
+}
+
+/// The quota refusal for a write that could add to a graph already at its quota
+/// ([`super::MAX_GRAPH_BYTES`] unless set otherwise):
+/// statements without `CREATE`, `MERGE` or `SET` (deleting, removing) still run, so a full
+/// graph can be cleaned up. (Cypher adds data only through those three clauses; the words in
+/// a string literal refuse a statement only while the graph is full.)
+fn written_too_much(path: &Path, job: &Job, max_bytes: u64) -> Option<GraphError> {
+    let upper = job.cypher.to_ascii_uppercase();
+    let adds = ["CREATE", "MERGE", "SET"].iter().any(|w| upper.contains(w));
+    if job.mode == GraphMode::Read || !adds {
+        return None;
+    }
+    let bytes = used_bytes(path);
+    (bytes >= max_bytes).then_some(GraphError::Quota(bytes, max_bytes))
+}
+
+/// The bytes of the graph's pages in use (free pages left by deletions do not count), read
+/// through SQLite itself; 0 before the file exists.
+fn used_bytes(path: &Path) -> u64 {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return 0;
+    }
+    let read = || -> rusqlite::Result<u64> {
+        let c = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let pragma =
+            |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+        let pages = pragma("page_count")? - pragma("freelist_count")?;
+        Ok((pages.max(0) as u64).saturating_mul(pragma("page_size")?.max(0) as u64))
+    };
+    // Unreadable: the file size, which counts free pages too.
+    read().unwrap_or_else(|_| std::fs::metadata(path).map_or(0, |m| m.len()))
+}
+
+fn open(dir: &Path, path: &Path) -> Result<Database, GraphError> {
+    let storage = |e: &dyn std::fmt::Display| GraphError::Storage(e.to_string());
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| storage(&e))?;
+    }
+    let config = Config {
+        // An answered write is on disk.
+        synchronous: SyncMode::Full,
+        max_result_rows: MAX_ENGINE_ROWS,
+        max_materialized_bytes: MAX_MATERIALIZED_BYTES,
+        // Many meshes may be open at once: no 256 MiB mapping each.
+        mmap_size: 0,
+        cache_size: -8000,
+        ..Config::default()
+    };
+    // graphdblite creates the file 0600.
+    Database::open_with_config(path, config).map_err(|e| storage(&e))
+}
+
+fn run(
+    db: &mut Database,
+    job: &Job,
+    params: &HashMap<String, Value>,
+) -> Result<GraphAnswer, GraphError> {
+    let rows = match job.mode {
+        GraphMode::Read => {
+            let tx = db.read_tx().map_err(|e| engine_error(e, job.mode))?;
+            let rows = tx
+                .query_with_params(&job.cypher, Some(params))
+                .map_err(|e| engine_error(e, job.mode))?;
+            tx.commit().map_err(|e| engine_error(e, job.mode))?;
+            rows
+        }
+        GraphMode::Write => db
+            .execute_with_params(&job.cypher, Some(params))
+            .map_err(|e| engine_error(e, job.mode))?,
+    };
+    let mut answer = GraphAnswer::default();
+    let mut bytes = 0;
+    for row in rows {
+        let record: Map<String, Json> = row.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+        bytes += Json::Object(record.clone()).to_string().len();
+        if answer.records.len() >= MAX_GRAPH_RECORDS || bytes > MAX_GRAPH_ANSWER_BYTES {
+            answer.truncated = true;
+            break;
+        }
+        answer.records.push(record);
+    }
+    Ok(answer)
+}
+
+fn engine_error(e: graphdblite::GraphError, mode: GraphMode) -> GraphError {
+    use graphdblite::GraphError as E;
+    match e {
+        // In a read transaction the engine refuses a plan that writes with this variant.
+        E::Transaction { .. } if mode == GraphMode::Read => GraphError::ReadOnly(e.to_string()),
+        E::Storage { .. } | E::Serialization { .. } | E::SchemaMismatch { .. } => {
+            GraphError::Storage(e.to_string())
+        }
+        E::SizeLimit { .. } => GraphError::Limit(e.to_string()),
+        _ => GraphError::Query(e.to_string()),
+    }
+}
+
+/// A JSON parameter as a Cypher value (integers that fit i64 stay integers).
+fn from_json(v: &Json) -> Result<Value, String> {
+    Ok(match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Value::I64(i),
+            (None, Some(f)) => Value::F64(f),
+            (None, None) => return Err(format!("{n} is not a number Cypher holds")),
+        },
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::List(items.iter().map(from_json).collect::<Result<_, _>>()?),
+        Json::Object(map) => Value::Map(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), from_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// A Cypher value as JSON: nodes as `{id, labels, properties}`, relationships as
+/// `{type, start, end, properties}`, paths as `{nodes, relationships}`, temporal values as
+/// their ISO text. A float that JSON cannot hold (NaN, ±∞) is its text.
+fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::I64(i) => Json::from(*i),
+        Value::F64(f) => serde_json::Number::from_f64(*f)
+            .map(Json::Number)
+            .unwrap_or_else(|| Json::String(f.to_string())),
+        Value::String(s) => Json::String(s.clone()),
+        Value::List(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Map(map) => Json::Object(map.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Value::Node(n) => node_json(n),
+        Value::Edge(e) => edge_json(e),
+        Value::Path(p) => serde_json::json!({
+            "nodes": p.nodes.iter().map(node_json).collect::<Vec<_>>(),
+            "relationships": p.edges.iter().map(edge_json).collect::<Vec<_>>(),
+        }),
+        Value::Date(d) => Json::String(d.to_string()),
+        Value::LocalTime(t) => Json::String(t.to_string()),
+        Value::Time(t) => Json::String(t.to_string()),
+        Value::LocalDateTime(t) => Json::String(t.to_string()),
+        Value::DateTime(t) => Json::String(t.to_string()),
+        Value::Duration(d) => Json::String(d.to_string()),
+    }
+}
+
+fn properties_json(p: &graphdblite::Properties) -> Json {
+    // Sorted, so the same node always prints the same.
+    let sorted: std::collections::BTreeMap<_, _> = p.iter().collect();
+    Json::Object(
+        sorted
+            .into_iter()
+            .map(|(k, v)| (k.clone(), to_json(v)))
+            .collect(),
+    )
+}
+
+fn node_json(n: &graphdblite::Node) -> Json {
+    serde_json::json!({
+        "id": n.id.0,
+        "labels": n.labels,
+        "properties": properties_json(&n.properties),
+    })
+}
+
+fn edge_json(e: &graphdblite::Edge) -> Json {
+    serde_json::json!({
+        "type": e.label,
+        "start": e.src.0,
+        "end": e.dst.0,
+        "properties": properties_json(&e.properties),
+    })
+}

@@ -1,0 +1,306 @@
+//! `store::graph` on its own: the engine through [`Graphs`], each mesh's graph in a worker
+//! process of the binary under test (what the broker runs), without the network.
+
+use std::time::Duration;
+
+use claudemesh::store::graph::{GraphError, GraphMode, Graphs, MAX_GRAPH_RECORDS};
+use serde_json::{Map, Value as Json};
+
+use crate::common::BIN;
+
+/// Graphs under `dir`, their workers run from the `claudemesh` binary under test.
+fn graphs_in(dir: &tempfile::TempDir) -> Graphs {
+    Graphs::new(dir.path().join("graph")).with_worker(BIN)
+}
+
+fn graphs() -> (tempfile::TempDir, Graphs) {
+    let dir = tempfile::tempdir().unwrap();
+    let graphs = graphs_in(&dir);
+    (dir, graphs)
+}
+
+async fn rows(g: &Graphs, mode: GraphMode, cypher: &str) -> Vec<Map<String, Json>> {
+    g.run("m1", mode, cypher, None).await.unwrap().records
+}
+
+/// A few queries people write, checked against what openCypher says they return.
+#[tokio::test]
+async fn cypher_the_way_people_write_it() {
+    let (_dir, g) = graphs();
+    let w = GraphMode::Write;
+    let r = GraphMode::Read;
+    rows(&g, w, "CREATE (:Person {name: 'Ann', age: 41})-[:KNOWS {since: 2020}]->(:Person {name: 'Bob', age: 35})").await;
+    rows(
+        &g,
+        w,
+        "MATCH (b:Person {name: 'Bob'}) CREATE (b)-[:KNOWS]->(:Person {name: 'Cy'})",
+    )
+    .await;
+    // MERGE matches instead of creating twice.
+    rows(&g, w, "MERGE (p:Person {name: 'Ann'}) SET p.age = 42").await;
+    let all = rows(
+        &g,
+        r,
+        "MATCH (p:Person) RETURN p.name AS name, p.age AS age ORDER BY name",
+    )
+    .await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[0]["name"], "Ann");
+    assert_eq!(all[0]["age"], 42);
+    assert_eq!(all[2]["age"], Json::Null);
+    // Two hops, aggregation, OPTIONAL MATCH.
+    let hops = rows(
+        &g,
+        r,
+        "MATCH (a:Person {name:'Ann'})-[:KNOWS*1..2]->(x) RETURN count(x) AS n",
+    )
+    .await;
+    assert_eq!(hops[0]["n"], 2);
+    let opt = rows(&g, r, "MATCH (p:Person) OPTIONAL MATCH (p)-[:KNOWS]->(q) RETURN p.name AS p, q.name AS q ORDER BY p").await;
+    assert_eq!(opt.len(), 3);
+    assert_eq!(opt[2]["q"], Json::Null);
+    // Nodes and relationships come back as JSON objects.
+    let rel = rows(&g, r, "MATCH (a {name:'Ann'})-[k:KNOWS]->(b) RETURN a, k").await;
+    assert_eq!(rel[0]["a"]["labels"], serde_json::json!(["Person"]));
+    assert_eq!(rel[0]["a"]["properties"]["name"], "Ann");
+    assert_eq!(rel[0]["k"]["type"], "KNOWS");
+    assert_eq!(rel[0]["k"]["properties"]["since"], 2020);
+    // Parameters are bound, not spliced.
+    let params: Map<String, Json> =
+        serde_json::from_str(r#"{"name": "Bob') DETACH DELETE (n"}"#).unwrap();
+    let none = g
+        .run(
+            "m1",
+            r,
+            "MATCH (p:Person {name: $name}) RETURN p.name AS name",
+            Some(&params),
+        )
+        .await
+        .unwrap();
+    assert!(none.records.is_empty());
+    rows(&g, w, "MATCH (c:Person {name: 'Cy'}) DETACH DELETE c").await;
+    let left = rows(&g, r, "MATCH (p:Person) RETURN count(p) AS n").await;
+    assert_eq!(left[0]["n"], 2);
+}
+
+#[tokio::test]
+async fn a_read_refuses_every_kind_of_write() {
+    let (_dir, g) = graphs();
+    rows(&g, GraphMode::Write, "CREATE (:T {v: 1})").await;
+    for write in [
+        "CREATE (:T {v: 2})",
+        "MATCH (t:T) SET t.v = 3",
+        "MATCH (t:T) DETACH DELETE t",
+        "MERGE (:T {v: 4})",
+        "MATCH (t:T) REMOVE t.v",
+        "MATCH (t:T) WITH t CREATE (:U)",
+    ] {
+        let e = g.run("m1", GraphMode::Read, write, None).await.unwrap_err();
+        assert!(matches!(e, GraphError::ReadOnly(_)), "{write}: {e:?}");
+    }
+    let v = rows(&g, GraphMode::Read, "MATCH (t:T) RETURN t.v AS v").await;
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["v"], 1);
+}
+
+/// Whether process `pid` has ended (gone, or a zombie not yet reaped).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+/// Past its budget a query is answered `Timeout` and stopped: its worker process ends, the
+/// mesh answers at once with a fresh one, a write stopped mid-way leaves nothing, and other
+/// meshes answer while it runs.
+#[tokio::test]
+async fn an_overrun_is_stopped_and_its_mesh_answers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g =
+        Graphs::with_budget(dir.path().join("graph"), Duration::from_millis(700)).with_worker(BIN);
+    // Both databases open first (opening one is not what is measured here).
+    for mesh in ["m1", "m2"] {
+        while g
+            .run(mesh, GraphMode::Read, "RETURN 1 AS one", None)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let pid = |mesh: &str| {
+        g.worker_pids()
+            .into_iter()
+            .find(|(m, _)| m == mesh)
+            .map(|(_, pid)| pid)
+    };
+    let first = pid("m1").expect("m1's worker");
+    // Ten billion comparisons, a million a row (the engine caps rows, lists and memory, not
+    // work done within a row): hours, unless stopped.
+    let endless = "UNWIND range(1, 10000) AS a WITH a \
+                   WHERE size([x IN range(1, 1000000) WHERE x < 0]) > 0 RETURN count(*) AS n";
+    let (slow, other) = tokio::join!(g.run("m1", GraphMode::Read, endless, None), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        g.run("m2", GraphMode::Read, "RETURN 2 AS two", None).await
+    });
+    assert!(matches!(slow, Err(GraphError::Timeout(_))), "{slow:?}");
+    assert_eq!(other.unwrap().records[0]["two"], 2);
+    crate::common::eventually("the overrun worker to end", || {
+        std::future::ready(ended(first))
+    })
+    .await;
+    let back = g
+        .run("m1", GraphMode::Read, "RETURN 1 AS one", None)
+        .await
+        .unwrap();
+    assert_eq!(back.records[0]["one"], 1);
+    assert_ne!(pid("m1"), Some(first), "a fresh worker answers");
+    // A write stopped at its budget: rolled back, nothing of it kept.
+    let slow_write = "UNWIND range(1, 300) AS a WITH a \
+                      WHERE size([x IN range(1, 1000000) WHERE x < 0]) = 0 CREATE (:Slow {a: a})";
+    let e = g
+        .run("m1", GraphMode::Write, slow_write, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GraphError::Timeout(_)), "{e:?}");
+    let n = rows(&g, GraphMode::Read, "MATCH (s:Slow) RETURN count(s) AS n").await;
+    assert_eq!(n[0]["n"], 0);
+}
+
+/// One statement cannot write far past the quota: the kernel's cap on the worker's files stops
+/// it, it is rolled back, and the graph keeps what it had and takes the next small write.
+#[tokio::test]
+async fn one_statement_cannot_write_far_past_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graphs_in(&dir).with_max_bytes(1 << 20);
+    rows(&g, GraphMode::Write, "CREATE (:Small {v: 1})").await;
+    let mut params = Map::new();
+    params.insert("b".into(), Json::String("x".repeat(4000)));
+    // About 36 MB in one statement, into a graph allowed 1 MiB.
+    let e = g
+        .run(
+            "m1",
+            GraphMode::Write,
+            "UNWIND range(1, 9000) AS i CREATE (:N {p: $b})",
+            Some(&params),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GraphError::TooBig(_)), "{e:?}");
+    assert!(e.to_string().contains("nothing of it was kept"), "{e}");
+    let limit = claudemesh::store::graph::worker::file_limit(1 << 20);
+    for f in std::fs::read_dir(dir.path().join("graph")).unwrap() {
+        let f = f.unwrap();
+        let len = f.metadata().unwrap().len();
+        assert!(len <= limit, "{:?} is {len} bytes", f.file_name());
+    }
+    let n = rows(&g, GraphMode::Read, "MATCH (n:N) RETURN count(n) AS n").await;
+    assert_eq!(n[0]["n"], 0);
+    rows(&g, GraphMode::Write, "CREATE (:Small {v: 2})").await;
+    let small = rows(&g, GraphMode::Read, "MATCH (s:Small) RETURN count(s) AS n").await;
+    assert_eq!(small[0]["n"], 2);
+}
+
+#[tokio::test]
+async fn answers_are_capped() {
+    let (_dir, g) = graphs();
+    let a = g
+        .run(
+            "m1",
+            GraphMode::Read,
+            "UNWIND range(1, 5000) AS i RETURN i",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.records.len(), MAX_GRAPH_RECORDS);
+    assert!(a.truncated);
+    let e = g
+        .run(
+            "m1",
+            GraphMode::Read,
+            "UNWIND range(1, 20000) AS i RETURN i",
+            None,
+        )
+        .await
+        .unwrap_err();
+    // The engine reports its row cap as a run-time query error naming it.
+    assert!(
+        matches!(&e, GraphError::Query(m) if m.contains("10000 rows")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_graph_takes_deletions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graphs_in(&dir).with_max_bytes(256 * 1024);
+    let blob = "x".repeat(4000);
+    let mut refused = None;
+    for _ in 0..200 {
+        let mut params = Map::new();
+        params.insert("b".into(), Json::String(blob.clone()));
+        match g
+            .run(
+                "m1",
+                GraphMode::Write,
+                "UNWIND range(1, 10) AS i CREATE (:N {p: $b})",
+                Some(&params),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(GraphError::Quota(..))),
+        "{refused:?}"
+    );
+    // Reads and deletions still run; then there is room again.
+    assert!(
+        !rows(&g, GraphMode::Read, "MATCH (n:N) RETURN count(n) AS c")
+            .await
+            .is_empty()
+    );
+    rows(&g, GraphMode::Write, "MATCH (n:N) DETACH DELETE n").await;
+    rows(&g, GraphMode::Write, "CREATE (:N {p: 'small'})").await;
+}
+
+/// A worker without queries for its idle time ends; the mesh's next query starts another and
+/// is answered, and the ended worker is reaped once another mesh is asked.
+#[tokio::test]
+async fn an_idle_worker_ends_and_the_next_query_starts_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graphs_in(&dir).with_idle(Duration::from_millis(300));
+    rows(&g, GraphMode::Write, "CREATE (:T {v: 7})").await;
+    let (_, first) = g.worker_pids()[0];
+    crate::common::eventually("the idle worker to end", || {
+        std::future::ready(ended(first))
+    })
+    .await;
+    let v = rows(&g, GraphMode::Read, "MATCH (t:T) RETURN t.v AS v").await;
+    assert_eq!(v[0]["v"], 7);
+    let (_, second) = g.worker_pids()[0];
+    assert_ne!(second, first);
+    crate::common::eventually("the second worker to end", || {
+        std::future::ready(ended(second))
+    })
+    .await;
+    g.run("m2", GraphMode::Read, "RETURN 1 AS one", None)
+        .await
+        .unwrap();
+    let pids: Vec<u32> = g.worker_pids().into_iter().map(|(_, pid)| pid).collect();
+    assert!(!pids.contains(&second), "{pids:?}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{second}")).exists(),
+        "the ended worker is reaped"
+    );
+}
