@@ -78,7 +78,7 @@ pub struct Broker {
     pub service_key: Option<super::vault::ServiceKey>,
     /// Per-mesh SQL databases, `<data>/sql/<mesh-id>.db`.
     pub sql: crate::store::SqlDatabases,
-    /// Every mesh's graph (`<data>/graph`), each on a thread of its own.
+    /// Every mesh's graph (`<data>/graph`), each in a worker process of its own.
     pub graphs: crate::store::graph::Graphs,
     /// URL watches' polling tasks.
     pub watches: super::watches::Watches,

@@ -13,6 +13,21 @@ fn graphs_in(dir: &tempfile::TempDir) -> Graphs {
     Graphs::new(dir.path().join("graph")).with_worker(BIN)
 }
 
+/// The error `cypher` on m1 is refused with.
+async fn refused(
+    g: &Graphs,
+    mode: GraphMode,
+    cypher: &str,
+    params: Option<&Map<String, Json>>,
+) -> GraphError {
+    g.run("m1", mode, cypher, params).await.unwrap_err()
+}
+
+/// Parameters holding one string.
+fn param(name: &str, value: String) -> Map<String, Json> {
+    Map::from_iter([(name.to_owned(), Json::String(value))])
+}
+
 fn graphs() -> (tempfile::TempDir, Graphs) {
     let dir = tempfile::tempdir().unwrap();
     let graphs = graphs_in(&dir);
@@ -178,18 +193,15 @@ async fn one_statement_cannot_write_far_past_the_quota() {
     let dir = tempfile::tempdir().unwrap();
     let g = graphs_in(&dir).with_max_bytes(1 << 20);
     rows(&g, GraphMode::Write, "CREATE (:Small {v: 1})").await;
-    let mut params = Map::new();
-    params.insert("b".into(), Json::String("x".repeat(4000)));
+    let params = param("b", "x".repeat(4000));
     // About 36 MB in one statement, into a graph allowed 1 MiB.
-    let e = g
-        .run(
-            "m1",
-            GraphMode::Write,
-            "UNWIND range(1, 9000) AS i CREATE (:N {p: $b})",
-            Some(&params),
-        )
-        .await
-        .unwrap_err();
+    let e = refused(
+        &g,
+        GraphMode::Write,
+        "UNWIND range(1, 9000) AS i CREATE (:N {p: $b})",
+        Some(&params),
+    )
+    .await;
     assert!(matches!(e, GraphError::TooBig(_)), "{e:?}");
     assert!(e.to_string().contains("nothing of it was kept"), "{e}");
     let limit = claudemesh::store::graph::worker::file_limit(1 << 20);
@@ -219,15 +231,13 @@ async fn answers_are_capped() {
         .unwrap();
     assert_eq!(a.records.len(), MAX_GRAPH_RECORDS);
     assert!(a.truncated);
-    let e = g
-        .run(
-            "m1",
-            GraphMode::Read,
-            "UNWIND range(1, 20000) AS i RETURN i",
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = refused(
+        &g,
+        GraphMode::Read,
+        "UNWIND range(1, 20000) AS i RETURN i",
+        None,
+    )
+    .await;
     // The engine reports its row cap as a run-time query error naming it.
     assert!(
         matches!(&e, GraphError::Query(m) if m.contains("10000 rows")),
@@ -242,8 +252,7 @@ async fn a_full_graph_takes_deletions_only() {
     let blob = "x".repeat(4000);
     let mut refused = None;
     for _ in 0..200 {
-        let mut params = Map::new();
-        params.insert("b".into(), Json::String(blob.clone()));
+        let params = param("b", blob.clone());
         match g
             .run(
                 "m1",
@@ -274,33 +283,203 @@ async fn a_full_graph_takes_deletions_only() {
     rows(&g, GraphMode::Write, "CREATE (:N {p: 'small'})").await;
 }
 
-/// A worker without queries for its idle time ends; the mesh's next query starts another and
-/// is answered, and the ended worker is reaped once another mesh is asked.
+/// The pages a graph's database has in use, read as the quota reads them.
+fn pages_in_use(dir: &tempfile::TempDir) -> u64 {
+    let c = rusqlite::Connection::open_with_flags(
+        dir.path().join("graph/m1.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let pragma = |name: &str| {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+}
+
+/// A statement that starts under the quota and whose pages would not fit the file cap, though
+/// its WAL would, is refused before it commits: otherwise it would commit into the WAL, no
+/// checkpoint could ever copy it back into the capped database, and the WAL would grow until
+/// nothing, deletions included, could be written again. After the refusal deletions and writes
+/// run as usual.
+#[tokio::test]
+async fn a_statement_whose_pages_would_outgrow_the_file_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let quota = 1 << 20;
+    let g = graphs_in(&dir).with_max_bytes(quota);
+    let limit = claudemesh::store::graph::worker::file_limit(quota);
+    let params = param("b", "x".repeat(60_000));
+    let add = |n: u64| {
+        let params = params.clone();
+        let g = &g;
+        async move {
+            g.run(
+                "m1",
+                GraphMode::Write,
+                &format!("UNWIND range(1, {n}) AS i CREATE (:N {{p: $b}})"),
+                Some(&params),
+            )
+            .await
+        }
+    };
+    add(14).await.unwrap();
+    let before = pages_in_use(&dir);
+    add(1).await.unwrap();
+    let used = pages_in_use(&dir);
+    assert!(used < quota, "{used} bytes in use, under the quota");
+    let per_node = used - before;
+    // Enough that the database would pass the cap by half a MiB, its WAL stay under it.
+    let n = (limit - used + (512 << 10)) / per_node;
+    assert!(n * per_node < limit - (256 << 10), "{n} × {per_node}");
+    let e = add(n).await.unwrap_err();
+    assert!(matches!(e, GraphError::TooBig(_)), "{e:?}");
+    assert_eq!(pages_in_use(&dir), used, "nothing of it was kept");
+    rows(&g, GraphMode::Write, "MATCH (n:N) DETACH DELETE n").await;
+    add(3).await.unwrap();
+    let n = rows(&g, GraphMode::Read, "MATCH (n:N) RETURN count(n) AS n").await;
+    assert_eq!(n[0]["n"], 3);
+}
+
+/// A worker without queries for its idle time ends and is reaped (no zombie left, though no
+/// query follows); the mesh's next query starts another and is answered.
 #[tokio::test]
 async fn an_idle_worker_ends_and_the_next_query_starts_another() {
     let dir = tempfile::tempdir().unwrap();
     let g = graphs_in(&dir).with_idle(Duration::from_millis(300));
     rows(&g, GraphMode::Write, "CREATE (:T {v: 7})").await;
     let (_, first) = g.worker_pids()[0];
-    crate::common::eventually("the idle worker to end", || {
-        std::future::ready(ended(first))
+    crate::common::eventually("the idle worker to end and be reaped", || {
+        std::future::ready(!std::path::Path::new(&format!("/proc/{first}")).exists())
     })
     .await;
     let v = rows(&g, GraphMode::Read, "MATCH (t:T) RETURN t.v AS v").await;
     assert_eq!(v[0]["v"], 7);
     let (_, second) = g.worker_pids()[0];
     assert_ne!(second, first);
-    crate::common::eventually("the second worker to end", || {
-        std::future::ready(ended(second))
-    })
-    .await;
-    g.run("m2", GraphMode::Read, "RETURN 1 AS one", None)
+}
+
+/// A record nested deeper than JSON readers take is left out (`truncated`), and the write
+/// that returned it stands.
+#[tokio::test]
+async fn a_record_nested_too_deep_is_left_out_and_its_write_stands() {
+    let (_dir, g) = graphs();
+    let nest = "WITH [l] AS l ".repeat(130);
+    let a = g
+        .run(
+            "m1",
+            GraphMode::Write,
+            &format!("CREATE (:X) WITH [] AS l {nest}RETURN l"),
+            None,
+        )
         .await
         .unwrap();
-    let pids: Vec<u32> = g.worker_pids().into_iter().map(|(_, pid)| pid).collect();
-    assert!(!pids.contains(&second), "{pids:?}");
+    assert!(a.truncated && a.records.is_empty(), "{a:?}");
+    let n = rows(&g, GraphMode::Read, "MATCH (x:X) RETURN count(x) AS n").await;
+    assert_eq!(n[0]["n"], 1);
+}
+
+/// A query that would build gigabytes in memory (the engine caps lists and rows, not string
+/// length) ends its worker at the worker's memory limit: refused, and the graph still answers.
+#[tokio::test]
+async fn a_query_past_the_memory_limit_is_stopped() {
+    let (_dir, g) = graphs();
+    let params = param("s", "a".repeat(60_000));
+    let e = refused(
+        &g,
+        GraphMode::Read,
+        "RETURN size(replace($s, 'a', $s)) AS n",
+        Some(&params),
+    )
+    .await;
     assert!(
-        !std::path::Path::new(&format!("/proc/{second}")).exists(),
-        "the ended worker is reaped"
+        matches!(&e, GraphError::Limit(m) if m.contains("out of memory")),
+        "{e:?}"
+    );
+    assert_eq!(
+        rows(&g, GraphMode::Read, "RETURN 1 AS one").await[0]["one"],
+        1
+    );
+}
+
+/// Past the most workers at once, a new mesh's query ends the least recently used idle worker;
+/// when every worker is running a query, it is refused `Busy` and nothing is ended.
+#[tokio::test]
+async fn workers_are_capped_and_the_least_recently_used_idle_one_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graphs::with_budget(dir.path().join("graph"), Duration::from_millis(1500))
+        .with_worker(BIN)
+        .with_max_workers(2);
+    let pid = |mesh: &str| {
+        g.worker_pids()
+            .into_iter()
+            .find(|(m, _)| m == mesh)
+            .map(|(_, pid)| pid)
+    };
+    for mesh in ["m1", "m2"] {
+        g.run(mesh, GraphMode::Write, "CREATE (:T {v: 1})", None)
+            .await
+            .unwrap();
+    }
+    let (m1, m2) = (pid("m1").unwrap(), pid("m2").unwrap());
+    rows(&g, GraphMode::Read, "RETURN 1 AS one").await; // m1 used last: m2 is the oldest
+    g.run("m3", GraphMode::Read, "RETURN 3 AS three", None)
+        .await
+        .unwrap();
+    crate::common::eventually("m2's worker to end", || std::future::ready(ended(m2))).await;
+    assert_eq!(
+        pid("m1"),
+        Some(m1),
+        "m1's worker, used more lately, runs on"
+    );
+    assert!(pid("m3").is_some());
+    // With room for one worker, busy with a query, another mesh is refused `Busy` at once (it
+    // has a turn to run: two run at once), and the busy worker is not ended.
+    let one = Graphs::with_budget(dir.path().join("graph"), Duration::from_millis(1500))
+        .with_worker(BIN)
+        .with_max_workers(1);
+    let endless = "UNWIND range(1, 10000) AS a WITH a \
+                   WHERE size([x IN range(1, 1000000) WHERE x < 0]) > 0 RETURN count(*) AS n";
+    let (a, c) = tokio::join!(one.run("m1", GraphMode::Read, endless, None), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        one.run("m2", GraphMode::Read, "RETURN 2 AS two", None)
+            .await
+    });
+    assert!(matches!(c, Err(GraphError::Busy(1))), "{c:?}");
+    assert!(matches!(a, Err(GraphError::Timeout(_))), "{a:?}");
+    let v = one
+        .run("m2", GraphMode::Read, "MATCH (t:T) RETURN t.v AS v", None)
+        .await
+        .unwrap();
+    assert_eq!(v.records[0]["v"], 1);
+}
+
+/// Two queries run at once, broker-wide: while two meshes' queries run, a third mesh's waits
+/// for a turn (answered only once one of them has been stopped) instead of taking a third core.
+#[tokio::test]
+async fn two_queries_run_at_once_and_a_third_waits_for_a_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let g =
+        Graphs::with_budget(dir.path().join("graph"), Duration::from_millis(1200)).with_worker(BIN);
+    let endless = "UNWIND range(1, 10000) AS a WITH a \
+                   WHERE size([x IN range(1, 1000000) WHERE x < 0]) > 0 RETURN count(*) AS n";
+    let timed = |mesh: &'static str, cypher: &'static str, after: u64| {
+        let g = &g;
+        async move {
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            let r = g.run(mesh, GraphMode::Read, cypher, None).await;
+            (r, std::time::Instant::now())
+        }
+    };
+    let ((a, a_done), (b, b_done), (c, c_done)) = tokio::join!(
+        timed("m1", endless, 0),
+        timed("m2", endless, 0),
+        timed("m3", "RETURN 3 AS three", 300),
+    );
+    assert!(matches!(a, Err(GraphError::Timeout(_))), "{a:?}");
+    assert!(matches!(b, Err(GraphError::Timeout(_))), "{b:?}");
+    assert_eq!(c.unwrap().records[0]["three"], 3);
+    assert!(
+        c_done >= a_done.min(b_done),
+        "the third query was answered before either running one was stopped"
     );
 }

@@ -14,6 +14,7 @@ impl From<GraphError> for Refusal {
             GraphError::Query(_) | GraphError::Param(_) => "invalid_argument",
             GraphError::ReadOnly(_) => "read_only",
             GraphError::Timeout(_) => "timeout",
+            GraphError::Busy(_) => "busy",
             GraphError::Quota(..) | GraphError::TooBig(_) => "quota_exceeded",
             GraphError::Limit(_) => "payload_too_large",
             GraphError::Storage(_) => "internal",

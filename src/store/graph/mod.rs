@@ -11,15 +11,19 @@
 pub mod worker;
 
 use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use super::turns::Turns;
 
 /// How long one query may take, from the request to the answer.
 pub const GRAPH_TIME_BUDGET: Duration = Duration::from_secs(10);
@@ -35,6 +39,14 @@ const MAX_MATERIALIZED_BYTES: u64 = 256 << 20;
 pub const MAX_GRAPH_BYTES: u64 = 256 << 20;
 /// A mesh's worker ends after this long without a query (the next one starts another).
 const IDLE: Duration = Duration::from_secs(60);
+/// Queries running at once, broker-wide (each may keep a core busy for its whole budget).
+const MAX_RUNNING: usize = 2;
+/// Memory a worker may map (RLIMIT_DATA): the engine's cap on what one query materializes,
+/// several times over, and its SQLite cache. Past it, its allocation fails and it ends.
+pub const WORKER_MEMORY: u64 = 1 << 30;
+/// Workers alive at once, broker-wide (each holds a SQLite handle and its cache; a query up to
+/// the engine's memory cap): past it, an idle one of another mesh is ended to make room.
+pub const MAX_WORKERS: usize = 32;
 
 #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum GraphError {
@@ -62,6 +74,9 @@ pub enum GraphError {
     Limit(String),
     #[error("graph storage: {0}")]
     Storage(String),
+    /// Every worker the broker allows ([`MAX_WORKERS`]) is running a query.
+    #[error("the broker is running {0} graph queries, its most at once; try again shortly")]
+    Busy(usize),
 }
 
 /// Whether a query may write.
@@ -86,11 +101,33 @@ struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
+    /// When it last answered (the least recently used makes room for another mesh's).
+    used: Instant,
 }
 
 /// A mesh's worker, if one runs; locked for the length of a query, so a mesh's queries run
 /// one at a time, in order.
 type Slot = Arc<tokio::sync::Mutex<Option<Worker>>>;
+type Slots = HashMap<String, Slot>;
+
+/// Forgets workers that have ended (idle), so they are reaped, and slots no one uses, so the
+/// map stays as small as the meshes in use; `keep`'s slot stays whatever its state.
+fn sweep(slots: &mut Slots, keep: Option<&str>) {
+    slots.retain(|mesh, slot| {
+        if Some(mesh.as_str()) == keep {
+            return true;
+        }
+        let Ok(mut held) = slot.try_lock() else {
+            return true;
+        };
+        if let Some(w) = held.as_mut()
+            && !matches!(w.child.try_wait(), Ok(None))
+        {
+            *held = None;
+        }
+        held.is_some() || Arc::strong_count(slot) > 1
+    });
+}
 
 /// Every mesh's graph.
 pub struct Graphs {
@@ -98,9 +135,14 @@ pub struct Graphs {
     budget: Duration,
     max_bytes: u64,
     idle: Duration,
+    max_workers: usize,
     /// The program run as `graph-worker`: this one.
     exe: PathBuf,
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Arc<Mutex<Slots>>,
+    /// Whether the task that reaps ended workers runs.
+    reaping: AtomicBool,
+    /// One running query per mesh, [`MAX_RUNNING`] in all.
+    turns: Turns,
 }
 
 impl Graphs {
@@ -122,14 +164,23 @@ impl Graphs {
             budget,
             max_bytes: MAX_GRAPH_BYTES,
             idle: IDLE,
+            max_workers: MAX_WORKERS,
             exe,
-            slots: Mutex::default(),
+            slots: Arc::default(),
+            reaping: AtomicBool::new(false),
+            turns: Turns::new(MAX_RUNNING),
         }
     }
 
     /// The same graphs with another size quota (tests).
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Graphs {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The same graphs with at most `max` workers at once (tests).
+    pub fn with_max_workers(mut self, max: usize) -> Graphs {
+        self.max_workers = max;
         self
     }
 
@@ -146,7 +197,8 @@ impl Graphs {
         self
     }
 
-    /// The process ids of the workers running now, by mesh (diagnostics and tests).
+    /// The process ids of the workers between queries, by mesh (tests; a worker running a query
+    /// is out of its slot until it answers).
     pub fn worker_pids(&self) -> Vec<(String, u32)> {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
@@ -176,6 +228,13 @@ impl Graphs {
             params: params.cloned(),
         };
         let frame = serde_json::to_vec(&job).map_err(|e| GraphError::Storage(e.to_string()))?;
+        if frame.len() > worker::MAX_FRAME {
+            return Err(GraphError::Param(format!(
+                "the statement and its parameters are {} bytes; at most {} go to the graph",
+                frame.len(),
+                worker::MAX_FRAME
+            )));
+        }
         let slot = self.slot(mesh_id);
         // Past the budget the exchange is dropped, and with it the worker that was running the
         // query (killed on drop).
@@ -191,25 +250,30 @@ impl Graphs {
         }
     }
 
-    /// The mesh's slot; on the way, forgets workers that have ended (idle) and slots no one
-    /// uses, so ended workers are reaped and the map stays as small as the meshes in use.
+    /// The mesh's slot (sweeping the others on the way).
     fn slot(&self, mesh_id: &str) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.retain(|mesh, slot| {
-            if mesh == mesh_id {
-                return true;
-            }
-            let Ok(mut held) = slot.try_lock() else {
-                return true;
-            };
-            if let Some(w) = held.as_mut()
-                && !matches!(w.child.try_wait(), Ok(None))
-            {
-                *held = None;
-            }
-            held.is_some() || Arc::strong_count(slot) > 1
-        });
+        sweep(&mut slots, Some(mesh_id));
         slots.entry(mesh_id.to_owned()).or_default().clone()
+    }
+
+    /// Starts, once, the task that sweeps every idle time, so a worker that ended idle is
+    /// reaped even if no graph query follows. It ends with these graphs.
+    fn start_reaper(&self) {
+        if self.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slots = Arc::downgrade(&self.slots);
+        let every = self.idle.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(slots) = slots.upgrade() else {
+                    break;
+                };
+                sweep(&mut slots.lock().unwrap_or_else(|e| e.into_inner()), None);
+            }
+        });
     }
 
     /// Sends the job to the mesh's worker (starting one if none runs) and reads its answer. A
@@ -221,30 +285,50 @@ impl Graphs {
         frame: &[u8],
     ) -> Result<GraphAnswer, GraphError> {
         let mut held = slot.lock().await;
+        let _turn = self
+            .turns
+            .take(mesh_id)
+            .await
+            .map_err(|e| GraphError::Storage(e.to_string()))?;
         for _ in 0..2 {
             // Out of the slot while it works: if this future is dropped (the budget ran out),
             // the worker is dropped, and killed, with it.
             let mut worker = match held.take() {
                 Some(w) => w,
-                None => self.spawn(mesh_id)?,
+                None => {
+                    self.make_room(mesh_id)?;
+                    self.start_reaper();
+                    self.spawn(mesh_id)?
+                }
             };
             match worker.ask(frame).await {
                 Ok(answer) => {
+                    worker.used = Instant::now();
                     *held = Some(worker);
                     return answer;
                 }
                 Err(e) => {
                     // Ended (idle, or killed), or it answered something unreadable: then end it.
-                    if !matches!(
+                    let killed = !matches!(
                         e.kind(),
                         std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe
-                    ) {
+                    );
+                    if killed {
                         let _ = worker.child.start_kill();
                     }
                     drop(worker.stdin);
                     let status = worker.child.wait().await;
                     if matches!(&status, Ok(s) if s.code() == Some(worker::IDLE_EXIT)) {
                         continue;
+                    }
+                    // Out of memory: its allocator aborts, or the kernel's OOM killer ends it.
+                    let signal = status.as_ref().ok().and_then(|s| s.signal());
+                    if !killed && matches!(signal, Some(libc::SIGABRT | libc::SIGKILL)) {
+                        tracing::warn!(mesh_id, "a graph query ran out of memory and was stopped");
+                        return Err(GraphError::Limit(format!(
+                            "the query ran out of memory (a graph's worker may use {} MiB) and was stopped; nothing of it was kept",
+                            WORKER_MEMORY >> 20
+                        )));
                     }
                     let how = match status {
                         Ok(s) => s.to_string(),
@@ -262,30 +346,77 @@ impl Graphs {
         ))
     }
 
+    /// Before `mesh_id` starts a worker: if [`MAX_WORKERS`] (or the number set) run, ends the least recently used
+    /// idle one of another mesh; `Busy` if all of them are running queries.
+    fn make_room(&self, mesh_id: &str) -> Result<(), GraphError> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = 0;
+        let mut idle = Vec::new();
+        for (mesh, slot) in slots.iter().filter(|(mesh, _)| *mesh != mesh_id) {
+            match slot.try_lock() {
+                // Running a query (its worker is out of the slot), or starting one.
+                Err(_) => live += 1,
+                Ok(held) => {
+                    if let Some(w) = held.as_ref() {
+                        live += 1;
+                        idle.push((w.used, mesh.clone(), slot.clone()));
+                    }
+                }
+            }
+        }
+        if live < self.max_workers {
+            return Ok(());
+        }
+        idle.sort_by_key(|(used, ..)| *used);
+        for (_, mesh, slot) in idle {
+            if let Ok(mut held) = slot.try_lock() {
+                // Dropped, so killed; reaped by tokio.
+                *held = None;
+                tracing::debug!(mesh_id = mesh, "a graph worker ended to make room");
+                return Ok(());
+            }
+        }
+        Err(GraphError::Busy(live))
+    }
+
     fn spawn(&self, mesh_id: &str) -> Result<Worker, GraphError> {
         let path = self.dir.join(format!("{mesh_id}.db"));
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("graph-worker")
+        cmd.arg0("claudemesh")
+            .arg("graph-worker")
             .arg(&path)
             .arg(self.max_bytes.to_string())
             .arg(self.budget.as_millis().to_string())
             .arg(self.idle.as_millis().to_string())
-            // It needs nothing of the broker's environment.
+            // It needs nothing of the broker's environment; SQLite's temporary files go beside
+            // the graphs, not to /tmp.
             .env_clear()
+            .env("SQLITE_TMPDIR", &self.dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let fsize = worker::file_limit(self.max_bytes);
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (setrlimit, signal) with values computed above.
+        // async-signal-safe functions (getrlimit, setrlimit, signal, open, write, close,
+        // close_range) with values computed above.
         unsafe {
             cmd.pre_exec(move || {
-                for (resource, limit) in [(libc::RLIMIT_FSIZE, fsize), (libc::RLIMIT_CORE, 0)] {
-                    let l = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
+                for (resource, limit) in [
+                    (libc::RLIMIT_FSIZE, fsize),
+                    (libc::RLIMIT_DATA, WORKER_MEMORY),
+                    (libc::RLIMIT_CORE, 0),
+                ] {
+                    let mut l = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
                     };
+                    if libc::getrlimit(resource, &mut l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // Never above a lower limit the broker itself runs under.
+                    l.rlim_cur = limit.min(l.rlim_max);
+                    l.rlim_max = l.rlim_cur;
                     if libc::setrlimit(resource, &l) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -293,6 +424,15 @@ impl Graphs {
                 // A write past the size cap fails (EFBIG) and SQLite rolls back, instead of
                 // the signal ending the worker mid-commit.
                 libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                // The first process the kernel ends when memory runs out.
+                let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+                if fd >= 0 {
+                    libc::write(fd, b"1000".as_ptr().cast(), 4);
+                    libc::close(fd);
+                }
+                // Only stdin, stdout and stderr: no descriptor another part of the broker
+                // opened without close-on-exec (a library's) reaches the worker.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
                 Ok(())
             });
         }
@@ -304,6 +444,7 @@ impl Graphs {
                 child,
                 stdin,
                 stdout,
+                used: Instant::now(),
             }),
             _ => Err(GraphError::Storage(
                 "the graph's worker has no pipes".into(),

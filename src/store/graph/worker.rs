@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -77,6 +78,10 @@ pub fn main(args: &[&str]) -> i32 {
         );
         return 2;
     };
+    if let Err(e) = cap_pages(file_limit(max_bytes)) {
+        eprintln!("claudemesh graph-worker: cannot cap the graph's size: {e}");
+        return 1;
+    }
     let (jobs, inbox) = mpsc::sync_channel(1);
     // Reads frames as they come; the jobs are run on a thread with a deep enough stack.
     std::thread::spawn(move || {
@@ -150,11 +155,16 @@ impl Worker {
             None => self.db.insert(open(&self.dir, &self.path)?),
         };
         let result = run(db, job, &params);
-        let limit = file_limit(self.max_bytes);
-        if result.is_err() && job.mode == GraphMode::Write && at_limit(&self.path, limit) {
-            // The kernel refused to grow a file: the statement was rolled back.
+        if let Err(e) = &result
+            && job.mode == GraphMode::Write
+            && (e.to_string().contains(SQLITE_FULL_TEXT)
+                || (e.to_string().contains("disk I/O error")
+                    && at_limit(&self.path, file_limit(self.max_bytes))))
+        {
+            // SQLite's page cap (or, behind it, the kernel's file size cap) refused to grow the
+            // graph: the statement was rolled back.
             self.db = None;
-            return Err(GraphError::TooBig(limit));
+            return Err(GraphError::TooBig(file_limit(self.max_bytes)));
         }
         if let Err(GraphError::Storage(_)) = &result {
             // Opened afresh for the next job, whatever state the failure left the handle in.
@@ -162,6 +172,39 @@ impl Worker {
         }
         result
     }
+}
+
+/// What SQLite says when a database may not grow (`SQLITE_FULL`, here `max_page_count`).
+const SQLITE_FULL_TEXT: &str = "database or disk is full";
+
+/// The most pages a graph's database may have (free ones included), set on every connection
+/// the worker opens: SQLite refuses a statement that would need more (and rolls it back), so
+/// the database never outgrows `limit` bytes — a checkpoint always has room to copy the WAL
+/// back, and the WAL is reset — with a little room under the kernel's cap for the WAL.
+const PAGE_CAP_MARGIN: u64 = 1 << 20;
+static MAX_PAGE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn cap_pages(limit: u64) -> rusqlite::Result<()> {
+    MAX_PAGE_BYTES.store(limit.saturating_sub(PAGE_CAP_MARGIN), Ordering::Relaxed);
+    // SAFETY: the handler opens no database, closes none, and leaves the list of
+    // auto-extensions alone (rusqlite's conditions).
+    unsafe { rusqlite::auto_extension::register_auto_extension(cap_pages_raw) }
+}
+
+/// The raw entry point SQLite calls as each connection opens.
+unsafe extern "C" fn cap_pages_raw(
+    db: *mut rusqlite::ffi::sqlite3,
+    err: *mut *mut std::os::raw::c_char,
+    _: *const rusqlite::ffi::sqlite3_api_routines,
+) -> std::os::raw::c_int {
+    // SAFETY: SQLite calls this with the connection being opened, as rusqlite's bridge expects.
+    unsafe { rusqlite::auto_extension::init_auto_extension(db, err, cap_pages_on) }
+}
+
+fn cap_pages_on(c: rusqlite::Connection) -> rusqlite::Result<()> {
+    let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = MAX_PAGE_BYTES.load(Ordering::Relaxed) / page.max(512) as u64;
+    c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
 }
 
 /// Whether the graph's file or its WAL has grown to (within a few pages of) `limit`: a write
@@ -217,7 +260,8 @@ fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    w.write_all(&(body.len() as u32).to_le_bytes())?;
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    w.write_all(&len.to_le_bytes())?;
     w.write_all(body)?;
     w.flush()
 }
@@ -302,13 +346,31 @@ fn run(
     for row in rows {
         let record: Map<String, Json> = row.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
         bytes += Json::Object(record.clone()).to_string().len();
-        if answer.records.len() >= MAX_GRAPH_RECORDS || bytes > MAX_GRAPH_ANSWER_BYTES {
+        if answer.records.len() >= MAX_GRAPH_RECORDS
+            || bytes > MAX_GRAPH_ANSWER_BYTES
+            || record.values().any(|v| too_deep(v, MAX_DEPTH))
+        {
             answer.truncated = true;
             break;
         }
         answer.records.push(record);
     }
     Ok(answer)
+}
+
+/// Lists and maps nested deeper than this in a record leave it (and the rest) out as
+/// `truncated`: JSON readers refuse deep nesting (serde_json at 128, the broker's frames and
+/// the answer's own envelope included).
+const MAX_DEPTH: usize = 64;
+
+/// Whether `v` nests lists or maps more than `left` deep.
+fn too_deep(v: &Json, left: usize) -> bool {
+    let inner: Box<dyn Iterator<Item = &Json>> = match v {
+        Json::Array(items) => Box::new(items.iter()),
+        Json::Object(map) => Box::new(map.values()),
+        _ => return false,
+    };
+    left == 0 || inner.into_iter().any(|i| too_deep(i, left - 1))
 }
 
 fn engine_error(e: graphdblite::GraphError, mode: GraphMode) -> GraphError {
