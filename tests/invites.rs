@@ -711,5 +711,20 @@ async fn a_dead_invite_codes_landing_says_why_and_shows_no_key_information() {
             (&json!(true), &json!(code), &json!("team"), &json!("alice")),
         );
         assert!(dead["expires_at"].is_i64(), "{dead}");
+        // The page a browser gets says the same, and offers no join command.
+        let html = http_get(&format!("{}/i/{code}", broker.http_url())).await;
+        assert_eq!(html.status, 410, "the page of a {status} code");
+        let html = String::from_utf8_lossy(&html.body);
+        let why = match status {
+            "revoked" => "was revoked",
+            "expired" => "has expired",
+            _ => "has been used up",
+        };
+        assert!(html.contains(why), "{html}");
+        assert!(html.contains("Ask alice for a new one"), "{html}");
+        assert!(!html.contains("claudemesh join"), "{html}");
     }
+    let html = http_get(&format!("{}/i/{fresh}", broker.http_url())).await;
+    assert_eq!(html.status, 200);
+    assert!(String::from_utf8_lossy(&html.body).contains("claudemesh join"));
 }

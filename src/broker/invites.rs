@@ -243,6 +243,25 @@ pub fn landing(broker: &Broker, req: &Request<Incoming>, code: &str) -> Response
             }),
         );
     }
+    if state != "valid" {
+        // Nothing to join with: why, and whom to ask (as `join` says), not the command.
+        let why = match state {
+            "revoked" => "was revoked",
+            "expired" => "has expired",
+            _ => "has been used up",
+        };
+        let body = format!(
+            "<p>This invite from <b>{inviter}</b> to the mesh <b>{name}</b> {why}.</p>\
+             <p>Ask {inviter} for a new one.</p>",
+            inviter = html_escape(&inviter),
+            name = html_escape(&mesh.name),
+        );
+        return respond(
+            StatusCode::GONE,
+            "text/html; charset=utf-8",
+            page("This invite can no longer be used", &body),
+        );
+    }
     let body = format!(
         "<p><b>{inviter}</b> invites you to the mesh <b>{name}</b> as <b>{role}</b>.</p>\
          <p>Expires {expires} · status: {state}</p>\
