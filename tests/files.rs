@@ -346,6 +346,14 @@ async fn an_encrypted_file_is_readable_only_by_its_recipients() {
         refused.stderr
     );
     assert!(files_under(&carol_out).is_empty());
+    // …nor who has read it.
+    let hidden = carol.run(&["file", "status", &id]);
+    assert_eq!(hidden.code, 1, "{hidden:?}");
+    assert!(
+        hidden.stderr.contains("not shared with you"),
+        "{}",
+        hidden.stderr
+    );
 
     // Only the owner grants.
     let not_owner = bob.run(&["file", "grant", &id, "carol"]);

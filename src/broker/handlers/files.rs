@@ -167,6 +167,8 @@ pub fn list_files(conn: &Conn, req_id: Option<String>, req: ListFiles) {
     conn.reply(req_id, ServerMessage::FileList { files, next_cursor });
 }
 
+/// `file_status{fileId}`: who downloaded the file, and when — for its uploader, an owner or
+/// admin, and members who may read it (as `get_file` decides); others get `get_file`'s refusal.
 pub fn file_status(conn: &Conn, req_id: Option<String>, file_id: String) {
     let Some(peer) = conn.peer.as_ref() else {
         return;
@@ -174,6 +176,13 @@ pub fn file_status(conn: &Conn, req_id: Option<String>, file_id: String) {
     let Some(record) = find(conn, &req_id, &file_id) else {
         return;
     };
+    let broker = &conn.broker;
+    if peer.member_id != record.uploader_member_id
+        && !super::perms::is_manager(broker, &peer.mesh_id, &peer.member_id)
+        && let Err((code, message)) = endpoints::readable_by(broker, &record, peer)
+    {
+        return conn.error(req_id, code, message);
+    }
     let accesses = match conn.broker.store.file_accesses(&peer.mesh_id, &record.id) {
         Ok(a) => a,
         Err(e) => return conn.error(req_id, "internal", e.to_string()),
