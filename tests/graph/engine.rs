@@ -305,7 +305,8 @@ fn pages_in_use(dir: &tempfile::TempDir) -> u64 {
 #[tokio::test]
 async fn a_statement_whose_pages_would_outgrow_the_file_cap_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let quota = 1 << 20;
+    // A quota large next to the WAL a statement writes: 64 MiB, files capped at 80.
+    let quota = 64 << 20;
     let g = graphs_in(&dir).with_max_bytes(quota);
     let limit = claudemesh::store::graph::worker::file_limit(quota);
     let params = param("b", "x".repeat(60_000));
@@ -322,15 +323,19 @@ async fn a_statement_whose_pages_would_outgrow_the_file_cap_is_refused() {
             .await
         }
     };
-    add(14).await.unwrap();
+    add(1).await.unwrap();
     let before = pages_in_use(&dir);
     add(1).await.unwrap();
+    let per_node = pages_in_use(&dir) - before;
+    // Just under the quota: every statement so far was allowed.
+    add((quota - (1 << 20) - pages_in_use(&dir)) / per_node)
+        .await
+        .unwrap();
     let used = pages_in_use(&dir);
     assert!(used < quota, "{used} bytes in use, under the quota");
-    let per_node = used - before;
-    // Enough that the database would pass the cap by half a MiB, its WAL stay under it.
+    // Enough that the database would pass the file cap by half a MiB, while the statement's
+    // WAL (about a fifth of the cap) would fit under it.
     let n = (limit - used + (512 << 10)) / per_node;
-    assert!(n * per_node < limit - (256 << 10), "{n} × {per_node}");
     let e = add(n).await.unwrap_err();
     assert!(matches!(e, GraphError::TooBig(_)), "{e:?}");
     assert_eq!(pages_in_use(&dir), used, "nothing of it was kept");
