@@ -475,13 +475,16 @@ async fn a_certificate_from_acme_serves_clients_and_is_renewed_without_a_restart
         log.contains("TLS-ALPN-01"),
         "pebble validated on this port:\n{log}"
     );
-    assert!(
-        std::fs::read_dir(broker.data_dir().join("acme"))
-            .unwrap()
-            .count()
-            >= 2,
-        "account and certificate cached in <data>/acme"
-    );
+    // The certificate is served as soon as it is deployed, and cached just after.
+    eventually("account and certificate cached in <data>/acme", || {
+        std::future::ready(
+            std::fs::read_dir(broker.data_dir().join("acme"))
+                .unwrap()
+                .count()
+                >= 2,
+        )
+    })
+    .await;
 
     // A mesh over the ACME certificate.
     let wss = format!("wss://localhost:{port}/ws");
