@@ -5,8 +5,9 @@
 //! engine work never runs on a tokio worker, one mesh's queries never wait for another's, and a
 //! query can be stopped: graphdblite has no cancel hook, so a query past its time budget is
 //! answered `timeout` and its worker killed (SQLite rolls back what it had not committed); the
-//! mesh's next query starts a fresh one. The kernel caps the size of the files a worker may
-//! write ([`worker::file_limit`]), so no statement can write far past the quota.
+//! mesh's next query starts a fresh one. SQLite and the kernel cap the size of the files a
+//! worker may write ([`worker::file_limit`]), so no statement can write far past the quota; its
+//! memory is capped too ([`WORKER_MEMORY`]). Two queries run at once, broker-wide.
 
 pub mod worker;
 
@@ -346,8 +347,8 @@ impl Graphs {
         ))
     }
 
-    /// Before `mesh_id` starts a worker: if [`MAX_WORKERS`] (or the number set) run, ends the least recently used
-    /// idle one of another mesh; `Busy` if all of them are running queries.
+    /// Before `mesh_id` starts a worker: if [`MAX_WORKERS`] (or the number set) run, ends the
+    /// least recently used idle one of another mesh; `Busy` if all of them are running queries.
     fn make_room(&self, mesh_id: &str) -> Result<(), GraphError> {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let mut live = 0;

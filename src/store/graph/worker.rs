@@ -1,13 +1,14 @@
 //! The graph worker: the process that owns one mesh's graphdblite database, started by
-//! [`super::Graphs`] as `claudemesh graph-worker <db> <max-bytes> <budget-ms> <idle-ms>` (not a command
-//! people run). It reads jobs on stdin and writes one answer for each on stdout, each frame a
-//! little-endian `u32` length and that many bytes of JSON, one job at a time.
+//! [`super::Graphs`] as `claudemesh graph-worker DB MAX_BYTES BUDGET_MS IDLE_MS` (not a
+//! command people run). It reads jobs on stdin and writes one answer for each on stdout, each
+//! frame a little-endian `u32` length and that many bytes of JSON, one job at a time.
 //!
 //! A process, not a thread, because graphdblite cannot be interrupted: the broker stops a query
 //! past its time budget by killing its worker (SQLite rolls back whatever it had not
-//! committed), and the kernel caps the size of every file the worker writes (RLIMIT_FSIZE, set
-//! by the broker), so one statement cannot fill the disk. Should the broker die mid-query, the
-//! worker's CPU limit (its budget and a little more a job) ends the query.
+//! committed). Its database may not grow past the file cap (SQLite's `max_page_count`, set on
+//! every connection it opens), no file it writes past it either (RLIMIT_FSIZE, set by the
+//! broker with its memory limit), so one statement cannot fill the disk. Should the broker die
+//! mid-query, the worker's CPU limit (its budget and a little more a job) ends the query.
 //!
 //! It exits when stdin closes, or with [`IDLE_EXIT`] after its idle time without a job: a job
 //! it has started is always answered first, so a broker that sees that code may send the job
