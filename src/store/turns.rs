@@ -1,6 +1,6 @@
-//! Turns on the blocking pool for work a member can ask for repeatedly and that may run long
-//! (SQL statements, vector searches that scan a collection): one turn per mesh, taken before
-//! one of a few shared ones. A mesh's calls wait for each other rather than in the shared
+//! Turns for work a member can ask for repeatedly and that may run long (SQL statements and
+//! vector searches that scan a collection, on the blocking pool; graph queries, in their
+//! worker processes): one turn per mesh, taken before one of a few shared ones. A mesh's calls wait for each other rather than in the shared
 //! queue, so one busy mesh (a member with a hundred connections) cannot hold every shared turn
 //! and the other meshes wait behind at most one call each.
 
