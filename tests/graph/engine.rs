@@ -186,6 +186,46 @@ async fn an_overrun_is_stopped_and_its_mesh_answers_at_once() {
     assert_eq!(n[0]["n"], 0);
 }
 
+/// A write is answered once committed, or stopped before its commit and kept nowhere:
+/// `timeout` never leaves one half-known (a commit under way when the budget ends is waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_either_answered_or_left_out_entirely() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every commit takes longer than the whole budget.
+    let g = Graphs::with_budget(dir.path().join("graph"), Duration::from_millis(800))
+        .with_commit_delay(Duration::from_millis(1500))
+        .with_worker(BIN);
+    let count = |label: &'static str| {
+        let g = &g;
+        async move {
+            let cypher = format!("MATCH (n:{label}) RETURN count(n) AS n");
+            rows(g, GraphMode::Read, &cypher).await[0]["n"].clone()
+        }
+    };
+    // Its statement ran within the budget, its commit past it: waited for, and answered.
+    let written = g
+        .run(
+            "m1",
+            GraphMode::Write,
+            "CREATE (:Kept {v: 1}) RETURN 1 AS done",
+            None,
+        )
+        .await;
+    assert_eq!(written.unwrap().records[0]["done"], 1);
+    assert_eq!(count("Kept").await, 1);
+    // Its statement overran: stopped before its commit, and nothing of it is there.
+    let endless = "UNWIND range(1, 10000) AS a WITH a \
+                   WHERE size([x IN range(1, 1000000) WHERE x < 0]) >= 0 \
+                   CREATE (:Lost {a: a}) RETURN count(*) AS n";
+    let stopped = g.run("m1", GraphMode::Write, endless, None).await;
+    assert!(
+        matches!(stopped, Err(GraphError::Timeout(_))),
+        "{stopped:?}"
+    );
+    assert_eq!(count("Lost").await, 0);
+    assert_eq!(count("Kept").await, 1);
+}
+
 /// One statement cannot write far past the quota: the kernel's cap on the worker's files stops
 /// it, it is rolled back, and the graph keeps what it had and takes the next small write.
 #[tokio::test]

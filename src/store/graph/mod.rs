@@ -5,7 +5,8 @@
 //! engine work never runs on a tokio worker, one mesh's queries never wait for another's, and a
 //! query can be stopped: graphdblite has no cancel hook, so a query past its time budget is
 //! answered `timeout` and its worker killed (SQLite rolls back what it had not committed); the
-//! mesh's next query starts a fresh one. SQLite and the kernel cap the size of the files a
+//! mesh's next query starts a fresh one. A write that has started committing (its worker says
+//! so) is waited for instead, so `timeout` always means that nothing was kept. SQLite and the kernel cap the size of the files a
 //! worker may write ([`worker::file_limit`]), so no statement can write far past the quota; its
 //! memory is capped too ([`WORKER_MEMORY`]). Two queries run at once, broker-wide.
 
@@ -28,6 +29,9 @@ use super::turns::Turns;
 
 /// How long one query may take, from the request to the answer.
 pub const GRAPH_TIME_BUDGET: Duration = Duration::from_secs(10);
+/// How long a write that has started committing when its budget runs out is still waited for
+/// (its fsync and the checkpoint after it; past this the disk is in trouble).
+const COMMIT_GRACE: Duration = Duration::from_secs(60);
 /// Most records one answer carries; more set `truncated`.
 pub const MAX_GRAPH_RECORDS: usize = 1000;
 /// Most bytes of records (as JSON) one answer carries, so it fits a frame.
@@ -59,7 +63,7 @@ pub enum GraphError {
     ReadOnly(String),
     #[error("a parameter: {0}")]
     Param(String),
-    #[error("the query ran past its time budget of {}s and was stopped", .0.as_secs())]
+    #[error("the query ran past its time budget of {}s and was stopped; nothing it wrote was kept", .0.as_secs())]
     Timeout(Duration),
     #[error(
         "quota: this mesh's graph holds {0} bytes, the most it may hold is {1}; only deletions run until it is smaller (DETACH DELETE, REMOVE)"
@@ -137,6 +141,8 @@ pub struct Graphs {
     max_bytes: u64,
     idle: Duration,
     max_workers: usize,
+    /// How long each worker holds every commit (tests; zero otherwise).
+    commit_delay: Duration,
     /// The program run as `graph-worker`: this one.
     exe: PathBuf,
     slots: Arc<Mutex<Slots>>,
@@ -166,6 +172,7 @@ impl Graphs {
             max_bytes: MAX_GRAPH_BYTES,
             idle: IDLE,
             max_workers: MAX_WORKERS,
+            commit_delay: Duration::ZERO,
             exe,
             slots: Arc::default(),
             reaping: AtomicBool::new(false),
@@ -182,6 +189,13 @@ impl Graphs {
     /// The same graphs with at most `max` workers at once (tests).
     pub fn with_max_workers(mut self, max: usize) -> Graphs {
         self.max_workers = max;
+        self
+    }
+
+    /// The same graphs with workers that hold every commit for `delay` (tests: a write still
+    /// committing when its budget ends).
+    pub fn with_commit_delay(mut self, delay: Duration) -> Graphs {
+        self.commit_delay = delay;
         self
     }
 
@@ -230,23 +244,39 @@ impl Graphs {
         };
         let frame = serde_json::to_vec(&job).map_err(|e| GraphError::Storage(e.to_string()))?;
         if frame.len() > worker::MAX_FRAME {
-            return Err(GraphError::Param(format!(
+            return Err(GraphError::Limit(format!(
                 "the statement and its parameters are {} bytes; at most {} go to the graph",
                 frame.len(),
                 worker::MAX_FRAME
             )));
         }
         let slot = self.slot(mesh_id);
-        // Past the budget the exchange is dropped, and with it the worker that was running the
-        // query (killed on drop).
-        match tokio::time::timeout(self.budget, self.exchange(mesh_id, slot, &frame)).await {
+        let committing = AtomicBool::new(false);
+        let exchange = self.exchange(mesh_id, slot, &frame, &committing);
+        tokio::pin!(exchange);
+        tokio::select! {
+            answer = &mut exchange => return answer,
+            () = tokio::time::sleep(self.budget) => {}
+        }
+        if !committing.load(Ordering::Acquire) {
+            // The exchange is dropped, and with it the worker that was running the query
+            // (killed on drop): SQLite rolls back what it had not committed.
+            tracing::warn!(
+                mesh_id,
+                "a graph query overran its time budget and was stopped"
+            );
+            return Err(GraphError::Timeout(self.budget));
+        }
+        // A write that is committing is let finish, so its answer says whether it was applied.
+        match tokio::time::timeout(COMMIT_GRACE, exchange).await {
             Ok(answer) => answer,
             Err(_) => {
-                tracing::warn!(
-                    mesh_id,
-                    "a graph query overran its time budget and was stopped"
-                );
-                Err(GraphError::Timeout(self.budget))
+                tracing::error!(mesh_id, "a graph write did not finish committing");
+                Err(GraphError::Storage(format!(
+                    "the write ran its statement but its commit did not finish within {}s; it \
+                     was stopped and may or may not have been applied",
+                    COMMIT_GRACE.as_secs()
+                )))
             }
         }
     }
@@ -284,6 +314,7 @@ impl Graphs {
         mesh_id: &str,
         slot: Slot,
         frame: &[u8],
+        committing: &AtomicBool,
     ) -> Result<GraphAnswer, GraphError> {
         let mut held = slot.lock().await;
         let _turn = self
@@ -302,7 +333,7 @@ impl Graphs {
                     self.spawn(mesh_id)?
                 }
             };
-            match worker.ask(frame).await {
+            match worker.ask(frame, committing).await {
                 Ok(answer) => {
                     worker.used = Instant::now();
                     *held = Some(worker);
@@ -389,6 +420,7 @@ impl Graphs {
             .arg(self.max_bytes.to_string())
             .arg(self.budget.as_millis().to_string())
             .arg(self.idle.as_millis().to_string())
+            .args((!self.commit_delay.is_zero()).then(|| self.commit_delay.as_millis().to_string()))
             // It needs nothing of the broker's environment; SQLite's temporary files go beside
             // the graphs, not to /tmp.
             .env_clear()
@@ -455,15 +487,26 @@ impl Graphs {
 }
 
 impl Worker {
-    /// One job out, its answer back; an I/O error if the worker ended first.
-    async fn ask(&mut self, frame: &[u8]) -> std::io::Result<worker::Answer> {
+    /// One job out, its answer back (`committing` set when the worker says it is committing);
+    /// an I/O error if the worker ended first.
+    async fn ask(
+        &mut self,
+        frame: &[u8],
+        committing: &AtomicBool,
+    ) -> std::io::Result<worker::Answer> {
         let len = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
         self.stdin.write_all(&len.to_le_bytes()).await?;
         self.stdin.write_all(frame).await?;
         self.stdin.flush().await?;
         let mut len = [0u8; 4];
         self.stdout.read_exact(&mut len).await?;
-        let len = u32::from_le_bytes(len) as usize;
+        let mut len = u32::from_le_bytes(len) as usize;
+        if len == worker::COMMITTING.len() {
+            committing.store(true, Ordering::Release);
+            let mut next = [0u8; 4];
+            self.stdout.read_exact(&mut next).await?;
+            len = u32::from_le_bytes(next) as usize;
+        }
         if len > worker::MAX_FRAME {
             return Err(std::io::Error::other(format!(
                 "an answer of {len} bytes (at most {})",

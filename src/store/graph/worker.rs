@@ -60,22 +60,30 @@ pub fn file_limit(max_bytes: u64) -> u64 {
     max_bytes.saturating_add((max_bytes / 4).max(16 << 20))
 }
 
-/// `claudemesh graph-worker DB MAX_BYTES BUDGET_MS IDLE_MS`: serves jobs until stdin closes
-/// (0), or until it has none for IDLE_MS ([`IDLE_EXIT`]); 2 for bad arguments.
+/// The frame a worker sends, before a write's answer, as it starts committing: an empty one
+/// (an answer is never empty). From then on the broker waits for the answer past the budget,
+/// so a write is either answered or, stopped before this, left out entirely.
+pub(super) const COMMITTING: &[u8] = b"";
+
+/// `claudemesh graph-worker DB MAX_BYTES BUDGET_MS IDLE_MS [COMMIT_DELAY_MS]`: serves jobs
+/// until stdin closes (0), or until it has none for IDLE_MS ([`IDLE_EXIT`]); 2 for bad
+/// arguments. COMMIT_DELAY_MS (tests) holds every commit that long.
 pub fn main(args: &[&str]) -> i32 {
     let number = |s: &str| s.parse::<u64>().ok();
     let parsed = match args {
-        [db, max_bytes, budget_ms, idle_ms] => Some((
+        [db, max_bytes, budget_ms, idle_ms, delay @ ..] if delay.len() <= 1 => Some((
             PathBuf::from(db),
             number(max_bytes),
             number(budget_ms),
             number(idle_ms),
+            delay.first().map_or(Some(0), |d| number(d)),
         )),
         _ => None,
     };
-    let Some((path, Some(max_bytes), Some(budget_ms), Some(idle_ms))) = parsed else {
+    let Some((path, Some(max_bytes), Some(budget_ms), Some(idle_ms), Some(delay_ms))) = parsed
+    else {
         eprintln!(
-            "claudemesh graph-worker: expected DB MAX_BYTES BUDGET_MS IDLE_MS (the broker starts it)"
+            "claudemesh graph-worker: expected DB MAX_BYTES BUDGET_MS IDLE_MS [COMMIT_DELAY_MS] (the broker starts it)"
         );
         return 2;
     };
@@ -99,6 +107,7 @@ pub fn main(args: &[&str]) -> i32 {
         max_bytes,
         budget: Duration::from_millis(budget_ms),
         idle: Duration::from_millis(idle_ms),
+        commit_delay: Duration::from_millis(delay_ms),
         db: None,
     };
     std::thread::Builder::new()
@@ -114,6 +123,7 @@ struct Worker {
     max_bytes: u64,
     budget: Duration,
     idle: Duration,
+    commit_delay: Duration,
     db: Option<Database>,
 }
 
@@ -127,7 +137,7 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => return 0,
             };
             let answer = match serde_json::from_slice::<Job>(&frame) {
-                Ok(job) => self.answer(&job),
+                Ok(job) => self.answer(&job, &mut stdout),
                 Err(e) => Err(GraphError::Storage(format!("an unreadable job: {e}"))),
             };
             let Ok(bytes) = serde_json::to_vec(&answer) else {
@@ -139,7 +149,7 @@ impl Worker {
         }
     }
 
-    fn answer(&mut self, job: &Job) -> Answer {
+    fn answer(&mut self, job: &Job, out: &mut impl Write) -> Answer {
         let params = match &job.params {
             Some(map) => map
                 .iter()
@@ -155,7 +165,12 @@ impl Worker {
             Some(db) => db,
             None => self.db.insert(open(&self.dir, &self.path)?),
         };
-        let result = run(db, job, &params);
+        let delay = self.commit_delay;
+        let result = run(db, job, &params, || {
+            write_frame(out, COMMITTING)?;
+            std::thread::sleep(delay);
+            Ok(())
+        });
         if let Err(e) = &result
             && job.mode == GraphMode::Write
             && (e.to_string().contains(SQLITE_FULL_TEXT)
@@ -324,24 +339,40 @@ fn open(dir: &Path, path: &Path) -> Result<Database, GraphError> {
     Database::open_with_config(path, config).map_err(|e| storage(&e))
 }
 
+/// Runs the job in a transaction of its mode; a write calls `committing` once its statement
+/// has run and its answer is ready, just before the commit.
 fn run(
     db: &mut Database,
     job: &Job,
     params: &HashMap<String, Value>,
+    committing: impl FnOnce() -> std::io::Result<()>,
 ) -> Result<GraphAnswer, GraphError> {
-    let rows = match job.mode {
+    let failed = |e| engine_error(e, job.mode);
+    match job.mode {
         GraphMode::Read => {
-            let tx = db.read_tx().map_err(|e| engine_error(e, job.mode))?;
+            let tx = db.read_tx().map_err(failed)?;
             let rows = tx
                 .query_with_params(&job.cypher, Some(params))
-                .map_err(|e| engine_error(e, job.mode))?;
-            tx.commit().map_err(|e| engine_error(e, job.mode))?;
-            rows
+                .map_err(failed)?;
+            tx.commit().map_err(failed)?;
+            Ok(records(rows))
         }
-        GraphMode::Write => db
-            .execute_with_params(&job.cypher, Some(params))
-            .map_err(|e| engine_error(e, job.mode))?,
-    };
+        GraphMode::Write => {
+            let tx = db.write_tx().map_err(failed)?;
+            let rows = tx
+                .query_with_params(&job.cypher, Some(params))
+                .map_err(failed)?;
+            let answer = records(rows);
+            // The broker is gone: rolled back as the transaction drops.
+            committing().map_err(|e| GraphError::Storage(e.to_string()))?;
+            tx.commit().map_err(failed)?;
+            Ok(answer)
+        }
+    }
+}
+
+/// The records of an answer, as many as it may carry.
+fn records(rows: Vec<graphdblite::Record>) -> GraphAnswer {
     let mut answer = GraphAnswer::default();
     let mut bytes = 0;
     for row in rows {
@@ -356,7 +387,7 @@ fn run(
         }
         answer.records.push(record);
     }
-    Ok(answer)
+    answer
 }
 
 /// Lists and maps nested deeper than this in a record leave it (and the rest) out as
