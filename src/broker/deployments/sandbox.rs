@@ -158,10 +158,48 @@ pub struct Jail<'a> {
     pub cgroup: Vec<std::ffi::CString>,
 }
 
+impl<'a> Jail<'a> {
+    /// `program` in `app_dir`, with nothing more: no environment, files, network or cgroup,
+    /// the default memory.
+    pub fn bare(
+        app_dir: &'a Path,
+        work_dir: &'a Path,
+        data_dir: &'a Path,
+        program: &'a [String],
+    ) -> Jail<'a> {
+        Jail {
+            app_dir,
+            work_dir,
+            data_dir,
+            program,
+            env: &[],
+            files: &[],
+            memory_mb: DEFAULT_MEMORY_MB,
+            network: &Network::Off,
+            proxy: None,
+            cgroup: Vec::new(),
+        }
+    }
+}
+
 /// A command ready to spawn and the descriptors it inherits (kept open until it has spawned).
 pub struct Prepared {
     pub command: tokio::process::Command,
     pub held: Vec<OwnedFd>,
+}
+
+/// Marks every descriptor from `first` on close-on-exec, for a child between fork and exec
+/// (async-signal-safe: one system call). Kernels before 5.11 lack the flag: nothing changes.
+pub fn close_on_exec_from(first: u32) {
+    // SAFETY: close_range with a flag only changes descriptor flags; no memory is touched.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
 }
 
 /// Finds `bwrap` on PATH.
@@ -235,18 +273,7 @@ pub async fn probe(scratch: &Path) -> Result<PathBuf, Unavailable> {
     }
     prepare_work_dir(&work).map_err(Unavailable::Failed)?;
     let program = ["true".to_string()];
-    let jail = Jail {
-        app_dir: &app,
-        work_dir: &work,
-        data_dir: scratch,
-        program: &program,
-        env: &[],
-        files: &[],
-        memory_mb: DEFAULT_MEMORY_MB,
-        network: &Network::Off,
-        proxy: None,
-        cgroup: Vec::new(),
-    };
+    let jail = Jail::bare(&app, &work, scratch, &program);
     let mut prepared =
         command(&Isolation::Bwrap(bwrap.clone()), &jail).map_err(Unavailable::Failed)?;
     prepared
@@ -435,10 +462,15 @@ pub fn command(isolation: &Isolation, jail: &Jail<'_>) -> Result<Prepared, Strin
     let cgroup = jail.cgroup.clone();
     let nofile = STARTING_NOFILE.get().copied();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (open, write, close, fcntl, setrlimit, nice) on values computed above.
+    // functions (open, write, close, close_range, fcntl, setrlimit, nice) on values computed
+    // above.
     unsafe {
         cmd.pre_exec(move || {
             super::cgroup::enter(&cgroup)?;
+            // Nothing the broker has open reaches the service but stdio and the descriptors
+            // handed to bwrap: a library's file opened without close-on-exec (usearch's index
+            // files) would otherwise be readable inside through /proc/self/fd.
+            close_on_exec_from(3);
             for fd in &inherit {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -493,6 +525,49 @@ mod tests {
         assert_eq!((l.rlim_cur, l.rlim_max), (raised, raised));
     }
 
+    /// A descriptor the broker holds without close-on-exec does not reach a service, sandboxed
+    /// or not (bwrap passes on whatever it inherits).
+    #[tokio::test]
+    async fn a_service_inherits_no_descriptor_of_the_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let stray_path =
+            std::ffi::CString::new(dir.path().join("stray").to_str().unwrap().as_bytes()).unwrap();
+        // SAFETY: open with a valid C string; the descriptor is closed below.
+        let stray = unsafe {
+            libc::open(
+                stray_path.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT,
+                0o600 as libc::c_uint,
+            )
+        };
+        assert!(stray > 2, "{}", std::io::Error::last_os_error());
+        let (app, work) = (dir.path().join("app"), dir.path().join("work"));
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let program = ["sh".to_string(), "-c".into(), "ls /proc/self/fd".into()];
+        let mut isolations = vec![Isolation::Unsandboxed("test".into())];
+        match probe(&dir.path().join("probe")).await {
+            Ok(b) => isolations.push(Isolation::Bwrap(b)),
+            Err(why) => eprintln!("SKIPPED the sandboxed half: {why}"),
+        }
+        for isolation in isolations {
+            let jail = Jail::bare(&app, &work, dir.path(), &program);
+            let mut prepared = command(&isolation, &jail).unwrap();
+            let out = prepared.command.output().await.unwrap();
+            let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            assert!(fds.contains(&1), "{fds:?} {:?}", out.stderr);
+            assert!(
+                !fds.contains(&stray),
+                "fd {stray} reached the service ({isolation:?}): {fds:?}"
+            );
+        }
+        // SAFETY: the descriptor opened above.
+        unsafe { libc::close(stray) };
+    }
+
     /// A vault file entry appears read-only at its path inside, from memory; nothing of it is
     /// written to the host's disk. Skipped (said why) where bwrap cannot run.
     #[tokio::test]
@@ -512,16 +587,8 @@ mod tests {
         ];
         let files = [("/run/secrets/token".to_string(), b"s3cret".to_vec())];
         let jail = Jail {
-            app_dir: &app,
-            work_dir: &work,
-            data_dir: dir.path(),
-            program: &program,
-            env: &[],
             files: &files,
-            memory_mb: DEFAULT_MEMORY_MB,
-            network: &Network::Off,
-            proxy: None,
-            cgroup: Vec::new(),
+            ..Jail::bare(&app, &work, dir.path(), &program)
         };
         let mut prepared = command(&Isolation::Bwrap(bwrap), &jail).unwrap();
         let out = prepared.command.output().await.unwrap();

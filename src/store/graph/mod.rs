@@ -464,8 +464,14 @@ impl Graphs {
                     libc::close(fd);
                 }
                 // Only stdin, stdout and stderr: no descriptor another part of the broker
-                // opened without close-on-exec (a library's) reaches the worker.
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                // opened without close-on-exec (a library's) reaches the worker. (Marked, not
+                // closed: the pipe that reports a failed exec must stay open until then.)
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 Ok(())
             });
         }
