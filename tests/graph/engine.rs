@@ -224,6 +224,41 @@ async fn a_write_is_either_answered_or_left_out_entirely() {
     );
     assert_eq!(count("Lost").await, 0);
     assert_eq!(count("Kept").await, 1);
+    // Let commit, then ended before it finished: the answer says the outcome is unknown.
+    let db = dir.path().join("graph").join("m1.db");
+    let (ended_mid_commit, ()) = tokio::join!(
+        g.run(
+            "m1",
+            GraphMode::Write,
+            "CREATE (:Maybe) RETURN 1 AS done",
+            None
+        ),
+        async {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            for pid in workers_of(&db) {
+                // SAFETY: kill with a process id and a signal number.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    );
+    let said = format!("{ended_mid_commit:?}");
+    assert!(
+        matches!(ended_mid_commit, Err(GraphError::Storage(_))) && said.contains("may or may not"),
+        "{said}"
+    );
+}
+
+/// The graph workers serving the database at `db` (their command line names it).
+fn workers_of(db: &std::path::Path) -> Vec<i32> {
+    let db = db.to_str().unwrap().as_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == db))
+        })
+        .collect()
 }
 
 /// One statement cannot write far past the quota: the kernel's cap on the worker's files stops

@@ -5,8 +5,9 @@
 //! engine work never runs on a tokio worker, one mesh's queries never wait for another's, and a
 //! query can be stopped: graphdblite has no cancel hook, so a query past its time budget is
 //! answered `timeout` and its worker killed (SQLite rolls back what it had not committed); the
-//! mesh's next query starts a fresh one. A write that has started committing (its worker says
-//! so) is waited for instead, so `timeout` always means that nothing was kept. SQLite and the kernel cap the size of the files a
+//! mesh's next query starts a fresh one. A write's commit waits for the broker's go-ahead
+//! (SQLite's commit hook, [`worker::COMMITTING`]), given only within the budget; a write let
+//! commit is waited for, so `timeout` always means that nothing was kept. SQLite and the kernel cap the size of the files a
 //! worker may write ([`worker::file_limit`]), so no statement can write far past the quota; its
 //! memory is capped too ([`WORKER_MEMORY`]). Two queries run at once, broker-wide.
 
@@ -29,9 +30,20 @@ use super::turns::Turns;
 
 /// How long one query may take, from the request to the answer.
 pub const GRAPH_TIME_BUDGET: Duration = Duration::from_secs(10);
-/// How long a write that has started committing when its budget runs out is still waited for
-/// (its fsync and the checkpoint after it; past this the disk is in trouble).
-const COMMIT_GRACE: Duration = Duration::from_secs(60);
+/// How long a write let commit within its budget is still waited for past it (its fsync and the
+/// checkpoint after it; past this the disk is in trouble).
+const COMMIT_GRACE: Duration = Duration::from_secs(10);
+
+/// A query's deadline, and the flag set once its write was let commit.
+type Commit<'a> = (tokio::time::Instant, &'a AtomicBool);
+
+/// The answer when a write's outcome cannot be told.
+fn unknown_outcome(why: &str) -> GraphError {
+    GraphError::Storage(format!(
+        "the write ran its statement but {why}; it may or may not have been applied: read \
+         before writing again"
+    ))
+}
 /// Most records one answer carries; more set `truncated`.
 pub const MAX_GRAPH_RECORDS: usize = 1000;
 /// Most bytes of records (as JSON) one answer carries, so it fits a frame.
@@ -251,12 +263,13 @@ impl Graphs {
             )));
         }
         let slot = self.slot(mesh_id);
+        let deadline = tokio::time::Instant::now() + self.budget;
         let committing = AtomicBool::new(false);
-        let exchange = self.exchange(mesh_id, slot, &frame, &committing);
+        let exchange = self.exchange(mesh_id, slot, &frame, (deadline, &committing));
         tokio::pin!(exchange);
         tokio::select! {
             answer = &mut exchange => return answer,
-            () = tokio::time::sleep(self.budget) => {}
+            () = tokio::time::sleep_until(deadline) => {}
         }
         if !committing.load(Ordering::Acquire) {
             // The exchange is dropped, and with it the worker that was running the query
@@ -267,14 +280,14 @@ impl Graphs {
             );
             return Err(GraphError::Timeout(self.budget));
         }
-        // A write that is committing is let finish, so its answer says whether it was applied.
+        // A write the broker let commit within the budget is let finish, so its answer says
+        // whether it was applied.
         match tokio::time::timeout(COMMIT_GRACE, exchange).await {
             Ok(answer) => answer,
             Err(_) => {
                 tracing::error!(mesh_id, "a graph write did not finish committing");
-                Err(GraphError::Storage(format!(
-                    "the write ran its statement but its commit did not finish within {}s; it \
-                     was stopped and may or may not have been applied",
+                Err(unknown_outcome(&format!(
+                    "its commit did not finish within {}s more",
                     COMMIT_GRACE.as_secs()
                 )))
             }
@@ -314,7 +327,7 @@ impl Graphs {
         mesh_id: &str,
         slot: Slot,
         frame: &[u8],
-        committing: &AtomicBool,
+        commit: Commit<'_>,
     ) -> Result<GraphAnswer, GraphError> {
         let mut held = slot.lock().await;
         let _turn = self
@@ -333,7 +346,7 @@ impl Graphs {
                     self.spawn(mesh_id)?
                 }
             };
-            match worker.ask(frame, committing).await {
+            match worker.ask(frame, commit).await {
                 Ok(answer) => {
                     worker.used = Instant::now();
                     *held = Some(worker);
@@ -350,6 +363,11 @@ impl Graphs {
                     }
                     drop(worker.stdin);
                     let status = worker.child.wait().await;
+                    if commit.1.load(Ordering::Acquire) {
+                        // It ended after it was let commit: its commit may have landed.
+                        tracing::error!(mesh_id, ?status, "a graph worker ended while committing");
+                        return Err(unknown_outcome("its worker ended while committing"));
+                    }
                     if matches!(&status, Ok(s) if s.code() == Some(worker::IDLE_EXIT)) {
                         continue;
                     }
@@ -465,7 +483,8 @@ impl Graphs {
                 }
                 // Only stdin, stdout and stderr: no descriptor another part of the broker
                 // opened without close-on-exec (a library's) reaches the worker. (Marked, not
-                // closed: the pipe that reports a failed exec must stay open until then.)
+                // closed: the pipe that reports a failed exec must stay open until then. Where
+                // the kernel cannot mark them, the worker closes them as it starts.)
                 libc::syscall(
                     libc::SYS_close_range,
                     3u32,
@@ -493,13 +512,10 @@ impl Graphs {
 }
 
 impl Worker {
-    /// One job out, its answer back (`committing` set when the worker says it is committing);
-    /// an I/O error if the worker ended first.
-    async fn ask(
-        &mut self,
-        frame: &[u8],
-        committing: &AtomicBool,
-    ) -> std::io::Result<worker::Answer> {
+    /// One job out, its answer back; an I/O error if the worker ended first. A write about to
+    /// commit is let (and `commit`'s flag set) before the deadline, never after: then this
+    /// waits for the kill.
+    async fn ask(&mut self, frame: &[u8], commit: Commit<'_>) -> std::io::Result<worker::Answer> {
         let len = u32::try_from(frame.len()).map_err(std::io::Error::other)?;
         self.stdin.write_all(&len.to_le_bytes()).await?;
         self.stdin.write_all(frame).await?;
@@ -508,7 +524,13 @@ impl Worker {
         self.stdout.read_exact(&mut len).await?;
         let mut len = u32::from_le_bytes(len) as usize;
         if len == worker::COMMITTING.len() {
+            let (deadline, committing) = commit;
+            if tokio::time::Instant::now() >= deadline {
+                std::future::pending::<()>().await;
+            }
             committing.store(true, Ordering::Release);
+            self.stdin.write_all(&0u32.to_le_bytes()).await?;
+            self.stdin.flush().await?;
             let mut next = [0u8; 4];
             self.stdout.read_exact(&mut next).await?;
             len = u32::from_le_bytes(next) as usize;

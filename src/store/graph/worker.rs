@@ -17,8 +17,9 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use graphdblite::{Config, Database, SyncMode, Value};
@@ -60,9 +61,10 @@ pub fn file_limit(max_bytes: u64) -> u64 {
     max_bytes.saturating_add((max_bytes / 4).max(16 << 20))
 }
 
-/// The frame a worker sends, before a write's answer, as it starts committing: an empty one
-/// (an answer is never empty). From then on the broker waits for the answer past the budget,
-/// so a write is either answered or, stopped before this, left out entirely.
+/// The frame a worker sends when a write is about to commit, and the broker's answer to let it:
+/// an empty one both ways (a job or an answer is never empty). SQLite's commit hook asks; the
+/// broker says go only within the query's budget, and waits for the answer from then on; a
+/// worker told nothing rolls back. So a write is answered, or stopped and kept nowhere.
 pub(super) const COMMITTING: &[u8] = b"";
 
 /// `claudemesh graph-worker DB MAX_BYTES BUDGET_MS IDLE_MS [COMMIT_DELAY_MS]`: serves jobs
@@ -87,11 +89,13 @@ pub fn main(args: &[&str]) -> i32 {
         );
         return 2;
     };
+    close_strays();
     if let Err(e) = cap_pages(file_limit(max_bytes)) {
         eprintln!("claudemesh graph-worker: cannot cap the graph's size: {e}");
         return 1;
     }
     let (jobs, inbox) = mpsc::sync_channel(1);
+    let _ = INBOX.set(Mutex::new(inbox));
     // Reads frames as they come; the jobs are run on a thread with a deep enough stack.
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -107,14 +111,31 @@ pub fn main(args: &[&str]) -> i32 {
         max_bytes,
         budget: Duration::from_millis(budget_ms),
         idle: Duration::from_millis(idle_ms),
-        commit_delay: Duration::from_millis(delay_ms),
         db: None,
     };
+    COMMIT_DELAY_MS.store(delay_ms, Ordering::Relaxed);
     std::thread::Builder::new()
         .name("graph-worker".into())
         .stack_size(WORKER_STACK)
-        .spawn(move || worker.serve(inbox))
+        .spawn(move || worker.serve())
         .map_or(1, |t| t.join().unwrap_or(1))
+}
+
+/// Closes every descriptor but stdin, stdout and stderr: one the broker held without
+/// close-on-exec (a library's) and the kernel did not let it mark (see `Graphs::spawn`).
+fn close_strays() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing a number that was an open descriptor of this process (or the listing's
+        // own, already closed: EBADF); no Rust value owns any of them yet.
+        unsafe { libc::close(fd) };
+    }
 }
 
 struct Worker {
@@ -123,21 +144,63 @@ struct Worker {
     max_bytes: u64,
     budget: Duration,
     idle: Duration,
-    commit_delay: Duration,
     db: Option<Database>,
 }
 
+/// The jobs (and the broker's go-aheads) as they arrive on stdin.
+static INBOX: OnceLock<Mutex<mpsc::Receiver<Vec<u8>>>> = OnceLock::new();
+/// Whether a commit now needs the broker's go-ahead (while a write job runs).
+static GATED: AtomicBool = AtomicBool::new(false);
+/// How long to wait for the go-ahead: the broker says it at once or never.
+static GO_WAIT_MS: AtomicU64 = AtomicU64::new(0);
+/// How long every commit is held once allowed (tests).
+static COMMIT_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The next frame from stdin within `wait`.
+fn next_frame(wait: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
+    let inbox = INBOX.get().ok_or(RecvTimeoutError::Disconnected)?;
+    let inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
+    inbox.recv_timeout(wait)
+}
+
+/// SQLite's commit hook, on every connection of the worker: 0 lets the commit go on, anything
+/// else turns it into a rollback. Outside a write job (opening the database) commits go on.
+unsafe extern "C" fn commit_gate(_: *mut std::os::raw::c_void) -> std::os::raw::c_int {
+    if !GATED.load(Ordering::Acquire) || broker_lets_commit() {
+        0
+    } else {
+        1
+    }
+}
+
+/// Tells the broker a write is about to commit and waits for its go-ahead.
+fn broker_lets_commit() -> bool {
+    let asked = write_frame(&mut std::io::stdout().lock(), COMMITTING).is_ok();
+    let wait = Duration::from_millis(GO_WAIT_MS.load(Ordering::Relaxed));
+    let go = asked && matches!(next_frame(wait), Ok(f) if f == COMMITTING);
+    if go {
+        std::thread::sleep(Duration::from_millis(
+            COMMIT_DELAY_MS.load(Ordering::Relaxed),
+        ));
+    }
+    go
+}
+
 impl Worker {
-    fn serve(mut self, inbox: mpsc::Receiver<Vec<u8>>) -> i32 {
+    fn serve(mut self) -> i32 {
         let mut stdout = std::io::stdout().lock();
+        GO_WAIT_MS.store(
+            (self.budget + Duration::from_secs(CPU_GRACE_SECS)).as_millis() as u64,
+            Ordering::Relaxed,
+        );
         loop {
-            let frame = match inbox.recv_timeout(self.idle) {
+            let frame = match next_frame(self.idle) {
                 Ok(frame) => frame,
                 Err(RecvTimeoutError::Timeout) => return IDLE_EXIT,
                 Err(RecvTimeoutError::Disconnected) => return 0,
             };
             let answer = match serde_json::from_slice::<Job>(&frame) {
-                Ok(job) => self.answer(&job, &mut stdout),
+                Ok(job) => self.answer(&job),
                 Err(e) => Err(GraphError::Storage(format!("an unreadable job: {e}"))),
             };
             let Ok(bytes) = serde_json::to_vec(&answer) else {
@@ -149,7 +212,7 @@ impl Worker {
         }
     }
 
-    fn answer(&mut self, job: &Job, out: &mut impl Write) -> Answer {
+    fn answer(&mut self, job: &Job) -> Answer {
         let params = match &job.params {
             Some(map) => map
                 .iter()
@@ -165,12 +228,9 @@ impl Worker {
             Some(db) => db,
             None => self.db.insert(open(&self.dir, &self.path)?),
         };
-        let delay = self.commit_delay;
-        let result = run(db, job, &params, || {
-            write_frame(out, COMMITTING)?;
-            std::thread::sleep(delay);
-            Ok(())
-        });
+        GATED.store(job.mode == GraphMode::Write, Ordering::Release);
+        let result = run(db, job, &params);
+        GATED.store(false, Ordering::Release);
         if let Err(e) = &result
             && job.mode == GraphMode::Write
             && (e.to_string().contains(SQLITE_FULL_TEXT)
@@ -213,8 +273,14 @@ unsafe extern "C" fn cap_pages_raw(
     err: *mut *mut std::os::raw::c_char,
     _: *const rusqlite::ffi::sqlite3_api_routines,
 ) -> std::os::raw::c_int {
-    // SAFETY: SQLite calls this with the connection being opened, as rusqlite's bridge expects.
-    unsafe { rusqlite::auto_extension::init_auto_extension(db, err, cap_pages_on) }
+    // SAFETY: SQLite calls this with the connection being opened, as rusqlite's bridge expects;
+    // the hook is a plain function with no state behind its argument. (Set after the bridge:
+    // the rusqlite handle it lends clears every hook as it is let go.)
+    unsafe {
+        let done = rusqlite::auto_extension::init_auto_extension(db, err, cap_pages_on);
+        rusqlite::ffi::sqlite3_commit_hook(db, Some(commit_gate), std::ptr::null_mut());
+        done
+    }
 }
 
 fn cap_pages_on(c: rusqlite::Connection) -> rusqlite::Result<()> {
@@ -339,36 +405,27 @@ fn open(dir: &Path, path: &Path) -> Result<Database, GraphError> {
     Database::open_with_config(path, config).map_err(|e| storage(&e))
 }
 
-/// Runs the job in a transaction of its mode; a write calls `committing` once its statement
-/// has run and its answer is ready, just before the commit.
+/// Runs the job in a transaction of its mode (a write's commit passes [`commit_gate`]).
 fn run(
     db: &mut Database,
     job: &Job,
     params: &HashMap<String, Value>,
-    committing: impl FnOnce() -> std::io::Result<()>,
 ) -> Result<GraphAnswer, GraphError> {
     let failed = |e| engine_error(e, job.mode);
-    match job.mode {
+    let rows = match job.mode {
         GraphMode::Read => {
             let tx = db.read_tx().map_err(failed)?;
             let rows = tx
                 .query_with_params(&job.cypher, Some(params))
                 .map_err(failed)?;
             tx.commit().map_err(failed)?;
-            Ok(records(rows))
+            rows
         }
-        GraphMode::Write => {
-            let tx = db.write_tx().map_err(failed)?;
-            let rows = tx
-                .query_with_params(&job.cypher, Some(params))
-                .map_err(failed)?;
-            let answer = records(rows);
-            // The broker is gone: rolled back as the transaction drops.
-            committing().map_err(|e| GraphError::Storage(e.to_string()))?;
-            tx.commit().map_err(failed)?;
-            Ok(answer)
-        }
-    }
+        GraphMode::Write => db
+            .execute_with_params(&job.cypher, Some(params))
+            .map_err(failed)?,
+    };
+    Ok(records(rows))
 }
 
 /// The records of an answer, as many as it may carry.
