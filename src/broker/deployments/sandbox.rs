@@ -189,16 +189,33 @@ pub struct Prepared {
 }
 
 /// Marks every descriptor from `first` on close-on-exec, for a child between fork and exec
-/// (async-signal-safe: one system call). Kernels before 5.11 lack the flag: nothing changes.
+/// (async-signal-safe): one system call, or where the kernel lacks it (before 5.11) or a
+/// filter refuses it, one per descriptor number up to the process's limit.
 pub fn close_on_exec_from(first: u32) {
-    // SAFETY: close_range with a flag only changes descriptor flags; no memory is touched.
+    // SAFETY: close_range with a flag, getrlimit into a local, and fcntl only read and change
+    // descriptor flags.
     unsafe {
-        libc::syscall(
+        let all = libc::syscall(
             libc::SYS_close_range,
             first,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        if all == 0 {
+            return;
+        }
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let end = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur.min(u64::from(i32::MAX as u32))
+        } else {
+            1 << 20
+        };
+        for fd in u64::from(first)..end {
+            libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }
 
