@@ -10,8 +10,8 @@ use super::files::FileError;
 use super::{ClientError, MeshClient, unexpected};
 use crate::archive::{self, ArchiveError, Limits};
 use crate::protocol::messages::{
-    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpToolSpec, McpUpdate,
-    Permission, Scope, ScopeSpec,
+    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployCheck, McpDeployStatus,
+    McpToolSpec, McpUpdate, Permission, Scope, ScopeSpec,
 };
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -155,10 +155,35 @@ impl MeshClient {
         }
     }
 
+    /// Asks the broker whether it would refuse deploying `name` for a reason it knows before
+    /// the code arrives (a taken name, its services quota, no sandbox, the config or scope).
+    /// A broker that does not know the question (the original) is taken as saying yes: its
+    /// `mcp_deploy` decides.
+    async fn check_deploy(
+        &self,
+        name: &str,
+        config: Option<DeployConfig>,
+        scope: Option<ScopeSpec>,
+    ) -> Result<(), ClientError> {
+        let check = McpDeployCheck {
+            server_name: name.into(),
+            config,
+            scope,
+        };
+        match self
+            .request_ack(ClientMessage::McpDeployCheck(Box::new(check)))
+            .await
+        {
+            Err(ClientError::Broker { code, .. }) if code == "unknown_message_type" => Ok(()),
+            answer => answer,
+        }
+    }
+
     /// Packs `dir` into a tar, shares it as a plain file only its uploader may read (the
-    /// broker unpacks it) and deploys it as `name`. A name the broker would refuse, or a member
-    /// without the `deploy` capability, is refused before anything is packed or uploaded, and
-    /// the archive is deleted again when the deploy is refused.
+    /// broker unpacks it) and deploys it as `name`. What the broker can refuse before it has
+    /// the code (a bad or taken name, no `deploy` capability, no sandbox, its quota) is refused
+    /// before anything is packed or uploaded, and the archive is deleted again when the deploy
+    /// is refused.
     pub async fn deploy_dir(
         &self,
         name: &str,
@@ -168,6 +193,8 @@ impl MeshClient {
     ) -> Result<McpDeployStatus, DeployError> {
         check_name(name).map_err(DeployError::Name)?;
         self.check_may_deploy().await?;
+        self.check_deploy(name, config.clone(), scope.clone())
+            .await?;
         // Under a fixed top directory (the broker strips it).
         let tar = archive::pack_dir(dir, "service", &DIR_LIMITS)?;
         // Targeted at our own member key: a plain file with a direct target is readable by

@@ -91,15 +91,41 @@ async fn a_member_without_deploy_uploads_nothing() {
             && said.contains("claudemesh perms set bob +deploy"),
         "{said}"
     );
-    let log = alice.json(&["audit", "--json"]);
-    let file_events: Vec<&Value> = (log["entries"].as_array().expect("entries").iter())
+    let uploads = file_events(&alice);
+    assert!(uploads.is_empty(), "bob uploaded: {uploads:#?}");
+}
+
+/// The mesh's audit log entries about files (shared, deleted), as `owner` reads it.
+fn file_events(owner: &Person) -> Vec<Value> {
+    let log = owner.json(&["audit", "--json"]);
+    (log["entries"].as_array().expect("entries").iter())
         .filter(|e| {
             e["eventType"]
                 .as_str()
                 .is_some_and(|t| t.starts_with("file."))
         })
-        .collect();
-    assert!(file_events.is_empty(), "bob uploaded: {file_events:#?}");
+        .cloned()
+        .collect()
+}
+
+/// What the broker can refuse before it has the code is refused before anything is packed or
+/// uploaded: with no sandbox, and at the mesh's services quota, no file is shared at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_the_broker_knows_in_advance_come_before_the_upload() {
+    let dir = service_dir();
+    let path = dir.path().to_str().unwrap();
+    let broker = BrokerProc::start_with_env(&[], &[("PATH", "/nonexistent")]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let said = alice.refused(&["deploy", "svc", "--dir", path]);
+    assert!(said.contains("--allow-unsandboxed-services"), "{said}");
+    let uploads = file_events(&alice);
+    assert!(uploads.is_empty(), "uploaded: {uploads:#?}");
+    let broker = BrokerProc::start(&["--max-services", "0", "--allow-unsandboxed-services"]);
+    let (alice, _bob) = alice_and_bob(&broker);
+    let said = alice.refused(&["deploy", "svc", "--dir", path]);
+    assert!(said.contains("--max-services"), "{said}");
+    let uploads = file_events(&alice);
+    assert!(uploads.is_empty(), "uploaded: {uploads:#?}");
 }
 
 /// `deploy --dir` uploads the code for its deployer alone, whatever the service's scope: only

@@ -238,6 +238,7 @@ pub async fn dispatch(conn: &mut Conn, frame: Envelope<ClientMessage>) {
         ClientMessage::PeerFileResponse(r) => peer_files::file_response(conn, req_id, *r),
         ClientMessage::PeerDirResponse(r) => peer_files::dir_response(conn, req_id, *r),
         ClientMessage::McpDeploy(d) => deployments::mcp_deploy(conn, req_id, *d),
+        ClientMessage::McpDeployCheck(c) => deployments::mcp_deploy_check(conn, req_id, *c),
         ClientMessage::McpUpdate(u) => deployments::mcp_update(conn, req_id, *u),
         ClientMessage::McpUndeploy { server_name } => {
             deployments::mcp_undeploy(conn, req_id, server_name)

@@ -40,9 +40,10 @@ pub fn needed(frame: &ClientMessage) -> Option<Permission> {
         M::PeerFileRequest(_) | M::PeerDirRequest(_) | M::PeerFilesShare(_) => Permission::Files,
         // Widening a service's scope lets others call code the member deployed: a member who
         // lost `deploy` cannot. Reading the scope, logs and undeploy need no capability.
-        M::McpDeploy(_) | M::McpUpdate(_) | M::McpScope { scope: Some(_), .. } => {
-            Permission::Deploy
-        }
+        M::McpDeploy(_)
+        | M::McpDeployCheck(_)
+        | M::McpUpdate(_)
+        | M::McpScope { scope: Some(_), .. } => Permission::Deploy,
         M::VaultSet(_) | M::VaultDelete { .. } => Permission::Vault,
         M::MeshExecute(_) => Permission::State,
         M::GraphExecute(_) => Permission::State,

@@ -129,6 +129,19 @@ pub struct McpDeploy {
     pub scope: Option<ScopeSpec>,
 }
 
+/// `mcp_deploy_check` (addition): would `mcp_deploy` of this name, config and scope be
+/// refused for a reason known before its source is fetched (the name, the config, the scope,
+/// the sandbox, a name taken, the mesh's services quota)? Answered `ack` or that refusal; a
+/// client asks before uploading an archive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct McpDeployCheck {
+    pub server_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<DeployConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSpec>,
+}
+
 /// `mcp_update`: restart with the same source fetched again, or with a new one (addition).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct McpUpdate {

@@ -56,8 +56,8 @@ pub use audit::{AuditEntry, AuditQuery, AuditResult, AuditVerifyResult};
 pub use clock::{ClockStatus, MAX_CLOCK_SPEED, MIN_CLOCK_SPEED};
 pub use contexts::{ContextEntry, ShareContext};
 pub use deployments::{
-    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployStatus, McpUpdate, Scope,
-    ScopeSpec,
+    CatalogEntry, DeployConfig, DeploySource, McpDeploy, McpDeployCheck, McpDeployStatus,
+    McpUpdate, Scope, ScopeSpec,
 };
 pub use files::{
     FileAccessEntry, FileEntry, FileRef, FileStatusResult, FileTokenRequest, FileTokenResult,
@@ -419,6 +419,7 @@ pub enum ClientMessage {
     PeerDirResponse(Box<PeerDirResponse>),
     // Broker-hosted MCP services (issue 15 tier 2).
     McpDeploy(Box<McpDeploy>),
+    McpDeployCheck(Box<McpDeployCheck>),
     McpUndeploy {
         server_name: String,
     },
@@ -610,6 +611,7 @@ impl ClientMessage {
             ClientMessage::PeerFileResponse(_) => "peer_file_response",
             ClientMessage::PeerDirResponse(_) => "peer_dir_response",
             ClientMessage::McpDeploy(_) => "mcp_deploy",
+            ClientMessage::McpDeployCheck(_) => "mcp_deploy_check",
             ClientMessage::McpUndeploy { .. } => "mcp_undeploy",
             ClientMessage::McpUpdate(_) => "mcp_update",
             ClientMessage::McpLogs { .. } => "mcp_logs",

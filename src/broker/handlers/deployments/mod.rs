@@ -22,8 +22,8 @@ use crate::client::deployments;
 use crate::client::shared_tools::{open_from, seal_to};
 use crate::protocol::messages::{
     CatalogEntry, DEFAULT_TOOL_TIMEOUT_MS, DeployConfig, DeploySource, Envelope,
-    MAX_TOOL_RESULT_BYTES, McpCall, McpCallResult, McpDeploy, McpDeployStatus, McpServerEntry,
-    McpToolSpec, McpUpdate, Scope, ScopeSpec, reports_error,
+    MAX_TOOL_RESULT_BYTES, McpCall, McpCallResult, McpDeploy, McpDeployCheck, McpDeployStatus,
+    McpServerEntry, McpToolSpec, McpUpdate, Scope, ScopeSpec, reports_error,
 };
 use crate::protocol::{ServerMessage, ids, time};
 use crate::store::{AuditActor, AuditEvent, Deployed, DeploymentRow, McpToolRow};
@@ -370,39 +370,13 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
         return;
     };
     aside(conn, req_id, async move {
-        // The name becomes a directory under `<data>/services/<mesh>/`.
-        deployments::check_name(&d.server_name).map_err(|e| refuse("invalid_argument", e))?;
         let config = d.config.clone().unwrap_or_default();
-        let (_, network) = check_config(&config)?;
-        let scope = resolve_scope(&broker, &peer, d.scope.clone())?;
-        let isolation = sandbox_or_refuse(&broker, &network).await?;
-        if let Some(s) = broker.store.mcp_server(&peer.mesh_id, &d.server_name)? {
-            return Err(refuse(
-                "conflict",
-                format!(
-                    "\"{}\" is already a peer-hosted MCP server (hosted by {}); pick another name",
-                    s.name, s.host_name
-                ),
-            ));
-        }
+        let (scope, isolation) =
+            admissible(&broker, &peer, &d.server_name, &config, d.scope.clone()).await?;
         // Held until the row is stored: concurrent deploys take the last places one by one.
         let deploying = broker.services.deploy_lock(&peer.mesh_id).await;
-        let existing = broker.store.deployment(&peer.mesh_id, &d.server_name)?;
-        if let Some(old) = &existing
-            && old.deployer_member_id != peer.member_id
-        {
-            return Err(refuse(
-                "conflict",
-                format!(
-                    "\"{}\" is already deployed by {}; pick another name",
-                    old.name, old.deployer_name
-                ),
-            ));
-        }
+        let existing = taken_or_full(&broker, &peer, &d.server_name)?;
         let max = broker.services.max_per_mesh;
-        if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= max {
-            return Err(quota_exceeded(max));
-        }
         let now = time::now_ms();
         let row = DeploymentRow {
             name: d.server_name.clone(),
@@ -443,6 +417,72 @@ pub fn mcp_deploy(conn: &Conn, req_id: Option<String>, d: McpDeploy) {
         }
         run(&broker, &row, isolation, acting).await
     });
+}
+
+/// `mcp_deploy_check` → `ack`, or the refusal `mcp_deploy` would give before fetching anything
+/// (advisory: a deploy in between may still take the name or the last place).
+pub fn mcp_deploy_check(conn: &Conn, req_id: Option<String>, c: McpDeployCheck) {
+    let Some((broker, peer)) = me(conn) else {
+        return;
+    };
+    reply::answer(conn, req_id, async move {
+        let config = c.config.unwrap_or_default();
+        admissible(&broker, &peer, &c.server_name, &config, c.scope).await?;
+        taken_or_full(&broker, &peer, &c.server_name)?;
+        Ok(Some(ok_ack()))
+    });
+}
+
+/// What `mcp_deploy` checks first: the name, the config, the scope, the sandbox, and that no
+/// peer-hosted server has the name. Returns the scope and how the service would run.
+async fn admissible(
+    broker: &Broker,
+    peer: &Peer,
+    name: &str,
+    config: &DeployConfig,
+    scope: Option<ScopeSpec>,
+) -> Result<(Scope, Isolation), Refusal> {
+    // The name becomes a directory under `<data>/services/<mesh>/`.
+    deployments::check_name(name).map_err(|e| refuse("invalid_argument", e))?;
+    let (_, network) = check_config(config)?;
+    let scope = resolve_scope(broker, peer, scope)?;
+    let isolation = sandbox_or_refuse(broker, &network).await?;
+    if let Some(s) = broker.store.mcp_server(&peer.mesh_id, name)? {
+        return Err(refuse(
+            "conflict",
+            format!(
+                "\"{}\" is already a peer-hosted MCP server (hosted by {}); pick another name",
+                s.name, s.host_name
+            ),
+        ));
+    }
+    Ok((scope, isolation))
+}
+
+/// The deployment `name` of this member, if any; refused when another member's service has the
+/// name, or when it is new and the mesh has its most services.
+fn taken_or_full(
+    broker: &Broker,
+    peer: &Peer,
+    name: &str,
+) -> Result<Option<DeploymentRow>, Refusal> {
+    let existing = broker.store.deployment(&peer.mesh_id, name)?;
+    if let Some(old) = &existing
+        && old.deployer_member_id != peer.member_id
+    {
+        return Err(refuse(
+            "conflict",
+            format!(
+                "\"{}\" is already deployed by {}; pick another name",
+                old.name, old.deployer_name
+            ),
+        ));
+    }
+    let max = broker.services.max_per_mesh;
+    if existing.is_none() && broker.store.deployments(&peer.mesh_id)?.len() >= max {
+        return Err(quota_exceeded(max));
+    }
+    Ok(existing)
 }
 
 /// Deletes the archive `deploy --dir` uploaded for `old` (a file tagged
