@@ -157,8 +157,8 @@ impl MeshClient {
 
     /// Asks the broker whether it would refuse deploying `name` for a reason it knows before
     /// the code arrives (a taken name, its services quota, no sandbox, the config or scope).
-    /// A broker that does not know the question (the original) is taken as saying yes: its
-    /// `mcp_deploy` decides.
+    /// A broker answering `unknown_message_type` (an earlier version of this one) is taken as
+    /// saying yes: its `mcp_deploy` decides.
     async fn check_deploy(
         &self,
         name: &str,

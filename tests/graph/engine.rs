@@ -563,3 +563,56 @@ async fn two_queries_run_at_once_and_a_third_waits_for_a_turn() {
         "the third query was answered before either running one was stopped"
     );
 }
+
+/// A worker whose write is not let commit (the broker gave up on it, and a late go-ahead may
+/// still come) rolls it back, answers that its budget ran out, and ends, so nothing stray on its
+/// pipe is ever read as a job.
+#[test]
+fn a_write_not_let_commit_is_rolled_back_and_its_worker_ends() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m1.db");
+    let mut worker = std::process::Command::new(BIN)
+        .args([
+            "graph-worker",
+            db.to_str().unwrap(),
+            "1000000000",
+            "100",
+            "60000",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut to, mut from) = (worker.stdin.take().unwrap(), worker.stdout.take().unwrap());
+    let mut read_frame = || {
+        let mut len = [0u8; 4];
+        from.read_exact(&mut len).unwrap();
+        let mut body = vec![0; u32::from_le_bytes(len) as usize];
+        from.read_exact(&mut body).unwrap();
+        String::from_utf8(body).unwrap()
+    };
+    let job = br#"{"mode":"Write","cypher":"CREATE (:Lost) RETURN 1 AS n","params":null}"#;
+    to.write_all(&(job.len() as u32).to_le_bytes()).unwrap();
+    to.write_all(job).unwrap();
+    to.flush().unwrap();
+    assert_eq!(read_frame(), "", "it asks to commit");
+    // No go-ahead: after its wait (the budget and a grace) it rolls back.
+    let answer = read_frame();
+    assert!(answer.contains("Timeout"), "{answer}");
+    let status = worker.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "it ends (as if idle): the next job is resent"
+    );
+    drop(to);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let g = Graphs::new(dir.path().to_path_buf()).with_worker(BIN);
+    let n = rt.block_on(rows(
+        &g,
+        GraphMode::Read,
+        "MATCH (n:Lost) RETURN count(n) AS n",
+    ));
+    assert_eq!(n[0]["n"], 0);
+}

@@ -155,6 +155,9 @@ static GATED: AtomicBool = AtomicBool::new(false);
 static GO_WAIT_MS: AtomicU64 = AtomicU64::new(0);
 /// How long every commit is held once allowed (tests).
 static COMMIT_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+/// A commit went without the go-ahead (rolled back): the broker has given up on this worker,
+/// and a go-ahead it sent late may still be on its way, so the worker answers and ends.
+static REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// The next frame from stdin within `wait`.
 fn next_frame(wait: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
@@ -178,7 +181,9 @@ fn broker_lets_commit() -> bool {
     let asked = write_frame(&mut std::io::stdout().lock(), COMMITTING).is_ok();
     let wait = Duration::from_millis(GO_WAIT_MS.load(Ordering::Relaxed));
     let go = asked && matches!(next_frame(wait), Ok(f) if f == COMMITTING);
-    if go {
+    if !go {
+        REFUSED.store(true, Ordering::Release);
+    } else {
         std::thread::sleep(Duration::from_millis(
             COMMIT_DELAY_MS.load(Ordering::Relaxed),
         ));
@@ -209,6 +214,11 @@ impl Worker {
             if write_frame(&mut stdout, &bytes).is_err() {
                 return 0;
             }
+            if REFUSED.load(Ordering::Acquire) {
+                // The broker's next job (resent when this worker is found ended) goes to a
+                // fresh one, which no stray frame reaches.
+                return IDLE_EXIT;
+            }
         }
     }
 
@@ -231,6 +241,9 @@ impl Worker {
         GATED.store(job.mode == GraphMode::Write, Ordering::Release);
         let result = run(db, job, &params);
         GATED.store(false, Ordering::Release);
+        if REFUSED.load(Ordering::Acquire) {
+            return Err(GraphError::Timeout(self.budget));
+        }
         if let Err(e) = &result
             && job.mode == GraphMode::Write
             && (e.to_string().contains(SQLITE_FULL_TEXT)
