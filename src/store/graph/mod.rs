@@ -7,9 +7,10 @@
 //! answered `timeout` and its worker killed (SQLite rolls back what it had not committed); the
 //! mesh's next query starts a fresh one. A write's commit waits for the broker's go-ahead
 //! (SQLite's commit hook, [`worker::COMMITTING`]), given only within the budget; a write let
-//! commit is waited for, so `timeout` always means that nothing was kept. SQLite and the kernel cap the size of the files a
-//! worker may write ([`worker::file_limit`]), so no statement can write far past the quota; its
-//! memory is capped too ([`WORKER_MEMORY`]). Two queries run at once, broker-wide.
+//! commit is waited for, so `timeout` always means that nothing was kept. SQLite and the
+//! kernel cap the size of the files a worker may write ([`worker::file_limit`]), so no
+//! statement can write far past the quota; its memory is capped too ([`WORKER_MEMORY`]). Two
+//! queries run at once, broker-wide.
 
 pub mod worker;
 
@@ -33,17 +34,6 @@ pub const GRAPH_TIME_BUDGET: Duration = Duration::from_secs(10);
 /// How long a write let commit within its budget is still waited for past it (its fsync and the
 /// checkpoint after it; past this the disk is in trouble).
 const COMMIT_GRACE: Duration = Duration::from_secs(10);
-
-/// A query's deadline, and the flag set once its write was let commit.
-type Commit<'a> = (tokio::time::Instant, &'a AtomicBool);
-
-/// The answer when a write's outcome cannot be told.
-fn unknown_outcome(why: &str) -> GraphError {
-    GraphError::Storage(format!(
-        "the write ran its statement but {why}; it may or may not have been applied: read \
-         before writing again"
-    ))
-}
 /// Most records one answer carries; more set `truncated`.
 pub const MAX_GRAPH_RECORDS: usize = 1000;
 /// Most bytes of records (as JSON) one answer carries, so it fits a frame.
@@ -94,6 +84,17 @@ pub enum GraphError {
     /// Every worker the broker allows ([`MAX_WORKERS`]) is running a query.
     #[error("the broker is running {0} graph queries, its most at once; try again shortly")]
     Busy(usize),
+}
+
+/// A query's deadline, and the flag set once its write was let commit.
+type Commit<'a> = (tokio::time::Instant, &'a AtomicBool);
+
+/// The answer when a write's outcome cannot be told.
+fn unknown_outcome(why: &str) -> GraphError {
+    GraphError::Storage(format!(
+        "the write ran its statement but {why}; it may or may not have been applied: read \
+         before writing again"
+    ))
 }
 
 /// Whether a query may write.

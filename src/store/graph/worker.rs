@@ -280,7 +280,8 @@ fn cap_pages(limit: u64) -> rusqlite::Result<()> {
     unsafe { rusqlite::auto_extension::register_auto_extension(cap_pages_raw) }
 }
 
-/// The raw entry point SQLite calls as each connection opens.
+/// The raw entry point SQLite calls as each connection opens: the page cap, and the commit
+/// gate ([`commit_gate`]).
 unsafe extern "C" fn cap_pages_raw(
     db: *mut rusqlite::ffi::sqlite3,
     err: *mut *mut std::os::raw::c_char,
