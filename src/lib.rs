@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod broker;
+pub mod child;
 pub mod cli;
 pub mod client;
 pub mod crypto;

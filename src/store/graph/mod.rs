@@ -484,14 +484,8 @@ impl Graphs {
                 }
                 // Only stdin, stdout and stderr: no descriptor another part of the broker
                 // opened without close-on-exec (a library's) reaches the worker. (Marked, not
-                // closed: the pipe that reports a failed exec must stay open until then. Where
-                // the kernel cannot mark them, the worker closes them as it starts.)
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
+                // closed: the pipe that reports a failed exec must stay open until then.)
+                crate::child::close_on_exec_from(3);
                 Ok(())
             });
         }

@@ -89,7 +89,6 @@ pub fn main(args: &[&str]) -> i32 {
         );
         return 2;
     };
-    close_strays();
     if let Err(e) = cap_pages(file_limit(max_bytes)) {
         eprintln!("claudemesh graph-worker: cannot cap the graph's size: {e}");
         return 1;
@@ -119,23 +118,6 @@ pub fn main(args: &[&str]) -> i32 {
         .stack_size(WORKER_STACK)
         .spawn(move || worker.serve())
         .map_or(1, |t| t.join().unwrap_or(1))
-}
-
-/// Closes every descriptor but stdin, stdout and stderr: one the broker held without
-/// close-on-exec (a library's) and the kernel did not let it mark (see `Graphs::spawn`).
-fn close_strays() {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    for fd in fds {
-        // SAFETY: closing a number that was an open descriptor of this process (or the listing's
-        // own, already closed: EBADF); no Rust value owns any of them yet.
-        unsafe { libc::close(fd) };
-    }
 }
 
 struct Worker {
