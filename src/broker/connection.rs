@@ -462,7 +462,7 @@ async fn on_frame(conn: &mut Conn, bytes: &[u8], encoding: Encoding) {
         conn.out.encoding = encoding;
     }
     conn.frame = "frame";
-    let frame: Envelope<ClientMessage> = match codec::decode(bytes, encoding) {
+    let frame: Envelope<ClientMessage> = match codec::decode_frame(bytes, encoding) {
         Ok(f) => f,
         // The original broker ignores types it does not know (the original client sends
         // `set_stats` every minute, and would take an error frame for the answer to whatever

@@ -511,8 +511,8 @@ fn encode(frame: &Envelope<ClientMessage>, encoding: Encoding) -> Message {
 
 fn decode_envelope(msg: &Message) -> Option<Envelope<ServerMessage>> {
     let result = match msg {
-        Message::Text(t) => codec::decode(t.as_bytes(), Encoding::Json),
-        Message::Binary(b) => codec::decode(b, Encoding::MsgPack),
+        Message::Text(t) => codec::decode_frame(t.as_bytes(), Encoding::Json),
+        Message::Binary(b) => codec::decode_frame(b, Encoding::MsgPack),
         _ => return None,
     };
     match result {

@@ -666,6 +666,20 @@ pub struct ErrorFrame {
     pub id: Option<String>,
 }
 
+impl crate::protocol::codec::Frame for ClientMessage {
+    fn read_rest<'de, A: serde::de::MapAccess<'de>>(
+        kind: &str,
+        rest: A,
+    ) -> Result<Option<Self>, A::Error> {
+        use crate::protocol::codec::read_struct;
+        Ok(Some(match kind {
+            "send" => ClientMessage::Send(Box::new(read_struct(rest)?)),
+            "client_ack" => ClientMessage::ClientAck(read_struct(rest)?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
 /// Frames the broker sends to a client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -1000,5 +1014,19 @@ impl ServerMessage {
             message: message.into(),
             id: None,
         })
+    }
+}
+
+impl crate::protocol::codec::Frame for ServerMessage {
+    fn read_rest<'de, A: serde::de::MapAccess<'de>>(
+        kind: &str,
+        rest: A,
+    ) -> Result<Option<Self>, A::Error> {
+        use crate::protocol::codec::read_struct;
+        Ok(Some(match kind {
+            "push" => ServerMessage::Push(Box::new(read_struct(rest)?)),
+            "ack" => ServerMessage::Ack(read_struct(rest)?),
+            _ => return Ok(None),
+        }))
     }
 }
