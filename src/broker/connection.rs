@@ -70,7 +70,7 @@ impl EventBudget {
 }
 
 /// Encodes a frame for the socket in the connection's encoding.
-pub fn to_ws(frame: &Envelope<ServerMessage>, encoding: Encoding) -> Message {
+pub fn to_ws<T: serde::Serialize>(frame: &T, encoding: Encoding) -> Message {
     let bytes = codec::encode(frame, encoding);
     match encoding {
         Encoding::Json => match String::from_utf8(bytes) {

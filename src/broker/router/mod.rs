@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::to_ws;
 use super::presence::{Peer, PeerState};
@@ -230,29 +231,52 @@ fn push_cost(record: &MessageRecord) -> usize {
 
 /// The `push` frame for a stored message.
 pub fn push_frame(record: &MessageRecord) -> Envelope<ServerMessage> {
-    Envelope::new(ServerMessage::Push(Box::new(Push {
-        message_id: record.id.clone(),
-        mesh_id: record.mesh_id.clone(),
-        sender_pubkey: record.sender_pubkey.clone(),
-        sender_member_pubkey: Some(record.sender_member_pubkey.clone()),
-        sender_member_id: Some(record.sender_member_id.clone()),
-        sender_name: Some(record.sender_name.clone()),
+    let created_at = time::iso(record.created_at_ms);
+    Envelope::new(ServerMessage::Push(Box::new(push_of(record, &created_at))))
+}
+
+/// [`push_frame`] encoded for `encoding`, its strings borrowed from `record` instead of copied:
+/// the same bytes, with a dozen fewer allocations a push (issue 14).
+pub fn push_message(record: &MessageRecord, encoding: Encoding) -> Message {
+    /// `ServerMessage::Push` as it is written: `type` first, then the push's fields.
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type", rename = "push")]
+    struct Tagged<'a> {
+        #[serde(flatten)]
+        push: Push<&'a str>,
+    }
+    let created_at = time::iso(record.created_at_ms);
+    let push = push_of(record, &created_at);
+    to_ws(&Tagged { push }, encoding)
+}
+
+/// The push of a stored message, its strings owned (`String`) or borrowed (`&str`).
+fn push_of<'a, S: From<&'a str>>(record: &'a MessageRecord, created_at: &'a str) -> Push<S> {
+    let s = |v: &'a String| S::from(v.as_str());
+    let opt = |v: &'a Option<String>| v.as_deref().map(S::from);
+    Push {
+        message_id: s(&record.id),
+        mesh_id: s(&record.mesh_id),
+        sender_pubkey: s(&record.sender_pubkey),
+        sender_member_pubkey: Some(s(&record.sender_member_pubkey)),
+        sender_member_id: Some(s(&record.sender_member_id)),
+        sender_name: Some(s(&record.sender_name)),
         topic: None,
-        reply_to_id: record.reply_to_id.clone(),
-        priority: record.priority.as_str().into(),
-        nonce: record.nonce.clone(),
-        ciphertext: record.ciphertext.clone(),
+        reply_to_id: opt(&record.reply_to_id),
+        priority: S::from(record.priority.as_str()),
+        nonce: s(&record.nonce),
+        ciphertext: s(&record.ciphertext),
         body_version: record.body_version,
-        created_at: time::iso(record.created_at_ms),
-        target_spec: Some(record.target_spec.clone()),
-        client_message_id: record.client_message_id.clone(),
-        request_fingerprint: record.request_fingerprint.clone(),
-        subtype: record.subtype.clone(),
+        created_at: S::from(created_at),
+        target_spec: Some(s(&record.target_spec)),
+        client_message_id: opt(&record.client_message_id),
+        request_fingerprint: opt(&record.request_fingerprint),
+        subtype: opt(&record.subtype),
         event: None,
         event_data: None,
         key_epoch: record.key_epoch,
         mirror: None,
-    })))
+    }
 }
 
 /// Whether `peer` receives messages queued under `key`.
@@ -292,7 +316,7 @@ fn offer(
         st.delivery.cursor = Some(0);
         return false;
     }
-    if conn.send(&push_frame(record)) {
+    if conn.send_message(push_message(record, conn.encoding)) {
         if st.delivery.sent(&record.id, now_ms, push_cost(record)) {
             peer.counters.pushed();
         }
@@ -397,7 +421,7 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
             {
                 return Visit::Next;
             }
-            if !conn.send(&push_frame(&record)) {
+            if !conn.send_message(push_message(&record, conn.encoding)) {
                 return Visit::Stop; // the connection is closing
             }
             if delivery.sent(&record.id, now, push_cost(&record)) {

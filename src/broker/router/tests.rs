@@ -156,3 +156,46 @@ fn each_request_that_changes_a_list_names_the_list_it_changes() {
         assert_eq!(changed_area(read), None, "{read}");
     }
 }
+
+/// A push written from borrowed strings is byte for byte the push of `push_frame`, in both
+/// encodings, with every optional field there and with none.
+#[test]
+fn a_borrowed_push_is_written_as_the_owned_one() {
+    use crate::store::Priority;
+    let mut record = MessageRecord {
+        id: "m1".into(),
+        mesh_id: "mesh".into(),
+        sender_member_id: "alice".into(),
+        sender_pubkey: "aa".into(),
+        sender_member_pubkey: "bb".into(),
+        sender_name: "Alice \"A\"".into(),
+        target_spec: "*".into(),
+        priority: Priority::Low,
+        nonce: "bm9uY2U=".into(),
+        ciphertext: "Y2lwaGVy".into(),
+        body_version: Some(2),
+        reply_to_id: Some("m0".into()),
+        mentions: None,
+        client_message_id: Some("c1".into()),
+        request_fingerprint: Some("f1".into()),
+        subtype: Some("reminder".into()),
+        created_at_ms: 1_700_000_000_123,
+        expires_at_ms: i64::MAX,
+        recipients: vec![],
+        key_epoch: 3,
+    };
+    for _ in 0..2 {
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let owned = to_ws(&push_frame(&record), encoding);
+            let borrowed = push_message(&record, encoding);
+            assert_eq!(borrowed.into_data(), owned.into_data(), "{encoding:?}");
+        }
+        let json = push_message(&record, Encoding::Json).into_text().unwrap();
+        assert!(json.starts_with(r#"{"type":"push","#), "{json}");
+        (record.body_version, record.key_epoch) = (None, 0);
+        record.reply_to_id = None;
+        record.client_message_id = None;
+        record.request_fingerprint = None;
+        record.subtype = None;
+    }
+}

@@ -71,47 +71,48 @@ pub struct Ack {
     pub error: Option<String>,
 }
 
-/// `push` (PROTOCOL.md §4.3): a message, a reminder or a system event.
+/// `push` (PROTOCOL.md §4.3): a message, a reminder or a system event. Its strings are `S`:
+/// owned as read, or borrowed from a stored record as the broker writes one (issue 14).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Push {
-    pub message_id: String,
-    pub mesh_id: String,
-    pub sender_pubkey: String,
+pub struct Push<S = String> {
+    pub message_id: S,
+    pub mesh_id: S,
+    pub sender_pubkey: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender_member_pubkey: Option<String>,
+    pub sender_member_pubkey: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender_member_id: Option<String>,
+    pub sender_member_id: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender_name: Option<String>,
+    pub sender_name: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
+    pub topic: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_to_id: Option<String>,
-    pub priority: String,
-    pub nonce: String,
-    pub ciphertext: String,
+    pub reply_to_id: Option<S>,
+    pub priority: S,
+    pub nonce: S,
+    pub ciphertext: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_version: Option<u32>,
-    pub created_at: String,
+    pub created_at: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_spec: Option<String>,
+    pub target_spec: Option<S>,
     #[serde(
         rename = "client_message_id",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub client_message_id: Option<String>,
+    pub client_message_id: Option<S>,
     #[serde(
         rename = "request_fingerprint",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub request_fingerprint: Option<String>,
+    pub request_fingerprint: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subtype: Option<String>,
+    pub subtype: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
+    pub event: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_data: Option<serde_json::Value>,
     /// The root-key epoch of a group or broadcast body; absent means 0.
@@ -120,7 +121,7 @@ pub struct Push {
     /// This broker: a copy for an observer connection (§3.1), `received` or `sent`; it needs
     /// no `client_ack` and leaves the message queued for the member's sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<String>,
+    pub mirror: Option<S>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
