@@ -1,14 +1,12 @@
 //! Frame encodings: JSON text frames (the original's) and MessagePack binary frames with named
 //! fields (this broker's addition). Both decode through one path so they behave identically.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StringDeserializer};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use super::messages::Envelope;
 
