@@ -112,7 +112,9 @@ pub use writer::{Snapshot, avoid_huge_pages, collect_freed_memory};
 /// tables; the queues are kept in memory (see `queue::index`, `queue::migrate`).
 /// 5: no `expiry` table: the queues in memory keep waiting messages in the order their
 /// retention ends, and an older build would never expire what this one stores.
-const SCHEMA_VERSION: u32 = 5;
+/// 6: message records stored by position, keys as bytes (see [`records::MessageRecord`]),
+/// which an older build would misread; rows stored by name still read, so nothing migrates.
+const SCHEMA_VERSION: u32 = 6;
 /// Jobs that may wait for the writer before connections stop reading new requests
 /// ([`Store::room`]); a job holds at most one request's data (up to a frame, 64 KiB).
 const WRITER_QUEUE: usize = 1024;
@@ -398,6 +400,12 @@ impl Store {
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our records are plain structs of strings, numbers and vectors: they always serialise.
     rmp_serde::to_vec_named(value).unwrap_or_default()
+}
+
+/// Serialises a record by position (a MessagePack array, no field names): for the records
+/// stored per message, whose types keep their fields' order for it. [`decode`] reads both forms.
+pub(crate) fn encode_by_position<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec(value).unwrap_or_default()
 }
 
 /// Reads a stored record.

@@ -240,16 +240,29 @@ impl Invite {
 }
 
 /// One sent message, as the broker keeps it: ciphertext only.
+///
+/// Stored as a MessagePack array (fields by position, no names; records of schema 4 written
+/// before were maps by name and still read). The first five fields are the head that the
+/// queues, a retirement and the sweeps read alone (`queue::index::QueuedHead`): keep them first
+/// and in this order. New fields go at the end with `#[serde(default)]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageRecord {
+    pub sender_member_id: String,
+    #[serde(with = "compact_key")]
+    pub target_spec: String,
+    #[serde(default)]
+    pub client_message_id: Option<String>,
+    pub expires_at_ms: i64,
+    /// Recipient keys (see [`RecipientKey`]) with their display names.
+    pub recipients: Vec<(String, String)>,
     pub id: String,
     pub mesh_id: String,
-    pub sender_member_id: String,
     /// The key the sender spoke with (session or member), hex.
+    #[serde(with = "compact_key")]
     pub sender_pubkey: String,
+    #[serde(with = "compact_key")]
     pub sender_member_pubkey: String,
     pub sender_name: String,
-    pub target_spec: String,
     pub priority: Priority,
     pub nonce: String,
     pub ciphertext: String,
@@ -260,15 +273,10 @@ pub struct MessageRecord {
     #[serde(default)]
     pub mentions: Option<Vec<String>>,
     #[serde(default)]
-    pub client_message_id: Option<String>,
-    #[serde(default)]
     pub request_fingerprint: Option<String>,
     #[serde(default)]
     pub subtype: Option<String>,
     pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-    /// Recipient keys (see [`RecipientKey`]) with their display names.
-    pub recipients: Vec<(String, String)>,
     /// The root-key epoch of a group or broadcast body (0: the mesh's first key).
     #[serde(default)]
     pub key_epoch: u64,
@@ -308,7 +316,7 @@ pub struct Delivery {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveredRecord {
     pub sender_member_id: String,
-    #[serde(with = "compact_target")]
+    #[serde(with = "compact_key")]
     pub target_spec: String,
     pub client_message_id: Option<String>,
     /// `(recipient key, display name, acknowledged at ms)`.
@@ -317,28 +325,30 @@ pub struct DeliveredRecord {
     pub keep_until_ms: i64,
 }
 
-/// A target spec that is a key (64 lowercase hex) is kept as its 32 bytes, any other as text.
-mod compact_target {
+/// A string that is a key (64 lowercase hex: a target spec, a sender's key) is kept as its 32
+/// bytes, any other as text.
+pub(crate) mod compact_key {
     use serde::{Deserializer, Serializer, de};
 
-    pub fn serialize<S: Serializer>(target: &str, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
         let mut raw = [0u8; 32];
-        if target.len() == 64
-            && hex::decode_to_slice(target, &mut raw).is_ok()
-            && hex::encode(raw) == target
+        // (Lowercase only: an uppercase key would not read back as written.)
+        if text.len() == 64
+            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && hex::decode_to_slice(text, &mut raw).is_ok()
         {
             s.serialize_bytes(&raw)
         } else {
-            s.serialize_str(target)
+            s.serialize_str(text)
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        struct Target;
-        impl de::Visitor<'_> for Target {
+        struct Text;
+        impl de::Visitor<'_> for Text {
             type Value = String;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a target spec as text or key bytes")
+                f.write_str("text, or a key's 32 bytes")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
                 Ok(v.to_string())
@@ -347,7 +357,7 @@ mod compact_target {
                 Ok(hex::encode(v))
             }
         }
-        d.deserialize_any(Target)
+        d.deserialize_any(Text)
     }
 }
 

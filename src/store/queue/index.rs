@@ -338,11 +338,12 @@ pub(in crate::store) fn queued_row(seq: u64, record: &[u8]) -> Vec<u8> {
     row
 }
 
-/// What the queues, a retirement and the retention sweep read of a queued record: its body
-/// and keys are skipped, not copied.
+/// What the queues, a retirement and the retention sweep read of a queued record: the first
+/// five fields of a [`MessageRecord`], in its order. Its body and keys are skipped, not copied.
 #[derive(serde::Deserialize)]
 pub(in crate::store) struct QueuedHead {
     pub(in crate::store) sender_member_id: String,
+    #[serde(with = "super::super::records::compact_key")]
     pub(in crate::store) target_spec: String,
     #[serde(default)]
     pub(in crate::store) client_message_id: Option<String>,
@@ -350,10 +351,38 @@ pub(in crate::store) struct QueuedHead {
     pub(in crate::store) recipients: Vec<(String, String)>,
 }
 
+/// Reads a [`QueuedHead`] from a whole record: from the front of a record stored by position,
+/// the rest passed over; by name from one stored as a map.
+struct HeadOfRecord;
+
+impl<'de> serde::de::Visitor<'de> for HeadOfRecord {
+    type Value = QueuedHead;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a message record")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<QueuedHead, A::Error> {
+        use serde::Deserialize;
+        let head = QueuedHead::deserialize(serde::de::value::SeqAccessDeserializer::new(&mut seq))?;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(head)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<QueuedHead, A::Error> {
+        use serde::Deserialize;
+        QueuedHead::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
 /// Reads a `QUEUED` row's sequence number and [`QueuedHead`].
 pub(in crate::store) fn read_head(row: &[u8]) -> Result<(u64, QueuedHead), StoreError> {
+    use serde::Deserializer;
     let (seq, record) = split_queued(row)?;
-    Ok((seq, super::super::decode(record)?))
+    let head = rmp_serde::Deserializer::from_read_ref(record)
+        .deserialize_any(HeadOfRecord)
+        .map_err(|e| StoreError::Decode(e.to_string()))?;
+    Ok((seq, head))
 }
 
 /// Reads a `QUEUED` row: its first sequence number and its record.

@@ -25,7 +25,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use super::super::records::v3::{DELIVERIES, MESSAGES, QUEUE, QUEUE_COUNTS, WAITING};
 use super::super::records::v4;
 use super::super::records::{ACKS, DELIVERED, QUEUED};
-use super::super::{Delivery, MessageRecord, StoreError, decode, encode};
+use super::super::{Delivery, MessageRecord, StoreError, decode, encode, encode_by_position};
 use super::index::{QueuedHead, queued_row};
 use super::{distinct_recipients, keep_delivered, short_key};
 
@@ -163,7 +163,7 @@ pub(in crate::store) fn to_v4(tx: &WriteTransaction) -> Result<Counts, StoreErro
                 next_seq += r.recipients.len() as u64;
                 block
             };
-            let row = queued_row(first, &encode(&r));
+            let row = queued_row(first, &encode_by_position(&r));
             queued.insert((mesh_id, id), row.as_slice())?;
         }
         if next_seq != start_seq {

@@ -15,7 +15,7 @@ use index::{QueueIndex, mesh_of, queued_row, read_head, read_queued};
 
 use super::{
     DeliveredRecord, KnownSession, META, MessageRecord, Store, StoreError, decode, decode_opt,
-    encode,
+    encode, encode_by_position,
 };
 
 /// Reads the persisted next sequence number at start-up.
@@ -122,11 +122,6 @@ pub struct Tracked {
 
 /// A stored message id in the form the tables hold: `(mesh_id, message_id)`.
 type MessageKey<'k> = (&'k str, &'k str);
-
-/// Encodes a [`DeliveredRecord`] by position (no field names): it is kept per message.
-fn encode_delivered(r: &DeliveredRecord) -> Vec<u8> {
-    rmp_serde::to_vec(r).unwrap_or_default()
-}
 
 /// The message `record`'s sender already sent under client message id `cid` (whose
 /// `CLIENT_KEYS` key is `key`), if any (still stored, or delivered to everyone with only its
@@ -261,7 +256,7 @@ fn keep_delivered(
         recipients,
         keep_until_ms: r.expires_at_ms,
     };
-    delivered.insert(message, encode_delivered(&kept).as_slice())?;
+    delivered.insert(message, encode_by_position(&kept).as_slice())?;
     Ok(())
 }
 
@@ -294,7 +289,7 @@ impl Store {
         distinct_recipients(&mut record);
         // Encoded and hashed here, on the caller's thread: the writer thread only looks up
         // and inserts.
-        let encoded = encode(&record);
+        let encoded = encode_by_position(&record);
         let cid_key = record
             .client_message_id
             .as_deref()

@@ -360,7 +360,7 @@ async fn messages_expire_after_a_restart() {
     assert_eq!(rows(&store, MESH, "old"), (false, false));
 }
 
-/// A schema 4 store (with its expiry index) opens as schema 5: the index is gone and what it
+/// A schema 4 store (with its expiry index) opens as schema 5 (and on): the index is gone and what it
 /// held still expires.
 #[tokio::test]
 async fn a_schema_4_store_loses_its_expiry_index_and_still_expires() {
@@ -395,7 +395,10 @@ async fn a_schema_4_store_loses_its_expiry_index_and_still_expires() {
     let meta = rt.open_table(META).unwrap();
     assert!(meta.get("expiry_indexed").unwrap().is_none());
     let version = meta.get("schema_version").unwrap().unwrap();
-    assert_eq!(decode::<u32>(version.value()).unwrap(), 5);
+    assert_eq!(
+        decode::<u32>(version.value()).unwrap(),
+        super::super::SCHEMA_VERSION
+    );
     drop((version, meta, rt));
     assert_eq!(store.sweep_expired(100).await.unwrap(), 1);
     assert_eq!(ids(&store, &[key("b")]), ["kept"]);
@@ -459,7 +462,7 @@ async fn a_delivered_record_holding_whole_keys_reads_them_as_they_are() {
     store
         .submit(move |tx| {
             let mut delivered = tx.open_table(DELIVERED)?;
-            delivered.insert((MESH, "msg-whole"), encode_delivered(&kept).as_slice())?;
+            delivered.insert((MESH, "msg-whole"), encode_by_position(&kept).as_slice())?;
             Ok(())
         })
         .await
@@ -624,3 +627,117 @@ mod queues;
 
 /// A schema 3 store kept as a file, for the migrations after it.
 mod v3_store;
+
+/// A record with every field set, keys as a send stores them.
+fn full_record() -> MessageRecord {
+    let mut r = message("full", &["b", "c"]);
+    r.sender_pubkey = "0123456789abcdef".repeat(4);
+    r.sender_member_pubkey = "fedcba9876543210".repeat(4);
+    r.target_spec = "00112233445566778899aabbccddeeff".repeat(2);
+    r.nonce = "n".repeat(32);
+    r.body_version = Some(2);
+    r.reply_to_id = Some("earlier".into());
+    r.mentions = Some(vec!["b".into()]);
+    r.client_message_id = Some("cid-1".into());
+    r.request_fingerprint = Some("fp".into());
+    r.subtype = Some("reply".into());
+    r.expires_at_ms = 12_345;
+    r.key_epoch = 3;
+    r
+}
+
+/// `r` as a broker of schema 4 before records were stored by position wrote it: a map by
+/// field name, keys as hex text.
+fn stored_by_name(r: &MessageRecord) -> Vec<u8> {
+    let map = serde_json::json!({
+        "id": r.id, "mesh_id": r.mesh_id, "sender_member_id": r.sender_member_id,
+        "sender_pubkey": r.sender_pubkey, "sender_member_pubkey": r.sender_member_pubkey,
+        "sender_name": r.sender_name, "target_spec": r.target_spec, "priority": "now",
+        "nonce": r.nonce, "ciphertext": r.ciphertext, "body_version": r.body_version,
+        "reply_to_id": r.reply_to_id, "mentions": r.mentions,
+        "client_message_id": r.client_message_id, "request_fingerprint": r.request_fingerprint,
+        "subtype": r.subtype, "created_at_ms": r.created_at_ms, "expires_at_ms": r.expires_at_ms,
+        "recipients": r.recipients, "key_epoch": r.key_epoch,
+    });
+    rmp_serde::to_vec_named(&map).unwrap()
+}
+
+/// A queued row reads back whole, and by its head alone, whether its record is stored by
+/// position (as now, keys as bytes) or by name (as before); by position it takes a good
+/// deal less room.
+#[test]
+fn a_queued_row_reads_back_whole_and_by_its_head_in_either_form() {
+    let r = full_record();
+    let by_position = encode_by_position(&r);
+    let by_name = stored_by_name(&r);
+    assert!(
+        by_position.len() + 300 < by_name.len(),
+        "{} bytes by position, {} by name",
+        by_position.len(),
+        by_name.len()
+    );
+    for bytes in [&by_position, &by_name] {
+        let row = queued_row(7, bytes);
+        let (seq, whole) = read_queued(&row).unwrap();
+        assert_eq!((seq, format!("{whole:?}")), (7, format!("{r:?}")));
+        let (seq, head) = read_head(&row).unwrap();
+        assert_eq!(
+            (
+                seq,
+                head.sender_member_id,
+                head.target_spec,
+                head.client_message_id,
+                head.expires_at_ms,
+                head.recipients
+            ),
+            (
+                7,
+                r.sender_member_id.clone(),
+                r.target_spec.clone(),
+                r.client_message_id.clone(),
+                r.expires_at_ms,
+                r.recipients.clone()
+            )
+        );
+    }
+}
+
+/// Messages an earlier broker stored by name are still queued after an upgrade: walked,
+/// found, delivered, and their status kept.
+#[tokio::test]
+async fn messages_stored_by_name_before_an_upgrade_are_delivered_and_tracked() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = full_record();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let row = queued_row(1, &stored_by_name(&r));
+        store
+            .write(move |tx| {
+                tx.open_table(QUEUED)?
+                    .insert((MESH, "full"), row.as_slice())?;
+                tx.open_table(META)?
+                    .insert("queue_seq", encode(&3u64).as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(ids(&store, &[key("b")]), ["full"]);
+    assert_eq!(ids(&store, &[key("c")]), ["full"]);
+    let PrefixLookup::Found(t) = store.find_message(MESH, "full").unwrap() else {
+        panic!("the message is found");
+    };
+    assert_eq!(t.target_spec, r.target_spec);
+    for to in ["b", "c"] {
+        store
+            .mark_delivered(vec![(key(to), "full".to_string())], 5)
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows(&store, MESH, "full"), (false, true));
+    let t = tracked(&store, "full");
+    let keys: Vec<&str> = t.recipients.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(keys, [key("b"), key("c")]);
+}
