@@ -13,13 +13,36 @@ pub struct HexShapeError {
 
 fn parse_lower_hex<const N: usize>(s: &str) -> Result<[u8; N], HexShapeError> {
     let err = HexShapeError { expected: N * 2 };
-    if s.len() != N * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if s.len() != N * 2 {
         return Err(err);
     }
     let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).map_err(|_| err)?;
+    for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        let (high, low) = (LOWER_HEX[pair[0] as usize], LOWER_HEX[pair[1] as usize]);
+        if (high | low) > 0x0f {
+            return Err(err);
+        }
+        *byte = (high << 4) | low;
+    }
     Ok(out)
 }
+
+/// Each byte's value as a lowercase hex digit, or 0xff for any other byte (hex's own decoder
+/// also takes uppercase, and goes a character at a time).
+const LOWER_HEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// `bytes` as lowercase hex, written into `buf` (twice as long), without a heap allocation.
 fn write_hex<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b str {
@@ -143,5 +166,25 @@ mod tests {
         assert!(Pubkey::parse(&"ab".repeat(31)).is_err());
         assert!(Pubkey::parse(&"zz".repeat(32)).is_err());
         assert!(Signature::parse(&"0f".repeat(64)).is_ok());
+        // A bad digit anywhere, high or low, and characters of more than one byte.
+        for at in [0, 1, 62, 63] {
+            let mut bad = ok.clone().into_bytes();
+            bad[at] = b'g';
+            assert!(
+                Pubkey::parse(std::str::from_utf8(&bad).unwrap()).is_err(),
+                "{at}"
+            );
+        }
+        assert!(Pubkey::parse(&format!("{}é", "a".repeat(62))).is_err());
+    }
+
+    #[test]
+    fn every_byte_reads_back_from_its_hex() {
+        for first in (0..=255u8).step_by(32) {
+            let key = Pubkey(std::array::from_fn(|i| first.wrapping_add(i as u8)));
+            let text = key.to_hex();
+            assert_eq!(text, hex::encode(key.0));
+            assert_eq!(Pubkey::parse(&text), Ok(key));
+        }
     }
 }

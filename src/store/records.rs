@@ -330,16 +330,14 @@ pub struct DeliveredRecord {
 pub(crate) mod compact_key {
     use serde::{Deserializer, Serializer, de};
 
+    use crate::protocol::keys::Pubkey;
+
     pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-        let mut raw = [0u8; 32];
-        // (Lowercase only: an uppercase key would not read back as written.)
-        if text.len() == 64
-            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            && hex::decode_to_slice(text, &mut raw).is_ok()
-        {
-            s.serialize_bytes(&raw)
-        } else {
-            s.serialize_str(text)
+        // (Lowercase only, as `Pubkey::parse` reads: an uppercase key would not read back as
+        // written.)
+        match Pubkey::parse(text) {
+            Ok(key) => s.serialize_bytes(&key.0),
+            Err(_) => s.serialize_str(text),
         }
     }
 
@@ -354,7 +352,10 @@ pub(crate) mod compact_key {
                 Ok(v.to_string())
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<String, E> {
-                Ok(hex::encode(v))
+                Ok(match <[u8; 32]>::try_from(v) {
+                    Ok(key) => Pubkey(key).to_hex(),
+                    Err(_) => hex::encode(v),
+                })
             }
         }
         d.deserialize_any(Text)
