@@ -129,6 +129,9 @@ pub struct Peer {
     state: Mutex<PeerState>,
     /// Set once when the member is revoked; never cleared.
     revoked: AtomicBool,
+    /// [`Peer::recipient_keys`], made once with the presence (every push and acknowledgement
+    /// asks).
+    recipient_keys: Vec<String>,
     /// Held (shared) by every frame and queued step while it runs; revocation takes it
     /// exclusively, so nothing of this presence still runs once a revocation has it.
     authority: tokio::sync::RwLock<()>,
@@ -162,6 +165,22 @@ impl Peer {
         // Only a connection that calls itself control-plane (our CLI) waits for `drain`; the
         // original's member connections expect live pushes.
         let subscribed = asked != Some("control-plane");
+        let mut recipient_keys = vec![
+            RecipientKey::Member {
+                mesh_id: mesh_id.clone(),
+                member_id: member_id.clone(),
+            }
+            .encode(),
+        ];
+        if let Some(session) = session_pubkey {
+            recipient_keys.push(
+                RecipientKey::Session {
+                    mesh_id: mesh_id.clone(),
+                    session,
+                }
+                .encode(),
+            );
+        }
         Peer {
             presence_id,
             mesh_id,
@@ -189,6 +208,7 @@ impl Peer {
                 subscribed,
             }),
             revoked: AtomicBool::new(false),
+            recipient_keys,
             authority: tokio::sync::RwLock::new(()),
         }
     }
@@ -237,24 +257,8 @@ impl Peer {
     }
 
     /// The queues this presence drains: its member's, and its own session's.
-    pub fn recipient_keys(&self) -> Vec<String> {
-        let mut keys = vec![
-            RecipientKey::Member {
-                mesh_id: self.mesh_id.clone(),
-                member_id: self.member_id.clone(),
-            }
-            .encode(),
-        ];
-        if let Some(session) = self.session_pubkey {
-            keys.push(
-                RecipientKey::Session {
-                    mesh_id: self.mesh_id.clone(),
-                    session,
-                }
-                .encode(),
-            );
-        }
-        keys
+    pub fn recipient_keys(&self) -> &[String] {
+        &self.recipient_keys
     }
 
     /// Sends on the live connection, if any.

@@ -373,8 +373,10 @@ impl RecipientKey {
     /// The string form used as a table key: `m/<mesh>/<member>` or `s/<mesh>/<session hex>`.
     pub fn encode(&self) -> String {
         match self {
-            RecipientKey::Member { mesh_id, member_id } => format!("m/{mesh_id}/{member_id}"),
-            RecipientKey::Session { mesh_id, session } => format!("s/{mesh_id}/{session}"),
+            RecipientKey::Member { mesh_id, member_id } => ["m/", mesh_id, "/", member_id].concat(),
+            RecipientKey::Session { mesh_id, session } => {
+                ["s/", mesh_id, "/", &session.to_hex()].concat()
+            }
         }
     }
 

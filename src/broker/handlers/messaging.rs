@@ -143,7 +143,7 @@ fn prepare(
             format!("ids may be at most {MAX_CLIENT_ID} characters"),
         ));
     }
-    let bucket = format!("{}/{}", peer.mesh_id, peer.member_id);
+    let bucket = [&peer.mesh_id, "/", &peer.member_id].concat();
     if !broker.send_limit.allow(&bucket) {
         return Err((
             "rate_limit",

@@ -407,11 +407,11 @@ fn pump(broker: &Broker, peer: &Peer, st: &mut PeerState, now: i64) -> usize {
     let ignore_gate = delivery.ignore_gate;
     let keys = peer.recipient_keys();
     // Before the walk opens its read of the queue (see `Committing::pending`).
-    let committing = broker.committing.pending(&keys);
+    let committing = broker.committing.pending(keys);
     let mut pushed = 0;
     let walked = broker
         .store
-        .walk_queue(&keys, from, now, SCAN_LIMIT, |queue, _, record| {
+        .walk_queue(keys, from, now, SCAN_LIMIT, |queue, _, record| {
             if !delivery.room() {
                 return Visit::Stop;
             }
@@ -475,7 +475,7 @@ pub fn acknowledge(broker: &Arc<Broker>, peer: &Arc<Peer>, message_id: &str) {
         if !st.delivery.acked(message_id) {
             return;
         }
-        broker.committing.add(&peer.recipient_keys(), message_id);
+        broker.committing.add(peer.recipient_keys(), message_id);
         if st.delivery.cursor.is_some() && st.delivery.half_free() {
             pump(broker, peer, &mut st, time::now_ms());
         }
@@ -511,7 +511,7 @@ async fn commit_acks(broker: Arc<Broker>, peer: Arc<Peer>) {
         let done = broker.store.mark_delivered(pairs, time::now_ms()).await;
         let mut st = peer.state();
         // Done, or still queued (then any connection draining these queues may push them again).
-        broker.committing.remove(&keys, &ids);
+        broker.committing.remove(keys, &ids);
         match done {
             Ok(_) => {
                 for id in &ids {

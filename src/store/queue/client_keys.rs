@@ -20,7 +20,7 @@ pub(in crate::store) type ClientKey = [u8; 16];
 /// The key of a client message id in `CLIENT_KEYS`: 16 bytes of SHA-256 over mesh, sender
 /// member and id (a fixed 16 bytes per sent message instead of the three strings).
 pub(in crate::store) fn client_key(mesh_id: &str, member_id: &str, cid: &str) -> ClientKey {
-    let digest = crate::crypto::sha256(format!("{mesh_id}\0{member_id}\0{cid}").as_bytes());
+    let digest = crate::crypto::sha256([mesh_id, "\0", member_id, "\0", cid].concat().as_bytes());
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key

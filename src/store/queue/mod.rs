@@ -198,9 +198,12 @@ fn forget_client_id(
 /// A recipient key without its mesh (`m/<member>`, `s/<session>`), as a delivered record
 /// and an `ACKS` row keep it.
 fn short_key(key: &str) -> String {
-    match key.splitn(3, '/').collect::<Vec<_>>()[..] {
-        [kind, _mesh, rest] => format!("{kind}/{rest}"),
-        _ => key.to_string(),
+    match key
+        .split_once('/')
+        .and_then(|(kind, r)| Some((kind, r.split_once('/')?.1)))
+    {
+        Some((kind, rest)) => [kind, "/", rest].concat(),
+        None => key.to_string(),
     }
 }
 
