@@ -352,13 +352,18 @@ pub(crate) mod compact_key {
                 Ok(v.to_string())
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<String, E> {
-                Ok(match <[u8; 32]>::try_from(v) {
-                    Ok(key) => Pubkey(key).to_hex(),
-                    Err(_) => hex::encode(v),
-                })
+                Ok(text_of(v))
             }
         }
         d.deserialize_any(Text)
+    }
+
+    /// The text of a value stored as bytes (a key's 32).
+    pub fn text_of(bytes: &[u8]) -> String {
+        match <[u8; 32]>::try_from(bytes) {
+            Ok(key) => Pubkey(key).to_hex(),
+            Err(_) => hex::encode(bytes),
+        }
     }
 }
 

@@ -375,14 +375,71 @@ impl<'de> serde::de::Visitor<'de> for HeadOfRecord {
     }
 }
 
-/// Reads a `QUEUED` row's sequence number and [`QueuedHead`].
+/// Reads a `QUEUED` row's sequence number and [`QueuedHead`]: straight from the front of a
+/// record stored by position, through serde from any other (one stored by name, or one that
+/// does not read that way, which then gets serde's error).
 pub(in crate::store) fn read_head(row: &[u8]) -> Result<(u64, QueuedHead), StoreError> {
     use serde::Deserializer;
     let (seq, record) = split_queued(row)?;
+    if let Some(head) = head_by_position(record) {
+        return Ok((seq, head));
+    }
     let head = rmp_serde::Deserializer::from_read_ref(record)
         .deserialize_any(HeadOfRecord)
         .map_err(|e| StoreError::Decode(e.to_string()))?;
     Ok((seq, head))
+}
+
+/// The head of a record stored by position, read with rmp from its first five fields; the
+/// rest of the record is not looked at (serde would read every string of it, the ciphertext
+/// too, to throw it away). `None` when the record does not start that way.
+pub(super) fn head_by_position(record: &[u8]) -> Option<QueuedHead> {
+    use rmp::decode::{read_array_len, read_bin_len, read_int};
+    const NIL: u8 = 0xc0;
+    const BIN8: u8 = 0xc4;
+    let mut rd = record;
+    if read_array_len(&mut rd).ok()? < 5 {
+        return None;
+    }
+    let sender_member_id = text(&mut rd)?;
+    let target_spec = if rd.first() == Some(&BIN8) {
+        let n = read_bin_len(&mut rd).ok()? as usize;
+        let (bytes, rest) = rd.split_at_checked(n)?;
+        rd = rest;
+        super::super::records::compact_key::text_of(bytes)
+    } else {
+        text(&mut rd)?
+    };
+    let client_message_id = match rd.split_first()? {
+        (&NIL, rest) => {
+            rd = rest;
+            None
+        }
+        _ => Some(text(&mut rd)?),
+    };
+    let expires_at_ms = read_int(&mut rd).ok()?;
+    let n = read_array_len(&mut rd).ok()?;
+    let mut recipients = Vec::with_capacity(n.min(64) as usize);
+    for _ in 0..n {
+        if read_array_len(&mut rd).ok()? != 2 {
+            return None;
+        }
+        recipients.push((text(&mut rd)?, text(&mut rd)?));
+    }
+    Some(QueuedHead {
+        sender_member_id,
+        target_spec,
+        client_message_id,
+        expires_at_ms,
+        recipients,
+    })
+}
+
+/// A MessagePack string at the front of `rd`, which moves past it.
+fn text(rd: &mut &[u8]) -> Option<String> {
+    let (s, rest) = rmp::decode::read_str_from_slice(*rd).ok()?;
+    *rd = rest;
+    Some(s.to_owned())
 }
 
 /// Reads a `QUEUED` row: its first sequence number and its record.

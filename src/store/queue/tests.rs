@@ -667,16 +667,28 @@ fn stored_by_name(r: &MessageRecord) -> Vec<u8> {
 /// deal less room.
 #[test]
 fn a_queued_row_reads_back_whole_and_by_its_head_in_either_form() {
-    let r = full_record();
-    let by_position = encode_by_position(&r);
-    let by_name = stored_by_name(&r);
+    let full = full_record();
+    let (by_position, by_name) = (encode_by_position(&full), stored_by_name(&full));
     assert!(
         by_position.len() + 300 < by_name.len(),
         "{} bytes by position, {} by name",
         by_position.len(),
         by_name.len()
     );
-    for bytes in [&by_position, &by_name] {
+    // Also a record whose target is not a key and which has no client message id.
+    let plain = message("plain", &["b"]);
+    for r in [full, plain] {
+        let by_position = encode_by_position(&r);
+        assert!(
+            index::head_by_position(&by_position).is_some(),
+            "a record by position has its head read straight"
+        );
+        check_either_form(&r, &by_position, &stored_by_name(&r));
+    }
+}
+
+fn check_either_form(r: &MessageRecord, by_position: &[u8], by_name: &[u8]) {
+    for bytes in [by_position, by_name] {
         let row = queued_row(7, bytes);
         let (seq, whole) = read_queued(&row).unwrap();
         assert_eq!((seq, format!("{whole:?}")), (7, format!("{r:?}")));
