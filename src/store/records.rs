@@ -241,8 +241,8 @@ impl Invite {
 
 /// One sent message, as the broker keeps it: ciphertext only.
 ///
-/// Stored as a MessagePack array (fields by position, no names; records of schema 4 written
-/// before were maps by name and still read). The first five fields are the head that the
+/// Stored as a MessagePack array (fields by position, no names; records written before schema
+/// 6 are maps by name and still read). The first five fields are the head that the
 /// queues, a retirement and the sweeps read alone (`queue::index::QueuedHead`): keep them first
 /// and in this order. New fields go at the end with `#[serde(default)]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

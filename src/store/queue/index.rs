@@ -351,8 +351,9 @@ pub(in crate::store) struct QueuedHead {
     pub(in crate::store) recipients: Vec<(String, String)>,
 }
 
-/// Reads a [`QueuedHead`] from a whole record: from the front of a record stored by position,
-/// the rest passed over; by name from one stored as a map.
+/// Reads a [`QueuedHead`] through serde: by name from a record stored as a map (before schema
+/// 6); from the front of one stored by position that [`head_by_position`] could not read, the
+/// rest passed over (serde then says what is wrong with it).
 struct HeadOfRecord;
 
 impl<'de> serde::de::Visitor<'de> for HeadOfRecord {
