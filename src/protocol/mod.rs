@@ -39,8 +39,23 @@ fn is_invisible(c: char) -> bool {
 /// first makes "AIice", with a capital i, "Alice"). So "alice", "ALICE", "аlice" (Cyrillic а)
 /// and "AIice" are one name in a mesh, and nobody can pass for somebody else by a look-alike.
 pub fn names_look_alike(a: &str, b: &str) -> bool {
-    let (a, b) = (lookalike_keys(a), lookalike_keys(b));
-    a.iter().any(|k| b.contains(k))
+    LookAlike::of(a).matches(b)
+}
+
+/// A name's look-alike keys ([`names_look_alike`]), made once to compare it with every name of
+/// a mesh.
+pub struct LookAlike([String; 2]);
+
+impl LookAlike {
+    pub fn of(name: &str) -> Self {
+        LookAlike(lookalike_keys(name))
+    }
+
+    /// Whether `name` would pass for this one.
+    pub fn matches(&self, name: &str) -> bool {
+        let other = lookalike_keys(name);
+        self.0.iter().any(|k| other.contains(k))
+    }
 }
 
 fn lookalike_keys(name: &str) -> [String; 2] {

@@ -104,13 +104,14 @@ pub(crate) fn name_taken(
     mesh_id: &str,
     name: &str,
 ) -> Result<bool, StoreError> {
+    let wanted = crate::protocol::LookAlike::of(name);
     for row in members.range((mesh_id, "")..)? {
         let (k, v) = row?;
         if k.value().0 != mesh_id {
             break;
         }
         let m: Member = decode(v.value())?;
-        if m.revoked_at_ms.is_none() && crate::protocol::names_look_alike(&m.display_name, name) {
+        if m.revoked_at_ms.is_none() && wanted.matches(&m.display_name) {
             return Ok(true);
         }
     }

@@ -120,6 +120,7 @@ impl Store {
             if let Some(name) = &patch.display_name
                 && *name != member.display_name
             {
+                let wanted = crate::protocol::LookAlike::of(name);
                 for row in members.range((mesh_id.as_str(), "")..)? {
                     let (k, v) = row?;
                     if k.value().0 != mesh_id {
@@ -128,7 +129,7 @@ impl Store {
                     let other: Member = super::decode(v.value())?;
                     if other.id != member_id
                         && other.revoked_at_ms.is_none()
-                        && crate::protocol::names_look_alike(&other.display_name, name)
+                        && wanted.matches(&other.display_name)
                     {
                         return Ok(Err(ProfileRefusal::NameTaken(name.clone())));
                     }

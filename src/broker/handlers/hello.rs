@@ -501,15 +501,13 @@ pub async fn disconnected(broker: &Broker, peer: &Arc<Peer>, conn_id: u64) {
 /// such a session goes by its member's name instead. Names like the member's own, the common
 /// case, cost no store read.
 fn passes_for_another(broker: &Broker, mesh_id: &str, member: &Member, name: &str) -> bool {
-    use crate::protocol::names_look_alike;
-    if names_look_alike(name, &member.display_name) {
+    let wanted = crate::protocol::LookAlike::of(name);
+    if wanted.matches(&member.display_name) {
         return false;
     }
     match broker.store.members(mesh_id) {
         Ok(all) => all.iter().any(|m| {
-            m.id != member.id
-                && m.revoked_at_ms.is_none()
-                && names_look_alike(&m.display_name, name)
+            m.id != member.id && m.revoked_at_ms.is_none() && wanted.matches(&m.display_name)
         }),
         // Unknown: the member's own name is the safe choice.
         Err(_) => true,
