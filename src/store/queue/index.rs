@@ -351,44 +351,16 @@ pub(in crate::store) struct QueuedHead {
     pub(in crate::store) recipients: Vec<(String, String)>,
 }
 
-/// Reads a [`QueuedHead`] through serde: by name from a record stored as a map (before schema
-/// 6); from the front of one stored by position that [`head_by_position`] could not read, the
-/// rest passed over (serde then says what is wrong with it).
-struct HeadOfRecord;
-
-impl<'de> serde::de::Visitor<'de> for HeadOfRecord {
-    type Value = QueuedHead;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a message record")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<QueuedHead, A::Error> {
-        use serde::Deserialize;
-        let head = QueuedHead::deserialize(serde::de::value::SeqAccessDeserializer::new(&mut seq))?;
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(head)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<QueuedHead, A::Error> {
-        use serde::Deserialize;
-        QueuedHead::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-    }
-}
-
 /// Reads a `QUEUED` row's sequence number and [`QueuedHead`]: straight from the front of a
-/// record stored by position, through serde from any other (one stored by name, or one that
-/// does not read that way, which then gets serde's error).
+/// record stored by position; by name through serde from one stored as a map (before schema
+/// 6), and through serde too from one that does not read that way (serde then says what is
+/// wrong with it).
 pub(in crate::store) fn read_head(row: &[u8]) -> Result<(u64, QueuedHead), StoreError> {
-    use serde::Deserializer;
     let (seq, record) = split_queued(row)?;
-    if let Some(head) = head_by_position(record) {
-        return Ok((seq, head));
+    match head_by_position(record) {
+        Some(head) => Ok((seq, head)),
+        None => Ok((seq, super::super::decode(record)?)),
     }
-    let head = rmp_serde::Deserializer::from_read_ref(record)
-        .deserialize_any(HeadOfRecord)
-        .map_err(|e| StoreError::Decode(e.to_string()))?;
-    Ok((seq, head))
 }
 
 /// The head of a record stored by position, read with rmp from its first five fields; the
