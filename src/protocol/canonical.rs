@@ -260,7 +260,7 @@ fn expiry_role_signer(expires: &str, role: &str, signer: &str) -> Result<i64, Ca
     if role != "admin" && role != "member" {
         return Err(CanonicalError::Role(role.to_owned()));
     }
-    if !is_lower_hex_key(signer) {
+    if !super::keys::Pubkey::is_shape(signer) {
         return Err(CanonicalError::OwnerPubkey);
     }
     Ok(expires_at_unix_seconds)
@@ -310,11 +310,6 @@ pub fn parse_invite_v3(s: &str) -> Result<InviteV3Fields, CanonicalError> {
         role: role.to_owned(),
         signer_pubkey_hex: signer.to_owned(),
     })
-}
-
-/// 64 lowercase hex characters: the only accepted spelling of a public key on the wire.
-fn is_lower_hex_key(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl Pubkey {
     }
     /// True when `s` has the shape of a pubkey, without allocating.
     pub fn is_shape(s: &str) -> bool {
-        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        s.len() == 64 && s.bytes().all(|b| LOWER_HEX[b as usize] <= 0x0f)
     }
 }
 
