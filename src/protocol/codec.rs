@@ -2,6 +2,7 @@
 //! fields (this broker's addition). Both decode through one path so they behave identically.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StringDeserializer};
@@ -255,12 +256,48 @@ pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, 
 /// answered with an empty object rather than a panic in a connection task.
 pub fn encode<T: Serialize>(frame: &T, encoding: Encoding) -> Vec<u8> {
     let out = match encoding {
-        Encoding::Json => serde_json::to_vec(frame).map_err(|e| e.to_string()),
-        Encoding::MsgPack => rmp_serde::to_vec_named(frame).map_err(|e| e.to_string()),
+        Encoding::Json => in_scratch(|b| serde_json::to_writer(b, frame), owned),
+        Encoding::MsgPack => in_scratch(|b| rmp_serde::encode::write_named(b, frame), owned),
     };
     out.unwrap_or_else(|e| {
         tracing::error!("cannot encode frame: {e}");
         b"{}".to_vec()
+    })
+}
+
+/// An encoding copied out of the scratch buffer at its exact size.
+fn owned<E: ToString>(written: Result<&[u8], E>) -> Result<Vec<u8>, String> {
+    written.map(<[u8]>::to_vec).map_err(|e| e.to_string())
+}
+
+/// A scratch buffer bigger than this after an encoding is let go rather than kept.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    /// This thread's buffer to encode into: grown once, not once per frame or record.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `write` on this thread's scratch buffer, emptied first, and hands what it wrote (or its
+/// error) to `read`: an encoding grows no buffer of its own step by step (`read` copies it out
+/// at its exact size, or uses it in place). A nested call gets a buffer of its own.
+pub(crate) fn in_scratch<E, R>(
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    read: impl FnOnce(Result<&[u8], E>) -> R,
+) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let out = read(write(&mut buf).map(|()| buf.as_slice()));
+            if buf.capacity() > SCRATCH_KEPT {
+                *buf = Vec::new();
+            }
+            out
+        }
+        Err(_) => {
+            let mut buf = Vec::new();
+            read(write(&mut buf).map(|()| buf.as_slice()))
+        }
     })
 }
 
@@ -452,5 +489,37 @@ mod tests {
         let packed = rmp_serde::to_vec_named(&value).unwrap();
         let err = decode_frame::<ClientMessage>(&packed, Encoding::MsgPack).unwrap_err();
         assert_eq!(err.message, "frame must be an object");
+    }
+
+    /// Encodings share one buffer per thread: one made while another is being written (a
+    /// nested call) must not clobber it, and a big one must not stay held.
+    #[test]
+    fn an_encoding_inside_another_and_the_next_one_stand_alone() {
+        let put = |b: &mut Vec<u8>, bytes: &[u8]| -> Result<(), ()> {
+            b.extend_from_slice(bytes);
+            Ok(())
+        };
+        let text = |r: Result<&[u8], ()>| String::from_utf8(r.unwrap().to_vec()).unwrap();
+        let outer = in_scratch(
+            |b| {
+                b.extend_from_slice(b"outer ");
+                let inner = in_scratch(|b| put(b, b"inner"), text);
+                b.extend_from_slice(inner.as_bytes());
+                Ok(())
+            },
+            text,
+        );
+        assert_eq!(outer, "outer inner");
+        let big = vec![7u8; SCRATCH_KEPT * 2];
+        assert_eq!(
+            in_scratch(|b| put(b, &big), |r: Result<&[u8], ()>| r.unwrap().len()),
+            big.len()
+        );
+        SCRATCH.with(|b| assert!(b.borrow().capacity() <= SCRATCH_KEPT));
+        let frame = serde_json::json!({"type": "ack", "id": "m1"});
+        assert_eq!(
+            encode(&frame, Encoding::Json),
+            br#"{"type":"ack","id":"m1"}"#
+        );
     }
 }

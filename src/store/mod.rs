@@ -55,6 +55,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use crate::protocol::codec::in_scratch;
+
 pub use approvals::{
     ApprovalCopy, ApprovalDecided, ApprovalRow, DecideOutcome, MAX_PENDING_APPROVALS,
 };
@@ -399,13 +401,25 @@ impl Store {
 /// Serialises a record for storage.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Our records are plain structs of strings, numbers and vectors: they always serialise.
-    rmp_serde::to_vec_named(value).unwrap_or_default()
+    in_scratch(
+        |b| rmp_serde::encode::write_named(b, value),
+        |written| written.map(<[u8]>::to_vec).unwrap_or_default(),
+    )
 }
 
 /// Serialises a record by position (a MessagePack array, no field names): for the records
 /// stored per message, whose types keep their fields' order for it. [`decode`] reads both forms.
 pub(crate) fn encode_by_position<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec(value).unwrap_or_default()
+    by_position_in_place(value, <[u8]>::to_vec)
+}
+
+/// [`encode_by_position`] handing the encoding to `read` where it was written (this thread's
+/// scratch buffer), for a caller that only copies it on, into a table.
+pub(crate) fn by_position_in_place<T: Serialize, R>(value: &T, read: impl FnOnce(&[u8]) -> R) -> R {
+    in_scratch(
+        |b| rmp_serde::encode::write(b, value),
+        |written| read(written.unwrap_or_default()),
+    )
 }
 
 /// Reads a stored record.

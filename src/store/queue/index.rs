@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::super::records::{ACKS, QUEUED};
-use super::super::{MessageRecord, StoreError};
+use super::super::{MessageRecord, StoreError, by_position_in_place};
 
 /// An entry not taken out.
 const LIVE: u64 = u64::MAX;
@@ -336,6 +336,17 @@ pub(in crate::store) fn queued_row(seq: u64, record: &[u8]) -> Vec<u8> {
     row.extend_from_slice(&seq.to_le_bytes());
     row.extend_from_slice(record);
     row
+}
+
+/// `record`'s `QUEUED` row with its sequence number left to [`number_row`]: encoded (by
+/// position) on the caller's thread, so the writer thread only numbers and inserts it.
+pub(in crate::store) fn unnumbered_row(record: &MessageRecord) -> Vec<u8> {
+    by_position_in_place(record, |bytes| queued_row(0, bytes))
+}
+
+/// Sets the sequence number of a row from [`unnumbered_row`].
+pub(in crate::store) fn number_row(row: &mut [u8], seq: u64) {
+    row[..8].copy_from_slice(&seq.to_le_bytes());
 }
 
 /// What the queues, a retirement and the retention sweep read of a queued record: the first

@@ -11,11 +11,11 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::records::{ACKS, CLIENT_IDS, CLIENT_KEYS, DELIVERED, QUEUED, SESSIONS};
 use client_keys::{ClientKey, PendingKeys, client_key, lock};
-use index::{QueueIndex, mesh_of, queued_row, read_head, read_queued};
+use index::{QueueIndex, mesh_of, number_row, read_head, read_queued, unnumbered_row};
 
 use super::{
-    DeliveredRecord, KnownSession, META, MessageRecord, Store, StoreError, decode, decode_opt,
-    encode, encode_by_position,
+    DeliveredRecord, KnownSession, META, MessageRecord, Store, StoreError, by_position_in_place,
+    decode, decode_opt, encode,
 };
 
 /// Reads the persisted next sequence number at start-up.
@@ -259,7 +259,7 @@ fn keep_delivered(
         recipients,
         keep_until_ms: r.expires_at_ms,
     };
-    delivered.insert(message, encode_by_position(&kept).as_slice())?;
+    by_position_in_place(&kept, |bytes| delivered.insert(message, bytes))?;
     Ok(())
 }
 
@@ -292,7 +292,7 @@ impl Store {
         distinct_recipients(&mut record);
         // Encoded and hashed here, on the caller's thread: the writer thread only looks up
         // and inserts.
-        let encoded = encode_by_position(&record);
+        let mut row = unnumbered_row(&record);
         let cid_key = record
             .client_message_id
             .as_deref()
@@ -328,8 +328,8 @@ impl Store {
             }
             let first = seq.fetch_add(keys.len() as u64, Ordering::Relaxed);
             let message = (record.mesh_id.as_str(), record.id.as_str());
-            t.queued
-                .insert(message, queued_row(first, &encoded).as_slice())?;
+            number_row(&mut row, first);
+            t.queued.insert(message, row.as_slice())?;
             index::lock(t.index).add(message, &keys, first, record.expires_at_ms);
             t.next_seq = Some(seq.load(Ordering::Relaxed));
             Ok(Enqueued {

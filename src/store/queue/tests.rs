@@ -1,6 +1,8 @@
 use super::*;
 use crate::store::Priority;
+use crate::store::encode_by_position;
 use crate::store::test_store;
+use index::queued_row;
 use redb::ReadableTableMetadata;
 
 const MESH: &str = "mesh1";
