@@ -1,7 +1,7 @@
 //! Rate limits: a token bucket per key (member for sends, member+pid+cwd for hooks), and caps
 //! on open connections in total and per IP address.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,7 +74,7 @@ impl RateLimiter {
         RateLimiter {
             rate: rate_per_sec,
             burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::default()),
             max_keys: max_keys.max(1),
         }
     }

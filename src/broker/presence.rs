@@ -1,7 +1,7 @@
 //! Who is in each mesh right now. A presence outlives its socket by a 90 s lease so a quick
 //! reconnect reattaches silently; nothing here is stored (members' groups and last-seen are).
 
-use std::collections::{HashMap, HashSet};
+use crate::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -624,11 +624,7 @@ impl Presence {
     }
 
     /// Members with at least one live session `viewer` is shown (see [`Peer::shown_to`]).
-    pub fn online_members(
-        &self,
-        mesh_id: &str,
-        viewer: &Peer,
-    ) -> std::collections::HashSet<String> {
+    pub fn online_members(&self, mesh_id: &str, viewer: &Peer) -> HashSet<String> {
         self.peers(mesh_id)
             .into_iter()
             .filter(|p| !p.control_plane && p.is_live() && p.shown_to(viewer))

@@ -9,7 +9,7 @@
 //! the count, so under load these reads cost a lock and a hash lookup instead of a read
 //! transaction.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,7 +51,7 @@ impl<K: Eq + Hash, V: Clone> Default for ReadCache<K, V> {
         ReadCache {
             inner: Mutex::new(Kept {
                 generation: 0,
-                entries: HashMap::new(),
+                entries: HashMap::default(),
             }),
         }
     }

@@ -2,7 +2,7 @@
 //! session key) without a walk over the mesh: a send finds its recipients' presences in
 //! constant time, however many peers the mesh has.
 
-use std::collections::HashMap;
+use crate::HashMap;
 use std::sync::Arc;
 
 use super::super::limits::LINGERING_SHARE;

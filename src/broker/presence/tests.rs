@@ -666,7 +666,7 @@ fn remembered_labels_are_bounded_and_the_longest_unused_go_first() {
     let known = |labels: &HashMap<(String, Pubkey), Label>, i| {
         labels.contains_key(&("mesh".to_string(), key(i)))
     };
-    let mut labels = HashMap::new();
+    let mut labels = HashMap::default();
     for i in 0..MAX_LABELS {
         remember_label(&mut labels, "mesh", key(i), "alice");
     }

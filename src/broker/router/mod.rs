@@ -2,7 +2,7 @@
 //! presence connects or turns idle, redelivers what is not acknowledged, and tells a mesh about
 //! its peers coming and going.
 
-use std::collections::{HashMap, HashSet};
+use crate::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ pub struct Delivery {
 impl Default for Delivery {
     fn default() -> Self {
         Delivery {
-            inflight: HashMap::new(),
+            inflight: HashMap::default(),
             unacked: 0,
             unacked_bytes: 0,
             cursor: Some(0),

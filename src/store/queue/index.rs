@@ -21,7 +21,9 @@
 //! After a failed commit nothing in memory is trusted: the next commit rebuilds the queues
 //! from the stored rows before its jobs run.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
+
+use crate::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{ReadableTable, WriteTransaction};
