@@ -254,6 +254,7 @@ impl Store {
         }
         quotas::count_once(&tx)?;
         queue::client_keys::recover(&tx)?;
+        let client_keys = queue::client_keys::filtered(&tx)?;
         let seq = queue::load_seq(&tx)?;
         let queues = queue::index::build(&tx)?;
         tx.commit()?;
@@ -261,6 +262,7 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let shared = WriterShared::default();
         *queue::index::lock(&shared.queue_index) = queues;
+        *queue::client_keys::lock(&shared.client_keys) = client_keys;
         let shared = Arc::new(shared);
         let (jobs, rx) = std_mpsc::channel();
         let writer = {

@@ -5,13 +5,19 @@
 //! share their pages; an idle store writes them all. Every commit also keeps in `META` the
 //! oldest message id among entries still waiting, and the next open rebuilds the index from
 //! the stored messages from that id on: a crash loses none of it.
+//!
+//! In front of the table stands a Bloom filter of every key stored or waiting
+//! ([`KeyFilter`]): nearly every send is fresh, and a key the filter never saw needs no
+//! lookup in a large table of random keys (cold pages read at random).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::super::records::{CLIENT_KEYS, DELIVERED, QUEUED};
+use redb::ReadableTableMetadata;
+
+use super::super::records::{CLIENT_IDS, CLIENT_KEYS, DELIVERED, QUEUED};
 use super::super::{DeliveredRecord, META, StoreError, decode, encode};
 
 /// A client message id's key: 16 bytes of SHA-256 over mesh, sender member and id.
@@ -54,6 +60,8 @@ pub(in crate::store) struct PendingKeys {
     recorded: Option<Option<String>>,
     /// The last commit failed: the next one rebuilds the index first.
     rebuild: bool,
+    /// Every key stored or waiting (`None`: not known, look every key up).
+    filter: Option<KeyFilter>,
 }
 
 impl Default for PendingKeys {
@@ -64,6 +72,7 @@ impl Default for PendingKeys {
             oldest: no_entries(),
             recorded: None,
             rebuild: false,
+            filter: None,
         }
     }
 }
@@ -77,7 +86,21 @@ impl PendingKeys {
         self.entries.get(key).map(String::as_str)
     }
 
+    /// Keys added to the filter since it was built (`None`: no filter).
+    #[cfg(test)]
+    pub(in crate::store) fn filter_added(&self) -> Option<u64> {
+        self.filter.as_ref().map(|f| f.added)
+    }
+
+    /// False when `key` is surely neither waiting nor stored: no lookup needed.
+    pub(in crate::store) fn may_hold(&self, key: &ClientKey) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.may_hold(key))
+    }
+
     pub(in crate::store) fn insert(&mut self, key: ClientKey, message_id: &str) {
+        if let Some(filter) = &mut self.filter {
+            filter.add(&key);
+        }
         self.entries.insert(key, message_id.to_string());
         let oldest = &mut self.oldest[slice_of(&key)];
         if oldest.as_deref().is_none_or(|o| message_id < o) {
@@ -165,6 +188,96 @@ fn slice_start(n: usize) -> Option<ClientKey> {
     Some(key)
 }
 
+/// The fewest bits a filter has (128 KiB), and the most (16 MiB): past that many keys
+/// (millions), more of them are looked up for nothing.
+const FILTER_BITS: (u64, u64) = (1 << 20, 1 << 27);
+/// Bits a filter is given per key it starts with: twice as many keys fit before it is
+/// rebuilt, at about one false "maybe" in 200 when full.
+const BITS_PER_KEY: u64 = 32;
+/// The fewest keys added before a filter is rebuilt.
+const MIN_REBUILD: u64 = if cfg!(test) { 64 } else { 65_536 };
+
+/// A Bloom filter over client keys, which are SHA-256 already: three of their 32-bit words
+/// choose its bits. A key forgotten stays set (a false "maybe" costs one lookup, as without
+/// the filter); once as many keys were added as it was built with, it is built again from
+/// the tables, which drops the forgotten ones.
+pub(in crate::store) struct KeyFilter {
+    words: Vec<u64>,
+    /// Bits − 1 (a power of two).
+    mask: u64,
+    /// Keys added since it was built.
+    added: u64,
+    /// Rebuilt once `added` reaches this.
+    rebuild_at: u64,
+}
+
+impl KeyFilter {
+    fn with_room(keys: u64) -> KeyFilter {
+        let bits = keys
+            .saturating_mul(2 * BITS_PER_KEY)
+            .clamp(FILTER_BITS.0, FILTER_BITS.1)
+            .next_power_of_two();
+        KeyFilter {
+            words: vec![0; usize::try_from(bits / 64).unwrap_or(usize::MAX)],
+            mask: bits - 1,
+            added: 0,
+            rebuild_at: keys.max(MIN_REBUILD),
+        }
+    }
+
+    /// A filter of every key in `CLIENT_KEYS`, of every entry of the older `CLIENT_IDS`, and
+    /// of `waiting`.
+    fn build<'k>(
+        tx: &WriteTransaction,
+        waiting: impl ExactSizeIterator<Item = &'k ClientKey>,
+    ) -> Result<KeyFilter, StoreError> {
+        let keys = tx.open_table(CLIENT_KEYS)?;
+        let old = tx.open_table(CLIENT_IDS)?;
+        let mut filter = KeyFilter::with_room(keys.len()? + old.len()? + waiting.len() as u64);
+        for row in keys.iter()? {
+            filter.set(&row?.0.value());
+        }
+        for row in old.iter()? {
+            let (k, _) = row?;
+            let (mesh_id, member_id, cid) = k.value();
+            filter.set(&client_key(mesh_id, member_id, cid));
+        }
+        for key in waiting {
+            filter.set(key);
+        }
+        Ok(filter)
+    }
+
+    fn bits(key: &ClientKey) -> impl Iterator<Item = u64> + '_ {
+        key.chunks_exact(4)
+            .take(3)
+            .map(|w| u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+    }
+
+    fn set(&mut self, key: &ClientKey) {
+        for bit in KeyFilter::bits(key) {
+            let bit = bit & self.mask;
+            self.words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    fn add(&mut self, key: &ClientKey) {
+        self.set(key);
+        self.added += 1;
+    }
+
+    fn may_hold(&self, key: &ClientKey) -> bool {
+        KeyFilter::bits(key).all(|bit| {
+            let bit = bit & self.mask;
+            self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    fn full(&self) -> bool {
+        self.added >= self.rebuild_at
+    }
+}
+
 /// Before a commit's jobs: after a failed commit, rebuilds the index from the stored
 /// messages (see [`PendingKeys`]).
 pub(in crate::store) fn rebuild_if_failed(
@@ -173,9 +286,18 @@ pub(in crate::store) fn rebuild_if_failed(
 ) -> Result<(), StoreError> {
     if pending.rebuild {
         recover(tx)?;
+        pending.filter = Some(KeyFilter::build(tx, std::iter::empty())?);
         pending.rebuild = false;
     }
     Ok(())
+}
+
+/// At open, once [`recover`] ran: nothing waiting, and the filter of every stored key.
+pub(in crate::store) fn filtered(tx: &WriteTransaction) -> Result<PendingKeys, StoreError> {
+    Ok(PendingKeys {
+        filter: Some(KeyFilter::build(tx, std::iter::empty())?),
+        ..PendingKeys::default()
+    })
 }
 
 /// Writes a slice of the waiting entries (all of them when `all`) and records in `META`
@@ -191,6 +313,11 @@ pub(in crate::store) fn write_slice(
     let mut table = tx.open_table(CLIENT_KEYS)?;
     for (key, id) in pending.take(all) {
         table.insert(key, id.as_str())?;
+    }
+    drop(table);
+    if pending.filter.as_ref().is_some_and(KeyFilter::full) {
+        let waiting: Vec<ClientKey> = pending.entries.keys().copied().collect();
+        pending.filter = Some(KeyFilter::build(tx, waiting.iter())?);
     }
     let unwritten = pending.oldest_unwritten();
     if pending.recorded.as_ref() != Some(&unwritten) {
@@ -274,6 +401,29 @@ fn index_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hashed(i: u32) -> ClientKey {
+        client_key("mesh", "member", &i.to_string())
+    }
+
+    /// Every key set is held; of keys never set, nearly all are told apart (at 10 000 keys in
+    /// the smallest filter, about one in 40 000 is a false "maybe").
+    #[test]
+    fn the_filter_holds_every_key_set_and_turns_others_away() {
+        let mut filter = KeyFilter::with_room(10_000);
+        for i in 0..10_000 {
+            filter.add(&hashed(i));
+        }
+        assert!((0..10_000).all(|i| filter.may_hold(&hashed(i))));
+        let maybe = (10_000..20_000)
+            .filter(|i| filter.may_hold(&hashed(*i)))
+            .count();
+        assert!(maybe < 20, "{maybe} of 10 000 keys never set may be held");
+        assert!(
+            filter.full(),
+            "10 000 keys added to a filter built for 10 000"
+        );
+    }
 
     fn key(first: u8, n: u8) -> ClientKey {
         let mut k = [n; 16];

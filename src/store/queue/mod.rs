@@ -132,7 +132,13 @@ fn first_sent(
     (cid, key): (&str, ClientKey),
 ) -> Result<Option<MessageRecord>, StoreError> {
     let (mesh_id, sender) = (record.mesh_id.as_str(), record.sender_member_id.as_str());
-    let waiting = lock(t.pending).get(&key).map(str::to_string);
+    let waiting = {
+        let pending = lock(t.pending);
+        if !pending.may_hold(&key) {
+            return Ok(None);
+        }
+        pending.get(&key).map(str::to_string)
+    };
     let found = match waiting {
         Some(id) => Some(id),
         None => t.client_keys.get(key)?.map(|v| v.value().to_string()),

@@ -374,21 +374,82 @@ async fn expired_messages_leave_no_client_id_entry() {
 /// index) is not taken for a resend: the send is stored as new.
 #[tokio::test]
 async fn an_entry_naming_another_client_id_is_not_a_resend() {
-    let (_dir, store) = test_store();
-    let mut first = message("a-0001", &["b"]);
-    first.client_message_id = Some("cid-y".into());
-    store.enqueue(first).await.unwrap();
-    store
-        .submit(|tx| {
-            let key = client_key(MESH, "alice", "cid-x");
-            tx.open_table(CLIENT_KEYS)?.insert(key, "a-0001")?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut first = message("a-0001", &["b"]);
+        first.client_message_id = Some("cid-y".into());
+        store.enqueue(first).await.unwrap();
+        store
+            .submit(|tx| {
+                let key = client_key(MESH, "alice", "cid-x");
+                tx.open_table(CLIENT_KEYS)?.insert(key, "a-0001")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close();
+    }
+    // Reopened, so that the filter in front of the index knows the entry and it is read.
+    let store = Store::open(dir.path()).unwrap();
     let mut next = message("a-0002", &["b"]);
     next.client_message_id = Some("cid-x".into());
     let e = store.enqueue(next).await.unwrap();
     assert!(e.fresh, "taken for a resend of {}", e.record.id);
     assert_eq!(e.record.id, "a-0002");
+}
+
+/// A store from before `CLIENT_KEYS` keeps client ids in `CLIENT_IDS` only: after a restart,
+/// the filter in front of the index knows them too, and a resend is still recognised.
+#[tokio::test]
+async fn an_older_stores_client_ids_stop_resends_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = message("first", &["b"]);
+    m.client_message_id = Some("cid-old".into());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.enqueue(m.clone()).await.unwrap();
+        store.close();
+    }
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|tx| {
+                let mut keys = tx.open_table(CLIENT_KEYS)?;
+                assert!(keys.remove(client_key(MESH, "alice", "cid-old"))?.is_some());
+                drop(keys);
+                tx.open_table(CLIENT_IDS)?
+                    .insert((MESH, "alice", "cid-old"), "first")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        store.close();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut again = m;
+    again.id = "second".into();
+    let e = store.enqueue(again).await.unwrap();
+    assert!(!e.fresh, "the resend was stored again");
+    assert_eq!(e.record.id, "first");
+}
+
+/// The filter in front of the index is rebuilt from the table once as many keys were added
+/// as it was built for, while most new entries still wait in memory: none of them is lost
+/// to it, and every resend is recognised.
+#[tokio::test]
+async fn a_full_filter_is_rebuilt_and_still_knows_every_waiting_key() {
+    const N: usize = 400;
+    let (_dir, store) = test_store();
+    send_with_cids(&store, "a", N).await;
+    let added = client_keys::lock(&store.shared.client_keys).filter_added();
+    assert!(
+        added.is_some_and(|n| n < N as u64),
+        "the filter was not rebuilt ({added:?} keys added since it was built)"
+    );
+    assert!(
+        stored_client_keys(&store) < N as u64,
+        "every entry was written already: nothing waited in memory"
+    );
+    assert_resends_find_the_originals(&store, N, "after the filter was rebuilt").await;
 }
