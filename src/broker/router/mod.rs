@@ -180,11 +180,12 @@ impl Committing {
     fn add(&self, keys: &[String], id: &str) {
         let mut queues = self.queues();
         for key in keys {
-            *queues
-                .entry(key.clone())
-                .or_default()
-                .entry(id.to_string())
-                .or_default() += 1;
+            // (The key is copied only for a queue with nothing being committed yet.)
+            let pending = match queues.get_mut(key) {
+                Some(pending) => pending,
+                None => queues.entry(key.clone()).or_default(),
+            };
+            *pending.entry(id.to_string()).or_default() += 1;
         }
     }
 

@@ -272,6 +272,9 @@ fn keep_delivered(
 /// A record's recipients with each key once (the first name it came with): a message is
 /// queued once per key.
 fn distinct_recipients(record: &mut MessageRecord) {
+    if record.recipients.len() < 2 {
+        return;
+    }
     let mut seen = std::collections::HashSet::with_capacity(record.recipients.len());
     record.recipients.retain(|(k, _)| seen.insert(k.clone()));
 }
