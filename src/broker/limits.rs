@@ -1,7 +1,6 @@
 //! Rate limits: a token bucket per key (member for sends, member+pid+cwd for hooks), and caps
 //! on open connections in total and per IP address.
 
-use crate::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::state::Broker;
+use crate::HashMap;
 
 // --- What one member may make others store, list and download (issue 10, "lists cannot be
 // poisoned"). Sizes are UTF-8 bytes. Each bounds one entry of a list; paging bounds the list.

@@ -1,7 +1,6 @@
 //! Who is in each mesh right now. A presence outlives its socket by a 90 s lease so a quick
 //! reconnect reattaches silently; nothing here is stored (members' groups and last-seen are).
 
-use crate::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,6 +12,7 @@ use super::status::StatusState;
 use crate::protocol::messages::{Envelope, GroupRef, PeerEntry, PeerInfo, Profile};
 use crate::protocol::{Encoding, Pubkey, ServerMessage, time};
 use crate::store::{MemberRole, RecipientKey};
+use crate::{HashMap, HashSet};
 
 /// How long a presence outlives its socket.
 pub const LEASE_MS: i64 = 90_000;

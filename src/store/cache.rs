@@ -9,12 +9,12 @@
 //! the count, so under load these reads cost a lock and a hash lookup instead of a read
 //! transaction.
 
-use crate::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{GrantRow, Member, StoreError};
+use crate::HashMap;
 use crate::protocol::Pubkey;
 use crate::protocol::messages::Permission;
 

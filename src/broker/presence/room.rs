@@ -2,11 +2,11 @@
 //! session key) without a walk over the mesh: a send finds its recipients' presences in
 //! constant time, however many peers the mesh has.
 
-use crate::HashMap;
 use std::sync::Arc;
 
 use super::super::limits::LINGERING_SHARE;
 use super::Peer;
+use crate::HashMap;
 use crate::protocol::Pubkey;
 use crate::store::RecipientKey;
 

@@ -2,7 +2,6 @@
 //! presence connects or turns idle, redelivers what is not acknowledged, and tells a mesh about
 //! its peers coming and going.
 
-use crate::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use super::state::Broker;
 use crate::protocol::messages::{Envelope, Push};
 use crate::protocol::{Encoding, ServerMessage, ids, time};
 use crate::store::{MessageRecord, RecipientKey, Visit};
+use crate::{HashMap, HashSet};
 
 mod events;
 

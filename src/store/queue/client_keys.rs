@@ -192,7 +192,8 @@ fn slice_start(n: usize) -> Option<ClientKey> {
 /// (millions), more of them are looked up for nothing.
 const FILTER_BITS: (u64, u64) = (1 << 20, 1 << 27);
 /// Bits a filter is given per key it starts with: twice as many keys fit before it is
-/// rebuilt, at about one false "maybe" in 200 when full.
+/// rebuilt, 32 bits a key then (about one false "maybe" in 1 400); the smallest filter holds
+/// up to twice `MIN_REBUILD` keys, 8 bits a key (about one in 30).
 const BITS_PER_KEY: u64 = 32;
 /// The fewest keys added before a filter is rebuilt.
 const MIN_REBUILD: u64 = if cfg!(test) { 64 } else { 65_536 };
@@ -407,7 +408,7 @@ mod tests {
     }
 
     /// Every key set is held; of keys never set, nearly all are told apart (at 10 000 keys in
-    /// the smallest filter, about one in 40 000 is a false "maybe").
+    /// the smallest filter, about one in 40 000 is a false "maybe": 100 bits a key).
     #[test]
     fn the_filter_holds_every_key_set_and_turns_others_away() {
         let mut filter = KeyFilter::with_room(10_000);

@@ -22,14 +22,13 @@
 //! from the stored rows before its jobs run.
 
 use std::collections::{BTreeMap, BTreeSet, btree_map};
-
-use crate::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{ReadableTable, WriteTransaction};
 
 use super::super::records::{ACKS, QUEUED};
 use super::super::{MessageRecord, StoreError, by_position_in_place};
+use crate::HashMap;
 
 /// An entry not taken out.
 const LIVE: u64 = u64::MAX;
