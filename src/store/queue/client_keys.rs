@@ -317,8 +317,8 @@ pub(in crate::store) fn write_slice(
     }
     drop(table);
     if pending.filter.as_ref().is_some_and(KeyFilter::full) {
-        let waiting: Vec<ClientKey> = pending.entries.keys().copied().collect();
-        pending.filter = Some(KeyFilter::build(tx, waiting.iter())?);
+        let rebuilt = KeyFilter::build(tx, pending.entries.keys())?;
+        pending.filter = Some(rebuilt);
     }
     let unwritten = pending.oldest_unwritten();
     if pending.recorded.as_ref() != Some(&unwritten) {

@@ -275,7 +275,8 @@ fn distinct_recipients(record: &mut MessageRecord) {
     if record.recipients.len() < 2 {
         return;
     }
-    let mut seen = std::collections::HashSet::with_capacity(record.recipients.len());
+    let mut seen =
+        crate::HashSet::with_capacity_and_hasher(record.recipients.len(), Default::default());
     record.recipients.retain(|(k, _)| seen.insert(k.clone()));
 }
 
