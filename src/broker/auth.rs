@@ -117,7 +117,7 @@ pub fn verify_member_request(
     broker
         .signed_requests
         .first_use(&sig.0, ts, &key.0, time::now_ms())?;
-    Ok((mesh, member))
+    Ok((mesh, std::sync::Arc::unwrap_or_clone(member)))
 }
 
 /// Signed requests live this long after their timestamp: the skew window, plus a margin.

@@ -6,6 +6,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
+use super::cache::Key;
 use super::records::MEMBERS;
 use super::{Member, Store, StoreError, decode, decode_opt, encode};
 
@@ -154,7 +155,7 @@ impl Store {
     ) -> Result<Option<GrantRow>, StoreError> {
         self.caches.grants.get_or_read(
             &self.shared.general_commits,
-            (mesh_id.to_string(), granter.to_string(), peer.to_string()),
+            Key((mesh_id, granter, peer)),
             || {
                 let rt = self.read()?;
                 super::decode_opt(rt.open_table(GRANTS)?.get((mesh_id, granter, peer))?)

@@ -2,7 +2,10 @@
 
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 
+use std::sync::Arc;
+
 use super::audit::{self, AuditEvent, AuditNote};
+use super::cache::Key;
 use super::records::{INVITE_IDS, INVITES, MEMBER_KEYS, MEMBERS, MESH_INVITES, MESH_SLUGS, MESHES};
 use super::{Invite, Member, MemberRole, Mesh, Store, StoreError, decode, decode_opt, encode};
 use crate::crypto;
@@ -198,10 +201,10 @@ impl Store {
         &self,
         mesh_id: &str,
         pubkey: &Pubkey,
-    ) -> Result<Option<Member>, StoreError> {
+    ) -> Result<Option<Arc<Member>>, StoreError> {
         self.caches.member_by_key.get_or_read(
             &self.shared.general_commits,
-            (mesh_id.to_string(), *pubkey),
+            Key((mesh_id, pubkey)),
             || {
                 let rt = self.read()?;
                 read_member_by_pubkey(
@@ -210,6 +213,7 @@ impl Store {
                     mesh_id,
                     pubkey,
                 )
+                .map(|m| m.map(Arc::new))
             },
         )
     }

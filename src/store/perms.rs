@@ -8,6 +8,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditEvent, AuditNote};
+use super::cache::Key;
 use super::members::find_member_in;
 use super::records::{MEMBER_KEYS, MEMBERS};
 use super::{Member, MemberRole, Store, StoreError, decode_opt, encode};
@@ -245,7 +246,7 @@ impl Store {
     pub fn holds(&self, mesh_id: &str, member_id: &str, p: Permission) -> Result<bool, StoreError> {
         let caps = self.caches.capabilities.get_or_read(
             &self.shared.general_commits,
-            (mesh_id.to_string(), member_id.to_string()),
+            Key((mesh_id, member_id)),
             || {
                 Ok(self
                     .acting_member_perms(mesh_id, member_id)?

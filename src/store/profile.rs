@@ -6,6 +6,7 @@ use redb::ReadableTable;
 use crate::protocol::messages::Profile;
 
 use super::audit::{self, AuditActor, AuditEvent, AuditNote};
+use super::cache::Key;
 use super::records::MEMBERS;
 use super::{Member, Store, StoreError, decode_opt, encode};
 
@@ -88,7 +89,7 @@ impl Store {
     pub fn messages_off(&self, mesh_id: &str, member_id: &str) -> Result<bool, StoreError> {
         self.caches.messages_off.get_or_read(
             &self.shared.general_commits,
-            (mesh_id.to_string(), member_id.to_string()),
+            Key((mesh_id, member_id)),
             || {
                 Ok(self
                     .profile(mesh_id, member_id)?

@@ -28,7 +28,7 @@ pub(super) fn find_member(
             .member_by_pubkey(mesh_id, &key)
             .map_err(store_err)?
         {
-            return Ok(Some(m));
+            return Ok(Some(std::sync::Arc::unwrap_or_clone(m)));
         }
         let member_id = match session_member(broker, mesh_id, key).map_err(store_err)? {
             Some(id) => id,

@@ -156,7 +156,7 @@ fn find_member(broker: &Broker, mesh_id: &str, key: &Pubkey) -> Result<(Mesh, Me
             4002,
         ));
     }
-    Ok((mesh, member))
+    Ok((mesh, std::sync::Arc::unwrap_or_clone(member)))
 }
 
 fn check_replay(broker: &Broker, sig: &Signature, timestamp: i64) -> Result<(), Refusal> {

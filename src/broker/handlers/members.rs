@@ -412,7 +412,9 @@ fn revocable(
         return None;
     }
     let member = match crate::protocol::Pubkey::parse(target) {
-        Ok(pk) => store.member_by_pubkey(mesh_id, &pk).ok().flatten()?,
+        Ok(pk) => {
+            std::sync::Arc::unwrap_or_clone(store.member_by_pubkey(mesh_id, &pk).ok().flatten()?)
+        }
         Err(_) => store.member(mesh_id, target).ok().flatten()?,
     };
     (member.role != MemberRole::Owner).then_some(member.id)

@@ -226,7 +226,7 @@ impl Excluded {
                 Ok(TargetSpec::Group(g)) => out.groups.push(g.to_string()),
                 Ok(TargetSpec::Key(key)) => match broker.store.member_by_pubkey(mesh_id, &key) {
                     Ok(Some(m)) => {
-                        out.members.insert(m.id);
+                        out.members.insert(m.id.clone());
                     }
                     _ => {
                         out.sessions.insert(key);
@@ -365,9 +365,9 @@ fn resolve_key(
     {
         let rk = RecipientKey::Member {
             mesh_id: mesh_id.into(),
-            member_id: member.id,
+            member_id: member.id.clone(),
         };
-        return Ok(vec![(rk.encode(), member.display_name)]);
+        return Ok(vec![(rk.encode(), member.display_name.clone())]);
     }
     let rk = RecipientKey::Session {
         mesh_id: mesh_id.into(),
