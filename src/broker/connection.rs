@@ -20,6 +20,7 @@ use super::handlers;
 use super::metrics::Metrics;
 use super::presence::{CloseOrder, ConnHandle, Peer};
 use super::state::Broker;
+use crate::protocol::codec::Received;
 use crate::protocol::messages::ErrorFrame;
 use crate::protocol::{ClientMessage, DecodeError, Encoding, Envelope, ServerMessage, codec, time};
 
@@ -71,7 +72,11 @@ impl EventBudget {
 
 /// Encodes a frame for the socket in the connection's encoding.
 pub fn to_ws<T: serde::Serialize>(frame: &T, encoding: Encoding) -> Message {
-    let bytes = codec::encode(frame, encoding);
+    encoded(codec::encode(frame, encoding), encoding)
+}
+
+/// A frame encoded for `encoding`, as its WebSocket message.
+pub fn encoded(bytes: Vec<u8>, encoding: Encoding) -> Message {
     match encoding {
         Encoding::Json => match String::from_utf8(bytes) {
             Ok(text) => Message::text(text),
@@ -387,8 +392,8 @@ pub async fn run(broker: Arc<Broker>, io: TokioIo<Upgraded>, remote: SocketAddr)
                     *s = slot.take();
                 }
                 match frame {
-                    Ok(Message::Text(text)) => on_frame(&mut conn, text.as_bytes(), Encoding::Json).await,
-                    Ok(Message::Binary(bytes)) => on_frame(&mut conn, &bytes, Encoding::MsgPack).await,
+                    Ok(Message::Text(text)) => on_frame(&mut conn, Received::Text(&text)).await,
+                    Ok(Message::Binary(bytes)) => on_frame(&mut conn, Received::Binary(&bytes)).await,
                     Ok(Message::Close(_)) => break,
                     Ok(_) => {} // ping / pong: liveness only
                     Err(tungstenite::Error::Capacity(e)) => {
@@ -455,14 +460,14 @@ impl std::fmt::Display for Who {
 }
 
 /// Decodes and dispatches one frame. Before a successful hello only hellos are accepted.
-async fn on_frame(conn: &mut Conn, bytes: &[u8], encoding: Encoding) {
+async fn on_frame(conn: &mut Conn, incoming: Received<'_>) {
     Metrics::inc(&conn.broker.metrics.frames_in);
     if conn.peer.is_none() {
         // Answer a peer that has not said hello in the encoding it just used.
-        conn.out.encoding = encoding;
+        conn.out.encoding = incoming.encoding();
     }
     conn.frame = "frame";
-    let frame: Envelope<ClientMessage> = match codec::decode_frame(bytes, encoding) {
+    let frame: Envelope<ClientMessage> = match codec::decode_received(incoming) {
         Ok(f) => f,
         // The original broker ignores types it does not know (the original client sends
         // `set_stats` every minute, and would take an error frame for the answer to whatever

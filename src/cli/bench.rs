@@ -3,7 +3,6 @@
 //! like real ones, durably acknowledged), checks that every acknowledged message arrives exactly
 //! once, and reports throughput and send→push latency.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use serde_json::json;
 
 use super::output::{self, outln};
 use super::{CliError, CliResult, print_json};
+use crate::HashMap;
 use crate::client::tls::Trust;
 use crate::client::{ConnectOptions, MeshClient, REQUEST_TIMEOUT, http};
 use crate::crypto::{self, BoxKeyPair, SignKeyPair};

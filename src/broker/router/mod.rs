@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::connection::to_ws;
+use super::connection::{encoded, to_ws};
 use super::presence::{Peer, PeerState};
 use super::state::Broker;
 use crate::protocol::messages::{Envelope, Push};
-use crate::protocol::{Encoding, ServerMessage, ids, time};
+use crate::protocol::{Encoding, ServerMessage, codec, ids, time};
 use crate::store::{MessageRecord, RecipientKey, Visit};
 use crate::{HashMap, HashSet};
 
@@ -248,7 +248,11 @@ pub fn push_message(record: &MessageRecord, encoding: Encoding) -> Message {
     }
     let created_at = time::iso(record.created_at_ms);
     let push = push_of(record, &created_at);
-    to_ws(&Tagged { push }, encoding)
+    match encoding {
+        // Written by hand, as serde writes it, without its byte-by-byte string escaping.
+        Encoding::Json => encoded(codec::written(|out| push.write_json(out)), encoding),
+        Encoding::MsgPack => to_ws(&Tagged { push }, encoding),
+    }
 }
 
 /// The push of a stored message, its strings owned (`String`) or borrowed (`&str`).

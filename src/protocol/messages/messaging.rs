@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::codec::JsonObject;
+
 /// `send` (PROTOCOL.md §4.1).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +126,107 @@ pub struct Push<S = String> {
     pub mirror: Option<S>,
 }
 
+impl Push<&str> {
+    /// This push as a JSON `push` frame, `type` first and then its fields in order, absent ones
+    /// left out: the bytes serde writes for `ServerMessage::Push`, with strings that need no
+    /// escape copied as they are (`codec::write_json_str`; issue 14).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Every field named: a field added to `Push` does not compile here until it is written.
+        let Push {
+            message_id,
+            mesh_id,
+            sender_pubkey,
+            sender_member_pubkey,
+            sender_member_id,
+            sender_name,
+            topic,
+            reply_to_id,
+            priority,
+            nonce,
+            ciphertext,
+            body_version,
+            created_at,
+            target_spec,
+            client_message_id,
+            request_fingerprint,
+            subtype,
+            event,
+            event_data,
+            key_epoch,
+            mirror,
+        } = self;
+        JsonObject::new(out)
+            .text("type", Some("push"))
+            .text("messageId", Some(message_id))
+            .text("meshId", Some(mesh_id))
+            .text("senderPubkey", Some(sender_pubkey))
+            .text("senderMemberPubkey", *sender_member_pubkey)
+            .text("senderMemberId", *sender_member_id)
+            .text("senderName", *sender_name)
+            .text("topic", *topic)
+            .text("replyToId", *reply_to_id)
+            .text("priority", Some(priority))
+            .text("nonce", Some(nonce))
+            .text("ciphertext", Some(ciphertext))
+            .value("bodyVersion", body_version.as_ref())
+            .text("createdAt", Some(created_at))
+            .text("targetSpec", *target_spec)
+            .text("client_message_id", *client_message_id)
+            .text("request_fingerprint", *request_fingerprint)
+            .text("subtype", *subtype)
+            .text("event", *event)
+            .value("eventData", event_data.as_ref())
+            .value(
+                "keyEpoch",
+                Some(key_epoch).filter(|e| !super::is_epoch_zero(e)),
+            )
+            .text("mirror", *mirror)
+            .end();
+    }
+}
+
+impl SendMessage {
+    /// This send as a JSON frame with its `_reqId`, as serde writes it in an [`Envelope`], with
+    /// strings that need no escape copied as they are (the busiest frame a client writes).
+    ///
+    /// [`Envelope`]: super::Envelope
+    pub fn write_json(&self, req_id: Option<&str>, out: &mut Vec<u8>) {
+        let SendMessage {
+            id,
+            target_spec,
+            priority,
+            nonce,
+            ciphertext,
+            body_version,
+            reply_to_id,
+            mentions,
+            client_message_id,
+            request_fingerprint,
+            exclude,
+            key_epoch,
+        } = self;
+        JsonObject::new(out)
+            .text("_reqId", req_id)
+            .text("type", Some("send"))
+            .text("id", id.as_deref())
+            .text("targetSpec", Some(target_spec))
+            .text("priority", Some(priority))
+            .text("nonce", Some(nonce))
+            .text("ciphertext", Some(ciphertext))
+            .value("bodyVersion", body_version.as_ref())
+            .text("replyToId", reply_to_id.as_deref())
+            .value("mentions", mentions.as_ref())
+            .text("client_message_id", client_message_id.as_deref())
+            .text("request_fingerprint", request_fingerprint.as_deref())
+            .value("exclude", Some(exclude).filter(|e| !e.is_empty()))
+            .value(
+                "keyEpoch",
+                Some(key_epoch).filter(|e| !super::is_epoch_zero(e)),
+            )
+            .end();
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipientStatus {
     pub name: String,
@@ -148,4 +251,119 @@ pub struct MessageStatusResult {
     #[serde(default)]
     pub acknowledged: bool,
     pub recipients: Vec<RecipientStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Encoding, Envelope, ServerMessage, codec};
+
+    /// Texts with what JSON escapes (and what it does not) at every place a check of sixteen
+    /// bytes at a time could miss it.
+    fn texts() -> Vec<String> {
+        let mut texts: Vec<String> = [
+            "",
+            "plain",
+            "a\"quote",
+            "back\\slash",
+            "\u{1}control",
+            "tab\tnew\nline\r",
+            "\u{1f}unit separator",
+            "\u{7f} delete and / slash are not escaped",
+            "é unicode ✓ 𝄞",
+            "</script>",
+        ]
+        .map(String::from)
+        .to_vec();
+        for len in [15, 16, 17, 31, 32, 33, 48] {
+            for at in [0, len / 2, len - 1] {
+                for special in ['"', '\\', '\n', '\u{0}'] {
+                    let mut text: Vec<char> = vec!['x'; len];
+                    text[at] = special;
+                    texts.push(text.into_iter().collect());
+                }
+            }
+        }
+        texts
+    }
+
+    /// A push with every field set but some left out, its strings `text`.
+    fn sample<'a, S: From<&'a str>>(text: &'a str, i: usize) -> Push<S> {
+        let s = |n: usize| (!i.is_multiple_of(n)).then(|| S::from(text));
+        Push {
+            message_id: S::from(text),
+            mesh_id: S::from(text),
+            sender_pubkey: S::from(text),
+            sender_member_pubkey: s(2),
+            sender_member_id: s(3),
+            sender_name: s(5),
+            topic: s(7),
+            reply_to_id: s(2),
+            priority: S::from(text),
+            nonce: S::from(text),
+            ciphertext: S::from(text),
+            body_version: i.is_multiple_of(2).then_some(i as u32),
+            created_at: S::from(text),
+            target_spec: s(3),
+            client_message_id: s(5),
+            request_fingerprint: s(7),
+            subtype: s(2),
+            event: s(3),
+            event_data: i
+                .is_multiple_of(3)
+                .then(|| serde_json::json!({"text": text, "n": i})),
+            key_epoch: (i % 4) as u64,
+            mirror: s(5),
+        }
+    }
+
+    #[test]
+    fn a_send_written_by_hand_is_what_serde_writes() {
+        use crate::protocol::ClientMessage;
+        for (i, text) in texts().iter().enumerate() {
+            let s = |n: usize| (!i.is_multiple_of(n)).then(|| text.clone());
+            let send = SendMessage {
+                id: s(2),
+                target_spec: text.clone(),
+                priority: text.clone(),
+                nonce: text.clone(),
+                ciphertext: text.clone(),
+                body_version: i.is_multiple_of(2).then_some(i as u32),
+                reply_to_id: s(3),
+                mentions: s(5).map(|t| vec![t, "b".into()]),
+                client_message_id: s(2),
+                request_fingerprint: s(7),
+                exclude: s(3).into_iter().collect(),
+                key_epoch: (i % 4) as u64,
+            };
+            let req_id = s(5);
+            let mut by_hand = Vec::new();
+            send.write_json(req_id.as_deref(), &mut by_hand);
+            let frame = Envelope {
+                req_id,
+                body: ClientMessage::Send(Box::new(send)),
+            };
+            let by_serde = codec::encode(&frame, Encoding::Json);
+            assert_eq!(
+                String::from_utf8_lossy(&by_hand),
+                String::from_utf8_lossy(&by_serde),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_push_written_by_hand_is_what_serde_writes() {
+        for (i, text) in texts().iter().enumerate() {
+            let mut by_hand = Vec::new();
+            sample::<&str>(text, i).write_json(&mut by_hand);
+            let push = ServerMessage::Push(Box::new(sample::<String>(text, i)));
+            let by_serde = codec::encode(&Envelope::new(push), Encoding::Json);
+            assert_eq!(
+                String::from_utf8_lossy(&by_hand),
+                String::from_utf8_lossy(&by_serde),
+                "{text:?}"
+            );
+        }
+    }
 }
