@@ -54,7 +54,7 @@ fn encode_fixed(n: u128) -> String {
             chunk /= 62;
         }
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    String::from_utf8(out.to_vec()).expect("base62 is ASCII")
 }
 
 /// A fresh invite code.
