@@ -346,7 +346,7 @@ impl<'a> JsonObject<'a> {
 /// Writes `s` as a JSON string, as serde_json writes it: as it is between quotes when nothing
 /// in it needs escaping (checked sixteen bytes at a time), else through serde_json. Its byte by
 /// byte escaping loop was the largest single cost of writing a push (issue 14).
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
     if needs_escaping(s.as_bytes()) {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
