@@ -36,8 +36,8 @@ pub(super) struct Caches {
 /// A member's capabilities, shared.
 pub(super) type Capabilities = Arc<std::collections::BTreeSet<Permission>>;
 
-/// A cache's key: owned strings where an answer is kept, borrowed ones in a lookup, which so
-/// builds no key (a `String` hashes as its `str`, a reference as what it points to).
+/// A cache's key: owned strings where an answer is kept, borrowed ones in a lookup, so a
+/// lookup builds no key (a `String` hashes as its `str`, a reference as what it points to).
 #[derive(Hash, PartialEq, Eq)]
 pub(super) struct Key<T>(pub(super) T);
 
