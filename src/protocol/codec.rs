@@ -578,35 +578,30 @@ mod tests {
     /// never read out of an array.
     #[test]
     fn frames_that_do_not_read_straight_get_the_generic_answers() {
-        let err = decode_frame::<ClientMessage>(br#"{"type":"send","_reqId":"7"}"#, Encoding::Json)
-            .unwrap_err();
+        // Text frames as the broker and the client read them.
+        let read = |text: &str| decode_received::<ClientMessage>(Received::Text(text));
+        let err = read(r#"{"type":"send","_reqId":"7"}"#).unwrap_err();
         assert_eq!(err.code, "malformed");
         assert!(err.message.contains("targetSpec"), "{}", err.message);
         assert_eq!(err.req_id.as_deref(), Some("7"));
-        let err =
-            decode_frame::<ClientMessage>(br#"{"type":"bogus","_reqId":"8"}"#, Encoding::Json)
-                .unwrap_err();
+        let err = read(r#"{"type":"bogus","_reqId":"8"}"#).unwrap_err();
         assert_eq!(err.code, "unknown_message_type");
-        let err = decode_frame::<ClientMessage>(
-            br#"{"type":"client_ack","brokerMessageId":"m1"} {}"#,
-            Encoding::Json,
-        )
-        .unwrap_err();
+        let err = read(r#"{"type":"client_ack","brokerMessageId":"m1"} {}"#).unwrap_err();
         assert_eq!(
             err.code, "malformed",
             "trailing characters: {}",
             err.message
         );
         // A field before the type: read the generic way, to the same frame.
-        let late = br#"{"targetSpec":"*","type":"send","priority":"now","nonce":"","ciphertext":"aGk=","_reqId":"9"}"#;
-        assert!(straight::<ClientMessage>(late, Encoding::Json).is_none());
-        let frame = decode_frame::<ClientMessage>(late, Encoding::Json).unwrap();
+        let late = r#"{"targetSpec":"*","type":"send","priority":"now","nonce":"","ciphertext":"aGk=","_reqId":"9"}"#;
+        assert!(straight::<ClientMessage>(late.as_bytes(), Encoding::Json).is_none());
+        let frame = read(late).unwrap();
         assert_eq!(frame.req_id.as_deref(), Some("9"));
         assert!(matches!(frame.body, ClientMessage::Send(m) if m.target_spec == "*"));
-        let array = br#"["client_ack","m1"]"#;
-        let err = decode_frame::<ClientMessage>(array, Encoding::Json).unwrap_err();
+        let array = r#"["client_ack","m1"]"#;
+        let err = read(array).unwrap_err();
         assert_eq!(err.message, "frame must be an object");
-        let value: serde_json::Value = serde_json::from_slice(array).unwrap();
+        let value: serde_json::Value = serde_json::from_str(array).unwrap();
         let packed = rmp_serde::to_vec_named(&value).unwrap();
         let err = decode_frame::<ClientMessage>(&packed, Encoding::MsgPack).unwrap_err();
         assert_eq!(err.message, "frame must be an object");
