@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::connection::{Outbox, Refused, to_ws};
+use super::connection::{Outbox, Refused, encoded, to_ws};
 use super::status::StatusState;
 use crate::protocol::messages::{Envelope, GroupRef, PeerEntry, PeerInfo, Profile};
-use crate::protocol::{Encoding, Pubkey, ServerMessage, time};
+use crate::protocol::{Encoding, Pubkey, ServerMessage, codec, time};
 use crate::store::{MemberRole, RecipientKey};
 use crate::{HashMap, HashSet};
 
@@ -46,7 +46,15 @@ impl ConnHandle {
     /// Queues a frame. A connection whose queue is full (in bytes) does not read its socket;
     /// it is disconnected rather than allowed to grow the broker's memory.
     pub fn send(&self, frame: &Envelope<ServerMessage>) -> bool {
-        self.send_message(to_ws(frame, self.encoding))
+        let message = match (&frame.body, self.encoding) {
+            // The answer every `send` gets, written without serde's byte-by-byte escaping.
+            (ServerMessage::Ack(ack), Encoding::Json) => encoded(
+                codec::written(|out| ack.write_json(frame.req_id.as_deref(), out)),
+                Encoding::Json,
+            ),
+            _ => to_ws(frame, self.encoding),
+        };
+        self.send_message(message)
     }
 
     /// [`ConnHandle::send`] of a frame already encoded for this connection's encoding.

@@ -73,6 +73,32 @@ pub struct Ack {
     pub error: Option<String>,
 }
 
+impl Ack {
+    /// This ack as a JSON frame with its `_reqId`, as serde writes it in an [`Envelope`], with
+    /// strings that need no escape copied as they are (every `send` is answered with one).
+    ///
+    /// [`Envelope`]: super::Envelope
+    pub fn write_json(&self, req_id: Option<&str>, out: &mut Vec<u8>) {
+        // Every field named: a field added to `Ack` does not compile here until it is written.
+        let Ack {
+            id,
+            message_id,
+            queued,
+            ok,
+            error,
+        } = self;
+        JsonObject::new(out)
+            .text("_reqId", req_id)
+            .text("type", Some("ack"))
+            .text("id", id.as_deref())
+            .text("messageId", message_id.as_deref())
+            .value("queued", queued.as_ref())
+            .value("ok", ok.as_ref())
+            .text("error", error.as_deref())
+            .end();
+    }
+}
+
 /// `push` (PROTOCOL.md §4.3): a message, a reminder or a system event. Its strings are `S`:
 /// owned as read, or borrowed from a stored record as the broker writes one (issue 14).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -342,6 +368,34 @@ mod tests {
             let frame = Envelope {
                 req_id,
                 body: ClientMessage::Send(Box::new(send)),
+            };
+            let by_serde = codec::encode(&frame, Encoding::Json);
+            assert_eq!(
+                String::from_utf8_lossy(&by_hand),
+                String::from_utf8_lossy(&by_serde),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ack_written_by_hand_is_what_serde_writes() {
+        for (i, text) in texts().iter().enumerate() {
+            let s = |n: usize| (!i.is_multiple_of(n)).then(|| text.clone());
+            let b = |n: usize| (!i.is_multiple_of(n)).then_some(i.is_multiple_of(2));
+            let ack = Ack {
+                id: s(2),
+                message_id: s(3),
+                queued: b(5),
+                ok: b(3),
+                error: s(7),
+            };
+            let req_id = s(5);
+            let mut by_hand = Vec::new();
+            ack.write_json(req_id.as_deref(), &mut by_hand);
+            let frame = Envelope {
+                req_id,
+                body: ServerMessage::Ack(ack),
             };
             let by_serde = codec::encode(&frame, Encoding::Json);
             assert_eq!(
