@@ -623,6 +623,14 @@ impl Presence {
         (reached, room.has_observers())
     }
 
+    /// The member of a presence in `mesh_id` that speaks with `session`, found by key (a
+    /// direct send to a session key asks this; no walk over the mesh).
+    pub fn session_member(&self, mesh_id: &str, session: &Pubkey) -> Option<String> {
+        let meshes = self.lock();
+        let peer = meshes.get(mesh_id)?.speaking_with(session).first()?;
+        Some(peer.member_id.clone())
+    }
+
     /// Every presence in every mesh.
     pub fn all(&self) -> Vec<Arc<Peer>> {
         self.lock()

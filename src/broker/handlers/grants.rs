@@ -45,13 +45,8 @@ fn session_member(
     mesh_id: &str,
     session: Pubkey,
 ) -> Result<Option<String>, crate::store::StoreError> {
-    if let Some(p) = broker
-        .presence
-        .peers(mesh_id)
-        .into_iter()
-        .find(|p| p.session_pubkey == Some(session))
-    {
-        return Ok(Some(p.member_id.clone()));
+    if let Some(member_id) = broker.presence.session_member(mesh_id, &session) {
+        return Ok(Some(member_id));
     }
     Ok(broker
         .store

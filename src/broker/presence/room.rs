@@ -88,11 +88,17 @@ impl Room {
 
     /// The presences `key` reaches (see `router::covers`).
     pub fn covering(&self, key: &RecipientKey) -> &[Arc<Peer>] {
-        let list = match key {
-            RecipientKey::Member { member_id, .. } => self.by_member.get(member_id),
-            RecipientKey::Session { session, .. } => self.by_session.get(session),
-        };
-        list.map_or(&[], Vec::as_slice)
+        match key {
+            RecipientKey::Member { member_id, .. } => {
+                self.by_member.get(member_id).map_or(&[], Vec::as_slice)
+            }
+            RecipientKey::Session { session, .. } => self.speaking_with(session),
+        }
+    }
+
+    /// The presences that speak with `session` (proven or a label).
+    pub fn speaking_with(&self, session: &Pubkey) -> &[Arc<Peer>] {
+        self.by_session.get(session).map_or(&[], Vec::as_slice)
     }
 
     pub fn has_observers(&self) -> bool {

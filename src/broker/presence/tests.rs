@@ -513,6 +513,12 @@ fn a_recipient_key_reaches_the_presences_it_names_until_they_leave() {
             .0
             .is_empty()
     );
+    // Whose a session key is, as a direct send to it asks.
+    let owner = |mesh: &str, k: u8| presence.session_member(mesh, &Pubkey([k; 32]));
+    assert_eq!(owner("mesh", 8).as_deref(), Some("alice"));
+    assert_eq!(owner("mesh", 9).as_deref(), Some("bob"));
+    assert_eq!(owner("mesh", 5), None);
+    assert_eq!(owner("other mesh", 9), None);
 
     // In its lease a presence is still reached (its queue waits for it); then it is gone.
     assert!(presence.disconnect(&a7, 1));
