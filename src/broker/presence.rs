@@ -47,7 +47,8 @@ impl ConnHandle {
     /// it is disconnected rather than allowed to grow the broker's memory.
     pub fn send(&self, frame: &Envelope<ServerMessage>) -> bool {
         let message = match (&frame.body, self.encoding) {
-            // The answer every `send` gets, written without serde's byte-by-byte escaping.
+            // Acks (every `send` gets one) written without serde's byte-by-byte escaping, the
+            // same bytes.
             (ServerMessage::Ack(ack), Encoding::Json) => encoded(
                 codec::written(|out| ack.write_json(frame.req_id.as_deref(), out)),
                 Encoding::Json,
