@@ -343,6 +343,20 @@ mod tests {
         }
     }
 
+    /// A frame written by hand (`by_hand`) is byte for byte serde's JSON of `frame`.
+    fn assert_written_as_serde_writes<T: Serialize>(
+        by_hand: &[u8],
+        frame: &Envelope<T>,
+        text: &str,
+    ) {
+        let by_serde = codec::encode(frame, Encoding::Json);
+        assert_eq!(
+            String::from_utf8_lossy(by_hand),
+            String::from_utf8_lossy(&by_serde),
+            "{text:?}"
+        );
+    }
+
     #[test]
     fn a_send_written_by_hand_is_what_serde_writes() {
         use crate::protocol::ClientMessage;
@@ -369,12 +383,7 @@ mod tests {
                 req_id,
                 body: ClientMessage::Send(Box::new(send)),
             };
-            let by_serde = codec::encode(&frame, Encoding::Json);
-            assert_eq!(
-                String::from_utf8_lossy(&by_hand),
-                String::from_utf8_lossy(&by_serde),
-                "{text:?}"
-            );
+            assert_written_as_serde_writes(&by_hand, &frame, text);
         }
     }
 
@@ -397,12 +406,7 @@ mod tests {
                 req_id,
                 body: ServerMessage::Ack(ack),
             };
-            let by_serde = codec::encode(&frame, Encoding::Json);
-            assert_eq!(
-                String::from_utf8_lossy(&by_hand),
-                String::from_utf8_lossy(&by_serde),
-                "{text:?}"
-            );
+            assert_written_as_serde_writes(&by_hand, &frame, text);
         }
     }
 
@@ -412,12 +416,7 @@ mod tests {
             let mut by_hand = Vec::new();
             sample::<&str>(text, i).write_json(&mut by_hand);
             let push = ServerMessage::Push(Box::new(sample::<String>(text, i)));
-            let by_serde = codec::encode(&Envelope::new(push), Encoding::Json);
-            assert_eq!(
-                String::from_utf8_lossy(&by_hand),
-                String::from_utf8_lossy(&by_serde),
-                "{text:?}"
-            );
+            assert_written_as_serde_writes(&by_hand, &Envelope::new(push), text);
         }
     }
 }
